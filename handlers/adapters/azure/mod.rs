@@ -1,0 +1,4 @@
+//! Azure adapters: typed clients on azure_core's pipeline (bearer policy, retries, injectable transport).
+
+pub mod http;
+pub mod table;

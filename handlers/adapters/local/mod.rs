@@ -1,0 +1,3 @@
+//! The embedded store used by local mode and tests: one SQLite file.
+
+pub mod audit;

@@ -1,0 +1,5 @@
+//! Implementations of the ports: Azure services and the embedded local store.
+//! Adapters never import each other; start-up alone chooses which ones run.
+
+pub mod azure;
+pub mod local;

@@ -1,0 +1,6 @@
+//! Newtypes that parse, and time arithmetic on a passed-in clock. Imports nothing internal.
+
+pub mod names;
+pub mod ncrontab;
+pub mod secret;
+pub mod thumbprint;

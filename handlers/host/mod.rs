@@ -1,0 +1,1 @@
+//! The Functions custom-handler protocol.

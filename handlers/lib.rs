@@ -1,0 +1,17 @@
+//! keyturn: secret lifecycle for Azure, as Azure Functions custom handlers.
+//!
+//! The binary (`handlers/main.rs`) is a thin command line over this library.
+//! Dependencies point down this list and never back up: `host` and `functions`
+//! use the engines; engines use `ports` and `domain`; adapters implement ports.
+
+pub mod adapters;
+pub mod audit;
+pub mod config;
+pub mod domain;
+pub mod events;
+pub mod functions;
+pub mod host;
+pub mod mtls;
+pub mod package;
+pub mod ports;
+pub mod telemetry;

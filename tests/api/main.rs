@@ -1,0 +1,3 @@
+//! Integration tests, grouped by function and concern, sharing one helpers module.
+
+mod helpers;
