@@ -1,1 +1,1 @@
-//! TODO-owner-fills
+//! mtls: client-certificate extraction and validation policies.
