@@ -1,1 +1,723 @@
-//! (being written)
+//! Settings: every app setting keyturn or its Functions host reads, typed and validated
+//! once at start-up.
+//!
+//! [`SETTINGS`] is the single list of settings. `local.settings.sample.json`, the README
+//! table and the Bicep app settings are all checked against it by tests, so a setting
+//! cannot be added in one place and forgotten in another.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::domain::names::VaultUrl;
+use crate::domain::ncrontab::Schedule;
+use crate::domain::secret::SecretValue;
+
+/// Who reads a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadBy {
+    /// keyturn's own code.
+    Keyturn,
+    /// The Azure Functions host (binding expressions, identity-based connections).
+    Host,
+    /// Both: the host resolves it in a binding and keyturn validates or uses it too.
+    Both,
+    /// Set by the Functions host for the handler process; never configured by hand.
+    HostProvided,
+}
+
+/// One setting: its name is an interface, its example is a working sample value.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SettingSpec {
+    pub name: &'static str,
+    pub read_by: ReadBy,
+    /// Where it must be present (empty: never required).
+    pub required: Required,
+    pub default: Option<&'static str>,
+    /// A working value for local development (what `local.settings.sample.json` carries).
+    pub example: &'static str,
+    /// Redacted by `keyturn config check` and never logged.
+    pub secret: bool,
+    pub purpose: &'static str,
+}
+
+/// When a setting must be present.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Required {
+    Never,
+    Always,
+    /// Required by the rotation functions (KeyVaultEvents, ExpirySweep, RotationWorker)
+    /// when at least one of them is enabled in this app.
+    ByRotation,
+}
+
+/// The functions whose presence makes rotation settings required.
+pub const ROTATION_FUNCTIONS: [&str; 3] = ["KeyVaultEvents", "ExpirySweep", "RotationWorker"];
+
+/// Every function keyturn serves, as named in `function-definitions/`.
+pub const FUNCTIONS: [&str; 4] = [
+    "KeyVaultEvents",
+    "ExpirySweep",
+    "RotationWorker",
+    "SecretEndpoint",
+];
+
+/// Every six hours, on the hour. Key Vault raises NearExpiry 30 days ahead, so a sweep
+/// four times a day catches anything events missed with weeks to spare, while staying
+/// far below Key Vault's list-operation throttling limits.
+pub const DEFAULT_SWEEP_SCHEDULE: &str = "0 0 */6 * * *";
+pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
+pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
+pub const DEFAULT_DATA_DIR: &str = ".keyturn";
+
+pub const SETTINGS: &[SettingSpec] = &[
+    SettingSpec {
+        name: "FUNCTIONS_WORKER_RUNTIME",
+        read_by: ReadBy::Host,
+        required: Required::Always,
+        default: None,
+        example: "Custom",
+        secret: false,
+        purpose: "Tells the Functions host that a custom handler serves the functions.",
+    },
+    SettingSpec {
+        name: "AzureWebJobsStorage",
+        read_by: ReadBy::Host,
+        required: Required::Never,
+        default: None,
+        example: "UseDevelopmentStorage=true",
+        secret: true,
+        purpose: "The host's storage for local runs (Azurite). In Azure the identity-based form \
+                  AzureWebJobsStorage__accountName is used instead and no key exists.",
+    },
+    SettingSpec {
+        name: "FUNCTIONS_CUSTOMHANDLER_PORT",
+        read_by: ReadBy::HostProvided,
+        required: Required::Never,
+        default: None,
+        example: "7072",
+        secret: false,
+        purpose: "The loopback port the host forwards invocations to; set by the host.",
+    },
+    SettingSpec {
+        name: "KEYTURN_LOG_LEVEL",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("info"),
+        example: "info",
+        secret: false,
+        purpose: "Log filter: a level (error, warn, info, debug, trace) or tracing directives \
+                  such as `info,keyturn=debug`.",
+    },
+    SettingSpec {
+        name: "KEYTURN_CREDENTIAL",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("managed-identity"),
+        example: "azure-cli",
+        secret: false,
+        purpose: "How keyturn authenticates to Azure: managed-identity, workload-identity or \
+                  azure-cli (development only). No setting ever holds a credential.",
+    },
+    SettingSpec {
+        name: "AZURE_CLIENT_ID",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Client id of the user-assigned managed identity (or the workload identity's \
+                  application). Empty: the system-assigned identity.",
+    },
+    SettingSpec {
+        name: "KEYTURN_VAULTS",
+        read_by: ReadBy::Keyturn,
+        required: Required::ByRotation,
+        default: None,
+        example: "https://kv-keyturn-dev.vault.azure.net/",
+        secret: false,
+        purpose: "Comma-separated Key Vault URLs whose secrets and certificates keyturn manages.",
+    },
+    SettingSpec {
+        name: "KEYTURN_SWEEP_SCHEDULE",
+        read_by: ReadBy::Both,
+        required: Required::Never,
+        default: Some(DEFAULT_SWEEP_SCHEDULE),
+        example: DEFAULT_SWEEP_SCHEDULE,
+        secret: false,
+        purpose: "Six-field NCRONTAB schedule (UTC) of the ExpirySweep timer.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ROTATION_QUEUE",
+        read_by: ReadBy::Both,
+        required: Required::Never,
+        default: Some(DEFAULT_ROTATION_QUEUE),
+        example: DEFAULT_ROTATION_QUEUE,
+        secret: false,
+        purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying rotation jobs.",
+    },
+    SettingSpec {
+        name: "ServiceBusConnection__fullyQualifiedNamespace",
+        read_by: ReadBy::Both,
+        required: Required::ByRotation,
+        default: None,
+        example: "sb-keyturn-dev.servicebus.windows.net",
+        secret: false,
+        purpose: "Service Bus namespace: the host's trigger connection (identity-based) and \
+                  where keyturn sends rotation jobs.",
+    },
+    SettingSpec {
+        name: "ServiceBusConnection__credential",
+        read_by: ReadBy::Host,
+        required: Required::Never,
+        default: None,
+        example: "managedidentity",
+        secret: false,
+        purpose: "Makes the host's Service Bus trigger use a managed identity.",
+    },
+    SettingSpec {
+        name: "ServiceBusConnection__clientId",
+        read_by: ReadBy::Host,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Client id of the user-assigned identity the host's Service Bus trigger uses.",
+    },
+    SettingSpec {
+        name: "KEYTURN_AUDIT_STORE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("table"),
+        example: "sqlite",
+        secret: false,
+        purpose: "Where the hash-chained audit log lives: table (Azure Table storage) or sqlite \
+                  (a file under KEYTURN_DATA_DIR, for local and self-hosted runs).",
+    },
+    SettingSpec {
+        name: "KEYTURN_AUDIT_TABLE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_AUDIT_TABLE),
+        example: DEFAULT_AUDIT_TABLE,
+        secret: false,
+        purpose: "Table name of the audit log (letters and digits, 3-63 characters).",
+    },
+    SettingSpec {
+        name: "KEYTURN_TABLE_ENDPOINT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Table service endpoint, used with keyturn's identity \
+                  (https://<account>.table.core.windows.net). Needed when the audit store is table \
+                  and no connection string is set.",
+    },
+    SettingSpec {
+        name: "KEYTURN_TABLE_CONNECTION_STRING",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: true,
+        purpose: "Storage connection string for the Table service, for Azurite and development \
+                  only; in Azure use KEYTURN_TABLE_ENDPOINT and the managed identity.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DATA_DIR",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_DATA_DIR),
+        example: DEFAULT_DATA_DIR,
+        secret: false,
+        purpose: "Directory of the embedded SQLite store (created owner-only).",
+    },
+];
+
+/// The spec of a setting by name.
+pub fn spec(name: &str) -> Option<&'static SettingSpec> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// How keyturn obtains Azure tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialKind {
+    ManagedIdentity,
+    WorkloadIdentity,
+    AzureCli,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CredentialSettings {
+    pub kind: CredentialKind,
+    /// A user-assigned identity's client id (a GUID).
+    pub client_id: Option<String>,
+}
+
+/// Where the Table service is and how keyturn authenticates to it.
+#[derive(Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "auth")]
+pub enum TableAccess {
+    Identity {
+        endpoint: url::Url,
+    },
+    ConnectionString {
+        #[serde(serialize_with = "redacted")]
+        connection_string: SecretValue,
+    },
+}
+
+impl fmt::Debug for TableAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Identity { endpoint } => f
+                .debug_struct("Identity")
+                .field("endpoint", &endpoint.as_str())
+                .finish(),
+            Self::ConnectionString { .. } => f
+                .debug_struct("ConnectionString")
+                .field("connection_string", &"[redacted]")
+                .finish(),
+        }
+    }
+}
+
+fn redacted<S: serde::Serializer>(_: &SecretValue, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("[redacted]")
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "store")]
+pub enum AuditSettings {
+    Table { table: String, access: TableAccess },
+    Sqlite { path: PathBuf },
+}
+
+/// The validated configuration of one keyturn process.
+#[derive(Debug, Clone, Serialize)]
+pub struct Settings {
+    pub log_level: String,
+    pub credential: CredentialSettings,
+    pub vaults: Vec<VaultUrl>,
+    #[serde(serialize_with = "display")]
+    pub sweep_schedule: Schedule,
+    pub rotation_queue: String,
+    pub service_bus_namespace: Option<String>,
+    pub audit: AuditSettings,
+    pub data_dir: PathBuf,
+    /// Functions this app serves (all of them unless disabled by `AzureWebJobs.<Name>.Disabled`).
+    pub enabled_functions: Vec<&'static str>,
+}
+
+fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+/// One problem with one setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{setting}: {problem} (example: {example})")]
+pub struct SettingError {
+    pub setting: String,
+    pub problem: String,
+    pub example: String,
+}
+
+/// Every problem found, so one start-up attempt reports them all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub errors: Vec<SettingError>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration:")?;
+        for e in &self.errors {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The app-setting environment, as a plain map so tests need not touch the process's.
+#[derive(Debug, Clone, Default)]
+pub struct Environment(BTreeMap<String, String>);
+
+impl Environment {
+    pub fn from_process() -> Self {
+        // Settings with non-UTF-8 values are kept out rather than aborting start-up here;
+        // a required one then reports as missing, naming the setting.
+        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
+    }
+
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+
+    /// A setting's value, trimmed; empty counts as unset (App Service cannot delete a
+    /// setting from a slot swap, so an emptied one must mean "not set").
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// Whether the host was told to disable a function. App Service on Linux cannot carry
+    /// dots in setting names, so the double-underscore form is accepted too.
+    pub fn function_disabled(&self, function: &str) -> bool {
+        [
+            format!("AzureWebJobs.{function}.Disabled"),
+            format!("AzureWebJobs__{function}__Disabled"),
+        ]
+        .iter()
+        .filter_map(|k| self.value(k))
+        .any(|v| v.eq_ignore_ascii_case("true") || v == "1")
+    }
+}
+
+struct Collector<'e> {
+    env: &'e Environment,
+    errors: Vec<SettingError>,
+}
+
+impl<'e> Collector<'e> {
+    fn fail(&mut self, name: &str, problem: impl Into<String>) {
+        let example = spec(name).map(|s| s.example).unwrap_or_default();
+        let example = if example.is_empty() {
+            spec(name).and_then(|s| s.default).unwrap_or("see README")
+        } else {
+            example
+        };
+        self.errors.push(SettingError {
+            setting: name.to_string(),
+            problem: problem.into(),
+            example: example.to_string(),
+        });
+    }
+
+    /// The value or the spec's default.
+    fn value_or_default(&self, name: &str) -> Option<&'e str> {
+        self.env.value(name).or_else(|| spec(name).and_then(|s| s.default))
+    }
+
+    fn parse<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.value_or_default(name)?;
+        match parse(raw) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.fail(name, problem);
+                None
+            }
+        }
+    }
+}
+
+impl Settings {
+    /// Validates every setting, reporting all problems at once.
+    pub fn from_env(env: &Environment) -> Result<Self, ConfigError> {
+        let mut c = Collector { env, errors: Vec::new() };
+
+        let enabled_functions: Vec<&'static str> =
+            FUNCTIONS.iter().copied().filter(|f| !env.function_disabled(f)).collect();
+        let rotation_enabled = enabled_functions.iter().any(|f| ROTATION_FUNCTIONS.contains(f));
+
+        for s in SETTINGS {
+            let needed = match s.required {
+                Required::Always => true,
+                Required::ByRotation => rotation_enabled,
+                Required::Never => false,
+            };
+            // Host-only settings are the host's business at run time; keyturn reports them
+            // only where it depends on them.
+            if needed && s.read_by != ReadBy::Host && env.value(s.name).is_none() && s.default.is_none() {
+                let why = match s.required {
+                    Required::ByRotation => "missing; required while KeyVaultEvents, ExpirySweep or RotationWorker is enabled",
+                    _ => "missing",
+                };
+                c.fail(s.name, why);
+            }
+        }
+
+        let log_level = c
+            .parse("KEYTURN_LOG_LEVEL", |v| {
+                tracing_subscriber::EnvFilter::try_new(v)
+                    .map(|_| v.to_string())
+                    .map_err(|e| format!("not a log level or filter directive ({e})"))
+            })
+            .unwrap_or_else(|| "info".into());
+
+        let kind = c
+            .parse("KEYTURN_CREDENTIAL", |v| match v {
+                "managed-identity" => Ok(CredentialKind::ManagedIdentity),
+                "workload-identity" => Ok(CredentialKind::WorkloadIdentity),
+                "azure-cli" => Ok(CredentialKind::AzureCli),
+                other => Err(format!(
+                    "unknown credential `{other}`; expected managed-identity, workload-identity or azure-cli"
+                )),
+            })
+            .unwrap_or(CredentialKind::ManagedIdentity);
+        let client_id = c.parse("AZURE_CLIENT_ID", |v| {
+            uuid::Uuid::parse_str(v)
+                .map(|u| u.to_string())
+                .map_err(|_| "not a client id (a GUID such as 00000000-0000-0000-0000-000000000000)".to_string())
+        });
+
+        let vaults = c
+            .parse("KEYTURN_VAULTS", |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| VaultUrl::parse(s).map_err(|e| format!("`{s}` is not a Key Vault URL ({e})")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap_or_default();
+
+        let sweep_schedule = c.parse("KEYTURN_SWEEP_SCHEDULE", |v| {
+            Schedule::parse(v).map_err(|e| format!("not a six-field NCRONTAB expression ({e})"))
+        });
+
+        let rotation_queue = c
+            .parse("KEYTURN_ROTATION_QUEUE", |v| parse_queue_name(v).map(str::to_string))
+            .unwrap_or_else(|| DEFAULT_ROTATION_QUEUE.into());
+
+        let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
+            parse_namespace(v).map(str::to_string)
+        });
+
+        let data_dir = PathBuf::from(c.value_or_default("KEYTURN_DATA_DIR").unwrap_or(DEFAULT_DATA_DIR));
+
+        let audit = match c.value_or_default("KEYTURN_AUDIT_STORE") {
+            Some("sqlite") => Some(AuditSettings::Sqlite { path: data_dir.join("keyturn.db") }),
+            Some("table") | None => {
+                let table = c
+                    .parse("KEYTURN_AUDIT_TABLE", |v| parse_table_name(v).map(str::to_string))
+                    .unwrap_or_else(|| DEFAULT_AUDIT_TABLE.into());
+                let endpoint = c.parse("KEYTURN_TABLE_ENDPOINT", |v| {
+                    let u = url::Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
+                    if u.scheme() != "https" {
+                        return Err("must be an https URL; plain http is only for Azurite, through KEYTURN_TABLE_CONNECTION_STRING".into());
+                    }
+                    Ok(u)
+                });
+                let connection_string = env.value("KEYTURN_TABLE_CONNECTION_STRING").map(SecretValue::new);
+                match (endpoint, connection_string) {
+                    (Some(_), Some(_)) => {
+                        c.fail("KEYTURN_TABLE_CONNECTION_STRING", "set together with KEYTURN_TABLE_ENDPOINT; set only one");
+                        None
+                    }
+                    (Some(endpoint), None) => Some(AuditSettings::Table { table, access: TableAccess::Identity { endpoint } }),
+                    (None, Some(connection_string)) => Some(AuditSettings::Table {
+                        table,
+                        access: TableAccess::ConnectionString { connection_string },
+                    }),
+                    (None, None) => {
+                        if env.value("KEYTURN_TABLE_ENDPOINT").is_none() {
+                            c.fail(
+                                "KEYTURN_TABLE_ENDPOINT",
+                                "missing; the table audit store needs KEYTURN_TABLE_ENDPOINT (or KEYTURN_TABLE_CONNECTION_STRING for Azurite), or set KEYTURN_AUDIT_STORE=sqlite",
+                            );
+                        }
+                        None
+                    }
+                }
+            }
+            Some(other) => {
+                c.fail("KEYTURN_AUDIT_STORE", format!("unknown store `{other}`; expected table or sqlite"));
+                None
+            }
+        };
+
+        match (c.errors.is_empty(), sweep_schedule, audit) {
+            (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
+                log_level,
+                credential: CredentialSettings { kind, client_id },
+                vaults,
+                sweep_schedule,
+                rotation_queue,
+                service_bus_namespace,
+                audit,
+                data_dir,
+                enabled_functions,
+            }),
+            _ => Err(ConfigError { errors: c.errors }),
+        }
+    }
+}
+
+/// Service Bus entity names: letters, digits, periods, hyphens, underscores; start and end
+/// with a letter or digit; at most 260 characters (Service Bus naming rules for queues).
+fn parse_queue_name(v: &str) -> Result<&str, String> {
+    const MAX_QUEUE_NAME: usize = 260;
+    let ok_chars = v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    let ok_ends = v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if v.len() <= MAX_QUEUE_NAME && ok_chars && ok_ends {
+        Ok(v)
+    } else {
+        Err("not a queue name (letters, digits, '.', '-', '_'; starts and ends with a letter or digit)".into())
+    }
+}
+
+/// A Service Bus namespace host name, without scheme or path.
+fn parse_namespace(v: &str) -> Result<&str, String> {
+    let looks_like_host = !v.contains("://")
+        && !v.contains('/')
+        && v.contains('.')
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+    if looks_like_host {
+        Ok(v)
+    } else {
+        Err("not a fully qualified namespace host name (no scheme, no path)".into())
+    }
+}
+
+/// Table names: 3-63 alphanumeric characters, not starting with a digit (Table service rules).
+fn parse_table_name(v: &str) -> Result<&str, String> {
+    let ok = (3..=63).contains(&v.len())
+        && v.chars().all(|c| c.is_ascii_alphanumeric())
+        && v.starts_with(|c: char| c.is_ascii_alphabetic());
+    if ok {
+        Ok(v)
+    } else {
+        Err("not a table name (3-63 letters and digits, starting with a letter)".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("FUNCTIONS_WORKER_RUNTIME", "Custom"),
+            ("KEYTURN_VAULTS", "https://kv-one.vault.azure.net/"),
+            ("ServiceBusConnection__fullyQualifiedNamespace", "sb-one.servicebus.windows.net"),
+            ("KEYTURN_AUDIT_STORE", "sqlite"),
+        ]
+    }
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Environment {
+        let mut pairs = base();
+        for (k, v) in extra {
+            pairs.retain(|(pk, _)| pk != k);
+            pairs.push((k, v));
+        }
+        Environment::from_pairs(pairs)
+    }
+
+    fn errors_for(env: &Environment) -> Vec<SettingError> {
+        Settings::from_env(env).expect_err("configuration should be rejected").errors
+    }
+
+    #[test]
+    fn a_complete_environment_yields_defaults_where_unset() {
+        let s = Settings::from_env(&with(&[])).expect("valid");
+        assert_eq!(s.rotation_queue, "rotations");
+        assert_eq!(s.sweep_schedule.to_string(), DEFAULT_SWEEP_SCHEDULE);
+        assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
+        assert_eq!(s.vaults.len(), 1);
+        assert_eq!(s.enabled_functions.len(), 4);
+    }
+
+    #[test]
+    fn every_problem_names_the_setting_and_gives_an_example() {
+        let env = with(&[
+            ("KEYTURN_SWEEP_SCHEDULE", "0 */5 * * *"),
+            ("KEYTURN_CREDENTIAL", "password"),
+            ("KEYTURN_VAULTS", "http://kv-one.vault.azure.net/"),
+            ("KEYTURN_ROTATION_QUEUE", "-bad-"),
+            ("AZURE_CLIENT_ID", "not-a-guid"),
+            ("KEYTURN_LOG_LEVEL", "loud=["),
+        ]);
+        let errors = errors_for(&env);
+        let named: Vec<&str> = errors.iter().map(|e| e.setting.as_str()).collect();
+        for expected in [
+            "KEYTURN_SWEEP_SCHEDULE",
+            "KEYTURN_CREDENTIAL",
+            "KEYTURN_VAULTS",
+            "KEYTURN_ROTATION_QUEUE",
+            "AZURE_CLIENT_ID",
+            "KEYTURN_LOG_LEVEL",
+        ] {
+            assert!(named.contains(&expected), "{expected} not reported in {named:?}");
+        }
+        assert!(errors.iter().all(|e| !e.example.is_empty()));
+    }
+
+    #[test]
+    fn rotation_settings_are_required_only_while_a_rotation_function_is_enabled() {
+        let missing = Environment::from_pairs([("KEYTURN_AUDIT_STORE", "sqlite")]);
+        let named: Vec<String> = errors_for(&missing).into_iter().map(|e| e.setting).collect();
+        assert!(named.contains(&"KEYTURN_VAULTS".to_string()));
+        assert!(named.contains(&"ServiceBusConnection__fullyQualifiedNamespace".to_string()));
+
+        let endpoint_only = Environment::from_pairs([
+            ("KEYTURN_AUDIT_STORE", "sqlite"),
+            ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
+            ("AzureWebJobs__ExpirySweep__Disabled", "true"),
+            ("AzureWebJobs.RotationWorker.Disabled", "1"),
+        ]);
+        let s = Settings::from_env(&endpoint_only).expect("endpoint-only app needs no rotation settings");
+        assert_eq!(s.enabled_functions, vec!["SecretEndpoint"]);
+    }
+
+    #[test]
+    fn the_table_audit_store_needs_exactly_one_way_in() {
+        let neither = with(&[("KEYTURN_AUDIT_STORE", "table")]);
+        assert!(errors_for(&neither).iter().any(|e| e.setting == "KEYTURN_TABLE_ENDPOINT"));
+
+        let both = with(&[
+            ("KEYTURN_AUDIT_STORE", "table"),
+            ("KEYTURN_TABLE_ENDPOINT", "https://st.table.core.windows.net"),
+            ("KEYTURN_TABLE_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+        ]);
+        assert!(errors_for(&both).iter().any(|e| e.setting == "KEYTURN_TABLE_CONNECTION_STRING"));
+
+        let http = with(&[
+            ("KEYTURN_AUDIT_STORE", "table"),
+            ("KEYTURN_TABLE_ENDPOINT", "http://st.table.core.windows.net"),
+        ]);
+        assert!(errors_for(&http).iter().any(|e| e.setting == "KEYTURN_TABLE_ENDPOINT"));
+    }
+
+    #[test]
+    fn the_connection_string_never_appears_in_debug_or_json() {
+        let env = with(&[
+            ("KEYTURN_AUDIT_STORE", "table"),
+            ("KEYTURN_TABLE_CONNECTION_STRING", "AccountName=a;AccountKey=c2VjcmV0LWtleS12YWx1ZQ=="),
+        ]);
+        let s = Settings::from_env(&env).expect("valid");
+        let json = serde_json::to_string(&s).expect("serialises");
+        let debug = format!("{s:?}");
+        for text in [json, debug] {
+            assert!(!text.contains("c2VjcmV0LWtleS12YWx1ZQ"), "leaked in {text}");
+            assert!(text.contains("[redacted]"));
+        }
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let env = with(&[("KEYTURN_ROTATION_QUEUE", "  ")]);
+        assert_eq!(Settings::from_env(&env).expect("valid").rotation_queue, "rotations");
+    }
+
+    #[test]
+    fn every_setting_documents_its_purpose_and_a_value_to_start_from() {
+        for s in SETTINGS {
+            assert!(!s.purpose.is_empty(), "{} has no purpose", s.name);
+            let optional_identity_setting = s.example.is_empty() && s.required == Required::Never;
+            assert!(
+                !s.example.is_empty() || s.default.is_some() || optional_identity_setting,
+                "{} has neither an example nor a default",
+                s.name
+            );
+        }
+    }
+}
