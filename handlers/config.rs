@@ -352,7 +352,11 @@ impl Environment {
     pub fn from_process() -> Self {
         // Settings with non-UTF-8 values are kept out rather than aborting start-up here;
         // a required one then reports as missing, naming the setting.
-        Self(std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect())
+        Self(
+            std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
+        )
     }
 
     pub fn from_pairs<I, K, V>(pairs: I) -> Self
@@ -361,7 +365,12 @@ impl Environment {
         K: Into<String>,
         V: Into<String>,
     {
-        Self(pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// A setting's value, trimmed; empty counts as unset (App Service cannot delete a
@@ -405,7 +414,9 @@ impl<'e> Collector<'e> {
 
     /// The value or the spec's default.
     fn value_or_default(&self, name: &str) -> Option<&'e str> {
-        self.env.value(name).or_else(|| spec(name).and_then(|s| s.default))
+        self.env
+            .value(name)
+            .or_else(|| spec(name).and_then(|s| s.default))
     }
 
     fn parse<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
@@ -423,11 +434,19 @@ impl<'e> Collector<'e> {
 impl Settings {
     /// Validates every setting, reporting all problems at once.
     pub fn from_env(env: &Environment) -> Result<Self, ConfigError> {
-        let mut c = Collector { env, errors: Vec::new() };
+        let mut c = Collector {
+            env,
+            errors: Vec::new(),
+        };
 
-        let enabled_functions: Vec<&'static str> =
-            FUNCTIONS.iter().copied().filter(|f| !env.function_disabled(f)).collect();
-        let rotation_enabled = enabled_functions.iter().any(|f| ROTATION_FUNCTIONS.contains(f));
+        let enabled_functions: Vec<&'static str> = FUNCTIONS
+            .iter()
+            .copied()
+            .filter(|f| !env.function_disabled(f))
+            .collect();
+        let rotation_enabled = enabled_functions
+            .iter()
+            .any(|f| ROTATION_FUNCTIONS.contains(f));
 
         for s in SETTINGS {
             let needed = match s.required {
@@ -437,9 +456,15 @@ impl Settings {
             };
             // Host-only settings are the host's business at run time; keyturn reports them
             // only where it depends on them.
-            if needed && s.read_by != ReadBy::Host && env.value(s.name).is_none() && s.default.is_none() {
+            if needed
+                && s.read_by != ReadBy::Host
+                && env.value(s.name).is_none()
+                && s.default.is_none()
+            {
                 let why = match s.required {
-                    Required::ByRotation => "missing; required while KeyVaultEvents, ExpirySweep or RotationWorker is enabled",
+                    Required::ByRotation => {
+                        "missing; required while KeyVaultEvents, ExpirySweep or RotationWorker is enabled"
+                    }
                     _ => "missing",
                 };
                 c.fail(s.name, why);
@@ -467,7 +492,10 @@ impl Settings {
         let client_id = c.parse("AZURE_CLIENT_ID", |v| {
             uuid::Uuid::parse_str(v)
                 .map(|u| u.to_string())
-                .map_err(|_| "not a client id (a GUID such as 00000000-0000-0000-0000-000000000000)".to_string())
+                .map_err(|_| {
+                    "not a client id (a GUID such as 00000000-0000-0000-0000-000000000000)"
+                        .to_string()
+                })
         });
 
         let vaults = c
@@ -475,7 +503,10 @@ impl Settings {
                 v.split(',')
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
-                    .map(|s| VaultUrl::parse(s).map_err(|e| format!("`{s}` is not a Key Vault URL ({e})")))
+                    .map(|s| {
+                        VaultUrl::parse(s)
+                            .map_err(|e| format!("`{s}` is not a Key Vault URL ({e})"))
+                    })
                     .collect::<Result<Vec<_>, _>>()
             })
             .unwrap_or_default();
@@ -485,20 +516,29 @@ impl Settings {
         });
 
         let rotation_queue = c
-            .parse("KEYTURN_ROTATION_QUEUE", |v| parse_queue_name(v).map(str::to_string))
+            .parse("KEYTURN_ROTATION_QUEUE", |v| {
+                parse_queue_name(v).map(str::to_string)
+            })
             .unwrap_or_else(|| DEFAULT_ROTATION_QUEUE.into());
 
         let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
             parse_namespace(v).map(str::to_string)
         });
 
-        let data_dir = PathBuf::from(c.value_or_default("KEYTURN_DATA_DIR").unwrap_or(DEFAULT_DATA_DIR));
+        let data_dir = PathBuf::from(
+            c.value_or_default("KEYTURN_DATA_DIR")
+                .unwrap_or(DEFAULT_DATA_DIR),
+        );
 
         let audit = match c.value_or_default("KEYTURN_AUDIT_STORE") {
-            Some("sqlite") => Some(AuditSettings::Sqlite { path: data_dir.join("keyturn.db") }),
+            Some("sqlite") => Some(AuditSettings::Sqlite {
+                path: data_dir.join("keyturn.db"),
+            }),
             Some("table") | None => {
                 let table = c
-                    .parse("KEYTURN_AUDIT_TABLE", |v| parse_table_name(v).map(str::to_string))
+                    .parse("KEYTURN_AUDIT_TABLE", |v| {
+                        parse_table_name(v).map(str::to_string)
+                    })
                     .unwrap_or_else(|| DEFAULT_AUDIT_TABLE.into());
                 let endpoint = c.parse("KEYTURN_TABLE_ENDPOINT", |v| {
                     let u = url::Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
@@ -507,13 +547,21 @@ impl Settings {
                     }
                     Ok(u)
                 });
-                let connection_string = env.value("KEYTURN_TABLE_CONNECTION_STRING").map(SecretValue::new);
+                let connection_string = env
+                    .value("KEYTURN_TABLE_CONNECTION_STRING")
+                    .map(SecretValue::new);
                 match (endpoint, connection_string) {
                     (Some(_), Some(_)) => {
-                        c.fail("KEYTURN_TABLE_CONNECTION_STRING", "set together with KEYTURN_TABLE_ENDPOINT; set only one");
+                        c.fail(
+                            "KEYTURN_TABLE_CONNECTION_STRING",
+                            "set together with KEYTURN_TABLE_ENDPOINT; set only one",
+                        );
                         None
                     }
-                    (Some(endpoint), None) => Some(AuditSettings::Table { table, access: TableAccess::Identity { endpoint } }),
+                    (Some(endpoint), None) => Some(AuditSettings::Table {
+                        table,
+                        access: TableAccess::Identity { endpoint },
+                    }),
                     (None, Some(connection_string)) => Some(AuditSettings::Table {
                         table,
                         access: TableAccess::ConnectionString { connection_string },
@@ -530,7 +578,10 @@ impl Settings {
                 }
             }
             Some(other) => {
-                c.fail("KEYTURN_AUDIT_STORE", format!("unknown store `{other}`; expected table or sqlite"));
+                c.fail(
+                    "KEYTURN_AUDIT_STORE",
+                    format!("unknown store `{other}`; expected table or sqlite"),
+                );
                 None
             }
         };
@@ -556,8 +607,11 @@ impl Settings {
 /// with a letter or digit; at most 260 characters (Service Bus naming rules for queues).
 fn parse_queue_name(v: &str) -> Result<&str, String> {
     const MAX_QUEUE_NAME: usize = 260;
-    let ok_chars = v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    let ok_ends = v.starts_with(|c: char| c.is_ascii_alphanumeric()) && v.ends_with(|c: char| c.is_ascii_alphanumeric());
+    let ok_chars = v
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    let ok_ends = v.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && v.ends_with(|c: char| c.is_ascii_alphanumeric());
     if v.len() <= MAX_QUEUE_NAME && ok_chars && ok_ends {
         Ok(v)
     } else {
@@ -570,7 +624,8 @@ fn parse_namespace(v: &str) -> Result<&str, String> {
     let looks_like_host = !v.contains("://")
         && !v.contains('/')
         && v.contains('.')
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
     if looks_like_host {
         Ok(v)
     } else {
@@ -598,7 +653,10 @@ mod tests {
         vec![
             ("FUNCTIONS_WORKER_RUNTIME", "Custom"),
             ("KEYTURN_VAULTS", "https://kv-one.vault.azure.net/"),
-            ("ServiceBusConnection__fullyQualifiedNamespace", "sb-one.servicebus.windows.net"),
+            (
+                "ServiceBusConnection__fullyQualifiedNamespace",
+                "sb-one.servicebus.windows.net",
+            ),
             ("KEYTURN_AUDIT_STORE", "sqlite"),
         ]
     }
@@ -613,7 +671,9 @@ mod tests {
     }
 
     fn errors_for(env: &Environment) -> Vec<SettingError> {
-        Settings::from_env(env).expect_err("configuration should be rejected").errors
+        Settings::from_env(env)
+            .expect_err("configuration should be rejected")
+            .errors
     }
 
     #[test]
@@ -646,7 +706,10 @@ mod tests {
             "AZURE_CLIENT_ID",
             "KEYTURN_LOG_LEVEL",
         ] {
-            assert!(named.contains(&expected), "{expected} not reported in {named:?}");
+            assert!(
+                named.contains(&expected),
+                "{expected} not reported in {named:?}"
+            );
         }
         assert!(errors.iter().all(|e| !e.example.is_empty()));
     }
@@ -654,7 +717,10 @@ mod tests {
     #[test]
     fn rotation_settings_are_required_only_while_a_rotation_function_is_enabled() {
         let missing = Environment::from_pairs([("KEYTURN_AUDIT_STORE", "sqlite")]);
-        let named: Vec<String> = errors_for(&missing).into_iter().map(|e| e.setting).collect();
+        let named: Vec<String> = errors_for(&missing)
+            .into_iter()
+            .map(|e| e.setting)
+            .collect();
         assert!(named.contains(&"KEYTURN_VAULTS".to_string()));
         assert!(named.contains(&"ServiceBusConnection__fullyQualifiedNamespace".to_string()));
 
@@ -664,34 +730,56 @@ mod tests {
             ("AzureWebJobs__ExpirySweep__Disabled", "true"),
             ("AzureWebJobs.RotationWorker.Disabled", "1"),
         ]);
-        let s = Settings::from_env(&endpoint_only).expect("endpoint-only app needs no rotation settings");
+        let s = Settings::from_env(&endpoint_only)
+            .expect("endpoint-only app needs no rotation settings");
         assert_eq!(s.enabled_functions, vec!["SecretEndpoint"]);
     }
 
     #[test]
     fn the_table_audit_store_needs_exactly_one_way_in() {
         let neither = with(&[("KEYTURN_AUDIT_STORE", "table")]);
-        assert!(errors_for(&neither).iter().any(|e| e.setting == "KEYTURN_TABLE_ENDPOINT"));
+        assert!(
+            errors_for(&neither)
+                .iter()
+                .any(|e| e.setting == "KEYTURN_TABLE_ENDPOINT")
+        );
 
         let both = with(&[
             ("KEYTURN_AUDIT_STORE", "table"),
-            ("KEYTURN_TABLE_ENDPOINT", "https://st.table.core.windows.net"),
-            ("KEYTURN_TABLE_CONNECTION_STRING", "UseDevelopmentStorage=true"),
+            (
+                "KEYTURN_TABLE_ENDPOINT",
+                "https://st.table.core.windows.net",
+            ),
+            (
+                "KEYTURN_TABLE_CONNECTION_STRING",
+                "UseDevelopmentStorage=true",
+            ),
         ]);
-        assert!(errors_for(&both).iter().any(|e| e.setting == "KEYTURN_TABLE_CONNECTION_STRING"));
+        assert!(
+            errors_for(&both)
+                .iter()
+                .any(|e| e.setting == "KEYTURN_TABLE_CONNECTION_STRING")
+        );
 
         let http = with(&[
             ("KEYTURN_AUDIT_STORE", "table"),
             ("KEYTURN_TABLE_ENDPOINT", "http://st.table.core.windows.net"),
         ]);
-        assert!(errors_for(&http).iter().any(|e| e.setting == "KEYTURN_TABLE_ENDPOINT"));
+        assert!(
+            errors_for(&http)
+                .iter()
+                .any(|e| e.setting == "KEYTURN_TABLE_ENDPOINT")
+        );
     }
 
     #[test]
     fn the_connection_string_never_appears_in_debug_or_json() {
         let env = with(&[
             ("KEYTURN_AUDIT_STORE", "table"),
-            ("KEYTURN_TABLE_CONNECTION_STRING", "AccountName=a;AccountKey=c2VjcmV0LWtleS12YWx1ZQ=="),
+            (
+                "KEYTURN_TABLE_CONNECTION_STRING",
+                "AccountName=a;AccountKey=c2VjcmV0LWtleS12YWx1ZQ==",
+            ),
         ]);
         let s = Settings::from_env(&env).expect("valid");
         let json = serde_json::to_string(&s).expect("serialises");
@@ -705,7 +793,10 @@ mod tests {
     #[test]
     fn empty_values_count_as_unset() {
         let env = with(&[("KEYTURN_ROTATION_QUEUE", "  ")]);
-        assert_eq!(Settings::from_env(&env).expect("valid").rotation_queue, "rotations");
+        assert_eq!(
+            Settings::from_env(&env).expect("valid").rotation_queue,
+            "rotations"
+        );
     }
 
     #[test]
