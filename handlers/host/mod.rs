@@ -1,1 +1,3 @@
 //! The Functions custom-handler protocol.
+
+pub mod envelope;
