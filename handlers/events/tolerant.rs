@@ -153,9 +153,10 @@ impl<'a> Fields<'a> {
         const EXPECTED: &str = "an unsigned integer";
         match self.value(key) {
             None => Ok(None),
-            Some(Value::Number(number)) => number.as_u64().map(Some).ok_or_else(|| {
-                FieldError::wrong_shape(key, EXPECTED, &Value::Number(number.clone()))
-            }),
+            Some(value @ Value::Number(number)) => number
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| FieldError::wrong_shape(key, EXPECTED, value)),
             Some(value @ Value::String(text)) => unwrap_string(text)
                 .trim()
                 .parse::<u64>()

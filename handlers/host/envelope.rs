@@ -150,8 +150,8 @@ impl InvocationRequest {
         self.raw_binding(name).map(tolerant::unwrap_json)
     }
 
-    /// The first binding and its decoded value, for a caller that does not know the
-    /// binding's name (a trigger has exactly one input binding).
+    /// The first binding (in name order) and its decoded value, for a caller that does
+    /// not know the binding's name: a trigger invocation carries one input binding.
     pub fn first_binding_value(&self) -> Option<(&str, Value)> {
         self.data
             .iter()
