@@ -27,20 +27,25 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         ignored: 0,
     };
     for event in events {
-        let vault = event.vault.to_string();
-        let name = event.name.to_string();
-        let version = event.version.to_string();
-        if !event.kind.triggers_rotation() {
-            tracing::debug!(event_type = event.kind.event_type(), %vault, %name, "event ignored");
+        let vault = event.vault().to_string();
+        let kind = event.kind();
+        let (Some(name), Some(version)) = (event.object_name(), event.version()) else {
+            tracing::debug!(event_type = kind.event_type(), %vault, "event without an object ignored");
+            handled.ignored += 1;
+            continue;
+        };
+        let (name, version) = (name.to_string(), version.to_string());
+        if !kind.triggers_rotation() {
+            tracing::debug!(event_type = kind.event_type(), %vault, %name, "event ignored");
             handled.ignored += 1;
             continue;
         }
-        tracing::info!(event_type = event.kind.event_type(), %vault, %name, %version, "expiry event received");
+        tracing::info!(event_type = kind.event_type(), %vault, %name, %version, "expiry event received");
         ctx.audit(
             "event.received",
             vault_object(&vault, &name, Some(&version)),
             Outcome::Succeeded,
-            Some(event.kind.event_type()),
+            Some(kind.event_type()),
         )
         .await?;
         handled.received.push(format!("{vault}/{name}/{version}"));

@@ -27,7 +27,7 @@ pub struct JobEnvelope {
 #[serde(rename_all = "camelCase")]
 pub struct JobReceipt {
     pub job_id: String,
-    pub delivery_count: Option<u64>,
+    pub delivery_count: u32,
 }
 
 pub async fn run(
@@ -41,15 +41,11 @@ pub async fn run(
             job.schema
         )));
     }
-    let reason = format!(
-        "job {} delivery {}",
-        job.job_id,
-        message.delivery_count.map_or_else(|| "?".to_string(), |n| n.to_string())
-    );
+    let reason = format!("job {} delivery {}", job.job_id, message.delivery_count());
     ctx.audit("job.received", AuditObject::default(), Outcome::Succeeded, Some(&reason))
         .await?;
     Ok(JobReceipt {
         job_id: job.job_id,
-        delivery_count: message.delivery_count,
+        delivery_count: message.delivery_count(),
     })
 }

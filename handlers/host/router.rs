@@ -18,24 +18,20 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::domain::names::VaultUrl;
-use crate::events::keyvault::parse_key_vault_events;
+use crate::events::keyvault::KeyVaultEvent;
 use crate::events::servicebus::ServiceBusMessage;
 use crate::events::timer::TimerInfo;
 use crate::functions::secret_endpoint::{EndpointError, Refusal};
 use crate::functions::{
     Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker, secret_endpoint,
 };
-use crate::host::envelope::{InvocationRequest, InvocationResponse};
+use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
 use crate::host::outcome::{Disposition, classify};
 use crate::ports::audit::{AuditObject, Outcome};
 
 /// The header carrying the host's invocation id.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
 
-/// Largest invocation body accepted. Service Bus Premium messages are at most 100 MB but
-/// keyturn's jobs are a few hundred bytes and Event Grid batches at most 1 MB (Event Grid
-/// delivery limits), so 1 MiB plus envelope overhead bounds every legitimate payload.
-pub const MAX_INVOCATION_BYTES: usize = 1024 * 1024 + 64 * 1024;
 
 /// What the router needs at run time.
 #[derive(Clone)]
@@ -60,7 +56,7 @@ pub fn router(state: AppState, enabled: &[&str]) -> Router {
     router
         .fallback(unknown_route)
         .layer(middleware::from_fn(invocation_span))
-        .layer(DefaultBodyLimit::max(MAX_INVOCATION_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_INVOCATION_BODY_BYTES))
         .with_state(state)
 }
 
@@ -193,7 +189,7 @@ async fn key_vault_events_route(State(state): State<AppState>, headers: HeaderMa
             let value = request
                 .binding_value(key_vault_events::BINDING)
                 .map_err(|e| e.to_string())?;
-            parse_key_vault_events(&value).map_err(|e| e.to_string())
+            KeyVaultEvent::parse_all(&value).map_err(|e| e.to_string())
         },
         |ctx, events| async move { key_vault_events::run(&ctx, events).await },
     )
@@ -226,7 +222,8 @@ async fn rotation_worker_route(State(state): State<AppState>, headers: HeaderMap
             let job = request
                 .binding::<rotation_worker::JobEnvelope>(rotation_worker::BINDING)
                 .map_err(|e| e.to_string())?;
-            Ok((job, ServiceBusMessage::from_request(request)))
+            let message = ServiceBusMessage::from_metadata(request.metadata()).map_err(|e| e.to_string())?;
+            Ok((job, message))
         },
         |ctx, (job, message)| async move { rotation_worker::run(&ctx, job, message).await },
     )
