@@ -48,13 +48,13 @@ pub enum ThumbprintError {
     Empty,
     #[error("thumbprint is {length} characters long; at most {MAX_INPUT_LEN} are accepted")]
     TooLong { length: usize },
-    #[error("thumbprint has {character:?} at position {position}; only hex digits, ':' and ' ' are allowed")]
+    #[error(
+        "thumbprint has {character:?} at position {position}; only hex digits, ':' and ' ' are allowed"
+    )]
     InvalidCharacter { position: usize, character: char },
     #[error("thumbprint has an odd number of hex digits ({digits})")]
     OddLength { digits: usize },
-    #[error(
-        "thumbprint has {bytes} bytes; expected {SHA256_LEN} (SHA-256) or {SHA1_LEN} (SHA-1)"
-    )]
+    #[error("thumbprint has {bytes} bytes; expected {SHA256_LEN} (SHA-256) or {SHA1_LEN} (SHA-1)")]
     WrongLength { bytes: usize },
 }
 
@@ -161,6 +161,13 @@ impl FromStr for Thumbprint {
 impl fmt::Display for Thumbprint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&hex::encode_upper(self.as_bytes()))
+    }
+}
+
+/// Serialized as its `Display` form (uppercase hex), the form audit entries carry.
+impl serde::Serialize for Thumbprint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -300,6 +307,9 @@ mod tests {
     #[test]
     fn debug_names_the_algorithm() {
         let thumbprint = Thumbprint::of_der(b"test");
-        assert_eq!(format!("{thumbprint:?}"), format!("Thumbprint(sha256:{SHA256_UPPER})"));
+        assert_eq!(
+            format!("{thumbprint:?}"),
+            format!("Thumbprint(sha256:{SHA256_UPPER})")
+        );
     }
 }

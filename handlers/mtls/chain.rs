@@ -547,3 +547,438 @@ fn to_utc(time: UnixTime) -> DateTime<Utc> {
         .and_then(|secs| DateTime::from_timestamp(secs, 0))
         .unwrap_or(DateTime::UNIX_EPOCH)
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber,
+    };
+    use rustls_pki_types::CertificateRevocationListDer;
+
+    use super::*;
+
+    /// A CA made by rcgen: its parameters and key sign what it issues.
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap()
+    }
+
+    fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        let cert = match parent {
+            Some(parent) => params
+                .signed_by(&key, &Issuer::from_params(&parent.params, &parent.key))
+                .unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        Ca {
+            der: cert.der().clone(),
+            params,
+            key,
+        }
+    }
+
+    /// A device certificate with the clientAuth EKU, valid 2029..2031; `adjust` changes it.
+    fn leaf(issuer: &Ca, adjust: impl FnOnce(&mut CertificateParams)) -> ClientCertificate {
+        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "device-7");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(SerialNumber::from(7u64));
+        params.not_before = rcgen::date_time_ymd(2029, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        adjust(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap();
+        ClientCertificate::from_der(cert.der().to_vec()).unwrap()
+    }
+
+    fn crl(
+        issuer: &Ca,
+        revoked: &[u64],
+        next_update: time::OffsetDateTime,
+    ) -> CertificateRevocationListDer<'static> {
+        CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2030, 1, 1),
+            next_update,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: rcgen::date_time_ymd(2030, 2, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&Issuer::from_params(&issuer.params, &issuer.key))
+        .unwrap()
+        .der()
+        .clone()
+    }
+
+    fn policy(root: &Ca, intermediate: &Ca, options: ChainOptions) -> ChainPolicy {
+        ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![intermediate.der.clone()],
+            CrlSet::empty(),
+            options,
+        )
+        .unwrap()
+    }
+
+    fn without_revocation() -> ChainOptions {
+        let mut options = ChainOptions::default();
+        options.revocation = RevocationPolicy::NotChecked;
+        options
+    }
+
+    fn reason(result: Result<ClientIdentity, ChainRejection>) -> &'static str {
+        result.expect_err("the policy must reject").reason()
+    }
+
+    #[test]
+    fn a_leaf_issued_through_an_intermediate_is_accepted() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+
+        let identity = policy(&root, &issuing, without_revocation())
+            .validate(&device, &[], now())
+            .unwrap();
+
+        assert_eq!(identity.decided_by(), PolicyKind::Chain);
+        assert_eq!(identity.thumbprint(), device.thumbprint());
+        assert_eq!(identity.subject(), "CN=device-7");
+        assert_eq!(identity.issuer(), "CN=issuing");
+        assert_eq!(identity.serial_hex(), "07");
+        assert_eq!(
+            identity.not_after(),
+            Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_intermediate_presented_by_the_client_completes_the_path() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            Vec::new(),
+            CrlSet::empty(),
+            without_revocation(),
+        )
+        .unwrap();
+
+        assert_eq!(
+            reason(policy.validate(&device, &[], now())),
+            "unknown_issuer"
+        );
+        assert!(
+            policy
+                .validate(&device, &[issuing.der.clone()], now())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_expired_leaf_is_rejected_as_expired() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| p.not_after = rcgen::date_time_ymd(2030, 5, 1));
+
+        let rejection = policy(&root, &issuing, without_revocation())
+            .validate(&device, &[], now())
+            .unwrap_err();
+
+        assert_eq!(rejection.reason(), "expired");
+        assert_eq!(
+            rejection,
+            ChainRejection::Expired {
+                time: now(),
+                not_after: Utc.with_ymd_and_hms(2030, 5, 1, 0, 0, 0).unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn a_leaf_not_yet_valid_is_rejected_as_not_yet_valid() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.not_before = rcgen::date_time_ymd(2030, 7, 1)
+        });
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn a_leaf_issued_moments_ahead_of_our_clock_is_accepted_within_the_skew() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.not_before =
+                time::OffsetDateTime::from_unix_timestamp(now().timestamp() + 120).unwrap()
+        });
+        let policy = policy(&root, &issuing, without_revocation());
+
+        assert!(policy.validate(&device, &[], now()).is_ok());
+        let mut strict = without_revocation();
+        strict.clock_skew = Duration::ZERO;
+        let root_again = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            CrlSet::empty(),
+            strict,
+        )
+        .unwrap();
+        assert_eq!(
+            reason(root_again.validate(&device, &[], now())),
+            "not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn a_leaf_from_another_root_is_an_unknown_issuer() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let other_root = ca("other root", None);
+        let other_issuing = ca("other issuing", Some(&other_root));
+        let device = leaf(&other_issuing, |_| {});
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "unknown_issuer"
+        );
+    }
+
+    #[test]
+    fn a_leaf_from_an_impostor_ca_with_a_trusted_name_has_a_bad_signature() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let impostor_root = ca("impostor root", None);
+        let impostor = ca("issuing", Some(&impostor_root));
+        let device = leaf(&impostor, |_| {});
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "bad_signature"
+        );
+    }
+
+    #[test]
+    fn a_leaf_without_any_eku_is_missing_client_auth() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| p.extended_key_usages.clear());
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "missing_client_auth_eku"
+        );
+    }
+
+    #[test]
+    fn a_server_auth_only_leaf_is_missing_client_auth() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]
+        });
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "missing_client_auth_eku"
+        );
+    }
+
+    #[test]
+    fn a_self_signed_leaf_is_an_unknown_issuer() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let device =
+            ClientCertificate::from_der(params.self_signed(&key).unwrap().der().to_vec()).unwrap();
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "unknown_issuer"
+        );
+    }
+
+    #[test]
+    fn a_leaf_revoked_by_its_issuers_crl_is_rejected_as_revoked() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let crls = CrlSet::from_der_list(&[
+            crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[7], rcgen::date_time_ymd(2031, 1, 1)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "revoked");
+        let other = leaf(&issuing, |p| {
+            p.serial_number = Some(SerialNumber::from(8u64))
+        });
+        assert!(policy.validate(&other, &[], now()).is_ok());
+    }
+
+    #[test]
+    fn strict_revocation_rejects_a_chain_no_crl_covers() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        // Only the root's CRL: the leaf's status is unknown.
+        let crls =
+            CrlSet::from_der_list(&[crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1))]).unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(
+            reason(policy.validate(&device, &[], now())),
+            "revocation_status_unknown"
+        );
+        policy.replace_crls(CrlSet::empty());
+        assert_eq!(
+            reason(policy.validate(&device, &[], now())),
+            "revocation_status_unknown",
+            "no CRLs at all must not mean no checking"
+        );
+    }
+
+    #[test]
+    fn an_expired_crl_is_rejected_as_crl_expired() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let crls = CrlSet::from_der_list(&[
+            crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[], rcgen::date_time_ymd(2030, 3, 1)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "crl_expired");
+    }
+
+    #[test]
+    fn reloading_crls_picks_up_a_new_revocation() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root.pem");
+        let issuing_path = dir.path().join("issuing.pem");
+        let crl_path = dir.path().join("crls.der");
+        std::fs::write(&root_path, root.der.as_ref()).unwrap();
+        std::fs::write(&issuing_path, issuing.der.as_ref()).unwrap();
+        let write_crls = |revoked: &[u64]| {
+            let pem = [
+                crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+                crl(&issuing, revoked, rcgen::date_time_ymd(2031, 1, 1)),
+            ]
+            .iter()
+            .map(|der| {
+                format!(
+                    "-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n",
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
+                )
+            })
+            .collect::<String>();
+            std::fs::write(&crl_path, pem).unwrap();
+        };
+        write_crls(&[]);
+        let policy = ChainPolicy::from_files(
+            &root_path,
+            &[issuing_path],
+            std::slice::from_ref(&crl_path),
+            ChainOptions::default(),
+        )
+        .unwrap();
+        assert!(policy.validate(&device, &[], now()).is_ok());
+
+        write_crls(&[7]);
+        assert_eq!(policy.reload_crls().unwrap(), 2);
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "revoked");
+    }
+
+    #[test]
+    fn a_path_longer_than_configured_is_too_long() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let mut options = without_revocation();
+        options.max_intermediates = Some(0);
+
+        assert_eq!(
+            reason(policy(&root, &issuing, options).validate(&device, &[], now())),
+            "path_too_long"
+        );
+    }
+
+    #[test]
+    fn too_many_presented_intermediates_are_refused_before_path_building() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let padding = vec![issuing.der.clone(); MAX_PRESENTED_INTERMEDIATES + 1];
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(
+                &device,
+                &padding,
+                now()
+            )),
+            "too_many_intermediates"
+        );
+    }
+}
