@@ -87,7 +87,7 @@ impl Thumbprint {
         if digits.is_empty() {
             return Err(ThumbprintError::Empty);
         }
-        if digits.len() % 2 != 0 {
+        if !digits.len().is_multiple_of(2) {
             return Err(ThumbprintError::OddLength {
                 digits: digits.len(),
             });

@@ -651,9 +651,10 @@ mod tests {
     }
 
     fn without_revocation() -> ChainOptions {
-        let mut options = ChainOptions::default();
-        options.revocation = RevocationPolicy::NotChecked;
-        options
+        ChainOptions {
+            revocation: RevocationPolicy::NotChecked,
+            ..ChainOptions::default()
+        }
     }
 
     fn reason(result: Result<ClientIdentity, ChainRejection>) -> &'static str {
@@ -700,7 +701,7 @@ mod tests {
         );
         assert!(
             policy
-                .validate(&device, &[issuing.der.clone()], now())
+                .validate(&device, std::slice::from_ref(&issuing.der), now())
                 .is_ok()
         );
     }

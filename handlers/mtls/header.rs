@@ -102,6 +102,63 @@ mod tests {
     }
 
     #[test]
+    fn text_that_is_not_base64_is_rejected_as_not_base64() {
+        assert_eq!(
+            parse_arr_client_cert("this is not base64!")
+                .unwrap_err()
+                .reason(),
+            "not_base64"
+        );
+    }
+
+    #[test]
+    fn truncated_der_is_rejected_as_malformed_certificate() {
+        let der = certificate_der();
+        let truncated = STANDARD.encode(&der[..der.len() / 2]);
+        assert_eq!(
+            parse_arr_client_cert(&truncated).unwrap_err().reason(),
+            "malformed_certificate"
+        );
+    }
+
+    #[test]
+    fn pem_armour_is_rejected() {
+        let pem = format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            STANDARD.encode(certificate_der())
+        );
+        assert_eq!(
+            parse_arr_client_cert(&pem).unwrap_err(),
+            HeaderError::PemArmour
+        );
+        assert_eq!(
+            parse_arr_client_cert(&pem).unwrap_err().reason(),
+            "pem_armour_not_accepted"
+        );
+    }
+
+    #[test]
+    fn a_hundred_kilobytes_of_garbage_is_rejected_as_too_large() {
+        let garbage: String = (0..100 * 1024)
+            .map(|i| (b'!' + (i % 90) as u8) as char)
+            .collect();
+        assert_eq!(
+            parse_arr_client_cert(&garbage).unwrap_err().reason(),
+            "header_too_large"
+        );
+    }
+
+    #[test]
+    fn valid_base64_of_random_bytes_is_malformed() {
+        assert_eq!(
+            parse_arr_client_cert(&STANDARD.encode([0x30, 0x82, 0xff, 0xff, 1, 2, 3]))
+                .unwrap_err()
+                .reason(),
+            "malformed_certificate"
+        );
+    }
+
+    #[test]
     fn an_empty_header_is_rejected() {
         assert_eq!(
             parse_arr_client_cert(" \t ").unwrap_err().reason(),
