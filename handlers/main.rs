@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use keyturn::config::{Environment, SETTINGS, Settings};
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
+use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
 #[derive(Debug, Parser)]
@@ -37,6 +38,11 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Work with client certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
     /// Build the deployable zip: host.json, the function definitions and this binary.
     Package {
         /// Where to write the zip.
@@ -58,6 +64,13 @@ enum ConfigCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Run the `chain` policy on a certificate: prints one JSON object; exit 0 accepted,
+    /// 1 rejected, 2 bad usage or unreadable input.
+    Verify(CertVerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditCommand {
     /// Walk the hash chain and report the first broken link; exit 1 if the chain is broken.
     Verify,
@@ -70,6 +83,11 @@ fn main() -> ExitCode {
         Command::Config { command: ConfigCommand::Check } => config_check(),
         Command::Audit { command: AuditCommand::Verify } => runtime().block_on(audit_verify()),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
+        Command::Cert { command: CertCommand::Verify(args) } => {
+            let report = verify_cli::run(&args, chrono::Utc::now());
+            println!("{}", report.to_json());
+            ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
+        }
     }
 }
 
