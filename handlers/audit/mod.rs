@@ -199,6 +199,15 @@ impl AuditLog {
         })
     }
 
+    /// The stored entries at positions `from .. from + count`, in order, as the store
+    /// holds them (for export and display; [`AuditLog::verify`] judges them).
+    pub async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, AuditError> {
+        self.store
+            .read(from, count)
+            .await
+            .map_err(store("reading entries"))
+    }
+
     /// Walks the whole chain; see [`verify`].
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
         verify(self.store.as_ref()).await
@@ -466,9 +475,10 @@ mod tests {
     }
 
     fn at(second: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, second)
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
             .single()
             .expect("a valid fixed time")
+            + chrono::Duration::seconds(i64::from(second))
     }
 
     fn rotation_record(second: u32) -> AuditRecord {
@@ -610,6 +620,25 @@ mod tests {
                 hash: Some(second.hash)
             })
         );
+    }
+
+    #[tokio::test]
+    async fn verification_walks_past_the_first_read_window() {
+        let (store, log) = log_with(VERIFY_WINDOW * 2 + 10).await;
+        let late = u64::from(VERIFY_WINDOW) * 2 + 3;
+        store
+            .entries
+            .lock()
+            .expect("test lock")
+            .get_mut(&late)
+            .expect("entry exists")
+            .record
+            .outcome = Outcome::Denied;
+
+        let report = log.verify().await.expect("verify");
+
+        assert_eq!(report.first_break.map(|b| b.sequence), Some(late));
+        assert_eq!(report.entries_checked, late - 1);
     }
 
     #[tokio::test]

@@ -77,7 +77,7 @@ impl TableAuditStore {
                 found.push(stored_entry(entity)?);
             }
             match page.continuation {
-                Some(next) if !(stop_after_first && !found.is_empty()) => {
+                Some(next) if !stop_after_first || found.is_empty() => {
                     query.continuation = Some(next)
                 }
                 _ => return Ok(found),

@@ -283,6 +283,9 @@ mod tests {
         policy_codes: &["CredentialTypeNotAllowedAsPerAppPolicy"],
     };
 
+    /// Response headers as name/value pairs, for table-driven cases.
+    type Pairs = &'static [(&'static str, &'static str)];
+
     fn now() -> OffsetDateTime {
         azure_core::time::parse_rfc7231("Sat, 01 Mar 2025 12:00:00 GMT").expect("valid date")
     }
@@ -331,7 +334,7 @@ mod tests {
 
     #[test]
     fn throttling_carries_the_servers_retry_delay() {
-        let cases: [(&[(&'static str, &'static str)], Option<Duration>); 7] = [
+        let cases: [(Pairs, Option<Duration>); 7] = [
             (&[("retry-after", "7")], Some(Duration::from_secs(7))),
             (
                 &[("retry-after", "Sat, 01 Mar 2025 12:00:30 GMT")],
@@ -407,7 +410,7 @@ mod tests {
 
     #[test]
     fn service_codes_come_from_header_or_body_and_never_carry_messages() {
-        let cases: [(&[(&'static str, &'static str)], &str, Option<&str>); 6] = [
+        let cases: [(Pairs, &str, Option<&str>); 6] = [
             (
                 &[("x-ms-error-code", "EntityAlreadyExists")],
                 "",

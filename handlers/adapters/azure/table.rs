@@ -244,8 +244,8 @@ pub struct Continuation {
     next_row_key: Option<String>,
 }
 
-/// A query: `$filter`, `$select`, `$top` (at most [`MAX_PAGE_SIZE`]) and where to
-/// continue.
+/// A query: `$filter`, `$select` (the keys are always selected too), `$top` (at most
+/// [`MAX_PAGE_SIZE`]) and where to continue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Query {
     pub filter: Option<String>,
@@ -503,7 +503,16 @@ impl TableClient {
             pairs.push(("$top", top.to_string()));
         }
         if !query.select.is_empty() {
-            pairs.push(("$select", query.select.join(",")));
+            // Every entity is returned with its keys, so they are always selected.
+            let mut select = vec!["PartitionKey", "RowKey"];
+            select.extend(
+                query
+                    .select
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|name| !matches!(*name, "PartitionKey" | "RowKey")),
+            );
+            pairs.push(("$select", select.join(",")));
         }
         if let Some(continuation) = &query.continuation {
             pairs.push(("NextPartitionKey", continuation.next_partition_key.clone()));

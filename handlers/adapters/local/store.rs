@@ -216,17 +216,15 @@ fn create_private_file(path: &Path) -> Result<(), StoreError> {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(parent) = path
+    let missing_parent = path
         .parent()
-        .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        if !parent.exists() {
-            let mut builder = fs::DirBuilder::new();
-            builder.recursive(true);
-            #[cfg(unix)]
-            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-            builder.create(parent).map_err(io_error)?;
-        }
+        .filter(|parent| !parent.as_os_str().is_empty() && !parent.exists());
+    if let Some(parent) = missing_parent {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(parent).map_err(io_error)?;
     }
     let mut options = fs::OpenOptions::new();
     options.write(true).create_new(true);
