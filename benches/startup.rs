@@ -16,7 +16,10 @@ fn start_once(data_dir: &std::path::Path) -> Duration {
         .env("KEYTURN_AUDIT_STORE", "sqlite")
         .env("KEYTURN_DATA_DIR", data_dir)
         .env("KEYTURN_VAULTS", "https://kv-bench.vault.azure.net/")
-        .env("ServiceBusConnection__fullyQualifiedNamespace", "sb-bench.servicebus.windows.net")
+        .env(
+            "ServiceBusConnection__fullyQualifiedNamespace",
+            "sb-bench.servicebus.windows.net",
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -379,12 +379,13 @@ impl Environment {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
     }
 
-    /// Whether the host was told to disable a function. App Service on Linux cannot carry
-    /// dots in setting names, so the double-underscore form is accepted too.
+    /// Whether the host was told to disable a function. The host checks
+    /// `AzureWebJobs.<F>.Disabled` and, because Linux turns the dots of setting names into
+    /// underscores in the environment, `AzureWebJobs_<F>_Disabled`: keyturn reads the same two.
     pub fn function_disabled(&self, function: &str) -> bool {
         [
             format!("AzureWebJobs.{function}.Disabled"),
-            format!("AzureWebJobs__{function}__Disabled"),
+            format!("AzureWebJobs_{function}_Disabled"),
         ]
         .iter()
         .filter_map(|k| self.value(k))
@@ -727,7 +728,7 @@ mod tests {
         let endpoint_only = Environment::from_pairs([
             ("KEYTURN_AUDIT_STORE", "sqlite"),
             ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
-            ("AzureWebJobs__ExpirySweep__Disabled", "true"),
+            ("AzureWebJobs_ExpirySweep_Disabled", "true"),
             ("AzureWebJobs.RotationWorker.Disabled", "1"),
         ]);
         let s = Settings::from_env(&endpoint_only)

@@ -14,7 +14,11 @@ use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "keyturn", version, about = "Secret lifecycle for Azure: rotate before expiry, deliver over mTLS, audit everything.")]
+#[command(
+    name = "keyturn",
+    version,
+    about = "Secret lifecycle for Azure: rotate before expiry, deliver over mTLS, audit everything."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -80,10 +84,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => runtime().block_on(serve(port)),
-        Command::Config { command: ConfigCommand::Check } => config_check(),
-        Command::Audit { command: AuditCommand::Verify } => runtime().block_on(audit_verify()),
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => config_check(),
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => runtime().block_on(audit_verify()),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
-        Command::Cert { command: CertCommand::Verify(args) } => {
+        Command::Cert {
+            command: CertCommand::Verify(args),
+        } => {
             let report = verify_cli::run(&args, chrono::Utc::now());
             println!("{}", report.to_json());
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
@@ -168,14 +178,22 @@ fn config_check() -> ExitCode {
         .collect();
     match Settings::from_env(&env) {
         Ok(settings) => {
-            let report = serde_json::json!({ "valid": true, "settings": listed, "effective": settings });
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            let report =
+                serde_json::json!({ "valid": true, "settings": listed, "effective": settings });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
             let errors: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
-            let report = serde_json::json!({ "valid": false, "errors": errors, "settings": listed });
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            let report =
+                serde_json::json!({ "valid": false, "errors": errors, "settings": listed });
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
             eprintln!("keyturn: {e}");
             ExitCode::from(1)
         }
@@ -196,7 +214,10 @@ async fn audit_verify() -> ExitCode {
     };
     match log.verify().await {
         Ok(report) => {
-            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
             if report.is_intact() {
                 ExitCode::SUCCESS
             } else {
@@ -211,7 +232,11 @@ async fn audit_verify() -> ExitCode {
     }
 }
 
-fn package_command(root: &std::path::Path, binary: Option<PathBuf>, out: &std::path::Path) -> ExitCode {
+fn package_command(
+    root: &std::path::Path,
+    binary: Option<PathBuf>,
+    out: &std::path::Path,
+) -> ExitCode {
     let binary = match binary.map(Ok).unwrap_or_else(std::env::current_exe) {
         Ok(b) => b,
         Err(e) => {
@@ -220,11 +245,17 @@ fn package_command(root: &std::path::Path, binary: Option<PathBuf>, out: &std::p
         }
     };
     if binary.components().any(|c| c.as_os_str() == "debug") {
-        eprintln!("keyturn: warning: packaging a debug build ({}); use a --release build for deployment", binary.display());
+        eprintln!(
+            "keyturn: warning: packaging a debug build ({}); use a --release build for deployment",
+            binary.display()
+        );
     }
     match package::build(root, &binary, out) {
         Ok(manifest) => {
-            println!("{}", serde_json::to_string_pretty(&manifest).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&manifest).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

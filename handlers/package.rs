@@ -53,7 +53,9 @@ pub fn executable_path(host_json: &Path) -> Result<String, PackageError> {
         && !path.starts_with('/')
         && path.split('/').all(|part| !part.is_empty() && part != "..");
     if !safe {
-        return Err(invalid("defaultExecutablePath must be a relative path inside the app"));
+        return Err(invalid(
+            "defaultExecutablePath must be a relative path inside the app",
+        ));
     }
     Ok(path.to_string())
 }
@@ -77,10 +79,11 @@ pub fn function_definitions(definitions: &Path) -> Result<Vec<(String, PathBuf)>
         let name = entry.file_name().to_string_lossy().into_owned();
         let file = entry.path().join("function.json");
         let text = read_small(&file)?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| PackageError::Invalid {
-            path: file.clone(),
-            problem: format!("not JSON ({e})"),
-        })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| PackageError::Invalid {
+                path: file.clone(),
+                problem: format!("not JSON ({e})"),
+            })?;
         if !value.get("bindings").is_some_and(|b| b.is_array()) {
             return Err(PackageError::Invalid {
                 path: file,
@@ -181,7 +184,13 @@ mod tests {
     #[test]
     fn the_executable_path_must_stay_inside_the_app() {
         let dir = tempfile::tempdir().expect("tempdir");
-        for (path, ok) in [("keyturn", true), ("bin/keyturn", true), ("/usr/bin/keyturn", false), ("../keyturn", false), ("", false)] {
+        for (path, ok) in [
+            ("keyturn", true),
+            ("bin/keyturn", true),
+            ("/usr/bin/keyturn", false),
+            ("../keyturn", false),
+            ("", false),
+        ] {
             let host = dir.path().join("host.json");
             let json = serde_json::json!({"customHandler": {"description": {"defaultExecutablePath": path}}});
             fs::write(&host, json.to_string()).expect("write");

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::adapters::azure::identity::{CredentialError, credential};
 use crate::adapters::azure::audit::TableAuditStore;
+use crate::adapters::azure::identity::{CredentialError, credential};
 use crate::adapters::azure::table::{TableAuth, TableClient, TableName};
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::store::LocalStore;
@@ -31,7 +31,10 @@ pub async fn audit_log(settings: &Settings) -> Result<AuditLog, StartupError> {
 /// The audit store the settings choose. With `create`, a Table store makes sure its table
 /// exists; failing that is logged, not fatal, because the deployment normally creates it
 /// and appends report a missing table on their own.
-async fn audit_store(settings: &Settings, create: bool) -> Result<Arc<dyn AuditStore>, StartupError> {
+async fn audit_store(
+    settings: &Settings,
+    create: bool,
+) -> Result<Arc<dyn AuditStore>, StartupError> {
     let store: Arc<dyn AuditStore> = match &settings.audit {
         AuditSettings::Sqlite { path } => {
             let store = LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?;
@@ -52,10 +55,8 @@ async fn audit_store(settings: &Settings, create: bool) -> Result<Arc<dyn AuditS
             };
             let table = TableName::parse(table).map_err(|e| StartupError::Audit(e.to_string()))?;
             let store = TableAuditStore::new(client, table);
-            if create {
-                if let Err(error) = store.ensure_table().await {
-                    tracing::warn!(%error, "cannot make sure the audit table exists");
-                }
+            if create && let Err(error) = store.ensure_table().await {
+                tracing::warn!(%error, "cannot make sure the audit table exists");
             }
             Arc::new(store)
         }

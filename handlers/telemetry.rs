@@ -8,8 +8,8 @@
 
 use std::io;
 
-use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -18,7 +18,11 @@ pub struct SweepReport {
     pub past_due: bool,
 }
 
-pub async fn run(ctx: &Context, timer: TimerInfo, vaults: &[VaultUrl]) -> Result<SweepReport, FunctionError> {
+pub async fn run(
+    ctx: &Context,
+    timer: TimerInfo,
+    vaults: &[VaultUrl],
+) -> Result<SweepReport, FunctionError> {
     let report = SweepReport {
         vaults: vaults.iter().map(ToString::to_string).collect(),
         past_due: timer.is_past_due,
@@ -31,7 +35,12 @@ pub async fn run(ctx: &Context, timer: TimerInfo, vaults: &[VaultUrl]) -> Result
         report.vaults.len(),
         if report.past_due { ", past due" } else { "" }
     );
-    ctx.audit("sweep.ran", AuditObject::default(), Outcome::Succeeded, Some(&reason))
-        .await?;
+    ctx.audit(
+        "sweep.ran",
+        AuditObject::default(),
+        Outcome::Succeeded,
+        Some(&reason),
+    )
+    .await?;
     Ok(report)
 }

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::domain::clock::Clock;
-use crate::ports::{FailureKind, PortError};
 use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
+use crate::ports::{FailureKind, PortError};
 
 pub mod expiry_sweep;
 pub mod key_vault_events;
@@ -62,7 +62,9 @@ impl Context {
             outcome,
         );
         record.object = object;
-        record.reason = reason.map(|r| text("reason", &clip(r, MAX_REASON_CHARS))).transpose()?;
+        record.reason = reason
+            .map(|r| text("reason", &clip(r, MAX_REASON_CHARS)))
+            .transpose()?;
         record.invocation_id = Some(text("invocation id", &self.invocation_id)?);
         self.services.audit.append(record).await?;
         Ok(())
@@ -97,7 +99,9 @@ impl From<AuditError> for FunctionError {
         match error {
             AuditError::Store { source, .. } => Self::Port(source),
             // Many appenders raced and this one kept losing: the next delivery will win.
-            AuditError::Contended { .. } => Self::Port(PortError::new(FailureKind::Conflict, context)),
+            AuditError::Contended { .. } => {
+                Self::Port(PortError::new(FailureKind::Conflict, context))
+            }
             // A damaged chain is not repaired by retrying; an operator must look. The host
             // then fails to record the failure too, so the invocation is retried rather
             // than completed unrecorded.

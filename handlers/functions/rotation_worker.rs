@@ -42,8 +42,13 @@ pub async fn run(
         )));
     }
     let reason = format!("job {} delivery {}", job.job_id, message.delivery_count());
-    ctx.audit("job.received", AuditObject::default(), Outcome::Succeeded, Some(&reason))
-        .await?;
+    ctx.audit(
+        "job.received",
+        AuditObject::default(),
+        Outcome::Succeeded,
+        Some(&reason),
+    )
+    .await?;
     Ok(JobReceipt {
         job_id: job.job_id,
         delivery_count: message.delivery_count(),

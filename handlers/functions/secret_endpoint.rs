@@ -60,15 +60,25 @@ impl From<FunctionError> for EndpointError {
 pub async fn run(ctx: &Context, raw_name: &str) -> Result<Delivered, EndpointError> {
     let Ok(name) = ObjectName::parse(raw_name) else {
         // The raw name is not audited: it failed validation and may be anything.
-        ctx.audit("secret.read", AuditObject::default(), Outcome::Denied, Some(Refusal::INVALID_NAME.code))
-            .await?;
+        ctx.audit(
+            "secret.read",
+            AuditObject::default(),
+            Outcome::Denied,
+            Some(Refusal::INVALID_NAME.code),
+        )
+        .await?;
         return Err(EndpointError::Refused(Refusal::INVALID_NAME));
     };
     let object = AuditObject {
         secret_name: AuditText::parse(name.to_string()).ok(),
         ..AuditObject::default()
     };
-    ctx.audit("secret.read", object, Outcome::Denied, Some("no_certificate_policy_configured"))
-        .await?;
+    ctx.audit(
+        "secret.read",
+        object,
+        Outcome::Denied,
+        Some("no_certificate_policy_configured"),
+    )
+    .await?;
     Err(EndpointError::Refused(Refusal::NO_POLICY))
 }

@@ -29,13 +29,19 @@ pub fn classify(error: &FunctionError) -> Disposition {
 /// Classifies a port failure. Every function's error type reduces to this.
 pub fn classify_port(error: &PortError) -> Disposition {
     match &error.kind {
-        FailureKind::Transient { retry_after } => Disposition::Retry { after: *retry_after },
+        FailureKind::Transient { retry_after } => Disposition::Retry {
+            after: *retry_after,
+        },
         // A lost race (ETag, duplicate key) resolves itself on the next delivery, which
         // re-reads current state first.
         FailureKind::Conflict => Disposition::Retry { after: None },
-        FailureKind::PermissionDenied { .. } => Disposition::Permanent { code: "permission_denied" },
+        FailureKind::PermissionDenied { .. } => Disposition::Permanent {
+            code: "permission_denied",
+        },
         FailureKind::NotFound => Disposition::Permanent { code: "not_found" },
-        FailureKind::PolicyViolation { .. } => Disposition::Permanent { code: "policy_violation" },
+        FailureKind::PolicyViolation { .. } => Disposition::Permanent {
+            code: "policy_violation",
+        },
         FailureKind::Invalid => Disposition::Permanent { code: "invalid" },
     }
 }
@@ -54,21 +60,42 @@ mod tests {
     fn each_failure_kind_has_one_disposition() {
         let after = Some(Duration::from_secs(7));
         let cases = [
-            (FailureKind::Transient { retry_after: after }, Disposition::Retry { after }),
+            (
+                FailureKind::Transient { retry_after: after },
+                Disposition::Retry { after },
+            ),
             (FailureKind::Conflict, Disposition::Retry { after: None }),
             (
-                FailureKind::PermissionDenied { missing: "Key Vault Secrets Officer".into() },
-                Disposition::Permanent { code: "permission_denied" },
+                FailureKind::PermissionDenied {
+                    missing: "Key Vault Secrets Officer".into(),
+                },
+                Disposition::Permanent {
+                    code: "permission_denied",
+                },
             ),
-            (FailureKind::NotFound, Disposition::Permanent { code: "not_found" }),
             (
-                FailureKind::PolicyViolation { code: "CredentialInvalidLifetimeAsPerAppPolicy".into() },
-                Disposition::Permanent { code: "policy_violation" },
+                FailureKind::NotFound,
+                Disposition::Permanent { code: "not_found" },
             ),
-            (FailureKind::Invalid, Disposition::Permanent { code: "invalid" }),
+            (
+                FailureKind::PolicyViolation {
+                    code: "CredentialInvalidLifetimeAsPerAppPolicy".into(),
+                },
+                Disposition::Permanent {
+                    code: "policy_violation",
+                },
+            ),
+            (
+                FailureKind::Invalid,
+                Disposition::Permanent { code: "invalid" },
+            ),
         ];
         for (kind, expected) in cases {
-            assert_eq!(classify_port(&PortError::new(kind.clone(), "test")), expected, "{kind:?}");
+            assert_eq!(
+                classify_port(&PortError::new(kind.clone(), "test")),
+                expected,
+                "{kind:?}"
+            );
         }
     }
 }

@@ -23,7 +23,8 @@ use crate::events::servicebus::ServiceBusMessage;
 use crate::events::timer::TimerInfo;
 use crate::functions::secret_endpoint::{EndpointError, Refusal};
 use crate::functions::{
-    Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker, secret_endpoint,
+    Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker,
+    secret_endpoint,
 };
 use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
 use crate::host::outcome::{Disposition, classify};
@@ -31,7 +32,6 @@ use crate::ports::audit::{AuditObject, Outcome};
 
 /// The header carrying the host's invocation id.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
-
 
 /// What the router needs at run time.
 #[derive(Clone)]
@@ -49,7 +49,9 @@ pub fn router(state: AppState, enabled: &[&str]) -> Router {
             key_vault_events::NAME => router.route("/KeyVaultEvents", post(key_vault_events_route)),
             expiry_sweep::NAME => router.route("/ExpirySweep", post(expiry_sweep_route)),
             rotation_worker::NAME => router.route("/RotationWorker", post(rotation_worker_route)),
-            secret_endpoint::NAME => router.route("/api/secrets/{name}", get(secret_endpoint_route)),
+            secret_endpoint::NAME => {
+                router.route("/api/secrets/{name}", get(secret_endpoint_route))
+            }
             _ => router,
         };
     }
@@ -158,12 +160,19 @@ async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -
             tracing::error!(%error, code, "invocation failed permanently; completing it");
             let reason = format!("{code}: {error}");
             match ctx
-                .audit("invocation.failed", AuditObject::default(), Outcome::Failed, Some(&reason))
+                .audit(
+                    "invocation.failed",
+                    AuditObject::default(),
+                    Outcome::Failed,
+                    Some(&reason),
+                )
                 .await
             {
                 Ok(()) => {
                     let body = InvocationResponse::new()
-                        .log(format!("permanent failure ({code}), recorded in the audit log"))
+                        .log(format!(
+                            "permanent failure ({code}), recorded in the audit log"
+                        ))
                         .return_value(json!({ "failed": code }));
                     (StatusCode::OK, axum::Json(body)).into_response()
                 }
@@ -171,7 +180,8 @@ async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -
                     // Completing without the record would lose the failure: fail instead, so
                     // the delivery is retried once the audit log is reachable again.
                     tracing::error!(%audit_error, "cannot record a permanent failure; failing the invocation");
-                    let body = InvocationResponse::new().log("permanent failure could not be recorded; retrying");
+                    let body = InvocationResponse::new()
+                        .log("permanent failure could not be recorded; retrying");
                     (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
                 }
             }
@@ -179,7 +189,11 @@ async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -
     }
 }
 
-async fn key_vault_events_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn key_vault_events_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     trigger(
         &state,
         key_vault_events::NAME,
@@ -196,7 +210,11 @@ async fn key_vault_events_route(State(state): State<AppState>, headers: HeaderMa
     .await
 }
 
-async fn expiry_sweep_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn expiry_sweep_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let vaults = state.vaults.clone();
     trigger(
         &state,
@@ -204,7 +222,9 @@ async fn expiry_sweep_route(State(state): State<AppState>, headers: HeaderMap, b
         &headers,
         &body,
         |request| {
-            let value = request.binding_value(expiry_sweep::BINDING).map_err(|e| e.to_string())?;
+            let value = request
+                .binding_value(expiry_sweep::BINDING)
+                .map_err(|e| e.to_string())?;
             TimerInfo::from_value(&value).map_err(|e| e.to_string())
         },
         |ctx, timer| async move { expiry_sweep::run(&ctx, timer, &vaults).await },
@@ -212,7 +232,11 @@ async fn expiry_sweep_route(State(state): State<AppState>, headers: HeaderMap, b
     .await
 }
 
-async fn rotation_worker_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn rotation_worker_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     trigger(
         &state,
         rotation_worker::NAME,
@@ -222,7 +246,8 @@ async fn rotation_worker_route(State(state): State<AppState>, headers: HeaderMap
             let job = request
                 .binding::<rotation_worker::JobEnvelope>(rotation_worker::BINDING)
                 .map_err(|e| e.to_string())?;
-            let message = ServiceBusMessage::from_metadata(request.metadata()).map_err(|e| e.to_string())?;
+            let message =
+                ServiceBusMessage::from_metadata(request.metadata()).map_err(|e| e.to_string())?;
             Ok((job, message))
         },
         |ctx, (job, message)| async move { rotation_worker::run(&ctx, job, message).await },
@@ -230,7 +255,11 @@ async fn rotation_worker_route(State(state): State<AppState>, headers: HeaderMap
     .await
 }
 
-async fn secret_endpoint_route(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+async fn secret_endpoint_route(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     let ctx = context(&state, secret_endpoint::NAME, &headers);
     match secret_endpoint::run(&ctx, &name).await {
         Ok(delivered) => {
@@ -267,7 +296,8 @@ async fn secret_endpoint_route(State(state): State<AppState>, Path(name): Path<S
 /// diagnostics were logged. Never headers, URIs or backend messages.
 fn error_response(refusal: Refusal, request_id: &str) -> Response {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({ "error": refusal.code, "message": refusal.message, "requestId": request_id });
+    let body =
+        json!({ "error": refusal.code, "message": refusal.message, "requestId": request_id });
     no_store((status, axum::Json(body)).into_response())
 }
 

@@ -16,7 +16,11 @@ pub async fn bind(port: u16) -> io::Result<TcpListener> {
 }
 
 /// Serves until `shutdown` completes, then waits for in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -27,11 +27,14 @@ fn local_env(data_dir: &Path) -> Vec<(&'static str, String)> {
         ("KEYTURN_AUDIT_STORE", "sqlite".into()),
         ("KEYTURN_DATA_DIR", data_dir.display().to_string()),
         ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/".into()),
-        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net".into()),
+        (
+            "ServiceBusConnection__fullyQualifiedNamespace",
+            "sb-test.servicebus.windows.net".into(),
+        ),
     ]
 }
 
-fn borrowed(env: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
@@ -59,13 +62,19 @@ fn serve(env: &[(&str, &str)]) -> Served {
         }
     });
     let port = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("keyturn logs that it is listening");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("keyturn logs that it is listening");
         let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
         if parsed["fields"]["message"] == "listening" {
             break parsed["fields"]["port"].as_u64().expect("port") as u16;
         }
     };
-    Served { child, port, lines: rx }
+    Served {
+        child,
+        port,
+        lines: rx,
+    }
 }
 
 impl Served {
@@ -96,10 +105,17 @@ impl Served {
 
 #[test]
 fn serve_refuses_to_start_naming_each_missing_setting() {
-    let output = keyturn(&[]).args(["serve", "--port", "0"]).output().expect("runs");
+    let output = keyturn(&[])
+        .args(["serve", "--port", "0"])
+        .output()
+        .expect("runs");
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for setting in ["KEYTURN_VAULTS", "ServiceBusConnection__fullyQualifiedNamespace", "KEYTURN_TABLE_ENDPOINT"] {
+    for setting in [
+        "KEYTURN_VAULTS",
+        "ServiceBusConnection__fullyQualifiedNamespace",
+        "KEYTURN_TABLE_ENDPOINT",
+    ] {
         assert!(stderr.contains(setting), "{setting} not named in: {stderr}");
     }
     assert!(stderr.contains("example:"), "{stderr}");
@@ -108,12 +124,17 @@ fn serve_refuses_to_start_naming_each_missing_setting() {
 #[test]
 fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
     let key = "S2V5dHVybi10ZXN0LWFjY291bnQta2V5LW5vdC1yZWFs";
-    let connection = format!("DefaultEndpointsProtocol=https;AccountName=stkeyturn;AccountKey={key};EndpointSuffix=core.windows.net");
+    let connection = format!(
+        "DefaultEndpointsProtocol=https;AccountName=stkeyturn;AccountKey={key};EndpointSuffix=core.windows.net"
+    );
     let output = keyturn(&[
         ("KEYTURN_AUDIT_STORE", "table"),
         ("KEYTURN_TABLE_CONNECTION_STRING", &connection),
         ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/"),
-        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net"),
+        (
+            "ServiceBusConnection__fullyQualifiedNamespace",
+            "sb-test.servicebus.windows.net",
+        ),
     ])
     .args(["config", "check"])
     .output()
@@ -123,8 +144,14 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
     assert!(!stdout.contains(key) && !String::from_utf8_lossy(&output.stderr).contains(key));
     let report: Value = serde_json::from_str(&stdout).expect("JSON report");
     assert_eq!(report["valid"], true);
-    assert_eq!(report["settings"]["KEYTURN_TABLE_CONNECTION_STRING"]["value"], "[redacted]");
-    assert_eq!(report["settings"]["KEYTURN_SWEEP_SCHEDULE"]["source"], "default");
+    assert_eq!(
+        report["settings"]["KEYTURN_TABLE_CONNECTION_STRING"]["value"],
+        "[redacted]"
+    );
+    assert_eq!(
+        report["settings"]["KEYTURN_SWEEP_SCHEDULE"]["source"],
+        "default"
+    );
     assert_eq!(report["effective"]["rotation_queue"], "rotations");
 }
 
@@ -133,7 +160,10 @@ fn config_check_exits_non_zero_and_names_the_bad_setting() {
     let output = keyturn(&[
         ("KEYTURN_AUDIT_STORE", "sqlite"),
         ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/"),
-        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net"),
+        (
+            "ServiceBusConnection__fullyQualifiedNamespace",
+            "sb-test.servicebus.windows.net",
+        ),
         ("KEYTURN_SWEEP_SCHEDULE", "0 */5 * * *"),
     ])
     .args(["config", "check"])
@@ -174,51 +204,102 @@ fn serve_answers_invocations_in_a_span_per_invocation_and_stops_cleanly_on_sigte
     assert_eq!(finished[0]["span"]["invocation_id"], invocation_id);
     assert!(stdout.contains("\"stopped\""), "{stdout}");
 
-    let verify = keyturn(&borrowed(&env)).args(["audit", "verify"]).output().expect("runs");
-    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stderr));
+    let verify = keyturn(&borrowed(&env))
+        .args(["audit", "verify"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
 }
 
 #[test]
 fn a_known_secret_never_reaches_logs_or_responses() {
     let Ok(endpoint) = std::env::var("KEYTURN_TEST_TABLE_ENDPOINT") else {
-        panic!("KEYTURN_TEST_TABLE_ENDPOINT is unset: start Azurite via the project's test command (.ci/test)");
+        panic!(
+            "KEYTURN_TEST_TABLE_ENDPOINT is unset: start Azurite via the project's test command (.ci/test)"
+        );
     };
     // Azurite's well-known development account key: the secret that signs every audit
     // write this process makes.
-    let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
-    let connection = format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint={endpoint};");
-    let table = format!("redaction{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint={endpoint};"
+    );
+    let table = format!(
+        "redaction{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
     let served = serve(&[
         ("KEYTURN_AUDIT_STORE", "table"),
         ("KEYTURN_AUDIT_TABLE", &table),
         ("KEYTURN_TABLE_CONNECTION_STRING", &connection),
         ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/"),
-        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net"),
+        (
+            "ServiceBusConnection__fullyQualifiedNamespace",
+            "sb-test.servicebus.windows.net",
+        ),
         ("KEYTURN_LOG_LEVEL", "trace"),
     ]);
     let http = reqwest::blocking::Client::new();
     let mut bodies = String::new();
     let invocations = [
-        ("/KeyVaultEvents", envelope("event", fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json"))),
-        ("/ExpirySweep", envelope("timer", fixture("custom-handler/timer-trigger.data-value.docs.json"))),
-        ("/RotationWorker", envelope("job", json!({ "schema": 1, "jobId": "job-1" }))),
+        (
+            "/KeyVaultEvents",
+            envelope(
+                "event",
+                fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json"),
+            ),
+        ),
+        (
+            "/ExpirySweep",
+            envelope(
+                "timer",
+                fixture("custom-handler/timer-trigger.data-value.docs.json"),
+            ),
+        ),
+        (
+            "/RotationWorker",
+            envelope("job", json!({ "schema": 1, "jobId": "job-1" })),
+        ),
         ("/KeyVaultEvents", envelope("event", json!("not an event"))),
     ];
     for (path, body) in invocations {
-        let response = http.post(served.url(path)).json(&body).send().expect("answered");
+        let response = http
+            .post(served.url(path))
+            .json(&body)
+            .send()
+            .expect("answered");
         assert_eq!(response.status(), 200, "{path}");
         bodies.push_str(&response.text().expect("body"));
     }
-    let response = http.get(served.url("/api/secrets/db-password")).send().expect("answered");
+    let response = http
+        .get(served.url("/api/secrets/db-password"))
+        .send()
+        .expect("answered");
     bodies.push_str(&format!("{:?}", response.headers()));
     bodies.push_str(&response.text().expect("body"));
 
     let (status, stdout, stderr) = served.terminate();
     assert!(status.success());
-    assert!(stdout.contains("invocation finished"), "trace logs were captured");
-    for (what, text) in [("stdout", &stdout), ("stderr", &stderr), ("responses", &bodies)] {
+    assert!(
+        stdout.contains("invocation finished"),
+        "trace logs were captured"
+    );
+    for (what, text) in [
+        ("stdout", &stdout),
+        ("stderr", &stderr),
+        ("responses", &bodies),
+    ] {
         assert!(!text.contains(key), "the account key leaked into {what}");
-        assert!(!text.contains(&key[..20]), "part of the account key leaked into {what}");
+        assert!(
+            !text.contains(&key[..20]),
+            "part of the account key leaked into {what}"
+        );
     }
 }
 
@@ -232,14 +313,24 @@ fn package_builds_the_zip_the_host_expects() {
         .arg(&out)
         .output()
         .expect("runs");
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
-    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).expect("zip exists")).expect("a zip");
+    let mut zip =
+        zip::ZipArchive::new(std::fs::File::open(&out).expect("zip exists")).expect("a zip");
     let mut names: Vec<String> = zip.file_names().map(str::to_string).collect();
     names.sort();
     let mut expected = vec!["host.json".to_string(), "keyturn".to_string()];
     for entry in std::fs::read_dir(Path::new(root).join("function-definitions")).expect("dir") {
-        let function = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        let function = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
         expected.push(format!("{function}/function.json"));
     }
     expected.sort();
@@ -247,11 +338,21 @@ fn package_builds_the_zip_the_host_expects() {
 
     for name in names.iter().filter(|n| n.ends_with("function.json")) {
         let mut text = String::new();
-        zip.by_name(name).expect("entry").read_to_string(&mut text).expect("text");
-        let source = std::fs::read_to_string(Path::new(root).join("function-definitions").join(name)).expect("source");
+        zip.by_name(name)
+            .expect("entry")
+            .read_to_string(&mut text)
+            .expect("text");
+        let source =
+            std::fs::read_to_string(Path::new(root).join("function-definitions").join(name))
+                .expect("source");
         assert_eq!(text, source, "{name} is shipped as written");
     }
     let executable = zip.by_name("keyturn").expect("binary");
     assert_eq!(executable.unix_mode().map(|m| m & 0o777), Some(0o755));
-    assert_eq!(executable.size(), std::fs::metadata(env!("CARGO_BIN_EXE_keyturn")).expect("binary").len());
+    assert_eq!(
+        executable.size(),
+        std::fs::metadata(env!("CARGO_BIN_EXE_keyturn"))
+            .expect("binary")
+            .len()
+    );
 }

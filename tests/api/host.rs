@@ -27,7 +27,10 @@ fn read_json(relative: &str) -> Value {
 async fn shutdown_lets_in_flight_invocations_finish() {
     let dir = tempfile::tempdir().expect("tempdir");
     let local = LocalStore::open(dir.path().join("keyturn.db")).expect("open");
-    let slow = SlowStore { inner: Arc::new(LocalAuditStore::new(local)), delay: Duration::from_millis(400) };
+    let slow = SlowStore {
+        inner: Arc::new(LocalAuditStore::new(local)),
+        delay: Duration::from_millis(400),
+    };
     let mut app = spawn_app_with_store(Arc::new(slow)).await;
 
     let event = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
@@ -41,10 +44,16 @@ async fn shutdown_lets_in_flight_invocations_finish() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     app.begin_shutdown();
 
-    let response = in_flight.await.expect("task").expect("in-flight request is answered");
+    let response = in_flight
+        .await
+        .expect("task")
+        .expect("in-flight request is answered");
     assert_eq!(response.status(), 200);
     app.wait_stopped().await.expect("server stops cleanly");
-    let refused = reqwest::Client::new().post(format!("{}/KeyVaultEvents", app.address)).send().await;
+    let refused = reqwest::Client::new()
+        .post(format!("{}/KeyVaultEvents", app.address))
+        .send()
+        .await;
     assert!(refused.is_err(), "no new invocations after shutdown");
 }
 
@@ -62,17 +71,26 @@ fn every_function_definition_is_served_and_every_served_function_is_defined() {
 fn function_definitions_bind_what_the_handlers_read() {
     let events = read_json("function-definitions/KeyVaultEvents/function.json");
     assert_eq!(events["bindings"][0]["type"], "eventGridTrigger");
-    assert_eq!(events["bindings"][0]["name"], keyturn::functions::key_vault_events::BINDING);
+    assert_eq!(
+        events["bindings"][0]["name"],
+        keyturn::functions::key_vault_events::BINDING
+    );
 
     let sweep = read_json("function-definitions/ExpirySweep/function.json");
     assert_eq!(sweep["bindings"][0]["type"], "timerTrigger");
-    assert_eq!(sweep["bindings"][0]["name"], keyturn::functions::expiry_sweep::BINDING);
+    assert_eq!(
+        sweep["bindings"][0]["name"],
+        keyturn::functions::expiry_sweep::BINDING
+    );
     assert_eq!(sweep["bindings"][0]["schedule"], "%KEYTURN_SWEEP_SCHEDULE%");
 
     let worker = read_json("function-definitions/RotationWorker/function.json");
     let trigger = &worker["bindings"][0];
     assert_eq!(trigger["type"], "serviceBusTrigger");
-    assert_eq!(trigger["name"], keyturn::functions::rotation_worker::BINDING);
+    assert_eq!(
+        trigger["name"],
+        keyturn::functions::rotation_worker::BINDING
+    );
     assert_eq!(trigger["queueName"], "%KEYTURN_ROTATION_QUEUE%");
     assert_eq!(trigger["connection"], "ServiceBusConnection");
     assert_eq!(trigger["isSessionsEnabled"], true);
@@ -89,8 +107,14 @@ fn function_definitions_bind_what_the_handlers_read() {
 fn host_json_starts_the_packaged_binary_with_forwarding_and_the_pinned_bundle() {
     let host = read_json("host.json");
     assert_eq!(host["version"], "2.0");
-    assert_eq!(host["customHandler"]["description"]["defaultExecutablePath"], "keyturn");
-    assert_eq!(host["customHandler"]["description"]["arguments"], serde_json::json!(["serve"]));
+    assert_eq!(
+        host["customHandler"]["description"]["defaultExecutablePath"],
+        "keyturn"
+    );
+    assert_eq!(
+        host["customHandler"]["description"]["arguments"],
+        serde_json::json!(["serve"])
+    );
     assert_eq!(host["customHandler"]["enableForwardingHttpRequest"], true);
     assert_eq!(host["extensionBundle"]["version"], "[4.*, 5.0.0)");
     let service_bus = &host["extensions"]["serviceBus"];
@@ -112,7 +136,9 @@ fn the_sample_settings_carry_every_configurable_setting_with_a_valid_value() {
     assert_eq!(values["FUNCTIONS_WORKER_RUNTIME"], "Custom");
 
     let env = keyturn::config::Environment::from_pairs(
-        values.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())),
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())),
     );
     keyturn::config::Settings::from_env(&env).expect("the sample is a working configuration");
 }
@@ -121,7 +147,11 @@ fn the_sample_settings_carry_every_configurable_setting_with_a_valid_value() {
 fn the_readme_documents_every_setting() {
     let readme = std::fs::read_to_string(project("README.md")).expect("README");
     for s in SETTINGS {
-        assert!(readme.contains(&format!("`{}`", s.name)), "README does not document {}", s.name);
+        assert!(
+            readme.contains(&format!("`{}`", s.name)),
+            "README does not document {}",
+            s.name
+        );
     }
 }
 

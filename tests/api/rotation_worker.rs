@@ -21,7 +21,9 @@ fn service_bus_invocation(job: &Value) -> Value {
 async fn a_job_is_completed_and_audited_with_its_delivery_count() {
     let app = spawn_app().await;
     let job = json!({ "schema": 1, "jobId": "job-42" });
-    let response = app.invoke("RotationWorker", &service_bus_invocation(&job)).await;
+    let response = app
+        .invoke("RotationWorker", &service_bus_invocation(&job))
+        .await;
 
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.expect("json");
@@ -29,29 +31,48 @@ async fn a_job_is_completed_and_audited_with_its_delivery_count() {
     assert_eq!(body["ReturnValue"]["deliveryCount"], 1);
     let entries = app.audit_entries().await;
     assert_eq!(entries[0].record.action.as_str(), "job.received");
-    assert_eq!(entries[0].record.reason.as_ref().map(|r| r.as_str()), Some("job job-42 delivery 1"));
+    assert_eq!(
+        entries[0].record.reason.as_ref().map(|r| r.as_str()),
+        Some("job job-42 delivery 1")
+    );
 }
 
 #[tokio::test]
 async fn a_job_of_an_unknown_schema_is_completed_not_redelivered() {
     let app = spawn_app().await;
     let job = json!({ "schema": 99, "jobId": "job-from-the-future" });
-    let response = app.invoke("RotationWorker", &service_bus_invocation(&job)).await;
+    let response = app
+        .invoke("RotationWorker", &service_bus_invocation(&job))
+        .await;
 
     assert_eq!(response.status(), 200);
     let entries = app.audit_entries().await;
     assert_eq!(entries[0].record.action.as_str(), "invocation.failed");
-    let reason = entries[0].record.reason.as_ref().expect("reason").as_str().to_string();
+    let reason = entries[0]
+        .record
+        .reason
+        .as_ref()
+        .expect("reason")
+        .as_str()
+        .to_string();
     assert!(reason.contains("schema 99"), "{reason}");
 }
 
 #[tokio::test]
 async fn a_transient_failure_abandons_the_message_for_redelivery() {
-    let busy = FailureKind::Transient { retry_after: Some(std::time::Duration::from_secs(3)) };
+    let busy = FailureKind::Transient {
+        retry_after: Some(std::time::Duration::from_secs(3)),
+    };
     let app = spawn_app_with_store(Arc::new(RefusingStore(busy))).await;
     let job = json!({ "schema": 1, "jobId": "job-7" });
-    let response = app.invoke("RotationWorker", &service_bus_invocation(&job)).await;
+    let response = app
+        .invoke("RotationWorker", &service_bus_invocation(&job))
+        .await;
     assert_eq!(response.status(), 500);
     let body: Value = response.json().await.expect("json");
-    assert!(body["Logs"][0].as_str().is_some_and(|l| l.starts_with("retryable failure")));
+    assert!(
+        body["Logs"][0]
+            .as_str()
+            .is_some_and(|l| l.starts_with("retryable failure"))
+    );
 }

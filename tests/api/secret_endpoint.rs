@@ -10,7 +10,11 @@ fn assert_error_body(body: &Value, code: &str) {
     let object = body.as_object().expect("object");
     let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
     keys.sort();
-    assert_eq!(keys, ["error", "message", "requestId"], "nothing but the three fields");
+    assert_eq!(
+        keys,
+        ["error", "message", "requestId"],
+        "nothing but the three fields"
+    );
     assert_eq!(body["error"], code);
 }
 
@@ -37,7 +41,15 @@ async fn with_no_certificate_policy_configured_every_read_is_refused_and_audited
     let entries = app.audit_entries().await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].record.outcome, Outcome::Denied);
-    assert_eq!(entries[0].record.object.secret_name.as_ref().map(|n| n.as_str()), Some("db-password"));
+    assert_eq!(
+        entries[0]
+            .record
+            .object
+            .secret_name
+            .as_ref()
+            .map(|n| n.as_str()),
+        Some("db-password")
+    );
     assert_eq!(
         entries[0].record.invocation_id.as_ref().map(|i| i.as_str()),
         body["requestId"].as_str(),

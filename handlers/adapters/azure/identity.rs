@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_identity::{
-    AzureCliCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions, UserAssignedId,
-    WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzureCliCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
+    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
 
 use crate::config::{CredentialKind, CredentialSettings};
@@ -21,7 +21,9 @@ pub struct CredentialError {
 
 /// Builds the credential the settings choose. Creating one makes no network call; tokens
 /// are requested (and cached by azure_identity) on first use.
-pub fn credential(settings: &CredentialSettings) -> Result<Arc<dyn TokenCredential>, CredentialError> {
+pub fn credential(
+    settings: &CredentialSettings,
+) -> Result<Arc<dyn TokenCredential>, CredentialError> {
     let err = |e: azure_core::Error| CredentialError {
         kind: settings.kind,
         message: e.to_string(),
