@@ -356,6 +356,9 @@ output endpointClientId string = endpointIdentity.properties.clientId
 @description('Object (principal) id of the rotator\'s identity: make it owner of every app registration it rotates.')
 output rotatorPrincipalId string = rotatorIdentity.properties.principalId
 
+@description('Object (principal) id of the endpoint\'s identity, for the Graph permission script.')
+output endpointPrincipalId string = endpointIdentity.properties.principalId
+
 @description('Service Bus queue carrying rotation jobs.')
 output rotationQueueName string = serviceBus.outputs.queueName
 
