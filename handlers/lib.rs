@@ -14,4 +14,5 @@ pub mod host;
 pub mod mtls;
 pub mod package;
 pub mod ports;
+pub mod startup;
 pub mod telemetry;

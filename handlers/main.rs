@@ -1,1 +1,235 @@
-fn main() {}
+//! The `keyturn` command line: a thin layer over the library that reads settings, starts
+//! telemetry and calls in.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use keyturn::config::{Environment, SETTINGS, Settings};
+use keyturn::host::router::{AppState, router};
+use keyturn::host::server;
+use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
+use keyturn::{package, startup, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(name = "keyturn", version, about = "Secret lifecycle for Azure: rotate before expiry, deliver over mTLS, audit everything.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the functions to the Azure Functions host (what host.json starts).
+    Serve {
+        /// Loopback port to listen on; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
+        #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
+        port: u16,
+    },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Work with the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Work with client certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Build the deployable zip: host.json, the function definitions and this binary.
+    Package {
+        /// Where to write the zip.
+        #[arg(long, default_value = "dist/keyturn.zip")]
+        out: PathBuf,
+        /// The handler binary to ship (default: this executable; build it with --release).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// The project root holding host.json and function-definitions/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (secrets redacted); exit 1 if it is invalid.
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Run the `chain` policy on a certificate: prints one JSON object; exit 0 accepted,
+    /// 1 rejected, 2 bad usage or unreadable input.
+    Verify(CertVerifyArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain and report the first broken link; exit 1 if the chain is broken.
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { port } => runtime().block_on(serve(port)),
+        Command::Config { command: ConfigCommand::Check } => config_check(),
+        Command::Audit { command: AuditCommand::Verify } => runtime().block_on(audit_verify()),
+        Command::Package { out, binary, root } => package_command(&root, binary, &out),
+        Command::Cert { command: CertCommand::Verify(args) } => {
+            let report = verify_cli::run(&args, chrono::Utc::now());
+            println!("{}", report.to_json());
+            ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the operating system provides threads and timers")
+}
+
+/// Settings or a start-up failure that names every bad setting.
+fn settings() -> Result<Settings, ExitCode> {
+    Settings::from_env(&Environment::from_process()).map_err(|e| {
+        eprintln!("keyturn: {e}");
+        ExitCode::from(1)
+    })
+}
+
+async fn serve(port: u16) -> ExitCode {
+    let settings = match settings() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    if let Err(e) = telemetry::init(&settings.log_level) {
+        eprintln!("keyturn: {e}");
+        return ExitCode::from(1);
+    }
+    let services = match startup::services(&settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let listener = match server::bind(port).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, port, "cannot listen");
+            return ExitCode::from(1);
+        }
+    };
+    let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
+    let state = AppState {
+        services: Arc::new(services),
+        vaults: Arc::new(settings.vaults.clone()),
+    };
+    let app = router(state, &settings.enabled_functions);
+    tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
+    match server::serve(listener, app, server::shutdown_signal()).await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_check() -> ExitCode {
+    let env = Environment::from_process();
+    let listed: serde_json::Map<String, serde_json::Value> = SETTINGS
+        .iter()
+        .map(|spec| {
+            let (value, source) = match (env.value(spec.name), spec.default) {
+                (Some(_), _) if spec.secret => ("[redacted]".to_string(), "set"),
+                (Some(v), _) => (v.to_string(), "set"),
+                (None, Some(d)) => (d.to_string(), "default"),
+                (None, None) => (String::new(), "unset"),
+            };
+            (
+                spec.name.to_string(),
+                serde_json::json!({ "value": value, "source": source, "readBy": spec.read_by }),
+            )
+        })
+        .collect();
+    match Settings::from_env(&env) {
+        Ok(settings) => {
+            let report = serde_json::json!({ "valid": true, "settings": listed, "effective": settings });
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            let errors: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+            let report = serde_json::json!({ "valid": false, "errors": errors, "settings": listed });
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn audit_verify() -> ExitCode {
+    let settings = match settings() {
+        Ok(s) => s,
+        Err(_) => return ExitCode::from(2),
+    };
+    let log = match startup::audit_log(&settings).await {
+        Ok(log) => log,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match log.verify().await {
+        Ok(report) => {
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+            if report.is_intact() {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("keyturn: {report}");
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("keyturn: cannot read the audit log: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn package_command(root: &std::path::Path, binary: Option<PathBuf>, out: &std::path::Path) -> ExitCode {
+    let binary = match binary.map(Ok).unwrap_or_else(std::env::current_exe) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("keyturn: cannot locate this executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if binary.components().any(|c| c.as_os_str() == "debug") {
+        eprintln!("keyturn: warning: packaging a debug build ({}); use a --release build for deployment", binary.display());
+    }
+    match package::build(root, &binary, out) {
+        Ok(manifest) => {
+            println!("{}", serde_json::to_string_pretty(&manifest).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

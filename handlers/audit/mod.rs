@@ -1,1 +1,776 @@
-//! TODO-owner-fills
+//! The append-only audit log: sealing records into a SHA-256 hash chain, appending them
+//! without forking the chain, and verifying a stored chain link by link.
+//!
+//! # The chain
+//!
+//! Entry `n` (sequence numbers start at 1) stores the hash of entry `n - 1` as its
+//! previous hash; the first entry's previous hash is 32 zero bytes. An entry's hash is
+//! `SHA-256(canonical_encoding(entry))`, where the canonical encoding is the
+//! concatenation of:
+//!
+//! 1. the 16 ASCII bytes `keyturn-audit-v1` (the format's name and version);
+//! 2. the sequence number as an unsigned 64-bit big-endian integer (8 bytes);
+//! 3. the previous hash, 32 raw bytes;
+//! 4. these fields, in this order, each encoded as one byte `0x00` when absent, or
+//!    `0x01` followed by the UTF-8 byte length as an unsigned 64-bit big-endian integer
+//!    followed by the UTF-8 bytes when present:
+//!    `time`, `actor_kind`, `actor`, `action`, `vault`, `secret_name`,
+//!    `secret_version`, `app_id`, `key_id`, `thumbprint`, `outcome`, `reason`,
+//!    `invocation_id`.
+//!
+//! `time` is RFC 3339 in UTC with exactly nine fractional digits and a trailing `Z`
+//! (`2025-03-01T12:00:00.000000000Z`); `actor_kind` is `function` or `identity`;
+//! `outcome` is `succeeded`, `failed`, `denied` or `skipped`. `time`, `actor_kind`,
+//! `actor`, `action` and `outcome` are always present. Hashes are written as 64 lowercase
+//! hex digits. Length prefixes make the encoding unambiguous: no two different entries
+//! share an encoding, whatever bytes their fields hold. The JSON that
+//! `keyturn audit verify` prints, or any export of the stored entries, carries every
+//! field needed to recompute each hash with nothing but a SHA-256 implementation.
+//!
+//! # Appending
+//!
+//! An append reads the head, seals the record as head + 1 and asks the store to keep it
+//! at exactly that position. Stores refuse with a conflict when another writer got there
+//! first; the append then starts again from the new head. No two entries can ever claim
+//! the same position, so concurrent writers interleave but never fork the chain.
+//!
+//! # What verification cannot see
+//!
+//! A chain proves that nothing inside it was changed, removed or reordered. Removing
+//! entries from the end leaves a shorter, valid chain: compare the reported head
+//! (sequence and hash) with a copy kept elsewhere to detect that.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::ports::audit::{
+    AuditEntry, AuditRecord, AuditStore, EntryHash, StoredEntry, format_audit_time,
+};
+use crate::ports::{FailureKind, PortError};
+
+pub use crate::ports::audit::{
+    Actor, AuditDataError, AuditObject, AuditText, MAX_AUDIT_TEXT_BYTES, Outcome,
+};
+
+/// The first bytes of every canonical encoding: the format's name and version, so a
+/// future encoding can never produce the same hash input as this one.
+pub const CANONICAL_ENCODING_TAG: &[u8; 16] = b"keyturn-audit-v1";
+
+/// How many times an append starts over after losing a race for the next position.
+/// Each loss means another writer succeeded, so a writer only keeps losing while others
+/// keep winning. Concurrency is bounded by the Functions host (Service Bus
+/// `maxConcurrentCalls` defaults to 16 per instance) and one invocation writes a handful
+/// of entries; 64 rounds outlasts any burst of that size, while a writer that still loses
+/// after 64 rounds is better off failing the invocation and being redelivered.
+pub const MAX_APPEND_ATTEMPTS: u32 = 64;
+
+/// Upper bound of the random pause after a lost race, in milliseconds. A few
+/// milliseconds is one store round trip on SQLite and a fraction of one on Table storage:
+/// enough to let the winner's neighbours through without slowing the common case.
+const MAX_BACKOFF_MILLIS: u64 = 20;
+
+/// How many positions verification reads per request: small enough to keep memory flat
+/// for long logs, and under Table storage's 1000-entity page so one window is usually
+/// one round trip.
+const VERIFY_WINDOW: u32 = 500;
+
+/// What went wrong while appending to or verifying the audit log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("audit store failed while {operation}: {source}")]
+    Store {
+        operation: &'static str,
+        #[source]
+        source: PortError,
+    },
+    #[error("gave up appending after {attempts} attempts lost the race for the next position")]
+    Contended { attempts: u32 },
+    #[error(
+        "the newest audit entry (position {position}) is unreadable or misplaced; run `keyturn audit verify`"
+    )]
+    CorruptHead { position: u64 },
+    #[error("the audit log is full: sequence numbers are exhausted")]
+    SequenceExhausted,
+}
+
+/// Seals `record` as entry `sequence` following an entry whose hash is `prev_hash`.
+pub fn seal(sequence: u64, prev_hash: EntryHash, record: AuditRecord) -> AuditEntry {
+    let hash = entry_hash(sequence, &prev_hash, &record);
+    AuditEntry {
+        sequence,
+        record,
+        prev_hash,
+        hash,
+    }
+}
+
+/// The hash an entry with this content must carry.
+pub fn entry_hash(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> EntryHash {
+    let digest = Sha256::digest(canonical_encoding(sequence, prev_hash, record));
+    EntryHash::from_bytes(digest.into())
+}
+
+/// The bytes that are hashed, exactly as the module documentation specifies.
+pub fn canonical_encoding(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> Vec<u8> {
+    let object = &record.object;
+    let time = format_audit_time(&record.at);
+    let fields: [Option<&str>; 13] = [
+        Some(&time),
+        Some(record.actor.kind()),
+        Some(record.actor.name().as_str()),
+        Some(record.action.as_str()),
+        object.vault.as_ref().map(AuditText::as_str),
+        object.secret_name.as_ref().map(AuditText::as_str),
+        object.secret_version.as_ref().map(AuditText::as_str),
+        object.app_id.as_ref().map(AuditText::as_str),
+        object.key_id.as_ref().map(AuditText::as_str),
+        object.thumbprint.as_ref().map(AuditText::as_str),
+        Some(record.outcome.as_str()),
+        record.reason.as_ref().map(AuditText::as_str),
+        record.invocation_id.as_ref().map(AuditText::as_str),
+    ];
+    let mut bytes = Vec::with_capacity(256);
+    bytes.extend_from_slice(CANONICAL_ENCODING_TAG);
+    bytes.extend_from_slice(&sequence.to_be_bytes());
+    bytes.extend_from_slice(prev_hash.as_bytes());
+    for field in fields {
+        match field {
+            None => bytes.push(0),
+            Some(text) => {
+                bytes.push(1);
+                bytes.extend_from_slice(&(text.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    bytes
+}
+
+/// The audit log every feature writes to. Cheap to clone: clones share one store.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    store: Arc<dyn AuditStore>,
+}
+
+impl AuditLog {
+    pub fn new(store: Arc<dyn AuditStore>) -> Self {
+        Self { store }
+    }
+
+    /// Seals `record` as the next entry and stores it, starting over (up to
+    /// [`MAX_APPEND_ATTEMPTS`] times) when a concurrent writer takes the position first.
+    pub async fn append(&self, record: AuditRecord) -> Result<AuditEntry, AuditError> {
+        for attempt in 1..=MAX_APPEND_ATTEMPTS {
+            let (sequence, prev_hash) =
+                match self.store.head().await.map_err(store("reading the head"))? {
+                    None => (1, EntryHash::GENESIS),
+                    Some(StoredEntry {
+                        position,
+                        content: Ok(head),
+                    }) if head.sequence == position => (
+                        position
+                            .checked_add(1)
+                            .ok_or(AuditError::SequenceExhausted)?,
+                        head.hash,
+                    ),
+                    Some(StoredEntry { position, .. }) => {
+                        return Err(AuditError::CorruptHead { position });
+                    }
+                };
+            let entry = seal(sequence, prev_hash, record.clone());
+            match self.store.append(&entry).await {
+                Ok(()) => return Ok(entry),
+                Err(error) if error.kind == FailureKind::Conflict => {
+                    tracing::debug!(sequence, attempt, "audit append lost the race; retrying");
+                    let pause = rand::thread_rng().gen_range(0..=MAX_BACKOFF_MILLIS);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(error) => return Err(store("appending an entry")(error)),
+            }
+        }
+        Err(AuditError::Contended {
+            attempts: MAX_APPEND_ATTEMPTS,
+        })
+    }
+
+    /// The stored entries at positions `from .. from + count`, in order, as the store
+    /// holds them (for export and display; [`AuditLog::verify`] judges them).
+    pub async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, AuditError> {
+        self.store
+            .read(from, count)
+            .await
+            .map_err(store("reading entries"))
+    }
+
+    /// Walks the whole chain; see [`verify`].
+    pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
+        verify(self.store.as_ref()).await
+    }
+}
+
+fn store(operation: &'static str) -> impl Fn(PortError) -> AuditError {
+    move |source| AuditError::Store { operation, source }
+}
+
+/// The result of walking a chain. The log is intact when `first_break` is `None`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Entries that passed every check before the walk ended.
+    pub entries_checked: u64,
+    /// The newest stored entry, to compare with a copy kept elsewhere.
+    pub head: Option<ChainHead>,
+    /// The lowest position where the chain breaks.
+    pub first_break: Option<ChainBreak>,
+}
+
+impl VerifyReport {
+    pub fn is_intact(&self) -> bool {
+        self.first_break.is_none()
+    }
+}
+
+/// The newest entry as the store reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    pub sequence: u64,
+    pub hash: Option<EntryHash>,
+}
+
+/// Where the chain breaks and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainBreak {
+    /// The position (sequence number) of the first entry that fails a check.
+    pub sequence: u64,
+    pub problem: BreakKind,
+}
+
+/// What is wrong at a break.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum BreakKind {
+    /// The entry's content no longer hashes to its stored hash: it was edited.
+    ContentHashMismatch {
+        stored: EntryHash,
+        computed: EntryHash,
+    },
+    /// The entry does not point at the entry before it: that one was edited and
+    /// re-hashed, or replaced.
+    PreviousHashMismatch {
+        expected: EntryHash,
+        found: EntryHash,
+    },
+    /// Nothing is stored here, yet later entries exist: entries were deleted.
+    /// `next_present` is the next stored position when it lies within the same read
+    /// window; `None` when the whole window after the gap is empty.
+    Missing { next_present: Option<u64> },
+    /// The entry stored here carries another sequence number: entries were moved.
+    OutOfOrder { found: u64 },
+    /// The stored data here no longer decodes.
+    Unreadable { problem: String },
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.first_break {
+            None => write!(
+                f,
+                "audit chain intact: {} entries verified",
+                self.entries_checked
+            )?,
+            Some(ChainBreak { sequence, problem }) => {
+                write!(f, "audit chain BROKEN at sequence {sequence}: ")?;
+                match problem {
+                    BreakKind::ContentHashMismatch { stored, computed } => write!(
+                        f,
+                        "content was changed (stored hash {stored}, content hashes to {computed})"
+                    )?,
+                    BreakKind::PreviousHashMismatch { expected, found } => write!(
+                        f,
+                        "link to the previous entry is broken (previous entry hashes to {expected}, this entry points at {found})"
+                    )?,
+                    BreakKind::Missing {
+                        next_present: Some(next),
+                    } => write!(f, "entries {sequence} to {} are missing", next - 1)?,
+                    BreakKind::Missing { next_present: None } => write!(
+                        f,
+                        "entry {sequence} and the {VERIFY_WINDOW} positions after it are missing"
+                    )?,
+                    BreakKind::OutOfOrder { found } => write!(
+                        f,
+                        "the entry stored here claims sequence {found} (entries were reordered)"
+                    )?,
+                    BreakKind::Unreadable { problem } => {
+                        write!(f, "stored entry is unreadable ({problem})")?
+                    }
+                }
+                write!(f, "; {} entries before it verified", self.entries_checked)?;
+            }
+        }
+        if let Some(head) = &self.head {
+            write!(f, "; head is sequence {}", head.sequence)?;
+            if let Some(hash) = &head.hash {
+                write!(f, " with hash {hash}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Walks the chain in `store` from the first position to the head and reports the
+/// first broken link. Store failures are errors; damage to the chain is a report.
+pub async fn verify(store: &dyn AuditStore) -> Result<VerifyReport, AuditError> {
+    let head = store
+        .head()
+        .await
+        .map_err(self::store("reading the head"))?;
+    let Some(head) = head else {
+        return Ok(VerifyReport {
+            entries_checked: 0,
+            head: None,
+            first_break: None,
+        });
+    };
+    let mut walk = Walk {
+        expected: 1,
+        prev_hash: EntryHash::GENESIS,
+        checked: 0,
+    };
+    let report = |walk: &Walk, first_break| VerifyReport {
+        entries_checked: walk.checked,
+        head: Some(ChainHead {
+            sequence: head.position,
+            hash: head.content.as_ref().ok().map(|entry| entry.hash),
+        }),
+        first_break,
+    };
+    let mut from = 1u64;
+    while from <= head.position {
+        let window = store
+            .read(from, VERIFY_WINDOW)
+            .await
+            .map_err(self::store("reading entries"))?;
+        if window.is_empty() {
+            // Skipping ahead to the next stored entry would need a scan the stores do not
+            // offer; the first missing position is what matters.
+            let found = ChainBreak {
+                sequence: walk.expected,
+                problem: BreakKind::Missing { next_present: None },
+            };
+            return Ok(report(&walk, Some(found)));
+        }
+        for stored in &window {
+            if let Some(found) = walk.check(stored) {
+                return Ok(report(&walk, Some(found)));
+            }
+        }
+        from = match from.checked_add(u64::from(VERIFY_WINDOW)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    // The head itself was read separately; if the windows stopped short of it the store
+    // lost entries between the two reads or the head sits beyond the last window.
+    if walk.expected <= head.position {
+        let found = ChainBreak {
+            sequence: walk.expected,
+            problem: BreakKind::Missing {
+                next_present: Some(head.position),
+            },
+        };
+        return Ok(report(&walk, Some(found)));
+    }
+    Ok(report(&walk, None))
+}
+
+struct Walk {
+    expected: u64,
+    prev_hash: EntryHash,
+    checked: u64,
+}
+
+impl Walk {
+    fn check(&mut self, stored: &StoredEntry) -> Option<ChainBreak> {
+        let at = |sequence, problem| Some(ChainBreak { sequence, problem });
+        if stored.position > self.expected {
+            return at(
+                self.expected,
+                BreakKind::Missing {
+                    next_present: Some(stored.position),
+                },
+            );
+        }
+        if stored.position < self.expected {
+            return at(
+                self.expected,
+                BreakKind::OutOfOrder {
+                    found: stored.position,
+                },
+            );
+        }
+        let entry = match &stored.content {
+            Ok(entry) => entry,
+            Err(problem) => {
+                return at(
+                    stored.position,
+                    BreakKind::Unreadable {
+                        problem: problem.to_string(),
+                    },
+                );
+            }
+        };
+        if entry.sequence != stored.position {
+            return at(
+                stored.position,
+                BreakKind::OutOfOrder {
+                    found: entry.sequence,
+                },
+            );
+        }
+        let computed = entry_hash(entry.sequence, &entry.prev_hash, &entry.record);
+        if computed != entry.hash {
+            return at(
+                stored.position,
+                BreakKind::ContentHashMismatch {
+                    stored: entry.hash,
+                    computed,
+                },
+            );
+        }
+        if entry.prev_hash != self.prev_hash {
+            return at(
+                stored.position,
+                BreakKind::PreviousHashMismatch {
+                    expected: self.prev_hash,
+                    found: entry.prev_hash,
+                },
+            );
+        }
+        self.prev_hash = entry.hash;
+        self.expected = self.expected.saturating_add(1);
+        self.checked += 1;
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::*;
+    use crate::domain::secret::SecretValue;
+
+    fn text(value: &str) -> AuditText {
+        AuditText::parse(value).expect("test text is valid")
+    }
+
+    fn at(second: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
+            .single()
+            .expect("a valid fixed time")
+            + chrono::Duration::seconds(i64::from(second))
+    }
+
+    fn rotation_record(second: u32) -> AuditRecord {
+        let mut record = AuditRecord::new(
+            at(second),
+            Actor::Function(text("RotationWorker")),
+            text("secret.rotate"),
+            Outcome::Succeeded,
+        );
+        record.object.vault = Some(text("kv-prod"));
+        record.object.secret_name = Some(text("db-password"));
+        record.object.secret_version = Some(text("0123456789abcdef0123456789abcdef"));
+        record.invocation_id = Some(text("5f0c0d4e-2f35-4f1a-9f3e-8a7f0b6c1d2e"));
+        record
+    }
+
+    /// A store in memory, used only to exercise the chain logic without I/O; the real
+    /// adapters run the same scenarios in the integration tests.
+    #[derive(Debug, Default)]
+    struct MemoryStore {
+        entries: Mutex<BTreeMap<u64, AuditEntry>>,
+    }
+
+    #[async_trait]
+    impl AuditStore for MemoryStore {
+        async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+            let entries = self.entries.lock().expect("test lock is never poisoned");
+            Ok(entries
+                .iter()
+                .next_back()
+                .map(|(position, entry)| StoredEntry {
+                    position: *position,
+                    content: Ok(entry.clone()),
+                }))
+        }
+
+        async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+            let mut entries = self.entries.lock().expect("test lock is never poisoned");
+            if entries.contains_key(&entry.sequence) {
+                return Err(PortError::new(FailureKind::Conflict, "position taken"));
+            }
+            entries.insert(entry.sequence, entry.clone());
+            Ok(())
+        }
+
+        async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+            let entries = self.entries.lock().expect("test lock is never poisoned");
+            Ok(entries
+                .range(from..from.saturating_add(u64::from(count)))
+                .map(|(position, entry)| StoredEntry {
+                    position: *position,
+                    content: Ok(entry.clone()),
+                })
+                .collect())
+        }
+    }
+
+    async fn log_with(count: u32) -> (Arc<MemoryStore>, AuditLog) {
+        let store = Arc::new(MemoryStore::default());
+        let log = AuditLog::new(store.clone());
+        for second in 0..count {
+            log.append(rotation_record(second))
+                .await
+                .expect("append to memory store");
+        }
+        (store, log)
+    }
+
+    #[test]
+    fn an_independent_implementation_of_the_documented_encoding_agrees() {
+        let record = rotation_record(7);
+        let prev = EntryHash::from_bytes([0xab; 32]);
+
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"keyturn-audit-v1");
+        expected.extend_from_slice(&42u64.to_be_bytes());
+        expected.extend_from_slice(&[0xab; 32]);
+        let present = |bytes: &mut Vec<u8>, value: &str| {
+            bytes.push(1);
+            bytes.extend_from_slice(&(value.len() as u64).to_be_bytes());
+            bytes.extend_from_slice(value.as_bytes());
+        };
+        present(&mut expected, "2025-03-01T12:00:07.000000000Z");
+        present(&mut expected, "function");
+        present(&mut expected, "RotationWorker");
+        present(&mut expected, "secret.rotate");
+        present(&mut expected, "kv-prod");
+        present(&mut expected, "db-password");
+        present(&mut expected, "0123456789abcdef0123456789abcdef");
+        expected.extend_from_slice(&[0, 0, 0]);
+        present(&mut expected, "succeeded");
+        expected.push(0);
+        present(&mut expected, "5f0c0d4e-2f35-4f1a-9f3e-8a7f0b6c1d2e");
+
+        assert_eq!(canonical_encoding(42, &prev, &record), expected);
+        let digest: [u8; 32] = Sha256::digest(&expected).into();
+        assert_eq!(
+            entry_hash(42, &prev, &record),
+            EntryHash::from_bytes(digest)
+        );
+    }
+
+    #[test]
+    fn moving_text_between_fields_changes_the_hash() {
+        let mut first = rotation_record(0);
+        first.object.vault = Some(text("kv"));
+        first.object.secret_name = Some(text("prod"));
+        let mut second = rotation_record(0);
+        second.object.vault = Some(text("kvp"));
+        second.object.secret_name = Some(text("rod"));
+        let mut third = rotation_record(0);
+        third.object.vault = None;
+        third.object.secret_name = Some(text("kvprod"));
+
+        let hashes = [&first, &second, &third].map(|r| entry_hash(1, &EntryHash::GENESIS, r));
+        assert_ne!(hashes[0], hashes[1]);
+        assert_ne!(hashes[0], hashes[2]);
+        assert_ne!(hashes[1], hashes[2]);
+    }
+
+    #[tokio::test]
+    async fn appended_entries_form_a_chain_from_a_zero_genesis() {
+        let (_store, log) = log_with(0).await;
+
+        let first = log.append(rotation_record(0)).await.expect("first append");
+        let second = log.append(rotation_record(1)).await.expect("second append");
+
+        assert_eq!((first.sequence, second.sequence), (1, 2));
+        assert_eq!(first.prev_hash, EntryHash::GENESIS);
+        assert_eq!(second.prev_hash, first.hash);
+        assert_eq!(first.record, rotation_record(0));
+        let report = log.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.entries_checked, 2);
+        assert_eq!(
+            report.head,
+            Some(ChainHead {
+                sequence: 2,
+                hash: Some(second.hash)
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn verification_walks_past_the_first_read_window() {
+        let (store, log) = log_with(VERIFY_WINDOW * 2 + 10).await;
+        let late = u64::from(VERIFY_WINDOW) * 2 + 3;
+        store
+            .entries
+            .lock()
+            .expect("test lock")
+            .get_mut(&late)
+            .expect("entry exists")
+            .record
+            .outcome = Outcome::Denied;
+
+        let report = log.verify().await.expect("verify");
+
+        assert_eq!(report.first_break.map(|b| b.sequence), Some(late));
+        assert_eq!(report.entries_checked, late - 1);
+    }
+
+    #[tokio::test]
+    async fn an_empty_log_verifies_with_no_head() {
+        let (_store, log) = log_with(0).await;
+        let report = log.verify().await.expect("verify");
+        assert_eq!(
+            report,
+            VerifyReport {
+                entries_checked: 0,
+                head: None,
+                first_break: None
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn chain_breaks_where_an_edited_entry_was_rehashed() {
+        let (store, log) = log_with(5).await;
+        {
+            let mut entries = store.entries.lock().expect("test lock");
+            let entry = entries.get_mut(&3).expect("entry 3 exists");
+            entry.record.outcome = Outcome::Failed;
+            entry.hash = entry_hash(3, &entry.prev_hash, &entry.record);
+        }
+
+        let report = log.verify().await.expect("verify");
+
+        let found = report.first_break.expect("the rehashed edit is detected");
+        assert_eq!(found.sequence, 4);
+        assert!(matches!(
+            found.problem,
+            BreakKind::PreviousHashMismatch { .. }
+        ));
+        assert_eq!(report.entries_checked, 3);
+    }
+
+    #[tokio::test]
+    async fn chain_breaks_when_the_first_entry_is_deleted() {
+        let (store, log) = log_with(3).await;
+        store.entries.lock().expect("test lock").remove(&1);
+
+        let report = log.verify().await.expect("verify");
+
+        assert_eq!(
+            report.first_break,
+            Some(ChainBreak {
+                sequence: 1,
+                problem: BreakKind::Missing {
+                    next_present: Some(2)
+                }
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn report_serialises_as_json_and_reads_as_a_sentence() {
+        let (store, log) = log_with(2).await;
+        store
+            .entries
+            .lock()
+            .expect("test lock")
+            .get_mut(&2)
+            .expect("entry 2 exists")
+            .record
+            .action = text("secret.delete");
+
+        let report = log.verify().await.expect("verify");
+
+        let json = serde_json::to_value(&report).expect("report serialises");
+        assert_eq!(json["first_break"]["sequence"], 2);
+        assert_eq!(
+            json["first_break"]["problem"]["kind"],
+            "content_hash_mismatch"
+        );
+        let sentence = report.to_string();
+        assert!(sentence.contains("BROKEN at sequence 2"), "{sentence}");
+        assert!(sentence.contains("content was changed"), "{sentence}");
+    }
+
+    #[tokio::test]
+    async fn an_append_refuses_to_continue_from_a_misplaced_head() {
+        let (store, log) = log_with(2).await;
+        {
+            let mut entries = store.entries.lock().expect("test lock");
+            let moved = entries.remove(&2).expect("entry 2 exists");
+            entries.insert(7, moved);
+        }
+
+        let error = log
+            .append(rotation_record(9))
+            .await
+            .expect_err("head is misplaced");
+
+        assert!(
+            matches!(error, AuditError::CorruptHead { position: 7 }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_never_carry_a_secret_value_handled_alongside() {
+        // A rotation handles the new value and audits what it did; the record type has
+        // nowhere to put the value (it holds `AuditText`, and `SecretValue` is not
+        // `Serialize`), so the serialised entry and its Debug form cannot contain it.
+        let secret = SecretValue::new("s3cr3t-Value-that-must-not-leak");
+        let (_store, log) = log_with(0).await;
+        let mut record = rotation_record(0);
+        record.reason = Some(text(&format!("rotated; new value is {secret}")));
+
+        let entry = log.append(record).await.expect("append");
+
+        let json = serde_json::to_string(&entry).expect("entry serialises");
+        let debug = format!("{entry:?}");
+        for rendered in [&json, &debug] {
+            assert!(!rendered.contains(secret.expose()));
+            assert!(
+                rendered.contains("db-password"),
+                "the entry names the secret"
+            );
+        }
+        let fields: Vec<String> =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&json)
+                .expect("entry is a JSON object")
+                .keys()
+                .cloned()
+                .collect();
+        for field in &fields {
+            assert!(
+                !field.contains("value"),
+                "entry has a value-like field: {field}"
+            );
+        }
+    }
+}

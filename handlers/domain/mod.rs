@@ -1,5 +1,6 @@
 //! Newtypes that parse, and time arithmetic on a passed-in clock. Imports nothing internal.
 
+pub mod clock;
 pub mod names;
 pub mod ncrontab;
 pub mod secret;

@@ -1,1 +1,10 @@
-//! TODO-owner-fills
+//! Trigger payload types, one module per event source, decoded as tolerantly as the
+//! Functions host and Event Grid require (JSON inside strings, either key casing,
+//! primitives as strings).
+
+pub mod http;
+pub mod keyvault;
+pub mod servicebus;
+pub mod timer;
+pub mod tolerant;
+pub mod validation;

@@ -1,1 +1,92 @@
-//! One module per function definition.
+//! One module per folder in `function-definitions/`: each is a plain async function from
+//! typed input to typed output. The host layer unwraps envelopes around them and decides,
+//! through one classification, what a failure means for the Functions host.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::AuditLog;
+use crate::domain::clock::Clock;
+use crate::ports::PortError;
+use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
+
+pub mod expiry_sweep;
+pub mod key_vault_events;
+pub mod rotation_worker;
+pub mod secret_endpoint;
+
+/// What the functions share: the ports chosen at start-up and the clock.
+#[derive(Clone)]
+pub struct Services {
+    pub audit: AuditLog,
+    pub clock: Clock,
+}
+
+/// One invocation: which function, the host's invocation id, and the time it started.
+#[derive(Clone)]
+pub struct Context {
+    pub function: &'static str,
+    pub invocation_id: String,
+    pub now: DateTime<Utc>,
+    pub services: Arc<Services>,
+}
+
+/// Why a function failed. The host classifies it once (`host::outcome`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FunctionError {
+    /// The trigger payload cannot be decoded; delivering it again cannot help.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+impl Context {
+    /// Appends one entry to the audit log on behalf of this function and invocation.
+    pub async fn audit(
+        &self,
+        action: &str,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<(), FunctionError> {
+        let text = |what: &str, value: &str| {
+            AuditText::parse(value).map_err(|e| PortError::invalid(format!("audit {what}: {e}")))
+        };
+        let mut record = AuditRecord::new(
+            self.now,
+            Actor::Function(text("actor", self.function)?),
+            text("action", action)?,
+            outcome,
+        );
+        record.object = object;
+        record.reason = reason.map(|r| text("reason", &clip(r, MAX_REASON_CHARS))).transpose()?;
+        record.invocation_id = Some(text("invocation id", &self.invocation_id)?);
+        self.services.audit.append(record).await.map_err(FunctionError::from)?;
+        Ok(())
+    }
+}
+
+/// Reasons are one short line; anything longer is cut so an entry always fits the audit
+/// log's per-field limit.
+const MAX_REASON_CHARS: usize = 400;
+
+fn clip(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
+/// An audit object naming a Key Vault object. Fields that do not fit the audit log's text
+/// rules are left out rather than failing the action they describe.
+pub fn vault_object(vault: &str, name: &str, version: Option<&str>) -> AuditObject {
+    AuditObject {
+        vault: AuditText::parse(vault).ok(),
+        secret_name: AuditText::parse(name).ok(),
+        secret_version: version.and_then(|v| AuditText::parse(v).ok()),
+        ..AuditObject::default()
+    }
+}

@@ -1,1 +1,7 @@
-//! The Functions custom-handler protocol.
+//! The Functions custom-handler protocol: envelopes, the axum router, and the mapping from
+//! a function's outcome to the answer the host expects.
+
+pub mod envelope;
+pub mod outcome;
+pub mod router;
+pub mod server;

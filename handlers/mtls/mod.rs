@@ -1,1 +1,9 @@
-//! mtls: client-certificate extraction and validation policies.
+//! mtls: client-certificate extraction (the `X-ARR-ClientCert` header, or the peer
+//! chain when keyturn terminates TLS itself) and the policies that turn a presented
+//! certificate into a validated [`ClientIdentity`](certificate::ClientIdentity).
+
+pub mod certificate;
+pub mod chain;
+pub mod header;
+pub mod trust;
+pub mod verify_cli;

@@ -1,1 +1,191 @@
-//! Shared test helpers.
+//! Shared test helpers: start the app on port 0, post invocations in the host's envelopes,
+//! read what reached the audit log.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use keyturn::adapters::local::audit::LocalAuditStore;
+use keyturn::adapters::local::store::LocalStore;
+use keyturn::audit::AuditLog;
+use keyturn::config::FUNCTIONS;
+use keyturn::domain::clock::Clock;
+use keyturn::domain::names::VaultUrl;
+use keyturn::functions::Services;
+use keyturn::host::router::{AppState, router};
+use keyturn::host::server;
+use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
+use keyturn::ports::{FailureKind, PortError};
+
+/// The shared fixtures beside the project.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+pub fn fixture(relative: &str) -> Value {
+    let path = fixtures().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// An invocation envelope carrying `value` in binding `binding`.
+pub fn envelope(binding: &str, value: Value) -> Value {
+    json!({ "Data": { binding: value }, "Metadata": {} })
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub http: reqwest::Client,
+    pub store: Arc<dyn AuditStore>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+    _dir: Option<TempDir>,
+}
+
+/// The app with every function enabled and an embedded audit store in a temp dir.
+pub async fn spawn_app() -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let local = LocalStore::open(dir.path().join("keyturn.db")).expect("open local store");
+    let mut app = spawn_app_with_store(Arc::new(LocalAuditStore::new(local))).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// The app over the given audit store.
+pub async fn spawn_app_with_store(store: Arc<dyn AuditStore>) -> TestApp {
+    let services = Services {
+        audit: AuditLog::new(store.clone()),
+        clock: Clock::system(),
+    };
+    let state = AppState {
+        services: Arc::new(services),
+        vaults: Arc::new(vec![VaultUrl::parse("https://kv-test.vault.azure.net/").expect("vault url")]),
+    };
+    let listener = server::bind(0).await.expect("bind port 0");
+    let address = format!("http://{}", listener.local_addr().expect("local addr"));
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = router(state, &FUNCTIONS);
+    let server = tokio::spawn(server::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        http: reqwest::Client::new(),
+        store,
+        shutdown: Some(tx),
+        server: Some(server),
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    /// Posts an invocation to `/<function>` as the host would.
+    pub async fn invoke(&self, function: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/{function}", self.address))
+            .header("X-Azure-Functions-InvocationId", uuid::Uuid::new_v4().to_string())
+            .json(body)
+            .send()
+            .await
+            .expect("request reaches the app")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request reaches the app")
+    }
+
+    /// Everything in the audit log, oldest first.
+    pub async fn audit_entries(&self) -> Vec<AuditEntry> {
+        read_all(self.store.as_ref()).await
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(server) => server.await.expect("server task does not panic"),
+            None => Ok(()),
+        }
+    }
+
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub async fn wait_stopped(&mut self) -> std::io::Result<()> {
+        match self.server.take() {
+            Some(server) => server.await.expect("server task does not panic"),
+            None => Ok(()),
+        }
+    }
+}
+
+pub async fn read_all(store: &dyn AuditStore) -> Vec<AuditEntry> {
+    let mut entries = Vec::new();
+    let mut from = 1;
+    loop {
+        let page: Vec<StoredEntry> = store.read(from, 500).await.expect("audit store reads");
+        if page.is_empty() {
+            return entries;
+        }
+        for stored in page {
+            let entry = stored.decode().expect("stored entry decodes");
+            from = entry.sequence + 1;
+            entries.push(entry);
+        }
+    }
+}
+
+/// An audit store that refuses every operation the same way: it stands for an audit
+/// backend that is down (transient) or that keyturn lacks permission for (permanent).
+#[derive(Debug)]
+pub struct RefusingStore(pub FailureKind);
+
+#[async_trait]
+impl AuditStore for RefusingStore {
+    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+        Err(PortError::new(self.0.clone(), "audit head"))
+    }
+    async fn append(&self, _: &AuditEntry) -> Result<(), PortError> {
+        Err(PortError::new(self.0.clone(), "audit append"))
+    }
+    async fn read(&self, _: u64, _: u32) -> Result<Vec<StoredEntry>, PortError> {
+        Err(PortError::new(self.0.clone(), "audit read"))
+    }
+}
+
+/// An audit store whose appends take `delay`: it keeps an invocation in flight long
+/// enough to observe shutdown behaviour.
+#[derive(Debug)]
+pub struct SlowStore {
+    pub inner: Arc<dyn AuditStore>,
+    pub delay: Duration,
+}
+
+#[async_trait]
+impl AuditStore for SlowStore {
+    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+        self.inner.head().await
+    }
+    async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.append(entry).await
+    }
+    async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+        self.inner.read(from, count).await
+    }
+}

@@ -1,1 +1,206 @@
-//! TODO-owner-fills
+//! The audit store on the local SQLite file: one row per entry, keyed by position,
+//! appended inside `BEGIN IMMEDIATE` so that concurrent writers (tasks or processes)
+//! take turns and a stale writer is refused instead of forking the chain.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Row, params};
+
+use crate::adapters::local::store::{LocalStore, StoreError};
+use crate::ports::audit::{
+    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText,
+    StoredEntry, format_audit_time, parse_audit_time,
+};
+use crate::ports::{FailureKind, PortError};
+
+const COLUMNS: &str = "position, sequence, at, actor_kind, actor, action, vault, secret_name, \
+    secret_version, app_id, key_id, thumbprint, outcome, reason, invocation_id, prev_hash, hash";
+
+/// The audit port on a [`LocalStore`].
+#[derive(Debug, Clone)]
+pub struct LocalAuditStore {
+    store: LocalStore,
+}
+
+impl LocalAuditStore {
+    pub fn new(store: LocalStore) -> Self {
+        Self { store }
+    }
+}
+
+#[async_trait]
+impl AuditStore for LocalAuditStore {
+    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+        self.store
+            .call(|connection| {
+                connection
+                    .query_row(
+                        &format!("SELECT {COLUMNS} FROM audit_log ORDER BY position DESC LIMIT 1"),
+                        [],
+                        stored_entry,
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("reading the audit head"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("reading the local audit head"))
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+        let position = to_sql_position(entry.sequence)?;
+        let entry = entry.clone();
+        let appended = self
+            .store
+            .write(move |transaction| {
+                let head: Option<i64> = transaction
+                    .query_row("SELECT MAX(position) FROM audit_log", [], |row| row.get(0))
+                    .map_err(StoreError::sqlite("reading the audit head"))?;
+                if head.unwrap_or(0).checked_add(1) != Some(position) {
+                    return Ok(false);
+                }
+                let record = &entry.record;
+                let object = &record.object;
+                let text = |value: &Option<AuditText>| value.as_ref().map(|t| t.as_str().to_owned());
+                transaction
+                    .execute(
+                        &format!(
+                            "INSERT INTO audit_log ({COLUMNS}) VALUES \
+                             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                        ),
+                        params![
+                            position,
+                            position,
+                            format_audit_time(&record.at),
+                            record.actor.kind(),
+                            record.actor.name().as_str(),
+                            record.action.as_str(),
+                            text(&object.vault),
+                            text(&object.secret_name),
+                            text(&object.secret_version),
+                            text(&object.app_id),
+                            text(&object.key_id),
+                            text(&object.thumbprint),
+                            record.outcome.as_str(),
+                            text(&record.reason),
+                            text(&record.invocation_id),
+                            entry.prev_hash.to_hex(),
+                            entry.hash.to_hex(),
+                        ],
+                    )
+                    .map_err(StoreError::sqlite("inserting an audit entry"))?;
+                Ok(true)
+            })
+            .await
+            .map_err(|error| error.into_port_error("appending to the local audit log"))?;
+        if appended {
+            Ok(())
+        } else {
+            Err(PortError::new(
+                FailureKind::Conflict,
+                "appending to the local audit log: another writer moved the head",
+            ))
+        }
+    }
+
+    async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+        let start = to_sql_position(from)?;
+        let end = start.saturating_add(i64::from(count));
+        self.store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM audit_log \
+                         WHERE position >= ?1 AND position < ?2 ORDER BY position"
+                    ))
+                    .map_err(StoreError::sqlite("preparing the audit read"))?;
+                let rows = statement
+                    .query_map(params![start, end], stored_entry)
+                    .map_err(StoreError::sqlite("reading audit entries"))?;
+                rows.collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("reading audit entries"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("reading the local audit log"))
+    }
+}
+
+fn to_sql_position(position: u64) -> Result<i64, PortError> {
+    i64::try_from(position)
+        .map_err(|_| PortError::invalid("audit position is beyond what the local store can hold"))
+}
+
+/// Reads a row. Only a row whose columns have the wrong SQL types fails the query;
+/// content that no longer parses becomes an unreadable entry at its position.
+fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
+    let position: i64 = row.get("position")?;
+    let sequence: i64 = row.get("sequence")?;
+    let texts: [Option<String>; 15] = [
+        row.get("at")?,
+        row.get("actor_kind")?,
+        row.get("actor")?,
+        row.get("action")?,
+        row.get("vault")?,
+        row.get("secret_name")?,
+        row.get("secret_version")?,
+        row.get("app_id")?,
+        row.get("key_id")?,
+        row.get("thumbprint")?,
+        row.get("outcome")?,
+        row.get("reason")?,
+        row.get("invocation_id")?,
+        row.get("prev_hash")?,
+        row.get("hash")?,
+    ];
+    Ok(StoredEntry {
+        position: u64::try_from(position).unwrap_or(0),
+        content: decode(sequence, texts),
+    })
+}
+
+fn decode(sequence: i64, texts: [Option<String>; 15]) -> Result<AuditEntry, AuditDataError> {
+    let [
+        at,
+        actor_kind,
+        actor,
+        action,
+        vault,
+        secret_name,
+        secret_version,
+        app_id,
+        key_id,
+        thumbprint,
+        outcome,
+        reason,
+        invocation_id,
+        prev_hash,
+        hash,
+    ] = texts;
+    let required =
+        |value: Option<String>, field| value.ok_or(AuditDataError::MissingField { field });
+    let optional = |value: Option<String>| value.map(AuditText::parse).transpose();
+    let sequence = u64::try_from(sequence)
+        .ok()
+        .filter(|s| *s >= 1)
+        .ok_or(AuditDataError::MalformedNumber { field: "sequence" })?;
+    let actor_name = AuditText::parse(required(actor, "actor")?)?;
+    Ok(AuditEntry {
+        sequence,
+        record: AuditRecord {
+            at: parse_audit_time(&required(at, "at")?)?,
+            actor: Actor::from_parts(&required(actor_kind, "actor_kind")?, actor_name)?,
+            action: AuditText::parse(required(action, "action")?)?,
+            object: AuditObject {
+                vault: optional(vault)?,
+                secret_name: optional(secret_name)?,
+                secret_version: optional(secret_version)?,
+                app_id: optional(app_id)?,
+                key_id: optional(key_id)?,
+                thumbprint: optional(thumbprint)?,
+            },
+            outcome: required(outcome, "outcome")?.parse()?,
+            reason: optional(reason)?,
+            invocation_id: optional(invocation_id)?,
+        },
+        prev_hash: required(prev_hash, "prev_hash")?.parse()?,
+        hash: required(hash, "hash")?.parse()?,
+    })
+}

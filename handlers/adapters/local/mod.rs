@@ -1,3 +1,4 @@
 //! The embedded store used by local mode and tests: one SQLite file.
 
 pub mod audit;
+pub mod store;

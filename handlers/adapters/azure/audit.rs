@@ -1,0 +1,301 @@
+//! The audit store on Azure Table storage: one partition, one entity per entry, keyed
+//! so that the newest entry comes first and a position can be taken only once.
+//!
+//! # Why inverted row keys
+//!
+//! Each entry's RowKey is `MAX_POSITION - position`, zero-padded to 19 digits. The
+//! service sorts a partition by RowKey, so the head is the first entity of a `$top=1`
+//! query, and an append is a plain Insert Entity of position `head + 1`: when two
+//! writers race for the same position, the service accepts one insert and answers the
+//! other 409, which the audit log turns into a retry from the new head. Entities are
+//! only ever inserted, so the entry a writer read as head can never change under it,
+//! and no two entries can share a position: the chain cannot fork.
+//!
+//! The alternative, a head entity updated with `If-Match` in an entity-group
+//! transaction together with the new entry, needs the multipart batch protocol and
+//! adds a second source of truth that can disagree with the entries; the inverted keys
+//! need neither. One partition caps appends at the service's per-partition rate
+//! (about 2000 entities per second), far above what secret rotation produces.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::adapters::azure::table::{
+    Entity, EntityKey, Page, Query, TableClient, TableName, odata_string,
+};
+use crate::ports::audit::{
+    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText,
+    StoredEntry, format_audit_time, parse_audit_time,
+};
+use crate::ports::{FailureKind, PortError};
+
+/// The partition holding the chain.
+pub const CHAIN_PARTITION: &str = "chain";
+
+/// The highest position the row keys can express: the largest 19-digit number, so
+/// every RowKey has the same width and sorts numerically.
+pub const MAX_POSITION: u64 = 9_999_999_999_999_999_999;
+
+/// The audit port on a Table storage table.
+#[derive(Debug, Clone)]
+pub struct TableAuditStore {
+    client: TableClient,
+    table: TableName,
+    partition: EntityKey,
+}
+
+impl TableAuditStore {
+    pub fn new(client: TableClient, table: TableName) -> Self {
+        Self {
+            client,
+            table,
+            partition: EntityKey::parse(CHAIN_PARTITION)
+                .expect("invariant: the partition name is a valid key"),
+        }
+    }
+
+    /// Creates the table when it does not exist yet.
+    pub async fn ensure_table(&self) -> Result<(), PortError> {
+        self.client.create_table_if_not_exists(&self.table).await
+    }
+
+    async fn entries(
+        &self,
+        filter: String,
+        top: Option<u32>,
+        stop_after_first: bool,
+    ) -> Result<Vec<StoredEntry>, PortError> {
+        let mut query = Query {
+            filter: Some(filter),
+            top,
+            ..Query::default()
+        };
+        let mut found = Vec::new();
+        loop {
+            let page: Page<AuditRow> = self.client.query(&self.table, &query).await?;
+            for entity in page.entities {
+                found.push(stored_entry(entity)?);
+            }
+            match page.continuation {
+                Some(next) if !stop_after_first || found.is_empty() => {
+                    query.continuation = Some(next)
+                }
+                _ => return Ok(found),
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl AuditStore for TableAuditStore {
+    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+        let filter = format!("PartitionKey eq {}", odata_string(CHAIN_PARTITION));
+        // A page may come back empty with a continuation; keep reading until one entity
+        // arrives or the partition ends.
+        let entries = self.entries(filter, Some(1), true).await?;
+        Ok(entries.into_iter().next())
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+        let row_key = row_key(entry.sequence)?;
+        let row = AuditRow::from_entry(entry);
+        match self
+            .client
+            .insert(&self.table, &self.partition, &row_key, &row)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(error) if error.kind == FailureKind::Conflict => Err(PortError::new(
+                FailureKind::Conflict,
+                format!(
+                    "appending audit entry {}: position already taken",
+                    entry.sequence
+                ),
+            )),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+        let newest = row_key(from)?;
+        let end = from.saturating_add(u64::from(count));
+        let mut filter = format!(
+            "PartitionKey eq {} and RowKey le {}",
+            odata_string(CHAIN_PARTITION),
+            odata_string(newest.as_str())
+        );
+        if end <= MAX_POSITION {
+            filter.push_str(&format!(
+                " and RowKey gt {}",
+                odata_string(row_key(end)?.as_str())
+            ));
+        }
+        let mut entries = self.entries(filter, None, false).await?;
+        entries.reverse();
+        Ok(entries)
+    }
+}
+
+fn row_key(position: u64) -> Result<EntityKey, PortError> {
+    if position == 0 || position > MAX_POSITION {
+        return Err(PortError::invalid(format!(
+            "audit position {position} is outside 1..={MAX_POSITION}"
+        )));
+    }
+    let key = format!("{:019}", MAX_POSITION - position);
+    Ok(EntityKey::parse(&key).expect("invariant: 19 digits form a valid key"))
+}
+
+fn position_of(row_key: &str) -> Option<u64> {
+    if row_key.len() != 19 || !row_key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let inverted: u64 = row_key.parse().ok()?;
+    MAX_POSITION.checked_sub(inverted).filter(|p| *p >= 1)
+}
+
+fn stored_entry(entity: Entity<AuditRow>) -> Result<StoredEntry, PortError> {
+    let position = position_of(&entity.row_key).ok_or_else(|| {
+        PortError::invalid("the audit table holds an entity whose RowKey is not a position")
+    })?;
+    Ok(StoredEntry {
+        position,
+        content: entity.properties.into_entry(),
+    })
+}
+
+/// An entry as an entity. Every property is a string so that no Edm type annotations
+/// are needed; a missing property reads as `None` and surfaces as an unreadable entry.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct AuditRow {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sequence: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor_kind: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vault: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thumbprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invocation_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<String>,
+}
+
+impl AuditRow {
+    fn from_entry(entry: &AuditEntry) -> Self {
+        let record = &entry.record;
+        let object = &record.object;
+        let text = |value: &Option<AuditText>| value.as_ref().map(|t| t.as_str().to_owned());
+        Self {
+            sequence: Some(entry.sequence.to_string()),
+            time: Some(format_audit_time(&record.at)),
+            actor_kind: Some(record.actor.kind().to_owned()),
+            actor: Some(record.actor.name().as_str().to_owned()),
+            action: Some(record.action.as_str().to_owned()),
+            vault: text(&object.vault),
+            secret_name: text(&object.secret_name),
+            secret_version: text(&object.secret_version),
+            app_id: text(&object.app_id),
+            key_id: text(&object.key_id),
+            thumbprint: text(&object.thumbprint),
+            outcome: Some(record.outcome.as_str().to_owned()),
+            reason: text(&record.reason),
+            invocation_id: text(&record.invocation_id),
+            prev_hash: Some(entry.prev_hash.to_hex()),
+            hash: Some(entry.hash.to_hex()),
+        }
+    }
+
+    fn into_entry(self) -> Result<AuditEntry, AuditDataError> {
+        fn required(value: Option<String>, field: &'static str) -> Result<String, AuditDataError> {
+            value.ok_or(AuditDataError::MissingField { field })
+        }
+        let optional = |value: Option<String>| value.map(AuditText::parse).transpose();
+        let sequence = required(self.sequence, "Sequence")?
+            .parse::<u64>()
+            .ok()
+            .filter(|s| *s >= 1)
+            .ok_or(AuditDataError::MalformedNumber { field: "Sequence" })?;
+        let actor_name = AuditText::parse(required(self.actor, "Actor")?)?;
+        Ok(AuditEntry {
+            sequence,
+            record: AuditRecord {
+                at: parse_audit_time(&required(self.time, "Time")?)?,
+                actor: Actor::from_parts(&required(self.actor_kind, "ActorKind")?, actor_name)?,
+                action: AuditText::parse(required(self.action, "Action")?)?,
+                object: AuditObject {
+                    vault: optional(self.vault)?,
+                    secret_name: optional(self.secret_name)?,
+                    secret_version: optional(self.secret_version)?,
+                    app_id: optional(self.app_id)?,
+                    key_id: optional(self.key_id)?,
+                    thumbprint: optional(self.thumbprint)?,
+                },
+                outcome: required(self.outcome, "Outcome")?.parse()?,
+                reason: optional(self.reason)?,
+                invocation_id: optional(self.invocation_id)?,
+            },
+            prev_hash: required(self.prev_hash, "PrevHash")?.parse()?,
+            hash: required(self.hash, "Hash")?.parse()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_keys_sort_newest_first_and_round_trip() {
+        let keys: Vec<String> = [1, 2, 10, MAX_POSITION]
+            .iter()
+            .map(|p| row_key(*p).expect("in range").as_str().to_owned())
+            .collect();
+        assert_eq!(keys[0], "9999999999999999998");
+        assert_eq!(keys[3], "0000000000000000000");
+        assert!(
+            keys.windows(2).all(|w| w[0] > w[1]),
+            "later positions sort first: {keys:?}"
+        );
+        for position in [1, 2, 10, MAX_POSITION] {
+            let key = row_key(position).expect("in range");
+            assert_eq!(position_of(key.as_str()), Some(position));
+        }
+    }
+
+    #[test]
+    fn positions_outside_the_key_space_are_refused() {
+        assert!(row_key(0).is_err());
+        assert!(row_key(MAX_POSITION + 1).is_err());
+        for bad in [
+            "9999999999999999999",
+            "123",
+            "abcdefghijklmnopqrs",
+            "-000000000000000001",
+        ] {
+            assert_eq!(position_of(bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The embedded SQLite file behind local mode: opening it safely (owner-only
+//! permissions, WAL, busy timeout), its schema migrations, and running connection work
+//! off the async runtime.
+//!
+//! One file holds every local adapter's tables (audit log, vault, queue, app
+//! directory), so a local installation is one file to back up and one to protect.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+
+use crate::ports::{FailureKind, PortError};
+
+/// How long a connection waits for another connection's write lock before giving up.
+/// Local writes are single-row transactions that hold the lock for milliseconds; five
+/// seconds rides out a burst of every local function writing at once and still fails
+/// fast enough for an operator to notice a stuck process holding the file.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The schema, as an ordered list of migrations. Version `n` is `MIGRATIONS[n - 1]`;
+/// applied migrations are never edited, only new ones appended.
+const MIGRATIONS: &[&str] = &[
+    // 1: the audit log. `position` is the store's key; `sequence` is what the sealed
+    // entry claims, kept separately so that a moved row is visible as such.
+    "CREATE TABLE audit_log (
+        position INTEGER PRIMARY KEY NOT NULL CHECK (position >= 1),
+        sequence INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        actor_kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        vault TEXT,
+        secret_name TEXT,
+        secret_version TEXT,
+        app_id TEXT,
+        key_id TEXT,
+        thumbprint TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        invocation_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    ) STRICT;",
+];
+
+/// Opening the store or running work on it failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("cannot prepare {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("SQLite failed while {operation}: {source}")]
+    Sqlite {
+        operation: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error(
+        "{path} has schema version {found}, newer than the {supported} this keyturn knows; upgrade keyturn"
+    )]
+    NewerSchema {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("a local store task panicked or was cancelled")]
+    TaskFailed,
+}
+
+impl StoreError {
+    /// A wrapper for `map_err` naming what was being done.
+    pub fn sqlite(operation: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+        move |source| StoreError::Sqlite { operation, source }
+    }
+
+    /// The port vocabulary for this failure. SQLite's own message stays out of the
+    /// context: it can quote stored text.
+    pub fn into_port_error(self, context: &str) -> PortError {
+        let kind = match &self {
+            StoreError::Sqlite { source, .. } => match source.sqlite_error_code() {
+                Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                    FailureKind::Transient { retry_after: None }
+                }
+                Some(ErrorCode::ConstraintViolation) => FailureKind::Conflict,
+                Some(ErrorCode::ReadOnly | ErrorCode::PermissionDenied | ErrorCode::CannotOpen) => {
+                    FailureKind::PermissionDenied {
+                        missing: "read and write access to the local store file".into(),
+                    }
+                }
+                Some(ErrorCode::DiskFull | ErrorCode::SystemIoFailure) => {
+                    FailureKind::Transient { retry_after: None }
+                }
+                _ => FailureKind::Invalid,
+            },
+            StoreError::Io { .. } | StoreError::TaskFailed => {
+                FailureKind::Transient { retry_after: None }
+            }
+            StoreError::NewerSchema { .. } => FailureKind::Invalid,
+        };
+        let detail = match &self {
+            StoreError::Sqlite { operation, source } => match source.sqlite_error_code() {
+                Some(code) => format!("{operation} ({code:?})"),
+                None => (*operation).to_owned(),
+            },
+            StoreError::Io { .. } => "file access failed".to_owned(),
+            StoreError::NewerSchema { .. } => "schema is newer than this keyturn".to_owned(),
+            StoreError::TaskFailed => "store task failed".to_owned(),
+        };
+        PortError::new(kind, format!("{context}: {detail}"))
+    }
+}
+
+/// The local store: one SQLite file. Cheap to clone; clones share one connection, used
+/// by one blocking task at a time. Several `LocalStore`s (or processes) may open the
+/// same file; SQLite's locking and the busy timeout serialise their writes.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+}
+
+impl LocalStore {
+    /// Opens (creating when absent) the store at `path` and brings its schema up to
+    /// date. A created parent directory gets mode 0700 and a created file 0600: the file
+    /// holds the local vault. Blocking: call it at start-up or inside `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<LocalStore, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        create_private_file(&path)?;
+        let connection = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(StoreError::sqlite("opening the store"))?;
+        configure(&connection)?;
+        let mut connection = connection;
+        migrate(&mut connection, &path)?;
+        Ok(LocalStore {
+            inner: Arc::new(Inner {
+                path,
+                connection: Mutex::new(connection),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` on the connection in a blocking task, so async callers never stall
+    /// the runtime on disk I/O or on another writer's lock.
+    pub async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A panic inside earlier work cannot leave a transaction open: rusqlite rolls
+            // back on drop while unwinding, so the connection is usable after poisoning.
+            let mut connection = inner
+                .connection
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            work(&mut connection)
+        })
+        .await
+        .map_err(|_| StoreError::TaskFailed)?
+    }
+
+    /// The schema version this file is at.
+    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+        self.call(|connection| current_version(connection)).await
+    }
+
+    /// Runs `work` inside a write transaction taken up front (`BEGIN IMMEDIATE`), so
+    /// that concurrent writers queue on the lock instead of failing on upgrade.
+    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call(move |connection| {
+            let transaction = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::sqlite("starting a write transaction"))?;
+            let value = work(&transaction)?;
+            transaction
+                .commit()
+                .map_err(StoreError::sqlite("committing a write transaction"))?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+/// The schema version this build of keyturn writes.
+pub fn supported_schema_version() -> u32 {
+    u32::try_from(MIGRATIONS.len()).expect("invariant: the migration list is short")
+}
+
+fn create_private_file(path: &Path) -> Result<(), StoreError> {
+    let io_error = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let missing_parent = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty() && !parent.exists());
+    if let Some(parent) = missing_parent {
+        let mut builder = fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(parent).map_err(io_error)?;
+    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(io_error(error)),
+    }
+}
+
+fn configure(connection: &Connection) -> Result<(), StoreError> {
+    connection
+        .busy_timeout(BUSY_TIMEOUT)
+        .map_err(StoreError::sqlite("setting the busy timeout"))?;
+    // WAL lets readers (verification, the vault) run while a writer appends. FULL
+    // synchronous makes each committed audit entry durable across power loss, which
+    // the audit log promises and NORMAL does not.
+    let mode: String = connection
+        .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+        .map_err(StoreError::sqlite("switching to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Sqlite {
+            operation: "switching to WAL",
+            source: rusqlite::Error::InvalidQuery,
+        });
+    }
+    connection
+        .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(StoreError::sqlite("setting pragmas"))?;
+    Ok(())
+}
+
+fn current_version(connection: &Connection) -> Result<u32, StoreError> {
+    connection
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(StoreError::sqlite("reading the schema version"))
+}
+
+fn migrate(connection: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::sqlite("starting the migration"))?;
+    transaction
+        .execute_batch(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                version INTEGER PRIMARY KEY NOT NULL
+            ) STRICT;",
+        )
+        .map_err(StoreError::sqlite("creating the schema version table"))?;
+    let found = current_version(&transaction)?;
+    let supported = supported_schema_version();
+    if found > supported {
+        return Err(StoreError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+            supported,
+        });
+    }
+    for (version, sql) in (1..).zip(MIGRATIONS).skip(found as usize) {
+        transaction
+            .execute_batch(sql)
+            .map_err(StoreError::sqlite("applying a migration"))?;
+        transaction
+            .execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [version],
+            )
+            .map_err(StoreError::sqlite("recording a migration"))?;
+    }
+    transaction
+        .commit()
+        .map_err(StoreError::sqlite("committing the migration"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn opening_creates_a_private_file_in_a_private_directory() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("nested").join("keyturn.db");
+
+        let store = LocalStore::open(&path).expect("open");
+
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            supported_schema_version()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| fs::metadata(p).expect("metadata").permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600);
+            assert_eq!(mode(path.parent().expect("has a parent")), 0o700);
+        }
+    }
+
+    #[tokio::test]
+    async fn reopening_applies_no_migration_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keyturn.db");
+        drop(LocalStore::open(&path).expect("first open"));
+
+        let store = LocalStore::open(&path).expect("second open");
+
+        let rows: u32 = store
+            .call(|c| {
+                c.query_row("SELECT COUNT(*) FROM schema_version", [], |r| r.get(0))
+                    .map_err(StoreError::sqlite("counting"))
+            })
+            .await
+            .expect("count");
+        assert_eq!(rows, supported_schema_version());
+    }
+
+    #[tokio::test]
+    async fn a_file_from_a_newer_keyturn_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keyturn.db");
+        let store = LocalStore::open(&path).expect("open");
+        store
+            .call(|c| {
+                c.execute("INSERT INTO schema_version (version) VALUES (999)", [])
+                    .map_err(StoreError::sqlite("faking a newer schema"))
+            })
+            .await
+            .expect("insert");
+        drop(store);
+
+        let error = LocalStore::open(&path).expect_err("newer schema");
+
+        assert!(
+            matches!(error, StoreError::NewerSchema { found: 999, .. }),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_store_runs_in_wal_mode() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalStore::open(dir.path().join("keyturn.db")).expect("open");
+        let mode: String = store
+            .call(|c| {
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .map_err(StoreError::sqlite("reading the journal mode"))
+            })
+            .await
+            .expect("journal mode");
+        assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn busy_and_constraint_failures_map_to_transient_and_conflict() {
+        let failure = |code| StoreError::Sqlite {
+            operation: "testing",
+            source: rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None),
+        };
+        let busy = failure(rusqlite::ffi::SQLITE_BUSY).into_port_error("appending");
+        let taken = failure(rusqlite::ffi::SQLITE_CONSTRAINT).into_port_error("appending");
+        assert!(busy.is_transient());
+        assert_eq!(taken.kind, FailureKind::Conflict);
+    }
+}

@@ -1,0 +1,54 @@
+//! `KeyVaultEvents`: Key Vault events from Event Grid (either schema). Expiry events for
+//! secrets and certificates are recorded for rotation; every other event type is
+//! acknowledged and ignored.
+
+use serde::Serialize;
+
+use crate::events::keyvault::KeyVaultEvent;
+use crate::functions::{Context, FunctionError, vault_object};
+use crate::ports::audit::Outcome;
+
+pub const NAME: &str = "KeyVaultEvents";
+/// The trigger binding's name in `function-definitions/KeyVaultEvents/function.json`.
+pub const BINDING: &str = "event";
+
+/// What one invocation did with its events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Handled {
+    /// Expiry events for secrets and certificates, as `vault/name/version`.
+    pub received: Vec<String>,
+    /// Events of other types, acknowledged without action.
+    pub ignored: usize,
+}
+
+pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, FunctionError> {
+    let mut handled = Handled {
+        received: Vec::new(),
+        ignored: 0,
+    };
+    for event in events {
+        let vault = event.vault().to_string();
+        let kind = event.kind();
+        let (Some(name), Some(version)) = (event.object_name(), event.version()) else {
+            tracing::debug!(event_type = kind.event_type(), %vault, "event without an object ignored");
+            handled.ignored += 1;
+            continue;
+        };
+        let (name, version) = (name.to_string(), version.to_string());
+        if !kind.triggers_rotation() {
+            tracing::debug!(event_type = kind.event_type(), %vault, %name, "event ignored");
+            handled.ignored += 1;
+            continue;
+        }
+        tracing::info!(event_type = kind.event_type(), %vault, %name, %version, "expiry event received");
+        ctx.audit(
+            "event.received",
+            vault_object(&vault, &name, Some(&version)),
+            Outcome::Succeeded,
+            Some(kind.event_type()),
+        )
+        .await?;
+        handled.received.push(format!("{vault}/{name}/{version}"));
+    }
+    Ok(handled)
+}

@@ -1,0 +1,288 @@
+//! The axum router the Functions host talks to: `POST /<FunctionName>` for non-HTTP
+//! triggers, and the forwarded `/api/...` routes for HTTP triggers
+//! (`enableForwardingHttpRequest`). Routes only unwrap envelopes and call the functions.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde_json::json;
+use tracing::Instrument;
+
+use crate::domain::names::VaultUrl;
+use crate::events::keyvault::KeyVaultEvent;
+use crate::events::servicebus::ServiceBusMessage;
+use crate::events::timer::TimerInfo;
+use crate::functions::secret_endpoint::{EndpointError, Refusal};
+use crate::functions::{
+    Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker, secret_endpoint,
+};
+use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
+use crate::host::outcome::{Disposition, classify};
+use crate::ports::audit::{AuditObject, Outcome};
+
+/// The header carrying the host's invocation id.
+pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+
+
+/// What the router needs at run time.
+#[derive(Clone)]
+pub struct AppState {
+    pub services: Arc<Services>,
+    pub vaults: Arc<Vec<VaultUrl>>,
+}
+
+/// The router for the given functions. Functions not listed answer 404, as the host would
+/// for a disabled function.
+pub fn router(state: AppState, enabled: &[&str]) -> Router {
+    let mut router = Router::new();
+    for function in enabled {
+        router = match *function {
+            key_vault_events::NAME => router.route("/KeyVaultEvents", post(key_vault_events_route)),
+            expiry_sweep::NAME => router.route("/ExpirySweep", post(expiry_sweep_route)),
+            rotation_worker::NAME => router.route("/RotationWorker", post(rotation_worker_route)),
+            secret_endpoint::NAME => router.route("/api/secrets/{name}", get(secret_endpoint_route)),
+            _ => router,
+        };
+    }
+    router
+        .fallback(unknown_route)
+        .layer(middleware::from_fn(invocation_span))
+        .layer(DefaultBodyLimit::max(MAX_INVOCATION_BODY_BYTES))
+        .with_state(state)
+}
+
+/// One span per invocation, carrying the function and the host's invocation id.
+async fn invocation_span(request: Request, next: Next) -> Response {
+    let function = function_of(request.uri().path());
+    let invocation_id = invocation_id(request.headers());
+    let span = tracing::info_span!("invocation", function, invocation_id = %invocation_id);
+    let started = Instant::now();
+    async move {
+        let response = next.run(request).await;
+        tracing::info!(
+            status = response.status().as_u16(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "invocation finished"
+        );
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+fn function_of(path: &str) -> &'static str {
+    match path {
+        "/KeyVaultEvents" => key_vault_events::NAME,
+        "/ExpirySweep" => expiry_sweep::NAME,
+        "/RotationWorker" => rotation_worker::NAME,
+        p if p.starts_with("/api/secrets/") => secret_endpoint::NAME,
+        _ => "unknown",
+    }
+}
+
+/// The host's invocation id, or a fresh one for requests that did not come from the host
+/// (local tools, curl). Only a well-formed id is trusted, so the header cannot inject text
+/// into logs or the audit trail.
+fn invocation_id(headers: &HeaderMap) -> String {
+    headers
+        .get(INVOCATION_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
+        .unwrap_or_else(uuid::Uuid::new_v4)
+        .to_string()
+}
+
+fn context(state: &AppState, function: &'static str, headers: &HeaderMap) -> Context {
+    Context {
+        function,
+        invocation_id: invocation_id(headers),
+        now: state.services.clock.now(),
+        services: state.services.clone(),
+    }
+}
+
+/// Unwraps the envelope, decodes the trigger input and runs the function.
+async fn trigger<I, O, Fut>(
+    state: &AppState,
+    function: &'static str,
+    headers: &HeaderMap,
+    body: &[u8],
+    decode: impl FnOnce(&InvocationRequest) -> Result<I, String>,
+    run: impl FnOnce(Context, I) -> Fut,
+) -> Response
+where
+    Fut: Future<Output = Result<O, FunctionError>>,
+    O: Serialize,
+{
+    let ctx = context(state, function, headers);
+    let input = InvocationRequest::parse(body)
+        .map_err(|e| e.to_string())
+        .and_then(|request| decode(&request));
+    let result = match input {
+        Ok(input) => run(ctx.clone(), input).await,
+        Err(problem) => Err(FunctionError::BadInput(problem)),
+    };
+    answer(&ctx, result).await
+}
+
+/// Turns a non-HTTP function's result into the host's answer, following the outcome table
+/// in `docs/outcomes.md`.
+async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -> Response {
+    let error = match result {
+        Ok(output) => {
+            let body = InvocationResponse::new().return_value(json!(output));
+            return (StatusCode::OK, axum::Json(body)).into_response();
+        }
+        Err(error) => error,
+    };
+    match classify(&error) {
+        Disposition::Retry { after } => {
+            tracing::warn!(
+                %error,
+                retry_after_s = after.map(|d| d.as_secs()),
+                "invocation failed; the trigger will deliver it again"
+            );
+            let body = InvocationResponse::new().log(format!("retryable failure: {error}"));
+            (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+        }
+        Disposition::Permanent { code } => {
+            tracing::error!(%error, code, "invocation failed permanently; completing it");
+            let reason = format!("{code}: {error}");
+            match ctx
+                .audit("invocation.failed", AuditObject::default(), Outcome::Failed, Some(&reason))
+                .await
+            {
+                Ok(()) => {
+                    let body = InvocationResponse::new()
+                        .log(format!("permanent failure ({code}), recorded in the audit log"))
+                        .return_value(json!({ "failed": code }));
+                    (StatusCode::OK, axum::Json(body)).into_response()
+                }
+                Err(audit_error) => {
+                    // Completing without the record would lose the failure: fail instead, so
+                    // the delivery is retried once the audit log is reachable again.
+                    tracing::error!(%audit_error, "cannot record a permanent failure; failing the invocation");
+                    let body = InvocationResponse::new().log("permanent failure could not be recorded; retrying");
+                    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                }
+            }
+        }
+    }
+}
+
+async fn key_vault_events_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    trigger(
+        &state,
+        key_vault_events::NAME,
+        &headers,
+        &body,
+        |request| {
+            let value = request
+                .binding_value(key_vault_events::BINDING)
+                .map_err(|e| e.to_string())?;
+            KeyVaultEvent::parse_all(&value).map_err(|e| e.to_string())
+        },
+        |ctx, events| async move { key_vault_events::run(&ctx, events).await },
+    )
+    .await
+}
+
+async fn expiry_sweep_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let vaults = state.vaults.clone();
+    trigger(
+        &state,
+        expiry_sweep::NAME,
+        &headers,
+        &body,
+        |request| {
+            let value = request.binding_value(expiry_sweep::BINDING).map_err(|e| e.to_string())?;
+            TimerInfo::from_value(&value).map_err(|e| e.to_string())
+        },
+        |ctx, timer| async move { expiry_sweep::run(&ctx, timer, &vaults).await },
+    )
+    .await
+}
+
+async fn rotation_worker_route(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    trigger(
+        &state,
+        rotation_worker::NAME,
+        &headers,
+        &body,
+        |request| {
+            let job = request
+                .binding::<rotation_worker::JobEnvelope>(rotation_worker::BINDING)
+                .map_err(|e| e.to_string())?;
+            let message = ServiceBusMessage::from_metadata(request.metadata()).map_err(|e| e.to_string())?;
+            Ok((job, message))
+        },
+        |ctx, (job, message)| async move { rotation_worker::run(&ctx, job, message).await },
+    )
+    .await
+}
+
+async fn secret_endpoint_route(State(state): State<AppState>, Path(name): Path<String>, headers: HeaderMap) -> Response {
+    let ctx = context(&state, secret_endpoint::NAME, &headers);
+    match secret_endpoint::run(&ctx, &name).await {
+        Ok(delivered) => {
+            let body = json!({
+                "name": delivered.name.to_string(),
+                "value": delivered.value.expose(),
+                "version": delivered.version,
+                "contentType": delivered.content_type,
+                "expiresOn": delivered.expires_on,
+            });
+            no_store((StatusCode::OK, axum::Json(body)).into_response())
+        }
+        Err(EndpointError::Refused(refusal)) => error_response(refusal, &ctx.invocation_id),
+        Err(EndpointError::Failed(error)) => {
+            tracing::error!(%error, "secret endpoint failed");
+            let refusal = match classify(&error) {
+                Disposition::Retry { .. } => Refusal {
+                    status: 503,
+                    code: "unavailable",
+                    message: "try again later",
+                },
+                Disposition::Permanent { .. } => Refusal {
+                    status: 500,
+                    code: "internal",
+                    message: "the request could not be served",
+                },
+            };
+            error_response(refusal, &ctx.invocation_id)
+        }
+    }
+}
+
+/// The error body: a stable code, a short message and the request id under which the full
+/// diagnostics were logged. Never headers, URIs or backend messages.
+fn error_response(refusal: Refusal, request_id: &str) -> Response {
+    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = json!({ "error": refusal.code, "message": refusal.message, "requestId": request_id });
+    no_store((status, axum::Json(body)).into_response())
+}
+
+fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn unknown_route(headers: HeaderMap) -> Response {
+    let refusal = Refusal {
+        status: 404,
+        code: "not_found",
+        message: "no such function or route",
+    };
+    error_response(refusal, &invocation_id(&headers))
+}

@@ -1,0 +1,985 @@
+//! The `chain` policy: a client certificate is accepted when webpki builds a path from
+//! it to a configured trust anchor, valid at a passed-in time, with the clientAuth
+//! extended key usage, and not revoked by a configured CRL.
+//!
+//! webpki does the path building, signature, validity, basicConstraints, path length,
+//! name constraint and CRL checks. This module adds what keyturn requires beyond it:
+//! the leaf must *carry* the clientAuth EKU (webpki accepts a leaf without an EKU
+//! extension), a bounded clock-skew allowance for fresh certificates, an optional
+//! limit on intermediates, an explicit revocation policy, and stable reason codes.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, TrustAnchor, UnixTime};
+use webpki::{
+    EndEntityCert, ExpirationPolicy, KeyUsage, RevocationCheckDepth, RevocationOptionsBuilder,
+    UnknownStatusPolicy, VerifiedPath,
+};
+
+use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::mtls::trust::{self, CrlSet, TrustError};
+
+/// How far in the future a certificate's notBefore may lie and still be accepted.
+///
+/// A device that enrols (SCEP/Intune, ADCS autoenrolment) and calls at once presents a
+/// certificate whose notBefore is the CA's "now", which can be ahead of this host's
+/// clock. Five minutes is the tolerance Windows domains already live with (Kerberos'
+/// default maximum clock skew), so a fleet that authenticates to AD at all is within it.
+/// The allowance applies to notBefore only: an expired certificate is never accepted.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+
+/// The most intermediates a client may present alongside its leaf (self-hosted TLS
+/// mode; App Service forwards the leaf only). webpki builds paths of at most six
+/// intermediates, so more than eight distinct certificates can only be padding or an
+/// attempt to make path building expensive (RFC 4158 section 5.2 loops).
+pub const MAX_PRESENTED_INTERMEDIATES: usize = 8;
+
+/// Signature algorithms accepted in certificates and CRLs: the set rustls' *ring*
+/// provider verifies for TLS, fixed here rather than taken from
+/// `webpki::ALL_VERIFICATION_ALGS`, whose contents change with the crate features that
+/// other dependencies happen to enable.
+static SUPPORTED_SIGNATURE_ALGORITHMS: &[&dyn SignatureVerificationAlgorithm] = &[
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_3072_8192_SHA384,
+    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// Why the chain policy refused a certificate. [`reason`](ChainRejection::reason) gives
+/// a stable snake_case code; `Display` a short message. Neither carries anything secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainRejection {
+    #[error("certificate is malformed: {detail}")]
+    MalformedCertificate { detail: String },
+    #[error("a certificate in the chain expired at {not_after} (checked at {time})")]
+    Expired {
+        time: DateTime<Utc>,
+        not_after: DateTime<Utc>,
+    },
+    #[error("a certificate in the chain is not valid before {not_before} (checked at {time})")]
+    NotYetValid {
+        time: DateTime<Utc>,
+        not_before: DateTime<Utc>,
+    },
+    #[error("a certificate's validity period ends before it starts")]
+    InvalidValidityPeriod,
+    #[error("no path to a trusted root")]
+    UnknownIssuer,
+    #[error("a certificate in the chain is explicitly distrusted")]
+    Distrusted,
+    #[error("leaf does not carry the {required} extended key usage")]
+    MissingRequiredEku { required: KeyPurpose },
+    #[error("a certificate in the chain is revoked")]
+    Revoked,
+    #[error("no CRL covers a certificate in the chain, and unknown status is rejected")]
+    RevocationStatusUnknown,
+    #[error("the CRL for a certificate in the chain expired at {next_update} (checked at {time})")]
+    CrlExpired {
+        time: DateTime<Utc>,
+        next_update: DateTime<Utc>,
+    },
+    #[error("a CRL is not usable: {detail}")]
+    InvalidCrl { detail: String },
+    #[error("a signature in the chain does not verify")]
+    BadSignature,
+    #[error("a certificate is signed with an unsupported algorithm or key: {detail}")]
+    UnsupportedSignatureAlgorithm { detail: String },
+    #[error("the chain is longer than allowed")]
+    PathTooLong,
+    #[error("an intermediate's basicConstraints pathLenConstraint is exceeded")]
+    PathLenConstraintViolated,
+    #[error("a certificate carries a critical extension that is not understood")]
+    UnsupportedCriticalExtension,
+    #[error("a CA certificate was presented as the leaf")]
+    CaUsedAsEndEntity,
+    #[error("a certificate that is not a CA was used as an issuer")]
+    EndEntityUsedAsCa,
+    #[error("a name in the chain violates an issuer's name constraints: {detail}")]
+    NameConstraintViolation { detail: String },
+    #[error("path building exceeded its work limit: {detail}")]
+    PathBuildingLimitExceeded { detail: String },
+    #[error(
+        "the client presented {count} intermediates; at most {MAX_PRESENTED_INTERMEDIATES} are accepted"
+    )]
+    TooManyIntermediates { count: usize },
+    #[error("certificate is not valid: {detail}")]
+    Invalid { detail: String },
+}
+
+/// The extended key usage the leaf must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyPurpose {
+    /// id-kp-clientAuth (1.3.6.1.5.5.7.3.2): what every keyturn endpoint requires.
+    ClientAuth,
+    /// id-kp-serverAuth (1.3.6.1.5.5.7.3.1). keyturn never requires it of a client;
+    /// it exists so the x509-limbo conformance suite, whose cases are mostly
+    /// server-profile chains, can exercise this same code path.
+    ServerAuth,
+}
+
+/// How revocation is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RevocationPolicy {
+    /// No revocation checking. Must be chosen explicitly: the default checks.
+    NotChecked,
+    /// Check against the policy's [`CrlSet`].
+    Crl {
+        /// Which certificates are checked: the leaf only, or the leaf and every
+        /// intermediate (trust anchors are never checked: a root is removed from the
+        /// configuration, not revoked).
+        scope: RevocationScope,
+        /// What happens to a certificate no loaded CRL covers (no CRL from its issuer,
+        /// or no CRLs loaded at all).
+        unknown_status: UnknownStatus,
+        /// What happens when the covering CRL's nextUpdate has passed.
+        expired_crl: ExpiredCrl,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationScope {
+    EndEntity,
+    Chain,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownStatus {
+    /// Reject as `revocation_status_unknown`.
+    Reject,
+    /// Accept as if not revoked.
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiredCrl {
+    /// Reject as `crl_expired`: a stale CRL cannot show a recent revocation.
+    Reject,
+    /// Use the CRL anyway.
+    Accept,
+}
+
+/// Options of the chain policy. Start from `ChainOptions::default()` and change fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ChainOptions {
+    pub purpose: KeyPurpose,
+    /// See [`DEFAULT_CLOCK_SKEW`].
+    pub clock_skew: Duration,
+    pub revocation: RevocationPolicy,
+    /// The most intermediates a path may have, not counting self-issued ones (RFC 5280
+    /// section 6.1's max_path_length). `None` leaves webpki's own limit of six.
+    pub max_intermediates: Option<usize>,
+}
+
+/// The `chain` policy, built once from trust material and shared by requests.
+pub struct ChainPolicy {
+    anchors: Vec<TrustAnchor<'static>>,
+    intermediates: Vec<CertificateDer<'static>>,
+    crls: RwLock<Arc<CrlSet>>,
+    options: ChainOptions,
+}
+
+impl Default for ChainOptions {
+    /// clientAuth required, [`DEFAULT_CLOCK_SKEW`], and fail-closed revocation: every
+    /// certificate below the root must be covered by a current CRL.
+    fn default() -> Self {
+        Self {
+            purpose: KeyPurpose::ClientAuth,
+            clock_skew: DEFAULT_CLOCK_SKEW,
+            revocation: RevocationPolicy::STRICT,
+            max_intermediates: None,
+        }
+    }
+}
+
+impl RevocationPolicy {
+    /// Leaf and intermediates checked, unknown status rejected, expired CRLs rejected.
+    pub const STRICT: Self = Self::Crl {
+        scope: RevocationScope::Chain,
+        unknown_status: UnknownStatus::Reject,
+        expired_crl: ExpiredCrl::Reject,
+    };
+}
+
+impl ChainRejection {
+    /// A stable snake_case code naming the failure, for responses, logs and audit.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MalformedCertificate { .. } => "malformed_certificate",
+            Self::Expired { .. } => "expired",
+            Self::NotYetValid { .. } => "not_yet_valid",
+            Self::InvalidValidityPeriod => "invalid_validity_period",
+            Self::UnknownIssuer => "unknown_issuer",
+            Self::Distrusted => "distrusted",
+            Self::MissingRequiredEku {
+                required: KeyPurpose::ClientAuth,
+            } => "missing_client_auth_eku",
+            Self::MissingRequiredEku {
+                required: KeyPurpose::ServerAuth,
+            } => "missing_server_auth_eku",
+            Self::Revoked => "revoked",
+            Self::RevocationStatusUnknown => "revocation_status_unknown",
+            Self::CrlExpired { .. } => "crl_expired",
+            Self::InvalidCrl { .. } => "invalid_crl",
+            Self::BadSignature => "bad_signature",
+            Self::UnsupportedSignatureAlgorithm { .. } => "unsupported_signature_algorithm",
+            Self::PathTooLong => "path_too_long",
+            Self::PathLenConstraintViolated => "path_len_constraint_violated",
+            Self::UnsupportedCriticalExtension => "unsupported_critical_extension",
+            Self::CaUsedAsEndEntity => "ca_used_as_end_entity",
+            Self::EndEntityUsedAsCa => "end_entity_used_as_ca",
+            Self::NameConstraintViolation { .. } => "name_constraint_violation",
+            Self::PathBuildingLimitExceeded { .. } => "path_building_limit_exceeded",
+            Self::TooManyIntermediates { .. } => "too_many_intermediates",
+            Self::Invalid { .. } => "invalid_certificate",
+        }
+    }
+
+    fn from_webpki(error: webpki::Error, purpose: KeyPurpose) -> Self {
+        use webpki::Error as E;
+        let detail = || format!("{error:?}");
+        match error {
+            E::CertExpired { time, not_after } => Self::Expired {
+                time: to_utc(time),
+                not_after: to_utc(not_after),
+            },
+            E::CertNotValidYet { time, not_before } => Self::NotYetValid {
+                time: to_utc(time),
+                not_before: to_utc(not_before),
+            },
+            E::InvalidCertValidity => Self::InvalidValidityPeriod,
+            E::UnknownIssuer => Self::UnknownIssuer,
+            E::CertDistrusted => Self::Distrusted,
+            E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+                Self::MissingRequiredEku { required: purpose }
+            }
+            E::CertRevoked => Self::Revoked,
+            E::UnknownRevocationStatus => Self::RevocationStatusUnknown,
+            E::CrlExpired { time, next_update } => Self::CrlExpired {
+                time: to_utc(time),
+                next_update: to_utc(next_update),
+            },
+            E::InvalidCrlSignatureForPublicKey
+            | E::IssuerNotCrlSigner
+            | E::InvalidCrlNumber
+            | E::UnsupportedCrlVersion
+            | E::UnsupportedDeltaCrl
+            | E::UnsupportedIndirectCrl
+            | E::UnsupportedCrlIssuingDistributionPoint
+            | E::UnsupportedRevocationReason
+            | E::UnsupportedRevocationReasonsPartitioning
+            | E::UnsupportedCrlSignatureAlgorithmContext(_)
+            | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => {
+                Self::InvalidCrl { detail: detail() }
+            }
+            E::InvalidSignatureForPublicKey => Self::BadSignature,
+            E::UnsupportedSignatureAlgorithmContext(_)
+            | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_)
+            | E::SignatureAlgorithmMismatch => {
+                Self::UnsupportedSignatureAlgorithm { detail: detail() }
+            }
+            E::MaximumPathDepthExceeded => Self::PathTooLong,
+            E::PathLenConstraintViolated => Self::PathLenConstraintViolated,
+            E::UnsupportedCriticalExtension => Self::UnsupportedCriticalExtension,
+            E::CaUsedAsEndEntity => Self::CaUsedAsEndEntity,
+            E::EndEntityUsedAsCa => Self::EndEntityUsedAsCa,
+            E::NameConstraintViolation
+            | E::MalformedNameConstraint
+            | E::InvalidNetworkMaskConstraint
+            | E::MalformedDnsIdentifier
+            | E::UnsupportedNameType => Self::NameConstraintViolation { detail: detail() },
+            E::MaximumSignatureChecksExceeded
+            | E::MaximumPathBuildCallsExceeded
+            | E::MaximumNameConstraintComparisonsExceeded => {
+                Self::PathBuildingLimitExceeded { detail: detail() }
+            }
+            E::BadDer
+            | E::BadDerTime
+            | E::TrailingData(_)
+            | E::MalformedExtensions
+            | E::ExtensionValueInvalid
+            | E::UnsupportedCertVersion
+            | E::InvalidSerialNumber => Self::MalformedCertificate { detail: detail() },
+            // Includes the unit variants webpki 0.103 deprecated and no longer returns.
+            _ => Self::Invalid { detail: detail() },
+        }
+    }
+}
+
+impl std::fmt::Display for KeyPurpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::ClientAuth => "clientAuth",
+            Self::ServerAuth => "serverAuth",
+        })
+    }
+}
+
+impl ChainPolicy {
+    /// Builds the policy. `roots` become trust anchors; `intermediates` are offered to
+    /// path building for every request, in addition to what a client presents.
+    pub fn new(
+        roots: &[CertificateDer<'_>],
+        intermediates: Vec<CertificateDer<'static>>,
+        crls: CrlSet,
+        options: ChainOptions,
+    ) -> Result<Self, TrustError> {
+        Ok(Self {
+            anchors: trust::trust_anchors(roots)?,
+            intermediates,
+            crls: RwLock::new(Arc::new(crls)),
+            options,
+        })
+    }
+
+    /// Builds the policy from files: a roots bundle, intermediate bundles and CRL files,
+    /// each PEM or DER.
+    pub fn from_files(
+        roots: &Path,
+        intermediates: &[PathBuf],
+        crls: &[PathBuf],
+        options: ChainOptions,
+    ) -> Result<Self, TrustError> {
+        let roots = trust::certificates_from_file(roots)?;
+        let mut pool = Vec::new();
+        for path in intermediates {
+            pool.extend(trust::certificates_from_file(path)?);
+        }
+        Self::new(&roots, pool, CrlSet::load(crls)?, options)
+    }
+
+    pub fn options(&self) -> &ChainOptions {
+        &self.options
+    }
+
+    /// The CRLs in force.
+    pub fn crls(&self) -> Arc<CrlSet> {
+        // A poisoned lock still holds a whole `Arc`: the writer only swaps pointers.
+        self.crls
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the CRLs; validations already running finish with the old set.
+    pub fn replace_crls(&self, crls: CrlSet) {
+        *self
+            .crls
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(crls);
+    }
+
+    /// Reads the CRL files again and swaps them in. On error the current set stays
+    /// in force and the error says which file failed. Returns the number of CRLs loaded.
+    pub fn reload_crls(&self) -> Result<usize, TrustError> {
+        let fresh = self.crls().reload()?;
+        let count = fresh.len();
+        self.replace_crls(fresh);
+        Ok(count)
+    }
+
+    /// Validates `leaf` (with whatever intermediates the client presented) at `now`.
+    pub fn validate(
+        &self,
+        leaf: &ClientCertificate,
+        presented_intermediates: &[CertificateDer<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<ClientIdentity, ChainRejection> {
+        if presented_intermediates.len() > MAX_PRESENTED_INTERMEDIATES {
+            return Err(ChainRejection::TooManyIntermediates {
+                count: presented_intermediates.len(),
+            });
+        }
+        let purpose = self.options.purpose;
+        let end_entity = EndEntityCert::try_from(leaf.der())
+            .map_err(|e| ChainRejection::from_webpki(e, purpose))?;
+        let pool: Vec<CertificateDer<'_>> = self
+            .intermediates
+            .iter()
+            .cloned()
+            .chain(presented_intermediates.iter().cloned())
+            .collect();
+        let crls = self.crls();
+
+        let time = unix_time(now);
+        let result = match self.build_path(&end_entity, &pool, &crls, time) {
+            Err(ChainRejection::NotYetValid { not_before, .. })
+                if not_before <= now + self.options.clock_skew =>
+            {
+                // Recheck at the end of the allowance rather than at `now`, so every
+                // other time-dependent check (expiry, CRL freshness) still sees a real
+                // clock and only notBefore gets the benefit of the doubt.
+                let skewed = now + self.options.clock_skew;
+                self.build_path(&end_entity, &pool, &crls, unix_time(skewed))
+            }
+            other => other,
+        };
+        result?;
+
+        if !leaf_carries_purpose(leaf, purpose) {
+            return Err(ChainRejection::MissingRequiredEku { required: purpose });
+        }
+        Ok(leaf.clone().into_identity(PolicyKind::Chain))
+    }
+
+    fn build_path(
+        &self,
+        end_entity: &EndEntityCert<'_>,
+        pool: &[CertificateDer<'_>],
+        crls: &CrlSet,
+        time: UnixTime,
+    ) -> Result<(), ChainRejection> {
+        let purpose = self.options.purpose;
+        let usage = match purpose {
+            KeyPurpose::ClientAuth => KeyUsage::client_auth(),
+            KeyPurpose::ServerAuth => KeyUsage::server_auth(),
+        };
+        let crl_refs = crls.webpki_crls();
+        let revocation = match self.options.revocation {
+            RevocationPolicy::NotChecked => None,
+            RevocationPolicy::Crl {
+                scope,
+                unknown_status,
+                expired_crl,
+            } => match RevocationOptionsBuilder::new(&crl_refs) {
+                Ok(builder) => Some(
+                    builder
+                        .with_depth(match scope {
+                            RevocationScope::EndEntity => RevocationCheckDepth::EndEntity,
+                            RevocationScope::Chain => RevocationCheckDepth::Chain,
+                        })
+                        .with_status_policy(match unknown_status {
+                            UnknownStatus::Reject => UnknownStatusPolicy::Deny,
+                            UnknownStatus::Allow => UnknownStatusPolicy::Allow,
+                        })
+                        .with_expiration_policy(match expired_crl {
+                            ExpiredCrl::Reject => ExpirationPolicy::Enforce,
+                            ExpiredCrl::Accept => ExpirationPolicy::Ignore,
+                        })
+                        .build(),
+                ),
+                // webpki needs at least one CRL. With none loaded every status is
+                // unknown, so the unknown-status rule decides alone.
+                Err(_) => match unknown_status {
+                    UnknownStatus::Reject => {
+                        return Err(ChainRejection::RevocationStatusUnknown);
+                    }
+                    UnknownStatus::Allow => None,
+                },
+            },
+        };
+
+        let max_intermediates = self.options.max_intermediates;
+        let depth_check = move |path: &VerifiedPath<'_>| -> Result<(), webpki::Error> {
+            match max_intermediates {
+                Some(max) if logical_intermediates(path) > max => {
+                    Err(webpki::Error::MaximumPathDepthExceeded)
+                }
+                _ => Ok(()),
+            }
+        };
+
+        end_entity
+            .verify_for_usage(
+                SUPPORTED_SIGNATURE_ALGORITHMS,
+                &self.anchors,
+                pool,
+                time,
+                usage,
+                revocation,
+                Some(&depth_check),
+            )
+            .map(|_| ())
+            .map_err(|e| ChainRejection::from_webpki(e, purpose))
+    }
+}
+
+/// Intermediates that count towards a path length: self-issued certificates (a CA
+/// re-keying under its own name) do not (RFC 5280 section 6.1.4 (l)).
+fn logical_intermediates(path: &VerifiedPath<'_>) -> usize {
+    path.intermediate_certificates()
+        .filter(|cert| cert.subject() != cert.issuer())
+        .count()
+}
+
+/// webpki accepts a leaf without any EKU extension for client authentication (RFC 5280
+/// reads a missing EKU as "any purpose"). keyturn requires the purpose to be stated:
+/// a certificate issued for something else (code signing, S/MIME, a web server) must
+/// not open the secret endpoint.
+fn leaf_carries_purpose(leaf: &ClientCertificate, purpose: KeyPurpose) -> bool {
+    match purpose {
+        KeyPurpose::ClientAuth => leaf.extended_key_usage().client_auth,
+        KeyPurpose::ServerAuth => leaf.extended_key_usage().server_auth,
+    }
+}
+
+/// webpki counts whole seconds since the epoch. A `now` before 1970 can only come
+/// from a broken clock; it becomes the epoch, before which no usable certificate is
+/// valid, so the result is a rejection rather than an acceptance.
+fn unix_time(at: DateTime<Utc>) -> UnixTime {
+    UnixTime::since_unix_epoch(Duration::from_secs(
+        u64::try_from(at.timestamp()).unwrap_or(0),
+    ))
+}
+
+fn to_utc(time: UnixTime) -> DateTime<Utc> {
+    // webpki's times come from X.509 UTCTime/GeneralizedTime, years 1950 to 9999, all
+    // representable; the epoch stands in should that ever change.
+    i64::try_from(time.as_secs())
+        .ok()
+        .and_then(|secs| DateTime::from_timestamp(secs, 0))
+        .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SerialNumber,
+    };
+    use rustls_pki_types::CertificateRevocationListDer;
+
+    use super::*;
+
+    /// A CA made by rcgen: its parameters and key sign what it issues.
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+        der: CertificateDer<'static>,
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap()
+    }
+
+    fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let key = KeyPair::generate().unwrap();
+        let cert = match parent {
+            Some(parent) => params
+                .signed_by(&key, &Issuer::from_params(&parent.params, &parent.key))
+                .unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        Ca {
+            der: cert.der().clone(),
+            params,
+            key,
+        }
+    }
+
+    /// A device certificate with the clientAuth EKU, valid 2029..2031; `adjust` changes it.
+    fn leaf(issuer: &Ca, adjust: impl FnOnce(&mut CertificateParams)) -> ClientCertificate {
+        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "device-7");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(SerialNumber::from(7u64));
+        params.not_before = rcgen::date_time_ymd(2029, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+        adjust(&mut params);
+        let key = KeyPair::generate().unwrap();
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap();
+        ClientCertificate::from_der(cert.der().to_vec()).unwrap()
+    }
+
+    fn crl(
+        issuer: &Ca,
+        revoked: &[u64],
+        next_update: time::OffsetDateTime,
+    ) -> CertificateRevocationListDer<'static> {
+        CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2030, 1, 1),
+            next_update,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(*serial),
+                    revocation_time: rcgen::date_time_ymd(2030, 2, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&Issuer::from_params(&issuer.params, &issuer.key))
+        .unwrap()
+        .der()
+        .clone()
+    }
+
+    fn policy(root: &Ca, intermediate: &Ca, options: ChainOptions) -> ChainPolicy {
+        ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![intermediate.der.clone()],
+            CrlSet::empty(),
+            options,
+        )
+        .unwrap()
+    }
+
+    fn without_revocation() -> ChainOptions {
+        ChainOptions {
+            revocation: RevocationPolicy::NotChecked,
+            ..ChainOptions::default()
+        }
+    }
+
+    fn reason(result: Result<ClientIdentity, ChainRejection>) -> &'static str {
+        result.expect_err("the policy must reject").reason()
+    }
+
+    #[test]
+    fn a_leaf_issued_through_an_intermediate_is_accepted() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+
+        let identity = policy(&root, &issuing, without_revocation())
+            .validate(&device, &[], now())
+            .unwrap();
+
+        assert_eq!(identity.decided_by(), PolicyKind::Chain);
+        assert_eq!(identity.thumbprint(), device.thumbprint());
+        assert_eq!(identity.subject(), "CN=device-7");
+        assert_eq!(identity.issuer(), "CN=issuing");
+        assert_eq!(identity.serial_hex(), "07");
+        assert_eq!(
+            identity.not_after(),
+            Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_intermediate_presented_by_the_client_completes_the_path() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            Vec::new(),
+            CrlSet::empty(),
+            without_revocation(),
+        )
+        .unwrap();
+
+        assert_eq!(
+            reason(policy.validate(&device, &[], now())),
+            "unknown_issuer"
+        );
+        assert!(
+            policy
+                .validate(&device, std::slice::from_ref(&issuing.der), now())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_expired_leaf_is_rejected_as_expired() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| p.not_after = rcgen::date_time_ymd(2030, 5, 1));
+
+        let rejection = policy(&root, &issuing, without_revocation())
+            .validate(&device, &[], now())
+            .unwrap_err();
+
+        assert_eq!(rejection.reason(), "expired");
+        assert_eq!(
+            rejection,
+            ChainRejection::Expired {
+                time: now(),
+                not_after: Utc.with_ymd_and_hms(2030, 5, 1, 0, 0, 0).unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn a_leaf_not_yet_valid_is_rejected_as_not_yet_valid() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.not_before = rcgen::date_time_ymd(2030, 7, 1)
+        });
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn a_leaf_issued_moments_ahead_of_our_clock_is_accepted_within_the_skew() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.not_before =
+                time::OffsetDateTime::from_unix_timestamp(now().timestamp() + 120).unwrap()
+        });
+        let policy = policy(&root, &issuing, without_revocation());
+
+        assert!(policy.validate(&device, &[], now()).is_ok());
+        let mut strict = without_revocation();
+        strict.clock_skew = Duration::ZERO;
+        let root_again = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            CrlSet::empty(),
+            strict,
+        )
+        .unwrap();
+        assert_eq!(
+            reason(root_again.validate(&device, &[], now())),
+            "not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn a_leaf_from_another_root_is_an_unknown_issuer() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let other_root = ca("other root", None);
+        let other_issuing = ca("other issuing", Some(&other_root));
+        let device = leaf(&other_issuing, |_| {});
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "unknown_issuer"
+        );
+    }
+
+    #[test]
+    fn a_leaf_from_an_impostor_ca_with_a_trusted_name_has_a_bad_signature() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let impostor_root = ca("impostor root", None);
+        let impostor = ca("issuing", Some(&impostor_root));
+        let device = leaf(&impostor, |_| {});
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "bad_signature"
+        );
+    }
+
+    #[test]
+    fn a_leaf_without_any_eku_is_missing_client_auth() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| p.extended_key_usages.clear());
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "missing_client_auth_eku"
+        );
+    }
+
+    #[test]
+    fn a_server_auth_only_leaf_is_missing_client_auth() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth]
+        });
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "missing_client_auth_eku"
+        );
+    }
+
+    #[test]
+    fn a_self_signed_leaf_is_an_unknown_issuer() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let device =
+            ClientCertificate::from_der(params.self_signed(&key).unwrap().der().to_vec()).unwrap();
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "unknown_issuer"
+        );
+    }
+
+    #[test]
+    fn a_leaf_revoked_by_its_issuers_crl_is_rejected_as_revoked() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let crls = CrlSet::from_der_list(&[
+            crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[7], rcgen::date_time_ymd(2031, 1, 1)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "revoked");
+        let other = leaf(&issuing, |p| {
+            p.serial_number = Some(SerialNumber::from(8u64))
+        });
+        assert!(policy.validate(&other, &[], now()).is_ok());
+    }
+
+    #[test]
+    fn strict_revocation_rejects_a_chain_no_crl_covers() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        // Only the root's CRL: the leaf's status is unknown.
+        let crls =
+            CrlSet::from_der_list(&[crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1))]).unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(
+            reason(policy.validate(&device, &[], now())),
+            "revocation_status_unknown"
+        );
+        policy.replace_crls(CrlSet::empty());
+        assert_eq!(
+            reason(policy.validate(&device, &[], now())),
+            "revocation_status_unknown",
+            "no CRLs at all must not mean no checking"
+        );
+    }
+
+    #[test]
+    fn an_expired_crl_is_rejected_as_crl_expired() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let crls = CrlSet::from_der_list(&[
+            crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[], rcgen::date_time_ymd(2030, 3, 1)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "crl_expired");
+    }
+
+    #[test]
+    fn reloading_crls_picks_up_a_new_revocation() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let dir = tempfile::tempdir().unwrap();
+        let root_path = dir.path().join("root.pem");
+        let issuing_path = dir.path().join("issuing.pem");
+        let crl_path = dir.path().join("crls.der");
+        std::fs::write(&root_path, root.der.as_ref()).unwrap();
+        std::fs::write(&issuing_path, issuing.der.as_ref()).unwrap();
+        let write_crls = |revoked: &[u64]| {
+            let pem = [
+                crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+                crl(&issuing, revoked, rcgen::date_time_ymd(2031, 1, 1)),
+            ]
+            .iter()
+            .map(|der| {
+                format!(
+                    "-----BEGIN X509 CRL-----\n{}\n-----END X509 CRL-----\n",
+                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der)
+                )
+            })
+            .collect::<String>();
+            std::fs::write(&crl_path, pem).unwrap();
+        };
+        write_crls(&[]);
+        let policy = ChainPolicy::from_files(
+            &root_path,
+            &[issuing_path],
+            std::slice::from_ref(&crl_path),
+            ChainOptions::default(),
+        )
+        .unwrap();
+        assert!(policy.validate(&device, &[], now()).is_ok());
+
+        write_crls(&[7]);
+        assert_eq!(policy.reload_crls().unwrap(), 2);
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "revoked");
+    }
+
+    #[test]
+    fn a_path_longer_than_configured_is_too_long() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let mut options = without_revocation();
+        options.max_intermediates = Some(0);
+
+        assert_eq!(
+            reason(policy(&root, &issuing, options).validate(&device, &[], now())),
+            "path_too_long"
+        );
+    }
+
+    #[test]
+    fn too_many_presented_intermediates_are_refused_before_path_building() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let padding = vec![issuing.der.clone(); MAX_PRESENTED_INTERMEDIATES + 1];
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(
+                &device,
+                &padding,
+                now()
+            )),
+            "too_many_intermediates"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! Trust material for certificate validation: trust anchors, intermediates and CRLs,
+//! read from PEM bundles or DER files, and the reloadable [`CrlSet`].
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
+use webpki::{CertRevocationList, OwnedCertRevocationList};
+
+/// The largest trust file read. Mozilla's whole root bundle is about 250 KB and a
+/// busy enterprise CA's full CRL a few MB; 16 MiB is ample for both while keeping a
+/// mistaken path (a disk image, a log file) from being read into memory.
+pub const MAX_TRUST_FILE_LEN: u64 = 16 * 1024 * 1024;
+
+const PEM_BEGIN: &[u8] = b"-----BEGIN";
+
+/// Why trust material could not be loaded. Configuration errors: they stop start-up
+/// (or a reload) rather than reject a client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than {MAX_TRUST_FILE_LEN} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("{origin}: not valid PEM: {detail}")]
+    Pem { origin: String, detail: String },
+    #[error("{origin}: holds no {expected}")]
+    Empty {
+        origin: String,
+        expected: &'static str,
+    },
+    #[error("{origin}: certificate #{index} is not usable: {detail}")]
+    InvalidCertificate {
+        origin: String,
+        index: usize,
+        detail: String,
+    },
+    #[error("{origin}: CRL #{index} is not usable: {detail}")]
+    InvalidCrl {
+        origin: String,
+        index: usize,
+        detail: String,
+    },
+}
+
+/// Certificate revocation lists, parsed and ready for webpki. Remembers the files it
+/// came from so that [`CrlSet::reload`] can read them again when the CA publishes.
+#[derive(Debug, Default)]
+pub struct CrlSet {
+    crls: Vec<CertRevocationList<'static>>,
+    sources: Vec<PathBuf>,
+}
+
+impl CrlSet {
+    /// A set with no CRLs, for policies that do not check revocation.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Reads CRLs from files, each PEM (any number of `X509 CRL` blocks) or one DER CRL.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, TrustError> {
+        let mut crls = Vec::new();
+        for path in paths {
+            let bytes = read_limited(path)?;
+            crls.extend(parse_crls(&bytes, &path.display().to_string())?);
+        }
+        Ok(Self {
+            crls,
+            sources: paths.to_vec(),
+        })
+    }
+
+    /// CRLs from bytes in memory (PEM or one DER CRL); `origin` names them in errors.
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, TrustError> {
+        Ok(Self {
+            crls: parse_crls(bytes, origin)?,
+            sources: Vec::new(),
+        })
+    }
+
+    /// CRLs already in DER form.
+    pub fn from_der_list(ders: &[CertificateRevocationListDer<'_>]) -> Result<Self, TrustError> {
+        let crls = ders
+            .iter()
+            .enumerate()
+            .map(|(index, der)| parse_one_crl(der.as_ref(), "CRL list", index))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            crls,
+            sources: Vec::new(),
+        })
+    }
+
+    /// Reads the same files again. On error the caller keeps its current set, so a CA
+    /// publishing a half-written file never leaves keyturn without CRLs.
+    pub fn reload(&self) -> Result<Self, TrustError> {
+        Self::load(&self.sources)
+    }
+
+    pub fn len(&self) -> usize {
+        self.crls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crls.is_empty()
+    }
+
+    pub fn sources(&self) -> &[PathBuf] {
+        &self.sources
+    }
+
+    pub(crate) fn webpki_crls(&self) -> Vec<&CertRevocationList<'static>> {
+        self.crls.iter().collect()
+    }
+}
+
+/// Reads certificates from a file: PEM (any number of `CERTIFICATE` blocks) or one
+/// DER certificate.
+pub fn certificates_from_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let bytes = read_limited(path)?;
+    certificates_from_bytes(&bytes, &path.display().to_string())
+}
+
+/// Certificates from bytes in memory (PEM or one DER certificate); `origin` names them
+/// in errors. Each must parse as an X.509 certificate.
+pub fn certificates_from_bytes(
+    bytes: &[u8],
+    origin: &str,
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+    let certificates: Vec<CertificateDer<'static>> = if looks_like_pem(bytes) {
+        CertificateDer::pem_slice_iter(bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TrustError::Pem {
+                origin: origin.to_owned(),
+                detail: e.to_string(),
+            })?
+    } else {
+        vec![CertificateDer::from(bytes.to_vec())]
+    };
+    if certificates.is_empty() {
+        return Err(TrustError::Empty {
+            origin: origin.to_owned(),
+            expected: "certificates",
+        });
+    }
+    for (index, certificate) in certificates.iter().enumerate() {
+        webpki::EndEntityCert::try_from(certificate).map_err(|e| {
+            TrustError::InvalidCertificate {
+                origin: origin.to_owned(),
+                index,
+                detail: e.to_string(),
+            }
+        })?;
+    }
+    Ok(certificates)
+}
+
+/// Trust anchors from root certificates. webpki keeps only a root's subject, key and
+/// name constraints (RFC 5280 section 6.1.1: a trust anchor is a name and a key).
+pub(crate) fn trust_anchors(
+    roots: &[CertificateDer<'_>],
+) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
+    if roots.is_empty() {
+        return Err(TrustError::Empty {
+            origin: "roots".to_owned(),
+            expected: "certificates",
+        });
+    }
+    roots
+        .iter()
+        .enumerate()
+        .map(|(index, root)| {
+            webpki::anchor_from_trusted_cert(root)
+                .map(|anchor| anchor.to_owned())
+                .map_err(|e| TrustError::InvalidCertificate {
+                    origin: "roots".to_owned(),
+                    index,
+                    detail: e.to_string(),
+                })
+        })
+        .collect()
+}
+
+fn parse_crls(bytes: &[u8], origin: &str) -> Result<Vec<CertRevocationList<'static>>, TrustError> {
+    let ders: Vec<CertificateRevocationListDer<'static>> = if looks_like_pem(bytes) {
+        CertificateRevocationListDer::pem_slice_iter(bytes)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TrustError::Pem {
+                origin: origin.to_owned(),
+                detail: e.to_string(),
+            })?
+    } else {
+        vec![CertificateRevocationListDer::from(bytes.to_vec())]
+    };
+    if ders.is_empty() {
+        return Err(TrustError::Empty {
+            origin: origin.to_owned(),
+            expected: "CRLs",
+        });
+    }
+    ders.iter()
+        .enumerate()
+        .map(|(index, der)| parse_one_crl(der.as_ref(), origin, index))
+        .collect()
+}
+
+fn parse_one_crl(
+    der: &[u8],
+    origin: &str,
+    index: usize,
+) -> Result<CertRevocationList<'static>, TrustError> {
+    OwnedCertRevocationList::from_der(der)
+        .map(CertRevocationList::from)
+        .map_err(|e| TrustError::InvalidCrl {
+            origin: origin.to_owned(),
+            index,
+            detail: e.to_string(),
+        })
+}
+
+fn looks_like_pem(bytes: &[u8]) -> bool {
+    bytes.windows(PEM_BEGIN.len()).any(|w| w == PEM_BEGIN)
+}
+
+fn read_limited(path: &Path) -> Result<Vec<u8>, TrustError> {
+    let read_error = |source| TrustError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let file = fs::File::open(path).map_err(read_error)?;
+    let mut bytes = Vec::new();
+    // Read one byte past the limit so an oversized file is detected without
+    // trusting metadata (a FIFO or /proc file reports no length).
+    file.take(MAX_TRUST_FILE_LEN + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_TRUST_FILE_LEN {
+        return Err(TrustError::TooLarge {
+            path: path.to_owned(),
+        });
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca() -> (rcgen::Certificate, rcgen::KeyPair) {
+        let (params, key) = ca_params();
+        (params.self_signed(&key).unwrap(), key)
+    }
+
+    fn ca_params() -> (rcgen::CertificateParams, rcgen::KeyPair) {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test root");
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        (params, rcgen::KeyPair::generate().unwrap())
+    }
+
+    #[test]
+    fn a_pem_bundle_yields_every_certificate() {
+        let (a, _) = ca();
+        let (b, _) = ca();
+        let bundle = format!("{}\n{}", a.pem(), b.pem());
+        let certificates = certificates_from_bytes(bundle.as_bytes(), "bundle").unwrap();
+        assert_eq!(certificates.len(), 2);
+        assert_eq!(certificates[1].as_ref(), b.der().as_ref());
+    }
+
+    #[test]
+    fn a_der_file_yields_one_certificate() {
+        let (a, _) = ca();
+        let certificates = certificates_from_bytes(a.der(), "der").unwrap();
+        assert_eq!(certificates.len(), 1);
+    }
+
+    #[test]
+    fn pem_without_certificates_is_empty() {
+        let key_only = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        assert!(matches!(
+            certificates_from_bytes(key_only.as_bytes(), "key.pem"),
+            Err(TrustError::Empty { .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_is_an_invalid_certificate() {
+        assert!(matches!(
+            certificates_from_bytes(b"not a certificate", "junk"),
+            Err(TrustError::InvalidCertificate { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn a_truncated_pem_block_is_a_pem_error() {
+        let (a, _) = ca();
+        let pem = a.pem();
+        let truncated = &pem[..pem.len() - 30];
+        assert!(matches!(
+            certificates_from_bytes(truncated.as_bytes(), "cut.pem"),
+            Err(TrustError::Pem { .. })
+        ));
+    }
+
+    #[test]
+    fn a_missing_file_is_a_read_error() {
+        assert!(matches!(
+            certificates_from_file(Path::new("/nonexistent/roots.pem")),
+            Err(TrustError::Read { .. })
+        ));
+    }
+
+    #[test]
+    fn crls_load_from_files_and_reload() {
+        let (params, key) = ca_params();
+        let issuer = rcgen::Issuer::from_params(&params, &key);
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2034, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.crl");
+        fs::write(&path, crl.pem().unwrap()).unwrap();
+
+        let set = CrlSet::load(std::slice::from_ref(&path)).unwrap();
+        assert_eq!(set.len(), 1);
+
+        fs::write(&path, "-----BEGIN X509 CRL-----\nAAAA\n").unwrap();
+        assert!(
+            set.reload().is_err(),
+            "a broken file must not replace the set"
+        );
+        assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_crl_are_rejected() {
+        assert!(matches!(
+            CrlSet::from_bytes(b"\x30\x03\x02\x01\x00", "junk.crl"),
+            Err(TrustError::InvalidCrl { .. })
+        ));
+    }
+}

@@ -1,0 +1,58 @@
+//! Start-up: the one place that chooses adapters (Azure or local) from settings and
+//! builds the services the functions share.
+
+use std::sync::Arc;
+
+use crate::adapters::azure::identity::{CredentialError, credential};
+use crate::adapters::azure::table::{TableAuth, TableClient};
+use crate::adapters::azure::table_audit::TableAuditStore;
+use crate::adapters::local::audit::LocalAuditStore;
+use crate::adapters::local::store::LocalStore;
+use crate::audit::AuditLog;
+use crate::config::{AuditSettings, Settings, TableAccess};
+use crate::domain::clock::Clock;
+use crate::functions::Services;
+use crate::ports::audit::AuditStore;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartupError {
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("audit store: {0}")]
+    Audit(String),
+}
+
+/// The audit log the settings choose. Opening it makes no network call.
+pub async fn audit_log(settings: &Settings) -> Result<AuditLog, StartupError> {
+    let store: Arc<dyn AuditStore> = match &settings.audit {
+        AuditSettings::Sqlite { path } => {
+            let store = LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?;
+            Arc::new(LocalAuditStore::new(store))
+        }
+        AuditSettings::Table { table, access } => {
+            let client = match access {
+                TableAccess::Identity { endpoint } => TableClient::new(
+                    endpoint.clone(),
+                    TableAuth::Token(credential(&settings.credential)?),
+                    None,
+                )
+                .map_err(|e| StartupError::Audit(e.to_string()))?,
+                TableAccess::ConnectionString { connection_string } => {
+                    TableClient::from_connection_string(connection_string, None)
+                        .map_err(|e| StartupError::Audit(e.to_string()))?
+                }
+            };
+            Arc::new(TableAuditStore::new(client, table).map_err(|e| StartupError::Audit(e.to_string()))?)
+        }
+    };
+    Ok(AuditLog::new(store))
+}
+
+/// Everything the functions share, from settings.
+pub async fn services(settings: &Settings) -> Result<Services, StartupError> {
+    Ok(Services {
+        audit: audit_log(settings).await?,
+        clock: Clock::system(),
+    })
+}

@@ -1,0 +1,257 @@
+//! The `keyturn` binary as the host and operators run it.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{envelope, fixture};
+
+/// A command with a clean environment: only what the test sets reaches keyturn.
+fn keyturn(env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    cmd.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn local_env(data_dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("KEYTURN_AUDIT_STORE", "sqlite".into()),
+        ("KEYTURN_DATA_DIR", data_dir.display().to_string()),
+        ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/".into()),
+        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net".into()),
+    ]
+}
+
+fn borrowed(env: &[(&'static str, String)]) -> Vec<(&'static str, &str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// A running `keyturn serve` and the lines it has logged so far.
+struct Served {
+    child: Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+fn serve(env: &[(&str, &str)]) -> Served {
+    let mut child = keyturn(env)
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keyturn starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let port = loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("keyturn logs that it is listening");
+        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if parsed["fields"]["message"] == "listening" {
+            break parsed["fields"]["port"].as_u64().expect("port") as u16;
+        }
+    };
+    Served { child, port, lines: rx }
+}
+
+impl Served {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Sends SIGTERM and returns the exit status and everything logged.
+    fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = self.child.wait().expect("keyturn exits");
+        let mut stdout = String::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        let mut stderr = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut stderr).expect("stderr");
+        }
+        (status, stdout, stderr)
+    }
+}
+
+#[test]
+fn serve_refuses_to_start_naming_each_missing_setting() {
+    let output = keyturn(&[]).args(["serve", "--port", "0"]).output().expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for setting in ["KEYTURN_VAULTS", "ServiceBusConnection__fullyQualifiedNamespace", "KEYTURN_TABLE_ENDPOINT"] {
+        assert!(stderr.contains(setting), "{setting} not named in: {stderr}");
+    }
+    assert!(stderr.contains("example:"), "{stderr}");
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
+    let key = "S2V5dHVybi10ZXN0LWFjY291bnQta2V5LW5vdC1yZWFs";
+    let connection = format!("DefaultEndpointsProtocol=https;AccountName=stkeyturn;AccountKey={key};EndpointSuffix=core.windows.net");
+    let output = keyturn(&[
+        ("KEYTURN_AUDIT_STORE", "table"),
+        ("KEYTURN_TABLE_CONNECTION_STRING", &connection),
+        ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/"),
+        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net"),
+    ])
+    .args(["config", "check"])
+    .output()
+    .expect("runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(!stdout.contains(key) && !String::from_utf8_lossy(&output.stderr).contains(key));
+    let report: Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["settings"]["KEYTURN_TABLE_CONNECTION_STRING"]["value"], "[redacted]");
+    assert_eq!(report["settings"]["KEYTURN_SWEEP_SCHEDULE"]["source"], "default");
+    assert_eq!(report["effective"]["rotation_queue"], "rotations");
+}
+
+#[test]
+fn config_check_exits_non_zero_and_names_the_bad_setting() {
+    let output = keyturn(&[
+        ("KEYTURN_AUDIT_STORE", "sqlite"),
+        ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/"),
+        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net"),
+        ("KEYTURN_SWEEP_SCHEDULE", "0 */5 * * *"),
+    ])
+    .args(["config", "check"])
+    .output()
+    .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON report");
+    assert_eq!(report["valid"], false);
+    let errors = report["errors"].to_string();
+    assert!(errors.contains("KEYTURN_SWEEP_SCHEDULE"), "{errors}");
+}
+
+#[test]
+fn serve_answers_invocations_in_a_span_per_invocation_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = local_env(dir.path());
+    let served = serve(&borrowed(&env));
+
+    let invocation_id = "3f2a1b4c-0000-4000-8000-00000000abcd";
+    let event = fixture("keyvault-events/eventgrid-schema.secret_new_version_created.json");
+    let response = reqwest::blocking::Client::new()
+        .post(served.url("/KeyVaultEvents"))
+        .header("X-Azure-Functions-InvocationId", invocation_id)
+        .json(&envelope("event", event))
+        .send()
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+
+    let (status, stdout, _) = served.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let finished: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "invocation finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{stdout}");
+    assert_eq!(finished[0]["span"]["function"], "KeyVaultEvents");
+    assert_eq!(finished[0]["span"]["invocation_id"], invocation_id);
+    assert!(stdout.contains("\"stopped\""), "{stdout}");
+
+    let verify = keyturn(&borrowed(&env)).args(["audit", "verify"]).output().expect("runs");
+    assert_eq!(verify.status.code(), Some(0), "{}", String::from_utf8_lossy(&verify.stderr));
+}
+
+#[test]
+fn a_known_secret_never_reaches_logs_or_responses() {
+    let Ok(endpoint) = std::env::var("KEYTURN_TEST_TABLE_ENDPOINT") else {
+        panic!("KEYTURN_TEST_TABLE_ENDPOINT is unset: start Azurite via the project's test command (.ci/test)");
+    };
+    // Azurite's well-known development account key: the secret that signs every audit
+    // write this process makes.
+    let key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let connection = format!("DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint={endpoint};");
+    let table = format!("redaction{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let served = serve(&[
+        ("KEYTURN_AUDIT_STORE", "table"),
+        ("KEYTURN_AUDIT_TABLE", &table),
+        ("KEYTURN_TABLE_CONNECTION_STRING", &connection),
+        ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/"),
+        ("ServiceBusConnection__fullyQualifiedNamespace", "sb-test.servicebus.windows.net"),
+        ("KEYTURN_LOG_LEVEL", "trace"),
+    ]);
+    let http = reqwest::blocking::Client::new();
+    let mut bodies = String::new();
+    let invocations = [
+        ("/KeyVaultEvents", envelope("event", fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json"))),
+        ("/ExpirySweep", envelope("timer", fixture("custom-handler/timer-trigger.data-value.docs.json"))),
+        ("/RotationWorker", envelope("job", json!({ "schema": 1, "jobId": "job-1" }))),
+        ("/KeyVaultEvents", envelope("event", json!("not an event"))),
+    ];
+    for (path, body) in invocations {
+        let response = http.post(served.url(path)).json(&body).send().expect("answered");
+        assert_eq!(response.status(), 200, "{path}");
+        bodies.push_str(&response.text().expect("body"));
+    }
+    let response = http.get(served.url("/api/secrets/db-password")).send().expect("answered");
+    bodies.push_str(&format!("{:?}", response.headers()));
+    bodies.push_str(&response.text().expect("body"));
+
+    let (status, stdout, stderr) = served.terminate();
+    assert!(status.success());
+    assert!(stdout.contains("invocation finished"), "trace logs were captured");
+    for (what, text) in [("stdout", &stdout), ("stderr", &stderr), ("responses", &bodies)] {
+        assert!(!text.contains(key), "the account key leaked into {what}");
+        assert!(!text.contains(&key[..20]), "part of the account key leaked into {what}");
+    }
+}
+
+#[test]
+fn package_builds_the_zip_the_host_expects() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("dist/keyturn.zip");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let output = keyturn(&[])
+        .args(["package", "--root", root, "--out"])
+        .arg(&out)
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).expect("zip exists")).expect("a zip");
+    let mut names: Vec<String> = zip.file_names().map(str::to_string).collect();
+    names.sort();
+    let mut expected = vec!["host.json".to_string(), "keyturn".to_string()];
+    for entry in std::fs::read_dir(Path::new(root).join("function-definitions")).expect("dir") {
+        let function = entry.expect("entry").file_name().to_string_lossy().into_owned();
+        expected.push(format!("{function}/function.json"));
+    }
+    expected.sort();
+    assert_eq!(names, expected);
+
+    for name in names.iter().filter(|n| n.ends_with("function.json")) {
+        let mut text = String::new();
+        zip.by_name(name).expect("entry").read_to_string(&mut text).expect("text");
+        let source = std::fs::read_to_string(Path::new(root).join("function-definitions").join(name)).expect("source");
+        assert_eq!(text, source, "{name} is shipped as written");
+    }
+    let executable = zip.by_name("keyturn").expect("binary");
+    assert_eq!(executable.unix_mode().map(|m| m & 0o777), Some(0o755));
+    assert_eq!(executable.size(), std::fs::metadata(env!("CARGO_BIN_EXE_keyturn")).expect("binary").len());
+}
