@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::adapters::azure::identity::{CredentialError, credential};
-use crate::adapters::azure::table::{TableAuth, TableClient};
-use crate::adapters::azure::table_audit::TableAuditStore;
+use crate::adapters::azure::audit::TableAuditStore;
+use crate::adapters::azure::table::{TableAuth, TableClient, TableName};
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::store::LocalStore;
 use crate::audit::AuditLog;
@@ -25,6 +25,13 @@ pub enum StartupError {
 
 /// The audit log the settings choose. Opening it makes no network call.
 pub async fn audit_log(settings: &Settings) -> Result<AuditLog, StartupError> {
+    Ok(AuditLog::new(audit_store(settings, false).await?))
+}
+
+/// The audit store the settings choose. With `create`, a Table store makes sure its table
+/// exists; failing that is logged, not fatal, because the deployment normally creates it
+/// and appends report a missing table on their own.
+async fn audit_store(settings: &Settings, create: bool) -> Result<Arc<dyn AuditStore>, StartupError> {
     let store: Arc<dyn AuditStore> = match &settings.audit {
         AuditSettings::Sqlite { path } => {
             let store = LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?;
@@ -43,16 +50,23 @@ pub async fn audit_log(settings: &Settings) -> Result<AuditLog, StartupError> {
                         .map_err(|e| StartupError::Audit(e.to_string()))?
                 }
             };
-            Arc::new(TableAuditStore::new(client, table).map_err(|e| StartupError::Audit(e.to_string()))?)
+            let table = TableName::parse(table).map_err(|e| StartupError::Audit(e.to_string()))?;
+            let store = TableAuditStore::new(client, table);
+            if create {
+                if let Err(error) = store.ensure_table().await {
+                    tracing::warn!(%error, "cannot make sure the audit table exists");
+                }
+            }
+            Arc::new(store)
         }
     };
-    Ok(AuditLog::new(store))
+    Ok(store)
 }
 
 /// Everything the functions share, from settings.
 pub async fn services(settings: &Settings) -> Result<Services, StartupError> {
     Ok(Services {
-        audit: audit_log(settings).await?,
+        audit: AuditLog::new(audit_store(settings, true).await?),
         clock: Clock::system(),
     })
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::AuditLog;
+use crate::audit::{AuditError, AuditLog};
 use crate::domain::clock::Clock;
-use crate::ports::PortError;
+use crate::ports::{FailureKind, PortError};
 use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
 
 pub mod expiry_sweep;
@@ -64,7 +64,7 @@ impl Context {
         record.object = object;
         record.reason = reason.map(|r| text("reason", &clip(r, MAX_REASON_CHARS))).transpose()?;
         record.invocation_id = Some(text("invocation id", &self.invocation_id)?);
-        self.services.audit.append(record).await.map_err(FunctionError::from)?;
+        self.services.audit.append(record).await?;
         Ok(())
     }
 }
@@ -88,5 +88,20 @@ pub fn vault_object(vault: &str, name: &str, version: Option<&str>) -> AuditObje
         secret_name: AuditText::parse(name).ok(),
         secret_version: version.and_then(|v| AuditText::parse(v).ok()),
         ..AuditObject::default()
+    }
+}
+
+impl From<AuditError> for FunctionError {
+    fn from(error: AuditError) -> Self {
+        let context = error.to_string();
+        match error {
+            AuditError::Store { source, .. } => Self::Port(source),
+            // Many appenders raced and this one kept losing: the next delivery will win.
+            AuditError::Contended { .. } => Self::Port(PortError::new(FailureKind::Conflict, context)),
+            // A damaged chain is not repaired by retrying; an operator must look. The host
+            // then fails to record the failure too, so the invocation is retried rather
+            // than completed unrecorded.
+            _ => Self::Port(PortError::invalid(context)),
+        }
     }
 }

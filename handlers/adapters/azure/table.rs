@@ -916,6 +916,8 @@ fn percent_encode(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use azure_core::http::StatusCode;
+
     use super::*;
 
     #[test]
@@ -1092,6 +1094,173 @@ mod tests {
         assert_eq!(
             (entity.partition_key.as_str(), entity.row_key.as_str()),
             ("p", "r")
+        );
+    }
+
+    /// A request as the transport saw it: URL and headers.
+    type SeenRequest = (String, Vec<(String, String)>);
+
+    /// A transport that answers every request with `status` and keeps what it was sent,
+    /// to check the exact request the client builds without any network.
+    #[derive(Debug)]
+    struct Recorder {
+        status: StatusCode,
+        seen: std::sync::Mutex<Vec<SeenRequest>>,
+    }
+
+    #[async_trait]
+    impl Policy for Recorder {
+        async fn send(
+            &self,
+            _ctx: &Context,
+            request: &mut Request,
+            _next: &[Arc<dyn Policy>],
+        ) -> PolicyResult {
+            let headers = request
+                .headers()
+                .iter()
+                .map(|(name, value)| (name.as_str().to_owned(), value.as_str().to_owned()))
+                .collect();
+            self.seen
+                .lock()
+                .expect("test lock is never poisoned")
+                .push((request.url().to_string(), headers));
+            Ok(azure_core::http::AsyncRawResponse::from_bytes(
+                self.status,
+                azure_core::http::headers::Headers::new(),
+                br#"{"odata.error":{"code":"EntityAlreadyExists","message":{"value":"raw text"}}}"#
+                    .to_vec(),
+            ))
+        }
+    }
+
+    fn recorded_client(
+        auth: TableAuth,
+        endpoint: &str,
+        status: StatusCode,
+    ) -> (TableClient, Arc<Recorder>) {
+        let recorder = Arc::new(Recorder {
+            status,
+            seen: std::sync::Mutex::new(Vec::new()),
+        });
+        let options = ClientOptions {
+            transport: Some(azure_core::http::Transport::with_policy(recorder.clone())),
+            retry: azure_core::http::RetryOptions::none(),
+            ..ClientOptions::default()
+        };
+        let endpoint = Url::parse(endpoint).expect("valid URL");
+        (
+            TableClient::new(endpoint, auth, Some(options)).expect("valid client"),
+            recorder,
+        )
+    }
+
+    fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+        headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[tokio::test]
+    async fn requests_carry_the_table_protocol_headers_and_a_signature_not_the_key() {
+        let key = "c2VjcmV0LWtleS1ieXRlcw==";
+        let auth = TableAuth::SharedKey {
+            account: "kt".into(),
+            key: SecretValue::new(key),
+        };
+        let (client, recorder) = recorded_client(
+            auth,
+            "https://kt.table.core.windows.net",
+            StatusCode::Conflict,
+        );
+        let table = TableName::parse("audit").expect("valid");
+        let key_of = |k: &str| EntityKey::parse(k).expect("valid");
+
+        let error = client
+            .insert(
+                &table,
+                &key_of("p"),
+                &key_of("r"),
+                &serde_json::json!({"A": "b"}),
+            )
+            .await
+            .expect_err("409 answer");
+
+        assert_eq!(error.kind, FailureKind::Conflict);
+        assert!(
+            !error.context.contains("raw text"),
+            "backend messages stay out: {}",
+            error.context
+        );
+        let seen = recorder.seen.lock().expect("test lock");
+        let (url, headers) = &seen[0];
+        assert_eq!(url, "https://kt.table.core.windows.net/audit");
+        assert_eq!(header(headers, "accept"), Some(JSON_NO_METADATA));
+        assert_eq!(header(headers, "x-ms-version"), Some(API_VERSION));
+        assert_eq!(header(headers, "dataserviceversion"), Some("3.0"));
+        assert_eq!(header(headers, "maxdataserviceversion"), Some("3.0;NetFx"));
+        assert_eq!(header(headers, "content-type"), Some("application/json"));
+        assert!(header(headers, "x-ms-date").is_some());
+        let authorization = header(headers, "authorization").expect("signed");
+        assert!(
+            authorization.starts_with("SharedKeyLite kt:"),
+            "{authorization}"
+        );
+        assert!(headers.iter().all(|(_, value)| !value.contains(key)));
+    }
+
+    #[derive(Debug)]
+    struct FixedToken {
+        scopes: std::sync::Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl TokenCredential for FixedToken {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
+            self.scopes
+                .lock()
+                .expect("test lock")
+                .extend(scopes.iter().map(|s| s.to_string()));
+            Ok(azure_core::credentials::AccessToken::new(
+                "token-for-test",
+                OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+            ))
+        }
+    }
+
+    #[tokio::test]
+    async fn entra_tokens_are_requested_for_the_storage_scope() {
+        let credential = Arc::new(FixedToken {
+            scopes: std::sync::Mutex::new(Vec::new()),
+        });
+        let (client, recorder) = recorded_client(
+            TableAuth::Token(credential.clone()),
+            "https://kt.table.core.windows.net",
+            StatusCode::Forbidden,
+        );
+        let table = TableName::parse("audit").expect("valid");
+
+        let error = client
+            .create_table_if_not_exists(&table)
+            .await
+            .expect_err("403 answer");
+
+        assert_eq!(
+            error.kind,
+            FailureKind::PermissionDenied {
+                missing: "Storage Table Data Contributor on kt.table.core.windows.net".into()
+            }
+        );
+        assert_eq!(*credential.scopes.lock().expect("test lock"), [TABLE_SCOPE]);
+        let seen = recorder.seen.lock().expect("test lock");
+        assert_eq!(
+            header(&seen[0].1, "authorization"),
+            Some("Bearer token-for-test")
         );
     }
 }
