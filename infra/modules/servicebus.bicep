@@ -27,7 +27,8 @@ resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   sku: {
     name: sku
     tier: sku
-    capacity: sku == 'Premium' ? 1 : 0
+    // Messaging units on Premium; Standard ignores it.
+    capacity: 1
   }
   properties: {
     disableLocalAuth: true
