@@ -1,0 +1,366 @@
+// keyturn in a customer's own subscription: two Function Apps from one package (rotator and
+// endpoint), each with its own user-assigned identity, and everything they need. No secret is
+// needed to deploy or to run it: every connection is identity-based.
+//
+// Deploy into a resource group: see infra/README.md.
+
+targetScope = 'resourceGroup'
+
+@description('Short name used to derive resource names (letters and digits, lower case).')
+@minLength(3)
+@maxLength(11)
+param baseName string = 'keyturn'
+
+@description('Azure region of everything keyturn creates. Event Grid system topics follow their vault\'s region instead.')
+param location string = resourceGroup().location
+
+@description('Hosting plan of the rotator app. FlexConsumption (default) or Dedicated; see the README for why Elastic Premium and Linux Consumption are not offered.')
+@allowed([
+  'FlexConsumption'
+  'Dedicated'
+])
+param rotatorHostingPlan string = 'FlexConsumption'
+
+@description('Hosting plan of the endpoint app (the mTLS SecretEndpoint).')
+@allowed([
+  'FlexConsumption'
+  'Dedicated'
+])
+param endpointHostingPlan string = 'FlexConsumption'
+
+@description('App Service plan SKU used when a hosting plan is Dedicated. B1 is the smallest tier with client certificates.')
+param dedicatedSku string = 'B1'
+
+@description('Minimum inbound TLS version of both apps.')
+@allowed([
+  '1.2'
+  '1.3'
+])
+param minimumTlsVersion string = '1.2'
+
+@description('Key Vaults whose secrets and certificates keyturn rotates: [{ name, resourceGroup }]. Each gets an Event Grid system topic and the rotator\'s Key Vault roles.')
+param managedVaults array
+
+@description('Key Vaults the SecretEndpoint serves secrets from: [{ name, resourceGroup }]. The endpoint gets Key Vault Secrets User on each.')
+param servedVaults array = []
+
+@description('Create the Event Grid subscriptions to the rotator\'s KeyVaultEvents function. Event Grid checks that the function exists, so set this on the second deployment, after the package is deployed.')
+param subscribeToVaultEvents bool = false
+
+@description('Service Bus tier. Standard is the smallest with sessions, duplicate detection and scheduled messages; private networking forces Premium.')
+@allowed([
+  'Standard'
+  'Premium'
+])
+param serviceBusSku string = 'Standard'
+
+@description('Name of the Service Bus queue carrying rotation jobs.')
+param rotationQueueName string = 'rotations'
+
+@description('Table holding the hash-chained audit log and the inventory.')
+param auditTableName string = 'keyturnaudit'
+
+@description('Six-field NCRONTAB schedule (UTC) of the ExpirySweep timer.')
+param sweepSchedule string = '0 0 */6 * * *'
+
+@description('keyturn log filter (KEYTURN_LOG_LEVEL).')
+param logLevel string = 'info'
+
+@description('Grant the identities their Microsoft Graph application permissions with the Microsoft Graph Bicep extension. Set false where the deploying principal may not grant them, and run the script in the README instead.')
+param grantGraphPermissions bool = true
+
+@description('Graph permission of the rotator. Application.ReadWrite.OwnedBy (default) limits it to apps whose owner it is; Application.ReadWrite.All is the documented alternative.')
+@allowed([
+  'Application.ReadWrite.OwnedBy'
+  'Application.ReadWrite.All'
+])
+param rotatorGraphPermission string = 'Application.ReadWrite.OwnedBy'
+
+@description('Route the apps\' outbound traffic through a VNet and reach Key Vault, Storage and Service Bus over private endpoints.')
+param enablePrivateNetworking bool = false
+
+@description('Address space of the VNet created when private networking is on.')
+param vnetAddressPrefix string = '10.40.0.0/24'
+
+@description('Subnets inside vnetAddressPrefix: the two apps\' integration subnets and the private endpoints\' subnet. Flex Consumption needs at least a /28 per app.')
+param subnetPrefixes object = {
+  rotator: '10.40.0.0/26'
+  endpoint: '10.40.0.64/26'
+  privateEndpoints: '10.40.0.128/26'
+}
+
+@description('Tags applied to every resource keyturn creates.')
+param tags object = {
+  application: 'keyturn'
+}
+
+var suffix = uniqueString(resourceGroup().id, baseName)
+var names = {
+  storage: take('st${baseName}${suffix}', 24)
+  serviceBus: 'sb-${baseName}-${suffix}'
+  rotator: 'func-${baseName}-rotator-${suffix}'
+  endpoint: 'func-${baseName}-endpoint-${suffix}'
+  rotatorIdentity: 'id-${baseName}-rotator'
+  endpointIdentity: 'id-${baseName}-endpoint'
+  insights: 'appi-${baseName}-${suffix}'
+  workspace: 'log-${baseName}-${suffix}'
+  vnet: 'vnet-${baseName}-${suffix}'
+}
+var deadLetterContainerName = 'eventgrid-deadletter'
+var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
+var vaultUrls = [for v in managedVaults: 'https://${v.name}${environment().suffixes.keyvaultDns}/']
+var tableEndpoint = 'https://${names.storage}.table.${environment().suffixes.storage}'
+
+// Each app has its own identity, so the internet-facing endpoint holds only what it needs.
+resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.rotatorIdentity
+  location: location
+  tags: tags
+}
+
+resource endpointIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: names.endpointIdentity
+  location: location
+  tags: tags
+}
+
+module network 'modules/network.bicep' = if (enablePrivateNetworking) {
+  name: 'keyturn-network'
+  params: {
+    name: names.vnet
+    location: location
+    addressPrefix: vnetAddressPrefix
+    subnetPrefixes: subnetPrefixes
+    rotatorHostingPlan: rotatorHostingPlan
+    endpointHostingPlan: endpointHostingPlan
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'keyturn-storage'
+  params: {
+    name: names.storage
+    location: location
+    auditTableName: auditTableName
+    deadLetterContainerName: deadLetterContainerName
+    deploymentContainerNames: [
+      'deploy-rotator'
+      'deploy-endpoint'
+    ]
+    rotatorPrincipalId: rotatorIdentity.properties.principalId
+    endpointPrincipalId: endpointIdentity.properties.principalId
+    enablePrivateNetworking: enablePrivateNetworking
+    privateEndpointSubnetId: enablePrivateNetworking ? network.outputs.privateEndpointSubnetId : ''
+    privateDnsZoneIds: enablePrivateNetworking ? network.outputs.storageDnsZoneIds : {}
+    tags: tags
+  }
+}
+
+module serviceBus 'modules/servicebus.bicep' = {
+  name: 'keyturn-servicebus'
+  params: {
+    name: names.serviceBus
+    location: location
+    sku: effectiveServiceBusSku
+    queueName: rotationQueueName
+    rotatorPrincipalId: rotatorIdentity.properties.principalId
+    enablePrivateNetworking: enablePrivateNetworking
+    privateEndpointSubnetId: enablePrivateNetworking ? network.outputs.privateEndpointSubnetId : ''
+    privateDnsZoneId: enablePrivateNetworking ? network.outputs.serviceBusDnsZoneId : ''
+    tags: tags
+  }
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'keyturn-monitoring'
+  params: {
+    insightsName: names.insights
+    workspaceName: names.workspace
+    location: location
+    publisherPrincipalIds: [
+      rotatorIdentity.properties.principalId
+      endpointIdentity.properties.principalId
+    ]
+    tags: tags
+  }
+}
+
+// App settings, one `{ name: ..., value: ... }` entry per line: tests/api/infra.rs reads these
+// lines and checks every name against keyturn's settings list (keyturn::config::SETTINGS).
+// Settings the Functions platform itself needs (storage identity, Application Insights,
+// runtime) are added by modules/function-app.bicep.
+var rotatorAppSettings = [
+  { name: 'KEYTURN_LOG_LEVEL', value: logLevel }
+  { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
+  { name: 'AZURE_CLIENT_ID', value: rotatorIdentity.properties.clientId }
+  { name: 'KEYTURN_VAULTS', value: join(vaultUrls, ',') }
+  { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
+  { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
+  { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: serviceBus.outputs.fullyQualifiedNamespace }
+  { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
+  { name: 'ServiceBusConnection__clientId', value: rotatorIdentity.properties.clientId }
+  { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
+  { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
+  { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
+  // Rotation defaults (policy settings the rotation engine reads) belong here.
+  { name: 'AzureWebJobs.SecretEndpoint.Disabled', value: 'true' }
+]
+
+var endpointAppSettings = [
+  { name: 'KEYTURN_LOG_LEVEL', value: logLevel }
+  { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
+  { name: 'AZURE_CLIENT_ID', value: endpointIdentity.properties.clientId }
+  // The host resolves %KEYTURN_SWEEP_SCHEDULE% and %KEYTURN_ROTATION_QUEUE% in every
+  // function.json it indexes, disabled functions included, so the endpoint carries them too.
+  { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
+  { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
+  { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
+  { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
+  { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
+  // SecretEndpoint settings (access policy, trusted front end, rate limits) belong here.
+  { name: 'AzureWebJobs.KeyVaultEvents.Disabled', value: 'true' }
+  { name: 'AzureWebJobs.ExpirySweep.Disabled', value: 'true' }
+  { name: 'AzureWebJobs.RotationWorker.Disabled', value: 'true' }
+]
+
+module rotatorApp 'modules/function-app.bicep' = {
+  name: 'keyturn-rotator-app'
+  params: {
+    name: names.rotator
+    location: location
+    hostingPlan: rotatorHostingPlan
+    dedicatedSku: dedicatedSku
+    identityId: rotatorIdentity.id
+    identityClientId: rotatorIdentity.properties.clientId
+    storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: 'deploy-rotator'
+    insightsConnectionString: monitoring.outputs.connectionString
+    minimumTlsVersion: minimumTlsVersion
+    // Event Grid delivers to KeyVaultEvents without a client certificate.
+    requireClientCertificate: false
+    appSettings: rotatorAppSettings
+    integrationSubnetId: enablePrivateNetworking ? network.outputs.rotatorSubnetId : ''
+    tags: tags
+  }
+}
+
+module endpointApp 'modules/function-app.bicep' = {
+  name: 'keyturn-endpoint-app'
+  params: {
+    name: names.endpoint
+    location: location
+    hostingPlan: endpointHostingPlan
+    dedicatedSku: dedicatedSku
+    identityId: endpointIdentity.id
+    identityClientId: endpointIdentity.properties.clientId
+    storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    deploymentContainerName: 'deploy-endpoint'
+    insightsConnectionString: monitoring.outputs.connectionString
+    minimumTlsVersion: minimumTlsVersion
+    requireClientCertificate: true
+    appSettings: endpointAppSettings
+    integrationSubnetId: enablePrivateNetworking ? network.outputs.endpointSubnetId : ''
+    tags: tags
+  }
+}
+
+module rotatorVaultAccess 'modules/vault-access.bicep' = [for (v, i) in managedVaults: {
+  name: 'keyturn-rotator-vault-${i}'
+  scope: resourceGroup(v.resourceGroup)
+  params: {
+    vaultName: v.name
+    principalId: rotatorIdentity.properties.principalId
+    access: 'rotate'
+  }
+}]
+
+module endpointVaultAccess 'modules/vault-access.bicep' = [for (v, i) in servedVaults: {
+  name: 'keyturn-endpoint-vault-${i}'
+  scope: resourceGroup(v.resourceGroup)
+  params: {
+    vaultName: v.name
+    principalId: endpointIdentity.properties.principalId
+    access: 'serve'
+  }
+}]
+
+module vaultTopics 'modules/vault-topic.bicep' = [for (v, i) in managedVaults: {
+  name: 'keyturn-vault-topic-${i}'
+  scope: resourceGroup(v.resourceGroup)
+  params: {
+    vaultName: v.name
+    tags: tags
+  }
+}]
+
+// Event Grid writes dead letters with the topic's own identity, because the storage account
+// accepts no shared key.
+module deadLetterAccess 'modules/deadletter-access.bicep' = [for (v, i) in managedVaults: {
+  name: 'keyturn-deadletter-access-${i}'
+  params: {
+    storageAccountName: storage.outputs.name
+    containerName: deadLetterContainerName
+    principalId: vaultTopics[i].outputs.principalId
+  }
+}]
+
+module vaultSubscriptions 'modules/vault-subscription.bicep' = [for (v, i) in managedVaults: if (subscribeToVaultEvents) {
+  name: 'keyturn-vault-subscription-${i}'
+  scope: resourceGroup(v.resourceGroup)
+  params: {
+    topicName: vaultTopics[i].outputs.name
+    rotatorAppId: rotatorApp.outputs.id
+    deadLetterStorageId: storage.outputs.id
+    deadLetterContainerName: deadLetterContainerName
+  }
+  dependsOn: [
+    deadLetterAccess[i]
+  ]
+}]
+
+module vaultPrivateEndpoints 'modules/vault-private-endpoint.bicep' = [for (v, i) in union(managedVaults, servedVaults): if (enablePrivateNetworking) {
+  name: 'keyturn-vault-pe-${i}'
+  params: {
+    vaultId: resourceId(v.resourceGroup, 'Microsoft.KeyVault/vaults', v.name)
+    name: 'pe-${v.name}'
+    location: location
+    subnetId: enablePrivateNetworking ? network.outputs.privateEndpointSubnetId : ''
+    privateDnsZoneId: enablePrivateNetworking ? network.outputs.vaultDnsZoneId : ''
+    tags: tags
+  }
+}]
+
+// Microsoft Graph application permissions. This module is the one file Checkov cannot parse
+// (it uses the `extension` keyword); see infra/README.md.
+module graphPermissions 'modules/graph-permissions.bicep' = if (grantGraphPermissions) {
+  name: 'keyturn-graph-permissions'
+  params: {
+    rotatorPrincipalId: rotatorIdentity.properties.principalId
+    endpointPrincipalId: endpointIdentity.properties.principalId
+    rotatorPermission: rotatorGraphPermission
+  }
+}
+
+@description('URL of the SecretEndpoint function (route secrets/{name}).')
+output endpointUrl string = 'https://${endpointApp.outputs.defaultHostName}/api/secrets/'
+
+@description('Client id of the rotator\'s user-assigned identity.')
+output rotatorClientId string = rotatorIdentity.properties.clientId
+
+@description('Client id of the endpoint\'s user-assigned identity.')
+output endpointClientId string = endpointIdentity.properties.clientId
+
+@description('Object (principal) id of the rotator\'s identity: make it owner of every app registration it rotates.')
+output rotatorPrincipalId string = rotatorIdentity.properties.principalId
+
+@description('Object (principal) id of the endpoint\'s identity, for the Graph permission script.')
+output endpointPrincipalId string = endpointIdentity.properties.principalId
+
+@description('Service Bus queue carrying rotation jobs.')
+output rotationQueueName string = serviceBus.outputs.queueName
+
+output rotatorAppName string = rotatorApp.outputs.name
+output endpointAppName string = endpointApp.outputs.name

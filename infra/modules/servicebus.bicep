@@ -1,0 +1,130 @@
+// The Service Bus namespace and the session-enabled queue that carries rotation jobs. Local
+// (SAS) authentication is off: only Entra identities can send or receive.
+
+param name string
+param location string
+@allowed([
+  'Standard'
+  'Premium'
+])
+param sku string
+param queueName string
+param rotatorPrincipalId string
+param enablePrivateNetworking bool
+param privateEndpointSubnetId string
+param privateDnsZoneId string
+param tags object
+
+var roles = {
+  dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
+  dataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
+}
+
+resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
+  name: name
+  location: location
+  tags: tags
+  sku: {
+    name: sku
+    tier: sku
+    // Messaging units on Premium; Standard ignores it.
+    capacity: 1
+  }
+  properties: {
+    disableLocalAuth: true
+    minimumTlsVersion: '1.2'
+    // Private endpoints exist only on Premium, which private networking selects.
+    publicNetworkAccess: enablePrivateNetworking ? 'Disabled' : 'Enabled'
+  }
+}
+
+resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
+  parent: namespace
+  name: queueName
+  properties: {
+    // One session per secret: jobs for the same secret run one at a time, in order.
+    requiresSession: true
+    // Job ids are derived from the secret version and action, so a job enqueued twice (Event
+    // Grid redelivers at least once, for up to the 24-hour event time-to-live set on the
+    // subscription, and ExpirySweep re-plans every six hours) is dropped when the window covers
+    // that horizon. One day covers Event Grid's retry horizon; longer would only cost memory.
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'P1D'
+    // Five minutes is Service Bus's maximum lock; a rotation (Graph call, Key Vault write,
+    // token proof) takes seconds, and the host renews the lock while the handler runs.
+    lockDuration: 'PT5M'
+    // Transient failures retry through redelivery; a job that fails five times is parked in
+    // the dead-letter queue for an operator, and ExpirySweep plans it again later.
+    maxDeliveryCount: 5
+    // A job older than two weeks is stale (the sweep will have planned a fresh one); keep it
+    // for inspection instead of dropping it.
+    defaultMessageTimeToLive: 'P14D'
+    deadLetteringOnMessageExpiration: true
+    enablePartitioning: false
+    maxSizeInMegabytes: 1024
+  }
+}
+
+// Sender and Receiver on the queue alone, not the namespace: the narrowest scope Service Bus
+// RBAC allows for an entity.
+resource sender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, rotatorPrincipalId, roles.dataSender)
+  scope: queue
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataSender)
+  }
+}
+
+resource receiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, rotatorPrincipalId, roles.dataReceiver)
+  scope: queue
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
+  }
+}
+
+resource privateEndpoint 'Microsoft.Network/privateEndpoints@2023-11-01' = if (enablePrivateNetworking) {
+  name: 'pe-${name}'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: privateEndpointSubnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'pe-${name}'
+        properties: {
+          privateLinkServiceId: namespace.id
+          groupIds: [
+            'namespace'
+          ]
+        }
+      }
+    ]
+  }
+}
+
+resource privateDnsGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2023-11-01' = if (enablePrivateNetworking) {
+  parent: privateEndpoint
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: 'servicebus'
+        properties: {
+          privateDnsZoneId: privateDnsZoneId
+        }
+      }
+    ]
+  }
+}
+
+output queueName string = queue.name
+// The host name from the namespace's own endpoint (https://<name>.servicebus.<cloud suffix>:443/),
+// so sovereign clouds get their suffix.
+output fullyQualifiedNamespace string = replace(replace(namespace.properties.serviceBusEndpoint, 'https://', ''), ':443/', '')

@@ -1,0 +1,201 @@
+// Storage for the Functions host, the audit log table, Event Grid dead letters and the Flex
+// Consumption deployment packages. No account key is usable: every caller uses an identity.
+
+param name string
+param location string
+param auditTableName string
+param deadLetterContainerName string
+param deploymentContainerNames array
+param rotatorPrincipalId string
+param endpointPrincipalId string
+param enablePrivateNetworking bool
+param privateEndpointSubnetId string
+@description('Private DNS zone ids by storage sub-resource: { blob, table }.')
+param privateDnsZoneIds object
+param tags object
+
+// Built-in role definition ids (stable across tenants); the README lists them.
+var roles = {
+  blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+  tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
+  tableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
+}
+// Only the services keyturn and its host use get a private endpoint.
+var privateSubResources = [
+  'blob'
+  'table'
+]
+
+resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: Deny is set with enablePrivateNetworking; without a VNet the Functions host reaches its storage publicly, and only Entra ID tokens are accepted (shared keys are off).
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  // Geo-redundant: the audit chain outlives the loss of a region.
+  sku: {
+    name: 'Standard_GRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowSharedKeyAccess: false
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    publicNetworkAccess: enablePrivateNetworking ? 'Disabled' : 'Enabled'
+    networkAcls: {
+      // Event Grid (dead letters, with its own identity) is a trusted Azure service.
+      bypass: 'AzureServices'
+      defaultAction: enablePrivateNetworking ? 'Deny' : 'Allow'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        file: {
+          enabled: true
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource deploymentContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for containerName in deploymentContainerNames: {
+  parent: blobService
+  name: containerName
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: account
+  name: 'default'
+}
+
+resource auditTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: auditTableName
+}
+
+// The Functions host keeps keys, leases and timer state in blob containers it creates itself,
+// so its role is on the account: Blob Data Owner is what identity-based AzureWebJobsStorage
+// requires. Neither app uses queue-backed triggers, so no queue role is granted.
+resource rotatorHostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, rotatorPrincipalId, roles.blobDataOwner)
+  scope: account
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+  }
+}
+
+resource endpointHostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(account.id, endpointPrincipalId, roles.blobDataOwner)
+  scope: account
+  properties: {
+    principalId: endpointPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataOwner)
+  }
+}
+
+// Table roles are scoped to the one table, the narrowest scope Azure RBAC offers for tables.
+resource rotatorTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(auditTable.id, rotatorPrincipalId, roles.tableDataContributor)
+  scope: auditTable
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+resource endpointTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(auditTable.id, endpointPrincipalId, roles.tableDataReader)
+  scope: auditTable
+  properties: {
+    principalId: endpointPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataReader)
+  }
+}
+
+resource privateEndpoints 'Microsoft.Network/privateEndpoints@2023-11-01' = [for sub in privateSubResources: if (enablePrivateNetworking) {
+  name: 'pe-${name}-${sub}'
+  location: location
+  tags: tags
+  properties: {
+    subnet: {
+      id: privateEndpointSubnetId
+    }
+    privateLinkServiceConnections: [
+      {
+        name: 'pe-${name}-${sub}'
+        properties: {
+          privateLinkServiceId: account.id
+          groupIds: [
+            sub
+          ]
+        }
+      }
+    ]
+  }
+}]
+
+resource privateDnsGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@2023-11-01' = [for (sub, i) in privateSubResources: if (enablePrivateNetworking) {
+  parent: privateEndpoints[i]
+  name: 'default'
+  properties: {
+    privateDnsZoneConfigs: [
+      {
+        name: sub
+        properties: {
+          privateDnsZoneId: enablePrivateNetworking ? privateDnsZoneIds[sub] : ''
+        }
+      }
+    ]
+  }
+}]
+
+output id string = account.id
+output name string = account.name
+output blobEndpoint string = account.properties.primaryEndpoints.blob
+output tableEndpoint string = account.properties.primaryEndpoints.table
