@@ -18,7 +18,6 @@ param tags object
 var roles = {
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
   tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  tableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
 }
 // Only the services keyturn and its host use get a private endpoint.
 var privateSubResources = [
@@ -148,13 +147,16 @@ resource rotatorTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
+// The endpoint audits every grant and refusal, so it appends to the audit table: appends
+// are inserts, which need Contributor (no Table role grants insert without update).
+// Table Data Reader is what the endpoint gets on a table that serves secrets.
 resource endpointTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(auditTable.id, endpointPrincipalId, roles.tableDataReader)
+  name: guid(auditTable.id, endpointPrincipalId, roles.tableDataContributor)
   scope: auditTable
   properties: {
     principalId: endpointPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
   }
 }
 
