@@ -1,6 +1,7 @@
 //! Newtypes that parse, and time arithmetic on a passed-in clock. Imports nothing internal.
 
 pub mod clock;
+pub mod ids;
 pub mod names;
 pub mod ncrontab;
 pub mod secret;

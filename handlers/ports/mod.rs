@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 pub mod audit;
+pub mod directory;
+pub mod queue;
+pub mod source;
+pub mod vault;
 
 /// What a failure seen at a port means, decided once by the adapter that saw it.
 ///
@@ -32,7 +36,7 @@ pub enum FailureKind {
 
 /// An error from a port. `context` says what was being done, never carries a secret
 /// value, and never carries a raw backend message that might echo one.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{context}: {kind:?}")]
 pub struct PortError {
     pub kind: FailureKind,

@@ -1,0 +1,108 @@
+//! The directory (Microsoft Graph and the Entra token endpoint): application password
+//! credentials for rotation, proof that a credential works, and device lookups for the
+//! secret endpoint.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
+use crate::domain::secret::SecretValue;
+use crate::ports::PortError;
+
+/// An application registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Application {
+    pub object_id: DirectoryObjectId,
+    pub app_id: AppId,
+    pub display_name: Option<String>,
+}
+
+/// A password credential's metadata, as Graph lists it (never its secret text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordCredential {
+    pub key_id: KeyId,
+    pub display_name: Option<String>,
+    pub hint: Option<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A credential just added: its metadata and its secret text, which Graph returns once.
+#[derive(Debug, Clone)]
+pub struct IssuedCredential {
+    pub credential: PasswordCredential,
+    pub secret: SecretValue,
+}
+
+/// Application password credentials (Graph `addPassword` / `removePassword`).
+#[async_trait]
+pub trait CredentialIssuer: Send + Sync + std::fmt::Debug {
+    /// The application whose appId is `app_id` (`$filter=appId eq '...'`); `None` when no
+    /// application has it (or keyturn may not see it).
+    async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError>;
+
+    /// The application's password credentials.
+    async fn password_credentials(
+        &self,
+        app: &DirectoryObjectId,
+    ) -> Result<Vec<PasswordCredential>, PortError>;
+
+    /// Adds a password credential named `display_name` valid until `end`.
+    async fn add_password(
+        &self,
+        app: &DirectoryObjectId,
+        display_name: &str,
+        end: DateTime<Utc>,
+    ) -> Result<IssuedCredential, PortError>;
+
+    /// Removes one credential by key id. Removing a credential that no longer exists is
+    /// `NotFound`; callers that converge treat it as done.
+    async fn remove_password(
+        &self,
+        app: &DirectoryObjectId,
+        key_id: &KeyId,
+    ) -> Result<(), PortError>;
+}
+
+/// Why a credential did not yield a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProofError {
+    /// Entra does not accept the credential (yet): new credentials take seconds to
+    /// propagate (AADSTS7000215 until then).
+    #[error("the token endpoint does not accept the credential ({code})")]
+    Rejected { code: String },
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// Proves a client credential works by acquiring a token with it (client credentials).
+#[async_trait]
+pub trait TokenProver: Send + Sync + std::fmt::Debug {
+    async fn prove(&self, app_id: &AppId, secret: &SecretValue) -> Result<(), ProofError>;
+}
+
+/// One of a device's `alternativeSecurityIds` entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlternativeSecurityId {
+    pub kind: i32,
+    pub identity_provider: Option<String>,
+    /// The decoded `key` bytes (base64 on the wire).
+    pub key: Vec<u8>,
+}
+
+/// An Entra device, as the secret endpoint's `entra-device` policy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    pub device_id: DeviceId,
+    pub account_enabled: bool,
+    pub alternative_security_ids: Vec<AlternativeSecurityId>,
+    pub is_compliant: Option<bool>,
+    pub is_managed: Option<bool>,
+}
+
+/// Device lookups (Graph `/devices?$filter=deviceId eq '...'`).
+#[async_trait]
+pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<Device>, PortError>;
+}
