@@ -199,6 +199,29 @@ mod queue {
     }
 
     #[tokio::test]
+    async fn renewing_a_lost_lock_does_not_lock_its_session_again() {
+        let fixture = Fixture::new();
+        let queue = queue(fixture.store());
+        queue.send(&job("m1", "s1")).await.expect("send");
+        queue.send(&job("m2", "s1")).await.expect("send");
+        let first = queue
+            .receive(t0())
+            .await
+            .expect("receive")
+            .expect("a message");
+
+        let late = queue.renew_lock(first.lock_token, t0() + LOCK).await;
+        let redelivered = queue
+            .receive(t0() + LOCK)
+            .await
+            .expect("receive")
+            .expect("the session is free once the lock expired");
+
+        assert!(matches!(late, Err(QueueError::LockLost)));
+        assert_eq!(redelivered.message_id, "m1");
+    }
+
+    #[tokio::test]
     async fn an_abandoned_message_is_redelivered_at_once() {
         let fixture = Fixture::new();
         let queue = queue(fixture.store());

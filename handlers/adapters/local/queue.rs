@@ -287,12 +287,16 @@ impl LocalQueue {
                         params![token_text, until_ms, now_ms],
                     )
                     .map_err(StoreError::sqlite("renewing a message lock"))?;
+                if changed != 1 {
+                    // A lost lock must not revive its session's lock.
+                    return Ok(false);
+                }
                 tx.execute(
                     "UPDATE queue_sessions SET locked_until = ?2 WHERE lock_token = ?1",
                     params![token_text, until_ms],
                 )
                 .map_err(StoreError::sqlite("renewing a session lock"))?;
-                Ok(changed == 1)
+                Ok(true)
             })
             .await?;
         if renewed {

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::adapters::local::crypto::{CryptoError, Sealed, VaultKey, WRONG_KEY_MESSAGE};
@@ -156,7 +157,6 @@ impl LocalVaultEvent {
     /// A stable id: the same event raised again (after a crash) keeps its id, as Event
     /// Grid keeps an event's id across delivery retries.
     pub fn id(&self) -> Uuid {
-        use sha2::{Digest, Sha256};
         let digest = Sha256::digest(format!("{}\n{}", self.event_type(), self.object));
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&digest[..16]);
@@ -503,10 +503,14 @@ impl LocalVault {
                 due.push((LocalVaultEventKind::NewVersionCreated, created));
             }
             if let (true, true, Some(expires)) = (row.current, row.enabled, expires) {
+                // At the very start of chrono's range there is no "30 days before".
+                let near = expires
+                    .checked_sub_signed(NEAR_EXPIRY_LEAD)
+                    .unwrap_or(DateTime::<Utc>::MIN_UTC);
                 if now >= expires {
                     due.push((LocalVaultEventKind::Expired, expires));
-                } else if now >= expires - NEAR_EXPIRY_LEAD {
-                    due.push((LocalVaultEventKind::NearExpiry, expires - NEAR_EXPIRY_LEAD));
+                } else if now >= near {
+                    due.push((LocalVaultEventKind::NearExpiry, near));
                 }
             }
             for (kind, event_time) in due {
@@ -1247,7 +1251,9 @@ fn issue_self_signed(
 ) -> Result<IssuedCertificate, String> {
     // X.509 carries whole seconds; Key Vault reports seconds too.
     let not_before = DateTime::from_timestamp(now.timestamp(), 0).ok_or("time out of range")?;
-    let not_after = not_before + TimeDelta::days(i64::from(policy.validity_days));
+    let not_after = not_before
+        .checked_add_signed(TimeDelta::days(i64::from(policy.validity_days)))
+        .ok_or("the validity ends beyond representable time")?;
     let to_offset = |at: DateTime<Utc>| {
         time::OffsetDateTime::from_unix_timestamp(at.timestamp())
             .map_err(|_| "time out of range".to_owned())
@@ -1410,6 +1416,12 @@ mod tests {
         assert_eq!(event_vault_name(&named), "kv-dev");
         assert_eq!(event_vault_name(&loopback), LOCAL_VAULT_NAME);
         assert_eq!(event_vault_name(&local), "vault");
+    }
+
+    #[test]
+    fn a_validity_beyond_representable_time_is_an_error_not_a_panic() {
+        let policy = LocalCertificatePolicy::self_signed("far", &["far.localhost"], u32::MAX);
+        assert!(issue_self_signed(&policy, Utc::now()).is_err());
     }
 
     #[test]
