@@ -12,13 +12,20 @@ pub struct Clock {
 
 impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *self.offset.lock().expect("the clock lock is never held across a panic")
+        Utc::now()
+            + *self
+                .offset
+                .lock()
+                .expect("the clock lock is never held across a panic")
     }
 
     /// Moves every stand-in's notion of "now" forward by `by`.
     pub fn advance(&self, by: std::time::Duration) {
         let by = Duration::from_std(by).unwrap_or(Duration::MAX);
-        let mut offset = self.offset.lock().expect("the clock lock is never held across a panic");
+        let mut offset = self
+            .offset
+            .lock()
+            .expect("the clock lock is never held across a panic");
         *offset += by;
     }
 }

@@ -28,7 +28,12 @@ struct EntraError {
 }
 
 impl EntraError {
-    fn new(status: StatusCode, error: &'static str, code: u32, description: impl Into<String>) -> Self {
+    fn new(
+        status: StatusCode,
+        error: &'static str,
+        code: u32,
+        description: impl Into<String>,
+    ) -> Self {
         Self {
             status,
             error,
@@ -62,8 +67,16 @@ impl IntoResponse for EntraError {
 
 pub(crate) fn fault_response(status: StatusCode) -> Response {
     let (error, code, description) = match status {
-        StatusCode::TOO_MANY_REQUESTS => ("temporarily_unavailable", 50196, "The server terminated an operation because it encountered a client request loop."),
-        StatusCode::SERVICE_UNAVAILABLE => ("temporarily_unavailable", 90033, "A transient error has occurred. Please try again."),
+        StatusCode::TOO_MANY_REQUESTS => (
+            "temporarily_unavailable",
+            50196,
+            "The server terminated an operation because it encountered a client request loop.",
+        ),
+        StatusCode::SERVICE_UNAVAILABLE => (
+            "temporarily_unavailable",
+            90033,
+            "A transient error has occurred. Please try again.",
+        ),
         _ => ("server_error", 90000, "An internal error occurred."),
     };
     EntraError::new(status, error, code, description).into_response()
@@ -106,7 +119,9 @@ fn handle(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             90002,
-            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         ));
     }
     let form_content = headers
@@ -175,7 +190,9 @@ fn handle(
             StatusCode::BAD_REQUEST,
             "unauthorized_client",
             700016,
-            format!("Application with identifier '{client_id}' was not found in the directory '{tenant}'."),
+            format!(
+                "Application with identifier '{client_id}' was not found in the directory '{tenant}'."
+            ),
         )
     };
     let app_id = Uuid::try_parse(client_id).map_err(|_| not_found())?;

@@ -182,7 +182,11 @@ pub(crate) async fn layer(State(ctx): State<LayerState>, request: Request, next:
         headers,
         received,
         at,
-        status: if dropped { 0 } else { response.status().as_u16() },
+        status: if dropped {
+            0
+        } else {
+            response.status().as_u16()
+        },
         fault: label,
     });
     response

@@ -529,12 +529,8 @@ fn require(grant: &Grant, any_of: &[&str]) -> Result<(), GraphError> {
 /// Parses `{property} eq '{value}'`, the one filter form the stand-in serves, and
 /// refuses everything else as Graph does.
 fn parse_filter(filter: &str, property: &str, resource: &str) -> Result<String, GraphError> {
-    let invalid = || {
-        GraphError::bad_request(
-            "BadRequest",
-            format!("Invalid filter clause: {filter}"),
-        )
-    };
+    let invalid =
+        || GraphError::bad_request("BadRequest", format!("Invalid filter clause: {filter}"));
     let mut parts = filter.splitn(3, ' ');
     let (Some(name), Some(op), Some(literal)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(invalid());
@@ -545,13 +541,20 @@ fn parse_filter(filter: &str, property: &str, resource: &str) -> Result<String, 
     if name != property {
         return Err(GraphError::bad_request(
             "Request_UnsupportedQuery",
-            format!("Unsupported or invalid query filter clause specified for property '{name}' of resource '{resource}'."),
+            format!(
+                "Unsupported or invalid query filter clause specified for property '{name}' of resource '{resource}'."
+            ),
         ));
+    }
+    if op.is_empty() || !op.bytes().all(|b| b.is_ascii_alphabetic()) {
+        return Err(invalid());
     }
     if op != "eq" {
         return Err(GraphError::bad_request(
             "Request_UnsupportedQuery",
-            format!("Unsupported query filter operator '{op}' for property '{name}' of resource '{resource}'."),
+            format!(
+                "Unsupported query filter operator '{op}' for property '{name}' of resource '{resource}'."
+            ),
         ));
     }
     let inner = literal
@@ -575,7 +578,9 @@ fn not_found(id: &str) -> GraphError {
     GraphError::new(
         StatusCode::NOT_FOUND,
         "Request_ResourceNotFound",
-        format!("Resource '{id}' does not exist or one of its queried reference-property objects are not present."),
+        format!(
+            "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+        ),
     )
 }
 
@@ -623,7 +628,9 @@ fn body_error(error: &serde_json::Error) -> GraphError {
     {
         return GraphError::bad_request(
             "Request_BadRequest",
-            format!("Property '{name}' does not exist as a declared property or extension property."),
+            format!(
+                "Property '{name}' does not exist as a declared property or extension property."
+            ),
         );
     }
     GraphError::bad_request(
@@ -681,15 +688,17 @@ fn add_password(
 ) -> Result<Response, GraphError> {
     let object_id = parse_object_id(id)?;
     let request: AddPasswordBody = serde_json::from_slice(body).map_err(|e| body_error(&e))?;
-    let credential = request.password_credential.unwrap_or(PasswordCredentialBody {
-        display_name: None,
-        end_date_time: None,
-        start_date_time: None,
-        _key_id: None,
-        _secret_text: None,
-        _hint: None,
-        _custom_key_identifier: None,
-    });
+    let credential = request
+        .password_credential
+        .unwrap_or(PasswordCredentialBody {
+            display_name: None,
+            end_date_time: None,
+            start_date_time: None,
+            _key_id: None,
+            _secret_text: None,
+            _hint: None,
+            _custom_key_identifier: None,
+        });
     let start = parse_time("startDateTime", credential.start_date_time.as_deref())?.unwrap_or(now);
     let end = parse_time("endDateTime", credential.end_date_time.as_deref())?
         .unwrap_or(start + Duration::days(DEFAULT_PASSWORD_LIFETIME_DAYS));
@@ -724,7 +733,9 @@ fn add_password(
         end,
     };
     let mut answer = password_json(&info, Some(&created.secret_text));
-    answer["@odata.context"] = json!(format!("{GRAPH_METADATA}#microsoft.graph.passwordCredential"));
+    answer["@odata.context"] = json!(format!(
+        "{GRAPH_METADATA}#microsoft.graph.passwordCredential"
+    ));
     Ok(axum::Json(answer).into_response())
 }
 
@@ -739,10 +750,7 @@ fn remove_password(shared: &Shared, id: &str, body: &[u8]) -> Result<Response, G
     let object_id = parse_object_id(id)?;
     let request: RemovePasswordBody = serde_json::from_slice(body).map_err(|e| body_error(&e))?;
     let key_text = request.key_id.ok_or_else(|| {
-        GraphError::bad_request(
-            "Request_BadRequest",
-            "The parameter 'keyId' is required.",
-        )
+        GraphError::bad_request("Request_BadRequest", "The parameter 'keyId' is required.")
     })?;
     let key_id = Uuid::try_parse(&key_text).map_err(|_| {
         GraphError::bad_request(

@@ -442,9 +442,10 @@ fn handle(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Response, KvError> {
-    let query: Vec<(String, String)> = url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
     let api_versions: Vec<&str> = query
         .iter()
         .filter(|(n, _)| n == "api-version")
@@ -580,7 +581,9 @@ fn certificate_not_found(name: &str) -> KvError {
     KvError::new(
         StatusCode::NOT_FOUND,
         "CertificateNotFound",
-        format!("A certificate with (name/id) {name} was not found in this key vault. If you recently deleted this certificate you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"),
+        format!(
+            "A certificate with (name/id) {name} was not found in this key vault. If you recently deleted this certificate you may be able to recover it using the correct recovery command. For help resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"
+        ),
     )
 }
 
@@ -741,7 +744,9 @@ fn set_secret(call: &Call, name: &str, body: &[u8]) -> Result<Response, KvError>
         return Err(KvError::new(
             StatusCode::CONFLICT,
             "Conflict",
-            format!("Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."),
+            format!(
+                "Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."
+            ),
         ));
     }
     let now = call.now.timestamp();
@@ -875,7 +880,12 @@ fn list_secret_versions(call: &Call, name: &str) -> Result<Response, KvError> {
 
 /// One page of `items` with a `nextLink` carrying an opaque `$skiptoken`, as Key Vault
 /// pages every list.
-fn page(call: &Call, path: &str, items: Vec<Value>, default_size: usize) -> Result<Response, KvError> {
+fn page(
+    call: &Call,
+    path: &str,
+    items: Vec<Value>,
+    default_size: usize,
+) -> Result<Response, KvError> {
     let max_results = match call.query("maxresults") {
         None => None,
         Some(text) => match text.parse::<usize>() {
@@ -894,7 +904,10 @@ fn page(call: &Call, path: &str, items: Vec<Value>, default_size: usize) -> Resu
             .ok_or_else(|| KvError::bad_parameter("The $skiptoken is not valid."))?,
     };
     let end = (start + size).min(items.len());
-    let value: Vec<Value> = items.get(start..end).map(<[Value]>::to_vec).unwrap_or_default();
+    let value: Vec<Value> = items
+        .get(start..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
     let next_link = if end < items.len() {
         let mut link = format!(
             "{}{path}?api-version={}&$skiptoken={}",
@@ -1009,15 +1022,13 @@ fn create_certificate(call: &Call, name: &str, body: &[u8]) -> Result<Response, 
         .as_ref()
         .and_then(|i| i.name.clone())
         .ok_or_else(|| KvError::bad_parameter("The policy's issuer name is required."))?;
-    let x509 = policy
-        .x509_props
-        .get_or_insert(X509Props {
-            subject: None,
-            sans: None,
-            ekus: None,
-            key_usage: None,
-            validity_months: None,
-        });
+    let x509 = policy.x509_props.get_or_insert(X509Props {
+        subject: None,
+        sans: None,
+        ekus: None,
+        key_usage: None,
+        validity_months: None,
+    });
     let subject = x509
         .subject
         .clone()
@@ -1055,8 +1066,9 @@ fn create_certificate(call: &Call, name: &str, body: &[u8]) -> Result<Response, 
 
     let now_time = time::OffsetDateTime::from_unix_timestamp(call.now.timestamp())
         .unwrap_or_else(|_| time::OffsetDateTime::now_utc());
-    let (cert, csr) = self_signed_for_vault(&subject, &dns_names, validity_months, rsa, now_time)
-        .map_err(|e| KvError::bad_parameter(format!("The policy cannot be honoured: {e}")))?;
+    let (cert, csr) =
+        self_signed_for_vault(&subject, &dns_names, validity_months, rsa, now_time)
+            .map_err(|e| KvError::bad_parameter(format!("The policy cannot be honoured: {e}")))?;
     let policy_json = strip_nulls(
         serde_json::to_value(&policy)
             .map_err(|e| KvError::bad_parameter(format!("The policy cannot be stored: {e}")))?,
@@ -1083,7 +1095,9 @@ fn create_certificate(call: &Call, name: &str, body: &[u8]) -> Result<Response, 
         return Err(KvError::new(
             StatusCode::CONFLICT,
             "Conflict",
-            format!("Certificate {name} is currently being created; wait for the pending operation to finish."),
+            format!(
+                "Certificate {name} is currently being created; wait for the pending operation to finish."
+            ),
         ));
     }
     entry.policy = policy_json;
@@ -1102,7 +1116,9 @@ fn create_certificate(call: &Call, name: &str, body: &[u8]) -> Result<Response, 
         "{}/certificates/{}/pending?api-version={}",
         call.base, entry.name, call.api_version
     )) {
-        response.headers_mut().insert(http::header::LOCATION, location);
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
     }
     Ok(response)
 }
@@ -1135,7 +1151,9 @@ fn operation_json(call: &Call, entry: &CertificateEntry) -> Value {
     match op.state {
         OperationState::InProgress => {
             body["status"] = json!("inProgress");
-            body["status_details"] = json!("Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later.");
+            body["status_details"] = json!(
+                "Pending certificate created. Certificate request is in progress. This may take some time based on the issuer provider. Please check again later."
+            );
         }
         OperationState::Completed => {
             body["status"] = json!("completed");
@@ -1143,7 +1161,10 @@ fn operation_json(call: &Call, entry: &CertificateEntry) -> Value {
         }
         OperationState::Failed => {
             body["status"] = json!("failed");
-            body["status_details"] = json!(format!("The issuer '{}' is not configured for this vault.", op.issuer));
+            body["status_details"] = json!(format!(
+                "The issuer '{}' is not configured for this vault.",
+                op.issuer
+            ));
             body["error"] = json!({
                 "code": "CertificateIssuerNotFound",
                 "message": format!("The issuer '{}' is not configured for this vault.", op.issuer),

@@ -182,9 +182,8 @@ impl Standins {
             urls.push(url);
             listeners.push(listener);
         }
-        let [keyvault_url, graph_url, login_url, servicebus_url]: [Url; 4] = urls
-            .try_into()
-            .expect("four services were started");
+        let [keyvault_url, graph_url, login_url, servicebus_url]: [Url; 4] =
+            urls.try_into().expect("four services were started");
         let client = http_client_for(&ca).map_err(StartError::Client)?;
         let mut standins = Self {
             shared,

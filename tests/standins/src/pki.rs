@@ -75,10 +75,8 @@ impl IssuedCert {
 
     /// Upper-case hex SHA-1 of the DER, the thumbprint Azure shows.
     pub fn sha1_thumbprint(&self) -> String {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            &self.cert_der,
-        );
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &self.cert_der);
         hex::encode_upper(digest.as_ref())
     }
 
@@ -145,7 +143,9 @@ impl TestCa {
     pub fn new(common_name: &str) -> Result<Self, PkiError> {
         let key = KeyPair::generate().map_err(PkiError::Key)?;
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let now = OffsetDateTime::now_utc();
@@ -173,7 +173,9 @@ impl TestCa {
     /// A server certificate for `localhost` and `127.0.0.1`.
     pub fn issue_server_cert(&self) -> Result<IssuedCert, PkiError> {
         let mut params = CertificateParams::default();
-        params.distinguished_name.push(DnType::CommonName, "localhost");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "localhost");
         params.subject_alt_names = vec![
             SanType::DnsName("localhost".try_into().map_err(|source| PkiError::Sign {
                 subject: "localhost".into(),
@@ -194,13 +196,14 @@ impl TestCa {
         subject_cn: &str,
         options: ClientCertOptions,
     ) -> Result<IssuedCert, PkiError> {
-        let mut params = CertificateParams::new(options.dns_names.clone()).map_err(|source| {
-            PkiError::Sign {
+        let mut params =
+            CertificateParams::new(options.dns_names.clone()).map_err(|source| PkiError::Sign {
                 subject: subject_cn.to_owned(),
                 source,
-            }
-        })?;
-        params.distinguished_name.push(DnType::CommonName, subject_cn);
+            })?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, subject_cn);
         params.not_before = options.not_before;
         params.not_after = options.not_after;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -52,10 +52,7 @@ pub(crate) fn tls_config(cert: &IssuedCert) -> Result<Arc<ServerConfig>, ServerE
     Ok(Arc::new(config))
 }
 
-pub(crate) async fn start(
-    tls: Arc<ServerConfig>,
-    router: Router,
-) -> Result<Listener, ServerError> {
+pub(crate) async fn start(tls: Arc<ServerConfig>, router: Router) -> Result<Listener, ServerError> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(ServerError::Bind)?;
@@ -73,19 +70,20 @@ pub(crate) async fn start(
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
-                let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
-                    let router = router.clone();
-                    async move {
-                        let response = match router.oneshot(request.map(Body::new)).await {
-                            Ok(response) => response,
-                            Err(infallible) => match infallible {},
-                        };
-                        if response.extensions().get::<DropConnection>().is_some() {
-                            return Err(ConnectionDropped);
+                let service =
+                    hyper::service::service_fn(move |request: http::Request<Incoming>| {
+                        let router = router.clone();
+                        async move {
+                            let response = match router.oneshot(request.map(Body::new)).await {
+                                Ok(response) => response,
+                                Err(infallible) => match infallible {},
+                            };
+                            if response.extensions().get::<DropConnection>().is_some() {
+                                return Err(ConnectionDropped);
+                            }
+                            Ok::<_, ConnectionDropped>(response)
                         }
-                        Ok::<_, ConnectionDropped>(response)
-                    }
-                });
+                    });
                 // Errors here are clients hanging up or an injected drop; both end the
                 // connection, which is all that can be done.
                 let _ = hyper::server::conn::http1::Builder::new()

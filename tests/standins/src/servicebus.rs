@@ -144,7 +144,9 @@ fn xml_escape(text: &str) -> String {
 
 pub(crate) fn fault_response(status: StatusCode) -> Response {
     let detail = match status {
-        StatusCode::TOO_MANY_REQUESTS => "The request was terminated because the entity is being throttled. Please wait and retry.",
+        StatusCode::TOO_MANY_REQUESTS => {
+            "The request was terminated because the entity is being throttled. Please wait and retry."
+        }
         StatusCode::SERVICE_UNAVAILABLE => "The server is busy. Please retry the operation.",
         _ => "The service encountered an internal error.",
     };
@@ -231,18 +233,28 @@ fn handle(
     if !grant.permissions.allows(SEND_PERMISSION) {
         return Err(BusError::new(
             StatusCode::UNAUTHORIZED,
-            format!("Unauthorized access. 'Send' claim(s) are required to perform this operation. Resource: 'sb://standin/{queue_name}'."),
+            format!(
+                "Unauthorized access. 'Send' claim(s) are required to perform this operation. Resource: 'sb://standin/{queue_name}'."
+            ),
         ));
     }
     let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .map(|v| {
-            v.to_str()
-                .map(str::to_owned)
-                .map_err(|_| BusError::new(StatusCode::BAD_REQUEST, "The Content-Type header is not valid."))
+            v.to_str().map(str::to_owned).map_err(|_| {
+                BusError::new(
+                    StatusCode::BAD_REQUEST,
+                    "The Content-Type header is not valid.",
+                )
+            })
         })
         .transpose()?
-        .ok_or_else(|| BusError::new(StatusCode::BAD_REQUEST, "The Content-Type header is required."))?;
+        .ok_or_else(|| {
+            BusError::new(
+                StatusCode::BAD_REQUEST,
+                "The Content-Type header is required.",
+            )
+        })?;
     let properties: BrokerProperties = match headers.get("BrokerProperties") {
         None => BrokerProperties::default(),
         Some(value) => {
@@ -263,7 +275,10 @@ fn handle(
             ));
         }
     }
-    if properties.time_to_live.is_some_and(|ttl| ttl <= 0.0 || !ttl.is_finite()) {
+    if properties
+        .time_to_live
+        .is_some_and(|ttl| ttl <= 0.0 || !ttl.is_finite())
+    {
         return Err(BusError::new(
             StatusCode::BAD_REQUEST,
             "The TimeToLive must be a positive number of seconds.",
@@ -288,7 +303,10 @@ fn handle(
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(BusError::new(
             StatusCode::FORBIDDEN,
-            format!("The message is {} bytes; the limit is {MAX_MESSAGE_BYTES}.", body.len()),
+            format!(
+                "The message is {} bytes; the limit is {MAX_MESSAGE_BYTES}.",
+                body.len()
+            ),
         ));
     }
 
@@ -308,7 +326,10 @@ fn handle(
             "The SessionId was not set on a message, and it cannot be sent to the entity. Entities that have session support enabled can only receive messages that have the SessionId set to a valid value.",
         ));
     }
-    let duplicate = match (&properties.message_id, queue.options.duplicate_detection_window) {
+    let duplicate = match (
+        &properties.message_id,
+        queue.options.duplicate_detection_window,
+    ) {
         (Some(id), Some(window)) => {
             let window = Duration::from_std(window).unwrap_or(Duration::MAX);
             queue
