@@ -9,5 +9,6 @@ mod host;
 mod infra;
 mod key_vault_events;
 mod local_adapters;
+mod local_mode;
 mod rotation_worker;
 mod secret_endpoint;
