@@ -7,3 +7,6 @@ pub mod chain;
 pub mod header;
 pub mod trust;
 pub mod verify_cli;
+pub mod entra_device;
+pub mod policies;
+pub mod thumbprints;
