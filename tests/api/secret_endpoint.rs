@@ -868,3 +868,277 @@ async fn a_certificate_whose_subject_is_not_a_device_id_never_reaches_the_direct
     );
     assert_eq!(f.lookups(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// The Table backend against Azurite.
+
+/// Where the test command starts Azurite's table service.
+const TABLE_ENDPOINT_VARIABLE: &str = "KEYTURN_TEST_TABLE_ENDPOINT";
+/// Azurite's published development account key; it opens nothing but a local emulator.
+const AZURITE_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+#[tokio::test]
+async fn the_table_backend_serves_live_rows_and_hides_disabled_and_expired_ones() {
+    let endpoint = std::env::var(TABLE_ENDPOINT_VARIABLE).unwrap_or_else(|_| {
+        panic!("{TABLE_ENDPOINT_VARIABLE} is not set: start Azurite via the project's test command (.ci/test)")
+    });
+    let connection = SecretValue::new(format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_ACCOUNT_KEY};TableEndpoint={endpoint}"
+    ));
+    let client = TableClient::from_connection_string(&connection, None).expect("client");
+    let table = TableName::parse(&format!("secrets{}", uuid::Uuid::new_v4().simple()))
+        .expect("table name");
+    client
+        .create_table_if_not_exists(&table)
+        .await
+        .expect("the table is created (is Azurite running?)");
+    let partition = EntityKey::parse(SECRETS_PARTITION).expect("key");
+    let rows = [
+        (
+            "wifi-psk",
+            serde_json::json!({ "Value": "psk-value-31", "Version": "v7", "ContentType": "text/plain", "ExpiresOn": "2025-12-31T00:00:00Z" }),
+        ),
+        ("old-token", serde_json::json!({ "Value": "old", "ExpiresOn": "2025-01-01T00:00:00Z" })),
+        ("off-token", serde_json::json!({ "Value": "off", "Enabled": false })),
+    ];
+    for (name, row) in rows {
+        client
+            .insert(&table, &partition, &EntityKey::parse(name).expect("key"), &row)
+            .await
+            .expect("row inserted");
+    }
+    let mut backends: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
+    backends.insert("table".into(), Arc::new(TableSecretSource::new(client.clone(), table.clone())));
+    let pinned = issue(&LeafSpec::valid("kiosk-1", 90), None);
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        thumbprints: Some(vec![pinned.thumbprint()]),
+        ..PolicyConfig::default()
+    };
+    let policy = r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "CN=kiosk-*" } ], "secrets": [ "*-psk", "*-token" ], "backend": "table" } ] }"#;
+    let app = EndpointApp::start(
+        Endpoint::from_config(&config, Some(policy), backends, None, RateLimits::default())
+            .expect("valid"),
+    )
+    .await;
+
+    let response = app.get("WIFI-PSK", Some(&pinned.header())).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["value"], "psk-value-31");
+    assert_eq!(body["version"], "v7");
+    assert_eq!(body["contentType"], "text/plain");
+    assert_eq!(body["expiresOn"], "2025-12-31T00:00:00Z");
+    assert_eq!(body["name"], "WIFI-PSK", "the name as asked");
+    for dead in ["old-token", "off-token", "new-token"] {
+        assert_eq!(app.get(dead, Some(&pinned.header())).await.status(), 404, "{dead}");
+    }
+    client.delete_table(&table).await.expect("cleanup");
+}
+
+// ---------------------------------------------------------------------------------------
+// keyturn's own TLS listener, with real clients.
+
+/// A running `keyturn serve` with its TLS listener, and the files its clients need.
+struct TlsServed {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Drop for TlsServed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_SECRET: &str = "psk-over-tls-5d2e";
+
+fn serve_tls() -> TlsServed {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    // The server's own certificate, for 127.0.0.1, from a CA the clients are given.
+    let server_ca = CertifiedIssuer::self_signed(ca_params("keyturn test server CA"), KeyPair::generate().expect("key"))
+        .expect("server CA");
+    let mut server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().expect("key");
+    let server_cert = server_params.signed_by(&server_key, &server_ca).expect("signs");
+    let server_cert_path = write("server.pem", &server_cert.pem());
+    let server_key_path = write("server.key", &server_key.serialize_pem());
+    write("server-ca.pem", &server_ca.as_ref().pem());
+
+    let long_lived = |cn, serial| LeafSpec {
+        not_before: (2024, 1, 1),
+        not_after: (2040, 1, 1),
+        ..LeafSpec::valid(cn, serial)
+    };
+    let device = pki.leaf(&long_lived("linux-device-1", 100));
+    write("device.pem", &device.pem);
+    write("device.key", &device.key_pem);
+    let stranger = issue(&long_lived("linux-device-2", 101), None);
+    write("stranger.pem", &stranger.pem);
+    write("stranger.key", &stranger.key_pem);
+
+    let roots = pki.path("roots.pem").display().to_string();
+    let intermediates = pki.path("intermediates.pem").display().to_string();
+    let data_dir = dir.path().join("data").display().to_string();
+    let policy = r#"{"version":1,"grants":[{"identities":[{"subject":"CN=linux-device-*"}],"secrets":["wifi-psk","missing-one"],"backend":"appsettings"}]}"#;
+    let thumbprint = device.thumbprint();
+    let env: Vec<(&str, &str)> = vec![
+        ("KEYTURN_AUDIT_STORE", "sqlite"),
+        ("KEYTURN_DATA_DIR", &data_dir),
+        ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
+        ("AzureWebJobs.ExpirySweep.Disabled", "true"),
+        ("AzureWebJobs.RotationWorker.Disabled", "true"),
+        ("KEYTURN_CERT_POLICIES", "chain,trusted-thumbprints"),
+        ("KEYTURN_CHAIN_ROOTS", &roots),
+        ("KEYTURN_CHAIN_INTERMEDIATES", &intermediates),
+        ("KEYTURN_CHAIN_REVOCATION", "off"),
+        ("KEYTURN_TRUSTED_THUMBPRINTS", &thumbprint),
+        ("KEYTURN_ACCESS_POLICY", policy),
+        ("KEYTURN_SECRET_WIFI_PSK", TLS_SECRET),
+        ("KEYTURN_TLS_ADDRESS", "127.0.0.1:0"),
+        ("KEYTURN_TLS_CERT", &server_cert_path),
+        ("KEYTURN_TLS_KEY", &server_key_path),
+    ];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    let mut child = command
+        .envs(env)
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keyturn starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("keyturn logs its TLS listener before exiting")
+            .expect("a log line");
+        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if parsed["fields"]["message"] == "terminating TLS for the SecretEndpoint" {
+            let address = parsed["fields"]["address"].as_str().expect("address");
+            break address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    TlsServed { child, port, dir }
+}
+
+impl TlsServed {
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// `curl` as a device would run it; returns the status and the body.
+    fn curl(&self, identity: Option<&str>, name: &str, extra: &[&str]) -> (u16, Value) {
+        let mut command = Command::new("curl");
+        command.args(["--silent", "--show-error", "--cacert", &self.file("server-ca.pem")]);
+        if let Some(identity) = identity {
+            command.args([
+                "--cert",
+                &self.file(&format!("{identity}.pem")),
+                "--key",
+                &self.file(&format!("{identity}.key")),
+            ]);
+        }
+        let output = command
+            .args(extra)
+            .args(["--write-out", "\n%{http_code}"])
+            .arg(format!("{}/api/secrets/{name}", self.url()))
+            .output()
+            .expect("curl runs");
+        assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
+        let text = String::from_utf8(output.stdout).expect("utf-8");
+        let (body, status) = text.rsplit_once('\n').expect("status line");
+        (status.parse().expect("status"), serde_json::from_str(body).expect("JSON body"))
+    }
+}
+
+#[test]
+fn curl_with_a_client_certificate_reads_a_secret_over_keyturns_own_tls() {
+    let served = serve_tls();
+
+    for version in [["--tlsv1.3", "--tls-max", "1.3"], ["--tlsv1.2", "--tls-max", "1.2"]] {
+        let (status, body) = served.curl(Some("device"), "wifi-psk", &version);
+        assert_eq!(status, 200, "{version:?}: {body}");
+        assert_eq!(body["value"], TLS_SECRET);
+    }
+
+    let (status, body) = served.curl(None, "wifi-psk", &[]);
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "certificate_required");
+
+    let (status, body) = served.curl(Some("stranger"), "wifi-psk", &[]);
+    assert_eq!(status, 403);
+    assert_eq!(body["error"], "certificate_rejected");
+
+    let (status, body) = served.curl(Some("device"), "missing-one", &[]);
+    assert_eq!(status, 404, "{body}");
+
+    let (status, _) = served.curl(
+        Some("device"),
+        "wifi-psk",
+        &["--header", "X-ARR-ClientCert: AAAA"],
+    );
+    assert_eq!(status, 403, "a header cannot stand in for the TLS certificate");
+}
+
+#[test]
+fn tls_older_than_1_2_is_refused_in_the_handshake() {
+    let served = serve_tls();
+    let output = Command::new("curl")
+        .args(["--silent", "--tlsv1.0", "--tls-max", "1.1", "--cacert", &served.file("server-ca.pem")])
+        .arg(format!("{}/api/secrets/wifi-psk", served.url()))
+        .output()
+        .expect("curl runs");
+    assert!(!output.status.success(), "a TLS 1.1 handshake must fail");
+}
+
+#[test]
+fn the_linux_client_script_prints_the_secret_and_reports_refusals() {
+    let served = serve_tls();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/keyturn-secret.sh");
+    let run = |identity: &str, name: &str| {
+        Command::new("bash")
+            .arg(&script)
+            .args(["--url", &served.url()])
+            .args(["--cert", &served.file(&format!("{identity}.pem"))])
+            .args(["--key", &served.file(&format!("{identity}.key"))])
+            .args(["--cacert", &served.file("server-ca.pem")])
+            .arg(name)
+            .output()
+            .expect("the script runs")
+    };
+
+    let read = run("device", "wifi-psk");
+    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
+    assert_eq!(String::from_utf8_lossy(&read.stdout), TLS_SECRET, "the value and nothing else");
+
+    let refused = run("stranger", "wifi-psk");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("certificate_rejected") && stderr.contains("request id"), "{stderr}");
+
+    let bad_name = run("device", "not_a_name");
+    assert_eq!(bad_name.status.code(), Some(2));
+}
