@@ -922,7 +922,9 @@ impl EndpointSettings {
             .parse("KEYTURN_CHAIN_REVOCATION", |v| match v {
                 "crl" => Ok(true),
                 "off" => Ok(false),
-                other => Err(format!("unknown revocation mode `{other}`; expected crl or off")),
+                other => Err(format!(
+                    "unknown revocation mode `{other}`; expected crl or off"
+                )),
             })
             .unwrap_or(true);
         let chain_roots = c.env.value("KEYTURN_CHAIN_ROOTS").map(PathBuf::from);
@@ -943,7 +945,10 @@ impl EndpointSettings {
                 clock_skew_seconds,
             }),
             (true, None) => {
-                c.fail("KEYTURN_CHAIN_ROOTS", "missing; the chain policy is configured");
+                c.fail(
+                    "KEYTURN_CHAIN_ROOTS",
+                    "missing; the chain policy is configured",
+                );
                 None
             }
             (false, _) => None,
@@ -1003,11 +1008,10 @@ impl EndpointSettings {
         let secrets_table_access = match &secrets_table {
             None => None,
             Some(_) => {
-                let endpoint = c.env.value("KEYTURN_TABLE_ENDPOINT").and_then(|v| {
-                    url::Url::parse(v)
-                        .ok()
-                        .filter(|u| u.scheme() == "https")
-                });
+                let endpoint = c
+                    .env
+                    .value("KEYTURN_TABLE_ENDPOINT")
+                    .and_then(|v| url::Url::parse(v).ok().filter(|u| u.scheme() == "https"));
                 let connection_string = c
                     .env
                     .value("KEYTURN_TABLE_CONNECTION_STRING")
@@ -1302,14 +1306,20 @@ mod tests {
 
     #[test]
     fn a_configured_policy_needs_its_material() {
-        let env = with(&[("KEYTURN_CERT_POLICIES", "chain, trusted-thumbprints,entra-device")]);
+        let env = with(&[(
+            "KEYTURN_CERT_POLICIES",
+            "chain, trusted-thumbprints,entra-device",
+        )]);
         let named: Vec<String> = errors_for(&env).into_iter().map(|e| e.setting).collect();
         for expected in [
             "KEYTURN_CHAIN_ROOTS",
             "KEYTURN_TRUSTED_THUMBPRINTS",
             "KEYTURN_ENTRA_DEVICE_ROOTS",
         ] {
-            assert!(named.iter().any(|n| n == expected), "{expected} in {named:?}");
+            assert!(
+                named.iter().any(|n| n == expected),
+                "{expected} in {named:?}"
+            );
         }
     }
 
@@ -1338,7 +1348,10 @@ mod tests {
             "KEYTURN_ENTRA_DEVICE_REQUIRE",
             "KEYTURN_CHAIN_REVOCATION",
         ] {
-            assert!(named.iter().any(|n| n == expected), "{expected} in {named:?}");
+            assert!(
+                named.iter().any(|n| n == expected),
+                "{expected} in {named:?}"
+            );
         }
     }
 

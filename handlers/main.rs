@@ -157,10 +157,9 @@ async fn serve(port: u16) -> ExitCode {
     let app = router(state.clone(), &settings.enabled_functions);
     if let Some(tls) = &settings.endpoint.tls
         && settings.enabled_functions.contains(&secret_endpoint::NAME)
+        && let Err(code) = endpoint::spawn_tls(tls, state).await
     {
-        if let Err(code) = endpoint::spawn_tls(tls, state).await {
-            return code;
-        }
+        return code;
     }
     tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
     match server::serve(listener, app, server::shutdown_signal()).await {
@@ -188,7 +187,9 @@ mod endpoint {
     use keyturn::adapters::azure::identity::credential;
     use keyturn::adapters::azure::table::{TableAuth, TableClient, TableName};
     use keyturn::adapters::azure::table_source::TableSecretSource;
-    use keyturn::config::{CertPolicyName, Environment, Settings, TableAccess, TlsListenerSettings};
+    use keyturn::config::{
+        CertPolicyName, Environment, Settings, TableAccess, TlsListenerSettings,
+    };
     use keyturn::functions::secret_endpoint::{
         ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
     };
@@ -222,7 +223,10 @@ mod endpoint {
             }
             .map_err(|e| e.to_string())?;
             let table = TableName::parse(table).map_err(|e| e.to_string())?;
-            sources.insert("table".into(), Arc::new(TableSecretSource::new(client, table)));
+            sources.insert(
+                "table".into(),
+                Arc::new(TableSecretSource::new(client, table)),
+            );
         }
         let config = policy_config(settings);
         let limits = RateLimits {
@@ -260,18 +264,26 @@ mod endpoint {
     }
 
     /// Starts the TLS listener serving only the SecretEndpoint.
-    pub async fn spawn_tls(settings: &TlsListenerSettings, state: AppState) -> Result<(), ExitCode> {
+    pub async fn spawn_tls(
+        settings: &TlsListenerSettings,
+        state: AppState,
+    ) -> Result<(), ExitCode> {
         let config = tls::server_config(&settings.certificate, &settings.key).map_err(|e| {
             tracing::error!(error = %e, "cannot configure TLS");
             eprintln!("keyturn: {e}");
             ExitCode::from(1)
         })?;
-        let listener = tokio::net::TcpListener::bind(settings.address).await.map_err(|e| {
-            tracing::error!(error = %e, address = %settings.address, "cannot listen for TLS");
-            eprintln!("keyturn: cannot listen on {}: {e}", settings.address);
-            ExitCode::from(1)
-        })?;
-        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let listener = tokio::net::TcpListener::bind(settings.address)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, address = %settings.address, "cannot listen for TLS");
+                eprintln!("keyturn: cannot listen on {}: {e}", settings.address);
+                ExitCode::from(1)
+            })?;
+        let address = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         let app = router(state, &[keyturn::functions::secret_endpoint::NAME]);
         tokio::spawn(async move {
             if let Err(error) = tls::serve(listener, config, app, server::shutdown_signal()).await {

@@ -144,10 +144,9 @@ impl AccessPolicy {
         if text.len() > MAX_POLICY_BYTES {
             return Err(AccessPolicyError::TooLarge);
         }
-        let file: PolicyFile =
-            serde_json::from_str(text).map_err(|e| AccessPolicyError::Json {
-                detail: e.to_string(),
-            })?;
+        let file: PolicyFile = serde_json::from_str(text).map_err(|e| AccessPolicyError::Json {
+            detail: e.to_string(),
+        })?;
         if file.version != 1 {
             return Err(AccessPolicyError::Version {
                 found: file.version,
@@ -280,7 +279,9 @@ mod tests {
 
     fn who(cn: &str, san: &str) -> Authenticated {
         let mut params = rcgen::CertificateParams::new(vec![san.to_owned()]).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().expect("key");
         let der = params.self_signed(&key).expect("signs").der().to_vec();
         Authenticated {
@@ -328,7 +329,10 @@ mod tests {
             Decision::Denied
         );
         let laptop = who("laptop-1", "laptop-1.example.org");
-        assert_eq!(policy.authorize(&laptop, &name("wifi-guest")), Decision::Denied);
+        assert_eq!(
+            policy.authorize(&laptop, &name("wifi-guest")),
+            Decision::Denied
+        );
     }
 
     #[test]
@@ -349,7 +353,8 @@ mod tests {
         assert_eq!(policy.authorize(&caller, &name("b")), Decision::Denied);
 
         let mut device = caller.clone();
-        device.device_id = Some(DeviceId::parse("6f1b7a7e-0b1c-4d2a-9e3f-0123456789ab").expect("id"));
+        device.device_id =
+            Some(DeviceId::parse("6f1b7a7e-0b1c-4d2a-9e3f-0123456789ab").expect("id"));
         assert!(matches!(
             policy.authorize(&device, &name("b")),
             Decision::Granted { grant: 1, .. }
@@ -359,7 +364,10 @@ mod tests {
     #[test]
     fn an_empty_policy_denies_everything() {
         let policy = AccessPolicy::parse(r#"{ "version": 1, "grants": [] }"#).expect("valid");
-        assert_eq!(policy.authorize(&who("a", "a.example"), &name("a")), Decision::Denied);
+        assert_eq!(
+            policy.authorize(&who("a", "a.example"), &name("a")),
+            Decision::Denied
+        );
         assert_eq!(
             AccessPolicy::default().authorize(&who("a", "a.example"), &name("a")),
             Decision::Denied
@@ -370,13 +378,34 @@ mod tests {
     fn malformed_policies_are_refused_with_the_grant_that_is_wrong() {
         let cases = [
             (r#"{ "version": 2, "grants": [] }"#, "version"),
-            (r#"{ "version": 1, "grants": [], "extra": 1 }"#, "unknown field"),
-            (r#"{ "version": 1, "grants": [ { "identities": [], "secrets": ["a"], "backend": "x" } ] }"#, "no identities"),
-            (r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "*" } ], "secrets": [], "backend": "x" } ] }"#, "no secrets"),
-            (r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "*" } ], "secrets": ["a_b"], "backend": "x" } ] }"#, "secret `a_b`"),
-            (r#"{ "version": 1, "grants": [ { "identities": [ { "thumbprint": "A94A8FE5CCB19BA61C4C0873D391E987982FBBD3" } ], "secrets": ["a"], "backend": "x" } ] }"#, "SHA-1"),
-            (r#"{ "version": 1, "grants": [ { "identities": [ { "deviceId": "nope" } ], "secrets": ["a"], "backend": "x" } ] }"#, "deviceId"),
-            (r#"{ "version": 1, "grants": [ { "identities": [ { "email": "a" } ], "secrets": ["a"], "backend": "x" } ] }"#, "unknown variant"),
+            (
+                r#"{ "version": 1, "grants": [], "extra": 1 }"#,
+                "unknown field",
+            ),
+            (
+                r#"{ "version": 1, "grants": [ { "identities": [], "secrets": ["a"], "backend": "x" } ] }"#,
+                "no identities",
+            ),
+            (
+                r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "*" } ], "secrets": [], "backend": "x" } ] }"#,
+                "no secrets",
+            ),
+            (
+                r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "*" } ], "secrets": ["a_b"], "backend": "x" } ] }"#,
+                "secret `a_b`",
+            ),
+            (
+                r#"{ "version": 1, "grants": [ { "identities": [ { "thumbprint": "A94A8FE5CCB19BA61C4C0873D391E987982FBBD3" } ], "secrets": ["a"], "backend": "x" } ] }"#,
+                "SHA-1",
+            ),
+            (
+                r#"{ "version": 1, "grants": [ { "identities": [ { "deviceId": "nope" } ], "secrets": ["a"], "backend": "x" } ] }"#,
+                "deviceId",
+            ),
+            (
+                r#"{ "version": 1, "grants": [ { "identities": [ { "email": "a" } ], "secrets": ["a"], "backend": "x" } ] }"#,
+                "unknown variant",
+            ),
             ("not json", "JSON"),
         ];
         for (text, expected) in cases {
@@ -407,7 +436,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("policy.json");
         std::fs::write(&path, text).expect("write");
-        assert_eq!(AccessPolicy::load(path.to_str().expect("utf-8")).expect("file").grants().len(), 1);
+        assert_eq!(
+            AccessPolicy::load(path.to_str().expect("utf-8"))
+                .expect("file")
+                .grants()
+                .len(),
+            1
+        );
         assert_eq!(AccessPolicy::load(text).expect("inline").grants().len(), 1);
         assert!(matches!(
             AccessPolicy::load("/nonexistent/policy.json"),

@@ -117,8 +117,20 @@ mod tests {
             .expect("reads")
             .expect("present");
         assert_eq!(found.value.expose(), "s3cret");
-        assert!(source.fetch(&name("WIFI-psk"), Utc::now()).await.expect("reads").is_some());
-        assert!(source.fetch(&name("log-level"), Utc::now()).await.expect("reads").is_none());
+        assert!(
+            source
+                .fetch(&name("WIFI-psk"), Utc::now())
+                .await
+                .expect("reads")
+                .is_some()
+        );
+        assert!(
+            source
+                .fetch(&name("log-level"), Utc::now())
+                .await
+                .expect("reads")
+                .is_none()
+        );
         assert_eq!(
             AppSettingsSource::setting_name(DEFAULT_PREFIX, &name("db-password")),
             "KEYTURN_SECRET_DB_PASSWORD"

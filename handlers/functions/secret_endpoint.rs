@@ -285,27 +285,33 @@ pub fn build_policies(
         policies = policies.with_thumbprints(pins);
     }
     if let Some(chain) = &config.chain {
-        let mut options = ChainOptions::default();
-        options.clock_skew = chain.clock_skew;
-        options.revocation = if chain.check_revocation {
+        let revocation = if chain.check_revocation {
             RevocationPolicy::STRICT
         } else {
             tracing::warn!("the chain policy does not check revocation");
             RevocationPolicy::NotChecked
         };
-        let policy = ChainPolicy::from_files(&chain.roots, &chain.intermediates, &chain.crls, options)
-            .map_err(|source| EndpointConfigError::Trust {
-                policy: "chain",
-                source,
-            })?;
+        let options = ChainOptions {
+            clock_skew: chain.clock_skew,
+            revocation,
+            ..ChainOptions::default()
+        };
+        let policy =
+            ChainPolicy::from_files(&chain.roots, &chain.intermediates, &chain.crls, options)
+                .map_err(|source| EndpointConfigError::Trust {
+                    policy: "chain",
+                    source,
+                })?;
         policies = policies.with_chain(Arc::new(policy));
     }
     if let Some(entra) = &config.entra_device {
         let directory = directory.ok_or(EndpointConfigError::NoDirectory)?;
         // Entra publishes no CRL for device certificates: a device is revoked by
         // disabling or deleting it, which the directory lookup sees.
-        let mut options = ChainOptions::default();
-        options.revocation = RevocationPolicy::NotChecked;
+        let options = ChainOptions {
+            revocation: RevocationPolicy::NotChecked,
+            ..ChainOptions::default()
+        };
         let chain = ChainPolicy::from_files(&entra.roots, &[], &[], options).map_err(|source| {
             EndpointConfigError::Trust {
                 policy: "entra-device",
@@ -338,7 +344,11 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
     };
 
     if endpoint.policies.is_empty() {
-        let entry = Entry::refused(Some(&name), "configuration", "no_certificate_policy_configured");
+        let entry = Entry::refused(
+            Some(&name),
+            "configuration",
+            "no_certificate_policy_configured",
+        );
         record(ctx, entry, None).await?;
         return Err(EndpointError::Refused(Refusal::FORBIDDEN));
     }
@@ -351,7 +361,11 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
         return Err(rate_limited(limited));
     }
 
-    let who = match endpoint.policies.authenticate(request.presented, ctx.now).await {
+    let who = match endpoint
+        .policies
+        .authenticate(request.presented, ctx.now)
+        .await
+    {
         Ok(who) => who,
         Err(refusal) => return Err(refuse_certificate(ctx, &name, refusal).await),
     };
@@ -542,7 +556,12 @@ async fn record(
     let thumbprint = entry
         .thumbprint
         .or_else(|| who.map(|w| w.identity.thumbprint().to_string()));
-    let mut record = AuditRecord::new(ctx.now, actor, text("action", AUDIT_ACTION.into())?, entry.outcome);
+    let mut record = AuditRecord::new(
+        ctx.now,
+        actor,
+        text("action", AUDIT_ACTION.into())?,
+        entry.outcome,
+    );
     record.object = AuditObject {
         secret_name: entry.name.and_then(|n| AuditText::parse(n.as_str()).ok()),
         secret_version: entry.version.and_then(|v| AuditText::parse(v).ok()),

@@ -178,7 +178,10 @@ impl EntraDevicePolicy {
         if self.requirements.managed && device.is_managed != Some(true) {
             return Err(EntraDeviceRejection::NotManaged { device_id });
         }
-        Ok((leaf.clone().into_identity(PolicyKind::EntraDevice), device_id))
+        Ok((
+            leaf.clone().into_identity(PolicyKind::EntraDevice),
+            device_id,
+        ))
     }
 
     /// The device from the cache while fresh, else from the directory. Errors are not

@@ -49,7 +49,9 @@ pub struct TrustedThumbprints {
 
 impl TrustedThumbprints {
     /// Parses the pins in the forms operators paste (see [`Thumbprint::parse`]).
-    pub fn parse<'a>(pins: impl IntoIterator<Item = &'a str>) -> Result<Self, ThumbprintPolicyError> {
+    pub fn parse<'a>(
+        pins: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, ThumbprintPolicyError> {
         let mut sha256 = Vec::new();
         let mut sha1 = Vec::new();
         for (index, pin) in pins.into_iter().enumerate() {

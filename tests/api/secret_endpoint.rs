@@ -51,7 +51,9 @@ use crate::helpers::{read_all, spawn_app};
 const HEADER: &str = "X-ARR-ClientCert";
 /// The instant every in-process test runs at.
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).single().expect("valid time")
+    Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
 }
 
 fn assert_error_body(body: &Value, code: &str) {
@@ -160,8 +162,11 @@ const REVOKED_SERIAL: u64 = 666;
 
 impl Pki {
     fn new() -> Self {
-        let root = CertifiedIssuer::self_signed(ca_params("keyturn test root"), KeyPair::generate().expect("key"))
-            .expect("root");
+        let root = CertifiedIssuer::self_signed(
+            ca_params("keyturn test root"),
+            KeyPair::generate().expect("key"),
+        )
+        .expect("root");
         let intermediate = CertifiedIssuer::signed_by(
             ca_params("keyturn test devices"),
             KeyPair::generate().expect("key"),
@@ -174,8 +179,11 @@ impl Pki {
             dir: tempfile::tempdir().expect("tempdir"),
         };
         std::fs::write(pki.path("roots.pem"), pki.root.as_ref().pem()).expect("write");
-        std::fs::write(pki.path("intermediates.pem"), pki.intermediate.as_ref().pem())
-            .expect("write");
+        std::fs::write(
+            pki.path("intermediates.pem"),
+            pki.intermediate.as_ref().pem(),
+        )
+        .expect("write");
         std::fs::write(pki.path("root.crl"), crl(&pki.root, &[])).expect("write");
         std::fs::write(
             pki.path("devices.crl"),
@@ -257,9 +265,13 @@ impl EndpointApp {
         let listener = server::bind(0).await.expect("bind");
         let address = format!("http://{}", listener.local_addr().expect("addr"));
         let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(listener, router(state, &FUNCTIONS), async move {
-            let _ = rx.await;
-        }));
+        tokio::spawn(server::serve(
+            listener,
+            router(state, &FUNCTIONS),
+            async move {
+                let _ = rx.await;
+            },
+        ));
         Self {
             address,
             http: reqwest::Client::new(),
@@ -270,7 +282,9 @@ impl EndpointApp {
     }
 
     async fn get(&self, name: &str, certificate: Option<&str>) -> reqwest::Response {
-        let mut request = self.http.get(format!("{}/api/secrets/{name}", self.address));
+        let mut request = self
+            .http
+            .get(format!("{}/api/secrets/{name}", self.address));
         if let Some(value) = certificate {
             request = request.header(HEADER, value);
         }
@@ -289,7 +303,10 @@ fn sources(pairs: &[(&str, &str)]) -> BTreeMap<String, Arc<dyn SecretSource>> {
     let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
     sources.insert(
         "appsettings".into(),
-        Arc::new(AppSettingsSource::from_settings("KEYTURN_SECRET_", pairs.iter().copied())),
+        Arc::new(AppSettingsSource::from_settings(
+            "KEYTURN_SECRET_",
+            pairs.iter().copied(),
+        )),
     );
     sources
 }
@@ -312,9 +329,8 @@ async fn chain_app(pki: &Pki, limits: RateLimits) -> EndpointApp {
         chain: Some(pki.chain_config()),
         ..PolicyConfig::default()
     };
-    let endpoint =
-        Endpoint::from_config(&config, Some(POLICY), sources(&SECRETS), None, limits)
-            .expect("valid endpoint");
+    let endpoint = Endpoint::from_config(&config, Some(POLICY), sources(&SECRETS), None, limits)
+        .expect("valid endpoint");
     EndpointApp::start(endpoint).await
 }
 
@@ -396,9 +412,17 @@ async fn a_valid_leaf_via_the_intermediate_reads_its_secret_and_the_read_is_audi
     let body: Value = response.json().await.expect("json");
     assert_eq!(body["name"], "db-password");
     assert_eq!(body["value"], "db-value-8c1f");
-    let mut keys: Vec<&str> = body.as_object().expect("object").keys().map(String::as_str).collect();
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     keys.sort();
-    assert_eq!(keys, ["contentType", "expiresOn", "name", "value", "version"]);
+    assert_eq!(
+        keys,
+        ["contentType", "expiresOn", "name", "value", "version"]
+    );
 
     let entry = app.last_entry().await;
     assert_audited(&entry, Outcome::Succeeded, "access", "granted");
@@ -412,7 +436,9 @@ async fn a_valid_leaf_via_the_intermediate_reads_its_secret_and_the_read_is_audi
     assert!(reason.contains("CN=laptop-1"), "{reason}");
     assert!(reason.contains("backend=appsettings"), "{reason}");
     assert!(
-        !serde_json::to_string(&entry).expect("json").contains("db-value-8c1f"),
+        !serde_json::to_string(&entry)
+            .expect("json")
+            .contains("db-value-8c1f"),
         "the value never reaches the audit log"
     );
 }
@@ -464,7 +490,11 @@ async fn every_bad_certificate_is_refused_with_its_own_reason_code() {
             "bad_signature",
         ),
         ("no EKU", pki.leaf(&no_eku), "missing_client_auth_eku"),
-        ("serverAuth only", pki.leaf(&server_only), "missing_client_auth_eku"),
+        (
+            "serverAuth only",
+            pki.leaf(&server_only),
+            "missing_client_auth_eku",
+        ),
         (
             "self-signed",
             issue(&LeafSpec::valid("self-signed", 25), None),
@@ -489,7 +519,12 @@ async fn every_bad_certificate_is_refused_with_its_own_reason_code() {
         let entry = app.last_entry().await;
         assert_audited(&entry, Outcome::Denied, "chain", reason);
         assert_eq!(
-            entry.record.object.thumbprint.as_ref().map(|t| t.as_str().to_owned()),
+            entry
+                .record
+                .object
+                .thumbprint
+                .as_ref()
+                .map(|t| t.as_str().to_owned()),
             Some(leaf.thumbprint()),
             "{case}: the presented certificate is named"
         );
@@ -501,7 +536,9 @@ async fn malformed_headers_are_refused_with_their_reason_codes() {
     let pki = Pki::new();
     let app = chain_app(&pki, RateLimits::default()).await;
     let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 30));
-    let garbage: String = (0..100 * 1024).map(|i| (b'A' + (i % 26) as u8) as char).collect();
+    let garbage: String = (0..100 * 1024)
+        .map(|i| (b'A' + (i % 26) as u8) as char)
+        .collect();
     let cases = [
         ("not base64", "this is not base64!".to_owned(), "not_base64"),
         (
@@ -509,13 +546,20 @@ async fn malformed_headers_are_refused_with_their_reason_codes() {
             STANDARD.encode(&leaf.der[..leaf.der.len() / 2]),
             "malformed_certificate",
         ),
-        ("PEM armour", leaf.pem.replace('\n', " "), "pem_armour_not_accepted"),
+        (
+            "PEM armour",
+            leaf.pem.replace('\n', " "),
+            "pem_armour_not_accepted",
+        ),
         ("100 KB of garbage", garbage, "header_too_large"),
     ];
     for (case, value, reason) in cases {
         let response = app.get("db-password", Some(&value)).await;
         assert_eq!(response.status(), 403, "{case}");
-        assert_error_body(&response.json().await.expect("json"), "certificate_rejected");
+        assert_error_body(
+            &response.json().await.expect("json"),
+            "certificate_rejected",
+        );
         assert_audited(&app.last_entry().await, Outcome::Denied, "header", reason);
     }
 }
@@ -526,8 +570,16 @@ async fn a_request_without_a_certificate_is_told_one_is_required() {
     let app = chain_app(&pki, RateLimits::default()).await;
     let response = app.get("db-password", None).await;
     assert_eq!(response.status(), 401);
-    assert_error_body(&response.json().await.expect("json"), "certificate_required");
-    assert_audited(&app.last_entry().await, Outcome::Denied, "tls", "certificate_required");
+    assert_error_body(
+        &response.json().await.expect("json"),
+        "certificate_required",
+    );
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "tls",
+        "certificate_required",
+    );
 }
 
 #[tokio::test]
@@ -538,15 +590,24 @@ async fn the_header_is_refused_unless_keyturn_runs_behind_app_service() {
         chain: Some(pki.chain_config()),
         ..PolicyConfig::default()
     };
-    let endpoint = Endpoint::from_config(&config, Some(POLICY), sources(&SECRETS), None, RateLimits::default())
-        .expect("valid");
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(POLICY),
+        sources(&SECRETS),
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid");
     let app = EndpointApp::start(endpoint).await;
     let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 31));
 
     let response = app.get("db-password", Some(&leaf.header())).await;
 
     assert_eq!(response.status(), 403);
-    assert_error_body(&response.json().await.expect("json"), "certificate_rejected");
+    assert_error_body(
+        &response.json().await.expect("json"),
+        "certificate_rejected",
+    );
     assert_audited(
         &app.last_entry().await,
         Outcome::Denied,
@@ -568,14 +629,24 @@ async fn a_thumbprint_allowlist_admits_a_pinned_certificate_and_no_other() {
         r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{}" }} ], "secrets": [ "db-*" ], "backend": "appsettings" }} ] }}"#,
         pinned.thumbprint()
     );
-    let endpoint =
-        Endpoint::from_config(&config, Some(&policy), sources(&SECRETS), None, RateLimits::default())
-            .expect("valid");
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(&policy),
+        sources(&SECRETS),
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid");
     let app = EndpointApp::start(endpoint).await;
 
     let hit = app.get("db-password", Some(&pinned.header())).await;
     assert_eq!(hit.status(), 200);
-    assert_audited(&app.last_entry().await, Outcome::Succeeded, "access", "granted");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Succeeded,
+        "access",
+        "granted",
+    );
 
     let miss = app.get("db-password", Some(&stranger.header())).await;
     assert_eq!(miss.status(), 403);
@@ -610,14 +681,33 @@ async fn denied_callers_cannot_tell_existing_secrets_from_missing_ones() {
     let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 50)).header();
 
     let allowed_missing = app.get("allowed-missing", Some(&leaf)).await;
-    assert_eq!(allowed_missing.status(), 404, "a caller who may read a name learns it is missing");
+    assert_eq!(
+        allowed_missing.status(),
+        404,
+        "a caller who may read a name learns it is missing"
+    );
     assert_error_body(&allowed_missing.json().await.expect("json"), "not_found");
-    assert_audited(&app.last_entry().await, Outcome::Failed, "source", "not_found");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Failed,
+        "source",
+        "not_found",
+    );
 
     let denied_existing = observable(app.get("payroll-key", Some(&leaf)).await).await;
-    assert_audited(&app.last_entry().await, Outcome::Denied, "access", "no_grant");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "access",
+        "no_grant",
+    );
     let denied_missing = observable(app.get("no-such-secret", Some(&leaf)).await).await;
-    assert_audited(&app.last_entry().await, Outcome::Denied, "access", "no_grant");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "access",
+        "no_grant",
+    );
 
     assert_eq!(denied_existing.0, 403);
     assert_eq!(denied_existing.2["error"], "forbidden");
@@ -644,7 +734,11 @@ async fn an_identity_over_its_rate_limit_is_told_when_to_retry() {
     let limited = app.get("db-password", Some(&leaf)).await;
 
     assert_eq!(limited.status(), 429);
-    assert_eq!(limited.headers()["retry-after"], "30", "two a minute: one every 30 s");
+    assert_eq!(
+        limited.headers()["retry-after"],
+        "30",
+        "two a minute: one every 30 s"
+    );
     assert_error_body(&limited.json().await.expect("json"), "rate_limited");
     assert_audited(
         &app.last_entry().await,
@@ -754,9 +848,19 @@ async fn entra_fixture() -> EntraFixture {
     let ids: Vec<DeviceId> = (0..5).map(|_| DeviceId::new_random()).collect();
     // Entra's device CA issues device certificates directly, and App Service forwards the
     // leaf alone: the test root plays the tenant's MS-Organization-Access root.
-    let leaf = |i: usize, serial| issue(&LeafSpec::valid(&ids[i].to_string(), serial), Some(&pki.root));
-    let (enabled, second_entry, disabled, unknown, unbound) =
-        (leaf(0, 70), leaf(1, 71), leaf(2, 72), leaf(3, 73), leaf(4, 74));
+    let leaf = |i: usize, serial| {
+        issue(
+            &LeafSpec::valid(&ids[i].to_string(), serial),
+            Some(&pki.root),
+        )
+    };
+    let (enabled, second_entry, disabled, unknown, unbound) = (
+        leaf(0, 70),
+        leaf(1, 71),
+        leaf(2, 72),
+        leaf(3, 73),
+        leaf(4, 74),
+    );
     let bind = |l: &Leaf| binding_key(&l.der).expect("binding");
     let replaced = bind(&leaf(1, 75));
     let mut directory = StrictDirectory::default();
@@ -818,7 +922,10 @@ async fn an_enabled_device_with_its_certificate_bound_reads_its_secret() {
     let entry = f.app.last_entry().await;
     assert_audited(&entry, Outcome::Succeeded, "access", "granted");
     let reason = entry.record.reason.expect("reason");
-    assert!(reason.as_str().contains("authenticated-by=entra-device"), "{reason:?}");
+    assert!(
+        reason.as_str().contains("authenticated-by=entra-device"),
+        "{reason:?}"
+    );
     assert!(reason.as_str().contains("device="), "{reason:?}");
 }
 
@@ -838,8 +945,16 @@ async fn disabled_unknown_and_unbound_devices_are_refused_with_their_reasons() {
     ] {
         let response = f.read(leaf).await;
         assert_eq!(response.status(), 403, "{reason}");
-        assert_error_body(&response.json().await.expect("json"), "certificate_rejected");
-        assert_audited(&f.app.last_entry().await, Outcome::Denied, "entra-device", reason);
+        assert_error_body(
+            &response.json().await.expect("json"),
+            "certificate_rejected",
+        );
+        assert_audited(
+            &f.app.last_entry().await,
+            Outcome::Denied,
+            "entra-device",
+            reason,
+        );
     }
 }
 
@@ -887,8 +1002,8 @@ async fn the_table_backend_serves_live_rows_and_hides_disabled_and_expired_ones(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_ACCOUNT_KEY};TableEndpoint={endpoint}"
     ));
     let client = TableClient::from_connection_string(&connection, None).expect("client");
-    let table = TableName::parse(&format!("secrets{}", uuid::Uuid::new_v4().simple()))
-        .expect("table name");
+    let table =
+        TableName::parse(&format!("secrets{}", uuid::Uuid::new_v4().simple())).expect("table name");
     client
         .create_table_if_not_exists(&table)
         .await
@@ -899,17 +1014,31 @@ async fn the_table_backend_serves_live_rows_and_hides_disabled_and_expired_ones(
             "wifi-psk",
             serde_json::json!({ "Value": "psk-value-31", "Version": "v7", "ContentType": "text/plain", "ExpiresOn": "2025-12-31T00:00:00Z" }),
         ),
-        ("old-token", serde_json::json!({ "Value": "old", "ExpiresOn": "2025-01-01T00:00:00Z" })),
-        ("off-token", serde_json::json!({ "Value": "off", "Enabled": false })),
+        (
+            "old-token",
+            serde_json::json!({ "Value": "old", "ExpiresOn": "2025-01-01T00:00:00Z" }),
+        ),
+        (
+            "off-token",
+            serde_json::json!({ "Value": "off", "Enabled": false }),
+        ),
     ];
     for (name, row) in rows {
         client
-            .insert(&table, &partition, &EntityKey::parse(name).expect("key"), &row)
+            .insert(
+                &table,
+                &partition,
+                &EntityKey::parse(name).expect("key"),
+                &row,
+            )
             .await
             .expect("row inserted");
     }
     let mut backends: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
-    backends.insert("table".into(), Arc::new(TableSecretSource::new(client.clone(), table.clone())));
+    backends.insert(
+        "table".into(),
+        Arc::new(TableSecretSource::new(client.clone(), table.clone())),
+    );
     let pinned = issue(&LeafSpec::valid("kiosk-1", 90), None);
     let config = PolicyConfig {
         trust_arr_header: true,
@@ -932,7 +1061,11 @@ async fn the_table_backend_serves_live_rows_and_hides_disabled_and_expired_ones(
     assert_eq!(body["expiresOn"], "2025-12-31T00:00:00Z");
     assert_eq!(body["name"], "WIFI-PSK", "the name as asked");
     for dead in ["old-token", "off-token", "new-token"] {
-        assert_eq!(app.get(dead, Some(&pinned.header())).await.status(), 404, "{dead}");
+        assert_eq!(
+            app.get(dead, Some(&pinned.header())).await.status(),
+            404,
+            "{dead}"
+        );
     }
     client.delete_table(&table).await.expect("cleanup");
 }
@@ -965,12 +1098,19 @@ fn serve_tls() -> TlsServed {
         path.display().to_string()
     };
     // The server's own certificate, for 127.0.0.1, from a CA the clients are given.
-    let server_ca = CertifiedIssuer::self_signed(ca_params("keyturn test server CA"), KeyPair::generate().expect("key"))
-        .expect("server CA");
-    let mut server_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).expect("params");
+    let server_ca = CertifiedIssuer::self_signed(
+        ca_params("keyturn test server CA"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("server CA");
+    let mut server_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_key = KeyPair::generate().expect("key");
-    let server_cert = server_params.signed_by(&server_key, &server_ca).expect("signs");
+    let server_cert = server_params
+        .signed_by(&server_key, &server_ca)
+        .expect("signs");
     let server_cert_path = write("server.pem", &server_cert.pem());
     let server_key_path = write("server.key", &server_key.serialize_pem());
     write("server-ca.pem", &server_ca.as_ref().pem());
@@ -1031,7 +1171,11 @@ fn serve_tls() -> TlsServed {
         let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
         if parsed["fields"]["message"] == "terminating TLS for the SecretEndpoint" {
             let address = parsed["fields"]["address"].as_str().expect("address");
-            break address.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+            break address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
         }
     };
     // Keep draining the log so the server never blocks on a full pipe.
@@ -1051,7 +1195,12 @@ impl TlsServed {
     /// `curl` as a device would run it; returns the status and the body.
     fn curl(&self, identity: Option<&str>, name: &str, extra: &[&str]) -> (u16, Value) {
         let mut command = Command::new("curl");
-        command.args(["--silent", "--show-error", "--cacert", &self.file("server-ca.pem")]);
+        command.args([
+            "--silent",
+            "--show-error",
+            "--cacert",
+            &self.file("server-ca.pem"),
+        ]);
         if let Some(identity) = identity {
             command.args([
                 "--cert",
@@ -1066,10 +1215,17 @@ impl TlsServed {
             .arg(format!("{}/api/secrets/{name}", self.url()))
             .output()
             .expect("curl runs");
-        assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let text = String::from_utf8(output.stdout).expect("utf-8");
         let (body, status) = text.rsplit_once('\n').expect("status line");
-        (status.parse().expect("status"), serde_json::from_str(body).expect("JSON body"))
+        (
+            status.parse().expect("status"),
+            serde_json::from_str(body).expect("JSON body"),
+        )
     }
 }
 
@@ -1077,7 +1233,10 @@ impl TlsServed {
 fn curl_with_a_client_certificate_reads_a_secret_over_keyturns_own_tls() {
     let served = serve_tls();
 
-    for version in [["--tlsv1.3", "--tls-max", "1.3"], ["--tlsv1.2", "--tls-max", "1.2"]] {
+    for version in [
+        ["--tlsv1.3", "--tls-max", "1.3"],
+        ["--tlsv1.2", "--tls-max", "1.2"],
+    ] {
         let (status, body) = served.curl(Some("device"), "wifi-psk", &version);
         assert_eq!(status, 200, "{version:?}: {body}");
         assert_eq!(body["value"], TLS_SECRET);
@@ -1099,14 +1258,24 @@ fn curl_with_a_client_certificate_reads_a_secret_over_keyturns_own_tls() {
         "wifi-psk",
         &["--header", "X-ARR-ClientCert: AAAA"],
     );
-    assert_eq!(status, 403, "a header cannot stand in for the TLS certificate");
+    assert_eq!(
+        status, 403,
+        "a header cannot stand in for the TLS certificate"
+    );
 }
 
 #[test]
 fn tls_older_than_1_2_is_refused_in_the_handshake() {
     let served = serve_tls();
     let output = Command::new("curl")
-        .args(["--silent", "--tlsv1.0", "--tls-max", "1.1", "--cacert", &served.file("server-ca.pem")])
+        .args([
+            "--silent",
+            "--tlsv1.0",
+            "--tls-max",
+            "1.1",
+            "--cacert",
+            &served.file("server-ca.pem"),
+        ])
         .arg(format!("{}/api/secrets/wifi-psk", served.url()))
         .output()
         .expect("curl runs");
@@ -1130,14 +1299,25 @@ fn the_linux_client_script_prints_the_secret_and_reports_refusals() {
     };
 
     let read = run("device", "wifi-psk");
-    assert!(read.status.success(), "{}", String::from_utf8_lossy(&read.stderr));
-    assert_eq!(String::from_utf8_lossy(&read.stdout), TLS_SECRET, "the value and nothing else");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        TLS_SECRET,
+        "the value and nothing else"
+    );
 
     let refused = run("stranger", "wifi-psk");
     assert_eq!(refused.status.code(), Some(1));
     assert!(refused.stdout.is_empty());
     let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(stderr.contains("certificate_rejected") && stderr.contains("request id"), "{stderr}");
+    assert!(
+        stderr.contains("certificate_rejected") && stderr.contains("request id"),
+        "{stderr}"
+    );
 
     let bad_name = run("device", "not_a_name");
     assert_eq!(bad_name.status.code(), Some(2));

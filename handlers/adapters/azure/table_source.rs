@@ -63,9 +63,14 @@ impl SecretSource for TableSecretSource {
         now: DateTime<Utc>,
     ) -> Result<Option<SourcedSecret>, PortError> {
         let invalid = |what: &str| PortError::invalid(format!("secret row for {name}: {what}"));
-        let partition = EntityKey::parse(SECRETS_PARTITION).map_err(|_| invalid("partition key"))?;
+        let partition =
+            EntityKey::parse(SECRETS_PARTITION).map_err(|_| invalid("partition key"))?;
         let row = EntityKey::parse(&Self::row_key(name)).map_err(|_| invalid("row key"))?;
-        let entity = match self.client.get::<SecretRow>(&self.table, &partition, &row).await {
+        let entity = match self
+            .client
+            .get::<SecretRow>(&self.table, &partition, &row)
+            .await
+        {
             Ok(entity) => entity,
             Err(error) if error.kind == FailureKind::NotFound => return Ok(None),
             Err(error) => return Err(error),
