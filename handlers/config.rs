@@ -73,6 +73,8 @@ pub const DEFAULT_SWEEP_SCHEDULE: &str = "0 0 */6 * * *";
 pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
 pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
+/// The app-settings backend's prefix when none is set.
+pub const DEFAULT_APPSETTINGS_PREFIX: &str = "KEYTURN_SECRET_";
 
 pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
@@ -237,6 +239,191 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Directory of the embedded SQLite store (created owner-only).",
     },
+    // SecretEndpoint: certificate policies, access policy, backends, rate limits, TLS.
+    SettingSpec {
+        name: "KEYTURN_TRUST_ARR_CLIENT_CERT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("false"),
+        example: "false",
+        secret: false,
+        purpose: "true only behind App Service with client certificates required: the \
+                  X-ARR-ClientCert header (and the front end's X-Forwarded-For) is then \
+                  believed. Otherwise a request carrying the header is refused.",
+    },
+    SettingSpec {
+        name: "KEYTURN_CERT_POLICIES",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "trusted-thumbprints",
+        secret: false,
+        purpose: "Comma-separated client-certificate policies that must all accept a caller: \
+                  trusted-thumbprints, chain, entra-device. None: every request is refused.",
+    },
+    SettingSpec {
+        name: "KEYTURN_TRUSTED_THUMBPRINTS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08",
+        secret: false,
+        purpose: "Comma-separated SHA-256 certificate thumbprints of the trusted-thumbprints \
+                  policy (SHA-1 accepted with a start-up warning).",
+    },
+    SettingSpec {
+        name: "KEYTURN_CHAIN_ROOTS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "PEM or DER file of the trust anchors of the chain policy.",
+    },
+    SettingSpec {
+        name: "KEYTURN_CHAIN_INTERMEDIATES",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Comma-separated PEM or DER files of intermediates offered to path building \
+                  (App Service forwards the leaf only).",
+    },
+    SettingSpec {
+        name: "KEYTURN_CHAIN_CRLS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Comma-separated CRL files (PEM or DER) the chain policy checks revocation \
+                  against; every certificate below the root must be covered by a current CRL.",
+    },
+    SettingSpec {
+        name: "KEYTURN_CHAIN_REVOCATION",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("crl"),
+        example: "crl",
+        secret: false,
+        purpose: "crl (check against KEYTURN_CHAIN_CRLS, fail closed) or off (no revocation \
+                  check; for a PKI without CRLs, with a start-up warning).",
+    },
+    SettingSpec {
+        name: "KEYTURN_CLOCK_SKEW_SECONDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("300"),
+        example: "300",
+        secret: false,
+        purpose: "How far in the future a certificate's notBefore may lie (0-3600 seconds).",
+    },
+    SettingSpec {
+        name: "KEYTURN_ENTRA_DEVICE_ROOTS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "PEM or DER file of the tenant's device-certificate root (MS-Organization-Access) \
+                  for the entra-device policy.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ENTRA_DEVICE_REQUIRE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Comma-separated extra demands of the entra-device policy: compliant, managed.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEVICE_CACHE_SECONDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("300"),
+        example: "300",
+        secret: false,
+        purpose: "How long a device lookup (found or not) is reused (0-86400 seconds).",
+    },
+    SettingSpec {
+        name: "KEYTURN_ACCESS_POLICY",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: r#"{"version":1,"grants":[]}"#,
+        secret: false,
+        purpose: "The access policy: a JSON file path, or the JSON itself (starting with `{`). \
+                  See docs/access-policy.md. Unset: nothing is granted.",
+    },
+    SettingSpec {
+        name: "KEYTURN_APPSETTINGS_PREFIX",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_APPSETTINGS_PREFIX),
+        example: DEFAULT_APPSETTINGS_PREFIX,
+        secret: false,
+        purpose: "Prefix of the app settings the appsettings backend serves: secret db-password \
+                  is <prefix>DB_PASSWORD.",
+    },
+    SettingSpec {
+        name: "KEYTURN_SECRETS_TABLE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Table the table backend reads secrets from (reached like the audit table: \
+                  KEYTURN_TABLE_ENDPOINT or KEYTURN_TABLE_CONNECTION_STRING). Unset: no table backend.",
+    },
+    SettingSpec {
+        name: "KEYTURN_RATE_LIMIT_PER_IDENTITY",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("60"),
+        example: "60",
+        secret: false,
+        purpose: "Requests per minute one client certificate may make (burst of the same size); 0: unlimited.",
+    },
+    SettingSpec {
+        name: "KEYTURN_RATE_LIMIT_PER_ADDRESS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("600"),
+        example: "600",
+        secret: false,
+        purpose: "Requests per minute one source address may make; 0: unlimited.",
+    },
+    SettingSpec {
+        name: "KEYTURN_TLS_ADDRESS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Self-hosted mode: address:port where `keyturn serve` terminates TLS itself and \
+                  serves only the SecretEndpoint (for example 0.0.0.0:8443). Unset: no TLS listener.",
+    },
+    SettingSpec {
+        name: "KEYTURN_TLS_CERT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "PEM certificate chain of the TLS listener (with KEYTURN_TLS_ADDRESS).",
+    },
+    SettingSpec {
+        name: "KEYTURN_TLS_KEY",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "PEM private key file of the TLS listener (a path; the key itself never goes \
+                  in a setting).",
+    },
     SettingSpec {
         name: "KEYTURN_LOCAL_VAULT_KEY",
         read_by: ReadBy::Keyturn,
@@ -324,6 +511,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Functions this app serves (all of them unless disabled by `AzureWebJobs.<Name>.Disabled`).
     pub enabled_functions: Vec<&'static str>,
+    /// The SecretEndpoint's settings.
+    pub endpoint: EndpointSettings,
 }
 
 fn display<T: fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -388,6 +577,16 @@ impl Environment {
     /// setting from a slot swap, so an emptied one must mean "not set").
     pub fn value(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// Every setting whose name starts with `prefix` (without ASCII case), untrimmed:
+    /// what the app-settings secret source serves.
+    pub fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+        self.0.iter().filter_map(move |(name, value)| {
+            let head = name.get(..prefix.len())?;
+            head.eq_ignore_ascii_case(prefix)
+                .then_some((name.as_str(), value.as_str()))
+        })
     }
 
     /// Whether the host was told to disable a function. The host checks
@@ -598,6 +797,8 @@ impl Settings {
             }
         };
 
+        let endpoint = EndpointSettings::collect(&mut c);
+
         match (c.errors.is_empty(), sweep_schedule, audit) {
             (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
                 log_level,
@@ -609,9 +810,302 @@ impl Settings {
                 audit,
                 data_dir,
                 enabled_functions,
+                endpoint,
             }),
             _ => Err(ConfigError { errors: c.errors }),
         }
+    }
+}
+
+/// A certificate policy named in KEYTURN_CERT_POLICIES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertPolicyName {
+    TrustedThumbprints,
+    Chain,
+    EntraDevice,
+}
+
+/// The chain policy's trust material and options.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainSettings {
+    pub roots: PathBuf,
+    pub intermediates: Vec<PathBuf>,
+    pub crls: Vec<PathBuf>,
+    pub check_revocation: bool,
+    pub clock_skew_seconds: u64,
+}
+
+/// The entra-device policy's root and demands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EntraDeviceSettings {
+    pub roots: PathBuf,
+    pub require_compliant: bool,
+    pub require_managed: bool,
+    pub cache_seconds: u64,
+}
+
+/// keyturn's own TLS listener (self-hosted mode).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TlsListenerSettings {
+    pub address: std::net::SocketAddr,
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The SecretEndpoint's settings. Files are named here and read when the endpoint is
+/// built, so `keyturn config check` validates shapes without touching trust material.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EndpointSettings {
+    pub trust_arr_header: bool,
+    pub policies: Vec<CertPolicyName>,
+    pub trusted_thumbprints: Vec<String>,
+    pub chain: Option<ChainSettings>,
+    pub entra_device: Option<EntraDeviceSettings>,
+    /// A path or inline JSON.
+    pub access_policy: Option<String>,
+    pub appsettings_prefix: String,
+    pub secrets_table: Option<String>,
+    /// How the secrets table is reached; set whenever `secrets_table` is.
+    pub secrets_table_access: Option<TableAccess>,
+    /// Requests per minute; 0 is unlimited.
+    pub rate_limit_per_identity: u32,
+    pub rate_limit_per_address: u32,
+    pub tls: Option<TlsListenerSettings>,
+}
+
+/// The most clock skew accepted: beyond an hour, "skew" is a wrong clock to fix.
+const MAX_CLOCK_SKEW_SECONDS: u64 = 3600;
+/// The longest device-cache time: a day; longer and a disabled device keeps access
+/// for longer than anyone would expect.
+const MAX_DEVICE_CACHE_SECONDS: u64 = 86_400;
+
+impl EndpointSettings {
+    fn collect(c: &mut Collector<'_>) -> Self {
+        let list = |v: &str| -> Vec<String> {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect()
+        };
+        let trust_arr_header = c
+            .parse("KEYTURN_TRUST_ARR_CLIENT_CERT", parse_bool)
+            .unwrap_or(false);
+        let policies = c
+            .parse("KEYTURN_CERT_POLICIES", |v| {
+                list(v)
+                    .iter()
+                    .map(|name| match name.as_str() {
+                        "trusted-thumbprints" => Ok(CertPolicyName::TrustedThumbprints),
+                        "chain" => Ok(CertPolicyName::Chain),
+                        "entra-device" => Ok(CertPolicyName::EntraDevice),
+                        other => Err(format!(
+                            "unknown policy `{other}`; expected trusted-thumbprints, chain or entra-device"
+                        )),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap_or_default();
+        let trusted_thumbprints = c
+            .parse("KEYTURN_TRUSTED_THUMBPRINTS", |v| {
+                let pins = list(v);
+                for pin in &pins {
+                    crate::domain::thumbprint::Thumbprint::parse(pin)
+                        .map_err(|e| format!("`{pin}` is not a thumbprint ({e})"))?;
+                }
+                Ok(pins)
+            })
+            .unwrap_or_default();
+        if policies.contains(&CertPolicyName::TrustedThumbprints) && trusted_thumbprints.is_empty()
+        {
+            c.fail(
+                "KEYTURN_TRUSTED_THUMBPRINTS",
+                "missing; the trusted-thumbprints policy is configured",
+            );
+        }
+        let clock_skew_seconds = c
+            .parse("KEYTURN_CLOCK_SKEW_SECONDS", |v| {
+                parse_bounded(v, MAX_CLOCK_SKEW_SECONDS)
+            })
+            .unwrap_or(300);
+        let check_revocation = c
+            .parse("KEYTURN_CHAIN_REVOCATION", |v| match v {
+                "crl" => Ok(true),
+                "off" => Ok(false),
+                other => Err(format!(
+                    "unknown revocation mode `{other}`; expected crl or off"
+                )),
+            })
+            .unwrap_or(true);
+        let chain_roots = c.env.value("KEYTURN_CHAIN_ROOTS").map(PathBuf::from);
+        let chain = match (policies.contains(&CertPolicyName::Chain), chain_roots) {
+            (true, Some(roots)) => Some(ChainSettings {
+                roots,
+                intermediates: c
+                    .env
+                    .value("KEYTURN_CHAIN_INTERMEDIATES")
+                    .map(|v| list(v).into_iter().map(PathBuf::from).collect())
+                    .unwrap_or_default(),
+                crls: c
+                    .env
+                    .value("KEYTURN_CHAIN_CRLS")
+                    .map(|v| list(v).into_iter().map(PathBuf::from).collect())
+                    .unwrap_or_default(),
+                check_revocation,
+                clock_skew_seconds,
+            }),
+            (true, None) => {
+                c.fail(
+                    "KEYTURN_CHAIN_ROOTS",
+                    "missing; the chain policy is configured",
+                );
+                None
+            }
+            (false, _) => None,
+        };
+        let require = c
+            .parse("KEYTURN_ENTRA_DEVICE_REQUIRE", |v| {
+                let mut demands = (false, false);
+                for demand in list(v) {
+                    match demand.as_str() {
+                        "compliant" => demands.0 = true,
+                        "managed" => demands.1 = true,
+                        other => {
+                            return Err(format!(
+                                "unknown demand `{other}`; expected compliant or managed"
+                            ));
+                        }
+                    }
+                }
+                Ok(demands)
+            })
+            .unwrap_or_default();
+        let cache_seconds = c
+            .parse("KEYTURN_DEVICE_CACHE_SECONDS", |v| {
+                parse_bounded(v, MAX_DEVICE_CACHE_SECONDS)
+            })
+            .unwrap_or(300);
+        let entra_roots = c.env.value("KEYTURN_ENTRA_DEVICE_ROOTS").map(PathBuf::from);
+        let entra_device = match (policies.contains(&CertPolicyName::EntraDevice), entra_roots) {
+            (true, Some(roots)) => Some(EntraDeviceSettings {
+                roots,
+                require_compliant: require.0,
+                require_managed: require.1,
+                cache_seconds,
+            }),
+            (true, None) => {
+                c.fail(
+                    "KEYTURN_ENTRA_DEVICE_ROOTS",
+                    "missing; the entra-device policy is configured",
+                );
+                None
+            }
+            (false, _) => None,
+        };
+        let access_policy = c.env.value("KEYTURN_ACCESS_POLICY").map(str::to_string);
+        let appsettings_prefix = c
+            .parse("KEYTURN_APPSETTINGS_PREFIX", |v| {
+                if v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                    Ok(v.to_string())
+                } else {
+                    Err("not a setting-name prefix (letters, digits and '_')".into())
+                }
+            })
+            .unwrap_or_else(|| DEFAULT_APPSETTINGS_PREFIX.into());
+        let secrets_table = c.parse("KEYTURN_SECRETS_TABLE", |v| {
+            parse_table_name(v).map(str::to_string)
+        });
+        let secrets_table_access = match &secrets_table {
+            None => None,
+            Some(_) => {
+                let endpoint = c
+                    .env
+                    .value("KEYTURN_TABLE_ENDPOINT")
+                    .and_then(|v| url::Url::parse(v).ok().filter(|u| u.scheme() == "https"));
+                let connection_string = c
+                    .env
+                    .value("KEYTURN_TABLE_CONNECTION_STRING")
+                    .map(SecretValue::new);
+                match (endpoint, connection_string) {
+                    (Some(endpoint), None) => Some(TableAccess::Identity { endpoint }),
+                    (None, Some(connection_string)) => {
+                        Some(TableAccess::ConnectionString { connection_string })
+                    }
+                    _ => {
+                        c.fail(
+                            "KEYTURN_SECRETS_TABLE",
+                            "the table backend needs exactly one of KEYTURN_TABLE_ENDPOINT (https) and KEYTURN_TABLE_CONNECTION_STRING",
+                        );
+                        None
+                    }
+                }
+            }
+        };
+        let rate = |c: &mut Collector<'_>, name: &str, default: u32| {
+            c.parse(name, |v| {
+                v.parse::<u32>()
+                    .map_err(|_| "not a whole number of requests per minute".to_string())
+            })
+            .unwrap_or(default)
+        };
+        let rate_limit_per_identity = rate(c, "KEYTURN_RATE_LIMIT_PER_IDENTITY", 60);
+        let rate_limit_per_address = rate(c, "KEYTURN_RATE_LIMIT_PER_ADDRESS", 600);
+        let address = c.parse("KEYTURN_TLS_ADDRESS", |v| {
+            v.parse::<std::net::SocketAddr>()
+                .map_err(|_| "not an address:port (for example 0.0.0.0:8443)".to_string())
+        });
+        let certificate = c.env.value("KEYTURN_TLS_CERT").map(PathBuf::from);
+        let key = c.env.value("KEYTURN_TLS_KEY").map(PathBuf::from);
+        let tls = match (address, certificate, key) {
+            (Some(address), Some(certificate), Some(key)) => Some(TlsListenerSettings {
+                address,
+                certificate,
+                key,
+            }),
+            (None, None, None) => None,
+            _ => {
+                if c.env.value("KEYTURN_TLS_ADDRESS").is_some()
+                    || c.env.value("KEYTURN_TLS_CERT").is_some()
+                    || c.env.value("KEYTURN_TLS_KEY").is_some()
+                {
+                    c.fail(
+                        "KEYTURN_TLS_ADDRESS",
+                        "the TLS listener needs KEYTURN_TLS_ADDRESS, KEYTURN_TLS_CERT and KEYTURN_TLS_KEY together",
+                    );
+                }
+                None
+            }
+        };
+        Self {
+            trust_arr_header,
+            policies,
+            trusted_thumbprints,
+            chain,
+            entra_device,
+            access_policy,
+            appsettings_prefix,
+            secrets_table,
+            secrets_table_access,
+            rate_limit_per_identity,
+            rate_limit_per_address,
+            tls,
+        }
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("not a boolean (true or false)".into()),
+    }
+}
+
+fn parse_bounded(v: &str, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("not a whole number of seconds from 0 to {max}")),
     }
 }
 
@@ -809,6 +1303,90 @@ mod tests {
             Settings::from_env(&env).expect("valid").rotation_queue,
             "rotations"
         );
+    }
+
+    #[test]
+    fn endpoint_settings_default_to_refusing_everyone() {
+        let s = Settings::from_env(&with(&[])).expect("valid");
+        assert!(s.endpoint.policies.is_empty());
+        assert!(!s.endpoint.trust_arr_header);
+        assert_eq!(s.endpoint.rate_limit_per_identity, 60);
+        assert_eq!(s.endpoint.appsettings_prefix, DEFAULT_APPSETTINGS_PREFIX);
+        assert!(s.endpoint.tls.is_none());
+    }
+
+    #[test]
+    fn a_configured_policy_needs_its_material() {
+        let env = with(&[(
+            "KEYTURN_CERT_POLICIES",
+            "chain, trusted-thumbprints,entra-device",
+        )]);
+        let named: Vec<String> = errors_for(&env).into_iter().map(|e| e.setting).collect();
+        for expected in [
+            "KEYTURN_CHAIN_ROOTS",
+            "KEYTURN_TRUSTED_THUMBPRINTS",
+            "KEYTURN_ENTRA_DEVICE_ROOTS",
+        ] {
+            assert!(
+                named.iter().any(|n| n == expected),
+                "{expected} in {named:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_endpoint_settings_are_each_reported() {
+        let env = with(&[
+            ("KEYTURN_CERT_POLICIES", "chain,pinning"),
+            ("KEYTURN_TRUST_ARR_CLIENT_CERT", "yes"),
+            ("KEYTURN_TRUSTED_THUMBPRINTS", "AB:CD"),
+            ("KEYTURN_CLOCK_SKEW_SECONDS", "7200"),
+            ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "-1"),
+            ("KEYTURN_SECRETS_TABLE", "no-dashes"),
+            ("KEYTURN_TLS_ADDRESS", "0.0.0.0:8443"),
+            ("KEYTURN_ENTRA_DEVICE_REQUIRE", "patched"),
+            ("KEYTURN_CHAIN_REVOCATION", "ocsp"),
+        ]);
+        let named: Vec<String> = errors_for(&env).into_iter().map(|e| e.setting).collect();
+        for expected in [
+            "KEYTURN_CERT_POLICIES",
+            "KEYTURN_TRUST_ARR_CLIENT_CERT",
+            "KEYTURN_TRUSTED_THUMBPRINTS",
+            "KEYTURN_CLOCK_SKEW_SECONDS",
+            "KEYTURN_RATE_LIMIT_PER_IDENTITY",
+            "KEYTURN_SECRETS_TABLE",
+            "KEYTURN_TLS_ADDRESS",
+            "KEYTURN_ENTRA_DEVICE_REQUIRE",
+            "KEYTURN_CHAIN_REVOCATION",
+        ] {
+            assert!(
+                named.iter().any(|n| n == expected),
+                "{expected} in {named:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_complete_endpoint_configuration_parses() {
+        let env = with(&[
+            ("KEYTURN_CERT_POLICIES", "chain,entra-device"),
+            ("KEYTURN_CHAIN_ROOTS", "/etc/keyturn/roots.pem"),
+            ("KEYTURN_CHAIN_CRLS", "/a.crl, /b.crl"),
+            ("KEYTURN_ENTRA_DEVICE_ROOTS", "/etc/keyturn/ms-org.pem"),
+            ("KEYTURN_ENTRA_DEVICE_REQUIRE", "compliant"),
+            ("KEYTURN_TLS_ADDRESS", "127.0.0.1:8443"),
+            ("KEYTURN_TLS_CERT", "/tls/cert.pem"),
+            ("KEYTURN_TLS_KEY", "/tls/key.pem"),
+            ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "0"),
+        ]);
+        let endpoint = Settings::from_env(&env).expect("valid").endpoint;
+        let chain = endpoint.chain.expect("chain");
+        assert_eq!(chain.crls.len(), 2);
+        assert!(chain.check_revocation);
+        let entra = endpoint.entra_device.expect("entra");
+        assert!(entra.require_compliant && !entra.require_managed);
+        assert_eq!(endpoint.tls.expect("tls").address.port(), 8443);
+        assert_eq!(endpoint.rate_limit_per_address, 0);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Dependencies point down this list and never back up: `host` and `functions`
 //! use the engines; engines use `ports` and `domain`; adapters implement ports.
 
+pub mod access;
 pub mod adapters;
 pub mod audit;
 pub mod config;

@@ -69,5 +69,6 @@ pub async fn services(settings: &Settings) -> Result<Services, StartupError> {
     Ok(Services {
         audit: AuditLog::new(audit_store(settings, true).await?),
         clock: Clock::system(),
+        endpoint: Default::default(),
     })
 }

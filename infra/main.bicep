@@ -44,6 +44,21 @@ param managedVaults array
 @description('Key Vaults the SecretEndpoint serves secrets from: [{ name, resourceGroup }]. The endpoint gets Key Vault Secrets User on each.')
 param servedVaults array = []
 
+@description('SecretEndpoint certificate policies that must all accept a device (trusted-thumbprints, chain, entra-device). Empty: the endpoint refuses every request.')
+param endpointCertPolicies array = []
+
+@description('SHA-256 thumbprints for the trusted-thumbprints policy.')
+param endpointTrustedThumbprints array = []
+
+@description('The SecretEndpoint access policy as JSON text (see docs/access-policy.md). The default grants nothing.')
+param endpointAccessPolicy string = '{"version":1,"grants":[]}'
+
+@description('Requests per minute one device certificate may make to the SecretEndpoint.')
+param endpointRateLimitPerIdentity int = 60
+
+@description('Requests per minute one source address may make to the SecretEndpoint.')
+param endpointRateLimitPerAddress int = 600
+
 @description('Create the Event Grid subscriptions to the rotator\'s KeyVaultEvents function. Event Grid checks that the function exists, so set this on the second deployment, after the package is deployed.')
 param subscribeToVaultEvents bool = false
 
@@ -218,7 +233,14 @@ var endpointAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
-  // SecretEndpoint settings (access policy, trusted front end, rate limits) belong here.
+  // The endpoint runs behind App Service with client certificates required, so the
+  // front end's X-ARR-ClientCert header is believed.
+  { name: 'KEYTURN_TRUST_ARR_CLIENT_CERT', value: 'true' }
+  { name: 'KEYTURN_CERT_POLICIES', value: join(endpointCertPolicies, ',') }
+  { name: 'KEYTURN_TRUSTED_THUMBPRINTS', value: join(endpointTrustedThumbprints, ',') }
+  { name: 'KEYTURN_ACCESS_POLICY', value: endpointAccessPolicy }
+  { name: 'KEYTURN_RATE_LIMIT_PER_IDENTITY', value: string(endpointRateLimitPerIdentity) }
+  { name: 'KEYTURN_RATE_LIMIT_PER_ADDRESS', value: string(endpointRateLimitPerAddress) }
   { name: 'AzureWebJobs.KeyVaultEvents.Disabled', value: 'true' }
   { name: 'AzureWebJobs.ExpirySweep.Disabled', value: 'true' }
   { name: 'AzureWebJobs.RotationWorker.Disabled', value: 'true' }

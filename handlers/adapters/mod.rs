@@ -1,5 +1,6 @@
 //! Implementations of the ports: Azure services and the embedded local store.
 //! Adapters never import each other; start-up alone chooses which ones run.
 
+pub mod appsettings;
 pub mod azure;
 pub mod local;

@@ -21,6 +21,9 @@ pub mod secret_endpoint;
 pub struct Services {
     pub audit: AuditLog,
     pub clock: Clock,
+    /// The SecretEndpoint's policies, access policy, sources and rate limits; the
+    /// default refuses every request.
+    pub endpoint: Arc<secret_endpoint::Endpoint>,
 }
 
 /// One invocation: which function, the host's invocation id, and the time it started.

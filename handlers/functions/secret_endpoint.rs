@@ -1,15 +1,47 @@
 //! `SecretEndpoint`: `GET /api/secrets/{name}` for devices authenticated by their client
-//! certificate. The name is validated before anything else happens; a caller is served
-//! only when every configured certificate policy accepts it and the access policy grants
-//! the name. With no certificate policy configured, every request is refused: an endpoint
-//! that trusts nobody is the safe default.
+//! certificate.
+//!
+//! In order: the name is validated before anything else happens; the source address's
+//! rate limit; every configured certificate policy must accept the client (none
+//! configured: every request is refused); the identity's rate limit; the access policy
+//! must grant the name, which also picks the backend; the backend is read. A caller who
+//! may not read a name gets the same 403 whether or not the secret exists; only a caller
+//! who may read it can learn that it is missing (404). Every grant and every refusal is
+//! written to the audit log with the identity, the name, the step that decided and a
+//! reason code; the caller sees only a stable code.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+
+use crate::access::rate_limit::{Limited, RateLimiter};
+use crate::access::{AccessPolicy, AccessPolicyError, Decision};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
-use crate::ports::audit::{AuditObject, AuditText, Outcome};
+use crate::mtls::chain::{ChainOptions, ChainPolicy, RevocationPolicy};
+use crate::mtls::entra_device::{DeviceRequirements, EntraDevicePolicy};
+use crate::mtls::policies::{
+    Authenticated, CertificatePolicies, CertificateRefusal, Presented, RefusalKind,
+};
+use crate::mtls::thumbprints::{ThumbprintPolicyError, TrustedThumbprints};
+use crate::mtls::trust::TrustError;
+use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
+use crate::ports::directory::DeviceDirectory;
+use crate::ports::source::SecretSource;
 
 pub const NAME: &str = "SecretEndpoint";
+
+/// The audit action of every entry this function writes.
+pub const AUDIT_ACTION: &str = "secret.read";
+
+/// Audit reasons are one line; longer ones are cut so an entry always fits the audit
+/// log's per-field limit (1 KiB).
+const MAX_REASON_CHARS: usize = 400;
 
 /// A refusal the caller sees: a status and a stable code, never internals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +49,8 @@ pub struct Refusal {
     pub status: u16,
     pub code: &'static str,
     pub message: &'static str,
+    /// Seconds for `Retry-After` (429 and 503 answers).
+    pub retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -24,11 +58,47 @@ impl Refusal {
         status: 400,
         code: "invalid_name",
         message: "secret names are 1-127 letters, digits and hyphens",
+        retry_after: None,
     };
-    pub const NO_POLICY: Refusal = Refusal {
+    /// Authorization refused, or nobody is trusted at all. Identical whether or not the
+    /// secret exists.
+    pub const FORBIDDEN: Refusal = Refusal {
         status: 403,
         code: "forbidden",
         message: "the caller is not allowed to read this secret",
+        retry_after: None,
+    };
+    /// Kept for callers of the first endpoint version: the same answer as [`Self::FORBIDDEN`].
+    pub const NO_POLICY: Refusal = Self::FORBIDDEN;
+    pub const CERTIFICATE_REQUIRED: Refusal = Refusal {
+        status: 401,
+        code: "certificate_required",
+        message: "a client certificate is required",
+        retry_after: None,
+    };
+    pub const CERTIFICATE_REJECTED: Refusal = Refusal {
+        status: 403,
+        code: "certificate_rejected",
+        message: "the client certificate is not accepted",
+        retry_after: None,
+    };
+    pub const NOT_FOUND: Refusal = Refusal {
+        status: 404,
+        code: "not_found",
+        message: "no such secret",
+        retry_after: None,
+    };
+    pub const RATE_LIMITED: Refusal = Refusal {
+        status: 429,
+        code: "rate_limited",
+        message: "too many requests; retry later",
+        retry_after: None,
+    };
+    pub const UNAVAILABLE: Refusal = Refusal {
+        status: 503,
+        code: "unavailable",
+        message: "try again later",
+        retry_after: None,
     };
 }
 
@@ -57,28 +127,453 @@ impl From<FunctionError> for EndpointError {
     }
 }
 
-pub async fn run(ctx: &Context, raw_name: &str) -> Result<Delivered, EndpointError> {
-    let Ok(name) = ObjectName::parse(raw_name) else {
-        // The raw name is not audited: it failed validation and may be anything.
-        ctx.audit(
-            "secret.read",
-            AuditObject::default(),
-            Outcome::Denied,
-            Some(Refusal::INVALID_NAME.code),
+/// One request as the HTTP edge saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointRequest<'a> {
+    pub name: &'a str,
+    pub presented: Presented<'a>,
+    /// The client's address: the TLS peer, or the address App Service reported.
+    pub source_address: Option<IpAddr>,
+}
+
+/// Requests per minute, per identity and per source address; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub per_identity: Option<u32>,
+    pub per_address: Option<u32>,
+}
+
+/// Everything the endpoint decides with. The default trusts nobody and refuses every
+/// request, which is what an app without endpoint configuration serves.
+#[derive(Debug)]
+pub struct Endpoint {
+    policies: CertificatePolicies,
+    access: AccessPolicy,
+    sources: BTreeMap<String, Arc<dyn SecretSource>>,
+    per_identity: RateLimiter<Vec<u8>>,
+    per_address: RateLimiter<IpAddr>,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self::refuse_all()
+    }
+}
+
+/// Why the endpoint's configuration cannot be used. Start-up stops on these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointConfigError {
+    #[error("access policy: {0}")]
+    Access(#[from] AccessPolicyError),
+    #[error("trusted-thumbprints policy: {0}")]
+    Thumbprints(#[from] ThumbprintPolicyError),
+    #[error("{policy} policy trust material: {source}")]
+    Trust {
+        policy: &'static str,
+        source: TrustError,
+    },
+    #[error("the {policy} policy is configured but {missing} is not set")]
+    Missing {
+        policy: &'static str,
+        missing: &'static str,
+    },
+    #[error("the entra-device policy needs a device directory, and none was provided")]
+    NoDirectory,
+}
+
+/// Which certificate policies to run and with what, as settings describe them. Paths
+/// are read when the endpoint is built.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyConfig {
+    pub trust_arr_header: bool,
+    /// Pins for `trusted-thumbprints`; `None` leaves the policy off.
+    pub thumbprints: Option<Vec<String>>,
+    pub chain: Option<ChainConfig>,
+    pub entra_device: Option<EntraDeviceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainConfig {
+    pub roots: PathBuf,
+    pub intermediates: Vec<PathBuf>,
+    pub crls: Vec<PathBuf>,
+    /// When false, revocation is not checked (a PKI without CRLs must say so).
+    pub check_revocation: bool,
+    pub clock_skew: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntraDeviceConfig {
+    /// The tenant's device-certificate root (`MS-Organization-Access`).
+    pub roots: PathBuf,
+    pub requirements: DeviceRequirements,
+    pub cache_ttl: Duration,
+}
+
+impl Endpoint {
+    /// Trusts nobody.
+    pub fn refuse_all() -> Self {
+        Self {
+            policies: CertificatePolicies::none(),
+            access: AccessPolicy::default(),
+            sources: BTreeMap::new(),
+            per_identity: RateLimiter::per_minute(None),
+            per_address: RateLimiter::per_minute(None),
+        }
+    }
+
+    /// An endpoint over ready-made parts. Every grant must name one of `sources`.
+    pub fn new(
+        policies: CertificatePolicies,
+        access: AccessPolicy,
+        sources: BTreeMap<String, Arc<dyn SecretSource>>,
+        limits: RateLimits,
+    ) -> Result<Self, EndpointConfigError> {
+        let names: Vec<&str> = sources.keys().map(String::as_str).collect();
+        access.check_backends(&names)?;
+        Ok(Self {
+            policies,
+            access,
+            sources,
+            per_identity: RateLimiter::per_minute(limits.per_identity),
+            per_address: RateLimiter::per_minute(limits.per_address),
+        })
+    }
+
+    /// Builds the endpoint from its settings: reads trust material, parses pins, loads
+    /// the access policy (`access_policy`: a path or inline JSON; `None` grants nothing)
+    /// and checks it against `sources` (backend name to source, chosen by start-up).
+    /// `directory` is needed only by the `entra-device` policy.
+    pub fn from_config(
+        config: &PolicyConfig,
+        access_policy: Option<&str>,
+        sources: BTreeMap<String, Arc<dyn SecretSource>>,
+        directory: Option<Arc<dyn DeviceDirectory>>,
+        limits: RateLimits,
+    ) -> Result<Self, EndpointConfigError> {
+        Self::new(
+            build_policies(config, directory)?,
+            access_policy
+                .map(AccessPolicy::load)
+                .transpose()?
+                .unwrap_or_default(),
+            sources,
+            limits,
         )
-        .await?;
+    }
+
+    pub fn policies(&self) -> &CertificatePolicies {
+        &self.policies
+    }
+}
+
+/// The certificate policies a configuration describes. Logs a warning per SHA-1 pin.
+pub fn build_policies(
+    config: &PolicyConfig,
+    directory: Option<Arc<dyn DeviceDirectory>>,
+) -> Result<CertificatePolicies, EndpointConfigError> {
+    let mut policies = CertificatePolicies::none().trust_arr_header(config.trust_arr_header);
+    if let Some(pins) = &config.thumbprints {
+        let pins = TrustedThumbprints::parse(pins.iter().map(String::as_str))?;
+        for pin in pins.legacy_sha1_pins() {
+            tracing::warn!(
+                thumbprint = %pin,
+                "a trusted thumbprint is SHA-1, which identifies a certificate less firmly; pin its SHA-256 thumbprint instead"
+            );
+        }
+        policies = policies.with_thumbprints(pins);
+    }
+    if let Some(chain) = &config.chain {
+        let revocation = if chain.check_revocation {
+            RevocationPolicy::STRICT
+        } else {
+            tracing::warn!("the chain policy does not check revocation");
+            RevocationPolicy::NotChecked
+        };
+        let options = ChainOptions {
+            clock_skew: chain.clock_skew,
+            revocation,
+            ..ChainOptions::default()
+        };
+        let policy =
+            ChainPolicy::from_files(&chain.roots, &chain.intermediates, &chain.crls, options)
+                .map_err(|source| EndpointConfigError::Trust {
+                    policy: "chain",
+                    source,
+                })?;
+        policies = policies.with_chain(Arc::new(policy));
+    }
+    if let Some(entra) = &config.entra_device {
+        let directory = directory.ok_or(EndpointConfigError::NoDirectory)?;
+        // Entra publishes no CRL for device certificates: a device is revoked by
+        // disabling or deleting it, which the directory lookup sees.
+        let options = ChainOptions {
+            revocation: RevocationPolicy::NotChecked,
+            ..ChainOptions::default()
+        };
+        let chain = ChainPolicy::from_files(&entra.roots, &[], &[], options).map_err(|source| {
+            EndpointConfigError::Trust {
+                policy: "entra-device",
+                source,
+            }
+        })?;
+        policies = policies.with_entra_device(EntraDevicePolicy::new(
+            chain,
+            directory,
+            entra.requirements,
+            entra.cache_ttl,
+        ));
+    }
+    Ok(policies)
+}
+
+/// Reloads the chain policy's CRLs, for a scheduled refresh. Returns how many loaded.
+pub fn reload_crls(endpoint: &Endpoint) -> Option<Result<usize, TrustError>> {
+    endpoint.policies.chain().map(|chain| chain.reload_crls())
+}
+
+/// Serves one request.
+pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivered, EndpointError> {
+    let endpoint = &ctx.services.endpoint;
+    let Ok(name) = ObjectName::parse(request.name) else {
+        // The raw name is not audited: it failed validation and may be anything.
+        let entry = Entry::refused(None, "name", "invalid_name");
+        record(ctx, entry, None).await?;
         return Err(EndpointError::Refused(Refusal::INVALID_NAME));
     };
-    let object = AuditObject {
-        secret_name: AuditText::parse(name.to_string()).ok(),
+
+    if endpoint.policies.is_empty() {
+        let entry = Entry::refused(
+            Some(&name),
+            "configuration",
+            "no_certificate_policy_configured",
+        );
+        record(ctx, entry, None).await?;
+        return Err(EndpointError::Refused(Refusal::FORBIDDEN));
+    }
+
+    if let Some(address) = request.source_address
+        && let Err(limited) = endpoint.per_address.check(address, ctx.now)
+    {
+        let entry = Entry::refused(Some(&name), "rate-limit", "address_rate_limited");
+        record(ctx, entry, None).await?;
+        return Err(rate_limited(limited));
+    }
+
+    let who = match endpoint
+        .policies
+        .authenticate(request.presented, ctx.now)
+        .await
+    {
+        Ok(who) => who,
+        Err(refusal) => return Err(refuse_certificate(ctx, &name, refusal).await),
+    };
+
+    if let Err(limited) = endpoint
+        .per_identity
+        .check(who.identity.thumbprint().as_bytes().to_vec(), ctx.now)
+    {
+        let entry = Entry::refused(Some(&name), "rate-limit", "identity_rate_limited");
+        record(ctx, entry, Some(&who)).await?;
+        return Err(rate_limited(limited));
+    }
+
+    let (grant, grant_name, backend) = match endpoint.access.authorize(&who, &name) {
+        Decision::Granted {
+            grant,
+            grant_name,
+            backend,
+        } => (grant, grant_name, backend),
+        Decision::Denied => {
+            tracing::info!(name = %name, thumbprint = %who.identity.thumbprint(), "no grant covers this caller and name");
+            let entry = Entry::refused(Some(&name), "access", "no_grant");
+            record(ctx, entry, Some(&who)).await?;
+            return Err(EndpointError::Refused(Refusal::FORBIDDEN));
+        }
+    };
+    let grant_text = match grant_name {
+        Some(n) => format!("grant={grant} ({n}); backend={backend}"),
+        None => format!("grant={grant}; backend={backend}"),
+    };
+
+    let Some(source) = endpoint.sources.get(backend) else {
+        // Unreachable by construction (`Endpoint::new` checks every grant's backend); kept
+        // as a refusal rather than a panic.
+        let entry = Entry::failed(&name, "access", "backend_not_configured", &grant_text);
+        record(ctx, entry, Some(&who)).await?;
+        return Err(EndpointError::Refused(Refusal::UNAVAILABLE));
+    };
+    let secret = match source.fetch(&name, ctx.now).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            let entry = Entry::failed(&name, "source", "not_found", &grant_text);
+            record(ctx, entry, Some(&who)).await?;
+            return Err(EndpointError::Refused(Refusal::NOT_FOUND));
+        }
+        Err(error) => {
+            tracing::error!(%error, backend, name = %name, "the secret source failed");
+            let entry = Entry::failed(&name, "source", "source_failed", &grant_text);
+            record(ctx, entry, Some(&who)).await?;
+            return Err(EndpointError::Failed(FunctionError::Port(error)));
+        }
+    };
+
+    // Audited before the value leaves: a read that cannot be recorded is not served.
+    let mut entry = Entry::granted(&name, &grant_text);
+    entry.version = secret.version.clone();
+    record(ctx, entry, Some(&who)).await?;
+    Ok(Delivered {
+        name,
+        value: secret.value,
+        version: secret.version,
+        content_type: secret.content_type,
+        expires_on: secret
+            .expires
+            .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true)),
+    })
+}
+
+fn rate_limited(limited: Limited) -> EndpointError {
+    EndpointError::Refused(Refusal {
+        retry_after: Some(limited.retry_after_seconds()),
+        ..Refusal::RATE_LIMITED
+    })
+}
+
+async fn refuse_certificate(
+    ctx: &Context,
+    name: &ObjectName,
+    refusal: CertificateRefusal,
+) -> EndpointError {
+    tracing::warn!(
+        name = %name,
+        step = refusal.step,
+        reason = refusal.reason,
+        detail = %refusal.detail,
+        thumbprint = refusal.thumbprint.map(|t| t.to_string()),
+        "client certificate refused"
+    );
+    let mut entry = Entry::refused(Some(name), refusal.step, refusal.reason);
+    entry.thumbprint = refusal.thumbprint.map(|t| t.to_string());
+    let answer = match refusal.kind {
+        RefusalKind::NoPolicy => Refusal::FORBIDDEN,
+        RefusalKind::CertificateRequired => Refusal::CERTIFICATE_REQUIRED,
+        RefusalKind::CertificateRejected => Refusal::CERTIFICATE_REJECTED,
+        RefusalKind::Unavailable => {
+            entry.outcome = Outcome::Failed;
+            Refusal::UNAVAILABLE
+        }
+    };
+    match record(ctx, entry, None).await {
+        Ok(()) => EndpointError::Refused(answer),
+        Err(error) => error,
+    }
+}
+
+/// One audit entry in the making.
+struct Entry<'n> {
+    name: Option<&'n ObjectName>,
+    outcome: Outcome,
+    step: &'static str,
+    reason: &'static str,
+    extra: Option<String>,
+    thumbprint: Option<String>,
+    version: Option<String>,
+}
+
+impl<'n> Entry<'n> {
+    fn refused(name: Option<&'n ObjectName>, step: &'static str, reason: &'static str) -> Self {
+        Self {
+            name,
+            outcome: Outcome::Denied,
+            step,
+            reason,
+            extra: None,
+            thumbprint: None,
+            version: None,
+        }
+    }
+
+    fn failed(name: &'n ObjectName, step: &'static str, reason: &'static str, extra: &str) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            extra: Some(extra.to_owned()),
+            ..Self::refused(Some(name), step, reason)
+        }
+    }
+
+    fn granted(name: &'n ObjectName, extra: &str) -> Self {
+        Self {
+            outcome: Outcome::Succeeded,
+            extra: Some(extra.to_owned()),
+            ..Self::refused(Some(name), "access", "granted")
+        }
+    }
+}
+
+/// Writes `entry`, with the authenticated identity as the actor when there is one.
+async fn record(
+    ctx: &Context,
+    entry: Entry<'_>,
+    who: Option<&Authenticated>,
+) -> Result<(), EndpointError> {
+    let text = |what: &str, value: String| {
+        AuditText::parse(value).map_err(|e| {
+            EndpointError::Failed(FunctionError::Port(crate::ports::PortError::invalid(
+                format!("audit {what}: {e}"),
+            )))
+        })
+    };
+    let mut reason = format!("policy={}; reason={}", entry.step, entry.reason);
+    let actor = match who {
+        Some(who) => {
+            let by: Vec<&str> = who.policies.iter().map(|p| p.as_str()).collect();
+            reason.push_str(&format!(
+                "; authenticated-by={}; subject={}",
+                by.join("+"),
+                who.identity.subject()
+            ));
+            if let Some(device) = &who.device_id {
+                reason.push_str(&format!("; device={device}"));
+            }
+            Actor::Identity(text(
+                "actor",
+                format!("sha256:{}", who.identity.thumbprint()),
+            )?)
+        }
+        None => Actor::Function(text("actor", ctx.function.to_owned())?),
+    };
+    if let Some(extra) = &entry.extra {
+        reason.push_str("; ");
+        reason.push_str(extra);
+    }
+    let reason: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_REASON_CHARS)
+        .collect();
+    let thumbprint = entry
+        .thumbprint
+        .or_else(|| who.map(|w| w.identity.thumbprint().to_string()));
+    let mut record = AuditRecord::new(
+        ctx.now,
+        actor,
+        text("action", AUDIT_ACTION.into())?,
+        entry.outcome,
+    );
+    record.object = AuditObject {
+        secret_name: entry.name.and_then(|n| AuditText::parse(n.as_str()).ok()),
+        secret_version: entry.version.and_then(|v| AuditText::parse(v).ok()),
+        thumbprint: thumbprint.and_then(|t| AuditText::parse(t).ok()),
         ..AuditObject::default()
     };
-    ctx.audit(
-        "secret.read",
-        object,
-        Outcome::Denied,
-        Some("no_certificate_policy_configured"),
-    )
-    .await?;
-    Err(EndpointError::Refused(Refusal::NO_POLICY))
+    record.reason = Some(text("reason", reason)?);
+    record.invocation_id = Some(text("invocation id", ctx.invocation_id.clone())?);
+    ctx.services
+        .audit
+        .append(record)
+        .await
+        .map_err(|e| EndpointError::Failed(FunctionError::from(e)))?;
+    Ok(())
 }

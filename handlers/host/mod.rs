@@ -5,3 +5,4 @@ pub mod envelope;
 pub mod outcome;
 pub mod router;
 pub mod server;
+pub mod tls;

@@ -3,12 +3,14 @@
 //! (`enableForwardingHttpRequest`). Routes only unwrap envelopes and call the functions.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,17 +23,23 @@ use crate::domain::names::VaultUrl;
 use crate::events::keyvault::KeyVaultEvent;
 use crate::events::servicebus::ServiceBusMessage;
 use crate::events::timer::TimerInfo;
-use crate::functions::secret_endpoint::{EndpointError, Refusal};
+use crate::functions::secret_endpoint::{EndpointError, EndpointRequest, Refusal};
 use crate::functions::{
     Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker,
     secret_endpoint,
 };
 use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
 use crate::host::outcome::{Disposition, classify};
+use crate::host::tls::TlsPeer;
+use crate::mtls::header::ARR_CLIENT_CERT_HEADER;
+use crate::mtls::policies::Presented;
 use crate::ports::audit::{AuditObject, Outcome};
 
 /// The header carrying the host's invocation id.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
+
+/// Where App Service's front end reports the client's address.
+const FORWARDED_FOR_HEADER: &str = "x-forwarded-for";
 
 /// What the router needs at run time.
 #[derive(Clone)]
@@ -258,10 +266,35 @@ async fn rotation_worker_route(
 async fn secret_endpoint_route(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    tls: Option<Extension<ConnectInfo<TlsPeer>>>,
     headers: HeaderMap,
 ) -> Response {
     let ctx = context(&state, secret_endpoint::NAME, &headers);
-    match secret_endpoint::run(&ctx, &name).await {
+    let tls = tls.map(|Extension(ConnectInfo(peer))| peer);
+    let header = headers.get(ARR_CLIENT_CERT_HEADER).map(|value| {
+        // A value with bytes outside visible ASCII cannot be base64; U+FFFD makes it
+        // fail as such rather than pass as an empty header.
+        value.to_str().unwrap_or("\u{FFFD}")
+    });
+    let presented = match (&tls, header) {
+        (Some(_), Some(_)) => Presented::Both,
+        (Some(peer), None) => Presented::PeerChain(&peer.chain),
+        (None, Some(value)) => Presented::ArrHeader(value),
+        (None, None) => Presented::Nothing,
+    };
+    let source_address = match &tls {
+        Some(peer) => Some(peer.address.ip()),
+        None if state.services.endpoint.policies().trusts_arr_header() => {
+            forwarded_client(&headers)
+        }
+        None => None,
+    };
+    let request = EndpointRequest {
+        name: &name,
+        presented,
+        source_address,
+    };
+    match secret_endpoint::run(&ctx, request).await {
         Ok(delivered) => {
             let body = json!({
                 "name": delivered.name.to_string(),
@@ -276,20 +309,33 @@ async fn secret_endpoint_route(
         Err(EndpointError::Failed(error)) => {
             tracing::error!(%error, "secret endpoint failed");
             let refusal = match classify(&error) {
-                Disposition::Retry { .. } => Refusal {
-                    status: 503,
-                    code: "unavailable",
-                    message: "try again later",
-                },
+                Disposition::Retry { .. } => Refusal::UNAVAILABLE,
                 Disposition::Permanent { .. } => Refusal {
                     status: 500,
                     code: "internal",
                     message: "the request could not be served",
+                    retry_after: None,
                 },
             };
             error_response(refusal, &ctx.invocation_id)
         }
     }
+}
+
+/// The client address App Service's front end reported: the last `X-Forwarded-For`
+/// entry, the one the front end itself appended (earlier entries come from the client
+/// and prove nothing). App Service writes it as `address:port`.
+fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
+    let last = headers
+        .get_all(FORWARDED_FOR_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .next_back()?
+        .trim();
+    last.parse::<IpAddr>()
+        .ok()
+        .or_else(|| last.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }
 
 /// The error body: a stable code, a short message and the request id under which the full
@@ -298,7 +344,13 @@ fn error_response(refusal: Refusal, request_id: &str) -> Response {
     let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body =
         json!({ "error": refusal.code, "message": refusal.message, "requestId": request_id });
-    no_store((status, axum::Json(body)).into_response())
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(seconds) = refusal.retry_after {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    no_store(response)
 }
 
 fn no_store(mut response: Response) -> Response {
@@ -313,6 +365,7 @@ async fn unknown_route(headers: HeaderMap) -> Response {
         status: 404,
         code: "not_found",
         message: "no such function or route",
+        retry_after: None,
     };
     error_response(refusal, &invocation_id(&headers))
 }

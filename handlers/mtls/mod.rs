@@ -4,6 +4,9 @@
 
 pub mod certificate;
 pub mod chain;
+pub mod entra_device;
 pub mod header;
+pub mod policies;
+pub mod thumbprints;
 pub mod trust;
 pub mod verify_cli;

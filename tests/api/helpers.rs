@@ -62,6 +62,7 @@ pub async fn spawn_app_with_store(store: Arc<dyn AuditStore>) -> TestApp {
     let services = Services {
         audit: AuditLog::new(store.clone()),
         clock: Clock::system(),
+        endpoint: Default::default(),
     };
     let state = AppState {
         services: Arc::new(services),

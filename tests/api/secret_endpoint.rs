@@ -1,10 +1,60 @@
-//! SecretEndpoint over the forwarded HTTP route.
+//! SecretEndpoint over the forwarded HTTP route and over keyturn's own TLS listener:
+//! certificate policies with generated certificates, the access policy's
+//! indistinguishable refusals, rate limits, the entra-device path, the Table backend on
+//! Azurite, and real `curl` and the Linux client against the running binary.
 
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, TimeZone, Utc};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
+    SerialNumber,
+};
 use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
 
-use keyturn::ports::audit::Outcome;
+use keyturn::adapters::appsettings::AppSettingsSource;
+use keyturn::adapters::azure::table::{EntityKey, TableClient, TableName};
+use keyturn::adapters::azure::table_source::{SECRETS_PARTITION, TableSecretSource};
+use keyturn::adapters::local::audit::LocalAuditStore;
+use keyturn::adapters::local::store::LocalStore;
+use keyturn::audit::AuditLog;
+use keyturn::config::FUNCTIONS;
+use keyturn::domain::clock::Clock;
+use keyturn::domain::ids::DeviceId;
+use keyturn::domain::names::VaultUrl;
+use keyturn::domain::secret::SecretValue;
+use keyturn::functions::Services;
+use keyturn::functions::secret_endpoint::{
+    ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
+};
+use keyturn::host::router::{AppState, router};
+use keyturn::host::server;
+use keyturn::mtls::entra_device::{DeviceRequirements, binding_key};
+use keyturn::ports::PortError;
+use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome};
+use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
+use keyturn::ports::source::SecretSource;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{read_all, spawn_app};
+
+const HEADER: &str = "X-ARR-ClientCert";
+/// The instant every in-process test runs at.
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0)
+        .single()
+        .expect("valid time")
+}
 
 fn assert_error_body(body: &Value, code: &str) {
     let object = body.as_object().expect("object");
@@ -17,6 +67,290 @@ fn assert_error_body(body: &Value, code: &str) {
     );
     assert_eq!(body["error"], code);
 }
+
+// ---------------------------------------------------------------------------------------
+// A test PKI: root, intermediate, leaves, CRLs.
+
+struct Pki {
+    root: CertifiedIssuer<'static, KeyPair>,
+    intermediate: CertifiedIssuer<'static, KeyPair>,
+    dir: TempDir,
+}
+
+struct Leaf {
+    der: Vec<u8>,
+    pem: String,
+    key_pem: String,
+}
+
+impl Leaf {
+    fn header(&self) -> String {
+        STANDARD.encode(&self.der)
+    }
+
+    fn thumbprint(&self) -> String {
+        keyturn::domain::thumbprint::Thumbprint::of_der(&self.der).to_string()
+    }
+}
+
+fn ca_params(name: &str) -> CertificateParams {
+    let mut params = CertificateParams::new(Vec::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+    params
+}
+
+/// What kind of leaf to issue.
+#[derive(Clone, Copy)]
+enum Eku {
+    ClientAuth,
+    ServerAuthOnly,
+    Absent,
+}
+
+struct LeafSpec<'a> {
+    cn: &'a str,
+    san: &'a str,
+    eku: Eku,
+    not_before: (i32, u8, u8),
+    not_after: (i32, u8, u8),
+    serial: u64,
+}
+
+impl<'a> LeafSpec<'a> {
+    fn valid(cn: &'a str, serial: u64) -> Self {
+        Self {
+            cn,
+            san: "device.example.com",
+            eku: Eku::ClientAuth,
+            not_before: (2025, 1, 1),
+            not_after: (2026, 1, 1),
+            serial,
+        }
+    }
+}
+
+fn issue(spec: &LeafSpec<'_>, issuer: Option<&CertifiedIssuer<'static, KeyPair>>) -> Leaf {
+    let mut params = CertificateParams::new(vec![spec.san.to_owned()]).expect("params");
+    params.distinguished_name.push(DnType::CommonName, spec.cn);
+    params.extended_key_usages = match spec.eku {
+        Eku::ClientAuth => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Eku::ServerAuthOnly => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Eku::Absent => Vec::new(),
+    };
+    let (y, m, d) = spec.not_before;
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = spec.not_after;
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    params.serial_number = Some(SerialNumber::from(spec.serial));
+    let key = KeyPair::generate().expect("key");
+    let certificate = match issuer {
+        Some(issuer) => params.signed_by(&key, issuer).expect("signs"),
+        None => params.self_signed(&key).expect("signs"),
+    };
+    Leaf {
+        der: certificate.der().to_vec(),
+        pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+const REVOKED_SERIAL: u64 = 666;
+
+impl Pki {
+    fn new() -> Self {
+        let root = CertifiedIssuer::self_signed(
+            ca_params("keyturn test root"),
+            KeyPair::generate().expect("key"),
+        )
+        .expect("root");
+        let intermediate = CertifiedIssuer::signed_by(
+            ca_params("keyturn test devices"),
+            KeyPair::generate().expect("key"),
+            &root,
+        )
+        .expect("intermediate");
+        let pki = Self {
+            root,
+            intermediate,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        std::fs::write(pki.path("roots.pem"), pki.root.as_ref().pem()).expect("write");
+        std::fs::write(
+            pki.path("intermediates.pem"),
+            pki.intermediate.as_ref().pem(),
+        )
+        .expect("write");
+        std::fs::write(pki.path("root.crl"), crl(&pki.root, &[])).expect("write");
+        std::fs::write(
+            pki.path("devices.crl"),
+            crl(&pki.intermediate, &[REVOKED_SERIAL]),
+        )
+        .expect("write");
+        pki
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn leaf(&self, spec: &LeafSpec<'_>) -> Leaf {
+        issue(spec, Some(&self.intermediate))
+    }
+
+    fn chain_config(&self) -> ChainConfig {
+        ChainConfig {
+            roots: self.path("roots.pem"),
+            intermediates: vec![self.path("intermediates.pem")],
+            crls: vec![self.path("root.crl"), self.path("devices.crl")],
+            check_revocation: true,
+            clock_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+fn crl(issuer: &CertifiedIssuer<'static, KeyPair>, revoked: &[u64]) -> String {
+    CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 5, 1),
+        next_update: rcgen::date_time_ymd(2030, 1, 1),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from(*serial),
+                revocation_time: rcgen::date_time_ymd(2025, 5, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(issuer)
+    .expect("CRL signs")
+    .pem()
+    .expect("CRL PEM")
+}
+
+// ---------------------------------------------------------------------------------------
+// The app with a configured endpoint.
+
+struct EndpointApp {
+    address: String,
+    http: reqwest::Client,
+    store: Arc<dyn AuditStore>,
+    _shutdown: oneshot::Sender<()>,
+    _dir: TempDir,
+}
+
+impl EndpointApp {
+    async fn start(endpoint: Endpoint) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let local = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+        let store: Arc<dyn AuditStore> = Arc::new(LocalAuditStore::new(local));
+        let services = Services {
+            audit: AuditLog::new(store.clone()),
+            clock: Clock::fixed(now()),
+            endpoint: Arc::new(endpoint),
+        };
+        let state = AppState {
+            services: Arc::new(services),
+            vaults: Arc::new(vec![
+                VaultUrl::parse("https://kv-test.vault.azure.net/").expect("vault url"),
+            ]),
+        };
+        let listener = server::bind(0).await.expect("bind");
+        let address = format!("http://{}", listener.local_addr().expect("addr"));
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(server::serve(
+            listener,
+            router(state, &FUNCTIONS),
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Self {
+            address,
+            http: reqwest::Client::new(),
+            store,
+            _shutdown: tx,
+            _dir: dir,
+        }
+    }
+
+    async fn get(&self, name: &str, certificate: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .get(format!("{}/api/secrets/{name}", self.address));
+        if let Some(value) = certificate {
+            request = request.header(HEADER, value);
+        }
+        request.send().await.expect("request reaches the app")
+    }
+
+    async fn last_entry(&self) -> AuditEntry {
+        read_all(self.store.as_ref())
+            .await
+            .pop()
+            .expect("an audit entry was written")
+    }
+}
+
+fn sources(pairs: &[(&str, &str)]) -> BTreeMap<String, Arc<dyn SecretSource>> {
+    let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
+    sources.insert(
+        "appsettings".into(),
+        Arc::new(AppSettingsSource::from_settings(
+            "KEYTURN_SECRET_",
+            pairs.iter().copied(),
+        )),
+    );
+    sources
+}
+
+const SECRETS: [(&str, &str); 2] = [
+    ("KEYTURN_SECRET_DB_PASSWORD", "db-value-8c1f"),
+    ("KEYTURN_SECRET_PAYROLL_KEY", "payroll-value-77aa"),
+];
+
+/// Grants every certificate under the test root `db-password` and `allowed-missing`.
+const POLICY: &str = r#"{ "version": 1, "grants": [
+    { "name": "test devices",
+      "identities": [ { "issuer": "CN=keyturn test devices" } ],
+      "secrets": [ "db-password", "allowed-missing" ],
+      "backend": "appsettings" } ] }"#;
+
+async fn chain_app(pki: &Pki, limits: RateLimits) -> EndpointApp {
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        chain: Some(pki.chain_config()),
+        ..PolicyConfig::default()
+    };
+    let endpoint = Endpoint::from_config(&config, Some(POLICY), sources(&SECRETS), None, limits)
+        .expect("valid endpoint");
+    EndpointApp::start(endpoint).await
+}
+
+/// The audit entry's reason names the deciding step and code.
+fn assert_audited(entry: &AuditEntry, outcome: Outcome, policy: &str, reason: &str) {
+    let text = entry
+        .record
+        .reason
+        .as_ref()
+        .map(|r| r.as_str().to_owned())
+        .unwrap_or_default();
+    assert_eq!(entry.record.outcome, outcome, "{text}");
+    assert!(
+        text.contains(&format!("policy={policy}; reason={reason}")),
+        "expected policy={policy}; reason={reason} in {text:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tests.
 
 #[tokio::test]
 async fn an_invalid_name_is_refused_before_anything_else_happens() {
@@ -63,4 +397,928 @@ async fn an_unknown_route_answers_a_bare_not_found() {
     let response = app.get("/admin").await;
     assert_eq!(response.status(), 404);
     assert_error_body(&response.json().await.expect("json"), "not_found");
+}
+
+#[tokio::test]
+async fn a_valid_leaf_via_the_intermediate_reads_its_secret_and_the_read_is_audited() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 10));
+
+    let response = app.get("db-password", Some(&leaf.header())).await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["name"], "db-password");
+    assert_eq!(body["value"], "db-value-8c1f");
+    let mut keys: Vec<&str> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["contentType", "expiresOn", "name", "value", "version"]
+    );
+
+    let entry = app.last_entry().await;
+    assert_audited(&entry, Outcome::Succeeded, "access", "granted");
+    assert_eq!(entry.record.actor.kind(), "identity");
+    assert_eq!(
+        entry.record.actor.name().as_str(),
+        format!("sha256:{}", leaf.thumbprint())
+    );
+    let reason = entry.record.reason.as_ref().expect("reason").as_str();
+    assert!(reason.contains("authenticated-by=chain"), "{reason}");
+    assert!(reason.contains("CN=laptop-1"), "{reason}");
+    assert!(reason.contains("backend=appsettings"), "{reason}");
+    assert!(
+        !serde_json::to_string(&entry)
+            .expect("json")
+            .contains("db-value-8c1f"),
+        "the value never reaches the audit log"
+    );
+}
+
+#[tokio::test]
+async fn every_bad_certificate_is_refused_with_its_own_reason_code() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let other_root = CertifiedIssuer::self_signed(
+        ca_params("someone else's root"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("other root");
+    let impostor = CertifiedIssuer::self_signed(
+        ca_params("keyturn test devices"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("impostor");
+
+    let expired = LeafSpec {
+        not_before: (2024, 1, 1),
+        not_after: (2025, 1, 1),
+        ..LeafSpec::valid("expired", 20)
+    };
+    let not_yet_valid = LeafSpec {
+        not_before: (2025, 7, 1),
+        not_after: (2026, 7, 1),
+        ..LeafSpec::valid("future", 21)
+    };
+    let no_eku = LeafSpec {
+        eku: Eku::Absent,
+        ..LeafSpec::valid("no-eku", 22)
+    };
+    let server_only = LeafSpec {
+        eku: Eku::ServerAuthOnly,
+        ..LeafSpec::valid("server-only", 23)
+    };
+    let cases: Vec<(&str, Leaf, &str)> = vec![
+        ("expired", pki.leaf(&expired), "expired"),
+        ("not yet valid", pki.leaf(&not_yet_valid), "not_yet_valid"),
+        (
+            "wrong root",
+            issue(&LeafSpec::valid("wrong-root", 24), Some(&other_root)),
+            "unknown_issuer",
+        ),
+        (
+            "an impostor CA with the intermediate's name",
+            issue(&LeafSpec::valid("impostor", 26), Some(&impostor)),
+            "bad_signature",
+        ),
+        ("no EKU", pki.leaf(&no_eku), "missing_client_auth_eku"),
+        (
+            "serverAuth only",
+            pki.leaf(&server_only),
+            "missing_client_auth_eku",
+        ),
+        (
+            "self-signed",
+            issue(&LeafSpec::valid("self-signed", 25), None),
+            "unknown_issuer",
+        ),
+        (
+            "revoked",
+            pki.leaf(&LeafSpec::valid("revoked", REVOKED_SERIAL)),
+            "revoked",
+        ),
+    ];
+    for (case, leaf, reason) in cases {
+        let response = app.get("db-password", Some(&leaf.header())).await;
+        assert_eq!(response.status(), 403, "{case}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{case}");
+        let body: Value = response.json().await.expect("json");
+        assert_error_body(&body, "certificate_rejected");
+        assert!(
+            !body.to_string().contains(reason),
+            "{case}: the reason stays in the audit log"
+        );
+        let entry = app.last_entry().await;
+        assert_audited(&entry, Outcome::Denied, "chain", reason);
+        assert_eq!(
+            entry
+                .record
+                .object
+                .thumbprint
+                .as_ref()
+                .map(|t| t.as_str().to_owned()),
+            Some(leaf.thumbprint()),
+            "{case}: the presented certificate is named"
+        );
+    }
+}
+
+#[tokio::test]
+async fn malformed_headers_are_refused_with_their_reason_codes() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 30));
+    let garbage: String = (0..100 * 1024)
+        .map(|i| (b'A' + (i % 26) as u8) as char)
+        .collect();
+    let cases = [
+        ("not base64", "this is not base64!".to_owned(), "not_base64"),
+        (
+            "truncated DER",
+            STANDARD.encode(&leaf.der[..leaf.der.len() / 2]),
+            "malformed_certificate",
+        ),
+        (
+            "PEM armour",
+            leaf.pem.replace('\n', " "),
+            "pem_armour_not_accepted",
+        ),
+        ("100 KB of garbage", garbage, "header_too_large"),
+    ];
+    for (case, value, reason) in cases {
+        let response = app.get("db-password", Some(&value)).await;
+        assert_eq!(response.status(), 403, "{case}");
+        assert_error_body(
+            &response.json().await.expect("json"),
+            "certificate_rejected",
+        );
+        assert_audited(&app.last_entry().await, Outcome::Denied, "header", reason);
+    }
+}
+
+#[tokio::test]
+async fn a_request_without_a_certificate_is_told_one_is_required() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let response = app.get("db-password", None).await;
+    assert_eq!(response.status(), 401);
+    assert_error_body(
+        &response.json().await.expect("json"),
+        "certificate_required",
+    );
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "tls",
+        "certificate_required",
+    );
+}
+
+#[tokio::test]
+async fn the_header_is_refused_unless_keyturn_runs_behind_app_service() {
+    let pki = Pki::new();
+    let config = PolicyConfig {
+        trust_arr_header: false,
+        chain: Some(pki.chain_config()),
+        ..PolicyConfig::default()
+    };
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(POLICY),
+        sources(&SECRETS),
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid");
+    let app = EndpointApp::start(endpoint).await;
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 31));
+
+    let response = app.get("db-password", Some(&leaf.header())).await;
+
+    assert_eq!(response.status(), 403);
+    assert_error_body(
+        &response.json().await.expect("json"),
+        "certificate_rejected",
+    );
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "header",
+        "client_cert_header_not_trusted",
+    );
+}
+
+#[tokio::test]
+async fn a_thumbprint_allowlist_admits_a_pinned_certificate_and_no_other() {
+    let pinned = issue(&LeafSpec::valid("pinned", 40), None);
+    let stranger = issue(&LeafSpec::valid("stranger", 41), None);
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        thumbprints: Some(vec![pinned.thumbprint()]),
+        ..PolicyConfig::default()
+    };
+    let policy = format!(
+        r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{}" }} ], "secrets": [ "db-*" ], "backend": "appsettings" }} ] }}"#,
+        pinned.thumbprint()
+    );
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(&policy),
+        sources(&SECRETS),
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid");
+    let app = EndpointApp::start(endpoint).await;
+
+    let hit = app.get("db-password", Some(&pinned.header())).await;
+    assert_eq!(hit.status(), 200);
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Succeeded,
+        "access",
+        "granted",
+    );
+
+    let miss = app.get("db-password", Some(&stranger.header())).await;
+    assert_eq!(miss.status(), 403);
+    assert_error_body(&miss.json().await.expect("json"), "certificate_rejected");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "trusted-thumbprints",
+        "thumbprint_not_trusted",
+    );
+}
+
+/// Status, headers (without the date) and body (without the request id) of an answer.
+async fn observable(response: reqwest::Response) -> (u16, Vec<(String, String)>, Value) {
+    let status = response.status().as_u16();
+    let mut headers: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    headers.sort();
+    let mut body: Value = response.json().await.expect("json");
+    body.as_object_mut().expect("object").remove("requestId");
+    (status, headers, body)
+}
+
+#[tokio::test]
+async fn denied_callers_cannot_tell_existing_secrets_from_missing_ones() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 50)).header();
+
+    let allowed_missing = app.get("allowed-missing", Some(&leaf)).await;
+    assert_eq!(
+        allowed_missing.status(),
+        404,
+        "a caller who may read a name learns it is missing"
+    );
+    assert_error_body(&allowed_missing.json().await.expect("json"), "not_found");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Failed,
+        "source",
+        "not_found",
+    );
+
+    let denied_existing = observable(app.get("payroll-key", Some(&leaf)).await).await;
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "access",
+        "no_grant",
+    );
+    let denied_missing = observable(app.get("no-such-secret", Some(&leaf)).await).await;
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "access",
+        "no_grant",
+    );
+
+    assert_eq!(denied_existing.0, 403);
+    assert_eq!(denied_existing.2["error"], "forbidden");
+    assert_eq!(
+        denied_existing, denied_missing,
+        "denied-existing and denied-missing answer the same bytes apart from the request id"
+    );
+}
+
+#[tokio::test]
+async fn an_identity_over_its_rate_limit_is_told_when_to_retry() {
+    let pki = Pki::new();
+    let limits = RateLimits {
+        per_identity: Some(2),
+        per_address: None,
+    };
+    let app = chain_app(&pki, limits).await;
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 60)).header();
+    let other = pki.leaf(&LeafSpec::valid("laptop-2", 61)).header();
+
+    for _ in 0..2 {
+        assert_eq!(app.get("db-password", Some(&leaf)).await.status(), 200);
+    }
+    let limited = app.get("db-password", Some(&leaf)).await;
+
+    assert_eq!(limited.status(), 429);
+    assert_eq!(
+        limited.headers()["retry-after"],
+        "30",
+        "two a minute: one every 30 s"
+    );
+    assert_error_body(&limited.json().await.expect("json"), "rate_limited");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "rate-limit",
+        "identity_rate_limited",
+    );
+    assert_eq!(
+        app.get("db-password", Some(&other)).await.status(),
+        200,
+        "another identity has its own quota"
+    );
+}
+
+#[tokio::test]
+async fn a_source_address_over_its_rate_limit_is_refused_before_certificate_checks() {
+    let pki = Pki::new();
+    let limits = RateLimits {
+        per_identity: None,
+        per_address: Some(1),
+    };
+    let app = chain_app(&pki, limits).await;
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 62)).header();
+    let from = |address: &'static str| {
+        let leaf = leaf.clone();
+        let app = &app;
+        async move {
+            app.http
+                .get(format!("{}/api/secrets/db-password", app.address))
+                .header(HEADER, leaf)
+                .header("X-Forwarded-For", format!("203.0.113.9, {address}"))
+                .send()
+                .await
+                .expect("request")
+        }
+    };
+
+    assert_eq!(from("198.51.100.7:50123").await.status(), 200);
+    let limited = from("198.51.100.7:50124").await;
+    assert_eq!(limited.status(), 429);
+    assert_eq!(limited.headers()["retry-after"], "60");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "rate-limit",
+        "address_rate_limited",
+    );
+    assert_eq!(
+        from("198.51.100.8:50125").await.status(),
+        200,
+        "the address App Service appended counts, not the client's own entries"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// entra-device, with a strict in-test directory.
+
+/// A directory that knows a fixed set of devices, counts every lookup, and refuses
+/// lookups of the nil GUID as Graph would refuse a malformed filter.
+#[derive(Debug, Default)]
+struct StrictDirectory {
+    devices: HashMap<DeviceId, Device>,
+    lookups: Mutex<Vec<DeviceId>>,
+}
+
+#[async_trait]
+impl DeviceDirectory for StrictDirectory {
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<Device>, PortError> {
+        self.lookups.lock().expect("test lock").push(*device_id);
+        if device_id.as_uuid().is_nil() {
+            return Err(PortError::invalid("a nil device id is not a device"));
+        }
+        Ok(self.devices.get(device_id).cloned())
+    }
+}
+
+struct EntraFixture {
+    _pki: Pki,
+    directory: Arc<StrictDirectory>,
+    app: EndpointApp,
+    enabled: Leaf,
+    second_entry: Leaf,
+    disabled: Leaf,
+    unknown: Leaf,
+    unbound: Leaf,
+}
+
+fn device(id: DeviceId, enabled: bool, keys: Vec<(i32, Vec<u8>)>) -> Device {
+    Device {
+        device_id: id,
+        account_enabled: enabled,
+        alternative_security_ids: keys
+            .into_iter()
+            .map(|(kind, key)| AlternativeSecurityId {
+                kind,
+                identity_provider: None,
+                key,
+            })
+            .collect(),
+        is_compliant: Some(true),
+        is_managed: Some(true),
+    }
+}
+
+async fn entra_fixture() -> EntraFixture {
+    let pki = Pki::new();
+    let ids: Vec<DeviceId> = (0..5).map(|_| DeviceId::new_random()).collect();
+    // Entra's device CA issues device certificates directly, and App Service forwards the
+    // leaf alone: the test root plays the tenant's MS-Organization-Access root.
+    let leaf = |i: usize, serial| {
+        issue(
+            &LeafSpec::valid(&ids[i].to_string(), serial),
+            Some(&pki.root),
+        )
+    };
+    let (enabled, second_entry, disabled, unknown, unbound) = (
+        leaf(0, 70),
+        leaf(1, 71),
+        leaf(2, 72),
+        leaf(3, 73),
+        leaf(4, 74),
+    );
+    let bind = |l: &Leaf| binding_key(&l.der).expect("binding");
+    let replaced = bind(&leaf(1, 75));
+    let mut directory = StrictDirectory::default();
+    for d in [
+        device(ids[0], true, vec![(2, bind(&enabled))]),
+        device(ids[1], true, vec![(2, replaced), (2, bind(&second_entry))]),
+        device(ids[2], false, vec![(2, bind(&disabled))]),
+        device(ids[4], true, vec![(1, bind(&unbound))]),
+    ] {
+        directory.devices.insert(d.device_id, d);
+    }
+    let directory = Arc::new(directory);
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        entra_device: Some(EntraDeviceConfig {
+            roots: pki.path("roots.pem"),
+            requirements: DeviceRequirements::default(),
+            cache_ttl: Duration::from_secs(300),
+        }),
+        ..PolicyConfig::default()
+    };
+    let policy = r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "CN=*" } ], "secrets": [ "db-password" ], "backend": "appsettings" } ] }"#;
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(policy),
+        sources(&SECRETS),
+        Some(directory.clone()),
+        RateLimits::default(),
+    )
+    .expect("valid");
+    let app = EndpointApp::start(endpoint).await;
+    EntraFixture {
+        _pki: pki,
+        directory,
+        app,
+        enabled,
+        second_entry,
+        disabled,
+        unknown,
+        unbound,
+    }
+}
+
+impl EntraFixture {
+    async fn read(&self, leaf: &Leaf) -> reqwest::Response {
+        self.app.get("db-password", Some(&leaf.header())).await
+    }
+
+    fn lookups(&self) -> usize {
+        self.directory.lookups.lock().expect("test lock").len()
+    }
+}
+
+#[tokio::test]
+async fn an_enabled_device_with_its_certificate_bound_reads_its_secret() {
+    let f = entra_fixture().await;
+    let response = f.read(&f.enabled).await;
+    assert_eq!(response.status(), 200);
+    let entry = f.app.last_entry().await;
+    assert_audited(&entry, Outcome::Succeeded, "access", "granted");
+    let reason = entry.record.reason.expect("reason");
+    assert!(
+        reason.as_str().contains("authenticated-by=entra-device"),
+        "{reason:?}"
+    );
+    assert!(reason.as_str().contains("device="), "{reason:?}");
+}
+
+#[tokio::test]
+async fn a_binding_in_a_later_alternative_security_id_counts() {
+    let f = entra_fixture().await;
+    assert_eq!(f.read(&f.second_entry).await.status(), 200);
+}
+
+#[tokio::test]
+async fn disabled_unknown_and_unbound_devices_are_refused_with_their_reasons() {
+    let f = entra_fixture().await;
+    for (leaf, reason) in [
+        (&f.disabled, "device_disabled"),
+        (&f.unknown, "device_unknown"),
+        (&f.unbound, "device_certificate_not_bound"),
+    ] {
+        let response = f.read(leaf).await;
+        assert_eq!(response.status(), 403, "{reason}");
+        assert_error_body(
+            &response.json().await.expect("json"),
+            "certificate_rejected",
+        );
+        assert_audited(
+            &f.app.last_entry().await,
+            Outcome::Denied,
+            "entra-device",
+            reason,
+        );
+    }
+}
+
+#[tokio::test]
+async fn device_lookups_are_cached_including_negative_answers() {
+    let f = entra_fixture().await;
+    assert_eq!(f.read(&f.enabled).await.status(), 200);
+    assert_eq!(f.read(&f.enabled).await.status(), 200);
+    assert_eq!(f.lookups(), 1, "the second read is answered from the cache");
+    assert_eq!(f.read(&f.unknown).await.status(), 403);
+    assert_eq!(f.read(&f.unknown).await.status(), 403);
+    assert_eq!(f.lookups(), 2, "an unknown device is remembered too");
+}
+
+#[tokio::test]
+async fn a_certificate_whose_subject_is_not_a_device_id_never_reaches_the_directory() {
+    let f = entra_fixture().await;
+    let laptop = issue(&LeafSpec::valid("laptop-1", 76), Some(&f._pki.root));
+    let response = f.read(&laptop).await;
+    assert_eq!(response.status(), 403);
+    assert_audited(
+        &f.app.last_entry().await,
+        Outcome::Denied,
+        "entra-device",
+        "subject_not_device_id",
+    );
+    assert_eq!(f.lookups(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// The Table backend against Azurite.
+
+/// Where the test command starts Azurite's table service.
+const TABLE_ENDPOINT_VARIABLE: &str = "KEYTURN_TEST_TABLE_ENDPOINT";
+/// Azurite's published development account key; it opens nothing but a local emulator.
+const AZURITE_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+#[tokio::test]
+async fn the_table_backend_serves_live_rows_and_hides_disabled_and_expired_ones() {
+    let endpoint = std::env::var(TABLE_ENDPOINT_VARIABLE).unwrap_or_else(|_| {
+        panic!("{TABLE_ENDPOINT_VARIABLE} is not set: start Azurite via the project's test command (.ci/test)")
+    });
+    let connection = SecretValue::new(format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_ACCOUNT_KEY};TableEndpoint={endpoint}"
+    ));
+    let client = TableClient::from_connection_string(&connection, None).expect("client");
+    let table =
+        TableName::parse(&format!("secrets{}", uuid::Uuid::new_v4().simple())).expect("table name");
+    client
+        .create_table_if_not_exists(&table)
+        .await
+        .expect("the table is created (is Azurite running?)");
+    let partition = EntityKey::parse(SECRETS_PARTITION).expect("key");
+    let rows = [
+        (
+            "wifi-psk",
+            serde_json::json!({ "Value": "psk-value-31", "Version": "v7", "ContentType": "text/plain", "ExpiresOn": "2025-12-31T00:00:00Z" }),
+        ),
+        (
+            "old-token",
+            serde_json::json!({ "Value": "old", "ExpiresOn": "2025-01-01T00:00:00Z" }),
+        ),
+        (
+            "off-token",
+            serde_json::json!({ "Value": "off", "Enabled": false }),
+        ),
+    ];
+    for (name, row) in rows {
+        client
+            .insert(
+                &table,
+                &partition,
+                &EntityKey::parse(name).expect("key"),
+                &row,
+            )
+            .await
+            .expect("row inserted");
+    }
+    let mut backends: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
+    backends.insert(
+        "table".into(),
+        Arc::new(TableSecretSource::new(client.clone(), table.clone())),
+    );
+    let pinned = issue(&LeafSpec::valid("kiosk-1", 90), None);
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        thumbprints: Some(vec![pinned.thumbprint()]),
+        ..PolicyConfig::default()
+    };
+    let policy = r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "CN=kiosk-*" } ], "secrets": [ "*-psk", "*-token" ], "backend": "table" } ] }"#;
+    let app = EndpointApp::start(
+        Endpoint::from_config(&config, Some(policy), backends, None, RateLimits::default())
+            .expect("valid"),
+    )
+    .await;
+
+    let response = app.get("WIFI-PSK", Some(&pinned.header())).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["value"], "psk-value-31");
+    assert_eq!(body["version"], "v7");
+    assert_eq!(body["contentType"], "text/plain");
+    assert_eq!(body["expiresOn"], "2025-12-31T00:00:00Z");
+    assert_eq!(body["name"], "WIFI-PSK", "the name as asked");
+    for dead in ["old-token", "off-token", "new-token"] {
+        assert_eq!(
+            app.get(dead, Some(&pinned.header())).await.status(),
+            404,
+            "{dead}"
+        );
+    }
+    client.delete_table(&table).await.expect("cleanup");
+}
+
+// ---------------------------------------------------------------------------------------
+// keyturn's own TLS listener, with real clients.
+
+/// A running `keyturn serve` with its TLS listener, and the files its clients need.
+struct TlsServed {
+    child: Child,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Drop for TlsServed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TLS_SECRET: &str = "psk-over-tls-5d2e";
+
+fn serve_tls() -> TlsServed {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path.display().to_string()
+    };
+    // The server's own certificate, for 127.0.0.1, from a CA the clients are given.
+    let server_ca = CertifiedIssuer::self_signed(
+        ca_params("keyturn test server CA"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("server CA");
+    let mut server_params =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .expect("params");
+    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().expect("key");
+    let server_cert = server_params
+        .signed_by(&server_key, &server_ca)
+        .expect("signs");
+    let server_cert_path = write("server.pem", &server_cert.pem());
+    let server_key_path = write("server.key", &server_key.serialize_pem());
+    write("server-ca.pem", &server_ca.as_ref().pem());
+
+    let long_lived = |cn, serial| LeafSpec {
+        not_before: (2024, 1, 1),
+        not_after: (2040, 1, 1),
+        ..LeafSpec::valid(cn, serial)
+    };
+    let device = pki.leaf(&long_lived("linux-device-1", 100));
+    write("device.pem", &device.pem);
+    write("device.key", &device.key_pem);
+    let stranger = issue(&long_lived("linux-device-2", 101), None);
+    write("stranger.pem", &stranger.pem);
+    write("stranger.key", &stranger.key_pem);
+
+    let roots = pki.path("roots.pem").display().to_string();
+    let intermediates = pki.path("intermediates.pem").display().to_string();
+    let data_dir = dir.path().join("data").display().to_string();
+    let policy = r#"{"version":1,"grants":[{"identities":[{"subject":"CN=linux-device-*"}],"secrets":["wifi-psk","missing-one"],"backend":"appsettings"}]}"#;
+    let thumbprint = device.thumbprint();
+    let env: Vec<(&str, &str)> = vec![
+        ("KEYTURN_AUDIT_STORE", "sqlite"),
+        ("KEYTURN_DATA_DIR", &data_dir),
+        ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
+        ("AzureWebJobs.ExpirySweep.Disabled", "true"),
+        ("AzureWebJobs.RotationWorker.Disabled", "true"),
+        ("KEYTURN_CERT_POLICIES", "chain,trusted-thumbprints"),
+        ("KEYTURN_CHAIN_ROOTS", &roots),
+        ("KEYTURN_CHAIN_INTERMEDIATES", &intermediates),
+        ("KEYTURN_CHAIN_REVOCATION", "off"),
+        ("KEYTURN_TRUSTED_THUMBPRINTS", &thumbprint),
+        ("KEYTURN_ACCESS_POLICY", policy),
+        ("KEYTURN_SECRET_WIFI_PSK", TLS_SECRET),
+        ("KEYTURN_TLS_ADDRESS", "127.0.0.1:0"),
+        ("KEYTURN_TLS_CERT", &server_cert_path),
+        ("KEYTURN_TLS_KEY", &server_key_path),
+    ];
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    command.env_clear();
+    if let Ok(path) = std::env::var("PATH") {
+        command.env("PATH", path);
+    }
+    let mut child = command
+        .envs(env)
+        .args(["serve", "--port", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("keyturn starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let port = loop {
+        let line = lines
+            .next()
+            .expect("keyturn logs its TLS listener before exiting")
+            .expect("a log line");
+        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if parsed["fields"]["message"] == "terminating TLS for the SecretEndpoint" {
+            let address = parsed["fields"]["address"].as_str().expect("address");
+            break address
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port");
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    TlsServed { child, port, dir }
+}
+
+impl TlsServed {
+    fn file(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// `curl` as a device would run it; returns the status and the body.
+    fn curl(&self, identity: Option<&str>, name: &str, extra: &[&str]) -> (u16, Value) {
+        let mut command = Command::new("curl");
+        command.args([
+            "--silent",
+            "--show-error",
+            "--cacert",
+            &self.file("server-ca.pem"),
+        ]);
+        if let Some(identity) = identity {
+            command.args([
+                "--cert",
+                &self.file(&format!("{identity}.pem")),
+                "--key",
+                &self.file(&format!("{identity}.key")),
+            ]);
+        }
+        let output = command
+            .args(extra)
+            .args(["--write-out", "\n%{http_code}"])
+            .arg(format!("{}/api/secrets/{name}", self.url()))
+            .output()
+            .expect("curl runs");
+        assert!(
+            output.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).expect("utf-8");
+        let (body, status) = text.rsplit_once('\n').expect("status line");
+        (
+            status.parse().expect("status"),
+            serde_json::from_str(body).expect("JSON body"),
+        )
+    }
+}
+
+#[test]
+fn curl_with_a_client_certificate_reads_a_secret_over_keyturns_own_tls() {
+    let served = serve_tls();
+
+    for version in [
+        ["--tlsv1.3", "--tls-max", "1.3"],
+        ["--tlsv1.2", "--tls-max", "1.2"],
+    ] {
+        let (status, body) = served.curl(Some("device"), "wifi-psk", &version);
+        assert_eq!(status, 200, "{version:?}: {body}");
+        assert_eq!(body["value"], TLS_SECRET);
+    }
+
+    let (status, body) = served.curl(None, "wifi-psk", &[]);
+    assert_eq!(status, 401);
+    assert_eq!(body["error"], "certificate_required");
+
+    let (status, body) = served.curl(Some("stranger"), "wifi-psk", &[]);
+    assert_eq!(status, 403);
+    assert_eq!(body["error"], "certificate_rejected");
+
+    let (status, body) = served.curl(Some("device"), "missing-one", &[]);
+    assert_eq!(status, 404, "{body}");
+
+    let (status, _) = served.curl(
+        Some("device"),
+        "wifi-psk",
+        &["--header", "X-ARR-ClientCert: AAAA"],
+    );
+    assert_eq!(
+        status, 403,
+        "a header cannot stand in for the TLS certificate"
+    );
+}
+
+#[test]
+fn tls_older_than_1_2_is_refused_in_the_handshake() {
+    let served = serve_tls();
+    let output = Command::new("curl")
+        .args([
+            "--silent",
+            "--tlsv1.0",
+            "--tls-max",
+            "1.1",
+            "--cacert",
+            &served.file("server-ca.pem"),
+        ])
+        .arg(format!("{}/api/secrets/wifi-psk", served.url()))
+        .output()
+        .expect("curl runs");
+    assert!(!output.status.success(), "a TLS 1.1 handshake must fail");
+}
+
+#[test]
+fn the_linux_client_script_prints_the_secret_and_reports_refusals() {
+    let served = serve_tls();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/keyturn-secret.sh");
+    let run = |identity: &str, name: &str| {
+        Command::new("bash")
+            .arg(&script)
+            .args(["--url", &served.url()])
+            .args(["--cert", &served.file(&format!("{identity}.pem"))])
+            .args(["--key", &served.file(&format!("{identity}.key"))])
+            .args(["--cacert", &served.file("server-ca.pem")])
+            .arg(name)
+            .output()
+            .expect("the script runs")
+    };
+
+    let read = run("device", "wifi-psk");
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        TLS_SECRET,
+        "the value and nothing else"
+    );
+
+    let refused = run("stranger", "wifi-psk");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(refused.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("certificate_rejected") && stderr.contains("request id"),
+        "{stderr}"
+    );
+
+    let bad_name = run("device", "not_a_name");
+    assert_eq!(bad_name.status.code(), Some(2));
 }

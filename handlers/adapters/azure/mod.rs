@@ -4,3 +4,4 @@ pub mod audit;
 pub mod http;
 pub mod identity;
 pub mod table;
+pub mod table_source;

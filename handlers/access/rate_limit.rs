@@ -1,0 +1,154 @@
+//! Request rate limits per key (a client identity, a source address), as the generic cell
+//! rate algorithm: each key may make `limit` requests per minute, in a burst of up to
+//! `limit`, and is told how long to wait when over. The clock is passed in.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+/// The window limits are expressed over. Operators think in requests per minute, and a
+/// device script that retries a few times a minute stays well within a per-minute quota.
+pub const WINDOW: Duration = Duration::from_secs(60);
+
+/// How many keys are remembered. Each costs a few dozen bytes; 100 000 covers every
+/// device of a large fleet. When full, keys whose quota has fully refilled are dropped
+/// (they behave exactly like unseen keys); if that frees nothing, the table is cleared
+/// rather than refusing keys it has never seen.
+pub const MAX_TRACKED_KEYS: usize = 100_000;
+
+/// A limiter; `None` limit means unlimited.
+#[derive(Debug)]
+pub struct RateLimiter<K> {
+    /// The spacing between requests at the sustained rate.
+    interval: Option<chrono::Duration>,
+    /// How far ahead of now a key's schedule may run: the burst.
+    tolerance: chrono::Duration,
+    /// Each key's theoretical arrival time: when its quota is next fully refilled.
+    state: Mutex<HashMap<K, DateTime<Utc>>>,
+}
+
+/// The request is over the limit; retry after this long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limited {
+    pub retry_after: Duration,
+}
+
+impl Limited {
+    /// Whole seconds for `Retry-After`, rounded up, at least one.
+    pub fn retry_after_seconds(&self) -> u64 {
+        let seconds = self.retry_after.as_secs();
+        let rounded = if self.retry_after.subsec_nanos() > 0 {
+            seconds + 1
+        } else {
+            seconds
+        };
+        rounded.max(1)
+    }
+}
+
+impl<K: Hash + Eq> RateLimiter<K> {
+    /// `per_minute` requests per [`WINDOW`]; `None` or 0 disables the limit.
+    pub fn per_minute(per_minute: Option<u32>) -> Self {
+        let window = chrono::Duration::from_std(WINDOW).expect("a minute fits a chrono duration");
+        let interval = per_minute.filter(|n| *n > 0).map(|n| window / n as i32);
+        Self {
+            interval,
+            tolerance: window,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// Counts one request by `key` at `now`, or says how long to wait.
+    pub fn check(&self, key: K, now: DateTime<Utc>) -> Result<(), Limited> {
+        let Some(interval) = self.interval else {
+            return Ok(());
+        };
+        // The map holds plain timestamps: a poisoned lock cannot hold a torn value.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.len() >= MAX_TRACKED_KEYS && !state.contains_key(&key) {
+            state.retain(|_, tat| *tat > now);
+            if state.len() >= MAX_TRACKED_KEYS {
+                state.clear();
+            }
+        }
+        let tat = state.get(&key).copied().unwrap_or(now).max(now);
+        let next = tat + interval;
+        if next - now > self.tolerance {
+            let wait = (next - now - self.tolerance)
+                .to_std()
+                .unwrap_or(Duration::from_secs(1));
+            return Err(Limited { retry_after: wait });
+        }
+        state.insert(key, next);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + seconds, 0).expect("in range")
+    }
+
+    #[test]
+    fn a_burst_up_to_the_limit_passes_and_the_next_request_waits() {
+        let limiter = RateLimiter::per_minute(Some(3));
+        for _ in 0..3 {
+            assert!(limiter.check("device", at(0)).is_ok());
+        }
+        let limited = limiter.check("device", at(0)).expect_err("over the limit");
+        assert_eq!(limited.retry_after, Duration::from_secs(20));
+        assert_eq!(limited.retry_after_seconds(), 20);
+    }
+
+    #[test]
+    fn quota_refills_at_the_sustained_rate() {
+        let limiter = RateLimiter::per_minute(Some(3));
+        for _ in 0..3 {
+            limiter.check("device", at(0)).expect("within burst");
+        }
+        assert!(limiter.check("device", at(19)).is_err());
+        assert!(limiter.check("device", at(20)).is_ok());
+        assert!(limiter.check("device", at(20)).is_err());
+    }
+
+    #[test]
+    fn keys_are_limited_separately() {
+        let limiter = RateLimiter::per_minute(Some(1));
+        assert!(limiter.check("a", at(0)).is_ok());
+        assert!(limiter.check("a", at(0)).is_err());
+        assert!(limiter.check("b", at(0)).is_ok());
+    }
+
+    #[test]
+    fn no_limit_or_zero_lets_everything_through() {
+        for limit in [None, Some(0)] {
+            let limiter = RateLimiter::per_minute(limit);
+            assert!(!limiter.is_enabled());
+            for _ in 0..1000 {
+                assert!(limiter.check("a", at(0)).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_fraction_of_a_second_rounds_up_to_a_whole_one() {
+        let limited = Limited {
+            retry_after: Duration::from_millis(1500),
+        };
+        assert_eq!(limited.retry_after_seconds(), 2);
+        let tiny = Limited {
+            retry_after: Duration::from_millis(1),
+        };
+        assert_eq!(tiny.retry_after_seconds(), 1);
+    }
+}

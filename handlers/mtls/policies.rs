@@ -1,0 +1,306 @@
+//! The configured certificate policies as one decision: where the client certificate
+//! comes from (the `X-ARR-ClientCert` header, trusted only behind App Service, or the
+//! peer chain of keyturn's own TLS listener), and every configured policy accepting it.
+//!
+//! All configured policies must pass; with none configured every request is refused. A
+//! refusal names the step that decided and a stable reason code for the audit log; the
+//! caller sees only the category ([`RefusalKind`]).
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rustls_pki_types::CertificateDer;
+
+use crate::domain::ids::DeviceId;
+use crate::domain::thumbprint::Thumbprint;
+use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::mtls::chain::ChainPolicy;
+use crate::mtls::entra_device::{EntraDevicePolicy, EntraDeviceRejection};
+use crate::mtls::header::parse_arr_client_cert;
+use crate::mtls::thumbprints::TrustedThumbprints;
+
+/// Where a request's client certificate came from.
+#[derive(Debug, Clone, Copy)]
+pub enum Presented<'a> {
+    /// No certificate at all.
+    Nothing,
+    /// The raw `X-ARR-ClientCert` header value.
+    ArrHeader(&'a str),
+    /// The chain the client sent in keyturn's own TLS handshake, leaf first. The TLS
+    /// layer has checked that the client holds the leaf's private key.
+    PeerChain(&'a [CertificateDer<'static>]),
+    /// Both a TLS peer chain and the header: a client trying to override what it proved.
+    Both,
+}
+
+/// What the caller is told, by category. Details stay in the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// No certificate policy is configured: the endpoint trusts nobody.
+    NoPolicy,
+    /// No client certificate was presented.
+    CertificateRequired,
+    /// A certificate was presented and refused.
+    CertificateRejected,
+    /// A policy could not decide because a dependency (the device directory) failed.
+    Unavailable,
+}
+
+/// A refusal: which step decided, its stable reason code and a detail for the logs.
+/// The detail never holds certificate bytes or anything secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateRefusal {
+    pub kind: RefusalKind,
+    /// `header`, `tls`, `configuration` or a policy name.
+    pub step: &'static str,
+    pub reason: &'static str,
+    pub detail: String,
+    /// The presented leaf's SHA-256 thumbprint, when it parsed.
+    pub thumbprint: Option<Thumbprint>,
+}
+
+/// A client every configured policy accepted.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    pub identity: ClientIdentity,
+    /// Set only when the `entra-device` policy verified the device.
+    pub device_id: Option<DeviceId>,
+    /// The policies that accepted, in evaluation order.
+    pub policies: Vec<PolicyKind>,
+}
+
+/// The configured policies.
+#[derive(Default)]
+pub struct CertificatePolicies {
+    trust_arr_header: bool,
+    thumbprints: Option<TrustedThumbprints>,
+    chain: Option<Arc<ChainPolicy>>,
+    entra_device: Option<EntraDevicePolicy>,
+}
+
+impl std::fmt::Debug for CertificatePolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificatePolicies")
+            .field("trust_arr_header", &self.trust_arr_header)
+            .field("policies", &self.configured())
+            .finish()
+    }
+}
+
+impl CertificatePolicies {
+    /// No policy: every request is refused.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether the `X-ARR-ClientCert` header is believed (keyturn runs behind App
+    /// Service, which sets it and strips any the client sent).
+    pub fn trust_arr_header(mut self, trust: bool) -> Self {
+        self.trust_arr_header = trust;
+        self
+    }
+
+    pub fn with_thumbprints(mut self, policy: TrustedThumbprints) -> Self {
+        self.thumbprints = Some(policy);
+        self
+    }
+
+    pub fn with_chain(mut self, policy: Arc<ChainPolicy>) -> Self {
+        self.chain = Some(policy);
+        self
+    }
+
+    pub fn with_entra_device(mut self, policy: EntraDevicePolicy) -> Self {
+        self.entra_device = Some(policy);
+        self
+    }
+
+    /// Whether the `X-ARR-ClientCert` header (and the front end's `X-Forwarded-For`)
+    /// is believed.
+    pub fn trusts_arr_header(&self) -> bool {
+        self.trust_arr_header
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.thumbprints.is_none() && self.chain.is_none() && self.entra_device.is_none()
+    }
+
+    /// The configured policies' names, in evaluation order.
+    pub fn configured(&self) -> Vec<PolicyKind> {
+        let mut kinds = Vec::new();
+        if self.thumbprints.is_some() {
+            kinds.push(PolicyKind::TrustedThumbprints);
+        }
+        if self.chain.is_some() {
+            kinds.push(PolicyKind::Chain);
+        }
+        if self.entra_device.is_some() {
+            kinds.push(PolicyKind::EntraDevice);
+        }
+        kinds
+    }
+
+    /// The chain policy, for scheduled CRL refreshes.
+    pub fn chain(&self) -> Option<&Arc<ChainPolicy>> {
+        self.chain.as_ref()
+    }
+
+    /// Runs every configured policy on the presented certificate at `now`. Cheap local
+    /// checks (thumbprints, chain) run before the directory lookup.
+    pub async fn authenticate(
+        &self,
+        presented: Presented<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Authenticated, CertificateRefusal> {
+        if self.is_empty() {
+            return Err(refusal(
+                RefusalKind::NoPolicy,
+                "configuration",
+                "no_certificate_policy_configured",
+                "no certificate policy is configured",
+                None,
+            ));
+        }
+        let (leaf, intermediates) = self.extract(presented)?;
+        let thumbprint = Some(leaf.thumbprint());
+        let rejected = |step, reason, detail: String| {
+            refusal(
+                RefusalKind::CertificateRejected,
+                step,
+                reason,
+                detail,
+                thumbprint,
+            )
+        };
+
+        let mut policies = Vec::new();
+        let mut identity = None;
+        if let Some(pins) = &self.thumbprints {
+            let accepted = pins.validate(&leaf).map_err(|e| {
+                rejected(
+                    PolicyKind::TrustedThumbprints.as_str(),
+                    e.reason(),
+                    e.to_string(),
+                )
+            })?;
+            policies.push(PolicyKind::TrustedThumbprints);
+            identity.get_or_insert(accepted);
+        }
+        if let Some(chain) = &self.chain {
+            let accepted = chain
+                .validate(&leaf, intermediates, now)
+                .map_err(|e| rejected(PolicyKind::Chain.as_str(), e.reason(), e.to_string()))?;
+            policies.push(PolicyKind::Chain);
+            identity.get_or_insert(accepted);
+        }
+        let mut device_id = None;
+        if let Some(entra) = &self.entra_device {
+            let (accepted, device) =
+                entra
+                    .validate(&leaf, intermediates, now)
+                    .await
+                    .map_err(|e| {
+                        let kind = match e {
+                            EntraDeviceRejection::DirectoryUnavailable(_) => {
+                                RefusalKind::Unavailable
+                            }
+                            _ => RefusalKind::CertificateRejected,
+                        };
+                        refusal(
+                            kind,
+                            PolicyKind::EntraDevice.as_str(),
+                            e.reason(),
+                            e.to_string(),
+                            thumbprint,
+                        )
+                    })?;
+            policies.push(PolicyKind::EntraDevice);
+            device_id = Some(device);
+            identity.get_or_insert(accepted);
+        }
+        let identity = identity.expect("at least one policy is configured, checked above");
+        Ok(Authenticated {
+            identity,
+            device_id,
+            policies,
+        })
+    }
+
+    /// The leaf and the intermediates that came with it.
+    fn extract<'p>(
+        &self,
+        presented: Presented<'p>,
+    ) -> Result<(ClientCertificate, &'p [CertificateDer<'static>]), CertificateRefusal> {
+        let no_thumbprint = None;
+        match presented {
+            Presented::Nothing => Err(refusal(
+                RefusalKind::CertificateRequired,
+                "tls",
+                "certificate_required",
+                "no client certificate was presented",
+                no_thumbprint,
+            )),
+            Presented::Both => Err(refusal(
+                RefusalKind::CertificateRejected,
+                "header",
+                "client_cert_header_with_tls_certificate",
+                "an X-ARR-ClientCert header came with a TLS client certificate",
+                no_thumbprint,
+            )),
+            Presented::ArrHeader(_) if !self.trust_arr_header => Err(refusal(
+                RefusalKind::CertificateRejected,
+                "header",
+                "client_cert_header_not_trusted",
+                "X-ARR-ClientCert is only trusted behind App Service (KEYTURN_TRUST_ARR_CLIENT_CERT)",
+                no_thumbprint,
+            )),
+            Presented::ArrHeader(value) => parse_arr_client_cert(value)
+                .map(|leaf| (leaf, &[][..]))
+                .map_err(|e| {
+                    refusal(
+                        RefusalKind::CertificateRejected,
+                        "header",
+                        e.reason(),
+                        e.to_string(),
+                        no_thumbprint,
+                    )
+                }),
+            Presented::PeerChain([]) => Err(refusal(
+                RefusalKind::CertificateRequired,
+                "tls",
+                "certificate_required",
+                "the TLS client sent no certificate",
+                no_thumbprint,
+            )),
+            Presented::PeerChain([leaf, intermediates @ ..]) => {
+                ClientCertificate::from_der(leaf.as_ref().to_vec())
+                    .map(|leaf| (leaf, intermediates))
+                    .map_err(|e| {
+                        refusal(
+                            RefusalKind::CertificateRejected,
+                            "tls",
+                            "malformed_certificate",
+                            e.to_string(),
+                            no_thumbprint,
+                        )
+                    })
+            }
+        }
+    }
+}
+
+fn refusal(
+    kind: RefusalKind,
+    step: &'static str,
+    reason: &'static str,
+    detail: impl Into<String>,
+    thumbprint: Option<Thumbprint>,
+) -> CertificateRefusal {
+    CertificateRefusal {
+        kind,
+        step,
+        reason,
+        detail: detail.into(),
+        thumbprint,
+    }
+}
