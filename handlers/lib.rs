@@ -11,6 +11,7 @@ pub mod domain;
 pub mod events;
 pub mod functions;
 pub mod host;
+pub mod local;
 pub mod mtls;
 pub mod package;
 pub mod ports;

@@ -1,0 +1,176 @@
+//! Plays the Functions host's side of the custom-handler protocol: starts the handler as
+//! `host.json` says (same executable, same arguments, `FUNCTIONS_CUSTOMHANDLER_PORT`),
+//! waits until it listens, and posts invocations in the host's envelopes.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use tokio::process::{Child, Command};
+
+use crate::local::definitions::HandlerCommand;
+
+/// How long the handler may take to listen. The host itself waits 60 s for a custom
+/// handler; keyturn starts in milliseconds, so a much shorter bound reports a broken
+/// start quickly.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long one invocation may run, as `functionTimeout` in host.json allows.
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    #[error("cannot start the handler {executable}: {problem}")]
+    Start { executable: String, problem: String },
+    #[error("the handler did not listen on port {port} within {seconds} s")]
+    NotListening { port: u16, seconds: u64 },
+    #[error("the handler exited ({status})")]
+    Exited { status: String },
+    #[error("invocation of {function} did not complete: {problem}")]
+    Invocation { function: String, problem: String },
+}
+
+/// The handler's answer to one invocation.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    /// The host treats any 2xx as success.
+    pub fn succeeded(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// A running handler process.
+#[derive(Debug)]
+pub struct Handler {
+    child: Child,
+    port: u16,
+    http: reqwest::Client,
+}
+
+impl Handler {
+    /// Starts `command` from `app_root` with `env` added to this process's environment
+    /// and `FUNCTIONS_CUSTOMHANDLER_PORT` set, as the host does. `executable` overrides
+    /// host.json's path (local mode runs the binary it is, not a packaged copy).
+    pub async fn start(
+        command: &HandlerCommand,
+        executable: Option<PathBuf>,
+        env: &[(String, String)],
+    ) -> Result<Self, HandlerError> {
+        let port = free_port().map_err(|e| HandlerError::Start {
+            executable: command.executable.clone(),
+            problem: e.to_string(),
+        })?;
+        let program = executable.unwrap_or_else(|| PathBuf::from(&command.executable));
+        let mut cmd = Command::new(&program);
+        cmd.args(&command.arguments)
+            .env("FUNCTIONS_CUSTOMHANDLER_PORT", port.to_string())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|e| HandlerError::Start {
+            executable: program.display().to_string(),
+            problem: e.to_string(),
+        })?;
+        let http = reqwest::Client::builder()
+            .timeout(INVOCATION_TIMEOUT)
+            .build()
+            .map_err(|e| HandlerError::Start {
+                executable: program.display().to_string(),
+                problem: e.to_string(),
+            })?;
+        let mut handler = Self { child, port, http };
+        handler.wait_listening().await?;
+        Ok(handler)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    async fn wait_listening(&mut self) -> Result<(), HandlerError> {
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(HandlerError::Exited {
+                    status: status.to_string(),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(HandlerError::NotListening {
+                    port: self.port,
+                    seconds: START_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Posts one invocation of `function` with `binding` = `value` and `metadata`, as the
+    /// host does: `POST /<Function>`, a fresh invocation id header, the `{Data, Metadata}`
+    /// envelope.
+    pub async fn invoke(
+        &self,
+        function: &str,
+        binding: &str,
+        value: Value,
+        metadata: Map<String, Value>,
+    ) -> Result<Answer, HandlerError> {
+        let invocation_id = uuid::Uuid::new_v4().to_string();
+        let mut data = Map::new();
+        data.insert(binding.to_string(), value);
+        let envelope = json!({ "Data": data, "Metadata": metadata });
+        let failed = |problem: String| HandlerError::Invocation {
+            function: function.to_string(),
+            problem,
+        };
+        let response = self
+            .http
+            .post(format!("http://127.0.0.1:{}/{function}", self.port))
+            .header("X-Azure-Functions-InvocationId", &invocation_id)
+            .json(&envelope)
+            .send()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        Ok(Answer { status, body })
+    }
+
+    /// Asks the handler to stop (SIGTERM, as App Service does) and waits for it; in-flight
+    /// invocations finish first.
+    pub async fn stop(mut self) -> Result<(), HandlerError> {
+        #[cfg(unix)]
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        match status {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                let _ = self.child.kill().await;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
+    Ok(listener.local_addr()?.port())
+}

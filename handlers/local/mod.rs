@@ -1,0 +1,9 @@
+//! Local mode (`keyturn dev`): plays the Functions host for keyturn's functions from
+//! `host.json` and `function-definitions/`, with embedded backends: the handler runs as the
+//! host would start it, the timer fires on its NCRONTAB schedule, events arrive through a
+//! loopback Event Grid ingress, and rotation jobs flow through the embedded queue.
+
+pub mod definitions;
+pub mod handler;
+pub mod ingress;
+pub mod timer;
