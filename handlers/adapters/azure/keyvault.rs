@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
+use azure_core::http::poller::PollerOptions;
 use azure_core::http::{ClientOptions, RawResponse, RequestContent, StatusCode};
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_certificates::models::{
-    CertificateAttributes, CertificateClientGetCertificateOptions,
-    CertificateOperation as SdkOperation, CreateCertificateParameters,
+    CertificateAttributes, CertificateClientCreateCertificateOptions,
+    CertificateClientGetCertificateOptions, CertificateOperation as SdkOperation,
+    CreateCertificateParameters,
 };
 use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
 use azure_security_keyvault_secrets::models::{
@@ -49,6 +51,12 @@ use crate::ports::{FailureKind, PortError};
 /// manages a handful of vaults (`KEYTURN_VAULTS`), and a bound this far above that keeps
 /// a stream of unexpected vault URLs from growing the cache without limit.
 pub const MAX_CACHED_VAULTS: usize = 64;
+
+/// How long the official crate's poller waits before handing over an in-progress answer
+/// when Key Vault sends no `Retry-After`: azure_core sleeps this interval before yielding
+/// even the first answer (default 30 s), and keyturn reads only that first answer, so it
+/// is set to azure_core's enforced minimum of one second.
+pub const RENEWAL_POLL_INTERVAL_SECONDS: i64 = 1;
 
 /// Key Vault's inner error code for a get on a disabled secret version (HTTP 403).
 const SECRET_DISABLED: &str = "SecretDisabled";
@@ -166,6 +174,15 @@ fn cached<T>(
     }
     clients.insert(vault.clone(), client.clone());
     Ok(client)
+}
+
+fn poller_options() -> CertificateClientCreateCertificateOptions<'static> {
+    CertificateClientCreateCertificateOptions {
+        method_options: PollerOptions {
+            frequency: azure_core::time::Duration::seconds(RENEWAL_POLL_INTERVAL_SECONDS),
+            ..PollerOptions::default()
+        },
+    }
 }
 
 /// The vault as an operator knows it: its name, or the URL's host for other hosts.
@@ -754,7 +771,7 @@ impl CertificateStore for KeyVault {
             .try_into()
             .map_err(|_| PortError::invalid(format!("{operation}: encoding the request")))?;
         let mut poller = client
-            .begin_create_certificate(name.as_str(), content, None)
+            .begin_create_certificate(name.as_str(), content, Some(poller_options()))
             .map_err(|e| failure(&e, &context))?;
         // Only the create request's own answer: following the operation is the engine's
         // business (renewal_status), so no invocation waits on an issuer.
