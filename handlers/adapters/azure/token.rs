@@ -477,6 +477,50 @@ mod tests {
         }
     }
 
+    /// Collects everything every tracing event writes, at every level.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("test lock").extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn no_trace_at_any_level_carries_the_secret() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let body: &'static str = Box::leak(entra_error(INVALID_SECRET).into_boxed_str());
+
+        for (status, body) in [
+            (StatusCode::Ok, r#"{"access_token":"t","expires_in":3599}"#),
+            (StatusCode::Unauthorized, body),
+        ] {
+            let (prover, _) = prover(canned(status, vec![], body));
+            let outcome = prover.prove(&app(), &SecretValue::new(SECRET)).await;
+            tracing::info!(outcome = ?outcome, prover = ?prover, "proved");
+        }
+
+        let text = String::from_utf8_lossy(&captured.0.lock().expect("test lock")).into_owned();
+        assert!(
+            text.contains("oauth2/v2.0/token"),
+            "the pipeline traced: {text}"
+        );
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(!text.contains("client_secret"), "{text}");
+    }
+
     #[test]
     fn the_authority_must_be_https_and_the_scope_a_default_scope() {
         let http = Url::parse("http://login.example.test").expect("valid");
