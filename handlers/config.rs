@@ -272,6 +272,17 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Directory of the embedded SQLite store (created owner-only).",
     },
+    SettingSpec {
+        name: "KEYTURN_LOCAL_VAULT_KEY",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: true,
+        purpose: "Local mode only: base64 of the 32-byte AES-256-GCM key sealing the embedded \
+                  vault's values. Empty: a key file created owner-only beside the store. Never \
+                  deployed to Azure.",
+    },
 ];
 
 /// The spec of a setting by name.

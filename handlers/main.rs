@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use keyturn::config::{Environment, SETTINGS, Settings};
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
+use keyturn::local::vault_cli;
 use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
@@ -47,6 +48,11 @@ enum Command {
         #[command(subcommand)]
         command: CertCommand,
     },
+    /// The local vault of `keyturn dev`.
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
     /// Build the deployable zip: host.json, the function definitions and this binary.
     Package {
         /// Where to write the zip.
@@ -65,6 +71,29 @@ enum Command {
 enum ConfigCommand {
     /// Print the effective configuration (secrets redacted); exit 1 if it is invalid.
     Check,
+}
+
+#[derive(Debug, Subcommand)]
+enum VaultCommand {
+    /// List secrets and certificates with their versions, tags and expiry (never values).
+    List {
+        #[arg(long, default_value = ".keyturn")]
+        data_dir: PathBuf,
+    },
+    /// Add a secret version; the value is read from stdin.
+    Set {
+        name: String,
+        /// key=value pairs, repeated or comma-separated.
+        #[arg(long)]
+        tags: Vec<String>,
+        /// RFC 3339 time, or +<n>d / +<n>h / +<n>m from now.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        content_type: Option<String>,
+        #[arg(long, default_value = ".keyturn")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,6 +120,7 @@ fn main() -> ExitCode {
             command: AuditCommand::Verify,
         } => runtime().block_on(audit_verify()),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
+        Command::Vault { command } => runtime().block_on(vault_command(command)),
         Command::Cert {
             command: CertCommand::Verify(args),
         } => {
@@ -264,3 +294,82 @@ fn package_command(
         }
     }
 }
+
+async fn vault_command(command: VaultCommand) -> ExitCode {
+    let key = Environment::from_process()
+        .value("KEYTURN_LOCAL_VAULT_KEY")
+        .map(keyturn::domain::secret::SecretValue::new);
+    let result = match command {
+        VaultCommand::List { data_dir } => {
+            match vault_cli::open_vault(&data_dir, key.as_ref()).await {
+                Ok(vault) => vault_cli::list(&vault).await,
+                Err(e) => Err(e),
+            }
+        }
+        VaultCommand::Set {
+            name,
+            tags,
+            expires,
+            content_type,
+            data_dir,
+        } => {
+            vault_set(
+                &data_dir,
+                key.as_ref(),
+                &name,
+                &tags,
+                expires.as_deref(),
+                content_type,
+            )
+            .await
+        }
+    };
+    match result {
+        Ok(report) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(match e {
+                vault_cli::VaultCliError::Usage(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}
+
+async fn vault_set(
+    data_dir: &std::path::Path,
+    key: Option<&keyturn::domain::secret::SecretValue>,
+    name: &str,
+    tags: &[String],
+    expires: Option<&str>,
+    content_type: Option<String>,
+) -> Result<serde_json::Value, vault_cli::VaultCliError> {
+    use std::io::Read;
+    let now = chrono::Utc::now();
+    let tags = vault_cli::parse_tags(tags)?;
+    let expires = expires
+        .map(|e| vault_cli::parse_expires(e, now))
+        .transpose()?;
+    let mut value = String::new();
+    std::io::stdin()
+        .take(MAX_STDIN_SECRET_BYTES)
+        .read_to_string(&mut value)
+        .map_err(|e| {
+            vault_cli::VaultCliError::Usage(format!("cannot read the value from stdin: {e}"))
+        })?;
+    // A trailing newline from `echo` or a heredoc is not part of the secret.
+    let value =
+        keyturn::domain::secret::SecretValue::new(value.trim_end_matches(['\r', '\n']).to_string());
+    let vault = vault_cli::open_vault(data_dir, key).await?;
+    vault_cli::set(&vault, name, value, tags, expires, content_type, now).await
+}
+
+/// Key Vault's secret value limit is 25 KiB; read one byte past it so the vault reports the
+/// size instead of the value being cut silently.
+const MAX_STDIN_SECRET_BYTES: u64 = 25 * 1024 + 1;

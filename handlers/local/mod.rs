@@ -7,3 +7,4 @@ pub mod definitions;
 pub mod handler;
 pub mod ingress;
 pub mod timer;
+pub mod vault_cli;

@@ -183,7 +183,7 @@ fn serve_answers_invocations_in_a_span_per_invocation_and_stops_cleanly_on_sigte
     let served = serve(&borrowed(&env));
 
     let invocation_id = "3f2a1b4c-0000-4000-8000-00000000abcd";
-    let event = fixture("keyvault-events/eventgrid-schema.secret_new_version_created.json");
+    let event = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
     let response = reqwest::blocking::Client::new()
         .post(served.url("/KeyVaultEvents"))
         .header("X-Azure-Functions-InvocationId", invocation_id)
@@ -214,6 +214,46 @@ fn serve_answers_invocations_in_a_span_per_invocation_and_stops_cleanly_on_sigte
         "{}",
         String::from_utf8_lossy(&verify.stderr)
     );
+    let report: Value = serde_json::from_slice(&verify.stdout).expect("JSON report");
+    assert_eq!(report["entries_checked"], 1);
+}
+
+#[test]
+fn audit_verify_names_the_first_broken_link_and_exits_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = local_env(dir.path());
+    let served = serve(&borrowed(&env));
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..3 {
+        let event = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretExpired.json");
+        let response = http
+            .post(served.url("/KeyVaultEvents"))
+            .json(&envelope("event", event))
+            .send()
+            .expect("answered");
+        assert_eq!(response.status(), 200);
+    }
+    let (status, _, _) = served.terminate();
+    assert!(status.success());
+
+    // Someone edits the second entry's reason directly in the database.
+    let db = rusqlite::Connection::open(dir.path().join("keyturn.db")).expect("open");
+    let changed = db
+        .execute(
+            "UPDATE audit_log SET reason = 'nothing to see' WHERE position = 2",
+            [],
+        )
+        .expect("update");
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let verify = keyturn(&borrowed(&env))
+        .args(["audit", "verify"])
+        .output()
+        .expect("runs");
+    assert_eq!(verify.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&verify.stdout).expect("JSON report");
+    assert_eq!(report["first_break"]["sequence"], 2, "{report}");
 }
 
 #[test]

@@ -9,6 +9,7 @@ mod helpers;
 mod host;
 mod infra;
 mod key_vault_events;
+mod local_adapters;
 mod local_mode;
 mod rotation_worker;
 mod secret_endpoint;

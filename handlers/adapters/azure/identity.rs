@@ -46,3 +46,38 @@ pub fn credential(
         CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(err)?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn managed_identity_and_cli_credentials_build_without_a_network_call() {
+        for (kind, client_id) in [
+            (
+                CredentialKind::ManagedIdentity,
+                Some("00000000-0000-0000-0000-000000000001".to_string()),
+            ),
+            (CredentialKind::ManagedIdentity, None),
+            (CredentialKind::AzureCli, None),
+        ] {
+            let settings = CredentialSettings { kind, client_id };
+            assert!(credential(&settings).is_ok(), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn workload_identity_without_its_environment_is_a_clear_error() {
+        // Workload identity reads AZURE_TENANT_ID and AZURE_FEDERATED_TOKEN_FILE, which only
+        // a federated environment (AKS) provides.
+        if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+            return;
+        }
+        let settings = CredentialSettings {
+            kind: CredentialKind::WorkloadIdentity,
+            client_id: Some("00000000-0000-0000-0000-000000000001".to_string()),
+        };
+        let err = credential(&settings).expect_err("no federated token file");
+        assert!(err.to_string().contains("WorkloadIdentity"), "{err}");
+    }
+}

@@ -1,4 +1,8 @@
 //! The embedded store used by local mode and tests: one SQLite file.
 
 pub mod audit;
+pub mod crypto;
+pub mod directory;
+pub mod queue;
 pub mod store;
+pub mod vault;

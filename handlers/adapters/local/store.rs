@@ -45,6 +45,134 @@ const MIGRATIONS: &[&str] = &[
         prev_hash TEXT NOT NULL,
         hash TEXT NOT NULL
     ) STRICT;",
+    // 2: the local vault. Values are AES-256-GCM ciphertexts bound to their row; a
+    // nonce is unique across the whole store so no nonce is ever used twice. Times are
+    // Unix seconds, as Key Vault's attributes are. `id` orders versions: the current
+    // version of a name is its latest.
+    "CREATE TABLE vault_meta (
+        key TEXT PRIMARY KEY NOT NULL,
+        nonce BLOB NOT NULL UNIQUE,
+        ciphertext BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE vault_secret_versions (
+        id INTEGER PRIMARY KEY NOT NULL,
+        vault TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        version TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        not_before INTEGER,
+        expires INTEGER,
+        created INTEGER NOT NULL,
+        updated INTEGER NOT NULL,
+        content_type TEXT,
+        tags TEXT NOT NULL,
+        managed INTEGER NOT NULL,
+        nonce BLOB NOT NULL UNIQUE,
+        ciphertext BLOB NOT NULL,
+        UNIQUE (vault, name_key, version)
+    ) STRICT;
+    CREATE INDEX vault_secret_versions_by_name ON vault_secret_versions (vault, name_key, id);
+    CREATE TABLE vault_certificates (
+        vault TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        dns_names TEXT NOT NULL,
+        validity_days INTEGER NOT NULL,
+        tags TEXT NOT NULL,
+        PRIMARY KEY (vault, name_key)
+    ) STRICT;
+    CREATE TABLE vault_certificate_versions (
+        id INTEGER PRIMARY KEY NOT NULL,
+        vault TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        version TEXT NOT NULL,
+        enabled INTEGER NOT NULL,
+        not_before INTEGER NOT NULL,
+        expires INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        x5t TEXT NOT NULL,
+        cer BLOB NOT NULL,
+        UNIQUE (vault, name_key, version),
+        FOREIGN KEY (vault, name_key) REFERENCES vault_certificates (vault, name_key)
+    ) STRICT;
+    CREATE TABLE vault_certificate_operations (
+        vault TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('inProgress', 'completed', 'failed', 'cancelled')),
+        version TEXT,
+        error_code TEXT,
+        PRIMARY KEY (vault, name_key)
+    ) STRICT;
+    CREATE TABLE vault_events_raised (
+        vault TEXT NOT NULL,
+        object_type TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        version TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        raised_at INTEGER NOT NULL,
+        PRIMARY KEY (vault, object_type, name_key, version, event_type)
+    ) STRICT;",
+    // 3: the local application directory. Password credentials keep only a salted
+    // SHA-256 of their secret text, never the text.
+    "CREATE TABLE directory_applications (
+        object_id TEXT PRIMARY KEY NOT NULL,
+        app_id TEXT NOT NULL UNIQUE,
+        display_name TEXT
+    ) STRICT;
+    CREATE TABLE directory_passwords (
+        key_id TEXT PRIMARY KEY NOT NULL,
+        object_id TEXT NOT NULL REFERENCES directory_applications (object_id),
+        display_name TEXT,
+        hint TEXT,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL,
+        created INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        hash BLOB NOT NULL
+    ) STRICT;
+    CREATE TABLE directory_devices (
+        device_id TEXT PRIMARY KEY NOT NULL,
+        account_enabled INTEGER NOT NULL,
+        alternative_security_ids TEXT NOT NULL,
+        is_compliant INTEGER,
+        is_managed INTEGER
+    ) STRICT;",
+    // 4: the embedded queue. Times are Unix milliseconds: lock durations are seconds
+    // long and tests step the clock finely. A message is either active (possibly
+    // locked) or dead-lettered; completed messages are deleted.
+    "CREATE TABLE queue_messages (
+        sequence INTEGER PRIMARY KEY NOT NULL,
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        body BLOB NOT NULL,
+        enqueued_at INTEGER NOT NULL,
+        visible_at INTEGER NOT NULL,
+        delivery_count INTEGER NOT NULL DEFAULT 0,
+        lock_token TEXT UNIQUE,
+        locked_until INTEGER,
+        dead_lettered_at INTEGER,
+        dead_letter_reason TEXT,
+        dead_letter_description TEXT
+    ) STRICT;
+    CREATE INDEX queue_messages_due ON queue_messages (queue, dead_lettered_at, visible_at, sequence);
+    CREATE TABLE queue_sessions (
+        queue TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        lock_token TEXT NOT NULL,
+        locked_until INTEGER NOT NULL,
+        PRIMARY KEY (queue, session_id)
+    ) STRICT;
+    CREATE TABLE queue_message_ids (
+        queue TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        PRIMARY KEY (queue, message_id)
+    ) STRICT;",
 ];
 
 /// Opening the store or running work on it failed.

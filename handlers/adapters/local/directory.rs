@@ -1,0 +1,499 @@
+//! The embedded application directory on the local SQLite file: applications with
+//! password credentials that behave like Microsoft Graph's (secret text returned once by
+//! `addPassword`, key ids, `removePassword`), a token check against them that behaves
+//! like Entra's client-credentials sign-in, and devices for the secret endpoint.
+//!
+//! Only a salted SHA-256 of each secret text is stored. A salted fast hash is enough
+//! here: the secret texts are 40 random characters (about 240 bits), so there is nothing
+//! to brute-force that a slow password hash would protect.
+
+use async_trait::async_trait;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, TimeDelta, Utc};
+use rand::RngCore;
+use rand::rngs::OsRng;
+use rand::seq::SliceRandom;
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::adapters::local::store::{LocalStore, StoreError};
+use crate::domain::clock::Clock;
+use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
+use crate::domain::secret::SecretValue;
+use crate::ports::directory::{
+    AlternativeSecurityId, Application, CredentialIssuer, Device, DeviceDirectory,
+    IssuedCredential, PasswordCredential, ProofError, TokenProver,
+};
+use crate::ports::{FailureKind, PortError};
+
+/// Graph's `secretText` is 40 characters long.
+pub const SECRET_TEXT_LEN: usize = 40;
+
+/// The characters Graph's generated secrets are drawn from.
+const SECRET_ALPHABET: &[u8] =
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
+
+/// Graph's `hint` is the first three characters of the secret text.
+pub const HINT_LEN: usize = 3;
+
+/// 128 bits of salt per credential (NIST SP 800-132 asks for at least 128).
+pub const SALT_LEN: usize = 16;
+
+/// Entra's error for a secret that does not match any credential of the application
+/// (also what a new credential gets until it has propagated).
+pub const INVALID_CLIENT_SECRET: &str = "AADSTS7000215";
+/// Entra's error for a credential outside its validity window.
+pub const EXPIRED_CLIENT_SECRET: &str = "AADSTS7000222";
+/// Entra's error for an application id the tenant does not know.
+pub const UNKNOWN_APPLICATION: &str = "AADSTS700016";
+
+/// The local directory's view of Graph and Entra. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LocalDirectory {
+    store: LocalStore,
+    clock: Clock,
+    propagation_delay: TimeDelta,
+}
+
+impl LocalDirectory {
+    /// The directory on `store`; `clock` stamps credentials and judges their validity.
+    /// New credentials work at once; see [`LocalDirectory::with_propagation_delay`].
+    pub fn new(store: LocalStore, clock: Clock) -> Self {
+        Self {
+            store,
+            clock,
+            propagation_delay: TimeDelta::zero(),
+        }
+    }
+
+    /// Makes a new credential fail sign-in for `delay` after it was added, as Entra's
+    /// replication does for seconds, so the rotation engine's retry can be exercised.
+    pub fn with_propagation_delay(mut self, delay: TimeDelta) -> Self {
+        self.propagation_delay = delay;
+        self
+    }
+
+    /// Registers an application with fresh appId and objectId GUIDs (bootstrap).
+    pub async fn create_application(&self, display_name: &str) -> Result<Application, PortError> {
+        let application = Application {
+            object_id: DirectoryObjectId::new_random(),
+            app_id: AppId::new_random(),
+            display_name: Some(display_name.to_owned()),
+        };
+        let row = application.clone();
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO directory_applications (object_id, app_id, display_name) \
+                     VALUES (?1, ?2, ?3)",
+                    params![
+                        row.object_id.to_string(),
+                        row.app_id.to_string(),
+                        row.display_name
+                    ],
+                )
+                .map_err(StoreError::sqlite("registering an application"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.into_port_error("registering a local application"))?;
+        Ok(application)
+    }
+
+    /// Adds a device, or replaces the one with the same device id (bootstrap).
+    pub async fn add_device(&self, device: &Device) -> Result<(), PortError> {
+        let ids: Vec<StoredSecurityId> = device
+            .alternative_security_ids
+            .iter()
+            .map(|id| StoredSecurityId {
+                kind: id.kind,
+                identity_provider: id.identity_provider.clone(),
+                key: STANDARD.encode(&id.key),
+            })
+            .collect();
+        let ids = serde_json::to_string(&ids)
+            .map_err(|_| PortError::invalid("a device's security ids cannot be encoded"))?;
+        let device = device.clone();
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO directory_devices \
+                     (device_id, account_enabled, alternative_security_ids, is_compliant, is_managed) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (device_id) DO UPDATE SET \
+                     account_enabled = ?2, alternative_security_ids = ?3, is_compliant = ?4, \
+                     is_managed = ?5",
+                    params![
+                        device.device_id.to_string(),
+                        device.account_enabled,
+                        ids,
+                        device.is_compliant,
+                        device.is_managed
+                    ],
+                )
+                .map_err(StoreError::sqlite("adding a device"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.into_port_error("adding a local device"))
+    }
+
+    async fn application_exists(&self, app: &DirectoryObjectId) -> Result<bool, PortError> {
+        let object_id = app.to_string();
+        self.store
+            .call(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT 1 FROM directory_applications WHERE object_id = ?1",
+                        [object_id],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map(|found| found.is_some())
+                    .map_err(StoreError::sqlite("finding an application"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("finding a local application"))
+    }
+
+    async fn credential_rows(
+        &self,
+        app: &DirectoryObjectId,
+    ) -> Result<Vec<CredentialRow>, PortError> {
+        let object_id = app.to_string();
+        self.store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT key_id, display_name, hint, start, end, created, salt, hash \
+                         FROM directory_passwords WHERE object_id = ?1 ORDER BY created, key_id",
+                    )
+                    .map_err(StoreError::sqlite("listing credentials"))?;
+                let rows = statement
+                    .query_map([object_id], |row| {
+                        Ok(CredentialRow {
+                            key_id: row.get(0)?,
+                            display_name: row.get(1)?,
+                            hint: row.get(2)?,
+                            start: row.get(3)?,
+                            end: row.get(4)?,
+                            created: row.get(5)?,
+                            salt: row.get(6)?,
+                            hash: row.get(7)?,
+                        })
+                    })
+                    .map_err(StoreError::sqlite("listing credentials"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing credentials"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local credentials"))
+    }
+}
+
+#[async_trait]
+impl CredentialIssuer for LocalDirectory {
+    async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError> {
+        let app_id_text = app_id.to_string();
+        let row: Option<(String, Option<String>)> = self
+            .store
+            .call(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT object_id, display_name FROM directory_applications WHERE app_id = ?1",
+                        [app_id_text],
+                        |row| Ok((row.get(0)?, row.get(1)?)),
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("finding an application"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("finding a local application"))?;
+        row.map(|(object_id, display_name)| {
+            Ok(Application {
+                object_id: DirectoryObjectId::parse(&object_id).map_err(|_| {
+                    PortError::invalid("the local directory holds an unreadable object id")
+                })?,
+                app_id: *app_id,
+                display_name,
+            })
+        })
+        .transpose()
+    }
+
+    async fn password_credentials(
+        &self,
+        app: &DirectoryObjectId,
+    ) -> Result<Vec<PasswordCredential>, PortError> {
+        if !self.application_exists(app).await? {
+            return Err(not_found_application(app));
+        }
+        self.credential_rows(app)
+            .await?
+            .iter()
+            .map(CredentialRow::credential)
+            .collect()
+    }
+
+    async fn add_password(
+        &self,
+        app: &DirectoryObjectId,
+        display_name: &str,
+        end: DateTime<Utc>,
+    ) -> Result<IssuedCredential, PortError> {
+        let now = self.clock.now();
+        if end <= now {
+            return Err(PortError::invalid(
+                "adding a password: endDateTime must be after startDateTime",
+            ));
+        }
+        let secret = generate_secret()?;
+        let mut salt = [0u8; SALT_LEN];
+        OsRng
+            .try_fill_bytes(&mut salt)
+            .map_err(|_| PortError::transient("the random generator failed"))?;
+        let hash = salted_hash(&salt, &secret);
+        let credential = PasswordCredential {
+            key_id: KeyId::new_random(),
+            display_name: Some(display_name.to_owned()),
+            hint: Some(secret.expose().chars().take(HINT_LEN).collect()),
+            start: DateTime::from_timestamp(now.timestamp(), 0),
+            end: DateTime::from_timestamp(end.timestamp(), 0),
+        };
+        let row = credential.clone();
+        let object_id = app.to_string();
+        let added = self
+            .store
+            .write(move |tx| {
+                let known = tx
+                    .query_row(
+                        "SELECT 1 FROM directory_applications WHERE object_id = ?1",
+                        [&object_id],
+                        |_| Ok(()),
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("finding an application"))?;
+                if known.is_none() {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO directory_passwords \
+                     (key_id, object_id, display_name, hint, start, end, created, salt, hash) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![
+                        row.key_id.to_string(),
+                        object_id,
+                        row.display_name,
+                        row.hint,
+                        row.start.map(|t| t.timestamp()),
+                        row.end.map(|t| t.timestamp()),
+                        now.timestamp_millis(),
+                        salt.as_slice(),
+                        hash.as_slice()
+                    ],
+                )
+                .map_err(StoreError::sqlite("adding a password credential"))?;
+                Ok(true)
+            })
+            .await
+            .map_err(|error| error.into_port_error("adding a local password credential"))?;
+        if !added {
+            return Err(not_found_application(app));
+        }
+        Ok(IssuedCredential { credential, secret })
+    }
+
+    async fn remove_password(
+        &self,
+        app: &DirectoryObjectId,
+        key_id: &KeyId,
+    ) -> Result<(), PortError> {
+        let (object_id, key_id_text) = (app.to_string(), key_id.to_string());
+        let removed = self
+            .store
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM directory_passwords WHERE object_id = ?1 AND key_id = ?2",
+                    params![object_id, key_id_text],
+                )
+                .map_err(StoreError::sqlite("removing a password credential"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("removing a local password credential"))?;
+        if removed == 0 {
+            return Err(PortError::new(
+                FailureKind::NotFound,
+                format!("application {app} has no password credential {key_id}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TokenProver for LocalDirectory {
+    async fn prove(&self, app_id: &AppId, secret: &SecretValue) -> Result<(), ProofError> {
+        let now = self.clock.now();
+        let rejected = |code: &str| ProofError::Rejected {
+            code: code.to_owned(),
+        };
+        let Some(application) = self.application(app_id).await? else {
+            return Err(rejected(UNKNOWN_APPLICATION));
+        };
+        let rows = self.credential_rows(&application.object_id).await?;
+        let matching = rows.iter().find(|row| {
+            let computed = salted_hash(&row.salt, secret);
+            bool::from(computed.as_slice().ct_eq(row.hash.as_slice()))
+        });
+        let Some(row) = matching else {
+            return Err(rejected(INVALID_CLIENT_SECRET));
+        };
+        let propagated_at = DateTime::from_timestamp_millis(row.created)
+            .map(|created| created + self.propagation_delay);
+        if propagated_at.is_none_or(|at| now < at) {
+            return Err(rejected(INVALID_CLIENT_SECRET));
+        }
+        let valid = DateTime::from_timestamp(row.start, 0).is_some_and(|start| start <= now)
+            && DateTime::from_timestamp(row.end, 0).is_some_and(|end| now < end);
+        if !valid {
+            return Err(rejected(EXPIRED_CLIENT_SECRET));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for LocalDirectory {
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<Device>, PortError> {
+        let id_text = device_id.to_string();
+        let row: Option<(bool, String, Option<bool>, Option<bool>)> = self
+            .store
+            .call(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT account_enabled, alternative_security_ids, is_compliant, is_managed \
+                         FROM directory_devices WHERE device_id = ?1",
+                        [id_text],
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("finding a device"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("finding a local device"))?;
+        let Some((account_enabled, ids, is_compliant, is_managed)) = row else {
+            return Ok(None);
+        };
+        let unreadable = || PortError::invalid("the local directory holds unreadable security ids");
+        let stored: Vec<StoredSecurityId> = serde_json::from_str(&ids).map_err(|_| unreadable())?;
+        let alternative_security_ids = stored
+            .into_iter()
+            .map(|id| {
+                Ok(AlternativeSecurityId {
+                    kind: id.kind,
+                    identity_provider: id.identity_provider,
+                    key: STANDARD.decode(id.key).map_err(|_| unreadable())?,
+                })
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        Ok(Some(Device {
+            device_id: *device_id,
+            account_enabled,
+            alternative_security_ids,
+            is_compliant,
+            is_managed,
+        }))
+    }
+}
+
+/// A security id as stored: Graph's own JSON shape, key in base64.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredSecurityId {
+    #[serde(rename = "type")]
+    kind: i32,
+    identity_provider: Option<String>,
+    key: String,
+}
+
+struct CredentialRow {
+    key_id: String,
+    display_name: Option<String>,
+    hint: Option<String>,
+    start: i64,
+    end: i64,
+    /// Unix milliseconds, so a propagation delay can be sub-second.
+    created: i64,
+    salt: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+impl CredentialRow {
+    fn credential(&self) -> Result<PasswordCredential, PortError> {
+        let unreadable =
+            || PortError::invalid("the local directory holds an unreadable credential");
+        Ok(PasswordCredential {
+            key_id: KeyId::parse(&self.key_id).map_err(|_| unreadable())?,
+            display_name: self.display_name.clone(),
+            hint: self.hint.clone(),
+            start: Some(DateTime::from_timestamp(self.start, 0).ok_or_else(unreadable)?),
+            end: Some(DateTime::from_timestamp(self.end, 0).ok_or_else(unreadable)?),
+        })
+    }
+}
+
+fn generate_secret() -> Result<SecretValue, PortError> {
+    let mut rng = OsRng;
+    let mut text = zeroize::Zeroizing::new(String::with_capacity(SECRET_TEXT_LEN));
+    for _ in 0..SECRET_TEXT_LEN {
+        let byte = SECRET_ALPHABET
+            .choose(&mut rng)
+            .ok_or_else(|| PortError::invalid("the secret alphabet is empty"))?;
+        text.push(char::from(*byte));
+    }
+    Ok(SecretValue::new(text.as_str()))
+}
+
+fn salted_hash(salt: &[u8], secret: &SecretValue) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(salt);
+    hasher.update(secret.expose().as_bytes());
+    hasher.finalize().into()
+}
+
+fn not_found_application(app: &DirectoryObjectId) -> PortError {
+    PortError::new(
+        FailureKind::NotFound,
+        format!("application object {app} does not exist"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_are_forty_characters_of_graphs_alphabet_and_differ() {
+        let a = generate_secret().expect("secret");
+        let b = generate_secret().expect("secret");
+        assert_eq!(a.len(), SECRET_TEXT_LEN);
+        assert!(a.expose().bytes().all(|c| SECRET_ALPHABET.contains(&c)));
+        assert_ne!(a.expose(), b.expose());
+    }
+
+    #[test]
+    fn the_same_secret_hashes_differently_under_different_salts() {
+        let secret = SecretValue::new("abc");
+        assert_ne!(
+            salted_hash(&[1; SALT_LEN], &secret),
+            salted_hash(&[2; SALT_LEN], &secret)
+        );
+        assert_eq!(
+            salted_hash(&[1; SALT_LEN], &secret),
+            salted_hash(&[1; SALT_LEN], &secret)
+        );
+    }
+}
