@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::domain::ids::TenantId;
 use crate::domain::names::VaultUrl;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::secret::SecretValue;
@@ -75,6 +76,9 @@ pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
 /// The app-settings backend's prefix when none is set.
 pub const DEFAULT_APPSETTINGS_PREFIX: &str = "KEYTURN_SECRET_";
+/// Entra's and Microsoft Graph's public-cloud hosts.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
 
 pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
@@ -134,6 +138,37 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Client id of the user-assigned managed identity (or the workload identity's \
                   application). Empty: the system-assigned identity.",
+    },
+    SettingSpec {
+        name: "AZURE_TENANT_ID",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "The Entra tenant (a GUID) of the applications whose secrets keyturn rotates: \
+                  new client secrets are proven against this tenant's token endpoint.",
+    },
+    SettingSpec {
+        name: "KEYTURN_AUTHORITY_HOST",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_AUTHORITY_HOST),
+        example: DEFAULT_AUTHORITY_HOST,
+        secret: false,
+        purpose: "Entra authority host where new client secrets are proven; another cloud's \
+                  for sovereign clouds (https://login.microsoftonline.us, https://login.chinacloudapi.cn).",
+    },
+    SettingSpec {
+        name: "KEYTURN_GRAPH_ENDPOINT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_GRAPH_ENDPOINT),
+        example: DEFAULT_GRAPH_ENDPOINT,
+        secret: false,
+        purpose: "Microsoft Graph endpoint for application credentials and device lookups; \
+                  another cloud's for sovereign clouds (https://graph.microsoft.us, \
+                  https://microsoftgraph.chinacloudapi.cn).",
     },
     SettingSpec {
         name: "KEYTURN_VAULTS",
@@ -458,6 +493,15 @@ pub struct CredentialSettings {
     pub client_id: Option<String>,
 }
 
+/// Where Entra and Microsoft Graph are, for the cloud keyturn runs in.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntraSettings {
+    /// The tenant new client secrets are proven in; needed by the Azure token prover.
+    pub tenant_id: Option<TenantId>,
+    pub authority_host: url::Url,
+    pub graph_endpoint: url::Url,
+}
+
 /// Where the Table service is and how keyturn authenticates to it.
 #[derive(Clone, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "auth")]
@@ -502,6 +546,7 @@ pub enum AuditSettings {
 pub struct Settings {
     pub log_level: String,
     pub credential: CredentialSettings,
+    pub entra: EntraSettings,
     pub vaults: Vec<VaultUrl>,
     #[serde(serialize_with = "display")]
     pub sweep_schedule: Schedule,
@@ -709,6 +754,18 @@ impl Settings {
                 })
         });
 
+        let tenant_id = c.parse("AZURE_TENANT_ID", |v| {
+            TenantId::parse(v).map_err(|_| {
+                "not a tenant id (a GUID such as 00000000-0000-0000-0000-000000000000)".to_string()
+            })
+        });
+        let authority_host = c
+            .parse("KEYTURN_AUTHORITY_HOST", parse_https_origin)
+            .unwrap_or_else(|| default_url(DEFAULT_AUTHORITY_HOST));
+        let graph_endpoint = c
+            .parse("KEYTURN_GRAPH_ENDPOINT", parse_https_origin)
+            .unwrap_or_else(|| default_url(DEFAULT_GRAPH_ENDPOINT));
+
         let vaults = c
             .parse("KEYTURN_VAULTS", |v| {
                 v.split(',')
@@ -803,6 +860,11 @@ impl Settings {
             (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
                 log_level,
                 credential: CredentialSettings { kind, client_id },
+                entra: EntraSettings {
+                    tenant_id,
+                    authority_host,
+                    graph_endpoint,
+                },
                 vaults,
                 sweep_schedule,
                 rotation_queue,
@@ -1109,6 +1171,23 @@ fn parse_bounded(v: &str, max: u64) -> Result<u64, String> {
     }
 }
 
+/// An https origin such as `https://login.microsoftonline.com`: tokens and secrets go
+/// there, so never plain http, and nothing after the host.
+fn parse_https_origin(v: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
+    if url.scheme() != "https" {
+        return Err("must be an https URL".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err("must be the host only, without a path, query or fragment".into());
+    }
+    Ok(url)
+}
+
+fn default_url(text: &str) -> url::Url {
+    url::Url::parse(text).expect("invariant: the default endpoints are valid URLs")
+}
+
 /// Service Bus entity names: letters, digits, periods, hyphens, underscores; start and end
 /// with a letter or digit; at most 260 characters (Service Bus naming rules for queues).
 fn parse_queue_name(v: &str) -> Result<&str, String> {
@@ -1218,6 +1297,49 @@ mod tests {
             );
         }
         assert!(errors.iter().all(|e| !e.example.is_empty()));
+    }
+
+    #[test]
+    fn entra_endpoints_default_to_the_public_cloud_and_refuse_anything_but_https_hosts() {
+        let s = Settings::from_env(&with(&[])).expect("valid");
+        assert_eq!(
+            s.entra.authority_host.as_str(),
+            "https://login.microsoftonline.com/"
+        );
+        assert_eq!(
+            s.entra.graph_endpoint.as_str(),
+            "https://graph.microsoft.com/"
+        );
+        assert_eq!(s.entra.tenant_id, None);
+
+        let sovereign = Settings::from_env(&with(&[
+            ("KEYTURN_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+            ("KEYTURN_GRAPH_ENDPOINT", "https://graph.microsoft.us/"),
+            ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            sovereign.entra.graph_endpoint.as_str(),
+            "https://graph.microsoft.us/"
+        );
+        assert!(sovereign.entra.tenant_id.is_some());
+
+        for (setting, bad) in [
+            ("KEYTURN_AUTHORITY_HOST", "http://login.microsoftonline.com"),
+            (
+                "KEYTURN_AUTHORITY_HOST",
+                "https://login.microsoftonline.com/tenant",
+            ),
+            ("KEYTURN_GRAPH_ENDPOINT", "graph.microsoft.com"),
+            ("KEYTURN_GRAPH_ENDPOINT", "https://graph.microsoft.com/?x=1"),
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+        ] {
+            let named: Vec<String> = errors_for(&with(&[(setting, bad)]))
+                .into_iter()
+                .map(|e| e.setting)
+                .collect();
+            assert_eq!(named, [setting], "{bad}");
+        }
     }
 
     #[test]

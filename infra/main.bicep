@@ -81,6 +81,9 @@ param sweepSchedule string = '0 0 */6 * * *'
 @description('keyturn log filter (KEYTURN_LOG_LEVEL).')
 param logLevel string = 'info'
 
+@description('Microsoft Graph endpoint (KEYTURN_GRAPH_ENDPOINT): https://graph.microsoft.com, or a sovereign cloud\'s (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn).')
+param graphEndpoint string = 'https://graph.microsoft.com'
+
 @description('Grant the identities their Microsoft Graph application permissions with the Microsoft Graph Bicep extension. Set false where the deploying principal may not grant them, and run the script in the README instead.')
 param grantGraphPermissions bool = true
 
@@ -209,6 +212,9 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_LOG_LEVEL', value: logLevel }
   { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
   { name: 'AZURE_CLIENT_ID', value: rotatorIdentity.properties.clientId }
+  { name: 'AZURE_TENANT_ID', value: tenant().tenantId }
+  { name: 'KEYTURN_AUTHORITY_HOST', value: environment().authentication.loginEndpoint }
+  { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
   { name: 'KEYTURN_VAULTS', value: join(vaultUrls, ',') }
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
@@ -226,6 +232,7 @@ var endpointAppSettings = [
   { name: 'KEYTURN_LOG_LEVEL', value: logLevel }
   { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
   { name: 'AZURE_CLIENT_ID', value: endpointIdentity.properties.clientId }
+  { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
   // The host resolves %KEYTURN_SWEEP_SCHEDULE% and %KEYTURN_ROTATION_QUEUE% in every
   // function.json it indexes, disabled functions included, so the endpoint carries them too.
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
