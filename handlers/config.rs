@@ -54,6 +54,9 @@ pub enum Required {
     /// Required by the rotation functions (KeyVaultEvents, ExpirySweep, RotationWorker)
     /// when at least one of them is enabled in this app.
     ByRotation,
+    /// Required by the rotation functions when they run against Azure (not the embedded
+    /// local backends of `keyturn dev`).
+    ByAzureRotation,
 }
 
 /// The functions whose presence makes rotation settings required.
@@ -130,6 +133,16 @@ pub const SETTINGS: &[SettingSpec] = &[
                   azure-cli (development only). No setting ever holds a credential.",
     },
     SettingSpec {
+        name: "KEYTURN_BACKEND",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("azure"),
+        example: "azure",
+        secret: false,
+        purpose: "azure (Key Vault, Graph, Entra, Service Bus) or local (the embedded vault, \
+                  directory and queue in KEYTURN_DATA_DIR, as `keyturn dev` runs them).",
+    },
+    SettingSpec {
         name: "AZURE_CLIENT_ID",
         read_by: ReadBy::Keyturn,
         required: Required::Never,
@@ -200,7 +213,7 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "ServiceBusConnection__fullyQualifiedNamespace",
         read_by: ReadBy::Both,
-        required: Required::ByRotation,
+        required: Required::ByAzureRotation,
         default: None,
         example: "sb-keyturn-dev.servicebus.windows.net",
         secret: false,
@@ -413,6 +426,16 @@ pub const SETTINGS: &[SettingSpec] = &[
                   KEYTURN_TABLE_ENDPOINT or KEYTURN_TABLE_CONNECTION_STRING). Unset: no table backend.",
     },
     SettingSpec {
+        name: "KEYTURN_SECRETS_VAULT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "The Key Vault URL the SecretEndpoint's keyvault backend reads (with the \
+                  endpoint identity's Key Vault Secrets User role).",
+    },
+    SettingSpec {
         name: "KEYTURN_RATE_LIMIT_PER_IDENTITY",
         read_by: ReadBy::Keyturn,
         required: Required::Never,
@@ -475,6 +498,14 @@ pub const SETTINGS: &[SettingSpec] = &[
 /// The spec of a setting by name.
 pub fn spec(name: &str) -> Option<&'static SettingSpec> {
     SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Which adapters the ports get: Azure services, or the embedded store of local mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Azure,
+    Local,
 }
 
 /// How keyturn obtains Azure tokens.
@@ -545,6 +576,7 @@ pub enum AuditSettings {
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub log_level: String,
+    pub backend: Backend,
     pub credential: CredentialSettings,
     pub entra: EntraSettings,
     pub vaults: Vec<VaultUrl>,
@@ -704,10 +736,12 @@ impl Settings {
             .iter()
             .any(|f| ROTATION_FUNCTIONS.contains(f));
 
+        let local_backend = env.value("KEYTURN_BACKEND") == Some("local");
         for s in SETTINGS {
             let needed = match s.required {
                 Required::Always => true,
                 Required::ByRotation => rotation_enabled,
+                Required::ByAzureRotation => rotation_enabled && !local_backend,
                 Required::Never => false,
             };
             // Host-only settings are the host's business at run time; keyturn reports them
@@ -718,7 +752,7 @@ impl Settings {
                 && s.default.is_none()
             {
                 let why = match s.required {
-                    Required::ByRotation => {
+                    Required::ByRotation | Required::ByAzureRotation => {
                         "missing; required while KeyVaultEvents, ExpirySweep or RotationWorker is enabled"
                     }
                     _ => "missing",
@@ -726,6 +760,16 @@ impl Settings {
                 c.fail(s.name, why);
             }
         }
+
+        let backend = c
+            .parse("KEYTURN_BACKEND", |v| match v {
+                "azure" => Ok(Backend::Azure),
+                "local" => Ok(Backend::Local),
+                other => Err(format!(
+                    "unknown backend `{other}`; expected azure or local"
+                )),
+            })
+            .unwrap_or(Backend::Azure);
 
         let log_level = c
             .parse("KEYTURN_LOG_LEVEL", |v| {
@@ -859,6 +903,7 @@ impl Settings {
         match (c.errors.is_empty(), sweep_schedule, audit) {
             (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
                 log_level,
+                backend,
                 credential: CredentialSettings { kind, client_id },
                 entra: EntraSettings {
                     tenant_id,
@@ -928,6 +973,8 @@ pub struct EndpointSettings {
     pub access_policy: Option<String>,
     pub appsettings_prefix: String,
     pub secrets_table: Option<String>,
+    /// The vault the `keyvault` backend reads.
+    pub secrets_vault: Option<VaultUrl>,
     /// How the secrets table is reached; set whenever `secrets_table` is.
     pub secrets_table_access: Option<TableAccess>,
     /// Requests per minute; 0 is unlimited.
@@ -1104,6 +1151,9 @@ impl EndpointSettings {
                 }
             }
         };
+        let secrets_vault = c.parse("KEYTURN_SECRETS_VAULT", |v| {
+            VaultUrl::parse(v).map_err(|e| format!("not a Key Vault URL ({e})"))
+        });
         let rate = |c: &mut Collector<'_>, name: &str, default: u32| {
             c.parse(name, |v| {
                 v.parse::<u32>()
@@ -1149,6 +1199,7 @@ impl EndpointSettings {
             appsettings_prefix,
             secrets_table,
             secrets_table_access,
+            secrets_vault,
             rate_limit_per_identity,
             rate_limit_per_address,
             tls,

@@ -156,7 +156,7 @@ async fn serve(port: u16) -> ExitCode {
         eprintln!("keyturn: {e}");
         return ExitCode::from(1);
     }
-    let mut services = match startup::services(&settings).await {
+    let services = match startup::services(&settings, &Environment::from_process()).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
@@ -164,14 +164,6 @@ async fn serve(port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match endpoint::build(&settings, &Environment::from_process()) {
-        Ok(built) => services.endpoint = Arc::new(built),
-        Err(e) => {
-            tracing::error!(error = %e, "secret endpoint configuration failed");
-            eprintln!("keyturn: secret endpoint: {e}");
-            return ExitCode::from(1);
-        }
-    }
     let listener = match server::bind(port).await {
         Ok(l) => l,
         Err(e) => {
@@ -204,94 +196,13 @@ async fn serve(port: u16) -> ExitCode {
     }
 }
 
-/// The SecretEndpoint's wiring: the sources and policies its settings choose. Start-up
-/// owns adapter choice; this stays here only until start-up also hands in the Key Vault
-/// and local-vault sources and the Graph device directory.
+/// keyturn's own TLS listener for the SecretEndpoint (self-hosted and local mode).
 mod endpoint {
-    use std::collections::BTreeMap;
     use std::process::ExitCode;
-    use std::sync::Arc;
-    use std::time::Duration;
 
-    use keyturn::adapters::appsettings::AppSettingsSource;
-    use keyturn::adapters::azure::identity::credential;
-    use keyturn::adapters::azure::table::{TableAuth, TableClient, TableName};
-    use keyturn::adapters::azure::table_source::TableSecretSource;
-    use keyturn::config::{
-        CertPolicyName, Environment, Settings, TableAccess, TlsListenerSettings,
-    };
-    use keyturn::functions::secret_endpoint::{
-        ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
-    };
+    use keyturn::config::TlsListenerSettings;
     use keyturn::host::router::{AppState, router};
     use keyturn::host::{server, tls};
-    use keyturn::mtls::entra_device::DeviceRequirements;
-    use keyturn::ports::source::SecretSource;
-
-    /// The endpoint from settings, with the `appsettings` backend always and `table`
-    /// when a secrets table is configured.
-    pub fn build(settings: &Settings, env: &Environment) -> Result<Endpoint, String> {
-        let e = &settings.endpoint;
-        let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
-        sources.insert(
-            "appsettings".into(),
-            Arc::new(AppSettingsSource::from_settings(
-                &e.appsettings_prefix,
-                env.prefixed(&e.appsettings_prefix),
-            )),
-        );
-        if let (Some(table), Some(access)) = (&e.secrets_table, &e.secrets_table_access) {
-            let client = match access {
-                TableAccess::Identity { endpoint } => TableClient::new(
-                    endpoint.clone(),
-                    TableAuth::Token(credential(&settings.credential).map_err(|e| e.to_string())?),
-                    None,
-                ),
-                TableAccess::ConnectionString { connection_string } => {
-                    TableClient::from_connection_string(connection_string, None)
-                }
-            }
-            .map_err(|e| e.to_string())?;
-            let table = TableName::parse(table).map_err(|e| e.to_string())?;
-            sources.insert(
-                "table".into(),
-                Arc::new(TableSecretSource::new(client, table)),
-            );
-        }
-        let config = policy_config(settings);
-        let limits = RateLimits {
-            per_identity: Some(e.rate_limit_per_identity),
-            per_address: Some(e.rate_limit_per_address),
-        };
-        Endpoint::from_config(&config, e.access_policy.as_deref(), sources, None, limits)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The certificate-policy part of the settings.
-    pub fn policy_config(settings: &Settings) -> PolicyConfig {
-        let e = &settings.endpoint;
-        let on = |name| e.policies.contains(&name);
-        PolicyConfig {
-            trust_arr_header: e.trust_arr_header,
-            thumbprints: on(CertPolicyName::TrustedThumbprints)
-                .then(|| e.trusted_thumbprints.clone()),
-            chain: e.chain.as_ref().map(|c| ChainConfig {
-                roots: c.roots.clone(),
-                intermediates: c.intermediates.clone(),
-                crls: c.crls.clone(),
-                check_revocation: c.check_revocation,
-                clock_skew: Duration::from_secs(c.clock_skew_seconds),
-            }),
-            entra_device: e.entra_device.as_ref().map(|d| EntraDeviceConfig {
-                roots: d.roots.clone(),
-                requirements: DeviceRequirements {
-                    compliant: d.require_compliant,
-                    managed: d.require_managed,
-                },
-                cache_ttl: Duration::from_secs(d.cache_seconds),
-            }),
-        }
-    }
 
     /// Starts the TLS listener serving only the SecretEndpoint.
     pub async fn spawn_tls(

@@ -1,18 +1,37 @@
-//! Start-up: the one place that chooses adapters (Azure or local) from settings and
-//! builds the services the functions share.
+//! Start-up: the one place that chooses adapters (Azure or the embedded local store) from
+//! settings and builds the services the functions share. Nothing below this module asks
+//! which backend it runs on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use azure_core::credentials::TokenCredential;
+
+use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
+use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::identity::{CredentialError, credential};
+use crate::adapters::azure::keyvault::KeyVaultSource;
 use crate::adapters::azure::table::{TableAuth, TableClient, TableName};
+use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::local::audit::LocalAuditStore;
+use crate::adapters::local::directory::LocalDirectory;
 use crate::adapters::local::store::LocalStore;
+use crate::adapters::local::vault::LocalVault;
 use crate::audit::AuditLog;
-use crate::config::{AuditSettings, Settings, TableAccess};
+use crate::config::{AuditSettings, Backend, CertPolicyName, Environment, Settings, TableAccess};
 use crate::domain::clock::Clock;
+use crate::domain::secret::SecretValue;
 use crate::functions::Services;
+use crate::functions::secret_endpoint::{
+    ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
+};
+use crate::local::vault_cli::{STORE_FILE, local_vault_url};
+use crate::mtls::entra_device::DeviceRequirements;
 use crate::ports::audit::AuditStore;
+use crate::ports::directory::DeviceDirectory;
+use crate::ports::source::SecretSource;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,6 +40,10 @@ pub enum StartupError {
     Credential(#[from] CredentialError),
     #[error("audit store: {0}")]
     Audit(String),
+    #[error("local store in {path}: {problem}")]
+    Local { path: String, problem: String },
+    #[error("secret endpoint: {0}")]
+    Endpoint(String),
 }
 
 /// The audit log the settings choose. Opening it makes no network call.
@@ -41,18 +64,7 @@ async fn audit_store(
             Arc::new(LocalAuditStore::new(store))
         }
         AuditSettings::Table { table, access } => {
-            let client = match access {
-                TableAccess::Identity { endpoint } => TableClient::new(
-                    endpoint.clone(),
-                    TableAuth::Token(credential(&settings.credential)?),
-                    None,
-                )
-                .map_err(|e| StartupError::Audit(e.to_string()))?,
-                TableAccess::ConnectionString { connection_string } => {
-                    TableClient::from_connection_string(connection_string, None)
-                        .map_err(|e| StartupError::Audit(e.to_string()))?
-                }
-            };
+            let client = table_client(settings, access)?;
             let table = TableName::parse(table).map_err(|e| StartupError::Audit(e.to_string()))?;
             let store = TableAuditStore::new(client, table);
             if create && let Err(error) = store.ensure_table().await {
@@ -64,11 +76,150 @@ async fn audit_store(
     Ok(store)
 }
 
+fn table_client(settings: &Settings, access: &TableAccess) -> Result<TableClient, StartupError> {
+    match access {
+        TableAccess::Identity { endpoint } => TableClient::new(
+            endpoint.clone(),
+            TableAuth::Token(credential(&settings.credential)?),
+            None,
+        ),
+        TableAccess::ConnectionString { connection_string } => {
+            TableClient::from_connection_string(connection_string, None)
+        }
+    }
+    .map_err(|e| StartupError::Audit(e.to_string()))
+}
+
+/// The embedded store's parts, opened once for every port that lives in it.
+struct LocalParts {
+    vault: LocalVault,
+    directory: LocalDirectory,
+}
+
+async fn local_parts(
+    settings: &Settings,
+    env: &Environment,
+    clock: &Clock,
+) -> Result<LocalParts, StartupError> {
+    let path = settings.data_dir.join(STORE_FILE);
+    let failed = |problem: String| StartupError::Local {
+        path: path.display().to_string(),
+        problem,
+    };
+    let store = LocalStore::open(&path).map_err(|e| failed(e.to_string()))?;
+    let key_setting = env.value("KEYTURN_LOCAL_VAULT_KEY").map(SecretValue::new);
+    let key = LocalVault::key_from_setting_or_file(key_setting.as_ref(), &path)
+        .map_err(|e| failed(e.to_string()))?;
+    let vault = LocalVault::open(store.clone(), key, clock.clone())
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let directory = LocalDirectory::new(store, clock.clone());
+    Ok(LocalParts { vault, directory })
+}
+
 /// Everything the functions share, from settings.
-pub async fn services(settings: &Settings) -> Result<Services, StartupError> {
+pub async fn services(settings: &Settings, env: &Environment) -> Result<Services, StartupError> {
+    let clock = Clock::system();
+    let audit = AuditLog::new(audit_store(settings, true).await?);
+    let local = match settings.backend {
+        Backend::Local => Some(local_parts(settings, env, &clock).await?),
+        Backend::Azure => None,
+    };
+    let azure_credential = match settings.backend {
+        Backend::Azure => Some(credential(&settings.credential)?),
+        Backend::Local => None,
+    };
+    let endpoint = endpoint(settings, env, local.as_ref(), azure_credential.as_ref())?;
     Ok(Services {
-        audit: AuditLog::new(audit_store(settings, true).await?),
-        clock: Clock::system(),
-        endpoint: Default::default(),
+        audit,
+        clock,
+        endpoint: Arc::new(endpoint),
     })
+}
+
+/// The SecretEndpoint: certificate policies, the access policy, and the backends this app
+/// has: `appsettings` always, `table` when a secrets table is set, `keyvault` when a
+/// secrets vault is set (Azure), `local` on the local backend.
+fn endpoint(
+    settings: &Settings,
+    env: &Environment,
+    local: Option<&LocalParts>,
+    azure_credential: Option<&Arc<dyn TokenCredential>>,
+) -> Result<Endpoint, StartupError> {
+    let e = &settings.endpoint;
+    let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
+    sources.insert(
+        "appsettings".into(),
+        Arc::new(AppSettingsSource::from_settings(
+            &e.appsettings_prefix,
+            env.prefixed(&e.appsettings_prefix),
+        )),
+    );
+    if let (Some(table), Some(access)) = (&e.secrets_table, &e.secrets_table_access) {
+        let client = table_client(settings, access)?;
+        let table =
+            TableName::parse(table).map_err(|err| StartupError::Endpoint(err.to_string()))?;
+        sources.insert(
+            "table".into(),
+            Arc::new(TableSecretSource::new(client, table)),
+        );
+    }
+    if let (Some(vault), Some(credential)) = (&e.secrets_vault, azure_credential) {
+        sources.insert(
+            "keyvault".into(),
+            Arc::new(KeyVaultSource::new(vault.clone(), credential.clone(), None)),
+        );
+    }
+    let mut directory: Option<Arc<dyn DeviceDirectory>> = None;
+    if let Some(local) = local {
+        sources.insert(
+            "local".into(),
+            Arc::new(local.vault.source(local_vault_url())),
+        );
+        directory = Some(Arc::new(local.directory.clone()));
+    }
+    if let Some(credential) = azure_credential
+        && e.policies.contains(&CertPolicyName::EntraDevice)
+    {
+        let graph = GraphClient::new(&settings.entra.graph_endpoint, credential.clone(), None)
+            .map_err(|err| StartupError::Endpoint(err.to_string()))?;
+        directory = Some(Arc::new(graph));
+    }
+    let limits = RateLimits {
+        per_identity: Some(e.rate_limit_per_identity),
+        per_address: Some(e.rate_limit_per_address),
+    };
+    Endpoint::from_config(
+        &policy_config(settings),
+        e.access_policy.as_deref(),
+        sources,
+        directory,
+        limits,
+    )
+    .map_err(|err| StartupError::Endpoint(err.to_string()))
+}
+
+/// The certificate-policy part of the settings.
+pub fn policy_config(settings: &Settings) -> PolicyConfig {
+    let e = &settings.endpoint;
+    let on = |name| e.policies.contains(&name);
+    PolicyConfig {
+        trust_arr_header: e.trust_arr_header,
+        thumbprints: on(CertPolicyName::TrustedThumbprints).then(|| e.trusted_thumbprints.clone()),
+        chain: e.chain.as_ref().map(|c| ChainConfig {
+            roots: c.roots.clone(),
+            intermediates: c.intermediates.clone(),
+            crls: c.crls.clone(),
+            check_revocation: c.check_revocation,
+            clock_skew: Duration::from_secs(c.clock_skew_seconds),
+        }),
+        entra_device: e.entra_device.as_ref().map(|d| EntraDeviceConfig {
+            roots: d.roots.clone(),
+            requirements: DeviceRequirements {
+                compliant: d.require_compliant,
+                managed: d.require_managed,
+            },
+            cache_ttl: Duration::from_secs(d.cache_seconds),
+        }),
+    }
 }

@@ -128,6 +128,8 @@ var deadLetterContainerName = 'eventgrid-deadletter'
 var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
 var vaultUrls = [for v in managedVaults: 'https://${v.name}${environment().suffixes.keyvaultDns}/']
 var tableEndpoint = 'https://${names.storage}.table.${environment().suffixes.storage}'
+// The endpoint's keyvault backend reads the first served vault.
+var secretsVaultUrl = empty(servedVaults) ? '' : 'https://${servedVaults[0].name}${environment().suffixes.keyvaultDns}/'
 
 // Each app has its own identity, so the internet-facing endpoint holds only what it needs.
 resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -246,6 +248,7 @@ var endpointAppSettings = [
   { name: 'KEYTURN_CERT_POLICIES', value: join(endpointCertPolicies, ',') }
   { name: 'KEYTURN_TRUSTED_THUMBPRINTS', value: join(endpointTrustedThumbprints, ',') }
   { name: 'KEYTURN_ACCESS_POLICY', value: endpointAccessPolicy }
+  { name: 'KEYTURN_SECRETS_VAULT', value: secretsVaultUrl }
   { name: 'KEYTURN_RATE_LIMIT_PER_IDENTITY', value: string(endpointRateLimitPerIdentity) }
   { name: 'KEYTURN_RATE_LIMIT_PER_ADDRESS', value: string(endpointRateLimitPerAddress) }
   { name: 'AzureWebJobs.KeyVaultEvents.Disabled', value: 'true' }
