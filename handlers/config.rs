@@ -113,6 +113,16 @@ pub const SETTINGS: &[SettingSpec] = &[
         purpose: "The loopback port the host forwards invocations to; set by the host.",
     },
     SettingSpec {
+        name: "KEYTURN_EXIT_WITH_PARENT",
+        read_by: ReadBy::HostProvided,
+        required: Required::Never,
+        default: None,
+        example: "true",
+        secret: false,
+        purpose: "Set by `keyturn dev` for the handler it starts: the handler stops when the \
+                  process that started it is gone, so a killed local mode leaves nothing running.",
+    },
+    SettingSpec {
         name: "KEYTURN_LOG_LEVEL",
         read_by: ReadBy::Keyturn,
         required: Required::Never,

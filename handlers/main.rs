@@ -11,7 +11,7 @@ use keyturn::config::{Environment, SETTINGS, Settings};
 use keyturn::functions::secret_endpoint;
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
-use keyturn::local::vault_cli;
+use keyturn::local::{dev, vault_cli};
 use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
@@ -33,6 +33,25 @@ enum Command {
         /// Loopback port to listen on; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
+    },
+    /// Run the whole system on this machine with embedded backends (local mode).
+    Dev {
+        /// Where the embedded store, the dev PKI and the demo live.
+        #[arg(long, default_value = ".keyturn")]
+        data_dir: PathBuf,
+        /// Bootstrap if needed, run one sweep, drain the jobs due now, print a JSON summary
+        /// and exit (0 only if nothing failed).
+        #[arg(long)]
+        once: bool,
+        /// The project root holding host.json and function-definitions/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Where the secret endpoint terminates TLS.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_address: String,
+        /// Where the Event Grid ingress listens.
+        #[arg(long, default_value = "127.0.0.1:7071")]
+        ingress_address: String,
     },
     /// Inspect the configuration.
     Config {
@@ -114,6 +133,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => runtime().block_on(serve(port)),
+        Command::Dev {
+            data_dir,
+            once,
+            root,
+            tls_address,
+            ingress_address,
+        } => runtime().block_on(dev(data_dir, once, root, tls_address, ingress_address)),
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(),
@@ -126,7 +152,7 @@ fn main() -> ExitCode {
             command: CertCommand::Verify(args),
         } => {
             let report = verify_cli::run(&args, chrono::Utc::now());
-            println!("{}", report.to_json());
+            emit(&format!("{}", report.to_json()));
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
         }
     }
@@ -145,6 +171,56 @@ fn settings() -> Result<Settings, ExitCode> {
         eprintln!("keyturn: {e}");
         ExitCode::from(1)
     })
+}
+
+async fn dev(
+    data_dir: PathBuf,
+    once: bool,
+    root: PathBuf,
+    tls_address: String,
+    ingress_address: String,
+) -> ExitCode {
+    let level = Environment::from_process()
+        .value("KEYTURN_LOG_LEVEL")
+        .unwrap_or(if once { "warn" } else { "info" })
+        .to_string();
+    if let Err(e) = telemetry::init_with_writer(&level, std::io::stderr) {
+        eprintln!("keyturn: {e}");
+        return ExitCode::from(2);
+    }
+    let executable = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("keyturn: cannot locate this executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = dev::DevOptions {
+        data_dir,
+        once,
+        root,
+        executable,
+        tls_address,
+        ingress_address,
+    };
+    match dev::run(options).await {
+        Ok(Some(summary)) => {
+            emit(&format!(
+                "{}",
+                serde_json::to_string_pretty(&summary).unwrap_or_default()
+            ));
+            if summary.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 async fn serve(port: u16) -> ExitCode {
@@ -184,7 +260,19 @@ async fn serve(port: u16) -> ExitCode {
         return code;
     }
     tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
-    match server::serve(listener, app, server::shutdown_signal()).await {
+    let exit_with_parent =
+        Environment::from_process().value("KEYTURN_EXIT_WITH_PARENT") == Some("true");
+    let shutdown = async move {
+        if exit_with_parent {
+            tokio::select! {
+                () = server::shutdown_signal() => {},
+                () = server::parent_gone() => tracing::info!("the process that started keyturn is gone; stopping"),
+            }
+        } else {
+            server::shutdown_signal().await;
+        }
+    };
+    match server::serve(listener, app, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -257,20 +345,20 @@ fn config_check() -> ExitCode {
         Ok(settings) => {
             let report =
                 serde_json::json!({ "valid": true, "settings": listed, "effective": settings });
-            println!(
+            emit(&format!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
             let errors: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
             let report =
                 serde_json::json!({ "valid": false, "errors": errors, "settings": listed });
-            println!(
+            emit(&format!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            ));
             eprintln!("keyturn: {e}");
             ExitCode::from(1)
         }
@@ -291,10 +379,10 @@ async fn audit_verify() -> ExitCode {
     };
     match log.verify().await {
         Ok(report) => {
-            println!(
+            emit(&format!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            ));
             if report.is_intact() {
                 ExitCode::SUCCESS
             } else {
@@ -329,10 +417,10 @@ fn package_command(
     }
     match package::build(root, &binary, out) {
         Ok(manifest) => {
-            println!(
+            emit(&format!(
                 "{}",
                 serde_json::to_string_pretty(&manifest).unwrap_or_default()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -373,10 +461,10 @@ async fn vault_command(command: VaultCommand) -> ExitCode {
     };
     match result {
         Ok(report) => {
-            println!(
+            emit(&format!(
                 "{}",
                 serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            ));
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -420,3 +508,10 @@ async fn vault_set(
 /// Key Vault's secret value limit is 25 KiB; read one byte past it so the vault reports the
 /// size instead of the value being cut silently.
 const MAX_STDIN_SECRET_BYTES: u64 = 25 * 1024 + 1;
+
+/// Writes one report to stdout. A closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}

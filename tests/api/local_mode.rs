@@ -37,6 +37,7 @@ async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations(
         &app.handler,
         Some(PathBuf::from(env!("CARGO_BIN_EXE_keyturn"))),
         &env,
+        None,
     )
     .await
     .expect("the handler listens");
