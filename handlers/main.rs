@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             command: CertCommand::Verify(args),
         } => {
             let report = verify_cli::run(&args, chrono::Utc::now());
-            emit(&format!("{}", report.to_json()));
+            emit(&report.to_json());
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
         }
     }
@@ -205,10 +205,7 @@ async fn dev(
     };
     match dev::run(options).await {
         Ok(Some(summary)) => {
-            emit(&format!(
-                "{}",
-                serde_json::to_string_pretty(&summary).unwrap_or_default()
-            ));
+            emit(&serde_json::to_string_pretty(&summary).unwrap_or_default());
             if summary.succeeded() {
                 ExitCode::SUCCESS
             } else {
@@ -345,20 +342,14 @@ fn config_check() -> ExitCode {
         Ok(settings) => {
             let report =
                 serde_json::json!({ "valid": true, "settings": listed, "effective": settings });
-            emit(&format!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            ));
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {
             let errors: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
             let report =
                 serde_json::json!({ "valid": false, "errors": errors, "settings": listed });
-            emit(&format!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            ));
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             eprintln!("keyturn: {e}");
             ExitCode::from(1)
         }
@@ -379,10 +370,7 @@ async fn audit_verify() -> ExitCode {
     };
     match log.verify().await {
         Ok(report) => {
-            emit(&format!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            ));
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             if report.is_intact() {
                 ExitCode::SUCCESS
             } else {
@@ -417,10 +405,7 @@ fn package_command(
     }
     match package::build(root, &binary, out) {
         Ok(manifest) => {
-            emit(&format!(
-                "{}",
-                serde_json::to_string_pretty(&manifest).unwrap_or_default()
-            ));
+            emit(&serde_json::to_string_pretty(&manifest).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -461,10 +446,7 @@ async fn vault_command(command: VaultCommand) -> ExitCode {
     };
     match result {
         Ok(report) => {
-            emit(&format!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            ));
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {
