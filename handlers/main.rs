@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             command: CertCommand::Verify(args),
         } => {
             let report = verify_cli::run(&args, chrono::Utc::now());
-            emit(&report.to_json());
+            emit(&report.to_json().to_string());
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
         }
     }
