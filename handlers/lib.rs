@@ -14,5 +14,6 @@ pub mod host;
 pub mod mtls;
 pub mod package;
 pub mod ports;
+pub mod rotation;
 pub mod startup;
 pub mod telemetry;
