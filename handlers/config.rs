@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::domain::ids::TenantId;
 use crate::domain::names::VaultUrl;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::secret::SecretValue;
@@ -73,6 +74,16 @@ pub const DEFAULT_SWEEP_SCHEDULE: &str = "0 0 */6 * * *";
 pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
 pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
+/// Ninety days: the lifetime Microsoft's portal suggests for new client secrets and a
+/// common compliance ceiling for shared secrets.
+pub const DEFAULT_VALIDITY_DAYS: &str = "90";
+/// Thirty days: Key Vault raises `NearExpiry` thirty days ahead, so events and policy agree.
+pub const DEFAULT_ROTATE_BEFORE_DAYS: &str = "30";
+/// Seven days: long enough for every consumer to pick up the new version (a weekly
+/// restart, a daily cache refresh), well inside the thirty-day rotate-before window.
+pub const DEFAULT_OVERLAP_DAYS: &str = "7";
+/// Rotation policies are whole days up to ten years (the same bound the tags obey).
+pub const MAX_POLICY_DAYS: u32 = 3650;
 
 pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
@@ -134,6 +145,17 @@ pub const SETTINGS: &[SettingSpec] = &[
                   application). Empty: the system-assigned identity.",
     },
     SettingSpec {
+        name: "AZURE_TENANT_ID",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Entra tenant id (a GUID) of the applications keyturn rotates: the token endpoint \
+                  keyturn proves new client secrets against. Required in Azure when \
+                  entra-app-secret objects are managed.",
+    },
+    SettingSpec {
         name: "KEYTURN_VAULTS",
         read_by: ReadBy::Keyturn,
         required: Required::ByRotation,
@@ -159,6 +181,36 @@ pub const SETTINGS: &[SettingSpec] = &[
         example: DEFAULT_ROTATION_QUEUE,
         secret: false,
         purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying rotation jobs.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_VALIDITY_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_VALIDITY_DAYS),
+        example: DEFAULT_VALIDITY_DAYS,
+        secret: false,
+        purpose: "Days a new credential or generated value is valid, for objects without a \
+                  keyturn-validity-days tag.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_ROTATE_BEFORE_DAYS),
+        example: DEFAULT_ROTATE_BEFORE_DAYS,
+        secret: false,
+        purpose: "Rotate this many days before expiry, for objects without a \
+                  keyturn-rotate-before-days tag. Must be less than the validity.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_OVERLAP_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_OVERLAP_DAYS),
+        example: DEFAULT_OVERLAP_DAYS,
+        secret: false,
+        purpose: "Days the previous App Registration secret keeps working after a rotation before \
+                  keyturn removes it, for objects without a keyturn-overlap-days tag (0: at once).",
     },
     SettingSpec {
         name: "ServiceBusConnection__fullyQualifiedNamespace",
@@ -299,12 +351,24 @@ pub enum AuditSettings {
     Sqlite { path: PathBuf },
 }
 
+/// The rotation policy used where an object's tags say nothing: whole days, checked for
+/// range and for rotate-before < validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RotationDefaults {
+    pub validity_days: u32,
+    pub rotate_before_days: u32,
+    pub overlap_days: u32,
+}
+
 /// The validated configuration of one keyturn process.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub log_level: String,
     pub credential: CredentialSettings,
+    /// The tenant of the applications keyturn rotates (the token endpoint's tenant).
+    pub tenant_id: Option<TenantId>,
     pub vaults: Vec<VaultUrl>,
+    pub rotation_defaults: RotationDefaults,
     #[serde(serialize_with = "display")]
     pub sweep_schedule: Schedule,
     pub rotation_queue: String,
@@ -499,6 +563,12 @@ impl Settings {
                 })
         });
 
+        let tenant_id = c.parse("AZURE_TENANT_ID", |v| {
+            TenantId::parse(v).map_err(|_| {
+                "not a tenant id (a GUID such as 00000000-0000-0000-0000-000000000000)".to_string()
+            })
+        });
+
         let vaults = c
             .parse("KEYTURN_VAULTS", |v| {
                 v.split(',')
@@ -521,6 +591,36 @@ impl Settings {
                 parse_queue_name(v).map(str::to_string)
             })
             .unwrap_or_else(|| DEFAULT_ROTATION_QUEUE.into());
+
+        let days = |min: u32| {
+            move |v: &str| match v.parse::<u32>() {
+                Ok(n) if (min..=MAX_POLICY_DAYS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "not a whole number of days from {min} to {MAX_POLICY_DAYS}"
+                )),
+            }
+        };
+        let validity_days = c.parse("KEYTURN_DEFAULT_VALIDITY_DAYS", days(1));
+        let rotate_before_days = c.parse("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", days(1));
+        let overlap_days = c.parse("KEYTURN_DEFAULT_OVERLAP_DAYS", days(0));
+        let rotation_defaults = match (validity_days, rotate_before_days, overlap_days) {
+            (Some(validity_days), Some(rotate_before_days), Some(overlap_days)) => {
+                if rotate_before_days >= validity_days {
+                    c.fail(
+                        "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+                        format!(
+                            "{rotate_before_days} is not less than KEYTURN_DEFAULT_VALIDITY_DAYS ({validity_days}); every new version would be due at once"
+                        ),
+                    );
+                }
+                Some(RotationDefaults {
+                    validity_days,
+                    rotate_before_days,
+                    overlap_days,
+                })
+            }
+            _ => None,
+        };
 
         let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
             parse_namespace(v).map(str::to_string)
@@ -587,11 +687,18 @@ impl Settings {
             }
         };
 
-        match (c.errors.is_empty(), sweep_schedule, audit) {
-            (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
+        match (
+            c.errors.is_empty(),
+            sweep_schedule,
+            audit,
+            rotation_defaults,
+        ) {
+            (true, Some(sweep_schedule), Some(audit), Some(rotation_defaults)) => Ok(Settings {
                 log_level,
                 credential: CredentialSettings { kind, client_id },
+                tenant_id,
                 vaults,
+                rotation_defaults,
                 sweep_schedule,
                 rotation_queue,
                 service_bus_namespace,
@@ -685,6 +792,36 @@ mod tests {
         assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
         assert_eq!(s.vaults.len(), 1);
         assert_eq!(s.enabled_functions.len(), 4);
+        assert_eq!(
+            s.rotation_defaults,
+            RotationDefaults {
+                validity_days: 90,
+                rotate_before_days: 30,
+                overlap_days: 7
+            }
+        );
+        assert_eq!(s.tenant_id, None);
+    }
+
+    #[test]
+    fn rotation_defaults_are_checked_for_range_and_order() {
+        for (setting, value) in [
+            ("KEYTURN_DEFAULT_VALIDITY_DAYS", "0"),
+            ("KEYTURN_DEFAULT_VALIDITY_DAYS", "ninety"),
+            ("KEYTURN_DEFAULT_OVERLAP_DAYS", "-1"),
+            ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "99999"),
+            ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "90"),
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+        ] {
+            let errors = errors_for(&with(&[(setting, value)]));
+            assert!(
+                errors.iter().any(|e| e.setting == setting),
+                "{setting}={value}: {errors:?}"
+            );
+        }
+        let zero_overlap = Settings::from_env(&with(&[("KEYTURN_DEFAULT_OVERLAP_DAYS", "0")]))
+            .expect("an overlap of zero retires at once");
+        assert_eq!(zero_overlap.rotation_defaults.overlap_days, 0);
     }
 
     #[test]

@@ -168,7 +168,7 @@ impl Faults {
         };
         if hit {
             self.disarm();
-            self.crashed.notify_waiters();
+            self.crashed.notify_one();
             std::future::pending::<()>().await;
         }
     }
@@ -196,6 +196,7 @@ struct StoredCertificate {
     validity: chrono::Duration,
     pending: Option<PendingRenewal>,
     last: Option<CertificateOperation>,
+    next_failure: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -274,6 +275,7 @@ impl MemoryVault {
                 validity: chrono::Duration::days(365),
                 pending: None,
                 last: None,
+                next_failure: None,
             },
         );
         properties
@@ -287,12 +289,8 @@ impl MemoryVault {
 
     /// The next renewal of `name` fails with Key Vault error `code`.
     pub fn fail_next_renewal(&self, vault: &VaultUrl, name: &ObjectName, code: &str) {
-        let now = self.clock.now();
         if let Some(cert) = locked(&self.certificates).get_mut(&key(vault, name)) {
-            cert.pending = Some(PendingRenewal {
-                ready_at: now,
-                fails_with: Some(code.to_string()),
-            });
+            cert.next_failure = Some(code.to_string());
         }
     }
 
@@ -352,6 +350,27 @@ impl MemoryVault {
         properties
     }
 
+    fn find(
+        &self,
+        vault: &VaultUrl,
+        name: &ObjectName,
+        version: Option<&ObjectVersion>,
+    ) -> Option<Secret> {
+        let secrets = locked(&self.secrets);
+        let stored = secrets.get(&key(vault, name))?;
+        let found = match version {
+            None => stored.versions.last(),
+            Some(v) => stored
+                .versions
+                .iter()
+                .find(|(p, _)| p.id.version() == Some(v)),
+        };
+        found.map(|(properties, value)| Secret {
+            properties: properties.clone(),
+            value: value.clone(),
+        })
+    }
+
     /// Moves a pending renewal forward when its time has come.
     fn settle(&self, cert: &mut StoredCertificate, vault: &VaultUrl, name: &ObjectName) {
         let now = self.clock.now();
@@ -408,10 +427,7 @@ impl SecretStore for MemoryVault {
         version: Option<&ObjectVersion>,
     ) -> Result<Option<SecretProperties>, PortError> {
         self.faults.before("secret_properties")?;
-        Ok(self
-            .secret(vault, name, version)
-            .await?
-            .map(|s| s.properties))
+        Ok(self.find(vault, name, version).map(|s| s.properties))
     }
 
     async fn list_versions(
@@ -432,21 +448,8 @@ impl SecretStore for MemoryVault {
         name: &ObjectName,
         version: Option<&ObjectVersion>,
     ) -> Result<Option<Secret>, PortError> {
-        let secrets = locked(&self.secrets);
-        let Some(stored) = secrets.get(&key(vault, name)) else {
-            return Ok(None);
-        };
-        let found = match version {
-            None => stored.versions.last(),
-            Some(v) => stored
-                .versions
-                .iter()
-                .find(|(p, _)| p.id.version() == Some(v)),
-        };
-        Ok(found.map(|(properties, value)| Secret {
-            properties: properties.clone(),
-            value: value.clone(),
-        }))
+        self.faults.before("secret")?;
+        Ok(self.find(vault, name, version))
     }
 
     async fn set_secret(
@@ -565,7 +568,7 @@ impl CertificateStore for MemoryVault {
             if cert.pending.is_none() {
                 cert.pending = Some(PendingRenewal {
                     ready_at: now + renewal_time,
-                    fails_with: None,
+                    fails_with: cert.next_failure.take(),
                 });
             }
             self.settle(cert, vault, name);

@@ -248,3 +248,6 @@ impl From<RotationError> for PortError {
 pub(crate) fn is_permanent(kind: &FailureKind) -> bool {
     !matches!(kind, FailureKind::Transient { .. } | FailureKind::Conflict)
 }
+
+#[cfg(test)]
+mod tests;
