@@ -13,6 +13,8 @@ use crate::config::{AuditSettings, Settings, TableAccess};
 use crate::domain::clock::Clock;
 use crate::functions::Services;
 use crate::ports::audit::AuditStore;
+use crate::rotation::tags::PolicyDefaults;
+use crate::rotation::{Engine, Ports};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -21,6 +23,8 @@ pub enum StartupError {
     Credential(#[from] CredentialError),
     #[error("audit store: {0}")]
     Audit(String),
+    #[error("rotation: {0}")]
+    Rotation(String),
 }
 
 /// The audit log the settings choose. Opening it makes no network call.
@@ -64,10 +68,29 @@ async fn audit_store(
     Ok(store)
 }
 
+/// The rotation engine over `ports`, with the settings' vaults and policy defaults.
+pub fn rotation_engine(
+    settings: &Settings,
+    ports: Ports,
+    clock: Clock,
+) -> Result<Engine, StartupError> {
+    let d = settings.rotation_defaults;
+    let defaults = PolicyDefaults::new(d.validity_days, d.rotate_before_days, d.overlap_days)
+        .map_err(|e| StartupError::Rotation(e.to_string()))?;
+    Ok(Engine::new(ports, settings.vaults.clone(), defaults, clock))
+}
+
 /// Everything the functions share, from settings.
 pub async fn services(settings: &Settings) -> Result<Services, StartupError> {
+    let clock = Clock::system();
+    // Rotation adapters are chosen here: Azure (Key Vault, Graph, the token endpoint of
+    // AZURE_TENANT_ID, Service Bus) or local (embedded vault, directory, queue), built into
+    // `Ports` and passed to `rotation_engine(settings, ports, clock.clone())`. Until they
+    // are, the rotation functions fail retryably ("not configured") and drop no work.
+    let rotation: Option<Arc<Engine>> = None;
     Ok(Services {
         audit: AuditLog::new(audit_store(settings, true).await?),
-        clock: Clock::system(),
+        clock,
+        rotation,
     })
 }

@@ -217,6 +217,23 @@ impl RotationError {
         is_permanent(&self.kind())
     }
 
+    /// One line for the `keyturn-last-error` tag, most useful part first (what is missing
+    /// or which policy refused), so it survives the tag's 256-character limit.
+    pub fn summary(&self) -> String {
+        match self {
+            Self::Port { step, source } => match &source.kind {
+                FailureKind::PermissionDenied { missing } => {
+                    format!("permission_denied: missing {missing} ({step})")
+                }
+                FailureKind::PolicyViolation { code } => {
+                    format!("policy_violation: {code} ({step})")
+                }
+                _ => format!("{}: {step}: {}", self.code(), source.context),
+            },
+            other => format!("{}: {other}", other.code()),
+        }
+    }
+
     /// A short code for audit reasons and the `keyturn-last-error` tag.
     pub fn code(&self) -> &'static str {
         match self.kind() {

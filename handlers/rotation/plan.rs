@@ -88,7 +88,7 @@ pub fn due(expires: Option<DateTime<Utc>>, rotate_before: Days, now: DateTime<Ut
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Assessment {
     Due {
-        job: Job,
+        job: Box<Job>,
         due: Due,
         policy: RotationPolicy,
     },
@@ -120,10 +120,10 @@ pub fn assess(state: &ObjectState, defaults: &PolicyDefaults, now: DateTime<Utc>
     }
     match due(state.expires, policy.rotate_before, now) {
         Some(due) => Assessment::Due {
-            job: Job::new(Action::Rotate {
+            job: Box::new(Job::new(Action::Rotate {
                 object: state.id.without_version(),
                 replaces_version: version,
-            }),
+            })),
             due,
             policy,
         },
@@ -139,6 +139,7 @@ pub fn assess(state: &ObjectState, defaults: &PolicyDefaults, now: DateTime<Utc>
 #[serde(rename_all = "camelCase", tag = "decision")]
 pub enum EventDecision {
     Queued {
+        #[serde(rename = "jobId")]
         job_id: JobId,
     },
     NotDue,
@@ -239,7 +240,9 @@ pub async fn from_event(
                 )
                 .await
                 .map_err(|e| RotationError::port("auditing", e))?;
-            EventDecision::Queued { job_id: job.job_id }
+            EventDecision::Queued {
+                job_id: job.job_id.clone(),
+            }
         }
         Assessment::Malformed(error) => {
             let reason = error.to_string();

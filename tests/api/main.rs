@@ -8,5 +8,6 @@ mod helpers;
 mod host;
 mod infra;
 mod key_vault_events;
+mod rotation;
 mod rotation_worker;
 mod secret_endpoint;

@@ -282,9 +282,9 @@ impl Step<'_> {
             return;
         };
         let text = format!(
-            "{} {}: {message}",
+            "{} {}",
             self.engine.clock().now().format("%Y-%m-%dT%H:%M:%SZ"),
-            error.code()
+            error.summary()
         );
         let tagged = tags::with_last_error(&current.tags, &text);
         match secrets
