@@ -53,7 +53,15 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
             Some(kind.event_type()),
         )
         .await?;
-        let decision = plan::from_event(ctx.rotation()?, ctx, &event, ctx.now).await?;
+        // Events only hasten what the sweep finds from Key Vault's own state, so an app
+        // without rotation ports acknowledges them rather than failing delivery forever.
+        let decision = match ctx.services.rotation.as_deref() {
+            Some(engine) => plan::from_event(engine, ctx, &event, ctx.now).await?,
+            None => {
+                tracing::error!(%vault, %name, "rotation is not configured in this app; event left to the sweep");
+                EventDecision::NotConfigured
+            }
+        };
         tracing::info!(%vault, %name, ?decision, "event planned");
         handled.received.push(format!("{vault}/{name}/{version}"));
         handled.decisions.push(decision);

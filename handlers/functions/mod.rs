@@ -24,8 +24,9 @@ pub struct Services {
     pub audit: AuditLog,
     pub clock: Clock,
     /// The rotation engine over the secret store, directory, token prover and job queue
-    /// start-up chose; `None` where no rotation adapters are configured, in which case the
-    /// rotation functions fail retryably (their triggers redeliver) rather than drop work.
+    /// start-up chose; `None` where no rotation adapters are configured. Then events and
+    /// sweeps are acknowledged and audited as skipped (the sweep of a configured app
+    /// re-derives everything from Key Vault), and jobs fail retryably so none is dropped.
     pub rotation: Option<Arc<Engine>>,
 }
 

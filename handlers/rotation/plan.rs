@@ -156,6 +156,8 @@ pub enum EventDecision {
     UnknownVault,
     /// Not an expiry event for a secret or certificate.
     Ignored,
+    /// This app has no rotation ports; the next sweep of a configured app finds the object.
+    NotConfigured,
 }
 
 /// An audit object naming a Key Vault object and, when known, its version.

@@ -113,10 +113,24 @@ pub async fn spawn_app_with_store(store: Arc<dyn AuditStore>) -> TestApp {
 
 /// The app over the given audit store and rotation ports.
 pub async fn spawn_app_with(store: Arc<dyn AuditStore>, rotation: Rotation) -> TestApp {
+    let engine = rotation.engine.clone();
+    spawn(store, rotation, Some(engine)).await
+}
+
+/// The app as start-up builds it where no rotation adapters are configured.
+pub async fn spawn_app_without_rotation(store: Arc<dyn AuditStore>) -> TestApp {
+    spawn(store, rotation(), None).await
+}
+
+async fn spawn(
+    store: Arc<dyn AuditStore>,
+    rotation: Rotation,
+    engine: Option<Arc<Engine>>,
+) -> TestApp {
     let services = Services {
         audit: AuditLog::new(store.clone()),
         clock: rotation.clock.clock(),
-        rotation: Some(rotation.engine.clone()),
+        rotation: engine,
     };
     let state = AppState {
         services: Arc::new(services),

@@ -16,16 +16,24 @@ use keyturn::ports::{FailureKind, PortError};
 use keyturn::rotation::run::MARKER_PREFIX;
 use keyturn::rotation::tags;
 
-use crate::helpers::{Rotation, TEST_VAULT, TestApp, envelope, fixture, rotation, spawn_app_with};
+use crate::helpers::{
+    Rotation, TEST_VAULT, TestApp, envelope, fixture, rotation, spawn_app_with,
+    spawn_app_without_rotation,
+};
 
 const APP: &str = "6f1b7a7e-0b1c-4d2a-9e3f-0123456789ab";
 
-async fn app() -> (TestApp, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn audit_store(
+    dir: &tempfile::TempDir,
+) -> std::sync::Arc<keyturn::adapters::local::audit::LocalAuditStore> {
     let local = keyturn::adapters::local::store::LocalStore::open(dir.path().join("keyturn.db"))
         .expect("open local store");
-    let store = std::sync::Arc::new(keyturn::adapters::local::audit::LocalAuditStore::new(local));
-    (spawn_app_with(store, rotation()).await, dir)
+    std::sync::Arc::new(keyturn::adapters::local::audit::LocalAuditStore::new(local))
+}
+
+async fn app() -> (TestApp, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    (spawn_app_with(audit_store(&dir), rotation()).await, dir)
 }
 
 fn vault() -> VaultUrl {
@@ -304,4 +312,38 @@ async fn the_sweep_queues_what_is_due_and_reports_malformed_tags() {
         "{malformed}"
     );
     assert_eq!(r.queue.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn without_rotation_ports_events_and_sweeps_are_acknowledged_and_jobs_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = spawn_app_without_rotation(audit_store(&dir)).await;
+    let (_, v1, _) = seed(&app.rotation, "payments");
+
+    let planned = return_value(
+        app.invoke("KeyVaultEvents", &envelope("event", near_expiry(&v1)))
+            .await,
+    )
+    .await;
+    assert_eq!(planned["decisions"][0]["decision"], "notConfigured");
+
+    let timer = fixture("custom-handler/timer-trigger.data-value.docs.json");
+    let swept = return_value(app.invoke("ExpirySweep", &envelope("timer", timer)).await).await;
+    assert_eq!(swept["examined"], 0);
+    let entries = app.audit_entries().await;
+    let sweep = entries.last().expect("sweep audited");
+    assert_eq!(sweep.record.action.as_str(), "sweep.ran");
+    assert_eq!(
+        sweep.record.outcome,
+        keyturn::ports::audit::Outcome::Skipped
+    );
+
+    let job = keyturn::rotation::job::Job::new(keyturn::rotation::job::Action::Rotate {
+        object: v1.id.without_version(),
+        replaces_version: v1.id.version().expect("version").clone(),
+    });
+    let response = app
+        .invoke("RotationWorker", &delivery(&job.message(None), 1))
+        .await;
+    assert_eq!(response.status(), 500, "the job goes back to the queue");
 }
