@@ -82,6 +82,16 @@ pub const DEFAULT_APPSETTINGS_PREFIX: &str = "KEYTURN_SECRET_";
 /// Entra's and Microsoft Graph's public-cloud hosts.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
+/// Ninety days: the lifetime Microsoft's portal suggests for new client secrets and a
+/// common compliance ceiling for shared secrets.
+pub const DEFAULT_VALIDITY_DAYS: &str = "90";
+/// Thirty days: Key Vault raises `NearExpiry` thirty days ahead, so events and policy agree.
+pub const DEFAULT_ROTATE_BEFORE_DAYS: &str = "30";
+/// Seven days: long enough for every consumer to pick up the new version (a weekly
+/// restart, a daily cache refresh), well inside the thirty-day rotate-before window.
+pub const DEFAULT_OVERLAP_DAYS: &str = "7";
+/// Rotation policies are whole days up to ten years (the same bound the tags obey).
+pub const MAX_POLICY_DAYS: u32 = 3650;
 
 pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
@@ -165,9 +175,9 @@ pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
         name: "AZURE_TENANT_ID",
         read_by: ReadBy::Keyturn,
-        required: Required::Never,
+        required: Required::ByAzureRotation,
         default: None,
-        example: "",
+        example: "00000000-0000-0000-0000-000000000000",
         secret: false,
         purpose: "The Entra tenant (a GUID) of the applications whose secrets keyturn rotates: \
                   new client secrets are proven against this tenant's token endpoint.",
@@ -219,6 +229,36 @@ pub const SETTINGS: &[SettingSpec] = &[
         example: DEFAULT_ROTATION_QUEUE,
         secret: false,
         purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying rotation jobs.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_VALIDITY_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_VALIDITY_DAYS),
+        example: DEFAULT_VALIDITY_DAYS,
+        secret: false,
+        purpose: "Days a new credential or generated value is valid, for objects without a \
+                  keyturn-validity-days tag.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_ROTATE_BEFORE_DAYS),
+        example: DEFAULT_ROTATE_BEFORE_DAYS,
+        secret: false,
+        purpose: "Rotate this many days before expiry, for objects without a \
+                  keyturn-rotate-before-days tag. Must be less than the validity.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_OVERLAP_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_OVERLAP_DAYS),
+        example: DEFAULT_OVERLAP_DAYS,
+        secret: false,
+        purpose: "Days the previous App Registration secret keeps working after a rotation before \
+                  keyturn removes it, for objects without a keyturn-overlap-days tag (0: at once).",
     },
     SettingSpec {
         name: "ServiceBusConnection__fullyQualifiedNamespace",
@@ -582,6 +622,15 @@ pub enum AuditSettings {
     Sqlite { path: PathBuf },
 }
 
+/// The rotation policy used where an object's tags say nothing: whole days, checked for
+/// range and for rotate-before < validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RotationDefaults {
+    pub validity_days: u32,
+    pub rotate_before_days: u32,
+    pub overlap_days: u32,
+}
+
 /// The validated configuration of one keyturn process.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
@@ -590,6 +639,7 @@ pub struct Settings {
     pub credential: CredentialSettings,
     pub entra: EntraSettings,
     pub vaults: Vec<VaultUrl>,
+    pub rotation_defaults: RotationDefaults,
     #[serde(serialize_with = "display")]
     pub sweep_schedule: Schedule,
     pub rotation_queue: String,
@@ -843,6 +893,36 @@ impl Settings {
             })
             .unwrap_or_else(|| DEFAULT_ROTATION_QUEUE.into());
 
+        let days = |min: u32| {
+            move |v: &str| match v.parse::<u32>() {
+                Ok(n) if (min..=MAX_POLICY_DAYS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "not a whole number of days from {min} to {MAX_POLICY_DAYS}"
+                )),
+            }
+        };
+        let validity_days = c.parse("KEYTURN_DEFAULT_VALIDITY_DAYS", days(1));
+        let rotate_before_days = c.parse("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", days(1));
+        let overlap_days = c.parse("KEYTURN_DEFAULT_OVERLAP_DAYS", days(0));
+        let rotation_defaults = match (validity_days, rotate_before_days, overlap_days) {
+            (Some(validity_days), Some(rotate_before_days), Some(overlap_days)) => {
+                if rotate_before_days >= validity_days {
+                    c.fail(
+                        "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+                        format!(
+                            "{rotate_before_days} is not less than KEYTURN_DEFAULT_VALIDITY_DAYS ({validity_days}); every new version would be due at once"
+                        ),
+                    );
+                }
+                Some(RotationDefaults {
+                    validity_days,
+                    rotate_before_days,
+                    overlap_days,
+                })
+            }
+            _ => None,
+        };
+
         let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
             parse_namespace(v).map(str::to_string)
         });
@@ -910,8 +990,13 @@ impl Settings {
 
         let endpoint = EndpointSettings::collect(&mut c);
 
-        match (c.errors.is_empty(), sweep_schedule, audit) {
-            (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
+        match (
+            c.errors.is_empty(),
+            sweep_schedule,
+            audit,
+            rotation_defaults,
+        ) {
+            (true, Some(sweep_schedule), Some(audit), Some(rotation_defaults)) => Ok(Settings {
                 log_level,
                 backend,
                 credential: CredentialSettings { kind, client_id },
@@ -921,6 +1006,7 @@ impl Settings {
                     graph_endpoint,
                 },
                 vaults,
+                rotation_defaults,
                 sweep_schedule,
                 rotation_queue,
                 service_bus_namespace,
@@ -1298,6 +1384,7 @@ mod tests {
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
             ("FUNCTIONS_WORKER_RUNTIME", "Custom"),
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-0000000000aa"),
             ("KEYTURN_VAULTS", "https://kv-one.vault.azure.net/"),
             (
                 "ServiceBusConnection__fullyQualifiedNamespace",
@@ -1330,6 +1417,39 @@ mod tests {
         assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
         assert_eq!(s.vaults.len(), 1);
         assert_eq!(s.enabled_functions.len(), 4);
+        assert_eq!(
+            s.rotation_defaults,
+            RotationDefaults {
+                validity_days: 90,
+                rotate_before_days: 30,
+                overlap_days: 7
+            }
+        );
+        assert_eq!(
+            s.entra.tenant_id.map(|t| t.to_string()).as_deref(),
+            Some("00000000-0000-0000-0000-0000000000aa")
+        );
+    }
+
+    #[test]
+    fn rotation_defaults_are_checked_for_range_and_order() {
+        for (setting, value) in [
+            ("KEYTURN_DEFAULT_VALIDITY_DAYS", "0"),
+            ("KEYTURN_DEFAULT_VALIDITY_DAYS", "ninety"),
+            ("KEYTURN_DEFAULT_OVERLAP_DAYS", "-1"),
+            ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "99999"),
+            ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "90"),
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+        ] {
+            let errors = errors_for(&with(&[(setting, value)]));
+            assert!(
+                errors.iter().any(|e| e.setting == setting),
+                "{setting}={value}: {errors:?}"
+            );
+        }
+        let zero_overlap = Settings::from_env(&with(&[("KEYTURN_DEFAULT_OVERLAP_DAYS", "0")]))
+            .expect("an overlap of zero retires at once");
+        assert_eq!(zero_overlap.rotation_defaults.overlap_days, 0);
     }
 
     #[test]
@@ -1371,7 +1491,6 @@ mod tests {
             s.entra.graph_endpoint.as_str(),
             "https://graph.microsoft.com/"
         );
-        assert_eq!(s.entra.tenant_id, None);
 
         let sovereign = Settings::from_env(&with(&[
             ("KEYTURN_AUTHORITY_HOST", "https://login.microsoftonline.us"),

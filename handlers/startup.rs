@@ -12,15 +12,20 @@ use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
 use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::identity::{CredentialError, credential};
-use crate::adapters::azure::keyvault::KeyVaultSource;
+use crate::adapters::azure::keyvault::{KeyVault, KeyVaultSource};
+use crate::adapters::azure::servicebus::ServiceBusQueue;
 use crate::adapters::azure::table::{TableAuth, TableClient, TableName};
 use crate::adapters::azure::table_source::TableSecretSource;
+use crate::adapters::azure::token::EntraTokenProver;
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::directory::LocalDirectory;
+use crate::adapters::local::queue::{LocalQueue, QueueSettings};
 use crate::adapters::local::store::LocalStore;
 use crate::adapters::local::vault::LocalVault;
 use crate::audit::AuditLog;
-use crate::config::{AuditSettings, Backend, CertPolicyName, Environment, Settings, TableAccess};
+use crate::config::{
+    AuditSettings, Backend, CertPolicyName, Environment, ROTATION_FUNCTIONS, Settings, TableAccess,
+};
 use crate::domain::clock::Clock;
 use crate::domain::secret::SecretValue;
 use crate::functions::Services;
@@ -32,6 +37,8 @@ use crate::mtls::entra_device::DeviceRequirements;
 use crate::ports::audit::AuditStore;
 use crate::ports::directory::DeviceDirectory;
 use crate::ports::source::SecretSource;
+use crate::rotation::tags::PolicyDefaults;
+use crate::rotation::{Engine, Ports};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,6 +51,8 @@ pub enum StartupError {
     Local { path: String, problem: String },
     #[error("secret endpoint: {0}")]
     Endpoint(String),
+    #[error("rotation: {0}")]
+    Rotation(String),
 }
 
 /// The audit log the settings choose. Opening it makes no network call.
@@ -94,6 +103,7 @@ fn table_client(settings: &Settings, access: &TableAccess) -> Result<TableClient
 struct LocalParts {
     vault: LocalVault,
     directory: LocalDirectory,
+    queue: LocalQueue,
 }
 
 async fn local_parts(
@@ -113,8 +123,19 @@ async fn local_parts(
     let vault = LocalVault::open(store.clone(), key, clock.clone())
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let directory = LocalDirectory::new(store, clock.clone());
-    Ok(LocalParts { vault, directory })
+    let directory = LocalDirectory::new(store.clone(), clock.clone());
+    let queue = LocalQueue::new(
+        store,
+        &settings.rotation_queue,
+        QueueSettings::default(),
+        clock.clone(),
+    )
+    .map_err(|e| failed(e.to_string()))?;
+    Ok(LocalParts {
+        vault,
+        directory,
+        queue,
+    })
 }
 
 /// Everything the functions share, from settings.
@@ -130,10 +151,90 @@ pub async fn services(settings: &Settings, env: &Environment) -> Result<Services
         Backend::Local => None,
     };
     let endpoint = endpoint(settings, env, local.as_ref(), azure_credential.as_ref())?;
+    let rotation_enabled = settings
+        .enabled_functions
+        .iter()
+        .any(|f| ROTATION_FUNCTIONS.contains(f));
+    let rotation = if rotation_enabled {
+        let ports = match (&local, &azure_credential) {
+            (Some(local), _) => local_rotation_ports(local),
+            (None, Some(credential)) => azure_rotation_ports(settings, credential)?,
+            (None, None) => unreachable!("every backend yields local parts or a credential"),
+        };
+        Some(Arc::new(rotation_engine(settings, ports, clock.clone())?))
+    } else {
+        None
+    };
     Ok(Services {
         audit,
         clock,
         endpoint: Arc::new(endpoint),
+        rotation,
+    })
+}
+
+/// The rotation engine over `ports`, with the settings' vaults and policy defaults.
+pub fn rotation_engine(
+    settings: &Settings,
+    ports: Ports,
+    clock: Clock,
+) -> Result<Engine, StartupError> {
+    let d = settings.rotation_defaults;
+    let defaults = PolicyDefaults::new(d.validity_days, d.rotate_before_days, d.overlap_days)
+        .map_err(|e| StartupError::Rotation(e.to_string()))?;
+    Ok(Engine::new(ports, settings.vaults.clone(), defaults, clock))
+}
+
+/// Rotation on the embedded store: the local vault, the local directory (as credential
+/// issuer and token prover) and the local queue.
+fn local_rotation_ports(local: &LocalParts) -> Ports {
+    Ports {
+        secrets: Arc::new(local.vault.clone()),
+        certificates: Arc::new(local.vault.clone()),
+        directory: Arc::new(local.directory.clone()),
+        prover: Arc::new(local.directory.clone()),
+        queue: Arc::new(local.queue.clone()),
+    }
+}
+
+/// Rotation on Azure: Key Vault through the official crates, Graph, the tenant's token
+/// endpoint and the Service Bus queue, all with keyturn's identity (the token prover uses
+/// the credential being proven, nothing of keyturn's).
+fn azure_rotation_ports(
+    settings: &Settings,
+    credential: &Arc<dyn TokenCredential>,
+) -> Result<Ports, StartupError> {
+    let failed = |e: &dyn std::fmt::Display| StartupError::Rotation(e.to_string());
+    let vault = Arc::new(KeyVault::new(credential.clone(), None));
+    let graph = GraphClient::new(&settings.entra.graph_endpoint, credential.clone(), None)
+        .map_err(|e| failed(&e))?;
+    let tenant = settings.entra.tenant_id.as_ref().ok_or_else(|| {
+        StartupError::Rotation(
+            "AZURE_TENANT_ID is not set; the token prover needs the tenant".into(),
+        )
+    })?;
+    let scope = format!(
+        "{}/.default",
+        settings.entra.graph_endpoint.as_str().trim_end_matches('/')
+    );
+    let prover = EntraTokenProver::new(&settings.entra.authority_host, tenant, scope, None)
+        .map_err(|e| failed(&e))?;
+    let namespace = settings.service_bus_namespace.as_deref().ok_or_else(|| {
+        StartupError::Rotation("ServiceBusConnection__fullyQualifiedNamespace is not set".into())
+    })?;
+    let queue = ServiceBusQueue::new(
+        namespace,
+        &settings.rotation_queue,
+        credential.clone(),
+        None,
+    )
+    .map_err(|e| failed(&e))?;
+    Ok(Ports {
+        secrets: vault.clone(),
+        certificates: vault,
+        directory: Arc::new(graph),
+        prover: Arc::new(prover),
+        queue: Arc::new(queue),
     })
 }
 

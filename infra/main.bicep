@@ -83,6 +83,20 @@ param logLevel string = 'info'
 
 @description('Microsoft Graph endpoint (KEYTURN_GRAPH_ENDPOINT): https://graph.microsoft.com, or a sovereign cloud\'s (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn).')
 param graphEndpoint string = 'https://graph.microsoft.com'
+@description('Days a new credential or generated value is valid, for managed objects without a keyturn-validity-days tag.')
+@minValue(1)
+@maxValue(3650)
+param defaultValidityDays int = 90
+
+@description('Rotate this many days before expiry, for objects without a keyturn-rotate-before-days tag. Less than the validity.')
+@minValue(1)
+@maxValue(3650)
+param defaultRotateBeforeDays int = 30
+
+@description('Days the previous App Registration secret keeps working after a rotation, for objects without a keyturn-overlap-days tag.')
+@minValue(0)
+@maxValue(3650)
+param defaultOverlapDays int = 7
 
 @description('Grant the identities their Microsoft Graph application permissions with the Microsoft Graph Bicep extension. Set false where the deploying principal may not grant them, and run the script in the README instead.')
 param grantGraphPermissions bool = true
@@ -226,7 +240,9 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
-  // Rotation defaults (policy settings the rotation engine reads) belong here.
+  { name: 'KEYTURN_DEFAULT_VALIDITY_DAYS', value: string(defaultValidityDays) }
+  { name: 'KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS', value: string(defaultRotateBeforeDays) }
+  { name: 'KEYTURN_DEFAULT_OVERLAP_DAYS', value: string(defaultOverlapDays) }
   { name: 'AzureWebJobs.SecretEndpoint.Disabled', value: 'true' }
 ]
 

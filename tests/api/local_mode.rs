@@ -19,6 +19,7 @@ async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations(
     )
     .expect("definitions");
     let env = vec![
+        ("KEYTURN_BACKEND".to_string(), "local".to_string()),
         ("KEYTURN_AUDIT_STORE".to_string(), "sqlite".to_string()),
         (
             "KEYTURN_DATA_DIR".to_string(),

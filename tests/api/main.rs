@@ -11,5 +11,6 @@ mod infra;
 mod key_vault_events;
 mod local_adapters;
 mod local_mode;
+mod rotation;
 mod rotation_worker;
 mod secret_endpoint;

@@ -255,6 +255,7 @@ impl EndpointApp {
             audit: AuditLog::new(store.clone()),
             clock: Clock::fixed(now()),
             endpoint: Arc::new(endpoint),
+            rotation: None,
         };
         let state = AppState {
             services: Arc::new(services),
