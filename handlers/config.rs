@@ -543,6 +543,17 @@ pub const SETTINGS: &[SettingSpec] = &[
                   vault's values. Empty: a key file created owner-only beside the store. Never \
                   deployed to Azure.",
     },
+    SettingSpec {
+        name: "KEYTURN_LOCAL_PROPAGATION_SECONDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("0"),
+        example: "0",
+        secret: false,
+        purpose: "Local mode only: seconds a new application secret is refused by the local \
+                  directory's token check, as Entra refuses new secrets until they propagate \
+                  (observed 4-18 s). 0-600.",
+    },
 ];
 
 /// The spec of a setting by name.
@@ -646,6 +657,8 @@ pub struct Settings {
     pub service_bus_namespace: Option<String>,
     pub audit: AuditSettings,
     pub data_dir: PathBuf,
+    /// How long the local directory refuses a new secret (local backend only).
+    pub local_propagation_seconds: u64,
     /// Functions this app serves (all of them unless disabled by `AzureWebJobs.<Name>.Disabled`).
     pub enabled_functions: Vec<&'static str>,
     /// The SecretEndpoint's settings.
@@ -989,6 +1002,12 @@ impl Settings {
         };
 
         let endpoint = EndpointSettings::collect(&mut c);
+        const MAX_LOCAL_PROPAGATION_SECONDS: u64 = 600;
+        let local_propagation_seconds = c
+            .parse("KEYTURN_LOCAL_PROPAGATION_SECONDS", |v| {
+                parse_bounded(v, MAX_LOCAL_PROPAGATION_SECONDS)
+            })
+            .unwrap_or(0);
 
         match (
             c.errors.is_empty(),
@@ -1012,6 +1031,7 @@ impl Settings {
                 service_bus_namespace,
                 audit,
                 data_dir,
+                local_propagation_seconds,
                 enabled_functions,
                 endpoint,
             }),

@@ -263,7 +263,12 @@ async fn serve(port: u16) -> ExitCode {
         if exit_with_parent {
             tokio::select! {
                 () = server::shutdown_signal() => {},
-                () = server::parent_gone() => tracing::info!("the process that started keyturn is gone; stopping"),
+                () = server::parent_gone() => {
+                    // The local mode that started this handler died, as in a crash: stop
+                    // at once, like it, rather than finish work it can no longer settle.
+                    tracing::warn!("the process that started keyturn is gone; exiting");
+                    std::process::exit(1);
+                }
             }
         } else {
             server::shutdown_signal().await;

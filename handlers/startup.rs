@@ -123,7 +123,10 @@ async fn local_parts(
     let vault = LocalVault::open(store.clone(), key, clock.clone())
         .await
         .map_err(|e| failed(e.to_string()))?;
-    let directory = LocalDirectory::new(store.clone(), clock.clone());
+    let propagation =
+        chrono::TimeDelta::seconds(i64::try_from(settings.local_propagation_seconds).unwrap_or(0));
+    let directory =
+        LocalDirectory::new(store.clone(), clock.clone()).with_propagation_delay(propagation);
     let queue = LocalQueue::new(
         store,
         &settings.rotation_queue,

@@ -112,6 +112,7 @@ struct Backends {
 /// Runs local mode until interrupted, or once with `options.once`.
 pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
     let data_dir = prepare_data_dir(&options.data_dir)?;
+    let _exclusive = lock_data_dir(&data_dir)?;
     let clock = Clock::system();
     let overrides = child_settings(&data_dir, &options);
     let env = environment_with(&overrides);
@@ -119,8 +120,22 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
     let backends = open_backends(&data_dir, &app, &env, &clock).await?;
     let demo =
         bootstrap::bootstrap(&data_dir, &backends.vault, &backends.directory, clock.now()).await?;
+    // This process holds the data directory, so any lock on a job was taken by a run that
+    // died: end those locks now rather than waiting out their duration.
+    let stale = backends
+        .queue
+        .expire_locks(clock.now())
+        .await
+        .map_err(local)?;
+    if stale > 0 {
+        tracing::warn!(
+            jobs = stale,
+            "jobs locked by a run that did not finish are delivered again"
+        );
+    }
 
     let log = data_dir.join("handler.log");
+    stop_stale_handler(&data_dir).await;
     let handler = Arc::new(
         Handler::start(
             &app.handler,
@@ -130,6 +145,9 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
         )
         .await?,
     );
+    if let Some(pid) = handler.pid() {
+        let _ = std::fs::write(data_dir.join(HANDLER_PID), pid.to_string());
+    }
 
     let outcome = if options.once {
         let summary = once(&handler, &app, &backends, &clock).await;
@@ -146,6 +164,67 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
         Err(_) => tracing::warn!("the handler is still in use; it stops with this process"),
     }
     Ok(outcome)
+}
+
+/// The handler's process id, so a later run can stop a handler its crashed predecessor left.
+const HANDLER_PID: &str = "handler.pid";
+
+/// A handler whose `keyturn dev` was killed exits within a quarter second on its own
+/// (it watches its parent); a run that starts sooner must not work beside it, so it
+/// stops that handler first.
+async fn stop_stale_handler(data_dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(data_dir.join(HANDLER_PID))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let is_keyturn = std::fs::read(proc.join("cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("keyturn"));
+    if !is_keyturn {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        "a handler from a run that did not finish is still running; stopping it"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    for _ in 0..100 {
+        if !proc.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Holds `<data-dir>/dev.lock` exclusively for this run: two local modes on one data
+/// directory would run each other's jobs. The operating system releases the lock when
+/// the process ends, however it ends.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, DevError> {
+    let path = dir.join("dev.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DevError::DataDir {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DevError::DataDir {
+            path: dir.to_path_buf(),
+            problem: "another `keyturn dev` is running on this data directory".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(DevError::DataDir {
+            path,
+            problem: e.to_string(),
+        }),
+    }
 }
 
 fn prepare_data_dir(dir: &Path) -> Result<PathBuf, DevError> {
@@ -313,7 +392,7 @@ async fn once(
             reason: entry.record.reason.as_ref().map(ToString::to_string),
         };
         match entry.record.action.as_str() {
-            "secret.rotated" => summary.rotated.push(touched),
+            "secret.rotated" | "certificate.renewed" => summary.rotated.push(touched),
             "rotation.skipped" => summary.skipped.push(touched),
             "rotation.failed" | "invocation.failed" => summary.failed.push(touched),
             _ => {}

@@ -110,6 +110,11 @@ impl Handler {
         self.port
     }
 
+    /// The handler's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     async fn wait_listening(&mut self) -> Result<(), HandlerError> {
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
         loop {
