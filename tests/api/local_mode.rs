@@ -305,3 +305,133 @@ fn app_credentials(data: &Path, list: &Value) -> usize {
             .len()
     })
 }
+
+#[test]
+fn vault_set_reads_the_value_from_stdin_and_vault_list_never_prints_it() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (code, _) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0));
+
+    let value = "correct-horse-battery-staple-7f3a";
+    let mut set = keyturn(&[])
+        .args([
+            "vault",
+            "set",
+            "team-api-key",
+            "--tags",
+            "keyturn-kind=generated,owner=team",
+            "--expires",
+            "+45d",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("keyturn vault set runs");
+    set.stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{value}\n").as_bytes())
+        .expect("value written");
+    let output = set.wait_with_output().expect("finishes");
+    assert_eq!(output.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(value));
+
+    let list = vault_list(&data);
+    let text = list.to_string();
+    assert!(!text.contains(value), "values are never listed");
+    let entry = list["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .find(|s| s["name"] == "team-api-key")
+        .expect("listed");
+    assert_eq!(entry["tags"]["owner"], "team");
+    assert!(entry["expires"].as_str().is_some());
+}
+
+#[test]
+fn vault_commands_explain_a_wrong_data_dir_and_a_wrong_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = keyturn(&[])
+        .args(["vault", "list", "--data-dir"])
+        .arg(dir.path().join("nothing-here"))
+        .output()
+        .expect("runs");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("holds no keyturn data"));
+
+    let data = dir.path().join("data");
+    let (code, _) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0));
+    // A different 32-byte key than the one the store was sealed with.
+    let wrong_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let wrong = keyturn(&[("KEYTURN_LOCAL_VAULT_KEY", wrong_key)])
+        .args(["vault", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("runs");
+    assert_eq!(wrong.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&wrong.stderr);
+    assert!(stderr.contains("does not decrypt this store"), "{stderr}");
+    assert!(!stderr.contains(wrong_key), "the key is never echoed");
+
+    let usage = keyturn(&[])
+        .args(["vault", "set", "bad_name", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(usage.status.code(), Some(2));
+}
+
+#[test]
+fn a_second_dev_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut first = keyturn(&[])
+        .args(["dev", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--tls-address",
+            "127.0.0.1:0",
+            "--ingress-address",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("keyturn dev starts");
+    // The first run prints its instructions once it is up.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        first.stdout.take().expect("stdout"),
+    ));
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l.contains("secret endpoint"))),
+        "the first run came up"
+    );
+
+    let (code, stderr) = {
+        let output = keyturn(&[])
+            .args(["dev", "--once", "--data-dir"])
+            .arg(&data)
+            .output()
+            .expect("runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let _ = first.wait();
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("another `keyturn dev` is running"),
+        "{stderr}"
+    );
+}
