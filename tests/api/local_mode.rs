@@ -203,6 +203,58 @@ fn dev_once_rotates_the_demos_due_objects_once_and_then_nothing() {
         report["entries_checked"].as_u64().expect("count") > 10,
         "{report}"
     );
+
+    // The values rotation handled appear nowhere but in the vault.
+    let values = current_values(&data, &["demo-app-secret", "demo-generated", "demo-no-expiry"]);
+    let log = std::fs::read_to_string(data.join("handler.log")).expect("handler log");
+    let audit = audit_dump(&data);
+    for value in &values {
+        assert!(value.len() >= 16, "a real secret value was read");
+        for (what, text) in [("handler log", &log), ("audit log", &audit), ("summary", &first.to_string())] {
+            assert!(!text.contains(value.as_str()), "a rotated secret value leaked into the {what}");
+        }
+    }
+}
+
+/// The current values of `names` in the local vault, read as the endpoint would.
+fn current_values(data: &Path, names: &[&str]) -> Vec<String> {
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::adapters::local::vault::LocalVault;
+    use keyturn::domain::clock::Clock;
+    use keyturn::domain::names::{ObjectName, VaultUrl};
+    use keyturn::ports::vault::SecretStore;
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let path = data.join("keyturn.db");
+        let store = LocalStore::open(&path).expect("open");
+        let key = LocalVault::key_from_setting_or_file(None, &path).expect("key file");
+        let vault = LocalVault::open(store, key, Clock::system()).await.expect("vault");
+        let url = VaultUrl::parse("https://keyturn-local.vault.azure.net/").expect("url");
+        let mut values = Vec::new();
+        for name in names {
+            let name = ObjectName::parse(name).expect("name");
+            let secret = vault.secret(&url, &name, None).await.expect("read").expect("exists");
+            values.push(secret.value.expose().to_string());
+        }
+        values
+    })
+}
+
+/// Every audit row as text.
+fn audit_dump(data: &Path) -> String {
+    let db = rusqlite::Connection::open(data.join("keyturn.db")).expect("open");
+    let mut statement = db.prepare("SELECT * FROM audit_log").expect("query");
+    let columns = statement.column_count();
+    let rows = statement
+        .query_map([], |row| {
+            Ok((0..columns)
+                .map(|i| format!("{:?}", row.get_ref(i).map(|v| format!("{v:?}"))))
+                .collect::<Vec<_>>()
+                .join("|"))
+        })
+        .expect("rows");
+    rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("\n")
 }
 
 #[test]
