@@ -456,6 +456,7 @@ impl Keyturn {
                 audit: AuditLog::new(store.clone()),
                 clock: Clock::system(),
                 endpoint: Arc::new(endpoint),
+                rotation: None,
             }),
             vaults: Arc::new(Vec::new()),
         };

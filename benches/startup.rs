@@ -13,6 +13,7 @@ fn start_once(data_dir: &std::path::Path) -> Duration {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyturn"))
         .args(["serve", "--port", "0"])
         .env_clear()
+        .env("KEYTURN_BACKEND", "local")
         .env("KEYTURN_AUDIT_STORE", "sqlite")
         .env("KEYTURN_DATA_DIR", data_dir)
         .env("KEYTURN_VAULTS", "https://kv-bench.vault.azure.net/")

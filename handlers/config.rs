@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::domain::ids::TenantId;
 use crate::domain::names::VaultUrl;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::secret::SecretValue;
@@ -53,6 +54,9 @@ pub enum Required {
     /// Required by the rotation functions (KeyVaultEvents, ExpirySweep, RotationWorker)
     /// when at least one of them is enabled in this app.
     ByRotation,
+    /// Required by the rotation functions when they run against Azure (not the embedded
+    /// local backends of `keyturn dev`).
+    ByAzureRotation,
 }
 
 /// The functions whose presence makes rotation settings required.
@@ -75,6 +79,19 @@ pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
 /// The app-settings backend's prefix when none is set.
 pub const DEFAULT_APPSETTINGS_PREFIX: &str = "KEYTURN_SECRET_";
+/// Entra's and Microsoft Graph's public-cloud hosts.
+pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
+pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
+/// Ninety days: the lifetime Microsoft's portal suggests for new client secrets and a
+/// common compliance ceiling for shared secrets.
+pub const DEFAULT_VALIDITY_DAYS: &str = "90";
+/// Thirty days: Key Vault raises `NearExpiry` thirty days ahead, so events and policy agree.
+pub const DEFAULT_ROTATE_BEFORE_DAYS: &str = "30";
+/// Seven days: long enough for every consumer to pick up the new version (a weekly
+/// restart, a daily cache refresh), well inside the thirty-day rotate-before window.
+pub const DEFAULT_OVERLAP_DAYS: &str = "7";
+/// Rotation policies are whole days up to ten years (the same bound the tags obey).
+pub const MAX_POLICY_DAYS: u32 = 3650;
 
 pub const SETTINGS: &[SettingSpec] = &[
     SettingSpec {
@@ -106,6 +123,16 @@ pub const SETTINGS: &[SettingSpec] = &[
         purpose: "The loopback port the host forwards invocations to; set by the host.",
     },
     SettingSpec {
+        name: "KEYTURN_EXIT_WITH_PARENT",
+        read_by: ReadBy::HostProvided,
+        required: Required::Never,
+        default: None,
+        example: "true",
+        secret: false,
+        purpose: "Set by `keyturn dev` for the handler it starts: the handler stops when the \
+                  process that started it is gone, so a killed local mode leaves nothing running.",
+    },
+    SettingSpec {
         name: "KEYTURN_LOG_LEVEL",
         read_by: ReadBy::Keyturn,
         required: Required::Never,
@@ -126,6 +153,16 @@ pub const SETTINGS: &[SettingSpec] = &[
                   azure-cli (development only). No setting ever holds a credential.",
     },
     SettingSpec {
+        name: "KEYTURN_BACKEND",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("azure"),
+        example: "azure",
+        secret: false,
+        purpose: "azure (Key Vault, Graph, Entra, Service Bus) or local (the embedded vault, \
+                  directory and queue in KEYTURN_DATA_DIR, as `keyturn dev` runs them).",
+    },
+    SettingSpec {
         name: "AZURE_CLIENT_ID",
         read_by: ReadBy::Keyturn,
         required: Required::Never,
@@ -134,6 +171,37 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Client id of the user-assigned managed identity (or the workload identity's \
                   application). Empty: the system-assigned identity.",
+    },
+    SettingSpec {
+        name: "AZURE_TENANT_ID",
+        read_by: ReadBy::Keyturn,
+        required: Required::ByAzureRotation,
+        default: None,
+        example: "00000000-0000-0000-0000-000000000000",
+        secret: false,
+        purpose: "The Entra tenant (a GUID) of the applications whose secrets keyturn rotates: \
+                  new client secrets are proven against this tenant's token endpoint.",
+    },
+    SettingSpec {
+        name: "KEYTURN_AUTHORITY_HOST",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_AUTHORITY_HOST),
+        example: DEFAULT_AUTHORITY_HOST,
+        secret: false,
+        purpose: "Entra authority host where new client secrets are proven; another cloud's \
+                  for sovereign clouds (https://login.microsoftonline.us, https://login.chinacloudapi.cn).",
+    },
+    SettingSpec {
+        name: "KEYTURN_GRAPH_ENDPOINT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_GRAPH_ENDPOINT),
+        example: DEFAULT_GRAPH_ENDPOINT,
+        secret: false,
+        purpose: "Microsoft Graph endpoint for application credentials and device lookups; \
+                  another cloud's for sovereign clouds (https://graph.microsoft.us, \
+                  https://microsoftgraph.chinacloudapi.cn).",
     },
     SettingSpec {
         name: "KEYTURN_VAULTS",
@@ -163,9 +231,39 @@ pub const SETTINGS: &[SettingSpec] = &[
         purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying rotation jobs.",
     },
     SettingSpec {
+        name: "KEYTURN_DEFAULT_VALIDITY_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_VALIDITY_DAYS),
+        example: DEFAULT_VALIDITY_DAYS,
+        secret: false,
+        purpose: "Days a new credential or generated value is valid, for objects without a \
+                  keyturn-validity-days tag.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_ROTATE_BEFORE_DAYS),
+        example: DEFAULT_ROTATE_BEFORE_DAYS,
+        secret: false,
+        purpose: "Rotate this many days before expiry, for objects without a \
+                  keyturn-rotate-before-days tag. Must be less than the validity.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DEFAULT_OVERLAP_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_OVERLAP_DAYS),
+        example: DEFAULT_OVERLAP_DAYS,
+        secret: false,
+        purpose: "Days the previous App Registration secret keeps working after a rotation before \
+                  keyturn removes it, for objects without a keyturn-overlap-days tag (0: at once).",
+    },
+    SettingSpec {
         name: "ServiceBusConnection__fullyQualifiedNamespace",
         read_by: ReadBy::Both,
-        required: Required::ByRotation,
+        required: Required::ByAzureRotation,
         default: None,
         example: "sb-keyturn-dev.servicebus.windows.net",
         secret: false,
@@ -378,6 +476,16 @@ pub const SETTINGS: &[SettingSpec] = &[
                   KEYTURN_TABLE_ENDPOINT or KEYTURN_TABLE_CONNECTION_STRING). Unset: no table backend.",
     },
     SettingSpec {
+        name: "KEYTURN_SECRETS_VAULT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "The Key Vault URL the SecretEndpoint's keyvault backend reads (with the \
+                  endpoint identity's Key Vault Secrets User role).",
+    },
+    SettingSpec {
         name: "KEYTURN_RATE_LIMIT_PER_IDENTITY",
         read_by: ReadBy::Keyturn,
         required: Required::Never,
@@ -435,11 +543,30 @@ pub const SETTINGS: &[SettingSpec] = &[
                   vault's values. Empty: a key file created owner-only beside the store. Never \
                   deployed to Azure.",
     },
+    SettingSpec {
+        name: "KEYTURN_LOCAL_PROPAGATION_SECONDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("0"),
+        example: "0",
+        secret: false,
+        purpose: "Local mode only: seconds a new application secret is refused by the local \
+                  directory's token check, as Entra refuses new secrets until they propagate \
+                  (observed 4-18 s). 0-600.",
+    },
 ];
 
 /// The spec of a setting by name.
 pub fn spec(name: &str) -> Option<&'static SettingSpec> {
     SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// Which adapters the ports get: Azure services, or the embedded store of local mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    Azure,
+    Local,
 }
 
 /// How keyturn obtains Azure tokens.
@@ -456,6 +583,15 @@ pub struct CredentialSettings {
     pub kind: CredentialKind,
     /// A user-assigned identity's client id (a GUID).
     pub client_id: Option<String>,
+}
+
+/// Where Entra and Microsoft Graph are, for the cloud keyturn runs in.
+#[derive(Debug, Clone, Serialize)]
+pub struct EntraSettings {
+    /// The tenant new client secrets are proven in; needed by the Azure token prover.
+    pub tenant_id: Option<TenantId>,
+    pub authority_host: url::Url,
+    pub graph_endpoint: url::Url,
 }
 
 /// Where the Table service is and how keyturn authenticates to it.
@@ -497,18 +633,32 @@ pub enum AuditSettings {
     Sqlite { path: PathBuf },
 }
 
+/// The rotation policy used where an object's tags say nothing: whole days, checked for
+/// range and for rotate-before < validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RotationDefaults {
+    pub validity_days: u32,
+    pub rotate_before_days: u32,
+    pub overlap_days: u32,
+}
+
 /// The validated configuration of one keyturn process.
 #[derive(Debug, Clone, Serialize)]
 pub struct Settings {
     pub log_level: String,
+    pub backend: Backend,
     pub credential: CredentialSettings,
+    pub entra: EntraSettings,
     pub vaults: Vec<VaultUrl>,
+    pub rotation_defaults: RotationDefaults,
     #[serde(serialize_with = "display")]
     pub sweep_schedule: Schedule,
     pub rotation_queue: String,
     pub service_bus_namespace: Option<String>,
     pub audit: AuditSettings,
     pub data_dir: PathBuf,
+    /// How long the local directory refuses a new secret (local backend only).
+    pub local_propagation_seconds: u64,
     /// Functions this app serves (all of them unless disabled by `AzureWebJobs.<Name>.Disabled`).
     pub enabled_functions: Vec<&'static str>,
     /// The SecretEndpoint's settings.
@@ -659,10 +809,12 @@ impl Settings {
             .iter()
             .any(|f| ROTATION_FUNCTIONS.contains(f));
 
+        let local_backend = env.value("KEYTURN_BACKEND") == Some("local");
         for s in SETTINGS {
             let needed = match s.required {
                 Required::Always => true,
                 Required::ByRotation => rotation_enabled,
+                Required::ByAzureRotation => rotation_enabled && !local_backend,
                 Required::Never => false,
             };
             // Host-only settings are the host's business at run time; keyturn reports them
@@ -673,7 +825,7 @@ impl Settings {
                 && s.default.is_none()
             {
                 let why = match s.required {
-                    Required::ByRotation => {
+                    Required::ByRotation | Required::ByAzureRotation => {
                         "missing; required while KeyVaultEvents, ExpirySweep or RotationWorker is enabled"
                     }
                     _ => "missing",
@@ -681,6 +833,16 @@ impl Settings {
                 c.fail(s.name, why);
             }
         }
+
+        let backend = c
+            .parse("KEYTURN_BACKEND", |v| match v {
+                "azure" => Ok(Backend::Azure),
+                "local" => Ok(Backend::Local),
+                other => Err(format!(
+                    "unknown backend `{other}`; expected azure or local"
+                )),
+            })
+            .unwrap_or(Backend::Azure);
 
         let log_level = c
             .parse("KEYTURN_LOG_LEVEL", |v| {
@@ -709,6 +871,18 @@ impl Settings {
                 })
         });
 
+        let tenant_id = c.parse("AZURE_TENANT_ID", |v| {
+            TenantId::parse(v).map_err(|_| {
+                "not a tenant id (a GUID such as 00000000-0000-0000-0000-000000000000)".to_string()
+            })
+        });
+        let authority_host = c
+            .parse("KEYTURN_AUTHORITY_HOST", parse_https_origin)
+            .unwrap_or_else(|| default_url(DEFAULT_AUTHORITY_HOST));
+        let graph_endpoint = c
+            .parse("KEYTURN_GRAPH_ENDPOINT", parse_https_origin)
+            .unwrap_or_else(|| default_url(DEFAULT_GRAPH_ENDPOINT));
+
         let vaults = c
             .parse("KEYTURN_VAULTS", |v| {
                 v.split(',')
@@ -731,6 +905,36 @@ impl Settings {
                 parse_queue_name(v).map(str::to_string)
             })
             .unwrap_or_else(|| DEFAULT_ROTATION_QUEUE.into());
+
+        let days = |min: u32| {
+            move |v: &str| match v.parse::<u32>() {
+                Ok(n) if (min..=MAX_POLICY_DAYS).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "not a whole number of days from {min} to {MAX_POLICY_DAYS}"
+                )),
+            }
+        };
+        let validity_days = c.parse("KEYTURN_DEFAULT_VALIDITY_DAYS", days(1));
+        let rotate_before_days = c.parse("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", days(1));
+        let overlap_days = c.parse("KEYTURN_DEFAULT_OVERLAP_DAYS", days(0));
+        let rotation_defaults = match (validity_days, rotate_before_days, overlap_days) {
+            (Some(validity_days), Some(rotate_before_days), Some(overlap_days)) => {
+                if rotate_before_days >= validity_days {
+                    c.fail(
+                        "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+                        format!(
+                            "{rotate_before_days} is not less than KEYTURN_DEFAULT_VALIDITY_DAYS ({validity_days}); every new version would be due at once"
+                        ),
+                    );
+                }
+                Some(RotationDefaults {
+                    validity_days,
+                    rotate_before_days,
+                    overlap_days,
+                })
+            }
+            _ => None,
+        };
 
         let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
             parse_namespace(v).map(str::to_string)
@@ -798,17 +1002,36 @@ impl Settings {
         };
 
         let endpoint = EndpointSettings::collect(&mut c);
+        const MAX_LOCAL_PROPAGATION_SECONDS: u64 = 600;
+        let local_propagation_seconds = c
+            .parse("KEYTURN_LOCAL_PROPAGATION_SECONDS", |v| {
+                parse_bounded(v, MAX_LOCAL_PROPAGATION_SECONDS)
+            })
+            .unwrap_or(0);
 
-        match (c.errors.is_empty(), sweep_schedule, audit) {
-            (true, Some(sweep_schedule), Some(audit)) => Ok(Settings {
+        match (
+            c.errors.is_empty(),
+            sweep_schedule,
+            audit,
+            rotation_defaults,
+        ) {
+            (true, Some(sweep_schedule), Some(audit), Some(rotation_defaults)) => Ok(Settings {
                 log_level,
+                backend,
                 credential: CredentialSettings { kind, client_id },
+                entra: EntraSettings {
+                    tenant_id,
+                    authority_host,
+                    graph_endpoint,
+                },
                 vaults,
+                rotation_defaults,
                 sweep_schedule,
                 rotation_queue,
                 service_bus_namespace,
                 audit,
                 data_dir,
+                local_propagation_seconds,
                 enabled_functions,
                 endpoint,
             }),
@@ -866,6 +1089,8 @@ pub struct EndpointSettings {
     pub access_policy: Option<String>,
     pub appsettings_prefix: String,
     pub secrets_table: Option<String>,
+    /// The vault the `keyvault` backend reads.
+    pub secrets_vault: Option<VaultUrl>,
     /// How the secrets table is reached; set whenever `secrets_table` is.
     pub secrets_table_access: Option<TableAccess>,
     /// Requests per minute; 0 is unlimited.
@@ -1042,6 +1267,9 @@ impl EndpointSettings {
                 }
             }
         };
+        let secrets_vault = c.parse("KEYTURN_SECRETS_VAULT", |v| {
+            VaultUrl::parse(v).map_err(|e| format!("not a Key Vault URL ({e})"))
+        });
         let rate = |c: &mut Collector<'_>, name: &str, default: u32| {
             c.parse(name, |v| {
                 v.parse::<u32>()
@@ -1087,6 +1315,7 @@ impl EndpointSettings {
             appsettings_prefix,
             secrets_table,
             secrets_table_access,
+            secrets_vault,
             rate_limit_per_identity,
             rate_limit_per_address,
             tls,
@@ -1107,6 +1336,23 @@ fn parse_bounded(v: &str, max: u64) -> Result<u64, String> {
         Ok(n) if n <= max => Ok(n),
         _ => Err(format!("not a whole number of seconds from 0 to {max}")),
     }
+}
+
+/// An https origin such as `https://login.microsoftonline.com`: tokens and secrets go
+/// there, so never plain http, and nothing after the host.
+fn parse_https_origin(v: &str) -> Result<url::Url, String> {
+    let url = url::Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
+    if url.scheme() != "https" {
+        return Err("must be an https URL".into());
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err("must be the host only, without a path, query or fragment".into());
+    }
+    Ok(url)
+}
+
+fn default_url(text: &str) -> url::Url {
+    url::Url::parse(text).expect("invariant: the default endpoints are valid URLs")
 }
 
 /// Service Bus entity names: letters, digits, periods, hyphens, underscores; start and end
@@ -1158,6 +1404,7 @@ mod tests {
     fn base() -> Vec<(&'static str, &'static str)> {
         vec![
             ("FUNCTIONS_WORKER_RUNTIME", "Custom"),
+            ("AZURE_TENANT_ID", "00000000-0000-0000-0000-0000000000aa"),
             ("KEYTURN_VAULTS", "https://kv-one.vault.azure.net/"),
             (
                 "ServiceBusConnection__fullyQualifiedNamespace",
@@ -1190,6 +1437,39 @@ mod tests {
         assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
         assert_eq!(s.vaults.len(), 1);
         assert_eq!(s.enabled_functions.len(), 4);
+        assert_eq!(
+            s.rotation_defaults,
+            RotationDefaults {
+                validity_days: 90,
+                rotate_before_days: 30,
+                overlap_days: 7
+            }
+        );
+        assert_eq!(
+            s.entra.tenant_id.map(|t| t.to_string()).as_deref(),
+            Some("00000000-0000-0000-0000-0000000000aa")
+        );
+    }
+
+    #[test]
+    fn rotation_defaults_are_checked_for_range_and_order() {
+        for (setting, value) in [
+            ("KEYTURN_DEFAULT_VALIDITY_DAYS", "0"),
+            ("KEYTURN_DEFAULT_VALIDITY_DAYS", "ninety"),
+            ("KEYTURN_DEFAULT_OVERLAP_DAYS", "-1"),
+            ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "99999"),
+            ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "90"),
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+        ] {
+            let errors = errors_for(&with(&[(setting, value)]));
+            assert!(
+                errors.iter().any(|e| e.setting == setting),
+                "{setting}={value}: {errors:?}"
+            );
+        }
+        let zero_overlap = Settings::from_env(&with(&[("KEYTURN_DEFAULT_OVERLAP_DAYS", "0")]))
+            .expect("an overlap of zero retires at once");
+        assert_eq!(zero_overlap.rotation_defaults.overlap_days, 0);
     }
 
     #[test]
@@ -1218,6 +1498,48 @@ mod tests {
             );
         }
         assert!(errors.iter().all(|e| !e.example.is_empty()));
+    }
+
+    #[test]
+    fn entra_endpoints_default_to_the_public_cloud_and_refuse_anything_but_https_hosts() {
+        let s = Settings::from_env(&with(&[])).expect("valid");
+        assert_eq!(
+            s.entra.authority_host.as_str(),
+            "https://login.microsoftonline.com/"
+        );
+        assert_eq!(
+            s.entra.graph_endpoint.as_str(),
+            "https://graph.microsoft.com/"
+        );
+
+        let sovereign = Settings::from_env(&with(&[
+            ("KEYTURN_AUTHORITY_HOST", "https://login.microsoftonline.us"),
+            ("KEYTURN_GRAPH_ENDPOINT", "https://graph.microsoft.us/"),
+            ("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            sovereign.entra.graph_endpoint.as_str(),
+            "https://graph.microsoft.us/"
+        );
+        assert!(sovereign.entra.tenant_id.is_some());
+
+        for (setting, bad) in [
+            ("KEYTURN_AUTHORITY_HOST", "http://login.microsoftonline.com"),
+            (
+                "KEYTURN_AUTHORITY_HOST",
+                "https://login.microsoftonline.com/tenant",
+            ),
+            ("KEYTURN_GRAPH_ENDPOINT", "graph.microsoft.com"),
+            ("KEYTURN_GRAPH_ENDPOINT", "https://graph.microsoft.com/?x=1"),
+            ("AZURE_TENANT_ID", "contoso.onmicrosoft.com"),
+        ] {
+            let named: Vec<String> = errors_for(&with(&[(setting, bad)]))
+                .into_iter()
+                .map(|e| e.setting)
+                .collect();
+            assert_eq!(named, [setting], "{bad}");
+        }
     }
 
     #[test]

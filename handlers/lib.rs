@@ -16,5 +16,6 @@ pub mod local;
 pub mod mtls;
 pub mod package;
 pub mod ports;
+pub mod rotation;
 pub mod startup;
 pub mod telemetry;

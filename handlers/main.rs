@@ -11,7 +11,7 @@ use keyturn::config::{Environment, SETTINGS, Settings};
 use keyturn::functions::secret_endpoint;
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
-use keyturn::local::vault_cli;
+use keyturn::local::{dev, vault_cli};
 use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
@@ -33,6 +33,25 @@ enum Command {
         /// Loopback port to listen on; the host passes it in FUNCTIONS_CUSTOMHANDLER_PORT.
         #[arg(long, env = "FUNCTIONS_CUSTOMHANDLER_PORT")]
         port: u16,
+    },
+    /// Run the whole system on this machine with embedded backends (local mode).
+    Dev {
+        /// Where the embedded store, the dev PKI and the demo live.
+        #[arg(long, default_value = ".keyturn")]
+        data_dir: PathBuf,
+        /// Bootstrap if needed, run one sweep, drain the jobs due now, print a JSON summary
+        /// and exit (0 only if nothing failed).
+        #[arg(long)]
+        once: bool,
+        /// The project root holding host.json and function-definitions/.
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+        /// Where the secret endpoint terminates TLS.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        tls_address: String,
+        /// Where the Event Grid ingress listens.
+        #[arg(long, default_value = "127.0.0.1:7071")]
+        ingress_address: String,
     },
     /// Inspect the configuration.
     Config {
@@ -114,6 +133,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { port } => runtime().block_on(serve(port)),
+        Command::Dev {
+            data_dir,
+            once,
+            root,
+            tls_address,
+            ingress_address,
+        } => runtime().block_on(dev(data_dir, once, root, tls_address, ingress_address)),
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(),
@@ -126,7 +152,7 @@ fn main() -> ExitCode {
             command: CertCommand::Verify(args),
         } => {
             let report = verify_cli::run(&args, chrono::Utc::now());
-            println!("{}", report.to_json());
+            emit(&report.to_json().to_string());
             ExitCode::from(u8::try_from(report.exit_code()).unwrap_or(2))
         }
     }
@@ -147,6 +173,53 @@ fn settings() -> Result<Settings, ExitCode> {
     })
 }
 
+async fn dev(
+    data_dir: PathBuf,
+    once: bool,
+    root: PathBuf,
+    tls_address: String,
+    ingress_address: String,
+) -> ExitCode {
+    let level = Environment::from_process()
+        .value("KEYTURN_LOG_LEVEL")
+        .unwrap_or(if once { "warn" } else { "info" })
+        .to_string();
+    if let Err(e) = telemetry::init_with_writer(&level, std::io::stderr) {
+        eprintln!("keyturn: {e}");
+        return ExitCode::from(2);
+    }
+    let executable = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("keyturn: cannot locate this executable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = dev::DevOptions {
+        data_dir,
+        once,
+        root,
+        executable,
+        tls_address,
+        ingress_address,
+    };
+    match dev::run(options).await {
+        Ok(Some(summary)) => {
+            emit(&serde_json::to_string_pretty(&summary).unwrap_or_default());
+            if summary.succeeded() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 async fn serve(port: u16) -> ExitCode {
     let settings = match settings() {
         Ok(s) => s,
@@ -156,7 +229,7 @@ async fn serve(port: u16) -> ExitCode {
         eprintln!("keyturn: {e}");
         return ExitCode::from(1);
     }
-    let mut services = match startup::services(&settings).await {
+    let services = match startup::services(&settings, &Environment::from_process()).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
@@ -164,14 +237,6 @@ async fn serve(port: u16) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match endpoint::build(&settings, &Environment::from_process()) {
-        Ok(built) => services.endpoint = Arc::new(built),
-        Err(e) => {
-            tracing::error!(error = %e, "secret endpoint configuration failed");
-            eprintln!("keyturn: secret endpoint: {e}");
-            return ExitCode::from(1);
-        }
-    }
     let listener = match server::bind(port).await {
         Ok(l) => l,
         Err(e) => {
@@ -192,7 +257,24 @@ async fn serve(port: u16) -> ExitCode {
         return code;
     }
     tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
-    match server::serve(listener, app, server::shutdown_signal()).await {
+    let exit_with_parent =
+        Environment::from_process().value("KEYTURN_EXIT_WITH_PARENT") == Some("true");
+    let shutdown = async move {
+        if exit_with_parent {
+            tokio::select! {
+                () = server::shutdown_signal() => {},
+                () = server::parent_gone() => {
+                    // The local mode that started this handler died, as in a crash: stop
+                    // at once, like it, rather than finish work it can no longer settle.
+                    tracing::warn!("the process that started keyturn is gone; exiting");
+                    std::process::exit(1);
+                }
+            }
+        } else {
+            server::shutdown_signal().await;
+        }
+    };
+    match server::serve(listener, app, shutdown).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -204,94 +286,13 @@ async fn serve(port: u16) -> ExitCode {
     }
 }
 
-/// The SecretEndpoint's wiring: the sources and policies its settings choose. Start-up
-/// owns adapter choice; this stays here only until start-up also hands in the Key Vault
-/// and local-vault sources and the Graph device directory.
+/// keyturn's own TLS listener for the SecretEndpoint (self-hosted and local mode).
 mod endpoint {
-    use std::collections::BTreeMap;
     use std::process::ExitCode;
-    use std::sync::Arc;
-    use std::time::Duration;
 
-    use keyturn::adapters::appsettings::AppSettingsSource;
-    use keyturn::adapters::azure::identity::credential;
-    use keyturn::adapters::azure::table::{TableAuth, TableClient, TableName};
-    use keyturn::adapters::azure::table_source::TableSecretSource;
-    use keyturn::config::{
-        CertPolicyName, Environment, Settings, TableAccess, TlsListenerSettings,
-    };
-    use keyturn::functions::secret_endpoint::{
-        ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
-    };
+    use keyturn::config::TlsListenerSettings;
     use keyturn::host::router::{AppState, router};
     use keyturn::host::{server, tls};
-    use keyturn::mtls::entra_device::DeviceRequirements;
-    use keyturn::ports::source::SecretSource;
-
-    /// The endpoint from settings, with the `appsettings` backend always and `table`
-    /// when a secrets table is configured.
-    pub fn build(settings: &Settings, env: &Environment) -> Result<Endpoint, String> {
-        let e = &settings.endpoint;
-        let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
-        sources.insert(
-            "appsettings".into(),
-            Arc::new(AppSettingsSource::from_settings(
-                &e.appsettings_prefix,
-                env.prefixed(&e.appsettings_prefix),
-            )),
-        );
-        if let (Some(table), Some(access)) = (&e.secrets_table, &e.secrets_table_access) {
-            let client = match access {
-                TableAccess::Identity { endpoint } => TableClient::new(
-                    endpoint.clone(),
-                    TableAuth::Token(credential(&settings.credential).map_err(|e| e.to_string())?),
-                    None,
-                ),
-                TableAccess::ConnectionString { connection_string } => {
-                    TableClient::from_connection_string(connection_string, None)
-                }
-            }
-            .map_err(|e| e.to_string())?;
-            let table = TableName::parse(table).map_err(|e| e.to_string())?;
-            sources.insert(
-                "table".into(),
-                Arc::new(TableSecretSource::new(client, table)),
-            );
-        }
-        let config = policy_config(settings);
-        let limits = RateLimits {
-            per_identity: Some(e.rate_limit_per_identity),
-            per_address: Some(e.rate_limit_per_address),
-        };
-        Endpoint::from_config(&config, e.access_policy.as_deref(), sources, None, limits)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The certificate-policy part of the settings.
-    pub fn policy_config(settings: &Settings) -> PolicyConfig {
-        let e = &settings.endpoint;
-        let on = |name| e.policies.contains(&name);
-        PolicyConfig {
-            trust_arr_header: e.trust_arr_header,
-            thumbprints: on(CertPolicyName::TrustedThumbprints)
-                .then(|| e.trusted_thumbprints.clone()),
-            chain: e.chain.as_ref().map(|c| ChainConfig {
-                roots: c.roots.clone(),
-                intermediates: c.intermediates.clone(),
-                crls: c.crls.clone(),
-                check_revocation: c.check_revocation,
-                clock_skew: Duration::from_secs(c.clock_skew_seconds),
-            }),
-            entra_device: e.entra_device.as_ref().map(|d| EntraDeviceConfig {
-                roots: d.roots.clone(),
-                requirements: DeviceRequirements {
-                    compliant: d.require_compliant,
-                    managed: d.require_managed,
-                },
-                cache_ttl: Duration::from_secs(d.cache_seconds),
-            }),
-        }
-    }
 
     /// Starts the TLS listener serving only the SecretEndpoint.
     pub async fn spawn_tls(
@@ -346,20 +347,14 @@ fn config_check() -> ExitCode {
         Ok(settings) => {
             let report =
                 serde_json::json!({ "valid": true, "settings": listed, "effective": settings });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {
             let errors: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
             let report =
                 serde_json::json!({ "valid": false, "errors": errors, "settings": listed });
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             eprintln!("keyturn: {e}");
             ExitCode::from(1)
         }
@@ -380,10 +375,7 @@ async fn audit_verify() -> ExitCode {
     };
     match log.verify().await {
         Ok(report) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             if report.is_intact() {
                 ExitCode::SUCCESS
             } else {
@@ -418,10 +410,7 @@ fn package_command(
     }
     match package::build(root, &binary, out) {
         Ok(manifest) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&manifest).unwrap_or_default()
-            );
+            emit(&serde_json::to_string_pretty(&manifest).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -462,10 +451,7 @@ async fn vault_command(command: VaultCommand) -> ExitCode {
     };
     match result {
         Ok(report) => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).unwrap_or_default()
-            );
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -509,3 +495,10 @@ async fn vault_set(
 /// Key Vault's secret value limit is 25 KiB; read one byte past it so the vault reports the
 /// size instead of the value being cut silently.
 const MAX_STDIN_SECRET_BYTES: u64 = 25 * 1024 + 1;
+
+/// Writes one report to stdout. A closed pipe (`| head`) is not an error worth a panic.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}

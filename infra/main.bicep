@@ -81,6 +81,23 @@ param sweepSchedule string = '0 0 */6 * * *'
 @description('keyturn log filter (KEYTURN_LOG_LEVEL).')
 param logLevel string = 'info'
 
+@description('Microsoft Graph endpoint (KEYTURN_GRAPH_ENDPOINT): https://graph.microsoft.com, or a sovereign cloud\'s (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn).')
+param graphEndpoint string = 'https://graph.microsoft.com'
+@description('Days a new credential or generated value is valid, for managed objects without a keyturn-validity-days tag.')
+@minValue(1)
+@maxValue(3650)
+param defaultValidityDays int = 90
+
+@description('Rotate this many days before expiry, for objects without a keyturn-rotate-before-days tag. Less than the validity.')
+@minValue(1)
+@maxValue(3650)
+param defaultRotateBeforeDays int = 30
+
+@description('Days the previous App Registration secret keeps working after a rotation, for objects without a keyturn-overlap-days tag.')
+@minValue(0)
+@maxValue(3650)
+param defaultOverlapDays int = 7
+
 @description('Grant the identities their Microsoft Graph application permissions with the Microsoft Graph Bicep extension. Set false where the deploying principal may not grant them, and run the script in the README instead.')
 param grantGraphPermissions bool = true
 
@@ -125,6 +142,8 @@ var deadLetterContainerName = 'eventgrid-deadletter'
 var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
 var vaultUrls = [for v in managedVaults: 'https://${v.name}${environment().suffixes.keyvaultDns}/']
 var tableEndpoint = 'https://${names.storage}.table.${environment().suffixes.storage}'
+// The endpoint's keyvault backend reads the first served vault.
+var secretsVaultUrl = empty(servedVaults) ? '' : 'https://${servedVaults[0].name}${environment().suffixes.keyvaultDns}/'
 
 // Each app has its own identity, so the internet-facing endpoint holds only what it needs.
 resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -209,6 +228,9 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_LOG_LEVEL', value: logLevel }
   { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
   { name: 'AZURE_CLIENT_ID', value: rotatorIdentity.properties.clientId }
+  { name: 'AZURE_TENANT_ID', value: tenant().tenantId }
+  { name: 'KEYTURN_AUTHORITY_HOST', value: environment().authentication.loginEndpoint }
+  { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
   { name: 'KEYTURN_VAULTS', value: join(vaultUrls, ',') }
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
@@ -218,7 +240,9 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
-  // Rotation defaults (policy settings the rotation engine reads) belong here.
+  { name: 'KEYTURN_DEFAULT_VALIDITY_DAYS', value: string(defaultValidityDays) }
+  { name: 'KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS', value: string(defaultRotateBeforeDays) }
+  { name: 'KEYTURN_DEFAULT_OVERLAP_DAYS', value: string(defaultOverlapDays) }
   { name: 'AzureWebJobs.SecretEndpoint.Disabled', value: 'true' }
 ]
 
@@ -226,6 +250,7 @@ var endpointAppSettings = [
   { name: 'KEYTURN_LOG_LEVEL', value: logLevel }
   { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
   { name: 'AZURE_CLIENT_ID', value: endpointIdentity.properties.clientId }
+  { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
   // The host resolves %KEYTURN_SWEEP_SCHEDULE% and %KEYTURN_ROTATION_QUEUE% in every
   // function.json it indexes, disabled functions included, so the endpoint carries them too.
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
@@ -239,6 +264,7 @@ var endpointAppSettings = [
   { name: 'KEYTURN_CERT_POLICIES', value: join(endpointCertPolicies, ',') }
   { name: 'KEYTURN_TRUSTED_THUMBPRINTS', value: join(endpointTrustedThumbprints, ',') }
   { name: 'KEYTURN_ACCESS_POLICY', value: endpointAccessPolicy }
+  { name: 'KEYTURN_SECRETS_VAULT', value: secretsVaultUrl }
   { name: 'KEYTURN_RATE_LIMIT_PER_IDENTITY', value: string(endpointRateLimitPerIdentity) }
   { name: 'KEYTURN_RATE_LIMIT_PER_ADDRESS', value: string(endpointRateLimitPerAddress) }
   { name: 'AzureWebJobs.KeyVaultEvents.Disabled', value: 'true' }

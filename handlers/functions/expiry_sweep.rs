@@ -1,5 +1,6 @@
-//! `ExpirySweep`: the timer that re-examines every managed vault, catching what events
-//! missed. Each run is audited with the vaults it covers.
+//! `ExpirySweep`: the timer that re-examines every managed vault (metadata only), queues a
+//! job for each managed object that is due, and reports objects whose tags cannot be read.
+//! It catches what events missed. Each run is audited with what it found.
 
 use serde::Serialize;
 
@@ -7,6 +8,7 @@ use crate::domain::names::VaultUrl;
 use crate::events::timer::TimerInfo;
 use crate::functions::{Context, FunctionError};
 use crate::ports::audit::{AuditObject, Outcome};
+use crate::rotation::plan::{self, SweepOutcome};
 
 pub const NAME: &str = "ExpirySweep";
 /// The trigger binding's name in `function-definitions/ExpirySweep/function.json`.
@@ -16,6 +18,8 @@ pub const BINDING: &str = "timer";
 pub struct SweepReport {
     pub vaults: Vec<String>,
     pub past_due: bool,
+    #[serde(flatten)]
+    pub found: SweepOutcome,
 }
 
 pub async fn run(
@@ -23,17 +27,46 @@ pub async fn run(
     timer: TimerInfo,
     vaults: &[VaultUrl],
 ) -> Result<SweepReport, FunctionError> {
+    if timer.is_past_due {
+        tracing::warn!("sweep is past due: the previous run was missed or overran");
+    }
+    let Some(engine) = ctx.services.rotation.as_deref() else {
+        // Nothing is lost: the next sweep in an app with rotation ports finds every due
+        // object from Key Vault's own state.
+        tracing::error!("rotation is not configured in this app; nothing swept");
+        ctx.audit(
+            "sweep.ran",
+            AuditObject::default(),
+            Outcome::Skipped,
+            Some("rotation is not configured in this app"),
+        )
+        .await?;
+        return Ok(SweepReport {
+            vaults: vaults.iter().map(ToString::to_string).collect(),
+            past_due: timer.is_past_due,
+            found: SweepOutcome::default(),
+        });
+    };
+    let found = plan::sweep(engine, ctx, vaults, ctx.now).await?;
     let report = SweepReport {
         vaults: vaults.iter().map(ToString::to_string).collect(),
         past_due: timer.is_past_due,
+        found,
     };
-    if report.past_due {
-        tracing::warn!("sweep is past due: the previous run was missed or overran");
-    }
     let reason = format!(
-        "{} vault(s){}",
+        "{} vault(s){}: {} examined, {} queued, {} malformed, {} vault(s) failed",
         report.vaults.len(),
-        if report.past_due { ", past due" } else { "" }
+        if report.past_due { ", past due" } else { "" },
+        report.found.examined,
+        report.found.queued,
+        report.found.malformed.len(),
+        report.found.failed_vaults.len(),
+    );
+    tracing::info!(
+        examined = report.found.examined,
+        queued = report.found.queued,
+        malformed = report.found.malformed.len(),
+        "sweep finished"
     );
     ctx.audit(
         "sweep.ran",

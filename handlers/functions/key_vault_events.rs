@@ -1,12 +1,14 @@
 //! `KeyVaultEvents`: Key Vault events from Event Grid (either schema). Expiry events for
-//! secrets and certificates are recorded for rotation; every other event type is
-//! acknowledged and ignored.
+//! secrets and certificates go to the rotation planner, which re-reads the object and
+//! queues a job when it is managed and due; every other event type is acknowledged and
+//! ignored (logged at debug).
 
 use serde::Serialize;
 
 use crate::events::keyvault::KeyVaultEvent;
 use crate::functions::{Context, FunctionError, vault_object};
 use crate::ports::audit::Outcome;
+use crate::rotation::plan::{self, EventDecision};
 
 pub const NAME: &str = "KeyVaultEvents";
 /// The trigger binding's name in `function-definitions/KeyVaultEvents/function.json`.
@@ -19,12 +21,15 @@ pub struct Handled {
     pub received: Vec<String>,
     /// Events of other types, acknowledged without action.
     pub ignored: usize,
+    /// What planning decided for each received event, in order.
+    pub decisions: Vec<EventDecision>,
 }
 
 pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, FunctionError> {
     let mut handled = Handled {
         received: Vec::new(),
         ignored: 0,
+        decisions: Vec::new(),
     };
     for event in events {
         let vault = event.vault().to_string();
@@ -48,7 +53,18 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
             Some(kind.event_type()),
         )
         .await?;
+        // Events only hasten what the sweep finds from Key Vault's own state, so an app
+        // without rotation ports acknowledges them rather than failing delivery forever.
+        let decision = match ctx.services.rotation.as_deref() {
+            Some(engine) => plan::from_event(engine, ctx, &event, ctx.now).await?,
+            None => {
+                tracing::error!(%vault, %name, "rotation is not configured in this app; event left to the sweep");
+                EventDecision::NotConfigured
+            }
+        };
+        tracing::info!(%vault, %name, ?decision, "event planned");
         handled.received.push(format!("{vault}/{name}/{version}"));
+        handled.decisions.push(decision);
     }
     Ok(handled)
 }

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::audit::{AuditError, AuditLog};
 use crate::domain::clock::Clock;
 use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
 use crate::ports::{FailureKind, PortError};
+use crate::rotation::{Engine, Recorder, RotationError};
 
 pub mod expiry_sweep;
 pub mod key_vault_events;
@@ -24,6 +26,11 @@ pub struct Services {
     /// The SecretEndpoint's policies, access policy, sources and rate limits; the
     /// default refuses every request.
     pub endpoint: Arc<secret_endpoint::Endpoint>,
+    /// The rotation engine over the secret store, directory, token prover and job queue
+    /// start-up chose; `None` where no rotation adapters are configured. Then events and
+    /// sweeps are acknowledged and audited as skipped (the sweep of a configured app
+    /// re-derives everything from Key Vault), and jobs fail retryably so none is dropped.
+    pub rotation: Option<Arc<Engine>>,
 }
 
 /// One invocation: which function, the host's invocation id, and the time it started.
@@ -44,6 +51,12 @@ pub enum FunctionError {
     BadInput(String),
     #[error(transparent)]
     Port(#[from] PortError),
+}
+
+impl From<RotationError> for FunctionError {
+    fn from(error: RotationError) -> Self {
+        Self::Port(error.into())
+    }
 }
 
 impl Context {
@@ -71,6 +84,38 @@ impl Context {
         record.invocation_id = Some(text("invocation id", &self.invocation_id)?);
         self.services.audit.append(record).await?;
         Ok(())
+    }
+}
+
+impl Context {
+    /// The rotation engine, or a retryable failure naming what is missing.
+    pub fn rotation(&self) -> Result<&Engine, FunctionError> {
+        self.services.rotation.as_deref().ok_or_else(|| {
+            FunctionError::Port(PortError::transient(
+                "rotation is not configured in this app: start-up chose no secret store, \
+                 directory or job queue",
+            ))
+        })
+    }
+}
+
+/// The engine audits through the invocation, so its entries carry the function and the
+/// invocation id like every other entry.
+#[async_trait]
+impl Recorder for Context {
+    async fn record(
+        &self,
+        action: &str,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<(), PortError> {
+        self.audit(action, object, outcome, reason)
+            .await
+            .map_err(|error| match error {
+                FunctionError::Port(port) => port,
+                FunctionError::BadInput(problem) => PortError::invalid(problem),
+            })
     }
 }
 

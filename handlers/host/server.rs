@@ -50,3 +50,20 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutdown requested; finishing in-flight invocations");
 }
+
+/// Completes when this process's parent exits (the process is re-parented). Local mode's
+/// handler uses it so that killing `keyturn dev`, even with SIGKILL, stops its handler.
+pub async fn parent_gone() {
+    #[cfg(unix)]
+    {
+        let parent = std::os::unix::process::parent_id();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            if std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    std::future::pending::<()>().await
+}

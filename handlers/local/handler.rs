@@ -2,7 +2,7 @@
 //! `host.json` says (same executable, same arguments, `FUNCTIONS_CUSTOMHANDLER_PORT`),
 //! waits until it listens, and posts invocations in the host's envelopes.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -58,10 +58,13 @@ impl Handler {
     /// Starts `command` from `app_root` with `env` added to this process's environment
     /// and `FUNCTIONS_CUSTOMHANDLER_PORT` set, as the host does. `executable` overrides
     /// host.json's path (local mode runs the binary it is, not a packaged copy).
+    /// With `log`, the handler's stdout and stderr are appended to that file (the host
+    /// likewise keeps a handler's output out of the caller's way).
     pub async fn start(
         command: &HandlerCommand,
         executable: Option<PathBuf>,
         env: &[(String, String)],
+        log: Option<&Path>,
     ) -> Result<Self, HandlerError> {
         let port = free_port().map_err(|e| HandlerError::Start {
             executable: command.executable.clone(),
@@ -74,6 +77,19 @@ impl Handler {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        if let Some(log) = log {
+            let open = || {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .map_err(|e| HandlerError::Start {
+                        executable: command.executable.clone(),
+                        problem: format!("cannot open the log {}: {e}", log.display()),
+                    })
+            };
+            cmd.stdout(open()?).stderr(open()?);
+        }
         let child = cmd.spawn().map_err(|e| HandlerError::Start {
             executable: program.display().to_string(),
             problem: e.to_string(),
@@ -92,6 +108,11 @@ impl Handler {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The handler's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     async fn wait_listening(&mut self) -> Result<(), HandlerError> {

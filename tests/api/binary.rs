@@ -24,6 +24,7 @@ fn keyturn(env: &[(&str, &str)]) -> Command {
 
 fn local_env(data_dir: &Path) -> Vec<(&'static str, String)> {
     vec![
+        ("KEYTURN_BACKEND", "local".into()),
         ("KEYTURN_AUDIT_STORE", "sqlite".into()),
         ("KEYTURN_DATA_DIR", data_dir.display().to_string()),
         ("KEYTURN_VAULTS", "https://kv-test.vault.azure.net/".into()),
@@ -135,6 +136,7 @@ fn config_check_prints_the_effective_configuration_with_secrets_redacted() {
             "ServiceBusConnection__fullyQualifiedNamespace",
             "sb-test.servicebus.windows.net",
         ),
+        ("AZURE_TENANT_ID", "00000000-0000-0000-0000-0000000000aa"),
     ])
     .args(["config", "check"])
     .output()
@@ -270,6 +272,8 @@ fn a_known_secret_never_reaches_logs_or_responses() {
     let connection = format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint={endpoint};"
     );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().display().to_string();
     let table = format!(
         "redaction{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -284,6 +288,9 @@ fn a_known_secret_never_reaches_logs_or_responses() {
             "sb-test.servicebus.windows.net",
         ),
         ("KEYTURN_LOG_LEVEL", "trace"),
+        // The embedded backends: the sweep and the worker run for real without Azure.
+        ("KEYTURN_BACKEND", "local"),
+        ("KEYTURN_DATA_DIR", &data_dir),
     ]);
     let http = reqwest::blocking::Client::new();
     let mut bodies = String::new();

@@ -15,13 +15,18 @@ use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::AuditLog;
 use keyturn::config::FUNCTIONS;
-use keyturn::domain::clock::Clock;
 use keyturn::domain::names::VaultUrl;
 use keyturn::functions::Services;
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
 use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
 use keyturn::ports::{FailureKind, PortError};
+use keyturn::rotation::memory::{Faults, ManualClock, MemoryDirectory, MemoryQueue, MemoryVault};
+use keyturn::rotation::tags::PolicyDefaults;
+use keyturn::rotation::{Engine, Ports};
+
+/// The vault every test app manages.
+pub const TEST_VAULT: &str = "https://kv-test.vault.azure.net/";
 
 /// The shared fixtures beside the project.
 pub fn fixtures() -> PathBuf {
@@ -39,10 +44,54 @@ pub fn envelope(binding: &str, value: Value) -> Value {
     json!({ "Data": { binding: value }, "Metadata": {} })
 }
 
+/// The rotation ports in memory, shared by the app and the test that inspects them, with
+/// the manual clock both the app and the engine read.
+#[derive(Clone)]
+pub struct Rotation {
+    pub clock: ManualClock,
+    pub faults: Arc<Faults>,
+    pub vault: Arc<MemoryVault>,
+    pub directory: Arc<MemoryDirectory>,
+    pub queue: Arc<MemoryQueue>,
+    pub engine: Arc<Engine>,
+}
+
+/// In-memory rotation ports over [`TEST_VAULT`], starting at the current time.
+pub fn rotation() -> Rotation {
+    let clock = ManualClock::at(chrono::Utc::now());
+    let faults = Faults::new();
+    let vault = Arc::new(MemoryVault::new(clock.clock(), faults.clone()));
+    let directory = Arc::new(MemoryDirectory::new(clock.clock(), faults.clone()));
+    let queue = Arc::new(MemoryQueue::new(faults.clone()));
+    let ports = Ports {
+        secrets: vault.clone(),
+        certificates: vault.clone(),
+        directory: directory.clone(),
+        prover: directory.clone(),
+        queue: queue.clone(),
+    };
+    let engine = Engine::new(
+        ports,
+        vec![VaultUrl::parse(TEST_VAULT).expect("vault url")],
+        PolicyDefaults::new(90, 30, 7).expect("defaults"),
+        clock.clock(),
+    )
+    .with_pause(clock.pause());
+    Rotation {
+        clock,
+        faults,
+        vault,
+        directory,
+        queue,
+        engine: Arc::new(engine),
+    }
+}
+
 pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn AuditStore>,
+    pub rotation: Rotation,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     _dir: Option<TempDir>,
@@ -59,16 +108,34 @@ pub async fn spawn_app() -> TestApp {
 
 /// The app over the given audit store.
 pub async fn spawn_app_with_store(store: Arc<dyn AuditStore>) -> TestApp {
+    spawn_app_with(store, rotation()).await
+}
+
+/// The app over the given audit store and rotation ports.
+pub async fn spawn_app_with(store: Arc<dyn AuditStore>, rotation: Rotation) -> TestApp {
+    let engine = rotation.engine.clone();
+    spawn(store, rotation, Some(engine)).await
+}
+
+/// The app as start-up builds it where no rotation adapters are configured.
+pub async fn spawn_app_without_rotation(store: Arc<dyn AuditStore>) -> TestApp {
+    spawn(store, rotation(), None).await
+}
+
+async fn spawn(
+    store: Arc<dyn AuditStore>,
+    rotation: Rotation,
+    engine: Option<Arc<Engine>>,
+) -> TestApp {
     let services = Services {
         audit: AuditLog::new(store.clone()),
-        clock: Clock::system(),
+        clock: rotation.clock.clock(),
         endpoint: Default::default(),
+        rotation: engine,
     };
     let state = AppState {
         services: Arc::new(services),
-        vaults: Arc::new(vec![
-            VaultUrl::parse("https://kv-test.vault.azure.net/").expect("vault url"),
-        ]),
+        vaults: Arc::new(vec![VaultUrl::parse(TEST_VAULT).expect("vault url")]),
     };
     let listener = server::bind(0).await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -81,6 +148,7 @@ pub async fn spawn_app_with_store(store: Arc<dyn AuditStore>) -> TestApp {
         address,
         http: reqwest::Client::new(),
         store,
+        rotation,
         shutdown: Some(tx),
         server: Some(server),
         _dir: None,

@@ -222,6 +222,38 @@ mod queue {
     }
 
     #[tokio::test]
+    async fn expiring_the_locks_of_a_crashed_receiver_redelivers_its_messages_now() {
+        let fixture = Fixture::new();
+        let queue = queue(fixture.store());
+        queue.send(&job("m1", "s1")).await.expect("send");
+        queue.send(&job("m2", "s1")).await.expect("send");
+        let held = queue
+            .receive(t0())
+            .await
+            .expect("receive")
+            .expect("a message");
+        assert!(
+            queue.receive(t0()).await.expect("receive").is_none(),
+            "the session is locked"
+        );
+
+        let expired = queue.expire_locks(t0()).await.expect("expire");
+        let again = queue
+            .receive(t0())
+            .await
+            .expect("receive")
+            .expect("redelivered before the lock's own expiry");
+
+        assert_eq!(expired, 1);
+        assert_eq!(again.message_id, held.message_id);
+        assert_eq!(again.delivery_count, 2);
+        assert!(matches!(
+            queue.complete(held.lock_token, t0()).await,
+            Err(QueueError::LockLost)
+        ));
+    }
+
+    #[tokio::test]
     async fn an_abandoned_message_is_redelivered_at_once() {
         let fixture = Fixture::new();
         let queue = queue(fixture.store());

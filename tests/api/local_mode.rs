@@ -19,6 +19,7 @@ async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations(
     )
     .expect("definitions");
     let env = vec![
+        ("KEYTURN_BACKEND".to_string(), "local".to_string()),
         ("KEYTURN_AUDIT_STORE".to_string(), "sqlite".to_string()),
         (
             "KEYTURN_DATA_DIR".to_string(),
@@ -37,6 +38,7 @@ async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations(
         &app.handler,
         Some(PathBuf::from(env!("CARGO_BIN_EXE_keyturn"))),
         &env,
+        None,
     )
     .await
     .expect("the handler listens");
@@ -67,4 +69,239 @@ async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations(
         .expect("answered");
     assert!(answer.succeeded(), "{answer:?}");
     handler.stop().await.expect("stops");
+}
+
+/// `keyturn` with a clean environment plus `env`, run from the project root.
+fn keyturn(env: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    cmd.env_clear().current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+fn dev_once(data_dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, Value) {
+    let output = keyturn(env)
+        .args(["dev", "--once", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("keyturn dev runs");
+    let summary = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "--once prints a JSON summary ({e}); stderr: {}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code(), summary)
+}
+
+fn names(summary: &Value, list: &str) -> Vec<String> {
+    let mut names: Vec<String> = summary[list]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+fn vault_list(data_dir: &Path) -> Value {
+    let output = keyturn(&[])
+        .args(["vault", "list", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("keyturn vault list runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+fn versions_of(list: &Value, name: &str) -> usize {
+    list["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["versions"].as_array().map(Vec::len))
+        .unwrap_or_else(|| panic!("{name} is listed"))
+}
+
+fn audit_verify(data_dir: &Path) -> Value {
+    let dir = data_dir.display().to_string();
+    let output = keyturn(&[
+        ("KEYTURN_BACKEND", "local"),
+        ("KEYTURN_AUDIT_STORE", "sqlite"),
+        ("KEYTURN_DATA_DIR", &dir),
+        ("KEYTURN_VAULTS", "https://keyturn-local.vault.azure.net/"),
+    ])
+    .args(["audit", "verify"])
+    .output()
+    .expect("keyturn audit verify runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+const DUE_DEMO_OBJECTS: [&str; 4] = [
+    "demo-app-secret",
+    "demo-certificate",
+    "demo-generated",
+    "demo-no-expiry",
+];
+
+#[test]
+fn dev_once_rotates_the_demos_due_objects_once_and_then_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+
+    let (code, first) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0), "{first}");
+    assert_eq!(names(&first, "rotated"), DUE_DEMO_OBJECTS, "{first}");
+    assert!(first["failed"].as_array().expect("list").is_empty());
+    assert_eq!(
+        first["scheduled"], 1,
+        "the old app secret's retirement waits for the overlap"
+    );
+
+    let (code, second) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0), "{second}");
+    assert!(names(&second, "rotated").is_empty(), "{second}");
+
+    let list = vault_list(&data);
+    for name in ["demo-app-secret", "demo-generated", "demo-no-expiry"] {
+        assert_eq!(
+            versions_of(&list, name),
+            2,
+            "{name}: the bootstrap version and one rotation"
+        );
+    }
+    let rotated_certificate = first["rotated"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["name"] == "demo-certificate")
+        .and_then(|t| t["version"].as_str())
+        .expect("the certificate's new version")
+        .to_string();
+    let certificate = &list["certificates"][0];
+    assert_eq!(certificate["currentVersion"], rotated_certificate.as_str());
+    let report = audit_verify(&data);
+    assert!(
+        report["entries_checked"].as_u64().expect("count") > 10,
+        "{report}"
+    );
+}
+
+#[test]
+fn killing_dev_mid_rotation_loses_no_job_and_rotates_nothing_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+
+    // Entra-like propagation delay keeps the app-secret rotation waiting for its proof
+    // after the new credential was added: the moment to kill it.
+    let mut run = keyturn(&[("KEYTURN_LOCAL_PROPAGATION_SECONDS", "5")])
+        .args(["dev", "--once", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("keyturn dev starts");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rotation never added its credential"
+        );
+        if credential_added(&data) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    run.kill().expect("kill -9");
+    run.wait().expect("reaped");
+
+    let (code, resumed) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0), "{resumed}");
+    assert!(
+        names(&resumed, "rotated").contains(&"demo-app-secret".to_string()),
+        "{resumed}"
+    );
+    let (_, again) = dev_once(&data, &[]);
+    assert!(names(&again, "rotated").is_empty(), "{again}");
+
+    let list = vault_list(&data);
+    for name in ["demo-app-secret", "demo-generated", "demo-no-expiry"] {
+        assert_eq!(versions_of(&list, name), 2, "{name} rotated exactly once");
+    }
+    assert_eq!(
+        app_credentials(&data, &list),
+        2,
+        "the initial and the rotated secret; no orphan"
+    );
+    audit_verify(&data);
+}
+
+fn credential_added(data: &Path) -> bool {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        data.join("keyturn.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return false;
+    };
+    db.query_row(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'credential.added'",
+        [],
+        |row| row.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
+}
+
+/// How many password credentials the demo application has, read through the local
+/// directory as the rotation engine sees it.
+fn app_credentials(data: &Path, list: &Value) -> usize {
+    use keyturn::adapters::local::directory::LocalDirectory;
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::domain::clock::Clock;
+    use keyturn::domain::ids::AppId;
+    use keyturn::ports::directory::CredentialIssuer;
+
+    let app_id = list["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .find(|s| s["name"] == "demo-app-secret")
+        .and_then(|s| s["tags"]["keyturn-app-id"].as_str())
+        .and_then(|a| AppId::parse(a).ok())
+        .expect("the demo secret names its application");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let store = LocalStore::open(data.join("keyturn.db")).expect("open");
+        let directory = LocalDirectory::new(store, Clock::system());
+        let app = directory
+            .application(&app_id)
+            .await
+            .expect("lookup")
+            .expect("exists");
+        directory
+            .password_credentials(&app.object_id)
+            .await
+            .expect("credentials")
+            .len()
+    })
 }

@@ -1,6 +1,7 @@
 //! Integration tests, grouped by function and concern, sharing one helpers module.
 
 mod audit;
+mod azure_adapters;
 mod binary;
 mod cert_verify;
 mod expiry_sweep;
@@ -10,5 +11,6 @@ mod infra;
 mod key_vault_events;
 mod local_adapters;
 mod local_mode;
+mod rotation;
 mod rotation_worker;
 mod secret_endpoint;

@@ -261,6 +261,7 @@ impl EndpointApp {
             audit: AuditLog::new(store.clone()),
             clock: Clock::fixed(now()),
             endpoint,
+            rotation: None,
         };
         let state = AppState {
             services: Arc::new(services),
@@ -1602,6 +1603,7 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
             audit: AuditLog::new(store),
             clock: Clock::fixed(now()),
             endpoint: Arc::new(endpoint),
+            rotation: None,
         }),
         vaults: Arc::new(Vec::new()),
     };

@@ -267,6 +267,36 @@ impl LocalQueue {
             .map_err(QueueError::from)?
     }
 
+    /// Ends every lock on this queue now, as if each had expired: its message is delivered
+    /// again (delivery count + 1, dead-lettered past the maximum) and its session freed.
+    /// Only for a receiver that knows no other receiver is alive (local mode holds the
+    /// data directory's exclusive lock), so the locks of a crashed run need not be waited
+    /// out. Returns how many message locks ended.
+    pub async fn expire_locks(&self, now: DateTime<Utc>) -> Result<usize, QueueError> {
+        let queue = self.name.clone();
+        let now_ms = now.timestamp_millis();
+        let expired = self
+            .store
+            .write(move |tx| {
+                let expired = tx
+                    .execute(
+                        "UPDATE queue_messages SET locked_until = ?2 \
+                         WHERE queue = ?1 AND lock_token IS NOT NULL AND dead_lettered_at IS NULL \
+                         AND locked_until > ?2",
+                        params![queue, now_ms],
+                    )
+                    .map_err(StoreError::sqlite("expiring message locks"))?;
+                tx.execute(
+                    "DELETE FROM queue_sessions WHERE queue = ?1",
+                    params![queue],
+                )
+                .map_err(StoreError::sqlite("expiring session locks"))?;
+                Ok(expired)
+            })
+            .await?;
+        Ok(expired)
+    }
+
     /// Extends the lock of a message still held to `now` plus the lock duration; the
     /// session's lock moves with it.
     pub async fn renew_lock(

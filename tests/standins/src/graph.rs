@@ -454,9 +454,11 @@ fn handle(
             .into_owned()
             .collect();
     let mut filter = None;
+    let mut select: Option<Vec<&str>> = None;
     for (name, value) in &query {
         match name.as_str() {
             "$filter" => filter = Some(value.as_str()),
+            "$select" => select = Some(value.split(',').map(str::trim).collect()),
             other if other.starts_with('$') => {
                 return Err(GraphError::bad_request(
                     "Request_BadRequest",
@@ -470,11 +472,11 @@ fn handle(
     match (method, segments.as_slice()) {
         (&Method::GET, ["v1.0", "applications"]) => {
             require(&grant, &READ_APPLICATIONS)?;
-            list_applications(shared, filter)
+            list_applications(shared, filter, select.as_deref())
         }
         (&Method::GET, ["v1.0", "applications", id]) => {
             require(&grant, &READ_APPLICATIONS)?;
-            get_application(shared, id)
+            get_application(shared, id, select.as_deref())
         }
         (&Method::POST, ["v1.0", "applications", id, "addPassword"]) => {
             require(&grant, &WRITE_APPLICATIONS)?;
@@ -486,7 +488,7 @@ fn handle(
         }
         (&Method::GET, ["v1.0", "devices"]) => {
             require(&grant, &READ_DEVICES)?;
-            list_devices(shared, filter)
+            list_devices(shared, filter, select.as_deref())
         }
         _ => Err(GraphError::bad_request(
             "BadRequest",
@@ -584,7 +586,21 @@ fn not_found(id: &str) -> GraphError {
     )
 }
 
-fn list_applications(shared: &Shared, filter: Option<&str>) -> Result<Response, GraphError> {
+/// Keeps only the `$select`ed properties of an object (and `id`, which Graph always
+/// returns), as Graph answers a query with `$select`.
+fn project(object: &mut Value, select: Option<&[&str]>) {
+    if let (Some(select), Value::Object(map)) = (select, object) {
+        map.retain(|key, _| {
+            key == "id" || key.starts_with("@odata") || select.contains(&key.as_str())
+        });
+    }
+}
+
+fn list_applications(
+    shared: &Shared,
+    filter: Option<&str>,
+    select: Option<&[&str]>,
+) -> Result<Response, GraphError> {
     let wanted = filter
         .map(|f| parse_filter(f, "appId", "Application"))
         .transpose()?;
@@ -598,6 +614,10 @@ fn list_applications(shared: &Shared, filter: Option<&str>) -> Result<Response, 
                 .is_none_or(|w| a.app_id.to_string().eq_ignore_ascii_case(w))
         })
         .map(application_json)
+        .map(|mut app| {
+            project(&mut app, select);
+            app
+        })
         .collect();
     Ok(axum::Json(json!({
         "@odata.context": format!("{GRAPH_METADATA}#applications"),
@@ -606,7 +626,11 @@ fn list_applications(shared: &Shared, filter: Option<&str>) -> Result<Response, 
     .into_response())
 }
 
-fn get_application(shared: &Shared, id: &str) -> Result<Response, GraphError> {
+fn get_application(
+    shared: &Shared,
+    id: &str,
+    select: Option<&[&str]>,
+) -> Result<Response, GraphError> {
     let object_id = parse_object_id(id)?;
     let directory = shared.directory();
     let app = directory
@@ -615,6 +639,7 @@ fn get_application(shared: &Shared, id: &str) -> Result<Response, GraphError> {
         .find(|a| a.id == object_id)
         .ok_or_else(|| not_found(id))?;
     let mut body = application_json(app);
+    project(&mut body, select);
     body["@odata.context"] = json!(format!("{GRAPH_METADATA}#applications/$entity"));
     Ok(axum::Json(body).into_response())
 }
@@ -776,7 +801,11 @@ fn remove_password(shared: &Shared, id: &str, body: &[u8]) -> Result<Response, G
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-fn list_devices(shared: &Shared, filter: Option<&str>) -> Result<Response, GraphError> {
+fn list_devices(
+    shared: &Shared,
+    filter: Option<&str>,
+    select: Option<&[&str]>,
+) -> Result<Response, GraphError> {
     let wanted = filter
         .map(|f| parse_filter(f, "deviceId", "Device"))
         .transpose()?;
@@ -790,6 +819,10 @@ fn list_devices(shared: &Shared, filter: Option<&str>) -> Result<Response, Graph
                 .is_none_or(|w| d.device_id.to_string().eq_ignore_ascii_case(w))
         })
         .map(Device::to_json)
+        .map(|mut device| {
+            project(&mut device, select);
+            device
+        })
         .collect();
     Ok(axum::Json(json!({
         "@odata.context": format!("{GRAPH_METADATA}#devices"),

@@ -1,0 +1,862 @@
+//! A small typed Microsoft Graph v1.0 client on azure_core's pipeline: application
+//! password credentials ([`CredentialIssuer`]) for rotation, and device lookups
+//! ([`DeviceDirectory`]) for the secret endpoint.
+//!
+//! Graph's error bodies (`{"error":{"code","message"}}`) are read for the code only: the
+//! message can echo the request, which for addPassword names the credential. The secret
+//! text addPassword returns goes straight into a [`SecretValue`].
+//!
+//! addPassword is not idempotent, so it is sent without pipeline retries: a retry after a
+//! lost answer would add a second credential. Its failures go back to the rotation
+//! engine, which converges by finding its credentials by display name.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::http::headers::{CONTENT_TYPE, HeaderName};
+use azure_core::http::{
+    ClientOptions, Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request,
+    RetryOptions, Url,
+};
+use azure_core::time::OffsetDateTime;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::adapters::azure::http::{
+    FailureContext, PipelineAuth, ServiceErrorCode, default_client_options, failure_from_status,
+    failure_from_transport, pipeline,
+};
+use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
+use crate::domain::secret::SecretValue;
+use crate::ports::PortError;
+use crate::ports::directory::{
+    AlternativeSecurityId, Application, CredentialIssuer, Device, DeviceDirectory,
+    IssuedCredential, PasswordCredential,
+};
+
+/// Microsoft Graph in the public cloud; sovereign clouds have their own
+/// (`KEYTURN_GRAPH_ENDPOINT`).
+pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
+
+/// Graph's app management policy refusals all end in this (for example
+/// `CredentialInvalidLifetimeAsPerAppPolicy`, `CredentialTypeNotAllowedAsPerAppPolicy`).
+const APP_POLICY_SUFFIX: &str = "AsPerAppPolicy";
+
+/// The app management policy codes addPassword is documented to answer: a lifetime
+/// beyond the policy's `passwordLifetime`, and passwords blocked by `passwordAddition`.
+pub const APP_POLICY_CODES: [&str; 2] = [
+    "CredentialInvalidLifetimeAsPerAppPolicy",
+    "CredentialTypeNotAllowedAsPerAppPolicy",
+];
+
+/// What keyturn's identity needs to manage credentials of applications it owns.
+pub const APPLICATION_PERMISSION: &str =
+    "Microsoft Graph Application.ReadWrite.OwnedBy (and ownership of the application)";
+/// What the secret endpoint's identity needs to look devices up.
+pub const DEVICE_PERMISSION: &str = "Microsoft Graph Device.Read.All";
+
+const ACCEPT: HeaderName = HeaderName::from_static("accept");
+
+/// Building the client failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GraphError {
+    #[error("invalid Graph endpoint: {problem}")]
+    InvalidEndpoint { problem: &'static str },
+}
+
+/// The Graph client. Cheap to clone.
+#[derive(Clone)]
+pub struct GraphClient {
+    /// `{endpoint}/v1.0/`
+    base: Url,
+    pipeline: Pipeline,
+    /// Without retries, for addPassword.
+    once: Pipeline,
+}
+
+impl fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GraphClient {
+    /// A client for the Graph `endpoint` (`https://graph.microsoft.com`, or a sovereign
+    /// cloud's), with tokens for `{endpoint}/.default`.
+    pub fn new(
+        endpoint: &Url,
+        credential: Arc<dyn TokenCredential>,
+        options: Option<ClientOptions>,
+    ) -> Result<Self, GraphError> {
+        let scope = format!("{}/.default", endpoint.as_str().trim_end_matches('/'));
+        Self::with_scope(endpoint, scope, credential, options)
+    }
+
+    /// A client whose token scope is not derived from the endpoint: for HTTPS stand-ins
+    /// on loopback, which accept tokens for `https://graph.microsoft.com/.default`.
+    pub fn with_scope(
+        endpoint: &Url,
+        scope: String,
+        credential: Arc<dyn TokenCredential>,
+        options: Option<ClientOptions>,
+    ) -> Result<Self, GraphError> {
+        if endpoint.scheme() != "https" {
+            return Err(GraphError::InvalidEndpoint {
+                problem: "must be https (bearer tokens are never sent over http)",
+            });
+        }
+        if endpoint.query().is_some() || endpoint.fragment().is_some() {
+            return Err(GraphError::InvalidEndpoint {
+                problem: "must not carry a query or fragment",
+            });
+        }
+        let mut base = endpoint.clone();
+        let path = base.path().trim_end_matches('/').to_owned();
+        base.set_path(&format!("{path}/v1.0/"));
+        let options = options.unwrap_or_else(default_client_options);
+        let once_options = ClientOptions {
+            retry: RetryOptions::none(),
+            ..options.clone()
+        };
+        let auth = PipelineAuth::Bearer { credential, scope };
+        Ok(Self {
+            base,
+            pipeline: pipeline(Some(options), auth.clone()),
+            once: pipeline(Some(once_options), auth),
+        })
+    }
+
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        let base_path = url.path().to_owned();
+        url.set_path(&format!("{base_path}{path}"));
+        if !query.is_empty() {
+            let query = query
+                .iter()
+                .map(|(name, value)| format!("{name}={}", percent_encode(value)))
+                .collect::<Vec<_>>()
+                .join("&");
+            url.set_query(Some(&query));
+        }
+        url
+    }
+
+    async fn send(
+        &self,
+        pipeline: &Pipeline,
+        mut request: Request,
+        context: &FailureContext<'_>,
+    ) -> Result<RawResponse, PortError> {
+        request.insert_header(ACCEPT, "application/json");
+        let options = PipelineSendOptions {
+            skip_checks: true,
+            ..PipelineSendOptions::default()
+        };
+        let response = pipeline
+            .send(&Context::new(), &mut request, Some(options))
+            .await
+            .map_err(|error| failure_from_transport(&error, context))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let code = ServiceErrorCode::from_response(response.headers(), response.body().as_ref());
+        // Any app management policy code is a policy refusal, including ones newer than
+        // this list.
+        let policy_code: Vec<&str> = code
+            .iter()
+            .map(ServiceErrorCode::as_str)
+            .filter(|c| c.ends_with(APP_POLICY_SUFFIX) || APP_POLICY_CODES.contains(c))
+            .collect();
+        let context = FailureContext {
+            policy_codes: &policy_code,
+            ..*context
+        };
+        Err(failure_from_status(
+            response.status(),
+            response.headers(),
+            code.as_ref(),
+            OffsetDateTime::now_utc(),
+            &context,
+        ))
+    }
+
+    async fn get<T: DeserializeOwned>(
+        &self,
+        url: Url,
+        context: &FailureContext<'_>,
+    ) -> Result<T, PortError> {
+        let response = self
+            .send(&self.pipeline, Request::new(url, Method::Get), context)
+            .await?;
+        decode(&response, context)
+    }
+
+    async fn post(
+        &self,
+        pipeline: &Pipeline,
+        url: Url,
+        body: &serde_json::Value,
+        context: &FailureContext<'_>,
+    ) -> Result<RawResponse, PortError> {
+        let mut request = Request::new(url, Method::Post);
+        request.insert_header(CONTENT_TYPE, "application/json");
+        let body = serde_json::to_vec(body).map_err(|_| {
+            PortError::invalid(format!("{}: encoding the request", context.operation))
+        })?;
+        request.set_body(body);
+        self.send(pipeline, request, context).await
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so a `$filter` reaches
+/// Graph with `%20` for spaces (Graph does not read `+` as a space everywhere) and quotes
+/// encoded.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b',') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// An OData string literal: `'value'` with single quotes doubled. The ids filtered on
+/// are GUIDs (no quotes possible), but a filter is never built by pasting raw text.
+fn odata_string(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+fn decode<T: DeserializeOwned>(
+    response: &RawResponse,
+    context: &FailureContext<'_>,
+) -> Result<T, PortError> {
+    serde_json::from_slice(response.body().as_ref()).map_err(|_| {
+        PortError::invalid(format!(
+            "{}: Graph answered with an unexpected body",
+            context.operation
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct Collection<T> {
+    value: Vec<T>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphApplication {
+    id: DirectoryObjectId,
+    app_id: AppId,
+    display_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordCredentials {
+    #[serde(default)]
+    password_credentials: Vec<GraphPassword>,
+}
+
+/// A `passwordCredential`; `secretText` is read only from addPassword's answer.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphPassword {
+    key_id: KeyId,
+    display_name: Option<String>,
+    hint: Option<String>,
+    start_date_time: Option<DateTime<Utc>>,
+    end_date_time: Option<DateTime<Utc>>,
+}
+
+impl From<GraphPassword> for PasswordCredential {
+    fn from(password: GraphPassword) -> Self {
+        Self {
+            key_id: password.key_id,
+            display_name: password.display_name,
+            hint: password.hint,
+            start: password.start_date_time,
+            end: password.end_date_time,
+        }
+    }
+}
+
+/// addPassword's answer: the credential and its secret text, shown this once and read
+/// straight into a [`SecretValue`].
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AddedPassword {
+    #[serde(flatten)]
+    credential: GraphPassword,
+    #[serde(default, deserialize_with = "secret_text")]
+    secret_text: Option<SecretValue>,
+}
+
+fn secret_text<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<SecretValue>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(SecretValue::new))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphDevice {
+    device_id: DeviceId,
+    #[serde(default)]
+    account_enabled: bool,
+    #[serde(default)]
+    alternative_security_ids: Vec<GraphAlternativeSecurityId>,
+    is_compliant: Option<bool>,
+    is_managed: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphAlternativeSecurityId {
+    #[serde(rename = "type")]
+    kind: Option<i32>,
+    identity_provider: Option<String>,
+    key: Option<String>,
+}
+
+fn device(device: GraphDevice, context: &FailureContext<'_>) -> Result<Device, PortError> {
+    let alternative_security_ids = device
+        .alternative_security_ids
+        .into_iter()
+        .map(|id| {
+            let key = match id.key {
+                Some(key) => BASE64.decode(key.trim()).map_err(|_| {
+                    PortError::invalid(format!(
+                        "{}: an alternativeSecurityIds key is not base64",
+                        context.operation
+                    ))
+                })?,
+                None => Vec::new(),
+            };
+            Ok(AlternativeSecurityId {
+                kind: id.kind.unwrap_or_default(),
+                identity_provider: id.identity_provider,
+                key,
+            })
+        })
+        .collect::<Result<Vec<_>, PortError>>()?;
+    Ok(Device {
+        device_id: device.device_id,
+        account_enabled: device.account_enabled,
+        alternative_security_ids,
+        is_compliant: device.is_compliant,
+        is_managed: device.is_managed,
+    })
+}
+
+/// The one object a `$filter` by id found, or none; two is an inconsistency worth
+/// refusing rather than guessing.
+fn single<T>(mut found: Vec<T>, context: &FailureContext<'_>) -> Result<Option<T>, PortError> {
+    match found.len() {
+        0 | 1 => Ok(found.pop()),
+        _ => Err(PortError::invalid(format!(
+            "{}: Graph returned more than one object for one id",
+            context.operation
+        ))),
+    }
+}
+
+fn context<'a>(operation: &'a str, missing_permission: &'a str) -> FailureContext<'a> {
+    FailureContext {
+        operation,
+        missing_permission,
+        policy_codes: &[],
+    }
+}
+
+#[async_trait]
+impl CredentialIssuer for GraphClient {
+    async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError> {
+        let operation = format!("looking up application {app_id}");
+        let context = context(&operation, APPLICATION_PERMISSION);
+        let filter = format!("appId eq {}", odata_string(&app_id.to_string()));
+        let url = self.url(
+            "applications",
+            &[("$filter", &filter), ("$select", "id,appId,displayName")],
+        );
+        let found: Collection<GraphApplication> = self.get(url, &context).await?;
+        Ok(single(found.value, &context)?.map(|app| Application {
+            object_id: app.id,
+            app_id: app.app_id,
+            display_name: app.display_name,
+        }))
+    }
+
+    async fn password_credentials(
+        &self,
+        app: &DirectoryObjectId,
+    ) -> Result<Vec<PasswordCredential>, PortError> {
+        let operation = format!("listing the password credentials of application object {app}");
+        let context = context(&operation, APPLICATION_PERMISSION);
+        let url = self.url(
+            &format!("applications/{app}"),
+            &[("$select", "passwordCredentials")],
+        );
+        let found: PasswordCredentials = self.get(url, &context).await?;
+        Ok(found
+            .password_credentials
+            .into_iter()
+            .map(PasswordCredential::from)
+            .collect())
+    }
+
+    async fn add_password(
+        &self,
+        app: &DirectoryObjectId,
+        display_name: &str,
+        end: DateTime<Utc>,
+    ) -> Result<IssuedCredential, PortError> {
+        let operation = format!("adding a password credential to application object {app}");
+        let context = context(&operation, APPLICATION_PERMISSION);
+        let url = self.url(&format!("applications/{app}/addPassword"), &[]);
+        let body = serde_json::json!({
+            "passwordCredential": {
+                "displayName": display_name,
+                "endDateTime": end.to_rfc3339_opts(SecondsFormat::Secs, true),
+            }
+        });
+        let response = self.post(&self.once, url, &body, &context).await?;
+        let added: AddedPassword = decode(&response, &context)?;
+        let secret = added
+            .secret_text
+            .filter(|text| !text.is_empty())
+            .ok_or_else(|| {
+                PortError::invalid(format!("{operation}: Graph answered without secretText"))
+            })?;
+        Ok(IssuedCredential {
+            credential: added.credential.into(),
+            secret,
+        })
+    }
+
+    async fn remove_password(
+        &self,
+        app: &DirectoryObjectId,
+        key_id: &KeyId,
+    ) -> Result<(), PortError> {
+        let operation =
+            format!("removing password credential {key_id} from application object {app}");
+        let context = context(&operation, APPLICATION_PERMISSION);
+        let url = self.url(&format!("applications/{app}/removePassword"), &[]);
+        let body = serde_json::json!({ "keyId": key_id.to_string() });
+        self.post(&self.pipeline, url, &body, &context).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for GraphClient {
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<Device>, PortError> {
+        let operation = format!("looking up device {device_id}");
+        let context = context(&operation, DEVICE_PERMISSION);
+        let filter = format!("deviceId eq {}", odata_string(&device_id.to_string()));
+        let url = self.url(
+            "devices",
+            &[
+                ("$filter", &filter),
+                (
+                    "$select",
+                    "deviceId,accountEnabled,alternativeSecurityIds,isCompliant,isManaged",
+                ),
+            ],
+        );
+        let found: Collection<GraphDevice> = self.get(url, &context).await?;
+        single(found.value, &context)?
+            .map(|found| device(found, &context))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use azure_core::credentials::{AccessToken, TokenRequestOptions};
+    use azure_core::http::headers::Headers;
+    use azure_core::http::policies::{Policy, PolicyResult};
+    use azure_core::http::{AsyncRawResponse, StatusCode, Transport};
+
+    use super::*;
+    use crate::ports::FailureKind;
+
+    const SECRET: &str = "Xy18Q~secret-text-shown-once";
+
+    #[derive(Debug)]
+    struct FixedToken(Mutex<Vec<String>>);
+
+    #[async_trait]
+    impl TokenCredential for FixedToken {
+        async fn get_token(
+            &self,
+            scopes: &[&str],
+            _options: Option<TokenRequestOptions<'_>>,
+        ) -> azure_core::Result<AccessToken> {
+            self.0
+                .lock()
+                .expect("test lock")
+                .extend(scopes.iter().map(|s| s.to_string()));
+            Ok(AccessToken::new(
+                "token-for-test",
+                OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
+            ))
+        }
+    }
+
+    type Seen = (String, String, Vec<u8>);
+    type Pairs = Vec<(&'static str, &'static str)>;
+    type Answer = (StatusCode, Pairs, String);
+
+    /// Answers each request with the next canned answer, keeping method, URL and body.
+    #[derive(Debug)]
+    struct Canned {
+        answers: Mutex<Vec<Answer>>,
+        seen: Mutex<Vec<Seen>>,
+    }
+
+    #[async_trait]
+    impl Policy for Canned {
+        async fn send(
+            &self,
+            _ctx: &Context,
+            request: &mut Request,
+            _next: &[Arc<dyn Policy>],
+        ) -> PolicyResult {
+            let body = match request.body() {
+                azure_core::http::Body::Bytes(bytes) => bytes.to_vec(),
+                _ => Vec::new(),
+            };
+            self.seen.lock().expect("test lock").push((
+                request.method().to_string(),
+                request.url().to_string(),
+                body,
+            ));
+            let (status, pairs, body) = self.answers.lock().expect("test lock").remove(0);
+            let mut headers = Headers::new();
+            for (name, value) in pairs {
+                headers.insert(name, value);
+            }
+            Ok(AsyncRawResponse::from_bytes(
+                status,
+                headers,
+                body.into_bytes(),
+            ))
+        }
+    }
+
+    fn client(answers: Vec<Answer>) -> (GraphClient, Arc<Canned>, Arc<FixedToken>) {
+        let canned = Arc::new(Canned {
+            answers: Mutex::new(answers),
+            seen: Mutex::new(Vec::new()),
+        });
+        let credential = Arc::new(FixedToken(Mutex::new(Vec::new())));
+        let options = ClientOptions {
+            transport: Some(Transport::with_policy(canned.clone())),
+            retry: RetryOptions::none(),
+            ..ClientOptions::default()
+        };
+        let endpoint = Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("valid");
+        let client =
+            GraphClient::new(&endpoint, credential.clone(), Some(options)).expect("valid client");
+        (client, canned, credential)
+    }
+
+    fn graph_error(code: &str) -> String {
+        format!(r#"{{"error":{{"code":"{code}","message":"echo of {SECRET}"}}}}"#)
+    }
+
+    const APP: &str = "6f1b7a7e-0b1c-4d2a-9e3f-0123456789ab";
+    const OBJECT: &str = "11111111-2222-3333-4444-555555555555";
+    const KEY: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
+
+    fn object() -> DirectoryObjectId {
+        DirectoryObjectId::parse(OBJECT).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn an_application_is_found_by_app_id_with_an_encoded_filter_and_select() {
+        let (client, canned, credential) = client(vec![(
+            StatusCode::Ok,
+            vec![],
+            format!(r#"{{"value":[{{"id":"{OBJECT}","appId":"{APP}","displayName":"billing"}}]}}"#),
+        )]);
+
+        let app = client
+            .application(&AppId::parse(APP).expect("valid"))
+            .await
+            .expect("answered")
+            .expect("found");
+
+        assert_eq!(app.object_id, object());
+        assert_eq!(app.display_name.as_deref(), Some("billing"));
+        let seen = canned.seen.lock().expect("test lock");
+        assert_eq!(
+            seen[0].1,
+            format!(
+                "https://graph.microsoft.com/v1.0/applications?$filter=appId%20eq%20%27{APP}%27&$select=id,appId,displayName"
+            )
+        );
+        assert_eq!(
+            credential.0.lock().expect("test lock").as_slice(),
+            ["https://graph.microsoft.com/.default"]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_application_is_none_and_two_are_refused() {
+        let (client, _, _) = client(vec![
+            (StatusCode::Ok, vec![], r#"{"value":[]}"#.into()),
+            (
+                StatusCode::Ok,
+                vec![],
+                format!(
+                    r#"{{"value":[{{"id":"{OBJECT}","appId":"{APP}"}},{{"id":"{OBJECT}","appId":"{APP}"}}]}}"#
+                ),
+            ),
+        ]);
+        let app_id = AppId::parse(APP).expect("valid");
+
+        assert_eq!(client.application(&app_id).await.expect("answered"), None);
+        let error = client.application(&app_id).await.expect_err("ambiguous");
+        assert_eq!(error.kind, FailureKind::Invalid);
+    }
+
+    #[tokio::test]
+    async fn add_password_returns_the_secret_once_and_sends_name_and_end() {
+        let (client, canned, _) = client(vec![(
+            StatusCode::Ok,
+            vec![],
+            format!(
+                r#"{{"customKeyIdentifier":null,"displayName":"keyturn job 1","endDateTime":"2026-01-01T00:00:00Z","hint":"Xy1","keyId":"{KEY}","secretText":"{SECRET}","startDateTime":"2025-01-01T00:00:00Z"}}"#
+            ),
+        )]);
+        let end = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .expect("valid")
+            .with_timezone(&Utc);
+
+        let issued = client
+            .add_password(&object(), "keyturn job 1", end)
+            .await
+            .expect("added");
+
+        assert_eq!(issued.secret.expose(), SECRET);
+        assert_eq!(issued.credential.key_id, KeyId::parse(KEY).expect("valid"));
+        assert_eq!(issued.credential.end, Some(end));
+        assert!(!format!("{issued:?}").contains(SECRET));
+        let seen = canned.seen.lock().expect("test lock");
+        let (method, url, body) = &seen[0];
+        assert_eq!(method, "POST");
+        assert_eq!(
+            url,
+            &format!("https://graph.microsoft.com/v1.0/applications/{OBJECT}/addPassword")
+        );
+        let body: serde_json::Value = serde_json::from_slice(body).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({"passwordCredential": {
+                "displayName": "keyturn job 1", "endDateTime": "2026-01-01T00:00:00Z"
+            }})
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_map_to_permission_policy_not_found_and_transient() {
+        let cases: Vec<(StatusCode, Pairs, String, FailureKind)> = vec![
+            (
+                StatusCode::Forbidden,
+                vec![],
+                graph_error("Authorization_RequestDenied"),
+                FailureKind::PermissionDenied {
+                    missing: APPLICATION_PERMISSION.into(),
+                },
+            ),
+            (
+                StatusCode::BadRequest,
+                vec![],
+                graph_error("CredentialInvalidLifetimeAsPerAppPolicy"),
+                FailureKind::PolicyViolation {
+                    code: "CredentialInvalidLifetimeAsPerAppPolicy".into(),
+                },
+            ),
+            (
+                StatusCode::Forbidden,
+                vec![],
+                graph_error("CredentialTypeNotAllowedAsPerAppPolicy"),
+                FailureKind::PolicyViolation {
+                    code: "CredentialTypeNotAllowedAsPerAppPolicy".into(),
+                },
+            ),
+            (
+                StatusCode::NotFound,
+                vec![],
+                graph_error("Request_ResourceNotFound"),
+                FailureKind::NotFound,
+            ),
+            (
+                StatusCode::TooManyRequests,
+                vec![("retry-after", "11")],
+                graph_error("TooManyRequests"),
+                FailureKind::Transient {
+                    retry_after: Some(std::time::Duration::from_secs(11)),
+                },
+            ),
+        ];
+        for (status, headers, body, expected) in cases {
+            let (client, _, _) = client(vec![(status, headers, body.clone())]);
+
+            let error = client
+                .add_password(&object(), "keyturn", Utc::now())
+                .await
+                .expect_err("refused");
+
+            assert_eq!(error.kind, expected, "{body}");
+            assert!(!error.context.contains(SECRET), "{}", error.context);
+        }
+    }
+
+    #[tokio::test]
+    async fn add_password_is_sent_once_even_when_the_client_retries_other_calls() {
+        let canned = Arc::new(Canned {
+            answers: Mutex::new(vec![
+                (
+                    StatusCode::InternalServerError,
+                    vec![],
+                    graph_error("generalException"),
+                ),
+                (StatusCode::Ok, vec![], "{}".into()),
+            ]),
+            seen: Mutex::new(Vec::new()),
+        });
+        let options = ClientOptions {
+            transport: Some(Transport::with_policy(canned.clone())),
+            ..default_client_options()
+        };
+        let endpoint = Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("valid");
+        let client = GraphClient::new(
+            &endpoint,
+            Arc::new(FixedToken(Mutex::new(Vec::new()))),
+            Some(options),
+        )
+        .expect("valid client");
+
+        let error = client
+            .add_password(&object(), "keyturn", Utc::now())
+            .await
+            .expect_err("server error");
+
+        assert!(error.is_transient());
+        assert_eq!(canned.seen.lock().expect("test lock").len(), 1);
+    }
+
+    #[tokio::test]
+    async fn remove_password_posts_the_key_id() {
+        let (client, canned, _) = client(vec![(StatusCode::NoContent, vec![], String::new())]);
+
+        client
+            .remove_password(&object(), &KeyId::parse(KEY).expect("valid"))
+            .await
+            .expect("removed");
+
+        let seen = canned.seen.lock().expect("test lock");
+        let body: serde_json::Value = serde_json::from_slice(&seen[0].2).expect("JSON");
+        assert_eq!(body, serde_json::json!({ "keyId": KEY }));
+        assert!(seen[0].1.ends_with("/removePassword"));
+    }
+
+    #[tokio::test]
+    async fn devices_decode_every_alternative_security_id() {
+        let device_id = "0f0e0d0c-0b0a-0908-0706-050403020100";
+        let (client, canned, _) = client(vec![(
+            StatusCode::Ok,
+            vec![],
+            format!(
+                r#"{{"value":[{{"deviceId":"{device_id}","accountEnabled":true,"isCompliant":false,"isManaged":true,
+                "alternativeSecurityIds":[{{"type":2,"identityProvider":null,"key":"AQID"}},{{"type":2,"key":"BAUG"}}]}}]}}"#
+            ),
+        )]);
+
+        let device = client
+            .device(&DeviceId::parse(device_id).expect("valid"))
+            .await
+            .expect("answered")
+            .expect("found");
+
+        assert!(device.account_enabled);
+        assert_eq!(device.is_compliant, Some(false));
+        let keys: Vec<&[u8]> = device
+            .alternative_security_ids
+            .iter()
+            .map(|a| a.key.as_slice())
+            .collect();
+        assert_eq!(keys, [&[1u8, 2, 3][..], &[4, 5, 6][..]]);
+        let url = &canned.seen.lock().expect("test lock")[0].1;
+        assert!(
+            url.contains(&format!("$filter=deviceId%20eq%20%27{device_id}%27")),
+            "{url}"
+        );
+        assert!(url.contains(
+            "$select=deviceId,accountEnabled,alternativeSecurityIds,isCompliant,isManaged"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_device_lookup_refused_names_device_read_all_and_bad_keys_are_invalid() {
+        let device_id = DeviceId::parse("0f0e0d0c-0b0a-0908-0706-050403020100").expect("valid");
+        let (client, _, _) = client(vec![
+            (
+                StatusCode::Forbidden,
+                vec![],
+                graph_error("Authorization_RequestDenied"),
+            ),
+            (
+                StatusCode::Ok,
+                vec![],
+                format!(
+                    r#"{{"value":[{{"deviceId":"{device_id}","accountEnabled":true,"alternativeSecurityIds":[{{"type":2,"key":"not base64!"}}]}}]}}"#
+                ),
+            ),
+        ]);
+
+        let denied = client.device(&device_id).await.expect_err("refused");
+        let malformed = client.device(&device_id).await.expect_err("malformed");
+
+        assert_eq!(
+            denied.kind,
+            FailureKind::PermissionDenied {
+                missing: DEVICE_PERMISSION.into()
+            }
+        );
+        assert_eq!(malformed.kind, FailureKind::Invalid);
+    }
+
+    #[test]
+    fn the_endpoint_must_be_https_and_sovereign_scopes_follow_it() {
+        let credential: Arc<dyn TokenCredential> = Arc::new(FixedToken(Mutex::new(Vec::new())));
+        let http = Url::parse("http://graph.microsoft.com").expect("valid");
+        assert!(GraphClient::new(&http, credential.clone(), None).is_err());
+        let sovereign = Url::parse("https://graph.microsoft.us/").expect("valid");
+        let client = GraphClient::new(&sovereign, credential, None).expect("valid");
+        assert_eq!(client.base.as_str(), "https://graph.microsoft.us/v1.0/");
+    }
+
+    #[test]
+    fn filter_values_are_percent_encoded_and_quoted() {
+        assert_eq!(percent_encode("appId eq 'a+b'"), "appId%20eq%20%27a%2Bb%27");
+        assert_eq!(odata_string("o'brien"), "'o''brien'");
+    }
+}

@@ -1,0 +1,611 @@
+//! `keyturn dev`: the whole system on one machine. Plays the Functions host for the real
+//! handler (started as `host.json` says, invoked in the host's envelopes), with the
+//! embedded vault, directory, queue and audit log in one SQLite file under the data
+//! directory.
+//!
+//! The host's parts played here: the timer (`ExpirySweep`'s NCRONTAB schedule), Key Vault's
+//! events (raised by the local vault, delivered to `KeyVaultEvents` in Event Grid schema),
+//! the Event Grid webhook (a loopback ingress for replaying events), and the Service Bus
+//! trigger (a pump that peek-locks jobs, renews the lock while the worker runs, completes
+//! on success and abandons on failure, so the queue redelivers and dead-letters as Service
+//! Bus does).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::adapters::local::audit::LocalAuditStore;
+use crate::adapters::local::directory::LocalDirectory;
+use crate::adapters::local::queue::{LocalQueue, QueueSettings, ReceivedMessage};
+use crate::adapters::local::store::LocalStore;
+use crate::adapters::local::vault::LocalVault;
+use crate::config::Environment;
+use crate::domain::clock::Clock;
+use crate::domain::secret::SecretValue;
+use crate::local::bootstrap::{self, Demo};
+use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
+use crate::local::handler::{Answer, Handler};
+use crate::local::ingress::{self, Deliver};
+use crate::local::timer::Timer;
+use crate::local::vault_cli::{LOCAL_VAULT_URL, STORE_FILE};
+use crate::ports::audit::{AuditEntry, AuditStore};
+
+/// A drain that delivers more than this many messages in one `--once` run is looping;
+/// the demo needs a handful.
+const MAX_DRAIN_DELIVERIES: usize = 10_000;
+
+/// How often the continuous loop looks for due timers, events and jobs. One second keeps
+/// local mode responsive without measurable load.
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub data_dir: PathBuf,
+    pub once: bool,
+    /// The project root holding host.json and function-definitions/.
+    pub root: PathBuf,
+    /// The handler binary (this executable).
+    pub executable: PathBuf,
+    pub tls_address: String,
+    pub ingress_address: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DevError {
+    #[error("data directory {path}: {problem}")]
+    DataDir { path: PathBuf, problem: String },
+    #[error("{0}")]
+    Definitions(#[from] crate::local::definitions::DefinitionError),
+    #[error("{0}")]
+    Handler(#[from] crate::local::handler::HandlerError),
+    #[error("{0}")]
+    Bootstrap(#[from] bootstrap::BootstrapError),
+    #[error("{0}")]
+    Local(String),
+}
+
+fn local(e: impl std::fmt::Display) -> DevError {
+    DevError::Local(e.to_string())
+}
+
+/// One object rotation touched, as the summary lists it (never a value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Touched {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub reason: Option<String>,
+}
+
+/// What `--once` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub rotated: Vec<Touched>,
+    pub skipped: Vec<Touched>,
+    pub failed: Vec<Touched>,
+    pub dead_lettered: Vec<Touched>,
+    /// Jobs left in the queue for later (retirements after the overlap).
+    pub scheduled: u64,
+    pub deliveries: usize,
+}
+
+impl Summary {
+    pub fn succeeded(&self) -> bool {
+        self.failed.is_empty() && self.dead_lettered.is_empty()
+    }
+}
+
+/// The embedded backends the host side uses directly.
+struct Backends {
+    vault: LocalVault,
+    queue: LocalQueue,
+    audit: LocalAuditStore,
+    directory: LocalDirectory,
+}
+
+/// Runs local mode until interrupted, or once with `options.once`.
+pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
+    let data_dir = prepare_data_dir(&options.data_dir)?;
+    let _exclusive = lock_data_dir(&data_dir)?;
+    let clock = Clock::system();
+    let overrides = child_settings(&data_dir, &options);
+    let env = environment_with(&overrides);
+    let app = AppDefinition::load(&options.root, &env)?;
+    let backends = open_backends(&data_dir, &app, &env, &clock).await?;
+    let demo =
+        bootstrap::bootstrap(&data_dir, &backends.vault, &backends.directory, clock.now()).await?;
+    // This process holds the data directory, so any lock on a job was taken by a run that
+    // died: end those locks now rather than waiting out their duration.
+    let stale = backends
+        .queue
+        .expire_locks(clock.now())
+        .await
+        .map_err(local)?;
+    if stale > 0 {
+        tracing::warn!(
+            jobs = stale,
+            "jobs locked by a run that did not finish are delivered again"
+        );
+    }
+
+    let log = data_dir.join("handler.log");
+    stop_stale_handler(&data_dir).await;
+    let handler = Arc::new(
+        Handler::start(
+            &app.handler,
+            Some(options.executable.clone()),
+            &overrides,
+            Some(&log),
+        )
+        .await?,
+    );
+    if let Some(pid) = handler.pid() {
+        let _ = std::fs::write(data_dir.join(HANDLER_PID), pid.to_string());
+    }
+
+    let outcome = if options.once {
+        let summary = once(&handler, &app, &backends, &clock).await;
+        Some(summary)
+    } else {
+        continuous(
+            &handler, &app, &backends, &clock, &demo, &data_dir, &options,
+        )
+        .await?;
+        None
+    };
+    match Arc::try_unwrap(handler) {
+        Ok(handler) => handler.stop().await?,
+        Err(_) => tracing::warn!("the handler is still in use; it stops with this process"),
+    }
+    Ok(outcome)
+}
+
+/// The handler's process id, so a later run can stop a handler its crashed predecessor left.
+const HANDLER_PID: &str = "handler.pid";
+
+/// A handler whose `keyturn dev` was killed exits within a quarter second on its own
+/// (it watches its parent); a run that starts sooner must not work beside it, so it
+/// stops that handler first.
+async fn stop_stale_handler(data_dir: &Path) {
+    let Some(pid) = std::fs::read_to_string(data_dir.join(HANDLER_PID))
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
+        return;
+    };
+    let proc = PathBuf::from(format!("/proc/{pid}"));
+    let is_keyturn = std::fs::read(proc.join("cmdline"))
+        .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains("keyturn"));
+    if !is_keyturn {
+        return;
+    }
+    tracing::warn!(
+        pid,
+        "a handler from a run that did not finish is still running; stopping it"
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    for _ in 0..100 {
+        if !proc.exists() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Holds `<data-dir>/dev.lock` exclusively for this run: two local modes on one data
+/// directory would run each other's jobs. The operating system releases the lock when
+/// the process ends, however it ends.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, DevError> {
+    let path = dir.join("dev.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| DevError::DataDir {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(DevError::DataDir {
+            path: dir.to_path_buf(),
+            problem: "another `keyturn dev` is running on this data directory".into(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(DevError::DataDir {
+            path,
+            problem: e.to_string(),
+        }),
+    }
+}
+
+fn prepare_data_dir(dir: &Path) -> Result<PathBuf, DevError> {
+    let failed = |problem: String| DevError::DataDir {
+        path: dir.to_path_buf(),
+        problem,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    dir.canonicalize().map_err(|e| failed(e.to_string()))
+}
+
+/// The settings local mode gives the handler: the local backend, the embedded audit log,
+/// the local vault, and the secret endpoint's dev PKI and demo access policy.
+fn child_settings(data_dir: &Path, options: &DevOptions) -> Vec<(String, String)> {
+    let demo = Demo::at(data_dir);
+    let path = |p: PathBuf| p.display().to_string();
+    let mut settings = vec![
+        ("KEYTURN_BACKEND", "local".to_string()),
+        ("KEYTURN_AUDIT_STORE", "sqlite".to_string()),
+        ("KEYTURN_DATA_DIR", data_dir.display().to_string()),
+        ("KEYTURN_VAULTS", LOCAL_VAULT_URL.to_string()),
+        ("KEYTURN_CERT_POLICIES", "chain".to_string()),
+        ("KEYTURN_CHAIN_ROOTS", path(demo.pki.ca())),
+        ("KEYTURN_CHAIN_CRLS", path(demo.pki.crl())),
+        ("KEYTURN_ACCESS_POLICY", path(demo.access_policy.clone())),
+        ("KEYTURN_EXIT_WITH_PARENT", "true".to_string()),
+    ];
+    if !options.once {
+        settings.extend([
+            ("KEYTURN_TLS_ADDRESS", options.tls_address.clone()),
+            ("KEYTURN_TLS_CERT", path(demo.pki.server_cert())),
+            ("KEYTURN_TLS_KEY", path(demo.pki.server_key())),
+        ]);
+    }
+    settings
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+/// This process's settings with local mode's on top, as the handler will see them.
+fn environment_with(overrides: &[(String, String)]) -> Environment {
+    let mut all: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    all.extend(overrides.iter().cloned());
+    Environment::from_pairs(all)
+}
+
+async fn open_backends(
+    data_dir: &Path,
+    app: &AppDefinition,
+    env: &Environment,
+    clock: &Clock,
+) -> Result<Backends, DevError> {
+    let path = data_dir.join(STORE_FILE);
+    let store = LocalStore::open(&path).map_err(local)?;
+    let key_setting = env.value("KEYTURN_LOCAL_VAULT_KEY").map(SecretValue::new);
+    let key = LocalVault::key_from_setting_or_file(key_setting.as_ref(), &path).map_err(local)?;
+    let vault = LocalVault::open(store.clone(), key, clock.clone())
+        .await
+        .map_err(local)?;
+    let queue_name = app
+        .functions
+        .iter()
+        .find_map(|f| match &f.trigger {
+            Trigger::ServiceBus { queue, .. } => Some(queue.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| crate::config::DEFAULT_ROTATION_QUEUE.to_string());
+    let queue = LocalQueue::new(
+        store.clone(),
+        &queue_name,
+        QueueSettings::default(),
+        clock.clone(),
+    )
+    .map_err(local)?;
+    Ok(Backends {
+        vault,
+        queue,
+        audit: LocalAuditStore::new(store.clone()),
+        directory: LocalDirectory::new(store, clock.clone()),
+    })
+}
+
+fn definition(
+    app: &AppDefinition,
+    matches: impl Fn(&Trigger) -> bool,
+) -> Option<&FunctionDefinition> {
+    app.functions.iter().find(|f| matches(&f.trigger))
+}
+
+/// `--once`: one sweep, then every job due now, then a summary read from the audit log.
+async fn once(
+    handler: &Handler,
+    app: &AppDefinition,
+    backends: &Backends,
+    clock: &Clock,
+) -> Summary {
+    let start = head_sequence(&backends.audit).await;
+    let mut summary = Summary::default();
+    if let Some(sweep) = definition(app, |t| matches!(t, Trigger::Timer { .. })) {
+        let schedule = match &sweep.trigger {
+            Trigger::Timer { schedule, .. } => schedule.clone(),
+            _ => unreachable!("matched a timer trigger"),
+        };
+        let info = Timer::new(schedule, clock.now()).fire_now(clock.now());
+        let answer = invoke(handler, sweep, json!(info), Map::new()).await;
+        if !answer.as_ref().is_ok_and(Answer::succeeded) {
+            summary.failed.push(Touched {
+                name: None,
+                version: None,
+                reason: Some(format!("the sweep failed: {}", describe(&answer))),
+            });
+        }
+    }
+    if let Some(worker) = definition(app, |t| matches!(t, Trigger::ServiceBus { .. })) {
+        while summary.deliveries < MAX_DRAIN_DELIVERIES {
+            match backends.queue.receive(clock.now()).await {
+                Ok(Some(message)) => {
+                    summary.deliveries += 1;
+                    deliver_job(handler, worker, &backends.queue, message, clock).await;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "the local queue cannot be read");
+                    break;
+                }
+            }
+        }
+    }
+    summary.scheduled = backends.queue.active_count().await.unwrap_or(0);
+    let started_at = clock.now() - chrono::Duration::hours(1);
+    if let Ok(dead) = backends.queue.dead_letters().await {
+        summary.dead_lettered = dead
+            .into_iter()
+            .filter(|d| d.dead_lettered_at >= started_at && d.delivery_count > 0)
+            .map(|d| Touched {
+                name: Some(d.session_id),
+                version: None,
+                reason: Some(d.reason),
+            })
+            .collect();
+    }
+    for entry in entries_after(&backends.audit, start).await {
+        let touched = Touched {
+            name: entry
+                .record
+                .object
+                .secret_name
+                .as_ref()
+                .map(ToString::to_string),
+            version: entry
+                .record
+                .object
+                .secret_version
+                .as_ref()
+                .map(ToString::to_string),
+            reason: entry.record.reason.as_ref().map(ToString::to_string),
+        };
+        match entry.record.action.as_str() {
+            "secret.rotated" | "certificate.renewed" => summary.rotated.push(touched),
+            "rotation.skipped" => summary.skipped.push(touched),
+            "rotation.failed" | "invocation.failed" => summary.failed.push(touched),
+            _ => {}
+        }
+    }
+    summary
+}
+
+async fn head_sequence(audit: &LocalAuditStore) -> u64 {
+    match audit.head().await {
+        Ok(Some(head)) => head.position,
+        _ => 0,
+    }
+}
+
+async fn entries_after(audit: &LocalAuditStore, after: u64) -> Vec<AuditEntry> {
+    let mut entries = Vec::new();
+    let mut from = after + 1;
+    loop {
+        let page = match audit.read(from, 500).await {
+            Ok(page) if !page.is_empty() => page,
+            _ => return entries,
+        };
+        for stored in page {
+            from = stored.position + 1;
+            if let Ok(entry) = stored.content {
+                entries.push(entry);
+            }
+        }
+    }
+}
+
+async fn invoke(
+    handler: &Handler,
+    function: &FunctionDefinition,
+    value: Value,
+    metadata: Map<String, Value>,
+) -> Result<Answer, String> {
+    handler
+        .invoke(&function.name, &function.binding, value, metadata)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn describe(answer: &Result<Answer, String>) -> String {
+    match answer {
+        Ok(a) => format!("status {}", a.status),
+        Err(e) => e.clone(),
+    }
+}
+
+/// Delivers one job as the Service Bus trigger does: the body as a string binding, the
+/// broker properties as metadata, the lock renewed while the worker runs; complete on
+/// success, abandon on failure (the queue redelivers, then dead-letters).
+async fn deliver_job(
+    handler: &Handler,
+    worker: &FunctionDefinition,
+    queue: &LocalQueue,
+    message: ReceivedMessage,
+    clock: &Clock,
+) {
+    let token = message.lock_token;
+    let mut metadata = Map::new();
+    metadata.insert("MessageId".into(), json!(message.message_id));
+    metadata.insert("SessionId".into(), json!(message.session_id));
+    metadata.insert(
+        "DeliveryCount".into(),
+        json!(message.delivery_count.to_string()),
+    );
+    metadata.insert("SequenceNumber".into(), json!(message.sequence.to_string()));
+    metadata.insert("EnqueuedTimeUtc".into(), json!(message.enqueued_at));
+    metadata.insert("LockToken".into(), json!(token.to_string()));
+    metadata.insert("ContentType".into(), json!(message.content_type));
+    let body = Value::String(String::from_utf8_lossy(&message.body).into_owned());
+
+    let renew_every = (queue.settings().lock_duration / 2)
+        .to_std()
+        .unwrap_or(Duration::from_secs(15));
+    let invocation = invoke(handler, worker, body, metadata);
+    tokio::pin!(invocation);
+    let answer = loop {
+        tokio::select! {
+            answer = &mut invocation => break answer,
+            () = tokio::time::sleep(renew_every) => {
+                if let Err(e) = queue.renew_lock(token, clock.now()).await {
+                    tracing::warn!(error = %e, message_id = %message.message_id, "cannot renew the job's lock");
+                }
+            }
+        }
+    };
+    let settled = if answer.as_ref().is_ok_and(Answer::succeeded) {
+        queue.complete(token, clock.now()).await
+    } else {
+        tracing::warn!(message_id = %message.message_id, delivery = message.delivery_count, outcome = %describe(&answer), "job failed; abandoning it for redelivery");
+        queue.abandon(token, clock.now()).await
+    };
+    if let Err(e) = settled {
+        tracing::warn!(error = %e, message_id = %message.message_id, "cannot settle the job");
+    }
+}
+
+/// Delivers events from the ingress to the handler.
+struct IngressDelivery {
+    handler: Arc<Handler>,
+    app: Arc<AppDefinition>,
+}
+
+#[async_trait]
+impl Deliver for IngressDelivery {
+    async fn deliver(&self, function: &str, event: Value) -> Result<bool, String> {
+        let definition = self
+            .app
+            .function(function)
+            .ok_or_else(|| format!("no function {function}"))?;
+        invoke(&self.handler, definition, event, Map::new())
+            .await
+            .map(|a| a.succeeded())
+    }
+}
+
+async fn continuous(
+    handler: &Arc<Handler>,
+    app: &AppDefinition,
+    backends: &Backends,
+    clock: &Clock,
+    demo: &Demo,
+    data_dir: &Path,
+    options: &DevOptions,
+) -> Result<(), DevError> {
+    let event_functions: Vec<String> = app
+        .functions
+        .iter()
+        .filter(|f| matches!(f.trigger, Trigger::EventGrid))
+        .map(|f| f.name.clone())
+        .collect();
+    let listener = tokio::net::TcpListener::bind(&options.ingress_address)
+        .await
+        .map_err(|e| local(format!("cannot listen on {}: {e}", options.ingress_address)))?;
+    let ingress_url = format!(
+        "http://{}/runtime/webhooks/EventGrid?functionName=KeyVaultEvents",
+        listener.local_addr().map_err(local)?
+    );
+    let delivery = Arc::new(IngressDelivery {
+        handler: handler.clone(),
+        app: Arc::new(app.clone()),
+    });
+    let ingress = tokio::spawn(async move {
+        let _ = axum::serve(listener, ingress::router(delivery, event_functions)).await;
+    });
+    println!(
+        "{}",
+        bootstrap::instructions(demo, data_dir, &options.tls_address, &ingress_url)
+    );
+
+    let sweep = definition(app, |t| matches!(t, Trigger::Timer { .. }));
+    let mut timer = sweep.and_then(|f| match &f.trigger {
+        Trigger::Timer { schedule, .. } => Some(Timer::new(schedule.clone(), clock.now())),
+        _ => None,
+    });
+    let events = definition(app, |t| matches!(t, Trigger::EventGrid));
+    let worker = definition(app, |t| matches!(t, Trigger::ServiceBus { .. }));
+    let shutdown = crate::host::server::shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = tokio::time::sleep(TICK) => {}
+        }
+        let now = clock.now();
+        if let (Some(sweep), Some(timer)) = (sweep, timer.as_mut())
+            && let Some(info) = timer.fire(now)
+        {
+            let answer = invoke(handler, sweep, json!(info), Map::new()).await;
+            tracing::info!(outcome = %describe(&answer), "sweep ran");
+        }
+        if let Some(events) = events {
+            raise_events(handler, events, &backends.vault, now).await;
+        }
+        if let Some(worker) = worker {
+            let mut delivered = 0;
+            while delivered < MAX_DRAIN_DELIVERIES {
+                match backends.queue.receive(clock.now()).await {
+                    Ok(Some(message)) => {
+                        delivered += 1;
+                        deliver_job(handler, worker, &backends.queue, message, clock).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+    }
+    ingress.abort();
+    Ok(())
+}
+
+/// Delivers the local vault's due events, marking each raised only once the function took it.
+async fn raise_events(
+    handler: &Handler,
+    function: &FunctionDefinition,
+    vault: &LocalVault,
+    now: DateTime<Utc>,
+) {
+    let Ok(events) = vault.pending_events(now).await else {
+        return;
+    };
+    for event in events {
+        let answer = invoke(handler, function, event.to_event_grid(), Map::new()).await;
+        if answer.as_ref().is_ok_and(Answer::succeeded) {
+            if let Err(e) = vault.mark_raised(&event, now).await {
+                tracing::warn!(error = %e, "cannot mark an event raised; it will be raised again");
+            }
+        } else {
+            tracing::warn!(event_type = %event.event_type(), outcome = %describe(&answer), "event delivery failed; it will be raised again");
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! What is due: from an object's metadata and a passed-in `now`, whether a managed object
+//! needs rotating (expiring within its rotate-before window, expired, or without expiry),
+//! and the jobs that follow, from a Key Vault event or from a sweep over the vaults.
+//!
+//! Planning reads metadata only, never a value, and sends jobs whose ids are
+//! deterministic: planning the same version twice (an event and a sweep, or two sweeps)
+//! yields the same message, which the broker's duplicate detection drops.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::domain::names::{ObjectId, ObjectType, ObjectVersion, VaultUrl};
+use crate::events::keyvault::KeyVaultEvent;
+use crate::ports::audit::{AuditObject, AuditText, Outcome};
+use crate::ports::vault::{CertificateProperties, SecretProperties};
+use crate::rotation::job::{Action, Job, JobId};
+use crate::rotation::retry::{Deadline, INVOCATION_BUDGET, retrying};
+use crate::rotation::tags::{self, Days, PolicyDefaults, RotationPolicy, TagError};
+use crate::rotation::{Engine, Recorder, RotationError};
+
+/// The current version of a secret or certificate, as planning sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectState {
+    /// With the current version.
+    pub id: ObjectId,
+    pub enabled: bool,
+    pub expires: Option<DateTime<Utc>>,
+    pub tags: BTreeMap<String, String>,
+    /// A secret that backs a certificate: Key Vault manages it, keyturn never does.
+    pub backs_certificate: bool,
+}
+
+impl From<&SecretProperties> for ObjectState {
+    fn from(p: &SecretProperties) -> Self {
+        Self {
+            id: p.id.clone(),
+            enabled: p.enabled,
+            expires: p.expires,
+            tags: p.tags.clone(),
+            backs_certificate: p.managed,
+        }
+    }
+}
+
+impl From<&CertificateProperties> for ObjectState {
+    fn from(p: &CertificateProperties) -> Self {
+        Self {
+            id: p.id.clone(),
+            enabled: p.enabled,
+            expires: p.expires,
+            tags: p.tags.clone(),
+            backs_certificate: false,
+        }
+    }
+}
+
+/// Why an object is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "due")]
+pub enum Due {
+    Expired {
+        expires: DateTime<Utc>,
+    },
+    Expiring {
+        expires: DateTime<Utc>,
+    },
+    /// A managed object without an expiry is rotated at once: from then on it has one.
+    WithoutExpiry,
+}
+
+/// Whether an object expiring at `expires` is due at `now` with `rotate_before`.
+pub fn due(expires: Option<DateTime<Utc>>, rotate_before: Days, now: DateTime<Utc>) -> Option<Due> {
+    let Some(expires) = expires else {
+        return Some(Due::WithoutExpiry);
+    };
+    if expires <= now {
+        Some(Due::Expired { expires })
+    } else if expires - rotate_before.span() <= now {
+        Some(Due::Expiring { expires })
+    } else {
+        None
+    }
+}
+
+/// What planning concluded about one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Assessment {
+    Due {
+        job: Box<Job>,
+        due: Due,
+        policy: RotationPolicy,
+    },
+    NotDue {
+        expires: DateTime<Utc>,
+    },
+    NotManaged,
+    /// A person disabled the current version; keyturn leaves it alone.
+    Disabled,
+    Malformed(TagError),
+}
+
+/// Assesses one object's current version at `now`.
+pub fn assess(state: &ObjectState, defaults: &PolicyDefaults, now: DateTime<Utc>) -> Assessment {
+    if state.backs_certificate {
+        return Assessment::NotManaged;
+    }
+    let Some(version) = state.id.version().cloned() else {
+        // Listings always carry the version; without one there is nothing to replace.
+        return Assessment::NotManaged;
+    };
+    let policy = match tags::policy(state.id.object_type(), &state.tags, defaults) {
+        Ok(Some(policy)) => policy,
+        Ok(None) => return Assessment::NotManaged,
+        Err(error) => return Assessment::Malformed(error),
+    };
+    if !state.enabled {
+        return Assessment::Disabled;
+    }
+    match due(state.expires, policy.rotate_before, now) {
+        Some(due) => Assessment::Due {
+            job: Box::new(Job::new(Action::Rotate {
+                object: state.id.without_version(),
+                replaces_version: version,
+            })),
+            due,
+            policy,
+        },
+        None => Assessment::NotDue {
+            // `due` returns None only for objects that have an expiry.
+            expires: state.expires.unwrap_or(now),
+        },
+    }
+}
+
+/// What one Key Vault event led to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "decision")]
+pub enum EventDecision {
+    Queued {
+        #[serde(rename = "jobId")]
+        job_id: JobId,
+    },
+    NotDue,
+    NotManaged,
+    Disabled,
+    Malformed {
+        reason: String,
+    },
+    /// The event's version is no longer current (already rotated, or replaced by hand).
+    Stale,
+    /// The object no longer exists.
+    Gone,
+    /// The event names a vault that is not in `KEYTURN_VAULTS`.
+    UnknownVault,
+    /// Not an expiry event for a secret or certificate.
+    Ignored,
+    /// This app has no rotation ports; the next sweep of a configured app finds the object.
+    NotConfigured,
+}
+
+/// An audit object naming a Key Vault object and, when known, its version.
+pub fn audit_object(id: &ObjectId, version: Option<&ObjectVersion>) -> AuditObject {
+    AuditObject {
+        vault: AuditText::parse(id.vault().as_str()).ok(),
+        secret_name: AuditText::parse(id.name().as_str()).ok(),
+        secret_version: version
+            .or(id.version())
+            .and_then(|v| AuditText::parse(v.as_str()).ok()),
+        ..AuditObject::default()
+    }
+}
+
+/// Plans from one Key Vault event: re-reads the object's current metadata (the event may
+/// be late or duplicated) and queues a job when it is managed and due.
+#[tracing::instrument(skip_all, fields(event_type = event.kind().event_type(), vault = %event.vault()))]
+pub async fn from_event(
+    engine: &Engine,
+    audit: &dyn Recorder,
+    event: &KeyVaultEvent,
+    now: DateTime<Utc>,
+) -> Result<EventDecision, RotationError> {
+    let (true, Some(object)) = (event.triggers_rotation(), event.object()) else {
+        return Ok(EventDecision::Ignored);
+    };
+    let configured = object
+        .id
+        .as_ref()
+        .and_then(|id| engine.vaults().iter().find(|v| *v == id.vault()))
+        .or_else(|| {
+            engine
+                .vaults()
+                .iter()
+                .find(|v| v.vault_name() == Some(event.vault()))
+        });
+    let Some(vault) = configured else {
+        tracing::info!(name = %object.name, "event from a vault keyturn does not manage");
+        return Ok(EventDecision::UnknownVault);
+    };
+    let id = vault.object_id(object.object_type, object.name.clone(), None);
+    let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
+    let Some(state) = current_state(engine, deadline, &id).await? else {
+        audit
+            .record(
+                "rotation.planned",
+                audit_object(&id, Some(&object.version)),
+                Outcome::Skipped,
+                Some("the object no longer exists"),
+            )
+            .await
+            .map_err(|e| RotationError::port("auditing", e))?;
+        return Ok(EventDecision::Gone);
+    };
+    if state.id.version() != Some(&object.version) {
+        audit
+            .record(
+                "rotation.planned",
+                audit_object(&id, Some(&object.version)),
+                Outcome::Skipped,
+                Some("the event's version is no longer current"),
+            )
+            .await
+            .map_err(|e| RotationError::port("auditing", e))?;
+        return Ok(EventDecision::Stale);
+    }
+    let decision = match assess(&state, engine.defaults(), now) {
+        Assessment::Due { job, due, policy } => {
+            send(engine, deadline, &job).await?;
+            let reason = format!(
+                "{} job {} queued ({})",
+                policy.kind.name(),
+                job.job_id,
+                due_text(&due)
+            );
+            audit
+                .record(
+                    "rotation.planned",
+                    audit_object(&state.id, None),
+                    Outcome::Succeeded,
+                    Some(&reason),
+                )
+                .await
+                .map_err(|e| RotationError::port("auditing", e))?;
+            EventDecision::Queued {
+                job_id: job.job_id.clone(),
+            }
+        }
+        Assessment::Malformed(error) => {
+            let reason = error.to_string();
+            audit
+                .record(
+                    "rotation.planned",
+                    audit_object(&state.id, None),
+                    Outcome::Failed,
+                    Some(&reason),
+                )
+                .await
+                .map_err(|e| RotationError::port("auditing", e))?;
+            EventDecision::Malformed { reason }
+        }
+        Assessment::NotDue { expires } => {
+            tracing::debug!(name = %id.name(), %expires, "not yet due");
+            EventDecision::NotDue
+        }
+        Assessment::NotManaged => EventDecision::NotManaged,
+        Assessment::Disabled => EventDecision::Disabled,
+    };
+    Ok(decision)
+}
+
+fn due_text(due: &Due) -> String {
+    match due {
+        Due::Expired { expires } => format!("expired {}", expires.to_rfc3339()),
+        Due::Expiring { expires } => format!("expires {}", expires.to_rfc3339()),
+        Due::WithoutExpiry => "no expiry".into(),
+    }
+}
+
+async fn current_state(
+    engine: &Engine,
+    deadline: Deadline,
+    id: &ObjectId,
+) -> Result<Option<ObjectState>, RotationError> {
+    let ports = engine.ports();
+    let (vault, name) = (id.vault(), id.name());
+    match id.object_type() {
+        ObjectType::Certificate => {
+            retrying(engine, deadline, "reading certificate metadata", || {
+                ports.certificates.certificate_properties(vault, name)
+            })
+            .await
+            .map(|p| p.as_ref().map(ObjectState::from))
+            .map_err(|e| RotationError::port(format!("reading certificate {id}"), e))
+        }
+        _ => retrying(engine, deadline, "reading secret metadata", || {
+            ports.secrets.secret_properties(vault, name, None)
+        })
+        .await
+        .map(|p| p.as_ref().map(ObjectState::from))
+        .map_err(|e| RotationError::port(format!("reading secret {id}"), e)),
+    }
+}
+
+async fn send(engine: &Engine, deadline: Deadline, job: &Job) -> Result<(), RotationError> {
+    let message = job.message(None);
+    retrying(engine, deadline, "sending a job", || {
+        engine.ports().queue.send(&message)
+    })
+    .await
+    .map_err(|e| RotationError::port(format!("sending job {}", job.job_id), e))
+}
+
+/// What a sweep found, in counts, with the objects that need a person's attention named.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SweepOutcome {
+    /// Secrets and certificates listed (current versions).
+    pub examined: usize,
+    /// Jobs sent (duplicates of earlier sends included: the broker drops them).
+    pub queued: usize,
+    pub not_due: usize,
+    pub not_managed: usize,
+    pub disabled: usize,
+    /// `vault/name: reason` for each object whose keyturn tags cannot be read.
+    pub malformed: Vec<String>,
+    /// `vault: reason` for each vault that could not be listed for good (a missing role).
+    pub failed_vaults: Vec<String>,
+}
+
+/// Sweeps `vaults`: lists secrets and certificates (metadata only), queues a job for each
+/// managed object that is due, and reports malformed tags. A vault that cannot be listed
+/// for good (permission) is reported and the sweep goes on; a transient failure fails the
+/// sweep after the other vaults are done, so the timer's retry runs it again (the jobs
+/// already sent are dropped as duplicates).
+#[tracing::instrument(skip_all, fields(vaults = vaults.len()))]
+pub async fn sweep(
+    engine: &Engine,
+    audit: &dyn Recorder,
+    vaults: &[VaultUrl],
+    now: DateTime<Utc>,
+) -> Result<SweepOutcome, RotationError> {
+    let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
+    let mut outcome = SweepOutcome::default();
+    let mut transient: Option<RotationError> = None;
+    for vault in vaults {
+        match sweep_vault(engine, audit, deadline, vault, now, &mut outcome).await {
+            Ok(()) => {}
+            Err(error) if !error.is_permanent() => {
+                tracing::warn!(%vault, %error, "sweeping a vault failed; the sweep will be retried");
+                transient.get_or_insert(error);
+            }
+            Err(error) => {
+                let reason = error.to_string();
+                audit
+                    .record(
+                        "sweep.vault_failed",
+                        AuditObject {
+                            vault: AuditText::parse(vault.as_str()).ok(),
+                            ..AuditObject::default()
+                        },
+                        Outcome::Failed,
+                        Some(&reason),
+                    )
+                    .await
+                    .map_err(|e| RotationError::port("auditing", e))?;
+                outcome.failed_vaults.push(format!("{vault}: {reason}"));
+            }
+        }
+    }
+    match transient {
+        Some(error) => Err(error),
+        None => Ok(outcome),
+    }
+}
+
+async fn sweep_vault(
+    engine: &Engine,
+    audit: &dyn Recorder,
+    deadline: Deadline,
+    vault: &VaultUrl,
+    now: DateTime<Utc>,
+    outcome: &mut SweepOutcome,
+) -> Result<(), RotationError> {
+    let ports = engine.ports();
+    let secrets = retrying(engine, deadline, "listing secrets", || {
+        ports.secrets.list_secrets(vault)
+    })
+    .await
+    .map_err(|e| RotationError::port(format!("listing secrets of {vault}"), e))?;
+    let certificates = retrying(engine, deadline, "listing certificates", || {
+        ports.certificates.list_certificates(vault)
+    })
+    .await
+    .map_err(|e| RotationError::port(format!("listing certificates of {vault}"), e))?;
+    let states = secrets
+        .iter()
+        .map(ObjectState::from)
+        .chain(certificates.iter().map(ObjectState::from));
+    for state in states {
+        outcome.examined += 1;
+        match assess(&state, engine.defaults(), now) {
+            Assessment::Due { job, due, policy } => {
+                send(engine, deadline, &job).await?;
+                let reason = format!(
+                    "{} job {} queued by the sweep ({})",
+                    policy.kind.name(),
+                    job.job_id,
+                    due_text(&due)
+                );
+                audit
+                    .record(
+                        "rotation.planned",
+                        audit_object(&state.id, None),
+                        Outcome::Succeeded,
+                        Some(&reason),
+                    )
+                    .await
+                    .map_err(|e| RotationError::port("auditing", e))?;
+                outcome.queued += 1;
+            }
+            Assessment::Malformed(error) => {
+                let reason = error.to_string();
+                audit
+                    .record(
+                        "rotation.planned",
+                        audit_object(&state.id, None),
+                        Outcome::Failed,
+                        Some(&reason),
+                    )
+                    .await
+                    .map_err(|e| RotationError::port("auditing", e))?;
+                outcome
+                    .malformed
+                    .push(format!("{}{}: {reason}", vault, state.id.name()));
+            }
+            Assessment::NotDue { .. } => outcome.not_due += 1,
+            Assessment::NotManaged => outcome.not_managed += 1,
+            Assessment::Disabled => outcome.disabled += 1,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0)
+            .single()
+            .expect("time")
+    }
+
+    fn defaults() -> PolicyDefaults {
+        PolicyDefaults::new(90, 30, 7).expect("defaults")
+    }
+
+    fn state(tags: &[(&str, &str)], expires: Option<DateTime<Utc>>) -> ObjectState {
+        ObjectState {
+            id: ObjectId::parse(
+                "https://kv-one.vault.azure.net/secrets/db/0123456789abcdef0123456789abcdef",
+            )
+            .expect("id"),
+            enabled: true,
+            expires,
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            backs_certificate: false,
+        }
+    }
+
+    #[test]
+    fn due_follows_the_rotate_before_window() {
+        let days = |n: i64| chrono::Duration::days(n);
+        let window = Days::parse(tags::ROTATE_BEFORE_DAYS, "30", 1).expect("days");
+        let cases = [
+            (None, Some(Due::WithoutExpiry)),
+            (
+                Some(now() - days(1)),
+                Some(Due::Expired {
+                    expires: now() - days(1),
+                }),
+            ),
+            (Some(now()), Some(Due::Expired { expires: now() })),
+            (
+                Some(now() + days(1)),
+                Some(Due::Expiring {
+                    expires: now() + days(1),
+                }),
+            ),
+            (
+                Some(now() + days(30)),
+                Some(Due::Expiring {
+                    expires: now() + days(30),
+                }),
+            ),
+            (Some(now() + days(30) + chrono::Duration::seconds(1)), None),
+            (Some(now() + days(365)), None),
+        ];
+        for (expires, expected) in cases {
+            assert_eq!(due(expires, window, now()), expected, "{expires:?}");
+        }
+    }
+
+    #[test]
+    fn assessment_covers_every_case() {
+        let generated = [(tags::KIND, "generated")];
+        let soon = Some(now() + chrono::Duration::days(3));
+        let later = Some(now() + chrono::Duration::days(300));
+
+        assert!(matches!(
+            assess(&state(&generated, soon), &defaults(), now()),
+            Assessment::Due { .. }
+        ));
+        assert!(matches!(
+            assess(&state(&generated, later), &defaults(), now()),
+            Assessment::NotDue { .. }
+        ));
+        assert_eq!(
+            assess(&state(&[], soon), &defaults(), now()),
+            Assessment::NotManaged
+        );
+        assert!(matches!(
+            assess(
+                &state(&[(tags::KIND, "gnerated")], soon),
+                &defaults(),
+                now()
+            ),
+            Assessment::Malformed(TagError::UnknownKind { .. })
+        ));
+        let mut disabled = state(&generated, soon);
+        disabled.enabled = false;
+        assert_eq!(assess(&disabled, &defaults(), now()), Assessment::Disabled);
+        let mut backing = state(&generated, soon);
+        backing.backs_certificate = true;
+        assert_eq!(assess(&backing, &defaults(), now()), Assessment::NotManaged);
+    }
+
+    #[test]
+    fn a_due_object_gets_a_rotate_job_for_its_current_version() {
+        let Assessment::Due { job, .. } = assess(
+            &state(&[(tags::KIND, "generated")], None),
+            &defaults(),
+            now(),
+        ) else {
+            panic!("an object without expiry is due");
+        };
+        match &job.action {
+            Action::Rotate {
+                object,
+                replaces_version,
+            } => {
+                assert_eq!(
+                    object.to_string(),
+                    "https://kv-one.vault.azure.net/secrets/db"
+                );
+                assert_eq!(
+                    replaces_version.as_str(),
+                    "0123456789abcdef0123456789abcdef"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_per_object_rotate_before_tag_overrides_the_default() {
+        let in_ten_days = Some(now() + chrono::Duration::days(10));
+        let tight = [(tags::KIND, "generated"), (tags::ROTATE_BEFORE_DAYS, "5")];
+        assert!(matches!(
+            assess(&state(&tight, in_ten_days), &defaults(), now()),
+            Assessment::NotDue { .. }
+        ));
+        let loose = [(tags::KIND, "generated"), (tags::ROTATE_BEFORE_DAYS, "15")];
+        assert!(matches!(
+            assess(&state(&loose, in_ten_days), &defaults(), now()),
+            Assessment::Due { .. }
+        ));
+    }
+}

@@ -1,0 +1,319 @@
+//! The worker: runs one job against current state, for each kind of managed object, and
+//! keeps the crash-convergence invariants below true whatever point a process dies at.
+//!
+//! # Invariants
+//!
+//! 1. **Current state first.** Every job re-reads the object before acting. A job whose
+//!    version is no longer current does nothing but converge (below) and completes as
+//!    `skipped`; duplicate and late deliveries are therefore harmless.
+//! 2. **One worker per object.** Service Bus sessions (`SessionId` = the object) hand an
+//!    object's jobs to one receiver at a time across instances; [`Engine`]'s per-object
+//!    lock does the same within a process. Key Vault offers no conditional write, so
+//!    nothing weaker could stand in for this.
+//! 3. **Marked before stored.** Every password credential keyturn adds carries the marker
+//!    `keyturn <job id>` as its display name, so a credential added by a job that died
+//!    before storing it can be found again. Graph returns a credential's secret text only
+//!    once, so such a credential cannot be adopted: the next delivery of the same job
+//!    removes every credential bearing its marker that the vault does not hold, before
+//!    adding a fresh one. After a successful store, other credentials bearing the marker
+//!    (an earlier attempt whose answer was lost) are removed too.
+//! 4. **Proven before stored.** A new credential is written to Key Vault only after the
+//!    token endpoint accepted it; one that is never accepted within [`PROOF_BUDGET`] is
+//!    removed again and the job retried.
+//! 5. **Stored before retired.** Retirement of the previous credential is scheduled only
+//!    after its successor is stored (and therefore proven), and a retire job re-checks
+//!    that the credential it removes is not the one the current version holds.
+//! 6. **Only keyturn's credentials are removed.** A credential is removed only when its
+//!    keyId was recorded by keyturn on a version keyturn wrote (`keyturn-key-id`, handed on
+//!    as `keyturn-previous-key-id`) *and* it carries keyturn's marker, or when it carries
+//!    the marker of the job at hand and the vault does not hold it (invariant 3). A
+//!    credential a person added is never removed.
+//! 7. **Follow-ups are re-sent on convergence.** A delivery that finds its job already
+//!    done by itself re-sends the job's follow-ups (retirement); their deterministic ids
+//!    make the broker drop a copy it already holds, and retiring twice is harmless.
+//!
+//! Failures are classified once, by the adapters ([`FailureKind`]): transient ones are
+//! retried within the message lock ([`retry`](crate::rotation::retry)) and then fail the
+//! invocation; permanent ones are audited, recorded on the secret as `keyturn-last-error`,
+//! and returned so the host completes the message.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::domain::names::{ObjectId, ObjectType, ObjectVersion};
+use crate::ports::FailureKind;
+use crate::ports::audit::{AuditObject, AuditText, Outcome};
+use crate::rotation::job::{Action, Job};
+use crate::rotation::plan::audit_object;
+use crate::rotation::retry::{Deadline, INVOCATION_BUDGET, retrying};
+use crate::rotation::tags;
+use crate::rotation::{Engine, Recorder, RotationError};
+
+mod certificate;
+mod entra;
+mod generated;
+
+pub use certificate::{CERTIFICATE_WAIT, FOLLOW_INTERVAL, MAX_FOLLOW_ATTEMPTS};
+pub use entra::{MARKER_PREFIX, PROOF_BUDGET, marker};
+
+/// What a job did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "outcome")]
+pub enum RunOutcome {
+    /// A new version is current.
+    #[serde(rename_all = "camelCase")]
+    Rotated {
+        version: String,
+        key_id: Option<String>,
+    },
+    /// The previous credential was removed.
+    #[serde(rename_all = "camelCase")]
+    Retired { key_id: String },
+    /// Key Vault is still renewing the certificate; a follow-up job is scheduled.
+    #[serde(rename_all = "camelCase")]
+    RenewalPending { next_attempt: u32 },
+    /// Nothing to do (already done, superseded, gone or no longer managed).
+    Skipped { reason: String },
+}
+
+/// Runs one job. Errors are either transient (fail the invocation for redelivery) or
+/// permanent, already audited and recorded on the secret.
+#[tracing::instrument(skip_all, fields(job_id = %job.job_id, action = job.action.name(), object = %job.action.object()))]
+pub async fn run(
+    engine: &Engine,
+    audit: &dyn Recorder,
+    job: &Job,
+) -> Result<RunOutcome, RotationError> {
+    let object = job.action.object();
+    let _exclusive = engine.lock(object).await;
+    let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
+    let step = Step {
+        engine,
+        audit,
+        job,
+        deadline,
+    };
+    let result = match &job.action {
+        Action::Rotate {
+            replaces_version, ..
+        } => match object.object_type() {
+            ObjectType::Certificate => certificate::rotate(&step, 0).await,
+            _ => rotate_secret(&step, object, replaces_version).await,
+        },
+        Action::FollowRenewal { attempt, .. } => certificate::rotate(&step, *attempt).await,
+        Action::Retire { .. } => entra::retire(&step).await,
+    };
+    match result {
+        Ok(outcome) => {
+            if let RunOutcome::Skipped { reason } = &outcome {
+                tracing::info!(reason, "job skipped");
+            }
+            Ok(outcome)
+        }
+        Err(error) if error.is_permanent() => {
+            step.record_permanent(&error).await;
+            Err(error)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "job failed; it will be delivered again");
+            Err(error)
+        }
+    }
+}
+
+async fn rotate_secret(
+    step: &Step<'_>,
+    object: &ObjectId,
+    replaces_version: &ObjectVersion,
+) -> Result<RunOutcome, RotationError> {
+    let Some(current) = step.current_secret(object).await? else {
+        return step.skip(object, "the secret no longer exists").await;
+    };
+    let current_version = current.id.version().cloned();
+    if current_version.as_ref() != Some(replaces_version) {
+        let notes = tags::Bookkeeping::read(&current.tags);
+        if notes.job_id.as_deref() == Some(step.job.job_id.as_str()) {
+            // This job already stored its version; finish what may not have been finished.
+            if let Ok(Some(managed)) =
+                tags::managed(ObjectType::Secret, &current.tags, step.engine.defaults())
+                && let tags::Kind::EntraAppSecret { app_id } = &managed.policy.kind
+            {
+                entra::converge_after_store(step, object, &current, app_id, &managed).await?;
+            }
+            return step.skip(object, "already rotated").await;
+        }
+        let reason = if notes.written_by_keyturn() {
+            "already rotated"
+        } else {
+            "superseded by a version keyturn did not write"
+        };
+        return step.skip(object, reason).await;
+    }
+    let managed = match tags::managed(ObjectType::Secret, &current.tags, step.engine.defaults()) {
+        Ok(Some(managed)) => managed,
+        Ok(None) => return step.skip(object, "no longer managed").await,
+        Err(source) => {
+            return Err(RotationError::Tags {
+                object: object.to_string(),
+                source,
+            });
+        }
+    };
+    if !current.enabled {
+        return step.skip(object, "the current version is disabled").await;
+    }
+    match &managed.policy.kind {
+        tags::Kind::EntraAppSecret { app_id } => {
+            entra::rotate(step, object, &current, app_id, &managed).await
+        }
+        tags::Kind::Generated { length, alphabet } => {
+            generated::rotate(step, object, &current, &managed, *length, *alphabet).await
+        }
+        tags::Kind::Certificate => Err(RotationError::Tags {
+            object: object.to_string(),
+            source: tags::TagError::KindMismatch {
+                object_type: ObjectType::Secret,
+            },
+        }),
+    }
+}
+
+/// What every step of one job shares.
+pub(crate) struct Step<'a> {
+    pub engine: &'a Engine,
+    pub audit: &'a dyn Recorder,
+    pub job: &'a Job,
+    pub deadline: Deadline,
+}
+
+impl Step<'_> {
+    /// Appends an audit entry; failing to audit fails the step (nothing happens unrecorded).
+    pub async fn record(
+        &self,
+        action: &str,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), RotationError> {
+        let reason = format!("job {}: {reason}", self.job.job_id);
+        self.audit
+            .record(action, object, outcome, Some(&reason))
+            .await
+            .map_err(|e| RotationError::port("auditing", e))
+    }
+
+    pub async fn skip(&self, object: &ObjectId, reason: &str) -> Result<RunOutcome, RotationError> {
+        self.record(
+            "rotation.skipped",
+            audit_object(object, Some(self.job.action.version())),
+            Outcome::Skipped,
+            reason,
+        )
+        .await?;
+        Ok(RunOutcome::Skipped {
+            reason: reason.to_string(),
+        })
+    }
+
+    pub async fn current_secret(
+        &self,
+        object: &ObjectId,
+    ) -> Result<Option<crate::ports::vault::SecretProperties>, RotationError> {
+        let secrets = &self.engine.ports().secrets;
+        retrying(self.engine, self.deadline, "reading the secret", || {
+            secrets.secret_properties(object.vault(), object.name(), None)
+        })
+        .await
+        .map_err(|e| RotationError::port(format!("reading secret {object}"), e))
+    }
+
+    /// Audits a permanent failure and records it on the secret's current version. Both
+    /// are best effort here: the error itself still reaches the host, which records it
+    /// again (`invocation.failed`) or fails the invocation if it cannot.
+    async fn record_permanent(&self, error: &RotationError) {
+        let object = self.job.action.object();
+        if let RotationError::Port {
+            source:
+                crate::ports::PortError {
+                    kind: FailureKind::PermissionDenied { missing },
+                    ..
+                },
+            ..
+        } = error
+        {
+            tracing::error!(missing, "permission missing");
+        }
+        let message = error.to_string();
+        if let Err(audit_error) = self
+            .audit
+            .record(
+                "rotation.failed",
+                audit_object(object, Some(self.job.action.version())),
+                Outcome::Failed,
+                Some(&format!(
+                    "job {}: {}: {message}",
+                    self.job.job_id,
+                    error.code()
+                )),
+            )
+            .await
+        {
+            tracing::error!(%audit_error, "cannot audit a permanent rotation failure");
+        }
+        if object.object_type() != ObjectType::Secret {
+            // The port offers tags on secrets only; a certificate's failure lives in the
+            // audit log and the invocation's answer.
+            return;
+        }
+        let secrets = &self.engine.ports().secrets;
+        let current = match secrets
+            .secret_properties(object.vault(), object.name(), None)
+            .await
+        {
+            Ok(Some(current)) => current,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the secret to record the failure on it");
+                return;
+            }
+        };
+        let Some(version) = current.id.version() else {
+            return;
+        };
+        let text = format!(
+            "{} {}",
+            self.engine.clock().now().format("%Y-%m-%dT%H:%M:%SZ"),
+            error.summary()
+        );
+        let tagged = tags::with_last_error(&current.tags, &text);
+        match secrets
+            .update_tags(object.vault(), object.name(), version, tagged)
+            .await
+        {
+            Ok(_) => tracing::info!("failure recorded on the secret as {}", tags::LAST_ERROR),
+            Err(e) => tracing::warn!(error = %e, "cannot record the failure on the secret"),
+        }
+    }
+}
+
+/// An audit object for a credential of an application.
+pub(crate) fn credential_object(
+    object: &ObjectId,
+    app_id: &crate::domain::ids::AppId,
+    key_id: Option<&crate::domain::ids::KeyId>,
+) -> AuditObject {
+    AuditObject {
+        app_id: AuditText::parse(app_id.to_string()).ok(),
+        key_id: key_id.and_then(|k| AuditText::parse(k.to_string()).ok()),
+        ..audit_object(object, None)
+    }
+}
+
+/// Converts a chrono span to a std duration for waits, clamping negatives to zero.
+pub(crate) fn until(
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> Duration {
+    (to - from).to_std().unwrap_or(Duration::ZERO)
+}
