@@ -40,6 +40,7 @@
 //! entries from the end leaves a shorter, valid chain: compare the reported head
 //! (sequence and hash) with a copy kept elsewhere to detect that.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +48,7 @@ use std::time::Duration;
 use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 use crate::ports::audit::{
     AuditEntry, AuditRecord, AuditStore, EntryHash, StoredEntry, format_audit_time,
@@ -97,6 +99,10 @@ pub enum AuditError {
     CorruptHead { position: u64 },
     #[error("the audit log is full: sequence numbers are exhausted")]
     SequenceExhausted,
+    /// The task writing this entry's batch ended without an answer (it panicked); the
+    /// entry may or may not be stored.
+    #[error("the audit append was abandoned before it was answered")]
+    Abandoned,
 }
 
 /// Seals `record` as entry `sequence` following an entry whose hash is `prev_hash`.
@@ -152,51 +158,76 @@ pub fn canonical_encoding(sequence: u64, prev_hash: &EntryHash, record: &AuditRe
     bytes
 }
 
-/// The audit log every feature writes to. Cheap to clone: clones share one store.
+/// The audit log every feature writes to. Cheap to clone: clones share one store and
+/// one queue of appends.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Arc<dyn AuditStore>,
+    queue: Arc<AppendQueue>,
+}
+
+/// Appends waiting to be written, and the turn to write them. Whoever holds the turn
+/// writes what is waiting (up to the store's batch size) in one store write, so
+/// concurrent appends in one process share a commit instead of racing for the head.
+#[derive(Debug, Default)]
+struct AppendQueue {
+    waiting: std::sync::Mutex<VecDeque<Waiting>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    record: AuditRecord,
+    answer: oneshot::Sender<Result<AuditEntry, AuditError>>,
 }
 
 impl AuditLog {
     pub fn new(store: Arc<dyn AuditStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            queue: Arc::default(),
+        }
     }
 
     /// Seals `record` as the next entry and stores it, starting over (up to
-    /// [`MAX_APPEND_ATTEMPTS`] times) when a concurrent writer takes the position first.
+    /// [`MAX_APPEND_ATTEMPTS`] times) when another writer takes the position first.
+    /// Returns once the entry is stored. Appends made at the same time in this process
+    /// are sealed in arrival order and stored together.
     pub async fn append(&self, record: AuditRecord) -> Result<AuditEntry, AuditError> {
-        for attempt in 1..=MAX_APPEND_ATTEMPTS {
-            let (sequence, prev_hash) =
-                match self.store.head().await.map_err(store("reading the head"))? {
-                    None => (1, EntryHash::GENESIS),
-                    Some(StoredEntry {
-                        position,
-                        content: Ok(head),
-                    }) if head.sequence == position => (
-                        position
-                            .checked_add(1)
-                            .ok_or(AuditError::SequenceExhausted)?,
-                        head.hash,
-                    ),
-                    Some(StoredEntry { position, .. }) => {
-                        return Err(AuditError::CorruptHead { position });
-                    }
-                };
-            let entry = seal(sequence, prev_hash, record.clone());
-            match self.store.append(&entry).await {
-                Ok(()) => return Ok(entry),
-                Err(error) if error.kind == FailureKind::Conflict => {
-                    tracing::debug!(sequence, attempt, "audit append lost the race; retrying");
-                    let pause = rand::thread_rng().gen_range(0..=MAX_BACKOFF_MILLIS);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                Err(error) => return Err(store("appending an entry")(error)),
+        let (answer, mut answered) = oneshot::channel();
+        self.waiting().push_back(Waiting { record, answer });
+        loop {
+            let turn = self.queue.turn.clone().lock_owned().await;
+            match answered.try_recv() {
+                Ok(result) => return result,
+                Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Abandoned),
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<Waiting> = {
+                let mut waiting = self.waiting();
+                let count = waiting.len().min(self.store.max_batch().max(1));
+                waiting.drain(..count).collect()
+            };
+            // Written by a task of its own: a caller that goes away mid-write (a client
+            // that disconnects) must not leave the rest of its batch unanswered, nor
+            // release the turn before the write has finished.
+            let store = self.store.clone();
+            let writer = tokio::spawn(async move {
+                write_batch(store.as_ref(), batch).await;
+                drop(turn);
+            });
+            if writer.await.is_err() {
+                return Err(AuditError::Abandoned);
             }
         }
-        Err(AuditError::Contended {
-            attempts: MAX_APPEND_ATTEMPTS,
-        })
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting>> {
+        // The queue holds whole items: a panic elsewhere cannot leave one half-pushed.
+        self.queue
+            .waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The stored entries at positions `from .. from + count`, in order, as the store
@@ -211,6 +242,92 @@ impl AuditLog {
     /// Walks the whole chain; see [`verify`].
     pub async fn verify(&self) -> Result<VerifyReport, AuditError> {
         verify(self.store.as_ref()).await
+    }
+}
+
+/// Seals `batch` after the stored head and stores it in one write, starting over from
+/// the new head when another writer got there first; answers every waiting append.
+async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>) {
+    if batch.is_empty() {
+        return;
+    }
+    let failure = 'attempts: {
+        for attempt in 1..=MAX_APPEND_ATTEMPTS {
+            let head = match store.head().await {
+                Ok(head) => head,
+                Err(error) => break 'attempts Failure::Store("reading the head", error),
+            };
+            let (first, prev_hash) = match head {
+                None => (1, EntryHash::GENESIS),
+                Some(StoredEntry {
+                    position,
+                    content: Ok(head),
+                }) if head.sequence == position => match position.checked_add(1) {
+                    Some(next) => (next, head.hash),
+                    None => break 'attempts Failure::SequenceExhausted,
+                },
+                Some(StoredEntry { position, .. }) => {
+                    break 'attempts Failure::CorruptHead(position);
+                }
+            };
+            let mut entries = Vec::with_capacity(batch.len());
+            let mut prev_hash = prev_hash;
+            for (offset, waiting) in batch.iter().enumerate() {
+                let Some(sequence) = u64::try_from(offset)
+                    .ok()
+                    .and_then(|offset| first.checked_add(offset))
+                else {
+                    break 'attempts Failure::SequenceExhausted;
+                };
+                let entry = seal(sequence, prev_hash, waiting.record.clone());
+                prev_hash = entry.hash;
+                entries.push(entry);
+            }
+            match store.append_all(&entries).await {
+                Ok(()) => {
+                    for (waiting, entry) in batch.into_iter().zip(entries) {
+                        let _ = waiting.answer.send(Ok(entry));
+                    }
+                    return;
+                }
+                Err(error) if error.kind == FailureKind::Conflict => {
+                    tracing::debug!(first, attempt, "audit append lost the race; retrying");
+                    let pause = rand::thread_rng().gen_range(0..=MAX_BACKOFF_MILLIS);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                Err(error) => break 'attempts Failure::Store("appending an entry", error),
+            }
+        }
+        Failure::Contended
+    };
+    for waiting in batch {
+        let _ = waiting.answer.send(Err(failure.to_error()));
+    }
+}
+
+/// Why a batch was not stored; every append in it gets its own [`AuditError`].
+enum Failure {
+    Store(&'static str, PortError),
+    SequenceExhausted,
+    CorruptHead(u64),
+    Contended,
+}
+
+impl Failure {
+    fn to_error(&self) -> AuditError {
+        match self {
+            Self::Store(operation, source) => AuditError::Store {
+                operation,
+                source: source.clone(),
+            },
+            Self::SequenceExhausted => AuditError::SequenceExhausted,
+            Self::CorruptHead(position) => AuditError::CorruptHead {
+                position: *position,
+            },
+            Self::Contended => AuditError::Contended {
+                attempts: MAX_APPEND_ATTEMPTS,
+            },
+        }
     }
 }
 

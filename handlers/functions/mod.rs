@@ -150,6 +150,10 @@ impl From<AuditError> for FunctionError {
             AuditError::Contended { .. } => {
                 Self::Port(PortError::new(FailureKind::Conflict, context))
             }
+            AuditError::Abandoned => Self::Port(PortError::new(
+                FailureKind::Transient { retry_after: None },
+                context,
+            )),
             // A damaged chain is not repaired by retrying; an operator must look. The host
             // then fails to record the failure too, so the invocation is retried rather
             // than completed unrecorded.

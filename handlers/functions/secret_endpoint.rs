@@ -11,6 +11,7 @@
 //! reason code; the caller sees only a stable code.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -331,6 +332,70 @@ pub fn build_policies(
 /// Reloads the chain policy's CRLs, for a scheduled refresh. Returns how many loaded.
 pub fn reload_crls(endpoint: &Endpoint) -> Option<Result<usize, TrustError>> {
     endpoint.policies.chain().map(|chain| chain.reload_crls())
+}
+
+/// How often the chain policy's CRL files are read again. A CA publishes a new CRL when
+/// it revokes (and at least once per its next-update period, usually days); the files
+/// are local, so a reread is cheap. Five minutes matches the entra-device directory
+/// cache ([`crate::mtls::entra_device::DEFAULT_CACHE_TTL`]): on either policy a device
+/// that is revoked or disabled stops reading secrets within five minutes.
+pub const CRL_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
+
+/// Whether the endpoint has CRL files to refresh: a chain policy loaded from CRL files.
+pub fn has_crls_to_refresh(endpoint: &Endpoint) -> bool {
+    endpoint
+        .policies
+        .chain()
+        .is_some_and(|chain| !chain.crls().sources().is_empty())
+}
+
+/// One scheduled refresh: reads the CRL files again and swaps them in. When a file is
+/// missing, unreadable or malformed (a CA midway through publishing), the set in force
+/// stays and the failure is logged; the next refresh tries again.
+pub fn refresh_crls(endpoint: &Endpoint) -> Option<Result<usize, TrustError>> {
+    let result = reload_crls(endpoint)?;
+    match &result {
+        Ok(count) => tracing::debug!(crls = count, "certificate revocation lists refreshed"),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot refresh the certificate revocation lists; the ones loaded before stay in force"
+        ),
+    }
+    Some(result)
+}
+
+/// Refreshes the CRLs every `interval` until `stop` completes (start-up passes
+/// [`CRL_REFRESH_INTERVAL`] and the shutdown signal). Returns at once when the
+/// endpoint has no CRL files. The files are read on the blocking pool, so a large CRL
+/// never stalls requests.
+pub async fn refresh_crls_every(
+    endpoint: Arc<Endpoint>,
+    interval: Duration,
+    stop: impl Future<Output = ()>,
+) {
+    if !has_crls_to_refresh(&endpoint) {
+        return;
+    }
+    let refreshing = async {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate; the CRLs were just loaded with the endpoint.
+        ticks.tick().await;
+        loop {
+            ticks.tick().await;
+            let endpoint = endpoint.clone();
+            if tokio::task::spawn_blocking(move || refresh_crls(&endpoint))
+                .await
+                .is_err()
+            {
+                tracing::error!("the CRL refresh task failed; retrying at the next interval");
+            }
+        }
+    };
+    tokio::select! {
+        () = refreshing => {},
+        () = stop => {},
+    }
 }
 
 /// Serves one request.

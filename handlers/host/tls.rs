@@ -8,6 +8,7 @@
 //! policies' decision, made per request, so that a refusal is a JSON answer with a
 //! request id and an audit entry rather than a torn connection.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -99,12 +101,15 @@ pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>
 }
 
 /// Serves `router` over TLS on `listener` until `shutdown` completes, then waits for
-/// in-flight requests.
+/// in-flight requests, as the plain listener does: once `shutdown` completes, the
+/// listening socket is closed (new connections are refused), handshakes not yet finished
+/// are dropped, idle keep-alive connections are closed, and requests being served run
+/// to their answer before this returns.
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     let listener = TlsListener::new(listener, config)?;
     axum::serve(
@@ -113,6 +118,45 @@ pub async fn serve(
     )
     .with_graceful_shutdown(shutdown)
     .await
+}
+
+/// A TLS listener serving in its own task (see [`spawn`]).
+#[derive(Debug)]
+pub struct TlsServer {
+    address: SocketAddr,
+    task: JoinHandle<io::Result<()>>,
+}
+
+/// Starts [`serve`] in its own task, so the process can run it beside the plain
+/// listener; await [`TlsServer::stopped`] before exiting, or requests still in flight
+/// on TLS connections are cut off when the runtime shuts down.
+pub fn spawn(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<TlsServer> {
+    let address = listener.local_addr()?;
+    let task = tokio::spawn(serve(listener, config, router, shutdown));
+    Ok(TlsServer { address, task })
+}
+
+impl TlsServer {
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Completes once `shutdown` has completed and every request in flight has been
+    /// answered; reports how the listener ended.
+    pub async fn stopped(self) -> io::Result<()> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => Err(io::Error::other(format!(
+                "the TLS listener task failed: {join}"
+            ))),
+        }
+    }
 }
 
 /// Asks for a client certificate without requiring one, and checks only the handshake

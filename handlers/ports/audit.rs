@@ -357,6 +357,23 @@ pub trait AuditStore: Send + Sync + fmt::Debug {
     /// [`FailureKind::Conflict`]: crate::ports::FailureKind::Conflict
     async fn append(&self, entry: &AuditEntry) -> Result<(), PortError>;
 
+    /// How many entries [`AuditStore::append_all`] stores in one all-or-none write. One
+    /// (the default) for stores without multi-entry transactions.
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Stores consecutive `entries` (sealed in order, the first one past the head) all
+    /// or none, with the same conflict rule as [`AuditStore::append`]. Callers pass at
+    /// most [`AuditStore::max_batch`] entries; the default, for stores that write one
+    /// entry at a time, is correct for exactly one.
+    async fn append_all(&self, entries: &[AuditEntry]) -> Result<(), PortError> {
+        for entry in entries {
+            self.append(entry).await?;
+        }
+        Ok(())
+    }
+
     /// The entries at positions `from .. from + count`, in ascending position order.
     /// Positions with nothing stored are simply absent from the answer.
     async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError>;

@@ -36,13 +36,13 @@ use keyturn::domain::names::VaultUrl;
 use keyturn::domain::secret::SecretValue;
 use keyturn::functions::Services;
 use keyturn::functions::secret_endpoint::{
-    ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
+    self, ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
 };
 use keyturn::host::router::{AppState, router};
-use keyturn::host::server;
+use keyturn::host::{server, tls};
 use keyturn::mtls::entra_device::{DeviceRequirements, binding_key};
 use keyturn::ports::PortError;
-use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome};
+use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome, StoredEntry};
 use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
 use keyturn::ports::source::SecretSource;
 
@@ -77,6 +77,7 @@ struct Pki {
     dir: TempDir,
 }
 
+#[derive(Clone)]
 struct Leaf {
     der: Vec<u8>,
     pem: String,
@@ -248,13 +249,18 @@ struct EndpointApp {
 
 impl EndpointApp {
     async fn start(endpoint: Endpoint) -> Self {
+        Self::start_shared(Arc::new(endpoint)).await
+    }
+
+    /// The app over an endpoint the test keeps a handle on (for CRL refreshes).
+    async fn start_shared(endpoint: Arc<Endpoint>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let local = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
         let store: Arc<dyn AuditStore> = Arc::new(LocalAuditStore::new(local));
         let services = Services {
             audit: AuditLog::new(store.clone()),
             clock: Clock::fixed(now()),
-            endpoint: Arc::new(endpoint),
+            endpoint,
             rotation: None,
         };
         let state = AppState {
@@ -1322,4 +1328,340 @@ fn the_linux_client_script_prints_the_secret_and_reports_refusals() {
 
     let bad_name = run("device", "not_a_name");
     assert_eq!(bad_name.status.code(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Scheduled CRL refresh.
+
+/// How many times a test asks again while waiting for a background task's effect, and
+/// how long it waits between asks: together a generous bound, never a measured time.
+const POLL_ATTEMPTS: usize = 500;
+const POLL_PAUSE: Duration = Duration::from_millis(10);
+
+/// The chain endpoint, shared so that the refresh task and the app see the same CRLs.
+fn shared_chain_endpoint(pki: &Pki) -> Arc<Endpoint> {
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        chain: Some(pki.chain_config()),
+        ..PolicyConfig::default()
+    };
+    Arc::new(
+        Endpoint::from_config(
+            &config,
+            Some(POLICY),
+            sources(&SECRETS),
+            None,
+            RateLimits::default(),
+        )
+        .expect("valid endpoint"),
+    )
+}
+
+#[tokio::test]
+async fn a_certificate_revoked_after_start_up_is_refused_once_the_crls_are_refreshed() {
+    let pki = Pki::new();
+    let endpoint = shared_chain_endpoint(&pki);
+    let app = EndpointApp::start_shared(endpoint.clone()).await;
+    let device = pki.leaf(&LeafSpec::valid("laptop-revoked-later", 4242));
+    assert_eq!(
+        app.get("db-password", Some(&device.header()))
+            .await
+            .status(),
+        200
+    );
+
+    std::fs::write(
+        pki.path("devices.crl"),
+        crl(&pki.intermediate, &[REVOKED_SERIAL, 4242]),
+    )
+    .expect("write");
+    assert_eq!(
+        app.get("db-password", Some(&device.header()))
+            .await
+            .status(),
+        200,
+        "CRLs are cached: a new file takes effect at the next refresh, not before"
+    );
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let refresher = tokio::spawn(secret_endpoint::refresh_crls_every(
+        endpoint,
+        POLL_PAUSE,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let mut status = 200;
+    for _ in 0..POLL_ATTEMPTS {
+        status = app
+            .get("db-password", Some(&device.header()))
+            .await
+            .status()
+            .as_u16();
+        if status != 200 {
+            break;
+        }
+        tokio::time::sleep(POLL_PAUSE).await;
+    }
+    assert_eq!(status, 403, "the refreshed CRL revokes the certificate");
+    assert_audited(&app.last_entry().await, Outcome::Denied, "chain", "revoked");
+
+    let _ = stop.send(());
+    refresher
+        .await
+        .expect("the refresh task ends when told to stop");
+}
+
+#[tokio::test]
+async fn a_crl_refresh_that_fails_keeps_the_revocations_already_in_force() {
+    let pki = Pki::new();
+    let endpoint = shared_chain_endpoint(&pki);
+    let app = EndpointApp::start_shared(endpoint.clone()).await;
+    let revoked = pki.leaf(&LeafSpec::valid("laptop-revoked", REVOKED_SERIAL));
+    let valid = pki.leaf(&LeafSpec::valid("laptop-valid", 4243));
+
+    // A CA midway through publishing: a truncated file.
+    let published = crl(&pki.intermediate, &[REVOKED_SERIAL]);
+    std::fs::write(pki.path("devices.crl"), &published[..published.len() / 2]).expect("write");
+    let refreshed = secret_endpoint::refresh_crls(&endpoint).expect("a chain policy is configured");
+    assert!(refreshed.is_err(), "a truncated CRL does not load");
+
+    assert_eq!(
+        app.get("db-password", Some(&revoked.header()))
+            .await
+            .status(),
+        403
+    );
+    assert_audited(&app.last_entry().await, Outcome::Denied, "chain", "revoked");
+    assert_eq!(
+        app.get("db-password", Some(&valid.header())).await.status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_refresh_task_ends_at_once_when_no_crl_files_are_configured() {
+    let pki = Pki::new();
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        chain: Some(ChainConfig {
+            crls: Vec::new(),
+            check_revocation: false,
+            ..pki.chain_config()
+        }),
+        ..PolicyConfig::default()
+    };
+    let endpoint = Arc::new(
+        Endpoint::from_config(
+            &config,
+            Some(POLICY),
+            sources(&SECRETS),
+            None,
+            RateLimits::default(),
+        )
+        .expect("valid endpoint"),
+    );
+    assert!(!secret_endpoint::has_crls_to_refresh(&endpoint));
+    let never = std::future::pending::<()>();
+    // The bound only keeps a regression from hanging the suite.
+    let ended = tokio::time::timeout(
+        Duration::from_secs(30),
+        secret_endpoint::refresh_crls_every(endpoint, POLL_PAUSE, never),
+    )
+    .await;
+    assert!(
+        ended.is_ok(),
+        "nothing to refresh: the task does not linger"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The TLS listener's shutdown.
+
+/// An audit store whose appends announce themselves and then wait for the test's
+/// permission: it holds a granted request in flight for exactly as long as the test needs.
+#[derive(Debug)]
+struct GatedStore {
+    inner: Arc<dyn AuditStore>,
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+#[async_trait]
+impl AuditStore for GatedStore {
+    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+        self.inner.head().await
+    }
+    async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+        let _ = self.entered.send(());
+        self.gate
+            .acquire()
+            .await
+            .map_err(|_| PortError::invalid("the test closed the gate"))?
+            .forget();
+        self.inner.append(entry).await
+    }
+    async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+        self.inner.read(from, count).await
+    }
+}
+
+/// One GET over a new TLS connection presenting `leaf`; the status and body.
+async fn tls_get(
+    address: std::net::SocketAddr,
+    server_ca: rustls::pki_types::CertificateDer<'static>,
+    leaf: &Leaf,
+) -> std::io::Result<(u16, Value)> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(server_ca)
+        .expect("the server CA is a certificate");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes())
+        .expect("the leaf key is PEM");
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("ring supports the defaults")
+    .with_root_certificates(roots)
+    .with_client_auth_cert(vec![leaf.der.clone().into()], key)
+    .expect("a usable client certificate");
+    let tcp = tokio::net::TcpStream::connect(address).await?;
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name"),
+            tcp,
+        )
+        .await?;
+    stream
+        .write_all(
+            b"GET /api/secrets/db-password HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        )
+        .await?;
+    let mut response = Vec::new();
+    // The server closes without close_notify after a `Connection: close` answer; what
+    // arrived before that is the whole response.
+    match stream.read_to_end(&mut response).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+        Err(e) => return Err(e),
+    }
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no end of headers"))?;
+    let status = head
+        .get(9..12)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no status"))?;
+    let body = serde_json::from_str(body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok((status, body))
+}
+
+#[tokio::test]
+async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_requests_in_flight() {
+    let pki = Pki::new();
+    let server_ca = CertifiedIssuer::self_signed(
+        ca_params("keyturn test server CA"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("server CA");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let server_key = KeyPair::generate().expect("key");
+    let server_cert = params.signed_by(&server_key, &server_ca).expect("signs");
+    std::fs::write(pki.path("server.pem"), server_cert.pem()).expect("write");
+    std::fs::write(pki.path("server.key"), server_key.serialize_pem()).expect("write");
+    let device = pki.leaf(&LeafSpec::valid("laptop-over-tls", 4244));
+
+    let config = PolicyConfig {
+        chain: Some(pki.chain_config()),
+        ..PolicyConfig::default()
+    };
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(POLICY),
+        sources(&SECRETS),
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid endpoint");
+    let local = LocalStore::open(pki.path("keyturn.db")).expect("store");
+    let (entered, mut entries_started) = tokio::sync::mpsc::unbounded_channel();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let store = Arc::new(GatedStore {
+        inner: Arc::new(LocalAuditStore::new(local)),
+        entered,
+        gate: gate.clone(),
+    });
+    let state = AppState {
+        services: Arc::new(Services {
+            audit: AuditLog::new(store),
+            clock: Clock::fixed(now()),
+            endpoint: Arc::new(endpoint),
+            rotation: None,
+        }),
+        vaults: Arc::new(Vec::new()),
+    };
+    let tls_config = tls::server_config(&pki.path("server.pem"), &pki.path("server.key"))
+        .expect("TLS configuration");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let (shutdown, shutdown_requested) = oneshot::channel::<()>();
+    let server = tls::spawn(
+        listener,
+        tls_config,
+        router(state, &[secret_endpoint::NAME]),
+        async move {
+            let _ = shutdown_requested.await;
+        },
+    )
+    .expect("the listener starts");
+    let address = server.local_addr();
+
+    // Arrange: a granted request held inside the handler, at its audit append.
+    let in_flight = tokio::spawn({
+        let server_ca = server_ca.as_ref().der().clone();
+        let device = device.clone();
+        async move { tls_get(address, server_ca, &device).await }
+    });
+    entries_started
+        .recv()
+        .await
+        .expect("the request reaches the audit append");
+
+    // Act: shut down while it is in flight.
+    shutdown.send(()).expect("the server awaits its signal");
+
+    // Assert: the listening socket closes while the request is still held...
+    let mut refused = false;
+    for _ in 0..POLL_ATTEMPTS {
+        match tokio::net::TcpStream::connect(address).await {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                refused = true;
+                break;
+            }
+            _ => tokio::time::sleep(POLL_PAUSE).await,
+        }
+    }
+    assert!(refused, "new connections are refused once shutdown begins");
+    assert!(
+        !in_flight.is_finished(),
+        "the held request is still in flight"
+    );
+
+    // ...and the held request still gets its answer before the listener reports stopped.
+    gate.add_permits(1);
+    let (status, body) = in_flight
+        .await
+        .expect("the client task does not panic")
+        .expect("the in-flight request is answered");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"], "db-value-8c1f");
+    server.stopped().await.expect("the listener stops cleanly");
 }

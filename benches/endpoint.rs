@@ -1,0 +1,852 @@
+//! Loopback load figures for the SecretEndpoint: an authorized `GET /api/secrets/{name}`
+//! through the `X-ARR-ClientCert` path with a warm device cache, beside a bare axum
+//! handler answering the same bytes in the same run, and full TLS handshakes per second
+//! against keyturn's own TLS listener.
+//!
+//! Every measurement is bounded in time (a warm-up, then a fixed measured window) and the
+//! program stops by itself, printing one table. The endpoint is built as production
+//! builds it (`Endpoint::from_config`, the `appsettings` backend, the real router, an
+//! audit log on a SQLite file, JSON logs at `info`), with an in-process device directory
+//! standing in for Graph so that the entra-device cache can be warmed.
+//!
+//! Run: `cargo bench --bench endpoint`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use axum::Router;
+use axum::body::Bytes;
+use axum::http::{StatusCode, header};
+use axum::routing::get;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
+};
+use rustls::client::Resumption;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsConnector;
+
+use keyturn::adapters::appsettings::AppSettingsSource;
+use keyturn::adapters::local::audit::LocalAuditStore;
+use keyturn::adapters::local::store::LocalStore;
+use keyturn::audit::AuditLog;
+use keyturn::domain::clock::Clock;
+use keyturn::domain::ids::DeviceId;
+use keyturn::domain::thumbprint::Thumbprint;
+use keyturn::functions::Services;
+use keyturn::functions::secret_endpoint::{
+    self, ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
+};
+use keyturn::host::router::{AppState, router};
+use keyturn::host::{server, tls};
+use keyturn::mtls::entra_device::{CERTIFICATE_BINDING_TYPE, DeviceRequirements, binding_key};
+use keyturn::ports::PortError;
+use keyturn::ports::audit::AuditStore;
+use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
+use keyturn::ports::source::SecretSource;
+use keyturn::telemetry;
+
+/// Untimed requests before each measured window: fills the device cache, the rate
+/// limiters' tables, SQLite's page cache and the allocator's pools.
+const WARM_UP: Duration = Duration::from_secs(1);
+
+/// The measured window. Five seconds of tens of thousands of requests gives stable
+/// percentiles while keeping the whole run under a minute.
+const MEASURED: Duration = Duration::from_secs(5);
+
+/// Keep-alive connections for the request measurements: enough to keep both cores busy
+/// on a 2-core machine, few enough that queueing does not dominate the latencies.
+const CONNECTIONS: usize = 32;
+
+/// Concurrent connections for the handshake measurement.
+const HANDSHAKE_CONNECTIONS: usize = 32;
+
+/// The grace period on top of warm-up and window after which a measurement is abandoned
+/// (a hung server must not hang the benchmark).
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Requests per minute for both rate limiters: far above what the run can send, so no
+/// request is refused, while the limiters still do their per-request work.
+const UNREACHABLE_RATE_LIMIT: u32 = 1_000_000_000;
+
+/// The most response bytes read for one request; the answers here are a few hundred.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+const SECRET_NAME: &str = "db-password";
+const SECRET_SETTING: &str = "KEYTURN_SECRET_DB_PASSWORD";
+const SECRET_VALUE: &str = "bench-value-2f7c9e41d08a4b6c";
+/// Where App Service reports the client; the per-address limiter keys on it.
+const FORWARDED_FOR: &str = "203.0.113.7:50312";
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the operating system provides threads and timers");
+    if let Err(error) = runtime.block_on(run()) {
+        eprintln!("endpoint bench failed: {error}");
+        std::process::exit(1);
+    }
+}
+
+/// A failure of the benchmark itself (setup, a refused request, a hung server).
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn run() -> BenchResult<()> {
+    // Production logs one JSON line per invocation at `info`; pay for formatting it.
+    telemetry::init_with_writer("info", io::sink)?;
+    let dir = tempfile::tempdir()?;
+    let pki = Pki::new(dir.path())?;
+    let sha256 = Thumbprint::of_der(pki.device.der.as_ref()).to_string();
+
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    // 1. keyturn with entra-device, over the header path.
+    let directory = Arc::new(BenchDirectory::new(&pki)?);
+    let entra = PolicyConfig {
+        trust_arr_header: true,
+        entra_device: Some(EntraDeviceConfig {
+            roots: pki.roots.clone(),
+            requirements: DeviceRequirements {
+                compliant: true,
+                managed: true,
+            },
+            cache_ttl: Duration::from_secs(300),
+        }),
+        ..PolicyConfig::default()
+    };
+    let entra_policy = format!(
+        r#"{{ "version": 1, "grants": [ {{ "name": "bench devices", "identities": [ {{ "deviceId": "{}" }} ], "secrets": [ "{SECRET_NAME}" ], "backend": "appsettings" }} ] }}"#,
+        pki.device_id
+    );
+    let entra_app = Keyturn::start(
+        &dir.path().join("entra.db"),
+        endpoint(&entra, &entra_policy, Some(directory.clone()))?,
+        None,
+    )
+    .await?;
+
+    // 2. keyturn with chain + trusted-thumbprints (revocation checked), same path.
+    let chain = PolicyConfig {
+        trust_arr_header: true,
+        thumbprints: Some(vec![sha256.clone()]),
+        chain: Some(pki.chain_config()),
+        ..PolicyConfig::default()
+    };
+    let chain_policy = format!(
+        r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{sha256}" }} ], "secrets": [ "{SECRET_NAME}" ], "backend": "appsettings" }} ] }}"#
+    );
+    let chain_app = Keyturn::start(
+        &dir.path().join("chain.db"),
+        endpoint(&chain, &chain_policy, None)?,
+        None,
+    )
+    .await?;
+
+    // The bare handler answers the bytes keyturn answers.
+    let request = header_request(&pki);
+    let (status, reference) = one_request(entra_app.address, &request).await?;
+    if status != 200 || !contains(&reference, SECRET_VALUE.as_bytes()) {
+        return Err(format!("keyturn did not serve the secret (status {status})").into());
+    }
+    let (status, other) = one_request(chain_app.address, &request).await?;
+    if status != 200 || other != reference {
+        return Err(format!("the chain endpoint answered differently (status {status})").into());
+    }
+    let bare = Bare::start(Bytes::from(reference.clone())).await?;
+    let (_, bare_body) = one_request(bare.address, &request).await?;
+    if bare_body != reference {
+        return Err("the bare handler's body differs from keyturn's".into());
+    }
+
+    let bare_figures = keep_alive_load(bare.address, &request).await?;
+    rows.push(Row::new(
+        "bare axum handler, same bytes",
+        &bare_figures,
+        None,
+    ));
+    let entra_figures = keep_alive_load(entra_app.address, &request).await?;
+    rows.push(Row::new(
+        "keyturn, header, entra-device (warm cache)",
+        &entra_figures,
+        Some(&bare_figures),
+    ));
+    let chain_figures = keep_alive_load(chain_app.address, &request).await?;
+    rows.push(Row::new(
+        "keyturn, header, chain+trusted-thumbprints",
+        &chain_figures,
+        Some(&bare_figures),
+    ));
+    let bare_again = keep_alive_load(bare.address, &request).await?;
+    rows.push(Row::new("bare axum handler, again", &bare_again, None));
+
+    notes.push(format!(
+        "policies: entra-device [{}] (compliant+managed required, {} directory lookup(s) in the whole run); chain+trusted-thumbprints [{}] (CRL revocation checked)",
+        entra_app.policies,
+        directory.lookups(),
+        chain_app.policies,
+    ));
+    for (label, app, figures) in [
+        ("entra-device", &entra_app, &entra_figures),
+        ("chain+trusted-thumbprints", &chain_app, &chain_figures),
+    ] {
+        let served = figures.total + 1;
+        let audited = app.audited().await?;
+        notes.push(format!(
+            "audit ({label}): {audited} entries for {served} served requests{}",
+            if audited == served as u64 {
+                ""
+            } else {
+                " (MISMATCH)"
+            }
+        ));
+    }
+    entra_app.stop().await;
+    chain_app.stop().await;
+    bare.stop().await;
+
+    // 3. Full TLS handshakes against keyturn's own listener.
+    let tls_config = PolicyConfig {
+        trust_arr_header: false,
+        ..chain.clone()
+    };
+    let tls_app = Keyturn::start(
+        &dir.path().join("tls.db"),
+        endpoint(&tls_config, &chain_policy, None)?,
+        Some(tls::server_config(&pki.server_cert, &pki.server_key)?),
+    )
+    .await?;
+    for (label, version) in [
+        ("TLS 1.3 handshakes (+1 GET each)", &rustls::version::TLS13),
+        ("TLS 1.2 handshakes (+1 GET each)", &rustls::version::TLS12),
+    ] {
+        let figures = handshake_load(tls_app.address, client_config(&pki, version)?).await?;
+        rows.push(Row::new(label, &figures, None));
+    }
+    notes.push(format!(
+        "TLS: every connection new, session resumption disabled (each verified to be a full handshake), ECDSA P-256 keys, client certificate checked by [{}]",
+        tls_app.policies
+    ));
+    tls_app.stop().await;
+
+    print_table(&rows, &notes);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Certificates.
+
+/// A root that issues the device certificate directly (as Entra's device CA does), a
+/// CRL from it, and a server certificate for the TLS listener.
+struct Pki {
+    device_id: DeviceId,
+    device: Issued,
+    server_ca: CertificateDer<'static>,
+    roots: std::path::PathBuf,
+    crl: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+}
+
+struct Issued {
+    der: CertificateDer<'static>,
+    key: Vec<u8>,
+}
+
+fn ca_params(name: &str) -> BenchResult<CertificateParams> {
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    valid_around_now(&mut params);
+    Ok(params)
+}
+
+fn valid_around_now(params: &mut CertificateParams) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(365);
+}
+
+impl Pki {
+    fn new(dir: &Path) -> BenchResult<Self> {
+        let root = CertifiedIssuer::self_signed(
+            ca_params("keyturn bench device root")?,
+            KeyPair::generate()?,
+        )?;
+        let device_id = DeviceId::new_random();
+        let mut params = CertificateParams::new(Vec::new())?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, device_id.to_string());
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.serial_number = Some(SerialNumber::from(7u64));
+        valid_around_now(&mut params);
+        let key = KeyPair::generate()?;
+        let device = Issued {
+            der: params.signed_by(&key, &root)?.der().clone(),
+            key: key.serialize_der(),
+        };
+        let now = time::OffsetDateTime::now_utc();
+        let crl = CertificateRevocationListParams {
+            this_update: now - time::Duration::days(1),
+            next_update: now + time::Duration::days(30),
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(&root)?;
+
+        let server_ca = CertifiedIssuer::self_signed(
+            ca_params("keyturn bench server CA")?,
+            KeyPair::generate()?,
+        )?;
+        let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        valid_around_now(&mut params);
+        let server_key = KeyPair::generate()?;
+        let server = params.signed_by(&server_key, &server_ca)?;
+
+        let write = |name: &str, text: &str| -> io::Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, text)?;
+            Ok(path)
+        };
+        Ok(Self {
+            device_id,
+            device,
+            server_ca: server_ca.as_ref().der().clone(),
+            roots: write("roots.pem", &root.as_ref().pem())?,
+            crl: write("root.crl", &crl.pem()?)?,
+            server_cert: write("server.pem", &server.pem())?,
+            server_key: write("server.key", &server_key.serialize_pem())?,
+        })
+    }
+
+    fn chain_config(&self) -> ChainConfig {
+        ChainConfig {
+            roots: self.roots.clone(),
+            intermediates: Vec::new(),
+            crls: vec![self.crl.clone()],
+            check_revocation: true,
+            clock_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The device directory Graph would be: one enabled, compliant, managed device whose
+// certificate binding is its second alternativeSecurityIds entry.
+
+#[derive(Debug)]
+struct BenchDirectory {
+    device: Device,
+    lookups: AtomicUsize,
+}
+
+impl BenchDirectory {
+    fn new(pki: &Pki) -> BenchResult<Self> {
+        let binding = binding_key(pki.device.der.as_ref()).ok_or("no binding key")?;
+        Ok(Self {
+            device: Device {
+                device_id: pki.device_id,
+                account_enabled: true,
+                alternative_security_ids: vec![
+                    AlternativeSecurityId {
+                        kind: CERTIFICATE_BINDING_TYPE,
+                        identity_provider: None,
+                        key: b"X509:<SHA1-TP-PUBKEY>00".to_vec(),
+                    },
+                    AlternativeSecurityId {
+                        kind: CERTIFICATE_BINDING_TYPE,
+                        identity_provider: None,
+                        key: binding,
+                    },
+                ],
+                is_compliant: Some(true),
+                is_managed: Some(true),
+            },
+            lookups: AtomicUsize::new(0),
+        })
+    }
+
+    fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl DeviceDirectory for BenchDirectory {
+    async fn device(&self, device_id: &DeviceId) -> Result<Option<Device>, PortError> {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        Ok((*device_id == self.device.device_id).then(|| self.device.clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The servers.
+
+fn endpoint(
+    config: &PolicyConfig,
+    access_policy: &str,
+    directory: Option<Arc<dyn DeviceDirectory>>,
+) -> BenchResult<Endpoint> {
+    let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
+    sources.insert(
+        "appsettings".into(),
+        Arc::new(AppSettingsSource::from_settings(
+            "KEYTURN_SECRET_",
+            [(SECRET_SETTING, SECRET_VALUE)],
+        )),
+    );
+    let limits = RateLimits {
+        per_identity: Some(UNREACHABLE_RATE_LIMIT),
+        per_address: Some(UNREACHABLE_RATE_LIMIT),
+    };
+    Ok(Endpoint::from_config(
+        config,
+        Some(access_policy),
+        sources,
+        directory,
+        limits,
+    )?)
+}
+
+/// keyturn's router serving the SecretEndpoint, over plain HTTP or its TLS listener.
+struct Keyturn {
+    address: SocketAddr,
+    policies: String,
+    store: Arc<dyn AuditStore>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Keyturn {
+    async fn start(
+        audit_file: &Path,
+        endpoint: Endpoint,
+        tls_config: Option<Arc<rustls::ServerConfig>>,
+    ) -> BenchResult<Self> {
+        let policies: Vec<&str> = endpoint
+            .policies()
+            .configured()
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        let policies = policies.join(", ");
+        let store: Arc<dyn AuditStore> =
+            Arc::new(LocalAuditStore::new(LocalStore::open(audit_file)?));
+        let state = AppState {
+            services: Arc::new(Services {
+                audit: AuditLog::new(store.clone()),
+                clock: Clock::system(),
+                endpoint: Arc::new(endpoint),
+                rotation: None,
+            }),
+            vaults: Arc::new(Vec::new()),
+        };
+        let app = router(state, &[secret_endpoint::NAME]);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let (address, task) = match tls_config {
+            None => {
+                let listener = server::bind(0).await?;
+                let address = listener.local_addr()?;
+                let task = tokio::spawn(server::serve(listener, app, shutdown));
+                (address, task)
+            }
+            Some(config) => {
+                let listener = TcpListener::bind("127.0.0.1:0").await?;
+                let address = listener.local_addr()?;
+                let task = tokio::spawn(tls::serve(listener, config, app, shutdown));
+                (address, task)
+            }
+        };
+        Ok(Self {
+            address,
+            policies,
+            store,
+            stop,
+            task,
+        })
+    }
+
+    /// How many entries the audit log holds.
+    async fn audited(&self) -> BenchResult<u64> {
+        Ok(self.store.head().await?.map_or(0, |head| head.position))
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(GRACE, self.task).await;
+    }
+}
+
+/// A bare axum handler answering fixed bytes with the headers keyturn sends.
+struct Bare {
+    address: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Bare {
+    async fn start(body: Bytes) -> BenchResult<Self> {
+        let app = Router::new().route(
+            "/api/secrets/{name}",
+            get(move || {
+                let body = body.clone();
+                async move {
+                    (
+                        StatusCode::OK,
+                        [
+                            (header::CONTENT_TYPE, "application/json"),
+                            (header::CACHE_CONTROL, "no-store"),
+                        ],
+                        body,
+                    )
+                }
+            }),
+        );
+        let listener = server::bind(0).await?;
+        let address = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, app, async move {
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            address,
+            stop,
+            task,
+        })
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(GRACE, self.task).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The load generator: a minimal HTTP/1.1 client, so that the client's own cost is small
+// and the same for every server measured.
+
+fn header_request(pki: &Pki) -> Vec<u8> {
+    format!(
+        "GET /api/secrets/{SECRET_NAME} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-ARR-ClientCert: {}\r\nX-Forwarded-For: {FORWARDED_FOR}\r\n\r\n",
+        STANDARD.encode(pki.device.der.as_ref())
+    )
+    .into_bytes()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Reads one response with a `Content-Length` body; returns the status and the body.
+async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buffer: &mut Vec<u8>,
+) -> io::Result<(u16, std::ops::Range<usize>)> {
+    buffer.clear();
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_owned());
+    loop {
+        if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buffer[..end]).map_err(|_| bad("head not UTF-8"))?;
+            let mut lines = head.split("\r\n");
+            let status = lines
+                .next()
+                .and_then(|line| line.get(9..12))
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| bad("no status line"))?;
+            let length: usize = lines
+                .filter_map(|line| line.split_once(':'))
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, value)| value.trim().parse().ok())
+                .ok_or_else(|| bad("no content-length"))?;
+            let body = end + 4..end + 4 + length;
+            if body.end > MAX_RESPONSE_BYTES {
+                return Err(bad("response too large"));
+            }
+            while buffer.len() < body.end {
+                if stream.read_buf(buffer).await? == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+            }
+            return Ok((status, body));
+        }
+        if buffer.len() > MAX_RESPONSE_BYTES {
+            return Err(bad("response head too large"));
+        }
+        if stream.read_buf(buffer).await? == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+}
+
+async fn one_request(address: SocketAddr, request: &[u8]) -> BenchResult<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect(address).await?;
+    stream.write_all(request).await?;
+    let mut buffer = Vec::new();
+    let (status, body) = read_response(&mut stream, &mut buffer).await?;
+    Ok((status, buffer[body].to_vec()))
+}
+
+/// What one measurement yields.
+struct Figures {
+    /// Requests completed inside the measured window.
+    measured: usize,
+    /// Requests completed in the whole run, warm-up included.
+    total: usize,
+    /// Latencies of the measured requests, in microseconds, sorted.
+    latencies: Vec<u32>,
+}
+
+impl Figures {
+    fn per_second(&self) -> f64 {
+        self.measured as f64 / MEASURED.as_secs_f64()
+    }
+
+    /// Nearest-rank percentile, in milliseconds.
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p * self.latencies.len() as f64).ceil() as usize).max(1);
+        f64::from(self.latencies[rank - 1]) / 1000.0
+    }
+}
+
+/// The measured window of one run.
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn starting_now() -> Self {
+        let measure_from = Instant::now() + WARM_UP;
+        Self {
+            measure_from,
+            end: measure_from + MEASURED,
+        }
+    }
+}
+
+/// Per-connection tallies.
+#[derive(Default)]
+struct Tally {
+    total: usize,
+    latencies: Vec<u32>,
+}
+
+impl Tally {
+    fn record(&mut self, window: Window, started: Instant, finished: Instant) {
+        self.total += 1;
+        if started >= window.measure_from && finished <= window.end {
+            let micros = finished.duration_since(started).as_micros();
+            self.latencies
+                .push(u32::try_from(micros).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+async fn collect(mut tasks: JoinSet<BenchResult<Tally>>) -> BenchResult<Figures> {
+    let deadline = WARM_UP + MEASURED + GRACE;
+    let mut figures = Figures {
+        measured: 0,
+        total: 0,
+        latencies: Vec::new(),
+    };
+    let joined = tokio::time::timeout(deadline, async {
+        while let Some(joined) = tasks.join_next().await {
+            let tally = joined??;
+            figures.total += tally.total;
+            figures.latencies.extend(tally.latencies);
+        }
+        BenchResult::Ok(())
+    })
+    .await;
+    match joined {
+        Ok(result) => result?,
+        Err(_) => {
+            tasks.abort_all();
+            return Err("a measurement did not finish in time".into());
+        }
+    }
+    figures.latencies.sort_unstable();
+    figures.measured = figures.latencies.len();
+    Ok(figures)
+}
+
+/// `CONNECTIONS` keep-alive connections sending `request` back to back.
+async fn keep_alive_load(address: SocketAddr, request: &[u8]) -> BenchResult<Figures> {
+    let window = Window::starting_now();
+    let request: Arc<[u8]> = Arc::from(request);
+    let mut tasks = JoinSet::new();
+    for _ in 0..CONNECTIONS {
+        let request = request.clone();
+        tasks.spawn(async move {
+            let mut stream = TcpStream::connect(address).await?;
+            stream.set_nodelay(true)?;
+            let mut buffer = Vec::with_capacity(4096);
+            let mut tally = Tally::default();
+            loop {
+                let started = Instant::now();
+                if started >= window.end {
+                    return Ok(tally);
+                }
+                stream.write_all(&request).await?;
+                let (status, _) = read_response(&mut stream, &mut buffer).await?;
+                if status != 200 {
+                    return Err(format!("a request was answered {status}").into());
+                }
+                tally.record(window, started, Instant::now());
+            }
+        });
+    }
+    collect(tasks).await
+}
+
+fn client_config(
+    pki: &Pki,
+    version: &'static SupportedProtocolVersion,
+) -> BenchResult<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.server_ca.clone())?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.device.key.clone()));
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[version])?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![pki.device.der.clone()], key)?;
+    config.resumption = Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// New connections back to back: TCP connect, a full handshake presenting the device
+/// certificate, one authorized GET (proof that the server finished the handshake and
+/// ran the policies on the peer chain), close.
+async fn handshake_load(address: SocketAddr, config: Arc<ClientConfig>) -> BenchResult<Figures> {
+    let window = Window::starting_now();
+    let connector = TlsConnector::from(config);
+    let request: Arc<[u8]> = Arc::from(
+        format!(
+            "GET /api/secrets/{SECRET_NAME} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .into_bytes(),
+    );
+    let mut tasks = JoinSet::new();
+    for _ in 0..HANDSHAKE_CONNECTIONS {
+        let connector = connector.clone();
+        let request = request.clone();
+        tasks.spawn(async move {
+            let mut buffer = Vec::with_capacity(4096);
+            let mut tally = Tally::default();
+            loop {
+                let started = Instant::now();
+                if started >= window.end {
+                    return Ok(tally);
+                }
+                let tcp = TcpStream::connect(address).await?;
+                tcp.set_nodelay(true)?;
+                let mut stream = connector
+                    .connect(ServerName::try_from("localhost")?, tcp)
+                    .await?;
+                if stream.get_ref().1.handshake_kind() != Some(HandshakeKind::Full) {
+                    return Err("a handshake was not a full one".into());
+                }
+                exchange(&mut stream, &request, &mut buffer).await?;
+                tally.record(window, started, Instant::now());
+            }
+        });
+    }
+    collect(tasks).await
+}
+
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+    buffer: &mut Vec<u8>,
+) -> BenchResult<()> {
+    stream.write_all(request).await?;
+    stream.flush().await?;
+    let (status, _) = read_response(stream, buffer).await?;
+    if status != 200 {
+        return Err(format!("a request over TLS was answered {status}").into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// The table.
+
+struct Row {
+    label: &'static str,
+    per_second: f64,
+    p50: f64,
+    p99: f64,
+    ratio: Option<f64>,
+}
+
+impl Row {
+    fn new(label: &'static str, figures: &Figures, bare: Option<&Figures>) -> Self {
+        Self {
+            label,
+            per_second: figures.per_second(),
+            p50: figures.percentile(0.50),
+            p99: figures.percentile(0.99),
+            ratio: bare.map(|b| figures.per_second() / b.per_second()),
+        }
+    }
+}
+
+fn print_table(rows: &[Row], notes: &[String]) {
+    println!();
+    println!(
+        "SecretEndpoint on loopback: {CONNECTIONS} keep-alive connections ({HANDSHAKE_CONNECTIONS} for handshakes), {} s warm-up, {} s measured per row, {} cores",
+        WARM_UP.as_secs(),
+        MEASURED.as_secs(),
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!(
+        "| {:<44} | {:>10} | {:>8} | {:>8} | {:>12} |",
+        "measurement", "per second", "p50 ms", "p99 ms", "vs bare"
+    );
+    println!(
+        "|{:-<46}|{:->12}|{:->10}|{:->10}|{:->14}|",
+        "", "", "", "", ""
+    );
+    for row in rows {
+        let ratio = row
+            .ratio
+            .map(|r| format!("{:.0} %", r * 100.0))
+            .unwrap_or_default();
+        println!(
+            "| {:<44} | {:>10.0} | {:>8.2} | {:>8.2} | {:>12} |",
+            row.label, row.per_second, row.p50, row.p99, ratio
+        );
+    }
+    println!();
+    for note in notes {
+        println!("- {note}");
+    }
+}
