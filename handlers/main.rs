@@ -250,11 +250,22 @@ async fn serve(port: u16) -> ExitCode {
         vaults: Arc::new(settings.vaults.clone()),
     };
     let app = router(state.clone(), &settings.enabled_functions);
+    let endpoint_enabled = settings.enabled_functions.contains(&secret_endpoint::NAME);
+    let mut tls_server = None;
     if let Some(tls) = &settings.endpoint.tls
-        && settings.enabled_functions.contains(&secret_endpoint::NAME)
-        && let Err(code) = endpoint::spawn_tls(tls, state).await
+        && endpoint_enabled
     {
-        return code;
+        match endpoint::spawn_tls(tls, state.clone()).await {
+            Ok(server) => tls_server = Some(server),
+            Err(code) => return code,
+        }
+    }
+    if endpoint_enabled {
+        tokio::spawn(secret_endpoint::refresh_crls_every(
+            state.services.endpoint.clone(),
+            secret_endpoint::CRL_REFRESH_INTERVAL,
+            server::shutdown_signal(),
+        ));
     }
     tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
     let exit_with_parent =
@@ -274,7 +285,15 @@ async fn serve(port: u16) -> ExitCode {
             server::shutdown_signal().await;
         }
     };
-    match server::serve(listener, app, shutdown).await {
+    let served = server::serve(listener, app, shutdown).await;
+    // The TLS listener got the same signal; its in-flight requests finish too.
+    if let Some(tls) = tls_server
+        && let Err(e) = tls.stopped().await
+    {
+        tracing::error!(error = %e, "TLS listener failed");
+        return ExitCode::from(1);
+    }
+    match served {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -298,7 +317,7 @@ mod endpoint {
     pub async fn spawn_tls(
         settings: &TlsListenerSettings,
         state: AppState,
-    ) -> Result<(), ExitCode> {
+    ) -> Result<tls::TlsServer, ExitCode> {
         let config = tls::server_config(&settings.certificate, &settings.key).map_err(|e| {
             tracing::error!(error = %e, "cannot configure TLS");
             eprintln!("keyturn: {e}");
@@ -311,18 +330,14 @@ mod endpoint {
                 eprintln!("keyturn: cannot listen on {}: {e}", settings.address);
                 ExitCode::from(1)
             })?;
-        let address = listener
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
         let app = router(state, &[keyturn::functions::secret_endpoint::NAME]);
-        tokio::spawn(async move {
-            if let Err(error) = tls::serve(listener, config, app, server::shutdown_signal()).await {
-                tracing::error!(%error, "TLS listener failed");
-            }
-        });
-        tracing::info!(%address, "terminating TLS for the SecretEndpoint");
-        Ok(())
+        let server = tls::spawn(listener, config, app, server::shutdown_signal()).map_err(|e| {
+            tracing::error!(error = %e, "cannot start TLS");
+            eprintln!("keyturn: cannot start TLS: {e}");
+            ExitCode::from(1)
+        })?;
+        tracing::info!(address = %server.local_addr(), "terminating TLS for the SecretEndpoint");
+        Ok(server)
     }
 }
 

@@ -205,13 +205,23 @@ fn dev_once_rotates_the_demos_due_objects_once_and_then_nothing() {
     );
 
     // The values rotation handled appear nowhere but in the vault.
-    let values = current_values(&data, &["demo-app-secret", "demo-generated", "demo-no-expiry"]);
+    let values = current_values(
+        &data,
+        &["demo-app-secret", "demo-generated", "demo-no-expiry"],
+    );
     let log = std::fs::read_to_string(data.join("handler.log")).expect("handler log");
     let audit = audit_dump(&data);
     for value in &values {
         assert!(value.len() >= 16, "a real secret value was read");
-        for (what, text) in [("handler log", &log), ("audit log", &audit), ("summary", &first.to_string())] {
-            assert!(!text.contains(value.as_str()), "a rotated secret value leaked into the {what}");
+        for (what, text) in [
+            ("handler log", &log),
+            ("audit log", &audit),
+            ("summary", &first.to_string()),
+        ] {
+            assert!(
+                !text.contains(value.as_str()),
+                "a rotated secret value leaked into the {what}"
+            );
         }
     }
 }
@@ -224,17 +234,26 @@ fn current_values(data: &Path, names: &[&str]) -> Vec<String> {
     use keyturn::domain::names::{ObjectName, VaultUrl};
     use keyturn::ports::vault::SecretStore;
 
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     runtime.block_on(async {
         let path = data.join("keyturn.db");
         let store = LocalStore::open(&path).expect("open");
         let key = LocalVault::key_from_setting_or_file(None, &path).expect("key file");
-        let vault = LocalVault::open(store, key, Clock::system()).await.expect("vault");
+        let vault = LocalVault::open(store, key, Clock::system())
+            .await
+            .expect("vault");
         let url = VaultUrl::parse("https://keyturn-local.vault.azure.net/").expect("url");
         let mut values = Vec::new();
         for name in names {
             let name = ObjectName::parse(name).expect("name");
-            let secret = vault.secret(&url, &name, None).await.expect("read").expect("exists");
+            let secret = vault
+                .secret(&url, &name, None)
+                .await
+                .expect("read")
+                .expect("exists");
             values.push(secret.value.expose().to_string());
         }
         values
