@@ -53,7 +53,11 @@ impl<K: Hash + Eq> RateLimiter<K> {
     /// `per_minute` requests per [`WINDOW`]; `None` or 0 disables the limit.
     pub fn per_minute(per_minute: Option<u32>) -> Self {
         let window = chrono::Duration::from_std(WINDOW).expect("a minute fits a chrono duration");
-        let interval = per_minute.filter(|n| *n > 0).map(|n| window / n as i32);
+        // Beyond i32::MAX requests a minute the interval is below a nanosecond anyway:
+        // clamping keeps the division positive instead of wrapping to a negative interval.
+        let interval = per_minute
+            .filter(|n| *n > 0)
+            .map(|n| window / i32::try_from(n).unwrap_or(i32::MAX));
         Self {
             interval,
             tolerance: window,
@@ -119,6 +123,18 @@ mod tests {
         assert!(limiter.check("device", at(19)).is_err());
         assert!(limiter.check("device", at(20)).is_ok());
         assert!(limiter.check("device", at(20)).is_err());
+    }
+
+    #[test]
+    fn a_limit_beyond_i32_still_limits_forward_in_time() {
+        let limiter = RateLimiter::per_minute(Some(u32::MAX));
+        assert!(limiter.is_enabled());
+        for _ in 0..1000 {
+            assert!(
+                limiter.check("a", at(0)).is_ok(),
+                "a huge limit admits a burst"
+            );
+        }
     }
 
     #[test]

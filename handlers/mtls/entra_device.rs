@@ -253,6 +253,9 @@ impl LeafFacts {
 
 /// Whether one `alternativeSecurityIds` entry binds the certificate whose SHA-1
 /// thumbprint (uppercase hex) is `sha1` and whose key hashes are `key_hashes`.
+/// Length of a SHA-256 digest in padded base64: 4 * ceil(32 / 3).
+const BASE64_SHA256_LEN: usize = 44;
+
 fn binds(entry: &AlternativeSecurityId, sha1: &str, key_hashes: &[[u8; 32]; 2]) -> bool {
     if entry.kind != CERTIFICATE_BINDING_TYPE {
         return false;
@@ -266,7 +269,13 @@ fn binds(entry: &AlternativeSecurityId, sha1: &str, key_hashes: &[[u8; 32]; 2]) 
     let Some((thumbprint, hash)) = rest.split_at_checked(sha1.len()) else {
         return false;
     };
-    let hash = hash.strip_prefix('+').unwrap_or(hash);
+    // The spec's form separates the two parts with '+', Entra's own writes none. A
+    // SHA-256 in base64 is always 44 characters, and may itself begin with '+', so the
+    // separator is recognised by length, never by the character alone.
+    let hash = match hash.strip_prefix('+') {
+        Some(rest) if hash.len() == BASE64_SHA256_LEN + 1 => rest,
+        _ => hash,
+    };
     let Ok(hash) = STANDARD.decode(hash) else {
         return false;
     };
@@ -334,6 +343,26 @@ mod tests {
         assert!(binds(&entry, &sha1, &hashes));
         let (other_sha1, other_hashes) = facts(&other);
         assert!(!binds(&entry, &other_sha1, &other_hashes));
+    }
+
+    #[test]
+    fn a_key_hash_whose_base64_begins_with_plus_still_binds() {
+        // Certificates until one whose key hash encodes with a leading '+' (1 in 64).
+        let id = DeviceId::new_random();
+        let der = (0..2000)
+            .map(|_| device_certificate(&id))
+            .find(|der| {
+                let (_, hashes) = facts(der);
+                STANDARD.encode(hashes[0]).starts_with('+')
+            })
+            .expect("one in 2000 certificates has such a key");
+        let entry = AlternativeSecurityId {
+            kind: CERTIFICATE_BINDING_TYPE,
+            identity_provider: None,
+            key: binding_key(&der).expect("binding"),
+        };
+        let (sha1, hashes) = facts(&der);
+        assert!(binds(&entry, &sha1, &hashes));
     }
 
     #[test]
