@@ -32,7 +32,12 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         decisions: Vec::new(),
     };
     for event in events {
-        let vault = event.vault().to_string();
+        // The vault's URL where the event carries the object's id, as the rotation engine
+        // records it, so one vault reads the same in every audit entry.
+        let vault = event
+            .object_id()
+            .map(|id| id.vault().to_string())
+            .unwrap_or_else(|| event.vault().to_string());
         let kind = event.kind();
         let (Some(name), Some(version)) = (event.object_name(), event.version()) else {
             tracing::debug!(event_type = kind.event_type(), %vault, "event without an object ignored");

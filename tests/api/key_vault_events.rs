@@ -68,7 +68,8 @@ async fn expiry_events_are_audited_with_the_object_they_name() {
     assert_eq!(entry.record.action.as_str(), "event.received");
     assert_eq!(
         entry.record.object.vault.as_ref().map(|v| v.as_str()),
-        Some("sample-kv")
+        Some("https://sample-kv.vault.azure.net/"),
+        "the vault as the rotation engine records it: its URL"
     );
     assert_eq!(
         entry.record.object.secret_name.as_ref().map(|v| v.as_str()),
