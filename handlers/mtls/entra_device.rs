@@ -266,8 +266,13 @@ fn binds(entry: &AlternativeSecurityId, sha1: &str, key_hashes: &[[u8; 32]; 2]) 
     let Some((thumbprint, hash)) = rest.split_at_checked(sha1.len()) else {
         return false;
     };
-    let hash = hash.strip_prefix('+').unwrap_or(hash);
-    let Ok(hash) = STANDARD.decode(hash) else {
+    // `+` is also a base64 digit: one key hash in 64 encodes to text starting with it, so
+    // the separator is taken off only when the text does not decode as it stands.
+    let Some(hash) = STANDARD
+        .decode(hash)
+        .ok()
+        .or_else(|| STANDARD.decode(hash.strip_prefix('+')?).ok())
+    else {
         return false;
     };
     thumbprint.eq_ignore_ascii_case(sha1) && key_hashes.iter().any(|h| h.as_slice() == hash)
@@ -347,6 +352,27 @@ mod tests {
         };
         let (sha1, hashes) = facts(&der);
         assert!(!binds(&entry, &sha1, &hashes));
+    }
+
+    #[test]
+    fn a_key_hash_whose_base64_begins_with_a_plus_sign_binds_with_or_without_the_separator() {
+        let sha1 = "AB".repeat(20);
+        // 0xF8 encodes to `+` in its first base64 character, as for one key in 64.
+        let hash = [0xF8; 32];
+        let hashes = [hash, [0; 32]];
+        let encoded = STANDARD.encode(hash);
+        assert!(encoded.starts_with('+'));
+        for text in [
+            format!("{BINDING_PREFIX}{sha1}{encoded}"),
+            format!("{BINDING_PREFIX}{sha1}+{encoded}"),
+        ] {
+            let entry = AlternativeSecurityId {
+                kind: CERTIFICATE_BINDING_TYPE,
+                identity_provider: None,
+                key: text.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            };
+            assert!(binds(&entry, &sha1, &hashes), "{text}");
+        }
     }
 
     #[test]
