@@ -346,26 +346,6 @@ mod tests {
     }
 
     #[test]
-    fn a_key_hash_whose_base64_begins_with_plus_still_binds() {
-        // Certificates until one whose key hash encodes with a leading '+' (1 in 64).
-        let id = DeviceId::new_random();
-        let der = (0..2000)
-            .map(|_| device_certificate(&id))
-            .find(|der| {
-                let (_, hashes) = facts(der);
-                STANDARD.encode(hashes[0]).starts_with('+')
-            })
-            .expect("one in 2000 certificates has such a key");
-        let entry = AlternativeSecurityId {
-            kind: CERTIFICATE_BINDING_TYPE,
-            identity_provider: None,
-            key: binding_key(&der).expect("binding"),
-        };
-        let (sha1, hashes) = facts(&der);
-        assert!(binds(&entry, &sha1, &hashes));
-    }
-
-    #[test]
     fn a_binding_of_another_type_does_not_count() {
         let id = DeviceId::new_random();
         let der = device_certificate(&id);
@@ -376,6 +356,27 @@ mod tests {
         };
         let (sha1, hashes) = facts(&der);
         assert!(!binds(&entry, &sha1, &hashes));
+    }
+
+    #[test]
+    fn a_key_hash_whose_base64_begins_with_a_plus_sign_binds_with_or_without_the_separator() {
+        let sha1 = "AB".repeat(20);
+        // 0xF8 encodes to `+` in its first base64 character, as for one key in 64.
+        let hash = [0xF8; 32];
+        let hashes = [hash, [0; 32]];
+        let encoded = STANDARD.encode(hash);
+        assert!(encoded.starts_with('+'));
+        for text in [
+            format!("{BINDING_PREFIX}{sha1}{encoded}"),
+            format!("{BINDING_PREFIX}{sha1}+{encoded}"),
+        ] {
+            let entry = AlternativeSecurityId {
+                kind: CERTIFICATE_BINDING_TYPE,
+                identity_provider: None,
+                key: text.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+            };
+            assert!(binds(&entry, &sha1, &hashes), "{text}");
+        }
     }
 
     #[test]

@@ -14,3 +14,4 @@ mod local_mode;
 mod rotation;
 mod rotation_worker;
 mod secret_endpoint;
+mod secret_endpoint_azure;
