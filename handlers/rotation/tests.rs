@@ -1118,6 +1118,35 @@ async fn a_vault_the_sweep_may_not_list_is_reported_and_the_others_swept() {
     assert!(w.trail.has("sweep.vault_failed", Outcome::Failed));
 }
 
+#[tokio::test]
+async fn a_vault_whose_certificates_may_not_be_listed_still_has_its_secrets_swept() {
+    let w = world();
+    w.seed_keyturn_version("due");
+    w.faults.fail_next(
+        "list_certificates",
+        PortError::new(
+            FailureKind::PermissionDenied {
+                missing: "Key Vault Certificates Officer on kv-one".into(),
+            },
+            "listing certificates",
+        ),
+    );
+
+    let report = plan::sweep(
+        &w.engine,
+        w.trail.as_ref(),
+        std::slice::from_ref(&w.vault_url),
+        w.clock.now(),
+    )
+    .await
+    .expect("sweeps");
+
+    assert_eq!(report.queued, 1, "the due secret is queued");
+    assert_eq!(report.failed_vaults.len(), 1);
+    assert!(report.failed_vaults[0].contains("Key Vault Certificates Officer"));
+    assert!(w.trail.has("sweep.vault_failed", Outcome::Failed));
+}
+
 #[test]
 fn object_ids_in_jobs_are_versionless() {
     let id = ObjectId::parse(
