@@ -388,11 +388,23 @@ async fn sweep_vault(
     })
     .await
     .map_err(|e| RotationError::port(format!("listing secrets of {vault}"), e))?;
-    let certificates = retrying(engine, deadline, "listing certificates", || {
-        ports.certificates.list_certificates(vault)
-    })
-    .await
-    .map_err(|e| RotationError::port(format!("listing certificates of {vault}"), e))?;
+    // A vault whose certificates keyturn may not list (it holds only a secrets role) still
+    // has its secrets swept; the certificate failure is reported once they are.
+    let (certificates, certificates_failed) =
+        match retrying(engine, deadline, "listing certificates", || {
+            ports.certificates.list_certificates(vault)
+        })
+        .await
+        {
+            Ok(certificates) => (certificates, None),
+            Err(e) => (
+                Vec::new(),
+                Some(RotationError::port(
+                    format!("listing certificates of {vault}"),
+                    e,
+                )),
+            ),
+        };
     let states = secrets
         .iter()
         .map(ObjectState::from)
@@ -439,7 +451,7 @@ async fn sweep_vault(
             Assessment::Disabled => outcome.disabled += 1,
         }
     }
-    Ok(())
+    certificates_failed.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]

@@ -595,6 +595,34 @@ async fn permission_denied_is_permanent_audited_tagged_and_not_retried() {
 }
 
 #[tokio::test]
+async fn a_store_refused_for_good_leaves_no_credential_behind() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.faults.fail_next(
+        "set_secret",
+        PortError::new(
+            FailureKind::PermissionDenied {
+                missing: "Key Vault Secrets Officer on kv-one".into(),
+            },
+            "writing a new version",
+        ),
+    );
+
+    let error = w.run(&w.rotate_job(&v1)).await.expect_err("refused");
+
+    assert!(error.is_permanent());
+    assert_eq!(w.faults.count("add_password"), 1);
+    assert_eq!(w.current("payments").id, v1.id, "no new version");
+    assert_eq!(
+        w.keyturn_credentials(),
+        vec![k1],
+        "the credential that could not be stored is removed"
+    );
+    assert!(w.trail.has("credential.removed", Outcome::Succeeded));
+    assert!(w.trail.has("rotation.failed", Outcome::Failed));
+}
+
+#[tokio::test]
 async fn an_app_management_policy_violation_is_permanent_audited_and_tagged() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");
@@ -1087,6 +1115,35 @@ async fn a_vault_the_sweep_may_not_list_is_reported_and_the_others_swept() {
     assert_eq!(report.failed_vaults.len(), 1);
     assert!(report.failed_vaults[0].contains("Key Vault Secrets Officer"));
     assert_eq!(report.queued, 1);
+    assert!(w.trail.has("sweep.vault_failed", Outcome::Failed));
+}
+
+#[tokio::test]
+async fn a_vault_whose_certificates_may_not_be_listed_still_has_its_secrets_swept() {
+    let w = world();
+    w.seed_keyturn_version("due");
+    w.faults.fail_next(
+        "list_certificates",
+        PortError::new(
+            FailureKind::PermissionDenied {
+                missing: "Key Vault Certificates Officer on kv-one".into(),
+            },
+            "listing certificates",
+        ),
+    );
+
+    let report = plan::sweep(
+        &w.engine,
+        w.trail.as_ref(),
+        std::slice::from_ref(&w.vault_url),
+        w.clock.now(),
+    )
+    .await
+    .expect("sweeps");
+
+    assert_eq!(report.queued, 1, "the due secret is queued");
+    assert_eq!(report.failed_vaults.len(), 1);
+    assert!(report.failed_vaults[0].contains("Key Vault Certificates Officer"));
     assert!(w.trail.has("sweep.vault_failed", Outcome::Failed));
 }
 

@@ -12,6 +12,7 @@ mod key_vault_events;
 mod local_adapters;
 mod local_mode;
 mod rotation;
+mod rotation_e2e;
 mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;

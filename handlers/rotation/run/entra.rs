@@ -142,7 +142,27 @@ pub(super) async fn rotate(
         },
     )
     .await
-    .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e))?;
+    .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e));
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(error) => {
+            // Refused for good (a missing role, a policy): the version was not written and
+            // no delivery will come back to clear the credential up (invariant 3 needs one).
+            // A transient failure may hide a write that took effect, so that credential is
+            // left to the redelivery, which finds out which it was.
+            if error.is_permanent() {
+                remove_quietly(
+                    step,
+                    object,
+                    &app,
+                    &new_key,
+                    "Key Vault refused to store it",
+                )
+                .await;
+            }
+            return Err(error);
+        }
+    };
     let new_version = stored
         .id
         .version()

@@ -16,7 +16,8 @@
 //!    once, so such a credential cannot be adopted: the next delivery of the same job
 //!    removes every credential bearing its marker that the vault does not hold, before
 //!    adding a fresh one. After a successful store, other credentials bearing the marker
-//!    (an earlier attempt whose answer was lost) are removed too.
+//!    (an earlier attempt whose answer was lost) are removed too. A credential Key Vault
+//!    refused for good to store is removed at once: no delivery comes back for it.
 //! 4. **Proven before stored.** A new credential is written to Key Vault only after the
 //!    token endpoint accepted it; one that is never accepted within [`PROOF_BUDGET`] is
 //!    removed again and the job retried.
