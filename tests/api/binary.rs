@@ -7,20 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{envelope, fixture};
-
-/// A command with a clean environment: only what the test sets reaches keyturn.
-fn keyturn(env: &[(&str, &str)]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keyturn"));
-    cmd.env_clear();
-    if let Ok(path) = std::env::var("PATH") {
-        cmd.env("PATH", path);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
-}
+use crate::helpers::{envelope, fixture, keyturn};
 
 fn local_env(data_dir: &Path) -> Vec<(&'static str, String)> {
     vec![

@@ -28,6 +28,20 @@ use keyturn::rotation::{Engine, Ports};
 /// The vault every test app manages.
 pub const TEST_VAULT: &str = "https://kv-test.vault.azure.net/";
 
+/// The `keyturn` binary with a clean environment plus `env`, run from the project root:
+/// only what the test sets reaches it.
+pub fn keyturn(env: &[(&str, &str)]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
+    cmd.env_clear().current_dir(env!("CARGO_MANIFEST_DIR"));
+    if let Ok(path) = std::env::var("PATH") {
+        cmd.env("PATH", path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
 /// The shared fixtures beside the project.
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")

@@ -8,7 +8,7 @@ use keyturn::config::Environment;
 use keyturn::local::definitions::AppDefinition;
 use keyturn::local::handler::Handler;
 
-use crate::helpers::fixture;
+use crate::helpers::{fixture, keyturn};
 
 #[tokio::test]
 async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations() {
@@ -69,19 +69,6 @@ async fn the_handler_starts_as_host_json_says_and_answers_enveloped_invocations(
         .expect("answered");
     assert!(answer.succeeded(), "{answer:?}");
     handler.stop().await.expect("stops");
-}
-
-/// `keyturn` with a clean environment plus `env`, run from the project root.
-fn keyturn(env: &[(&str, &str)]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keyturn"));
-    cmd.env_clear().current_dir(env!("CARGO_MANIFEST_DIR"));
-    if let Ok(path) = std::env::var("PATH") {
-        cmd.env("PATH", path);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd
 }
 
 fn dev_once(data_dir: &Path, env: &[(&str, &str)]) -> (Option<i32>, Value) {
