@@ -77,6 +77,22 @@ pub const DEFAULT_SWEEP_SCHEDULE: &str = "0 0 */6 * * *";
 pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
 pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
+/// Shortest accepted app-settings prefix: long enough to be a namespace of its own.
+pub const MIN_APPSETTINGS_PREFIX_LEN: usize = 8;
+
+/// Setting-name prefixes of the Functions host, App Service and the managed identity
+/// endpoint; the app-settings backend may never serve their settings.
+pub const PLATFORM_SETTING_PREFIXES: [&str; 8] = [
+    "AZUREWEBJOBS",
+    "WEBSITE_",
+    "IDENTITY_",
+    "MSI_",
+    "FUNCTIONS_",
+    "APPLICATIONINSIGHTS_",
+    "APPSETTING_",
+    "AZURE_",
+];
+
 /// The app-settings backend's prefix when none is set.
 pub const DEFAULT_APPSETTINGS_PREFIX: &str = "KEYTURN_SECRET_";
 /// Entra's and Microsoft Graph's public-cloud hosts.
@@ -1231,11 +1247,26 @@ impl EndpointSettings {
         let access_policy = c.env.value("KEYTURN_ACCESS_POLICY").map(str::to_string);
         let appsettings_prefix = c
             .parse("KEYTURN_APPSETTINGS_PREFIX", |v| {
-                if v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-                    Ok(v.to_string())
-                } else {
-                    Err("not a setting-name prefix (letters, digits and '_')".into())
+                if !v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                    return Err("not a setting-name prefix (letters, digits and '_')".into());
                 }
+                // A prefix that covers a setting of keyturn's or of the platform would
+                // serve those settings (connection strings, the identity endpoint's
+                // header) as secrets to any device granted `*` on this backend.
+                if v.len() < MIN_APPSETTINGS_PREFIX_LEN {
+                    return Err(format!(
+                        "too short: at least {MIN_APPSETTINGS_PREFIX_LEN} characters, so it cannot cover other settings"
+                    ));
+                }
+                let upper = v.to_ascii_uppercase();
+                let covers_setting = SETTINGS.iter().any(|s| s.name.to_ascii_uppercase().starts_with(&upper));
+                let covers_platform = PLATFORM_SETTING_PREFIXES
+                    .iter()
+                    .any(|p| upper.starts_with(p) || p.starts_with(&upper));
+                if covers_setting || covers_platform {
+                    return Err("covers keyturn's or the platform's own settings; choose a prefix of its own".into());
+                }
+                Ok(v.to_string())
             })
             .unwrap_or_else(|| DEFAULT_APPSETTINGS_PREFIX.into());
         let secrets_table = c.parse("KEYTURN_SECRETS_TABLE", |v| {
@@ -1305,6 +1336,14 @@ impl EndpointSettings {
                 None
             }
         };
+        if trust_arr_header && tls.is_some() {
+            // The plain listener stays on loopback beside the TLS one; believing the
+            // header there would let any local process present any certificate.
+            c.fail(
+                "KEYTURN_TRUST_ARR_CLIENT_CERT",
+                "true together with keyturn's own TLS listener (KEYTURN_TLS_ADDRESS); trust the header only behind App Service",
+            );
+        }
         Self {
             trust_arr_header,
             policies,
@@ -1616,6 +1655,44 @@ mod tests {
             assert!(!text.contains("c2VjcmV0LWtleS12YWx1ZQ"), "leaked in {text}");
             assert!(text.contains("[redacted]"));
         }
+    }
+
+    #[test]
+    fn an_appsettings_prefix_may_not_cover_keyturns_or_the_platforms_settings() {
+        for prefix in [
+            "KEYTURN_",
+            "KEYTURN_TABLE",
+            "AzureWebJobs",
+            "IDENTITY_HEADER_X",
+            "WEBSITE_AUTH",
+            "SECRET",
+        ] {
+            let errors = errors_for(&with(&[("KEYTURN_APPSETTINGS_PREFIX", prefix)]));
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.setting == "KEYTURN_APPSETTINGS_PREFIX"),
+                "{prefix} was accepted"
+            );
+        }
+        let s = Settings::from_env(&with(&[("KEYTURN_APPSETTINGS_PREFIX", "DEVICE_SECRET_")]))
+            .expect("own prefix");
+        assert_eq!(s.endpoint.appsettings_prefix, "DEVICE_SECRET_");
+    }
+
+    #[test]
+    fn the_forwarded_certificate_header_is_never_trusted_beside_keyturns_own_tls() {
+        let errors = errors_for(&with(&[
+            ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true"),
+            ("KEYTURN_TLS_ADDRESS", "127.0.0.1:8443"),
+            ("KEYTURN_TLS_CERT", "/tls/cert.pem"),
+            ("KEYTURN_TLS_KEY", "/tls/key.pem"),
+        ]));
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.setting == "KEYTURN_TRUST_ARR_CLIENT_CERT")
+        );
     }
 
     #[test]

@@ -145,7 +145,11 @@ pub fn parse_expires(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Va
         ))
     };
     if let Some(relative) = text.strip_prefix('+') {
-        let (number, unit) = relative.split_at(relative.len().saturating_sub(1));
+        let (number, unit) = relative
+            .char_indices()
+            .next_back()
+            .map(|(at, _)| relative.split_at(at))
+            .ok_or_else(bad)?;
         let n: i64 = number.parse().map_err(|_| bad())?;
         let delta = match unit {
             "d" => Duration::try_days(n),
@@ -234,7 +238,7 @@ mod tests {
                 .single()
                 .expect("time")
         );
-        for bad in ["", "+", "+d", "+5y", "tomorrow", "+99999999999999d"] {
+        for bad in ["", "+", "+d", "+5y", "+5é", "tomorrow", "+99999999999999d"] {
             assert!(parse_expires(bad, now).is_err(), "{bad}");
         }
     }
