@@ -15,6 +15,7 @@ use crate::domain::ids::DeviceId;
 use crate::domain::names::ObjectName;
 use crate::domain::thumbprint::Thumbprint;
 use crate::mtls::certificate::SubjectAltName;
+use crate::mtls::dn::split_rdns;
 use crate::mtls::policies::Authenticated;
 
 pub mod pattern;
@@ -53,12 +54,36 @@ pub enum Selector {
     /// An Entra device id, verified by the `entra-device` policy (never read from an
     /// unverified certificate field).
     DeviceId(DeviceId),
-    /// The leaf's subject DN, RFC 4514 style (`CN=laptop-7, O=Contoso`).
-    Subject(Pattern),
+    /// The leaf's subject DN, RFC 4514 style (`CN=laptop-7, O=Contoso`), matched one
+    /// RDN at a time.
+    Subject(DnPattern),
     /// Any of the leaf's subjectAltName values (DNS, e-mail, URI, IP address).
     San(Pattern),
-    /// The leaf's issuer DN: the CA that issued it.
-    Issuer(Pattern),
+    /// The leaf's issuer DN: the CA that issued it, matched one RDN at a time.
+    Issuer(DnPattern),
+}
+
+/// A distinguished-name pattern: one text pattern per RDN, written like an RFC 4514
+/// string (`CN=kiosk-*, O=Contoso`). A DN matches when it has exactly as many RDNs and
+/// each matches its pattern, so `*` never reaches past an RDN and a value holding an
+/// (escaped) comma can never pass for two RDNs.
+#[derive(Debug, Clone)]
+pub struct DnPattern(Vec<Pattern>);
+
+impl DnPattern {
+    pub fn parse(text: &str) -> Result<Self, PatternError> {
+        split_rdns(text)
+            .iter()
+            .map(|rdn| Pattern::parse(rdn))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
+    }
+
+    /// Whether `dn` (an RFC 4514 string, as [`crate::mtls::dn::rfc4514`] renders it) matches.
+    pub fn matches(&self, dn: &str) -> bool {
+        let rdns = split_rdns(dn);
+        rdns.len() == self.0.len() && self.0.iter().zip(&rdns).all(|(p, rdn)| p.matches(rdn))
+    }
 }
 
 /// One grant.
@@ -230,13 +255,13 @@ impl Grant {
                 SelectorFile::DeviceId(text) => DeviceId::parse(text)
                     .map(Selector::DeviceId)
                     .map_err(|e| problem(format!("deviceId `{text}`: {e}"))),
-                SelectorFile::Subject(text) => {
-                    pattern("subject", text, Pattern::parse).map(Selector::Subject)
-                }
+                SelectorFile::Subject(text) => DnPattern::parse(text)
+                    .map(Selector::Subject)
+                    .map_err(|e| problem(format!("subject `{text}`: {e}"))),
                 SelectorFile::San(text) => pattern("san", text, Pattern::parse).map(Selector::San),
-                SelectorFile::Issuer(text) => {
-                    pattern("issuer", text, Pattern::parse).map(Selector::Issuer)
-                }
+                SelectorFile::Issuer(text) => DnPattern::parse(text)
+                    .map(Selector::Issuer)
+                    .map_err(|e| problem(format!("issuer `{text}`: {e}"))),
             })
             .collect::<Result<_, _>>()?;
         let secrets = file
@@ -274,6 +299,20 @@ impl Selector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_dn_pattern_matches_rdn_by_rdn_and_a_comma_in_a_value_cannot_pass_for_two() {
+        let pattern = DnPattern::parse("CN=kiosk-*, O=Contoso").expect("valid");
+        assert!(pattern.matches("CN=kiosk-12,O=Contoso"));
+        assert!(pattern.matches("cn=KIOSK-12, o=contoso"));
+        assert!(!pattern.matches("CN=kiosk-12"));
+        assert!(!pattern.matches("CN=kiosk-12,O=Contoso,C=NL"));
+        // One CN whose value is "kiosk-9, O=Contoso", as rfc4514 renders it.
+        assert!(!pattern.matches("CN=kiosk-9\\, O\\=Contoso"));
+        // A star stays inside its RDN.
+        let broad = DnPattern::parse("CN=*").expect("valid");
+        assert!(!broad.matches("CN=a,O=b"));
+    }
+
     use super::*;
     use crate::mtls::certificate::{ClientCertificate, PolicyKind};
 

@@ -14,7 +14,7 @@ use crate::adapters::local::directory::LocalDirectory;
 use crate::adapters::local::vault::{LocalCertificatePolicy, LocalVault};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
-use crate::local::pki::{self, DevPki, GRANTED_DEVICE_CN};
+use crate::local::pki::{self, DEV_ORGANIZATION, DevPki, GRANTED_DEVICE_CN};
 use crate::local::vault_cli::local_vault_url;
 use crate::ports::directory::CredentialIssuer;
 use crate::ports::vault::NewSecretVersion;
@@ -76,7 +76,7 @@ pub async fn bootstrap(
         "version": 1,
         "grants": [{
             "name": "the demo device reads the demo secrets",
-            "identities": [{ "subject": format!("CN={GRANTED_DEVICE_CN}*") }],
+            "identities": [{ "subject": format!("CN={GRANTED_DEVICE_CN}, O={DEV_ORGANIZATION}") }],
             "secrets": ["demo-*"],
             "backend": "local"
         }]

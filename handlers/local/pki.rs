@@ -61,6 +61,9 @@ impl DevPki {
     }
 }
 
+/// The organization in every dev certificate's subject.
+pub const DEV_ORGANIZATION: &str = "keyturn local mode";
+
 /// The granted demo device's subject common name.
 pub const GRANTED_DEVICE_CN: &str = "keyturn-demo-device-1";
 /// The other demo device's subject common name.
@@ -82,8 +85,10 @@ fn generate(e: rcgen::Error) -> PkiError {
 fn params(cn: &str, now: DateTime<Utc>) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
+    // DER order is least specific first, as CAs encode it; the RFC 4514 string (what
+    // access policies match) then reads `CN=..., O=...`.
+    name.push(DnType::OrganizationName, DEV_ORGANIZATION);
     name.push(DnType::CommonName, cn);
-    name.push(DnType::OrganizationName, "keyturn local mode");
     params.distinguished_name = name;
     params.not_before = to_offset(now - chrono::Duration::minutes(5))?;
     params.not_after = to_offset(now + chrono::Duration::days(DEV_VALIDITY_DAYS))?;

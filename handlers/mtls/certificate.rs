@@ -272,8 +272,8 @@ impl CertificateDetails {
         };
         let validity = parsed.validity();
         Ok(Self {
-            subject: parsed.subject().to_string(),
-            issuer: parsed.issuer().to_string(),
+            subject: crate::mtls::dn::rfc4514(parsed.subject()),
+            issuer: crate::mtls::dn::rfc4514(parsed.issuer()),
             serial_hex: hex::encode(parsed.raw_serial()),
             subject_alt_names,
             not_before: to_utc(validity.not_before.timestamp(), "notBefore")?,

@@ -4,6 +4,7 @@
 
 pub mod certificate;
 pub mod chain;
+pub mod dn;
 pub mod entra_device;
 pub mod header;
 pub mod policies;
