@@ -419,7 +419,7 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
     }
 
     if let Some(address) = request.source_address
-        && let Err(limited) = endpoint.per_address.check(address, ctx.now)
+        && let Err(limited) = endpoint.per_address.check(address_key(address), ctx.now)
     {
         let entry = Entry::refused(Some(&name), "rate-limit", "address_rate_limited");
         record(ctx, entry, None).await?;
@@ -497,6 +497,23 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
             .expires
             .map(|at| at.to_rfc3339_opts(SecondsFormat::Secs, true)),
     })
+}
+
+/// The IPv6 prefix length one client is assumed to hold. An ISP or cloud hands a
+/// subscriber at least a /64 (RFC 6177), so one client can pick from 2^64 addresses;
+/// limiting each address separately would not limit it at all.
+const IPV6_CLIENT_PREFIX_BITS: u32 = 64;
+
+/// The key an address is rate-limited by: an IPv4 address itself (also when written as
+/// IPv4-mapped IPv6), an IPv6 address's /64.
+fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX_BITS);
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & mask))
+        }
+    }
 }
 
 fn rate_limited(limited: Limited) -> EndpointError {
@@ -641,4 +658,32 @@ async fn record(
         .await
         .map_err(|e| EndpointError::Failed(FunctionError::from(e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("a literal address")
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_slash_64_share_a_rate_limit_key() {
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:ffff:1:2:3"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+    }
+
+    #[test]
+    fn ipv4_addresses_keep_their_own_rate_limit_key() {
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(address_key(ip("192.0.2.7")), address_key(ip("192.0.2.8")));
+    }
 }
