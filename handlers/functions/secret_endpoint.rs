@@ -307,18 +307,11 @@ pub fn build_policies(
     }
     if let Some(entra) = &config.entra_device {
         let directory = directory.ok_or(EndpointConfigError::NoDirectory)?;
-        // Entra publishes no CRL for device certificates: a device is revoked by
-        // disabling or deleting it, which the directory lookup sees.
-        let options = ChainOptions {
-            revocation: RevocationPolicy::NotChecked,
-            ..ChainOptions::default()
-        };
-        let chain = ChainPolicy::from_files(&entra.roots, &[], &[], options).map_err(|source| {
-            EndpointConfigError::Trust {
+        let chain = ChainPolicy::from_files(&entra.roots, &[], &[], entra_chain_options(config))
+            .map_err(|source| EndpointConfigError::Trust {
                 policy: "entra-device",
                 source,
-            }
-        })?;
+            })?;
         policies = policies.with_entra_device(EntraDevicePolicy::new(
             chain,
             directory,
@@ -327,6 +320,23 @@ pub fn build_policies(
         ));
     }
     Ok(policies)
+}
+
+/// The entra-device policy's chain options: the configured clock-skew allowance, which
+/// settings carry on the chain policy's configuration (the default when that policy is
+/// off).
+fn entra_chain_options(config: &PolicyConfig) -> ChainOptions {
+    let defaults = ChainOptions::default();
+    ChainOptions {
+        clock_skew: config
+            .chain
+            .as_ref()
+            .map_or(defaults.clock_skew, |chain| chain.clock_skew),
+        // Entra publishes no CRL for device certificates: a device is revoked by
+        // disabling or deleting it, which the directory lookup sees.
+        revocation: RevocationPolicy::NotChecked,
+        ..defaults
+    }
 }
 
 /// Reloads the chain policy's CRLs, for a scheduled refresh. Returns how many loaded.
@@ -666,6 +676,24 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("a literal address")
+    }
+
+    #[test]
+    fn the_entra_device_chain_allows_the_configured_clock_skew() {
+        let chain = ChainConfig {
+            roots: PathBuf::from("roots.pem"),
+            intermediates: Vec::new(),
+            crls: Vec::new(),
+            check_revocation: true,
+            clock_skew: Duration::from_secs(17),
+        };
+        let config = PolicyConfig {
+            chain: Some(chain),
+            ..PolicyConfig::default()
+        };
+        let options = entra_chain_options(&config);
+        assert_eq!(options.clock_skew, Duration::from_secs(17));
+        assert_eq!(options.revocation, RevocationPolicy::NotChecked);
     }
 
     #[test]
