@@ -371,6 +371,26 @@ async fn an_invalid_name_is_refused_before_anything_else_happens() {
 }
 
 #[tokio::test]
+async fn an_undecodable_or_empty_name_is_refused_as_invalid_and_audited() {
+    let app = spawn_app().await;
+    for path in ["/api/secrets/%FF", "/api/secrets/"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+        let body: Value = response.json().await.expect("json");
+        assert_error_body(&body, "invalid_name");
+        let entry = app.audit_entries().await.pop().expect("audited");
+        assert_audited(&entry, Outcome::Denied, "name", "invalid_name");
+        assert_eq!(
+            entry.record.invocation_id.as_ref().map(|i| i.as_str()),
+            body["requestId"].as_str(),
+            "{path}"
+        );
+    }
+    assert_eq!(app.audit_entries().await.len(), 2);
+}
+
+#[tokio::test]
 async fn with_no_certificate_policy_configured_every_read_is_refused_and_audited() {
     let app = spawn_app().await;
     let response = app.get("/api/secrets/db-password").await;
