@@ -526,6 +526,18 @@ fn address_key(address: IpAddr) -> IpAddr {
     }
 }
 
+/// The longest `Retry-After` passed on from a backend. Graph and Key Vault ask for
+/// seconds to a few minutes when they throttle; five minutes (the directory cache's
+/// lifetime) bounds what a wrong or hostile header could make every device wait.
+pub const MAX_RETRY_AFTER_SECONDS: u64 = 300;
+
+/// Whole seconds for the `Retry-After` of a 503 a backend caused: rounded up, at least
+/// one, at most [`MAX_RETRY_AFTER_SECONDS`].
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    let rounded = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded.clamp(1, MAX_RETRY_AFTER_SECONDS)
+}
+
 fn rate_limited(limited: Limited) -> EndpointError {
     EndpointError::Refused(Refusal {
         retry_after: Some(limited.retry_after_seconds()),
@@ -554,7 +566,10 @@ async fn refuse_certificate(
         RefusalKind::CertificateRejected => Refusal::CERTIFICATE_REJECTED,
         RefusalKind::Unavailable => {
             entry.outcome = Outcome::Failed;
-            Refusal::UNAVAILABLE
+            Refusal {
+                retry_after: refusal.retry_after.map(retry_after_seconds),
+                ..Refusal::UNAVAILABLE
+            }
         }
     };
     match record(ctx, entry, None).await {
@@ -694,6 +709,17 @@ mod tests {
         let options = entra_chain_options(&config);
         assert_eq!(options.clock_skew, Duration::from_secs(17));
         assert_eq!(options.revocation, RevocationPolicy::NotChecked);
+    }
+
+    #[test]
+    fn a_backends_retry_after_is_rounded_up_and_capped() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(30)), 30);
+        assert_eq!(
+            retry_after_seconds(Duration::from_secs(86_400)),
+            MAX_RETRY_AFTER_SECONDS
+        );
     }
 
     #[test]

@@ -315,7 +315,10 @@ async fn secret_endpoint_route(
         Err(EndpointError::Failed(error)) => {
             tracing::error!(%error, "secret endpoint failed");
             let refusal = match classify(&error) {
-                Disposition::Retry { .. } => Refusal::UNAVAILABLE,
+                Disposition::Retry { after } => Refusal {
+                    retry_after: after.map(secret_endpoint::retry_after_seconds),
+                    ..Refusal::UNAVAILABLE
+                },
                 Disposition::Permanent { .. } => Refusal {
                     status: 500,
                     code: "internal",
