@@ -15,8 +15,9 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 
 /// How many keys are remembered. Each costs a few dozen bytes; 100 000 covers every
 /// device of a large fleet. When full, keys whose quota has fully refilled are dropped
-/// (they behave exactly like unseen keys); if that frees nothing, the table is cleared
-/// rather than refusing keys it has never seen.
+/// (they behave exactly like unseen keys); if that frees nothing, a key not yet tracked
+/// is limited until some quota refills. Forgetting tracked keys instead would let a
+/// client that cycles through addresses reset everyone's limits.
 pub const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// A limiter; `None` limit means unlimited.
@@ -28,6 +29,8 @@ pub struct RateLimiter<K> {
     tolerance: chrono::Duration,
     /// Each key's theoretical arrival time: when its quota is next fully refilled.
     state: Mutex<HashMap<K, DateTime<Utc>>>,
+    /// How many keys `state` may hold: [`MAX_TRACKED_KEYS`] outside tests.
+    capacity: usize,
 }
 
 /// The request is over the limit; retry after this long.
@@ -52,6 +55,11 @@ impl Limited {
 impl<K: Hash + Eq> RateLimiter<K> {
     /// `per_minute` requests per [`WINDOW`]; `None` or 0 disables the limit.
     pub fn per_minute(per_minute: Option<u32>) -> Self {
+        Self::with_capacity(per_minute, MAX_TRACKED_KEYS)
+    }
+
+    /// As [`Self::per_minute`], remembering at most `capacity` keys.
+    fn with_capacity(per_minute: Option<u32>, capacity: usize) -> Self {
         let window = chrono::Duration::from_std(WINDOW).expect("a minute fits a chrono duration");
         // Beyond i32::MAX requests a minute the interval is below a nanosecond anyway:
         // clamping keeps the division positive instead of wrapping to a negative interval.
@@ -62,6 +70,7 @@ impl<K: Hash + Eq> RateLimiter<K> {
             interval,
             tolerance: window,
             state: Mutex::new(HashMap::new()),
+            capacity,
         }
     }
 
@@ -76,10 +85,14 @@ impl<K: Hash + Eq> RateLimiter<K> {
         };
         // The map holds plain timestamps: a poisoned lock cannot hold a torn value.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if state.len() >= MAX_TRACKED_KEYS && !state.contains_key(&key) {
+        if state.len() >= self.capacity && !state.contains_key(&key) {
             state.retain(|_, tat| *tat > now);
-            if state.len() >= MAX_TRACKED_KEYS {
-                state.clear();
+            if state.len() >= self.capacity {
+                // Every tracked key is still spending its quota: the soonest refill frees
+                // a place.
+                let soonest = state.values().min().copied().unwrap_or(now);
+                let wait = (soonest - now).to_std().unwrap_or(Duration::from_secs(1));
+                return Err(Limited { retry_after: wait });
             }
         }
         let tat = state.get(&key).copied().unwrap_or(now).max(now);
@@ -154,6 +167,30 @@ mod tests {
                 assert!(limiter.check("a", at(0)).is_ok());
             }
         }
+    }
+
+    #[test]
+    fn a_full_table_limits_new_keys_instead_of_forgetting_tracked_ones() {
+        let limiter = RateLimiter::with_capacity(Some(1), 2);
+        assert!(limiter.check("a", at(0)).is_ok());
+        assert!(limiter.check("b", at(0)).is_ok());
+        let limited = limiter
+            .check("c", at(0))
+            .expect_err("no room for a new key");
+        assert_eq!(limited.retry_after, Duration::from_secs(60));
+        assert!(
+            limiter.check("a", at(0)).is_err(),
+            "a new key does not reset a tracked key's limit"
+        );
+    }
+
+    #[test]
+    fn a_full_table_makes_room_by_dropping_keys_whose_quota_refilled() {
+        let limiter = RateLimiter::with_capacity(Some(1), 2);
+        assert!(limiter.check("a", at(0)).is_ok());
+        assert!(limiter.check("b", at(30)).is_ok());
+        assert!(limiter.check("c", at(60)).is_ok(), "a's quota has refilled");
+        assert!(limiter.check("b", at(60)).is_err(), "b is still tracked");
     }
 
     #[test]

@@ -307,18 +307,11 @@ pub fn build_policies(
     }
     if let Some(entra) = &config.entra_device {
         let directory = directory.ok_or(EndpointConfigError::NoDirectory)?;
-        // Entra publishes no CRL for device certificates: a device is revoked by
-        // disabling or deleting it, which the directory lookup sees.
-        let options = ChainOptions {
-            revocation: RevocationPolicy::NotChecked,
-            ..ChainOptions::default()
-        };
-        let chain = ChainPolicy::from_files(&entra.roots, &[], &[], options).map_err(|source| {
-            EndpointConfigError::Trust {
+        let chain = ChainPolicy::from_files(&entra.roots, &[], &[], entra_chain_options(config))
+            .map_err(|source| EndpointConfigError::Trust {
                 policy: "entra-device",
                 source,
-            }
-        })?;
+            })?;
         policies = policies.with_entra_device(EntraDevicePolicy::new(
             chain,
             directory,
@@ -327,6 +320,23 @@ pub fn build_policies(
         ));
     }
     Ok(policies)
+}
+
+/// The entra-device policy's chain options: the configured clock-skew allowance, which
+/// settings carry on the chain policy's configuration (the default when that policy is
+/// off).
+fn entra_chain_options(config: &PolicyConfig) -> ChainOptions {
+    let defaults = ChainOptions::default();
+    ChainOptions {
+        clock_skew: config
+            .chain
+            .as_ref()
+            .map_or(defaults.clock_skew, |chain| chain.clock_skew),
+        // Entra publishes no CRL for device certificates: a device is revoked by
+        // disabling or deleting it, which the directory lookup sees.
+        revocation: RevocationPolicy::NotChecked,
+        ..defaults
+    }
 }
 
 /// Reloads the chain policy's CRLs, for a scheduled refresh. Returns how many loaded.
@@ -419,7 +429,7 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
     }
 
     if let Some(address) = request.source_address
-        && let Err(limited) = endpoint.per_address.check(address, ctx.now)
+        && let Err(limited) = endpoint.per_address.check(address_key(address), ctx.now)
     {
         let entry = Entry::refused(Some(&name), "rate-limit", "address_rate_limited");
         record(ctx, entry, None).await?;
@@ -499,6 +509,35 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
     })
 }
 
+/// The IPv6 prefix length one client is assumed to hold. An ISP or cloud hands a
+/// subscriber at least a /64 (RFC 6177), so one client can pick from 2^64 addresses;
+/// limiting each address separately would not limit it at all.
+const IPV6_CLIENT_PREFIX_BITS: u32 = 64;
+
+/// The key an address is rate-limited by: an IPv4 address itself (also when written as
+/// IPv4-mapped IPv6), an IPv6 address's /64.
+fn address_key(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let mask = u128::MAX << (128 - IPV6_CLIENT_PREFIX_BITS);
+            IpAddr::V6(std::net::Ipv6Addr::from_bits(v6.to_bits() & mask))
+        }
+    }
+}
+
+/// The longest `Retry-After` passed on from a backend. Graph and Key Vault ask for
+/// seconds to a few minutes when they throttle; five minutes (the directory cache's
+/// lifetime) bounds what a wrong or hostile header could make every device wait.
+pub const MAX_RETRY_AFTER_SECONDS: u64 = 300;
+
+/// Whole seconds for the `Retry-After` of a 503 a backend caused: rounded up, at least
+/// one, at most [`MAX_RETRY_AFTER_SECONDS`].
+pub fn retry_after_seconds(wait: Duration) -> u64 {
+    let rounded = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    rounded.clamp(1, MAX_RETRY_AFTER_SECONDS)
+}
+
 fn rate_limited(limited: Limited) -> EndpointError {
     EndpointError::Refused(Refusal {
         retry_after: Some(limited.retry_after_seconds()),
@@ -527,7 +566,10 @@ async fn refuse_certificate(
         RefusalKind::CertificateRejected => Refusal::CERTIFICATE_REJECTED,
         RefusalKind::Unavailable => {
             entry.outcome = Outcome::Failed;
-            Refusal::UNAVAILABLE
+            Refusal {
+                retry_after: refusal.retry_after.map(retry_after_seconds),
+                ..Refusal::UNAVAILABLE
+            }
         }
     };
     match record(ctx, entry, None).await {
@@ -641,4 +683,61 @@ async fn record(
         .await
         .map_err(|e| EndpointError::Failed(FunctionError::from(e)))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("a literal address")
+    }
+
+    #[test]
+    fn the_entra_device_chain_allows_the_configured_clock_skew() {
+        let chain = ChainConfig {
+            roots: PathBuf::from("roots.pem"),
+            intermediates: Vec::new(),
+            crls: Vec::new(),
+            check_revocation: true,
+            clock_skew: Duration::from_secs(17),
+        };
+        let config = PolicyConfig {
+            chain: Some(chain),
+            ..PolicyConfig::default()
+        };
+        let options = entra_chain_options(&config);
+        assert_eq!(options.clock_skew, Duration::from_secs(17));
+        assert_eq!(options.revocation, RevocationPolicy::NotChecked);
+    }
+
+    #[test]
+    fn a_backends_retry_after_is_rounded_up_and_capped() {
+        assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_after_seconds(Duration::from_secs(30)), 30);
+        assert_eq!(
+            retry_after_seconds(Duration::from_secs(86_400)),
+            MAX_RETRY_AFTER_SECONDS
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_in_one_slash_64_share_a_rate_limit_key() {
+        assert_eq!(
+            address_key(ip("2001:db8:1:2:aaaa::1")),
+            address_key(ip("2001:db8:1:2:ffff:1:2:3"))
+        );
+        assert_ne!(
+            address_key(ip("2001:db8:1:2::1")),
+            address_key(ip("2001:db8:1:3::1"))
+        );
+    }
+
+    #[test]
+    fn ipv4_addresses_keep_their_own_rate_limit_key() {
+        assert_eq!(address_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_ne!(address_key(ip("192.0.2.7")), address_key(ip("192.0.2.8")));
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Instant;
 use axum::Extension;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -57,9 +58,10 @@ pub fn router(state: AppState, enabled: &[&str]) -> Router {
             key_vault_events::NAME => router.route("/KeyVaultEvents", post(key_vault_events_route)),
             expiry_sweep::NAME => router.route("/ExpirySweep", post(expiry_sweep_route)),
             rotation_worker::NAME => router.route("/RotationWorker", post(rotation_worker_route)),
-            secret_endpoint::NAME => {
-                router.route("/api/secrets/{name}", get(secret_endpoint_route))
-            }
+            // An empty name is a name that fails validation, not an unknown route.
+            secret_endpoint::NAME => router
+                .route("/api/secrets/{name}", get(secret_endpoint_route))
+                .route("/api/secrets/", get(secret_endpoint_route)),
             _ => router,
         };
     }
@@ -265,11 +267,15 @@ async fn rotation_worker_route(
 
 async fn secret_endpoint_route(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
     tls: Option<Extension<ConnectInfo<TlsPeer>>>,
     headers: HeaderMap,
 ) -> Response {
     let ctx = context(&state, secret_endpoint::NAME, &headers);
+    // A segment that does not decode (`%FF`), or no segment at all, is refused by the
+    // endpoint like any other invalid name: audited, with the JSON error body. The empty
+    // string is never a valid name.
+    let name = name.map(|Path(name)| name).unwrap_or_default();
     let tls = tls.map(|Extension(ConnectInfo(peer))| peer);
     let header = headers.get(ARR_CLIENT_CERT_HEADER).map(|value| {
         // A value with bytes outside visible ASCII cannot be base64; U+FFFD makes it
@@ -309,7 +315,10 @@ async fn secret_endpoint_route(
         Err(EndpointError::Failed(error)) => {
             tracing::error!(%error, "secret endpoint failed");
             let refusal = match classify(&error) {
-                Disposition::Retry { .. } => Refusal::UNAVAILABLE,
+                Disposition::Retry { after } => Refusal {
+                    retry_after: after.map(secret_endpoint::retry_after_seconds),
+                    ..Refusal::UNAVAILABLE
+                },
                 Disposition::Permanent { .. } => Refusal {
                     status: 500,
                     code: "internal",

@@ -37,6 +37,12 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// attempt to make path building expensive (RFC 4158 section 5.2 loops).
 pub const MAX_PRESENTED_INTERMEDIATES: usize = 8;
 
+/// How many times a path is rebuilt at a later notBefore within the clock-skew
+/// allowance. Each rebuild moves past one certificate's notBefore; one per presented
+/// intermediate, plus the leaf and a configured intermediate, covers every path this
+/// policy accepts from a client.
+const MAX_SKEW_RECHECKS: usize = MAX_PRESENTED_INTERMEDIATES + 2;
+
 /// Signature algorithms accepted in certificates and CRLs: the set rustls' *ring*
 /// provider verifies for TLS, fixed here rather than taken from
 /// `webpki::ALL_VERIFICATION_ALGS`, whose contents change with the crate features that
@@ -418,19 +424,23 @@ impl ChainPolicy {
             .collect();
         let crls = self.crls();
 
-        let time = unix_time(now);
-        let result = match self.build_path(&end_entity, &pool, &crls, time) {
-            Err(ChainRejection::NotYetValid { not_before, .. })
-                if not_before <= now + self.options.clock_skew =>
-            {
-                // Recheck at the end of the allowance rather than at `now`, so every
-                // other time-dependent check (expiry, CRL freshness) still sees a real
-                // clock and only notBefore gets the benefit of the doubt.
-                let skewed = now + self.options.clock_skew;
-                self.build_path(&end_entity, &pool, &crls, unix_time(skewed))
+        let mut at = now;
+        let mut result = self.build_path(&end_entity, &pool, &crls, unix_time(at));
+        // A notBefore within the allowance is rechecked at that notBefore, not at the end
+        // of the allowance: expiry and CRL freshness are judged at the earliest instant
+        // every notBefore has passed, the closest to `now` there is, so only notBefore
+        // gets the benefit of the doubt. Each recheck moves to a later notBefore.
+        for _ in 0..MAX_SKEW_RECHECKS {
+            match result {
+                Err(ChainRejection::NotYetValid { not_before, .. })
+                    if not_before > at && not_before <= now + self.options.clock_skew =>
+                {
+                    at = not_before;
+                    result = self.build_path(&end_entity, &pool, &crls, unix_time(at));
+                }
+                _ => break,
             }
-            other => other,
-        };
+        }
         result?;
 
         if !leaf_carries_purpose(leaf, purpose) {
@@ -763,6 +773,36 @@ mod tests {
         assert_eq!(
             reason(root_again.validate(&device, &[], now())),
             "not_yet_valid"
+        );
+    }
+
+    #[test]
+    fn a_leaf_ahead_of_our_clock_is_judged_against_a_crl_fresh_now() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let in_minutes =
+            |m: i64| time::OffsetDateTime::from_unix_timestamp(now().timestamp() + m * 60).unwrap();
+        let device = leaf(&issuing, |p| p.not_before = in_minutes(1));
+        let crls = CrlSet::from_der_list(&[
+            crl(&root, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[], in_minutes(2)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert!(
+            policy.validate(&device, &[], now()).is_ok(),
+            "the CRL is fresh for two more minutes; the skew allowance must not age it"
+        );
+        assert_eq!(
+            reason(policy.validate(&device, &[], now() + chrono::TimeDelta::minutes(3))),
+            "crl_expired"
         );
     }
 

@@ -231,7 +231,8 @@ struct LeafFacts {
 
 impl LeafFacts {
     /// Parsed from the DER again: `ClientCertificate` keeps the subject as display text,
-    /// where an escaped comma could make a CN look like something it is not.
+    /// which does not escape a comma or equals sign inside a value, so a CN could look
+    /// like something it is not.
     fn of(leaf: &ClientCertificate) -> Option<Self> {
         let (_, parsed) = X509Certificate::from_der(leaf.der().as_ref()).ok()?;
         let mut names = parsed.subject().iter_common_name();

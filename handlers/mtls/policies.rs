@@ -18,6 +18,7 @@ use crate::mtls::chain::ChainPolicy;
 use crate::mtls::entra_device::{EntraDevicePolicy, EntraDeviceRejection};
 use crate::mtls::header::parse_arr_client_cert;
 use crate::mtls::thumbprints::TrustedThumbprints;
+use crate::ports::FailureKind;
 
 /// Where a request's client certificate came from.
 #[derive(Debug, Clone, Copy)]
@@ -57,6 +58,9 @@ pub struct CertificateRefusal {
     pub detail: String,
     /// The presented leaf's SHA-256 thumbprint, when it parsed.
     pub thumbprint: Option<Thumbprint>,
+    /// For [`RefusalKind::Unavailable`]: how long the failed dependency asked to be left
+    /// alone (Graph's `Retry-After` when it throttles).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// A client every configured policy accepted.
@@ -200,19 +204,26 @@ impl CertificatePolicies {
                     .validate(&leaf, intermediates, now)
                     .await
                     .map_err(|e| {
-                        let kind = match e {
-                            EntraDeviceRejection::DirectoryUnavailable(_) => {
-                                RefusalKind::Unavailable
-                            }
-                            _ => RefusalKind::CertificateRejected,
+                        let (kind, retry_after) = match &e {
+                            EntraDeviceRejection::DirectoryUnavailable(error) => (
+                                RefusalKind::Unavailable,
+                                match error.kind {
+                                    FailureKind::Transient { retry_after } => retry_after,
+                                    _ => None,
+                                },
+                            ),
+                            _ => (RefusalKind::CertificateRejected, None),
                         };
-                        refusal(
-                            kind,
-                            PolicyKind::EntraDevice.as_str(),
-                            e.reason(),
-                            e.to_string(),
-                            thumbprint,
-                        )
+                        CertificateRefusal {
+                            retry_after,
+                            ..refusal(
+                                kind,
+                                PolicyKind::EntraDevice.as_str(),
+                                e.reason(),
+                                e.to_string(),
+                                thumbprint,
+                            )
+                        }
                     })?;
             policies.push(PolicyKind::EntraDevice);
             device_id = Some(device);
@@ -302,5 +313,6 @@ fn refusal(
         reason,
         detail: detail.into(),
         thumbprint,
+        retry_after: None,
     }
 }

@@ -18,13 +18,26 @@ pub struct Application {
 }
 
 /// A password credential's metadata, as Graph lists it (never its secret text).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct PasswordCredential {
     pub key_id: KeyId,
     pub display_name: Option<String>,
+    /// The secret text's first characters, as Graph reports them: part of the secret,
+    /// so never printed.
     pub hint: Option<String>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for PasswordCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordCredential")
+            .field("key_id", &self.key_id)
+            .field("display_name", &self.display_name)
+            .field("start", &self.start)
+            .field("end", &self.end)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A credential just added: its metadata and its secret text, which Graph returns once.
@@ -105,4 +118,23 @@ pub struct Device {
 #[async_trait]
 pub trait DeviceDirectory: Send + Sync + std::fmt::Debug {
     async fn device(&self, device_id: &DeviceId) -> Result<Option<Device>, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credentials_debug_output_leaves_out_its_hint() {
+        let credential = PasswordCredential {
+            key_id: KeyId::new_random(),
+            display_name: Some("keyturn job 1".into()),
+            hint: Some("Qz7".into()),
+            start: None,
+            end: None,
+        };
+        let printed = format!("{credential:?}");
+        assert!(printed.contains("keyturn job 1"), "{printed}");
+        assert!(!printed.contains("Qz7"), "{printed}");
+    }
 }

@@ -1234,7 +1234,7 @@ mod directory {
     use super::*;
 
     use keyturn::adapters::local::directory::{
-        EXPIRED_CLIENT_SECRET, HINT_LEN, INVALID_CLIENT_SECRET, LocalDirectory, SECRET_TEXT_LEN,
+        EXPIRED_CLIENT_SECRET, INVALID_CLIENT_SECRET, LocalDirectory, SECRET_TEXT_LEN,
         UNKNOWN_APPLICATION,
     };
     use keyturn::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
@@ -1268,9 +1268,8 @@ mod directory {
         let secret = issued.secret.expose();
         assert_eq!(secret.len(), SECRET_TEXT_LEN);
         assert_eq!(
-            issued.credential.hint.as_deref(),
-            Some(&secret[..HINT_LEN]),
-            "the hint is the first three characters, as Graph's"
+            issued.credential.hint, None,
+            "no part of the secret is kept in clear"
         );
         assert_eq!(listed, vec![issued.credential.clone()]);
         assert_eq!(

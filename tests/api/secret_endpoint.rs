@@ -41,10 +41,10 @@ use keyturn::functions::secret_endpoint::{
 use keyturn::host::router::{AppState, router};
 use keyturn::host::{server, tls};
 use keyturn::mtls::entra_device::{DeviceRequirements, binding_key};
-use keyturn::ports::PortError;
 use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome, StoredEntry};
 use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
 use keyturn::ports::source::SecretSource;
+use keyturn::ports::{FailureKind, PortError};
 
 use crate::helpers::{read_all, spawn_app};
 
@@ -368,6 +368,26 @@ async fn an_invalid_name_is_refused_before_anything_else_happens() {
         assert_eq!(response.headers()["cache-control"], "no-store");
         assert_error_body(&response.json().await.expect("json"), "invalid_name");
     }
+}
+
+#[tokio::test]
+async fn an_undecodable_or_empty_name_is_refused_as_invalid_and_audited() {
+    let app = spawn_app().await;
+    for path in ["/api/secrets/%FF", "/api/secrets/"] {
+        let response = app.get(path).await;
+        assert_eq!(response.status(), 400, "{path}");
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+        let body: Value = response.json().await.expect("json");
+        assert_error_body(&body, "invalid_name");
+        let entry = app.audit_entries().await.pop().expect("audited");
+        assert_audited(&entry, Outcome::Denied, "name", "invalid_name");
+        assert_eq!(
+            entry.record.invocation_id.as_ref().map(|i| i.as_str()),
+            body["requestId"].as_str(),
+            "{path}"
+        );
+    }
+    assert_eq!(app.audit_entries().await.len(), 2);
 }
 
 #[tokio::test]
@@ -919,6 +939,108 @@ impl EntraFixture {
     fn lookups(&self) -> usize {
         self.directory.lookups.lock().expect("test lock").len()
     }
+}
+
+/// A directory that is throttled, as Graph answers 429 with `Retry-After`.
+#[derive(Debug)]
+struct ThrottledDirectory;
+
+#[async_trait]
+impl DeviceDirectory for ThrottledDirectory {
+    async fn device(&self, _: &DeviceId) -> Result<Option<Device>, PortError> {
+        Err(PortError::new(
+            FailureKind::Transient {
+                retry_after: Some(Duration::from_secs(42)),
+            },
+            "looking up a device",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_directory_answers_503_with_its_retry_after() {
+    let pki = Pki::new();
+    let leaf = issue(
+        &LeafSpec::valid(&DeviceId::new_random().to_string(), 80),
+        Some(&pki.root),
+    );
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        entra_device: Some(EntraDeviceConfig {
+            roots: pki.path("roots.pem"),
+            requirements: DeviceRequirements::default(),
+            cache_ttl: Duration::from_secs(300),
+        }),
+        ..PolicyConfig::default()
+    };
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(POLICY),
+        sources(&SECRETS),
+        Some(Arc::new(ThrottledDirectory)),
+        RateLimits::default(),
+    )
+    .expect("valid");
+    let app = EndpointApp::start(endpoint).await;
+
+    let response = app.get("db-password", Some(&leaf.header())).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "42");
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_error_body(&response.json().await.expect("json"), "unavailable");
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Failed,
+        "entra-device",
+        "directory_unavailable",
+    );
+}
+
+/// A secret source that is throttled, as Key Vault answers 429 with `Retry-After`.
+#[derive(Debug)]
+struct ThrottledSource;
+
+#[async_trait]
+impl SecretSource for ThrottledSource {
+    async fn fetch(
+        &self,
+        _: &keyturn::domain::names::ObjectName,
+        _: DateTime<Utc>,
+    ) -> Result<Option<keyturn::ports::source::SourcedSecret>, PortError> {
+        Err(PortError::new(
+            FailureKind::Transient {
+                retry_after: Some(Duration::from_millis(7_500)),
+            },
+            "reading a secret",
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_throttled_secret_source_answers_503_with_its_retry_after() {
+    let pki = Pki::new();
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        chain: Some(pki.chain_config()),
+        ..PolicyConfig::default()
+    };
+    let mut throttled: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
+    throttled.insert("appsettings".into(), Arc::new(ThrottledSource));
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(POLICY),
+        throttled,
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid");
+    let app = EndpointApp::start(endpoint).await;
+    let leaf = pki.leaf(&LeafSpec::valid("device-9", 90));
+
+    let response = app.get("db-password", Some(&leaf.header())).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "8");
+    assert_error_body(&response.json().await.expect("json"), "unavailable");
 }
 
 #[tokio::test]

@@ -36,9 +36,6 @@ pub const SECRET_TEXT_LEN: usize = 40;
 const SECRET_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
 
-/// Graph's `hint` is the first three characters of the secret text.
-pub const HINT_LEN: usize = 3;
-
 /// 128 bits of salt per credential (NIST SP 800-132 asks for at least 128).
 pub const SALT_LEN: usize = 16;
 
@@ -259,7 +256,9 @@ impl CredentialIssuer for LocalDirectory {
         let credential = PasswordCredential {
             key_id: KeyId::new_random(),
             display_name: Some(display_name.to_owned()),
-            hint: Some(secret.expose().chars().take(HINT_LEN).collect()),
+            // Graph's hint is the secret text's first characters. Nothing reads it, so the
+            // local directory keeps none rather than part of the secret in clear.
+            hint: None,
             start: DateTime::from_timestamp(now.timestamp(), 0),
             end: DateTime::from_timestamp(end.timestamp(), 0),
         };
