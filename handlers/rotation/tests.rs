@@ -715,6 +715,38 @@ async fn a_credential_never_accepted_is_removed_and_the_job_retried() {
 }
 
 #[tokio::test]
+async fn an_enormous_retry_after_from_the_token_endpoint_ends_the_proof_without_panicking() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.faults.fail_next(
+        "prove",
+        PortError::new(
+            FailureKind::Transient {
+                retry_after: Some(Duration::from_secs(9_999_999_999_999)),
+            },
+            "token endpoint answered 429",
+        ),
+    );
+
+    let error = w
+        .run(&w.rotate_job(&v1))
+        .await
+        .expect_err("the proof gives up");
+
+    assert!(
+        matches!(error, RotationError::ProofTimedOut { .. }),
+        "{error}"
+    );
+    assert!(!error.is_permanent());
+    assert_eq!(w.versions("payments"), 1, "nothing stored");
+    assert_eq!(
+        w.keyturn_credentials(),
+        vec![k1],
+        "the unproven credential was removed"
+    );
+}
+
+#[tokio::test]
 async fn a_stale_job_is_skipped_as_already_rotated() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");

@@ -15,7 +15,7 @@ use crate::ports::{FailureKind, PortError};
 use crate::rotation::RotationError;
 use crate::rotation::job::{Action, Job, JobId};
 use crate::rotation::plan::audit_object;
-use crate::rotation::retry::{backoff, retrying};
+use crate::rotation::retry::{Deadline, backoff, retrying};
 use crate::rotation::run::{RunOutcome, Step, credential_object, until};
 use crate::rotation::tags::{self, ManagedObject, NewBookkeeping};
 
@@ -493,9 +493,9 @@ async fn prove(
 ) -> Result<(), RotationError> {
     let engine = step.engine;
     let started = engine.clock().now();
-    let budget_end =
-        started + chrono::Duration::from_std(PROOF_BUDGET).unwrap_or(chrono::Duration::MAX);
-    let give_up_at: DateTime<Utc> = budget_end.min(step.deadline.0);
+    let give_up_at: DateTime<Utc> = Deadline::after(started, PROOF_BUDGET)
+        .0
+        .min(step.deadline.0);
     let mut attempt = 1;
     loop {
         let (wait, code) = match engine.ports().prover.prove(app_id, &issued.secret).await {
@@ -515,7 +515,9 @@ async fn prove(
             },
         };
         let now = engine.clock().now();
-        if now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX) > give_up_at {
+        // A wait the clock cannot even represent passes the deadline; no panic on a
+        // server's word.
+        if Deadline(give_up_at).would_pass(now, wait) {
             return Err(RotationError::ProofTimedOut {
                 object: object.to_string(),
                 waited_s: until(started, now).as_secs(),
