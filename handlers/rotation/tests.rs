@@ -413,6 +413,107 @@ async fn a_retire_job_never_removes_a_credential_without_keyturns_marker() {
 }
 
 #[tokio::test]
+async fn a_key_id_copied_onto_a_persons_version_is_never_handed_on() {
+    let w = world();
+    let end = w.clock.now() + chrono::Duration::days(5);
+    let marked = w
+        .directory
+        .add_person_credential(
+            &w.app.object_id,
+            &format!("{MARKER_PREFIX}{}", "b".repeat(32)),
+            end,
+        )
+        .expect("app");
+    let mut copied = entra_tags();
+    copied.insert(tags::KEY_ID.into(), marked.credential.key_id.to_string());
+    let v1 = w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &marked.secret,
+        Some(end),
+        copied,
+    );
+
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+
+    let notes = tags::Bookkeeping::read(&w.current("payments").tags);
+    assert_eq!(notes.previous_key_id, None);
+    assert!(
+        w.retire_messages().is_empty(),
+        "a version keyturn did not write schedules no removal"
+    );
+}
+
+#[tokio::test]
+async fn a_retire_job_removes_only_the_key_its_successor_replaced() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+    let current = w.current("payments");
+    let other = w
+        .directory
+        .add_person_credential(
+            &w.app.object_id,
+            &format!("{MARKER_PREFIX}{}", "c".repeat(32)),
+            start() + chrono::Duration::days(30),
+        )
+        .expect("app");
+    let wrong = Job::new(Action::Retire {
+        object: v1.id.without_version(),
+        replaced_version: v1.id.version().expect("v").clone(),
+        app_object_id: w.app.object_id,
+        key_id: other.credential.key_id,
+        successor_version: current.id.version().expect("v").clone(),
+        rotated_by: w.rotate_job(&v1).job_id,
+    });
+
+    let outcome = w.run(&wrong).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { .. }), "{outcome:?}");
+    let left = w.directory.credentials(&w.app.object_id);
+    assert!(left.iter().any(|c| c.key_id == other.credential.key_id));
+    assert!(left.iter().any(|c| c.key_id == k1), "nothing else removed");
+}
+
+#[tokio::test]
+async fn a_retire_job_leaves_alone_an_application_the_secret_no_longer_names() {
+    use crate::ports::vault::SecretStore;
+
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+    let other = w.directory.add_application(
+        AppId::parse("0d8e2c4a-1b3f-4e5d-8a9b-abcdefabcdef").expect("app id"),
+        "billing-api",
+    );
+    let current = w.current("payments");
+    let mut moved = current.tags.clone();
+    moved.insert(tags::APP_ID.into(), other.app_id.to_string());
+    w.vault
+        .update_tags(
+            &w.vault_url,
+            &name("payments"),
+            current.id.version().expect("v"),
+            moved,
+        )
+        .await
+        .expect("tags updated");
+    let (_, retire) = w.retire_messages().remove(0);
+    w.clock.advance(Duration::from_secs(7 * 24 * 3600));
+
+    let outcome = w.run(&retire).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { .. }), "{outcome:?}");
+    assert!(
+        w.directory
+            .credentials(&w.app.object_id)
+            .iter()
+            .any(|c| c.key_id == k1),
+        "the credential on the application the secret no longer names is kept"
+    );
+}
+
+#[tokio::test]
 async fn a_retire_job_never_removes_the_current_credential() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");

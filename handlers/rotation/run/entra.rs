@@ -115,7 +115,13 @@ pub(super) async fn rotate(
         &current.tags,
         &NewBookkeeping {
             key_id: Some(&new_key),
-            previous_key_id: managed.bookkeeping.key_id.as_ref(),
+            // Invariant 6: a key id is handed on only from a version keyturn wrote; one a
+            // person copied onto a version of their own proves nothing.
+            previous_key_id: managed
+                .bookkeeping
+                .key_id
+                .as_ref()
+                .filter(|_| managed.bookkeeping.written_by_keyturn()),
             previous_version: &previous_version,
             job_id: job_id.as_str(),
             rotated_at: now,
@@ -279,14 +285,58 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
             e,
         )
     })?;
-    let successor_stored = successor
+    let Some(successor_notes) = successor
         .as_ref()
-        .is_some_and(|s| tags::Bookkeeping::read(&s.tags).written_by_keyturn());
-    if !successor_stored {
+        .map(|s| tags::Bookkeeping::read(&s.tags))
+        .filter(tags::Bookkeeping::written_by_keyturn)
+    else {
         return step
             .skip(
                 object,
                 "the successor version is not stored; nothing is retired",
+            )
+            .await;
+    };
+    // Invariant 6: only the key keyturn recorded as the successor's predecessor.
+    if successor_notes.previous_key_id.as_ref() != Some(key_id) {
+        return step
+            .skip(
+                object,
+                "the successor version does not record the credential as the one it replaces",
+            )
+            .await;
+    }
+
+    // Only on the application the secret names now, never on one a job merely carries.
+    let app_id = match tags::managed(object.object_type(), &current.tags, step.engine.defaults()) {
+        Ok(Some(ManagedObject {
+            policy:
+                tags::RotationPolicy {
+                    kind: tags::Kind::EntraAppSecret { app_id },
+                    ..
+                },
+            ..
+        })) => app_id,
+        _ => {
+            return step
+                .skip(object, "the secret no longer names an application")
+                .await;
+        }
+    };
+    let app = match resolve(step, object, &app_id).await {
+        Ok(app) => app,
+        Err(RotationError::ApplicationNotFound { .. }) => {
+            return step
+                .skip(object, "the application the secret names does not exist")
+                .await;
+        }
+        Err(error) => return Err(error),
+    };
+    if app.object_id != *app_object_id {
+        return step
+            .skip(
+                object,
+                "the job's application is not the one the secret names",
             )
             .await;
     }
@@ -302,21 +352,7 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
             e,
         )
     })?;
-    let app_id = match tags::managed(object.object_type(), &current.tags, step.engine.defaults()) {
-        Ok(Some(ManagedObject {
-            policy:
-                tags::RotationPolicy {
-                    kind: tags::Kind::EntraAppSecret { app_id },
-                    ..
-                },
-            ..
-        })) => Some(app_id),
-        _ => None,
-    };
-    let audited = |key: &KeyId| match &app_id {
-        Some(app_id) => credential_object(object, app_id, Some(key)),
-        None => audit_object(object, None),
-    };
+    let audited = |key: &KeyId| credential_object(object, &app_id, Some(key));
     let outcome = match credentials.iter().find(|c| c.key_id == *key_id) {
         None => {
             step.record(
