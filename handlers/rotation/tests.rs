@@ -514,6 +514,38 @@ async fn a_retire_job_leaves_alone_an_application_the_secret_no_longer_names() {
 }
 
 #[tokio::test]
+async fn a_retire_job_after_a_rollback_by_hand_keeps_the_credential() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    let old_value = w.current_value("payments");
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+    // A person puts the previous value back, without keyturn's bookkeeping.
+    w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &old_value,
+        None,
+        entra_tags(),
+    );
+    let (_, retire) = w.retire_messages().remove(0);
+
+    let outcome = w.run(&retire).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { .. }), "{outcome:?}");
+    assert!(
+        w.directory
+            .credentials(&w.app.object_id)
+            .iter()
+            .any(|c| c.key_id == k1),
+        "the credential the rolled-back version holds is kept"
+    );
+    assert!(w.directory.accepts(
+        &AppId::parse(APP).expect("app"),
+        &w.current_value("payments")
+    ));
+}
+
+#[tokio::test]
 async fn a_retire_job_never_removes_the_current_credential() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");

@@ -265,12 +265,23 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
     let Some(current) = step.current_secret(object).await? else {
         return step.skip(object, "the secret no longer exists").await;
     };
-    let current_key = tags::Bookkeeping::read(&current.tags).key_id;
+    let current_notes = tags::Bookkeeping::read(&current.tags);
+    let current_key = current_notes.key_id;
     if current_key.as_ref() == Some(key_id) {
         return step
             .skip(
                 object,
                 "the credential is the one the current version holds",
+            )
+            .await;
+    }
+    // A version a person wrote after the successor (a rollback) may hold the very credential
+    // due for removal under a value keyturn cannot see; only keyturn's own versions tell.
+    if current.id.version() != Some(successor_version) && !current_notes.written_by_keyturn() {
+        return step
+            .skip(
+                object,
+                "the current version was not written by keyturn (a rollback?); the credential is kept",
             )
             .await;
     }
