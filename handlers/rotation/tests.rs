@@ -899,6 +899,55 @@ async fn a_stale_job_is_skipped_as_already_rotated() {
 }
 
 #[tokio::test]
+async fn a_superseded_job_removes_the_credential_an_earlier_delivery_never_stored() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    let job = w.rotate_job(&v1);
+    w.faults.crash_after(CrashPoint {
+        operation: "add_password",
+        occurrence: 1,
+    });
+    w.run_until_crash(&job).await;
+    w.faults.disarm();
+    assert_eq!(
+        w.keyturn_credentials().len(),
+        2,
+        "the crashed delivery added one"
+    );
+    w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &SecretValue::new("typed-in"),
+        None,
+        entra_tags(),
+    );
+
+    let outcome = w.run(&job).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { reason } if reason.contains("superseded")));
+    assert_eq!(w.keyturn_credentials(), vec![k1], "the stray was removed");
+    assert!(w.trail.has("credential.orphan_removed", Outcome::Succeeded));
+}
+
+#[tokio::test]
+async fn a_late_delivery_keeps_the_credential_its_stored_version_holds() {
+    let w = world();
+    let (v1, _) = w.seed_keyturn_version("payments");
+    let first = w.rotate_job(&v1);
+    w.run(&first).await.expect("rotates");
+    let v2 = w.current("payments");
+    let k2 = tags::Bookkeeping::read(&v2.tags).key_id.expect("key");
+    w.run(&w.rotate_job(&v2)).await.expect("rotates again");
+
+    w.run(&first).await.expect("completes");
+
+    assert!(
+        w.keyturn_credentials().contains(&k2),
+        "still in its overlap, so not a stray"
+    );
+}
+
+#[tokio::test]
 async fn a_version_written_by_a_person_supersedes_the_job() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");

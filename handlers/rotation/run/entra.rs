@@ -69,7 +69,7 @@ pub(super) async fn rotate(
     let app = resolve(step, object, app_id).await?;
 
     // Invariant 3: what an earlier delivery of this job added but never stored goes first.
-    remove_strays(step, object, &app, None).await?;
+    remove_strays(step, object, &app, &[]).await?;
 
     let now = step.engine.clock().now();
     // Graph keeps whole seconds; the vault's expiry must equal the credential's end.
@@ -200,7 +200,7 @@ pub(super) async fn converge_after_store(
 ) -> Result<(), RotationError> {
     let notes = tags::Bookkeeping::read(&stored.tags);
     let app = resolve(step, object, app_id).await?;
-    remove_strays(step, object, &app, notes.key_id.as_ref()).await?;
+    remove_strays(step, object, &app, &notes.key_id.iter().collect::<Vec<_>>()).await?;
     let (Some(previous_key), Some(previous_version), Some(successor)) = (
         notes.previous_key_id,
         notes.previous_version,
@@ -441,12 +441,41 @@ async fn resolve(
     })
 }
 
-/// Removes every credential bearing this job's marker except `keep`.
+/// For a job whose version is no longer current: removes what an earlier delivery of it
+/// added but never stored (invariant 3). The credentials the current version records (its
+/// own and, during the overlap, the one it replaced) are the vault's and stay.
+pub(super) async fn remove_strays_when_skipped(
+    step: &Step<'_>,
+    object: &ObjectId,
+    current: &SecretProperties,
+) -> Result<(), RotationError> {
+    let Ok(Some(managed)) =
+        tags::managed(object.object_type(), &current.tags, step.engine.defaults())
+    else {
+        return Ok(());
+    };
+    let tags::Kind::EntraAppSecret { app_id } = &managed.policy.kind else {
+        return Ok(());
+    };
+    let app = match resolve(step, object, app_id).await {
+        Ok(app) => app,
+        Err(RotationError::ApplicationNotFound { .. }) => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let notes = &managed.bookkeeping;
+    let held: Vec<&KeyId> = [notes.key_id.as_ref(), notes.previous_key_id.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    remove_strays(step, object, &app, &held).await
+}
+
+/// Removes every credential bearing this job's marker except those in `keep`.
 async fn remove_strays(
     step: &Step<'_>,
     object: &ObjectId,
     app: &Application,
-    keep: Option<&KeyId>,
+    keep: &[&KeyId],
 ) -> Result<(), RotationError> {
     let directory = &step.engine.ports().directory;
     let credentials = retrying(step.engine, step.deadline, "listing credentials", || {
@@ -461,7 +490,7 @@ async fn remove_strays(
     })?;
     let strays = credentials
         .iter()
-        .filter(|c| marked_job(c).as_ref() == Some(&step.job.job_id) && Some(&c.key_id) != keep);
+        .filter(|c| marked_job(c).as_ref() == Some(&step.job.job_id) && !keep.contains(&&c.key_id));
     for stray in strays {
         remove(step, &app.object_id, &stray.key_id).await?;
         step.record(

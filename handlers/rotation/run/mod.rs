@@ -144,6 +144,9 @@ async fn rotate_secret(
             }
             return step.skip(object, "already rotated").await;
         }
+        // A delivery that died between adding and storing left a credential only this
+        // job's marker finds; no other delivery will come back for it.
+        entra::remove_strays_when_skipped(step, object, &current).await?;
         let reason = if notes.written_by_keyturn() {
             "already rotated"
         } else {
