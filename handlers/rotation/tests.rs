@@ -74,6 +74,26 @@ impl Trail {
     }
 }
 
+/// An audit trail that refuses one action for good, as a misconfigured log would.
+#[derive(Debug)]
+struct Refusing(&'static str);
+
+#[async_trait]
+impl Recorder for Refusing {
+    async fn record(
+        &self,
+        action: &str,
+        _object: AuditObject,
+        _outcome: Outcome,
+        _reason: Option<&str>,
+    ) -> Result<(), PortError> {
+        if action == self.0 {
+            return Err(PortError::invalid("the audit log refused the entry"));
+        }
+        Ok(())
+    }
+}
+
 struct World {
     clock: ManualClock,
     faults: Arc<Faults>,
@@ -876,6 +896,24 @@ async fn an_enormous_retry_after_from_the_token_endpoint_ends_the_proof_without_
         w.keyturn_credentials(),
         vec![k1],
         "the unproven credential was removed"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_whose_addition_cannot_be_audited_is_removed_again() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+
+    let error = run::run(&w.engine, &Refusing("credential.added"), &w.rotate_job(&v1))
+        .await
+        .expect_err("the audit refusal fails the job");
+
+    assert!(error.is_permanent(), "{error}");
+    assert_eq!(w.versions("payments"), 1, "nothing stored");
+    assert_eq!(
+        w.keyturn_credentials(),
+        vec![k1],
+        "the unaudited credential was removed"
     );
 }
 

@@ -90,13 +90,29 @@ pub(super) async fn rotate(
         )
     })?;
     let new_key = issued.credential.key_id;
-    step.record(
-        "credential.added",
-        credential_object(object, app_id, Some(&new_key)),
-        Outcome::Succeeded,
-        &format!("valid until {}", end.to_rfc3339()),
-    )
-    .await?;
+    if let Err(error) = step
+        .record(
+            "credential.added",
+            credential_object(object, app_id, Some(&new_key)),
+            Outcome::Succeeded,
+            &format!("valid until {}", end.to_rfc3339()),
+        )
+        .await
+    {
+        // Refused for good, no delivery comes back to clear the credential up; a transient
+        // failure is left to the redelivery, which finds it by its marker (invariant 3).
+        if error.is_permanent() {
+            remove_quietly(
+                step,
+                object,
+                &app,
+                &new_key,
+                "its addition could not be audited",
+            )
+            .await;
+        }
+        return Err(error);
+    }
 
     // Invariant 4: proven before stored.
     if let Err(error) = prove(step, object, app_id, &issued).await {
