@@ -1072,6 +1072,33 @@ fn certificate_job(properties: &crate::ports::vault::CertificateProperties) -> J
 }
 
 #[tokio::test]
+async fn a_retire_job_naming_a_certificate_is_skipped() {
+    let w = world();
+    let c1 = w
+        .vault
+        .put_certificate(&w.vault_url, &name("tls"), "Self", None, certificate_tags());
+    let (_, key_id) = w.seed_keyturn_version("other");
+    let retire = Job::new(Action::Retire {
+        object: c1.id.without_version(),
+        replaced_version: c1.id.version().expect("v").clone(),
+        app_object_id: w.app.object_id,
+        key_id,
+        successor_version: c1.id.version().expect("v").clone(),
+        rotated_by: certificate_job(&c1).job_id,
+    });
+
+    let outcome = w.run(&retire).await.expect("completes");
+
+    assert_eq!(
+        outcome,
+        RunOutcome::Skipped {
+            reason: "a certificate has no credential to retire".into()
+        }
+    );
+    assert!(w.keyturn_credentials().contains(&key_id));
+}
+
+#[tokio::test]
 async fn a_self_signed_certificate_is_renewed_within_the_invocation() {
     let w = world();
     let soon = Some(start() + chrono::Duration::days(10));

@@ -99,11 +99,25 @@ pub async fn run(
         Action::Rotate {
             replaces_version, ..
         } => match object.object_type() {
-            ObjectType::Certificate => certificate::rotate(&step, 0).await,
+            ObjectType::Certificate => {
+                certificate::rotate(&step, object, replaces_version, 0).await
+            }
             _ => rotate_secret(&step, object, replaces_version).await,
         },
-        Action::FollowRenewal { attempt, .. } => certificate::rotate(&step, *attempt).await,
-        Action::Retire { .. } => entra::retire(&step).await,
+        Action::FollowRenewal {
+            replaces_version,
+            attempt,
+            ..
+        } => certificate::rotate(&step, object, replaces_version, *attempt).await,
+        // Key Vault renews a certificate in place: there is no credential to retire, and a
+        // secret of the same name (a certificate's backing secret) is not keyturn's to touch.
+        Action::Retire { .. } => match object.object_type() {
+            ObjectType::Certificate => {
+                step.skip(object, "a certificate has no credential to retire")
+                    .await
+            }
+            _ => entra::retire(&step).await,
+        },
     };
     match result {
         Ok(outcome) => {
