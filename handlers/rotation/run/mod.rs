@@ -26,9 +26,11 @@
 //!    that the credential it removes is not the one the current version holds.
 //! 6. **Only keyturn's credentials are removed.** A credential is removed only when its
 //!    keyId was recorded by keyturn on a version keyturn wrote (`keyturn-key-id`, handed on
-//!    as `keyturn-previous-key-id`) *and* it carries keyturn's marker, or when it carries
-//!    the marker of the job at hand and the vault does not hold it (invariant 3). A
-//!    credential a person added is never removed.
+//!    as `keyturn-previous-key-id` on the successor keyturn wrote) *and* it carries
+//!    keyturn's marker, on the application the secret names now, while the current version
+//!    is that successor or one keyturn wrote after it; or when it carries the marker of the
+//!    job at hand and the vault does not hold it (invariant 3). A credential a person added
+//!    is never removed.
 //! 7. **Follow-ups are re-sent on convergence.** A delivery that finds its job already
 //!    done by itself re-sends the job's follow-ups (retirement); their deterministic ids
 //!    make the broker drop a copy it already holds, and retiring twice is harmless.
