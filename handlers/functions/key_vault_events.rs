@@ -61,7 +61,25 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         // Events only hasten what the sweep finds from Key Vault's own state, so an app
         // without rotation ports acknowledges them rather than failing delivery forever.
         let decision = match ctx.services.rotation.as_deref() {
-            Some(engine) => plan::from_event(engine, ctx, &event, ctx.now).await?,
+            Some(engine) => match plan::from_event(engine, ctx, &event, ctx.now).await {
+                Ok(decision) => decision,
+                // Event Grid redelivers the whole batch, and planning the events already
+                // planned again queues nothing new (one job id per version).
+                Err(error) if !error.is_permanent() => return Err(error.into()),
+                // Delivering again cannot help this event; it must not cost the others.
+                Err(error) => {
+                    let reason = error.summary();
+                    tracing::warn!(%vault, %name, %error, "event cannot be planned");
+                    ctx.audit(
+                        "rotation.planned",
+                        vault_object(&vault, &name, Some(&version)),
+                        Outcome::Failed,
+                        Some(&reason),
+                    )
+                    .await?;
+                    EventDecision::Failed { reason }
+                }
+            },
             None => {
                 tracing::error!(%vault, %name, "rotation is not configured in this app; event left to the sweep");
                 EventDecision::NotConfigured

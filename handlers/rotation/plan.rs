@@ -148,6 +148,11 @@ pub enum EventDecision {
     Malformed {
         reason: String,
     },
+    /// Planning failed for good for this event (a missing role, say); the other events of
+    /// the delivery are still planned.
+    Failed {
+        reason: String,
+    },
     /// The event's version is no longer current (already rotated, or replaced by hand).
     Stale,
     /// The object no longer exists.

@@ -74,6 +74,26 @@ impl Trail {
     }
 }
 
+/// An audit trail that refuses one action for good, as a misconfigured log would.
+#[derive(Debug)]
+struct Refusing(&'static str);
+
+#[async_trait]
+impl Recorder for Refusing {
+    async fn record(
+        &self,
+        action: &str,
+        _object: AuditObject,
+        _outcome: Outcome,
+        _reason: Option<&str>,
+    ) -> Result<(), PortError> {
+        if action == self.0 {
+            return Err(PortError::invalid("the audit log refused the entry"));
+        }
+        Ok(())
+    }
+}
+
 struct World {
     clock: ManualClock,
     faults: Arc<Faults>,
@@ -413,6 +433,139 @@ async fn a_retire_job_never_removes_a_credential_without_keyturns_marker() {
 }
 
 #[tokio::test]
+async fn a_key_id_copied_onto_a_persons_version_is_never_handed_on() {
+    let w = world();
+    let end = w.clock.now() + chrono::Duration::days(5);
+    let marked = w
+        .directory
+        .add_person_credential(
+            &w.app.object_id,
+            &format!("{MARKER_PREFIX}{}", "b".repeat(32)),
+            end,
+        )
+        .expect("app");
+    let mut copied = entra_tags();
+    copied.insert(tags::KEY_ID.into(), marked.credential.key_id.to_string());
+    let v1 = w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &marked.secret,
+        Some(end),
+        copied,
+    );
+
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+
+    let notes = tags::Bookkeeping::read(&w.current("payments").tags);
+    assert_eq!(notes.previous_key_id, None);
+    assert!(
+        w.retire_messages().is_empty(),
+        "a version keyturn did not write schedules no removal"
+    );
+}
+
+#[tokio::test]
+async fn a_retire_job_removes_only_the_key_its_successor_replaced() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+    let current = w.current("payments");
+    let other = w
+        .directory
+        .add_person_credential(
+            &w.app.object_id,
+            &format!("{MARKER_PREFIX}{}", "c".repeat(32)),
+            start() + chrono::Duration::days(30),
+        )
+        .expect("app");
+    let wrong = Job::new(Action::Retire {
+        object: v1.id.without_version(),
+        replaced_version: v1.id.version().expect("v").clone(),
+        app_object_id: w.app.object_id,
+        key_id: other.credential.key_id,
+        successor_version: current.id.version().expect("v").clone(),
+        rotated_by: w.rotate_job(&v1).job_id,
+    });
+
+    let outcome = w.run(&wrong).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { .. }), "{outcome:?}");
+    let left = w.directory.credentials(&w.app.object_id);
+    assert!(left.iter().any(|c| c.key_id == other.credential.key_id));
+    assert!(left.iter().any(|c| c.key_id == k1), "nothing else removed");
+}
+
+#[tokio::test]
+async fn a_retire_job_leaves_alone_an_application_the_secret_no_longer_names() {
+    use crate::ports::vault::SecretStore;
+
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+    let other = w.directory.add_application(
+        AppId::parse("0d8e2c4a-1b3f-4e5d-8a9b-abcdefabcdef").expect("app id"),
+        "billing-api",
+    );
+    let current = w.current("payments");
+    let mut moved = current.tags.clone();
+    moved.insert(tags::APP_ID.into(), other.app_id.to_string());
+    w.vault
+        .update_tags(
+            &w.vault_url,
+            &name("payments"),
+            current.id.version().expect("v"),
+            moved,
+        )
+        .await
+        .expect("tags updated");
+    let (_, retire) = w.retire_messages().remove(0);
+    w.clock.advance(Duration::from_secs(7 * 24 * 3600));
+
+    let outcome = w.run(&retire).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { .. }), "{outcome:?}");
+    assert!(
+        w.directory
+            .credentials(&w.app.object_id)
+            .iter()
+            .any(|c| c.key_id == k1),
+        "the credential on the application the secret no longer names is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_retire_job_after_a_rollback_by_hand_keeps_the_credential() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    let old_value = w.current_value("payments");
+    w.run(&w.rotate_job(&v1)).await.expect("rotation succeeds");
+    // A person puts the previous value back, without keyturn's bookkeeping.
+    w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &old_value,
+        None,
+        entra_tags(),
+    );
+    let (_, retire) = w.retire_messages().remove(0);
+
+    let outcome = w.run(&retire).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { .. }), "{outcome:?}");
+    assert!(
+        w.directory
+            .credentials(&w.app.object_id)
+            .iter()
+            .any(|c| c.key_id == k1),
+        "the credential the rolled-back version holds is kept"
+    );
+    assert!(w.directory.accepts(
+        &AppId::parse(APP).expect("app"),
+        &w.current_value("payments")
+    ));
+}
+
+#[tokio::test]
 async fn a_retire_job_never_removes_the_current_credential() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");
@@ -715,6 +868,56 @@ async fn a_credential_never_accepted_is_removed_and_the_job_retried() {
 }
 
 #[tokio::test]
+async fn an_enormous_retry_after_from_the_token_endpoint_ends_the_proof_without_panicking() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.faults.fail_next(
+        "prove",
+        PortError::new(
+            FailureKind::Transient {
+                retry_after: Some(Duration::from_secs(9_999_999_999_999)),
+            },
+            "token endpoint answered 429",
+        ),
+    );
+
+    let error = w
+        .run(&w.rotate_job(&v1))
+        .await
+        .expect_err("the proof gives up");
+
+    assert!(
+        matches!(error, RotationError::ProofTimedOut { .. }),
+        "{error}"
+    );
+    assert!(!error.is_permanent());
+    assert_eq!(w.versions("payments"), 1, "nothing stored");
+    assert_eq!(
+        w.keyturn_credentials(),
+        vec![k1],
+        "the unproven credential was removed"
+    );
+}
+
+#[tokio::test]
+async fn a_credential_whose_addition_cannot_be_audited_is_removed_again() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+
+    let error = run::run(&w.engine, &Refusing("credential.added"), &w.rotate_job(&v1))
+        .await
+        .expect_err("the audit refusal fails the job");
+
+    assert!(error.is_permanent(), "{error}");
+    assert_eq!(w.versions("payments"), 1, "nothing stored");
+    assert_eq!(
+        w.keyturn_credentials(),
+        vec![k1],
+        "the unaudited credential was removed"
+    );
+}
+
+#[tokio::test]
 async fn a_stale_job_is_skipped_as_already_rotated() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");
@@ -731,6 +934,55 @@ async fn a_stale_job_is_skipped_as_already_rotated() {
         }
     );
     assert_eq!(w.versions("payments"), 3);
+}
+
+#[tokio::test]
+async fn a_superseded_job_removes_the_credential_an_earlier_delivery_never_stored() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    let job = w.rotate_job(&v1);
+    w.faults.crash_after(CrashPoint {
+        operation: "add_password",
+        occurrence: 1,
+    });
+    w.run_until_crash(&job).await;
+    w.faults.disarm();
+    assert_eq!(
+        w.keyturn_credentials().len(),
+        2,
+        "the crashed delivery added one"
+    );
+    w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &SecretValue::new("typed-in"),
+        None,
+        entra_tags(),
+    );
+
+    let outcome = w.run(&job).await.expect("completes");
+
+    assert!(matches!(outcome, RunOutcome::Skipped { reason } if reason.contains("superseded")));
+    assert_eq!(w.keyturn_credentials(), vec![k1], "the stray was removed");
+    assert!(w.trail.has("credential.orphan_removed", Outcome::Succeeded));
+}
+
+#[tokio::test]
+async fn a_late_delivery_keeps_the_credential_its_stored_version_holds() {
+    let w = world();
+    let (v1, _) = w.seed_keyturn_version("payments");
+    let first = w.rotate_job(&v1);
+    w.run(&first).await.expect("rotates");
+    let v2 = w.current("payments");
+    let k2 = tags::Bookkeeping::read(&v2.tags).key_id.expect("key");
+    w.run(&w.rotate_job(&v2)).await.expect("rotates again");
+
+    w.run(&first).await.expect("completes");
+
+    assert!(
+        w.keyturn_credentials().contains(&k2),
+        "still in its overlap, so not a stray"
+    );
 }
 
 #[tokio::test]
@@ -817,6 +1069,33 @@ fn certificate_job(properties: &crate::ports::vault::CertificateProperties) -> J
         object: properties.id.without_version(),
         replaces_version: properties.id.version().expect("v").clone(),
     })
+}
+
+#[tokio::test]
+async fn a_retire_job_naming_a_certificate_is_skipped() {
+    let w = world();
+    let c1 = w
+        .vault
+        .put_certificate(&w.vault_url, &name("tls"), "Self", None, certificate_tags());
+    let (_, key_id) = w.seed_keyturn_version("other");
+    let retire = Job::new(Action::Retire {
+        object: c1.id.without_version(),
+        replaced_version: c1.id.version().expect("v").clone(),
+        app_object_id: w.app.object_id,
+        key_id,
+        successor_version: c1.id.version().expect("v").clone(),
+        rotated_by: certificate_job(&c1).job_id,
+    });
+
+    let outcome = w.run(&retire).await.expect("completes");
+
+    assert_eq!(
+        outcome,
+        RunOutcome::Skipped {
+            reason: "a certificate has no credential to retire".into()
+        }
+    );
+    assert!(w.keyturn_credentials().contains(&key_id));
 }
 
 #[tokio::test]

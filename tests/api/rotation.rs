@@ -279,6 +279,43 @@ async fn a_lasting_outage_abandons_the_message_for_redelivery() {
 }
 
 #[tokio::test]
+async fn an_event_refused_for_good_does_not_cost_the_rest_of_its_delivery() {
+    let (app, _dir) = app().await;
+    let r = &app.rotation;
+    let (_, v1, _) = seed(r, "payments");
+    r.faults.fail_next(
+        "secret_properties",
+        PortError::new(
+            FailureKind::PermissionDenied {
+                missing: "Key Vault Secrets Officer on kv-test".into(),
+            },
+            "Key Vault answered 403",
+        ),
+    );
+    let batch = json!([near_expiry(&v1), near_expiry(&v1)]);
+
+    let answer = return_value(
+        app.invoke("KeyVaultEvents", &envelope("event", batch))
+            .await,
+    )
+    .await;
+
+    let decisions = answer["decisions"].as_array().expect("decisions");
+    assert_eq!(decisions.len(), 2, "{answer}");
+    assert_eq!(decisions[0]["decision"], "failed", "{answer}");
+    assert_eq!(decisions[1]["decision"], "queued", "{answer}");
+    assert_eq!(r.queue.messages().len(), 1, "the second event was planned");
+    let entries = app.audit_entries().await;
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.record.action.as_str() == "rotation.planned"
+                && e.record.outcome == keyturn::ports::audit::Outcome::Failed),
+        "the refused event is audited"
+    );
+}
+
+#[tokio::test]
 async fn the_sweep_queues_what_is_due_and_reports_malformed_tags() {
     let (app, _dir) = app().await;
     let r = &app.rotation;

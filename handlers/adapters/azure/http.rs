@@ -34,6 +34,12 @@ pub const INITIAL_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// caller schedules the retry instead of holding the invocation open.
 pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
+/// Longest wait a server's `Retry-After` is taken at. Azure's throttling answers ask for
+/// seconds to minutes; an hour is well past any documented window, and a larger value
+/// (or a malformed one such as a timestamp sent as delta-seconds) would have a caller
+/// wait for centuries or overflow its clock arithmetic.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+
 /// Longest time spent retrying one call: a fraction of the Functions default five
 /// minute timeout, so a failing call still leaves time to record the failure.
 pub const MAX_RETRY_ELAPSED: Duration = Duration::from_secs(60);
@@ -254,8 +260,12 @@ pub fn failure_from_transport(
 
 /// The delay a 429/503 asks for: `x-ms-retry-after-ms` or `retry-after-ms`
 /// (milliseconds), else `Retry-After` as delta-seconds or an HTTP-date (relative to
-/// `now`; a date in the past means "now").
+/// `now`; a date in the past means "now"), at most [`MAX_RETRY_AFTER`].
 pub fn retry_after(headers: &Headers, now: OffsetDateTime) -> Option<Duration> {
+    requested_delay(headers, now).map(|wait| wait.min(MAX_RETRY_AFTER))
+}
+
+fn requested_delay(headers: &Headers, now: OffsetDateTime) -> Option<Duration> {
     for name in [X_MS_RETRY_AFTER_MS, RETRY_AFTER_MS] {
         if let Some(millis) = headers
             .get_optional_str(&name)
@@ -372,6 +382,21 @@ mod tests {
                     "status {status}, headers {pairs:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn an_enormous_retry_delay_is_capped() {
+        for pairs in [
+            &[("retry-after", "9999999999999")][..],
+            &[("x-ms-retry-after-ms", "18446744073709551615")][..],
+            &[("retry-after", "Fri, 31 Dec 9999 23:59:59 GMT")][..],
+        ] {
+            assert_eq!(
+                retry_after(&headers(pairs), now()),
+                Some(MAX_RETRY_AFTER),
+                "{pairs:?}"
+            );
         }
     }
 

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use crate::domain::names::ObjectId;
+use crate::domain::names::{ObjectId, ObjectVersion};
 use crate::ports::audit::Outcome;
 use crate::ports::vault::CertificateOperation;
 use crate::rotation::RotationError;
@@ -40,23 +40,14 @@ pub const MAX_FOLLOW_ATTEMPTS: u32 = 7 * 24;
 /// The issuer name Key Vault gives certificates issued outside it.
 const UNKNOWN_ISSUER: &str = "Unknown";
 
-pub(super) async fn rotate(step: &Step<'_>, attempt: u32) -> Result<RunOutcome, RotationError> {
-    let (object, replaces_version) = match &step.job.action {
-        Action::Rotate {
-            object,
-            replaces_version,
-        }
-        | Action::FollowRenewal {
-            object,
-            replaces_version,
-            ..
-        } => (object, replaces_version),
-        Action::Retire { object, .. } => {
-            return step
-                .skip(object, "a certificate has no credential to retire")
-                .await;
-        }
-    };
+/// Starts or follows the renewal of `object`, which was at `replaces_version` when the job
+/// was planned; `attempt` counts follow-up jobs (0 for the first).
+pub(super) async fn rotate(
+    step: &Step<'_>,
+    object: &ObjectId,
+    replaces_version: &ObjectVersion,
+    attempt: u32,
+) -> Result<RunOutcome, RotationError> {
     let certificates = &step.engine.ports().certificates;
     let current = retrying(
         step.engine,

@@ -15,7 +15,7 @@ use crate::ports::{FailureKind, PortError};
 use crate::rotation::RotationError;
 use crate::rotation::job::{Action, Job, JobId};
 use crate::rotation::plan::audit_object;
-use crate::rotation::retry::{backoff, retrying};
+use crate::rotation::retry::{Deadline, backoff, retrying};
 use crate::rotation::run::{RunOutcome, Step, credential_object, until};
 use crate::rotation::tags::{self, ManagedObject, NewBookkeeping};
 
@@ -69,7 +69,7 @@ pub(super) async fn rotate(
     let app = resolve(step, object, app_id).await?;
 
     // Invariant 3: what an earlier delivery of this job added but never stored goes first.
-    remove_strays(step, object, &app, None).await?;
+    remove_strays(step, object, &app, &[]).await?;
 
     let now = step.engine.clock().now();
     // Graph keeps whole seconds; the vault's expiry must equal the credential's end.
@@ -90,13 +90,29 @@ pub(super) async fn rotate(
         )
     })?;
     let new_key = issued.credential.key_id;
-    step.record(
-        "credential.added",
-        credential_object(object, app_id, Some(&new_key)),
-        Outcome::Succeeded,
-        &format!("valid until {}", end.to_rfc3339()),
-    )
-    .await?;
+    if let Err(error) = step
+        .record(
+            "credential.added",
+            credential_object(object, app_id, Some(&new_key)),
+            Outcome::Succeeded,
+            &format!("valid until {}", end.to_rfc3339()),
+        )
+        .await
+    {
+        // Refused for good, no delivery comes back to clear the credential up; a transient
+        // failure is left to the redelivery, which finds it by its marker (invariant 3).
+        if error.is_permanent() {
+            remove_quietly(
+                step,
+                object,
+                &app,
+                &new_key,
+                "its addition could not be audited",
+            )
+            .await;
+        }
+        return Err(error);
+    }
 
     // Invariant 4: proven before stored.
     if let Err(error) = prove(step, object, app_id, &issued).await {
@@ -115,7 +131,13 @@ pub(super) async fn rotate(
         &current.tags,
         &NewBookkeeping {
             key_id: Some(&new_key),
-            previous_key_id: managed.bookkeeping.key_id.as_ref(),
+            // Invariant 6: a key id is handed on only from a version keyturn wrote; one a
+            // person copied onto a version of their own proves nothing.
+            previous_key_id: managed
+                .bookkeeping
+                .key_id
+                .as_ref()
+                .filter(|_| managed.bookkeeping.written_by_keyturn()),
             previous_version: &previous_version,
             job_id: job_id.as_str(),
             rotated_at: now,
@@ -194,7 +216,7 @@ pub(super) async fn converge_after_store(
 ) -> Result<(), RotationError> {
     let notes = tags::Bookkeeping::read(&stored.tags);
     let app = resolve(step, object, app_id).await?;
-    remove_strays(step, object, &app, notes.key_id.as_ref()).await?;
+    remove_strays(step, object, &app, &notes.key_id.iter().collect::<Vec<_>>()).await?;
     let (Some(previous_key), Some(previous_version), Some(successor)) = (
         notes.previous_key_id,
         notes.previous_version,
@@ -259,12 +281,23 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
     let Some(current) = step.current_secret(object).await? else {
         return step.skip(object, "the secret no longer exists").await;
     };
-    let current_key = tags::Bookkeeping::read(&current.tags).key_id;
+    let current_notes = tags::Bookkeeping::read(&current.tags);
+    let current_key = current_notes.key_id;
     if current_key.as_ref() == Some(key_id) {
         return step
             .skip(
                 object,
                 "the credential is the one the current version holds",
+            )
+            .await;
+    }
+    // A version a person wrote after the successor (a rollback) may hold the very credential
+    // due for removal under a value keyturn cannot see; only keyturn's own versions tell.
+    if current.id.version() != Some(successor_version) && !current_notes.written_by_keyturn() {
+        return step
+            .skip(
+                object,
+                "the current version was not written by keyturn (a rollback?); the credential is kept",
             )
             .await;
     }
@@ -279,14 +312,58 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
             e,
         )
     })?;
-    let successor_stored = successor
+    let Some(successor_notes) = successor
         .as_ref()
-        .is_some_and(|s| tags::Bookkeeping::read(&s.tags).written_by_keyturn());
-    if !successor_stored {
+        .map(|s| tags::Bookkeeping::read(&s.tags))
+        .filter(tags::Bookkeeping::written_by_keyturn)
+    else {
         return step
             .skip(
                 object,
                 "the successor version is not stored; nothing is retired",
+            )
+            .await;
+    };
+    // Invariant 6: only the key keyturn recorded as the successor's predecessor.
+    if successor_notes.previous_key_id.as_ref() != Some(key_id) {
+        return step
+            .skip(
+                object,
+                "the successor version does not record the credential as the one it replaces",
+            )
+            .await;
+    }
+
+    // Only on the application the secret names now, never on one a job merely carries.
+    let app_id = match tags::managed(object.object_type(), &current.tags, step.engine.defaults()) {
+        Ok(Some(ManagedObject {
+            policy:
+                tags::RotationPolicy {
+                    kind: tags::Kind::EntraAppSecret { app_id },
+                    ..
+                },
+            ..
+        })) => app_id,
+        _ => {
+            return step
+                .skip(object, "the secret no longer names an application")
+                .await;
+        }
+    };
+    let app = match resolve(step, object, &app_id).await {
+        Ok(app) => app,
+        Err(RotationError::ApplicationNotFound { .. }) => {
+            return step
+                .skip(object, "the application the secret names does not exist")
+                .await;
+        }
+        Err(error) => return Err(error),
+    };
+    if app.object_id != *app_object_id {
+        return step
+            .skip(
+                object,
+                "the job's application is not the one the secret names",
             )
             .await;
     }
@@ -302,21 +379,7 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
             e,
         )
     })?;
-    let app_id = match tags::managed(object.object_type(), &current.tags, step.engine.defaults()) {
-        Ok(Some(ManagedObject {
-            policy:
-                tags::RotationPolicy {
-                    kind: tags::Kind::EntraAppSecret { app_id },
-                    ..
-                },
-            ..
-        })) => Some(app_id),
-        _ => None,
-    };
-    let audited = |key: &KeyId| match &app_id {
-        Some(app_id) => credential_object(object, app_id, Some(key)),
-        None => audit_object(object, None),
-    };
+    let audited = |key: &KeyId| credential_object(object, &app_id, Some(key));
     let outcome = match credentials.iter().find(|c| c.key_id == *key_id) {
         None => {
             step.record(
@@ -394,12 +457,41 @@ async fn resolve(
     })
 }
 
-/// Removes every credential bearing this job's marker except `keep`.
+/// For a job whose version is no longer current: removes what an earlier delivery of it
+/// added but never stored (invariant 3). The credentials the current version records (its
+/// own and, during the overlap, the one it replaced) are the vault's and stay.
+pub(super) async fn remove_strays_when_skipped(
+    step: &Step<'_>,
+    object: &ObjectId,
+    current: &SecretProperties,
+) -> Result<(), RotationError> {
+    let Ok(Some(managed)) =
+        tags::managed(object.object_type(), &current.tags, step.engine.defaults())
+    else {
+        return Ok(());
+    };
+    let tags::Kind::EntraAppSecret { app_id } = &managed.policy.kind else {
+        return Ok(());
+    };
+    let app = match resolve(step, object, app_id).await {
+        Ok(app) => app,
+        Err(RotationError::ApplicationNotFound { .. }) => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    let notes = &managed.bookkeeping;
+    let held: Vec<&KeyId> = [notes.key_id.as_ref(), notes.previous_key_id.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    remove_strays(step, object, &app, &held).await
+}
+
+/// Removes every credential bearing this job's marker except those in `keep`.
 async fn remove_strays(
     step: &Step<'_>,
     object: &ObjectId,
     app: &Application,
-    keep: Option<&KeyId>,
+    keep: &[&KeyId],
 ) -> Result<(), RotationError> {
     let directory = &step.engine.ports().directory;
     let credentials = retrying(step.engine, step.deadline, "listing credentials", || {
@@ -414,7 +506,7 @@ async fn remove_strays(
     })?;
     let strays = credentials
         .iter()
-        .filter(|c| marked_job(c).as_ref() == Some(&step.job.job_id) && Some(&c.key_id) != keep);
+        .filter(|c| marked_job(c).as_ref() == Some(&step.job.job_id) && !keep.contains(&&c.key_id));
     for stray in strays {
         remove(step, &app.object_id, &stray.key_id).await?;
         step.record(
@@ -493,9 +585,9 @@ async fn prove(
 ) -> Result<(), RotationError> {
     let engine = step.engine;
     let started = engine.clock().now();
-    let budget_end =
-        started + chrono::Duration::from_std(PROOF_BUDGET).unwrap_or(chrono::Duration::MAX);
-    let give_up_at: DateTime<Utc> = budget_end.min(step.deadline.0);
+    let give_up_at: DateTime<Utc> = Deadline::after(started, PROOF_BUDGET)
+        .0
+        .min(step.deadline.0);
     let mut attempt = 1;
     loop {
         let (wait, code) = match engine.ports().prover.prove(app_id, &issued.secret).await {
@@ -515,7 +607,9 @@ async fn prove(
             },
         };
         let now = engine.clock().now();
-        if now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX) > give_up_at {
+        // A wait the clock cannot even represent passes the deadline; no panic on a
+        // server's word.
+        if Deadline(give_up_at).would_pass(now, wait) {
             return Err(RotationError::ProofTimedOut {
                 object: object.to_string(),
                 waited_s: until(started, now).as_secs(),

@@ -26,9 +26,11 @@
 //!    that the credential it removes is not the one the current version holds.
 //! 6. **Only keyturn's credentials are removed.** A credential is removed only when its
 //!    keyId was recorded by keyturn on a version keyturn wrote (`keyturn-key-id`, handed on
-//!    as `keyturn-previous-key-id`) *and* it carries keyturn's marker, or when it carries
-//!    the marker of the job at hand and the vault does not hold it (invariant 3). A
-//!    credential a person added is never removed.
+//!    as `keyturn-previous-key-id` on the successor keyturn wrote) *and* it carries
+//!    keyturn's marker, on the application the secret names now, while the current version
+//!    is that successor or one keyturn wrote after it; or when it carries the marker of the
+//!    job at hand and the vault does not hold it (invariant 3). A credential a person added
+//!    is never removed.
 //! 7. **Follow-ups are re-sent on convergence.** A delivery that finds its job already
 //!    done by itself re-sends the job's follow-ups (retirement); their deterministic ids
 //!    make the broker drop a copy it already holds, and retiring twice is harmless.
@@ -99,11 +101,25 @@ pub async fn run(
         Action::Rotate {
             replaces_version, ..
         } => match object.object_type() {
-            ObjectType::Certificate => certificate::rotate(&step, 0).await,
+            ObjectType::Certificate => {
+                certificate::rotate(&step, object, replaces_version, 0).await
+            }
             _ => rotate_secret(&step, object, replaces_version).await,
         },
-        Action::FollowRenewal { attempt, .. } => certificate::rotate(&step, *attempt).await,
-        Action::Retire { .. } => entra::retire(&step).await,
+        Action::FollowRenewal {
+            replaces_version,
+            attempt,
+            ..
+        } => certificate::rotate(&step, object, replaces_version, *attempt).await,
+        // Key Vault renews a certificate in place: there is no credential to retire, and a
+        // secret of the same name (a certificate's backing secret) is not keyturn's to touch.
+        Action::Retire { .. } => match object.object_type() {
+            ObjectType::Certificate => {
+                step.skip(object, "a certificate has no credential to retire")
+                    .await
+            }
+            _ => entra::retire(&step).await,
+        },
     };
     match result {
         Ok(outcome) => {
@@ -144,6 +160,9 @@ async fn rotate_secret(
             }
             return step.skip(object, "already rotated").await;
         }
+        // A delivery that died between adding and storing left a credential only this
+        // job's marker finds; no other delivery will come back for it.
+        entra::remove_strays_when_skipped(step, object, &current).await?;
         let reason = if notes.written_by_keyturn() {
             "already rotated"
         } else {
