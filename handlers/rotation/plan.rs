@@ -231,22 +231,7 @@ pub async fn from_event(
     }
     let decision = match assess(&state, engine.defaults(), now) {
         Assessment::Due { job, due, policy } => {
-            send(engine, deadline, &job).await?;
-            let reason = format!(
-                "{} job {} queued ({})",
-                policy.kind.name(),
-                job.job_id,
-                due_text(&due)
-            );
-            audit
-                .record(
-                    "rotation.planned",
-                    audit_object(&state.id, None),
-                    Outcome::Succeeded,
-                    Some(&reason),
-                )
-                .await
-                .map_err(|e| RotationError::port("auditing", e))?;
+            queue_due(engine, audit, deadline, &state, &job, &due, &policy, "").await?;
             EventDecision::Queued {
                 job_id: job.job_id.clone(),
             }
@@ -305,6 +290,37 @@ async fn current_state(
         .map(|p| p.as_ref().map(ObjectState::from))
         .map_err(|e| RotationError::port(format!("reading secret {id}"), e)),
     }
+}
+
+/// Sends the job for a due object, then records that it was planned (`source` says who
+/// found it, for the audit reason).
+#[allow(clippy::too_many_arguments)]
+async fn queue_due(
+    engine: &Engine,
+    audit: &dyn Recorder,
+    deadline: Deadline,
+    state: &ObjectState,
+    job: &Job,
+    due: &Due,
+    policy: &RotationPolicy,
+    source: &str,
+) -> Result<(), RotationError> {
+    send(engine, deadline, job).await?;
+    let reason = format!(
+        "{} job {} queued{source} ({})",
+        policy.kind.name(),
+        job.job_id,
+        due_text(due)
+    );
+    audit
+        .record(
+            "rotation.planned",
+            audit_object(&state.id, None),
+            Outcome::Succeeded,
+            Some(&reason),
+        )
+        .await
+        .map_err(|e| RotationError::port("auditing", e))
 }
 
 async fn send(engine: &Engine, deadline: Deadline, job: &Job) -> Result<(), RotationError> {
@@ -418,22 +434,17 @@ async fn sweep_vault(
         outcome.examined += 1;
         match assess(&state, engine.defaults(), now) {
             Assessment::Due { job, due, policy } => {
-                send(engine, deadline, &job).await?;
-                let reason = format!(
-                    "{} job {} queued by the sweep ({})",
-                    policy.kind.name(),
-                    job.job_id,
-                    due_text(&due)
-                );
-                audit
-                    .record(
-                        "rotation.planned",
-                        audit_object(&state.id, None),
-                        Outcome::Succeeded,
-                        Some(&reason),
-                    )
-                    .await
-                    .map_err(|e| RotationError::port("auditing", e))?;
+                queue_due(
+                    engine,
+                    audit,
+                    deadline,
+                    &state,
+                    &job,
+                    &due,
+                    &policy,
+                    " by the sweep",
+                )
+                .await?;
                 outcome.queued += 1;
             }
             Assessment::Malformed(error) => {
