@@ -126,6 +126,7 @@ async fn run() -> BenchResult<()> {
                 managed: true,
             },
             cache_ttl: Duration::from_secs(300),
+            clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
         }),
         ..PolicyConfig::default()
     };

@@ -1082,6 +1082,8 @@ pub struct EntraDeviceSettings {
     pub require_compliant: bool,
     pub require_managed: bool,
     pub cache_seconds: u64,
+    /// KEYTURN_CLOCK_SKEW_SECONDS, which applies to every certificate chain.
+    pub clock_skew_seconds: u64,
 }
 
 /// keyturn's own TLS listener (self-hosted mode).
@@ -1234,6 +1236,7 @@ impl EndpointSettings {
                 require_compliant: require.0,
                 require_managed: require.1,
                 cache_seconds,
+                clock_skew_seconds,
             }),
             (true, None) => {
                 c.fail(
@@ -1784,6 +1787,10 @@ mod tests {
         assert!(chain.check_revocation);
         let entra = endpoint.entra_device.expect("entra");
         assert!(entra.require_compliant && !entra.require_managed);
+        assert_eq!(
+            entra.clock_skew_seconds, 300,
+            "the one clock-skew setting reaches entra-device too"
+        );
         assert_eq!(endpoint.tls.expect("tls").address.port(), 8443);
         assert_eq!(endpoint.rate_limit_per_address, 0);
     }

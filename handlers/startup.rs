@@ -324,6 +324,7 @@ pub fn policy_config(settings: &Settings) -> PolicyConfig {
                 managed: d.require_managed,
             },
             cache_ttl: Duration::from_secs(d.cache_seconds),
+            clock_skew: Duration::from_secs(d.clock_skew_seconds),
         }),
     }
 }

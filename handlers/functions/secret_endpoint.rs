@@ -210,6 +210,8 @@ pub struct EntraDeviceConfig {
     pub roots: PathBuf,
     pub requirements: DeviceRequirements,
     pub cache_ttl: Duration,
+    /// How far ahead of our clock a device certificate's notBefore may lie.
+    pub clock_skew: Duration,
 }
 
 impl Endpoint {
@@ -329,9 +331,9 @@ fn entra_chain_options(config: &PolicyConfig) -> ChainOptions {
     let defaults = ChainOptions::default();
     ChainOptions {
         clock_skew: config
-            .chain
+            .entra_device
             .as_ref()
-            .map_or(defaults.clock_skew, |chain| chain.clock_skew),
+            .map_or(defaults.clock_skew, |entra| entra.clock_skew),
         // Entra publishes no CRL for device certificates: a device is revoked by
         // disabling or deleting it, which the directory lookup sees.
         revocation: RevocationPolicy::NotChecked,
@@ -695,15 +697,15 @@ mod tests {
 
     #[test]
     fn the_entra_device_chain_allows_the_configured_clock_skew() {
-        let chain = ChainConfig {
-            roots: PathBuf::from("roots.pem"),
-            intermediates: Vec::new(),
-            crls: Vec::new(),
-            check_revocation: true,
+        // entra-device alone, without the chain policy: its own skew applies.
+        let entra = EntraDeviceConfig {
+            roots: PathBuf::from("device-roots.pem"),
+            requirements: DeviceRequirements::default(),
+            cache_ttl: Duration::from_secs(300),
             clock_skew: Duration::from_secs(17),
         };
         let config = PolicyConfig {
-            chain: Some(chain),
+            entra_device: Some(entra),
             ..PolicyConfig::default()
         };
         let options = entra_chain_options(&config);

@@ -906,6 +906,7 @@ async fn entra_fixture() -> EntraFixture {
             roots: pki.path("roots.pem"),
             requirements: DeviceRequirements::default(),
             cache_ttl: Duration::from_secs(300),
+            clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
         }),
         ..PolicyConfig::default()
     };
@@ -970,6 +971,7 @@ async fn a_throttled_directory_answers_503_with_its_retry_after() {
             roots: pki.path("roots.pem"),
             requirements: DeviceRequirements::default(),
             cache_ttl: Duration::from_secs(300),
+            clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
         }),
         ..PolicyConfig::default()
     };

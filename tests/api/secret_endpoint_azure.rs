@@ -235,6 +235,7 @@ impl AzureApp {
                 roots: ca.dir.path().join("roots.pem"),
                 requirements: DeviceRequirements::default(),
                 cache_ttl: DEFAULT_CACHE_TTL,
+                clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
             }),
             ..PolicyConfig::default()
         };
