@@ -166,8 +166,8 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Settings or a start-up failure that names every bad setting.
-fn settings() -> Result<Settings, ExitCode> {
-    Settings::from_env(&Environment::from_process()).map_err(|e| {
+fn settings(env: &Environment) -> Result<Settings, ExitCode> {
+    Settings::from_env(env).map_err(|e| {
         eprintln!("keyturn: {e}");
         ExitCode::from(1)
     })
@@ -221,7 +221,8 @@ async fn dev(
 }
 
 async fn serve(port: u16) -> ExitCode {
-    let settings = match settings() {
+    let env = Environment::from_process();
+    let settings = match settings(&env) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -229,7 +230,7 @@ async fn serve(port: u16) -> ExitCode {
         eprintln!("keyturn: {e}");
         return ExitCode::from(1);
     }
-    let services = match startup::services(&settings, &Environment::from_process()).await {
+    let services = match startup::services(&settings, &env).await {
         Ok(s) => s,
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
@@ -268,8 +269,7 @@ async fn serve(port: u16) -> ExitCode {
         ));
     }
     tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
-    let exit_with_parent =
-        Environment::from_process().value("KEYTURN_EXIT_WITH_PARENT") == Some("true");
+    let exit_with_parent = env.value("KEYTURN_EXIT_WITH_PARENT") == Some("true");
     let shutdown = async move {
         if exit_with_parent {
             tokio::select! {
@@ -377,7 +377,7 @@ fn config_check() -> ExitCode {
 }
 
 async fn audit_verify() -> ExitCode {
-    let settings = match settings() {
+    let settings = match settings(&Environment::from_process()) {
         Ok(s) => s,
         Err(_) => return ExitCode::from(2),
     };
