@@ -169,10 +169,20 @@ pub struct AuditLog {
 /// Appends waiting to be written, and the turn to write them. Whoever holds the turn
 /// writes what is waiting (up to the store's batch size) in one store write, so
 /// concurrent appends in one process share a commit instead of racing for the head.
+/// The turn also guards the head this process last wrote: the next batch is sealed
+/// after it without reading the store again. Should another writer have appended in
+/// between, the store refuses the position and the head is read afresh.
 #[derive(Debug, Default)]
 struct AppendQueue {
     waiting: std::sync::Mutex<VecDeque<Waiting>>,
-    turn: Arc<tokio::sync::Mutex<()>>,
+    turn: Arc<tokio::sync::Mutex<Option<KnownHead>>>,
+}
+
+/// The last entry this process stored: the next sequence and the hash it links to.
+#[derive(Debug, Clone, Copy)]
+struct KnownHead {
+    next: u64,
+    hash: EntryHash,
 }
 
 #[derive(Debug)]
@@ -197,7 +207,14 @@ impl AuditLog {
         let (answer, mut answered) = oneshot::channel();
         self.waiting().push_back(Waiting { record, answer });
         loop {
-            let turn = self.queue.turn.clone().lock_owned().await;
+            // Whichever comes first: the entry written in another append's batch, or
+            // the turn to write a batch. Waiting for the turn alone would make every
+            // append of a written batch take the turn in order just to learn that.
+            let mut turn = tokio::select! {
+                biased;
+                result = &mut answered => return result.unwrap_or(Err(AuditError::Abandoned)),
+                turn = self.queue.turn.clone().lock_owned() => turn,
+            };
             match answered.try_recv() {
                 Ok(result) => return result,
                 Err(oneshot::error::TryRecvError::Closed) => return Err(AuditError::Abandoned),
@@ -213,7 +230,7 @@ impl AuditLog {
             // release the turn before the write has finished.
             let store = self.store.clone();
             let writer = tokio::spawn(async move {
-                write_batch(store.as_ref(), batch).await;
+                write_batch(store.as_ref(), batch, &mut turn).await;
                 drop(turn);
             });
             if writer.await.is_err() {
@@ -247,28 +264,30 @@ impl AuditLog {
 
 /// Seals `batch` after the stored head and stores it in one write, starting over from
 /// the new head when another writer got there first; answers every waiting append.
-async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>) {
+async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>, known: &mut Option<KnownHead>) {
     if batch.is_empty() {
         return;
     }
+    // Whatever happens below, only a successful write leaves a head to trust.
+    let mut start = known.take();
     let failure = 'attempts: {
         for attempt in 1..=MAX_APPEND_ATTEMPTS {
-            let head = match store.head().await {
-                Ok(head) => head,
-                Err(error) => break 'attempts Failure::Store("reading the head", error),
-            };
-            let (first, prev_hash) = match head {
-                None => (1, EntryHash::GENESIS),
-                Some(StoredEntry {
-                    position,
-                    content: Ok(head),
-                }) if head.sequence == position => match position.checked_add(1) {
-                    Some(next) => (next, head.hash),
-                    None => break 'attempts Failure::SequenceExhausted,
+            let (first, prev_hash) = match start.take() {
+                Some(head) => (head.next, head.hash),
+                None => match store.head().await {
+                    Ok(None) => (1, EntryHash::GENESIS),
+                    Ok(Some(StoredEntry {
+                        position,
+                        content: Ok(head),
+                    })) if head.sequence == position => match position.checked_add(1) {
+                        Some(next) => (next, head.hash),
+                        None => break 'attempts Failure::SequenceExhausted,
+                    },
+                    Ok(Some(StoredEntry { position, .. })) => {
+                        break 'attempts Failure::CorruptHead(position);
+                    }
+                    Err(error) => break 'attempts Failure::Store("reading the head", error),
                 },
-                Some(StoredEntry { position, .. }) => {
-                    break 'attempts Failure::CorruptHead(position);
-                }
             };
             let mut entries = Vec::with_capacity(batch.len());
             let mut prev_hash = prev_hash;
@@ -285,6 +304,12 @@ async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>) {
             }
             match store.append_all(&entries).await {
                 Ok(()) => {
+                    *known = entries.last().and_then(|last| {
+                        Some(KnownHead {
+                            next: last.sequence.checked_add(1)?,
+                            hash: last.hash,
+                        })
+                    });
                     for (waiting, entry) in batch.into_iter().zip(entries) {
                         let _ = waiting.answer.send(Ok(entry));
                     }
@@ -838,12 +863,15 @@ mod tests {
 
     #[tokio::test]
     async fn an_append_refuses_to_continue_from_a_misplaced_head() {
-        let (store, log) = log_with(2).await;
+        let (store, _) = log_with(2).await;
         {
             let mut entries = store.entries.lock().expect("test lock");
             let moved = entries.remove(&2).expect("entry 2 exists");
             entries.insert(7, moved);
         }
+        // A writer that reads the head (a process starting, or one whose remembered
+        // head was refused).
+        let log = AuditLog::new(store.clone());
 
         let error = log
             .append(rotation_record(9))
@@ -854,6 +882,27 @@ mod tests {
             matches!(error, AuditError::CorruptHead { position: 7 }),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_writer_whose_remembered_head_went_stale_continues_from_the_stored_one() {
+        let (store, first) = log_with(1).await;
+        let second = AuditLog::new(store.clone());
+        for round in 0..3 {
+            second
+                .append(rotation_record(10 + round))
+                .await
+                .expect("the other writer appends");
+            // `first` remembers the head it wrote; the store refuses that position and
+            // the append starts again from the stored head.
+            first
+                .append(rotation_record(20 + round))
+                .await
+                .expect("the stale writer appends after the others");
+        }
+        let report = first.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.entries_checked, 7);
     }
 
     #[tokio::test]

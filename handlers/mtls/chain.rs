@@ -200,6 +200,8 @@ pub struct ChainPolicy {
     intermediates: Vec<CertificateDer<'static>>,
     crls: RwLock<Arc<CrlSet>>,
     options: ChainOptions,
+    /// The earliest notAfter of the roots and configured intermediates.
+    material_not_after: Option<DateTime<Utc>>,
 }
 
 impl Default for ChainOptions {
@@ -347,11 +349,17 @@ impl ChainPolicy {
         crls: CrlSet,
         options: ChainOptions,
     ) -> Result<Self, TrustError> {
+        let material_not_after = roots
+            .iter()
+            .chain(&intermediates)
+            .map(|der| not_after_of(der.as_ref()))
+            .min();
         Ok(Self {
             anchors: trust::trust_anchors(roots)?,
             intermediates,
             crls: RwLock::new(Arc::new(crls)),
             options,
+            material_not_after,
         })
     }
 
@@ -373,6 +381,17 @@ impl ChainPolicy {
 
     pub fn options(&self) -> &ChainOptions {
         &self.options
+    }
+
+    /// The earliest instant at which the policy's own material can change a decision:
+    /// a root or configured intermediate expiring, or (when revocation is checked) the
+    /// CRLs in force going stale. `None` when nothing of it expires.
+    pub fn horizon(&self) -> Option<DateTime<Utc>> {
+        let crls = match self.options.revocation {
+            RevocationPolicy::NotChecked => None,
+            RevocationPolicy::Crl { .. } => self.crls().next_update(),
+        };
+        self.material_not_after.into_iter().chain(crls).min()
     }
 
     /// The CRLs in force.
@@ -556,6 +575,15 @@ fn to_utc(time: UnixTime) -> DateTime<Utc> {
         .ok()
         .and_then(|secs| DateTime::from_timestamp(secs, 0))
         .unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// A certificate's notAfter. A certificate x509-parser cannot read stands in with the
+/// earliest time there is, so nothing relying on it is kept.
+fn not_after_of(der: &[u8]) -> DateTime<Utc> {
+    <x509_parser::prelude::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(der)
+        .ok()
+        .and_then(|(_, cert)| DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 #[cfg(test)]

@@ -151,11 +151,43 @@ impl EntraDevicePolicy {
         presented_intermediates: &[CertificateDer<'_>],
         now: DateTime<Utc>,
     ) -> Result<(ClientIdentity, DeviceId), EntraDeviceRejection> {
+        let certificate = self.verify_certificate(leaf, presented_intermediates, now)?;
+        let device_id = self.check_device(&certificate, now).await?;
+        Ok((
+            leaf.clone().into_identity(PolicyKind::EntraDevice),
+            device_id,
+        ))
+    }
+
+    /// The checks that depend on the certificate alone: its subject names a device and
+    /// it chains to the device-certificate root at `now`. What it returns stays true
+    /// until the chain's validity ends, so callers may keep it (see
+    /// [`crate::mtls::verdicts`]); the directory is asked by [`Self::check_device`].
+    pub fn verify_certificate(
+        &self,
+        leaf: &ClientCertificate,
+        presented_intermediates: &[CertificateDer<'_>],
+        now: DateTime<Utc>,
+    ) -> Result<DeviceCertificate, EntraDeviceRejection> {
         let facts = LeafFacts::of(leaf).ok_or(EntraDeviceRejection::SubjectNotDeviceId)?;
-        let device_id = facts.device_id;
         self.chain
             .validate(leaf, presented_intermediates, now)
             .map_err(EntraDeviceRejection::Chain)?;
+        Ok(DeviceCertificate {
+            device_id: facts.device_id,
+            sha1: sha1_thumbprint(leaf.der().as_ref()).to_string(),
+            key_hashes: facts.key_hashes,
+        })
+    }
+
+    /// The directory's part: the device exists, is enabled, binds this certificate
+    /// and meets the requirements. Answers come from the cache while fresh.
+    pub async fn check_device(
+        &self,
+        certificate: &DeviceCertificate,
+        now: DateTime<Utc>,
+    ) -> Result<DeviceId, EntraDeviceRejection> {
+        let device_id = certificate.device_id;
         let device = self
             .device(&device_id, now)
             .await
@@ -164,11 +196,10 @@ impl EntraDevicePolicy {
         if !device.account_enabled {
             return Err(EntraDeviceRejection::DeviceDisabled { device_id });
         }
-        let sha1 = sha1_thumbprint(leaf.der().as_ref()).to_string();
         if !device
             .alternative_security_ids
             .iter()
-            .any(|entry| binds(entry, &sha1, &facts.key_hashes))
+            .any(|entry| binds(entry, &certificate.sha1, &certificate.key_hashes))
         {
             return Err(EntraDeviceRejection::CertificateNotBound { device_id });
         }
@@ -178,10 +209,13 @@ impl EntraDevicePolicy {
         if self.requirements.managed && device.is_managed != Some(true) {
             return Err(EntraDeviceRejection::NotManaged { device_id });
         }
-        Ok((
-            leaf.clone().into_identity(PolicyKind::EntraDevice),
-            device_id,
-        ))
+        Ok(device_id)
+    }
+
+    /// The chain policy that checks device certificates, for its trust-material
+    /// horizon.
+    pub fn chain(&self) -> &ChainPolicy {
+        &self.chain
     }
 
     /// The device from the cache while fresh, else from the directory. Errors are not
@@ -219,6 +253,23 @@ impl EntraDevicePolicy {
         // The map holds plain data: a panic elsewhere cannot leave it half-updated in a
         // way that matters, so a poisoned lock is used as is.
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A device certificate that chains to the device-certificate root, with what the
+/// directory check needs from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCertificate {
+    device_id: DeviceId,
+    /// The certificate's SHA-1 thumbprint, uppercase hex, as bindings write it.
+    sha1: String,
+    /// SHA-256 of the subjectPublicKey bits, and of the whole SubjectPublicKeyInfo.
+    key_hashes: [[u8; 32]; 2],
+}
+
+impl DeviceCertificate {
+    pub fn device_id(&self) -> DeviceId {
+        self.device_id
     }
 }
 

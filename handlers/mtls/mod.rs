@@ -10,4 +10,5 @@ pub mod header;
 pub mod policies;
 pub mod thumbprints;
 pub mod trust;
+pub mod verdicts;
 pub mod verify_cli;

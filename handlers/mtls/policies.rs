@@ -18,6 +18,8 @@ use crate::mtls::chain::ChainPolicy;
 use crate::mtls::entra_device::{EntraDevicePolicy, EntraDeviceRejection};
 use crate::mtls::header::parse_arr_client_cert;
 use crate::mtls::thumbprints::TrustedThumbprints;
+use crate::mtls::trust::CrlSet;
+use crate::mtls::verdicts::{PresentedKey, Verdict, VerdictCache};
 use crate::ports::FailureKind;
 
 /// Where a request's client certificate came from.
@@ -80,6 +82,7 @@ pub struct CertificatePolicies {
     thumbprints: Option<TrustedThumbprints>,
     chain: Option<Arc<ChainPolicy>>,
     entra_device: Option<EntraDevicePolicy>,
+    verdicts: VerdictCache,
 }
 
 impl std::fmt::Debug for CertificatePolicies {
@@ -165,6 +168,73 @@ impl CertificatePolicies {
                 None,
             ));
         }
+        let crls = self.crls_in_force();
+        let key = self.cache_key(presented);
+        let cached = key.and_then(|key| self.verdicts.get(&key, now, crls.as_ref()));
+        let verdict = match cached {
+            Some(verdict) => verdict,
+            None => {
+                let (verdict, until) = self.check_locally(presented, now)?;
+                let verdict = Arc::new(verdict);
+                if let Some(key) = key {
+                    self.verdicts
+                        .insert(key, verdict.clone(), now, until, crls.clone());
+                }
+                verdict
+            }
+        };
+
+        let mut policies = verdict.policies.clone();
+        let mut device_id = None;
+        if let (Some(entra), Some(certificate)) = (&self.entra_device, &verdict.device) {
+            let thumbprint = Some(verdict.leaf.thumbprint());
+            let device = entra
+                .check_device(certificate, now)
+                .await
+                .map_err(|e| entra_refusal(&e, thumbprint))?;
+            policies.push(PolicyKind::EntraDevice);
+            device_id = Some(device);
+        }
+        Ok(Authenticated {
+            identity: verdict.identity.clone(),
+            device_id,
+            policies,
+        })
+    }
+
+    /// How many presented certificates have a verdict kept (see
+    /// [`crate::mtls::verdicts`]).
+    pub fn kept_verdicts(&self) -> usize {
+        self.verdicts.len()
+    }
+
+    /// The chain policy's CRLs in force; verdicts reached under other CRLs miss.
+    fn crls_in_force(&self) -> Option<Arc<CrlSet>> {
+        self.chain.as_ref().map(|chain| chain.crls())
+    }
+
+    /// The verdict cache's key for what was presented, when it can be cached: only
+    /// certificates that reach the policies (a trusted header, a TLS peer chain).
+    fn cache_key(&self, presented: Presented<'_>) -> Option<PresentedKey> {
+        match presented {
+            Presented::ArrHeader(value) if self.trust_arr_header => {
+                Some(PresentedKey::header(value))
+            }
+            Presented::PeerChain(chain) if !chain.is_empty() => Some(PresentedKey::peer_chain(
+                chain.iter().map(|der| der.as_ref()),
+            )),
+            _ => None,
+        }
+    }
+
+    /// Every check that depends on the presented certificate alone: parsing it, the
+    /// pins, the chain and the device certificate's chain. Returns the verdict and the
+    /// instant until which it holds (see [`crate::mtls::verdicts`]).
+    fn check_locally(
+        &self,
+        presented: Presented<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(Verdict, DateTime<Utc>), CertificateRefusal> {
         let (leaf, intermediates) = self.extract(presented)?;
         let thumbprint = Some(leaf.thumbprint());
         let rejected = |step, reason, detail: String| {
@@ -179,6 +249,7 @@ impl CertificatePolicies {
 
         let mut policies = Vec::new();
         let mut identity = None;
+        let mut until = leaf.not_after();
         if let Some(pins) = &self.thumbprints {
             let accepted = pins.validate(&leaf).map_err(|e| {
                 rejected(
@@ -196,45 +267,27 @@ impl CertificatePolicies {
                 .map_err(|e| rejected(PolicyKind::Chain.as_str(), e.reason(), e.to_string()))?;
             policies.push(PolicyKind::Chain);
             identity.get_or_insert(accepted);
+            until = until.min(horizon(chain, intermediates, now));
         }
-        let mut device_id = None;
+        let mut device = None;
         if let Some(entra) = &self.entra_device {
-            let (accepted, device) =
-                entra
-                    .validate(&leaf, intermediates, now)
-                    .await
-                    .map_err(|e| {
-                        let (kind, retry_after) = match &e {
-                            EntraDeviceRejection::DirectoryUnavailable(error) => (
-                                RefusalKind::Unavailable,
-                                match error.kind {
-                                    FailureKind::Transient { retry_after } => retry_after,
-                                    _ => None,
-                                },
-                            ),
-                            _ => (RefusalKind::CertificateRejected, None),
-                        };
-                        CertificateRefusal {
-                            retry_after,
-                            ..refusal(
-                                kind,
-                                PolicyKind::EntraDevice.as_str(),
-                                e.reason(),
-                                e.to_string(),
-                                thumbprint,
-                            )
-                        }
-                    })?;
-            policies.push(PolicyKind::EntraDevice);
-            device_id = Some(device);
-            identity.get_or_insert(accepted);
+            let certificate = entra
+                .verify_certificate(&leaf, intermediates, now)
+                .map_err(|e| entra_refusal(&e, thumbprint))?;
+            identity.get_or_insert_with(|| leaf.clone().into_identity(PolicyKind::EntraDevice));
+            device = Some(certificate);
+            until = until.min(horizon(entra.chain(), intermediates, now));
         }
         let identity = identity.expect("at least one policy is configured, checked above");
-        Ok(Authenticated {
-            identity,
-            device_id,
-            policies,
-        })
+        Ok((
+            Verdict {
+                leaf,
+                identity,
+                policies,
+                device,
+            },
+            until,
+        ))
     }
 
     /// The leaf and the intermediates that came with it.
@@ -297,6 +350,54 @@ impl CertificatePolicies {
                     })
             }
         }
+    }
+}
+
+/// The instant until which `chain`'s acceptance of a certificate presented with
+/// `intermediates` at `now` certainly stands: the earliest notAfter of the presented
+/// intermediates and of the policy's trust material, and the earliest nextUpdate of its
+/// CRLs. A presented intermediate that does not parse may have been ignored by path
+/// building, but nothing is assumed about it: the verdict is not kept.
+fn horizon(
+    chain: &ChainPolicy,
+    intermediates: &[CertificateDer<'static>],
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let mut until = chain.horizon().unwrap_or(DateTime::<Utc>::MAX_UTC);
+    for der in intermediates {
+        match ClientCertificate::from_der(der.as_ref().to_vec()) {
+            Ok(certificate) => until = until.min(certificate.not_after()),
+            Err(_) => return now,
+        }
+    }
+    until
+}
+
+/// The refusal for an entra-device rejection: the directory failing is "try again
+/// later" (with its `Retry-After`), anything else a rejected certificate.
+fn entra_refusal(
+    rejection: &EntraDeviceRejection,
+    thumbprint: Option<Thumbprint>,
+) -> CertificateRefusal {
+    let (kind, retry_after) = match rejection {
+        EntraDeviceRejection::DirectoryUnavailable(error) => (
+            RefusalKind::Unavailable,
+            match error.kind {
+                FailureKind::Transient { retry_after } => retry_after,
+                _ => None,
+            },
+        ),
+        _ => (RefusalKind::CertificateRejected, None),
+    };
+    CertificateRefusal {
+        retry_after,
+        ..refusal(
+            kind,
+            PolicyKind::EntraDevice.as_str(),
+            rejection.reason(),
+            rejection.to_string(),
+            thumbprint,
+        )
     }
 }
 

@@ -5,9 +5,11 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use chrono::{DateTime, Utc};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use webpki::{CertRevocationList, OwnedCertRevocationList};
+use x509_parser::prelude::FromDer;
 
 /// The largest trust file read. Mozilla's whole root bundle is about 250 KB and a
 /// busy enterprise CA's full CRL a few MB; 16 MiB is ample for both while keeping a
@@ -55,6 +57,9 @@ pub enum TrustError {
 pub struct CrlSet {
     crls: Vec<CertRevocationList<'static>>,
     sources: Vec<PathBuf>,
+    /// The earliest nextUpdate of the set, after which a strict policy refuses what it
+    /// accepted before.
+    next_update: Option<DateTime<Utc>>,
 }
 
 impl CrlSet {
@@ -70,18 +75,12 @@ impl CrlSet {
             let bytes = read_limited(path)?;
             crls.extend(parse_crls(&bytes, &path.display().to_string())?);
         }
-        Ok(Self {
-            crls,
-            sources: paths.to_vec(),
-        })
+        Ok(Self::of(crls, paths.to_vec()))
     }
 
     /// CRLs from bytes in memory (PEM or one DER CRL); `origin` names them in errors.
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Self, TrustError> {
-        Ok(Self {
-            crls: parse_crls(bytes, origin)?,
-            sources: Vec::new(),
-        })
+        Ok(Self::of(parse_crls(bytes, origin)?, Vec::new()))
     }
 
     /// CRLs already in DER form.
@@ -91,10 +90,16 @@ impl CrlSet {
             .enumerate()
             .map(|(index, der)| parse_one_crl(der.as_ref(), "CRL list", index))
             .collect::<Result<_, _>>()?;
-        Ok(Self {
-            crls,
-            sources: Vec::new(),
-        })
+        Ok(Self::of(crls, Vec::new()))
+    }
+
+    fn of(crls: Vec<(CertRevocationList<'static>, DateTime<Utc>)>, sources: Vec<PathBuf>) -> Self {
+        let next_update = crls.iter().map(|(_, next)| *next).min();
+        Self {
+            crls: crls.into_iter().map(|(crl, _)| crl).collect(),
+            sources,
+            next_update,
+        }
     }
 
     /// Reads the same files again. On error the caller keeps its current set, so a CA
@@ -113,6 +118,11 @@ impl CrlSet {
 
     pub fn sources(&self) -> &[PathBuf] {
         &self.sources
+    }
+
+    /// The earliest nextUpdate in the set (`None` when it is empty).
+    pub fn next_update(&self) -> Option<DateTime<Utc>> {
+        self.next_update
     }
 
     pub(crate) fn webpki_crls(&self) -> Vec<&CertRevocationList<'static>> {
@@ -187,7 +197,10 @@ pub(crate) fn trust_anchors(
         .collect()
 }
 
-fn parse_crls(bytes: &[u8], origin: &str) -> Result<Vec<CertRevocationList<'static>>, TrustError> {
+fn parse_crls(
+    bytes: &[u8],
+    origin: &str,
+) -> Result<Vec<(CertRevocationList<'static>, DateTime<Utc>)>, TrustError> {
     let ders: Vec<CertificateRevocationListDer<'static>> = if looks_like_pem(bytes) {
         CertificateRevocationListDer::pem_slice_iter(bytes)
             .collect::<Result<_, _>>()
@@ -210,18 +223,30 @@ fn parse_crls(bytes: &[u8], origin: &str) -> Result<Vec<CertRevocationList<'stat
         .collect()
 }
 
+/// One CRL for webpki, with its nextUpdate.
 fn parse_one_crl(
     der: &[u8],
     origin: &str,
     index: usize,
-) -> Result<CertRevocationList<'static>, TrustError> {
-    OwnedCertRevocationList::from_der(der)
+) -> Result<(CertRevocationList<'static>, DateTime<Utc>), TrustError> {
+    let crl = OwnedCertRevocationList::from_der(der)
         .map(CertRevocationList::from)
         .map_err(|e| TrustError::InvalidCrl {
             origin: origin.to_owned(),
             index,
             detail: e.to_string(),
-        })
+        })?;
+    Ok((crl, next_update_of(der)))
+}
+
+/// A CRL's nextUpdate. webpki has already required the field; should x509-parser not
+/// read it, the earliest time there is stands in, so nothing relying on it is kept.
+fn next_update_of(der: &[u8]) -> DateTime<Utc> {
+    x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+        .ok()
+        .and_then(|(_, crl)| crl.next_update())
+        .and_then(|next| DateTime::from_timestamp(next.timestamp(), 0))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 fn looks_like_pem(bytes: &[u8]) -> bool {

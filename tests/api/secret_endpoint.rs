@@ -41,6 +41,7 @@ use keyturn::functions::secret_endpoint::{
 use keyturn::host::router::{AppState, router};
 use keyturn::host::{server, tls};
 use keyturn::mtls::entra_device::{DeviceRequirements, binding_key};
+use keyturn::mtls::policies::Presented;
 use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome, StoredEntry};
 use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
 use keyturn::ports::source::SecretSource;
@@ -214,9 +215,19 @@ impl Pki {
 }
 
 fn crl(issuer: &CertifiedIssuer<'static, KeyPair>, revoked: &[u64]) -> String {
+    crl_until(issuer, revoked, (2030, 1, 1))
+}
+
+/// A CRL whose nextUpdate is `next_update`.
+fn crl_until(
+    issuer: &CertifiedIssuer<'static, KeyPair>,
+    revoked: &[u64],
+    next_update: (i32, u8, u8),
+) -> String {
+    let (y, m, d) = next_update;
     CertificateRevocationListParams {
         this_update: rcgen::date_time_ymd(2025, 5, 1),
-        next_update: rcgen::date_time_ymd(2030, 1, 1),
+        next_update: rcgen::date_time_ymd(y, m, d),
         crl_number: SerialNumber::from(1u64),
         issuing_distribution_point: None,
         revoked_certs: revoked
@@ -1788,4 +1799,155 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["value"], "db-value-8c1f");
     server.stopped().await.expect("the listener stops cleanly");
+}
+
+// ---------------------------------------------------------------------------------------
+// Kept verdicts: a certificate's checks are reused only while they would decide the same.
+
+fn at(y: i32, m: u32, d: u32, hh: u32, mm: u32, ss: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(y, m, d, hh, mm, ss)
+        .single()
+        .expect("valid time")
+}
+
+fn refusal_reason(
+    result: Result<
+        keyturn::mtls::policies::Authenticated,
+        keyturn::mtls::policies::CertificateRefusal,
+    >,
+) -> &'static str {
+    match result {
+        Ok(_) => "accepted",
+        Err(refusal) => refusal.reason,
+    }
+}
+
+#[tokio::test]
+async fn a_kept_verdict_is_reused_only_until_the_certificate_expires() {
+    let pki = Pki::new();
+    let endpoint = shared_chain_endpoint(&pki);
+    let policies = endpoint.policies();
+    // Valid until 2026-01-01T00:00:00Z.
+    let header = pki.leaf(&LeafSpec::valid("laptop-expiring", 5001)).header();
+    let presented = Presented::ArrHeader(&header);
+
+    let first = policies
+        .authenticate(presented, at(2025, 12, 31, 23, 0, 0))
+        .await;
+    assert_eq!(refusal_reason(first), "accepted");
+    assert_eq!(policies.kept_verdicts(), 1, "an acceptance is kept");
+    let again = policies
+        .authenticate(presented, at(2025, 12, 31, 23, 59, 59))
+        .await;
+    assert_eq!(refusal_reason(again), "accepted");
+    let after = policies
+        .authenticate(presented, at(2026, 1, 1, 0, 0, 1))
+        .await;
+    assert_eq!(
+        refusal_reason(after),
+        "expired",
+        "past notAfter the certificate is checked again, and refused"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_verdict_ends_when_the_crls_it_relied_on_go_stale() {
+    let pki = Pki::new();
+    std::fs::write(
+        pki.path("devices.crl"),
+        crl_until(&pki.intermediate, &[REVOKED_SERIAL], (2025, 7, 1)),
+    )
+    .expect("write");
+    let endpoint = shared_chain_endpoint(&pki);
+    let policies = endpoint.policies();
+    let header = pki
+        .leaf(&LeafSpec::valid("laptop-stale-crl", 5002))
+        .header();
+    let presented = Presented::ArrHeader(&header);
+
+    let before = policies
+        .authenticate(presented, at(2025, 6, 30, 23, 59, 0))
+        .await;
+    assert_eq!(refusal_reason(before), "accepted");
+    let stale = policies
+        .authenticate(presented, at(2025, 7, 1, 0, 0, 1))
+        .await;
+    assert_eq!(
+        refusal_reason(stale),
+        "crl_expired",
+        "a verdict reached under a CRL is not reused once that CRL is stale"
+    );
+}
+
+#[tokio::test]
+async fn a_kept_verdict_ends_when_a_configured_intermediate_expires() {
+    let root = CertifiedIssuer::self_signed(
+        ca_params("keyturn test root"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("root");
+    let mut short_lived = ca_params("keyturn test devices");
+    short_lived.not_after = rcgen::date_time_ymd(2025, 8, 1);
+    let intermediate =
+        CertifiedIssuer::signed_by(short_lived, KeyPair::generate().expect("key"), &root)
+            .expect("intermediate");
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("roots.pem"), root.as_ref().pem()).expect("write");
+    std::fs::write(dir.path().join("ica.pem"), intermediate.as_ref().pem()).expect("write");
+    let config = PolicyConfig {
+        trust_arr_header: true,
+        chain: Some(ChainConfig {
+            roots: dir.path().join("roots.pem"),
+            intermediates: vec![dir.path().join("ica.pem")],
+            crls: Vec::new(),
+            check_revocation: false,
+            clock_skew: Duration::ZERO,
+        }),
+        ..PolicyConfig::default()
+    };
+    let endpoint = Endpoint::from_config(
+        &config,
+        Some(POLICY),
+        sources(&SECRETS),
+        None,
+        RateLimits::default(),
+    )
+    .expect("valid endpoint");
+    let policies = endpoint.policies();
+    let header = issue(
+        &LeafSpec::valid("laptop-short-ica", 5003),
+        Some(&intermediate),
+    )
+    .header();
+    let presented = Presented::ArrHeader(&header);
+
+    let before = policies
+        .authenticate(presented, at(2025, 7, 31, 23, 59, 0))
+        .await;
+    assert_eq!(refusal_reason(before), "accepted");
+    let after = policies
+        .authenticate(presented, at(2025, 8, 1, 0, 0, 1))
+        .await;
+    assert_eq!(
+        refusal_reason(after),
+        "expired",
+        "the intermediate's notAfter bounds the verdict, not only the leaf's"
+    );
+}
+
+#[tokio::test]
+async fn refusals_are_checked_every_time_and_never_kept() {
+    let pki = Pki::new();
+    let endpoint = shared_chain_endpoint(&pki);
+    let policies = endpoint.policies();
+    let header = pki
+        .leaf(&LeafSpec::valid("laptop-revoked", REVOKED_SERIAL))
+        .header();
+    for _ in 0..3 {
+        let result = policies
+            .authenticate(Presented::ArrHeader(&header), now())
+            .await;
+        assert_eq!(refusal_reason(result), "revoked");
+    }
+    assert_eq!(policies.kept_verdicts(), 0);
 }
