@@ -9,6 +9,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 
+use crate::mtls::profile;
+
 /// The largest trust file read. Mozilla's whole root bundle is about 250 KB and a
 /// busy enterprise CA's full CRL a few MB; 16 MiB is ample for both while keeping a
 /// mistaken path (a disk image, a log file) from being read into memory.
@@ -161,11 +163,16 @@ pub fn certificates_from_bytes(
     Ok(certificates)
 }
 
-/// Trust anchors from root certificates. webpki keeps only a root's subject, key and
-/// name constraints (RFC 5280 section 6.1.1: a trust anchor is a name and a key).
-pub(crate) fn trust_anchors(
-    roots: &[CertificateDer<'_>],
-) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
+/// A configured root: the trust anchor webpki builds paths to, and the certificate it
+/// came from, which keyturn's own profile checks read (webpki keeps only a root's
+/// subject, key and name constraints: RFC 5280 section 6.1.1's name and key).
+pub(crate) struct Root {
+    pub(crate) anchor: TrustAnchor<'static>,
+    pub(crate) der: CertificateDer<'static>,
+}
+
+/// Trust anchors from root certificates, each kept beside its certificate.
+pub(crate) fn roots(roots: &[CertificateDer<'_>]) -> Result<Vec<Root>, TrustError> {
     if roots.is_empty() {
         return Err(TrustError::Empty {
             origin: "roots".to_owned(),
@@ -177,7 +184,10 @@ pub(crate) fn trust_anchors(
         .enumerate()
         .map(|(index, root)| {
             webpki::anchor_from_trusted_cert(root)
-                .map(|anchor| anchor.to_owned())
+                .map(|anchor| Root {
+                    anchor: anchor.to_owned(),
+                    der: root.clone().into_owned(),
+                })
                 .map_err(|e| TrustError::InvalidCertificate {
                     origin: "roots".to_owned(),
                     index,
@@ -215,13 +225,18 @@ fn parse_one_crl(
     origin: &str,
     index: usize,
 ) -> Result<CertRevocationList<'static>, TrustError> {
-    OwnedCertRevocationList::from_der(der)
+    let invalid = |detail: String| TrustError::InvalidCrl {
+        origin: origin.to_owned(),
+        index,
+        detail,
+    };
+    let crl = OwnedCertRevocationList::from_der(der)
         .map(CertRevocationList::from)
-        .map_err(|e| TrustError::InvalidCrl {
-            origin: origin.to_owned(),
-            index,
-            detail: e.to_string(),
-        })
+        .map_err(|e| invalid(e.to_string()))?;
+    // webpki does not insist on what RFC 5280 requires of every CRL; a CRL that breaks
+    // it is refused here, so a reload keeps the previous set and start-up stops.
+    profile::check_crl(der).map_err(|e| invalid(e.to_string()))?;
+    Ok(crl)
 }
 
 fn looks_like_pem(bytes: &[u8]) -> bool {
