@@ -1,5 +1,7 @@
-//! keyturn's certificate and CRL profile: how a trusted CA must form what it issues (RFC 5280 section 4 and 5, and the CA/Browser Forum rules the x509-limbo suite encodes), judged per certificate and role, on top of webpki's path validation.
+//! keyturn's certificate and CRL profile: how a trusted CA must form what it issues.
 //!
+//! The rules are RFC 5280's (sections 4 and 5) and the CA/Browser Forum's that the
+//! x509-limbo suite encodes, judged per certificate and per role in the path.
 //! webpki checks what makes a path *valid* (signatures, validity, basicConstraints,
 //! path length, EKU, name constraints, revocation). It does not check how a certificate
 //! is *formed*, and it treats a trust anchor as a bare name and key. The functions here
@@ -642,4 +644,808 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
     // X.509 times are years 1950 to 9999, all representable; the epoch stands in
     // should that ever change, and is in every certificate's past, never its future.
     DateTime::from_timestamp(secs, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
+        ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        NameConstraints as RcgenNameConstraints, PublicKeyData, SanType, SerialNumber,
+        SignatureAlgorithm,
+    };
+
+    use super::*;
+
+    /// A CA made by rcgen: its parameters and key sign what it issues.
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+    }
+
+    /// An RSA public key with a modulus of a chosen size. The profile reads keys and
+    /// never verifies signatures, so the modulus need not belong to a real key.
+    struct RsaPublicKey(Vec<u8>);
+
+    impl PublicKeyData for RsaPublicKey {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+
+        fn algorithm(&self) -> &'static SignatureAlgorithm {
+            &rcgen::PKCS_RSA_SHA256
+        }
+    }
+
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            len @ 0..=0x7f => out.push(len as u8),
+            len @ 0x80..=0xff => out.extend([0x81, len as u8]),
+            len => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+
+    fn rsa_key(bits: usize) -> RsaPublicKey {
+        let mut modulus = vec![0xffu8; bits.div_ceil(8)];
+        // The top byte holds the bits beyond whole bytes (all eight when there are none).
+        let top_bits = (bits - 1) % 8 + 1;
+        modulus[0] = 0xff >> (8 - top_bits);
+        let mut integer = vec![0u8];
+        integer.extend(&modulus);
+        let key = der(0x30, &[der(0x02, &integer), der(0x02, &[1, 0, 1])].concat());
+        RsaPublicKey(key)
+    }
+
+    fn extension(oid: &[u64], critical: bool, content: Vec<u8>) -> CustomExtension {
+        let mut ext = CustomExtension::from_oid_content(oid, content);
+        ext.set_criticality(critical);
+        ext
+    }
+
+    const AKI: &[u64] = &[2, 5, 29, 35];
+    const SKI: &[u64] = &[2, 5, 29, 14];
+    const BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
+
+    fn ca_params(name: &str) -> CertificateParams {
+        let mut params = CertificateParams::new(Vec::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.use_authority_key_identifier_extension = true;
+        params
+    }
+
+    fn root() -> Ca {
+        Ca {
+            params: ca_params("root"),
+            key: KeyPair::generate().unwrap(),
+        }
+    }
+
+    fn self_signed(params: &CertificateParams) -> Vec<u8> {
+        params
+            .self_signed(&KeyPair::generate().unwrap())
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn issued_by(params: &CertificateParams, issuer: &Ca) -> Vec<u8> {
+        params
+            .signed_by(
+                &KeyPair::generate().unwrap(),
+                &Issuer::from_params(&issuer.params, &issuer.key),
+            )
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    fn leaf_params() -> CertificateParams {
+        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "device-7");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.serial_number = Some(SerialNumber::from(7u64));
+        params.use_authority_key_identifier_extension = true;
+        params
+    }
+
+    fn leaf(adjust: impl FnOnce(&mut CertificateParams)) -> Vec<u8> {
+        let mut params = leaf_params();
+        adjust(&mut params);
+        issued_by(&params, &root())
+    }
+
+    fn check(der: &[u8], role: CertRole) -> Result<(), ProfileViolation> {
+        check_certificate(&parse(der).unwrap(), role, KeyIdentifiers::Required)
+    }
+
+    fn replace_once(der: &mut [u8], from: &[u8], to: &[u8]) {
+        let at: Vec<usize> = der
+            .windows(from.len())
+            .enumerate()
+            .filter(|(_, w)| *w == from)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(at.len(), 1, "the bytes to replace occur once");
+        der[at[0]..at[0] + to.len()].copy_from_slice(to);
+    }
+
+    macro_rules! assert_violation {
+        ($result:expr, $pattern:pat) => {
+            let result = $result;
+            assert!(matches!(result, Err($pattern)), "got {result:?}");
+        };
+    }
+
+    #[test]
+    fn a_conforming_leaf_intermediate_and_root_pass() {
+        let root = root();
+        let intermediate = ca_params("intermediate");
+
+        assert_eq!(
+            check(&self_signed(&root.params), CertRole::TrustAnchor),
+            Ok(())
+        );
+        assert_eq!(
+            check(&issued_by(&intermediate, &root), CertRole::Intermediate),
+            Ok(())
+        );
+        assert_eq!(check(&leaf(|_| {}), CertRole::EndEntity), Ok(()));
+    }
+
+    #[test]
+    fn a_p192_leaf_key_is_forbidden() {
+        let mut der = leaf(|_| {});
+        // prime256v1 (1.2.840.10045.3.1.7) becomes prime192v1 (1.2.840.10045.3.1.1).
+        replace_once(
+            &mut der,
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x01],
+        );
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::ForbiddenPublicKey { .. }
+        );
+    }
+
+    #[test]
+    fn a_dsa_leaf_key_is_forbidden() {
+        let mut der = leaf(|_| {});
+        // id-ecPublicKey (1.2.840.10045.2.1) becomes id-dsa (1.2.840.10040.4.1).
+        replace_once(
+            &mut der,
+            &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01],
+            &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x38, 0x04, 0x01],
+        );
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::ForbiddenPublicKey { .. }
+        );
+    }
+
+    #[test]
+    fn an_rsa_key_below_2048_bits_is_forbidden() {
+        let root = root();
+        let der = leaf_params()
+            .signed_by(
+                &rsa_key(1024),
+                &Issuer::from_params(&root.params, &root.key),
+            )
+            .unwrap()
+            .der()
+            .to_vec();
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::ForbiddenPublicKey { .. }
+        );
+    }
+
+    #[test]
+    fn an_rsa_modulus_that_is_not_whole_bytes_is_forbidden() {
+        let root = root();
+        let issuer = Issuer::from_params(&root.params, &root.key);
+        let odd = leaf_params().signed_by(&rsa_key(2052), &issuer).unwrap();
+        let even = leaf_params().signed_by(&rsa_key(2048), &issuer).unwrap();
+
+        assert_violation!(
+            check(odd.der(), CertRole::TrustAnchor),
+            ProfileViolation::ForbiddenPublicKey { .. }
+        );
+        assert_eq!(public_key(&parse(even.der()).unwrap()), Ok(()));
+    }
+
+    #[test]
+    fn rsa_modulus_bits_ignore_leading_zero_octets() {
+        assert_eq!(rsa_modulus_bits(&[0x00, 0x0f, 0xff]), 12);
+        assert_eq!(rsa_modulus_bits(&[0x80, 0x00]), 16);
+        assert_eq!(rsa_modulus_bits(&[0x00]), 0);
+        assert_eq!(rsa_modulus_bits(&[]), 0);
+    }
+
+    #[test]
+    fn a_zero_serial_number_is_refused() {
+        let der = leaf(|p| p.serial_number = Some(SerialNumber::from_slice(&[0])));
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidSerialNumber { .. }
+        );
+    }
+
+    #[test]
+    fn a_serial_number_longer_than_20_octets_is_refused() {
+        let longest = leaf(|p| p.serial_number = Some(SerialNumber::from_slice(&[0x11; 20])));
+        let too_long = leaf(|p| p.serial_number = Some(SerialNumber::from_slice(&[0x11; 21])));
+
+        assert_eq!(check(&longest, CertRole::EndEntity), Ok(()));
+        assert_violation!(
+            check(&too_long, CertRole::EndEntity),
+            ProfileViolation::InvalidSerialNumber { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_with_serial_number_zero_is_still_a_root() {
+        let mut params = ca_params("root");
+        params.serial_number = Some(SerialNumber::from_slice(&[0]));
+
+        assert_eq!(check(&self_signed(&params), CertRole::TrustAnchor), Ok(()));
+    }
+
+    #[test]
+    fn a_leaf_without_an_authority_key_identifier_is_refused() {
+        let der = leaf(|p| p.use_authority_key_identifier_extension = false);
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn an_intermediate_without_an_authority_key_identifier_is_refused() {
+        let mut params = ca_params("intermediate");
+        params.use_authority_key_identifier_extension = false;
+
+        assert_violation!(
+            check(&issued_by(&params, &root()), CertRole::Intermediate),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn missing_key_identifiers_pass_when_they_are_not_checked() {
+        let der = leaf(|p| p.use_authority_key_identifier_extension = false);
+
+        assert_eq!(
+            check_certificate(
+                &parse(&der).unwrap(),
+                CertRole::EndEntity,
+                KeyIdentifiers::NotChecked
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_critical_authority_key_identifier_is_refused() {
+        let der = leaf(|p| {
+            p.use_authority_key_identifier_extension = false;
+            p.custom_extensions = vec![extension(AKI, true, der(0x30, &der(0x80, &[7; 20])))];
+        });
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_critical_subject_key_identifier_is_refused() {
+        let der = leaf(|p| p.custom_extensions = vec![extension(SKI, true, der(0x04, &[7; 20]))]);
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_ca_without_a_subject_key_identifier_is_refused() {
+        // rcgen writes a subjectKeyIdentifier for every CA it knows to be one; this CA
+        // states cA=TRUE itself.
+        let mut params = ca_params("intermediate");
+        params.is_ca = IsCa::NoCa;
+        params.custom_extensions = vec![extension(
+            BASIC_CONSTRAINTS,
+            true,
+            der(0x30, &der(0x01, &[0xff])),
+        )];
+
+        assert_violation!(
+            check(&issued_by(&params, &root()), CertRole::Intermediate),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_may_omit_its_authority_key_identifier() {
+        let mut params = ca_params("root");
+        params.use_authority_key_identifier_extension = false;
+
+        assert_eq!(check(&self_signed(&params), CertRole::TrustAnchor), Ok(()));
+    }
+
+    #[test]
+    fn a_root_authority_key_identifier_without_a_key_identifier_is_refused() {
+        let mut params = ca_params("root");
+        params.use_authority_key_identifier_extension = false;
+        params.custom_extensions = vec![extension(AKI, false, der(0x30, &[]))];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_authority_key_identifier_naming_an_issuer_is_refused() {
+        let mut params = ca_params("root");
+        params.use_authority_key_identifier_extension = false;
+        let issuer = der(0xa1, &der(0x82, b"root.example"));
+        params.custom_extensions = vec![extension(
+            AKI,
+            false,
+            der(0x30, &[der(0x80, &[7; 20]), issuer].concat()),
+        )];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_authority_key_identifier_naming_a_serial_number_is_refused() {
+        let mut params = ca_params("root");
+        params.use_authority_key_identifier_extension = false;
+        params.custom_extensions = vec![extension(
+            AKI,
+            false,
+            der(0x30, &[der(0x80, &[7; 20]), der(0x82, &[1])].concat()),
+        )];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_self_issued_root_naming_another_key_as_its_authority_is_refused() {
+        let mut params = ca_params("root");
+        params.use_authority_key_identifier_extension = false;
+        params.custom_extensions = vec![extension(AKI, false, der(0x30, &der(0x80, &[7; 20])))];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidKeyIdentifiers { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_without_basic_constraints_is_refused() {
+        let mut params = ca_params("root");
+        params.is_ca = IsCa::NoCa;
+        params.use_authority_key_identifier_extension = false;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.custom_extensions = vec![extension(SKI, false, der(0x04, &[7; 20]))];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidBasicConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_with_non_critical_basic_constraints_is_refused() {
+        let mut params = ca_params("root");
+        params.is_ca = IsCa::NoCa;
+        params.use_authority_key_identifier_extension = false;
+        params.custom_extensions = vec![
+            extension(BASIC_CONSTRAINTS, false, der(0x30, &der(0x01, &[0xff]))),
+            extension(SKI, false, der(0x04, &[7; 20])),
+        ];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidBasicConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_that_is_not_a_ca_is_refused() {
+        let mut params = ca_params("root");
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidBasicConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn a_ca_whose_key_usage_leaves_out_key_cert_sign_is_refused() {
+        let mut params = ca_params("root");
+        params.key_usages = vec![KeyUsagePurpose::CrlSign];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidKeyUsage { .. }
+        );
+    }
+
+    #[test]
+    fn a_leaf_asserting_key_cert_sign_is_refused() {
+        let der = leaf(|p| p.key_usages = vec![KeyUsagePurpose::KeyCertSign]);
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidKeyUsage { .. }
+        );
+    }
+
+    #[test]
+    fn a_leaf_with_a_critical_extended_key_usage_is_refused() {
+        let client_auth = der(0x06, &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x02]);
+        let der = leaf(|p| {
+            p.extended_key_usages.clear();
+            p.custom_extensions = vec![extension(&[2, 5, 29, 37], true, der(0x30, &client_auth))];
+        });
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidExtendedKeyUsage { .. }
+        );
+    }
+
+    #[test]
+    fn a_leaf_with_any_extended_key_usage_is_refused() {
+        let der = leaf(|p| p.extended_key_usages.push(ExtendedKeyUsagePurpose::Any));
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidExtendedKeyUsage { .. }
+        );
+    }
+
+    #[test]
+    fn a_root_with_an_extended_key_usage_is_refused() {
+        let mut params = ca_params("root");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::InvalidExtendedKeyUsage { .. }
+        );
+    }
+
+    #[test]
+    fn a_ca_with_an_empty_subject_is_refused() {
+        let mut params = ca_params("intermediate");
+        params.distinguished_name = DistinguishedName::new();
+        params.subject_alt_names = vec![SanType::DnsName("ca.example".try_into().unwrap())];
+
+        assert_violation!(
+            check(&issued_by(&params, &root()), CertRole::Intermediate),
+            ProfileViolation::InvalidSubject { .. }
+        );
+    }
+
+    #[test]
+    fn an_empty_subject_needs_a_critical_subject_alt_name() {
+        // rcgen marks subjectAltName critical when the subject is empty.
+        let critical = leaf(|p| p.distinguished_name = DistinguishedName::new());
+        let non_critical = leaf(|p| {
+            p.distinguished_name = DistinguishedName::new();
+            p.subject_alt_names.clear();
+            p.custom_extensions = vec![extension(
+                &[2, 5, 29, 17],
+                false,
+                der(0x30, &der(0x82, b"device-7.example.com")),
+            )];
+        });
+
+        assert_eq!(check(&critical, CertRole::EndEntity), Ok(()));
+        assert_violation!(
+            check(&non_critical, CertRole::EndEntity),
+            ProfileViolation::InvalidSubjectAltName { .. }
+        );
+    }
+
+    #[test]
+    fn a_dns_name_with_an_underscore_is_refused() {
+        let der = leaf(|p| {
+            p.subject_alt_names = vec![SanType::DnsName("dev_7.example.com".try_into().unwrap())]
+        });
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidSubjectAltName { .. }
+        );
+    }
+
+    #[test]
+    fn an_ip_address_written_as_a_dns_name_is_refused() {
+        let der =
+            leaf(|p| p.subject_alt_names = vec![SanType::DnsName("192.0.2.7".try_into().unwrap())]);
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidSubjectAltName { .. }
+        );
+    }
+
+    #[test]
+    fn dns_names_follow_the_preferred_name_syntax() {
+        for good in [
+            "example.com",
+            "device-7.example.com",
+            "*.example.com",
+            "7.example.com",
+            "example.com.",
+            "localhost",
+        ] {
+            assert!(is_dns_name(good), "{good}");
+        }
+        let too_long_label = format!("{}.example.com", "a".repeat(64));
+        for bad in [
+            "",
+            "dev_7.example.com",
+            "-device.example.com",
+            "device-.example.com",
+            "a..example.com",
+            "example.*.com",
+            "**.example.com",
+            "192.0.2.7",
+            "device 7.example.com",
+            too_long_label.as_str(),
+        ] {
+            assert!(!is_dns_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn name_constraints_on_a_leaf_are_refused() {
+        let der = leaf(|p| {
+            p.name_constraints = Some(RcgenNameConstraints {
+                permitted_subtrees: vec![GeneralSubtree::DnsName("example.com".to_owned())],
+                excluded_subtrees: Vec::new(),
+            })
+        });
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidNameConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn name_constraints_without_any_subtree_are_refused() {
+        let mut params = ca_params("intermediate");
+        params.custom_extensions = vec![extension(&[2, 5, 29, 30], true, der(0x30, &[]))];
+
+        assert_violation!(
+            check(&issued_by(&params, &root()), CertRole::Intermediate),
+            ProfileViolation::InvalidNameConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn a_dns_name_constraint_with_a_leading_period_is_refused() {
+        let constrained = |name: &str| {
+            let mut params = ca_params("intermediate");
+            params.name_constraints = Some(RcgenNameConstraints {
+                permitted_subtrees: vec![GeneralSubtree::DnsName(name.to_owned())],
+                excluded_subtrees: Vec::new(),
+            });
+            issued_by(&params, &root())
+        };
+
+        assert_eq!(
+            check(&constrained("example.com"), CertRole::Intermediate),
+            Ok(())
+        );
+        assert_violation!(
+            check(&constrained(".example.com"), CertRole::Intermediate),
+            ProfileViolation::InvalidNameConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn an_authority_info_access_without_descriptions_is_refused() {
+        let der = leaf(|p| {
+            p.custom_extensions = vec![extension(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                false,
+                der(0x30, &[]),
+            )]
+        });
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::InvalidAuthorityInfoAccess { .. }
+        );
+    }
+
+    #[test]
+    fn a_non_critical_policy_constraints_extension_is_refused() {
+        let mut params = ca_params("intermediate");
+        params.custom_extensions = vec![extension(
+            &[2, 5, 29, 36],
+            false,
+            der(0x30, &der(0x80, &[0])),
+        )];
+
+        assert_violation!(
+            check(&issued_by(&params, &root()), CertRole::Intermediate),
+            ProfileViolation::InvalidPolicyConstraints { .. }
+        );
+    }
+
+    #[test]
+    fn an_unknown_critical_extension_in_a_root_is_refused() {
+        let mut params = ca_params("root");
+        params.custom_extensions = vec![extension(
+            &[1, 3, 6, 1, 4, 1, 55738, 666, 1],
+            true,
+            der(0x05, &[]),
+        )];
+
+        assert_violation!(
+            check(&self_signed(&params), CertRole::TrustAnchor),
+            ProfileViolation::UnsupportedCriticalExtension { .. }
+        );
+    }
+
+    #[test]
+    fn an_extension_given_twice_is_unparseable() {
+        let der = leaf(|p| {
+            p.custom_extensions = vec![
+                extension(SKI, false, der(0x04, &[7; 20])),
+                extension(SKI, false, der(0x04, &[8; 20])),
+            ]
+        });
+
+        assert_violation!(
+            check(&der, CertRole::EndEntity),
+            ProfileViolation::Unparseable { .. }
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_a_certificate_are_unparseable() {
+        assert_violation!(
+            parse(b"\x30\x03\x02\x01\x00"),
+            ProfileViolation::Unparseable { .. }
+        );
+    }
+
+    #[test]
+    fn name_constraint_work_is_bounded_per_pair_of_certificates() {
+        let load = |names, constraints| NameLoad { names, constraints };
+        let at_limit = [load(1024, 0), load(0, 1024)];
+        let beyond = [load(1025, 0), load(0, 1024)];
+        // Constraints bind only the certificates below them.
+        let constraints_below_names = [load(0, 4096), load(4096, 0)];
+
+        assert_eq!(name_constraint_work(&at_limit), Ok(()));
+        assert_violation!(
+            name_constraint_work(&beyond),
+            ProfileViolation::TooManyNameConstraintChecks {
+                names: 1025,
+                constraints: 1024
+            }
+        );
+        assert_eq!(name_constraint_work(&constraints_below_names), Ok(()));
+    }
+
+    #[test]
+    fn name_load_counts_subject_attributes_alt_names_and_subtrees() {
+        let mut params = ca_params("intermediate");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Fleet");
+        params.subject_alt_names = vec![SanType::DnsName("ca.example".try_into().unwrap())];
+        params.name_constraints = Some(RcgenNameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DnsName("example.com".to_owned())],
+            excluded_subtrees: vec![GeneralSubtree::DnsName("bad.example.com".to_owned())],
+        });
+
+        assert_eq!(
+            name_load(&parse(&issued_by(&params, &root())).unwrap()),
+            NameLoad {
+                names: 3,
+                constraints: 2
+            }
+        );
+    }
+
+    #[test]
+    fn a_root_without_crl_sign_may_not_sign_crls() {
+        let mut params = ca_params("root");
+        let signs = anchor_facts(&parse(&self_signed(&params)).unwrap());
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let does_not = anchor_facts(&parse(&self_signed(&params)).unwrap());
+
+        assert!(signs.may_sign_crls);
+        assert!(!does_not.may_sign_crls);
+    }
+
+    fn crl(extensions: Option<Vec<u8>>) -> Vec<u8> {
+        let ecdsa_sha256 = der(
+            0x30,
+            &der(0x06, &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]),
+        );
+        let common_name = der(
+            0x30,
+            &[der(0x06, &[0x55, 0x04, 0x03]), der(0x0c, b"root")].concat(),
+        );
+        let issuer = der(0x30, &der(0x31, &common_name));
+        let mut tbs = [
+            der(0x02, &[1]),
+            ecdsa_sha256.clone(),
+            issuer,
+            der(0x17, b"300101000000Z"),
+            der(0x17, b"310101000000Z"),
+        ]
+        .concat();
+        if let Some(extensions) = extensions {
+            tbs.extend(der(0xa0, &der(0x30, &extensions)));
+        }
+        der(
+            0x30,
+            &[der(0x30, &tbs), ecdsa_sha256, der(0x03, &[0x00])].concat(),
+        )
+    }
+
+    fn crl_number(critical: bool) -> Vec<u8> {
+        let mut ext = der(0x06, &[0x55, 0x1d, 0x14]);
+        if critical {
+            ext.extend(der(0x01, &[0xff]));
+        }
+        ext.extend(der(0x04, &der(0x02, &[1])));
+        der(0x30, &ext)
+    }
+
+    #[test]
+    fn a_crl_with_a_non_critical_crl_number_passes() {
+        assert_eq!(check_crl(&crl(Some(crl_number(false)))), Ok(()));
+    }
+
+    #[test]
+    fn a_crl_without_a_crl_number_is_refused() {
+        assert_violation!(check_crl(&crl(None)), ProfileViolation::InvalidCrl { .. });
+    }
+
+    #[test]
+    fn a_crl_with_a_critical_crl_number_is_refused() {
+        assert_violation!(
+            check_crl(&crl(Some(crl_number(true)))),
+            ProfileViolation::InvalidCrl { .. }
+        );
+    }
 }
