@@ -874,6 +874,16 @@ mod tests {
     }
 
     fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+        ca_with(name, parent, KeyPair::generate().unwrap(), |_| {})
+    }
+
+    /// A CA with a given key; `adjust` changes its parameters.
+    fn ca_with(
+        name: &str,
+        parent: Option<&Ca>,
+        key: KeyPair,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Ca {
         let mut params = CertificateParams::new(Vec::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
@@ -884,7 +894,7 @@ mod tests {
         params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2025, 1, 1);
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
-        let key = KeyPair::generate().unwrap();
+        adjust(&mut params);
         let cert = match parent {
             Some(parent) => params
                 .signed_by(&key, &Issuer::from_params(&parent.params, &parent.key))
@@ -1317,5 +1327,149 @@ mod tests {
             )),
             "too_many_intermediates"
         );
+    }
+
+    #[test]
+    fn an_expired_root_is_rejected_as_expired() {
+        let root = ca_with("root", None, KeyPair::generate().unwrap(), |p| {
+            p.not_after = rcgen::date_time_ymd(2030, 3, 1)
+        });
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+
+        assert_eq!(
+            policy(&root, &issuing, without_revocation())
+                .validate(&device, &[], now())
+                .unwrap_err(),
+            ChainRejection::Expired {
+                time: now(),
+                not_after: Utc.with_ymd_and_hms(2030, 3, 1, 0, 0, 0).unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn a_current_root_anchors_the_path_beside_an_expired_one_with_the_same_name_and_key() {
+        let key = KeyPair::generate().unwrap();
+        let renewed = ca_with(
+            "root",
+            None,
+            KeyPair::from_pem(&key.serialize_pem()).unwrap(),
+            |_| {},
+        );
+        let expired = ca_with("root", None, key, |p| {
+            p.not_after = rcgen::date_time_ymd(2030, 3, 1)
+        });
+        let issuing = ca("issuing", Some(&renewed));
+        let device = leaf(&issuing, |_| {});
+        let policy = ChainPolicy::new(
+            &[expired.der.clone(), renewed.der.clone()],
+            vec![issuing.der.clone()],
+            CrlSet::empty(),
+            without_revocation(),
+        )
+        .unwrap();
+
+        assert!(policy.validate(&device, &[], now()).is_ok());
+    }
+
+    #[test]
+    fn a_root_that_breaks_the_profile_anchors_nothing() {
+        let root = ca_with("root", None, KeyPair::generate().unwrap(), |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth]
+        });
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+
+        let rejection = policy(&root, &issuing, without_revocation())
+            .validate(&device, &[], now())
+            .unwrap_err();
+
+        assert_eq!(rejection.reason(), "invalid_extended_key_usage");
+        assert!(matches!(
+            rejection,
+            ChainRejection::InvalidExtendedKeyUsage {
+                role: CertRole::TrustAnchor,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_presented_intermediate_without_an_authority_key_identifier_is_refused_unless_not_checked()
+    {
+        let root = ca("root", None);
+        let issuing = ca_with("issuing", Some(&root), KeyPair::generate().unwrap(), |p| {
+            p.use_authority_key_identifier_extension = false
+        });
+        let device = leaf(&issuing, |_| {});
+        let build = |options| {
+            ChainPolicy::new(
+                std::slice::from_ref(&root.der),
+                Vec::new(),
+                CrlSet::empty(),
+                options,
+            )
+            .unwrap()
+        };
+        let presented = std::slice::from_ref(&issuing.der);
+
+        assert_eq!(
+            reason(build(without_revocation()).validate(&device, presented, now())),
+            "invalid_key_identifiers"
+        );
+        let mut lenient = without_revocation();
+        lenient.key_identifiers = KeyIdentifiers::NotChecked;
+        assert!(build(lenient).validate(&device, presented, now()).is_ok());
+    }
+
+    #[test]
+    fn a_leaf_that_breaks_the_profile_is_refused_once_its_issuer_is_known() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let stranger = ca("stranger", None);
+        let zero_serial =
+            |p: &mut CertificateParams| p.serial_number = Some(SerialNumber::from_slice(&[0]));
+        let policy = policy(&root, &issuing, without_revocation());
+
+        assert_eq!(
+            reason(policy.validate(&leaf(&issuing, zero_serial), &[], now())),
+            "invalid_serial_number"
+        );
+        assert_eq!(
+            reason(policy.validate(&leaf(&stranger, zero_serial), &[], now())),
+            "unknown_issuer"
+        );
+    }
+
+    #[test]
+    fn a_crl_in_the_name_of_a_root_without_crl_sign_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        // The same name and key with cRLSign, so that rcgen signs the CRL.
+        let signer = ca_with(
+            "root",
+            None,
+            KeyPair::from_pem(&key.serialize_pem()).unwrap(),
+            |_| {},
+        );
+        let root = ca_with("root", None, key, |p| {
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign]
+        });
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let crls = CrlSet::from_der_list(&[
+            crl(&signer, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[], rcgen::date_time_ymd(2031, 1, 1)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "invalid_crl");
     }
 }
