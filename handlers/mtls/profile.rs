@@ -160,7 +160,7 @@ impl fmt::Display for CertRole {
 /// in the result as `ParseError`; the checks that care about them reject.
 pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ProfileViolation> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(ProfileViolation::Unparseable {
             detail: "trailing data after the certificate".to_owned(),
         }),
@@ -296,7 +296,7 @@ fn public_key(cert: &X509Certificate<'_>) -> Result<(), ProfileViolation> {
         if bits < MIN_RSA_BITS {
             return forbidden(format!("RSA key of {bits} bits, below {MIN_RSA_BITS}"));
         }
-        if bits % 8 != 0 {
+        if !bits.is_multiple_of(8) {
             return forbidden(format!(
                 "RSA modulus of {bits} bits is not a whole number of bytes"
             ));
