@@ -368,6 +368,37 @@ mod tests {
     }
 
     #[test]
+    fn a_crl_without_a_crl_number_is_refused_when_loaded() {
+        let (params, key) = ca_params();
+        let issuer = rcgen::Issuer::from_params(&params, &key);
+        let mut der = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2034, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+        // id-ce-cRLNumber (2.5.29.20) becomes an unassigned id-ce arc (2.5.29.99):
+        // the CRL is well-formed DER without a CRLNumber. Signatures are checked when a
+        // CRL is used, not when it is loaded.
+        let at = der
+            .windows(5)
+            .position(|w| w == [0x06, 0x03, 0x55, 0x1d, 0x14])
+            .unwrap();
+        der[at + 4] = 0x63;
+
+        let error = CrlSet::from_bytes(&der, "root.crl").unwrap_err();
+
+        assert!(matches!(error, TrustError::InvalidCrl { index: 0, .. }));
+        assert!(error.to_string().contains("CRLNumber"), "{error}");
+    }
+
+    #[test]
     fn bytes_that_are_not_a_crl_are_rejected() {
         assert!(matches!(
             CrlSet::from_bytes(b"\x30\x03\x02\x01\x00", "junk.crl"),

@@ -221,6 +221,26 @@ fn a_certificate_not_yet_valid_is_rejected() {
 }
 
 #[test]
+fn a_certificate_its_ca_formed_badly_is_rejected_with_the_profile_reason() {
+    let pki = Pki::new();
+    let (zero_serial, _) = pki.device("zero-serial.pem", |p| {
+        p.serial_number = Some(SerialNumber::from_slice(&[0]))
+    });
+    let (no_authority_key, _) = pki.device("no-aki.pem", |p| {
+        p.use_authority_key_identifier_extension = false
+    });
+
+    let report = run(&pki.args(&zero_serial), now());
+
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.to_json()["reason"], "invalid_serial_number");
+    assert_eq!(
+        run(&pki.args(&no_authority_key), now()).to_json()["reason"],
+        "invalid_key_identifiers"
+    );
+}
+
+#[test]
 fn a_certificate_under_another_root_is_an_unknown_issuer() {
     let pki = Pki::new();
     let (cert, _) = pki.device("device.pem", |_| {});
