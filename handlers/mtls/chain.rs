@@ -8,9 +8,9 @@
 //! extension), a bounded clock-skew allowance for fresh certificates, an optional
 //! limit on intermediates, an explicit revocation policy, stable reason codes, and
 //! keyturn's certificate profile ([`profile`](crate::mtls::profile)): how every
-//! certificate of the path, the root included, is formed. The root's own checks (its
-//! validity, extensions and key) are made here because a webpki trust anchor is only a
-//! name and a key.
+//! certificate of the path, the root included, is formed. A webpki trust anchor is only
+//! a name and a key, so the root's certificate is kept beside it and its validity and
+//! form are judged here.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
