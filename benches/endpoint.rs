@@ -296,6 +296,8 @@ impl Pki {
             .push(DnType::CommonName, device_id.to_string());
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.serial_number = Some(SerialNumber::from(7u64));
+        // RFC 5280 4.2.1.1: the chain policy requires the issuer's key identifier.
+        params.use_authority_key_identifier_extension = true;
         valid_around_now(&mut params);
         let key = KeyPair::generate()?;
         let device = Issued {

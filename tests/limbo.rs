@@ -3,7 +3,7 @@
 //! Every case that applies goes through `ChainPolicy::validate`, built from the case's
 //! trusted certificates, intermediates and CRLs, at the case's validation time, and must
 //! match the expected result. Cases that do not apply are skipped by the rules in
-//! `tests/limbo-skip-rules.md`; known deviations of webpki are listed there by id. The
+//! `tests/limbo-skip-rules.md`; known deviations of the policy are listed there by id. The
 //! counts in that file are checked against this run, so neither can drift silently.
 
 use std::collections::{BTreeMap, BTreeSet};

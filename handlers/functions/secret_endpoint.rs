@@ -24,7 +24,7 @@ use crate::access::{AccessPolicy, AccessPolicyError, Decision};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
-use crate::mtls::chain::{ChainOptions, ChainPolicy, RevocationPolicy};
+use crate::mtls::chain::{ChainOptions, ChainPolicy, KeyIdentifiers, RevocationPolicy};
 use crate::mtls::entra_device::{DeviceRequirements, EntraDevicePolicy};
 use crate::mtls::policies::{
     Authenticated, CertificatePolicies, CertificateRefusal, Presented, RefusalKind,
@@ -337,6 +337,10 @@ fn entra_chain_options(config: &PolicyConfig) -> ChainOptions {
         // Entra publishes no CRL for device certificates: a device is revoked by
         // disabling or deleting it, which the directory lookup sees.
         revocation: RevocationPolicy::NotChecked,
+        // Microsoft documents no profile for MS-Organization-Access certificates, and a
+        // tenant cannot have them reissued: a missing key identifier must not lock out
+        // every device. The rest of keyturn's certificate profile applies.
+        key_identifiers: KeyIdentifiers::NotChecked,
         ..defaults
     }
 }

@@ -93,6 +93,9 @@ fn params(cn: &str, now: DateTime<Utc>) -> Result<CertificateParams, PkiError> {
     params.not_before = to_offset(now - chrono::Duration::minutes(5))?;
     params.not_after = to_offset(now + chrono::Duration::days(DEV_VALIDITY_DAYS))?;
     params.key_identifier_method = KeyIdMethod::Sha256;
+    // RFC 5280 4.2.1.1: the chain policy's profile requires the issuer's key identifier
+    // in every certificate a CA issues.
+    params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
 

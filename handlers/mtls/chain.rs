@@ -6,8 +6,14 @@
 //! name constraint and CRL checks. This module adds what keyturn requires beyond it:
 //! the leaf must *carry* the clientAuth EKU (webpki accepts a leaf without an EKU
 //! extension), a bounded clock-skew allowance for fresh certificates, an optional
-//! limit on intermediates, an explicit revocation policy, and stable reason codes.
+//! limit on intermediates, an explicit revocation policy, stable reason codes, and
+//! keyturn's certificate profile ([`profile`](crate::mtls::profile)): how every
+//! certificate of the path, the root included, is formed. A webpki trust anchor is only
+//! a name and a key, so the root's certificate is kept beside it and its validity and
+//! form are judged here.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,6 +26,8 @@ use webpki::{
 };
 
 use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::mtls::profile::{self, AnchorFacts, NameLoad, ProfileViolation};
+pub use crate::mtls::profile::{CertRole, KeyIdentifiers};
 use crate::mtls::trust::{self, CrlSet, TrustError};
 
 /// How far in the future a certificate's notBefore may lie and still be accepted.
@@ -125,7 +133,36 @@ pub enum ChainRejection {
     TooManyIntermediates { count: usize },
     #[error("certificate is not valid: {detail}")]
     Invalid { detail: String },
+    #[error("the {role}'s public key is not allowed: {detail}")]
+    ForbiddenPublicKey { role: CertRole, detail: String },
+    #[error("the {role}'s serial number is not allowed: {detail}")]
+    InvalidSerialNumber { role: CertRole, detail: String },
+    #[error("the {role}'s key identifiers do not conform: {detail}")]
+    InvalidKeyIdentifiers { role: CertRole, detail: String },
+    #[error("the {role}'s basicConstraints do not conform: {detail}")]
+    InvalidBasicConstraints { role: CertRole, detail: String },
+    #[error("the {role}'s keyUsage does not conform: {detail}")]
+    InvalidKeyUsage { role: CertRole, detail: String },
+    #[error("the {role}'s extKeyUsage does not conform: {detail}")]
+    InvalidExtendedKeyUsage { role: CertRole, detail: String },
+    #[error("the {role}'s subject does not conform: {detail}")]
+    InvalidSubject { role: CertRole, detail: String },
+    #[error("the {role}'s subjectAltName does not conform: {detail}")]
+    InvalidSubjectAltName { role: CertRole, detail: String },
+    #[error("the {role}'s nameConstraints do not conform: {detail}")]
+    InvalidNameConstraints { role: CertRole, detail: String },
+    #[error("the {role}'s authorityInfoAccess does not conform: {detail}")]
+    InvalidAuthorityInfoAccess { role: CertRole, detail: String },
+    #[error("the {role}'s policyConstraints do not conform: {detail}")]
+    InvalidPolicyConstraints { role: CertRole, detail: String },
 }
+
+/// Stands in for a [`ChainRejection`] raised inside webpki's per-path callback, which can
+/// only return a webpki error: the rejection itself is kept aside and returned when
+/// webpki's final error is this one. Chosen because webpki ranks it below every error
+/// about a signature, validity, revocation or EKU, so a more telling failure of another
+/// candidate path still wins, and because it already means "this path is refused".
+const PATH_REFUSED: webpki::Error = webpki::Error::MaximumPathDepthExceeded;
 
 /// The extended key usage the leaf must carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,16 +229,40 @@ pub struct ChainOptions {
     /// The most intermediates a path may have, not counting self-issued ones (RFC 5280
     /// section 6.1's max_path_length). `None` leaves webpki's own limit of six.
     pub max_intermediates: Option<usize>,
+    /// Whether the key identifier rules apply (see [`KeyIdentifiers`]). Required by
+    /// default; the entra-device policy turns them off, since Microsoft does not document
+    /// the profile of `MS-Organization-Access` certificates and a tenant cannot reissue
+    /// them.
+    pub key_identifiers: KeyIdentifiers,
 }
 
 /// The `chain` policy, built once from trust material and shared by requests.
 pub struct ChainPolicy {
     anchors: Vec<TrustAnchor<'static>>,
+    /// What the profile says of each root, by the index of its anchor.
+    roots: Vec<RootProfile>,
     intermediates: Vec<CertificateDer<'static>>,
+    /// The profile's verdict on each configured intermediate, by its DER.
+    intermediate_verdicts: HashMap<Vec<u8>, Judged>,
     crls: RwLock<Arc<CrlSet>>,
     options: ChainOptions,
     /// The earliest notAfter of the roots and configured intermediates.
     material_not_after: Option<DateTime<Utc>>,
+}
+
+/// A root as the profile sees it, read once when the policy is built.
+struct RootProfile {
+    verdict: Result<(), ProfileViolation>,
+    /// `None` when the certificate could not be parsed; `verdict` then rejects.
+    facts: Option<AnchorFacts>,
+    load: NameLoad,
+}
+
+/// An intermediate as the profile sees it.
+#[derive(Debug, Clone)]
+struct Judged {
+    verdict: Result<(), ProfileViolation>,
+    load: NameLoad,
 }
 
 impl Default for ChainOptions {
@@ -213,6 +274,7 @@ impl Default for ChainOptions {
             clock_skew: DEFAULT_CLOCK_SKEW,
             revocation: RevocationPolicy::STRICT,
             max_intermediates: None,
+            key_identifiers: KeyIdentifiers::Required,
         }
     }
 }
@@ -257,6 +319,46 @@ impl ChainRejection {
             Self::PathBuildingLimitExceeded { .. } => "path_building_limit_exceeded",
             Self::TooManyIntermediates { .. } => "too_many_intermediates",
             Self::Invalid { .. } => "invalid_certificate",
+            Self::ForbiddenPublicKey { .. } => "forbidden_public_key",
+            Self::InvalidSerialNumber { .. } => "invalid_serial_number",
+            Self::InvalidKeyIdentifiers { .. } => "invalid_key_identifiers",
+            Self::InvalidBasicConstraints { .. } => "invalid_basic_constraints",
+            Self::InvalidKeyUsage { .. } => "invalid_key_usage",
+            Self::InvalidExtendedKeyUsage { .. } => "invalid_extended_key_usage",
+            Self::InvalidSubject { .. } => "invalid_subject",
+            Self::InvalidSubjectAltName { .. } => "invalid_subject_alt_name",
+            Self::InvalidNameConstraints { .. } => "invalid_name_constraints",
+            Self::InvalidAuthorityInfoAccess { .. } => "invalid_authority_info_access",
+            Self::InvalidPolicyConstraints { .. } => "invalid_policy_constraints",
+        }
+    }
+
+    fn from_profile(violation: ProfileViolation, role: CertRole) -> Self {
+        use ProfileViolation as V;
+        match violation {
+            V::Unparseable { detail } => Self::MalformedCertificate {
+                detail: format!("{role}: {detail}"),
+            },
+            V::ForbiddenPublicKey { detail } => Self::ForbiddenPublicKey { role, detail },
+            V::InvalidSerialNumber { detail } => Self::InvalidSerialNumber { role, detail },
+            V::InvalidKeyIdentifiers { detail } => Self::InvalidKeyIdentifiers { role, detail },
+            V::InvalidBasicConstraints { detail } => Self::InvalidBasicConstraints { role, detail },
+            V::InvalidKeyUsage { detail } => Self::InvalidKeyUsage { role, detail },
+            V::InvalidExtendedKeyUsage { detail } => Self::InvalidExtendedKeyUsage { role, detail },
+            V::InvalidSubject { detail } => Self::InvalidSubject { role, detail },
+            V::InvalidSubjectAltName { detail } => Self::InvalidSubjectAltName { role, detail },
+            V::InvalidNameConstraints { detail } => Self::InvalidNameConstraints { role, detail },
+            V::InvalidAuthorityInfoAccess { detail } => {
+                Self::InvalidAuthorityInfoAccess { role, detail }
+            }
+            V::InvalidPolicyConstraints { detail } => {
+                Self::InvalidPolicyConstraints { role, detail }
+            }
+            V::TooManyNameConstraintChecks { .. } => Self::PathBuildingLimitExceeded {
+                detail: violation.to_string(),
+            },
+            V::UnsupportedCriticalExtension { .. } => Self::UnsupportedCriticalExtension,
+            V::InvalidCrl { detail } => Self::InvalidCrl { detail },
         }
     }
 
@@ -354,9 +456,42 @@ impl ChainPolicy {
             .chain(&intermediates)
             .map(|der| not_after_of(der.as_ref()))
             .min();
+        let (anchors, roots): (Vec<_>, Vec<_>) = trust::roots(roots)?
+            .into_iter()
+            .map(|root| {
+                let profile = match profile::parse(&root.der) {
+                    Ok(cert) => RootProfile {
+                        verdict: profile::check_certificate(
+                            &cert,
+                            CertRole::TrustAnchor,
+                            options.key_identifiers,
+                        ),
+                        facts: Some(profile::anchor_facts(&cert)),
+                        load: profile::name_load(&cert),
+                    },
+                    Err(violation) => RootProfile {
+                        verdict: Err(violation),
+                        facts: None,
+                        load: NameLoad::default(),
+                    },
+                };
+                (root.anchor, profile)
+            })
+            .unzip();
+        let intermediate_verdicts = intermediates
+            .iter()
+            .map(|der| {
+                (
+                    der.to_vec(),
+                    judge_intermediate(der, options.key_identifiers),
+                )
+            })
+            .collect();
         Ok(Self {
-            anchors: trust::trust_anchors(roots)?,
+            anchors,
+            roots,
             intermediates,
+            intermediate_verdicts,
             crls: RwLock::new(Arc::new(crls)),
             options,
             material_not_after,
@@ -442,9 +577,29 @@ impl ChainPolicy {
             .chain(presented_intermediates.iter().cloned())
             .collect();
         let crls = self.crls();
+        // Each presented intermediate is parsed and judged once, however many candidate
+        // paths it appears in.
+        let presented: HashMap<&[u8], Judged> = presented_intermediates
+            .iter()
+            .map(|der| {
+                (
+                    der.as_ref(),
+                    judge_intermediate(der, self.options.key_identifiers),
+                )
+            })
+            .collect();
+        let leaf_cert = profile::parse(leaf.der())
+            .map_err(|violation| ChainRejection::from_profile(violation, CertRole::EndEntity))?;
+        let paths = PathContext {
+            end_entity: &end_entity,
+            leaf_load: profile::name_load(&leaf_cert),
+            pool: &pool,
+            presented: &presented,
+            crls: &crls,
+        };
 
         let mut at = now;
-        let mut result = self.build_path(&end_entity, &pool, &crls, unix_time(at));
+        let mut result = self.build_path(&paths, at);
         // A notBefore within the allowance is rechecked at that notBefore, not at the end
         // of the allowance: expiry and CRL freshness are judged at the earliest instant
         // every notBefore has passed, the closest to `now` there is, so only notBefore
@@ -455,7 +610,7 @@ impl ChainPolicy {
                     if not_before > at && not_before <= now + self.options.clock_skew =>
                 {
                     at = not_before;
-                    result = self.build_path(&end_entity, &pool, &crls, unix_time(at));
+                    result = self.build_path(&paths, at);
                 }
                 _ => break,
             }
@@ -465,16 +620,20 @@ impl ChainPolicy {
         if !leaf_carries_purpose(leaf, purpose) {
             return Err(ChainRejection::MissingRequiredEku { required: purpose });
         }
+        // The leaf's own profile is judged once a trusted CA is known to have issued it,
+        // so that a stranger's certificate is reported as an unknown issuer.
+        profile::check_certificate(
+            &leaf_cert,
+            CertRole::EndEntity,
+            self.options.key_identifiers,
+        )
+        .map_err(|violation| ChainRejection::from_profile(violation, CertRole::EndEntity))?;
         Ok(leaf.clone().into_identity(PolicyKind::Chain))
     }
 
-    fn build_path(
-        &self,
-        end_entity: &EndEntityCert<'_>,
-        pool: &[CertificateDer<'_>],
-        crls: &CrlSet,
-        time: UnixTime,
-    ) -> Result<(), ChainRejection> {
+    fn build_path(&self, paths: &PathContext<'_>, at: DateTime<Utc>) -> Result<(), ChainRejection> {
+        let time = unix_time(at);
+        let crls = paths.crls;
         let purpose = self.options.purpose;
         let usage = match purpose {
             KeyPurpose::ClientAuth => KeyUsage::client_auth(),
@@ -515,28 +674,161 @@ impl ChainPolicy {
             },
         };
 
-        let max_intermediates = self.options.max_intermediates;
-        let depth_check = move |path: &VerifiedPath<'_>| -> Result<(), webpki::Error> {
-            match max_intermediates {
-                Some(max) if logical_intermediates(path) > max => {
-                    Err(webpki::Error::MaximumPathDepthExceeded)
-                }
-                _ => Ok(()),
-            }
+        // The first path refused by keyturn's own checks, and why.
+        let refused: RefCell<Option<ChainRejection>> = RefCell::new(None);
+        let path_check = |path: &VerifiedPath<'_>| -> Result<(), webpki::Error> {
+            self.check_path(path, paths, at).map_err(|rejection| {
+                refused.borrow_mut().get_or_insert(rejection);
+                PATH_REFUSED
+            })
         };
 
-        end_entity
-            .verify_for_usage(
-                SUPPORTED_SIGNATURE_ALGORITHMS,
-                &self.anchors,
-                pool,
-                time,
-                usage,
-                revocation,
-                Some(&depth_check),
-            )
-            .map(|_| ())
-            .map_err(|e| ChainRejection::from_webpki(e, purpose))
+        let result = paths.end_entity.verify_for_usage(
+            SUPPORTED_SIGNATURE_ALGORITHMS,
+            &self.anchors,
+            paths.pool,
+            time,
+            usage,
+            revocation,
+            Some(&path_check),
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(PATH_REFUSED) => Err(refused.into_inner().unwrap_or(ChainRejection::PathTooLong)),
+            Err(e) => Err(ChainRejection::from_webpki(e, purpose)),
+        }
+    }
+
+    /// keyturn's checks of a path webpki has verified: its length, the profile of each
+    /// intermediate and of the root, the root's validity at `at`, and whether a CRL in the
+    /// root's name may be used.
+    fn check_path(
+        &self,
+        path: &VerifiedPath<'_>,
+        paths: &PathContext<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<(), ChainRejection> {
+        if let Some(max) = self.options.max_intermediates
+            && logical_intermediates(path) > max
+        {
+            return Err(ChainRejection::PathTooLong);
+        }
+        // Leaf first, root last, for the name-constraint work limit.
+        let mut loads = vec![paths.leaf_load];
+        for cert in path.intermediate_certificates() {
+            let der = cert.der();
+            let judged = match self
+                .intermediate_verdicts
+                .get(der.as_ref())
+                .or_else(|| paths.presented.get(der.as_ref()))
+            {
+                Some(judged) => judged.clone(),
+                // webpki only builds from the pool it was given; judged afresh all the same.
+                None => judge_intermediate(&der, self.options.key_identifiers),
+            };
+            judged
+                .verdict
+                .map_err(|v| ChainRejection::from_profile(v, CertRole::Intermediate))?;
+            loads.push(judged.load);
+        }
+
+        // webpki hands back a reference into the anchors it was given, which identifies
+        // the root even when two roots share a name and key.
+        let anchor = path.anchor();
+        let Some(root) = self
+            .anchors
+            .iter()
+            .position(|a| std::ptr::eq(a, anchor))
+            .and_then(|index| self.roots.get(index))
+        else {
+            return Err(ChainRejection::Invalid {
+                detail: "the path ends at a trust anchor that is not configured".to_owned(),
+            });
+        };
+        root.verdict
+            .clone()
+            .map_err(|v| ChainRejection::from_profile(v, CertRole::TrustAnchor))?;
+        loads.push(root.load);
+        profile::name_constraint_work(&loads)
+            .map_err(|v| ChainRejection::from_profile(v, CertRole::TrustAnchor))?;
+        let Some(facts) = &root.facts else {
+            return Err(ChainRejection::MalformedCertificate {
+                detail: "root: cannot be parsed".to_owned(),
+            });
+        };
+        // RFC 5280 section 6.1 leaves a trust anchor's validity to the relying party;
+        // keyturn does not trust a root outside its own validity period. Compared in
+        // whole seconds, as webpki compares the rest of the path.
+        let at = to_utc(unix_time(at));
+        if at < facts.not_before {
+            return Err(ChainRejection::NotYetValid {
+                time: at,
+                not_before: facts.not_before,
+            });
+        }
+        if at > facts.not_after {
+            return Err(ChainRejection::Expired {
+                time: at,
+                not_after: facts.not_after,
+            });
+        }
+        // webpki checks cRLSign of an intermediate that signs a CRL, but has no keyUsage
+        // for a root: a root whose keyUsage leaves out cRLSign must not be the issuer of
+        // a CRL that this path is checked against (RFC 5280 section 4.2.1.3).
+        if !facts.may_sign_crls && self.consults_root_crl(path) {
+            let root_subject = anchor.subject.as_ref();
+            if paths
+                .crls
+                .webpki_crls()
+                .iter()
+                .any(|crl| crl.issuer() == root_subject)
+            {
+                return Err(ChainRejection::InvalidCrl {
+                    detail: "a CRL is issued in the name of a root whose keyUsage lacks cRLSign"
+                        .to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether revocation checking of `path` reads a CRL issued by its root: the
+    /// certificate directly below the root is checked.
+    fn consults_root_crl(&self, path: &VerifiedPath<'_>) -> bool {
+        match self.options.revocation {
+            RevocationPolicy::NotChecked => false,
+            RevocationPolicy::Crl {
+                scope: RevocationScope::Chain,
+                ..
+            } => true,
+            RevocationPolicy::Crl {
+                scope: RevocationScope::EndEntity,
+                ..
+            } => path.intermediate_certificates().next().is_none(),
+        }
+    }
+}
+
+/// What every candidate path of one validation shares.
+struct PathContext<'a> {
+    end_entity: &'a EndEntityCert<'a>,
+    leaf_load: NameLoad,
+    pool: &'a [CertificateDer<'a>],
+    presented: &'a HashMap<&'a [u8], Judged>,
+    crls: &'a CrlSet,
+}
+
+/// The profile's verdict on a certificate used as an intermediate.
+fn judge_intermediate(der: &CertificateDer<'_>, key_identifiers: KeyIdentifiers) -> Judged {
+    match profile::parse(der) {
+        Ok(cert) => Judged {
+            verdict: profile::check_certificate(&cert, CertRole::Intermediate, key_identifiers),
+            load: profile::name_load(&cert),
+        },
+        Err(violation) => Judged {
+            verdict: Err(violation),
+            load: NameLoad::default(),
+        },
     }
 }
 
@@ -610,14 +902,27 @@ mod tests {
     }
 
     fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+        ca_with(name, parent, KeyPair::generate().unwrap(), |_| {})
+    }
+
+    /// A CA with a given key; `adjust` changes its parameters.
+    fn ca_with(
+        name: &str,
+        parent: Option<&Ca>,
+        key: KeyPair,
+        adjust: impl FnOnce(&mut CertificateParams),
+    ) -> Ca {
         let mut params = CertificateParams::new(Vec::new()).unwrap();
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        // RFC 5280 4.2.1.1: the profile requires the issuer's key identifier (rcgen
+        // writes the subject's own for every CA).
+        params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2025, 1, 1);
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
-        let key = KeyPair::generate().unwrap();
+        adjust(&mut params);
         let cert = match parent {
             Some(parent) => params
                 .signed_by(&key, &Issuer::from_params(&parent.params, &parent.key))
@@ -641,6 +946,7 @@ mod tests {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(SerialNumber::from(7u64));
+        params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2029, 1, 1);
         params.not_after = rcgen::date_time_ymd(2031, 1, 1);
         adjust(&mut params);
@@ -1049,5 +1355,149 @@ mod tests {
             )),
             "too_many_intermediates"
         );
+    }
+
+    #[test]
+    fn an_expired_root_is_rejected_as_expired() {
+        let root = ca_with("root", None, KeyPair::generate().unwrap(), |p| {
+            p.not_after = rcgen::date_time_ymd(2030, 3, 1)
+        });
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+
+        assert_eq!(
+            policy(&root, &issuing, without_revocation())
+                .validate(&device, &[], now())
+                .unwrap_err(),
+            ChainRejection::Expired {
+                time: now(),
+                not_after: Utc.with_ymd_and_hms(2030, 3, 1, 0, 0, 0).unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn a_current_root_anchors_the_path_beside_an_expired_one_with_the_same_name_and_key() {
+        let key = KeyPair::generate().unwrap();
+        let renewed = ca_with(
+            "root",
+            None,
+            KeyPair::from_pem(&key.serialize_pem()).unwrap(),
+            |_| {},
+        );
+        let expired = ca_with("root", None, key, |p| {
+            p.not_after = rcgen::date_time_ymd(2030, 3, 1)
+        });
+        let issuing = ca("issuing", Some(&renewed));
+        let device = leaf(&issuing, |_| {});
+        let policy = ChainPolicy::new(
+            &[expired.der.clone(), renewed.der.clone()],
+            vec![issuing.der.clone()],
+            CrlSet::empty(),
+            without_revocation(),
+        )
+        .unwrap();
+
+        assert!(policy.validate(&device, &[], now()).is_ok());
+    }
+
+    #[test]
+    fn a_root_that_breaks_the_profile_anchors_nothing() {
+        let root = ca_with("root", None, KeyPair::generate().unwrap(), |p| {
+            p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth]
+        });
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+
+        let rejection = policy(&root, &issuing, without_revocation())
+            .validate(&device, &[], now())
+            .unwrap_err();
+
+        assert_eq!(rejection.reason(), "invalid_extended_key_usage");
+        assert!(matches!(
+            rejection,
+            ChainRejection::InvalidExtendedKeyUsage {
+                role: CertRole::TrustAnchor,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_presented_intermediate_without_an_authority_key_identifier_is_refused_unless_not_checked()
+    {
+        let root = ca("root", None);
+        let issuing = ca_with("issuing", Some(&root), KeyPair::generate().unwrap(), |p| {
+            p.use_authority_key_identifier_extension = false
+        });
+        let device = leaf(&issuing, |_| {});
+        let build = |options| {
+            ChainPolicy::new(
+                std::slice::from_ref(&root.der),
+                Vec::new(),
+                CrlSet::empty(),
+                options,
+            )
+            .unwrap()
+        };
+        let presented = std::slice::from_ref(&issuing.der);
+
+        assert_eq!(
+            reason(build(without_revocation()).validate(&device, presented, now())),
+            "invalid_key_identifiers"
+        );
+        let mut lenient = without_revocation();
+        lenient.key_identifiers = KeyIdentifiers::NotChecked;
+        assert!(build(lenient).validate(&device, presented, now()).is_ok());
+    }
+
+    #[test]
+    fn a_leaf_that_breaks_the_profile_is_refused_once_its_issuer_is_known() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let stranger = ca("stranger", None);
+        let zero_serial =
+            |p: &mut CertificateParams| p.serial_number = Some(SerialNumber::from_slice(&[0]));
+        let policy = policy(&root, &issuing, without_revocation());
+
+        assert_eq!(
+            reason(policy.validate(&leaf(&issuing, zero_serial), &[], now())),
+            "invalid_serial_number"
+        );
+        assert_eq!(
+            reason(policy.validate(&leaf(&stranger, zero_serial), &[], now())),
+            "unknown_issuer"
+        );
+    }
+
+    #[test]
+    fn a_crl_in_the_name_of_a_root_without_crl_sign_is_refused() {
+        let key = KeyPair::generate().unwrap();
+        // The same name and key with cRLSign, so that rcgen signs the CRL.
+        let signer = ca_with(
+            "root",
+            None,
+            KeyPair::from_pem(&key.serialize_pem()).unwrap(),
+            |_| {},
+        );
+        let root = ca_with("root", None, key, |p| {
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign]
+        });
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |_| {});
+        let crls = CrlSet::from_der_list(&[
+            crl(&signer, &[], rcgen::date_time_ymd(2031, 1, 1)),
+            crl(&issuing, &[], rcgen::date_time_ymd(2031, 1, 1)),
+        ])
+        .unwrap();
+        let policy = ChainPolicy::new(
+            std::slice::from_ref(&root.der),
+            vec![issuing.der.clone()],
+            crls,
+            ChainOptions::default(),
+        )
+        .unwrap();
+
+        assert_eq!(reason(policy.validate(&device, &[], now())), "invalid_crl");
     }
 }

@@ -8,6 +8,7 @@ pub mod dn;
 pub mod entra_device;
 pub mod header;
 pub mod policies;
+pub mod profile;
 pub mod thumbprints;
 pub mod trust;
 pub mod verdicts;

@@ -11,6 +11,8 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 use x509_parser::prelude::FromDer;
 
+use crate::mtls::profile;
+
 /// The largest trust file read. Mozilla's whole root bundle is about 250 KB and a
 /// busy enterprise CA's full CRL a few MB; 16 MiB is ample for both while keeping a
 /// mistaken path (a disk image, a log file) from being read into memory.
@@ -171,11 +173,16 @@ pub fn certificates_from_bytes(
     Ok(certificates)
 }
 
-/// Trust anchors from root certificates. webpki keeps only a root's subject, key and
-/// name constraints (RFC 5280 section 6.1.1: a trust anchor is a name and a key).
-pub(crate) fn trust_anchors(
-    roots: &[CertificateDer<'_>],
-) -> Result<Vec<TrustAnchor<'static>>, TrustError> {
+/// A configured root: the trust anchor webpki builds paths to, and the certificate it
+/// came from, which keyturn's own profile checks read (webpki keeps only a root's
+/// subject, key and name constraints: RFC 5280 section 6.1.1's name and key).
+pub(crate) struct Root {
+    pub(crate) anchor: TrustAnchor<'static>,
+    pub(crate) der: CertificateDer<'static>,
+}
+
+/// Trust anchors from root certificates, each kept beside its certificate.
+pub(crate) fn roots(roots: &[CertificateDer<'_>]) -> Result<Vec<Root>, TrustError> {
     if roots.is_empty() {
         return Err(TrustError::Empty {
             origin: "roots".to_owned(),
@@ -187,7 +194,10 @@ pub(crate) fn trust_anchors(
         .enumerate()
         .map(|(index, root)| {
             webpki::anchor_from_trusted_cert(root)
-                .map(|anchor| anchor.to_owned())
+                .map(|anchor| Root {
+                    anchor: anchor.to_owned(),
+                    der: root.clone().into_owned(),
+                })
                 .map_err(|e| TrustError::InvalidCertificate {
                     origin: "roots".to_owned(),
                     index,
@@ -229,13 +239,17 @@ fn parse_one_crl(
     origin: &str,
     index: usize,
 ) -> Result<(CertRevocationList<'static>, DateTime<Utc>), TrustError> {
+    let invalid = |detail: String| TrustError::InvalidCrl {
+        origin: origin.to_owned(),
+        index,
+        detail,
+    };
     let crl = OwnedCertRevocationList::from_der(der)
         .map(CertRevocationList::from)
-        .map_err(|e| TrustError::InvalidCrl {
-            origin: origin.to_owned(),
-            index,
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| invalid(e.to_string()))?;
+    // webpki does not insist on what RFC 5280 requires of every CRL; a CRL that breaks
+    // it is refused here, so a reload keeps the previous set and start-up stops.
+    profile::check_crl(der).map_err(|e| invalid(e.to_string()))?;
     Ok((crl, next_update_of(der)))
 }
 
@@ -375,6 +389,37 @@ mod tests {
             "a broken file must not replace the set"
         );
         assert_eq!(set.len(), 1);
+    }
+
+    #[test]
+    fn a_crl_without_a_crl_number_is_refused_when_loaded() {
+        let (params, key) = ca_params();
+        let issuer = rcgen::Issuer::from_params(&params, &key);
+        let mut der = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2034, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+        // id-ce-cRLNumber (2.5.29.20) becomes an unassigned id-ce arc (2.5.29.99):
+        // the CRL is well-formed DER without a CRLNumber. Signatures are checked when a
+        // CRL is used, not when it is loaded.
+        let at = der
+            .windows(5)
+            .position(|w| w == [0x06, 0x03, 0x55, 0x1d, 0x14])
+            .unwrap();
+        der[at + 4] = 0x63;
+
+        let error = CrlSet::from_bytes(&der, "root.crl").unwrap_err();
+
+        assert!(matches!(error, TrustError::InvalidCrl { index: 0, .. }));
+        assert!(error.to_string().contains("CRLNumber"), "{error}");
     }
 
     #[test]

@@ -37,6 +37,8 @@ fn ca(name: &str, parent: Option<&Ca>) -> Ca {
     params.distinguished_name.push(DnType::CommonName, name);
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // RFC 5280 4.2.1.1, which the chain policy checks.
+    params.use_authority_key_identifier_extension = true;
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     let key = KeyPair::generate().unwrap();
@@ -85,6 +87,7 @@ impl Pki {
             .push(DnType::CommonName, "laptop-42");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.serial_number = Some(SerialNumber::from(42u64));
+        params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2029, 1, 1);
         params.not_after = rcgen::date_time_ymd(2031, 1, 1);
         adjust(&mut params);
@@ -214,6 +217,26 @@ fn a_certificate_not_yet_valid_is_rejected() {
     assert_eq!(
         run(&pki.args(&cert), now()).to_json()["reason"],
         "not_yet_valid"
+    );
+}
+
+#[test]
+fn a_certificate_its_ca_formed_badly_is_rejected_with_the_profile_reason() {
+    let pki = Pki::new();
+    let (zero_serial, _) = pki.device("zero-serial.pem", |p| {
+        p.serial_number = Some(SerialNumber::from_slice(&[0]))
+    });
+    let (no_authority_key, _) = pki.device("no-aki.pem", |p| {
+        p.use_authority_key_identifier_extension = false
+    });
+
+    let report = run(&pki.args(&zero_serial), now());
+
+    assert_eq!(report.exit_code(), 1);
+    assert_eq!(report.to_json()["reason"], "invalid_serial_number");
+    assert_eq!(
+        run(&pki.args(&no_authority_key), now()).to_json()["reason"],
+        "invalid_key_identifiers"
     );
 }
 

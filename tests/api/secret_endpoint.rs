@@ -100,6 +100,8 @@ fn ca_params(name: &str) -> CertificateParams {
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.distinguished_name.push(DnType::CommonName, name);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    // RFC 5280 4.2.1.1, which the chain policy checks.
+    params.use_authority_key_identifier_extension = true;
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     params
@@ -148,6 +150,7 @@ fn issue(spec: &LeafSpec<'_>, issuer: Option<&CertifiedIssuer<'static, KeyPair>>
     let (y, m, d) = spec.not_after;
     params.not_after = rcgen::date_time_ymd(y, m, d);
     params.serial_number = Some(SerialNumber::from(spec.serial));
+    params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().expect("key");
     let certificate = match issuer {
         Some(issuer) => params.signed_by(&key, issuer).expect("signs"),

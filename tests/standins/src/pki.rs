@@ -213,7 +213,10 @@ impl TestCa {
         self.sign(subject_cn, params)
     }
 
-    fn sign(&self, subject: &str, params: CertificateParams) -> Result<IssuedCert, PkiError> {
+    fn sign(&self, subject: &str, mut params: CertificateParams) -> Result<IssuedCert, PkiError> {
+        // RFC 5280 4.2.1.1: a conforming CA names its key in what it issues, and
+        // keyturn's chain policy checks that it does.
+        params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate().map_err(PkiError::Key)?;
         let cert = params
             .signed_by(&key, &self.issuer)
