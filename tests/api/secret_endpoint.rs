@@ -1954,3 +1954,81 @@ async fn refusals_are_checked_every_time_and_never_kept() {
     }
     assert_eq!(policies.kept_verdicts(), 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Altered certificates: whatever a client changes in a valid certificate, the header path
+// refuses it with a reason code, and nothing panics.
+
+/// One way to alter a certificate's DER.
+#[derive(Debug, Clone)]
+enum Alteration {
+    /// XOR a byte at this position (modulo the length) with a non-zero mask.
+    Flip { at: usize, mask: u8 },
+    /// Keep only this many bytes (modulo the length).
+    Truncate { keep: usize },
+    /// Insert a byte at this position (modulo the length plus one).
+    Insert { at: usize, byte: u8 },
+}
+
+fn alter(der: &[u8], alteration: &Alteration) -> Vec<u8> {
+    let mut altered = der.to_vec();
+    match *alteration {
+        Alteration::Flip { at, mask } => altered[at % der.len()] ^= mask,
+        Alteration::Truncate { keep } => altered.truncate(keep % der.len()),
+        Alteration::Insert { at, byte } => altered.insert(at % (der.len() + 1), byte),
+    }
+    altered
+}
+
+fn alteration() -> impl proptest::strategy::Strategy<Value = Alteration> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (any::<usize>(), 1u8..=255).prop_map(|(at, mask)| Alteration::Flip { at, mask }),
+        any::<usize>().prop_map(|keep| Alteration::Truncate { keep }),
+        (any::<usize>(), any::<u8>()).prop_map(|(at, byte)| Alteration::Insert { at, byte }),
+    ]
+}
+
+#[test]
+fn every_altered_certificate_is_refused_with_a_reason_code() {
+    use proptest::test_runner::{Config, TestRunner};
+
+    let pki = Pki::new();
+    let endpoint = shared_chain_endpoint(&pki);
+    let leaf = pki.leaf(&LeafSpec::valid("laptop-altered", 6001));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let original = runtime.block_on(
+        endpoint
+            .policies()
+            .authenticate(Presented::ArrHeader(&leaf.header()), now()),
+    );
+    assert_eq!(refusal_reason(original), "accepted", "the unaltered leaf");
+
+    let mut runner = TestRunner::new(Config {
+        cases: 512,
+        ..Config::default()
+    });
+    runner
+        .run(&alteration(), |alteration| {
+            let altered = alter(&leaf.der, &alteration);
+            let header = STANDARD.encode(&altered);
+            let result = runtime.block_on(
+                endpoint
+                    .policies()
+                    .authenticate(Presented::ArrHeader(&header), now()),
+            );
+            let reason = refusal_reason(result);
+            proptest::prop_assert_ne!(reason, "accepted", "an altered certificate was accepted");
+            proptest::prop_assert!(
+                !reason.is_empty()
+                    && reason
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+                "reason codes are snake_case: {reason}"
+            );
+            Ok(())
+        })
+        .expect("no altered certificate is accepted");
+}
