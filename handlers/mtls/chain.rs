@@ -451,11 +451,6 @@ impl ChainPolicy {
         crls: CrlSet,
         options: ChainOptions,
     ) -> Result<Self, TrustError> {
-        let material_not_after = roots
-            .iter()
-            .chain(&intermediates)
-            .map(|der| not_after_of(der.as_ref()))
-            .min();
         let (anchors, roots): (Vec<_>, Vec<_>) = trust::roots(roots)?
             .into_iter()
             .map(|root| {
@@ -487,6 +482,17 @@ impl ChainPolicy {
                 )
             })
             .collect();
+        // A root that did not parse is refused by its verdict; nothing relying on it is
+        // kept either.
+        let material_not_after = roots
+            .iter()
+            .map(|root: &RootProfile| {
+                root.facts
+                    .as_ref()
+                    .map_or(DateTime::<Utc>::MIN_UTC, |f| f.not_after)
+            })
+            .chain(intermediates.iter().map(|der| not_after_of(der.as_ref())))
+            .min();
         Ok(Self {
             anchors,
             roots,
@@ -871,7 +877,7 @@ fn to_utc(time: UnixTime) -> DateTime<Utc> {
 
 /// A certificate's notAfter. A certificate x509-parser cannot read stands in with the
 /// earliest time there is, so nothing relying on it is kept.
-fn not_after_of(der: &[u8]) -> DateTime<Utc> {
+pub(crate) fn not_after_of(der: &[u8]) -> DateTime<Utc> {
     <x509_parser::prelude::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(der)
         .ok()
         .and_then(|(_, cert)| DateTime::from_timestamp(cert.validity().not_after.timestamp(), 0))

@@ -14,7 +14,7 @@ use rustls_pki_types::CertificateDer;
 use crate::domain::ids::DeviceId;
 use crate::domain::thumbprint::Thumbprint;
 use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
-use crate::mtls::chain::ChainPolicy;
+use crate::mtls::chain::{ChainPolicy, not_after_of};
 use crate::mtls::entra_device::{EntraDevicePolicy, EntraDeviceRejection};
 use crate::mtls::header::parse_arr_client_cert;
 use crate::mtls::thumbprints::TrustedThumbprints;
@@ -249,7 +249,13 @@ impl CertificatePolicies {
 
         let mut policies = Vec::new();
         let mut identity = None;
-        let mut until = leaf.not_after();
+        // Presented intermediates bound whatever path the policies built. One that does
+        // not parse may have been ignored by path building, but nothing is assumed about
+        // it: its stand-in instant keeps the verdict from being kept.
+        let mut until = intermediates
+            .iter()
+            .map(|der| not_after_of(der.as_ref()))
+            .fold(leaf.not_after(), DateTime::min);
         if let Some(pins) = &self.thumbprints {
             let accepted = pins.validate(&leaf).map_err(|e| {
                 rejected(
@@ -267,7 +273,7 @@ impl CertificatePolicies {
                 .map_err(|e| rejected(PolicyKind::Chain.as_str(), e.reason(), e.to_string()))?;
             policies.push(PolicyKind::Chain);
             identity.get_or_insert(accepted);
-            until = until.min(horizon(chain, intermediates, now));
+            until = until.min(horizon(chain));
         }
         let mut device = None;
         if let Some(entra) = &self.entra_device {
@@ -276,7 +282,7 @@ impl CertificatePolicies {
                 .map_err(|e| entra_refusal(&e, thumbprint))?;
             identity.get_or_insert_with(|| leaf.clone().into_identity(PolicyKind::EntraDevice));
             device = Some(certificate);
-            until = until.min(horizon(entra.chain(), intermediates, now));
+            until = until.min(horizon(entra.chain()));
         }
         let identity = identity.expect("at least one policy is configured, checked above");
         Ok((
@@ -353,24 +359,10 @@ impl CertificatePolicies {
     }
 }
 
-/// The instant until which `chain`'s acceptance of a certificate presented with
-/// `intermediates` at `now` certainly stands: the earliest notAfter of the presented
-/// intermediates and of the policy's trust material, and the earliest nextUpdate of its
-/// CRLs. A presented intermediate that does not parse may have been ignored by path
-/// building, but nothing is assumed about it: the verdict is not kept.
-fn horizon(
-    chain: &ChainPolicy,
-    intermediates: &[CertificateDer<'static>],
-    now: DateTime<Utc>,
-) -> DateTime<Utc> {
-    let mut until = chain.horizon().unwrap_or(DateTime::<Utc>::MAX_UTC);
-    for der in intermediates {
-        match ClientCertificate::from_der(der.as_ref().to_vec()) {
-            Ok(certificate) => until = until.min(certificate.not_after()),
-            Err(_) => return now,
-        }
-    }
-    until
+/// The instant until which `chain`'s own material (roots, configured intermediates,
+/// CRLs) lets an acceptance stand.
+fn horizon(chain: &ChainPolicy) -> DateTime<Utc> {
+    chain.horizon().unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// The refusal for an entra-device rejection: the directory failing is "try again
