@@ -1825,6 +1825,23 @@ fn refusal_reason(
     }
 }
 
+/// What `policies` decide about the certificate in `header` at each instant, in order:
+/// `accepted` or the refusal's reason code.
+async fn reasons_at(
+    policies: &keyturn::mtls::policies::CertificatePolicies,
+    header: &str,
+    instants: &[DateTime<Utc>],
+) -> Vec<&'static str> {
+    let mut reasons = Vec::new();
+    for instant in instants {
+        let result = policies
+            .authenticate(Presented::ArrHeader(header), *instant)
+            .await;
+        reasons.push(refusal_reason(result));
+    }
+    reasons
+}
+
 #[tokio::test]
 async fn a_kept_verdict_is_reused_only_until_the_certificate_expires() {
     let pki = Pki::new();
@@ -1832,23 +1849,14 @@ async fn a_kept_verdict_is_reused_only_until_the_certificate_expires() {
     let policies = endpoint.policies();
     // Valid until 2026-01-01T00:00:00Z.
     let header = pki.leaf(&LeafSpec::valid("laptop-expiring", 5001)).header();
-    let presented = Presented::ArrHeader(&header);
 
-    let first = policies
-        .authenticate(presented, at(2025, 12, 31, 23, 0, 0))
-        .await;
-    assert_eq!(refusal_reason(first), "accepted");
+    let first = reasons_at(policies, &header, &[at(2025, 12, 31, 23, 0, 0)]).await;
+    assert_eq!(first, ["accepted"]);
     assert_eq!(policies.kept_verdicts(), 1, "an acceptance is kept");
-    let again = policies
-        .authenticate(presented, at(2025, 12, 31, 23, 59, 59))
-        .await;
-    assert_eq!(refusal_reason(again), "accepted");
-    let after = policies
-        .authenticate(presented, at(2026, 1, 1, 0, 0, 1))
-        .await;
+    let later = [at(2025, 12, 31, 23, 59, 59), at(2026, 1, 1, 0, 0, 1)];
     assert_eq!(
-        refusal_reason(after),
-        "expired",
+        reasons_at(policies, &header, &later).await,
+        ["accepted", "expired"],
         "past notAfter the certificate is checked again, and refused"
     );
 }
@@ -1866,18 +1874,10 @@ async fn a_kept_verdict_ends_when_the_crls_it_relied_on_go_stale() {
     let header = pki
         .leaf(&LeafSpec::valid("laptop-stale-crl", 5002))
         .header();
-    let presented = Presented::ArrHeader(&header);
-
-    let before = policies
-        .authenticate(presented, at(2025, 6, 30, 23, 59, 0))
-        .await;
-    assert_eq!(refusal_reason(before), "accepted");
-    let stale = policies
-        .authenticate(presented, at(2025, 7, 1, 0, 0, 1))
-        .await;
+    let instants = [at(2025, 6, 30, 23, 59, 0), at(2025, 7, 1, 0, 0, 1)];
     assert_eq!(
-        refusal_reason(stale),
-        "crl_expired",
+        reasons_at(policies, &header, &instants).await,
+        ["accepted", "crl_expired"],
         "a verdict reached under a CRL is not reused once that CRL is stale"
     );
 }
@@ -1922,18 +1922,10 @@ async fn a_kept_verdict_ends_when_a_configured_intermediate_expires() {
         Some(&intermediate),
     )
     .header();
-    let presented = Presented::ArrHeader(&header);
-
-    let before = policies
-        .authenticate(presented, at(2025, 7, 31, 23, 59, 0))
-        .await;
-    assert_eq!(refusal_reason(before), "accepted");
-    let after = policies
-        .authenticate(presented, at(2025, 8, 1, 0, 0, 1))
-        .await;
+    let instants = [at(2025, 7, 31, 23, 59, 0), at(2025, 8, 1, 0, 0, 1)];
     assert_eq!(
-        refusal_reason(after),
-        "expired",
+        reasons_at(policies, &header, &instants).await,
+        ["accepted", "expired"],
         "the intermediate's notAfter bounds the verdict, not only the leaf's"
     );
 }
@@ -1946,12 +1938,10 @@ async fn refusals_are_checked_every_time_and_never_kept() {
     let header = pki
         .leaf(&LeafSpec::valid("laptop-revoked", REVOKED_SERIAL))
         .header();
-    for _ in 0..3 {
-        let result = policies
-            .authenticate(Presented::ArrHeader(&header), now())
-            .await;
-        assert_eq!(refusal_reason(result), "revoked");
-    }
+    assert_eq!(
+        reasons_at(policies, &header, &[now(), now(), now()]).await,
+        ["revoked"; 3]
+    );
     assert_eq!(policies.kept_verdicts(), 0);
 }
 
