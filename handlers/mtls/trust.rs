@@ -9,7 +9,6 @@ use chrono::{DateTime, Utc};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use webpki::{CertRevocationList, OwnedCertRevocationList};
-use x509_parser::prelude::FromDer;
 
 use crate::mtls::profile;
 
@@ -249,18 +248,10 @@ fn parse_one_crl(
         .map_err(|e| invalid(e.to_string()))?;
     // webpki does not insist on what RFC 5280 requires of every CRL; a CRL that breaks
     // it is refused here, so a reload keeps the previous set and start-up stops.
-    profile::check_crl(der).map_err(|e| invalid(e.to_string()))?;
-    Ok((crl, next_update_of(der)))
-}
-
-/// A CRL's nextUpdate. webpki has already required the field; should x509-parser not
-/// read it, the earliest time there is stands in, so nothing relying on it is kept.
-fn next_update_of(der: &[u8]) -> DateTime<Utc> {
-    x509_parser::revocation_list::CertificateRevocationList::from_der(der)
-        .ok()
-        .and_then(|(_, crl)| crl.next_update())
-        .and_then(|next| DateTime::from_timestamp(next.timestamp(), 0))
-        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+    let next_update = profile::check_crl(der).map_err(|e| invalid(e.to_string()))?;
+    // webpki has already required nextUpdate; should it be missing all the same, the
+    // earliest time there is stands in, so nothing relying on it is kept.
+    Ok((crl, next_update.unwrap_or(DateTime::<Utc>::MIN_UTC)))
 }
 
 fn looks_like_pem(bytes: &[u8]) -> bool {
