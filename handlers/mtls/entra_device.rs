@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::domain::ids::DeviceId;
-use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::chain::{ChainPolicy, ChainRejection};
 use crate::mtls::thumbprints::sha1_thumbprint;
 use crate::ports::PortError;
@@ -141,22 +141,6 @@ impl EntraDevicePolicy {
             ttl: chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX),
             cache: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// Accepts `leaf` when it is the bound certificate of a known, enabled device that
-    /// meets the requirements; returns the identity and the device id.
-    pub async fn validate(
-        &self,
-        leaf: &ClientCertificate,
-        presented_intermediates: &[CertificateDer<'_>],
-        now: DateTime<Utc>,
-    ) -> Result<(ClientIdentity, DeviceId), EntraDeviceRejection> {
-        let certificate = self.verify_certificate(leaf, presented_intermediates, now)?;
-        let device_id = self.check_device(&certificate, now).await?;
-        Ok((
-            leaf.clone().into_identity(PolicyKind::EntraDevice),
-            device_id,
-        ))
     }
 
     /// The checks that depend on the certificate alone: its subject names a device and
