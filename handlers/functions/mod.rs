@@ -150,7 +150,8 @@ impl From<AuditError> for FunctionError {
             AuditError::Contended { .. } => {
                 Self::Port(PortError::new(FailureKind::Conflict, context))
             }
-            AuditError::Abandoned => Self::Port(PortError::new(
+            // Nothing was refused: the write may succeed on a later delivery or request.
+            AuditError::Abandoned | AuditError::WriterStopped => Self::Port(PortError::new(
                 FailureKind::Transient { retry_after: None },
                 context,
             )),
