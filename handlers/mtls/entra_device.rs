@@ -114,7 +114,9 @@ pub struct EntraDevicePolicy {
 #[derive(Clone)]
 struct Cached {
     fetched: DateTime<Utc>,
-    device: Option<Device>,
+    /// Shared with the requests that read it: a hit costs a reference count, not a copy
+    /// of the device's bindings.
+    device: Option<Arc<Device>>,
 }
 
 impl std::fmt::Debug for EntraDevicePolicy {
@@ -208,14 +210,14 @@ impl EntraDevicePolicy {
         &self,
         device_id: &DeviceId,
         now: DateTime<Utc>,
-    ) -> Result<Option<Device>, PortError> {
+    ) -> Result<Option<Arc<Device>>, PortError> {
         if let Some(cached) = self.lock().get(device_id)
             && now >= cached.fetched
             && now - cached.fetched < self.ttl
         {
             return Ok(cached.device.clone());
         }
-        let device = self.directory.device(device_id).await?;
+        let device = self.directory.device(device_id).await?.map(Arc::new);
         let mut cache = self.lock();
         if cache.len() >= MAX_CACHED_DEVICES {
             cache.retain(|_, c| now >= c.fetched && now - c.fetched < self.ttl);
