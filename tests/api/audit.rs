@@ -622,3 +622,182 @@ async fn the_table_client_follows_continuations_across_pages() {
         "$top=2 over six matches takes at least three pages, took {pages}"
     );
 }
+
+fn named(name: &str) -> Map<String, Value> {
+    let mut properties = Map::new();
+    properties.insert("Name".into(), Value::String(name.into()));
+    properties
+}
+
+async fn rows_in(fixture: &TableFixture, partition: &str) -> Vec<String> {
+    let query = keyturn::adapters::azure::table::Query {
+        filter: Some(format!("PartitionKey eq '{partition}'")),
+        ..Default::default()
+    };
+    fixture
+        .client
+        .query::<Map<String, Value>>(&fixture.table, &query)
+        .await
+        .expect("query")
+        .entities
+        .into_iter()
+        .map(|entity| entity.row_key.as_str().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_table_transaction_stores_all_of_its_entities_or_none() {
+    let fixture = TableFixture::new().await;
+    let partition = EntityKey::parse("tx").expect("valid key");
+    let key = |row: &str| EntityKey::parse(row).expect("valid key");
+    let first: Vec<(EntityKey, Map<String, Value>)> = ["a", "b", "c"]
+        .into_iter()
+        .map(|row| (key(row), named(row)))
+        .collect();
+
+    fixture
+        .client
+        .insert_all(&fixture.table, &partition, &first)
+        .await
+        .expect("a transaction of three new entities is stored");
+    // The second transaction's middle entity takes a key the first one stored.
+    let second: Vec<(EntityKey, Map<String, Value>)> = ["d", "b", "e"]
+        .into_iter()
+        .map(|row| (key(row), named(row)))
+        .collect();
+    let refused = fixture
+        .client
+        .insert_all(&fixture.table, &partition, &second)
+        .await
+        .expect_err("a taken key refuses the whole transaction");
+
+    assert_eq!(
+        refused.kind,
+        keyturn::ports::FailureKind::Conflict,
+        "{refused}"
+    );
+    assert_eq!(
+        rows_in(&fixture, "tx").await,
+        ["a", "b", "c"],
+        "nothing of the refused transaction is stored"
+    );
+    let read = fixture
+        .client
+        .get::<Map<String, Value>>(&fixture.table, &partition, &key("b"))
+        .await
+        .expect("get");
+    assert_eq!(
+        read.properties.get("Name"),
+        Some(&Value::String("b".into()))
+    );
+}
+
+#[tokio::test]
+async fn a_table_transaction_of_the_largest_size_is_stored_and_a_larger_one_is_refused_unsent() {
+    use keyturn::adapters::azure::table::MAX_BATCH_ENTITIES;
+    let fixture = TableFixture::new().await;
+    let partition = EntityKey::parse("big").expect("valid key");
+    let rows = |count: usize, prefix: &str| -> Vec<(EntityKey, Map<String, Value>)> {
+        (0..count)
+            .map(|i| {
+                let row = format!("{prefix}{i:03}");
+                (EntityKey::parse(&row).expect("valid key"), named(&row))
+            })
+            .collect()
+    };
+
+    fixture
+        .client
+        .insert_all(&fixture.table, &partition, &rows(MAX_BATCH_ENTITIES, "r"))
+        .await
+        .expect("the service's largest transaction is stored");
+    let too_many = fixture
+        .client
+        .insert_all(
+            &fixture.table,
+            &partition,
+            &rows(MAX_BATCH_ENTITIES + 1, "s"),
+        )
+        .await
+        .expect_err("one entity more than a transaction may hold");
+
+    assert_eq!(
+        too_many.kind,
+        keyturn::ports::FailureKind::Invalid,
+        "{too_many}"
+    );
+    let stored = rows_in(&fixture, "big").await;
+    assert_eq!(stored.len(), MAX_BATCH_ENTITIES);
+    assert!(stored.iter().all(|row| row.starts_with('r')), "{stored:?}");
+}
+
+/// The Table store, counting the writes the audit writer hands it and their sizes.
+#[derive(Debug)]
+struct CountingStore {
+    inner: TableAuditStore,
+    writes: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait]
+impl keyturn::ports::audit::AuditStore for CountingStore {
+    async fn head(&self) -> Result<Option<StoredEntry>, keyturn::ports::PortError> {
+        self.inner.head().await
+    }
+
+    async fn append(&self, entry: &AuditEntry) -> Result<(), keyturn::ports::PortError> {
+        self.append_all(std::slice::from_ref(entry)).await
+    }
+
+    fn max_batch(&self) -> usize {
+        self.inner.max_batch()
+    }
+
+    async fn append_all(&self, entries: &[AuditEntry]) -> Result<(), keyturn::ports::PortError> {
+        self.writes.lock().expect("test lock").push(entries.len());
+        self.inner.append_all(entries).await
+    }
+
+    async fn read(
+        &self,
+        from: u64,
+        count: u32,
+    ) -> Result<Vec<StoredEntry>, keyturn::ports::PortError> {
+        self.inner.read(from, count).await
+    }
+}
+
+#[tokio::test]
+async fn concurrent_appends_to_the_table_store_are_written_in_shared_transactions() {
+    use keyturn::ports::audit::AuditStore;
+    let fixture = TableFixture::new().await;
+    let store = Arc::new(CountingStore {
+        inner: TableAuditStore::new(fixture.client.clone(), fixture.table.clone()),
+        writes: std::sync::Mutex::default(),
+    });
+    let log = AuditLog::new(store.clone());
+    let mut appends = tokio::task::JoinSet::new();
+    for second in 0..120u32 {
+        let log = log.clone();
+        appends.spawn(async move { log.append(rotation("batched", second)).await });
+    }
+    let mut sequences = BTreeSet::new();
+    while let Some(result) = appends.join_next().await {
+        let entry = result.expect("task").expect("append");
+        sequences.insert(entry.sequence);
+    }
+
+    assert_eq!(sequences, (1..=120).collect::<BTreeSet<u64>>());
+    let writes = store.writes.lock().expect("test lock").clone();
+    assert_eq!(writes.iter().sum::<usize>(), 120, "{writes:?}");
+    assert!(
+        writes.len() < 120 && writes.iter().any(|&size| size > 1),
+        "appends queued behind a round trip share a transaction: {writes:?}"
+    );
+    assert!(
+        writes.iter().all(|&size| size <= store.max_batch()),
+        "{writes:?}"
+    );
+    let report = log.verify().await.expect("verify");
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.entries_checked, 120);
+}

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::headers::{
-    AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderName, IF_MATCH, MS_DATE, PREFER,
+    AUTHORIZATION, CONTENT_TYPE, ETAG, HeaderName, Headers, IF_MATCH, MS_DATE, PREFER,
 };
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
-    ClientOptions, Context, Etag, Method, Pipeline, PipelineSendOptions, RawResponse, Request, Url,
+    ClientOptions, Context, Etag, Method, Pipeline, PipelineSendOptions, RawResponse, Request,
+    StatusCode, Url,
 };
 use azure_core::time::OffsetDateTime;
 use base64::Engine as _;
@@ -50,6 +51,11 @@ pub const API_VERSION: &str = "2019-02-02";
 /// The service returns at most 1000 entities per query page (Query Entities, "Timeouts
 /// and pagination"); `$top` above that is refused.
 pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// An entity group transaction holds at most 100 operations and 4 MiB of payload, all in
+/// one partition of one table ("Performing entity group transactions", requirements).
+pub const MAX_BATCH_ENTITIES: usize = 100;
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// PartitionKey and RowKey are limited to 1 KiB each (Understanding the Table service
 /// data model, "System properties").
@@ -452,6 +458,62 @@ impl TableClient {
         etag_of(&response, &operation)
     }
 
+    /// Inserts `entities` (row key and properties) into one partition of `table` as one
+    /// entity group transaction: the service stores all of them or none. Fails with
+    /// [`FailureKind::Conflict`] when any of the keys exists, and stores nothing then.
+    /// At most [`MAX_BATCH_ENTITIES`] entities and [`MAX_BATCH_BYTES`] of request.
+    pub async fn insert_all<T: Serialize>(
+        &self,
+        table: &TableName,
+        partition_key: &EntityKey,
+        entities: &[(EntityKey, T)],
+    ) -> Result<(), PortError> {
+        let operation = format!(
+            "inserting {} entities into table {table} in one transaction",
+            entities.len()
+        );
+        if entities.is_empty() {
+            return Ok(());
+        }
+        if entities.len() > MAX_BATCH_ENTITIES {
+            return Err(PortError::invalid(format!(
+                "{operation}: a transaction holds at most {MAX_BATCH_ENTITIES} entities"
+            )));
+        }
+        let batch = Batch::new(self.url(table.as_str(), &[]));
+        let mut bodies = Vec::with_capacity(entities.len());
+        for (row_key, properties) in entities {
+            bodies.push(entity_body(partition_key, row_key, properties, &operation)?);
+        }
+        let body = batch.body(&bodies);
+        if body.len() > MAX_BATCH_BYTES {
+            return Err(PortError::invalid(format!(
+                "{operation}: the transaction exceeds {MAX_BATCH_BYTES} bytes"
+            )));
+        }
+        let mut request = self.request(self.url("$batch", &[]), Method::Post, None);
+        request.insert_header(CONTENT_TYPE, batch.content_type());
+        request.set_body(body);
+        let context = self.write_context(&operation);
+        let response = self.send(request, &context).await.map_err(|f| f.error)?;
+        match batch_outcome(response.headers(), response.body().as_ref(), entities.len()) {
+            BatchOutcome::Stored => Ok(()),
+            BatchOutcome::Refused { status, body } => {
+                let code = ServiceErrorCode::from_response(&Headers::new(), &body);
+                Err(failure_from_status(
+                    status,
+                    &Headers::new(),
+                    code.as_ref(),
+                    OffsetDateTime::now_utc(),
+                    &context,
+                ))
+            }
+            BatchOutcome::Unreadable(problem) => Err(PortError::invalid(format!(
+                "{operation}: the answer could not be read ({problem})"
+            ))),
+        }
+    }
+
     /// Reads one entity; [`FailureKind::NotFound`] when absent.
     pub async fn get<T: DeserializeOwned>(
         &self,
@@ -668,6 +730,121 @@ impl TableClient {
         );
         Err(Failure { error, code })
     }
+}
+
+/// One entity group transaction's request: a `multipart/mixed` batch holding one change
+/// set of Insert Entity requests, as "Performing entity group transactions" lays it out.
+/// The boundaries are random, so no entity's JSON can contain one.
+struct Batch {
+    entity_url: Url,
+    batch: String,
+    changeset: String,
+}
+
+impl Batch {
+    fn new(entity_url: Url) -> Self {
+        Self {
+            entity_url,
+            batch: format!("batch_{}", uuid::Uuid::new_v4()),
+            changeset: format!("changeset_{}", uuid::Uuid::new_v4()),
+        }
+    }
+
+    fn content_type(&self) -> String {
+        format!("multipart/mixed; boundary={}", self.batch)
+    }
+
+    fn body(&self, entities: &[Vec<u8>]) -> Vec<u8> {
+        let Self {
+            entity_url,
+            batch,
+            changeset,
+        } = self;
+        let mut body = Vec::with_capacity(entities.iter().map(|e| e.len() + 400).sum());
+        body.extend_from_slice(
+            format!("--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n")
+                .as_bytes(),
+        );
+        for entity in entities {
+            body.extend_from_slice(
+                format!(
+                    "--{changeset}\r\n\
+                     Content-Type: application/http\r\n\
+                     Content-Transfer-Encoding: binary\r\n\r\n\
+                     POST {entity_url} HTTP/1.1\r\n\
+                     Content-Type: application/json\r\n\
+                     Accept: {JSON_NO_METADATA}\r\n\
+                     Prefer: return-no-content\r\n\
+                     DataServiceVersion: 3.0;\r\n\
+                     Content-Length: {}\r\n\r\n",
+                    entity.len()
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(entity);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{changeset}--\r\n--{batch}--\r\n").as_bytes());
+        body
+    }
+}
+
+/// What the answer to an entity group transaction says.
+#[derive(Debug, PartialEq, Eq)]
+enum BatchOutcome {
+    /// Every operation answered with a success status.
+    Stored,
+    /// An operation failed, so the transaction stored nothing: its status and its part
+    /// of the answer (which holds the service's error JSON).
+    Refused { status: StatusCode, body: Vec<u8> },
+    /// The answer is not a batch response that accounts for the operations.
+    Unreadable(&'static str),
+}
+
+/// Reads a batch response. The service answers 202 with a `multipart/mixed` body whose
+/// change-set part holds one embedded HTTP response per operation when all succeeded, or
+/// the one failed operation's response when the change set was rolled back.
+fn batch_outcome(headers: &Headers, body: &[u8], operations: usize) -> BatchOutcome {
+    let multipart = headers.get_optional_str(&CONTENT_TYPE).is_some_and(|t| {
+        t.trim_start()
+            .to_ascii_lowercase()
+            .starts_with("multipart/mixed")
+    });
+    if !multipart {
+        return BatchOutcome::Unreadable("not a multipart answer");
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return BatchOutcome::Unreadable("not UTF-8");
+    };
+    // Each embedded response starts with its status line at the start of a line.
+    let mut statuses = Vec::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_end();
+        if let Some(rest) = trimmed.strip_prefix("HTTP/1.1 ") {
+            let code = rest.split(' ').next().and_then(|c| c.parse::<u16>().ok());
+            match code {
+                Some(code) => statuses.push((code, offset + line.len())),
+                None => return BatchOutcome::Unreadable("an embedded status line is malformed"),
+            }
+        }
+        offset += line.len();
+    }
+    if let Some(&(code, start)) = statuses.iter().find(|(code, _)| !(200..300).contains(code)) {
+        // The failed operation's part runs to the next boundary line.
+        let rest = &text[start..];
+        let end = rest.find("\n--").map_or(rest.len(), |i| i + 1);
+        let part = &rest[..end];
+        let json = part.find('{').map_or("", |i| part[i..].trim_end());
+        return BatchOutcome::Refused {
+            status: StatusCode::from(code),
+            body: json.as_bytes().to_vec(),
+        };
+    }
+    if statuses.len() != operations {
+        return BatchOutcome::Unreadable("the answer does not account for every operation");
+    }
+    BatchOutcome::Stored
 }
 
 /// A failed call: the port error, and the service's code for callers that tell
@@ -1262,5 +1439,143 @@ mod tests {
             header(&seen[0].1, "authorization"),
             Some("Bearer token-for-test")
         );
+    }
+
+    fn multipart_headers() -> Headers {
+        let mut headers = Headers::new();
+        headers.insert(
+            CONTENT_TYPE,
+            "multipart/mixed; boundary=batchresponse_7d7f2c41-0b0c-4b9e-9c2a-5f7c1f3e9a10",
+        );
+        headers
+    }
+
+    /// The layout "Performing entity group transactions" documents for a change set
+    /// whose operations all succeeded: one embedded response per operation.
+    fn stored_answer(operations: usize) -> String {
+        let mut body = String::from(
+            "--batchresponse_7d7f2c41-0b0c-4b9e-9c2a-5f7c1f3e9a10\r\n\
+             Content-Type: multipart/mixed; boundary=changesetresponse_0f6b\r\n\r\n",
+        );
+        for _ in 0..operations {
+            body.push_str(
+                "--changesetresponse_0f6b\r\n\
+                 Content-Type: application/http\r\n\
+                 Content-Transfer-Encoding: binary\r\n\r\n\
+                 HTTP/1.1 204 No Content\r\n\
+                 X-Content-Type-Options: nosniff\r\n\
+                 Preference-Applied: return-no-content\r\n\
+                 DataServiceVersion: 3.0;\r\n\r\n",
+            );
+        }
+        body.push_str(
+            "--changesetresponse_0f6b--\r\n--batchresponse_7d7f2c41-0b0c-4b9e-9c2a-5f7c1f3e9a10--\r\n",
+        );
+        body
+    }
+
+    /// A rolled-back change set: only the failed operation answers, its error message
+    /// prefixed with the operation's index.
+    const REFUSED_ANSWER: &str = "--batchresponse_7d7f2c41-0b0c-4b9e-9c2a-5f7c1f3e9a10\r\n\
+        Content-Type: multipart/mixed; boundary=changesetresponse_0f6b\r\n\r\n\
+        --changesetresponse_0f6b\r\n\
+        Content-Type: application/http\r\n\
+        Content-Transfer-Encoding: binary\r\n\r\n\
+        HTTP/1.1 409 Conflict\r\n\
+        Content-Type: application/json;odata=nometadata;streaming=true;charset=utf-8\r\n\r\n\
+        {\"odata.error\":{\"code\":\"EntityAlreadyExists\",\"message\":{\"lang\":\"en-US\",\"value\":\"1:The specified entity already exists.\"}}}\r\n\
+        --changesetresponse_0f6b--\r\n\
+        --batchresponse_7d7f2c41-0b0c-4b9e-9c2a-5f7c1f3e9a10--\r\n";
+
+    #[test]
+    fn a_batch_answer_with_a_success_per_operation_means_stored() {
+        let answer = stored_answer(3);
+        assert_eq!(
+            batch_outcome(&multipart_headers(), answer.as_bytes(), 3),
+            BatchOutcome::Stored
+        );
+    }
+
+    #[test]
+    fn a_batch_answer_missing_an_operation_is_unreadable_not_stored() {
+        let answer = stored_answer(2);
+        assert!(matches!(
+            batch_outcome(&multipart_headers(), answer.as_bytes(), 3),
+            BatchOutcome::Unreadable(_)
+        ));
+    }
+
+    #[test]
+    fn a_rolled_back_batch_reports_the_failed_operations_status_and_code() {
+        let outcome = batch_outcome(&multipart_headers(), REFUSED_ANSWER.as_bytes(), 3);
+        let BatchOutcome::Refused { status, body } = outcome else {
+            panic!("expected a refusal, got {outcome:?}");
+        };
+        assert_eq!(status, StatusCode::Conflict);
+        let code = ServiceErrorCode::from_response(&Headers::new(), &body);
+        assert_eq!(
+            code.as_ref().map(ServiceErrorCode::as_str),
+            Some("EntityAlreadyExists")
+        );
+    }
+
+    #[test]
+    fn a_batch_answer_that_is_not_multipart_is_unreadable() {
+        let answer = stored_answer(1);
+        let mut json = Headers::new();
+        json.insert(CONTENT_TYPE, "application/json");
+        for headers in [Headers::new(), json] {
+            assert!(matches!(
+                batch_outcome(&headers, answer.as_bytes(), 1),
+                BatchOutcome::Unreadable(_)
+            ));
+        }
+        let garbled = stored_answer(1).replace("HTTP/1.1 204", "HTTP/1.1 2x4");
+        assert!(matches!(
+            batch_outcome(&multipart_headers(), garbled.as_bytes(), 1),
+            BatchOutcome::Unreadable(_)
+        ));
+    }
+
+    #[test]
+    fn a_batch_request_holds_one_change_set_with_one_insert_per_entity() {
+        let url = Url::parse("https://acct.table.core.windows.net/audit").expect("url");
+        let batch = Batch::new(url);
+        let entities = [br#"{"RowKey":"1"}"#.to_vec(), br#"{"RowKey":"2"}"#.to_vec()];
+
+        let body = String::from_utf8(batch.body(&entities)).expect("UTF-8");
+
+        assert!(batch.content_type().ends_with(&batch.batch));
+        assert!(body.starts_with(&format!("--{}\r\n", batch.batch)));
+        assert!(body.ends_with(&format!(
+            "--{}--\r\n--{}--\r\n",
+            batch.changeset, batch.batch
+        )));
+        assert_eq!(
+            body.matches("POST https://acct.table.core.windows.net/audit HTTP/1.1\r\n")
+                .count(),
+            2
+        );
+        assert_eq!(body.matches("Content-Length: 14\r\n\r\n").count(), 2);
+        assert_eq!(
+            body.matches(&format!("--{}\r\n", batch.changeset)).count(),
+            2
+        );
+        assert_ne!(
+            batch.batch,
+            Batch::new(Url::parse("https://a/t").expect("url")).batch
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_batch_answer_is_read_without_panicking(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            text in "(HTTP/1.1 [0-9]{0,4}[ a-z]*\r?\n|--[a-z]*\r?\n|\\{[a-z:\"]*\\}|[\r\n]|.){0,40}",
+            operations in 0usize..5,
+        ) {
+            let _ = batch_outcome(&multipart_headers(), &body, operations);
+            let _ = batch_outcome(&multipart_headers(), text.as_bytes(), operations);
+        }
     }
 }
