@@ -41,9 +41,11 @@
 //! (sequence and hash) with a copy kept elsewhere to detect that.
 
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use rand::Rng;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -253,13 +255,23 @@ impl AuditLog {
 }
 
 /// The writer's loop: until every clone of the log is gone, take what is queued (at
-/// most the store's batch size) and write it as one batch.
+/// most the store's batch size) and write it as one batch. The writer remembers the
+/// head it last stored and seals the next batch after it without reading the store
+/// again; should another writer (another process) have appended in between, the store
+/// refuses the position and the head is read afresh.
 async fn write_batches(store: Arc<dyn AuditStore>, mut queue: mpsc::Receiver<Waiting>) {
     let limit = store.max_batch().max(1);
     let mut known = None;
     let mut batch = Vec::with_capacity(limit);
     while queue.recv_many(&mut batch, limit).await > 0 {
-        write_batch(store.as_ref(), std::mem::take(&mut batch), &mut known).await;
+        let written = write_batch(store.as_ref(), std::mem::take(&mut batch), &mut known);
+        // A store that panics fails its own batch (every append in it is answered
+        // `Abandoned` as its answer is dropped), not the writer: later appends are
+        // still written, after the head read afresh.
+        if AssertUnwindSafe(written).catch_unwind().await.is_err() {
+            tracing::error!("the audit store panicked while writing a batch");
+            known = None;
+        }
     }
 }
 
@@ -1030,6 +1042,47 @@ mod tests {
         let report = log.verify().await.expect("verify");
         assert!(report.is_intact(), "{report}");
         assert_eq!(report.entries_checked, 2);
+    }
+
+    /// A store whose first write panics.
+    #[derive(Debug, Default)]
+    struct PanicsOnce {
+        inner: MemoryStore,
+        panicked: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl AuditStore for PanicsOnce {
+        async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+            self.inner.head().await
+        }
+
+        async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+            if !self.panicked.swap(true, Ordering::SeqCst) {
+                panic!("a store bug");
+            }
+            self.inner.append(entry).await
+        }
+
+        async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+            self.inner.read(from, count).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_store_that_panics_fails_its_batch_and_the_writer_goes_on() {
+        let store = Arc::new(PanicsOnce::default());
+        let log = AuditLog::new(store.clone());
+
+        let first = log.append(rotation_record(0)).await;
+        let second = log.append(rotation_record(1)).await;
+
+        assert!(matches!(first, Err(AuditError::Abandoned)), "{first:?}");
+        let second = second.expect("the writer survived the panic");
+        assert_eq!(second.sequence, 1, "nothing was stored by the failed batch");
+        let report = log.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.entries_checked, 1);
     }
 
     #[tokio::test]
