@@ -24,7 +24,9 @@ use crate::access::{AccessPolicy, AccessPolicyError, Decision};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
-use crate::mtls::chain::{ChainOptions, ChainPolicy, KeyIdentifiers, RevocationPolicy};
+use crate::mtls::chain::{
+    ChainOptions, ChainPolicy, KeyIdentifiers, LeafKeyUsage, RevocationPolicy,
+};
 use crate::mtls::entra_device::{DeviceRequirements, EntraDevicePolicy};
 use crate::mtls::policies::{
     Authenticated, CertificatePolicies, CertificateRefusal, Presented, RefusalKind,
@@ -339,8 +341,10 @@ fn entra_chain_options(config: &PolicyConfig) -> ChainOptions {
         revocation: RevocationPolicy::NotChecked,
         // Microsoft documents no profile for MS-Organization-Access certificates, and a
         // tenant cannot have them reissued: a missing key identifier must not lock out
-        // every device. The rest of keyturn's certificate profile applies.
+        // every device. Nor is it known whether their keyUsage asserts digitalSignature.
+        // The rest of keyturn's certificate profile applies.
         key_identifiers: KeyIdentifiers::NotChecked,
+        leaf_key_usage: LeafKeyUsage::NotChecked,
         ..defaults
     }
 }

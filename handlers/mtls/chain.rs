@@ -27,7 +27,7 @@ use webpki::{
 
 use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
 use crate::mtls::profile::{self, AnchorFacts, NameLoad, ProfileViolation};
-pub use crate::mtls::profile::{CertRole, KeyIdentifiers};
+pub use crate::mtls::profile::{CertRole, KeyIdentifiers, LeafKeyUsage};
 use crate::mtls::trust::{self, CrlSet, TrustError};
 
 /// How far in the future a certificate's notBefore may lie and still be accepted.
@@ -234,6 +234,9 @@ pub struct ChainOptions {
     /// the profile of `MS-Organization-Access` certificates and a tenant cannot reissue
     /// them.
     pub key_identifiers: KeyIdentifiers,
+    /// Whether a leaf's keyUsage must allow signing (see [`LeafKeyUsage`]). Required by
+    /// default; off for the entra-device policy, for the same reason as key identifiers.
+    pub leaf_key_usage: LeafKeyUsage,
 }
 
 /// The `chain` policy, built once from trust material and shared by requests.
@@ -275,6 +278,7 @@ impl Default for ChainOptions {
             revocation: RevocationPolicy::STRICT,
             max_intermediates: None,
             key_identifiers: KeyIdentifiers::Required,
+            leaf_key_usage: LeafKeyUsage::SigningRequired,
         }
     }
 }
@@ -633,6 +637,10 @@ impl ChainPolicy {
             CertRole::EndEntity,
             self.options.key_identifiers,
         )
+        .and_then(|()| match self.options.leaf_key_usage {
+            LeafKeyUsage::SigningRequired => profile::leaf_key_usage(&leaf_cert),
+            LeafKeyUsage::NotChecked => Ok(()),
+        })
         .map_err(|violation| ChainRejection::from_profile(violation, CertRole::EndEntity))?;
         Ok(leaf.clone().into_identity(PolicyKind::Chain))
     }
@@ -1455,6 +1463,27 @@ mod tests {
         let mut lenient = without_revocation();
         lenient.key_identifiers = KeyIdentifiers::NotChecked;
         assert!(build(lenient).validate(&device, presented, now()).is_ok());
+    }
+
+    #[test]
+    fn a_leaf_whose_key_usage_does_not_allow_signing_is_refused_unless_not_checked() {
+        let root = ca("root", None);
+        let issuing = ca("issuing", Some(&root));
+        let device = leaf(&issuing, |p| {
+            p.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+        });
+
+        assert_eq!(
+            reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),
+            "invalid_key_usage"
+        );
+        let mut lenient = without_revocation();
+        lenient.leaf_key_usage = LeafKeyUsage::NotChecked;
+        assert!(
+            policy(&root, &issuing, lenient)
+                .validate(&device, &[], now())
+                .is_ok()
+        );
     }
 
     #[test]

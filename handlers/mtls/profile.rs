@@ -88,6 +88,18 @@ pub enum KeyIdentifiers {
     NotChecked,
 }
 
+/// Whether a leaf's keyUsage, when present, must allow the signature a TLS client makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeafKeyUsage {
+    /// A leaf carrying keyUsage must assert digitalSignature: a TLS client proves it
+    /// holds its key by signing the handshake (CertificateVerify, RFC 8446 section
+    /// 4.4.3, RFC 5246 section 7.4.8), and RFC 5280 section 4.2.1.3 reserves that use
+    /// of a key to digitalSignature. A leaf without keyUsage is not restricted.
+    SigningRequired,
+    /// Not checked: for a CA whose profile keyturn cannot know in advance.
+    NotChecked,
+}
+
 /// Why a certificate or CRL does not conform to keyturn's profile. Each carries a short
 /// detail naming the field; none carries anything secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -195,6 +207,21 @@ pub fn check_certificate(
         critical_extensions_understood(cert)?;
     }
     Ok(())
+}
+
+/// The [`LeafKeyUsage::SigningRequired`] rule for a leaf.
+pub fn leaf_key_usage(cert: &X509Certificate<'_>) -> Result<(), ProfileViolation> {
+    match extension(cert, &OID_X509_EXT_KEY_USAGE)?.map(X509Extension::parsed_extension) {
+        Some(ParsedExtension::KeyUsage(ku)) if !ku.digital_signature() => {
+            Err(ProfileViolation::InvalidKeyUsage {
+                detail: "a leaf's keyUsage does not assert digitalSignature".to_owned(),
+            })
+        }
+        Some(ParsedExtension::KeyUsage(_)) | None => Ok(()),
+        Some(_) => Err(ProfileViolation::InvalidKeyUsage {
+            detail: "cannot be parsed".to_owned(),
+        }),
+    }
 }
 
 /// The name-constraint work `cert` brings (see [`NameLoad`]). Unreadable extensions
@@ -1096,6 +1123,37 @@ mod tests {
             check(&self_signed(&params), CertRole::TrustAnchor),
             ProfileViolation::InvalidKeyUsage { .. }
         );
+    }
+
+    #[test]
+    fn a_leaf_whose_key_usage_does_not_allow_signing_is_refused() {
+        for usages in [
+            vec![KeyUsagePurpose::KeyEncipherment],
+            vec![
+                KeyUsagePurpose::KeyAgreement,
+                KeyUsagePurpose::DataEncipherment,
+            ],
+        ] {
+            let der = leaf(|p| p.key_usages = usages.clone());
+            assert_violation!(
+                leaf_key_usage(&parse(&der).unwrap()),
+                ProfileViolation::InvalidKeyUsage { .. }
+            );
+        }
+    }
+
+    #[test]
+    fn a_leaf_that_may_sign_or_carries_no_key_usage_passes_the_signing_rule() {
+        let signing = leaf(|p| {
+            p.key_usages = vec![
+                KeyUsagePurpose::DigitalSignature,
+                KeyUsagePurpose::KeyEncipherment,
+            ]
+        });
+        let unrestricted = leaf(|p| p.key_usages.clear());
+
+        assert_eq!(leaf_key_usage(&parse(&signing).unwrap()), Ok(()));
+        assert_eq!(leaf_key_usage(&parse(&unrestricted).unwrap()), Ok(()));
     }
 
     #[test]
