@@ -538,6 +538,45 @@ async fn a_self_issued_certificate_renews_from_its_policy() {
 }
 
 #[tokio::test]
+async fn certificates_are_listed_through_the_official_crate_across_pages() {
+    let standins = start().await;
+    let vault = vault_url(&standins);
+    let store = key_vault(&standins, standins.credential());
+    standins.keyvault().set_polls_until_complete(0);
+    standins.keyvault().set_page_size(1);
+    for cert in ["device-api", "gateway-tls", "partner-sso"] {
+        create_certificate(&standins, cert, "Self").await;
+    }
+
+    let listed = store.list_certificates(&vault).await.expect("listed");
+
+    let names: Vec<&str> = listed.iter().map(|c| c.id.name().as_str()).collect();
+    assert_eq!(names, ["device-api", "gateway-tls", "partner-sso"]);
+    for listed in &listed {
+        let read = store
+            .certificate_properties(&vault, listed.id.name())
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(listed.x5t_hex, read.x5t_hex, "{}", listed.id.name());
+        assert_eq!(listed.expires, read.expires, "{}", listed.id.name());
+        assert!(listed.enabled && listed.expires.is_some());
+        assert_eq!(listed.id.version(), None, "a list item names no version");
+    }
+
+    let nobody = standins.seed_identity("nobody", Permissions::only(["certificates/get"]));
+    let refused = key_vault(&standins, standins.credential_for(&nobody))
+        .list_certificates(&vault)
+        .await
+        .expect_err("listing needs certificates/list");
+    assert!(
+        permission_missing(&refused).starts_with("Key Vault Certificate"),
+        "{}",
+        permission_missing(&refused)
+    );
+}
+
+#[tokio::test]
 async fn a_renewal_already_pending_is_returned_rather_than_started_twice() {
     let standins = start().await;
     let vault = vault_url(&standins);

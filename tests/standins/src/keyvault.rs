@@ -59,6 +59,7 @@ pub mod permission {
     pub const SECRETS_SET: &str = "secrets/set";
     pub const SECRETS_DELETE: &str = "secrets/delete";
     pub const CERTIFICATES_GET: &str = "certificates/get";
+    pub const CERTIFICATES_LIST: &str = "certificates/list";
     pub const CERTIFICATES_CREATE: &str = "certificates/create";
 }
 
@@ -507,6 +508,7 @@ fn handle(
         (&Method::PATCH, ["secrets", name, version]) => {
             update_secret(&call, name, Some(version), body)
         }
+        (&Method::GET, ["certificates"]) => list_certificates(&call),
         (&Method::POST, ["certificates", name, "create"]) => create_certificate(&call, name, body),
         (&Method::GET, ["certificates", name, "pending"]) => certificate_operation(&call, name),
         (&Method::GET, ["certificates", name, "policy"]) => certificate_policy(&call, name),
@@ -1281,6 +1283,52 @@ fn certificate_policy(call: &Call, name: &str) -> Result<Response, KvError> {
     Ok(json_response(StatusCode::OK, policy_json(call, entry)))
 }
 
+/// Get Certificates: each certificate's current version as a CertificateItem (id
+/// without a version, x5t, attributes, tags when set), paged like every list. A
+/// certificate whose first version is still being issued has nothing to list yet.
+fn list_certificates(call: &Call) -> Result<Response, KvError> {
+    call.require(permission::CERTIFICATES_LIST)?;
+    let (items, page_size) = {
+        let vault = call.shared.vault();
+        let items: Vec<Value> = vault
+            .certificates
+            .values()
+            .filter_map(|entry| {
+                let v = entry.versions.last()?;
+                let mut item = json!({
+                    "id": format!("{}/certificates/{}", call.base, entry.name),
+                    "x5t": x5t(&v.der),
+                    "attributes": certificate_attributes(v),
+                });
+                if let Some(tags) = &v.tags {
+                    item["tags"] = json!(tags);
+                }
+                Some(item)
+            })
+            .collect();
+        (items, vault.page_size)
+    };
+    page(call, "/certificates", items, page_size)
+}
+
+/// A certificate's SHA-1 thumbprint as Key Vault writes it: base64url without padding.
+fn x5t(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+fn certificate_attributes(v: &CertificateVersion) -> Value {
+    json!({
+        "enabled": true,
+        "nbf": v.nbf,
+        "exp": v.exp,
+        "created": v.created,
+        "updated": v.created,
+        "recoveryLevel": RECOVERY_LEVEL,
+        "recoverableDays": RECOVERABLE_DAYS,
+    })
+}
+
 fn get_certificate(call: &Call, name: &str, version: Option<&str>) -> Result<Response, KvError> {
     call.require(permission::CERTIFICATES_GET)?;
     let vault = call.shared.vault();
@@ -1296,24 +1344,15 @@ fn get_certificate(call: &Call, name: &str, version: Option<&str>) -> Result<Res
             .find(|cv| cv.version.eq_ignore_ascii_case(wanted)),
     }
     .ok_or_else(|| certificate_not_found(name))?;
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, &v.der);
     let base = &call.base;
     let cert_name = &entry.name;
     let mut body = json!({
         "id": format!("{base}/certificates/{cert_name}/{}", v.version),
         "kid": format!("{base}/keys/{cert_name}/{}", v.version),
         "sid": format!("{base}/secrets/{cert_name}/{}", v.version),
-        "x5t": URL_SAFE_NO_PAD.encode(digest.as_ref()),
+        "x5t": x5t(&v.der),
         "cer": STANDARD.encode(&v.der),
-        "attributes": {
-            "enabled": true,
-            "nbf": v.nbf,
-            "exp": v.exp,
-            "created": v.created,
-            "updated": v.created,
-            "recoveryLevel": RECOVERY_LEVEL,
-            "recoverableDays": RECOVERABLE_DAYS,
-        },
+        "attributes": certificate_attributes(v),
         "policy": policy_json(call, entry),
     });
     if let Some(tags) = &v.tags {
