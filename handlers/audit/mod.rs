@@ -315,31 +315,58 @@ async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>, known: &mut Op
                 prev_hash = entry.hash;
                 entries.push(entry);
             }
-            match store.append_all(&entries).await {
-                Ok(()) => {
-                    *known = entries.last().and_then(|last| {
-                        Some(KnownHead {
-                            next: last.sequence.checked_add(1)?,
-                            hash: last.hash,
-                        })
-                    });
-                    for (waiting, entry) in batch.into_iter().zip(entries) {
-                        let _ = waiting.answer.send(Ok(entry));
-                    }
-                    return;
-                }
+            let stored = match store.append_all(&entries).await {
+                Ok(()) => true,
+                // A write the transport retried after its first try was stored (the
+                // answer lost on the way back) is refused as a conflict with itself;
+                // sealing the batch again would store every entry twice.
                 Err(error) if error.kind == FailureKind::Conflict => {
-                    tracing::debug!(first, attempt, "audit append lost the race; retrying");
-                    let pause = rand::thread_rng().gen_range(0..=MAX_BACKOFF_MILLIS);
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    already_stored(store, &entries).await
                 }
                 Err(error) => break 'attempts Failure::Store("appending an entry", error),
+            };
+            if stored {
+                *known = entries.last().and_then(|last| {
+                    Some(KnownHead {
+                        next: last.sequence.checked_add(1)?,
+                        hash: last.hash,
+                    })
+                });
+                for (waiting, entry) in batch.into_iter().zip(entries) {
+                    let _ = waiting.answer.send(Ok(entry));
+                }
+                return;
             }
+            tracing::debug!(first, attempt, "audit append lost the race; retrying");
+            let pause = rand::thread_rng().gen_range(0..=MAX_BACKOFF_MILLIS);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         Failure::Contended
     };
     for waiting in batch {
         let _ = waiting.answer.send(Err(failure.to_error()));
+    }
+}
+
+/// Whether the store holds exactly `entries` at their positions: the same hashes, so the
+/// same content after the same predecessors. Another writer's entries never match, as
+/// their records differ; a store that cannot be read counts as not holding them.
+async fn already_stored(store: &dyn AuditStore, entries: &[AuditEntry]) -> bool {
+    let (Some(first), Ok(count)) = (entries.first(), u32::try_from(entries.len())) else {
+        return false;
+    };
+    match store.read(first.sequence, count).await {
+        Ok(stored) => {
+            stored.len() == entries.len()
+                && stored.iter().zip(entries).all(|(stored, entry)| {
+                    stored.position == entry.sequence
+                        && stored
+                            .content
+                            .as_ref()
+                            .is_ok_and(|found| found.hash == entry.hash)
+                })
+        }
+        Err(_) => false,
     }
 }
 
@@ -1042,6 +1069,43 @@ mod tests {
         let report = log.verify().await.expect("verify");
         assert!(report.is_intact(), "{report}");
         assert_eq!(report.entries_checked, 2);
+    }
+
+    /// A store whose writes are stored but answered as conflicts, as when a transport
+    /// retries a write whose first try succeeded and whose answer was lost.
+    #[derive(Debug, Default)]
+    struct AnswerLost {
+        inner: MemoryStore,
+    }
+
+    #[async_trait]
+    impl AuditStore for AnswerLost {
+        async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+            self.inner.head().await
+        }
+
+        async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
+            self.inner.append(entry).await?;
+            Err(PortError::new(FailureKind::Conflict, "position taken"))
+        }
+
+        async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
+            self.inner.read(from, count).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_as_a_conflict_with_itself_is_not_stored_twice() {
+        let store = Arc::new(AnswerLost::default());
+        let log = AuditLog::new(store.clone());
+
+        let first = log.append(rotation_record(0)).await.expect("first append");
+        let second = log.append(rotation_record(1)).await.expect("second append");
+
+        assert_eq!((first.sequence, second.sequence), (1, 2));
+        let report = log.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.entries_checked, 2, "each record is stored once");
     }
 
     /// A store whose first write panics.

@@ -508,8 +508,10 @@ impl TableClient {
                     &context,
                 ))
             }
-            BatchOutcome::Unreadable(problem) => Err(PortError::invalid(format!(
-                "{operation}: the answer could not be read ({problem})"
+            // The transaction was sent and may well be stored: the outcome is unknown, not
+            // refused. A later write finds out (the audit log reads back a conflict).
+            BatchOutcome::Unreadable(problem) => Err(PortError::transient(format!(
+                "{operation}: the answer could not be read ({problem}); the outcome is unknown"
             ))),
         }
     }
