@@ -57,7 +57,8 @@ pub enum StartupError {
 
 /// The audit log the settings choose. Opening it makes no network call.
 pub async fn audit_log(settings: &Settings) -> Result<AuditLog, StartupError> {
-    Ok(AuditLog::new(audit_store(settings, false).await?))
+    AuditLog::start(audit_store(settings, false).await?)
+        .map_err(|e| StartupError::Audit(e.to_string()))
 }
 
 /// The audit store the settings choose. With `create`, a Table store makes sure its table
@@ -144,7 +145,8 @@ async fn local_parts(
 /// Everything the functions share, from settings.
 pub async fn services(settings: &Settings, env: &Environment) -> Result<Services, StartupError> {
     let clock = Clock::system();
-    let audit = AuditLog::new(audit_store(settings, true).await?);
+    let audit = AuditLog::start(audit_store(settings, true).await?)
+        .map_err(|e| StartupError::Audit(e.to_string()))?;
     let local = match settings.backend {
         Backend::Local => Some(local_parts(settings, env, &clock).await?),
         Backend::Azure => None,

@@ -108,6 +108,9 @@ pub enum AuditError {
     /// can be appended.
     #[error("the audit writer is not running")]
     WriterStopped,
+    /// The writer's thread or its runtime could not be created.
+    #[error("the audit writer could not start: {problem}")]
+    WriterNotStarted { problem: String },
 }
 
 /// Seals `record` as entry `sequence` following an entry whose hash is `prev_hash`.
@@ -199,30 +202,53 @@ impl AuditLog {
     /// batch) must not wait in the request runtime's run queues behind the requests it
     /// holds up. Measured with `benches/endpoint.rs`, a writer driven from the request
     /// runtime spent more of each cycle waiting to be scheduled than writing.
-    pub fn new(store: Arc<dyn AuditStore>) -> Self {
+    ///
+    /// Fails only when the operating system will not give the writer a thread or the
+    /// thread its runtime (descriptors or threads exhausted): a process that cannot
+    /// audit must not start.
+    pub fn start(store: Arc<dyn AuditStore>) -> Result<Self, AuditError> {
         let (writer, queue) = mpsc::channel(MAX_QUEUED_APPENDS);
+        let (ready, started) = std::sync::mpsc::sync_channel(1);
         let batches = store.clone();
-        let started = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("keyturn-audit".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
+                let runtime = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
-                    .build()
-                {
-                    Ok(runtime) => runtime,
-                    Err(error) => {
-                        // The queue is dropped with this thread: every append fails with
-                        // `AuditError::WriterStopped` instead of waiting for ever.
-                        tracing::error!(%error, "the audit writer could not start");
-                        return;
+                    .build();
+                match runtime {
+                    Ok(runtime) => {
+                        let _ = ready.send(Ok(()));
+                        runtime.block_on(write_batches(batches, queue));
                     }
-                };
-                runtime.block_on(write_batches(batches, queue));
-            });
-        if let Err(error) = started {
-            tracing::error!(%error, "the audit writer thread could not be started");
+                    Err(error) => {
+                        let _ = ready.send(Err(error.to_string()));
+                    }
+                }
+            })
+            .map_err(|error| AuditError::WriterNotStarted {
+                problem: error.to_string(),
+            })?;
+        match started.recv() {
+            Ok(Ok(())) => Ok(Self { store, writer }),
+            Ok(Err(problem)) => Err(AuditError::WriterNotStarted { problem }),
+            Err(_) => Err(AuditError::WriterNotStarted {
+                problem: "the writer thread ended before it was ready".to_owned(),
+            }),
         }
-        Self { store, writer }
+    }
+
+    /// [`AuditLog::start`] for callers that cannot report a failure to start (tests,
+    /// benches, tools): such a log answers every append [`AuditError::WriterStopped`].
+    pub fn new(store: Arc<dyn AuditStore>) -> Self {
+        match Self::start(store.clone()) {
+            Ok(log) => log,
+            Err(error) => {
+                tracing::error!(%error, "the audit log cannot write");
+                let (writer, _) = mpsc::channel(1);
+                Self { store, writer }
+            }
+        }
     }
 
     /// Seals `record` as the next entry and stores it, starting over (up to
@@ -966,9 +992,7 @@ mod tests {
         }
 
         async fn until_writes_begun(&self, count: usize) {
-            while self.begun.load(Ordering::SeqCst) < count {
-                tokio::task::yield_now().await;
-            }
+            eventually(|| self.begun.load(Ordering::SeqCst) >= count).await;
         }
     }
 
@@ -1004,6 +1028,17 @@ mod tests {
         }
     }
 
+    /// Waits for `condition`, failing the test rather than hanging it if it never holds.
+    async fn eventually(condition: impl Fn() -> bool) {
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            while !condition() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the condition did not hold within 10 s");
+    }
+
     fn queued(log: &AuditLog) -> usize {
         MAX_QUEUED_APPENDS - log.writer.capacity()
     }
@@ -1022,9 +1057,7 @@ mod tests {
         let mut behind = Vec::new();
         for second in 1..=10 {
             behind.push(spawn_append(&log, second));
-            while queued(&log) < second as usize {
-                tokio::task::yield_now().await;
-            }
+            eventually(|| queued(&log) >= second as usize).await;
         }
 
         store.gate.add_permits(2);
@@ -1044,6 +1077,34 @@ mod tests {
         );
         let report = log.verify().await.expect("verify");
         assert!(report.is_intact(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn an_append_dropped_while_still_queued_is_written_after_the_write_ahead_of_it() {
+        let store = GatedStore::closed();
+        let log = AuditLog::new(store.clone());
+        let ahead = spawn_append(&log, 0);
+        store.until_writes_begun(1).await;
+        let queued_caller = spawn_append(&log, 1);
+        eventually(|| queued(&log) == 1).await;
+        // The client goes away while its entry still waits behind the write in progress.
+        queued_caller.abort();
+        assert!(queued_caller.await.expect_err("aborted").is_cancelled());
+
+        store.gate.add_permits(3);
+        ahead.await.expect("task").expect("the write ahead");
+        let next = log
+            .append(rotation_record(2))
+            .await
+            .expect("a later append");
+
+        assert_eq!(
+            next.sequence, 3,
+            "the dropped caller's entry holds position 2"
+        );
+        let report = log.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.entries_checked, 3);
     }
 
     #[tokio::test]
