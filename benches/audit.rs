@@ -44,6 +44,11 @@ const AZURITE_ACCOUNT_KEY: &str =
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+/// The allocator the `keyturn` binary uses (`handlers/main.rs`), so the library is
+/// measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

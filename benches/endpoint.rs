@@ -91,6 +91,11 @@ const SECRET_VALUE: &str = "bench-value-2f7c9e41d08a4b6c";
 /// Where App Service reports the client; the per-address limiter keys on it.
 const FORWARDED_FOR: &str = "203.0.113.7:50312";
 
+/// The allocator the `keyturn` binary uses (`handlers/main.rs`), so the library is
+/// measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

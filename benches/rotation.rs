@@ -56,6 +56,11 @@ const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// Seeded versions expire within the default rotate-before window (30 days).
 const DAYS_TO_EXPIRY: i64 = 20;
 
+/// The allocator the `keyturn` binary uses (`handlers/main.rs`), so the library is
+/// measured as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

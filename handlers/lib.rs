@@ -19,9 +19,3 @@ pub mod ports;
 pub mod rotation;
 pub mod startup;
 pub mod telemetry;
-
-/// keyturn allocates small, short-lived buffers on one thread and frees many of them on
-/// another (the audit writer frees what request tasks built); mimalloc's per-thread free
-/// lists do that without glibc's arena locks. Measured with `benches/endpoint.rs`.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
