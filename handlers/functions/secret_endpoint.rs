@@ -722,6 +722,18 @@ mod tests {
     }
 
     #[test]
+    fn the_entra_device_chain_leaves_out_only_the_undocumented_profile_rules() {
+        let options = entra_chain_options(&PolicyConfig::default());
+        let defaults = ChainOptions::default();
+
+        assert_eq!(options.key_identifiers, KeyIdentifiers::NotChecked);
+        assert_eq!(options.leaf_key_usage, LeafKeyUsage::NotChecked);
+        assert_eq!(defaults.key_identifiers, KeyIdentifiers::Required);
+        assert_eq!(defaults.leaf_key_usage, LeafKeyUsage::SigningRequired);
+        assert_eq!(options.purpose, defaults.purpose);
+    }
+
+    #[test]
     fn a_backends_retry_after_is_rounded_up_and_capped() {
         assert_eq!(retry_after_seconds(Duration::from_millis(1500)), 2);
         assert_eq!(retry_after_seconds(Duration::ZERO), 1);
