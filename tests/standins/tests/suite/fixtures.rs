@@ -11,11 +11,34 @@ use crate::{json, start, token};
 const RECORDED_ONLY_ATTRIBUTES: [&str; 1] = ["recoverableDays"];
 
 fn fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/keyvault-rest")
-        .join(name);
+    read_fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/fixtures/keyvault-rest")
+            .join(name),
+    )
+}
+
+/// Fixtures the shared set does not hold, copied into `tests/standins/fixtures` (see its
+/// README for where each comes from).
+fn own_fixture(name: &str) -> Value {
+    read_fixture(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures")
+            .join(name),
+    )
+}
+
+fn read_fixture(path: PathBuf) -> Value {
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixtures are JSON")
+}
+
+/// The 7.5 CreateCertificate example's request, asking for a PEM secret.
+fn create_certificate_request() -> Value {
+    let mut request =
+        fixture("keyvault-7.5-CreateCertificate-example.json")["parameters"]["parameters"].clone();
+    request["policy"]["secret_props"]["contentType"] = json!("application/x-pem-file");
+    request
 }
 
 fn keys(value: &Value) -> BTreeSet<String> {
@@ -139,9 +162,7 @@ async fn certificate_operation_and_policy_answers_have_the_example_shapes() {
     let token = token(&standins, Audience::KeyVault).await;
     let client = standins.http_client();
     let kv = standins.keyvault().url().clone();
-    let mut request =
-        fixture("keyvault-7.5-CreateCertificate-example.json")["parameters"]["parameters"].clone();
-    request["policy"]["secret_props"]["contentType"] = json!("application/x-pem-file");
+    let request = create_certificate_request();
 
     let created = client
         .post(
@@ -193,16 +214,6 @@ async fn certificate_operation_and_policy_answers_have_the_example_shapes() {
     assert_eq!(keys(&policy["key_props"]), keys(&example["key_props"]));
 }
 
-/// Fixtures the shared set does not hold, copied into `tests/standins/fixtures` (see its
-/// README for where each comes from).
-fn own_fixture(name: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("fixtures")
-        .join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).expect("fixtures are JSON")
-}
-
 #[tokio::test]
 async fn the_certificate_list_has_the_example_shape_and_pages() {
     let standins = start().await;
@@ -210,9 +221,7 @@ async fn the_certificate_list_has_the_example_shape_and_pages() {
     let token = token(&standins, Audience::KeyVault).await;
     let client = standins.http_client();
     let kv = standins.keyvault().url().clone();
-    let mut request =
-        fixture("keyvault-7.5-CreateCertificate-example.json")["parameters"]["parameters"].clone();
-    request["policy"]["secret_props"]["contentType"] = json!("application/x-pem-file");
+    let request = create_certificate_request();
     for name in ["listCert01", "listCert02"] {
         let created = client
             .post(
