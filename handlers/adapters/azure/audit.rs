@@ -104,21 +104,18 @@ impl AuditStore for TableAuditStore {
     async fn append(&self, entry: &AuditEntry) -> Result<(), PortError> {
         let row_key = row_key(entry.sequence)?;
         let row = AuditRow::from_entry(entry);
-        match self
-            .client
+        self.client
             .insert(&self.table, &self.partition, &row_key, &row)
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(error) if error.kind == FailureKind::Conflict => Err(PortError::new(
-                FailureKind::Conflict,
-                format!(
-                    "appending audit entry {}: position already taken",
-                    entry.sequence
-                ),
-            )),
-            Err(error) => Err(error),
-        }
+            .map(|_| ())
+            .map_err(|error| {
+                position_taken(error, || {
+                    format!(
+                        "appending audit entry {}: position already taken",
+                        entry.sequence
+                    )
+                })
+            })
     }
 
     fn max_batch(&self) -> usize {
@@ -133,21 +130,17 @@ impl AuditStore for TableAuditStore {
             .iter()
             .map(|entry| Ok((row_key(entry.sequence)?, AuditRow::from_entry(entry))))
             .collect::<Result<Vec<_>, PortError>>()?;
-        match self
-            .client
+        self.client
             .insert_all(&self.table, &self.partition, &rows)
             .await
-        {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind == FailureKind::Conflict => Err(PortError::new(
-                FailureKind::Conflict,
-                format!(
-                    "appending audit entries from {}: a position is already taken",
-                    first.sequence
-                ),
-            )),
-            Err(error) => Err(error),
-        }
+            .map_err(|error| {
+                position_taken(error, || {
+                    format!(
+                        "appending audit entries from {}: a position is already taken",
+                        first.sequence
+                    )
+                })
+            })
     }
 
     async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
@@ -167,6 +160,16 @@ impl AuditStore for TableAuditStore {
         let mut entries = self.entries(filter, None, false).await?;
         entries.reverse();
         Ok(entries)
+    }
+}
+
+/// A conflict from the table means a position another writer already holds; it keeps
+/// its kind and gets `context` instead of the table client's wording.
+fn position_taken(error: PortError, context: impl FnOnce() -> String) -> PortError {
+    if error.kind == FailureKind::Conflict {
+        PortError::new(FailureKind::Conflict, context())
+    } else {
+        error
     }
 }
 
