@@ -485,94 +485,31 @@ impl DeviceDirectory for GraphClient {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use azure_core::credentials::{AccessToken, TokenRequestOptions};
-    use azure_core::http::headers::Headers;
-    use azure_core::http::policies::{Policy, PolicyResult};
-    use azure_core::http::{AsyncRawResponse, StatusCode, Transport};
+    use azure_core::http::{StatusCode, Transport};
+    use keyturn_testkit::transport::{Answer as Canned, CannedTransport, FixedToken};
 
     use super::*;
     use crate::ports::FailureKind;
 
     const SECRET: &str = "Xy18Q~secret-text-shown-once";
 
-    #[derive(Debug)]
-    struct FixedToken(Mutex<Vec<String>>);
-
-    #[async_trait]
-    impl TokenCredential for FixedToken {
-        async fn get_token(
-            &self,
-            scopes: &[&str],
-            _options: Option<TokenRequestOptions<'_>>,
-        ) -> azure_core::Result<AccessToken> {
-            self.0
-                .lock()
-                .expect("test lock")
-                .extend(scopes.iter().map(|s| s.to_string()));
-            Ok(AccessToken::new(
-                "token-for-test",
-                OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
-            ))
-        }
-    }
-
-    type Seen = (String, String, Vec<u8>);
     type Pairs = Vec<(&'static str, &'static str)>;
     type Answer = (StatusCode, Pairs, String);
 
-    /// Answers each request with the next canned answer, keeping method, URL and body.
-    #[derive(Debug)]
-    struct Canned {
-        answers: Mutex<Vec<Answer>>,
-        seen: Mutex<Vec<Seen>>,
+    fn script(answers: Vec<Answer>) -> Arc<CannedTransport> {
+        CannedTransport::script(
+            answers
+                .into_iter()
+                .map(|(status, pairs, body)| Canned::new(status, body).headers(pairs)),
+        )
     }
 
-    #[async_trait]
-    impl Policy for Canned {
-        async fn send(
-            &self,
-            _ctx: &Context,
-            request: &mut Request,
-            _next: &[Arc<dyn Policy>],
-        ) -> PolicyResult {
-            let body = match request.body() {
-                azure_core::http::Body::Bytes(bytes) => bytes.to_vec(),
-                _ => Vec::new(),
-            };
-            self.seen.lock().expect("test lock").push((
-                request.method().to_string(),
-                request.url().to_string(),
-                body,
-            ));
-            let (status, pairs, body) = self.answers.lock().expect("test lock").remove(0);
-            let mut headers = Headers::new();
-            for (name, value) in pairs {
-                headers.insert(name, value);
-            }
-            Ok(AsyncRawResponse::from_bytes(
-                status,
-                headers,
-                body.into_bytes(),
-            ))
-        }
-    }
-
-    fn client(answers: Vec<Answer>) -> (GraphClient, Arc<Canned>, Arc<FixedToken>) {
-        let canned = Arc::new(Canned {
-            answers: Mutex::new(answers),
-            seen: Mutex::new(Vec::new()),
-        });
-        let credential = Arc::new(FixedToken(Mutex::new(Vec::new())));
-        let options = ClientOptions {
-            transport: Some(Transport::with_policy(canned.clone())),
-            retry: RetryOptions::none(),
-            ..ClientOptions::default()
-        };
+    fn client(answers: Vec<Answer>) -> (GraphClient, Arc<CannedTransport>, Arc<FixedToken>) {
+        let canned = script(answers);
+        let credential = FixedToken::new();
         let endpoint = Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("valid");
-        let client =
-            GraphClient::new(&endpoint, credential.clone(), Some(options)).expect("valid client");
+        let client = GraphClient::new(&endpoint, credential.clone(), Some(canned.options()))
+            .expect("valid client");
         (client, canned, credential)
     }
 
@@ -604,15 +541,15 @@ mod tests {
 
         assert_eq!(app.object_id, object());
         assert_eq!(app.display_name.as_deref(), Some("billing"));
-        let seen = canned.seen.lock().expect("test lock");
+        let seen = canned.seen();
         assert_eq!(
-            seen[0].1,
+            seen[0].url,
             format!(
                 "https://graph.microsoft.com/v1.0/applications?$filter=appId%20eq%20%27{APP}%27&$select=id,appId,displayName"
             )
         );
         assert_eq!(
-            credential.0.lock().expect("test lock").as_slice(),
+            credential.scopes(),
             ["https://graph.microsoft.com/.default"]
         );
     }
@@ -658,8 +595,8 @@ mod tests {
         assert_eq!(issued.credential.key_id, KeyId::parse(KEY).expect("valid"));
         assert_eq!(issued.credential.end, Some(end));
         assert!(!format!("{issued:?}").contains(SECRET));
-        let seen = canned.seen.lock().expect("test lock");
-        let (method, url, body) = &seen[0];
+        let seen = canned.seen();
+        let (method, url, body) = (&seen[0].method, &seen[0].url, &seen[0].body);
         assert_eq!(method, "POST");
         assert_eq!(
             url,
@@ -731,28 +668,21 @@ mod tests {
 
     #[tokio::test]
     async fn add_password_is_sent_once_even_when_the_client_retries_other_calls() {
-        let canned = Arc::new(Canned {
-            answers: Mutex::new(vec![
-                (
-                    StatusCode::InternalServerError,
-                    vec![],
-                    graph_error("generalException"),
-                ),
-                (StatusCode::Ok, vec![], "{}".into()),
-            ]),
-            seen: Mutex::new(Vec::new()),
-        });
+        let canned = script(vec![
+            (
+                StatusCode::InternalServerError,
+                vec![],
+                graph_error("generalException"),
+            ),
+            (StatusCode::Ok, vec![], "{}".into()),
+        ]);
         let options = ClientOptions {
-            transport: Some(Transport::with_policy(canned.clone())),
+            transport: Some(Transport::new(canned.clone())),
             ..default_client_options()
         };
         let endpoint = Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("valid");
-        let client = GraphClient::new(
-            &endpoint,
-            Arc::new(FixedToken(Mutex::new(Vec::new()))),
-            Some(options),
-        )
-        .expect("valid client");
+        let client =
+            GraphClient::new(&endpoint, FixedToken::new(), Some(options)).expect("valid client");
 
         let error = client
             .add_password(&object(), "keyturn", Utc::now())
@@ -760,7 +690,7 @@ mod tests {
             .expect_err("server error");
 
         assert!(error.is_transient());
-        assert_eq!(canned.seen.lock().expect("test lock").len(), 1);
+        assert_eq!(canned.seen().len(), 1);
     }
 
     #[tokio::test]
@@ -772,10 +702,10 @@ mod tests {
             .await
             .expect("removed");
 
-        let seen = canned.seen.lock().expect("test lock");
-        let body: serde_json::Value = serde_json::from_slice(&seen[0].2).expect("JSON");
+        let seen = canned.seen();
+        let body: serde_json::Value = serde_json::from_slice(&seen[0].body).expect("JSON");
         assert_eq!(body, serde_json::json!({ "keyId": KEY }));
-        assert!(seen[0].1.ends_with("/removePassword"));
+        assert!(seen[0].url.ends_with("/removePassword"));
     }
 
     #[tokio::test]
@@ -804,7 +734,7 @@ mod tests {
             .map(|a| a.key.as_slice())
             .collect();
         assert_eq!(keys, [&[1u8, 2, 3][..], &[4, 5, 6][..]]);
-        let url = &canned.seen.lock().expect("test lock")[0].1;
+        let url = &canned.seen()[0].url;
         assert!(
             url.contains(&format!("$filter=deviceId%20eq%20%27{device_id}%27")),
             "{url}"
@@ -846,7 +776,7 @@ mod tests {
 
     #[test]
     fn the_endpoint_must_be_https_and_sovereign_scopes_follow_it() {
-        let credential: Arc<dyn TokenCredential> = Arc::new(FixedToken(Mutex::new(Vec::new())));
+        let credential: Arc<dyn TokenCredential> = FixedToken::new();
         let http = Url::parse("http://graph.microsoft.com").expect("valid");
         assert!(GraphClient::new(&http, credential.clone(), None).is_err());
         let sovereign = Url::parse("https://graph.microsoft.us/").expect("valid");

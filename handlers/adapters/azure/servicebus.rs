@@ -280,86 +280,34 @@ impl JobQueue for ServiceBusQueue {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
-    use azure_core::credentials::{AccessToken, TokenRequestOptions};
-    use azure_core::http::headers::Headers;
-    use azure_core::http::policies::{Policy, PolicyResult};
-    use azure_core::http::{AsyncRawResponse, RetryOptions, Transport};
     use chrono::TimeZone;
+    use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
 
     use super::*;
 
-    #[derive(Debug)]
-    struct FixedToken;
-
-    #[async_trait]
-    impl TokenCredential for FixedToken {
-        async fn get_token(
-            &self,
-            scopes: &[&str],
-            _options: Option<TokenRequestOptions<'_>>,
-        ) -> azure_core::Result<AccessToken> {
-            assert_eq!(scopes, [SERVICE_BUS_SCOPE]);
-            Ok(AccessToken::new(
-                "token-for-test",
-                OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
-            ))
-        }
-    }
-
-    /// URL and headers of a request the transport saw.
-    type Seen = (String, Vec<(String, String)>);
-
-    #[derive(Debug)]
-    struct Canned {
-        status: StatusCode,
-        seen: Mutex<Vec<Seen>>,
-    }
-
-    #[async_trait]
-    impl Policy for Canned {
-        async fn send(
-            &self,
-            _ctx: &Context,
-            request: &mut Request,
-            _next: &[Arc<dyn Policy>],
-        ) -> PolicyResult {
-            let headers = request
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), v.as_str().to_owned()))
-                .collect();
-            self.seen
-                .lock()
-                .expect("test lock")
-                .push((request.url().to_string(), headers));
-            Ok(AsyncRawResponse::from_bytes(
-                self.status,
-                Headers::new(),
-                b"<Error><Code>x</Code><Detail>detail echoing input</Detail></Error>".to_vec(),
-            ))
-        }
-    }
-
-    fn queue(status: StatusCode) -> (ServiceBusQueue, Arc<Canned>) {
-        let canned = Arc::new(Canned {
+    /// A queue whose every request is answered with `status` and a body echoing input;
+    /// the credential records the scopes it was asked for.
+    fn queue(status: StatusCode) -> (ServiceBusQueue, Arc<CannedTransport>, Arc<FixedToken>) {
+        let canned = CannedTransport::always(Answer::new(
             status,
-            seen: Mutex::new(Vec::new()),
-        });
-        let options = ClientOptions {
-            transport: Some(Transport::with_policy(canned.clone())),
-            retry: RetryOptions::none(),
-            ..ClientOptions::default()
-        };
+            b"<Error><Code>x</Code><Detail>detail echoing input</Detail></Error>".to_vec(),
+        ));
+        let credential = FixedToken::new();
         let queue = ServiceBusQueue::new(
             "sb-keyturn.servicebus.windows.net",
             "rotations",
-            Arc::new(FixedToken),
-            Some(options),
+            credential.clone(),
+            Some(canned.options()),
         )
         .expect("valid sender");
-        (queue, canned)
+        (queue, canned, credential)
+    }
+
+    /// Tokens are asked for the Service Bus scope only.
+    fn assert_service_bus_scope(credential: &FixedToken) {
+        let scopes = credential.scopes();
+        assert!(!scopes.is_empty());
+        assert!(scopes.iter().all(|s| s == SERVICE_BUS_SCOPE), "{scopes:?}");
     }
 
     fn message() -> OutgoingMessage {
@@ -387,22 +335,17 @@ mod tests {
 
     #[tokio::test]
     async fn a_send_posts_the_body_with_broker_properties_and_a_bearer_token() {
-        let (queue, canned) = queue(StatusCode::Created);
+        let (queue, canned, credential) = queue(StatusCode::Created);
 
         queue.send(&message()).await.expect("sent");
 
-        let seen = canned.seen.lock().expect("test lock");
-        let (url, headers) = &seen[0];
+        assert_service_bus_scope(&credential);
+        let seen = canned.seen();
         assert_eq!(
-            url,
+            seen[0].url,
             "https://sb-keyturn.servicebus.windows.net/rotations/messages?timeout=60"
         );
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let header = |name: &str| seen[0].header(name);
         assert_eq!(header("authorization"), Some("Bearer token-for-test"));
         assert_eq!(header("content-type"), Some("application/json"));
         let properties: serde_json::Value =
@@ -427,10 +370,11 @@ mod tests {
             (StatusCode::BadRequest, "invalid"),
         ];
         for (status, expected) in cases {
-            let (queue, _) = queue(status);
+            let (queue, _, credential) = queue(status);
 
             let error = queue.send(&message()).await.expect_err("refused");
 
+            assert_service_bus_scope(&credential);
             let kind = match error.kind {
                 FailureKind::PermissionDenied { ref missing } => {
                     assert_eq!(
@@ -451,7 +395,7 @@ mod tests {
 
     #[tokio::test]
     async fn ids_and_bodies_beyond_service_bus_limits_are_refused_before_sending() {
-        let (queue, canned) = queue(StatusCode::Created);
+        let (queue, canned, _) = queue(StatusCode::Created);
         let too_long = "x".repeat(MAX_MESSAGE_ID_LEN + 1);
         let cases = [
             OutgoingMessage {
@@ -475,12 +419,12 @@ mod tests {
             let error = queue.send(&message).await.expect_err("refused");
             assert_eq!(error.kind, FailureKind::Invalid);
         }
-        assert!(canned.seen.lock().expect("test lock").is_empty());
+        assert!(canned.seen().is_empty());
     }
 
     #[test]
     fn namespaces_and_queues_are_checked() {
-        let credential: Arc<dyn TokenCredential> = Arc::new(FixedToken);
+        let credential: Arc<dyn TokenCredential> = FixedToken::new();
         for bad in ["", "https://sb.servicebus.windows.net", "sb/x", "sb x"] {
             assert!(
                 matches!(

@@ -1096,6 +1096,7 @@ fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use azure_core::http::StatusCode;
+    use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
 
     use super::*;
 
@@ -1276,60 +1277,19 @@ mod tests {
         );
     }
 
-    /// A request as the transport saw it: URL and headers.
-    type SeenRequest = (String, Vec<(String, String)>);
-
-    /// A transport that answers every request with `status` and keeps what it was sent,
-    /// to check the exact request the client builds without any network.
-    #[derive(Debug)]
-    struct Recorder {
-        status: StatusCode,
-        seen: std::sync::Mutex<Vec<SeenRequest>>,
-    }
-
-    #[async_trait]
-    impl Policy for Recorder {
-        async fn send(
-            &self,
-            _ctx: &Context,
-            request: &mut Request,
-            _next: &[Arc<dyn Policy>],
-        ) -> PolicyResult {
-            let headers = request
-                .headers()
-                .iter()
-                .map(|(name, value)| (name.as_str().to_owned(), value.as_str().to_owned()))
-                .collect();
-            self.seen
-                .lock()
-                .expect("test lock is never poisoned")
-                .push((request.url().to_string(), headers));
-            Ok(azure_core::http::AsyncRawResponse::from_bytes(
-                self.status,
-                azure_core::http::headers::Headers::new(),
-                br#"{"odata.error":{"code":"EntityAlreadyExists","message":{"value":"raw text"}}}"#
-                    .to_vec(),
-            ))
-        }
-    }
-
     fn recorded_client(
         auth: TableAuth,
         endpoint: &str,
         status: StatusCode,
-    ) -> (TableClient, Arc<Recorder>) {
-        let recorder = Arc::new(Recorder {
+    ) -> (TableClient, Arc<CannedTransport>) {
+        let recorder = CannedTransport::always(Answer::new(
             status,
-            seen: std::sync::Mutex::new(Vec::new()),
-        });
-        let options = ClientOptions {
-            transport: Some(azure_core::http::Transport::with_policy(recorder.clone())),
-            retry: azure_core::http::RetryOptions::none(),
-            ..ClientOptions::default()
-        };
+            br#"{"odata.error":{"code":"EntityAlreadyExists","message":{"value":"raw text"}}}"#
+                .to_vec(),
+        ));
         let endpoint = Url::parse(endpoint).expect("valid URL");
         (
-            TableClient::new(endpoint, auth, Some(options)).expect("valid client"),
+            TableClient::new(endpoint, auth, Some(recorder.options())).expect("valid client"),
             recorder,
         )
     }
@@ -1372,8 +1332,8 @@ mod tests {
             "backend messages stay out: {}",
             error.context
         );
-        let seen = recorder.seen.lock().expect("test lock");
-        let (url, headers) = &seen[0];
+        let seen = recorder.seen();
+        let (url, headers) = (&seen[0].url, &seen[0].headers);
         assert_eq!(url, "https://kt.table.core.windows.net/audit");
         assert_eq!(header(headers, "accept"), Some(JSON_NO_METADATA));
         assert_eq!(header(headers, "x-ms-version"), Some(API_VERSION));
@@ -1389,34 +1349,9 @@ mod tests {
         assert!(headers.iter().all(|(_, value)| !value.contains(key)));
     }
 
-    #[derive(Debug)]
-    struct FixedToken {
-        scopes: std::sync::Mutex<Vec<String>>,
-    }
-
-    #[async_trait]
-    impl TokenCredential for FixedToken {
-        async fn get_token(
-            &self,
-            scopes: &[&str],
-            _options: Option<azure_core::credentials::TokenRequestOptions<'_>>,
-        ) -> azure_core::Result<azure_core::credentials::AccessToken> {
-            self.scopes
-                .lock()
-                .expect("test lock")
-                .extend(scopes.iter().map(|s| s.to_string()));
-            Ok(azure_core::credentials::AccessToken::new(
-                "token-for-test",
-                OffsetDateTime::now_utc() + azure_core::time::Duration::hours(1),
-            ))
-        }
-    }
-
     #[tokio::test]
     async fn entra_tokens_are_requested_for_the_storage_scope() {
-        let credential = Arc::new(FixedToken {
-            scopes: std::sync::Mutex::new(Vec::new()),
-        });
+        let credential = FixedToken::new();
         let (client, recorder) = recorded_client(
             TableAuth::Token(credential.clone()),
             "https://kt.table.core.windows.net",
@@ -1435,10 +1370,10 @@ mod tests {
                 missing: "Storage Table Data Contributor on kt.table.core.windows.net".into()
             }
         );
-        assert_eq!(*credential.scopes.lock().expect("test lock"), [TABLE_SCOPE]);
-        let seen = recorder.seen.lock().expect("test lock");
+        assert_eq!(credential.scopes(), [TABLE_SCOPE]);
+        let seen = recorder.seen();
         assert_eq!(
-            header(&seen[0].1, "authorization"),
+            header(&seen[0].headers, "authorization"),
             Some("Bearer token-for-test")
         );
     }

@@ -241,9 +241,7 @@ impl TokenProver for EntraTokenProver {
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use azure_core::http::headers::Headers;
-    use azure_core::http::policies::{Policy, PolicyResult};
-    use azure_core::http::{AsyncRawResponse, RetryOptions, Transport};
+    use keyturn_testkit::transport::{Answer, CannedTransport};
 
     use super::*;
 
@@ -257,77 +255,21 @@ mod tests {
         TenantId::parse("72f988bf-86f1-41af-91ab-2d7cd011db47").expect("valid")
     }
 
-    /// URL, headers and body of a request the transport saw.
-    type Seen = (String, Vec<(String, String)>, Vec<u8>);
-
-    /// A transport answering every request with one canned answer and keeping what it
-    /// was sent (URL, headers, body).
-    #[derive(Debug)]
-    struct Canned {
-        status: StatusCode,
-        headers: Vec<(&'static str, &'static str)>,
-        body: &'static str,
-        seen: Mutex<Vec<Seen>>,
-    }
-
-    #[async_trait]
-    impl Policy for Canned {
-        async fn send(
-            &self,
-            _ctx: &Context,
-            request: &mut Request,
-            _next: &[Arc<dyn Policy>],
-        ) -> PolicyResult {
-            let headers = request
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.as_str().to_owned(), v.as_str().to_owned()))
-                .collect();
-            let body = match request.body() {
-                azure_core::http::Body::Bytes(bytes) => bytes.to_vec(),
-                _ => Vec::new(),
-            };
-            self.seen
-                .lock()
-                .expect("test lock")
-                .push((request.url().to_string(), headers, body));
-            let mut headers = Headers::new();
-            for (name, value) in &self.headers {
-                headers.insert(*name, *value);
-            }
-            Ok(AsyncRawResponse::from_bytes(
-                self.status,
-                headers,
-                self.body.as_bytes().to_vec(),
-            ))
-        }
-    }
-
-    fn prover(canned: Canned) -> (EntraTokenProver, Arc<Canned>) {
-        let canned = Arc::new(canned);
-        let options = ClientOptions {
-            transport: Some(Transport::with_policy(canned.clone())),
-            retry: RetryOptions::none(),
-            ..ClientOptions::default()
-        };
+    fn prover(answer: Answer) -> (EntraTokenProver, Arc<CannedTransport>) {
+        let canned = CannedTransport::always(answer);
         let authority = Url::parse("https://login.example.test").expect("valid");
-        let prover =
-            EntraTokenProver::new(&authority, &tenant(), DEFAULT_PROOF_SCOPE, Some(options))
-                .expect("valid prover");
+        let prover = EntraTokenProver::new(
+            &authority,
+            &tenant(),
+            DEFAULT_PROOF_SCOPE,
+            Some(canned.options()),
+        )
+        .expect("valid prover");
         (prover, canned)
     }
 
-    fn canned(
-        status: StatusCode,
-        headers: Vec<(&'static str, &'static str)>,
-        body: &'static str,
-    ) -> Canned {
-        Canned {
-            status,
-            headers,
-            body,
-            seen: Mutex::new(Vec::new()),
-        }
+    fn canned(status: StatusCode, headers: Vec<(&str, &str)>, body: &str) -> Answer {
+        Answer::new(status, body.as_bytes().to_vec()).headers(headers)
     }
 
     fn entra_error(code: u32) -> String {
@@ -349,8 +291,8 @@ mod tests {
             .await
             .expect("accepted");
 
-        let seen = canned.seen.lock().expect("test lock");
-        let (url, headers, body) = &seen[0];
+        let seen = canned.seen();
+        let (url, headers, body) = (&seen[0].url, &seen[0].headers, &seen[0].body);
         assert_eq!(
             url,
             "https://login.example.test/72f988bf-86f1-41af-91ab-2d7cd011db47/oauth2/v2.0/token"
