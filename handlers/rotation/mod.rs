@@ -22,7 +22,6 @@ use crate::ports::vault::{CertificateStore, SecretStore};
 use crate::ports::{FailureKind, PortError};
 
 pub mod job;
-pub mod memory;
 pub mod plan;
 pub mod retry;
 pub mod run;
@@ -265,6 +264,3 @@ impl From<RotationError> for PortError {
 pub(crate) fn is_permanent(kind: &FailureKind) -> bool {
     !matches!(kind, FailureKind::Transient { .. } | FailureKind::Conflict)
 }
-
-#[cfg(test)]
-mod tests;

@@ -21,9 +21,9 @@ use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
 use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
 use keyturn::ports::{FailureKind, PortError};
-use keyturn::rotation::memory::{Faults, ManualClock, MemoryDirectory, MemoryQueue, MemoryVault};
 use keyturn::rotation::tags::PolicyDefaults;
 use keyturn::rotation::{Engine, Ports};
+use keyturn_doubles::{Faults, ManualClock, MemoryDirectory, MemoryQueue, MemoryVault};
 
 /// The vault every test app manages.
 pub const TEST_VAULT: &str = "https://kv-test.vault.azure.net/";

@@ -13,6 +13,7 @@ mod local_adapters;
 mod local_mode;
 mod rotation;
 mod rotation_e2e;
+mod rotation_engine;
 mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;

@@ -1,5 +1,5 @@
-//! Engine tests: planning and running jobs against the strict in-memory ports, with a
-//! manual clock, fault injection and simulated crashes.
+//! Engine tests: planning and running jobs against the strict in-memory ports of
+//! `keyturn-doubles`, with a manual clock, fault injection and simulated crashes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -9,23 +9,23 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
-use crate::domain::ids::{AppId, KeyId};
-use crate::domain::names::{ObjectId, ObjectName, ObjectType, VaultUrl};
-use crate::domain::secret::SecretValue;
-use crate::events::keyvault::KeyVaultEvent;
-use crate::ports::audit::{AuditObject, Outcome};
-use crate::ports::directory::Application;
-use crate::ports::queue::OutgoingMessage;
-use crate::ports::vault::SecretProperties;
-use crate::ports::{FailureKind, PortError};
-use crate::rotation::job::{Action, Job};
-use crate::rotation::memory::{
+use keyturn::domain::ids::{AppId, KeyId};
+use keyturn::domain::names::{ObjectId, ObjectName, ObjectType, VaultUrl};
+use keyturn::domain::secret::SecretValue;
+use keyturn::events::keyvault::KeyVaultEvent;
+use keyturn::ports::audit::{AuditObject, Outcome};
+use keyturn::ports::directory::Application;
+use keyturn::ports::queue::OutgoingMessage;
+use keyturn::ports::vault::SecretProperties;
+use keyturn::ports::{FailureKind, PortError};
+use keyturn::rotation::job::{Action, Job};
+use keyturn::rotation::plan::{self, EventDecision};
+use keyturn::rotation::run::{self, MARKER_PREFIX, RunOutcome};
+use keyturn::rotation::tags::{self, PolicyDefaults};
+use keyturn::rotation::{Engine, Ports, Recorder, RotationError};
+use keyturn_doubles::{
     CrashPoint, Faults, LIFETIME_POLICY, ManualClock, MemoryDirectory, MemoryQueue, MemoryVault,
 };
-use crate::rotation::plan::{self, EventDecision};
-use crate::rotation::run::{self, MARKER_PREFIX, RunOutcome};
-use crate::rotation::tags::{self, PolicyDefaults};
-use crate::rotation::{Engine, Ports, Recorder, RotationError};
 
 const APP: &str = "6f1b7a7e-0b1c-4d2a-9e3f-0123456789ab";
 
@@ -322,7 +322,7 @@ async fn an_app_secret_is_replaced_by_a_proven_credential_and_the_old_one_retire
     let (message, retire) = &retires[0];
     assert_eq!(
         message.session_id,
-        crate::rotation::job::session_id(&v1.id.without_version())
+        keyturn::rotation::job::session_id(&v1.id.without_version())
     );
     assert_eq!(
         message.scheduled_enqueue,
@@ -497,7 +497,7 @@ async fn a_retire_job_removes_only_the_key_its_successor_replaced() {
 
 #[tokio::test]
 async fn a_retire_job_leaves_alone_an_application_the_secret_no_longer_names() {
-    use crate::ports::vault::SecretStore;
+    use keyturn::ports::vault::SecretStore;
 
     let w = world();
     let (v1, k1) = w.seed_keyturn_version("payments");
@@ -840,7 +840,7 @@ async fn a_lasting_outage_fails_the_invocation_without_marking_the_secret() {
     let error = w.run(&w.rotate_job(&v1)).await.expect_err("gives up");
     assert!(!error.is_permanent());
     assert!(!w.current("payments").tags.contains_key(tags::LAST_ERROR));
-    assert!(w.faults.count("application") <= crate::rotation::retry::MAX_ATTEMPTS as usize);
+    assert!(w.faults.count("application") <= keyturn::rotation::retry::MAX_ATTEMPTS as usize);
 }
 
 #[tokio::test]
@@ -1064,7 +1064,7 @@ fn certificate_tags() -> BTreeMap<String, String> {
     BTreeMap::from([(tags::ROTATE_BEFORE_DAYS.to_string(), "20".to_string())])
 }
 
-fn certificate_job(properties: &crate::ports::vault::CertificateProperties) -> Job {
+fn certificate_job(properties: &keyturn::ports::vault::CertificateProperties) -> Job {
     Job::new(Action::Rotate {
         object: properties.id.without_version(),
         replaces_version: properties.id.version().expect("v").clone(),

@@ -1,8 +1,7 @@
-//! In-memory implementations of the rotation ports, strict where Azure is strict, with a
-//! manual clock and fault injection: what the engine's own tests, the integration tests
-//! and the benchmarks drive the engine with. Integration tests and benchmarks are separate
-//! crates, which is why this module is compiled into the library rather than `cfg(test)`.
-//! Nothing here persists, and start-up never chooses it.
+//! In-memory implementations of keyturn's rotation ports, strict where Azure is strict,
+//! with a manual clock and fault injection: what the engine tests, the integration tests
+//! and the benchmarks drive the engine with. They live in this test-support crate, never in
+//! the shipped library: nothing here persists, and start-up cannot choose it.
 //!
 //! Strictness that matters to the engine's invariants:
 //! - `add_password` returns the secret text once; listings never carry it.
@@ -23,20 +22,20 @@ use rand::Rng;
 use rand::rngs::OsRng;
 use tokio::sync::Notify;
 
-use crate::domain::clock::Clock;
-use crate::domain::ids::{AppId, DirectoryObjectId, KeyId};
-use crate::domain::names::{ObjectName, ObjectType, ObjectVersion, VaultUrl};
-use crate::domain::secret::SecretValue;
-use crate::ports::directory::{
+use keyturn::domain::clock::Clock;
+use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId};
+use keyturn::domain::names::{ObjectName, ObjectType, ObjectVersion, VaultUrl};
+use keyturn::domain::secret::SecretValue;
+use keyturn::ports::directory::{
     Application, CredentialIssuer, IssuedCredential, PasswordCredential, ProofError, TokenProver,
 };
-use crate::ports::queue::{JobQueue, OutgoingMessage};
-use crate::ports::vault::{
+use keyturn::ports::queue::{JobQueue, OutgoingMessage};
+use keyturn::ports::vault::{
     CertificateOperation, CertificateProperties, CertificateStore, NewSecretVersion, Secret,
     SecretProperties, SecretStore,
 };
-use crate::ports::{FailureKind, PortError};
-use crate::rotation::Pause;
+use keyturn::ports::{FailureKind, PortError};
+use keyturn::rotation::Pause;
 
 /// Entra's answer while a new secret has not propagated (or is wrong): AADSTS7000215,
 /// "Invalid client secret provided".
@@ -460,10 +459,10 @@ impl SecretStore for MemoryVault {
         version: NewSecretVersion,
     ) -> Result<SecretProperties, PortError> {
         self.faults.before("set_secret")?;
-        if version.tags.len() > crate::rotation::tags::MAX_TAGS {
+        if version.tags.len() > keyturn::rotation::tags::MAX_TAGS {
             return Err(PortError::invalid(format!(
                 "setting secret {name}: more than {} tags",
-                crate::rotation::tags::MAX_TAGS
+                keyturn::rotation::tags::MAX_TAGS
             )));
         }
         let properties = self.write_secret(vault, name, value, version);
