@@ -11,12 +11,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::domain::dn::split_rdns;
+use crate::domain::identity::{Authenticated, SubjectAltName};
 use crate::domain::ids::DeviceId;
 use crate::domain::names::ObjectName;
 use crate::domain::thumbprint::Thumbprint;
-use crate::mtls::certificate::SubjectAltName;
-use crate::mtls::dn::split_rdns;
-use crate::mtls::policies::Authenticated;
 
 pub mod pattern;
 pub mod rate_limit;
@@ -79,7 +78,7 @@ impl DnPattern {
             .map(Self)
     }
 
-    /// Whether `dn` (an RFC 4514 string, as [`crate::mtls::dn::rfc4514`] renders it) matches.
+    /// Whether `dn` (an RFC 4514 string, as [`crate::domain::dn::rfc4514`] renders it) matches.
     pub fn matches(&self, dn: &str) -> bool {
         let rdns = split_rdns(dn);
         rdns.len() == self.0.len() && self.0.iter().zip(&rdns).all(|(p, rdn)| p.matches(rdn))
@@ -314,19 +313,24 @@ mod tests {
     }
 
     use super::*;
-    use crate::mtls::certificate::{ClientCertificate, PolicyKind};
+    use crate::domain::identity::{CertificateDetails, ClientIdentity, PolicyKind};
 
+    /// A chain-validated caller whose subject is `CN={cn}` and whose one SAN is the DNS
+    /// name `san`, as `mtls` would describe it after parsing such a certificate.
     fn who(cn: &str, san: &str) -> Authenticated {
-        let mut params = rcgen::CertificateParams::new(vec![san.to_owned()]).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        let key = rcgen::KeyPair::generate().expect("key");
-        let der = params.self_signed(&key).expect("signs").der().to_vec();
+        let details = CertificateDetails {
+            thumbprint: Thumbprint::of_der(format!("{cn}/{san}").as_bytes()),
+            subject: format!("CN={cn}"),
+            issuer: format!("CN={cn}"),
+            serial_hex: "01".to_owned(),
+            subject_alt_names: vec![SubjectAltName::Dns(san.to_owned())],
+            not_before: chrono::DateTime::UNIX_EPOCH,
+            not_after: chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(365),
+            public_key_spki_der: Vec::new(),
+            extended_key_usage: Default::default(),
+        };
         Authenticated {
-            identity: ClientCertificate::from_der(der)
-                .expect("parses")
-                .into_identity(PolicyKind::Chain),
+            identity: ClientIdentity::new(details, PolicyKind::Chain),
             device_id: None,
             policies: vec![PolicyKind::Chain],
         }

@@ -21,6 +21,7 @@ use chrono::SecondsFormat;
 
 use crate::access::rate_limit::{Limited, RateLimiter};
 use crate::access::{AccessPolicy, AccessPolicyError, Decision};
+use crate::domain::identity::Authenticated;
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
@@ -28,9 +29,7 @@ use crate::mtls::chain::{
     ChainOptions, ChainPolicy, KeyIdentifiers, LeafKeyUsage, RevocationPolicy,
 };
 use crate::mtls::entra_device::{DeviceRequirements, EntraDevicePolicy};
-use crate::mtls::policies::{
-    Authenticated, CertificatePolicies, CertificateRefusal, Presented, RefusalKind,
-};
+use crate::mtls::policies::{CertificatePolicies, CertificateRefusal, Presented, RefusalKind};
 use crate::mtls::thumbprints::{ThumbprintPolicyError, TrustedThumbprints};
 use crate::mtls::trust::TrustError;
 use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};

@@ -1,5 +1,5 @@
-//! A presented client certificate parsed once at the edge, and the validated client
-//! identity that a policy derives from it.
+//! A presented client certificate parsed once at the edge, and its conversion into the
+//! validated client identity ([`ClientIdentity`], in `domain::identity`) a policy vouches for.
 //!
 //! Every policy (`chain`, `trusted-thumbprints`, `entra-device`) starts from a
 //! [`ClientCertificate`] and, when it accepts, returns a [`ClientIdentity`] that says
@@ -10,10 +10,13 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 use rustls_pki_types::CertificateDer;
-use serde::Serialize;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
+use crate::domain::dn::rfc4514;
+use crate::domain::identity::{
+    CertificateDetails, ClientIdentity, ExtendedKeyUsage, PolicyKind, SubjectAltName,
+};
 use crate::domain::thumbprint::Thumbprint;
 
 /// Why bytes are not a usable X.509 certificate.
@@ -36,74 +39,6 @@ pub struct ClientCertificate {
     details: CertificateDetails,
 }
 
-/// Which policy accepted a client certificate. Carried in [`ClientIdentity`] so the
-/// access policy and the audit log can tell a chain-validated device from a pinned one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum PolicyKind {
-    /// Path validation to a configured trust anchor (`mtls::chain`).
-    Chain,
-    /// The leaf's SHA-256 thumbprint is on a configured list.
-    TrustedThumbprints,
-    /// The leaf is an Entra ID device certificate of a known, enabled device.
-    EntraDevice,
-}
-
-/// What the leaf's extendedKeyUsage extension says, if it has one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExtendedKeyUsage {
-    /// The extension is present at all.
-    pub present: bool,
-    pub client_auth: bool,
-    pub server_auth: bool,
-    /// anyExtendedKeyUsage (2.5.29.37.0).
-    pub any: bool,
-}
-
-/// A subjectAltName entry, in the forms policies match on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SubjectAltName {
-    Dns(String),
-    Email(String),
-    Uri(String),
-    Ip(IpAddr),
-    DirectoryName(String),
-    /// `otherName` (for example a Windows UPN); the OID in dotted form.
-    OtherName {
-        oid: String,
-    },
-    /// Any other, or unparsable, entry, as x509-parser describes it.
-    Other(String),
-}
-
-/// A client that a policy accepted. Holds only public certificate data: no private
-/// key, nothing secret, so it can be logged and written to the audit log as is.
-#[derive(Debug, Clone, Serialize)]
-pub struct ClientIdentity {
-    #[serde(flatten)]
-    details: CertificateDetails,
-    decided_by: PolicyKind,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct CertificateDetails {
-    #[serde(rename = "thumbprint_sha256")]
-    thumbprint: Thumbprint,
-    subject: String,
-    issuer: String,
-    serial_hex: String,
-    subject_alt_names: Vec<SubjectAltName>,
-    not_before: DateTime<Utc>,
-    not_after: DateTime<Utc>,
-    #[serde(skip)]
-    public_key_spki_der: Vec<u8>,
-    #[serde(skip)]
-    extended_key_usage: ExtendedKeyUsage,
-}
-
 impl ClientCertificate {
     /// Parses one DER certificate. Trailing bytes are refused: a header or file that
     /// carries more than one certificate is not what the caller thinks it is.
@@ -117,7 +52,7 @@ impl ClientCertificate {
             if !rest.is_empty() {
                 return Err(CertificateError::TrailingData { bytes: rest.len() });
             }
-            CertificateDetails::extract(&parsed, Thumbprint::of_der(&der))?
+            extract_details(&parsed, Thumbprint::of_der(&der))?
         };
         Ok(Self {
             der: CertificateDer::from(der),
@@ -160,10 +95,7 @@ impl ClientCertificate {
     /// The identity a policy vouches for. Only policies call this, after they have
     /// decided to accept the certificate.
     pub fn into_identity(self, decided_by: PolicyKind) -> ClientIdentity {
-        ClientIdentity {
-            details: self.details,
-            decided_by,
-        }
+        ClientIdentity::new(self.details, decided_by)
     }
 }
 
@@ -177,130 +109,68 @@ impl fmt::Debug for ClientCertificate {
     }
 }
 
-impl ClientIdentity {
-    /// SHA-256 of the leaf certificate's DER.
-    pub fn thumbprint(&self) -> Thumbprint {
-        self.details.thumbprint
-    }
-
-    /// The leaf's subject distinguished name, RFC 4514 style (`CN=..., O=...`).
-    pub fn subject(&self) -> &str {
-        &self.details.subject
-    }
-
-    pub fn issuer(&self) -> &str {
-        &self.details.issuer
-    }
-
-    /// The leaf's serial number, lowercase hex of its DER content octets.
-    pub fn serial_hex(&self) -> &str {
-        &self.details.serial_hex
-    }
-
-    pub fn subject_alt_names(&self) -> &[SubjectAltName] {
-        &self.details.subject_alt_names
-    }
-
-    pub fn not_before(&self) -> DateTime<Utc> {
-        self.details.not_before
-    }
-
-    pub fn not_after(&self) -> DateTime<Utc> {
-        self.details.not_after
-    }
-
-    /// The leaf's SubjectPublicKeyInfo, DER encoded: what a device-directory lookup
-    /// (for example an Entra device's registered key) compares against.
-    pub fn public_key_spki_der(&self) -> &[u8] {
-        &self.details.public_key_spki_der
-    }
-
-    pub fn decided_by(&self) -> PolicyKind {
-        self.decided_by
-    }
-}
-
-impl PolicyKind {
-    /// The name used in configuration and in audit entries.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Chain => "chain",
-            Self::TrustedThumbprints => "trusted-thumbprints",
-            Self::EntraDevice => "entra-device",
+/// The details of a parsed certificate, read once.
+fn extract_details(
+    parsed: &X509Certificate<'_>,
+    thumbprint: Thumbprint,
+) -> Result<CertificateDetails, CertificateError> {
+    let subject_alt_names = match parsed.subject_alternative_name() {
+        Ok(Some(extension)) => extension
+            .value
+            .general_names
+            .iter()
+            .map(subject_alt_name)
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => {
+            return Err(CertificateError::Malformed {
+                detail: format!("subjectAltName: {e}"),
+            });
         }
-    }
-}
-
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl CertificateDetails {
-    fn extract(
-        parsed: &X509Certificate<'_>,
-        thumbprint: Thumbprint,
-    ) -> Result<Self, CertificateError> {
-        let subject_alt_names = match parsed.subject_alternative_name() {
-            Ok(Some(extension)) => extension
-                .value
-                .general_names
-                .iter()
-                .map(SubjectAltName::from_general_name)
-                .collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                return Err(CertificateError::Malformed {
-                    detail: format!("subjectAltName: {e}"),
-                });
-            }
-        };
-        let extended_key_usage = match parsed.extended_key_usage() {
-            Ok(Some(extension)) => ExtendedKeyUsage {
-                present: true,
-                client_auth: extension.value.client_auth,
-                server_auth: extension.value.server_auth,
-                any: extension.value.any,
-            },
-            Ok(None) => ExtendedKeyUsage::default(),
-            Err(e) => {
-                return Err(CertificateError::Malformed {
-                    detail: format!("extendedKeyUsage: {e}"),
-                });
-            }
-        };
-        let validity = parsed.validity();
-        Ok(Self {
-            subject: crate::mtls::dn::rfc4514(parsed.subject()),
-            issuer: crate::mtls::dn::rfc4514(parsed.issuer()),
-            serial_hex: hex::encode(parsed.raw_serial()),
-            subject_alt_names,
-            not_before: to_utc(validity.not_before.timestamp(), "notBefore")?,
-            not_after: to_utc(validity.not_after.timestamp(), "notAfter")?,
-            public_key_spki_der: parsed.public_key().raw.to_vec(),
-            extended_key_usage,
-            thumbprint,
-        })
-    }
-}
-
-impl SubjectAltName {
-    fn from_general_name(name: &GeneralName<'_>) -> Self {
-        match name {
-            GeneralName::DNSName(dns) => Self::Dns((*dns).to_owned()),
-            GeneralName::RFC822Name(email) => Self::Email((*email).to_owned()),
-            GeneralName::URI(uri) => Self::Uri((*uri).to_owned()),
-            GeneralName::IPAddress(bytes) => match ip_from_bytes(bytes) {
-                Some(ip) => Self::Ip(ip),
-                None => Self::Other(name.to_string()),
-            },
-            GeneralName::DirectoryName(dn) => Self::DirectoryName(dn.to_string()),
-            GeneralName::OtherName(oid, _) => Self::OtherName {
-                oid: oid.to_id_string(),
-            },
-            other => Self::Other(other.to_string()),
+    };
+    let extended_key_usage = match parsed.extended_key_usage() {
+        Ok(Some(extension)) => ExtendedKeyUsage {
+            present: true,
+            client_auth: extension.value.client_auth,
+            server_auth: extension.value.server_auth,
+            any: extension.value.any,
+        },
+        Ok(None) => ExtendedKeyUsage::default(),
+        Err(e) => {
+            return Err(CertificateError::Malformed {
+                detail: format!("extendedKeyUsage: {e}"),
+            });
         }
+    };
+    let validity = parsed.validity();
+    Ok(CertificateDetails {
+        subject: rfc4514(parsed.subject()),
+        issuer: rfc4514(parsed.issuer()),
+        serial_hex: hex::encode(parsed.raw_serial()),
+        subject_alt_names,
+        not_before: to_utc(validity.not_before.timestamp(), "notBefore")?,
+        not_after: to_utc(validity.not_after.timestamp(), "notAfter")?,
+        public_key_spki_der: parsed.public_key().raw.to_vec(),
+        extended_key_usage,
+        thumbprint,
+    })
+}
+
+/// A subjectAltName entry as x509-parser decoded it, in the form policies match on.
+fn subject_alt_name(name: &GeneralName<'_>) -> SubjectAltName {
+    match name {
+        GeneralName::DNSName(dns) => SubjectAltName::Dns((*dns).to_owned()),
+        GeneralName::RFC822Name(email) => SubjectAltName::Email((*email).to_owned()),
+        GeneralName::URI(uri) => SubjectAltName::Uri((*uri).to_owned()),
+        GeneralName::IPAddress(bytes) => match ip_from_bytes(bytes) {
+            Some(ip) => SubjectAltName::Ip(ip),
+            None => SubjectAltName::Other(name.to_string()),
+        },
+        GeneralName::DirectoryName(dn) => SubjectAltName::DirectoryName(dn.to_string()),
+        GeneralName::OtherName(oid, _) => SubjectAltName::OtherName {
+            oid: oid.to_id_string(),
+        },
+        other => SubjectAltName::Other(other.to_string()),
     }
 }
 

@@ -25,7 +25,8 @@ use webpki::{
     UnknownStatusPolicy, VerifiedPath,
 };
 
-use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::domain::identity::{ClientIdentity, PolicyKind};
+use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::profile::{self, AnchorFacts, NameLoad, ProfileViolation};
 pub use crate::mtls::profile::{CertRole, KeyIdentifiers, LeafKeyUsage};
 use crate::mtls::trust::{self, CrlSet, TrustError};

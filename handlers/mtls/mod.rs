@@ -1,10 +1,10 @@
 //! mtls: client-certificate extraction (the `X-ARR-ClientCert` header, or the peer
 //! chain when keyturn terminates TLS itself) and the policies that turn a presented
-//! certificate into a validated [`ClientIdentity`](certificate::ClientIdentity).
+//! certificate into a validated
+//! [`ClientIdentity`](crate::domain::identity::ClientIdentity).
 
 pub mod certificate;
 pub mod chain;
-pub mod dn;
 pub mod entra_device;
 pub mod header;
 pub mod policies;

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use rustls_pki_types::CertificateDer;
 
-use crate::domain::ids::DeviceId;
+use crate::domain::identity::{Authenticated, PolicyKind};
 use crate::domain::thumbprint::Thumbprint;
-use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::chain::{ChainPolicy, not_after_of};
 use crate::mtls::entra_device::{EntraDevicePolicy, EntraDeviceRejection};
 use crate::mtls::header::parse_arr_client_cert;
@@ -63,16 +63,6 @@ pub struct CertificateRefusal {
     /// For [`RefusalKind::Unavailable`]: how long the failed dependency asked to be left
     /// alone (Graph's `Retry-After` when it throttles).
     pub retry_after: Option<std::time::Duration>,
-}
-
-/// A client every configured policy accepted.
-#[derive(Debug, Clone)]
-pub struct Authenticated {
-    pub identity: ClientIdentity,
-    /// Set only when the `entra-device` policy verified the device.
-    pub device_id: Option<DeviceId>,
-    /// The policies that accepted, in evaluation order.
-    pub policies: Vec<PolicyKind>,
 }
 
 /// The configured policies.

@@ -11,8 +11,9 @@
 use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY, digest};
 use subtle::{Choice, ConstantTimeEq};
 
+use crate::domain::identity::{ClientIdentity, PolicyKind};
 use crate::domain::thumbprint::{Thumbprint, ThumbprintError};
-use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::mtls::certificate::ClientCertificate;
 
 /// Why the thumbprint policy could not be built or refused a certificate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

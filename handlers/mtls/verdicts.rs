@@ -19,7 +19,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::mtls::certificate::{ClientCertificate, ClientIdentity, PolicyKind};
+use crate::domain::identity::{ClientIdentity, PolicyKind};
+use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::entra_device::DeviceCertificate;
 use crate::mtls::trust::CrlSet;
 

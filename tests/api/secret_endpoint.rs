@@ -1815,7 +1815,7 @@ fn at(y: i32, m: u32, d: u32, hh: u32, mm: u32, ss: u32) -> DateTime<Utc> {
 
 fn refusal_reason(
     result: Result<
-        keyturn::mtls::policies::Authenticated,
+        keyturn::domain::identity::Authenticated,
         keyturn::mtls::policies::CertificateRefusal,
     >,
 ) -> &'static str {
