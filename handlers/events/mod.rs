@@ -2,7 +2,6 @@
 //! Functions host and Event Grid require (JSON inside strings, either key casing,
 //! primitives as strings).
 
-pub mod http;
 pub mod keyvault;
 pub mod servicebus;
 pub mod timer;

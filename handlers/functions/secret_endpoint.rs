@@ -70,8 +70,6 @@ impl Refusal {
         message: "the caller is not allowed to read this secret",
         retry_after: None,
     };
-    /// Kept for callers of the first endpoint version: the same answer as [`Self::FORBIDDEN`].
-    pub const NO_POLICY: Refusal = Self::FORBIDDEN;
     pub const CERTIFICATE_REQUIRED: Refusal = Refusal {
         status: 401,
         code: "certificate_required",

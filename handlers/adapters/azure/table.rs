@@ -76,7 +76,6 @@ const MAX_DATA_SERVICE_VERSION: HeaderName = HeaderName::from_static("maxdataser
 const NEXT_PARTITION_KEY: HeaderName =
     HeaderName::from_static("x-ms-continuation-nextpartitionkey");
 const NEXT_ROW_KEY: HeaderName = HeaderName::from_static("x-ms-continuation-nextrowkey");
-const NEXT_TABLE_NAME: HeaderName = HeaderName::from_static("x-ms-continuation-nexttablename");
 const JSON_NO_METADATA: &str = "application/json;odata=nometadata";
 
 /// Building a client or one of its arguments failed. Never quotes a connection string
@@ -392,49 +391,6 @@ impl TableClient {
             .await
             .map_err(|f| f.error)?;
         Ok(())
-    }
-
-    /// Lists the tables whose names start with `prefix` (all tables for "").
-    pub async fn list_tables(&self, prefix: &str) -> Result<Vec<String>, PortError> {
-        #[derive(serde::Deserialize)]
-        struct Listing {
-            value: Vec<Named>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Named {
-            #[serde(rename = "TableName")]
-            table_name: String,
-        }
-        let operation = "listing tables";
-        let mut names = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let mut query = Vec::new();
-            if let Some(next) = &next {
-                query.push(("NextTableName", next.clone()));
-            }
-            let url = self.url("Tables", &query);
-            let request = self.request(url, Method::Get, None);
-            let response = self
-                .send(request, &self.read_context(operation))
-                .await
-                .map_err(|f| f.error)?;
-            next = response.headers().get_optional_string(&NEXT_TABLE_NAME);
-            let listing: Listing =
-                serde_json::from_slice(response.body().as_ref()).map_err(|_| {
-                    PortError::invalid(format!("{operation}: the answer is not a table listing"))
-                })?;
-            names.extend(
-                listing
-                    .value
-                    .into_iter()
-                    .map(|t| t.table_name)
-                    .filter(|n| n.starts_with(prefix)),
-            );
-            if next.is_none() {
-                return Ok(names);
-            }
-        }
     }
 
     /// Inserts a new entity; fails with [`FailureKind::Conflict`] when one with the same
