@@ -23,9 +23,8 @@ use keyturn::mtls::chain::{
 };
 use keyturn::mtls::trust::CrlSet;
 
-/// Where the suite lives, relative to a directory above the crate: the repository's
-/// `shared/fixtures` sits beside the checkout (or beside its worktrees' parent).
-const LIMBO: &str = "shared/fixtures/x509-limbo/limbo.json";
+/// Where the suite lives, relative to the crate (see `tests/fixtures/PROVENANCE.md`).
+const LIMBO: &str = "tests/fixtures/x509-limbo/limbo.json";
 const RULES: &str = "tests/limbo-skip-rules.md";
 
 #[derive(Deserialize)]
@@ -76,11 +75,7 @@ enum Outcome {
 #[test]
 fn chain_policy_matches_x509_limbo_on_every_case_that_applies() {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let limbo_path = manifest
-        .ancestors()
-        .map(|dir| dir.join(LIMBO))
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("{LIMBO} not found above {}", manifest.display()));
+    let limbo_path = manifest.join(LIMBO);
     let limbo: Limbo =
         serde_json::from_slice(&fs::read(&limbo_path).expect("the limbo fixture is readable"))
             .expect("limbo.json follows its schema");

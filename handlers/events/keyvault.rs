@@ -510,7 +510,7 @@ mod tests {
 
     fn fixture(name: &str) -> Value {
         let path = format!(
-            "{}/../shared/fixtures/keyvault-events/{name}",
+            "{}/tests/fixtures/keyvault-events/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let bytes =
@@ -651,7 +651,7 @@ mod tests {
     #[test]
     fn every_fixture_in_the_folder_decodes() {
         let folder = format!(
-            "{}/../shared/fixtures/keyvault-events",
+            "{}/tests/fixtures/keyvault-events",
             env!("CARGO_MANIFEST_DIR")
         );
         let entries = fs::read_dir(&folder).unwrap_or_else(|error| panic!("{folder}: {error}"));

@@ -158,7 +158,7 @@ mod tests {
 
     fn captured_metadata() -> Map<String, Value> {
         let path = format!(
-            "{}/../shared/fixtures/custom-handler/servicebus-trigger.request.captured-ext4.json",
+            "{}/tests/fixtures/custom-handler/servicebus-trigger.request.captured-ext4.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let bytes =

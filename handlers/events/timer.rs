@@ -96,7 +96,7 @@ mod tests {
 
     fn fixture() -> Value {
         let path = format!(
-            "{}/../shared/fixtures/custom-handler/timer-trigger.data-value.docs.json",
+            "{}/tests/fixtures/custom-handler/timer-trigger.data-value.docs.json",
             env!("CARGO_MANIFEST_DIR")
         );
         let bytes =

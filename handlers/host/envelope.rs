@@ -311,7 +311,7 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let path = format!(
-            "{}/../shared/fixtures/custom-handler/{name}",
+            "{}/tests/fixtures/custom-handler/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         fs::read(&path).unwrap_or_else(|error| panic!("fixture {path} is readable: {error}"))

@@ -166,7 +166,7 @@ mod tests {
 
     fn fixture(name: &str) -> Value {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/keyvault-events")
+            .join("tests/fixtures/keyvault-events")
             .join(name);
         serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("json")
     }

@@ -42,9 +42,9 @@ pub fn keyturn(env: &[(&str, &str)]) -> std::process::Command {
     cmd
 }
 
-/// The shared fixtures beside the project.
+/// The fixtures kept in the repository (`tests/fixtures`, see its `PROVENANCE.md`).
 pub fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
 pub fn fixture(relative: &str) -> Value {

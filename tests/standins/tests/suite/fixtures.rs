@@ -10,25 +10,12 @@ use crate::{json, start, token};
 /// recorded answer, so the stand-in sends it.
 const RECORDED_ONLY_ATTRIBUTES: [&str; 1] = ["recoverableDays"];
 
+/// A Key Vault REST fixture from the repository's `tests/fixtures/keyvault-rest` (see
+/// `tests/fixtures/PROVENANCE.md` for where each comes from).
 fn fixture(name: &str) -> Value {
-    read_fixture(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../../shared/fixtures/keyvault-rest")
-            .join(name),
-    )
-}
-
-/// Fixtures the shared set does not hold, copied into `tests/standins/fixtures` (see its
-/// README for where each comes from).
-fn own_fixture(name: &str) -> Value {
-    read_fixture(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("fixtures")
-            .join(name),
-    )
-}
-
-fn read_fixture(path: PathBuf) -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/keyvault-rest")
+        .join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).expect("fixtures are JSON")
 }
@@ -265,8 +252,7 @@ async fn the_certificate_list_has_the_example_shape_and_pages() {
     let next = first["nextLink"].as_str().expect("a second page is linked");
     let second = json(client.get(next).bearer_auth(&token).send().await.unwrap()).await;
 
-    let example =
-        &own_fixture("keyvault-7.5-GetCertificates-example.json")["responses"]["200"]["body"];
+    let example = &fixture("keyvault-7.5-GetCertificates-example.json")["responses"]["200"]["body"];
     assert_eq!(keys(&first), keys(example));
     let item = &first["value"][0];
     assert_eq!(keys(item), keys(&example["value"][0]));
