@@ -401,6 +401,13 @@ impl KeyVaultEvent {
     pub fn triggers_rotation(&self) -> bool {
         self.kind.triggers_rotation()
     }
+
+    /// The object whose version should be planned for rotation: `Some` only for an event
+    /// that triggers rotation ([`KeyVaultEventKind::ROTATION_TRIGGERS`]) about an object.
+    /// The one place events are filtered for rotation.
+    pub fn rotation_trigger(&self) -> Option<&KeyVaultObject> {
+        self.object().filter(|_| self.triggers_rotation())
+    }
 }
 
 fn schema_of(fields: &Fields<'_>) -> Result<EventSchema, KeyVaultEventError> {
@@ -567,6 +574,11 @@ mod tests {
         assert_eq!(
             event.triggers_rotation(),
             kind.triggers_rotation(),
+            "{name}"
+        );
+        assert_eq!(
+            event.rotation_trigger().map(|object| &object.name),
+            event.object_name().filter(|_| kind.triggers_rotation()),
             "{name}"
         );
     }

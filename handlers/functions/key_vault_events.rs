@@ -1,14 +1,14 @@
 //! `KeyVaultEvents`: Key Vault events from Event Grid (either schema). Expiry events for
-//! secrets and certificates go to the rotation planner, which re-reads the object and
-//! queues a job when it is managed and due; every other event type is acknowledged and
-//! ignored (logged at debug).
+//! secrets and certificates (the one filter: `KeyVaultEvent::rotation_trigger`) go to the
+//! rotation planner as an `ExpiryNotice`; it re-reads the object and queues a job when it
+//! is managed and due. Every other event is acknowledged and ignored (logged at debug).
 
 use serde::Serialize;
 
 use crate::events::keyvault::KeyVaultEvent;
 use crate::functions::{Context, FunctionError, vault_object};
 use crate::ports::audit::Outcome;
-use crate::rotation::plan::{self, EventDecision};
+use crate::rotation::plan::{self, EventDecision, ExpiryNotice};
 
 pub const NAME: &str = "KeyVaultEvents";
 /// The trigger binding's name in `function-definitions/KeyVaultEvents/function.json`.
@@ -39,17 +39,12 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
             .map(|id| id.vault().to_string())
             .unwrap_or_else(|| event.vault().to_string());
         let kind = event.kind();
-        let (Some(name), Some(version)) = (event.object_name(), event.version()) else {
-            tracing::debug!(event_type = kind.event_type(), %vault, "event without an object ignored");
+        let Some(notice) = expiry_notice(&event) else {
+            tracing::debug!(event_type = kind.event_type(), %vault, name = ?event.object_name(), "event ignored");
             handled.ignored += 1;
             continue;
         };
-        let (name, version) = (name.to_string(), version.to_string());
-        if !kind.triggers_rotation() {
-            tracing::debug!(event_type = kind.event_type(), %vault, %name, "event ignored");
-            handled.ignored += 1;
-            continue;
-        }
+        let (name, version) = (notice.name.to_string(), notice.version.to_string());
         tracing::info!(event_type = kind.event_type(), %vault, %name, %version, "expiry event received");
         ctx.audit(
             "event.received",
@@ -61,7 +56,7 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         // Events only hasten what the sweep finds from Key Vault's own state, so an app
         // without rotation ports acknowledges them rather than failing delivery forever.
         let decision = match ctx.services.rotation.as_deref() {
-            Some(engine) => match plan::from_event(engine, ctx, &event, ctx.now).await {
+            Some(engine) => match plan::from_notice(engine, ctx, &notice, ctx.now).await {
                 Ok(decision) => decision,
                 // Event Grid redelivers the whole batch, and planning the events already
                 // planned again queues nothing new (one job id per version).
@@ -90,4 +85,17 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         handled.decisions.push(decision);
     }
     Ok(handled)
+}
+
+/// What planning needs from an event, for an event that triggers rotation (the filter is
+/// [`KeyVaultEvent::rotation_trigger`]); `None` for every other event.
+pub fn expiry_notice(event: &KeyVaultEvent) -> Option<ExpiryNotice> {
+    let object = event.rotation_trigger()?;
+    Some(ExpiryNotice {
+        vault: event.vault().clone(),
+        object_type: object.object_type,
+        name: object.name.clone(),
+        version: object.version.clone(),
+        id: object.id.clone(),
+    })
 }

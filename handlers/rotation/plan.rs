@@ -1,6 +1,8 @@
 //! What is due: from an object's metadata and a passed-in `now`, whether a managed object
 //! needs rotating (expiring within its rotate-before window, expired, or without expiry),
-//! and the jobs that follow, from a Key Vault event or from a sweep over the vaults.
+//! and the jobs that follow, from a version Key Vault reported near expiry or expired
+//! ([`ExpiryNotice`], which the function layer reads from an event) or from a sweep over
+//! the vaults.
 //!
 //! Planning reads metadata only, never a value, and sends jobs whose ids are
 //! deterministic: planning the same version twice (an event and a sweep, or two sweeps)
@@ -11,8 +13,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::domain::names::{ObjectId, ObjectType, ObjectVersion, VaultUrl};
-use crate::events::keyvault::KeyVaultEvent;
+use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion, VaultName, VaultUrl};
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
 use crate::ports::vault::{CertificateProperties, SecretProperties};
 use crate::rotation::job::{Action, Job, JobId};
@@ -159,8 +160,6 @@ pub enum EventDecision {
     Gone,
     /// The event names a vault that is not in `KEYTURN_VAULTS`.
     UnknownVault,
-    /// Not an expiry event for a secret or certificate.
-    Ignored,
     /// This app has no rotation ports; the next sweep of a configured app finds the object.
     NotConfigured,
 }
@@ -177,19 +176,30 @@ pub fn audit_object(id: &ObjectId, version: Option<&ObjectVersion>) -> AuditObje
     }
 }
 
-/// Plans from one Key Vault event: re-reads the object's current metadata (the event may
+/// One version Key Vault reported near expiry or expired: the object (its type and name,
+/// in the vault the report names) and the version the report is about. Only reports that
+/// make keyturn rotate become notices; the function layer reads them from events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiryNotice {
+    /// The vault by name, as the report gives it.
+    pub vault: VaultName,
+    pub object_type: ObjectType,
+    pub name: ObjectName,
+    pub version: ObjectVersion,
+    /// The object's id, when the report carried one: it names the vault exactly.
+    pub id: Option<ObjectId>,
+}
+
+/// Plans from one expiry notice: re-reads the object's current metadata (the notice may
 /// be late or duplicated) and queues a job when it is managed and due.
-#[tracing::instrument(skip_all, fields(event_type = event.kind().event_type(), vault = %event.vault()))]
-pub async fn from_event(
+#[tracing::instrument(skip_all, fields(vault = %notice.vault, name = %notice.name))]
+pub async fn from_notice(
     engine: &Engine,
     audit: &dyn Recorder,
-    event: &KeyVaultEvent,
+    notice: &ExpiryNotice,
     now: DateTime<Utc>,
 ) -> Result<EventDecision, RotationError> {
-    let (true, Some(object)) = (event.triggers_rotation(), event.object()) else {
-        return Ok(EventDecision::Ignored);
-    };
-    let configured = object
+    let configured = notice
         .id
         .as_ref()
         .and_then(|id| engine.vaults().iter().find(|v| *v == id.vault()))
@@ -197,19 +207,19 @@ pub async fn from_event(
             engine
                 .vaults()
                 .iter()
-                .find(|v| v.vault_name() == Some(event.vault()))
+                .find(|v| v.vault_name() == Some(&notice.vault))
         });
     let Some(vault) = configured else {
-        tracing::info!(name = %object.name, "event from a vault keyturn does not manage");
+        tracing::info!(name = %notice.name, "event from a vault keyturn does not manage");
         return Ok(EventDecision::UnknownVault);
     };
-    let id = vault.object_id(object.object_type, object.name.clone(), None);
+    let id = vault.object_id(notice.object_type, notice.name.clone(), None);
     let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
     let Some(state) = current_state(engine, deadline, &id).await? else {
         audit
             .record(
                 "rotation.planned",
-                audit_object(&id, Some(&object.version)),
+                audit_object(&id, Some(&notice.version)),
                 Outcome::Skipped,
                 Some("the object no longer exists"),
             )
@@ -217,11 +227,11 @@ pub async fn from_event(
             .map_err(|e| RotationError::port("auditing", e))?;
         return Ok(EventDecision::Gone);
     };
-    if state.id.version() != Some(&object.version) {
+    if state.id.version() != Some(&notice.version) {
         audit
             .record(
                 "rotation.planned",
-                audit_object(&id, Some(&object.version)),
+                audit_object(&id, Some(&notice.version)),
                 Outcome::Skipped,
                 Some("the event's version is no longer current"),
             )

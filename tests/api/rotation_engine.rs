@@ -13,13 +13,14 @@ use keyturn::domain::ids::{AppId, KeyId};
 use keyturn::domain::names::{ObjectId, ObjectName, ObjectType, VaultUrl};
 use keyturn::domain::secret::SecretValue;
 use keyturn::events::keyvault::KeyVaultEvent;
+use keyturn::functions::key_vault_events;
 use keyturn::ports::audit::{AuditObject, Outcome};
 use keyturn::ports::directory::Application;
 use keyturn::ports::queue::OutgoingMessage;
 use keyturn::ports::vault::SecretProperties;
 use keyturn::ports::{FailureKind, PortError};
 use keyturn::rotation::job::{Action, Job};
-use keyturn::rotation::plan::{self, EventDecision};
+use keyturn::rotation::plan::{self, EventDecision, ExpiryNotice};
 use keyturn::rotation::run::{self, MARKER_PREFIX, RunOutcome};
 use keyturn::rotation::tags::{self, PolicyDefaults};
 use keyturn::rotation::{Engine, Ports, Recorder, RotationError};
@@ -1213,16 +1214,21 @@ fn near_expiry_event(object_type: &str, secret: &str, version: &str) -> KeyVault
     KeyVaultEvent::parse(&value).expect("event")
 }
 
+/// What planning is handed for an event that triggers rotation.
+fn notice(event: &KeyVaultEvent) -> ExpiryNotice {
+    key_vault_events::expiry_notice(event).expect("an event that triggers rotation")
+}
+
 #[tokio::test]
 async fn an_event_and_a_sweep_for_one_version_queue_one_job() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");
     let version = v1.id.version().expect("v").to_string();
 
-    let decision = plan::from_event(
+    let decision = plan::from_notice(
         &w.engine,
         w.trail.as_ref(),
-        &near_expiry_event("Secret", "payments", &version),
+        &notice(&near_expiry_event("Secret", "payments", &version)),
         w.clock.now(),
     )
     .await
@@ -1288,9 +1294,10 @@ async fn events_that_cannot_lead_to_a_job_are_acknowledged_with_their_reason() {
         ),
     ];
     for (event, expected) in cases {
-        let decision = plan::from_event(&w.engine, w.trail.as_ref(), &event, w.clock.now())
-            .await
-            .expect("plans");
+        let decision =
+            plan::from_notice(&w.engine, w.trail.as_ref(), &notice(&event), w.clock.now())
+                .await
+                .expect("plans");
         assert_eq!(decision, expected);
     }
     let sent_before = w.queue.sends();
@@ -1303,7 +1310,13 @@ async fn events_that_cannot_lead_to_a_job_are_acknowledged_with_their_reason() {
     }))
     .expect("event");
     assert_eq!(
-        plan::from_event(&w.engine, w.trail.as_ref(), &other_vault, w.clock.now()).await,
+        plan::from_notice(
+            &w.engine,
+            w.trail.as_ref(),
+            &notice(&other_vault),
+            w.clock.now()
+        )
+        .await,
         Ok(EventDecision::UnknownVault)
     );
     assert_eq!(w.queue.sends(), sent_before);
