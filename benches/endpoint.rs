@@ -39,6 +39,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsConnector;
 
+use keyturn::access::rate_limit::RateLimits;
 use keyturn::adapters::appsettings::AppSettingsSource;
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
@@ -47,11 +48,10 @@ use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::DeviceId;
 use keyturn::domain::thumbprint::Thumbprint;
 use keyturn::functions::Services;
-use keyturn::functions::secret_endpoint::{
-    self, ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
-};
+use keyturn::functions::secret_endpoint::{self, Endpoint};
 use keyturn::host::router::{AppState, router};
 use keyturn::host::{server, tls};
+use keyturn::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use keyturn::mtls::entra_device::{CERTIFICATE_BINDING_TYPE, DeviceRequirements, binding_key};
 use keyturn::ports::PortError;
 use keyturn::ports::audit::AuditStore;

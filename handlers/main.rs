@@ -268,9 +268,9 @@ async fn serve(port: u16) -> ExitCode {
         }
     }
     if endpoint_enabled {
-        tokio::spawn(secret_endpoint::refresh_crls_every(
-            state.services.endpoint.clone(),
-            secret_endpoint::CRL_REFRESH_INTERVAL,
+        tokio::spawn(keyturn::mtls::endpoint::refresh_crls_every(
+            state.services.endpoint.policies(),
+            keyturn::mtls::endpoint::CRL_REFRESH_INTERVAL,
             server::shutdown_signal(),
         ));
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
 
+use crate::access::rate_limit::RateLimits;
 use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
 use crate::adapters::azure::graph::GraphClient;
@@ -29,10 +30,9 @@ use crate::config::{
 use crate::domain::clock::Clock;
 use crate::domain::secret::SecretValue;
 use crate::functions::Services;
-use crate::functions::secret_endpoint::{
-    ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
-};
+use crate::functions::secret_endpoint::Endpoint;
 use crate::local::vault_cli::{STORE_FILE, local_vault_url};
+use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;
 use crate::ports::audit::AuditStore;
 use crate::ports::directory::DeviceDirectory;

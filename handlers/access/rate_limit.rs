@@ -13,6 +13,13 @@ use chrono::{DateTime, Utc};
 /// device script that retries a few times a minute stays well within a per-minute quota.
 pub const WINDOW: Duration = Duration::from_secs(60);
 
+/// Requests per minute, per identity and per source address; `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    pub per_identity: Option<u32>,
+    pub per_address: Option<u32>,
+}
+
 /// How many keys are remembered. Each costs a few dozen bytes; 100 000 covers every
 /// device of a large fleet. When full, keys whose quota has fully refilled are dropped
 /// (they behave exactly like unseen keys); if that frees nothing, a key not yet tracked

@@ -1,5 +1,6 @@
 //! `SecretEndpoint`: `GET /api/secrets/{name}` for devices authenticated by their client
-//! certificate.
+//! certificate. Owns the request flow; the certificate policies are built in
+//! `mtls::endpoint`, the HTTP answer to each [`Refusal`] is chosen in `host::answer`.
 //!
 //! In order: the name is validated before anything else happens; the source address's
 //! rate limit; every configured certificate policy must accept the client (none
@@ -11,27 +12,20 @@
 //! reason code; the caller sees only a stable code.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
 
-use crate::access::rate_limit::{Limited, RateLimiter};
+use crate::access::rate_limit::{Limited, RateLimiter, RateLimits};
 use crate::access::{AccessPolicy, AccessPolicyError, Decision};
 use crate::domain::identity::Authenticated;
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
-use crate::mtls::chain::{
-    ChainOptions, ChainPolicy, KeyIdentifiers, LeafKeyUsage, RevocationPolicy,
-};
-use crate::mtls::entra_device::{DeviceRequirements, EntraDevicePolicy};
+use crate::mtls::endpoint::{PolicyConfig, PolicyConfigError, build_policies};
 use crate::mtls::policies::{CertificatePolicies, CertificateRefusal, Presented, RefusalKind};
-use crate::mtls::thumbprints::{ThumbprintPolicyError, TrustedThumbprints};
-use crate::mtls::trust::TrustError;
 use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
 use crate::ports::directory::DeviceDirectory;
 use crate::ports::source::SecretSource;
@@ -45,61 +39,27 @@ pub const AUDIT_ACTION: &str = "secret.read";
 /// log's per-field limit (1 KiB).
 const MAX_REASON_CHARS: usize = 400;
 
-/// A refusal the caller sees: a status and a stable code, never internals.
+/// Why a request is refused, by category: what the caller may learn. The host maps each
+/// to an HTTP status (`host::answer`); details stay in the logs and the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Refusal {
-    pub status: u16,
-    pub code: &'static str,
-    pub message: &'static str,
-    /// Seconds for `Retry-After` (429 and 503 answers).
-    pub retry_after: Option<u64>,
-}
-
-impl Refusal {
-    pub const INVALID_NAME: Refusal = Refusal {
-        status: 400,
-        code: "invalid_name",
-        message: "secret names are 1-127 letters, digits and hyphens",
-        retry_after: None,
-    };
+pub enum Refusal {
+    /// The name is not a Key Vault object name.
+    InvalidName,
     /// Authorization refused, or nobody is trusted at all. Identical whether or not the
     /// secret exists.
-    pub const FORBIDDEN: Refusal = Refusal {
-        status: 403,
-        code: "forbidden",
-        message: "the caller is not allowed to read this secret",
-        retry_after: None,
-    };
-    pub const CERTIFICATE_REQUIRED: Refusal = Refusal {
-        status: 401,
-        code: "certificate_required",
-        message: "a client certificate is required",
-        retry_after: None,
-    };
-    pub const CERTIFICATE_REJECTED: Refusal = Refusal {
-        status: 403,
-        code: "certificate_rejected",
-        message: "the client certificate is not accepted",
-        retry_after: None,
-    };
-    pub const NOT_FOUND: Refusal = Refusal {
-        status: 404,
-        code: "not_found",
-        message: "no such secret",
-        retry_after: None,
-    };
-    pub const RATE_LIMITED: Refusal = Refusal {
-        status: 429,
-        code: "rate_limited",
-        message: "too many requests; retry later",
-        retry_after: None,
-    };
-    pub const UNAVAILABLE: Refusal = Refusal {
-        status: 503,
-        code: "unavailable",
-        message: "try again later",
-        retry_after: None,
-    };
+    Forbidden,
+    CertificateRequired,
+    CertificateRejected,
+    /// The caller may read the name, and there is no such (live) secret.
+    NotFound,
+    /// Over a rate limit; try again after `retry_after` seconds.
+    RateLimited {
+        retry_after: u64,
+    },
+    /// A dependency failed; try again, after `retry_after` seconds when it said.
+    Unavailable {
+        retry_after: Option<u64>,
+    },
 }
 
 /// A secret to hand to an authorized caller. The value is written into the response body
@@ -136,13 +96,6 @@ pub struct EndpointRequest<'a> {
     pub source_address: Option<IpAddr>,
 }
 
-/// Requests per minute, per identity and per source address; `None` is unlimited.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RateLimits {
-    pub per_identity: Option<u32>,
-    pub per_address: Option<u32>,
-}
-
 /// Everything the endpoint decides with. The default trusts nobody and refuses every
 /// request, which is what an app without endpoint configuration serves.
 #[derive(Debug)]
@@ -166,51 +119,8 @@ impl Default for Endpoint {
 pub enum EndpointConfigError {
     #[error("access policy: {0}")]
     Access(#[from] AccessPolicyError),
-    #[error("trusted-thumbprints policy: {0}")]
-    Thumbprints(#[from] ThumbprintPolicyError),
-    #[error("{policy} policy trust material: {source}")]
-    Trust {
-        policy: &'static str,
-        source: TrustError,
-    },
-    #[error("the {policy} policy is configured but {missing} is not set")]
-    Missing {
-        policy: &'static str,
-        missing: &'static str,
-    },
-    #[error("the entra-device policy needs a device directory, and none was provided")]
-    NoDirectory,
-}
-
-/// Which certificate policies to run and with what, as settings describe them. Paths
-/// are read when the endpoint is built.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PolicyConfig {
-    pub trust_arr_header: bool,
-    /// Pins for `trusted-thumbprints`; `None` leaves the policy off.
-    pub thumbprints: Option<Vec<String>>,
-    pub chain: Option<ChainConfig>,
-    pub entra_device: Option<EntraDeviceConfig>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChainConfig {
-    pub roots: PathBuf,
-    pub intermediates: Vec<PathBuf>,
-    pub crls: Vec<PathBuf>,
-    /// When false, revocation is not checked (a PKI without CRLs must say so).
-    pub check_revocation: bool,
-    pub clock_skew: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntraDeviceConfig {
-    /// The tenant's device-certificate root (`MS-Organization-Access`).
-    pub roots: PathBuf,
-    pub requirements: DeviceRequirements,
-    pub cache_ttl: Duration,
-    /// How far ahead of our clock a device certificate's notBefore may lie.
-    pub clock_skew: Duration,
+    #[error(transparent)]
+    Policies(#[from] PolicyConfigError),
 }
 
 impl Endpoint {
@@ -270,151 +180,6 @@ impl Endpoint {
     }
 }
 
-/// The certificate policies a configuration describes. Logs a warning per SHA-1 pin.
-pub fn build_policies(
-    config: &PolicyConfig,
-    directory: Option<Arc<dyn DeviceDirectory>>,
-) -> Result<CertificatePolicies, EndpointConfigError> {
-    let mut policies = CertificatePolicies::none().trust_arr_header(config.trust_arr_header);
-    if let Some(pins) = &config.thumbprints {
-        let pins = TrustedThumbprints::parse(pins.iter().map(String::as_str))?;
-        for pin in pins.legacy_sha1_pins() {
-            tracing::warn!(
-                thumbprint = %pin,
-                "a trusted thumbprint is SHA-1, which identifies a certificate less firmly; pin its SHA-256 thumbprint instead"
-            );
-        }
-        policies = policies.with_thumbprints(pins);
-    }
-    if let Some(chain) = &config.chain {
-        let revocation = if chain.check_revocation {
-            RevocationPolicy::STRICT
-        } else {
-            tracing::warn!("the chain policy does not check revocation");
-            RevocationPolicy::NotChecked
-        };
-        let options = ChainOptions {
-            clock_skew: chain.clock_skew,
-            revocation,
-            ..ChainOptions::default()
-        };
-        let policy =
-            ChainPolicy::from_files(&chain.roots, &chain.intermediates, &chain.crls, options)
-                .map_err(|source| EndpointConfigError::Trust {
-                    policy: "chain",
-                    source,
-                })?;
-        policies = policies.with_chain(Arc::new(policy));
-    }
-    if let Some(entra) = &config.entra_device {
-        let directory = directory.ok_or(EndpointConfigError::NoDirectory)?;
-        let chain = ChainPolicy::from_files(&entra.roots, &[], &[], entra_chain_options(config))
-            .map_err(|source| EndpointConfigError::Trust {
-                policy: "entra-device",
-                source,
-            })?;
-        policies = policies.with_entra_device(EntraDevicePolicy::new(
-            chain,
-            directory,
-            entra.requirements,
-            entra.cache_ttl,
-        ));
-    }
-    Ok(policies)
-}
-
-/// The entra-device policy's chain options: the configured clock-skew allowance, which
-/// settings carry on the chain policy's configuration (the default when that policy is
-/// off).
-fn entra_chain_options(config: &PolicyConfig) -> ChainOptions {
-    let defaults = ChainOptions::default();
-    ChainOptions {
-        clock_skew: config
-            .entra_device
-            .as_ref()
-            .map_or(defaults.clock_skew, |entra| entra.clock_skew),
-        // Entra publishes no CRL for device certificates: a device is revoked by
-        // disabling or deleting it, which the directory lookup sees.
-        revocation: RevocationPolicy::NotChecked,
-        // Microsoft documents no profile for MS-Organization-Access certificates, and a
-        // tenant cannot have them reissued: a missing key identifier must not lock out
-        // every device. Nor is it known whether their keyUsage asserts digitalSignature.
-        // The rest of keyturn's certificate profile applies.
-        key_identifiers: KeyIdentifiers::NotChecked,
-        leaf_key_usage: LeafKeyUsage::NotChecked,
-        ..defaults
-    }
-}
-
-/// Reloads the chain policy's CRLs, for a scheduled refresh. Returns how many loaded.
-pub fn reload_crls(endpoint: &Endpoint) -> Option<Result<usize, TrustError>> {
-    endpoint.policies.chain().map(|chain| chain.reload_crls())
-}
-
-/// How often the chain policy's CRL files are read again. A CA publishes a new CRL when
-/// it revokes (and at least once per its next-update period, usually days); the files
-/// are local, so a reread is cheap. Five minutes matches the entra-device directory
-/// cache ([`crate::mtls::entra_device::DEFAULT_CACHE_TTL`]): on either policy a device
-/// that is revoked or disabled stops reading secrets within five minutes.
-pub const CRL_REFRESH_INTERVAL: Duration = Duration::from_secs(5 * 60);
-
-/// Whether the endpoint has CRL files to refresh: a chain policy loaded from CRL files.
-pub fn has_crls_to_refresh(endpoint: &Endpoint) -> bool {
-    endpoint
-        .policies
-        .chain()
-        .is_some_and(|chain| !chain.crls().sources().is_empty())
-}
-
-/// One scheduled refresh: reads the CRL files again and swaps them in. When a file is
-/// missing, unreadable or malformed (a CA midway through publishing), the set in force
-/// stays and the failure is logged; the next refresh tries again.
-pub fn refresh_crls(endpoint: &Endpoint) -> Option<Result<usize, TrustError>> {
-    let result = reload_crls(endpoint)?;
-    match &result {
-        Ok(count) => tracing::debug!(crls = count, "certificate revocation lists refreshed"),
-        Err(error) => tracing::warn!(
-            %error,
-            "cannot refresh the certificate revocation lists; the ones loaded before stay in force"
-        ),
-    }
-    Some(result)
-}
-
-/// Refreshes the CRLs every `interval` until `stop` completes (start-up passes
-/// [`CRL_REFRESH_INTERVAL`] and the shutdown signal). Returns at once when the
-/// endpoint has no CRL files. The files are read on the blocking pool, so a large CRL
-/// never stalls requests.
-pub async fn refresh_crls_every(
-    endpoint: Arc<Endpoint>,
-    interval: Duration,
-    stop: impl Future<Output = ()>,
-) {
-    if !has_crls_to_refresh(&endpoint) {
-        return;
-    }
-    let refreshing = async {
-        let mut ticks = tokio::time::interval(interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The first tick is immediate; the CRLs were just loaded with the endpoint.
-        ticks.tick().await;
-        loop {
-            ticks.tick().await;
-            let endpoint = endpoint.clone();
-            if tokio::task::spawn_blocking(move || refresh_crls(&endpoint))
-                .await
-                .is_err()
-            {
-                tracing::error!("the CRL refresh task failed; retrying at the next interval");
-            }
-        }
-    };
-    tokio::select! {
-        () = refreshing => {},
-        () = stop => {},
-    }
-}
-
 /// Serves one request.
 pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivered, EndpointError> {
     let endpoint = &ctx.services.endpoint;
@@ -422,7 +187,7 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
         // The raw name is not audited: it failed validation and may be anything.
         let entry = Entry::refused(None, "name", "invalid_name");
         record(ctx, entry, None).await?;
-        return Err(EndpointError::Refused(Refusal::INVALID_NAME));
+        return Err(EndpointError::Refused(Refusal::InvalidName));
     };
 
     if endpoint.policies.is_empty() {
@@ -432,7 +197,7 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
             "no_certificate_policy_configured",
         );
         record(ctx, entry, None).await?;
-        return Err(EndpointError::Refused(Refusal::FORBIDDEN));
+        return Err(EndpointError::Refused(Refusal::Forbidden));
     }
 
     if let Some(address) = request.source_address
@@ -471,7 +236,7 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
             tracing::info!(name = %name, thumbprint = %who.identity.thumbprint(), "no grant covers this caller and name");
             let entry = Entry::refused(Some(&name), "access", "no_grant");
             record(ctx, entry, Some(&who)).await?;
-            return Err(EndpointError::Refused(Refusal::FORBIDDEN));
+            return Err(EndpointError::Refused(Refusal::Forbidden));
         }
     };
     let grant_text = match grant_name {
@@ -484,14 +249,16 @@ pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivere
         // as a refusal rather than a panic.
         let entry = Entry::failed(&name, "access", "backend_not_configured", &grant_text);
         record(ctx, entry, Some(&who)).await?;
-        return Err(EndpointError::Refused(Refusal::UNAVAILABLE));
+        return Err(EndpointError::Refused(Refusal::Unavailable {
+            retry_after: None,
+        }));
     };
     let secret = match source.fetch(&name, ctx.now).await {
         Ok(Some(secret)) => secret,
         Ok(None) => {
             let entry = Entry::failed(&name, "source", "not_found", &grant_text);
             record(ctx, entry, Some(&who)).await?;
-            return Err(EndpointError::Refused(Refusal::NOT_FOUND));
+            return Err(EndpointError::Refused(Refusal::NotFound));
         }
         Err(error) => {
             tracing::error!(%error, backend, name = %name, "the secret source failed");
@@ -546,9 +313,8 @@ pub fn retry_after_seconds(wait: Duration) -> u64 {
 }
 
 fn rate_limited(limited: Limited) -> EndpointError {
-    EndpointError::Refused(Refusal {
-        retry_after: Some(limited.retry_after_seconds()),
-        ..Refusal::RATE_LIMITED
+    EndpointError::Refused(Refusal::RateLimited {
+        retry_after: limited.retry_after_seconds(),
     })
 }
 
@@ -568,14 +334,13 @@ async fn refuse_certificate(
     let mut entry = Entry::refused(Some(name), refusal.step, refusal.reason);
     entry.thumbprint = refusal.thumbprint.map(|t| t.to_string());
     let answer = match refusal.kind {
-        RefusalKind::NoPolicy => Refusal::FORBIDDEN,
-        RefusalKind::CertificateRequired => Refusal::CERTIFICATE_REQUIRED,
-        RefusalKind::CertificateRejected => Refusal::CERTIFICATE_REJECTED,
+        RefusalKind::NoPolicy => Refusal::Forbidden,
+        RefusalKind::CertificateRequired => Refusal::CertificateRequired,
+        RefusalKind::CertificateRejected => Refusal::CertificateRejected,
         RefusalKind::Unavailable => {
             entry.outcome = Outcome::Failed;
-            Refusal {
+            Refusal::Unavailable {
                 retry_after: refusal.retry_after.map(retry_after_seconds),
-                ..Refusal::UNAVAILABLE
             }
         }
     };
@@ -698,36 +463,6 @@ mod tests {
 
     fn ip(text: &str) -> IpAddr {
         text.parse().expect("a literal address")
-    }
-
-    #[test]
-    fn the_entra_device_chain_allows_the_configured_clock_skew() {
-        // entra-device alone, without the chain policy: its own skew applies.
-        let entra = EntraDeviceConfig {
-            roots: PathBuf::from("device-roots.pem"),
-            requirements: DeviceRequirements::default(),
-            cache_ttl: Duration::from_secs(300),
-            clock_skew: Duration::from_secs(17),
-        };
-        let config = PolicyConfig {
-            entra_device: Some(entra),
-            ..PolicyConfig::default()
-        };
-        let options = entra_chain_options(&config);
-        assert_eq!(options.clock_skew, Duration::from_secs(17));
-        assert_eq!(options.revocation, RevocationPolicy::NotChecked);
-    }
-
-    #[test]
-    fn the_entra_device_chain_leaves_out_only_the_undocumented_profile_rules() {
-        let options = entra_chain_options(&PolicyConfig::default());
-        let defaults = ChainOptions::default();
-
-        assert_eq!(options.key_identifiers, KeyIdentifiers::NotChecked);
-        assert_eq!(options.leaf_key_usage, LeafKeyUsage::NotChecked);
-        assert_eq!(defaults.key_identifiers, KeyIdentifiers::Required);
-        assert_eq!(defaults.leaf_key_usage, LeafKeyUsage::SigningRequired);
-        assert_eq!(options.purpose, defaults.purpose);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::functions::{
     Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker,
     secret_endpoint,
 };
+use crate::host::answer::ErrorAnswer;
 use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
 use crate::host::outcome::{Disposition, classify};
 use crate::host::tls::TlsPeer;
@@ -311,22 +312,18 @@ async fn secret_endpoint_route(
             });
             no_store((StatusCode::OK, axum::Json(body)).into_response())
         }
-        Err(EndpointError::Refused(refusal)) => error_response(refusal, &ctx.invocation_id),
+        Err(EndpointError::Refused(refusal)) => {
+            error_response(ErrorAnswer::refused(refusal), &ctx.invocation_id)
+        }
         Err(EndpointError::Failed(error)) => {
             tracing::error!(%error, "secret endpoint failed");
-            let refusal = match classify(&error) {
-                Disposition::Retry { after } => Refusal {
+            let answer = match classify(&error) {
+                Disposition::Retry { after } => ErrorAnswer::refused(Refusal::Unavailable {
                     retry_after: after.map(secret_endpoint::retry_after_seconds),
-                    ..Refusal::UNAVAILABLE
-                },
-                Disposition::Permanent { .. } => Refusal {
-                    status: 500,
-                    code: "internal",
-                    message: "the request could not be served",
-                    retry_after: None,
-                },
+                }),
+                Disposition::Permanent { .. } => ErrorAnswer::INTERNAL,
             };
-            error_response(refusal, &ctx.invocation_id)
+            error_response(answer, &ctx.invocation_id)
         }
     }
 }
@@ -349,12 +346,10 @@ fn forwarded_client(headers: &HeaderMap) -> Option<IpAddr> {
 
 /// The error body: a stable code, a short message and the request id under which the full
 /// diagnostics were logged. Never headers, URIs or backend messages.
-fn error_response(refusal: Refusal, request_id: &str) -> Response {
-    let status = StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body =
-        json!({ "error": refusal.code, "message": refusal.message, "requestId": request_id });
-    let mut response = (status, axum::Json(body)).into_response();
-    if let Some(seconds) = refusal.retry_after {
+fn error_response(answer: ErrorAnswer, request_id: &str) -> Response {
+    let body = json!({ "error": answer.code, "message": answer.message, "requestId": request_id });
+    let mut response = (answer.status, axum::Json(body)).into_response();
+    if let Some(seconds) = answer.retry_after {
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
@@ -370,11 +365,5 @@ fn no_store(mut response: Response) -> Response {
 }
 
 async fn unknown_route(headers: HeaderMap) -> Response {
-    let refusal = Refusal {
-        status: 404,
-        code: "not_found",
-        message: "no such function or route",
-        retry_after: None,
-    };
-    error_response(refusal, &invocation_id(&headers))
+    error_response(ErrorAnswer::UNKNOWN_ROUTE, &invocation_id(&headers))
 }

@@ -5,6 +5,7 @@
 
 pub mod certificate;
 pub mod chain;
+pub mod endpoint;
 pub mod entra_device;
 pub mod header;
 pub mod policies;

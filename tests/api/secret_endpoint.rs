@@ -23,6 +23,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 
+use keyturn::access::rate_limit::RateLimits;
 use keyturn::adapters::appsettings::AppSettingsSource;
 use keyturn::adapters::azure::table::{EntityKey, TableClient, TableName};
 use keyturn::adapters::azure::table_source::{SECRETS_PARTITION, TableSecretSource};
@@ -35,11 +36,10 @@ use keyturn::domain::ids::DeviceId;
 use keyturn::domain::names::VaultUrl;
 use keyturn::domain::secret::SecretValue;
 use keyturn::functions::Services;
-use keyturn::functions::secret_endpoint::{
-    self, ChainConfig, Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits,
-};
+use keyturn::functions::secret_endpoint::{self, Endpoint};
 use keyturn::host::router::{AppState, router};
 use keyturn::host::{server, tls};
+use keyturn::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use keyturn::mtls::entra_device::{DeviceRequirements, binding_key};
 use keyturn::mtls::policies::Presented;
 use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome, StoredEntry};
@@ -1522,8 +1522,8 @@ async fn a_certificate_revoked_after_start_up_is_refused_once_the_crls_are_refre
     );
 
     let (stop, stopped) = oneshot::channel::<()>();
-    let refresher = tokio::spawn(secret_endpoint::refresh_crls_every(
-        endpoint,
+    let refresher = tokio::spawn(keyturn::mtls::endpoint::refresh_crls_every(
+        endpoint.policies(),
         POLL_PAUSE,
         async move {
             let _ = stopped.await;
@@ -1561,7 +1561,8 @@ async fn a_crl_refresh_that_fails_keeps_the_revocations_already_in_force() {
     // A CA midway through publishing: a truncated file.
     let published = crl(&pki.intermediate, &[REVOKED_SERIAL]);
     std::fs::write(pki.path("devices.crl"), &published[..published.len() / 2]).expect("write");
-    let refreshed = secret_endpoint::refresh_crls(&endpoint).expect("a chain policy is configured");
+    let refreshed = keyturn::mtls::endpoint::refresh_crls(endpoint.policies())
+        .expect("a chain policy is configured");
     assert!(refreshed.is_err(), "a truncated CRL does not load");
 
     assert_eq!(
@@ -1599,12 +1600,14 @@ async fn the_refresh_task_ends_at_once_when_no_crl_files_are_configured() {
         )
         .expect("valid endpoint"),
     );
-    assert!(!secret_endpoint::has_crls_to_refresh(&endpoint));
+    assert!(!keyturn::mtls::endpoint::has_crls_to_refresh(
+        endpoint.policies()
+    ));
     let never = std::future::pending::<()>();
     // The bound only keeps a regression from hanging the suite.
     let ended = tokio::time::timeout(
         Duration::from_secs(30),
-        secret_endpoint::refresh_crls_every(endpoint, POLL_PAUSE, never),
+        keyturn::mtls::endpoint::refresh_crls_every(endpoint.policies(), POLL_PAUSE, never),
     )
     .await;
     assert!(

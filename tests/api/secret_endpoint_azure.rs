@@ -24,6 +24,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+use keyturn::access::rate_limit::RateLimits;
 use keyturn::adapters::azure::graph::GraphClient;
 use keyturn::adapters::azure::keyvault::KeyVaultSource;
 use keyturn::adapters::local::audit::LocalAuditStore;
@@ -33,9 +34,10 @@ use keyturn::config::FUNCTIONS;
 use keyturn::domain::clock::Clock;
 use keyturn::domain::names::VaultUrl;
 use keyturn::functions::Services;
-use keyturn::functions::secret_endpoint::{Endpoint, EntraDeviceConfig, PolicyConfig, RateLimits};
+use keyturn::functions::secret_endpoint::Endpoint;
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
+use keyturn::mtls::endpoint::{EntraDeviceConfig, PolicyConfig};
 use keyturn::mtls::entra_device::{
     CERTIFICATE_BINDING_TYPE, DEFAULT_CACHE_TTL, DeviceRequirements, binding_key,
 };
