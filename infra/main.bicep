@@ -6,7 +6,7 @@
 
 targetScope = 'resourceGroup'
 
-@description('Short name used to derive resource names (letters and digits, lower case).')
+@description('Short name used to derive resource names. Only its letters and digits are used, lower-cased (My-App becomes myapp), so every name derived from it is valid; with none, keyturn is used.')
 @minLength(3)
 @maxLength(11)
 param baseName string = 'keyturn'
@@ -21,12 +21,20 @@ param location string = resourceGroup().location
 ])
 param rotatorHostingPlan string = 'FlexConsumption'
 
-@description('Hosting plan of the endpoint app (the mTLS SecretEndpoint).')
+@description('Hosting plan of the endpoint app (the mTLS SecretEndpoint). Dedicated (default): App Service documents that clientCertMode Required makes its front end demand the TLS client certificate, which is what makes X-ARR-ClientCert trustworthy. Nothing Microsoft publishes says Flex Consumption enforces it; choose FlexConsumption only together with endpointFlexClientCertVerified, after the check in infra/README.md.')
 @allowed([
   'FlexConsumption'
   'Dedicated'
 ])
-param endpointHostingPlan string = 'FlexConsumption'
+param endpointHostingPlan string = 'Dedicated'
+
+@description('Only with endpointHostingPlan FlexConsumption: true once the "Verify on first deployment" check in infra/README.md has shown that the Flex front end refuses a request without a client certificate. Until then the endpoint does not believe X-ARR-ClientCert (KEYTURN_TRUST_ARR_CLIENT_CERT=false) and refuses every request that carries it. Ignored on Dedicated, where the front end\'s enforcement is documented.')
+param endpointFlexClientCertVerified bool = false
+
+@description('Most instances the endpoint may run on Flex Consumption (1-1000). keyturn keeps its rate limits per instance, so the effective limits are the settings times the instance count: with 60 per certificate, 600 per address and 4 instances, one certificate may make up to 240 requests a minute and one address up to 2400 requests a minute. On Dedicated the endpoint runs the plan\'s worker count (one as deployed; this template configures no autoscale), and the same multiplication applies if you scale the plan out.')
+@minValue(1)
+@maxValue(1000)
+param endpointMaximumInstanceCount int = 4
 
 @description('App Service plan SKU used when a hosting plan is Dedicated. B1 is the smallest tier with client certificates.')
 param dedicatedSku string = 'B1'
@@ -53,10 +61,10 @@ param endpointTrustedThumbprints array = []
 @description('The SecretEndpoint access policy as JSON text (see docs/access-policy.md). The default grants nothing.')
 param endpointAccessPolicy string = '{"version":1,"grants":[]}'
 
-@description('Requests per minute one device certificate may make to the SecretEndpoint.')
+@description('Requests per minute one device certificate may make to one SecretEndpoint instance; the effective limit is this times the instance count (see endpointMaximumInstanceCount).')
 param endpointRateLimitPerIdentity int = 60
 
-@description('Requests per minute one source address may make to the SecretEndpoint.')
+@description('Requests per minute one source address may make to one SecretEndpoint instance; the effective limit is this times the instance count (see endpointMaximumInstanceCount).')
 param endpointRateLimitPerAddress int = 600
 
 @description('Create the Event Grid subscriptions to the rotator\'s KeyVaultEvents function. Event Grid checks that the function exists, so set this on the second deployment, after the package is deployed.')
@@ -81,8 +89,10 @@ param sweepSchedule string = '0 0 */6 * * *'
 @description('keyturn log filter (KEYTURN_LOG_LEVEL).')
 param logLevel string = 'info'
 
-@description('Microsoft Graph endpoint (KEYTURN_GRAPH_ENDPOINT): https://graph.microsoft.com, or a sovereign cloud\'s (https://graph.microsoft.us, https://microsoftgraph.chinacloudapi.cn).')
-param graphEndpoint string = 'https://graph.microsoft.com'
+// environment() has no Microsoft Graph endpoint (its graph property is the retired Azure AD
+// Graph), so the default follows the cloud's name.
+@description('Microsoft Graph endpoint (KEYTURN_GRAPH_ENDPOINT). Default: the deployment cloud\'s, https://graph.microsoft.com (AzureCloud), https://graph.microsoft.us (AzureUSGovernment; DoD tenants use https://dod-graph.microsoft.us) or https://microsoftgraph.chinacloudapi.cn (AzureChinaCloud).')
+param graphEndpoint string = environment().name == 'AzureUSGovernment' ? 'https://graph.microsoft.us' : (environment().name == 'AzureChinaCloud' ? 'https://microsoftgraph.chinacloudapi.cn' : 'https://graph.microsoft.com')
 @description('Days a new credential or generated value is valid, for managed objects without a keyturn-validity-days tag.')
 @minValue(1)
 @maxValue(3650)
@@ -98,8 +108,11 @@ param defaultRotateBeforeDays int = 30
 @maxValue(3650)
 param defaultOverlapDays int = 7
 
-@description('Grant the identities their Microsoft Graph application permissions with the Microsoft Graph Bicep extension. Set false where the deploying principal may not grant them, and run the script in the README instead.')
-param grantGraphPermissions bool = true
+// The Microsoft Graph Bicep extension deploys in the public cloud only
+// (https://learn.microsoft.com/graph/templates/limitations: "Deployments are supported for
+// the public cloud only"), so elsewhere the default is false and the README's script grants.
+@description('Grant the identities their Microsoft Graph application permissions with the Microsoft Graph Bicep extension. Default: true in the public cloud (AzureCloud) only, the one cloud the extension deploys to. Grants to identities created in the same deployment can fail until Graph sees them (msgraph-bicep-types#193), and a second deployment that grants again fails with "already exists" (msgraph-bicep-types#161): infra/README.md deploys with false and grants in a step of its own. Set false wherever the deploying principal may not grant app roles, and run the script in infra/README.md.')
+param grantGraphPermissions bool = environment().name == 'AzureCloud'
 
 @description('Graph permission of the rotator. Application.ReadWrite.OwnedBy (default) limits it to apps whose owner it is; Application.ReadWrite.All is the documented alternative.')
 @allowed([
@@ -121,22 +134,32 @@ param subnetPrefixes object = {
   privateEndpoints: '10.40.0.128/26'
 }
 
+@description('Give both identities Storage Table Data Contributor on the whole storage account so the Functions hosts can record their diagnostic events (tables AzureFunctionsDiagnosticEvents<yyyyMM>, created monthly, so no narrower scope exists). Off by default: that role reaches every table in the account, including any table-backend secrets table kept there, where each identity now holds a role on the audit table alone; without it each host logs one warning at start and stops recording diagnostic events, and nothing else changes.')
+param hostDiagnosticEvents bool = false
+
 @description('Tags applied to every resource keyturn creates.')
 param tags object = {
   application: 'keyturn'
 }
 
-var suffix = uniqueString(resourceGroup().id, baseName)
+// Storage account names take only lower-case letters and digits (3-24), and the others here
+// letters, digits and hyphens, so names are derived from baseName's letters and digits alone,
+// lower-cased: 'My-App' gives 'myapp'. Bicep has no pattern decorator to refuse a value, so
+// deriving is how every accepted baseName yields valid names.
+var baseNameChars = [for i in range(0, length(baseName)): substring(toLower(baseName), i, 1)]
+var baseNameKept = join(filter(baseNameChars, c => contains('abcdefghijklmnopqrstuvwxyz0123456789', c)), '')
+var base = empty(baseNameKept) ? 'keyturn' : baseNameKept
+var suffix = uniqueString(resourceGroup().id, base)
 var names = {
-  storage: take('st${baseName}${suffix}', 24)
-  serviceBus: 'sb-${baseName}-${suffix}'
-  rotator: 'func-${baseName}-rotator-${suffix}'
-  endpoint: 'func-${baseName}-endpoint-${suffix}'
-  rotatorIdentity: 'id-${baseName}-rotator'
-  endpointIdentity: 'id-${baseName}-endpoint'
-  insights: 'appi-${baseName}-${suffix}'
-  workspace: 'log-${baseName}-${suffix}'
-  vnet: 'vnet-${baseName}-${suffix}'
+  storage: take('st${base}${suffix}', 24)
+  serviceBus: 'sb-${base}-${suffix}'
+  rotator: 'func-${base}-rotator-${suffix}'
+  endpoint: 'func-${base}-endpoint-${suffix}'
+  rotatorIdentity: 'id-${base}-rotator'
+  endpointIdentity: 'id-${base}-endpoint'
+  insights: 'appi-${base}-${suffix}'
+  workspace: 'log-${base}-${suffix}'
+  vnet: 'vnet-${base}-${suffix}'
 }
 var deadLetterContainerName = 'eventgrid-deadletter'
 var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
@@ -144,6 +167,10 @@ var vaultUrls = [for v in managedVaults: 'https://${v.name}${environment().suffi
 var tableEndpoint = 'https://${names.storage}.table.${environment().suffixes.storage}'
 // The endpoint's keyvault backend reads the first served vault.
 var secretsVaultUrl = empty(servedVaults) ? '' : 'https://${servedVaults[0].name}${environment().suffixes.keyvaultDns}/'
+// X-ARR-ClientCert proves a certificate only where the front end demanded the TLS handshake.
+// App Service documents that for clientCertMode Required on Dedicated plans; on Flex
+// Consumption the header is believed only after the operator has checked enforcement.
+var trustArrClientCert = (endpointHostingPlan == 'Dedicated' || endpointFlexClientCertVerified) ? 'true' : 'false'
 
 // Each app has its own identity, so the internet-facing endpoint holds only what it needs.
 resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -184,6 +211,7 @@ module storage 'modules/storage.bicep' = {
     ]
     rotatorPrincipalId: rotatorIdentity.properties.principalId
     endpointPrincipalId: endpointIdentity.properties.principalId
+    hostDiagnosticEvents: hostDiagnosticEvents
     enablePrivateNetworking: enablePrivateNetworking
     privateEndpointSubnetId: enablePrivateNetworking ? network.outputs.privateEndpointSubnetId : ''
     privateDnsZoneIds: enablePrivateNetworking ? network.outputs.storageDnsZoneIds : {}
@@ -258,9 +286,8 @@ var endpointAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
-  // The endpoint runs behind App Service with client certificates required, so the
-  // front end's X-ARR-ClientCert header is believed.
-  { name: 'KEYTURN_TRUST_ARR_CLIENT_CERT', value: 'true' }
+  // Believed on Dedicated, or on Flex once enforcement is verified (trustArrClientCert).
+  { name: 'KEYTURN_TRUST_ARR_CLIENT_CERT', value: trustArrClientCert }
   { name: 'KEYTURN_CERT_POLICIES', value: join(endpointCertPolicies, ',') }
   { name: 'KEYTURN_TRUSTED_THUMBPRINTS', value: join(endpointTrustedThumbprints, ',') }
   { name: 'KEYTURN_ACCESS_POLICY', value: endpointAccessPolicy }
@@ -281,6 +308,8 @@ module rotatorApp 'modules/function-app.bicep' = {
     dedicatedSku: dedicatedSku
     identityId: rotatorIdentity.id
     identityClientId: rotatorIdentity.properties.clientId
+    identityPrincipalId: rotatorIdentity.properties.principalId
+    readsOwnSite: false
     storageAccountName: storage.outputs.name
     blobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: 'deploy-rotator'
@@ -288,6 +317,8 @@ module rotatorApp 'modules/function-app.bicep' = {
     minimumTlsVersion: minimumTlsVersion
     // Event Grid delivers to KeyVaultEvents without a client certificate.
     requireClientCertificate: false
+    // Rotations are bounded by Graph and Key Vault write limits long before 40 instances.
+    maximumInstanceCount: 40
     appSettings: rotatorAppSettings
     integrationSubnetId: enablePrivateNetworking ? network.outputs.rotatorSubnetId : ''
     tags: tags
@@ -303,12 +334,16 @@ module endpointApp 'modules/function-app.bicep' = {
     dedicatedSku: dedicatedSku
     identityId: endpointIdentity.id
     identityClientId: endpointIdentity.properties.clientId
+    identityPrincipalId: endpointIdentity.properties.principalId
+    // Reader on its own site: the endpoint's start-up and periodic check of its front end.
+    readsOwnSite: true
     storageAccountName: storage.outputs.name
     blobEndpoint: storage.outputs.blobEndpoint
     deploymentContainerName: 'deploy-endpoint'
     insightsConnectionString: monitoring.outputs.connectionString
     minimumTlsVersion: minimumTlsVersion
     requireClientCertificate: true
+    maximumInstanceCount: endpointMaximumInstanceCount
     appSettings: endpointAppSettings
     integrationSubnetId: enablePrivateNetworking ? network.outputs.endpointSubnetId : ''
     tags: tags
@@ -382,7 +417,8 @@ module vaultPrivateEndpoints 'modules/vault-private-endpoint.bicep' = [for (v, i
 }]
 
 // Microsoft Graph application permissions. This module is the one file Checkov cannot parse
-// (it uses the `extension` keyword); see infra/README.md.
+// (it uses the `extension` keyword); see infra/README.md. infra/README.md deploys with
+// grantGraphPermissions=false and grants in a step of its own (msgraph-bicep-types#193, #161).
 module graphPermissions 'modules/graph-permissions.bicep' = if (grantGraphPermissions) {
   name: 'keyturn-graph-permissions'
   params: {
@@ -406,6 +442,9 @@ output rotatorPrincipalId string = rotatorIdentity.properties.principalId
 
 @description('Object (principal) id of the endpoint\'s identity, for the Graph permission script.')
 output endpointPrincipalId string = endpointIdentity.properties.principalId
+
+@description('Whether the endpoint believes X-ARR-ClientCert (KEYTURN_TRUST_ARR_CLIENT_CERT).')
+output endpointTrustsArrClientCert string = trustArrClientCert
 
 @description('Service Bus queue carrying rotation jobs.')
 output rotationQueueName string = serviceBus.outputs.queueName

@@ -22,9 +22,12 @@ param servedVaults = [
 param subscribeToVaultEvents = false
 
 param rotatorHostingPlan = 'FlexConsumption'
-param endpointHostingPlan = 'FlexConsumption'
+// Dedicated: the plan whose front end is documented to demand client certificates. See
+// endpointFlexClientCertVerified in main.bicep before choosing FlexConsumption.
+param endpointHostingPlan = 'Dedicated'
 param serviceBusSku = 'Standard'
 param sweepSchedule = '0 0 */6 * * *'
-param grantGraphPermissions = true
+// grantGraphPermissions is left to the command line: infra/README.md passes false on every
+// deployment and grants Graph permissions in a step of their own.
 param rotatorGraphPermission = 'Application.ReadWrite.OwnedBy'
 param enablePrivateNetworking = false

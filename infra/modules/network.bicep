@@ -18,12 +18,20 @@ var delegation = {
   FlexConsumption: 'Microsoft.App/environments'
   Dedicated: 'Microsoft.Web/serverFarms'
 }
+// Private DNS zone names follow the deployment's cloud, all derived from environment():
+//   cloud              storage suffix           Service Bus zone                          Key Vault zone
+//   AzureCloud         core.windows.net         privatelink.servicebus.windows.net        privatelink.vaultcore.azure.net
+//   AzureUSGovernment  core.usgovcloudapi.net   privatelink.servicebus.usgovcloudapi.net  privatelink.vaultcore.usgovcloudapi.net
+//   AzureChinaCloud    core.chinacloudapi.cn    privatelink.servicebus.chinacloudapi.cn   privatelink.vaultcore.azure.cn
+// Service Bus shares the storage suffix's domain (core.X -> servicebus.X); Key Vault's zone is
+// its DNS suffix (.vault.azure.net, .vault.usgovcloudapi.net, .vault.azure.cn) with vaultcore
+// in place of vault. Neither 'core.' nor '.vault.' occurs anywhere else in those suffixes.
 var storageSuffix = environment().suffixes.storage
 var zones = {
   blob: 'privatelink.blob.${storageSuffix}'
   table: 'privatelink.table.${storageSuffix}'
-  serviceBus: 'privatelink.servicebus.windows.net'
-  vault: 'privatelink.vaultcore.azure.net'
+  serviceBus: replace(storageSuffix, 'core.', 'privatelink.servicebus.')
+  vault: replace(environment().suffixes.keyvaultDns, '.vault.', 'privatelink.vaultcore.')
 }
 var zoneNames = [
   zones.blob

@@ -15,10 +15,8 @@ param privateEndpointSubnetId string
 param privateDnsZoneId string
 param tags object
 
-var roles = {
-  dataSender: '69a216fc-b8fb-44d8-bc22-1f3c2cd27a39'
-  dataReceiver: '4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0'
-}
+// Azure Service Bus Data Owner (built-in, the same id in every tenant).
+var dataOwner = '090c5cfd-751d-490a-894a-3ce6f1109419'
 
 resource namespace 'Microsoft.ServiceBus/namespaces@2022-10-01-preview' = {
   name: name
@@ -65,25 +63,24 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
   }
 }
 
-// Sender and Receiver on the queue alone, not the namespace: the narrowest scope Service Bus
-// RBAC allows for an entity.
-resource sender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, rotatorPrincipalId, roles.dataSender)
+// Data Owner on the queue alone, not the namespace. It covers sending (KeyVaultEvents,
+// ExpirySweep) and receiving (RotationWorker's trigger), and it carries the Manage right the
+// Functions scale controller needs to read the queue's length: with Receiver and Sender only,
+// "scaling isn't as accurate because the queue length can't be used to inform scaling
+// decisions" (Azure Functions, event-driven scaling), which on Flex Consumption means a
+// rotator scaled to zero may not wake for scheduled retries until its timer or an event does.
+// Functions lists Data Owner among the roles for the Service Bus trigger.
+// What Data Owner adds at this scope: control-plane rights on this one queue (its Actions are
+// Microsoft.ServiceBus/*), so the rotator could change or delete its own queue. It cannot
+// touch other entities or the namespace, and a SAS rule it might add to the queue is useless:
+// local (SAS) authentication is disabled on the namespace, a setting outside this scope.
+resource owner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(queue.id, rotatorPrincipalId, dataOwner)
   scope: queue
   properties: {
     principalId: rotatorPrincipalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataSender)
-  }
-}
-
-resource receiver 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(queue.id, rotatorPrincipalId, roles.dataReceiver)
-  scope: queue
-  properties: {
-    principalId: rotatorPrincipalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.dataReceiver)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataOwner)
   }
 }
 

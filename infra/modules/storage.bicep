@@ -8,6 +8,8 @@ param deadLetterContainerName string
 param deploymentContainerNames array
 param rotatorPrincipalId string
 param endpointPrincipalId string
+@description('Grant both identities Storage Table Data Contributor on the account, for the Functions hosts\' diagnostic events.')
+param hostDiagnosticEvents bool
 param enablePrivateNetworking bool
 param privateEndpointSubnetId string
 @description('Private DNS zone ids by storage sub-resource: { blob, table }.')
@@ -159,6 +161,25 @@ resource endpointTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
   }
 }
+
+// The Functions host records diagnostic events in tables it creates each month
+// (AzureFunctionsDiagnosticEvents<yyyyMM>), so only an account-wide role covers them. Without
+// it the host logs one warning ("...make sure it has been assigned the 'Storage Table Data
+// Contributor' role", azure-functions-host DiagnosticEventTableStorageRepository) and stops
+// recording them; keyturn itself is unaffected. Off unless main.bicep's hostDiagnosticEvents
+// asks for it, because the account-wide role reaches every table in the account.
+resource hostDiagnosticTables 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for principalId in [
+  rotatorPrincipalId
+  endpointPrincipalId
+]: if (hostDiagnosticEvents) {
+  name: guid(account.id, principalId, roles.tableDataContributor)
+  scope: account
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}]
 
 resource privateEndpoints 'Microsoft.Network/privateEndpoints@2023-11-01' = [for sub in privateSubResources: if (enablePrivateNetworking) {
   name: 'pe-${name}-${sub}'

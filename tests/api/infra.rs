@@ -1,9 +1,12 @@
-//! Keeps `infra/` (the Bicep deployment) in step with the code: app-setting names, function
-//! names and the Event Grid event types the rotator is subscribed to.
+//! Keeps `infra/` (the Bicep deployment) in step with the code and with its own README:
+//! app-setting names, function names, the Event Grid event types the rotator is subscribed
+//! to, the plan-dependent site properties, the endpoint's trust in `X-ARR-ClientCert`, the
+//! roles, the cloud-dependent host names and the deployment steps.
 //!
 //! The Bicep writes every app setting as a one-line `{ name: '<NAME>', value: ... }` entry,
 //! and each app's own settings live in one `var <app>AppSettings = [ ... ]` block of
-//! `infra/main.bicep`; these tests read those shapes.
+//! `infra/main.bicep`; top-level declarations (`param`, `var`, `resource`, `module`) end at
+//! a closing line in column 0. These tests read those shapes; no Bicep compiler runs here.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,9 +19,11 @@ use keyturn::events::keyvault::KeyVaultEventKind;
 /// `config::SETTINGS`: the runtime version, identity-based host storage and Entra-authenticated
 /// Application Insights. `WEBSITE_*` platform settings and `AzureWebJobs.<Function>.Disabled`
 /// flags are allowed by shape in [`is_platform_setting`].
-const HOST_SETTINGS: [&str; 6] = [
+const HOST_SETTINGS: [&str; 8] = [
     "FUNCTIONS_EXTENSION_VERSION",
-    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
     "AzureWebJobsStorage__credential",
     "AzureWebJobsStorage__clientId",
     "APPLICATIONINSIGHTS_CONNECTION_STRING",
@@ -75,9 +80,14 @@ fn bicep_files() -> Vec<BicepFile> {
     files
 }
 
-fn main_bicep() -> String {
-    let path = repo_root().join("infra").join("main.bicep");
+/// A file under `infra/`, by its path relative to that folder.
+fn infra_file(relative: &str) -> String {
+    let path = repo_root().join("infra").join(relative);
     fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn main_bicep() -> String {
+    infra_file("main.bicep")
 }
 
 /// The setting name of a one-line `{ name: 'X', value: ... }` entry, if the line is one.
@@ -331,4 +341,833 @@ fn disabled_flags_name_their_function_and_nothing_else_does() {
     );
     assert_eq!(disabled_function("AzureWebJobs..Disabled"), None);
     assert_eq!(disabled_function("AzureWebJobsStorage__accountName"), None);
+}
+
+// ---------------------------------------------------------------------------------------
+// Plan-dependent site properties, the endpoint's front end, roles, clouds and the README.
+// ---------------------------------------------------------------------------------------
+
+/// siteConfig properties Resource Manager refuses, or Flex Consumption does not have, on
+/// Flex Consumption sites (ftpsState: error 51021).
+const DEDICATED_ONLY_SITE_PROPERTIES: [&str; 5] = [
+    "ftpsState",
+    "remoteDebuggingEnabled",
+    "vnetRouteAllEnabled",
+    "alwaysOn",
+    "linuxFxVersion",
+];
+
+/// Built-in role definition ids, the same in every tenant.
+const READER_ROLE: &str = "acdd72a7-3385-48ef-bd42-f606fba81ae7";
+const SERVICE_BUS_DATA_OWNER_ROLE: &str = "090c5cfd-751d-490a-894a-3ce6f1109419";
+const SERVICE_BUS_DATA_SENDER_ROLE: &str = "69a216fc-b8fb-44d8-bc22-1f3c2cd27a39";
+const SERVICE_BUS_DATA_RECEIVER_ROLE: &str = "4f6d3b9b-027b-4f4c-9142-0e5a2a2247e0";
+/// Microsoft Graph's application id: a well-known application, not a role.
+const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+
+/// Host names that exist in the public cloud only; sovereign clouds have their own.
+const PUBLIC_CLOUD_HOSTS: [&str; 4] = [
+    "core.windows.net",
+    "servicebus.windows.net",
+    "vault.azure.net",
+    "vaultcore.azure.net",
+];
+
+/// A cloud as `environment()` describes it (its storage and Key Vault DNS suffixes), with
+/// the private DNS zone names Microsoft documents for Service Bus and Key Vault there.
+struct Cloud {
+    name: &'static str,
+    storage_suffix: &'static str,
+    keyvault_dns: &'static str,
+    service_bus_zone: &'static str,
+    vault_zone: &'static str,
+}
+
+const CLOUDS: [Cloud; 3] = [
+    Cloud {
+        name: "AzureCloud",
+        storage_suffix: "core.windows.net",
+        keyvault_dns: ".vault.azure.net",
+        service_bus_zone: "privatelink.servicebus.windows.net",
+        vault_zone: "privatelink.vaultcore.azure.net",
+    },
+    Cloud {
+        name: "AzureUSGovernment",
+        storage_suffix: "core.usgovcloudapi.net",
+        keyvault_dns: ".vault.usgovcloudapi.net",
+        service_bus_zone: "privatelink.servicebus.usgovcloudapi.net",
+        vault_zone: "privatelink.vaultcore.usgovcloudapi.net",
+    },
+    Cloud {
+        name: "AzureChinaCloud",
+        storage_suffix: "core.chinacloudapi.cn",
+        keyvault_dns: ".vault.azure.cn",
+        service_bus_zone: "privatelink.servicebus.chinacloudapi.cn",
+        vault_zone: "privatelink.vaultcore.azure.cn",
+    },
+];
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with("//")
+}
+
+/// The line indices of the body of the top-level declaration whose first line starts with
+/// `opening`: the lines after it, up to its closing line in column 0 (`}`, `]` or `}]`).
+fn top_level_block_range(text: &str, opening: &str) -> std::ops::Range<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines
+        .iter()
+        .position(|l| l.starts_with(opening))
+        .unwrap_or_else(|| panic!("no declaration starting `{opening}`"))
+        + 1;
+    let len = lines[start..]
+        .iter()
+        .take_while(|l| !matches!(**l, "}" | "]" | "}]"))
+        .count();
+    start..start + len
+}
+
+fn top_level_block<'t>(text: &'t str, opening: &str) -> Vec<&'t str> {
+    let range = top_level_block_range(text, opening);
+    text.lines()
+        .skip(range.start)
+        .take(range.end - range.start)
+        .collect()
+}
+
+/// The first line starting with `opening`.
+fn declaration_line<'t>(text: &'t str, opening: &str) -> &'t str {
+    text.lines()
+        .find(|l| l.starts_with(opening))
+        .unwrap_or_else(|| panic!("no line starting `{opening}`"))
+}
+
+/// The default of `param <name> <type> = <default>`, as written; None without a default.
+fn param_default<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    let prefix = format!("param {name} ");
+    let line = declaration_line(text, &prefix);
+    line.split_once(" = ").map(|(_, default)| default.trim())
+}
+
+/// The decorator (and comment) lines directly above `param <name>`, up to a blank line.
+fn param_decorators<'t>(text: &'t str, name: &str) -> Vec<&'t str> {
+    let lines: Vec<&str> = text.lines().collect();
+    let prefix = format!("param {name} ");
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no `param {name}`"));
+    lines[..at]
+        .iter()
+        .rev()
+        .take_while(|l| !l.trim().is_empty() && !l.starts_with("param "))
+        .copied()
+        .collect()
+}
+
+/// The text of `@description('...')` above `param <name>`.
+fn param_description(text: &str, name: &str) -> String {
+    param_decorators(text, name)
+        .into_iter()
+        .find_map(|l| l.strip_prefix("@description('")?.strip_suffix("')"))
+        .unwrap_or_else(|| panic!("`param {name}` has no @description"))
+        .to_string()
+}
+
+/// The expression of a one-line `var <name> = <expression>`.
+fn var_expression<'t>(text: &'t str, name: &str) -> &'t str {
+    let prefix = format!("var {name} = ");
+    declaration_line(text, &prefix)
+        .strip_prefix(&prefix)
+        .expect("the line starts with the prefix")
+}
+
+/// Evaluates `replace(<input>, '<from>', '<to>')` as Bicep does (every occurrence), with
+/// `input_name` standing for `input`.
+fn bicep_replace(expression: &str, input_name: &str, input: &str) -> String {
+    let args = expression
+        .strip_prefix("replace(")
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("`{expression}` is not a replace() call"));
+    let parts: Vec<&str> = args.split(", ").collect();
+    assert_eq!(
+        parts.len(),
+        3,
+        "replace() takes three arguments: {expression}"
+    );
+    assert_eq!(parts[0], input_name, "replace() input in {expression}");
+    let quoted = |s: &str| -> String {
+        s.strip_prefix('\'')
+            .and_then(|s| s.strip_suffix('\''))
+            .unwrap_or_else(|| panic!("`{s}` is not a string literal"))
+            .to_string()
+    };
+    input.replace(&quoted(parts[1]), &quoted(parts[2]))
+}
+
+/// Every GUID written as a quoted string in the text.
+fn quoted_guids(text: &str) -> BTreeSet<String> {
+    let is_guid = |s: &str| {
+        s.len() == 36
+            && s.char_indices().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => c == '-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    };
+    text.split('\'')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| is_guid(s))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The lines of a Markdown section: from its heading to the next heading of the same level.
+fn markdown_section<'t>(text: &'t str, heading: &str) -> Vec<&'t str> {
+    let level = heading.split(' ').next().expect("a heading has a level");
+    let mut lines = text.lines().skip_while(|l| l.trim() != heading);
+    assert!(lines.next().is_some(), "`{heading}` not found");
+    lines
+        .take_while(|l| l.split(' ').next() != Some(level))
+        .collect()
+}
+
+/// The shell commands of the ```sh blocks in a Markdown text, continuation lines joined.
+fn shell_commands(markdown: &str) -> Vec<String> {
+    let mut commands = Vec::new();
+    let mut in_block = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = line.trim_start() == "```sh";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let line = line.trim();
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(line);
+                commands.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    commands
+}
+
+/// What main.bicep does to baseName, read from its own expressions: lower-case, keep the
+/// allowed characters, fall back to a default when nothing is left.
+fn derived_base_name(main: &str, base_name: &str) -> String {
+    let kept = var_expression(main, "baseNameKept");
+    let allowed = kept
+        .split('\'')
+        .nth(1)
+        .unwrap_or_else(|| panic!("no quoted character set in `{kept}`"));
+    let fallback = var_expression(main, "base")
+        .split('\'')
+        .nth(1)
+        .expect("a quoted fallback name");
+    let derived: String = base_name
+        .to_lowercase()
+        .chars()
+        .filter(|c| allowed.contains(*c))
+        .collect();
+    if derived.is_empty() {
+        fallback.to_string()
+    } else {
+        derived
+    }
+}
+
+#[test]
+fn plan_specific_site_properties_are_sent_to_dedicated_plans_only() {
+    let app = infra_file("modules/function-app.bicep");
+    let dedicated = top_level_block_range(&app, "var dedicatedSiteConfig = {");
+    let body: Vec<&str> = app
+        .lines()
+        .skip(dedicated.start)
+        .take(dedicated.len())
+        .collect();
+    for property in DEDICATED_ONLY_SITE_PROPERTIES {
+        let key = format!("{property}:");
+        assert!(
+            body.iter().any(|l| l.trim_start().starts_with(&key)),
+            "dedicatedSiteConfig does not set {property}"
+        );
+        for file in bicep_files() {
+            let stray: Vec<usize> = file
+                .text
+                .lines()
+                .enumerate()
+                .filter(|(i, l)| {
+                    !is_comment(l)
+                        && l.trim_start().starts_with(&key)
+                        && !(file.path.ends_with("function-app.bicep") && dedicated.contains(i))
+                })
+                .map(|(i, _)| i + 1)
+                .collect();
+            assert!(
+                stray.is_empty(),
+                "{property} is set outside dedicatedSiteConfig, {} line(s) {stray:?}: Flex \
+                 Consumption refuses it",
+                file.path.display()
+            );
+        }
+    }
+
+    assert!(
+        app.lines()
+            .any(|l| l.trim() == "var isFlex = hostingPlan == 'FlexConsumption'"),
+        "isFlex no longer means the Flex Consumption plan"
+    );
+    let uses: Vec<&str> = app
+        .lines()
+        .filter(|l| !is_comment(l) && l.contains("dedicatedSiteConfig"))
+        .filter(|l| !l.starts_with("var dedicatedSiteConfig = {"))
+        .collect();
+    assert_eq!(uses.len(), 1, "dedicatedSiteConfig is used {uses:?}");
+    assert!(
+        uses[0].contains("isFlex ? {} : dedicatedSiteConfig"),
+        "dedicatedSiteConfig must be added on Dedicated plans only: {}",
+        uses[0]
+    );
+}
+
+#[test]
+fn the_ftp_publishing_policy_is_sent_to_dedicated_plans_only_and_scm_to_both() {
+    let app = infra_file("modules/function-app.bicep");
+    let policies: Vec<(&str, String)> = app
+        .lines()
+        .filter(|l| {
+            l.starts_with("resource ") && l.contains("/basicPublishingCredentialsPolicies@")
+        })
+        .map(|decl| {
+            let name = top_level_block(&app, decl)
+                .into_iter()
+                .find_map(|l| l.trim().strip_prefix("name: "))
+                .unwrap_or_else(|| panic!("no name in `{decl}`"))
+                .to_string();
+            (decl, name)
+        })
+        .collect();
+    let declaration = |wanted: &str| {
+        policies
+            .iter()
+            .find(|(_, name)| name == wanted)
+            .map(|(decl, _)| *decl)
+            .unwrap_or_else(|| panic!("no {wanted} publishing policy"))
+    };
+    assert!(
+        declaration("'ftp'").ends_with(" = if (!isFlex) {"),
+        "the ftp policy must be conditional on a Dedicated plan: {}",
+        declaration("'ftp'")
+    );
+    assert!(
+        declaration("'scm'").ends_with("' = {"),
+        "the scm policy applies to every plan: {}",
+        declaration("'scm'")
+    );
+}
+
+#[test]
+fn the_endpoint_defaults_to_the_dedicated_plan_and_says_why() {
+    let main = main_bicep();
+    assert_eq!(
+        param_default(&main, "endpointHostingPlan"),
+        Some("'Dedicated'")
+    );
+    let description = param_description(&main, "endpointHostingPlan");
+    for needle in [
+        "clientCertMode Required",
+        "Flex Consumption",
+        "endpointFlexClientCertVerified",
+        "infra/README.md",
+    ] {
+        assert!(
+            description.contains(needle),
+            "endpointHostingPlan's description does not mention {needle}: {description}"
+        );
+    }
+    let example = infra_file("main.bicepparam");
+    for line in example
+        .lines()
+        .filter(|l| l.starts_with("param endpointHostingPlan "))
+    {
+        assert!(
+            line.ends_with("= 'Dedicated'"),
+            "main.bicepparam undoes the Dedicated default: {line}"
+        );
+    }
+    let readme = infra_file("README.md");
+    assert!(
+        readme.contains("| `endpointHostingPlan` | `Dedicated` |"),
+        "infra/README.md's parameter table does not give Dedicated as the endpoint's default"
+    );
+}
+
+#[test]
+fn the_endpoint_believes_x_arr_client_cert_only_where_the_front_end_is_known_to_demand_it() {
+    let main = main_bicep();
+    let entry = var_block(&main, "endpointAppSettings")
+        .into_iter()
+        .find(|l| setting_entry(l) == Some("KEYTURN_TRUST_ARR_CLIENT_CERT"))
+        .expect("endpointAppSettings sets KEYTURN_TRUST_ARR_CLIENT_CERT");
+    assert!(
+        entry.contains("value: trustArrClientCert }"),
+        "KEYTURN_TRUST_ARR_CLIENT_CERT must come from trustArrClientCert: {entry}"
+    );
+    assert_eq!(
+        var_expression(&main, "trustArrClientCert"),
+        "(endpointHostingPlan == 'Dedicated' || endpointFlexClientCertVerified) ? 'true' : 'false'"
+    );
+    assert_eq!(
+        param_default(&main, "endpointFlexClientCertVerified"),
+        Some("false")
+    );
+    assert!(
+        !app_settings("rotatorAppSettings").contains("KEYTURN_TRUST_ARR_CLIENT_CERT"),
+        "the rotator serves no secrets and must not believe the header"
+    );
+    for file in bicep_files() {
+        for line in file.text.lines() {
+            if setting_entry(line) == Some("KEYTURN_TRUST_ARR_CLIENT_CERT") {
+                assert!(
+                    !line.contains("value: 'true'"),
+                    "{} believes X-ARR-ClientCert unconditionally: {line}",
+                    file.path.display()
+                );
+            }
+        }
+    }
+    assert_eq!(
+        declaration_line(&main, "output endpointTrustsArrClientCert "),
+        "output endpointTrustsArrClientCert string = trustArrClientCert"
+    );
+}
+
+#[test]
+fn the_endpoint_instance_cap_gives_the_per_instance_rate_limit_arithmetic() {
+    let main = main_bicep();
+    let default = |name: &str| -> u64 {
+        param_default(&main, name)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("`param {name}` has no integer default"))
+    };
+    let cap = default("endpointMaximumInstanceCount");
+    let per_identity = default("endpointRateLimitPerIdentity");
+    let per_address = default("endpointRateLimitPerAddress");
+
+    let decorators = param_decorators(&main, "endpointMaximumInstanceCount");
+    assert!(
+        decorators.contains(&"@minValue(1)") && decorators.contains(&"@maxValue(1000)"),
+        "endpointMaximumInstanceCount must allow the platform's 1-1000: {decorators:?}"
+    );
+    let description = param_description(&main, "endpointMaximumInstanceCount");
+    assert!(
+        description.contains("times the instance count"),
+        "endpointMaximumInstanceCount's description does not say the limits multiply"
+    );
+    for (what, effective) in [
+        ("certificate", per_identity * cap),
+        ("address", per_address * cap),
+    ] {
+        assert!(
+            description.contains(&format!("up to {effective} ")),
+            "the description's arithmetic for one {what} does not match the defaults \
+             ({effective} a minute): {description}"
+        );
+    }
+    for name in [
+        "endpointRateLimitPerIdentity",
+        "endpointRateLimitPerAddress",
+    ] {
+        assert!(
+            param_description(&main, name).contains("times the instance count"),
+            "{name}'s description does not say the limit is per instance"
+        );
+    }
+    assert!(
+        top_level_block(&main, "module endpointApp ")
+            .iter()
+            .any(|l| l.trim() == "maximumInstanceCount: endpointMaximumInstanceCount"),
+        "the endpoint app does not receive endpointMaximumInstanceCount"
+    );
+
+    let app = infra_file("modules/function-app.bicep");
+    assert!(
+        param_decorators(&app, "maximumInstanceCount").contains(&"@minValue(1)"),
+        "the module must accept the platform's minimum of 1 instance"
+    );
+    for file in bicep_files() {
+        assert!(
+            !file.text.contains("lowest the platform accepts"),
+            "{} repeats the outdated minimum of 40 instances",
+            file.path.display()
+        );
+    }
+}
+
+#[test]
+fn only_the_endpoint_identity_reads_its_own_site_with_reader_on_that_site_alone() {
+    let app = infra_file("modules/function-app.bicep");
+    assert_eq!(
+        var_expression(&app, "readerRoleId"),
+        format!("'{READER_ROLE}'")
+    );
+    let declaration = declaration_line(&app, "resource selfReader ");
+    assert!(
+        declaration.contains("'Microsoft.Authorization/roleAssignments@")
+            && declaration.ends_with(" = if (readsOwnSite) {"),
+        "{declaration}"
+    );
+    let body = top_level_block(&app, "resource selfReader ");
+    for expected in [
+        "scope: site",
+        "principalId: identityPrincipalId",
+        "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', readerRoleId)",
+    ] {
+        assert!(
+            body.iter().any(|l| l.trim() == expected),
+            "selfReader lacks `{expected}`"
+        );
+    }
+
+    let main = main_bicep();
+    let reads_own_site = |module: &str| {
+        top_level_block(&main, module)
+            .into_iter()
+            .find_map(|l| l.trim().strip_prefix("readsOwnSite: "))
+            .unwrap_or_else(|| panic!("`{module}` does not set readsOwnSite"))
+            .to_string()
+    };
+    assert_eq!(reads_own_site("module endpointApp "), "true");
+    assert_eq!(reads_own_site("module rotatorApp "), "false");
+
+    for file in bicep_files() {
+        if file.text.contains(READER_ROLE) {
+            assert!(
+                file.path.ends_with("function-app.bicep"),
+                "Reader is assigned outside the endpoint's own site: {}",
+                file.path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn host_storage_is_reached_through_service_uris_built_from_the_clouds_storage_suffix() {
+    let app = infra_file("modules/function-app.bicep");
+    assert_eq!(
+        var_expression(&app, "storageSuffix"),
+        "environment().suffixes.storage"
+    );
+    for service in ["blob", "queue", "table"] {
+        let name = format!("AzureWebJobsStorage__{service}ServiceUri");
+        let line = app
+            .lines()
+            .find(|l| setting_entry(l) == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("{name} is not written"));
+        assert!(
+            line.contains(&format!(
+                "value: 'https://${{storageAccountName}}.{service}.${{storageSuffix}}' }}"
+            )),
+            "{name} is not built from environment().suffixes.storage: {line}"
+        );
+    }
+    for file in bicep_files() {
+        assert!(
+            !setting_names(&file.text).contains(&"AzureWebJobsStorage__accountName".to_string()),
+            "{} writes AzureWebJobsStorage__accountName, which works in the public cloud only",
+            file.path.display()
+        );
+    }
+}
+
+#[test]
+fn no_bicep_line_hard_codes_a_public_cloud_host_name() {
+    for file in bicep_files() {
+        for (i, line) in file.text.lines().enumerate() {
+            if is_comment(line) {
+                continue;
+            }
+            for host in PUBLIC_CLOUD_HOSTS {
+                assert!(
+                    !line.contains(host),
+                    "{}:{} names {host}; derive it from environment() so sovereign clouds work",
+                    file.path.display(),
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn private_dns_zone_names_are_derived_from_the_cloud_for_every_cloud() {
+    let network = infra_file("modules/network.bicep");
+    assert_eq!(
+        var_expression(&network, "storageSuffix"),
+        "environment().suffixes.storage"
+    );
+    let zones = top_level_block(&network, "var zones = {");
+    let zone = |key: &str| -> &str {
+        zones
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+            .unwrap_or_else(|| panic!("no {key} zone"))
+    };
+    assert_eq!(zone("blob"), "'privatelink.blob.${storageSuffix}'");
+    assert_eq!(zone("table"), "'privatelink.table.${storageSuffix}'");
+    for cloud in CLOUDS {
+        assert_eq!(
+            bicep_replace(zone("serviceBus"), "storageSuffix", cloud.storage_suffix),
+            cloud.service_bus_zone,
+            "Service Bus zone in {}",
+            cloud.name
+        );
+        assert_eq!(
+            bicep_replace(
+                zone("vault"),
+                "environment().suffixes.keyvaultDns",
+                cloud.keyvault_dns
+            ),
+            cloud.vault_zone,
+            "Key Vault zone in {}",
+            cloud.name
+        );
+    }
+}
+
+#[test]
+fn resource_names_come_from_base_name_reduced_to_lower_case_letters_and_digits() {
+    let main = main_bicep();
+    assert!(
+        var_expression(&main, "baseNameChars").contains("toLower(baseName)"),
+        "baseName is not lower-cased before names are derived"
+    );
+    let names = top_level_block(&main, "var names = {");
+    for line in &names {
+        assert!(
+            !line.contains("baseName") && line.contains("${base}"),
+            "a resource name does not use the derived base: {line}"
+        );
+    }
+    assert_eq!(
+        var_expression(&main, "suffix"),
+        "uniqueString(resourceGroup().id, base)"
+    );
+    let storage = names
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("storage: "))
+        .expect("a storage account name");
+    assert_eq!(storage, "take('st${base}${suffix}', 24)");
+
+    // uniqueString() gives 13 lower-case letters and digits.
+    let unique = "a1b2c3d4e5f6g";
+    for raw in ["keyturn", "My-App", "KEY_TURN.01", "Ünïcode-9", "---"] {
+        let base = derived_base_name(&main, raw);
+        let account: String = format!("st{base}{unique}").chars().take(24).collect();
+        assert!(
+            (3..=24).contains(&account.len())
+                && account
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()),
+            "baseName {raw:?} gives the invalid storage account name {account:?}"
+        );
+        let namespace = format!("sb-{base}-{unique}");
+        assert!(
+            namespace
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !namespace.contains("--"),
+            "baseName {raw:?} gives the invalid Service Bus namespace {namespace:?}"
+        );
+    }
+    assert_eq!(derived_base_name(&main, "My-App"), "myapp");
+    assert_eq!(derived_base_name(&main, "---"), "keyturn");
+}
+
+#[test]
+fn the_rotator_holds_service_bus_data_owner_on_the_rotation_queue_alone() {
+    let service_bus = infra_file("modules/servicebus.bicep");
+    assert_eq!(
+        var_expression(&service_bus, "dataOwner"),
+        format!("'{SERVICE_BUS_DATA_OWNER_ROLE}'")
+    );
+    let body = top_level_block(&service_bus, "resource owner ");
+    for expected in [
+        "scope: queue",
+        "principalId: rotatorPrincipalId",
+        "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataOwner)",
+    ] {
+        assert!(
+            body.iter().any(|l| l.trim() == expected),
+            "the Data Owner assignment lacks `{expected}`"
+        );
+    }
+    // Data Owner covers sending and receiving; the narrower roles are not assigned as well.
+    for file in bicep_files() {
+        for role in [SERVICE_BUS_DATA_SENDER_ROLE, SERVICE_BUS_DATA_RECEIVER_ROLE] {
+            assert!(
+                !file.text.contains(role),
+                "{} assigns {role} beside Data Owner",
+                file.path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn the_hosts_diagnostic_events_role_is_account_wide_and_off_unless_asked_for() {
+    let main = main_bicep();
+    assert_eq!(param_default(&main, "hostDiagnosticEvents"), Some("false"));
+    assert!(
+        top_level_block(&main, "module storage ")
+            .iter()
+            .any(|l| l.trim() == "hostDiagnosticEvents: hostDiagnosticEvents"),
+        "the storage module does not receive hostDiagnosticEvents"
+    );
+    let storage = infra_file("modules/storage.bicep");
+    let body = top_level_block(&storage, "resource hostDiagnosticTables ");
+    assert!(
+        body.iter()
+            .any(|l| l.trim() == "]: if (hostDiagnosticEvents) {"),
+        "the account-wide table role is not conditional on hostDiagnosticEvents"
+    );
+    assert!(body.iter().any(|l| l.trim() == "scope: account"));
+}
+
+#[test]
+fn every_role_the_bicep_assigns_is_in_the_readme_permission_matrix() {
+    let readme = infra_file("README.md");
+    let matrix = markdown_section(&readme, "## Permission matrix").join("\n");
+    let mut seen = 0;
+    for file in bicep_files() {
+        for id in quoted_guids(&file.text) {
+            if id == GRAPH_APP_ID {
+                continue;
+            }
+            seen += 1;
+            assert!(
+                matrix.contains(&format!("`{id}`")),
+                "role {id} ({}) is missing from infra/README.md's permission matrix",
+                file.path.display()
+            );
+        }
+    }
+    assert!(seen > 0, "no role definition ids found in infra/");
+}
+
+#[test]
+fn every_main_parameter_is_in_the_readme_parameter_table() {
+    let main = main_bicep();
+    let readme = infra_file("README.md");
+    let table = markdown_section(&readme, "## Parameters").join("\n");
+    let params: Vec<&str> = main
+        .lines()
+        .filter_map(|l| l.strip_prefix("param ")?.split(' ').next())
+        .collect();
+    assert!(params.len() > 10, "parameters not found in main.bicep");
+    for name in params {
+        assert!(
+            table.contains(&format!("| `{name}` |")),
+            "parameter {name} is missing from infra/README.md's parameter table"
+        );
+    }
+}
+
+#[test]
+fn graph_permissions_follow_the_cloud_and_the_readme_grants_them_in_a_step_of_their_own() {
+    let main = main_bicep();
+    assert_eq!(
+        param_default(&main, "grantGraphPermissions"),
+        Some("environment().name == 'AzureCloud'")
+    );
+    let graph = param_default(&main, "graphEndpoint").expect("graphEndpoint has a default");
+    for expected in [
+        "environment().name",
+        "'https://graph.microsoft.com'",
+        "'https://graph.microsoft.us'",
+        "'https://microsoftgraph.chinacloudapi.cn'",
+    ] {
+        assert!(
+            graph.contains(expected),
+            "graphEndpoint's default lacks {expected}"
+        );
+    }
+    assert!(
+        !infra_file("main.bicepparam")
+            .lines()
+            .any(|l| l.starts_with("param grantGraphPermissions ")),
+        "main.bicepparam must leave grantGraphPermissions to the deployment steps"
+    );
+
+    let readme = infra_file("README.md");
+    let commands = shell_commands(&readme);
+    let deployments: Vec<&String> = commands
+        .iter()
+        .filter(|c| c.contains("az deployment group create") && c.contains("-f infra/main.bicep"))
+        .collect();
+    assert!(
+        !deployments.is_empty(),
+        "no deployment of infra/main.bicep in the README"
+    );
+    for command in deployments {
+        assert!(
+            command.contains("grantGraphPermissions=false"),
+            "a README deployment grants Graph permissions again (msgraph-bicep-types#161): \
+             {command}"
+        );
+    }
+    for permission in [
+        "Application.ReadWrite.OwnedBy",
+        "Application.ReadWrite.All",
+        "Device.Read.All",
+    ] {
+        assert!(
+            commands.iter().any(|c| {
+                c.trim_start_matches('#').trim_start().starts_with("grant ")
+                    && c.contains(permission)
+            }),
+            "the README's grant script has no line for {permission}"
+        );
+    }
+}
+
+#[test]
+fn flex_subnet_delegation_comes_with_the_microsoft_app_prerequisite() {
+    let network = infra_file("modules/network.bicep");
+    assert!(network.contains("'Microsoft.App/environments'"));
+    let readme = infra_file("README.md");
+    assert!(
+        shell_commands(&readme)
+            .iter()
+            .any(|c| c.contains("az provider register --namespace Microsoft.App")),
+        "infra/README.md does not register Microsoft.App, which Flex subnet delegation needs"
+    );
+}
+
+#[test]
+fn the_readme_lists_what_only_a_real_deployment_can_prove_with_its_commands() {
+    let readme = infra_file("README.md");
+    let section = markdown_section(&readme, "## Verify on first deployment").join("\n");
+    let commands = shell_commands(&section);
+    for needle in [
+        "curl",
+        "clientCertMode",
+        "basicPublishingCredentialsPolicies/ftp",
+        "DeadLetteredCount",
+        READER_ROLE,
+        "AzureWebJobsStorage",
+    ] {
+        assert!(
+            commands.iter().any(|c| c.contains(needle)),
+            "no command in \"Verify on first deployment\" checks {needle}"
+        );
+    }
 }
