@@ -763,8 +763,17 @@ impl CertificateStore for KeyVault {
             .map_err(|e| failure(&e, &context))?
             .into_model()
             .map_err(|e| failure(&e, &context))?;
+        // Key Vault keeps tags per version and a create carries only the tags it is
+        // given: the new version is given the current version's, so the tags that make
+        // keyturn manage the certificate survive its renewal.
+        let tags = self
+            .certificate_properties(vault, name)
+            .await?
+            .map(|current| current.tags)
+            .filter(|tags| !tags.is_empty());
         let parameters = CreateCertificateParameters {
             certificate_policy: Some(policy),
+            tags: tags.map(|tags| tags.into_iter().collect()),
             ..CreateCertificateParameters::default()
         };
         let content: RequestContent<CreateCertificateParameters> = parameters

@@ -352,8 +352,8 @@ impl LocalVault {
         Ok((version, sealed))
     }
 
-    /// Creates (or replaces the policy and tags of) a certificate and issues a version
-    /// valid from `now` for the policy's validity, with its key and certificate as the
+    /// Creates (or replaces the policy of) a certificate and issues a version carrying
+    /// `tags`, valid from `now` for the policy's validity, with its key and certificate as the
     /// managed backing secret (PEM), as Key Vault keeps them. A certificate whose issuer
     /// is not `Self` gets this first version as if it had been imported.
     pub async fn create_certificate(
@@ -633,9 +633,11 @@ impl LocalVault {
             .call(move |connection| {
                 let mut statement = connection
                     .prepare(
-                        "SELECT c.name, v.version, v.enabled, v.not_before, v.expires, c.tags, v.x5t \
+                        "SELECT c.name, v.version, v.enabled, v.not_before, v.expires, s.tags, v.x5t \
                          FROM vault_certificates c JOIN vault_certificate_versions v \
                          ON v.vault = c.vault AND v.name_key = c.name_key \
+                         JOIN vault_secret_versions s \
+                         ON s.vault = v.vault AND s.name_key = v.name_key AND s.version = v.version \
                          WHERE c.vault = ?1 AND (?2 IS NULL OR c.name_key = ?2) \
                          AND v.id = (SELECT MAX(w.id) FROM vault_certificate_versions w \
                                      WHERE w.vault = c.vault AND w.name_key = c.name_key) \
@@ -667,32 +669,24 @@ impl LocalVault {
         &self,
         vault: &VaultUrl,
         name: &ObjectName,
-    ) -> Result<(LocalCertificatePolicy, BTreeMap<String, String>), PortError> {
+    ) -> Result<LocalCertificatePolicy, PortError> {
         let (vault_text, name_key, _) = keys(vault, name);
-        let row: Option<(String, String, String, i64, String)> = self
+        let row: Option<(String, String, String, i64)> = self
             .store
             .call(move |connection| {
                 connection
                     .query_row(
-                        "SELECT issuer, subject, dns_names, validity_days, tags \
+                        "SELECT issuer, subject, dns_names, validity_days \
                          FROM vault_certificates WHERE vault = ?1 AND name_key = ?2",
                         params![vault_text, name_key],
-                        |row| {
-                            Ok((
-                                row.get(0)?,
-                                row.get(1)?,
-                                row.get(2)?,
-                                row.get(3)?,
-                                row.get(4)?,
-                            ))
-                        },
+                        |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?)),
                     )
                     .optional()
                     .map_err(StoreError::sqlite("reading a certificate policy"))
             })
             .await
             .map_err(|error| error.into_port_error("reading a local certificate policy"))?;
-        let (issuer, subject, dns_names, validity_days, tags) = row.ok_or_else(|| {
+        let (issuer, subject, dns_names, validity_days) = row.ok_or_else(|| {
             PortError::new(
                 FailureKind::NotFound,
                 format!("certificate {name} does not exist"),
@@ -704,15 +698,12 @@ impl LocalVault {
         let validity_days = u32::try_from(validity_days).map_err(|_| {
             PortError::invalid("a local certificate policy has an unreadable validity")
         })?;
-        Ok((
-            LocalCertificatePolicy {
-                issuer,
-                subject,
-                dns_names,
-                validity_days,
-            },
-            parse_tags(&tags)?,
-        ))
+        Ok(LocalCertificatePolicy {
+            issuer,
+            subject,
+            dns_names,
+            validity_days,
+        })
     }
 
     async fn record_operation(
@@ -897,7 +888,7 @@ impl CertificateStore for LocalVault {
     }
 
     async fn issuer(&self, vault: &VaultUrl, name: &ObjectName) -> Result<String, PortError> {
-        Ok(self.certificate_policy(vault, name).await?.0.issuer)
+        Ok(self.certificate_policy(vault, name).await?.issuer)
     }
 
     /// Renewal completes at once: the local vault signs its own certificates, so there
@@ -908,8 +899,14 @@ impl CertificateStore for LocalVault {
         vault: &VaultUrl,
         name: &ObjectName,
     ) -> Result<CertificateOperation, PortError> {
-        let (policy, tags) = self.certificate_policy(vault, name).await?;
+        let policy = self.certificate_policy(vault, name).await?;
         let operation = if policy.issuer.eq_ignore_ascii_case(SELF_ISSUER) {
+            // Tags belong to a version: the new one is given the current version's.
+            let tags = self
+                .certificate_properties(vault, name)
+                .await?
+                .map(|current| current.tags)
+                .unwrap_or_default();
             let version = self
                 .issue_certificate_version(vault, name, &policy, tags, self.clock.now())
                 .await?;
