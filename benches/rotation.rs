@@ -218,6 +218,8 @@ async fn setup() -> Bench {
         ("KEYTURN_AUTHORITY_HOST", standins.login_url().to_string()),
         ("KEYTURN_GRAPH_ENDPOINT", standins.graph().url().to_string()),
         ("KEYTURN_VAULTS", standins.keyvault().url().to_string()),
+        // The Key Vault stand-in listens on loopback, not on a Key Vault host.
+        ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true".to_owned()),
         (
             "ServiceBusConnection__fullyQualifiedNamespace",
             "sb-keyturn-bench.servicebus.windows.net".to_owned(),
@@ -227,7 +229,7 @@ async fn setup() -> Bench {
     ]);
     let settings = Settings::from_env(&env).expect("a production configuration");
     standins.servicebus().create_queue(
-        &settings.rotation_queue,
+        settings.rotation.queue.as_str(),
         QueueOptions {
             requires_session: true,
             duplicate_detection_window: Some(Duration::from_secs(600)),
@@ -285,7 +287,7 @@ async fn setup() -> Bench {
     .expect("the stand-in is https");
     let queue = ServiceBusQueue::with_base_url(
         standins.servicebus().url().clone(),
-        &settings.rotation_queue,
+        settings.rotation.queue.as_str(),
         credential,
         Some(options),
     )
@@ -311,7 +313,7 @@ async fn setup() -> Bench {
     };
     let state = AppState {
         services: Arc::new(services),
-        vaults: Arc::new(settings.vaults.clone()),
+        vaults: Arc::new(settings.rotation.vaults.clone()),
     };
     Bench {
         standins,
@@ -322,7 +324,10 @@ async fn setup() -> Bench {
 }
 
 fn near_expiry(bench: &Bench, name: &str, version: &str) -> Value {
-    let id = format!("{}secrets/{name}/{version}", bench.settings.vaults[0]);
+    let id = format!(
+        "{}secrets/{name}/{version}",
+        bench.settings.rotation.vaults[0]
+    );
     let now = bench.standins.now();
     let event = json!({
         "id": uuid::Uuid::new_v4().to_string(),
@@ -349,7 +354,7 @@ fn messages(bench: &Bench, action: &str) -> Vec<ReceivedMessage> {
     bench
         .standins
         .servicebus()
-        .messages(&bench.settings.rotation_queue)
+        .messages(bench.settings.rotation.queue.as_str())
         .into_iter()
         .filter(|m| {
             let value: Value = serde_json::from_slice(&m.body).expect("a JSON job");

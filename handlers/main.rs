@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
-use keyturn::config::{Environment, SETTINGS, Settings};
+use keyturn::config::{
+    AuditCommandSettings, Environment, SETTINGS, Settings, looks_like_secret_material,
+};
 use keyturn::functions::secret_endpoint;
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
@@ -186,10 +188,13 @@ async fn dev(
     tls_address: String,
     ingress_address: String,
 ) -> ExitCode {
-    let level = Environment::from_process()
-        .value("KEYTURN_LOG_LEVEL")
-        .unwrap_or(if once { "warn" } else { "info" })
-        .to_string();
+    let level = match Environment::from_process().log_level_or(if once { "warn" } else { "info" }) {
+        Ok(level) => level,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = telemetry::init_with_writer(&level, std::io::stderr) {
         eprintln!("keyturn: {e}");
         return ExitCode::from(2);
@@ -232,7 +237,7 @@ async fn serve(port: u16) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Err(e) = telemetry::init(&settings.log_level) {
+    if let Err(e) = telemetry::init(&settings.host.log_level) {
         eprintln!("keyturn: {e}");
         return ExitCode::from(1);
     }
@@ -254,10 +259,13 @@ async fn serve(port: u16) -> ExitCode {
     let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
     let state = AppState {
         services: Arc::new(services),
-        vaults: Arc::new(settings.vaults.clone()),
+        vaults: Arc::new(settings.rotation.vaults.clone()),
     };
-    let app = router(state.clone(), &settings.enabled_functions);
-    let endpoint_enabled = settings.enabled_functions.contains(&secret_endpoint::NAME);
+    let app = router(state.clone(), &settings.host.enabled_functions);
+    let endpoint_enabled = settings
+        .host
+        .enabled_functions
+        .contains(&secret_endpoint::NAME);
     let mut tls_server = None;
     if let Some(tls) = &settings.endpoint.tls
         && endpoint_enabled
@@ -274,8 +282,8 @@ async fn serve(port: u16) -> ExitCode {
             server::shutdown_signal(),
         ));
     }
-    tracing::info!(port = bound, functions = ?settings.enabled_functions, "listening");
-    let exit_with_parent = env.value("KEYTURN_EXIT_WITH_PARENT") == Some("true");
+    tracing::info!(port = bound, functions = ?settings.host.enabled_functions, "listening");
+    let exit_with_parent = settings.host.exit_with_parent;
     let shutdown = async move {
         if exit_with_parent {
             tokio::select! {
@@ -353,7 +361,9 @@ fn config_check() -> ExitCode {
         .iter()
         .map(|spec| {
             let (value, source) = match (env.value(spec.name), spec.default) {
-                (Some(_), _) if spec.secret => ("[redacted]".to_string(), "set"),
+                (Some(v), _) if spec.secret || looks_like_secret_material(v) => {
+                    ("[redacted]".to_string(), "set")
+                }
                 (Some(v), _) => (v.to_string(), "set"),
                 (None, Some(d)) => (d.to_string(), "default"),
                 (None, None) => (String::new(), "unset"),
@@ -383,9 +393,12 @@ fn config_check() -> ExitCode {
 }
 
 async fn audit_verify() -> ExitCode {
-    let settings = match settings(&Environment::from_process()) {
+    let settings = match AuditCommandSettings::from_env(&Environment::from_process()) {
         Ok(s) => s,
-        Err(_) => return ExitCode::from(2),
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(2);
+        }
     };
     let log = match startup::audit_log(&settings).await {
         Ok(log) => log,
@@ -442,9 +455,13 @@ fn package_command(
 }
 
 async fn vault_command(command: VaultCommand) -> ExitCode {
-    let key = Environment::from_process()
-        .value("KEYTURN_LOCAL_VAULT_KEY")
-        .map(keyturn::domain::secret::SecretValue::new);
+    let key = match Environment::from_process().local_vault_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let result = match command {
         VaultCommand::List { data_dir } => {
             match vault_cli::open_vault(&data_dir, key.as_ref()).await {

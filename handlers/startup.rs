@@ -3,6 +3,7 @@
 //! which backend it runs on.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::identity::{CredentialError, credential};
 use crate::adapters::azure::keyvault::{KeyVault, KeyVaultSource};
 use crate::adapters::azure::servicebus::ServiceBusQueue;
-use crate::adapters::azure::table::{TableAuth, TableClient, TableName};
+use crate::adapters::azure::table::{TableAuth, TableClient};
 use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::azure::token::EntraTokenProver;
 use crate::adapters::local::audit::LocalAuditStore;
@@ -25,9 +26,11 @@ use crate::adapters::local::store::LocalStore;
 use crate::adapters::local::vault::LocalVault;
 use crate::audit::AuditLog;
 use crate::config::{
-    AuditSettings, Backend, CertPolicyName, Environment, ROTATION_FUNCTIONS, Settings, TableAccess,
+    AuditCommandSettings, AuditSettings, Backend, CertPolicyName, CredentialSettings, Environment,
+    Settings, TableAccess,
 };
 use crate::domain::clock::Clock;
+use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
 use crate::functions::Services;
 use crate::functions::secret_endpoint::Endpoint;
@@ -55,28 +58,33 @@ pub enum StartupError {
     Rotation(String),
 }
 
-/// The audit log the settings choose. Opening it makes no network call.
-pub async fn audit_log(settings: &Settings) -> Result<AuditLog, StartupError> {
-    AuditLog::start(audit_store(settings, false).await?)
+/// The audit log `keyturn audit verify` reads. Opening it makes no network call.
+pub async fn audit_log(settings: &AuditCommandSettings) -> Result<AuditLog, StartupError> {
+    AuditLog::start(audit_store(&settings.audit, &settings.credential, None, false).await?)
         .map_err(|e| StartupError::Audit(e.to_string()))
 }
 
 /// The audit store the settings choose. With `create`, a Table store makes sure its table
 /// exists; failing that is logged, not fatal, because the deployment normally creates it
-/// and appends report a missing table on their own.
+/// and appends report a missing table on their own. A SQLite store in the local
+/// backends' file shares their connection.
 async fn audit_store(
-    settings: &Settings,
+    audit: &AuditSettings,
+    credential: &CredentialSettings,
+    local: Option<&LocalBackends>,
     create: bool,
 ) -> Result<Arc<dyn AuditStore>, StartupError> {
-    let store: Arc<dyn AuditStore> = match &settings.audit {
+    let store: Arc<dyn AuditStore> = match audit {
         AuditSettings::Sqlite { path } => {
-            let store = LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?;
+            let store = match local {
+                Some(local) if local.store.path() == path => local.store.clone(),
+                _ => LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?,
+            };
             Arc::new(LocalAuditStore::new(store))
         }
         AuditSettings::Table { table, access } => {
-            let client = table_client(settings, access)?;
-            let table = TableName::parse(table).map_err(|e| StartupError::Audit(e.to_string()))?;
-            let store = TableAuditStore::new(client, table);
+            let client = table_client(credential, access)?;
+            let store = TableAuditStore::new(client, table.clone());
             if create && let Err(error) = store.ensure_table().await {
                 tracing::warn!(%error, "cannot make sure the audit table exists");
             }
@@ -86,11 +94,14 @@ async fn audit_store(
     Ok(store)
 }
 
-fn table_client(settings: &Settings, access: &TableAccess) -> Result<TableClient, StartupError> {
+fn table_client(
+    credential_settings: &CredentialSettings,
+    access: &TableAccess,
+) -> Result<TableClient, StartupError> {
     match access {
         TableAccess::Identity { endpoint } => TableClient::new(
             endpoint.clone(),
-            TableAuth::Token(credential(&settings.credential)?),
+            TableAuth::Token(credential(credential_settings)?),
             None,
         ),
         TableAccess::ConnectionString { connection_string } => {
@@ -100,71 +111,120 @@ fn table_client(settings: &Settings, access: &TableAccess) -> Result<TableClient
     .map_err(|e| StartupError::Audit(e.to_string()))
 }
 
-/// The embedded store's parts, opened once for every port that lives in it.
-struct LocalParts {
-    vault: LocalVault,
-    directory: LocalDirectory,
-    queue: LocalQueue,
+/// The adapters start-up chose: Azure services reached with keyturn's credential, or the
+/// embedded store of local mode.
+pub enum Backends {
+    Azure(AzureBackends),
+    Local(LocalBackends),
 }
 
-async fn local_parts(
-    settings: &Settings,
-    env: &Environment,
-    clock: &Clock,
-) -> Result<LocalParts, StartupError> {
-    let path = settings.data_dir.join(STORE_FILE);
-    let failed = |problem: String| StartupError::Local {
-        path: path.display().to_string(),
-        problem,
-    };
-    let store = LocalStore::open(&path).map_err(|e| failed(e.to_string()))?;
-    let key_setting = env.value("KEYTURN_LOCAL_VAULT_KEY").map(SecretValue::new);
-    let key = LocalVault::key_from_setting_or_file(key_setting.as_ref(), &path)
-        .map_err(|e| failed(e.to_string()))?;
-    let vault = LocalVault::open(store.clone(), key, clock.clone())
-        .await
-        .map_err(|e| failed(e.to_string()))?;
-    let propagation =
-        chrono::TimeDelta::seconds(i64::try_from(settings.local_propagation_seconds).unwrap_or(0));
-    let directory =
-        LocalDirectory::new(store.clone(), clock.clone()).with_propagation_delay(propagation);
-    let queue = LocalQueue::new(
-        store,
-        &settings.rotation_queue,
-        QueueSettings::default(),
-        clock.clone(),
-    )
-    .map_err(|e| failed(e.to_string()))?;
-    Ok(LocalParts {
-        vault,
-        directory,
-        queue,
-    })
+/// What every Azure adapter is built with.
+pub struct AzureBackends {
+    pub credential: Arc<dyn TokenCredential>,
+}
+
+/// The embedded store and every port that lives in it, opened once.
+#[derive(Clone)]
+pub struct LocalBackends {
+    pub store: LocalStore,
+    pub vault: LocalVault,
+    pub directory: LocalDirectory,
+    pub queue: LocalQueue,
+}
+
+/// How the embedded store is opened.
+pub struct LocalOptions<'a> {
+    pub data_dir: &'a Path,
+    /// `KEYTURN_LOCAL_VAULT_KEY`; `None`: the key file beside the store.
+    pub vault_key: Option<&'a SecretValue>,
+    pub queue: &'a QueueName,
+    pub propagation: chrono::TimeDelta,
+}
+
+/// Why the embedded store cannot be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalOpenError {
+    #[error("{0}")]
+    Store(#[from] crate::adapters::local::store::StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl LocalBackends {
+    /// The one place the embedded store is opened: `serve` on the local backend, `keyturn
+    /// dev` and `keyturn vault` all come here.
+    pub async fn open(options: LocalOptions<'_>, clock: &Clock) -> Result<Self, LocalOpenError> {
+        let other = |e: &dyn std::fmt::Display| LocalOpenError::Other(e.to_string());
+        let path = options.data_dir.join(STORE_FILE);
+        let store = LocalStore::open(&path)?;
+        let key = LocalVault::key_from_setting_or_file(options.vault_key, &path)
+            .map_err(|e| other(&e))?;
+        let vault = LocalVault::open(store.clone(), key, clock.clone())
+            .await
+            .map_err(|e| other(&e))?;
+        let directory = LocalDirectory::new(store.clone(), clock.clone())
+            .with_propagation_delay(options.propagation);
+        let queue = LocalQueue::new(
+            store.clone(),
+            options.queue.as_str(),
+            QueueSettings::default(),
+            clock.clone(),
+        )
+        .map_err(|e| other(&e))?;
+        Ok(Self {
+            store,
+            vault,
+            directory,
+            queue,
+        })
+    }
+}
+
+/// The backends the settings choose.
+pub async fn backends(settings: &Settings, clock: &Clock) -> Result<Backends, StartupError> {
+    match settings.host.backend {
+        Backend::Azure => Ok(Backends::Azure(AzureBackends {
+            credential: credential(&settings.credential)?,
+        })),
+        Backend::Local => {
+            let data_dir = &settings.local.data_dir;
+            let options = LocalOptions {
+                data_dir,
+                vault_key: settings.local.vault_key.as_ref(),
+                queue: &settings.rotation.queue,
+                propagation: chrono::TimeDelta::seconds(
+                    i64::try_from(settings.local.propagation_seconds).unwrap_or(0),
+                ),
+            };
+            let local =
+                LocalBackends::open(options, clock)
+                    .await
+                    .map_err(|e| StartupError::Local {
+                        path: data_dir.join(STORE_FILE).display().to_string(),
+                        problem: e.to_string(),
+                    })?;
+            Ok(Backends::Local(local))
+        }
+    }
 }
 
 /// Everything the functions share, from settings.
 pub async fn services(settings: &Settings, env: &Environment) -> Result<Services, StartupError> {
     let clock = Clock::system();
-    let audit = AuditLog::start(audit_store(settings, true).await?)
-        .map_err(|e| StartupError::Audit(e.to_string()))?;
-    let local = match settings.backend {
-        Backend::Local => Some(local_parts(settings, env, &clock).await?),
-        Backend::Azure => None,
+    let backends = backends(settings, &clock).await?;
+    let local = match &backends {
+        Backends::Local(local) => Some(local),
+        Backends::Azure(_) => None,
     };
-    let azure_credential = match settings.backend {
-        Backend::Azure => Some(credential(&settings.credential)?),
-        Backend::Local => None,
-    };
-    let endpoint = endpoint(settings, env, local.as_ref(), azure_credential.as_ref())?;
-    let rotation_enabled = settings
-        .enabled_functions
-        .iter()
-        .any(|f| ROTATION_FUNCTIONS.contains(f));
-    let rotation = if rotation_enabled {
-        let ports = match (&local, &azure_credential) {
-            (Some(local), _) => local_rotation_ports(local),
-            (None, Some(credential)) => azure_rotation_ports(settings, credential)?,
-            (None, None) => unreachable!("every backend yields local parts or a credential"),
+    let audit =
+        AuditLog::start(audit_store(&settings.audit, &settings.credential, local, true).await?)
+            .map_err(|e| StartupError::Audit(e.to_string()))?;
+    let endpoint = endpoint(settings, env, &backends)?;
+    let rotation = if settings.rotation_enabled() {
+        let ports = match &backends {
+            Backends::Local(local) => local_rotation_ports(local),
+            Backends::Azure(azure) => azure_rotation_ports(settings, &azure.credential)?,
         };
         Some(Arc::new(rotation_engine(settings, ports, clock.clone())?))
     } else {
@@ -184,15 +244,20 @@ pub fn rotation_engine(
     ports: Ports,
     clock: Clock,
 ) -> Result<Engine, StartupError> {
-    let d = settings.rotation_defaults;
+    let d = settings.rotation.defaults;
     let defaults = PolicyDefaults::new(d.validity_days, d.rotate_before_days, d.overlap_days)
         .map_err(|e| StartupError::Rotation(e.to_string()))?;
-    Ok(Engine::new(ports, settings.vaults.clone(), defaults, clock))
+    Ok(Engine::new(
+        ports,
+        settings.rotation.vaults.clone(),
+        defaults,
+        clock,
+    ))
 }
 
 /// Rotation on the embedded store: the local vault, the local directory (as credential
 /// issuer and token prover) and the local queue.
-fn local_rotation_ports(local: &LocalParts) -> Ports {
+fn local_rotation_ports(local: &LocalBackends) -> Ports {
     Ports {
         secrets: Arc::new(local.vault.clone()),
         certificates: Arc::new(local.vault.clone()),
@@ -224,12 +289,18 @@ fn azure_rotation_ports(
     );
     let prover = EntraTokenProver::new(&settings.entra.authority_host, tenant, scope, None)
         .map_err(|e| failed(&e))?;
-    let namespace = settings.service_bus_namespace.as_deref().ok_or_else(|| {
-        StartupError::Rotation("ServiceBusConnection__fullyQualifiedNamespace is not set".into())
-    })?;
+    let namespace = settings
+        .rotation
+        .service_bus_namespace
+        .as_ref()
+        .ok_or_else(|| {
+            StartupError::Rotation(
+                "ServiceBusConnection__fullyQualifiedNamespace is not set".into(),
+            )
+        })?;
     let queue = ServiceBusQueue::new(
-        namespace,
-        &settings.rotation_queue,
+        namespace.as_str(),
+        settings.rotation.queue.as_str(),
         credential.clone(),
         None,
     )
@@ -249,10 +320,13 @@ fn azure_rotation_ports(
 fn endpoint(
     settings: &Settings,
     env: &Environment,
-    local: Option<&LocalParts>,
-    azure_credential: Option<&Arc<dyn TokenCredential>>,
+    backends: &Backends,
 ) -> Result<Endpoint, StartupError> {
     let e = &settings.endpoint;
+    let (local, azure_credential) = match backends {
+        Backends::Local(local) => (Some(local), None),
+        Backends::Azure(azure) => (None, Some(&azure.credential)),
+    };
     let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
     sources.insert(
         "appsettings".into(),
@@ -262,12 +336,10 @@ fn endpoint(
         )),
     );
     if let (Some(table), Some(access)) = (&e.secrets_table, &e.secrets_table_access) {
-        let client = table_client(settings, access)?;
-        let table =
-            TableName::parse(table).map_err(|err| StartupError::Endpoint(err.to_string()))?;
+        let client = table_client(&settings.credential, access)?;
         sources.insert(
             "table".into(),
-            Arc::new(TableSecretSource::new(client, table)),
+            Arc::new(TableSecretSource::new(client, table.clone())),
         );
     }
     if let (Some(vault), Some(credential)) = (&e.secrets_vault, azure_credential) {
@@ -285,7 +357,7 @@ fn endpoint(
         directory = Some(Arc::new(local.directory.clone()));
     }
     if let Some(credential) = azure_credential
-        && e.policies.contains(&CertPolicyName::EntraDevice)
+        && e.uses(CertPolicyName::EntraDevice)
     {
         let graph = GraphClient::new(&settings.entra.graph_endpoint, credential.clone(), None)
             .map_err(|err| StartupError::Endpoint(err.to_string()))?;
@@ -308,10 +380,14 @@ fn endpoint(
 /// The certificate-policy part of the settings.
 pub fn policy_config(settings: &Settings) -> PolicyConfig {
     let e = &settings.endpoint;
-    let on = |name| e.policies.contains(&name);
     PolicyConfig {
         trust_arr_header: e.trust_arr_header,
-        thumbprints: on(CertPolicyName::TrustedThumbprints).then(|| e.trusted_thumbprints.clone()),
+        thumbprints: e.uses(CertPolicyName::TrustedThumbprints).then(|| {
+            e.trusted_thumbprints
+                .iter()
+                .map(ToString::to_string)
+                .collect()
+        }),
         chain: e.chain.as_ref().map(|c| ChainConfig {
             roots: c.roots.clone(),
             intermediates: c.intermediates.clone(),

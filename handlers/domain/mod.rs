@@ -6,5 +6,6 @@ pub mod identity;
 pub mod ids;
 pub mod names;
 pub mod ncrontab;
+pub mod resources;
 pub mod secret;
 pub mod thumbprint;

@@ -10,7 +10,6 @@
 //! on success and abandons on failure, so the queue redelivers and dead-letters as Service
 //! Bus does).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,19 +21,19 @@ use serde_json::{Map, Value, json};
 
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::directory::LocalDirectory;
-use crate::adapters::local::queue::{LocalQueue, QueueSettings, ReceivedMessage};
-use crate::adapters::local::store::LocalStore;
+use crate::adapters::local::queue::{LocalQueue, ReceivedMessage};
 use crate::adapters::local::vault::LocalVault;
 use crate::config::Environment;
 use crate::domain::clock::Clock;
-use crate::domain::secret::SecretValue;
+use crate::domain::resources::QueueName;
 use crate::local::bootstrap::{self, Demo};
 use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
 use crate::local::handler::{Answer, Handler};
 use crate::local::ingress::{self, Deliver};
 use crate::local::timer::Timer;
-use crate::local::vault_cli::{LOCAL_VAULT_URL, STORE_FILE};
+use crate::local::vault_cli::LOCAL_VAULT_URL;
 use crate::ports::audit::{AuditEntry, AuditStore};
+use crate::startup::{LocalBackends, LocalOptions};
 
 /// A drain that delivers more than this many messages in one `--once` run is looping;
 /// the demo needs a handful.
@@ -273,46 +272,39 @@ fn child_settings(data_dir: &Path, options: &DevOptions) -> Vec<(String, String)
 
 /// This process's settings with local mode's on top, as the handler will see them.
 fn environment_with(overrides: &[(String, String)]) -> Environment {
-    let mut all: BTreeMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
-    all.extend(overrides.iter().cloned());
-    Environment::from_pairs(all)
+    Environment::from_process().with(overrides)
 }
 
+/// The embedded store, opened where start-up opens it, with the queue the
+/// RotationWorker's trigger names.
 async fn open_backends(
     data_dir: &Path,
     app: &AppDefinition,
     env: &Environment,
     clock: &Clock,
 ) -> Result<Backends, DevError> {
-    let path = data_dir.join(STORE_FILE);
-    let store = LocalStore::open(&path).map_err(local)?;
-    let key_setting = env.value("KEYTURN_LOCAL_VAULT_KEY").map(SecretValue::new);
-    let key = LocalVault::key_from_setting_or_file(key_setting.as_ref(), &path).map_err(local)?;
-    let vault = LocalVault::open(store.clone(), key, clock.clone())
-        .await
-        .map_err(local)?;
+    let vault_key = env.local_vault_key().map_err(local)?;
     let queue_name = app
         .functions
         .iter()
         .find_map(|f| match &f.trigger {
-            Trigger::ServiceBus { queue, .. } => Some(queue.clone()),
+            Trigger::ServiceBus { queue, .. } => Some(queue.as_str()),
             _ => None,
         })
-        .unwrap_or_else(|| crate::config::DEFAULT_ROTATION_QUEUE.to_string());
-    let queue = LocalQueue::new(
-        store.clone(),
-        &queue_name,
-        QueueSettings::default(),
-        clock.clone(),
-    )
-    .map_err(local)?;
+        .unwrap_or(crate::config::DEFAULT_ROTATION_QUEUE);
+    let queue = QueueName::parse(queue_name).map_err(local)?;
+    let options = LocalOptions {
+        data_dir,
+        vault_key: vault_key.as_ref(),
+        queue: &queue,
+        propagation: chrono::TimeDelta::zero(),
+    };
+    let opened = LocalBackends::open(options, clock).await.map_err(local)?;
     Ok(Backends {
-        vault,
-        queue,
-        audit: LocalAuditStore::new(store.clone()),
-        directory: LocalDirectory::new(store, clock.clone()),
+        audit: LocalAuditStore::new(opened.store.clone()),
+        vault: opened.vault,
+        queue: opened.queue,
+        directory: opened.directory,
     })
 }
 

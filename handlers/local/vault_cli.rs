@@ -8,12 +8,14 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
-use crate::adapters::local::store::LocalStore;
 use crate::adapters::local::vault::LocalVault;
+use crate::config::DEFAULT_ROTATION_QUEUE;
 use crate::domain::clock::Clock;
 use crate::domain::names::{ObjectName, VaultUrl};
+use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
 use crate::ports::vault::{CertificateStore, NewSecretVersion, SecretStore};
+use crate::startup::{LocalBackends, LocalOpenError, LocalOptions};
 
 /// The local vault's URL. It has the shape of a public-cloud vault URL so that events,
 /// ids and vault names look as they do in Azure; local mode never contacts it.
@@ -39,7 +41,7 @@ pub enum VaultCliError {
     Vault(String),
 }
 
-/// The local vault of an existing data directory.
+/// The local vault of an existing data directory, opened where start-up opens it.
 pub async fn open_vault(
     data_dir: &Path,
     key_setting: Option<&SecretValue>,
@@ -48,12 +50,19 @@ pub async fn open_vault(
     if !path.is_file() {
         return Err(VaultCliError::NoDataDir(data_dir.to_path_buf()));
     }
-    let store = LocalStore::open(&path).map_err(classify_open)?;
-    let key = LocalVault::key_from_setting_or_file(key_setting, &path)
-        .map_err(|e| VaultCliError::Open(e.to_string()))?;
-    LocalVault::open(store, key, Clock::system())
-        .await
-        .map_err(|e| VaultCliError::Open(e.to_string()))
+    let queue = QueueName::parse(DEFAULT_ROTATION_QUEUE)
+        .expect("invariant: the default queue name is valid");
+    let options = LocalOptions {
+        data_dir,
+        vault_key: key_setting,
+        queue: &queue,
+        propagation: chrono::TimeDelta::zero(),
+    };
+    match LocalBackends::open(options, &Clock::system()).await {
+        Ok(local) => Ok(local.vault),
+        Err(LocalOpenError::Store(e)) => Err(classify_open(e)),
+        Err(e) => Err(VaultCliError::Open(e.to_string())),
+    }
 }
 
 fn classify_open(e: crate::adapters::local::store::StoreError) -> VaultCliError {

@@ -208,6 +208,41 @@ fn serve_answers_invocations_in_a_span_per_invocation_and_stops_cleanly_on_sigte
 }
 
 #[test]
+fn the_readmes_audit_verify_needs_nothing_but_the_audit_store() {
+    // A data directory with a valid chain, where the README's command looks for it:
+    // `.keyturn` under the working directory.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_dir = dir.path().join(".keyturn");
+    let env = local_env(&data_dir);
+    let served = serve(&borrowed(&env));
+    let event = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
+    let response = reqwest::blocking::Client::new()
+        .post(served.url("/KeyVaultEvents"))
+        .json(&envelope("event", event))
+        .send()
+        .expect("answered");
+    assert_eq!(response.status(), 200);
+    let (status, _, _) = served.terminate();
+    assert!(status.success());
+
+    // `KEYTURN_AUDIT_STORE=sqlite keyturn audit verify` in a clean shell: no tenant, no
+    // vaults, no Service Bus namespace.
+    let verify = keyturn(&[("KEYTURN_AUDIT_STORE", "sqlite")])
+        .current_dir(dir.path())
+        .args(["audit", "verify"])
+        .output()
+        .expect("runs");
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let report: Value = serde_json::from_slice(&verify.stdout).expect("JSON report");
+    assert_eq!(report["entries_checked"], 1);
+}
+
+#[test]
 fn audit_verify_names_the_first_broken_link_and_exits_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let env = local_env(dir.path());

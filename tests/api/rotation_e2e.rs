@@ -104,6 +104,8 @@ async fn world() -> World {
         ("KEYTURN_AUTHORITY_HOST", standins.login_url().to_string()),
         ("KEYTURN_GRAPH_ENDPOINT", standins.graph().url().to_string()),
         ("KEYTURN_VAULTS", standins.keyvault().url().to_string()),
+        // The Key Vault stand-in listens on loopback, not on a Key Vault host.
+        ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true".to_owned()),
         (
             "ServiceBusConnection__fullyQualifiedNamespace",
             "sb-keyturn-e2e.servicebus.windows.net".to_owned(),
@@ -113,7 +115,7 @@ async fn world() -> World {
     ]);
     let settings = Settings::from_env(&env).expect("a production configuration");
     standins.servicebus().create_queue(
-        &settings.rotation_queue,
+        settings.rotation.queue.as_str(),
         QueueOptions {
             requires_session: true,
             duplicate_detection_window: Some(DUPLICATE_WINDOW),
@@ -135,7 +137,7 @@ async fn world() -> World {
 
 impl World {
     fn vault(&self) -> VaultUrl {
-        self.settings.vaults[0].clone()
+        self.settings.rotation.vaults[0].clone()
     }
 
     fn object(&self) -> ObjectId {
@@ -215,7 +217,7 @@ impl World {
         .expect("the stand-in is https");
         let queue = ServiceBusQueue::with_base_url(
             self.standins.servicebus().url().clone(),
-            &settings.rotation_queue,
+            settings.rotation.queue.as_str(),
             credential,
             Some(options),
         )
@@ -239,7 +241,7 @@ impl World {
         };
         let state = AppState {
             services: Arc::new(services),
-            vaults: Arc::new(settings.vaults.clone()),
+            vaults: Arc::new(settings.rotation.vaults.clone()),
         };
         Worker {
             router: router(state, &FUNCTIONS),
@@ -277,7 +279,7 @@ impl World {
     fn messages(&self) -> Vec<ReceivedMessage> {
         self.standins
             .servicebus()
-            .messages(&self.settings.rotation_queue)
+            .messages(self.settings.rotation.queue.as_str())
     }
 
     /// The job the queue holds for `action` (the broker kept one copy per MessageId).
@@ -665,7 +667,7 @@ async fn an_expiry_event_ends_in_a_proven_key_vault_version_and_the_old_credenti
     let w = world().await;
     let v1 = w.seed_keyturn_version().await;
     let worker = w.worker();
-    let overlap = chrono::Duration::days(i64::from(w.settings.rotation_defaults.overlap_days));
+    let overlap = chrono::Duration::days(i64::from(w.settings.rotation.defaults.overlap_days));
 
     // Key Vault event -> KeyVaultEvents -> a job message on the queue.
     let planned = worker
@@ -706,7 +708,7 @@ async fn an_expiry_event_ends_in_a_proven_key_vault_version_and_the_old_credenti
     assert_eq!(sends.len(), 1);
     assert_eq!(
         sends[0].path,
-        format!("/{}/messages", w.settings.rotation_queue)
+        format!("/{}/messages", w.settings.rotation.queue.as_str())
     );
     assert_eq!(sends[0].header("authorization"), Some("Bearer"));
     let broker: Value = serde_json::from_str(

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use crate::adapters::azure::http::{
     FailureContext, PipelineAuth, failure_from_status, failure_from_transport, pipeline,
 };
+use crate::domain::resources::{QueueName, ResourceNameError, ServiceBusNamespace};
 use crate::ports::queue::{JobQueue, MAX_MESSAGE_ID_LEN, OutgoingMessage};
 use crate::ports::{FailureKind, PortError};
 
@@ -97,16 +98,15 @@ impl ServiceBusQueue {
         credential: Arc<dyn TokenCredential>,
         options: Option<ClientOptions>,
     ) -> Result<Self, ServiceBusError> {
-        let host = namespace.trim();
-        if host.is_empty()
-            || host.contains(['/', ':', '@', '?', '#'])
-            || host.chars().any(char::is_whitespace)
-        {
-            return Err(ServiceBusError::InvalidNamespace {
-                problem: "must be a host name such as sb-keyturn.servicebus.windows.net",
-            });
-        }
-        let base = Url::parse(&format!("https://{host}/")).map_err(|_| {
+        let namespace = ServiceBusNamespace::parse(namespace).map_err(|e| match e {
+            ResourceNameError::Namespace { problem } => {
+                ServiceBusError::InvalidNamespace { problem }
+            }
+            _ => ServiceBusError::InvalidNamespace {
+                problem: "is not a valid host name",
+            },
+        })?;
+        let base = Url::parse(&format!("https://{namespace}/")).map_err(|_| {
             ServiceBusError::InvalidNamespace {
                 problem: "is not a valid host name",
             }
@@ -193,23 +193,12 @@ impl ServiceBusQueue {
 /// Service Bus entity names: letters, digits, `.`, `-`, `_`, starting and ending with a
 /// letter or digit, at most 260 characters (Service Bus naming rules for queues).
 fn check_queue(queue: &str) -> Result<(), ServiceBusError> {
-    const MAX_QUEUE_NAME: usize = 260;
-    let problem = |problem| Err(ServiceBusError::InvalidQueue { problem });
-    if queue.is_empty() || queue.len() > MAX_QUEUE_NAME {
-        return problem("must be 1 to 260 characters");
-    }
-    if !queue
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-    {
-        return problem("may hold only letters, digits, '.', '-' and '_'");
-    }
-    if !queue.starts_with(|c: char| c.is_ascii_alphanumeric())
-        || !queue.ends_with(|c: char| c.is_ascii_alphanumeric())
-    {
-        return problem("must start and end with a letter or digit");
-    }
-    Ok(())
+    QueueName::parse(queue).map(drop).map_err(|e| match e {
+        ResourceNameError::Queue { problem } => ServiceBusError::InvalidQueue { problem },
+        _ => ServiceBusError::InvalidQueue {
+            problem: "is not a queue name",
+        },
+    })
 }
 
 fn check_id(what: &str, id: &str, operation: &str) -> Result<(), PortError> {

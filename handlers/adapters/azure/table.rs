@@ -89,53 +89,11 @@ pub enum TableError {
     InvalidAccountKey,
     #[error("invalid table endpoint: {problem}")]
     InvalidEndpoint { problem: &'static str },
-    #[error("invalid table name: {problem}")]
-    InvalidTableName { problem: &'static str },
     #[error("invalid entity key: {problem}")]
     InvalidKey { problem: &'static str },
 }
 
-/// A table name as the service accepts it: 3 to 63 ASCII letters and digits, starting
-/// with a letter, and not the reserved name `tables`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TableName(String);
-
-impl TableName {
-    pub fn parse(name: &str) -> Result<Self, TableError> {
-        let problem = |problem| Err(TableError::InvalidTableName { problem });
-        if !(3..=63).contains(&name.len()) {
-            return problem("must be 3 to 63 characters long");
-        }
-        if !name.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return problem("must hold only ASCII letters and digits");
-        }
-        if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-            return problem("must start with a letter");
-        }
-        if name.eq_ignore_ascii_case("tables") {
-            return problem("`tables` is reserved");
-        }
-        Ok(Self(name.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for TableName {
-    type Err = TableError;
-
-    fn from_str(name: &str) -> Result<Self, Self::Err> {
-        Self::parse(name)
-    }
-}
-
-impl fmt::Display for TableName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::domain::resources::TableName;
 
 /// A PartitionKey or RowKey: at most [`MAX_KEY_BYTES`], without the characters the
 /// service forbids in keys (`/`, `\`, `#`, `?` and control characters).
@@ -1055,28 +1013,6 @@ mod tests {
     use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
 
     use super::*;
-
-    #[test]
-    fn table_names_follow_the_service_rules() {
-        assert!(TableName::parse("audit2025").is_ok());
-        for bad in [
-            "ab",
-            "1audit",
-            "audit-log",
-            "tables",
-            "Tables",
-            &"a".repeat(64),
-            "audit log",
-        ] {
-            assert!(
-                matches!(
-                    TableName::parse(bad),
-                    Err(TableError::InvalidTableName { .. })
-                ),
-                "{bad:?} should be refused"
-            );
-        }
-    }
 
     #[test]
     fn entity_keys_refuse_forbidden_characters_and_length() {

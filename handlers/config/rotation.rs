@@ -1,0 +1,103 @@
+//! The rotation section: the vaults keyturn manages, the policy for untagged objects, the
+//! sweep's schedule and the Service Bus queue that carries rotation jobs.
+
+use serde::Serialize;
+
+use super::{Collector, DEFAULT_ROTATION_QUEUE, MAX_POLICY_DAYS, VaultHosts, display, list};
+use crate::domain::names::VaultUrl;
+use crate::domain::ncrontab::Schedule;
+use crate::domain::resources::{QueueName, ServiceBusNamespace};
+
+/// The rotation policy used where an object's tags say nothing: whole days, checked for
+/// range and for rotate-before < validity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RotationDefaults {
+    pub validity_days: u32,
+    pub rotate_before_days: u32,
+    pub overlap_days: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RotationSettings {
+    pub vaults: Vec<VaultUrl>,
+    #[serde(rename = "rotation_defaults")]
+    pub defaults: RotationDefaults,
+    #[serde(serialize_with = "display")]
+    pub sweep_schedule: Schedule,
+    #[serde(rename = "rotation_queue")]
+    pub queue: QueueName,
+    pub service_bus_namespace: Option<ServiceBusNamespace>,
+}
+
+pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<RotationSettings> {
+    let vaults = c
+        .parse("KEYTURN_VAULTS", |v| {
+            list(v)
+                .iter()
+                .map(|s| hosts.parse(s).map_err(|e| format!("`{s}`: {e}")))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default();
+
+    let sweep_schedule = c.parse("KEYTURN_SWEEP_SCHEDULE", |v| {
+        Schedule::parse(v).map_err(|e| format!("not a six-field NCRONTAB expression ({e})"))
+    });
+
+    let queue = c
+        .parse("KEYTURN_ROTATION_QUEUE", |v| {
+            QueueName::parse(v).map_err(|e| {
+                format!(
+                    "{e} (letters, digits, '.', '-', '_'; starts and ends with a letter or digit)"
+                )
+            })
+        })
+        .unwrap_or_else(|| {
+            QueueName::parse(DEFAULT_ROTATION_QUEUE)
+                .expect("invariant: the default queue name is valid")
+        });
+
+    let defaults = parse_defaults(c);
+
+    let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
+        ServiceBusNamespace::parse(v).map_err(|e| {
+            format!("{e}: a fully qualified namespace host name (no scheme, port or path)")
+        })
+    });
+
+    Some(RotationSettings {
+        vaults,
+        defaults: defaults?,
+        sweep_schedule: sweep_schedule?,
+        queue,
+        service_bus_namespace,
+    })
+}
+
+fn parse_defaults(c: &mut Collector<'_>) -> Option<RotationDefaults> {
+    let days = |min: u32| {
+        move |v: &str| match v.parse::<u32>() {
+            Ok(n) if (min..=MAX_POLICY_DAYS).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "not a whole number of days from {min} to {MAX_POLICY_DAYS}"
+            )),
+        }
+    };
+    let validity_days = c.parse("KEYTURN_DEFAULT_VALIDITY_DAYS", days(1));
+    let rotate_before_days = c.parse("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", days(1));
+    let overlap_days = c.parse("KEYTURN_DEFAULT_OVERLAP_DAYS", days(0));
+    let (validity_days, rotate_before_days, overlap_days) =
+        (validity_days?, rotate_before_days?, overlap_days?);
+    if rotate_before_days >= validity_days {
+        c.fail(
+            "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
+            format!(
+                "{rotate_before_days} is not less than KEYTURN_DEFAULT_VALIDITY_DAYS ({validity_days}); every new version would be due at once"
+            ),
+        );
+    }
+    Some(RotationDefaults {
+        validity_days,
+        rotate_before_days,
+        overlap_days,
+    })
+}
