@@ -1171,3 +1171,69 @@ fn the_readme_lists_what_only_a_real_deployment_can_prove_with_its_commands() {
         );
     }
 }
+
+/// The names a Bicep file declares with `<keyword> <name> ` at the start of a line.
+fn declared(text: &str, keyword: &str) -> BTreeSet<String> {
+    let prefix = format!("{keyword} ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix)?.split(' ').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn the_readme_commands_name_only_parameters_and_outputs_the_templates_declare() {
+    let readme = infra_file("README.md");
+    let commands = shell_commands(&readme);
+    let main_outputs = declared(&main_bicep(), "output");
+    let mut checked = 0;
+    for command in &commands {
+        // `-p name=value` arguments, against the template the command deploys.
+        let template = command
+            .split_once(" -f ")
+            .and_then(|(_, rest)| rest.split(' ').next())
+            .and_then(|path| path.strip_prefix("infra/"));
+        if let Some(template) = template {
+            let params = declared(&infra_file(template), "param");
+            let mut after_p = false;
+            for word in command.split_whitespace() {
+                if word == "-p" {
+                    after_p = true;
+                } else if word.starts_with('-') {
+                    after_p = false;
+                } else if let Some((name, _)) = word.split_once('=').filter(|_| after_p) {
+                    checked += 1;
+                    assert!(
+                        params.contains(name),
+                        "the README passes {name} to infra/{template}, which has no such \
+                         parameter: {command}"
+                    );
+                }
+            }
+        }
+        // Outputs read back as `properties.outputs.<name>` or with the `out <name>` helper.
+        let mut outputs: Vec<&str> = command
+            .split("properties.outputs.")
+            .skip(1)
+            .filter_map(|rest| rest.split(['.', ' ', '"']).next())
+            .filter(|name| !name.starts_with('$'))
+            .collect();
+        outputs.extend(
+            command
+                .split("$(out ")
+                .skip(1)
+                .filter_map(|rest| rest.split(')').next()),
+        );
+        for name in outputs {
+            checked += 1;
+            assert!(
+                main_outputs.contains(name),
+                "the README reads output {name}, which main.bicep does not declare: {command}"
+            );
+        }
+    }
+    assert!(
+        checked > 10,
+        "too few parameters and outputs found in the README's commands"
+    );
+}
