@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 
 use keyturn::adapters::azure::audit::TableAuditStore;
-use keyturn::adapters::azure::table::{TableClient, TableName};
+use keyturn::adapters::azure::client::table::{TableClient, TableName};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::{Actor, AuditLog, AuditText, Outcome};

@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
 
+use keyturn::adapters::azure::client::http::default_client_options;
 use keyturn::adapters::azure::graph::GraphClient;
-use keyturn::adapters::azure::http::default_client_options;
 use keyturn::adapters::azure::keyvault::KeyVault;
 use keyturn::adapters::azure::servicebus::ServiceBusQueue;
 use keyturn::adapters::azure::token::{DEFAULT_PROOF_SCOPE, EntraTokenProver};

@@ -11,7 +11,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use keyturn::adapters::azure::audit::{CHAIN_PARTITION, MAX_POSITION, TableAuditStore};
-use keyturn::adapters::azure::table::{EntityKey, IfMatch, TableClient, TableName, UpdateMode};
+use keyturn::adapters::azure::client::table::{
+    EntityKey, IfMatch, TableClient, TableName, UpdateMode,
+};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::{Actor, AuditLog, AuditText, BreakKind, ChainBreak, Outcome};
@@ -583,7 +585,7 @@ async fn the_table_client_follows_continuations_across_pages() {
             .expect("insert");
     }
 
-    let mut query = keyturn::adapters::azure::table::Query {
+    let mut query = keyturn::adapters::azure::client::table::Query {
         filter: Some("PartitionKey eq 'p' and Index ne '3'".into()),
         select: vec!["Index".into()],
         top: Some(2),
@@ -630,7 +632,7 @@ fn named(name: &str) -> Map<String, Value> {
 }
 
 async fn rows_in(fixture: &TableFixture, partition: &str) -> Vec<String> {
-    let query = keyturn::adapters::azure::table::Query {
+    let query = keyturn::adapters::azure::client::table::Query {
         filter: Some(format!("PartitionKey eq '{partition}'")),
         ..Default::default()
     };
@@ -694,7 +696,7 @@ async fn a_table_transaction_stores_all_of_its_entities_or_none() {
 
 #[tokio::test]
 async fn a_table_transaction_of_the_largest_size_is_stored_and_a_larger_one_is_refused_unsent() {
-    use keyturn::adapters::azure::table::MAX_BATCH_ENTITIES;
+    use keyturn::adapters::azure::client::table::MAX_BATCH_ENTITIES;
     let fixture = TableFixture::new().await;
     let partition = EntityKey::parse("big").expect("valid key");
     let rows = |count: usize, prefix: &str| -> Vec<(EntityKey, Map<String, Value>)> {

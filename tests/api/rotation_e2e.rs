@@ -29,8 +29,8 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 use uuid::Uuid;
 
+use keyturn::adapters::azure::client::http::default_client_options;
 use keyturn::adapters::azure::graph::GraphClient;
-use keyturn::adapters::azure::http::default_client_options;
 use keyturn::adapters::azure::keyvault::KeyVault;
 use keyturn::adapters::azure::servicebus::ServiceBusQueue;
 use keyturn::adapters::azure::token::{DEFAULT_PROOF_SCOPE, EntraTokenProver};

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use keyturn::access::rate_limit::RateLimits;
 use keyturn::adapters::appsettings::AppSettingsSource;
-use keyturn::adapters::azure::table::{EntityKey, TableClient, TableName};
+use keyturn::adapters::azure::client::table::{EntityKey, TableClient, TableName};
 use keyturn::adapters::azure::table_source::{SECRETS_PARTITION, TableSecretSource};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;

@@ -25,7 +25,7 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::azure::table::{
+use crate::adapters::azure::client::table::{
     Entity, EntityKey, MAX_BATCH_ENTITIES, Page, Query, TableClient, TableName, odata_string,
 };
 use crate::ports::audit::{

@@ -27,7 +27,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::adapters::azure::http::{
+use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, ServiceErrorCode, default_client_options, failure_from_status,
     failure_from_transport, pipeline,
 };

@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use serde::Deserialize;
 
-use crate::adapters::azure::http::{
+use crate::adapters::azure::client::http::{
     FailureContext, ServiceErrorCode, default_client_options, failure_from_status,
     failure_from_transport,
 };

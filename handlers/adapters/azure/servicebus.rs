@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::Arc;
 
-use crate::adapters::azure::http::{
+use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, failure_from_status, failure_from_transport, pipeline,
 };
 use crate::domain::resources::{QueueName, ResourceNameError, ServiceBusNamespace};

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::adapters::azure::table::{EntityKey, TableClient, TableName};
+use crate::adapters::azure::client::table::{EntityKey, TableClient, TableName};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::ports::source::{SecretSource, SourcedSecret};

@@ -21,7 +21,7 @@ use serde::Deserialize;
 use url::form_urlencoded;
 use zeroize::Zeroizing;
 
-use crate::adapters::azure::http::{
+use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, failure_from_status, failure_from_transport, pipeline,
 };
 use crate::domain::ids::{AppId, TenantId};

@@ -14,8 +14,10 @@ use serde_json::{Map, Value, json};
 use tempfile::TempDir;
 
 use keyturn::adapters::appsettings::AppSettingsSource;
+use keyturn::adapters::azure::client::table::{
+    EntityKey, IfMatch, TableClient, TableName, UpdateMode,
+};
 use keyturn::adapters::azure::keyvault::KeyVaultSource;
-use keyturn::adapters::azure::table::{EntityKey, IfMatch, TableClient, TableName, UpdateMode};
 use keyturn::adapters::azure::table_source::{SECRETS_PARTITION, TableSecretSource};
 use keyturn::adapters::local::crypto::VaultKey;
 use keyturn::adapters::local::store::LocalStore;

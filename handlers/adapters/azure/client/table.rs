@@ -34,7 +34,7 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::adapters::azure::http::{
+use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, ServiceErrorCode, failure_from_status, failure_from_transport,
     pipeline,
 };
