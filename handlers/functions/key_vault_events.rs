@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::domain::names::ObjectId;
 use crate::events::keyvault::KeyVaultEvent;
 use crate::functions::{Context, FunctionError, vault_object};
 use crate::ports::audit::Outcome;
@@ -17,7 +18,8 @@ pub const BINDING: &str = "event";
 /// What one invocation did with its events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Handled {
-    /// Expiry events for secrets and certificates, as `vault/name/version`.
+    /// Expiry events for secrets and certificates, as the object ids Key Vault writes:
+    /// `https://{vault}/{secrets|certificates}/{name}/{version}`.
     pub received: Vec<String>,
     /// Events of other types, acknowledged without action.
     pub ignored: usize,
@@ -81,7 +83,7 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
             }
         };
         tracing::info!(%vault, %name, ?decision, "event planned");
-        handled.received.push(format!("{vault}/{name}/{version}"));
+        handled.received.push(received_id(ctx, &notice).to_string());
         handled.decisions.push(decision);
     }
     Ok(handled)
@@ -98,4 +100,30 @@ pub fn expiry_notice(event: &KeyVaultEvent) -> Option<ExpiryNotice> {
         version: object.version.clone(),
         id: object.id.clone(),
     })
+}
+
+/// The id of the notice's object version: in the vault its id names or, for an event
+/// without one, the vault of that name keyturn is configured with, else the vault's
+/// public-cloud URL.
+fn received_id(ctx: &Context, notice: &ExpiryNotice) -> ObjectId {
+    let vault = match &notice.id {
+        Some(id) => id.vault().clone(),
+        None => ctx
+            .services
+            .rotation
+            .as_deref()
+            .and_then(|engine| {
+                engine
+                    .vaults()
+                    .iter()
+                    .find(|vault| vault.vault_name() == Some(&notice.vault))
+            })
+            .cloned()
+            .unwrap_or_else(|| notice.vault.public_cloud_url()),
+    };
+    vault.object_id(
+        notice.object_type,
+        notice.name.clone(),
+        Some(notice.version.clone()),
+    )
 }

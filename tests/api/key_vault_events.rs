@@ -91,6 +91,41 @@ async fn expiry_events_are_audited_with_the_object_they_name() {
 }
 
 #[tokio::test]
+async fn received_events_are_answered_with_the_object_ids_key_vault_writes() {
+    let app = spawn_app().await;
+    let version = "ee059b2bb5bc48398a53b168c6cdcb10";
+    let secret = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
+    let mut without_id = secret.clone();
+    without_id["data"]
+        .as_object_mut()
+        .expect("data")
+        .remove("Id");
+    let cases = [
+        (
+            secret,
+            format!("https://sample-kv.vault.azure.net/secrets/newsecret/{version}"),
+        ),
+        (
+            fixture("keyvault-events/DERIVED.cloudevents-schema.CertificateExpired.json"),
+            format!("https://sample-kv.vault.azure.net/certificates/newcert/{version}"),
+        ),
+        // Without `Id` the event names only the vault: its public-cloud URL is the id.
+        (
+            without_id,
+            format!("https://sample-kv.vault.azure.net/secrets/newsecret/{version}"),
+        ),
+    ];
+    for (event, expected) in cases {
+        let response = app
+            .invoke("KeyVaultEvents", &envelope("event", event))
+            .await;
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["ReturnValue"]["received"], json!([expected]));
+    }
+}
+
+#[tokio::test]
 async fn a_malformed_event_is_a_permanent_failure_recorded_in_the_audit_log() {
     let app = spawn_app().await;
     let malformed =
