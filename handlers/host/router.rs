@@ -104,11 +104,16 @@ fn function_of(path: &str) -> &'static str {
 
 /// The host's invocation id, or a fresh one for requests that did not come from the host
 /// (local tools, curl). Only a well-formed id is trusted, so the header cannot inject text
-/// into logs or the audit trail.
+/// into logs or the audit trail. A forwarded HTTP request carries the client's headers with
+/// the host's id added after them (on a line of its own or joined by a comma), so only the
+/// last value is the host's: a client cannot choose the id its request is logged under.
 fn invocation_id(headers: &HeaderMap) -> String {
     headers
-        .get(INVOCATION_ID_HEADER)
+        .get_all(INVOCATION_ID_HEADER)
+        .iter()
+        .next_back()
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
         .and_then(|v| uuid::Uuid::parse_str(v.trim()).ok())
         .unwrap_or_else(uuid::Uuid::new_v4)
         .to_string()

@@ -433,6 +433,34 @@ async fn with_no_certificate_policy_configured_every_read_is_refused_and_audited
 }
 
 #[tokio::test]
+async fn the_hosts_invocation_id_is_taken_not_one_the_client_sent() {
+    // A forwarded request carries the client's headers with the host's invocation id added
+    // after them: on a line of its own, or joined to the client's value by a comma.
+    let client = "11111111-1111-4111-8111-111111111111";
+    let host = "22222222-2222-4222-8222-222222222222";
+    let app = spawn_app().await;
+    let joined = format!("{client}, {host}");
+    for values in [vec![client, host], vec![joined.as_str()]] {
+        let mut request = app
+            .http
+            .get(format!("{}/api/secrets/db-password", app.address));
+        for value in &values {
+            request = request.header("X-Azure-Functions-InvocationId", *value);
+        }
+        let response = request.send().await.expect("request reaches the app");
+        assert_eq!(response.status(), 403, "{values:?}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["requestId"], host, "{values:?}");
+        let entry = app.audit_entries().await.pop().expect("audited");
+        assert_eq!(
+            entry.record.invocation_id.as_ref().map(|i| i.as_str()),
+            Some(host),
+            "{values:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn an_unknown_route_answers_a_bare_not_found() {
     let app = spawn_app().await;
     let response = app.get("/admin").await;
