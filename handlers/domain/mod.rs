@@ -1,9 +1,12 @@
-//! Newtypes that parse, and time arithmetic on a passed-in clock. Imports nothing internal.
+//! Newtypes that parse, time arithmetic on a passed-in clock, the identity of an
+//! authenticated client (shared by `mtls` and `access`), RFC 4514 names and Key Vault's
+//! limits. Imports nothing internal.
 
 pub mod clock;
 pub mod dn;
 pub mod identity;
 pub mod ids;
+pub mod limits;
 pub mod names;
 pub mod ncrontab;
 pub mod resources;

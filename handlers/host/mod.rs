@@ -1,5 +1,6 @@
-//! The Functions custom-handler protocol: envelopes, the axum router, and the mapping from
-//! a function's outcome to the answer the host expects.
+//! The Functions custom-handler protocol: envelopes, the axum router, the mapping from a
+//! function's outcome to the answer the host expects (`outcome`), and the HTTP answer to
+//! each refusal (`answer`).
 
 pub mod answer;
 pub mod envelope;

@@ -1,7 +1,8 @@
 //! mtls: client-certificate extraction (the `X-ARR-ClientCert` header, or the peer
 //! chain when keyturn terminates TLS itself) and the policies that turn a presented
 //! certificate into a validated
-//! [`ClientIdentity`](crate::domain::identity::ClientIdentity).
+//! [`ClientIdentity`](crate::domain::identity::ClientIdentity); and the secret endpoint's
+//! policies as settings describe them, built and kept fresh (`endpoint`).
 
 pub mod certificate;
 pub mod chain;
