@@ -530,9 +530,9 @@ async fn vault_set(
     vault_cli::set(&vault, name, value, tags, expires, content_type, now).await
 }
 
-/// Key Vault's secret value limit is 25 KiB; read one byte past it so the vault reports the
-/// size instead of the value being cut silently.
-const MAX_STDIN_SECRET_BYTES: u64 = 25 * 1024 + 1;
+/// Key Vault's secret value limit, and one byte past it so the vault reports the size
+/// instead of the value being cut silently.
+const MAX_STDIN_SECRET_BYTES: u64 = keyturn::domain::limits::MAX_SECRET_VALUE_BYTES as u64 + 1;
 
 /// Writes one report to stdout. A closed pipe (`| head`) is not an error worth a panic.
 fn emit(text: &str) {

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use crate::domain::names::OBJECT_NAME_MAX_LEN;
+
 /// The longest pattern accepted. Distinguished names and SANs stay far below this;
 /// the limit keeps a mistaken policy (a pasted certificate) from being taken as a name.
 pub const MAX_PATTERN_LEN: usize = 1024;
@@ -35,9 +37,6 @@ pub struct Pattern {
     leading_star: bool,
     trailing_star: bool,
 }
-
-/// Key Vault's limit on object names.
-const SECRET_NAME_MAX_LEN: usize = 127;
 
 impl Pattern {
     /// Any text pattern (subjects, SANs, issuers).
@@ -71,7 +70,7 @@ impl Pattern {
         {
             return Err(PatternError::NotASecretName { position, found });
         }
-        if text.chars().filter(|c| *c != '*').count() > SECRET_NAME_MAX_LEN {
+        if text.chars().filter(|c| *c != '*').count() > OBJECT_NAME_MAX_LEN {
             return Err(PatternError::SecretPatternTooLong);
         }
         Self::parse(text)

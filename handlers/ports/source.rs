@@ -17,6 +17,19 @@ pub struct SourcedSecret {
     pub expires: Option<DateTime<Utc>>,
 }
 
+/// Whether a stored secret may be served at `now`: it is enabled, has started (no
+/// notBefore, or one at or before `now`) and has not expired (no expiry, or one after
+/// `now`). Key Vault's own rule for a usable secret (its `nbf` and `exp` attributes),
+/// applied by every source, so a device never receives a dead secret.
+pub fn servable(
+    enabled: bool,
+    not_before: Option<DateTime<Utc>>,
+    expires: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> bool {
+    enabled && not_before.is_none_or(|at| at <= now) && expires.is_none_or(|at| now < at)
+}
+
 #[async_trait]
 pub trait SecretSource: Send + Sync + std::fmt::Debug {
     /// The current value of `name`; `None` when this source has no such secret (or it is
@@ -26,4 +39,35 @@ pub trait SecretSource: Send + Sync + std::fmt::Debug {
         name: &ObjectName,
         now: DateTime<Utc>,
     ) -> Result<Option<SourcedSecret>, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeDelta;
+
+    use super::*;
+
+    #[test]
+    fn a_secret_is_servable_from_its_not_before_until_just_before_it_expires() {
+        let now = DateTime::UNIX_EPOCH + TimeDelta::days(20_000);
+        let second = TimeDelta::seconds(1);
+        let cases = [
+            (true, None, None, true),
+            (false, None, None, false),
+            (true, Some(now), None, true),
+            (true, Some(now + second), None, false),
+            (true, None, Some(now + second), true),
+            (true, None, Some(now), false),
+            (true, None, Some(now - second), false),
+            (true, Some(now - second), Some(now + second), true),
+            (false, Some(now - second), Some(now + second), false),
+        ];
+        for (enabled, not_before, expires, expected) in cases {
+            assert_eq!(
+                servable(enabled, not_before, expires, now),
+                expected,
+                "enabled={enabled} not_before={not_before:?} expires={expires:?}"
+            );
+        }
+    }
 }

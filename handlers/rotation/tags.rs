@@ -12,6 +12,7 @@ use std::fmt;
 use chrono::{DateTime, Duration as Span, SecondsFormat, Utc};
 
 use crate::domain::ids::{AppId, KeyId};
+use crate::domain::limits::{MAX_TAG_VALUE_LEN, MAX_TAGS};
 use crate::domain::names::{ObjectType, ObjectVersion};
 
 /// What keyturn does with the object: `entra-app-secret`, `generated` or `certificate`.
@@ -54,15 +55,6 @@ pub const BOOKKEEPING: [&str; 6] = [
     ROTATED_AT,
     LAST_ERROR,
 ];
-
-/// Key Vault allows at most 15 tags on a secret, key or certificate ("Azure Key Vault
-/// service limits"): a new version whose inherited and bookkeeping tags would exceed it
-/// cannot be written, so the policy is refused up front.
-pub const MAX_TAGS: usize = 15;
-
-/// Key Vault tag values are at most 256 characters (service limits); longer error texts
-/// are cut to fit.
-pub const MAX_TAG_VALUE_CHARS: usize = 256;
 
 /// Policies are measured in whole days from 1 to ten years: beyond that a rotation policy
 /// means nothing, and the bound keeps date arithmetic far inside chrono's range.
@@ -443,6 +435,8 @@ pub fn policy(
             validity: validity.get(),
         });
     }
+    // A new version whose inherited and bookkeeping tags would exceed Key Vault's limit
+    // cannot be written, so the policy is refused up front.
     let inherited = inherited_tags(tags).len();
     if object_type == ObjectType::Secret && inherited + BOOKKEEPING.len() > MAX_TAGS {
         return Err(TagError::TooManyTags {
@@ -522,10 +516,11 @@ pub fn with_last_error(tags: &BTreeMap<String, String>, error: &str) -> BTreeMap
         .filter(|(key, _)| !key.trim().eq_ignore_ascii_case(LAST_ERROR))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    // Longer error texts are cut to fit a tag value.
     let value: String = error
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_TAG_VALUE_CHARS)
+        .take(MAX_TAG_VALUE_LEN)
         .collect();
     tags.insert(LAST_ERROR.into(), value);
     tags
@@ -745,7 +740,7 @@ mod tests {
     #[test]
     fn the_last_error_tag_fits_a_tag_value() {
         let tags = with_last_error(&BTreeMap::new(), &"x".repeat(1000));
-        assert_eq!(tags[LAST_ERROR].chars().count(), MAX_TAG_VALUE_CHARS);
+        assert_eq!(tags[LAST_ERROR].chars().count(), MAX_TAG_VALUE_LEN);
     }
 
     #[test]

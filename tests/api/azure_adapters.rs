@@ -1015,3 +1015,21 @@ async fn service_bus_refusals_map_to_port_failures() {
     );
     assert!(standins.servicebus().messages(QUEUE).is_empty());
 }
+
+/// The stand-in models Key Vault on its own, apart from keyturn's code, so that it can
+/// catch keyturn being wrong; its limits must still be the ones keyturn defines once in
+/// `domain::limits` and `domain::names`.
+#[test]
+fn the_key_vault_stand_in_enforces_the_limits_keyturn_defines() {
+    use keyturn::domain::{limits, names};
+    use keyturn_standins::keyvault as standin;
+
+    assert_eq!(standin::MAX_TAGS, limits::MAX_TAGS);
+    assert_eq!(standin::MAX_TAG_NAME_LEN, limits::MAX_TAG_NAME_LEN);
+    assert_eq!(standin::MAX_TAG_VALUE_LEN, limits::MAX_TAG_VALUE_LEN);
+    assert_eq!(
+        standin::MAX_SECRET_VALUE_BYTES,
+        limits::MAX_SECRET_VALUE_BYTES
+    );
+    assert_eq!(standin::MAX_NAME_LEN, names::OBJECT_NAME_MAX_LEN);
+}

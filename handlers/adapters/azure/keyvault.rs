@@ -39,7 +39,7 @@ use crate::adapters::azure::client::http::{
 };
 use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion, VaultUrl};
 use crate::domain::secret::SecretValue;
-use crate::ports::source::{SecretSource, SourcedSecret};
+use crate::ports::source::{SecretSource, SourcedSecret, servable};
 use crate::ports::vault::{
     CertificateOperation, CertificateProperties, CertificateStore, NewSecretVersion, Secret,
     SecretProperties, SecretStore,
@@ -874,10 +874,12 @@ impl SecretSource for KeyVaultSource {
             Read::Missing | Read::Disabled => return Ok(None),
         };
         let properties = &secret.properties;
-        let live = properties.enabled
-            && properties.not_before.is_none_or(|nbf| nbf <= now)
-            && properties.expires.is_none_or(|exp| now < exp);
-        if !live {
+        if !servable(
+            properties.enabled,
+            properties.not_before,
+            properties.expires,
+            now,
+        ) {
             return Ok(None);
         }
         Ok(Some(SourcedSecret {

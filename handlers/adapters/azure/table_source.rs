@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::adapters::azure::client::table::{EntityKey, TableClient, TableName};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
-use crate::ports::source::{SecretSource, SourcedSecret};
+use crate::ports::source::{SecretSource, SourcedSecret, servable};
 use crate::ports::{FailureKind, PortError};
 
 /// The partition every secret row lives in. One partition keeps point reads to a single
@@ -87,10 +87,7 @@ impl SecretSource for TableSecretSource {
         };
         let expires = time("ExpiresOn", &row.expires_on)?;
         let not_before = time("NotBefore", &row.not_before)?;
-        let live = row.enabled.unwrap_or(true)
-            && expires.is_none_or(|at| at > now)
-            && not_before.is_none_or(|at| at <= now);
-        if !live {
+        if !servable(row.enabled.unwrap_or(true), not_before, expires, now) {
             return Ok(None);
         }
         Ok(Some(SourcedSecret {

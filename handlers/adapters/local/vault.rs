@@ -27,9 +27,12 @@ use uuid::Uuid;
 use crate::adapters::local::crypto::{CryptoError, Sealed, VaultKey, WRONG_KEY_MESSAGE};
 use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::domain::clock::Clock;
+use crate::domain::limits::{
+    MAX_CONTENT_TYPE_LEN, MAX_SECRET_VALUE_BYTES, MAX_TAG_NAME_LEN, MAX_TAG_VALUE_LEN, MAX_TAGS,
+};
 use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion, VaultName, VaultUrl};
 use crate::domain::secret::SecretValue;
-use crate::ports::source::{SecretSource, SourcedSecret};
+use crate::ports::source::{SecretSource, SourcedSecret, servable};
 use crate::ports::vault::{
     CertificateOperation, CertificateProperties, CertificateStore, NewSecretVersion, Secret,
     SecretProperties, SecretStore,
@@ -39,20 +42,6 @@ use crate::ports::{FailureKind, PortError};
 /// Key Vault raises `*NearExpiry` this long before an object's expiry (Key Vault's Event
 /// Grid schema article: "30 days before expiration").
 pub const NEAR_EXPIRY_LEAD: TimeDelta = TimeDelta::days(30);
-
-/// Key Vault allows 15 tags per object, names up to 512 and values up to 256 characters
-/// ("Azure Key Vault service limits" and the REST `tags` description).
-pub const MAX_TAGS: usize = 15;
-/// See [`MAX_TAGS`].
-pub const MAX_TAG_NAME_LEN: usize = 512;
-/// See [`MAX_TAGS`].
-pub const MAX_TAG_VALUE_LEN: usize = 256;
-
-/// Key Vault refuses secret values over 25 KB ("Azure Key Vault service limits").
-pub const MAX_SECRET_VALUE_LEN: usize = 25 * 1024;
-
-/// Key Vault's limit on a secret's content type (255 characters).
-pub const MAX_CONTENT_TYPE_LEN: usize = 255;
 
 /// The issuer of certificates Key Vault signs itself; the only issuer the local vault
 /// can renew.
@@ -270,9 +259,9 @@ impl LocalVault {
         now: DateTime<Utc>,
     ) -> Result<SecretProperties, PortError> {
         check_tags(&version.tags)?;
-        if value.len() > MAX_SECRET_VALUE_LEN {
+        if value.len() > MAX_SECRET_VALUE_BYTES {
             return Err(PortError::invalid(format!(
-                "setting secret {name}: the value is {} bytes, over Key Vault's {MAX_SECRET_VALUE_LEN}-byte limit",
+                "setting secret {name}: the value is {} bytes, over Key Vault's {MAX_SECRET_VALUE_BYTES}-byte limit",
                 value.len()
             )));
         }
@@ -981,10 +970,12 @@ impl SecretSource for LocalSecretSource {
             return Ok(None);
         };
         let properties = &secret.properties;
-        let live = properties.enabled
-            && properties.not_before.is_none_or(|nbf| nbf <= now)
-            && properties.expires.is_none_or(|exp| now < exp);
-        if !live {
+        if !servable(
+            properties.enabled,
+            properties.not_before,
+            properties.expires,
+            now,
+        ) {
             return Ok(None);
         }
         Ok(Some(SourcedSecret {

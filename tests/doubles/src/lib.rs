@@ -459,10 +459,10 @@ impl SecretStore for MemoryVault {
         version: NewSecretVersion,
     ) -> Result<SecretProperties, PortError> {
         self.faults.before("set_secret")?;
-        if version.tags.len() > keyturn::rotation::tags::MAX_TAGS {
+        if version.tags.len() > keyturn::domain::limits::MAX_TAGS {
             return Err(PortError::invalid(format!(
                 "setting secret {name}: more than {} tags",
-                keyturn::rotation::tags::MAX_TAGS
+                keyturn::domain::limits::MAX_TAGS
             )));
         }
         let properties = self.write_secret(vault, name, value, version);

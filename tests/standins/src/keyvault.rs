@@ -44,8 +44,10 @@ pub const MAX_NAME_LEN: usize = 127;
 pub const MAX_SECRET_VALUE_BYTES: usize = 25 * 1024;
 /// Key Vault allows 15 tags per object, names up to 512 and values up to 256 characters.
 pub const MAX_TAGS: usize = 15;
-const MAX_TAG_NAME_LEN: usize = 512;
-const MAX_TAG_VALUE_LEN: usize = 256;
+/// See [`MAX_TAGS`].
+pub const MAX_TAG_NAME_LEN: usize = 512;
+/// See [`MAX_TAGS`].
+pub const MAX_TAG_VALUE_LEN: usize = 256;
 /// A soft-delete vault with the default 90-day retention answers with these.
 const RECOVERY_LEVEL: &str = "Recoverable+Purgeable";
 const RECOVERABLE_DAYS: i64 = 90;
