@@ -113,10 +113,6 @@ impl CertVerifyReport {
         }
     }
 
-    pub fn is_valid(&self) -> bool {
-        matches!(self.outcome, Outcome::Accepted)
-    }
-
     /// The rejection, when the policy rejected the certificate.
     pub fn rejection(&self) -> Option<&ChainRejection> {
         match &self.outcome {
