@@ -29,7 +29,7 @@ use keyturn::domain::secret::SecretValue;
 use keyturn::ports::directory::{
     Application, CredentialIssuer, IssuedCredential, PasswordCredential, ProofError, TokenProver,
 };
-use keyturn::ports::queue::{JobQueue, OutgoingMessage};
+use keyturn::ports::queue::{JobQueue, MAX_MESSAGE_ID_LEN, OutgoingMessage};
 use keyturn::ports::vault::{
     CertificateOperation, CertificateProperties, CertificateStore, NewSecretVersion, Secret,
     SecretProperties, SecretStore,
@@ -905,6 +905,22 @@ impl MemoryQueue {
 impl JobQueue for MemoryQueue {
     async fn send(&self, message: &OutgoingMessage) -> Result<(), PortError> {
         self.faults.before("send")?;
+        // Service Bus refuses these, so the double does too.
+        for (field, value) in [
+            ("MessageId", &message.message_id),
+            ("SessionId", &message.session_id),
+        ] {
+            if !(1..=MAX_MESSAGE_ID_LEN).contains(&value.chars().count()) {
+                return Err(PortError::invalid(format!(
+                    "sending a job: {field} must be 1 to {MAX_MESSAGE_ID_LEN} characters"
+                )));
+            }
+        }
+        if message.body.len() > MAX_MESSAGE_BODY {
+            return Err(PortError::invalid(format!(
+                "sending a job: the body is over {MAX_MESSAGE_BODY} bytes"
+            )));
+        }
         *locked(&self.attempts) += 1;
         {
             let mut accepted = locked(&self.accepted);
@@ -916,6 +932,9 @@ impl JobQueue for MemoryQueue {
         Ok(())
     }
 }
+
+/// Service Bus takes message bodies up to 256 KiB on the standard tier.
+const MAX_MESSAGE_BODY: usize = 256 * 1024;
 
 /// A stand-in SHA-1 thumbprint: 20 random bytes in hex, as long as Key Vault's `x5t`.
 fn random_x5t() -> String {
