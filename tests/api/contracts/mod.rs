@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use keyturn::domain::names::ObjectName;
 
+mod directory;
 mod queue;
 mod source;
 mod vault;

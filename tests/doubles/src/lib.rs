@@ -41,6 +41,9 @@ use keyturn::rotation::Pause;
 /// "Invalid client secret provided".
 pub const REJECTED_SECRET: &str = "AADSTS7000215";
 
+/// Entra's answer to an expired secret: AADSTS7000222.
+pub const EXPIRED_SECRET: &str = "AADSTS7000222";
+
 /// Graph's error code when an app management policy refuses a credential's lifetime.
 pub const LIFETIME_POLICY: &str = "CredentialInvalidLifetimeAsPerAppPolicy";
 
@@ -712,6 +715,20 @@ impl MemoryDirectory {
             })
     }
 
+    /// Whether `secret` is a propagated credential of `app_id` whose end has passed.
+    fn expired(&self, app_id: &AppId, secret: &SecretValue) -> bool {
+        let now = self.clock.now();
+        locked(&self.applications)
+            .iter()
+            .filter(|a| a.application.app_id == *app_id)
+            .flat_map(|a| a.credentials.iter())
+            .any(|c| {
+                c.secret == *secret
+                    && c.usable_at <= now
+                    && c.credential.end.is_some_and(|end| end <= now)
+            })
+    }
+
     /// How many proofs were attempted and how many succeeded.
     pub fn proofs(&self) -> (usize, usize) {
         let proofs = locked(&self.proofs);
@@ -862,9 +879,12 @@ impl TokenProver for MemoryDirectory {
         let accepted = self.accepts(app_id, secret);
         locked(&self.proofs).push(accepted);
         if !accepted {
-            return Err(ProofError::Rejected {
-                code: REJECTED_SECRET.into(),
-            });
+            let code = if self.expired(app_id, secret) {
+                EXPIRED_SECRET
+            } else {
+                REJECTED_SECRET
+            };
+            return Err(ProofError::Rejected { code: code.into() });
         }
         self.faults.after("prove").await;
         Ok(())
