@@ -1,5 +1,7 @@
 //! The append-only audit log: sealing records into a SHA-256 hash chain, appending them
-//! without forking the chain, and verifying a stored chain link by link.
+//! without forking the chain, and verifying a stored chain link by link. Entries are
+//! built in one place, [`scope`]: the closed set of [`Action`]s and the [`AuditScope`]
+//! (log, actor, invocation id) an invocation hands whoever writes on its behalf.
 //!
 //! # The chain
 //!
@@ -45,6 +47,10 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod scope;
+
+pub use scope::{Action, AuditScope};
+
 use futures::FutureExt;
 use rand::Rng;
 use serde::Serialize;
@@ -83,9 +89,16 @@ const MAX_BACKOFF_MILLIS: u64 = 20;
 const VERIFY_WINDOW: u32 = 500;
 
 /// What went wrong while appending to or verifying the audit log.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuditError {
+    /// A field of an entry being built is not audit text.
+    #[error("audit {field}: {source}")]
+    Text {
+        field: &'static str,
+        #[source]
+        source: AuditDataError,
+    },
     #[error("audit store failed while {operation}: {source}")]
     Store {
         operation: &'static str,
@@ -111,6 +124,33 @@ pub enum AuditError {
     /// The writer's thread or its runtime could not be created.
     #[error("the audit writer could not start: {problem}")]
     WriterNotStarted { problem: String },
+}
+
+impl AuditError {
+    /// The shared failure vocabulary, so whoever failed to audit is classified like any
+    /// other port failure.
+    pub fn kind(&self) -> FailureKind {
+        match self {
+            Self::Store { source, .. } => source.kind.clone(),
+            // Many appenders raced and this one kept losing: the next delivery will win.
+            Self::Contended { .. } => FailureKind::Conflict,
+            // Nothing was refused: the write may succeed on a later delivery or request.
+            Self::Abandoned | Self::WriterStopped => FailureKind::Transient { retry_after: None },
+            // A damaged chain is not repaired by retrying; an operator must look. The host
+            // then fails to record the failure too, so the invocation is retried rather
+            // than completed unrecorded.
+            _ => FailureKind::Invalid,
+        }
+    }
+}
+
+impl From<AuditError> for PortError {
+    fn from(error: AuditError) -> Self {
+        match error {
+            AuditError::Store { source, .. } => source,
+            other => PortError::new(other.kind(), other.to_string()),
+        }
+    }
 }
 
 /// Seals `record` as entry `sequence` following an entry whose hash is `prev_hash`.

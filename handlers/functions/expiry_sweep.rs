@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 
+use crate::audit::Action;
 use crate::domain::names::VaultUrl;
 use crate::events::timer::TimerInfo;
 use crate::functions::{Context, FunctionError};
@@ -35,7 +36,7 @@ pub async fn run(
         // object from Key Vault's own state.
         tracing::error!("rotation is not configured in this app; nothing swept");
         ctx.audit(
-            "sweep.ran",
+            Action::SweepRan,
             AuditObject::default(),
             Outcome::Skipped,
             Some("rotation is not configured in this app"),
@@ -47,7 +48,7 @@ pub async fn run(
             found: SweepOutcome::default(),
         });
     };
-    let found = plan::sweep(engine, ctx, vaults, ctx.now).await?;
+    let found = plan::sweep(engine, &ctx.audit_scope()?, vaults, ctx.now).await?;
     let report = SweepReport {
         vaults: vaults.iter().map(ToString::to_string).collect(),
         past_due: timer.is_past_due,
@@ -69,7 +70,7 @@ pub async fn run(
         "sweep finished"
     );
     ctx.audit(
-        "sweep.ran",
+        Action::SweepRan,
         AuditObject::default(),
         Outcome::Succeeded,
         Some(&reason),

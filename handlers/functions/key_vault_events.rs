@@ -5,6 +5,7 @@
 
 use serde::Serialize;
 
+use crate::audit::Action;
 use crate::domain::names::ObjectId;
 use crate::events::keyvault::KeyVaultEvent;
 use crate::functions::{Context, FunctionError, vault_object};
@@ -49,7 +50,7 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         let (name, version) = (notice.name.to_string(), notice.version.to_string());
         tracing::info!(event_type = kind.event_type(), %vault, %name, %version, "expiry event received");
         ctx.audit(
-            "event.received",
+            Action::EventReceived,
             vault_object(&vault, &name, Some(&version)),
             Outcome::Succeeded,
             Some(kind.event_type()),
@@ -57,8 +58,9 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
         .await?;
         // Events only hasten what the sweep finds from Key Vault's own state, so an app
         // without rotation ports acknowledges them rather than failing delivery forever.
+        let scope = ctx.audit_scope()?;
         let decision = match ctx.services.rotation.as_deref() {
-            Some(engine) => match plan::from_notice(engine, ctx, &notice, ctx.now).await {
+            Some(engine) => match plan::from_notice(engine, &scope, &notice, ctx.now).await {
                 Ok(decision) => decision,
                 // Event Grid redelivers the whole batch, and planning the events already
                 // planned again queues nothing new (one job id per version).
@@ -68,7 +70,7 @@ pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, F
                     let reason = error.summary();
                     tracing::warn!(%vault, %name, %error, "event cannot be planned");
                     ctx.audit(
-                        "rotation.planned",
+                        Action::RotationPlanned,
                         vault_object(&vault, &name, Some(&version)),
                         Outcome::Failed,
                         Some(&reason),

@@ -4,14 +4,13 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::audit::{AuditError, AuditLog};
+use crate::audit::{Action, AuditError, AuditLog, AuditScope};
 use crate::domain::clock::Clock;
-use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
-use crate::ports::{FailureKind, PortError};
-use crate::rotation::{Engine, Recorder, RotationError};
+use crate::ports::PortError;
+use crate::ports::audit::{AuditObject, AuditText, Outcome};
+use crate::rotation::{Engine, RotationError};
 
 pub mod expiry_sweep;
 pub mod key_vault_events;
@@ -59,30 +58,35 @@ impl From<RotationError> for FunctionError {
     }
 }
 
+impl From<AuditError> for FunctionError {
+    fn from(error: AuditError) -> Self {
+        Self::Port(error.into())
+    }
+}
+
 impl Context {
+    /// The audit scope of this invocation: entries by this function, carrying its
+    /// invocation id and start time. The engine writes through it too.
+    pub fn audit_scope(&self) -> Result<AuditScope, FunctionError> {
+        Ok(AuditScope::function(
+            self.services.audit.clone(),
+            self.function,
+            &self.invocation_id,
+            self.now,
+        )?)
+    }
+
     /// Appends one entry to the audit log on behalf of this function and invocation.
     pub async fn audit(
         &self,
-        action: &str,
+        action: Action,
         object: AuditObject,
         outcome: Outcome,
         reason: Option<&str>,
     ) -> Result<(), FunctionError> {
-        let text = |what: &str, value: &str| {
-            AuditText::parse(value).map_err(|e| PortError::invalid(format!("audit {what}: {e}")))
-        };
-        let mut record = AuditRecord::new(
-            self.now,
-            Actor::Function(text("actor", self.function)?),
-            text("action", action)?,
-            outcome,
-        );
-        record.object = object;
-        record.reason = reason
-            .map(|r| text("reason", &clip(r, MAX_REASON_CHARS)))
-            .transpose()?;
-        record.invocation_id = Some(text("invocation id", &self.invocation_id)?);
-        self.services.audit.append(record).await?;
+        self.audit_scope()?
+            .record(action, object, outcome, reason)
+            .await?;
         Ok(())
     }
 }
@@ -99,37 +103,6 @@ impl Context {
     }
 }
 
-/// The engine audits through the invocation, so its entries carry the function and the
-/// invocation id like every other entry.
-#[async_trait]
-impl Recorder for Context {
-    async fn record(
-        &self,
-        action: &str,
-        object: AuditObject,
-        outcome: Outcome,
-        reason: Option<&str>,
-    ) -> Result<(), PortError> {
-        self.audit(action, object, outcome, reason)
-            .await
-            .map_err(|error| match error {
-                FunctionError::Port(port) => port,
-                FunctionError::BadInput(problem) => PortError::invalid(problem),
-            })
-    }
-}
-
-/// Reasons are one short line; anything longer is cut so an entry always fits the audit
-/// log's per-field limit.
-const MAX_REASON_CHARS: usize = 400;
-
-fn clip(text: &str, max: usize) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(max)
-        .collect()
-}
-
 /// An audit object naming a Key Vault object. Fields that do not fit the audit log's text
 /// rules are left out rather than failing the action they describe.
 pub fn vault_object(vault: &str, name: &str, version: Option<&str>) -> AuditObject {
@@ -138,27 +111,5 @@ pub fn vault_object(vault: &str, name: &str, version: Option<&str>) -> AuditObje
         secret_name: AuditText::parse(name).ok(),
         secret_version: version.and_then(|v| AuditText::parse(v).ok()),
         ..AuditObject::default()
-    }
-}
-
-impl From<AuditError> for FunctionError {
-    fn from(error: AuditError) -> Self {
-        let context = error.to_string();
-        match error {
-            AuditError::Store { source, .. } => Self::Port(source),
-            // Many appenders raced and this one kept losing: the next delivery will win.
-            AuditError::Contended { .. } => {
-                Self::Port(PortError::new(FailureKind::Conflict, context))
-            }
-            // Nothing was refused: the write may succeed on a later delivery or request.
-            AuditError::Abandoned | AuditError::WriterStopped => Self::Port(PortError::new(
-                FailureKind::Transient { retry_after: None },
-                context,
-            )),
-            // A damaged chain is not repaired by retrying; an operator must look. The host
-            // then fails to record the failure too, so the invocation is retried rather
-            // than completed unrecorded.
-            _ => Self::Port(PortError::invalid(context)),
-        }
     }
 }

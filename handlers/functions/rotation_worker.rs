@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::audit::Action;
 use crate::events::servicebus::ServiceBusMessage;
 use crate::functions::{Context, FunctionError};
 use crate::ports::audit::{AuditObject, Outcome};
@@ -65,7 +66,7 @@ pub async fn run(
         message.delivery_count()
     );
     ctx.audit(
-        "job.received",
+        Action::JobReceived,
         AuditObject::default(),
         Outcome::Succeeded,
         Some(&reason),
@@ -76,7 +77,7 @@ pub async fn run(
     if message.message_id() != job.job_id.as_str() {
         tracing::debug!(message_id = message.message_id(), job_id = %job.job_id, "message id differs from the job id");
     }
-    let outcome = run::run(ctx.rotation()?, ctx, &job).await?;
+    let outcome = run::run(ctx.rotation()?, &ctx.audit_scope()?, &job).await?;
     Ok(JobReceipt {
         job_id: envelope.job_id,
         delivery_count: message.delivery_count(),

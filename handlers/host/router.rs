@@ -20,6 +20,7 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::audit::Action;
 use crate::domain::names::VaultUrl;
 use crate::events::keyvault::KeyVaultEvent;
 use crate::events::servicebus::ServiceBusMessage;
@@ -177,7 +178,7 @@ async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -
             let reason = format!("{code}: {error}");
             match ctx
                 .audit(
-                    "invocation.failed",
+                    Action::InvocationFailed,
                     AuditObject::default(),
                     Outcome::Failed,
                     Some(&reason),

@@ -3,8 +3,8 @@
 //! managed ([`tags`]). It is built only against the ports, with the clock and the way it
 //! waits passed in, so local mode, tests and benchmarks drive it exactly as Azure does.
 //!
-//! Auditing goes through [`Recorder`], which the functions' `Context` implements: the
-//! engine never imports the function layer.
+//! Auditing goes through the [`AuditScope`] the caller hands it (the log, the actor and the
+//! invocation id): the engine never imports the function layer.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,9 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::OwnedMutexGuard;
 
+use crate::audit::AuditError;
 use crate::domain::clock::Clock;
 use crate::domain::names::{ObjectId, VaultUrl};
-use crate::ports::audit::{AuditObject, Outcome};
 use crate::ports::directory::{CredentialIssuer, TokenProver};
 use crate::ports::queue::JobQueue;
 use crate::ports::vault::{CertificateStore, SecretStore};
@@ -54,18 +54,6 @@ impl Pause for Sleep {
     async fn pause(&self, duration: Duration) {
         tokio::time::sleep(duration).await;
     }
-}
-
-/// Where the engine writes its audit entries (the functions' `Context` in production).
-#[async_trait]
-pub trait Recorder: Send + Sync {
-    async fn record(
-        &self,
-        action: &str,
-        object: AuditObject,
-        outcome: Outcome,
-        reason: Option<&str>,
-    ) -> Result<(), PortError>;
 }
 
 /// The engine: ports, the vaults it manages, policy defaults, the clock and the way it
@@ -159,6 +147,10 @@ pub enum RotationError {
         #[source]
         source: PortError,
     },
+    /// The audit log refused or failed an entry: nothing happens unrecorded. Reads as the
+    /// port failure the audit error amounts to.
+    #[error("auditing: {}", PortError::from(.0.clone()))]
+    Audit(#[from] AuditError),
     #[error("{object}: {source}")]
     Tags {
         object: String,
@@ -199,6 +191,7 @@ impl RotationError {
     pub fn kind(&self) -> FailureKind {
         match self {
             Self::Port { source, .. } => source.kind.clone(),
+            Self::Audit(error) => error.kind(),
             Self::Tags { .. } => FailureKind::Invalid,
             Self::ApplicationNotFound { .. } => FailureKind::NotFound,
             Self::ManualRenewal { .. } => FailureKind::PolicyViolation {
@@ -220,6 +213,7 @@ impl RotationError {
     /// or which policy refused), so it survives the tag's 256-character limit.
     pub fn summary(&self) -> String {
         match self {
+            Self::Audit(error) => Self::port("auditing", error.clone().into()).summary(),
             Self::Port { step, source } => match &source.kind {
                 FailureKind::PermissionDenied { missing } => {
                     format!("permission_denied: missing {missing} ({step})")
@@ -253,6 +247,10 @@ impl From<RotationError> for PortError {
             // Keep the adapter's own context (it names the role or permission missing).
             RotationError::Port { step, source } => {
                 PortError::new(source.kind, format!("{step}: {}", source.context))
+            }
+            RotationError::Audit(error) => {
+                let source = PortError::from(error);
+                PortError::new(source.kind, format!("auditing: {}", source.context))
             }
             other => PortError::new(other.kind(), context),
         }

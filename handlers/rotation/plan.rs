@@ -13,13 +13,14 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::audit::{Action as AuditAction, AuditScope};
 use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion, VaultName, VaultUrl};
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
 use crate::ports::vault::{CertificateProperties, SecretProperties};
 use crate::rotation::job::{Action, Job, JobId};
 use crate::rotation::retry::{Deadline, INVOCATION_BUDGET, retrying};
 use crate::rotation::tags::{self, Days, PolicyDefaults, RotationPolicy, TagError};
-use crate::rotation::{Engine, Recorder, RotationError};
+use crate::rotation::{Engine, RotationError};
 
 /// The current version of a secret or certificate, as planning sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,7 +196,7 @@ pub struct ExpiryNotice {
 #[tracing::instrument(skip_all, fields(vault = %notice.vault, name = %notice.name))]
 pub async fn from_notice(
     engine: &Engine,
-    audit: &dyn Recorder,
+    audit: &AuditScope,
     notice: &ExpiryNotice,
     now: DateTime<Utc>,
 ) -> Result<EventDecision, RotationError> {
@@ -218,25 +219,23 @@ pub async fn from_notice(
     let Some(state) = current_state(engine, deadline, &id).await? else {
         audit
             .record(
-                "rotation.planned",
+                AuditAction::RotationPlanned,
                 audit_object(&id, Some(&notice.version)),
                 Outcome::Skipped,
                 Some("the object no longer exists"),
             )
-            .await
-            .map_err(|e| RotationError::port("auditing", e))?;
+            .await?;
         return Ok(EventDecision::Gone);
     };
     if state.id.version() != Some(&notice.version) {
         audit
             .record(
-                "rotation.planned",
+                AuditAction::RotationPlanned,
                 audit_object(&id, Some(&notice.version)),
                 Outcome::Skipped,
                 Some("the event's version is no longer current"),
             )
-            .await
-            .map_err(|e| RotationError::port("auditing", e))?;
+            .await?;
         return Ok(EventDecision::Stale);
     }
     let decision = match assess(&state, engine.defaults(), now) {
@@ -250,13 +249,12 @@ pub async fn from_notice(
             let reason = error.to_string();
             audit
                 .record(
-                    "rotation.planned",
+                    AuditAction::RotationPlanned,
                     audit_object(&state.id, None),
                     Outcome::Failed,
                     Some(&reason),
                 )
-                .await
-                .map_err(|e| RotationError::port("auditing", e))?;
+                .await?;
             EventDecision::Malformed { reason }
         }
         Assessment::NotDue { expires } => {
@@ -307,7 +305,7 @@ async fn current_state(
 #[allow(clippy::too_many_arguments)]
 async fn queue_due(
     engine: &Engine,
-    audit: &dyn Recorder,
+    audit: &AuditScope,
     deadline: Deadline,
     state: &ObjectState,
     job: &Job,
@@ -324,13 +322,13 @@ async fn queue_due(
     );
     audit
         .record(
-            "rotation.planned",
+            AuditAction::RotationPlanned,
             audit_object(&state.id, None),
             Outcome::Succeeded,
             Some(&reason),
         )
-        .await
-        .map_err(|e| RotationError::port("auditing", e))
+        .await?;
+    Ok(())
 }
 
 async fn send(engine: &Engine, deadline: Deadline, job: &Job) -> Result<(), RotationError> {
@@ -367,7 +365,7 @@ pub struct SweepOutcome {
 #[tracing::instrument(skip_all, fields(vaults = vaults.len()))]
 pub async fn sweep(
     engine: &Engine,
-    audit: &dyn Recorder,
+    audit: &AuditScope,
     vaults: &[VaultUrl],
     now: DateTime<Utc>,
 ) -> Result<SweepOutcome, RotationError> {
@@ -385,7 +383,7 @@ pub async fn sweep(
                 let reason = error.to_string();
                 audit
                     .record(
-                        "sweep.vault_failed",
+                        AuditAction::SweepVaultFailed,
                         AuditObject {
                             vault: AuditText::parse(vault.as_str()).ok(),
                             ..AuditObject::default()
@@ -393,8 +391,7 @@ pub async fn sweep(
                         Outcome::Failed,
                         Some(&reason),
                     )
-                    .await
-                    .map_err(|e| RotationError::port("auditing", e))?;
+                    .await?;
                 outcome.failed_vaults.push(format!("{vault}: {reason}"));
             }
         }
@@ -407,7 +404,7 @@ pub async fn sweep(
 
 async fn sweep_vault(
     engine: &Engine,
-    audit: &dyn Recorder,
+    audit: &AuditScope,
     deadline: Deadline,
     vault: &VaultUrl,
     now: DateTime<Utc>,
@@ -461,13 +458,12 @@ async fn sweep_vault(
                 let reason = error.to_string();
                 audit
                     .record(
-                        "rotation.planned",
+                        AuditAction::RotationPlanned,
                         audit_object(&state.id, None),
                         Outcome::Failed,
                         Some(&reason),
                     )
-                    .await
-                    .map_err(|e| RotationError::port("auditing", e))?;
+                    .await?;
                 outcome
                     .malformed
                     .push(format!("{}{}: {reason}", vault, state.id.name()));

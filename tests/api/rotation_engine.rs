@@ -2,19 +2,19 @@
 //! `keyturn-doubles`, with a manual clock, fault injection and simulated crashes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
+use keyturn::audit::{AuditLog, AuditScope};
 use keyturn::domain::ids::{AppId, KeyId};
 use keyturn::domain::names::{ObjectId, ObjectName, ObjectType, VaultUrl};
 use keyturn::domain::secret::SecretValue;
 use keyturn::events::keyvault::KeyVaultEvent;
 use keyturn::functions::key_vault_events;
-use keyturn::ports::audit::{AuditObject, Outcome};
+use keyturn::ports::audit::Outcome;
 use keyturn::ports::directory::Application;
 use keyturn::ports::queue::OutgoingMessage;
 use keyturn::ports::vault::SecretProperties;
@@ -23,46 +23,40 @@ use keyturn::rotation::job::{Action, Job};
 use keyturn::rotation::plan::{self, EventDecision, ExpiryNotice};
 use keyturn::rotation::run::{self, MARKER_PREFIX, RunOutcome};
 use keyturn::rotation::tags::{self, PolicyDefaults};
-use keyturn::rotation::{Engine, Ports, Recorder, RotationError};
+use keyturn::rotation::{Engine, Ports, RotationError};
 use keyturn_doubles::{
-    CrashPoint, Faults, LIFETIME_POLICY, ManualClock, MemoryDirectory, MemoryQueue, MemoryVault,
+    CrashPoint, Faults, LIFETIME_POLICY, ManualClock, MemoryAuditStore, MemoryDirectory,
+    MemoryQueue, MemoryVault,
 };
 
 const APP: &str = "6f1b7a7e-0b1c-4d2a-9e3f-0123456789ab";
 
-/// One audit entry as the engine asked for it: action, object, outcome, reason.
-type Entry = (String, AuditObject, Outcome, Option<String>);
-
-/// An audit trail in memory, in order.
-#[derive(Debug, Default)]
-struct Trail(Mutex<Vec<Entry>>);
-
-#[async_trait]
-impl Recorder for Trail {
-    async fn record(
-        &self,
-        action: &str,
-        object: AuditObject,
-        outcome: Outcome,
-        reason: Option<&str>,
-    ) -> Result<(), PortError> {
-        self.0.lock().expect("trail").push((
-            action.into(),
-            object,
-            outcome,
-            reason.map(str::to_string),
-        ));
-        Ok(())
-    }
+/// An audit trail in memory, in order: the scope the engine is handed, over a store the
+/// test reads back.
+#[derive(Debug)]
+struct Trail {
+    store: Arc<MemoryAuditStore>,
+    scope: AuditScope,
 }
 
 impl Trail {
+    fn new() -> Self {
+        let store = Arc::new(MemoryAuditStore::new());
+        let scope = AuditScope::function(
+            AuditLog::new(store.clone()),
+            "RotationWorker",
+            "5f0c0d4e-2f35-4f1a-9f3e-8a7f0b6c1d2e",
+            start(),
+        )
+        .expect("scope");
+        Self { store, scope }
+    }
+
     fn actions(&self) -> Vec<(String, Outcome)> {
-        self.0
-            .lock()
-            .expect("trail")
+        self.store
+            .records()
             .iter()
-            .map(|(a, _, o, _)| (a.clone(), *o))
+            .map(|r| (r.action.to_string(), r.outcome))
             .collect()
     }
 
@@ -71,28 +65,23 @@ impl Trail {
     }
 
     fn text(&self) -> String {
-        format!("{:?}", self.0.lock().expect("trail"))
+        format!("{:?}", self.store.records())
+    }
+}
+
+impl std::ops::Deref for Trail {
+    type Target = AuditScope;
+
+    fn deref(&self) -> &AuditScope {
+        &self.scope
     }
 }
 
 /// An audit trail that refuses one action for good, as a misconfigured log would.
-#[derive(Debug)]
-struct Refusing(&'static str);
-
-#[async_trait]
-impl Recorder for Refusing {
-    async fn record(
-        &self,
-        action: &str,
-        _object: AuditObject,
-        _outcome: Outcome,
-        _reason: Option<&str>,
-    ) -> Result<(), PortError> {
-        if action == self.0 {
-            return Err(PortError::invalid("the audit log refused the entry"));
-        }
-        Ok(())
-    }
+fn refusing(action: &str) -> Trail {
+    let trail = Trail::new();
+    trail.store.refuse(action);
+    trail
 }
 
 struct World {
@@ -144,7 +133,7 @@ fn world() -> World {
         directory,
         queue,
         engine: Arc::new(engine),
-        trail: Arc::new(Trail::default()),
+        trail: Arc::new(Trail::new()),
         vault_url,
         app,
     }
@@ -905,7 +894,7 @@ async fn a_credential_whose_addition_cannot_be_audited_is_removed_again() {
     let w = world();
     let (v1, k1) = w.seed_keyturn_version("payments");
 
-    let error = run::run(&w.engine, &Refusing("credential.added"), &w.rotate_job(&v1))
+    let error = run::run(&w.engine, &refusing("credential.added"), &w.rotate_job(&v1))
         .await
         .expect_err("the audit refusal fails the job");
 

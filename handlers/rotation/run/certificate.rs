@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use crate::audit::Action as AuditAction;
 use crate::domain::names::{ObjectId, ObjectVersion};
 use crate::ports::audit::Outcome;
 use crate::ports::vault::CertificateOperation;
@@ -100,7 +101,7 @@ pub(super) async fn rotate(
         .await
         .map_err(|e| RotationError::port(format!("renewing certificate {object}"), e))?;
         step.record(
-            "certificate.renewal_started",
+            AuditAction::CertificateRenewalStarted,
             audit_object(object, Some(replaces_version)),
             Outcome::Succeeded,
             &format!("issuer {issuer}"),
@@ -162,7 +163,7 @@ async fn renewed(
     new: &ObjectId,
 ) -> Result<RunOutcome, RotationError> {
     step.record(
-        "certificate.renewed",
+        AuditAction::CertificateRenewed,
         audit_object(new, None),
         Outcome::Succeeded,
         &format!("replaces version {}", step.job.action.version()),
@@ -203,7 +204,7 @@ async fn follow_later(
     .await
     .map_err(|e| RotationError::port(format!("scheduling follow-up job {}", follow.job_id), e))?;
     step.record(
-        "certificate.renewal_pending",
+        AuditAction::CertificateRenewalPending,
         audit_object(object, Some(replaces_version)),
         Outcome::Succeeded,
         &format!("follow-up {attempt} at {}", at.to_rfc3339()),

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+use crate::audit::Action as AuditAction;
 use crate::domain::ids::{AppId, DirectoryObjectId, KeyId};
 use crate::domain::names::ObjectId;
 use crate::ports::audit::Outcome;
@@ -92,7 +93,7 @@ pub(super) async fn rotate(
     let new_key = issued.credential.key_id;
     if let Err(error) = step
         .record(
-            "credential.added",
+            AuditAction::CredentialAdded,
             credential_object(object, app_id, Some(&new_key)),
             Outcome::Succeeded,
             &format!("valid until {}", end.to_rfc3339()),
@@ -191,7 +192,7 @@ pub(super) async fn rotate(
         .map(ToString::to_string)
         .unwrap_or_default();
     step.record(
-        "secret.rotated",
+        AuditAction::SecretRotated,
         credential_object(&stored.id, app_id, Some(&new_key)),
         Outcome::Succeeded,
         &format!("replaces version {previous_version}"),
@@ -223,7 +224,7 @@ pub(super) async fn converge_after_store(
         stored.id.version(),
     ) else {
         step.record(
-            "retirement.scheduled",
+            AuditAction::RetirementScheduled,
             audit_object(&stored.id, None),
             Outcome::Skipped,
             "the previous version records no credential keyturn created; it is left to expire",
@@ -254,7 +255,7 @@ pub(super) async fn converge_after_store(
     .await
     .map_err(|e| RotationError::port(format!("scheduling retirement job {}", retire.job_id), e))?;
     step.record(
-        "retirement.scheduled",
+        AuditAction::RetirementScheduled,
         credential_object(object, app_id, Some(&previous_key)),
         Outcome::Succeeded,
         &format!("retire job {} at {}", retire.job_id, at.to_rfc3339()),
@@ -383,7 +384,7 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
     let outcome = match credentials.iter().find(|c| c.key_id == *key_id) {
         None => {
             step.record(
-                "credential.retired",
+                AuditAction::CredentialRetired,
                 audited(key_id),
                 Outcome::Skipped,
                 "already removed",
@@ -395,7 +396,7 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
         }
         Some(credential) if marked_job(credential).is_none() => {
             step.record(
-                "credential.retired",
+                AuditAction::CredentialRetired,
                 audited(key_id),
                 Outcome::Skipped,
                 "the credential does not carry keyturn's marker; a person's credential is never removed",
@@ -408,7 +409,7 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
         Some(_) => {
             remove(step, app_object_id, key_id).await?;
             step.record(
-                "credential.retired",
+                AuditAction::CredentialRetired,
                 audited(key_id),
                 Outcome::Succeeded,
                 "previous credential removed after the overlap",
@@ -427,7 +428,7 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
     }) {
         remove(step, app_object_id, &stray.key_id).await?;
         step.record(
-            "credential.orphan_removed",
+            AuditAction::CredentialOrphanRemoved,
             audited(&stray.key_id),
             Outcome::Succeeded,
             "stray of an earlier attempt",
@@ -510,7 +511,7 @@ async fn remove_strays(
     for stray in strays {
         remove(step, &app.object_id, &stray.key_id).await?;
         step.record(
-            "credential.orphan_removed",
+            AuditAction::CredentialOrphanRemoved,
             credential_object(object, &app.app_id, Some(&stray.key_id)),
             Outcome::Succeeded,
             "added by an earlier attempt of this job and never stored",
@@ -560,7 +561,7 @@ async fn remove_quietly(
         Ok(()) => {
             if let Err(error) = step
                 .record(
-                    "credential.removed",
+                    AuditAction::CredentialRemoved,
                     credential_object(object, &app.app_id, Some(key_id)),
                     Outcome::Succeeded,
                     why,
@@ -626,7 +627,7 @@ async fn prove(
     }
     let waited = until(started, engine.clock().now());
     step.record(
-        "credential.proven",
+        AuditAction::CredentialProven,
         credential_object(object, app_id, Some(&issued.credential.key_id)),
         Outcome::Succeeded,
         &format!(

@@ -6,6 +6,7 @@ use chrono::SubsecRound;
 use rand::rngs::OsRng;
 use rand::seq::SliceRandom;
 
+use crate::audit::Action as AuditAction;
 use crate::domain::names::ObjectId;
 use crate::domain::secret::SecretValue;
 use crate::ports::PortError;
@@ -69,7 +70,7 @@ pub(super) async fn rotate(
     .await
     .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e))?;
     step.record(
-        "secret.rotated",
+        AuditAction::SecretRotated,
         audit_object(&stored.id, None),
         Outcome::Succeeded,
         &format!(

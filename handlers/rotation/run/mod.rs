@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::audit::{Action as AuditAction, AuditScope};
 use crate::domain::names::{ObjectId, ObjectType, ObjectVersion};
 use crate::ports::FailureKind;
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
@@ -51,7 +52,7 @@ use crate::rotation::job::{Action, Job};
 use crate::rotation::plan::audit_object;
 use crate::rotation::retry::{Deadline, INVOCATION_BUDGET, retrying};
 use crate::rotation::tags;
-use crate::rotation::{Engine, Recorder, RotationError};
+use crate::rotation::{Engine, RotationError};
 
 mod certificate;
 mod entra;
@@ -85,7 +86,7 @@ pub enum RunOutcome {
 #[tracing::instrument(skip_all, fields(job_id = %job.job_id, action = job.action.name(), object = %job.action.object()))]
 pub async fn run(
     engine: &Engine,
-    audit: &dyn Recorder,
+    audit: &AuditScope,
     job: &Job,
 ) -> Result<RunOutcome, RotationError> {
     let object = job.action.object();
@@ -202,7 +203,7 @@ async fn rotate_secret(
 /// What every step of one job shares.
 pub(crate) struct Step<'a> {
     pub engine: &'a Engine,
-    pub audit: &'a dyn Recorder,
+    pub audit: &'a AuditScope,
     pub job: &'a Job,
     pub deadline: Deadline,
 }
@@ -211,7 +212,7 @@ impl Step<'_> {
     /// Appends an audit entry; failing to audit fails the step (nothing happens unrecorded).
     pub async fn record(
         &self,
-        action: &str,
+        action: AuditAction,
         object: AuditObject,
         outcome: Outcome,
         reason: &str,
@@ -219,13 +220,13 @@ impl Step<'_> {
         let reason = format!("job {}: {reason}", self.job.job_id);
         self.audit
             .record(action, object, outcome, Some(&reason))
-            .await
-            .map_err(|e| RotationError::port("auditing", e))
+            .await?;
+        Ok(())
     }
 
     pub async fn skip(&self, object: &ObjectId, reason: &str) -> Result<RunOutcome, RotationError> {
         self.record(
-            "rotation.skipped",
+            AuditAction::RotationSkipped,
             audit_object(object, Some(self.job.action.version())),
             Outcome::Skipped,
             reason,
@@ -268,7 +269,7 @@ impl Step<'_> {
         if let Err(audit_error) = self
             .audit
             .record(
-                "rotation.failed",
+                AuditAction::RotationFailed,
                 audit_object(object, Some(self.job.action.version())),
                 Outcome::Failed,
                 Some(&format!(

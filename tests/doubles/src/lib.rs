@@ -11,6 +11,11 @@
 //! - an app management policy can cap credential lifetimes
 //!   (`CredentialInvalidLifetimeAsPerAppPolicy`), and a missing permission can be simulated.
 //! - the queue drops a second message with the same `MessageId` (duplicate detection).
+//! - the audit store ([`MemoryAuditStore`]) refuses a taken position, like every real one.
+
+mod audit;
+
+pub use audit::MemoryAuditStore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,7 +52,7 @@ pub const EXPIRED_SECRET: &str = "AADSTS7000222";
 /// Graph's error code when an app management policy refuses a credential's lifetime.
 pub const LIFETIME_POLICY: &str = "CredentialInvalidLifetimeAsPerAppPolicy";
 
-fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The data stays consistent: every critical section below is a handful of
     // infallible map operations, so a panic elsewhere cannot leave it half-written.
     mutex.lock().unwrap_or_else(|e| e.into_inner())

@@ -1,0 +1,248 @@
+//! Building audit entries: [`Action`], the closed set of things keyturn records, and
+//! [`AuditScope`], the one builder. A scope is what an invocation hands whoever writes on
+//! its behalf (the functions, the rotation engine): the log, who acts, the invocation id
+//! and the time its entries carry. Every entry keyturn writes is built here.
+
+use chrono::{DateTime, Utc};
+
+use crate::audit::{AuditError, AuditLog};
+use crate::ports::audit::{Actor, AuditEntry, AuditObject, AuditRecord, AuditText, Outcome};
+
+/// Reasons are one short line; anything longer is cut so an entry always fits the audit
+/// log's per-field limit.
+pub const MAX_REASON_CHARS: usize = 400;
+
+/// What an entry records. The wire strings are the ones stored entries hold (and hash):
+/// they never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Action {
+    /// `KeyVaultEvents` received an expiry event.
+    EventReceived,
+    /// Planning decided about one object (queued, skipped or failed).
+    RotationPlanned,
+    /// `ExpirySweep` ran.
+    SweepRan,
+    /// A vault could not be swept for good.
+    SweepVaultFailed,
+    /// `RotationWorker` received a job.
+    JobReceived,
+    RotationSkipped,
+    RotationFailed,
+    SecretRotated,
+    CredentialAdded,
+    CredentialProven,
+    CredentialRemoved,
+    CredentialRetired,
+    CredentialOrphanRemoved,
+    RetirementScheduled,
+    CertificateRenewalStarted,
+    CertificateRenewalPending,
+    CertificateRenewed,
+    /// The SecretEndpoint answered a request (served, denied or failed).
+    SecretRead,
+    /// An invocation failed for good and was completed.
+    InvocationFailed,
+}
+
+impl Action {
+    /// Every action, in no particular order.
+    pub const ALL: [Action; 19] = [
+        Self::EventReceived,
+        Self::RotationPlanned,
+        Self::SweepRan,
+        Self::SweepVaultFailed,
+        Self::JobReceived,
+        Self::RotationSkipped,
+        Self::RotationFailed,
+        Self::SecretRotated,
+        Self::CredentialAdded,
+        Self::CredentialProven,
+        Self::CredentialRemoved,
+        Self::CredentialRetired,
+        Self::CredentialOrphanRemoved,
+        Self::RetirementScheduled,
+        Self::CertificateRenewalStarted,
+        Self::CertificateRenewalPending,
+        Self::CertificateRenewed,
+        Self::SecretRead,
+        Self::InvocationFailed,
+    ];
+
+    /// The action as stored in an entry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EventReceived => "event.received",
+            Self::RotationPlanned => "rotation.planned",
+            Self::SweepRan => "sweep.ran",
+            Self::SweepVaultFailed => "sweep.vault_failed",
+            Self::JobReceived => "job.received",
+            Self::RotationSkipped => "rotation.skipped",
+            Self::RotationFailed => "rotation.failed",
+            Self::SecretRotated => "secret.rotated",
+            Self::CredentialAdded => "credential.added",
+            Self::CredentialProven => "credential.proven",
+            Self::CredentialRemoved => "credential.removed",
+            Self::CredentialRetired => "credential.retired",
+            Self::CredentialOrphanRemoved => "credential.orphan_removed",
+            Self::RetirementScheduled => "retirement.scheduled",
+            Self::CertificateRenewalStarted => "certificate.renewal_started",
+            Self::CertificateRenewalPending => "certificate.renewal_pending",
+            Self::CertificateRenewed => "certificate.renewed",
+            Self::SecretRead => "secret.read",
+            Self::InvocationFailed => "invocation.failed",
+        }
+    }
+
+    /// The action a stored string names, if it is one of keyturn's.
+    pub fn from_wire(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|action| action.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where and as whom entries are written: the log, the actor, the invocation id and the
+/// time every entry of the invocation carries. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AuditScope {
+    log: AuditLog,
+    actor: Actor,
+    invocation_id: Option<AuditText>,
+    at: DateTime<Utc>,
+}
+
+impl AuditScope {
+    /// Entries by `actor` stamped `at`, without an invocation id.
+    pub fn new(log: AuditLog, actor: Actor, at: DateTime<Utc>) -> Self {
+        Self {
+            log,
+            actor,
+            invocation_id: None,
+            at,
+        }
+    }
+
+    /// Entries by the function `name` in the invocation `invocation_id`, stamped `at`.
+    /// Refuses a name or id that is not audit text (naming which, never echoing it).
+    pub fn function(
+        log: AuditLog,
+        name: &str,
+        invocation_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Self, AuditError> {
+        Ok(Self {
+            log,
+            actor: Actor::Function(text("actor", name)?),
+            invocation_id: Some(text("invocation id", invocation_id)?),
+            at,
+        })
+    }
+
+    /// The same scope with another actor (an authenticated device, say).
+    pub fn acting_as(&self, actor: Actor) -> Self {
+        Self {
+            actor,
+            ..self.clone()
+        }
+    }
+
+    pub fn actor(&self) -> &Actor {
+        &self.actor
+    }
+
+    /// The entry `record` would append. The reason is cut to [`MAX_REASON_CHARS`], with
+    /// control characters made spaces, so a long or multi-line reason never fails it.
+    pub fn entry(
+        &self,
+        action: Action,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<AuditRecord, AuditError> {
+        let mut record = AuditRecord::new(
+            self.at,
+            self.actor.clone(),
+            text("action", action.as_str())?,
+            outcome,
+        );
+        record.object = object;
+        record.reason = reason
+            .map(|r| text("reason", &clip(r, MAX_REASON_CHARS)))
+            .transpose()?;
+        record.invocation_id = self.invocation_id.clone();
+        Ok(record)
+    }
+
+    /// Appends one entry; returns once it is stored.
+    pub async fn record(
+        &self,
+        action: Action,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<AuditEntry, AuditError> {
+        let record = self.entry(action, object, outcome, reason)?;
+        self.log.append(record).await
+    }
+}
+
+fn text(field: &'static str, value: &str) -> Result<AuditText, AuditError> {
+    AuditText::parse(value).map_err(|source| AuditError::Text { field, source })
+}
+
+fn clip(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn action_wire_strings_are_unique_and_read_back() {
+        for action in Action::ALL {
+            assert_eq!(Action::from_wire(action.as_str()), Some(action));
+        }
+        let mut wire: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        wire.sort_unstable();
+        wire.dedup();
+        assert_eq!(wire.len(), Action::ALL.len());
+        assert_eq!(Action::from_wire("secret.rotate"), None);
+    }
+
+    /// Stored entries hash these exact strings: changing one breaks every chain.
+    #[test]
+    fn action_wire_strings_are_the_stored_ones() {
+        let stored = [
+            "event.received",
+            "rotation.planned",
+            "sweep.ran",
+            "sweep.vault_failed",
+            "job.received",
+            "rotation.skipped",
+            "rotation.failed",
+            "secret.rotated",
+            "credential.added",
+            "credential.proven",
+            "credential.removed",
+            "credential.retired",
+            "credential.orphan_removed",
+            "retirement.scheduled",
+            "certificate.renewal_started",
+            "certificate.renewal_pending",
+            "certificate.renewed",
+            "secret.read",
+            "invocation.failed",
+        ];
+        let wire: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
+        assert_eq!(wire, stored);
+    }
+}
