@@ -241,6 +241,14 @@ async fn serve(port: u16) -> ExitCode {
         eprintln!("keyturn: {e}");
         return ExitCode::from(1);
     }
+    let tls_config = match startup::tls_config(&settings) {
+        Ok(config) => config,
+        Err(e) => {
+            tracing::error!(error = %e, "start-up failed");
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let services = match startup::services(&settings, &env).await {
         Ok(s) => s,
         Err(e) => {
@@ -267,10 +275,8 @@ async fn serve(port: u16) -> ExitCode {
         .enabled_functions
         .contains(&secret_endpoint::NAME);
     let mut tls_server = None;
-    if let Some(tls) = &settings.endpoint.tls
-        && endpoint_enabled
-    {
-        match endpoint::spawn_tls(tls, state.clone()).await {
+    if let (Some(tls), Some(config)) = (&settings.endpoint.tls, tls_config) {
+        match endpoint::spawn_tls(tls.address, config, state.clone()).await {
             Ok(server) => tls_server = Some(server),
             Err(code) => return code,
         }
@@ -321,29 +327,25 @@ async fn serve(port: u16) -> ExitCode {
 
 /// keyturn's own TLS listener for the SecretEndpoint (self-hosted and local mode).
 mod endpoint {
+    use std::net::SocketAddr;
     use std::process::ExitCode;
+    use std::sync::Arc;
 
-    use keyturn::config::TlsListenerSettings;
     use keyturn::host::router::{AppState, router};
     use keyturn::host::{server, tls};
 
-    /// Starts the TLS listener serving only the SecretEndpoint.
+    /// Starts the TLS listener serving only the SecretEndpoint, with the configuration
+    /// start-up built.
     pub async fn spawn_tls(
-        settings: &TlsListenerSettings,
+        address: SocketAddr,
+        config: Arc<rustls::ServerConfig>,
         state: AppState,
     ) -> Result<tls::TlsServer, ExitCode> {
-        let config = tls::server_config(&settings.certificate, &settings.key).map_err(|e| {
-            tracing::error!(error = %e, "cannot configure TLS");
-            eprintln!("keyturn: {e}");
+        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
+            tracing::error!(error = %e, %address, "cannot listen for TLS");
+            eprintln!("keyturn: cannot listen on {address}: {e}");
             ExitCode::from(1)
         })?;
-        let listener = tokio::net::TcpListener::bind(settings.address)
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, address = %settings.address, "cannot listen for TLS");
-                eprintln!("keyturn: cannot listen on {}: {e}", settings.address);
-                ExitCode::from(1)
-            })?;
         let app = router(state, &[keyturn::functions::secret_endpoint::NAME]);
         let server = tls::spawn(listener, config, app, server::shutdown_signal()).map_err(|e| {
             tracing::error!(error = %e, "cannot start TLS");
@@ -374,7 +376,20 @@ fn config_check() -> ExitCode {
             )
         })
         .collect();
-    match Settings::from_env(&env) {
+    // The same parse and the same start-up build `serve` runs, files included; only
+    // opening stores, binding ports and network calls are left out.
+    let checked = Settings::from_env(&env).and_then(|settings| {
+        startup::check(&settings, &env)
+            .map(|()| settings)
+            .map_err(|e| keyturn::config::ConfigError {
+                errors: vec![keyturn::config::SettingError {
+                    setting: "start-up".into(),
+                    problem: e.to_string(),
+                    example: "see README".into(),
+                }],
+            })
+    });
+    match checked {
         Ok(settings) => {
             let report =
                 serde_json::json!({ "valid": true, "settings": listed, "effective": settings });

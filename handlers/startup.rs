@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use azure_core::credentials::TokenCredential;
+use rustls::ServerConfig;
 
 use crate::access::rate_limit::RateLimits;
 use crate::adapters::appsettings::AppSettingsSource;
@@ -34,6 +35,8 @@ use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
 use crate::functions::Services;
 use crate::functions::secret_endpoint::Endpoint;
+use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
+use crate::host::tls;
 use crate::local::vault_cli::{STORE_FILE, local_vault_url};
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;
@@ -56,6 +59,8 @@ pub enum StartupError {
     Endpoint(String),
     #[error("rotation: {0}")]
     Rotation(String),
+    #[error("TLS listener: {0}")]
+    Tls(String),
 }
 
 /// The audit log `keyturn audit verify` reads. Opening it makes no network call.
@@ -220,7 +225,7 @@ pub async fn services(settings: &Settings, env: &Environment) -> Result<Services
     let audit =
         AuditLog::start(audit_store(&settings.audit, &settings.credential, local, true).await?)
             .map_err(|e| StartupError::Audit(e.to_string()))?;
-    let endpoint = endpoint(settings, env, &backends)?;
+    let endpoint = endpoint(settings, env, EndpointBackends::of(&backends))?;
     let rotation = if settings.rotation_enabled() {
         let ports = match &backends {
             Backends::Local(local) => local_rotation_ports(local),
@@ -244,15 +249,19 @@ pub fn rotation_engine(
     ports: Ports,
     clock: Clock,
 ) -> Result<Engine, StartupError> {
-    let d = settings.rotation.defaults;
-    let defaults = PolicyDefaults::new(d.validity_days, d.rotate_before_days, d.overlap_days)
-        .map_err(|e| StartupError::Rotation(e.to_string()))?;
+    let defaults = policy_defaults(settings)?;
     Ok(Engine::new(
         ports,
         settings.rotation.vaults.clone(),
         defaults,
         clock,
     ))
+}
+
+fn policy_defaults(settings: &Settings) -> Result<PolicyDefaults, StartupError> {
+    let d = settings.rotation.defaults;
+    PolicyDefaults::new(d.validity_days, d.rotate_before_days, d.overlap_days)
+        .map_err(|e| StartupError::Rotation(e.to_string()))
 }
 
 /// Rotation on the embedded store: the local vault, the local directory (as credential
@@ -314,18 +323,112 @@ fn azure_rotation_ports(
     })
 }
 
+/// What the endpoint's backends come from: keyturn's Azure credential, or the local
+/// vault's source and directory.
+enum EndpointBackends<'a> {
+    Azure(&'a Arc<dyn TokenCredential>),
+    Local {
+        source: Arc<dyn SecretSource>,
+        directory: Arc<dyn DeviceDirectory>,
+    },
+}
+
+impl<'a> EndpointBackends<'a> {
+    fn of(backends: &'a Backends) -> Self {
+        match backends {
+            Backends::Azure(azure) => Self::Azure(&azure.credential),
+            Backends::Local(local) => Self::Local {
+                source: Arc::new(local.vault.source(local_vault_url())),
+                directory: Arc::new(local.directory.clone()),
+            },
+        }
+    }
+}
+
+/// keyturn's own TLS listener configuration, when one is configured and the
+/// SecretEndpoint is served: the certificate chain and key, read with a size cap.
+pub fn tls_config(settings: &Settings) -> Result<Option<Arc<ServerConfig>>, StartupError> {
+    match &settings.endpoint.tls {
+        Some(tls) if settings.host.enabled_functions.contains(&SECRET_ENDPOINT) => {
+            tls::server_config(&tls.certificate, &tls.key)
+                .map(Some)
+                .map_err(|e| StartupError::Tls(e.to_string()))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Everything start-up builds from files and settings, built and dropped: what
+/// `keyturn config check` runs, so it refuses what `serve` would refuse (trust
+/// material, the access policy and its backends, the TLS certificate and key, the
+/// connection string, the credential, the rotation clients). It opens no store, creates
+/// nothing and makes no network call; the local store's vault and directory are stood
+/// in for by [`Unopened`].
+pub fn check(settings: &Settings, env: &Environment) -> Result<(), StartupError> {
+    tls_config(settings)?;
+    if let AuditSettings::Table { access, .. } = &settings.audit {
+        table_client(&settings.credential, access)?;
+    }
+    let azure_credential = match settings.host.backend {
+        Backend::Azure => Some(credential(&settings.credential)?),
+        Backend::Local => None,
+    };
+    let backends = match &azure_credential {
+        Some(credential) => EndpointBackends::Azure(credential),
+        None => EndpointBackends::Local {
+            source: Arc::new(Unopened),
+            directory: Arc::new(Unopened),
+        },
+    };
+    endpoint(settings, env, backends)?;
+    if settings.rotation_enabled() {
+        if let Some(credential) = &azure_credential {
+            azure_rotation_ports(settings, credential)?;
+        }
+        policy_defaults(settings)?;
+    }
+    Ok(())
+}
+
+/// The local store's parts as `keyturn config check` sees them: named, never opened.
+#[derive(Debug)]
+struct Unopened;
+
+const UNOPENED: &str = "the local store is not opened by a configuration check";
+
+#[async_trait::async_trait]
+impl SecretSource for Unopened {
+    async fn fetch(
+        &self,
+        _: &crate::domain::names::ObjectName,
+        _: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<crate::ports::source::SourcedSecret>, crate::ports::PortError> {
+        Err(crate::ports::PortError::transient(UNOPENED))
+    }
+}
+
+#[async_trait::async_trait]
+impl DeviceDirectory for Unopened {
+    async fn device(
+        &self,
+        _: &crate::domain::ids::DeviceId,
+    ) -> Result<Option<crate::ports::directory::Device>, crate::ports::PortError> {
+        Err(crate::ports::PortError::transient(UNOPENED))
+    }
+}
+
 /// The SecretEndpoint: certificate policies, the access policy, and the backends this app
 /// has: `appsettings` always, `table` when a secrets table is set, `keyvault` when a
 /// secrets vault is set (Azure), `local` on the local backend.
 fn endpoint(
     settings: &Settings,
     env: &Environment,
-    backends: &Backends,
+    backends: EndpointBackends<'_>,
 ) -> Result<Endpoint, StartupError> {
     let e = &settings.endpoint;
     let (local, azure_credential) = match backends {
-        Backends::Local(local) => (Some(local), None),
-        Backends::Azure(azure) => (None, Some(&azure.credential)),
+        EndpointBackends::Local { source, directory } => (Some((source, directory)), None),
+        EndpointBackends::Azure(credential) => (None, Some(credential)),
     };
     let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
     sources.insert(
@@ -349,12 +452,9 @@ fn endpoint(
         );
     }
     let mut directory: Option<Arc<dyn DeviceDirectory>> = None;
-    if let Some(local) = local {
-        sources.insert(
-            "local".into(),
-            Arc::new(local.vault.source(local_vault_url())),
-        );
-        directory = Some(Arc::new(local.directory.clone()));
+    if let Some((source, local_directory)) = local {
+        sources.insert("local".into(), source);
+        directory = Some(local_directory);
     }
     if let Some(credential) = azure_credential
         && e.uses(CertPolicyName::EntraDevice)

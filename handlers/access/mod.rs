@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::domain::dn::split_rdns;
+use crate::domain::file::{CappedReadError, read_capped_text};
 use crate::domain::identity::{Authenticated, SubjectAltName};
 use crate::domain::ids::DeviceId;
 use crate::domain::names::ObjectName;
@@ -152,13 +153,10 @@ impl AccessPolicy {
             path: path.display().to_string(),
             detail,
         };
-        let length = std::fs::metadata(path)
-            .map_err(|e| read_error(e.to_string()))?
-            .len();
-        if length > MAX_POLICY_BYTES as u64 {
-            return Err(AccessPolicyError::TooLarge);
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| read_error(e.to_string()))?;
+        let text = read_capped_text(path, MAX_POLICY_BYTES as u64).map_err(|e| match e {
+            CappedReadError::TooLarge { .. } => AccessPolicyError::TooLarge,
+            other => read_error(other.to_string()),
+        })?;
         Self::parse(&text)
     }
 

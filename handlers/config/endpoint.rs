@@ -10,6 +10,7 @@ use super::audit::{parse_table_name, table_access};
 use super::{
     Collector, DEFAULT_APPSETTINGS_PREFIX, MIN_APPSETTINGS_PREFIX_LEN, PLATFORM_SETTING_PREFIXES,
     SETTINGS, TableAccess, VaultHosts, list, looks_like_secret_material, parse_bool, parse_bounded,
+    redacted,
 };
 use crate::domain::names::VaultUrl;
 use crate::domain::resources::TableName;
@@ -56,6 +57,8 @@ pub struct EntraDeviceSettings {
 pub struct TlsListenerSettings {
     pub address: std::net::SocketAddr,
     pub certificate: PathBuf,
+    /// Never echoed: see `KEYTURN_TLS_KEY`.
+    #[serde(serialize_with = "redacted")]
     pub key: PathBuf,
 }
 

@@ -546,9 +546,10 @@ pub const SETTINGS: &[SettingSpec] = &[
         required: Required::Never,
         default: None,
         example: "",
-        secret: false,
+        // A path, but a key pasted here by mistake would be one: never echoed.
+        secret: true,
         purpose: "PEM private key file of the TLS listener (a path; the key itself never goes \
-                  in a setting).",
+                  in a setting, and the value is never echoed in case it was pasted here).",
     },
     SettingSpec {
         name: "KEYTURN_LOCAL_VAULT_KEY",

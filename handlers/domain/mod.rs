@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod dn;
+pub mod file;
 pub mod identity;
 pub mod ids;
 pub mod limits;

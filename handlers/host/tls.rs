@@ -29,6 +29,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use zeroize::Zeroizing;
+
+use crate::domain::file::read_capped;
 
 /// How long a client has to complete its handshake. A device on a slow link finishes in
 /// well under a second; ten seconds tolerates bad mobile links while keeping a client
@@ -43,14 +46,18 @@ pub const MAX_PENDING_HANDSHAKES: usize = 1024;
 /// Completed handshakes waiting for the server to pick them up.
 const ACCEPTED_QUEUE: usize = 64;
 
-/// Why the TLS listener cannot start.
+/// The most a certificate chain or key file may hold: the trust material cap.
+pub const MAX_TLS_FILE_LEN: u64 = 16 * 1024 * 1024;
+
+/// Why the TLS listener cannot start. The key's error never names its path: a key
+/// pasted into the setting in place of a path would otherwise be echoed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
     #[error("cannot read the server certificate chain {path}: {detail}")]
     Certificate { path: PathBuf, detail: String },
-    #[error("cannot read the server private key {path}: {detail}")]
-    PrivateKey { path: PathBuf, detail: String },
+    #[error("cannot read the server private key (KEYTURN_TLS_KEY): {detail}")]
+    PrivateKey { detail: String },
     #[error("the server certificate and key are not usable together: {detail}")]
     Config { detail: String },
 }
@@ -66,22 +73,26 @@ pub struct TlsPeer {
 /// The server configuration: the certificate chain and key (PEM files), TLS 1.3 and 1.2,
 /// HTTP/1.1, and a request for a client certificate.
 pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(certificate)
-        .and_then(|certs| certs.collect())
-        .map_err(|e| TlsError::Certificate {
-            path: certificate.to_owned(),
-            detail: e.to_string(),
-        })?;
+    let certificate_error = |detail: String| TlsError::Certificate {
+        path: certificate.to_owned(),
+        detail,
+    };
+    // Bounded reads: `KEYTURN_TLS_CERT=/dev/zero` is refused after the cap.
+    let pem =
+        read_capped(certificate, MAX_TLS_FILE_LEN).map_err(|e| certificate_error(e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| certificate_error(e.to_string()))?;
     if chain.is_empty() {
         return Err(TlsError::Certificate {
             path: certificate.to_owned(),
             detail: "holds no certificate".into(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::PrivateKey {
-        path: key.to_owned(),
-        detail: e.to_string(),
-    })?;
+    let key_error = |detail: String| TlsError::PrivateKey { detail };
+    let key_pem =
+        Zeroizing::new(read_capped(key, MAX_TLS_FILE_LEN).map_err(|e| key_error(e.to_string()))?);
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| key_error(e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier = Arc::new(RequestClientCertificate {
         algorithms: provider.signature_verification_algorithms,

@@ -2,13 +2,13 @@
 //! decision as one JSON object, so an operator can check a device certificate against
 //! the same roots, intermediates and CRLs the endpoint uses.
 
-use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rustls_pki_types::CertificateDer;
 use serde_json::json;
 
+use crate::domain::file::read_capped;
 use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::chain::{ChainOptions, ChainPolicy, ChainRejection, RevocationPolicy};
 use crate::mtls::trust::{self, MAX_TRUST_FILE_LEN};
@@ -168,33 +168,26 @@ pub fn run(args: &CertVerifyArgs, now: DateTime<Utc>) -> CertVerifyReport {
 
 /// The certificate to check: exactly one, PEM or DER. A bundle is refused rather than
 /// silently checking its first certificate.
-fn read_certificate(path: &PathBuf) -> Result<ClientCertificate, CliError> {
+fn read_certificate(path: &Path) -> Result<ClientCertificate, CliError> {
     let read_error = |detail: String| CliError::Read {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail,
     };
-    let length = fs::metadata(path)
-        .map_err(|e| read_error(e.to_string()))?
-        .len();
-    if length > MAX_TRUST_FILE_LEN {
-        return Err(read_error(format!(
-            "larger than {MAX_TRUST_FILE_LEN} bytes"
-        )));
-    }
-    let bytes = fs::read(path).map_err(|e| read_error(e.to_string()))?;
+    // Bounded whatever the file is: `--cert /dev/zero` stops after the cap.
+    let bytes = read_capped(path, MAX_TRUST_FILE_LEN).map_err(|e| read_error(e.to_string()))?;
     let mut ders: Vec<CertificateDer<'static>> =
         trust::certificates_from_bytes(&bytes, &path.display().to_string())?;
     let der = match (ders.pop(), ders.is_empty()) {
         (Some(der), true) => der,
         _ => {
             return Err(CliError::BadCertificate {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 detail: format!("holds {} certificates; give exactly one", ders.len() + 1),
             });
         }
     };
     ClientCertificate::from_der(der.to_vec()).map_err(|e| CliError::BadCertificate {
-        path: path.clone(),
+        path: path.to_path_buf(),
         detail: e.to_string(),
     })
 }

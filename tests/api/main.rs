@@ -4,6 +4,7 @@ mod audit;
 mod azure_adapters;
 mod binary;
 mod cert_verify;
+mod config_check;
 mod contracts;
 mod expiry_sweep;
 mod helpers;

@@ -14,6 +14,8 @@ use rand::rngs::OsRng;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
+use crate::domain::file::{CappedReadError, read_capped_text};
+
 /// AES-256 takes a 32-byte key (FIPS 197).
 pub const KEY_LEN: usize = 32;
 
@@ -179,13 +181,17 @@ impl VaultKey {
                 });
             }
         }
-        if metadata.len() > MAX_KEY_FILE_LEN {
-            return Err(CryptoError::KeyLength {
-                found: usize::try_from(metadata.len()).unwrap_or(usize::MAX),
-                source_name: path.display().to_string(),
-            });
-        }
-        let text = Zeroizing::new(fs::read_to_string(path).map_err(io_error)?);
+        // Bounded whatever the file is: metadata says nothing of a FIFO or a device.
+        let text =
+            Zeroizing::new(read_capped_text(path, MAX_KEY_FILE_LEN).map_err(
+                |error| match error {
+                    CappedReadError::TooLarge { cap } => CryptoError::KeyLength {
+                        found: usize::try_from(cap + 1).unwrap_or(usize::MAX),
+                        source_name: path.display().to_string(),
+                    },
+                    CappedReadError::Io(source) => io_error(source),
+                },
+            )?);
         Self::from_base64(&text, &path.display().to_string())
     }
 
