@@ -896,19 +896,17 @@ pub(crate) fn not_after_of(der: &[u8]) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use keyturn_testkit::pki::{self, TestCa, rcgen};
     use rcgen::{
-        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-        RevokedCertParams, SerialNumber,
+        CertificateParams, ExtendedKeyUsagePurpose, KeyPair, KeyUsagePurpose, SerialNumber,
     };
     use rustls_pki_types::CertificateRevocationListDer;
 
     use super::*;
 
-    /// A CA made by rcgen: its parameters and key sign what it issues.
+    /// A CA of the shared test PKI, with its certificate as rustls holds it.
     struct Ca {
-        params: CertificateParams,
-        key: KeyPair,
+        ca: TestCa,
         der: CertificateDer<'static>,
     }
 
@@ -920,56 +918,32 @@ mod tests {
         ca_with(name, parent, KeyPair::generate().unwrap(), |_| {})
     }
 
-    /// A CA with a given key; `adjust` changes its parameters.
+    /// A CA valid 2025..2040 with a given key; `adjust` changes its parameters.
     fn ca_with(
         name: &str,
         parent: Option<&Ca>,
         key: KeyPair,
         adjust: impl FnOnce(&mut CertificateParams),
     ) -> Ca {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        // RFC 5280 4.2.1.1: the profile requires the issuer's key identifier (rcgen
-        // writes the subject's own for every CA).
-        params.use_authority_key_identifier_extension = true;
+        let mut params = pki::ca_params(name);
         params.not_before = rcgen::date_time_ymd(2025, 1, 1);
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
         adjust(&mut params);
-        let cert = match parent {
-            Some(parent) => params
-                .signed_by(&key, &Issuer::from_params(&parent.params, &parent.key))
-                .unwrap(),
-            None => params.self_signed(&key).unwrap(),
-        };
+        let ca = TestCa::new(params, parent.map(|p| &p.ca), key);
         Ca {
-            der: cert.der().clone(),
-            params,
-            key,
+            der: CertificateDer::from(ca.cert_der().to_vec()),
+            ca,
         }
     }
 
     /// A device certificate with the clientAuth EKU, valid 2029..2031; `adjust` changes it.
     fn leaf(issuer: &Ca, adjust: impl FnOnce(&mut CertificateParams)) -> ClientCertificate {
-        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "device-7");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = pki::client_params("device-7", &["device-7.example.com"]);
         params.serial_number = Some(SerialNumber::from(7u64));
-        params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2029, 1, 1);
         params.not_after = rcgen::date_time_ymd(2031, 1, 1);
         adjust(&mut params);
-        let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
-            .unwrap();
-        ClientCertificate::from_der(cert.der().to_vec()).unwrap()
+        ClientCertificate::from_der(issuer.ca.issue(&params).cert_der).unwrap()
     }
 
     fn crl(
@@ -977,26 +951,12 @@ mod tests {
         revoked: &[u64],
         next_update: time::OffsetDateTime,
     ) -> CertificateRevocationListDer<'static> {
-        CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2030, 1, 1),
+        CertificateRevocationListDer::from(issuer.ca.crl_with(
+            revoked,
+            rcgen::date_time_ymd(2030, 2, 1),
+            rcgen::date_time_ymd(2030, 1, 1),
             next_update,
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|serial| RevokedCertParams {
-                    serial_number: SerialNumber::from(*serial),
-                    revocation_time: rcgen::date_time_ymd(2030, 2, 1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&Issuer::from_params(&issuer.params, &issuer.key))
-        .unwrap()
-        .der()
-        .clone()
+        ))
     }
 
     fn policy(root: &Ca, intermediate: &Ca, options: ChainOptions) -> ChainPolicy {
