@@ -951,12 +951,17 @@ mod tests {
         revoked: &[u64],
         next_update: time::OffsetDateTime,
     ) -> CertificateRevocationListDer<'static> {
-        CertificateRevocationListDer::from(issuer.ca.crl_with(
-            revoked,
-            rcgen::date_time_ymd(2030, 2, 1),
-            rcgen::date_time_ymd(2030, 1, 1),
-            next_update,
-        ))
+        CertificateRevocationListDer::from(
+            issuer
+                .ca
+                .crl_with(
+                    revoked,
+                    rcgen::date_time_ymd(2030, 2, 1),
+                    rcgen::date_time_ymd(2030, 1, 1),
+                    next_update,
+                )
+                .der,
+        )
     }
 
     fn policy(root: &Ca, intermediate: &Ca, options: ChainOptions) -> ChainPolicy {

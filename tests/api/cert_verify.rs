@@ -4,55 +4,29 @@
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, TimeZone, Utc};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    RevokedCertParams, SerialNumber,
-};
+use keyturn_testkit::pki::{self, TestCa, rcgen};
+use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, SerialNumber};
 use tempfile::TempDir;
 
 use keyturn::domain::thumbprint::Thumbprint;
 use keyturn::mtls::verify_cli::{CertVerifyArgs, run};
 
-struct Ca {
-    params: CertificateParams,
-    key: KeyPair,
-    pem: String,
-}
-
 /// A root, an issuing CA and a device certificate, written as PEM files.
 struct Pki {
     dir: TempDir,
-    root: Ca,
-    issuing: Ca,
+    root: TestCa,
+    issuing: TestCa,
 }
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0).unwrap()
 }
 
-fn ca(name: &str, parent: Option<&Ca>) -> Ca {
-    let mut params = CertificateParams::new(Vec::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // RFC 5280 4.2.1.1, which the chain policy checks.
-    params.use_authority_key_identifier_extension = true;
+fn ca(name: &str, parent: Option<&TestCa>) -> TestCa {
+    let mut params = pki::ca_params(name);
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
-    let key = KeyPair::generate().unwrap();
-    let cert = match parent {
-        Some(parent) => params
-            .signed_by(&key, &Issuer::from_params(&parent.params, &parent.key))
-            .unwrap(),
-        None => params.self_signed(&key).unwrap(),
-    };
-    Ca {
-        pem: cert.pem(),
-        params,
-        key,
-    }
+    TestCa::new(params, parent, rcgen::KeyPair::generate().unwrap())
 }
 
 impl Pki {
@@ -64,8 +38,8 @@ impl Pki {
             root,
             issuing,
         };
-        std::fs::write(pki.path("roots.pem"), &pki.root.pem).unwrap();
-        std::fs::write(pki.path("intermediates.pem"), &pki.issuing.pem).unwrap();
+        std::fs::write(pki.path("roots.pem"), pki.root.cert_pem()).unwrap();
+        std::fs::write(pki.path("intermediates.pem"), pki.issuing.cert_pem()).unwrap();
         pki
     }
 
@@ -79,53 +53,30 @@ impl Pki {
         name: &str,
         adjust: impl FnOnce(&mut CertificateParams),
     ) -> (PathBuf, Vec<u8>) {
-        let mut params =
-            CertificateParams::new(vec!["laptop-42.fleet.example".to_owned()]).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "laptop-42");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = pki::client_params("laptop-42", &["laptop-42.fleet.example"]);
+        // This device certificate carries no keyUsage extension.
+        params.key_usages = Vec::new();
         params.serial_number = Some(SerialNumber::from(42u64));
-        params.use_authority_key_identifier_extension = true;
         params.not_before = rcgen::date_time_ymd(2029, 1, 1);
         params.not_after = rcgen::date_time_ymd(2031, 1, 1);
         adjust(&mut params);
-        let key = KeyPair::generate().unwrap();
-        let cert = params
-            .signed_by(
-                &key,
-                &Issuer::from_params(&self.issuing.params, &self.issuing.key),
-            )
-            .unwrap();
+        let cert = self.issuing.issue(&params);
         let path = self.path(name);
-        std::fs::write(&path, cert.pem()).unwrap();
-        (path, cert.der().to_vec())
+        std::fs::write(&path, &cert.cert_pem).unwrap();
+        (path, cert.cert_der)
     }
 
     /// Writes CRLs from both CAs into one PEM file; `revoked` are serials the issuing CA revokes.
     fn crls(&self, revoked: &[u64]) -> PathBuf {
-        let crl = |issuer: &Ca, revoked: &[u64]| {
-            CertificateRevocationListParams {
-                this_update: rcgen::date_time_ymd(2030, 1, 1),
-                next_update: rcgen::date_time_ymd(2031, 1, 1),
-                crl_number: SerialNumber::from(1u64),
-                issuing_distribution_point: None,
-                revoked_certs: revoked
-                    .iter()
-                    .map(|serial| RevokedCertParams {
-                        serial_number: SerialNumber::from(*serial),
-                        revocation_time: rcgen::date_time_ymd(2030, 2, 1),
-                        reason_code: None,
-                        invalidity_date: None,
-                    })
-                    .collect(),
-                key_identifier_method: KeyIdMethod::Sha256,
-            }
-            .signed_by(&Issuer::from_params(&issuer.params, &issuer.key))
-            .unwrap()
-            .pem()
-            .unwrap()
+        let crl = |issuer: &TestCa, revoked: &[u64]| {
+            issuer
+                .crl_with(
+                    revoked,
+                    rcgen::date_time_ymd(2030, 2, 1),
+                    rcgen::date_time_ymd(2030, 1, 1),
+                    rcgen::date_time_ymd(2031, 1, 1),
+                )
+                .pem
         };
         let path = self.path("crls.pem");
         std::fs::write(&path, crl(&self.root, &[]) + &crl(&self.issuing, revoked)).unwrap();
@@ -245,7 +196,7 @@ fn a_certificate_under_another_root_is_an_unknown_issuer() {
     let pki = Pki::new();
     let (cert, _) = pki.device("device.pem", |_| {});
     let stranger = ca("Someone Else's Root", None);
-    std::fs::write(pki.path("roots.pem"), stranger.pem).unwrap();
+    std::fs::write(pki.path("roots.pem"), stranger.cert_pem()).unwrap();
 
     let report = run(&pki.args(&cert), now());
 
@@ -276,9 +227,8 @@ fn a_self_signed_device_certificate_is_an_unknown_issuer() {
     let pki = Pki::new();
     let mut params = CertificateParams::new(vec!["laptop-42.fleet.example".to_owned()]).unwrap();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let key = KeyPair::generate().unwrap();
     let path = pki.path("self-signed.pem");
-    std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(&path, pki::self_signed(&params).cert_pem).unwrap();
 
     assert_eq!(
         run(&pki.args(&path), now()).to_json()["reason"],
@@ -358,7 +308,7 @@ fn a_bundle_given_as_the_certificate_is_refused() {
     let bundle = pki.path("bundle.pem");
     std::fs::write(
         &bundle,
-        std::fs::read_to_string(&cert).unwrap() + &pki.issuing.pem,
+        std::fs::read_to_string(&cert).unwrap() + pki.issuing.cert_pem(),
     )
     .unwrap();
 

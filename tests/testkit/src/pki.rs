@@ -156,7 +156,7 @@ impl TestCa {
         revoked: &[u64],
         this_update: time::OffsetDateTime,
         next_update: time::OffsetDateTime,
-    ) -> Vec<u8> {
+    ) -> Crl {
         self.crl_with(revoked, this_update, this_update, next_update)
     }
 
@@ -167,8 +167,8 @@ impl TestCa {
         revoked_at: time::OffsetDateTime,
         this_update: time::OffsetDateTime,
         next_update: time::OffsetDateTime,
-    ) -> Vec<u8> {
-        CertificateRevocationListParams {
+    ) -> Crl {
+        let crl = CertificateRevocationListParams {
             this_update,
             next_update,
             crl_number: SerialNumber::from(1u64),
@@ -185,8 +185,17 @@ impl TestCa {
             key_identifier_method: KeyIdMethod::Sha256,
         }
         .signed_by(&self.issuer())
-        .expect("signed")
-        .der()
-        .to_vec()
+        .expect("signed");
+        Crl {
+            der: crl.der().to_vec(),
+            pem: crl.pem().expect("PEM"),
+        }
     }
+}
+
+/// A signed CRL.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    pub der: Vec<u8>,
+    pub pem: String,
 }
