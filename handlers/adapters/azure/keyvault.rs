@@ -10,13 +10,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::poller::PollerOptions;
-use azure_core::http::{ClientOptions, RawResponse, RequestContent, StatusCode};
+use azure_core::http::{
+    ClientOptions, DeserializeWith, JsonFormat, RawResponse, RequestContent, Response, StatusCode,
+};
 use azure_core::time::OffsetDateTime;
 use azure_security_keyvault_certificates::models::{
     CertificateAttributes, CertificateClientCreateCertificateOptions,
@@ -30,7 +33,7 @@ use azure_security_keyvault_secrets::models::{
 };
 use azure_security_keyvault_secrets::{SecretClient, SecretClientOptions};
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
+use futures::{Stream, TryStreamExt};
 use serde::Deserialize;
 
 use crate::adapters::azure::client::http::{
@@ -65,6 +68,37 @@ const SECRET_DISABLED: &str = "SecretDisabled";
 const OPERATION_COMPLETED: &str = "completed";
 const OPERATION_CANCELLED: &str = "cancelled";
 const OPERATION_FAILED: &str = "failed";
+
+/// The port's metadata from any of the official crate's secret models (a listed item, a
+/// got, set or updated secret): they carry the same fields under different types.
+macro_rules! secret_properties {
+    ($vault:expr, $model:ident, $context:expr) => {
+        secret_properties(
+            $vault,
+            $model.id.as_deref(),
+            $model.attributes.as_ref(),
+            $model.content_type,
+            $model.tags,
+            $model.managed,
+            $context,
+        )
+    };
+}
+
+/// The port's metadata from either of the official crate's certificate models (a listed
+/// item or a got certificate).
+macro_rules! certificate_properties {
+    ($vault:expr, $model:ident, $context:expr) => {
+        certificate_properties(
+            $vault,
+            $model.id.as_deref(),
+            $model.attributes.as_ref(),
+            $model.tags,
+            $model.x509_thumbprint.as_deref(),
+            $context,
+        )
+    };
+}
 
 /// Key Vault secrets and certificates in any number of vaults, through the official
 /// crates. One instance serves both ports; clients are built per vault on first use.
@@ -135,22 +169,13 @@ impl KeyVault {
         context: &FailureContext<'_>,
     ) -> Result<Vec<SecretProperties>, PortError> {
         let client = self.secret_client(vault)?;
-        let mut pager = client
+        let pager = client
             .list_secret_properties_versions(name.as_str(), None)
             .map_err(|e| failure(&e, context))?;
-        let mut versions = Vec::new();
-        while let Some(item) = pager.try_next().await.map_err(|e| failure(&e, context))? {
-            versions.push(secret_properties(
-                vault,
-                item.id.as_deref(),
-                item.attributes.as_ref(),
-                item.content_type,
-                item.tags,
-                item.managed,
-                context,
-            )?);
-        }
-        Ok(versions)
+        collect(pager, context, |item| {
+            secret_properties!(vault, item, context)
+        })
+        .await
     }
 }
 
@@ -243,6 +268,43 @@ fn failure(error: &azure_core::Error, context: &FailureContext<'_>) -> PortError
         }
         _ => failure_from_transport(error, context),
     }
+}
+
+/// The model of a Key Vault answer; a failed request and an unreadable body are both
+/// mapped through [`failure`].
+async fn answer<T: DeserializeWith<JsonFormat>>(
+    request: impl Future<Output = azure_core::Result<Response<T>>>,
+    context: &FailureContext<'_>,
+) -> Result<T, PortError> {
+    request
+        .await
+        .map_err(|e| failure(&e, context))?
+        .into_model()
+        .map_err(|e| failure(&e, context))
+}
+
+/// A request body for the official crate, or an error naming the operation.
+fn encode<P, T>(parameters: P, operation: &str) -> Result<RequestContent<T>, PortError>
+where
+    P: TryInto<RequestContent<T>>,
+{
+    parameters
+        .try_into()
+        .map_err(|_| PortError::invalid(format!("{operation}: encoding the request")))
+}
+
+/// Every item of a Key Vault listing, paging through it, each converted by `convert`.
+async fn collect<I, T>(
+    pager: impl Stream<Item = azure_core::Result<I>>,
+    context: &FailureContext<'_>,
+    mut convert: impl FnMut(I) -> Result<T, PortError>,
+) -> Result<Vec<T>, PortError> {
+    let mut pager = std::pin::pin!(pager);
+    let mut items = Vec::new();
+    while let Some(item) = pager.try_next().await.map_err(|e| failure(&e, context))? {
+        items.push(convert(item)?);
+    }
+    Ok(items)
 }
 
 fn http_status(error: &azure_core::Error) -> Option<StatusCode> {
@@ -448,15 +510,7 @@ impl KeyVault {
                 context.operation
             ))
         })?;
-        let properties = secret_properties(
-            vault,
-            secret.id.as_deref(),
-            secret.attributes.as_ref(),
-            secret.content_type,
-            secret.tags,
-            secret.managed,
-            context,
-        )?;
+        let properties = secret_properties!(vault, secret, context)?;
         Ok(Read::Found(Box::new(Secret { properties, value })))
     }
 
@@ -497,22 +551,13 @@ impl SecretStore for KeyVault {
         let operation = format!("listing the secrets of {}", vault_label(vault));
         let context = context(&operation, &roles.secrets_read);
         let client = self.secret_client(vault)?;
-        let mut pager = client
+        let pager = client
             .list_secret_properties(None)
             .map_err(|e| failure(&e, &context))?;
-        let mut secrets = Vec::new();
-        while let Some(item) = pager.try_next().await.map_err(|e| failure(&e, &context))? {
-            secrets.push(secret_properties(
-                vault,
-                item.id.as_deref(),
-                item.attributes.as_ref(),
-                item.content_type,
-                item.tags,
-                item.managed,
-                &context,
-            )?);
-        }
-        Ok(secrets)
+        collect(pager, &context, |item| {
+            secret_properties!(vault, item, &context)
+        })
+        .await
     }
 
     async fn secret_properties(
@@ -605,24 +650,9 @@ impl SecretStore for KeyVault {
             }),
             tags: Some(version.tags.into_iter().collect()),
         };
-        let content: RequestContent<SetSecretParameters> = parameters
-            .try_into()
-            .map_err(|_| PortError::invalid(format!("{operation}: encoding the request")))?;
-        let secret = client
-            .set_secret(name.as_str(), content, None)
-            .await
-            .map_err(|e| failure(&e, &context))?
-            .into_model()
-            .map_err(|e| failure(&e, &context))?;
-        secret_properties(
-            vault,
-            secret.id.as_deref(),
-            secret.attributes.as_ref(),
-            secret.content_type,
-            secret.tags,
-            secret.managed,
-            &context,
-        )
+        let content: RequestContent<SetSecretParameters> = encode(parameters, &operation)?;
+        let secret = answer(client.set_secret(name.as_str(), content, None), &context).await?;
+        secret_properties!(vault, secret, &context)
     }
 
     async fn update_tags(
@@ -643,28 +673,18 @@ impl SecretStore for KeyVault {
             tags: Some(tags.into_iter().collect()),
             ..UpdateSecretPropertiesParameters::default()
         };
-        let content: RequestContent<UpdateSecretPropertiesParameters> = parameters
-            .try_into()
-            .map_err(|_| PortError::invalid(format!("{operation}: encoding the request")))?;
+        let content: RequestContent<UpdateSecretPropertiesParameters> =
+            encode(parameters, &operation)?;
         let options = SecretClientUpdateSecretPropertiesOptions {
             secret_version: Some(version.as_str().to_owned()),
             ..SecretClientUpdateSecretPropertiesOptions::default()
         };
-        let secret = client
-            .update_secret_properties(name.as_str(), content, Some(options))
-            .await
-            .map_err(|e| failure(&e, &context))?
-            .into_model()
-            .map_err(|e| failure(&e, &context))?;
-        secret_properties(
-            vault,
-            secret.id.as_deref(),
-            secret.attributes.as_ref(),
-            secret.content_type,
-            secret.tags,
-            secret.managed,
+        let secret = answer(
+            client.update_secret_properties(name.as_str(), content, Some(options)),
             &context,
         )
+        .await?;
+        secret_properties!(vault, secret, &context)
     }
 }
 
@@ -678,21 +698,13 @@ impl CertificateStore for KeyVault {
         let operation = format!("listing the certificates of {}", vault_label(vault));
         let context = context(&operation, &roles.certificates);
         let client = self.certificate_client(vault)?;
-        let mut pager = client
+        let pager = client
             .list_certificate_properties(None)
             .map_err(|e| failure(&e, &context))?;
-        let mut certificates = Vec::new();
-        while let Some(item) = pager.try_next().await.map_err(|e| failure(&e, &context))? {
-            certificates.push(certificate_properties(
-                vault,
-                item.id.as_deref(),
-                item.attributes.as_ref(),
-                item.tags,
-                item.x509_thumbprint.as_deref(),
-                &context,
-            )?);
-        }
-        Ok(certificates)
+        collect(pager, &context, |item| {
+            certificate_properties!(vault, item, &context)
+        })
+        .await
     }
 
     async fn certificate_properties(
@@ -710,15 +722,7 @@ impl CertificateStore for KeyVault {
             Err(error) if http_status(&error) == Some(StatusCode::NotFound) => return Ok(None),
             Err(error) => return Err(failure(&error, &context)),
         };
-        certificate_properties(
-            vault,
-            certificate.id.as_deref(),
-            certificate.attributes.as_ref(),
-            certificate.tags,
-            certificate.x509_thumbprint.as_deref(),
-            &context,
-        )
-        .map(Some)
+        certificate_properties!(vault, certificate, &context).map(Some)
     }
 
     async fn issuer(&self, vault: &VaultUrl, name: &ObjectName) -> Result<String, PortError> {
@@ -729,12 +733,7 @@ impl CertificateStore for KeyVault {
         );
         let context = context(&operation, &roles.certificates);
         let client = self.certificate_client(vault)?;
-        let policy = client
-            .get_certificate_policy(name.as_str(), None)
-            .await
-            .map_err(|e| failure(&e, &context))?
-            .into_model()
-            .map_err(|e| failure(&e, &context))?;
+        let policy = answer(client.get_certificate_policy(name.as_str(), None), &context).await?;
         policy
             .issuer_parameters
             .and_then(|issuer| issuer.name)
@@ -757,12 +756,7 @@ impl CertificateStore for KeyVault {
             Err(error) => return Err(error),
         }
         let client = self.certificate_client(vault)?;
-        let policy = client
-            .get_certificate_policy(name.as_str(), None)
-            .await
-            .map_err(|e| failure(&e, &context))?
-            .into_model()
-            .map_err(|e| failure(&e, &context))?;
+        let policy = answer(client.get_certificate_policy(name.as_str(), None), &context).await?;
         // Key Vault keeps tags per version and a create carries only the tags it is
         // given: the new version is given the current version's, so the tags that make
         // keyturn manage the certificate survive its renewal.
@@ -776,9 +770,7 @@ impl CertificateStore for KeyVault {
             tags: tags.map(|tags| tags.into_iter().collect()),
             ..CreateCertificateParameters::default()
         };
-        let content: RequestContent<CreateCertificateParameters> = parameters
-            .try_into()
-            .map_err(|_| PortError::invalid(format!("{operation}: encoding the request")))?;
+        let content: RequestContent<CreateCertificateParameters> = encode(parameters, &operation)?;
         let mut poller = client
             .begin_create_certificate(name.as_str(), content, Some(poller_options()))
             .map_err(|e| failure(&e, &context))?;
@@ -812,12 +804,11 @@ impl CertificateStore for KeyVault {
         );
         let context = context(&operation, &roles.certificates);
         let client = self.certificate_client(vault)?;
-        let state = client
-            .get_certificate_operation(name.as_str(), None)
-            .await
-            .map_err(|e| failure(&e, &context))?
-            .into_model()
-            .map_err(|e| failure(&e, &context))?;
+        let state = answer(
+            client.get_certificate_operation(name.as_str(), None),
+            &context,
+        )
+        .await?;
         self.resolve(vault, name, OperationState::of(state), &context)
             .await
     }
