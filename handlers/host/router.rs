@@ -37,6 +37,7 @@ use crate::host::tls::TlsPeer;
 use crate::mtls::header::ARR_CLIENT_CERT_HEADER;
 use crate::mtls::policies::Presented;
 use crate::ports::audit::{AuditObject, Outcome};
+use crate::rotation::job::Delivery;
 
 /// The header carrying the host's invocation id.
 pub const INVOCATION_ID_HEADER: &str = "x-azure-functions-invocationid";
@@ -261,8 +262,9 @@ async fn rotation_worker_route(
         &body,
         |request| {
             let job = request
-                .binding::<rotation_worker::JobEnvelope>(rotation_worker::BINDING)
-                .map_err(|e| e.to_string())?;
+                .binding_value(rotation_worker::BINDING)
+                .map_err(|e| e.to_string())
+                .and_then(|job| Delivery::decode(&job).map_err(|e| e.to_string()))?;
             let message =
                 ServiceBusMessage::from_metadata(request.metadata()).map_err(|e| e.to_string())?;
             Ok((job, message))

@@ -1,6 +1,8 @@
 //! The rotation job message: its versioned JSON shape, its deterministic id (the Service
-//! Bus `MessageId`), the session it belongs to (`SessionId` = the object) and turning a
-//! job into the message keyturn sends.
+//! Bus `MessageId`), the session it belongs to (`SessionId` = the object), turning a
+//! job into the message keyturn sends, and reading a delivered one back, once
+//! ([`Delivery::decode`]: one schema check, each field read on its own so an error names
+//! it).
 //!
 //! Schema 1 on the wire:
 //! ```json
@@ -15,7 +17,9 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::domain::ids::{DirectoryObjectId, KeyId};
@@ -105,7 +109,7 @@ impl fmt::Display for JobId {
 }
 
 /// What a job asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "camelCase")]
 pub enum Action {
     /// Replace `replaces_version`, the current version when the job was planned.
@@ -190,7 +194,7 @@ impl Action {
 }
 
 /// One job: schema, id and action.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Job {
     pub schema: u32,
@@ -208,24 +212,42 @@ impl Job {
         }
     }
 
-    /// Reads a job from its JSON, checking the schema first (so a job from a newer build
-    /// says so rather than failing on a field), then the object and the id.
-    pub fn from_json(value: &serde_json::Value) -> Result<Self, JobError> {
-        let schema = value
-            .get("schema")
-            .and_then(serde_json::Value::as_u64)
-            .ok_or_else(|| JobError::Shape {
-                reason: "`schema` is missing or not a number".into(),
-            })?;
-        if schema != u64::from(SCHEMA) {
-            return Err(JobError::Schema {
-                found: u32::try_from(schema).unwrap_or(u32::MAX),
-            });
-        }
-        let job: Job = serde_json::from_value(value.clone()).map_err(|e| JobError::Shape {
-            reason: e.to_string(),
-        })?;
-        let object = job.action.object();
+    /// Reads a job from its JSON: [`Delivery::decode`], for a caller that needs the job
+    /// or why it does not decode, and nothing else.
+    pub fn from_json(value: &Value) -> Result<Self, JobError> {
+        Delivery::decode(value)?.job
+    }
+
+    /// The job in `job`, a JSON object whose schema is known to be [`SCHEMA`]: each field
+    /// read once, a failure naming the field, then the object and the id checked.
+    fn from_fields(job: &Map<String, Value>) -> Result<Self, JobError> {
+        let job_id: JobId = field(job, "jobId")?;
+        let object: ObjectId = field(job, "object")?;
+        let action = match field::<String>(job, "action")?.as_str() {
+            "rotate" => Action::Rotate {
+                object,
+                replaces_version: field(job, "replacesVersion")?,
+            },
+            "retire" => Action::Retire {
+                object,
+                replaced_version: field(job, "replacedVersion")?,
+                app_object_id: field(job, "appObjectId")?,
+                key_id: field(job, "keyId")?,
+                successor_version: field(job, "successorVersion")?,
+                rotated_by: field(job, "rotatedBy")?,
+            },
+            "followRenewal" => Action::FollowRenewal {
+                object,
+                replaces_version: field(job, "replacesVersion")?,
+                attempt: field(job, "attempt")?,
+            },
+            _ => {
+                return Err(JobError::Shape {
+                    reason: "`action` is not one of rotate, retire, followRenewal".into(),
+                });
+            }
+        };
+        let object = action.object();
         let versionless = object.version().is_none()
             && matches!(
                 object.object_type(),
@@ -236,14 +258,18 @@ impl Job {
                 object: object.to_string(),
             });
         }
-        let expected = job.action.job_id();
-        if job.job_id != expected {
+        let expected = action.job_id();
+        if job_id != expected {
             return Err(JobError::IdMismatch {
-                job_id: job.job_id.to_string(),
+                job_id: job_id.to_string(),
                 expected: expected.to_string(),
             });
         }
-        Ok(job)
+        Ok(Self {
+            schema: SCHEMA,
+            job_id,
+            action,
+        })
     }
 
     /// The message that carries this job: `MessageId` = job id, `SessionId` = the object.
@@ -258,6 +284,54 @@ impl Job {
             body,
         }
     }
+}
+
+/// A delivered job, decoded once from its JSON. The schema is checked first (so a job
+/// from a newer build says so rather than failing on a field) and the job id read next, so
+/// the receipt can be recorded under it even when the rest of the job does not decode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The `jobId` as sent.
+    pub job_id: String,
+    /// The job, or why it does not decode (naming the field).
+    pub job: Result<Job, JobError>,
+}
+
+impl Delivery {
+    /// Refuses a delivery that is not a JSON object, has no numeric `schema`, another
+    /// schema than [`SCHEMA`], or no string `jobId`; anything else is a delivery whose
+    /// `job` says whether it decoded.
+    pub fn decode(value: &Value) -> Result<Self, JobError> {
+        let job = value.as_object().ok_or_else(|| JobError::Shape {
+            reason: "a job is a JSON object".into(),
+        })?;
+        let schema = job
+            .get("schema")
+            .and_then(Value::as_u64)
+            .ok_or_else(|| JobError::Shape {
+                reason: "`schema` is missing or not a number".into(),
+            })?;
+        if schema != u64::from(SCHEMA) {
+            return Err(JobError::Schema {
+                found: u32::try_from(schema).unwrap_or(u32::MAX),
+            });
+        }
+        let job_id: String = field(job, "jobId")?;
+        Ok(Self {
+            job_id,
+            job: Job::from_fields(job),
+        })
+    }
+}
+
+/// One field of a job, decoded on its own so a failure names it.
+fn field<T: DeserializeOwned>(job: &Map<String, Value>, name: &'static str) -> Result<T, JobError> {
+    let value = job.get(name).ok_or_else(|| JobError::Shape {
+        reason: format!("`{name}` is missing"),
+    })?;
+    T::deserialize(value).map_err(|error| JobError::Shape {
+        reason: format!("`{name}`: {error}"),
+    })
 }
 
 /// The session of an object: `{host}/{collection}/{name}` in lowercase, so every job
@@ -409,5 +483,85 @@ mod tests {
             Job::from_json(&serde_json::json!({ "jobId": "x" })),
             Err(JobError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn every_action_round_trips_through_its_json() {
+        let jobs = [
+            Job::new(rotate("db", V1)),
+            Job::new(Action::FollowRenewal {
+                object: ObjectId::parse("https://kv-one.vault.azure.net/certificates/tls")
+                    .expect("id"),
+                replaces_version: ObjectVersion::parse(V1).expect("version"),
+                attempt: 3,
+            }),
+        ];
+        for job in jobs {
+            let value: serde_json::Value =
+                serde_json::from_slice(&job.message(None).body).expect("json");
+            assert_eq!(Job::from_json(&value), Ok(job));
+        }
+    }
+
+    #[test]
+    fn a_bad_field_is_named_in_the_error() {
+        let good: serde_json::Value =
+            serde_json::from_slice(&Job::new(rotate("db", V1)).message(None).body).expect("json");
+        let cases = [
+            (
+                "replacesVersion",
+                serde_json::json!(5),
+                "`replacesVersion`: ",
+            ),
+            (
+                "replacesVersion",
+                serde_json::Value::Null,
+                "`replacesVersion`: ",
+            ),
+            ("object", serde_json::json!("not a url"), "`object`: "),
+            ("action", serde_json::json!(["rotate"]), "`action`: "),
+        ];
+        for (name, value, expected) in cases {
+            let mut job = good.clone();
+            job[name] = value;
+            let error = Job::from_json(&job).expect_err("refused").to_string();
+            assert!(error.contains(expected), "{name}: {error}");
+        }
+        let mut missing = good.clone();
+        missing
+            .as_object_mut()
+            .expect("object")
+            .remove("replacesVersion");
+        assert_eq!(
+            Job::from_json(&missing),
+            Err(JobError::Shape {
+                reason: "`replacesVersion` is missing".into()
+            })
+        );
+    }
+
+    #[test]
+    fn a_delivery_keeps_its_job_id_when_the_rest_does_not_decode() {
+        let delivery =
+            Delivery::decode(&serde_json::json!({ "schema": 1, "jobId": "job-42" })).expect("read");
+        assert_eq!(delivery.job_id, "job-42");
+        assert!(matches!(delivery.job, Err(JobError::Shape { .. })));
+
+        for refused in [
+            serde_json::json!([1]),
+            serde_json::json!({ "jobId": "job-42" }),
+            serde_json::json!({ "schema": "1", "jobId": "job-42" }),
+            serde_json::json!({ "schema": 1, "jobId": 42 }),
+            serde_json::json!({ "schema": 1 }),
+        ] {
+            assert!(
+                matches!(Delivery::decode(&refused), Err(JobError::Shape { .. })),
+                "{refused}"
+            );
+        }
+        assert_eq!(
+            Delivery::decode(&serde_json::json!({ "schema": 99, "jobId": "x" })),
+            Err(JobError::Schema { found: 99 })
+        );
     }
 }
