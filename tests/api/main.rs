@@ -19,3 +19,4 @@ mod rotation_engine;
 mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;
+mod tls_listener;
