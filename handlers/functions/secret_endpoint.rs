@@ -20,24 +20,21 @@ use chrono::SecondsFormat;
 
 use crate::access::rate_limit::{Limited, RateLimiter, RateLimits};
 use crate::access::{AccessPolicy, AccessPolicyError, Decision};
+use crate::audit::{Action, AuditError};
 use crate::domain::identity::Authenticated;
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
 use crate::mtls::endpoint::{PolicyConfig, PolicyConfigError, build_policies};
 use crate::mtls::policies::{CertificatePolicies, CertificateRefusal, Presented, RefusalKind};
-use crate::ports::audit::{Actor, AuditObject, AuditRecord, AuditText, Outcome};
+use crate::ports::audit::{Actor, AuditObject, AuditText, Outcome};
 use crate::ports::directory::DeviceDirectory;
 use crate::ports::source::SecretSource;
 
 pub const NAME: &str = "SecretEndpoint";
 
 /// The audit action of every entry this function writes.
-pub const AUDIT_ACTION: &str = "secret.read";
-
-/// Audit reasons are one line; longer ones are cut so an entry always fits the audit
-/// log's per-field limit (1 KiB).
-const MAX_REASON_CHARS: usize = 400;
+pub const AUDIT_ACTION: Action = Action::SecretRead;
 
 /// Why a request is refused, by category: what the caller may learn. The host maps each
 /// to an HTTP status (`host::answer`); details stay in the logs and the audit log.
@@ -397,15 +394,10 @@ async fn record(
     entry: Entry<'_>,
     who: Option<&Authenticated>,
 ) -> Result<(), EndpointError> {
-    let text = |what: &str, value: String| {
-        AuditText::parse(value).map_err(|e| {
-            EndpointError::Failed(FunctionError::Port(crate::ports::PortError::invalid(
-                format!("audit {what}: {e}"),
-            )))
-        })
-    };
+    let failed = |e: AuditError| EndpointError::Failed(FunctionError::from(e));
+    let scope = ctx.audit_scope().map_err(EndpointError::Failed)?;
     let mut reason = format!("policy={}; reason={}", entry.step, entry.reason);
-    let actor = match who {
+    let scope = match who {
         Some(who) => {
             let by: Vec<&str> = who.policies.iter().map(|p| p.as_str()).collect();
             reason.push_str(&format!(
@@ -416,44 +408,33 @@ async fn record(
             if let Some(device) = &who.device_id {
                 reason.push_str(&format!("; device={device}"));
             }
-            Actor::Identity(text(
-                "actor",
-                format!("sha256:{}", who.identity.thumbprint()),
-            )?)
+            let actor = AuditText::parse(format!("sha256:{}", who.identity.thumbprint()))
+                .map_err(|source| AuditError::Text {
+                    field: "actor",
+                    source,
+                })
+                .map_err(failed)?;
+            scope.acting_as(Actor::Identity(actor))
         }
-        None => Actor::Function(text("actor", ctx.function.to_owned())?),
+        None => scope,
     };
     if let Some(extra) = &entry.extra {
         reason.push_str("; ");
         reason.push_str(extra);
     }
-    let reason: String = reason
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(MAX_REASON_CHARS)
-        .collect();
     let thumbprint = entry
         .thumbprint
         .or_else(|| who.map(|w| w.identity.thumbprint().to_string()));
-    let mut record = AuditRecord::new(
-        ctx.now,
-        actor,
-        text("action", AUDIT_ACTION.into())?,
-        entry.outcome,
-    );
-    record.object = AuditObject {
+    let object = AuditObject {
         secret_name: entry.name.and_then(|n| AuditText::parse(n.as_str()).ok()),
         secret_version: entry.version.and_then(|v| AuditText::parse(v).ok()),
         thumbprint: thumbprint.and_then(|t| AuditText::parse(t).ok()),
         ..AuditObject::default()
     };
-    record.reason = Some(text("reason", reason)?);
-    record.invocation_id = Some(text("invocation id", ctx.invocation_id.clone())?);
-    ctx.services
-        .audit
-        .append(record)
+    scope
+        .record(AUDIT_ACTION, object, entry.outcome, Some(&reason))
         .await
-        .map_err(|e| EndpointError::Failed(FunctionError::from(e)))?;
+        .map_err(failed)?;
     Ok(())
 }
 
