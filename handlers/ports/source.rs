@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::ports::PortError;
+use crate::ports::vault::Secret;
 
 /// A secret as the endpoint serves it.
 #[derive(Debug, Clone)]
@@ -15,6 +16,28 @@ pub struct SourcedSecret {
     pub version: Option<String>,
     pub content_type: Option<String>,
     pub expires: Option<DateTime<Utc>>,
+}
+
+impl SourcedSecret {
+    /// A vault's secret as the endpoint serves it: `None` when it may not be served at
+    /// `now` (see [`servable`]).
+    pub fn from_vault(secret: Secret, now: DateTime<Utc>) -> Option<Self> {
+        let properties = &secret.properties;
+        if !servable(
+            properties.enabled,
+            properties.not_before,
+            properties.expires,
+            now,
+        ) {
+            return None;
+        }
+        Some(Self {
+            version: properties.id.version().map(|v| v.as_str().to_owned()),
+            content_type: properties.content_type.clone(),
+            expires: properties.expires,
+            value: secret.value,
+        })
+    }
 }
 
 /// Whether a stored secret may be served at `now`: it is enabled, has started (no

@@ -42,7 +42,7 @@ use crate::adapters::azure::client::http::{
 };
 use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion, VaultUrl};
 use crate::domain::secret::SecretValue;
-use crate::ports::source::{SecretSource, SourcedSecret, servable};
+use crate::ports::source::{SecretSource, SourcedSecret};
 use crate::ports::vault::{
     CertificateOperation, CertificateProperties, CertificateStore, NewSecretVersion, Secret,
     SecretProperties, SecretStore,
@@ -864,20 +864,6 @@ impl SecretSource for KeyVaultSource {
             // not get it anyway.
             Read::Missing | Read::Disabled => return Ok(None),
         };
-        let properties = &secret.properties;
-        if !servable(
-            properties.enabled,
-            properties.not_before,
-            properties.expires,
-            now,
-        ) {
-            return Ok(None);
-        }
-        Ok(Some(SourcedSecret {
-            version: properties.id.version().map(|v| v.as_str().to_owned()),
-            content_type: properties.content_type.clone(),
-            expires: properties.expires,
-            value: secret.value,
-        }))
+        Ok(SourcedSecret::from_vault(secret, now))
     }
 }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeDelta, Utc};
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params, params_from_iter};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -32,7 +32,7 @@ use crate::domain::limits::{
 };
 use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion, VaultName, VaultUrl};
 use crate::domain::secret::SecretValue;
-use crate::ports::source::{SecretSource, SourcedSecret, servable};
+use crate::ports::source::{SecretSource, SourcedSecret};
 use crate::ports::vault::{
     CertificateOperation, CertificateProperties, CertificateStore, NewSecretVersion, Secret,
     SecretProperties, SecretStore,
@@ -562,6 +562,34 @@ impl LocalVault {
             .map_err(|error| error.into_port_error("recording a local vault event"))
     }
 
+    /// The metadata of every secret version `sql` selects (its columns
+    /// [`SECRET_COLUMNS`], its parameters bound in order), values left unread.
+    async fn list_properties(
+        &self,
+        vault: &VaultUrl,
+        sql: String,
+        parameters: Vec<String>,
+        operation: &'static str,
+        context: &str,
+    ) -> Result<Vec<SecretProperties>, PortError> {
+        let rows = self
+            .store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare(&sql)
+                    .map_err(StoreError::sqlite(operation))?;
+                let rows = statement
+                    .query_map(params_from_iter(parameters), |row| secret_row(row, false))
+                    .map_err(StoreError::sqlite(operation))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite(operation))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error(context))?;
+        rows.iter().map(|row| row.properties(vault)).collect()
+    }
+
     async fn query_secret(
         &self,
         vault: &VaultUrl,
@@ -729,28 +757,21 @@ impl LocalVault {
 #[async_trait]
 impl SecretStore for LocalVault {
     async fn list_secrets(&self, vault: &VaultUrl) -> Result<Vec<SecretProperties>, PortError> {
-        let vault_text = vault.as_str().to_owned();
-        let rows = self
-            .store
-            .call(move |connection| {
-                let mut statement = connection
-                    .prepare(&format!(
-                        "SELECT {SECRET_COLUMNS} FROM vault_secret_versions v WHERE vault = ?1 \
-                         AND id = (SELECT MAX(w.id) FROM vault_secret_versions w \
-                                   WHERE w.vault = v.vault AND w.name_key = v.name_key) \
-                         ORDER BY name_key"
-                    ))
-                    .map_err(StoreError::sqlite("listing secrets"))?;
-                let rows = statement
-                    .query_map([vault_text], |row| secret_row(row, false))
-                    .map_err(StoreError::sqlite("listing secrets"))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(StoreError::sqlite("listing secrets"))?;
-                Ok(rows)
-            })
-            .await
-            .map_err(|error| error.into_port_error("listing local secrets"))?;
-        rows.iter().map(|row| row.properties(vault)).collect()
+        let sql = format!(
+            "SELECT {SECRET_COLUMNS} FROM vault_secret_versions v WHERE vault = ?1 \
+             AND id = (SELECT MAX(w.id) FROM vault_secret_versions w \
+                       WHERE w.vault = v.vault AND w.name_key = v.name_key) \
+             ORDER BY name_key"
+        );
+        let parameters = vec![vault.as_str().to_owned()];
+        self.list_properties(
+            vault,
+            sql,
+            parameters,
+            "listing secrets",
+            "listing local secrets",
+        )
+        .await
     }
 
     async fn secret_properties(
@@ -771,25 +792,18 @@ impl SecretStore for LocalVault {
         name: &ObjectName,
     ) -> Result<Vec<SecretProperties>, PortError> {
         let (vault_text, name_key, _) = keys(vault, name);
-        let rows = self
-            .store
-            .call(move |connection| {
-                let mut statement = connection
-                    .prepare(&format!(
-                        "SELECT {SECRET_COLUMNS} FROM vault_secret_versions \
-                         WHERE vault = ?1 AND name_key = ?2 ORDER BY id"
-                    ))
-                    .map_err(StoreError::sqlite("listing secret versions"))?;
-                let rows = statement
-                    .query_map(params![vault_text, name_key], |row| secret_row(row, false))
-                    .map_err(StoreError::sqlite("listing secret versions"))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(StoreError::sqlite("listing secret versions"))?;
-                Ok(rows)
-            })
-            .await
-            .map_err(|error| error.into_port_error("listing local secret versions"))?;
-        rows.iter().map(|row| row.properties(vault)).collect()
+        let sql = format!(
+            "SELECT {SECRET_COLUMNS} FROM vault_secret_versions \
+             WHERE vault = ?1 AND name_key = ?2 ORDER BY id"
+        );
+        self.list_properties(
+            vault,
+            sql,
+            vec![vault_text, name_key],
+            "listing secret versions",
+            "listing local secret versions",
+        )
+        .await
     }
 
     async fn secret(
@@ -969,21 +983,7 @@ impl SecretSource for LocalSecretSource {
         let Some(secret) = self.vault.secret(&self.url, name, None).await? else {
             return Ok(None);
         };
-        let properties = &secret.properties;
-        if !servable(
-            properties.enabled,
-            properties.not_before,
-            properties.expires,
-            now,
-        ) {
-            return Ok(None);
-        }
-        Ok(Some(SourcedSecret {
-            version: properties.id.version().map(|v| v.as_str().to_owned()),
-            content_type: properties.content_type.clone(),
-            expires: properties.expires,
-            value: secret.value,
-        }))
+        Ok(SourcedSecret::from_vault(secret, now))
     }
 }
 
