@@ -286,15 +286,19 @@ async fn secret_endpoint_route(
     // string is never a valid name.
     let name = name.map(|Path(name)| name).unwrap_or_default();
     let tls = tls.map(|Extension(ConnectInfo(peer))| peer);
-    let header = headers.get(ARR_CLIENT_CERT_HEADER).map(|value| {
+    let mut header_values = headers.get_all(ARR_CLIENT_CERT_HEADER).iter();
+    let header = match (header_values.next(), header_values.next()) {
+        (None, _) => None,
         // A value with bytes outside visible ASCII cannot be base64; U+FFFD makes it
         // fail as such rather than pass as an empty header.
-        value.to_str().unwrap_or("\u{FFFD}")
-    });
+        (Some(value), None) => Some(ArrHeader::Once(value.to_str().unwrap_or("\u{FFFD}"))),
+        (Some(_), Some(_)) => Some(ArrHeader::Repeated),
+    };
     let presented = match (&tls, header) {
         (Some(_), Some(_)) => Presented::Both,
         (Some(peer), None) => Presented::PeerChain(&peer.chain),
-        (None, Some(value)) => Presented::ArrHeader(value),
+        (None, Some(ArrHeader::Once(value))) => Presented::ArrHeader(value),
+        (None, Some(ArrHeader::Repeated)) => Presented::RepeatedArrHeader,
         (None, None) => Presented::Nothing,
     };
     let source_address = match &tls {
@@ -334,6 +338,12 @@ async fn secret_endpoint_route(
             error_response(answer, &ctx.invocation_id)
         }
     }
+}
+
+/// How often the request carried `X-ARR-ClientCert`.
+enum ArrHeader<'a> {
+    Once(&'a str),
+    Repeated,
 }
 
 /// The client address App Service's front end reported: the last `X-Forwarded-For`

@@ -34,6 +34,10 @@ pub enum HeaderError {
         "client certificate header is {length} bytes; at most {MAX_HEADER_VALUE_LEN} are accepted"
     )]
     TooLarge { length: usize },
+    /// More than one value: the header repeated, or values folded into one line with
+    /// commas (base64 has no comma). App Service sends exactly one.
+    #[error("client certificate header holds more than one value; App Service sends exactly one")]
+    Repeated,
     #[error("client certificate header carries PEM armour; App Service sends bare base64 DER")]
     PemArmour,
     #[error("client certificate header is not standard base64: {detail}")]
@@ -48,6 +52,7 @@ impl HeaderError {
         match self {
             Self::Empty => "header_empty",
             Self::TooLarge { .. } => "header_too_large",
+            Self::Repeated => "client_cert_header_repeated",
             Self::PemArmour => "pem_armour_not_accepted",
             Self::NotBase64 { .. } => "not_base64",
             Self::MalformedCertificate {
@@ -71,6 +76,9 @@ pub fn parse_arr_client_cert(value: &str) -> Result<ClientCertificate, HeaderErr
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(HeaderError::Empty);
+    }
+    if trimmed.contains(',') {
+        return Err(HeaderError::Repeated);
     }
     if trimmed.contains(PEM_ARMOUR) {
         return Err(HeaderError::PemArmour);
@@ -193,6 +201,22 @@ mod tests {
                 length: MAX_HEADER_VALUE_LEN + 1
             }
         );
+    }
+
+    #[test]
+    fn two_values_folded_into_one_line_are_refused_as_repeated() {
+        let one = STANDARD.encode(certificate_der());
+        let other = STANDARD.encode(certificate_der());
+        for value in [
+            format!("{one},{other}"),
+            format!("{one}, {other}"),
+            format!("{one},"),
+        ] {
+            assert_eq!(
+                parse_arr_client_cert(&value).unwrap_err(),
+                HeaderError::Repeated
+            );
+        }
     }
 
     #[test]

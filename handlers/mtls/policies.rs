@@ -16,7 +16,7 @@ use crate::domain::thumbprint::Thumbprint;
 use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::chain::{ChainPolicy, not_after_of};
 use crate::mtls::entra_device::{EntraDevicePolicy, EntraDeviceRejection};
-use crate::mtls::header::parse_arr_client_cert;
+use crate::mtls::header::{HeaderError, parse_arr_client_cert};
 use crate::mtls::thumbprints::TrustedThumbprints;
 use crate::mtls::trust::CrlSet;
 use crate::mtls::verdicts::{PresentedKey, Verdict, VerdictCache};
@@ -34,6 +34,10 @@ pub enum Presented<'a> {
     PeerChain(&'a [CertificateDer<'static>]),
     /// Both a TLS peer chain and the header: a client trying to override what it proved.
     Both,
+    /// More than one `X-ARR-ClientCert` header. App Service's front end sends exactly one
+    /// (and strips any the client sent), so a second one is a client's, and no order
+    /// between them can be trusted: the request is refused whatever they hold.
+    RepeatedArrHeader,
 }
 
 /// What the caller is told, by category. Details stay in the audit log.
@@ -305,6 +309,13 @@ impl CertificatePolicies {
                 "header",
                 "client_cert_header_with_tls_certificate",
                 "an X-ARR-ClientCert header came with a TLS client certificate",
+                no_thumbprint,
+            )),
+            Presented::RepeatedArrHeader => Err(refusal(
+                RefusalKind::CertificateRejected,
+                "header",
+                HeaderError::Repeated.reason(),
+                "the X-ARR-ClientCert header came more than once",
                 no_thumbprint,
             )),
             Presented::ArrHeader(_) if !self.trust_arr_header => Err(refusal(

@@ -633,6 +633,77 @@ async fn malformed_headers_are_refused_with_their_reason_codes() {
     }
 }
 
+impl EndpointApp {
+    /// A request carrying `X-ARR-ClientCert` once per value, in order.
+    async fn get_with_headers(&self, name: &str, values: &[&str]) -> reqwest::Response {
+        let mut request = self
+            .http
+            .get(format!("{}/api/secrets/{name}", self.address));
+        for value in values {
+            // `RequestBuilder::header` appends: each value goes on a line of its own.
+            request = request.header(HEADER, *value);
+        }
+        request.send().await.expect("request reaches the app")
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_client_certificate_header_is_refused_whatever_the_order() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let valid = pki.leaf(&LeafSpec::valid("laptop-1", 32)).header();
+    let other_root = CertifiedIssuer::self_signed(
+        ca_params("someone else's root"),
+        KeyPair::generate().expect("key"),
+    )
+    .expect("root");
+    let foreign = issue(&LeafSpec::valid("laptop-1", 33), Some(&other_root)).header();
+    // The valid certificate alone is served: what follows is refused for the repetition.
+    assert_eq!(app.get("db-password", Some(&valid)).await.status(), 200);
+
+    let cases: [(&str, Vec<&str>); 5] = [
+        ("valid, then garbage", vec![&valid, "garbage"]),
+        ("garbage, then valid", vec!["garbage", &valid]),
+        ("valid, then another CA's", vec![&valid, &foreign]),
+        ("another CA's, then valid", vec![&foreign, &valid]),
+        ("the same valid one twice", vec![&valid, &valid]),
+    ];
+    for (case, values) in cases {
+        let response = app.get_with_headers("db-password", &values).await;
+
+        assert_eq!(response.status(), 403, "{case}");
+        assert_error_body(
+            &response.json().await.expect("json"),
+            "certificate_rejected",
+        );
+        assert_audited(
+            &app.last_entry().await,
+            Outcome::Denied,
+            "header",
+            "client_cert_header_repeated",
+        );
+    }
+}
+
+#[tokio::test]
+async fn two_certificates_folded_into_one_header_line_are_refused_as_repeated() {
+    let pki = Pki::new();
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let valid = pki.leaf(&LeafSpec::valid("laptop-1", 34)).header();
+
+    let response = app
+        .get("db-password", Some(&format!("{valid}, {valid}")))
+        .await;
+
+    assert_eq!(response.status(), 403);
+    assert_audited(
+        &app.last_entry().await,
+        Outcome::Denied,
+        "header",
+        "client_cert_header_repeated",
+    );
+}
+
 #[tokio::test]
 async fn a_request_without_a_certificate_is_told_one_is_required() {
     let pki = Pki::new();
