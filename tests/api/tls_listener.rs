@@ -408,20 +408,30 @@ async fn failed_handshakes_are_logged_folded_with_their_count() {
         assert!(closed_by_server(&mut tcp).await, "the handshake fails");
     }
     listener.assert_device_served().await;
-    // Let the last window close, so its folded line is written.
-    tokio::time::sleep(window * 3).await;
+    // The last window's folded line is written when that window closes: wait for it
+    // (bounded), then count.
+    let failures_of = |captured: &Captured| -> Vec<serde_json::Value> {
+        captured
+            .lines()
+            .into_iter()
+            .filter(|line| line["fields"]["reason"] == "TLS handshake failed")
+            .collect()
+    };
+    let counted_of = |failures: &[serde_json::Value]| -> u64 {
+        failures
+            .iter()
+            .map(|line| line["fields"]["count"].as_u64().expect("a count"))
+            .sum()
+    };
+    let waiting = tokio::time::Instant::now();
+    while counted_of(&failures_of(&captured)) < GARBAGE as u64 && waiting.elapsed() < BOUND {
+        tokio::time::sleep(window / 5).await;
+    }
     let elapsed = started.elapsed();
     listener.stop().await;
 
-    let failures: Vec<serde_json::Value> = captured
-        .lines()
-        .into_iter()
-        .filter(|line| line["fields"]["reason"] == "TLS handshake failed")
-        .collect();
-    let counted: u64 = failures
-        .iter()
-        .map(|line| line["fields"]["count"].as_u64().expect("a count"))
-        .sum();
+    let failures = failures_of(&captured);
+    let counted = counted_of(&failures);
     assert_eq!(
         counted, GARBAGE as u64,
         "every failed handshake is counted: {failures:?}"
