@@ -144,22 +144,7 @@ pub fn certificates_from_bytes(
     bytes: &[u8],
     origin: &str,
 ) -> Result<Vec<CertificateDer<'static>>, TrustError> {
-    let certificates: Vec<CertificateDer<'static>> = if looks_like_pem(bytes) {
-        CertificateDer::pem_slice_iter(bytes)
-            .collect::<Result<_, _>>()
-            .map_err(|e| TrustError::Pem {
-                origin: origin.to_owned(),
-                detail: e.to_string(),
-            })?
-    } else {
-        vec![CertificateDer::from(bytes.to_vec())]
-    };
-    if certificates.is_empty() {
-        return Err(TrustError::Empty {
-            origin: origin.to_owned(),
-            expected: "certificates",
-        });
-    }
+    let certificates: Vec<CertificateDer<'static>> = pem_or_der(bytes, origin, "certificates")?;
     for (index, certificate) in certificates.iter().enumerate() {
         webpki::EndEntityCert::try_from(certificate).map_err(|e| {
             TrustError::InvalidCertificate {
@@ -206,26 +191,37 @@ pub(crate) fn roots(roots: &[CertificateDer<'_>]) -> Result<Vec<Root>, TrustErro
         .collect()
 }
 
-fn parse_crls(
-    bytes: &[u8],
-    origin: &str,
-) -> Result<Vec<(CertRevocationList<'static>, DateTime<Utc>)>, TrustError> {
-    let ders: Vec<CertificateRevocationListDer<'static>> = if looks_like_pem(bytes) {
-        CertificateRevocationListDer::pem_slice_iter(bytes)
+/// The objects in `bytes`: every PEM block of `T`'s label, or the whole input as one
+/// DER object; at least one. `origin` names the input and `expected` what it should
+/// hold, in errors.
+fn pem_or_der<T>(bytes: &[u8], origin: &str, expected: &'static str) -> Result<Vec<T>, TrustError>
+where
+    T: PemObject + From<Vec<u8>>,
+{
+    let objects: Vec<T> = if looks_like_pem(bytes) {
+        T::pem_slice_iter(bytes)
             .collect::<Result<_, _>>()
             .map_err(|e| TrustError::Pem {
                 origin: origin.to_owned(),
                 detail: e.to_string(),
             })?
     } else {
-        vec![CertificateRevocationListDer::from(bytes.to_vec())]
+        vec![T::from(bytes.to_vec())]
     };
-    if ders.is_empty() {
+    if objects.is_empty() {
         return Err(TrustError::Empty {
             origin: origin.to_owned(),
-            expected: "CRLs",
+            expected,
         });
     }
+    Ok(objects)
+}
+
+fn parse_crls(
+    bytes: &[u8],
+    origin: &str,
+) -> Result<Vec<(CertRevocationList<'static>, DateTime<Utc>)>, TrustError> {
+    let ders: Vec<CertificateRevocationListDer<'static>> = pem_or_der(bytes, origin, "CRLs")?;
     ders.iter()
         .enumerate()
         .map(|(index, der)| parse_one_crl(der.as_ref(), origin, index))
