@@ -288,7 +288,13 @@ async fn serve(port: u16) -> ExitCode {
             server::shutdown_signal(),
         ));
     }
-    tracing::info!(port = bound, functions = ?settings.host.enabled_functions, "listening");
+    let functions: Vec<&str> = settings
+        .host
+        .enabled_functions
+        .iter()
+        .map(|f| f.name())
+        .collect();
+    tracing::info!(port = bound, functions = ?functions, "listening");
     let exit_with_parent = settings.host.exit_with_parent;
     let shutdown = async move {
         if exit_with_parent {

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{Collector, FUNCTIONS, ROTATION_FUNCTIONS, parse_bool};
+use super::{Collector, FUNCTIONS, parse_bool};
+use crate::domain::function::Function;
 
 /// Which adapters the ports get: Azure services, or the embedded store of local mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -18,7 +19,7 @@ pub struct HostSettings {
     pub log_level: String,
     pub backend: Backend,
     /// Functions this app serves (all of them unless disabled by `AzureWebJobs.<Name>.Disabled`).
-    pub enabled_functions: Vec<&'static str>,
+    pub enabled_functions: Vec<Function>,
     /// `KEYTURN_EXIT_WITH_PARENT`: stop when the process that started this one is gone.
     pub exit_with_parent: bool,
 }
@@ -26,17 +27,14 @@ pub struct HostSettings {
 impl HostSettings {
     /// Whether any function that rotates is served.
     pub fn rotation_enabled(&self) -> bool {
-        self.enabled_functions
-            .iter()
-            .any(|f| ROTATION_FUNCTIONS.contains(f))
+        self.enabled_functions.iter().any(|f| f.rotates())
     }
 }
 
 pub(super) fn parse(c: &mut Collector<'_>) -> HostSettings {
-    let enabled_functions: Vec<&'static str> = FUNCTIONS
-        .iter()
-        .copied()
-        .filter(|f| !c.env.function_disabled(f))
+    let enabled_functions: Vec<Function> = FUNCTIONS
+        .into_iter()
+        .filter(|f| !c.env.function_disabled(*f))
         .collect();
     let backend = c
         .parse("KEYTURN_BACKEND", |v| match v {

@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::domain::function::Function;
+
 mod audit;
 mod credentials;
 mod endpoint;
@@ -216,7 +218,13 @@ impl Environment {
     /// Whether the host was told to disable a function. The host checks
     /// `AzureWebJobs.<F>.Disabled` and, because Linux turns the dots of setting names into
     /// underscores in the environment, `AzureWebJobs_<F>_Disabled`: keyturn reads the same two.
-    pub fn function_disabled(&self, function: &str) -> bool {
+    pub fn function_disabled(&self, function: Function) -> bool {
+        self.disabled_by_name(function.name())
+    }
+
+    /// [`Environment::function_disabled`] for a function folder by name, as the host
+    /// reads it (`keyturn dev` plays the host over whatever folders exist).
+    pub fn disabled_by_name(&self, function: &str) -> bool {
         [
             format!("AzureWebJobs.{function}.Disabled"),
             format!("AzureWebJobs_{function}_Disabled"),

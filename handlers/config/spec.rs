@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use crate::domain::function::Function;
+
 /// Who reads a setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -51,15 +53,10 @@ pub enum Required {
 }
 
 /// The functions whose presence makes rotation settings required.
-pub const ROTATION_FUNCTIONS: [&str; 3] = ["KeyVaultEvents", "ExpirySweep", "RotationWorker"];
+pub const ROTATION_FUNCTIONS: [Function; 3] = Function::ROTATION;
 
 /// Every function keyturn serves, as named in `function-definitions/`.
-pub const FUNCTIONS: [&str; 4] = [
-    "KeyVaultEvents",
-    "ExpirySweep",
-    "RotationWorker",
-    "SecretEndpoint",
-];
+pub const FUNCTIONS: [Function; 4] = Function::ALL;
 
 /// Every six hours, on the hour. Key Vault raises NearExpiry 30 days ahead, so a sweep
 /// four times a day catches anything events missed with weeks to spare, while staying

@@ -170,7 +170,7 @@ fn rotation_settings_are_required_only_while_a_rotation_function_is_enabled() {
     ]);
     let s =
         Settings::from_env(&endpoint_only).expect("endpoint-only app needs no rotation settings");
-    assert_eq!(s.host.enabled_functions, vec!["SecretEndpoint"]);
+    assert_eq!(s.host.enabled_functions, vec![Function::SecretEndpoint]);
 }
 
 #[test]

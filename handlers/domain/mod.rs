@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod dn;
 pub mod file;
+pub mod function;
 pub mod identity;
 pub mod ids;
 pub mod limits;

@@ -5,13 +5,14 @@
 use serde::Serialize;
 
 use crate::audit::Action;
+use crate::domain::function::Function;
 use crate::domain::names::VaultUrl;
 use crate::events::timer::TimerInfo;
 use crate::functions::{Context, FunctionError};
 use crate::ports::audit::{AuditObject, Outcome};
 use crate::rotation::plan::{self, SweepOutcome};
 
-pub const NAME: &str = "ExpirySweep";
+pub const NAME: Function = Function::ExpirySweep;
 /// The trigger binding's name in `function-definitions/ExpirySweep/function.json`.
 pub const BINDING: &str = "timer";
 

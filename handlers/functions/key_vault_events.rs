@@ -6,13 +6,14 @@
 use serde::Serialize;
 
 use crate::audit::Action;
+use crate::domain::function::Function;
 use crate::domain::names::ObjectId;
 use crate::events::keyvault::KeyVaultEvent;
 use crate::functions::{Context, FunctionError, vault_object};
 use crate::ports::audit::Outcome;
 use crate::rotation::plan::{self, EventDecision, ExpiryNotice};
 
-pub const NAME: &str = "KeyVaultEvents";
+pub const NAME: Function = Function::KeyVaultEvents;
 /// The trigger binding's name in `function-definitions/KeyVaultEvents/function.json`.
 pub const BINDING: &str = "event";
 

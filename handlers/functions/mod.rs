@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use crate::audit::{Action, AuditError, AuditLog, AuditScope};
 use crate::domain::clock::Clock;
+use crate::domain::function::Function;
 use crate::ports::PortError;
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
 use crate::rotation::{Engine, RotationError};
@@ -35,7 +36,7 @@ pub struct Services {
 /// One invocation: which function, the host's invocation id, and the time it started.
 #[derive(Clone)]
 pub struct Context {
-    pub function: &'static str,
+    pub function: Function,
     pub invocation_id: String,
     pub now: DateTime<Utc>,
     pub services: Arc<Services>,
@@ -70,7 +71,7 @@ impl Context {
     pub fn audit_scope(&self) -> Result<AuditScope, FunctionError> {
         Ok(AuditScope::function(
             self.services.audit.clone(),
-            self.function,
+            self.function.name(),
             &self.invocation_id,
             self.now,
         )?)

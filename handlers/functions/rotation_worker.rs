@@ -6,13 +6,14 @@
 use serde::Serialize;
 
 use crate::audit::Action;
+use crate::domain::function::Function;
 use crate::events::servicebus::ServiceBusMessage;
 use crate::functions::{Context, FunctionError};
 use crate::ports::audit::{AuditObject, Outcome};
 use crate::rotation::job::Delivery;
 use crate::rotation::run::{self, RunOutcome};
 
-pub const NAME: &str = "RotationWorker";
+pub const NAME: Function = Function::RotationWorker;
 /// The trigger binding's name in `function-definitions/RotationWorker/function.json`.
 pub const BINDING: &str = "job";
 

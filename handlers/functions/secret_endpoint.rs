@@ -21,6 +21,7 @@ use chrono::SecondsFormat;
 use crate::access::rate_limit::{Limited, RateLimiter, RateLimits};
 use crate::access::{AccessPolicy, AccessPolicyError, Decision};
 use crate::audit::{Action, AuditError};
+use crate::domain::function::Function;
 use crate::domain::identity::Authenticated;
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
@@ -31,7 +32,7 @@ use crate::ports::audit::{Actor, AuditObject, AuditText, Outcome};
 use crate::ports::directory::DeviceDirectory;
 use crate::ports::source::SecretSource;
 
-pub const NAME: &str = "SecretEndpoint";
+pub const NAME: Function = Function::SecretEndpoint;
 
 /// The audit action of every entry this function writes.
 pub const AUDIT_ACTION: Action = Action::SecretRead;

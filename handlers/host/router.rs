@@ -21,6 +21,7 @@ use serde_json::json;
 use tracing::Instrument;
 
 use crate::audit::Action;
+use crate::domain::function::Function;
 use crate::domain::names::VaultUrl;
 use crate::events::keyvault::KeyVaultEvent;
 use crate::events::servicebus::ServiceBusMessage;
@@ -54,18 +55,21 @@ pub struct AppState {
 
 /// The router for the given functions. Functions not listed answer 404, as the host would
 /// for a disabled function.
-pub fn router(state: AppState, enabled: &[&str]) -> Router {
+pub fn router(state: AppState, enabled: &[Function]) -> Router {
     let mut router = Router::new();
     for function in enabled {
-        router = match *function {
-            key_vault_events::NAME => router.route("/KeyVaultEvents", post(key_vault_events_route)),
-            expiry_sweep::NAME => router.route("/ExpirySweep", post(expiry_sweep_route)),
-            rotation_worker::NAME => router.route("/RotationWorker", post(rotation_worker_route)),
+        router = match function {
+            Function::KeyVaultEvents => {
+                router.route("/KeyVaultEvents", post(key_vault_events_route))
+            }
+            Function::ExpirySweep => router.route("/ExpirySweep", post(expiry_sweep_route)),
+            Function::RotationWorker => {
+                router.route("/RotationWorker", post(rotation_worker_route))
+            }
             // An empty name is a name that fails validation, not an unknown route.
-            secret_endpoint::NAME => router
+            Function::SecretEndpoint => router
                 .route("/api/secrets/{name}", get(secret_endpoint_route))
                 .route("/api/secrets/", get(secret_endpoint_route)),
-            _ => router,
         };
     }
     router
@@ -96,10 +100,10 @@ async fn invocation_span(request: Request, next: Next) -> Response {
 
 fn function_of(path: &str) -> &'static str {
     match path {
-        "/KeyVaultEvents" => key_vault_events::NAME,
-        "/ExpirySweep" => expiry_sweep::NAME,
-        "/RotationWorker" => rotation_worker::NAME,
-        p if p.starts_with("/api/secrets/") => secret_endpoint::NAME,
+        "/KeyVaultEvents" => key_vault_events::NAME.name(),
+        "/ExpirySweep" => expiry_sweep::NAME.name(),
+        "/RotationWorker" => rotation_worker::NAME.name(),
+        p if p.starts_with("/api/secrets/") => secret_endpoint::NAME.name(),
         _ => "unknown",
     }
 }
@@ -121,7 +125,7 @@ fn invocation_id(headers: &HeaderMap) -> String {
         .to_string()
 }
 
-fn context(state: &AppState, function: &'static str, headers: &HeaderMap) -> Context {
+fn context(state: &AppState, function: Function, headers: &HeaderMap) -> Context {
     Context {
         function,
         invocation_id: invocation_id(headers),
@@ -133,7 +137,7 @@ fn context(state: &AppState, function: &'static str, headers: &HeaderMap) -> Con
 /// Unwraps the envelope, decodes the trigger input and runs the function.
 async fn trigger<I, O, Fut>(
     state: &AppState,
-    function: &'static str,
+    function: Function,
     headers: &HeaderMap,
     body: &[u8],
     decode: impl FnOnce(&InvocationRequest) -> Result<I, String>,

@@ -113,7 +113,7 @@ impl AppDefinition {
             .collect();
         names.sort();
         for name in names {
-            if env.function_disabled(&name) {
+            if env.disabled_by_name(&name) {
                 continue;
             }
             let path = definitions.join(&name).join("function.json");
