@@ -278,7 +278,7 @@ fn parse_appsettings_prefix(v: &str) -> Result<String, String> {
     if !v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
         return Err("not a setting-name prefix (letters, digits and '_')".into());
     }
-    // A prefix that covers a setting of keyturn's or of the platform would serve those
+    // A prefix that overlaps a setting of keyturn's or of the platform would serve those
     // settings (connection strings, the identity endpoint's header) as secrets to any
     // device granted `*` on this backend.
     if v.len() < MIN_APPSETTINGS_PREFIX_LEN {
@@ -286,19 +286,28 @@ fn parse_appsettings_prefix(v: &str) -> Result<String, String> {
             "too short: at least {MIN_APPSETTINGS_PREFIX_LEN} characters, so it cannot cover other settings"
         ));
     }
-    let upper = v.to_ascii_uppercase();
-    let covers_setting = SETTINGS
+    if let Some(reserved) = PLATFORM_SETTING_PREFIXES
         .iter()
-        .any(|s| s.name.to_ascii_uppercase().starts_with(&upper));
-    let covers_platform = PLATFORM_SETTING_PREFIXES
-        .iter()
-        .any(|p| upper.starts_with(p) || p.starts_with(&upper));
-    if covers_setting || covers_platform {
-        return Err(
-            "covers keyturn's or the platform's own settings; choose a prefix of its own".into(),
-        );
+        .find(|reserved| overlaps(v, reserved))
+    {
+        return Err(format!(
+            "overlaps {reserved}, which the platform reserves for its own settings; choose a prefix of its own"
+        ));
+    }
+    if let Some(setting) = SETTINGS.iter().find(|setting| overlaps(v, setting.name)) {
+        return Err(format!(
+            "overlaps the setting {}; choose a prefix of its own",
+            setting.name
+        ));
     }
     Ok(v.to_string())
+}
+
+/// Whether either name is a prefix of the other, compared without case: then some
+/// setting name could start with both.
+fn overlaps(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_uppercase(), b.to_ascii_uppercase());
+    a.starts_with(&b) || b.starts_with(&a)
 }
 
 fn parse_tls(c: &mut Collector<'_>) -> Option<TlsListenerSettings> {

@@ -68,16 +68,35 @@ pub const DEFAULT_DATA_DIR: &str = ".keyturn";
 /// Shortest accepted app-settings prefix: long enough to be a namespace of its own.
 pub const MIN_APPSETTINGS_PREFIX_LEN: usize = 8;
 
-/// Setting-name prefixes of the Functions host, App Service and the managed identity
-/// endpoint; the app-settings backend may never serve their settings.
-pub const PLATFORM_SETTING_PREFIXES: [&str; 8] = [
-    "AZUREWEBJOBS",
+/// Setting-name prefixes the platform reserves for its own settings, many of them
+/// secret-bearing: App Service's connection strings (`CUSTOMCONNSTR_`, `SQLCONNSTR_`,
+/// ...), its mirrored app settings (`APPSETTING_`), the site's and the Functions host's
+/// settings (`WEBSITE_`, `WEBSITES_`, `FUNCTIONS_`, `AzureWebJobs`, with the storage
+/// connection string), monitoring keys (`APPINSIGHTS_`, `APPLICATIONINSIGHTS_`),
+/// authentication secrets (`MICROSOFT_PROVIDER_`), registry credentials
+/// (`DOCKER_REGISTRY_`), the container platform's (`CONTAINER_`), the managed identity
+/// endpoint's header (`IDENTITY_`, `MSI_`) and the Azure SDKs' credentials (`AZURE_`).
+/// The app-settings backend's prefix is accepted only if none of these overlaps it
+/// (neither is a prefix of the other, compared without case): an allow-list rule, not a
+/// list of names to avoid. keyturn's own settings are reserved by name ([`SETTINGS`]).
+pub const PLATFORM_SETTING_PREFIXES: [&str; 18] = [
+    "CUSTOMCONNSTR_",
+    "SQLAZURECONNSTR_",
+    "SQLCONNSTR_",
+    "MYSQLCONNSTR_",
+    "POSTGRESQLCONNSTR_",
+    "APPSETTING_",
     "WEBSITE_",
+    "WEBSITES_",
+    "APPINSIGHTS_",
+    "APPLICATIONINSIGHTS_",
+    "MICROSOFT_PROVIDER_",
+    "DOCKER_REGISTRY_",
+    "CONTAINER_",
+    "AzureWebJobs",
+    "FUNCTIONS_",
     "IDENTITY_",
     "MSI_",
-    "FUNCTIONS_",
-    "APPLICATIONINSIGHTS_",
-    "APPSETTING_",
     "AZURE_",
 ];
 

@@ -251,6 +251,65 @@ fn an_appsettings_prefix_may_not_cover_keyturns_or_the_platforms_settings() {
     assert_eq!(s.endpoint.appsettings_prefix, "DEVICE_SECRET_");
 }
 
+/// For each reserved prefix, prefixes that overlap it: longer ones in either case, and
+/// a shorter one it extends (when that one is long enough to be judged on overlap).
+fn overlapping(reserved: &str) -> Vec<String> {
+    let mut prefixes = vec![
+        format!("{reserved}SECRETS_"),
+        format!("{reserved}SECRETS_").to_ascii_lowercase(),
+        format!("{reserved}SECRETS_").to_ascii_uppercase(),
+    ];
+    if reserved.len() > MIN_APPSETTINGS_PREFIX_LEN {
+        prefixes.push(reserved[..reserved.len() - 1].to_owned());
+    }
+    if reserved.len() >= MIN_APPSETTINGS_PREFIX_LEN {
+        prefixes.push(reserved.to_owned());
+    }
+    prefixes
+}
+
+#[test]
+fn an_appsettings_prefix_overlapping_a_reserved_platform_prefix_is_refused() {
+    for reserved in PLATFORM_SETTING_PREFIXES {
+        for prefix in overlapping(reserved) {
+            let errors = errors_for(&with(&[("KEYTURN_APPSETTINGS_PREFIX", prefix.as_str())]));
+            let error = errors
+                .iter()
+                .find(|e| e.setting == "KEYTURN_APPSETTINGS_PREFIX")
+                .unwrap_or_else(|| panic!("{prefix} was accepted"));
+            assert!(
+                error.to_string().contains(reserved),
+                "{prefix}: {error} does not name {reserved}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_appsettings_prefix_overlapping_one_of_keyturns_settings_is_refused() {
+    for setting in SETTINGS.iter().filter(|s| s.name.starts_with("KEYTURN_")) {
+        for prefix in [setting.name.to_owned(), format!("{}_X", setting.name)] {
+            let errors = errors_for(&with(&[("KEYTURN_APPSETTINGS_PREFIX", prefix.as_str())]));
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.setting == "KEYTURN_APPSETTINGS_PREFIX"),
+                "{prefix} was accepted"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_default_appsettings_prefix_overlaps_nothing_reserved() {
+    let s = Settings::from_env(&with(&[(
+        "KEYTURN_APPSETTINGS_PREFIX",
+        DEFAULT_APPSETTINGS_PREFIX,
+    )]))
+    .expect("the default prefix is valid");
+    assert_eq!(s.endpoint.appsettings_prefix, DEFAULT_APPSETTINGS_PREFIX);
+}
+
 #[test]
 fn the_forwarded_certificate_header_is_never_trusted_beside_keyturns_own_tls() {
     let errors = errors_for(&with(&[

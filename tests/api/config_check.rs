@@ -366,3 +366,42 @@ fn an_endless_tls_certificate_stops_serve_cleanly_and_fast() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("larger than"), "{stderr}");
 }
+
+#[test]
+fn an_appsettings_prefix_over_a_reserved_prefix_stops_config_check_and_serve_alike() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cases: Vec<(String, bool)> = keyturn::config::PLATFORM_SETTING_PREFIXES
+        .iter()
+        .map(|reserved| (format!("{reserved}SECRETS_"), false))
+        .collect();
+    // The connection string the backend once served, and keyturn's own settings.
+    cases.push(("CUSTOMCONNSTR_".to_string(), false));
+    cases.push(("KEYTURN_TABLE_ENDPOINT".to_string(), false));
+    cases.push((
+        keyturn::config::DEFAULT_APPSETTINGS_PREFIX.to_string(),
+        true,
+    ));
+    cases.push(("DEVICE_SECRET_".to_string(), true));
+    for (prefix, expected) in cases {
+        let env = with(
+            dir.path(),
+            &[("KEYTURN_APPSETTINGS_PREFIX", prefix.clone())],
+        );
+        let check = config_check(&env);
+        let served = serve(&env);
+        for (command, answer) in [("config check", &check), ("serve", &served)] {
+            assert_eq!(
+                answer.accepted, expected,
+                "{command} on {prefix}: {}",
+                answer.output
+            );
+            if !expected {
+                assert!(
+                    answer.output.contains("KEYTURN_APPSETTINGS_PREFIX"),
+                    "{command} on {prefix} does not name the setting: {}",
+                    answer.output
+                );
+            }
+        }
+    }
+}
