@@ -16,10 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::headers::{CONTENT_TYPE, HeaderName};
-use azure_core::http::{
-    ClientOptions, Context, Method, Pipeline, PipelineSendOptions, RawResponse, Request,
-    RetryOptions, Url,
-};
+use azure_core::http::{ClientOptions, Method, Pipeline, RawResponse, Request, RetryOptions, Url};
 use azure_core::time::OffsetDateTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,9 +24,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::adapters::azure::client::http;
 use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, ServiceErrorCode, default_client_options, failure_from_status,
-    failure_from_transport, pipeline,
+    pipeline,
 };
 use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
 use crate::domain::secret::SecretValue;
@@ -156,14 +154,7 @@ impl GraphClient {
         context: &FailureContext<'_>,
     ) -> Result<RawResponse, PortError> {
         request.insert_header(ACCEPT, "application/json");
-        let options = PipelineSendOptions {
-            skip_checks: true,
-            ..PipelineSendOptions::default()
-        };
-        let response = pipeline
-            .send(&Context::new(), &mut request, Some(options))
-            .await
-            .map_err(|error| failure_from_transport(&error, context))?;
+        let response = http::send(pipeline, &mut request, context).await?;
         if response.status().is_success() {
             return Ok(response);
         }

@@ -14,16 +14,15 @@ use std::fmt;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::headers::{CONTENT_TYPE, HeaderName};
-use azure_core::http::{
-    ClientOptions, Context, Method, Pipeline, PipelineSendOptions, Request, StatusCode, Url,
-};
+use azure_core::http::{ClientOptions, Method, Pipeline, Request, StatusCode, Url};
 use azure_core::time::OffsetDateTime;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::Arc;
 
+use crate::adapters::azure::client::http;
 use crate::adapters::azure::client::http::{
-    FailureContext, PipelineAuth, failure_from_status, failure_from_transport, pipeline,
+    FailureContext, PipelineAuth, failure_from_status, pipeline,
 };
 use crate::domain::resources::{QueueName, ResourceNameError, ServiceBusNamespace};
 use crate::ports::queue::{JobQueue, MAX_MESSAGE_ID_LEN, OutgoingMessage};
@@ -241,24 +240,12 @@ impl JobQueue for ServiceBusQueue {
         request.insert_header(CONTENT_TYPE, message.content_type);
         request.insert_header(BROKER_PROPERTIES, properties);
         request.set_body(message.body.clone());
-        let options = PipelineSendOptions {
-            skip_checks: true,
-            ..PipelineSendOptions::default()
+        let context = FailureContext {
+            operation: &operation,
+            missing_permission: &self.missing_permission,
+            policy_codes: &[],
         };
-        let response = self
-            .pipeline
-            .send(&Context::new(), &mut request, Some(options))
-            .await
-            .map_err(|error| {
-                failure_from_transport(
-                    &error,
-                    &FailureContext {
-                        operation: &operation,
-                        missing_permission: &self.missing_permission,
-                        policy_codes: &[],
-                    },
-                )
-            })?;
+        let response = http::send(&self.pipeline, &mut request, &context).await?;
         match response.status() {
             StatusCode::Created => Ok(()),
             status if status.is_success() => Ok(()),

@@ -13,16 +13,15 @@ use std::fmt;
 
 use async_trait::async_trait;
 use azure_core::http::headers::{CONTENT_TYPE, HeaderName};
-use azure_core::http::{
-    ClientOptions, Context, Method, Pipeline, PipelineSendOptions, Request, StatusCode, Url,
-};
+use azure_core::http::{ClientOptions, Method, Pipeline, Request, StatusCode, Url};
 use azure_core::time::OffsetDateTime;
 use serde::Deserialize;
 use url::form_urlencoded;
 use zeroize::Zeroizing;
 
+use crate::adapters::azure::client::http;
 use crate::adapters::azure::client::http::{
-    FailureContext, PipelineAuth, failure_from_status, failure_from_transport, pipeline,
+    FailureContext, PipelineAuth, failure_from_status, pipeline,
 };
 use crate::domain::ids::{AppId, TenantId};
 use crate::domain::secret::SecretValue;
@@ -204,22 +203,14 @@ impl TokenProver for EntraTokenProver {
         // The transport needs its own copy (azure_core's `Bytes`), which is not zeroed
         // when freed; the copy keyturn builds is.
         request.set_body(self.body(app_id, secret).as_bytes().to_vec());
-        let options = PipelineSendOptions {
-            skip_checks: true,
-            ..PipelineSendOptions::default()
+        let context = FailureContext {
+            operation: &operation,
+            missing_permission: "network access to the token endpoint",
+            policy_codes: &[],
         };
-        let response = self
-            .pipeline
-            .send(&Context::new(), &mut request, Some(options))
+        let response = http::send(&self.pipeline, &mut request, &context)
             .await
-            .map_err(|error| {
-                let context = FailureContext {
-                    operation: &operation,
-                    missing_permission: "network access to the token endpoint",
-                    policy_codes: &[],
-                };
-                ProofError::Port(failure_from_transport(&error, &context))
-            });
+            .map_err(ProofError::Port);
         // The request, body included, is not needed past this point.
         drop(request);
         let response = response?;

@@ -13,7 +13,8 @@ use azure_core::http::headers::{
 use azure_core::http::policies::Policy;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::{
-    ClientOptions, ExponentialRetryOptions, Pipeline, RetryOptions, StatusCode,
+    ClientOptions, Context, ExponentialRetryOptions, Pipeline, PipelineSendOptions, RawResponse,
+    Request, RetryOptions, StatusCode,
 };
 use azure_core::time::OffsetDateTime;
 use serde::Deserialize;
@@ -210,6 +211,25 @@ pub fn failure_from_status(
         None => format!("{}: HTTP {numeric}", context.operation),
     };
     PortError::new(kind, message)
+}
+
+/// Sends `request` through `pipeline` and hands back whatever HTTP answer comes back:
+/// azure_core's own status check is skipped so that the caller reads the status, error
+/// body and `Retry-After` itself (through [`failure_from_status`]). A failure with no
+/// answer is mapped by [`failure_from_transport`].
+pub async fn send(
+    pipeline: &Pipeline,
+    request: &mut Request,
+    context: &FailureContext<'_>,
+) -> Result<RawResponse, PortError> {
+    let options = PipelineSendOptions {
+        skip_checks: true,
+        ..PipelineSendOptions::default()
+    };
+    pipeline
+        .send(&Context::new(), request, Some(options))
+        .await
+        .map_err(|error| failure_from_transport(&error, context))
 }
 
 /// Maps a failure that produced no HTTP answer (connection refused, reset, timeout,

@@ -21,8 +21,7 @@ use azure_core::http::headers::{
 };
 use azure_core::http::policies::{Policy, PolicyResult};
 use azure_core::http::{
-    ClientOptions, Context, Etag, Method, Pipeline, PipelineSendOptions, RawResponse, Request,
-    StatusCode, Url,
+    ClientOptions, Context, Etag, Method, Pipeline, RawResponse, Request, StatusCode, Url,
 };
 use azure_core::time::OffsetDateTime;
 use base64::Engine as _;
@@ -34,9 +33,9 @@ use serde_json::{Map, Value};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use crate::adapters::azure::client::http;
 use crate::adapters::azure::client::http::{
-    FailureContext, PipelineAuth, ServiceErrorCode, failure_from_status, failure_from_transport,
-    pipeline,
+    FailureContext, PipelineAuth, ServiceErrorCode, failure_from_status, pipeline,
 };
 use crate::domain::secret::SecretValue;
 use crate::ports::{FailureKind, PortError};
@@ -621,18 +620,9 @@ impl TableClient {
         mut request: Request,
         context: &FailureContext<'_>,
     ) -> Result<RawResponse, Failure> {
-        let options = PipelineSendOptions {
-            skip_checks: true,
-            ..PipelineSendOptions::default()
-        };
-        let response = self
-            .pipeline
-            .send(&Context::new(), &mut request, Some(options))
+        let response = http::send(&self.pipeline, &mut request, context)
             .await
-            .map_err(|error| Failure {
-                error: failure_from_transport(&error, context),
-                code: None,
-            })?;
+            .map_err(|error| Failure { error, code: None })?;
         if response.status().is_success() {
             return Ok(response);
         }
