@@ -675,20 +675,14 @@ fn timestamp(secs: i64) -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests {
+    use keyturn_testkit::pki::{self, TestCa, ca_params, client_params};
     use rcgen::{
-        BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-        ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-        NameConstraints as RcgenNameConstraints, PublicKeyData, SanType, SerialNumber,
-        SignatureAlgorithm,
+        CertificateParams, CustomExtension, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+        GeneralSubtree, IsCa, KeyUsagePurpose, NameConstraints as RcgenNameConstraints,
+        PublicKeyData, SanType, SerialNumber, SignatureAlgorithm,
     };
 
     use super::*;
-
-    /// A CA made by rcgen: its parameters and key sign what it issues.
-    struct Ca {
-        params: CertificateParams,
-        key: KeyPair,
-    }
 
     /// An RSA public key with a modulus of a chosen size. The profile reads keys and
     /// never verifies signatures, so the modulus need not belong to a real key.
@@ -736,52 +730,21 @@ mod tests {
     const SKI: &[u64] = &[2, 5, 29, 14];
     const BASIC_CONSTRAINTS: &[u64] = &[2, 5, 29, 19];
 
-    fn ca_params(name: &str) -> CertificateParams {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.distinguished_name = DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        params.use_authority_key_identifier_extension = true;
-        params
-    }
-
-    fn root() -> Ca {
-        Ca {
-            params: ca_params("root"),
-            key: KeyPair::generate().unwrap(),
-        }
+    fn root() -> TestCa {
+        TestCa::root("root")
     }
 
     fn self_signed(params: &CertificateParams) -> Vec<u8> {
-        params
-            .self_signed(&KeyPair::generate().unwrap())
-            .unwrap()
-            .der()
-            .to_vec()
+        pki::self_signed(params).cert_der
     }
 
-    fn issued_by(params: &CertificateParams, issuer: &Ca) -> Vec<u8> {
-        params
-            .signed_by(
-                &KeyPair::generate().unwrap(),
-                &Issuer::from_params(&issuer.params, &issuer.key),
-            )
-            .unwrap()
-            .der()
-            .to_vec()
+    fn issued_by(params: &CertificateParams, issuer: &TestCa) -> Vec<u8> {
+        issuer.issue(params).cert_der
     }
 
     fn leaf_params() -> CertificateParams {
-        let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
-        params.distinguished_name = DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "device-7");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let mut params = client_params("device-7", &["device-7.example.com"]);
         params.serial_number = Some(SerialNumber::from(7u64));
-        params.use_authority_key_identifier_extension = true;
         params
     }
 
@@ -818,10 +781,7 @@ mod tests {
         let root = root();
         let intermediate = ca_params("intermediate");
 
-        assert_eq!(
-            check(&self_signed(&root.params), CertRole::TrustAnchor),
-            Ok(())
-        );
+        assert_eq!(check(root.cert_der(), CertRole::TrustAnchor), Ok(()));
         assert_eq!(
             check(&issued_by(&intermediate, &root), CertRole::Intermediate),
             Ok(())
@@ -865,10 +825,7 @@ mod tests {
     fn an_rsa_key_below_2048_bits_is_forbidden() {
         let root = root();
         let der = leaf_params()
-            .signed_by(
-                &rsa_key(1024),
-                &Issuer::from_params(&root.params, &root.key),
-            )
+            .signed_by(&rsa_key(1024), &root.issuer())
             .unwrap()
             .der()
             .to_vec();
@@ -882,7 +839,7 @@ mod tests {
     #[test]
     fn an_rsa_modulus_that_is_not_whole_bytes_is_forbidden() {
         let root = root();
-        let issuer = Issuer::from_params(&root.params, &root.key);
+        let issuer = root.issuer();
         let odd = leaf_params().signed_by(&rsa_key(2052), &issuer).unwrap();
         let even = leaf_params().signed_by(&rsa_key(2048), &issuer).unwrap();
 
