@@ -2,12 +2,14 @@
 //! chain when keyturn terminates TLS itself) and the policies that turn a presented
 //! certificate into a validated
 //! [`ClientIdentity`](crate::domain::identity::ClientIdentity); and the secret endpoint's
-//! policies as settings describe them, built and kept fresh (`endpoint`).
+//! policies as settings describe them, built and kept fresh (`endpoint`); whether the front end's configuration lets the
+//! header be believed (`front_end`).
 
 pub mod certificate;
 pub mod chain;
 pub mod endpoint;
 pub mod entra_device;
+pub mod front_end;
 pub mod header;
 pub mod policies;
 pub mod profile;
