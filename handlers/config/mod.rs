@@ -22,13 +22,13 @@ mod local;
 mod rotation;
 mod spec;
 
-pub use audit::{AuditSettings, TableAccess};
+pub use audit::{AuditSettings, STORE_FILE, TableAccess};
 pub use credentials::{Cloud, CredentialKind, CredentialSettings, EntraSettings, VaultHosts};
 pub use endpoint::{
     CertPolicyName, ChainSettings, EndpointSettings, EntraDeviceSettings, TlsListenerSettings,
 };
 pub use host::{Backend, HostSettings};
-pub use local::LocalSettings;
+pub use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};
 pub use rotation::{RotationDefaults, RotationSettings};
 pub use spec::{
     DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,

@@ -12,10 +12,10 @@ use serde_json::json;
 
 use crate::adapters::local::directory::LocalDirectory;
 use crate::adapters::local::vault::{LocalCertificatePolicy, LocalVault};
+use crate::config::local_vault_url;
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::local::pki::{self, DEV_ORGANIZATION, DevPki, GRANTED_DEVICE_CN};
-use crate::local::vault_cli::local_vault_url;
 use crate::ports::directory::CredentialIssuer;
 use crate::ports::vault::NewSecretVersion;
 

@@ -24,6 +24,7 @@ use crate::adapters::local::directory::LocalDirectory;
 use crate::adapters::local::queue::{LocalQueue, ReceivedMessage};
 use crate::adapters::local::vault::LocalVault;
 use crate::config::Environment;
+use crate::config::LOCAL_VAULT_URL;
 use crate::domain::clock::Clock;
 use crate::domain::resources::QueueName;
 use crate::local::bootstrap::{self, Demo};
@@ -31,7 +32,6 @@ use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
 use crate::local::handler::{Answer, Handler};
 use crate::local::ingress::{self, Deliver};
 use crate::local::timer::Timer;
-use crate::local::vault_cli::LOCAL_VAULT_URL;
 use crate::ports::audit::{AuditEntry, AuditStore};
 use crate::startup::{LocalBackends, LocalOptions};
 

@@ -9,20 +9,13 @@ use chrono::{DateTime, Duration, Utc};
 use serde_json::{Value, json};
 
 use crate::adapters::local::vault::LocalVault;
-use crate::config::DEFAULT_ROTATION_QUEUE;
+use crate::config::{DEFAULT_ROTATION_QUEUE, LOCAL_VAULT_URL, STORE_FILE, local_vault_url};
 use crate::domain::clock::Clock;
-use crate::domain::names::{ObjectName, VaultUrl};
+use crate::domain::names::ObjectName;
 use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
 use crate::ports::vault::{CertificateStore, NewSecretVersion, SecretStore};
 use crate::startup::{LocalBackends, LocalOpenError, LocalOptions};
-
-/// The local vault's URL. It has the shape of a public-cloud vault URL so that events,
-/// ids and vault names look as they do in Azure; local mode never contacts it.
-pub const LOCAL_VAULT_URL: &str = "https://keyturn-local.vault.azure.net/";
-
-/// The store's file name inside the data directory.
-pub const STORE_FILE: &str = "keyturn.db";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -72,10 +65,6 @@ fn classify_open(e: crate::adapters::local::store::StoreError) -> VaultCliError 
     } else {
         VaultCliError::Open(text)
     }
-}
-
-pub fn local_vault_url() -> VaultUrl {
-    VaultUrl::parse(LOCAL_VAULT_URL).expect("invariant: the local vault URL is a valid vault URL")
 }
 
 /// Every secret and certificate with its versions, tags and expiry; never a value.

@@ -1,6 +1,7 @@
-//! Azure credentials from settings: a managed identity (user-assigned by client id, or
-//! system-assigned), workload identity (federated token file, as AKS injects it), or the
-//! Azure CLI for development. No setting ever holds a secret.
+//! Azure credentials from settings, built at start-up and handed to the Azure clients: a
+//! managed identity (user-assigned by client id, or system-assigned), workload identity
+//! (federated token file, as AKS injects it), or the Azure CLI for development. No
+//! setting ever holds a secret.
 
 use std::sync::Arc;
 

@@ -13,7 +13,8 @@ use rustls::ServerConfig;
 use crate::access::rate_limit::RateLimits;
 use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
-use crate::adapters::azure::client::identity::{CredentialError, credential};
+mod credential;
+
 use crate::adapters::azure::client::table::{TableAuth, TableClient};
 use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::keyvault::{KeyVault, KeyVaultSource};
@@ -28,7 +29,7 @@ use crate::adapters::local::vault::LocalVault;
 use crate::audit::AuditLog;
 use crate::config::{
     AuditCommandSettings, AuditSettings, Backend, CertPolicyName, CredentialSettings, Environment,
-    Settings, TableAccess,
+    STORE_FILE, Settings, TableAccess, local_vault_url,
 };
 use crate::domain::clock::Clock;
 use crate::domain::resources::QueueName;
@@ -37,7 +38,8 @@ use crate::functions::Services;
 use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::host::tls;
-use crate::local::vault_cli::{STORE_FILE, local_vault_url};
+pub use credential::{CredentialError, credential};
+
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;
 use crate::ports::audit::AuditStore;
