@@ -1,0 +1,54 @@
+//! A rotation job as the Service Bus trigger delivers it: the envelope, the job binding,
+//! the message metadata and the job itself.
+#![no_main]
+
+use keyturn::events::servicebus::ServiceBusMessage;
+use keyturn::functions::rotation_worker::{BINDING, JobEnvelope};
+use keyturn::host::envelope::InvocationRequest;
+use keyturn::rotation::job::Job;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+
+/// Reads a job, and checks that a job read is written and read back unchanged.
+fn job(value: &Value) {
+    if let Ok(job) = Job::from_json(value) {
+        let written = serde_json::to_value(&job).expect("a job serialises");
+        assert_eq!(Job::from_json(&written).as_ref(), Ok(&job));
+        let message = job.message(None);
+        let body: Value = serde_json::from_slice(&message.body).expect("the body is JSON");
+        assert_eq!(Job::from_json(&body).as_ref(), Ok(&job));
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(value) = serde_json::from_slice::<Value>(data) {
+        job(&value);
+    }
+    let Ok(request) = InvocationRequest::parse(data) else {
+        return;
+    };
+    if let Ok(message) = ServiceBusMessage::from_metadata(request.metadata()) {
+        let _ = (
+            message.enqueued_time(),
+            message.expires_at(),
+            message.lock_token(),
+        );
+        let _ = (
+            message.session_id(),
+            message.sequence_number(),
+            message.content_type(),
+        );
+        for key in message.user_properties().keys() {
+            let _ = message.user_property(key);
+        }
+        let again = ServiceBusMessage::from_metadata(&message.to_metadata())
+            .expect("written metadata reads back");
+        assert_eq!(again, message);
+    }
+    if let Ok(envelope) = request.binding::<JobEnvelope>(BINDING) {
+        let mut value = envelope.rest.clone();
+        value.insert("schema".into(), Value::from(envelope.schema));
+        value.insert("jobId".into(), Value::from(envelope.job_id.clone()));
+        job(&Value::Object(value));
+    }
+});
