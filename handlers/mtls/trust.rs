@@ -276,40 +276,36 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, TrustError> {
 
 #[cfg(test)]
 mod tests {
+    use keyturn_testkit::pki::{Crl, TestCa};
+
     use super::*;
 
-    fn ca() -> (rcgen::Certificate, rcgen::KeyPair) {
-        let (params, key) = ca_params();
-        (params.self_signed(&key).unwrap(), key)
+    fn ca() -> TestCa {
+        TestCa::root("test root")
     }
 
-    fn ca_params() -> (rcgen::CertificateParams, rcgen::KeyPair) {
-        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "test root");
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        (params, rcgen::KeyPair::generate().unwrap())
+    /// An empty CRL signed by a fresh CA.
+    fn empty_crl() -> Crl {
+        ca().crl(
+            &[],
+            rcgen::date_time_ymd(2024, 1, 1),
+            rcgen::date_time_ymd(2034, 1, 1),
+        )
     }
 
     #[test]
     fn a_pem_bundle_yields_every_certificate() {
-        let (a, _) = ca();
-        let (b, _) = ca();
-        let bundle = format!("{}\n{}", a.pem(), b.pem());
+        let (a, b) = (ca(), ca());
+        let bundle = format!("{}\n{}", a.cert_pem(), b.cert_pem());
         let certificates = certificates_from_bytes(bundle.as_bytes(), "bundle").unwrap();
         assert_eq!(certificates.len(), 2);
-        assert_eq!(certificates[1].as_ref(), b.der().as_ref());
+        assert_eq!(certificates[1].as_ref(), b.cert_der());
     }
 
     #[test]
     fn a_der_file_yields_one_certificate() {
-        let (a, _) = ca();
-        let certificates = certificates_from_bytes(a.der(), "der").unwrap();
+        let a = ca();
+        let certificates = certificates_from_bytes(a.cert_der(), "der").unwrap();
         assert_eq!(certificates.len(), 1);
     }
 
@@ -332,8 +328,8 @@ mod tests {
 
     #[test]
     fn a_truncated_pem_block_is_a_pem_error() {
-        let (a, _) = ca();
-        let pem = a.pem();
+        let a = ca();
+        let pem = a.cert_pem();
         let truncated = &pem[..pem.len() - 30];
         assert!(matches!(
             certificates_from_bytes(truncated.as_bytes(), "cut.pem"),
@@ -351,21 +347,10 @@ mod tests {
 
     #[test]
     fn crls_load_from_files_and_reload() {
-        let (params, key) = ca_params();
-        let issuer = rcgen::Issuer::from_params(&params, &key);
-        let crl = rcgen::CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2034, 1, 1),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: Vec::new(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
-        .signed_by(&issuer)
-        .unwrap();
+        let crl = empty_crl();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("root.crl");
-        fs::write(&path, crl.pem().unwrap()).unwrap();
+        fs::write(&path, &crl.pem).unwrap();
 
         let set = CrlSet::load(std::slice::from_ref(&path)).unwrap();
         assert_eq!(set.len(), 1);
@@ -380,20 +365,7 @@ mod tests {
 
     #[test]
     fn a_crl_without_a_crl_number_is_refused_when_loaded() {
-        let (params, key) = ca_params();
-        let issuer = rcgen::Issuer::from_params(&params, &key);
-        let mut der = rcgen::CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2034, 1, 1),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: Vec::new(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
-        .signed_by(&issuer)
-        .unwrap()
-        .der()
-        .to_vec();
+        let mut der = empty_crl().der;
         // id-ce-cRLNumber (2.5.29.20) becomes an unassigned id-ce arc (2.5.29.99):
         // the CRL is well-formed DER without a CRLNumber. Signatures are checked when a
         // CRL is used, not when it is loaded.
