@@ -97,8 +97,7 @@ mod tests {
 
     fn certificate_der() -> Vec<u8> {
         let params = rcgen::CertificateParams::new(vec!["device.example.com".to_owned()]).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
+        keyturn_testkit::pki::self_signed(&params).cert_der
     }
 
     #[test]
