@@ -123,8 +123,7 @@ mod tests {
     fn certificate() -> ClientCertificate {
         let params = rcgen::CertificateParams::new(vec!["device.example.com".to_owned()])
             .expect("valid params");
-        let key = rcgen::KeyPair::generate().expect("key");
-        ClientCertificate::from_der(params.self_signed(&key).expect("signs").der().to_vec())
+        ClientCertificate::from_der(keyturn_testkit::pki::self_signed(&params).cert_der)
             .expect("parses")
     }
 
