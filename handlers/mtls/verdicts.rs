@@ -175,15 +175,14 @@ impl VerdictCache {
 mod tests {
     use super::*;
 
-    use rcgen::{CertificateParams, KeyPair};
+    use keyturn_testkit::pki;
+    use rcgen::CertificateParams;
 
     fn verdict() -> Arc<Verdict> {
-        let key = KeyPair::generate().expect("a P-256 key");
-        let cert = CertificateParams::new(vec!["device.example".to_owned()])
-            .expect("valid params")
-            .self_signed(&key)
-            .expect("self-signed");
-        let leaf = ClientCertificate::from_der(cert.der().to_vec()).expect("rcgen's DER parses");
+        let params =
+            CertificateParams::new(vec!["device.example".to_owned()]).expect("valid params");
+        let cert = pki::self_signed(&params);
+        let leaf = ClientCertificate::from_der(cert.cert_der).expect("rcgen's DER parses");
         Arc::new(Verdict {
             identity: leaf.clone().into_identity(PolicyKind::TrustedThumbprints),
             leaf,
