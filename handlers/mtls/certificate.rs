@@ -198,8 +198,7 @@ mod tests {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "device-1");
-        let key = rcgen::KeyPair::generate().unwrap();
-        params.self_signed(&key).unwrap().der().to_vec()
+        keyturn_testkit::pki::self_signed(&params).cert_der
     }
 
     #[test]
