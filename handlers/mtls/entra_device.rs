@@ -357,8 +357,7 @@ mod tests {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, device_id.to_string());
-        let key = rcgen::KeyPair::generate().expect("key");
-        params.self_signed(&key).expect("signs").der().to_vec()
+        keyturn_testkit::pki::self_signed(&params).cert_der
     }
 
     fn facts(der: &[u8]) -> (String, [[u8; 32]; 2]) {
@@ -457,8 +456,7 @@ mod tests {
     #[test]
     fn a_subject_that_is_not_a_device_id_is_not_a_device_certificate() {
         let params = rcgen::CertificateParams::new(vec!["x.example".to_owned()]).expect("params");
-        let key = rcgen::KeyPair::generate().expect("key");
-        let der = params.self_signed(&key).expect("signs").der().to_vec();
+        let der = keyturn_testkit::pki::self_signed(&params).cert_der;
         let certificate = ClientCertificate::from_der(der).expect("parses");
         assert!(LeafFacts::of(&certificate).is_none());
     }
