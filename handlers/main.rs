@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
@@ -11,7 +10,7 @@ use keyturn::config::{
     AuditCommandSettings, Environment, SETTINGS, Settings, looks_like_secret_material,
 };
 use keyturn::functions::secret_endpoint;
-use keyturn::host::router::{AppState, router};
+use keyturn::host::router::router;
 use keyturn::host::server;
 use keyturn::local::{dev, vault_cli};
 use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
@@ -265,10 +264,7 @@ async fn serve(port: u16) -> ExitCode {
         }
     };
     let bound = listener.local_addr().map(|a| a.port()).unwrap_or(port);
-    let state = AppState {
-        services: Arc::new(services),
-        vaults: Arc::new(settings.rotation.vaults.clone()),
-    };
+    let state = startup::app_state(&settings, services);
     let app = router(state.clone(), &settings.host.enabled_functions);
     let endpoint_enabled = settings
         .host

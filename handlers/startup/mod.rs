@@ -37,6 +37,7 @@ use crate::domain::secret::SecretValue;
 use crate::functions::Services;
 use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
+use crate::host::router::AppState;
 use crate::host::tls;
 pub use credential::{CredentialError, credential};
 
@@ -218,24 +219,84 @@ pub async fn backends(settings: &Settings, clock: &Clock) -> Result<Backends, St
 
 /// Everything the functions share, from settings.
 pub async fn services(settings: &Settings, env: &Environment) -> Result<Services, StartupError> {
-    let clock = Clock::system();
+    services_with(settings, env, Overrides::default()).await
+}
+
+/// What a caller puts in place of parts start-up would build from settings. `serve`
+/// passes none; the tests parse their settings like `serve` and put only in-memory ports,
+/// a manual clock or a chosen audit store here.
+#[derive(Default)]
+pub struct Overrides {
+    /// The clock the functions and the rotation engine read.
+    pub clock: Option<Clock>,
+    /// The audit store, in place of the one `KEYTURN_AUDIT_STORE` chooses.
+    pub audit: Option<Arc<dyn AuditStore>>,
+    /// The rotation ports, in place of the backend's.
+    pub rotation: Option<RotationOverride>,
+    /// Endpoint sources added to the configured ones (a name already configured is
+    /// replaced).
+    pub sources: BTreeMap<String, Arc<dyn SecretSource>>,
+    /// The device directory the entra-device policy asks, in place of the backend's.
+    pub directory: Option<Arc<dyn DeviceDirectory>>,
+}
+
+/// Rotation ports put in place of the backend's.
+pub enum RotationOverride {
+    /// The engine over these ports, waiting through `pause` where given.
+    Ports {
+        ports: Ports,
+        pause: Option<Arc<dyn crate::rotation::Pause>>,
+    },
+    /// No rotation engine, as where no rotation adapters are configured.
+    Absent,
+}
+
+/// [`services`] with `overrides` in place of what the settings would build.
+pub async fn services_with(
+    settings: &Settings,
+    env: &Environment,
+    overrides: Overrides,
+) -> Result<Services, StartupError> {
+    let Overrides {
+        clock,
+        audit,
+        rotation,
+        sources,
+        directory,
+    } = overrides;
+    let clock = clock.unwrap_or_else(Clock::system);
     let backends = backends(settings, &clock).await?;
     let local = match &backends {
         Backends::Local(local) => Some(local),
         Backends::Azure(_) => None,
     };
-    let audit =
-        AuditLog::start(audit_store(&settings.audit, &settings.credential, local, true).await?)
-            .map_err(|e| StartupError::Audit(e.to_string()))?;
-    let endpoint = endpoint(settings, env, EndpointBackends::of(&backends))?;
-    let rotation = if settings.rotation_enabled() {
-        let ports = match &backends {
-            Backends::Local(local) => local_rotation_ports(local),
-            Backends::Azure(azure) => azure_rotation_ports(settings, &azure.credential)?,
-        };
-        Some(Arc::new(rotation_engine(settings, ports, clock.clone())?))
-    } else {
-        None
+    let store = match audit {
+        Some(store) => store,
+        None => audit_store(&settings.audit, &settings.credential, local, true).await?,
+    };
+    let audit = AuditLog::start(store).map_err(|e| StartupError::Audit(e.to_string()))?;
+    let mut endpoint_backends = EndpointBackends::of(&backends);
+    if let Some(directory) = directory {
+        endpoint_backends = endpoint_backends.with_directory(directory);
+    }
+    let endpoint = endpoint(settings, env, endpoint_backends, sources)?;
+    let rotation = match rotation {
+        _ if !settings.rotation_enabled() => None,
+        Some(RotationOverride::Absent) => None,
+        Some(RotationOverride::Ports { ports, pause }) => {
+            let engine = rotation_engine(settings, ports, clock.clone())?;
+            Some(Arc::new(match pause {
+                Some(pause) => engine.with_pause(pause),
+                None => engine,
+            }))
+        }
+        None => {
+            let ports = match &backends {
+                Backends::Local(local) => local_rotation_ports(local),
+                Backends::Azure(azure) => azure_rotation_ports(settings, &azure.credential)?,
+            };
+            Some(Arc::new(rotation_engine(settings, ports, clock.clone())?))
+        }
     };
     Ok(Services {
         audit,
@@ -243,6 +304,14 @@ pub async fn services(settings: &Settings, env: &Environment) -> Result<Services
         endpoint: Arc::new(endpoint),
         rotation,
     })
+}
+
+/// The state the router serves: the services and the settings' vaults.
+pub fn app_state(settings: &Settings, services: Services) -> AppState {
+    AppState {
+        services: Arc::new(services),
+        vaults: Arc::new(settings.rotation.vaults.clone()),
+    }
 }
 
 /// The rotation engine over `ports`, with the settings' vaults and policy defaults.
@@ -328,7 +397,10 @@ fn azure_rotation_ports(
 /// What the endpoint's backends come from: keyturn's Azure credential, or the local
 /// vault's source and directory.
 enum EndpointBackends<'a> {
-    Azure(&'a Arc<dyn TokenCredential>),
+    Azure {
+        credential: &'a Arc<dyn TokenCredential>,
+        directory: Option<Arc<dyn DeviceDirectory>>,
+    },
     Local {
         source: Arc<dyn SecretSource>,
         directory: Arc<dyn DeviceDirectory>,
@@ -338,11 +410,25 @@ enum EndpointBackends<'a> {
 impl<'a> EndpointBackends<'a> {
     fn of(backends: &'a Backends) -> Self {
         match backends {
-            Backends::Azure(azure) => Self::Azure(&azure.credential),
+            Backends::Azure(azure) => Self::Azure {
+                credential: &azure.credential,
+                directory: None,
+            },
             Backends::Local(local) => Self::Local {
                 source: Arc::new(local.vault.source(local_vault_url())),
                 directory: Arc::new(local.directory.clone()),
             },
+        }
+    }
+
+    /// These backends with `directory` as the device directory.
+    fn with_directory(self, directory: Arc<dyn DeviceDirectory>) -> Self {
+        match self {
+            Self::Azure { credential, .. } => Self::Azure {
+                credential,
+                directory: Some(directory),
+            },
+            Self::Local { source, .. } => Self::Local { source, directory },
         }
     }
 }
@@ -376,13 +462,16 @@ pub fn check(settings: &Settings, env: &Environment) -> Result<(), StartupError>
         Backend::Local => None,
     };
     let backends = match &azure_credential {
-        Some(credential) => EndpointBackends::Azure(credential),
+        Some(credential) => EndpointBackends::Azure {
+            credential,
+            directory: None,
+        },
         None => EndpointBackends::Local {
             source: Arc::new(Unopened),
             directory: Arc::new(Unopened),
         },
     };
-    endpoint(settings, env, backends)?;
+    endpoint(settings, env, backends, BTreeMap::new())?;
     if settings.rotation_enabled() {
         if let Some(credential) = &azure_credential {
             azure_rotation_ports(settings, credential)?;
@@ -426,11 +515,15 @@ fn endpoint(
     settings: &Settings,
     env: &Environment,
     backends: EndpointBackends<'_>,
+    extra_sources: BTreeMap<String, Arc<dyn SecretSource>>,
 ) -> Result<Endpoint, StartupError> {
     let e = &settings.endpoint;
-    let (local, azure_credential) = match backends {
-        EndpointBackends::Local { source, directory } => (Some((source, directory)), None),
-        EndpointBackends::Azure(credential) => (None, Some(credential)),
+    let (local, azure_credential, given_directory) = match backends {
+        EndpointBackends::Local { source, directory } => (Some((source, directory)), None, None),
+        EndpointBackends::Azure {
+            credential,
+            directory,
+        } => (None, Some(credential), directory),
     };
     let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
     sources.insert(
@@ -458,13 +551,16 @@ fn endpoint(
         sources.insert("local".into(), source);
         directory = Some(local_directory);
     }
-    if let Some(credential) = azure_credential
+    if let Some(given) = given_directory {
+        directory = Some(given);
+    } else if let Some(credential) = azure_credential
         && e.uses(CertPolicyName::EntraDevice)
     {
         let graph = GraphClient::new(&settings.entra.graph_endpoint, credential.clone(), None)
             .map_err(|err| StartupError::Endpoint(err.to_string()))?;
         directory = Some(Arc::new(graph));
     }
+    sources.extend(extra_sources);
     let limits = RateLimits {
         per_identity: Some(e.rate_limit_per_identity),
         per_address: Some(e.rate_limit_per_address),

@@ -13,16 +13,13 @@ use tokio::task::JoinHandle;
 
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
-use keyturn::audit::AuditLog;
-use keyturn::config::FUNCTIONS;
-use keyturn::domain::names::VaultUrl;
-use keyturn::functions::Services;
-use keyturn::host::router::{AppState, router};
+use keyturn::config::{Environment, Settings};
+use keyturn::host::router::router;
 use keyturn::host::server;
 use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
 use keyturn::ports::{FailureKind, PortError};
-use keyturn::rotation::tags::PolicyDefaults;
-use keyturn::rotation::{Engine, Ports};
+use keyturn::rotation::Ports;
+use keyturn::startup::{self, Overrides, RotationOverride};
 use keyturn_doubles::{Faults, ManualClock, MemoryDirectory, MemoryQueue, MemoryVault};
 
 /// The vault every test app manages.
@@ -67,38 +64,66 @@ pub struct Rotation {
     pub vault: Arc<MemoryVault>,
     pub directory: Arc<MemoryDirectory>,
     pub queue: Arc<MemoryQueue>,
-    pub engine: Arc<Engine>,
 }
 
-/// In-memory rotation ports over [`TEST_VAULT`], starting at the current time.
+/// In-memory rotation ports, starting at the current time.
 pub fn rotation() -> Rotation {
     let clock = ManualClock::at(chrono::Utc::now());
     let faults = Faults::new();
     let vault = Arc::new(MemoryVault::new(clock.clock(), faults.clone()));
     let directory = Arc::new(MemoryDirectory::new(clock.clock(), faults.clone()));
     let queue = Arc::new(MemoryQueue::new(faults.clone()));
-    let ports = Ports {
-        secrets: vault.clone(),
-        certificates: vault.clone(),
-        directory: directory.clone(),
-        prover: directory.clone(),
-        queue: queue.clone(),
-    };
-    let engine = Engine::new(
-        ports,
-        vec![VaultUrl::parse(TEST_VAULT).expect("vault url")],
-        PolicyDefaults::new(90, 30, 7).expect("defaults"),
-        clock.clock(),
-    )
-    .with_pause(clock.pause());
     Rotation {
         clock,
         faults,
         vault,
         directory,
         queue,
-        engine: Arc::new(engine),
     }
+}
+
+impl Rotation {
+    fn ports(&self) -> Ports {
+        Ports {
+            secrets: self.vault.clone(),
+            certificates: self.vault.clone(),
+            directory: self.directory.clone(),
+            prover: self.directory.clone(),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// The settings every test app starts from: the local backend in `data_dir`, every
+/// function enabled, rotation over [`TEST_VAULT`] with the documented defaults.
+pub fn test_settings(data_dir: &Path) -> Vec<(String, String)> {
+    [
+        ("FUNCTIONS_WORKER_RUNTIME", "custom"),
+        ("KEYTURN_BACKEND", "local"),
+        ("KEYTURN_VAULTS", TEST_VAULT),
+        ("KEYTURN_AUDIT_STORE", "sqlite"),
+        ("KEYTURN_DEFAULT_VALIDITY_DAYS", "90"),
+        ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "30"),
+        ("KEYTURN_DEFAULT_OVERLAP_DAYS", "7"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .chain([(
+        "KEYTURN_DATA_DIR".to_owned(),
+        data_dir.display().to_string(),
+    )])
+    .collect()
+}
+
+/// What a test app varies: settings on top of [`test_settings`], and the parts start-up
+/// takes in place of what it would build.
+#[derive(Default)]
+pub struct AppOptions {
+    /// Settings set on top of (or in place of) [`test_settings`].
+    pub settings: Vec<(String, String)>,
+    /// What start-up takes in place of what the settings would build; the audit store,
+    /// clock and rotation ports are filled in by the spawner unless set here.
+    pub overrides: Overrides,
 }
 
 pub struct TestApp {
@@ -108,16 +133,12 @@ pub struct TestApp {
     pub rotation: Rotation,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
-    _dir: Option<TempDir>,
+    _dir: TempDir,
 }
 
 /// The app with every function enabled and an embedded audit store in a temp dir.
 pub async fn spawn_app() -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let local = LocalStore::open(dir.path().join("keyturn.db")).expect("open local store");
-    let mut app = spawn_app_with_store(Arc::new(LocalAuditStore::new(local))).await;
-    app._dir = Some(dir);
-    app
+    spawn_app_from(AppOptions::default(), rotation()).await
 }
 
 /// The app over the given audit store.
@@ -127,34 +148,69 @@ pub async fn spawn_app_with_store(store: Arc<dyn AuditStore>) -> TestApp {
 
 /// The app over the given audit store and rotation ports.
 pub async fn spawn_app_with(store: Arc<dyn AuditStore>, rotation: Rotation) -> TestApp {
-    let engine = rotation.engine.clone();
-    spawn(store, rotation, Some(engine)).await
+    let ports = RotationOverride::Ports {
+        ports: rotation.ports(),
+        pause: Some(rotation.clock.pause()),
+    };
+    spawn(store, rotation, ports).await
 }
 
 /// The app as start-up builds it where no rotation adapters are configured.
 pub async fn spawn_app_without_rotation(store: Arc<dyn AuditStore>) -> TestApp {
-    spawn(store, rotation(), None).await
+    spawn(store, rotation(), RotationOverride::Absent).await
 }
 
 async fn spawn(
     store: Arc<dyn AuditStore>,
     rotation: Rotation,
-    engine: Option<Arc<Engine>>,
+    rotation_ports: RotationOverride,
 ) -> TestApp {
-    let services = Services {
-        audit: AuditLog::new(store.clone()),
-        clock: rotation.clock.clock(),
-        endpoint: Default::default(),
-        rotation: engine,
+    let options = AppOptions {
+        overrides: Overrides {
+            audit: Some(store),
+            clock: Some(rotation.clock.clock()),
+            rotation: Some(rotation_ports),
+            ..Overrides::default()
+        },
+        ..AppOptions::default()
     };
-    let state = AppState {
-        services: Arc::new(services),
-        vaults: Arc::new(vec![VaultUrl::parse(TEST_VAULT).expect("vault url")]),
+    spawn_app_from(options, rotation).await
+}
+
+/// The app start-up builds from [`test_settings`] plus `options.settings`, parsed as
+/// `serve` parses them, with only `options.overrides` put in place; what the options
+/// leave unset is the embedded store's audit log, the manual clock of `rotation` and its
+/// in-memory ports.
+pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = Environment::from_pairs(test_settings(dir.path())).with(&options.settings);
+    let settings = Settings::from_env(&env).expect("the test settings parse");
+    let mut overrides = options.overrides;
+    let store = match overrides.audit.take() {
+        Some(store) => store,
+        None => {
+            let local = LocalStore::open(dir.path().join("audit.db")).expect("open local store");
+            Arc::new(LocalAuditStore::new(local))
+        }
     };
+    overrides.audit = Some(store.clone());
+    overrides
+        .clock
+        .get_or_insert_with(|| rotation.clock.clock());
+    overrides
+        .rotation
+        .get_or_insert_with(|| RotationOverride::Ports {
+            ports: rotation.ports(),
+            pause: Some(rotation.clock.pause()),
+        });
+    let services = startup::services_with(&settings, &env, overrides)
+        .await
+        .expect("start-up builds the app");
+    let state = startup::app_state(&settings, services);
+    let app = router(state, &settings.host.enabled_functions);
     let listener = server::bind(0).await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
     let (tx, rx) = oneshot::channel::<()>();
-    let app = router(state, &FUNCTIONS);
     let server = tokio::spawn(server::serve(listener, app, async move {
         let _ = rx.await;
     }));
@@ -165,7 +221,7 @@ async fn spawn(
         rotation,
         shutdown: Some(tx),
         server: Some(server),
-        _dir: None,
+        _dir: dir,
     }
 }
 
