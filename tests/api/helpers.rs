@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::config::{Environment, Settings};
+use keyturn::functions::Services;
 use keyturn::host::router::router;
 use keyturn::host::server;
 use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
@@ -130,6 +131,8 @@ pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
     pub store: Arc<dyn AuditStore>,
+    /// The services start-up built, as the functions see them.
+    pub services: Arc<Services>,
     pub rotation: Rotation,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -207,6 +210,7 @@ pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp 
         .await
         .expect("start-up builds the app");
     let state = startup::app_state(&settings, services);
+    let services = state.services.clone();
     let app = router(state, &settings.host.enabled_functions);
     let listener = server::bind(0).await.expect("bind port 0");
     let address = format!("http://{}", listener.local_addr().expect("local addr"));
@@ -218,6 +222,7 @@ pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp 
         address,
         http: reqwest::Client::new(),
         store,
+        services,
         rotation,
         shutdown: Some(tx),
         server: Some(server),

@@ -30,24 +30,23 @@ use keyturn::adapters::azure::table_source::{SECRETS_PARTITION, TableSecretSourc
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::AuditLog;
-use keyturn::config::FUNCTIONS;
 use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::DeviceId;
-use keyturn::domain::names::VaultUrl;
 use keyturn::domain::secret::SecretValue;
 use keyturn::functions::Services;
 use keyturn::functions::secret_endpoint::{self, Endpoint};
 use keyturn::host::router::{AppState, router};
-use keyturn::host::{server, tls};
-use keyturn::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
-use keyturn::mtls::entra_device::{DeviceRequirements, binding_key};
+use keyturn::host::tls;
+use keyturn::mtls::endpoint::{ChainConfig, PolicyConfig};
+use keyturn::mtls::entra_device::binding_key;
 use keyturn::mtls::policies::Presented;
 use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome, StoredEntry};
 use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
 use keyturn::ports::source::SecretSource;
 use keyturn::ports::{FailureKind, PortError};
 
-use crate::helpers::{read_all, spawn_app};
+use crate::helpers::{AppOptions, TestApp, read_all, rotation, spawn_app, spawn_app_from};
+use keyturn::startup::Overrides;
 
 const HEADER: &str = "X-ARR-ClientCert";
 /// The instant every in-process test runs at.
@@ -206,6 +205,35 @@ impl Pki {
         issue(spec, Some(&self.intermediate))
     }
 
+    /// The chain policy over this PKI, with CRLs checked.
+    fn chain_settings(&self) -> Vec<(String, String)> {
+        let path = |name: &str| self.path(name).display().to_string();
+        vec![
+            ("KEYTURN_CERT_POLICIES".into(), "chain".into()),
+            ("KEYTURN_CHAIN_ROOTS".into(), path("roots.pem")),
+            (
+                "KEYTURN_CHAIN_INTERMEDIATES".into(),
+                path("intermediates.pem"),
+            ),
+            (
+                "KEYTURN_CHAIN_CRLS".into(),
+                format!("{},{}", path("root.crl"), path("devices.crl")),
+            ),
+            ("KEYTURN_CHAIN_REVOCATION".into(), "crl".into()),
+        ]
+    }
+
+    /// The entra-device policy over this PKI's root.
+    fn entra_device_settings(&self) -> Vec<(String, String)> {
+        vec![
+            ("KEYTURN_CERT_POLICIES".into(), "entra-device".into()),
+            (
+                "KEYTURN_ENTRA_DEVICE_ROOTS".into(),
+                self.path("roots.pem").display().to_string(),
+            ),
+        ]
+    }
+
     fn chain_config(&self) -> ChainConfig {
         ChainConfig {
             roots: self.path("roots.pem"),
@@ -257,48 +285,31 @@ struct EndpointApp {
     address: String,
     http: reqwest::Client,
     store: Arc<dyn AuditStore>,
-    _shutdown: oneshot::Sender<()>,
-    _dir: TempDir,
+    /// The endpoint start-up built, for CRL refreshes.
+    endpoint: Arc<Endpoint>,
+    _app: TestApp,
 }
 
 impl EndpointApp {
-    async fn start(endpoint: Endpoint) -> Self {
-        Self::start_shared(Arc::new(endpoint)).await
-    }
-
-    /// The app over an endpoint the test keeps a handle on (for CRL refreshes).
-    async fn start_shared(endpoint: Arc<Endpoint>) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let local = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
-        let store: Arc<dyn AuditStore> = Arc::new(LocalAuditStore::new(local));
-        let services = Services {
-            audit: AuditLog::new(store.clone()),
-            clock: Clock::fixed(now()),
-            endpoint,
-            rotation: None,
-        };
-        let state = AppState {
-            services: Arc::new(services),
-            vaults: Arc::new(vec![
-                VaultUrl::parse("https://kv-test.vault.azure.net/").expect("vault url"),
-            ]),
-        };
-        let listener = server::bind(0).await.expect("bind");
-        let address = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(
-            listener,
-            router(state, &FUNCTIONS),
-            async move {
-                let _ = rx.await;
+    /// The app start-up builds from the endpoint settings `settings` (on top of
+    /// [`endpoint_settings`]) at [`now`], with `overrides` in place.
+    async fn start(settings: Vec<(String, String)>, overrides: Overrides) -> Self {
+        let mut all = endpoint_settings();
+        all.extend(settings);
+        let options = AppOptions {
+            settings: all,
+            overrides: Overrides {
+                clock: Some(Clock::fixed(now())),
+                ..overrides
             },
-        ));
+        };
+        let app = spawn_app_from(options, rotation()).await;
         Self {
-            address,
-            http: reqwest::Client::new(),
-            store,
-            _shutdown: tx,
-            _dir: dir,
+            address: app.address.clone(),
+            http: app.http.clone(),
+            store: app.store.clone(),
+            endpoint: app.services.endpoint.clone(),
+            _app: app,
         }
     }
 
@@ -318,6 +329,38 @@ impl EndpointApp {
             .pop()
             .expect("an audit entry was written")
     }
+}
+
+fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// What every endpoint test app is configured with: the [`SECRETS`] as app settings, the
+/// header trusted, and rate limits too high to matter unless a test sets its own.
+fn endpoint_settings() -> Vec<(String, String)> {
+    let mut settings = pairs(&SECRETS);
+    settings.extend(pairs(&[
+        ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true"),
+        ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "1000000"),
+        ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "1000000"),
+    ]));
+    settings
+}
+
+/// The thumbprint policy pinning `pinned`, with `policy` as the access policy.
+fn thumbprint_settings(pinned: &Leaf, policy: &str) -> Vec<(String, String)> {
+    vec![
+        ("KEYTURN_CERT_POLICIES".into(), "trusted-thumbprints".into()),
+        ("KEYTURN_TRUSTED_THUMBPRINTS".into(), pinned.thumbprint()),
+        access_policy(policy),
+    ]
+}
+
+fn access_policy(policy: &str) -> (String, String) {
+    ("KEYTURN_ACCESS_POLICY".to_owned(), policy.to_owned())
 }
 
 fn sources(pairs: &[(&str, &str)]) -> BTreeMap<String, Arc<dyn SecretSource>> {
@@ -345,14 +388,17 @@ const POLICY: &str = r#"{ "version": 1, "grants": [
       "backend": "appsettings" } ] }"#;
 
 async fn chain_app(pki: &Pki, limits: RateLimits) -> EndpointApp {
-    let config = PolicyConfig {
-        trust_arr_header: true,
-        chain: Some(pki.chain_config()),
-        ..PolicyConfig::default()
-    };
-    let endpoint = Endpoint::from_config(&config, Some(POLICY), sources(&SECRETS), None, limits)
-        .expect("valid endpoint");
-    EndpointApp::start(endpoint).await
+    let mut settings = pki.chain_settings();
+    settings.push(access_policy(POLICY));
+    for (name, limit) in [
+        ("KEYTURN_RATE_LIMIT_PER_IDENTITY", limits.per_identity),
+        ("KEYTURN_RATE_LIMIT_PER_ADDRESS", limits.per_address),
+    ] {
+        if let Some(limit) = limit {
+            settings.push((name.to_owned(), limit.to_string()));
+        }
+    }
+    EndpointApp::start(settings, Overrides::default()).await
 }
 
 /// The audit entry's reason names the deciding step and code.
@@ -725,20 +771,12 @@ async fn a_request_without_a_certificate_is_told_one_is_required() {
 #[tokio::test]
 async fn the_header_is_refused_unless_keyturn_runs_behind_app_service() {
     let pki = Pki::new();
-    let config = PolicyConfig {
-        trust_arr_header: false,
-        chain: Some(pki.chain_config()),
-        ..PolicyConfig::default()
-    };
-    let endpoint = Endpoint::from_config(
-        &config,
-        Some(POLICY),
-        sources(&SECRETS),
-        None,
-        RateLimits::default(),
-    )
-    .expect("valid");
-    let app = EndpointApp::start(endpoint).await;
+    let mut settings = pki.chain_settings();
+    settings.extend([
+        access_policy(POLICY),
+        ("KEYTURN_TRUST_ARR_CLIENT_CERT".into(), "false".into()),
+    ]);
+    let app = EndpointApp::start(settings, Overrides::default()).await;
     let leaf = pki.leaf(&LeafSpec::valid("laptop-1", 31));
 
     let response = app.get("db-password", Some(&leaf.header())).await;
@@ -760,24 +798,11 @@ async fn the_header_is_refused_unless_keyturn_runs_behind_app_service() {
 async fn a_thumbprint_allowlist_admits_a_pinned_certificate_and_no_other() {
     let pinned = issue(&LeafSpec::valid("pinned", 40), None);
     let stranger = issue(&LeafSpec::valid("stranger", 41), None);
-    let config = PolicyConfig {
-        trust_arr_header: true,
-        thumbprints: Some(vec![pinned.thumbprint()]),
-        ..PolicyConfig::default()
-    };
     let policy = format!(
         r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{}" }} ], "secrets": [ "db-*" ], "backend": "appsettings" }} ] }}"#,
         pinned.thumbprint()
     );
-    let endpoint = Endpoint::from_config(
-        &config,
-        Some(&policy),
-        sources(&SECRETS),
-        None,
-        RateLimits::default(),
-    )
-    .expect("valid");
-    let app = EndpointApp::start(endpoint).await;
+    let app = EndpointApp::start(thumbprint_settings(&pinned, &policy), Overrides::default()).await;
 
     let hit = app.get("db-password", Some(&pinned.header())).await;
     assert_eq!(hit.status(), 200);
@@ -1013,26 +1038,14 @@ async fn entra_fixture() -> EntraFixture {
         directory.devices.insert(d.device_id, d);
     }
     let directory = Arc::new(directory);
-    let config = PolicyConfig {
-        trust_arr_header: true,
-        entra_device: Some(EntraDeviceConfig {
-            roots: pki.path("roots.pem"),
-            requirements: DeviceRequirements::default(),
-            cache_ttl: Duration::from_secs(300),
-            clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
-        }),
-        ..PolicyConfig::default()
-    };
     let policy = r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "CN=*" } ], "secrets": [ "db-password" ], "backend": "appsettings" } ] }"#;
-    let endpoint = Endpoint::from_config(
-        &config,
-        Some(policy),
-        sources(&SECRETS),
-        Some(directory.clone()),
-        RateLimits::default(),
-    )
-    .expect("valid");
-    let app = EndpointApp::start(endpoint).await;
+    let mut settings = pki.entra_device_settings();
+    settings.push(access_policy(policy));
+    let overrides = Overrides {
+        directory: Some(directory.clone()),
+        ..Overrides::default()
+    };
+    let app = EndpointApp::start(settings, overrides).await;
     EntraFixture {
         _pki: pki,
         directory,
@@ -1078,25 +1091,13 @@ async fn a_throttled_directory_answers_503_with_its_retry_after() {
         &LeafSpec::valid(&DeviceId::new_random().to_string(), 80),
         Some(&pki.root),
     );
-    let config = PolicyConfig {
-        trust_arr_header: true,
-        entra_device: Some(EntraDeviceConfig {
-            roots: pki.path("roots.pem"),
-            requirements: DeviceRequirements::default(),
-            cache_ttl: Duration::from_secs(300),
-            clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
-        }),
-        ..PolicyConfig::default()
+    let mut settings = pki.entra_device_settings();
+    settings.push(access_policy(POLICY));
+    let overrides = Overrides {
+        directory: Some(Arc::new(ThrottledDirectory)),
+        ..Overrides::default()
     };
-    let endpoint = Endpoint::from_config(
-        &config,
-        Some(POLICY),
-        sources(&SECRETS),
-        Some(Arc::new(ThrottledDirectory)),
-        RateLimits::default(),
-    )
-    .expect("valid");
-    let app = EndpointApp::start(endpoint).await;
+    let app = EndpointApp::start(settings, overrides).await;
 
     let response = app.get("db-password", Some(&leaf.header())).await;
     assert_eq!(response.status(), 503);
@@ -1134,22 +1135,15 @@ impl SecretSource for ThrottledSource {
 #[tokio::test]
 async fn a_throttled_secret_source_answers_503_with_its_retry_after() {
     let pki = Pki::new();
-    let config = PolicyConfig {
-        trust_arr_header: true,
-        chain: Some(pki.chain_config()),
-        ..PolicyConfig::default()
-    };
+    let mut settings = pki.chain_settings();
+    settings.push(access_policy(POLICY));
     let mut throttled: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
     throttled.insert("appsettings".into(), Arc::new(ThrottledSource));
-    let endpoint = Endpoint::from_config(
-        &config,
-        Some(POLICY),
-        throttled,
-        None,
-        RateLimits::default(),
-    )
-    .expect("valid");
-    let app = EndpointApp::start(endpoint).await;
+    let overrides = Overrides {
+        sources: throttled,
+        ..Overrides::default()
+    };
+    let app = EndpointApp::start(settings, overrides).await;
     let leaf = pki.leaf(&LeafSpec::valid("device-9", 90));
 
     let response = app.get("db-password", Some(&leaf.header())).await;
@@ -1284,17 +1278,12 @@ async fn the_table_backend_serves_live_rows_and_hides_disabled_and_expired_ones(
         Arc::new(TableSecretSource::new(client.clone(), table.clone())),
     );
     let pinned = issue(&LeafSpec::valid("kiosk-1", 90), None);
-    let config = PolicyConfig {
-        trust_arr_header: true,
-        thumbprints: Some(vec![pinned.thumbprint()]),
-        ..PolicyConfig::default()
-    };
     let policy = r#"{ "version": 1, "grants": [ { "identities": [ { "subject": "CN=kiosk-*" } ], "secrets": [ "*-psk", "*-token" ], "backend": "table" } ] }"#;
-    let app = EndpointApp::start(
-        Endpoint::from_config(&config, Some(policy), backends, None, RateLimits::default())
-            .expect("valid"),
-    )
-    .await;
+    let overrides = Overrides {
+        sources: backends,
+        ..Overrides::default()
+    };
+    let app = EndpointApp::start(thumbprint_settings(&pinned, policy), overrides).await;
 
     let response = app.get("WIFI-PSK", Some(&pinned.header())).await;
     assert_eq!(response.status(), 200);
@@ -1597,8 +1586,8 @@ fn shared_chain_endpoint(pki: &Pki) -> Arc<Endpoint> {
 #[tokio::test]
 async fn a_certificate_revoked_after_start_up_is_refused_once_the_crls_are_refreshed() {
     let pki = Pki::new();
-    let endpoint = shared_chain_endpoint(&pki);
-    let app = EndpointApp::start_shared(endpoint.clone()).await;
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let endpoint = app.endpoint.clone();
     let device = pki.leaf(&LeafSpec::valid("laptop-revoked-later", 4242));
     assert_eq!(
         app.get("db-password", Some(&device.header()))
@@ -1652,8 +1641,8 @@ async fn a_certificate_revoked_after_start_up_is_refused_once_the_crls_are_refre
 #[tokio::test]
 async fn a_crl_refresh_that_fails_keeps_the_revocations_already_in_force() {
     let pki = Pki::new();
-    let endpoint = shared_chain_endpoint(&pki);
-    let app = EndpointApp::start_shared(endpoint.clone()).await;
+    let app = chain_app(&pki, RateLimits::default()).await;
+    let endpoint = app.endpoint.clone();
     let revoked = pki.leaf(&LeafSpec::valid("laptop-revoked", REVOKED_SERIAL));
     let valid = pki.leaf(&LeafSpec::valid("laptop-valid", 4243));
 
