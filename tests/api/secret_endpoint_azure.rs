@@ -21,31 +21,19 @@ use rcgen::{
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use keyturn::access::rate_limit::RateLimits;
 use keyturn::adapters::azure::graph::GraphClient;
 use keyturn::adapters::azure::keyvault::KeyVaultSource;
-use keyturn::adapters::local::audit::LocalAuditStore;
-use keyturn::adapters::local::store::LocalStore;
-use keyturn::audit::AuditLog;
-use keyturn::config::FUNCTIONS;
 use keyturn::domain::clock::Clock;
 use keyturn::domain::names::VaultUrl;
-use keyturn::functions::Services;
-use keyturn::functions::secret_endpoint::Endpoint;
-use keyturn::host::router::{AppState, router};
-use keyturn::host::server;
-use keyturn::mtls::endpoint::{EntraDeviceConfig, PolicyConfig};
-use keyturn::mtls::entra_device::{
-    CERTIFICATE_BINDING_TYPE, DEFAULT_CACHE_TTL, DeviceRequirements, binding_key,
-};
+use keyturn::mtls::entra_device::{CERTIFICATE_BINDING_TYPE, DEFAULT_CACHE_TTL, binding_key};
 use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome};
 use keyturn::ports::directory::DeviceDirectory;
 use keyturn::ports::source::SecretSource;
 
-use crate::helpers::read_all;
+use crate::helpers::{AppOptions, TestApp, read_all, rotation, spawn_app_from};
+use keyturn::startup::Overrides;
 
 /// Where App Service puts the client certificate.
 const HEADER: &str = "X-ARR-ClientCert";
@@ -161,8 +149,7 @@ struct AzureApp {
     http: reqwest::Client,
     store: Arc<dyn AuditStore>,
     _ca: DeviceCa,
-    _shutdown: oneshot::Sender<()>,
-    _dir: TempDir,
+    _app: TestApp,
 }
 
 impl AzureApp {
@@ -231,16 +218,6 @@ impl AzureApp {
                     .without_challenge_resource_check(),
             ),
         );
-        let config = PolicyConfig {
-            trust_arr_header: true,
-            entra_device: Some(EntraDeviceConfig {
-                roots: ca.dir.path().join("roots.pem"),
-                requirements: DeviceRequirements::default(),
-                cache_ttl: DEFAULT_CACHE_TTL,
-                clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
-            }),
-            ..PolicyConfig::default()
-        };
         let device = |leaf: &DeviceLeaf| json!({ "deviceId": leaf.id.to_string() });
         let policy = json!({ "version": 1, "grants": [
             { "name": "devices read their secret",
@@ -256,47 +233,44 @@ impl AzureApp {
               "backend": "keyvault" }
         ] })
         .to_string();
-        let endpoint = Endpoint::from_config(
-            &config,
-            Some(&policy),
-            sources,
-            Some(directory),
-            RateLimits::default(),
-        )
-        .expect("a valid endpoint");
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let local = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
-        let store: Arc<dyn AuditStore> = Arc::new(LocalAuditStore::new(local));
-        let services = Services {
-            audit: AuditLog::new(store.clone()),
-            clock: Clock::fixed(now),
-            endpoint: Arc::new(endpoint),
-            rotation: None,
-        };
-        let state = AppState {
-            services: Arc::new(services),
-            vaults: Arc::new(vec![vault]),
-        };
-        let listener = server::bind(0).await.expect("bind");
-        let address = format!("http://{}", listener.local_addr().expect("addr"));
-        let (tx, rx) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(
-            listener,
-            router(state, &FUNCTIONS),
-            async move {
-                let _ = rx.await;
+        let settings = [
+            ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true".to_owned()),
+            ("KEYTURN_CERT_POLICIES", "entra-device".to_owned()),
+            (
+                "KEYTURN_ENTRA_DEVICE_ROOTS",
+                ca.dir.path().join("roots.pem").display().to_string(),
+            ),
+            (
+                "KEYTURN_DEVICE_CACHE_SECONDS",
+                DEFAULT_CACHE_TTL.as_secs().to_string(),
+            ),
+            ("KEYTURN_ACCESS_POLICY", policy),
+            ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "1000000".to_owned()),
+            ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "1000000".to_owned()),
+        ];
+        // Settings parsed as serve parses them; only the clock and the clients, which
+        // reach the stand-ins without retries, are put in place.
+        let options = AppOptions {
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            overrides: Overrides {
+                clock: Some(Clock::fixed(now)),
+                sources,
+                directory: Some(directory),
+                ..Overrides::default()
             },
-        ));
+        };
+        let app = spawn_app_from(options, rotation()).await;
         let app = Self {
             standins,
             devices,
-            address,
-            http: reqwest::Client::new(),
-            store,
+            address: app.address.clone(),
+            http: app.http.clone(),
+            store: app.store.clone(),
             _ca: ca,
-            _shutdown: tx,
-            _dir: dir,
+            _app: app,
         };
         app.standins
             .keyvault()
