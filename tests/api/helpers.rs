@@ -15,7 +15,7 @@ use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::config::{Environment, Settings};
 use keyturn::functions::Services;
-use keyturn::host::router::router;
+use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
 use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
 use keyturn::ports::{FailureKind, PortError};
@@ -180,19 +180,22 @@ async fn spawn(
     spawn_app_from(options, rotation).await
 }
 
-/// The app start-up builds from [`test_settings`] plus `options.settings`, parsed as
-/// `serve` parses them, with only `options.overrides` put in place; what the options
-/// leave unset is the embedded store's audit log, the manual clock of `rotation` and its
-/// in-memory ports.
-pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = Environment::from_pairs(test_settings(dir.path())).with(&options.settings);
+/// What start-up builds from [`test_settings`] in `data_dir` plus `options.settings`,
+/// parsed as `serve` parses them, with only `options.overrides` put in place (the
+/// defaults as for [`spawn_app_from`]): the settings, the router's state and the audit
+/// store the app writes to.
+pub async fn start_up(
+    options: AppOptions,
+    rotation: &Rotation,
+    data_dir: &Path,
+) -> (Settings, AppState, Arc<dyn AuditStore>) {
+    let env = Environment::from_pairs(test_settings(data_dir)).with(&options.settings);
     let settings = Settings::from_env(&env).expect("the test settings parse");
     let mut overrides = options.overrides;
     let store = match overrides.audit.take() {
         Some(store) => store,
         None => {
-            let local = LocalStore::open(dir.path().join("audit.db")).expect("open local store");
+            let local = LocalStore::open(data_dir.join("audit.db")).expect("open local store");
             Arc::new(LocalAuditStore::new(local))
         }
     };
@@ -210,6 +213,16 @@ pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp 
         .await
         .expect("start-up builds the app");
     let state = startup::app_state(&settings, services);
+    (settings, state, store)
+}
+
+/// The app start-up builds from [`test_settings`] plus `options.settings`, parsed as
+/// `serve` parses them, with only `options.overrides` put in place; what the options
+/// leave unset is the embedded store's audit log, the manual clock of `rotation` and its
+/// in-memory ports.
+pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (settings, state, store) = start_up(options, &rotation, dir.path()).await;
     let services = state.services.clone();
     let app = router(state, &settings.host.enabled_functions);
     let listener = server::bind(0).await.expect("bind port 0");

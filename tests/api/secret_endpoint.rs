@@ -29,13 +29,11 @@ use keyturn::adapters::azure::client::table::{EntityKey, TableClient, TableName}
 use keyturn::adapters::azure::table_source::{SECRETS_PARTITION, TableSecretSource};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
-use keyturn::audit::AuditLog;
 use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::DeviceId;
 use keyturn::domain::secret::SecretValue;
-use keyturn::functions::Services;
 use keyturn::functions::secret_endpoint::{self, Endpoint};
-use keyturn::host::router::{AppState, router};
+use keyturn::host::router::router;
 use keyturn::host::tls;
 use keyturn::mtls::endpoint::{ChainConfig, PolicyConfig};
 use keyturn::mtls::entra_device::binding_key;
@@ -45,7 +43,9 @@ use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
 use keyturn::ports::source::SecretSource;
 use keyturn::ports::{FailureKind, PortError};
 
-use crate::helpers::{AppOptions, TestApp, read_all, rotation, spawn_app, spawn_app_from};
+use crate::helpers::{
+    AppOptions, TestApp, read_all, rotation, spawn_app, spawn_app_from, start_up,
+};
 use keyturn::startup::Overrides;
 
 const HEADER: &str = "X-ARR-ClientCert";
@@ -1807,18 +1807,6 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
     std::fs::write(pki.path("server.key"), server_key.serialize_pem()).expect("write");
     let device = pki.leaf(&LeafSpec::valid("laptop-over-tls", 4244));
 
-    let config = PolicyConfig {
-        chain: Some(pki.chain_config()),
-        ..PolicyConfig::default()
-    };
-    let endpoint = Endpoint::from_config(
-        &config,
-        Some(POLICY),
-        sources(&SECRETS),
-        None,
-        RateLimits::default(),
-    )
-    .expect("valid endpoint");
     let local = LocalStore::open(pki.path("keyturn.db")).expect("store");
     let (entered, mut entries_started) = tokio::sync::mpsc::unbounded_channel();
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
@@ -1827,15 +1815,22 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
         entered,
         gate: gate.clone(),
     });
-    let state = AppState {
-        services: Arc::new(Services {
-            audit: AuditLog::new(store),
-            clock: Clock::fixed(now()),
-            endpoint: Arc::new(endpoint),
-            rotation: None,
-        }),
-        vaults: Arc::new(Vec::new()),
+    let mut settings = endpoint_settings();
+    settings.extend(pki.chain_settings());
+    settings.extend([
+        access_policy(POLICY),
+        ("KEYTURN_TRUST_ARR_CLIENT_CERT".into(), "false".into()),
+    ]);
+    let options = AppOptions {
+        settings,
+        overrides: Overrides {
+            clock: Some(Clock::fixed(now())),
+            audit: Some(store),
+            ..Overrides::default()
+        },
     };
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_, state, _) = start_up(options, &rotation(), data.path()).await;
     let tls_config = tls::server_config(&pki.path("server.pem"), &pki.path("server.key"))
         .expect("TLS configuration");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
