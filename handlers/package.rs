@@ -37,7 +37,7 @@ pub struct PackageManifest {
 }
 
 /// Reads `host.json` and returns `customHandler.description.defaultExecutablePath`.
-pub fn executable_path(host_json: &Path) -> Result<String, PackageError> {
+pub(crate) fn executable_path(host_json: &Path) -> Result<String, PackageError> {
     let text = read_small(host_json)?;
     let invalid = |problem: &str| PackageError::Invalid {
         path: host_json.to_path_buf(),
@@ -62,7 +62,9 @@ pub fn executable_path(host_json: &Path) -> Result<String, PackageError> {
 
 /// The function folders under `definitions`, sorted, each holding a `function.json`
 /// that is a JSON object with a `bindings` array.
-pub fn function_definitions(definitions: &Path) -> Result<Vec<(String, PathBuf)>, PackageError> {
+pub(crate) fn function_definitions(
+    definitions: &Path,
+) -> Result<Vec<(String, PathBuf)>, PackageError> {
     let entries = fs::read_dir(definitions).map_err(|source| PackageError::Read {
         path: definitions.to_path_buf(),
         source,

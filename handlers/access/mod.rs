@@ -18,14 +18,14 @@ use crate::domain::ids::DeviceId;
 use crate::domain::names::ObjectName;
 use crate::domain::thumbprint::Thumbprint;
 
-pub mod pattern;
+pub(crate) mod pattern;
 pub mod rate_limit;
 
 use pattern::{Pattern, PatternError};
 
 /// The largest policy accepted (file or setting). A policy of thousands of grants is
 /// tens of KiB; 1 MiB keeps a wrong path (a log, an archive) from being read as one.
-pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_POLICY_BYTES: usize = 1024 * 1024;
 
 /// Why an access policy cannot be used. These stop start-up; they never reach a caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -48,7 +48,7 @@ pub enum AccessPolicyError {
 /// Who a grant is for. Any one matching selector makes the grant apply to the caller.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub enum Selector {
+pub(crate) enum Selector {
     /// The leaf's SHA-256 thumbprint.
     Thumbprint(Thumbprint),
     /// An Entra device id, verified by the `entra-device` policy (never read from an
@@ -68,10 +68,10 @@ pub enum Selector {
 /// each matches its pattern, so `*` never reaches past an RDN and a value holding an
 /// (escaped) comma can never pass for two RDNs.
 #[derive(Debug, Clone)]
-pub struct DnPattern(Vec<Pattern>);
+pub(crate) struct DnPattern(Vec<Pattern>);
 
 impl DnPattern {
-    pub fn parse(text: &str) -> Result<Self, PatternError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, PatternError> {
         split_rdns(text)
             .iter()
             .map(|rdn| Pattern::parse(rdn))
@@ -80,7 +80,7 @@ impl DnPattern {
     }
 
     /// Whether `dn` (an RFC 4514 string, as [`crate::domain::dn::rfc4514`] renders it) matches.
-    pub fn matches(&self, dn: &str) -> bool {
+    pub(crate) fn matches(&self, dn: &str) -> bool {
         let rdns = split_rdns(dn);
         rdns.len() == self.0.len() && self.0.iter().zip(&rdns).all(|(p, rdn)| p.matches(rdn))
     }
@@ -88,7 +88,7 @@ impl DnPattern {
 
 /// One grant.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub name: Option<String>,
     pub identities: Vec<Selector>,
     pub secrets: Vec<Pattern>,
@@ -97,13 +97,13 @@ pub struct Grant {
 
 /// The whole policy. The default policy grants nothing.
 #[derive(Debug, Clone, Default)]
-pub struct AccessPolicy {
+pub(crate) struct AccessPolicy {
     grants: Vec<Grant>,
 }
 
 /// What the policy decided for one caller and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision<'p> {
+pub(crate) enum Decision<'p> {
     Granted {
         /// The grant's position in the file, from 0.
         grant: usize,
@@ -143,7 +143,7 @@ enum SelectorFile {
 impl AccessPolicy {
     /// A policy from the setting's value: JSON text when it starts with `{`, otherwise
     /// the path of a JSON file.
-    pub fn load(setting: &str) -> Result<Self, AccessPolicyError> {
+    pub(crate) fn load(setting: &str) -> Result<Self, AccessPolicyError> {
         let trimmed = setting.trim();
         if trimmed.starts_with('{') {
             return Self::parse(trimmed);
@@ -162,7 +162,7 @@ impl AccessPolicy {
 
     /// Parses policy JSON. Unknown fields are errors: a misspelt key must not silently
     /// widen or narrow what a grant covers.
-    pub fn parse(text: &str) -> Result<Self, AccessPolicyError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, AccessPolicyError> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(AccessPolicyError::TooLarge);
         }
@@ -183,12 +183,13 @@ impl AccessPolicy {
         Ok(Self { grants })
     }
 
-    pub fn grants(&self) -> &[Grant] {
+    #[cfg(test)]
+    pub(crate) fn grants(&self) -> &[Grant] {
         &self.grants
     }
 
     /// Checks that every grant names one of the configured backends.
-    pub fn check_backends(&self, configured: &[&str]) -> Result<(), AccessPolicyError> {
+    pub(crate) fn check_backends(&self, configured: &[&str]) -> Result<(), AccessPolicyError> {
         for (grant, g) in self.grants.iter().enumerate() {
             if !configured.contains(&g.backend.as_str()) {
                 return Err(AccessPolicyError::UnknownBackend {
@@ -201,7 +202,7 @@ impl AccessPolicy {
     }
 
     /// The first grant covering both the caller and the name, or `Denied`.
-    pub fn authorize(&self, who: &Authenticated, name: &ObjectName) -> Decision<'_> {
+    pub(crate) fn authorize(&self, who: &Authenticated, name: &ObjectName) -> Decision<'_> {
         self.grants
             .iter()
             .enumerate()
@@ -324,7 +325,6 @@ mod tests {
             subject_alt_names: vec![SubjectAltName::Dns(san.to_owned())],
             not_before: chrono::DateTime::UNIX_EPOCH,
             not_after: chrono::DateTime::UNIX_EPOCH + chrono::Duration::days(365),
-            public_key_spki_der: Vec::new(),
             extended_key_usage: Default::default(),
         };
         Authenticated {

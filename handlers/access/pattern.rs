@@ -8,12 +8,12 @@ use crate::domain::names::OBJECT_NAME_MAX_LEN;
 
 /// The longest pattern accepted. Distinguished names and SANs stay far below this;
 /// the limit keeps a mistaken policy (a pasted certificate) from being taken as a name.
-pub const MAX_PATTERN_LEN: usize = 1024;
+pub(crate) const MAX_PATTERN_LEN: usize = 1024;
 
 /// Why text is not a pattern.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum PatternError {
+pub(crate) enum PatternError {
     #[error("pattern is empty")]
     Empty,
     #[error("pattern is {length} characters; at most {MAX_PATTERN_LEN} are accepted")]
@@ -30,7 +30,7 @@ pub enum PatternError {
 
 /// A `*` glob, matched without ASCII case.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Pattern {
+pub(crate) struct Pattern {
     text: String,
     /// The literal pieces between stars, lowercased.
     pieces: Vec<String>,
@@ -40,7 +40,7 @@ pub struct Pattern {
 
 impl Pattern {
     /// Any text pattern (subjects, SANs, issuers).
-    pub fn parse(text: &str) -> Result<Self, PatternError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, PatternError> {
         if text.is_empty() {
             return Err(PatternError::Empty);
         }
@@ -62,7 +62,7 @@ impl Pattern {
     }
 
     /// A pattern over secret names: Key Vault name characters and `*` only.
-    pub fn parse_secret(text: &str) -> Result<Self, PatternError> {
+    pub(crate) fn parse_secret(text: &str) -> Result<Self, PatternError> {
         if let Some((position, found)) = text
             .chars()
             .enumerate()
@@ -76,12 +76,8 @@ impl Pattern {
         Self::parse(text)
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     /// Whether `candidate` matches the whole pattern.
-    pub fn matches(&self, candidate: &str) -> bool {
+    pub(crate) fn matches(&self, candidate: &str) -> bool {
         let candidate = candidate.to_ascii_lowercase();
         let mut rest = candidate.as_str();
         let last = self.pieces.len() - 1;

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 
 /// The window limits are expressed over. Operators think in requests per minute, and a
 /// device script that retries a few times a minute stays well within a per-minute quota.
-pub const WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const WINDOW: Duration = Duration::from_secs(60);
 
 /// Requests per minute, per identity and per source address; `None` is unlimited.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -25,11 +25,11 @@ pub struct RateLimits {
 /// (they behave exactly like unseen keys); if that frees nothing, a key not yet tracked
 /// is limited until some quota refills. Forgetting tracked keys instead would let a
 /// client that cycles through addresses reset everyone's limits.
-pub const MAX_TRACKED_KEYS: usize = 100_000;
+pub(crate) const MAX_TRACKED_KEYS: usize = 100_000;
 
 /// A limiter; `None` limit means unlimited.
 #[derive(Debug)]
-pub struct RateLimiter<K> {
+pub(crate) struct RateLimiter<K> {
     /// The spacing between requests at the sustained rate.
     interval: Option<chrono::Duration>,
     /// How far ahead of now a key's schedule may run: the burst.
@@ -42,13 +42,13 @@ pub struct RateLimiter<K> {
 
 /// The request is over the limit; retry after this long.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limited {
+pub(crate) struct Limited {
     pub retry_after: Duration,
 }
 
 impl Limited {
     /// Whole seconds for `Retry-After`, rounded up, at least one.
-    pub fn retry_after_seconds(&self) -> u64 {
+    pub(crate) fn retry_after_seconds(&self) -> u64 {
         let seconds = self.retry_after.as_secs();
         let rounded = if self.retry_after.subsec_nanos() > 0 {
             seconds + 1
@@ -61,7 +61,7 @@ impl Limited {
 
 impl<K: Hash + Eq> RateLimiter<K> {
     /// `per_minute` requests per [`WINDOW`]; `None` or 0 disables the limit.
-    pub fn per_minute(per_minute: Option<u32>) -> Self {
+    pub(crate) fn per_minute(per_minute: Option<u32>) -> Self {
         Self::with_capacity(per_minute, MAX_TRACKED_KEYS)
     }
 
@@ -81,12 +81,13 @@ impl<K: Hash + Eq> RateLimiter<K> {
         }
     }
 
-    pub fn is_enabled(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_enabled(&self) -> bool {
         self.interval.is_some()
     }
 
     /// Counts one request by `key` at `now`, or says how long to wait.
-    pub fn check(&self, key: K, now: DateTime<Utc>) -> Result<(), Limited> {
+    pub(crate) fn check(&self, key: K, now: DateTime<Utc>) -> Result<(), Limited> {
         let Some(interval) = self.interval else {
             return Ok(());
         };

@@ -19,7 +19,8 @@ use crate::ports::PortError;
 use crate::ports::source::{SecretSource, SourcedSecret};
 
 /// The prefix used when none is configured.
-pub const DEFAULT_PREFIX: &str = "KEYTURN_SECRET_";
+#[cfg(test)]
+pub(crate) const DEFAULT_PREFIX: &str = "KEYTURN_SECRET_";
 
 /// Secrets from prefixed settings.
 pub struct AppSettingsSource {
@@ -63,12 +64,9 @@ impl AppSettingsSource {
         format!("{prefix}{}", key(name))
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.values.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
     }
 }
 

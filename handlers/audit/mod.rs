@@ -47,7 +47,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod scope;
+pub(crate) mod scope;
 
 pub use scope::{Action, AuditScope};
 
@@ -58,17 +58,15 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ports::audit::{
-    AuditEntry, AuditRecord, AuditStore, EntryHash, StoredEntry, format_audit_time,
+    AuditDataError, AuditEntry, AuditRecord, AuditStore, EntryHash, StoredEntry, format_audit_time,
 };
 use crate::ports::{FailureKind, PortError};
 
-pub use crate::ports::audit::{
-    Actor, AuditDataError, AuditObject, AuditText, MAX_AUDIT_TEXT_BYTES, Outcome,
-};
+pub use crate::ports::audit::{Actor, AuditText, Outcome};
 
 /// The first bytes of every canonical encoding: the format's name and version, so a
 /// future encoding can never produce the same hash input as this one.
-pub const CANONICAL_ENCODING_TAG: &[u8; 16] = b"keyturn-audit-v1";
+pub(crate) const CANONICAL_ENCODING_TAG: &[u8; 16] = b"keyturn-audit-v1";
 
 /// How many times an append starts over after losing a race for the next position.
 /// Each loss means another writer succeeded, so a writer only keeps losing while others
@@ -76,7 +74,7 @@ pub const CANONICAL_ENCODING_TAG: &[u8; 16] = b"keyturn-audit-v1";
 /// `maxConcurrentCalls` defaults to 16 per instance) and one invocation writes a handful
 /// of entries; 64 rounds outlasts any burst of that size, while a writer that still loses
 /// after 64 rounds is better off failing the invocation and being redelivered.
-pub const MAX_APPEND_ATTEMPTS: u32 = 64;
+pub(crate) const MAX_APPEND_ATTEMPTS: u32 = 64;
 
 /// Upper bound of the random pause after a lost race, in milliseconds. A few
 /// milliseconds is one store round trip on SQLite and a fraction of one on Table storage:
@@ -129,7 +127,7 @@ pub enum AuditError {
 impl AuditError {
     /// The shared failure vocabulary, so whoever failed to audit is classified like any
     /// other port failure.
-    pub fn kind(&self) -> FailureKind {
+    pub(crate) fn kind(&self) -> FailureKind {
         match self {
             Self::Store { source, .. } => source.kind.clone(),
             // Many appenders raced and this one kept losing: the next delivery will win.
@@ -154,7 +152,7 @@ impl From<AuditError> for PortError {
 }
 
 /// Seals `record` as entry `sequence` following an entry whose hash is `prev_hash`.
-pub fn seal(sequence: u64, prev_hash: EntryHash, record: AuditRecord) -> AuditEntry {
+pub(crate) fn seal(sequence: u64, prev_hash: EntryHash, record: AuditRecord) -> AuditEntry {
     let hash = entry_hash(sequence, &prev_hash, &record);
     AuditEntry {
         sequence,
@@ -165,13 +163,17 @@ pub fn seal(sequence: u64, prev_hash: EntryHash, record: AuditRecord) -> AuditEn
 }
 
 /// The hash an entry with this content must carry.
-pub fn entry_hash(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> EntryHash {
+pub(crate) fn entry_hash(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> EntryHash {
     let digest = Sha256::digest(canonical_encoding(sequence, prev_hash, record));
     EntryHash::from_bytes(digest.into())
 }
 
 /// The bytes that are hashed, exactly as the module documentation specifies.
-pub fn canonical_encoding(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> Vec<u8> {
+pub(crate) fn canonical_encoding(
+    sequence: u64,
+    prev_hash: &EntryHash,
+    record: &AuditRecord,
+) -> Vec<u8> {
     let object = &record.object;
     let time = format_audit_time(&record.at);
     let fields: [Option<&str>; 13] = [
@@ -246,7 +248,7 @@ impl AuditLog {
     /// Fails only when the operating system will not give the writer a thread or the
     /// thread its runtime (descriptors or threads exhausted): a process that cannot
     /// audit must not start.
-    pub fn start(store: Arc<dyn AuditStore>) -> Result<Self, AuditError> {
+    pub(crate) fn start(store: Arc<dyn AuditStore>) -> Result<Self, AuditError> {
         let (writer, queue) = mpsc::channel(MAX_QUEUED_APPENDS);
         let (ready, started) = std::sync::mpsc::sync_channel(1);
         let batches = store.clone();
@@ -573,7 +575,7 @@ impl fmt::Display for VerifyReport {
 
 /// Walks the chain in `store` from the first position to the head and reports the
 /// first broken link. Store failures are errors; damage to the chain is a report.
-pub async fn verify(store: &dyn AuditStore) -> Result<VerifyReport, AuditError> {
+pub(crate) async fn verify(store: &dyn AuditStore) -> Result<VerifyReport, AuditError> {
     let head = store
         .head()
         .await

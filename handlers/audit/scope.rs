@@ -10,7 +10,7 @@ use crate::ports::audit::{Actor, AuditEntry, AuditObject, AuditRecord, AuditText
 
 /// Reasons are one short line; anything longer is cut so an entry always fits the audit
 /// log's per-field limit.
-pub const MAX_REASON_CHARS: usize = 400;
+pub(crate) const MAX_REASON_CHARS: usize = 400;
 
 /// What an entry records. The wire strings are the ones stored entries hold (and hash):
 /// they never change.
@@ -47,7 +47,8 @@ pub enum Action {
 
 impl Action {
     /// Every action, in no particular order.
-    pub const ALL: [Action; 19] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Action; 19] = [
         Self::EventReceived,
         Self::RotationPlanned,
         Self::SweepRan,
@@ -70,7 +71,7 @@ impl Action {
     ];
 
     /// The action as stored in an entry.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::EventReceived => "event.received",
             Self::RotationPlanned => "rotation.planned",
@@ -95,7 +96,8 @@ impl Action {
     }
 
     /// The action a stored string names, if it is one of keyturn's.
-    pub fn from_wire(text: &str) -> Option<Self> {
+    #[cfg(test)]
+    pub(crate) fn from_wire(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|action| action.as_str() == text)
     }
 }
@@ -117,16 +119,6 @@ pub struct AuditScope {
 }
 
 impl AuditScope {
-    /// Entries by `actor` stamped `at`, without an invocation id.
-    pub fn new(log: AuditLog, actor: Actor, at: DateTime<Utc>) -> Self {
-        Self {
-            log,
-            actor,
-            invocation_id: None,
-            at,
-        }
-    }
-
     /// Entries by the function `name` in the invocation `invocation_id`, stamped `at`.
     /// Refuses a name or id that is not audit text (naming which, never echoing it).
     pub fn function(
@@ -144,20 +136,16 @@ impl AuditScope {
     }
 
     /// The same scope with another actor (an authenticated device, say).
-    pub fn acting_as(&self, actor: Actor) -> Self {
+    pub(crate) fn acting_as(&self, actor: Actor) -> Self {
         Self {
             actor,
             ..self.clone()
         }
     }
 
-    pub fn actor(&self) -> &Actor {
-        &self.actor
-    }
-
     /// The entry `record` would append. The reason is cut to [`MAX_REASON_CHARS`], with
     /// control characters made spaces, so a long or multi-line reason never fails it.
-    pub fn entry(
+    pub(crate) fn entry(
         &self,
         action: Action,
         object: AuditObject,
@@ -179,7 +167,7 @@ impl AuditScope {
     }
 
     /// Appends one entry; returns once it is stored.
-    pub async fn record(
+    pub(crate) async fn record(
         &self,
         action: Action,
         object: AuditObject,

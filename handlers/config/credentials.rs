@@ -35,7 +35,7 @@ pub struct EntraSettings {
 
 impl EntraSettings {
     /// The cloud the authority host belongs to, if it is one Microsoft runs.
-    pub fn cloud(&self) -> Option<Cloud> {
+    pub(crate) fn cloud(&self) -> Option<Cloud> {
         Cloud::of_authority(&self.authority_host)
     }
 }
@@ -52,7 +52,7 @@ pub enum Cloud {
 }
 
 impl Cloud {
-    pub fn of_authority(authority: &url::Url) -> Option<Self> {
+    pub(crate) fn of_authority(authority: &url::Url) -> Option<Self> {
         match authority.host_str()? {
             "login.microsoftonline.com" => Some(Self::Public),
             "login.chinacloudapi.cn" | "login.partner.microsoftonline.cn" => Some(Self::China),
@@ -63,7 +63,7 @@ impl Cloud {
     }
 
     /// The DNS suffix of this cloud's Key Vault hosts.
-    pub fn key_vault_suffix(self) -> &'static str {
+    pub(crate) fn key_vault_suffix(self) -> &'static str {
         match self {
             Self::Public => KEY_VAULT_DNS_SUFFIXES[0],
             Self::China => KEY_VAULT_DNS_SUFFIXES[1],
@@ -85,7 +85,7 @@ pub enum VaultHosts {
 
 impl VaultHosts {
     /// A vault URL these rules accept. The problem names the rule, not the input.
-    pub fn parse(self, text: &str) -> Result<VaultUrl, String> {
+    pub(crate) fn parse(self, text: &str) -> Result<VaultUrl, String> {
         let url = VaultUrl::parse(text).map_err(|e| format!("not a Key Vault URL ({e})"))?;
         let Self::Cloud(cloud) = self else {
             return Ok(url);

@@ -86,7 +86,7 @@ pub struct EndpointSettings {
 }
 
 impl EndpointSettings {
-    pub fn uses(&self, policy: CertPolicyName) -> bool {
+    pub(crate) fn uses(&self, policy: CertPolicyName) -> bool {
         self.policies.contains(&policy)
     }
 }

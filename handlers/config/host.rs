@@ -26,7 +26,7 @@ pub struct HostSettings {
 
 impl HostSettings {
     /// Whether any function that rotates is served.
-    pub fn rotation_enabled(&self) -> bool {
+    pub(crate) fn rotation_enabled(&self) -> bool {
         self.enabled_functions.iter().any(|f| f.rotates())
     }
 }

@@ -22,7 +22,7 @@ pub fn local_vault_url() -> VaultUrl {
 }
 
 /// The local vault key is 32 bytes: an AES-256-GCM key.
-pub const LOCAL_VAULT_KEY_BYTES: usize = 32;
+pub(super) const LOCAL_VAULT_KEY_BYTES: usize = 32;
 /// The longest propagation delay the local directory plays: ten minutes, far beyond the
 /// 4-18 seconds observed from Entra.
 const MAX_LOCAL_PROPAGATION_SECONDS: u64 = 600;

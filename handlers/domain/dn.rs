@@ -10,7 +10,7 @@ use x509_parser::x509::{AttributeTypeAndValue, X509Name};
 
 /// The RFC 4514 string of `name` (section 2): RDNs in reverse of their DER order,
 /// separated by ","; multi-valued RDNs joined with "+"; values escaped (section 2.4).
-pub fn rfc4514(name: &X509Name<'_>) -> String {
+pub(crate) fn rfc4514(name: &X509Name<'_>) -> String {
     let rdns: Vec<String> = name
         .iter_rdn()
         .map(|rdn| rdn.iter().map(attribute).collect::<Vec<_>>().join("+"))
@@ -51,7 +51,7 @@ fn escape(value: &str) -> String {
 
 /// Splits an RFC 4514 string (or a pattern written like one) into its RDNs at the commas
 /// that are not escaped, trimming the spaces people put after commas.
-pub fn split_rdns(text: &str) -> Vec<String> {
+pub(crate) fn split_rdns(text: &str) -> Vec<String> {
     let mut rdns = Vec::new();
     let mut current = String::new();
     let mut chars = text.chars();

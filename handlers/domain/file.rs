@@ -9,7 +9,7 @@ use std::path::Path;
 /// Why a capped read failed. Neither variant carries the file's content.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CappedReadError {
+pub(crate) enum CappedReadError {
     #[error("{0}")]
     Io(#[from] io::Error),
     #[error("larger than {cap} bytes")]
@@ -18,7 +18,7 @@ pub enum CappedReadError {
 
 /// The whole of `path` when it holds at most `cap` bytes. Reads one byte past the cap,
 /// so a larger (or endless) input is detected after `cap + 1` bytes, never read whole.
-pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, CappedReadError> {
+pub(crate) fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, CappedReadError> {
     let file = File::open(path)?;
     if file.metadata()?.is_dir() {
         return Err(io::Error::new(io::ErrorKind::IsADirectory, "is a directory").into());
@@ -32,7 +32,7 @@ pub fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>, CappedReadError> {
 }
 
 /// [`read_capped`], as UTF-8 text.
-pub fn read_capped_text(path: &Path, cap: u64) -> Result<String, CappedReadError> {
+pub(crate) fn read_capped_text(path: &Path, cap: u64) -> Result<String, CappedReadError> {
     String::from_utf8(read_capped(path, cap)?)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "not UTF-8 text").into())
 }

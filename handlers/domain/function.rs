@@ -15,7 +15,7 @@ pub enum Function {
 
 impl Function {
     /// Every function, in the order the host lists them.
-    pub const ALL: [Function; 4] = [
+    pub(crate) const ALL: [Function; 4] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
@@ -23,7 +23,7 @@ impl Function {
     ];
 
     /// The functions whose presence makes rotation settings required.
-    pub const ROTATION: [Function; 3] = [
+    pub(crate) const ROTATION: [Function; 3] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
@@ -40,12 +40,13 @@ impl Function {
     }
 
     /// The function named `name`, if keyturn serves one by that name.
-    pub fn parse(name: &str) -> Option<Self> {
+    #[cfg(test)]
+    pub(crate) fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// Whether this function plans or runs rotations.
-    pub fn rotates(self) -> bool {
+    pub(crate) fn rotates(self) -> bool {
         Self::ROTATION.contains(&self)
     }
 }

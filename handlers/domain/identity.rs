@@ -30,7 +30,7 @@ pub enum PolicyKind {
 
 /// What the leaf's extendedKeyUsage extension says, if it has one.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ExtendedKeyUsage {
+pub(crate) struct ExtendedKeyUsage {
     /// The extension is present at all.
     pub present: bool,
     pub client_auth: bool,
@@ -43,7 +43,7 @@ pub struct ExtendedKeyUsage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "type", content = "value", rename_all = "snake_case")]
 #[non_exhaustive]
-pub enum SubjectAltName {
+pub(crate) enum SubjectAltName {
     Dns(String),
     Email(String),
     Uri(String),
@@ -60,7 +60,7 @@ pub enum SubjectAltName {
 /// The fields of a certificate that policies, the access policy and the audit log use,
 /// extracted once when the certificate is parsed (`mtls::certificate`).
 #[derive(Debug, Clone, Serialize)]
-pub struct CertificateDetails {
+pub(crate) struct CertificateDetails {
     #[serde(rename = "thumbprint_sha256")]
     pub(crate) thumbprint: Thumbprint,
     /// RFC 4514 string ([`crate::domain::dn::rfc4514`]).
@@ -70,8 +70,6 @@ pub struct CertificateDetails {
     pub(crate) subject_alt_names: Vec<SubjectAltName>,
     pub(crate) not_before: DateTime<Utc>,
     pub(crate) not_after: DateTime<Utc>,
-    #[serde(skip)]
-    pub(crate) public_key_spki_der: Vec<u8>,
     #[serde(skip)]
     pub(crate) extended_key_usage: ExtendedKeyUsage,
 }
@@ -105,43 +103,36 @@ impl ClientIdentity {
     }
 
     /// SHA-256 of the leaf certificate's DER.
-    pub fn thumbprint(&self) -> Thumbprint {
+    pub(crate) fn thumbprint(&self) -> Thumbprint {
         self.details.thumbprint
     }
 
     /// The leaf's subject distinguished name, RFC 4514 style (`CN=..., O=...`).
-    pub fn subject(&self) -> &str {
+    pub(crate) fn subject(&self) -> &str {
         &self.details.subject
     }
 
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.details.issuer
     }
 
     /// The leaf's serial number, lowercase hex of its DER content octets.
-    pub fn serial_hex(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn serial_hex(&self) -> &str {
         &self.details.serial_hex
     }
 
-    pub fn subject_alt_names(&self) -> &[SubjectAltName] {
+    pub(crate) fn subject_alt_names(&self) -> &[SubjectAltName] {
         &self.details.subject_alt_names
     }
 
-    pub fn not_before(&self) -> DateTime<Utc> {
-        self.details.not_before
-    }
-
-    pub fn not_after(&self) -> DateTime<Utc> {
+    #[cfg(test)]
+    pub(crate) fn not_after(&self) -> DateTime<Utc> {
         self.details.not_after
     }
 
-    /// The leaf's SubjectPublicKeyInfo, DER encoded: what a device-directory lookup
-    /// (for example an Entra device's registered key) compares against.
-    pub fn public_key_spki_der(&self) -> &[u8] {
-        &self.details.public_key_spki_der
-    }
-
-    pub fn decided_by(&self) -> PolicyKind {
+    #[cfg(test)]
+    pub(crate) fn decided_by(&self) -> PolicyKind {
         self.decided_by
     }
 }

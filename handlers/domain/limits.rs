@@ -17,4 +17,4 @@ pub const MAX_TAG_VALUE_LEN: usize = 256;
 pub const MAX_SECRET_VALUE_BYTES: usize = 25 * 1024;
 
 /// A secret's content type, in characters (the REST API's Set Secret `contentType`).
-pub const MAX_CONTENT_TYPE_LEN: usize = 255;
+pub(crate) const MAX_CONTENT_TYPE_LEN: usize = 255;

@@ -3,14 +3,14 @@
 //! limits. Imports nothing internal.
 
 pub mod clock;
-pub mod dn;
-pub mod file;
-pub mod function;
+pub(crate) mod dn;
+pub(crate) mod file;
+pub(crate) mod function;
 pub mod identity;
 pub mod ids;
 pub mod limits;
 pub mod names;
 pub mod ncrontab;
-pub mod resources;
+pub(crate) mod resources;
 pub mod secret;
 pub mod thumbprint;

@@ -9,9 +9,9 @@ use url::{Host, Url};
 
 /// Vault names are 3 to 24 characters (Azure resource naming rules for
 /// `Microsoft.KeyVault/vaults`; the name becomes a DNS label under the vault domain).
-pub const VAULT_NAME_MIN_LEN: usize = 3;
+pub(crate) const VAULT_NAME_MIN_LEN: usize = 3;
 /// See [`VAULT_NAME_MIN_LEN`].
-pub const VAULT_NAME_MAX_LEN: usize = 24;
+pub(crate) const VAULT_NAME_MAX_LEN: usize = 24;
 
 /// Secret, certificate and key names are 1 to 127 characters of `0-9a-zA-Z-`
 /// (Key Vault "About keys, secrets, and certificates", Object identifiers).
@@ -24,7 +24,7 @@ pub const OBJECT_VERSION_LEN: usize = 32;
 /// DNS suffixes of Key Vault in the public and sovereign clouds: `vault.azure.net`
 /// (public), `vault.azure.cn` (Azure China), `vault.usgovcloudapi.net` (US Government),
 /// `vault.microsoftazure.de` (the former Azure Germany).
-pub const KEY_VAULT_DNS_SUFFIXES: [&str; 4] = [
+pub(crate) const KEY_VAULT_DNS_SUFFIXES: [&str; 4] = [
     "vault.azure.net",
     "vault.azure.cn",
     "vault.usgovcloudapi.net",
@@ -127,7 +127,7 @@ macro_rules! serde_via_parse {
 pub struct VaultName(String);
 
 impl VaultName {
-    pub fn parse(text: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, NameError> {
         let len = text.chars().count();
         if !(VAULT_NAME_MIN_LEN..=VAULT_NAME_MAX_LEN).contains(&len) {
             return Err(NameError::VaultNameLength { len });
@@ -151,12 +151,12 @@ impl VaultName {
         Ok(Self(text.to_ascii_lowercase()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 
     /// The public-cloud URL of this vault, `https://{name}.vault.azure.net/`.
-    pub fn public_cloud_url(&self) -> VaultUrl {
+    pub(crate) fn public_cloud_url(&self) -> VaultUrl {
         VaultUrl::parse(&format!(
             "https://{}.{}/",
             self.0, KEY_VAULT_DNS_SUFFIXES[0]
@@ -200,7 +200,7 @@ impl ObjectName {
     }
 
     /// Whether two names denote the same Key Vault object (names compare without case).
-    pub fn matches(&self, other: &ObjectName) -> bool {
+    pub(crate) fn matches(&self, other: &ObjectName) -> bool {
         self.0.eq_ignore_ascii_case(&other.0)
     }
 }
@@ -255,10 +255,10 @@ pub enum ObjectType {
 }
 
 impl ObjectType {
-    pub const ALL: [ObjectType; 3] = [Self::Secret, Self::Certificate, Self::Key];
+    pub(crate) const ALL: [ObjectType; 3] = [Self::Secret, Self::Certificate, Self::Key];
 
     /// The name Key Vault events use: `Secret`, `Certificate`, `Key`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Secret => "Secret",
             Self::Certificate => "Certificate",
@@ -267,7 +267,7 @@ impl ObjectType {
     }
 
     /// The URL path segment of the collection: `secrets`, `certificates`, `keys`.
-    pub fn collection(self) -> &'static str {
+    pub(crate) fn collection(self) -> &'static str {
         match self {
             Self::Secret => "secrets",
             Self::Certificate => "certificates",
@@ -276,7 +276,7 @@ impl ObjectType {
     }
 
     /// Parses `Secret`, `Certificate` or `Key` in any case.
-    pub fn parse(text: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, NameError> {
         Self::ALL
             .into_iter()
             .find(|kind| kind.as_str().eq_ignore_ascii_case(text))
@@ -334,11 +334,11 @@ impl VaultUrl {
     }
 
     /// The vault's name when the host is under a Key Vault domain.
-    pub fn vault_name(&self) -> Option<&VaultName> {
+    pub(crate) fn vault_name(&self) -> Option<&VaultName> {
         self.vault_name.as_ref()
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.url.as_str()
     }
 

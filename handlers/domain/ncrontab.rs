@@ -15,19 +15,19 @@ use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The example every "wrong format" message gives: every six hours, on the hour.
-pub const EXAMPLE: &str = "0 0 */6 * * *";
+pub(crate) const EXAMPLE: &str = "0 0 */6 * * *";
 
 /// The field order every "wrong format" message gives.
-pub const FORMAT: &str = "{second} {minute} {hour} {day} {month} {day-of-week}";
+pub(crate) const FORMAT: &str = "{second} {minute} {hour} {day} {month} {day-of-week}";
 
 /// How far ahead [`Schedule::next_after`] looks. The Gregorian calendar repeats its
 /// dates and weekdays every 400 years (146,097 days, exactly 20,871 weeks), so a
 /// schedule with no occurrence within 400 years has none at all (`0 0 0 30 2 *`).
-pub const SEARCH_HORIZON_YEARS: i32 = 400;
+pub(crate) const SEARCH_HORIZON_YEARS: i32 = 400;
 
 /// Longest expression accepted. A field enumerating all 60 seconds is 170 characters,
 /// so six fully enumerated fields still fit; anything longer is not a schedule.
-pub const MAX_EXPRESSION_LEN: usize = 1024;
+pub(crate) const MAX_EXPRESSION_LEN: usize = 1024;
 
 /// Longest excerpt of a refused field value an error quotes.
 const MAX_QUOTED_LEN: usize = 32;
@@ -200,13 +200,9 @@ impl Schedule {
         })
     }
 
-    /// The expression as it was given.
-    pub fn as_str(&self) -> &str {
-        &self.expression
-    }
-
     /// Whether `t` is an occurrence: a whole second whose every field matches.
-    pub fn matches(&self, t: DateTime<Utc>) -> bool {
+    #[cfg(test)]
+    pub(crate) fn matches(&self, t: DateTime<Utc>) -> bool {
         t.nanosecond() == 0
             && has(self.seconds, t.second())
             && has(self.minutes, t.minute())
@@ -216,7 +212,7 @@ impl Schedule {
 
     /// The first occurrence strictly after `t`, or `None` when there is none within
     /// [`SEARCH_HORIZON_YEARS`] (so none ever) or it would fall beyond chrono's range.
-    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let start = t
             .naive_utc()
             .with_nanosecond(0)?

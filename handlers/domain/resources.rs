@@ -9,11 +9,11 @@ use serde::{Serialize, Serializer};
 
 /// Table names are 3 to 63 characters (Table service "Understanding the Table service
 /// data model", Table names).
-pub const TABLE_NAME_MIN_LEN: usize = 3;
+pub(crate) const TABLE_NAME_MIN_LEN: usize = 3;
 /// See [`TABLE_NAME_MIN_LEN`].
-pub const TABLE_NAME_MAX_LEN: usize = 63;
+pub(crate) const TABLE_NAME_MAX_LEN: usize = 63;
 /// Queue names are at most 260 characters (Service Bus naming rules for queues).
-pub const QUEUE_NAME_MAX_LEN: usize = 260;
+pub(crate) const QUEUE_NAME_MAX_LEN: usize = 260;
 
 /// Why a resource name was refused. Messages name the rule broken, never the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,7 +50,7 @@ impl TableName {
         Ok(Self(name.to_owned()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -61,7 +61,7 @@ impl TableName {
 pub struct QueueName(String);
 
 impl QueueName {
-    pub fn parse(name: &str) -> Result<Self, ResourceNameError> {
+    pub(crate) fn parse(name: &str) -> Result<Self, ResourceNameError> {
         let problem = |problem| Err(ResourceNameError::Queue { problem });
         if name.is_empty() || name.len() > QUEUE_NAME_MAX_LEN {
             return problem("must be 1 to 260 characters");
@@ -92,7 +92,7 @@ impl QueueName {
 pub struct ServiceBusNamespace(String);
 
 impl ServiceBusNamespace {
-    pub fn parse(host: &str) -> Result<Self, ResourceNameError> {
+    pub(crate) fn parse(host: &str) -> Result<Self, ResourceNameError> {
         let problem = |problem| Err(ResourceNameError::Namespace { problem });
         let host = host.trim();
         if host.is_empty()
@@ -113,7 +113,7 @@ impl ServiceBusNamespace {
         Ok(Self(host.to_ascii_lowercase()))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }

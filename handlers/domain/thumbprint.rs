@@ -61,7 +61,7 @@ pub enum ThumbprintError {
 impl Thumbprint {
     /// Parses hex with or without `:` or ` ` separators, in either case:
     /// `"AB:CD:..."`, `"ab cd ..."` and `"ABCD..."` are the same thumbprint.
-    pub fn parse(input: &str) -> Result<Self, ThumbprintError> {
+    pub(crate) fn parse(input: &str) -> Result<Self, ThumbprintError> {
         let trimmed = input.trim();
         if trimmed.is_empty() {
             return Err(ThumbprintError::Empty);
@@ -106,7 +106,7 @@ impl Thumbprint {
     }
 
     /// A thumbprint from raw digest bytes: 32 bytes are SHA-256, 20 bytes SHA-1.
-    pub fn from_digest_bytes(bytes: &[u8]) -> Result<Self, ThumbprintError> {
+    pub(crate) fn from_digest_bytes(bytes: &[u8]) -> Result<Self, ThumbprintError> {
         if let Ok(sha256) = <[u8; SHA256_LEN]>::try_from(bytes) {
             Ok(Self(DigestValue::Sha256(sha256)))
         } else if let Ok(sha1) = <[u8; SHA1_LEN]>::try_from(bytes) {
@@ -117,12 +117,12 @@ impl Thumbprint {
     }
 
     /// True for a SHA-1 thumbprint, which identifies a certificate less firmly.
-    pub fn is_legacy_sha1(&self) -> bool {
+    pub(crate) fn is_legacy_sha1(&self) -> bool {
         matches!(self.0, DigestValue::Sha1(_))
     }
 
     /// The digest bytes (32 for SHA-256, 20 for SHA-1).
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match &self.0 {
             DigestValue::Sha256(bytes) => bytes,
             DigestValue::Sha1(bytes) => bytes,
@@ -131,6 +131,7 @@ impl Thumbprint {
 
     /// Lowercase hex without separators, for places that want it (JSON APIs that
     /// compare case-sensitively, file names).
+    #[cfg(test)]
     pub fn to_lower_hex(&self) -> String {
         hex::encode(self.as_bytes())
     }

@@ -10,13 +10,15 @@ use crate::domain::names::{NameError, ObjectId, ObjectName, ObjectType, ObjectVe
 use crate::events::tolerant::{self, FieldError, Fields};
 
 /// Most events one delivery may carry: Event Grid's `maxEventsPerBatch` is at most 5000.
-pub const MAX_EVENTS_PER_DELIVERY: usize = 5000;
+pub(crate) const MAX_EVENTS_PER_DELIVERY: usize = 5000;
 
+#[cfg(test)]
 const EVENT_TYPE_PREFIX: &str = "Microsoft.KeyVault.";
 
 /// The Event Grid event type of the subscription handshake; see
 /// [`crate::events::validation`].
-pub const SUBSCRIPTION_VALIDATION_EVENT: &str = "Microsoft.EventGrid.SubscriptionValidationEvent";
+pub(crate) const SUBSCRIPTION_VALIDATION_EVENT: &str =
+    "Microsoft.EventGrid.SubscriptionValidationEvent";
 
 /// Which Key Vault event this is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -112,19 +114,20 @@ impl KeyVaultEventKind {
         }
     }
 
-    pub fn triggers_rotation(&self) -> bool {
+    pub(crate) fn triggers_rotation(&self) -> bool {
         Self::ROTATION_TRIGGERS.contains(self)
     }
 
     /// Whether the event type names a Key Vault event at all.
-    pub fn is_key_vault(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_key_vault(&self) -> bool {
         self.event_type()
             .get(..EVENT_TYPE_PREFIX.len())
             .is_some_and(|prefix| prefix.eq_ignore_ascii_case(EVENT_TYPE_PREFIX))
     }
 
     /// The object type this kind of event is about, for the known object events.
-    pub fn object_type(&self) -> Option<ObjectType> {
+    pub(crate) fn object_type(&self) -> Option<ObjectType> {
         match self {
             Self::SecretNewVersionCreated | Self::SecretNearExpiry | Self::SecretExpired => {
                 Some(ObjectType::Secret)
@@ -148,7 +151,7 @@ impl fmt::Display for KeyVaultEventKind {
 
 /// The envelope schema an event arrived in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventSchema {
+pub(crate) enum EventSchema {
     /// Event Grid schema: `eventType`, `topic`, `subject`, `eventTime`, `data`.
     EventGrid,
     /// CloudEvents 1.0: `type`, `source`, `subject`, `time`, `data`, `specversion`.
@@ -157,7 +160,7 @@ pub enum EventSchema {
 
 /// The secret, certificate or key an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyVaultObject {
+pub(crate) struct KeyVaultObject {
     pub object_type: ObjectType,
     pub name: ObjectName,
     pub version: ObjectVersion,
@@ -167,7 +170,7 @@ pub struct KeyVaultObject {
 
 /// What an event is about: one object, or the vault itself (access policy changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EventTarget {
+pub(crate) enum EventTarget {
     Object(Box<KeyVaultObject>),
     Vault,
 }
@@ -302,7 +305,7 @@ impl KeyVaultEvent {
 
     /// Reads a delivery: one event, or an array of events (either possibly inside a
     /// JSON string). Refuses the whole delivery if any event is malformed, naming it.
-    pub fn parse_all(value: &Value) -> Result<Vec<Self>, KeyVaultEventError> {
+    pub(crate) fn parse_all(value: &Value) -> Result<Vec<Self>, KeyVaultEventError> {
         match tolerant::unwrap_json(value) {
             Value::Array(items) => {
                 if items.is_empty() {
@@ -330,7 +333,8 @@ impl KeyVaultEvent {
     }
 
     /// [`KeyVaultEvent::parse_all`] over raw bytes.
-    pub fn parse_slice(bytes: &[u8]) -> Result<Vec<Self>, KeyVaultEventError> {
+    #[cfg(test)]
+    pub(crate) fn parse_slice(bytes: &[u8]) -> Result<Vec<Self>, KeyVaultEventError> {
         let value: Value =
             serde_json::from_slice(bytes).map_err(|error| KeyVaultEventError::NotJson {
                 line: error.line(),
@@ -339,7 +343,8 @@ impl KeyVaultEvent {
         Self::parse_all(&value)
     }
 
-    pub fn id(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn id(&self) -> &str {
         &self.id
     }
 
@@ -347,23 +352,25 @@ impl KeyVaultEvent {
         &self.kind
     }
 
-    pub fn vault(&self) -> &VaultName {
+    pub(crate) fn vault(&self) -> &VaultName {
         &self.vault
     }
 
-    pub fn target(&self) -> &EventTarget {
+    #[cfg(test)]
+    pub(crate) fn target(&self) -> &EventTarget {
         &self.target
     }
 
     /// The object the event is about; `None` for vault-level events.
-    pub fn object(&self) -> Option<&KeyVaultObject> {
+    pub(crate) fn object(&self) -> Option<&KeyVaultObject> {
         match &self.target {
             EventTarget::Object(object) => Some(object),
             EventTarget::Vault => None,
         }
     }
 
-    pub fn object_type(&self) -> Option<ObjectType> {
+    #[cfg(test)]
+    pub(crate) fn object_type(&self) -> Option<ObjectType> {
         self.object().map(|object| object.object_type)
     }
 
@@ -375,12 +382,13 @@ impl KeyVaultEvent {
         self.object().map(|object| &object.version)
     }
 
-    pub fn object_id(&self) -> Option<&ObjectId> {
+    pub(crate) fn object_id(&self) -> Option<&ObjectId> {
         self.object().and_then(|object| object.id.as_ref())
     }
 
     /// The object version's not-before time (`NBF`).
-    pub fn not_before(&self) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn not_before(&self) -> Option<DateTime<Utc>> {
         self.not_before
     }
 
@@ -390,22 +398,24 @@ impl KeyVaultEvent {
     }
 
     /// When Key Vault raised the event (`eventTime` or `time`; optional in CloudEvents).
-    pub fn event_time(&self) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn event_time(&self) -> Option<DateTime<Utc>> {
         self.event_time
     }
 
-    pub fn schema(&self) -> EventSchema {
+    #[cfg(test)]
+    pub(crate) fn schema(&self) -> EventSchema {
         self.schema
     }
 
-    pub fn triggers_rotation(&self) -> bool {
+    pub(crate) fn triggers_rotation(&self) -> bool {
         self.kind.triggers_rotation()
     }
 
     /// The object whose version should be planned for rotation: `Some` only for an event
     /// that triggers rotation ([`KeyVaultEventKind::ROTATION_TRIGGERS`]) about an object.
     /// The one place events are filtered for rotation.
-    pub fn rotation_trigger(&self) -> Option<&KeyVaultObject> {
+    pub(crate) fn rotation_trigger(&self) -> Option<&KeyVaultObject> {
         self.object().filter(|_| self.triggers_rotation())
     }
 }

@@ -3,7 +3,7 @@
 //! primitives as strings).
 
 pub mod keyvault;
-pub mod servicebus;
-pub mod timer;
-pub mod tolerant;
-pub mod validation;
+pub(crate) mod servicebus;
+pub(crate) mod timer;
+pub(crate) mod tolerant;
+pub(crate) mod validation;

@@ -2,14 +2,16 @@
 //! Functions host sends (quoted strings, numbers as strings, casing by extension version).
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
+#[cfg(test)]
+use serde_json::json;
+use serde_json::{Map, Value};
 
 use crate::events::tolerant::{FieldError, Fields};
 
 /// Why the message metadata could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ServiceBusError {
+pub(crate) enum ServiceBusError {
     #[error("Service Bus metadata is missing `{field}`")]
     MissingField { field: &'static str },
     #[error("Service Bus metadata {0}")]
@@ -21,7 +23,7 @@ pub enum ServiceBusError {
 /// A received message's broker properties. `user_properties` are the application
 /// properties (`UserProperties` up to extension 4, `ApplicationProperties` from 5).
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceBusMessage {
+pub(crate) struct ServiceBusMessage {
     message_id: String,
     delivery_count: u32,
     enqueued_time: Option<DateTime<Utc>>,
@@ -36,7 +38,7 @@ pub struct ServiceBusMessage {
 impl ServiceBusMessage {
     /// Reads the properties from an invocation's metadata. `MessageId` and
     /// `DeliveryCount` are required: Service Bus sets both on every message.
-    pub fn from_metadata(metadata: &Map<String, Value>) -> Result<Self, ServiceBusError> {
+    pub(crate) fn from_metadata(metadata: &Map<String, Value>) -> Result<Self, ServiceBusError> {
         let fields = Fields::new(metadata);
         let message_id = fields
             .string("MessageId")?
@@ -68,7 +70,8 @@ impl ServiceBusMessage {
 
     /// The metadata in the shape the host sends (as extension 5 does, without the
     /// extra quoting), for a caller that plays the host.
-    pub fn to_metadata(&self) -> Map<String, Value> {
+    #[cfg(test)]
+    pub(crate) fn to_metadata(&self) -> Map<String, Value> {
         let mut metadata = Map::new();
         metadata.insert("MessageId".into(), json!(self.message_id));
         metadata.insert("DeliveryCount".into(), json!(self.delivery_count));
@@ -98,45 +101,53 @@ impl ServiceBusMessage {
         metadata
     }
 
-    pub fn message_id(&self) -> &str {
+    pub(crate) fn message_id(&self) -> &str {
         &self.message_id
     }
 
     /// How many times the message has been delivered, this delivery included (1 first).
-    pub fn delivery_count(&self) -> u32 {
+    pub(crate) fn delivery_count(&self) -> u32 {
         self.delivery_count
     }
 
-    pub fn enqueued_time(&self) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn enqueued_time(&self) -> Option<DateTime<Utc>> {
         self.enqueued_time
     }
 
-    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn expires_at(&self) -> Option<DateTime<Utc>> {
         self.expires_at
     }
 
-    pub fn lock_token(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn lock_token(&self) -> Option<&str> {
         self.lock_token.as_deref()
     }
 
-    pub fn session_id(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn session_id(&self) -> Option<&str> {
         self.session_id.as_deref()
     }
 
-    pub fn sequence_number(&self) -> Option<i64> {
+    #[cfg(test)]
+    pub(crate) fn sequence_number(&self) -> Option<i64> {
         self.sequence_number
     }
 
-    pub fn content_type(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn content_type(&self) -> Option<&str> {
         self.content_type.as_deref()
     }
 
-    pub fn user_properties(&self) -> &Map<String, Value> {
+    #[cfg(test)]
+    pub(crate) fn user_properties(&self) -> &Map<String, Value> {
         &self.user_properties
     }
 
     /// One application property as text, matched without case.
-    pub fn user_property(&self, key: &str) -> Option<String> {
+    #[cfg(test)]
+    pub(crate) fn user_property(&self, key: &str) -> Option<String> {
         Fields::new(&self.user_properties)
             .string(key)
             .ok()

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 /// host encodes string binding values once more (the captured Service Bus request shows
 /// two layers); four leaves room for a sender that already encoded its own payload, and
 /// bounds the work a hostile value can cause.
-pub const MAX_STRING_NESTING: usize = 4;
+pub(crate) const MAX_STRING_NESTING: usize = 4;
 
 /// Formats tried, in order, for a timestamp without an offset. .NET serialises a
 /// `DateTime` of unspecified kind without one; the hosts only ever send UTC there.
@@ -37,7 +37,8 @@ impl FieldError {
     }
 
     /// The field the error is about.
-    pub fn field(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn field(&self) -> &str {
         match self {
             Self::WrongShape { field, .. } => field,
         }
@@ -45,7 +46,7 @@ impl FieldError {
 }
 
 /// The JSON kind of a value, for error messages that must not echo the value.
-pub fn kind(value: &Value) -> &'static str {
+pub(crate) fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -58,7 +59,7 @@ pub fn kind(value: &Value) -> &'static str {
 
 /// Every decoding of `value`, outermost first: the value itself, then, while it is a
 /// string holding a JSON document, that document, up to [`MAX_STRING_NESTING`] times.
-pub fn layers(value: &Value) -> Vec<Value> {
+pub(crate) fn layers(value: &Value) -> Vec<Value> {
     let mut out = vec![value.clone()];
     while out.len() <= MAX_STRING_NESTING {
         let Some(Value::String(text)) = out.last() else {
@@ -73,14 +74,14 @@ pub fn layers(value: &Value) -> Vec<Value> {
 }
 
 /// The innermost decoding of `value` (see [`layers`]).
-pub fn unwrap_json(value: &Value) -> Value {
+pub(crate) fn unwrap_json(value: &Value) -> Value {
     let mut layers = layers(value);
     layers.pop().unwrap_or(Value::Null)
 }
 
 /// Peels JSON-string wrappings off a string while what is inside is still a string:
 /// `"\"abc\""` becomes `abc`, while `"1"` stays `1` rather than turning into a number.
-pub fn unwrap_string(text: &str) -> String {
+pub(crate) fn unwrap_string(text: &str) -> String {
     let mut current = text.to_owned();
     for _ in 0..MAX_STRING_NESTING {
         match serde_json::from_str::<Value>(&current) {
@@ -92,7 +93,7 @@ pub fn unwrap_string(text: &str) -> String {
 }
 
 /// Parses a timestamp: RFC 3339, or an offset-less ISO 8601 form taken as UTC.
-pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if let Ok(time) = DateTime::parse_from_rfc3339(text) {
         return Some(time.with_timezone(&Utc));
@@ -105,23 +106,23 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
 
 /// Case-insensitive, space-tolerant read access to the fields of one JSON object.
 #[derive(Debug, Clone, Copy)]
-pub struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     map: &'a Map<String, Value>,
 }
 
 impl<'a> Fields<'a> {
-    pub fn new(map: &'a Map<String, Value>) -> Self {
+    pub(crate) fn new(map: &'a Map<String, Value>) -> Self {
         Self { map }
     }
 
     /// The fields of `value` when it is an object.
-    pub fn of(value: &'a Value) -> Option<Self> {
+    pub(crate) fn of(value: &'a Value) -> Option<Self> {
         value.as_object().map(Self::new)
     }
 
     /// The raw value of `key`: an exact match first, otherwise the first key equal to it
     /// ignoring ASCII case and surrounding spaces. `null` counts as absent.
-    pub fn value(&self, key: &str) -> Option<&'a Value> {
+    pub(crate) fn value(&self, key: &str) -> Option<&'a Value> {
         let found = self.map.get(key).or_else(|| {
             self.map
                 .iter()
@@ -132,13 +133,13 @@ impl<'a> Fields<'a> {
     }
 
     /// Whether `key` is present with a non-null value.
-    pub fn contains(&self, key: &str) -> bool {
+    pub(crate) fn contains(&self, key: &str) -> bool {
         self.value(key).is_some()
     }
 
     /// A string field, unwrapped from JSON-string encodings and trimmed. Numbers and
     /// booleans are given in their JSON text.
-    pub fn string(&self, key: &str) -> Result<Option<String>, FieldError> {
+    pub(crate) fn string(&self, key: &str) -> Result<Option<String>, FieldError> {
         match self.value(key) {
             None => Ok(None),
             Some(Value::String(text)) => Ok(Some(unwrap_string(text).trim().to_owned())),
@@ -149,7 +150,7 @@ impl<'a> Fields<'a> {
     }
 
     /// An unsigned integer, as a number or as a string of digits.
-    pub fn u64(&self, key: &str) -> Result<Option<u64>, FieldError> {
+    pub(crate) fn u64(&self, key: &str) -> Result<Option<u64>, FieldError> {
         const EXPECTED: &str = "an unsigned integer";
         match self.value(key) {
             None => Ok(None),
@@ -167,7 +168,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A signed integer, as a number or as a string of digits.
-    pub fn i64(&self, key: &str) -> Result<Option<i64>, FieldError> {
+    pub(crate) fn i64(&self, key: &str) -> Result<Option<i64>, FieldError> {
         const EXPECTED: &str = "an integer";
         match self.value(key) {
             None => Ok(None),
@@ -185,7 +186,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A boolean, as `true`/`false` or as those words in a string, in any case.
-    pub fn bool(&self, key: &str) -> Result<Option<bool>, FieldError> {
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>, FieldError> {
         const EXPECTED: &str = "a boolean";
         match self.value(key) {
             None => Ok(None),
@@ -206,7 +207,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A timestamp in RFC 3339 (or offset-less ISO 8601, taken as UTC).
-    pub fn time(&self, key: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
+    pub(crate) fn time(&self, key: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
         const EXPECTED: &str = "an RFC 3339 timestamp";
         match self.value(key) {
             None => Ok(None),
@@ -219,7 +220,7 @@ impl<'a> Fields<'a> {
 
     /// A time given as Unix seconds, as a number or a string of digits; an RFC 3339
     /// string is accepted too. An empty string counts as absent.
-    pub fn unix_time(&self, key: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
+    pub(crate) fn unix_time(&self, key: &str) -> Result<Option<DateTime<Utc>>, FieldError> {
         const EXPECTED: &str = "Unix seconds";
         let Some(value) = self.value(key) else {
             return Ok(None);
@@ -255,7 +256,7 @@ impl<'a> Fields<'a> {
     }
 
     /// A nested object, possibly delivered as a JSON document inside a string.
-    pub fn object(&self, key: &str) -> Result<Option<Map<String, Value>>, FieldError> {
+    pub(crate) fn object(&self, key: &str) -> Result<Option<Map<String, Value>>, FieldError> {
         match self.value(key) {
             None => Ok(None),
             Some(value) => match unwrap_json(value) {

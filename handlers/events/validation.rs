@@ -8,11 +8,11 @@ use crate::events::tolerant::{self, FieldError, Fields};
 
 /// Longest `WebHook-Request-Origin` accepted: the origin is a DNS name, at most 253
 /// characters (RFC 1035 section 2.3.4, less the root label).
-pub const MAX_ORIGIN_LEN: usize = 253;
+pub(crate) const MAX_ORIGIN_LEN: usize = 253;
 
 /// Longest validation code accepted. Event Grid sends a GUID (36 characters); 1 KiB is
 /// generous yet keeps the echoed answer small.
-pub const MAX_VALIDATION_CODE_LEN: usize = 1024;
+pub(crate) const MAX_VALIDATION_CODE_LEN: usize = 1024;
 
 const ORIGIN_HEADER: &str = "WebHook-Request-Origin";
 const CALLBACK_HEADER: &str = "WebHook-Request-Callback";
@@ -21,7 +21,7 @@ const RATE_HEADER: &str = "WebHook-Request-Rate";
 /// Why a handshake could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ValidationError {
+pub(crate) enum ValidationError {
     #[error("subscription validation {0}")]
     Field(#[from] FieldError),
     #[error("subscription validation event is missing `{field}`")]
@@ -37,7 +37,7 @@ pub enum ValidationError {
 /// Event Grid's subscription handshake: answer `validation_response()` with 200, or
 /// visit `validation_url` with a GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SubscriptionValidation {
+pub(crate) struct SubscriptionValidation {
     code: String,
     url: Option<String>,
 }
@@ -45,7 +45,7 @@ pub struct SubscriptionValidation {
 impl SubscriptionValidation {
     /// The handshake in a delivery (one event or an array whose first event is the
     /// validation event), or `None` when the delivery is ordinary events.
-    pub fn from_delivery(value: &Value) -> Result<Option<Self>, ValidationError> {
+    pub(crate) fn from_delivery(value: &Value) -> Result<Option<Self>, ValidationError> {
         let value = tolerant::unwrap_json(value);
         let event = match &value {
             Value::Array(items) => items.first().map(tolerant::unwrap_json),
@@ -84,16 +84,18 @@ impl SubscriptionValidation {
         Ok(Some(Self { code, url }))
     }
 
-    pub fn code(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn code(&self) -> &str {
         &self.code
     }
 
-    pub fn url(&self) -> Option<&str> {
+    #[cfg(test)]
+    pub(crate) fn url(&self) -> Option<&str> {
         self.url.as_deref()
     }
 
     /// The body Event Grid expects back: `{"validationResponse": code}`.
-    pub fn validation_response(&self) -> Value {
+    pub(crate) fn validation_response(&self) -> Value {
         json!({ "validationResponse": self.code })
     }
 }
@@ -102,7 +104,7 @@ impl SubscriptionValidation {
 /// for Event Delivery", section 4): an `OPTIONS` request naming its origin, answered with
 /// `WebHook-Allowed-Origin` (and `WebHook-Allowed-Rate`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WebhookHandshake {
+pub(crate) struct WebhookHandshake {
     origin: String,
     callback: Option<String>,
     requested_rate: Option<u32>,
@@ -111,7 +113,7 @@ pub struct WebhookHandshake {
 impl WebhookHandshake {
     /// The handshake in a request, or `None` for any method but `OPTIONS`. Header names
     /// match without case.
-    pub fn from_request<'a>(
+    pub(crate) fn from_request<'a>(
         method: &str,
         headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Option<Self>, ValidationError> {
@@ -148,21 +150,18 @@ impl WebhookHandshake {
         }))
     }
 
-    pub fn origin(&self) -> &str {
+    #[cfg(test)]
+    pub(crate) fn origin(&self) -> &str {
         &self.origin
     }
 
-    /// The URL a sender offers for asynchronous approval, if any.
-    pub fn callback(&self) -> Option<&str> {
-        self.callback.as_deref()
-    }
-
-    pub fn requested_rate(&self) -> Option<u32> {
+    #[cfg(test)]
+    pub(crate) fn requested_rate(&self) -> Option<u32> {
         self.requested_rate
     }
 
     /// Headers granting the origin delivery, at the rate it asked for or any rate.
-    pub fn response_headers(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn response_headers(&self) -> Vec<(&'static str, String)> {
         vec![
             ("WebHook-Allowed-Origin", self.origin.clone()),
             (

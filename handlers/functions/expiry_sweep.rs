@@ -12,19 +12,19 @@ use crate::functions::{Context, FunctionError};
 use crate::ports::audit::{AuditObject, Outcome};
 use crate::rotation::plan::{self, SweepOutcome};
 
-pub const NAME: Function = Function::ExpirySweep;
+pub(crate) const NAME: Function = Function::ExpirySweep;
 /// The trigger binding's name in `function-definitions/ExpirySweep/function.json`.
 pub const BINDING: &str = "timer";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SweepReport {
+pub(crate) struct SweepReport {
     pub vaults: Vec<String>,
     pub past_due: bool,
     #[serde(flatten)]
     pub found: SweepOutcome,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Context,
     timer: TimerInfo,
     vaults: &[VaultUrl],

@@ -13,13 +13,13 @@ use crate::functions::{Context, FunctionError, vault_object};
 use crate::ports::audit::Outcome;
 use crate::rotation::plan::{self, EventDecision, ExpiryNotice};
 
-pub const NAME: Function = Function::KeyVaultEvents;
+pub(crate) const NAME: Function = Function::KeyVaultEvents;
 /// The trigger binding's name in `function-definitions/KeyVaultEvents/function.json`.
 pub const BINDING: &str = "event";
 
 /// What one invocation did with its events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Handled {
+pub(crate) struct Handled {
     /// Expiry events for secrets and certificates, as the object ids Key Vault writes:
     /// `https://{vault}/{secrets|certificates}/{name}/{version}`.
     pub received: Vec<String>,
@@ -29,7 +29,10 @@ pub struct Handled {
     pub decisions: Vec<EventDecision>,
 }
 
-pub async fn run(ctx: &Context, events: Vec<KeyVaultEvent>) -> Result<Handled, FunctionError> {
+pub(crate) async fn run(
+    ctx: &Context,
+    events: Vec<KeyVaultEvent>,
+) -> Result<Handled, FunctionError> {
     let mut handled = Handled {
         received: Vec::new(),
         ignored: 0,

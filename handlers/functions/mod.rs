@@ -35,7 +35,7 @@ pub struct Services {
 
 /// One invocation: which function, the host's invocation id, and the time it started.
 #[derive(Clone)]
-pub struct Context {
+pub(crate) struct Context {
     pub function: Function,
     pub invocation_id: String,
     pub now: DateTime<Utc>,
@@ -45,7 +45,7 @@ pub struct Context {
 /// Why a function failed. The host classifies it once (`host::outcome`).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum FunctionError {
+pub(crate) enum FunctionError {
     /// The trigger payload cannot be decoded; delivering it again cannot help.
     #[error("bad input: {0}")]
     BadInput(String),
@@ -68,7 +68,7 @@ impl From<AuditError> for FunctionError {
 impl Context {
     /// The audit scope of this invocation: entries by this function, carrying its
     /// invocation id and start time. The engine writes through it too.
-    pub fn audit_scope(&self) -> Result<AuditScope, FunctionError> {
+    pub(crate) fn audit_scope(&self) -> Result<AuditScope, FunctionError> {
         Ok(AuditScope::function(
             self.services.audit.clone(),
             self.function.name(),
@@ -78,7 +78,7 @@ impl Context {
     }
 
     /// Appends one entry to the audit log on behalf of this function and invocation.
-    pub async fn audit(
+    pub(crate) async fn audit(
         &self,
         action: Action,
         object: AuditObject,
@@ -94,7 +94,7 @@ impl Context {
 
 impl Context {
     /// The rotation engine, or a retryable failure naming what is missing.
-    pub fn rotation(&self) -> Result<&Engine, FunctionError> {
+    pub(crate) fn rotation(&self) -> Result<&Engine, FunctionError> {
         self.services.rotation.as_deref().ok_or_else(|| {
             FunctionError::Port(PortError::transient(
                 "rotation is not configured in this app: start-up chose no secret store, \
@@ -106,7 +106,7 @@ impl Context {
 
 /// An audit object naming a Key Vault object. Fields that do not fit the audit log's text
 /// rules are left out rather than failing the action they describe.
-pub fn vault_object(vault: &str, name: &str, version: Option<&str>) -> AuditObject {
+pub(crate) fn vault_object(vault: &str, name: &str, version: Option<&str>) -> AuditObject {
     AuditObject {
         vault: AuditText::parse(vault).ok(),
         secret_name: AuditText::parse(name).ok(),

@@ -13,20 +13,20 @@ use crate::ports::audit::{AuditObject, Outcome};
 use crate::rotation::job::Delivery;
 use crate::rotation::run::{self, RunOutcome};
 
-pub const NAME: Function = Function::RotationWorker;
+pub(crate) const NAME: Function = Function::RotationWorker;
 /// The trigger binding's name in `function-definitions/RotationWorker/function.json`.
 pub const BINDING: &str = "job";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct JobReceipt {
+pub(crate) struct JobReceipt {
     pub job_id: String,
     pub delivery_count: u32,
     #[serde(flatten)]
     pub outcome: RunOutcome,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     ctx: &Context,
     delivery: Delivery,
     message: ServiceBusMessage,

@@ -35,12 +35,12 @@ use crate::ports::source::SecretSource;
 pub const NAME: Function = Function::SecretEndpoint;
 
 /// The audit action of every entry this function writes.
-pub const AUDIT_ACTION: Action = Action::SecretRead;
+pub(crate) const AUDIT_ACTION: Action = Action::SecretRead;
 
 /// Why a request is refused, by category: what the caller may learn. The host maps each
 /// to an HTTP status (`host::answer`); details stay in the logs and the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The name is not a Key Vault object name.
     InvalidName,
     /// Authorization refused, or nobody is trusted at all. Identical whether or not the
@@ -63,7 +63,7 @@ pub enum Refusal {
 /// A secret to hand to an authorized caller. The value is written into the response body
 /// at the HTTP edge and nowhere else.
 #[derive(Debug)]
-pub struct Delivered {
+pub(crate) struct Delivered {
     pub name: ObjectName,
     pub value: SecretValue,
     pub version: Option<String>,
@@ -74,7 +74,7 @@ pub struct Delivered {
 
 /// Either a refusal (audited here) or a failure of a port.
 #[derive(Debug)]
-pub enum EndpointError {
+pub(crate) enum EndpointError {
     Refused(Refusal),
     Failed(FunctionError),
 }
@@ -87,7 +87,7 @@ impl From<FunctionError> for EndpointError {
 
 /// One request as the HTTP edge saw it.
 #[derive(Debug, Clone, Copy)]
-pub struct EndpointRequest<'a> {
+pub(crate) struct EndpointRequest<'a> {
     pub name: &'a str,
     pub presented: Presented<'a>,
     /// The client's address: the TLS peer, or the address App Service reported.
@@ -123,7 +123,7 @@ pub enum EndpointConfigError {
 
 impl Endpoint {
     /// Trusts nobody.
-    pub fn refuse_all() -> Self {
+    pub(crate) fn refuse_all() -> Self {
         Self {
             policies: CertificatePolicies::none(),
             access: AccessPolicy::default(),
@@ -134,7 +134,7 @@ impl Endpoint {
     }
 
     /// An endpoint over ready-made parts. Every grant must name one of `sources`.
-    pub fn new(
+    pub(crate) fn new(
         policies: CertificatePolicies,
         access: AccessPolicy,
         sources: BTreeMap<String, Arc<dyn SecretSource>>,
@@ -179,7 +179,10 @@ impl Endpoint {
 }
 
 /// Serves one request.
-pub async fn run(ctx: &Context, request: EndpointRequest<'_>) -> Result<Delivered, EndpointError> {
+pub(crate) async fn run(
+    ctx: &Context,
+    request: EndpointRequest<'_>,
+) -> Result<Delivered, EndpointError> {
     let endpoint = &ctx.services.endpoint;
     let Ok(name) = ObjectName::parse(request.name) else {
         // The raw name is not audited: it failed validation and may be anything.
@@ -301,11 +304,11 @@ fn address_key(address: IpAddr) -> IpAddr {
 /// The longest `Retry-After` passed on from a backend. Graph and Key Vault ask for
 /// seconds to a few minutes when they throttle; five minutes (the directory cache's
 /// lifetime) bounds what a wrong or hostile header could make every device wait.
-pub const MAX_RETRY_AFTER_SECONDS: u64 = 300;
+pub(crate) const MAX_RETRY_AFTER_SECONDS: u64 = 300;
 
 /// Whole seconds for the `Retry-After` of a 503 a backend caused: rounded up, at least
 /// one, at most [`MAX_RETRY_AFTER_SECONDS`].
-pub fn retry_after_seconds(wait: Duration) -> u64 {
+pub(crate) fn retry_after_seconds(wait: Duration) -> u64 {
     let rounded = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     rounded.clamp(1, MAX_RETRY_AFTER_SECONDS)
 }

@@ -9,7 +9,7 @@ use crate::functions::secret_endpoint::Refusal;
 /// An error answer: status, stable code, short message and, for 429 and 503, the
 /// seconds for `Retry-After`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorAnswer {
+pub(crate) struct ErrorAnswer {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: &'static str,
@@ -27,14 +27,14 @@ impl ErrorAnswer {
     }
 
     /// A request the host cannot route: no such function, or one that is not enabled.
-    pub const UNKNOWN_ROUTE: Self = Self::new(
+    pub(crate) const UNKNOWN_ROUTE: Self = Self::new(
         StatusCode::NOT_FOUND,
         "not_found",
         "no such function or route",
     );
 
     /// A failure that trying again cannot fix; the caller learns nothing more.
-    pub const INTERNAL: Self = Self::new(
+    pub(crate) const INTERNAL: Self = Self::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         "the request could not be served",
@@ -42,7 +42,7 @@ impl ErrorAnswer {
 
     /// What the secret endpoint's caller is told for `refusal`. A caller who may not read
     /// a name gets the same 403 whether or not the secret exists.
-    pub fn refused(refusal: Refusal) -> Self {
+    pub(crate) fn refused(refusal: Refusal) -> Self {
         match refusal {
             Refusal::InvalidName => Self::new(
                 StatusCode::BAD_REQUEST,

@@ -1,32 +1,39 @@
 //! The invocation envelopes of the custom-handler protocol: the `{"Data", "Metadata"}`
 //! request the Functions host posts and the `{"Outputs", "Logs", "ReturnValue"}` answer.
 
+#[cfg(test)]
 use std::any::type_name;
 
+#[cfg(test)]
 use chrono::{DateTime, Utc};
+#[cfg(test)]
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+#[cfg(test)]
 use uuid::Uuid;
 
-use crate::events::tolerant::{self, Fields};
+use crate::events::tolerant;
+#[cfg(test)]
+use crate::events::tolerant::Fields;
 
 /// Largest invocation body accepted. Event Grid delivers at most 1 MB per event or
 /// batch and a Service Bus standard-tier message is at most 256 KB; the host wraps the
 /// payload in a JSON string once more (escaping can double it) and adds metadata.
 /// 4 MiB admits the largest legitimate delivery with room to spare while stopping a
 /// stray upload from holding memory.
-pub const MAX_INVOCATION_BODY_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_INVOCATION_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 const DATA: &str = "Data";
 const METADATA: &str = "Metadata";
+#[cfg(test)]
 const SYS: &str = "sys";
 
 /// Why an invocation could not be read. Messages name the binding or metadata key and
 /// the JSON kind involved, never the payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum EnvelopeError {
+pub(crate) enum EnvelopeError {
     #[error("invocation body is {len} bytes, over the {limit}-byte limit")]
     BodyTooLarge { len: usize, limit: usize },
     #[error("invocation body is not JSON (line {line}, column {column})")]
@@ -41,6 +48,7 @@ pub enum EnvelopeError {
     #[error("invocation has no binding named `{binding}`")]
     MissingBinding { binding: String },
     #[error("binding `{binding}` is not a valid {expected}: {reason}")]
+    #[cfg(test)]
     BindingShape {
         binding: String,
         expected: &'static str,
@@ -54,7 +62,7 @@ pub enum EnvelopeError {
 /// because the host's encoding varies by extension version: a value may be an object,
 /// or a JSON document inside a string (sometimes twice), and primitives may be strings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct InvocationRequest {
+pub(crate) struct InvocationRequest {
     #[serde(rename = "Data")]
     data: Map<String, Value>,
     #[serde(rename = "Metadata")]
@@ -63,7 +71,8 @@ pub struct InvocationRequest {
 
 /// The `sys` metadata the host adds to every invocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SysMetadata {
+#[cfg(test)]
+pub(crate) struct SysMetadata {
     pub method_name: Option<String>,
     pub utc_now: Option<DateTime<Utc>>,
     pub rand_guid: Option<Uuid>,
@@ -71,25 +80,28 @@ pub struct SysMetadata {
 
 impl InvocationRequest {
     /// An empty request, for a caller that plays the host (local mode, tests).
-    pub fn new() -> Self {
+    #[cfg(test)]
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Adds a binding value, as the host would put it in `Data`.
-    pub fn with_binding(mut self, name: impl Into<String>, value: Value) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_binding(mut self, name: impl Into<String>, value: Value) -> Self {
         self.data.insert(name.into(), value);
         self
     }
 
     /// Adds a metadata entry, as the host would put it in `Metadata`.
-    pub fn with_metadata(mut self, key: impl Into<String>, value: Value) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_metadata(mut self, key: impl Into<String>, value: Value) -> Self {
         self.metadata.insert(key.into(), value);
         self
     }
 
     /// Reads a request body. `Data` and `Metadata` may be missing, null, objects, or
     /// objects inside JSON strings; their keys may be in any casing.
-    pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_INVOCATION_BODY_BYTES {
             return Err(EnvelopeError::BodyTooLarge {
                 len: bytes.len(),
@@ -115,20 +127,22 @@ impl InvocationRequest {
     }
 
     /// The binding values, as sent.
-    pub fn data(&self) -> &Map<String, Value> {
+    #[cfg(test)]
+    pub(crate) fn data(&self) -> &Map<String, Value> {
         &self.data
     }
 
     /// The trigger metadata, as sent. Event modules read it with
     /// [`crate::events::tolerant::Fields`].
-    pub fn metadata(&self) -> &Map<String, Value> {
+    pub(crate) fn metadata(&self) -> &Map<String, Value> {
         &self.metadata
     }
 
     /// A binding decoded as `T`. Every decoding of the value is tried, innermost first,
     /// so a double-encoded object reads as the object and a `String` binding still reads
     /// as the most-decoded text.
-    pub fn binding<T: DeserializeOwned>(&self, name: &str) -> Result<T, EnvelopeError> {
+    #[cfg(test)]
+    pub(crate) fn binding<T: DeserializeOwned>(&self, name: &str) -> Result<T, EnvelopeError> {
         let raw = self.raw_binding(name)?;
         let layers = tolerant::layers(raw);
         let mut last_error = None;
@@ -146,13 +160,14 @@ impl InvocationRequest {
     }
 
     /// A binding's innermost decoded JSON value.
-    pub fn binding_value(&self, name: &str) -> Result<Value, EnvelopeError> {
+    pub(crate) fn binding_value(&self, name: &str) -> Result<Value, EnvelopeError> {
         self.raw_binding(name).map(tolerant::unwrap_json)
     }
 
     /// The first binding (in name order) and its decoded value, for a caller that does
     /// not know the binding's name: a trigger invocation carries one input binding.
-    pub fn first_binding_value(&self) -> Option<(&str, Value)> {
+    #[cfg(test)]
+    pub(crate) fn first_binding_value(&self) -> Option<(&str, Value)> {
         self.data
             .iter()
             .next()
@@ -160,22 +175,26 @@ impl InvocationRequest {
     }
 
     /// A metadata string, matched without case and unwrapped from `"\"...\""`.
-    pub fn metadata_str(&self, key: &str) -> Option<String> {
+    #[cfg(test)]
+    pub(crate) fn metadata_str(&self, key: &str) -> Option<String> {
         self.fields().string(key).ok().flatten()
     }
 
     /// A metadata count, given as `1` or `"1"`.
-    pub fn metadata_u64(&self, key: &str) -> Option<u64> {
+    #[cfg(test)]
+    pub(crate) fn metadata_u64(&self, key: &str) -> Option<u64> {
         self.fields().u64(key).ok().flatten()
     }
 
     /// A metadata timestamp.
-    pub fn metadata_time(&self, key: &str) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn metadata_time(&self, key: &str) -> Option<DateTime<Utc>> {
         self.fields().time(key).ok().flatten()
     }
 
     /// The host's `sys` metadata: method name, the host's clock and a random GUID.
-    pub fn sys(&self) -> Option<SysMetadata> {
+    #[cfg(test)]
+    pub(crate) fn sys(&self) -> Option<SysMetadata> {
         let sys = self.fields().object(SYS).ok().flatten()?;
         let fields = Fields::new(&sys);
         Some(SysMetadata {
@@ -189,6 +208,7 @@ impl InvocationRequest {
         })
     }
 
+    #[cfg(test)]
     fn fields(&self) -> Fields<'_> {
         Fields::new(&self.metadata)
     }
@@ -212,7 +232,7 @@ impl InvocationRequest {
 /// writes to the function's log, and the return value. Log lines are written by the
 /// host as given: they must carry names and versions only, never secret values.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct InvocationResponse {
+pub(crate) struct InvocationResponse {
     #[serde(rename = "Outputs", default)]
     outputs: Map<String, Value>,
     #[serde(rename = "Logs", default)]
@@ -226,37 +246,41 @@ pub struct InvocationResponse {
 }
 
 impl InvocationResponse {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Sets the value of an output binding.
-    pub fn output(mut self, name: impl Into<String>, value: Value) -> Self {
+    #[cfg(test)]
+    pub(crate) fn output(mut self, name: impl Into<String>, value: Value) -> Self {
         self.outputs.insert(name.into(), value);
         self
     }
 
     /// Adds a log line.
-    pub fn log(mut self, line: impl Into<String>) -> Self {
+    pub(crate) fn log(mut self, line: impl Into<String>) -> Self {
         self.logs.push(line.into());
         self
     }
 
     /// Sets the return value (the `$return` binding).
-    pub fn return_value(mut self, value: Value) -> Self {
+    pub(crate) fn return_value(mut self, value: Value) -> Self {
         self.return_value = Some(value);
         self
     }
 
-    pub fn outputs(&self) -> &Map<String, Value> {
+    #[cfg(test)]
+    pub(crate) fn outputs(&self) -> &Map<String, Value> {
         &self.outputs
     }
 
-    pub fn logs(&self) -> &[String] {
+    #[cfg(test)]
+    pub(crate) fn logs(&self) -> &[String] {
         &self.logs
     }
 
-    pub fn returned(&self) -> Option<&Value> {
+    #[cfg(test)]
+    pub(crate) fn returned(&self) -> Option<&Value> {
         self.return_value.as_ref()
     }
 }
@@ -282,6 +306,7 @@ fn take_section(
     }
 }
 
+#[cfg(test)]
 fn short_type_name<T>() -> &'static str {
     let full = type_name::<T>();
     let without_generics = full.split('<').next().unwrap_or(full);
@@ -291,6 +316,7 @@ fn short_type_name<T>() -> &'static str {
 /// A serde error reduced to what cannot echo the payload: serde's messages quote the
 /// offending value ("invalid type: string \"...\""), so only missing-field messages,
 /// which quote our own field names, are passed on.
+#[cfg(test)]
 fn safe_reason(error: &serde_json::Error) -> String {
     let message = error.to_string();
     if message.starts_with("missing field") {

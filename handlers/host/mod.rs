@@ -2,9 +2,9 @@
 //! function's outcome to the answer the host expects (`outcome`), and the HTTP answer to
 //! each refusal (`answer`).
 
-pub mod answer;
-pub mod envelope;
-pub mod outcome;
+pub(crate) mod answer;
+pub(crate) mod envelope;
+pub(crate) mod outcome;
 pub mod router;
 pub mod server;
 pub mod tls;

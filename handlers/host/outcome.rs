@@ -8,7 +8,7 @@ use crate::ports::{FailureKind, PortError};
 
 /// The host-facing meaning of a function's failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Disposition {
+pub(crate) enum Disposition {
     /// Fail the invocation (non-2xx) so the trigger delivers again: Service Bus abandons
     /// and redelivers (dead-lettering after the queue's maxDeliveryCount), Event Grid
     /// retries on its policy, the timer's retry policy runs again.
@@ -19,7 +19,7 @@ pub enum Disposition {
 }
 
 /// Classifies a function's failure: the one decision every trigger's answer follows.
-pub fn classify(error: &FunctionError) -> Disposition {
+pub(crate) fn classify(error: &FunctionError) -> Disposition {
     match error {
         FunctionError::BadInput(_) => Disposition::Permanent { code: "bad_input" },
         FunctionError::Port(e) => classify_port(e),
@@ -27,7 +27,7 @@ pub fn classify(error: &FunctionError) -> Disposition {
 }
 
 /// Classifies a port failure. Every function's error type reduces to this.
-pub fn classify_port(error: &PortError) -> Disposition {
+pub(crate) fn classify_port(error: &PortError) -> Disposition {
     match &error.kind {
         FailureKind::Transient { retry_after } => Disposition::Retry {
             after: *retry_after,

@@ -24,10 +24,10 @@ use crate::ports::vault::NewSecretVersion;
 const MARKER: &str = "bootstrapped.json";
 const ACCESS_POLICY: &str = "access-policy.json";
 
-pub const DEMO_APP_SECRET: &str = "demo-app-secret";
-pub const DEMO_GENERATED: &str = "demo-generated";
-pub const DEMO_CERTIFICATE: &str = "demo-certificate";
-pub const DEMO_NO_EXPIRY: &str = "demo-no-expiry";
+pub(crate) const DEMO_APP_SECRET: &str = "demo-app-secret";
+pub(crate) const DEMO_GENERATED: &str = "demo-generated";
+pub(crate) const DEMO_CERTIFICATE: &str = "demo-certificate";
+pub(crate) const DEMO_NO_EXPIRY: &str = "demo-no-expiry";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -42,13 +42,13 @@ pub enum BootstrapError {
 
 /// Where the demo's files are.
 #[derive(Debug, Clone)]
-pub struct Demo {
+pub(crate) struct Demo {
     pub pki: DevPki,
     pub access_policy: PathBuf,
 }
 
 impl Demo {
-    pub fn at(data_dir: &Path) -> Self {
+    pub(crate) fn at(data_dir: &Path) -> Self {
         Self {
             pki: DevPki::at(data_dir),
             access_policy: data_dir.join(ACCESS_POLICY),
@@ -56,12 +56,12 @@ impl Demo {
     }
 }
 
-pub fn is_bootstrapped(data_dir: &Path) -> bool {
+pub(crate) fn is_bootstrapped(data_dir: &Path) -> bool {
     data_dir.join(MARKER).is_file()
 }
 
 /// Creates the demo in `data_dir` as of `now`, unless it exists already.
-pub async fn bootstrap(
+pub(crate) async fn bootstrap(
     data_dir: &Path,
     vault: &LocalVault,
     directory: &LocalDirectory,
@@ -195,7 +195,12 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), BootstrapError> {
 }
 
 /// What a user should try, printed after start-up.
-pub fn instructions(demo: &Demo, data_dir: &Path, tls_address: &str, ingress: &str) -> String {
+pub(crate) fn instructions(
+    demo: &Demo,
+    data_dir: &Path,
+    tls_address: &str,
+    ingress: &str,
+) -> String {
     let p = &demo.pki;
     let curl = |cert: &Path, key: &Path| {
         format!(

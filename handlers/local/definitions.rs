@@ -215,7 +215,11 @@ fn function(
 
 /// Resolves `%NAME%` binding expressions the way the host does: the whole `%...%` is
 /// replaced by the app setting's value; an unset setting is an error, not an empty string.
-pub fn resolve(raw: &str, env: &Environment, path: &Path) -> Result<String, DefinitionError> {
+pub(crate) fn resolve(
+    raw: &str,
+    env: &Environment,
+    path: &Path,
+) -> Result<String, DefinitionError> {
     let mut out = String::new();
     let mut rest = raw;
     while let Some(start) = rest.find('%') {

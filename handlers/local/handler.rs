@@ -106,12 +106,8 @@ impl Handler {
         Ok(handler)
     }
 
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// The handler's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
+    pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 

@@ -19,14 +19,14 @@ use serde_json::{Value, json};
 use crate::events::validation::{SubscriptionValidation, WebhookHandshake};
 
 /// Event Grid delivers batches of at most 1 MB (Event Grid delivery limits).
-pub const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
 
 /// Event Grid marks deliveries with this header: `SubscriptionValidation` or `Notification`.
 const EVENT_TYPE_HEADER: &str = "aeg-event-type";
 
 /// Where the ingress hands each event: an invocation of the named function.
 #[async_trait]
-pub trait Deliver: Send + Sync {
+pub(crate) trait Deliver: Send + Sync {
     /// Delivers one event; `Ok(true)` when the function succeeded.
     async fn deliver(&self, function: &str, event: Value) -> Result<bool, String>;
 }
@@ -38,7 +38,7 @@ struct Ingress {
 }
 
 /// The ingress for the Event Grid–triggered `functions`.
-pub fn router(deliver: Arc<dyn Deliver>, functions: Vec<String>) -> Router {
+pub(crate) fn router(deliver: Arc<dyn Deliver>, functions: Vec<String>) -> Router {
     Router::new()
         .route("/runtime/webhooks/EventGrid", any(webhook))
         .route("/runtime/webhooks/eventgrid", any(webhook))

@@ -3,11 +3,11 @@
 //! host would start it, the timer fires on its NCRONTAB schedule, events arrive through a
 //! loopback Event Grid ingress, and rotation jobs flow through the embedded queue.
 
-pub mod bootstrap;
+pub(crate) mod bootstrap;
 pub mod definitions;
 pub mod dev;
 pub mod handler;
-pub mod ingress;
-pub mod pki;
-pub mod timer;
+pub(crate) mod ingress;
+pub(crate) mod pki;
+pub(crate) mod timer;
 pub mod vault_cli;

@@ -18,56 +18,56 @@ use rcgen::{
 
 /// How long the dev certificates and the CRL stay valid. A year keeps a demo working
 /// without renewals while still expiring, unlike a "never expires" dev certificate.
-pub const DEV_VALIDITY_DAYS: i64 = 365;
+pub(crate) const DEV_VALIDITY_DAYS: i64 = 365;
 
 /// The files of the dev PKI, under `<data-dir>/pki/`.
 #[derive(Debug, Clone)]
-pub struct DevPki {
+pub(crate) struct DevPki {
     pub dir: PathBuf,
 }
 
 impl DevPki {
-    pub fn at(data_dir: &Path) -> Self {
+    pub(crate) fn at(data_dir: &Path) -> Self {
         Self {
             dir: data_dir.join("pki"),
         }
     }
 
-    pub fn ca(&self) -> PathBuf {
+    pub(crate) fn ca(&self) -> PathBuf {
         self.dir.join("ca.pem")
     }
-    pub fn crl(&self) -> PathBuf {
+    pub(crate) fn crl(&self) -> PathBuf {
         self.dir.join("ca.crl.pem")
     }
-    pub fn server_cert(&self) -> PathBuf {
+    pub(crate) fn server_cert(&self) -> PathBuf {
         self.dir.join("server.pem")
     }
-    pub fn server_key(&self) -> PathBuf {
+    pub(crate) fn server_key(&self) -> PathBuf {
         self.dir.join("server-key.pem")
     }
     /// The device the demo access policy grants.
-    pub fn granted_cert(&self) -> PathBuf {
+    pub(crate) fn granted_cert(&self) -> PathBuf {
         self.dir.join("device-granted.pem")
     }
-    pub fn granted_key(&self) -> PathBuf {
+    pub(crate) fn granted_key(&self) -> PathBuf {
         self.dir.join("device-granted-key.pem")
     }
     /// The device the demo access policy does not grant.
-    pub fn other_cert(&self) -> PathBuf {
+    pub(crate) fn other_cert(&self) -> PathBuf {
         self.dir.join("device-other.pem")
     }
-    pub fn other_key(&self) -> PathBuf {
+    pub(crate) fn other_key(&self) -> PathBuf {
         self.dir.join("device-other-key.pem")
     }
 }
 
 /// The organization in every dev certificate's subject.
-pub const DEV_ORGANIZATION: &str = "keyturn local mode";
+pub(crate) const DEV_ORGANIZATION: &str = "keyturn local mode";
 
 /// The granted demo device's subject common name.
-pub const GRANTED_DEVICE_CN: &str = "keyturn-demo-device-1";
+pub(crate) const GRANTED_DEVICE_CN: &str = "keyturn-demo-device-1";
 /// The other demo device's subject common name.
-pub const OTHER_DEVICE_CN: &str = "keyturn-demo-device-2";
+pub(crate) const OTHER_DEVICE_CN: &str = "keyturn-demo-device-2";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -105,7 +105,7 @@ fn to_offset(t: DateTime<Utc>) -> Result<time::OffsetDateTime, PkiError> {
 }
 
 /// Generates the dev PKI into `pki.dir` as of `now`.
-pub fn create(pki: &DevPki, now: DateTime<Utc>) -> Result<(), PkiError> {
+pub(crate) fn create(pki: &DevPki, now: DateTime<Utc>) -> Result<(), PkiError> {
     fs::create_dir_all(&pki.dir).map_err(|e| PkiError::Write {
         path: pki.dir.clone(),
         problem: e.to_string(),

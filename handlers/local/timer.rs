@@ -9,11 +9,11 @@ use crate::events::timer::{ScheduleStatus, TimerInfo, TimerSchedule};
 /// A run later than this after its scheduled time is past due. The host's own monitor uses
 /// the schedule's next occurrence; a fixed allowance keeps a busy machine's small delays
 /// from being reported as missed runs.
-pub const PAST_DUE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
+pub(crate) const PAST_DUE_AFTER: chrono::Duration = chrono::Duration::seconds(10);
 
 /// The timer's state between runs.
 #[derive(Debug, Clone)]
-pub struct Timer {
+pub(crate) struct Timer {
     schedule: Schedule,
     last: Option<DateTime<Utc>>,
     next: Option<DateTime<Utc>>,
@@ -21,7 +21,7 @@ pub struct Timer {
 
 impl Timer {
     /// A timer whose first run is the schedule's first occurrence after `now`.
-    pub fn new(schedule: Schedule, now: DateTime<Utc>) -> Self {
+    pub(crate) fn new(schedule: Schedule, now: DateTime<Utc>) -> Self {
         let next = schedule.next_after(now);
         Self {
             schedule,
@@ -31,12 +31,13 @@ impl Timer {
     }
 
     /// When the timer fires next; `None` for a schedule that never fires.
-    pub fn next(&self) -> Option<DateTime<Utc>> {
+    #[cfg(test)]
+    pub(crate) fn next(&self) -> Option<DateTime<Utc>> {
         self.next
     }
 
     /// The `TimerInfo` for the run due now, advancing the timer; `None` if nothing is due.
-    pub fn fire(&mut self, now: DateTime<Utc>) -> Option<TimerInfo> {
+    pub(crate) fn fire(&mut self, now: DateTime<Utc>) -> Option<TimerInfo> {
         let due = self.next.filter(|next| *next <= now)?;
         let next = self.schedule.next_after(now);
         let info = TimerInfo {
@@ -56,7 +57,7 @@ impl Timer {
     }
 
     /// A run outside the schedule (local mode's `--once` sweep, `runOnStartup`).
-    pub fn fire_now(&mut self, now: DateTime<Utc>) -> TimerInfo {
+    pub(crate) fn fire_now(&mut self, now: DateTime<Utc>) -> TimerInfo {
         let info = TimerInfo {
             schedule: TimerSchedule {
                 adjust_for_dst: true,

@@ -60,41 +60,34 @@ impl ClientCertificate {
         })
     }
 
-    pub fn der(&self) -> &CertificateDer<'static> {
+    pub(crate) fn der(&self) -> &CertificateDer<'static> {
         &self.der
     }
 
-    pub fn thumbprint(&self) -> Thumbprint {
+    pub(crate) fn thumbprint(&self) -> Thumbprint {
         self.details.thumbprint
     }
 
-    pub fn subject(&self) -> &str {
+    pub(crate) fn subject(&self) -> &str {
         &self.details.subject
     }
 
-    pub fn issuer(&self) -> &str {
-        &self.details.issuer
-    }
-
-    pub fn not_before(&self) -> DateTime<Utc> {
-        self.details.not_before
-    }
-
-    pub fn not_after(&self) -> DateTime<Utc> {
+    pub(crate) fn not_after(&self) -> DateTime<Utc> {
         self.details.not_after
     }
 
-    pub fn subject_alt_names(&self) -> &[SubjectAltName] {
+    #[cfg(test)]
+    pub(crate) fn subject_alt_names(&self) -> &[SubjectAltName] {
         &self.details.subject_alt_names
     }
 
-    pub fn extended_key_usage(&self) -> ExtendedKeyUsage {
+    pub(crate) fn extended_key_usage(&self) -> ExtendedKeyUsage {
         self.details.extended_key_usage
     }
 
     /// The identity a policy vouches for. Only policies call this, after they have
     /// decided to accept the certificate.
-    pub fn into_identity(self, decided_by: PolicyKind) -> ClientIdentity {
+    pub(crate) fn into_identity(self, decided_by: PolicyKind) -> ClientIdentity {
         ClientIdentity::new(self.details, decided_by)
     }
 }
@@ -150,7 +143,6 @@ fn extract_details(
         subject_alt_names,
         not_before: to_utc(validity.not_before.timestamp(), "notBefore")?,
         not_after: to_utc(validity.not_after.timestamp(), "notAfter")?,
-        public_key_spki_der: parsed.public_key().raw.to_vec(),
         extended_key_usage,
         thumbprint,
     })
@@ -214,7 +206,6 @@ mod tests {
 
         let identity = certificate.into_identity(PolicyKind::Chain);
         assert_eq!(identity.decided_by(), PolicyKind::Chain);
-        assert!(!identity.public_key_spki_der().is_empty());
         let json = serde_json::to_value(&identity).unwrap();
         assert_eq!(json["decided_by"], "chain");
         assert_eq!(json["subject"], "CN=device-1");

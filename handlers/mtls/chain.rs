@@ -28,7 +28,7 @@ use webpki::{
 use crate::domain::identity::{ClientIdentity, PolicyKind};
 use crate::mtls::certificate::ClientCertificate;
 use crate::mtls::profile::{self, AnchorFacts, NameLoad, ProfileViolation};
-pub use crate::mtls::profile::{CertRole, KeyIdentifiers, LeafKeyUsage};
+pub(crate) use crate::mtls::profile::{CertRole, KeyIdentifiers, LeafKeyUsage};
 use crate::mtls::trust::{self, CrlSet, TrustError};
 
 /// How far in the future a certificate's notBefore may lie and still be accepted.
@@ -44,7 +44,7 @@ pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 /// mode; App Service forwards the leaf only). webpki builds paths of at most six
 /// intermediates, so more than eight distinct certificates can only be padding or an
 /// attempt to make path building expensive (RFC 4158 section 5.2 loops).
-pub const MAX_PRESENTED_INTERMEDIATES: usize = 8;
+pub(crate) const MAX_PRESENTED_INTERMEDIATES: usize = 8;
 
 /// How many times a path is rebuilt at a later notBefore within the clock-skew
 /// allowance. Each rebuild moves past one certificate's notBefore; one per presented
@@ -286,7 +286,7 @@ impl Default for ChainOptions {
 
 impl RevocationPolicy {
     /// Leaf and intermediates checked, unknown status rejected, expired CRLs rejected.
-    pub const STRICT: Self = Self::Crl {
+    pub(crate) const STRICT: Self = Self::Crl {
         scope: RevocationScope::Chain,
         unknown_status: UnknownStatus::Reject,
         expired_crl: ExpiredCrl::Reject,
@@ -511,7 +511,7 @@ impl ChainPolicy {
 
     /// Builds the policy from files: a roots bundle, intermediate bundles and CRL files,
     /// each PEM or DER.
-    pub fn from_files(
+    pub(crate) fn from_files(
         roots: &Path,
         intermediates: &[PathBuf],
         crls: &[PathBuf],
@@ -525,14 +525,10 @@ impl ChainPolicy {
         Self::new(&roots, pool, CrlSet::load(crls)?, options)
     }
 
-    pub fn options(&self) -> &ChainOptions {
-        &self.options
-    }
-
     /// The earliest instant at which the policy's own material can change a decision:
     /// a root or configured intermediate expiring, or (when revocation is checked) the
     /// CRLs in force going stale. `None` when nothing of it expires.
-    pub fn horizon(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn horizon(&self) -> Option<DateTime<Utc>> {
         let crls = match self.options.revocation {
             RevocationPolicy::NotChecked => None,
             RevocationPolicy::Crl { .. } => self.crls().next_update(),
@@ -541,7 +537,7 @@ impl ChainPolicy {
     }
 
     /// The CRLs in force.
-    pub fn crls(&self) -> Arc<CrlSet> {
+    pub(crate) fn crls(&self) -> Arc<CrlSet> {
         // A poisoned lock still holds a whole `Arc`: the writer only swaps pointers.
         self.crls
             .read()
@@ -550,7 +546,7 @@ impl ChainPolicy {
     }
 
     /// Replaces the CRLs; validations already running finish with the old set.
-    pub fn replace_crls(&self, crls: CrlSet) {
+    pub(crate) fn replace_crls(&self, crls: CrlSet) {
         *self
             .crls
             .write()
@@ -559,7 +555,7 @@ impl ChainPolicy {
 
     /// Reads the CRL files again and swaps them in. On error the current set stays
     /// in force and the error says which file failed. Returns the number of CRLs loaded.
-    pub fn reload_crls(&self) -> Result<usize, TrustError> {
+    pub(crate) fn reload_crls(&self) -> Result<usize, TrustError> {
         let fresh = self.crls().reload()?;
         let count = fresh.len();
         self.replace_crls(fresh);

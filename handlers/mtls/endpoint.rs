@@ -64,7 +64,7 @@ pub struct EntraDeviceConfig {
 }
 
 /// The certificate policies a configuration describes. Logs a warning per SHA-1 pin.
-pub fn build_policies(
+pub(crate) fn build_policies(
     config: &PolicyConfig,
     directory: Option<Arc<dyn DeviceDirectory>>,
 ) -> Result<CertificatePolicies, PolicyConfigError> {

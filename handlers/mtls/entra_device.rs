@@ -43,7 +43,7 @@ use crate::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
 pub const CERTIFICATE_BINDING_TYPE: i32 = 2;
 
 /// The prefix of a certificate binding's key ([MS-DVRJ] section 2.3.3).
-pub const BINDING_PREFIX: &str = "X509:<SHA1-TP-PUBKEY>";
+pub(crate) const BINDING_PREFIX: &str = "X509:<SHA1-TP-PUBKEY>";
 
 /// How long a directory answer is reused. Five minutes bounds how long a device disabled
 /// in Entra keeps reading secrets, while keeping a fleet of thousands of devices that
@@ -54,12 +54,12 @@ pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(5 * 60);
 /// How many devices the cache holds. One entry is well under 1 KiB; 100 000 entries
 /// covers the largest single-tenant fleets while bounding memory when someone presents
 /// many distinct (valid-chain, unknown) device ids.
-pub const MAX_CACHED_DEVICES: usize = 100_000;
+pub(crate) const MAX_CACHED_DEVICES: usize = 100_000;
 
 /// Why the entra-device policy refused, or could not decide.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum EntraDeviceRejection {
+pub(crate) enum EntraDeviceRejection {
     #[error("the certificate's subject CN is not a device id")]
     SubjectNotDeviceId,
     #[error("the certificate does not chain to the device-certificate root: {0}")]
@@ -81,7 +81,7 @@ pub enum EntraDeviceRejection {
 
 impl EntraDeviceRejection {
     /// A stable snake_case code for logs and the audit log.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::SubjectNotDeviceId => "subject_not_device_id",
             Self::Chain(rejection) => rejection.reason(),
@@ -103,7 +103,7 @@ pub struct DeviceRequirements {
 }
 
 /// The `entra-device` policy, built once and shared by requests.
-pub struct EntraDevicePolicy {
+pub(crate) struct EntraDevicePolicy {
     chain: ChainPolicy,
     directory: Arc<dyn DeviceDirectory>,
     requirements: DeviceRequirements,
@@ -130,7 +130,7 @@ impl std::fmt::Debug for EntraDevicePolicy {
 
 impl EntraDevicePolicy {
     /// `chain` must be built with the device-certificate root as its only trust anchor.
-    pub fn new(
+    pub(crate) fn new(
         chain: ChainPolicy,
         directory: Arc<dyn DeviceDirectory>,
         requirements: DeviceRequirements,
@@ -149,7 +149,7 @@ impl EntraDevicePolicy {
     /// it chains to the device-certificate root at `now`. What it returns stays true
     /// until the chain's validity ends, so callers may keep it (see
     /// [`crate::mtls::verdicts`]); the directory is asked by [`Self::check_device`].
-    pub fn verify_certificate(
+    pub(crate) fn verify_certificate(
         &self,
         leaf: &ClientCertificate,
         presented_intermediates: &[CertificateDer<'_>],
@@ -168,7 +168,7 @@ impl EntraDevicePolicy {
 
     /// The directory's part: the device exists, is enabled, binds this certificate
     /// and meets the requirements. Answers come from the cache while fresh.
-    pub async fn check_device(
+    pub(crate) async fn check_device(
         &self,
         certificate: &DeviceCertificate,
         now: DateTime<Utc>,
@@ -200,7 +200,7 @@ impl EntraDevicePolicy {
 
     /// The chain policy that checks device certificates, for its trust-material
     /// horizon.
-    pub fn chain(&self) -> &ChainPolicy {
+    pub(crate) fn chain(&self) -> &ChainPolicy {
         &self.chain
     }
 
@@ -245,7 +245,7 @@ impl EntraDevicePolicy {
 /// A device certificate that chains to the device-certificate root, with what the
 /// directory check needs from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceCertificate {
+pub(crate) struct DeviceCertificate {
     device_id: DeviceId,
     /// The certificate's SHA-1 thumbprint, uppercase hex, as bindings write it.
     sha1: String,
@@ -253,11 +253,7 @@ pub struct DeviceCertificate {
     key_hashes: [[u8; 32]; 2],
 }
 
-impl DeviceCertificate {
-    pub fn device_id(&self) -> DeviceId {
-        self.device_id
-    }
-}
+impl DeviceCertificate {}
 
 /// What the binding check needs from the leaf.
 struct LeafFacts {

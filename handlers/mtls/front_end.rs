@@ -12,14 +12,14 @@
 use serde::Deserialize;
 
 /// The Resource Manager API version of `Microsoft.Web/sites` read here.
-pub const SITES_API_VERSION: &str = "2024-04-01";
+pub(crate) const SITES_API_VERSION: &str = "2024-04-01";
 
 /// The route whose requests must carry a demanded certificate.
-pub const SECRET_ROUTE: &str = "/api/secrets/";
+pub(crate) const SECRET_ROUTE: &str = "/api/secrets/";
 
 /// The site keyturn runs as, from the platform's variables.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SiteRef {
+pub(crate) struct SiteRef {
     subscription: String,
     resource_group: String,
     site: String,
@@ -28,7 +28,7 @@ pub struct SiteRef {
 /// Why the platform's variables do not name a site.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum SiteRefError {
+pub(crate) enum SiteRefError {
     #[error("{0} is not set; the platform sets it on every App Service and Functions site")]
     Missing(&'static str),
     #[error("WEBSITE_OWNER_NAME is not {{subscriptionId}}+{{webspace}}")]
@@ -40,7 +40,7 @@ pub enum SiteRefError {
 impl SiteRef {
     /// From `WEBSITE_OWNER_NAME` (`{subscriptionId}+{webspace}`),
     /// `WEBSITE_RESOURCE_GROUP` and `WEBSITE_SITE_NAME`.
-    pub fn from_platform(
+    pub(crate) fn from_platform(
         owner_name: Option<&str>,
         resource_group: Option<&str>,
         site_name: Option<&str>,
@@ -75,7 +75,7 @@ impl SiteRef {
 
     /// The site's Resource Manager URL under `endpoint` (for example
     /// `https://management.azure.com`), with the API version.
-    pub fn url(&self, endpoint: &str) -> String {
+    pub(crate) fn url(&self, endpoint: &str) -> String {
         format!(
             "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Web/sites/{}?api-version={SITES_API_VERSION}",
             endpoint.trim_end_matches('/'),
@@ -88,7 +88,7 @@ impl SiteRef {
 
 /// The parts of a site's configuration that decide whether the header is believed.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct FrontEnd {
+pub(crate) struct FrontEnd {
     properties: FrontEndProperties,
 }
 
@@ -106,7 +106,7 @@ struct FrontEndProperties {
 /// Why the front end cannot vouch for the header. Each has a stable reason code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum FrontEndProblem {
+pub(crate) enum FrontEndProblem {
     #[error("clientCertEnabled is not true: the front end does not ask for certificates")]
     CertificatesNotEnabled,
     #[error("clientCertMode is {mode:?}, not Required: a request may arrive without a handshake")]
@@ -116,7 +116,7 @@ pub enum FrontEndProblem {
 }
 
 impl FrontEndProblem {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::CertificatesNotEnabled => "client_cert_not_enabled",
             Self::NotRequired { .. } => "client_cert_not_required",
@@ -127,12 +127,12 @@ impl FrontEndProblem {
 
 impl FrontEnd {
     /// Decodes a site resource as Resource Manager returns it.
-    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+    pub(crate) fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(body)
     }
 
     /// Whether the front end demands a certificate for every request to `route`.
-    pub fn vouches_for(&self, route: &str) -> Result<(), FrontEndProblem> {
+    pub(crate) fn vouches_for(&self, route: &str) -> Result<(), FrontEndProblem> {
         let p = &self.properties;
         if p.client_cert_enabled != Some(true) {
             return Err(FrontEndProblem::CertificatesNotEnabled);

@@ -12,14 +12,14 @@ use base64::engine::general_purpose::STANDARD;
 use crate::mtls::certificate::{CertificateError, ClientCertificate};
 
 /// The header App Service sets (its name is case-insensitive in HTTP).
-pub const ARR_CLIENT_CERT_HEADER: &str = "X-ARR-ClientCert";
+pub(crate) const ARR_CLIENT_CERT_HEADER: &str = "X-ARR-ClientCert";
 
 /// The longest header value looked at, checked before any decoding. A device
 /// certificate is 1 to 2 KB of DER (an RSA-4096 key with a few SANs stays under 3 KB),
 /// which is under 4 KB of base64; 16 KiB leaves room for unusually large certificates
 /// while refusing a value built to make the server decode and parse megabytes per
 /// request. (App Service itself caps request headers well above this.)
-pub const MAX_HEADER_VALUE_LEN: usize = 16 * 1024;
+pub(crate) const MAX_HEADER_VALUE_LEN: usize = 16 * 1024;
 
 const PEM_ARMOUR: &str = "-----BEGIN";
 
@@ -27,7 +27,7 @@ const PEM_ARMOUR: &str = "-----BEGIN";
 /// [`reason`](HeaderError::reason) code for responses, logs and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     #[error("client certificate header is empty")]
     Empty,
     #[error(
@@ -48,7 +48,7 @@ pub enum HeaderError {
 
 impl HeaderError {
     /// A stable snake_case code naming the failure.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::Empty => "header_empty",
             Self::TooLarge { .. } => "header_too_large",
@@ -67,7 +67,7 @@ impl HeaderError {
 ///
 /// Surrounding whitespace is tolerated (proxies and test tools add it); everything
 /// else must be exactly standard-alphabet, padded base64 of one DER certificate.
-pub fn parse_arr_client_cert(value: &str) -> Result<ClientCertificate, HeaderError> {
+pub(crate) fn parse_arr_client_cert(value: &str) -> Result<ClientCertificate, HeaderError> {
     if value.len() > MAX_HEADER_VALUE_LEN {
         return Err(HeaderError::TooLarge {
             length: value.len(),

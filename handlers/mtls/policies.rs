@@ -90,39 +90,39 @@ impl std::fmt::Debug for CertificatePolicies {
 
 impl CertificatePolicies {
     /// No policy: every request is refused.
-    pub fn none() -> Self {
+    pub(crate) fn none() -> Self {
         Self::default()
     }
 
     /// Whether the `X-ARR-ClientCert` header is believed (keyturn runs behind App
     /// Service, which sets it and strips any the client sent).
-    pub fn trust_arr_header(mut self, trust: bool) -> Self {
+    pub(crate) fn trust_arr_header(mut self, trust: bool) -> Self {
         self.trust_arr_header = trust;
         self
     }
 
-    pub fn with_thumbprints(mut self, policy: TrustedThumbprints) -> Self {
+    pub(crate) fn with_thumbprints(mut self, policy: TrustedThumbprints) -> Self {
         self.thumbprints = Some(policy);
         self
     }
 
-    pub fn with_chain(mut self, policy: Arc<ChainPolicy>) -> Self {
+    pub(crate) fn with_chain(mut self, policy: Arc<ChainPolicy>) -> Self {
         self.chain = Some(policy);
         self
     }
 
-    pub fn with_entra_device(mut self, policy: EntraDevicePolicy) -> Self {
+    pub(crate) fn with_entra_device(mut self, policy: EntraDevicePolicy) -> Self {
         self.entra_device = Some(policy);
         self
     }
 
     /// Whether the `X-ARR-ClientCert` header (and the front end's `X-Forwarded-For`)
     /// is believed.
-    pub fn trusts_arr_header(&self) -> bool {
+    pub(crate) fn trusts_arr_header(&self) -> bool {
         self.trust_arr_header
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.thumbprints.is_none() && self.chain.is_none() && self.entra_device.is_none()
     }
 
@@ -142,7 +142,7 @@ impl CertificatePolicies {
     }
 
     /// The chain policy, for scheduled CRL refreshes.
-    pub fn chain(&self) -> Option<&Arc<ChainPolicy>> {
+    pub(crate) fn chain(&self) -> Option<&Arc<ChainPolicy>> {
         self.chain.as_ref()
     }
 

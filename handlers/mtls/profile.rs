@@ -27,19 +27,19 @@ use x509_parser::revocation_list::CertificateRevocationList;
 
 /// The longest serial number a conforming CA may use, in encoded octets (RFC 5280
 /// section 4.1.2.2: "MUST NOT use serialNumber values longer than 20 octets").
-pub const MAX_SERIAL_OCTETS: usize = 20;
+pub(crate) const MAX_SERIAL_OCTETS: usize = 20;
 
 /// The smallest RSA modulus accepted, in bits: the CA/Browser Forum Baseline
 /// Requirements section 6.1.5 minimum, and the smallest key webpki verifies a
 /// signature with (`RSA_PKCS1_2048_8192_*`).
-pub const MIN_RSA_BITS: usize = 2048;
+pub(crate) const MIN_RSA_BITS: usize = 2048;
 
 /// The most name-constraint comparisons one pair of certificates may ask for: the names
 /// of a certificate (subject attributes plus subjectAltName entries) times the subtrees
 /// of a nameConstraints extension above it. OpenSSL's `NAME_CHECK_MAX` (2^20, in
 /// `crypto/x509/v3_ncons.c`), added with its fix for quadratic name-constraint checking
 /// (openssl/openssl#4393); ordinary CAs are several orders of magnitude below it.
-pub const MAX_NAME_CONSTRAINT_CHECKS: usize = 1 << 20;
+pub(crate) const MAX_NAME_CONSTRAINT_CHECKS: usize = 1 << 20;
 
 /// The longest DNS name, in octets (RFC 1035 section 2.3.4: 255 octets on the wire,
 /// which is 253 characters in dotted form).
@@ -104,7 +104,7 @@ pub enum LeafKeyUsage {
 /// detail naming the field; none carries anything secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum ProfileViolation {
+pub(crate) enum ProfileViolation {
     #[error("cannot be parsed: {detail}")]
     Unparseable { detail: String },
     #[error("public key not allowed: {detail}")]
@@ -142,7 +142,7 @@ pub enum ProfileViolation {
 /// How much name-constraint work a certificate brings to a path: the names it presents
 /// and the constraint subtrees it imposes on the certificates below it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NameLoad {
+pub(crate) struct NameLoad {
     pub names: usize,
     pub constraints: usize,
 }
@@ -150,7 +150,7 @@ pub struct NameLoad {
 /// What keyturn needs to know about a root beyond its name and key, read once when the
 /// policy is built.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnchorFacts {
+pub(crate) struct AnchorFacts {
     pub not_before: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
     /// False when the root carries keyUsage without cRLSign (RFC 5280 section 4.2.1.3):
@@ -170,7 +170,7 @@ impl fmt::Display for CertRole {
 
 /// Parses a certificate for the checks below. Extensions x509-parser cannot read stay
 /// in the result as `ParseError`; the checks that care about them reject.
-pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ProfileViolation> {
+pub(crate) fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ProfileViolation> {
     match X509Certificate::from_der(der) {
         Ok(([], cert)) => Ok(cert),
         Ok(_) => Err(ProfileViolation::Unparseable {
@@ -183,7 +183,7 @@ pub fn parse(der: &[u8]) -> Result<X509Certificate<'_>, ProfileViolation> {
 }
 
 /// Every rule for a certificate in `role`. The first violation found is returned.
-pub fn check_certificate(
+pub(crate) fn check_certificate(
     cert: &X509Certificate<'_>,
     role: CertRole,
     key_identifiers: KeyIdentifiers,
@@ -210,7 +210,7 @@ pub fn check_certificate(
 }
 
 /// The [`LeafKeyUsage::SigningRequired`] rule for a leaf.
-pub fn leaf_key_usage(cert: &X509Certificate<'_>) -> Result<(), ProfileViolation> {
+pub(crate) fn leaf_key_usage(cert: &X509Certificate<'_>) -> Result<(), ProfileViolation> {
     match extension(cert, &OID_X509_EXT_KEY_USAGE)?.map(X509Extension::parsed_extension) {
         Some(ParsedExtension::KeyUsage(ku)) if !ku.digital_signature() => {
             Err(ProfileViolation::InvalidKeyUsage {
@@ -226,7 +226,7 @@ pub fn leaf_key_usage(cert: &X509Certificate<'_>) -> Result<(), ProfileViolation
 
 /// The name-constraint work `cert` brings (see [`NameLoad`]). Unreadable extensions
 /// count as empty: [`check_certificate`] rejects them.
-pub fn name_load(cert: &X509Certificate<'_>) -> NameLoad {
+pub(crate) fn name_load(cert: &X509Certificate<'_>) -> NameLoad {
     let alt_names = match cert.subject_alternative_name() {
         Ok(Some(san)) => san.value.general_names.len(),
         _ => 0,
@@ -249,7 +249,7 @@ pub fn name_load(cert: &X509Certificate<'_>) -> NameLoad {
 /// [`MAX_NAME_CONSTRAINT_CHECKS`] comparisons. webpki bounds the comparisons it makes, but
 /// not those it skips (subject attributes against constraints of a type it does not
 /// implement), so a pathological chain can be within its budget and still be refused here.
-pub fn name_constraint_work(path: &[NameLoad]) -> Result<(), ProfileViolation> {
+pub(crate) fn name_constraint_work(path: &[NameLoad]) -> Result<(), ProfileViolation> {
     for (index, constraining) in path.iter().enumerate() {
         if constraining.constraints == 0 {
             continue;
@@ -267,7 +267,7 @@ pub fn name_constraint_work(path: &[NameLoad]) -> Result<(), ProfileViolation> {
 }
 
 /// A root's validity and CRL-signing permission, which are judged at validation time.
-pub fn anchor_facts(cert: &X509Certificate<'_>) -> AnchorFacts {
+pub(crate) fn anchor_facts(cert: &X509Certificate<'_>) -> AnchorFacts {
     let validity = cert.validity();
     AnchorFacts {
         not_before: timestamp(validity.not_before.timestamp()),
@@ -282,7 +282,7 @@ pub fn anchor_facts(cert: &X509Certificate<'_>) -> AnchorFacts {
 
 /// The CRL profile webpki leaves out: the CRLNumber extension is present and not
 /// critical (RFC 5280 section 5.2.3). Returns the CRL's nextUpdate, read on the way.
-pub fn check_crl(der: &[u8]) -> Result<Option<DateTime<Utc>>, ProfileViolation> {
+pub(crate) fn check_crl(der: &[u8]) -> Result<Option<DateTime<Utc>>, ProfileViolation> {
     let crl = match CertificateRevocationList::from_der(der) {
         Ok((_, crl)) => crl,
         Err(e) => {

@@ -32,7 +32,7 @@ pub enum ThumbprintPolicyError {
 
 impl ThumbprintPolicyError {
     /// A stable snake_case code for refusals (configuration errors never reach a caller).
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::NotTrusted => "thumbprint_not_trusted",
             Self::InvalidPin { .. } | Self::NoPins => "thumbprint_policy_misconfigured",
@@ -43,14 +43,14 @@ impl ThumbprintPolicyError {
 /// The configured pins, split by algorithm so each presented certificate is hashed once
 /// per algorithm in use.
 #[derive(Debug, Clone)]
-pub struct TrustedThumbprints {
+pub(crate) struct TrustedThumbprints {
     sha256: Vec<Thumbprint>,
     sha1: Vec<Thumbprint>,
 }
 
 impl TrustedThumbprints {
     /// Parses the pins in the forms operators paste (see [`Thumbprint::parse`]).
-    pub fn parse<'a>(
+    pub(crate) fn parse<'a>(
         pins: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, ThumbprintPolicyError> {
         let mut sha256 = Vec::new();
@@ -71,20 +71,12 @@ impl TrustedThumbprints {
     }
 
     /// The legacy SHA-1 pins, for the start-up warning.
-    pub fn legacy_sha1_pins(&self) -> &[Thumbprint] {
+    pub(crate) fn legacy_sha1_pins(&self) -> &[Thumbprint] {
         &self.sha1
     }
 
-    pub fn len(&self) -> usize {
-        self.sha256.len() + self.sha1.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Accepts `certificate` when one of its digests is pinned.
-    pub fn validate(
+    pub(crate) fn validate(
         &self,
         certificate: &ClientCertificate,
     ) -> Result<ClientIdentity, ThumbprintPolicyError> {
@@ -104,7 +96,7 @@ impl TrustedThumbprints {
 }
 
 /// The SHA-1 thumbprint of a certificate's DER, as Windows shows it.
-pub fn sha1_thumbprint(der: &[u8]) -> Thumbprint {
+pub(crate) fn sha1_thumbprint(der: &[u8]) -> Thumbprint {
     Thumbprint::from_digest_bytes(digest(&SHA1_FOR_LEGACY_USE_ONLY, der).as_ref())
         .expect("a SHA-1 digest is 20 bytes, which is a SHA-1 thumbprint's length")
 }

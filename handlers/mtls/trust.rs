@@ -15,7 +15,7 @@ use crate::mtls::profile;
 /// The largest trust file read. Mozilla's whole root bundle is about 250 KB and a
 /// busy enterprise CA's full CRL a few MB; 16 MiB is ample for both while keeping a
 /// mistaken path (a disk image, a log file) from being read into memory.
-pub const MAX_TRUST_FILE_LEN: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_TRUST_FILE_LEN: u64 = 16 * 1024 * 1024;
 
 const PEM_BEGIN: &[u8] = b"-----BEGIN";
 
@@ -70,7 +70,7 @@ impl CrlSet {
     }
 
     /// Reads CRLs from files, each PEM (any number of `X509 CRL` blocks) or one DER CRL.
-    pub fn load(paths: &[PathBuf]) -> Result<Self, TrustError> {
+    pub(crate) fn load(paths: &[PathBuf]) -> Result<Self, TrustError> {
         let mut crls = Vec::new();
         for path in paths {
             let bytes = read_limited(path)?;
@@ -85,7 +85,10 @@ impl CrlSet {
     }
 
     /// CRLs already in DER form.
-    pub fn from_der_list(ders: &[CertificateRevocationListDer<'_>]) -> Result<Self, TrustError> {
+    #[cfg(test)]
+    pub(crate) fn from_der_list(
+        ders: &[CertificateRevocationListDer<'_>],
+    ) -> Result<Self, TrustError> {
         let crls = ders
             .iter()
             .enumerate()
@@ -105,24 +108,20 @@ impl CrlSet {
 
     /// Reads the same files again. On error the caller keeps its current set, so a CA
     /// publishing a half-written file never leaves keyturn without CRLs.
-    pub fn reload(&self) -> Result<Self, TrustError> {
+    pub(crate) fn reload(&self) -> Result<Self, TrustError> {
         Self::load(&self.sources)
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.crls.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.crls.is_empty()
-    }
-
-    pub fn sources(&self) -> &[PathBuf] {
+    pub(crate) fn sources(&self) -> &[PathBuf] {
         &self.sources
     }
 
     /// The earliest nextUpdate in the set (`None` when it is empty).
-    pub fn next_update(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_update(&self) -> Option<DateTime<Utc>> {
         self.next_update
     }
 
@@ -133,14 +132,16 @@ impl CrlSet {
 
 /// Reads certificates from a file: PEM (any number of `CERTIFICATE` blocks) or one
 /// DER certificate.
-pub fn certificates_from_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TrustError> {
+pub(crate) fn certificates_from_file(
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TrustError> {
     let bytes = read_limited(path)?;
     certificates_from_bytes(&bytes, &path.display().to_string())
 }
 
 /// Certificates from bytes in memory (PEM or one DER certificate); `origin` names them
 /// in errors. Each must parse as an X.509 certificate.
-pub fn certificates_from_bytes(
+pub(crate) fn certificates_from_bytes(
     bytes: &[u8],
     origin: &str,
 ) -> Result<Vec<CertificateDer<'static>>, TrustError> {

@@ -28,17 +28,17 @@ use crate::mtls::trust::CrlSet;
 /// how long a change that keyturn cannot foresee (a trust file replaced on disk) takes
 /// to be seen by a caller already accepted, and matches the CRL refresh interval's order
 /// of magnitude so that the cache never outlives what a refresh would change.
-pub const MAX_VERDICT_AGE: Duration = Duration::from_secs(5 * 60);
+pub(crate) const MAX_VERDICT_AGE: Duration = Duration::from_secs(5 * 60);
 
 /// How many presented certificates are remembered. An entry is the certificate (about
 /// 1-2 KiB) and its parsed fields; 20 000 entries is a few tens of MiB at most and holds
 /// a large fleet's devices. Only certificates every local policy accepted get an entry,
 /// so the bound is reached by real devices, not by garbage.
-pub const MAX_CACHED_VERDICTS: usize = 20_000;
+pub(crate) const MAX_CACHED_VERDICTS: usize = 20_000;
 
 /// What the local checks decided about one presented certificate.
 #[derive(Debug)]
-pub struct Verdict {
+pub(crate) struct Verdict {
     pub leaf: ClientCertificate,
     /// The identity the first accepting policy vouched for.
     pub identity: ClientIdentity,
@@ -51,11 +51,11 @@ pub struct Verdict {
 /// The cache key of a presented certificate: a SHA-256 over exactly the bytes the
 /// checks read, with the source in front so a header and a TLS chain never collide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PresentedKey([u8; 32]);
+pub(crate) struct PresentedKey([u8; 32]);
 
 impl PresentedKey {
     /// The key of an `X-ARR-ClientCert` header value.
-    pub fn header(value: &str) -> Self {
+    pub(crate) fn header(value: &str) -> Self {
         let mut hash = Sha256::new();
         hash.update(b"x-arr-clientcert\0");
         hash.update(value.as_bytes());
@@ -63,7 +63,7 @@ impl PresentedKey {
     }
 
     /// The key of a TLS peer chain, leaf first; each certificate is length-prefixed.
-    pub fn peer_chain<'a>(chain: impl IntoIterator<Item = &'a [u8]>) -> Self {
+    pub(crate) fn peer_chain<'a>(chain: impl IntoIterator<Item = &'a [u8]>) -> Self {
         let mut hash = Sha256::new();
         hash.update(b"tls-peer-chain\0");
         for der in chain {
@@ -96,7 +96,7 @@ impl Entry {
 
 /// Accepted verdicts by presented certificate.
 #[derive(Default)]
-pub struct VerdictCache {
+pub(crate) struct VerdictCache {
     entries: Mutex<HashMap<PresentedKey, Entry>>,
 }
 
@@ -111,7 +111,7 @@ impl std::fmt::Debug for VerdictCache {
 impl VerdictCache {
     /// The verdict for `key` if it still holds at `now` under `crls`, the chain
     /// policy's CRLs in force (`None` when no chain policy checks revocation).
-    pub fn get(
+    pub(crate) fn get(
         &self,
         key: &PresentedKey,
         now: DateTime<Utc>,
@@ -124,7 +124,7 @@ impl VerdictCache {
 
     /// Keeps `verdict`, reached at `now` under `crls`, until `until` (clamped to
     /// [`MAX_VERDICT_AGE`] from now). A verdict that would expire at once is not kept.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         key: PresentedKey,
         verdict: Arc<Verdict>,
@@ -156,11 +156,12 @@ impl VerdictCache {
         entries.insert(key, entry);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.lock().is_empty()
     }
 

@@ -14,12 +14,12 @@ use crate::mtls::chain::{ChainOptions, ChainPolicy, ChainRejection, RevocationPo
 use crate::mtls::trust::{self, MAX_TRUST_FILE_LEN};
 
 /// Exit code: the certificate was accepted.
-pub const EXIT_ACCEPTED: i32 = 0;
+pub(crate) const EXIT_ACCEPTED: i32 = 0;
 /// Exit code: the certificate was rejected by the policy.
-pub const EXIT_REJECTED: i32 = 1;
+pub(crate) const EXIT_REJECTED: i32 = 1;
 /// Exit code: bad usage or unreadable input; no decision was made. (Also what clap
 /// uses for argument errors, so scripts see one code for "fix the command".)
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 
 /// Arguments of `keyturn cert verify`.
 #[derive(clap::Args, Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct CertVerifyArgs {
 /// Why `cert verify` could not reach a decision.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum CliError {
+pub(crate) enum CliError {
     #[error("--at {value:?} is not an RFC 3339 time: {detail}")]
     BadTime { value: String, detail: String },
     #[error("{0}")]
@@ -72,7 +72,7 @@ enum Outcome {
 }
 
 impl CliError {
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         match self {
             Self::BadTime { .. } => "bad_usage",
             Self::Trust(_) | Self::Read { .. } | Self::BadCertificate { .. } => "unreadable_input",
@@ -110,14 +110,6 @@ impl CertVerifyReport {
             Outcome::Accepted => EXIT_ACCEPTED,
             Outcome::Rejected(_) => EXIT_REJECTED,
             Outcome::Unusable(_) => EXIT_USAGE,
-        }
-    }
-
-    /// The rejection, when the policy rejected the certificate.
-    pub fn rejection(&self) -> Option<&ChainRejection> {
-        match &self.outcome {
-            Outcome::Rejected(rejection) => Some(rejection),
-            _ => None,
         }
     }
 }

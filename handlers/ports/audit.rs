@@ -19,10 +19,10 @@ use crate::ports::PortError;
 /// characters, versions 32 hex digits, Graph ids 36 and thumbprints 64; reasons are short
 /// sentences. 1 KiB leaves room for all of them while keeping an entry (a dozen fields) far
 /// below Azure Table storage's 64 KiB per-property and 1 MiB per-entity limits.
-pub const MAX_AUDIT_TEXT_BYTES: usize = 1024;
+pub(crate) const MAX_AUDIT_TEXT_BYTES: usize = 1024;
 
 /// Length of a SHA-256 digest, the hash of the chain.
-pub const HASH_BYTES: usize = 32;
+pub(crate) const HASH_BYTES: usize = 32;
 
 /// Why a piece of audit data was refused. Never carries the refused text itself: an
 /// operator may have pasted a secret into the wrong field.
@@ -122,7 +122,7 @@ pub enum Actor {
 }
 
 impl Actor {
-    pub fn from_parts(kind: &str, name: AuditText) -> Result<Self, AuditDataError> {
+    pub(crate) fn from_parts(kind: &str, name: AuditText) -> Result<Self, AuditDataError> {
         match kind {
             "function" => Ok(Self::Function(name)),
             "identity" => Ok(Self::Identity(name)),
@@ -174,7 +174,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
@@ -233,13 +233,13 @@ impl AuditRecord {
 /// The one text form of an entry's time, used in storage and in the hash: RFC 3339 in
 /// UTC with exactly nine fractional digits and a `Z`, so that a stored time parses back
 /// to the same instant and re-encodes to the same bytes.
-pub fn format_audit_time(at: &DateTime<Utc>) -> String {
+pub(crate) fn format_audit_time(at: &DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Nanos, true)
 }
 
 /// Parses a time written by [`format_audit_time`] (any RFC 3339 offset is accepted and
 /// converted to UTC).
-pub fn parse_audit_time(text: &str) -> Result<DateTime<Utc>, AuditDataError> {
+pub(crate) fn parse_audit_time(text: &str) -> Result<DateTime<Utc>, AuditDataError> {
     DateTime::parse_from_rfc3339(text)
         .map(|at| at.with_timezone(&Utc))
         .map_err(|_| AuditDataError::MalformedTime)
@@ -249,11 +249,14 @@ mod audit_time {
     use chrono::{DateTime, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        at: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&super::format_audit_time(at))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
@@ -267,13 +270,13 @@ pub struct EntryHash([u8; HASH_BYTES]);
 
 impl EntryHash {
     /// The previous hash of the first entry.
-    pub const GENESIS: EntryHash = EntryHash([0; HASH_BYTES]);
+    pub(crate) const GENESIS: EntryHash = EntryHash([0; HASH_BYTES]);
 
-    pub fn from_bytes(bytes: [u8; HASH_BYTES]) -> Self {
+    pub(crate) fn from_bytes(bytes: [u8; HASH_BYTES]) -> Self {
         Self(bytes)
     }
 
-    pub fn as_bytes(&self) -> &[u8; HASH_BYTES] {
+    pub(crate) fn as_bytes(&self) -> &[u8; HASH_BYTES] {
         &self.0
     }
 

@@ -21,7 +21,7 @@ pub struct SourcedSecret {
 impl SourcedSecret {
     /// A vault's secret as the endpoint serves it: `None` when it may not be served at
     /// `now` (see [`servable`]).
-    pub fn from_vault(secret: Secret, now: DateTime<Utc>) -> Option<Self> {
+    pub(crate) fn from_vault(secret: Secret, now: DateTime<Utc>) -> Option<Self> {
         let properties = &secret.properties;
         if !servable(
             properties.enabled,
@@ -44,7 +44,7 @@ impl SourcedSecret {
 /// notBefore, or one at or before `now`) and has not expired (no expiry, or one after
 /// `now`). Key Vault's own rule for a usable secret (its `nbf` and `exp` attributes),
 /// applied by every source, so a device never receives a dead secret.
-pub fn servable(
+pub(crate) fn servable(
     enabled: bool,
     not_before: Option<DateTime<Utc>>,
     expires: Option<DateTime<Utc>>,

@@ -27,14 +27,14 @@ use crate::domain::names::{ObjectId, ObjectType, ObjectVersion};
 use crate::ports::queue::{MAX_MESSAGE_ID_LEN, OutgoingMessage};
 
 /// The job schema this build writes and reads.
-pub const SCHEMA: u32 = 1;
+pub(crate) const SCHEMA: u32 = 1;
 
 /// Job ids are the first 32 hex digits (128 bits) of a SHA-256: collision-free for any
 /// number of jobs keyturn will ever see, and short enough to fit a credential's display
 /// name next to keyturn's marker.
 const JOB_ID_HEX_LEN: usize = 32;
 
-pub const CONTENT_TYPE: &str = "application/json";
+pub(crate) const CONTENT_TYPE: &str = "application/json";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -150,7 +150,7 @@ impl Action {
     }
 
     /// The version the work started from.
-    pub fn version(&self) -> &ObjectVersion {
+    pub(crate) fn version(&self) -> &ObjectVersion {
         match self {
             Self::Rotate {
                 replaces_version, ..
@@ -174,7 +174,7 @@ impl Action {
 
     /// The deterministic id: vault, object type, name (without case, as Key Vault compares
     /// names), the version being replaced and the action (with the follow-up attempt).
-    pub fn job_id(&self) -> JobId {
+    pub(crate) fn job_id(&self) -> JobId {
         let object = self.object();
         let name = object.name().as_str().to_ascii_lowercase();
         let attempt = match self {
@@ -290,7 +290,7 @@ impl Job {
 /// from a newer build says so rather than failing on a field) and the job id read next, so
 /// the receipt can be recorded under it even when the rest of the job does not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Delivery {
+pub(crate) struct Delivery {
     /// The `jobId` as sent.
     pub job_id: String,
     /// The job, or why it does not decode (naming the field).
@@ -301,7 +301,7 @@ impl Delivery {
     /// Refuses a delivery that is not a JSON object, has no numeric `schema`, another
     /// schema than [`SCHEMA`], or no string `jobId`; anything else is a delivery whose
     /// `job` says whether it decoded.
-    pub fn decode(value: &Value) -> Result<Self, JobError> {
+    pub(crate) fn decode(value: &Value) -> Result<Self, JobError> {
         let job = value.as_object().ok_or_else(|| JobError::Shape {
             reason: "a job is a JSON object".into(),
         })?;

@@ -47,7 +47,7 @@ pub trait Pause: Send + Sync {
 
 /// Waits on the tokio timer.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sleep;
+pub(crate) struct Sleep;
 
 #[async_trait]
 impl Pause for Sleep {
@@ -102,19 +102,19 @@ impl Engine {
         self
     }
 
-    pub fn ports(&self) -> &Ports {
+    pub(crate) fn ports(&self) -> &Ports {
         &self.ports
     }
 
-    pub fn vaults(&self) -> &[VaultUrl] {
+    pub(crate) fn vaults(&self) -> &[VaultUrl] {
         &self.vaults
     }
 
-    pub fn defaults(&self) -> &PolicyDefaults {
+    pub(crate) fn defaults(&self) -> &PolicyDefaults {
         &self.defaults
     }
 
-    pub fn clock(&self) -> &Clock {
+    pub(crate) fn clock(&self) -> &Clock {
         &self.clock
     }
 
@@ -211,7 +211,7 @@ impl RotationError {
 
     /// One line for the `keyturn-last-error` tag, most useful part first (what is missing
     /// or which policy refused), so it survives the tag's 256-character limit.
-    pub fn summary(&self) -> String {
+    pub(crate) fn summary(&self) -> String {
         match self {
             Self::Audit(error) => Self::port("auditing", error.clone().into()).summary(),
             Self::Port { step, source } => match &source.kind {
@@ -228,7 +228,7 @@ impl RotationError {
     }
 
     /// A short code for audit reasons and the `keyturn-last-error` tag.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self.kind() {
             FailureKind::Transient { .. } => "transient",
             FailureKind::PermissionDenied { .. } => "permission_denied",

@@ -24,7 +24,7 @@ use crate::rotation::{Engine, RotationError};
 
 /// The current version of a secret or certificate, as planning sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectState {
+pub(crate) struct ObjectState {
     /// With the current version.
     pub id: ObjectId,
     pub enabled: bool,
@@ -61,7 +61,7 @@ impl From<&CertificateProperties> for ObjectState {
 /// Why an object is due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase", tag = "due")]
-pub enum Due {
+pub(crate) enum Due {
     Expired {
         expires: DateTime<Utc>,
     },
@@ -73,7 +73,11 @@ pub enum Due {
 }
 
 /// Whether an object expiring at `expires` is due at `now` with `rotate_before`.
-pub fn due(expires: Option<DateTime<Utc>>, rotate_before: Days, now: DateTime<Utc>) -> Option<Due> {
+pub(crate) fn due(
+    expires: Option<DateTime<Utc>>,
+    rotate_before: Days,
+    now: DateTime<Utc>,
+) -> Option<Due> {
     let Some(expires) = expires else {
         return Some(Due::WithoutExpiry);
     };
@@ -88,7 +92,7 @@ pub fn due(expires: Option<DateTime<Utc>>, rotate_before: Days, now: DateTime<Ut
 
 /// What planning concluded about one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Assessment {
+pub(crate) enum Assessment {
     Due {
         job: Box<Job>,
         due: Due,
@@ -104,7 +108,11 @@ pub enum Assessment {
 }
 
 /// Assesses one object's current version at `now`.
-pub fn assess(state: &ObjectState, defaults: &PolicyDefaults, now: DateTime<Utc>) -> Assessment {
+pub(crate) fn assess(
+    state: &ObjectState,
+    defaults: &PolicyDefaults,
+    now: DateTime<Utc>,
+) -> Assessment {
     if state.backs_certificate {
         return Assessment::NotManaged;
     }
@@ -166,7 +174,7 @@ pub enum EventDecision {
 }
 
 /// An audit object naming a Key Vault object and, when known, its version.
-pub fn audit_object(id: &ObjectId, version: Option<&ObjectVersion>) -> AuditObject {
+pub(crate) fn audit_object(id: &ObjectId, version: Option<&ObjectVersion>) -> AuditObject {
     AuditObject {
         vault: AuditText::parse(id.vault().as_str()).ok(),
         secret_name: AuditText::parse(id.name().as_str()).ok(),

@@ -19,23 +19,23 @@ use crate::rotation::Engine;
 pub const MAX_ATTEMPTS: u32 = 6;
 
 /// First backoff step when the service gave no `Retry-After`.
-pub const BASE_BACKOFF: Duration = Duration::from_millis(500);
+pub(crate) const BASE_BACKOFF: Duration = Duration::from_millis(500);
 
 /// Largest single backoff without `Retry-After`.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(20);
 
 /// One invocation's working time. The host's `functionTimeout` is ten minutes and it
 /// renews the session lock up to `maxAutoLockRenewalDuration` (ten minutes, host.json);
 /// eight minutes leaves two for the audit writes and the answer, so the invocation ends
 /// on keyturn's terms rather than the host's.
-pub const INVOCATION_BUDGET: Duration = Duration::from_secs(8 * 60);
+pub(crate) const INVOCATION_BUDGET: Duration = Duration::from_secs(8 * 60);
 
 /// When an invocation must stop retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline(pub DateTime<Utc>);
+pub(crate) struct Deadline(pub DateTime<Utc>);
 
 impl Deadline {
-    pub fn after(now: DateTime<Utc>, budget: Duration) -> Self {
+    pub(crate) fn after(now: DateTime<Utc>, budget: Duration) -> Self {
         let budget = chrono::Duration::from_std(budget).unwrap_or(chrono::Duration::MAX);
         Self(
             now.checked_add_signed(budget)
@@ -44,7 +44,7 @@ impl Deadline {
     }
 
     /// Whether waiting `wait` from `now` would pass the deadline.
-    pub fn would_pass(&self, now: DateTime<Utc>, wait: Duration) -> bool {
+    pub(crate) fn would_pass(&self, now: DateTime<Utc>, wait: Duration) -> bool {
         let wait = chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX);
         now.checked_add_signed(wait).is_none_or(|t| t > self.0)
     }
@@ -53,7 +53,7 @@ impl Deadline {
 /// The wait before attempt `attempt + 1` without `Retry-After`: "equal jitter" (a uniform
 /// draw between half and all of the exponential step), which spreads many workers
 /// throttled at once while still backing off.
-pub fn backoff(attempt: u32) -> Duration {
+pub(crate) fn backoff(attempt: u32) -> Duration {
     let step = BASE_BACKOFF
         .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)))
         .min(MAX_BACKOFF);
@@ -62,7 +62,7 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// Runs `op` until it succeeds, fails for good, or retrying would pass `deadline`.
-pub async fn retrying<T, F, Fut>(
+pub(crate) async fn retrying<T, F, Fut>(
     engine: &Engine,
     deadline: Deadline,
     step: &str,

@@ -21,7 +21,7 @@ pub const KIND: &str = "keyturn-kind";
 pub const APP_ID: &str = "keyturn-app-id";
 pub const VALIDITY_DAYS: &str = "keyturn-validity-days";
 pub const ROTATE_BEFORE_DAYS: &str = "keyturn-rotate-before-days";
-pub const OVERLAP_DAYS: &str = "keyturn-overlap-days";
+pub(crate) const OVERLAP_DAYS: &str = "keyturn-overlap-days";
 /// `generated` only: characters in the value.
 pub const LENGTH: &str = "keyturn-length";
 /// `generated` only: one of [`Alphabet`]'s names.
@@ -30,9 +30,9 @@ pub const ALPHABET: &str = "keyturn-alphabet";
 /// Bookkeeping: the keyId of the password credential this version holds.
 pub const KEY_ID: &str = "keyturn-key-id";
 /// Bookkeeping: the keyId the previous version held (retired after the overlap).
-pub const PREVIOUS_KEY_ID: &str = "keyturn-previous-key-id";
+pub(crate) const PREVIOUS_KEY_ID: &str = "keyturn-previous-key-id";
 /// Bookkeeping: the version this one replaced.
-pub const PREVIOUS_VERSION: &str = "keyturn-previous-version";
+pub(crate) const PREVIOUS_VERSION: &str = "keyturn-previous-version";
 /// Bookkeeping: the job that wrote this version.
 pub const JOB_ID: &str = "keyturn-job-id";
 /// Bookkeeping: when keyturn wrote this version (RFC 3339, UTC).
@@ -42,12 +42,13 @@ pub const ROTATED_AT: &str = "keyturn-rotated-at";
 pub const LAST_ERROR: &str = "keyturn-last-error";
 
 /// Microsoft's rotation samples (Key Vault rotation tutorials) tag secrets with these.
-pub const MS_VALIDITY_PERIOD_DAYS: &str = "ValidityPeriodDays";
-pub const MS_PROVIDER_ADDRESS: &str = "ProviderAddress";
-pub const MS_CREDENTIAL_ID: &str = "CredentialId";
+pub(crate) const MS_VALIDITY_PERIOD_DAYS: &str = "ValidityPeriodDays";
+pub(crate) const MS_PROVIDER_ADDRESS: &str = "ProviderAddress";
+#[cfg(test)]
+pub(crate) const MS_CREDENTIAL_ID: &str = "CredentialId";
 
 /// The bookkeeping tags, which a new version never inherits from its predecessor.
-pub const BOOKKEEPING: [&str; 6] = [
+pub(crate) const BOOKKEEPING: [&str; 6] = [
     KEY_ID,
     PREVIOUS_KEY_ID,
     PREVIOUS_VERSION,
@@ -62,12 +63,12 @@ pub const MAX_POLICY_DAYS: u32 = 3650;
 
 /// A generated value shorter than 16 characters has under 96 bits even from the widest
 /// alphabet; below that keyturn refuses to call it a secret.
-pub const MIN_GENERATED_LENGTH: usize = 16;
+pub(crate) const MIN_GENERATED_LENGTH: usize = 16;
 /// 1024 characters is far beyond any password field and far below Key Vault's 25 KB
 /// secret size limit.
-pub const MAX_GENERATED_LENGTH: usize = 1024;
+pub(crate) const MAX_GENERATED_LENGTH: usize = 1024;
 /// 32 alphanumeric characters carry about 190 bits.
-pub const DEFAULT_GENERATED_LENGTH: usize = 32;
+pub(crate) const DEFAULT_GENERATED_LENGTH: usize = 32;
 
 /// Why an object's tags cannot be read as a policy. Each message names the tag.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,7 +132,7 @@ pub struct Days(u32);
 
 impl Days {
     /// `min` is 1 for validity and rotate-before, 0 for the overlap (retire at once).
-    pub fn parse(tag: &'static str, text: &str, min: u32) -> Result<Self, TagError> {
+    pub(crate) fn parse(tag: &'static str, text: &str, min: u32) -> Result<Self, TagError> {
         let error = || TagError::Days {
             tag,
             found: quoted(text),
@@ -145,11 +146,11 @@ impl Days {
         }
     }
 
-    pub fn get(self) -> u32 {
+    pub(crate) fn get(self) -> u32 {
         self.0
     }
 
-    pub fn span(self) -> Span {
+    pub(crate) fn span(self) -> Span {
         Span::days(i64::from(self.0))
     }
 }
@@ -191,7 +192,7 @@ impl PolicyDefaults {
 
 /// Characters a generated value is drawn from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alphabet {
+pub(crate) enum Alphabet {
     /// `A-Z a-z 0-9`: safe in connection strings, URLs and shells.
     Alphanumeric,
     /// `0-9 a-f`.
@@ -203,7 +204,7 @@ pub enum Alphabet {
 }
 
 impl Alphabet {
-    pub fn parse(text: &str) -> Result<Self, TagError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, TagError> {
         match text.trim().to_ascii_lowercase().as_str() {
             "alphanumeric" => Ok(Self::Alphanumeric),
             "hex" => Ok(Self::Hex),
@@ -215,7 +216,7 @@ impl Alphabet {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Alphanumeric => "alphanumeric",
             Self::Hex => "hex",
@@ -225,7 +226,7 @@ impl Alphabet {
     }
 
     /// The characters, each one byte of ASCII.
-    pub fn characters(self) -> Vec<u8> {
+    pub(crate) fn characters(self) -> Vec<u8> {
         let ranges: &[(u8, u8)] = match self {
             Self::Alphanumeric => &[(b'A', b'Z'), (b'a', b'z'), (b'0', b'9')],
             Self::Hex => &[(b'0', b'9'), (b'a', b'f')],
@@ -244,7 +245,7 @@ impl Alphabet {
 
 /// How the object is rotated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// A password credential of an Entra application, rotated through Graph.
     EntraAppSecret { app_id: AppId },
     /// A random value keyturn generates itself.
@@ -254,7 +255,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Self::EntraAppSecret { .. } => "entra-app-secret",
             Self::Generated { .. } => "generated",
@@ -265,7 +266,7 @@ impl Kind {
 
 /// What keyturn does with a managed object and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RotationPolicy {
+pub(crate) struct RotationPolicy {
     pub kind: Kind,
     /// How long a new credential or value is valid.
     pub validity: Days,
@@ -305,20 +306,20 @@ impl Bookkeeping {
     }
 
     /// Whether keyturn wrote the version carrying these tags.
-    pub fn written_by_keyturn(&self) -> bool {
+    pub(crate) fn written_by_keyturn(&self) -> bool {
         self.rotated_at.is_some() && self.job_id.is_some()
     }
 }
 
 /// A managed object's policy and the bookkeeping on its current version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ManagedObject {
+pub(crate) struct ManagedObject {
     pub policy: RotationPolicy,
     pub bookkeeping: Bookkeeping,
 }
 
 /// Reads an object's tags. `Ok(None)`: keyturn does not manage it.
-pub fn managed(
+pub(crate) fn managed(
     object_type: ObjectType,
     tags: &BTreeMap<String, String>,
     defaults: &PolicyDefaults,
@@ -333,7 +334,7 @@ pub fn managed(
 }
 
 /// Reads the rotation policy. `Ok(None)`: not managed.
-pub fn policy(
+pub(crate) fn policy(
     object_type: ObjectType,
     tags: &BTreeMap<String, String>,
     defaults: &PolicyDefaults,
@@ -467,7 +468,7 @@ fn lookup<'t>(tags: &'t BTreeMap<String, String>, name: &str) -> Result<Option<&
 }
 
 /// The tags a new version carries over from its predecessor: everything but bookkeeping.
-pub fn inherited_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub(crate) fn inherited_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     tags.iter()
         .filter(|(key, _)| {
             !BOOKKEEPING
@@ -480,7 +481,7 @@ pub fn inherited_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, Strin
 
 /// What keyturn writes on a new version it creates.
 #[derive(Debug, Clone)]
-pub struct NewBookkeeping<'a> {
+pub(crate) struct NewBookkeeping<'a> {
     pub key_id: Option<&'a KeyId>,
     pub previous_key_id: Option<&'a KeyId>,
     pub previous_version: &'a ObjectVersion,
@@ -489,7 +490,7 @@ pub struct NewBookkeeping<'a> {
 }
 
 /// The tags of a new version: the predecessor's policy tags plus fresh bookkeeping.
-pub fn new_version_tags(
+pub(crate) fn new_version_tags(
     predecessor: &BTreeMap<String, String>,
     notes: &NewBookkeeping<'_>,
 ) -> BTreeMap<String, String> {
@@ -510,7 +511,10 @@ pub fn new_version_tags(
 }
 
 /// `tags` with `keyturn-last-error` set to `error`, cut to a tag value's length.
-pub fn with_last_error(tags: &BTreeMap<String, String>, error: &str) -> BTreeMap<String, String> {
+pub(crate) fn with_last_error(
+    tags: &BTreeMap<String, String>,
+    error: &str,
+) -> BTreeMap<String, String> {
     let mut tags: BTreeMap<String, String> = tags
         .iter()
         .filter(|(key, _)| !key.trim().eq_ignore_ascii_case(LAST_ERROR))

@@ -22,7 +22,7 @@ pub struct CredentialError {
 
 /// Builds the credential the settings choose. Creating one makes no network call; tokens
 /// are requested (and cached by azure_identity) on first use.
-pub fn credential(
+pub(crate) fn credential(
     settings: &CredentialSettings,
 ) -> Result<Arc<dyn TokenCredential>, CredentialError> {
     let err = |e: azure_core::Error| CredentialError {

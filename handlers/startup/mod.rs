@@ -39,7 +39,7 @@ use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::host::router::AppState;
 use crate::host::tls;
-pub use credential::{CredentialError, credential};
+pub(crate) use credential::{CredentialError, credential};
 
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;
@@ -121,19 +121,19 @@ fn table_client(
 
 /// The adapters start-up chose: Azure services reached with keyturn's credential, or the
 /// embedded store of local mode.
-pub enum Backends {
+pub(crate) enum Backends {
     Azure(AzureBackends),
     Local(LocalBackends),
 }
 
 /// What every Azure adapter is built with.
-pub struct AzureBackends {
+pub(crate) struct AzureBackends {
     pub credential: Arc<dyn TokenCredential>,
 }
 
 /// The embedded store and every port that lives in it, opened once.
 #[derive(Clone)]
-pub struct LocalBackends {
+pub(crate) struct LocalBackends {
     pub store: LocalStore,
     pub vault: LocalVault,
     pub directory: LocalDirectory,
@@ -141,7 +141,7 @@ pub struct LocalBackends {
 }
 
 /// How the embedded store is opened.
-pub struct LocalOptions<'a> {
+pub(crate) struct LocalOptions<'a> {
     pub data_dir: &'a Path,
     /// `KEYTURN_LOCAL_VAULT_KEY`; `None`: the key file beside the store.
     pub vault_key: Option<&'a SecretValue>,
@@ -152,7 +152,7 @@ pub struct LocalOptions<'a> {
 /// Why the embedded store cannot be opened.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum LocalOpenError {
+pub(crate) enum LocalOpenError {
     #[error("{0}")]
     Store(#[from] crate::adapters::local::store::StoreError),
     #[error("{0}")]
@@ -162,7 +162,10 @@ pub enum LocalOpenError {
 impl LocalBackends {
     /// The one place the embedded store is opened: `serve` on the local backend, `keyturn
     /// dev` and `keyturn vault` all come here.
-    pub async fn open(options: LocalOptions<'_>, clock: &Clock) -> Result<Self, LocalOpenError> {
+    pub(crate) async fn open(
+        options: LocalOptions<'_>,
+        clock: &Clock,
+    ) -> Result<Self, LocalOpenError> {
         let other = |e: &dyn std::fmt::Display| LocalOpenError::Other(e.to_string());
         let path = options.data_dir.join(STORE_FILE);
         let store = LocalStore::open(&path)?;
@@ -190,7 +193,7 @@ impl LocalBackends {
 }
 
 /// The backends the settings choose.
-pub async fn backends(settings: &Settings, clock: &Clock) -> Result<Backends, StartupError> {
+pub(crate) async fn backends(settings: &Settings, clock: &Clock) -> Result<Backends, StartupError> {
     match settings.host.backend {
         Backend::Azure => Ok(Backends::Azure(AzureBackends {
             credential: credential(&settings.credential)?,
@@ -576,7 +579,7 @@ fn endpoint(
 }
 
 /// The certificate-policy part of the settings.
-pub fn policy_config(settings: &Settings) -> PolicyConfig {
+pub(crate) fn policy_config(settings: &Settings) -> PolicyConfig {
     let e = &settings.endpoint;
     PolicyConfig {
         trust_arr_header: e.trust_arr_header,

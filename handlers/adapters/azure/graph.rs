@@ -47,7 +47,7 @@ const APP_POLICY_SUFFIX: &str = "AsPerAppPolicy";
 
 /// The app management policy codes addPassword is documented to answer: a lifetime
 /// beyond the policy's `passwordLifetime`, and passwords blocked by `passwordAddition`.
-pub const APP_POLICY_CODES: [&str; 2] = [
+pub(crate) const APP_POLICY_CODES: [&str; 2] = [
     "CredentialInvalidLifetimeAsPerAppPolicy",
     "CredentialTypeNotAllowedAsPerAppPolicy",
 ];
@@ -89,7 +89,7 @@ impl fmt::Debug for GraphClient {
 impl GraphClient {
     /// A client for the Graph `endpoint` (`https://graph.microsoft.com`, or a sovereign
     /// cloud's), with tokens for `{endpoint}/.default`.
-    pub fn new(
+    pub(crate) fn new(
         endpoint: &Url,
         credential: Arc<dyn TokenCredential>,
         options: Option<ClientOptions>,

@@ -53,13 +53,13 @@ use crate::ports::{FailureKind, PortError};
 /// cache, so reusing it saves the 401 challenge and a token request per call; keyturn
 /// manages a handful of vaults (`KEYTURN_VAULTS`), and a bound this far above that keeps
 /// a stream of unexpected vault URLs from growing the cache without limit.
-pub const MAX_CACHED_VAULTS: usize = 64;
+pub(crate) const MAX_CACHED_VAULTS: usize = 64;
 
 /// How long the official crate's poller waits before handing over an in-progress answer
 /// when Key Vault sends no `Retry-After`: azure_core sleeps this interval before yielding
 /// even the first answer (default 30 s), and keyturn reads only that first answer, so it
 /// is set to azure_core's enforced minimum of one second.
-pub const RENEWAL_POLL_INTERVAL_SECONDS: i64 = 1;
+pub(crate) const RENEWAL_POLL_INTERVAL_SECONDS: i64 = 1;
 
 /// Key Vault's inner error code for a get on a disabled secret version (HTTP 403).
 const SECRET_DISABLED: &str = "SecretDisabled";
@@ -837,10 +837,6 @@ impl KeyVaultSource {
     pub fn without_challenge_resource_check(mut self) -> Self {
         self.key_vault = self.key_vault.without_challenge_resource_check();
         self
-    }
-
-    pub fn vault(&self) -> &VaultUrl {
-        &self.vault
     }
 }
 

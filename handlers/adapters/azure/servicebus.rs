@@ -29,15 +29,15 @@ use crate::ports::queue::{JobQueue, MAX_MESSAGE_ID_LEN, OutgoingMessage};
 use crate::ports::{FailureKind, PortError};
 
 /// The Entra scope of Service Bus data-plane tokens.
-pub const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
+pub(crate) const SERVICE_BUS_SCOPE: &str = "https://servicebus.azure.net/.default";
 
 /// The Standard tier's largest message (256 KiB, "Service Bus quotas"); refused before
 /// sending so that the service's 403 can only mean a full queue.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 
 /// Service Bus asks clients to treat a send as failed after 60 s (the REST API's default
 /// `timeout`); keyturn's jobs are small, so a slower send is a failure worth retrying.
-pub const SEND_TIMEOUT_SECONDS: u32 = 60;
+pub(crate) const SEND_TIMEOUT_SECONDS: u32 = 60;
 
 const BROKER_PROPERTIES: HeaderName = HeaderName::from_static("brokerproperties");
 
@@ -66,7 +66,7 @@ struct BrokerProperties<'a> {
 }
 
 /// RFC 1123 date, always in GMT, as Service Bus REST reads `DateTime` broker properties.
-pub fn rfc1123(time: DateTime<Utc>) -> String {
+pub(crate) fn rfc1123(time: DateTime<Utc>) -> String {
     time.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
@@ -91,7 +91,7 @@ impl ServiceBusQueue {
     /// A sender for `queue` in the namespace whose host is `namespace`
     /// (`ServiceBusConnection__fullyQualifiedNamespace`, e.g.
     /// `sb-keyturn.servicebus.windows.net`).
-    pub fn new(
+    pub(crate) fn new(
         namespace: &str,
         queue: &str,
         credential: Arc<dyn TokenCredential>,
@@ -150,10 +150,6 @@ impl ServiceBusQueue {
             ),
             missing_permission: format!("Azure Service Bus Data Sender on queue {queue} in {host}"),
         })
-    }
-
-    pub fn messages_url(&self) -> &Url {
-        &self.messages_url
     }
 
     fn failure(

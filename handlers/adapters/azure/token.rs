@@ -39,11 +39,11 @@ pub const DEFAULT_PROOF_SCOPE: &str = "https://graph.microsoft.com/.default";
 
 /// AADSTS7000215: invalid client secret. Also what Entra answers while a new secret is
 /// still propagating (seconds, no SLA), so it means "not accepted yet".
-pub const INVALID_SECRET: u32 = 7_000_215;
+pub(crate) const INVALID_SECRET: u32 = 7_000_215;
 /// AADSTS7000222: the client secret has expired.
-pub const EXPIRED_SECRET: u32 = 7_000_222;
+pub(crate) const EXPIRED_SECRET: u32 = 7_000_222;
 /// AADSTS700016: no application with this client id in the tenant.
-pub const UNKNOWN_APPLICATION: u32 = 700_016;
+pub(crate) const UNKNOWN_APPLICATION: u32 = 700_016;
 
 const ACCEPT: HeaderName = HeaderName::from_static("accept");
 const FORM: &str = "application/x-www-form-urlencoded";
@@ -108,10 +108,6 @@ impl EntraTokenProver {
             scope,
             pipeline: pipeline(options, PipelineAuth::None),
         })
-    }
-
-    pub fn token_url(&self) -> &Url {
-        &self.token_url
     }
 
     /// The form body, built in a buffer zeroed when dropped.

@@ -17,12 +17,12 @@ use zeroize::Zeroizing;
 use crate::domain::file::{CappedReadError, read_capped_text};
 
 /// AES-256 takes a 32-byte key (FIPS 197).
-pub const KEY_LEN: usize = 32;
+pub(crate) const KEY_LEN: usize = 32;
 
 /// GCM's recommended 96-bit nonce (NIST SP 800-38D, section 8.2). With random nonces
 /// the same section bounds one key to 2^32 encryptions; a local vault writes a few
 /// records a day, and the store also refuses a repeated nonce outright.
-pub const NONCE_BYTES: usize = NONCE_LEN;
+pub(crate) const NONCE_BYTES: usize = NONCE_LEN;
 
 /// The key file's name, beside the SQLite file.
 pub const KEY_FILE_NAME: &str = "local-vault.key";
@@ -96,7 +96,7 @@ impl VaultKey {
     }
 
     /// A fresh key from the operating system's CSPRNG.
-    pub fn generate() -> Result<Self, CryptoError> {
+    pub(crate) fn generate() -> Result<Self, CryptoError> {
         let mut raw = Zeroizing::new([0u8; KEY_LEN]);
         OsRng
             .try_fill_bytes(raw.as_mut_slice())
@@ -114,7 +114,7 @@ impl VaultKey {
     }
 
     /// The key file that belongs to the store at `store_path`.
-    pub fn file_beside(store_path: &Path) -> PathBuf {
+    pub(crate) fn file_beside(store_path: &Path) -> PathBuf {
         store_path
             .parent()
             .unwrap_or_else(|| Path::new("."))
@@ -125,7 +125,7 @@ impl VaultKey {
     /// file is owner-only (0600) and is published atomically without ever replacing an
     /// existing file: losing the old key would lose every value it sealed. An existing
     /// file that other users can read is refused.
-    pub fn load_or_create(path: &Path) -> Result<Self, CryptoError> {
+    pub(crate) fn load_or_create(path: &Path) -> Result<Self, CryptoError> {
         let io_error = |source| CryptoError::KeyFile {
             path: path.to_path_buf(),
             source,
@@ -197,7 +197,7 @@ impl VaultKey {
 
     /// Seals `plaintext` under a fresh random nonce, binding `associated` (which the
     /// caller must present again to open it).
-    pub fn seal(&self, associated: &[u8], plaintext: &[u8]) -> Result<Sealed, CryptoError> {
+    pub(crate) fn seal(&self, associated: &[u8], plaintext: &[u8]) -> Result<Sealed, CryptoError> {
         let mut nonce = [0u8; NONCE_BYTES];
         OsRng
             .try_fill_bytes(&mut nonce)
@@ -219,7 +219,7 @@ impl VaultKey {
     /// Opens a sealed record. Any mismatch (another key, another row's associated data,
     /// an edited byte) is [`CryptoError::WrongKey`]: GCM cannot tell them apart, and
     /// nothing unauthenticated is ever returned.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         associated: &[u8],
         nonce: &[u8],
@@ -243,7 +243,7 @@ impl VaultKey {
 
 /// A sealed record: its nonce and its ciphertext with the GCM tag appended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sealed {
+pub(crate) struct Sealed {
     pub nonce: [u8; NONCE_BYTES],
     pub ciphertext: Vec<u8>,
 }

@@ -37,7 +37,7 @@ const SECRET_ALPHABET: &[u8] =
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789~._-";
 
 /// 128 bits of salt per credential (NIST SP 800-132 asks for at least 128).
-pub const SALT_LEN: usize = 16;
+pub(crate) const SALT_LEN: usize = 16;
 
 /// Entra's error for a secret that does not match any credential of the application
 /// (also what a new credential gets until it has propagated).

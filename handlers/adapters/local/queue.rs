@@ -28,24 +28,24 @@ use crate::ports::{FailureKind, PortError};
 
 /// Service Bus's default lock duration (`LockDuration` PT1M): long enough for one
 /// rotation step with retries, short enough that a dead receiver's job moves on soon.
-pub const DEFAULT_LOCK_DURATION: TimeDelta = TimeDelta::seconds(60);
+pub(crate) const DEFAULT_LOCK_DURATION: TimeDelta = TimeDelta::seconds(60);
 
 /// Service Bus's default `MaxDeliveryCount` (10).
-pub const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
+pub(crate) const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
 
 /// Service Bus's default `DuplicateDetectionHistoryTimeWindow` (PT10M).
-pub const DEFAULT_DUPLICATE_DETECTION_WINDOW: TimeDelta = TimeDelta::minutes(10);
+pub(crate) const DEFAULT_DUPLICATE_DETECTION_WINDOW: TimeDelta = TimeDelta::minutes(10);
 
 /// Service Bus Standard tier's largest message (256 KB). Jobs are a few hundred bytes;
 /// anything near this is a bug, refused before it reaches the file.
-pub const MAX_BODY_LEN: usize = 256 * 1024;
+pub(crate) const MAX_BODY_LEN: usize = 256 * 1024;
 
 /// The reason Service Bus records on a message dead-lettered for too many deliveries.
 pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
 
 /// Longest dead-letter reason or description kept (Service Bus caps each at 4096
 /// characters); longer text is cut, never refused, so a dead-letter always succeeds.
-pub const MAX_DEAD_LETTER_TEXT_LEN: usize = 4096;
+pub(crate) const MAX_DEAD_LETTER_TEXT_LEN: usize = 4096;
 
 /// How a queue behaves; the defaults are Service Bus's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub enum QueueError {
 impl QueueError {
     /// The port vocabulary: a lost lock is a conflict (another receiver has or had the
     /// message), bad input is invalid, and store failures keep their own mapping.
-    pub fn into_port_error(self, context: &str) -> PortError {
+    pub(crate) fn into_port_error(self, context: &str) -> PortError {
         match self {
             QueueError::Store(error) => error.into_port_error(context),
             QueueError::LockLost => {
@@ -178,11 +178,7 @@ impl LocalQueue {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn settings(&self) -> &QueueSettings {
+    pub(crate) fn settings(&self) -> &QueueSettings {
         &self.settings
     }
 

@@ -19,7 +19,7 @@ use crate::ports::{FailureKind, PortError};
 /// Local writes are single-row transactions that hold the lock for milliseconds; five
 /// seconds rides out a burst of every local function writing at once and still fails
 /// fast enough for an operator to notice a stuck process holding the file.
-pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The schema, as an ordered list of migrations. Version `n` is `MIGRATIONS[n - 1]`;
 /// applied migrations are never edited, only new ones appended.
@@ -211,7 +211,7 @@ impl StoreError {
 
     /// The port vocabulary for this failure. SQLite's own message stays out of the
     /// context: it can quote stored text.
-    pub fn into_port_error(self, context: &str) -> PortError {
+    pub(crate) fn into_port_error(self, context: &str) -> PortError {
         let kind = match &self {
             StoreError::Sqlite { source, .. } => match source.sqlite_error_code() {
                 Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
@@ -283,7 +283,7 @@ impl LocalStore {
         })
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.inner.path
     }
 
@@ -309,13 +309,14 @@ impl LocalStore {
     }
 
     /// The schema version this file is at.
-    pub async fn schema_version(&self) -> Result<u32, StoreError> {
+    #[cfg(test)]
+    pub(crate) async fn schema_version(&self) -> Result<u32, StoreError> {
         self.call(|connection| current_version(connection)).await
     }
 
     /// Runs `work` inside a write transaction taken up front (`BEGIN IMMEDIATE`), so
     /// that concurrent writers queue on the lock instead of failing on upgrade.
-    pub async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    pub(crate) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
@@ -335,7 +336,7 @@ impl LocalStore {
 }
 
 /// The schema version this build of keyturn writes.
-pub fn supported_schema_version() -> u32 {
+pub(crate) fn supported_schema_version() -> u32 {
     u32::try_from(MIGRATIONS.len()).expect("invariant: the migration list is short")
 }
 

@@ -41,14 +41,14 @@ use crate::ports::{FailureKind, PortError};
 
 /// Key Vault raises `*NearExpiry` this long before an object's expiry (Key Vault's Event
 /// Grid schema article: "30 days before expiration").
-pub const NEAR_EXPIRY_LEAD: TimeDelta = TimeDelta::days(30);
+pub(crate) const NEAR_EXPIRY_LEAD: TimeDelta = TimeDelta::days(30);
 
 /// The issuer of certificates Key Vault signs itself; the only issuer the local vault
 /// can renew.
-pub const SELF_ISSUER: &str = "Self";
+pub(crate) const SELF_ISSUER: &str = "Self";
 
 /// The content type of a certificate's backing secret when the policy asks for PEM.
-pub const PEM_CONTENT_TYPE: &str = "application/x-pem-file";
+pub(crate) const PEM_CONTENT_TYPE: &str = "application/x-pem-file";
 
 /// Written sealed when a store is first opened; a key that cannot open it is not the
 /// store's key.
@@ -153,7 +153,7 @@ impl LocalVaultEvent {
     }
 
     /// The vault's name as events carry it.
-    pub fn vault_name(&self) -> String {
+    pub(crate) fn vault_name(&self) -> String {
         event_vault_name(self.object.vault())
     }
 
@@ -250,7 +250,7 @@ impl LocalVault {
 
     /// Writes a new secret version as of `now` (what [`SecretStore::set_secret`] does
     /// with the vault's clock). For bootstrap and `keyturn vault set`.
-    pub async fn set_secret_at(
+    pub(crate) async fn set_secret_at(
         &self,
         vault: &VaultUrl,
         name: &ObjectName,

@@ -29,7 +29,7 @@ struct Fold {
 }
 
 #[derive(Debug)]
-pub struct FoldedLog {
+pub(super) struct FoldedLog {
     window: Duration,
     max_sources: usize,
     folds: Mutex<HashMap<(About, &'static str), Fold>>,
@@ -38,7 +38,7 @@ pub struct FoldedLog {
 impl FoldedLog {
     /// One line per source and reason per `window`, for at most `max_sources` sources
     /// a window; beyond that, all other sources share one line per reason.
-    pub fn new(window: Duration, max_sources: usize) -> Self {
+    pub(super) fn new(window: Duration, max_sources: usize) -> Self {
         Self {
             window,
             max_sources,
@@ -47,7 +47,12 @@ impl FoldedLog {
     }
 
     /// Records one event; logs it if it opens a fold.
-    pub fn record(&self, source: Source, reason: &'static str, detail: &dyn std::fmt::Display) {
+    pub(super) fn record(
+        &self,
+        source: Source,
+        reason: &'static str,
+        detail: &dyn std::fmt::Display,
+    ) {
         let now = Instant::now();
         let mut folds = self.folds.lock().unwrap_or_else(PoisonError::into_inner);
         let mut about = About::Source(source);
@@ -73,7 +78,7 @@ impl FoldedLog {
 
     /// Closes the folds whose window has passed, logging one line with the count of
     /// each that had more events. Call at least once a window.
-    pub fn flush(&self) {
+    pub(super) fn flush(&self) {
         let now = Instant::now();
         let mut folds = self.folds.lock().unwrap_or_else(PoisonError::into_inner);
         folds.retain(|(about, reason), fold| {

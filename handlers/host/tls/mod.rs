@@ -46,19 +46,19 @@ use crate::domain::file::read_capped;
 
 use self::folded::FoldedLog;
 use self::slots::{SlotLimits, Slots};
-pub use self::source::Source;
+pub(crate) use self::source::Source;
 
 /// How long a client has to complete its handshake. A device on a slow link finishes in
 /// well under a second; ten seconds tolerates bad mobile links while keeping a client
 /// that opens connections and stalls from holding them.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client has to send a whole request head once the server waits for one:
 /// after the handshake, and again after each answer on a kept-alive connection. A
 /// device's request head is a few hundred bytes sent at once; ten seconds covers a bad
 /// mobile link, while a client that sends nothing, or trickles a header line every few
 /// seconds, loses its connection after ten seconds rather than holding it forever.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a connection may sit with no request being answered and no byte moving
 /// before it is closed. A device fetches its secret and goes; reuse within a few seconds
@@ -66,19 +66,19 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// connection holds a file descriptor an attacker would like to exhaust. Five seconds is
 /// the keep-alive timeout Apache httpd ships with. It also closes a connection whose
 /// client stops reading its answer.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Handshakes in progress at once. Each costs a task and a few KiB; 1024 keeps a flood
 /// of stalled handshakes from exhausting memory while far exceeding what a fleet's
 /// legitimate, staggered requests need.
-pub const MAX_PENDING_HANDSHAKES: usize = 1024;
+pub(crate) const MAX_PENDING_HANDSHAKES: usize = 1024;
 
 /// Handshakes in progress at once from one source (an IPv4 address or an IPv6 /64). A
 /// handshake takes milliseconds, so even a site of thousands of devices behind one NAT
 /// rarely has more than a handful in progress; 32 is a thirty-second of the total, so
 /// it takes 32 sources to fill the listener, and a newcomer then still gets a slot (see
 /// [`MAX_CONNECTIONS`]).
-pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 32;
+pub(crate) const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 32;
 
 /// Connections open at once, handshaking or established. Each holds a file descriptor;
 /// 4096 stays well below the limits self-hosted services are given (systemd's default
@@ -86,16 +86,16 @@ pub const MAX_PENDING_HANDSHAKES_PER_SOURCE: usize = 32;
 /// outbound calls always have descriptors left. When the listener is full, a connection
 /// from a source holding fewer connections than the largest holder takes that holder's
 /// oldest one: one source hoarding slots never turns a fresh client away.
-pub const MAX_CONNECTIONS: usize = 4096;
+pub(crate) const MAX_CONNECTIONS: usize = 4096;
 
 /// Connections open at once from one source. A NAT'd site's devices each hold a
 /// connection for a second or two (see [`IDLE_TIMEOUT`]); 256 serves hundreds of them
 /// fetching at the same moment, and is a sixteenth of [`MAX_CONNECTIONS`].
-pub const MAX_CONNECTIONS_PER_SOURCE: usize = 256;
+pub(crate) const MAX_CONNECTIONS_PER_SOURCE: usize = 256;
 
 /// The window handshake failures and refusals are folded over: one line per source and
 /// reason per minute, with a count, instead of one per connection.
-pub const LOG_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const LOG_WINDOW: Duration = Duration::from_secs(60);
 
 /// Sources with their own folded lines per window; beyond that, one line per reason
 /// covers every other source, so even a flood from many addresses logs a bounded
@@ -149,7 +149,7 @@ impl ListenerLimits {
 }
 
 /// The most a certificate chain or key file may hold: the trust material cap.
-pub const MAX_TLS_FILE_LEN: u64 = 16 * 1024 * 1024;
+pub(crate) const MAX_TLS_FILE_LEN: u64 = 16 * 1024 * 1024;
 
 /// Why the TLS listener cannot start. The key's error never names its path: a key
 /// pasted into the setting in place of a path would otherwise be echoed.
@@ -239,7 +239,7 @@ pub async fn serve(
 ///
 /// The accept loop never waits on a client: each connection gets a slot (or is closed
 /// at once, see [`MAX_CONNECTIONS`]) and its handshake and requests run in its own task.
-pub async fn serve_with(
+pub(crate) async fn serve_with(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,

@@ -18,7 +18,7 @@ use super::source::Source;
 
 /// How many slots of each kind the listener and each source may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotLimits {
+pub(super) struct SlotLimits {
     pub connections: usize,
     pub connections_per_source: usize,
     pub handshakes: usize,
@@ -27,7 +27,7 @@ pub struct SlotLimits {
 
 /// Why a connection got no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
+pub(super) enum Refused {
     /// Its source already holds its share of connections.
     SourceConnections,
     /// Its source already holds its share of pending handshakes.
@@ -37,7 +37,7 @@ pub enum Refused {
 }
 
 impl Refused {
-    pub fn reason(self) -> &'static str {
+    pub(super) fn reason(self) -> &'static str {
         match self {
             Self::SourceConnections => "refused: the source holds its share of connections",
             Self::SourceHandshakes => "refused: the source holds its share of pending handshakes",
@@ -47,7 +47,7 @@ impl Refused {
 }
 
 #[derive(Debug)]
-pub struct Slots {
+pub(super) struct Slots {
     limits: SlotLimits,
     table: Mutex<Table>,
 }
@@ -75,7 +75,7 @@ struct Entry {
 }
 
 impl Slots {
-    pub fn new(limits: SlotLimits) -> Arc<Self> {
+    pub(super) fn new(limits: SlotLimits) -> Arc<Self> {
         Arc::new(Self {
             limits,
             table: Mutex::new(Table::default()),
@@ -83,7 +83,7 @@ impl Slots {
     }
 
     /// A slot for a new connection from `ip`, counted as a pending handshake.
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
+    pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
         let source = Source::of(ip);
         let limits = self.limits;
         let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
@@ -185,7 +185,7 @@ impl Table {
 
 /// One connection's slot; released when dropped.
 #[derive(Debug)]
-pub struct Slot {
+pub(super) struct Slot {
     slots: Arc<Slots>,
     source: Source,
     id: u64,
@@ -194,7 +194,7 @@ pub struct Slot {
 
 impl Slot {
     /// The handshake is done: the slot no longer counts as a pending handshake.
-    pub fn handshake_done(&self) {
+    pub(super) fn handshake_done(&self) {
         let mut table = self
             .slots
             .table
@@ -215,7 +215,7 @@ impl Slot {
 
     /// Completes once the slot has been taken for a newcomer: the connection should
     /// stop (a handshake is dropped, a connection finishes its request and closes).
-    pub async fn taken(&self) {
+    pub(super) async fn taken(&self) {
         self.stop.notified().await;
     }
 }

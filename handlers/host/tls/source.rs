@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// The address a listener's per-source limits and folded log lines are kept by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Source {
+pub(crate) enum Source {
     V4(Ipv4Addr),
     /// The upper 64 bits of the address.
     V6Prefix(u64),
@@ -16,7 +16,7 @@ pub enum Source {
 impl Source {
     /// The source `ip` counts against; an IPv4-mapped IPv6 address (a dual-stack
     /// socket's view of an IPv4 client) counts as that IPv4 address.
-    pub fn of(ip: IpAddr) -> Self {
+    pub(crate) fn of(ip: IpAddr) -> Self {
         match ip {
             IpAddr::V4(v4) => Self::V4(v4),
             IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

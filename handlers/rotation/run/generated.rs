@@ -20,7 +20,7 @@ use crate::rotation::tags::{self, Alphabet, ManagedObject, NewBookkeeping};
 
 /// A value of `length` characters drawn uniformly from `alphabet` with the OS CSPRNG
 /// (`OsRng`: getrandom(2) on Linux). `choose` draws without modulo bias.
-pub fn generate(length: usize, alphabet: Alphabet) -> SecretValue {
+pub(super) fn generate(length: usize, alphabet: Alphabet) -> SecretValue {
     let characters = alphabet.characters();
     let mut rng = OsRng;
     let value: String = (0..length)

@@ -25,30 +25,30 @@ use crate::ports::{FailureKind, PortError};
 /// invocations. Three retries with backoff from 500 ms ride out a throttling burst or a
 /// gateway blip (Azure's retry guidance for storage and Graph); more would only eat into
 /// the invocation's time budget, which the host's redelivery spends better.
-pub const MAX_RETRIES: u32 = 3;
+pub(crate) const MAX_RETRIES: u32 = 3;
 
 /// First backoff delay; doubled on each retry up to [`MAX_RETRY_DELAY`].
-pub const INITIAL_RETRY_DELAY: Duration = Duration::from_millis(500);
+pub(crate) const INITIAL_RETRY_DELAY: Duration = Duration::from_millis(500);
 
 /// Longest single backoff. Also caps how long a `Retry-After` is honoured inside a call:
 /// beyond this the failure is reported as transient with its `retry_after`, and the
 /// caller schedules the retry instead of holding the invocation open.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 /// Longest wait a server's `Retry-After` is taken at. Azure's throttling answers ask for
 /// seconds to minutes; an hour is well past any documented window, and a larger value
 /// (or a malformed one such as a timestamp sent as delta-seconds) would have a caller
 /// wait for centuries or overflow its clock arithmetic.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// Longest time spent retrying one call: a fraction of the Functions default five
 /// minute timeout, so a failing call still leaves time to record the failure.
-pub const MAX_RETRY_ELAPSED: Duration = Duration::from_secs(60);
+pub(crate) const MAX_RETRY_ELAPSED: Duration = Duration::from_secs(60);
 
 /// Longest service error code kept. Azure codes are short identifiers
 /// (`EntityAlreadyExists`, `CredentialTypeNotAllowedAsPerAppPolicy`); anything longer is
 /// not a code, so it is dropped rather than copied.
-pub const MAX_SERVICE_CODE_LEN: usize = 128;
+pub(crate) const MAX_SERVICE_CODE_LEN: usize = 128;
 
 /// The default client options of keyturn's Azure clients: the retry settings above and
 /// azure_core's default transport.
@@ -71,7 +71,7 @@ fn to_time_duration(duration: Duration) -> azure_core::time::Duration {
 
 /// How a client authenticates its requests.
 #[derive(Debug, Clone)]
-pub enum PipelineAuth {
+pub(crate) enum PipelineAuth {
     /// No authorization policy (the client signs requests itself, or needs none).
     None,
     /// An Entra bearer token for `scope`, added by azure_core's bearer policy (which
@@ -88,7 +88,7 @@ pub enum PipelineAuth {
 /// [`default_client_options`]; a caller's options (a test transport, other retries) are
 /// used as given. Authorization runs once per try, so a retried request gets a fresh
 /// token or signature.
-pub fn pipeline(options: Option<ClientOptions>, auth: PipelineAuth) -> Pipeline {
+pub(crate) fn pipeline(options: Option<ClientOptions>, auth: PipelineAuth) -> Pipeline {
     let options = options.unwrap_or_else(default_client_options);
     let per_try: Vec<Arc<dyn Policy>> = match auth {
         PipelineAuth::None => Vec::new(),
@@ -112,7 +112,7 @@ pub fn pipeline(options: Option<ClientOptions>, auth: PipelineAuth) -> Pipeline 
 
 /// What the caller was doing, for the error: never a secret, never a backend message.
 #[derive(Debug, Clone, Copy)]
-pub struct FailureContext<'a> {
+pub(crate) struct FailureContext<'a> {
     /// What was being done, e.g. "inserting audit entry 12 into table audit".
     pub operation: &'a str,
     /// The role or permission a 401/403 means is missing, e.g. "Storage Table Data
@@ -128,11 +128,11 @@ pub struct FailureContext<'a> {
 /// `odata.error.code` in a JSON body). Only identifier-like codes are kept, so a code
 /// can go into an error context without carrying a backend message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceErrorCode(String);
+pub(crate) struct ServiceErrorCode(String);
 
 impl ServiceErrorCode {
     /// Accepts `[A-Za-z0-9_.-]{1,128}`; anything else is not a code.
-    pub fn parse(code: &str) -> Option<Self> {
+    pub(crate) fn parse(code: &str) -> Option<Self> {
         let valid = !code.is_empty()
             && code.len() <= MAX_SERVICE_CODE_LEN
             && code
@@ -144,7 +144,7 @@ impl ServiceErrorCode {
     /// The code from the `x-ms-error-code` header, else from the body's JSON
     /// (`{"error":{"code":..}}` as Graph and Key Vault send, or `{"odata.error":{"code":..}}`
     /// as Table storage does).
-    pub fn from_response(headers: &Headers, body: &[u8]) -> Option<Self> {
+    pub(crate) fn from_response(headers: &Headers, body: &[u8]) -> Option<Self> {
         #[derive(Deserialize)]
         struct Envelope {
             error: Option<Inner>,
@@ -169,7 +169,7 @@ impl ServiceErrorCode {
             .and_then(|code| Self::parse(&code))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         &self.0
     }
 }
@@ -180,7 +180,7 @@ impl ServiceErrorCode {
 /// transient, other 4xx → invalid. A 400/403 whose service code is one of
 /// `context.policy_codes` is a policy violation. `now` resolves an HTTP-date
 /// `Retry-After`.
-pub fn failure_from_status(
+pub(crate) fn failure_from_status(
     status: StatusCode,
     headers: &Headers,
     code: Option<&ServiceErrorCode>,
@@ -217,7 +217,7 @@ pub fn failure_from_status(
 /// azure_core's own status check is skipped so that the caller reads the status, error
 /// body and `Retry-After` itself (through [`failure_from_status`]). A failure with no
 /// answer is mapped by [`failure_from_transport`].
-pub async fn send(
+pub(crate) async fn send(
     pipeline: &Pipeline,
     request: &mut Request,
     context: &FailureContext<'_>,
@@ -235,7 +235,7 @@ pub async fn send(
 /// Maps a failure that produced no HTTP answer (connection refused, reset, timeout,
 /// token acquisition) to a [`PortError`]. azure_core's message is not copied: it can
 /// quote a URL with a SAS token or a credential's diagnostic.
-pub fn failure_from_transport(
+pub(crate) fn failure_from_transport(
     error: &azure_core::Error,
     context: &FailureContext<'_>,
 ) -> PortError {
@@ -281,7 +281,7 @@ pub fn failure_from_transport(
 /// The delay a 429/503 asks for: `x-ms-retry-after-ms` or `retry-after-ms`
 /// (milliseconds), else `Retry-After` as delta-seconds or an HTTP-date (relative to
 /// `now`; a date in the past means "now"), at most [`MAX_RETRY_AFTER`].
-pub fn retry_after(headers: &Headers, now: OffsetDateTime) -> Option<Duration> {
+pub(crate) fn retry_after(headers: &Headers, now: OffsetDateTime) -> Option<Duration> {
     requested_delay(headers, now).map(|wait| wait.min(MAX_RETRY_AFTER))
 }
 

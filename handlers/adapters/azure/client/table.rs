@@ -41,32 +41,32 @@ use crate::domain::secret::SecretValue;
 use crate::ports::{FailureKind, PortError};
 
 /// The Entra scope of Azure Storage data-plane tokens.
-pub const TABLE_SCOPE: &str = "https://storage.azure.com/.default";
+pub(crate) const TABLE_SCOPE: &str = "https://storage.azure.com/.default";
 
 /// The Table service REST version spoken: the newest one Azurite 3.35 accepts that
 /// supports every operation used here and Entra tokens (which need 2019-02-02 or later).
-pub const API_VERSION: &str = "2019-02-02";
+pub(crate) const API_VERSION: &str = "2019-02-02";
 
 /// The service returns at most 1000 entities per query page (Query Entities, "Timeouts
 /// and pagination"); `$top` above that is refused.
-pub const MAX_PAGE_SIZE: u32 = 1000;
+pub(crate) const MAX_PAGE_SIZE: u32 = 1000;
 
 /// An entity group transaction holds at most 100 operations and 4 MiB of payload, all in
 /// one partition of one table ("Performing entity group transactions", requirements).
 pub const MAX_BATCH_ENTITIES: usize = 100;
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub(crate) const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// PartitionKey and RowKey are limited to 1 KiB each (Understanding the Table service
 /// data model, "System properties").
-pub const MAX_KEY_BYTES: usize = 1024;
+pub(crate) const MAX_KEY_BYTES: usize = 1024;
 
 /// Azurite's well-known development account (documented in "Use Azurite for local Azure
 /// Storage development"). Public: it only ever opens a local emulator.
-pub const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
+pub(crate) const DEVELOPMENT_ACCOUNT: &str = "devstoreaccount1";
 const DEVELOPMENT_ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 /// Where `UseDevelopmentStorage=true` points: Azurite's default table port.
-pub const DEVELOPMENT_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
+pub(crate) const DEVELOPMENT_TABLE_ENDPOINT: &str = "http://127.0.0.1:10002/devstoreaccount1";
 
 const ACCEPT: HeaderName = HeaderName::from_static("accept");
 const VERSION: HeaderName = HeaderName::from_static("x-ms-version");
@@ -144,13 +144,13 @@ impl fmt::Display for EntityKey {
 
 /// An OData string literal for a `$filter`: `'value'` with single quotes doubled.
 /// Build filters from these, never by pasting raw text between quotes.
-pub fn odata_string(value: &str) -> String {
+pub(crate) fn odata_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
 /// How the client authenticates.
 #[derive(Clone)]
-pub enum TableAuth {
+pub(crate) enum TableAuth {
     /// An Entra token for [`TABLE_SCOPE`]; the identity needs a Storage Table Data role.
     /// azure_core's bearer policy only sends tokens over https.
     Token(Arc<dyn TokenCredential>),
@@ -245,7 +245,7 @@ impl TableClient {
     /// A client for the table endpoint `endpoint` (`https://<account>.table.core.windows.net`
     /// or a path-style endpoint such as Azurite's `http://127.0.0.1:10002/devstoreaccount1`).
     /// `options` carry the transport and retries; `None` means keyturn's defaults.
-    pub fn new(
+    pub(crate) fn new(
         endpoint: Url,
         auth: TableAuth,
         options: Option<ClientOptions>,
@@ -313,10 +313,6 @@ impl TableClient {
             },
             options,
         )
-    }
-
-    pub fn endpoint(&self) -> &Url {
-        &self.endpoint
     }
 
     /// Creates `table`; succeeds when it already exists.
