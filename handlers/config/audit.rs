@@ -52,7 +52,7 @@ pub enum AuditSettings {
 }
 
 /// The embedded store's file inside the data directory.
-pub const STORE_FILE: &str = "keyturn.db";
+pub(crate) const STORE_FILE: &str = "keyturn.db";
 
 pub(super) fn parse(c: &mut Collector<'_>, data_dir: &Path) -> Option<AuditSettings> {
     match c.value_or_default("KEYTURN_AUDIT_STORE") {

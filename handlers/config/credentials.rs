@@ -44,7 +44,7 @@ impl EntraSettings {
 /// clouds" documentation lists the authority and Key Vault endpoints of each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Cloud {
+pub(crate) enum Cloud {
     Public,
     China,
     UsGovernment,
@@ -78,7 +78,7 @@ impl Cloud {
 /// `KEYTURN_ALLOW_ANY_VAULT_HOST=true`, any https host (the tests' stand-ins).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "rule", content = "cloud")]
-pub enum VaultHosts {
+pub(crate) enum VaultHosts {
     Cloud(Option<Cloud>),
     Any,
 }

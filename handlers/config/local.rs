@@ -14,10 +14,10 @@ use crate::domain::secret::SecretValue;
 
 /// The local vault's URL. It has the shape of a public-cloud vault URL so that events,
 /// ids and vault names look as they do in Azure; local mode never contacts it.
-pub const LOCAL_VAULT_URL: &str = "https://keyturn-local.vault.azure.net/";
+pub(crate) const LOCAL_VAULT_URL: &str = "https://keyturn-local.vault.azure.net/";
 
 /// The local vault's URL as a parsed [`VaultUrl`].
-pub fn local_vault_url() -> VaultUrl {
+pub(crate) fn local_vault_url() -> VaultUrl {
     VaultUrl::parse(LOCAL_VAULT_URL).expect("invariant: the local vault URL is a valid vault URL")
 }
 

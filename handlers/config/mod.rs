@@ -22,14 +22,14 @@ mod local;
 mod rotation;
 mod spec;
 
-pub use audit::{AuditSettings, STORE_FILE, TableAccess};
-pub use credentials::{Cloud, CredentialKind, CredentialSettings, EntraSettings, VaultHosts};
-pub use endpoint::{
-    CertPolicyName, ChainSettings, EndpointSettings, EntraDeviceSettings, TlsListenerSettings,
-};
-pub use host::{Backend, HostSettings};
-pub use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};
-pub use rotation::{RotationDefaults, RotationSettings};
+pub(crate) use audit::{AuditSettings, STORE_FILE, TableAccess};
+pub(crate) use credentials::{CredentialKind, CredentialSettings, EntraSettings, VaultHosts};
+pub(crate) use endpoint::{CertPolicyName, EndpointSettings};
+pub(crate) use host::{Backend, HostSettings};
+pub(crate) use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};
+pub(crate) use rotation::RotationSettings;
+#[cfg(test)]
+pub(crate) use rotation::RotationDefaults;
 pub use spec::{
     DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,
     DEFAULT_GRAPH_ENDPOINT, DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS,
@@ -83,7 +83,7 @@ impl Settings {
     }
 
     /// Whether any function that rotates is served.
-    pub fn rotation_enabled(&self) -> bool {
+    pub(crate) fn rotation_enabled(&self) -> bool {
         self.host.rotation_enabled()
     }
 }
@@ -207,7 +207,10 @@ impl Environment {
 
     /// Every setting whose name starts with `prefix` (without ASCII case), untrimmed:
     /// what the app-settings secret source serves.
-    pub fn prefixed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a str, &'a str)> {
+    pub(crate) fn prefixed<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> {
         self.0.iter().filter_map(move |(name, value)| {
             let head = name.get(..prefix.len())?;
             head.eq_ignore_ascii_case(prefix)
@@ -218,13 +221,13 @@ impl Environment {
     /// Whether the host was told to disable a function. The host checks
     /// `AzureWebJobs.<F>.Disabled` and, because Linux turns the dots of setting names into
     /// underscores in the environment, `AzureWebJobs_<F>_Disabled`: keyturn reads the same two.
-    pub fn function_disabled(&self, function: Function) -> bool {
+    pub(crate) fn function_disabled(&self, function: Function) -> bool {
         self.disabled_by_name(function.name())
     }
 
     /// [`Environment::function_disabled`] for a function folder by name, as the host
     /// reads it (`keyturn dev` plays the host over whatever folders exist).
-    pub fn disabled_by_name(&self, function: &str) -> bool {
+    pub(crate) fn disabled_by_name(&self, function: &str) -> bool {
         [
             format!("AzureWebJobs.{function}.Disabled"),
             format!("AzureWebJobs_{function}_Disabled"),

@@ -25,18 +25,18 @@ use crate::rotation::tags;
 
 /// How long one invocation follows a renewal: self-signed renewals complete within
 /// seconds; a minute covers them with room and stays far inside the invocation budget.
-pub const CERTIFICATE_WAIT: Duration = Duration::from_secs(60);
+pub(crate) const CERTIFICATE_WAIT: Duration = Duration::from_secs(60);
 
 /// Poll interval within the invocation.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Between follow-up jobs: an hour keeps a CA order that takes days to a few dozen
 /// messages, and a certificate is due a rotate-before window (days) ahead anyway.
-pub const FOLLOW_INTERVAL: Duration = Duration::from_secs(60 * 60);
+pub(crate) const FOLLOW_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 /// A week of hourly follow-ups: DigiCert and GlobalSign document OV validation in one to
 /// three business days; a renewal still pending after a week needs a person.
-pub const MAX_FOLLOW_ATTEMPTS: u32 = 7 * 24;
+pub(crate) const MAX_FOLLOW_ATTEMPTS: u32 = 7 * 24;
 
 /// The issuer name Key Vault gives certificates issued outside it.
 const UNKNOWN_ISSUER: &str = "Unknown";

@@ -58,7 +58,6 @@ mod certificate;
 mod entra;
 mod generated;
 
-pub use certificate::{CERTIFICATE_WAIT, FOLLOW_INTERVAL, MAX_FOLLOW_ATTEMPTS};
 pub use entra::{MARKER_PREFIX, PROOF_BUDGET, marker};
 
 /// What a job did.
@@ -210,7 +209,7 @@ pub(crate) struct Step<'a> {
 
 impl Step<'_> {
     /// Appends an audit entry; failing to audit fails the step (nothing happens unrecorded).
-    pub async fn record(
+    pub(crate) async fn record(
         &self,
         action: AuditAction,
         object: AuditObject,
@@ -224,7 +223,11 @@ impl Step<'_> {
         Ok(())
     }
 
-    pub async fn skip(&self, object: &ObjectId, reason: &str) -> Result<RunOutcome, RotationError> {
+    pub(crate) async fn skip(
+        &self,
+        object: &ObjectId,
+        reason: &str,
+    ) -> Result<RunOutcome, RotationError> {
         self.record(
             AuditAction::RotationSkipped,
             audit_object(object, Some(self.job.action.version())),
@@ -237,7 +240,7 @@ impl Step<'_> {
         })
     }
 
-    pub async fn current_secret(
+    pub(crate) async fn current_secret(
         &self,
         object: &ObjectId,
     ) -> Result<Option<crate::ports::vault::SecretProperties>, RotationError> {
