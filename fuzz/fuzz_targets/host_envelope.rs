@@ -1,8 +1,11 @@
-//! The custom-handler invocation envelope the Functions host posts, and the decoding of
-//! its bindings and metadata (timer payloads included).
+//! The custom-handler invocation envelope the Functions host posts, decoded the way the
+//! router decodes it: each function's binding, the timer payload and the Service Bus
+//! message metadata.
 #![no_main]
 
+use keyturn::events::servicebus::ServiceBusMessage;
 use keyturn::events::timer::TimerInfo;
+use keyturn::functions::{expiry_sweep, key_vault_events, rotation_worker};
 use keyturn::host::envelope::InvocationRequest;
 use libfuzzer_sys::fuzz_target;
 
@@ -10,19 +13,12 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = InvocationRequest::parse(data) else {
         return;
     };
-    let _ = request.sys();
-    let _ = request.first_binding_value();
-    for key in request.metadata().keys() {
-        let _ = request.metadata_str(key);
-        let _ = request.metadata_u64(key);
-        let _ = request.metadata_time(key);
+    let _ = request.binding_value(key_vault_events::BINDING);
+    let _ = request.binding_value(rotation_worker::BINDING);
+    if let Ok(value) = request.binding_value(expiry_sweep::BINDING) {
+        let _ = TimerInfo::from_value(&value);
     }
-    for name in request.data().keys() {
-        if let Ok(value) = request.binding_value(name) {
-            let _ = TimerInfo::from_value(&value);
-        }
-        let _ = request.binding::<serde_json::Value>(name);
-    }
+    let _ = ServiceBusMessage::from_metadata(request.metadata());
     // Round trip: what was read, written out and read again, is what was read.
     let written = serde_json::to_vec(&request).expect("a request serialises");
     let again = InvocationRequest::parse(&written).expect("a written request parses");

@@ -97,13 +97,13 @@ pub(crate) struct Grant {
 
 /// The whole policy. The default policy grants nothing.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct AccessPolicy {
+pub struct AccessPolicy {
     grants: Vec<Grant>,
 }
 
 /// What the policy decided for one caller and name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Decision<'p> {
+pub enum Decision<'p> {
     Granted {
         /// The grant's position in the file, from 0.
         grant: usize,
@@ -162,7 +162,7 @@ impl AccessPolicy {
 
     /// Parses policy JSON. Unknown fields are errors: a misspelt key must not silently
     /// widen or narrow what a grant covers.
-    pub(crate) fn parse(text: &str) -> Result<Self, AccessPolicyError> {
+    pub fn parse(text: &str) -> Result<Self, AccessPolicyError> {
         if text.len() > MAX_POLICY_BYTES {
             return Err(AccessPolicyError::TooLarge);
         }
@@ -189,7 +189,7 @@ impl AccessPolicy {
     }
 
     /// Checks that every grant names one of the configured backends.
-    pub(crate) fn check_backends(&self, configured: &[&str]) -> Result<(), AccessPolicyError> {
+    pub fn check_backends(&self, configured: &[&str]) -> Result<(), AccessPolicyError> {
         for (grant, g) in self.grants.iter().enumerate() {
             if !configured.contains(&g.backend.as_str()) {
                 return Err(AccessPolicyError::UnknownBackend {
@@ -202,7 +202,7 @@ impl AccessPolicy {
     }
 
     /// The first grant covering both the caller and the name, or `Denied`.
-    pub(crate) fn authorize(&self, who: &Authenticated, name: &ObjectName) -> Decision<'_> {
+    pub fn authorize(&self, who: &Authenticated, name: &ObjectName) -> Decision<'_> {
         self.grants
             .iter()
             .enumerate()

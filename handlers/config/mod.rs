@@ -27,9 +27,9 @@ pub(crate) use credentials::{CredentialKind, CredentialSettings, EntraSettings, 
 pub(crate) use endpoint::{CertPolicyName, EndpointSettings};
 pub(crate) use host::{Backend, HostSettings};
 pub(crate) use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};
-pub(crate) use rotation::RotationSettings;
 #[cfg(test)]
 pub(crate) use rotation::RotationDefaults;
+pub(crate) use rotation::RotationSettings;
 pub use spec::{
     DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,
     DEFAULT_GRAPH_ENDPOINT, DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS,

@@ -210,9 +210,18 @@ impl Schedule {
             && self.matches_date(t.date_naive())
     }
 
+    /// Whether `t` is an occurrence: a whole second whose every field matches.
+    pub fn matches(&self, t: DateTime<Utc>) -> bool {
+        t.nanosecond() == 0
+            && has(self.seconds, t.second())
+            && has(self.minutes, t.minute())
+            && has(self.hours, t.hour())
+            && self.matches_date(t.date_naive())
+    }
+
     /// The first occurrence strictly after `t`, or `None` when there is none within
     /// [`SEARCH_HORIZON_YEARS`] (so none ever) or it would fall beyond chrono's range.
-    pub(crate) fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let start = t
             .naive_utc()
             .with_nanosecond(0)?

@@ -160,7 +160,7 @@ pub(crate) enum EventSchema {
 
 /// The secret, certificate or key an event is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct KeyVaultObject {
+pub struct KeyVaultObject {
     pub object_type: ObjectType,
     pub name: ObjectName,
     pub version: ObjectVersion,
@@ -305,7 +305,7 @@ impl KeyVaultEvent {
 
     /// Reads a delivery: one event, or an array of events (either possibly inside a
     /// JSON string). Refuses the whole delivery if any event is malformed, naming it.
-    pub(crate) fn parse_all(value: &Value) -> Result<Vec<Self>, KeyVaultEventError> {
+    pub fn parse_all(value: &Value) -> Result<Vec<Self>, KeyVaultEventError> {
         match tolerant::unwrap_json(value) {
             Value::Array(items) => {
                 if items.is_empty() {
@@ -352,7 +352,7 @@ impl KeyVaultEvent {
         &self.kind
     }
 
-    pub(crate) fn vault(&self) -> &VaultName {
+    pub fn vault(&self) -> &VaultName {
         &self.vault
     }
 
@@ -382,7 +382,7 @@ impl KeyVaultEvent {
         self.object().map(|object| &object.version)
     }
 
-    pub(crate) fn object_id(&self) -> Option<&ObjectId> {
+    pub fn object_id(&self) -> Option<&ObjectId> {
         self.object().and_then(|object| object.id.as_ref())
     }
 
@@ -408,14 +408,14 @@ impl KeyVaultEvent {
         self.schema
     }
 
-    pub(crate) fn triggers_rotation(&self) -> bool {
+    pub fn triggers_rotation(&self) -> bool {
         self.kind.triggers_rotation()
     }
 
     /// The object whose version should be planned for rotation: `Some` only for an event
     /// that triggers rotation ([`KeyVaultEventKind::ROTATION_TRIGGERS`]) about an object.
     /// The one place events are filtered for rotation.
-    pub(crate) fn rotation_trigger(&self) -> Option<&KeyVaultObject> {
+    pub fn rotation_trigger(&self) -> Option<&KeyVaultObject> {
         self.object().filter(|_| self.triggers_rotation())
     }
 }

@@ -3,7 +3,7 @@
 //! primitives as strings).
 
 pub mod keyvault;
-pub(crate) mod servicebus;
-pub(crate) mod timer;
+pub mod servicebus;
+pub mod timer;
 pub(crate) mod tolerant;
-pub(crate) mod validation;
+pub mod validation;

@@ -11,7 +11,7 @@ use crate::events::tolerant::{FieldError, Fields};
 /// Why the message metadata could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ServiceBusError {
+pub enum ServiceBusError {
     #[error("Service Bus metadata is missing `{field}`")]
     MissingField { field: &'static str },
     #[error("Service Bus metadata {0}")]
@@ -23,7 +23,7 @@ pub(crate) enum ServiceBusError {
 /// A received message's broker properties. `user_properties` are the application
 /// properties (`UserProperties` up to extension 4, `ApplicationProperties` from 5).
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ServiceBusMessage {
+pub struct ServiceBusMessage {
     message_id: String,
     delivery_count: u32,
     enqueued_time: Option<DateTime<Utc>>,
@@ -38,7 +38,7 @@ pub(crate) struct ServiceBusMessage {
 impl ServiceBusMessage {
     /// Reads the properties from an invocation's metadata. `MessageId` and
     /// `DeliveryCount` are required: Service Bus sets both on every message.
-    pub(crate) fn from_metadata(metadata: &Map<String, Value>) -> Result<Self, ServiceBusError> {
+    pub fn from_metadata(metadata: &Map<String, Value>) -> Result<Self, ServiceBusError> {
         let fields = Fields::new(metadata);
         let message_id = fields
             .string("MessageId")?

@@ -10,7 +10,7 @@ use crate::events::tolerant::{self, FieldError, Fields};
 /// Why a `TimerInfo` could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum TimerError {
+pub enum TimerError {
     #[error("timer info should be a JSON object, found {found}")]
     NotAnObject { found: &'static str },
     #[error("timer info {0}")]
@@ -19,7 +19,7 @@ pub(crate) enum TimerError {
 
 /// The `Schedule` part of `TimerInfo`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct TimerSchedule {
+pub struct TimerSchedule {
     #[serde(rename = "AdjustForDST")]
     pub adjust_for_dst: bool,
 }
@@ -27,7 +27,7 @@ pub(crate) struct TimerSchedule {
 /// The `ScheduleStatus` part of `TimerInfo`; absent when the host keeps no status
 /// (`useMonitor: false`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct ScheduleStatus {
+pub struct ScheduleStatus {
     #[serde(rename = "Last", skip_serializing_if = "Option::is_none")]
     pub last: Option<DateTime<Utc>>,
     #[serde(rename = "Next", skip_serializing_if = "Option::is_none")]
@@ -38,7 +38,7 @@ pub(crate) struct ScheduleStatus {
 
 /// What the timer trigger passes to the function. Serialises in the host's shape.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub(crate) struct TimerInfo {
+pub struct TimerInfo {
     #[serde(rename = "Schedule")]
     pub schedule: TimerSchedule,
     #[serde(rename = "ScheduleStatus", skip_serializing_if = "Option::is_none")]
@@ -50,7 +50,7 @@ pub(crate) struct TimerInfo {
 impl TimerInfo {
     /// Reads a `TimerInfo`, possibly inside a JSON string. Missing parts take their
     /// defaults (not past due, no DST adjustment, no status).
-    pub(crate) fn from_value(value: &Value) -> Result<Self, TimerError> {
+    pub fn from_value(value: &Value) -> Result<Self, TimerError> {
         let value = tolerant::unwrap_json(value);
         if value.is_null() {
             return Ok(Self::default());

@@ -21,7 +21,7 @@ const RATE_HEADER: &str = "WebHook-Request-Rate";
 /// Why a handshake could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum ValidationError {
+pub enum ValidationError {
     #[error("subscription validation {0}")]
     Field(#[from] FieldError),
     #[error("subscription validation event is missing `{field}`")]
@@ -37,7 +37,7 @@ pub(crate) enum ValidationError {
 /// Event Grid's subscription handshake: answer `validation_response()` with 200, or
 /// visit `validation_url` with a GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct SubscriptionValidation {
+pub struct SubscriptionValidation {
     code: String,
     url: Option<String>,
 }
@@ -45,7 +45,7 @@ pub(crate) struct SubscriptionValidation {
 impl SubscriptionValidation {
     /// The handshake in a delivery (one event or an array whose first event is the
     /// validation event), or `None` when the delivery is ordinary events.
-    pub(crate) fn from_delivery(value: &Value) -> Result<Option<Self>, ValidationError> {
+    pub fn from_delivery(value: &Value) -> Result<Option<Self>, ValidationError> {
         let value = tolerant::unwrap_json(value);
         let event = match &value {
             Value::Array(items) => items.first().map(tolerant::unwrap_json),
@@ -95,7 +95,7 @@ impl SubscriptionValidation {
     }
 
     /// The body Event Grid expects back: `{"validationResponse": code}`.
-    pub(crate) fn validation_response(&self) -> Value {
+    pub fn validation_response(&self) -> Value {
         json!({ "validationResponse": self.code })
     }
 }

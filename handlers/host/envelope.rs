@@ -33,7 +33,7 @@ const SYS: &str = "sys";
 /// the JSON kind involved, never the payload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum EnvelopeError {
+pub enum EnvelopeError {
     #[error("invocation body is {len} bytes, over the {limit}-byte limit")]
     BodyTooLarge { len: usize, limit: usize },
     #[error("invocation body is not JSON (line {line}, column {column})")]
@@ -62,7 +62,7 @@ pub(crate) enum EnvelopeError {
 /// because the host's encoding varies by extension version: a value may be an object,
 /// or a JSON document inside a string (sometimes twice), and primitives may be strings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub(crate) struct InvocationRequest {
+pub struct InvocationRequest {
     #[serde(rename = "Data")]
     data: Map<String, Value>,
     #[serde(rename = "Metadata")]
@@ -101,7 +101,7 @@ impl InvocationRequest {
 
     /// Reads a request body. `Data` and `Metadata` may be missing, null, objects, or
     /// objects inside JSON strings; their keys may be in any casing.
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+    pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         if bytes.len() > MAX_INVOCATION_BODY_BYTES {
             return Err(EnvelopeError::BodyTooLarge {
                 len: bytes.len(),
@@ -134,7 +134,7 @@ impl InvocationRequest {
 
     /// The trigger metadata, as sent. Event modules read it with
     /// [`crate::events::tolerant::Fields`].
-    pub(crate) fn metadata(&self) -> &Map<String, Value> {
+    pub fn metadata(&self) -> &Map<String, Value> {
         &self.metadata
     }
 
@@ -160,7 +160,7 @@ impl InvocationRequest {
     }
 
     /// A binding's innermost decoded JSON value.
-    pub(crate) fn binding_value(&self, name: &str) -> Result<Value, EnvelopeError> {
+    pub fn binding_value(&self, name: &str) -> Result<Value, EnvelopeError> {
         self.raw_binding(name).map(tolerant::unwrap_json)
     }
 

@@ -3,7 +3,7 @@
 //! each refusal (`answer`).
 
 pub(crate) mod answer;
-pub(crate) mod envelope;
+pub mod envelope;
 pub(crate) mod outcome;
 pub mod router;
 pub mod server;

@@ -64,7 +64,7 @@ impl ClientCertificate {
         &self.der
     }
 
-    pub(crate) fn thumbprint(&self) -> Thumbprint {
+    pub fn thumbprint(&self) -> Thumbprint {
         self.details.thumbprint
     }
 
@@ -87,7 +87,7 @@ impl ClientCertificate {
 
     /// The identity a policy vouches for. Only policies call this, after they have
     /// decided to accept the certificate.
-    pub(crate) fn into_identity(self, decided_by: PolicyKind) -> ClientIdentity {
+    pub fn into_identity(self, decided_by: PolicyKind) -> ClientIdentity {
         ClientIdentity::new(self.details, decided_by)
     }
 }

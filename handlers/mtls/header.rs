@@ -27,7 +27,7 @@ const PEM_ARMOUR: &str = "-----BEGIN";
 /// [`reason`](HeaderError::reason) code for responses, logs and the audit log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub(crate) enum HeaderError {
+pub enum HeaderError {
     #[error("client certificate header is empty")]
     Empty,
     #[error(
@@ -67,7 +67,7 @@ impl HeaderError {
 ///
 /// Surrounding whitespace is tolerated (proxies and test tools add it); everything
 /// else must be exactly standard-alphabet, padded base64 of one DER certificate.
-pub(crate) fn parse_arr_client_cert(value: &str) -> Result<ClientCertificate, HeaderError> {
+pub fn parse_arr_client_cert(value: &str) -> Result<ClientCertificate, HeaderError> {
     if value.len() > MAX_HEADER_VALUE_LEN {
         return Err(HeaderError::TooLarge {
             length: value.len(),

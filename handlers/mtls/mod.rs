@@ -13,10 +13,10 @@ pub mod entra_device;
 // (a Resource Manager read at start-up and on a schedule) is not built yet.
 #[allow(dead_code)]
 pub(crate) mod front_end;
-pub(crate) mod header;
+pub mod header;
 pub mod policies;
 pub(crate) mod profile;
-pub(crate) mod thumbprints;
+pub mod thumbprints;
 pub mod trust;
 pub(crate) mod verdicts;
 pub mod verify_cli;

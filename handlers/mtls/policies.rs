@@ -90,23 +90,23 @@ impl std::fmt::Debug for CertificatePolicies {
 
 impl CertificatePolicies {
     /// No policy: every request is refused.
-    pub(crate) fn none() -> Self {
+    pub fn none() -> Self {
         Self::default()
     }
 
     /// Whether the `X-ARR-ClientCert` header is believed (keyturn runs behind App
     /// Service, which sets it and strips any the client sent).
-    pub(crate) fn trust_arr_header(mut self, trust: bool) -> Self {
+    pub fn trust_arr_header(mut self, trust: bool) -> Self {
         self.trust_arr_header = trust;
         self
     }
 
-    pub(crate) fn with_thumbprints(mut self, policy: TrustedThumbprints) -> Self {
+    pub fn with_thumbprints(mut self, policy: TrustedThumbprints) -> Self {
         self.thumbprints = Some(policy);
         self
     }
 
-    pub(crate) fn with_chain(mut self, policy: Arc<ChainPolicy>) -> Self {
+    pub fn with_chain(mut self, policy: Arc<ChainPolicy>) -> Self {
         self.chain = Some(policy);
         self
     }

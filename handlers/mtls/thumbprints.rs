@@ -43,14 +43,14 @@ impl ThumbprintPolicyError {
 /// The configured pins, split by algorithm so each presented certificate is hashed once
 /// per algorithm in use.
 #[derive(Debug, Clone)]
-pub(crate) struct TrustedThumbprints {
+pub struct TrustedThumbprints {
     sha256: Vec<Thumbprint>,
     sha1: Vec<Thumbprint>,
 }
 
 impl TrustedThumbprints {
     /// Parses the pins in the forms operators paste (see [`Thumbprint::parse`]).
-    pub(crate) fn parse<'a>(
+    pub fn parse<'a>(
         pins: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, ThumbprintPolicyError> {
         let mut sha256 = Vec::new();

@@ -112,7 +112,7 @@ impl CrlSet {
         Self::load(&self.sources)
     }
 
-    pub(crate) fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.crls.len()
     }
 
@@ -121,7 +121,7 @@ impl CrlSet {
     }
 
     /// The earliest nextUpdate in the set (`None` when it is empty).
-    pub(crate) fn next_update(&self) -> Option<DateTime<Utc>> {
+    pub fn next_update(&self) -> Option<DateTime<Utc>> {
         self.next_update
     }
 
@@ -141,7 +141,7 @@ pub(crate) fn certificates_from_file(
 
 /// Certificates from bytes in memory (PEM or one DER certificate); `origin` names them
 /// in errors. Each must parse as an X.509 certificate.
-pub(crate) fn certificates_from_bytes(
+pub fn certificates_from_bytes(
     bytes: &[u8],
     origin: &str,
 ) -> Result<Vec<CertificateDer<'static>>, TrustError> {

@@ -290,7 +290,7 @@ impl Job {
 /// from a newer build says so rather than failing on a field) and the job id read next, so
 /// the receipt can be recorded under it even when the rest of the job does not decode.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Delivery {
+pub struct Delivery {
     /// The `jobId` as sent.
     pub job_id: String,
     /// The job, or why it does not decode (naming the field).
@@ -301,7 +301,7 @@ impl Delivery {
     /// Refuses a delivery that is not a JSON object, has no numeric `schema`, another
     /// schema than [`SCHEMA`], or no string `jobId`; anything else is a delivery whose
     /// `job` says whether it decoded.
-    pub(crate) fn decode(value: &Value) -> Result<Self, JobError> {
+    pub fn decode(value: &Value) -> Result<Self, JobError> {
         let job = value.as_object().ok_or_else(|| JobError::Shape {
             reason: "a job is a JSON object".into(),
         })?;

@@ -192,7 +192,7 @@ impl PolicyDefaults {
 
 /// Characters a generated value is drawn from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Alphabet {
+pub enum Alphabet {
     /// `A-Z a-z 0-9`: safe in connection strings, URLs and shells.
     Alphanumeric,
     /// `0-9 a-f`.
@@ -245,7 +245,7 @@ impl Alphabet {
 
 /// How the object is rotated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// A password credential of an Entra application, rotated through Graph.
     EntraAppSecret { app_id: AppId },
     /// A random value keyturn generates itself.
@@ -266,7 +266,7 @@ impl Kind {
 
 /// What keyturn does with a managed object and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RotationPolicy {
+pub struct RotationPolicy {
     pub kind: Kind,
     /// How long a new credential or value is valid.
     pub validity: Days,
@@ -313,13 +313,13 @@ impl Bookkeeping {
 
 /// A managed object's policy and the bookkeeping on its current version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ManagedObject {
+pub struct ManagedObject {
     pub policy: RotationPolicy,
     pub bookkeeping: Bookkeeping,
 }
 
 /// Reads an object's tags. `Ok(None)`: keyturn does not manage it.
-pub(crate) fn managed(
+pub fn managed(
     object_type: ObjectType,
     tags: &BTreeMap<String, String>,
     defaults: &PolicyDefaults,
@@ -334,7 +334,7 @@ pub(crate) fn managed(
 }
 
 /// Reads the rotation policy. `Ok(None)`: not managed.
-pub(crate) fn policy(
+pub fn policy(
     object_type: ObjectType,
     tags: &BTreeMap<String, String>,
     defaults: &PolicyDefaults,
@@ -468,7 +468,7 @@ fn lookup<'t>(tags: &'t BTreeMap<String, String>, name: &str) -> Result<Option<&
 }
 
 /// The tags a new version carries over from its predecessor: everything but bookkeeping.
-pub(crate) fn inherited_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+pub fn inherited_tags(tags: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     tags.iter()
         .filter(|(key, _)| {
             !BOOKKEEPING
@@ -511,10 +511,7 @@ pub(crate) fn new_version_tags(
 }
 
 /// `tags` with `keyturn-last-error` set to `error`, cut to a tag value's length.
-pub(crate) fn with_last_error(
-    tags: &BTreeMap<String, String>,
-    error: &str,
-) -> BTreeMap<String, String> {
+pub fn with_last_error(tags: &BTreeMap<String, String>, error: &str) -> BTreeMap<String, String> {
     let mut tags: BTreeMap<String, String> = tags
         .iter()
         .filter(|(key, _)| !key.trim().eq_ignore_ascii_case(LAST_ERROR))

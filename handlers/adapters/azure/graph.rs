@@ -89,7 +89,7 @@ impl fmt::Debug for GraphClient {
 impl GraphClient {
     /// A client for the Graph `endpoint` (`https://graph.microsoft.com`, or a sovereign
     /// cloud's), with tokens for `{endpoint}/.default`.
-    pub(crate) fn new(
+    pub fn new(
         endpoint: &Url,
         credential: Arc<dyn TokenCredential>,
         options: Option<ClientOptions>,

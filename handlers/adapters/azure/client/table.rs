@@ -693,7 +693,7 @@ impl Batch {
 
 /// What the answer to an entity group transaction says.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum BatchOutcome {
+pub enum BatchOutcome {
     /// Every operation answered with a success status.
     Stored,
     /// An operation failed, so the transaction stored nothing: its status and its part
@@ -706,7 +706,7 @@ pub(crate) enum BatchOutcome {
 /// Reads a batch response. The service answers 202 with a `multipart/mixed` body whose
 /// change-set part holds one embedded HTTP response per operation when all succeeded, or
 /// the one failed operation's response when the change set was rolled back.
-pub(crate) fn batch_outcome(headers: &Headers, body: &[u8], operations: usize) -> BatchOutcome {
+pub fn batch_outcome(headers: &Headers, body: &[u8], operations: usize) -> BatchOutcome {
     let multipart = headers.get_optional_str(&CONTENT_TYPE).is_some_and(|t| {
         t.trim_start()
             .to_ascii_lowercase()
