@@ -201,16 +201,6 @@ impl Schedule {
     }
 
     /// Whether `t` is an occurrence: a whole second whose every field matches.
-    #[cfg(test)]
-    pub(crate) fn matches(&self, t: DateTime<Utc>) -> bool {
-        t.nanosecond() == 0
-            && has(self.seconds, t.second())
-            && has(self.minutes, t.minute())
-            && has(self.hours, t.hour())
-            && self.matches_date(t.date_naive())
-    }
-
-    /// Whether `t` is an occurrence: a whole second whose every field matches.
     pub fn matches(&self, t: DateTime<Utc>) -> bool {
         t.nanosecond() == 0
             && has(self.seconds, t.second())

@@ -116,6 +116,10 @@ impl CrlSet {
         self.crls.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.crls.is_empty()
+    }
+
     pub(crate) fn sources(&self) -> &[PathBuf] {
         &self.sources
     }
