@@ -253,18 +253,9 @@ pub async fn from_notice(
                 job_id: job.job_id.clone(),
             }
         }
-        Assessment::Malformed(error) => {
-            let reason = error.to_string();
-            audit
-                .record(
-                    AuditAction::RotationPlanned,
-                    audit_object(&state.id, None),
-                    Outcome::Failed,
-                    Some(&reason),
-                )
-                .await?;
-            EventDecision::Malformed { reason }
-        }
+        Assessment::Malformed(error) => EventDecision::Malformed {
+            reason: record_malformed(audit, &state, &error).await?,
+        },
         Assessment::NotDue { expires } => {
             tracing::debug!(name = %id.name(), %expires, "not yet due");
             EventDecision::NotDue
@@ -306,6 +297,25 @@ async fn current_state(
         .map(|p| p.as_ref().map(ObjectState::from))
         .map_err(|e| RotationError::port(format!("reading secret {id}"), e)),
     }
+}
+
+/// Audits a managed object whose tags cannot be read as a failed plan (for an event and
+/// for the sweep alike), and gives back the reason.
+async fn record_malformed(
+    audit: &AuditScope,
+    state: &ObjectState,
+    error: &impl std::fmt::Display,
+) -> Result<String, RotationError> {
+    let reason = error.to_string();
+    audit
+        .record(
+            AuditAction::RotationPlanned,
+            audit_object(&state.id, None),
+            Outcome::Failed,
+            Some(&reason),
+        )
+        .await?;
+    Ok(reason)
 }
 
 /// Sends the job for a due object, then records that it was planned (`source` says who
@@ -463,15 +473,7 @@ async fn sweep_vault(
                 outcome.queued += 1;
             }
             Assessment::Malformed(error) => {
-                let reason = error.to_string();
-                audit
-                    .record(
-                        AuditAction::RotationPlanned,
-                        audit_object(&state.id, None),
-                        Outcome::Failed,
-                        Some(&reason),
-                    )
-                    .await?;
+                let reason = record_malformed(audit, &state, &error).await?;
                 outcome
                     .malformed
                     .push(format!("{}{}: {reason}", vault, state.id.name()));
