@@ -1,8 +1,6 @@
 //! Trust material for certificate validation: trust anchors, intermediates and CRLs,
 //! read from PEM bundles or DER files, and the reloadable [`CrlSet`].
 
-use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
@@ -10,6 +8,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
 use webpki::{CertRevocationList, OwnedCertRevocationList};
 
+use crate::domain::file::{CappedReadError, read_capped};
 use crate::mtls::profile;
 
 /// The largest trust file read. Mozilla's whole root bundle is about 250 KB and a
@@ -260,27 +259,21 @@ fn looks_like_pem(bytes: &[u8]) -> bool {
 }
 
 fn read_limited(path: &Path) -> Result<Vec<u8>, TrustError> {
-    let read_error = |source| TrustError::Read {
-        path: path.to_owned(),
-        source,
-    };
-    let file = fs::File::open(path).map_err(read_error)?;
-    let mut bytes = Vec::new();
-    // Read one byte past the limit so an oversized file is detected without
-    // trusting metadata (a FIFO or /proc file reports no length).
-    file.take(MAX_TRUST_FILE_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_error)?;
-    if bytes.len() as u64 > MAX_TRUST_FILE_LEN {
-        return Err(TrustError::TooLarge {
+    read_capped(path, MAX_TRUST_FILE_LEN).map_err(|error| match error {
+        CappedReadError::TooLarge { .. } => TrustError::TooLarge {
             path: path.to_owned(),
-        });
-    }
-    Ok(bytes)
+        },
+        CappedReadError::Io(source) => TrustError::Read {
+            path: path.to_owned(),
+            source,
+        },
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use keyturn_testkit::pki::{Crl, TestCa};
 
     use super::*;
