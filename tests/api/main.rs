@@ -1,6 +1,5 @@
 //! Integration tests, grouped by function and concern, sharing one helpers module.
 
-mod audit;
 mod azure_adapters;
 mod binary;
 mod cert_verify;

@@ -1,8 +1,10 @@
-//! The audit log's contract, run against both stores: the embedded SQLite file and
-//! Azure Table storage (Azurite). Tampering goes straight to the storage underneath,
-//! the way an attacker with access to the file or the table would.
+//! The audit log's contract, run against every store: the embedded SQLite file, Azure
+//! Table storage (Azurite) and the in-memory double. Tampering goes straight to the
+//! storage underneath, the way an attacker with access to the file or the table would.
+//! The double keeps decoded entries, so an entry that no longer decodes cannot exist in
+//! it: that scenario is for the stores that keep bytes (their `bytes` capability).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,6 +21,9 @@ use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::{Actor, AuditLog, AuditText, BreakKind, ChainBreak, Outcome};
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::audit::{AuditEntry, AuditRecord, StoredEntry};
+use keyturn_doubles::MemoryAuditStore;
+
+use super::contract;
 
 /// Where the test command starts Azurite's table service.
 const TABLE_ENDPOINT_VARIABLE: &str = "KEYTURN_TEST_TABLE_ENDPOINT";
@@ -216,6 +221,49 @@ impl Fixture for TableFixture {
         let second_properties = self.properties(second).await;
         self.replace(first, &second_properties).await;
         self.replace(second, &first_properties).await;
+    }
+}
+
+/// The in-memory double, shared by every writer as one store is by several instances.
+#[derive(Default)]
+struct MemoryFixture {
+    store: Arc<MemoryAuditStore>,
+}
+
+impl MemoryFixture {
+    fn entry(entries: &mut BTreeMap<u64, AuditEntry>, position: u64) -> &mut AuditEntry {
+        entries.get_mut(&position).expect("the entry exists")
+    }
+}
+
+#[async_trait]
+impl Fixture for MemoryFixture {
+    fn writer(&self) -> AuditLog {
+        AuditLog::new(self.store.clone())
+    }
+
+    async fn edit_action(&self, position: u64, action: &str) {
+        self.store.tamper(|entries| {
+            Self::entry(entries, position).record.action = text(action);
+        });
+    }
+
+    async fn corrupt_hash(&self, _position: u64) {
+        unreachable!("the double keeps decoded entries: its suite leaves this scenario out")
+    }
+
+    async fn delete(&self, position: u64) {
+        self.store.tamper(|entries| {
+            assert!(entries.remove(&position).is_some(), "the entry exists");
+        });
+    }
+
+    async fn swap(&self, first: u64, second: u64) {
+        self.store.tamper(|entries| {
+            let first_entry = Self::entry(entries, first).clone();
+            let second_entry = std::mem::replace(Self::entry(entries, second), first_entry);
+            *Self::entry(entries, first) = second_entry;
+        });
     }
 }
 
@@ -419,36 +467,37 @@ async fn stored_entries_never_hold_a_secret_value_handled_alongside(fixture: imp
     );
 }
 
-macro_rules! contract {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::SqliteFixture::new()).await;
-                }
-            )*
-        }
-
-        mod table {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                async fn $scenario() {
-                    super::$scenario(super::TableFixture::new().await).await;
-                }
-            )*
-        }
+macro_rules! audit_suite {
+    ($($adapter:ident ($capability:ident): $fixture:expr),+ $(,)?) => {
+        $( audit_suite!(@ $capability, $adapter, $fixture); )+
+    };
+    (@ bytes, $adapter:ident, $fixture:expr) => {
+        contract!($adapter: $fixture =>
+            appended_entries_read_back_unchanged_and_verify,
+            chain_breaks_when_an_entry_is_edited,
+            chain_breaks_when_an_entry_is_deleted,
+            chain_breaks_when_entries_are_reordered,
+            chain_breaks_when_an_entry_no_longer_decodes,
+            concurrent_writers_extend_one_chain_without_forks_or_gaps,
+            stored_entries_never_hold_a_secret_value_handled_alongside,
+        );
+    };
+    (@ decoded, $adapter:ident, $fixture:expr) => {
+        contract!($adapter: $fixture =>
+            appended_entries_read_back_unchanged_and_verify,
+            chain_breaks_when_an_entry_is_edited,
+            chain_breaks_when_an_entry_is_deleted,
+            chain_breaks_when_entries_are_reordered,
+            concurrent_writers_extend_one_chain_without_forks_or_gaps,
+            stored_entries_never_hold_a_secret_value_handled_alongside,
+        );
     };
 }
 
-contract!(
-    appended_entries_read_back_unchanged_and_verify,
-    chain_breaks_when_an_entry_is_edited,
-    chain_breaks_when_an_entry_is_deleted,
-    chain_breaks_when_entries_are_reordered,
-    chain_breaks_when_an_entry_no_longer_decodes,
-    concurrent_writers_extend_one_chain_without_forks_or_gaps,
-    stored_entries_never_hold_a_secret_value_handled_alongside,
+audit_suite!(
+    sqlite (bytes): async { super::SqliteFixture::new() },
+    table (bytes): super::TableFixture::new(),
+    memory (decoded): async { super::MemoryFixture::default() },
 );
 
 #[tokio::test]

@@ -5,13 +5,12 @@
 //! over its SQLite file and the in-memory double. What an adapter cannot do by its
 //! nature is a capability its fixture declares, which the scenario checks, never a
 //! silent skip.
-//!
-//! The audit port's suite is `tests/api/audit.rs` (SQLite and Azurite's Table service).
 
 use std::collections::BTreeMap;
 
 use keyturn::domain::names::ObjectName;
 
+mod audit;
 mod directory;
 mod queue;
 mod source;

@@ -28,6 +28,12 @@ impl MemoryAuditStore {
         *locked(&self.refused) = Some(action.to_owned());
     }
 
+    /// Reaches under the store, as someone with access to the storage would: `edit` gets
+    /// the stored entries by position, to change, remove or move.
+    pub fn tamper(&self, edit: impl FnOnce(&mut BTreeMap<u64, AuditEntry>)) {
+        edit(&mut locked(&self.entries));
+    }
+
     /// The stored records, in order.
     pub fn records(&self) -> Vec<AuditRecord> {
         locked(&self.entries)
