@@ -73,47 +73,9 @@ pub(super) async fn rotate(
     remove_strays(step, object, &app, &[]).await?;
 
     let now = step.engine.clock().now();
-    // Graph keeps whole seconds; the vault's expiry must equal the credential's end.
-    let end = (now + managed.policy.validity.span()).trunc_subsecs(0);
-    let directory = &step.engine.ports().directory;
-    let name = marker(job_id);
-    let issued: IssuedCredential = retrying(
-        step.engine,
-        step.deadline,
-        "adding a password credential",
-        || directory.add_password(&app.object_id, &name, end),
-    )
-    .await
-    .map_err(|e| {
-        RotationError::port(
-            format!("adding a password credential to application {app_id}"),
-            e,
-        )
-    })?;
+    let end = requested_end(now, managed);
+    let issued = add(step, object, &app, end).await?;
     let new_key = issued.credential.key_id;
-    if let Err(error) = step
-        .record(
-            AuditAction::CredentialAdded,
-            credential_object(object, app_id, Some(&new_key)),
-            Outcome::Succeeded,
-            &format!("valid until {}", end.to_rfc3339()),
-        )
-        .await
-    {
-        // Refused for good, no delivery comes back to clear the credential up; a transient
-        // failure is left to the redelivery, which finds it by its marker (invariant 3).
-        if error.is_permanent() {
-            remove_quietly(
-                step,
-                object,
-                &app,
-                &new_key,
-                "its addition could not be audited",
-            )
-            .await;
-        }
-        return Err(error);
-    }
 
     // Invariant 4: proven before stored.
     if let Err(error) = prove(step, object, app_id, &issued).await {
@@ -204,6 +166,62 @@ pub(super) async fn rotate(
         version: new_version,
         key_id: Some(new_key.to_string()),
     })
+}
+
+/// The end of validity keyturn asks Graph for: the policy's validity from `now`, in whole
+/// seconds (Graph keeps whole seconds; the vault's expiry must equal the credential's end).
+pub(super) fn requested_end(now: DateTime<Utc>, managed: &ManagedObject) -> DateTime<Utc> {
+    (now + managed.policy.validity.span()).trunc_subsecs(0)
+}
+
+/// `addPassword` with this job's marker, audited. A credential whose addition cannot be
+/// audited for good is removed again (no delivery comes back for it); a transient audit
+/// failure is left to the redelivery, which finds the credential by its marker
+/// (invariant 3).
+async fn add(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+    end: DateTime<Utc>,
+) -> Result<IssuedCredential, RotationError> {
+    let directory = &step.engine.ports().directory;
+    let name = marker(&step.job.job_id);
+    let issued: IssuedCredential = retrying(
+        step.engine,
+        step.deadline,
+        "adding a password credential",
+        || directory.add_password(&app.object_id, &name, end),
+    )
+    .await
+    .map_err(|e| {
+        RotationError::port(
+            format!("adding a password credential to application {}", app.app_id),
+            e,
+        )
+    })?;
+    let new_key = issued.credential.key_id;
+    if let Err(error) = step
+        .record(
+            AuditAction::CredentialAdded,
+            credential_object(object, &app.app_id, Some(&new_key)),
+            Outcome::Succeeded,
+            &format!("valid until {}", end.to_rfc3339()),
+        )
+        .await
+    {
+        if error.is_permanent() {
+            remove_quietly(
+                step,
+                object,
+                app,
+                &new_key,
+                "its addition could not be audited",
+            )
+            .await;
+        }
+        return Err(error);
+    }
+    Ok(issued)
 }
 
 /// After this job's version is stored (now, or by an earlier delivery): removes strays of
