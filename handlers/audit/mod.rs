@@ -18,7 +18,12 @@
 //!    followed by the UTF-8 bytes when present:
 //!    `time`, `actor_kind`, `actor`, `action`, `vault`, `secret_name`,
 //!    `secret_version`, `app_id`, `key_id`, `thumbprint`, `outcome`, `reason`,
-//!    `invocation_id`.
+//!    `invocation_id`;
+//! 5. only when at least one of them is present, the extension fields, in this order,
+//!    encoded like the fields of 4: `count` (the folded count as ASCII decimal digits,
+//!    at least `2`). An entry without extension fields encodes exactly as it did before
+//!    they existed, so stored chains keep their hashes; an entry with them cannot share
+//!    an encoding with one without, as the 13 fields of 4 are self-delimiting.
 //!
 //! `time` is RFC 3339 in UTC with exactly nine fractional digits and a trailing `Z`
 //! (`2025-03-01T12:00:00.000000000Z`); `actor_kind` is `function` or `identity`;
@@ -191,11 +196,15 @@ pub(crate) fn canonical_encoding(
         record.reason.as_ref().map(AuditText::as_str),
         record.invocation_id.as_ref().map(AuditText::as_str),
     ];
+    let count = record.count.map(|count| count.to_string());
+    let extensions: [Option<&str>; 1] = [count.as_deref()];
     let mut bytes = Vec::with_capacity(256);
     bytes.extend_from_slice(CANONICAL_ENCODING_TAG);
     bytes.extend_from_slice(&sequence.to_be_bytes());
     bytes.extend_from_slice(prev_hash.as_bytes());
-    for field in fields {
+    let extended = extensions.iter().any(Option::is_some);
+    let written = fields.iter().chain(extensions.iter().filter(|_| extended));
+    for field in written {
         match field {
             None => bytes.push(0),
             Some(text) => {
@@ -831,6 +840,48 @@ mod tests {
             entry_hash(42, &prev, &record),
             EntryHash::from_bytes(digest)
         );
+    }
+
+    #[test]
+    fn a_folded_count_is_an_extension_field_after_the_thirteen() {
+        let single = rotation_record(7);
+        let mut folded = single.clone();
+        folded.count = Some(12);
+        let prev = EntryHash::from_bytes([0xab; 32]);
+
+        let mut expected = canonical_encoding(42, &prev, &single);
+        expected.push(1);
+        expected.extend_from_slice(&2u64.to_be_bytes());
+        expected.extend_from_slice(b"12");
+
+        assert_eq!(canonical_encoding(42, &prev, &folded), expected);
+        assert_ne!(
+            entry_hash(42, &prev, &folded),
+            entry_hash(42, &prev, &single)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_edited_count_breaks_the_chain() {
+        let (store, log) = log_with(0).await;
+        let mut record = rotation_record(0);
+        record.count = Some(100_000);
+        log.append(record).await.expect("append");
+        store
+            .entries
+            .lock()
+            .expect("test lock")
+            .get_mut(&1)
+            .expect("entry 1 exists")
+            .record
+            .count = Some(3);
+
+        let report = log.verify().await.expect("verify");
+
+        assert!(matches!(
+            report.first_break.map(|b| b.problem),
+            Some(BreakKind::ContentHashMismatch { .. })
+        ));
     }
 
     #[test]

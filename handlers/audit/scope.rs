@@ -1,11 +1,10 @@
 //! Building audit entries: [`Action`], the closed set of things keyturn records, and
 //! [`AuditScope`], the one builder. A scope is what an invocation hands whoever writes on
 //! its behalf (the functions, the rotation engine): the log, who acts, the invocation id
-//! and the time its entries carry. Every entry keyturn writes is built here.
-
-use chrono::{DateTime, Utc};
+//! and the clock its entries are stamped from. Every entry keyturn writes is built here.
 
 use crate::audit::{AuditError, AuditLog};
+use crate::domain::clock::Clock;
 use crate::ports::audit::{Actor, AuditEntry, AuditObject, AuditRecord, AuditText, Outcome};
 
 /// Reasons are one short line; anything longer is cut so an entry always fits the audit
@@ -109,29 +108,34 @@ impl std::fmt::Display for Action {
 }
 
 /// Where and as whom entries are written: the log, the actor, the invocation id and the
-/// time every entry of the invocation carries. Cheap to clone.
+/// clock. Cheap to clone.
+///
+/// Each entry is stamped when it is built, that is when the action it records happened:
+/// an invocation that runs for a minute writes entries a minute apart, not all at its
+/// start.
 #[derive(Debug, Clone)]
 pub struct AuditScope {
     log: AuditLog,
     actor: Actor,
     invocation_id: Option<AuditText>,
-    at: DateTime<Utc>,
+    clock: Clock,
 }
 
 impl AuditScope {
-    /// Entries by the function `name` in the invocation `invocation_id`, stamped `at`.
-    /// Refuses a name or id that is not audit text (naming which, never echoing it).
+    /// Entries by the function `name` in the invocation `invocation_id`, stamped from
+    /// `clock`. Refuses a name or id that is not audit text (naming which, never echoing
+    /// it).
     pub fn function(
         log: AuditLog,
         name: &str,
         invocation_id: &str,
-        at: DateTime<Utc>,
+        clock: Clock,
     ) -> Result<Self, AuditError> {
         Ok(Self {
             log,
             actor: Actor::Function(text("actor", name)?),
             invocation_id: Some(text("invocation id", invocation_id)?),
-            at,
+            clock,
         })
     }
 
@@ -153,7 +157,7 @@ impl AuditScope {
         reason: Option<&str>,
     ) -> Result<AuditRecord, AuditError> {
         let mut record = AuditRecord::new(
-            self.at,
+            self.clock.now(),
             self.actor.clone(),
             text("action", action.as_str())?,
             outcome,

@@ -67,13 +67,14 @@ impl From<AuditError> for FunctionError {
 
 impl Context {
     /// The audit scope of this invocation: entries by this function, carrying its
-    /// invocation id and start time. The engine writes through it too.
+    /// invocation id, each stamped by the services' clock when it is written. The engine
+    /// writes through it too.
     pub(crate) fn audit_scope(&self) -> Result<AuditScope, FunctionError> {
         Ok(AuditScope::function(
             self.services.audit.clone(),
             self.function.name(),
             &self.invocation_id,
-            self.now,
+            self.services.clock.clone(),
         )?)
     }
 

@@ -213,6 +213,11 @@ pub struct AuditRecord {
     pub reason: Option<AuditText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invocation_id: Option<AuditText>,
+    /// How many occurrences this one entry stands for, when repeats of one decision were
+    /// folded into it (a refusal repeated within a window, an event delivered again);
+    /// absent for a single occurrence. `at` is then the first occurrence's time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl AuditRecord {
@@ -226,8 +231,23 @@ impl AuditRecord {
             outcome,
             reason: None,
             invocation_id: None,
+            count: None,
         }
     }
+
+    /// How many occurrences the entry stands for: its folded count, or one.
+    pub fn occurrences(&self) -> u64 {
+        self.count.unwrap_or(1)
+    }
+}
+
+/// Parses a stored folded count: a decimal of at least 2 (one occurrence is stored as no
+/// count, so a stored 0 or 1 was written by something other than keyturn).
+pub(crate) fn parse_audit_count(text: &str) -> Result<u64, AuditDataError> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|count| *count >= 2)
+        .ok_or(AuditDataError::MalformedNumber { field: "count" })
 }
 
 /// The one text form of an entry's time, used in storage and in the hash: RFC 3339 in

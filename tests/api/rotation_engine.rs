@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::json;
 
 use keyturn::audit::{AuditLog, AuditScope};
+use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::{AppId, KeyId};
 use keyturn::domain::names::{ObjectId, ObjectName, ObjectType, VaultUrl};
 use keyturn::domain::secret::SecretValue;
@@ -40,13 +41,14 @@ struct Trail {
 }
 
 impl Trail {
-    fn new() -> Self {
+    /// Entries stamped from `clock`, as the functions stamp them from the services' clock.
+    fn new(clock: Clock) -> Self {
         let store = Arc::new(MemoryAuditStore::new());
         let scope = AuditScope::function(
             AuditLog::new(store.clone()),
             "RotationWorker",
             "5f0c0d4e-2f35-4f1a-9f3e-8a7f0b6c1d2e",
-            start(),
+            clock,
         )
         .expect("scope");
         Self { store, scope }
@@ -79,7 +81,7 @@ impl std::ops::Deref for Trail {
 
 /// An audit trail that refuses one action for good, as a misconfigured log would.
 fn refusing(action: &str) -> Trail {
-    let trail = Trail::new();
+    let trail = Trail::new(Clock::fixed(start()));
     trail.store.refuse(action);
     trail
 }
@@ -126,6 +128,7 @@ fn world() -> World {
     let app = directory.add_application(AppId::parse(APP).expect("app id"), "payments-api");
     // Entra's observed propagation is seconds; every test waits through it.
     directory.set_propagation_delay(Duration::from_secs(10));
+    let trail = Arc::new(Trail::new(clock.clock()));
     World {
         clock,
         faults,
@@ -133,7 +136,7 @@ fn world() -> World {
         directory,
         queue,
         engine: Arc::new(engine),
-        trail: Arc::new(Trail::new()),
+        trail,
         vault_url,
         app,
     }
@@ -817,6 +820,33 @@ async fn a_retry_after_is_honoured_within_the_message_lock() {
         "waited 3 x 7 s"
     );
     w.assert_converged("payments", Some(k1));
+}
+
+#[tokio::test]
+async fn each_entry_carries_the_time_its_action_happened() {
+    let w = world();
+    let (v1, _) = w.seed_keyturn_version("payments");
+
+    w.run(&w.rotate_job(&v1)).await.expect("rotation completes");
+
+    let records = w.trail.store.records();
+    let time_of = |action: &str| {
+        records
+            .iter()
+            .find(|r| r.action.as_str() == action)
+            .map(|r| r.at)
+            .unwrap_or_else(|| panic!("no {action} entry in {records:?}"))
+    };
+    let added = time_of("credential.added");
+    let proven = time_of("credential.proven");
+    // The proof waits out Entra's propagation delay (10 s in this world): the entry
+    // says when the proof happened, not when the invocation started.
+    assert_eq!(added, start());
+    assert!(
+        proven - added >= chrono::Duration::seconds(10),
+        "added {added}, proven {proven}"
+    );
+    assert!(records.windows(2).all(|pair| pair[0].at <= pair[1].at));
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use crate::adapters::azure::client::table::{
 };
 use crate::ports::audit::{
     Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText,
-    StoredEntry, format_audit_time, parse_audit_time,
+    StoredEntry, format_audit_time, parse_audit_count, parse_audit_time,
 };
 use crate::ports::{FailureKind, PortError};
 
@@ -238,6 +238,8 @@ struct AuditRow {
     prev_hash: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     hash: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<String>,
 }
 
 impl AuditRow {
@@ -262,6 +264,7 @@ impl AuditRow {
             invocation_id: text(&record.invocation_id),
             prev_hash: Some(entry.prev_hash.to_hex()),
             hash: Some(entry.hash.to_hex()),
+            count: record.count.map(|count| count.to_string()),
         }
     }
 
@@ -293,6 +296,7 @@ impl AuditRow {
                 outcome: required(self.outcome, "Outcome")?.parse()?,
                 reason: optional(self.reason)?,
                 invocation_id: optional(self.invocation_id)?,
+                count: self.count.as_deref().map(parse_audit_count).transpose()?,
             },
             prev_hash: required(self.prev_hash, "PrevHash")?.parse()?,
             hash: required(self.hash, "Hash")?.parse()?,

@@ -8,12 +8,12 @@ use rusqlite::{OptionalExtension, Row, params};
 use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::ports::audit::{
     Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText,
-    StoredEntry, format_audit_time, parse_audit_time,
+    StoredEntry, format_audit_time, parse_audit_count, parse_audit_time,
 };
 use crate::ports::{FailureKind, PortError};
 
 const COLUMNS: &str = "position, sequence, at, actor_kind, actor, action, vault, secret_name, \
-    secret_version, app_id, key_id, thumbprint, outcome, reason, invocation_id, prev_hash, hash";
+    secret_version, app_id, key_id, thumbprint, outcome, reason, invocation_id, prev_hash, hash, count";
 
 /// Entries written in one transaction. A commit (with its fsync) costs far more than an
 /// insert, so concurrent appends share one; 256 entries of at most a few KiB each keep
@@ -79,11 +79,14 @@ impl AuditStore for LocalAuditStore {
                 let mut insert = transaction
                     .prepare_cached(&format!(
                         "INSERT INTO audit_log ({COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                     ))
                     .map_err(StoreError::sqlite("preparing the audit insert"))?;
                 for (position, entry) in &rows {
                     let record = &entry.record;
+                    // Counts past i64 cannot happen (one per request); stored as NULL
+                    // they would fail verification rather than pass unseen.
+                    let count = record.count.and_then(|count| i64::try_from(count).ok());
                     let object = &record.object;
                     let text =
                         |value: &Option<AuditText>| value.as_ref().map(|t| t.as_str().to_owned());
@@ -106,6 +109,7 @@ impl AuditStore for LocalAuditStore {
                             text(&record.invocation_id),
                             entry.prev_hash.to_hex(),
                             entry.hash.to_hex(),
+                            count,
                         ])
                         .map_err(StoreError::sqlite("inserting an audit entry"))?;
                 }
@@ -155,6 +159,7 @@ fn to_sql_position(position: u64) -> Result<i64, PortError> {
 fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
     let position: i64 = row.get("position")?;
     let sequence: i64 = row.get("sequence")?;
+    let count: Option<i64> = row.get("count")?;
     let texts: [Option<String>; 15] = [
         row.get("at")?,
         row.get("actor_kind")?,
@@ -174,11 +179,18 @@ fn stored_entry(row: &Row<'_>) -> rusqlite::Result<StoredEntry> {
     ];
     Ok(StoredEntry {
         position: u64::try_from(position).unwrap_or(0),
-        content: decode(sequence, texts),
+        content: decode(sequence, texts, count),
     })
 }
 
-fn decode(sequence: i64, texts: [Option<String>; 15]) -> Result<AuditEntry, AuditDataError> {
+fn decode(
+    sequence: i64,
+    texts: [Option<String>; 15],
+    count: Option<i64>,
+) -> Result<AuditEntry, AuditDataError> {
+    let count = count
+        .map(|count| parse_audit_count(&count.to_string()))
+        .transpose()?;
     let [
         at,
         actor_kind,
@@ -221,6 +233,7 @@ fn decode(sequence: i64, texts: [Option<String>; 15]) -> Result<AuditEntry, Audi
             outcome: required(outcome, "outcome")?.parse()?,
             reason: optional(reason)?,
             invocation_id: optional(invocation_id)?,
+            count,
         },
         prev_hash: required(prev_hash, "prev_hash")?.parse()?,
         hash: required(hash, "hash")?.parse()?,

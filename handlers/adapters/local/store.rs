@@ -173,6 +173,8 @@ const MIGRATIONS: &[&str] = &[
         first_seen INTEGER NOT NULL,
         PRIMARY KEY (queue, message_id)
     ) STRICT;",
+    // 5: an audit entry may stand for several folded occurrences (NULL: one).
+    "ALTER TABLE audit_log ADD COLUMN count INTEGER CHECK (count IS NULL OR count >= 2);",
 ];
 
 /// Opening the store or running work on it failed.
