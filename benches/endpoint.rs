@@ -26,10 +26,8 @@ use axum::http::{StatusCode, header};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, SerialNumber,
-};
+use keyturn_testkit::pki::{self, TestCa, rcgen};
+use rcgen::{CertificateParams, SerialNumber};
 use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
@@ -273,13 +271,10 @@ struct Issued {
     key: Vec<u8>,
 }
 
-fn ca_params(name: &str) -> BenchResult<CertificateParams> {
-    let mut params = CertificateParams::new(Vec::new())?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+fn ca(name: &str) -> TestCa {
+    let mut params = pki::ca_params(name);
     valid_around_now(&mut params);
-    Ok(params)
+    TestCa::from_params(params, None)
 }
 
 fn valid_around_now(params: &mut CertificateParams) {
@@ -290,45 +285,27 @@ fn valid_around_now(params: &mut CertificateParams) {
 
 impl Pki {
     fn new(dir: &Path) -> BenchResult<Self> {
-        let root = CertifiedIssuer::self_signed(
-            ca_params("keyturn bench device root")?,
-            KeyPair::generate()?,
-        )?;
+        let root = ca("keyturn bench device root");
         let device_id = DeviceId::new_random();
-        let mut params = CertificateParams::new(Vec::new())?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, device_id.to_string());
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = pki::client_params(&device_id.to_string(), &[]);
         params.serial_number = Some(SerialNumber::from(7u64));
-        // RFC 5280 4.2.1.1: the chain policy requires the issuer's key identifier.
-        params.use_authority_key_identifier_extension = true;
         valid_around_now(&mut params);
-        let key = KeyPair::generate()?;
+        let issued = root.issue(&params);
         let device = Issued {
-            der: params.signed_by(&key, &root)?.der().clone(),
-            key: key.serialize_der(),
+            der: CertificateDer::from(issued.cert_der),
+            key: issued.key_der,
         };
         let now = time::OffsetDateTime::now_utc();
-        let crl = CertificateRevocationListParams {
-            this_update: now - time::Duration::days(1),
-            next_update: now + time::Duration::days(30),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: Vec::new(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&root)?;
+        let crl = root.crl(
+            &[],
+            now - time::Duration::days(1),
+            now + time::Duration::days(30),
+        );
 
-        let server_ca = CertifiedIssuer::self_signed(
-            ca_params("keyturn bench server CA")?,
-            KeyPair::generate()?,
-        )?;
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()])?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let server_ca = ca("keyturn bench server CA");
+        let mut params = pki::server_params(&["localhost"]);
         valid_around_now(&mut params);
-        let server_key = KeyPair::generate()?;
-        let server = params.signed_by(&server_key, &server_ca)?;
+        let server = server_ca.issue(&params);
 
         let write = |name: &str, text: &str| -> io::Result<std::path::PathBuf> {
             let path = dir.join(name);
@@ -338,11 +315,11 @@ impl Pki {
         Ok(Self {
             device_id,
             device,
-            server_ca: server_ca.as_ref().der().clone(),
-            roots: write("roots.pem", &root.as_ref().pem())?,
-            crl: write("root.crl", &crl.pem()?)?,
-            server_cert: write("server.pem", &server.pem())?,
-            server_key: write("server.key", &server_key.serialize_pem())?,
+            server_ca: CertificateDer::from(server_ca.cert_der().to_vec()),
+            roots: write("roots.pem", root.cert_pem())?,
+            crl: write("root.crl", &crl.pem)?,
+            server_cert: write("server.pem", &server.cert_pem)?,
+            server_key: write("server.key", &server.key_pem)?,
         })
     }
 

@@ -8,6 +8,7 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::helpers::keyturn;
+use keyturn_testkit::pki;
 
 /// How long `serve` may take to either listen or give up. Start-up reads local files
 /// only, so anything near this is a hang.
@@ -125,12 +126,11 @@ fn stop(child: &mut Child) {
 
 /// A self-signed server certificate and its key, as PEM files in `dir`.
 fn tls_files(dir: &Path) -> (String, String) {
-    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
-        .expect("rcgen issues a certificate");
+    let issued = pki::self_signed(&pki::server_params(&["localhost"]));
     let cert = dir.join("server.pem");
     let key = dir.join("server.key");
-    std::fs::write(&cert, issued.cert.pem()).expect("write cert");
-    std::fs::write(&key, issued.signing_key.serialize_pem()).expect("write key");
+    std::fs::write(&cert, &issued.cert_pem).expect("write cert");
+    std::fs::write(&key, &issued.key_pem).expect("write key");
     (cert.display().to_string(), key.display().to_string())
 }
 

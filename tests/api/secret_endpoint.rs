@@ -14,11 +14,8 @@ use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, TimeZone, Utc};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SerialNumber,
-};
+use keyturn_testkit::pki::{self, Issued, TestCa, rcgen};
+use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, SerialNumber};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -72,8 +69,8 @@ fn assert_error_body(body: &Value, code: &str) {
 // A test PKI: root, intermediate, leaves, CRLs.
 
 struct Pki {
-    root: CertifiedIssuer<'static, KeyPair>,
-    intermediate: CertifiedIssuer<'static, KeyPair>,
+    root: TestCa,
+    intermediate: TestCa,
     dir: TempDir,
 }
 
@@ -82,6 +79,16 @@ struct Leaf {
     der: Vec<u8>,
     pem: String,
     key_pem: String,
+}
+
+impl From<Issued> for Leaf {
+    fn from(issued: Issued) -> Self {
+        Self {
+            der: issued.cert_der,
+            pem: issued.cert_pem,
+            key_pem: issued.key_pem,
+        }
+    }
 }
 
 impl Leaf {
@@ -94,16 +101,23 @@ impl Leaf {
     }
 }
 
+/// A CA named `name`, valid 2020 to 2040, signed by `parent` or by itself.
+fn ca(name: &str, parent: Option<&TestCa>) -> TestCa {
+    TestCa::from_params(ca_params(name), parent)
+}
+
 fn ca_params(name: &str) -> CertificateParams {
-    let mut params = CertificateParams::new(Vec::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // RFC 5280 4.2.1.1, which the chain policy checks.
-    params.use_authority_key_identifier_extension = true;
+    let mut params = pki::ca_params(name);
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
     params
+}
+
+/// A TLS server certificate for `names`, from a CA of its own that clients are given.
+fn server_cert(names: &[&str]) -> (TestCa, Issued) {
+    let server_ca = ca("keyturn test server CA", None);
+    let cert = server_ca.issue(&pki::server_params(names));
+    (server_ca, cert)
 }
 
 /// What kind of leaf to issue.
@@ -136,7 +150,7 @@ impl<'a> LeafSpec<'a> {
     }
 }
 
-fn issue(spec: &LeafSpec<'_>, issuer: Option<&CertifiedIssuer<'static, KeyPair>>) -> Leaf {
+fn issue(spec: &LeafSpec<'_>, issuer: Option<&TestCa>) -> Leaf {
     let mut params = CertificateParams::new(vec![spec.san.to_owned()]).expect("params");
     params.distinguished_name.push(DnType::CommonName, spec.cn);
     params.extended_key_usages = match spec.eku {
@@ -150,44 +164,26 @@ fn issue(spec: &LeafSpec<'_>, issuer: Option<&CertifiedIssuer<'static, KeyPair>>
     params.not_after = rcgen::date_time_ymd(y, m, d);
     params.serial_number = Some(SerialNumber::from(spec.serial));
     params.use_authority_key_identifier_extension = true;
-    let key = KeyPair::generate().expect("key");
-    let certificate = match issuer {
-        Some(issuer) => params.signed_by(&key, issuer).expect("signs"),
-        None => params.self_signed(&key).expect("signs"),
-    };
-    Leaf {
-        der: certificate.der().to_vec(),
-        pem: certificate.pem(),
-        key_pem: key.serialize_pem(),
+    match issuer {
+        Some(issuer) => issuer.issue(&params),
+        None => pki::self_signed(&params),
     }
+    .into()
 }
 
 const REVOKED_SERIAL: u64 = 666;
 
 impl Pki {
     fn new() -> Self {
-        let root = CertifiedIssuer::self_signed(
-            ca_params("keyturn test root"),
-            KeyPair::generate().expect("key"),
-        )
-        .expect("root");
-        let intermediate = CertifiedIssuer::signed_by(
-            ca_params("keyturn test devices"),
-            KeyPair::generate().expect("key"),
-            &root,
-        )
-        .expect("intermediate");
+        let root = ca("keyturn test root", None);
+        let intermediate = ca("keyturn test devices", Some(&root));
         let pki = Self {
             root,
             intermediate,
             dir: tempfile::tempdir().expect("tempdir"),
         };
-        std::fs::write(pki.path("roots.pem"), pki.root.as_ref().pem()).expect("write");
-        std::fs::write(
-            pki.path("intermediates.pem"),
-            pki.intermediate.as_ref().pem(),
-        )
-        .expect("write");
+        std::fs::write(pki.path("roots.pem"), pki.root.cert_pem()).expect("write");
+        std::fs::write(pki.path("intermediates.pem"), pki.intermediate.cert_pem()).expect("write");
         std::fs::write(pki.path("root.crl"), crl(&pki.root, &[])).expect("write");
         std::fs::write(
             pki.path("devices.crl"),
@@ -245,37 +241,20 @@ impl Pki {
     }
 }
 
-fn crl(issuer: &CertifiedIssuer<'static, KeyPair>, revoked: &[u64]) -> String {
+fn crl(issuer: &TestCa, revoked: &[u64]) -> String {
     crl_until(issuer, revoked, (2030, 1, 1))
 }
 
 /// A CRL whose nextUpdate is `next_update`.
-fn crl_until(
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-    revoked: &[u64],
-    next_update: (i32, u8, u8),
-) -> String {
+fn crl_until(issuer: &TestCa, revoked: &[u64], next_update: (i32, u8, u8)) -> String {
     let (y, m, d) = next_update;
-    CertificateRevocationListParams {
-        this_update: rcgen::date_time_ymd(2025, 5, 1),
-        next_update: rcgen::date_time_ymd(y, m, d),
-        crl_number: SerialNumber::from(1u64),
-        issuing_distribution_point: None,
-        revoked_certs: revoked
-            .iter()
-            .map(|serial| RevokedCertParams {
-                serial_number: SerialNumber::from(*serial),
-                revocation_time: rcgen::date_time_ymd(2025, 5, 1),
-                reason_code: None,
-                invalidity_date: None,
-            })
-            .collect(),
-        key_identifier_method: KeyIdMethod::Sha256,
-    }
-    .signed_by(issuer)
-    .expect("CRL signs")
-    .pem()
-    .expect("CRL PEM")
+    issuer
+        .crl(
+            revoked,
+            rcgen::date_time_ymd(2025, 5, 1),
+            rcgen::date_time_ymd(y, m, d),
+        )
+        .pem
 }
 
 // ---------------------------------------------------------------------------------------
@@ -562,16 +541,8 @@ async fn a_valid_leaf_via_the_intermediate_reads_its_secret_and_the_read_is_audi
 async fn every_bad_certificate_is_refused_with_its_own_reason_code() {
     let pki = Pki::new();
     let app = chain_app(&pki, RateLimits::default()).await;
-    let other_root = CertifiedIssuer::self_signed(
-        ca_params("someone else's root"),
-        KeyPair::generate().expect("key"),
-    )
-    .expect("other root");
-    let impostor = CertifiedIssuer::self_signed(
-        ca_params("keyturn test devices"),
-        KeyPair::generate().expect("key"),
-    )
-    .expect("impostor");
+    let other_root = ca("someone else's root", None);
+    let impostor = ca("keyturn test devices", None);
 
     let expired = LeafSpec {
         not_before: (2024, 1, 1),
@@ -698,11 +669,7 @@ async fn a_repeated_client_certificate_header_is_refused_whatever_the_order() {
     let pki = Pki::new();
     let app = chain_app(&pki, RateLimits::default()).await;
     let valid = pki.leaf(&LeafSpec::valid("laptop-1", 32)).header();
-    let other_root = CertifiedIssuer::self_signed(
-        ca_params("someone else's root"),
-        KeyPair::generate().expect("key"),
-    )
-    .expect("root");
+    let other_root = ca("someone else's root", None);
     let foreign = issue(&LeafSpec::valid("laptop-1", 33), Some(&other_root)).header();
     // The valid certificate alone is served: what follows is refused for the repetition.
     assert_eq!(app.get("db-password", Some(&valid)).await.status(), 200);
@@ -1331,22 +1298,10 @@ fn serve_tls() -> TlsServed {
         path.display().to_string()
     };
     // The server's own certificate, for 127.0.0.1, from a CA the clients are given.
-    let server_ca = CertifiedIssuer::self_signed(
-        ca_params("keyturn test server CA"),
-        KeyPair::generate().expect("key"),
-    )
-    .expect("server CA");
-    let mut server_params =
-        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-            .expect("params");
-    server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_key = KeyPair::generate().expect("key");
-    let server_cert = server_params
-        .signed_by(&server_key, &server_ca)
-        .expect("signs");
-    let server_cert_path = write("server.pem", &server_cert.pem());
-    let server_key_path = write("server.key", &server_key.serialize_pem());
-    write("server-ca.pem", &server_ca.as_ref().pem());
+    let (server_ca, server_cert) = server_cert(&["localhost", "127.0.0.1"]);
+    let server_cert_path = write("server.pem", &server_cert.cert_pem);
+    let server_key_path = write("server.key", &server_cert.key_pem);
+    write("server-ca.pem", server_ca.cert_pem());
 
     let long_lived = |cn, serial| LeafSpec {
         not_before: (2024, 1, 1),
@@ -1794,17 +1749,9 @@ async fn tls_get(
 #[tokio::test]
 async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_requests_in_flight() {
     let pki = Pki::new();
-    let server_ca = CertifiedIssuer::self_signed(
-        ca_params("keyturn test server CA"),
-        KeyPair::generate().expect("key"),
-    )
-    .expect("server CA");
-    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let server_key = KeyPair::generate().expect("key");
-    let server_cert = params.signed_by(&server_key, &server_ca).expect("signs");
-    std::fs::write(pki.path("server.pem"), server_cert.pem()).expect("write");
-    std::fs::write(pki.path("server.key"), server_key.serialize_pem()).expect("write");
+    let (server_ca, server_cert) = server_cert(&["localhost"]);
+    std::fs::write(pki.path("server.pem"), &server_cert.cert_pem).expect("write");
+    std::fs::write(pki.path("server.key"), &server_cert.key_pem).expect("write");
     let device = pki.leaf(&LeafSpec::valid("laptop-over-tls", 4244));
 
     let local = LocalStore::open(pki.path("keyturn.db")).expect("store");
@@ -1850,7 +1797,7 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
 
     // Arrange: a granted request held inside the handler, at its audit append.
     let in_flight = tokio::spawn({
-        let server_ca = server_ca.as_ref().der().clone();
+        let server_ca = rustls::pki_types::CertificateDer::from(server_ca.cert_der().to_vec());
         let device = device.clone();
         async move { tls_get(address, server_ca, &device).await }
     });
@@ -1970,19 +1917,13 @@ async fn a_kept_verdict_ends_when_the_crls_it_relied_on_go_stale() {
 
 #[tokio::test]
 async fn a_kept_verdict_ends_when_a_configured_intermediate_expires() {
-    let root = CertifiedIssuer::self_signed(
-        ca_params("keyturn test root"),
-        KeyPair::generate().expect("key"),
-    )
-    .expect("root");
+    let root = ca("keyturn test root", None);
     let mut short_lived = ca_params("keyturn test devices");
     short_lived.not_after = rcgen::date_time_ymd(2025, 8, 1);
-    let intermediate =
-        CertifiedIssuer::signed_by(short_lived, KeyPair::generate().expect("key"), &root)
-            .expect("intermediate");
+    let intermediate = TestCa::from_params(short_lived, Some(&root));
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("roots.pem"), root.as_ref().pem()).expect("write");
-    std::fs::write(dir.path().join("ica.pem"), intermediate.as_ref().pem()).expect("write");
+    std::fs::write(dir.path().join("roots.pem"), root.cert_pem()).expect("write");
+    std::fs::write(dir.path().join("ica.pem"), intermediate.cert_pem()).expect("write");
     let config = PolicyConfig {
         trust_arr_header: true,
         chain: Some(ChainConfig {

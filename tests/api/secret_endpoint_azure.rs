@@ -15,10 +15,8 @@ use keyturn_standins::graph::AlternativeSecurityId as SeededSecurityId;
 use keyturn_standins::{
     Device as SeededDevice, Fault, LoggedRequest, Route, SecretSeed, Service, Standins,
 };
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SerialNumber,
-};
+use keyturn_testkit::pki::{self, TestCa, rcgen};
+use rcgen::SerialNumber;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use uuid::Uuid;
@@ -58,24 +56,18 @@ const NOWHERE: &str = "no-such-secret";
 
 /// The tenant's device-certificate root, written where the endpoint reads it.
 struct DeviceCa {
-    root: CertifiedIssuer<'static, KeyPair>,
+    root: TestCa,
     dir: TempDir,
 }
 
 impl DeviceCa {
     fn new() -> Self {
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "MS-Organization-Access (test)");
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let mut params = pki::ca_params("MS-Organization-Access (test)");
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2060, 1, 1);
-        let root =
-            CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("root");
+        let root = TestCa::from_params(params, None);
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::write(dir.path().join("roots.pem"), root.as_ref().pem()).expect("write");
+        std::fs::write(dir.path().join("roots.pem"), root.cert_pem()).expect("write");
         Self { root, dir }
     }
 
@@ -83,20 +75,11 @@ impl DeviceCa {
     /// around `now`. Entra issues them directly from its CA, and App Service forwards the
     /// leaf alone.
     fn device_certificate(&self, device_id: Uuid, serial: u64, now: DateTime<Utc>) -> Vec<u8> {
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, device_id.to_string());
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let mut params = pki::client_params(&device_id.to_string(), &[]);
         params.not_before = offset(now - chrono::Duration::days(30));
         params.not_after = offset(now + chrono::Duration::days(365));
         params.serial_number = Some(SerialNumber::from(serial));
-        let key = KeyPair::generate().expect("key");
-        params
-            .signed_by(&key, &self.root)
-            .expect("signs")
-            .der()
-            .to_vec()
+        self.root.issue(&params).cert_der
     }
 }
 

@@ -11,9 +11,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use axum::{Extension, Router};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-};
+use keyturn_testkit::pki::{self, TestCa};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -59,28 +57,18 @@ impl Listener {
     /// certificates the client presented.
     async fn start(limits: ListenerLimits) -> Self {
         let dir = TempDir::new().expect("temp dir");
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key"))
-            .expect("server CA");
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let server_key = KeyPair::generate().expect("key");
-        let server_cert = params.signed_by(&server_key, &ca).expect("signs");
+        let ca = TestCa::root("keyturn test server CA");
+        let server_cert = ca.issue(&pki::server_params(&["localhost"]));
         let cert_path = dir.path().join("server.pem");
         let key_path = dir.path().join("server.key");
-        std::fs::write(&cert_path, server_cert.pem()).expect("write");
-        std::fs::write(&key_path, server_key.serialize_pem()).expect("write");
+        std::fs::write(&cert_path, &server_cert.cert_pem).expect("write");
+        std::fs::write(&key_path, &server_cert.key_pem).expect("write");
         let config = tls::server_config(&cert_path, &key_path).expect("TLS configuration");
 
-        let device_key = KeyPair::generate().expect("key");
-        let mut device_params =
-            CertificateParams::new(vec!["device.example".to_owned()]).expect("params");
-        device_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let device_cert = device_params.self_signed(&device_key).expect("signs");
+        let device = pki::self_signed(&pki::client_params("device", &["device.example"]));
         let mut roots = rustls::RootCertStore::empty();
         roots
-            .add(ca.der().clone())
+            .add(CertificateDer::from(ca.cert_der().to_vec()))
             .expect("the CA is a certificate");
         let client = rustls::ClientConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -89,8 +77,8 @@ impl Listener {
         .expect("ring supports the defaults")
         .with_root_certificates(roots)
         .with_client_auth_cert(
-            vec![CertificateDer::from(device_cert.der().to_vec())],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(device_key.serialize_der())),
+            vec![CertificateDer::from(device.cert_der)],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(device.key_der)),
         )
         .expect("a usable client certificate");
 

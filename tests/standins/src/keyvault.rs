@@ -18,8 +18,9 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::auth::{Audience, BearerRefusal, Grant};
-use crate::pki::{IssuedCert, self_signed_for_vault};
+use crate::pki::{pem_bundle, self_signed_for_vault};
 use crate::{Shared, json_error_detail};
+use keyturn_testkit::pki::Issued;
 
 /// The api-version values Key Vault's data plane answers; anything else is refused as
 /// Key Vault refuses it. `2025-07-01` is what the 1.x Rust crates send.
@@ -144,7 +145,7 @@ struct Operation {
     csr: Vec<u8>,
     state: OperationState,
     polls_left: u32,
-    pending: Option<(IssuedCert, String)>,
+    pending: Option<(Issued, String)>,
     tags: Option<BTreeMap<String, String>>,
 }
 
@@ -1213,7 +1214,7 @@ fn certificate_operation(call: &Call, name: &str) -> Result<Response, KvError> {
                 let (nbf, exp) = validity_of(&entry.policy, call.now);
                 entry.versions.push(CertificateVersion {
                     version: version.clone(),
-                    der: cert.cert_der().to_vec(),
+                    der: cert.cert_der.clone(),
                     nbf,
                     exp,
                     created: call.now.timestamp(),
@@ -1221,7 +1222,7 @@ fn certificate_operation(call: &Call, name: &str) -> Result<Response, KvError> {
                 });
                 let secret = SecretVersion {
                     version,
-                    value: cert.pem_bundle(),
+                    value: pem_bundle(&cert),
                     content_type: Some(content_type),
                     tags,
                     enabled: true,
@@ -1315,7 +1316,7 @@ fn list_certificates(call: &Call) -> Result<Response, KvError> {
 
 /// A certificate's SHA-1 thumbprint as Key Vault writes it: base64url without padding.
 fn x5t(der: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
+    let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, der);
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 

@@ -17,7 +17,7 @@ pub mod faults;
 pub mod graph;
 pub mod keyvault;
 pub mod log;
-pub mod pki;
+mod pki;
 mod server;
 pub mod servicebus;
 
@@ -41,8 +41,8 @@ pub use crate::faults::{Fault, Route};
 pub use crate::graph::{Device, GraphStandin, NewPassword, SeededApplication};
 pub use crate::keyvault::{KeyVaultStandin, SecretSeed, StoredSecret};
 pub use crate::log::LoggedRequest;
-pub use crate::pki::{ClientCertOptions, IssuedCert, TestCa};
 pub use crate::servicebus::{QueueOptions, ReceivedMessage, ServiceBusStandin};
+pub use keyturn_testkit::pki::TestCa;
 
 /// Seeded identities' credentials last a year: no test outlives them.
 const SEEDED_CREDENTIAL_DAYS: i64 = 365;
@@ -61,8 +61,6 @@ pub enum Service {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StartError {
-    #[error("test PKI: {0}")]
-    Pki(#[from] pki::PkiError),
     #[error("listener: {0}")]
     Server(#[from] server::ServerError),
     #[error("could not build the HTTP client: {0}")]
@@ -155,8 +153,8 @@ impl Standins {
     /// Starts all four on 127.0.0.1, each on its own ephemeral port, with a fresh CA and
     /// tenant, and seeds one identity with every permission.
     pub async fn start() -> Result<Self, StartError> {
-        let ca = TestCa::new("keyturn stand-in test CA")?;
-        let tls = server::tls_config(&ca.issue_server_cert()?)?;
+        let ca = pki::ca("keyturn stand-in test CA");
+        let tls = server::tls_config(&pki::server_cert(&ca))?;
         let shared = Arc::new(Shared {
             tenant_id: Uuid::new_v4(),
             ..Shared::default()
@@ -341,7 +339,7 @@ impl Standins {
 }
 
 fn http_client_for(ca: &TestCa) -> Result<reqwest::Client, reqwest::Error> {
-    let root = reqwest::Certificate::from_der(ca.certificate_der())?;
+    let root = reqwest::Certificate::from_der(ca.cert_der())?;
     reqwest::Client::builder()
         .tls_certs_only([root])
         .redirect(reqwest::redirect::Policy::none())

@@ -15,7 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::faults::DropConnection;
-use crate::pki::IssuedCert;
+use keyturn_testkit::pki::Issued;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 /// Why a listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,13 +41,16 @@ impl Drop for Listener {
     }
 }
 
-pub(crate) fn tls_config(cert: &IssuedCert) -> Result<Arc<ServerConfig>, ServerError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+pub(crate) fn tls_config(cert: &Issued) -> Result<Arc<ServerConfig>, ServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(ServerError::Tls)?
         .with_no_client_auth()
-        .with_single_cert(cert.rustls_chain(), cert.rustls_key())
+        .with_single_cert(
+            vec![CertificateDer::from(cert.cert_der.clone())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.key_der.clone())),
+        )
         .map_err(ServerError::Tls)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

@@ -29,7 +29,8 @@ impl std::fmt::Debug for Issued {
 }
 
 impl Issued {
-    fn new(cert: &rcgen::Certificate, key: &KeyPair) -> Self {
+    /// The certificate rcgen made and the key it certifies.
+    pub fn new(cert: &rcgen::Certificate, key: &KeyPair) -> Self {
         Self {
             cert_der: cert.der().to_vec(),
             cert_pem: cert.pem(),
@@ -62,6 +63,31 @@ pub fn client_params(name: &str, dns_names: &[&str]) -> CertificateParams {
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.use_authority_key_identifier_extension = true;
     params
+}
+
+/// The parameters of a TLS server certificate: CN the first name, every name (DNS names
+/// and IP addresses) a subject alternative name, the serverAuth extended key usage, and
+/// the authority key identifier.
+pub fn server_params(names: &[&str]) -> CertificateParams {
+    let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut params = CertificateParams::new(sans).expect("valid names");
+    params.distinguished_name = DistinguishedName::new();
+    if let Some(first) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, *first);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
+/// A fresh 2048-bit RSA key (signing with SHA-256). rcgen generates only ECDSA and
+/// Ed25519 keys on ring, so aws-lc-rs makes this one; ring signs with it.
+pub fn rsa_key() -> KeyPair {
+    use aws_lc_rs::encoding::AsDer;
+    let generated =
+        aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("an RSA key");
+    let pkcs8 = generated.as_der().expect("PKCS#8 DER");
+    KeyPair::try_from(pkcs8.as_ref()).expect("ring signs with an RSA PKCS#8 key")
 }
 
 /// A self-signed certificate with a fresh key.
@@ -97,6 +123,12 @@ impl TestCa {
             Some(parent),
             KeyPair::generate().expect("a key"),
         )
+    }
+
+    /// A CA from `params` (see [`ca_params`]) with a fresh key, signed by `parent` or by
+    /// itself.
+    pub fn from_params(params: CertificateParams, parent: Option<&TestCa>) -> Self {
+        Self::new(params, parent, KeyPair::generate().expect("a key"))
     }
 
     /// A CA from `params` (see [`ca_params`]) and `key`, signed by `parent` or by itself.
