@@ -36,14 +36,12 @@ use keyturn::adapters::azure::servicebus::ServiceBusQueue;
 use keyturn::adapters::azure::token::{DEFAULT_PROOF_SCOPE, EntraTokenProver};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
-use keyturn::audit::AuditLog;
-use keyturn::config::{Environment, FUNCTIONS, Settings};
+use keyturn::config::{Environment, Settings};
 use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId};
 use keyturn::domain::names::{ObjectId, ObjectName, ObjectVersion, VaultUrl};
 use keyturn::domain::secret::SecretValue;
-use keyturn::functions::Services;
-use keyturn::host::router::{AppState, INVOCATION_ID_HEADER, router};
+use keyturn::host::router::{INVOCATION_ID_HEADER, router};
 use keyturn::ports::PortError;
 use keyturn::ports::audit::{AuditEntry, Outcome};
 use keyturn::ports::directory::{
@@ -55,7 +53,7 @@ use keyturn::rotation::Ports;
 use keyturn::rotation::job::{Action, Job};
 use keyturn::rotation::run::marker;
 use keyturn::rotation::tags;
-use keyturn::startup::rotation_engine;
+use keyturn::startup::{self, Overrides, RotationOverride};
 
 use crate::helpers::{envelope, fixture, read_all};
 
@@ -80,6 +78,7 @@ const DAYS_TO_EXPIRY: i64 = 20;
 
 struct World {
     standins: Arc<Standins>,
+    env: Environment,
     settings: Settings,
     audit: Arc<LocalAuditStore>,
     app_id: AppId,
@@ -127,6 +126,7 @@ async fn world() -> World {
         .seed_application("payments-api", Permissions::only(Vec::<String>::new()));
     World {
         standins,
+        env,
         settings,
         audit: Arc::new(LocalAuditStore::new(local)),
         app_id: AppId::parse(&seeded.app_id.to_string()).expect("a GUID"),
@@ -186,13 +186,14 @@ impl World {
     }
 
     /// A worker process with keyturn's identity.
-    fn worker(&self) -> Worker {
-        self.worker_as(self.standins.credential())
+    async fn worker(&self) -> Worker {
+        self.worker_as(self.standins.credential()).await
     }
 
     /// A worker process authenticating as `credential`: the ports start-up builds for
-    /// Azure, pointed at the stand-ins, and the engine start-up builds over them.
-    fn worker_as(&self, credential: Arc<dyn TokenCredential>) -> Worker {
+    /// Azure, pointed at the stand-ins, in place of the backend's, and the rest as
+    /// start-up builds it from the settings.
+    async fn worker_as(&self, credential: Arc<dyn TokenCredential>) -> Worker {
         let settings = &self.settings;
         let options = self.client_options();
         let wire = Arc::new(Tripwire::default());
@@ -232,19 +233,18 @@ impl World {
         // The stand-ins' clock, which tests move past the overlap, is the worker's clock.
         let standins = self.standins.clone();
         let clock = Clock::from_fn(move || standins.now());
-        let engine = rotation_engine(settings, ports, clock.clone()).expect("engine");
-        let services = Services {
-            audit: AuditLog::new(self.audit.clone()),
-            clock,
-            endpoint: Default::default(),
-            rotation: Some(Arc::new(engine)),
+        let overrides = Overrides {
+            clock: Some(clock),
+            audit: Some(self.audit.clone()),
+            rotation: Some(RotationOverride::Ports { ports, pause: None }),
+            ..Overrides::default()
         };
-        let state = AppState {
-            services: Arc::new(services),
-            vaults: Arc::new(settings.rotation.vaults.clone()),
-        };
+        let services = startup::services_with(settings, &self.env, overrides)
+            .await
+            .expect("start-up builds the worker");
+        let state = startup::app_state(settings, services);
         Worker {
-            router: router(state, &FUNCTIONS),
+            router: router(state, &settings.host.enabled_functions),
             wire,
         }
     }
@@ -666,7 +666,7 @@ async fn an_expiry_event_ends_in_a_proven_key_vault_version_and_the_old_credenti
  {
     let w = world().await;
     let v1 = w.seed_keyturn_version().await;
-    let worker = w.worker();
+    let worker = w.worker().await;
     let overlap = chrono::Duration::days(i64::from(w.settings.rotation.defaults.overlap_days));
 
     // Key Vault event -> KeyVaultEvents -> a job message on the queue.
@@ -818,7 +818,7 @@ async fn an_expiry_event_ends_in_a_proven_key_vault_version_and_the_old_credenti
             .to_std()
             .expect("positive"),
     );
-    let later = w.worker();
+    let later = w.worker().await;
     let retired = later
         .completed("RotationWorker", &delivery(&retire_message, 1))
         .await;
@@ -869,7 +869,7 @@ async fn a_worker_stopped_after_any_step_converges_on_redelivery() {
     for step in ["add_password", "prove", "set_secret", "send"] {
         let w = world().await;
         let v1 = w.seed_keyturn_version().await;
-        let planner = w.worker();
+        let planner = w.worker().await;
         planner
             .completed(
                 "KeyVaultEvents",
@@ -880,12 +880,14 @@ async fn a_worker_stopped_after_any_step_converges_on_redelivery() {
         let job = job_of(&job_message);
 
         w.worker()
+            .await
             .stop_after(step, &delivery(&job_message, 1))
             .await;
         // The lock expires and Service Bus delivers the job again, to another process.
         w.standins.advance_clock(Duration::from_secs(5 * 60));
         let again = w
             .worker()
+            .await
             .completed("RotationWorker", &delivery(&job_message, 2))
             .await;
 
@@ -937,10 +939,12 @@ async fn a_worker_stopped_after_any_step_converges_on_redelivery() {
         let retire_message = w.message("retire");
         w.standins.advance_clock(Duration::from_secs(8 * 24 * 3600));
         w.worker()
+            .await
             .stop_after("remove_password", &delivery(&retire_message, 1))
             .await;
         let retired = w
             .worker()
+            .await
             .completed("RotationWorker", &delivery(&retire_message, 2))
             .await;
         assert_eq!(retired["outcome"], "retired", "{step}: {retired}");
@@ -978,7 +982,7 @@ async fn a_worker_stopped_after_any_step_converges_on_redelivery() {
 async fn fifty_duplicate_deliveries_of_one_job_make_one_rotation() {
     let w = world().await;
     let v1 = w.seed_keyturn_version().await;
-    let worker = Arc::new(w.worker());
+    let worker = Arc::new(w.worker().await);
     worker
         .completed(
             "KeyVaultEvents",
@@ -1024,7 +1028,7 @@ async fn fifty_duplicate_deliveries_of_one_job_make_one_rotation() {
 async fn two_workers_on_one_object_at_once_make_one_rotation() {
     let w = world().await;
     let v1 = w.seed_keyturn_version().await;
-    let worker = Arc::new(w.worker());
+    let worker = Arc::new(w.worker().await);
     // Event Grid delivers at least once: two events plan the same version, one job id,
     // and the broker keeps one message.
     for _ in 0..2 {
@@ -1086,7 +1090,7 @@ struct Throttle {
 async fn a_429_storm_is_ridden_out_honouring_retry_after() {
     let w = world().await;
     let v1 = w.seed_keyturn_version().await;
-    let worker = w.worker();
+    let worker = w.worker().await;
     worker
         .completed(
             "KeyVaultEvents",
@@ -1207,6 +1211,7 @@ async fn a_429_storm_is_ridden_out_honouring_retry_after() {
 /// Plans the job for the seeded version with a fully permitted worker.
 async fn planned_job(w: &World, v1: &Seeded) -> ReceivedMessage {
     w.worker()
+        .await
         .completed(
             "KeyVaultEvents",
             &envelope("event", w.near_expiry(&v1.version)),
@@ -1260,7 +1265,7 @@ async fn a_graph_identity_without_application_readwrite_is_a_permanent_recorded_
             "Send",
         ]),
     );
-    let worker = w.worker_as(w.standins.credential_for(&reader));
+    let worker = w.worker_as(w.standins.credential_for(&reader)).await;
 
     let answer = worker
         .completed("RotationWorker", &delivery(&job_message, 1))
@@ -1298,6 +1303,7 @@ async fn a_key_vault_403_on_the_store_is_permanent_recorded_and_leaves_no_creden
 
     let answer = w
         .worker()
+        .await
         .completed("RotationWorker", &delivery(&job_message, 1))
         .await;
 
@@ -1335,6 +1341,7 @@ async fn an_app_management_policy_violation_is_a_permanent_recorded_failure() {
 
     let answer = w
         .worker()
+        .await
         .completed("RotationWorker", &delivery(&job_message, 1))
         .await;
 
