@@ -128,6 +128,61 @@ enum CertCommand {
 enum AuditCommand {
     /// Walk the hash chain and report the first broken link; exit 1 if the chain is broken.
     Verify,
+    /// Print entries for a terminal (default `--format table`), oldest first; page with
+    /// --from-sequence and --limit. Exit 2 when the log cannot be read.
+    List(AuditReadArgs),
+    /// Print entries for other tools (default `--format json`: one object per line per
+    /// entry, every field its hash covers). Exit 2 when the log cannot be read.
+    Export(AuditReadArgs),
+}
+
+/// Where the audit log is, which entries to print and how.
+#[derive(Debug, clap::Args)]
+struct AuditReadArgs {
+    /// The local store's data directory (default KEYTURN_DATA_DIR, else .keyturn).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Read this Azure table (default KEYTURN_AUDIT_TABLE) with your Azure CLI sign-in.
+    #[arg(long)]
+    table: Option<String>,
+    /// The Table service endpoint (default KEYTURN_TABLE_ENDPOINT),
+    /// https://ACCOUNT.table.core.windows.net/.
+    #[arg(long)]
+    table_endpoint: Option<String>,
+    /// Entries stamped at or after this RFC 3339 time.
+    #[arg(long)]
+    since: Option<String>,
+    /// Entries stamped before this RFC 3339 time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Entries with this action (repeat for several): secret.read, rotation.planned, ...
+    #[arg(long)]
+    action: Vec<String>,
+    /// Entries naming this vault, secret, version, app id, key id or thumbprint.
+    #[arg(long)]
+    object: Option<String>,
+    /// Entries by this actor: a function name or an identity (`sha256:<thumbprint>`).
+    #[arg(long)]
+    identity: Option<String>,
+    /// succeeded, failed, denied or skipped.
+    #[arg(long)]
+    outcome: Option<String>,
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Start at this position.
+    #[arg(long, default_value_t = 1)]
+    from_sequence: u64,
+    /// Print at most this many entries; stderr then names the --from-sequence of the
+    /// next page.
+    #[arg(long)]
+    limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Table,
+    Json,
+    Csv,
 }
 
 /// keyturn allocates small, short-lived buffers on one thread and frees many of them on
@@ -153,6 +208,12 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify,
         } => runtime().block_on(audit_verify()),
+        Command::Audit {
+            command: AuditCommand::List(args),
+        } => runtime().block_on(audit_read(args, FormatArg::Table)),
+        Command::Audit {
+            command: AuditCommand::Export(args),
+        } => runtime().block_on(audit_read(args, FormatArg::Json)),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
         Command::Vault { command } => runtime().block_on(vault_command(command)),
         Command::Cert {
@@ -436,6 +497,85 @@ async fn audit_verify() -> ExitCode {
         }
         Err(e) => {
             eprintln!("keyturn: cannot read the audit log: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `keyturn audit list` and `keyturn audit export`.
+async fn audit_read(args: AuditReadArgs, default_format: FormatArg) -> ExitCode {
+    use keyturn::audit::export::{self, Filter, Format};
+    let usage = |problem: String| {
+        eprintln!("keyturn: {problem}");
+        ExitCode::from(2)
+    };
+    let time = |flag: &str, value: Option<&str>| {
+        value
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|at| at.with_timezone(&chrono::Utc))
+                    .map_err(|_| {
+                        format!("--{flag} `{text}` is not an RFC 3339 time (2025-03-01T12:00:00Z)")
+                    })
+            })
+            .transpose()
+    };
+    let filter = (|| {
+        Ok::<_, String>(Filter {
+            since: time("since", args.since.as_deref())?,
+            until: time("until", args.until.as_deref())?,
+            actions: args.action.clone(),
+            object: args.object.clone(),
+            identity: args.identity.clone(),
+            outcome: args
+                .outcome
+                .as_deref()
+                .map(|o| o.parse().map_err(|e| format!("--outcome `{o}`: {e}")))
+                .transpose()?,
+        })
+    })();
+    let filter = match filter {
+        Ok(filter) => filter,
+        Err(problem) => return usage(problem),
+    };
+    let location = startup::AuditLocation {
+        data_dir: args.data_dir,
+        table: args.table,
+        table_endpoint: args.table_endpoint,
+    };
+    let store = match startup::audit_reader(&location, &Environment::from_process()) {
+        Ok(store) => store,
+        Err(e) => return usage(e.to_string()),
+    };
+    let format = match args.format.unwrap_or(default_format) {
+        FormatArg::Table => Format::Table,
+        FormatArg::Json => Format::Json,
+        FormatArg::Csv => Format::Csv,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let exported = export::export(
+        store.as_ref(),
+        &filter,
+        format,
+        args.from_sequence,
+        args.limit,
+        &mut out,
+    )
+    .await;
+    drop(out);
+    match exported {
+        Ok(summary) => {
+            eprintln!(
+                "keyturn: {} entries printed ({} occurrences) of {} read; {} unreadable",
+                summary.printed, summary.occurrences, summary.read, summary.unreadable
+            );
+            if let Some(next) = summary.next_from {
+                eprintln!("keyturn: more entries follow: --from-sequence {next}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
             ExitCode::from(2)
         }
     }

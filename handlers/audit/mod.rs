@@ -52,6 +52,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod export;
 pub(crate) mod scope;
 
 pub use scope::{Action, AuditScope};

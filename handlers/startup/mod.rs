@@ -13,7 +13,10 @@ use rustls::ServerConfig;
 use crate::access::rate_limit::RateLimits;
 use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
+mod audit_reader;
 mod credential;
+
+pub use audit_reader::{AuditLocation, audit_reader};
 
 use crate::adapters::azure::client::table::{TableAuth, TableClient};
 use crate::adapters::azure::graph::GraphClient;

@@ -1,0 +1,419 @@
+//! Reading the log out: `keyturn audit list` and `keyturn audit export`. Entries are
+//! read a window at a time from the first position to the head as it stood when the
+//! export began, filtered, and written as they come, so memory stays flat however long
+//! the log is. Entries hold names, versions, thumbprints and hashes, never a secret
+//! value (see [`crate::ports::audit`]); an export prints nothing else.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::ports::PortError;
+use crate::ports::audit::{
+    AuditEntry, AuditStore, AuditText, Outcome, StoredEntry, format_audit_time,
+};
+
+/// Positions read per request: the verification window, for the same reasons (flat
+/// memory, under Table storage's 1000-entity page).
+const PAGE: u32 = super::VERIFY_WINDOW;
+
+/// Which entries to print. Every condition given must hold; none given prints all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    /// Entries stamped at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Entries stamped before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Entries whose action is one of these (`secret.read`, `rotation.planned`, ...).
+    pub actions: Vec<String>,
+    /// Entries naming this object in any object field: a vault, secret name, version,
+    /// app id, key id or thumbprint.
+    pub object: Option<String>,
+    /// Entries whose actor is this identity or function.
+    pub identity: Option<String>,
+    pub outcome: Option<Outcome>,
+}
+
+impl Filter {
+    pub fn matches(&self, entry: &AuditEntry) -> bool {
+        let record = &entry.record;
+        let object = &record.object;
+        let named = |wanted: &str| {
+            [
+                &object.vault,
+                &object.secret_name,
+                &object.secret_version,
+                &object.app_id,
+                &object.key_id,
+                &object.thumbprint,
+            ]
+            .into_iter()
+            .flatten()
+            .any(|text| text.as_str() == wanted)
+        };
+        self.since.is_none_or(|since| record.at >= since)
+            && self.until.is_none_or(|until| record.at < until)
+            && (self.actions.is_empty() || self.actions.iter().any(|a| a == record.action.as_str()))
+            && self.object.as_deref().is_none_or(named)
+            && self
+                .identity
+                .as_deref()
+                .is_none_or(|who| record.actor.name().as_str() == who)
+            && self.outcome.is_none_or(|outcome| record.outcome == outcome)
+    }
+
+    /// Whether any condition is set: an unreadable entry cannot be judged by one and is
+    /// printed only when none is.
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// How entries are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns for a terminal; the reason last and whole.
+    Table,
+    /// One JSON object per line per entry, with every field its hash covers.
+    Json,
+    /// RFC 4180 CSV with a header line, one row per entry.
+    Csv,
+}
+
+/// What an export read and printed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ExportSummary {
+    /// Stored entries read.
+    pub read: u64,
+    /// Entries printed.
+    pub printed: u64,
+    /// Occurrences the printed entries stand for (folded entries count each repeat).
+    pub occurrences: u64,
+    /// Entries that no longer decode (printed as such when no filter is set).
+    pub unreadable: u64,
+    /// When the limit stopped the export before the head: the position to start the
+    /// next page from (`--from-sequence`).
+    pub next_from: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    #[error("cannot read the audit log while {operation}: {source}")]
+    Store {
+        operation: &'static str,
+        #[source]
+        source: PortError,
+    },
+    #[error("cannot write the export: {0}")]
+    Write(#[from] io::Error),
+}
+
+/// Prints the entries of `store` that match `filter`, oldest first, starting at
+/// position `from`, at most `limit` of them. A closed output (`| head`) ends the export
+/// quietly.
+pub async fn export(
+    store: &dyn AuditStore,
+    filter: &Filter,
+    format: Format,
+    from: u64,
+    limit: Option<u64>,
+    out: &mut dyn Write,
+) -> Result<ExportSummary, ExportError> {
+    let mut summary = ExportSummary::default();
+    match write_all(store, filter, format, from.max(1), limit, out, &mut summary).await {
+        Err(ExportError::Write(error)) if error.kind() == io::ErrorKind::BrokenPipe => Ok(summary),
+        Err(error) => Err(error),
+        Ok(()) => {
+            out.flush()?;
+            Ok(summary)
+        }
+    }
+}
+
+async fn write_all(
+    store: &dyn AuditStore,
+    filter: &Filter,
+    format: Format,
+    from: u64,
+    limit: Option<u64>,
+    out: &mut dyn Write,
+    summary: &mut ExportSummary,
+) -> Result<(), ExportError> {
+    let failed = |operation| move |source| ExportError::Store { operation, source };
+    header(format, out)?;
+    let Some(head) = store.head().await.map_err(failed("reading the head"))? else {
+        return Ok(());
+    };
+    let mut next = from;
+    while next <= head.position {
+        let page = store
+            .read(next, PAGE)
+            .await
+            .map_err(failed("reading entries"))?;
+        for stored in page.iter().filter(|s| s.position <= head.position) {
+            let printable = match &stored.content {
+                Ok(entry) => filter.matches(entry),
+                Err(_) => filter.is_empty(),
+            };
+            if printable && limit.is_some_and(|limit| summary.printed >= limit) {
+                summary.next_from = Some(stored.position);
+                return Ok(());
+            }
+            summary.read += 1;
+            match &stored.content {
+                Ok(entry) if printable => summary.occurrences += entry.record.occurrences(),
+                Ok(_) => {}
+                Err(_) => summary.unreadable += 1,
+            }
+            if printable {
+                write_entry(format, stored, out)?;
+                summary.printed += 1;
+            }
+        }
+        next = match next.checked_add(u64::from(PAGE)) {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    Ok(())
+}
+
+/// One entry as exported: every field the hash covers, under the names the README
+/// documents. Absent fields are left out of JSON and empty in CSV (audit text is never
+/// empty, so an empty cell always means absent).
+#[derive(Serialize)]
+struct Line<'a> {
+    sequence: u64,
+    time: String,
+    actor_kind: &'static str,
+    actor: &'a str,
+    action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vault: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thumbprint: Option<&'a str>,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invocation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    prev_hash: String,
+    hash: String,
+}
+
+const CSV_COLUMNS: [&str; 18] = [
+    "sequence",
+    "time",
+    "actor_kind",
+    "actor",
+    "action",
+    "vault",
+    "secret_name",
+    "secret_version",
+    "app_id",
+    "key_id",
+    "thumbprint",
+    "outcome",
+    "reason",
+    "invocation_id",
+    "count",
+    "prev_hash",
+    "hash",
+    "unreadable",
+];
+
+impl<'a> Line<'a> {
+    fn of(entry: &'a AuditEntry) -> Self {
+        let record = &entry.record;
+        let object = &record.object;
+        let text = |value: &'a Option<AuditText>| value.as_ref().map(AuditText::as_str);
+        Self {
+            sequence: entry.sequence,
+            time: format_audit_time(&record.at),
+            actor_kind: record.actor.kind(),
+            actor: record.actor.name().as_str(),
+            action: record.action.as_str(),
+            vault: text(&object.vault),
+            secret_name: text(&object.secret_name),
+            secret_version: text(&object.secret_version),
+            app_id: text(&object.app_id),
+            key_id: text(&object.key_id),
+            thumbprint: text(&object.thumbprint),
+            outcome: record.outcome.as_str(),
+            reason: text(&record.reason),
+            invocation_id: text(&record.invocation_id),
+            count: record.count,
+            prev_hash: entry.prev_hash.to_hex(),
+            hash: entry.hash.to_hex(),
+        }
+    }
+
+    fn csv_cells(&self) -> [String; 18] {
+        let owned = |value: Option<&str>| value.unwrap_or_default().to_owned();
+        [
+            self.sequence.to_string(),
+            self.time.clone(),
+            self.actor_kind.to_owned(),
+            self.actor.to_owned(),
+            self.action.to_owned(),
+            owned(self.vault),
+            owned(self.secret_name),
+            owned(self.secret_version),
+            owned(self.app_id),
+            owned(self.key_id),
+            owned(self.thumbprint),
+            self.outcome.to_owned(),
+            owned(self.reason),
+            owned(self.invocation_id),
+            self.count.map(|c| c.to_string()).unwrap_or_default(),
+            self.prev_hash.clone(),
+            self.hash.clone(),
+            String::new(),
+        ]
+    }
+}
+
+/// The table's columns and their widths: sequence, time (to the millisecond), outcome,
+/// count, action, actor, object; the reason follows unpadded.
+const TABLE_WIDTHS: [usize; 6] = [8, 24, 9, 6, 27, 20];
+
+fn header(format: Format, out: &mut dyn Write) -> io::Result<()> {
+    match format {
+        Format::Json => Ok(()),
+        Format::Csv => writeln!(out, "{}", CSV_COLUMNS.join(",")),
+        Format::Table => table_row(
+            out,
+            [
+                "SEQUENCE", "TIME", "OUTCOME", "COUNT", "ACTION", "ACTOR", "OBJECT",
+            ],
+            "REASON",
+        ),
+    }
+}
+
+fn write_entry(format: Format, stored: &StoredEntry, out: &mut dyn Write) -> io::Result<()> {
+    let entry = match &stored.content {
+        Ok(entry) => entry,
+        Err(problem) => {
+            let problem = problem.to_string();
+            return match format {
+                Format::Json => {
+                    let line = serde_json::json!({
+                        "sequence": stored.position,
+                        "unreadable": problem,
+                    });
+                    writeln!(out, "{line}")
+                }
+                Format::Csv => {
+                    let mut cells: [String; 18] = Default::default();
+                    cells[0] = stored.position.to_string();
+                    cells[17] = problem;
+                    writeln!(out, "{}", csv_row(&cells))
+                }
+                Format::Table => table_row(
+                    out,
+                    [
+                        &stored.position.to_string(),
+                        "",
+                        "UNREADABLE",
+                        "",
+                        "",
+                        "",
+                        "",
+                    ],
+                    &problem,
+                ),
+            };
+        }
+    };
+    let line = Line::of(entry);
+    match format {
+        Format::Json => {
+            let json = serde_json::to_string(&line).map_err(io::Error::other)?;
+            writeln!(out, "{json}")
+        }
+        Format::Csv => writeln!(out, "{}", csv_row(&line.csv_cells())),
+        Format::Table => {
+            let vault = line
+                .vault
+                .map(|v| v.trim_start_matches("https://").trim_end_matches('/'));
+            let object = [
+                vault,
+                line.secret_name,
+                line.secret_version,
+                line.app_id,
+                line.key_id,
+                line.thumbprint,
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("/");
+            let time = entry.record.at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+            table_row(
+                out,
+                [
+                    &line.sequence.to_string(),
+                    &time,
+                    line.outcome,
+                    &entry.record.occurrences().to_string(),
+                    line.action,
+                    line.actor,
+                    &object,
+                ],
+                line.reason.unwrap_or_default(),
+            )
+        }
+    }
+}
+
+fn table_row(out: &mut dyn Write, cells: [&str; 7], reason: &str) -> io::Result<()> {
+    for (cell, width) in cells.iter().zip(TABLE_WIDTHS) {
+        write!(out, "{cell:<width$} ")?;
+    }
+    // The object column is last but one and may be long: pad it too, then the reason.
+    writeln!(out, "{:<32} {reason}", cells[6]).map(|_| ())
+}
+
+/// One CSV row: a cell holding a comma or a quote is quoted, its quotes doubled
+/// (RFC 4180 section 2). Audit text holds no line breaks.
+fn csv_row(cells: &[String]) -> String {
+    cells
+        .iter()
+        .map(|cell| {
+            if cell.contains([',', '"']) {
+                format!("\"{}\"", cell.replace('"', "\"\""))
+            } else {
+                cell.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_with_commas_or_quotes_are_quoted() {
+        let row = csv_row(&[
+            "plain".to_owned(),
+            "policy=chain; reason=a,b".to_owned(),
+            "say \"hi\"".to_owned(),
+        ]);
+        assert_eq!(row, "plain,\"policy=chain; reason=a,b\",\"say \"\"hi\"\"\"");
+    }
+}

@@ -1,0 +1,110 @@
+//! The audit store `keyturn audit list` and `keyturn audit export` read, chosen from
+//! the command line first and the audit settings second: a data directory's SQLite
+//! store, or a table reached with the operator's Azure CLI sign-in. Opening makes no
+//! network call and never creates a store: a path that holds none is an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use azure_identity::AzureCliCredential;
+
+use crate::adapters::azure::audit::TableAuditStore;
+use crate::adapters::azure::client::table::{TableAuth, TableClient};
+use crate::adapters::local::audit::LocalAuditStore;
+use crate::adapters::local::store::LocalStore;
+use crate::config::{DEFAULT_AUDIT_TABLE, DEFAULT_DATA_DIR, Environment, STORE_FILE};
+use crate::domain::resources::TableName;
+use crate::domain::secret::SecretValue;
+use crate::ports::audit::AuditStore;
+
+use super::StartupError;
+
+/// Where to read, as given on the command line; what is not given comes from the
+/// settings (`KEYTURN_AUDIT_STORE`, `KEYTURN_DATA_DIR`, `KEYTURN_AUDIT_TABLE`,
+/// `KEYTURN_TABLE_ENDPOINT`, `KEYTURN_TABLE_CONNECTION_STRING`).
+#[derive(Debug, Clone, Default)]
+pub struct AuditLocation {
+    pub data_dir: Option<PathBuf>,
+    pub table: Option<String>,
+    pub table_endpoint: Option<String>,
+}
+
+/// The store to read. A table is chosen by `--table` or `--table-endpoint`, or by the
+/// settings naming the table store (`KEYTURN_AUDIT_STORE=table`); otherwise the local
+/// store in `--data-dir`, `KEYTURN_DATA_DIR` or `.keyturn`, as `keyturn vault list`.
+pub fn audit_reader(
+    location: &AuditLocation,
+    env: &Environment,
+) -> Result<Arc<dyn AuditStore>, StartupError> {
+    let table_chosen = location.data_dir.is_none()
+        && (location.table.is_some()
+            || location.table_endpoint.is_some()
+            || env.value("KEYTURN_AUDIT_STORE") == Some("table"));
+    if table_chosen {
+        return table_reader(location, env);
+    }
+    let data_dir = location
+        .data_dir
+        .clone()
+        .or_else(|| env.value("KEYTURN_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    local_reader(&data_dir)
+}
+
+fn local_reader(data_dir: &Path) -> Result<Arc<dyn AuditStore>, StartupError> {
+    let path = data_dir.join(STORE_FILE);
+    if !path.is_file() {
+        return Err(StartupError::Audit(format!(
+            "{} holds no keyturn store: pass the data directory of `keyturn dev` with --data-dir, or name a table with --table",
+            data_dir.display()
+        )));
+    }
+    let store = LocalStore::open(&path).map_err(|e| StartupError::Audit(e.to_string()))?;
+    Ok(Arc::new(LocalAuditStore::new(store)))
+}
+
+fn table_reader(
+    location: &AuditLocation,
+    env: &Environment,
+) -> Result<Arc<dyn AuditStore>, StartupError> {
+    let name = location
+        .table
+        .as_deref()
+        .or_else(|| env.value("KEYTURN_AUDIT_TABLE"))
+        .unwrap_or(DEFAULT_AUDIT_TABLE);
+    let table = TableName::parse(name)
+        .map_err(|e| StartupError::Audit(format!("table name `{name}`: {e}")))?;
+    let endpoint = location
+        .table_endpoint
+        .as_deref()
+        .or_else(|| env.value("KEYTURN_TABLE_ENDPOINT"));
+    let client = match (endpoint, env.value("KEYTURN_TABLE_CONNECTION_STRING")) {
+        (Some(endpoint), _) => {
+            let url = url::Url::parse(endpoint)
+                .ok()
+                .filter(|url| url.scheme() == "https")
+                .ok_or_else(|| {
+                    StartupError::Audit(format!(
+                        "the table endpoint `{endpoint}` is not an https URL (https://ACCOUNT.table.core.windows.net/)"
+                    ))
+                })?;
+            // The operator reads with their own sign-in (`az login`), not keyturn's
+            // identity: reading the log needs only Storage Table Data Reader.
+            let credential = AzureCliCredential::new(None).map_err(|e| {
+                StartupError::Audit(format!("cannot use the Azure CLI sign-in: {e}"))
+            })?;
+            TableClient::new(url, TableAuth::Token(credential), None)
+        }
+        // Azurite, for tests and development.
+        (None, Some(connection_string)) => {
+            TableClient::from_connection_string(&SecretValue::new(connection_string), None)
+        }
+        (None, None) => {
+            return Err(StartupError::Audit(
+                "reading the audit table needs its endpoint: pass --table-endpoint https://ACCOUNT.table.core.windows.net/ or set KEYTURN_TABLE_ENDPOINT".to_owned(),
+            ));
+        }
+    }
+    .map_err(|e| StartupError::Audit(e.to_string()))?;
+    Ok(Arc::new(TableAuditStore::new(client, table)))
+}
