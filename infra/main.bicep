@@ -286,8 +286,11 @@ var endpointAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
-  // Believed on Dedicated, or on Flex once enforcement is verified (trustArrClientCert).
+  // Believed on Dedicated, or on Flex once enforcement is verified (trustArrClientCert), and
+  // then only while the endpoint's own check of its site (read from this cloud's Resource
+  // Manager with Reader on the site) finds client certificates required.
   { name: 'KEYTURN_TRUST_ARR_CLIENT_CERT', value: trustArrClientCert }
+  { name: 'KEYTURN_RESOURCE_MANAGER_ENDPOINT', value: environment().resourceManager }
   { name: 'KEYTURN_CERT_POLICIES', value: join(endpointCertPolicies, ',') }
   { name: 'KEYTURN_TRUSTED_THUMBPRINTS', value: join(endpointTrustedThumbprints, ',') }
   { name: 'KEYTURN_ACCESS_POLICY', value: endpointAccessPolicy }

@@ -31,6 +31,9 @@ pub struct EntraSettings {
     pub tenant_id: Option<TenantId>,
     pub authority_host: url::Url,
     pub graph_endpoint: url::Url,
+    /// Azure Resource Manager: `KEYTURN_RESOURCE_MANAGER_ENDPOINT`, else the configured
+    /// cloud's; `None` where neither names one.
+    pub resource_manager_endpoint: Option<url::Url>,
 }
 
 impl EntraSettings {
@@ -59,6 +62,16 @@ impl Cloud {
             "login.microsoftonline.us" => Some(Self::UsGovernment),
             "login.microsoftonline.de" => Some(Self::Germany),
             _ => None,
+        }
+    }
+
+    /// This cloud's Azure Resource Manager (`environment().resourceManager` in Bicep).
+    pub(crate) fn resource_manager(self) -> &'static str {
+        match self {
+            Self::Public => "https://management.azure.com",
+            Self::China => "https://management.chinacloudapi.cn",
+            Self::UsGovernment => "https://management.usgovcloudapi.net",
+            Self::Germany => "https://management.microsoftazure.de",
         }
     }
 
@@ -148,10 +161,16 @@ pub(super) fn parse_entra(c: &mut Collector<'_>) -> EntraSettings {
     let graph_endpoint = c
         .parse("KEYTURN_GRAPH_ENDPOINT", parse_https_origin)
         .unwrap_or_else(|| default_url(DEFAULT_GRAPH_ENDPOINT));
+    let resource_manager_endpoint = c
+        .parse("KEYTURN_RESOURCE_MANAGER_ENDPOINT", parse_https_origin)
+        .or_else(|| {
+            Cloud::of_authority(&authority_host).map(|cloud| default_url(cloud.resource_manager()))
+        });
     EntraSettings {
         tenant_id,
         authority_host,
         graph_endpoint,
+        resource_manager_endpoint,
     }
 }
 

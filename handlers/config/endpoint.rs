@@ -21,6 +21,8 @@ const MAX_CLOCK_SKEW_SECONDS: u64 = 3600;
 /// The longest device-cache time: a day; longer and a disabled device keeps access
 /// for longer than anyone would expect.
 const MAX_DEVICE_CACHE_SECONDS: u64 = 86_400;
+/// The longest time between front-end checks: a day.
+const MAX_FRONT_END_CHECK_SECONDS: u64 = 86_400;
 
 /// A certificate policy named in KEYTURN_CERT_POLICIES.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -83,6 +85,21 @@ pub struct EndpointSettings {
     pub rate_limit_per_identity: u32,
     pub rate_limit_per_address: u32,
     pub tls: Option<TlsListenerSettings>,
+    /// Seconds between checks of the site's own front end (with `trust_arr_header`).
+    pub front_end_check_seconds: u64,
+    /// The platform's names for the site keyturn runs as, read where the header is
+    /// trusted: the front-end check reads that site.
+    pub site: PlatformSite,
+}
+
+/// `WEBSITE_OWNER_NAME`, `WEBSITE_RESOURCE_GROUP` and `WEBSITE_SITE_NAME`, as the App
+/// Service platform sets them on every site. Checked where they are used (start-up), so
+/// that a missing one closes the endpoint with its reason rather than stopping the app.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PlatformSite {
+    pub owner_name: Option<String>,
+    pub resource_group: Option<String>,
+    pub site_name: Option<String>,
 }
 
 impl EndpointSettings {
@@ -170,6 +187,25 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> EndpointSettin
             "true together with keyturn's own TLS listener (KEYTURN_TLS_ADDRESS); trust the header only behind App Service",
         );
     }
+    let front_end_check_seconds = c
+        .parse("KEYTURN_FRONT_END_CHECK_SECONDS", |v| {
+            parse_bounded(v, MAX_FRONT_END_CHECK_SECONDS).and_then(|n| {
+                if n == 0 {
+                    Err(format!(
+                        "not a whole number of seconds from 1 to {MAX_FRONT_END_CHECK_SECONDS}"
+                    ))
+                } else {
+                    Ok(n)
+                }
+            })
+        })
+        .unwrap_or(300);
+    let platform = |name: &str| c.env.value(name).map(str::to_owned);
+    let site = PlatformSite {
+        owner_name: platform("WEBSITE_OWNER_NAME"),
+        resource_group: platform("WEBSITE_RESOURCE_GROUP"),
+        site_name: platform("WEBSITE_SITE_NAME"),
+    };
     EndpointSettings {
         trust_arr_header,
         policies,
@@ -184,6 +220,8 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> EndpointSettin
         rate_limit_per_identity,
         rate_limit_per_address,
         tls,
+        front_end_check_seconds,
+        site,
     }
 }
 

@@ -32,10 +32,10 @@ pub(crate) use rotation::RotationDefaults;
 pub(crate) use rotation::RotationSettings;
 pub use spec::{
     DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,
-    DEFAULT_GRAPH_ENDPOINT, DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS,
-    DEFAULT_ROTATION_QUEUE, DEFAULT_SWEEP_SCHEDULE, DEFAULT_VALIDITY_DAYS, FUNCTIONS,
-    MAX_POLICY_DAYS, MIN_APPSETTINGS_PREFIX_LEN, PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS,
-    ReadBy, Required, SETTINGS, SettingSpec, spec,
+    DEFAULT_FRONT_END_CHECK_SECONDS, DEFAULT_GRAPH_ENDPOINT, DEFAULT_OVERLAP_DAYS,
+    DEFAULT_ROTATE_BEFORE_DAYS, DEFAULT_ROTATION_QUEUE, DEFAULT_SWEEP_SCHEDULE,
+    DEFAULT_VALIDITY_DAYS, FUNCTIONS, MAX_POLICY_DAYS, MIN_APPSETTINGS_PREFIX_LEN,
+    PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS, ReadBy, Required, SETTINGS, SettingSpec, spec,
 };
 
 /// The validated configuration of one keyturn process. Serialised (by `keyturn config
@@ -68,6 +68,13 @@ impl Settings {
         let local = local::parse(&mut c);
         let audit = audit::parse(&mut c, &local.data_dir);
         let endpoint = endpoint::parse(&mut c, &vault_hosts);
+        if endpoint.trust_arr_header && entra.resource_manager_endpoint.is_none() {
+            c.fail(
+                "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
+                "missing; KEYTURN_TRUST_ARR_CLIENT_CERT=true needs it to check the front end, and \
+                 KEYTURN_AUTHORITY_HOST names no cloud it could be derived from",
+            );
+        }
         match (c.errors.is_empty(), rotation, audit) {
             (true, Some(rotation), Some(audit)) => Ok(Settings {
                 host,

@@ -105,6 +105,10 @@ pub const DEFAULT_APPSETTINGS_PREFIX: &str = "KEYTURN_SECRET_";
 /// Entra's and Microsoft Graph's public-cloud hosts.
 pub const DEFAULT_AUTHORITY_HOST: &str = "https://login.microsoftonline.com";
 pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
+/// Five minutes between checks of the endpoint's front end: a changed client-certificate
+/// setting is noticed within minutes, at 288 Resource Manager reads a day per instance,
+/// far below its read throttling limits.
+pub const DEFAULT_FRONT_END_CHECK_SECONDS: &str = "300";
 /// Ninety days: the lifetime Microsoft's portal suggests for new client secrets and a
 /// common compliance ceiling for shared secrets.
 pub const DEFAULT_VALIDITY_DAYS: &str = "90";
@@ -225,6 +229,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         purpose: "Microsoft Graph endpoint for application credentials and device lookups; \
                   another cloud's for sovereign clouds (https://graph.microsoft.us, \
                   https://microsoftgraph.chinacloudapi.cn).",
+    },
+    SettingSpec {
+        name: "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "https://management.azure.com",
+        secret: false,
+        purpose: "Azure Resource Manager, where the endpoint reads its own site's client-certificate \
+                  settings before it believes X-ARR-ClientCert. Default: the Resource Manager of \
+                  the cloud KEYTURN_AUTHORITY_HOST names (https://management.azure.com, \
+                  https://management.usgovcloudapi.net, https://management.chinacloudapi.cn).",
     },
     SettingSpec {
         name: "KEYTURN_VAULTS",
@@ -382,6 +398,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         purpose: "true only behind App Service with client certificates required: the \
                   X-ARR-ClientCert header (and the front end's X-Forwarded-For) is then \
                   believed. Otherwise a request carrying the header is refused.",
+    },
+    SettingSpec {
+        name: "KEYTURN_FRONT_END_CHECK_SECONDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_FRONT_END_CHECK_SECONDS),
+        example: DEFAULT_FRONT_END_CHECK_SECONDS,
+        secret: false,
+        purpose: "With KEYTURN_TRUST_ARR_CLIENT_CERT=true: seconds between checks of the site's \
+                  own front end (client certificates required, no exclusion path over \
+                  /api/secrets). Until a check passes, and after one fails, the endpoint answers \
+                  503; while closed it checks again after at most 60 seconds. 1 to 86400.",
     },
     SettingSpec {
         name: "KEYTURN_CERT_POLICIES",

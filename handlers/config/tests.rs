@@ -642,3 +642,85 @@ fn exit_with_parent_and_the_log_level_are_settings_like_any_other() {
             .is_err()
     );
 }
+
+#[test]
+fn the_front_end_check_reads_the_clouds_resource_manager_every_interval() {
+    let s = Settings::from_env(&with(&[("KEYTURN_TRUST_ARR_CLIENT_CERT", "true")])).expect("valid");
+    assert_eq!(
+        s.entra
+            .resource_manager_endpoint
+            .as_ref()
+            .map(url::Url::as_str),
+        Some("https://management.azure.com/")
+    );
+    assert_eq!(s.endpoint.front_end_check_seconds, 300);
+
+    let s = Settings::from_env(&with(&[
+        ("KEYTURN_AUTHORITY_HOST", "https://127.0.0.1:8443"),
+        ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true"),
+        ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true"),
+        (
+            "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
+            "https://127.0.0.1:9443",
+        ),
+        ("KEYTURN_FRONT_END_CHECK_SECONDS", "1"),
+        (
+            "WEBSITE_OWNER_NAME",
+            "00000000-0000-0000-0000-000000000001+rg-EastUSwebspace",
+        ),
+        ("WEBSITE_RESOURCE_GROUP", "rg"),
+        ("WEBSITE_SITE_NAME", "kt"),
+    ]))
+    .expect("valid");
+    assert_eq!(
+        s.entra
+            .resource_manager_endpoint
+            .as_ref()
+            .map(url::Url::as_str),
+        Some("https://127.0.0.1:9443/")
+    );
+    assert_eq!(s.endpoint.front_end_check_seconds, 1);
+    assert_eq!(s.endpoint.site.site_name.as_deref(), Some("kt"));
+    assert_eq!(s.endpoint.site.resource_group.as_deref(), Some("rg"));
+}
+
+#[test]
+fn a_trusted_header_needs_a_resource_manager_and_a_sane_interval() {
+    // An authority host of no known cloud gives no Resource Manager to derive.
+    let named: Vec<String> = errors_for(&with(&[
+        ("KEYTURN_AUTHORITY_HOST", "https://127.0.0.1:8443"),
+        ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true"),
+        ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true"),
+    ]))
+    .into_iter()
+    .map(|e| e.setting)
+    .collect();
+    assert_eq!(named, ["KEYTURN_RESOURCE_MANAGER_ENDPOINT"]);
+    // Without the header trusted nothing reads it.
+    assert!(
+        Settings::from_env(&with(&[
+            ("KEYTURN_AUTHORITY_HOST", "https://127.0.0.1:8443"),
+            ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true"),
+        ]))
+        .is_ok()
+    );
+    for (setting, value) in [
+        (
+            "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
+            "http://management.azure.com",
+        ),
+        (
+            "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
+            "https://management.azure.com/subscriptions",
+        ),
+        ("KEYTURN_FRONT_END_CHECK_SECONDS", "0"),
+        ("KEYTURN_FRONT_END_CHECK_SECONDS", "86401"),
+        ("KEYTURN_FRONT_END_CHECK_SECONDS", "soon"),
+    ] {
+        let named: Vec<String> = errors_for(&with(&[(setting, value)]))
+            .into_iter()
+            .map(|e| e.setting)
+            .collect();
+        assert_eq!(named, [setting], "{value}");
+    }
+}

@@ -2,10 +2,12 @@
 //! certificate. Owns the request flow; the certificate policies are built in
 //! `mtls::endpoint`, the HTTP answer to each [`Refusal`] is chosen in `host::answer`.
 //!
-//! In order: the name is validated before anything else happens; the source address's
-//! rate limit; every configured certificate policy must accept the client (none
-//! configured: every request is refused); the identity's rate limit; the access policy
-//! must grant the name, which also picks the backend; the backend is read. A caller who
+//! In order: where `X-ARR-ClientCert` is trusted, nothing is served until the front end
+//! has been shown to demand client certificates (`mtls::front_end`); the name is
+//! validated; the source address's rate limit; every configured certificate policy must
+//! accept the client (none configured: every request is refused); the identity's rate
+//! limit; the access policy must grant the name, which also picks the backend; the
+//! backend is read. A caller who
 //! may not read a name gets the same 403 whether or not the secret exists; only a caller
 //! who may read it can learn that it is missing (404). Every grant and every refusal is
 //! written to the audit log with the identity, the name, the step that decided and a
@@ -27,6 +29,7 @@ use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
 use crate::functions::{Context, FunctionError};
 use crate::mtls::endpoint::{PolicyConfig, PolicyConfigError, build_policies};
+use crate::mtls::front_end::FrontEndGate;
 use crate::mtls::policies::{CertificatePolicies, CertificateRefusal, Presented, RefusalKind};
 use crate::ports::audit::{Actor, AuditObject, AuditText, Outcome};
 use crate::ports::directory::DeviceDirectory;
@@ -58,6 +61,9 @@ pub(crate) enum Refusal {
     Unavailable {
         retry_after: Option<u64>,
     },
+    /// `X-ARR-ClientCert` is trusted, and the front end has not been shown to demand a
+    /// certificate on this route: nothing is served until a check shows it does.
+    FrontEndUnverified,
 }
 
 /// A secret to hand to an authorized caller. The value is written into the response body
@@ -103,6 +109,8 @@ pub struct Endpoint {
     sources: BTreeMap<String, Arc<dyn SecretSource>>,
     per_identity: RateLimiter<Vec<u8>>,
     per_address: RateLimiter<IpAddr>,
+    /// Present where `X-ARR-ClientCert` is trusted: closed, every request is refused.
+    front_end: Option<Arc<FrontEndGate>>,
 }
 
 impl Default for Endpoint {
@@ -130,6 +138,7 @@ impl Endpoint {
             sources: BTreeMap::new(),
             per_identity: RateLimiter::per_minute(None),
             per_address: RateLimiter::per_minute(None),
+            front_end: None,
         }
     }
 
@@ -148,7 +157,14 @@ impl Endpoint {
             sources,
             per_identity: RateLimiter::per_minute(limits.per_identity),
             per_address: RateLimiter::per_minute(limits.per_address),
+            front_end: None,
         })
+    }
+
+    /// This endpoint, serving only while `gate` is open.
+    pub(crate) fn with_front_end_gate(mut self, gate: Arc<FrontEndGate>) -> Self {
+        self.front_end = Some(gate);
+        self
     }
 
     /// Builds the endpoint from its settings: reads trust material, parses pins, loads
@@ -184,6 +200,14 @@ pub(crate) async fn run(
     request: EndpointRequest<'_>,
 ) -> Result<Delivered, EndpointError> {
     let endpoint = &ctx.services.endpoint;
+    if let Some(reason) = endpoint.front_end.as_ref().and_then(|gate| gate.refusal()) {
+        // Start-up and every failed check log the reason in full; each refusal is audited.
+        let name = ObjectName::parse(request.name).ok();
+        tracing::warn!(reason, "request refused: the front end is not verified");
+        let entry = Entry::refused(name.as_ref(), "front-end", reason);
+        record(ctx, entry, None).await?;
+        return Err(EndpointError::Refused(Refusal::FrontEndUnverified));
+    }
     let Ok(name) = ObjectName::parse(request.name) else {
         // The raw name is not audited: it failed validation and may be anything.
         let entry = Entry::refused(None, "name", "invalid_name");

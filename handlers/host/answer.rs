@@ -73,6 +73,11 @@ impl ErrorAnswer {
                     "too many requests; retry later",
                 )
             },
+            Refusal::FrontEndUnverified => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "front_end_unverified",
+                "the endpoint has not verified that its front end requires client certificates",
+            ),
             Refusal::Unavailable { retry_after } => Self {
                 retry_after,
                 ..Self::new(
@@ -103,6 +108,7 @@ mod tests {
                 503,
                 "unavailable",
             ),
+            (Refusal::FrontEndUnverified, 503, "front_end_unverified"),
         ];
         for (refusal, status, code) in cases {
             let answer = ErrorAnswer::refused(refusal);

@@ -6,10 +6,16 @@
 //! secret route. The site is named by the platform's own variables
 //! (`WEBSITE_OWNER_NAME`, `WEBSITE_RESOURCE_GROUP`, `WEBSITE_SITE_NAME`).
 //!
-//! This module decides only; reading the site and refusing requests until the decision
-//! passes belong to start-up and the endpoint.
+//! [`FrontEndGate`] holds the latest decision: closed until a check passes, closed again
+//! when one fails. [`watch`] rechecks on a schedule; start-up builds the site reader and
+//! runs the first check, and the endpoint refuses every request while the gate is closed.
+
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::ports::site::SiteConfiguration;
 
 /// The Resource Manager API version of `Microsoft.Web/sites` read here.
 pub(crate) const SITES_API_VERSION: &str = "2024-04-01";
@@ -73,15 +79,12 @@ impl SiteRef {
         })
     }
 
-    /// The site's Resource Manager URL under `endpoint` (for example
-    /// `https://management.azure.com`), with the API version.
-    pub(crate) fn url(&self, endpoint: &str) -> String {
+    /// The site's Resource Manager resource id,
+    /// `/subscriptions/{id}/resourceGroups/{group}/providers/Microsoft.Web/sites/{site}`.
+    pub(crate) fn resource_id(&self) -> String {
         format!(
-            "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Web/sites/{}?api-version={SITES_API_VERSION}",
-            endpoint.trim_end_matches('/'),
-            self.subscription,
-            self.resource_group,
-            self.site
+            "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Web/sites/{}",
+            self.subscription, self.resource_group, self.site
         )
     }
 }
@@ -167,6 +170,110 @@ impl FrontEnd {
     }
 }
 
+/// The longest wait before a closed gate is checked again, whatever the interval: a
+/// role assignment still propagating after a deployment, or a Resource Manager blip,
+/// keeps the endpoint closed for a minute at most once it is resolved.
+pub(crate) const CLOSED_RECHECK: Duration = Duration::from_secs(60);
+
+/// Whether the endpoint may believe `X-ARR-ClientCert` now: open only while the latest
+/// check of the front end passed.
+#[derive(Debug)]
+pub(crate) struct FrontEndGate {
+    state: RwLock<Option<&'static str>>,
+}
+
+impl FrontEndGate {
+    /// A gate closed for `reason` until a check opens it.
+    pub(crate) fn closed(reason: &'static str) -> Self {
+        Self {
+            state: RwLock::new(Some(reason)),
+        }
+    }
+
+    /// Why requests are refused now; `None` while the gate is open.
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
+        *self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set(&self, refusal: Option<&'static str>) -> Option<&'static str> {
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *state, refusal)
+    }
+
+    /// Reads the site, decides, and opens or closes the gate. Every failed check is
+    /// logged with its reason; opening is logged once.
+    pub(crate) async fn check(&self, site: &dyn SiteConfiguration) -> bool {
+        let refusal = match site.read_site().await {
+            Err(error) => {
+                tracing::error!(
+                    reason = "site_read_failed",
+                    %error,
+                    "the secret endpoint refuses every request: its front end's configuration cannot be read"
+                );
+                Some("site_read_failed")
+            }
+            Ok(body) => match FrontEnd::from_json(&body) {
+                Err(error) => {
+                    tracing::error!(
+                        reason = "site_unreadable",
+                        line = error.line(),
+                        column = error.column(),
+                        "the secret endpoint refuses every request: the site's configuration is not a site resource"
+                    );
+                    Some("site_unreadable")
+                }
+                Ok(front_end) => match front_end.vouches_for(SECRET_ROUTE) {
+                    Ok(()) => None,
+                    Err(problem) => {
+                        tracing::error!(
+                            reason = problem.reason(),
+                            problem = %problem,
+                            "the secret endpoint refuses every request: its front end does not demand client certificates for it"
+                        );
+                        Some(problem.reason())
+                    }
+                },
+            },
+        };
+        let before = self.set(refusal);
+        if refusal.is_none() && before.is_some() {
+            tracing::info!(
+                "the front end requires client certificates on the secret route: X-ARR-ClientCert is believed"
+            );
+        }
+        refusal.is_none()
+    }
+}
+
+/// Checks the front end again every `every` while the gate is open, and after at most
+/// [`CLOSED_RECHECK`] while it is closed, until the gate is dropped. `open` is what the
+/// first check (run by start-up) found.
+pub(crate) async fn watch(
+    gate: Weak<FrontEndGate>,
+    site: Arc<dyn SiteConfiguration>,
+    every: Duration,
+    mut open: bool,
+) {
+    loop {
+        let wait = if open {
+            every
+        } else {
+            every.min(CLOSED_RECHECK)
+        };
+        tokio::time::sleep(wait).await;
+        let Some(gate) = gate.upgrade() else {
+            return;
+        };
+        open = gate.check(site.as_ref()).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,9 +356,9 @@ mod tests {
         let site = SiteRef::from_platform(Some(&owner), Some("rg-keyturn"), Some("kt-endpoint"))
             .expect("valid");
         assert_eq!(
-            site.url("https://management.azure.com/"),
+            site.resource_id(),
             format!(
-                "https://management.azure.com/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-keyturn/providers/Microsoft.Web/sites/kt-endpoint?api-version=2024-04-01"
+                "/subscriptions/{SUBSCRIPTION}/resourceGroups/rg-keyturn/providers/Microsoft.Web/sites/kt-endpoint"
             )
         );
     }

@@ -2,16 +2,14 @@
 //! chain when keyturn terminates TLS itself) and the policies that turn a presented
 //! certificate into a validated
 //! [`ClientIdentity`](crate::domain::identity::ClientIdentity); and the secret endpoint's
-//! policies as settings describe them, built and kept fresh (`endpoint`); whether the front end's configuration lets the
-//! header be believed (`front_end`).
+//! policies as settings describe them, built and kept fresh (`endpoint`); whether the
+//! front end's configuration lets the header be believed, checked at start-up and on a
+//! schedule (`front_end`).
 
 pub mod certificate;
 pub mod chain;
 pub mod endpoint;
 pub mod entra_device;
-// The front-end self-check's decision rules, tested on their own; the gate that calls them
-// (a Resource Manager read at start-up and on a schedule) is not built yet.
-#[allow(dead_code)]
 pub(crate) mod front_end;
 pub mod header;
 pub mod policies;

@@ -6,6 +6,7 @@ use std::time::Duration;
 pub mod audit;
 pub mod directory;
 pub mod queue;
+pub mod site;
 pub mod source;
 pub mod vault;
 

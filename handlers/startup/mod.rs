@@ -15,6 +15,7 @@ use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
 mod audit_reader;
 mod credential;
+mod front_end;
 
 pub use audit_reader::{AuditLocation, audit_reader};
 
@@ -48,6 +49,7 @@ use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;
 use crate::ports::audit::AuditStore;
 use crate::ports::directory::DeviceDirectory;
+use crate::ports::site::SiteConfiguration;
 use crate::ports::source::SecretSource;
 use crate::rotation::tags::PolicyDefaults;
 use crate::rotation::{Engine, Ports};
@@ -244,6 +246,14 @@ pub struct Overrides {
     pub sources: BTreeMap<String, Arc<dyn SecretSource>>,
     /// The device directory the entra-device policy asks, in place of the backend's.
     pub directory: Option<Arc<dyn DeviceDirectory>>,
+    /// keyturn's Azure credential, in place of the one `KEYTURN_CREDENTIAL` chooses.
+    pub credential: Option<Arc<dyn TokenCredential>>,
+    /// Client options (transport, retries) of the Resource Manager client the front-end
+    /// check reads the site with.
+    pub resource_manager_options: Option<azure_core::http::ClientOptions>,
+    /// What the front-end check reads the site's configuration from, in place of Azure
+    /// Resource Manager.
+    pub site: Option<Arc<dyn SiteConfiguration>>,
 }
 
 /// Rotation ports put in place of the backend's.
@@ -269,9 +279,17 @@ pub async fn services_with(
         rotation,
         sources,
         directory,
+        credential: given_credential,
+        resource_manager_options,
+        site,
     } = overrides;
     let clock = clock.unwrap_or_else(Clock::system);
-    let backends = backends(settings, &clock).await?;
+    let backends = match (&given_credential, settings.host.backend) {
+        (Some(credential), Backend::Azure) => Backends::Azure(AzureBackends {
+            credential: credential.clone(),
+        }),
+        _ => backends(settings, &clock).await?,
+    };
     let local = match &backends {
         Backends::Local(local) => Some(local),
         Backends::Azure(_) => None,
@@ -285,7 +303,24 @@ pub async fn services_with(
     if let Some(directory) = directory {
         endpoint_backends = endpoint_backends.with_directory(directory);
     }
-    let endpoint = endpoint(settings, env, endpoint_backends, sources)?;
+    let mut endpoint = endpoint(settings, env, endpoint_backends, sources)?;
+    if settings.endpoint.trust_arr_header
+        && settings.host.enabled_functions.contains(&SECRET_ENDPOINT)
+    {
+        let credential = match (&given_credential, &backends) {
+            (Some(credential), _) => Some(credential.clone()),
+            (None, Backends::Azure(azure)) => Some(azure.credential.clone()),
+            (None, Backends::Local(_)) => credential(&settings.credential).ok(),
+        };
+        let gate = front_end::gate(front_end::SiteSource {
+            site,
+            credential,
+            options: resource_manager_options,
+            settings,
+        })
+        .await;
+        endpoint = endpoint.with_front_end_gate(gate);
+    }
     let rotation = match rotation {
         _ if !settings.rotation_enabled() => None,
         Some(RotationOverride::Absent) => None,

@@ -18,6 +18,7 @@ use keyturn::functions::Services;
 use keyturn::host::router::{AppState, router};
 use keyturn::host::server;
 use keyturn::ports::audit::{AuditEntry, AuditStore, StoredEntry};
+use keyturn::ports::site::SiteConfiguration;
 use keyturn::ports::{FailureKind, PortError};
 use keyturn::rotation::Ports;
 use keyturn::startup::{self, Overrides, RotationOverride};
@@ -54,6 +55,29 @@ pub fn fixture(relative: &str) -> Value {
 /// An invocation envelope carrying `value` in binding `binding`.
 pub fn envelope(binding: &str, value: Value) -> Value {
     json!({ "Data": { binding: value }, "Metadata": {} })
+}
+
+/// A front end that requires client certificates on every path, as the front-end check
+/// reads it from Resource Manager: what the tests that trust `X-ARR-ClientCert` run
+/// behind, except those of the check itself (`tests/api/front_end.rs`).
+#[derive(Debug)]
+pub struct RequiredFrontEnd;
+
+#[async_trait]
+impl SiteConfiguration for RequiredFrontEnd {
+    async fn read_site(&self) -> Result<Vec<u8>, PortError> {
+        let site = json!({
+            "id": "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg-keyturn/providers/Microsoft.Web/sites/kt-endpoint",
+            "name": "kt-endpoint",
+            "type": "Microsoft.Web/sites",
+            "properties": { "clientCertEnabled": true, "clientCertMode": "Required" }
+        });
+        Ok(site.to_string().into_bytes())
+    }
+}
+
+pub fn required_front_end() -> Arc<dyn SiteConfiguration> {
+    Arc::new(RequiredFrontEnd)
 }
 
 /// The rotation ports in memory, shared by the app and the test that inspects them, with

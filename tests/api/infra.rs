@@ -860,6 +860,62 @@ fn only_the_endpoint_identity_reads_its_own_site_with_reader_on_that_site_alone(
 }
 
 #[test]
+fn the_endpoint_reads_its_site_from_the_deployment_clouds_resource_manager() {
+    let main = main_bicep();
+    let endpoint = var_block(&main, "endpointAppSettings");
+    let entry = endpoint
+        .iter()
+        .find(|l| setting_entry(l) == Some("KEYTURN_RESOURCE_MANAGER_ENDPOINT"))
+        .expect("endpointAppSettings sets KEYTURN_RESOURCE_MANAGER_ENDPOINT");
+    assert_eq!(
+        entry.trim(),
+        "{ name: 'KEYTURN_RESOURCE_MANAGER_ENDPOINT', value: environment().resourceManager }"
+    );
+    assert!(
+        config::spec("KEYTURN_RESOURCE_MANAGER_ENDPOINT").is_some()
+            && config::spec("KEYTURN_FRONT_END_CHECK_SECONDS").is_some()
+    );
+    // The rotator never believes the header, so it never reads its site.
+    assert!(!app_settings("rotatorAppSettings").contains("KEYTURN_RESOURCE_MANAGER_ENDPOINT"));
+    // What environment().resourceManager is in each cloud is what keyturn derives from
+    // the authority host when the setting is absent.
+    for (authority, resource_manager) in [
+        (
+            "https://login.microsoftonline.com/",
+            "https://management.azure.com/",
+        ),
+        (
+            "https://login.microsoftonline.us/",
+            "https://management.usgovcloudapi.net/",
+        ),
+        (
+            "https://login.chinacloudapi.cn/",
+            "https://management.chinacloudapi.cn/",
+        ),
+    ] {
+        let env = config::Environment::from_pairs([
+            ("FUNCTIONS_WORKER_RUNTIME", "custom"),
+            ("KEYTURN_BACKEND", "local"),
+            ("KEYTURN_AUDIT_STORE", "sqlite"),
+            ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
+            ("AzureWebJobs.ExpirySweep.Disabled", "true"),
+            ("AzureWebJobs.RotationWorker.Disabled", "true"),
+            ("KEYTURN_AUTHORITY_HOST", authority),
+        ]);
+        let settings = config::Settings::from_env(&env).expect("valid settings");
+        assert_eq!(
+            settings
+                .entra
+                .resource_manager_endpoint
+                .as_ref()
+                .map(|u| u.as_str()),
+            Some(resource_manager),
+            "{authority}"
+        );
+    }
+}
+
+#[test]
 fn host_storage_is_reached_through_service_uris_built_from_the_clouds_storage_suffix() {
     let app = infra_file("modules/function-app.bicep");
     assert_eq!(
@@ -1164,6 +1220,8 @@ fn the_readme_lists_what_only_a_real_deployment_can_prove_with_its_commands() {
         "DeadLetteredCount",
         READER_ROLE,
         "AzureWebJobsStorage",
+        "api-version=2024-04-01",
+        "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
     ] {
         assert!(
             commands.iter().any(|c| c.contains(needle)),

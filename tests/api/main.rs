@@ -7,6 +7,7 @@ mod cert_verify;
 mod config_check;
 mod contracts;
 mod expiry_sweep;
+mod front_end;
 mod helpers;
 mod host;
 mod infra;

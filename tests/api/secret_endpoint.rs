@@ -41,7 +41,8 @@ use keyturn::ports::source::SecretSource;
 use keyturn::ports::{FailureKind, PortError};
 
 use crate::helpers::{
-    AppOptions, TestApp, read_all, rotation, spawn_app, spawn_app_from, start_up,
+    AppOptions, TestApp, read_all, required_front_end, rotation, spawn_app, spawn_app_from,
+    start_up,
 };
 use keyturn::startup::Overrides;
 
@@ -272,9 +273,10 @@ struct EndpointApp {
 impl EndpointApp {
     /// The app start-up builds from the endpoint settings `settings` (on top of
     /// [`endpoint_settings`]) at [`now`], with `overrides` in place.
-    async fn start(settings: Vec<(String, String)>, overrides: Overrides) -> Self {
+    async fn start(settings: Vec<(String, String)>, mut overrides: Overrides) -> Self {
         let mut all = endpoint_settings();
         all.extend(settings);
+        overrides.site.get_or_insert_with(required_front_end);
         let options = AppOptions {
             settings: all,
             overrides: Overrides {

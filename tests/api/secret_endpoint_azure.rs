@@ -30,7 +30,7 @@ use keyturn::ports::audit::{AuditEntry, AuditStore, Outcome};
 use keyturn::ports::directory::DeviceDirectory;
 use keyturn::ports::source::SecretSource;
 
-use crate::helpers::{AppOptions, TestApp, read_all, rotation, spawn_app_from};
+use crate::helpers::{AppOptions, TestApp, read_all, required_front_end, rotation, spawn_app_from};
 use keyturn::startup::Overrides;
 
 /// Where App Service puts the client certificate.
@@ -242,6 +242,7 @@ impl AzureApp {
                 clock: Some(Clock::fixed(now)),
                 sources,
                 directory: Some(directory),
+                site: Some(required_front_end()),
                 ..Overrides::default()
             },
         };

@@ -24,21 +24,32 @@ pub enum Audience {
     KeyVault,
     Graph,
     ServiceBus,
+    ResourceManager,
 }
 
 impl Audience {
-    pub const ALL: [Audience; 3] = [Audience::KeyVault, Audience::Graph, Audience::ServiceBus];
+    pub const ALL: [Audience; 4] = [
+        Audience::KeyVault,
+        Audience::Graph,
+        Audience::ServiceBus,
+        Audience::ResourceManager,
+    ];
 
     pub fn uri(self) -> &'static str {
         match self {
             Audience::KeyVault => "https://vault.azure.net",
             Audience::Graph => "https://graph.microsoft.com",
             Audience::ServiceBus => "https://servicebus.azure.net",
+            Audience::ResourceManager => "https://management.azure.com",
         }
     }
 
     pub(crate) fn from_resource(resource: &str) -> Option<Self> {
         let resource = resource.trim_end_matches('/');
+        // Resource Manager's application also answers to its older identifier URI.
+        if resource == "https://management.core.windows.net" {
+            return Some(Audience::ResourceManager);
+        }
         Self::ALL.into_iter().find(|a| a.uri() == resource)
     }
 }

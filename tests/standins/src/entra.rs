@@ -12,7 +12,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::Shared;
-use crate::auth::{Audience, TOKEN_LIFETIME_SECONDS};
+use crate::auth::TOKEN_LIFETIME_SECONDS;
 use crate::graph::SecretRefusal;
 
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
@@ -177,7 +177,7 @@ fn handle(
             format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
         )
     })?;
-    let audience = Audience::from_resource(resource).ok_or_else(|| {
+    let audience = shared.audience_of(resource).ok_or_else(|| {
         EntraError::new(
             StatusCode::BAD_REQUEST,
             "invalid_resource",

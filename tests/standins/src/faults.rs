@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, StatusCode};
 
 use crate::log::{LoggedRequest, recorded_headers};
-use crate::{Service, Shared, entra, graph, keyvault, servicebus};
+use crate::{Service, Shared, entra, graph, keyvault, resourcemanager, servicebus};
 
 /// Which requests a fault applies to: a method (or any) and a path prefix.
 #[derive(Debug, Clone)]
@@ -199,6 +199,7 @@ fn fault_response(service: Service, status: u16, retry_after_seconds: Option<u64
         Service::Graph => graph::fault_response(status),
         Service::Entra => entra::fault_response(status),
         Service::ServiceBus => servicebus::fault_response(status),
+        Service::ResourceManager => resourcemanager::fault_response(status),
     };
     if let Some(seconds) = retry_after_seconds {
         response

@@ -1,11 +1,12 @@
 //! Strict HTTPS stand-ins for the Azure services keyturn uses that have no official
-//! emulator: Key Vault, Microsoft Graph, the Entra token endpoint and Service Bus. Each
-//! speaks the real REST protocol on loopback and refuses what Azure would refuse.
+//! emulator: Key Vault, Microsoft Graph, the Entra token endpoint, Service Bus and Azure
+//! Resource Manager. Each speaks the real REST protocol on loopback and refuses what Azure
+//! would refuse.
 //!
 //! Each service gets its own listener (its own port) because each is a separate host in
 //! Azure: Key Vault ids embed the vault's host, the token endpoint's tenant path and
 //! Service Bus's `/{queue}/messages` would collide in one router, and clients configure
-//! one base URL per service exactly as in production. The four share one state, so the
+//! one base URL per service exactly as in production. The five share one state, so the
 //! token endpoint checks the Graph stand-in's credentials and every stand-in checks the
 //! token endpoint's tokens.
 
@@ -18,6 +19,7 @@ pub mod graph;
 pub mod keyvault;
 pub mod log;
 mod pki;
+pub mod resourcemanager;
 mod server;
 pub mod servicebus;
 
@@ -41,6 +43,7 @@ pub use crate::faults::{Fault, Route};
 pub use crate::graph::{Device, GraphStandin, NewPassword, SeededApplication};
 pub use crate::keyvault::{KeyVaultStandin, SecretSeed, StoredSecret};
 pub use crate::log::LoggedRequest;
+pub use crate::resourcemanager::{ClientCerts, ResourceManagerStandin, SiteId};
 pub use crate::servicebus::{QueueOptions, ReceivedMessage, ServiceBusStandin};
 pub use keyturn_testkit::pki::TestCa;
 
@@ -55,6 +58,7 @@ pub enum Service {
     Graph,
     Entra,
     ServiceBus,
+    ResourceManager,
 }
 
 /// Why the stand-ins could not start.
@@ -67,7 +71,7 @@ pub enum StartError {
     Client(reqwest::Error),
 }
 
-/// State the four stand-ins share.
+/// State the five stand-ins share.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
     pub(crate) clock: Clock,
@@ -78,6 +82,12 @@ pub(crate) struct Shared {
     vault: Mutex<keyvault::Vault>,
     directory: Mutex<graph::Directory>,
     namespace: Mutex<servicebus::Namespace>,
+    sites: Mutex<resourcemanager::Sites>,
+    /// The Resource Manager stand-in's origin (`https://127.0.0.1:{port}`): Resource
+    /// Manager accepts tokens for its own endpoint, so the token endpoint issues Resource
+    /// Manager tokens for this resource too, as a client configured with the stand-in's
+    /// endpoint asks for them.
+    resource_manager_origin: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -97,6 +107,20 @@ impl Shared {
         self.namespace
             .lock()
             .expect("the namespace lock is never held across a panic")
+    }
+
+    /// The audience a token requested for `resource` carries.
+    pub(crate) fn audience_of(&self, resource: &str) -> Option<Audience> {
+        Audience::from_resource(resource).or_else(|| {
+            let origin = self.resource_manager_origin.get()?;
+            (resource.trim_end_matches('/') == origin).then_some(Audience::ResourceManager)
+        })
+    }
+
+    pub(crate) fn sites(&self) -> MutexGuard<'_, resourcemanager::Sites> {
+        self.sites
+            .lock()
+            .expect("the sites lock is never held across a panic")
     }
 }
 
@@ -125,7 +149,7 @@ impl Identity {
     }
 }
 
-/// The four stand-ins, running. Dropping this stops them.
+/// The five stand-ins, running. Dropping this stops them.
 pub struct Standins {
     shared: Arc<Shared>,
     ca: TestCa,
@@ -134,6 +158,7 @@ pub struct Standins {
     graph_url: Url,
     login_url: Url,
     servicebus_url: Url,
+    resource_manager_url: Url,
     identity: Identity,
     _listeners: Vec<Listener>,
 }
@@ -145,12 +170,13 @@ impl std::fmt::Debug for Standins {
             .field("graph", &self.graph_url.as_str())
             .field("login", &self.login_url.as_str())
             .field("servicebus", &self.servicebus_url.as_str())
+            .field("resource_manager", &self.resource_manager_url.as_str())
             .finish_non_exhaustive()
     }
 }
 
 impl Standins {
-    /// Starts all four on 127.0.0.1, each on its own ephemeral port, with a fresh CA and
+    /// Starts all five on 127.0.0.1, each on its own ephemeral port, with a fresh CA and
     /// tenant, and seeds one identity with every permission.
     pub async fn start() -> Result<Self, StartError> {
         let ca = pki::ca("keyturn stand-in test CA");
@@ -166,6 +192,10 @@ impl Standins {
             (Service::Graph, graph::router(shared.clone())),
             (Service::Entra, entra::router(shared.clone())),
             (Service::ServiceBus, servicebus::router(shared.clone())),
+            (
+                Service::ResourceManager,
+                resourcemanager::router(shared.clone()),
+            ),
         ] {
             let router = router.layer(axum::middleware::from_fn_with_state(
                 faults::LayerState {
@@ -180,8 +210,19 @@ impl Standins {
             urls.push(url);
             listeners.push(listener);
         }
-        let [keyvault_url, graph_url, login_url, servicebus_url]: [Url; 4] =
-            urls.try_into().expect("four services were started");
+        let [
+            keyvault_url,
+            graph_url,
+            login_url,
+            servicebus_url,
+            resource_manager_url,
+        ]: [Url; 5] = urls.try_into().expect("five services were started");
+        let _ = shared.resource_manager_origin.set(
+            resource_manager_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
+        );
         let client = http_client_for(&ca).map_err(StartError::Client)?;
         let mut standins = Self {
             shared,
@@ -191,6 +232,7 @@ impl Standins {
             graph_url,
             login_url,
             servicebus_url,
+            resource_manager_url,
             identity: Identity {
                 app_id: Uuid::nil(),
                 object_id: Uuid::nil(),
@@ -228,6 +270,14 @@ impl Standins {
         ServiceBusStandin {
             shared: &self.shared,
             url: &self.servicebus_url,
+        }
+    }
+
+    /// Azure Resource Manager, standing for `https://management.azure.com/`.
+    pub fn resource_manager(&self) -> ResourceManagerStandin<'_> {
+        ResourceManagerStandin {
+            shared: &self.shared,
+            url: &self.resource_manager_url,
         }
     }
 

@@ -6,6 +6,7 @@ mod faults;
 mod fixtures;
 mod graph;
 mod keyvault;
+mod resourcemanager;
 mod sdk;
 mod servicebus;
 
