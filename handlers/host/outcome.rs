@@ -38,6 +38,9 @@ pub(crate) fn classify_port(error: &PortError) -> Disposition {
         FailureKind::PermissionDenied { .. } => Disposition::Permanent {
             code: "permission_denied",
         },
+        FailureKind::NetworkRefused { .. } => Disposition::Permanent {
+            code: "network_refused",
+        },
         FailureKind::NotFound => Disposition::Permanent { code: "not_found" },
         FailureKind::PolicyViolation { .. } => Disposition::Permanent {
             code: "policy_violation",
@@ -76,6 +79,14 @@ mod tests {
             (
                 FailureKind::NotFound,
                 Disposition::Permanent { code: "not_found" },
+            ),
+            (
+                FailureKind::NetworkRefused {
+                    code: "ForbiddenByFirewall".into(),
+                },
+                Disposition::Permanent {
+                    code: "network_refused",
+                },
             ),
             (
                 FailureKind::PolicyViolation {

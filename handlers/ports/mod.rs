@@ -24,6 +24,10 @@ pub enum FailureKind {
     /// The caller lacks a role or permission. `missing` names it (for example
     /// "Key Vault Secrets Officer on vault kv-prod") so an operator can grant it.
     PermissionDenied { missing: String },
+    /// The service refused the caller's network before looking at its roles (a firewall
+    /// rule, public access disabled, no private link); `code` is the service's
+    /// (`ForbiddenByFirewall`, `ForbiddenByConnection`). Granting a role cannot help.
+    NetworkRefused { code: String },
     /// The object does not exist.
     NotFound,
     /// A conditional write lost a race (ETag mismatch, duplicate key).

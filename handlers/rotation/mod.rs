@@ -221,6 +221,9 @@ impl RotationError {
                 FailureKind::PolicyViolation { code } => {
                     format!("policy_violation: {code} ({step})")
                 }
+                FailureKind::NetworkRefused { code } => {
+                    format!("network_refused: {code} ({step})")
+                }
                 _ => format!("{}: {step}: {}", self.code(), source.context),
             },
             other => format!("{}: {other}", other.code()),
@@ -233,6 +236,7 @@ impl RotationError {
             FailureKind::Transient { .. } => "transient",
             FailureKind::PermissionDenied { .. } => "permission_denied",
             FailureKind::NotFound => "not_found",
+            FailureKind::NetworkRefused { .. } => "network_refused",
             FailureKind::Conflict => "conflict",
             FailureKind::PolicyViolation { .. } => "policy_violation",
             FailureKind::Invalid => "invalid",

@@ -16,7 +16,7 @@ use azure_security_keyvault_certificates::models::{
 use azure_security_keyvault_certificates::{CertificateClient, CertificateClientOptions};
 use chrono::{DateTime, Utc};
 use keyturn_standins::{
-    Device, Fault, Permissions, QueueOptions, Route, SecretSeed, Service, Standins,
+    Device, Fault, NetworkRefusal, Permissions, QueueOptions, Route, SecretSeed, Service, Standins,
 };
 use uuid::Uuid;
 
@@ -301,6 +301,54 @@ async fn a_missing_role_is_permission_denied_naming_the_key_vault_role() {
         error.context
     );
 
+    let nobody = standins.seed_identity("nobody", Permissions::only(["certificates/get"]));
+    let store = key_vault(&standins, standins.credential_for(&nobody));
+    let error = store.list_secrets(&vault).await.expect_err("refused");
+    assert!(permission_missing(&error).starts_with("Key Vault Secrets User"));
+}
+
+#[tokio::test]
+async fn a_vault_network_refusal_is_reported_as_such_not_as_a_missing_role() {
+    let standins = start().await;
+    let vault = vault_url(&standins);
+    let store = key_vault(&standins, standins.credential());
+    for (refusal, code) in [
+        (NetworkRefusal::Firewall, "ForbiddenByFirewall"),
+        (NetworkRefusal::Connection, "ForbiddenByConnection"),
+    ] {
+        standins.keyvault().refuse_network(Some(refusal));
+        let error = store.list_secrets(&vault).await.expect_err("refused");
+        assert_eq!(
+            error.kind,
+            FailureKind::NetworkRefused {
+                code: code.to_owned()
+            },
+            "{}",
+            error.context
+        );
+        assert!(error.context.contains("network rules"), "{}", error.context);
+        assert!(
+            !error.context.contains("Client address"),
+            "Key Vault's message stays out: {}",
+            error.context
+        );
+        let source = KeyVaultSource::new(
+            vault.clone(),
+            standins.credential(),
+            Some(standins.client_options()),
+        )
+        .without_challenge_resource_check();
+        let error = source
+            .fetch(&name("api-key"), standins.now())
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(error.kind, FailureKind::NetworkRefused { .. }),
+            "{error:?}"
+        );
+    }
+    // A role refusal behind the same 403 is still a missing role.
+    standins.keyvault().refuse_network(None);
     let nobody = standins.seed_identity("nobody", Permissions::only(["certificates/get"]));
     let store = key_vault(&standins, standins.credential_for(&nobody));
     let error = store.list_secrets(&vault).await.expect_err("refused");

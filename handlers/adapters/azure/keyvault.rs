@@ -64,6 +64,11 @@ pub(crate) const RENEWAL_POLL_INTERVAL_SECONDS: i64 = 1;
 /// Key Vault's inner error code for a get on a disabled secret version (HTTP 403).
 const SECRET_DISABLED: &str = "SecretDisabled";
 
+/// Key Vault's inner error codes for a 403 its network rules gave before its roles were
+/// looked at: the firewall does not admit the caller's address, or public network access
+/// is disabled and the request did not come through an approved private link.
+const NETWORK_REFUSALS: [&str; 2] = ["ForbiddenByFirewall", "ForbiddenByConnection"];
+
 /// Key Vault's final certificate operation states ("Get Certificate Operation": `status`).
 const OPERATION_COMPLETED: &str = "completed";
 const OPERATION_CANCELLED: &str = "cancelled";
@@ -251,6 +256,21 @@ fn context<'a>(operation: &'a str, missing_permission: &'a str) -> FailureContex
 /// [`failure_from_transport`]. The crate's message is never copied: it quotes Key
 /// Vault's, which can echo a request.
 fn failure(error: &azure_core::Error, context: &FailureContext<'_>) -> PortError {
+    if http_status(error) == Some(StatusCode::Forbidden)
+        && let Some(code) = inner_code(error).filter(|c| NETWORK_REFUSALS.contains(&c.as_str()))
+    {
+        return PortError::new(
+            FailureKind::NetworkRefused {
+                code: code.as_str().to_owned(),
+            },
+            format!(
+                "{}: HTTP 403 ({}): the vault's network rules refuse this app (firewall, \
+                 private endpoint or public access), not its role",
+                context.operation,
+                code.as_str()
+            ),
+        );
+    }
     match error.kind() {
         ErrorKind::HttpResponse {
             status,

@@ -84,6 +84,15 @@ pub(crate) struct Vault {
     page_size: usize,
     polls_until_complete: u32,
     other_issuers: IssuerOutcome,
+    network: Option<NetworkRefusal>,
+}
+
+/// Why Key Vault refuses a caller's network before it looks at roles: its firewall
+/// (`ForbiddenByFirewall`) or public access disabled (`ForbiddenByConnection`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetworkRefusal {
+    Firewall,
+    Connection,
 }
 
 impl Default for Vault {
@@ -95,6 +104,7 @@ impl Default for Vault {
             page_size: MAX_PAGE_SIZE,
             polls_until_complete: 1,
             other_issuers: IssuerOutcome::Fail,
+            network: None,
         }
     }
 }
@@ -246,6 +256,12 @@ impl KeyVaultStandin<'_> {
     /// `https://127.0.0.1:{port}/`, the vault URL to give a client.
     pub fn url(&self) -> &Url {
         self.url
+    }
+
+    /// Refuses every authenticated request for `refusal` from now on (`None`: admits
+    /// them again), as a vault whose firewall or private-link setting shuts the caller out.
+    pub fn refuse_network(&self, refusal: Option<NetworkRefusal>) {
+        self.shared.vault().network = refusal;
     }
 
     /// Adds a new version of a secret and returns its version id.
@@ -417,6 +433,30 @@ struct Call<'a> {
 
 impl Call<'_> {
     fn require(&self, permission: &'static str) -> Result<(), KvError> {
+        // Key Vault's network rules are checked before its roles.
+        let network = self.shared.vault().network;
+        match network {
+            Some(NetworkRefusal::Firewall) => {
+                return Err(KvError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    format!(
+                        "Client address is not authorized and caller is not a trusted service.\r\nClient address: 127.0.0.1\r\nCaller: appid={}\r\nVault: standin;location=eastus",
+                        self.grant.app_id
+                    ),
+                )
+                .with_inner("ForbiddenByFirewall"));
+            }
+            Some(NetworkRefusal::Connection) => {
+                return Err(KvError::new(
+                    StatusCode::FORBIDDEN,
+                    "Forbidden",
+                    "Public network access is disabled and request is not from a trusted service nor via an approved private link.\r\nCaller: appid=\r\nVault: standin;location=eastus",
+                )
+                .with_inner("ForbiddenByConnection"));
+            }
+            None => {}
+        }
         if self.grant.permissions.allows(permission) {
             return Ok(());
         }

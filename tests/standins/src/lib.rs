@@ -41,7 +41,7 @@ pub use crate::auth::{Audience, Permissions};
 pub use crate::credential::StandinCredential;
 pub use crate::faults::{Fault, Route};
 pub use crate::graph::{Device, GraphStandin, NewPassword, SeededApplication};
-pub use crate::keyvault::{KeyVaultStandin, SecretSeed, StoredSecret};
+pub use crate::keyvault::{KeyVaultStandin, NetworkRefusal, SecretSeed, StoredSecret};
 pub use crate::log::LoggedRequest;
 pub use crate::resourcemanager::{ClientCerts, ResourceManagerStandin, SiteId};
 pub use crate::servicebus::{QueueOptions, ReceivedMessage, ServiceBusStandin};
