@@ -8,6 +8,7 @@ mod config_check;
 mod contracts;
 mod expiry_sweep;
 mod front_end;
+mod graph_metadata;
 mod helpers;
 mod host;
 mod infra;
