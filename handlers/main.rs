@@ -333,9 +333,30 @@ async fn serve(port: u16) -> ExitCode {
         .contains(&secret_endpoint::NAME);
     let mut tls_server = None;
     if let (Some(tls), Some(config)) = (&settings.endpoint.tls, tls_config) {
-        match endpoint::spawn_tls(tls.address, config, state.clone()).await {
-            Ok(server) => tls_server = Some(server),
-            Err(code) => return code,
+        match startup::spawn_tls(
+            tls.address,
+            config,
+            state.clone(),
+            server::shutdown_signal(),
+        )
+        .await
+        {
+            Ok(server) => {
+                tracing::info!(address = %server.local_addr(), "terminating TLS for the SecretEndpoint");
+                tls_server = Some(server);
+            }
+            Err(e) => {
+                match &e {
+                    startup::TlsStartError::Bind { address, source } => {
+                        tracing::error!(error = %source, %address, "cannot listen for TLS");
+                    }
+                    startup::TlsStartError::Start(source) => {
+                        tracing::error!(error = %source, "cannot start TLS");
+                    }
+                }
+                eprintln!("keyturn: {e}");
+                return ExitCode::from(1);
+            }
         }
     }
     if endpoint_enabled {
@@ -385,38 +406,6 @@ async fn serve(port: u16) -> ExitCode {
             tracing::error!(error = %e, "server failed");
             ExitCode::from(1)
         }
-    }
-}
-
-/// keyturn's own TLS listener for the SecretEndpoint (self-hosted and local mode).
-mod endpoint {
-    use std::net::SocketAddr;
-    use std::process::ExitCode;
-    use std::sync::Arc;
-
-    use keyturn::host::router::{AppState, router};
-    use keyturn::host::{server, tls};
-
-    /// Starts the TLS listener serving only the SecretEndpoint, with the configuration
-    /// start-up built.
-    pub async fn spawn_tls(
-        address: SocketAddr,
-        config: Arc<rustls::ServerConfig>,
-        state: AppState,
-    ) -> Result<tls::TlsServer, ExitCode> {
-        let listener = tokio::net::TcpListener::bind(address).await.map_err(|e| {
-            tracing::error!(error = %e, %address, "cannot listen for TLS");
-            eprintln!("keyturn: cannot listen on {address}: {e}");
-            ExitCode::from(1)
-        })?;
-        let app = router(state, &[keyturn::functions::secret_endpoint::NAME]);
-        let server = tls::spawn(listener, config, app, server::shutdown_signal()).map_err(|e| {
-            tracing::error!(error = %e, "cannot start TLS");
-            eprintln!("keyturn: cannot start TLS: {e}");
-            ExitCode::from(1)
-        })?;
-        tracing::info!(address = %server.local_addr(), "terminating TLS for the SecretEndpoint");
-        Ok(server)
     }
 }
 

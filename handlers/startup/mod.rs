@@ -3,6 +3,7 @@
 //! which backend it runs on.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,7 +42,7 @@ use crate::domain::secret::SecretValue;
 use crate::functions::Services;
 use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
-use crate::host::router::AppState;
+use crate::host::router::{AppState, router};
 use crate::host::tls;
 pub(crate) use credential::{CredentialError, credential};
 
@@ -485,6 +486,34 @@ pub fn tls_config(settings: &Settings) -> Result<Option<Arc<ServerConfig>>, Star
         }
         _ => Ok(None),
     }
+}
+
+/// Why keyturn's own TLS listener did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsStartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start TLS: {0}")]
+    Start(std::io::Error),
+}
+
+/// Starts keyturn's own TLS listener on `address` with the configuration
+/// [`tls_config`] built, serving only the SecretEndpoint over `state` until `shutdown`
+/// resolves (in-flight requests then finish).
+pub async fn spawn_tls(
+    address: SocketAddr,
+    config: Arc<ServerConfig>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<tls::TlsServer, TlsStartError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| TlsStartError::Bind { address, source })?;
+    let app = router(state, &[SECRET_ENDPOINT]);
+    tls::spawn(listener, config, app, shutdown).map_err(TlsStartError::Start)
 }
 
 /// Everything start-up builds from files and settings, built and dropped: what

@@ -29,9 +29,7 @@ use keyturn::adapters::local::store::LocalStore;
 use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::DeviceId;
 use keyturn::domain::secret::SecretValue;
-use keyturn::functions::secret_endpoint::{self, Endpoint};
-use keyturn::host::router::router;
-use keyturn::host::tls;
+use keyturn::functions::secret_endpoint::Endpoint;
 use keyturn::mtls::endpoint::{ChainConfig, PolicyConfig};
 use keyturn::mtls::entra_device::binding_key;
 use keyturn::mtls::policies::Presented;
@@ -44,7 +42,7 @@ use crate::helpers::{
     AppOptions, TestApp, read_all, required_front_end, rotation, spawn_app, spawn_app_from,
     start_up,
 };
-use keyturn::startup::Overrides;
+use keyturn::startup::{self, Overrides};
 
 const HEADER: &str = "X-ARR-ClientCert";
 /// The instant every in-process test runs at.
@@ -1764,11 +1762,15 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
         entered,
         gate: gate.clone(),
     });
+    let path = |name: &str| pki.path(name).display().to_string();
     let mut settings = endpoint_settings();
     settings.extend(pki.chain_settings());
     settings.extend([
         access_policy(POLICY),
         ("KEYTURN_TRUST_ARR_CLIENT_CERT".into(), "false".into()),
+        ("KEYTURN_TLS_ADDRESS".into(), "127.0.0.1:0".into()),
+        ("KEYTURN_TLS_CERT".into(), path("server.pem")),
+        ("KEYTURN_TLS_KEY".into(), path("server.key")),
     ]);
     let options = AppOptions {
         settings,
@@ -1779,21 +1781,16 @@ async fn shutting_the_tls_listener_down_refuses_new_connections_and_finishes_req
         },
     };
     let data = tempfile::tempdir().expect("tempdir");
-    let (_, state, _) = start_up(options, &rotation(), data.path()).await;
-    let tls_config = tls::server_config(&pki.path("server.pem"), &pki.path("server.key"))
-        .expect("TLS configuration");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let (settings, state, _) = start_up(options, &rotation(), data.path()).await;
+    let tls_config = startup::tls_config(&settings)
+        .expect("TLS configuration")
+        .expect("a TLS listener is configured");
+    let tls_address = settings.endpoint.tls.as_ref().expect("configured").address;
     let (shutdown, shutdown_requested) = oneshot::channel::<()>();
-    let server = tls::spawn(
-        listener,
-        tls_config,
-        router(state, &[secret_endpoint::NAME]),
-        async move {
-            let _ = shutdown_requested.await;
-        },
-    )
+    let server = startup::spawn_tls(tls_address, tls_config, state, async move {
+        let _ = shutdown_requested.await;
+    })
+    .await
     .expect("the listener starts");
     let address = server.local_addr();
 
