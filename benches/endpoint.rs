@@ -4,14 +4,14 @@
 //! against keyturn's own TLS listener.
 //!
 //! Every measurement is bounded in time (a warm-up, then a fixed measured window) and the
-//! program stops by itself, printing one table. The endpoint is built as production
-//! builds it (`Endpoint::from_config`, the `appsettings` backend, the real router, an
-//! audit log on a SQLite file, JSON logs at `info`), with an in-process device directory
-//! standing in for Graph so that the entra-device cache can be warmed.
+//! program stops by itself, printing one table. keyturn is started as `serve` starts it:
+//! its settings parsed by `Settings::from_env`, `startup::services_with` (the
+//! `appsettings` backend, an audit log on a SQLite file), the real router or
+//! `startup::spawn_tls`, JSON logs at `info`; only the device directory is put in place,
+//! an in-process one standing in for Graph so that the entra-device cache can be warmed.
 //!
 //! Run: `cargo bench --bench endpoint`.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -32,29 +32,22 @@ use rustls::client::Resumption;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use rustls::{ClientConfig, HandshakeKind, RootCertStore, SupportedProtocolVersion};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsConnector;
 
-use keyturn::access::rate_limit::RateLimits;
-use keyturn::adapters::appsettings::AppSettingsSource;
-use keyturn::adapters::local::audit::LocalAuditStore;
-use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::AuditLog;
-use keyturn::domain::clock::Clock;
+use keyturn::config::{AuditCommandSettings, Environment, FUNCTIONS, Settings};
 use keyturn::domain::ids::DeviceId;
 use keyturn::domain::thumbprint::Thumbprint;
-use keyturn::functions::Services;
-use keyturn::functions::secret_endpoint::{self, Endpoint};
-use keyturn::host::router::{AppState, router};
-use keyturn::host::{server, tls};
-use keyturn::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
-use keyturn::mtls::entra_device::{CERTIFICATE_BINDING_TYPE, DeviceRequirements, binding_key};
+use keyturn::functions::secret_endpoint;
+use keyturn::host::router::router;
+use keyturn::host::server;
+use keyturn::mtls::entra_device::{CERTIFICATE_BINDING_TYPE, binding_key};
 use keyturn::ports::PortError;
-use keyturn::ports::audit::AuditStore;
 use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
-use keyturn::ports::source::SecretSource;
+use keyturn::startup::{self, Overrides};
 use keyturn::telemetry;
 
 /// Untimed requests before each measured window: fills the device cache, the rate
@@ -120,46 +113,47 @@ async fn run() -> BenchResult<()> {
 
     // 1. keyturn with entra-device, over the header path.
     let directory = Arc::new(BenchDirectory::new(&pki)?);
-    let entra = PolicyConfig {
-        trust_arr_header: true,
-        entra_device: Some(EntraDeviceConfig {
-            roots: pki.roots.clone(),
-            requirements: DeviceRequirements {
-                compliant: true,
-                managed: true,
-            },
-            cache_ttl: Duration::from_secs(300),
-            clock_skew: keyturn::mtls::chain::DEFAULT_CLOCK_SKEW,
-        }),
-        ..PolicyConfig::default()
-    };
     let entra_policy = format!(
         r#"{{ "version": 1, "grants": [ {{ "name": "bench devices", "identities": [ {{ "deviceId": "{}" }} ], "secrets": [ "{SECRET_NAME}" ], "backend": "appsettings" }} ] }}"#,
         pki.device_id
     );
-    let entra_app = Keyturn::start(
-        &dir.path().join("entra.db"),
-        endpoint(&entra, &entra_policy, Some(directory.clone()))?,
-        None,
-    )
-    .await?;
+    let entra = [
+        ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true".to_owned()),
+        ("KEYTURN_CERT_POLICIES", "entra-device".to_owned()),
+        ("KEYTURN_ENTRA_DEVICE_ROOTS", path(&pki.roots)),
+        (
+            "KEYTURN_ENTRA_DEVICE_REQUIRE",
+            "compliant,managed".to_owned(),
+        ),
+        ("KEYTURN_DEVICE_CACHE_SECONDS", "300".to_owned()),
+        ("KEYTURN_ACCESS_POLICY", entra_policy),
+    ];
+    let entra_app =
+        Keyturn::start(&dir.path().join("entra"), &entra, Some(directory.clone())).await?;
 
     // 2. keyturn with chain + trusted-thumbprints (revocation checked), same path.
-    let chain = PolicyConfig {
-        trust_arr_header: true,
-        thumbprints: Some(vec![sha256.clone()]),
-        chain: Some(pki.chain_config()),
-        ..PolicyConfig::default()
-    };
     let chain_policy = format!(
         r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{sha256}" }} ], "secrets": [ "{SECRET_NAME}" ], "backend": "appsettings" }} ] }}"#
     );
-    let chain_app = Keyturn::start(
-        &dir.path().join("chain.db"),
-        endpoint(&chain, &chain_policy, None)?,
-        None,
-    )
-    .await?;
+    let chain = |trust_arr_header: bool| {
+        vec![
+            (
+                "KEYTURN_TRUST_ARR_CLIENT_CERT",
+                trust_arr_header.to_string(),
+            ),
+            (
+                "KEYTURN_CERT_POLICIES",
+                "chain,trusted-thumbprints".to_owned(),
+            ),
+            ("KEYTURN_TRUSTED_THUMBPRINTS", sha256.clone()),
+            ("KEYTURN_CHAIN_ROOTS", path(&pki.roots)),
+            ("KEYTURN_CHAIN_CRLS", path(&pki.crl)),
+            ("KEYTURN_CHAIN_REVOCATION", "crl".to_owned()),
+            ("KEYTURN_CLOCK_SKEW_SECONDS", "300".to_owned()),
+            ("KEYTURN_ACCESS_POLICY", chain_policy.clone()),
+        ]
+    };
+    let chain_app = Keyturn::start(&dir.path().join("chain"), &chain(true), None).await?;
 
     // The bare handler answers the bytes keyturn answers.
     let request = header_request(&pki);
@@ -224,16 +218,13 @@ async fn run() -> BenchResult<()> {
     bare.stop().await;
 
     // 3. Full TLS handshakes against keyturn's own listener.
-    let tls_config = PolicyConfig {
-        trust_arr_header: false,
-        ..chain.clone()
-    };
-    let tls_app = Keyturn::start(
-        &dir.path().join("tls.db"),
-        endpoint(&tls_config, &chain_policy, None)?,
-        Some(tls::server_config(&pki.server_cert, &pki.server_key)?),
-    )
-    .await?;
+    let mut tls_settings = chain(false);
+    tls_settings.extend([
+        ("KEYTURN_TLS_ADDRESS", "127.0.0.1:0".to_owned()),
+        ("KEYTURN_TLS_CERT", path(&pki.server_cert)),
+        ("KEYTURN_TLS_KEY", path(&pki.server_key)),
+    ]);
+    let tls_app = Keyturn::start(&dir.path().join("tls"), &tls_settings, None).await?;
     for (label, version) in [
         ("TLS 1.3 handshakes (+1 GET each)", &rustls::version::TLS13),
         ("TLS 1.2 handshakes (+1 GET each)", &rustls::version::TLS12),
@@ -322,16 +313,6 @@ impl Pki {
             server_key: write("server.key", &server.key_pem)?,
         })
     }
-
-    fn chain_config(&self) -> ChainConfig {
-        ChainConfig {
-            roots: self.roots.clone(),
-            intermediates: Vec::new(),
-            crls: vec![self.crl.clone()],
-            check_revocation: true,
-            clock_skew: Duration::from_secs(300),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -386,96 +367,113 @@ impl DeviceDirectory for BenchDirectory {
 // ---------------------------------------------------------------------------------------
 // The servers.
 
-fn endpoint(
-    config: &PolicyConfig,
-    access_policy: &str,
-    directory: Option<Arc<dyn DeviceDirectory>>,
-) -> BenchResult<Endpoint> {
-    let mut sources: BTreeMap<String, Arc<dyn SecretSource>> = BTreeMap::new();
-    sources.insert(
-        "appsettings".into(),
-        Arc::new(AppSettingsSource::from_settings(
-            "KEYTURN_SECRET_",
-            [(SECRET_SETTING, SECRET_VALUE)],
-        )),
+fn path(file: &Path) -> String {
+    file.display().to_string()
+}
+
+/// What every keyturn under measurement is given, as a deployment sets it: the local
+/// backend with its audit log on SQLite in `data_dir`, only the SecretEndpoint enabled,
+/// the secret in an app setting, and both rate limiters out of reach.
+fn base_settings(data_dir: &Path) -> Vec<(String, String)> {
+    let unreachable = UNREACHABLE_RATE_LIMIT.to_string();
+    let mut settings: Vec<(String, String)> = [
+        ("FUNCTIONS_WORKER_RUNTIME", "custom"),
+        ("KEYTURN_BACKEND", "local"),
+        ("KEYTURN_AUDIT_STORE", "sqlite"),
+        (SECRET_SETTING, SECRET_VALUE),
+        ("KEYTURN_RATE_LIMIT_PER_IDENTITY", &unreachable),
+        ("KEYTURN_RATE_LIMIT_PER_ADDRESS", &unreachable),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    settings.push(("KEYTURN_DATA_DIR".to_owned(), path(data_dir)));
+    settings.extend(
+        FUNCTIONS
+            .into_iter()
+            .filter(|f| *f != secret_endpoint::NAME)
+            .map(|f| {
+                (
+                    format!("AzureWebJobs.{}.Disabled", f.name()),
+                    "true".to_owned(),
+                )
+            }),
     );
-    let limits = RateLimits {
-        per_identity: Some(UNREACHABLE_RATE_LIMIT),
-        per_address: Some(UNREACHABLE_RATE_LIMIT),
-    };
-    Ok(Endpoint::from_config(
-        config,
-        Some(access_policy),
-        sources,
-        directory,
-        limits,
-    )?)
+    settings
 }
 
 /// keyturn's router serving the SecretEndpoint, over plain HTTP or its TLS listener.
 struct Keyturn {
     address: SocketAddr,
     policies: String,
-    store: Arc<dyn AuditStore>,
+    audit: AuditLog,
     stop: oneshot::Sender<()>,
     task: JoinHandle<io::Result<()>>,
 }
 
 impl Keyturn {
+    /// keyturn as `serve` starts it from [`base_settings`] in `data_dir` plus
+    /// `settings`, through start-up, with only the device directory put in place: over
+    /// plain HTTP, or over its own TLS listener when the settings configure one.
     async fn start(
-        audit_file: &Path,
-        endpoint: Endpoint,
-        tls_config: Option<Arc<rustls::ServerConfig>>,
+        data_dir: &Path,
+        settings: &[(&str, String)],
+        directory: Option<Arc<dyn DeviceDirectory>>,
     ) -> BenchResult<Self> {
-        let policies: Vec<&str> = endpoint
+        let settings: Vec<(String, String)> = settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect();
+        let env = Environment::from_pairs(base_settings(data_dir)).with(&settings);
+        let settings = Settings::from_env(&env)?;
+        let tls_config = startup::tls_config(&settings)?;
+        let overrides = Overrides {
+            directory,
+            ..Overrides::default()
+        };
+        let services = startup::services_with(&settings, &env, overrides).await?;
+        let policies: Vec<&str> = services
+            .endpoint
             .policies()
             .configured()
             .iter()
             .map(|p| p.as_str())
             .collect();
         let policies = policies.join(", ");
-        let store: Arc<dyn AuditStore> =
-            Arc::new(LocalAuditStore::new(LocalStore::open(audit_file)?));
-        let state = AppState {
-            services: Arc::new(Services {
-                audit: AuditLog::new(store.clone()),
-                clock: Clock::system(),
-                endpoint: Arc::new(endpoint),
-                rotation: None,
-            }),
-            vaults: Arc::new(Vec::new()),
-        };
-        let app = router(state, &[secret_endpoint::NAME]);
+        let state = startup::app_state(&settings, services);
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let (address, task) = match tls_config {
-            None => {
+        let (address, task) = match (&settings.endpoint.tls, tls_config) {
+            (Some(tls), Some(config)) => {
+                let server = startup::spawn_tls(tls.address, config, state, shutdown).await?;
+                let address = server.local_addr();
+                (address, tokio::spawn(server.stopped()))
+            }
+            _ => {
+                let app = router(state, &settings.host.enabled_functions);
                 let listener = server::bind(0).await?;
                 let address = listener.local_addr()?;
-                let task = tokio::spawn(server::serve(listener, app, shutdown));
-                (address, task)
-            }
-            Some(config) => {
-                let listener = TcpListener::bind("127.0.0.1:0").await?;
-                let address = listener.local_addr()?;
-                let task = tokio::spawn(tls::serve(listener, config, app, shutdown));
-                (address, task)
+                (
+                    address,
+                    tokio::spawn(server::serve(listener, app, shutdown)),
+                )
             }
         };
+        let audit = startup::audit_log(&AuditCommandSettings::from_env(&env)?).await?;
         Ok(Self {
             address,
             policies,
-            store,
+            audit,
             stop,
             task,
         })
     }
 
-    /// How many entries the audit log holds.
+    /// How many entries the audit log holds, as `keyturn audit verify` reads it.
     async fn audited(&self) -> BenchResult<u64> {
-        Ok(self.store.head().await?.map_or(0, |head| head.position))
+        Ok(self.audit.verify().await?.entries_checked)
     }
 
     async fn stop(self) {

@@ -27,19 +27,15 @@ use keyturn::adapters::azure::graph::GraphClient;
 use keyturn::adapters::azure::keyvault::KeyVault;
 use keyturn::adapters::azure::servicebus::ServiceBusQueue;
 use keyturn::adapters::azure::token::{DEFAULT_PROOF_SCOPE, EntraTokenProver};
-use keyturn::adapters::local::audit::LocalAuditStore;
-use keyturn::adapters::local::store::LocalStore;
-use keyturn::audit::AuditLog;
-use keyturn::config::{Environment, FUNCTIONS, Settings};
+use keyturn::config::{Environment, Settings};
 use keyturn::domain::clock::Clock;
 use keyturn::domain::ids::DirectoryObjectId;
-use keyturn::functions::Services;
-use keyturn::host::router::{AppState, router};
+use keyturn::host::router::router;
 use keyturn::ports::directory::CredentialIssuer;
 use keyturn::rotation::Ports;
 use keyturn::rotation::job::Job;
 use keyturn::rotation::tags;
-use keyturn::startup::rotation_engine;
+use keyturn::startup::{self, Overrides, RotationOverride};
 
 /// Objects rotated, each once. Enough for the mean to settle at four-way concurrency
 /// while the whole run stays around a minute on a 2-core machine.
@@ -303,21 +299,20 @@ async fn setup() -> Bench {
         let standins = standins.clone();
         Clock::from_fn(move || standins.now())
     };
-    let engine = rotation_engine(&settings, ports, clock.clone()).expect("engine");
-    let audit = LocalStore::open(dir.path().join("audit.db")).expect("audit store");
-    let services = Services {
-        audit: AuditLog::new(Arc::new(LocalAuditStore::new(audit))),
-        clock,
-        endpoint: Default::default(),
-        rotation: Some(Arc::new(engine)),
+    // Start-up builds the rest from the settings (the audit log on the SQLite file in
+    // the data directory among it), with the stand-in-bound ports and clock in place.
+    let overrides = Overrides {
+        clock: Some(clock),
+        rotation: Some(RotationOverride::Ports { ports, pause: None }),
+        ..Overrides::default()
     };
-    let state = AppState {
-        services: Arc::new(services),
-        vaults: Arc::new(settings.rotation.vaults.clone()),
-    };
+    let services = startup::services_with(&settings, &env, overrides)
+        .await
+        .expect("start-up builds the worker");
+    let state = startup::app_state(&settings, services);
     Bench {
         standins,
-        router: router(state, &FUNCTIONS),
+        router: router(state, &settings.host.enabled_functions),
         settings,
         _dir: dir,
     }
