@@ -170,6 +170,9 @@ async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -
     };
     match classify(&error) {
         Disposition::Retry { after } => {
+            // The host reads a non-2xx answer's status and drops its body, `Logs`
+            // included: this line on stdout (captured by the host into the function's
+            // log, within the invocation's span) is where the failure is seen.
             tracing::warn!(
                 %error,
                 retry_after_s = after.map(|d| d.as_secs()),

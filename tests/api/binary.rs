@@ -425,3 +425,62 @@ fn package_builds_the_zip_the_host_expects() {
             .len()
     );
 }
+
+/// The host reads a non-2xx answer's status and drops its body, `Logs` included: a
+/// retryable failure must be in the process's own log (stdout, which the host captures
+/// into the function's log), with the invocation it belongs to and its reason.
+#[test]
+fn a_retryable_failure_is_logged_on_stdout_with_its_invocation_and_reason() {
+    // An audit table nobody listens at: every audit write fails to connect, which is
+    // transient, so the event is answered 500 for the trigger to deliver again.
+    let key =
+        "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let connection = format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};TableEndpoint=http://127.0.0.1:{port}/devstoreaccount1;"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut env = local_env(dir.path());
+    env.retain(|(k, _)| *k != "KEYTURN_AUDIT_STORE");
+    env.push(("KEYTURN_AUDIT_STORE", "table".into()));
+    env.push(("KEYTURN_TABLE_CONNECTION_STRING", connection));
+    let served = serve(&borrowed(&env));
+
+    let invocation_id = "5b7c9d1e-0000-4000-8000-00000000f00d";
+    let event = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
+    let response = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+        .post(served.url("/KeyVaultEvents"))
+        .header("X-Azure-Functions-InvocationId", invocation_id)
+        .json(&envelope("event", event))
+        .send()
+        .expect("answered");
+    assert_eq!(response.status(), 500);
+
+    let (_, stdout, _) = served.terminate();
+    let failures: Vec<Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("will deliver it again"))
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "{stdout}");
+    let line = &failures[0];
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(line["span"]["function"], "KeyVaultEvents", "{line}");
+    assert_eq!(line["span"]["invocation_id"], invocation_id, "{line}");
+    let error = line["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("could not be reached"), "{line}");
+    assert!(
+        !stdout.contains(key),
+        "the account key never reaches the log"
+    );
+}
