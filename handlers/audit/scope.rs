@@ -30,7 +30,13 @@ pub enum Action {
     RotationFailed,
     SecretRotated,
     CredentialAdded,
+    /// A new credential's value is stored as its pending copy, out of consumers' sight.
+    CredentialPending,
+    /// One proof attempt of a pending credential (accepted or refused).
+    CredentialProving,
     CredentialProven,
+    /// A pending copy was deleted (promoted, given up or a stray's).
+    PendingRemoved,
     CredentialRemoved,
     CredentialRetired,
     CredentialOrphanRemoved,
@@ -47,7 +53,7 @@ pub enum Action {
 impl Action {
     /// Every action, in no particular order.
     #[cfg(test)]
-    pub(crate) const ALL: [Action; 19] = [
+    pub(crate) const ALL: [Action; 22] = [
         Self::EventReceived,
         Self::RotationPlanned,
         Self::SweepRan,
@@ -57,7 +63,10 @@ impl Action {
         Self::RotationFailed,
         Self::SecretRotated,
         Self::CredentialAdded,
+        Self::CredentialPending,
+        Self::CredentialProving,
         Self::CredentialProven,
+        Self::PendingRemoved,
         Self::CredentialRemoved,
         Self::CredentialRetired,
         Self::CredentialOrphanRemoved,
@@ -81,6 +90,9 @@ impl Action {
             Self::RotationFailed => "rotation.failed",
             Self::SecretRotated => "secret.rotated",
             Self::CredentialAdded => "credential.added",
+            Self::CredentialPending => "credential.pending",
+            Self::CredentialProving => "credential.proving",
+            Self::PendingRemoved => "credential.pending_removed",
             Self::CredentialProven => "credential.proven",
             Self::CredentialRemoved => "credential.removed",
             Self::CredentialRetired => "credential.retired",
@@ -223,7 +235,10 @@ mod tests {
             "rotation.failed",
             "secret.rotated",
             "credential.added",
+            "credential.pending",
+            "credential.proving",
             "credential.proven",
+            "credential.pending_removed",
             "credential.removed",
             "credential.retired",
             "credential.orphan_removed",

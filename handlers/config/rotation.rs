@@ -15,6 +15,10 @@ pub struct RotationDefaults {
     pub validity_days: u32,
     pub rotate_before_days: u32,
     pub overlap_days: u32,
+    /// How a new application secret is proven before promotion (`KEYTURN_PROOF_*`).
+    pub proof_successes: u32,
+    pub proof_window_seconds: u32,
+    pub proof_deadline_minutes: u32,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -85,8 +89,47 @@ fn parse_defaults(c: &mut Collector<'_>) -> Option<RotationDefaults> {
     let validity_days = c.parse("KEYTURN_DEFAULT_VALIDITY_DAYS", days(1));
     let rotate_before_days = c.parse("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", days(1));
     let overlap_days = c.parse("KEYTURN_DEFAULT_OVERLAP_DAYS", days(0));
+    let whole = |min: u32, max: u32| {
+        move |v: &str| match v.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => Err(format!("not a whole number from {min} to {max}")),
+        }
+    };
+    let proof_successes = c.parse(
+        "KEYTURN_PROOF_SUCCESSES",
+        whole(1, crate::rotation::tags::MAX_PROOF_SUCCESSES),
+    );
+    let proof_window_seconds = c.parse(
+        "KEYTURN_PROOF_WINDOW_SECONDS",
+        whole(0, crate::rotation::tags::MAX_PROOF_WINDOW_SECONDS),
+    );
+    let proof_deadline_minutes = c.parse(
+        "KEYTURN_PROOF_DEADLINE_MINUTES",
+        whole(1, crate::rotation::tags::MAX_PROOF_DEADLINE_MINUTES),
+    );
     let (validity_days, rotate_before_days, overlap_days) =
         (validity_days?, rotate_before_days?, overlap_days?);
+    let (proof_successes, proof_window_seconds, proof_deadline_minutes) = (
+        proof_successes?,
+        proof_window_seconds?,
+        proof_deadline_minutes?,
+    );
+    if u64::from(proof_window_seconds) >= u64::from(proof_deadline_minutes) * 60 {
+        c.fail(
+            "KEYTURN_PROOF_WINDOW_SECONDS",
+            format!(
+                "{proof_window_seconds} s is not shorter than KEYTURN_PROOF_DEADLINE_MINUTES ({proof_deadline_minutes} minutes); no proof could finish"
+            ),
+        );
+    }
+    if rotate_before_days < validity_days && overlap_days > validity_days - rotate_before_days {
+        c.fail(
+            "KEYTURN_DEFAULT_OVERLAP_DAYS",
+            format!(
+                "{overlap_days} is longer than the rotation cadence (KEYTURN_DEFAULT_VALIDITY_DAYS {validity_days} minus KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS {rotate_before_days}); a retirement would remove a credential a newer version's overlap still needs"
+            ),
+        );
+    }
     if rotate_before_days >= validity_days {
         c.fail(
             "KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS",
@@ -99,5 +142,8 @@ fn parse_defaults(c: &mut Collector<'_>) -> Option<RotationDefaults> {
         validity_days,
         rotate_before_days,
         overlap_days,
+        proof_successes,
+        proof_window_seconds,
+        proof_deadline_minutes,
     })
 }

@@ -117,6 +117,13 @@ pub const DEFAULT_ROTATE_BEFORE_DAYS: &str = "30";
 /// Seven days: long enough for every consumer to pick up the new version (a weekly
 /// restart, a daily cache refresh), well inside the thirty-day rotate-before window.
 pub const DEFAULT_OVERLAP_DAYS: &str = "7";
+/// A new application secret is promoted once the token endpoint accepted it three times in
+/// a row across a minute: Entra propagates a secret over minutes and intermittently, so
+/// one acceptance may come from the one replica that has it.
+pub const DEFAULT_PROOF_SUCCESSES: &str = "3";
+pub const DEFAULT_PROOF_WINDOW_SECONDS: &str = "60";
+/// An hour: field reports put propagation at 2 to over 10 minutes; six times the slowest.
+pub const DEFAULT_PROOF_DEADLINE_MINUTES: &str = "60";
 /// Rotation policies are whole days up to ten years (the same bound the tags obey).
 pub const MAX_POLICY_DAYS: u32 = 3650;
 
@@ -309,6 +316,38 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Days the previous App Registration secret keeps working after a rotation before \
                   keyturn removes it, for objects without a keyturn-overlap-days tag (0: at once).",
+    },
+    SettingSpec {
+        name: "KEYTURN_PROOF_SUCCESSES",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_PROOF_SUCCESSES),
+        example: DEFAULT_PROOF_SUCCESSES,
+        secret: false,
+        purpose: "Times in a row the token endpoint must accept a new App Registration secret \
+                  before it becomes the managed secret's value (1 to 100), for objects without \
+                  a keyturn-proof-successes tag.",
+    },
+    SettingSpec {
+        name: "KEYTURN_PROOF_WINDOW_SECONDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_PROOF_WINDOW_SECONDS),
+        example: DEFAULT_PROOF_WINDOW_SECONDS,
+        secret: false,
+        purpose: "Least seconds those acceptances must span (0 to 86400), for objects without \
+                  a keyturn-proof-window-seconds tag.",
+    },
+    SettingSpec {
+        name: "KEYTURN_PROOF_DEADLINE_MINUTES",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_PROOF_DEADLINE_MINUTES),
+        example: DEFAULT_PROOF_DEADLINE_MINUTES,
+        secret: false,
+        purpose: "Minutes after adding a new App Registration secret at which keyturn gives up \
+                  an unproven one, removes it and records the rotation as failed (1 to 1440), \
+                  for objects without a keyturn-proof-deadline-minutes tag.",
     },
     SettingSpec {
         name: "ServiceBusConnection__fullyQualifiedNamespace",

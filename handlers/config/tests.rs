@@ -50,7 +50,10 @@ fn a_complete_environment_yields_defaults_where_unset() {
         RotationDefaults {
             validity_days: 90,
             rotate_before_days: 30,
-            overlap_days: 7
+            overlap_days: 7,
+            proof_successes: 3,
+            proof_window_seconds: 60,
+            proof_deadline_minutes: 60,
         }
     );
     assert_eq!(

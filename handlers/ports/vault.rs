@@ -93,6 +93,14 @@ pub trait SecretStore: Send + Sync + std::fmt::Debug {
         version: &ObjectVersion,
         tags: BTreeMap<String, String>,
     ) -> Result<SecretProperties, PortError>;
+
+    /// Deletes a secret, every version of it. Key Vault's soft delete keeps the name taken
+    /// until the deleted secret is purged (the vault's retention period, 7 to 90 days):
+    /// setting the name again meanwhile is a [`FailureKind::Conflict`]
+    /// (`ObjectIsDeletedButRecoverable`). A secret that does not exist is `NotFound`.
+    ///
+    /// [`FailureKind::Conflict`]: crate::ports::FailureKind::Conflict
+    async fn delete_secret(&self, vault: &VaultUrl, name: &ObjectName) -> Result<(), PortError>;
 }
 
 /// Metadata of a certificate's current version.

@@ -11,7 +11,7 @@
 //!   "replacesVersion": "…32 hex…" }
 //! ```
 //! `retire` adds `appObjectId`, `keyId`, `successorVersion` and `rotatedBy`;
-//! `followRenewal` adds `attempt`. Unknown fields are ignored, so a newer sender can add
+//! `followRenewal` adds `attempt`; `prove` adds `keyId` and `attempt`. Unknown fields are ignored, so a newer sender can add
 //! optional fields without a schema bump; anything else bumps `schema`.
 
 use std::fmt;
@@ -130,6 +130,16 @@ pub enum Action {
         /// The rotate job whose marker identifies keyturn's own credentials.
         rotated_by: JobId,
     },
+    /// Try the token endpoint again with the credential `key_id` that the rotation of
+    /// `replaces_version` added and keeps pending (not yet the managed secret's value).
+    /// The proof's state lives with the pending copy in Key Vault, never in the job.
+    #[serde(rename_all = "camelCase")]
+    Prove {
+        object: ObjectId,
+        replaces_version: ObjectVersion,
+        key_id: KeyId,
+        attempt: u32,
+    },
     /// Look again at a certificate renewal Key Vault is still working on.
     #[serde(rename_all = "camelCase")]
     FollowRenewal {
@@ -145,6 +155,7 @@ impl Action {
         match self {
             Self::Rotate { object, .. }
             | Self::Retire { object, .. }
+            | Self::Prove { object, .. }
             | Self::FollowRenewal { object, .. } => object,
         }
     }
@@ -153,6 +164,9 @@ impl Action {
     pub(crate) fn version(&self) -> &ObjectVersion {
         match self {
             Self::Rotate {
+                replaces_version, ..
+            }
+            | Self::Prove {
                 replaces_version, ..
             }
             | Self::FollowRenewal {
@@ -168,7 +182,29 @@ impl Action {
         match self {
             Self::Rotate { .. } => "rotate",
             Self::Retire { .. } => "retire",
+            Self::Prove { .. } => "prove",
             Self::FollowRenewal { .. } => "followRenewal",
+        }
+    }
+
+    /// The id of the rotate job whose work this job carries on: the rotate job itself, or
+    /// the one a `prove` follow-up belongs to. Its marker names the credentials it added.
+    pub(crate) fn rotation_id(&self) -> Option<JobId> {
+        match self {
+            Self::Rotate { .. } => Some(self.job_id()),
+            Self::Prove {
+                object,
+                replaces_version,
+                ..
+            } => Some(
+                Self::Rotate {
+                    object: object.clone(),
+                    replaces_version: replaces_version.clone(),
+                }
+                .job_id(),
+            ),
+            Self::Retire { rotated_by, .. } => Some(rotated_by.clone()),
+            Self::FollowRenewal { .. } => None,
         }
     }
 
@@ -179,6 +215,11 @@ impl Action {
         let name = object.name().as_str().to_ascii_lowercase();
         let attempt = match self {
             Self::FollowRenewal { attempt, .. } => attempt.to_string(),
+            // The credential too: a later rotation of the same version (after a failed
+            // proof) must not have its follow-ups dropped as duplicates of the earlier ones.
+            Self::Prove {
+                attempt, key_id, ..
+            } => format!("{attempt}/{key_id}"),
             _ => String::new(),
         };
         JobId::derive(&[
@@ -236,6 +277,12 @@ impl Job {
                 successor_version: field(job, "successorVersion")?,
                 rotated_by: field(job, "rotatedBy")?,
             },
+            "prove" => Action::Prove {
+                object,
+                replaces_version: field(job, "replacesVersion")?,
+                key_id: field(job, "keyId")?,
+                attempt: field(job, "attempt")?,
+            },
             "followRenewal" => Action::FollowRenewal {
                 object,
                 replaces_version: field(job, "replacesVersion")?,
@@ -243,7 +290,7 @@ impl Job {
             },
             _ => {
                 return Err(JobError::Shape {
-                    reason: "`action` is not one of rotate, retire, followRenewal".into(),
+                    reason: "`action` is not one of rotate, retire, prove, followRenewal".into(),
                 });
             }
         };
@@ -400,6 +447,22 @@ mod tests {
     }
 
     #[test]
+    fn a_proof_follow_up_belongs_to_its_rotation_and_differs_per_credential_and_attempt() {
+        let prove = |key: &str, attempt| Action::Prove {
+            object: object("db"),
+            replaces_version: ObjectVersion::parse(V1).expect("version"),
+            key_id: KeyId::parse(key).expect("guid"),
+            attempt,
+        };
+        let k1 = "11111111-1111-4111-8111-111111111111";
+        let k2 = "22222222-2222-4222-8222-222222222222";
+        assert_eq!(prove(k1, 1).rotation_id(), Some(rotate("db", V1).job_id()));
+        assert_ne!(prove(k1, 1).job_id(), prove(k1, 2).job_id());
+        assert_ne!(prove(k1, 1).job_id(), prove(k2, 1).job_id());
+        assert_ne!(prove(k1, 1).job_id(), rotate("db", V1).job_id());
+    }
+
+    #[test]
     fn a_message_carries_the_job_id_and_the_object_session() {
         let job = Job::new(rotate("Db-Password", V1));
         let message = job.message(None);
@@ -489,6 +552,12 @@ mod tests {
     fn every_action_round_trips_through_its_json() {
         let jobs = [
             Job::new(rotate("db", V1)),
+            Job::new(Action::Prove {
+                object: object("db"),
+                replaces_version: ObjectVersion::parse(V1).expect("version"),
+                key_id: KeyId::parse("11111111-1111-4111-8111-111111111111").expect("guid"),
+                attempt: 2,
+            }),
             Job::new(Action::FollowRenewal {
                 object: ObjectId::parse("https://kv-one.vault.azure.net/certificates/tls")
                     .expect("id"),

@@ -168,12 +168,13 @@ pub enum RotationError {
     #[error("{object}: Key Vault's renewal failed ({code})")]
     RenewalFailed { object: String, code: String },
     #[error(
-        "{object}: the token endpoint did not accept the new credential within {waited_s} s ({code})"
+        "{object}: the token endpoint did not accept the new credential {successes} times in a row across {window_s} s within {deadline_minutes} minutes; it was removed"
     )]
-    ProofTimedOut {
+    ProofDeadlinePassed {
         object: String,
-        waited_s: u64,
-        code: String,
+        successes: u32,
+        window_s: u32,
+        deadline_minutes: u32,
     },
     #[error("{object}: the certificate renewal was still pending after {attempts} follow-ups")]
     RenewalStalled { object: String, attempts: u32 },
@@ -198,8 +199,11 @@ impl RotationError {
                 code: "ManualRenewalRequired".into(),
             },
             Self::RenewalFailed { code, .. } => FailureKind::PolicyViolation { code: code.clone() },
-            // Entra may simply be slow today: the next delivery starts over cleanly.
-            Self::ProofTimedOut { .. } => FailureKind::Transient { retry_after: None },
+            // The rotation's whole budget is spent: recorded as failing, not retried at once
+            // (the next sweep starts a new rotation).
+            Self::ProofDeadlinePassed { .. } => FailureKind::PolicyViolation {
+                code: "ProofDeadlinePassed".into(),
+            },
             Self::RenewalStalled { .. } => FailureKind::Invalid,
         }
     }

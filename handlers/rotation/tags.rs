@@ -27,6 +27,15 @@ pub const LENGTH: &str = "keyturn-length";
 /// `generated` only: one of [`Alphabet`]'s names.
 pub const ALPHABET: &str = "keyturn-alphabet";
 
+/// `entra-app-secret` only: how many times in a row the token endpoint must accept a new
+/// credential before it is promoted.
+pub const PROOF_SUCCESSES: &str = "keyturn-proof-successes";
+/// `entra-app-secret` only: the least time, in seconds, those acceptances must span.
+pub const PROOF_WINDOW_SECONDS: &str = "keyturn-proof-window-seconds";
+/// `entra-app-secret` only: minutes after `addPassword` at which an unproven credential
+/// is given up.
+pub const PROOF_DEADLINE_MINUTES: &str = "keyturn-proof-deadline-minutes";
+
 /// Bookkeeping: the keyId of the password credential this version holds.
 pub const KEY_ID: &str = "keyturn-key-id";
 /// Bookkeeping: the keyId the previous version held (retired after the overlap).
@@ -47,6 +56,17 @@ pub(crate) const MS_PROVIDER_ADDRESS: &str = "ProviderAddress";
 #[cfg(test)]
 pub(crate) const MS_CREDENTIAL_ID: &str = "CredentialId";
 
+/// Pending copy: the managed secret (its name) a pending credential belongs to.
+pub(crate) const PENDING_FOR: &str = "keyturn-pending-for";
+/// Pending copy: when the unproven credential is given up (RFC 3339, UTC).
+pub(crate) const PROOF_DEADLINE: &str = "keyturn-proof-deadline";
+/// Pending copy: acceptances in a row so far.
+pub(crate) const PROOF_STREAK: &str = "keyturn-proof-streak";
+/// Pending copy: when the current run of acceptances began (RFC 3339, UTC).
+pub(crate) const PROOF_SINCE: &str = "keyturn-proof-since";
+/// Pending copy: the last proof attempt scheduled.
+pub(crate) const PROOF_ATTEMPT: &str = "keyturn-proof-attempt";
+
 /// The bookkeeping tags, which a new version never inherits from its predecessor.
 pub(crate) const BOOKKEEPING: [&str; 6] = [
     KEY_ID,
@@ -56,6 +76,101 @@ pub(crate) const BOOKKEEPING: [&str; 6] = [
     ROTATED_AT,
     LAST_ERROR,
 ];
+
+/// Acceptances in a row: at least one, at most 100 (one a minute for over an hour and a
+/// half; more proves nothing more).
+pub const MAX_PROOF_SUCCESSES: u32 = 100;
+/// The proof window may not exceed the largest deadline.
+pub const MAX_PROOF_WINDOW_SECONDS: u32 = 24 * 60 * 60;
+/// A pending credential is given up at the latest a day after it was added: Entra's
+/// observed propagation is minutes, and a credential unproven for a day is broken.
+pub const MAX_PROOF_DEADLINE_MINUTES: u32 = 24 * 60;
+
+/// How a new `entra-app-secret` credential is proven before it becomes the managed
+/// secret's value: the token endpoint must accept it `successes` times in a row across at
+/// least `window_seconds`, within `deadline_minutes` of its addition. Entra propagates a
+/// new secret over minutes and intermittently (accepted, refused by another replica,
+/// accepted), so one acceptance proves little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProofPolicy {
+    pub successes: u32,
+    pub window_seconds: u32,
+    pub deadline_minutes: u32,
+}
+
+impl Default for ProofPolicy {
+    /// Three acceptances across a minute, within an hour.
+    fn default() -> Self {
+        Self {
+            successes: 3,
+            window_seconds: 60,
+            deadline_minutes: 60,
+        }
+    }
+}
+
+impl ProofPolicy {
+    /// Checks the values the way the tags are checked, naming the tag each stands for.
+    pub fn new(
+        successes: u32,
+        window_seconds: u32,
+        deadline_minutes: u32,
+    ) -> Result<Self, TagError> {
+        let policy = Self {
+            successes: bounded(
+                PROOF_SUCCESSES,
+                &successes.to_string(),
+                1,
+                MAX_PROOF_SUCCESSES,
+            )?,
+            window_seconds: bounded(
+                PROOF_WINDOW_SECONDS,
+                &window_seconds.to_string(),
+                0,
+                MAX_PROOF_WINDOW_SECONDS,
+            )?,
+            deadline_minutes: bounded(
+                PROOF_DEADLINE_MINUTES,
+                &deadline_minutes.to_string(),
+                1,
+                MAX_PROOF_DEADLINE_MINUTES,
+            )?,
+        };
+        policy.check()
+    }
+
+    fn check(self) -> Result<Self, TagError> {
+        if u64::from(self.window_seconds) >= u64::from(self.deadline_minutes) * 60 {
+            return Err(TagError::ProofWindowNotBelowDeadline {
+                window_seconds: self.window_seconds,
+                deadline_minutes: self.deadline_minutes,
+            });
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn window(self) -> Span {
+        Span::seconds(i64::from(self.window_seconds))
+    }
+
+    pub(crate) fn deadline(self) -> Span {
+        Span::minutes(i64::from(self.deadline_minutes))
+    }
+}
+
+/// A whole number from `min` to `max` in tag `tag`.
+fn bounded(tag: &'static str, text: &str, min: u32, max: u32) -> Result<u32, TagError> {
+    text.trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| TagError::Bounded {
+            tag,
+            found: quoted(text),
+            min,
+            max,
+        })
+}
 
 /// Policies are measured in whole days from 1 to ten years: beyond that a rotation policy
 /// means nothing, and the bound keeps date arithmetic far inside chrono's range.
@@ -101,6 +216,28 @@ pub enum TagError {
         "tag `{ROTATE_BEFORE_DAYS}` ({rotate_before}) must be less than `{VALIDITY_DAYS}` ({validity}), or every new version would be due at once"
     )]
     RotateBeforeNotBelowValidity { rotate_before: u32, validity: u32 },
+    #[error("tag `{tag}` is `{found}`; expected a whole number from {min} to {max}")]
+    Bounded {
+        tag: &'static str,
+        found: String,
+        min: u32,
+        max: u32,
+    },
+    #[error(
+        "tag `{PROOF_WINDOW_SECONDS}` ({window_seconds}) must be shorter than `{PROOF_DEADLINE_MINUTES}` ({deadline_minutes} minutes), or no proof could ever finish"
+    )]
+    ProofWindowNotBelowDeadline {
+        window_seconds: u32,
+        deadline_minutes: u32,
+    },
+    #[error(
+        "tag `{OVERLAP_DAYS}` ({overlap}) is longer than the rotation cadence ({VALIDITY_DAYS} {validity} minus {ROTATE_BEFORE_DAYS} {rotate_before}): a credential would be retired while its successor's successor still needs the overlap"
+    )]
+    OverlapLongerThanCadence {
+        overlap: u32,
+        validity: u32,
+        rotate_before: u32,
+    },
     #[error(
         "tag `{LENGTH}` is `{found}`; expected a whole number from {MIN_GENERATED_LENGTH} to {MAX_GENERATED_LENGTH}"
     )]
@@ -167,6 +304,7 @@ pub struct PolicyDefaults {
     pub validity: Days,
     pub rotate_before: Days,
     pub overlap: Days,
+    pub proof: ProofPolicy,
 }
 
 impl PolicyDefaults {
@@ -182,11 +320,27 @@ impl PolicyDefaults {
                 validity: validity.get(),
             });
         }
+        // Settings are refused outright (an operator reads the error at start-up); an
+        // object's tags are capped with a warning instead (see `policy`).
+        if overlap.get() > validity.get() - rotate_before.get() {
+            return Err(TagError::OverlapLongerThanCadence {
+                overlap: overlap.get(),
+                validity: validity.get(),
+                rotate_before: rotate_before.get(),
+            });
+        }
         Ok(Self {
             validity,
             rotate_before,
             overlap,
+            proof: ProofPolicy::default(),
         })
+    }
+
+    /// The same defaults with another proof policy (from settings).
+    pub fn with_proof(mut self, proof: ProofPolicy) -> Self {
+        self.proof = proof;
+        self
     }
 }
 
@@ -272,8 +426,11 @@ pub struct RotationPolicy {
     pub validity: Days,
     /// Rotate once expiry is this close.
     pub rotate_before: Days,
-    /// How long the previous credential keeps working after a rotation.
+    /// How long the previous credential keeps working after a rotation. Never longer than
+    /// the cadence (validity minus rotate-before).
     pub overlap: Days,
+    /// How a new credential is proven (`entra-app-secret`).
+    pub proof: ProofPolicy,
 }
 
 /// What keyturn recorded on a version it wrote. Absent on versions a person wrote.
@@ -428,6 +585,21 @@ pub fn policy(
         Some(text) => Days::parse(OVERLAP_DAYS, text, 0)?,
         None => defaults.overlap,
     };
+    let proof = ProofPolicy {
+        successes: match lookup(tags, PROOF_SUCCESSES)? {
+            Some(text) => bounded(PROOF_SUCCESSES, text, 1, MAX_PROOF_SUCCESSES)?,
+            None => defaults.proof.successes,
+        },
+        window_seconds: match lookup(tags, PROOF_WINDOW_SECONDS)? {
+            Some(text) => bounded(PROOF_WINDOW_SECONDS, text, 0, MAX_PROOF_WINDOW_SECONDS)?,
+            None => defaults.proof.window_seconds,
+        },
+        deadline_minutes: match lookup(tags, PROOF_DEADLINE_MINUTES)? {
+            Some(text) => bounded(PROOF_DEADLINE_MINUTES, text, 1, MAX_PROOF_DEADLINE_MINUTES)?,
+            None => defaults.proof.deadline_minutes,
+        },
+    }
+    .check()?;
     // A certificate's validity comes from its Key Vault policy, so only secrets are held
     // to rotate-before < validity.
     if object_type == ObjectType::Secret && rotate_before >= validity {
@@ -445,11 +617,28 @@ pub fn policy(
             needed: BOOKKEEPING.len(),
         });
     }
+    // An overlap longer than the cadence would keep three credentials alive at once and
+    // retire one a version still in its overlap holds: capped, with a warning, rather than
+    // leaving the object unmanaged.
+    let overlap = if object_type == ObjectType::Secret
+        && overlap.get() > validity.get() - rotate_before.get()
+    {
+        let cadence = validity.get() - rotate_before.get();
+        tracing::warn!(
+            overlap = overlap.get(),
+            cadence,
+            "{OVERLAP_DAYS} is longer than the rotation cadence; the overlap is capped to it"
+        );
+        Days(cadence)
+    } else {
+        overlap
+    };
     Ok(Some(RotationPolicy {
         kind,
         validity,
         rotate_before,
         overlap,
+        proof,
     }))
 }
 
@@ -739,6 +928,48 @@ mod tests {
     }
 
     #[test]
+    fn an_overlap_longer_than_the_cadence_is_capped_to_it() {
+        let p = secret_policy(&[
+            (KIND, "generated"),
+            (VALIDITY_DAYS, "10"),
+            (ROTATE_BEFORE_DAYS, "5"),
+            (OVERLAP_DAYS, "7"),
+        ])
+        .expect("valid")
+        .expect("managed");
+        assert_eq!(p.overlap.get(), 5);
+    }
+
+    #[test]
+    fn the_proof_policy_comes_from_tags_or_defaults_and_is_bounded() {
+        let p = secret_policy(&[(KIND, "entra-app-secret"), (APP_ID, APP)])
+            .expect("valid")
+            .expect("managed");
+        assert_eq!(p.proof, ProofPolicy::default());
+        let p = secret_policy(&[
+            (KIND, "entra-app-secret"),
+            (APP_ID, APP),
+            (PROOF_SUCCESSES, "5"),
+            (PROOF_WINDOW_SECONDS, "300"),
+            (PROOF_DEADLINE_MINUTES, "1440"),
+        ])
+        .expect("valid")
+        .expect("managed");
+        assert_eq!(p.proof, ProofPolicy::new(5, 300, 1440).expect("valid"));
+        for (tag, value) in [
+            (PROOF_SUCCESSES, "0"),
+            (PROOF_SUCCESSES, "many"),
+            (PROOF_DEADLINE_MINUTES, "1441"),
+            (PROOF_DEADLINE_MINUTES, "0"),
+            (PROOF_WINDOW_SECONDS, "3600"),
+        ] {
+            let error = secret_policy(&[(KIND, "entra-app-secret"), (APP_ID, APP), (tag, value)])
+                .expect_err("refused");
+            assert!(error.to_string().contains(tag), "{tag}={value}: {error}");
+        }
+    }
+
+    #[test]
     fn the_last_error_tag_fits_a_tag_value() {
         let tags = with_last_error(&BTreeMap::new(), &"x".repeat(1000));
         assert_eq!(tags[LAST_ERROR].chars().count(), MAX_TAG_VALUE_LEN);
@@ -746,6 +977,11 @@ mod tests {
 
     #[test]
     fn defaults_are_held_to_the_same_rules_as_tags() {
+        assert!(matches!(
+            PolicyDefaults::new(10, 5, 7),
+            Err(TagError::OverlapLongerThanCadence { overlap: 7, .. })
+        ));
+        assert!(PolicyDefaults::new(10, 5, 5).is_ok());
         assert!(PolicyDefaults::new(30, 30, 7).is_err());
         assert!(PolicyDefaults::new(0, 30, 7).is_err());
         assert!(PolicyDefaults::new(90, 30, 0).is_ok());

@@ -52,7 +52,7 @@ use crate::ports::audit::AuditStore;
 use crate::ports::directory::DeviceDirectory;
 use crate::ports::site::SiteConfiguration;
 use crate::ports::source::SecretSource;
-use crate::rotation::tags::PolicyDefaults;
+use crate::rotation::tags::{PolicyDefaults, ProofPolicy};
 use crate::rotation::{Engine, Ports};
 
 #[derive(Debug, thiserror::Error)]
@@ -373,7 +373,14 @@ pub fn rotation_engine(
 
 fn policy_defaults(settings: &Settings) -> Result<PolicyDefaults, StartupError> {
     let d = settings.rotation.defaults;
+    let proof = ProofPolicy::new(
+        d.proof_successes,
+        d.proof_window_seconds,
+        d.proof_deadline_minutes,
+    )
+    .map_err(|e| StartupError::Rotation(e.to_string()))?;
     PolicyDefaults::new(d.validity_days, d.rotate_before_days, d.overlap_days)
+        .map(|defaults| defaults.with_proof(proof))
         .map_err(|e| StartupError::Rotation(e.to_string()))
 }
 

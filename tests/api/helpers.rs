@@ -130,6 +130,10 @@ pub fn test_settings(data_dir: &Path) -> Vec<(String, String)> {
         ("KEYTURN_DEFAULT_VALIDITY_DAYS", "90"),
         ("KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS", "30"),
         ("KEYTURN_DEFAULT_OVERLAP_DAYS", "7"),
+        // One acceptance proves a credential here, so one delivery rotates: the staged
+        // proof over time is the engine tests' subject (`rotation_engine`, `staged_proof`).
+        ("KEYTURN_PROOF_SUCCESSES", "1"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

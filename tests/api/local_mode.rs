@@ -270,13 +270,22 @@ fn killing_dev_mid_rotation_loses_no_job_and_rotates_nothing_twice() {
 
     // Entra-like propagation delay keeps the app-secret rotation waiting for its proof
     // after the new credential was added: the moment to kill it.
-    let mut run = keyturn(&[("KEYTURN_LOCAL_PROPAGATION_SECONDS", "5")])
-        .args(["dev", "--once", "--data-dir"])
-        .arg(&data)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("keyturn dev starts");
+    // One acceptance proves a credential, so one `--once` drain can rotate.
+    let one_proof = [
+        ("KEYTURN_PROOF_SUCCESSES", "1"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
+    ];
+    let mut run = keyturn(&[
+        ("KEYTURN_LOCAL_PROPAGATION_SECONDS", "5"),
+        one_proof[0],
+        one_proof[1],
+    ])
+    .args(["dev", "--once", "--data-dir"])
+    .arg(&data)
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("keyturn dev starts");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         assert!(
@@ -291,13 +300,13 @@ fn killing_dev_mid_rotation_loses_no_job_and_rotates_nothing_twice() {
     run.kill().expect("kill -9");
     run.wait().expect("reaped");
 
-    let (code, resumed) = dev_once(&data, &[]);
+    let (code, resumed) = dev_once(&data, &one_proof);
     assert_eq!(code, Some(0), "{resumed}");
     assert!(
         names(&resumed, "rotated").contains(&"demo-app-secret".to_string()),
         "{resumed}"
     );
-    let (_, again) = dev_once(&data, &[]);
+    let (_, again) = dev_once(&data, &one_proof);
     assert!(names(&again, "rotated").is_empty(), "{again}");
 
     let list = vault_list(&data);

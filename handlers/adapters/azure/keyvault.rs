@@ -706,6 +706,16 @@ impl SecretStore for KeyVault {
         .await?;
         secret_properties!(vault, secret, &context)
     }
+
+    async fn delete_secret(&self, vault: &VaultUrl, name: &ObjectName) -> Result<(), PortError> {
+        let roles = Roles::of(vault);
+        let operation = format!("deleting secret {name} in {}", vault_label(vault));
+        let context = context(&operation, &roles.secrets_write);
+        let client = self.secret_client(vault)?;
+        // The answer describes the deleted secret (its recovery id); nothing in it is needed.
+        answer(client.delete_secret(name.as_str(), None), &context).await?;
+        Ok(())
+    }
 }
 
 #[async_trait]

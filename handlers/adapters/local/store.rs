@@ -175,6 +175,17 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;",
     // 5: an audit entry may stand for several folded occurrences (NULL: one).
     "ALTER TABLE audit_log ADD COLUMN count INTEGER CHECK (count IS NULL OR count >= 2);",
+    // 6: the local vault's soft delete. A deleted secret's versions are dropped (local
+    // mode offers no recovery) but its name stays taken until `purge_at`, as Key Vault
+    // keeps a soft-deleted name for the vault's retention period.
+    "CREATE TABLE vault_secrets_deleted (
+        vault TEXT NOT NULL,
+        name_key TEXT NOT NULL,
+        name TEXT NOT NULL,
+        deleted_at INTEGER NOT NULL,
+        purge_at INTEGER NOT NULL,
+        PRIMARY KEY (vault, name_key)
+    ) STRICT;",
 ];
 
 /// Opening the store or running work on it failed.

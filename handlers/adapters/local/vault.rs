@@ -61,6 +61,20 @@ const ASSOCIATED_DATA_PREFIX: &str = "keyturn-local-vault/v1";
 /// astronomically unlikely; three keeps a broken random generator from looping.
 const UNIQUE_RETRIES: usize = 3;
 
+/// How long a deleted secret's name stays taken: Key Vault's default soft-delete
+/// retention, 90 days ("Azure Key Vault soft-delete overview": 7 to 90 days, 90 unless
+/// the vault was created with another value).
+const SOFT_DELETE_RETENTION: TimeDelta = TimeDelta::days(90);
+
+/// What writing a secret version found.
+enum Written {
+    Stored(ObjectVersion),
+    /// The current version backs a certificate.
+    Managed,
+    /// The name belongs to a soft-deleted secret.
+    Deleted,
+}
+
 /// The subscription and resource group in the `topic` of locally raised events; there
 /// is no subscription locally and the all-zero GUID says so.
 const LOCAL_TOPIC_PREFIX: &str = "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/keyturn-local/providers/Microsoft.KeyVault/vaults/";
@@ -292,21 +306,32 @@ impl LocalVault {
             let result = self
                 .store
                 .write(move |tx| {
+                    if name_is_deleted(tx, &attempt)? {
+                        return Ok(Written::Deleted);
+                    }
                     if current_is_managed(tx, &attempt)? {
-                        return Ok(None);
+                        return Ok(Written::Managed);
                     }
                     insert_secret_version(tx, &attempt, &object_version, &sealed)?;
-                    Ok(Some(object_version))
+                    Ok(Written::Stored(object_version))
                 })
                 .await;
             match result {
-                Ok(Some(object_version)) => {
+                Ok(Written::Deleted) => {
+                    return Err(PortError::new(
+                        FailureKind::Conflict,
+                        format!(
+                            "{context}: ObjectIsDeletedButRecoverable: the secret is deleted and its name stays taken until it is purged"
+                        ),
+                    ));
+                }
+                Ok(Written::Stored(object_version)) => {
                     return self
                         .secret_properties(vault, name, Some(&object_version))
                         .await?
                         .ok_or_else(|| PortError::transient(format!("{context}: vanished")));
                 }
-                Ok(None) => {
+                Ok(Written::Managed) => {
                     return Err(PortError::new(
                         FailureKind::Conflict,
                         format!(
@@ -863,6 +888,60 @@ impl SecretStore for LocalVault {
             .await?
             .ok_or_else(|| not_found_secret(name))
     }
+
+    async fn delete_secret(&self, vault: &VaultUrl, name: &ObjectName) -> Result<(), PortError> {
+        let (vault_text, name_key, name_text) = keys(vault, name);
+        let now = self.clock.now();
+        let purge_at = now
+            .checked_add_signed(SOFT_DELETE_RETENTION)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            .timestamp();
+        let now = now.timestamp();
+        let found = self
+            .store
+            .write(move |tx| {
+                let managed: Option<bool> = tx
+                    .query_row(
+                        "SELECT MAX(managed) FROM vault_secret_versions \
+                         WHERE vault = ?1 AND name_key = ?2 HAVING COUNT(*) > 0",
+                        params![vault_text, name_key],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("reading a secret to delete"))?;
+                match managed {
+                    None => return Ok(None),
+                    Some(true) => return Ok(Some(false)),
+                    Some(false) => {}
+                }
+                tx.execute(
+                    "DELETE FROM vault_secret_versions WHERE vault = ?1 AND name_key = ?2",
+                    params![vault_text, name_key],
+                )
+                .map_err(StoreError::sqlite("deleting a secret"))?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO vault_secrets_deleted \
+                     (vault, name_key, name, deleted_at, purge_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![vault_text, name_key, name_text, now, purge_at],
+                )
+                .map_err(StoreError::sqlite("recording a deleted secret"))?;
+                Ok(Some(true))
+            })
+            .await
+            .map_err(|error| error.into_port_error("deleting a local secret"))?;
+        match found {
+            None => Err(PortError::new(
+                FailureKind::NotFound,
+                format!("deleting secret {name}: it does not exist"),
+            )),
+            // Key Vault refuses to delete a certificate's backing secret on its own.
+            Some(false) => Err(PortError::new(
+                FailureKind::Conflict,
+                format!("deleting secret {name}: it backs a certificate; delete the certificate"),
+            )),
+            Some(true) => Ok(()),
+        }
+    }
 }
 
 #[async_trait]
@@ -1175,6 +1254,32 @@ fn raised_events(connection: &Connection) -> Result<HashSet<RaisedKey>, StoreErr
         .collect::<Result<HashSet<_>, _>>()
         .map_err(StoreError::sqlite("listing raised events"))?;
     Ok(rows)
+}
+
+/// Whether the name belongs to a soft-deleted secret not yet purged; one whose retention
+/// has passed is purged here.
+fn name_is_deleted(tx: &Transaction<'_>, row: &NewSecretRow) -> Result<bool, StoreError> {
+    let (vault_text, name_key, _) = keys(&row.vault, &row.name);
+    let purge_at: Option<i64> = tx
+        .query_row(
+            "SELECT purge_at FROM vault_secrets_deleted WHERE vault = ?1 AND name_key = ?2",
+            params![vault_text, name_key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(StoreError::sqlite("reading deleted secrets"))?;
+    match purge_at {
+        Some(at) if at > row.now.timestamp() => Ok(true),
+        Some(_) => {
+            tx.execute(
+                "DELETE FROM vault_secrets_deleted WHERE vault = ?1 AND name_key = ?2",
+                params![vault_text, name_key],
+            )
+            .map_err(StoreError::sqlite("purging a deleted secret"))?;
+            Ok(false)
+        }
+        None => Ok(false),
+    }
 }
 
 fn current_is_managed(tx: &Transaction<'_>, row: &NewSecretRow) -> Result<bool, StoreError> {

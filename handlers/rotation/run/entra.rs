@@ -1,14 +1,33 @@
 //! `entra-app-secret`: an application's password credential, rotated in AWS Secrets
-//! Manager's staged order (create, test, store as current, retire the previous one later)
-//! through Graph, the Entra token endpoint and Key Vault.
+//! Manager's staged order through Graph, the Entra token endpoint and Key Vault:
+//!
+//! 1. **add**: one `addPassword`, marked with the rotation's job id;
+//! 2. **pending**: the new value is stored at once, in Key Vault only, as a companion
+//!    secret `keyturn-pending-{keyId}` that no consumer of the managed secret reads, tagged
+//!    with the secret it belongs to and the state of its proof;
+//! 3. **prove**: one token request per delivery, in scheduled `prove` follow-ups, until the
+//!    token endpoint accepted the credential N times in a row across at least W seconds,
+//!    or the proof deadline passes;
+//! 4. **promote**: the value becomes the managed secret's new current version, the pending
+//!    copy is deleted and the previous credential's retirement scheduled;
+//! 5. **retire**: after the overlap, the previous credential is removed.
+//!
+//! The pending copy's name carries the credential's keyId, so every rotation uses a name
+//! never used before: Key Vault's soft delete keeps a deleted name taken for the vault's
+//! retention period (7 to 90 days), and a fixed name deleted after one rotation could not
+//! be set again by the next. The keyId also ties the two halves together after a crash:
+//! a credential marked by a rotation is either held by a pending copy (its proof goes on)
+//! or by a version of the managed secret, or it is a stray that is removed.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::audit::Action as AuditAction;
 use crate::domain::ids::{AppId, DirectoryObjectId, KeyId};
-use crate::domain::names::ObjectId;
+use crate::domain::names::{ObjectId, ObjectName};
+use crate::domain::secret::SecretValue;
 use crate::ports::audit::Outcome;
 use crate::ports::directory::{Application, IssuedCredential, PasswordCredential, ProofError};
 use crate::ports::vault::{NewSecretVersion, SecretProperties};
@@ -16,32 +35,62 @@ use crate::ports::{FailureKind, PortError};
 use crate::rotation::RotationError;
 use crate::rotation::job::{Action, Job, JobId};
 use crate::rotation::plan::audit_object;
-use crate::rotation::retry::{Deadline, backoff, retrying};
+use crate::rotation::retry::retrying;
 use crate::rotation::run::{RunOutcome, Step, credential_object, until};
-use crate::rotation::tags::{self, ManagedObject, NewBookkeeping};
+use crate::rotation::tags::{self, ManagedObject, NewBookkeeping, ProofPolicy};
 
 /// Display names of keyturn's credentials start with this, followed by the job id.
 pub const MARKER_PREFIX: &str = "keyturn ";
 
-/// How long keyturn waits for the token endpoint to accept a new credential. Entra
-/// documents no propagation SLA; new credentials have been observed to work after 4 to
-/// 18 seconds. Two minutes is over six times the slowest observation and still leaves
-/// most of an invocation's eight-minute budget for the other steps.
-pub const PROOF_BUDGET: Duration = Duration::from_secs(120);
+/// Names of pending copies start with this, followed by the credential's keyId.
+pub const PENDING_PREFIX: &str = "keyturn-pending-";
 
-/// Longest wait between two proof attempts: propagation is a matter of seconds, so
-/// polling more slowly than this would only add latency.
-const MAX_PROOF_WAIT: Duration = Duration::from_secs(15);
+/// The first wait after a refusal. Entra's propagation takes minutes; the first retries
+/// come quickly for the common case of a few seconds, then back off.
+const FIRST_PROOF_WAIT: Duration = Duration::from_secs(5);
 
-/// The wait before proof attempt `attempt + 1`: 2, 4, 8, then every 15 seconds. No
-/// jitter: one worker polls one credential.
-fn proof_wait(attempt: u32) -> Duration {
-    Duration::from_secs(1u64 << attempt.clamp(1, 4)).min(MAX_PROOF_WAIT)
+/// Longest wait between two proof attempts while the credential is refused: field reports
+/// put propagation at 2 to over 10 minutes, so a minute keeps promotion within a minute of
+/// the credential working at the cost of about one delivery a minute.
+const MAX_PROOF_WAIT: Duration = Duration::from_secs(60);
+
+/// Shortest spacing of two acceptances counted towards a proof: requests closer together
+/// are likely answered by the same replica and prove nothing about the others.
+const MIN_PROOF_SPACING: Duration = Duration::from_secs(5);
+
+/// The wait before the next proof attempt after `refusals` refusals in a row (at least
+/// one): 5, 10, 20, 40, then every 60 seconds. No jitter: one worker polls one credential.
+fn refused_wait(refusals: u32) -> Duration {
+    FIRST_PROOF_WAIT
+        .saturating_mul(1u32 << refusals.saturating_sub(1).min(4))
+        .min(MAX_PROOF_WAIT)
+}
+
+/// The wait before the next attempt during a run of `streak` acceptances that began at
+/// `since`: the rest of the window shared out over the acceptances still needed, so the
+/// last one lands when the window is complete.
+fn streak_wait(
+    proof: ProofPolicy,
+    streak: u32,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Duration {
+    let left = until(now, since + proof.window());
+    let needed = proof.successes.saturating_sub(streak);
+    let wait = if needed == 0 { left } else { left / needed };
+    wait.max(MIN_PROOF_SPACING)
 }
 
 /// The display name marking a credential as added by `job`.
 pub fn marker(job: &JobId) -> String {
     format!("{MARKER_PREFIX}{job}")
+}
+
+/// The name of the pending copy of the credential `key_id`.
+pub fn pending_name(key_id: &KeyId) -> ObjectName {
+    // "keyturn-pending-" and a GUID: 52 letters, digits and hyphens, a valid name.
+    ObjectName::parse(&format!("{PENDING_PREFIX}{key_id}"))
+        .expect("invariant: a keyId makes a valid secret name")
 }
 
 /// The job id in a keyturn marker; `None` for a credential a person added.
@@ -53,6 +102,93 @@ fn marked_job(credential: &PasswordCredential) -> Option<JobId> {
         .and_then(|rest| JobId::parse(rest.trim()).ok())
 }
 
+/// The rotation the job at hand belongs to (its marker).
+fn rotation_id(step: &Step<'_>) -> JobId {
+    step.job
+        .action
+        .rotation_id()
+        .unwrap_or_else(|| step.job.job_id.clone())
+}
+
+/// A pending copy and the state of its proof, read from its tags.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    properties: SecretProperties,
+    key_id: KeyId,
+    deadline: DateTime<Utc>,
+    streak: u32,
+    since: Option<DateTime<Utc>>,
+    attempt: u32,
+}
+
+impl Pending {
+    /// The pending copy's state, when its tags say it holds `key_id` for `object` in the
+    /// rotation `rotation`; `None` for anything else (a secret a person named alike).
+    fn read(
+        properties: SecretProperties,
+        object: &ObjectId,
+        rotation: &JobId,
+        key_id: &KeyId,
+    ) -> Option<Self> {
+        let tag = |name: &str| {
+            properties
+                .tags
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let time = |name: &str| {
+            tag(name)
+                .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let belongs = tag(tags::PENDING_FOR)
+            .is_some_and(|n| n.eq_ignore_ascii_case(object.name().as_str()))
+            && tag(tags::JOB_ID).as_deref() == Some(rotation.as_str())
+            && tag(tags::KEY_ID).as_deref() == Some(key_id.to_string().as_str());
+        if !belongs {
+            return None;
+        }
+        Some(Self {
+            key_id: *key_id,
+            deadline: time(tags::PROOF_DEADLINE)?,
+            streak: tag(tags::PROOF_STREAK)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            since: time(tags::PROOF_SINCE),
+            attempt: tag(tags::PROOF_ATTEMPT)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            properties,
+        })
+    }
+
+    /// The tags of a pending copy: what it belongs to and where its proof stands.
+    fn tags(
+        object: &ObjectId,
+        rotation: &JobId,
+        key_id: &KeyId,
+        deadline: DateTime<Utc>,
+        streak: u32,
+        since: Option<DateTime<Utc>>,
+        attempt: u32,
+    ) -> BTreeMap<String, String> {
+        let time = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, true);
+        let mut tags = BTreeMap::from([
+            (tags::PENDING_FOR.to_string(), object.name().to_string()),
+            (tags::JOB_ID.to_string(), rotation.to_string()),
+            (tags::KEY_ID.to_string(), key_id.to_string()),
+            (tags::PROOF_DEADLINE.to_string(), time(deadline)),
+            (tags::PROOF_STREAK.to_string(), streak.to_string()),
+            (tags::PROOF_ATTEMPT.to_string(), attempt.to_string()),
+        ]);
+        if let Some(since) = since {
+            tags.insert(tags::PROOF_SINCE.to_string(), time(since));
+        }
+        tags
+    }
+}
+
 pub(super) async fn rotate(
     step: &Step<'_>,
     object: &ObjectId,
@@ -60,112 +196,19 @@ pub(super) async fn rotate(
     app_id: &AppId,
     managed: &ManagedObject,
 ) -> Result<RunOutcome, RotationError> {
-    let job_id = &step.job.job_id;
-    let previous_version = current.id.version().cloned().ok_or_else(|| {
-        RotationError::port(
-            "reading the secret",
-            PortError::invalid("current version without a version id"),
-        )
-    })?;
     let app = resolve(step, object, app_id).await?;
 
-    // Invariant 3: what an earlier delivery of this job added but never stored goes first.
-    remove_strays(step, object, &app, &[]).await?;
+    // Invariant 3: a credential an earlier delivery of this rotation added is either being
+    // proven (its pending copy exists: the proof goes on, nothing is added) or a stray.
+    if let Some(pending) = in_flight(step, object, &app).await? {
+        return resume(step, object, current, &app, managed, pending).await;
+    }
 
     let now = step.engine.clock().now();
     let end = requested_end(now, managed);
     let issued = add(step, object, &app, end).await?;
-    let new_key = issued.credential.key_id;
-
-    // Invariant 4: proven before stored.
-    if let Err(error) = prove(step, object, app_id, &issued).await {
-        remove_quietly(
-            step,
-            object,
-            &app,
-            &new_key,
-            "never accepted by the token endpoint",
-        )
-        .await;
-        return Err(error);
-    }
-
-    let tags = tags::new_version_tags(
-        &current.tags,
-        &NewBookkeeping {
-            key_id: Some(&new_key),
-            // Invariant 6: a key id is handed on only from a version keyturn wrote; one a
-            // person copied onto a version of their own proves nothing.
-            previous_key_id: managed
-                .bookkeeping
-                .key_id
-                .as_ref()
-                .filter(|_| managed.bookkeeping.written_by_keyturn()),
-            previous_version: &previous_version,
-            job_id: job_id.as_str(),
-            rotated_at: now,
-        },
-    );
-    let secrets = &step.engine.ports().secrets;
-    let version = NewSecretVersion {
-        content_type: current.content_type.clone(),
-        not_before: None,
-        expires: Some(end),
-        tags,
-    };
-    let stored = retrying(
-        step.engine,
-        step.deadline,
-        "storing the new version",
-        || {
-            secrets.set_secret(
-                object.vault(),
-                object.name(),
-                &issued.secret,
-                version.clone(),
-            )
-        },
-    )
-    .await
-    .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e));
-    let stored = match stored {
-        Ok(stored) => stored,
-        Err(error) => {
-            // Refused for good (a missing role, a policy): the version was not written and
-            // no delivery will come back to clear the credential up (invariant 3 needs one).
-            // A transient failure may hide a write that took effect, so that credential is
-            // left to the redelivery, which finds out which it was.
-            if error.is_permanent() {
-                remove_quietly(
-                    step,
-                    object,
-                    &app,
-                    &new_key,
-                    "Key Vault refused to store it",
-                )
-                .await;
-            }
-            return Err(error);
-        }
-    };
-    let new_version = stored
-        .id
-        .version()
-        .map(ToString::to_string)
-        .unwrap_or_default();
-    step.record(
-        AuditAction::SecretRotated,
-        credential_object(&stored.id, app_id, Some(&new_key)),
-        Outcome::Succeeded,
-        &format!("replaces version {previous_version}"),
-    )
-    .await?;
-
-    converge_after_store(step, object, &stored, app_id, managed).await?;
-    Ok(RunOutcome::Rotated {
-        version: new_version,
-        key_id: Some(new_key.to_string()),
-    })
+    let pending = stage(step, object, &app, managed, &issued, end, now).await?;
+    advance(step, object, current, &app, managed, pending, 0).await
 }
 
 /// The end of validity keyturn asks Graph for: the policy's validity from `now`, in whole
@@ -174,8 +217,8 @@ pub(super) fn requested_end(now: DateTime<Utc>, managed: &ManagedObject) -> Date
     (now + managed.policy.validity.span()).trunc_subsecs(0)
 }
 
-/// `addPassword` with this job's marker, audited. A credential whose addition cannot be
-/// audited for good is removed again (no delivery comes back for it); a transient audit
+/// `addPassword` with this rotation's marker, audited. A credential whose addition cannot
+/// be audited for good is removed again (no delivery comes back for it); a transient audit
 /// failure is left to the redelivery, which finds the credential by its marker
 /// (invariant 3).
 async fn add(
@@ -185,7 +228,7 @@ async fn add(
     end: DateTime<Utc>,
 ) -> Result<IssuedCredential, RotationError> {
     let directory = &step.engine.ports().directory;
-    let name = marker(&step.job.job_id);
+    let name = marker(&rotation_id(step));
     let issued: IssuedCredential = retrying(
         step.engine,
         step.deadline,
@@ -224,6 +267,541 @@ async fn add(
     Ok(issued)
 }
 
+/// Stores the new value as its pending copy, at once: from here a crash loses nothing.
+async fn stage(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+    managed: &ManagedObject,
+    issued: &IssuedCredential,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Pending, RotationError> {
+    let key_id = issued.credential.key_id;
+    let deadline = now + managed.policy.proof.deadline();
+    let name = pending_name(&key_id);
+    let version = NewSecretVersion {
+        content_type: None,
+        not_before: None,
+        expires: Some(end),
+        tags: Pending::tags(object, &rotation_id(step), &key_id, deadline, 0, None, 0),
+    };
+    let secrets = &step.engine.ports().secrets;
+    let stored = retrying(
+        step.engine,
+        step.deadline,
+        "storing the pending credential",
+        || secrets.set_secret(object.vault(), &name, &issued.secret, version.clone()),
+    )
+    .await
+    .map_err(|e| RotationError::port(format!("storing the pending copy {name} of {object}"), e));
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(error) => {
+            // Refused for good (a missing role, a policy): nothing was written and no
+            // delivery comes back for the credential (invariant 3 needs one). A transient
+            // failure may hide a write that took effect: the redelivery finds out which.
+            if error.is_permanent() {
+                remove_quietly(step, object, app, &key_id, "Key Vault refused to store it").await;
+            }
+            return Err(error);
+        }
+    };
+    step.record(
+        AuditAction::CredentialPending,
+        credential_object(object, &app.app_id, Some(&key_id)),
+        Outcome::Succeeded,
+        &format!(
+            "stored as {name}; proof until {}",
+            deadline.to_rfc3339_opts(SecondsFormat::Secs, true)
+        ),
+    )
+    .await?;
+    Pending::read(stored, object, &rotation_id(step), &key_id).ok_or_else(|| {
+        RotationError::port(
+            format!("reading back the pending copy {name}"),
+            PortError::invalid("its tags do not read back"),
+        )
+    })
+}
+
+/// The pending copy of a credential this rotation added, if any; every other credential
+/// bearing its marker that no pending copy holds is a stray and is removed.
+async fn in_flight(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+) -> Result<Option<Pending>, RotationError> {
+    let rotation = rotation_id(step);
+    let held = held_keys(step, object).await?;
+    let mut found = None;
+    for credential in marked_credentials(step, app, &rotation).await? {
+        if held.contains(&credential.key_id) {
+            continue;
+        }
+        if found.is_none()
+            && let Some(pending) = pending(step, object, &rotation, &credential.key_id).await?
+        {
+            found = Some(pending);
+            continue;
+        }
+        remove_stray(step, object, app, &credential.key_id).await?;
+    }
+    Ok(found)
+}
+
+/// The pending copy holding `key_id` for this rotation.
+async fn pending(
+    step: &Step<'_>,
+    object: &ObjectId,
+    rotation: &JobId,
+    key_id: &KeyId,
+) -> Result<Option<Pending>, RotationError> {
+    let secrets = &step.engine.ports().secrets;
+    let name = pending_name(key_id);
+    let found = retrying(
+        step.engine,
+        step.deadline,
+        "reading the pending copy",
+        || secrets.secret_properties(object.vault(), &name, None),
+    )
+    .await
+    .map_err(|e| RotationError::port(format!("reading the pending copy {name}"), e))?;
+    Ok(found.and_then(|p| Pending::read(p, object, rotation, key_id)))
+}
+
+/// A rotate job delivered again while its credential is being proven (a redelivery, or
+/// the sweep after the broker's duplicate window): the proof's next follow-up is sent
+/// again, which the broker drops if it still holds it, so one proof goes on, never two.
+/// A proof that never made its first attempt makes it now.
+async fn resume(
+    step: &Step<'_>,
+    object: &ObjectId,
+    current: &SecretProperties,
+    app: &Application,
+    managed: &ManagedObject,
+    pending: Pending,
+) -> Result<RunOutcome, RotationError> {
+    if pending.attempt == 0 {
+        return advance(step, object, current, app, managed, pending, 0).await;
+    }
+    let now = step.engine.clock().now();
+    let at = now.min(pending.deadline);
+    schedule(step, object, &pending.key_id, pending.attempt, at).await?;
+    Ok(RunOutcome::Proving {
+        key_id: pending.key_id.to_string(),
+        accepted: pending.streak,
+        needed: managed.policy.proof.successes,
+        next_attempt_at: at.to_rfc3339_opts(SecondsFormat::Secs, true),
+    })
+}
+
+/// Sends the `prove` follow-up `attempt` for the credential `key_id`, due at `at`.
+async fn schedule(
+    step: &Step<'_>,
+    object: &ObjectId,
+    key_id: &KeyId,
+    attempt: u32,
+    at: DateTime<Utc>,
+) -> Result<(), RotationError> {
+    let follow = Job::new(Action::Prove {
+        object: object.clone(),
+        replaces_version: step.job.action.version().clone(),
+        key_id: *key_id,
+        attempt,
+    });
+    let message = follow.message(Some(at));
+    let queue = &step.engine.ports().queue;
+    retrying(
+        step.engine,
+        step.deadline,
+        "scheduling the next proof",
+        || queue.send(&message),
+    )
+    .await
+    .map_err(|e| RotationError::port(format!("scheduling proof job {}", follow.job_id), e))
+}
+
+/// The `prove` follow-up: one more proof attempt of the credential `key_id`.
+pub(super) async fn prove_pending(
+    step: &Step<'_>,
+    object: &ObjectId,
+    current: &SecretProperties,
+    app_id: &AppId,
+    managed: &ManagedObject,
+    key_id: &KeyId,
+    attempt: u32,
+) -> Result<RunOutcome, RotationError> {
+    let app = resolve(step, object, app_id).await?;
+    let rotation = rotation_id(step);
+    match pending(step, object, &rotation, key_id).await? {
+        Some(pending) => advance(step, object, current, &app, managed, pending, attempt).await,
+        None => {
+            // Promoted, given up or never stored: what this rotation left unheld goes.
+            in_flight(step, object, &app).await?;
+            step.skip(
+                object,
+                "no pending credential of this rotation is being proven",
+            )
+            .await
+        }
+    }
+}
+
+/// One proof attempt of a pending credential, then: promotion once proven, the end of the
+/// rotation once its deadline has passed, or the next attempt scheduled.
+async fn advance(
+    step: &Step<'_>,
+    object: &ObjectId,
+    current: &SecretProperties,
+    app: &Application,
+    managed: &ManagedObject,
+    pending: Pending,
+    attempt: u32,
+) -> Result<RunOutcome, RotationError> {
+    let engine = step.engine;
+    let proof = managed.policy.proof;
+    let now = engine.clock().now();
+    if now >= pending.deadline {
+        return give_up(step, object, app, &pending, proof).await;
+    }
+    let secrets = &engine.ports().secrets;
+    let name = pending_name(&pending.key_id);
+    let value = retrying(
+        engine,
+        step.deadline,
+        "reading the pending credential",
+        || secrets.secret(object.vault(), &name, None),
+    )
+    .await
+    .map_err(|e| RotationError::port(format!("reading the pending copy {name}"), e))?;
+    let Some(value) = value else {
+        return step
+            .skip(object, "the pending copy is gone; nothing is being proven")
+            .await;
+    };
+    let value = value.value;
+    let audited = credential_object(object, &app.app_id, Some(&pending.key_id));
+    let (streak, since) = match engine.ports().prover.prove(&app.app_id, &value).await {
+        Ok(()) => {
+            let streak = pending.streak.saturating_add(1);
+            let since = pending.since.unwrap_or(now);
+            step.record(
+                AuditAction::CredentialProving,
+                audited.clone(),
+                Outcome::Succeeded,
+                &format!(
+                    "accepted {streak}/{} in a row over {} s (attempt {})",
+                    proof.successes,
+                    until(since, now).as_secs(),
+                    attempt + 1
+                ),
+            )
+            .await?;
+            (streak, Some(since))
+        }
+        Err(ProofError::Rejected { code }) => {
+            step.record(
+                AuditAction::CredentialProving,
+                audited.clone(),
+                Outcome::Failed,
+                &format!(
+                    "refused ({code}), not propagated yet (attempt {})",
+                    attempt + 1
+                ),
+            )
+            .await?;
+            (0, None)
+        }
+        Err(ProofError::Port(e)) if e.is_transient() => {
+            tracing::info!(error = %e, "the token endpoint is unavailable; the proof waits");
+            (pending.streak, pending.since)
+        }
+        Err(ProofError::Port(e)) => {
+            abandon(
+                step,
+                object,
+                app,
+                &pending.key_id,
+                "its proof failed for good",
+            )
+            .await;
+            return Err(RotationError::port(
+                format!("proving the new credential of application {}", app.app_id),
+                e,
+            ));
+        }
+    };
+    if let Some(since) = since
+        && streak >= proof.successes
+        && now - since >= proof.window()
+    {
+        step.record(
+            AuditAction::CredentialProven,
+            audited,
+            Outcome::Succeeded,
+            &format!(
+                "accepted {streak} times in a row over {} s, {} attempt(s)",
+                until(since, now).as_secs(),
+                attempt + 1
+            ),
+        )
+        .await?;
+        return promote(step, object, current, app, managed, &pending, &value).await;
+    }
+
+    let wait = match since {
+        Some(since) => streak_wait(proof, streak, since, now),
+        None => refused_wait(attempt.saturating_add(1)),
+    };
+    let at = (now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::MAX))
+        .min(pending.deadline);
+    let next = attempt.saturating_add(1);
+    let tags = Pending::tags(
+        object,
+        &rotation_id(step),
+        &pending.key_id,
+        pending.deadline,
+        streak,
+        since,
+        next,
+    );
+    let version = pending.properties.id.version().cloned().ok_or_else(|| {
+        RotationError::port(
+            format!("reading the pending copy {name}"),
+            PortError::invalid("a version without a version id"),
+        )
+    })?;
+    retrying(engine, step.deadline, "recording the proof", || {
+        secrets.update_tags(object.vault(), &name, &version, tags.clone())
+    })
+    .await
+    .map_err(|e| RotationError::port(format!("recording the proof on {name}"), e))?;
+    schedule(step, object, &pending.key_id, next, at).await?;
+    Ok(RunOutcome::Proving {
+        key_id: pending.key_id.to_string(),
+        accepted: streak,
+        needed: proof.successes,
+        next_attempt_at: at.to_rfc3339_opts(SecondsFormat::Secs, true),
+    })
+}
+
+/// Writes the proven value as the managed secret's new current version, then converges.
+async fn promote(
+    step: &Step<'_>,
+    object: &ObjectId,
+    current: &SecretProperties,
+    app: &Application,
+    managed: &ManagedObject,
+    pending: &Pending,
+    value: &SecretValue,
+) -> Result<RunOutcome, RotationError> {
+    let previous_version = current.id.version().cloned().ok_or_else(|| {
+        RotationError::port(
+            "reading the secret",
+            PortError::invalid("current version without a version id"),
+        )
+    })?;
+    let rotation = rotation_id(step);
+    let new_key = pending.key_id;
+    let tags = tags::new_version_tags(
+        &current.tags,
+        &NewBookkeeping {
+            key_id: Some(&new_key),
+            // Invariant 6: a key id is handed on only from a version keyturn wrote; one a
+            // person copied onto a version of their own proves nothing.
+            previous_key_id: managed
+                .bookkeeping
+                .key_id
+                .as_ref()
+                .filter(|_| managed.bookkeeping.written_by_keyturn()),
+            previous_version: &previous_version,
+            job_id: rotation.as_str(),
+            rotated_at: step.engine.clock().now(),
+        },
+    );
+    let secrets = &step.engine.ports().secrets;
+    let version = NewSecretVersion {
+        content_type: current.content_type.clone(),
+        not_before: None,
+        expires: pending.properties.expires,
+        tags,
+    };
+    let stored = retrying(
+        step.engine,
+        step.deadline,
+        "storing the new version",
+        || secrets.set_secret(object.vault(), object.name(), value, version.clone()),
+    )
+    .await
+    .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e));
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(error) => {
+            // Refused for good: the rotation ends here, and what it added goes with it. A
+            // transient failure is left to the redelivery (the pending copy stays).
+            if error.is_permanent() {
+                abandon(step, object, app, &new_key, "Key Vault refused to store it").await;
+            }
+            return Err(error);
+        }
+    };
+    let new_version = stored
+        .id
+        .version()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    step.record(
+        AuditAction::SecretRotated,
+        credential_object(&stored.id, &app.app_id, Some(&new_key)),
+        Outcome::Succeeded,
+        &format!("replaces version {previous_version}"),
+    )
+    .await?;
+    converge_after_store(step, object, &stored, &app.app_id, managed).await?;
+    Ok(RunOutcome::Rotated {
+        version: new_version,
+        key_id: Some(new_key.to_string()),
+    })
+}
+
+/// The proof deadline passed: the pending copy and the unproven credential are removed
+/// (in that order: a crash between leaves a marked credential no pending copy holds, which
+/// the next delivery removes as a stray) and the rotation fails for good.
+async fn give_up(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+    pending: &Pending,
+    proof: ProofPolicy,
+) -> Result<RunOutcome, RotationError> {
+    delete_pending(
+        step,
+        object,
+        app,
+        &pending.key_id,
+        "its proof deadline passed",
+    )
+    .await?;
+    remove(step, &app.object_id, &pending.key_id).await?;
+    step.record(
+        AuditAction::CredentialRemoved,
+        credential_object(object, &app.app_id, Some(&pending.key_id)),
+        Outcome::Succeeded,
+        "never proven before its deadline",
+    )
+    .await?;
+    Err(RotationError::ProofDeadlinePassed {
+        object: object.to_string(),
+        successes: proof.successes,
+        window_s: proof.window_seconds,
+        deadline_minutes: proof.deadline_minutes,
+    })
+}
+
+/// Best-effort end of a rotation that failed for good: its pending copy and its credential.
+async fn abandon(step: &Step<'_>, object: &ObjectId, app: &Application, key_id: &KeyId, why: &str) {
+    if let Err(error) = delete_pending(step, object, app, key_id, why).await {
+        tracing::warn!(%error, "cannot delete the pending copy; the next delivery will");
+    }
+    remove_quietly(step, object, app, key_id, why).await;
+}
+
+/// Deletes the pending copy of `key_id`; one already gone counts as deleted.
+async fn delete_pending(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+    key_id: &KeyId,
+    why: &str,
+) -> Result<(), RotationError> {
+    let secrets = &step.engine.ports().secrets;
+    let name = pending_name(key_id);
+    match retrying(
+        step.engine,
+        step.deadline,
+        "deleting the pending copy",
+        || secrets.delete_secret(object.vault(), &name),
+    )
+    .await
+    {
+        Ok(()) => {
+            step.record(
+                AuditAction::PendingRemoved,
+                credential_object(object, &app.app_id, Some(key_id)),
+                Outcome::Succeeded,
+                &format!("{name} deleted: {why}"),
+            )
+            .await
+        }
+        Err(PortError {
+            kind: FailureKind::NotFound,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(RotationError::port(
+            format!("deleting the pending copy {name}"),
+            e,
+        )),
+    }
+}
+
+/// Every key id a version of the managed secret records: the credentials consumers may
+/// hold (the current one, and earlier ones until their own retirement). Never a stray.
+async fn held_keys(step: &Step<'_>, object: &ObjectId) -> Result<Vec<KeyId>, RotationError> {
+    let secrets = &step.engine.ports().secrets;
+    let versions = retrying(step.engine, step.deadline, "listing versions", || {
+        secrets.list_versions(object.vault(), object.name())
+    })
+    .await
+    .map_err(|e| RotationError::port(format!("listing the versions of {object}"), e))?;
+    Ok(versions
+        .iter()
+        .filter_map(|v| tags::Bookkeeping::read(&v.tags).key_id)
+        .collect())
+}
+
+/// The credentials of `app` bearing the marker of `rotation`.
+async fn marked_credentials(
+    step: &Step<'_>,
+    app: &Application,
+    rotation: &JobId,
+) -> Result<Vec<PasswordCredential>, RotationError> {
+    let directory = &step.engine.ports().directory;
+    let credentials = retrying(step.engine, step.deadline, "listing credentials", || {
+        directory.password_credentials(&app.object_id)
+    })
+    .await
+    .map_err(|e| {
+        RotationError::port(
+            format!("listing credentials of application {}", app.app_id),
+            e,
+        )
+    })?;
+    Ok(credentials
+        .into_iter()
+        .filter(|c| marked_job(c).as_ref() == Some(rotation))
+        .collect())
+}
+
+/// Removes a credential this rotation added that nothing holds, with its pending copy if
+/// one is left.
+async fn remove_stray(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+    key_id: &KeyId,
+) -> Result<(), RotationError> {
+    delete_pending(step, object, app, key_id, "its credential is a stray").await?;
+    remove(step, &app.object_id, key_id).await?;
+    step.record(
+        AuditAction::CredentialOrphanRemoved,
+        credential_object(object, &app.app_id, Some(key_id)),
+        Outcome::Succeeded,
+        "added by an earlier attempt of this rotation and never stored",
+    )
+    .await
+}
+
 /// After this job's version is stored (now, or by an earlier delivery): removes strays of
 /// this job and schedules retirement of the previous credential (invariants 3, 5, 7).
 pub(super) async fn converge_after_store(
@@ -235,7 +813,11 @@ pub(super) async fn converge_after_store(
 ) -> Result<(), RotationError> {
     let notes = tags::Bookkeeping::read(&stored.tags);
     let app = resolve(step, object, app_id).await?;
-    remove_strays(step, object, &app, &notes.key_id.iter().collect::<Vec<_>>()).await?;
+    if let Some(key_id) = &notes.key_id {
+        delete_pending(step, object, &app, key_id, "its credential was promoted").await?;
+    }
+    // Whatever else this rotation added and nothing holds (invariant 3).
+    in_flight(step, object, &app).await?;
     let (Some(previous_key), Some(previous_version), Some(successor)) = (
         notes.previous_key_id,
         notes.previous_version,
@@ -259,7 +841,7 @@ pub(super) async fn converge_after_store(
         app_object_id: app.object_id,
         key_id: previous_key,
         successor_version: successor.clone(),
-        rotated_by: step.job.job_id.clone(),
+        rotated_by: rotation_id(step),
     });
     let rotated_at = notes
         .rotated_at
@@ -438,12 +1020,22 @@ pub(super) async fn retire(step: &Step<'_>) -> Result<RunOutcome, RotationError>
             }
         }
     };
-    // Strays of the rotation that made the successor (invariant 3), never the current one.
+    // Strays of the rotation that made the successor (invariant 3): never a credential
+    // any version records (the current one, or one still within its own overlap), never
+    // one whose proof is still going on.
+    let held = held_keys(step, object).await?;
     for stray in credentials.iter().filter(|c| {
         marked_job(c).as_ref() == Some(rotated_by)
             && Some(c.key_id) != current_key
             && c.key_id != *key_id
+            && !held.contains(&c.key_id)
     }) {
+        if pending(step, object, rotated_by, &stray.key_id)
+            .await?
+            .is_some()
+        {
+            continue;
+        }
         remove(step, app_object_id, &stray.key_id).await?;
         step.record(
             AuditAction::CredentialOrphanRemoved,
@@ -477,8 +1069,9 @@ async fn resolve(
 }
 
 /// For a job whose version is no longer current: removes what an earlier delivery of it
-/// added but never stored (invariant 3). The credentials the current version records (its
-/// own and, during the overlap, the one it replaced) are the vault's and stay.
+/// added but never promoted, pending copy and all (invariant 3). A credential any version
+/// of the secret records is the vault's and stays: consumers may hold it until its own
+/// retirement.
 pub(super) async fn remove_strays_when_skipped(
     step: &Step<'_>,
     object: &ObjectId,
@@ -497,44 +1090,13 @@ pub(super) async fn remove_strays_when_skipped(
         Err(RotationError::ApplicationNotFound { .. }) => return Ok(()),
         Err(error) => return Err(error),
     };
-    let notes = &managed.bookkeeping;
-    let held: Vec<&KeyId> = [notes.key_id.as_ref(), notes.previous_key_id.as_ref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    remove_strays(step, object, &app, &held).await
-}
-
-/// Removes every credential bearing this job's marker except those in `keep`.
-async fn remove_strays(
-    step: &Step<'_>,
-    object: &ObjectId,
-    app: &Application,
-    keep: &[&KeyId],
-) -> Result<(), RotationError> {
-    let directory = &step.engine.ports().directory;
-    let credentials = retrying(step.engine, step.deadline, "listing credentials", || {
-        directory.password_credentials(&app.object_id)
-    })
-    .await
-    .map_err(|e| {
-        RotationError::port(
-            format!("listing credentials of application {}", app.app_id),
-            e,
-        )
-    })?;
-    let strays = credentials
-        .iter()
-        .filter(|c| marked_job(c).as_ref() == Some(&step.job.job_id) && !keep.contains(&&c.key_id));
-    for stray in strays {
-        remove(step, &app.object_id, &stray.key_id).await?;
-        step.record(
-            AuditAction::CredentialOrphanRemoved,
-            credential_object(object, &app.app_id, Some(&stray.key_id)),
-            Outcome::Succeeded,
-            "added by an earlier attempt of this job and never stored",
-        )
-        .await?;
+    // A superseded rotation's proof ends too: its pending credential is a stray now.
+    let rotation = rotation_id(step);
+    let held = held_keys(step, object).await?;
+    for credential in marked_credentials(step, &app, &rotation).await? {
+        if !held.contains(&credential.key_id) {
+            remove_stray(step, object, &app, &credential.key_id).await?;
+        }
     }
     Ok(())
 }
@@ -593,65 +1155,4 @@ async fn remove_quietly(
             tracing::warn!(%error, "cannot remove an unproven credential; the next delivery will")
         }
     }
-}
-
-/// Acquires a token with the new credential until the token endpoint accepts it.
-async fn prove(
-    step: &Step<'_>,
-    object: &ObjectId,
-    app_id: &AppId,
-    issued: &IssuedCredential,
-) -> Result<(), RotationError> {
-    let engine = step.engine;
-    let started = engine.clock().now();
-    let give_up_at: DateTime<Utc> = Deadline::after(started, PROOF_BUDGET)
-        .0
-        .min(step.deadline.0);
-    let mut attempt = 1;
-    loop {
-        let (wait, code) = match engine.ports().prover.prove(app_id, &issued.secret).await {
-            Ok(()) => break,
-            Err(ProofError::Rejected { code }) => (proof_wait(attempt), code),
-            Err(ProofError::Port(e)) => match e.kind {
-                FailureKind::Transient { retry_after } => (
-                    retry_after.unwrap_or_else(|| backoff(attempt)),
-                    "transient".to_string(),
-                ),
-                _ => {
-                    return Err(RotationError::port(
-                        format!("proving the new credential of application {app_id}"),
-                        e,
-                    ));
-                }
-            },
-        };
-        let now = engine.clock().now();
-        // A wait the clock cannot even represent passes the deadline; no panic on a
-        // server's word.
-        if Deadline(give_up_at).would_pass(now, wait) {
-            return Err(RotationError::ProofTimedOut {
-                object: object.to_string(),
-                waited_s: until(started, now).as_secs(),
-                code,
-            });
-        }
-        tracing::debug!(
-            attempt,
-            code,
-            "new credential not accepted yet; waiting for propagation"
-        );
-        engine.pause(wait).await;
-        attempt += 1;
-    }
-    let waited = until(started, engine.clock().now());
-    step.record(
-        AuditAction::CredentialProven,
-        credential_object(object, app_id, Some(&issued.credential.key_id)),
-        Outcome::Succeeded,
-        &format!(
-            "token acquired after {} s, {attempt} attempt(s)",
-            waited.as_secs()
-        ),
-    )
-    .await
 }

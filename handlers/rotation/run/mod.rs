@@ -58,7 +58,7 @@ mod certificate;
 mod entra;
 mod generated;
 
-pub use entra::{MARKER_PREFIX, PROOF_BUDGET, marker};
+pub use entra::{MARKER_PREFIX, PENDING_PREFIX, marker, pending_name};
 
 /// What a job did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -73,6 +73,14 @@ pub enum RunOutcome {
     /// The previous credential was removed.
     #[serde(rename_all = "camelCase")]
     Retired { key_id: String },
+    /// A new credential is being proven; the next attempt is scheduled.
+    #[serde(rename_all = "camelCase")]
+    Proving {
+        key_id: String,
+        accepted: u32,
+        needed: u32,
+        next_attempt_at: String,
+    },
     /// Key Vault is still renewing the certificate; a follow-up job is scheduled.
     #[serde(rename_all = "camelCase")]
     RenewalPending { next_attempt: u32 },
@@ -111,6 +119,20 @@ pub async fn run(
             attempt,
             ..
         } => certificate::rotate(&step, object, replaces_version, *attempt).await,
+        Action::Prove {
+            replaces_version,
+            key_id,
+            attempt,
+            ..
+        } => match object.object_type() {
+            ObjectType::Secret => {
+                prove_secret(&step, object, replaces_version, key_id, *attempt).await
+            }
+            _ => {
+                step.skip(object, "only an application's secret is proven")
+                    .await
+            }
+        },
         // Key Vault renews a certificate in place: there is no credential to retire, and a
         // secret of the same name (a certificate's backing secret) is not keyturn's to touch.
         Action::Retire { .. } => match object.object_type() {
@@ -144,13 +166,15 @@ async fn rotate_secret(
     object: &ObjectId,
     replaces_version: &ObjectVersion,
 ) -> Result<RunOutcome, RotationError> {
+    let job = step.job;
     let Some(current) = step.current_secret(object).await? else {
         return step.skip(object, "the secret no longer exists").await;
     };
     let current_version = current.id.version().cloned();
     if current_version.as_ref() != Some(replaces_version) {
         let notes = tags::Bookkeeping::read(&current.tags);
-        if notes.job_id.as_deref() == Some(step.job.job_id.as_str()) {
+        let rotation = job.action.rotation_id();
+        if rotation.is_some() && notes.job_id.as_deref() == rotation.as_ref().map(|r| r.as_str()) {
             // This job already stored its version; finish what may not have been finished.
             if let Ok(Some(managed)) =
                 tags::managed(ObjectType::Secret, &current.tags, step.engine.defaults())
@@ -196,6 +220,43 @@ async fn rotate_secret(
                 object_type: ObjectType::Secret,
             },
         }),
+    }
+}
+
+/// A `prove` follow-up: the rotation it carries on must still be the one to do (the
+/// version it replaces still current, the secret still an application's secret).
+async fn prove_secret(
+    step: &Step<'_>,
+    object: &ObjectId,
+    replaces_version: &ObjectVersion,
+    key_id: &crate::domain::ids::KeyId,
+    attempt: u32,
+) -> Result<RunOutcome, RotationError> {
+    let Some(current) = step.current_secret(object).await? else {
+        return step.skip(object, "the secret no longer exists").await;
+    };
+    if current.id.version() != Some(replaces_version) {
+        // Promoted already (converge, as a late rotate delivery would) or superseded.
+        return rotate_secret(step, object, replaces_version).await;
+    }
+    let managed = match tags::managed(ObjectType::Secret, &current.tags, step.engine.defaults()) {
+        Ok(Some(managed)) => managed,
+        Ok(None) => return step.skip(object, "no longer managed").await,
+        Err(source) => {
+            return Err(RotationError::Tags {
+                object: object.to_string(),
+                source,
+            });
+        }
+    };
+    match &managed.policy.kind {
+        tags::Kind::EntraAppSecret { app_id } => {
+            entra::prove_pending(step, object, &current, app_id, &managed, key_id, attempt).await
+        }
+        _ => {
+            step.skip(object, "the secret no longer names an application")
+                .await
+        }
     }
 }
 

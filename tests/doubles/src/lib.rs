@@ -219,6 +219,8 @@ pub struct MemoryVault {
     clock: Clock,
     faults: Arc<Faults>,
     secrets: Mutex<HashMap<(String, String), StoredSecret>>,
+    /// Soft-deleted secret names: Key Vault keeps them taken until purged.
+    deleted: Mutex<HashMap<(String, String), StoredSecret>>,
     certificates: Mutex<HashMap<(String, String), StoredCertificate>>,
     /// How long a renewal takes (zero: at once).
     renewal_time: Mutex<chrono::Duration>,
@@ -230,6 +232,7 @@ impl MemoryVault {
             clock,
             faults,
             secrets: Mutex::new(HashMap::new()),
+            deleted: Mutex::new(HashMap::new()),
             certificates: Mutex::new(HashMap::new()),
             renewal_time: Mutex::new(chrono::Duration::zero()),
         }
@@ -315,6 +318,26 @@ impl MemoryVault {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Names of the secrets in `vault` that exist now (not deleted), in no order.
+    pub fn secret_names(&self, vault: &VaultUrl) -> Vec<String> {
+        let prefix = vault.to_string();
+        locked(&self.secrets)
+            .iter()
+            .filter(|((v, _), _)| *v == prefix)
+            .map(|((_, name), _)| name.clone())
+            .collect()
+    }
+
+    /// Names of the soft-deleted secrets in `vault`, in no order.
+    pub fn deleted_secret_names(&self, vault: &VaultUrl) -> Vec<String> {
+        let prefix = vault.to_string();
+        locked(&self.deleted)
+            .keys()
+            .filter(|(v, _)| *v == prefix)
+            .map(|(_, name)| name.clone())
+            .collect()
     }
 
     pub fn certificate_versions(
@@ -473,6 +496,15 @@ impl SecretStore for MemoryVault {
                 keyturn::domain::limits::MAX_TAGS
             )));
         }
+        if locked(&self.deleted).contains_key(&key(vault, name)) {
+            // Key Vault: 409 Conflict, ObjectIsDeletedButRecoverable.
+            return Err(PortError::new(
+                FailureKind::Conflict,
+                format!(
+                    "setting secret {name}: deleted but recoverable; the name cannot be reused"
+                ),
+            ));
+        }
         let properties = self.write_secret(vault, name, value, version);
         self.faults.after("set_secret").await;
         Ok(properties)
@@ -505,6 +537,19 @@ impl SecretStore for MemoryVault {
         };
         self.faults.after("update_tags").await;
         Ok(updated)
+    }
+
+    async fn delete_secret(&self, vault: &VaultUrl, name: &ObjectName) -> Result<(), PortError> {
+        self.faults.before("delete_secret")?;
+        let Some(stored) = locked(&self.secrets).remove(&key(vault, name)) else {
+            return Err(PortError::new(
+                FailureKind::NotFound,
+                format!("deleting secret {name}"),
+            ));
+        };
+        locked(&self.deleted).insert(key(vault, name), stored);
+        self.faults.after("delete_secret").await;
+        Ok(())
     }
 }
 
@@ -621,6 +666,8 @@ struct StoredCredential {
     credential: PasswordCredential,
     secret: SecretValue,
     usable_at: DateTime<Utc>,
+    /// Token requests answered for this credential since it became usable.
+    answered: usize,
 }
 
 #[derive(Debug)]
@@ -637,6 +684,7 @@ pub struct MemoryDirectory {
     faults: Arc<Faults>,
     applications: Mutex<Vec<StoredApplication>>,
     propagation: Mutex<chrono::Duration>,
+    flapping: Mutex<Vec<bool>>,
     max_lifetime: Mutex<Option<chrono::Duration>>,
     denied: Mutex<Option<String>>,
     proofs: Mutex<Vec<bool>>,
@@ -649,6 +697,7 @@ impl MemoryDirectory {
             faults,
             applications: Mutex::new(Vec::new()),
             propagation: Mutex::new(chrono::Duration::zero()),
+            flapping: Mutex::new(Vec::new()),
             max_lifetime: Mutex::new(None),
             denied: Mutex::new(None),
             proofs: Mutex::new(Vec::new()),
@@ -684,6 +733,13 @@ impl MemoryDirectory {
     pub fn set_propagation_delay(&self, delay: Duration) {
         *locked(&self.propagation) =
             chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+    }
+
+    /// Once propagated, a new credential's first token requests are answered as `answers`
+    /// says (`true`: accepted), then always accepted: Entra's replicas catch up one by one,
+    /// so a secret can be accepted, refused by another replica, then accepted.
+    pub fn set_flapping(&self, answers: Vec<bool>) {
+        *locked(&self.flapping) = answers;
     }
 
     /// An app management policy: credentials may live at most `lifetime`.
@@ -767,6 +823,7 @@ impl MemoryDirectory {
             credential: credential.clone(),
             secret: secret.clone(),
             usable_at,
+            answered: 0,
         });
         Some(IssuedCredential { credential, secret })
     }
@@ -881,7 +938,20 @@ impl CredentialIssuer for MemoryDirectory {
 impl TokenProver for MemoryDirectory {
     async fn prove(&self, app_id: &AppId, secret: &SecretValue) -> Result<(), ProofError> {
         self.faults.before("prove")?;
-        let accepted = self.accepts(app_id, secret);
+        let mut accepted = self.accepts(app_id, secret);
+        if accepted {
+            let flapping = locked(&self.flapping).clone();
+            let mut applications = locked(&self.applications);
+            if let Some(credential) = applications
+                .iter_mut()
+                .filter(|a| a.application.app_id == *app_id)
+                .flat_map(|a| a.credentials.iter_mut())
+                .find(|c| c.secret == *secret)
+            {
+                accepted = flapping.get(credential.answered).copied().unwrap_or(true);
+                credential.answered += 1;
+            }
+        }
         locked(&self.proofs).push(accepted);
         if !accepted {
             let code = if self.expired(app_id, secret) {

@@ -792,7 +792,8 @@ fn set_secret(call: &Call, name: &str, body: &[u8]) -> Result<Response, KvError>
             format!(
                 "Secret {name} is currently in a deleted but recoverable state, and its name cannot be reused; in this state, the secret can only be recovered or purged."
             ),
-        ));
+        )
+        .with_inner("ObjectIsDeletedButRecoverable"));
     }
     let now = call.now.timestamp();
     let attributes = request.attributes;
