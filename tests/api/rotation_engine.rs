@@ -944,7 +944,9 @@ async fn each_entry_carries_the_time_its_action_happened() {
     let w = world();
     let (v1, _) = w.seed_keyturn_version("payments");
 
-    w.run(&w.rotate_job(&v1)).await.expect("rotation completes");
+    w.rotate(&w.rotate_job(&v1))
+        .await
+        .expect("rotation completes");
 
     let records = w.trail.store.records();
     let time_of = |action: &str| {
