@@ -1607,3 +1607,143 @@ fn object_ids_in_jobs_are_versionless() {
     assert_eq!(job.action.object().object_type(), ObjectType::Secret);
     assert!(job.action.object().version().is_none());
 }
+
+/// One rotation under a propagation delay (and, when `flapping` is not empty, replicas
+/// that answer a propagated credential as `flapping` says at first), driven to promotion
+/// and then to its retirement: (Graph writes, deliveries, test-clock time to promotion).
+async fn staged_rotation(propagation: Duration, flapping: Vec<bool>) -> (usize, usize, Duration) {
+    let w = world();
+    w.directory.set_propagation_delay(propagation);
+    w.directory.set_flapping(flapping);
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    let started = w.clock.now();
+
+    let (outcome, deliveries) = w.drive(&w.rotate_job(&v1)).await;
+
+    let outcome = outcome.expect("promoted");
+    assert!(matches!(outcome, RunOutcome::Rotated { .. }), "{outcome:?}");
+    let promoted_after = (w.clock.now() - started).to_std().expect("forward");
+    assert_eq!(w.pending_copies(), Vec::<String>::new());
+    w.assert_converged("payments", Some(k1));
+    let (_, retire) = w.retire_messages().remove(0);
+    w.clock.advance(Duration::from_secs(7 * 24 * 3600));
+    w.run(&retire).await.expect("retired");
+    w.assert_converged("payments", None);
+    let writes = w.faults.count("add_password") + w.faults.count("remove_password");
+    (writes, deliveries + 1, promoted_after)
+}
+
+/// The figures of a staged rotation: whatever the propagation, two Graph writes (one
+/// addPassword, one removePassword at retirement), a delivery per proof attempt, and
+/// promotion within a couple of minutes of the credential working everywhere.
+#[tokio::test]
+async fn a_rotation_converges_with_two_graph_writes_however_long_propagation_takes() {
+    let minute = Duration::from_secs(60);
+    let cases: [(&str, Duration, Vec<bool>); 5] = [
+        ("0 s", Duration::ZERO, vec![]),
+        ("30 s", Duration::from_secs(30), vec![]),
+        ("5 min", 5 * minute, vec![]),
+        ("15 min", 15 * minute, vec![]),
+        (
+            "2 min, flapping",
+            2 * minute,
+            vec![true, false, true, false, true],
+        ),
+    ];
+    let window = Duration::from_secs(60);
+    println!("| propagation | Graph writes | deliveries | time to promotion |");
+    for (label, propagation, flapping) in cases {
+        let (writes, deliveries, promoted_after) =
+            staged_rotation(propagation, flapping.clone()).await;
+        println!(
+            "| {label} | {writes} | {deliveries} | {} s |",
+            promoted_after.as_secs()
+        );
+        assert_eq!(writes, 2, "{label}: one add, one remove");
+        assert!(
+            promoted_after >= propagation + window,
+            "{label}: proven across the window after propagation ({promoted_after:?})"
+        );
+        let refusals = u32::try_from(flapping.iter().filter(|a| !**a).count()).expect("few");
+        // At most a minute's poll after propagation, then the window once per refusal.
+        assert!(
+            promoted_after <= propagation + minute + window * (1 + refusals) + minute,
+            "{label}: promoted soon after propagation ({promoted_after:?})"
+        );
+        assert!(deliveries < 40, "{label}: {deliveries} deliveries");
+    }
+}
+
+/// Key Vault keeps a deleted secret's name taken: every rotation's pending copy has a
+/// name of its own, so the second rotation stores its pending copy like the first.
+#[tokio::test]
+async fn a_second_rotation_stores_its_pending_copy_despite_soft_delete() {
+    let w = world();
+    let (v1, _) = w.seed_keyturn_version("payments");
+    w.rotate(&w.rotate_job(&v1)).await.expect("first rotation");
+    let v2 = w.current("payments");
+
+    let outcome = w.rotate(&w.rotate_job(&v2)).await.expect("second rotation");
+
+    assert!(matches!(outcome, RunOutcome::Rotated { .. }), "{outcome:?}");
+    assert_eq!(w.versions("payments"), 3);
+    let deleted = w.vault.deleted_secret_names(&w.vault_url);
+    assert_eq!(
+        deleted.len(),
+        2,
+        "two pending copies, soft-deleted: {deleted:?}"
+    );
+    assert!(
+        deleted.iter().all(|n| n.starts_with(run::PENDING_PREFIX)),
+        "{deleted:?}"
+    );
+    assert_eq!(w.pending_copies(), Vec::<String>::new());
+}
+
+/// Two rotations before the first retirement fires (an early rotation, or an overlap as
+/// long as the cadence): the first retirement removes only the first credential; the
+/// middle one, held by a version still within its overlap, stays until its own
+/// retirement.
+#[tokio::test]
+async fn a_retirement_never_removes_the_credential_of_a_version_still_within_its_overlap() {
+    let w = world();
+    let (v1, k1) = w.seed_keyturn_version("payments");
+    w.rotate(&w.rotate_job(&v1)).await.expect("first rotation");
+    let v2 = w.current("payments");
+    let k2 = tags::Bookkeeping::read(&v2.tags).key_id.expect("k2");
+    w.clock.advance(Duration::from_secs(24 * 3600));
+    w.rotate(&w.rotate_job(&v2))
+        .await
+        .expect("second rotation, a day later");
+    let v3 = w.current("payments");
+    let k3 = tags::Bookkeeping::read(&v3.tags).key_id.expect("k3");
+    let retires = w.retire_messages();
+    assert_eq!(retires.len(), 2);
+
+    // The first retirement, after v2's overlap: k1 goes, k2 (v2's overlap runs a day
+    // longer) stays.
+    w.clock.advance(Duration::from_secs(6 * 24 * 3600));
+    let first = w.run(&retires[0].1).await.expect("first retirement");
+    assert_eq!(
+        first,
+        RunOutcome::Retired {
+            key_id: k1.to_string()
+        }
+    );
+    let mut left = w.keyturn_credentials();
+    left.sort();
+    let mut expected = vec![k2, k3];
+    expected.sort();
+    assert_eq!(left, expected, "the middle credential survives");
+
+    // Its own retirement, a day later.
+    w.clock.advance(Duration::from_secs(24 * 3600));
+    let second = w.run(&retires[1].1).await.expect("second retirement");
+    assert_eq!(
+        second,
+        RunOutcome::Retired {
+            key_id: k2.to_string()
+        }
+    );
+    assert_eq!(w.keyturn_credentials(), vec![k3]);
+}
