@@ -21,4 +21,5 @@ mod rotation_engine;
 mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;
+mod table_oauth;
 mod tls_listener;

@@ -297,6 +297,16 @@ impl TableClient {
         })
     }
 
+    /// A client for `endpoint` that authenticates with an Entra token for Azure Storage
+    /// from `credential`: keyturn's identity-based path (`KEYTURN_TABLE_ENDPOINT`).
+    pub fn with_token(
+        endpoint: Url,
+        credential: Arc<dyn TokenCredential>,
+        options: Option<ClientOptions>,
+    ) -> Result<Self, TableError> {
+        Self::new(endpoint, TableAuth::Token(credential), options)
+    }
+
     /// A client from a storage connection string: `UseDevelopmentStorage=true` (Azurite
     /// on its default port) or `DefaultEndpointsProtocol=..;AccountName=..;AccountKey=..`
     /// with an optional `TableEndpoint` or `EndpointSuffix`.
