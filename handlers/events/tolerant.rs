@@ -151,37 +151,33 @@ impl<'a> Fields<'a> {
 
     /// An unsigned integer, as a number or as a string of digits.
     pub(crate) fn u64(&self, key: &str) -> Result<Option<u64>, FieldError> {
-        const EXPECTED: &str = "an unsigned integer";
-        match self.value(key) {
-            None => Ok(None),
-            Some(value @ Value::Number(number)) => number
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| FieldError::wrong_shape(key, EXPECTED, value)),
-            Some(value @ Value::String(text)) => unwrap_string(text)
-                .trim()
-                .parse::<u64>()
-                .map(Some)
-                .map_err(|_| FieldError::wrong_shape(key, EXPECTED, value)),
-            Some(other) => Err(FieldError::wrong_shape(key, EXPECTED, other)),
-        }
+        self.integer(key, "an unsigned integer", serde_json::Number::as_u64)
     }
 
     /// A signed integer, as a number or as a string of digits.
     pub(crate) fn i64(&self, key: &str) -> Result<Option<i64>, FieldError> {
-        const EXPECTED: &str = "an integer";
+        self.integer(key, "an integer", serde_json::Number::as_i64)
+    }
+
+    /// An integer of type `T`, as a JSON number `from_number` takes or as a string of
+    /// digits; `expected` names it in the error.
+    fn integer<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        expected: &'static str,
+        from_number: fn(&serde_json::Number) -> Option<T>,
+    ) -> Result<Option<T>, FieldError> {
         match self.value(key) {
             None => Ok(None),
-            Some(value @ Value::Number(number)) => number
-                .as_i64()
+            Some(value @ Value::Number(number)) => from_number(number)
                 .map(Some)
-                .ok_or_else(|| FieldError::wrong_shape(key, EXPECTED, value)),
+                .ok_or_else(|| FieldError::wrong_shape(key, expected, value)),
             Some(value @ Value::String(text)) => unwrap_string(text)
                 .trim()
-                .parse::<i64>()
+                .parse::<T>()
                 .map(Some)
-                .map_err(|_| FieldError::wrong_shape(key, EXPECTED, value)),
-            Some(other) => Err(FieldError::wrong_shape(key, EXPECTED, other)),
+                .map_err(|_| FieldError::wrong_shape(key, expected, value)),
+            Some(other) => Err(FieldError::wrong_shape(key, expected, other)),
         }
     }
 

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::Notify;
 
@@ -82,11 +82,16 @@ impl Slots {
         })
     }
 
+    /// The table, locked, whether or not a panic elsewhere poisoned the lock.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A slot for a new connection from `ip`, counted as a pending handshake.
     pub(super) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refused> {
         let source = Source::of(ip);
         let limits = self.limits;
-        let mut table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.table();
         let (held_connections, held_handshakes) = table
             .sources
             .get(&source)
@@ -129,7 +134,7 @@ impl Slots {
 
     #[cfg(test)]
     fn held(&self) -> (usize, usize) {
-        let table = self.table.lock().unwrap_or_else(PoisonError::into_inner);
+        let table = self.table();
         (table.connections, table.handshakes)
     }
 }
@@ -195,11 +200,7 @@ pub(super) struct Slot {
 impl Slot {
     /// The handshake is done: the slot no longer counts as a pending handshake.
     pub(super) fn handshake_done(&self) {
-        let mut table = self
-            .slots
-            .table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.slots.table();
         let Some(held) = table.sources.get_mut(&self.source) else {
             return;
         };
@@ -222,11 +223,7 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut table = self
-            .slots
-            .table
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut table = self.slots.table();
         let Some(held) = table.sources.get_mut(&self.source) else {
             return;
         };
