@@ -7,8 +7,10 @@
 //! program stops by itself, printing one table. keyturn is started as `serve` starts it:
 //! its settings parsed by `Settings::from_env`, `startup::services_with` (the
 //! `appsettings` backend, an audit log on a SQLite file), the real router or
-//! `startup::spawn_tls`, JSON logs at `info`; only the device directory is put in place,
-//! an in-process one standing in for Graph so that the entra-device cache can be warmed.
+//! `startup::spawn_tls`, JSON logs at `info`; only the device directory (an in-process
+//! one standing in for Graph, so that the entra-device cache can be warmed) and the site
+//! configuration the front-end check reads (an App Service front end requiring client
+//! certificates) are put in place.
 //!
 //! Run: `cargo bench --bench endpoint`.
 
@@ -47,6 +49,7 @@ use keyturn::host::server;
 use keyturn::mtls::entra_device::{CERTIFICATE_BINDING_TYPE, binding_key};
 use keyturn::ports::PortError;
 use keyturn::ports::directory::{AlternativeSecurityId, Device, DeviceDirectory};
+use keyturn::ports::site::SiteConfiguration;
 use keyturn::startup::{self, Overrides};
 use keyturn::telemetry;
 
@@ -365,6 +368,22 @@ impl DeviceDirectory for BenchDirectory {
 }
 
 // ---------------------------------------------------------------------------------------
+// The front end App Service would be: client certificates required on every path, as
+// the front-end check reads the site from Resource Manager before it believes
+// X-ARR-ClientCert.
+
+#[derive(Debug)]
+struct RequiredFrontEnd;
+
+#[async_trait]
+impl SiteConfiguration for RequiredFrontEnd {
+    async fn read_site(&self) -> Result<Vec<u8>, PortError> {
+        let site = r#"{ "id": "/subscriptions/34adfa4f-cedf-4dc0-ba29-b6d1a69ab345/resourceGroups/rg-keyturn/providers/Microsoft.Web/sites/kt-bench", "name": "kt-bench", "type": "Microsoft.Web/sites", "properties": { "clientCertEnabled": true, "clientCertMode": "Required" } }"#;
+        Ok(site.as_bytes().to_vec())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The servers.
 
 fn path(file: &Path) -> String {
@@ -429,6 +448,7 @@ impl Keyturn {
         let tls_config = startup::tls_config(&settings)?;
         let overrides = Overrides {
             directory,
+            site: Some(Arc::new(RequiredFrontEnd)),
             ..Overrides::default()
         };
         let services = startup::services_with(&settings, &env, overrides).await?;
