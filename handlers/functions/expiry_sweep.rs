@@ -56,18 +56,20 @@ pub(crate) async fn run(
         found,
     };
     let reason = format!(
-        "{} vault(s){}: {} examined, {} queued, {} malformed, {} vault(s) failed",
+        "{} vault(s){}: {} examined, {} queued, {} malformed, {} failing, {} vault(s) failed",
         report.vaults.len(),
         if report.past_due { ", past due" } else { "" },
         report.found.examined,
         report.found.queued,
         report.found.malformed.len(),
+        report.found.failing.len(),
         report.found.failed_vaults.len(),
     );
     tracing::info!(
         examined = report.found.examined,
         queued = report.found.queued,
         malformed = report.found.malformed.len(),
+        failing = report.found.failing.len(),
         "sweep finished"
     );
     ctx.audit(

@@ -373,6 +373,10 @@ pub struct SweepOutcome {
     pub malformed: Vec<String>,
     /// `vault: reason` for each vault that could not be listed for good (a missing role).
     pub failed_vaults: Vec<String>,
+    /// `vault/name: last error` for each managed object whose last rotation failed for
+    /// good (`keyturn-last-error` on its current version): reported by every sweep until
+    /// a rotation succeeds, so a failing object cannot run to expiry unnoticed.
+    pub failing: Vec<String>,
 }
 
 /// Sweeps `vaults`: lists secrets and certificates (metadata only), queues a job for each
@@ -457,7 +461,19 @@ async fn sweep_vault(
         .chain(certificates.iter().map(ObjectState::from));
     for state in states {
         outcome.examined += 1;
-        match assess(&state, engine.defaults(), now) {
+        let assessment = assess(&state, engine.defaults(), now);
+        if !matches!(assessment, Assessment::NotManaged)
+            && let Some((_, error)) = state
+                .tags
+                .iter()
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case(tags::LAST_ERROR))
+        {
+            tracing::warn!(object = %state.id.name(), error, "managed object is failing");
+            outcome
+                .failing
+                .push(format!("{}{}: {error}", vault, state.id.name()));
+        }
+        match assessment {
             Assessment::Due { job, due, policy } => {
                 queue_due(
                     engine,

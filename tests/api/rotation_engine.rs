@@ -1029,6 +1029,20 @@ async fn a_credential_never_accepted_is_removed_at_the_deadline_and_the_failure_
         .cloned()
         .expect("keyturn-last-error is set");
     assert!(last_error.contains("did not accept"), "{last_error}");
+
+    // Every sweep names it until it is fixed.
+    for _ in 0..2 {
+        let report = plan::sweep(
+            &w.engine,
+            w.trail.as_ref(),
+            std::slice::from_ref(&w.vault_url),
+            w.clock.now(),
+        )
+        .await
+        .expect("sweeps");
+        assert_eq!(report.failing.len(), 1, "{:?}", report.failing);
+        assert!(report.failing[0].contains("payments"), "{:?}", report.failing);
+    }
 }
 
 #[tokio::test]
