@@ -49,7 +49,13 @@ pub(crate) async fn run(
     if message.message_id() != job.job_id.as_str() {
         tracing::debug!(message_id = message.message_id(), job_id = %job.job_id, "message id differs from the job id");
     }
-    let outcome = run::run(ctx.rotation()?, &ctx.audit_scope()?, &job).await?;
+    let outcome = run::run_delivery(
+        ctx.rotation()?,
+        &ctx.audit_scope()?,
+        &job,
+        message.delivery_count(),
+    )
+    .await?;
     Ok(JobReceipt {
         job_id: delivery.job_id,
         delivery_count: message.delivery_count(),

@@ -29,6 +29,10 @@ pub mod tags;
 
 use tags::{PolicyDefaults, TagError};
 
+/// `maxDeliveryCount` of the rotation queue as `infra/modules/servicebus.bicep` deploys
+/// it: the delivery after which Service Bus dead-letters a job that keeps failing.
+pub const SERVICE_BUS_MAX_DELIVERY_COUNT: u32 = 5;
+
 /// The ports the engine works through, chosen at start-up.
 #[derive(Debug, Clone)]
 pub struct Ports {
@@ -64,6 +68,9 @@ pub struct Engine {
     defaults: PolicyDefaults,
     clock: Clock,
     pause: Arc<dyn Pause>,
+    /// The delivery after which the queue dead-letters a job: a transient failure on it
+    /// exhausts the job's retry budget and is recorded like a permanent one.
+    max_deliveries: u32,
     /// One lock per object (by session id): Service Bus sessions keep two instances off
     /// one object; this keeps two invocations in one process off it (local mode's pump,
     /// a host that delivered a session again while a timed-out invocation still runs).
@@ -92,8 +99,20 @@ impl Engine {
             defaults,
             clock,
             pause: Arc::new(Sleep),
+            max_deliveries: SERVICE_BUS_MAX_DELIVERY_COUNT,
             locks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The delivery after which the queue dead-letters a job (the queue's
+    /// `maxDeliveryCount`).
+    pub fn with_max_deliveries(mut self, max_deliveries: u32) -> Self {
+        self.max_deliveries = max_deliveries.max(1);
+        self
+    }
+
+    pub(crate) fn max_deliveries(&self) -> u32 {
+        self.max_deliveries
     }
 
     /// Replaces how the engine waits (tests advance a clock instead of sleeping).

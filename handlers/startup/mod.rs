@@ -363,12 +363,16 @@ pub fn rotation_engine(
     clock: Clock,
 ) -> Result<Engine, StartupError> {
     let defaults = policy_defaults(settings)?;
-    Ok(Engine::new(
-        ports,
-        settings.rotation.vaults.clone(),
-        defaults,
-        clock,
-    ))
+    // The delivery after which the queue dead-letters a job: the local queue's own
+    // setting, or the Service Bus queue's maxDeliveryCount as Bicep deploys it.
+    let max_deliveries = match settings.host.backend {
+        crate::config::Backend::Local => QueueSettings::default().max_delivery_count,
+        crate::config::Backend::Azure => crate::rotation::SERVICE_BUS_MAX_DELIVERY_COUNT,
+    };
+    Ok(
+        Engine::new(ports, settings.rotation.vaults.clone(), defaults, clock)
+            .with_max_deliveries(max_deliveries),
+    )
 }
 
 fn policy_defaults(settings: &Settings) -> Result<PolicyDefaults, StartupError> {

@@ -42,6 +42,8 @@ async fn a_past_due_run_is_recorded_as_such() {
     let entries = app.audit_entries().await;
     assert_eq!(
         entries[0].record.reason.as_ref().map(|r| r.as_str()),
-        Some("1 vault(s), past due: 0 examined, 0 queued, 0 malformed, 0 failing, 0 vault(s) failed")
+        Some(
+            "1 vault(s), past due: 0 examined, 0 queued, 0 malformed, 0 failing, 0 vault(s) failed"
+        )
     );
 }

@@ -983,6 +983,38 @@ async fn a_lasting_outage_fails_the_invocation_without_marking_the_secret() {
 }
 
 #[tokio::test]
+async fn a_transient_failure_on_the_last_delivery_is_recorded_before_dead_lettering() {
+    let w = world();
+    let (v1, _) = w.seed_keyturn_version("payments");
+    for _ in 0..20 {
+        w.faults
+            .fail_next("application", PortError::transient("Graph answered 503"));
+    }
+    let last = keyturn::rotation::SERVICE_BUS_MAX_DELIVERY_COUNT;
+
+    let error = run::run_delivery(&w.engine, w.trail.as_ref(), &w.rotate_job(&v1), last)
+        .await
+        .expect_err("gives up");
+
+    assert!(!error.is_permanent(), "the queue dead-letters it");
+    assert!(
+        w.trail.has("rotation.failed", Outcome::Failed),
+        "{}",
+        w.trail.text()
+    );
+    let tag = w
+        .current("payments")
+        .tags
+        .get(tags::LAST_ERROR)
+        .cloned()
+        .expect("keyturn-last-error is set");
+    assert!(
+        tag.contains("retry budget exhausted after 5 deliveries"),
+        "{tag}"
+    );
+}
+
+#[tokio::test]
 async fn a_credential_never_accepted_is_removed_at_the_deadline_and_the_failure_recorded() {
     let w = world();
     let (v1, k1) = w.seed_keyturn_version("payments");
@@ -1041,7 +1073,11 @@ async fn a_credential_never_accepted_is_removed_at_the_deadline_and_the_failure_
         .await
         .expect("sweeps");
         assert_eq!(report.failing.len(), 1, "{:?}", report.failing);
-        assert!(report.failing[0].contains("payments"), "{:?}", report.failing);
+        assert!(
+            report.failing[0].contains("payments"),
+            "{:?}",
+            report.failing
+        );
     }
 }
 

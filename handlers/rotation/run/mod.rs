@@ -96,6 +96,20 @@ pub async fn run(
     audit: &AuditScope,
     job: &Job,
 ) -> Result<RunOutcome, RotationError> {
+    run_delivery(engine, audit, job, 1).await
+}
+
+/// [`run`] for the `delivery`-th delivery of the job's message. A transient failure on
+/// the last delivery the queue allows (its `maxDeliveryCount`) exhausts the job's retry
+/// budget: it is audited as `rotation.failed` and recorded as `keyturn-last-error` before
+/// the queue dead-letters the message, so it is not silent.
+#[tracing::instrument(skip_all, fields(job_id = %job.job_id, delivery))]
+pub async fn run_delivery(
+    engine: &Engine,
+    audit: &AuditScope,
+    job: &Job,
+    delivery: u32,
+) -> Result<RunOutcome, RotationError> {
     let object = job.action.object();
     let _exclusive = engine.lock(object).await;
     let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
@@ -152,6 +166,15 @@ pub async fn run(
         }
         Err(error) if error.is_permanent() => {
             step.record_permanent(&error).await;
+            Err(error)
+        }
+        Err(error) if delivery >= engine.max_deliveries() => {
+            tracing::error!(%error, delivery, "job failed on its last delivery; the queue dead-letters it");
+            step.record_failure(
+                &error,
+                &format!("retry budget exhausted after {delivery} deliveries"),
+            )
+            .await;
             Err(error)
         }
         Err(error) => {
@@ -317,6 +340,12 @@ impl Step<'_> {
     /// are best effort here: the error itself still reaches the host, which records it
     /// again (`invocation.failed`) or fails the invocation if it cannot.
     async fn record_permanent(&self, error: &RotationError) {
+        self.record_failure(error, error.code()).await;
+    }
+
+    /// Audits `rotation.failed` (with `why` before the error) and records the error on
+    /// the secret's current version as `keyturn-last-error`.
+    async fn record_failure(&self, error: &RotationError, why: &str) {
         let object = self.job.action.object();
         if let RotationError::Port {
             source:
@@ -336,11 +365,7 @@ impl Step<'_> {
                 AuditAction::RotationFailed,
                 audit_object(object, Some(self.job.action.version())),
                 Outcome::Failed,
-                Some(&format!(
-                    "job {}: {}: {message}",
-                    self.job.job_id,
-                    error.code()
-                )),
+                Some(&format!("job {}: {why}: {message}", self.job.job_id)),
             )
             .await
         {
@@ -369,7 +394,11 @@ impl Step<'_> {
         let text = format!(
             "{} {}",
             self.engine.clock().now().format("%Y-%m-%dT%H:%M:%SZ"),
-            error.summary()
+            if why == error.code() {
+                error.summary()
+            } else {
+                format!("{why}: {}", error.summary())
+            }
         );
         let tagged = tags::with_last_error(&current.tags, &text);
         match secrets
