@@ -126,8 +126,21 @@ enum CertCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Walk the hash chain and report the first broken link; exit 1 if the chain is broken.
-    Verify,
+    /// Walk every chain of the audit log and check it against the signed checkpoints;
+    /// report the first break with the first position it affects. Exit 0 intact, 1
+    /// broken, 2 when the log, its checkpoints or the key cannot be read.
+    Verify {
+        /// The local store's data directory (default KEYTURN_DATA_DIR, else .keyturn);
+        /// given, the SQLite store there is verified whatever else is set.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// A JSON Web Key file holding the public key that checks the checkpoints'
+        /// signatures (`az keyvault key show` prints one; local mode writes
+        /// audit-signing.pub.jwk beside the store). Default: the local key beside the
+        /// store, or the Key Vault key the settings name.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
     /// Print entries for a terminal (default `--format table`), oldest first; page with
     /// --from-sequence and --limit. Exit 2 when the log cannot be read.
     List(AuditReadArgs),
@@ -206,8 +219,12 @@ fn main() -> ExitCode {
             command: ConfigCommand::Check,
         } => config_check(),
         Command::Audit {
-            command: AuditCommand::Verify,
-        } => runtime().block_on(audit_verify()),
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    public_key,
+                },
+        } => runtime().block_on(audit_verify(data_dir, public_key)),
         Command::Audit {
             command: AuditCommand::List(args),
         } => runtime().block_on(audit_read(args, FormatArg::Table)),
@@ -459,25 +476,31 @@ fn config_check() -> ExitCode {
     }
 }
 
-async fn audit_verify() -> ExitCode {
-    let settings = match AuditCommandSettings::from_env(&Environment::from_process()) {
+async fn audit_verify(data_dir: Option<PathBuf>, public_key: Option<PathBuf>) -> ExitCode {
+    let env = Environment::from_process();
+    let settings = match data_dir {
+        Some(dir) => Ok(AuditCommandSettings::local(&dir)),
+        None => AuditCommandSettings::from_env(&env),
+    };
+    let settings = match settings {
         Ok(s) => s,
         Err(e) => {
             eprintln!("keyturn: {e}");
             return ExitCode::from(2);
         }
     };
-    let log = match startup::audit_log(&settings).await {
-        Ok(log) => log,
+    let verification = match startup::verification(&settings, public_key.as_deref()).await {
+        Ok(verification) => verification,
         Err(e) => {
             eprintln!("keyturn: {e}");
             return ExitCode::from(2);
         }
     };
-    match log.verify().await {
+    match verification.run().await {
         Ok(report) => {
             emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
             if report.is_intact() {
+                eprintln!("keyturn: {report}");
                 ExitCode::SUCCESS
             } else {
                 eprintln!("keyturn: {report}");

@@ -52,9 +52,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub(crate) mod anchor;
 pub mod export;
 pub(crate) mod scope;
 
+pub use anchor::{Anchor, ChainReport, LocatedBreak, LogReport, verify_log};
 pub use scope::{Action, AuditScope};
 
 use futures::FutureExt;
@@ -169,7 +171,7 @@ pub(crate) fn seal(sequence: u64, prev_hash: EntryHash, record: AuditRecord) -> 
 }
 
 /// The hash an entry with this content must carry.
-pub(crate) fn entry_hash(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> EntryHash {
+pub fn entry_hash(sequence: u64, prev_hash: &EntryHash, record: &AuditRecord) -> EntryHash {
     let digest = Sha256::digest(canonical_encoding(sequence, prev_hash, record));
     EntryHash::from_bytes(digest.into())
 }
@@ -259,6 +261,16 @@ impl AuditLog {
     /// thread its runtime (descriptors or threads exhausted): a process that cannot
     /// audit must not start.
     pub(crate) fn start(store: Arc<dyn AuditStore>) -> Result<Self, AuditError> {
+        Self::start_anchored(store, None)
+    }
+
+    /// [`AuditLog::start`] with every stored batch anchored: before the appends of a
+    /// batch are answered, the writer signs a checkpoint of its chain's new head and
+    /// appends it to the checkpoint store (see [`anchor`]).
+    pub fn start_anchored(
+        store: Arc<dyn AuditStore>,
+        anchor: Option<Anchor>,
+    ) -> Result<Self, AuditError> {
         let (writer, queue) = mpsc::channel(MAX_QUEUED_APPENDS);
         let (ready, started) = std::sync::mpsc::sync_channel(1);
         let batches = store.clone();
@@ -271,7 +283,7 @@ impl AuditLog {
                 match runtime {
                     Ok(runtime) => {
                         let _ = ready.send(Ok(()));
-                        runtime.block_on(write_batches(batches, queue));
+                        runtime.block_on(write_batches(batches, anchor, queue));
                     }
                     Err(error) => {
                         let _ = ready.send(Err(error.to_string()));
@@ -337,12 +349,22 @@ impl AuditLog {
 /// head it last stored and seals the next batch after it without reading the store
 /// again; should another writer (another process) have appended in between, the store
 /// refuses the position and the head is read afresh.
-async fn write_batches(store: Arc<dyn AuditStore>, mut queue: mpsc::Receiver<Waiting>) {
+async fn write_batches(
+    store: Arc<dyn AuditStore>,
+    anchor: Option<Anchor>,
+    mut queue: mpsc::Receiver<Waiting>,
+) {
     let limit = store.max_batch().max(1);
     let mut known = None;
+    let mut anchoring = anchor.map(|anchor| anchor::Anchoring::new(anchor, store.chain()));
     let mut batch = Vec::with_capacity(limit);
     while queue.recv_many(&mut batch, limit).await > 0 {
-        let written = write_batch(store.as_ref(), std::mem::take(&mut batch), &mut known);
+        let written = write_batch(
+            store.as_ref(),
+            std::mem::take(&mut batch),
+            &mut known,
+            anchoring.as_mut(),
+        );
         // A store that panics fails its own batch (every append in it is answered
         // `Abandoned` as its answer is dropped), not the writer: later appends are
         // still written, after the head read afresh.
@@ -355,7 +377,12 @@ async fn write_batches(store: Arc<dyn AuditStore>, mut queue: mpsc::Receiver<Wai
 
 /// Seals `batch` after the stored head and stores it in one write, starting over from
 /// the new head when another writer got there first; answers every waiting append.
-async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>, known: &mut Option<KnownHead>) {
+async fn write_batch(
+    store: &dyn AuditStore,
+    batch: Vec<Waiting>,
+    known: &mut Option<KnownHead>,
+    anchoring: Option<&mut anchor::Anchoring>,
+) {
     if batch.is_empty() {
         return;
     }
@@ -410,6 +437,9 @@ async fn write_batch(store: &dyn AuditStore, batch: Vec<Waiting>, known: &mut Op
                         hash: last.hash,
                     })
                 });
+                if let (Some(anchoring), Some(last)) = (anchoring, entries.last()) {
+                    anchoring.checkpoint(last.sequence, last.hash).await;
+                }
                 for (waiting, entry) in batch.into_iter().zip(entries) {
                     let _ = waiting.answer.send(Ok(entry));
                 }
@@ -534,6 +564,35 @@ pub enum BreakKind {
     OutOfOrder { found: u64 },
     /// The stored data here no longer decodes.
     Unreadable { problem: String },
+    /// A signed checkpoint names a position past the chain's head: entries were
+    /// removed from the end.
+    Truncated {
+        checkpoint_position: u64,
+        location: String,
+    },
+    /// A signed checkpoint's head hash is not the hash stored at its position: the chain
+    /// was edited and re-hashed after the fact, somewhere from this position up to the
+    /// checkpoint's.
+    CheckpointMismatch {
+        checkpoint_position: u64,
+        location: String,
+        anchored: EntryHash,
+        stored: Option<EntryHash>,
+    },
+    /// A checkpoint that should be there is not: another one names it as its previous,
+    /// or more entries follow the last checkpoint than one batch holds.
+    CheckpointMissing { position: u64, named_by: String },
+    /// A checkpoint's signature does not verify with the public key: forged, changed,
+    /// or signed by another key.
+    CheckpointForged {
+        location: String,
+        position: u64,
+        key_id: String,
+    },
+    /// A stored checkpoint does not decode (garbage, or a line cut short).
+    CheckpointUnreadable { location: String, problem: String },
+    /// A row that is no entry at a position sits among the entries.
+    ForeignRow { location: String },
 }
 
 impl fmt::Display for VerifyReport {
@@ -545,31 +604,7 @@ impl fmt::Display for VerifyReport {
                 self.entries_checked
             )?,
             Some(ChainBreak { sequence, problem }) => {
-                write!(f, "audit chain BROKEN at sequence {sequence}: ")?;
-                match problem {
-                    BreakKind::ContentHashMismatch { stored, computed } => write!(
-                        f,
-                        "content was changed (stored hash {stored}, content hashes to {computed})"
-                    )?,
-                    BreakKind::PreviousHashMismatch { expected, found } => write!(
-                        f,
-                        "link to the previous entry is broken (previous entry hashes to {expected}, this entry points at {found})"
-                    )?,
-                    BreakKind::Missing {
-                        next_present: Some(next),
-                    } => write!(f, "entries {sequence} to {} are missing", next - 1)?,
-                    BreakKind::Missing { next_present: None } => write!(
-                        f,
-                        "entry {sequence} and the {VERIFY_WINDOW} positions after it are missing"
-                    )?,
-                    BreakKind::OutOfOrder { found } => write!(
-                        f,
-                        "the entry stored here claims sequence {found} (entries were reordered)"
-                    )?,
-                    BreakKind::Unreadable { problem } => {
-                        write!(f, "stored entry is unreadable ({problem})")?
-                    }
-                }
+                describe_break(f, *sequence, problem)?;
                 write!(f, "; {} entries before it verified", self.entries_checked)?;
             }
         }
@@ -580,6 +615,78 @@ impl fmt::Display for VerifyReport {
             }
         }
         Ok(())
+    }
+}
+
+/// "audit chain BROKEN at sequence N: what is wrong".
+pub(crate) fn describe_break(
+    f: &mut fmt::Formatter<'_>,
+    sequence: u64,
+    problem: &BreakKind,
+) -> fmt::Result {
+    write!(f, "audit chain BROKEN at sequence {sequence}: ")?;
+    match problem {
+        BreakKind::ContentHashMismatch { stored, computed } => write!(
+            f,
+            "content was changed (stored hash {stored}, content hashes to {computed})"
+        ),
+        BreakKind::PreviousHashMismatch { expected, found } => write!(
+            f,
+            "link to the previous entry is broken (previous entry hashes to {expected}, this entry points at {found})"
+        ),
+        BreakKind::Missing {
+            next_present: Some(next),
+        } => write!(f, "entries {sequence} to {} are missing", next - 1),
+        BreakKind::Missing { next_present: None } => write!(
+            f,
+            "entry {sequence} and the {VERIFY_WINDOW} positions after it are missing"
+        ),
+        BreakKind::OutOfOrder { found } => write!(
+            f,
+            "the entry stored here claims sequence {found} (entries were reordered)"
+        ),
+        BreakKind::Unreadable { problem } => write!(f, "stored entry is unreadable ({problem})"),
+        BreakKind::Truncated {
+            checkpoint_position,
+            location,
+        } => write!(
+            f,
+            "entries were removed from the end (the checkpoint at {location} vouches for position {checkpoint_position})"
+        ),
+        BreakKind::CheckpointMismatch {
+            checkpoint_position,
+            location,
+            anchored,
+            stored,
+        } => {
+            write!(
+                f,
+                "the chain was rewritten (the checkpoint at {location} signed hash {anchored} for position {checkpoint_position}, the store holds "
+            )?;
+            match stored {
+                Some(stored) => write!(f, "{stored})"),
+                None => write!(f, "no readable entry there)"),
+            }
+        }
+        BreakKind::CheckpointMissing { position, named_by } => write!(
+            f,
+            "the checkpoint for position {position} is missing ({named_by})"
+        ),
+        BreakKind::CheckpointForged {
+            location,
+            position,
+            key_id,
+        } => write!(
+            f,
+            "the checkpoint at {location} (position {position}, key {key_id}) does not verify with the public key"
+        ),
+        BreakKind::CheckpointUnreadable { location, problem } => {
+            write!(f, "the checkpoint at {location} is unreadable ({problem})")
+        }
+        BreakKind::ForeignRow { location } => write!(
+            f,
+            "a row that is no audit entry sits among the entries ({location})"
+        ),
     }
 }
 

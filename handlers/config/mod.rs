@@ -104,14 +104,43 @@ pub struct AuditCommandSettings {
 }
 
 impl AuditCommandSettings {
+    /// The audit log is the local store's, or the table's when the settings name one:
+    /// with neither `KEYTURN_AUDIT_STORE` nor a way to a table set, it is the SQLite
+    /// store in the data directory, so `keyturn audit verify` needs nothing else there.
     pub fn from_env(env: &Environment) -> Result<Self, ConfigError> {
         let mut c = Collector::new(env);
         let credential = credentials::parse_credential(&mut c);
         let data_dir = local::parse_data_dir(&mut c);
-        let audit = audit::parse(&mut c, &data_dir);
+        let names_a_table = [
+            "KEYTURN_AUDIT_STORE",
+            "KEYTURN_TABLE_ENDPOINT",
+            "KEYTURN_TABLE_CONNECTION_STRING",
+        ]
+        .iter()
+        .any(|name| env.value(name).is_some());
+        let audit = if names_a_table {
+            audit::parse(&mut c, &data_dir)
+        } else {
+            Some(AuditSettings::Sqlite {
+                path: data_dir.join(STORE_FILE),
+            })
+        };
         match (c.errors.is_empty(), audit) {
             (true, Some(audit)) => Ok(Self { credential, audit }),
             _ => Err(c.finish()),
+        }
+    }
+}
+
+impl AuditCommandSettings {
+    /// The SQLite store in `data_dir`, with no other setting read.
+    pub fn local(data_dir: &std::path::Path) -> Self {
+        let nothing = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
+        Self {
+            credential: credentials::parse_credential(&mut Collector::new(&nothing)),
+            audit: AuditSettings::Sqlite {
+                path: data_dir.join(STORE_FILE),
+            },
         }
     }
 }

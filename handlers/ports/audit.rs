@@ -47,6 +47,10 @@ pub enum AuditDataError {
     MissingField { field: &'static str },
     #[error("field `{field}` is not a positive sequence number")]
     MalformedNumber { field: &'static str },
+    #[error(
+        "chain name is not 1-63 lowercase letters, digits and `-` starting with a letter or digit"
+    )]
+    MalformedChain,
 }
 
 /// One line of audit text: non-empty, at most [`MAX_AUDIT_TEXT_BYTES`], no control
@@ -365,10 +369,140 @@ pub struct StoredEntry {
     pub content: Result<AuditEntry, AuditDataError>,
 }
 
+/// Longest chain name: short enough to be a Table storage PartitionKey and a blob name
+/// segment with room to spare, long enough for a prefix and 32 hex digits.
+pub(crate) const MAX_CHAIN_ID_BYTES: usize = 63;
+
+/// Names one writer's chain. The log is a set of chains, one per writer, so that
+/// several instances append at once without racing for one position; signed
+/// checkpoints tie them together. Lowercase letters, digits and `-`, starting with a
+/// letter or digit, at most [`MAX_CHAIN_ID_BYTES`]: valid as a Table PartitionKey, a
+/// blob name segment and a SQLite text key alike.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ChainId(String);
+
+impl ChainId {
+    /// The chain of a store built without naming one: the single chain keyturn kept
+    /// before the log had one chain per writer.
+    pub const DEFAULT: &'static str = "chain";
+
+    pub fn parse(text: impl Into<String>) -> Result<Self, AuditDataError> {
+        let text = text.into();
+        let valid = !text.is_empty()
+            && text.len() <= MAX_CHAIN_ID_BYTES
+            && !text.starts_with('-')
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if valid {
+            Ok(Self(text))
+        } else {
+            Err(AuditDataError::MalformedChain)
+        }
+    }
+
+    /// The default chain ([`ChainId::DEFAULT`]).
+    pub fn default_chain() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    /// A fresh chain for one writer process: `w-` and 32 random hex digits, so two
+    /// processes never share one by accident.
+    pub fn generate() -> Self {
+        Self(format!("w-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for ChainId {
+    fn default() -> Self {
+        Self::default_chain()
+    }
+}
+
+impl TryFrom<String> for ChainId {
+    type Error = AuditDataError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(text)
+    }
+}
+
+impl From<ChainId> for String {
+    fn from(chain: ChainId) -> Self {
+        chain.0
+    }
+}
+
+impl fmt::Debug for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for ChainId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a store holds as a whole: every chain with at least one row, and every row that
+/// belongs to no chain's positions (a foreign row: written by someone other than
+/// keyturn, or keyed so that it names no position).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    pub chains: Vec<ChainId>,
+    pub foreign: Vec<ForeignRow>,
+}
+
+/// A row that is not an entry at a position. `chain` is the chain whose partition (or
+/// column) it sits in when that names a valid chain; `after` is the highest position
+/// of that chain it sorts after, when the store can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignRow {
+    pub chain: Option<ChainId>,
+    /// Where it is, in the store's own terms (partition and row key, or table row id).
+    pub location: String,
+    pub after: Option<u64>,
+}
+
 /// Where audit entries are kept. Positions start at 1 and are the store's own key; an
 /// honest store keeps each entry at the position equal to its sequence number.
+///
+/// A store value appends to and reads one chain, [`AuditStore::chain`];
+/// [`AuditStore::survey`] and [`AuditStore::for_chain`] reach the others.
 #[async_trait]
 pub trait AuditStore: Send + Sync + fmt::Debug {
+    /// The chain this store value appends to and reads.
+    fn chain(&self) -> ChainId {
+        ChainId::default_chain()
+    }
+
+    /// The same store, reading and appending to `chain`. Stores that hold one chain
+    /// only answer `None` for any other.
+    fn for_chain(&self, chain: &ChainId) -> Option<std::sync::Arc<dyn AuditStore>> {
+        let _ = chain;
+        None
+    }
+
+    /// Every chain the store holds and every foreign row. Stores with one chain only
+    /// report that chain when it holds anything.
+    async fn survey(&self) -> Result<Survey, PortError> {
+        let chains = if self.head().await?.is_some() {
+            vec![self.chain()]
+        } else {
+            Vec::new()
+        };
+        Ok(Survey {
+            chains,
+            foreign: Vec::new(),
+        })
+    }
+
     /// The entry at the highest position, or `None` when the log is empty.
     async fn head(&self) -> Result<Option<StoredEntry>, PortError>;
 

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 pub mod audit;
+pub mod checkpoint;
 pub mod directory;
 pub mod queue;
 pub mod site;

@@ -14,11 +14,14 @@ use rustls::ServerConfig;
 use crate::access::rate_limit::RateLimits;
 use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
+mod anchor;
 mod audit_reader;
 mod credential;
 mod front_end;
 
 pub use audit_reader::{AuditLocation, audit_reader};
+
+pub use anchor::{Verification, public_key_file, verification};
 
 use crate::adapters::azure::client::table::{TableAuth, TableClient};
 use crate::adapters::azure::graph::GraphClient;
@@ -106,6 +109,31 @@ async fn audit_store(
         }
     };
     Ok(store)
+}
+
+/// Where the writer anchors its batches, as the audit settings choose.
+async fn audit_anchor(
+    audit: &AuditSettings,
+    credential: &CredentialSettings,
+) -> Result<Option<crate::audit::Anchor>, StartupError> {
+    let _ = credential;
+    match audit {
+        AuditSettings::Sqlite { path } => anchor::local_anchor(path).map(Some),
+        AuditSettings::Table { .. } => Ok(None),
+    }
+}
+
+/// `keyturn audit verify` against Table storage.
+async fn azure_verification(
+    settings: &AuditCommandSettings,
+    key: Option<crate::ports::checkpoint::PublicKey>,
+) -> Result<Verification, StartupError> {
+    let store = audit_store(&settings.audit, &settings.credential, None, false).await?;
+    Ok(Verification {
+        store,
+        checkpoints: None,
+        key,
+    })
 }
 
 fn table_client(
@@ -295,11 +323,15 @@ pub async fn services_with(
         Backends::Local(local) => Some(local),
         Backends::Azure(_) => None,
     };
-    let store = match audit {
-        Some(store) => store,
-        None => audit_store(&settings.audit, &settings.credential, local, true).await?,
+    let (store, anchor) = match audit {
+        Some(store) => (store, None),
+        None => (
+            audit_store(&settings.audit, &settings.credential, local, true).await?,
+            audit_anchor(&settings.audit, &settings.credential).await?,
+        ),
     };
-    let audit = AuditLog::start(store).map_err(|e| StartupError::Audit(e.to_string()))?;
+    let audit =
+        AuditLog::start_anchored(store, anchor).map_err(|e| StartupError::Audit(e.to_string()))?;
     let mut endpoint_backends = EndpointBackends::of(&backends);
     if let Some(directory) = directory {
         endpoint_backends = endpoint_backends.with_directory(directory);

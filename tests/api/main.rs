@@ -1,5 +1,6 @@
 //! Integration tests, grouped by function and concern, sharing one helpers module.
 
+mod audit_anchor;
 mod audit_cli;
 mod azure_adapters;
 mod binary;

@@ -1,14 +1,14 @@
-//! The audit store on the local SQLite file: one row per entry, keyed by position,
-//! appended inside `BEGIN IMMEDIATE` so that concurrent writers (tasks or processes)
-//! take turns and a stale writer is refused instead of forking the chain.
+//! The audit store on the local SQLite file: one row per entry, keyed by chain and
+//! position, appended inside `BEGIN IMMEDIATE` so that concurrent writers (tasks or
+//! processes) take turns and a stale writer is refused instead of forking a chain.
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
 use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::ports::audit::{
-    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText,
-    StoredEntry, format_audit_time, parse_audit_count, parse_audit_time,
+    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText, ChainId,
+    ForeignRow, StoredEntry, Survey, format_audit_time, parse_audit_count, parse_audit_time,
 };
 use crate::ports::{FailureKind, PortError};
 
@@ -20,27 +20,76 @@ const COLUMNS: &str = "position, sequence, at, actor_kind, actor, action, vault,
 /// a transaction well under a millisecond of inserts and bound the memory it holds.
 const MAX_BATCH: usize = 256;
 
-/// The audit port on a [`LocalStore`].
+/// The audit port on a [`LocalStore`], appending to one chain.
 #[derive(Debug, Clone)]
 pub struct LocalAuditStore {
     store: LocalStore,
+    chain: ChainId,
 }
 
 impl LocalAuditStore {
+    /// The store's default chain ([`ChainId::DEFAULT`]).
     pub fn new(store: LocalStore) -> Self {
-        Self { store }
+        Self::with_chain(store, ChainId::default_chain())
+    }
+
+    /// The store appending to and reading `chain`.
+    pub fn with_chain(store: LocalStore, chain: ChainId) -> Self {
+        Self { store, chain }
     }
 }
 
 #[async_trait]
 impl AuditStore for LocalAuditStore {
-    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+    fn chain(&self) -> ChainId {
+        self.chain.clone()
+    }
+
+    fn for_chain(&self, chain: &ChainId) -> Option<std::sync::Arc<dyn AuditStore>> {
+        Some(std::sync::Arc::new(Self::with_chain(
+            self.store.clone(),
+            chain.clone(),
+        )))
+    }
+
+    async fn survey(&self) -> Result<Survey, PortError> {
         self.store
             .call(|connection| {
+                let mut statement = connection
+                    .prepare("SELECT chain, MIN(rowid), COUNT(*) FROM audit_log GROUP BY chain ORDER BY chain")
+                    .map_err(StoreError::sqlite("preparing the audit survey"))?;
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+                    })
+                    .map_err(StoreError::sqlite("surveying the audit log"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("surveying the audit log"))?;
+                let mut survey = Survey::default();
+                for (chain, rowid) in rows {
+                    match ChainId::parse(chain) {
+                        Ok(chain) => survey.chains.push(chain),
+                        Err(_) => survey.foreign.push(ForeignRow {
+                            chain: None,
+                            location: format!("audit_log row {rowid} (its chain is not a chain name)"),
+                            after: None,
+                        }),
+                    }
+                }
+                Ok(survey)
+            })
+            .await
+            .map_err(|error| error.into_port_error("surveying the local audit log"))
+    }
+
+    async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
+        let chain = self.chain.as_str().to_owned();
+        self.store
+            .call(move |connection| {
                 connection
                     .query_row(
-                        &format!("SELECT {COLUMNS} FROM audit_log ORDER BY position DESC LIMIT 1"),
-                        [],
+                        &format!("SELECT {COLUMNS} FROM audit_log WHERE chain = ?1 ORDER BY position DESC LIMIT 1"),
+                        [chain],
                         stored_entry,
                     )
                     .optional()
@@ -67,19 +116,24 @@ impl AuditStore for LocalAuditStore {
             .iter()
             .map(|entry| Ok((to_sql_position(entry.sequence)?, entry.clone())))
             .collect::<Result<Vec<_>, PortError>>()?;
+        let chain = self.chain.as_str().to_owned();
         let appended = self
             .store
             .write(move |transaction| {
                 let head: Option<i64> = transaction
-                    .query_row("SELECT MAX(position) FROM audit_log", [], |row| row.get(0))
+                    .query_row(
+                        "SELECT MAX(position) FROM audit_log WHERE chain = ?1",
+                        [&chain],
+                        |row| row.get(0),
+                    )
                     .map_err(StoreError::sqlite("reading the audit head"))?;
                 if head.unwrap_or(0).checked_add(1) != Some(position) {
                     return Ok(false);
                 }
                 let mut insert = transaction
                     .prepare_cached(&format!(
-                        "INSERT INTO audit_log ({COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                        "INSERT INTO audit_log (chain, {COLUMNS}) VALUES \
+                         (?19, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
                     ))
                     .map_err(StoreError::sqlite("preparing the audit insert"))?;
                 for (position, entry) in &rows {
@@ -110,6 +164,7 @@ impl AuditStore for LocalAuditStore {
                             entry.prev_hash.to_hex(),
                             entry.hash.to_hex(),
                             count,
+                            chain,
                         ])
                         .map_err(StoreError::sqlite("inserting an audit entry"))?;
                 }
@@ -130,16 +185,17 @@ impl AuditStore for LocalAuditStore {
     async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
         let start = to_sql_position(from)?;
         let end = start.saturating_add(i64::from(count));
+        let chain = self.chain.as_str().to_owned();
         self.store
             .call(move |connection| {
                 let mut statement = connection
                     .prepare_cached(&format!(
                         "SELECT {COLUMNS} FROM audit_log \
-                         WHERE position >= ?1 AND position < ?2 ORDER BY position"
+                         WHERE chain = ?3 AND position >= ?1 AND position < ?2 ORDER BY position"
                     ))
                     .map_err(StoreError::sqlite("preparing the audit read"))?;
                 let rows = statement
-                    .query_map(params![start, end], stored_entry)
+                    .query_map(params![start, end, chain], stored_entry)
                     .map_err(StoreError::sqlite("reading audit entries"))?;
                 rows.collect::<Result<Vec<_>, _>>()
                     .map_err(StoreError::sqlite("reading audit entries"))

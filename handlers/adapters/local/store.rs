@@ -186,6 +186,38 @@ const MIGRATIONS: &[&str] = &[
         purge_at INTEGER NOT NULL,
         PRIMARY KEY (vault, name_key)
     ) STRICT;",
+    // 7: the audit log holds one chain per writer. A position is taken once per chain;
+    // rows stored before are the default chain's.
+    "CREATE TABLE audit_log_chained (
+        chain TEXT NOT NULL DEFAULT 'chain',
+        position INTEGER NOT NULL CHECK (position >= 1),
+        sequence INTEGER NOT NULL,
+        at TEXT NOT NULL,
+        actor_kind TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        vault TEXT,
+        secret_name TEXT,
+        secret_version TEXT,
+        app_id TEXT,
+        key_id TEXT,
+        thumbprint TEXT,
+        outcome TEXT NOT NULL,
+        reason TEXT,
+        invocation_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        count INTEGER CHECK (count IS NULL OR count >= 2),
+        PRIMARY KEY (chain, position)
+    ) STRICT;
+    INSERT INTO audit_log_chained (chain, position, sequence, at, actor_kind, actor, action,
+        vault, secret_name, secret_version, app_id, key_id, thumbprint, outcome, reason,
+        invocation_id, prev_hash, hash, count)
+    SELECT 'chain', position, sequence, at, actor_kind, actor, action, vault, secret_name,
+        secret_version, app_id, key_id, thumbprint, outcome, reason, invocation_id,
+        prev_hash, hash, count FROM audit_log;
+    DROP TABLE audit_log;
+    ALTER TABLE audit_log_chained RENAME TO audit_log;",
 ];
 
 /// Opening the store or running work on it failed.

@@ -1,0 +1,408 @@
+//! The audit log's anchors: signed checkpoints of each chain's head, where they are kept
+//! (storage keyturn's identities can append to but never alter), and the key that signs
+//! them (usable to sign, never exported).
+//!
+//! # The checkpoint
+//!
+//! A checkpoint says "writer `writer`'s chain had, at time `at`, its head at `position`
+//! with hash `head`; my previous checkpoint was at `previous`" (0 for none). What is
+//! signed is its canonical encoding, the concatenation of:
+//!
+//! 1. the 21 ASCII bytes `keyturn-checkpoint-v1`;
+//! 2. the writer's chain name: its UTF-8 length as an unsigned 64-bit big-endian integer,
+//!    then its bytes;
+//! 3. `position` and `previous`, each an unsigned 64-bit big-endian integer;
+//! 4. `head`, 32 raw bytes;
+//! 5. `at` (RFC 3339 UTC, nine fractional digits, `Z`): length as above, then its bytes.
+//!
+//! Stored, a checkpoint is one line of JSON: those fields plus `algorithm` (`EdDSA` for
+//! Ed25519, `ES256` for ECDSA P-256 with SHA-256, signature `r || s`), `key_id` and
+//! `signature` (unpadded base64url). Anyone with the public key can check a line with
+//! nothing but an Ed25519 or ECDSA implementation.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as BASE64URL;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::ports::PortError;
+use crate::ports::audit::{ChainId, EntryHash, format_audit_time};
+
+/// The first bytes of every checkpoint's signed encoding.
+pub(crate) const CHECKPOINT_ENCODING_TAG: &[u8; 21] = b"keyturn-checkpoint-v1";
+
+/// Longest stored checkpoint line accepted, in bytes. A line holds a 63-byte chain
+/// name, two numbers, a 64-digit hash, a time, a key id (a Key Vault key URL is under
+/// 300 bytes) and a 64-byte signature in base64: about 600 bytes. 4 KiB leaves room and
+/// keeps a garbage file from being read into memory as one line.
+pub(crate) const MAX_CHECKPOINT_LINE_BYTES: usize = 4096;
+
+/// A chain's head at one moment, as its writer saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub writer: ChainId,
+    pub position: u64,
+    pub previous: u64,
+    pub head: EntryHash,
+    pub at: DateTime<Utc>,
+}
+
+impl Checkpoint {
+    /// The bytes that are signed, as the module documentation specifies.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        let time = format_audit_time(&self.at);
+        let mut bytes = Vec::with_capacity(160);
+        bytes.extend_from_slice(CHECKPOINT_ENCODING_TAG);
+        bytes.extend_from_slice(&(self.writer.as_str().len() as u64).to_be_bytes());
+        bytes.extend_from_slice(self.writer.as_str().as_bytes());
+        bytes.extend_from_slice(&self.position.to_be_bytes());
+        bytes.extend_from_slice(&self.previous.to_be_bytes());
+        bytes.extend_from_slice(self.head.as_bytes());
+        bytes.extend_from_slice(&(time.len() as u64).to_be_bytes());
+        bytes.extend_from_slice(time.as_bytes());
+        bytes
+    }
+}
+
+/// The signature algorithms checkpoints are signed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignatureAlgorithm {
+    /// Ed25519 (RFC 8032), the local key.
+    EdDSA,
+    /// ECDSA on P-256 over SHA-256, signature `r || s` (RFC 7518 section 3.4): a Key
+    /// Vault EC key.
+    ES256,
+}
+
+/// A signature and the key that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Signature {
+    pub algorithm: SignatureAlgorithm,
+    /// The key's name where it lives: a Key Vault key URL with its version, or the
+    /// local key's fingerprint.
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A checkpoint and its signature, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub signature: Signature,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    writer: ChainId,
+    position: u64,
+    previous: u64,
+    head: EntryHash,
+    at: String,
+    algorithm: SignatureAlgorithm,
+    key_id: String,
+    signature: String,
+}
+
+impl SignedCheckpoint {
+    /// The stored form: one line of JSON, without the line break.
+    pub fn to_line(&self) -> String {
+        let line = Line {
+            writer: self.checkpoint.writer.clone(),
+            position: self.checkpoint.position,
+            previous: self.checkpoint.previous,
+            head: self.checkpoint.head,
+            at: format_audit_time(&self.checkpoint.at),
+            algorithm: self.signature.algorithm,
+            key_id: self.signature.key_id.clone(),
+            signature: BASE64URL.encode(&self.signature.bytes),
+        };
+        serde_json::to_string(&line).expect("invariant: a checkpoint line always encodes")
+    }
+
+    /// Parses one stored line. The error says what is wrong, never echoing the line.
+    pub fn from_line(line: &str) -> Result<Self, String> {
+        if line.len() > MAX_CHECKPOINT_LINE_BYTES {
+            return Err(format!(
+                "line is {} bytes, more than the {MAX_CHECKPOINT_LINE_BYTES} a checkpoint can take",
+                line.len()
+            ));
+        }
+        let parsed: Line = serde_json::from_str(line).map_err(|e| {
+            if e.is_eof() {
+                "line is truncated".to_owned()
+            } else {
+                format!(
+                    "not a checkpoint ({} at column {})",
+                    category(&e),
+                    e.column()
+                )
+            }
+        })?;
+        let at = crate::ports::audit::parse_audit_time(&parsed.at).map_err(|e| e.to_string())?;
+        let bytes = BASE64URL
+            .decode(parsed.signature.as_bytes())
+            .map_err(|_| "signature is not unpadded base64url".to_owned())?;
+        if parsed.key_id.is_empty() || parsed.key_id.chars().any(char::is_control) {
+            return Err("key_id is empty or holds a control character".to_owned());
+        }
+        Ok(Self {
+            checkpoint: Checkpoint {
+                writer: parsed.writer,
+                position: parsed.position,
+                previous: parsed.previous,
+                head: parsed.head,
+                at,
+            },
+            signature: Signature {
+                algorithm: parsed.algorithm,
+                key_id: parsed.key_id,
+                bytes,
+            },
+        })
+    }
+}
+
+fn category(error: &serde_json::Error) -> &'static str {
+    match error.classify() {
+        serde_json::error::Category::Syntax => "malformed JSON",
+        serde_json::error::Category::Data => "a field is missing or of the wrong kind",
+        serde_json::error::Category::Eof => "truncated",
+        serde_json::error::Category::Io => "unreadable",
+    }
+}
+
+/// One stored checkpoint as read back: decoded, or what is wrong with it. `location`
+/// says where it is (file and line, blob and line), for the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub location: String,
+    pub content: Result<SignedCheckpoint, String>,
+}
+
+/// Where checkpoints are kept: append-only storage whose stored lines keyturn's own
+/// identities cannot change or remove.
+#[async_trait]
+pub trait CheckpointStore: Send + Sync + fmt::Debug {
+    /// Appends one checkpoint after every one stored before it.
+    async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), PortError>;
+
+    /// Every stored checkpoint, in the order stored. A store that has never been
+    /// written to answers an empty list.
+    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError>;
+}
+
+/// The key checkpoints are signed with. It never leaves its home: callers get
+/// signatures and the public key, never the private key.
+#[async_trait]
+pub trait CheckpointSigner: Send + Sync + fmt::Debug {
+    async fn sign(&self, message: &[u8]) -> Result<Signature, PortError>;
+
+    /// The public key that checks this signer's signatures.
+    async fn public_key(&self) -> Result<PublicKey, PortError>;
+}
+
+/// Why a public key could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublicKeyError {
+    #[error("not a JSON Web Key ({problem})")]
+    NotAJwk { problem: String },
+    #[error("unsupported key type (expected an OKP Ed25519 or an EC P-256 key)")]
+    Unsupported,
+    #[error("the key's `{field}` is not base64url of the right length")]
+    MalformedCoordinate { field: &'static str },
+}
+
+/// A public key that checks checkpoint signatures, read from and written as a JSON Web
+/// Key (RFC 7517; Ed25519 as RFC 8037's `OKP`), the form `az keyvault key show` prints.
+#[derive(Clone, PartialEq, Eq)]
+pub enum PublicKey {
+    Ed25519([u8; 32]),
+    /// An uncompressed P-256 point: `0x04 || x || y`.
+    EcP256([u8; 65]),
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.fingerprint())
+    }
+}
+
+impl PublicKey {
+    /// Whether `signature` is this key's signature of `message` with `algorithm`.
+    pub fn verifies(
+        &self,
+        algorithm: SignatureAlgorithm,
+        message: &[u8],
+        signature: &[u8],
+    ) -> bool {
+        use ring::signature::{ECDSA_P256_SHA256_FIXED, ED25519, UnparsedPublicKey};
+        match (self, algorithm) {
+            (Self::Ed25519(key), SignatureAlgorithm::EdDSA) => {
+                UnparsedPublicKey::new(&ED25519, key)
+                    .verify(message, signature)
+                    .is_ok()
+            }
+            (Self::EcP256(point), SignatureAlgorithm::ES256) => {
+                UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                    .verify(message, signature)
+                    .is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// A short name for the key: `sha256:` and the first 16 hex digits of the SHA-256
+    /// of its raw public bytes.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let digest = match self {
+            Self::Ed25519(key) => Sha256::digest(key),
+            Self::EcP256(point) => Sha256::digest(point),
+        };
+        format!("sha256:{}", &hex::encode(digest)[..16])
+    }
+
+    /// The key as a JSON Web Key.
+    pub fn to_jwk(&self) -> serde_json::Value {
+        match self {
+            Self::Ed25519(key) => serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": BASE64URL.encode(key),
+            }),
+            Self::EcP256(point) => serde_json::json!({
+                "kty": "EC", "crv": "P-256",
+                "x": BASE64URL.encode(&point[1..33]),
+                "y": BASE64URL.encode(&point[33..65]),
+            }),
+        }
+    }
+
+    /// Reads a JSON Web Key, bare or wrapped as Key Vault answers (`{"key": {...}}`).
+    /// Private members, if present, are ignored (never read into memory as a key).
+    pub fn from_jwk(json: &str) -> Result<Self, PublicKeyError> {
+        let value: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| PublicKeyError::NotAJwk {
+                problem: category(&e).to_owned(),
+            })?;
+        let jwk = value.get("key").filter(|k| k.is_object()).unwrap_or(&value);
+        let text = |field: &'static str| jwk.get(field).and_then(serde_json::Value::as_str);
+        let coordinate = |field: &'static str, len: usize| {
+            text(field)
+                .and_then(|v| BASE64URL.decode(v.trim_end_matches('=')).ok())
+                .filter(|bytes| bytes.len() == len)
+                .ok_or(PublicKeyError::MalformedCoordinate { field })
+        };
+        match (text("kty"), text("crv")) {
+            (Some("OKP"), Some("Ed25519")) => {
+                let x = coordinate("x", 32)?;
+                let mut key = [0; 32];
+                key.copy_from_slice(&x);
+                Ok(Self::Ed25519(key))
+            }
+            (Some("EC" | "EC-HSM"), Some("P-256")) => {
+                let x = coordinate("x", 32)?;
+                let y = coordinate("y", 32)?;
+                let mut point = [0; 65];
+                point[0] = 4;
+                point[1..33].copy_from_slice(&x);
+                point[33..].copy_from_slice(&y);
+                Ok(Self::EcP256(point))
+            }
+            (None, _) => Err(PublicKeyError::NotAJwk {
+                problem: "no `kty`".to_owned(),
+            }),
+            _ => Err(PublicKeyError::Unsupported),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn checkpoint() -> SignedCheckpoint {
+        SignedCheckpoint {
+            checkpoint: Checkpoint {
+                writer: ChainId::parse("w-1").expect("valid"),
+                position: 7,
+                previous: 3,
+                head: EntryHash::from_bytes([0xab; 32]),
+                at: Utc
+                    .with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
+                    .single()
+                    .expect("valid"),
+            },
+            signature: Signature {
+                algorithm: SignatureAlgorithm::EdDSA,
+                key_id: "sha256:0011223344556677".to_owned(),
+                bytes: vec![1, 2, 3],
+            },
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_line_round_trips() {
+        let signed = checkpoint();
+        let line = signed.to_line();
+        assert!(!line.contains('\n'));
+        assert_eq!(SignedCheckpoint::from_line(&line), Ok(signed));
+    }
+
+    #[test]
+    fn a_bad_line_says_what_is_wrong_without_echoing_it() {
+        let line = checkpoint().to_line();
+        let cases = [
+            (&line[..line.len() / 2], "truncated"),
+            ("{\"secret\":\"hunter2\"}", "field"),
+            ("hunter2", "malformed JSON"),
+        ];
+        for (input, expected) in cases {
+            let error = SignedCheckpoint::from_line(input).expect_err("refused");
+            assert!(error.contains(expected), "{input}: {error}");
+            assert!(!error.contains("hunter2"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_signed_bytes_follow_the_documented_encoding() {
+        let signed = checkpoint();
+        let mut expected = b"keyturn-checkpoint-v1".to_vec();
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(b"w-1");
+        expected.extend_from_slice(&7u64.to_be_bytes());
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&[0xab; 32]);
+        let time = "2025-03-01T12:00:00.000000000Z";
+        expected.extend_from_slice(&(time.len() as u64).to_be_bytes());
+        expected.extend_from_slice(time.as_bytes());
+        assert_eq!(signed.checkpoint.signed_bytes(), expected);
+    }
+
+    #[test]
+    fn public_keys_read_as_jwk_and_refuse_what_they_cannot_check() {
+        let ed = PublicKey::Ed25519([7; 32]);
+        assert_eq!(PublicKey::from_jwk(&ed.to_jwk().to_string()), Ok(ed));
+        let mut point = [9; 65];
+        point[0] = 4;
+        let ec = PublicKey::EcP256(point);
+        let wrapped = serde_json::json!({ "key": ec.to_jwk() }).to_string();
+        assert_eq!(PublicKey::from_jwk(&wrapped), Ok(ec));
+        assert_eq!(
+            PublicKey::from_jwk(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#),
+            Err(PublicKeyError::Unsupported)
+        );
+        assert!(matches!(
+            PublicKey::from_jwk("not json"),
+            Err(PublicKeyError::NotAJwk { .. })
+        ));
+        assert_eq!(
+            PublicKey::from_jwk(r#"{"kty":"OKP","crv":"Ed25519","x":"AAAA"}"#),
+            Err(PublicKeyError::MalformedCoordinate { field: "x" })
+        );
+    }
+}
