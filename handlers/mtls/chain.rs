@@ -1176,9 +1176,7 @@ mod tests {
         let issuing = ca("issuing", Some(&root));
         let mut params = CertificateParams::new(vec!["device-7.example.com".to_owned()]).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let key = KeyPair::generate().unwrap();
-        let device =
-            ClientCertificate::from_der(params.self_signed(&key).unwrap().der().to_vec()).unwrap();
+        let device = ClientCertificate::from_der(pki::self_signed(&params).cert_der).unwrap();
 
         assert_eq!(
             reason(policy(&root, &issuing, without_revocation()).validate(&device, &[], now())),

@@ -26,7 +26,7 @@ fn ca(name: &str, parent: Option<&TestCa>) -> TestCa {
     let mut params = pki::ca_params(name);
     params.not_before = rcgen::date_time_ymd(2025, 1, 1);
     params.not_after = rcgen::date_time_ymd(2040, 1, 1);
-    TestCa::new(params, parent, rcgen::KeyPair::generate().unwrap())
+    TestCa::from_params(params, parent)
 }
 
 impl Pki {

@@ -10,7 +10,7 @@ use azure_core::http::{ClientOptions, RetryOptions};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keyturn_standins::{ClientCerts, Fault, Permissions, Route, Service, SiteId, Standins};
-use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, KeyPair};
+use keyturn_testkit::pki;
 use serde_json::Value;
 
 use keyturn::domain::thumbprint::Thumbprint;
@@ -78,16 +78,7 @@ impl FrontEndApp {
             None => standins.credential(),
         };
 
-        let mut params = CertificateParams::new(Vec::new()).expect("params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "front-end-device");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let der = params
-            .self_signed(&KeyPair::generate().expect("key"))
-            .expect("self-signed")
-            .der()
-            .to_vec();
+        let der = pki::self_signed(&pki::client_params("front-end-device", &[])).cert_der;
         let thumbprint = Thumbprint::of_der(&der).to_string();
         let policy = format!(
             r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{thumbprint}" }} ], "secrets": [ "db-password" ], "backend": "appsettings" }} ] }}"#
