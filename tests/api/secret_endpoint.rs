@@ -318,13 +318,13 @@ fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 /// What every endpoint test app is configured with: the [`SECRETS`] as app settings, the
-/// header trusted, and rate limits too high to matter unless a test sets its own.
+/// header trusted, and no rate limits (`0`, as documented) unless a test sets its own.
 fn endpoint_settings() -> Vec<(String, String)> {
     let mut settings = pairs(&SECRETS);
     settings.extend(pairs(&[
         ("KEYTURN_TRUST_ARR_CLIENT_CERT", "true"),
-        ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "1000000"),
-        ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "1000000"),
+        ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "0"),
+        ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "0"),
     ]));
     settings
 }

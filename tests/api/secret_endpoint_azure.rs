@@ -228,8 +228,9 @@ impl AzureApp {
                 DEFAULT_CACHE_TTL.as_secs().to_string(),
             ),
             ("KEYTURN_ACCESS_POLICY", policy),
-            ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "1000000".to_owned()),
-            ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "1000000".to_owned()),
+            // 0: no rate limit, as documented.
+            ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "0".to_owned()),
+            ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "0".to_owned()),
         ];
         // Settings parsed as serve parses them; only the clock and the clients, which
         // reach the stand-ins without retries, are put in place.
