@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 use zeroize::Zeroizing;
 
-use super::{Collector, DEFAULT_DATA_DIR, parse_bounded, redacted};
+use super::{Collector, DEFAULT_DATA_DIR, parse_bool, parse_bounded, redacted};
 use crate::domain::names::VaultUrl;
 use crate::domain::secret::SecretValue;
 
@@ -23,8 +23,9 @@ pub(crate) fn local_vault_url() -> VaultUrl {
 
 /// The local vault key is 32 bytes: an AES-256-GCM key.
 pub(super) const LOCAL_VAULT_KEY_BYTES: usize = 32;
-/// The longest propagation delay the local directory plays: ten minutes, far beyond the
-/// 4-18 seconds observed from Entra.
+/// The longest propagation delay the local directory plays: ten minutes, the upper end
+/// of what field reports give for Entra (2 to over 10 minutes), enough to watch a staged
+/// rotation prove its credential over several deliveries.
 const MAX_LOCAL_PROPAGATION_SECONDS: u64 = 600;
 
 #[derive(Debug, Clone, Serialize)]
@@ -34,6 +35,9 @@ pub struct LocalSettings {
     /// How long the local directory refuses a new secret (local backend only).
     #[serde(rename = "local_propagation_seconds")]
     pub propagation_seconds: u64,
+    /// Whether a propagated secret's token requests flap (accepted, refused, accepted).
+    #[serde(rename = "local_flapping")]
+    pub flapping: bool,
     /// `KEYTURN_LOCAL_VAULT_KEY`, checked to be base64 of 32 bytes; `None`: the key file
     /// beside the store.
     #[serde(rename = "local_vault_key", serialize_with = "redacted_option")]
@@ -57,10 +61,14 @@ pub(super) fn parse(c: &mut Collector<'_>) -> LocalSettings {
             parse_bounded(v, MAX_LOCAL_PROPAGATION_SECONDS)
         })
         .unwrap_or(0);
+    let flapping = c
+        .parse("KEYTURN_LOCAL_FLAPPING", parse_bool)
+        .unwrap_or(false);
     let vault_key = parse_vault_key(c);
     LocalSettings {
         data_dir,
         propagation_seconds,
+        flapping,
         vault_key,
     }
 }

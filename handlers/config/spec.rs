@@ -654,7 +654,18 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Local mode only: seconds a new application secret is refused by the local \
                   directory's token check, as Entra refuses new secrets until they propagate \
-                  (observed 4-18 s). 0-600.",
+                  (field reports: 2 to over 10 minutes). 0-600.",
+    },
+    SettingSpec {
+        name: "KEYTURN_LOCAL_FLAPPING",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("false"),
+        example: "false",
+        secret: false,
+        purpose: "Local mode only: true makes a propagated application secret's first token \
+                  requests flap (accepted, refused, accepted), as Entra's replicas catching up \
+                  one by one do, so the staged proof can be watched resetting its count.",
     },
 ];
 

@@ -298,6 +298,7 @@ async fn open_backends(
         vault_key: vault_key.as_ref(),
         queue: &queue,
         propagation: chrono::TimeDelta::zero(),
+        flapping: false,
     };
     let opened = LocalBackends::open(options, clock).await.map_err(local)?;
     Ok(Backends {

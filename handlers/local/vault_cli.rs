@@ -50,6 +50,7 @@ pub async fn open_vault(
         vault_key: key_setting,
         queue: &queue,
         propagation: chrono::TimeDelta::zero(),
+        flapping: false,
     };
     match LocalBackends::open(options, &Clock::system()).await {
         Ok(local) => Ok(local.vault),

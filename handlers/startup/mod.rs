@@ -181,6 +181,7 @@ pub(crate) struct LocalOptions<'a> {
     pub vault_key: Option<&'a SecretValue>,
     pub queue: &'a QueueName,
     pub propagation: chrono::TimeDelta,
+    pub flapping: bool,
 }
 
 /// Why the embedded store cannot be opened.
@@ -209,7 +210,8 @@ impl LocalBackends {
             .await
             .map_err(|e| other(&e))?;
         let directory = LocalDirectory::new(store.clone(), clock.clone())
-            .with_propagation_delay(options.propagation);
+            .with_propagation_delay(options.propagation)
+            .with_flapping(options.flapping);
         let queue = LocalQueue::new(
             store.clone(),
             options.queue.as_str(),
@@ -241,6 +243,7 @@ pub(crate) async fn backends(settings: &Settings, clock: &Clock) -> Result<Backe
                 propagation: chrono::TimeDelta::seconds(
                     i64::try_from(settings.local.propagation_seconds).unwrap_or(0),
                 ),
+                flapping: settings.local.flapping,
             };
             let local =
                 LocalBackends::open(options, clock)

@@ -582,6 +582,66 @@ mod vault {
     }
 
     #[tokio::test]
+    async fn a_deleted_secrets_name_stays_taken_until_its_retention_ends() {
+        let fixture = Fixture::new();
+        let clock = HandClock::at(t0());
+        let vault = open(&fixture, &clock).await;
+        let pending = name("keyturn-pending-11111111-1111-4111-8111-111111111111");
+        vault
+            .set_secret(
+                &kv(),
+                &pending,
+                &SecretValue::new("v1"),
+                NewSecretVersion::default(),
+            )
+            .await
+            .expect("set");
+
+        vault.delete_secret(&kv(), &pending).await.expect("deleted");
+
+        assert_eq!(
+            vault
+                .secret_properties(&kv(), &pending, None)
+                .await
+                .expect("read"),
+            None,
+            "a deleted secret is gone"
+        );
+        let again = vault
+            .set_secret(
+                &kv(),
+                &pending,
+                &SecretValue::new("v2"),
+                NewSecretVersion::default(),
+            )
+            .await
+            .expect_err("Key Vault answers 409 ObjectIsDeletedButRecoverable");
+        assert_eq!(again.kind, FailureKind::Conflict);
+        assert!(
+            again.context.contains("ObjectIsDeletedButRecoverable"),
+            "{again}"
+        );
+        assert_eq!(
+            vault
+                .delete_secret(&kv(), &pending)
+                .await
+                .map_err(|e| e.kind),
+            Err(FailureKind::NotFound)
+        );
+        // After the retention period (Key Vault's default, 90 days) the name is free.
+        clock.set(t0() + TimeDelta::days(91));
+        vault
+            .set_secret(
+                &kv(),
+                &pending,
+                &SecretValue::new("v3"),
+                NewSecretVersion::default(),
+            )
+            .await
+            .expect("purged, the name is free again");
+    }
+
+    #[tokio::test]
     async fn versions_keep_their_attributes_and_the_latest_is_current() {
         let fixture = Fixture::new();
         let clock = HandClock::at(t0());
@@ -1416,6 +1476,28 @@ mod directory {
 
         assert_eq!(too_soon, Err(rejected(INVALID_CLIENT_SECRET)));
         assert_eq!(propagated, Ok(()));
+    }
+
+    #[tokio::test]
+    async fn a_flapping_directory_accepts_refuses_then_accepts_a_propagated_credential() {
+        let fixture = Fixture::new();
+        let clock = HandClock::at(t0());
+        let directory = LocalDirectory::new(fixture.store(), clock.clock())
+            .with_propagation_delay(TimeDelta::seconds(10))
+            .with_flapping(true);
+        let app = directory.create_application("demo-app").await.expect("app");
+        let issued = directory
+            .add_password(&app.object_id, "new", t0() + TimeDelta::days(1))
+            .await
+            .expect("add");
+
+        let mut answers = Vec::new();
+        for seconds in [5, 10, 20, 30, 40, 50] {
+            clock.set(t0() + TimeDelta::seconds(seconds));
+            answers.push(directory.prove(&app.app_id, &issued.secret).await.is_ok());
+        }
+
+        assert_eq!(answers, [false, true, false, true, true, true]);
     }
 
     #[tokio::test]

@@ -53,7 +53,16 @@ pub struct LocalDirectory {
     store: LocalStore,
     clock: Clock,
     propagation_delay: TimeDelta,
+    /// Replicas that catch up one by one: see [`LocalDirectory::with_flapping`].
+    flapping: bool,
+    /// Token requests answered per credential since it propagated (this process only).
+    answered: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
 }
+
+/// How a flapping directory answers a propagated credential's first token requests:
+/// accepted, refused by a replica that has not caught up, accepted; every later request is
+/// accepted. Entra does this for minutes after a new secret is added.
+const FLAP: [bool; 3] = [true, false, true];
 
 impl LocalDirectory {
     /// The directory on `store`; `clock` stamps credentials and judges their validity.
@@ -63,7 +72,16 @@ impl LocalDirectory {
             store,
             clock,
             propagation_delay: TimeDelta::zero(),
+            flapping: false,
+            answered: std::sync::Arc::default(),
         }
+    }
+
+    /// Makes a propagated credential's token requests flap (accepted, refused, accepted)
+    /// before it is accepted for good, as Entra's replicas catching up one by one do.
+    pub fn with_flapping(mut self, flapping: bool) -> Self {
+        self.flapping = flapping;
+        self
     }
 
     /// Makes a new credential fail sign-in for `delay` after it was added, as Entra's
@@ -359,6 +377,17 @@ impl TokenProver for LocalDirectory {
             && DateTime::from_timestamp(row.end, 0).is_some_and(|end| now < end);
         if !valid {
             return Err(rejected(EXPIRED_CLIENT_SECRET));
+        }
+        if self.flapping {
+            // A poisoned map only means another request panicked while counting; the
+            // counts are still counts.
+            let mut answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+            let count = answered.entry(row.key_id.clone()).or_insert(0);
+            let accepted = FLAP.get(*count).copied().unwrap_or(true);
+            *count += 1;
+            if !accepted {
+                return Err(rejected(INVALID_CLIENT_SECRET));
+            }
         }
         Ok(())
     }
