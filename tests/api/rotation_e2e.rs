@@ -94,28 +94,40 @@ struct Seeded {
 }
 
 async fn world() -> World {
+    // One acceptance proves a credential here, so one delivery rotates; the staged proof
+    // over time has its own test below and the engine tests'.
+    world_with(&[
+        ("KEYTURN_PROOF_SUCCESSES", "1"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
+    ])
+    .await
+}
+
+/// The world with `extra` settings on top of the production configuration.
+async fn world_with(extra: &[(&str, &str)]) -> World {
     let standins = Arc::new(Standins::start().await.expect("the stand-ins start"));
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = Environment::from_pairs([
-        ("FUNCTIONS_WORKER_RUNTIME", "custom".to_owned()),
-        ("KEYTURN_BACKEND", "azure".to_owned()),
-        ("AZURE_TENANT_ID", standins.tenant_id().to_string()),
-        ("KEYTURN_AUTHORITY_HOST", standins.login_url().to_string()),
-        ("KEYTURN_GRAPH_ENDPOINT", standins.graph().url().to_string()),
-        ("KEYTURN_VAULTS", standins.keyvault().url().to_string()),
-        // The Key Vault stand-in listens on loopback, not on a Key Vault host.
-        ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true".to_owned()),
-        (
-            "ServiceBusConnection__fullyQualifiedNamespace",
-            "sb-keyturn-e2e.servicebus.windows.net".to_owned(),
-        ),
-        ("KEYTURN_AUDIT_STORE", "sqlite".to_owned()),
-        ("KEYTURN_DATA_DIR", dir.path().display().to_string()),
-        // One acceptance proves a credential here; the staged proof over time is the
-        // engine tests' subject.
-        ("KEYTURN_PROOF_SUCCESSES", "1".to_owned()),
-        ("KEYTURN_PROOF_WINDOW_SECONDS", "0".to_owned()),
-    ]);
+    let extra = extra.iter().map(|(k, v)| (*k, (*v).to_owned()));
+    let env = Environment::from_pairs(
+        [
+            ("FUNCTIONS_WORKER_RUNTIME", "custom".to_owned()),
+            ("KEYTURN_BACKEND", "azure".to_owned()),
+            ("AZURE_TENANT_ID", standins.tenant_id().to_string()),
+            ("KEYTURN_AUTHORITY_HOST", standins.login_url().to_string()),
+            ("KEYTURN_GRAPH_ENDPOINT", standins.graph().url().to_string()),
+            ("KEYTURN_VAULTS", standins.keyvault().url().to_string()),
+            // The Key Vault stand-in listens on loopback, not on a Key Vault host.
+            ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true".to_owned()),
+            (
+                "ServiceBusConnection__fullyQualifiedNamespace",
+                "sb-keyturn-e2e.servicebus.windows.net".to_owned(),
+            ),
+            ("KEYTURN_AUDIT_STORE", "sqlite".to_owned()),
+            ("KEYTURN_DATA_DIR", dir.path().display().to_string()),
+        ]
+        .into_iter()
+        .chain(extra),
+    );
     let settings = Settings::from_env(&env).expect("a production configuration");
     standins.servicebus().create_queue(
         settings.rotation.queue.as_str(),
@@ -1376,4 +1388,117 @@ async fn an_app_management_policy_violation_is_a_permanent_recorded_failure() {
     assert_eq!(adds[0].status, 400);
     assert_eq!(w.versions().len(), 1, "no new version");
     assert_eq!(w.keyturn_credentials(), vec![v1.key_id], "nothing added");
+}
+
+// ---------------------------------------------------------------------------------------
+// The staged proof over time, with the production defaults (three acceptances in a row
+// across a minute, within an hour)
+// ---------------------------------------------------------------------------------------
+
+/// Delivers `first`, then each `prove` follow-up at its scheduled time, to a fresh worker
+/// each time, until the rotation stops proving: (the last answer, deliveries).
+async fn deliver_until_settled(w: &World, first: &ReceivedMessage) -> (Value, usize) {
+    let mut answer = w
+        .worker()
+        .await
+        .completed("RotationWorker", &delivery(first, 1))
+        .await;
+    let mut deliveries = 1;
+    let mut delivered: Vec<Option<String>> = Vec::new();
+    while answer["outcome"] == "proving" {
+        let next = w
+            .messages()
+            .into_iter()
+            .find(|m| job_of(m).action.name() == "prove" && !delivered.contains(&m.message_id))
+            .expect("a proof follow-up is scheduled");
+        delivered.push(next.message_id.clone());
+        if let Some(at) = next.scheduled_enqueue_time_utc
+            && at > w.standins.now()
+        {
+            w.standins
+                .advance_clock((at - w.standins.now()).to_std().expect("a future time"));
+        }
+        answer = w
+            .worker()
+            .await
+            .completed("RotationWorker", &delivery(&next, 1))
+            .await;
+        deliveries += 1;
+    }
+    (answer, deliveries)
+}
+
+/// Through the HTTPS stand-ins and the host's envelopes, under propagation delays from
+/// none to fifteen minutes: one addPassword and one removePassword per rotation, one
+/// delivery per proof attempt, promotion a minute's window after the credential works.
+#[tokio::test]
+async fn a_staged_rotation_through_the_stand_ins_makes_two_graph_writes_whatever_the_propagation() {
+    let minute = Duration::from_secs(60);
+    println!("| propagation | Graph writes | deliveries | time to promotion |");
+    for propagation in [
+        Duration::ZERO,
+        Duration::from_secs(30),
+        5 * minute,
+        15 * minute,
+    ] {
+        let w = world_with(&[]).await;
+        let v1 = w.seed_keyturn_version().await;
+        w.standins.graph().set_propagation_delay(propagation);
+        w.worker()
+            .await
+            .completed(
+                "KeyVaultEvents",
+                &envelope("event", w.near_expiry(&v1.version)),
+            )
+            .await;
+        let started = w.standins.now();
+
+        let (answer, deliveries) = deliver_until_settled(&w, &w.message("rotate")).await;
+
+        assert_eq!(answer["outcome"], "rotated", "{propagation:?}: {answer}");
+        let promoted_after = (w.standins.now() - started).to_std().expect("forward");
+        w.assert_converged("promoted", Some(v1.key_id)).await;
+        let retire = w.message("retire");
+        w.standins.advance_clock(Duration::from_secs(8 * 24 * 3600));
+        let retired = w
+            .worker()
+            .await
+            .completed("RotationWorker", &delivery(&retire, 1))
+            .await;
+        assert_eq!(retired["outcome"], "retired", "{retired}");
+        w.assert_converged("retired", None).await;
+        let writes =
+            w.add_password_calls() + w.requests(Service::Graph, "POST", "/removePassword").len();
+        println!(
+            "| {} s | {writes} | {} | {} s |",
+            propagation.as_secs(),
+            deliveries + 1,
+            promoted_after.as_secs()
+        );
+        assert_eq!(writes, 2, "{propagation:?}: one add, one remove");
+        assert!(
+            promoted_after >= propagation + minute,
+            "{propagation:?}: proven across the window ({promoted_after:?})"
+        );
+        assert!(
+            promoted_after <= propagation + 3 * minute,
+            "{propagation:?}: promoted soon after propagation ({promoted_after:?})"
+        );
+        let trail = w.actions().await;
+        assert!(
+            trail.iter().filter(|a| *a == "credential.proving").count() >= 3,
+            "{trail:?}"
+        );
+        let pending = format!(
+            "{}{}",
+            keyturn::rotation::run::PENDING_PREFIX,
+            tags::Bookkeeping::read(&w.current().tags)
+                .key_id
+                .expect("key")
+        );
+        assert!(
+            w.standins.keyvault().current_secret(&pending).is_none(),
+            "the pending copy is deleted"
+        );
+    }
 }
