@@ -160,10 +160,15 @@ impl WebhookHandshake {
         self.requested_rate
     }
 
-    /// Headers granting the origin delivery, at the rate it asked for or any rate.
+    /// Headers granting delivery, at the rate asked for or any rate, to the origin when it
+    /// is Event Grid's (see [`event_grid_origin`]) and to Event Grid's public origin
+    /// otherwise: a foreign origin is never granted, as the Functions host grants none.
     pub(crate) fn response_headers(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("WebHook-Allowed-Origin", self.origin.clone()),
+            (
+                "WebHook-Allowed-Origin",
+                event_grid_origin(Some(&self.origin)).to_owned(),
+            ),
             (
                 "WebHook-Allowed-Rate",
                 self.requested_rate
@@ -171,6 +176,26 @@ impl WebhookHandshake {
             ),
         ]
     }
+}
+
+/// Event Grid's origins in each cloud, as the Functions host's Event Grid extension
+/// lists them (`HttpRequestProcessor.GetAllowedOriginResponseHeader`).
+pub(crate) const EVENT_GRID_ORIGINS: [&str; 5] = [
+    "eventgrid.azure.net",
+    "eventgrid.azure.us",
+    "eventgrid.azure.eaglex.ic.gov",
+    "eventgrid.azure.microsoft.scloud",
+    "eventgrid.azure.cn",
+];
+
+/// The origin a CloudEvents handshake is granted: the requested one when it is Event
+/// Grid's, else Event Grid's public-cloud origin (also when none was named), exactly as
+/// the host answers.
+pub(crate) fn event_grid_origin(requested: Option<&str>) -> &'static str {
+    requested
+        .and_then(|origin| EVENT_GRID_ORIGINS.iter().find(|o| **o == origin))
+        .copied()
+        .unwrap_or(EVENT_GRID_ORIGINS[0])
 }
 
 #[cfg(test)]
@@ -255,6 +280,33 @@ mod tests {
                 ("WebHook-Allowed-Origin", "eventgrid.azure.net".to_owned()),
                 ("WebHook-Allowed-Rate", "120".to_owned())
             ]
+        );
+    }
+
+    #[test]
+    fn only_event_grids_origins_are_granted() {
+        for origin in EVENT_GRID_ORIGINS {
+            assert_eq!(event_grid_origin(Some(origin)), origin);
+        }
+        for foreign in [
+            Some("eventemitter.example.com"),
+            Some("EVENTGRID.AZURE.NET.example.com"),
+            Some(""),
+            None,
+        ] {
+            assert_eq!(
+                event_grid_origin(foreign),
+                "eventgrid.azure.net",
+                "{foreign:?}"
+            );
+        }
+        let foreign =
+            WebhookHandshake::from_request("OPTIONS", [("WebHook-Request-Origin", "evil.example")])
+                .expect("decodes")
+                .expect("is a handshake");
+        assert_eq!(
+            foreign.response_headers()[0],
+            ("WebHook-Allowed-Origin", "eventgrid.azure.net".to_owned())
         );
     }
 

@@ -424,6 +424,14 @@ async fn invoke(
     value: Value,
     metadata: Map<String, Value>,
 ) -> Result<Answer, String> {
+    // The Event Grid trigger binds an event as its (indented) JSON text for a function
+    // that does not bind the SDK's types; the host then encodes that text as a string.
+    let value = match (&function.trigger, value) {
+        (Trigger::EventGrid, event @ Value::Object(_)) => Value::String(
+            serde_json::to_string_pretty(&event).unwrap_or_else(|_| event.to_string()),
+        ),
+        (_, value) => value,
+    };
     handler
         .invoke(&function.name, &function.binding, value, metadata)
         .await
@@ -451,11 +459,10 @@ async fn deliver_job(
     let mut metadata = Map::new();
     metadata.insert("MessageId".into(), json!(message.message_id));
     metadata.insert("SessionId".into(), json!(message.session_id));
-    metadata.insert(
-        "DeliveryCount".into(),
-        json!(message.delivery_count.to_string()),
-    );
-    metadata.insert("SequenceNumber".into(), json!(message.sequence.to_string()));
+    // Numbers as numbers and strings as strings: the handler's envelope encodes them
+    // as the host does (`"1"`, `"\"id\""`).
+    metadata.insert("DeliveryCount".into(), json!(message.delivery_count));
+    metadata.insert("SequenceNumber".into(), json!(message.sequence));
     metadata.insert("EnqueuedTimeUtc".into(), json!(message.enqueued_at));
     metadata.insert("LockToken".into(), json!(token.to_string()));
     metadata.insert("ContentType".into(), json!(message.content_type));

@@ -137,7 +137,7 @@ impl Handler {
 
     /// Posts one invocation of `function` with `binding` = `value` and `metadata`, as the
     /// host does: `POST /<Function>`, a fresh invocation id header, the `{Data, Metadata}`
-    /// envelope.
+    /// envelope with every value encoded as the host encodes it ([`host_encoded`]).
     pub async fn invoke(
         &self,
         function: &str,
@@ -147,7 +147,13 @@ impl Handler {
     ) -> Result<Answer, HandlerError> {
         let invocation_id = uuid::Uuid::new_v4().to_string();
         let mut data = Map::new();
-        data.insert(binding.to_string(), value);
+        if let Some(value) = host_encoded(value) {
+            data.insert(binding.to_string(), value);
+        }
+        let metadata: Map<String, Value> = metadata
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, host_encoded(value)?)))
+            .collect();
         let envelope = json!({ "Data": data, "Metadata": metadata });
         let failed = |problem: String| HandlerError::Invocation {
             function: function.to_string(),
@@ -186,8 +192,73 @@ impl Handler {
     }
 }
 
+/// A binding or metadata value as the Functions host puts it in a custom handler's
+/// envelope (`ScriptInvocationContextExtensions.GetHttpScriptInvocationContextValue`):
+/// what serialises to a JSON object stays an object; anything else is serialised to JSON
+/// text and sent as a string, so a string arrives JSON-encoded twice (`"\"abc\""`), a
+/// number or boolean as its text (`"1"`), an array as its JSON text. The host leaves out
+/// null values (`None`).
+pub(crate) fn host_encoded(value: Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(object) => Some(Value::Object(object)),
+        other => Some(Value::String(other.to_string())),
+    }
+}
+
 /// A loopback port nobody listens on right now.
 fn free_port() -> std::io::Result<u16> {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the host posted for a Service Bus message, captured from a running host
+    /// (`tests/fixtures/custom-handler/servicebus-trigger.request.captured-ext4.json`).
+    fn captured() -> Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/custom-handler/servicebus-trigger.request.captured-ext4.json");
+        serde_json::from_str(&std::fs::read_to_string(path).expect("fixture")).expect("JSON")
+    }
+
+    #[test]
+    fn values_are_encoded_as_the_captured_host_envelope_encodes_them() {
+        let captured = captured();
+        // The message body, a string: JSON-encoded twice.
+        assert_eq!(
+            host_encoded(json!(r#"{"hello":"world"}"#)),
+            Some(captured["Data"]["myQueueItem"].clone())
+        );
+        // Numbers as their text, strings and times quoted, objects as objects.
+        let metadata = &captured["Metadata"];
+        assert_eq!(
+            host_encoded(json!(1)),
+            Some(metadata["DeliveryCount"].clone())
+        );
+        assert_eq!(
+            host_encoded(json!(1)),
+            Some(metadata["SequenceNumber"].clone())
+        );
+        assert_eq!(
+            host_encoded(json!("4223106e-36f4-45ed-b1ab-96ead73e225b")),
+            Some(metadata["LockToken"].clone())
+        );
+        assert_eq!(
+            host_encoded(json!("2020-10-08T21:49:35.809Z")),
+            Some(metadata["EnqueuedTimeUtc"].clone())
+        );
+        assert_eq!(
+            host_encoded(json!("application/json")),
+            Some(metadata["ContentType"].clone())
+        );
+        assert_eq!(
+            host_encoded(metadata["UserProperties"].clone()),
+            Some(metadata["UserProperties"].clone())
+        );
+        assert_eq!(host_encoded(Value::Null), None);
+        assert_eq!(host_encoded(json!([1, 2])), Some(json!("[1,2]")));
+    }
 }
