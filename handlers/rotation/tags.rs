@@ -176,9 +176,11 @@ fn bounded(tag: &'static str, text: &str, min: u32, max: u32) -> Result<u32, Tag
 /// means nothing, and the bound keeps date arithmetic far inside chrono's range.
 pub const MAX_POLICY_DAYS: u32 = 3650;
 
-/// A generated value shorter than 16 characters has under 96 bits even from the widest
-/// alphabet; below that keyturn refuses to call it a secret.
-pub(crate) const MIN_GENERATED_LENGTH: usize = 16;
+/// A generated value carries at least this many bits of entropy whatever its alphabet
+/// (NIST SP 800-63B and OWASP ask for 128 bits of a random secret); a `keyturn-length`
+/// that would give less is refused with the minimum for that alphabet
+/// ([`Alphabet::min_length`]).
+pub(crate) const MIN_GENERATED_BITS: u32 = 128;
 /// 1024 characters is far beyond any password field and far below Key Vault's 25 KB
 /// secret size limit.
 pub(crate) const MAX_GENERATED_LENGTH: usize = 1024;
@@ -239,9 +241,13 @@ pub enum TagError {
         rotate_before: u32,
     },
     #[error(
-        "tag `{LENGTH}` is `{found}`; expected a whole number from {MIN_GENERATED_LENGTH} to {MAX_GENERATED_LENGTH}"
+        "tag `{LENGTH}` is `{found}`; expected a whole number from {min} to {MAX_GENERATED_LENGTH}: {alphabet} values need {min} characters for {MIN_GENERATED_BITS} bits of entropy"
     )]
-    Length { found: String },
+    Length {
+        found: String,
+        alphabet: &'static str,
+        min: usize,
+    },
     #[error(
         "tag `{ALPHABET}` is `{found}`; expected alphanumeric, hex, base64url or ascii-printable"
     )]
@@ -377,6 +383,15 @@ impl Alphabet {
             Self::Base64Url => "base64url",
             Self::AsciiPrintable => "ascii-printable",
         }
+    }
+
+    /// The fewest characters that carry [`MIN_GENERATED_BITS`] bits: the smallest `n`
+    /// with `size^n >= 2^MIN_GENERATED_BITS` (22 alphanumeric, 32 hex, 22 base64url, 20
+    /// ascii-printable).
+    pub(crate) fn min_length(self) -> usize {
+        let size = self.characters().len() as f64;
+        let bits_per_character = size.log2();
+        (f64::from(MIN_GENERATED_BITS) / bits_per_character).ceil() as usize
     }
 
     /// The characters, each one byte of ASCII.
@@ -537,20 +552,23 @@ pub fn policy(
             Kind::EntraAppSecret { app_id }
         }
         "generated" => {
+            let alphabet = match lookup(tags, ALPHABET)? {
+                Some(text) => Alphabet::parse(text)?,
+                None => Alphabet::Alphanumeric,
+            };
+            let min = alphabet.min_length();
             let length = match lookup(tags, LENGTH)? {
                 Some(text) => text
                     .trim()
                     .parse::<usize>()
                     .ok()
-                    .filter(|n| (MIN_GENERATED_LENGTH..=MAX_GENERATED_LENGTH).contains(n))
+                    .filter(|n| (min..=MAX_GENERATED_LENGTH).contains(n))
                     .ok_or_else(|| TagError::Length {
                         found: quoted(text),
+                        alphabet: alphabet.name(),
+                        min,
                     })?,
-                None => DEFAULT_GENERATED_LENGTH,
-            };
-            let alphabet = match lookup(tags, ALPHABET)? {
-                Some(text) => Alphabet::parse(text)?,
-                None => Alphabet::Alphanumeric,
+                None => DEFAULT_GENERATED_LENGTH.max(min),
             };
             Kind::Generated { length, alphabet }
         }
@@ -756,13 +774,13 @@ mod tests {
 
     #[test]
     fn tag_names_are_read_in_any_casing() {
-        let p = secret_policy(&[("Keyturn-Kind", "Generated"), ("KEYTURN-LENGTH", "20")])
+        let p = secret_policy(&[("Keyturn-Kind", "Generated"), ("KEYTURN-LENGTH", "24")])
             .expect("valid")
             .expect("managed");
         assert_eq!(
             p.kind,
             Kind::Generated {
-                length: 20,
+                length: 24,
                 alphabet: Alphabet::Alphanumeric
             }
         );
@@ -998,6 +1016,71 @@ mod tests {
         for (alphabet, size) in sizes {
             assert_eq!(alphabet.characters().len(), size, "{}", alphabet.name());
             assert_eq!(Alphabet::parse(alphabet.name()), Ok(alphabet));
+        }
+    }
+
+    #[test]
+    fn every_alphabet_needs_128_bits_and_says_its_minimum() {
+        let minimums = [
+            (Alphabet::Alphanumeric, 22),
+            (Alphabet::Hex, 32),
+            (Alphabet::Base64Url, 22),
+            (Alphabet::AsciiPrintable, 20),
+        ];
+        for (alphabet, min) in minimums {
+            assert_eq!(alphabet.min_length(), min, "{}", alphabet.name());
+            let size = alphabet.characters().len() as f64;
+            assert!(min as f64 * size.log2() >= f64::from(MIN_GENERATED_BITS));
+            assert!(((min - 1) as f64) * size.log2() < f64::from(MIN_GENERATED_BITS));
+            let too_short = (min - 1).to_string();
+            let error = secret_policy(&[
+                (KIND, "generated"),
+                (ALPHABET, alphabet.name()),
+                (LENGTH, &too_short),
+            ])
+            .expect_err("below 128 bits");
+            assert_eq!(
+                error,
+                TagError::Length {
+                    found: too_short.clone(),
+                    alphabet: alphabet.name(),
+                    min,
+                }
+            );
+            assert!(
+                error.to_string().contains(&format!("from {min} to")),
+                "{error}"
+            );
+            let enough = min.to_string();
+            let policy = secret_policy(&[
+                (KIND, "generated"),
+                (ALPHABET, alphabet.name()),
+                (LENGTH, &enough),
+            ])
+            .expect("128 bits")
+            .expect("managed");
+            assert_eq!(
+                policy.kind,
+                Kind::Generated {
+                    length: min,
+                    alphabet
+                }
+            );
+        }
+        // Hex at 16 characters is 64 bits: accepted before, refused now.
+        assert!(secret_policy(&[(KIND, "generated"), (ALPHABET, "hex"), (LENGTH, "16")]).is_err());
+    }
+
+    #[test]
+    fn the_default_length_carries_128_bits_in_every_alphabet() {
+        for alphabet in ["alphanumeric", "hex", "base64url", "ascii-printable"] {
+            let policy = secret_policy(&[(KIND, "generated"), (ALPHABET, alphabet)])
+                .expect("valid")
+                .expect("managed");
+            let Kind::Generated { length, alphabet } = policy.kind else {
+                panic!("generated");
+            };
+            assert!(length >= alphabet.min_length(), "{}", alphabet.name());
         }
     }
 }

@@ -19,8 +19,11 @@ use crate::rotation::run::{RunOutcome, Step};
 use crate::rotation::tags::{self, Alphabet, ManagedObject, NewBookkeeping};
 
 /// A value of `length` characters drawn uniformly from `alphabet` with the OS CSPRNG
-/// (`OsRng`: getrandom(2) on Linux). `choose` draws without modulo bias.
+/// (`OsRng`: getrandom(2) on Linux). `choose` draws without modulo bias. The tags refuse a
+/// length under [`Alphabet::min_length`]; should one get here all the same, the value is
+/// drawn at that minimum, never with fewer than 128 bits.
 pub(super) fn generate(length: usize, alphabet: Alphabet) -> SecretValue {
+    let length = length.max(alphabet.min_length());
     let characters = alphabet.characters();
     let mut rng = OsRng;
     let value: String = (0..length)
@@ -109,6 +112,20 @@ mod tests {
                 "{}",
                 alphabet.name()
             );
+        }
+    }
+
+    #[test]
+    fn a_generated_value_never_has_fewer_than_128_bits() {
+        for alphabet in [
+            Alphabet::Alphanumeric,
+            Alphabet::Hex,
+            Alphabet::Base64Url,
+            Alphabet::AsciiPrintable,
+        ] {
+            let value = generate(16, alphabet);
+            let bits = value.len() as f64 * (alphabet.characters().len() as f64).log2();
+            assert!(bits >= 128.0, "{}: {bits} bits", alphabet.name());
         }
     }
 
