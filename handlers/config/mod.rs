@@ -23,7 +23,8 @@ mod rotation;
 mod spec;
 
 pub(crate) use audit::{AuditSettings, STORE_FILE, TableAccess};
-pub(crate) use credentials::{CredentialKind, CredentialSettings, EntraSettings, VaultHosts};
+pub use credentials::{CredentialKind, CredentialSettings};
+pub(crate) use credentials::{EntraSettings, VaultHosts};
 pub(crate) use endpoint::{CertPolicyName, EndpointSettings};
 pub(crate) use host::{Backend, HostSettings};
 pub(crate) use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};

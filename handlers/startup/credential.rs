@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
 use azure_identity::{
-    AzureCliCredential, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzureCliCredential, ClientAssertionCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 
+use crate::adapters::azure::client::http::default_client_options;
 use crate::config::{CredentialKind, CredentialSettings};
 
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +24,7 @@ pub struct CredentialError {
 
 /// Builds the credential the settings choose. Creating one makes no network call; tokens
 /// are requested (and cached by azure_identity) on first use.
-pub(crate) fn credential(
+pub fn credential(
     settings: &CredentialSettings,
 ) -> Result<Arc<dyn TokenCredential>, CredentialError> {
     let err = |e: azure_core::Error| CredentialError {
@@ -31,16 +33,22 @@ pub(crate) fn credential(
     };
     Ok(match settings.kind {
         CredentialKind::ManagedIdentity => {
+            // The identity endpoint's pipeline retries like every other keyturn pipeline:
+            // a `Retry-After` beyond the bound is handed back, never slept through.
             let options = ManagedIdentityCredentialOptions {
                 user_assigned_id: settings.client_id.clone().map(UserAssignedId::ClientId),
-                ..Default::default()
+                client_options: default_client_options(),
             };
             ManagedIdentityCredential::new(Some(options)).map_err(err)?
         }
         CredentialKind::WorkloadIdentity => {
             let options = WorkloadIdentityCredentialOptions {
                 client_id: settings.client_id.clone(),
-                ..Default::default()
+                credential_options: ClientAssertionCredentialOptions {
+                    client_options: default_client_options(),
+                },
+                tenant_id: None,
+                token_file_path: None,
             };
             WorkloadIdentityCredential::new(Some(options)).map_err(err)?
         }

@@ -47,7 +47,7 @@ use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::host::router::{AppState, router};
 use crate::host::tls;
-pub(crate) use credential::{CredentialError, credential};
+pub use credential::{CredentialError, credential};
 
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;

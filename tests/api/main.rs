@@ -3,6 +3,7 @@
 mod audit_anchor;
 mod audit_cli;
 mod azure_adapters;
+mod azure_answers;
 mod binary;
 mod cert_verify;
 mod config_check;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::headers::{CONTENT_TYPE, HeaderName};
-use azure_core::http::{ClientOptions, Method, Pipeline, RawResponse, Request, RetryOptions, Url};
+use azure_core::http::{ClientOptions, Method, Pipeline, RawResponse, Request, Url};
 use azure_core::time::OffsetDateTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -27,15 +27,15 @@ use serde::de::DeserializeOwned;
 use crate::adapters::azure::client::http;
 use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, ServiceErrorCode, default_client_options, failure_from_status,
-    pipeline,
+    pipeline, without_retries,
 };
 use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
 use crate::domain::secret::SecretValue;
-use crate::ports::PortError;
 use crate::ports::directory::{
     AlternativeSecurityId, Application, CredentialIssuer, Device, DeviceDirectory,
     IssuedCredential, PasswordCredential,
 };
+use crate::ports::{FailureKind, PortError};
 
 /// Microsoft Graph in the public cloud; sovereign clouds have their own
 /// (`KEYTURN_GRAPH_ENDPOINT`).
@@ -55,6 +55,16 @@ pub(crate) const APP_POLICY_CODES: [&str; 2] = [
 /// What keyturn's identity needs to manage credentials of applications it owns.
 pub const APPLICATION_PERMISSION: &str =
     "Microsoft Graph Application.ReadWrite.OwnedBy (and ownership of the application)";
+/// What a write to an application (addPassword, removePassword) needs: with
+/// `Application.ReadWrite.OwnedBy`, Graph refuses writes to an application keyturn's
+/// identity does not own with the same 403 as a missing permission, so the refusal names
+/// both.
+fn write_permission(app: &DirectoryObjectId) -> String {
+    format!(
+        "ownership of application object {app}: keyturn's service principal must be one of its owners (Application.ReadWrite.OwnedBy only changes applications keyturn owns), or Microsoft Graph Application.ReadWrite.All"
+    )
+}
+
 /// What the secret endpoint's identity needs to look devices up.
 pub const DEVICE_PERMISSION: &str = "Microsoft Graph Device.Read.All";
 
@@ -120,10 +130,7 @@ impl GraphClient {
         let path = base.path().trim_end_matches('/').to_owned();
         base.set_path(&format!("{path}/v1.0/"));
         let options = options.unwrap_or_else(default_client_options);
-        let once_options = ClientOptions {
-            retry: RetryOptions::none(),
-            ..options.clone()
-        };
+        let once_options = without_retries(&options);
         let auth = PipelineAuth::Bearer { credential, scope };
         Ok(Self {
             base,
@@ -363,6 +370,19 @@ fn single<T>(mut found: Vec<T>, context: &FailureContext<'_>) -> Result<Option<T
     }
 }
 
+/// A refusal Graph gives for the request itself (4xx other than throttling), as opposed to
+/// a transient failure.
+fn is_client_error(error: &PortError) -> bool {
+    matches!(
+        error.kind,
+        FailureKind::NotFound
+            | FailureKind::Invalid
+            | FailureKind::Conflict
+            | FailureKind::PermissionDenied { .. }
+            | FailureKind::PolicyViolation { .. }
+    )
+}
+
 fn context<'a>(operation: &'a str, missing_permission: &'a str) -> FailureContext<'a> {
     FailureContext {
         operation,
@@ -414,7 +434,8 @@ impl CredentialIssuer for GraphClient {
         end: DateTime<Utc>,
     ) -> Result<IssuedCredential, PortError> {
         let operation = format!("adding a password credential to application object {app}");
-        let context = context(&operation, APPLICATION_PERMISSION);
+        let missing = write_permission(app);
+        let context = context(&operation, &missing);
         let url = self.url(&format!("applications/{app}/addPassword"), &[]);
         let body = serde_json::json!({
             "passwordCredential": {
@@ -443,11 +464,30 @@ impl CredentialIssuer for GraphClient {
     ) -> Result<(), PortError> {
         let operation =
             format!("removing password credential {key_id} from application object {app}");
-        let context = context(&operation, APPLICATION_PERMISSION);
+        let missing = write_permission(app);
+        let context = context(&operation, &missing);
         let url = self.url(&format!("applications/{app}/removePassword"), &[]);
         let body = serde_json::json!({ "keyId": key_id.to_string() });
-        self.post(&self.pipeline, url, &body, &context).await?;
-        Ok(())
+        let refused = match self.post(&self.pipeline, url, &body, &context).await {
+            Ok(_) => return Ok(()),
+            Err(error) if is_client_error(&error) => error,
+            Err(error) => return Err(error),
+        };
+        // Graph documents no answer for a key that is already gone (404 and 400 are both
+        // seen). Whatever 4xx it gave, the application's own list decides: a key that is
+        // not there has been removed, and that is `NotFound`, which callers that converge
+        // take as done. A key still listed keeps the refusal.
+        let listed = match self.password_credentials(app).await {
+            Ok(listed) => listed,
+            Err(_) => return Err(refused),
+        };
+        if listed.iter().any(|credential| credential.key_id == *key_id) {
+            return Err(refused);
+        }
+        Err(PortError::new(
+            FailureKind::NotFound,
+            format!("{operation}: the application no longer lists it"),
+        ))
     }
 }
 

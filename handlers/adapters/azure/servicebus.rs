@@ -156,14 +156,26 @@ impl ServiceBusQueue {
         &self,
         status: StatusCode,
         headers: &azure_core::http::headers::Headers,
+        body: &[u8],
         operation: &str,
     ) -> PortError {
         match u16::from(status) {
-            // Service Bus answers 403 for "quota exceeded or message too large"; size is
-            // checked before sending, so it means a full queue, which drains.
-            403 => PortError::new(
+            // Service Bus documents 403 on send as "quota exceeded or message too large";
+            // size is checked before sending, so a quota answer means a full queue, which
+            // drains. Any other 403 (a network rule, a disabled entity) is not a full queue
+            // and is not retried as one.
+            403 if is_quota_exceeded(body) => PortError::new(
                 FailureKind::Transient { retry_after: None },
                 format!("{operation}: HTTP 403 (the queue is full)"),
+            ),
+            403 => PortError::new(
+                FailureKind::PermissionDenied {
+                    missing: format!(
+                        "{} (Service Bus refused the send with HTTP 403 for a reason other than its quota: check the namespace's network rules and that the queue is enabled)",
+                        self.missing_permission
+                    ),
+                },
+                format!("{operation}: HTTP 403 (refused, not a full queue)"),
             ),
             // 410: the queue does not exist.
             410 => PortError::new(
@@ -183,6 +195,19 @@ impl ServiceBusQueue {
             ),
         }
     }
+}
+
+/// Whether a Service Bus 403's `<Detail>` is its quota answer ("The maximum entity size has
+/// been reached or exceeded", `QuotaExceeded`). The text is only matched, never copied.
+fn is_quota_exceeded(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body).to_ascii_lowercase();
+    let detail = text
+        .split_once("<detail>")
+        .and_then(|(_, rest)| rest.split_once("</detail>"))
+        .map_or(text.as_str(), |(detail, _)| detail);
+    ["quota", "maximum entity size", "exceeded"]
+        .iter()
+        .any(|marker| detail.contains(marker))
 }
 
 /// Service Bus entity names: letters, digits, `.`, `-`, `_`, starting and ending with a
@@ -245,7 +270,12 @@ impl JobQueue for ServiceBusQueue {
         match response.status() {
             StatusCode::Created => Ok(()),
             status if status.is_success() => Ok(()),
-            status => Err(self.failure(status, response.headers(), &operation)),
+            status => Err(self.failure(
+                status,
+                response.headers(),
+                response.body().as_ref(),
+                &operation,
+            )),
         }
     }
 }
@@ -336,7 +366,7 @@ mod tests {
     async fn refusals_map_to_port_failures_without_the_services_text() {
         let cases = [
             (StatusCode::Unauthorized, "permission"),
-            (StatusCode::Forbidden, "transient"),
+            (StatusCode::Forbidden, "permission"),
             (StatusCode::Gone, "not found"),
             (StatusCode::InternalServerError, "transient"),
             (StatusCode::BadRequest, "invalid"),
@@ -362,6 +392,45 @@ mod tests {
             };
             assert_eq!(kind, expected, "{status:?}");
             assert!(!error.context.contains("echoing"), "{}", error.context);
+        }
+    }
+
+    #[tokio::test]
+    async fn only_a_quota_403_is_a_full_queue_worth_retrying() {
+        let answer = |detail: &str| {
+            CannedTransport::always(Answer::new(
+                StatusCode::Forbidden,
+                format!("<Error><Code>403</Code><Detail>{detail} TrackingId:1</Detail></Error>"),
+            ))
+        };
+        let full = [
+            "The maximum entity size has been reached or exceeded for Queue: 'sb://ns/rotations'. Size of entity in bytes:1073742326, Max entity size in bytes: 1073741824.",
+            "QuotaExceeded: the quota of the namespace is used up.",
+        ];
+        let other = [
+            "Ip has been prevented to connect to the endpoint.",
+            "Messaging entity 'sb://ns/rotations' is currently disabled.",
+        ];
+        for (details, transient) in [(&full, true), (&other, false)] {
+            for detail in details {
+                let canned = answer(detail);
+                let queue = ServiceBusQueue::new(
+                    "sb-keyturn.servicebus.windows.net",
+                    "rotations",
+                    FixedToken::new(),
+                    Some(canned.options()),
+                )
+                .expect("valid sender");
+                let error = queue.send(&message()).await.expect_err("refused");
+                assert_eq!(error.is_transient(), transient, "{detail}: {error:?}");
+                assert!(!error.context.contains("TrackingId"), "{error:?}");
+                if !transient {
+                    assert!(
+                        matches!(error.kind, FailureKind::PermissionDenied { .. }),
+                        "{error:?}"
+                    );
+                }
+            }
         }
     }
 

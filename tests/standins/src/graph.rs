@@ -65,6 +65,9 @@ struct Application {
     display_name: String,
     passwords: Vec<StoredPassword>,
     permissions: Permissions,
+    /// The application ids whose service principals own this application: with only
+    /// `Application.ReadWrite.OwnedBy`, a caller may change only applications it owns.
+    owners: Vec<Uuid>,
 }
 
 #[derive(Debug)]
@@ -276,8 +279,22 @@ impl GraphStandin<'_> {
             display_name: display_name.into(),
             passwords: Vec::new(),
             permissions,
+            owners: Vec::new(),
         });
         seeded
+    }
+
+    /// Makes the service principal of application `owner_app_id` an owner of the
+    /// application `object_id` (Graph `POST /applications/{id}/owners/$ref`).
+    pub fn add_owner(&self, object_id: Uuid, owner_app_id: Uuid) {
+        if let Some(app) = self
+            .lock()
+            .applications
+            .iter_mut()
+            .find(|a| a.id == object_id)
+        {
+            app.owners.push(owner_app_id);
+        }
     }
 
     /// Adds a password credential ending at `end`. With `propagated` it is usable at once,
@@ -480,10 +497,12 @@ fn handle(
         }
         (&Method::POST, ["v1.0", "applications", id, "addPassword"]) => {
             require(&grant, &WRITE_APPLICATIONS)?;
+            require_ownership(shared, &grant, id)?;
             add_password(shared, id, body, now)
         }
         (&Method::POST, ["v1.0", "applications", id, "removePassword"]) => {
             require(&grant, &WRITE_APPLICATIONS)?;
+            require_ownership(shared, &grant, id)?;
             remove_password(shared, id, body)
         }
         (&Method::GET, ["v1.0", "devices"]) => {
@@ -525,6 +544,31 @@ fn require(grant: &Grant, any_of: &[&str]) -> Result<(), GraphError> {
             "Authorization_RequestDenied",
             "Insufficient privileges to complete the operation.",
         ))
+    }
+}
+
+/// `Application.ReadWrite.OwnedBy` writes only to applications the caller owns; Graph
+/// refuses any other with 403 `Authorization_RequestDenied`, as for a missing permission.
+/// `Application.ReadWrite.All` writes to any. An unknown application is left to the
+/// operation, which answers 404.
+fn require_ownership(shared: &Shared, grant: &Grant, id: &str) -> Result<(), GraphError> {
+    if grant
+        .permissions
+        .allows(permission::APPLICATION_READWRITE_ALL)
+    {
+        return Ok(());
+    }
+    let Ok(object_id) = Uuid::try_parse(id) else {
+        return Ok(());
+    };
+    let directory = shared.directory();
+    match directory.applications.iter().find(|a| a.id == object_id) {
+        Some(app) if !app.owners.contains(&grant.app_id) => Err(GraphError::new(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )),
+        _ => Ok(()),
     }
 }
 

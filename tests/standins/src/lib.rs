@@ -8,7 +8,8 @@
 //! Service Bus's `/{queue}/messages` would collide in one router, and clients configure
 //! one base URL per service exactly as in production. The five share one state, so the
 //! token endpoint checks the Graph stand-in's credentials and every stand-in checks the
-//! token endpoint's tokens.
+//! token endpoint's tokens. The managed identity endpoint ([`managed_identity`]) stands apart: it
+//! is plain HTTP on loopback, as App Service gives it to the app.
 
 pub mod auth;
 mod clock;
@@ -18,6 +19,7 @@ pub mod faults;
 pub mod graph;
 pub mod keyvault;
 pub mod log;
+pub mod managed_identity;
 mod pki;
 pub mod resourcemanager;
 mod server;
@@ -43,6 +45,7 @@ pub use crate::faults::{Fault, Route};
 pub use crate::graph::{Device, GraphStandin, NewPassword, SeededApplication};
 pub use crate::keyvault::{KeyVaultStandin, NetworkRefusal, SecretSeed, StoredSecret};
 pub use crate::log::LoggedRequest;
+pub use crate::managed_identity::{IdentityFault, ManagedIdentityStandin};
 pub use crate::resourcemanager::{ClientCerts, ResourceManagerStandin, SiteId};
 pub use crate::servicebus::{QueueOptions, ReceivedMessage, ServiceBusStandin};
 pub use keyturn_testkit::pki::TestCa;

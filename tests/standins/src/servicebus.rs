@@ -57,6 +57,8 @@ pub(crate) struct Namespace {
 struct Queue {
     options: QueueOptions,
     messages: Vec<ReceivedMessage>,
+    /// Messages the queue holds before it is full (its size quota), if limited.
+    max_messages: Option<usize>,
 }
 
 /// The Service Bus stand-in as tests see it.
@@ -78,8 +80,17 @@ impl ServiceBusStandin<'_> {
             Queue {
                 options,
                 messages: Vec::new(),
+                max_messages: None,
             },
         );
+    }
+
+    /// Limits how many messages `queue` holds: past that a send is refused with 403 and
+    /// Service Bus's quota answer, as a queue at its maximum size is.
+    pub fn set_max_messages(&self, queue: &str, max: Option<usize>) {
+        if let Some(queue) = self.lock().queues.get_mut(&queue.to_ascii_lowercase()) {
+            queue.max_messages = max;
+        }
     }
 
     /// Messages the queue accepted, in order of arrival.
@@ -304,7 +315,7 @@ fn handle(
         return Err(BusError::new(
             StatusCode::FORBIDDEN,
             format!(
-                "The message is {} bytes; the limit is {MAX_MESSAGE_BYTES}.",
+                "The message size of {} bytes exceeds the maximum allowed size of {MAX_MESSAGE_BYTES} bytes.",
                 body.len()
             ),
         ));
@@ -339,6 +350,18 @@ fn handle(
         }
         _ => false,
     };
+    if !duplicate
+        && queue
+            .max_messages
+            .is_some_and(|max| queue.messages.len() >= max)
+    {
+        return Err(BusError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "The maximum entity size has been reached or exceeded for Queue: 'sb://standin/{queue_name}'."
+            ),
+        ));
+    }
     if !duplicate {
         queue.messages.push(ReceivedMessage {
             queue: queue_name.to_owned(),

@@ -13,8 +13,8 @@ use azure_core::http::headers::{
 use azure_core::http::policies::Policy;
 use azure_core::http::policies::auth::BearerTokenAuthorizationPolicy;
 use azure_core::http::{
-    ClientOptions, Context, ExponentialRetryOptions, Pipeline, PipelineSendOptions, RawResponse,
-    Request, RetryOptions, StatusCode,
+    ClientOptions, Context, Pipeline, PipelineSendOptions, RawResponse, Request, RetryOptions,
+    StatusCode,
 };
 use azure_core::time::OffsetDateTime;
 use serde::Deserialize;
@@ -33,13 +33,13 @@ pub(crate) const INITIAL_RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Longest single backoff. Also caps how long a `Retry-After` is honoured inside a call:
 /// beyond this the failure is reported as transient with its `retry_after`, and the
 /// caller schedules the retry instead of holding the invocation open.
-pub(crate) const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 /// Longest wait a server's `Retry-After` is taken at. Azure's throttling answers ask for
 /// seconds to minutes; an hour is well past any documented window, and a larger value
 /// (or a malformed one such as a timestamp sent as delta-seconds) would have a caller
 /// wait for centuries or overflow its clock arithmetic.
-pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
 /// Longest time spent retrying one call: a fraction of the Functions default five
 /// minute timeout, so a failing call still leaves time to record the failure.
@@ -50,23 +50,119 @@ pub(crate) const MAX_RETRY_ELAPSED: Duration = Duration::from_secs(60);
 /// not a code, so it is dropped rather than copied.
 pub(crate) const MAX_SERVICE_CODE_LEN: usize = 128;
 
-/// The default client options of keyturn's Azure clients: the retry settings above and
-/// azure_core's default transport.
+/// The default client options of keyturn's Azure clients: [`BoundedRetry`] in place of
+/// azure_core's retry policy, and azure_core's default transport. Every pipeline keyturn
+/// builds (its own clients, the Key Vault crates' clients, the managed identity
+/// credential's) takes these, so no `Retry-After` parks a call beyond
+/// [`MAX_RETRY_DELAY`].
 pub fn default_client_options() -> ClientOptions {
     ClientOptions {
-        retry: RetryOptions::exponential(ExponentialRetryOptions {
-            initial_delay: to_time_duration(INITIAL_RETRY_DELAY),
-            max_retries: MAX_RETRIES,
-            max_total_elapsed: to_time_duration(MAX_RETRY_ELAPSED),
-            max_delay: to_time_duration(MAX_RETRY_DELAY),
-        }),
+        retry: RetryOptions::none(),
+        per_call_policies: vec![Arc::new(BoundedRetry::default())],
         ..ClientOptions::default()
     }
 }
 
-fn to_time_duration(duration: Duration) -> azure_core::time::Duration {
-    azure_core::time::Duration::try_from(duration)
-        .expect("invariant: the retry constants are far below time::Duration's range")
+/// `options` without any retry: azure_core's retry is switched off and keyturn's
+/// [`BoundedRetry`] (a per-call policy) is left out, for requests that must be sent once
+/// (Graph's addPassword).
+pub(crate) fn without_retries(options: &ClientOptions) -> ClientOptions {
+    ClientOptions {
+        retry: RetryOptions::none(),
+        per_call_policies: options
+            .per_call_policies
+            .iter()
+            .filter(|policy| !format!("{policy:?}").starts_with(BOUNDED_RETRY_NAME))
+            .cloned()
+            .collect(),
+        ..options.clone()
+    }
+}
+
+const BOUNDED_RETRY_NAME: &str = "BoundedRetry";
+
+/// keyturn's retry policy. azure_core's own sleeps `max(Retry-After, backoff)` whatever the
+/// server asks, so one `Retry-After: 3600` from Table storage would park the audit writer,
+/// and every call behind it, for an hour. This one retries a transport failure or a 408,
+/// 429, 500, 502, 503 or 504 up to [`MAX_RETRIES`] times within [`MAX_RETRY_ELAPSED`],
+/// backing off from [`INITIAL_RETRY_DELAY`] and honouring a `Retry-After` up to
+/// [`MAX_RETRY_DELAY`]; a server that asks for longer gets its answer handed straight back,
+/// and the caller sees a transient failure carrying the delay ([`failure_from_status`]) and
+/// schedules the retry itself.
+#[derive(Debug, Clone)]
+pub struct BoundedRetry {
+    initial_delay: Duration,
+    max_retries: u32,
+    max_elapsed: Duration,
+    max_delay: Duration,
+}
+
+impl Default for BoundedRetry {
+    fn default() -> Self {
+        Self {
+            initial_delay: INITIAL_RETRY_DELAY,
+            max_retries: MAX_RETRIES,
+            max_elapsed: MAX_RETRY_ELAPSED,
+            max_delay: MAX_RETRY_DELAY,
+        }
+    }
+}
+
+impl BoundedRetry {
+    /// The backoff before retry `retry` (1-based): the initial delay doubled each time, with
+    /// up to 255 ms of jitter, at most `max_delay`.
+    fn backoff(&self, retry: u32) -> Duration {
+        let doubled = self
+            .initial_delay
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)));
+        let jitter = Duration::from_millis(u64::from(rand::random::<u8>()));
+        doubled.saturating_add(jitter).min(self.max_delay)
+    }
+}
+
+/// The statuses a retry may cure (azure_core's default set).
+fn is_retryable(status: StatusCode) -> bool {
+    matches!(u16::from(status), 408 | 429 | 500 | 502 | 503 | 504)
+}
+
+#[async_trait::async_trait]
+impl Policy for BoundedRetry {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        let started = std::time::Instant::now();
+        let mut retry = 0u32;
+        loop {
+            if retry > 0 {
+                request.body_mut().reset().await?;
+            }
+            let result = next[0].send(ctx, request, &next[1..]).await;
+            let asked = match &result {
+                Ok(response) if is_retryable(response.status()) => {
+                    match u16::from(response.status()) {
+                        429 | 503 => requested_delay(response.headers(), OffsetDateTime::now_utc()),
+                        _ => None,
+                    }
+                }
+                Ok(_) => return result,
+                Err(error) if matches!(error.kind(), ErrorKind::Io | ErrorKind::Connection) => None,
+                Err(_) => return result,
+            };
+            // Beyond the bound the retry is the caller's: hand the answer back at once.
+            if asked.is_some_and(|asked| asked > self.max_delay) {
+                return result;
+            }
+            retry += 1;
+            let wait = asked.unwrap_or_default().max(self.backoff(retry));
+            if retry > self.max_retries || started.elapsed() + wait > self.max_elapsed {
+                return result;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
 }
 
 /// How a client authenticates its requests.
@@ -258,15 +354,7 @@ pub(crate) fn failure_from_transport(
             "{}: the service could not be reached",
             context.operation
         )),
-        ErrorKind::Credential => PortError::new(
-            FailureKind::PermissionDenied {
-                missing: format!(
-                    "a token from the configured credential ({})",
-                    context.missing_permission
-                ),
-            },
-            format!("{}: could not obtain a token", context.operation),
-        ),
+        ErrorKind::Credential => failure_from_credential(error, context),
         ErrorKind::DataConversion => PortError::invalid(format!(
             "{}: the request or answer could not be encoded",
             context.operation
@@ -276,6 +364,74 @@ pub(crate) fn failure_from_transport(
             context.operation
         )),
     }
+}
+
+/// Maps a failure to obtain a token. azure_identity wraps whatever went wrong in
+/// `ErrorKind::Credential`; the cause is found in its source chain. An identity endpoint
+/// that answers 408, 429 or 5xx, or cannot be reached, is transient (App Service and IMDS
+/// restart, throttle and time out like any service); a 400 is App Service's and IMDS's
+/// answer for an identity not assigned to this resource, and that, like any other refusal
+/// or a credential that could not even ask (no sign-in, bad configuration), is permanent.
+fn failure_from_credential(error: &azure_core::Error, context: &FailureContext<'_>) -> PortError {
+    let could_not = format!("{}: could not obtain a token", context.operation);
+    let permission = |missing: String| {
+        PortError::new(FailureKind::PermissionDenied { missing }, could_not.clone())
+    };
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(inner) = current.downcast_ref::<azure_core::Error>() {
+            match inner.kind() {
+                ErrorKind::HttpResponse {
+                    status,
+                    raw_response,
+                    ..
+                } => {
+                    let numeric = u16::from(*status);
+                    return match numeric {
+                        408 | 429 | 500..=599 => PortError::new(
+                            FailureKind::Transient {
+                                retry_after: raw_response.as_ref().and_then(|raw| {
+                                    retry_after(raw.headers(), OffsetDateTime::now_utc())
+                                }),
+                            },
+                            format!(
+                                "{}: the identity endpoint answered HTTP {numeric}",
+                                context.operation
+                            ),
+                        ),
+                        400 => PortError::new(
+                            FailureKind::PermissionDenied {
+                                missing: format!(
+                                    "a managed identity assigned to this resource ({})",
+                                    context.missing_permission
+                                ),
+                            },
+                            format!(
+                                "{}: the identity endpoint answered HTTP 400 (the identity is not assigned to this resource)",
+                                context.operation
+                            ),
+                        ),
+                        _ => permission(format!(
+                            "a token from the configured credential ({}); the identity endpoint answered HTTP {numeric}",
+                            context.missing_permission
+                        )),
+                    };
+                }
+                ErrorKind::Io | ErrorKind::Connection => {
+                    return PortError::transient(format!(
+                        "{}: the identity endpoint could not be reached",
+                        context.operation
+                    ));
+                }
+                _ => {}
+            }
+        }
+        cause = current.source();
+    }
+    permission(format!(
+        "a token from the configured credential ({})",
+        context.missing_permission
+    ))
 }
 
 /// The delay a 429/503 asks for: `x-ms-retry-after-ms` or `retry-after-ms`
@@ -511,5 +667,136 @@ mod tests {
         let mapped = failure_from_transport(&credential, &CONTEXT);
         assert!(matches!(mapped.kind, FailureKind::PermissionDenied { .. }));
         assert!(!mapped.context.contains("hunter2"));
+    }
+
+    /// A token failure as azure_identity's managed identity credential reports it: the
+    /// identity endpoint's answer (or transport failure) wrapped in `ErrorKind::Credential`,
+    /// and that wrapped again by the bearer policy.
+    fn identity_failure(inner: azure_core::Error) -> azure_core::Error {
+        let credential = azure_core::Error::with_error(
+            ErrorKind::Credential,
+            inner,
+            "ManagedIdentityCredential authentication failed. hunter2",
+        );
+        credential.with_context("token acquisition failed")
+    }
+
+    fn endpoint_answer(status: u16) -> azure_core::Error {
+        azure_core::Error::new(
+            ErrorKind::HttpResponse {
+                status: StatusCode::from(status),
+                error_code: None,
+                raw_response: None,
+            },
+            "The request failed: hunter2",
+        )
+    }
+
+    #[test]
+    fn an_identity_endpoint_that_fails_or_times_out_is_transient() {
+        for status in [408, 429, 500, 502, 503, 504] {
+            let mapped =
+                failure_from_transport(&identity_failure(endpoint_answer(status)), &CONTEXT);
+            assert!(mapped.is_transient(), "{status}: {mapped:?}");
+            assert!(
+                mapped.context.contains(&format!("HTTP {status}")),
+                "{mapped:?}"
+            );
+            assert!(!mapped.context.contains("hunter2"));
+        }
+        for kind in [ErrorKind::Io, ErrorKind::Connection] {
+            let unreachable = azure_core::Error::with_message(kind.clone(), "reset hunter2");
+            let mapped = failure_from_transport(&identity_failure(unreachable), &CONTEXT);
+            assert!(mapped.is_transient(), "{kind:?}: {mapped:?}");
+            assert!(!mapped.context.contains("hunter2"));
+        }
+    }
+
+    #[test]
+    fn an_identity_not_assigned_is_permanent_and_says_so() {
+        let mapped = failure_from_transport(&identity_failure(endpoint_answer(400)), &CONTEXT);
+        let FailureKind::PermissionDenied { missing } = &mapped.kind else {
+            panic!("a permanent refusal: {mapped:?}");
+        };
+        assert!(missing.contains("managed identity assigned"), "{missing}");
+        assert!(mapped.context.contains("not assigned"), "{mapped:?}");
+        assert!(!mapped.context.contains("hunter2"));
+        for status in [401, 403, 404] {
+            let mapped =
+                failure_from_transport(&identity_failure(endpoint_answer(status)), &CONTEXT);
+            assert!(!mapped.is_transient(), "{status}: {mapped:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_beyond_the_bound_is_handed_back_at_once() {
+        use keyturn_testkit::transport::{Answer, CannedTransport};
+
+        let canned = CannedTransport::always(
+            Answer::new(StatusCode::TooManyRequests, "").header("retry-after", "86400"),
+        );
+        let options = ClientOptions {
+            transport: canned.options().transport,
+            ..default_client_options()
+        };
+        let pipeline = pipeline(Some(options), PipelineAuth::None);
+        let mut request = Request::new(
+            azure_core::http::Url::parse("https://kt.table.core.windows.net/audit").expect("url"),
+            azure_core::http::Method::Get,
+        );
+        let started = std::time::Instant::now();
+        let response = send(&pipeline, &mut request, &CONTEXT)
+            .await
+            .expect("answered");
+        assert!(
+            started.elapsed() < MAX_RETRY_DELAY,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(canned.seen().len(), 1, "not retried inside the call");
+        let error = failure_from_status(
+            response.status(),
+            response.headers(),
+            None,
+            OffsetDateTime::now_utc(),
+            &CONTEXT,
+        );
+        assert_eq!(
+            error.kind,
+            FailureKind::Transient {
+                retry_after: Some(MAX_RETRY_AFTER)
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_short_retry_after_is_waited_out_inside_the_call() {
+        use keyturn_testkit::transport::{Answer, CannedTransport};
+
+        let canned = CannedTransport::script([
+            Answer::new(StatusCode::ServiceUnavailable, "").header("retry-after-ms", "20"),
+            Answer::new(StatusCode::Ok, "{}"),
+        ]);
+        let options = ClientOptions {
+            transport: canned.options().transport,
+            ..default_client_options()
+        };
+        let pipeline = pipeline(Some(options), PipelineAuth::None);
+        let mut request = Request::new(
+            azure_core::http::Url::parse("https://kt.table.core.windows.net/audit").expect("url"),
+            azure_core::http::Method::Get,
+        );
+        let response = send(&pipeline, &mut request, &CONTEXT)
+            .await
+            .expect("answered");
+        assert_eq!(response.status(), StatusCode::Ok);
+        assert_eq!(canned.seen().len(), 2);
+    }
+
+    #[test]
+    fn a_request_sent_once_has_no_retry_policy_left() {
+        let options = default_client_options();
+        assert_eq!(options.per_call_policies.len(), 1);
+        assert!(without_retries(&options).per_call_policies.is_empty());
     }
 }
