@@ -455,10 +455,40 @@ async fn sweep_vault(
                 )),
             ),
         };
+    // Key Vault's certificate list names no version; the current one is read for each
+    // managed certificate, or the sweep could never plan a certificate (nor tell a renewed
+    // version from the one it replaced).
+    let mut current_certificates = Vec::with_capacity(certificates.len());
+    for listed in certificates {
+        let unmanaged = matches!(
+            tags::policy(listed.id.object_type(), &listed.tags, engine.defaults()),
+            Ok(None)
+        );
+        if listed.id.version().is_some() || unmanaged {
+            current_certificates.push(listed);
+            continue;
+        }
+        let name = listed.id.name().clone();
+        match retrying(engine, deadline, "reading a certificate", || {
+            ports.certificates.certificate_properties(vault, &name)
+        })
+        .await
+        {
+            Ok(Some(current)) => current_certificates.push(current),
+            // Deleted since it was listed.
+            Ok(None) => {}
+            Err(e) => {
+                return Err(RotationError::port(
+                    format!("reading certificate {name} in {vault}"),
+                    e,
+                ));
+            }
+        }
+    }
     let states = secrets
         .iter()
         .map(ObjectState::from)
-        .chain(certificates.iter().map(ObjectState::from));
+        .chain(current_certificates.iter().map(ObjectState::from));
     for state in states {
         outcome.examined += 1;
         let assessment = assess(&state, engine.defaults(), now);

@@ -233,10 +233,13 @@ async fn an_application_keyturn_does_not_own_is_refused_naming_ownership() {
         let FailureKind::PermissionDenied { missing } = &error.kind else {
             panic!("permission denied: {error}");
         };
-        assert!(missing.contains("owner"), "{missing}");
         assert!(
-            missing.contains(&foreign.object_id.to_string()),
+            missing.contains("ownership of the application"),
             "{missing}"
+        );
+        assert!(
+            error.context.contains(&foreign.object_id.to_string()),
+            "{error}"
         );
     }
     assert_eq!(standins.graph().passwords(foreign.object_id).len(), 1);

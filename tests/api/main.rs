@@ -6,6 +6,7 @@ mod azure_adapters;
 mod azure_answers;
 mod binary;
 mod cert_verify;
+mod certificate_claims;
 mod config_check;
 mod contracts;
 mod expiry_sweep;

@@ -55,16 +55,6 @@ pub(crate) const APP_POLICY_CODES: [&str; 2] = [
 /// What keyturn's identity needs to manage credentials of applications it owns.
 pub const APPLICATION_PERMISSION: &str =
     "Microsoft Graph Application.ReadWrite.OwnedBy (and ownership of the application)";
-/// What a write to an application (addPassword, removePassword) needs: with
-/// `Application.ReadWrite.OwnedBy`, Graph refuses writes to an application keyturn's
-/// identity does not own with the same 403 as a missing permission, so the refusal names
-/// both.
-fn write_permission(app: &DirectoryObjectId) -> String {
-    format!(
-        "ownership of application object {app}: keyturn's service principal must be one of its owners (Application.ReadWrite.OwnedBy only changes applications keyturn owns), or Microsoft Graph Application.ReadWrite.All"
-    )
-}
-
 /// What the secret endpoint's identity needs to look devices up.
 pub const DEVICE_PERMISSION: &str = "Microsoft Graph Device.Read.All";
 
@@ -434,8 +424,7 @@ impl CredentialIssuer for GraphClient {
         end: DateTime<Utc>,
     ) -> Result<IssuedCredential, PortError> {
         let operation = format!("adding a password credential to application object {app}");
-        let missing = write_permission(app);
-        let context = context(&operation, &missing);
+        let context = context(&operation, APPLICATION_PERMISSION);
         let url = self.url(&format!("applications/{app}/addPassword"), &[]);
         let body = serde_json::json!({
             "passwordCredential": {
@@ -464,8 +453,7 @@ impl CredentialIssuer for GraphClient {
     ) -> Result<(), PortError> {
         let operation =
             format!("removing password credential {key_id} from application object {app}");
-        let missing = write_permission(app);
-        let context = context(&operation, &missing);
+        let context = context(&operation, APPLICATION_PERMISSION);
         let url = self.url(&format!("applications/{app}/removePassword"), &[]);
         let body = serde_json::json!({ "keyId": key_id.to_string() });
         let refused = match self.post(&self.pipeline, url, &body, &context).await {

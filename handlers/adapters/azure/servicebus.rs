@@ -170,12 +170,11 @@ impl ServiceBusQueue {
             ),
             403 => PortError::new(
                 FailureKind::PermissionDenied {
-                    missing: format!(
-                        "{} (Service Bus refused the send with HTTP 403 for a reason other than its quota: check the namespace's network rules and that the queue is enabled)",
-                        self.missing_permission
-                    ),
+                    missing: self.missing_permission.clone(),
                 },
-                format!("{operation}: HTTP 403 (refused, not a full queue)"),
+                format!(
+                    "{operation}: HTTP 403 (refused for a reason other than the queue's quota: check the namespace's network rules and that the queue is enabled)"
+                ),
             ),
             // 410: the queue does not exist.
             410 => PortError::new(

@@ -16,6 +16,7 @@ use crate::audit::Action as AuditAction;
 use crate::domain::names::{ObjectId, ObjectVersion};
 use crate::ports::audit::Outcome;
 use crate::ports::vault::CertificateOperation;
+use crate::ports::{FailureKind, PortError};
 use crate::rotation::RotationError;
 use crate::rotation::job::{Action, Job};
 use crate::rotation::plan::audit_object;
@@ -63,7 +64,22 @@ pub(super) async fn rotate(
     };
     if current.id.version() != Some(replaces_version) {
         if attempt > 0 {
-            return renewed(step, object, &current.id).await;
+            // A new version appeared while keyturn followed the renewal: it is recorded
+            // as renewed only if the renewal operation completed with that very version.
+            return match last_operation(step, object).await? {
+                Some(CertificateOperation::Completed { version })
+                    if current.id.version() == Some(&version) =>
+                {
+                    renewed(step, object, &current.id).await
+                }
+                _ => {
+                    step.skip(
+                        object,
+                        "the certificate has a new version that no renewal keyturn followed made",
+                    )
+                    .await
+                }
+            };
         }
         return step.skip(object, "already renewed").await;
     }
@@ -107,7 +123,7 @@ pub(super) async fn rotate(
             &format!("issuer {issuer}"),
         )
         .await?;
-        if let Some(done) = settled(step, object, operation).await? {
+        if let Some(done) = settled(step, object, replaces_version, operation).await? {
             return Ok(done);
         }
     }
@@ -118,7 +134,7 @@ pub(super) async fn rotate(
         })
         .await
         .map_err(|e| RotationError::port(format!("following the renewal of {object}"), e))?;
-        if let Some(done) = settled(step, object, operation).await? {
+        if let Some(done) = settled(step, object, replaces_version, operation).await? {
             return Ok(done);
         }
         let waited = crate::rotation::run::until(waited_from, step.engine.clock().now());
@@ -130,14 +146,47 @@ pub(super) async fn rotate(
     follow_later(step, object, replaces_version, attempt + 1).await
 }
 
-/// `Some` when the operation has ended (renewed, or failed for good).
+/// The certificate's last operation, or `None` when it has none.
+async fn last_operation(
+    step: &Step<'_>,
+    object: &ObjectId,
+) -> Result<Option<CertificateOperation>, RotationError> {
+    let certificates = &step.engine.ports().certificates;
+    match retrying(step.engine, step.deadline, "reading the renewal", || {
+        certificates.renewal_status(object.vault(), object.name())
+    })
+    .await
+    {
+        Ok(operation) => Ok(Some(operation)),
+        Err(PortError {
+            kind: FailureKind::NotFound,
+            ..
+        }) => Ok(None),
+        Err(e) => Err(RotationError::port(
+            format!("reading the renewal of {object}"),
+            e,
+        )),
+    }
+}
+
+/// `Some` when the operation has ended (renewed, or failed for good). An operation that
+/// completed with the version the job replaces is an earlier renewal, not one of that
+/// version: nothing was renewed, and the job is skipped, never recorded as a renewal.
 async fn settled(
     step: &Step<'_>,
     object: &ObjectId,
+    replaces_version: &ObjectVersion,
     operation: CertificateOperation,
 ) -> Result<Option<RunOutcome>, RotationError> {
     match operation {
         CertificateOperation::InProgress => Ok(None),
+        CertificateOperation::Completed { version } if version == *replaces_version => step
+            .skip(
+                object,
+                "no renewal of this version is under way: the last completed renewal made this version itself",
+            )
+            .await
+            .map(Some),
         CertificateOperation::Completed { version } => {
             let id = object.vault().object_id(
                 object.object_type(),
