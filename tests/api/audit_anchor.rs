@@ -218,7 +218,7 @@ async fn append(log: &AuditLog, count: u32) -> Vec<AuditEntry> {
     entries
 }
 
-async fn verify(fixture: &impl Anchored) -> LogReport {
+pub(crate) async fn verify(fixture: &impl Anchored) -> LogReport {
     let store = fixture.store().await;
     let checkpoints = fixture.checkpoints().await;
     let key = fixture.public_key().await;
@@ -228,7 +228,7 @@ async fn verify(fixture: &impl Anchored) -> LogReport {
 }
 
 /// Asserts the report's first break is in `chain` at `sequence` and of the kind.
-fn assert_break(report: &LogReport, chain: &ChainId, sequence: u64, kind: &str) {
+pub(crate) fn assert_break(report: &LogReport, chain: &ChainId, sequence: u64, kind: &str) {
     let found = report
         .first_break
         .as_ref()

@@ -1,6 +1,7 @@
 //! Integration tests, grouped by function and concern, sharing one helpers module.
 
 mod audit_anchor;
+mod audit_anchor_azure;
 mod audit_cli;
 mod azure_adapters;
 mod azure_answers;

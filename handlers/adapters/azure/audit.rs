@@ -1,4 +1,5 @@
-//! The audit store on Azure Table storage: one partition, one entity per entry, keyed
+//! The audit store on Azure Table storage: one partition per writer's chain (the
+//! default chain's is [`CHAIN_PARTITION`]), one entity per entry, keyed
 //! so that the newest entry comes first and a position can be taken only once.
 //!
 //! # Why inverted row keys
@@ -29,8 +30,8 @@ use crate::adapters::azure::client::table::{
     Entity, EntityKey, MAX_BATCH_ENTITIES, Page, Query, TableClient, TableName, odata_string,
 };
 use crate::ports::audit::{
-    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText,
-    StoredEntry, format_audit_time, parse_audit_count, parse_audit_time,
+    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText, ChainId,
+    ForeignRow, StoredEntry, Survey, format_audit_time, parse_audit_count, parse_audit_time,
 };
 use crate::ports::{FailureKind, PortError};
 
@@ -41,21 +42,29 @@ pub const CHAIN_PARTITION: &str = "chain";
 /// every RowKey has the same width and sorts numerically.
 pub const MAX_POSITION: u64 = 9_999_999_999_999_999_999;
 
-/// The audit port on a Table storage table.
+/// The audit port on a Table storage table, appending to one chain's partition.
 #[derive(Debug, Clone)]
 pub struct TableAuditStore {
     client: TableClient,
     table: TableName,
+    chain: ChainId,
     partition: EntityKey,
 }
 
 impl TableAuditStore {
+    /// The default chain's partition, [`CHAIN_PARTITION`].
     pub fn new(client: TableClient, table: TableName) -> Self {
+        Self::with_chain(client, table, ChainId::default_chain())
+    }
+
+    /// The store appending to and reading `chain`'s partition.
+    pub fn with_chain(client: TableClient, table: TableName, chain: ChainId) -> Self {
         Self {
+            partition: EntityKey::parse(chain.as_str())
+                .expect("invariant: a chain name is a valid key"),
             client,
             table,
-            partition: EntityKey::parse(CHAIN_PARTITION)
-                .expect("invariant: the partition name is a valid key"),
+            chain,
         }
     }
 
@@ -78,9 +87,9 @@ impl TableAuditStore {
         let mut found = Vec::new();
         loop {
             let page: Page<AuditRow> = self.client.query(&self.table, &query).await?;
-            for entity in page.entities {
-                found.push(stored_entry(entity)?);
-            }
+            // A foreign row (a RowKey that is no position) is not an entry: it is left
+            // out here, so it never blocks an append, and `survey` reports it.
+            found.extend(page.entities.into_iter().filter_map(stored_entry));
             match page.continuation {
                 Some(next) if !stop_after_first || found.is_empty() => {
                     query.continuation = Some(next)
@@ -93,8 +102,61 @@ impl TableAuditStore {
 
 #[async_trait]
 impl AuditStore for TableAuditStore {
+    fn chain(&self) -> ChainId {
+        self.chain.clone()
+    }
+
+    fn for_chain(&self, chain: &ChainId) -> Option<std::sync::Arc<dyn AuditStore>> {
+        Some(std::sync::Arc::new(Self::with_chain(
+            self.client.clone(),
+            self.table.clone(),
+            chain.clone(),
+        )))
+    }
+
+    /// Reads every row's keys once: each partition named like a chain and holding a
+    /// position is a chain; any other row is foreign.
+    async fn survey(&self) -> Result<Survey, PortError> {
+        let mut query = Query {
+            select: vec!["PartitionKey".to_owned()],
+            ..Query::default()
+        };
+        let mut chains = std::collections::BTreeSet::new();
+        let mut foreign = Vec::new();
+        loop {
+            let page: Page<serde_json::Map<String, serde_json::Value>> =
+                self.client.query(&self.table, &query).await?;
+            for entity in page.entities {
+                let chain = ChainId::parse(entity.partition_key.clone()).ok();
+                match (&chain, position_of(&entity.row_key)) {
+                    (Some(chain), Some(_)) => {
+                        chains.insert(chain.clone());
+                    }
+                    _ => foreign.push(ForeignRow {
+                        chain,
+                        location: format!(
+                            "table {} partition {:?} row {:?}",
+                            self.table,
+                            shorten(&entity.partition_key),
+                            shorten(&entity.row_key)
+                        ),
+                        after: None,
+                    }),
+                }
+            }
+            match page.continuation {
+                Some(next) => query.continuation = Some(next),
+                None => break,
+            }
+        }
+        Ok(Survey {
+            chains: chains.into_iter().collect(),
+            foreign,
+        })
+    }
+
     async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
-        let filter = format!("PartitionKey eq {}", odata_string(CHAIN_PARTITION));
+        let filter = format!("PartitionKey eq {}", odata_string(self.chain.as_str()));
         // A page may come back empty with a continuation; keep reading until one entity
         // arrives or the partition ends.
         let entries = self.entries(filter, Some(1), true).await?;
@@ -148,7 +210,7 @@ impl AuditStore for TableAuditStore {
         let end = from.saturating_add(u64::from(count));
         let mut filter = format!(
             "PartitionKey eq {} and RowKey le {}",
-            odata_string(CHAIN_PARTITION),
+            odata_string(self.chain.as_str()),
             odata_string(newest.as_str())
         );
         if end <= MAX_POSITION {
@@ -191,14 +253,16 @@ fn position_of(row_key: &str) -> Option<u64> {
     MAX_POSITION.checked_sub(inverted).filter(|p| *p >= 1)
 }
 
-fn stored_entry(entity: Entity<AuditRow>) -> Result<StoredEntry, PortError> {
-    let position = position_of(&entity.row_key).ok_or_else(|| {
-        PortError::invalid("the audit table holds an entity whose RowKey is not a position")
-    })?;
-    Ok(StoredEntry {
-        position,
+fn stored_entry(entity: Entity<AuditRow>) -> Option<StoredEntry> {
+    Some(StoredEntry {
+        position: position_of(&entity.row_key)?,
         content: entity.properties.into_entry(),
     })
+}
+
+/// A key as a report shows it: at most 64 characters (keys may be 1 KiB of anything).
+fn shorten(key: &str) -> String {
+    key.chars().take(64).collect()
 }
 
 /// An entry as an entity. Every property is a string so that no Edm type annotations

@@ -5,6 +5,7 @@
 //! Credentials are built from settings at start-up and handed in. Adapters depend on these clients,
 //! never on each other.
 
+pub mod blob;
 pub mod http;
 pub mod resource_manager;
 pub mod table;

@@ -1,0 +1,163 @@
+//! The audit log's checkpoints in Azure Blob storage: one append blob per writer chain
+//! (`<chain>/<index>.log`, one line per checkpoint), in a container whose time-based
+//! retention policy allows protected append writes only. keyturn's identities can
+//! create a blob and append to it; nobody can change or delete a written block until
+//! the retention period ends.
+//!
+//! Only checkpoints go there, not every entry: a checkpoint is a few hundred bytes per
+//! batch and proves the whole chain up to its position, while a complete copy would
+//! double every audit write (and its latency) for what the chain and the signed
+//! checkpoints already prove.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use tokio::sync::Mutex;
+
+use crate::adapters::azure::client::blob::{BlobClient, ContainerName, MAX_BLOCKS_PER_BLOB};
+use crate::ports::audit::ChainId;
+use crate::ports::checkpoint::{CheckpointStore, SignedCheckpoint, StoredCheckpoint};
+use crate::ports::{FailureKind, PortError};
+
+/// Where a writer's next checkpoint goes.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    index: u32,
+    offset: u64,
+    blocks: u32,
+}
+
+/// Checkpoints in append blobs.
+#[derive(Debug)]
+pub struct BlobCheckpointStore {
+    client: BlobClient,
+    container: ContainerName,
+    cursors: Mutex<HashMap<ChainId, Cursor>>,
+}
+
+impl BlobCheckpointStore {
+    pub fn new(client: BlobClient, container: ContainerName) -> Self {
+        Self {
+            client,
+            container,
+            cursors: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn blob_name(chain: &ChainId, index: u32) -> String {
+        format!("{chain}/{index:06}.log")
+    }
+
+    /// Where `chain`'s checkpoints continue: after the last block of its newest blob.
+    async fn find_cursor(&self, chain: &ChainId) -> Result<Cursor, PortError> {
+        let names = self
+            .client
+            .list_blobs(&self.container, &format!("{chain}/"))
+            .await?;
+        let Some(index) = names
+            .iter()
+            .filter_map(|name| name.strip_prefix(&format!("{chain}/")))
+            .filter_map(|rest| rest.strip_suffix(".log"))
+            .filter_map(|index| index.parse::<u32>().ok())
+            .max()
+        else {
+            return Ok(Cursor {
+                index: 0,
+                offset: 0,
+                blocks: 0,
+            });
+        };
+        let bytes = self
+            .client
+            .get_blob(&self.container, &Self::blob_name(chain, index))
+            .await?;
+        Ok(Cursor {
+            index,
+            offset: bytes.len() as u64,
+            blocks: u32::try_from(bytes.iter().filter(|b| **b == b'\n').count())
+                .unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for BlobCheckpointStore {
+    async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), PortError> {
+        let chain = &checkpoint.checkpoint.writer;
+        let mut cursors = self.cursors.lock().await;
+        let mut cursor = match cursors.get(chain) {
+            Some(cursor) => *cursor,
+            None => self.find_cursor(chain).await?,
+        };
+        if cursor.blocks >= MAX_BLOCKS_PER_BLOB - 1 {
+            cursor = Cursor {
+                index: cursor.index + 1,
+                offset: 0,
+                blocks: 0,
+            };
+        }
+        let blob = Self::blob_name(chain, cursor.index);
+        if cursor.offset == 0 {
+            self.client
+                .create_append_blob(&self.container, &blob)
+                .await?;
+        }
+        let mut line = checkpoint.to_line().into_bytes();
+        line.push(b'\n');
+        match self
+            .client
+            .append_block(&self.container, &blob, cursor.offset, line)
+            .await
+        {
+            Ok(offset) => {
+                cursors.insert(
+                    chain.clone(),
+                    Cursor {
+                        index: cursor.index,
+                        offset,
+                        blocks: cursor.blocks + 1,
+                    },
+                );
+                Ok(())
+            }
+            Err(error) => {
+                // The blob is not where this writer thought (another writer of the same
+                // chain, or a retried append whose first try was stored): read it
+                // afresh next time.
+                if error.kind == FailureKind::Conflict {
+                    cursors.remove(chain);
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        let names = self.client.list_blobs(&self.container, "").await?;
+        let mut found = Vec::new();
+        for name in names {
+            let bytes = self.client.get_blob(&self.container, &name).await?;
+            let location = |line: usize| format!("blob {}/{name} line {line}", self.container);
+            let text = String::from_utf8_lossy(&bytes);
+            let complete = text.ends_with('\n');
+            let lines: Vec<&str> = text.split_terminator('\n').collect();
+            for (number, line) in lines.iter().enumerate() {
+                if line.is_empty() {
+                    continue;
+                }
+                let last = number + 1 == lines.len();
+                let content = if last && !complete {
+                    SignedCheckpoint::from_line(line)
+                        .and_then(|_| Err("line is truncated".to_owned()))
+                } else {
+                    SignedCheckpoint::from_line(line)
+                };
+                found.push(StoredCheckpoint {
+                    location: location(number + 1),
+                    content,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
