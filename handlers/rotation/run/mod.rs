@@ -10,17 +10,22 @@
 //!    object's jobs to one receiver at a time across instances; [`Engine`]'s per-object
 //!    lock does the same within a process. Key Vault offers no conditional write, so
 //!    nothing weaker could stand in for this.
-//! 3. **Marked before stored.** Every password credential keyturn adds carries the marker
-//!    `keyturn <job id>` as its display name, so a credential added by a job that died
-//!    before storing it can be found again. Graph returns a credential's secret text only
-//!    once, so such a credential cannot be adopted: the next delivery of the same job
-//!    removes every credential bearing its marker that the vault does not hold, before
-//!    adding a fresh one. After a successful store, other credentials bearing the marker
-//!    (an earlier attempt whose answer was lost) are removed too. A credential Key Vault
-//!    refused for good to store is removed at once: no delivery comes back for it.
-//! 4. **Proven before stored.** A new credential is written to Key Vault only after the
-//!    token endpoint accepted it; one that is never accepted within [`PROOF_BUDGET`] is
-//!    removed again and the job retried.
+//! 3. **Marked before stored, stored before proven.** Every password credential keyturn
+//!    adds carries the marker `keyturn <rotation job id>` as its display name, and its
+//!    value is stored at once as the pending copy `keyturn-pending-{keyId}` in the same
+//!    vault (never a message, table, log or audit entry). A credential bearing the marker
+//!    is held by that pending copy (its proof goes on: a rotation adds exactly one
+//!    credential however long propagation takes) or by a version of the managed secret;
+//!    anything else bearing the marker is a stray of a delivery that died before storing
+//!    it, and Graph returns a secret's text only once, so it is removed, never adopted. A
+//!    credential Key Vault refused for good to store is removed at once: no delivery comes
+//!    back for it.
+//! 4. **Proven before promoted.** The managed secret gets the new value only after the
+//!    token endpoint accepted it N times in a row across at least W seconds (the
+//!    [`ProofPolicy`](crate::rotation::tags::ProofPolicy)), one attempt per delivery in
+//!    scheduled `prove` follow-ups whose state lives in the pending copy's tags. At the
+//!    proof deadline the pending copy and the credential are removed and the rotation
+//!    fails for good (`rotation.failed`, `keyturn-last-error`).
 //! 5. **Stored before retired.** Retirement of the previous credential is scheduled only
 //!    after its successor is stored (and therefore proven), and a retire job re-checks
 //!    that the credential it removes is not the one the current version holds.
@@ -29,16 +34,18 @@
 //!    as `keyturn-previous-key-id` on the successor keyturn wrote) *and* it carries
 //!    keyturn's marker, on the application the secret names now, while the current version
 //!    is that successor or one keyturn wrote after it; or when it carries the marker of the
-//!    job at hand and the vault does not hold it (invariant 3). A credential a person added
-//!    is never removed.
+//!    rotation at hand and neither a version nor a pending copy holds it (invariant 3). A
+//!    credential any version of the secret records is never removed as a stray: consumers
+//!    may hold it until its own retirement. A credential a person added is never removed.
 //! 7. **Follow-ups are re-sent on convergence.** A delivery that finds its job already
 //!    done by itself re-sends the job's follow-ups (retirement); their deterministic ids
 //!    make the broker drop a copy it already holds, and retiring twice is harmless.
 //!
 //! Failures are classified once, by the adapters ([`FailureKind`]): transient ones are
 //! retried within the message lock ([`retry`](crate::rotation::retry)) and then fail the
-//! invocation; permanent ones are audited, recorded on the secret as `keyturn-last-error`,
-//! and returned so the host completes the message.
+//! invocation; permanent ones, and transient ones on the last delivery the queue allows,
+//! are audited, recorded on the secret as `keyturn-last-error`, and returned (the host
+//! completes a permanent one; the queue dead-letters the other).
 
 use std::time::Duration;
 
