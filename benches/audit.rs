@@ -7,6 +7,15 @@
 //! request (what it did before entity group transactions), so the two are compared on
 //! one machine, one emulator and one run.
 //!
+//! The log scales out by giving each writer (each process or instance) a chain of its
+//! own, anchored after every batch by a signed checkpoint: the rows "N writers" run N
+//! separately built writers (their own store value, connection or client, key and
+//! checkpoint handle), each appending to its own chain and checkpointing each batch
+//! (SQLite: the checkpoint file and Ed25519 key beside the store; Azurite: Table for
+//! the entries, an append blob per chain for the checkpoints), with the same 32
+//! appenders shared out among them; the whole log is verified afterwards against the
+//! checkpoints.
+//!
 //! Every measurement is bounded in time; the program stops by itself and prints a table.
 //! Run: `cargo bench --bench audit` (with Azurite: `.ci/test` starts it for the tests;
 //! start `azurite-table` yourself and export `KEYTURN_TEST_TABLE_ENDPOINT` to include the
@@ -19,14 +28,19 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 
+use keyturn::adapters::azure::anchor::BlobCheckpointStore;
 use keyturn::adapters::azure::audit::TableAuditStore;
+use keyturn::adapters::azure::client::blob::{BlobAuth, BlobClient, ContainerName};
 use keyturn::adapters::azure::client::table::{TableClient, TableName};
+use keyturn::adapters::local::anchor::{LocalCheckpointFile, LocalSigningKey};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
-use keyturn::audit::{Actor, AuditLog, AuditText, Outcome};
+use keyturn::audit::{Actor, Anchor, AuditLog, AuditText, Outcome, verify_log};
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::PortError;
+use keyturn::ports::audit::ChainId;
 use keyturn::ports::audit::{AuditEntry, AuditRecord, AuditStore, StoredEntry};
+use keyturn::ports::checkpoint::{CheckpointSigner, CheckpointStore};
 
 /// Appenders at once: the endpoint bench's connection count, each one a request waiting
 /// for its read to be audited.
@@ -70,6 +84,41 @@ async fn run() -> BenchResult<()> {
         measure(Arc::new(sqlite), None).await?,
     ));
 
+    for writers in WRITERS {
+        let path = dir
+            .path()
+            .join(format!("writers{writers}"))
+            .join("audit.db");
+        let key = Arc::new(LocalSigningKey::load_or_create(
+            &path.with_file_name("audit-signing.key"),
+        )?);
+        let checkpoints = || -> Arc<dyn CheckpointStore> {
+            Arc::new(LocalCheckpointFile::new(
+                path.with_file_name("audit-checkpoints.log"),
+            ))
+        };
+        let mut logs = Vec::new();
+        for writer in 0..writers {
+            let store = LocalAuditStore::with_chain(
+                LocalStore::open(&path)?,
+                ChainId::parse(format!("w-{writer}"))?,
+            );
+            logs.push((
+                Arc::new(store) as Arc<dyn AuditStore>,
+                Anchor {
+                    checkpoints: checkpoints(),
+                    signer: key.clone(),
+                },
+            ));
+        }
+        let whole = LocalAuditStore::new(LocalStore::open(&path)?);
+        let label = SQLITE_WRITER_LABELS[writers.trailing_zeros() as usize];
+        rows.push((
+            label,
+            measure_anchored(logs, &whole, checkpoints().as_ref(), key.as_ref()).await?,
+        ));
+    }
+
     match std::env::var("KEYTURN_TEST_TABLE_ENDPOINT") {
         Ok(endpoint) => {
             for (label, one_at_a_time) in [
@@ -79,6 +128,48 @@ async fn run() -> BenchResult<()> {
                 let store = table_store(&endpoint).await?;
                 let limit = one_at_a_time.then_some(1);
                 rows.push((label, measure(Arc::new(store), limit).await?));
+            }
+            match std::env::var("KEYTURN_TEST_BLOB_ENDPOINT") {
+                Ok(blob_endpoint) => {
+                    for writers in WRITERS {
+                        let key = Arc::new(LocalSigningKey::load_or_create(
+                            &dir.path().join(format!("azure{writers}.key")),
+                        )?);
+                        let table = table_store(&endpoint).await?;
+                        let container = ContainerName::parse(&format!(
+                            "auditbench-{}",
+                            &uuid::Uuid::new_v4().simple().to_string()[..16]
+                        ))?;
+                        let blob = blob_client(&blob_endpoint)?;
+                        blob.create_container_if_not_exists(&container).await?;
+                        let checkpoints = || -> Arc<dyn CheckpointStore> {
+                            Arc::new(BlobCheckpointStore::new(blob.clone(), container.clone()))
+                        };
+                        let mut logs = Vec::new();
+                        for writer in 0..writers {
+                            let chain = ChainId::parse(format!("w-{writer}"))?;
+                            let store = table
+                                .for_chain(&chain)
+                                .ok_or("the table store holds chains")?;
+                            logs.push((
+                                store,
+                                Anchor {
+                                    checkpoints: checkpoints(),
+                                    signer: key.clone(),
+                                },
+                            ));
+                        }
+                        let label = TABLE_WRITER_LABELS[writers.trailing_zeros() as usize];
+                        rows.push((
+                            label,
+                            measure_anchored(logs, &table, checkpoints().as_ref(), key.as_ref())
+                                .await?,
+                        ));
+                    }
+                }
+                Err(_) => println!(
+                    "anchored Table rows skipped: set KEYTURN_TEST_BLOB_ENDPOINT to an Azurite blob endpoint"
+                ),
             }
         }
         Err(_) => println!(
@@ -109,8 +200,34 @@ async fn run() -> BenchResult<()> {
             return Err(format!("{label}: the chain did not verify after the run").into());
         }
     }
-    println!("\n- every row's chain verified intact after the run");
+    println!(
+        "\n- every row's log verified intact after the run (anchored rows: every chain against its signed checkpoints)"
+    );
     Ok(())
+}
+
+/// Writer counts measured, each writer with a chain of its own.
+const WRITERS: [usize; 3] = [1, 2, 4];
+const SQLITE_WRITER_LABELS: [&str; 3] = [
+    "SQLite, 1 writer, anchored (checkpoint per batch)",
+    "SQLite, 2 writers, own chains, anchored",
+    "SQLite, 4 writers, own chains, anchored",
+];
+const TABLE_WRITER_LABELS: [&str; 3] = [
+    "Table + Blob (Azurite), 1 writer, anchored",
+    "Table + Blob (Azurite), 2 writers, own chains, anchored",
+    "Table + Blob (Azurite), 4 writers, own chains, anchored",
+];
+
+fn blob_client(endpoint: &str) -> BenchResult<BlobClient> {
+    Ok(BlobClient::new(
+        url::Url::parse(endpoint)?,
+        BlobAuth::SharedKey {
+            account: "devstoreaccount1".to_owned(),
+            key: SecretValue::new(AZURITE_ACCOUNT_KEY),
+        },
+        None,
+    )?)
 }
 
 async fn table_store(endpoint: &str) -> BenchResult<TableAuditStore> {
@@ -141,12 +258,22 @@ async fn measure(store: Arc<dyn AuditStore>, max_batch: Option<usize>) -> BenchR
         writes: Mutex::new((0, 0)),
     });
     let log = AuditLog::new(counting.clone());
+    let mut figures = run_appenders(std::slice::from_ref(&log)).await?;
+    let (writes, entries) = *counting.writes.lock().expect("bench lock");
+    figures.entries_per_write = entries as f64 / writes.max(1) as f64;
+    figures.intact = log.verify().await?.is_intact();
+    Ok(figures)
+}
+
+/// [`APPENDERS`] appenders, appender `n` appending through `logs[n % logs.len()]`, for
+/// the warm-up and the measured window.
+async fn run_appenders(logs: &[AuditLog]) -> BenchResult<Figures> {
     let started = Instant::now();
     let measured_from = started + WARM_UP;
     let until = measured_from + MEASURED;
     let mut appenders = tokio::task::JoinSet::new();
     for appender in 0..APPENDERS {
-        let log = log.clone();
+        let log = logs[appender % logs.len()].clone();
         appenders.spawn(async move {
             let mut latencies = Vec::new();
             let mut counter = 0u64;
@@ -167,7 +294,6 @@ async fn measure(store: Arc<dyn AuditStore>, max_batch: Option<usize>) -> BenchR
     while let Some(result) = appenders.join_next().await {
         latencies.extend(result??);
     }
-    let (writes_before, entries_before) = *counting.writes.lock().expect("bench lock");
     latencies.sort_unstable();
     let at = |fraction: f64| {
         let index = ((latencies.len() as f64 * fraction).ceil() as usize).saturating_sub(1);
@@ -175,14 +301,47 @@ async fn measure(store: Arc<dyn AuditStore>, max_batch: Option<usize>) -> BenchR
             .get(index)
             .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
     };
-    let intact = log.verify().await?.is_intact();
     Ok(Figures {
         per_second: latencies.len() as f64 / MEASURED.as_secs_f64(),
         p50_ms: at(0.50),
         p99_ms: at(0.99),
-        entries_per_write: entries_before as f64 / writes_before.max(1) as f64,
-        intact,
+        entries_per_write: 0.0,
+        intact: false,
     })
+}
+
+/// Runs [`APPENDERS`] appenders shared out among `writers` (each its own anchored
+/// log), then verifies the whole log in `whole` against the checkpoints.
+async fn measure_anchored(
+    writers: Vec<(Arc<dyn AuditStore>, Anchor)>,
+    whole: &dyn AuditStore,
+    checkpoints: &dyn CheckpointStore,
+    key: &dyn CheckpointSigner,
+) -> BenchResult<Figures> {
+    let mut logs = Vec::new();
+    let mut counters = Vec::new();
+    for (store, anchor) in writers {
+        let counting = Arc::new(Counting {
+            inner: store,
+            max_batch: None,
+            writes: Mutex::new((0, 0)),
+        });
+        logs.push(AuditLog::start_anchored(counting.clone(), Some(anchor))?);
+        counters.push(counting);
+    }
+    let mut figures = run_appenders(&logs).await?;
+    let (writes, entries) = counters.iter().fold((0, 0), |(w, e), c| {
+        let counted = *c.writes.lock().expect("bench lock");
+        (w + counted.0, e + counted.1)
+    });
+    figures.entries_per_write = entries as f64 / writes.max(1) as f64;
+    let public = key.public_key().await?;
+    let report = verify_log(whole, Some(checkpoints), Some(&public)).await?;
+    figures.intact = report.is_intact() && report.chains.len() == logs.len();
+    if !figures.intact {
+        eprintln!("{report}");
+    }
+    Ok(figures)
 }
 
 /// A read as the endpoint audits it: identity, name, version, reason, invocation id.
