@@ -3,12 +3,24 @@
 //! pump), so the port only sends.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::ports::PortError;
 
 /// Service Bus limits `MessageId` and `SessionId` to 128 characters.
 pub const MAX_MESSAGE_ID_LEN: usize = 128;
+
+/// How many times the rotation queue delivers a job before it dead-letters it, in Azure
+/// (`maxDeliveryCount` in `infra/modules/servicebus.bicep`) and in local mode alike.
+/// Transient failures retry through redelivery; a job that fails five times is parked
+/// for an operator, and ExpirySweep plans it again.
+pub const MAX_DELIVERY_COUNT: u32 = 5;
+
+/// How long the rotation queue remembers a MessageId to drop a second job with it, in
+/// Azure (`duplicateDetectionHistoryTimeWindow` in `infra/modules/servicebus.bicep`) and in
+/// local mode alike. Job ids derive from the secret version and action, and Event Grid
+/// redelivers an event for up to 24 hours: one day covers that horizon.
+pub const DUPLICATE_DETECTION_WINDOW: TimeDelta = TimeDelta::days(1);
 
 /// One message to send, with the broker properties keyturn relies on.
 #[derive(Debug, Clone, PartialEq, Eq)]

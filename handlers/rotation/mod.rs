@@ -29,10 +29,6 @@ pub mod tags;
 
 use tags::{PolicyDefaults, TagError};
 
-/// `maxDeliveryCount` of the rotation queue as `infra/modules/servicebus.bicep` deploys
-/// it: the delivery after which Service Bus dead-letters a job that keeps failing.
-pub const SERVICE_BUS_MAX_DELIVERY_COUNT: u32 = 5;
-
 /// The ports the engine works through, chosen at start-up.
 #[derive(Debug, Clone)]
 pub struct Ports {
@@ -99,7 +95,7 @@ impl Engine {
             defaults,
             clock,
             pause: Arc::new(Sleep),
-            max_deliveries: SERVICE_BUS_MAX_DELIVERY_COUNT,
+            max_deliveries: crate::ports::queue::MAX_DELIVERY_COUNT,
             locks: Mutex::new(HashMap::new()),
         }
     }

@@ -399,10 +399,10 @@ pub fn rotation_engine(
 ) -> Result<Engine, StartupError> {
     let defaults = policy_defaults(settings)?;
     // The delivery after which the queue dead-letters a job: the local queue's own
-    // setting, or the Service Bus queue's maxDeliveryCount as Bicep deploys it.
+    // setting, or the Service Bus queue's maxDeliveryCount as Bicep deploys it (the same).
     let max_deliveries = match settings.host.backend {
         crate::config::Backend::Local => QueueSettings::default().max_delivery_count,
-        crate::config::Backend::Azure => crate::rotation::SERVICE_BUS_MAX_DELIVERY_COUNT,
+        crate::config::Backend::Azure => crate::ports::queue::MAX_DELIVERY_COUNT,
     };
     Ok(
         Engine::new(ports, settings.rotation.vaults.clone(), defaults, clock)

@@ -1295,3 +1295,74 @@ fn the_readme_commands_name_only_parameters_and_outputs_the_templates_declare() 
         "too few parameters and outputs found in the README's commands"
     );
 }
+
+/// The value of the one `name: value` property line in `text`, comments aside.
+fn property<'t>(text: &'t str, name: &str) -> &'t str {
+    let prefix = format!("{name}:");
+    let values: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !is_comment(line))
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+        .collect();
+    assert_eq!(values.len(), 1, "one {name} property: {values:?}");
+    values[0]
+}
+
+/// An ISO 8601 duration of one unit as the Bicep writes them (`'P1D'`, `'PT10M'`);
+/// `None` for anything else.
+fn iso_duration(quoted: &str) -> Option<chrono::TimeDelta> {
+    let text = quoted.strip_prefix('\'')?.strip_suffix('\'')?;
+    let (time, rest) = match text.strip_prefix("PT") {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('P')?),
+    };
+    let (number, unit) = rest.split_at(rest.len().checked_sub(1)?);
+    let count: i64 = number.parse().ok()?;
+    match (time, unit) {
+        (false, "D") => Some(chrono::TimeDelta::days(count)),
+        (true, "H") => Some(chrono::TimeDelta::hours(count)),
+        (true, "M") => Some(chrono::TimeDelta::minutes(count)),
+        (true, "S") => Some(chrono::TimeDelta::seconds(count)),
+        _ => None,
+    }
+}
+
+#[test]
+fn one_unit_iso_durations_are_read_and_others_refused() {
+    assert_eq!(iso_duration("'P1D'"), Some(chrono::TimeDelta::days(1)));
+    assert_eq!(
+        iso_duration("'PT10M'"),
+        Some(chrono::TimeDelta::minutes(10))
+    );
+    assert_eq!(iso_duration("'PT5M'"), Some(chrono::TimeDelta::minutes(5)));
+    for odd in ["'P1M'", "'PT1D'", "'P1DT2H'", "'1D'", "P1D", "'P'", "''"] {
+        assert_eq!(iso_duration(odd), None, "{odd} is refused");
+    }
+}
+
+#[test]
+fn the_rotation_queue_dead_letters_and_drops_duplicates_alike_in_azure_and_locally() {
+    use keyturn::adapters::local::queue::QueueSettings;
+    use keyturn::ports::queue::{DUPLICATE_DETECTION_WINDOW, MAX_DELIVERY_COUNT};
+    let bicep = infra_file("modules/servicebus.bicep");
+    let local = QueueSettings::default();
+
+    let deliveries: u32 = property(&bicep, "maxDeliveryCount")
+        .parse()
+        .expect("a whole number");
+    let window = property(&bicep, "duplicateDetectionHistoryTimeWindow");
+    let window = iso_duration(window).unwrap_or_else(|| panic!("not a duration: {window}"));
+
+    assert_eq!(
+        (deliveries, window),
+        (MAX_DELIVERY_COUNT, DUPLICATE_DETECTION_WINDOW),
+        "the Bicep deploys the queue the code expects"
+    );
+    assert_eq!(
+        (local.max_delivery_count, local.duplicate_detection_window),
+        (MAX_DELIVERY_COUNT, DUPLICATE_DETECTION_WINDOW),
+        "local mode's queue behaves like the deployed one"
+    );
+}

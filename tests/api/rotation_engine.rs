@@ -990,7 +990,7 @@ async fn a_transient_failure_on_the_last_delivery_is_recorded_before_dead_letter
         w.faults
             .fail_next("application", PortError::transient("Graph answered 503"));
     }
-    let last = keyturn::rotation::SERVICE_BUS_MAX_DELIVERY_COUNT;
+    let last = keyturn::ports::queue::MAX_DELIVERY_COUNT;
 
     let error = run::run_delivery(&w.engine, w.trail.as_ref(), &w.rotate_job(&v1), last)
         .await

@@ -23,18 +23,20 @@ use uuid::Uuid;
 
 use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::domain::clock::Clock;
-use crate::ports::queue::{JobQueue, MAX_MESSAGE_ID_LEN, OutgoingMessage};
+use crate::ports::queue::{
+    DUPLICATE_DETECTION_WINDOW, JobQueue, MAX_DELIVERY_COUNT, MAX_MESSAGE_ID_LEN, OutgoingMessage,
+};
 use crate::ports::{FailureKind, PortError};
 
 /// Service Bus's default lock duration (`LockDuration` PT1M): long enough for one
 /// rotation step with retries, short enough that a dead receiver's job moves on soon.
 pub(crate) const DEFAULT_LOCK_DURATION: TimeDelta = TimeDelta::seconds(60);
 
-/// Service Bus's default `MaxDeliveryCount` (10).
-pub(crate) const DEFAULT_MAX_DELIVERY_COUNT: u32 = 10;
+/// The rotation queue's `MaxDeliveryCount`, as in Azure.
+pub(crate) const DEFAULT_MAX_DELIVERY_COUNT: u32 = MAX_DELIVERY_COUNT;
 
-/// Service Bus's default `DuplicateDetectionHistoryTimeWindow` (PT10M).
-pub(crate) const DEFAULT_DUPLICATE_DETECTION_WINDOW: TimeDelta = TimeDelta::minutes(10);
+/// The rotation queue's `DuplicateDetectionHistoryTimeWindow`, as in Azure.
+pub(crate) const DEFAULT_DUPLICATE_DETECTION_WINDOW: TimeDelta = DUPLICATE_DETECTION_WINDOW;
 
 /// Service Bus Standard tier's largest message (256 KB). Jobs are a few hundred bytes;
 /// anything near this is a bug, refused before it reaches the file.
@@ -47,7 +49,8 @@ pub const MAX_DELIVERY_COUNT_EXCEEDED: &str = "MaxDeliveryCountExceeded";
 /// characters); longer text is cut, never refused, so a dead-letter always succeeds.
 pub(crate) const MAX_DEAD_LETTER_TEXT_LEN: usize = 4096;
 
-/// How a queue behaves; the defaults are Service Bus's.
+/// How a queue behaves; the defaults are the rotation queue's as Azure has it: Service
+/// Bus's lock duration, and the delivery count and duplicate window the Bicep deploys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueSettings {
     pub lock_duration: TimeDelta,
