@@ -137,6 +137,13 @@ param subnetPrefixes object = {
 @description('Give both identities Storage Table Data Contributor on the whole storage account so the Functions hosts can record their diagnostic events (tables AzureFunctionsDiagnosticEvents<yyyyMM>, created monthly, so no narrower scope exists). Off by default: that role reaches every table in the account, including any table-backend secrets table kept there, where each identity now holds a role on the audit table alone; without it each host logs one warning at start and stops recording diagnostic events, and nothing else changes.')
 param hostDiagnosticEvents bool = false
 
+@description('Blob container of the audit log\'s signed checkpoints, kept under a time-based retention policy that allows protected append writes.')
+param auditCheckpointContainerName string = 'audit-checkpoints'
+
+@description('Days each audit checkpoint stays unchangeable and undeletable (the container\'s time-based retention period).')
+@minValue(1)
+param auditCheckpointRetentionDays int = 365
+
 @description('Tags applied to every resource keyturn creates.')
 param tags object = {
   application: 'keyturn'
@@ -205,6 +212,8 @@ module storage 'modules/storage.bicep' = {
     location: location
     auditTableName: auditTableName
     deadLetterContainerName: deadLetterContainerName
+    auditCheckpointContainerName: auditCheckpointContainerName
+    auditCheckpointRetentionDays: auditCheckpointRetentionDays
     deploymentContainerNames: [
       'deploy-rotator'
       'deploy-endpoint'

@@ -6,6 +6,11 @@ param location string
 param auditTableName string
 param deadLetterContainerName string
 param deploymentContainerNames array
+@description('Container of the audit log\'s signed checkpoints (append blobs under a time-based retention policy).')
+param auditCheckpointContainerName string
+@description('Days each audit checkpoint blob is kept unchangeable and undeletable.')
+@minValue(1)
+param auditCheckpointRetentionDays int
 param rotatorPrincipalId string
 param endpointPrincipalId string
 @description('Grant both identities Storage Table Data Contributor on the account, for the Functions hosts\' diagnostic events.')
@@ -94,6 +99,30 @@ resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   name: deadLetterContainerName
   properties: {
     publicAccess: 'None'
+  }
+}
+
+// The audit log's anchors: signed checkpoints of each writer's chain head, appended to
+// append blobs. A time-based retention policy that allows protected append writes lets
+// any writer create a blob and append blocks, while nobody, whatever data role they hold
+// (both identities are Blob Data Owner for the Functions host), can change or delete a
+// written block until the retention period ends. Removing the policy is a control-plane
+// action (immutabilityPolicies/delete) neither identity holds; lock it after deploying to
+// keep even subscription owners from shortening it (infra/README.md).
+resource auditCheckpointContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: auditCheckpointContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource auditCheckpointRetention 'Microsoft.Storage/storageAccounts/blobServices/containers/immutabilityPolicies@2023-05-01' = {
+  parent: auditCheckpointContainer
+  name: 'default'
+  properties: {
+    immutabilityPeriodSinceCreationInDays: auditCheckpointRetentionDays
+    allowProtectedAppendWrites: true
   }
 }
 
@@ -222,3 +251,4 @@ output id string = account.id
 output name string = account.name
 output blobEndpoint string = account.properties.primaryEndpoints.blob
 output tableEndpoint string = account.properties.primaryEndpoints.table
+output auditCheckpointContainer string = auditCheckpointContainer.name
