@@ -408,9 +408,15 @@ async fn serve(port: u16) -> ExitCode {
     };
     let served = server::serve(listener, app, shutdown).await;
     // The TLS listener got the same signal; its in-flight requests finish too.
-    if let Some(tls) = tls_server
-        && let Err(e) = tls.stopped().await
-    {
+    let tls_stopped = match tls_server {
+        Some(tls) => tls.stopped().await,
+        None => Ok(()),
+    };
+    // Repeated refusals of the current window are counted, not yet written.
+    if let Err(e) = state.services.audit.close_refusal_window().await {
+        tracing::error!(error = %e, "cannot write the last window's folded refusals");
+    }
+    if let Err(e) = tls_stopped {
         tracing::error!(error = %e, "TLS listener failed");
         return ExitCode::from(1);
     }

@@ -47,6 +47,7 @@
 //! entries from the end leaves a shorter, valid chain: compare the reported head
 //! (sequence and hash) with a copy kept elsewhere to detect that.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -54,9 +55,11 @@ use std::time::Duration;
 
 pub(crate) mod anchor;
 pub mod export;
+pub(crate) mod fold;
 pub(crate) mod scope;
 
 pub use anchor::{Anchor, ChainReport, LocatedBreak, LogReport, verify_log};
+pub use fold::{FOLD_WINDOW, MAX_FOLDED_KINDS};
 pub use scope::{Action, AuditScope};
 
 use futures::FutureExt;
@@ -222,10 +225,37 @@ pub(crate) fn canonical_encoding(
 
 /// The audit log every feature writes to. Cheap to clone: clones share one store and
 /// one writer.
+///
+/// The writer has two lanes. Appends (a grant, a rotation step: anything a caller waits
+/// on before acting) go first; refusals ([`AuditLog::refuse`]) are folded
+/// ([`fold`]) and what is left of them rides in the room a write has after the appends
+/// waiting for it, so no flood of refusals ever delays a grant's entry by a write.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     store: Arc<dyn AuditStore>,
     writer: mpsc::Sender<Waiting>,
+    refusals: mpsc::Sender<Waiting>,
+    folds: Arc<fold::Folds>,
+    closes: mpsc::Sender<oneshot::Sender<()>>,
+}
+
+/// Refusals queued for the writer. Only the first of each kind a window is queued (at
+/// most 2 x [`fold::MAX_FOLDED_KINDS`] plus one per reason code a window), so this is
+/// room to spare.
+const MAX_QUEUED_REFUSALS: usize = 4096;
+
+/// Folded entries of closed windows kept for writing while the store refuses them: at
+/// most a few hundred a window, so this holds over an hour of windows before the oldest
+/// counts are given up (and an error says how many).
+const MAX_HELD_REPEATS: usize = 65_536;
+
+/// What the writer takes in: the two lanes, the window's folds and requests to close
+/// the window at once.
+struct Intake {
+    appends: mpsc::Receiver<Waiting>,
+    refusals: mpsc::Receiver<Waiting>,
+    folds: Arc<fold::Folds>,
+    closes: mpsc::Receiver<oneshot::Sender<()>>,
 }
 
 /// Appends queued for the writer, at most this many at once; a caller finding the queue
@@ -271,7 +301,16 @@ impl AuditLog {
         store: Arc<dyn AuditStore>,
         anchor: Option<Anchor>,
     ) -> Result<Self, AuditError> {
-        let (writer, queue) = mpsc::channel(MAX_QUEUED_APPENDS);
+        let (writer, appends) = mpsc::channel(MAX_QUEUED_APPENDS);
+        let (refusals, refused) = mpsc::channel(MAX_QUEUED_REFUSALS);
+        let (closes, close_requests) = mpsc::channel(16);
+        let folds = Arc::new(fold::Folds::default());
+        let intake = Intake {
+            appends,
+            refusals: refused,
+            folds: folds.clone(),
+            closes: close_requests,
+        };
         let (ready, started) = std::sync::mpsc::sync_channel(1);
         let batches = store.clone();
         std::thread::Builder::new()
@@ -283,7 +322,7 @@ impl AuditLog {
                 match runtime {
                     Ok(runtime) => {
                         let _ = ready.send(Ok(()));
-                        runtime.block_on(write_batches(batches, anchor, queue));
+                        runtime.block_on(write_batches(batches, anchor, intake));
                     }
                     Err(error) => {
                         let _ = ready.send(Err(error.to_string()));
@@ -294,7 +333,13 @@ impl AuditLog {
                 problem: error.to_string(),
             })?;
         match started.recv() {
-            Ok(Ok(())) => Ok(Self { store, writer }),
+            Ok(Ok(())) => Ok(Self {
+                store,
+                writer,
+                refusals,
+                folds,
+                closes,
+            }),
             Ok(Err(problem)) => Err(AuditError::WriterNotStarted { problem }),
             Err(_) => Err(AuditError::WriterNotStarted {
                 problem: "the writer thread ended before it was ready".to_owned(),
@@ -310,7 +355,15 @@ impl AuditLog {
             Err(error) => {
                 tracing::error!(%error, "the audit log cannot write");
                 let (writer, _) = mpsc::channel(1);
-                Self { store, writer }
+                let (refusals, _) = mpsc::channel(1);
+                let (closes, _) = mpsc::channel(1);
+                Self {
+                    store,
+                    writer,
+                    refusals,
+                    folds: Arc::default(),
+                    closes,
+                }
             }
         }
     }
@@ -329,6 +382,44 @@ impl AuditLog {
         answered.await.unwrap_or(Err(AuditError::Abandoned))
     }
 
+    /// Records a refusal, folded ([`fold`]): the first of its kind this window is
+    /// written (in the refusals' lane) before this returns; a repeat is only counted, and
+    /// returns at once, to be written with its kind's count when the window closes.
+    /// `overflow` builds the record standing for it when the window tracks as many kinds
+    /// as it may.
+    pub(crate) async fn refuse(
+        &self,
+        record: AuditRecord,
+        overflow: impl FnOnce(&AuditRecord) -> AuditRecord,
+    ) -> Result<(), AuditError> {
+        let fold::Folded::First(record) = self.folds.add(record, overflow) else {
+            return Ok(());
+        };
+        let (answer, answered) = oneshot::channel();
+        self.refusals
+            .send(Waiting {
+                record: *record,
+                answer,
+            })
+            .await
+            .map_err(|_| AuditError::WriterStopped)?;
+        answered
+            .await
+            .unwrap_or(Err(AuditError::Abandoned))
+            .map(|_| ())
+    }
+
+    /// Closes the refusals' window now rather than at its end, and returns once the
+    /// entries of its repeats are stored: for shutdown, and for tests.
+    pub async fn close_refusal_window(&self) -> Result<(), AuditError> {
+        let (done, finished) = oneshot::channel();
+        self.closes
+            .send(done)
+            .await
+            .map_err(|_| AuditError::WriterStopped)?;
+        finished.await.map_err(|_| AuditError::Abandoned)
+    }
+
     /// The stored entries at positions `from .. from + count`, in order, as the store
     /// holds them (for export and display; [`AuditLog::verify`] judges them).
     pub async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, AuditError> {
@@ -344,21 +435,75 @@ impl AuditLog {
     }
 }
 
-/// The writer's loop: until every clone of the log is gone, take what is queued (at
-/// most the store's batch size) and write it as one batch. The writer remembers the
-/// head it last stored and seals the next batch after it without reading the store
-/// again; should another writer (another process) have appended in between, the store
-/// refuses the position and the head is read afresh.
-async fn write_batches(
-    store: Arc<dyn AuditStore>,
-    anchor: Option<Anchor>,
-    mut queue: mpsc::Receiver<Waiting>,
-) {
+/// The writer's loop: until every clone of the log is gone, write what is waiting, at
+/// most the store's batch size at a time: appends first, then the first refusals of
+/// their kinds, then the counted repeats of closed windows, each only in the room the
+/// ones before left. The writer remembers the head it last stored and seals the next
+/// batch after it without reading the store again; should another writer (another
+/// process) have appended in between, the store refuses the position and the head is
+/// read afresh.
+async fn write_batches(store: Arc<dyn AuditStore>, anchor: Option<Anchor>, mut intake: Intake) {
     let limit = store.max_batch().max(1);
     let mut known = None;
     let mut anchoring = anchor.map(|anchor| anchor::Anchoring::new(anchor, store.chain()));
     let mut batch = Vec::with_capacity(limit);
-    while queue.recv_many(&mut batch, limit).await > 0 {
+    let mut refused = Vec::with_capacity(limit);
+    // Folded entries of closed windows not yet stored, and who waits for them.
+    let mut repeats: VecDeque<AuditRecord> = VecDeque::new();
+    let mut closing: Vec<oneshot::Sender<()>> = Vec::new();
+    // After the store refused repeats, they wait for the next window before retrying.
+    let mut holding = false;
+    let mut window = tokio::time::interval_at(
+        tokio::time::Instant::now() + fold::FOLD_WINDOW,
+        fold::FOLD_WINDOW,
+    );
+    window.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut open = true;
+    loop {
+        if open && (repeats.is_empty() || holding) {
+            tokio::select! {
+                biased;
+                taken = intake.appends.recv_many(&mut batch, limit) => open = taken > 0,
+                taken = intake.refusals.recv_many(&mut refused, limit) => open = taken > 0,
+                _ = window.tick() => {
+                    repeats.extend(intake.folds.close());
+                    holding = false;
+                }
+                Some(done) = intake.closes.recv() => {
+                    repeats.extend(intake.folds.close());
+                    closing.push(done);
+                    holding = false;
+                }
+            }
+        }
+        if !open {
+            repeats.extend(intake.folds.close());
+        }
+        batch.append(&mut refused);
+        top_up(&mut batch, &mut intake.appends, limit);
+        top_up(&mut batch, &mut intake.refusals, limit);
+        let mut riding = Vec::new();
+        while batch.len() < limit && !holding {
+            let Some(record) = repeats.pop_front() else {
+                break;
+            };
+            let (answer, stored) = oneshot::channel();
+            riding.push((record.clone(), stored));
+            batch.push(Waiting { record, answer });
+        }
+        if batch.is_empty() {
+            // Nothing to write: every closed window is stored, unless the store refused
+            // some of it and it waits for the next window.
+            if repeats.is_empty() {
+                for done in closing.drain(..) {
+                    let _ = done.send(());
+                }
+            }
+            if !open {
+                break;
+            }
+            continue;
+        }
         let written = write_batch(
             store.as_ref(),
             std::mem::take(&mut batch),
@@ -371,6 +516,41 @@ async fn write_batches(
         if AssertUnwindSafe(written).catch_unwind().await.is_err() {
             tracing::error!("the audit store panicked while writing a batch");
             known = None;
+        }
+        // Repeats the store did not take go back, in order, for the next window.
+        for (record, mut stored) in riding.into_iter().rev() {
+            if !matches!(stored.try_recv(), Ok(Ok(_))) {
+                repeats.push_front(record);
+                holding = true;
+            }
+        }
+        if holding {
+            let lost = repeats.len().saturating_sub(MAX_HELD_REPEATS);
+            if lost > 0 || !open {
+                let lost = if open { lost } else { repeats.len() };
+                let occurrences: u64 = repeats.iter().take(lost).map(|r| r.occurrences()).sum();
+                tracing::error!(
+                    entries = lost,
+                    occurrences,
+                    "the audit store refuses folded refusal counts; giving up the oldest"
+                );
+                repeats.drain(..lost);
+            }
+        }
+        if repeats.is_empty() {
+            for done in closing.drain(..) {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Moves what `lane` holds into `batch` without waiting, up to `limit` in all.
+fn top_up(batch: &mut Vec<Waiting>, lane: &mut mpsc::Receiver<Waiting>, limit: usize) {
+    while batch.len() < limit {
+        match lane.try_recv() {
+            Ok(waiting) => batch.push(waiting),
+            Err(_) => break,
         }
     }
 }
@@ -1050,6 +1230,76 @@ mod tests {
 
         assert_eq!(report.first_break.map(|b| b.sequence), Some(late));
         assert_eq!(report.entries_checked, late - 1);
+    }
+
+    fn refusal(second: u32) -> AuditRecord {
+        let mut record = rotation_record(second);
+        record.action = text("secret.read");
+        record.outcome = Outcome::Denied;
+        record.invocation_id = Some(text(&format!("request-{second}")));
+        record
+    }
+
+    #[tokio::test]
+    async fn refusals_write_the_first_of_a_kind_and_fold_its_repeats_when_the_window_closes() {
+        let (store, log) = log_with(0).await;
+        log.close_refusal_window()
+            .await
+            .expect("closing an empty window returns");
+
+        for second in 0..5 {
+            log.refuse(refusal(second), |r| r.clone())
+                .await
+                .expect("refused");
+        }
+        let before_close = store.entries.lock().expect("test lock").len();
+        log.close_refusal_window().await.expect("window closes");
+
+        let entries: Vec<AuditEntry> = store
+            .entries
+            .lock()
+            .expect("test lock")
+            .values()
+            .cloned()
+            .collect();
+        assert_eq!(before_close, 1, "only the first is written at once");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].record.count, None);
+        assert_eq!(entries[0].record.at, at(0));
+        assert_eq!(entries[1].record.count, Some(4));
+        assert_eq!(entries[1].record.at, at(1), "stamped with the first repeat");
+        let report = log.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn refusals_wait_behind_appends_in_one_write() {
+        let store = GatedStore::closed();
+        let log = AuditLog::new(store.clone());
+        let first = spawn_append(&log, 0);
+        store.until_writes_begun(1).await;
+        let refused = {
+            let log = log.clone();
+            tokio::spawn(async move { log.refuse(refusal(1), |r| r.clone()).await })
+        };
+        eventually(|| MAX_QUEUED_REFUSALS - log.refusals.capacity() >= 1).await;
+        let granted = spawn_append(&log, 2);
+        eventually(|| queued(&log) >= 1).await;
+
+        store.gate.add_permits(2);
+        first.await.expect("task").expect("first append");
+        let granted = granted.await.expect("task").expect("queued append");
+        refused.await.expect("task").expect("refusal");
+
+        let stored = store.inner.entries.lock().expect("test lock").clone();
+        let refusal_at = stored
+            .values()
+            .find(|e| e.record.outcome == Outcome::Denied)
+            .map(|e| e.sequence);
+        assert!(
+            refusal_at > Some(granted.sequence),
+            "the append queued after the refusal is written ahead of it"
+        );
     }
 
     #[tokio::test]

@@ -128,6 +128,8 @@ impl std::fmt::Display for Action {
 #[derive(Debug, Clone)]
 pub struct AuditScope {
     log: AuditLog,
+    /// The function the scope was made for, whoever [`AuditScope::acting_as`] names.
+    function: Actor,
     actor: Actor,
     invocation_id: Option<AuditText>,
     clock: Clock,
@@ -143,9 +145,11 @@ impl AuditScope {
         invocation_id: &str,
         clock: Clock,
     ) -> Result<Self, AuditError> {
+        let function = Actor::Function(text("actor", name)?);
         Ok(Self {
             log,
-            actor: Actor::Function(text("actor", name)?),
+            actor: function.clone(),
+            function,
             invocation_id: Some(text("invocation id", invocation_id)?),
             clock,
         })
@@ -180,6 +184,25 @@ impl AuditScope {
             .transpose()?;
         record.invocation_id = self.invocation_id.clone();
         Ok(record)
+    }
+
+    /// Records a refusal (outcome `denied`), folded with its repeats ([`AuditLog::refuse`]):
+    /// the first of its kind this window returns once stored, a repeat at once. `code`
+    /// is the refusal's reason code, which is all the entry standing for refusals beyond
+    /// the kinds a window tracks says.
+    pub(crate) async fn refuse(
+        &self,
+        action: Action,
+        object: AuditObject,
+        reason: &str,
+        code: &str,
+    ) -> Result<(), AuditError> {
+        let record = self.entry(action, object, Outcome::Denied, Some(reason))?;
+        self.log
+            .refuse(record, |record| {
+                crate::audit::fold::overflow_record(record, &self.function, code)
+            })
+            .await
     }
 
     /// Appends one entry; returns once it is stored.

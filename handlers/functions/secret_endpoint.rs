@@ -2,16 +2,20 @@
 //! certificate. Owns the request flow; the certificate policies are built in
 //! `mtls::endpoint`, the HTTP answer to each [`Refusal`] is chosen in `host::answer`.
 //!
-//! In order: where `X-ARR-ClientCert` is trusted, nothing is served until the front end
-//! has been shown to demand client certificates (`mtls::front_end`); the name is
-//! validated; the source address's rate limit; every configured certificate policy must
-//! accept the client (none configured: every request is refused); the identity's rate
-//! limit; the access policy must grant the name, which also picks the backend; the
-//! backend is read. A caller who
-//! may not read a name gets the same 403 whether or not the secret exists; only a caller
-//! who may read it can learn that it is missing (404). Every grant and every refusal is
-//! written to the audit log with the identity, the name, the step that decided and a
-//! reason code; the caller sees only a stable code.
+//! In order: the source address's rate limit, before anything else happens (so a flood
+//! from one address costs a counter, not a validation); where `X-ARR-ClientCert` is
+//! trusted, nothing is served until the front end has been shown to demand client
+//! certificates (`mtls::front_end`); the name is validated; every configured
+//! certificate policy must accept the client (none configured: every request is
+//! refused); the identity's rate limit; the access policy must grant the name, which
+//! also picks the backend; the backend is read. A caller who may not read a name gets
+//! the same 403 whether or not the secret exists; only a caller who may read it can
+//! learn that it is missing (404). Every grant and every refusal is written to the audit
+//! log with the identity, the name, the source address (an IPv6 address's /64), the step
+//! that decided and a reason code; the caller sees only a stable code. Refusals are
+//! folded: the first of a kind in a window is written before the answer, its repeats are
+//! counted into one entry when the window closes (`audit::fold`), so a flood of refused
+//! requests neither grows the log nor queues ahead of grants.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -200,18 +204,29 @@ pub(crate) async fn run(
     request: EndpointRequest<'_>,
 ) -> Result<Delivered, EndpointError> {
     let endpoint = &ctx.services.endpoint;
+    let client = request.source_address.map(address_key);
+    // The raw name is not audited unless it is valid: it may be anything.
+    let valid_name = ObjectName::parse(request.name).ok();
+
+    if let Some(address) = client
+        && let Err(limited) = endpoint.per_address.check(address, ctx.now)
+    {
+        let entry = Entry::refused(valid_name.as_ref(), "rate-limit", "address_rate_limited");
+        record(ctx, entry.from(client), None).await?;
+        return Err(rate_limited(limited));
+    }
+
     if let Some(reason) = endpoint.front_end.as_ref().and_then(|gate| gate.refusal()) {
         // Start-up and every failed check log the reason in full; each refusal is audited.
-        let name = ObjectName::parse(request.name).ok();
         tracing::warn!(reason, "request refused: the front end is not verified");
-        let entry = Entry::refused(name.as_ref(), "front-end", reason);
-        record(ctx, entry, None).await?;
+        let entry = Entry::refused(valid_name.as_ref(), "front-end", reason);
+        record(ctx, entry.from(client), None).await?;
         return Err(EndpointError::Refused(Refusal::FrontEndUnverified));
     }
-    let Ok(name) = ObjectName::parse(request.name) else {
-        // The raw name is not audited: it failed validation and may be anything.
+
+    let Some(name) = valid_name else {
         let entry = Entry::refused(None, "name", "invalid_name");
-        record(ctx, entry, None).await?;
+        record(ctx, entry.from(client), None).await?;
         return Err(EndpointError::Refused(Refusal::InvalidName));
     };
 
@@ -221,16 +236,8 @@ pub(crate) async fn run(
             "configuration",
             "no_certificate_policy_configured",
         );
-        record(ctx, entry, None).await?;
+        record(ctx, entry.from(client), None).await?;
         return Err(EndpointError::Refused(Refusal::Forbidden));
-    }
-
-    if let Some(address) = request.source_address
-        && let Err(limited) = endpoint.per_address.check(address_key(address), ctx.now)
-    {
-        let entry = Entry::refused(Some(&name), "rate-limit", "address_rate_limited");
-        record(ctx, entry, None).await?;
-        return Err(rate_limited(limited));
     }
 
     let who = match endpoint
@@ -239,7 +246,7 @@ pub(crate) async fn run(
         .await
     {
         Ok(who) => who,
-        Err(refusal) => return Err(refuse_certificate(ctx, &name, refusal).await),
+        Err(refusal) => return Err(refuse_certificate(ctx, &name, client, refusal).await),
     };
 
     if let Err(limited) = endpoint
@@ -247,7 +254,7 @@ pub(crate) async fn run(
         .check(who.identity.thumbprint().as_bytes().to_vec(), ctx.now)
     {
         let entry = Entry::refused(Some(&name), "rate-limit", "identity_rate_limited");
-        record(ctx, entry, Some(&who)).await?;
+        record(ctx, entry.from(client), Some(&who)).await?;
         return Err(rate_limited(limited));
     }
 
@@ -260,7 +267,7 @@ pub(crate) async fn run(
         Decision::Denied => {
             tracing::info!(name = %name, thumbprint = %who.identity.thumbprint(), "no grant covers this caller and name");
             let entry = Entry::refused(Some(&name), "access", "no_grant");
-            record(ctx, entry, Some(&who)).await?;
+            record(ctx, entry.from(client), Some(&who)).await?;
             return Err(EndpointError::Refused(Refusal::Forbidden));
         }
     };
@@ -273,7 +280,7 @@ pub(crate) async fn run(
         // Unreachable by construction (`Endpoint::new` checks every grant's backend); kept
         // as a refusal rather than a panic.
         let entry = Entry::failed(&name, "access", "backend_not_configured", &grant_text);
-        record(ctx, entry, Some(&who)).await?;
+        record(ctx, entry.from(client), Some(&who)).await?;
         return Err(EndpointError::Refused(Refusal::Unavailable {
             retry_after: None,
         }));
@@ -282,19 +289,19 @@ pub(crate) async fn run(
         Ok(Some(secret)) => secret,
         Ok(None) => {
             let entry = Entry::failed(&name, "source", "not_found", &grant_text);
-            record(ctx, entry, Some(&who)).await?;
+            record(ctx, entry.from(client), Some(&who)).await?;
             return Err(EndpointError::Refused(Refusal::NotFound));
         }
         Err(error) => {
             tracing::error!(%error, backend, name = %name, "the secret source failed");
             let entry = Entry::failed(&name, "source", "source_failed", &grant_text);
-            record(ctx, entry, Some(&who)).await?;
+            record(ctx, entry.from(client), Some(&who)).await?;
             return Err(EndpointError::Failed(FunctionError::Port(error)));
         }
     };
 
     // Audited before the value leaves: a read that cannot be recorded is not served.
-    let mut entry = Entry::granted(&name, &grant_text);
+    let mut entry = Entry::granted(&name, &grant_text).from(client);
     entry.version = secret.version.clone();
     record(ctx, entry, Some(&who)).await?;
     Ok(Delivered {
@@ -346,6 +353,7 @@ fn rate_limited(limited: Limited) -> EndpointError {
 async fn refuse_certificate(
     ctx: &Context,
     name: &ObjectName,
+    client: Option<IpAddr>,
     refusal: CertificateRefusal,
 ) -> EndpointError {
     tracing::warn!(
@@ -356,7 +364,7 @@ async fn refuse_certificate(
         thumbprint = refusal.thumbprint.map(|t| t.to_string()),
         "client certificate refused"
     );
-    let mut entry = Entry::refused(Some(name), refusal.step, refusal.reason);
+    let mut entry = Entry::refused(Some(name), refusal.step, refusal.reason).from(client);
     entry.thumbprint = refusal.thumbprint.map(|t| t.to_string());
     let answer = match refusal.kind {
         RefusalKind::NoPolicy => Refusal::Forbidden,
@@ -384,6 +392,8 @@ struct Entry<'n> {
     extra: Option<String>,
     thumbprint: Option<String>,
     version: Option<String>,
+    /// The rate-limit key of the client's address: the address, or an IPv6 /64.
+    source: Option<IpAddr>,
 }
 
 impl<'n> Entry<'n> {
@@ -396,7 +406,12 @@ impl<'n> Entry<'n> {
             extra: None,
             thumbprint: None,
             version: None,
+            source: None,
         }
+    }
+
+    fn from(self, source: Option<IpAddr>) -> Self {
+        Self { source, ..self }
     }
 
     fn failed(name: &'n ObjectName, step: &'static str, reason: &'static str, extra: &str) -> Self {
@@ -450,6 +465,9 @@ async fn record(
         reason.push_str("; ");
         reason.push_str(extra);
     }
+    if let Some(source) = entry.source {
+        reason.push_str(&format!("; source={}", source_text(source)));
+    }
     let thumbprint = entry
         .thumbprint
         .or_else(|| who.map(|w| w.identity.thumbprint().to_string()));
@@ -459,11 +477,26 @@ async fn record(
         thumbprint: thumbprint.and_then(|t| AuditText::parse(t).ok()),
         ..AuditObject::default()
     };
-    scope
-        .record(AUDIT_ACTION, object, entry.outcome, Some(&reason))
-        .await
-        .map_err(failed)?;
+    if entry.outcome == Outcome::Denied {
+        scope
+            .refuse(AUDIT_ACTION, object, &reason, entry.reason)
+            .await
+            .map_err(failed)?;
+    } else {
+        scope
+            .record(AUDIT_ACTION, object, entry.outcome, Some(&reason))
+            .await
+            .map_err(failed)?;
+    }
     Ok(())
+}
+
+/// How an entry names a source: an IPv4 address as itself, an IPv6 key as its /64.
+fn source_text(source: IpAddr) -> String {
+    match source {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("{v6}/{IPV6_CLIENT_PREFIX_BITS}"),
+    }
 }
 
 #[cfg(test)]

@@ -118,7 +118,7 @@ impl fmt::Display for AuditText {
 
 /// Who acted: one of keyturn's functions (by function name) or an identity (an Entra
 /// object id, an app id, a device certificate thumbprint, an operator's name).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", content = "name", rename_all = "snake_case")]
 pub enum Actor {
     Function(AuditText),
@@ -151,7 +151,7 @@ impl Actor {
 /// Which object an action touched. Every part is optional because actions touch
 /// different things: a rotation names vault, secret and version; a credential
 /// rotation names app id and key id; a device read names a thumbprint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AuditObject {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<AuditText>,
@@ -168,7 +168,7 @@ pub struct AuditObject {
 }
 
 /// How the action ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Succeeded,

@@ -418,6 +418,13 @@ async fn an_undecodable_or_empty_name_is_refused_as_invalid_and_audited() {
         assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
         let body: Value = response.json().await.expect("json");
         assert_error_body(&body, "invalid_name");
+        // The second is a repeat of the first refusal's kind: counted, and written once
+        // its window closes.
+        app.services
+            .audit
+            .close_refusal_window()
+            .await
+            .expect("the window closes");
         let entry = app.audit_entries().await.pop().expect("audited");
         assert_audited(&entry, Outcome::Denied, "name", "invalid_name");
         assert_eq!(
@@ -923,6 +930,126 @@ async fn a_source_address_over_its_rate_limit_is_refused_before_certificate_chec
         200,
         "the address App Service appended counts, not the client's own entries"
     );
+}
+
+/// The refused requests of the flood test: what an attacker without a certificate sent
+/// in 10 s in the issue that asked for folding, rounded.
+const FLOOD: usize = 100_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_refusals_folds_into_few_entries_whose_counts_add_up_while_reads_are_served() {
+    use tower::ServiceExt;
+
+    let pki = Pki::new();
+    let mut settings = endpoint_settings();
+    settings.extend(pki.chain_settings());
+    settings.push(access_policy(POLICY));
+    settings.push(("KEYTURN_RATE_LIMIT_PER_ADDRESS".into(), "1".into()));
+    let options = AppOptions {
+        settings,
+        overrides: Overrides {
+            clock: Some(Clock::fixed(now())),
+            site: Some(required_front_end()),
+            ..Overrides::default()
+        },
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (settings, state, store) = start_up(options, &rotation(), dir.path()).await;
+    let audit = state.services.audit.clone();
+    let app = keyturn::host::router::router(state, &settings.host.enabled_functions);
+    let device = pki.leaf(&LeafSpec::valid("laptop-1", 63)).header();
+    let request = |forwarded: Option<String>, certificate: Option<&str>| {
+        let mut request = axum::http::Request::get("/api/secrets/db-password");
+        if let Some(address) = forwarded {
+            request = request.header("X-Forwarded-For", address);
+        }
+        if let Some(certificate) = certificate {
+            request = request.header(HEADER, certificate);
+        }
+        request.body(axum::body::Body::empty()).expect("a request")
+    };
+    // The flood: one IPv4 address, many addresses of one IPv6 /64, and a thousand /64s
+    // (more sources than a window tracks); no certificate, so every request is refused,
+    // by the address's rate limit or, for its first, for want of a certificate.
+    let source = |index: usize| match index % 10 {
+        0..=5 => "203.0.113.9:443".to_owned(),
+        6..=8 => format!("[2001:db8:1:2::{:x}]:443", index % 65_000),
+        _ => format!("[2001:db8:{:x}::1]:443", index % 1000),
+    };
+
+    let started = std::time::Instant::now();
+    let reads = {
+        let app = app.clone();
+
+        let device = device.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..200 {
+                let answer = app
+                    .clone()
+                    .oneshot(request(None, Some(&device)))
+                    .await
+                    .expect("answered");
+                statuses.push(answer.status().as_u16());
+            }
+            statuses
+        })
+    };
+    let floods: Vec<_> = (0..4)
+        .map(|lane| {
+            let app = app.clone();
+
+            tokio::spawn(async move {
+                let mut refused = 0;
+                for index in (lane..FLOOD).step_by(4) {
+                    let answer = app
+                        .clone()
+                        .oneshot(request(Some(source(index)), None))
+                        .await
+                        .expect("answered");
+                    if answer.status().is_client_error() {
+                        refused += 1;
+                    }
+                }
+                refused
+            })
+        })
+        .collect();
+    let mut refused = 0;
+    for flood in floods {
+        refused += flood.await.expect("flood task");
+    }
+    let statuses = reads.await.expect("reads task");
+    audit
+        .close_refusal_window()
+        .await
+        .expect("the window closes");
+
+    assert_eq!(refused, FLOOD);
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let entries = read_all(store.as_ref()).await;
+    let denied: Vec<&AuditEntry> = entries
+        .iter()
+        .filter(|e| e.record.outcome == Outcome::Denied)
+        .collect();
+    let counted: u64 = denied.iter().map(|e| e.record.occurrences()).sum();
+    assert_eq!(counted, FLOOD as u64, "the counts add up to every refusal");
+    // Each window writes at most two entries per tracked kind plus two per reason code
+    // (the flood has two codes); a slow run spans more windows, each bounded alike.
+    let per_window = 2 * (keyturn::audit::MAX_FOLDED_KINDS + 2);
+    let windows = 2 + started.elapsed().as_secs() / keyturn::audit::FOLD_WINDOW.as_secs();
+    assert!(
+        denied.len() <= windows as usize * per_window,
+        "{} refusal entries for {FLOOD} refusals",
+        denied.len()
+    );
+    let granted = entries
+        .iter()
+        .filter(|e| e.record.outcome == Outcome::Succeeded)
+        .count();
+    assert_eq!(granted, 200, "every read is audited on its own");
+    let report = audit.verify().await.expect("verify");
+    assert!(report.is_intact(), "{report}");
 }
 
 // ---------------------------------------------------------------------------------------
