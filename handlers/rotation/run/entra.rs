@@ -81,6 +81,16 @@ fn streak_wait(
     wait.max(MIN_PROOF_SPACING)
 }
 
+/// `at` rounded up to a whole second.
+fn ceil_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = at.trunc_subsecs(0);
+    if whole < at {
+        whole + chrono::Duration::seconds(1)
+    } else {
+        whole
+    }
+}
+
 /// The display name marking a credential as added by `job`.
 pub fn marker(job: &JobId) -> String {
     format!("{MARKER_PREFIX}{job}")
@@ -485,7 +495,9 @@ async fn advance(
     let (streak, since) = match engine.ports().prover.prove(&app.app_id, &value).await {
         Ok(()) => {
             let streak = pending.streak.saturating_add(1);
-            let since = pending.since.unwrap_or(now);
+            // Kept in whole seconds (the tag's precision), rounded up so the window is
+            // never shorter than asked.
+            let since = pending.since.unwrap_or_else(|| ceil_to_second(now));
             step.record(
                 AuditAction::CredentialProving,
                 audited.clone(),
@@ -534,7 +546,7 @@ async fn advance(
     };
     if let Some(since) = since
         && streak >= proof.successes
-        && now - since >= proof.window()
+        && (proof.window_seconds == 0 || now - since >= proof.window())
     {
         step.record(
             AuditAction::CredentialProven,
