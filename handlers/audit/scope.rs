@@ -197,7 +197,33 @@ impl AuditScope {
         reason: &str,
         code: &str,
     ) -> Result<(), AuditError> {
-        let record = self.entry(action, object, Outcome::Denied, Some(reason))?;
+        self.record_folded(action, object, Outcome::Denied, reason, code)
+            .await
+    }
+
+    /// Records a decision that a replayed event makes again unchanged (an event
+    /// received, a rotation planned), folded like a refusal: one decision is one entry,
+    /// its repeats within a window one more entry with their count.
+    pub(crate) async fn record_repeatable(
+        &self,
+        action: Action,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: &str,
+    ) -> Result<(), AuditError> {
+        self.record_folded(action, object, outcome, reason, action.as_str())
+            .await
+    }
+
+    async fn record_folded(
+        &self,
+        action: Action,
+        object: AuditObject,
+        outcome: Outcome,
+        reason: &str,
+        code: &str,
+    ) -> Result<(), AuditError> {
+        let record = self.entry(action, object, outcome, Some(reason))?;
         self.log
             .refuse(record, |record| {
                 crate::audit::fold::overflow_record(record, &self.function, code)

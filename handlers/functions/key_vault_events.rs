@@ -53,16 +53,19 @@ pub(crate) async fn run(
         };
         let (name, version) = (notice.name.to_string(), notice.version.to_string());
         tracing::info!(event_type = kind.event_type(), %vault, %name, %version, "expiry event received");
-        ctx.audit(
-            Action::EventReceived,
-            vault_object(&vault, &name, Some(&version)),
-            Outcome::Succeeded,
-            Some(kind.event_type()),
-        )
-        .await?;
+        // A replayed event is one event: its repeats within a window are folded with a
+        // count, not recorded again.
+        let scope = ctx.audit_scope()?;
+        scope
+            .record_repeatable(
+                Action::EventReceived,
+                vault_object(&vault, &name, Some(&version)),
+                Outcome::Succeeded,
+                kind.event_type(),
+            )
+            .await?;
         // Events only hasten what the sweep finds from Key Vault's own state, so an app
         // without rotation ports acknowledges them rather than failing delivery forever.
-        let scope = ctx.audit_scope()?;
         let decision = match ctx.services.rotation.as_deref() {
             Some(engine) => match plan::from_notice(engine, &scope, &notice, ctx.now).await {
                 Ok(decision) => decision,

@@ -226,22 +226,22 @@ pub async fn from_notice(
     let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
     let Some(state) = current_state(engine, deadline, &id).await? else {
         audit
-            .record(
+            .record_repeatable(
                 AuditAction::RotationPlanned,
                 audit_object(&id, Some(&notice.version)),
                 Outcome::Skipped,
-                Some("the object no longer exists"),
+                "the object no longer exists",
             )
             .await?;
         return Ok(EventDecision::Gone);
     };
     if state.id.version() != Some(&notice.version) {
         audit
-            .record(
+            .record_repeatable(
                 AuditAction::RotationPlanned,
                 audit_object(&id, Some(&notice.version)),
                 Outcome::Skipped,
-                Some("the event's version is no longer current"),
+                "the event's version is no longer current",
             )
             .await?;
         return Ok(EventDecision::Stale);
@@ -338,12 +338,14 @@ async fn queue_due(
         job.job_id,
         due_text(due)
     );
+    // A replayed event plans the same job again (Service Bus drops the duplicate
+    // message): one decision, folded with a count rather than recorded again.
     audit
-        .record(
+        .record_repeatable(
             AuditAction::RotationPlanned,
             audit_object(&state.id, None),
             Outcome::Succeeded,
-            Some(&reason),
+            &reason,
         )
         .await?;
     Ok(())

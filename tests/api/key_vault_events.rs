@@ -91,6 +91,34 @@ async fn expiry_events_are_audited_with_the_object_they_name() {
 }
 
 #[tokio::test]
+async fn ten_replays_of_one_event_are_one_entry_and_one_counted_entry() {
+    let app = spawn_app().await;
+    let event = fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
+
+    for _ in 0..10 {
+        let response = app
+            .invoke("KeyVaultEvents", &envelope("event", event.clone()))
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    app.services
+        .audit
+        .close_refusal_window()
+        .await
+        .expect("the window closes");
+
+    let entries = app.audit_entries().await;
+    let received: Vec<_> = entries
+        .iter()
+        .filter(|e| e.record.action.as_str() == "event.received")
+        .collect();
+    assert_eq!(received.len(), 2, "{entries:?}");
+    assert_eq!(received[0].record.count, None);
+    assert_eq!(received[1].record.count, Some(9));
+    assert_eq!(received[0].record.object, received[1].record.object);
+}
+
+#[tokio::test]
 async fn received_events_are_answered_with_the_object_ids_key_vault_writes() {
     let app = spawn_app().await;
     let version = "ee059b2bb5bc48398a53b168c6cdcb10";
