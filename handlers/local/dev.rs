@@ -31,6 +31,7 @@ use crate::local::bootstrap::{self, Demo};
 use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
 use crate::local::handler::{Answer, Handler};
 use crate::local::ingress::{self, Deliver};
+use crate::local::ports;
 use crate::local::timer::Timer;
 use crate::ports::audit::{AuditEntry, AuditStore};
 use crate::startup::{LocalBackends, LocalOptions};
@@ -135,6 +136,12 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
 
     let log = data_dir.join("handler.log");
     stop_stale_handler(&data_dir).await;
+    if !options.once {
+        // The handler terminates TLS there; were it taken, all that would show is that
+        // the handler exited.
+        std::net::TcpListener::bind(&options.tls_address)
+            .map_err(|e| local(ports::cannot_listen(&options.tls_address, &e)))?;
+    }
     let handler = Arc::new(
         Handler::start(
             &app.handler,
@@ -530,7 +537,7 @@ async fn continuous(
         .collect();
     let listener = tokio::net::TcpListener::bind(&options.ingress_address)
         .await
-        .map_err(|e| local(format!("cannot listen on {}: {e}", options.ingress_address)))?;
+        .map_err(|e| local(ports::cannot_listen(&options.ingress_address, &e)))?;
     let ingress_url = format!(
         "http://{}/runtime/webhooks/EventGrid?functionName=KeyVaultEvents",
         listener.local_addr().map_err(local)?

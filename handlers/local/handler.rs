@@ -77,6 +77,7 @@ impl Handler {
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .kill_on_drop(true);
+        die_with_this_process(&mut cmd);
         if let Some(log) = log {
             let open = || {
                 std::fs::OpenOptions::new()
@@ -205,6 +206,33 @@ pub(crate) fn host_encoded(value: Value) -> Option<Value> {
         other => Some(Value::String(other.to_string())),
     }
 }
+
+/// Makes the child die with this process however this process ends, `kill -9`
+/// included, from the child's first instruction on: Linux's parent-death signal (SIGKILL)
+/// is armed between fork and exec, and a parent already gone by then (the child was
+/// re-parented) ends the child before it execs. The signal follows the thread that forks;
+/// local mode starts the handler from the thread that runs it to the end.
+/// `KEYTURN_EXIT_WITH_PARENT` remains the handler's own check where this is unavailable.
+#[cfg(target_os = "linux")]
+fn die_with_this_process(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec and calls only
+    // async-signal-safe functions (prctl, getppid, _exit); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_this_process(_cmd: &mut Command) {}
 
 /// A loopback port nobody listens on right now.
 fn free_port() -> std::io::Result<u16> {

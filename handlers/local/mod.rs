@@ -9,5 +9,6 @@ pub mod dev;
 pub mod handler;
 pub(crate) mod ingress;
 pub(crate) mod pki;
+pub(crate) mod ports;
 pub(crate) mod timer;
 pub mod vault_cli;

@@ -625,3 +625,141 @@ fn audit_has(data: &Path, action: &str, vault: &str, name: &str) -> bool {
     )
     .is_ok_and(|n| n > 0)
 }
+
+/// `/proc/<pid>/stat`'s state and parent, or `None` once the process is gone.
+#[cfg(target_os = "linux")]
+fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`; comm may hold spaces and parentheses.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    let parent = rest.next()?.parse().ok()?;
+    Some((state, parent))
+}
+
+/// Whether `pid` still runs (a zombie has stopped: it holds no socket any more).
+#[cfg(target_os = "linux")]
+fn running(pid: u32) -> bool {
+    state_and_parent(pid).is_some_and(|(state, _)| state != 'Z')
+}
+
+/// The first child of `parent`, as soon as it exists (before or after its exec).
+#[cfg(target_os = "linux")]
+fn first_child(parent: u32) -> Option<u32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| state_and_parent(*pid).is_some_and(|(_, ppid)| ppid == parent))
+}
+
+/// Polls `probe` until it answers; the bound only keeps a broken build from hanging the
+/// suite, it is not what the test checks.
+#[cfg(target_os = "linux")]
+fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(found) = probe() {
+            return found;
+        }
+        assert!(std::time::Instant::now() < give_up, "never: {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// The moments, from the handler's first to keyturn dev being up, at which dev is killed.
+#[cfg(target_os = "linux")]
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// As soon as the handler process exists, fork and exec included.
+    HandlerForked,
+    /// Once the handler runs keyturn's code (its command line is the handler's).
+    HandlerExecuted,
+    /// Once the handler listens for TLS.
+    HandlerListening,
+    /// Once dev has printed its instructions.
+    DevReady,
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_dev_at_any_moment_of_its_handlers_start_leaves_no_handler_and_frees_the_port() {
+    for moment in [
+        Moment::HandlerForked,
+        Moment::HandlerExecuted,
+        Moment::HandlerListening,
+        Moment::DevReady,
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let tls = format!("127.0.0.1:{}", free_port());
+        let mut dev = keyturn(&[])
+            .args(["dev", "--data-dir"])
+            .arg(&data)
+            .args(["--tls-address", &tls, "--ingress-address", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("keyturn dev starts");
+        let handler = eventually("dev starts its handler", || first_child(dev.id()));
+        match moment {
+            Moment::HandlerForked => {}
+            Moment::HandlerExecuted => {
+                eventually("the handler execs", || {
+                    std::fs::read(format!("/proc/{handler}/cmdline"))
+                        .ok()
+                        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains("serve"))
+                });
+            }
+            Moment::HandlerListening => {
+                eventually("the handler listens for TLS", || {
+                    std::net::TcpStream::connect(&tls).ok()
+                });
+            }
+            Moment::DevReady => {
+                let stdout = dev.stdout.take().expect("stdout");
+                let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+                assert!(
+                    lines.any(|l| l.is_ok_and(|l| l.contains("secret endpoint"))),
+                    "dev came up"
+                );
+            }
+        }
+
+        dev.kill().expect("SIGKILL");
+        dev.wait().expect("reaped");
+
+        eventually(&format!("the handler dies with dev ({moment:?})"), || {
+            (!running(handler)).then_some(())
+        });
+        assert!(
+            std::net::TcpListener::bind(&tls).is_ok(),
+            "{moment:?}: the TLS port is free again"
+        );
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn dev_names_the_process_holding_its_tls_port() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let tls = holder.local_addr().expect("address").to_string();
+
+    let output = keyturn(&[])
+        .args(["dev", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--tls-address", &tls, "--ingress-address", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on {tls}: the port is taken by process {}",
+            std::process::id()
+        )),
+        "{stderr}"
+    );
+}
