@@ -241,6 +241,18 @@ impl LocalSigningKey {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(file_error(error)),
         }
+        // The key may be created before the store beside it: its directory then too,
+        // owner-only like the store's.
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty() && !parent.exists())
+        {
+            let mut builder = fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(parent).map_err(file_error)?;
+        }
         let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|_| SigningKeyError::Random)?;
         let text = Zeroizing::new(format!("{}\n", STANDARD.encode(document.as_ref())));
@@ -348,7 +360,7 @@ mod tests {
     #[tokio::test]
     async fn the_key_file_is_owner_only_and_signs_what_its_public_key_checks() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join(SIGNING_KEY_FILE_NAME);
+        let path = dir.path().join("new").join(SIGNING_KEY_FILE_NAME);
 
         let key = LocalSigningKey::load_or_create(&path).expect("created");
         let again = LocalSigningKey::load_or_create(&path).expect("read back");
@@ -371,7 +383,7 @@ mod tests {
                 .public()
                 .verifies(signature.algorithm, b"other", &signature.bytes)
         );
-        let published = fs::read_to_string(dir.path().join(PUBLIC_KEY_FILE_NAME)).expect("pub");
+        let published = fs::read_to_string(file_beside(&path, PUBLIC_KEY_FILE_NAME)).expect("pub");
         assert_eq!(
             PublicKey::from_jwk(&published).ok().as_ref(),
             Some(key.public())
