@@ -373,6 +373,10 @@ struct Counting {
 
 #[async_trait]
 impl AuditStore for Counting {
+    fn chain(&self) -> ChainId {
+        self.inner.chain()
+    }
+
     async fn head(&self) -> Result<Option<StoredEntry>, PortError> {
         self.inner.head().await
     }
