@@ -17,6 +17,7 @@ use crate::audit::AuditError;
 use crate::domain::clock::Clock;
 use crate::domain::names::{ObjectId, VaultUrl};
 use crate::ports::directory::{CredentialIssuer, TokenProver};
+use crate::ports::lease::ObjectLeases;
 use crate::ports::queue::JobQueue;
 use crate::ports::vault::{CertificateStore, SecretStore};
 use crate::ports::{FailureKind, PortError};
@@ -71,6 +72,11 @@ pub struct Engine {
     /// one object; this keeps two invocations in one process off it (local mode's pump,
     /// a host that delivered a session again while a timed-out invocation still runs).
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Leases fencing other instances off an object (see [`crate::ports::lease`]), and
+    /// this engine's holder id. Without them only the broker's sessions and the
+    /// in-process lock exclude.
+    fence: Option<Arc<dyn ObjectLeases>>,
+    holder: String,
 }
 
 impl std::fmt::Debug for Engine {
@@ -97,7 +103,20 @@ impl Engine {
             pause: Arc::new(Sleep),
             max_deliveries: crate::ports::queue::MAX_DELIVERY_COUNT,
             locks: Mutex::new(HashMap::new()),
+            fence: None,
+            holder: format!("engine-{}", uuid::Uuid::new_v4()),
         }
+    }
+
+    /// Fences jobs with leases kept in `leases`: a job takes its object's lease before it
+    /// works on it and confirms it before every destructive step.
+    pub fn with_fence(mut self, leases: Arc<dyn ObjectLeases>) -> Self {
+        self.fence = Some(leases);
+        self
+    }
+
+    pub(crate) fn fence(&self) -> Option<(&dyn ObjectLeases, &str)> {
+        self.fence.as_deref().map(|f| (f, self.holder.as_str()))
     }
 
     /// The delivery after which the queue dead-letters a job (the queue's
@@ -193,6 +212,10 @@ pub enum RotationError {
     },
     #[error("{object}: the certificate renewal was still pending after {attempts} follow-ups")]
     RenewalStalled { object: String, attempts: u32 },
+    /// Another instance took the object's lease over: this job stops before a destructive
+    /// step and leaves the object to the holder of the newer fencing token.
+    #[error("{object}: another instance took the object's lease over; nothing more is done here")]
+    Fenced { object: String },
 }
 
 impl RotationError {
@@ -220,6 +243,7 @@ impl RotationError {
                 code: "ProofDeadlinePassed".into(),
             },
             Self::RenewalStalled { .. } => FailureKind::Invalid,
+            Self::Fenced { .. } => FailureKind::Conflict,
         }
     }
 

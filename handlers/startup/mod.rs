@@ -23,14 +23,16 @@ pub use audit_reader::{AuditLocation, audit_reader};
 
 pub use anchor::{Verification, public_key_file, verification};
 
-use crate::adapters::azure::client::table::{TableAuth, TableClient};
+use crate::adapters::azure::client::table::{TableAuth, TableClient, TableName};
 use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::keyvault::{KeyVault, KeyVaultSource};
+use crate::adapters::azure::lease::TableLeases;
 use crate::adapters::azure::servicebus::ServiceBusQueue;
 use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::azure::token::EntraTokenProver;
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::directory::LocalDirectory;
+use crate::adapters::local::lease::LocalLeases;
 use crate::adapters::local::queue::{LocalQueue, QueueSettings};
 use crate::adapters::local::store::LocalStore;
 use crate::adapters::local::vault::LocalVault;
@@ -47,6 +49,7 @@ use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::host::router::{AppState, router};
 use crate::host::tls;
+use crate::ports::lease::ObjectLeases;
 pub use credential::{CredentialError, credential};
 
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
@@ -372,7 +375,10 @@ pub async fn services_with(
                 Backends::Local(local) => local_rotation_ports(local),
                 Backends::Azure(azure) => azure_rotation_ports(settings, &azure.credential)?,
             };
-            Some(Arc::new(rotation_engine(settings, ports, clock.clone())?))
+            let leases = object_leases(settings, &backends).await?;
+            Some(Arc::new(
+                rotation_engine(settings, ports, clock.clone())?.with_fence(leases),
+            ))
         }
     };
     Ok(Services {
@@ -425,6 +431,32 @@ fn policy_defaults(settings: &Settings) -> Result<PolicyDefaults, StartupError> 
 
 /// Rotation on the embedded store: the local vault, the local directory (as credential
 /// issuer and token prover) and the local queue.
+/// The Table that keeps the rotation leases, next to the audit table.
+const LEASE_TABLE: &str = "keyturnleases";
+
+/// Where the rotation engine keeps the leases that fence instances off each other's
+/// objects: the embedded store locally, Table storage (the audit log's account) on Azure.
+async fn object_leases(
+    settings: &Settings,
+    backends: &Backends,
+) -> Result<Arc<dyn ObjectLeases>, StartupError> {
+    let failed = |e: &dyn std::fmt::Display| StartupError::Rotation(e.to_string());
+    match (backends, &settings.audit) {
+        (Backends::Local(local), _) => Ok(Arc::new(LocalLeases::new(local.store.clone()))),
+        (Backends::Azure(_), AuditSettings::Table { access, .. }) => {
+            let table = TableName::parse(LEASE_TABLE).map_err(|e| failed(&e))?;
+            let leases = TableLeases::new(table_client(&settings.credential, access)?, table);
+            if let Err(error) = leases.ensure_table().await {
+                tracing::warn!(%error, "cannot make sure the lease table exists");
+            }
+            Ok(Arc::new(leases))
+        }
+        (Backends::Azure(_), AuditSettings::Sqlite { path }) => Ok(Arc::new(LocalLeases::new(
+            LocalStore::open(path).map_err(|e| failed(&e))?,
+        ))),
+    }
+}
+
 fn local_rotation_ports(local: &LocalBackends) -> Ports {
     Ports {
         secrets: Arc::new(local.vault.clone()),

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod client;
 pub mod graph;
 pub mod keyvault;
+pub mod lease;
 pub mod servicebus;
 pub mod site;
 pub mod table_source;

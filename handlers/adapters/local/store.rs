@@ -218,6 +218,14 @@ const MIGRATIONS: &[&str] = &[
         prev_hash, hash, count FROM audit_log;
     DROP TABLE audit_log;
     ALTER TABLE audit_log_chained RENAME TO audit_log;",
+    // 8: leases fencing instances off each other's objects. A row is never deleted, so an
+    // object's fencing token only grows; `until` is Unix milliseconds.
+    "CREATE TABLE object_leases (
+        key TEXT PRIMARY KEY NOT NULL,
+        holder TEXT NOT NULL,
+        token INTEGER NOT NULL CHECK (token >= 1),
+        until INTEGER NOT NULL
+    ) STRICT;",
 ];
 
 /// Opening the store or running work on it failed.

@@ -633,6 +633,7 @@ async fn promote(
         },
     );
     let secrets = &step.engine.ports().secrets;
+    step.fence().await?;
     let version = NewSecretVersion {
         content_type: current.content_type.clone(),
         not_before: None,
@@ -729,6 +730,7 @@ async fn delete_pending(
 ) -> Result<(), RotationError> {
     let secrets = &step.engine.ports().secrets;
     let name = pending_name(key_id);
+    step.fence().await?;
     match retrying(
         step.engine,
         step.deadline,
@@ -1120,6 +1122,7 @@ async fn remove(
     key_id: &KeyId,
 ) -> Result<(), RotationError> {
     let directory = &step.engine.ports().directory;
+    step.fence().await?;
     match retrying(
         step.engine,
         step.deadline,

@@ -64,6 +64,7 @@ pub(super) async fn rotate(
         ),
     };
     let secrets = &step.engine.ports().secrets;
+    step.fence().await?;
     let stored = retrying(
         step.engine,
         step.deadline,

@@ -53,8 +53,9 @@ use serde::Serialize;
 
 use crate::audit::{Action as AuditAction, AuditScope};
 use crate::domain::names::{ObjectId, ObjectType, ObjectVersion};
-use crate::ports::FailureKind;
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
+use crate::ports::lease::{Lease, lease_key};
+use crate::ports::{FailureKind, PortError};
 use crate::rotation::job::{Action, Job};
 use crate::rotation::plan::audit_object;
 use crate::rotation::retry::{Deadline, INVOCATION_BUDGET, retrying};
@@ -120,11 +121,13 @@ pub async fn run_delivery(
     let object = job.action.object();
     let _exclusive = engine.lock(object).await;
     let deadline = Deadline::after(engine.clock().now(), INVOCATION_BUDGET);
+    let lease = take_lease(engine, object).await?;
     let step = Step {
         engine,
         audit,
         job,
         deadline,
+        lease,
     };
     let result = match &job.action {
         Action::Rotate {
@@ -164,7 +167,20 @@ pub async fn run_delivery(
             _ => entra::retire(&step).await,
         },
     };
+    if let (Some((leases, _)), Some(lease)) = (engine.fence(), &step.lease)
+        && let Err(error) = leases.release(lease).await
+    {
+        tracing::warn!(%error, "cannot give the object's lease back; it runs out on its own");
+    }
     match result {
+        // Taken over: the newer holder finishes the object; this delivery is done.
+        Err(RotationError::Fenced { .. }) => {
+            let reason = "another instance took the object's lease over";
+            tracing::warn!(reason, "job stopped before a destructive step");
+            Ok(RunOutcome::Skipped {
+                reason: reason.to_owned(),
+            })
+        }
         Ok(outcome) => {
             if let RunOutcome::Skipped { reason } = &outcome {
                 tracing::info!(reason, "job skipped");
@@ -296,9 +312,56 @@ pub(crate) struct Step<'a> {
     pub audit: &'a AuditScope,
     pub job: &'a Job,
     pub deadline: Deadline,
+    /// The object's lease, when the engine fences.
+    pub lease: Option<Lease>,
+}
+
+/// How long a lease runs without being confirmed: longer than an invocation's budget, so
+/// it runs out only for an instance that stopped (or paused) mid-job.
+pub(crate) const LEASE_TERM: Duration = Duration::from_secs(INVOCATION_BUDGET.as_secs() + 120);
+
+fn lease_until(engine: &Engine) -> chrono::DateTime<chrono::Utc> {
+    engine.clock().now()
+        + chrono::Duration::from_std(LEASE_TERM).unwrap_or_else(|_| chrono::Duration::zero())
+}
+
+/// Takes the object's lease when the engine fences. While another instance holds it, the
+/// job fails with a conflict (not permanent): its message comes back later.
+async fn take_lease(engine: &Engine, object: &ObjectId) -> Result<Option<Lease>, RotationError> {
+    let Some((leases, holder)) = engine.fence() else {
+        return Ok(None);
+    };
+    let key = lease_key(&crate::rotation::job::session_id(object));
+    leases
+        .acquire(&key, holder, engine.clock().now(), lease_until(engine))
+        .await
+        .map(Some)
+        .map_err(|e| RotationError::port(format!("taking the lease of {object}"), e))
 }
 
 impl Step<'_> {
+    /// Confirms, right before a destructive step, that this job still holds the object's
+    /// lease. Taken over: [`RotationError::Fenced`], and the step is not done.
+    pub(crate) async fn fence(&self) -> Result<(), RotationError> {
+        let object = self.job.action.object();
+        let (Some((leases, _)), Some(lease)) = (self.engine.fence(), &self.lease) else {
+            return Ok(());
+        };
+        match leases.confirm(lease, lease_until(self.engine)).await {
+            Ok(()) => Ok(()),
+            Err(PortError {
+                kind: FailureKind::Conflict,
+                ..
+            }) => Err(RotationError::Fenced {
+                object: object.to_string(),
+            }),
+            Err(e) => Err(RotationError::port(
+                format!("confirming the lease of {object}"),
+                e,
+            )),
+        }
+    }
+
     /// Appends an audit entry; failing to audit fails the step (nothing happens unrecorded).
     pub(crate) async fn record(
         &self,
