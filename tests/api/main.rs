@@ -22,6 +22,7 @@ mod local_mode;
 mod rotation;
 mod rotation_e2e;
 mod rotation_engine;
+mod rotation_fence;
 mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;

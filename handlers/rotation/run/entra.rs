@@ -239,6 +239,8 @@ async fn add(
 ) -> Result<IssuedCredential, RotationError> {
     let directory = &step.engine.ports().directory;
     let name = marker(&rotation_id(step));
+    // Nothing is added for an object another instance took over: it would be its stray.
+    step.fence().await?;
     let issued: IssuedCredential = retrying(
         step.engine,
         step.deadline,
@@ -297,6 +299,9 @@ async fn stage(
         tags: Pending::tags(object, &rotation_id(step), &key_id, deadline, 0, None, 0),
     };
     let secrets = &step.engine.ports().secrets;
+    // Taken over since the credential was added: the new holder removes it as a stray
+    // (it bears this rotation's marker and no pending copy holds it).
+    step.fence().await?;
     let stored = retrying(
         step.engine,
         step.deadline,
@@ -584,6 +589,8 @@ async fn advance(
             PortError::invalid("a version without a version id"),
         )
     })?;
+    // A proof recorded by an instance taken over would overwrite the new holder's.
+    step.fence().await?;
     retrying(engine, step.deadline, "recording the proof", || {
         secrets.update_tags(object.vault(), &name, &version, tags.clone())
     })

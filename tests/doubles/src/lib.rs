@@ -113,6 +113,10 @@ pub struct Faults {
     failures: Mutex<Vec<(String, PortError)>>,
     crash: Mutex<Option<(CrashPoint, usize)>>,
     crashed: Notify,
+    /// Whether the armed point holds the caller (until [`Faults::resume`]) instead of
+    /// stopping it for good: a process that paused there, not one that died.
+    holds: Mutex<bool>,
+    resumed: Notify,
     calls: Mutex<Vec<String>>,
 }
 
@@ -129,6 +133,19 @@ impl Faults {
     /// Arms a crash point (replacing any earlier one).
     pub fn crash_after(&self, point: CrashPoint) {
         *locked(&self.crash) = Some((point, 0));
+    }
+
+    /// Arms a hold: the call that hits `point` takes effect, then waits for
+    /// [`Faults::resume`] before returning, as a process paused there would.
+    /// [`Faults::crashed`] resolves when it is hit.
+    pub fn hold_after(&self, point: CrashPoint) {
+        *locked(&self.holds) = true;
+        *locked(&self.crash) = Some((point, 0));
+    }
+
+    /// Lets a held call return.
+    pub fn resume(&self) {
+        self.resumed.notify_one();
     }
 
     pub fn disarm(&self) {
@@ -175,8 +192,13 @@ impl Faults {
         };
         if hit {
             self.disarm();
+            let holds = std::mem::take(&mut *locked(&self.holds));
             self.crashed.notify_one();
-            std::future::pending::<()>().await;
+            if holds {
+                self.resumed.notified().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
         }
     }
 }
