@@ -79,7 +79,7 @@ fn name(text: &str) -> ObjectName {
     ObjectName::parse(text).expect("name")
 }
 
-fn pair(fenced: bool) -> Arc<Pair> {
+fn pair() -> Arc<Pair> {
     let clock = ManualClock::at(
         Utc.with_ymd_and_hms(2030, 6, 1, 12, 0, 0)
             .single()
@@ -102,17 +102,15 @@ fn pair(fenced: bool) -> Arc<Pair> {
             prover: directory.clone(),
             queue: queue.clone(),
         };
-        let mut engine = Engine::new(
+        let store = LocalStore::open(&path).expect("the store opens");
+        let engine = Engine::new(
             ports,
             vec![vault_url.clone()],
             PolicyDefaults::new(90, 30, 7).expect("defaults"),
             clock.clock(),
         )
-        .with_pause(clock.pause());
-        if fenced {
-            let store = LocalStore::open(&path).expect("the store opens");
-            engine = engine.with_fence(Arc::new(LocalLeases::new(store)));
-        }
+        .with_pause(clock.pause())
+        .with_fence(Arc::new(LocalLeases::new(store)));
         let audit = AuditScope::function(
             AuditLog::new(Arc::new(MemoryAuditStore::new())),
             "RotationWorker",
@@ -276,11 +274,16 @@ impl Instance {
 }
 
 /// Holds the first instance after each step, lets the second finish the job, resumes the
-/// first, then retires: the outcome is one rotation, whatever the step.
-async fn interleave_at_every_step(fenced: bool) {
+/// first, then retires: the outcome is one rotation, whatever the step. Without the
+/// leases, a hold after `add_password` leaves a pending copy of a credential the other
+/// instance removed, one after a proof fails the resumed instance for good (its pending
+/// copy was promoted and deleted meanwhile), and one after the third proof promotes a
+/// second new version.
+#[tokio::test]
+async fn two_instances_interleaved_at_every_step_make_one_rotation() {
     for (operation, occurrence) in STEPS {
         let step = format!("{operation} {occurrence}");
-        let pair = pair(fenced);
+        let pair = pair();
         let s = &pair.services;
         let (v1, k1) = s.seed();
         let job = Job::new(Action::Rotate {
@@ -332,9 +335,4 @@ async fn interleave_at_every_step(fenced: bool) {
         }
         s.assert_one_rotation(&step, None);
     }
-}
-
-#[tokio::test]
-async fn two_instances_interleaved_at_every_step_make_one_rotation() {
-    interleave_at_every_step(true).await;
 }
