@@ -316,9 +316,14 @@ pub(crate) struct Step<'a> {
     pub lease: Option<Lease>,
 }
 
-/// How long a lease runs without being confirmed: longer than an invocation's budget, so
-/// it runs out only for an instance that stopped (or paused) mid-job.
-pub(crate) const LEASE_TERM: Duration = Duration::from_secs(INVOCATION_BUDGET.as_secs() + 120);
+/// How long a lease runs without being confirmed. Every destructive step confirms (and so
+/// extends) it first; a holder slower than this between two steps may be taken over, and
+/// then stops at its next step, which is safe. Short, so that a stopped instance's lease
+/// does not hold its object's redeliveries up for long.
+pub(crate) const LEASE_TERM: Duration = Duration::from_secs(60);
+
+/// How often a job waiting for another holder's lease asks again.
+const LEASE_POLL: Duration = Duration::from_secs(2);
 
 fn lease_until(engine: &Engine) -> chrono::DateTime<chrono::Utc> {
     engine.clock().now()
@@ -332,11 +337,30 @@ async fn take_lease(engine: &Engine, object: &ObjectId) -> Result<Option<Lease>,
         return Ok(None);
     };
     let key = lease_key(&crate::rotation::job::session_id(object));
-    leases
-        .acquire(&key, holder, engine.clock().now(), lease_until(engine))
-        .await
-        .map(Some)
-        .map_err(|e| RotationError::port(format!("taking the lease of {object}"), e))
+    // Another holder's lease runs out within a term unless it is alive and confirming;
+    // wait that long (a stopped instance's lease), then give the delivery back.
+    let mut waited = Duration::ZERO;
+    loop {
+        match leases
+            .acquire(&key, holder, engine.clock().now(), lease_until(engine))
+            .await
+        {
+            Ok(lease) => return Ok(Some(lease)),
+            Err(PortError {
+                kind: FailureKind::Conflict,
+                ..
+            }) if waited <= LEASE_TERM => {
+                engine.pause(LEASE_POLL).await;
+                waited += LEASE_POLL;
+            }
+            Err(e) => {
+                return Err(RotationError::port(
+                    format!("taking the lease of {object}"),
+                    e,
+                ));
+            }
+        }
+    }
 }
 
 impl Step<'_> {
