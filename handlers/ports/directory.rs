@@ -47,6 +47,22 @@ pub struct IssuedCredential {
     pub secret: SecretValue,
 }
 
+/// What the tenant's app management policies allow a new password credential of one
+/// application, and how many passwords the application may hold. The default is no
+/// restriction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PasswordRules {
+    /// `passwordLifetime`: the longest lifetime a new password may have, with the name of
+    /// the policy that sets it.
+    pub max_lifetime: Option<(chrono::Duration, String)>,
+    /// `passwordAddition`: the name of the policy that forbids adding passwords, if one
+    /// does.
+    pub forbidden_by: Option<String>,
+    /// Applications that allow personal Microsoft accounts hold at most this many passwords
+    /// (Graph answers `TooManyAppPasswords` beyond).
+    pub max_passwords: Option<usize>,
+}
+
 /// Application password credentials (Graph `addPassword` / `removePassword`).
 #[async_trait]
 pub trait CredentialIssuer: Send + Sync + std::fmt::Debug {
@@ -59,6 +75,13 @@ pub trait CredentialIssuer: Send + Sync + std::fmt::Debug {
         &self,
         app: &DirectoryObjectId,
     ) -> Result<Vec<PasswordCredential>, PortError>;
+
+    /// The rules the tenant's app management policies set for a new password of `app`: the
+    /// application's own policy where one is assigned, else the tenant's default. A
+    /// directory without such policies answers [`PasswordRules::default`]. Required of
+    /// every directory (and every wrapper around one), so none can skip the policy by
+    /// accident.
+    async fn password_rules(&self, app: &DirectoryObjectId) -> Result<PasswordRules, PortError>;
 
     /// Adds a password credential named `display_name` valid until `end`.
     async fn add_password(

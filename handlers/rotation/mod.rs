@@ -216,6 +216,23 @@ pub enum RotationError {
     /// step and leaves the object to the holder of the newer fencing token.
     #[error("{object}: another instance took the object's lease over; nothing more is done here")]
     Fenced { object: String },
+    #[error(
+        "{object}: CredentialTypeNotAllowedAsPerAppPolicy: app management policy `{policy}` forbids adding password credentials to application {app_id} (passwordAddition); keyturn cannot rotate it while the policy applies"
+    )]
+    PasswordsForbidden {
+        object: String,
+        app_id: String,
+        policy: String,
+    },
+    #[error(
+        "{object}: application {app_id} allows personal Microsoft accounts, so it holds at most {max} passwords (TooManyAppPasswords), and it holds {held}; keyturn adds one only once another is retired or removed"
+    )]
+    TooManyPasswords {
+        object: String,
+        app_id: String,
+        max: usize,
+        held: usize,
+    },
 }
 
 impl RotationError {
@@ -244,6 +261,12 @@ impl RotationError {
             },
             Self::RenewalStalled { .. } => FailureKind::Invalid,
             Self::Fenced { .. } => FailureKind::Conflict,
+            Self::PasswordsForbidden { .. } => FailureKind::PolicyViolation {
+                code: "CredentialTypeNotAllowedAsPerAppPolicy".into(),
+            },
+            Self::TooManyPasswords { .. } => FailureKind::PolicyViolation {
+                code: "TooManyAppPasswords".into(),
+            },
         }
     }
 

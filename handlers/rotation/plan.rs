@@ -487,7 +487,36 @@ async fn sweep_vault(
             }
         }
     }
-    let states = secrets
+    // The same for secrets: Key Vault's secret list names no version either.
+    let mut current_secrets = Vec::with_capacity(secrets.len());
+    for listed in secrets {
+        let unmanaged = listed.managed
+            || matches!(
+                tags::policy(listed.id.object_type(), &listed.tags, engine.defaults()),
+                Ok(None)
+            );
+        if listed.id.version().is_some() || unmanaged {
+            current_secrets.push(listed);
+            continue;
+        }
+        let name = listed.id.name().clone();
+        match retrying(engine, deadline, "reading a secret", || {
+            ports.secrets.secret_properties(vault, &name, None)
+        })
+        .await
+        {
+            Ok(Some(current)) => current_secrets.push(current),
+            // Deleted since it was listed.
+            Ok(None) => {}
+            Err(e) => {
+                return Err(RotationError::port(
+                    format!("reading secret {name} in {vault}"),
+                    e,
+                ));
+            }
+        }
+    }
+    let states = current_secrets
         .iter()
         .map(ObjectState::from)
         .chain(current_certificates.iter().map(ObjectState::from));

@@ -31,6 +31,16 @@ resource rotatorGraph 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   appRoleId: filter(graph.appRoles, role => role.value == rotatorPermission)[0].id
 }
 
+// Policy.Read.All: before adding a credential the rotator reads the tenant's default app
+// management policy and the application's own, to cap the credential's lifetime to what they
+// allow and to fail clearly where they forbid passwords. Microsoft documents Policy.Read.All
+// as the least privileged application permission for both reads.
+resource rotatorPolicyRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  principalId: rotatorPrincipalId
+  resourceId: graph.id
+  appRoleId: filter(graph.appRoles, role => role.value == 'Policy.Read.All')[0].id
+}
+
 // Device.Read.All: the endpoint looks up the device a client certificate belongs to.
 resource endpointGraph 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   principalId: endpointPrincipalId

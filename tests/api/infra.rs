@@ -1366,3 +1366,43 @@ fn the_rotation_queue_dead_letters_and_drops_duplicates_alike_in_azure_and_local
         "local mode's queue behaves like the deployed one"
     );
 }
+
+#[test]
+fn the_rotator_may_read_the_app_management_policies_it_checks_before_add_password() {
+    let permission = "Policy.Read.All";
+    assert!(
+        keyturn::adapters::azure::graph::POLICY_PERMISSION.contains(permission),
+        "the permission keyturn names when the read is refused is the one granted"
+    );
+    let grants = infra_file("modules/graph-permissions.bicep");
+    let block = top_level_block(&grants, "resource rotatorPolicyRead ");
+    assert!(
+        block
+            .iter()
+            .any(|l| l.trim() == "principalId: rotatorPrincipalId"),
+        "Policy.Read.All is granted to the rotator"
+    );
+    assert!(
+        block
+            .iter()
+            .any(|l| l.contains(&format!("role.value == '{permission}'"))),
+        "the rotator's grant is Policy.Read.All"
+    );
+
+    let readme = infra_file("README.md");
+    assert!(
+        shell_commands(&readme)
+            .iter()
+            .any(|c| { c.starts_with("grant <rotatorPrincipalId> ") && c.contains(permission) }),
+        "the README's grant script grants {permission} to the rotator"
+    );
+    let matrix = markdown_section(&readme, "## Permission matrix").join("\n");
+    assert!(
+        matrix.lines().any(|row| {
+            row.starts_with(
+                "| rotator | Graph `Policy.Read.All` (`246dd0d5-5bd0-4def-940b-0421030a5b68`)",
+            )
+        }),
+        "the permission matrix lists the rotator's {permission} with its app role id"
+    );
+}

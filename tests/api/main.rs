@@ -27,4 +27,5 @@ mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;
 mod table_oauth;
+mod tenant_policy;
 mod tls_listener;

@@ -21,8 +21,8 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
 use chrono::{DateTime, Utc};
 use keyturn_standins::{
-    Fault, LoggedRequest, Permissions, QueueOptions, ReceivedMessage, Route, SecretSeed, Service,
-    Standins, StoredSecret,
+    Fault, LoggedRequest, PasswordRestriction, Permissions, QueueOptions, ReceivedMessage, Route,
+    SecretSeed, Service, Standins, StoredSecret,
 };
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -629,6 +629,13 @@ impl<P: SecretStore> SecretStore for Tripped<P> {
 
 #[async_trait]
 impl<P: CredentialIssuer> CredentialIssuer for Tripped<P> {
+    async fn password_rules(
+        &self,
+        app: &DirectoryObjectId,
+    ) -> Result<keyturn::ports::directory::PasswordRules, PortError> {
+        self.inner.password_rules(app).await
+    }
+
     async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError> {
         self.inner.application(app_id).await
     }
@@ -1290,6 +1297,7 @@ async fn a_graph_identity_without_application_readwrite_is_a_permanent_recorded_
         "keyturn-without-write",
         Permissions::only([
             "Application.Read.All",
+            "Policy.Read.All",
             "secrets/get",
             "secrets/list",
             "secrets/set",
@@ -1365,10 +1373,12 @@ async fn an_app_management_policy_violation_is_a_permanent_recorded_failure() {
     let w = world().await;
     let v1 = w.seed_keyturn_version().await;
     let job_message = planned_job(&w, &v1).await;
-    // The tenant allows passwords of at most 30 days; keyturn's default asks for 90.
+    // The tenant forbids adding passwords; keyturn reads its policy before addPassword.
+    // (A maxLifetime shorter than keyturn's validity is no failure: keyturn caps the
+    // lifetime to it, see tenant_policy.rs.)
     w.standins
         .graph()
-        .set_max_password_lifetime(Some(Duration::from_secs(30 * 24 * 3600)));
+        .set_tenant_password_restrictions(vec![PasswordRestriction::password_addition(None)]);
 
     let answer = w
         .worker()
@@ -1376,16 +1386,16 @@ async fn an_app_management_policy_violation_is_a_permanent_recorded_failure() {
         .completed("RotationWorker", &delivery(&job_message, 1))
         .await;
 
-    assert_permanent(
+    let tag = assert_permanent(
         &w,
         &answer,
         "policy_violation",
-        "CredentialInvalidLifetimeAsPerAppPolicy",
+        "CredentialTypeNotAllowedAsPerAppPolicy",
     )
     .await;
+    assert!(tag.contains("policy_violation"), "{tag}");
     let adds = w.requests(Service::Graph, "POST", "/addPassword");
-    assert_eq!(adds.len(), 1, "not retried");
-    assert_eq!(adds[0].status, 400);
+    assert_eq!(adds.len(), 0, "refused before asking Graph");
     assert_eq!(w.versions().len(), 1, "no new version");
     assert_eq!(w.keyturn_credentials(), vec![v1.key_id], "nothing added");
 }

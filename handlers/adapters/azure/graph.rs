@@ -33,7 +33,7 @@ use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
 use crate::domain::secret::SecretValue;
 use crate::ports::directory::{
     AlternativeSecurityId, Application, CredentialIssuer, Device, DeviceDirectory,
-    IssuedCredential, PasswordCredential,
+    IssuedCredential, PasswordCredential, PasswordRules,
 };
 use crate::ports::{FailureKind, PortError};
 
@@ -55,6 +55,171 @@ pub(crate) const APP_POLICY_CODES: [&str; 2] = [
 /// What keyturn's identity needs to manage credentials of applications it owns.
 pub const APPLICATION_PERMISSION: &str =
     "Microsoft Graph Application.ReadWrite.OwnedBy (and ownership of the application)";
+/// What reading app management policies needs. Microsoft documents Policy.Read.All as the
+/// least privileged application permission for `GET /policies/defaultAppManagementPolicy`
+/// and for an application's `appManagementPolicies`.
+pub const POLICY_PERMISSION: &str = "Microsoft Graph Policy.Read.All (to read the app management policies that bound a new credential)";
+
+/// `signInAudience` values of applications that allow personal Microsoft accounts: Entra
+/// lets those hold at most two passwords (`TooManyAppPasswords` beyond).
+const PERSONAL_ACCOUNT_AUDIENCES: [&str; 2] = [
+    "AzureADandPersonalMicrosoftAccount",
+    "PersonalMicrosoftAccount",
+];
+
+/// The passwords an application that allows personal Microsoft accounts may hold.
+pub const PERSONAL_ACCOUNT_MAX_PASSWORDS: usize = 2;
+
+/// The tenant's default policy's name, when it has none of its own.
+const TENANT_POLICY: &str = "the tenant's default app management policy";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplicationFacts {
+    created_date_time: Option<DateTime<Utc>>,
+    sign_in_audience: Option<String>,
+}
+
+/// One `passwordCredentialConfiguration` of a policy's restrictions.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PasswordRestriction {
+    restriction_type: Option<String>,
+    /// `enabled` or `disabled`; policies written before the property existed omit it.
+    state: Option<String>,
+    /// An ISO 8601 duration (`P90D`), for `passwordLifetime`.
+    max_lifetime: Option<String>,
+    restrict_for_apps_created_after_date_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Restrictions {
+    #[serde(default)]
+    password_credentials: Vec<PasswordRestriction>,
+}
+
+/// An `appManagementPolicy` assigned to an application (its `restrictions`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApplicationPolicy {
+    display_name: Option<String>,
+    is_enabled: Option<bool>,
+    restrictions: Option<Restrictions>,
+}
+
+/// The `tenantAppManagementPolicy` (its `applicationRestrictions`).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TenantPolicy {
+    display_name: Option<String>,
+    is_enabled: Option<bool>,
+    application_restrictions: Option<Restrictions>,
+}
+
+/// An ISO 8601 duration as app management policies write `maxLifetime` (`P90D`,
+/// `P1Y`, `PT12H`, `P4DT12H`). Years count 365 days and months 28, the shortest each can
+/// be, so a lifetime capped to it is never beyond what the policy allows.
+pub(crate) fn iso_duration(text: &str) -> Option<chrono::Duration> {
+    let rest = text.trim().strip_prefix('P')?;
+    let (date, time) = match rest.split_once('T') {
+        Some((date, time)) => (date, Some(time)),
+        None => (rest, None),
+    };
+    let mut total = chrono::Duration::zero();
+    let mut any = false;
+    let mut add = |part: &str, units: &[(char, i64)]| -> Option<()> {
+        let mut number = String::new();
+        let mut next_unit = 0;
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+                continue;
+            }
+            let position = units[next_unit..].iter().position(|(unit, _)| *unit == c)?;
+            let seconds = units[next_unit + position].1;
+            let value: i64 = number.parse().ok()?;
+            total = total.checked_add(&chrono::Duration::seconds(value.checked_mul(seconds)?))?;
+            number.clear();
+            next_unit += position + 1;
+            any = true;
+        }
+        number.is_empty().then_some(())
+    };
+    const DAY: i64 = 86_400;
+    add(
+        date,
+        &[
+            ('Y', 365 * DAY),
+            ('M', 28 * DAY),
+            ('W', 7 * DAY),
+            ('D', DAY),
+        ],
+    )?;
+    if let Some(time) = time {
+        if time.is_empty() {
+            return None;
+        }
+        add(time, &[('H', 3600), ('M', 60), ('S', 1)])?;
+    }
+    any.then_some(total)
+}
+
+/// The rules `restrictions` of policy `name` set for an application created at `created`.
+fn password_rules(
+    name: &str,
+    restrictions: &Restrictions,
+    created: Option<DateTime<Utc>>,
+    context: &FailureContext<'_>,
+) -> Result<PasswordRules, PortError> {
+    let mut rules = PasswordRules::default();
+    for restriction in &restrictions.password_credentials {
+        let enabled = restriction
+            .state
+            .as_deref()
+            .is_none_or(|state| state.eq_ignore_ascii_case("enabled"));
+        // A restriction reaches only applications created after its date; an application
+        // whose creation time Graph did not give is held to it.
+        let reaches = match (
+            restriction.restrict_for_apps_created_after_date_time,
+            created,
+        ) {
+            (Some(after), Some(created)) => created > after,
+            _ => true,
+        };
+        if !enabled || !reaches {
+            continue;
+        }
+        match restriction.restriction_type.as_deref() {
+            Some(kind) if kind.eq_ignore_ascii_case("passwordAddition") => {
+                rules.forbidden_by = Some(name.to_owned());
+            }
+            Some(kind) if kind.eq_ignore_ascii_case("passwordLifetime") => {
+                let text = restriction.max_lifetime.as_deref().unwrap_or_default();
+                let lifetime = iso_duration(text)
+                    .filter(|lifetime| *lifetime > chrono::Duration::zero())
+                    .ok_or_else(|| {
+                        PortError::invalid(format!(
+                            "{}: policy `{name}` has a passwordLifetime restriction whose maxLifetime is not an ISO 8601 duration",
+                            context.operation
+                        ))
+                    })?;
+                if rules
+                    .max_lifetime
+                    .as_ref()
+                    .is_none_or(|(shortest, _)| lifetime < *shortest)
+                {
+                    rules.max_lifetime = Some((lifetime, name.to_owned()));
+                }
+            }
+            // customPasswordAddition (a secret the caller chooses: keyturn never does),
+            // symmetric keys and anything newer do not bound a generated password.
+            _ => {}
+        }
+    }
+    Ok(rules)
+}
+
 /// What the secret endpoint's identity needs to look devices up.
 pub const DEVICE_PERMISSION: &str = "Microsoft Graph Device.Read.All";
 
@@ -417,6 +582,67 @@ impl CredentialIssuer for GraphClient {
             .collect())
     }
 
+    async fn password_rules(&self, app: &DirectoryObjectId) -> Result<PasswordRules, PortError> {
+        let operation = format!("reading the app management policies of application object {app}");
+        let app_context = context(&operation, APPLICATION_PERMISSION);
+        let url = self.url(
+            &format!("applications/{app}"),
+            &[("$select", "createdDateTime,signInAudience")],
+        );
+        let facts: ApplicationFacts = self.get(url, &app_context).await?;
+        let policy_context = context(&operation, POLICY_PERMISSION);
+        let url = self.url(&format!("applications/{app}/appManagementPolicies"), &[]);
+        let assigned: Collection<ApplicationPolicy> = self.get(url, &policy_context).await?;
+        // An application's own policy replaces the tenant's default for it.
+        let own = assigned
+            .value
+            .into_iter()
+            .find(|policy| policy.is_enabled.unwrap_or(true));
+        let mut rules = match own {
+            Some(policy) => {
+                let name = policy
+                    .display_name
+                    .filter(|name| !name.trim().is_empty())
+                    .unwrap_or_else(|| "the application's app management policy".to_owned());
+                password_rules(
+                    &name,
+                    &policy.restrictions.unwrap_or_default(),
+                    facts.created_date_time,
+                    &policy_context,
+                )?
+            }
+            None => {
+                let url = self.url("policies/defaultAppManagementPolicy", &[]);
+                let tenant: TenantPolicy = self.get(url, &policy_context).await?;
+                if tenant.is_enabled.unwrap_or(true) {
+                    let name = tenant
+                        .display_name
+                        .filter(|name| !name.trim().is_empty())
+                        .map_or_else(
+                            || TENANT_POLICY.to_owned(),
+                            |name| format!("{name} (the tenant's default)"),
+                        );
+                    password_rules(
+                        &name,
+                        &tenant.application_restrictions.unwrap_or_default(),
+                        facts.created_date_time,
+                        &policy_context,
+                    )?
+                } else {
+                    PasswordRules::default()
+                }
+            }
+        };
+        if facts
+            .sign_in_audience
+            .as_deref()
+            .is_some_and(|audience| PERSONAL_ACCOUNT_AUDIENCES.contains(&audience))
+        {
+            rules.max_passwords = Some(PERSONAL_ACCOUNT_MAX_PASSWORDS);
+        }
+        Ok(rules)
+    }
+
     async fn add_password(
         &self,
         app: &DirectoryObjectId,
@@ -542,6 +768,24 @@ mod tests {
 
     fn object() -> DirectoryObjectId {
         DirectoryObjectId::parse(OBJECT).expect("valid")
+    }
+
+    #[test]
+    fn max_lifetimes_read_as_iso_8601_durations_never_longer_than_meant() {
+        let day = chrono::Duration::days(1);
+        assert_eq!(iso_duration("P90D"), Some(day * 90));
+        assert_eq!(iso_duration("P2W"), Some(day * 14));
+        assert_eq!(iso_duration("PT12H"), Some(chrono::Duration::hours(12)));
+        assert_eq!(
+            iso_duration("P1DT2H30M"),
+            Some(day + chrono::Duration::minutes(150))
+        );
+        // The shortest a year and a month can be.
+        assert_eq!(iso_duration("P1Y"), Some(day * 365));
+        assert_eq!(iso_duration("P1M"), Some(day * 28));
+        for bad in ["", "P", "90D", "PT", "P1H", "P1D2", "PxD", "P1.5D", "P1DT"] {
+            assert_eq!(iso_duration(bad), None, "{bad:?}");
+        }
     }
 
     #[tokio::test]

@@ -211,6 +211,14 @@ impl LocalDirectory {
 
 #[async_trait]
 impl CredentialIssuer for LocalDirectory {
+    /// The local directory has no app management policies.
+    async fn password_rules(
+        &self,
+        _app: &DirectoryObjectId,
+    ) -> Result<crate::ports::directory::PasswordRules, PortError> {
+        Ok(crate::ports::directory::PasswordRules::default())
+    }
+
     async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError> {
         let app_id_text = app_id.to_string();
         let row: Option<(String, Option<String>)> = self

@@ -29,7 +29,9 @@ use crate::domain::ids::{AppId, DirectoryObjectId, KeyId};
 use crate::domain::names::{ObjectId, ObjectName};
 use crate::domain::secret::SecretValue;
 use crate::ports::audit::Outcome;
-use crate::ports::directory::{Application, IssuedCredential, PasswordCredential, ProofError};
+use crate::ports::directory::{
+    Application, IssuedCredential, PasswordCredential, PasswordRules, ProofError,
+};
 use crate::ports::vault::{NewSecretVersion, SecretProperties};
 use crate::ports::{FailureKind, PortError};
 use crate::rotation::RotationError;
@@ -214,9 +216,13 @@ pub(super) async fn rotate(
         return resume(step, object, current, &app, managed, pending).await;
     }
 
+    let rules = password_rules(step, object, &app).await?;
     let now = step.engine.clock().now();
-    let end = requested_end(now, managed);
+    let end = capped_end(now, requested_end(now, managed), &rules);
     let issued = add(step, object, &app, end).await?;
+    // The credential ends when Graph says it does: its answer, not the request, is the
+    // expiry the pending copy and then the promoted version carry.
+    let end = issued.credential.end.unwrap_or(end);
     let pending = stage(step, object, &app, managed, &issued, end, now).await?;
     advance(step, object, current, &app, managed, pending, 0).await
 }
@@ -225,6 +231,90 @@ pub(super) async fn rotate(
 /// seconds (Graph keeps whole seconds; the vault's expiry must equal the credential's end).
 pub(super) fn requested_end(now: DateTime<Utc>, managed: &ManagedObject) -> DateTime<Utc> {
     (now + managed.policy.validity.span()).trunc_subsecs(0)
+}
+
+/// The tenant's rules for a new password of `app`, read before `addPassword`: a policy
+/// that forbids passwords is a permanent failure naming it, and so is an application that
+/// may hold only two passwords (it allows personal Microsoft accounts) and holds them.
+async fn password_rules(
+    step: &Step<'_>,
+    object: &ObjectId,
+    app: &Application,
+) -> Result<PasswordRules, RotationError> {
+    let directory = &step.engine.ports().directory;
+    let rules = retrying(
+        step.engine,
+        step.deadline,
+        "reading the app management policies",
+        || directory.password_rules(&app.object_id),
+    )
+    .await
+    .map_err(|e| {
+        RotationError::port(
+            format!(
+                "reading the app management policies of application {}",
+                app.app_id
+            ),
+            e,
+        )
+    })?;
+    if let Some(policy) = &rules.forbidden_by {
+        return Err(RotationError::PasswordsForbidden {
+            object: object.to_string(),
+            app_id: app.app_id.to_string(),
+            policy: policy.clone(),
+        });
+    }
+    if let Some(max) = rules.max_passwords {
+        let held = retrying(
+            step.engine,
+            step.deadline,
+            "listing password credentials",
+            || directory.password_credentials(&app.object_id),
+        )
+        .await
+        .map_err(|e| {
+            RotationError::port(
+                format!("listing the credentials of application {}", app.app_id),
+                e,
+            )
+        })?
+        .len();
+        if held >= max {
+            return Err(RotationError::TooManyPasswords {
+                object: object.to_string(),
+                app_id: app.app_id.to_string(),
+                max,
+                held,
+            });
+        }
+    }
+    Ok(rules)
+}
+
+/// `end`, or the end the policy's `maxLifetime` allows from `now` when that is sooner.
+pub(super) fn capped_end(
+    now: DateTime<Utc>,
+    end: DateTime<Utc>,
+    rules: &PasswordRules,
+) -> DateTime<Utc> {
+    match &rules.max_lifetime {
+        Some((max, policy)) => {
+            let allowed = now
+                .checked_add_signed(*max)
+                .map_or(end, |allowed| allowed.trunc_subsecs(0));
+            if allowed < end {
+                tracing::warn!(
+                    %policy,
+                    requested = %end,
+                    allowed = %allowed,
+                    "the app management policy caps the new credential's lifetime"
+                );
+            }
+            end.min(allowed)
+        }
+        None => end,
+    }
 }
 
 /// `addPassword` with this rotation's marker, audited. A credential whose addition cannot

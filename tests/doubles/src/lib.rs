@@ -865,6 +865,14 @@ impl MemoryDirectory {
 
 #[async_trait]
 impl CredentialIssuer for MemoryDirectory {
+    /// The in-memory directory has no app management policies.
+    async fn password_rules(
+        &self,
+        _app: &DirectoryObjectId,
+    ) -> Result<keyturn::ports::directory::PasswordRules, PortError> {
+        Ok(keyturn::ports::directory::PasswordRules::default())
+    }
+
     async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError> {
         self.faults.before("application")?;
         Ok(locked(&self.applications)

@@ -37,6 +37,10 @@ pub mod permission {
     pub const APPLICATION_READWRITE_OWNEDBY: &str = "Application.ReadWrite.OwnedBy";
     pub const DEVICE_READ_ALL: &str = "Device.Read.All";
     pub const DIRECTORY_READ_ALL: &str = "Directory.Read.All";
+    pub const POLICY_READ_ALL: &str = "Policy.Read.All";
+    pub const POLICY_READ_APPLICATION_CONFIGURATION: &str = "Policy.Read.ApplicationConfiguration";
+    pub const POLICY_READWRITE_APPLICATION_CONFIGURATION: &str =
+        "Policy.ReadWrite.ApplicationConfiguration";
 }
 
 const READ_APPLICATIONS: [&str; 3] = [
@@ -48,6 +52,13 @@ const WRITE_APPLICATIONS: [&str; 2] = [
     permission::APPLICATION_READWRITE_ALL,
     permission::APPLICATION_READWRITE_OWNEDBY,
 ];
+/// `GET /policies/defaultAppManagementPolicy` and an application's
+/// `appManagementPolicies` (with an application read permission).
+const READ_POLICIES: [&str; 3] = [
+    permission::POLICY_READ_ALL,
+    permission::POLICY_READ_APPLICATION_CONFIGURATION,
+    permission::POLICY_READWRITE_APPLICATION_CONFIGURATION,
+];
 const READ_DEVICES: [&str; 2] = [permission::DEVICE_READ_ALL, permission::DIRECTORY_READ_ALL];
 
 #[derive(Debug, Default)]
@@ -55,7 +66,10 @@ pub(crate) struct Directory {
     applications: Vec<Application>,
     devices: Vec<Device>,
     propagation_delay: Duration,
-    max_password_lifetime: Option<Duration>,
+    /// The tenant's default app management policy (`tenantAppManagementPolicy`).
+    tenant_policy: AppManagementPolicy,
+    /// Added to the `endDateTime` addPassword answers (and keeps), when set.
+    answered_end_offset: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -65,6 +79,13 @@ struct Application {
     display_name: String,
     passwords: Vec<StoredPassword>,
     permissions: Permissions,
+    /// When it was created (`createdDateTime`).
+    created: DateTime<Utc>,
+    /// `AzureADMyOrg`, `AzureADMultipleOrgs`, `AzureADandPersonalMicrosoftAccount` or
+    /// `PersonalMicrosoftAccount`.
+    sign_in_audience: String,
+    /// The app management policy assigned to it, which replaces the tenant's default.
+    policy: Option<AppManagementPolicy>,
     /// The application ids whose service principals own this application: with only
     /// `Application.ReadWrite.OwnedBy`, a caller may change only applications it owns.
     owners: Vec<Uuid>,
@@ -279,9 +300,62 @@ impl GraphStandin<'_> {
             display_name: display_name.into(),
             passwords: Vec::new(),
             permissions,
+            created: self.shared.clock.now(),
+            sign_in_audience: "AzureADMyOrg".to_owned(),
+            policy: None,
             owners: Vec::new(),
         });
         seeded
+    }
+
+    /// The tenant's default app management policy's password restrictions; an empty list
+    /// disables the policy (`isEnabled: false`), as in a tenant that never set one.
+    pub fn set_tenant_password_restrictions(&self, restrictions: Vec<PasswordRestriction>) {
+        let mut directory = self.lock();
+        directory.tenant_policy.is_enabled = !restrictions.is_empty();
+        directory.tenant_policy.passwords = restrictions;
+    }
+
+    /// Assigns an app management policy named `display_name` to the application; `None`
+    /// removes it, and the tenant's default applies again.
+    pub fn set_application_policy(
+        &self,
+        object_id: Uuid,
+        policy: Option<(&str, Vec<PasswordRestriction>)>,
+    ) {
+        if let Some(app) = self
+            .lock()
+            .applications
+            .iter_mut()
+            .find(|a| a.id == object_id)
+        {
+            app.policy = policy.map(|(name, passwords)| AppManagementPolicy {
+                id: Uuid::new_v4(),
+                display_name: name.to_owned(),
+                is_enabled: true,
+                passwords,
+            });
+        }
+    }
+
+    /// The application's `signInAudience`.
+    pub fn set_sign_in_audience(&self, object_id: Uuid, audience: &str) {
+        if let Some(app) = self
+            .lock()
+            .applications
+            .iter_mut()
+            .find(|a| a.id == object_id)
+        {
+            app.sign_in_audience = audience.to_owned();
+        }
+    }
+
+    /// Makes addPassword answer (and keep) an `endDateTime` `offset` away from the one
+    /// requested: Graph documents its answer as the credential, so a test can tell which
+    /// of the two a client stores.
+    pub fn set_answered_end_offset(&self, offset: Option<std::time::Duration>) {
+        self.lock().answered_end_offset =
+            offset.map(|o| Duration::from_std(o).unwrap_or(Duration::MAX));
     }
 
     /// Makes the service principal of application `owner_app_id` an owner of the
@@ -332,11 +406,17 @@ impl GraphStandin<'_> {
         self.lock().propagation_delay = Duration::from_std(delay).unwrap_or(Duration::MAX);
     }
 
-    /// An app management policy's `passwordLifetime` restriction: addPassword asking for
-    /// more is refused with `CredentialInvalidLifetimeAsPerAppPolicy`.
+    /// The tenant default policy's `passwordLifetime` restriction (in seconds): addPassword
+    /// asking for more is refused with `CredentialInvalidLifetimeAsPerAppPolicy`. `None`
+    /// lifts the tenant's restrictions.
     pub fn set_max_password_lifetime(&self, max: Option<std::time::Duration>) {
-        self.lock().max_password_lifetime =
-            max.map(|m| Duration::from_std(m).unwrap_or(Duration::MAX));
+        self.set_tenant_password_restrictions(
+            max.map(|m| {
+                PasswordRestriction::password_lifetime(&format!("PT{}S", m.as_secs()), None)
+            })
+            .into_iter()
+            .collect(),
+        );
     }
 
     pub fn seed_device(&self, device: Device) {
@@ -346,6 +426,98 @@ impl GraphStandin<'_> {
     fn lock(&self) -> MutexGuard<'_, Directory> {
         self.shared.directory()
     }
+}
+
+/// One `passwordCredentialConfiguration` of an app management policy: a restriction on
+/// the password credentials of applications created after `restrict_for_apps_created_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordRestriction {
+    /// `passwordAddition`, `passwordLifetime`, `customPasswordAddition`,
+    /// `symmetricKeyAddition` or `symmetricKeyLifetime`.
+    pub restriction_type: String,
+    /// An ISO 8601 duration for the lifetime restrictions (`P90D`).
+    pub max_lifetime: Option<String>,
+    pub restrict_for_apps_created_after: Option<DateTime<Utc>>,
+    /// `state`: `enabled` or `disabled`.
+    pub enabled: bool,
+}
+
+impl PasswordRestriction {
+    /// Blocks adding passwords to applications created after `after`.
+    pub fn password_addition(after: Option<DateTime<Utc>>) -> Self {
+        Self {
+            restriction_type: "passwordAddition".to_owned(),
+            max_lifetime: None,
+            restrict_for_apps_created_after: after,
+            enabled: true,
+        }
+    }
+
+    /// Limits new passwords to `max_lifetime` (ISO 8601, such as `P30D`).
+    pub fn password_lifetime(max_lifetime: &str, after: Option<DateTime<Utc>>) -> Self {
+        Self {
+            restriction_type: "passwordLifetime".to_owned(),
+            max_lifetime: Some(max_lifetime.to_owned()),
+            restrict_for_apps_created_after: after,
+            enabled: true,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "restrictionType": self.restriction_type,
+            "state": if self.enabled { "enabled" } else { "disabled" },
+            "maxLifetime": self.max_lifetime,
+            "restrictForAppsCreatedAfterDateTime": self.restrict_for_apps_created_after.map(graph_time),
+        })
+    }
+}
+
+/// An app management policy: the tenant's default or one assigned to an application.
+#[derive(Debug, Clone, Default)]
+struct AppManagementPolicy {
+    id: Uuid,
+    display_name: String,
+    is_enabled: bool,
+    passwords: Vec<PasswordRestriction>,
+}
+
+/// Applications that allow personal Microsoft accounts hold at most this many passwords.
+pub const PERSONAL_ACCOUNT_MAX_PASSWORDS: usize = 2;
+
+/// What Graph answers to a `maxLifetime`: the stand-in reads days, hours, minutes and
+/// seconds, years as 365 days and months as 30.
+fn lifetime(text: &str) -> Option<Duration> {
+    let rest = text.strip_prefix('P')?;
+    let (date, time) = rest.split_once('T').unwrap_or((rest, ""));
+    let mut total = Duration::zero();
+    for (part, units) in [
+        (
+            date,
+            &[
+                ('Y', 365 * 86_400),
+                ('M', 30 * 86_400),
+                ('W', 7 * 86_400),
+                ('D', 86_400),
+            ][..],
+        ),
+        (time, &[('H', 3600), ('M', 60), ('S', 1)][..]),
+    ] {
+        let mut number = String::new();
+        for c in part.chars() {
+            if c.is_ascii_digit() {
+                number.push(c);
+            } else {
+                let seconds = units.iter().find(|(u, _)| *u == c)?.1;
+                total += Duration::seconds(number.parse::<i64>().ok()? * seconds);
+                number.clear();
+            }
+        }
+        if !number.is_empty() {
+            return None;
+        }
+    }
+    Some(total)
 }
 
 fn password_info(p: &StoredPassword) -> PasswordInfo {
@@ -379,6 +551,8 @@ fn application_json(app: &Application) -> Value {
         "id": app.id,
         "appId": app.app_id,
         "displayName": app.display_name,
+        "createdDateTime": graph_time(app.created),
+        "signInAudience": app.sign_in_audience,
         "passwordCredentials": app.passwords.iter().map(|p| password_json(&password_info(p), None)).collect::<Vec<_>>(),
     })
 }
@@ -494,6 +668,15 @@ fn handle(
         (&Method::GET, ["v1.0", "applications", id]) => {
             require(&grant, &READ_APPLICATIONS)?;
             get_application(shared, id, select.as_deref())
+        }
+        (&Method::GET, ["v1.0", "applications", id, "appManagementPolicies"]) => {
+            require(&grant, &READ_APPLICATIONS)?;
+            require(&grant, &READ_POLICIES)?;
+            application_policies(shared, id)
+        }
+        (&Method::GET, ["v1.0", "policies", "defaultAppManagementPolicy"]) => {
+            require(&grant, &READ_POLICIES)?;
+            Ok(tenant_policy(shared))
         }
         (&Method::POST, ["v1.0", "applications", id, "addPassword"]) => {
             require(&grant, &WRITE_APPLICATIONS)?;
@@ -778,17 +961,44 @@ fn add_password(
         ));
     }
     let mut directory = shared.directory();
-    if !directory.applications.iter().any(|a| a.id == object_id) {
+    let Some(app) = directory.applications.iter().find(|a| a.id == object_id) else {
         return Err(not_found(id));
+    };
+    for restriction in effective_restrictions(&directory, app) {
+        match restriction.restriction_type.as_str() {
+            "passwordAddition" => {
+                return Err(GraphError::bad_request(
+                    "CredentialTypeNotAllowedAsPerAppPolicy",
+                    "Password credentials are not allowed as per assigned policy.",
+                ));
+            }
+            "passwordLifetime" => {
+                let max = restriction
+                    .max_lifetime
+                    .as_deref()
+                    .and_then(lifetime)
+                    .unwrap_or(Duration::MAX);
+                if end - start > max {
+                    return Err(GraphError::bad_request(
+                        "CredentialInvalidLifetimeAsPerAppPolicy",
+                        "Credential lifetime exceeds the max value allowed as per assigned policy.",
+                    ));
+                }
+            }
+            _ => {}
+        }
     }
-    if let Some(max) = directory.max_password_lifetime
-        && end - start > max
-    {
+    let personal = matches!(
+        app.sign_in_audience.as_str(),
+        "AzureADandPersonalMicrosoftAccount" | "PersonalMicrosoftAccount"
+    );
+    if personal && app.passwords.len() >= PERSONAL_ACCOUNT_MAX_PASSWORDS {
         return Err(GraphError::bad_request(
-            "CredentialInvalidLifetimeAsPerAppPolicy",
-            "Credential lifetime exceeds the max value allowed as per assigned policy.",
+            "TooManyAppPasswords",
+            "The application already has the maximum number of passwords allowed for applications that support personal Microsoft accounts.",
         ));
     }
+    let end = end + directory.answered_end_offset.unwrap_or_else(Duration::zero);
     let usable_from = (now + directory.propagation_delay).max(start);
     let display_name = credential.display_name;
     let created = directory
@@ -843,6 +1053,79 @@ fn remove_password(shared: &Shared, id: &str, body: &[u8]) -> Result<Response, G
         ));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn policy_json(policy: &AppManagementPolicy, restrictions_field: &str) -> Value {
+    let mut body = json!({
+        "id": policy.id,
+        "displayName": policy.display_name,
+        "description": "",
+        "isEnabled": policy.is_enabled,
+    });
+    body[restrictions_field] = json!({
+        "passwordCredentials": policy.passwords.iter().map(PasswordRestriction::to_json).collect::<Vec<_>>(),
+        "keyCredentials": [],
+    });
+    body
+}
+
+fn tenant_policy(shared: &Shared) -> Response {
+    let directory = shared.directory();
+    let mut policy = directory.tenant_policy.clone();
+    policy.id = Uuid::nil();
+    policy.display_name = "Default app management tenant policy".to_owned();
+    let mut body = policy_json(&policy, "applicationRestrictions");
+    body["description"] = json!(
+        "Default tenant policy that enforces app management restrictions on applications and service principals. To apply policy to targeted resources, create a new policy under appManagementPolicies collection."
+    );
+    body["servicePrincipalRestrictions"] =
+        json!({ "passwordCredentials": [], "keyCredentials": [] });
+    body["@odata.context"] = json!(format!(
+        "{GRAPH_METADATA}#policies/defaultAppManagementPolicy/$entity"
+    ));
+    axum::Json(body).into_response()
+}
+
+fn application_policies(shared: &Shared, id: &str) -> Result<Response, GraphError> {
+    let object_id = parse_object_id(id)?;
+    let directory = shared.directory();
+    let app = directory
+        .applications
+        .iter()
+        .find(|a| a.id == object_id)
+        .ok_or_else(|| not_found(id))?;
+    let value: Vec<Value> = app
+        .policy
+        .iter()
+        .map(|policy| policy_json(policy, "restrictions"))
+        .collect();
+    Ok(axum::Json(json!({
+        "@odata.context": format!("{GRAPH_METADATA}#policies/appManagementPolicies"),
+        "value": value,
+    }))
+    .into_response())
+}
+
+/// The password restrictions addPassword is held to for `app`: its own policy where one
+/// is assigned and enabled, else the tenant's default where enabled; only enabled ones
+/// that reach an application created when it was.
+fn effective_restrictions(directory: &Directory, app: &Application) -> Vec<PasswordRestriction> {
+    let policy = match &app.policy {
+        Some(policy) if policy.is_enabled => policy,
+        Some(_) => return Vec::new(),
+        None if directory.tenant_policy.is_enabled => &directory.tenant_policy,
+        None => return Vec::new(),
+    };
+    policy
+        .passwords
+        .iter()
+        .filter(|r| r.enabled)
+        .filter(|r| {
+            r.restrict_for_apps_created_after
+                .is_none_or(|after| app.created > after)
+        })
+        .cloned()
+        .collect()
 }
 
 fn list_devices(

@@ -42,7 +42,7 @@ use crate::server::Listener;
 pub use crate::auth::{Audience, Permissions};
 pub use crate::credential::StandinCredential;
 pub use crate::faults::{Fault, Route};
-pub use crate::graph::{Device, GraphStandin, NewPassword, SeededApplication};
+pub use crate::graph::{Device, GraphStandin, NewPassword, PasswordRestriction, SeededApplication};
 pub use crate::keyvault::{KeyVaultStandin, NetworkRefusal, SecretSeed, StoredSecret};
 pub use crate::log::LoggedRequest;
 pub use crate::managed_identity::{IdentityFault, ManagedIdentityStandin};
