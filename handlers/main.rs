@@ -141,8 +141,8 @@ enum AuditCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
-    /// Print entries for a terminal (default `--format table`), oldest first; page with
-    /// --from-sequence and --limit. Exit 2 when the log cannot be read.
+    /// Print entries for a terminal (default `--format table`), every writer's chain in
+    /// turn, oldest first in each; page with --from-chain, --from-sequence and --limit. Exit 2 when the log cannot be read.
     List(AuditReadArgs),
     /// Print entries for other tools (default `--format json`: one object per line per
     /// entry, every field its hash covers). Exit 2 when the log cannot be read.
@@ -182,11 +182,15 @@ struct AuditReadArgs {
     outcome: Option<String>,
     #[arg(long, value_enum)]
     format: Option<FormatArg>,
-    /// Start at this position.
+    /// Start in this chain (a writer's chain name, as the CHAIN column shows); chains
+    /// before it are skipped. Default: the first.
+    #[arg(long)]
+    from_chain: Option<String>,
+    /// Start at this position (in --from-chain, else in the first chain).
     #[arg(long, default_value_t = 1)]
     from_sequence: u64,
-    /// Print at most this many entries; stderr then names the --from-sequence of the
-    /// next page.
+    /// Print at most this many entries; stderr then names the --from-chain and
+    /// --from-sequence of the next page.
     #[arg(long)]
     limit: Option<u64>,
 }
@@ -522,7 +526,7 @@ async fn audit_verify(data_dir: Option<PathBuf>, public_key: Option<PathBuf>) ->
 
 /// `keyturn audit list` and `keyturn audit export`.
 async fn audit_read(args: AuditReadArgs, default_format: FormatArg) -> ExitCode {
-    use keyturn::audit::export::{self, Filter, Format};
+    use keyturn::audit::export::{self, Filter, Format, Start};
     let usage = |problem: String| {
         eprintln!("keyturn: {problem}");
         ExitCode::from(2)
@@ -556,6 +560,14 @@ async fn audit_read(args: AuditReadArgs, default_format: FormatArg) -> ExitCode 
         Ok(filter) => filter,
         Err(problem) => return usage(problem),
     };
+    let start = Start {
+        chain: match args.from_chain.map(keyturn::ports::audit::ChainId::parse) {
+            None => None,
+            Some(Ok(chain)) => Some(chain),
+            Some(Err(e)) => return usage(format!("--from-chain: {e}")),
+        },
+        position: args.from_sequence,
+    };
     let location = startup::AuditLocation {
         data_dir: args.data_dir,
         table: args.table,
@@ -575,7 +587,7 @@ async fn audit_read(args: AuditReadArgs, default_format: FormatArg) -> ExitCode 
         store.as_ref(),
         &filter,
         format,
-        args.from_sequence,
+        &start,
         args.limit,
         &mut out,
     )
@@ -587,8 +599,16 @@ async fn audit_read(args: AuditReadArgs, default_format: FormatArg) -> ExitCode 
                 "keyturn: {} entries printed ({} occurrences) of {} read; {} unreadable",
                 summary.printed, summary.occurrences, summary.read, summary.unreadable
             );
-            if let Some(next) = summary.next_from {
-                eprintln!("keyturn: more entries follow: --from-sequence {next}");
+            if let Some(next) = &summary.next_from {
+                let chain = next
+                    .chain
+                    .as_ref()
+                    .map(|chain| format!("--from-chain {chain} "))
+                    .unwrap_or_default();
+                eprintln!(
+                    "keyturn: more entries follow: {chain}--from-sequence {}",
+                    next.position
+                );
             }
             ExitCode::SUCCESS
         }

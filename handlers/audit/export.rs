@@ -1,7 +1,8 @@
-//! Reading the log out: `keyturn audit list` and `keyturn audit export`. Entries are
-//! read a window at a time from the first position to the head as it stood when the
-//! export began, filtered, and written as they come, so memory stays flat however long
-//! the log is. Entries hold names, versions, thumbprints and hashes, never a secret
+//! Reading the log out: `keyturn audit list` and `keyturn audit export`. Every chain
+//! the store holds is read, one after the other in the order of the store's survey
+//! (chain name order); each is read a window at a time from its first position to its
+//! head as it stood when that chain's turn came, filtered, and written as it comes, so
+//! memory stays flat however long the log is and however many writers wrote it. Entries hold names, versions, thumbprints and hashes, never a secret
 //! value (see [`crate::ports::audit`]); an export prints nothing else.
 
 use std::io::{self, Write};
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use crate::ports::PortError;
 use crate::ports::audit::{
-    AuditEntry, AuditStore, AuditText, Outcome, StoredEntry, format_audit_time,
+    AuditEntry, AuditStore, AuditText, ChainId, Outcome, StoredEntry, format_audit_time,
 };
 
 /// Positions read per request: the verification window, for the same reasons (flat
@@ -81,8 +82,27 @@ pub enum Format {
     Csv,
 }
 
+/// Where an export starts, or where the next page does: a position in a chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Start {
+    /// The chain to start in; chains before it (in survey order) are skipped. `None`
+    /// starts in the first chain.
+    pub chain: Option<ChainId>,
+    /// The position to start at in that chain; later chains start at their first.
+    pub position: u64,
+}
+
+impl Default for Start {
+    fn default() -> Self {
+        Self {
+            chain: None,
+            position: 1,
+        }
+    }
+}
+
 /// What an export read and printed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ExportSummary {
     /// Stored entries read.
     pub read: u64,
@@ -92,9 +112,9 @@ pub struct ExportSummary {
     pub occurrences: u64,
     /// Entries that no longer decode (printed as such when no filter is set).
     pub unreadable: u64,
-    /// When the limit stopped the export before the head: the position to start the
-    /// next page from (`--from-sequence`).
-    pub next_from: Option<u64>,
+    /// When the limit stopped the export before the end: the chain and position to
+    /// start the next page from (`--from-chain`, `--from-sequence`).
+    pub next_from: Option<Start>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,19 +130,19 @@ pub enum ExportError {
     Write(#[from] io::Error),
 }
 
-/// Prints the entries of `store` that match `filter`, oldest first, starting at
-/// position `from`, at most `limit` of them. A closed output (`| head`) ends the export
-/// quietly.
+/// Prints the entries of every chain of `store` that match `filter`, chain by chain and
+/// oldest first within each, starting at `from`, at most `limit` of them. A closed
+/// output (`| head`) ends the export quietly.
 pub async fn export(
     store: &dyn AuditStore,
     filter: &Filter,
     format: Format,
-    from: u64,
+    from: &Start,
     limit: Option<u64>,
     out: &mut dyn Write,
 ) -> Result<ExportSummary, ExportError> {
     let mut summary = ExportSummary::default();
-    match write_all(store, filter, format, from.max(1), limit, out, &mut summary).await {
+    match write_all(store, filter, format, from, limit, out, &mut summary).await {
         Err(ExportError::Write(error)) if error.kind() == io::ErrorKind::BrokenPipe => Ok(summary),
         Err(error) => Err(error),
         Ok(()) => {
@@ -136,15 +156,63 @@ async fn write_all(
     store: &dyn AuditStore,
     filter: &Filter,
     format: Format,
-    from: u64,
+    from: &Start,
     limit: Option<u64>,
     out: &mut dyn Write,
     summary: &mut ExportSummary,
 ) -> Result<(), ExportError> {
-    let failed = |operation| move |source| ExportError::Store { operation, source };
     header(format, out)?;
+    let survey = store.survey().await.map_err(|source| ExportError::Store {
+        operation: "surveying its chains",
+        source,
+    })?;
+    let mut chains = survey.chains;
+    chains.sort();
+    let mut chains = chains.into_iter().peekable();
+    if let Some(first) = &from.chain {
+        while chains.next_if(|chain| chain < first).is_some() {}
+    }
+    for (index, chain) in chains.enumerate() {
+        // Only the chain paging starts in starts past its first position.
+        let start = if index == 0 && from.chain.as_ref().is_none_or(|first| *first == chain) {
+            from.position.max(1)
+        } else {
+            1
+        };
+        let reader = if chain == store.chain() {
+            None
+        } else {
+            Some(store.for_chain(&chain).ok_or_else(|| ExportError::Store {
+                operation: "opening a chain",
+                source: PortError::invalid(format!(
+                    "the store lists chain `{chain}` but cannot read it"
+                )),
+            })?)
+        };
+        let reader = reader.as_deref().unwrap_or(store);
+        if !write_chain(reader, &chain, filter, format, start, limit, out, summary).await? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Prints one chain's matching entries from `from` to its head; `false` when the limit
+/// stopped it (`summary.next_from` then says where to go on).
+#[allow(clippy::too_many_arguments)]
+async fn write_chain(
+    store: &dyn AuditStore,
+    chain: &ChainId,
+    filter: &Filter,
+    format: Format,
+    from: u64,
+    limit: Option<u64>,
+    out: &mut dyn Write,
+    summary: &mut ExportSummary,
+) -> Result<bool, ExportError> {
+    let failed = |operation| move |source| ExportError::Store { operation, source };
     let Some(head) = store.head().await.map_err(failed("reading the head"))? else {
-        return Ok(());
+        return Ok(true);
     };
     let mut next = from;
     while next <= head.position {
@@ -158,8 +226,11 @@ async fn write_all(
                 Err(_) => filter.is_empty(),
             };
             if printable && limit.is_some_and(|limit| summary.printed >= limit) {
-                summary.next_from = Some(stored.position);
-                return Ok(());
+                summary.next_from = Some(Start {
+                    chain: Some(chain.clone()),
+                    position: stored.position,
+                });
+                return Ok(false);
             }
             summary.read += 1;
             match &stored.content {
@@ -168,7 +239,7 @@ async fn write_all(
                 Err(_) => summary.unreadable += 1,
             }
             if printable {
-                write_entry(format, stored, out)?;
+                write_entry(format, chain, stored, out)?;
                 summary.printed += 1;
             }
         }
@@ -177,7 +248,7 @@ async fn write_all(
             None => break,
         };
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One entry as exported: every field the hash covers, under the names the README
@@ -185,6 +256,7 @@ async fn write_all(
 /// empty, so an empty cell always means absent).
 #[derive(Serialize)]
 struct Line<'a> {
+    chain: &'a str,
     sequence: u64,
     time: String,
     actor_kind: &'static str,
@@ -213,7 +285,8 @@ struct Line<'a> {
     hash: String,
 }
 
-const CSV_COLUMNS: [&str; 18] = [
+const CSV_COLUMNS: [&str; 19] = [
+    "chain",
     "sequence",
     "time",
     "actor_kind",
@@ -235,11 +308,12 @@ const CSV_COLUMNS: [&str; 18] = [
 ];
 
 impl<'a> Line<'a> {
-    fn of(entry: &'a AuditEntry) -> Self {
+    fn of(chain: &'a ChainId, entry: &'a AuditEntry) -> Self {
         let record = &entry.record;
         let object = &record.object;
         let text = |value: &'a Option<AuditText>| value.as_ref().map(AuditText::as_str);
         Self {
+            chain: chain.as_str(),
             sequence: entry.sequence,
             time: format_audit_time(&record.at),
             actor_kind: record.actor.kind(),
@@ -260,9 +334,10 @@ impl<'a> Line<'a> {
         }
     }
 
-    fn csv_cells(&self) -> [String; 18] {
+    fn csv_cells(&self) -> [String; 19] {
         let owned = |value: Option<&str>| value.unwrap_or_default().to_owned();
         [
+            self.chain.to_owned(),
             self.sequence.to_string(),
             self.time.clone(),
             self.actor_kind.to_owned(),
@@ -285,9 +360,10 @@ impl<'a> Line<'a> {
     }
 }
 
-/// The table's columns and their widths: sequence, time (to the millisecond), outcome,
-/// count, action, actor, object; the reason follows unpadded.
-const TABLE_WIDTHS: [usize; 6] = [8, 24, 9, 6, 27, 20];
+/// The table's columns and their widths: chain (a writer's chain name is `w-` and 32
+/// hex digits), sequence, time (to the millisecond), outcome, count, action, actor,
+/// object; the reason follows unpadded.
+const TABLE_WIDTHS: [usize; 7] = [34, 8, 24, 9, 6, 27, 20];
 
 fn header(format: Format, out: &mut dyn Write) -> io::Result<()> {
     match format {
@@ -296,14 +372,19 @@ fn header(format: Format, out: &mut dyn Write) -> io::Result<()> {
         Format::Table => table_row(
             out,
             [
-                "SEQUENCE", "TIME", "OUTCOME", "COUNT", "ACTION", "ACTOR", "OBJECT",
+                "CHAIN", "SEQUENCE", "TIME", "OUTCOME", "COUNT", "ACTION", "ACTOR", "OBJECT",
             ],
             "REASON",
         ),
     }
 }
 
-fn write_entry(format: Format, stored: &StoredEntry, out: &mut dyn Write) -> io::Result<()> {
+fn write_entry(
+    format: Format,
+    chain: &ChainId,
+    stored: &StoredEntry,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let entry = match &stored.content {
         Ok(entry) => entry,
         Err(problem) => {
@@ -311,20 +392,23 @@ fn write_entry(format: Format, stored: &StoredEntry, out: &mut dyn Write) -> io:
             return match format {
                 Format::Json => {
                     let line = serde_json::json!({
+                        "chain": chain.as_str(),
                         "sequence": stored.position,
                         "unreadable": problem,
                     });
                     writeln!(out, "{line}")
                 }
                 Format::Csv => {
-                    let mut cells: [String; 18] = Default::default();
-                    cells[0] = stored.position.to_string();
-                    cells[17] = problem;
+                    let mut cells: [String; 19] = Default::default();
+                    cells[0] = chain.as_str().to_owned();
+                    cells[1] = stored.position.to_string();
+                    cells[18] = problem;
                     writeln!(out, "{}", csv_row(&cells))
                 }
                 Format::Table => table_row(
                     out,
                     [
+                        chain.as_str(),
                         &stored.position.to_string(),
                         "",
                         "UNREADABLE",
@@ -338,7 +422,7 @@ fn write_entry(format: Format, stored: &StoredEntry, out: &mut dyn Write) -> io:
             };
         }
     };
-    let line = Line::of(entry);
+    let line = Line::of(chain, entry);
     match format {
         Format::Json => {
             let json = serde_json::to_string(&line).map_err(io::Error::other)?;
@@ -365,6 +449,7 @@ fn write_entry(format: Format, stored: &StoredEntry, out: &mut dyn Write) -> io:
             table_row(
                 out,
                 [
+                    line.chain,
                     &line.sequence.to_string(),
                     &time,
                     line.outcome,
@@ -379,12 +464,12 @@ fn write_entry(format: Format, stored: &StoredEntry, out: &mut dyn Write) -> io:
     }
 }
 
-fn table_row(out: &mut dyn Write, cells: [&str; 7], reason: &str) -> io::Result<()> {
+fn table_row(out: &mut dyn Write, cells: [&str; 8], reason: &str) -> io::Result<()> {
     for (cell, width) in cells.iter().zip(TABLE_WIDTHS) {
         write!(out, "{cell:<width$} ")?;
     }
     // The object column is last but one and may be long: pad it too, then the reason.
-    writeln!(out, "{:<32} {reason}", cells[6]).map(|_| ())
+    writeln!(out, "{:<32} {reason}", cells[7]).map(|_| ())
 }
 
 /// One CSV row: a cell holding a comma or a quote is quoted, its quotes doubled

@@ -206,7 +206,7 @@ fn csv_has_a_header_and_one_row_per_entry_and_table_one_line_per_entry() {
     assert_eq!(
         rows.next(),
         Some(
-            "sequence,time,actor_kind,actor,action,vault,secret_name,secret_version,app_id,\
+            "chain,sequence,time,actor_kind,actor,action,vault,secret_name,secret_version,app_id,\
              key_id,thumbprint,outcome,reason,invocation_id,count,prev_hash,hash,unreadable"
         )
     );
@@ -214,8 +214,95 @@ fn csv_has_a_header_and_one_row_per_entry_and_table_one_line_per_entry() {
 
     let table = stdout(&audit(&data, &["list"]));
     let mut lines = table.lines();
-    assert!(lines.next().expect("a header").starts_with("SEQUENCE"));
+    assert!(lines.next().expect("a header").starts_with("CHAIN"));
     assert_eq!(lines.count(), all.len());
+}
+
+/// A second writer's chain in the local store `keyturn dev` left: `count` denied
+/// `secret.read` entries naming `writer-<n>`.
+async fn write_second_chain(data: &Path, chain: &str, count: u32) {
+    use keyturn::adapters::local::audit::LocalAuditStore;
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::audit::{Actor, AuditLog, AuditText, Outcome};
+    use keyturn::ports::audit::{AuditRecord, ChainId};
+
+    let store = LocalStore::open(data.join("keyturn.db")).expect("the store opens");
+    let chain = ChainId::parse(chain).expect("a chain name");
+    let log = AuditLog::new(std::sync::Arc::new(LocalAuditStore::with_chain(
+        store, chain,
+    )));
+    let text = |value: &str| AuditText::parse(value).expect("audit text");
+    for index in 0..count {
+        let mut record = AuditRecord::new(
+            chrono::Utc::now(),
+            Actor::Identity(text("sha256:second-writer")),
+            text("secret.read"),
+            Outcome::Denied,
+        );
+        record.object.secret_name = Some(text(&format!("writer-{index}")));
+        log.append(record).await.expect("append");
+    }
+}
+
+#[tokio::test]
+async fn every_writers_chain_is_listed_exported_filtered_and_paged() {
+    let (_dir, data) = populated();
+    let first = json_lines(&audit(&data, &["export"]));
+    let second = "w-0123456789abcdef0123456789abcdef";
+    write_second_chain(&data, second, 5).await;
+
+    let all = json_lines(&audit(&data, &["export"]));
+    assert_eq!(all.len(), first.len() + 5, "both chains are exported");
+    let (default, other): (Vec<_>, Vec<_>) = all.iter().partition(|e| e["chain"] != second);
+    assert!(default.iter().all(|e| e["chain"] == "chain"), "{default:?}");
+    for (chain, entries) in [("default", &default), (second, &other)] {
+        for (index, entry) in entries.iter().enumerate() {
+            assert_eq!(entry["sequence"], index as u64 + 1, "{chain}: {entry}");
+        }
+        for pair in entries.windows(2) {
+            assert_eq!(pair[1]["prev_hash"], pair[0]["hash"], "{chain} links");
+        }
+    }
+    assert_eq!(other.len(), 5);
+
+    let denied = json_lines(&audit(
+        &data,
+        &[
+            "export",
+            "--identity",
+            "sha256:second-writer",
+            "--outcome",
+            "denied",
+        ],
+    ));
+    assert_eq!(denied.len(), 5, "filters reach the second chain");
+    assert!(denied.iter().all(|e| e["chain"] == second));
+
+    let page = audit(
+        &data,
+        &["export", "--limit", &(first.len() + 2).to_string()],
+    );
+    assert_eq!(json_lines(&page), all[..first.len() + 2]);
+    assert!(
+        stderr(&page).contains(&format!("--from-chain {second} --from-sequence 3")),
+        "{}",
+        stderr(&page)
+    );
+    let rest = json_lines(&audit(
+        &data,
+        &["export", "--from-chain", second, "--from-sequence", "3"],
+    ));
+    assert_eq!(rest, all[first.len() + 2..]);
+
+    let csv = stdout(&audit(&data, &["export", "--format", "csv"]));
+    assert_eq!(
+        csv.lines()
+            .filter(|row| row.starts_with(&format!("{second},")))
+            .count(),
+        5
+    );
+    let table = stdout(&audit(&data, &["list"]));
+    assert_eq!(table.lines().filter(|l| l.starts_with(second)).count(), 5);
 }
 
 #[test]
@@ -265,6 +352,10 @@ async fn export_reads_a_table_named_on_the_command_line() {
     let table = TableName::parse(&name).expect("a valid table name");
     let store = TableAuditStore::new(client, table);
     store.ensure_table().await.expect("table created");
+    let second = keyturn::ports::audit::ChainId::parse("w-5e60d").expect("a chain name");
+    let other = AuditLog::new(
+        keyturn::ports::audit::AuditStore::for_chain(&store, &second).expect("chains"),
+    );
     let log = AuditLog::new(std::sync::Arc::new(store));
     let text = |value: &str| AuditText::parse(value).expect("audit text");
     for index in 0..7u32 {
@@ -282,6 +373,28 @@ async fn export_reads_a_table_named_on_the_command_line() {
         record.count = (index == 3).then_some(42);
         log.append(record).await.expect("append");
     }
+    for index in 0..2u32 {
+        let mut record = AuditRecord::new(
+            chrono::Utc::now(),
+            Actor::Identity(text("sha256:other")),
+            text("secret.read"),
+            Outcome::Succeeded,
+        );
+        record.object.secret_name = Some(text(&format!("other-{index}")));
+        other.append(record).await.expect("append");
+    }
+
+    let everything = keyturn(&[("KEYTURN_TABLE_CONNECTION_STRING", &connection_string)])
+        .args(["audit", "export", "--table", &name])
+        .output()
+        .expect("keyturn audit export runs");
+    let everything = json_lines(&everything);
+    let chains: Vec<(&str, u64)> = everything
+        .iter()
+        .filter_map(|e| Some((e["chain"].as_str()?, e["sequence"].as_u64()?)))
+        .collect();
+    assert_eq!(chains.len(), 9, "both chains of the table: {chains:?}");
+    assert_eq!(chains[7..], [("w-5e60d", 1), ("w-5e60d", 2)]);
 
     let output = keyturn(&[("KEYTURN_TABLE_CONNECTION_STRING", &connection_string)])
         .args(["audit", "export", "--table", &name, "--outcome", "denied"])
