@@ -11,9 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::ports::PortError;
-use crate::ports::audit::{
-    AuditEntry, AuditStore, AuditText, ChainId, Outcome, StoredEntry, format_audit_time,
-};
+use crate::ports::audit::{AuditEntry, AuditFields, AuditStore, ChainId, Outcome, StoredEntry};
 
 /// Positions read per request: the verification window, for the same reasons (flat
 /// memory, under Table storage's 1000-entity page).
@@ -251,38 +249,14 @@ async fn write_chain(
     Ok(true)
 }
 
-/// One entry as exported: every field the hash covers, under the names the README
-/// documents. Absent fields are left out of JSON and empty in CSV (audit text is never
-/// empty, so an empty cell always means absent).
+/// One entry as exported: its chain, then every field the hash covers under the names
+/// the README documents ([`AuditFields`]). Absent fields are left out of JSON and empty
+/// in CSV (audit text is never empty, so an empty cell always means absent).
 #[derive(Serialize)]
 struct Line<'a> {
     chain: &'a str,
-    sequence: u64,
-    time: String,
-    actor_kind: &'static str,
-    actor: &'a str,
-    action: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vault: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret_name: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret_version: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    app_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    thumbprint: Option<&'a str>,
-    outcome: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    invocation_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    count: Option<u64>,
-    prev_hash: String,
-    hash: String,
+    #[serde(flatten)]
+    fields: AuditFields<'a>,
 }
 
 const CSV_COLUMNS: [&str; 19] = [
@@ -309,52 +283,34 @@ const CSV_COLUMNS: [&str; 19] = [
 
 impl<'a> Line<'a> {
     fn of(chain: &'a ChainId, entry: &'a AuditEntry) -> Self {
-        let record = &entry.record;
-        let object = &record.object;
-        let text = |value: &'a Option<AuditText>| value.as_ref().map(AuditText::as_str);
         Self {
             chain: chain.as_str(),
-            sequence: entry.sequence,
-            time: format_audit_time(&record.at),
-            actor_kind: record.actor.kind(),
-            actor: record.actor.name().as_str(),
-            action: record.action.as_str(),
-            vault: text(&object.vault),
-            secret_name: text(&object.secret_name),
-            secret_version: text(&object.secret_version),
-            app_id: text(&object.app_id),
-            key_id: text(&object.key_id),
-            thumbprint: text(&object.thumbprint),
-            outcome: record.outcome.as_str(),
-            reason: text(&record.reason),
-            invocation_id: text(&record.invocation_id),
-            count: record.count,
-            prev_hash: entry.prev_hash.to_hex(),
-            hash: entry.hash.to_hex(),
+            fields: AuditFields::of(entry),
         }
     }
 
     fn csv_cells(&self) -> [String; 19] {
         let owned = |value: Option<&str>| value.unwrap_or_default().to_owned();
+        let f = &self.fields;
         [
             self.chain.to_owned(),
-            self.sequence.to_string(),
-            self.time.clone(),
-            self.actor_kind.to_owned(),
-            self.actor.to_owned(),
-            self.action.to_owned(),
-            owned(self.vault),
-            owned(self.secret_name),
-            owned(self.secret_version),
-            owned(self.app_id),
-            owned(self.key_id),
-            owned(self.thumbprint),
-            self.outcome.to_owned(),
-            owned(self.reason),
-            owned(self.invocation_id),
-            self.count.map(|c| c.to_string()).unwrap_or_default(),
-            self.prev_hash.clone(),
-            self.hash.clone(),
+            f.sequence.to_string(),
+            f.time.clone(),
+            f.actor_kind.to_owned(),
+            f.actor.to_owned(),
+            f.action.to_owned(),
+            owned(f.vault),
+            owned(f.secret_name),
+            owned(f.secret_version),
+            owned(f.app_id),
+            owned(f.key_id),
+            owned(f.thumbprint),
+            f.outcome.to_owned(),
+            owned(f.reason),
+            owned(f.invocation_id),
+            f.count.map(|c| c.to_string()).unwrap_or_default(),
+            f.prev_hash.clone(),
+            f.hash.clone(),
             String::new(),
         ]
     }
@@ -431,15 +387,16 @@ fn write_entry(
         Format::Csv => writeln!(out, "{}", csv_row(&line.csv_cells())),
         Format::Table => {
             let vault = line
+                .fields
                 .vault
                 .map(|v| v.trim_start_matches("https://").trim_end_matches('/'));
             let object = [
                 vault,
-                line.secret_name,
-                line.secret_version,
-                line.app_id,
-                line.key_id,
-                line.thumbprint,
+                line.fields.secret_name,
+                line.fields.secret_version,
+                line.fields.app_id,
+                line.fields.key_id,
+                line.fields.thumbprint,
             ]
             .into_iter()
             .flatten()
@@ -450,15 +407,15 @@ fn write_entry(
                 out,
                 [
                     line.chain,
-                    &line.sequence.to_string(),
+                    &line.fields.sequence.to_string(),
                     &time,
-                    line.outcome,
+                    line.fields.outcome,
                     &entry.record.occurrences().to_string(),
-                    line.action,
-                    line.actor,
+                    line.fields.action,
+                    line.fields.actor,
                     &object,
                 ],
-                line.reason.unwrap_or_default(),
+                line.fields.reason.unwrap_or_default(),
             )
         }
     }

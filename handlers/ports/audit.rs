@@ -450,6 +450,67 @@ impl fmt::Display for ChainId {
     }
 }
 
+/// An entry flattened into its named fields, every one its hash covers, as text (the
+/// one place that says which field is which and how it is written): the Table entity's
+/// properties and the export's JSON fields and CSV columns are these. Absent fields are
+/// `None` (and left out of JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditFields<'a> {
+    pub sequence: u64,
+    pub time: String,
+    pub actor_kind: &'static str,
+    pub actor: &'a str,
+    pub action: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vault: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret_version: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thumbprint: Option<&'a str>,
+    pub outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl<'a> AuditFields<'a> {
+    pub fn of(entry: &'a AuditEntry) -> Self {
+        let record = &entry.record;
+        let object = &record.object;
+        let text = |value: &'a Option<AuditText>| value.as_ref().map(AuditText::as_str);
+        Self {
+            sequence: entry.sequence,
+            time: format_audit_time(&record.at),
+            actor_kind: record.actor.kind(),
+            actor: record.actor.name().as_str(),
+            action: record.action.as_str(),
+            vault: text(&object.vault),
+            secret_name: text(&object.secret_name),
+            secret_version: text(&object.secret_version),
+            app_id: text(&object.app_id),
+            key_id: text(&object.key_id),
+            thumbprint: text(&object.thumbprint),
+            outcome: record.outcome.as_str(),
+            reason: text(&record.reason),
+            invocation_id: text(&record.invocation_id),
+            count: record.count,
+            prev_hash: entry.prev_hash.to_hex(),
+            hash: entry.hash.to_hex(),
+        }
+    }
+}
+
 /// What a store holds as a whole: every chain with at least one row, and every row that
 /// belongs to no chain's positions (a foreign row: written by someone other than
 /// keyturn, or keyed so that it names no position).

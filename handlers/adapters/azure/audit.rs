@@ -30,8 +30,8 @@ use crate::adapters::azure::client::table::{
     Entity, EntityKey, MAX_BATCH_ENTITIES, Page, Query, TableClient, TableName, odata_string,
 };
 use crate::ports::audit::{
-    Actor, AuditDataError, AuditEntry, AuditObject, AuditRecord, AuditStore, AuditText, ChainId,
-    ForeignRow, StoredEntry, Survey, format_audit_time, parse_audit_count, parse_audit_time,
+    Actor, AuditDataError, AuditEntry, AuditFields, AuditObject, AuditRecord, AuditStore,
+    AuditText, ChainId, ForeignRow, StoredEntry, Survey, parse_audit_count, parse_audit_time,
 };
 use crate::ports::{FailureKind, PortError};
 
@@ -308,27 +308,26 @@ struct AuditRow {
 
 impl AuditRow {
     fn from_entry(entry: &AuditEntry) -> Self {
-        let record = &entry.record;
-        let object = &record.object;
-        let text = |value: &Option<AuditText>| value.as_ref().map(|t| t.as_str().to_owned());
+        let fields = AuditFields::of(entry);
+        let text = |value: Option<&str>| value.map(str::to_owned);
         Self {
-            sequence: Some(entry.sequence.to_string()),
-            time: Some(format_audit_time(&record.at)),
-            actor_kind: Some(record.actor.kind().to_owned()),
-            actor: Some(record.actor.name().as_str().to_owned()),
-            action: Some(record.action.as_str().to_owned()),
-            vault: text(&object.vault),
-            secret_name: text(&object.secret_name),
-            secret_version: text(&object.secret_version),
-            app_id: text(&object.app_id),
-            key_id: text(&object.key_id),
-            thumbprint: text(&object.thumbprint),
-            outcome: Some(record.outcome.as_str().to_owned()),
-            reason: text(&record.reason),
-            invocation_id: text(&record.invocation_id),
-            prev_hash: Some(entry.prev_hash.to_hex()),
-            hash: Some(entry.hash.to_hex()),
-            count: record.count.map(|count| count.to_string()),
+            sequence: Some(fields.sequence.to_string()),
+            time: Some(fields.time),
+            actor_kind: Some(fields.actor_kind.to_owned()),
+            actor: Some(fields.actor.to_owned()),
+            action: Some(fields.action.to_owned()),
+            vault: text(fields.vault),
+            secret_name: text(fields.secret_name),
+            secret_version: text(fields.secret_version),
+            app_id: text(fields.app_id),
+            key_id: text(fields.key_id),
+            thumbprint: text(fields.thumbprint),
+            outcome: Some(fields.outcome.to_owned()),
+            reason: text(fields.reason),
+            invocation_id: text(fields.invocation_id),
+            prev_hash: Some(fields.prev_hash),
+            hash: Some(fields.hash),
+            count: fields.count.map(|count| count.to_string()),
         }
     }
 
