@@ -429,9 +429,8 @@ fn policy_defaults(settings: &Settings) -> Result<PolicyDefaults, StartupError> 
         .map_err(|e| StartupError::Rotation(e.to_string()))
 }
 
-/// Rotation on the embedded store: the local vault, the local directory (as credential
-/// issuer and token prover) and the local queue.
-/// The Table that keeps the rotation leases, next to the audit table.
+/// The Table that keeps the rotation leases, next to the audit table (the Bicep deploys it
+/// under this name).
 const LEASE_TABLE: &str = "keyturnleases";
 
 /// Where the rotation engine keeps the leases that fence instances off each other's
@@ -457,6 +456,8 @@ async fn object_leases(
     }
 }
 
+/// Rotation on the embedded store: the local vault, the local directory (as credential
+/// issuer and token prover) and the local queue.
 fn local_rotation_ports(local: &LocalBackends) -> Ports {
     Ports {
         secrets: Arc::new(local.vault.clone()),

@@ -144,6 +144,13 @@ resource auditTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
   name: auditTableName
 }
 
+// The rotation leases that fence instances off each other's objects (one row per object, a
+// growing fencing token). The name is fixed in keyturn (startup's LEASE_TABLE).
+resource leaseTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: 'keyturnleases'
+}
+
 // The Functions host keeps keys, leases and timer state in blob containers it creates itself,
 // so its role is on the account: Blob Data Owner is what identity-based AzureWebJobsStorage
 // requires. Neither app uses queue-backed triggers, so no queue role is granted.
@@ -171,6 +178,17 @@ resource endpointHostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 resource rotatorTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(auditTable.id, rotatorPrincipalId, roles.tableDataContributor)
   scope: auditTable
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+// Only the rotator takes rotation leases; the endpoint never touches them.
+resource rotatorLeaseTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(leaseTable.id, rotatorPrincipalId, roles.tableDataContributor)
+  scope: leaseTable
   properties: {
     principalId: rotatorPrincipalId
     principalType: 'ServicePrincipal'

@@ -1079,6 +1079,46 @@ fn the_rotator_holds_service_bus_data_owner_on_the_rotation_queue_alone() {
 }
 
 #[test]
+fn the_rotator_alone_holds_table_data_contributor_on_the_lease_table_keyturn_uses() {
+    let startup = std::fs::read_to_string(repo_root().join("handlers/startup/mod.rs"))
+        .expect("handlers/startup/mod.rs is readable");
+    let code_name = startup
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("const LEASE_TABLE: &str = "))
+        .and_then(|rest| rest.strip_suffix(';'))
+        .expect("start-up names its lease table in LEASE_TABLE")
+        .trim_matches('"');
+    let storage = infra_file("modules/storage.bicep");
+    let table = top_level_block(&storage, "resource leaseTable ");
+    assert!(
+        table
+            .iter()
+            .any(|l| l.trim() == format!("name: '{code_name}'")),
+        "the Bicep's lease table is not the `{code_name}` start-up uses"
+    );
+    let role = top_level_block(&storage, "resource rotatorLeaseTable ");
+    for expected in [
+        "scope: leaseTable",
+        "principalId: rotatorPrincipalId",
+        "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)",
+    ] {
+        assert!(
+            role.iter().any(|l| l.trim() == expected),
+            "the lease table's role assignment lacks `{expected}`"
+        );
+    }
+    let leased: Vec<_> = storage
+        .lines()
+        .filter(|l| l.trim() == "scope: leaseTable")
+        .collect();
+    assert_eq!(
+        leased.len(),
+        1,
+        "only the rotator is granted the lease table"
+    );
+}
+
+#[test]
 fn the_hosts_diagnostic_events_role_is_account_wide_and_off_unless_asked_for() {
     let main = main_bicep();
     assert_eq!(param_default(&main, "hostDiagnosticEvents"), Some("false"));

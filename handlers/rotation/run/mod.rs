@@ -8,8 +8,12 @@
 //!    `skipped`; duplicate and late deliveries are therefore harmless.
 //! 2. **One worker per object.** Service Bus sessions (`SessionId` = the object) hand an
 //!    object's jobs to one receiver at a time across instances; [`Engine`]'s per-object
-//!    lock does the same within a process. Key Vault offers no conditional write, so
-//!    nothing weaker could stand in for this.
+//!    lock does the same within a process. Neither is trusted alone: a session lock can be
+//!    lost to a long pause. A job also takes the object's lease (`ports::lease`, Table
+//!    storage or the local store) and confirms its fencing token before every write to
+//!    Graph or Key Vault; a job whose lease was taken over stops without destroying
+//!    anything. Key Vault and Graph cannot check the token themselves, so a holder stalled
+//!    inside one call past its lease term could still act once after a takeover.
 //! 3. **Marked before stored, stored before proven.** Every password credential keyturn
 //!    adds carries the marker `keyturn <rotation job id>` as its display name, and its
 //!    value is stored at once as the pending copy `keyturn-pending-{keyId}` in the same
@@ -240,15 +244,8 @@ async fn rotate_secret(
         };
         return step.skip(object, reason).await;
     }
-    let managed = match tags::managed(ObjectType::Secret, &current.tags, step.engine.defaults()) {
-        Ok(Some(managed)) => managed,
-        Ok(None) => return step.skip(object, "no longer managed").await,
-        Err(source) => {
-            return Err(RotationError::Tags {
-                object: object.to_string(),
-                source,
-            });
-        }
+    let Some(managed) = step.managed_secret(object, &current.tags)? else {
+        return step.skip(object, "no longer managed").await;
     };
     if !current.enabled {
         return step.skip(object, "the current version is disabled").await;
@@ -285,15 +282,8 @@ async fn prove_secret(
         // Promoted already (converge, as a late rotate delivery would) or superseded.
         return rotate_secret(step, object, replaces_version).await;
     }
-    let managed = match tags::managed(ObjectType::Secret, &current.tags, step.engine.defaults()) {
-        Ok(Some(managed)) => managed,
-        Ok(None) => return step.skip(object, "no longer managed").await,
-        Err(source) => {
-            return Err(RotationError::Tags {
-                object: object.to_string(),
-                source,
-            });
-        }
+    let Some(managed) = step.managed_secret(object, &current.tags)? else {
+        return step.skip(object, "no longer managed").await;
     };
     match &managed.policy.kind {
         tags::Kind::EntraAppSecret { app_id } => {
@@ -364,6 +354,21 @@ async fn take_lease(engine: &Engine, object: &ObjectId) -> Result<Option<Lease>,
 }
 
 impl Step<'_> {
+    /// The secret's keyturn policy from its current version's tags: `None` when it is no
+    /// longer managed, an error naming the object when the tags are malformed.
+    fn managed_secret(
+        &self,
+        object: &ObjectId,
+        tags: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Option<tags::ManagedObject>, RotationError> {
+        tags::managed(ObjectType::Secret, tags, self.engine.defaults()).map_err(|source| {
+            RotationError::Tags {
+                object: object.to_string(),
+                source,
+            }
+        })
+    }
+
     /// Confirms, right before a destructive step, that this job still holds the object's
     /// lease. Taken over: [`RotationError::Fenced`], and the step is not done.
     pub(crate) async fn fence(&self) -> Result<(), RotationError> {
