@@ -18,7 +18,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
-use crate::domain::file::{CappedReadError, read_capped_text};
+use crate::domain::file::{OwnerOnlyReadError, publish_owner_only, read_owner_only_text};
 use crate::ports::PortError;
 use crate::ports::checkpoint::{
     CheckpointSigner, CheckpointStore, MAX_CHECKPOINT_LINE_BYTES, PublicKey, Signature,
@@ -256,27 +256,8 @@ impl LocalSigningKey {
         let document = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
             .map_err(|_| SigningKeyError::Random)?;
         let text = Zeroizing::new(format!("{}\n", STANDARD.encode(document.as_ref())));
-        let temporary = path.with_file_name(format!(
-            "{SIGNING_KEY_FILE_NAME}.{}.tmp",
-            uuid::Uuid::new_v4().simple()
-        ));
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = (|| {
-            let mut file = options.open(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::hard_link(&temporary, path)
-        })();
-        let _ = fs::remove_file(&temporary);
         // Another process may have published its key first: then that one is read.
-        if let Err(error) = written
-            && !path.exists()
-        {
-            return Err(file_error(error));
-        }
+        publish_owner_only(path, text.as_bytes()).map_err(file_error)?;
         let key = Self::read_file(path)?;
         let public_path = file_beside(path, PUBLIC_KEY_FILE_NAME);
         let jwk = format!("{}\n", key.public.to_jwk());
@@ -293,31 +274,18 @@ impl LocalSigningKey {
             path: path.to_path_buf(),
             source,
         };
-        let metadata = fs::metadata(path).map_err(file_error)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(SigningKeyError::Exposed {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = metadata;
         let malformed = |problem| SigningKeyError::Malformed {
             path: path.to_path_buf(),
             problem,
         };
-        let text =
-            Zeroizing::new(read_capped_text(path, MAX_KEY_FILE_LEN).map_err(
-                |error| match error {
-                    CappedReadError::TooLarge { .. } => malformed("the file is too large"),
-                    CappedReadError::Io(source) => file_error(source),
-                },
-            )?);
+        let text = read_owner_only_text(path, MAX_KEY_FILE_LEN).map_err(|error| match error {
+            OwnerOnlyReadError::Exposed { mode } => SigningKeyError::Exposed {
+                path: path.to_path_buf(),
+                mode,
+            },
+            OwnerOnlyReadError::TooLarge { .. } => malformed("the file is too large"),
+            OwnerOnlyReadError::Io(source) => file_error(source),
+        })?;
         let document = Zeroizing::new(
             STANDARD
                 .decode(text.trim())

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -14,7 +14,7 @@ use rand::rngs::OsRng;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use zeroize::Zeroizing;
 
-use crate::domain::file::{CappedReadError, read_capped_text};
+use crate::domain::file::{OwnerOnlyReadError, publish_owner_only, read_owner_only_text};
 
 /// AES-256 takes a 32-byte key (FIPS 197).
 pub(crate) const KEY_LEN: usize = 32;
@@ -137,30 +137,10 @@ impl VaultKey {
         }
         let key = Self::generate()?;
         let text = Zeroizing::new(format!("{}\n", STANDARD.encode(key.raw.as_slice())));
-        // Written under a unique temporary name (O_EXCL) and hard-linked into place:
-        // `link` fails when the name exists, so two processes starting together cannot
-        // overwrite each other, and a reader never sees a half-written key.
-        let mut suffix = [0u8; 8];
-        OsRng
-            .try_fill_bytes(&mut suffix)
-            .map_err(|_| CryptoError::Random)?;
-        let temporary =
-            path.with_file_name(format!("{}.{}.tmp", KEY_FILE_NAME, hex::encode(suffix)));
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = (|| {
-            let mut file = options.open(&temporary)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::hard_link(&temporary, path)
-        })();
-        let _ = fs::remove_file(&temporary);
-        match written {
-            Ok(()) => Ok(key),
-            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Self::read_file(path),
-            Err(error) => Err(io_error(error)),
+        if publish_owner_only(path, text.as_bytes()).map_err(io_error)? {
+            Ok(key)
+        } else {
+            Self::read_file(path)
         }
     }
 
@@ -169,29 +149,18 @@ impl VaultKey {
             path: path.to_path_buf(),
             source,
         };
-        let metadata = fs::metadata(path).map_err(io_error)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = metadata.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                return Err(CryptoError::KeyFileExposed {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-        }
         // Bounded whatever the file is: metadata says nothing of a FIFO or a device.
-        let text =
-            Zeroizing::new(read_capped_text(path, MAX_KEY_FILE_LEN).map_err(
-                |error| match error {
-                    CappedReadError::TooLarge { cap } => CryptoError::KeyLength {
-                        found: usize::try_from(cap + 1).unwrap_or(usize::MAX),
-                        source_name: path.display().to_string(),
-                    },
-                    CappedReadError::Io(source) => io_error(source),
-                },
-            )?);
+        let text = read_owner_only_text(path, MAX_KEY_FILE_LEN).map_err(|error| match error {
+            OwnerOnlyReadError::Exposed { mode } => CryptoError::KeyFileExposed {
+                path: path.to_path_buf(),
+                mode,
+            },
+            OwnerOnlyReadError::TooLarge { cap } => CryptoError::KeyLength {
+                found: usize::try_from(cap + 1).unwrap_or(usize::MAX),
+                source_name: path.display().to_string(),
+            },
+            OwnerOnlyReadError::Io(source) => io_error(source),
+        })?;
         Self::from_base64(&text, &path.display().to_string())
     }
 
