@@ -388,18 +388,17 @@ async fn stage(
         expires: Some(end),
         tags: Pending::tags(object, &rotation_id(step), &key_id, deadline, 0, None, 0),
     };
-    let secrets = &step.engine.ports().secrets;
-    // Taken over since the credential was added: the new holder removes it as a stray
-    // (it bears this rotation's marker and no pending copy holds it).
-    step.fence().await?;
-    let stored = retrying(
-        step.engine,
-        step.deadline,
-        "storing the pending credential",
-        || secrets.set_secret(object.vault(), &name, &issued.secret, version.clone()),
-    )
-    .await
-    .map_err(|e| RotationError::port(format!("storing the pending copy {name} of {object}"), e));
+    // Fenced: taken over since the credential was added, the new holder removes it as a
+    // stray (it bears this rotation's marker and no pending copy holds it).
+    let stored = step
+        .store_secret(
+            object,
+            &name,
+            &issued.secret,
+            version,
+            &format!("storing the pending copy {name}"),
+        )
+        .await;
     let stored = match stored {
         Ok(stored) => stored,
         Err(error) => {
@@ -729,22 +728,21 @@ async fn promote(
             rotated_at: step.engine.clock().now(),
         },
     );
-    let secrets = &step.engine.ports().secrets;
-    step.fence().await?;
     let version = NewSecretVersion {
         content_type: current.content_type.clone(),
         not_before: None,
         expires: pending.properties.expires,
         tags,
     };
-    let stored = retrying(
-        step.engine,
-        step.deadline,
-        "storing the new version",
-        || secrets.set_secret(object.vault(), object.name(), value, version.clone()),
-    )
-    .await
-    .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e));
+    let stored = step
+        .store_secret(
+            object,
+            object.name(),
+            value,
+            version,
+            "storing a new version",
+        )
+        .await;
     let stored = match stored {
         Ok(stored) => stored,
         Err(error) => {

@@ -14,7 +14,6 @@ use crate::ports::audit::Outcome;
 use crate::ports::vault::{NewSecretVersion, SecretProperties};
 use crate::rotation::RotationError;
 use crate::rotation::plan::audit_object;
-use crate::rotation::retry::retrying;
 use crate::rotation::run::{RunOutcome, Step};
 use crate::rotation::tags::{self, Alphabet, ManagedObject, NewBookkeeping};
 
@@ -63,16 +62,15 @@ pub(super) async fn rotate(
             },
         ),
     };
-    let secrets = &step.engine.ports().secrets;
-    step.fence().await?;
-    let stored = retrying(
-        step.engine,
-        step.deadline,
-        "storing the new version",
-        || secrets.set_secret(object.vault(), object.name(), &value, version.clone()),
-    )
-    .await
-    .map_err(|e| RotationError::port(format!("storing a new version of {object}"), e))?;
+    let stored = step
+        .store_secret(
+            object,
+            object.name(),
+            &value,
+            version,
+            "storing a new version",
+        )
+        .await?;
     step.record(
         AuditAction::SecretRotated,
         audit_object(&stored.id, None),

@@ -56,9 +56,11 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::audit::{Action as AuditAction, AuditScope};
-use crate::domain::names::{ObjectId, ObjectType, ObjectVersion};
+use crate::domain::names::{ObjectId, ObjectName, ObjectType, ObjectVersion};
+use crate::domain::secret::SecretValue;
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
 use crate::ports::lease::{Lease, lease_key};
+use crate::ports::vault::{NewSecretVersion, SecretProperties};
 use crate::ports::{FailureKind, PortError};
 use crate::rotation::job::{Action, Job};
 use crate::rotation::plan::audit_object;
@@ -389,6 +391,26 @@ impl Step<'_> {
                 e,
             )),
         }
+    }
+
+    /// Writes `value` as a new version of `name` in the object's vault, fenced (a job whose
+    /// lease was taken over writes nothing) and retried within the invocation; a failure
+    /// names `what` and the object ("storing a new version of …").
+    pub(crate) async fn store_secret(
+        &self,
+        object: &ObjectId,
+        name: &ObjectName,
+        value: &SecretValue,
+        version: NewSecretVersion,
+        what: &str,
+    ) -> Result<SecretProperties, RotationError> {
+        self.fence().await?;
+        let secrets = &self.engine.ports().secrets;
+        retrying(self.engine, self.deadline, what, || {
+            secrets.set_secret(object.vault(), name, value, version.clone())
+        })
+        .await
+        .map_err(|e| RotationError::port(format!("{what} of {object}"), e))
     }
 
     /// Appends an audit entry; failing to audit fails the step (nothing happens unrecorded).
