@@ -41,6 +41,15 @@ pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// wait for centuries or overflow its clock arithmetic.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60 * 60);
 
+/// Longest wait for one try's answer. azure_core's transport has no timeout of its own, so
+/// an endpoint that accepts the connection and never answers (a hung identity endpoint, a
+/// stalled gateway) would hold the call, and the invocation, until the host kills it. A
+/// try that outlives this is a transport failure: retried like one, then handed to the
+/// caller as transient. Longer than the 60 s a service is asked to answer within (Service
+/// Bus's `timeout`), so a service's own timeout answers first; shorter than the 100 s
+/// Azure's SDKs give a try.
+pub const MAX_TRY_DURATION: Duration = Duration::from_secs(90);
+
 /// Longest time spent retrying one call: a fraction of the Functions default five
 /// minute timeout, so a failing call still leaves time to record the failure.
 pub(crate) const MAX_RETRY_ELAPSED: Duration = Duration::from_secs(60);
@@ -91,6 +100,7 @@ const BOUNDED_RETRY_NAME: &str = "BoundedRetry";
 /// schedules the retry itself.
 #[derive(Debug, Clone)]
 pub struct BoundedRetry {
+    try_timeout: Duration,
     initial_delay: Duration,
     max_retries: u32,
     max_elapsed: Duration,
@@ -100,6 +110,7 @@ pub struct BoundedRetry {
 impl Default for BoundedRetry {
     fn default() -> Self {
         Self {
+            try_timeout: MAX_TRY_DURATION,
             initial_delay: INITIAL_RETRY_DELAY,
             max_retries: MAX_RETRIES,
             max_elapsed: MAX_RETRY_ELAPSED,
@@ -139,7 +150,15 @@ impl Policy for BoundedRetry {
             if retry > 0 {
                 request.body_mut().reset().await?;
             }
-            let result = next[0].send(ctx, request, &next[1..]).await;
+            let result =
+                tokio::time::timeout(self.try_timeout, next[0].send(ctx, request, &next[1..]))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(azure_core::Error::with_message(
+                            ErrorKind::Io,
+                            format!("no answer within {} s", self.try_timeout.as_secs_f32()),
+                        ))
+                    });
             let asked = match &result {
                 Ok(response) if is_retryable(response.status()) => {
                     match u16::from(response.status()) {
@@ -766,6 +785,45 @@ mod tests {
             FailureKind::Transient {
                 retry_after: Some(MAX_RETRY_AFTER)
             }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_never_answers_is_a_transport_failure_after_each_try() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        // Accepts every connection and holds it open without a byte of answer.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                open.push(stream);
+            }
+        });
+        let retry = BoundedRetry {
+            try_timeout: Duration::from_millis(200),
+            initial_delay: Duration::from_millis(10),
+            max_retries: 1,
+            ..BoundedRetry::default()
+        };
+        let options = ClientOptions {
+            retry: RetryOptions::none(),
+            per_call_policies: vec![Arc::new(retry)],
+            ..ClientOptions::default()
+        };
+        let pipeline = pipeline(Some(options), PipelineAuth::None);
+        let mut request = Request::new(
+            azure_core::http::Url::parse(&format!("http://{address}/token")).expect("url"),
+            azure_core::http::Method::Get,
+        );
+        let error = send(&pipeline, &mut request, &CONTEXT)
+            .await
+            .expect_err("no answer ever comes");
+        held.abort();
+        assert!(
+            matches!(error.kind, FailureKind::Transient { .. }),
+            "{error:?}"
         );
     }
 
