@@ -32,6 +32,7 @@ use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
 use crate::local::handler::{Answer, Handler};
 use crate::local::ingress::{self, Deliver};
 use crate::local::ports;
+use crate::local::progress::{self, Follower};
 use crate::local::timer::Timer;
 use crate::ports::audit::{AuditEntry, AuditStore};
 use crate::startup::{LocalBackends, LocalOptions};
@@ -90,6 +91,8 @@ pub struct Summary {
     pub skipped: Vec<Touched>,
     pub failed: Vec<Touched>,
     pub dead_lettered: Vec<Touched>,
+    /// Objects whose new credential is still being proven, with the last proof step.
+    pub proving: Vec<Touched>,
     /// Jobs left in the queue for later (retirements after the overlap).
     pub scheduled: u64,
     pub deliveries: usize,
@@ -105,7 +108,7 @@ impl Summary {
 struct Backends {
     vault: LocalVault,
     queue: LocalQueue,
-    audit: LocalAuditStore,
+    audit: Arc<LocalAuditStore>,
     directory: LocalDirectory,
 }
 
@@ -309,7 +312,7 @@ async fn open_backends(
     };
     let opened = LocalBackends::open(options, clock).await.map_err(local)?;
     Ok(Backends {
-        audit: LocalAuditStore::new(opened.store.clone()),
+        audit: Arc::new(LocalAuditStore::new(opened.store.clone())),
         vault: opened.vault,
         queue: opened.queue,
         directory: opened.directory,
@@ -398,6 +401,15 @@ async fn once(
             _ => {}
         }
     }
+    let everything = Follower::from_start(backends.audit.clone()).next().await;
+    summary.proving = progress::still_proving(&everything)
+        .into_iter()
+        .map(|(name, reason)| Touched {
+            name: Some(name),
+            version: None,
+            reason,
+        })
+        .collect();
     summary
 }
 
@@ -549,6 +561,7 @@ async fn continuous(
     let ingress = tokio::spawn(async move {
         let _ = axum::serve(listener, ingress::router(delivery, event_functions)).await;
     });
+    let mut progress = Follower::from_now(backends.audit.clone()).await;
     println!(
         "{}",
         bootstrap::instructions(demo, data_dir, &options.tls_address, &ingress_url)
@@ -590,9 +603,21 @@ async fn continuous(
                 }
             }
         }
+        show(&progress.next().await);
     }
     ingress.abort();
     Ok(())
+}
+
+/// Prints a line per rotation step, under the instructions. A closed terminal stops
+/// nothing: the lines are only shown.
+fn show(entries: &[AuditEntry]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in entries.iter().filter_map(|e| progress::line(&e.record)) {
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = out.flush();
 }
 
 /// Delivers the local vault's due events, marking each raised only once the function took it.

@@ -10,5 +10,6 @@ pub mod handler;
 pub(crate) mod ingress;
 pub(crate) mod pki;
 pub(crate) mod ports;
+pub(crate) mod progress;
 pub(crate) mod timer;
 pub mod vault_cli;

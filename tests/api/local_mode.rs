@@ -763,3 +763,95 @@ fn dev_names_the_process_holding_its_tls_port() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dev_once_lists_the_objects_still_proving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    // The default proof asks for several acceptances over a window: one drain adds and
+    // stages the app secret's credential and leaves it proving.
+    let (code, summary) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(names(&summary, "proving"), ["demo-app-secret"], "{summary}");
+    assert!(
+        !names(&summary, "rotated").contains(&"demo-app-secret".to_string()),
+        "{summary}"
+    );
+}
+
+#[test]
+fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (tls, ingress) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let mut dev = keyturn(&[
+        ("KEYTURN_PROOF_SUCCESSES", "2"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
+    ])
+    .args(["dev", "--data-dir"])
+    .arg(&data)
+    .args(["--tls-address", &tls, "--ingress-address", &ingress])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("keyturn dev starts");
+    let lines =
+        std::io::BufRead::lines(std::io::BufReader::new(dev.stdout.take().expect("stdout")));
+    let (sender, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The vault's NearExpiry events queue the demo's rotations; the lines come as the
+    // pump runs them. The bound only keeps a broken build from hanging the suite.
+    let mut shown = Vec::new();
+    let done = |shown: &[String]| {
+        shown
+            .iter()
+            .any(|l| l.contains("  demo-app-secret  promoted version "))
+            && shown
+                .iter()
+                .any(|l| l.contains("  demo-generated  rotated to version "))
+    };
+    while !done(&shown) {
+        match received.recv_timeout(std::time::Duration::from_secs(120)) {
+            Ok(line) => shown.push(line),
+            Err(e) => panic!("the rotations never showed ({e}): {shown:#?}"),
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    assert!(dev.wait().expect("exits").success());
+
+    let position = |object: &str, step: &str| {
+        shown
+            .iter()
+            .position(|l| l.contains(&format!("  {object}  {step}")))
+            .unwrap_or_else(|| panic!("no `{step}` line for {object}: {shown:#?}"))
+    };
+    let added = position("demo-app-secret", "added credential ");
+    let proving = position("demo-app-secret", "proving: accepted 1/2");
+    let proven = position("demo-app-secret", "proving: accepted 2/2");
+    let promoted = position("demo-app-secret", "promoted version ");
+    assert!(
+        added < proving && proving < proven && proven < promoted,
+        "{shown:#?}"
+    );
+
+    let values = current_values(&data, &["demo-app-secret", "demo-generated"]);
+    let printed = shown.join("\n");
+    for value in &values {
+        assert!(value.len() >= 16, "a real secret value was read");
+        assert!(
+            !printed.contains(value.as_str()),
+            "a secret value was printed"
+        );
+    }
+}
