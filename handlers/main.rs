@@ -12,7 +12,7 @@ use keyturn::config::{
 use keyturn::functions::secret_endpoint;
 use keyturn::host::router::router;
 use keyturn::host::server;
-use keyturn::local::{dev, vault_cli};
+use keyturn::local::{dev, plan_cli, vault_cli};
 use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
@@ -74,6 +74,16 @@ enum Command {
         #[command(subcommand)]
         command: VaultCommand,
     },
+    /// Every managed object of the local store: when it is due and why, the lifetime its
+    /// next version would get, its overlap and retirement, and the objects that are
+    /// failing. Read-only: nothing is queued, written or audited. Only the local store is
+    /// supported yet (not Azure).
+    Plan {
+        #[arg(long, env = "KEYTURN_DATA_DIR", default_value = ".keyturn")]
+        data_dir: PathBuf,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        format: PlanFormat,
+    },
     /// Build the deployable zip: host.json, the function definitions and this binary.
     Package {
         /// Where to write the zip.
@@ -86,6 +96,12 @@ enum Command {
         #[arg(long, default_value = ".")]
         root: PathBuf,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PlanFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,6 +253,7 @@ fn main() -> ExitCode {
         } => runtime().block_on(audit_read(args, FormatArg::Json)),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
         Command::Vault { command } => runtime().block_on(vault_command(command)),
+        Command::Plan { data_dir, format } => runtime().block_on(plan_command(&data_dir, format)),
         Command::Cert {
             command: CertCommand::Verify(args),
         } => {
@@ -645,6 +662,45 @@ fn package_command(
         Err(e) => {
             eprintln!("keyturn: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+async fn plan_command(data_dir: &std::path::Path, format: PlanFormat) -> ExitCode {
+    let env = Environment::from_process();
+    if env
+        .value("KEYTURN_BACKEND")
+        .is_some_and(|b| !b.trim().eq_ignore_ascii_case("local"))
+    {
+        eprintln!(
+            "keyturn: plan reads only the local store of `keyturn dev` yet (--data-dir); planning against Azure is not supported"
+        );
+        return ExitCode::from(2);
+    }
+    let settings = env
+        .local_vault_key()
+        .and_then(|key| Ok((key, env.rotation_defaults()?)));
+    let (key, defaults) = match settings {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match plan_cli::plan(data_dir, key.as_ref(), defaults, chrono::Utc::now()).await {
+        Ok(plan) => {
+            match format {
+                PlanFormat::Json => emit(&serde_json::to_string_pretty(&plan).unwrap_or_default()),
+                PlanFormat::Table => emit(plan_cli::table(&plan).trim_end()),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(match e {
+                vault_cli::VaultCliError::Usage(_) | vault_cli::VaultCliError::NoDataDir(_) => 2,
+                _ => 1,
+            })
         }
     }
 }

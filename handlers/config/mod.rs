@@ -28,8 +28,7 @@ pub(crate) use credentials::{EntraSettings, VaultHosts};
 pub(crate) use endpoint::{CertPolicyName, EndpointSettings};
 pub(crate) use host::{Backend, HostSettings};
 pub(crate) use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};
-#[cfg(test)]
-pub(crate) use rotation::RotationDefaults;
+pub use rotation::RotationDefaults;
 pub(crate) use rotation::RotationSettings;
 pub use spec::{
     DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,
@@ -283,6 +282,17 @@ impl Environment {
             Ok(level)
         } else {
             Err(c.finish())
+        }
+    }
+
+    /// The rotation policy for untagged objects (`KEYTURN_DEFAULT_*`, `KEYTURN_PROOF_*`),
+    /// checked, for the commands that plan without starting the app (`keyturn plan`).
+    pub fn rotation_defaults(&self) -> Result<RotationDefaults, ConfigError> {
+        let mut c = Collector::new(self);
+        let defaults = rotation::parse_defaults(&mut c);
+        match defaults {
+            Some(defaults) if c.errors.is_empty() => Ok(defaults),
+            _ => Err(c.finish()),
         }
     }
 

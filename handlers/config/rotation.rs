@@ -77,7 +77,7 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
     })
 }
 
-fn parse_defaults(c: &mut Collector<'_>) -> Option<RotationDefaults> {
+pub(super) fn parse_defaults(c: &mut Collector<'_>) -> Option<RotationDefaults> {
     let days = |min: u32| {
         move |v: &str| match v.parse::<u32>() {
             Ok(n) if (min..=MAX_POLICY_DAYS).contains(&n) => Ok(n),

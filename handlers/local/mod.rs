@@ -9,6 +9,7 @@ pub mod dev;
 pub mod handler;
 pub(crate) mod ingress;
 pub(crate) mod pki;
+pub mod plan_cli;
 pub(crate) mod ports;
 pub(crate) mod progress;
 pub(crate) mod timer;

@@ -39,6 +39,15 @@ pub async fn open_vault(
     data_dir: &Path,
     key_setting: Option<&SecretValue>,
 ) -> Result<LocalVault, VaultCliError> {
+    open(data_dir, key_setting).await.map(|local| local.vault)
+}
+
+/// The local backends of an existing data directory; nothing is created when `data_dir`
+/// holds no store.
+pub(crate) async fn open(
+    data_dir: &Path,
+    key_setting: Option<&SecretValue>,
+) -> Result<LocalBackends, VaultCliError> {
     let path = data_dir.join(STORE_FILE);
     if !path.is_file() {
         return Err(VaultCliError::NoDataDir(data_dir.to_path_buf()));
@@ -53,7 +62,7 @@ pub async fn open_vault(
         flapping: false,
     };
     match LocalBackends::open(options, &Clock::system()).await {
-        Ok(local) => Ok(local.vault),
+        Ok(local) => Ok(local),
         Err(LocalOpenError::Store(e)) => Err(classify_open(e)),
         Err(e) => Err(VaultCliError::Open(e.to_string())),
     }

@@ -83,11 +83,26 @@ pub(crate) fn due(
     };
     if expires <= now {
         Some(Due::Expired { expires })
-    } else if expires - rotate_before.span() <= now {
+    } else if due_from(expires, rotate_before) <= now {
         Some(Due::Expiring { expires })
     } else {
         None
     }
+}
+
+/// When an object expiring at `expires` becomes due: the start of its rotate-before window.
+pub(crate) fn due_from(expires: DateTime<Utc>, rotate_before: Days) -> DateTime<Utc> {
+    expires - rotate_before.span()
+}
+
+/// The `keyturn-last-error` of a managed object's current version: set when its last
+/// rotation failed for good, cleared by the next one that succeeds.
+pub(crate) fn last_error(state: &ObjectState) -> Option<&str> {
+    state
+        .tags
+        .iter()
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(tags::LAST_ERROR))
+        .map(|(_, error)| error.as_str())
 }
 
 /// What planning concluded about one object.
@@ -524,10 +539,7 @@ async fn sweep_vault(
         outcome.examined += 1;
         let assessment = assess(&state, engine.defaults(), now);
         if !matches!(assessment, Assessment::NotManaged)
-            && let Some((_, error)) = state
-                .tags
-                .iter()
-                .find(|(k, _)| k.trim().eq_ignore_ascii_case(tags::LAST_ERROR))
+            && let Some(error) = last_error(&state)
         {
             tracing::warn!(object = %state.id.name(), error, "managed object is failing");
             outcome

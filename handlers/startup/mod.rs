@@ -417,7 +417,13 @@ pub fn rotation_engine(
 }
 
 fn policy_defaults(settings: &Settings) -> Result<PolicyDefaults, StartupError> {
-    let d = settings.rotation.defaults;
+    rotation_policy_defaults(settings.rotation.defaults)
+}
+
+/// The policy for untagged objects, as the engine reads it from the settings.
+pub(crate) fn rotation_policy_defaults(
+    d: crate::config::RotationDefaults,
+) -> Result<PolicyDefaults, StartupError> {
     let proof = ProofPolicy::new(
         d.proof_successes,
         d.proof_window_seconds,

@@ -229,7 +229,7 @@ pub(super) async fn rotate(
 
 /// The end of validity keyturn asks Graph for: the policy's validity from `now`, in whole
 /// seconds (Graph keeps whole seconds; the vault's expiry must equal the credential's end).
-pub(super) fn requested_end(now: DateTime<Utc>, managed: &ManagedObject) -> DateTime<Utc> {
+pub(crate) fn requested_end(now: DateTime<Utc>, managed: &ManagedObject) -> DateTime<Utc> {
     (now + managed.policy.validity.span()).trunc_subsecs(0)
 }
 
@@ -293,7 +293,7 @@ async fn password_rules(
 }
 
 /// `end`, or the end the policy's `maxLifetime` allows from `now` when that is sooner.
-pub(super) fn capped_end(
+pub(crate) fn capped_end(
     now: DateTime<Utc>,
     end: DateTime<Utc>,
     rules: &PasswordRules,

@@ -70,6 +70,7 @@ use crate::rotation::{Engine, RotationError};
 
 mod certificate;
 mod entra;
+pub(crate) use entra::{capped_end, requested_end};
 mod generated;
 
 pub use entra::{MARKER_PREFIX, PENDING_PREFIX, marker, pending_name};
