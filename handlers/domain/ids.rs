@@ -92,6 +92,11 @@ guid_newtype!(
     TenantId,
     "tenant id"
 );
+guid_newtype!(
+    /// An Azure subscription id.
+    SubscriptionId,
+    "subscription id"
+);
 
 #[cfg(test)]
 mod tests {

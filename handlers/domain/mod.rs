@@ -8,6 +8,7 @@ pub(crate) mod file;
 pub(crate) mod function;
 pub mod identity;
 pub mod ids;
+pub mod inventory;
 pub mod limits;
 pub mod names;
 pub mod ncrontab;

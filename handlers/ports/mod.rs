@@ -6,6 +6,7 @@ use std::time::Duration;
 pub mod audit;
 pub mod checkpoint;
 pub mod directory;
+pub mod inventory;
 pub mod lease;
 pub mod queue;
 pub mod site;

@@ -1,0 +1,162 @@
+//! The inventory store: where discovery writes what it found (credentials, vaults,
+//! findings, one snapshot per sweep) and where `keyturn inventory`, alerts and digests read
+//! it back. Table storage in Azure, the embedded SQLite file locally.
+//!
+//! Writes are upserts keyed by each record's stable id, so a scan job that runs twice
+//! (Service Bus delivers at least once) leaves the same rows. Reads are paged: a caller
+//! walks a tenant's credentials one page at a time ([`credential_stream`]) and never holds
+//! the whole tenant in memory.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
+
+use crate::domain::inventory::{
+    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
+    SweepId, SweepSnapshot,
+};
+use crate::ports::PortError;
+
+/// Most records one page may hold: Table storage returns at most 1,000 entities per query
+/// response (Query Entities, "Query timeout and pagination").
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// Where the next page starts: opaque, produced by the store and handed back unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageToken(String);
+
+impl PageToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One page of records and where the next one starts (`None`: this was the last). A page
+/// may hold fewer records than asked for, even none, and still have a next one: a store
+/// that filters after reading returns what passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<PageToken>,
+}
+
+/// Where the inventory is kept.
+#[async_trait]
+pub trait InventoryStore: Send + Sync + fmt::Debug {
+    /// Writes each credential over the record with its id (inserting when new). Not
+    /// atomic across credentials: a failure may leave some written, and the retry writes
+    /// them again to the same rows.
+    async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError>;
+
+    /// Writes a vault over the record with its id.
+    async fn put_vault(&self, vault: &InventoryVault) -> Result<(), PortError>;
+
+    /// Writes a finding over the record with its id (same scope, kind and subject).
+    async fn put_finding(&self, finding: &ScopeFinding) -> Result<(), PortError>;
+
+    /// Writes a sweep's snapshot over any earlier one of the same sweep.
+    async fn put_snapshot(&self, snapshot: &SweepSnapshot) -> Result<(), PortError>;
+
+    /// Removes the credentials of `source` that `sweep` did not write: what was deleted
+    /// in Azure since the last sweep. Call it only after a complete scan of the source.
+    /// Returns how many were removed.
+    async fn retire_unseen(
+        &self,
+        source: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<u64, PortError>;
+
+    /// Removes the findings on `scope` that `sweep` did not write: problems that are gone.
+    async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError>;
+
+    /// One page of the credentials `filter` matches, at most `limit` (capped at
+    /// [`MAX_PAGE_SIZE`]), starting where `after` says (`None`: the first page). Every
+    /// matching credential appears on exactly one page of a walk.
+    async fn credentials(
+        &self,
+        filter: &CredentialFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<InventoryCredential>, PortError>;
+
+    /// One page of the vaults.
+    async fn vaults(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<InventoryVault>, PortError>;
+
+    /// One page of the findings.
+    async fn findings(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<ScopeFinding>, PortError>;
+
+    /// One page of the snapshots, oldest sweep first.
+    async fn snapshots(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<SweepSnapshot>, PortError>;
+}
+
+/// Every credential `filter` matches, one page of `page_size` read at a time: memory
+/// holds one page, whatever the tenant's size.
+pub fn credential_stream<'a>(
+    store: &'a dyn InventoryStore,
+    filter: CredentialFilter,
+    page_size: u32,
+) -> BoxStream<'a, Result<InventoryCredential, PortError>> {
+    paged(move |after| {
+        let filter = filter.clone();
+        async move { store.credentials(&filter, after.as_ref(), page_size).await }
+    })
+}
+
+/// Every vault, a page at a time.
+pub fn vault_stream(
+    store: &dyn InventoryStore,
+    page_size: u32,
+) -> BoxStream<'_, Result<InventoryVault, PortError>> {
+    paged(move |after| async move { store.vaults(after.as_ref(), page_size).await })
+}
+
+/// Every finding, a page at a time.
+pub fn finding_stream(
+    store: &dyn InventoryStore,
+    page_size: u32,
+) -> BoxStream<'_, Result<ScopeFinding, PortError>> {
+    paged(move |after| async move { store.findings(after.as_ref(), page_size).await })
+}
+
+/// Walks pages from the first until one has no next token, yielding their records.
+fn paged<'a, T, F, Fut>(read: F) -> BoxStream<'a, Result<T, PortError>>
+where
+    T: Send + 'a,
+    F: Fn(Option<PageToken>) -> Fut + Send + Sync + 'a,
+    Fut: std::future::Future<Output = Result<Page<T>, PortError>> + Send + 'a,
+{
+    // State: `Some(after)` while a page remains to read (`Some(None)` is the first).
+    stream::try_unfold(
+        (Some(None::<PageToken>), read),
+        |(state, read)| async move {
+            let Some(after) = state else {
+                return Ok::<_, PortError>(None);
+            };
+            let page = read(after).await?;
+            let next = page.next.map(Some);
+            Ok(Some((
+                stream::iter(page.items.into_iter().map(Ok::<T, PortError>)),
+                (next, read),
+            )))
+        },
+    )
+    .try_flatten()
+    .boxed()
+}
