@@ -74,13 +74,19 @@ enum Command {
         #[command(subcommand)]
         command: VaultCommand,
     },
-    /// Every managed object of the local store: when it is due and why, the lifetime its
-    /// next version would get, its overlap and retirement, and the objects that are
-    /// failing. Read-only: nothing is queued, written or audited. Only the local store is
-    /// supported yet (not Azure).
+    /// Every managed object: when it is due and why, the lifetime its next version would
+    /// get, its overlap and retirement, the rotations proving a new credential, and the
+    /// objects that are failing. Reads the local store of `keyturn dev`, or, with --vault
+    /// or KEYTURN_BACKEND=azure, the vaults in Azure (and the applications they name, in
+    /// Graph) with your Azure CLI sign-in. Read-only: nothing is queued, written or audited.
     Plan {
-        #[arg(long, env = "KEYTURN_DATA_DIR", default_value = ".keyturn")]
-        data_dir: PathBuf,
+        /// The local store to read (default: KEYTURN_DATA_DIR, then .keyturn); given, it
+        /// is read even where KEYTURN_BACKEND=azure.
+        #[arg(long, conflicts_with = "vault")]
+        data_dir: Option<PathBuf>,
+        /// A vault to read in Azure (repeat for several), besides KEYTURN_VAULTS.
+        #[arg(long)]
+        vault: Vec<String>,
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
     },
@@ -253,7 +259,11 @@ fn main() -> ExitCode {
         } => runtime().block_on(audit_read(args, FormatArg::Json)),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
         Command::Vault { command } => runtime().block_on(vault_command(command)),
-        Command::Plan { data_dir, format } => runtime().block_on(plan_command(&data_dir, format)),
+        Command::Plan {
+            data_dir,
+            vault,
+            format,
+        } => runtime().block_on(plan_command(data_dir, &vault, format)),
         Command::Cert {
             command: CertCommand::Verify(args),
         } => {
@@ -666,28 +676,42 @@ fn package_command(
     }
 }
 
-async fn plan_command(data_dir: &std::path::Path, format: PlanFormat) -> ExitCode {
+async fn plan_command(
+    data_dir: Option<PathBuf>,
+    vaults: &[String],
+    format: PlanFormat,
+) -> ExitCode {
     let env = Environment::from_process();
-    if env
-        .value("KEYTURN_BACKEND")
-        .is_some_and(|b| !b.trim().eq_ignore_ascii_case("local"))
-    {
-        eprintln!(
-            "keyturn: plan reads only the local store of `keyturn dev` yet (--data-dir); planning against Azure is not supported"
-        );
-        return ExitCode::from(2);
-    }
-    let settings = env
-        .local_vault_key()
-        .and_then(|key| Ok((key, env.rotation_defaults()?)));
-    let (key, defaults) = match settings {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("keyturn: {e}");
-            return ExitCode::from(2);
+    let azure = data_dir.is_none()
+        && (!vaults.is_empty()
+            || env
+                .value("KEYTURN_BACKEND")
+                .is_some_and(|b| b.trim().eq_ignore_ascii_case("azure")));
+    let planned = if azure {
+        match keyturn::config::PlanSettings::from_env(&env, vaults) {
+            Ok(settings) => plan_cli::plan_azure(&settings, chrono::Utc::now()).await,
+            Err(e) => {
+                eprintln!("keyturn: {e}");
+                return ExitCode::from(2);
+            }
         }
+    } else {
+        let data_dir = data_dir
+            .or_else(|| env.value("KEYTURN_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(keyturn::config::DEFAULT_DATA_DIR));
+        let settings = env
+            .local_vault_key()
+            .and_then(|key| Ok((key, env.rotation_defaults()?)));
+        let (key, defaults) = match settings {
+            Ok(settings) => settings,
+            Err(e) => {
+                eprintln!("keyturn: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        plan_cli::plan(&data_dir, key.as_ref(), defaults, chrono::Utc::now()).await
     };
-    match plan_cli::plan(data_dir, key.as_ref(), defaults, chrono::Utc::now()).await {
+    match planned {
         Ok(plan) => {
             match format {
                 PlanFormat::Json => emit(&serde_json::to_string_pretty(&plan).unwrap_or_default()),

@@ -145,6 +145,65 @@ impl AuditCommandSettings {
     }
 }
 
+/// What `keyturn plan` needs to read Azure: the vaults (`KEYTURN_VAULTS` and any given on
+/// the command line), Graph's endpoint and the policy for untagged objects. Nothing about
+/// keyturn's own identity, queue or audit log is read: the operator plans with their own
+/// sign-in.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSettings {
+    pub vaults: Vec<crate::domain::names::VaultUrl>,
+    pub graph_endpoint: url::Url,
+    /// `KEYTURN_ALLOW_ANY_VAULT_HOST=true`: the vaults are loopback stand-ins.
+    pub any_vault_host: bool,
+    pub defaults: RotationDefaults,
+}
+
+impl PlanSettings {
+    /// The settings, with `vaults` from the command line before `KEYTURN_VAULTS`' (each
+    /// checked by the same host rules).
+    pub fn from_env(env: &Environment, vaults: &[String]) -> Result<Self, ConfigError> {
+        let mut c = Collector::new(env);
+        let entra = credentials::parse_entra(&mut c);
+        let hosts = credentials::parse_vault_hosts(&mut c, &entra);
+        let mut urls = Vec::new();
+        for text in vaults {
+            match hosts.parse(text) {
+                Ok(url) => urls.push(url),
+                Err(problem) => c.fail("--vault", format!("`{text}`: {problem}")),
+            }
+        }
+        let configured = c
+            .parse("KEYTURN_VAULTS", |v| {
+                list(v)
+                    .iter()
+                    .map(|s| hosts.parse(s).map_err(|e| format!("`{s}`: {e}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap_or_default();
+        for url in configured {
+            if !urls.contains(&url) {
+                urls.push(url);
+            }
+        }
+        let defaults = rotation::parse_defaults(&mut c);
+        if urls.is_empty() && c.errors.is_empty() {
+            c.fail(
+                "KEYTURN_VAULTS",
+                "missing; name the vaults to plan with --vault https://<vault>.vault.azure.net/ or KEYTURN_VAULTS",
+            );
+        }
+        match defaults {
+            Some(defaults) if c.errors.is_empty() => Ok(Self {
+                vaults: urls,
+                graph_endpoint: entra.graph_endpoint,
+                any_vault_host: hosts == VaultHosts::Any,
+                defaults,
+            }),
+            _ => Err(c.finish()),
+        }
+    }
+}
+
 /// Reports every setting the served functions need and nobody set.
 fn required(c: &mut Collector<'_>, host: &HostSettings) {
     let rotation_enabled = host.rotation_enabled();

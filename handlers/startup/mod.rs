@@ -18,8 +18,10 @@ mod anchor;
 mod audit_reader;
 mod credential;
 mod front_end;
+mod plan_reader;
 
 pub use audit_reader::{AuditLocation, audit_reader};
+pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 
 pub use anchor::{Verification, public_key_file, verification};
 

@@ -1,10 +1,12 @@
-//! `keyturn plan` against the local store: what the sweep would do, read-only.
+//! `keyturn plan` against the local store and against Azure (the Key Vault and Graph
+//! stand-ins): what the sweep would do, read-only.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, SubsecRound, Utc};
+use keyturn_standins::{Audience, PasswordRestriction, Permissions, SecretSeed, Service, Standins};
 use serde_json::Value;
 
 use crate::helpers::keyturn;
@@ -189,7 +191,7 @@ fn plan_lists_due_scheduled_and_failing_objects_and_changes_nothing() {
 }
 
 #[test]
-fn plan_refuses_a_missing_data_dir_and_azure() {
+fn plan_refuses_a_missing_data_dir_and_azure_without_vaults() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("typo");
     let (code, stdout, stderr) = plan(&missing, "table");
@@ -197,13 +199,353 @@ fn plan_refuses_a_missing_data_dir_and_azure() {
     assert!(stderr.contains("holds no keyturn data"), "{stderr}");
     assert!(!missing.exists(), "nothing is created");
 
+    // A data directory given on the command line is read even where the settings name
+    // Azure.
+    let (code, _, stderr) = {
+        let output = keyturn(&[("KEYTURN_BACKEND", "azure")])
+            .args(["plan", "--data-dir"])
+            .arg(&missing)
+            .output()
+            .expect("runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("holds no keyturn data"), "{stderr}");
+    assert!(!missing.exists());
+
+    // Azure without a vault to read says which setting names them.
     let azure = keyturn(&[("KEYTURN_BACKEND", "azure")])
-        .args(["plan", "--data-dir"])
-        .arg(&missing)
+        .args(["plan"])
         .output()
         .expect("runs");
     assert_eq!(azure.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&azure.stderr);
-    assert!(stderr.contains("only the local store"), "{stderr}");
-    assert!(!missing.exists());
+    assert!(
+        stderr.contains("KEYTURN_VAULTS") && stderr.contains("--vault"),
+        "{stderr}"
+    );
+
+    // A vault that is not a Key Vault host is refused before anything is read.
+    let azure = keyturn(&[])
+        .args(["plan", "--vault", "https://example.com/"])
+        .output()
+        .expect("runs");
+    assert_eq!(azure.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&azure.stderr);
+    assert!(stderr.contains("--vault"), "{stderr}");
+}
+
+#[test]
+fn plan_shows_the_demo_secret_proving_as_dev_once_does_not_due() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let once = keyturn(&[])
+        .args(["dev", "--once", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("keyturn dev runs");
+    let summary: Value = serde_json::from_slice(&once.stdout).expect("a JSON summary");
+    let proving_in_dev: Vec<String> = summary["proving"]
+        .as_array()
+        .expect("a proving list")
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        proving_in_dev.iter().any(|n| n == "demo-app-secret"),
+        "{summary}"
+    );
+
+    let (code, json, stderr) = plan(&data, "json");
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&json).expect("JSON");
+    let demo = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["name"] == "demo-app-secret")
+        .cloned()
+        .expect("the demo secret is planned");
+    assert_eq!(demo["status"], "proving", "{demo}");
+    assert!(demo["dueAt"].is_null(), "{demo}");
+    let proving = &demo["proving"];
+    assert_eq!(proving["needed"], 3, "{demo}");
+    assert!(proving["accepted"].as_u64().expect("a count") < 3, "{demo}");
+    let deadline = time(&proving["deadline"]);
+    let now = time(&report["now"]);
+    assert!(
+        deadline > now && deadline <= now + Duration::minutes(60),
+        "{demo}"
+    );
+    let pending = proving["pending"].as_str().expect("the pending copy");
+    assert!(pending.starts_with("keyturn-pending-"), "{demo}");
+    assert_eq!(
+        pending.strip_prefix("keyturn-pending-"),
+        proving["keyId"].as_str()
+    );
+    assert!(
+        report["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .all(|o| !o["name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("keyturn-pending-")),
+        "a pending copy is no object of its own: {json}"
+    );
+
+    let (_, table, _) = plan(&data, "table");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("demo-app-secret"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" proving "), "{table}");
+    assert!(
+        row.contains(&format!("/{} in a row", proving["needed"])),
+        "{table}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Against Azure: the Key Vault and Graph stand-ins, with the Azure CLI sign-in of a fake
+// `az` first on PATH
+// ---------------------------------------------------------------------------------------
+
+/// A stand-in for the Azure CLI: `az account get-access-token -o json --scope S` prints
+/// the token JSON azure_identity's AzureCliCredential reads (`accessToken`, `expires_on`
+/// in seconds since the epoch, `tokenType`), a Key Vault token for Key Vault's scope and a
+/// Graph token for any other, and records each call in `calls.log`.
+fn fake_az(dir: &Path, vault_token: &str, graph_token: &str, expires_on: i64) {
+    let script = format!(
+        r#"#!/bin/sh
+echo "$*" >> "{log}"
+case "$*" in
+  "account get-access-token -o json --scope https://vault.azure.net/.default"*) token='{vault_token}' ;;
+  "account get-access-token -o json --scope "*) token='{graph_token}' ;;
+  *) echo "unexpected az call: $*" >&2; exit 2 ;;
+esac
+printf '{{"accessToken":"%s","expiresOn":"2030-01-01 00:00:00.000000","expires_on":{expires_on},"subscription":"00000000-0000-0000-0000-000000000000","tenant":"00000000-0000-0000-0000-000000000000","tokenType":"Bearer"}}\n' "$token"
+"#,
+        log = dir.join("calls.log").display(),
+    );
+    let az = dir.join("az");
+    std::fs::write(&az, script).expect("the fake az is written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).expect("executable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_reads_azure_with_the_operators_cli_sign_in_and_writes_nothing() {
+    let standins = Standins::start().await.expect("the stand-ins start");
+    let now = standins.now();
+    let graph = standins.graph();
+    let app = graph.seed_application("payments-api", Permissions::only(Vec::<String>::new()));
+    graph.set_application_policy(
+        app.object_id,
+        Some((
+            "payments: 30 days",
+            vec![PasswordRestriction::password_lifetime("P30D", None)],
+        )),
+    );
+    let vault = standins.keyvault();
+    let entra = |name: &str, expires_in: i64| {
+        SecretSeed::new(name, format!("{CANARY}-{name}"))
+            .expires(now + Duration::days(expires_in))
+            .tag("keyturn-kind", "entra-app-secret")
+            .tag("keyturn-app-id", app.app_id.to_string())
+    };
+    vault.seed_secret(entra("payments-api-secret", 5));
+    vault.seed_secret(entra("billing-api-secret", 5));
+    let key_id = uuid::Uuid::new_v4();
+    let deadline = (now + Duration::minutes(40)).trunc_subsecs(0);
+    let since = (now - Duration::seconds(30)).trunc_subsecs(0);
+    let credential_end = (now + Duration::days(30)).trunc_subsecs(0);
+    vault.seed_secret(
+        SecretSeed::new(
+            format!("keyturn-pending-{key_id}"),
+            format!("{CANARY}-pending"),
+        )
+        .expires(credential_end)
+        .tag("keyturn-pending-for", "billing-api-secret")
+        .tag("keyturn-job-id", "cccccccccccccccccccccccccccccccc")
+        .tag("keyturn-key-id", key_id.to_string())
+        .tag("keyturn-proof-deadline", deadline.to_rfc3339())
+        .tag("keyturn-proof-streak", "2")
+        .tag("keyturn-proof-since", since.to_rfc3339())
+        .tag("keyturn-proof-attempt", "4"),
+    );
+    vault.seed_secret(
+        SecretSeed::new("later", format!("{CANARY}-later"))
+            .expires(now + Duration::days(200))
+            .tag("keyturn-kind", "generated"),
+    );
+    vault.seed_secret(
+        SecretSeed::new("broken", format!("{CANARY}-broken"))
+            .expires(now + Duration::days(100))
+            .tag("keyturn-kind", "generated")
+            .tag("keyturn-last-error", "generating failed for good"),
+    );
+    vault.seed_secret(
+        SecretSeed::new("plain", format!("{CANARY}-plain")).expires(now + Duration::days(1)),
+    );
+    standins.clear_requests();
+
+    // The operator's sign-in may only read: a write would be refused as well as logged.
+    let vault_token = standins.issue_token(
+        Audience::KeyVault,
+        Permissions::only([
+            "secrets/list",
+            "secrets/get",
+            "certificates/list",
+            "certificates/get",
+        ]),
+    );
+    let graph_token = standins.issue_token(
+        Audience::Graph,
+        Permissions::only(["Application.Read.All", "Policy.Read.All"]),
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expires_on = (now + Duration::minutes(50)).timestamp();
+    fake_az(dir.path(), &vault_token, &graph_token, expires_on);
+    let ca = dir.path().join("standins-ca.pem");
+    std::fs::write(&ca, standins.ca().cert_pem()).expect("the CA is written");
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let vault_url = standins.keyvault().url().to_string();
+    let graph_url = standins.graph().url().to_string();
+    let run = move |format: &'static str| {
+        let (path, ca, vault_url, graph_url) = (
+            path.clone(),
+            ca.clone(),
+            vault_url.clone(),
+            graph_url.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            keyturn(&[
+                ("PATH", path.as_str()),
+                // The stand-ins' CA, trusted the way an operator adds a CA to the platform.
+                ("SSL_CERT_FILE", &ca.display().to_string()),
+                ("KEYTURN_BACKEND", "azure"),
+                ("KEYTURN_VAULTS", vault_url.as_str()),
+                ("KEYTURN_ALLOW_ANY_VAULT_HOST", "true"),
+                ("KEYTURN_GRAPH_ENDPOINT", graph_url.as_str()),
+            ])
+            .args(["plan", "--format", format])
+            .output()
+            .expect("keyturn plan runs")
+        })
+    };
+    let json = run("json").await.expect("joined");
+    let table = run("table").await.expect("joined");
+    let stdout = String::from_utf8_lossy(&json.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&json.stderr).into_owned();
+    assert_eq!(json.status.code(), Some(0), "{stderr}");
+    assert_eq!(table.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+
+    // Read only: every call to Key Vault and Graph was a read, and none was refused.
+    let requests = standins.requests();
+    assert!(!requests.is_empty());
+    for request in &requests {
+        assert_eq!(request.method, "GET", "plan made a write: {request:?}");
+        assert!(
+            request.status < 300 || request.status == 401,
+            "plan was refused: {request:?}"
+        );
+    }
+    assert!(
+        requests.iter().any(|r| r.service == Service::Graph),
+        "the applications and their policies are read from Graph"
+    );
+    let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("az was called");
+    assert!(
+        calls.contains("--scope https://vault.azure.net/.default"),
+        "{calls}"
+    );
+    for output in [&stdout, &stderr, &table] {
+        assert!(!output.contains(CANARY), "no value is printed: {output}");
+    }
+    assert!(
+        standins
+            .keyvault()
+            .secret_versions("payments-api-secret")
+            .len()
+            == 1,
+        "nothing is written"
+    );
+
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    let planned_at = time(&report["now"]);
+    let object = |name: &str| {
+        report["objects"]
+            .as_array()
+            .expect("objects")
+            .iter()
+            .find(|o| o["name"] == name)
+            .cloned()
+    };
+    assert!(
+        object("plain").is_none(),
+        "unmanaged objects are not planned"
+    );
+
+    // Due, and capped by the application's own policy to 30 days.
+    let due = object("payments-api-secret").expect("planned");
+    assert_eq!(due["status"], "due", "{due}");
+    assert_eq!(due["kind"], "entra-app-secret");
+    assert_eq!(due["vault"], standins.keyvault().url().as_str());
+    assert_eq!(
+        time(&due["newExpires"]),
+        (planned_at + Duration::days(30)).trunc_subsecs(0),
+        "{due}"
+    );
+    assert_eq!(due["cappedBy"], "payments: 30 days", "{due}");
+
+    // Proving: its pending copy's proof, not due again.
+    let proving = object("billing-api-secret").expect("planned");
+    assert_eq!(proving["status"], "proving", "{proving}");
+    assert!(proving["dueAt"].is_null());
+    assert_eq!(proving["proving"]["accepted"], 2);
+    assert_eq!(proving["proving"]["needed"], 3);
+    assert_eq!(time(&proving["proving"]["deadline"]), deadline);
+    assert_eq!(time(&proving["proving"]["since"]), since);
+    assert_eq!(proving["proving"]["keyId"], key_id.to_string());
+    assert_eq!(time(&proving["newExpires"]), credential_end);
+    assert!(
+        object(&format!("keyturn-pending-{key_id}")).is_none(),
+        "a pending copy is no object of its own"
+    );
+
+    let later = object("later").expect("planned");
+    assert_eq!(later["status"], "scheduled");
+    assert_eq!(
+        time(&later["dueAt"]),
+        time(&later["expires"]) - Duration::days(30)
+    );
+    assert_eq!(
+        report["failing"],
+        serde_json::json!(["broken: generating failed for good"])
+    );
+
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {table}"))
+            .to_owned()
+    };
+    assert!(row("payments-api-secret").contains(" due "), "{table}");
+    assert!(row("billing-api-secret").contains(" proving "), "{table}");
+    assert!(
+        row("billing-api-secret").contains("2/3 in a row"),
+        "{table}"
+    );
 }
