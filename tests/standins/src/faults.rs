@@ -93,6 +93,9 @@ impl Fault {
 pub(crate) struct FaultBook {
     planned: Mutex<Vec<(Service, Route, Fault)>>,
     latency: Mutex<Duration>,
+    /// Per-service latency, added to [`FaultBook::latency`]: benchmarks give each
+    /// service its own round trip.
+    service_latency: Mutex<std::collections::HashMap<Service, Duration>>,
 }
 
 impl FaultBook {
@@ -111,8 +114,22 @@ impl FaultBook {
             .expect("the latency lock is never held across a panic") = latency;
     }
 
-    fn latency(&self) -> Duration {
-        *self
+    pub(crate) fn set_service_latency(&self, service: Service, latency: Duration) {
+        self.service_latency
+            .lock()
+            .expect("the latency lock is never held across a panic")
+            .insert(service, latency);
+    }
+
+    fn latency(&self, service: Service) -> Duration {
+        let own = self
+            .service_latency
+            .lock()
+            .expect("the latency lock is never held across a panic")
+            .get(&service)
+            .copied()
+            .unwrap_or_default();
+        own + *self
             .latency
             .lock()
             .expect("the latency lock is never held across a panic")
@@ -151,7 +168,7 @@ pub(crate) async fn layer(State(ctx): State<LayerState>, request: Request, next:
     let query = request.uri().query().map(str::to_owned);
     let headers = recorded_headers(request.headers());
 
-    let latency = ctx.shared.faults.latency();
+    let latency = ctx.shared.faults.latency(ctx.service);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }

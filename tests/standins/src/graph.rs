@@ -20,6 +20,10 @@ use uuid::Uuid;
 use crate::Shared;
 use crate::auth::{Audience, BearerRefusal, Grant, Permissions};
 
+mod listing;
+
+pub use listing::{KeyCredentialSeed, OwnerUser, SeededServicePrincipal};
+
 /// addPassword without an endDateTime gives a credential two years of life (Graph
 /// passwordCredential documentation).
 pub const DEFAULT_PASSWORD_LIFETIME_DAYS: i64 = 2 * 365;
@@ -65,6 +69,7 @@ const READ_DEVICES: [&str; 2] = [permission::DEVICE_READ_ALL, permission::DIRECT
 pub(crate) struct Directory {
     applications: Vec<Application>,
     devices: Vec<Device>,
+    service_principals: Vec<listing::ServicePrincipal>,
     propagation_delay: Duration,
     /// The tenant's default app management policy (`tenantAppManagementPolicy`).
     tenant_policy: AppManagementPolicy,
@@ -78,6 +83,10 @@ struct Application {
     app_id: Uuid,
     display_name: String,
     passwords: Vec<StoredPassword>,
+    /// Key (certificate) credentials, metadata only.
+    keys: Vec<listing::KeyCredentialSeed>,
+    /// Users who own the application.
+    owner_users: Vec<listing::OwnerUser>,
     permissions: Permissions,
     /// When it was created (`createdDateTime`).
     created: DateTime<Utc>,
@@ -299,6 +308,8 @@ impl GraphStandin<'_> {
             app_id: seeded.app_id,
             display_name: display_name.into(),
             passwords: Vec::new(),
+            keys: Vec::new(),
+            owner_users: Vec::new(),
             permissions,
             created: self.shared.clock.now(),
             sign_in_audience: "AzureADMyOrg".to_owned(),
@@ -644,12 +655,24 @@ fn handle(
         url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
             .into_owned()
             .collect();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let base = format!("https://{host}");
+    let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
+    let is_list = method == Method::GET
+        && matches!(
+            segments.as_slice(),
+            ["v1.0", "applications"] | ["v1.0", "servicePrincipals"]
+        );
     let mut filter = None;
     let mut select: Option<Vec<&str>> = None;
     for (name, value) in &query {
         match name.as_str() {
             "$filter" => filter = Some(value.as_str()),
             "$select" => select = Some(value.split(',').map(str::trim).collect()),
+            "$top" | "$skiptoken" | "$expand" if is_list => {}
             other if other.starts_with('$') => {
                 return Err(GraphError::bad_request(
                     "Request_BadRequest",
@@ -659,11 +682,19 @@ fn handle(
             _ => {}
         }
     }
-    let segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     match (method, segments.as_slice()) {
         (&Method::GET, ["v1.0", "applications"]) => {
             require(&grant, &READ_APPLICATIONS)?;
-            list_applications(shared, filter, select.as_deref())
+            listing::list(shared, listing::Collection::Applications, &base, &query)
+        }
+        (&Method::GET, ["v1.0", "servicePrincipals"]) => {
+            require(&grant, &READ_APPLICATIONS)?;
+            listing::list(
+                shared,
+                listing::Collection::ServicePrincipals,
+                &base,
+                &query,
+            )
         }
         (&Method::GET, ["v1.0", "applications", id]) => {
             require(&grant, &READ_APPLICATIONS)?;
@@ -821,36 +852,6 @@ fn project(object: &mut Value, select: Option<&[&str]>) {
             key == "id" || key.starts_with("@odata") || select.contains(&key.as_str())
         });
     }
-}
-
-fn list_applications(
-    shared: &Shared,
-    filter: Option<&str>,
-    select: Option<&[&str]>,
-) -> Result<Response, GraphError> {
-    let wanted = filter
-        .map(|f| parse_filter(f, "appId", "Application"))
-        .transpose()?;
-    let directory = shared.directory();
-    let value: Vec<Value> = directory
-        .applications
-        .iter()
-        .filter(|a| {
-            wanted
-                .as_deref()
-                .is_none_or(|w| a.app_id.to_string().eq_ignore_ascii_case(w))
-        })
-        .map(application_json)
-        .map(|mut app| {
-            project(&mut app, select);
-            app
-        })
-        .collect();
-    Ok(axum::Json(json!({
-        "@odata.context": format!("{GRAPH_METADATA}#applications"),
-        "value": value,
-    }))
-    .into_response())
 }
 
 fn get_application(

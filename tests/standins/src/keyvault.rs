@@ -2,7 +2,7 @@
 //! challenge-based authentication, api-version check, name rules, error bodies and paging.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -16,6 +16,10 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use url::Url;
+
+mod metadata;
+
+pub use metadata::{CertificateSeed, KeySeed, key_permission};
 
 use crate::auth::{Audience, BearerRefusal, Grant};
 use crate::pki::{pem_bundle, self_signed_for_vault};
@@ -81,6 +85,12 @@ pub(crate) struct Vault {
     secrets: BTreeMap<String, SecretEntry>,
     deleted: BTreeMap<String, (SecretEntry, DateTime<Utc>)>,
     certificates: BTreeMap<String, CertificateEntry>,
+    keys: BTreeMap<String, metadata::KeyEntry>,
+    /// Requests that could have returned a value; see [`metadata::reads_a_value`].
+    value_reads: u64,
+    /// Set when the vault is deleted: its host no longer answers, even on connections
+    /// a client kept open.
+    pub(crate) gone: bool,
     page_size: usize,
     polls_until_complete: u32,
     other_issuers: IssuerOutcome,
@@ -101,6 +111,9 @@ impl Default for Vault {
             secrets: BTreeMap::new(),
             deleted: BTreeMap::new(),
             certificates: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            value_reads: 0,
+            gone: false,
             page_size: MAX_PAGE_SIZE,
             polls_until_complete: 1,
             other_issuers: IssuerOutcome::Fail,
@@ -246,22 +259,23 @@ impl std::fmt::Debug for StoredSecret {
 }
 
 /// The Key Vault stand-in as tests see it: its URL, seeding and inspection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct KeyVaultStandin<'a> {
     pub(crate) shared: &'a Shared,
-    pub(crate) url: &'a Url,
+    pub(crate) url: Url,
+    pub(crate) vault: Arc<Mutex<Vault>>,
 }
 
 impl KeyVaultStandin<'_> {
     /// `https://127.0.0.1:{port}/`, the vault URL to give a client.
     pub fn url(&self) -> &Url {
-        self.url
+        &self.url
     }
 
     /// Refuses every authenticated request for `refusal` from now on (`None`: admits
     /// them again), as a vault whose firewall or private-link setting shuts the caller out.
     pub fn refuse_network(&self, refusal: Option<NetworkRefusal>) {
-        self.shared.vault().network = refusal;
+        self.lock().network = refusal;
     }
 
     /// Adds a new version of a secret and returns its version id.
@@ -338,12 +352,28 @@ impl KeyVaultStandin<'_> {
     }
 
     fn lock(&self) -> MutexGuard<'_, Vault> {
-        self.shared.vault()
+        lock_vault(&self.vault)
     }
 }
 
-pub(crate) fn router(shared: Arc<Shared>) -> Router {
-    Router::new().fallback(dispatch).with_state(shared)
+/// The router of one vault: every vault is its own host (its own listener), as each
+/// Azure vault is `{name}.vault.azure.net`.
+pub(crate) fn router(shared: Arc<Shared>, vault: Arc<Mutex<Vault>>) -> Router {
+    Router::new()
+        .fallback(dispatch)
+        .with_state(VaultState { shared, vault })
+}
+
+#[derive(Clone)]
+struct VaultState {
+    shared: Arc<Shared>,
+    vault: Arc<Mutex<Vault>>,
+}
+
+pub(crate) fn lock_vault(vault: &Mutex<Vault>) -> MutexGuard<'_, Vault> {
+    vault
+        .lock()
+        .expect("the vault lock is never held across a panic")
 }
 
 /// An answer in Key Vault's error shape.
@@ -409,13 +439,20 @@ pub(crate) fn fault_response(status: StatusCode) -> Response {
 }
 
 async fn dispatch(
-    State(shared): State<Arc<Shared>>,
+    State(state): State<VaultState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match handle(&shared, &method, &uri, &headers, &body) {
+    if lock_vault(&state.vault).gone {
+        let mut response = StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        response
+            .extensions_mut()
+            .insert(crate::faults::DropConnection);
+        return response;
+    }
+    match handle(&state.shared, &state.vault, &method, &uri, &headers, &body) {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -423,7 +460,7 @@ async fn dispatch(
 
 /// Everything a handler needs about the request once it is admitted.
 struct Call<'a> {
-    shared: &'a Shared,
+    vault: &'a Mutex<Vault>,
     base: String,
     api_version: String,
     query: Vec<(String, String)>,
@@ -432,9 +469,13 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
+    fn vault(&self) -> MutexGuard<'_, Vault> {
+        lock_vault(self.vault)
+    }
+
     fn require(&self, permission: &'static str) -> Result<(), KvError> {
         // Key Vault's network rules are checked before its roles.
-        let network = self.shared.vault().network;
+        let network = self.vault().network;
         match network {
             Some(NetworkRefusal::Firewall) => {
                 return Err(KvError::new(
@@ -481,6 +522,7 @@ impl Call<'_> {
 
 fn handle(
     shared: &Shared,
+    vault: &Mutex<Vault>,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -525,7 +567,7 @@ fn handle(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("127.0.0.1");
     let call = Call {
-        shared,
+        vault,
         base: format!("https://{host}"),
         api_version,
         query,
@@ -536,6 +578,9 @@ fn handle(
     let mut segments: Vec<&str> = uri.path().trim_start_matches('/').split('/').collect();
     if segments.len() > 1 && segments.last() == Some(&"") {
         segments.pop();
+    }
+    if metadata::reads_a_value(method, &segments) {
+        call.vault().value_reads += 1;
     }
     if let Some(name) = segments.get(1) {
         validate_name(name)?;
@@ -555,6 +600,16 @@ fn handle(
         (&Method::POST, ["certificates", name, "create"]) => create_certificate(&call, name, body),
         (&Method::GET, ["certificates", name, "pending"]) => certificate_operation(&call, name),
         (&Method::GET, ["certificates", name, "policy"]) => certificate_policy(&call, name),
+        (&Method::GET, ["certificates", name, "versions"]) => {
+            metadata::list_certificate_versions(&call, name)
+        }
+        (&Method::GET, ["keys"]) => metadata::list_keys(&call),
+        (&Method::GET, ["keys", name, "versions"]) => metadata::list_key_versions(&call, name),
+        (&Method::GET, ["keys", name, "rotationpolicy"]) => {
+            metadata::key_rotation_policy(&call, name)
+        }
+        (&Method::GET, ["keys", name]) => metadata::get_key(&call, name, None),
+        (&Method::GET, ["keys", name, version]) => metadata::get_key(&call, name, Some(version)),
         (&Method::GET, ["certificates", name]) => get_certificate(&call, name, None),
         (&Method::GET, ["certificates", name, version]) => {
             get_certificate(&call, name, Some(version))
@@ -743,7 +798,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
 
 fn get_secret(call: &Call, name: &str, version: Option<&str>) -> Result<Response, KvError> {
     call.require(permission::SECRETS_GET)?;
-    let vault = call.shared.vault();
+    let vault = call.vault();
     let entry = vault
         .secrets
         .get(&name.to_ascii_lowercase())
@@ -784,7 +839,7 @@ fn set_secret(call: &Call, name: &str, body: &[u8]) -> Result<Response, KvError>
     }
     validate_tags(&request.tags)?;
     let key = name.to_ascii_lowercase();
-    let mut vault = call.shared.vault();
+    let mut vault = call.vault();
     if vault.deleted.contains_key(&key) {
         return Err(KvError::new(
             StatusCode::CONFLICT,
@@ -828,7 +883,7 @@ fn update_secret(
     call.require(permission::SECRETS_SET)?;
     let request: UpdateSecretBody = parse_body(body)?;
     validate_tags(&request.tags)?;
-    let mut vault = call.shared.vault();
+    let mut vault = call.vault();
     let entry = vault
         .secrets
         .get_mut(&name.to_ascii_lowercase())
@@ -870,7 +925,7 @@ fn update_secret(
 fn delete_secret(call: &Call, name: &str) -> Result<Response, KvError> {
     call.require(permission::SECRETS_DELETE)?;
     let key = name.to_ascii_lowercase();
-    let mut vault = call.shared.vault();
+    let mut vault = call.vault();
     let entry = vault
         .secrets
         .remove(&key)
@@ -890,7 +945,7 @@ fn delete_secret(call: &Call, name: &str) -> Result<Response, KvError> {
 fn list_secrets(call: &Call) -> Result<Response, KvError> {
     call.require(permission::SECRETS_LIST)?;
     let (items, page_size) = {
-        let vault = call.shared.vault();
+        let vault = call.vault();
         let items: Vec<Value> = vault
             .secrets
             .values()
@@ -908,7 +963,7 @@ fn list_secrets(call: &Call) -> Result<Response, KvError> {
 fn list_secret_versions(call: &Call, name: &str) -> Result<Response, KvError> {
     call.require(permission::SECRETS_LIST)?;
     let (items, page_size) = {
-        let vault = call.shared.vault();
+        let vault = call.vault();
         let items: Vec<Value> = vault
             .secrets
             .get(&name.to_ascii_lowercase())
@@ -1120,7 +1175,7 @@ fn create_certificate(call: &Call, name: &str, body: &[u8]) -> Result<Response, 
             .map_err(|e| KvError::bad_parameter(format!("The policy cannot be stored: {e}")))?,
     );
 
-    let mut vault = call.shared.vault();
+    let mut vault = call.vault();
     let polls = vault.polls_until_complete;
     let key = name.to_ascii_lowercase();
     let entry = vault
@@ -1222,7 +1277,7 @@ fn operation_json(call: &Call, entry: &CertificateEntry) -> Value {
 
 fn certificate_operation(call: &Call, name: &str) -> Result<Response, KvError> {
     call.require(permission::CERTIFICATES_GET)?;
-    let mut guard = call.shared.vault();
+    let mut guard = call.vault();
     let vault = &mut *guard;
     let other_issuers = vault.other_issuers;
     let entry = vault
@@ -1319,7 +1374,7 @@ fn policy_json(call: &Call, entry: &CertificateEntry) -> Value {
 
 fn certificate_policy(call: &Call, name: &str) -> Result<Response, KvError> {
     call.require(permission::CERTIFICATES_GET)?;
-    let vault = call.shared.vault();
+    let vault = call.vault();
     let entry = vault
         .certificates
         .get(&name.to_ascii_lowercase())
@@ -1333,7 +1388,7 @@ fn certificate_policy(call: &Call, name: &str) -> Result<Response, KvError> {
 fn list_certificates(call: &Call) -> Result<Response, KvError> {
     call.require(permission::CERTIFICATES_LIST)?;
     let (items, page_size) = {
-        let vault = call.shared.vault();
+        let vault = call.vault();
         let items: Vec<Value> = vault
             .certificates
             .values()
@@ -1375,7 +1430,7 @@ fn certificate_attributes(v: &CertificateVersion) -> Value {
 
 fn get_certificate(call: &Call, name: &str, version: Option<&str>) -> Result<Response, KvError> {
     call.require(permission::CERTIFICATES_GET)?;
-    let vault = call.shared.vault();
+    let vault = call.vault();
     let entry = vault
         .certificates
         .get(&name.to_ascii_lowercase())

@@ -42,11 +42,16 @@ use crate::server::Listener;
 pub use crate::auth::{Audience, Permissions};
 pub use crate::credential::StandinCredential;
 pub use crate::faults::{Fault, Route};
-pub use crate::graph::{Device, GraphStandin, NewPassword, PasswordRestriction, SeededApplication};
-pub use crate::keyvault::{KeyVaultStandin, NetworkRefusal, SecretSeed, StoredSecret};
+pub use crate::graph::{
+    Device, GraphStandin, KeyCredentialSeed, NewPassword, OwnerUser, PasswordRestriction,
+    SeededApplication, SeededServicePrincipal,
+};
+pub use crate::keyvault::{
+    CertificateSeed, KeySeed, KeyVaultStandin, NetworkRefusal, SecretSeed, StoredSecret,
+};
 pub use crate::log::LoggedRequest;
 pub use crate::managed_identity::{IdentityFault, ManagedIdentityStandin};
-pub use crate::resourcemanager::{ClientCerts, ResourceManagerStandin, SiteId};
+pub use crate::resourcemanager::{ClientCerts, ResourceManagerStandin, SiteId, VaultProperties};
 pub use crate::servicebus::{QueueOptions, ReceivedMessage, ServiceBusStandin};
 pub use keyturn_testkit::pki::TestCa;
 
@@ -82,7 +87,7 @@ pub(crate) struct Shared {
     pub(crate) log: RequestLog,
     pub(crate) faults: FaultBook,
     pub(crate) tenant_id: Uuid,
-    vault: Mutex<keyvault::Vault>,
+    vault: Arc<Mutex<keyvault::Vault>>,
     directory: Mutex<graph::Directory>,
     namespace: Mutex<servicebus::Namespace>,
     sites: Mutex<resourcemanager::Sites>,
@@ -94,12 +99,6 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn vault(&self) -> MutexGuard<'_, keyvault::Vault> {
-        self.vault
-            .lock()
-            .expect("the vault lock is never held across a panic")
-    }
-
     pub(crate) fn directory(&self) -> MutexGuard<'_, graph::Directory> {
         self.directory
             .lock()
@@ -152,6 +151,9 @@ impl Identity {
     }
 }
 
+/// A vault started after the others: its URL, state and listener (`None` once stopped).
+type AddedVault = (Url, Arc<Mutex<keyvault::Vault>>, Option<Listener>);
+
 /// The five stand-ins, running. Dropping this stops them.
 pub struct Standins {
     shared: Arc<Shared>,
@@ -163,7 +165,10 @@ pub struct Standins {
     servicebus_url: Url,
     resource_manager_url: Url,
     identity: Identity,
+    tls: Arc<rustls::ServerConfig>,
     _listeners: Vec<Listener>,
+    /// Vaults added after start, each on its own listener, by URL.
+    vaults: Mutex<Vec<AddedVault>>,
 }
 
 impl std::fmt::Debug for Standins {
@@ -191,7 +196,10 @@ impl Standins {
         let mut listeners = Vec::new();
         let mut urls = Vec::new();
         for (service, router) in [
-            (Service::KeyVault, keyvault::router(shared.clone())),
+            (
+                Service::KeyVault,
+                keyvault::router(shared.clone(), shared.vault.clone()),
+            ),
             (Service::Graph, graph::router(shared.clone())),
             (Service::Entra, entra::router(shared.clone())),
             (Service::ServiceBus, servicebus::router(shared.clone())),
@@ -241,7 +249,9 @@ impl Standins {
                 object_id: Uuid::nil(),
                 client_secret: String::new(),
             },
+            tls,
             _listeners: listeners,
+            vaults: Mutex::new(Vec::new()),
         };
         standins.identity = standins.seed_identity("keyturn", Permissions::all());
         Ok(standins)
@@ -258,8 +268,64 @@ impl Standins {
     pub fn keyvault(&self) -> KeyVaultStandin<'_> {
         KeyVaultStandin {
             shared: &self.shared,
-            url: &self.keyvault_url,
+            url: self.keyvault_url.clone(),
+            vault: self.shared.vault.clone(),
         }
+    }
+
+    /// Starts another vault on its own listener, as each Azure vault is its own host,
+    /// with the same rules as the first.
+    pub async fn add_vault(&self) -> Result<KeyVaultStandin<'_>, StartError> {
+        let vault = Arc::new(Mutex::new(keyvault::Vault::default()));
+        let router = keyvault::router(self.shared.clone(), vault.clone()).layer(
+            axum::middleware::from_fn_with_state(
+                faults::LayerState {
+                    service: Service::KeyVault,
+                    shared: self.shared.clone(),
+                },
+                faults::layer,
+            ),
+        );
+        let listener = server::start(self.tls.clone(), router).await?;
+        let url = Url::parse(&format!("https://{}/", listener.addr))
+            .expect("a socket address makes a valid https URL");
+        self.lock_vaults()
+            .push((url.clone(), vault.clone(), Some(listener)));
+        Ok(KeyVaultStandin {
+            shared: &self.shared,
+            url,
+            vault,
+        })
+    }
+
+    /// The vault at `url` (the first vault or one [`Standins::add_vault`] started).
+    pub fn vault_at(&self, url: &Url) -> Option<KeyVaultStandin<'_>> {
+        if url == &self.keyvault_url {
+            return Some(self.keyvault());
+        }
+        let vaults = self.lock_vaults();
+        let (url, vault, _) = vaults.iter().find(|(u, _, _)| u == url)?;
+        Some(KeyVaultStandin {
+            shared: &self.shared,
+            url: url.clone(),
+            vault: vault.clone(),
+        })
+    }
+
+    /// Stops answering for the added vault at `url`, as a deleted vault's host stops
+    /// resolving: connections are refused from now on.
+    pub fn stop_vault(&self, url: &Url) {
+        let mut vaults = self.lock_vaults();
+        if let Some(entry) = vaults.iter_mut().find(|(u, _, _)| u == url) {
+            keyvault::lock_vault(&entry.1).gone = true;
+            entry.2 = None;
+        }
+    }
+
+    fn lock_vaults(&self) -> MutexGuard<'_, Vec<AddedVault>> {
+        self.vaults
+            .lock()
+            .expect("the vault list lock is never held across a panic")
     }
 
     pub fn graph(&self) -> GraphStandin<'_> {
@@ -365,6 +431,21 @@ impl Standins {
     /// Latency added to every call on every stand-in.
     pub fn set_latency(&self, latency: Duration) {
         self.shared.faults.set_latency(latency);
+    }
+
+    /// Latency added to every call on `service`, on top of [`Standins::set_latency`].
+    pub fn set_service_latency(&self, service: Service, latency: Duration) {
+        self.shared.faults.set_service_latency(service, latency);
+    }
+
+    /// Keeps only per-service request counts from now on (benchmarks).
+    pub fn count_requests_only(&self, counts_only: bool) {
+        self.shared.log.set_counts_only(counts_only);
+    }
+
+    /// Requests `service` answered since the log was last cleared.
+    pub fn request_count(&self, service: Service) -> u64 {
+        self.shared.log.count(service)
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {

@@ -59,6 +59,11 @@ impl LoggedRequest {
 #[derive(Debug, Default)]
 pub struct RequestLog {
     entries: Mutex<Vec<LoggedRequest>>,
+    /// Requests answered per service, kept even when entries are not (a benchmark
+    /// sends hundreds of thousands of requests and must not measure the log growing).
+    counts: Mutex<std::collections::HashMap<Service, u64>>,
+    /// When set, only the counts are kept.
+    counts_only: std::sync::atomic::AtomicBool,
 }
 
 impl RequestLog {
@@ -77,10 +82,31 @@ impl RequestLog {
 
     pub fn clear(&self) {
         self.lock().clear();
+        self.lock_counts().clear();
+    }
+
+    /// Keeps only per-service counts from now on (`true`), or every entry again.
+    pub fn set_counts_only(&self, counts_only: bool) {
+        self.counts_only
+            .store(counts_only, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Requests answered by `service` since the last [`RequestLog::clear`].
+    pub fn count(&self, service: Service) -> u64 {
+        self.lock_counts().get(&service).copied().unwrap_or(0)
     }
 
     pub(crate) fn push(&self, entry: LoggedRequest) {
-        self.lock().push(entry);
+        *self.lock_counts().entry(entry.service).or_default() += 1;
+        if !self.counts_only.load(std::sync::atomic::Ordering::Relaxed) {
+            self.lock().push(entry);
+        }
+    }
+
+    fn lock_counts(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Service, u64>> {
+        self.counts
+            .lock()
+            .expect("the count lock is never held across a panic")
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<LoggedRequest>> {

@@ -20,6 +20,10 @@ use uuid::Uuid;
 use crate::Shared;
 use crate::auth::{Audience, BearerRefusal};
 
+mod catalog;
+
+pub use catalog::{SUBSCRIPTIONS_API_VERSIONS, VAULTS_API_VERSIONS, VAULTS_READ, VaultProperties};
+
 /// Stable `Microsoft.Web` API versions (Azure/azure-rest-api-specs,
 /// `specification/web/resource-manager/Microsoft.Web/stable/`) the stand-in answers;
 /// Resource Manager refuses any version the provider does not register.
@@ -92,6 +96,8 @@ impl SiteId {
 pub(crate) struct Sites {
     /// By resource id, lower-cased: Resource Manager ids are case-insensitive.
     sites: BTreeMap<String, (SiteId, ClientCerts)>,
+    /// Subscriptions and vaults, for discovery's lists.
+    catalog: catalog::Catalog,
 }
 
 /// The Resource Manager stand-in, for seeding and changing sites.
@@ -236,6 +242,24 @@ fn handle(
         )
     })?;
     let path = uri.path();
+    let query: Vec<(String, String)> =
+        url::form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let host = headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    if let Some(answer) = catalog::handle(
+        shared,
+        &grant,
+        method,
+        &format!("https://{host}"),
+        path,
+        &query,
+    ) {
+        return answer;
+    }
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let site = match segments.as_slice() {
         [

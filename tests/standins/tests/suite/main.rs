@@ -1,6 +1,7 @@
 //! Tests of the stand-ins themselves: each one's strictness, its answers against the
 //! official REST examples, and the official Key Vault crate against the Key Vault stand-in.
 
+mod discovery;
 mod entra;
 mod faults;
 mod fixtures;

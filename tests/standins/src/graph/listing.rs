@@ -1,0 +1,590 @@
+//! What discovery lists from Graph: applications and service principals with their
+//! password and key credentials (never a secret: `secretText` and `key` are `null` in
+//! lists), owners through `$expand=owners`, paged with `@odata.nextLink`.
+//!
+//! Strict where Graph is ("Use query parameters to customize responses" and the known
+//! issues for directory objects): `$top` is 1-999 (default 100); `$select` names only
+//! properties of the type; `$expand` on a directory-object list caps the page at 100
+//! objects and each expanded collection at 20; `$filter` is `appId eq '...'` or
+//! `startswith(appId,'...')` (appId supports `eq` and `startsWith`), nothing else.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    Application, GRAPH_METADATA, GraphError, GraphStandin, graph_time, parse_filter, password_info,
+    password_json,
+};
+use crate::Shared;
+
+/// Graph's page size when `$top` is absent.
+pub const DEFAULT_PAGE_SIZE: usize = 100;
+/// Graph's largest `$top` for directory objects.
+pub const MAX_PAGE_SIZE: usize = 999;
+/// With `$expand`, a directory-object page holds at most 100 objects (Graph known issue:
+/// "$expand on directory objects returns a maximum of 100 objects").
+pub const MAX_EXPANDED_PAGE_SIZE: usize = 100;
+/// An expanded relationship lists at most 20 objects.
+pub const MAX_EXPANDED_ITEMS: usize = 20;
+
+const APPLICATION_PROPERTIES: [&str; 11] = [
+    "id",
+    "appId",
+    "displayName",
+    "createdDateTime",
+    "signInAudience",
+    "passwordCredentials",
+    "keyCredentials",
+    "tags",
+    "notes",
+    "publisherDomain",
+    "description",
+];
+const SERVICE_PRINCIPAL_PROPERTIES: [&str; 12] = [
+    "id",
+    "appId",
+    "displayName",
+    "servicePrincipalType",
+    "signInAudience",
+    "passwordCredentials",
+    "keyCredentials",
+    "preferredTokenSigningKeyThumbprint",
+    "appOwnerOrganizationId",
+    "accountEnabled",
+    "tags",
+    "notes",
+];
+
+/// A user who owns an application or service principal; `userPrincipalName` and `mail`
+/// may be missing, as for guests and accounts without a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerUser {
+    pub id: Uuid,
+    pub display_name: String,
+    pub user_principal_name: Option<String>,
+    pub mail: Option<String>,
+}
+
+impl OwnerUser {
+    pub fn new(display_name: &str, upn: Option<&str>, mail: Option<&str>) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            display_name: display_name.to_owned(),
+            user_principal_name: upn.map(str::to_owned),
+            mail: mail.map(str::to_owned),
+        }
+    }
+}
+
+/// A certificate (or other asymmetric key) credential, as Graph lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCredentialSeed {
+    pub key_id: Uuid,
+    pub display_name: Option<String>,
+    /// SHA-1 thumbprint bytes, listed base64 as `customKeyIdentifier`.
+    pub thumbprint: Vec<u8>,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// `AsymmetricX509Cert` or `X509CertAndPassword`.
+    pub kind: String,
+    /// `Verify` or `Sign`.
+    pub usage: String,
+}
+
+impl KeyCredentialSeed {
+    /// A verify certificate valid from `start` to `end`.
+    pub fn certificate(display_name: &str, start: DateTime<Utc>, end: DateTime<Utc>) -> Self {
+        Self {
+            key_id: Uuid::new_v4(),
+            display_name: Some(display_name.to_owned()),
+            thumbprint: Uuid::new_v4().as_bytes()[..]
+                .iter()
+                .chain(&[0u8; 4])
+                .copied()
+                .collect(),
+            start,
+            end,
+            kind: "AsymmetricX509Cert".to_owned(),
+            usage: "Verify".to_owned(),
+        }
+    }
+
+    pub fn usage(mut self, usage: &str) -> Self {
+        self.usage = usage.to_owned();
+        self
+    }
+}
+
+/// A service principal's password credential: key id, display name, start, end.
+type SpPassword = (Uuid, Option<String>, DateTime<Utc>, DateTime<Utc>);
+
+/// A service principal seeded for discovery.
+#[derive(Debug, Clone)]
+pub(crate) struct ServicePrincipal {
+    id: Uuid,
+    app_id: Uuid,
+    display_name: String,
+    passwords: Vec<SpPassword>,
+    keys: Vec<KeyCredentialSeed>,
+    owners: Vec<OwnerUser>,
+    preferred_thumbprint: Option<String>,
+}
+
+/// A service principal the stand-in knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeededServicePrincipal {
+    pub object_id: Uuid,
+    pub app_id: Uuid,
+}
+
+impl GraphStandin<'_> {
+    /// Adds a key credential to an application.
+    pub fn add_key_credential(&self, object_id: Uuid, key: KeyCredentialSeed) {
+        let _ = self.app_mut(object_id, |app| app.keys.push(key));
+    }
+
+    /// Makes `owner` an owner of the application.
+    pub fn add_owner_user(&self, object_id: Uuid, owner: OwnerUser) {
+        let _ = self.app_mut(object_id, |app| app.owner_users.push(owner));
+    }
+
+    fn app_mut(&self, object_id: Uuid, change: impl FnOnce(&mut Application)) -> Option<()> {
+        let mut directory = self.lock();
+        let app = directory
+            .applications
+            .iter_mut()
+            .find(|a| a.id == object_id)?;
+        change(app);
+        Some(())
+    }
+
+    /// Seeds a service principal (an enterprise application) with no credentials.
+    pub fn seed_service_principal(&self, display_name: &str) -> SeededServicePrincipal {
+        let seeded = SeededServicePrincipal {
+            object_id: Uuid::new_v4(),
+            app_id: Uuid::new_v4(),
+        };
+        self.lock().service_principals.push(ServicePrincipal {
+            id: seeded.object_id,
+            app_id: seeded.app_id,
+            display_name: display_name.to_owned(),
+            passwords: Vec::new(),
+            keys: Vec::new(),
+            owners: Vec::new(),
+            preferred_thumbprint: None,
+        });
+        seeded
+    }
+
+    /// Adds a key credential to a service principal; a `Sign` one becomes its preferred
+    /// token-signing key, as a SAML signing certificate does.
+    pub fn add_service_principal_key(&self, object_id: Uuid, key: KeyCredentialSeed) {
+        let mut directory = self.lock();
+        if let Some(sp) = directory
+            .service_principals
+            .iter_mut()
+            .find(|s| s.id == object_id)
+        {
+            if key.usage == "Sign" {
+                sp.preferred_thumbprint = Some(hex::encode_upper(&key.thumbprint));
+            }
+            sp.keys.push(key);
+        }
+    }
+
+    /// Adds a password credential (metadata only) to a service principal.
+    pub fn add_service_principal_password(
+        &self,
+        object_id: Uuid,
+        display_name: Option<&str>,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+    ) -> Option<Uuid> {
+        let mut directory = self.lock();
+        let sp = directory
+            .service_principals
+            .iter_mut()
+            .find(|s| s.id == object_id)?;
+        let key_id = Uuid::new_v4();
+        sp.passwords
+            .push((key_id, display_name.map(str::to_owned), start, end));
+        Some(key_id)
+    }
+
+    pub fn add_service_principal_owner(&self, object_id: Uuid, owner: OwnerUser) {
+        let mut directory = self.lock();
+        if let Some(sp) = directory
+            .service_principals
+            .iter_mut()
+            .find(|s| s.id == object_id)
+        {
+            sp.owners.push(owner);
+        }
+    }
+}
+
+fn key_json(key: &KeyCredentialSeed) -> Value {
+    json!({
+        "customKeyIdentifier": STANDARD.encode(&key.thumbprint),
+        "displayName": key.display_name,
+        "endDateTime": graph_time(key.end),
+        "key": null,
+        "keyId": key.key_id,
+        "startDateTime": graph_time(key.start),
+        "type": key.kind,
+        "usage": key.usage,
+    })
+}
+
+fn user_json(owner: &OwnerUser) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.user",
+        "id": owner.id,
+        "displayName": owner.display_name,
+        "userPrincipalName": owner.user_principal_name,
+        "mail": owner.mail,
+    })
+}
+
+/// Which collection is listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Collection {
+    Applications,
+    ServicePrincipals,
+}
+
+impl Collection {
+    fn path(self) -> &'static str {
+        match self {
+            Collection::Applications => "applications",
+            Collection::ServicePrincipals => "servicePrincipals",
+        }
+    }
+
+    fn type_name(self) -> &'static str {
+        match self {
+            Collection::Applications => "application",
+            Collection::ServicePrincipals => "servicePrincipal",
+        }
+    }
+
+    fn resource(self) -> &'static str {
+        match self {
+            Collection::Applications => "Application",
+            Collection::ServicePrincipals => "ServicePrincipal",
+        }
+    }
+
+    fn properties(self) -> &'static [&'static str] {
+        match self {
+            Collection::Applications => &APPLICATION_PROPERTIES,
+            Collection::ServicePrincipals => &SERVICE_PRINCIPAL_PROPERTIES,
+        }
+    }
+}
+
+/// What a list request asked for, parsed.
+struct ListQuery<'a> {
+    select: Option<Vec<&'a str>>,
+    owners_select: Option<Vec<&'a str>>,
+    expand_owners: bool,
+    top: Option<usize>,
+    skip: usize,
+    app_id_eq: Option<String>,
+    app_id_prefix: Option<String>,
+}
+
+fn bad_property(collection: Collection, name: &str) -> GraphError {
+    GraphError::bad_request(
+        "BadRequest",
+        format!(
+            "Could not find a property named '{name}' on type 'microsoft.graph.{}'.",
+            collection.type_name()
+        ),
+    )
+}
+
+fn parse_query<'a>(
+    collection: Collection,
+    query: &'a [(String, String)],
+) -> Result<ListQuery<'a>, GraphError> {
+    let mut parsed = ListQuery {
+        select: None,
+        owners_select: None,
+        expand_owners: false,
+        top: None,
+        skip: 0,
+        app_id_eq: None,
+        app_id_prefix: None,
+    };
+    for (name, value) in query {
+        match name.as_str() {
+            "$select" => {
+                let names: Vec<&str> = value.split(',').map(str::trim).collect();
+                if let Some(unknown) = names.iter().find(|n| !collection.properties().contains(n)) {
+                    return Err(bad_property(collection, unknown));
+                }
+                parsed.select = Some(names);
+            }
+            "$expand" => {
+                let (relationship, nested) = match value.split_once('(') {
+                    Some((name, rest)) => (name.trim(), Some(rest)),
+                    None => (value.trim(), None),
+                };
+                if relationship != "owners" {
+                    return Err(bad_property(collection, relationship));
+                }
+                parsed.expand_owners = true;
+                if let Some(rest) = nested {
+                    let inner = rest.strip_suffix(')').ok_or_else(|| {
+                        GraphError::bad_request(
+                            "BadRequest",
+                            format!("Invalid $expand clause: {value}"),
+                        )
+                    })?;
+                    let select = inner.strip_prefix("$select=").ok_or_else(|| {
+                        GraphError::bad_request(
+                            "BadRequest",
+                            format!("Only $select is supported inside $expand here: {value}"),
+                        )
+                    })?;
+                    parsed.owners_select = Some(select.split(',').map(str::trim).collect());
+                }
+            }
+            "$top" => {
+                let top = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        GraphError::bad_request(
+                            "Request_BadRequest",
+                            format!(
+                                "Invalid page size specified: '{value}'. Must be between 1 and {MAX_PAGE_SIZE} inclusive."
+                            ),
+                        )
+                    })?;
+                parsed.top = Some(top);
+            }
+            "$skiptoken" => {
+                parsed.skip = decode_skiptoken(value).ok_or_else(|| {
+                    GraphError::bad_request(
+                        "Directory_ExpiredPageToken",
+                        "The specified page token value has expired and can no longer be included in your request.",
+                    )
+                })?;
+            }
+            "$filter" => {
+                let lower = value.to_ascii_lowercase();
+                if lower.starts_with("startswith(") {
+                    let inner = value["startswith(".len()..]
+                        .strip_suffix(')')
+                        .and_then(|i| i.split_once(','))
+                        .filter(|(property, _)| property.trim() == "appId")
+                        .and_then(|(_, literal)| {
+                            literal
+                                .trim()
+                                .strip_prefix('\'')
+                                .and_then(|l| l.strip_suffix('\''))
+                        })
+                        .filter(|l| !l.contains('\''))
+                        .ok_or_else(|| {
+                            GraphError::bad_request(
+                                "Request_UnsupportedQuery",
+                                format!("Unsupported or invalid query filter clause specified for resource '{}': {value}", collection.resource()),
+                            )
+                        })?;
+                    parsed.app_id_prefix = Some(inner.to_ascii_lowercase());
+                } else {
+                    parsed.app_id_eq = Some(parse_filter(value, "appId", collection.resource())?);
+                }
+            }
+            other if other.starts_with('$') => {
+                return Err(GraphError::bad_request(
+                    "Request_BadRequest",
+                    format!("Unrecognized query argument specified: '{other}'."),
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(parsed)
+}
+
+/// `GET /v1.0/applications` or `/v1.0/servicePrincipals`.
+pub(crate) fn list(
+    shared: &Shared,
+    collection: Collection,
+    base: &str,
+    query: &[(String, String)],
+) -> Result<http::Response<axum::body::Body>, GraphError> {
+    let parsed = parse_query(collection, query)?;
+    let mut size = parsed.top.unwrap_or(DEFAULT_PAGE_SIZE);
+    if parsed.expand_owners {
+        size = size.min(MAX_EXPANDED_PAGE_SIZE);
+    }
+    let directory = shared.directory();
+    let matches = |app_id: Uuid| {
+        let text = app_id.to_string();
+        parsed
+            .app_id_eq
+            .as_deref()
+            .is_none_or(|w| text.eq_ignore_ascii_case(w))
+            && parsed
+                .app_id_prefix
+                .as_deref()
+                .is_none_or(|p| text.starts_with(p))
+    };
+    let owners_json = |users: &[OwnerUser], extra: Vec<Value>| -> Value {
+        let mut owners: Vec<Value> = extra;
+        owners.extend(users.iter().map(user_json));
+        owners.truncate(MAX_EXPANDED_ITEMS);
+        for owner in &mut owners {
+            if let (Some(select), Value::Object(map)) = (&parsed.owners_select, owner) {
+                map.retain(|k, _| {
+                    k == "id" || k.starts_with("@odata") || select.contains(&k.as_str())
+                });
+            }
+        }
+        Value::Array(owners)
+    };
+    let mut total = 0usize;
+    let mut value = Vec::new();
+    match collection {
+        Collection::Applications => {
+            for app in directory.applications.iter().filter(|a| matches(a.app_id)) {
+                if total >= parsed.skip && value.len() < size {
+                    let mut item = application_json(app);
+                    if parsed.expand_owners {
+                        let sp_owners = app
+                            .owners
+                            .iter()
+                            .map(|owner| {
+                                json!({
+                                    "@odata.type": "#microsoft.graph.servicePrincipal",
+                                    "id": owner,
+                                    "appId": owner,
+                                    "displayName": directory
+                                        .applications
+                                        .iter()
+                                        .find(|a| a.app_id == *owner)
+                                        .map(|a| a.display_name.clone()),
+                                })
+                            })
+                            .collect();
+                        item["owners"] = owners_json(&app.owner_users, sp_owners);
+                    }
+                    project(&mut item, parsed.select.as_deref());
+                    value.push(item);
+                }
+                total += 1;
+            }
+        }
+        Collection::ServicePrincipals => {
+            for sp in directory
+                .service_principals
+                .iter()
+                .filter(|s| matches(s.app_id))
+            {
+                if total >= parsed.skip && value.len() < size {
+                    let mut item = service_principal_json(sp, shared.tenant_id);
+                    if parsed.expand_owners {
+                        item["owners"] = owners_json(&sp.owners, Vec::new());
+                    }
+                    project(&mut item, parsed.select.as_deref());
+                    value.push(item);
+                }
+                total += 1;
+            }
+        }
+    }
+    let end = parsed.skip + value.len();
+    let mut body = json!({
+        "@odata.context": format!("{GRAPH_METADATA}#{}", collection.path()),
+        "value": value,
+    });
+    if end < total {
+        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in query.iter().filter(|(n, _)| n != "$skiptoken") {
+            link.append_pair(name, value);
+        }
+        link.append_pair("$skiptoken", &encode_skiptoken(end));
+        body["@odata.nextLink"] = json!(format!(
+            "{base}/v1.0/{}?{}",
+            collection.path(),
+            link.finish()
+        ));
+    }
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        body,
+    )))
+}
+
+/// Keeps the `$select`ed properties (and `id`, annotations and expanded `owners`).
+fn project(object: &mut Value, select: Option<&[&str]>) {
+    if let (Some(select), Value::Object(map)) = (select, object) {
+        map.retain(|key, _| {
+            key == "id"
+                || key == "owners"
+                || key.starts_with("@odata")
+                || select.contains(&key.as_str())
+        });
+    }
+}
+
+fn application_json(app: &Application) -> Value {
+    json!({
+        "id": app.id,
+        "appId": app.app_id,
+        "displayName": app.display_name,
+        "createdDateTime": graph_time(app.created),
+        "signInAudience": app.sign_in_audience,
+        "passwordCredentials": app.passwords.iter().map(|p| password_json(&password_info(p), None)).collect::<Vec<_>>(),
+        "keyCredentials": app.keys.iter().map(key_json).collect::<Vec<_>>(),
+        "tags": [],
+        "notes": null,
+        "publisherDomain": "contoso.onmicrosoft.com",
+        "description": null,
+    })
+}
+
+fn service_principal_json(sp: &ServicePrincipal, tenant: Uuid) -> Value {
+    json!({
+        "id": sp.id,
+        "appId": sp.app_id,
+        "displayName": sp.display_name,
+        "servicePrincipalType": "Application",
+        "signInAudience": "AzureADMyOrg",
+        "accountEnabled": true,
+        "appOwnerOrganizationId": tenant,
+        "preferredTokenSigningKeyThumbprint": sp.preferred_thumbprint,
+        "passwordCredentials": sp.passwords.iter().map(|(key_id, name, start, end)| json!({
+            "customKeyIdentifier": null,
+            "displayName": name,
+            "endDateTime": graph_time(*end),
+            "hint": null,
+            "keyId": key_id,
+            "secretText": null,
+            "startDateTime": graph_time(*start),
+        })).collect::<Vec<_>>(),
+        "keyCredentials": sp.keys.iter().map(key_json).collect::<Vec<_>>(),
+        "tags": [],
+        "notes": null,
+    })
+}
+
+fn encode_skiptoken(offset: usize) -> String {
+    URL_SAFE_NO_PAD.encode(format!("RFNwdAIAAQAAAD{offset}"))
+}
+
+fn decode_skiptoken(token: &str) -> Option<usize> {
+    let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
+    std::str::from_utf8(&bytes)
+        .ok()?
+        .strip_prefix("RFNwdAIAAQAAAD")?
+        .parse()
+        .ok()
+}
