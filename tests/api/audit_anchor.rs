@@ -210,7 +210,7 @@ pub(crate) fn chain(name: &str) -> ChainId {
 }
 
 /// `count` entries appended one at a time, so each batch (and checkpoint) holds one.
-async fn append(log: &AuditLog, count: u32) -> Vec<AuditEntry> {
+pub(crate) async fn append(log: &AuditLog, count: u32) -> Vec<AuditEntry> {
     let mut entries = Vec::new();
     for second in 0..count {
         entries.push(log.append(read_record(second)).await.expect("append"));

@@ -1,7 +1,7 @@
 //! The anchored audit log's tamper scenarios (`audit_anchor`) against Azure Table
-//! storage for the entries and Blob storage for the checkpoints, both on Azurite. The
-//! checkpoints are signed with a local Ed25519 key here; Key Vault's `sign` is the
-//! stand-in's concern.
+//! storage for the entries and Blob storage for the checkpoints, both on Azurite, and the
+//! checkpoints signed by a Key Vault EC key through its `sign` operation (the Key Vault
+//! stand-in), as a deployment signs them. The public key is read back from the vault.
 
 use std::sync::Arc;
 
@@ -14,11 +14,12 @@ use keyturn::adapters::azure::client::blob::{BlobAuth, BlobClient, ContainerName
 use keyturn::adapters::azure::client::table::{
     EntityKey, IfMatch, TableClient, TableName, UpdateMode,
 };
-use keyturn::adapters::local::anchor::LocalSigningKey;
+use keyturn::adapters::azure::signer::{KeyUrl, KeyVaultSigner, SignerOptions};
 use keyturn::audit::{Anchor, AuditLog};
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::audit::{AuditStore, ChainId, EntryHash};
-use keyturn::ports::checkpoint::{CheckpointStore, PublicKey};
+use keyturn::ports::checkpoint::{CheckpointSigner, CheckpointStore, PublicKey};
+use keyturn_standins::{Permissions, Standins};
 
 use crate::audit_anchor::*;
 
@@ -37,8 +38,9 @@ pub(crate) struct AzureAnchored {
     table: TableName,
     blob_endpoint: String,
     container: ContainerName,
-    _key_dir: tempfile::TempDir,
-    key: std::path::PathBuf,
+    pub(crate) standins: Standins,
+    /// The checkpoint key's versioned URL in the Key Vault stand-in.
+    pub(crate) key: KeyUrl,
 }
 
 impl AzureAnchored {
@@ -51,14 +53,23 @@ impl AzureAnchored {
         let id = uuid::Uuid::new_v4().simple().to_string();
         let table = TableName::parse(&format!("anchor{id}")).expect("table name");
         let container = ContainerName::parse(&format!("checkpoints-{}", &id[..20])).expect("name");
-        let key_dir = tempfile::tempdir().expect("tempdir");
+        let standins = Standins::start()
+            .await
+            .expect("the stand-ins start on loopback");
+        let key = KeyUrl::parse(
+            standins
+                .keyvault()
+                .create_ec_key("audit-checkpoints")
+                .as_str(),
+        )
+        .expect("the stand-in's key URL is a key URL");
         let fixture = Self {
             connection_string,
             table,
             blob_endpoint,
             container,
-            key: key_dir.path().join("audit-signing.key"),
-            _key_dir: key_dir,
+            standins,
+            key,
         };
         TableAuditStore::new(fixture.table_client(), fixture.table.clone())
             .ensure_table()
@@ -70,6 +81,49 @@ impl AzureAnchored {
             .await
             .expect("the container is created (is Azurite's blob service running?)");
         fixture
+    }
+
+    /// A signer of the checkpoint key for an identity holding `permissions`.
+    pub(crate) fn signer_with(&self, key: &KeyUrl, permissions: Permissions) -> KeyVaultSigner {
+        let identity = self.standins.seed_identity("keyturn-audit", permissions);
+        KeyVaultSigner::new(
+            key.clone(),
+            self.standins.credential_for(&identity),
+            SignerOptions {
+                client: Some(self.standins.client_options()),
+                skip_challenge_resource_check: true,
+            },
+        )
+        .expect("the signer is built")
+    }
+
+    /// The signer a deployment's writer holds: only `keys/sign` and `keys/get`.
+    pub(crate) fn signer(&self) -> KeyVaultSigner {
+        self.signer_with(&self.key, Permissions::only(["keys/sign", "keys/get"]))
+    }
+
+    /// A writer of `chain` whose checkpoints `signer` signs.
+    pub(crate) fn writer_signed_by(
+        &self,
+        chain: &ChainId,
+        signer: Arc<dyn CheckpointSigner>,
+    ) -> AuditLog {
+        let anchor = Anchor {
+            checkpoints: Arc::new(BlobCheckpointStore::new(
+                self.blob_client(),
+                self.container.clone(),
+            )),
+            signer,
+        };
+        AuditLog::start_anchored(
+            Arc::new(TableAuditStore::with_chain(
+                self.table_client(),
+                self.table.clone(),
+                chain.clone(),
+            )),
+            Some(anchor),
+        )
+        .expect("the writer starts")
     }
 
     fn table_client(&self) -> TableClient {
@@ -139,23 +193,7 @@ impl AzureAnchored {
 #[async_trait]
 impl Anchored for AzureAnchored {
     async fn writer(&self, chain: &ChainId) -> AuditLog {
-        let key = LocalSigningKey::load_or_create(&self.key).expect("key");
-        let anchor = Anchor {
-            checkpoints: Arc::new(BlobCheckpointStore::new(
-                self.blob_client(),
-                self.container.clone(),
-            )),
-            signer: Arc::new(key),
-        };
-        AuditLog::start_anchored(
-            Arc::new(TableAuditStore::with_chain(
-                self.table_client(),
-                self.table.clone(),
-                chain.clone(),
-            )),
-            Some(anchor),
-        )
-        .expect("the writer starts")
+        self.writer_signed_by(chain, Arc::new(self.signer()))
     }
 
     async fn store(&self) -> Arc<dyn AuditStore> {
@@ -173,10 +211,10 @@ impl Anchored for AzureAnchored {
     }
 
     async fn public_key(&self) -> PublicKey {
-        LocalSigningKey::read_file(&self.key)
-            .expect("key")
-            .public()
-            .clone()
+        self.signer()
+            .public_key()
+            .await
+            .expect("the public key is read from the vault")
     }
 
     async fn set_action(&self, chain: &ChainId, position: u64, action: &str) {
@@ -285,3 +323,219 @@ anchored_azure!(
     writers_append_concurrently_each_to_its_own_chain,
     a_chain_removed_whole_is_found_by_its_checkpoints,
 );
+
+/// Entries and checkpoints as `verify_log` reads them with `key`.
+async fn verify_with(fixture: &AzureAnchored, key: &PublicKey) -> keyturn::audit::LogReport {
+    let store = fixture.store().await;
+    let checkpoints = fixture.checkpoints().await;
+    keyturn::audit::verify_log(store.as_ref(), Some(checkpoints.as_ref()), Some(key))
+        .await
+        .expect("the log can be read")
+}
+
+fn no_retries(standins: &Standins) -> azure_core::http::ClientOptions {
+    azure_core::http::ClientOptions {
+        retry: azure_core::http::RetryOptions::none(),
+        ..standins.client_options()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_signed_by_the_vault_key_are_es256_and_name_its_version() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 2).await;
+
+    let lines = fixture.checkpoint_lines().await;
+
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let signed = keyturn::ports::checkpoint::SignedCheckpoint::from_line(line).expect("a line");
+        assert_eq!(
+            signed.signature.algorithm,
+            keyturn::ports::checkpoint::SignatureAlgorithm::ES256
+        );
+        assert_eq!(signed.signature.key_id, fixture.key.to_string());
+        assert_eq!(signed.signature.bytes.len(), 64, "r || s");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_signed_by_another_vault_key_is_found() {
+    let fixture = AzureAnchored::new().await;
+    let writer = chain("w-one");
+    append(&fixture.writer(&writer).await, 2).await;
+    // Someone who may sign with another key of the same vault writes a checkpoint of a
+    // chain they made up, and signs it properly with that key.
+    let other = KeyUrl::parse(
+        fixture
+            .standins
+            .keyvault()
+            .create_ec_key("not-the-audit-key")
+            .as_str(),
+    )
+    .expect("a key URL");
+    let forger = fixture.signer_with(&other, Permissions::only(["keys/sign"]));
+    let checkpoint = keyturn::ports::checkpoint::Checkpoint {
+        writer: writer.clone(),
+        position: 2,
+        previous: 2,
+        head: "07".repeat(32).parse::<EntryHash>().expect("a hash"),
+        at: chrono::Utc::now(),
+    };
+    let signature = forger
+        .sign(&checkpoint.signed_bytes())
+        .await
+        .expect("the other key signs");
+    assert_eq!(signature.key_id, other.to_string());
+    fixture
+        .checkpoints()
+        .await
+        .append(&keyturn::ports::checkpoint::SignedCheckpoint {
+            checkpoint,
+            signature,
+        })
+        .await
+        .expect("appended");
+
+    let report = verify_with(&fixture, &fixture.public_key().await).await;
+
+    assert_break(&report, &writer, 3, "checkpoint_forged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_refused_sign_names_the_key_and_role_and_every_entry_stays() {
+    let fixture = AzureAnchored::new().await;
+    let identity_secret;
+    let refused = {
+        let identity = fixture
+            .standins
+            .seed_identity("keyturn-no-sign", Permissions::only(["keys/get"]));
+        identity_secret = identity.client_secret().to_owned();
+        KeyVaultSigner::new(
+            fixture.key.clone(),
+            fixture.standins.credential_for(&identity),
+            SignerOptions {
+                client: Some(no_retries(&fixture.standins)),
+                skip_challenge_resource_check: true,
+            },
+        )
+        .expect("built")
+    };
+    let error = refused.sign(b"a checkpoint").await.expect_err("refused");
+    let writer = chain("w-refused");
+    let log = fixture.writer_signed_by(&writer, Arc::new(refused));
+
+    append(&log, 3).await;
+
+    let text = error.to_string();
+    assert!(
+        matches!(
+            error.kind,
+            keyturn::ports::FailureKind::PermissionDenied { .. }
+        ),
+        "{error:?}"
+    );
+    assert!(text.contains(&fixture.key.to_string()), "{text}");
+    assert!(text.contains("keys/sign/action"), "{text}");
+    assert!(!text.contains(&identity_secret), "no secret in: {text}");
+    let stored = fixture.store().await;
+    let store = stored
+        .for_chain(&writer)
+        .expect("the table store reads any chain");
+    assert_eq!(
+        store.read(1, 10).await.expect("readable").len(),
+        3,
+        "every entry is stored although no checkpoint could be signed"
+    );
+    assert!(fixture.checkpoint_lines().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_or_throttled_key_is_a_clear_error_naming_it() {
+    let fixture = AzureAnchored::new().await;
+    let identity = fixture.standins.seed_identity(
+        "keyturn-audit",
+        Permissions::only(["keys/sign", "keys/get"]),
+    );
+    let signer = KeyVaultSigner::new(
+        fixture.key.clone(),
+        fixture.standins.credential_for(&identity),
+        SignerOptions {
+            client: Some(no_retries(&fixture.standins)),
+            skip_challenge_resource_check: true,
+        },
+    )
+    .expect("built");
+    signer.sign(b"warm up the token").await.expect("signs");
+
+    fixture.standins.inject(
+        keyturn_standins::Service::KeyVault,
+        keyturn_standins::Route::new(axum::http::Method::POST, "/keys/"),
+        keyturn_standins::Fault::throttled(Some(2)),
+    );
+    let throttled = signer.sign(b"a checkpoint").await.expect_err("throttled");
+    fixture
+        .standins
+        .keyvault()
+        .set_key_enabled(fixture.key.name(), false);
+    let disabled = signer.sign(b"a checkpoint").await.expect_err("disabled");
+
+    assert!(throttled.is_transient(), "{throttled:?}");
+    assert!(throttled.to_string().contains("HTTP 429"), "{throttled}");
+    assert!(
+        throttled.to_string().contains(&fixture.key.to_string()),
+        "{throttled}"
+    );
+    assert!(disabled.to_string().contains("disabled"), "{disabled}");
+    assert!(
+        disabled.to_string().contains(&fixture.key.to_string()),
+        "{disabled}"
+    );
+    for error in [&throttled, &disabled] {
+        assert!(
+            !error.to_string().contains(identity.client_secret()),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_public_key_that_cannot_be_read_is_an_error_naming_the_key() {
+    let fixture = AzureAnchored::new().await;
+    let missing = KeyUrl::parse(&format!(
+        "{}keys/no-such-key",
+        fixture.standins.keyvault().url()
+    ))
+    .expect("a key URL");
+    let not_found = fixture
+        .signer_with(&missing, Permissions::only(["keys/get"]))
+        .public_key()
+        .await
+        .expect_err("no such key");
+    let no_read = fixture
+        .signer_with(&fixture.key, Permissions::only(["keys/sign"]))
+        .public_key()
+        .await
+        .expect_err("no keys/get");
+
+    assert_eq!(
+        not_found.kind,
+        keyturn::ports::FailureKind::NotFound,
+        "{not_found:?}"
+    );
+    assert!(
+        not_found.to_string().contains(&missing.to_string()),
+        "{not_found}"
+    );
+    assert!(
+        matches!(
+            no_read.kind,
+            keyturn::ports::FailureKind::PermissionDenied { .. }
+        ),
+        "{no_read:?}"
+    );
+    assert!(
+        no_read.to_string().contains(&fixture.key.to_string()),
+        "{no_read}"
+    );
+}

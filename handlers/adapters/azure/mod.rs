@@ -1,5 +1,6 @@
 //! Azure adapters, one per port implementation (Key Vault, Graph, Service Bus, the token
-//! endpoint, the Table audit store and secret source, the site the endpoint runs as), on
+//! endpoint, the Table audit store and secret source, the audit checkpoints' Blob store
+//! and Key Vault signer, the site the endpoint runs as), on
 //! the shared clients in [`client`] (azure_core's pipeline with bearer policy, retries and
 //! an injectable transport; credentials; Table storage; Resource Manager). Adapters never import each other.
 
@@ -10,6 +11,7 @@ pub mod graph;
 pub mod keyvault;
 pub mod lease;
 pub mod servicebus;
+pub mod signer;
 pub mod site;
 pub mod table_source;
 pub mod token;

@@ -1,5 +1,8 @@
 //! The Key Vault stand-in: secrets and certificates over Key Vault's REST API, with its
-//! challenge-based authentication, api-version check, name rules, error bodies and paging.
+//! challenge-based authentication, api-version check, name rules, error bodies and paging;
+//! key metadata in `metadata`; EC keys that sign digests in `keys`.
+
+mod keys;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -68,6 +71,9 @@ pub mod permission {
     pub const CERTIFICATES_GET: &str = "certificates/get";
     pub const CERTIFICATES_LIST: &str = "certificates/list";
     pub const CERTIFICATES_CREATE: &str = "certificates/create";
+    /// `Microsoft.KeyVault/vaults/keys/sign/action` (`keys/get` is in
+    /// [`super::key_permission`]).
+    pub const KEYS_SIGN: &str = "keys/sign";
 }
 
 /// What becomes of a certificate request whose issuer is neither `Self` nor `Unknown`.
@@ -596,6 +602,7 @@ fn handle(
         (&Method::PATCH, ["secrets", name, version]) => {
             update_secret(&call, name, Some(version), body)
         }
+        (&Method::POST, ["keys", name, version, "sign"]) => keys::sign(&call, name, version, body),
         (&Method::GET, ["certificates"]) => list_certificates(&call),
         (&Method::POST, ["certificates", name, "create"]) => create_certificate(&call, name, body),
         (&Method::GET, ["certificates", name, "pending"]) => certificate_operation(&call, name),

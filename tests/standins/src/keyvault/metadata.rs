@@ -28,20 +28,23 @@ pub mod key_permission {
 
 #[derive(Debug, Clone)]
 pub(crate) struct KeyEntry {
-    name: String,
-    versions: Vec<KeyVersion>,
+    pub(super) name: String,
+    pub(super) versions: Vec<KeyVersion>,
     /// `Some(days before expiry)` when the key has a rotation policy with a `Rotate`
     /// action.
     rotate_before_expiry_days: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
-struct KeyVersion {
-    version: String,
+pub(super) struct KeyVersion {
+    pub(super) version: String,
     kty: String,
     key_size: Option<u32>,
     crv: Option<String>,
-    enabled: bool,
+    pub(super) enabled: bool,
+    /// The private key of a key that signs (`keys::create_ec_key`); its public half is
+    /// what get-key answers. Seeded metadata-only keys have none.
+    pub(super) signing: Option<p256::ecdsa::SigningKey>,
     exp: Option<i64>,
     created: i64,
     tags: Option<BTreeMap<String, String>>,
@@ -182,6 +185,7 @@ impl KeyVaultStandin<'_> {
             exp: seed.expires.map(|t| t.timestamp()),
             created: now,
             tags: Some(seed.tags).filter(|t| !t.is_empty()),
+            signing: None,
         });
         version
     }
@@ -378,8 +382,17 @@ pub(super) fn get_key(
                 _ => 32,
             };
             jwk["crv"] = json!(crv);
-            jwk["x"] = json!(random_b64(len));
-            jwk["y"] = json!(random_b64(len));
+            match &v.signing {
+                Some(signing) => {
+                    let (x, y) = super::keys::public_coordinates(signing);
+                    jwk["x"] = json!(x);
+                    jwk["y"] = json!(y);
+                }
+                None => {
+                    jwk["x"] = json!(random_b64(len));
+                    jwk["y"] = json!(random_b64(len));
+                }
+            }
             jwk["key_ops"] = json!(["sign", "verify"]);
         }
         (Some(bits), None) => {

@@ -7,6 +7,7 @@ mod faults;
 mod fixtures;
 mod graph;
 mod keyvault;
+mod keyvault_keys;
 mod resourcemanager;
 mod sdk;
 mod servicebus;

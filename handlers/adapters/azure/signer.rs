@@ -1,0 +1,330 @@
+//! The audit checkpoints' signing key in Azure: a Key Vault EC P-256 key used through
+//! Key Vault's `sign` operation (official crate `azure_security_keyvault_keys`), so the
+//! private key never leaves the vault and keyturn's identity may sign but not export,
+//! change or delete it.
+//!
+//! Key Vault signs a digest, not a message ("Sign": "Creates a signature from a digest"):
+//! keyturn sends the SHA-256 of the checkpoint's signed bytes with `alg` `ES256` and
+//! gets `r || s` back, which is exactly what ECDSA P-256 with SHA-256 over the message
+//! verifies (RFC 7518 section 3.4). The signature's key id is the versioned key URL Key
+//! Vault answers with (`kid`), so a checkpoint names the very key version that signed it.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use azure_core::credentials::TokenCredential;
+use azure_core::error::ErrorKind;
+use azure_core::http::{ClientOptions, RawResponse, StatusCode};
+use azure_core::time::OffsetDateTime;
+use azure_security_keyvault_keys::models::{
+    KeyClientGetKeyOptions, KeyClientSignOptions, SignParameters,
+    SignatureAlgorithm as KeyVaultAlgorithm,
+};
+use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::adapters::azure::client::http::{
+    FailureContext, ServiceErrorCode, default_client_options, failure_from_status,
+    failure_from_transport,
+};
+use crate::domain::names::{NameError, ObjectId, ObjectType};
+use crate::ports::checkpoint::{CheckpointSigner, PublicKey, Signature, SignatureAlgorithm};
+use crate::ports::{FailureKind, PortError};
+
+/// An ES256 signature is `r || s`, two 32-byte P-256 scalars (RFC 7518 section 3.4).
+const ES256_SIGNATURE_LEN: usize = 64;
+
+/// Key Vault's inner error codes behind a 403 that no role assignment changes: a
+/// disabled key, and the vault's network rules.
+const KEY_DISABLED: &str = "KeyDisabled";
+const NETWORK_REFUSALS: [&str; 2] = ["ForbiddenByFirewall", "ForbiddenByConnection"];
+
+/// A Key Vault key's URL, `https://{vault}.vault.azure.net/keys/{name}[/{version}]`.
+/// Without a version, Key Vault signs with the key's current version and names it in
+/// its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyUrl(ObjectId);
+
+impl KeyUrl {
+    /// Parses a key URL; the error says what is wrong without quoting more than a
+    /// name's excerpt.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        const FORM: &str = "https://VAULT.vault.azure.net/keys/NAME[/VERSION]";
+        let id = ObjectId::parse(text)
+            .map_err(|e: NameError| format!("not a Key Vault key URL ({FORM}): {e}"))?;
+        if id.object_type() != ObjectType::Key {
+            return Err(format!(
+                "not a Key Vault key URL ({FORM}): it names a {} object",
+                id.object_type().collection()
+            ));
+        }
+        Ok(Self(id))
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name().as_str()
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        self.0.version().map(|v| v.as_str())
+    }
+
+    /// The vault's base URL, `https://{vault}.vault.azure.net/`.
+    pub fn vault(&self) -> &str {
+        self.0.vault().as_str()
+    }
+}
+
+impl fmt::Display for KeyUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Signs checkpoints with a Key Vault key.
+pub struct KeyVaultSigner {
+    client: KeyClient,
+    key: KeyUrl,
+    /// The role an identity needs, named in a refusal.
+    missing: String,
+}
+
+impl fmt::Debug for KeyVaultSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyVaultSigner")
+            .field("key", &self.key.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How the signer's client is built beyond the credential.
+#[derive(Debug, Clone, Default)]
+pub struct SignerOptions {
+    /// Transport and retries; `None`: keyturn's defaults.
+    pub client: Option<ClientOptions>,
+    /// Accept a challenge whose resource is not the vault's own domain: only for a
+    /// stand-in on loopback (see `KeyVault::without_challenge_resource_check`).
+    pub skip_challenge_resource_check: bool,
+}
+
+impl KeyVaultSigner {
+    pub fn new(
+        key: KeyUrl,
+        credential: Arc<dyn TokenCredential>,
+        options: SignerOptions,
+    ) -> Result<Self, PortError> {
+        let client_options = KeyClientOptions {
+            client_options: options.client.unwrap_or_else(default_client_options),
+            verify_challenge_resource: Some(!options.skip_challenge_resource_check),
+            ..KeyClientOptions::default()
+        };
+        let client =
+            KeyClient::new(key.vault(), credential, Some(client_options)).map_err(|_| {
+                PortError::invalid(format!("cannot build a Key Vault client for {key}"))
+            })?;
+        let missing = format!(
+            "the keyturn audit signer role (Microsoft.KeyVault/vaults/keys/sign/action and keys/read) on key {key}"
+        );
+        Ok(Self {
+            client,
+            key,
+            missing,
+        })
+    }
+
+    pub fn key(&self) -> &KeyUrl {
+        &self.key
+    }
+
+    fn context<'a>(&'a self, operation: &'a str) -> FailureContext<'a> {
+        FailureContext {
+            operation,
+            missing_permission: &self.missing,
+            policy_codes: &[],
+        }
+    }
+
+    /// The one mapping of the crate's errors: a disabled key and a network refusal are
+    /// told apart from a missing role; everything else through the shared mapping. The
+    /// crate's message is never copied (it quotes Key Vault's).
+    fn failure(&self, error: &azure_core::Error, operation: &str) -> PortError {
+        let context = self.context(operation);
+        let ErrorKind::HttpResponse {
+            status,
+            raw_response: Some(raw),
+            ..
+        } = error.kind()
+        else {
+            return failure_from_transport(error, &context);
+        };
+        let inner = inner_code(raw);
+        if *status == StatusCode::Forbidden
+            && let Some(code) = &inner
+        {
+            if code.as_str() == KEY_DISABLED {
+                return PortError::new(
+                    FailureKind::Invalid,
+                    format!(
+                        "{operation}: HTTP 403 ({KEY_DISABLED}): the key is disabled in its vault; enable it or set another key"
+                    ),
+                );
+            }
+            if NETWORK_REFUSALS.contains(&code.as_str()) {
+                return PortError::new(
+                    FailureKind::NetworkRefused {
+                        code: code.as_str().to_owned(),
+                    },
+                    format!(
+                        "{operation}: HTTP 403 ({}): the vault's network rules refuse this caller (firewall, private endpoint or public access), not its role",
+                        code.as_str()
+                    ),
+                );
+            }
+        }
+        let code = ServiceErrorCode::from_response(raw.headers(), raw.body().as_ref());
+        failure_from_status(
+            *status,
+            raw.headers(),
+            code.as_ref(),
+            OffsetDateTime::now_utc(),
+            &context,
+        )
+    }
+}
+
+#[async_trait]
+impl CheckpointSigner for KeyVaultSigner {
+    async fn sign(&self, message: &[u8]) -> Result<Signature, PortError> {
+        let operation = format!(
+            "signing an audit checkpoint with Key Vault key {}",
+            self.key
+        );
+        let parameters = SignParameters {
+            algorithm: Some(KeyVaultAlgorithm::Es256),
+            value: Some(Sha256::digest(message).to_vec()),
+        };
+        let content = parameters
+            .try_into()
+            .map_err(|_| PortError::invalid(format!("{operation}: encoding the request")))?;
+        let options = KeyClientSignOptions {
+            key_version: self.key.version().map(str::to_owned),
+            ..KeyClientSignOptions::default()
+        };
+        let result = self
+            .client
+            .sign(self.key.name(), content, Some(options))
+            .await
+            .map_err(|e| self.failure(&e, &operation))?
+            .into_model()
+            .map_err(|e| self.failure(&e, &operation))?;
+        let bytes = result
+            .result
+            .filter(|bytes| bytes.len() == ES256_SIGNATURE_LEN)
+            .ok_or_else(|| {
+                PortError::invalid(format!(
+                    "{operation}: the answer carries no {ES256_SIGNATURE_LEN}-byte ES256 signature"
+                ))
+            })?;
+        // The answer's `kid` names the version that signed; a key URL without a version
+        // needs it, or the checkpoint could not say which key checks it.
+        let key_id = match result.kid.as_deref().map(KeyUrl::parse) {
+            Some(Ok(kid)) if kid.version().is_some() && kid.name() == self.key.name() => {
+                kid.to_string()
+            }
+            _ if self.key.version().is_some() => self.key.to_string(),
+            _ => {
+                return Err(PortError::invalid(format!(
+                    "{operation}: the answer names no key version"
+                )));
+            }
+        };
+        Ok(Signature {
+            algorithm: SignatureAlgorithm::ES256,
+            key_id,
+            bytes,
+        })
+    }
+
+    async fn public_key(&self) -> Result<PublicKey, PortError> {
+        let operation = format!("reading the public key of Key Vault key {}", self.key);
+        let options = KeyClientGetKeyOptions {
+            key_version: self.key.version().map(str::to_owned),
+            ..KeyClientGetKeyOptions::default()
+        };
+        let key = self
+            .client
+            .get_key(self.key.name(), Some(options))
+            .await
+            .map_err(|e| self.failure(&e, &operation))?
+            .into_model()
+            .map_err(|e| self.failure(&e, &operation))?;
+        let jwk = key
+            .key
+            .ok_or_else(|| PortError::invalid(format!("{operation}: the answer holds no key")))?;
+        let json = serde_json::to_string(&jwk)
+            .map_err(|_| PortError::invalid(format!("{operation}: the key cannot be encoded")))?;
+        match PublicKey::from_jwk(&json) {
+            Ok(key @ PublicKey::EcP256(_)) => Ok(key),
+            Ok(_) => Err(PortError::invalid(format!(
+                "{operation}: not an EC P-256 key, which ES256 needs"
+            ))),
+            Err(problem) => Err(PortError::invalid(format!("{operation}: {problem}"))),
+        }
+    }
+}
+
+/// Key Vault's inner error code (`error.innererror.code`), which tells a disabled key
+/// (`KeyDisabled`) or a network rule from a missing role (`ForbiddenByRbac`) behind the
+/// same 403.
+fn inner_code(raw: &RawResponse) -> Option<ServiceErrorCode> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        error: Option<Outer>,
+    }
+    #[derive(Deserialize)]
+    struct Outer {
+        innererror: Option<Inner>,
+    }
+    #[derive(Deserialize)]
+    struct Inner {
+        code: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(raw.body().as_ref()).ok()?;
+    envelope
+        .error?
+        .innererror?
+        .code
+        .and_then(|code| ServiceErrorCode::parse(&code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_urls_parse_with_and_without_a_version_and_refuse_other_objects() {
+        let versioned =
+            KeyUrl::parse("https://kv-audit.vault.azure.net/keys/audit-checkpoints/0123456789abcdef0123456789abcdef")
+                .expect("a versioned key URL");
+        assert_eq!(versioned.name(), "audit-checkpoints");
+        assert_eq!(
+            versioned.version(),
+            Some("0123456789abcdef0123456789abcdef")
+        );
+        assert_eq!(versioned.vault(), "https://kv-audit.vault.azure.net/");
+        let latest = KeyUrl::parse("https://kv-audit.vault.azure.net/keys/audit-checkpoints")
+            .expect("a key URL without a version");
+        assert_eq!(latest.version(), None);
+        for refused in [
+            "https://kv-audit.vault.azure.net/secrets/audit-checkpoints",
+            "http://kv-audit.vault.azure.net/keys/audit-checkpoints",
+            "https://kv-audit.vault.azure.net/keys/audit_checkpoints",
+            "https://kv-audit.vault.azure.net/keys/a/b/c",
+            "not a url",
+        ] {
+            assert!(KeyUrl::parse(refused).is_err(), "{refused}");
+        }
+    }
+}
