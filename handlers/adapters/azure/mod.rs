@@ -8,6 +8,7 @@ pub mod anchor;
 pub mod audit;
 pub mod client;
 pub mod graph;
+pub mod inventory;
 pub mod keyvault;
 pub mod lease;
 pub mod servicebus;

@@ -4,6 +4,7 @@ pub mod anchor;
 pub mod audit;
 pub mod crypto;
 pub mod directory;
+pub mod inventory;
 pub mod lease;
 pub mod queue;
 pub mod store;

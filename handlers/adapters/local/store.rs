@@ -226,6 +226,37 @@ const MIGRATIONS: &[&str] = &[
         token INTEGER NOT NULL CHECK (token >= 1),
         until INTEGER NOT NULL
     ) STRICT;",
+    // 9: the inventory discovery writes. Each record is its JSON (`record`), keyed by its
+    // stable id; the columns beside it are what reads filter and page on. `expires` is
+    // Unix seconds, NULL for a credential without an end date.
+    "CREATE TABLE inventory_credentials (
+        id TEXT PRIMARY KEY NOT NULL,
+        source_key TEXT NOT NULL,
+        source_kind TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        expires INTEGER,
+        managed INTEGER NOT NULL,
+        sweep TEXT NOT NULL,
+        record TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX inventory_credentials_by_source ON inventory_credentials (source_key, sweep);
+    CREATE TABLE inventory_vaults (
+        id TEXT PRIMARY KEY NOT NULL,
+        record TEXT NOT NULL
+    ) STRICT;
+    CREATE TABLE inventory_findings (
+        id TEXT PRIMARY KEY NOT NULL,
+        scope_key TEXT NOT NULL,
+        sweep TEXT NOT NULL,
+        record TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX inventory_findings_by_scope ON inventory_findings (scope_key, sweep);
+    CREATE TABLE inventory_snapshots (
+        sweep TEXT PRIMARY KEY NOT NULL,
+        at INTEGER NOT NULL,
+        record TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX inventory_snapshots_by_time ON inventory_snapshots (at, sweep);",
 ];
 
 /// Opening the store or running work on it failed.

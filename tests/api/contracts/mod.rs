@@ -12,6 +12,7 @@ use keyturn::domain::names::ObjectName;
 
 mod audit;
 mod directory;
+mod inventory;
 mod lease;
 mod queue;
 mod source;

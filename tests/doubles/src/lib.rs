@@ -14,8 +14,10 @@
 //! - the audit store ([`MemoryAuditStore`]) refuses a taken position, like every real one.
 
 mod audit;
+mod inventory;
 
 pub use audit::MemoryAuditStore;
+pub use inventory::MemoryInventory;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};

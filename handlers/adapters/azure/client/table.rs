@@ -206,6 +206,38 @@ pub struct Continuation {
     next_row_key: Option<String>,
 }
 
+impl Continuation {
+    /// The continuation as one opaque line of text (each key hex-encoded), for a caller
+    /// that hands it out as a page token.
+    pub fn to_token(&self) -> String {
+        match &self.next_row_key {
+            Some(row) => format!(
+                "{}.{}",
+                hex::encode(&self.next_partition_key),
+                hex::encode(row)
+            ),
+            None => hex::encode(&self.next_partition_key),
+        }
+    }
+
+    /// Reads what [`Continuation::to_token`] wrote; `None` when it is not such a token.
+    pub fn from_token(token: &str) -> Option<Self> {
+        let text = |hex_text: &str| String::from_utf8(hex::decode(hex_text).ok()?).ok();
+        let (partition, row) = match token.split_once('.') {
+            Some((partition, row)) => (partition, Some(row)),
+            None => (token, None),
+        };
+        let next_row_key = match row {
+            Some(row) => Some(text(row)?),
+            None => None,
+        };
+        Some(Self {
+            next_partition_key: text(partition)?,
+            next_row_key,
+        })
+    }
+}
+
 /// A query: `$filter`, `$select` (the keys are always selected too), `$top` (at most
 /// [`MAX_PAGE_SIZE`]) and where to continue.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -557,6 +589,25 @@ impl TableClient {
             .await
             .map_err(|f| f.error)?;
         etag_of(&response, &operation)
+    }
+
+    /// Writes an entity whether or not one with its keys exists, replacing every
+    /// property (Insert Or Replace Entity: a PUT without `If-Match`).
+    pub async fn upsert<T: Serialize>(
+        &self,
+        table: &TableName,
+        partition_key: &EntityKey,
+        row_key: &EntityKey,
+        properties: &T,
+    ) -> Result<(), PortError> {
+        let operation = format!("writing an entity into table {table}");
+        let body = entity_body(partition_key, row_key, properties, &operation)?;
+        let url = self.url(&entity_address(table, partition_key, row_key), &[]);
+        let request = self.request(url, Method::Put, Some(body));
+        self.send(request, &self.write_context(&operation))
+            .await
+            .map_err(|f| f.error)?;
+        Ok(())
     }
 
     /// Deletes an entity when `if_match` holds.
@@ -1009,6 +1060,27 @@ mod tests {
     use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
 
     use super::*;
+
+    #[test]
+    fn a_continuation_survives_its_token_and_garbage_is_no_token() {
+        let both = Continuation {
+            next_partition_key: "1!8!Yw--".to_owned(),
+            next_row_key: Some("1!12!YS5i".to_owned()),
+        };
+        let partition_only = Continuation {
+            next_partition_key: "1!8!Yw--".to_owned(),
+            next_row_key: None,
+        };
+
+        assert_eq!(Continuation::from_token(&both.to_token()), Some(both));
+        assert_eq!(
+            Continuation::from_token(&partition_only.to_token()),
+            Some(partition_only)
+        );
+        for bad in ["zz", "31.zz", "ff"] {
+            assert_eq!(Continuation::from_token(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn entity_keys_refuse_forbidden_characters_and_length() {

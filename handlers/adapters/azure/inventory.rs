@@ -1,0 +1,416 @@
+//! [`InventoryStore`] in Table storage: one table (`KEYTURN_INVENTORY_TABLE`) holding
+//! four kinds of entity, told apart by their partition:
+//!
+//! | partition | row | what |
+//! |---|---|---|
+//! | `c` + source key | credential id | a credential; one partition per vault or directory object |
+//! | `vault` | vault id | a vault |
+//! | `f` + scope key | finding id | a finding |
+//! | `snapshot` | time + sweep | a sweep's counts, in time order |
+//!
+//! A credential's partition is its source, so a scan job writes and retires within one
+//! partition and the load spreads across partitions as Table storage scales them. Each
+//! record is stored as its JSON (in chunks under the 64 KiB property limit) beside the
+//! properties a query filters on (`SourceKind`, `Kind`, `Expires` as `Edm.DateTime`,
+//! `Managed`, `Sweep`).
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::adapters::azure::client::table::{
+    Continuation, EntityKey, IfMatch, Query, TableClient, TableName, odata_string,
+};
+use crate::domain::inventory::{
+    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
+    SweepId, SweepSnapshot,
+};
+use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
+use crate::ports::{FailureKind, PortError};
+
+const CREDENTIAL_PREFIX: &str = "c";
+/// The first partition key past every credential partition (`c` + hex): `d`.
+const CREDENTIAL_END: &str = "d";
+const FINDING_PREFIX: &str = "f";
+const VAULT_PARTITION: &str = "vault";
+const SNAPSHOT_PARTITION: &str = "snapshot";
+
+/// Characters of record JSON per property. A Table string property holds at most 64 KiB
+/// as UTF-16 ("Understanding the Table service data model", property types); 16,000
+/// characters are at most 32,000 UTF-16 code units, 64,000 bytes.
+const CHUNK_CHARS: usize = 16_000;
+/// Chunks per record: 14 of 64,000 bytes stay under the 1 MiB entity limit with room for
+/// the other properties.
+const MAX_CHUNKS: usize = 14;
+
+/// Concurrent writes of one `put_credentials` call: enough to hide a round trip, far
+/// below a partition's 2,000 entities per second scalability target.
+const WRITE_CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct TableInventory {
+    client: TableClient,
+    table: TableName,
+}
+
+fn key(text: &str) -> Result<EntityKey, PortError> {
+    EntityKey::parse(text).map_err(|_| PortError::invalid("an inventory key is not a Table key"))
+}
+
+fn datetime(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// The properties of one record: its JSON in chunks (`Record`, `Record1`, ...).
+fn record_properties<T: Serialize>(
+    record: &T,
+    what: &str,
+) -> Result<Map<String, Value>, PortError> {
+    let json = serde_json::to_string(record)
+        .map_err(|_| PortError::invalid(format!("encoding {what} for the inventory table")))?;
+    let chars: Vec<char> = json.chars().collect();
+    let chunks: Vec<String> = chars
+        .chunks(CHUNK_CHARS)
+        .map(|chunk| chunk.iter().collect())
+        .collect();
+    if chunks.len() > MAX_CHUNKS {
+        return Err(PortError::invalid(format!(
+            "{what} is {} characters, more than one Table entity holds",
+            chars.len()
+        )));
+    }
+    let mut properties = Map::new();
+    for (index, chunk) in chunks.into_iter().enumerate() {
+        properties.insert(chunk_name(index), Value::String(chunk));
+    }
+    Ok(properties)
+}
+
+fn chunk_name(index: usize) -> String {
+    match index {
+        0 => "Record".to_owned(),
+        n => format!("Record{n}"),
+    }
+}
+
+fn record_of<T: DeserializeOwned>(
+    properties: &Map<String, Value>,
+    row: &str,
+    what: &str,
+) -> Result<T, PortError> {
+    let unreadable = || {
+        PortError::invalid(format!(
+            "{what} {row} in the inventory table does not parse"
+        ))
+    };
+    let mut json = String::new();
+    for index in 0..MAX_CHUNKS {
+        match properties.get(&chunk_name(index)) {
+            Some(Value::String(chunk)) => json.push_str(chunk),
+            Some(_) => return Err(unreadable()),
+            None => break,
+        }
+    }
+    serde_json::from_str(&json).map_err(|_| unreadable())
+}
+
+fn token(continuation: Option<Continuation>) -> Option<PageToken> {
+    continuation.map(|c| PageToken::new(c.to_token()))
+}
+
+fn continuation(after: Option<&PageToken>) -> Result<Option<Continuation>, PortError> {
+    after
+        .map(|token| {
+            Continuation::from_token(token.as_str())
+                .ok_or_else(|| PortError::invalid("an inventory page token does not parse"))
+        })
+        .transpose()
+}
+
+impl TableInventory {
+    pub fn new(client: TableClient, table: TableName) -> Self {
+        Self { client, table }
+    }
+
+    /// Creates the table when absent.
+    pub async fn ensure_table(&self) -> Result<(), PortError> {
+        self.client.create_table_if_not_exists(&self.table).await
+    }
+
+    async fn put(
+        &self,
+        partition: &str,
+        row: &str,
+        properties: &Map<String, Value>,
+    ) -> Result<(), PortError> {
+        self.client
+            .upsert(&self.table, &key(partition)?, &key(row)?, properties)
+            .await
+    }
+
+    /// Deletes every entity `filter` selects, a page at a time. A row already gone (a
+    /// concurrent rerun deleted it) counts as deleted by that rerun, not by this one.
+    async fn delete_where(&self, filter: String) -> Result<u64, PortError> {
+        let mut removed = 0;
+        let mut query = Query {
+            filter: Some(filter),
+            select: vec!["Sweep".to_owned()],
+            top: Some(MAX_PAGE_SIZE),
+            continuation: None,
+        };
+        loop {
+            let page = self
+                .client
+                .query::<Map<String, Value>>(&self.table, &query)
+                .await?;
+            for entity in &page.entities {
+                let deleted = self
+                    .client
+                    .delete(
+                        &self.table,
+                        &key(&entity.partition_key)?,
+                        &key(&entity.row_key)?,
+                        &IfMatch::Any,
+                    )
+                    .await;
+                match deleted {
+                    Ok(()) => removed += 1,
+                    Err(error) if error.kind == FailureKind::NotFound => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            match page.continuation {
+                Some(next) => query.continuation = Some(next),
+                None => return Ok(removed),
+            }
+        }
+    }
+
+    async fn page_of<T: DeserializeOwned>(
+        &self,
+        filter: String,
+        after: Option<&PageToken>,
+        limit: u32,
+        what: &str,
+    ) -> Result<Page<T>, PortError> {
+        let query = Query {
+            filter: Some(filter),
+            select: Vec::new(),
+            top: Some(limit.clamp(1, MAX_PAGE_SIZE)),
+            continuation: continuation(after)?,
+        };
+        let page = self
+            .client
+            .query::<Map<String, Value>>(&self.table, &query)
+            .await?;
+        let items = page
+            .entities
+            .iter()
+            .map(|entity| record_of(&entity.properties, &entity.row_key, what))
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Page {
+            items,
+            next: token(page.continuation),
+        })
+    }
+
+    fn credential_entity(
+        credential: &InventoryCredential,
+    ) -> Result<(String, String, Map<String, Value>), PortError> {
+        let mut properties = record_properties(credential, "a credential")?;
+        properties.insert(
+            "SourceKind".into(),
+            Value::String(credential.source.kind().as_str().to_owned()),
+        );
+        properties.insert(
+            "Kind".into(),
+            Value::String(credential.kind.as_str().to_owned()),
+        );
+        if let Some(expires) = credential.expires {
+            // Typed, so that `Expires le datetime'...'` compares times, not text.
+            properties.insert("Expires@odata.type".into(), "Edm.DateTime".into());
+            properties.insert("Expires".into(), Value::String(datetime(expires)));
+        }
+        properties.insert("Managed".into(), Value::Bool(credential.managed));
+        properties.insert("Sweep".into(), Value::String(credential.sweep.to_string()));
+        Ok((
+            format!("{CREDENTIAL_PREFIX}{}", credential.source.key()),
+            credential.id().to_string(),
+            properties,
+        ))
+    }
+
+    fn snapshot_row(snapshot: &SweepSnapshot) -> String {
+        format!(
+            "{}-{}",
+            snapshot.at.format("%Y%m%dT%H%M%S%.9fZ"),
+            snapshot.sweep
+        )
+    }
+}
+
+#[async_trait]
+impl InventoryStore for TableInventory {
+    async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError> {
+        let entities = credentials
+            .iter()
+            .map(Self::credential_entity)
+            .collect::<Result<Vec<_>, _>>()?;
+        stream::iter(entities)
+            .map(|(partition, row, properties)| async move {
+                self.put(&partition, &row, &properties).await
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn put_vault(&self, vault: &InventoryVault) -> Result<(), PortError> {
+        let properties = record_properties(vault, "a vault")?;
+        self.put(VAULT_PARTITION, vault.id().as_str(), &properties)
+            .await
+    }
+
+    async fn put_finding(&self, finding: &ScopeFinding) -> Result<(), PortError> {
+        let mut properties = record_properties(finding, "a finding")?;
+        properties.insert("Sweep".into(), Value::String(finding.sweep.to_string()));
+        let partition = format!("{FINDING_PREFIX}{}", finding.scope.key());
+        self.put(&partition, finding.id().as_str(), &properties)
+            .await
+    }
+
+    async fn put_snapshot(&self, snapshot: &SweepSnapshot) -> Result<(), PortError> {
+        let row = Self::snapshot_row(snapshot);
+        let mut properties = record_properties(snapshot, "a snapshot")?;
+        properties.insert("Sweep".into(), Value::String(snapshot.sweep.to_string()));
+        self.put(SNAPSHOT_PARTITION, &row, &properties).await?;
+        // The same sweep written before at another time is replaced, not kept beside.
+        self.delete_where(format!(
+            "PartitionKey eq {} and Sweep eq {} and RowKey ne {}",
+            odata_string(SNAPSHOT_PARTITION),
+            odata_string(snapshot.sweep.as_str()),
+            odata_string(&row)
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn retire_unseen(
+        &self,
+        source: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<u64, PortError> {
+        self.delete_where(format!(
+            "PartitionKey eq {} and Sweep ne {}",
+            odata_string(&format!("{CREDENTIAL_PREFIX}{}", source.key())),
+            odata_string(sweep.as_str())
+        ))
+        .await
+    }
+
+    async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError> {
+        self.delete_where(format!(
+            "PartitionKey eq {} and Sweep ne {}",
+            odata_string(&format!("{FINDING_PREFIX}{}", scope.key())),
+            odata_string(sweep.as_str())
+        ))
+        .await
+    }
+
+    async fn credentials(
+        &self,
+        filter: &CredentialFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<InventoryCredential>, PortError> {
+        // What OData can decide is pushed down; `filter.matches` decides the rest (owners
+        // live inside the record), so a page may come back short or empty.
+        let mut conditions = vec![
+            format!("PartitionKey gt {}", odata_string(CREDENTIAL_PREFIX)),
+            format!("PartitionKey lt {}", odata_string(CREDENTIAL_END)),
+        ];
+        if let Some(expiring) = &filter.expiring {
+            conditions.push(format!(
+                "Expires le datetime'{}'",
+                datetime(expiring.until())
+            ));
+        }
+        if filter.unmanaged_only {
+            conditions.push("Managed eq false".to_owned());
+        }
+        if let Some(kind) = filter.source_kind {
+            conditions.push(format!("SourceKind eq {}", odata_string(kind.as_str())));
+        }
+        if let Some(kind) = filter.kind {
+            conditions.push(format!("Kind eq {}", odata_string(kind.as_str())));
+        }
+        let mut page: Page<InventoryCredential> = self
+            .page_of(conditions.join(" and "), after, limit, "credential")
+            .await?;
+        page.items.retain(|credential| filter.matches(credential));
+        Ok(page)
+    }
+
+    async fn vaults(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<InventoryVault>, PortError> {
+        let filter = format!("PartitionKey eq {}", odata_string(VAULT_PARTITION));
+        self.page_of(filter, after, limit, "vault").await
+    }
+
+    async fn findings(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<ScopeFinding>, PortError> {
+        // `f` + 64 hex digits: every finding partition sorts between `f` and `g`.
+        let filter = format!(
+            "PartitionKey gt {} and PartitionKey lt {}",
+            odata_string(FINDING_PREFIX),
+            odata_string("g")
+        );
+        self.page_of(filter, after, limit, "finding").await
+    }
+
+    async fn snapshots(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<SweepSnapshot>, PortError> {
+        let filter = format!("PartitionKey eq {}", odata_string(SNAPSHOT_PARTITION));
+        self.page_of(filter, after, limit, "snapshot").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_record_is_split_under_the_property_limit_and_read_back_whole() {
+        let text = "é".repeat(CHUNK_CHARS * 2 + 5);
+
+        let properties = record_properties(&text, "a test record").expect("fits");
+        let back: String = record_of(&properties, "row", "test record").expect("reads");
+
+        assert_eq!(properties.len(), 3);
+        assert!(properties.values().all(|chunk| {
+            chunk.as_str().expect("text").encode_utf16().count() * 2 <= 64 * 1024
+        }));
+        assert_eq!(back, text);
+    }
+
+    #[test]
+    fn a_record_larger_than_an_entity_is_refused_not_cut() {
+        let text = "x".repeat(CHUNK_CHARS * MAX_CHUNKS + 1);
+
+        let error = record_properties(&text, "a test record").expect_err("too large");
+
+        assert_eq!(error.kind, FailureKind::Invalid);
+    }
+}

@@ -1,0 +1,373 @@
+//! [`InventoryStore`] in the embedded SQLite file: each record is kept as its JSON under
+//! its stable id, with the columns reads filter and page on beside it. Pages are keyset
+//! pages (`id > last`), so a walk costs one index seek per page whatever the table's size.
+
+use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::adapters::local::store::{LocalStore, StoreError};
+use crate::domain::inventory::{
+    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
+    SweepId, SweepSnapshot,
+};
+use crate::ports::PortError;
+use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
+
+#[derive(Debug, Clone)]
+pub struct LocalInventory {
+    store: LocalStore,
+}
+
+impl LocalInventory {
+    pub fn new(store: LocalStore) -> Self {
+        Self { store }
+    }
+}
+
+fn encode<T: Serialize>(record: &T, what: &str) -> Result<String, PortError> {
+    serde_json::to_string(record)
+        .map_err(|_| PortError::invalid(format!("encoding {what} for the local store")))
+}
+
+/// A stored record that no longer parses (edited by hand, or written by a newer keyturn)
+/// is an error naming its row, never a silent skip.
+fn decode<T: DeserializeOwned>(id: &str, json: &str, what: &str) -> Result<T, PortError> {
+    serde_json::from_str(json)
+        .map_err(|_| PortError::invalid(format!("{what} {id} in the local store does not parse")))
+}
+
+fn clamp(limit: u32) -> u32 {
+    limit.clamp(1, MAX_PAGE_SIZE)
+}
+
+/// Reads up to `limit` `(key, record)` rows after `after`, in key order, and the token
+/// of the next page (the last key read) when the page was full.
+fn keyset_page(
+    connection: &Connection,
+    sql: &str,
+    arguments: Vec<Value>,
+    limit: u32,
+) -> Result<Page<(String, String)>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(sql)
+        .map_err(StoreError::sqlite("preparing an inventory read"))?;
+    let rows = statement
+        .query_map(params_from_iter(arguments), |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .map_err(StoreError::sqlite("reading the inventory"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(StoreError::sqlite("reading the inventory"))?;
+    let next = match rows.last() {
+        Some((key, _)) if rows.len() == limit as usize => Some(PageToken::new(key.clone())),
+        _ => None,
+    };
+    Ok(Page { items: rows, next })
+}
+
+/// A simple page over one table keyed by `id`.
+async fn simple_page<T: DeserializeOwned + Send + 'static>(
+    store: &LocalStore,
+    table: &'static str,
+    what: &'static str,
+    after: Option<&PageToken>,
+    limit: u32,
+) -> Result<Page<T>, PortError> {
+    let limit = clamp(limit);
+    let after = after.map(|token| token.as_str().to_owned());
+    let Page { items: rows, next } = store
+        .call(move |connection| {
+            let sql = format!(
+                "SELECT id, record FROM {table} WHERE (?1 IS NULL OR id > ?1) ORDER BY id LIMIT ?2"
+            );
+            keyset_page(
+                connection,
+                &sql,
+                vec![
+                    after.map_or(Value::Null, Value::Text),
+                    Value::Integer(i64::from(limit)),
+                ],
+                limit,
+            )
+        })
+        .await
+        .map_err(|e| e.into_port_error(&format!("reading {what}s")))?;
+    let items = rows
+        .iter()
+        .map(|(id, json)| decode(id, json, what))
+        .collect::<Result<Vec<T>, _>>()?;
+    Ok(Page { items, next })
+}
+
+#[async_trait]
+impl InventoryStore for LocalInventory {
+    async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError> {
+        let rows = credentials
+            .iter()
+            .map(|credential| {
+                Ok((
+                    credential.id().to_string(),
+                    credential.source.key().to_string(),
+                    credential.source.kind().as_str(),
+                    credential.kind.as_str(),
+                    credential.expires.map(|at| at.timestamp()),
+                    credential.managed,
+                    credential.sweep.to_string(),
+                    encode(credential, "a credential")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        self.store
+            .write(move |tx| {
+                let mut statement = tx
+                    .prepare_cached(
+                        "INSERT INTO inventory_credentials
+                            (id, source_key, source_kind, kind, expires, managed, sweep, record)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT (id) DO UPDATE SET source_key = ?2, source_kind = ?3,
+                            kind = ?4, expires = ?5, managed = ?6, sweep = ?7, record = ?8",
+                    )
+                    .map_err(StoreError::sqlite("preparing a credential write"))?;
+                for (id, source, source_kind, kind, expires, managed, sweep, record) in rows {
+                    statement
+                        .execute(params![
+                            id,
+                            source,
+                            source_kind,
+                            kind,
+                            expires,
+                            managed,
+                            sweep,
+                            record
+                        ])
+                        .map_err(StoreError::sqlite("writing a credential"))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.into_port_error("writing inventory credentials"))
+    }
+
+    async fn put_vault(&self, vault: &InventoryVault) -> Result<(), PortError> {
+        let (id, record) = (vault.id().to_string(), encode(vault, "a vault")?);
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO inventory_vaults (id, record) VALUES (?1, ?2)
+                     ON CONFLICT (id) DO UPDATE SET record = ?2",
+                    params![id, record],
+                )
+                .map_err(StoreError::sqlite("writing a vault"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.into_port_error("writing an inventory vault"))
+    }
+
+    async fn put_finding(&self, finding: &ScopeFinding) -> Result<(), PortError> {
+        let id = finding.id().to_string();
+        let scope = finding.scope.key().to_string();
+        let sweep = finding.sweep.to_string();
+        let record = encode(finding, "a finding")?;
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO inventory_findings (id, scope_key, sweep, record)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (id) DO UPDATE SET scope_key = ?2, sweep = ?3, record = ?4",
+                    params![id, scope, sweep, record],
+                )
+                .map_err(StoreError::sqlite("writing a finding"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.into_port_error("writing an inventory finding"))
+    }
+
+    async fn put_snapshot(&self, snapshot: &SweepSnapshot) -> Result<(), PortError> {
+        let sweep = snapshot.sweep.to_string();
+        let at = snapshot.at.timestamp();
+        let record = encode(snapshot, "a snapshot")?;
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO inventory_snapshots (sweep, at, record) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (sweep) DO UPDATE SET at = ?2, record = ?3",
+                    params![sweep, at, record],
+                )
+                .map_err(StoreError::sqlite("writing a snapshot"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.into_port_error("writing an inventory snapshot"))
+    }
+
+    async fn retire_unseen(
+        &self,
+        source: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<u64, PortError> {
+        let (source, sweep) = (source.key().to_string(), sweep.to_string());
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM inventory_credentials WHERE source_key = ?1 AND sweep <> ?2",
+                    params![source, sweep],
+                )
+                .map_err(StoreError::sqlite("retiring credentials"))
+            })
+            .await
+            .map(|removed| removed as u64)
+            .map_err(|e| e.into_port_error("retiring unseen inventory credentials"))
+    }
+
+    async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError> {
+        let (scope, sweep) = (scope.key().to_string(), sweep.to_string());
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "DELETE FROM inventory_findings WHERE scope_key = ?1 AND sweep <> ?2",
+                    params![scope, sweep],
+                )
+                .map_err(StoreError::sqlite("clearing findings"))
+            })
+            .await
+            .map(|removed| removed as u64)
+            .map_err(|e| e.into_port_error("clearing inventory findings"))
+    }
+
+    async fn credentials(
+        &self,
+        filter: &CredentialFilter,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<InventoryCredential>, PortError> {
+        let limit = clamp(limit);
+        // What SQL can decide is pushed down; `filter.matches` below decides the rest
+        // (owners live inside the record), so a page may come back short.
+        let mut conditions = Vec::new();
+        let mut arguments = Vec::new();
+        if let Some(after) = after {
+            arguments.push(Value::Text(after.as_str().to_owned()));
+            conditions.push(format!("id > ?{}", arguments.len()));
+        }
+        if let Some(expiring) = &filter.expiring {
+            arguments.push(Value::Integer(expiring.until().timestamp()));
+            conditions.push(format!(
+                "expires IS NOT NULL AND expires <= ?{}",
+                arguments.len()
+            ));
+        }
+        if filter.unmanaged_only {
+            conditions.push("managed = 0".to_owned());
+        }
+        if let Some(kind) = filter.source_kind {
+            arguments.push(Value::Text(kind.as_str().to_owned()));
+            conditions.push(format!("source_kind = ?{}", arguments.len()));
+        }
+        if let Some(kind) = filter.kind {
+            arguments.push(Value::Text(kind.as_str().to_owned()));
+            conditions.push(format!("kind = ?{}", arguments.len()));
+        }
+        arguments.push(Value::Integer(i64::from(limit)));
+        let sql = format!(
+            "SELECT id, record FROM inventory_credentials {} ORDER BY id LIMIT ?{}",
+            if conditions.is_empty() {
+                String::new()
+            } else {
+                format!("WHERE {}", conditions.join(" AND "))
+            },
+            arguments.len()
+        );
+        let Page { items: rows, next } = self
+            .store
+            .call(move |connection| keyset_page(connection, &sql, arguments, limit))
+            .await
+            .map_err(|e| e.into_port_error("reading inventory credentials"))?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (id, json) in &rows {
+            let credential: InventoryCredential = decode(id, json, "credential")?;
+            if filter.matches(&credential) {
+                items.push(credential);
+            }
+        }
+        Ok(Page { items, next })
+    }
+
+    async fn vaults(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<InventoryVault>, PortError> {
+        simple_page(&self.store, "inventory_vaults", "vault", after, limit).await
+    }
+
+    async fn findings(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<ScopeFinding>, PortError> {
+        simple_page(&self.store, "inventory_findings", "finding", after, limit).await
+    }
+
+    async fn snapshots(
+        &self,
+        after: Option<&PageToken>,
+        limit: u32,
+    ) -> Result<Page<SweepSnapshot>, PortError> {
+        let limit = clamp(limit);
+        // Snapshots are ordered by time, then sweep id; the token is `{at}:{sweep}`.
+        let after = match after {
+            None => None,
+            Some(token) => {
+                let (at, sweep) = token
+                    .as_str()
+                    .split_once(':')
+                    .and_then(|(at, sweep)| Some((at.parse::<i64>().ok()?, sweep.to_owned())))
+                    .ok_or_else(|| PortError::invalid("a snapshot page token does not parse"))?;
+                Some((at, sweep))
+            }
+        };
+        let rows = self
+            .store
+            .call(move |connection| {
+                let (at, sweep) = after.map_or((Value::Null, Value::Null), |(at, sweep)| {
+                    (Value::Integer(at), Value::Text(sweep))
+                });
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT sweep, at, record FROM inventory_snapshots
+                         WHERE (?1 IS NULL OR (at, sweep) > (?1, ?2))
+                         ORDER BY at, sweep LIMIT ?3",
+                    )
+                    .map_err(StoreError::sqlite("preparing a snapshot read"))?;
+                statement
+                    .query_map(params![at, sweep, i64::from(limit)], |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    })
+                    .map_err(StoreError::sqlite("reading snapshots"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("reading snapshots"))
+            })
+            .await
+            .map_err(|e| e.into_port_error("reading inventory snapshots"))?;
+        let next = match rows.last() {
+            Some((sweep, at, _)) if rows.len() == limit as usize => {
+                Some(PageToken::new(format!("{at}:{sweep}")))
+            }
+            _ => None,
+        };
+        let items = rows
+            .iter()
+            .map(|(sweep, _, json)| decode(sweep, json, "snapshot"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page { items, next })
+    }
+}

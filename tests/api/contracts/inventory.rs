@@ -1,0 +1,612 @@
+//! The inventory store's contract, run against every store: the embedded SQLite file,
+//! Azure Table storage (Azurite) and the in-memory double. What discovery relies on: a
+//! rerun writes the same rows, a walk in pages returns every credential exactly once,
+//! the filters agree across stores, and retiring or clearing touches only its own scope.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use futures::TryStreamExt;
+use tempfile::TempDir;
+
+use keyturn::adapters::azure::client::table::{TableClient, TableName};
+use keyturn::adapters::azure::inventory::TableInventory;
+use keyturn::adapters::local::inventory::LocalInventory;
+use keyturn::adapters::local::store::LocalStore;
+use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
+use keyturn::domain::inventory::{
+    CertificateDetails, CredentialFilter, CredentialHandle, CredentialKind, CredentialSource,
+    DirectoryDetails, Expiring, FindingKind, InventoryCredential, InventoryVault, KeyDetails,
+    LifetimeAction, LifetimeActionType, LifetimeTrigger, Owner, PermissionModel, Scope,
+    ScopeFinding, SourceKind, SweepId, SweepSnapshot,
+};
+use keyturn::domain::names::VaultUrl;
+use keyturn::domain::secret::SecretValue;
+use keyturn::ports::inventory::{InventoryStore, credential_stream, finding_stream, vault_stream};
+use keyturn_doubles::MemoryInventory;
+
+use super::contract;
+
+const TABLE_ENDPOINT_VARIABLE: &str = "KEYTURN_TEST_TABLE_ENDPOINT";
+/// Azurite's published development account key; it opens nothing but a local emulator.
+const AZURITE_ACCOUNT_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A store under test and what keeps it alive.
+pub struct Fixture {
+    store: Arc<dyn InventoryStore>,
+    _dir: Option<TempDir>,
+}
+
+async fn local() -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalStore::open(dir.path().join("keyturn.db")).expect("the store opens");
+    Fixture {
+        store: Arc::new(LocalInventory::new(store)),
+        _dir: Some(dir),
+    }
+}
+
+async fn memory() -> Fixture {
+    Fixture {
+        store: Arc::new(MemoryInventory::new()),
+        _dir: None,
+    }
+}
+
+async fn table() -> Fixture {
+    let endpoint = std::env::var(TABLE_ENDPOINT_VARIABLE).unwrap_or_else(|_| {
+        panic!("{TABLE_ENDPOINT_VARIABLE} is not set: start Azurite via the project's test command (.ci/test)")
+    });
+    let connection = SecretValue::new(format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_ACCOUNT_KEY};TableEndpoint={endpoint}"
+    ));
+    let table = TableName::parse(&format!("inventory{}", uuid::Uuid::new_v4().simple()))
+        .expect("table name");
+    let client = TableClient::from_connection_string(&connection, None).expect("client");
+    let store = TableInventory::new(client, table);
+    store
+        .ensure_table()
+        .await
+        .expect("the table is created (is Azurite running?)");
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Building records
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("a time")
+        .with_timezone(&Utc)
+}
+
+const NOW: &str = "2030-01-01T00:00:00Z";
+
+fn sweep(id: &str) -> SweepId {
+    SweepId::parse(id).expect("sweep id")
+}
+
+fn vault_source(name: &str) -> CredentialSource {
+    CredentialSource::Vault {
+        subscription: Some(
+            SubscriptionId::parse("6f1b3c1e-0000-4000-8000-000000000001").expect("id"),
+        ),
+        name: name.parse().expect("vault name"),
+        uri: VaultUrl::parse(&format!("https://{name}.vault.azure.net/")).expect("vault url"),
+    }
+}
+
+fn app_source(n: u8) -> CredentialSource {
+    CredentialSource::Application {
+        object_id: DirectoryObjectId::parse(&format!("00000000-0000-4000-8000-0000000000{n:02x}"))
+            .expect("object id"),
+        app_id: AppId::parse(&format!("11111111-0000-4000-8000-0000000000{n:02x}"))
+            .expect("app id"),
+        display_name: Some(format!("app {n}")),
+    }
+}
+
+fn secret(
+    source: &CredentialSource,
+    name: &str,
+    expires_in_days: Option<i64>,
+) -> InventoryCredential {
+    InventoryCredential {
+        source: source.clone(),
+        kind: CredentialKind::Secret,
+        name: name.to_owned(),
+        handle: CredentialHandle::VaultObject {
+            name: name.to_owned(),
+            version: Some("0123456789abcdef0123456789abcdef".to_owned()),
+            versions: Some(1),
+        },
+        enabled: true,
+        created: Some(at("2029-01-01T00:00:00Z")),
+        updated: Some(at("2029-01-01T00:00:00Z")),
+        not_before: None,
+        expires: expires_in_days.map(|days| at(NOW) + TimeDelta::days(days)),
+        content_type: Some("text/plain".to_owned()),
+        tags: BTreeMap::new(),
+        certificate: None,
+        key: None,
+        directory: None,
+        owners: Vec::new(),
+        managed: false,
+        scanned_at: at(NOW),
+        sweep: sweep("s1"),
+    }
+}
+
+fn password(
+    source: &CredentialSource,
+    key: u8,
+    expires_in_days: i64,
+    owner: &str,
+) -> InventoryCredential {
+    let key_id =
+        KeyId::parse(&format!("22222222-0000-4000-8000-0000000000{key:02x}")).expect("key id");
+    InventoryCredential {
+        kind: CredentialKind::PasswordCredential,
+        name: format!("client secret {key}"),
+        handle: CredentialHandle::DirectoryCredential { key_id },
+        content_type: None,
+        directory: Some(DirectoryDetails {
+            sign_in_audience: Some("AzureADMyOrg".to_owned()),
+            federated_credentials: Some(0),
+            ..DirectoryDetails::default()
+        }),
+        owners: vec![Owner {
+            object_id: None,
+            display_name: Some(format!("Owner of {owner}")),
+            user_principal_name: Some(owner.to_owned()),
+            // An owner without a mail address is ordinary.
+            mail: None,
+        }],
+        ..secret(source, "unused", Some(expires_in_days))
+    }
+}
+
+/// A credential with every optional part filled in, to prove nothing is lost on the way.
+fn certificate_with_everything() -> InventoryCredential {
+    let mut credential = secret(&vault_source("kv-contract"), "tls-frontend", Some(45));
+    credential.kind = CredentialKind::Certificate;
+    credential.not_before = Some(at("2029-12-01T00:00:00Z"));
+    credential.content_type = Some("application/x-pkcs12".to_owned());
+    credential.tags = BTreeMap::from([
+        ("keyturn-owner".to_owned(), "team-edge".to_owned()),
+        ("env".to_owned(), "prod".to_owned()),
+    ]);
+    credential.certificate = Some(CertificateDetails {
+        issuer: Some("CN=Contoso Issuing CA".to_owned()),
+        subject: Some("CN=frontend.contoso.com".to_owned()),
+        key_type: Some("RSA".to_owned()),
+        key_size: Some(2048),
+        curve: None,
+        thumbprint: Some("A".repeat(40)),
+        sha1_signature: true,
+        policy_issuer: Some("Self".to_owned()),
+        lifetime_actions: vec![
+            LifetimeAction {
+                action: LifetimeActionType::AutoRenew,
+                trigger: LifetimeTrigger::LifetimePercentage(80),
+            },
+            LifetimeAction {
+                action: LifetimeActionType::EmailContacts,
+                trigger: LifetimeTrigger::DaysBeforeExpiry(30),
+            },
+        ],
+    });
+    credential.key = Some(KeyDetails {
+        key_type: Some("RSA".to_owned()),
+        key_size: Some(2048),
+        curve: None,
+        rotation_policy: false,
+    });
+    credential.managed = true;
+    credential
+}
+
+fn vault(name: &str, model: PermissionModel) -> InventoryVault {
+    InventoryVault {
+        subscription: Some(
+            SubscriptionId::parse("6f1b3c1e-0000-4000-8000-000000000001").expect("id"),
+        ),
+        resource_group: Some("rg-secrets".to_owned()),
+        name: name.parse().expect("vault name"),
+        uri: VaultUrl::parse(&format!("https://{name}.vault.azure.net/")).expect("vault url"),
+        location: Some("westeurope".to_owned()),
+        soft_delete: Some(true),
+        purge_protection: Some(false),
+        permission_model: model,
+        public_network_access: Some("Disabled".to_owned()),
+        scanned_at: at(NOW),
+        sweep: sweep("s1"),
+    }
+}
+
+async fn everything(
+    store: &dyn InventoryStore,
+    filter: CredentialFilter,
+) -> Vec<InventoryCredential> {
+    credential_stream(store, filter, 3)
+        .try_collect()
+        .await
+        .expect("the walk completes")
+}
+
+fn names(credentials: &[InventoryCredential]) -> BTreeSet<String> {
+    credentials.iter().map(|c| c.name.clone()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+
+async fn a_credential_round_trips_with_every_detail(fixture: Fixture) {
+    let mut forever = password(&app_source(1), 1, 10, "ada@contoso.com");
+    forever.expires = None;
+    let written = vec![certificate_with_everything(), forever];
+
+    fixture
+        .store
+        .put_credentials(&written)
+        .await
+        .expect("written");
+
+    let mut read = everything(fixture.store.as_ref(), CredentialFilter::default()).await;
+    read.sort_by_key(InventoryCredential::id);
+    let mut expected = written;
+    expected.sort_by_key(InventoryCredential::id);
+    assert_eq!(read, expected);
+}
+
+async fn a_rerun_rewrites_the_same_rows(fixture: Fixture) {
+    let source = vault_source("kv-rerun");
+    let first: Vec<_> = (0..5)
+        .map(|n| secret(&source, &format!("secret-{n}"), Some(100)))
+        .collect();
+    fixture
+        .store
+        .put_credentials(&first)
+        .await
+        .expect("first sweep");
+    let mut second = first.clone();
+    for credential in &mut second {
+        credential.sweep = sweep("s2");
+        credential.expires = Some(at(NOW) + TimeDelta::days(5));
+    }
+
+    fixture
+        .store
+        .put_credentials(&second)
+        .await
+        .expect("second sweep");
+    fixture
+        .store
+        .put_credentials(&second)
+        .await
+        .expect("the same job again");
+
+    let read = everything(fixture.store.as_ref(), CredentialFilter::default()).await;
+    assert_eq!(read.len(), 5, "{:?}", names(&read));
+    assert!(read.iter().all(|c| c.sweep == sweep("s2")));
+    assert!(
+        read.iter()
+            .all(|c| c.expires == Some(at(NOW) + TimeDelta::days(5)))
+    );
+}
+
+async fn a_walk_in_small_pages_returns_every_credential_once(fixture: Fixture) {
+    // More credentials than one page of 3, spread over several sources (partitions).
+    let mut written = Vec::new();
+    for vault in ["kv-walk-a", "kv-walk-b", "kv-walk-c"] {
+        for n in 0..7 {
+            written.push(secret(
+                &vault_source(vault),
+                &format!("{vault}-{n}"),
+                Some(n),
+            ));
+        }
+    }
+    for app in 1..=4 {
+        written.push(password(&app_source(app), app, 20, "ada@contoso.com"));
+    }
+    fixture
+        .store
+        .put_credentials(&written)
+        .await
+        .expect("written");
+
+    let read: Vec<InventoryCredential> =
+        credential_stream(fixture.store.as_ref(), CredentialFilter::default(), 3)
+            .try_collect()
+            .await
+            .expect("walked");
+
+    let ids: Vec<_> = read.iter().map(InventoryCredential::id).collect();
+    let unique: BTreeSet<_> = ids.iter().cloned().collect();
+    assert_eq!(ids.len(), written.len(), "each credential once");
+    assert_eq!(
+        unique,
+        written.iter().map(InventoryCredential::id).collect()
+    );
+}
+
+async fn filters_select_expiring_unmanaged_owned_and_by_source(fixture: Fixture) {
+    let kv = vault_source("kv-filters");
+    let mut managed_soon = secret(&kv, "managed-soon", Some(10));
+    managed_soon.managed = true;
+    let mut tagged_later = secret(&kv, "tagged-later", Some(200));
+    tagged_later
+        .tags
+        .insert("Keyturn-Owner".to_owned(), "team-payments".to_owned());
+    let expired = secret(&kv, "expired", Some(-3));
+    let forever = secret(&kv, "forever", None);
+    let app_soon = password(&app_source(9), 9, 29, "grace@contoso.com");
+    let mut sp_later = password(&app_source(10), 10, 90, "ada@contoso.com");
+    let CredentialSource::Application {
+        object_id, app_id, ..
+    } = app_source(10)
+    else {
+        unreachable!("app_source builds applications")
+    };
+    sp_later.source = CredentialSource::ServicePrincipal {
+        object_id,
+        app_id,
+        display_name: None,
+    };
+    sp_later.kind = CredentialKind::KeyCredential;
+    fixture
+        .store
+        .put_credentials(&[
+            managed_soon,
+            tagged_later,
+            expired,
+            forever,
+            app_soon,
+            sp_later,
+        ])
+        .await
+        .expect("written");
+    let store = fixture.store.as_ref();
+    let expiring = Some(Expiring {
+        now: at(NOW),
+        within: TimeDelta::days(30),
+    });
+
+    let soon = everything(
+        store,
+        CredentialFilter {
+            expiring,
+            ..CredentialFilter::default()
+        },
+    )
+    .await;
+    let unmanaged_soon = everything(
+        store,
+        CredentialFilter {
+            expiring,
+            unmanaged_only: true,
+            ..CredentialFilter::default()
+        },
+    )
+    .await;
+    let by_upn = everything(
+        store,
+        CredentialFilter {
+            owner: Some("GRACE@contoso.com".to_owned()),
+            ..CredentialFilter::default()
+        },
+    )
+    .await;
+    let by_tag = everything(
+        store,
+        CredentialFilter {
+            owner: Some("team-payments".to_owned()),
+            ..CredentialFilter::default()
+        },
+    )
+    .await;
+    let principals = everything(
+        store,
+        CredentialFilter {
+            source_kind: Some(SourceKind::ServicePrincipal),
+            ..CredentialFilter::default()
+        },
+    )
+    .await;
+    let key_credentials = everything(
+        store,
+        CredentialFilter {
+            kind: Some(CredentialKind::KeyCredential),
+            ..CredentialFilter::default()
+        },
+    )
+    .await;
+
+    let set = |items: &[&str]| {
+        items
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        names(&soon),
+        set(&["managed-soon", "expired", "client secret 9"])
+    );
+    assert_eq!(names(&unmanaged_soon), set(&["expired", "client secret 9"]));
+    assert_eq!(names(&by_upn), set(&["client secret 9"]));
+    assert_eq!(names(&by_tag), set(&["tagged-later"]));
+    assert_eq!(names(&principals), set(&["client secret 10"]));
+    assert_eq!(names(&key_credentials), set(&["client secret 10"]));
+}
+
+async fn retiring_removes_only_the_unseen_credentials_of_that_source(fixture: Fixture) {
+    let (kept_vault, other_vault) = (vault_source("kv-retire"), vault_source("kv-other"));
+    let mut old = secret(&kept_vault, "deleted-since", Some(10));
+    old.sweep = sweep("s1");
+    let mut current = secret(&kept_vault, "still-there", Some(10));
+    current.sweep = sweep("s2");
+    let mut elsewhere = secret(&other_vault, "not-scanned-yet", Some(10));
+    elsewhere.sweep = sweep("s1");
+    fixture
+        .store
+        .put_credentials(&[old, current, elsewhere])
+        .await
+        .expect("written");
+
+    let removed = fixture
+        .store
+        .retire_unseen(&kept_vault, &sweep("s2"))
+        .await
+        .expect("retired");
+
+    assert_eq!(removed, 1);
+    let left = everything(fixture.store.as_ref(), CredentialFilter::default()).await;
+    assert_eq!(
+        names(&left),
+        ["still-there", "not-scanned-yet"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    );
+}
+
+async fn findings_are_kept_per_scope_and_kind_and_cleared_when_gone(fixture: Fixture) {
+    let refused = Scope::Vault {
+        subscription: None,
+        name: "kv-firewalled".parse().expect("name"),
+    };
+    let page = Scope::DirectoryPage {
+        range: "applications:0".to_owned(),
+    };
+    let finding = |scope: &Scope, kind, sweep_id: &str, detail: &str| {
+        ScopeFinding::new(scope.clone(), kind, "", detail, at(NOW), sweep(sweep_id))
+    };
+    let store = fixture.store.as_ref();
+    store
+        .put_finding(&finding(
+            &refused,
+            FindingKind::NetworkRefused,
+            "s1",
+            "ForbiddenByFirewall",
+        ))
+        .await
+        .expect("written");
+    store
+        .put_finding(&finding(
+            &page,
+            FindingKind::PageFailed,
+            "s1",
+            "503 after 5 tries",
+        ))
+        .await
+        .expect("written");
+    // The next sweep sees the firewall again: same row, newer sweep.
+    store
+        .put_finding(&finding(
+            &refused,
+            FindingKind::NetworkRefused,
+            "s2",
+            "ForbiddenByFirewall",
+        ))
+        .await
+        .expect("rewritten");
+
+    let cleared_refused = store
+        .clear_findings(&refused, &sweep("s2"))
+        .await
+        .expect("cleared");
+    let cleared_page = store
+        .clear_findings(&page, &sweep("s2"))
+        .await
+        .expect("cleared");
+
+    assert_eq!((cleared_refused, cleared_page), (0, 1));
+    let left: Vec<ScopeFinding> = finding_stream(store, 1)
+        .try_collect()
+        .await
+        .expect("walked");
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].scope, refused);
+    assert_eq!(left[0].sweep, sweep("s2"));
+    assert!(left[0].kind.is_error());
+}
+
+async fn vaults_keep_their_compliance_properties(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let rbac = vault("kv-rbac", PermissionModel::Rbac);
+    let legacy = vault("kv-legacy", PermissionModel::AccessPolicy);
+    store.put_vault(&rbac).await.expect("written");
+    store.put_vault(&legacy).await.expect("written");
+    store.put_vault(&legacy).await.expect("rewritten");
+
+    let mut read: Vec<InventoryVault> = vault_stream(store, 1).try_collect().await.expect("walked");
+    read.sort_by(|a, b| a.name.cmp(&b.name));
+
+    assert_eq!(read, vec![legacy.clone(), rbac.clone()]);
+    assert!(read[0].needs_list_only_policy());
+    assert!(!read[1].needs_list_only_policy());
+    assert_eq!(read[1].id(), vault_source("kv-rbac").key());
+}
+
+async fn snapshots_are_one_per_sweep_oldest_first(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let credentials = [
+        secret(&vault_source("kv-trend"), "a", Some(3)),
+        secret(&vault_source("kv-trend"), "b", None),
+    ];
+    let snapshot = |sweep_id: &str, when: &str| {
+        let mut snapshot = SweepSnapshot::new(sweep(sweep_id), at(when));
+        for credential in &credentials {
+            snapshot.count(credential);
+        }
+        snapshot
+    };
+    let later = snapshot("s2", "2030-01-08T00:00:00Z");
+    let earlier = snapshot("s1", "2030-01-01T00:00:00Z");
+    store.put_snapshot(&later).await.expect("written");
+    store.put_snapshot(&earlier).await.expect("written");
+    store
+        .put_snapshot(&later)
+        .await
+        .expect("the same sweep again");
+
+    let mut read = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.snapshots(after.as_ref(), 1).await.expect("a page");
+        read.extend(page.items);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+
+    assert_eq!(read, vec![earlier, later]);
+    assert_eq!(read[0].credentials, 2);
+    assert_eq!(read[0].unmanaged, 2);
+}
+
+macro_rules! inventory_contract {
+    ($adapter:ident: $fixture:expr) => {
+        contract!($adapter: $fixture =>
+            a_credential_round_trips_with_every_detail,
+            a_rerun_rewrites_the_same_rows,
+            a_walk_in_small_pages_returns_every_credential_once,
+            filters_select_expiring_unmanaged_owned_and_by_source,
+            retiring_removes_only_the_unseen_credentials_of_that_source,
+            findings_are_kept_per_scope_and_kind_and_cleared_when_gone,
+            vaults_keep_their_compliance_properties,
+            snapshots_are_one_per_sweep_oldest_first,
+        );
+    };
+}
+
+inventory_contract!(sqlite: super::local());
+inventory_contract!(memory: super::memory());
+inventory_contract!(table: super::table());
