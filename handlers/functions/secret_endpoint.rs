@@ -15,7 +15,8 @@
 //! that decided and a reason code; the caller sees only a stable code. Refusals are
 //! folded: the first of a kind in a window is written before the answer, its repeats are
 //! counted into one entry when the window closes (`audit::fold`), so a flood of refused
-//! requests neither grows the log nor queues ahead of grants.
+//! requests neither grows the log nor queues ahead of grants. keyturn's own TLS listener
+//! reports the handshakes it refuses here too ([`refuse_handshake`]), audited alike.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -31,7 +32,7 @@ use crate::domain::function::Function;
 use crate::domain::identity::Authenticated;
 use crate::domain::names::ObjectName;
 use crate::domain::secret::SecretValue;
-use crate::functions::{Context, FunctionError};
+use crate::functions::{Context, FunctionError, Services};
 use crate::mtls::endpoint::{PolicyConfig, PolicyConfigError, build_policies};
 use crate::mtls::front_end::FrontEndGate;
 use crate::mtls::policies::{CertificatePolicies, CertificateRefusal, Presented, RefusalKind};
@@ -196,6 +197,26 @@ impl Endpoint {
     pub fn policies(&self) -> &CertificatePolicies {
         &self.policies
     }
+}
+
+/// Records a handshake keyturn's own TLS listener refused (`host::tls`): a refusal under
+/// the step `handshake` with the listener's reason code and the source (an IPv4 address,
+/// or an IPv6 address's /64), folded with its repeats like every other refusal. Nothing
+/// was authenticated and no name was asked for, so the entry names neither. The
+/// listener's own limits on a source's connections came first.
+pub(crate) async fn refuse_handshake(
+    services: &Arc<Services>,
+    source: IpAddr,
+    reason: &'static str,
+) -> Result<(), FunctionError> {
+    let ctx = Context {
+        function: NAME,
+        invocation_id: uuid::Uuid::new_v4().to_string(),
+        now: services.clock.now(),
+        services: services.clone(),
+    };
+    let entry = Entry::refused(None, "handshake", reason).from(Some(address_key(source)));
+    record(&ctx, entry, None).await
 }
 
 /// Serves one request.
@@ -379,7 +400,7 @@ async fn refuse_certificate(
     };
     match record(ctx, entry, None).await {
         Ok(()) => EndpointError::Refused(answer),
-        Err(error) => error,
+        Err(error) => EndpointError::Failed(error),
     }
 }
 
@@ -436,9 +457,8 @@ async fn record(
     ctx: &Context,
     entry: Entry<'_>,
     who: Option<&Authenticated>,
-) -> Result<(), EndpointError> {
-    let failed = |e: AuditError| EndpointError::Failed(FunctionError::from(e));
-    let scope = ctx.audit_scope().map_err(EndpointError::Failed)?;
+) -> Result<(), FunctionError> {
+    let scope = ctx.audit_scope()?;
     let mut reason = format!("policy={}; reason={}", entry.step, entry.reason);
     let scope = match who {
         Some(who) => {
@@ -451,12 +471,12 @@ async fn record(
             if let Some(device) = &who.device_id {
                 reason.push_str(&format!("; device={device}"));
             }
-            let actor = AuditText::parse(format!("sha256:{}", who.identity.thumbprint()))
-                .map_err(|source| AuditError::Text {
+            let actor = AuditText::parse(format!("sha256:{}", who.identity.thumbprint())).map_err(
+                |source| AuditError::Text {
                     field: "actor",
                     source,
-                })
-                .map_err(failed)?;
+                },
+            )?;
             scope.acting_as(Actor::Identity(actor))
         }
         None => scope,
@@ -480,13 +500,11 @@ async fn record(
     if entry.outcome == Outcome::Denied {
         scope
             .refuse(AUDIT_ACTION, object, &reason, entry.reason)
-            .await
-            .map_err(failed)?;
+            .await?;
     } else {
         scope
             .record(AUDIT_ACTION, object, entry.outcome, Some(&reason))
-            .await
-            .map_err(failed)?;
+            .await?;
     }
     Ok(())
 }

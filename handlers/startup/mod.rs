@@ -47,8 +47,8 @@ use crate::domain::clock::Clock;
 use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
 use crate::functions::Services;
-use crate::functions::secret_endpoint::Endpoint;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
+use crate::functions::secret_endpoint::{self, Endpoint};
 use crate::host::router::{AppState, router};
 use crate::host::tls;
 use crate::ports::lease::ObjectLeases;
@@ -589,7 +589,8 @@ pub enum TlsStartError {
 
 /// Starts keyturn's own TLS listener on `address` with the configuration
 /// [`tls_config`] built, serving only the SecretEndpoint over `state` until `shutdown`
-/// resolves (in-flight requests then finish).
+/// resolves (in-flight requests then finish). The handshakes it refuses are audited as
+/// the SecretEndpoint's refusals, folded (`secret_endpoint::refuse_handshake`).
 pub async fn spawn_tls(
     address: SocketAddr,
     config: Arc<ServerConfig>,
@@ -599,8 +600,17 @@ pub async fn spawn_tls(
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .map_err(|source| TlsStartError::Bind { address, source })?;
+    let services = state.services.clone();
+    let refusals = tls::HandshakeRefusals::new(move |source, reason| {
+        let services = services.clone();
+        Box::pin(async move {
+            if let Err(error) = secret_endpoint::refuse_handshake(&services, source, reason).await {
+                tracing::error!(%error, reason, "a refused TLS handshake could not be audited");
+            }
+        })
+    });
     let app = router(state, &[SECRET_ENDPOINT]);
-    tls::spawn(listener, config, app, shutdown).map_err(TlsStartError::Start)
+    tls::spawn(listener, config, app, refusals, shutdown).map_err(TlsStartError::Start)
 }
 
 /// Everything start-up builds from files and settings, built and dropped: what

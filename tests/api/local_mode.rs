@@ -570,6 +570,22 @@ fn dev_serves_secrets_over_mutual_tls_raises_vault_events_and_accepts_replayed_e
     assert!(body["value"].as_str().is_some_and(|v| v.len() >= 16));
     assert!(other.ends_with("\n403"), "{other}");
 
+    // dev's TLS listener audits the handshakes it refuses, as serve's does.
+    let mut hello = std::net::TcpStream::connect(&tls).expect("connects");
+    std::io::Write::write_all(&mut hello, b"this is not a ClientHello\r\n\r\n").expect("writes");
+    let _ = std::io::Read::read_to_end(&mut hello, &mut Vec::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !audit_reason_has(
+        &data,
+        "policy=handshake; reason=malformed_handshake; source=127.0.0.1",
+    ) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused handshake is not audited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
     // A replayed Event Grid delivery reaches KeyVaultEvents.
     let event =
         crate::helpers::fixture("keyvault-events/DERIVED.eventgrid-schema.SecretNearExpiry.json");
@@ -621,6 +637,22 @@ fn audit_has(data: &Path, action: &str, vault: &str, name: &str) -> bool {
     db.query_row(
         "SELECT COUNT(*) FROM audit_log WHERE action = ?1 AND vault = ?2 AND secret_name = ?3",
         [action, vault, name],
+        |row| row.get::<_, i64>(0),
+    )
+    .is_ok_and(|n| n > 0)
+}
+
+/// Whether the audit log has a denied `secret.read` whose reason is `reason`.
+fn audit_reason_has(data: &Path, reason: &str) -> bool {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        data.join("keyturn.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return false;
+    };
+    db.query_row(
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'secret.read' AND outcome = 'denied' AND reason = ?1",
+        [reason],
         |row| row.get::<_, i64>(0),
     )
     .is_ok_and(|n| n > 0)

@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use keyturn::host::tls::{self, ListenerLimits, TlsPeer};
+use keyturn::host::tls::{self, HandshakeRefusals, ListenerLimits, TlsPeer};
 
 /// A generous bound for "closed" or "served": far above what either takes on loopback,
 /// so it fails only when the listener does not do it at all.
@@ -94,9 +94,16 @@ impl Listener {
             .await
             .expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tls::spawn_with(listener, config, router, limits, async move {
-            let _ = stopped.await;
-        })
+        let server = tls::spawn_with(
+            listener,
+            config,
+            router,
+            HandshakeRefusals::unreported(),
+            limits,
+            async move {
+                let _ = stopped.await;
+            },
+        )
         .expect("the listener starts");
         Self {
             address: server.local_addr(),
@@ -435,5 +442,430 @@ async fn failed_handshakes_are_logged_folded_with_their_count() {
             .iter()
             .all(|line| line["fields"]["source"] == "127.0.0.1"),
         "the lines name the source"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Refused handshakes in the audit log: keyturn's listener as start-up starts it.
+
+/// The handshakes of each kind the flood test refuses.
+const REFUSED_PER_KIND: usize = 1_000;
+
+/// Connections the flood keeps in flight at once: below a source's handshake share
+/// (`MAX_PENDING_HANDSHAKES_PER_SOURCE`), so the listener's own limits refuse none of
+/// them and every refusal is the handshake's.
+const FLOOD_LANES: usize = 8;
+
+const DEVICE_SECRET: &str = "db-value-5e1a";
+
+/// keyturn serving the SecretEndpoint over its own TLS listener (`startup::spawn_tls`),
+/// with a device pinned by thumbprint and granted `db-password`, and its audit log.
+struct Audited {
+    address: SocketAddr,
+    ca: TestCa,
+    device: pki::Issued,
+    audit: keyturn::audit::AuditLog,
+    store: Arc<dyn keyturn::ports::audit::AuditStore>,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<tls::TlsServer>,
+    _dir: TempDir,
+}
+
+impl Audited {
+    async fn start() -> Self {
+        use keyturn::domain::thumbprint::Thumbprint;
+
+        let dir = TempDir::new().expect("temp dir");
+        let ca = TestCa::root("keyturn test CA");
+        let server_cert = ca.issue(&pki::server_params(&["localhost"]));
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path.display().to_string()
+        };
+        let device = ca.issue(&pki::client_params("device", &["device.example"]));
+        let thumbprint = Thumbprint::of_der(&device.cert_der).to_string();
+        let policy = format!(
+            r#"{{ "version": 1, "grants": [ {{ "identities": [ {{ "thumbprint": "{thumbprint}" }} ], "secrets": [ "db-password" ], "backend": "appsettings" }} ] }}"#
+        );
+        let settings = vec![
+            ("KEYTURN_SECRET_DB_PASSWORD", DEVICE_SECRET.to_owned()),
+            ("KEYTURN_CERT_POLICIES", "trusted-thumbprints".to_owned()),
+            ("KEYTURN_TRUSTED_THUMBPRINTS", thumbprint),
+            ("KEYTURN_ACCESS_POLICY", policy),
+            ("KEYTURN_RATE_LIMIT_PER_IDENTITY", "0".to_owned()),
+            ("KEYTURN_RATE_LIMIT_PER_ADDRESS", "0".to_owned()),
+            ("KEYTURN_TLS_ADDRESS", "127.0.0.1:0".to_owned()),
+            (
+                "KEYTURN_TLS_CERT",
+                write("server.pem", &server_cert.cert_pem),
+            ),
+            ("KEYTURN_TLS_KEY", write("server.key", &server_cert.key_pem)),
+        ];
+        let options = crate::helpers::AppOptions {
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..crate::helpers::AppOptions::default()
+        };
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("data dir");
+        let (settings, state, store) =
+            crate::helpers::start_up(options, &crate::helpers::rotation(), &data).await;
+        let audit = state.services.audit.clone();
+        let config = keyturn::startup::tls_config(&settings)
+            .expect("TLS configuration")
+            .expect("a TLS listener is configured");
+        let address = settings.endpoint.tls.as_ref().expect("configured").address;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = keyturn::startup::spawn_tls(address, config, state, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("the listener starts");
+        Self {
+            address: server.local_addr(),
+            ca,
+            device,
+            audit,
+            store,
+            stop: Some(stop),
+            server: Some(server),
+            _dir: dir,
+        }
+    }
+
+    /// A client trusting the server's CA and presenting what `resolver` gives.
+    fn client(&self, resolver: Arc<dyn rustls::client::ResolvesClientCert>) -> TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from(self.ca.cert_der().to_vec()))
+            .expect("the CA is a certificate");
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the defaults")
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(resolver);
+        TlsConnector::from(Arc::new(config))
+    }
+
+    /// One `GET /api/secrets/db-password` over a new connection from `source`: the
+    /// status and body, or the error that ended the connection.
+    async fn get_from(
+        &self,
+        source: [u8; 4],
+        connector: &TlsConnector,
+    ) -> std::io::Result<(u16, String)> {
+        let socket = TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from((source, 0)))?;
+        let tcp = socket.connect(self.address).await?;
+        let name = ServerName::try_from("localhost").expect("a DNS name");
+        let mut stream = connector.connect(name, tcp).await?;
+        stream
+            .write_all(
+                b"GET /api/secrets/db-password HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+            )
+            .await?;
+        let mut response = Vec::new();
+        match stream.read_to_end(&mut response).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !response.is_empty() => {}
+            Err(e) => return Err(e),
+        }
+        let text = String::from_utf8_lossy(&response).into_owned();
+        let status = text
+            .get(9..12)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("no status line: {text:?}")))?;
+        Ok((status, text))
+    }
+
+    /// Stops the listener (every connection's task, and so every report of a refusal,
+    /// has then finished), closes the refusals' window and returns every entry.
+    async fn stop_and_read(mut self) -> Vec<keyturn::ports::audit::AuditEntry> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(BOUND, server.stopped())
+                .await
+                .expect("the listener stops within the bound")
+                .expect("the listener stops cleanly");
+        }
+        self.audit
+            .close_refusal_window()
+            .await
+            .expect("the window closes");
+        let report = self.audit.verify().await.expect("verify");
+        assert!(report.is_intact(), "{report}");
+        crate::helpers::read_all(self.store.as_ref()).await
+    }
+}
+
+/// Presents one chain, signing with `key`.
+#[derive(Debug)]
+struct Presents(Arc<rustls::sign::CertifiedKey>);
+
+impl Presents {
+    fn issued(issued: &pki::Issued) -> Arc<Self> {
+        let key = rustls::crypto::ring::sign::any_supported_type(&PrivateKeyDer::Pkcs8(
+            PrivatePkcs8KeyDer::from(issued.key_der.clone()),
+        ))
+        .expect("a usable key");
+        Self::signed_by(&issued.cert_der, key)
+    }
+
+    fn signed_by(cert_der: &[u8], key: Arc<dyn rustls::sign::SigningKey>) -> Arc<Self> {
+        let chain = vec![CertificateDer::from(cert_der.to_vec())];
+        Arc::new(Self(Arc::new(rustls::sign::CertifiedKey::new(chain, key))))
+    }
+}
+
+impl rustls::client::ResolvesClientCert for Presents {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A leaf the test CA issued for an RSA-1024 public key. No library here signs with so
+/// small a key (ring and aws-lc-rs start at 2048 bits), so the client signs with
+/// [`RsaSignatureOfSize`]: the listener refuses the key before it looks at a signature,
+/// as it would a real RSA-1024 device's.
+fn rsa_1024_client(ca: &TestCa) -> Arc<Presents> {
+    use pki::rcgen;
+
+    struct Rsa1024(Vec<u8>);
+    impl rcgen::PublicKeyData for Rsa1024 {
+        fn der_bytes(&self) -> &[u8] {
+            &self.0
+        }
+        fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+            &rcgen::PKCS_RSA_SHA256
+        }
+    }
+    fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match content.len() {
+            len @ 0..=0x7f => out.push(len as u8),
+            len @ 0x80..=0xff => out.extend([0x81, len as u8]),
+            len => out.extend([0x82, (len >> 8) as u8, len as u8]),
+        }
+        out.extend_from_slice(content);
+        out
+    }
+    // RSAPublicKey { modulus: 1024 bits, publicExponent: 65537 }.
+    let mut modulus = vec![0u8];
+    modulus.extend([0xffu8; 128]);
+    let key = der(0x30, &[der(0x02, &modulus), der(0x02, &[1, 0, 1])].concat());
+    let cert = pki::client_params("rsa-1024-device", &["rsa-1024.example"])
+        .signed_by(&Rsa1024(key), &ca.issuer())
+        .expect("the CA signs");
+    Presents::signed_by(cert.der(), Arc::new(RsaSignatureOfSize(128)))
+}
+
+/// An RSA-PSS "signature" of the key's size that no key made.
+#[derive(Debug)]
+struct RsaSignatureOfSize(usize);
+
+impl rustls::sign::SigningKey for RsaSignatureOfSize {
+    fn choose_scheme(
+        &self,
+        offered: &[rustls::SignatureScheme],
+    ) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered
+            .contains(&rustls::SignatureScheme::RSA_PSS_SHA256)
+            .then(|| Box::new(RsaSignatureOfSize(self.0)) as Box<dyn rustls::sign::Signer>)
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::RSA
+    }
+}
+
+impl rustls::sign::Signer for RsaSignatureOfSize {
+    fn sign(&self, _message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        Ok(vec![0x5a; self.0])
+    }
+
+    fn scheme(&self) -> rustls::SignatureScheme {
+        rustls::SignatureScheme::RSA_PSS_SHA256
+    }
+}
+
+/// A leaf with a critical extension nobody understands (a private OID), and its key.
+fn critical_extension_client(ca: &TestCa) -> Arc<Presents> {
+    let mut params = pki::client_params("odd-device", &["odd.example"]);
+    let mut extension =
+        pki::rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 4, 1, 55555, 7], vec![5, 0]);
+    extension.set_criticality(true);
+    params.custom_extensions = vec![extension];
+    Presents::issued(&ca.issue(&params))
+}
+
+/// The refusal entries the handshake wrote, by reason.
+fn handshake_refusals(
+    entries: &[keyturn::ports::audit::AuditEntry],
+) -> std::collections::BTreeMap<String, (usize, u64)> {
+    let mut by_reason = std::collections::BTreeMap::new();
+    for entry in entries {
+        let reason = entry
+            .record
+            .reason
+            .as_ref()
+            .map(|r| r.as_str())
+            .unwrap_or("");
+        if reason.starts_with("policy=handshake;") {
+            assert_eq!(
+                entry.record.outcome,
+                keyturn::ports::audit::Outcome::Denied,
+                "{entry:?}"
+            );
+            assert_eq!(entry.record.action.as_str(), "secret.read");
+            let (entries, occurrences) = by_reason.entry(reason.to_owned()).or_insert((0, 0));
+            *entries += 1;
+            *occurrences += entry.record.occurrences();
+        }
+    }
+    by_reason
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refused_handshakes_is_audited_folded_while_a_device_is_served_and_audited() {
+    let app = Audited::start().await;
+    let weak = app.client(rsa_1024_client(&app.ca));
+    let odd = app.client(critical_extension_client(&app.ca));
+    let device = app.client(Presents::issued(&app.device));
+    let started = tokio::time::Instant::now();
+
+    let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reads = {
+        let device = device.clone();
+        let flooding = flooding.clone();
+        let app = &app;
+        async move {
+            let mut answers = Vec::new();
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) || answers.is_empty() {
+                answers.push(app.get_from(DEVICE_SOURCE, &device).await);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            answers
+        }
+    };
+    let flood = async {
+        let lanes = (0..FLOOD_LANES).map(|lane| {
+            let (weak, odd, app) = (weak.clone(), odd.clone(), &app);
+            async move {
+                let mut refused = 0;
+                for index in (lane..2 * REFUSED_PER_KIND).step_by(FLOOD_LANES) {
+                    let client = if index % 2 == 0 { &weak } else { &odd };
+                    if app.get_from(ATTACKER_SOURCE, client).await.is_err() {
+                        refused += 1;
+                    }
+                }
+                refused
+            }
+        });
+        let refused: usize = futures::future::join_all(lanes).await.into_iter().sum();
+        flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+        refused
+    };
+    let (refused, answers) = tokio::join!(flood, reads);
+    let elapsed = started.elapsed();
+    let entries = app.stop_and_read().await;
+
+    assert_eq!(
+        refused,
+        2 * REFUSED_PER_KIND,
+        "every flooding handshake fails"
+    );
+    let served = answers.len();
+    for answer in &answers {
+        let (status, body) = answer.as_ref().expect("the device is answered");
+        assert_eq!(*status, 200, "{body}");
+        assert!(body.contains(DEVICE_SECRET), "{body}");
+    }
+    let by_reason = handshake_refusals(&entries);
+    let expected: Vec<String> = ["forbidden_public_key", "unsupported_critical_extension"]
+        .iter()
+        .map(|code| format!("policy=handshake; reason={code}; source=127.0.0.1"))
+        .collect();
+    assert_eq!(
+        by_reason.keys().cloned().collect::<Vec<_>>(),
+        expected,
+        "one kind per reason, naming the source"
+    );
+    for (reason, (_, occurrences)) in &by_reason {
+        assert_eq!(
+            *occurrences, REFUSED_PER_KIND as u64,
+            "{reason}: the counts add up to every refusal"
+        );
+    }
+    // Per window and kind: the first refusal, and one entry for its repeats.
+    let windows = 2 + elapsed.as_secs() / keyturn::audit::FOLD_WINDOW.as_secs();
+    let written: usize = by_reason.values().map(|(entries, _)| entries).sum();
+    assert!(
+        written as u64 <= windows * 2 * 2,
+        "{written} entries for {} refusals over {windows} windows",
+        2 * REFUSED_PER_KIND
+    );
+    let granted: Vec<_> = entries
+        .iter()
+        .filter(|e| e.record.outcome == keyturn::ports::audit::Outcome::Succeeded)
+        .collect();
+    assert_eq!(
+        granted.len(),
+        served,
+        "every read during the flood is audited"
+    );
+    assert!(granted.iter().all(|e| {
+        e.record.count.is_none()
+            && e.record.reason.as_ref().is_some_and(|r| {
+                r.as_str().contains("reason=granted") && r.as_str().ends_with("source=127.0.0.2")
+            })
+    }));
+}
+
+#[tokio::test]
+async fn a_hello_that_is_not_one_is_audited_and_a_client_that_goes_away_is_not() {
+    let app = Audited::start().await;
+    // A client that connects and leaves refuses nothing and is refused nothing.
+    for _ in 0..3 {
+        let tcp = TcpStream::connect(app.address).await.expect("connects");
+        drop(tcp);
+    }
+    for _ in 0..5 {
+        let mut tcp = TcpStream::connect(app.address).await.expect("connects");
+        tcp.write_all(b"GET /api/secrets/db-password HTTP/1.1\r\n\r\n")
+            .await
+            .expect("writes");
+        assert!(closed_by_server(&mut tcp).await, "the handshake fails");
+    }
+    let device = app.client(Presents::issued(&app.device));
+    let (status, body) = app
+        .get_from(DEVICE_SOURCE, &device)
+        .await
+        .expect("the device is answered");
+    assert_eq!(status, 200, "{body}");
+    let entries = app.stop_and_read().await;
+
+    let by_reason = handshake_refusals(&entries);
+    assert_eq!(
+        by_reason.into_iter().collect::<Vec<_>>(),
+        vec![(
+            "policy=handshake; reason=malformed_handshake; source=127.0.0.1".to_owned(),
+            (2, 5)
+        )],
+        "the first refusal, then its four repeats as one entry"
     );
 }

@@ -7,6 +7,16 @@
 //! (the CertificateVerify signature). Whether that certificate is trusted is the
 //! policies' decision, made per request, so that a refusal is a JSON answer with a
 //! request id and an audit entry rather than a torn connection.
+//!
+//! What the handshake itself refuses (a ClientHello that is not one, a client with no
+//! protocol version or cipher suite in common, a certificate that cannot be parsed or
+//! carries a critical extension webpki does not understand, a key too weak to check the
+//! signature with, a signature that does not verify) is reported to the
+//! [`HandshakeRefusals`] the listener was started with, which audits it (folded, see
+//! `functions::secret_endpoint::refuse_handshake`). The listener's own limits come
+//! first: a connection beyond its source's share is closed before any handshake and only
+//! logged, like a handshake that timed out or a client that went away (nothing was
+//! refused to them).
 
 mod folded;
 mod slots;
@@ -15,7 +25,7 @@ mod source;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -25,6 +35,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
+use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -32,7 +43,10 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, ServerConfig,
+    SignatureScheme,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -172,6 +186,114 @@ pub struct TlsPeer {
     pub chain: Arc<[CertificateDer<'static>]>,
 }
 
+/// Where the listener reports each handshake it refused: the client's address and the
+/// reason code. The connection's task awaits the report with its
+/// slot still held, so reports can never outnumber the connections the listener admits.
+#[derive(Clone)]
+pub struct HandshakeRefusals(
+    Arc<dyn Fn(IpAddr, &'static str) -> BoxFuture<'static, ()> + Send + Sync>,
+);
+
+impl HandshakeRefusals {
+    /// Reports each refusal to `report`.
+    pub fn new(
+        report: impl Fn(IpAddr, &'static str) -> BoxFuture<'static, ()> + Send + Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(report))
+    }
+
+    /// Reports nowhere: refusals are only logged, folded. For a listener serving no
+    /// audited endpoint.
+    pub fn unreported() -> Self {
+        Self::new(|_, _| Box::pin(async {}))
+    }
+
+    async fn report(&self, source: IpAddr, reason: &'static str) {
+        (self.0)(source, reason).await;
+    }
+}
+
+impl std::fmt::Debug for HandshakeRefusals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HandshakeRefusals")
+    }
+}
+
+/// The reason code of a handshake the listener refused, or `None` when nothing was
+/// refused (the client went away, reset the connection, or refused the server's own
+/// certificate with an alert). The codes of certificate problems are the `chain`
+/// policy's own (`mtls::chain`), so one code means one thing in the audit log.
+fn refusal_code(error: &io::Error) -> Option<&'static str> {
+    let error = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let code = match error {
+        rustls::Error::InvalidCertificate(certificate) => match certificate {
+            CertificateError::BadEncoding => "malformed_certificate",
+            CertificateError::BadSignature => "bad_signature",
+            CertificateError::UnsupportedSignatureAlgorithmContext { .. }
+            | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. } => {
+                "unsupported_signature_algorithm"
+            }
+            CertificateError::Other(OtherError(other)) => {
+                if other.downcast_ref::<WeakKey>().is_some() {
+                    "forbidden_public_key"
+                } else if matches!(
+                    other.downcast_ref::<webpki::Error>(),
+                    Some(webpki::Error::UnsupportedCriticalExtension)
+                ) {
+                    "unsupported_critical_extension"
+                } else {
+                    "invalid_certificate"
+                }
+            }
+            _ => "invalid_certificate",
+        },
+        rustls::Error::NoCertificatesPresented => "certificate_required",
+        rustls::Error::PeerIncompatible(_) => "incompatible_client_hello",
+        rustls::Error::InvalidMessage(_)
+        | rustls::Error::InappropriateMessage { .. }
+        | rustls::Error::InappropriateHandshakeMessage { .. }
+        | rustls::Error::PeerMisbehaved(_)
+        | rustls::Error::PeerSentOversizedRecord => "malformed_handshake",
+        rustls::Error::AlertReceived(_) => return None,
+        _ => "handshake_failed",
+    };
+    Some(code)
+}
+
+/// Below this many bits an RSA key is refused in the handshake (ring verifies no
+/// signature made with one), as the `chain` policy's profile refuses it in a chain.
+const MIN_RSA_BITS: usize = 2048;
+
+/// Why a signature was not checked: the leaf's RSA key is below [`MIN_RSA_BITS`]. webpki
+/// reports such a key as a bad signature; the audit log names the key instead.
+#[derive(Debug, thiserror::Error)]
+#[error("the client certificate's RSA key has {bits} bits; at least {MIN_RSA_BITS} are required")]
+struct WeakKey {
+    bits: usize,
+}
+
+/// `error` from checking the handshake signature of `leaf`, naming a weak RSA key as such.
+fn name_weak_key(error: rustls::Error, leaf: &CertificateDer<'_>) -> rustls::Error {
+    if !matches!(
+        error,
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature)
+    ) {
+        return error;
+    }
+    let bits = x509_parser::parse_x509_certificate(leaf)
+        .ok()
+        .and_then(|(_, cert)| match cert.public_key().parsed() {
+            Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => Some(rsa.key_size()),
+            _ => None,
+        });
+    match bits {
+        Some(bits) if bits < MIN_RSA_BITS => rustls::Error::InvalidCertificate(
+            CertificateError::Other(OtherError(Arc::new(WeakKey { bits }))),
+        ),
+        _ => error,
+    }
+}
+
 /// The server configuration: the certificate chain and key (PEM files), TLS 1.3 and 1.2,
 /// HTTP/1.1, and a request for a client certificate.
 pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
@@ -217,18 +339,20 @@ pub fn server_config(certificate: &Path, key: &Path) -> Result<Arc<ServerConfig>
 /// in-flight requests, as the plain listener does: once `shutdown` completes, the
 /// listening socket is closed (new connections are refused), handshakes not yet finished
 /// are dropped, idle keep-alive connections are closed, and requests being served run
-/// to their answer before this returns. The listener's limits are the defaults
-/// ([`ListenerLimits`]).
+/// to their answer before this returns. Each refused handshake is reported to
+/// `refusals`. The listener's limits are the defaults ([`ListenerLimits`]).
 pub async fn serve(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,
+    refusals: HandshakeRefusals,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
     serve_with(
         listener,
         config,
         router,
+        refusals,
         ListenerLimits::default(),
         shutdown,
     )
@@ -243,6 +367,7 @@ pub(crate) async fn serve_with(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,
+    refusals: HandshakeRefusals,
     limits: ListenerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
@@ -290,6 +415,7 @@ pub(crate) async fn serve_with(
                 slot,
                 limits,
                 log: log.clone(),
+                refusals: refusals.clone(),
                 stopping: stopping.clone(),
                 _running: running.clone(),
             }
@@ -318,12 +444,14 @@ pub fn spawn(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,
+    refusals: HandshakeRefusals,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<TlsServer> {
     spawn_with(
         listener,
         config,
         router,
+        refusals,
         ListenerLimits::default(),
         shutdown,
     )
@@ -334,11 +462,14 @@ pub fn spawn_with(
     listener: TcpListener,
     config: Arc<ServerConfig>,
     router: Router,
+    refusals: HandshakeRefusals,
     limits: ListenerLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<TlsServer> {
     let address = listener.local_addr()?;
-    let task = tokio::spawn(serve_with(listener, config, router, limits, shutdown));
+    let task = tokio::spawn(serve_with(
+        listener, config, router, refusals, limits, shutdown,
+    ));
     Ok(TlsServer { address, task })
 }
 
@@ -396,6 +527,7 @@ impl ClientCertVerifier for RequestClientCertificate {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+            .map_err(|error| name_weak_key(error, cert))
     }
 
     fn verify_tls13_signature(
@@ -405,6 +537,7 @@ impl ClientCertVerifier for RequestClientCertificate {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+            .map_err(|error| name_weak_key(error, cert))
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -418,6 +551,7 @@ struct Connection {
     slot: slots::Slot,
     limits: ListenerLimits,
     log: Arc<FoldedLog>,
+    refusals: HandshakeRefusals,
     stopping: watch::Receiver<bool>,
     _running: mpsc::Sender<Infallible>,
 }
@@ -426,24 +560,29 @@ impl Connection {
     async fn run(mut self, tcp: TcpStream, acceptor: TlsAcceptor, router: Router) {
         let source = Source::of(self.address.ip());
         let handshake = tokio::time::timeout(self.limits.handshake_timeout, acceptor.accept(tcp));
-        let stream = tokio::select! {
-            finished = handshake => match finished {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    self.log.record(source, "TLS handshake failed", &error);
-                    return;
-                }
-                Err(_) => {
-                    self.log.record(source, "TLS handshake timed out", &self.address);
-                    return;
-                }
-            },
+        let finished = tokio::select! {
+            finished = handshake => finished,
             () = self.slot.taken() => {
                 self.log.record(source, "handshake dropped for a newcomer", &self.address);
                 return;
             }
             // Shutting down: handshakes not yet finished are dropped.
             _ = self.stopping.wait_for(|stop| *stop) => return,
+        };
+        let stream = match finished {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                self.log.record(source, "TLS handshake failed", &error);
+                if let Some(reason) = refusal_code(&error) {
+                    self.refusals.report(self.address.ip(), reason).await;
+                }
+                return;
+            }
+            Err(_) => {
+                self.log
+                    .record(source, "TLS handshake timed out", &self.address);
+                return;
+            }
         };
         self.slot.handshake_done();
         let chain: Arc<[CertificateDer<'static>]> = stream
