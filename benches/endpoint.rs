@@ -1,6 +1,7 @@
 //! Loopback load figures for the SecretEndpoint: an authorized `GET /api/secrets/{name}`
 //! through the `X-ARR-ClientCert` path with a warm device cache, beside a bare axum
-//! handler answering the same bytes in the same run, and full TLS handshakes per second
+//! handler answering the same bytes in the same run; the latency of authorized reads
+//! alone and while a flood of refused requests runs; and full TLS handshakes per second
 //! against keyturn's own TLS listener.
 //!
 //! Every measurement is bounded in time (a warm-up, then a fixed measured window) and the
@@ -64,6 +65,14 @@ const MEASURED: Duration = Duration::from_secs(5);
 /// Keep-alive connections for the request measurements: enough to keep both cores busy
 /// on a 2-core machine, few enough that queueing does not dominate the latencies.
 const CONNECTIONS: usize = 32;
+
+/// Keep-alive connections for the authorized-read latency rows: a device fleet's steady
+/// reads, well below what saturates the two cores, so the latency is the read's own.
+const READ_CONNECTIONS: usize = 8;
+
+/// Keep-alive connections sending refused requests (no certificate) back to back while
+/// the authorized reads of the flood row are measured.
+const FLOOD_CONNECTIONS: usize = 24;
 
 /// Concurrent connections for the handshake measurement.
 const HANDSHAKE_CONNECTIONS: usize = 32;
@@ -220,7 +229,28 @@ async fn run() -> BenchResult<()> {
     chain_app.stop().await;
     bare.stop().await;
 
-    // 3. Full TLS handshakes against keyturn's own listener.
+    // 3. Authorized reads' latency, alone and while refused requests flood the endpoint
+    //    from another address (no certificate: each is refused and audited).
+    let reads_app = Keyturn::start(&dir.path().join("reads"), &chain(true), None).await?;
+    let alone = keep_alive_load_with(reads_app.address, &request, READ_CONNECTIONS).await?;
+    rows.push(Row::new("authorized reads, 8 connections", &alone, None));
+    let flood = Flood::start(reads_app.address, &refused_request());
+    let flooded = keep_alive_load_with(reads_app.address, &request, READ_CONNECTIONS).await?;
+    let refused = flood.finish().await?;
+    rows.push(Row::new(
+        "same, during a refusal flood (24 conns)",
+        &flooded,
+        None,
+    ));
+    let reads = alone.total + flooded.total + 1;
+    let audited = reads_app.audited().await?;
+    notes.push(format!(
+        "refusal flood: {refused} requests without a certificate answered 401 ({:.0}/s) beside the reads; audit: {audited} entries for {reads} reads and {refused} refusals",
+        refused as f64 / (WARM_UP + MEASURED).as_secs_f64(),
+    ));
+    reads_app.stop().await;
+
+    // 4. Full TLS handshakes against keyturn's own listener.
     let mut tls_settings = chain(false);
     tls_settings.extend([
         ("KEYTURN_TLS_ADDRESS", "127.0.0.1:0".to_owned()),
@@ -701,10 +731,19 @@ async fn collect(mut tasks: JoinSet<BenchResult<Tally>>) -> BenchResult<Figures>
 
 /// `CONNECTIONS` keep-alive connections sending `request` back to back.
 async fn keep_alive_load(address: SocketAddr, request: &[u8]) -> BenchResult<Figures> {
+    keep_alive_load_with(address, request, CONNECTIONS).await
+}
+
+/// `connections` keep-alive connections sending `request` back to back.
+async fn keep_alive_load_with(
+    address: SocketAddr,
+    request: &[u8],
+    connections: usize,
+) -> BenchResult<Figures> {
     let window = Window::starting_now();
     let request: Arc<[u8]> = Arc::from(request);
     let mut tasks = JoinSet::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections {
         let request = request.clone();
         tasks.spawn(async move {
             let mut stream = TcpStream::connect(address).await?;
@@ -726,6 +765,66 @@ async fn keep_alive_load(address: SocketAddr, request: &[u8]) -> BenchResult<Fig
         });
     }
     collect(tasks).await
+}
+
+/// A request the endpoint refuses: no certificate, from an address of its own.
+fn refused_request() -> Vec<u8> {
+    format!(
+        "GET /api/secrets/{SECRET_NAME} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Forwarded-For: 198.51.100.23:40112\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// [`FLOOD_CONNECTIONS`] keep-alive connections sending a refused request back to back
+/// for a warm-up and a measured window from now.
+struct Flood {
+    tasks: JoinSet<BenchResult<usize>>,
+}
+
+impl Flood {
+    fn start(address: SocketAddr, request: &[u8]) -> Self {
+        let end = Instant::now() + WARM_UP + MEASURED;
+        let request: Arc<[u8]> = Arc::from(request);
+        let mut tasks = JoinSet::new();
+        for _ in 0..FLOOD_CONNECTIONS {
+            let request = request.clone();
+            tasks.spawn(async move {
+                let mut stream = TcpStream::connect(address).await?;
+                stream.set_nodelay(true)?;
+                let mut buffer = Vec::with_capacity(4096);
+                let mut refused = 0;
+                while Instant::now() < end {
+                    stream.write_all(&request).await?;
+                    let (status, _) = read_response(&mut stream, &mut buffer).await?;
+                    if status != 401 {
+                        return Err(format!("a refused request was answered {status}").into());
+                    }
+                    refused += 1;
+                }
+                Ok(refused)
+            });
+        }
+        Self { tasks }
+    }
+
+    /// How many requests were refused.
+    async fn finish(mut self) -> BenchResult<usize> {
+        let mut refused = 0;
+        let joined = tokio::time::timeout(GRACE, async {
+            while let Some(joined) = self.tasks.join_next().await {
+                refused += joined??;
+            }
+            BenchResult::Ok(())
+        })
+        .await;
+        match joined {
+            Ok(result) => result.map(|()| refused),
+            Err(_) => {
+                self.tasks.abort_all();
+                Err("the refusal flood did not finish in time".into())
+            }
+        }
+    }
 }
 
 fn client_config(
