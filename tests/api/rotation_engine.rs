@@ -96,8 +96,6 @@ struct World {
     trail: Arc<Trail>,
     vault_url: VaultUrl,
     app: Application,
-    /// Message ids of the `prove` follow-ups already delivered.
-    delivered: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The job a worker was running when it was stopped.
     in_flight: std::sync::Mutex<Option<Job>>,
 }
@@ -143,7 +141,6 @@ fn world() -> World {
         trail,
         vault_url,
         app,
-        delivered: std::sync::Mutex::new(std::collections::HashSet::new()),
         in_flight: std::sync::Mutex::new(None),
     }
 }
@@ -226,24 +223,9 @@ impl World {
 
     /// The first `prove` follow-up not delivered yet, with the clock moved to its time.
     fn next_proof(&self) -> Option<Job> {
-        let (message, job) = self.queue.messages().into_iter().find_map(|m| {
-            let value: serde_json::Value = serde_json::from_slice(&m.body).expect("json");
-            let job = Job::from_json(&value).expect("a valid job");
-            (matches!(job.action, Action::Prove { .. })
-                && !self.delivered.lock().expect("lock").contains(&m.message_id))
-            .then_some((m, job))
-        })?;
-        self.delivered
-            .lock()
-            .expect("lock")
-            .insert(message.message_id.clone());
-        if let Some(at) = message.scheduled_enqueue
-            && at > self.clock.now()
-        {
-            self.clock
-                .advance((at - self.clock.now()).to_std().expect("a future time"));
-        }
-        Some(job)
+        self.queue.deliver_next(&self.clock, |job| {
+            matches!(job.action, Action::Prove { .. })
+        })
     }
 
     /// Drives `job` until the armed crash point is hit, and returns the job the stopped

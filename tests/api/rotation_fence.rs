@@ -6,7 +6,7 @@
 //! finishes it, then the first resumes. Whatever the step, one rotation survives, no
 //! credential in use is removed and no stray remains.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,8 +64,6 @@ struct Services {
     queue: Arc<MemoryQueue>,
     vault_url: VaultUrl,
     app: Application,
-    /// Follow-up messages already delivered (the broker delivers each once).
-    delivered: Mutex<HashSet<String>>,
     _dir: TempDir,
 }
 
@@ -135,7 +133,6 @@ fn pair() -> Arc<Pair> {
             queue,
             vault_url,
             app,
-            delivered: Mutex::new(HashSet::new()),
             _dir: dir,
         },
         first,
@@ -174,28 +171,13 @@ impl Services {
 
     /// The first follow-up of `kind` not delivered yet, with the clock moved to its time.
     fn next(&self, retire: bool) -> Option<Job> {
-        let (message, job) = self.queue.messages().into_iter().find_map(|m| {
-            let value: serde_json::Value = serde_json::from_slice(&m.body).expect("json");
-            let job = Job::from_json(&value).expect("a valid job");
-            let wanted = if retire {
+        self.queue.deliver_next(&self.clock, |job| {
+            if retire {
                 matches!(job.action, Action::Retire { .. })
             } else {
                 matches!(job.action, Action::Prove { .. })
-            };
-            (wanted && !self.delivered.lock().expect("lock").contains(&m.message_id))
-                .then_some((m, job))
-        })?;
-        self.delivered
-            .lock()
-            .expect("lock")
-            .insert(message.message_id.clone());
-        if let Some(at) = message.scheduled_enqueue
-            && at > self.clock.now()
-        {
-            self.clock
-                .advance((at - self.clock.now()).to_std().expect("a future time"));
-        }
-        Some(job)
+            }
+        })
     }
 
     fn pending_copies(&self) -> Vec<String> {

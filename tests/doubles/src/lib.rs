@@ -19,7 +19,7 @@ mod inventory;
 pub use audit::MemoryAuditStore;
 pub use inventory::MemoryInventory;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -43,6 +43,7 @@ use keyturn::ports::vault::{
 };
 use keyturn::ports::{FailureKind, PortError};
 use keyturn::rotation::Pause;
+use keyturn::rotation::job::Job;
 
 /// Entra's answer while a new secret has not propagated (or is wrong): AADSTS7000215,
 /// "Invalid client secret provided".
@@ -1006,6 +1007,8 @@ pub struct MemoryQueue {
     faults: Arc<Faults>,
     accepted: Mutex<Vec<OutgoingMessage>>,
     attempts: Mutex<usize>,
+    /// Ids of the messages [`MemoryQueue::deliver_next`] handed out.
+    delivered: Mutex<HashSet<String>>,
 }
 
 impl MemoryQueue {
@@ -1014,7 +1017,27 @@ impl MemoryQueue {
             faults,
             accepted: Mutex::new(Vec::new()),
             attempts: Mutex::new(0),
+            delivered: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Delivers the next follow-up as the broker would: the first message, in send order,
+    /// whose job `wanted` picks and that was not delivered yet, with `clock` moved to its
+    /// scheduled time when that is still ahead. Each message is delivered once.
+    pub fn deliver_next(&self, clock: &ManualClock, wanted: impl Fn(&Job) -> bool) -> Option<Job> {
+        let mut delivered = locked(&self.delivered);
+        let (message, job) = self.messages().into_iter().find_map(|m| {
+            let value: serde_json::Value = serde_json::from_slice(&m.body).expect("json");
+            let job = Job::from_json(&value).expect("a valid job");
+            (wanted(&job) && !delivered.contains(&m.message_id)).then_some((m, job))
+        })?;
+        delivered.insert(message.message_id.clone());
+        if let Some(at) = message.scheduled_enqueue
+            && at > clock.now()
+        {
+            clock.advance((at - clock.now()).to_std().expect("a future time"));
+        }
+        Some(job)
     }
 
     /// Messages the broker kept (duplicates dropped), in send order.
