@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod directory;
 pub mod inventory;
 pub mod lease;
+pub mod notify;
 pub mod queue;
 pub mod site;
 pub mod source;
