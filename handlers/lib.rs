@@ -6,6 +6,7 @@
 
 pub mod access;
 pub mod adapters;
+pub mod alerts;
 pub mod audit;
 pub mod config;
 pub mod domain;

@@ -4,3 +4,4 @@
 pub mod appsettings;
 pub mod azure;
 pub mod local;
+pub mod notify;

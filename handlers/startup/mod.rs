@@ -18,6 +18,7 @@ mod anchor;
 mod audit_reader;
 mod credential;
 mod front_end;
+pub mod notify;
 mod plan_reader;
 
 pub use audit_reader::{AuditLocation, audit_reader};

@@ -19,6 +19,7 @@ mod infra;
 mod key_vault_events;
 mod local_adapters;
 mod local_mode;
+mod notify;
 mod plan_cli;
 mod rotation;
 mod rotation_e2e;

@@ -29,6 +29,7 @@ use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, ServiceErrorCode, default_client_options, failure_from_status,
     pipeline, without_retries,
 };
+use crate::domain::contact::MailAddress;
 use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
 use crate::domain::secret::SecretValue;
 use crate::ports::directory::{
@@ -366,6 +367,22 @@ impl GraphClient {
         })?;
         request.set_body(body);
         self.send(pipeline, request, context).await
+    }
+
+    /// `POST /users/{mailbox}/sendMail` with `body` (a `message` and `saveToSentItems`);
+    /// Graph answers 202 Accepted. See `adapters::azure::mail`.
+    pub(crate) async fn send_mail(
+        &self,
+        mailbox: &MailAddress,
+        body: &serde_json::Value,
+        context: &FailureContext<'_>,
+    ) -> Result<(), PortError> {
+        let url = self.url(
+            &format!("users/{}/sendMail", percent_encode(mailbox.as_str())),
+            &[],
+        );
+        self.post(&self.pipeline, url, body, context).await?;
+        Ok(())
     }
 }
 

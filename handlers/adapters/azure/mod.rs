@@ -11,6 +11,7 @@ pub mod graph;
 pub mod inventory;
 pub mod keyvault;
 pub mod lease;
+pub mod mail;
 pub mod servicebus;
 pub mod signer;
 pub mod site;

@@ -719,6 +719,11 @@ fn handle(
             require_ownership(shared, &grant, id)?;
             remove_password(shared, id, body)
         }
+        (&Method::POST, ["v1.0", "users", user, "sendMail"]) => {
+            require(&grant, &[crate::mail::MAIL_SEND])?;
+            crate::mail::send_mail(shared, &grant, user, headers, body)
+                .map_err(|r| GraphError::new(r.status, r.code, r.message))
+        }
         (&Method::GET, ["v1.0", "devices"]) => {
             require(&grant, &READ_DEVICES)?;
             list_devices(shared, filter, select.as_deref())

@@ -19,8 +19,10 @@ pub mod faults;
 pub mod graph;
 pub mod keyvault;
 pub mod log;
+pub mod mail;
 pub mod managed_identity;
 mod pki;
+pub mod receivers;
 pub mod resourcemanager;
 mod server;
 pub mod servicebus;
@@ -50,7 +52,9 @@ pub use crate::keyvault::{
     CertificateSeed, KeySeed, KeyVaultStandin, NetworkRefusal, SecretSeed, StoredSecret,
 };
 pub use crate::log::LoggedRequest;
+pub use crate::mail::SentMail;
 pub use crate::managed_identity::{IdentityFault, ManagedIdentityStandin};
+pub use crate::receivers::{Received, Receiver, Receivers};
 pub use crate::resourcemanager::{ClientCerts, ResourceManagerStandin, SiteId, VaultProperties};
 pub use crate::servicebus::{QueueOptions, ReceivedMessage, ServiceBusStandin};
 pub use keyturn_testkit::pki::TestCa;
@@ -91,6 +95,7 @@ pub(crate) struct Shared {
     directory: Mutex<graph::Directory>,
     namespace: Mutex<servicebus::Namespace>,
     sites: Mutex<resourcemanager::Sites>,
+    post_office: Mutex<mail::PostOffice>,
     /// The Resource Manager stand-in's origin (`https://127.0.0.1:{port}`): Resource
     /// Manager accepts tokens for its own endpoint, so the token endpoint issues Resource
     /// Manager tokens for this resource too, as a client configured with the stand-in's
@@ -117,6 +122,12 @@ impl Shared {
             let origin = self.resource_manager_origin.get()?;
             (resource.trim_end_matches('/') == origin).then_some(Audience::ResourceManager)
         })
+    }
+
+    pub(crate) fn post_office(&self) -> MutexGuard<'_, mail::PostOffice> {
+        self.post_office
+            .lock()
+            .expect("the post office lock is never held across a panic")
     }
 
     pub(crate) fn sites(&self) -> MutexGuard<'_, resourcemanager::Sites> {
