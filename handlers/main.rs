@@ -12,7 +12,7 @@ use keyturn::config::{
 use keyturn::functions::secret_endpoint;
 use keyturn::host::router::router;
 use keyturn::host::server;
-use keyturn::local::{dev, plan_cli, vault_cli};
+use keyturn::local::{dev, directory_cli, plan_cli, vault_cli};
 use keyturn::mtls::verify_cli::{self, CertVerifyArgs};
 use keyturn::{package, startup, telemetry};
 
@@ -74,6 +74,11 @@ enum Command {
         #[command(subcommand)]
         command: VaultCommand,
     },
+    /// The local directory of `keyturn dev`.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
     /// Every managed object: when it is due and why, the lifetime its next version would
     /// get, its overlap and retirement, the rotations proving a new credential, and the
     /// objects that are failing. Reads the local store of `keyturn dev`, or, with --vault
@@ -134,6 +139,29 @@ enum VaultCommand {
         expires: Option<String>,
         #[arg(long)]
         content_type: Option<String>,
+        #[arg(long, default_value = ".keyturn")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Show or set an app management policy: the longest lifetime a new password
+    /// credential may have, for the tenant (the default) or for one application (--app),
+    /// whose own policy replaces the tenant's, as in Entra. Prints every policy as JSON.
+    Policy {
+        /// The application's appId; without it, the tenant's default policy.
+        #[arg(long)]
+        app: Option<String>,
+        /// Limit new passwords to this many days (Graph's `passwordLifetime`).
+        #[arg(long, conflicts_with = "clear")]
+        max_password_days: Option<u32>,
+        /// The policy's display name, shown where it caps a credential.
+        #[arg(long, requires = "max_password_days")]
+        name: Option<String>,
+        /// Remove the policy.
+        #[arg(long)]
+        clear: bool,
         #[arg(long, default_value = ".keyturn")]
         data_dir: PathBuf,
     },
@@ -259,6 +287,7 @@ fn main() -> ExitCode {
         } => runtime().block_on(audit_read(args, FormatArg::Json)),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
         Command::Vault { command } => runtime().block_on(vault_command(command)),
+        Command::Directory { command } => runtime().block_on(directory_command(command)),
         Command::Plan {
             data_dir,
             vault,
@@ -717,6 +746,41 @@ async fn plan_command(
                 PlanFormat::Json => emit(&serde_json::to_string_pretty(&plan).unwrap_or_default()),
                 PlanFormat::Table => emit(plan_cli::table(&plan).trim_end()),
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            ExitCode::from(match e {
+                vault_cli::VaultCliError::Usage(_) | vault_cli::VaultCliError::NoDataDir(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}
+
+async fn directory_command(command: DirectoryCommand) -> ExitCode {
+    let key = match Environment::from_process().local_vault_key() {
+        Ok(key) => key,
+        Err(e) => {
+            eprintln!("keyturn: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let DirectoryCommand::Policy {
+        app,
+        max_password_days,
+        name,
+        clear,
+        data_dir,
+    } = command;
+    let change = match (max_password_days, clear) {
+        (Some(days), _) => directory_cli::PolicyChange::Limit { days, name },
+        (None, true) => directory_cli::PolicyChange::Clear,
+        (None, false) => directory_cli::PolicyChange::Show,
+    };
+    match directory_cli::policy(&data_dir, key.as_ref(), app.as_deref(), change).await {
+        Ok(policies) => {
+            emit(&serde_json::to_string_pretty(&policies).unwrap_or_default());
             ExitCode::SUCCESS
         }
         Err(e) => {

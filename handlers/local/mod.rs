@@ -6,6 +6,7 @@
 pub(crate) mod bootstrap;
 pub mod definitions;
 pub mod dev;
+pub mod directory_cli;
 pub mod handler;
 pub(crate) mod ingress;
 pub(crate) mod pki;

@@ -447,6 +447,16 @@ async fn lifetime(
             let capped = capped_end(at, end, &rules);
             if capped < end {
                 object.capped_by = rules.max_lifetime.as_ref().map(|(_, p)| p.clone());
+                if let Some(policy) = &object.capped_by {
+                    let _ = write!(object.reason, "; new expiry capped by {policy}");
+                }
+                if plan::due_from(capped, policy.rotate_before) <= at {
+                    let _ = write!(
+                        object.reason,
+                        "; that lifetime is within its rotate-before window of {} days, so it is due again at once",
+                        policy.rotate_before
+                    );
+                }
             }
             object.new_expires = Some(capped);
         }

@@ -311,6 +311,182 @@ fn plan_shows_the_demo_secret_proving_as_dev_once_does_not_due() {
     );
 }
 
+fn directory_policy(data: &Path, args: &[&str]) -> Value {
+    let output = keyturn(&[])
+        .args(["directory", "policy", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .output()
+        .expect("keyturn directory policy runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+fn planned_object(data: &Path, name: &str) -> (DateTime<Utc>, Value) {
+    let (code, json, stderr) = plan(data, "json");
+    assert_eq!(code, Some(0), "{stderr}");
+    let report: Value = serde_json::from_str(&json).expect("JSON");
+    let object = report["objects"]
+        .as_array()
+        .expect("objects")
+        .iter()
+        .find(|o| o["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} in {json}"));
+    (time(&report["now"]), object)
+}
+
+#[test]
+fn a_local_app_management_policy_caps_what_plan_shows_and_what_a_rotation_asks_for() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    dev_once(&data);
+    let list = keyturn(&[])
+        .args(["vault", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("keyturn vault list runs");
+    let list: Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    let app_id = list["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .find(|s| s["name"] == "demo-app-secret")
+        .and_then(|s| s["tags"]["keyturn-app-id"].as_str())
+        .expect("the demo application's appId")
+        .to_owned();
+    vault_set(
+        &data,
+        "capped",
+        &format!("keyturn-kind=entra-app-secret,keyturn-app-id={app_id}"),
+        "+2d",
+    );
+
+    // Without a policy the new secret gets its validity (90 days by default).
+    let (now, object) = planned_object(&data, "capped");
+    assert_eq!(
+        time(&object["newExpires"]),
+        (now + Duration::days(90)).trunc_subsecs(0)
+    );
+    assert!(object["cappedBy"].is_null(), "{object}");
+
+    // The tenant's default caps it.
+    let policies = directory_policy(
+        &data,
+        &["--max-password-days", "60", "--name", "tenant: 60 days"],
+    );
+    assert_eq!(policies["policies"][0]["maxPasswordLifetimeDays"], 60);
+    assert!(policies["policies"][0]["appId"].is_null());
+    let (now, object) = planned_object(&data, "capped");
+    assert_eq!(
+        time(&object["newExpires"]),
+        (now + Duration::days(60)).trunc_subsecs(0)
+    );
+    assert_eq!(object["cappedBy"], "tenant: 60 days (the tenant's default)");
+
+    // The application's own policy replaces the tenant's, even when it allows more.
+    directory_policy(
+        &data,
+        &[
+            "--app",
+            &app_id,
+            "--max-password-days",
+            "75",
+            "--name",
+            "demo: 75 days",
+        ],
+    );
+    let (now, object) = planned_object(&data, "capped");
+    assert_eq!(
+        time(&object["newExpires"]),
+        (now + Duration::days(75)).trunc_subsecs(0)
+    );
+    assert_eq!(object["cappedBy"], "demo: 75 days");
+    let (_, table, _) = plan(&data, "table");
+    assert!(
+        table.contains("new expiry capped by demo: 75 days"),
+        "{table}"
+    );
+
+    // A rotation asks for no more than the policy allows, and its version expires then.
+    let before = Utc::now().trunc_subsecs(0);
+    let rotated = keyturn(&[
+        ("KEYTURN_PROOF_SUCCESSES", "1"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
+    ])
+    .args(["dev", "--once", "--data-dir"])
+    .arg(&data)
+    .output()
+    .expect("keyturn dev runs");
+    let after = Utc::now();
+    let summary: Value = serde_json::from_slice(&rotated.stdout).expect("a JSON summary");
+    assert!(
+        summary["rotated"]
+            .as_array()
+            .expect("rotated")
+            .iter()
+            .any(|r| r["name"] == "capped"),
+        "{summary}"
+    );
+    let list = keyturn(&[])
+        .args(["vault", "list", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("keyturn vault list runs");
+    let list: Value = serde_json::from_slice(&list.stdout).expect("JSON");
+    let capped = list["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .find(|s| s["name"] == "capped")
+        .cloned()
+        .expect("listed");
+    let expires = time(&capped["expires"]);
+    assert!(
+        expires >= before + Duration::days(75) && expires <= after + Duration::days(75),
+        "{capped}"
+    );
+
+    // Cleared, the tenant's default applies again; cleared too, nothing caps.
+    let policies = directory_policy(&data, &["--app", &app_id, "--clear"]);
+    assert_eq!(policies["policies"].as_array().map(Vec::len), Some(1));
+    directory_policy(&data, &["--clear"]);
+    let policies = directory_policy(&data, &[]);
+    assert_eq!(policies["policies"], serde_json::json!([]));
+}
+
+#[test]
+fn a_local_policy_is_refused_for_an_unknown_application_or_a_lifetime_out_of_range() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    dev_once(&data);
+    for args in [
+        vec!["--app", "not-a-guid", "--max-password-days", "30"],
+        vec![
+            "--app",
+            "00000000-0000-0000-0000-000000000001",
+            "--max-password-days",
+            "30",
+        ],
+        vec!["--max-password-days", "0"],
+        vec!["--max-password-days", "3651"],
+    ] {
+        let output = keyturn(&[])
+            .args(["directory", "policy", "--data-dir"])
+            .arg(&data)
+            .args(&args)
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(!output.stderr.is_empty());
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Against Azure: the Key Vault and Graph stand-ins, with the Azure CLI sign-in of a fake
 // `az` first on PATH

@@ -209,14 +209,144 @@ impl LocalDirectory {
     }
 }
 
+/// The scope of the tenant's default policy in `directory_policies`.
+const TENANT_SCOPE: &str = "tenant";
+
+/// One app management policy of the local directory: a limit on the lifetime of new
+/// password credentials, as Graph's `passwordLifetime` restriction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalPolicy {
+    /// The application it is assigned to; `None` for the tenant's default.
+    pub app_id: Option<AppId>,
+    pub display_name: String,
+    pub max_password_lifetime_days: i64,
+}
+
+impl LocalDirectory {
+    /// Assigns `policy` (a display name and a password lifetime limit) to the application
+    /// `app`, or makes it the tenant's default when `app` is `None`; `policy` `None`
+    /// removes it. An application's own policy replaces the tenant's default for it, as in
+    /// Graph.
+    pub async fn set_policy(
+        &self,
+        app: Option<&Application>,
+        policy: Option<(String, TimeDelta)>,
+    ) -> Result<(), PortError> {
+        let scope = app.map_or_else(|| TENANT_SCOPE.to_owned(), |a| a.object_id.to_string());
+        if let Some((_, max)) = &policy
+            && max.num_seconds() < 1
+        {
+            return Err(PortError::invalid(
+                "a password lifetime limit must be at least one second",
+            ));
+        }
+        self.store
+            .write(move |tx| {
+                match policy {
+                    Some((name, max)) => tx.execute(
+                        "INSERT INTO directory_policies (scope, display_name, max_password_lifetime) \
+                         VALUES (?1, ?2, ?3) ON CONFLICT (scope) DO UPDATE SET \
+                         display_name = ?2, max_password_lifetime = ?3",
+                        params![scope, name, max.num_seconds()],
+                    ),
+                    None => tx.execute("DELETE FROM directory_policies WHERE scope = ?1", [scope]),
+                }
+                .map_err(StoreError::sqlite("setting an app management policy"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.into_port_error("setting a local app management policy"))
+    }
+
+    /// Every policy: the tenant's default first, then the applications' own.
+    pub async fn policies(&self) -> Result<Vec<LocalPolicy>, PortError> {
+        let rows: Vec<(String, String, i64, Option<String>)> = self
+            .store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT p.scope, p.display_name, p.max_password_lifetime, a.app_id \
+                         FROM directory_policies p LEFT JOIN directory_applications a \
+                         ON a.object_id = p.scope ORDER BY p.scope = 'tenant' DESC, a.app_id",
+                    )
+                    .map_err(StoreError::sqlite("listing app management policies"))?;
+                let rows = statement
+                    .query_map([], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .map_err(StoreError::sqlite("listing app management policies"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing app management policies"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local app management policies"))?;
+        rows.into_iter()
+            .filter(|(scope, _, _, app)| scope == TENANT_SCOPE || app.is_some())
+            .map(|(_, display_name, seconds, app)| {
+                let app_id = app.map(|a| AppId::parse(&a)).transpose().map_err(|_| {
+                    PortError::invalid("the local directory holds an unreadable appId")
+                })?;
+                Ok(LocalPolicy {
+                    app_id,
+                    display_name,
+                    max_password_lifetime_days: seconds / 86_400,
+                })
+            })
+            .collect()
+    }
+
+    /// The policy that applies to `app`: its own, or else the tenant's default, with the
+    /// name Graph's adapter gives it.
+    async fn policy_for(
+        &self,
+        app: &DirectoryObjectId,
+    ) -> Result<Option<(TimeDelta, String)>, PortError> {
+        let scope = app.to_string();
+        let rows: Vec<(String, String, i64)> = self
+            .store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT scope, display_name, max_password_lifetime FROM directory_policies \
+                         WHERE scope IN (?1, 'tenant')",
+                    )
+                    .map_err(StoreError::sqlite("reading app management policies"))?;
+                let rows = statement
+                    .query_map([scope], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .map_err(StoreError::sqlite("reading app management policies"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("reading app management policies"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("reading local app management policies"))?;
+        let own = rows.iter().find(|(scope, _, _)| scope != TENANT_SCOPE);
+        let tenant = rows.iter().find(|(scope, _, _)| scope == TENANT_SCOPE);
+        Ok(match (own, tenant) {
+            (Some((_, name, seconds)), _) => Some((TimeDelta::seconds(*seconds), name.clone())),
+            (None, Some((_, name, seconds))) => Some((
+                TimeDelta::seconds(*seconds),
+                format!("{name} (the tenant's default)"),
+            )),
+            (None, None) => None,
+        })
+    }
+}
+
 #[async_trait]
 impl CredentialIssuer for LocalDirectory {
-    /// The local directory has no app management policies.
+    /// The application's own app management policy, or else the tenant's default, as
+    /// `keyturn directory policy` set them; without either, no restriction.
     async fn password_rules(
         &self,
-        _app: &DirectoryObjectId,
+        app: &DirectoryObjectId,
     ) -> Result<crate::ports::directory::PasswordRules, PortError> {
-        Ok(crate::ports::directory::PasswordRules::default())
+        Ok(crate::ports::directory::PasswordRules {
+            max_lifetime: self.policy_for(app).await?,
+            ..crate::ports::directory::PasswordRules::default()
+        })
     }
 
     async fn application(&self, app_id: &AppId) -> Result<Option<Application>, PortError> {
@@ -272,6 +402,14 @@ impl CredentialIssuer for LocalDirectory {
             return Err(PortError::invalid(
                 "adding a password: endDateTime must be after startDateTime",
             ));
+        }
+        // Graph refuses a credential longer-lived than the app management policy allows.
+        if let Some((max, policy)) = self.policy_for(app).await?
+            && end.timestamp() - now.timestamp() > max.num_seconds()
+        {
+            return Err(PortError::invalid(format!(
+                "adding a password: credential lifetime exceeds the max value allowed by {policy}"
+            )));
         }
         let secret = generate_secret()?;
         let mut salt = [0u8; SALT_LEN];
@@ -518,6 +656,59 @@ mod tests {
         assert_eq!(a.len(), SECRET_TEXT_LEN);
         assert!(a.expose().bytes().all(|c| SECRET_ALPHABET.contains(&c)));
         assert_ne!(a.expose(), b.expose());
+    }
+
+    #[tokio::test]
+    async fn a_password_longer_lived_than_the_policy_allows_is_refused_as_graph_refuses_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+        let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let directory = LocalDirectory::new(store, Clock::fixed(now));
+        let app = directory.create_application("app").await.expect("app");
+        directory
+            .set_policy(None, Some(("tenant".into(), TimeDelta::days(30))))
+            .await
+            .expect("set");
+
+        let refused = directory
+            .add_password(&app.object_id, "keyturn x", now + TimeDelta::days(31))
+            .await
+            .expect_err("beyond the tenant's limit");
+        assert!(
+            refused
+                .to_string()
+                .contains("tenant (the tenant's default)"),
+            "{refused}"
+        );
+        let rules = directory
+            .password_rules(&app.object_id)
+            .await
+            .expect("rules");
+        assert_eq!(
+            rules.max_lifetime,
+            Some((TimeDelta::days(30), "tenant (the tenant's default)".into()))
+        );
+        directory
+            .add_password(&app.object_id, "keyturn x", now + TimeDelta::days(30))
+            .await
+            .expect("at the limit");
+
+        // The application's own policy replaces the tenant's.
+        directory
+            .set_policy(Some(&app), Some(("own".into(), TimeDelta::days(40))))
+            .await
+            .expect("set");
+        directory
+            .add_password(&app.object_id, "keyturn y", now + TimeDelta::days(40))
+            .await
+            .expect("within its own limit");
+        let refused = directory
+            .add_password(&app.object_id, "keyturn z", now + TimeDelta::days(41))
+            .await
+            .expect_err("beyond its own limit");
+        assert!(refused.to_string().contains("own"), "{refused}");
     }
 
     #[test]

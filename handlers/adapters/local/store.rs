@@ -257,6 +257,14 @@ const MIGRATIONS: &[&str] = &[
         record TEXT NOT NULL
     ) STRICT;
     CREATE INDEX inventory_snapshots_by_time ON inventory_snapshots (at, sweep);",
+    // 10: the local directory's app management policies (`keyturn directory policy`): the
+    // tenant's default (`scope` 'tenant') and one per application (its object id), each a
+    // password lifetime limit in seconds, as Graph's `passwordLifetime` restriction.
+    "CREATE TABLE directory_policies (
+        scope TEXT PRIMARY KEY NOT NULL,
+        display_name TEXT NOT NULL,
+        max_password_lifetime INTEGER NOT NULL CHECK (max_password_lifetime >= 1)
+    ) STRICT;",
 ];
 
 /// Opening the store or running work on it failed.
