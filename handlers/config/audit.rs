@@ -1,5 +1,7 @@
 //! The audit section: where the hash-chained audit log lives (Azure Table storage or the
-//! embedded SQLite store) and how keyturn reaches the Table service.
+//! embedded SQLite store), how keyturn reaches the Table service, and, in Azure, where
+//! the log's signed checkpoints go (a Blob container) and the Key Vault key that signs
+//! them.
 
 use std::fmt;
 use std::path::Path;
@@ -39,12 +41,29 @@ impl fmt::Debug for TableAccess {
     }
 }
 
+/// Where a table store's writers anchor their chains: the checkpoint container and the
+/// signing key. Both or neither are set.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct CheckpointSettings {
+    /// The Blob service (`https://<account>.blob.core.windows.net`); plain http only
+    /// for Azurite, reached with `KEYTURN_TABLE_CONNECTION_STRING`'s account key.
+    pub endpoint: url::Url,
+    /// The container under a time-based retention policy; checked by the container
+    /// naming rules (3-63 lowercase letters, digits and single hyphens).
+    pub container: String,
+    /// The Key Vault EC P-256 key's URL, with or without its version.
+    pub signing_key: url::Url,
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "store")]
 pub enum AuditSettings {
     Table {
         table: TableName,
         access: TableAccess,
+        /// `None`: the table's chains are not anchored (no checkpoint settings).
+        checkpoints: Option<Box<CheckpointSettings>>,
     },
     Sqlite {
         path: PathBuf,
@@ -53,6 +72,9 @@ pub enum AuditSettings {
 
 /// The embedded store's file inside the data directory.
 pub(crate) const STORE_FILE: &str = "keyturn.db";
+
+/// The checkpoint container the deployment creates (`auditCheckpointContainerName`).
+pub const DEFAULT_CHECKPOINT_CONTAINER: &str = "audit-checkpoints";
 
 pub(super) fn parse(c: &mut Collector<'_>, data_dir: &Path) -> Option<AuditSettings> {
     match c.value_or_default("KEYTURN_AUDIT_STORE") {
@@ -77,6 +99,7 @@ pub(super) fn parse(c: &mut Collector<'_>, data_dir: &Path) -> Option<AuditSetti
                 .env
                 .value("KEYTURN_TABLE_CONNECTION_STRING")
                 .map(SecretValue::new);
+            let checkpoints = parse_checkpoints(c, connection_string.is_some());
             match (endpoint, connection_string) {
                 (Some(_), Some(_)) => {
                     c.fail(
@@ -88,10 +111,12 @@ pub(super) fn parse(c: &mut Collector<'_>, data_dir: &Path) -> Option<AuditSetti
                 (Some(endpoint), None) => Some(AuditSettings::Table {
                     table,
                     access: TableAccess::Identity { endpoint },
+                    checkpoints,
                 }),
                 (None, Some(connection_string)) => Some(AuditSettings::Table {
                     table,
                     access: TableAccess::ConnectionString { connection_string },
+                    checkpoints,
                 }),
                 (None, None) => {
                     if c.env.value("KEYTURN_TABLE_ENDPOINT").is_none() {
@@ -112,6 +137,95 @@ pub(super) fn parse(c: &mut Collector<'_>, data_dir: &Path) -> Option<AuditSetti
             None
         }
     }
+}
+
+/// The checkpoint settings: both the endpoint and the key, or neither. `azurite`: the
+/// table is reached by connection string, so a plain-http Blob endpoint is accepted.
+fn parse_checkpoints(c: &mut Collector<'_>, azurite: bool) -> Option<Box<CheckpointSettings>> {
+    let endpoint = c.parse("KEYTURN_AUDIT_CHECKPOINT_ENDPOINT", |v| {
+        let u = url::Url::parse(v).map_err(|e| format!("not a URL ({e})"))?;
+        match u.scheme() {
+            "https" => {}
+            "http" if azurite => {}
+            _ => {
+                return Err("must be an https URL (https://<account>.blob.core.windows.net); plain http only for Azurite, with KEYTURN_TABLE_CONNECTION_STRING".into());
+            }
+        }
+        if u.query().is_some() || u.fragment().is_some() {
+            return Err("must carry no query or fragment (no SAS token: keyturn's identity signs in)".into());
+        }
+        Ok(u)
+    });
+    let container = c
+        .parse("KEYTURN_AUDIT_CHECKPOINT_CONTAINER", |v| {
+            parse_container_name(v).map(str::to_owned)
+        })
+        .unwrap_or_else(|| DEFAULT_CHECKPOINT_CONTAINER.to_owned());
+    let signing_key = c.parse("KEYTURN_AUDIT_SIGNING_KEY", parse_key_url);
+    match (endpoint, signing_key) {
+        (Some(endpoint), Some(signing_key)) => Some(Box::new(CheckpointSettings {
+            endpoint,
+            container,
+            signing_key,
+        })),
+        (None, None) => None,
+        (Some(_), None) => {
+            if c.env.value("KEYTURN_AUDIT_SIGNING_KEY").is_none() {
+                c.fail(
+                    "KEYTURN_AUDIT_SIGNING_KEY",
+                    "missing; KEYTURN_AUDIT_CHECKPOINT_ENDPOINT is set, and checkpoints are signed with a Key Vault key (https://<vault>.vault.azure.net/keys/<name>)",
+                );
+            }
+            None
+        }
+        (None, Some(_)) => {
+            if c.env.value("KEYTURN_AUDIT_CHECKPOINT_ENDPOINT").is_none() {
+                c.fail(
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "missing; KEYTURN_AUDIT_SIGNING_KEY is set, and signed checkpoints go to a Blob container (https://<account>.blob.core.windows.net)",
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Container names follow the Blob service's rules ("Naming and referencing
+/// containers").
+fn parse_container_name(v: &str) -> Result<&str, String> {
+    let valid = (3..=63).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !v.starts_with('-')
+        && !v.ends_with('-')
+        && !v.contains("--");
+    if valid {
+        Ok(v)
+    } else {
+        Err("3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit".into())
+    }
+}
+
+/// A Key Vault key URL: https, `/keys/<name>` with an optional 32-hex-digit version.
+fn parse_key_url(v: &str) -> Result<url::Url, String> {
+    const FORM: &str = "https://<vault>.vault.azure.net/keys/<name>[/<version>]";
+    let u = url::Url::parse(v).map_err(|e| format!("not a URL ({e}); expected {FORM}"))?;
+    let segments: Vec<&str> = u.path().trim_matches('/').split('/').collect();
+    let name_ok = |name: &str| {
+        (1..=127).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    let version_ok =
+        |version: &str| version.len() == 32 && version.bytes().all(|b| b.is_ascii_hexdigit());
+    let path_ok = match segments.as_slice() {
+        ["keys", name] => name_ok(name),
+        ["keys", name, version] => name_ok(name) && version_ok(version),
+        _ => false,
+    };
+    if u.scheme() != "https" || u.query().is_some() || u.fragment().is_some() || !path_ok {
+        return Err(format!("not a Key Vault key URL; expected {FORM}"));
+    }
+    Ok(u)
 }
 
 /// How a table other than the audit table (the secrets table) is reached: the same

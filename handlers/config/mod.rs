@@ -22,7 +22,7 @@ mod local;
 mod rotation;
 mod spec;
 
-pub(crate) use audit::{AuditSettings, STORE_FILE, TableAccess};
+pub(crate) use audit::{AuditSettings, CheckpointSettings, STORE_FILE, TableAccess};
 pub use credentials::{CredentialKind, CredentialSettings};
 pub(crate) use credentials::{EntraSettings, VaultHosts};
 pub(crate) use endpoint::{CertPolicyName, EndpointSettings};

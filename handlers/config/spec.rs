@@ -418,6 +418,40 @@ pub const SETTINGS: &[SettingSpec] = &[
                   only; in Azure use KEYTURN_TABLE_ENDPOINT and the managed identity.",
     },
     SettingSpec {
+        name: "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Blob service endpoint of the audit log's signed checkpoints \
+                  (https://<account>.blob.core.windows.net), used with keyturn's identity. With \
+                  KEYTURN_AUDIT_SIGNING_KEY, every table-store writer anchors its chain there; \
+                  set both or neither.",
+    },
+    SettingSpec {
+        name: "KEYTURN_AUDIT_CHECKPOINT_CONTAINER",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(super::audit::DEFAULT_CHECKPOINT_CONTAINER),
+        example: super::audit::DEFAULT_CHECKPOINT_CONTAINER,
+        secret: false,
+        purpose: "Blob container of the audit checkpoints, under a time-based retention policy \
+                  that allows protected append writes (the deployment creates it).",
+    },
+    SettingSpec {
+        name: "KEYTURN_AUDIT_SIGNING_KEY",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "URL of the Key Vault EC P-256 key that signs the audit checkpoints (ES256) \
+                  through Key Vault's sign operation (https://<vault>.vault.azure.net/keys/<name>, \
+                  with or without a version). keyturn's identity needs only its sign and read \
+                  data actions.",
+    },
+    SettingSpec {
         name: "KEYTURN_DATA_DIR",
         read_by: ReadBy::Keyturn,
         required: Required::Never,

@@ -214,6 +214,115 @@ fn the_table_audit_store_needs_exactly_one_way_in() {
 }
 
 #[test]
+fn the_checkpoint_container_and_signing_key_come_together_and_parse_at_the_edge() {
+    let table = [
+        ("KEYTURN_AUDIT_STORE", "table"),
+        (
+            "KEYTURN_TABLE_ENDPOINT",
+            "https://st.table.core.windows.net",
+        ),
+    ];
+    let key =
+        "https://kv-one.vault.azure.net/keys/audit-checkpoints/0123456789abcdef0123456789abcdef";
+    let anchored = Settings::from_env(&with(
+        &[
+            &table[..],
+            &[
+                (
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "https://st.blob.core.windows.net",
+                ),
+                ("KEYTURN_AUDIT_SIGNING_KEY", key),
+            ],
+        ]
+        .concat(),
+    ))
+    .expect("anchored settings parse");
+    let AuditSettings::Table {
+        checkpoints: Some(checkpoints),
+        ..
+    } = &anchored.audit
+    else {
+        panic!("the table store is anchored: {:?}", anchored.audit);
+    };
+    assert_eq!(checkpoints.container, "audit-checkpoints");
+    assert_eq!(checkpoints.signing_key.as_str(), key);
+    let unanchored = Settings::from_env(&with(&table)).expect("unanchored settings parse");
+    assert!(matches!(
+        unanchored.audit,
+        AuditSettings::Table {
+            checkpoints: None,
+            ..
+        }
+    ));
+
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (
+            &[(
+                "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                "https://st.blob.core.windows.net",
+            )],
+            "KEYTURN_AUDIT_SIGNING_KEY",
+        ),
+        (
+            &[("KEYTURN_AUDIT_SIGNING_KEY", key)],
+            "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+        ),
+        (
+            &[
+                (
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "http://st.blob.core.windows.net",
+                ),
+                ("KEYTURN_AUDIT_SIGNING_KEY", key),
+            ],
+            "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+        ),
+        (
+            &[
+                (
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "https://st.blob.core.windows.net/?sv=1&sig=x",
+                ),
+                ("KEYTURN_AUDIT_SIGNING_KEY", key),
+            ],
+            "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+        ),
+        (
+            &[
+                (
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "https://st.blob.core.windows.net",
+                ),
+                (
+                    "KEYTURN_AUDIT_SIGNING_KEY",
+                    "https://kv-one.vault.azure.net/secrets/audit",
+                ),
+            ],
+            "KEYTURN_AUDIT_SIGNING_KEY",
+        ),
+        (
+            &[
+                (
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "https://st.blob.core.windows.net",
+                ),
+                ("KEYTURN_AUDIT_SIGNING_KEY", key),
+                ("KEYTURN_AUDIT_CHECKPOINT_CONTAINER", "Audit_Checkpoints"),
+            ],
+            "KEYTURN_AUDIT_CHECKPOINT_CONTAINER",
+        ),
+    ];
+    for (extra, setting) in cases {
+        let env = with(&[&table[..], extra].concat());
+        assert!(
+            errors_for(&env).iter().any(|e| e.setting == setting),
+            "{setting}: {extra:?}"
+        );
+    }
+}
+
+#[test]
 fn the_connection_string_never_appears_in_debug_or_json() {
     let env = with(&[
         ("KEYTURN_AUDIT_STORE", "table"),

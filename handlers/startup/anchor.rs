@@ -1,17 +1,24 @@
 //! Where the audit log is anchored, as the settings choose: beside the SQLite store in
-//! local mode (a checkpoint file and an Ed25519 key file), and what `keyturn audit
+//! local mode (a checkpoint file and an Ed25519 key file), in Azure a Blob container
+//! under a retention policy and a Key Vault key that signs; and what `keyturn audit
 //! verify` reads to check a log: its store, its checkpoints and the public key.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use azure_core::credentials::TokenCredential;
+
 use super::StartupError;
+use crate::adapters::azure::anchor::BlobCheckpointStore;
+use crate::adapters::azure::client::blob::{BlobAuth, BlobClient, ContainerName};
+use crate::adapters::azure::client::table::account_key_of;
+use crate::adapters::azure::signer::{KeyUrl, KeyVaultSigner, SignerOptions};
 use crate::adapters::local::anchor::{
     CHECKPOINT_FILE_NAME, LocalCheckpointFile, LocalSigningKey, PUBLIC_KEY_FILE_NAME,
     SIGNING_KEY_FILE_NAME, file_beside,
 };
 use crate::audit::{Anchor, AuditError, LogReport, verify_log};
-use crate::config::AuditSettings;
+use crate::config::{AuditSettings, CheckpointSettings, TableAccess};
 use crate::domain::file::{CappedReadError, read_capped_text};
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{CheckpointStore, PublicKey};
@@ -32,6 +39,60 @@ pub(crate) fn local_anchor(store_path: &Path) -> Result<Anchor, StartupError> {
             CHECKPOINT_FILE_NAME,
         ))),
         signer: Arc::new(key),
+    })
+}
+
+/// The checkpoint container a table store's chains are anchored in. The container is
+/// reached like the table: with keyturn's identity, or on Azurite with the connection
+/// string's account key.
+pub(crate) fn blob_checkpoints(
+    settings: &CheckpointSettings,
+    access: &TableAccess,
+    credential: impl FnOnce() -> Result<Arc<dyn TokenCredential>, StartupError>,
+) -> Result<BlobCheckpointStore, StartupError> {
+    let named = |problem: String| {
+        StartupError::Audit(format!(
+            "audit checkpoint container {} at {}: {problem}",
+            settings.container, settings.endpoint
+        ))
+    };
+    let auth = match access {
+        TableAccess::Identity { .. } => BlobAuth::Token(credential()?),
+        TableAccess::ConnectionString { connection_string } => {
+            let (account, key) =
+                account_key_of(connection_string).map_err(|e| named(e.to_string()))?;
+            BlobAuth::SharedKey { account, key }
+        }
+    };
+    let container = ContainerName::parse(&settings.container).map_err(|e| named(e.context))?;
+    let client =
+        BlobClient::new(settings.endpoint.clone(), auth, None).map_err(|e| named(e.context))?;
+    Ok(BlobCheckpointStore::new(client, container))
+}
+
+/// The Key Vault key that signs a table store's checkpoints.
+pub(crate) fn key_vault_signer(
+    settings: &CheckpointSettings,
+    credential: Arc<dyn TokenCredential>,
+    options: SignerOptions,
+) -> Result<KeyVaultSigner, StartupError> {
+    let key = KeyUrl::parse(settings.signing_key.as_str())
+        .map_err(|problem| StartupError::Audit(format!("KEYTURN_AUDIT_SIGNING_KEY: {problem}")))?;
+    KeyVaultSigner::new(key, credential, options).map_err(|e| StartupError::Audit(e.context))
+}
+
+/// The anchor a table store's writer uses, as `settings` name it.
+pub(crate) fn azure_anchor(
+    settings: &CheckpointSettings,
+    access: &TableAccess,
+    credential: Arc<dyn TokenCredential>,
+    options: SignerOptions,
+) -> Result<Anchor, StartupError> {
+    let checkpoints = blob_checkpoints(settings, access, || Ok(credential.clone()))?;
+    let signer = key_vault_signer(settings, credential, options)?;
+    Ok(Anchor {
+        checkpoints: Arc::new(checkpoints),
+        signer: Arc::new(signer),
     })
 }
 
@@ -86,8 +147,31 @@ pub async fn verification(
                 key,
             })
         }
-        AuditSettings::Table { .. } => super::azure_verification(settings, key).await,
+        AuditSettings::Table { .. } => {
+            // The operator reads with their own sign-in (`az login`), not keyturn's
+            // identity: reading needs only read roles on the table, the container and
+            // the key.
+            let operator = || -> Result<Arc<dyn TokenCredential>, StartupError> {
+                let cli = azure_identity::AzureCliCredential::new(None).map_err(|e| {
+                    StartupError::Audit(format!("cannot use the Azure CLI sign-in: {e}"))
+                })?;
+                Ok(cli)
+            };
+            super::azure_verification(settings, key, operator, SignerOptions::default()).await
+        }
     }
+}
+
+/// [`verification`] of a table store with `operator`'s credential and `signer` options
+/// in place of the Azure CLI sign-in and keyturn's defaults (tests reach stand-ins so).
+pub async fn verification_with(
+    settings: &crate::config::AuditCommandSettings,
+    public_key: Option<&Path>,
+    operator: Arc<dyn TokenCredential>,
+    signer: SignerOptions,
+) -> Result<Verification, StartupError> {
+    let key = public_key.map(read_public_key).transpose()?;
+    super::azure_verification(settings, key, || Ok(operator), signer).await
 }
 
 /// The local key's public half: from the signing key beside the store, else from the

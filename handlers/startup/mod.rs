@@ -24,13 +24,14 @@ mod plan_reader;
 pub use audit_reader::{AuditLocation, audit_reader};
 pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 
-pub use anchor::{Verification, public_key_file, verification};
+pub use anchor::{Verification, public_key_file, verification, verification_with};
 
 use crate::adapters::azure::client::table::{TableAuth, TableClient, TableName};
 use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::keyvault::{KeyVault, KeyVaultSource};
 use crate::adapters::azure::lease::TableLeases;
 use crate::adapters::azure::servicebus::ServiceBusQueue;
+pub use crate::adapters::azure::signer::SignerOptions;
 use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::azure::token::EntraTokenProver;
 use crate::adapters::local::audit::LocalAuditStore;
@@ -57,7 +58,7 @@ pub use credential::{CredentialError, credential};
 
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
 use crate::mtls::entra_device::DeviceRequirements;
-use crate::ports::audit::AuditStore;
+use crate::ports::audit::{AuditStore, ChainId};
 use crate::ports::directory::DeviceDirectory;
 use crate::ports::site::SiteConfiguration;
 use crate::ports::source::SecretSource;
@@ -105,9 +106,15 @@ async fn audit_store(
             };
             Arc::new(LocalAuditStore::new(store))
         }
-        AuditSettings::Table { table, access } => {
+        AuditSettings::Table { table, access, .. } => {
             let client = table_client(credential, access)?;
-            let store = TableAuditStore::new(client, table.clone());
+            // A writer appends to a chain of its own, so that instances never race for
+            // one position; verification, list and export read every chain.
+            let store = if create {
+                TableAuditStore::with_chain(client, table.clone(), ChainId::generate())
+            } else {
+                TableAuditStore::new(client, table.clone())
+            };
             if create && let Err(error) = store.ensure_table().await {
                 tracing::warn!(%error, "cannot make sure the audit table exists");
             }
@@ -117,28 +124,92 @@ async fn audit_store(
     Ok(store)
 }
 
-/// Where the writer anchors its batches, as the audit settings choose.
+/// Where the writer anchors its batches, as the audit settings choose: a table store
+/// is anchored when the checkpoint settings are given, with keyturn's credential
+/// (`given`, else the one the settings choose).
 async fn audit_anchor(
     audit: &AuditSettings,
-    credential: &CredentialSettings,
+    credential_settings: &CredentialSettings,
+    given: Option<Arc<dyn TokenCredential>>,
+    signer: SignerOptions,
 ) -> Result<Option<crate::audit::Anchor>, StartupError> {
-    let _ = credential;
     match audit {
         AuditSettings::Sqlite { path } => anchor::local_anchor(path).map(Some),
-        AuditSettings::Table { .. } => Ok(None),
+        AuditSettings::Table {
+            access,
+            checkpoints: Some(checkpoints),
+            ..
+        } => {
+            let credential = match given {
+                Some(credential) => credential,
+                None => credential(credential_settings)?,
+            };
+            anchor::azure_anchor(checkpoints, access, credential, signer).map(Some)
+        }
+        AuditSettings::Table {
+            checkpoints: None, ..
+        } => {
+            tracing::warn!(
+                "the audit log is not anchored: set KEYTURN_AUDIT_CHECKPOINT_ENDPOINT and KEYTURN_AUDIT_SIGNING_KEY so that truncation and a re-hashed chain are detected"
+            );
+            Ok(None)
+        }
     }
 }
 
-/// `keyturn audit verify` against Table storage.
+/// `keyturn audit verify` against Table storage: the checkpoints from their container
+/// and, without `key`, the public key from Key Vault, both read with `operator`'s
+/// sign-in (`keyturn audit verify` passes the Azure CLI's).
 async fn azure_verification(
     settings: &AuditCommandSettings,
     key: Option<crate::ports::checkpoint::PublicKey>,
+    operator: impl FnOnce() -> Result<Arc<dyn TokenCredential>, StartupError>,
+    signer: SignerOptions,
 ) -> Result<Verification, StartupError> {
     let store = audit_store(&settings.audit, &settings.credential, None, false).await?;
+    let AuditSettings::Table {
+        access,
+        checkpoints: Some(checkpoints),
+        ..
+    } = &settings.audit
+    else {
+        return Ok(Verification {
+            store,
+            checkpoints: None,
+            key,
+        });
+    };
+    // The operator signs in only where something needs a token: the container when
+    // the table is reached with an identity, Key Vault when no key file is given.
+    let needs_sign_in = matches!(access, TableAccess::Identity { .. }) || key.is_none();
+    let credential = if needs_sign_in {
+        Some(operator()?)
+    } else {
+        None
+    };
+    let signed_in = || {
+        credential
+            .clone()
+            .ok_or_else(|| StartupError::Audit("no sign-in for the checkpoint container".into()))
+    };
+    let container = anchor::blob_checkpoints(checkpoints, access, signed_in)?;
+    let key = match key {
+        Some(key) => key,
+        None => {
+            let signer = anchor::key_vault_signer(checkpoints, signed_in()?, signer)?;
+            crate::ports::checkpoint::CheckpointSigner::public_key(&signer)
+                .await
+                .map_err(|e| {
+                    StartupError::Audit(format!(
+                        "{e} (or pass the key's JSON Web Key with --public-key FILE)"
+                    ))
+                })?
+        }
+    };
     Ok(Verification {
         store,
-        checkpoints: None,
-        key,
+        checkpoints: Some(Arc::new(container)),
+        key: Some(key),
     })
 }
 
@@ -292,6 +363,9 @@ pub struct Overrides {
     /// What the front-end check reads the site's configuration from, in place of Azure
     /// Resource Manager.
     pub site: Option<Arc<dyn SiteConfiguration>>,
+    /// How the audit checkpoints' Key Vault signer reaches the vault (transport, the
+    /// challenge check), in place of keyturn's defaults.
+    pub signer_options: Option<SignerOptions>,
 }
 
 /// Rotation ports put in place of the backend's.
@@ -320,6 +394,7 @@ pub async fn services_with(
         credential: given_credential,
         resource_manager_options,
         site,
+        signer_options,
     } = overrides;
     let clock = clock.unwrap_or_else(Clock::system);
     let backends = match (&given_credential, settings.host.backend) {
@@ -336,7 +411,13 @@ pub async fn services_with(
         Some(store) => (store, None),
         None => (
             audit_store(&settings.audit, &settings.credential, local, true).await?,
-            audit_anchor(&settings.audit, &settings.credential).await?,
+            audit_anchor(
+                &settings.audit,
+                &settings.credential,
+                given_credential.clone(),
+                signer_options.unwrap_or_default(),
+            )
+            .await?,
         ),
     };
     let audit =

@@ -539,3 +539,165 @@ async fn a_public_key_that_cannot_be_read_is_an_error_naming_the_key() {
         "{no_read}"
     );
 }
+
+impl AzureAnchored {
+    /// The settings that name this fixture's table, container and key, as a deployment
+    /// sets them (the table and container on Azurite, reached by connection string).
+    fn settings(&self) -> Vec<(String, String)> {
+        [
+            ("KEYTURN_AUDIT_STORE", "table".to_owned()),
+            ("KEYTURN_AUDIT_TABLE", self.table.to_string()),
+            (
+                "KEYTURN_TABLE_CONNECTION_STRING",
+                self.connection_string.expose().to_owned(),
+            ),
+            (
+                "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                self.blob_endpoint.clone(),
+            ),
+            (
+                "KEYTURN_AUDIT_CHECKPOINT_CONTAINER",
+                self.container.as_str().to_owned(),
+            ),
+            ("KEYTURN_AUDIT_SIGNING_KEY", self.key.to_string()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+
+    fn signer_options(&self) -> SignerOptions {
+        SignerOptions {
+            client: Some(self.standins.client_options()),
+            skip_challenge_resource_check: true,
+        }
+    }
+
+    /// `keyturn audit verify` as the settings name the log, signed in as `identity`.
+    async fn verification(
+        &self,
+        public_key: Option<&std::path::Path>,
+        permissions: Permissions,
+    ) -> Result<keyturn::startup::Verification, keyturn::startup::StartupError> {
+        let env = keyturn::config::Environment::from_pairs(self.settings());
+        let settings =
+            keyturn::config::AuditCommandSettings::from_env(&env).expect("the settings parse");
+        let operator = self.standins.seed_identity("operator", permissions);
+        keyturn::startup::verification_with(
+            &settings,
+            public_key,
+            self.standins.credential_for(&operator),
+            self.signer_options(),
+        )
+        .await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn start_up_anchors_each_process_on_its_own_chain_and_verify_reads_the_vault_key() {
+    let fixture = AzureAnchored::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let env = keyturn::config::Environment::from_pairs(crate::helpers::test_settings(dir.path()))
+        .with(&fixture.settings());
+    let settings = keyturn::config::Settings::from_env(&env).expect("the settings parse");
+    let writer = fixture
+        .standins
+        .seed_identity("keyturn", Permissions::only(["keys/sign", "keys/get"]));
+    let mut processes = Vec::new();
+    for _ in 0..2 {
+        let overrides = keyturn::startup::Overrides {
+            credential: Some(fixture.standins.credential_for(&writer)),
+            signer_options: Some(fixture.signer_options()),
+            rotation: Some(keyturn::startup::RotationOverride::Absent),
+            ..keyturn::startup::Overrides::default()
+        };
+        let services = keyturn::startup::services_with(&settings, &env, overrides)
+            .await
+            .expect("start-up builds the app");
+        processes.push(services);
+    }
+
+    for services in &processes {
+        append(&services.audit, 2).await;
+    }
+    let report = fixture
+        .verification(None, Permissions::only(["keys/get"]))
+        .await
+        .expect("the operator reads the log, its checkpoints and the key")
+        .run()
+        .await
+        .expect("readable");
+
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.chains.len(), 2, "one chain per process: {report}");
+    assert_eq!(report.entries_checked, 4);
+    assert_eq!(report.checkpoints_checked, 4, "one checkpoint per batch");
+    assert_eq!(report.unanchored, 0);
+    assert_eq!(
+        report.public_key,
+        Some(fixture.public_key().await.fingerprint()),
+        "checked with the vault key"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_with_a_foreign_public_key_file_finds_every_checkpoint_forged() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 2).await;
+    let other = KeyUrl::parse(
+        fixture
+            .standins
+            .keyvault()
+            .create_ec_key("someone-elses")
+            .as_str(),
+    )
+    .expect("a key URL");
+    let foreign = fixture
+        .signer_with(&other, Permissions::only(["keys/get"]))
+        .public_key()
+        .await
+        .expect("read");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let own_file = dir.path().join("audit.jwk");
+    let foreign_file = dir.path().join("foreign.jwk");
+    std::fs::write(&own_file, fixture.public_key().await.to_jwk().to_string()).expect("written");
+    std::fs::write(&foreign_file, foreign.to_jwk().to_string()).expect("written");
+
+    // An offline auditor: the key from a file, no Key Vault permission at all.
+    let own = fixture
+        .verification(Some(&own_file), Permissions::only(Vec::<String>::new()))
+        .await
+        .expect("no vault read is needed")
+        .run()
+        .await
+        .expect("readable");
+    let forged = fixture
+        .verification(Some(&foreign_file), Permissions::only(Vec::<String>::new()))
+        .await
+        .expect("no vault read is needed")
+        .run()
+        .await
+        .expect("readable");
+
+    assert!(own.is_intact(), "{own}");
+    assert_break(&forged, &chain("w-one"), 1, "checkpoint_forged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn verify_without_read_on_the_key_names_it_and_the_way_out() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 1).await;
+
+    let error = fixture
+        .verification(None, Permissions::only(["keys/sign"]))
+        .await
+        .expect_err("the key cannot be read");
+
+    let text = error.to_string();
+    assert!(text.contains(&fixture.key.to_string()), "{text}");
+    assert!(text.contains("--public-key"), "{text}");
+    assert!(!text.contains(AZURITE_ACCOUNT_KEY), "{text}");
+    let stored = fixture.store().await;
+    let store = stored.for_chain(&chain("w-one")).expect("any chain");
+    assert_eq!(store.read(1, 10).await.expect("readable").len(), 1);
+}

@@ -823,6 +823,15 @@ struct ConnectionString {
     endpoint: Url,
 }
 
+/// The account name and key of a storage connection string, for the account's other
+/// services (the audit checkpoints' Blob container on Azurite).
+pub(crate) fn account_key_of(
+    connection_string: &SecretValue,
+) -> Result<(String, SecretValue), TableError> {
+    let parsed = ConnectionString::parse(connection_string.expose())?;
+    Ok((parsed.account, parsed.key))
+}
+
 impl ConnectionString {
     fn parse(text: &str) -> Result<Self, TableError> {
         let problem = |problem| TableError::InvalidConnectionString { problem };
