@@ -318,3 +318,61 @@ async fn two_instances_interleaved_at_every_step_make_one_rotation() {
         s.assert_one_rotation(&step, None);
     }
 }
+
+/// A certificate renewal with two instances: the first is held right after it starts the
+/// renewal (a CA that takes a day), past its lease, while the second is delivered the same
+/// job and follows the renewal. Resumed, the first stops at its next fenced step: one
+/// chain of follow-ups, from the lease's holder.
+#[tokio::test]
+async fn a_certificate_renewal_taken_over_is_followed_by_the_new_holder_only() {
+    let pair = pair();
+    let s = &pair.services;
+    let tags = BTreeMap::from([(tags::ROTATE_BEFORE_DAYS.to_string(), "20".to_string())]);
+    let c1 = s
+        .vault
+        .put_certificate(&s.vault_url, &name("www"), "digicert-ov", None, tags);
+    s.vault.set_renewal_time(Duration::from_secs(26 * 3600));
+    let job = Job::new(Action::Rotate {
+        object: c1.id.without_version(),
+        replaces_version: c1.id.version().expect("version").clone(),
+    });
+    s.faults.hold_after(CrashPoint {
+        operation: "begin_renewal",
+        occurrence: 1,
+    });
+    let first = {
+        let (pair, job) = (pair.clone(), job.clone());
+        tokio::spawn(async move { run::run(&pair.first.engine, &pair.first.audit, &job).await })
+    };
+    tokio::select! {
+        () = s.faults.crashed() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => panic!("the renewal never started"),
+    }
+
+    s.clock.advance(LONG_PAUSE);
+    let second = run::run(&pair.second.engine, &pair.second.audit, &job)
+        .await
+        .expect("the second instance follows the renewal");
+    assert_eq!(second, RunOutcome::RenewalPending { next_attempt: 1 });
+    let sends = s.faults.count("send");
+    assert_eq!(sends, 1, "the second instance scheduled one follow-up");
+
+    s.faults.resume();
+    let first = first.await.expect("the first instance's task");
+    assert!(
+        matches!(&first, Ok(RunOutcome::Skipped { reason }) if reason.contains("took the object's lease over")),
+        "the first instance stops at its next fenced step: {first:?}"
+    );
+    assert_eq!(
+        s.faults.count("send"),
+        sends,
+        "no second chain of follow-ups"
+    );
+    assert_eq!(
+        s.vault
+            .certificate_versions(&s.vault_url, &name("www"))
+            .len(),
+        1,
+        "nothing renewed yet"
+    );
+}

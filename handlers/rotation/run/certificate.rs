@@ -9,6 +9,10 @@
 //! GlobalSign). `Unknown` means the certificate was issued outside Key Vault: a renewal
 //! would leave a CSR waiting for a person to merge, so keyturn reports that manual
 //! renewal is needed and starts nothing.
+//!
+//! Like the other kinds, the steps that act are fenced (`ports::lease`): an instance
+//! whose lease on the certificate was taken over starts no renewal, records none and
+//! schedules no follow-up; the lease's new holder does.
 
 use std::time::Duration;
 
@@ -111,6 +115,8 @@ pub(super) async fn rotate(
                 },
             });
         }
+        // An instance whose lease was taken over starts nothing: the new holder renews.
+        step.fence().await?;
         let operation = retrying(step.engine, step.deadline, "starting the renewal", || {
             certificates.begin_renewal(object.vault(), object.name())
         })
@@ -211,6 +217,8 @@ async fn renewed(
     object: &ObjectId,
     new: &ObjectId,
 ) -> Result<RunOutcome, RotationError> {
+    // Only the lease's holder records the renewal: one renewal, audited once.
+    step.fence().await?;
     step.record(
         AuditAction::CertificateRenewed,
         audit_object(new, None),
@@ -247,6 +255,9 @@ async fn follow_later(
     let at = step.engine.clock().now() + interval;
     let message = follow.message(Some(at));
     let queue = &step.engine.ports().queue;
+    // Taken over, the new holder follows the renewal; a second chain of follow-ups would
+    // outlive the broker's duplicate window.
+    step.fence().await?;
     retrying(step.engine, step.deadline, "scheduling a follow-up", || {
         queue.send(&message)
     })
