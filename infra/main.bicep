@@ -167,6 +167,7 @@ var names = {
   insights: 'appi-${base}-${suffix}'
   workspace: 'log-${base}-${suffix}'
   vnet: 'vnet-${base}-${suffix}'
+  auditVault: take('kv-${suffix}-${base}', 24)
 }
 var deadLetterContainerName = 'eventgrid-deadletter'
 var effectiveServiceBusSku = enablePrivateNetworking ? 'Premium' : serviceBusSku
@@ -277,6 +278,9 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
+  { name: 'KEYTURN_AUDIT_CHECKPOINT_ENDPOINT', value: storage.outputs.blobEndpoint }
+  { name: 'KEYTURN_AUDIT_CHECKPOINT_CONTAINER', value: storage.outputs.auditCheckpointContainer }
+  { name: 'KEYTURN_AUDIT_SIGNING_KEY', value: auditSigning.outputs.keyUriWithVersion }
   { name: 'KEYTURN_DEFAULT_VALIDITY_DAYS', value: string(defaultValidityDays) }
   { name: 'KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS', value: string(defaultRotateBeforeDays) }
   { name: 'KEYTURN_DEFAULT_OVERLAP_DAYS', value: string(defaultOverlapDays) }
@@ -295,6 +299,9 @@ var endpointAppSettings = [
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
+  { name: 'KEYTURN_AUDIT_CHECKPOINT_ENDPOINT', value: storage.outputs.blobEndpoint }
+  { name: 'KEYTURN_AUDIT_CHECKPOINT_CONTAINER', value: storage.outputs.auditCheckpointContainer }
+  { name: 'KEYTURN_AUDIT_SIGNING_KEY', value: auditSigning.outputs.keyUriWithVersion }
   // Believed on Dedicated, or on Flex once enforcement is verified (trustArrClientCert), and
   // then only while the endpoint's own check of its site (read from this cloud's Resource
   // Manager with Reader on the site) finds client certificates required.
@@ -358,6 +365,34 @@ module endpointApp 'modules/function-app.bicep' = {
     maximumInstanceCount: endpointMaximumInstanceCount
     appSettings: endpointAppSettings
     integrationSubnetId: enablePrivateNetworking ? network.outputs.endpointSubnetId : ''
+    tags: tags
+  }
+}
+
+// The audit checkpoints' signing key, in a vault of keyturn's own: both apps write audit
+// entries, so both may sign with it (and nothing else).
+module auditSigning 'modules/audit-signing.bicep' = {
+  name: 'keyturn-audit-signing'
+  params: {
+    name: names.auditVault
+    location: location
+    signerPrincipalIds: [
+      rotatorIdentity.properties.principalId
+      endpointIdentity.properties.principalId
+    ]
+    enablePrivateNetworking: enablePrivateNetworking
+    tags: tags
+  }
+}
+
+module auditVaultPrivateEndpoint 'modules/vault-private-endpoint.bicep' = if (enablePrivateNetworking) {
+  name: 'keyturn-audit-vault-pe'
+  params: {
+    vaultId: auditSigning.outputs.vaultId
+    name: 'pe-${names.auditVault}'
+    location: location
+    subnetId: enablePrivateNetworking ? network.outputs.privateEndpointSubnetId : ''
+    privateDnsZoneId: enablePrivateNetworking ? network.outputs.vaultDnsZoneId : ''
     tags: tags
   }
 }
@@ -460,6 +495,9 @@ output endpointTrustsArrClientCert string = trustArrClientCert
 
 @description('Service Bus queue carrying rotation jobs.')
 output rotationQueueName string = serviceBus.outputs.queueName
+
+@description('Versioned URL of the Key Vault key that signs the audit checkpoints: `az keyvault key show --id` it to hand an auditor the public key.')
+output auditSigningKeyUrl string = auditSigning.outputs.keyUriWithVersion
 
 output rotatorAppName string = rotatorApp.outputs.name
 output endpointAppName string = endpointApp.outputs.name

@@ -1049,6 +1049,94 @@ fn resource_names_come_from_base_name_reduced_to_lower_case_letters_and_digits()
 }
 
 #[test]
+fn the_audit_checkpoint_key_signs_only_and_each_writer_may_only_sign_with_it() {
+    let signing = infra_file("modules/audit-signing.bicep");
+    let key = top_level_block(&signing, "resource key ").join("\n");
+    assert!(key.contains("kty: 'EC-HSM'"), "{key}");
+    assert!(key.contains("curveName: 'P-256'"), "{key}");
+    let ops = key
+        .split("keyOps: [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("keyOps");
+    let ops: BTreeSet<&str> = ops.split_whitespace().collect();
+    assert_eq!(ops, BTreeSet::from(["'sign'", "'verify'"]), "{key}");
+    assert!(key.contains("exportable: false"), "{key}");
+
+    let actions = var_block(&signing, "signerDataActions").join("\n");
+    let actions: BTreeSet<&str> = actions
+        .split('\'')
+        .filter(|a| a.starts_with("Microsoft."))
+        .collect();
+    assert_eq!(
+        actions,
+        BTreeSet::from([
+            "Microsoft.KeyVault/vaults/keys/sign/action",
+            "Microsoft.KeyVault/vaults/keys/read",
+        ])
+    );
+    let role = top_level_block(&signing, "resource signerRole ").join("\n");
+    assert!(
+        role.lines().any(|l| l.trim() == "actions: []"),
+        "no control-plane action: {role}"
+    );
+    assert!(role.contains("dataActions: signerDataActions"), "{role}");
+    assert!(role.contains("notDataActions: []"), "{role}");
+    let assignments = top_level_block(&signing, "resource signerAssignments ").join("\n");
+    assert!(
+        assignments.contains("scope: key"),
+        "assigned on the key alone: {assignments}"
+    );
+    let vault = top_level_block(&signing, "resource vault ").join("\n");
+    for property in [
+        "enableRbacAuthorization: true",
+        "enablePurgeProtection: true",
+        "enableSoftDelete: true",
+    ] {
+        assert!(vault.contains(property), "{property}: {vault}");
+    }
+
+    let main = main_bicep();
+    let module = top_level_block(&main, "module auditSigning ").join("\n");
+    for identity in ["rotatorIdentity", "endpointIdentity"] {
+        assert!(
+            module.contains(&format!("{identity}.properties.principalId")),
+            "{identity} writes audit entries and signs their checkpoints: {module}"
+        );
+    }
+    for app in ["rotatorAppSettings", "endpointAppSettings"] {
+        let settings = var_block(&main, app).join("\n");
+        for (name, value) in [
+            (
+                "KEYTURN_AUDIT_SIGNING_KEY",
+                "auditSigning.outputs.keyUriWithVersion",
+            ),
+            (
+                "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                "storage.outputs.blobEndpoint",
+            ),
+            (
+                "KEYTURN_AUDIT_CHECKPOINT_CONTAINER",
+                "storage.outputs.auditCheckpointContainer",
+            ),
+        ] {
+            assert!(
+                settings.contains(&format!("{{ name: '{name}', value: {value} }}")),
+                "{app} lacks {name}"
+            );
+        }
+    }
+    let readme = infra_file("README.md");
+    let matrix = markdown_section(&readme, "## Permission matrix").join("\n");
+    for action in actions {
+        assert!(
+            matrix.contains(action),
+            "{action} is missing from the permission matrix"
+        );
+    }
+}
+
+#[test]
 fn the_rotator_holds_service_bus_data_owner_on_the_rotation_queue_alone() {
     let service_bus = infra_file("modules/servicebus.bicep");
     assert_eq!(
