@@ -16,6 +16,12 @@ pub const MAX_MESSAGE_ID_LEN: usize = 128;
 /// for an operator, and ExpirySweep plans it again.
 pub const MAX_DELIVERY_COUNT: u32 = 5;
 
+/// How long a delivered job stays locked to its receiver in Azure (`lockDuration` in
+/// `infra/modules/servicebus.bicep`): Service Bus's longest, which the Functions host
+/// renews while the handler runs. Local mode locks for less on purpose (see
+/// `adapters::local::queue::DEFAULT_LOCK_DURATION`).
+pub const LOCK_DURATION: TimeDelta = TimeDelta::minutes(5);
+
 /// How long the rotation queue remembers a MessageId to drop a second job with it, in
 /// Azure (`duplicateDetectionHistoryTimeWindow` in `infra/modules/servicebus.bicep`) and in
 /// local mode alike. Job ids derive from the secret version and action, and Event Grid

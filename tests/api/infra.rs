@@ -1493,6 +1493,13 @@ fn the_rotation_queue_dead_letters_and_drops_duplicates_alike_in_azure_and_local
         (MAX_DELIVERY_COUNT, DUPLICATE_DETECTION_WINDOW),
         "local mode's queue behaves like the deployed one"
     );
+
+    // The lock differs on purpose (DEFAULT_LOCK_DURATION says why): the Bicep's is the
+    // one the code names for Azure, and local mode's is shorter, never longer.
+    let lock = property(&bicep, "lockDuration");
+    let lock = iso_duration(lock).unwrap_or_else(|| panic!("not a duration: {lock}"));
+    assert_eq!(lock, keyturn::ports::queue::LOCK_DURATION);
+    assert!(local.lock_duration <= lock);
 }
 
 #[test]

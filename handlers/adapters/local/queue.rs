@@ -28,8 +28,15 @@ use crate::ports::queue::{
 };
 use crate::ports::{FailureKind, PortError};
 
-/// Service Bus's default lock duration (`LockDuration` PT1M): long enough for one
-/// rotation step with retries, short enough that a dead receiver's job moves on soon.
+/// Service Bus's default lock duration (`LockDuration` PT1M), not the five minutes the
+/// Bicep deploys ([`crate::ports::queue::LOCK_DURATION`]), on purpose. The lock only
+/// decides how soon a job whose receiver died is delivered again: a running job keeps
+/// its lock either way, renewed at half its term (`keyturn dev`'s pump, as the Functions
+/// host renews it in Azure), and what keeps two instances off one object is the rotation's
+/// lease, not the lock. Locally the receiver that dies is `keyturn dev` itself, killed by
+/// its user, and the next `keyturn dev` should pick its jobs up within a minute rather
+/// than stall its demo for five; in Azure another instance takes the job, and a longer
+/// lock spares it a redelivery during a slow Graph call.
 pub(crate) const DEFAULT_LOCK_DURATION: TimeDelta = TimeDelta::seconds(60);
 
 /// The rotation queue's `MaxDeliveryCount`, as in Azure.
