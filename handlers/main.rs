@@ -95,6 +95,12 @@ enum Command {
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
     },
+    /// Every credential discovery found (vault secrets, certificates and keys; application
+    /// and service-principal credentials) with its expiry, owners and whether keyturn
+    /// manages it, from the local store or, with your Azure CLI sign-in, the inventory
+    /// table. Metadata only: the inventory holds no secret value. Exit 2 when it cannot be
+    /// read.
+    Inventory(InventoryArgs),
     /// Build the deployable zip: host.json, the function definitions and this binary.
     Package {
         /// Where to write the zip.
@@ -245,6 +251,35 @@ struct AuditReadArgs {
     limit: Option<u64>,
 }
 
+/// Where the inventory is, which credentials to print and how.
+#[derive(Debug, clap::Args)]
+struct InventoryArgs {
+    /// The local store's data directory (default KEYTURN_DATA_DIR, else .keyturn).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Read this Azure table (default KEYTURN_INVENTORY_TABLE) with your Azure CLI sign-in.
+    #[arg(long)]
+    table: Option<String>,
+    /// The Table service endpoint (default KEYTURN_TABLE_ENDPOINT),
+    /// https://ACCOUNT.table.core.windows.net/.
+    #[arg(long)]
+    table_endpoint: Option<String>,
+    /// Only credentials expiring within this span (30d, 12h), expired ones included.
+    #[arg(long)]
+    expiring: Option<String>,
+    /// Only credentials keyturn does not manage.
+    #[arg(long)]
+    unmanaged: bool,
+    /// Only credentials this owner (UPN, mail or display name) or keyturn-owner tag names.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only credentials of this source: vault, application or service_principal.
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    format: FormatArg,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
     Table,
@@ -293,6 +328,7 @@ fn main() -> ExitCode {
             vault,
             format,
         } => runtime().block_on(plan_command(data_dir, &vault, format)),
+        Command::Inventory(args) => runtime().block_on(inventory_command(args)),
         Command::Cert {
             command: CertCommand::Verify(args),
         } => {
@@ -575,6 +611,75 @@ async fn audit_verify(data_dir: Option<PathBuf>, public_key: Option<PathBuf>) ->
         }
         Err(e) => {
             eprintln!("keyturn: cannot read the audit log: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `keyturn inventory`.
+async fn inventory_command(args: InventoryArgs) -> ExitCode {
+    use keyturn::domain::inventory::{CredentialFilter, Expiring, SourceKind, parse_within};
+    use keyturn::local::inventory_cli::{self, Format};
+    let usage = |problem: String| {
+        eprintln!("keyturn: {problem}");
+        ExitCode::from(2)
+    };
+    let now = chrono::Utc::now();
+    let expiring = match args.expiring.as_deref().map(parse_within).transpose() {
+        Ok(within) => within.map(|within| Expiring { now, within }),
+        Err(e) => return usage(format!("--expiring: {e}")),
+    };
+    let source_kind = match args.source.as_deref().map(SourceKind::parse).transpose() {
+        Ok(kind) => kind,
+        Err(e) => {
+            return usage(format!(
+                "--source: {e} (vault, application or service_principal)"
+            ));
+        }
+    };
+    let filter = CredentialFilter {
+        expiring,
+        unmanaged_only: args.unmanaged,
+        owner: args.owner,
+        source_kind,
+        kind: None,
+    };
+    let location = startup::InventoryLocation {
+        data_dir: args.data_dir,
+        table: args.table,
+        table_endpoint: args.table_endpoint,
+    };
+    let store = match startup::inventory_reader(&location, &Environment::from_process()) {
+        Ok(store) => store,
+        Err(e) => return usage(e.to_string()),
+    };
+    let format = match args.format {
+        FormatArg::Table => Format::Table,
+        FormatArg::Json => Format::Json,
+        FormatArg::Csv => Format::Csv,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let printed = inventory_cli::print(store.as_ref(), &filter, format, now, &mut out).await;
+    drop(out);
+    match printed {
+        Ok(summary) => {
+            eprintln!(
+                "keyturn: {} credentials ({} expired, {} without an end date, {} not managed by keyturn)",
+                summary.printed, summary.expired, summary.no_end_date, summary.unmanaged
+            );
+            if summary.scope_errors > 0 {
+                eprintln!(
+                    "keyturn: {} scopes could not be read completely on the last sweeps:",
+                    summary.scope_errors
+                );
+                for line in &summary.named_errors {
+                    eprintln!("  {line}");
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
             ExitCode::from(2)
         }
     }

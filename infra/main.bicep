@@ -80,8 +80,11 @@ param serviceBusSku string = 'Standard'
 @description('Name of the Service Bus queue carrying rotation jobs.')
 param rotationQueueName string = 'rotations'
 
-@description('Table holding the hash-chained audit log and the inventory.')
+@description('Table holding the hash-chained audit log.')
 param auditTableName string = 'keyturnaudit'
+
+@description('Table holding the inventory discovery writes: one row per credential and per vault, findings per scope and a snapshot per sweep (metadata only, never a secret value).')
+param inventoryTableName string = 'keyturninventory'
 
 @description('Six-field NCRONTAB schedule (UTC) of the ExpirySweep timer.')
 param sweepSchedule string = '0 0 */6 * * *'
@@ -212,6 +215,7 @@ module storage 'modules/storage.bicep' = {
     name: names.storage
     location: location
     auditTableName: auditTableName
+    inventoryTableName: inventoryTableName
     deadLetterContainerName: deadLetterContainerName
     auditCheckpointContainerName: auditCheckpointContainerName
     auditCheckpointRetentionDays: auditCheckpointRetentionDays
@@ -277,6 +281,7 @@ var rotatorAppSettings = [
   { name: 'ServiceBusConnection__clientId', value: rotatorIdentity.properties.clientId }
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
+  { name: 'KEYTURN_INVENTORY_TABLE', value: inventoryTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
   { name: 'KEYTURN_AUDIT_CHECKPOINT_ENDPOINT', value: storage.outputs.blobEndpoint }
   { name: 'KEYTURN_AUDIT_CHECKPOINT_CONTAINER', value: storage.outputs.auditCheckpointContainer }

@@ -77,6 +77,9 @@ pub(crate) const STORE_FILE: &str = "keyturn.db";
 pub const DEFAULT_CHECKPOINT_CONTAINER: &str = "audit-checkpoints";
 
 pub(super) fn parse(c: &mut Collector<'_>, data_dir: &Path) -> Option<AuditSettings> {
+    // The inventory table lives beside the audit table, reached the same way; a bad name
+    // is reported here with every other setting rather than at the first write.
+    c.parse("KEYTURN_INVENTORY_TABLE", parse_table_name);
     match c.value_or_default("KEYTURN_AUDIT_STORE") {
         Some("sqlite") => Some(AuditSettings::Sqlite {
             path: data_dir.join(STORE_FILE),

@@ -64,6 +64,7 @@ pub const FUNCTIONS: [Function; 4] = Function::ALL;
 pub const DEFAULT_SWEEP_SCHEDULE: &str = "0 0 */6 * * *";
 pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
 pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
+pub const DEFAULT_INVENTORY_TABLE: &str = "keyturninventory";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
 /// Shortest accepted app-settings prefix: long enough to be a namespace of its own.
 pub const MIN_APPSETTINGS_PREFIX_LEN: usize = 8;
@@ -395,6 +396,17 @@ pub const SETTINGS: &[SettingSpec] = &[
         example: DEFAULT_AUDIT_TABLE,
         secret: false,
         purpose: "Table name of the audit log (letters and digits, 3-63 characters).",
+    },
+    SettingSpec {
+        name: "KEYTURN_INVENTORY_TABLE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_INVENTORY_TABLE),
+        example: DEFAULT_INVENTORY_TABLE,
+        secret: false,
+        purpose: "Table name of the inventory discovery writes (credentials, vaults, findings, \
+                  sweep snapshots), in the audit log's storage account (letters and digits, \
+                  3-63 characters).",
     },
     SettingSpec {
         name: "KEYTURN_TABLE_ENDPOINT",

@@ -489,9 +489,13 @@ pub struct DirectoryDetails {
 #[serde(rename_all = "snake_case")]
 pub enum ExpiryBucket {
     Expired,
+    #[serde(rename = "within_7_days")]
     Within7Days,
+    #[serde(rename = "within_30_days")]
     Within30Days,
+    #[serde(rename = "within_60_days")]
     Within60Days,
+    #[serde(rename = "within_90_days")]
     Within90Days,
     Later,
     NoEndDate,
@@ -993,6 +997,37 @@ mod tests {
         ];
         for (expires, bucket) in cases {
             assert_eq!(ExpiryBucket::of(expires, now), bucket, "{expires:?}");
+        }
+    }
+
+    #[test]
+    fn json_names_are_the_names_printed_and_parsed() {
+        let json = |value: &dyn Erased| value.json();
+        for bucket in ExpiryBucket::ALL {
+            assert_eq!(json(&bucket), bucket.as_str());
+        }
+        for kind in CredentialKind::ALL {
+            assert_eq!(json(&kind), kind.as_str());
+            assert_eq!(CredentialKind::parse(kind.as_str()), Ok(kind));
+        }
+        for kind in SourceKind::ALL {
+            assert_eq!(json(&kind), kind.as_str());
+            assert_eq!(SourceKind::parse(kind.as_str()), Ok(kind));
+        }
+    }
+
+    /// Serialises any of the enums above to its JSON string.
+    trait Erased {
+        fn json(&self) -> String;
+    }
+
+    impl<T: Serialize> Erased for T {
+        fn json(&self) -> String {
+            serde_json::to_value(self)
+                .expect("serialise")
+                .as_str()
+                .expect("a string")
+                .to_owned()
         }
     }
 

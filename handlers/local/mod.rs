@@ -9,6 +9,7 @@ pub mod dev;
 pub mod directory_cli;
 pub mod handler;
 pub(crate) mod ingress;
+pub mod inventory_cli;
 pub(crate) mod pki;
 pub mod plan_cli;
 pub(crate) mod ports;

@@ -74,25 +74,35 @@ fn table_reader(
         .unwrap_or(DEFAULT_AUDIT_TABLE);
     let table = TableName::parse(name)
         .map_err(|e| StartupError::Audit(format!("table name `{name}`: {e}")))?;
-    let endpoint = location
-        .table_endpoint
-        .as_deref()
-        .or_else(|| env.value("KEYTURN_TABLE_ENDPOINT"));
-    let client = match (endpoint, env.value("KEYTURN_TABLE_CONNECTION_STRING")) {
+    let client = operator_table_client(location.table_endpoint.as_deref(), env, "audit")
+        .map_err(StartupError::Audit)?;
+    Ok(Arc::new(TableAuditStore::new(client, table)))
+}
+
+/// A Table client for an operator's command: the endpoint given (`--table-endpoint`) or
+/// `KEYTURN_TABLE_ENDPOINT`, reached with the operator's Azure CLI sign-in; or, for
+/// Azurite in tests and development, `KEYTURN_TABLE_CONNECTION_STRING`. `what` names the
+/// table in errors (`audit`, `inventory`).
+pub(super) fn operator_table_client(
+    endpoint: Option<&str>,
+    env: &Environment,
+    what: &str,
+) -> Result<TableClient, String> {
+    let endpoint = endpoint.or_else(|| env.value("KEYTURN_TABLE_ENDPOINT"));
+    match (endpoint, env.value("KEYTURN_TABLE_CONNECTION_STRING")) {
         (Some(endpoint), _) => {
             let url = url::Url::parse(endpoint)
                 .ok()
                 .filter(|url| url.scheme() == "https")
                 .ok_or_else(|| {
-                    StartupError::Audit(format!(
+                    format!(
                         "the table endpoint `{endpoint}` is not an https URL (https://ACCOUNT.table.core.windows.net/)"
-                    ))
+                    )
                 })?;
             // The operator reads with their own sign-in (`az login`), not keyturn's
-            // identity: reading the log needs only Storage Table Data Reader.
-            let credential = AzureCliCredential::new(None).map_err(|e| {
-                StartupError::Audit(format!("cannot use the Azure CLI sign-in: {e}"))
-            })?;
+            // identity: reading needs only Storage Table Data Reader.
+            let credential = AzureCliCredential::new(None)
+                .map_err(|e| format!("cannot use the Azure CLI sign-in: {e}"))?;
             TableClient::new(url, TableAuth::Token(credential), None)
         }
         // Azurite, for tests and development.
@@ -100,11 +110,10 @@ fn table_reader(
             TableClient::from_connection_string(&SecretValue::new(connection_string), None)
         }
         (None, None) => {
-            return Err(StartupError::Audit(
-                "reading the audit table needs its endpoint: pass --table-endpoint https://ACCOUNT.table.core.windows.net/ or set KEYTURN_TABLE_ENDPOINT".to_owned(),
+            return Err(format!(
+                "reading the {what} table needs its endpoint: pass --table-endpoint https://ACCOUNT.table.core.windows.net/ or set KEYTURN_TABLE_ENDPOINT"
             ));
         }
     }
-    .map_err(|e| StartupError::Audit(e.to_string()))?;
-    Ok(Arc::new(TableAuditStore::new(client, table)))
+    .map_err(|e| e.to_string())
 }

@@ -18,10 +18,12 @@ mod anchor;
 mod audit_reader;
 mod credential;
 mod front_end;
+mod inventory_reader;
 pub mod notify;
 mod plan_reader;
 
 pub use audit_reader::{AuditLocation, audit_reader};
+pub use inventory_reader::{InventoryLocation, inventory_reader};
 pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 
 pub use anchor::{Verification, public_key_file, verification, verification_with};
@@ -72,6 +74,8 @@ pub enum StartupError {
     Credential(#[from] CredentialError),
     #[error("audit store: {0}")]
     Audit(String),
+    #[error("inventory store: {0}")]
+    Inventory(String),
     #[error("local store in {path}: {problem}")]
     Local { path: String, problem: String },
     #[error("secret endpoint: {0}")]

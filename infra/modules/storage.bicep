@@ -4,6 +4,8 @@
 param name string
 param location string
 param auditTableName string
+@description('Table of the inventory discovery writes (credentials, vaults, findings, sweep snapshots).')
+param inventoryTableName string
 param deadLetterContainerName string
 param deploymentContainerNames array
 @description('Container of the audit log\'s signed checkpoints (append blobs under a time-based retention policy).')
@@ -144,6 +146,14 @@ resource auditTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023
   name: auditTableName
 }
 
+// The inventory: metadata of every credential discovery finds, never a value. Its own table,
+// so that the identity that keeps it holds no role on the audit log through it and readers
+// of the inventory (Storage Table Data Reader on this table) read nothing else.
+resource inventoryTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: inventoryTableName
+}
+
 // The rotation leases that fence instances off each other's objects (one row per object, a
 // growing fencing token). The name is fixed in keyturn (startup's LEASE_TABLE).
 resource leaseTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
@@ -178,6 +188,19 @@ resource endpointHostBlob 'Microsoft.Authorization/roleAssignments@2022-04-01' =
 resource rotatorTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(auditTable.id, rotatorPrincipalId, roles.tableDataContributor)
   scope: auditTable
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+// Discovery runs in the rotator app (timer and Service Bus jobs), so the rotator keeps the
+// inventory: it upserts rows and deletes those of credentials gone since the last sweep,
+// which needs Contributor. The endpoint never touches the inventory.
+resource rotatorInventoryTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(inventoryTable.id, rotatorPrincipalId, roles.tableDataContributor)
+  scope: inventoryTable
   properties: {
     principalId: rotatorPrincipalId
     principalType: 'ServicePrincipal'

@@ -16,6 +16,7 @@ mod graph_metadata;
 mod helpers;
 mod host;
 mod infra;
+mod inventory_cli;
 mod key_vault_events;
 mod local_adapters;
 mod local_mode;
