@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+pub mod alert_ledger;
 pub mod audit;
 pub mod checkpoint;
 pub mod directory;

@@ -4,6 +4,7 @@
 //! the shared clients in [`client`] (azure_core's pipeline with bearer policy, retries and
 //! an injectable transport; credentials; Table storage; Resource Manager). Adapters never import each other.
 
+pub mod alert_ledger;
 pub mod anchor;
 pub mod audit;
 pub mod client;

@@ -1,5 +1,6 @@
 //! The embedded store used by local mode and tests: one SQLite file.
 
+pub mod alert_ledger;
 pub mod anchor;
 pub mod audit;
 pub mod crypto;

@@ -265,6 +265,17 @@ const MIGRATIONS: &[&str] = &[
         display_name TEXT NOT NULL,
         max_password_lifetime INTEGER NOT NULL CHECK (max_password_lifetime >= 1)
     ) STRICT;",
+    // 11: the alert ledger: one row per delivery (a credential's threshold to a route, or a
+    // digest), so an alert goes out once across sweeps and restarts. `sent_at` is Unix
+    // milliseconds, indexed for housekeeping.
+    "CREATE TABLE alert_ledger (
+        key TEXT PRIMARY KEY NOT NULL,
+        subject TEXT NOT NULL,
+        route TEXT NOT NULL,
+        threshold INTEGER,
+        sent_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX alert_ledger_sent_at ON alert_ledger (sent_at);",
 ];
 
 /// Opening the store or running work on it failed.

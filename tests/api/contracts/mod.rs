@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use keyturn::domain::names::ObjectName;
 
+mod alert_ledger;
 mod audit;
 mod directory;
 mod inventory;

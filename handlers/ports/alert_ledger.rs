@@ -1,0 +1,94 @@
+//! The alert ledger: what was delivered to which route, so an alert goes out once per
+//! credential, threshold and route, across sweeps and restarts (Table storage in Azure,
+//! the embedded SQLite file locally).
+//!
+//! The alerts engine delivers first and records after: a crash between the two sends one
+//! alert twice on the next run (at least once, never lost). Receivers that care drop the
+//! repeat by the notice's stable id (the CloudEvents `id`).
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::ports::PortError;
+
+/// A ledger key: the hex SHA-256 of what identifies one delivery. Fixed length and safe
+/// as a Table row key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LedgerKey(String);
+
+impl LedgerKey {
+    /// The key of the delivery identified by `parts` (joined by `|`, which none contains).
+    pub fn of(parts: &[&str]) -> Self {
+        Self(hex::encode(Sha256::digest(parts.join("|").as_bytes())))
+    }
+
+    /// Parses a stored key: 64 lower-case hex digits.
+    pub fn parse(text: &str) -> Option<Self> {
+        let valid = text.len() == 64
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        valid.then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for LedgerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One recorded delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub key: LedgerKey,
+    /// What was alerted on: a credential's inventory id, or `digest`.
+    pub subject: String,
+    /// The route it went to.
+    pub route: String,
+    /// The threshold in days (`0`: on expiry); `None` for a digest.
+    pub threshold: Option<u32>,
+    pub sent_at: DateTime<Utc>,
+}
+
+/// Where deliveries are remembered.
+#[async_trait]
+pub trait AlertLedger: Send + Sync + fmt::Debug {
+    /// When the delivery `key` was recorded; `None` when it never was.
+    async fn sent(&self, key: &LedgerKey) -> Result<Option<DateTime<Utc>>, PortError>;
+
+    /// Records a delivery. The first record of a key stands: recording the same key
+    /// again (a retried run, a second instance) changes nothing and is not an error.
+    async fn record(&self, entry: &LedgerEntry) -> Result<(), PortError>;
+
+    /// Forgets deliveries recorded before `before` (housekeeping: an alert's key holds the
+    /// credential's expiry, so old keys are never asked for again). Returns how many.
+    async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_parse_back() {
+        let key = LedgerKey::of(&["credential", "2026-12-20T00:00:00Z", "14", "ops"]);
+        assert_eq!(
+            key,
+            LedgerKey::of(&["credential", "2026-12-20T00:00:00Z", "14", "ops"])
+        );
+        assert_ne!(
+            key,
+            LedgerKey::of(&["credential", "2026-12-20T00:00:00Z", "7", "ops"])
+        );
+        assert_eq!(LedgerKey::parse(key.as_str()), Some(key));
+        assert_eq!(LedgerKey::parse("ABC"), None);
+    }
+}
