@@ -2,4 +2,8 @@
 //! ([`routes`]), and (on the inventory) thresholds, routing to owners, a ledger that
 //! remembers what was sent, and the periodic digest.
 
+pub mod engine;
+pub mod message;
 pub mod routes;
+pub mod routing;
+pub mod thresholds;
