@@ -1,5 +1,5 @@
-//! Routes: the named channels alerts are delivered through, parsed from one setting
-//! (`KEYTURN_ALERT_ROUTES`):
+//! Routes: the named channels alerts are delivered through, parsed from one line of
+//! text:
 //!
 //! ```text
 //! ops=teams:alerts-teams-ops;platform=slack:alerts-slack-platform;siem=cloudevents:alerts-siem;owners=mail
