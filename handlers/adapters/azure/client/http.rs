@@ -72,23 +72,38 @@ pub fn default_client_options() -> ClientOptions {
     }
 }
 
-/// `options` without any retry: azure_core's retry is switched off and keyturn's
-/// [`BoundedRetry`] (a per-call policy) is left out, for requests that must be sent once
-/// (Graph's addPassword).
+/// `options` without any retry, for requests that must be sent once (Graph's
+/// addPassword): azure_core's retry is switched off, and [`SendOnce`] goes first among the
+/// per-call policies, so every [`BoundedRetry`] after it makes a single try. The retry is
+/// told by the type of a value in the request's context, not by looking for it among the
+/// policies, which azure_core keeps as opaque `dyn Policy`.
 pub(crate) fn without_retries(options: &ClientOptions) -> ClientOptions {
+    let mut per_call: Vec<Arc<dyn Policy>> = vec![Arc::new(SendOnce)];
+    per_call.extend(options.per_call_policies.iter().cloned());
     ClientOptions {
         retry: RetryOptions::none(),
-        per_call_policies: options
-            .per_call_policies
-            .iter()
-            .filter(|policy| !format!("{policy:?}").starts_with(BOUNDED_RETRY_NAME))
-            .cloned()
-            .collect(),
+        per_call_policies: per_call,
         ..options.clone()
     }
 }
 
-const BOUNDED_RETRY_NAME: &str = "BoundedRetry";
+/// A per-call policy that marks the request as one to send once: it puts itself in the
+/// context, where [`BoundedRetry`] finds it by its type.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SendOnce;
+
+#[async_trait::async_trait]
+impl Policy for SendOnce {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> azure_core::http::policies::PolicyResult {
+        let ctx = ctx.clone().with_value(SendOnce);
+        next[0].send(&ctx, request, &next[1..]).await
+    }
+}
 
 /// keyturn's retry policy. azure_core's own sleeps `max(Retry-After, backoff)` whatever the
 /// server asks, so one `Retry-After: 3600` from Table storage would park the audit writer,
@@ -145,6 +160,11 @@ impl Policy for BoundedRetry {
         next: &[Arc<dyn Policy>],
     ) -> azure_core::http::policies::PolicyResult {
         let started = std::time::Instant::now();
+        let max_retries = if ctx.value::<SendOnce>().is_some() {
+            0
+        } else {
+            self.max_retries
+        };
         let mut retry = 0u32;
         loop {
             if retry > 0 {
@@ -176,7 +196,7 @@ impl Policy for BoundedRetry {
             }
             retry += 1;
             let wait = asked.unwrap_or_default().max(self.backoff(retry));
-            if retry > self.max_retries || started.elapsed() + wait > self.max_elapsed {
+            if retry > max_retries || started.elapsed() + wait > self.max_elapsed {
                 return result;
             }
             tokio::time::sleep(wait).await;
@@ -851,10 +871,55 @@ mod tests {
         assert_eq!(canned.seen().len(), 2);
     }
 
-    #[test]
-    fn a_request_sent_once_has_no_retry_policy_left() {
-        let options = default_client_options();
-        assert_eq!(options.per_call_policies.len(), 1);
-        assert!(without_retries(&options).per_call_policies.is_empty());
+    /// A 503 then a 200: the pipeline's answer, and how many tries the transport saw.
+    async fn tries_through(once: bool, retry: BoundedRetry) -> (StatusCode, usize) {
+        use keyturn_testkit::transport::{Answer, CannedTransport};
+
+        let canned = CannedTransport::script([
+            Answer::new(StatusCode::ServiceUnavailable, ""),
+            Answer::new(StatusCode::Ok, "{}"),
+        ]);
+        let options = ClientOptions {
+            transport: canned.options().transport,
+            per_call_policies: vec![Arc::new(retry)],
+            ..default_client_options()
+        };
+        let options = if once {
+            without_retries(&options)
+        } else {
+            options
+        };
+        let pipeline = pipeline(Some(options), PipelineAuth::None);
+        let mut request = Request::new(
+            azure_core::http::Url::parse("https://graph.microsoft.com/v1.0/x").expect("url"),
+            azure_core::http::Method::Post,
+        );
+        let response = send(&pipeline, &mut request, &CONTEXT)
+            .await
+            .expect("answered");
+        (response.status(), canned.seen().len())
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_once_gets_one_try_whatever_bounded_retry_it_carries() {
+        // keyturn's own retry, and one configured otherwise (as a test or a client might).
+        let quick = || BoundedRetry {
+            initial_delay: Duration::from_millis(1),
+            max_retries: 5,
+            ..BoundedRetry::default()
+        };
+        assert_eq!(
+            tries_through(false, quick()).await,
+            (StatusCode::Ok, 2),
+            "retried without the marker"
+        );
+        assert_eq!(
+            tries_through(true, quick()).await,
+            (StatusCode::ServiceUnavailable, 1)
+        );
+        assert_eq!(
+            tries_through(true, BoundedRetry::default()).await,
+            (StatusCode::ServiceUnavailable, 1)
+        );
     }
 }
