@@ -31,6 +31,9 @@ pub struct Services {
     /// sweeps are acknowledged and audited as skipped (the sweep of a configured app
     /// re-derives everything from Key Vault), and jobs fail retryably so none is dropped.
     pub rotation: Option<Arc<Engine>>,
+    /// Where discovery writes what it finds; `None` where rotation is not served (the
+    /// endpoint app), since discovery runs beside rotation.
+    pub inventory: Option<Arc<dyn crate::ports::inventory::InventoryStore>>,
 }
 
 /// One invocation: which function, the host's invocation id, and the time it started.

@@ -135,6 +135,34 @@ pub fn finding_stream(
     paged(move |after| async move { store.findings(after.as_ref(), page_size).await })
 }
 
+/// Counts what the store holds now as `sweep`'s snapshot at `at` and writes it: every
+/// credential (by kind, source, expiry bucket at `at`, managed or not), every vault and
+/// every finding, read a page at a time. Run once a sweep's jobs are done; running it
+/// again rewrites the same snapshot.
+pub async fn take_snapshot(
+    store: &dyn InventoryStore,
+    sweep: SweepId,
+    at: chrono::DateTime<chrono::Utc>,
+    page_size: u32,
+) -> Result<SweepSnapshot, PortError> {
+    let mut snapshot = SweepSnapshot::new(sweep, at);
+    let mut credentials = credential_stream(store, CredentialFilter::default(), page_size);
+    while let Some(credential) = credentials.next().await {
+        snapshot.count(&credential?);
+    }
+    let mut vaults = vault_stream(store, page_size);
+    while let Some(vault) = vaults.next().await {
+        vault?;
+        snapshot.vaults += 1;
+    }
+    let mut findings = finding_stream(store, page_size);
+    while let Some(finding) = findings.next().await {
+        snapshot.count_finding(&finding?);
+    }
+    store.put_snapshot(&snapshot).await?;
+    Ok(snapshot)
+}
+
 /// Walks pages from the first until one has no next token, yielding their records.
 fn paged<'a, T, F, Fut>(read: F) -> BoxStream<'a, Result<T, PortError>>
 where

@@ -30,6 +30,7 @@ pub use anchor::{Verification, public_key_file, verification, verification_with}
 
 use crate::adapters::azure::client::table::{TableAuth, TableClient, TableName};
 use crate::adapters::azure::graph::GraphClient;
+use crate::adapters::azure::inventory::TableInventory;
 use crate::adapters::azure::keyvault::{KeyVault, KeyVaultSource};
 use crate::adapters::azure::lease::TableLeases;
 use crate::adapters::azure::servicebus::ServiceBusQueue;
@@ -38,14 +39,15 @@ use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::azure::token::EntraTokenProver;
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::directory::LocalDirectory;
+use crate::adapters::local::inventory::LocalInventory;
 use crate::adapters::local::lease::LocalLeases;
 use crate::adapters::local::queue::{LocalQueue, QueueSettings};
 use crate::adapters::local::store::LocalStore;
 use crate::adapters::local::vault::LocalVault;
 use crate::audit::AuditLog;
 use crate::config::{
-    AuditCommandSettings, AuditSettings, Backend, CertPolicyName, CredentialSettings, Environment,
-    STORE_FILE, Settings, TableAccess, local_vault_url,
+    AuditCommandSettings, AuditSettings, Backend, CertPolicyName, CredentialSettings,
+    DEFAULT_INVENTORY_TABLE, Environment, STORE_FILE, Settings, TableAccess, local_vault_url,
 };
 use crate::domain::clock::Clock;
 use crate::domain::resources::QueueName;
@@ -55,6 +57,7 @@ use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::functions::secret_endpoint::{self, Endpoint};
 use crate::host::router::{AppState, router};
 use crate::host::tls;
+use crate::ports::inventory::InventoryStore;
 use crate::ports::lease::ObjectLeases;
 pub use credential::{CredentialError, credential};
 
@@ -469,12 +472,46 @@ pub async fn services_with(
             ))
         }
     };
+    // Discovery runs where rotation does (the rotator app); the endpoint keeps no inventory.
+    let inventory = if settings.rotation_enabled() {
+        Some(inventory_store(settings, env, &backends)?)
+    } else {
+        None
+    };
     Ok(Services {
         audit,
         clock,
         endpoint: Arc::new(endpoint),
         rotation,
+        inventory,
     })
+}
+
+/// Where discovery keeps the inventory: the embedded store locally, Table storage (the
+/// audit log's account, `KEYTURN_INVENTORY_TABLE`) on Azure. No network call: the
+/// deployment creates the table, and a write to a missing one fails naming it.
+fn inventory_store(
+    settings: &Settings,
+    env: &Environment,
+    backends: &Backends,
+) -> Result<Arc<dyn InventoryStore>, StartupError> {
+    let failed = |e: &dyn std::fmt::Display| StartupError::Inventory(e.to_string());
+    match (backends, &settings.audit) {
+        (Backends::Local(local), _) => Ok(Arc::new(LocalInventory::new(local.store.clone()))),
+        (Backends::Azure(_), AuditSettings::Table { access, .. }) => {
+            let name = env
+                .value("KEYTURN_INVENTORY_TABLE")
+                .unwrap_or(DEFAULT_INVENTORY_TABLE);
+            let table = TableName::parse(name).map_err(|e| failed(&e))?;
+            Ok(Arc::new(TableInventory::new(
+                table_client(&settings.credential, access)?,
+                table,
+            )))
+        }
+        (Backends::Azure(_), AuditSettings::Sqlite { path }) => Ok(Arc::new(LocalInventory::new(
+            LocalStore::open(path).map_err(|e| failed(&e))?,
+        ))),
+    }
 }
 
 /// The state the router serves: the services and the settings' vaults.

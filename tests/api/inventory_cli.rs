@@ -26,7 +26,7 @@ use keyturn::domain::secret::SecretValue;
 use keyturn::ports::inventory::InventoryStore;
 use keyturn::ports::vault::{NewSecretVersion, SecretStore};
 
-use crate::helpers::keyturn;
+use crate::helpers::{AppOptions, keyturn, rotation, start_up};
 
 const CANARY: &str = "inventory-canary-value-71c2e0";
 const AZURITE_ACCOUNT_KEY: &str =
@@ -344,4 +344,25 @@ async fn inventory_reads_the_inventory_table_when_the_settings_name_table_storag
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(names(&stdout), set(&["ci deploy", "CN=saml-sso"]));
     assert!(!stderr.contains(AZURITE_ACCOUNT_KEY), "{stderr}");
+}
+
+#[tokio::test]
+async fn start_up_gives_discovery_the_store_keyturn_inventory_reads() {
+    let data = tempfile::tempdir().expect("temp dir");
+    let (_, state, _) = start_up(AppOptions::default(), &rotation(), data.path()).await;
+    let inventory = state
+        .services
+        .inventory
+        .clone()
+        .expect("the rotator keeps an inventory");
+
+    inventory
+        .put_credentials(&demo(Utc::now())[..1])
+        .await
+        .expect("written through start-up's store");
+
+    let dir = data.path().to_str().expect("utf-8 path");
+    let (code, stdout, stderr) = run(&[], &["--data-dir", dir, "--format", "json"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(names(&stdout), set(&["db-password"]));
 }

@@ -17,13 +17,15 @@ use keyturn::adapters::local::store::LocalStore;
 use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
 use keyturn::domain::inventory::{
     CertificateDetails, CredentialFilter, CredentialHandle, CredentialKind, CredentialSource,
-    DirectoryDetails, Expiring, FindingKind, InventoryCredential, InventoryVault, KeyDetails,
-    LifetimeAction, LifetimeActionType, LifetimeTrigger, Owner, PermissionModel, Scope,
+    DirectoryDetails, Expiring, ExpiryBucket, FindingKind, InventoryCredential, InventoryVault,
+    KeyDetails, LifetimeAction, LifetimeActionType, LifetimeTrigger, Owner, PermissionModel, Scope,
     ScopeFinding, SourceKind, SweepId, SweepSnapshot,
 };
 use keyturn::domain::names::VaultUrl;
 use keyturn::domain::secret::SecretValue;
-use keyturn::ports::inventory::{InventoryStore, credential_stream, finding_stream, vault_stream};
+use keyturn::ports::inventory::{
+    InventoryStore, credential_stream, finding_stream, take_snapshot, vault_stream,
+};
 use keyturn_doubles::MemoryInventory;
 
 use super::contract;
@@ -592,6 +594,53 @@ async fn snapshots_are_one_per_sweep_oldest_first(fixture: Fixture) {
     assert_eq!(read[0].unmanaged, 2);
 }
 
+async fn a_snapshot_counts_what_the_store_holds_and_is_kept(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let kv = vault_source("kv-counted");
+    let mut managed = secret(&kv, "managed", Some(20));
+    managed.managed = true;
+    store
+        .put_credentials(&[
+            managed,
+            secret(&kv, "expired", Some(-1)),
+            secret(&kv, "forever", None),
+            password(&app_source(3), 3, 5, "ada@contoso.com"),
+        ])
+        .await
+        .expect("written");
+    store
+        .put_vault(&vault("kv-counted", PermissionModel::Rbac))
+        .await
+        .expect("written");
+    store
+        .put_finding(&ScopeFinding::new(
+            Scope::Tenant,
+            FindingKind::PageFailed,
+            "",
+            "503",
+            at(NOW),
+            sweep("s1"),
+        ))
+        .await
+        .expect("written");
+
+    let taken = take_snapshot(store, sweep("s1"), at(NOW), 2)
+        .await
+        .expect("counted");
+
+    assert_eq!(taken.credentials, 4);
+    assert_eq!((taken.managed, taken.unmanaged), (1, 3));
+    assert_eq!(taken.by_kind.get(&CredentialKind::Secret), Some(&3));
+    assert_eq!(taken.by_source.get(&SourceKind::Application), Some(&1));
+    assert_eq!(taken.by_expiry.get(&ExpiryBucket::Expired), Some(&1));
+    assert_eq!(taken.by_expiry.get(&ExpiryBucket::Within7Days), Some(&1));
+    assert_eq!(taken.by_expiry.get(&ExpiryBucket::Within30Days), Some(&1));
+    assert_eq!(taken.by_expiry.get(&ExpiryBucket::NoEndDate), Some(&1));
+    assert_eq!((taken.vaults, taken.errors, taken.findings), (1, 1, 0));
+    let kept = store.snapshots(None, 10).await.expect("read");
+    assert_eq!(kept.items, vec![taken]);
+}
+
 macro_rules! inventory_contract {
     ($adapter:ident: $fixture:expr) => {
         contract!($adapter: $fixture =>
@@ -603,6 +652,7 @@ macro_rules! inventory_contract {
             findings_are_kept_per_scope_and_kind_and_cleared_when_gone,
             vaults_keep_their_compliance_properties,
             snapshots_are_one_per_sweep_oldest_first,
+            a_snapshot_counts_what_the_store_holds_and_is_kept,
         );
     };
 }
