@@ -1,5 +1,5 @@
 //! The alert ledger's contract (an alert goes out once across sweeps, restarts and
-//! instances): Table storage (Azurite) and the local SQLite file. Each fixture gives two
+//! instances): Table storage (Azurite), the local SQLite file and the in-memory double. Each fixture gives two
 //! adapters built separately over the same store, as two instances or a restart would.
 
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use keyturn::adapters::local::alert_ledger::LocalAlertLedger;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+use keyturn_doubles::MemoryAlertLedger;
 
 use super::contract;
 
@@ -40,6 +41,15 @@ async fn local() -> Pair {
         first: open(),
         second: open(),
         _dir: Some(dir),
+    }
+}
+
+async fn memory() -> Pair {
+    let ledger = MemoryAlertLedger::new();
+    Pair {
+        first: Arc::new(ledger.clone()),
+        second: Arc::new(ledger),
+        _dir: None,
     }
 }
 
@@ -163,4 +173,5 @@ macro_rules! ledger_contract {
 }
 
 ledger_contract!(sqlite: super::local());
+ledger_contract!(memory: super::memory());
 ledger_contract!(table: super::table());

@@ -13,9 +13,11 @@
 //! - the queue drops a second message with the same `MessageId` (duplicate detection).
 //! - the audit store ([`MemoryAuditStore`]) refuses a taken position, like every real one.
 
+mod alert_ledger;
 mod audit;
 mod inventory;
 
+pub use alert_ledger::MemoryAlertLedger;
 pub use audit::MemoryAuditStore;
 pub use inventory::MemoryInventory;
 
