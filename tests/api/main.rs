@@ -27,6 +27,7 @@ mod rotation;
 mod rotation_e2e;
 mod rotation_engine;
 mod rotation_fence;
+mod rotation_processes;
 mod rotation_worker;
 mod secret_endpoint;
 mod secret_endpoint_azure;
