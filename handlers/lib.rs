@@ -9,6 +9,7 @@ pub mod adapters;
 pub mod alerts;
 pub mod audit;
 pub mod config;
+pub mod discovery;
 pub mod domain;
 pub mod events;
 pub mod functions;

@@ -111,6 +111,9 @@ param defaultRotateBeforeDays int = 30
 @maxValue(3650)
 param defaultOverlapDays int = 7
 
+@description('Subscriptions discovery inventories: the rotator gets Key Vault Reader on each (never Secrets User), and Graph Application.Read.All with grantGraphPermissions. Empty: no discovery access.')
+param discoverySubscriptions array = []
+
 // The Microsoft Graph Bicep extension deploys in the public cloud only
 // (https://learn.microsoft.com/graph/templates/limitations: "Deployments are supported for
 // the public cloud only"), so elsewhere the default is false and the README's script grants.
@@ -468,6 +471,14 @@ module vaultPrivateEndpoints 'modules/vault-private-endpoint.bicep' = [for (v, i
   }
 }]
 
+module discoveryAccess 'modules/discovery-access.bicep' = [for (subscriptionId, i) in discoverySubscriptions: {
+  name: 'keyturn-discovery-${i}'
+  scope: subscription(subscriptionId)
+  params: {
+    principalId: rotatorIdentity.properties.principalId
+  }
+}]
+
 // Microsoft Graph application permissions. This module is the one file Checkov cannot parse
 // (it uses the `extension` keyword); see infra/README.md. infra/README.md deploys with
 // grantGraphPermissions=false and grants in a step of its own (msgraph-bicep-types#193, #161).
@@ -477,6 +488,7 @@ module graphPermissions 'modules/graph-permissions.bicep' = if (grantGraphPermis
     rotatorPrincipalId: rotatorIdentity.properties.principalId
     endpointPrincipalId: endpointIdentity.properties.principalId
     rotatorPermission: rotatorGraphPermission
+    discovery: !empty(discoverySubscriptions)
   }
 }
 

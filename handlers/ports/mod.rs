@@ -5,6 +5,7 @@ use std::time::Duration;
 
 pub mod alert_ledger;
 pub mod audit;
+pub mod catalog;
 pub mod checkpoint;
 pub mod directory;
 pub mod inventory;

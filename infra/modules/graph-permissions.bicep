@@ -15,6 +15,8 @@ param endpointPrincipalId string
   'Application.ReadWrite.All'
 ])
 param rotatorPermission string = 'Application.ReadWrite.OwnedBy'
+@description('Grant Application.Read.All for discovery (every application\'s and service principal\'s credentials, as metadata).')
+param discovery bool = false
 
 // Microsoft Graph's well-known application id, the same in every tenant.
 var graphAppId = '00000003-0000-0000-c000-000000000000'
@@ -39,6 +41,15 @@ resource rotatorPolicyRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   principalId: rotatorPrincipalId
   resourceId: graph.id
   appRoleId: filter(graph.appRoles, role => role.value == 'Policy.Read.All')[0].id
+}
+
+// Application.Read.All: discovery lists every application and service principal with its
+// password and key credentials (never a secret: Graph does not return one after creation)
+// and owners. Read only; OwnedBy would see only the apps the rotator owns.
+resource rotatorDiscovery 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (discovery) {
+  principalId: rotatorPrincipalId
+  resourceId: graph.id
+  appRoleId: filter(graph.appRoles, role => role.value == 'Application.Read.All')[0].id
 }
 
 // Device.Read.All: the endpoint looks up the device a client certificate belongs to.

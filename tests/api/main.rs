@@ -11,6 +11,7 @@ mod cert_verify;
 mod certificate_claims;
 mod config_check;
 mod contracts;
+mod discovery;
 mod expiry_sweep;
 mod front_end;
 mod graph_metadata;

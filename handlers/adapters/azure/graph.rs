@@ -24,6 +24,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+mod catalog;
+
+pub use catalog::READ_PERMISSION as DISCOVERY_READ_PERMISSION;
+
 use crate::adapters::azure::client::http;
 use crate::adapters::azure::client::http::{
     FailureContext, PipelineAuth, ServiceErrorCode, default_client_options, failure_from_status,

@@ -90,6 +90,51 @@ impl ResourceManagerClient {
         let url = self.url(resource_id, api_version).ok_or_else(|| {
             PortError::invalid(format!("{}: not a resource id", context.operation))
         })?;
+        self.get_url(url, context).await
+    }
+
+    /// A list's first page (`resource_id` is the collection, `/subscriptions/...` or
+    /// `/subscriptions`) or, with `next`, the page a `nextLink` names. A `nextLink` must
+    /// stay on the endpoint's origin: a link elsewhere would carry the token away.
+    pub(crate) async fn list_page(
+        &self,
+        collection: &str,
+        api_version: &str,
+        next: Option<&str>,
+        context: &FailureContext<'_>,
+    ) -> Result<Vec<u8>, PortError> {
+        let url = match next {
+            Some(link) => {
+                let url = Url::parse(link).map_err(|_| {
+                    PortError::invalid(format!("{}: the nextLink is not a URL", context.operation))
+                })?;
+                if url.origin() != self.endpoint.origin() {
+                    return Err(PortError::invalid(format!(
+                        "{}: the nextLink leaves Resource Manager's origin",
+                        context.operation
+                    )));
+                }
+                url
+            }
+            None => {
+                let plain =
+                    collection == "/subscriptions" || self.url(collection, api_version).is_some();
+                if !plain {
+                    return Err(PortError::invalid(format!(
+                        "{}: not a collection id",
+                        context.operation
+                    )));
+                }
+                let mut url = self.endpoint.clone();
+                url.set_path(collection);
+                url.set_query(Some(&format!("api-version={api_version}")));
+                url
+            }
+        };
+        self.get_url(url, context).await
+    }
+
+    async fn get_url(&self, url: Url, context: &FailureContext<'_>) -> Result<Vec<u8>, PortError> {
         let mut request = Request::new(url, Method::Get);
         request.insert_header(ACCEPT, "application/json");
         let response = http::send(&self.pipeline, &mut request, context).await?;

@@ -1,0 +1,206 @@
+//! Resource Manager read for discovery ([`ResourceCatalog`]): the subscriptions the
+//! identity holds a role on (`Subscriptions_List`) and each subscription's Key Vaults
+//! with their properties (`Vaults_ListBySubscription`), following `nextLink`.
+//!
+//! Resource Manager rather than Resource Graph: its answer is authoritative where Resource
+//! Graph's index can lag a change by minutes, the per-subscription list is one fan-out
+//! job, and Reader on the subscription is all either needs.
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::adapters::azure::client::http::FailureContext;
+use crate::adapters::azure::client::resource_manager::ResourceManagerClient;
+use crate::domain::ids::SubscriptionId;
+use crate::domain::inventory::{FindingKind, InventoryVault, PermissionModel, Scope, ScopeFinding};
+use crate::domain::names::{VaultName, VaultUrl};
+use crate::ports::PortError;
+use crate::ports::catalog::{CatalogPage, Cursor, ResourceCatalog, Stamp, SubscriptionRef};
+
+/// `Microsoft.Resources` version for the subscription list.
+pub const SUBSCRIPTIONS_API_VERSION: &str = "2022-12-01";
+/// `Microsoft.KeyVault` version for the vault list.
+pub const VAULTS_API_VERSION: &str = "2023-07-01";
+/// What listing needs: Reader on the subscription.
+pub const READER_PERMISSION: &str = "Reader on the subscription (Microsoft.KeyVault/vaults/read)";
+
+#[derive(Debug, Deserialize)]
+struct Page<T> {
+    #[serde(default = "Vec::new")]
+    value: Vec<T>,
+    #[serde(rename = "nextLink")]
+    next_link: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubscriptionItem {
+    #[serde(rename = "subscriptionId")]
+    subscription_id: String,
+    #[serde(rename = "displayName")]
+    display_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct VaultItem {
+    id: Option<String>,
+    name: Option<String>,
+    location: Option<String>,
+    #[serde(default)]
+    properties: VaultItemProperties,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct VaultItemProperties {
+    vault_uri: Option<String>,
+    enable_soft_delete: Option<bool>,
+    enable_purge_protection: Option<bool>,
+    enable_rbac_authorization: Option<bool>,
+    public_network_access: Option<String>,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(
+    body: &[u8],
+    operation: &str,
+) -> Result<Page<T>, PortError> {
+    serde_json::from_slice(body).map_err(|_| {
+        PortError::invalid(format!(
+            "{operation}: the answer is not a Resource Manager page"
+        ))
+    })
+}
+
+/// The resource group named in a resource id, `/subscriptions/{s}/resourceGroups/{g}/...`.
+fn resource_group(id: &str) -> Option<String> {
+    let mut segments = id.split('/');
+    while let Some(segment) = segments.next() {
+        if segment.eq_ignore_ascii_case("resourceGroups") {
+            return segments.next().map(str::to_owned);
+        }
+    }
+    None
+}
+
+#[async_trait]
+impl ResourceCatalog for ResourceManagerClient {
+    async fn subscriptions(
+        &self,
+        after: Option<&Cursor>,
+    ) -> Result<CatalogPage<SubscriptionRef>, PortError> {
+        let operation = "listing subscriptions";
+        let context = FailureContext {
+            operation,
+            missing_permission: "Reader on the subscriptions to scan",
+            policy_codes: &[],
+        };
+        let body = self
+            .list_page(
+                "/subscriptions",
+                SUBSCRIPTIONS_API_VERSION,
+                after.map(Cursor::as_str),
+                &context,
+            )
+            .await?;
+        let page: Page<SubscriptionItem> = decode(&body, operation)?;
+        Ok(CatalogPage {
+            items: page
+                .value
+                .into_iter()
+                .filter_map(|s| {
+                    Some(SubscriptionRef {
+                        id: SubscriptionId::parse(&s.subscription_id).ok()?,
+                        display_name: s.display_name,
+                    })
+                })
+                .collect(),
+            findings: Vec::new(),
+            next: page.next_link.map(Cursor::new),
+        })
+    }
+
+    async fn vaults(
+        &self,
+        subscription: &SubscriptionId,
+        after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryVault>, PortError> {
+        let operation = format!("listing the Key Vaults of subscription {subscription}");
+        let context = FailureContext {
+            operation: &operation,
+            missing_permission: READER_PERMISSION,
+            policy_codes: &[],
+        };
+        let collection =
+            format!("/subscriptions/{subscription}/providers/Microsoft.KeyVault/vaults");
+        let body = self
+            .list_page(
+                &collection,
+                VAULTS_API_VERSION,
+                after.map(Cursor::as_str),
+                &context,
+            )
+            .await?;
+        let page: Page<serde_json::Value> = decode(&body, &operation)?;
+        let mut out = CatalogPage::last(Vec::new());
+        out.next = page.next_link.map(Cursor::new);
+        for raw in page.value {
+            let parsed = serde_json::from_value::<VaultItem>(raw)
+                .ok()
+                .and_then(|item| {
+                    let name = VaultName::parse(item.name.as_deref()?).ok()?;
+                    let uri = VaultUrl::parse(item.properties.vault_uri.as_deref()?).ok()?;
+                    Some((item, name, uri))
+                });
+            let Some((item, name, uri)) = parsed else {
+                out.findings.push(ScopeFinding::new(
+                    Scope::Subscription {
+                        subscription: *subscription,
+                    },
+                    FindingKind::Malformed,
+                    "vaults",
+                    "a listed vault has no valid name or vaultUri",
+                    stamp.at,
+                    stamp.sweep.clone(),
+                ));
+                continue;
+            };
+            let p = &item.properties;
+            out.items.push(InventoryVault {
+                subscription: Some(*subscription),
+                resource_group: item.id.as_deref().and_then(resource_group),
+                name,
+                uri,
+                location: item.location.clone(),
+                soft_delete: p.enable_soft_delete,
+                // Resource Manager leaves the property out until it is turned on.
+                purge_protection: Some(p.enable_purge_protection.unwrap_or(false)),
+                permission_model: if p.enable_rbac_authorization == Some(true) {
+                    PermissionModel::Rbac
+                } else {
+                    PermissionModel::AccessPolicy
+                },
+                public_network_access: p.public_network_access.clone(),
+                scanned_at: stamp.at,
+                sweep: stamp.sweep.clone(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resource_group_is_read_from_the_vault_id() {
+        assert_eq!(
+            resource_group(
+                "/subscriptions/x/resourceGroups/rg-vaults/providers/Microsoft.KeyVault/vaults/kv"
+            )
+            .as_deref(),
+            Some("rg-vaults")
+        );
+        assert_eq!(resource_group("/subscriptions/x"), None);
+    }
+}

@@ -1,0 +1,258 @@
+//! What discovery reads from the tenant, as metadata only: the subscriptions and vaults
+//! Resource Manager lists ([`ResourceCatalog`]), the objects a vault lists
+//! ([`VaultCatalog`]) and the application and service-principal credentials Graph lists
+//! ([`DirectoryCatalog`]).
+//!
+//! No method here can return a value: the records are the inventory's, which have no
+//! field for one, and the Azure adapters only call list and metadata operations (Key
+//! Vault Reader suffices; it cannot read a value). Every list is paged by the service;
+//! a caller reads one page, writes it, and asks for the next with the cursor it was given,
+//! so no caller holds more than a page of a tenant.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::ids::SubscriptionId;
+use crate::domain::inventory::{
+    CertificateDetails, InventoryCredential, InventoryVault, KeyDetails, ScopeFinding, SweepId,
+};
+use crate::domain::names::{VaultName, VaultUrl};
+use crate::ports::PortError;
+
+/// Where the next page starts: the service's own continuation (a `nextLink`), handed back
+/// unchanged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cursor(String);
+
+impl Cursor {
+    pub fn new(link: impl Into<String>) -> Self {
+        Self(link.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Cursor {
+    // A continuation can be long and carries nothing a reader of a log needs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cursor({} chars)", self.0.len())
+    }
+}
+
+/// One page a service returned: its records, the findings about entries that could not
+/// be read (a malformed date, an owner without mail) and where the next page starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogPage<T> {
+    pub items: Vec<T>,
+    pub findings: Vec<ScopeFinding>,
+    pub next: Option<Cursor>,
+}
+
+impl<T> CatalogPage<T> {
+    pub fn last(items: Vec<T>) -> Self {
+        Self {
+            items,
+            findings: Vec::new(),
+            next: None,
+        }
+    }
+}
+
+/// What every record written in one scan carries: the sweep and when it was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    pub sweep: SweepId,
+    pub at: DateTime<Utc>,
+}
+
+/// A subscription Resource Manager lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionRef {
+    pub id: SubscriptionId,
+    pub display_name: Option<String>,
+}
+
+/// A vault to scan: where its data plane is and what names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultRef {
+    pub subscription: Option<SubscriptionId>,
+    pub name: VaultName,
+    pub uri: VaultUrl,
+}
+
+/// The three kinds of vault object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    Secrets,
+    Certificates,
+    Keys,
+}
+
+impl ObjectKind {
+    pub const ALL: [ObjectKind; 3] = [Self::Secrets, Self::Certificates, Self::Keys];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Secrets => "secrets",
+            Self::Certificates => "certificates",
+            Self::Keys => "keys",
+        }
+    }
+}
+
+/// Applications or service principals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectoryKind {
+    Applications,
+    ServicePrincipals,
+}
+
+/// A slice of the directory one job scans: the objects of `kind` whose appId starts with
+/// `prefix` (one hex digit). Graph's paging is a chain of opaque links that cannot be
+/// split, but `appId` supports `startsWith`, and sixteen hex prefixes cover every
+/// object exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct DirectoryRange {
+    pub kind: DirectoryKind,
+    pub prefix: HexDigit,
+}
+
+impl DirectoryRange {
+    /// The sixteen ranges of `kind`.
+    pub fn all(kind: DirectoryKind) -> impl Iterator<Item = DirectoryRange> {
+        (0u8..16).map(move |digit| DirectoryRange {
+            kind,
+            prefix: HexDigit(digit),
+        })
+    }
+
+    /// `applications/3`: names the range in findings and job ids.
+    pub fn label(&self) -> String {
+        let kind = match self.kind {
+            DirectoryKind::Applications => "applications",
+            DirectoryKind::ServicePrincipals => "service_principals",
+        };
+        format!("{kind}/{}", self.prefix)
+    }
+}
+
+/// One hexadecimal digit, `0`-`f`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HexDigit(u8);
+
+impl HexDigit {
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut chars = text.chars();
+        let digit = chars.next()?.to_digit(16)?;
+        chars
+            .next()
+            .is_none()
+            .then(|| Self(u8::try_from(digit).expect("a hex digit is below 16")))
+    }
+}
+
+impl fmt::Display for HexDigit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}", self.0)
+    }
+}
+
+impl TryFrom<String> for HexDigit {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Self::parse(&text).ok_or_else(|| "a hex digit".to_owned())
+    }
+}
+
+impl From<HexDigit> for String {
+    fn from(digit: HexDigit) -> Self {
+        digit.to_string()
+    }
+}
+
+/// Resource Manager: the subscriptions the identity can see and their vaults.
+#[async_trait]
+pub trait ResourceCatalog: Send + Sync + fmt::Debug {
+    async fn subscriptions(
+        &self,
+        after: Option<&Cursor>,
+    ) -> Result<CatalogPage<SubscriptionRef>, PortError>;
+
+    /// The vaults of `subscription`, with their compliance properties.
+    async fn vaults(
+        &self,
+        subscription: &SubscriptionId,
+        after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryVault>, PortError>;
+}
+
+/// A vault's data plane, read as metadata.
+#[async_trait]
+pub trait VaultCatalog: Send + Sync + fmt::Debug {
+    /// One page of the vault's objects of `kind` (their current versions) as inventory
+    /// records; certificate and key details are left to [`VaultCatalog::certificate`]
+    /// and [`VaultCatalog::key`], one request each.
+    async fn objects(
+        &self,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryCredential>, PortError>;
+
+    /// A certificate's details and policy (`GET /certificates/{name}`, which carries the
+    /// public certificate and the policy, never the private key).
+    async fn certificate(
+        &self,
+        vault: &VaultRef,
+        name: &str,
+    ) -> Result<CertificateDetails, PortError>;
+
+    /// A key's type, size or curve and whether a rotation policy rotates it (`GET
+    /// /keys/{name}`, the public key only, and `GET /keys/{name}/rotationpolicy`).
+    async fn key(&self, vault: &VaultRef, name: &str) -> Result<KeyDetails, PortError>;
+}
+
+/// The directory: application and service-principal credentials with their owners.
+#[async_trait]
+pub trait DirectoryCatalog: Send + Sync + fmt::Debug {
+    /// One page of `range`: one record per password or key credential of each object
+    /// listed, owners filled in.
+    async fn credentials(
+        &self,
+        range: &DirectoryRange,
+        after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryCredential>, PortError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sixteen_ranges_cover_every_hex_prefix_once() {
+        let labels: Vec<String> = DirectoryRange::all(DirectoryKind::Applications)
+            .map(|r| r.label())
+            .collect();
+        assert_eq!(labels.len(), 16);
+        assert_eq!(labels[0], "applications/0");
+        assert_eq!(labels[15], "applications/f");
+    }
+
+    #[test]
+    fn a_hex_digit_is_one_character() {
+        assert!(HexDigit::parse("a").is_some());
+        for bad in ["", "g", "10", "-"] {
+            assert!(HexDigit::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Discovery against the HTTPS stand-ins, with an identity holding only what discovery
+//! is granted (Reader on the subscription, Key Vault Reader, Graph Application.Read.All):
+//! every vault object and directory credential reaches the inventory as metadata, no
+//! value-returning call is ever made, a rerun writes the same rows, and each scope that
+//! cannot be read is a finding while the rest of the sweep goes on.
+
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use azure_core::http::ClientOptions;
+use chrono::Duration;
+use keyturn_doubles::{Faults, MemoryInventory, MemoryQueue};
+use keyturn_standins::{
+    CertificateSeed, Fault, KeyCredentialSeed, KeySeed, NetworkRefusal, OwnerUser, Permissions,
+    Route, SecretSeed, Service, Standins, VaultProperties,
+};
+use uuid::Uuid;
+
+use futures::TryStreamExt;
+use keyturn::adapters::azure::client::http::default_client_options;
+use keyturn::adapters::azure::client::resource_manager::ResourceManagerClient;
+use keyturn::adapters::azure::graph::GraphClient;
+use keyturn::adapters::azure::vault_catalog::{KEY_VAULT_SCOPE, KeyVaultCatalog};
+use keyturn::discovery::budget::Budgets;
+use keyturn::discovery::job::{DiscoveryJob, JobScope};
+use keyturn::discovery::{Discovery, SNAPSHOT_DELAY, handle_delivery, run_sweep};
+use keyturn::domain::ids::SubscriptionId;
+use keyturn::domain::inventory::{
+    CredentialFilter, InventoryCredential, InventoryVault, ScopeFinding,
+};
+use keyturn::domain::inventory::{CredentialKind, FindingKind, SweepId};
+use keyturn::ports::inventory::{InventoryStore, credential_stream, finding_stream, vault_stream};
+
+const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// Key Vault Reader's data actions, Reader's vault read, Application.Read.All: and no
+/// `secrets/get`.
+fn discovery_permissions() -> Permissions {
+    Permissions::only([
+        "secrets/list",
+        "certificates/list",
+        "certificates/get",
+        "keys/list",
+        "keys/get",
+        "keys/getrotationpolicy",
+        "Microsoft.KeyVault/vaults/read",
+        "Application.Read.All",
+    ])
+}
+
+fn options(standins: &Standins) -> ClientOptions {
+    ClientOptions {
+        transport: standins.client_options().transport,
+        ..default_client_options()
+    }
+}
+
+fn discovery(standins: &Standins, store: Arc<MemoryInventory>) -> Discovery {
+    let identity = standins.seed_identity("keyturn-discovery", discovery_permissions());
+    let credential = standins.credential_for(&identity);
+    let resources = ResourceManagerClient::new(
+        standins.resource_manager().url(),
+        credential.clone(),
+        Some(options(standins)),
+    )
+    .expect("https");
+    let graph = GraphClient::with_scope(
+        standins.graph().url(),
+        GRAPH_SCOPE.to_owned(),
+        credential.clone(),
+        Some(options(standins)),
+    )
+    .expect("https");
+    let vaults = KeyVaultCatalog::new(credential, KEY_VAULT_SCOPE, Some(options(standins)));
+    Discovery::new(
+        Arc::new(resources),
+        Arc::new(vaults),
+        Arc::new(graph),
+        store,
+        Budgets::default(),
+    )
+}
+
+fn sweep(id: &str) -> SweepId {
+    SweepId::parse(id).expect("a valid sweep id")
+}
+
+struct Tenant {
+    subscription: Uuid,
+    vault_urls: Vec<url::Url>,
+}
+
+/// One subscription with two RBAC vaults and one in access-policy mode; secrets with and
+/// without an end date, one managed; a certificate that renews itself; two keys; an
+/// application with a password and a certificate credential and an owner without mail;
+/// a service principal with a SAML signing certificate.
+async fn seed(standins: &Standins) -> Tenant {
+    let now = standins.now();
+    let arm = standins.resource_manager();
+    let subscription = arm.seed_subscription("production");
+    let first = standins.keyvault();
+    first.seed_secret(SecretSeed::new("db-password", "hunter2").expires(now + Duration::days(20)));
+    first.seed_secret(SecretSeed::new("forever", "s3cret"));
+    first.seed_secret(
+        SecretSeed::new("app-secret", "managed-value")
+            .tag("keyturn-kind", "generated")
+            .expires(now + Duration::days(90)),
+    );
+    first.seed_certificate(
+        CertificateSeed::new("tls", "CN=tls.contoso.com", now, now + Duration::days(60))
+            .auto_renew_at(80),
+    );
+    first.seed_key(KeySeed::rsa("wrap", 3072).rotated_before_expiry(30));
+    let second = standins.add_vault().await.expect("a vault starts");
+    second.seed_key(KeySeed::ec("sign", "P-256").expires(now + Duration::days(400)));
+    let legacy = standins.add_vault().await.expect("a vault starts");
+    legacy.seed_secret(SecretSeed::new("old", "v").expires(now - Duration::days(3)));
+    let vault_urls = vec![
+        first.url().clone(),
+        second.url().clone(),
+        legacy.url().clone(),
+    ];
+    arm.seed_vault(
+        subscription,
+        "kv-first",
+        first.url(),
+        VaultProperties::default(),
+    );
+    arm.seed_vault(
+        subscription,
+        "kv-second",
+        second.url(),
+        VaultProperties::default(),
+    );
+    arm.seed_vault(
+        subscription,
+        "kv-legacy",
+        legacy.url(),
+        VaultProperties {
+            rbac: false,
+            ..VaultProperties::default()
+        },
+    );
+
+    let graph = standins.graph();
+    let app = graph.seed_application("payments-api", Permissions::only(Vec::<String>::new()));
+    graph.add_password(app.object_id, now + Duration::days(10), true);
+    graph.add_key_credential(
+        app.object_id,
+        KeyCredentialSeed::certificate("CN=payments", now, now + Duration::days(365)),
+    );
+    graph.add_owner_user(
+        app.object_id,
+        OwnerUser::new("Ana Silva", Some("ana@contoso.com"), None),
+    );
+    let sp = graph.seed_service_principal("saml-app");
+    graph.add_service_principal_key(
+        sp.object_id,
+        KeyCredentialSeed::certificate("CN=saml signing", now, now + Duration::days(3 * 365))
+            .usage("Sign"),
+    );
+    Tenant {
+        subscription,
+        vault_urls,
+    }
+}
+
+async fn credentials_in(store: &dyn InventoryStore) -> Vec<InventoryCredential> {
+    let mut all: Vec<InventoryCredential> =
+        credential_stream(store, CredentialFilter::default(), 100)
+            .try_collect()
+            .await
+            .expect("the store reads");
+    all.sort_by_key(|c| c.id());
+    all
+}
+
+async fn findings_in(store: &dyn InventoryStore) -> Vec<ScopeFinding> {
+    let mut all: Vec<ScopeFinding> = finding_stream(store, 100)
+        .try_collect()
+        .await
+        .expect("the store reads");
+    all.sort_by_key(|f| f.id());
+    all
+}
+
+async fn vaults_in(store: &dyn InventoryStore) -> Vec<InventoryVault> {
+    let mut all: Vec<InventoryVault> = vault_stream(store, 100)
+        .try_collect()
+        .await
+        .expect("the store reads");
+    all.sort_by_key(|v| v.id());
+    all
+}
+
+fn value_reads(standins: &Standins, tenant: &Tenant) -> u64 {
+    tenant
+        .vault_urls
+        .iter()
+        .map(|url| standins.vault_at(url).expect("a known vault").value_reads())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_sweep_inventories_every_vault_object_and_directory_credential_without_reading_a_value() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let tenant = seed(&standins).await;
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    let report = run_sweep(&discovery, sweep("s1"), Vec::new(), 8, standins.now())
+        .await
+        .expect("the sweep completes");
+
+    assert_eq!(
+        value_reads(&standins, &tenant),
+        0,
+        "no value-returning call"
+    );
+    let credentials = credentials_in(store.as_ref()).await;
+    let count = |kind: CredentialKind| credentials.iter().filter(|c| c.kind == kind).count();
+    assert_eq!(count(CredentialKind::Secret), 4);
+    assert_eq!(count(CredentialKind::Certificate), 1);
+    assert_eq!(count(CredentialKind::Key), 2);
+    // The seeded discovery identity and the stand-ins' own identity have a password each.
+    assert_eq!(count(CredentialKind::PasswordCredential), 3);
+    assert_eq!(count(CredentialKind::KeyCredential), 2);
+    assert_eq!(report.vaults, 3);
+
+    let by_name = |name: &str| {
+        credentials
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} is in the inventory"))
+    };
+    assert!(by_name("app-secret").managed);
+    assert!(!by_name("db-password").managed);
+    assert!(
+        by_name("forever").expires.is_none(),
+        "no end date is a value"
+    );
+    let tls = by_name("tls").certificate.as_ref().expect("details read");
+    assert!(tls.auto_renews());
+    assert_eq!(tls.policy_issuer.as_deref(), Some("Self"));
+    assert!(
+        tls.subject
+            .as_deref()
+            .is_some_and(|s| s.contains("tls.contoso.com"))
+    );
+    let wrap = by_name("wrap").key.as_ref().expect("details read");
+    assert_eq!(
+        (
+            wrap.key_type.as_deref(),
+            wrap.key_size,
+            wrap.rotation_policy
+        ),
+        (Some("RSA"), Some(3072), true)
+    );
+    let saml = by_name("CN=saml signing");
+    assert_eq!(
+        saml.directory.as_ref().and_then(|d| d.usage.as_deref()),
+        Some("Sign")
+    );
+    let payments = by_name("CN=payments");
+    assert_eq!(
+        payments.owners[0].user_principal_name.as_deref(),
+        Some("ana@contoso.com")
+    );
+    assert!(payments.owners[0].mail.is_none());
+
+    let findings = findings_in(store.as_ref()).await;
+    let has = |kind: FindingKind| findings.iter().any(|f| f.kind == kind);
+    assert!(
+        has(FindingKind::AccessPolicyMode),
+        "the access-policy vault is flagged"
+    );
+    assert!(has(FindingKind::OwnerWithoutMail));
+    assert!(has(FindingKind::NoEndDate));
+    assert_eq!(
+        store
+            .snapshots(None, 100)
+            .await
+            .expect("snapshots")
+            .items
+            .len(),
+        1
+    );
+    let _ = tenant.subscription;
+}
+
+#[tokio::test]
+async fn a_second_run_of_the_same_sweep_changes_nothing() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    seed(&standins).await;
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+    let now = standins.now();
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 4, now)
+        .await
+        .expect("first run");
+    let first = (
+        credentials_in(store.as_ref()).await,
+        findings_in(store.as_ref()).await,
+        vaults_in(store.as_ref()).await,
+    );
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 4, now)
+        .await
+        .expect("second run");
+    let second = (
+        credentials_in(store.as_ref()).await,
+        findings_in(store.as_ref()).await,
+        vaults_in(store.as_ref()).await,
+    );
+    assert_eq!(first, second);
+}
+
+#[tokio::test]
+async fn each_scope_that_cannot_be_read_is_a_finding_and_the_sweep_goes_on() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let tenant = seed(&standins).await;
+    let arm = standins.resource_manager();
+    let hidden = arm.seed_inaccessible_subscription("finance");
+    let walled = standins.add_vault().await.expect("starts");
+    walled.refuse_network(Some(NetworkRefusal::Firewall));
+    arm.seed_vault(
+        tenant.subscription,
+        "kv-walled",
+        walled.url(),
+        VaultProperties::default(),
+    );
+    let deleted = standins.add_vault().await.expect("starts");
+    arm.seed_vault(
+        tenant.subscription,
+        "kv-deleted",
+        deleted.url(),
+        VaultProperties::default(),
+    );
+    let deleted_url = deleted.url().clone();
+    standins.stop_vault(&deleted_url);
+    // Every try of the first service-principal page fails (keyturn's pipeline tries four
+    // times).
+    for _ in 0..4 {
+        standins.inject(
+            Service::Graph,
+            Route::any("/v1.0/servicePrincipals"),
+            Fault::internal_error(),
+        );
+    }
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    run_sweep(
+        &discovery,
+        sweep("s1"),
+        vec![
+            SubscriptionId::parse(&tenant.subscription.to_string()).expect("guid"),
+            SubscriptionId::parse(&hidden.to_string()).expect("guid"),
+        ],
+        4,
+        standins.now(),
+    )
+    .await
+    .expect("the sweep completes despite the failures");
+
+    let findings = findings_in(store.as_ref()).await;
+    let kinds: Vec<FindingKind> = findings.iter().map(|f| f.kind).collect();
+    assert!(kinds.contains(&FindingKind::AccessDenied), "{kinds:?}");
+    assert!(kinds.contains(&FindingKind::NetworkRefused), "{kinds:?}");
+    assert!(kinds.contains(&FindingKind::PageFailed), "{kinds:?}");
+    // The readable vaults and the applications were still inventoried.
+    let credentials = credentials_in(store.as_ref()).await;
+    assert!(credentials.iter().any(|c| c.name == "db-password"));
+    assert!(
+        credentials
+            .iter()
+            .any(|c| c.kind == CredentialKind::KeyCredential)
+    );
+    assert_eq!(value_reads(&standins, &tenant), 0);
+}
+
+#[tokio::test]
+async fn a_throttled_vault_is_waited_out_as_its_retry_after_asks() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let vault = standins.keyvault();
+    vault.seed_secret(SecretSeed::new("db-password", "hunter2"));
+    let subscription = standins.resource_manager().seed_subscription("one vault");
+    standins.resource_manager().seed_vault(
+        subscription,
+        "kv-only",
+        vault.url(),
+        VaultProperties::default(),
+    );
+    standins.inject(
+        Service::KeyVault,
+        Route::any("/secrets"),
+        Fault::throttled(Some(1)),
+    );
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+    run_sweep(
+        &discovery,
+        sweep("s1"),
+        vec![SubscriptionId::parse(&subscription.to_string()).expect("guid")],
+        4,
+        standins.now(),
+    )
+    .await
+    .expect("completes");
+    let secrets: Vec<_> = standins
+        .requests_to(Service::KeyVault)
+        .into_iter()
+        .filter(|r| r.path == "/secrets")
+        .collect();
+    assert_eq!(
+        secrets.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [429, 200]
+    );
+    let waited = secrets[1].received - secrets[0].received;
+    assert!(waited >= StdDuration::from_secs(1), "waited {waited:?}");
+    assert!(
+        credentials_in(store.as_ref())
+            .await
+            .iter()
+            .any(|c| c.name == "db-password")
+    );
+    assert_eq!(vault.value_reads(), 0);
+}
+
+#[tokio::test]
+async fn a_sweep_fans_out_on_the_queue_and_a_redelivered_job_queues_nothing_new() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let tenant = seed(&standins).await;
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+    let queue = MemoryQueue::new(Arc::new(Faults::default()));
+    let now = standins.now();
+    let start = DiscoveryJob::new(
+        sweep("s1"),
+        JobScope::Sweep {
+            subscriptions: Vec::new(),
+        },
+    );
+    let body = start.to_message(None).body;
+
+    handle_delivery(&discovery, &queue, &body, now)
+        .await
+        .expect("the sweep job runs");
+    handle_delivery(&discovery, &queue, &body, now)
+        .await
+        .expect("a redelivery runs again");
+    // Deliver every queued job once, as the worker would, the snapshot last.
+    let mut delivered = 0;
+    while delivered < queue.messages().len() {
+        let message = queue.messages()[delivered].clone();
+        delivered += 1;
+        if message.scheduled_enqueue.is_some() {
+            continue;
+        }
+        handle_delivery(&discovery, &queue, &message.body, now)
+            .await
+            .expect("each job runs");
+    }
+
+    let messages = queue.messages();
+    let jobs: Vec<DiscoveryJob> = messages
+        .iter()
+        .map(|m| DiscoveryJob::decode(&m.body).expect("a discovery job"))
+        .collect();
+    let count = |f: fn(&JobScope) -> bool| jobs.iter().filter(|j| f(&j.scope)).count();
+    assert_eq!(count(|s| matches!(s, JobScope::Subscription { .. })), 1);
+    assert_eq!(count(|s| matches!(s, JobScope::Vault { .. })), 3);
+    assert_eq!(count(|s| matches!(s, JobScope::Directory { .. })), 32);
+    assert_eq!(count(|s| matches!(s, JobScope::Snapshot)), 1);
+    let snapshot = messages
+        .iter()
+        .find(|m| m.scheduled_enqueue.is_some())
+        .expect("the snapshot is scheduled");
+    assert_eq!(snapshot.scheduled_enqueue, Some(now + SNAPSHOT_DELAY));
+    assert!(
+        queue.sends() > messages.len(),
+        "the redelivery's sends were deduplicated"
+    );
+    assert_eq!(credentials_in(store.as_ref()).await.len(), 12);
+    assert_eq!(value_reads(&standins, &tenant), 0);
+}
