@@ -483,3 +483,84 @@ async fn a_sweep_fans_out_on_the_queue_and_a_redelivered_job_queues_nothing_new(
     assert_eq!(credentials_in(store.as_ref()).await.len(), 12);
     assert_eq!(value_reads(&standins, &tenant), 0);
 }
+
+#[tokio::test]
+async fn the_local_scanner_inventories_the_local_vault_and_directory() {
+    use base64::Engine as _;
+    use keyturn::adapters::local::catalog::LocalCatalog;
+    use keyturn::adapters::local::crypto::VaultKey;
+    use keyturn::adapters::local::directory::LocalDirectory;
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::adapters::local::vault::LocalVault;
+    use keyturn::domain::clock::Clock;
+    use keyturn::domain::names::{ObjectName, VaultUrl};
+    use keyturn::domain::secret::SecretValue;
+    use keyturn::ports::directory::CredentialIssuer;
+    use keyturn::ports::vault::{NewSecretVersion, SecretStore};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+    let clock = Clock::system();
+    let key = VaultKey::from_base64(
+        &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        "test",
+    )
+    .expect("key");
+    let vault = LocalVault::open(store.clone(), key, clock.clone())
+        .await
+        .expect("vault");
+    let directory = LocalDirectory::new(store, clock.clone());
+    let url = // local mode's own vault (config::LOCAL_VAULT_URL)
+    VaultUrl::parse("https://keyturn-local.vault.azure.net/").expect("url");
+    let now = clock.now();
+    vault
+        .set_secret(
+            &url,
+            &ObjectName::parse("db-password").expect("name"),
+            &SecretValue::new("local-value-never-read"),
+            NewSecretVersion {
+                expires: Some(now + Duration::days(12)),
+                ..NewSecretVersion::default()
+            },
+        )
+        .await
+        .expect("written");
+    let app = directory.create_application("billing").await.expect("app");
+    directory
+        .add_password(&app.object_id, "billing secret", now + Duration::days(40))
+        .await
+        .expect("added");
+    let vault = Arc::new(vault);
+    let catalog = Arc::new(LocalCatalog::for_local_vault(
+        vault.clone(),
+        vault,
+        directory,
+    ));
+    let inventory = Arc::new(MemoryInventory::new());
+    let discovery = Discovery::new(
+        catalog.clone(),
+        catalog.clone(),
+        catalog,
+        inventory.clone(),
+        Budgets::default(),
+    );
+
+    run_sweep(&discovery, sweep("local"), Vec::new(), 4, now)
+        .await
+        .expect("the local sweep completes");
+
+    let credentials = credentials_in(inventory.as_ref()).await;
+    let names: Vec<(&str, CredentialKind)> = credentials
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind))
+        .collect();
+    assert!(
+        names.contains(&("db-password", CredentialKind::Secret)),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("billing secret", CredentialKind::PasswordCredential)),
+        "{names:?}"
+    );
+    assert_eq!(vaults_in(inventory.as_ref()).await.len(), 1);
+}

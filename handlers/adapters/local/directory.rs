@@ -155,6 +155,41 @@ impl LocalDirectory {
             .map_err(|error| error.into_port_error("adding a local device"))
     }
 
+    /// Every application of the local directory, in app id order (discovery's listing).
+    pub async fn applications(&self) -> Result<Vec<Application>, PortError> {
+        let rows: Vec<(String, String, Option<String>)> = self
+            .store
+            .call(|connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT object_id, app_id, display_name FROM directory_applications \
+                         ORDER BY app_id",
+                    )
+                    .map_err(StoreError::sqlite("listing applications"))?;
+                let rows = statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .map_err(StoreError::sqlite("listing applications"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing applications"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local applications"))?;
+        rows.into_iter()
+            .map(|(object_id, app_id, display_name)| {
+                Ok(Application {
+                    object_id: DirectoryObjectId::parse(&object_id).map_err(|_| {
+                        PortError::invalid("the local directory holds an unreadable object id")
+                    })?,
+                    app_id: AppId::parse(&app_id).map_err(|_| {
+                        PortError::invalid("the local directory holds an unreadable app id")
+                    })?,
+                    display_name,
+                })
+            })
+            .collect()
+    }
+
     async fn application_exists(&self, app: &DirectoryObjectId) -> Result<bool, PortError> {
         let object_id = app.to_string();
         self.store

@@ -3,6 +3,7 @@
 pub mod alert_ledger;
 pub mod anchor;
 pub mod audit;
+pub mod catalog;
 pub mod crypto;
 pub mod directory;
 pub mod inventory;

@@ -1,0 +1,291 @@
+//! Discovery's catalogs over local mode: the local vault stands for one vault of one
+//! subscription, read through its [`SecretStore`] and [`CertificateStore`] metadata calls
+//! (never a value), and the local directory's applications with their password
+//! credentials. Local mode has no keys and no service principals, so those lists are
+//! empty.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::adapters::local::directory::LocalDirectory;
+use crate::domain::ids::SubscriptionId;
+use crate::domain::inventory::{
+    CertificateDetails, CredentialHandle, CredentialKind, CredentialSource, DirectoryDetails,
+    InventoryCredential, InventoryVault, KeyDetails, PermissionModel,
+};
+use crate::domain::names::{ObjectName, VaultName, VaultUrl};
+use crate::ports::catalog::{
+    CatalogPage, Cursor, DirectoryCatalog, DirectoryKind, DirectoryRange, ObjectKind,
+    ResourceCatalog, Stamp, SubscriptionRef, VaultCatalog, VaultRef,
+};
+use crate::ports::directory::CredentialIssuer;
+use crate::ports::vault::{CertificateStore, SecretStore};
+use crate::ports::{FailureKind, PortError};
+
+/// The subscription local mode's vault is listed under: the nil GUID, which no Azure
+/// subscription has.
+pub const LOCAL_SUBSCRIPTION: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Local mode's vault and directory, as discovery reads Azure.
+#[derive(Debug, Clone)]
+pub struct LocalCatalog {
+    secrets: Arc<dyn SecretStore>,
+    certificates: Arc<dyn CertificateStore>,
+    directory: LocalDirectory,
+    vault: VaultRef,
+}
+
+impl LocalCatalog {
+    /// The vault at `url` (named `name`) and the directory.
+    pub fn new(
+        secrets: Arc<dyn SecretStore>,
+        certificates: Arc<dyn CertificateStore>,
+        directory: LocalDirectory,
+        name: VaultName,
+        url: VaultUrl,
+    ) -> Self {
+        Self {
+            secrets,
+            certificates,
+            directory,
+            vault: VaultRef {
+                subscription: None,
+                name,
+                uri: url,
+            },
+        }
+    }
+
+    /// Local mode's own vault (`keyturn-local`).
+    pub fn for_local_vault(
+        secrets: Arc<dyn SecretStore>,
+        certificates: Arc<dyn CertificateStore>,
+        directory: LocalDirectory,
+    ) -> Self {
+        let url = crate::config::local_vault_url();
+        let name = url
+            .vault_name()
+            .cloned()
+            .expect("invariant: the local vault URL is under a Key Vault domain");
+        Self::new(secrets, certificates, directory, name, url)
+    }
+
+    fn source(&self) -> CredentialSource {
+        CredentialSource::Vault {
+            subscription: None,
+            name: self.vault.name.clone(),
+            uri: self.vault.uri.clone(),
+        }
+    }
+}
+
+fn local_subscription() -> SubscriptionId {
+    SubscriptionId::parse(LOCAL_SUBSCRIPTION).expect("the nil GUID is a subscription id")
+}
+
+#[async_trait]
+impl ResourceCatalog for LocalCatalog {
+    async fn subscriptions(
+        &self,
+        _after: Option<&Cursor>,
+    ) -> Result<CatalogPage<SubscriptionRef>, PortError> {
+        Ok(CatalogPage::last(vec![SubscriptionRef {
+            id: local_subscription(),
+            display_name: Some("local".to_owned()),
+        }]))
+    }
+
+    async fn vaults(
+        &self,
+        subscription: &SubscriptionId,
+        _after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryVault>, PortError> {
+        if *subscription != local_subscription() {
+            return Err(PortError::new(
+                FailureKind::NotFound,
+                format!("local mode has no subscription {subscription}"),
+            ));
+        }
+        Ok(CatalogPage::last(vec![InventoryVault {
+            subscription: None,
+            resource_group: None,
+            name: self.vault.name.clone(),
+            uri: self.vault.uri.clone(),
+            location: None,
+            soft_delete: Some(true),
+            purge_protection: Some(false),
+            permission_model: PermissionModel::Rbac,
+            public_network_access: None,
+            scanned_at: stamp.at,
+            sweep: stamp.sweep.clone(),
+        }]))
+    }
+}
+
+#[async_trait]
+impl VaultCatalog for LocalCatalog {
+    async fn objects(
+        &self,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        _after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryCredential>, PortError> {
+        if vault.uri != self.vault.uri {
+            return Err(PortError::new(FailureKind::NotFound, "not the local vault"));
+        }
+        let record = |kind: CredentialKind, name: &ObjectName| InventoryCredential {
+            source: self.source(),
+            kind,
+            name: name.as_str().to_owned(),
+            handle: CredentialHandle::VaultObject {
+                name: name.as_str().to_owned(),
+                version: None,
+                versions: None,
+            },
+            enabled: true,
+            created: None,
+            updated: None,
+            not_before: None,
+            expires: None,
+            content_type: None,
+            tags: Default::default(),
+            certificate: None,
+            key: None,
+            directory: None,
+            owners: Vec::new(),
+            managed: false,
+            scanned_at: stamp.at,
+            sweep: stamp.sweep.clone(),
+        };
+        let items = match kind {
+            ObjectKind::Secrets => self
+                .secrets
+                .list_secrets(&vault.uri)
+                .await?
+                .into_iter()
+                .filter(|p| !p.managed)
+                .map(|p| InventoryCredential {
+                    handle: CredentialHandle::VaultObject {
+                        name: p.id.name().as_str().to_owned(),
+                        version: p.id.version().map(|v| v.as_str().to_owned()),
+                        versions: None,
+                    },
+                    enabled: p.enabled,
+                    created: p.created,
+                    updated: p.updated,
+                    not_before: p.not_before,
+                    expires: p.expires,
+                    content_type: p.content_type.clone(),
+                    tags: p.tags.clone(),
+                    ..record(CredentialKind::Secret, p.id.name())
+                })
+                .collect(),
+            ObjectKind::Certificates => self
+                .certificates
+                .list_certificates(&vault.uri)
+                .await?
+                .into_iter()
+                .map(|p| InventoryCredential {
+                    enabled: p.enabled,
+                    not_before: p.not_before,
+                    expires: p.expires,
+                    tags: p.tags.clone(),
+                    certificate: Some(CertificateDetails {
+                        thumbprint: p.x5t_hex.clone(),
+                        ..CertificateDetails::default()
+                    }),
+                    ..record(CredentialKind::Certificate, p.id.name())
+                })
+                .collect(),
+            ObjectKind::Keys => Vec::new(),
+        };
+        Ok(CatalogPage::last(items))
+    }
+
+    async fn certificate(
+        &self,
+        vault: &VaultRef,
+        name: &str,
+    ) -> Result<CertificateDetails, PortError> {
+        let name = ObjectName::parse(name)
+            .map_err(|_| PortError::invalid("a certificate name that does not parse"))?;
+        let properties = self
+            .certificates
+            .certificate_properties(&vault.uri, &name)
+            .await?
+            .ok_or_else(|| PortError::new(FailureKind::NotFound, "no such certificate"))?;
+        let issuer = self.certificates.issuer(&vault.uri, &name).await?;
+        Ok(CertificateDetails {
+            thumbprint: properties.x5t_hex,
+            policy_issuer: Some(issuer),
+            ..CertificateDetails::default()
+        })
+    }
+
+    async fn key(&self, _vault: &VaultRef, _name: &str) -> Result<KeyDetails, PortError> {
+        Err(PortError::new(
+            FailureKind::NotFound,
+            "the local vault holds no keys",
+        ))
+    }
+}
+
+#[async_trait]
+impl DirectoryCatalog for LocalCatalog {
+    async fn credentials(
+        &self,
+        range: &DirectoryRange,
+        _after: Option<&Cursor>,
+        stamp: &Stamp,
+    ) -> Result<CatalogPage<InventoryCredential>, PortError> {
+        if range.kind == DirectoryKind::ServicePrincipals {
+            return Ok(CatalogPage::last(Vec::new()));
+        }
+        let prefix = range.prefix.to_string();
+        let mut items = Vec::new();
+        for app in self.directory.applications().await? {
+            if !app.app_id.to_string().starts_with(&prefix) {
+                continue;
+            }
+            let source = CredentialSource::Application {
+                object_id: app.object_id,
+                app_id: app.app_id,
+                display_name: app.display_name.clone(),
+            };
+            for credential in self.directory.password_credentials(&app.object_id).await? {
+                items.push(InventoryCredential {
+                    source: source.clone(),
+                    kind: CredentialKind::PasswordCredential,
+                    name: credential
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| credential.key_id.to_string()),
+                    handle: CredentialHandle::DirectoryCredential {
+                        key_id: credential.key_id,
+                    },
+                    enabled: true,
+                    created: None,
+                    updated: None,
+                    not_before: credential.start,
+                    expires: credential.end,
+                    content_type: None,
+                    tags: Default::default(),
+                    certificate: None,
+                    key: None,
+                    directory: Some(DirectoryDetails {
+                        credential_type: Some("Password".to_owned()),
+                        ..DirectoryDetails::default()
+                    }),
+                    owners: Vec::new(),
+                    managed: false,
+                    scanned_at: stamp.at,
+                    sweep: stamp.sweep.clone(),
+                });
+            }
+        }
+        Ok(CatalogPage::last(items))
+    }
+}
