@@ -564,3 +564,259 @@ async fn the_local_scanner_inventories_the_local_vault_and_directory() {
     );
     assert_eq!(vaults_in(inventory.as_ref()).await.len(), 1);
 }
+
+/// Row counts of what the inventory demo seeds, read straight from the store.
+fn demo_rows(data: &std::path::Path) -> Vec<(&'static str, i64)> {
+    let db = rusqlite::Connection::open_with_flags(
+        data.join("keyturn.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .expect("the store opens");
+    [
+        (
+            "applications",
+            "SELECT COUNT(*) FROM directory_applications",
+        ),
+        (
+            "service principals",
+            "SELECT COUNT(*) FROM directory_service_principals",
+        ),
+        (
+            "listed credentials",
+            "SELECT COUNT(*) FROM directory_listed_credentials",
+        ),
+        ("owners", "SELECT COUNT(*) FROM directory_owners"),
+        (
+            "second vault versions",
+            "SELECT COUNT(*) FROM vault_secret_versions \
+             WHERE vault = 'https://keyturn-demo-team.vault.azure.net/'",
+        ),
+    ]
+    .into_iter()
+    .map(|(what, sql)| (what, db.query_row(sql, [], |row| row.get(0)).expect(what)))
+    .collect()
+}
+
+fn dev_once(data: &std::path::Path) -> String {
+    let output = crate::helpers::keyturn(&[
+        ("KEYTURN_PROOF_SUCCESSES", "1"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
+    ])
+    .args(["dev", "--once", "--data-dir"])
+    .arg(data)
+    .output()
+    .expect("keyturn dev runs");
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(0), "{printed}");
+    printed
+}
+
+#[tokio::test]
+async fn discovery_over_the_dev_demo_finds_both_vaults_service_principals_key_credentials_and_owners()
+ {
+    use keyturn::adapters::local::catalog::LocalCatalog;
+    use keyturn::adapters::local::directory::LocalDirectory;
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::adapters::local::vault::LocalVault;
+    use keyturn::domain::clock::Clock;
+    use keyturn::domain::inventory::{CredentialSource, SourceKind};
+    use keyturn::domain::names::{ObjectName, VaultUrl};
+    use keyturn::ports::vault::SecretStore;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let first_run = dev_once(&data);
+    let seeded = demo_rows(&data);
+    let second_run = dev_once(&data);
+    assert_eq!(
+        demo_rows(&data),
+        seeded,
+        "a second `keyturn dev` adds nothing"
+    );
+    assert!(
+        seeded.iter().all(|(_, rows)| *rows > 0),
+        "the demo seeds every kind: {seeded:?}"
+    );
+
+    let path = data.join("keyturn.db");
+    let store = LocalStore::open(&path).expect("open");
+    let key = LocalVault::key_from_setting_or_file(None, &path).expect("key file");
+    let clock = Clock::system();
+    let vault = Arc::new(
+        LocalVault::open(store.clone(), key, clock.clone())
+            .await
+            .expect("vault"),
+    );
+    let directory = LocalDirectory::new(store, clock.clone());
+    let catalog = Arc::new(LocalCatalog::for_local_vault(
+        vault.clone(),
+        vault.clone(),
+        directory,
+    ));
+    let inventory = Arc::new(MemoryInventory::new());
+    let discovery = Discovery::new(
+        catalog.clone(),
+        catalog.clone(),
+        catalog,
+        inventory.clone(),
+        Budgets::default(),
+    );
+    let now = clock.now();
+    run_sweep(&discovery, sweep("local-demo"), Vec::new(), 4, now)
+        .await
+        .expect("the local sweep completes");
+
+    let second_vault = VaultUrl::parse("https://keyturn-demo-team.vault.azure.net/").expect("url");
+    let vaults = vaults_in(inventory.as_ref()).await;
+    let mut vault_names: Vec<String> = vaults.iter().map(|v| v.name.to_string()).collect();
+    vault_names.sort();
+    assert_eq!(vault_names, ["keyturn-demo-team", "keyturn-local"]);
+
+    let credentials = credentials_in(inventory.as_ref()).await;
+    let find = |name: &str| {
+        credentials
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} is in the inventory"))
+    };
+    let in_second_vault = |c: &InventoryCredential| matches!(&c.source, CredentialSource::Vault { uri, .. } if *uri == second_vault);
+
+    // The second vault: expired, expiring, without end date, long-lived and managed.
+    let expired = find("team-db-password");
+    assert!(in_second_vault(expired));
+    assert!(expired.expires.expect("an end date") < now);
+    assert!(!expired.managed);
+    let expiring = find("team-api-key");
+    assert!(in_second_vault(expiring));
+    let until = expiring.expires.expect("an end date") - now;
+    assert!(
+        until > Duration::zero() && until < Duration::days(30),
+        "{until}"
+    );
+    assert!(find("team-legacy-token").expires.is_none());
+    let managed = find("team-signing-seed");
+    assert!(in_second_vault(managed));
+    assert!(managed.managed);
+    assert!(managed.expires.expect("an end date") - now > Duration::days(300));
+    // The rotation demo's vault is still read.
+    assert!(!in_second_vault(find("demo-generated")));
+
+    // Applications: a managed long-lived secret, an expired one, a certificate credential,
+    // owners with and without mail.
+    let long_lived = find("keyturn rotation (demo)");
+    assert_eq!(long_lived.source.kind(), SourceKind::Application);
+    assert!(long_lived.managed);
+    assert!(long_lived.expires.expect("end") - now > Duration::days(200));
+    let legacy = find("legacy secret (demo)");
+    assert_eq!(legacy.kind, CredentialKind::PasswordCredential);
+    assert!(!legacy.managed);
+    assert!(legacy.expires.expect("end") < now);
+    let certificate = find("payroll certificate (demo)");
+    assert_eq!(certificate.kind, CredentialKind::KeyCredential);
+    assert_eq!(certificate.source.kind(), SourceKind::Application);
+    let details = certificate.directory.as_ref().expect("directory details");
+    assert_eq!(
+        details.credential_type.as_deref(),
+        Some("AsymmetricX509Cert")
+    );
+    assert_eq!(details.thumbprint.as_ref().map(String::len), Some(40));
+    assert!(certificate.expires.expect("end") - now > Duration::days(365));
+    let mut owners: Vec<(Option<&str>, Option<&str>, Option<&str>)> = certificate
+        .owners
+        .iter()
+        .map(|o| {
+            (
+                o.display_name.as_deref(),
+                o.user_principal_name.as_deref(),
+                o.mail.as_deref(),
+            )
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(
+        owners,
+        [
+            (
+                Some("Ana Silva"),
+                Some("ana@keyturn.local"),
+                Some("ana@keyturn.local")
+            ),
+            (Some("Bo Jensen"), Some("bo@keyturn.local"), None),
+        ]
+    );
+    let reporting = find("reporting secret (demo)");
+    assert!(!reporting.managed);
+    assert!(reporting.expires.expect("end") - now < Duration::days(30));
+    assert_eq!(
+        reporting.owners[0].mail.as_deref(),
+        Some("chen@keyturn.local")
+    );
+
+    // Service principals: a SAML signing certificate expiring soon, an expired password,
+    // and a managed password on an application's own principal.
+    let saml = find("SAML signing (demo)");
+    assert_eq!(saml.source.kind(), SourceKind::ServicePrincipal);
+    assert_eq!(saml.kind, CredentialKind::KeyCredential);
+    assert_eq!(
+        saml.directory.as_ref().and_then(|d| d.usage.as_deref()),
+        Some("Sign")
+    );
+    assert!(saml.expires.expect("end") - now < Duration::days(30));
+    assert!(!saml.managed);
+    assert!(
+        saml.owners
+            .iter()
+            .any(|o| o.display_name.as_deref() == Some("Dana Okafor"))
+    );
+    let old = find("old SAML password (demo)");
+    assert_eq!(old.source.kind(), SourceKind::ServicePrincipal);
+    assert!(old.expires.expect("end") < now);
+    let principal = find("keyturn rotation (demo principal)");
+    assert_eq!(principal.source.kind(), SourceKind::ServicePrincipal);
+    assert_eq!(principal.kind, CredentialKind::PasswordCredential);
+    assert!(principal.managed);
+
+    // The owner without mail is a finding; nothing else failed.
+    let findings = findings_in(inventory.as_ref()).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::OwnerWithoutMail),
+        "{findings:?}"
+    );
+    assert!(
+        findings.iter().all(|f| matches!(
+            f.kind,
+            FindingKind::OwnerWithoutMail | FindingKind::NoEndDate
+        )),
+        "{findings:?}"
+    );
+
+    // No value of the second vault is printed by dev or held by the inventory.
+    let recorded = serde_json::to_string(&credentials).expect("json");
+    for name in [
+        "team-db-password",
+        "team-api-key",
+        "team-legacy-token",
+        "team-signing-seed",
+    ] {
+        let value = vault
+            .secret(&second_vault, &ObjectName::parse(name).expect("name"), None)
+            .await
+            .expect("read")
+            .expect("exists");
+        let value = value.value.expose().to_string();
+        assert!(value.len() >= 16, "a real value was read");
+        for (what, text) in [
+            ("first run", &first_run),
+            ("second run", &second_run),
+            ("inventory", &recorded),
+        ] {
+            assert!(!text.contains(&value), "{name}'s value is in the {what}");
+        }
+    }
+}

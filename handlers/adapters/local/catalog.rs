@@ -1,15 +1,17 @@
-//! Discovery's catalogs over local mode: the local vault stands for one vault of one
-//! subscription, read through its [`SecretStore`] and [`CertificateStore`] metadata calls
-//! (never a value), and the local directory's applications with their password
-//! credentials. Local mode has no keys and no service principals, so those lists are
-//! empty.
+//! Discovery's catalogs over local mode: the local vault's objects, read through its
+//! [`SecretStore`] and [`CertificateStore`] metadata calls (never a value), under one
+//! subscription, one vault per vault URL the local store holds objects for (local mode's
+//! own vault always among them); and the local directory's applications and service
+//! principals with their password and key credentials and owners. Local mode has no
+//! keys, so that list is empty.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::adapters::local::directory::LocalDirectory;
-use crate::domain::ids::SubscriptionId;
+use crate::adapters::local::directory::{ListedCredentialKind, LocalDirectory};
+use crate::adapters::local::store::StoreError;
+use crate::domain::ids::{KeyId, SubscriptionId};
 use crate::domain::inventory::{
     CertificateDetails, CredentialHandle, CredentialKind, CredentialSource, DirectoryDetails,
     InventoryCredential, InventoryVault, KeyDetails, PermissionModel,
@@ -33,6 +35,7 @@ pub struct LocalCatalog {
     secrets: Arc<dyn SecretStore>,
     certificates: Arc<dyn CertificateStore>,
     directory: LocalDirectory,
+    /// Local mode's own vault, listed even while it is empty.
     vault: VaultRef,
 }
 
@@ -71,12 +74,51 @@ impl LocalCatalog {
         Self::new(secrets, certificates, directory, name, url)
     }
 
-    fn source(&self) -> CredentialSource {
-        CredentialSource::Vault {
-            subscription: None,
-            name: self.vault.name.clone(),
-            uri: self.vault.uri.clone(),
+    /// The vaults to list: the catalog's own and every other vault URL the local store
+    /// holds secrets or certificates for, in URL order.
+    async fn vaults_held(&self) -> Result<Vec<VaultRef>, PortError> {
+        let urls: Vec<String> = self
+            .directory
+            .store()
+            .call(|connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT vault FROM vault_secret_versions \
+                         UNION SELECT vault FROM vault_certificates ORDER BY 1",
+                    )
+                    .map_err(StoreError::sqlite("listing local vaults"))?;
+                let rows = statement
+                    .query_map([], |row| row.get(0))
+                    .map_err(StoreError::sqlite("listing local vaults"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing local vaults"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local vaults"))?;
+        let mut vaults = vec![self.vault.clone()];
+        for url in urls {
+            let unreadable = || PortError::invalid("the local store holds an unreadable vault URL");
+            let uri = VaultUrl::parse(&url).map_err(|_| unreadable())?;
+            if uri == self.vault.uri {
+                continue;
+            }
+            let name = uri.vault_name().cloned().ok_or_else(unreadable)?;
+            vaults.push(VaultRef {
+                subscription: None,
+                name,
+                uri,
+            });
         }
+        Ok(vaults)
+    }
+}
+
+fn vault_source(vault: &VaultRef) -> CredentialSource {
+    CredentialSource::Vault {
+        subscription: None,
+        name: vault.name.clone(),
+        uri: vault.uri.clone(),
     }
 }
 
@@ -108,19 +150,25 @@ impl ResourceCatalog for LocalCatalog {
                 format!("local mode has no subscription {subscription}"),
             ));
         }
-        Ok(CatalogPage::last(vec![InventoryVault {
-            subscription: None,
-            resource_group: None,
-            name: self.vault.name.clone(),
-            uri: self.vault.uri.clone(),
-            location: None,
-            soft_delete: Some(true),
-            purge_protection: Some(false),
-            permission_model: PermissionModel::Rbac,
-            public_network_access: None,
-            scanned_at: stamp.at,
-            sweep: stamp.sweep.clone(),
-        }]))
+        let vaults = self
+            .vaults_held()
+            .await?
+            .into_iter()
+            .map(|vault| InventoryVault {
+                subscription: None,
+                resource_group: None,
+                name: vault.name,
+                uri: vault.uri,
+                location: None,
+                soft_delete: Some(true),
+                purge_protection: Some(false),
+                permission_model: PermissionModel::Rbac,
+                public_network_access: None,
+                scanned_at: stamp.at,
+                sweep: stamp.sweep.clone(),
+            })
+            .collect();
+        Ok(CatalogPage::last(vaults))
     }
 }
 
@@ -133,11 +181,11 @@ impl VaultCatalog for LocalCatalog {
         _after: Option<&Cursor>,
         stamp: &Stamp,
     ) -> Result<CatalogPage<InventoryCredential>, PortError> {
-        if vault.uri != self.vault.uri {
-            return Err(PortError::new(FailureKind::NotFound, "not the local vault"));
+        if !self.vaults_held().await?.iter().any(|v| v.uri == vault.uri) {
+            return Err(PortError::new(FailureKind::NotFound, "not a local vault"));
         }
         let record = |kind: CredentialKind, name: &ObjectName| InventoryCredential {
-            source: self.source(),
+            source: vault_source(vault),
             kind,
             name: name.as_str().to_owned(),
             handle: CredentialHandle::VaultObject {
@@ -241,48 +289,96 @@ impl DirectoryCatalog for LocalCatalog {
         _after: Option<&Cursor>,
         stamp: &Stamp,
     ) -> Result<CatalogPage<InventoryCredential>, PortError> {
-        if range.kind == DirectoryKind::ServicePrincipals {
-            return Ok(CatalogPage::last(Vec::new()));
-        }
+        let objects = match range.kind {
+            DirectoryKind::Applications => self.directory.applications().await?,
+            DirectoryKind::ServicePrincipals => self.directory.service_principals().await?,
+        };
         let prefix = range.prefix.to_string();
         let mut items = Vec::new();
-        for app in self.directory.applications().await? {
-            if !app.app_id.to_string().starts_with(&prefix) {
+        for object in objects {
+            if !object.app_id.to_string().starts_with(&prefix) {
                 continue;
             }
-            let source = CredentialSource::Application {
-                object_id: app.object_id,
-                app_id: app.app_id,
-                display_name: app.display_name.clone(),
+            let source = match range.kind {
+                DirectoryKind::Applications => CredentialSource::Application {
+                    object_id: object.object_id,
+                    app_id: object.app_id,
+                    display_name: object.display_name.clone(),
+                },
+                DirectoryKind::ServicePrincipals => CredentialSource::ServicePrincipal {
+                    object_id: object.object_id,
+                    app_id: object.app_id,
+                    display_name: object.display_name.clone(),
+                },
             };
-            for credential in self.directory.password_credentials(&app.object_id).await? {
+            let owners = self.directory.owners(&object.object_id).await?;
+            let record = |key_id: KeyId,
+                          display_name: Option<String>,
+                          kind: CredentialKind,
+                          details: DirectoryDetails| InventoryCredential {
+                source: source.clone(),
+                kind,
+                name: display_name.unwrap_or_else(|| key_id.to_string()),
+                handle: CredentialHandle::DirectoryCredential { key_id },
+                enabled: true,
+                created: None,
+                updated: None,
+                not_before: None,
+                expires: None,
+                content_type: None,
+                tags: Default::default(),
+                certificate: None,
+                key: None,
+                directory: Some(details),
+                owners: owners.clone(),
+                managed: false,
+                scanned_at: stamp.at,
+                sweep: stamp.sweep.clone(),
+            };
+            if range.kind == DirectoryKind::Applications {
+                for credential in self
+                    .directory
+                    .password_credentials(&object.object_id)
+                    .await?
+                {
+                    items.push(InventoryCredential {
+                        not_before: credential.start,
+                        expires: credential.end,
+                        ..record(
+                            credential.key_id,
+                            credential.display_name,
+                            CredentialKind::PasswordCredential,
+                            DirectoryDetails {
+                                credential_type: Some("Password".to_owned()),
+                                ..DirectoryDetails::default()
+                            },
+                        )
+                    });
+                }
+            }
+            for credential in self.directory.listed_credentials(&object.object_id).await? {
+                let (kind, details) = match credential.kind {
+                    ListedCredentialKind::Password => (
+                        CredentialKind::PasswordCredential,
+                        DirectoryDetails {
+                            credential_type: Some("Password".to_owned()),
+                            ..DirectoryDetails::default()
+                        },
+                    ),
+                    ListedCredentialKind::Certificate { usage, thumbprint } => (
+                        CredentialKind::KeyCredential,
+                        DirectoryDetails {
+                            credential_type: Some("AsymmetricX509Cert".to_owned()),
+                            usage: Some(usage),
+                            thumbprint,
+                            ..DirectoryDetails::default()
+                        },
+                    ),
+                };
                 items.push(InventoryCredential {
-                    source: source.clone(),
-                    kind: CredentialKind::PasswordCredential,
-                    name: credential
-                        .display_name
-                        .clone()
-                        .unwrap_or_else(|| credential.key_id.to_string()),
-                    handle: CredentialHandle::DirectoryCredential {
-                        key_id: credential.key_id,
-                    },
-                    enabled: true,
-                    created: None,
-                    updated: None,
                     not_before: credential.start,
                     expires: credential.end,
-                    content_type: None,
-                    tags: Default::default(),
-                    certificate: None,
-                    key: None,
-                    directory: Some(DirectoryDetails {
-                        credential_type: Some("Password".to_owned()),
-                        ..DirectoryDetails::default()
-                    }),
-                    owners: Vec::new(),
-                    managed: false,
-                    scanned_at: stamp.at,
-                    sweep: stamp.sweep.clone(),
+                    ..record(credential.key_id, credential.display_name, kind, details)
                 });
             }
         }

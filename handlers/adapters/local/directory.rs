@@ -22,6 +22,7 @@ use subtle::ConstantTimeEq;
 use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::domain::clock::Clock;
 use crate::domain::ids::{AppId, DeviceId, DirectoryObjectId, KeyId};
+use crate::domain::inventory::Owner;
 use crate::domain::secret::SecretValue;
 use crate::ports::directory::{
     AlternativeSecurityId, Application, CredentialIssuer, Device, DeviceDirectory,
@@ -242,6 +243,343 @@ impl LocalDirectory {
             .await
             .map_err(|error| error.into_port_error("listing local credentials"))
     }
+}
+
+/// A credential the local directory lists but cannot sign in with: a key (certificate)
+/// credential of an application or a service principal, or a service principal's
+/// password credential. Metadata only: no secret text and no private key is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedCredential {
+    pub key_id: KeyId,
+    pub display_name: Option<String>,
+    pub kind: ListedCredentialKind,
+    pub start: Option<DateTime<Utc>>,
+    /// `None` for a credential without an end date.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// What a [`ListedCredential`] is, in Graph's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListedCredentialKind {
+    /// A `passwordCredential`.
+    Password,
+    /// A `keyCredential` of type `AsymmetricX509Cert`: `usage` is `Verify` or `Sign`,
+    /// `thumbprint` the certificate's SHA-1 in uppercase hex (`customKeyIdentifier`).
+    Certificate {
+        usage: String,
+        thumbprint: Option<String>,
+    },
+}
+
+const PASSWORD_TYPE: &str = "Password";
+const CERTIFICATE_TYPE: &str = "AsymmetricX509Cert";
+
+impl LocalDirectory {
+    /// The store the directory lives on (the local catalog lists vaults from it).
+    pub(crate) fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// The same directory judged by `clock` (bootstrap uses it to backdate credentials).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Registers a service principal with a fresh objectId: for the application `app_id`
+    /// when given (an application's service principal shares its appId), else with a
+    /// fresh appId, as a gallery or multi-tenant application's would have (bootstrap).
+    pub async fn create_service_principal(
+        &self,
+        app_id: Option<AppId>,
+        display_name: &str,
+    ) -> Result<Application, PortError> {
+        let principal = Application {
+            object_id: DirectoryObjectId::new_random(),
+            app_id: app_id.unwrap_or_else(AppId::new_random),
+            display_name: Some(display_name.to_owned()),
+        };
+        let row = principal.clone();
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    "INSERT INTO directory_service_principals (object_id, app_id, display_name) \
+                     VALUES (?1, ?2, ?3)",
+                    params![
+                        row.object_id.to_string(),
+                        row.app_id.to_string(),
+                        row.display_name
+                    ],
+                )
+                .map_err(StoreError::sqlite("registering a service principal"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.into_port_error("registering a local service principal"))?;
+        Ok(principal)
+    }
+
+    /// Every service principal of the local directory, in app id order.
+    pub async fn service_principals(&self) -> Result<Vec<Application>, PortError> {
+        let rows: Vec<(String, String, Option<String>)> = self
+            .store
+            .call(|connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT object_id, app_id, display_name FROM directory_service_principals \
+                         ORDER BY app_id",
+                    )
+                    .map_err(StoreError::sqlite("listing service principals"))?;
+                let rows = statement
+                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+                    .map_err(StoreError::sqlite("listing service principals"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing service principals"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local service principals"))?;
+        rows.into_iter()
+            .map(|(object_id, app_id, display_name)| {
+                Ok(Application {
+                    object_id: DirectoryObjectId::parse(&object_id).map_err(|_| {
+                        PortError::invalid("the local directory holds an unreadable object id")
+                    })?,
+                    app_id: AppId::parse(&app_id).map_err(|_| {
+                        PortError::invalid("the local directory holds an unreadable app id")
+                    })?,
+                    display_name,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a listed credential to the application or service principal `object`.
+    pub async fn add_listed_credential(
+        &self,
+        object: &DirectoryObjectId,
+        credential: &ListedCredential,
+    ) -> Result<(), PortError> {
+        if let (Some(start), Some(end)) = (credential.start, credential.end)
+            && end <= start
+        {
+            return Err(PortError::invalid(
+                "adding a credential: endDateTime must be after startDateTime",
+            ));
+        }
+        let (credential_type, usage, thumbprint) = match &credential.kind {
+            ListedCredentialKind::Password => (PASSWORD_TYPE, None, None),
+            ListedCredentialKind::Certificate { usage, thumbprint } => {
+                (CERTIFICATE_TYPE, Some(usage.clone()), thumbprint.clone())
+            }
+        };
+        let row = credential.clone();
+        let object_id = object.to_string();
+        let added = self
+            .store
+            .write(move |tx| {
+                if !object_known(tx, &object_id)? {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO directory_listed_credentials \
+                     (key_id, object_id, credential_type, usage, thumbprint, display_name, start, end) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        row.key_id.to_string(),
+                        object_id,
+                        credential_type,
+                        usage,
+                        thumbprint,
+                        row.display_name,
+                        row.start.map(|t| t.timestamp()),
+                        row.end.map(|t| t.timestamp()),
+                    ],
+                )
+                .map_err(StoreError::sqlite("adding a listed credential"))?;
+                Ok(true)
+            })
+            .await
+            .map_err(|error| error.into_port_error("adding a local listed credential"))?;
+        if !added {
+            return Err(not_found_object(object));
+        }
+        Ok(())
+    }
+
+    /// The listed credentials of `object`, in key id order.
+    pub async fn listed_credentials(
+        &self,
+        object: &DirectoryObjectId,
+    ) -> Result<Vec<ListedCredential>, PortError> {
+        type Row = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+        );
+        let object_id = object.to_string();
+        let rows: Vec<Row> = self
+            .store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT key_id, credential_type, usage, thumbprint, display_name, start, end \
+                         FROM directory_listed_credentials WHERE object_id = ?1 ORDER BY key_id",
+                    )
+                    .map_err(StoreError::sqlite("listing listed credentials"))?;
+                let rows = statement
+                    .query_map([object_id], |row| {
+                        Ok((
+                            row.get(0)?,
+                            row.get(1)?,
+                            row.get(2)?,
+                            row.get(3)?,
+                            row.get(4)?,
+                            row.get(5)?,
+                            row.get(6)?,
+                        ))
+                    })
+                    .map_err(StoreError::sqlite("listing listed credentials"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing listed credentials"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local listed credentials"))?;
+        let unreadable =
+            || PortError::invalid("the local directory holds an unreadable credential");
+        let time = |seconds: Option<i64>| {
+            seconds
+                .map(|s| DateTime::from_timestamp(s, 0).ok_or_else(unreadable))
+                .transpose()
+        };
+        rows.into_iter()
+            .map(
+                |(key_id, credential_type, usage, thumbprint, display_name, start, end)| {
+                    let kind = match credential_type.as_str() {
+                        PASSWORD_TYPE => ListedCredentialKind::Password,
+                        CERTIFICATE_TYPE => ListedCredentialKind::Certificate {
+                            usage: usage.unwrap_or_else(|| "Verify".to_owned()),
+                            thumbprint,
+                        },
+                        _ => return Err(unreadable()),
+                    };
+                    Ok(ListedCredential {
+                        key_id: KeyId::parse(&key_id).map_err(|_| unreadable())?,
+                        display_name,
+                        kind,
+                        start: time(start)?,
+                        end: time(end)?,
+                    })
+                },
+            )
+            .collect()
+    }
+
+    /// Adds `owner` to the application or service principal `object`, or updates it when
+    /// it owns it already. An owner without an object id gets a fresh one.
+    pub async fn add_owner(
+        &self,
+        object: &DirectoryObjectId,
+        owner: &Owner,
+    ) -> Result<(), PortError> {
+        let owner_id = owner
+            .object_id
+            .unwrap_or_else(DirectoryObjectId::new_random)
+            .to_string();
+        let owner = owner.clone();
+        let object_id = object.to_string();
+        let added = self
+            .store
+            .write(move |tx| {
+                if !object_known(tx, &object_id)? {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO directory_owners \
+                     (object_id, owner_id, display_name, user_principal_name, mail) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (object_id, owner_id) DO UPDATE SET \
+                     display_name = ?3, user_principal_name = ?4, mail = ?5",
+                    params![
+                        object_id,
+                        owner_id,
+                        owner.display_name,
+                        owner.user_principal_name,
+                        owner.mail
+                    ],
+                )
+                .map_err(StoreError::sqlite("adding an owner"))?;
+                Ok(true)
+            })
+            .await
+            .map_err(|error| error.into_port_error("adding a local owner"))?;
+        if !added {
+            return Err(not_found_object(object));
+        }
+        Ok(())
+    }
+
+    /// The owners of `object`, by display name.
+    pub async fn owners(&self, object: &DirectoryObjectId) -> Result<Vec<Owner>, PortError> {
+        type Row = (String, Option<String>, Option<String>, Option<String>);
+        let object_id = object.to_string();
+        let rows: Vec<Row> = self
+            .store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare(
+                        "SELECT owner_id, display_name, user_principal_name, mail \
+                         FROM directory_owners WHERE object_id = ?1 ORDER BY display_name, owner_id",
+                    )
+                    .map_err(StoreError::sqlite("listing owners"))?;
+                let rows = statement
+                    .query_map([object_id], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                    })
+                    .map_err(StoreError::sqlite("listing owners"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("listing owners"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|error| error.into_port_error("listing local owners"))?;
+        rows.into_iter()
+            .map(|(owner_id, display_name, user_principal_name, mail)| {
+                Ok(Owner {
+                    object_id: Some(DirectoryObjectId::parse(&owner_id).map_err(|_| {
+                        PortError::invalid("the local directory holds an unreadable owner id")
+                    })?),
+                    display_name,
+                    user_principal_name,
+                    mail,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Whether `object_id` is an application's or a service principal's.
+fn object_known(tx: &rusqlite::Transaction<'_>, object_id: &str) -> Result<bool, StoreError> {
+    tx.query_row(
+        "SELECT 1 FROM directory_applications WHERE object_id = ?1 \
+         UNION ALL SELECT 1 FROM directory_service_principals WHERE object_id = ?1",
+        [object_id],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|found| found.is_some())
+    .map_err(StoreError::sqlite("finding a directory object"))
+}
+
+fn not_found_object(object: &DirectoryObjectId) -> PortError {
+    PortError::new(
+        FailureKind::NotFound,
+        format!("directory object {object} does not exist"),
+    )
 }
 
 /// The scope of the tenant's default policy in `directory_policies`.
@@ -744,6 +1082,179 @@ mod tests {
             .await
             .expect_err("beyond its own limit");
         assert!(refused.to_string().contains("own"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn service_principals_listed_credentials_and_owners_read_back_as_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+        let now = DateTime::parse_from_rfc3339("2030-01-01T00:00:00Z")
+            .expect("a time")
+            .with_timezone(&Utc);
+        let directory = LocalDirectory::new(store, Clock::fixed(now));
+        let app = directory.create_application("app").await.expect("app");
+        let principal = directory
+            .create_service_principal(Some(app.app_id), "app")
+            .await
+            .expect("its service principal");
+        let saml = directory
+            .create_service_principal(None, "saml")
+            .await
+            .expect("a principal of its own");
+        assert_eq!(principal.app_id, app.app_id);
+        assert_ne!(saml.app_id, app.app_id);
+        let mut listed: Vec<AppId> = directory
+            .service_principals()
+            .await
+            .expect("listed")
+            .into_iter()
+            .map(|p| p.app_id)
+            .collect();
+        listed.sort_by_key(ToString::to_string);
+        let mut expected = vec![app.app_id, saml.app_id];
+        expected.sort_by_key(ToString::to_string);
+        assert_eq!(listed, expected);
+        assert_eq!(
+            directory.applications().await.expect("apps").len(),
+            1,
+            "a service principal is not an application"
+        );
+
+        let certificate = ListedCredential {
+            key_id: KeyId::new_random(),
+            display_name: Some("signing".into()),
+            kind: ListedCredentialKind::Certificate {
+                usage: "Sign".into(),
+                thumbprint: Some("AB".repeat(20)),
+            },
+            start: Some(now - TimeDelta::days(1)),
+            end: Some(now + TimeDelta::days(25)),
+        };
+        let endless = ListedCredential {
+            key_id: KeyId::new_random(),
+            display_name: None,
+            kind: ListedCredentialKind::Password,
+            start: None,
+            end: None,
+        };
+        for credential in [&certificate, &endless] {
+            directory
+                .add_listed_credential(&saml.object_id, credential)
+                .await
+                .expect("added");
+        }
+        let mut read = directory
+            .listed_credentials(&saml.object_id)
+            .await
+            .expect("read");
+        read.sort_by_key(|c| c.key_id.to_string());
+        let mut written = vec![certificate.clone(), endless];
+        written.sort_by_key(|c| c.key_id.to_string());
+        assert_eq!(read, written);
+        assert!(
+            directory
+                .listed_credentials(&principal.object_id)
+                .await
+                .expect("read")
+                .is_empty()
+        );
+        assert!(
+            directory
+                .password_credentials(&app.object_id)
+                .await
+                .expect("read")
+                .is_empty(),
+            "a listed credential is not one the application signs in with"
+        );
+
+        let without_mail = Owner {
+            object_id: None,
+            display_name: Some("Bo".into()),
+            user_principal_name: Some("bo@contoso.com".into()),
+            mail: None,
+        };
+        directory
+            .add_owner(&app.object_id, &without_mail)
+            .await
+            .expect("owner");
+        let owners = directory.owners(&app.object_id).await.expect("owners");
+        assert_eq!(owners.len(), 1);
+        assert!(owners[0].object_id.is_some(), "an owner gets an object id");
+        assert_eq!(
+            Owner {
+                object_id: None,
+                ..owners[0].clone()
+            },
+            without_mail
+        );
+        // Adding the same owner again changes it in place.
+        let renamed = Owner {
+            display_name: Some("Bo Jensen".into()),
+            ..owners[0].clone()
+        };
+        directory
+            .add_owner(&app.object_id, &renamed)
+            .await
+            .expect("again");
+        assert_eq!(
+            directory.owners(&app.object_id).await.expect("owners"),
+            vec![renamed]
+        );
+        assert!(
+            directory
+                .owners(&saml.object_id)
+                .await
+                .expect("owners")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_listed_credential_or_owner_of_an_unknown_object_or_ending_before_it_starts_is_refused()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+        let now = Utc::now();
+        let directory = LocalDirectory::new(store, Clock::fixed(now));
+        let unknown = DirectoryObjectId::new_random();
+        let credential = ListedCredential {
+            key_id: KeyId::new_random(),
+            display_name: None,
+            kind: ListedCredentialKind::Password,
+            start: Some(now),
+            end: Some(now + TimeDelta::days(1)),
+        };
+        let refused = directory
+            .add_listed_credential(&unknown, &credential)
+            .await
+            .expect_err("no such object");
+        assert_eq!(refused.kind, FailureKind::NotFound);
+        let refused = directory
+            .add_owner(&unknown, &Owner::default())
+            .await
+            .expect_err("no such object");
+        assert_eq!(refused.kind, FailureKind::NotFound);
+
+        let principal = directory
+            .create_service_principal(None, "sp")
+            .await
+            .expect("sp");
+        let backwards = ListedCredential {
+            end: Some(now - TimeDelta::days(1)),
+            ..credential
+        };
+        let refused = directory
+            .add_listed_credential(&principal.object_id, &backwards)
+            .await
+            .expect_err("ends before it starts");
+        assert_eq!(refused.kind, FailureKind::Invalid);
+        assert!(
+            directory
+                .listed_credentials(&principal.object_id)
+                .await
+                .expect("read")
+                .is_empty()
+        );
     }
 
     #[test]

@@ -276,6 +276,34 @@ const MIGRATIONS: &[&str] = &[
         sent_at INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX alert_ledger_sent_at ON alert_ledger (sent_at);",
+    // 12: the rest of the local directory discovery reads: service principals, credentials
+    // listed as metadata only (key credentials of applications and service principals,
+    // service principals' password credentials; none has a secret text or a private key
+    // here) and owners. `object_id` is an application's or a service principal's.
+    "CREATE TABLE directory_service_principals (
+        object_id TEXT PRIMARY KEY NOT NULL,
+        app_id TEXT NOT NULL UNIQUE,
+        display_name TEXT
+    ) STRICT;
+    CREATE TABLE directory_listed_credentials (
+        key_id TEXT PRIMARY KEY NOT NULL,
+        object_id TEXT NOT NULL,
+        credential_type TEXT NOT NULL CHECK (credential_type IN ('Password', 'AsymmetricX509Cert')),
+        usage TEXT,
+        thumbprint TEXT,
+        display_name TEXT,
+        start INTEGER,
+        end INTEGER
+    ) STRICT;
+    CREATE INDEX directory_listed_credentials_by_object ON directory_listed_credentials (object_id);
+    CREATE TABLE directory_owners (
+        object_id TEXT NOT NULL,
+        owner_id TEXT NOT NULL,
+        display_name TEXT,
+        user_principal_name TEXT,
+        mail TEXT,
+        PRIMARY KEY (object_id, owner_id)
+    ) STRICT;",
 ];
 
 /// Opening the store or running work on it failed.
