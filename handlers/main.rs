@@ -38,7 +38,7 @@ enum Command {
     /// Run the whole system on this machine with embedded backends (local mode).
     Dev {
         /// Where the embedded store, the dev PKI and the demo live.
-        #[arg(long, default_value = ".keyturn")]
+        #[arg(long, env = "KEYTURN_DATA_DIR", default_value = ".keyturn")]
         data_dir: PathBuf,
         /// Bootstrap if needed, run one sweep, drain the jobs due now, print a JSON summary
         /// and exit (0 only if nothing failed).
@@ -131,7 +131,7 @@ enum ConfigCommand {
 enum VaultCommand {
     /// List secrets and certificates with their versions, tags and expiry (never values).
     List {
-        #[arg(long, default_value = ".keyturn")]
+        #[arg(long, env = "KEYTURN_DATA_DIR", default_value = ".keyturn")]
         data_dir: PathBuf,
     },
     /// Add a secret version; the value is read from stdin.
@@ -145,7 +145,7 @@ enum VaultCommand {
         expires: Option<String>,
         #[arg(long)]
         content_type: Option<String>,
-        #[arg(long, default_value = ".keyturn")]
+        #[arg(long, env = "KEYTURN_DATA_DIR", default_value = ".keyturn")]
         data_dir: PathBuf,
     },
 }
@@ -168,7 +168,7 @@ enum DirectoryCommand {
         /// Remove the policy.
         #[arg(long)]
         clear: bool,
-        #[arg(long, default_value = ".keyturn")]
+        #[arg(long, env = "KEYTURN_DATA_DIR", default_value = ".keyturn")]
         data_dir: PathBuf,
     },
 }

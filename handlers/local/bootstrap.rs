@@ -443,7 +443,7 @@ pub(crate) fn instructions(
          \n  data directory:   {data}\n  secret endpoint:  https://{tls_address}/api/secrets/<name> (mutual TLS)\n  event ingress:    {ingress}\n\
          \nFetch a secret with the granted demo device:\n  {granted}\n\
          \nThe other demo device is authenticated but not granted (403):\n  {other}\n\
-         \nSee what the vault holds and what rotation did:\n  keyturn vault list --data-dir {data}\n  keyturn audit verify   (with KEYTURN_AUDIT_STORE=sqlite KEYTURN_DATA_DIR={data})\n\
+         \nSee what the vault holds, what is due and what rotation did:\n  keyturn vault list --data-dir {data}\n  keyturn plan --data-dir {data}\n  keyturn inventory --data-dir {data}\n  keyturn audit list --data-dir {data}\n  keyturn audit verify --data-dir {data}\n\
          \nFiles: dev CA {ca}, access policy {policy}\n",
         data = data_dir.display(),
         granted = curl(&p.granted_cert(), &p.granted_key()),

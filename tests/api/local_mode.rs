@@ -858,6 +858,29 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
             Err(e) => panic!("the rotations never showed ({e}): {shown:#?}"),
         }
     }
+    // Every command the instructions suggest runs, as printed, while dev runs.
+    let suggested: Vec<Vec<String>> = shown
+        .iter()
+        .filter_map(|l| l.trim().strip_prefix("keyturn "))
+        .filter(|l| l.contains("--data-dir"))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
+    assert!(suggested.len() >= 5, "{shown:#?}");
+    let mut outputs = Vec::new();
+    for args in &suggested {
+        let output = keyturn(&[]).args(args).output().expect("runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "keyturn {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            !output.stdout.is_empty(),
+            "keyturn {args:?} printed nothing"
+        );
+        outputs.push(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &dev.id().to_string()])
         .status();
@@ -879,7 +902,7 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     );
 
     let values = current_values(&data, &["demo-app-secret", "demo-generated"]);
-    let printed = shown.join("\n");
+    let printed = format!("{}\n{}", shown.join("\n"), outputs.join("\n"));
     for value in &values {
         assert!(value.len() >= 16, "a real secret value was read");
         assert!(
@@ -887,4 +910,48 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
             "a secret value was printed"
         );
     }
+}
+
+#[test]
+fn the_local_commands_take_their_data_directory_from_keyturn_data_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let data_text = data.display().to_string();
+    let env = [("KEYTURN_DATA_DIR", data_text.as_str())];
+    let output = keyturn(&env)
+        .args(["dev", "--once"])
+        .output()
+        .expect("keyturn dev runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        data.join("keyturn.db").is_file(),
+        "dev used KEYTURN_DATA_DIR"
+    );
+    for args in [
+        &["vault", "list"][..],
+        &["directory", "policy"],
+        &["plan"],
+        &["inventory"],
+        &["audit", "list"],
+        &["audit", "verify"],
+    ] {
+        let output = keyturn(&env).args(args).output().expect("runs");
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "keyturn {args:?} with KEYTURN_DATA_DIR: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let listed = keyturn(&env)
+        .args(["vault", "list"])
+        .output()
+        .expect("runs");
+    let list: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
+    assert_eq!(versions_of(&list, "demo-generated"), 2, "{list}");
 }
