@@ -80,6 +80,9 @@ param serviceBusSku string = 'Standard'
 @description('Name of the Service Bus queue carrying rotation jobs.')
 param rotationQueueName string = 'rotations'
 
+@description('Name of the Service Bus queue carrying discovery jobs.')
+param discoveryQueueName string = 'discovery'
+
 @description('Table holding the hash-chained audit log.')
 param auditTableName string = 'keyturnaudit'
 
@@ -88,6 +91,9 @@ param inventoryTableName string = 'keyturninventory'
 
 @description('Six-field NCRONTAB schedule (UTC) of the ExpirySweep timer.')
 param sweepSchedule string = '0 0 */6 * * *'
+
+@description('Six-field NCRONTAB schedule (UTC) of the DiscoverySweep timer.')
+param discoverySchedule string = '0 30 */6 * * *'
 
 @description('keyturn log filter (KEYTURN_LOG_LEVEL).')
 param logLevel string = 'info'
@@ -243,6 +249,7 @@ module serviceBus 'modules/servicebus.bicep' = {
     location: location
     sku: effectiveServiceBusSku
     queueName: rotationQueueName
+    discoveryQueueName: discoveryQueueName
     rotatorPrincipalId: rotatorIdentity.properties.principalId
     enablePrivateNetworking: enablePrivateNetworking
     privateEndpointSubnetId: enablePrivateNetworking ? network.outputs.privateEndpointSubnetId : ''
@@ -279,6 +286,8 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_VAULTS', value: join(vaultUrls, ',') }
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
+  { name: 'KEYTURN_DISCOVERY_SCHEDULE', value: discoverySchedule }
+  { name: 'KEYTURN_DISCOVERY_QUEUE', value: discoveryQueueName }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: serviceBus.outputs.fullyQualifiedNamespace }
   { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
   { name: 'ServiceBusConnection__clientId', value: rotatorIdentity.properties.clientId }
@@ -300,10 +309,13 @@ var endpointAppSettings = [
   { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
   { name: 'AZURE_CLIENT_ID', value: endpointIdentity.properties.clientId }
   { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
-  // The host resolves %KEYTURN_SWEEP_SCHEDULE% and %KEYTURN_ROTATION_QUEUE% in every
-  // function.json it indexes, disabled functions included, so the endpoint carries them too.
+  // The host resolves %KEYTURN_SWEEP_SCHEDULE%, %KEYTURN_ROTATION_QUEUE% and the discovery
+  // ones in every function.json it indexes, disabled functions included, so the endpoint
+  // carries them too.
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
+  { name: 'KEYTURN_DISCOVERY_SCHEDULE', value: discoverySchedule }
+  { name: 'KEYTURN_DISCOVERY_QUEUE', value: discoveryQueueName }
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
@@ -324,6 +336,8 @@ var endpointAppSettings = [
   { name: 'AzureWebJobs.KeyVaultEvents.Disabled', value: 'true' }
   { name: 'AzureWebJobs.ExpirySweep.Disabled', value: 'true' }
   { name: 'AzureWebJobs.RotationWorker.Disabled', value: 'true' }
+  { name: 'AzureWebJobs.DiscoverySweep.Disabled', value: 'true' }
+  { name: 'AzureWebJobs.DiscoveryWorker.Disabled', value: 'true' }
 ]
 
 module rotatorApp 'modules/function-app.bicep' = {
@@ -512,6 +526,9 @@ output endpointTrustsArrClientCert string = trustArrClientCert
 
 @description('Service Bus queue carrying rotation jobs.')
 output rotationQueueName string = serviceBus.outputs.queueName
+
+@description('Service Bus queue carrying discovery jobs.')
+output discoveryQueueName string = serviceBus.outputs.discoveryQueueName
 
 @description('Versioned URL of the Key Vault key that signs the audit checkpoints: `az keyvault key show --id` it to hand an auditor the public key.')
 output auditSigningKeyUrl string = auditSigning.outputs.keyUriWithVersion

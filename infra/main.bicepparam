@@ -27,6 +27,7 @@ param rotatorHostingPlan = 'FlexConsumption'
 param endpointHostingPlan = 'Dedicated'
 param serviceBusSku = 'Standard'
 param sweepSchedule = '0 0 */6 * * *'
+param discoverySchedule = '0 30 */6 * * *'
 // grantGraphPermissions is left to the command line: infra/README.md passes false on every
 // deployment and grants Graph permissions in a step of their own.
 param rotatorGraphPermission = 'Application.ReadWrite.OwnedBy'

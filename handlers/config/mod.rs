@@ -32,11 +32,11 @@ pub use rotation::RotationDefaults;
 pub(crate) use rotation::RotationSettings;
 pub use spec::{
     DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,
-    DEFAULT_FRONT_END_CHECK_SECONDS, DEFAULT_GRAPH_ENDPOINT, DEFAULT_INVENTORY_TABLE,
-    DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS, DEFAULT_ROTATION_QUEUE,
-    DEFAULT_SWEEP_SCHEDULE, DEFAULT_VALIDITY_DAYS, FUNCTIONS, MAX_POLICY_DAYS,
-    MIN_APPSETTINGS_PREFIX_LEN, PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS, ReadBy, Required,
-    SETTINGS, SettingSpec, spec,
+    DEFAULT_DISCOVERY_QUEUE, DEFAULT_DISCOVERY_SCHEDULE, DEFAULT_FRONT_END_CHECK_SECONDS,
+    DEFAULT_GRAPH_ENDPOINT, DEFAULT_INVENTORY_TABLE, DEFAULT_OVERLAP_DAYS,
+    DEFAULT_ROTATE_BEFORE_DAYS, DEFAULT_ROTATION_QUEUE, DEFAULT_SWEEP_SCHEDULE,
+    DEFAULT_VALIDITY_DAYS, FUNCTIONS, MAX_POLICY_DAYS, MIN_APPSETTINGS_PREFIX_LEN,
+    PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS, ReadBy, Required, SETTINGS, SettingSpec, spec,
 };
 
 /// The validated configuration of one keyturn process. Serialised (by `keyturn config
@@ -225,7 +225,8 @@ fn required(c: &mut Collector<'_>, host: &HostSettings) {
         {
             let why = match s.required {
                 Required::ByRotation | Required::ByAzureRotation => {
-                    "missing; required while KeyVaultEvents, ExpirySweep or RotationWorker is enabled"
+                    "missing; required while KeyVaultEvents, ExpirySweep, RotationWorker, DiscoverySweep \
+                     or DiscoveryWorker is enabled"
                 }
                 _ => "missing",
             };

@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 
-use super::{Collector, DEFAULT_ROTATION_QUEUE, MAX_POLICY_DAYS, VaultHosts, display, list};
+use super::{
+    Collector, DEFAULT_DISCOVERY_QUEUE, DEFAULT_ROTATION_QUEUE, MAX_POLICY_DAYS, VaultHosts,
+    display, list,
+};
 use crate::domain::names::VaultUrl;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::resources::{QueueName, ServiceBusNamespace};
@@ -30,6 +33,11 @@ pub struct RotationSettings {
     pub sweep_schedule: Schedule,
     #[serde(rename = "rotation_queue")]
     pub queue: QueueName,
+    /// When `DiscoverySweep` starts a sweep of the tenant.
+    #[serde(serialize_with = "display")]
+    pub discovery_schedule: Schedule,
+    /// The queue carrying discovery jobs to `DiscoveryWorker`.
+    pub discovery_queue: QueueName,
     pub service_bus_namespace: Option<ServiceBusNamespace>,
 }
 
@@ -60,6 +68,22 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
                 .expect("invariant: the default queue name is valid")
         });
 
+    let discovery_schedule = c.parse("KEYTURN_DISCOVERY_SCHEDULE", |v| {
+        Schedule::parse(v).map_err(|e| format!("not a six-field NCRONTAB expression ({e})"))
+    });
+    let discovery_queue = c
+        .parse("KEYTURN_DISCOVERY_QUEUE", |v| {
+            QueueName::parse(v).map_err(|e| {
+                format!(
+                    "{e} (letters, digits, '.', '-', '_'; starts and ends with a letter or digit)"
+                )
+            })
+        })
+        .unwrap_or_else(|| {
+            QueueName::parse(DEFAULT_DISCOVERY_QUEUE)
+                .expect("invariant: the default queue name is valid")
+        });
+
     let defaults = parse_defaults(c);
 
     let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
@@ -73,6 +97,8 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
         defaults: defaults?,
         sweep_schedule: sweep_schedule?,
         queue,
+        discovery_schedule: discovery_schedule?,
+        discovery_queue,
         service_bus_namespace,
     })
 }

@@ -53,16 +53,20 @@ pub enum Required {
 }
 
 /// The functions whose presence makes rotation settings required.
-pub const ROTATION_FUNCTIONS: [Function; 3] = Function::ROTATION;
+pub const ROTATION_FUNCTIONS: [Function; 5] = Function::ROTATION;
 
 /// Every function keyturn serves, as named in `function-definitions/`.
-pub const FUNCTIONS: [Function; 4] = Function::ALL;
+pub const FUNCTIONS: [Function; 6] = Function::ALL;
 
 /// Every six hours, on the hour. Key Vault raises NearExpiry 30 days ahead, so a sweep
 /// four times a day catches anything events missed with weeks to spare, while staying
 /// far below Key Vault's list-operation throttling limits.
 pub const DEFAULT_SWEEP_SCHEDULE: &str = "0 0 */6 * * *";
 pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
+/// Every six hours, at half past: a discovery sweep reads the whole tenant (metadata
+/// only), offset from the expiry sweep so the two do not start together.
+pub const DEFAULT_DISCOVERY_SCHEDULE: &str = "0 30 */6 * * *";
+pub const DEFAULT_DISCOVERY_QUEUE: &str = "discovery";
 pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_INVENTORY_TABLE: &str = "keyturninventory";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
@@ -287,6 +291,26 @@ pub const SETTINGS: &[SettingSpec] = &[
         example: DEFAULT_ROTATION_QUEUE,
         secret: false,
         purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying rotation jobs.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DISCOVERY_SCHEDULE",
+        read_by: ReadBy::Both,
+        required: Required::Never,
+        default: Some(DEFAULT_DISCOVERY_SCHEDULE),
+        example: DEFAULT_DISCOVERY_SCHEDULE,
+        secret: false,
+        purpose: "Six-field NCRONTAB schedule (UTC) of the DiscoverySweep timer, which starts a \
+                  metadata-only sweep of the tenant into the inventory.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DISCOVERY_QUEUE",
+        read_by: ReadBy::Both,
+        required: Required::Never,
+        default: Some(DEFAULT_DISCOVERY_QUEUE),
+        example: DEFAULT_DISCOVERY_QUEUE,
+        secret: false,
+        purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying discovery \
+                  jobs to DiscoveryWorker.",
     },
     SettingSpec {
         name: "KEYTURN_DEFAULT_VALIDITY_DAYS",

@@ -4,29 +4,36 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-/// One of the four functions, by its folder in `function-definitions/`.
+/// One of the six functions, by its folder in `function-definitions/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
     KeyVaultEvents,
     ExpirySweep,
     RotationWorker,
     SecretEndpoint,
+    DiscoverySweep,
+    DiscoveryWorker,
 }
 
 impl Function {
     /// Every function, in the order the host lists them.
-    pub(crate) const ALL: [Function; 4] = [
+    pub(crate) const ALL: [Function; 6] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
         Self::SecretEndpoint,
+        Self::DiscoverySweep,
+        Self::DiscoveryWorker,
     ];
 
-    /// The functions whose presence makes rotation settings required.
-    pub(crate) const ROTATION: [Function; 3] = [
+    /// The functions whose presence makes rotation settings required. Discovery runs
+    /// beside rotation (the rotator app), which keeps the inventory.
+    pub(crate) const ROTATION: [Function; 5] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
+        Self::DiscoverySweep,
+        Self::DiscoveryWorker,
     ];
 
     /// The name the host knows it by (its folder, its route, `AzureWebJobs.<name>.Disabled`).
@@ -36,6 +43,8 @@ impl Function {
             Self::ExpirySweep => "ExpirySweep",
             Self::RotationWorker => "RotationWorker",
             Self::SecretEndpoint => "SecretEndpoint",
+            Self::DiscoverySweep => "DiscoverySweep",
+            Self::DiscoveryWorker => "DiscoveryWorker",
         }
     }
 

@@ -13,6 +13,8 @@ use crate::ports::PortError;
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
 use crate::rotation::{Engine, RotationError};
 
+pub mod discovery_sweep;
+pub mod discovery_worker;
 pub mod expiry_sweep;
 pub mod key_vault_events;
 pub mod rotation_worker;
@@ -34,6 +36,19 @@ pub struct Services {
     /// Where discovery writes what it finds; `None` where rotation is not served (the
     /// endpoint app), since discovery runs beside rotation.
     pub inventory: Option<Arc<dyn crate::ports::inventory::InventoryStore>>,
+    /// Discovery over the catalogs start-up chose, writing into `inventory`, with the
+    /// queue its jobs travel on; `None` where the inventory is.
+    pub discovery: Option<Arc<DiscoveryServices>>,
+}
+
+/// What `DiscoverySweep` and `DiscoveryWorker` run on.
+#[derive(Debug)]
+pub struct DiscoveryServices {
+    pub engine: crate::discovery::Discovery,
+    /// The discovery queue (`KEYTURN_DISCOVERY_QUEUE`).
+    pub queue: Arc<dyn crate::ports::queue::JobQueue>,
+    /// The subscriptions a sweep lists; empty: every one the identity can see.
+    pub subscriptions: Vec<crate::domain::ids::SubscriptionId>,
 }
 
 /// One invocation: which function, the host's invocation id, and the time it started.
@@ -97,6 +112,15 @@ impl Context {
 }
 
 impl Context {
+    /// Discovery, or a retryable failure naming what is missing.
+    pub(crate) fn discovery(&self) -> Result<&DiscoveryServices, FunctionError> {
+        self.services.discovery.as_deref().ok_or_else(|| {
+            FunctionError::Port(PortError::transient(
+                "discovery is not configured in this app: start-up chose no inventory store",
+            ))
+        })
+    }
+
     /// The rotation engine, or a retryable failure naming what is missing.
     pub(crate) fn rotation(&self) -> Result<&Engine, FunctionError> {
         self.services.rotation.as_deref().ok_or_else(|| {

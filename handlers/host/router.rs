@@ -28,8 +28,8 @@ use crate::events::servicebus::ServiceBusMessage;
 use crate::events::timer::TimerInfo;
 use crate::functions::secret_endpoint::{EndpointError, EndpointRequest, Refusal};
 use crate::functions::{
-    Context, FunctionError, Services, expiry_sweep, key_vault_events, rotation_worker,
-    secret_endpoint,
+    Context, FunctionError, Services, discovery_sweep, discovery_worker, expiry_sweep,
+    key_vault_events, rotation_worker, secret_endpoint,
 };
 use crate::host::answer::ErrorAnswer;
 use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
@@ -65,6 +65,12 @@ pub fn router(state: AppState, enabled: &[Function]) -> Router {
             Function::ExpirySweep => router.route("/ExpirySweep", post(expiry_sweep_route)),
             Function::RotationWorker => {
                 router.route("/RotationWorker", post(rotation_worker_route))
+            }
+            Function::DiscoverySweep => {
+                router.route("/DiscoverySweep", post(discovery_sweep_route))
+            }
+            Function::DiscoveryWorker => {
+                router.route("/DiscoveryWorker", post(discovery_worker_route))
             }
             // An empty name is a name that fails validation, not an unknown route.
             Function::SecretEndpoint => router
@@ -103,6 +109,8 @@ fn function_of(path: &str) -> &'static str {
         "/KeyVaultEvents" => key_vault_events::NAME.name(),
         "/ExpirySweep" => expiry_sweep::NAME.name(),
         "/RotationWorker" => rotation_worker::NAME.name(),
+        "/DiscoverySweep" => discovery_sweep::NAME.name(),
+        "/DiscoveryWorker" => discovery_worker::NAME.name(),
         p if p.starts_with("/api/secrets/") => secret_endpoint::NAME.name(),
         _ => "unknown",
     }
@@ -277,6 +285,50 @@ async fn rotation_worker_route(
             Ok((job, message))
         },
         |ctx, (job, message)| async move { rotation_worker::run(&ctx, job, message).await },
+    )
+    .await
+}
+
+async fn discovery_sweep_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    trigger(
+        &state,
+        discovery_sweep::NAME,
+        &headers,
+        &body,
+        |request| {
+            let value = request
+                .binding_value(discovery_sweep::BINDING)
+                .map_err(|e| e.to_string())?;
+            TimerInfo::from_value(&value).map_err(|e| e.to_string())
+        },
+        |ctx, timer| async move { discovery_sweep::run(&ctx, timer).await },
+    )
+    .await
+}
+
+async fn discovery_worker_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    trigger(
+        &state,
+        discovery_worker::NAME,
+        &headers,
+        &body,
+        |request| {
+            let job = request
+                .binding_value(discovery_worker::BINDING)
+                .map_err(|e| e.to_string())?;
+            let message =
+                ServiceBusMessage::from_metadata(request.metadata()).map_err(|e| e.to_string())?;
+            Ok((discovery_worker::body(&job), message))
+        },
+        |ctx, (job, message)| async move { discovery_worker::run(&ctx, job, message).await },
     )
     .await
 }

@@ -21,11 +21,13 @@ use serde_json::{Map, Value, json};
 
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::directory::LocalDirectory;
-use crate::adapters::local::queue::{LocalQueue, ReceivedMessage};
+use crate::adapters::local::queue::{LocalQueue, QueueSettings, ReceivedMessage};
 use crate::adapters::local::vault::LocalVault;
 use crate::config::Environment;
 use crate::config::LOCAL_VAULT_URL;
 use crate::domain::clock::Clock;
+use crate::domain::function::Function;
+use crate::domain::ncrontab::Schedule;
 use crate::domain::resources::QueueName;
 use crate::local::bootstrap::{self, Demo};
 use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
@@ -107,7 +109,10 @@ impl Summary {
 /// The embedded backends the host side uses directly.
 struct Backends {
     vault: LocalVault,
+    /// The rotation queue, whose jobs the summary reports.
     queue: LocalQueue,
+    /// Each Service Bus trigger's function and the queue it reads, in definition order.
+    workers: Vec<(String, LocalQueue)>,
     audit: Arc<LocalAuditStore>,
     directory: LocalDirectory,
 }
@@ -125,11 +130,10 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
         bootstrap::bootstrap(&data_dir, &backends.vault, &backends.directory, clock.now()).await?;
     // This process holds the data directory, so any lock on a job was taken by a run that
     // died: end those locks now rather than waiting out their duration.
-    let stale = backends
-        .queue
-        .expire_locks(clock.now())
-        .await
-        .map_err(local)?;
+    let mut stale = 0;
+    for (_, queue) in &backends.workers {
+        stale += queue.expire_locks(clock.now()).await.map_err(local)?;
+    }
     if stale > 0 {
         tracing::warn!(
             jobs = stale,
@@ -286,7 +290,7 @@ fn environment_with(overrides: &[(String, String)]) -> Environment {
 }
 
 /// The embedded store, opened where start-up opens it, with the queue the
-/// RotationWorker's trigger names.
+/// RotationWorker's trigger names and the queue of every other Service Bus trigger.
 async fn open_backends(
     data_dir: &Path,
     app: &AppDefinition,
@@ -294,15 +298,15 @@ async fn open_backends(
     clock: &Clock,
 ) -> Result<Backends, DevError> {
     let vault_key = env.local_vault_key().map_err(local)?;
+    let queue_of = |f: &FunctionDefinition| match &f.trigger {
+        Trigger::ServiceBus { queue, .. } => Some(queue.clone()),
+        _ => None,
+    };
     let queue_name = app
-        .functions
-        .iter()
-        .find_map(|f| match &f.trigger {
-            Trigger::ServiceBus { queue, .. } => Some(queue.as_str()),
-            _ => None,
-        })
-        .unwrap_or(crate::config::DEFAULT_ROTATION_QUEUE);
-    let queue = QueueName::parse(queue_name).map_err(local)?;
+        .function(Function::RotationWorker.name())
+        .and_then(queue_of)
+        .unwrap_or_else(|| crate::config::DEFAULT_ROTATION_QUEUE.to_owned());
+    let queue = QueueName::parse(&queue_name).map_err(local)?;
     let options = LocalOptions {
         data_dir,
         vault_key: vault_key.as_ref(),
@@ -311,10 +315,30 @@ async fn open_backends(
         flapping: false,
     };
     let opened = LocalBackends::open(options, clock).await.map_err(local)?;
+    let mut workers = Vec::new();
+    for function in &app.functions {
+        let Some(name) = queue_of(function) else {
+            continue;
+        };
+        let queue = if name == queue.as_str() {
+            opened.queue.clone()
+        } else {
+            let name = QueueName::parse(&name).map_err(local)?;
+            LocalQueue::new(
+                opened.store.clone(),
+                name.as_str(),
+                QueueSettings::default(),
+                clock.clone(),
+            )
+            .map_err(local)?
+        };
+        workers.push((function.name.clone(), queue));
+    }
     Ok(Backends {
         audit: Arc::new(LocalAuditStore::new(opened.store.clone())),
         vault: opened.vault,
         queue: opened.queue,
+        workers,
         directory: opened.directory,
     })
 }
@@ -326,7 +350,65 @@ fn definition(
     app.functions.iter().find(|f| matches(&f.trigger))
 }
 
-/// `--once`: one sweep, then every job due now, then a summary read from the audit log.
+/// Every timer function with its schedule.
+fn timers(app: &AppDefinition) -> Vec<(&FunctionDefinition, &Schedule, bool)> {
+    app.functions
+        .iter()
+        .filter_map(|f| match &f.trigger {
+            Trigger::Timer {
+                schedule,
+                run_on_startup,
+            } => Some((f, schedule, *run_on_startup)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether local mode fires this timer as it starts: where the definition asks for it
+/// (`runOnStartup`, as the host does), and the discovery sweep, so the inventory of the
+/// demo's vault and directory is there from the first minute rather than hours later.
+fn fires_on_start(function: &FunctionDefinition, run_on_startup: bool) -> bool {
+    run_on_startup || function.name == Function::DiscoverySweep.name()
+}
+
+/// Delivers every job due now on every worker's queue, round by round until all are
+/// empty; at most `limit` deliveries. Returns how many were delivered.
+async fn drain(
+    handler: &Handler,
+    app: &AppDefinition,
+    backends: &Backends,
+    clock: &Clock,
+    limit: usize,
+) -> usize {
+    let mut delivered = 0;
+    loop {
+        let mut round = 0;
+        for (name, queue) in &backends.workers {
+            let Some(worker) = app.function(name) else {
+                continue;
+            };
+            while delivered < limit {
+                match queue.receive(clock.now()).await {
+                    Ok(Some(message)) => {
+                        delivered += 1;
+                        round += 1;
+                        deliver_job(handler, worker, queue, message, clock).await;
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, queue = name, "the local queue cannot be read");
+                        break;
+                    }
+                }
+            }
+        }
+        if round == 0 || delivered >= limit {
+            return delivered;
+        }
+    }
+}
+
+/// `--once`: every sweep, then every job due now, then a summary read from the audit log.
 async fn once(
     handler: &Handler,
     app: &AppDefinition,
@@ -335,36 +417,18 @@ async fn once(
 ) -> Summary {
     let start = head_sequence(&backends.audit).await;
     let mut summary = Summary::default();
-    if let Some(sweep) = definition(app, |t| matches!(t, Trigger::Timer { .. })) {
-        let schedule = match &sweep.trigger {
-            Trigger::Timer { schedule, .. } => schedule.clone(),
-            _ => unreachable!("matched a timer trigger"),
-        };
-        let info = Timer::new(schedule, clock.now()).fire_now(clock.now());
+    for (sweep, schedule, _) in timers(app) {
+        let info = Timer::new(schedule.clone(), clock.now()).fire_now(clock.now());
         let answer = invoke(handler, sweep, json!(info), Map::new()).await;
         if !answer.as_ref().is_ok_and(Answer::succeeded) {
             summary.failed.push(Touched {
                 name: None,
                 version: None,
-                reason: Some(format!("the sweep failed: {}", describe(&answer))),
+                reason: Some(format!("{} failed: {}", sweep.name, describe(&answer))),
             });
         }
     }
-    if let Some(worker) = definition(app, |t| matches!(t, Trigger::ServiceBus { .. })) {
-        while summary.deliveries < MAX_DRAIN_DELIVERIES {
-            match backends.queue.receive(clock.now()).await {
-                Ok(Some(message)) => {
-                    summary.deliveries += 1;
-                    deliver_job(handler, worker, &backends.queue, message, clock).await;
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "the local queue cannot be read");
-                    break;
-                }
-            }
-        }
-    }
+    summary.deliveries = drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
     summary.scheduled = backends.queue.active_count().await.unwrap_or(0);
     let started_at = clock.now() - chrono::Duration::hours(1);
     if let Ok(dead) = backends.queue.dead_letters().await {
@@ -567,13 +631,17 @@ async fn continuous(
         bootstrap::instructions(demo, data_dir, &options.tls_address, &ingress_url)
     );
 
-    let sweep = definition(app, |t| matches!(t, Trigger::Timer { .. }));
-    let mut timer = sweep.and_then(|f| match &f.trigger {
-        Trigger::Timer { schedule, .. } => Some(Timer::new(schedule.clone(), clock.now())),
-        _ => None,
-    });
+    let mut running: Vec<(&FunctionDefinition, Timer)> = Vec::new();
+    for (function, schedule, run_on_startup) in timers(app) {
+        let mut timer = Timer::new(schedule.clone(), clock.now());
+        if fires_on_start(function, run_on_startup) {
+            let info = timer.fire_now(clock.now());
+            let answer = invoke(handler, function, json!(info), Map::new()).await;
+            tracing::info!(function = %function.name, outcome = %describe(&answer), "timer ran on start");
+        }
+        running.push((function, timer));
+    }
     let events = definition(app, |t| matches!(t, Trigger::EventGrid));
-    let worker = definition(app, |t| matches!(t, Trigger::ServiceBus { .. }));
     let shutdown = crate::host::server::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -582,27 +650,16 @@ async fn continuous(
             () = tokio::time::sleep(TICK) => {}
         }
         let now = clock.now();
-        if let (Some(sweep), Some(timer)) = (sweep, timer.as_mut())
-            && let Some(info) = timer.fire(now)
-        {
-            let answer = invoke(handler, sweep, json!(info), Map::new()).await;
-            tracing::info!(outcome = %describe(&answer), "sweep ran");
+        for (sweep, timer) in &mut running {
+            if let Some(info) = timer.fire(now) {
+                let answer = invoke(handler, sweep, json!(info), Map::new()).await;
+                tracing::info!(function = %sweep.name, outcome = %describe(&answer), "sweep ran");
+            }
         }
         if let Some(events) = events {
             raise_events(handler, events, &backends.vault, now).await;
         }
-        if let Some(worker) = worker {
-            let mut delivered = 0;
-            while delivered < MAX_DRAIN_DELIVERIES {
-                match backends.queue.receive(clock.now()).await {
-                    Ok(Some(message)) => {
-                        delivered += 1;
-                        deliver_job(handler, worker, &backends.queue, message, clock).await;
-                    }
-                    _ => break,
-                }
-            }
-        }
+        drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
         show(&progress.next().await);
     }
     ingress.abort();

@@ -28,6 +28,7 @@ pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 
 pub use anchor::{Verification, public_key_file, verification, verification_with};
 
+use crate::adapters::azure::client::resource_manager::ResourceManagerClient;
 use crate::adapters::azure::client::table::{TableAuth, TableClient, TableName};
 use crate::adapters::azure::graph::GraphClient;
 use crate::adapters::azure::inventory::TableInventory;
@@ -37,7 +38,9 @@ use crate::adapters::azure::servicebus::ServiceBusQueue;
 pub use crate::adapters::azure::signer::SignerOptions;
 use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::azure::token::EntraTokenProver;
+use crate::adapters::azure::vault_catalog::{KEY_VAULT_SCOPE, KeyVaultCatalog};
 use crate::adapters::local::audit::LocalAuditStore;
+use crate::adapters::local::catalog::LocalCatalog;
 use crate::adapters::local::directory::LocalDirectory;
 use crate::adapters::local::inventory::LocalInventory;
 use crate::adapters::local::lease::LocalLeases;
@@ -49,12 +52,13 @@ use crate::config::{
     AuditCommandSettings, AuditSettings, Backend, CertPolicyName, CredentialSettings,
     DEFAULT_INVENTORY_TABLE, Environment, STORE_FILE, Settings, TableAccess, local_vault_url,
 };
+use crate::discovery::Discovery;
 use crate::domain::clock::Clock;
 use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
-use crate::functions::Services;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::functions::secret_endpoint::{self, Endpoint};
+use crate::functions::{DiscoveryServices, Services};
 use crate::host::router::{AppState, router};
 use crate::host::tls;
 use crate::ports::inventory::InventoryStore;
@@ -478,13 +482,97 @@ pub async fn services_with(
     } else {
         None
     };
+    let discovery = match &inventory {
+        Some(store) => discovery(settings, &backends, store.clone(), &clock)?.map(Arc::new),
+        None => None,
+    };
     Ok(Services {
         audit,
         clock,
         endpoint: Arc::new(endpoint),
         rotation,
         inventory,
+        discovery,
     })
+}
+
+/// Discovery over the backend's catalogs, writing into `store`: local mode's vault and
+/// directory, or Resource Manager, Key Vault and Graph with keyturn's identity, its jobs
+/// on the discovery queue. `None` on Azure where the Service Bus namespace or Resource
+/// Manager is not known (the functions then fail retryably, naming what is missing).
+fn discovery(
+    settings: &Settings,
+    backends: &Backends,
+    store: Arc<dyn InventoryStore>,
+    clock: &Clock,
+) -> Result<Option<DiscoveryServices>, StartupError> {
+    let failed = |e: &dyn std::fmt::Display| StartupError::Inventory(e.to_string());
+    let budgets = crate::discovery::budget::Budgets::default();
+    let queue_name = settings.rotation.discovery_queue.as_str();
+    let (engine, queue): (Discovery, Arc<dyn crate::ports::queue::JobQueue>) = match backends {
+        Backends::Local(local) => {
+            let catalog = Arc::new(LocalCatalog::for_local_vault(
+                Arc::new(local.vault.clone()),
+                Arc::new(local.vault.clone()),
+                local.directory.clone(),
+            ));
+            let queue = LocalQueue::new(
+                local.store.clone(),
+                queue_name,
+                QueueSettings::default(),
+                clock.clone(),
+            )
+            .map_err(|e| failed(&e))?;
+            (
+                Discovery::new(catalog.clone(), catalog.clone(), catalog, store, budgets),
+                Arc::new(queue),
+            )
+        }
+        Backends::Azure(azure) => {
+            let (Some(namespace), Some(resource_manager)) = (
+                settings.rotation.service_bus_namespace.as_ref(),
+                settings.entra.resource_manager_endpoint.as_ref(),
+            ) else {
+                tracing::warn!(
+                    "discovery is off: the Service Bus namespace or Resource Manager endpoint is not set"
+                );
+                return Ok(None);
+            };
+            let credential = azure.credential.clone();
+            let resources = ResourceManagerClient::new(resource_manager, credential.clone(), None)
+                .map_err(|e| failed(&e))?;
+            let scope = settings.entra.cloud().map_or_else(
+                || KEY_VAULT_SCOPE.to_owned(),
+                |cloud| {
+                    format!(
+                        "https://{}/.default",
+                        cloud.key_vault_suffix().trim_start_matches('.')
+                    )
+                },
+            );
+            let vaults = KeyVaultCatalog::new(credential.clone(), &scope, None);
+            let directory =
+                GraphClient::new(&settings.entra.graph_endpoint, credential.clone(), None)
+                    .map_err(|e| failed(&e))?;
+            let queue = ServiceBusQueue::new(namespace.as_str(), queue_name, credential, None)
+                .map_err(|e| failed(&e))?;
+            (
+                Discovery::new(
+                    Arc::new(resources),
+                    Arc::new(vaults),
+                    Arc::new(directory),
+                    store,
+                    budgets,
+                ),
+                Arc::new(queue),
+            )
+        }
+    };
+    Ok(Some(DiscoveryServices {
+        engine,
+        queue,
+        subscriptions: Vec::new(),
+    }))
 }
 
 /// Where discovery keeps the inventory: the embedded store locally, Table storage (the

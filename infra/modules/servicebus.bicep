@@ -1,5 +1,6 @@
-// The Service Bus namespace and the session-enabled queue that carries rotation jobs. Local
-// (SAS) authentication is off: only Entra identities can send or receive.
+// The Service Bus namespace, the session-enabled queue that carries rotation jobs and the one
+// that carries discovery jobs. Local (SAS) authentication is off: only Entra identities can
+// send or receive.
 
 param name string
 param location string
@@ -9,6 +10,7 @@ param location string
 ])
 param sku string
 param queueName string
+param discoveryQueueName string
 param rotatorPrincipalId string
 param enablePrivateNetworking bool
 param privateEndpointSubnetId string
@@ -63,6 +65,26 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
   }
 }
 
+// Discovery's jobs (DiscoverySweep queues them, DiscoveryWorker runs them and queues the
+// ones each fans out to) under the rotation queue's policy: the same lock, delivery count and
+// time-to-live, so both queues behave as the code and local mode expect. Each job's id is
+// derived from its sweep and scope, so duplicate detection drops a job queued twice.
+resource discoveryQueue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
+  parent: namespace
+  name: discoveryQueueName
+  properties: {
+    requiresSession: true
+    requiresDuplicateDetection: true
+    duplicateDetectionHistoryTimeWindow: 'P1D'
+    lockDuration: 'PT5M'
+    maxDeliveryCount: 5
+    defaultMessageTimeToLive: 'P14D'
+    deadLetteringOnMessageExpiration: true
+    enablePartitioning: false
+    maxSizeInMegabytes: 1024
+  }
+}
+
 // Data Owner on the queue alone, not the namespace. It covers sending (KeyVaultEvents,
 // ExpirySweep) and receiving (RotationWorker's trigger), and it carries the Manage right the
 // Functions scale controller needs to read the queue's length: with Receiver and Sender only,
@@ -77,6 +99,19 @@ resource queue 'Microsoft.ServiceBus/namespaces/queues@2022-10-01-preview' = {
 resource owner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(queue.id, rotatorPrincipalId, dataOwner)
   scope: queue
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataOwner)
+  }
+}
+
+// The same on the discovery queue: the rotator sends (DiscoverySweep, DiscoveryWorker's
+// follow-ups) and receives (DiscoveryWorker's trigger), and the scale controller reads the
+// queue's length.
+resource discoveryOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(discoveryQueue.id, rotatorPrincipalId, dataOwner)
+  scope: discoveryQueue
   properties: {
     principalId: rotatorPrincipalId
     principalType: 'ServicePrincipal'
@@ -122,6 +157,7 @@ resource privateDnsGroup 'Microsoft.Network/privateEndpoints/privateDnsZoneGroup
 }
 
 output queueName string = queue.name
+output discoveryQueueName string = discoveryQueue.name
 // The host name from the namespace's own endpoint (https://<name>.servicebus.<cloud suffix>:443/),
 // so sovereign clouds get their suffix.
 output fullyQualifiedNamespace string = replace(replace(namespace.properties.serviceBusEndpoint, 'https://', ''), ':443/', '')

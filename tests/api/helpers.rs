@@ -272,6 +272,11 @@ pub async fn spawn_app_from(options: AppOptions, rotation: Rotation) -> TestApp 
 }
 
 impl TestApp {
+    /// The data directory the app's embedded store lives in.
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     /// Posts an invocation to `/<function>` as the host would.
     pub async fn invoke(&self, function: &str, body: &Value) -> reqwest::Response {
         self.http

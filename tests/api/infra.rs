@@ -900,6 +900,8 @@ fn the_endpoint_reads_its_site_from_the_deployment_clouds_resource_manager() {
             ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
             ("AzureWebJobs.ExpirySweep.Disabled", "true"),
             ("AzureWebJobs.RotationWorker.Disabled", "true"),
+            ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
+            ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
             ("KEYTURN_AUTHORITY_HOST", authority),
         ]);
         let settings = config::Settings::from_env(&env).expect("valid settings");
@@ -1143,16 +1145,21 @@ fn the_rotator_holds_service_bus_data_owner_on_the_rotation_queue_alone() {
         var_expression(&service_bus, "dataOwner"),
         format!("'{SERVICE_BUS_DATA_OWNER_ROLE}'")
     );
-    let body = top_level_block(&service_bus, "resource owner ");
-    for expected in [
-        "scope: queue",
-        "principalId: rotatorPrincipalId",
-        "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataOwner)",
+    for (resource, scope) in [
+        ("resource owner ", "scope: queue"),
+        ("resource discoveryOwner ", "scope: discoveryQueue"),
     ] {
-        assert!(
-            body.iter().any(|l| l.trim() == expected),
-            "the Data Owner assignment lacks `{expected}`"
-        );
+        let body = top_level_block(&service_bus, resource);
+        for expected in [
+            scope,
+            "principalId: rotatorPrincipalId",
+            "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', dataOwner)",
+        ] {
+            assert!(
+                body.iter().any(|l| l.trim() == expected),
+                "the Data Owner assignment `{resource}` lacks `{expected}`"
+            );
+        }
     }
     // Data Owner covers sending and receiving; the narrower roles are not assigned as well.
     for file in bicep_files() {
@@ -1424,8 +1431,9 @@ fn the_readme_commands_name_only_parameters_and_outputs_the_templates_declare() 
     );
 }
 
-/// The value of the one `name: value` property line in `text`, comments aside.
-fn property<'t>(text: &'t str, name: &str) -> &'t str {
+/// The value every queue of `modules/servicebus.bicep` (rotation and discovery) gives the
+/// property `name`: both set it, to the same value.
+fn queue_property<'t>(text: &'t str, name: &str) -> &'t str {
     let prefix = format!("{name}:");
     let values: Vec<&str> = text
         .lines()
@@ -1434,7 +1442,12 @@ fn property<'t>(text: &'t str, name: &str) -> &'t str {
         .filter_map(|line| line.strip_prefix(prefix.as_str()))
         .map(str::trim)
         .collect();
-    assert_eq!(values.len(), 1, "one {name} property: {values:?}");
+    assert_eq!(
+        values.len(),
+        2,
+        "the rotation and the discovery queue each set {name}: {values:?}"
+    );
+    assert_eq!(values[0], values[1], "both queues set the same {name}");
     values[0]
 }
 
@@ -1477,10 +1490,19 @@ fn the_rotation_queue_dead_letters_and_drops_duplicates_alike_in_azure_and_local
     let bicep = infra_file("modules/servicebus.bicep");
     let local = QueueSettings::default();
 
-    let deliveries: u32 = property(&bicep, "maxDeliveryCount")
+    // The discovery queue is deployed under the rotation queue's policy.
+    let deliveries: u32 = queue_property(&bicep, "maxDeliveryCount")
         .parse()
         .expect("a whole number");
-    let window = property(&bicep, "duplicateDetectionHistoryTimeWindow");
+    let window = queue_property(&bicep, "duplicateDetectionHistoryTimeWindow");
+    for shared in [
+        "requiresSession",
+        "requiresDuplicateDetection",
+        "defaultMessageTimeToLive",
+        "deadLetteringOnMessageExpiration",
+    ] {
+        queue_property(&bicep, shared);
+    }
     let window = iso_duration(window).unwrap_or_else(|| panic!("not a duration: {window}"));
 
     assert_eq!(
@@ -1496,7 +1518,7 @@ fn the_rotation_queue_dead_letters_and_drops_duplicates_alike_in_azure_and_local
 
     // The lock differs on purpose (DEFAULT_LOCK_DURATION says why): the Bicep's is the
     // one the code names for Azure, and local mode's is shorter, never longer.
-    let lock = property(&bicep, "lockDuration");
+    let lock = queue_property(&bicep, "lockDuration");
     let lock = iso_duration(lock).unwrap_or_else(|| panic!("not a duration: {lock}"));
     assert_eq!(lock, keyturn::ports::queue::LOCK_DURATION);
     assert!(local.lock_duration <= lock);

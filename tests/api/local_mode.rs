@@ -955,3 +955,51 @@ fn the_local_commands_take_their_data_directory_from_keyturn_data_dir() {
     let list: Value = serde_json::from_slice(&listed.stdout).expect("JSON");
     assert_eq!(versions_of(&list, "demo-generated"), 2, "{list}");
 }
+
+#[test]
+fn dev_once_sweeps_discovery_so_the_inventory_lists_the_demo() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+
+    let (code, summary) = dev_once(&data, &[]);
+    assert_eq!(code, Some(0), "{summary}");
+
+    let output = keyturn(&[])
+        .args(["inventory", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .expect("keyturn inventory runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let listed: Vec<(String, String, String)> = listed
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| {
+            (
+                c["source"]["kind"].as_str().unwrap_or_default().to_owned(),
+                c["name"].as_str().unwrap_or_default().to_owned(),
+                c["kind"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    for name in DUE_DEMO_OBJECTS {
+        assert!(
+            listed
+                .iter()
+                .any(|(source, n, _)| source == "vault" && n == name),
+            "{name} is in the inventory: {listed:?}"
+        );
+    }
+    assert!(
+        listed
+            .iter()
+            .any(|(source, _, kind)| source == "application" && kind == "password_credential"),
+        "the demo application's password is in the inventory: {listed:?}"
+    );
+}

@@ -12,6 +12,7 @@ mod certificate_claims;
 mod config_check;
 mod contracts;
 mod discovery;
+mod discovery_functions;
 mod expiry_sweep;
 mod front_end;
 mod graph_metadata;

@@ -1,0 +1,187 @@
+//! DiscoverySweep and DiscoveryWorker through the host's envelopes: the timer starts a
+//! sweep whose jobs land on the discovery queue, and the worker, delivered each job as
+//! the Service Bus trigger delivers it, reads the local vault and directory into the
+//! inventory.
+
+use chrono::Duration;
+use futures::TryStreamExt;
+use serde_json::{Value, json};
+
+use keyturn::adapters::local::directory::LocalDirectory;
+use keyturn::adapters::local::queue::{LocalQueue, QueueSettings};
+use keyturn::adapters::local::store::LocalStore;
+use keyturn::adapters::local::vault::LocalVault;
+use keyturn::domain::inventory::{CredentialFilter, CredentialKind, InventoryCredential};
+use keyturn::domain::names::{ObjectName, VaultUrl};
+use keyturn::domain::secret::SecretValue;
+use keyturn::ports::directory::CredentialIssuer;
+use keyturn::ports::inventory::credential_stream;
+use keyturn::ports::vault::{NewSecretVersion, SecretStore};
+
+use crate::helpers::{TestApp, fixture, spawn_app};
+
+/// The captured Service Bus invocation carrying `body` as message `message_id`.
+fn service_bus_invocation(body: &str, message_id: &str, delivery_count: u32) -> Value {
+    let mut captured = fixture("custom-handler/servicebus-trigger.request.captured-ext4.json");
+    let double_encoded = Value::String(Value::String(body.to_owned()).to_string());
+    captured["Data"] = json!({ "job": double_encoded });
+    captured["Metadata"]["MessageId"] = Value::String(Value::String(message_id.into()).to_string());
+    captured["Metadata"]["DeliveryCount"] = Value::String(delivery_count.to_string());
+    captured
+}
+
+/// Seeds the app's local vault with a secret and its directory with an application
+/// password, as local mode's demo does.
+async fn seed(app: &TestApp) {
+    let path = app.data_dir().join("keyturn.db");
+    let store = LocalStore::open(&path).expect("the store opens");
+    let clock = app.rotation.clock.clock();
+    let key = LocalVault::key_from_setting_or_file(None, &path).expect("the vault key");
+    let vault = LocalVault::open(store.clone(), key, clock.clone())
+        .await
+        .expect("the vault opens");
+    let now = clock.now();
+    vault
+        .set_secret(
+            &VaultUrl::parse("https://keyturn-local.vault.azure.net/").expect("url"),
+            &ObjectName::parse("db-password").expect("name"),
+            &SecretValue::new("never-read-by-discovery"),
+            NewSecretVersion {
+                expires: Some(now + Duration::days(12)),
+                ..NewSecretVersion::default()
+            },
+        )
+        .await
+        .expect("written");
+    let directory = LocalDirectory::new(store, clock);
+    let application = directory.create_application("billing").await.expect("app");
+    directory
+        .add_password(
+            &application.object_id,
+            "billing secret",
+            now + Duration::days(40),
+        )
+        .await
+        .expect("added");
+}
+
+fn discovery_queue(app: &TestApp) -> LocalQueue {
+    let store = LocalStore::open(app.data_dir().join("keyturn.db")).expect("the store opens");
+    LocalQueue::new(
+        store,
+        "discovery",
+        QueueSettings::default(),
+        app.rotation.clock.clock(),
+    )
+    .expect("the queue opens")
+}
+
+async fn inventory(app: &TestApp) -> Vec<InventoryCredential> {
+    let store = app.services.inventory.as_ref().expect("an inventory");
+    credential_stream(store.as_ref(), CredentialFilter::default(), 100)
+        .try_collect()
+        .await
+        .expect("the inventory reads")
+}
+
+#[tokio::test]
+async fn the_sweep_queues_jobs_and_the_worker_runs_them_into_the_inventory() {
+    let app = spawn_app().await;
+    seed(&app).await;
+
+    let response = app
+        .invoke(
+            "DiscoverySweep",
+            &json!({ "Data": { "timer": { "IsPastDue": false } }, "Metadata": {} }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    let queued = body["ReturnValue"]["queued"].as_u64().expect("a count");
+    // Local mode's one subscription, and every range of applications and of service
+    // principals.
+    assert!(queued > 1, "{body}");
+    assert!(
+        inventory(&app).await.is_empty(),
+        "the sweep itself reads no vault"
+    );
+    let entries = app.audit_entries().await;
+    let last = entries.last().expect("the sweep is audited");
+    assert_eq!(last.record.action.as_str(), "sweep.ran");
+    assert!(
+        last.record
+            .reason
+            .as_ref()
+            .is_some_and(|r| r.as_str().starts_with("discovery sweep ")),
+        "{:?}",
+        last.record.reason
+    );
+
+    // Deliver every job due now, as the trigger would; the vault job is queued by the
+    // subscription job, so the queue is read until it is empty.
+    let queue = discovery_queue(&app);
+    let mut delivered = 0u64;
+    while let Some(message) = queue
+        .receive(app.rotation.clock.clock().now())
+        .await
+        .expect("the queue reads")
+    {
+        let body = String::from_utf8(message.body.clone()).expect("utf-8");
+        let response = app
+            .invoke(
+                "DiscoveryWorker",
+                &service_bus_invocation(&body, &message.message_id, message.delivery_count),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{body}");
+        let answer: Value = response.json().await.expect("json");
+        assert_eq!(answer["ReturnValue"]["messageId"], message.message_id);
+        queue
+            .complete(message.lock_token, app.rotation.clock.clock().now())
+            .await
+            .expect("completed");
+        delivered += 1;
+        assert!(delivered < 1_000, "the jobs do not loop");
+    }
+    // The sweep's jobs, and the vault job the subscription queued.
+    assert_eq!(delivered, queued + 1);
+    // The snapshot waits, scheduled after the jobs.
+    assert_eq!(queue.active_count().await.expect("counted"), 1);
+
+    let credentials = inventory(&app).await;
+    let names: Vec<(&str, CredentialKind)> = credentials
+        .iter()
+        .map(|c| (c.name.as_str(), c.kind))
+        .collect();
+    assert!(
+        names.contains(&("db-password", CredentialKind::Secret)),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&("billing secret", CredentialKind::PasswordCredential)),
+        "{names:?}"
+    );
+    let text = format!("{credentials:?}");
+    assert!(!text.contains("never-read-by-discovery"));
+}
+
+#[tokio::test]
+async fn a_message_that_is_not_a_discovery_job_is_completed_as_bad_input() {
+    let app = spawn_app().await;
+    let response = app
+        .invoke(
+            "DiscoveryWorker",
+            &service_bus_invocation(r#"{"schema":1,"jobId":"job-42"}"#, "m-1", 1),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["ReturnValue"]["failed"], "bad_input");
+    let entries = app.audit_entries().await;
+    assert_eq!(
+        entries.last().expect("entry").record.action.as_str(),
+        "invocation.failed"
+    );
+    assert!(inventory(&app).await.is_empty());
+}
