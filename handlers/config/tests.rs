@@ -44,7 +44,12 @@ fn a_complete_environment_yields_defaults_where_unset() {
     );
     assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
     assert_eq!(s.rotation.vaults.len(), 1);
-    assert_eq!(s.host.enabled_functions.len(), 4);
+    assert_eq!(s.host.enabled_functions.len(), 6);
+    assert_eq!(s.rotation.discovery_queue.as_str(), DEFAULT_DISCOVERY_QUEUE);
+    assert_eq!(
+        s.rotation.discovery_schedule.to_string(),
+        DEFAULT_DISCOVERY_SCHEDULE
+    );
     assert_eq!(
         s.rotation.defaults,
         RotationDefaults {
@@ -170,6 +175,8 @@ fn rotation_settings_are_required_only_while_a_rotation_function_is_enabled() {
         ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
         ("AzureWebJobs_ExpirySweep_Disabled", "true"),
         ("AzureWebJobs.RotationWorker.Disabled", "1"),
+        ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
+        ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
     ]);
     let s =
         Settings::from_env(&endpoint_only).expect("endpoint-only app needs no rotation settings");

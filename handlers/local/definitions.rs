@@ -288,12 +288,25 @@ mod tests {
         assert_eq!(
             names,
             [
+                "DiscoverySweep",
+                "DiscoveryWorker",
                 "ExpirySweep",
                 "KeyVaultEvents",
                 "RotationWorker",
                 "SecretEndpoint"
             ]
         );
+        match &app.function("DiscoverySweep").expect("discovery").trigger {
+            Trigger::Timer { schedule, .. } => assert_eq!(schedule.to_string(), "0 30 */6 * * *"),
+            other => panic!("{other:?}"),
+        }
+        match &app.function("DiscoveryWorker").expect("worker").trigger {
+            Trigger::ServiceBus { queue, sessions } => {
+                assert_eq!(queue, "discovery");
+                assert!(sessions);
+            }
+            other => panic!("{other:?}"),
+        }
         match &app.function("ExpirySweep").expect("sweep").trigger {
             Trigger::Timer { schedule, .. } => assert_eq!(schedule.to_string(), "0 0 */6 * * *"),
             other => panic!("{other:?}"),
