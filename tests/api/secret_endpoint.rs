@@ -1453,6 +1453,8 @@ fn serve_tls() -> TlsServed {
         ("AzureWebJobs.KeyVaultEvents.Disabled", "true"),
         ("AzureWebJobs.ExpirySweep.Disabled", "true"),
         ("AzureWebJobs.RotationWorker.Disabled", "true"),
+        ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
+        ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
         ("KEYTURN_CERT_POLICIES", "chain,trusted-thumbprints"),
         ("KEYTURN_CHAIN_ROOTS", &roots),
         ("KEYTURN_CHAIN_INTERMEDIATES", &intermediates),
