@@ -38,7 +38,51 @@ pub struct RotationSettings {
     pub discovery_schedule: Schedule,
     /// The queue carrying discovery jobs to `DiscoveryWorker`.
     pub discovery_queue: QueueName,
+    /// How fast discovery may call each service.
+    pub discovery_budgets: DiscoveryBudgets,
     pub service_bus_namespace: Option<ServiceBusNamespace>,
+}
+
+/// How many requests discovery may send per 10 seconds: to each vault, to Microsoft Graph
+/// and to Resource Manager (`discovery::budget` says what each limit is and why the
+/// defaults take the share they take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct DiscoveryBudgets {
+    pub key_vault_per_vault: u32,
+    pub graph: u32,
+    pub resource_manager: u32,
+}
+
+/// Key Vault's limit per vault per 10 seconds, the most its budget may take.
+pub const MAX_KEY_VAULT_BUDGET: u32 = 4_000;
+/// Graph's 8,000 resource units per 10 seconds at 2 units a list request.
+pub const MAX_GRAPH_BUDGET: u32 = 4_000;
+/// Resource Manager's burst of 250 reads.
+pub const MAX_RESOURCE_MANAGER_BUDGET: u32 = 250;
+
+fn parse_budgets(c: &mut Collector<'_>) -> Option<DiscoveryBudgets> {
+    let budget = |max: u32| {
+        move |v: &str| match v.parse::<u32>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "not a whole number of requests per 10 seconds from 1 to {max}"
+            )),
+        }
+    };
+    let key_vault_per_vault = c.parse(
+        "KEYTURN_DISCOVERY_KEYVAULT_BUDGET",
+        budget(MAX_KEY_VAULT_BUDGET),
+    );
+    let graph = c.parse("KEYTURN_DISCOVERY_GRAPH_BUDGET", budget(MAX_GRAPH_BUDGET));
+    let resource_manager = c.parse(
+        "KEYTURN_DISCOVERY_RESOURCE_MANAGER_BUDGET",
+        budget(MAX_RESOURCE_MANAGER_BUDGET),
+    );
+    Some(DiscoveryBudgets {
+        key_vault_per_vault: key_vault_per_vault?,
+        graph: graph?,
+        resource_manager: resource_manager?,
+    })
 }
 
 pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<RotationSettings> {
@@ -84,6 +128,8 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
                 .expect("invariant: the default queue name is valid")
         });
 
+    let discovery_budgets = parse_budgets(c);
+
     let defaults = parse_defaults(c);
 
     let service_bus_namespace = c.parse("ServiceBusConnection__fullyQualifiedNamespace", |v| {
@@ -99,6 +145,7 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
         queue,
         discovery_schedule: discovery_schedule?,
         discovery_queue,
+        discovery_budgets: discovery_budgets?,
         service_bus_namespace,
     })
 }

@@ -303,6 +303,36 @@ pub const SETTINGS: &[SettingSpec] = &[
                   metadata-only sweep of the tenant into the inventory.",
     },
     SettingSpec {
+        name: "KEYTURN_DISCOVERY_KEYVAULT_BUDGET",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("2000"),
+        example: "2000",
+        secret: false,
+        purpose: "Requests discovery may send to each Key Vault per 10 seconds (1-4000): half of \
+                  Key Vault's limit by default, leaving the rest to the applications that read the vault.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DISCOVERY_GRAPH_BUDGET",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("500"),
+        example: "500",
+        secret: false,
+        purpose: "Requests discovery may send to Microsoft Graph per 10 seconds, per instance \
+                  (1-4000): a quarter of Graph's identity limit by default.",
+    },
+    SettingSpec {
+        name: "KEYTURN_DISCOVERY_RESOURCE_MANAGER_BUDGET",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("100"),
+        example: "100",
+        secret: false,
+        purpose: "Requests discovery may send to Azure Resource Manager per 10 seconds, per \
+                  instance (1-250).",
+    },
+    SettingSpec {
         name: "KEYTURN_DISCOVERY_QUEUE",
         read_by: ReadBy::Both,
         required: Required::Never,

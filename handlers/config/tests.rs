@@ -843,3 +843,49 @@ fn a_trusted_header_needs_a_resource_manager_and_a_sane_interval() {
         assert_eq!(named, [setting], "{value}");
     }
 }
+
+#[test]
+fn discovery_budgets_default_to_the_engines_and_are_bounded_by_each_services_limit() {
+    let defaults = Settings::from_env(&with(&[])).expect("valid");
+    let engine = crate::discovery::budget::Budgets::default();
+    assert_eq!(
+        defaults.rotation.discovery_budgets,
+        super::rotation::DiscoveryBudgets {
+            key_vault_per_vault: engine.key_vault_per_vault,
+            graph: engine.graph,
+            resource_manager: engine.resource_manager,
+        }
+    );
+
+    let set = Settings::from_env(&with(&[
+        ("KEYTURN_DISCOVERY_KEYVAULT_BUDGET", "400"),
+        ("KEYTURN_DISCOVERY_GRAPH_BUDGET", "50"),
+        ("KEYTURN_DISCOVERY_RESOURCE_MANAGER_BUDGET", "10"),
+    ]))
+    .expect("valid");
+    assert_eq!(
+        set.rotation.discovery_budgets,
+        super::rotation::DiscoveryBudgets {
+            key_vault_per_vault: 400,
+            graph: 50,
+            resource_manager: 10,
+        }
+    );
+
+    let named: Vec<String> = errors_for(&with(&[
+        ("KEYTURN_DISCOVERY_KEYVAULT_BUDGET", "4001"),
+        ("KEYTURN_DISCOVERY_GRAPH_BUDGET", "0"),
+        ("KEYTURN_DISCOVERY_RESOURCE_MANAGER_BUDGET", "ten"),
+    ]))
+    .into_iter()
+    .map(|e| e.setting)
+    .collect();
+    assert_eq!(
+        named,
+        [
+            "KEYTURN_DISCOVERY_KEYVAULT_BUDGET",
+            "KEYTURN_DISCOVERY_GRAPH_BUDGET",
+            "KEYTURN_DISCOVERY_RESOURCE_MANAGER_BUDGET"
+        ]
+    );
+}

@@ -507,7 +507,12 @@ fn discovery(
     clock: &Clock,
 ) -> Result<Option<DiscoveryServices>, StartupError> {
     let failed = |e: &dyn std::fmt::Display| StartupError::Inventory(e.to_string());
-    let budgets = crate::discovery::budget::Budgets::default();
+    let configured = settings.rotation.discovery_budgets;
+    let budgets = crate::discovery::budget::Budgets {
+        key_vault_per_vault: configured.key_vault_per_vault,
+        graph: configured.graph,
+        resource_manager: configured.resource_manager,
+    };
     let queue_name = settings.rotation.discovery_queue.as_str();
     let (engine, queue): (Discovery, Arc<dyn crate::ports::queue::JobQueue>) = match backends {
         Backends::Local(local) => {
