@@ -225,9 +225,9 @@ fn the_readmes_audit_verify_needs_nothing_but_the_audit_store() {
     let (status, _, _) = served.terminate();
     assert!(status.success());
 
-    // `KEYTURN_AUDIT_STORE=sqlite keyturn audit verify` in a clean shell: no tenant, no
-    // vaults, no Service Bus namespace.
-    let verify = keyturn(&[("KEYTURN_AUDIT_STORE", "sqlite")])
+    // `keyturn audit verify` in a clean shell: no setting at all, no tenant, no vaults,
+    // no Service Bus namespace.
+    let verify = keyturn(&[])
         .current_dir(dir.path())
         .args(["audit", "verify"])
         .output()
