@@ -19,15 +19,40 @@ use crate::ports::audit::AuditStore;
 
 use super::StartupError;
 
-/// Where to read, as given on the command line; what is not given comes from the
-/// settings (`KEYTURN_AUDIT_STORE`, `KEYTURN_DATA_DIR`, `KEYTURN_AUDIT_TABLE`,
-/// `KEYTURN_TABLE_ENDPOINT`, `KEYTURN_TABLE_CONNECTION_STRING`).
+/// Where a reading command (`keyturn audit list`, `keyturn inventory`) reads, as given
+/// on the command line; what is not given comes from the settings (`KEYTURN_AUDIT_STORE`,
+/// `KEYTURN_DATA_DIR`, the store's table setting, `KEYTURN_TABLE_ENDPOINT`,
+/// `KEYTURN_TABLE_CONNECTION_STRING`).
 #[derive(Debug, Clone, Default)]
-pub struct AuditLocation {
+pub struct StoreLocation {
     pub data_dir: Option<PathBuf>,
     pub table: Option<String>,
     pub table_endpoint: Option<String>,
 }
+
+impl StoreLocation {
+    /// Whether a table is read: chosen by `--table` or `--table-endpoint`, or by the
+    /// settings naming the table store (`KEYTURN_AUDIT_STORE=table`); never when
+    /// `--data-dir` is given.
+    pub(crate) fn reads_table(&self, env: &Environment) -> bool {
+        self.data_dir.is_none()
+            && (self.table.is_some()
+                || self.table_endpoint.is_some()
+                || env.value("KEYTURN_AUDIT_STORE") == Some("table"))
+    }
+
+    /// The local store's data directory: `--data-dir`, else `KEYTURN_DATA_DIR`, else
+    /// `.keyturn`, as `keyturn vault list`.
+    pub(crate) fn local_data_dir(&self, env: &Environment) -> PathBuf {
+        self.data_dir
+            .clone()
+            .or_else(|| env.value("KEYTURN_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+}
+
+/// Where `keyturn audit list`, `export` and `verify` read.
+pub type AuditLocation = StoreLocation;
 
 /// The store to read. A table is chosen by `--table` or `--table-endpoint`, or by the
 /// settings naming the table store (`KEYTURN_AUDIT_STORE=table`); otherwise the local
@@ -36,19 +61,10 @@ pub fn audit_reader(
     location: &AuditLocation,
     env: &Environment,
 ) -> Result<Arc<dyn AuditStore>, StartupError> {
-    let table_chosen = location.data_dir.is_none()
-        && (location.table.is_some()
-            || location.table_endpoint.is_some()
-            || env.value("KEYTURN_AUDIT_STORE") == Some("table"));
-    if table_chosen {
+    if location.reads_table(env) {
         return table_reader(location, env);
     }
-    let data_dir = location
-        .data_dir
-        .clone()
-        .or_else(|| env.value("KEYTURN_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-    local_reader(&data_dir)
+    local_reader(&location.local_data_dir(env))
 }
 
 fn local_reader(data_dir: &Path) -> Result<Arc<dyn AuditStore>, StartupError> {
