@@ -51,7 +51,7 @@ impl StoreLocation {
     }
 }
 
-/// Where `keyturn audit list`, `export` and `verify` read.
+/// Where `keyturn audit list` and `keyturn audit export` read.
 pub type AuditLocation = StoreLocation;
 
 /// The store to read. A table is chosen by `--table` or `--table-endpoint`, or by the
