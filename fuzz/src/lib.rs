@@ -127,3 +127,91 @@ impl HttpClient for FuzzedAnswer {
         Ok(AsyncRawResponse::from_bytes(status, headers, body))
     }
 }
+
+/// A transport answering each request with the next answer of a script (status and
+/// body, JSON content type), then `later` for every request past it, and keeping every
+/// request's method, URL and body: a written entity can then be answered back.
+#[derive(Debug)]
+pub struct Scripted {
+    answers: Mutex<std::collections::VecDeque<(StatusCode, Vec<u8>)>>,
+    later: (StatusCode, &'static str),
+    seen: Mutex<Vec<(String, String, Vec<u8>)>>,
+}
+
+impl Scripted {
+    pub fn new(
+        answers: impl IntoIterator<Item = (StatusCode, Vec<u8>)>,
+        later: (StatusCode, &'static str),
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            answers: Mutex::new(answers.into_iter().collect()),
+            later,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Client options sending through this transport, retries off.
+    pub fn options(self: &Arc<Self>) -> ClientOptions {
+        ClientOptions {
+            transport: Some(Transport::new(self.clone())),
+            retry: RetryOptions::none(),
+            ..ClientOptions::default()
+        }
+    }
+
+    /// Every request sent so far as (method, URL, body), oldest first.
+    pub fn seen(&self) -> Vec<(String, String, Vec<u8>)> {
+        self.seen.lock().expect("fuzz lock").clone()
+    }
+}
+
+#[async_trait]
+impl HttpClient for Scripted {
+    async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
+        let body = match request.body() {
+            azure_core::http::Body::Bytes(bytes) => bytes.to_vec(),
+            #[allow(unreachable_patterns)]
+            _ => Vec::new(),
+        };
+        self.seen.lock().expect("fuzz lock").push((
+            request.method().to_string(),
+            request.url().to_string(),
+            body,
+        ));
+        let (status, body) = self
+            .answers
+            .lock()
+            .expect("fuzz lock")
+            .pop_front()
+            .unwrap_or_else(|| (self.later.0, self.later.1.as_bytes().to_vec()));
+        let mut headers = Headers::new();
+        headers.insert("content-type", "application/json; charset=utf-8");
+        Ok(AsyncRawResponse::from_bytes(status, headers, body))
+    }
+}
+
+/// The fuzzer's bytes cut at each NUL into at most `n` parts (JSON holds no raw NUL, so
+/// a seed joins several answers with one).
+pub fn parts(data: &[u8], n: usize) -> Vec<&[u8]> {
+    data.splitn(n, |b| *b == 0).collect()
+}
+
+/// The stamp every discovery target reads pages at.
+pub fn stamp() -> keyturn::ports::catalog::Stamp {
+    keyturn::ports::catalog::Stamp {
+        sweep: keyturn::domain::inventory::SweepId::parse("20270601T120000Z").expect("valid"),
+        at: now(),
+    }
+}
+
+/// A value serialised and read back as the inventory stores records (JSON): it must come
+/// back equal.
+pub fn assert_json_round_trip<T>(value: &T)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let text = serde_json::to_string(value).expect("a record serialises");
+    let back: T = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("a record read back does not parse ({e}): {text}"));
+    assert_eq!(&back, value, "a record read back differs");
+}

@@ -1,0 +1,143 @@
+//! Inventory and alert ledger rows read back from Table storage: a query answer read as
+//! credentials, vaults, findings and snapshots, and a ledger entity read as a delivery.
+//! Whatever reads is written again and read back from what was written: the same record.
+#![no_main]
+
+use azure_core::http::StatusCode;
+use chrono::{SubsecRound, TimeDelta};
+use keyturn::adapters::azure::alert_ledger::TableAlertLedger;
+use keyturn::adapters::azure::client::table::{TableClient, TableName};
+use keyturn::adapters::azure::inventory::TableInventory;
+use keyturn::domain::inventory::CredentialFilter;
+use keyturn::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+use keyturn::ports::inventory::{InventoryStore, MAX_PAGE_SIZE};
+use keyturn_fuzz::{Scripted, block_on, now};
+use keyturn_testkit::transport::FixedToken;
+use libfuzzer_sys::fuzz_target;
+use serde_json::Value;
+use std::sync::Arc;
+use url::Url;
+
+fn client(transport: &Arc<Scripted>) -> TableClient {
+    let endpoint = Url::parse("https://fuzz.table.core.windows.net").expect("valid");
+    TableClient::with_token(endpoint, FixedToken::new(), Some(transport.options()))
+        .expect("valid client")
+}
+
+fn table() -> TableName {
+    TableName::parse("inventory").expect("valid")
+}
+
+/// An inventory reading only the answers given, in order; then empty listings.
+fn inventory(answers: Vec<Vec<u8>>) -> (TableInventory, Arc<Scripted>) {
+    let transport = Scripted::new(
+        answers.into_iter().map(|a| (StatusCode::Ok, a)),
+        (StatusCode::Ok, r#"{"value":[]}"#),
+    );
+    (TableInventory::new(client(&transport), table()), transport)
+}
+
+/// The entities written through `transport`, as a query answer listing them.
+fn written(transport: &Scripted) -> Vec<u8> {
+    let entities: Vec<Value> = transport
+        .seen()
+        .into_iter()
+        .filter(|(method, _, _)| method == "PUT")
+        .map(|(_, _, body)| serde_json::from_slice(&body).expect("a written entity is JSON"))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "value": entities })).expect("JSON")
+}
+
+fn ledger(data: &[u8]) {
+    let key = LedgerKey::of(&["fuzz"]);
+    let transport = Scripted::new(
+        [(StatusCode::Ok, data.to_vec())],
+        (StatusCode::NotFound, "{}"),
+    );
+    let _ = block_on(TableAlertLedger::new(client(&transport), table()).sent(&key));
+
+    // A delivery recorded from the input's text is read back at its time (to the
+    // millisecond the ledger keeps).
+    let text = String::from_utf8_lossy(data);
+    let seconds = data
+        .iter()
+        .fold(0i64, |acc, b| (acc * 31 + i64::from(*b)) % 400_000_000);
+    let entry = LedgerEntry {
+        key: LedgerKey::of(&[&text]),
+        subject: text.chars().take(200).collect(),
+        route: text.chars().rev().take(40).collect(),
+        threshold: data.first().map(|b| u32::from(*b)),
+        sent_at: now() + TimeDelta::seconds(seconds) + TimeDelta::nanoseconds(seconds),
+    };
+    let transport = Scripted::new(
+        [(StatusCode::NoContent, Vec::new())],
+        (StatusCode::NotFound, "{}"),
+    );
+    let ledger = TableAlertLedger::new(client(&transport), table());
+    if block_on(ledger.record(&entry)).is_err() {
+        return;
+    }
+    let (_, _, body) = transport.seen().remove(0);
+    let transport = Scripted::new([(StatusCode::Ok, body)], (StatusCode::NotFound, "{}"));
+    let sent = block_on(TableAlertLedger::new(client(&transport), table()).sent(&entry.key))
+        .expect("a recorded delivery reads back");
+    assert_eq!(sent, Some(entry.sent_at.trunc_subsecs(3)));
+}
+
+fuzz_target!(|data: &[u8]| {
+    block_on(async {
+        let filter = CredentialFilter::default();
+        let (store, _) = inventory(vec![data.to_vec()]);
+        if let Ok(page) = store.credentials(&filter, None, MAX_PAGE_SIZE).await {
+            let (writer, transport) = inventory(Vec::new());
+            if writer.put_credentials(&page.items).await.is_ok() {
+                let (reader, _) = inventory(vec![written(&transport)]);
+                let back = reader
+                    .credentials(&filter, None, MAX_PAGE_SIZE)
+                    .await
+                    .expect("written credentials read back");
+                assert_eq!(back.items, page.items);
+            }
+        }
+        let (store, _) = inventory(vec![data.to_vec()]);
+        if let Ok(page) = store.vaults(None, MAX_PAGE_SIZE).await {
+            let (writer, transport) = inventory(Vec::new());
+            let mut all_written = true;
+            for vault in &page.items {
+                all_written &= writer.put_vault(vault).await.is_ok();
+            }
+            if all_written {
+                let (reader, _) = inventory(vec![written(&transport)]);
+                let back = reader.vaults(None, MAX_PAGE_SIZE).await;
+                assert_eq!(back.expect("written vaults read back").items, page.items);
+            }
+        }
+        let (store, _) = inventory(vec![data.to_vec()]);
+        if let Ok(page) = store.findings(None, MAX_PAGE_SIZE).await {
+            let (writer, transport) = inventory(Vec::new());
+            let mut all_written = true;
+            for finding in &page.items {
+                all_written &= writer.put_finding(finding).await.is_ok();
+            }
+            if all_written {
+                let (reader, _) = inventory(vec![written(&transport)]);
+                let back = reader.findings(None, MAX_PAGE_SIZE).await;
+                assert_eq!(back.expect("written findings read back").items, page.items);
+            }
+        }
+        let (store, _) = inventory(vec![data.to_vec()]);
+        if let Ok(page) = store.snapshots(None, MAX_PAGE_SIZE).await {
+            let (writer, transport) = inventory(Vec::new());
+            let mut all_written = true;
+            for snapshot in &page.items {
+                all_written &= writer.put_snapshot(snapshot).await.is_ok();
+            }
+            if all_written {
+                let (reader, _) = inventory(vec![written(&transport)]);
+                let back = reader.snapshots(None, MAX_PAGE_SIZE).await;
+                assert_eq!(back.expect("written snapshots read back").items, page.items);
+            }
+        }
+    });
+    ledger(data);
+});
