@@ -62,16 +62,19 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
     /// Writes a sweep's snapshot over any earlier one of the same sweep.
     async fn put_snapshot(&self, snapshot: &SweepSnapshot) -> Result<(), PortError>;
 
-    /// Removes the credentials of `source` that `sweep` did not write: what was deleted
-    /// in Azure since the last sweep. Call it only after a complete scan of the source.
-    /// Returns how many were removed.
+    /// Removes the credentials of `source` last written by a sweep older than `sweep`
+    /// (sweep ids sort by time): what was deleted in Azure since the last sweep. Call it
+    /// only after a complete scan of the source. Rows of `sweep` itself and of any newer
+    /// sweep stay, so a late redelivery of an old sweep's job never deletes what a newer
+    /// sweep wrote. Returns how many were removed.
     async fn retire_unseen(
         &self,
         source: &CredentialSource,
         sweep: &SweepId,
     ) -> Result<u64, PortError>;
 
-    /// Removes the findings on `scope` that `sweep` did not write: problems that are gone.
+    /// Removes the findings on `scope` written by a sweep older than `sweep`: problems
+    /// that are gone. A newer sweep's findings stay, as in [`InventoryStore::retire_unseen`].
     async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError>;
 
     /// One page of the credentials `filter` matches, at most `limit` (capped at

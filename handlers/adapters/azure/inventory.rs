@@ -304,7 +304,7 @@ impl InventoryStore for TableInventory {
         sweep: &SweepId,
     ) -> Result<u64, PortError> {
         self.delete_where(format!(
-            "PartitionKey eq {} and Sweep ne {}",
+            "PartitionKey eq {} and Sweep lt {}",
             odata_string(&format!("{CREDENTIAL_PREFIX}{}", source.key())),
             odata_string(sweep.as_str())
         ))
@@ -313,7 +313,7 @@ impl InventoryStore for TableInventory {
 
     async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError> {
         self.delete_where(format!(
-            "PartitionKey eq {} and Sweep ne {}",
+            "PartitionKey eq {} and Sweep lt {}",
             odata_string(&format!("{FINDING_PREFIX}{}", scope.key())),
             odata_string(sweep.as_str())
         ))

@@ -214,7 +214,7 @@ impl InventoryStore for LocalInventory {
         self.store
             .write(move |tx| {
                 tx.execute(
-                    "DELETE FROM inventory_credentials WHERE source_key = ?1 AND sweep <> ?2",
+                    "DELETE FROM inventory_credentials WHERE source_key = ?1 AND sweep < ?2",
                     params![source, sweep],
                 )
                 .map_err(StoreError::sqlite("retiring credentials"))
@@ -229,7 +229,7 @@ impl InventoryStore for LocalInventory {
         self.store
             .write(move |tx| {
                 tx.execute(
-                    "DELETE FROM inventory_findings WHERE scope_key = ?1 AND sweep <> ?2",
+                    "DELETE FROM inventory_findings WHERE scope_key = ?1 AND sweep < ?2",
                     params![scope, sweep],
                 )
                 .map_err(StoreError::sqlite("clearing findings"))

@@ -478,6 +478,70 @@ async fn retiring_removes_only_the_unseen_credentials_of_that_source(fixture: Fi
     );
 }
 
+/// Sweep ids sort by time. A job of an older sweep redelivered after a newer sweep scanned
+/// the same source retires and clears only what is older than itself: the newer sweep's
+/// rows and findings stay.
+async fn a_late_retire_of_an_older_sweep_keeps_a_newer_sweeps_rows(fixture: Fixture) {
+    let source = vault_source("kv-race");
+    let scope = Scope::Vault {
+        subscription: None,
+        name: "kv-race".parse().expect("name"),
+    };
+    let stamped = |name: &str, sweep_id: &str| {
+        let mut credential = secret(&source, name, Some(10));
+        credential.sweep = sweep(sweep_id);
+        credential
+    };
+    let store = fixture.store.as_ref();
+    store
+        .put_credentials(&[
+            stamped("oldest", "20260106T000000Z"),
+            stamped("late-job", "20260106T060000Z"),
+            stamped("newer", "20260106T120000Z"),
+        ])
+        .await
+        .expect("written");
+    for (sweep_id, detail) in [
+        ("20260106T000000Z", "old problem"),
+        ("20260106T120000Z", "newer problem"),
+    ] {
+        let finding = ScopeFinding::new(
+            scope.clone(),
+            FindingKind::PageFailed,
+            detail,
+            detail,
+            at(NOW),
+            sweep(sweep_id),
+        );
+        store.put_finding(&finding).await.expect("written");
+    }
+
+    let removed = store
+        .retire_unseen(&source, &sweep("20260106T060000Z"))
+        .await
+        .expect("retired");
+    let cleared = store
+        .clear_findings(&scope, &sweep("20260106T060000Z"))
+        .await
+        .expect("cleared");
+
+    assert_eq!((removed, cleared), (1, 1));
+    let left = everything(store, CredentialFilter::default()).await;
+    assert_eq!(
+        names(&left),
+        ["late-job", "newer"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+    );
+    let findings: Vec<ScopeFinding> = finding_stream(store, 1)
+        .try_collect()
+        .await
+        .expect("walked");
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].sweep, sweep("20260106T120000Z"));
+}
+
 async fn findings_are_kept_per_scope_and_kind_and_cleared_when_gone(fixture: Fixture) {
     let refused = Scope::Vault {
         subscription: None,
@@ -649,6 +713,7 @@ macro_rules! inventory_contract {
             a_walk_in_small_pages_returns_every_credential_once,
             filters_select_expiring_unmanaged_owned_and_by_source,
             retiring_removes_only_the_unseen_credentials_of_that_source,
+            a_late_retire_of_an_older_sweep_keeps_a_newer_sweeps_rows,
             findings_are_kept_per_scope_and_kind_and_cleared_when_gone,
             vaults_keep_their_compliance_properties,
             snapshots_are_one_per_sweep_oldest_first,

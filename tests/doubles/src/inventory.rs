@@ -137,7 +137,7 @@ impl InventoryStore for MemoryInventory {
         let key = source.key();
         let mut stored = locked(&self.credentials);
         let before = stored.len();
-        stored.retain(|_, credential| credential.source.key() != key || &credential.sweep == sweep);
+        stored.retain(|_, credential| credential.source.key() != key || &credential.sweep >= sweep);
         Ok((before - stored.len()) as u64)
     }
 
@@ -146,7 +146,7 @@ impl InventoryStore for MemoryInventory {
         let key = scope.key();
         let mut stored = locked(&self.findings);
         let before = stored.len();
-        stored.retain(|_, finding| finding.scope.key() != key || &finding.sweep == sweep);
+        stored.retain(|_, finding| finding.scope.key() != key || &finding.sweep >= sweep);
         Ok((before - stored.len()) as u64)
     }
 
