@@ -99,8 +99,9 @@ impl SweepId {
         }
     }
 
-    /// The id of a sweep started at `at`: its UTC time to the second, so ids sort by time
-    /// and the timer's two deliveries of one tick (at-least-once) name the same sweep.
+    /// The id of a sweep at `at`: its UTC time to the second, so ids sort by time.
+    /// `DiscoverySweep` passes the schedule occurrence it runs for, so the timer's two
+    /// firings of one occurrence name the same sweep.
     pub fn starting_at(at: DateTime<Utc>) -> Self {
         Self(at.format("%Y%m%dT%H%M%SZ").to_string())
     }

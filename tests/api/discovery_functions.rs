@@ -165,6 +165,48 @@ async fn the_sweep_queues_jobs_and_the_worker_runs_them_into_the_inventory() {
     assert!(!text.contains("never-read-by-discovery"));
 }
 
+/// The timer fired twice for one occurrence (two instances, or the function's retry):
+/// both name the sweep by the occurrence, so the second queues the same message ids and
+/// the broker's duplicate detection keeps one of each job.
+#[tokio::test]
+async fn a_timer_fired_twice_for_one_occurrence_queues_its_jobs_once() {
+    let app = spawn_app().await;
+    let clock = &app.rotation.clock;
+    let occurrence = clock.clock().now() - Duration::milliseconds(300);
+    let timer = json!({
+        "Data": { "timer": {
+            "Schedule": { "AdjustForDST": false },
+            "ScheduleStatus": {
+                "Last": (occurrence - Duration::hours(6)).to_rfc3339(),
+                "Next": occurrence.to_rfc3339(),
+                "LastUpdated": (occurrence - Duration::hours(6)).to_rfc3339(),
+            },
+            "IsPastDue": false,
+        } },
+        "Metadata": {},
+    });
+
+    let first = app.invoke("DiscoverySweep", &timer).await;
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.expect("json");
+    let queue = discovery_queue(&app);
+    let after_first = queue.active_count().await.expect("counted");
+    clock.advance(std::time::Duration::from_secs(95));
+    let second = app.invoke("DiscoverySweep", &timer).await;
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.expect("json");
+
+    assert_eq!(
+        first["ReturnValue"]["sweep"],
+        second["ReturnValue"]["sweep"]
+    );
+    let queued = first["ReturnValue"]["queued"].as_u64().expect("a count");
+    assert!(queued > 1, "{first}");
+    // The jobs and the scheduled snapshot, once.
+    assert_eq!(after_first, queued + 1);
+    assert_eq!(queue.active_count().await.expect("counted"), after_first);
+}
+
 #[tokio::test]
 async fn a_message_that_is_not_a_discovery_job_is_completed_as_bad_input() {
     let app = spawn_app().await;
