@@ -117,7 +117,7 @@ param defaultRotateBeforeDays int = 30
 @maxValue(3650)
 param defaultOverlapDays int = 7
 
-@description('Subscriptions discovery inventories: the rotator gets Key Vault Reader on each (never Secrets User), and Graph Application.Read.All with grantGraphPermissions. Empty: no discovery access.')
+@description('Subscriptions discovery inventories (the rotator\'s KEYTURN_DISCOVERY_SUBSCRIPTIONS): the rotator gets Key Vault Reader on each (never Secrets User), and Graph Application.Read.All with grantGraphPermissions. Empty: no discovery access is granted, and discovery lists every subscription the identity can see.')
 param discoverySubscriptions array = []
 
 // The Microsoft Graph Bicep extension deploys in the public cloud only
@@ -288,6 +288,7 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
   { name: 'KEYTURN_DISCOVERY_SCHEDULE', value: discoverySchedule }
   { name: 'KEYTURN_DISCOVERY_QUEUE', value: discoveryQueueName }
+  { name: 'KEYTURN_DISCOVERY_SUBSCRIPTIONS', value: join(discoverySubscriptions, ',') }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: serviceBus.outputs.fullyQualifiedNamespace }
   { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
   { name: 'ServiceBusConnection__clientId', value: rotatorIdentity.properties.clientId }

@@ -7,6 +7,7 @@ use super::{
     Collector, DEFAULT_DISCOVERY_QUEUE, DEFAULT_ROTATION_QUEUE, MAX_POLICY_DAYS, VaultHosts,
     display, list,
 };
+use crate::domain::ids::SubscriptionId;
 use crate::domain::names::VaultUrl;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::resources::{QueueName, ServiceBusNamespace};
@@ -40,6 +41,9 @@ pub struct RotationSettings {
     pub discovery_queue: QueueName,
     /// How fast discovery may call each service.
     pub discovery_budgets: DiscoveryBudgets,
+    /// The subscriptions discovery inventories (`KEYTURN_DISCOVERY_SUBSCRIPTIONS`); empty:
+    /// every subscription the identity can see.
+    pub discovery_subscriptions: Vec<SubscriptionId>,
     pub service_bus_namespace: Option<ServiceBusNamespace>,
 }
 
@@ -83,6 +87,18 @@ fn parse_budgets(c: &mut Collector<'_>) -> Option<DiscoveryBudgets> {
         graph: graph?,
         resource_manager: resource_manager?,
     })
+}
+
+/// Comma-separated subscription ids, each once, in the order given.
+fn subscriptions(v: &str) -> Result<Vec<SubscriptionId>, String> {
+    let mut ids: Vec<SubscriptionId> = Vec::new();
+    for text in list(v) {
+        let id = SubscriptionId::parse(&text).map_err(|e| format!("`{text}`: {e}"))?;
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    Ok(ids)
 }
 
 pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<RotationSettings> {
@@ -129,6 +145,9 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
         });
 
     let discovery_budgets = parse_budgets(c);
+    let discovery_subscriptions = c
+        .parse("KEYTURN_DISCOVERY_SUBSCRIPTIONS", subscriptions)
+        .unwrap_or_default();
 
     let defaults = parse_defaults(c);
 
@@ -146,6 +165,7 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
         discovery_schedule: discovery_schedule?,
         discovery_queue,
         discovery_budgets: discovery_budgets?,
+        discovery_subscriptions,
         service_bus_namespace,
     })
 }

@@ -333,6 +333,18 @@ pub const SETTINGS: &[SettingSpec] = &[
                   instance (1-250).",
     },
     SettingSpec {
+        name: "KEYTURN_DISCOVERY_SUBSCRIPTIONS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "Comma-separated subscription ids whose Key Vaults discovery inventories; empty \
+                  or absent: every subscription the identity can see. One named but not visible \
+                  becomes a finding on that subscription and the sweep goes on. The Bicep sets it \
+                  from discoverySubscriptions.",
+    },
+    SettingSpec {
         name: "KEYTURN_DISCOVERY_QUEUE",
         read_by: ReadBy::Both,
         required: Required::Never,

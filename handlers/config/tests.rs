@@ -889,3 +889,43 @@ fn discovery_budgets_default_to_the_engines_and_are_bounded_by_each_services_lim
         ]
     );
 }
+
+#[test]
+fn discovery_subscriptions_are_every_visible_one_unless_listed() {
+    let unset = Settings::from_env(&with(&[])).expect("valid");
+    let empty =
+        Settings::from_env(&with(&[("KEYTURN_DISCOVERY_SUBSCRIPTIONS", " ")])).expect("valid");
+    assert!(unset.rotation.discovery_subscriptions.is_empty());
+    assert!(empty.rotation.discovery_subscriptions.is_empty());
+
+    let listed = Settings::from_env(&with(&[(
+        "KEYTURN_DISCOVERY_SUBSCRIPTIONS",
+        "6f1b3c1e-0000-4000-8000-000000000001, 0c8d2a4f-0000-4000-8000-000000000002,6f1b3c1e-0000-4000-8000-000000000001",
+    )]))
+    .expect("valid");
+    let ids: Vec<String> = listed
+        .rotation
+        .discovery_subscriptions
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            "6f1b3c1e-0000-4000-8000-000000000001",
+            "0c8d2a4f-0000-4000-8000-000000000002"
+        ]
+    );
+
+    let errors = errors_for(&with(&[(
+        "KEYTURN_DISCOVERY_SUBSCRIPTIONS",
+        "6f1b3c1e-0000-4000-8000-000000000001,/subscriptions/not-a-guid",
+    )]));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert_eq!(errors[0].setting, "KEYTURN_DISCOVERY_SUBSCRIPTIONS");
+    assert!(
+        errors[0].problem.contains("`/subscriptions/not-a-guid`"),
+        "{}",
+        errors[0].problem
+    );
+}

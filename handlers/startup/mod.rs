@@ -576,7 +576,7 @@ fn discovery(
     Ok(Some(DiscoveryServices {
         engine,
         queue,
-        subscriptions: Vec::new(),
+        subscriptions: settings.rotation.discovery_subscriptions.clone(),
     }))
 }
 

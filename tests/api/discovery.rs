@@ -26,7 +26,7 @@ use keyturn::discovery::job::{DiscoveryJob, JobScope};
 use keyturn::discovery::{Discovery, SNAPSHOT_DELAY, handle_delivery, run_sweep};
 use keyturn::domain::ids::SubscriptionId;
 use keyturn::domain::inventory::{
-    CredentialFilter, InventoryCredential, InventoryVault, ScopeFinding,
+    CredentialFilter, InventoryCredential, InventoryVault, Scope, ScopeFinding,
 };
 use keyturn::domain::inventory::{CredentialKind, FindingKind, SweepId};
 use keyturn::ports::inventory::{InventoryStore, credential_stream, finding_stream, vault_stream};
@@ -376,6 +376,70 @@ async fn each_scope_that_cannot_be_read_is_a_finding_and_the_sweep_goes_on() {
             .any(|c| c.kind == CredentialKind::KeyCredential)
     );
     assert_eq!(value_reads(&standins, &tenant), 0);
+}
+
+/// `KEYTURN_DISCOVERY_SUBSCRIPTIONS` names which subscriptions are read: another one the
+/// identity can see is left alone, and one named but not visible to the identity is a
+/// finding on that subscription while the rest of the sweep goes on.
+#[tokio::test]
+async fn only_the_configured_subscriptions_are_read_and_one_not_visible_is_a_finding() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let tenant = seed(&standins).await;
+    let arm = standins.resource_manager();
+    let elsewhere = arm.seed_subscription("not configured");
+    let other_vault = standins.add_vault().await.expect("starts");
+    other_vault.seed_secret(SecretSeed::new("not-configured", "v"));
+    arm.seed_vault(
+        elsewhere,
+        "kv-elsewhere",
+        other_vault.url(),
+        VaultProperties::default(),
+    );
+    let unknown = SubscriptionId::parse("0c8d2a4f-0000-4000-8000-00000000dead").expect("guid");
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    run_sweep(
+        &discovery,
+        sweep("s1"),
+        vec![
+            unknown,
+            SubscriptionId::parse(&tenant.subscription.to_string()).expect("guid"),
+        ],
+        4,
+        standins.now(),
+    )
+    .await
+    .expect("the sweep completes");
+
+    let findings = findings_in(store.as_ref()).await;
+    let on_unknown: Vec<&ScopeFinding> = findings
+        .iter()
+        .filter(|f| {
+            f.scope
+                == Scope::Subscription {
+                    subscription: unknown,
+                }
+        })
+        .collect();
+    assert_eq!(on_unknown.len(), 1, "{findings:?}");
+    assert!(on_unknown[0].kind.is_error(), "{:?}", on_unknown[0]);
+    assert!(
+        on_unknown[0].detail.contains("SubscriptionNotFound"),
+        "{:?}",
+        on_unknown[0]
+    );
+    let names: Vec<String> = vaults_in(store.as_ref())
+        .await
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    assert!(names.contains(&"kv-first".to_owned()), "{names:?}");
+    assert!(!names.contains(&"kv-elsewhere".to_owned()), "{names:?}");
+    let credentials = credentials_in(store.as_ref()).await;
+    assert!(credentials.iter().any(|c| c.name == "db-password"));
+    assert!(!credentials.iter().any(|c| c.name == "not-configured"));
+    assert_eq!(other_vault.value_reads(), 0);
 }
 
 #[tokio::test]

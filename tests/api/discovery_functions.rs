@@ -11,6 +11,7 @@ use keyturn::adapters::local::directory::LocalDirectory;
 use keyturn::adapters::local::queue::{LocalQueue, QueueSettings};
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::adapters::local::vault::LocalVault;
+use keyturn::discovery::job::{DiscoveryJob, JobScope};
 use keyturn::domain::inventory::{CredentialFilter, CredentialKind, InventoryCredential};
 use keyturn::domain::names::{ObjectName, VaultUrl};
 use keyturn::domain::secret::SecretValue;
@@ -18,7 +19,7 @@ use keyturn::ports::directory::CredentialIssuer;
 use keyturn::ports::inventory::credential_stream;
 use keyturn::ports::vault::{NewSecretVersion, SecretStore};
 
-use crate::helpers::{TestApp, fixture, spawn_app};
+use crate::helpers::{AppOptions, TestApp, fixture, rotation, spawn_app, spawn_app_from};
 
 /// The captured Service Bus invocation carrying `body` as message `message_id`.
 fn service_bus_invocation(body: &str, message_id: &str, delivery_count: u32) -> Value {
@@ -205,6 +206,56 @@ async fn a_timer_fired_twice_for_one_occurrence_queues_its_jobs_once() {
     // The jobs and the scheduled snapshot, once.
     assert_eq!(after_first, queued + 1);
     assert_eq!(queue.active_count().await.expect("counted"), after_first);
+}
+
+/// `KEYTURN_DISCOVERY_SUBSCRIPTIONS` reaches the sweep: it queues one job for each
+/// subscription named, and lists none.
+#[tokio::test]
+async fn the_sweep_queues_a_job_for_each_configured_subscription_only() {
+    let configured = [
+        "6f1b3c1e-0000-4000-8000-000000000001",
+        "0c8d2a4f-0000-4000-8000-000000000002",
+    ];
+    let app = spawn_app_from(
+        AppOptions {
+            settings: vec![(
+                "KEYTURN_DISCOVERY_SUBSCRIPTIONS".to_owned(),
+                configured.join(","),
+            )],
+            ..AppOptions::default()
+        },
+        rotation(),
+    )
+    .await;
+
+    let response = app
+        .invoke(
+            "DiscoverySweep",
+            &json!({ "Data": { "timer": { "IsPastDue": false } }, "Metadata": {} }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+
+    let queue = discovery_queue(&app);
+    let mut subscriptions = Vec::new();
+    while let Some(message) = queue
+        .receive(app.rotation.clock.clock().now())
+        .await
+        .expect("the queue reads")
+    {
+        let job = DiscoveryJob::decode(&message.body).expect("a discovery job");
+        if let JobScope::Subscription { subscription } = job.scope {
+            subscriptions.push(subscription.to_string());
+        }
+        queue
+            .complete(message.lock_token, app.rotation.clock.clock().now())
+            .await
+            .expect("completed");
+    }
+    subscriptions.sort();
+    let mut expected: Vec<String> = configured.iter().map(|s| (*s).to_owned()).collect();
+    expected.sort();
+    assert_eq!(subscriptions, expected);
 }
 
 #[tokio::test]

@@ -230,6 +230,20 @@ fn the_rotator_gets_every_setting_rotation_needs_in_azure() {
 }
 
 #[test]
+fn discovery_reads_the_subscriptions_the_bicep_grants_it() {
+    let main = main_bicep();
+    let line = var_block(&main, "rotatorAppSettings")
+        .into_iter()
+        .find(|line| setting_entry(line) == Some("KEYTURN_DISCOVERY_SUBSCRIPTIONS"))
+        .expect("rotatorAppSettings sets KEYTURN_DISCOVERY_SUBSCRIPTIONS");
+    assert!(
+        line.contains("value: join(discoverySubscriptions, ',') }"),
+        "{line}"
+    );
+    assert!(param_default(&main, "discoverySubscriptions").is_some());
+}
+
+#[test]
 fn the_azure_only_settings_the_test_expects_are_real_settings() {
     for name in ROTATOR_AZURE_SETTINGS {
         assert!(
