@@ -190,12 +190,14 @@ enum AuditCommand {
         /// given, the SQLite store there is verified whatever else is set.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// A JSON Web Key file holding the public key that checks the checkpoints'
-        /// signatures (`az keyvault key show` prints one; local mode writes
-        /// audit-signing.pub.jwk beside the store). Default: the local key beside the
-        /// store, or the Key Vault key the settings name.
+        /// A file of public keys that check the checkpoints' signatures, each
+        /// checkpoint with the key its key id names: a JSON Web Key (what `az keyvault
+        /// key show` prints), a JSON Web Key Set, or SPKI PEM (`az keyvault key download
+        /// --encoding PEM`); repeat for each key version. Local mode writes
+        /// audit-signing.pub.jwk beside the store. Default: the local keys beside the
+        /// store, or each version of the Key Vault key the settings name.
         #[arg(long)]
-        public_key: Option<PathBuf>,
+        public_key: Vec<PathBuf>,
     },
     /// Print entries for a terminal (default `--format table`), every writer's chain in
     /// turn, oldest first in each; page with --from-chain, --from-sequence and --limit. Exit 2 when the log cannot be read.
@@ -578,7 +580,7 @@ fn config_check() -> ExitCode {
     }
 }
 
-async fn audit_verify(data_dir: Option<PathBuf>, public_key: Option<PathBuf>) -> ExitCode {
+async fn audit_verify(data_dir: Option<PathBuf>, public_keys: Vec<PathBuf>) -> ExitCode {
     let env = Environment::from_process();
     let settings = match data_dir {
         Some(dir) => Ok(AuditCommandSettings::local(&dir)),
@@ -591,7 +593,7 @@ async fn audit_verify(data_dir: Option<PathBuf>, public_key: Option<PathBuf>) ->
             return ExitCode::from(2);
         }
     };
-    let verification = match startup::verification(&settings, public_key.as_deref()).await {
+    let verification = match startup::verification(&settings, &public_keys).await {
         Ok(verification) => verification,
         Err(e) => {
             eprintln!("keyturn: {e}");

@@ -33,7 +33,7 @@ use serde::Serialize;
 use super::{AuditError, BreakKind, ChainBreak, ChainHead, VerifyReport, store as store_error};
 use crate::ports::audit::{AuditStore, ChainId, EntryHash};
 use crate::ports::checkpoint::{
-    Checkpoint, CheckpointSigner, CheckpointStore, PublicKey, SignedCheckpoint,
+    Checkpoint, CheckpointSigner, CheckpointStore, KeyLookup, SignedCheckpoint, VerifyingKeys,
 };
 
 /// Where a writer anchors its batches: the checkpoint store and the signing key.
@@ -121,8 +121,12 @@ pub struct LogReport {
     pub entries_checked: u64,
     pub checkpoints_checked: u64,
     pub unanchored: u64,
-    /// The public key's fingerprint the signatures were checked with.
+    /// The public key's fingerprint the signatures were checked with (the first, when
+    /// several were).
     pub public_key: Option<String>,
+    /// Every public key that checked at least one checkpoint, in the order first used
+    /// (one per key version after rotations).
+    pub public_keys: Vec<String>,
     /// The first break found (chains in name order, checkpoint problems first).
     pub first_break: Option<LocatedBreak>,
     pub chains: Vec<ChainReport>,
@@ -163,11 +167,12 @@ impl fmt::Display for LogReport {
 }
 
 /// Verifies every chain of `store` and, with `checkpoints`, every checkpoint against
-/// `key` and against the chains. Store failures are errors; damage is a report.
+/// the key its id names among `keys` and against the chains. Store failures and keys
+/// that cannot be read are errors; damage is a report.
 pub async fn verify_log(
     store: &dyn AuditStore,
     checkpoints: Option<&dyn CheckpointStore>,
-    key: Option<&PublicKey>,
+    keys: Option<&dyn VerifyingKeys>,
 ) -> Result<LogReport, AuditError> {
     let survey = store
         .survey()
@@ -183,6 +188,9 @@ pub async fn verify_log(
     let mut breaks: Vec<LocatedBreak> = Vec::new();
     let mut valid: BTreeMap<ChainId, Vec<(String, Checkpoint)>> = BTreeMap::new();
     let mut checked = 0u64;
+    // Each key id is looked up once, however many checkpoints name it.
+    let mut looked_up: BTreeMap<String, KeyLookup> = BTreeMap::new();
+    let mut used: Vec<String> = Vec::new();
     for found in stored {
         let signed = match found.content {
             Ok(signed) => signed,
@@ -199,22 +207,63 @@ pub async fn verify_log(
             }
         };
         let first_affected = signed.checkpoint.previous.saturating_add(1);
-        let verified = key.is_some_and(|key| {
-            key.verifies(
-                signed.signature.algorithm,
-                &signed.checkpoint.signed_bytes(),
-                &signed.signature.bytes,
-            )
-        });
-        if !verified {
+        let key_id = &signed.signature.key_id;
+        if !looked_up.contains_key(key_id) {
+            let lookup = match keys {
+                Some(keys) => keys
+                    .lookup(key_id)
+                    .await
+                    .map_err(|source| AuditError::Key {
+                        key_id: key_id.clone(),
+                        source,
+                    })?,
+                None => KeyLookup::Candidates(Vec::new()),
+            };
+            looked_up.insert(key_id.clone(), lookup);
+        }
+        let problem = match &looked_up[key_id] {
+            KeyLookup::Candidates(candidates) => {
+                let verifying = candidates.iter().find(|key| {
+                    key.verifies(
+                        signed.signature.algorithm,
+                        &signed.checkpoint.signed_bytes(),
+                        &signed.signature.bytes,
+                    )
+                });
+                match verifying {
+                    Some(key) => {
+                        let fingerprint = key.fingerprint();
+                        if !used.contains(&fingerprint) {
+                            used.push(fingerprint);
+                        }
+                        None
+                    }
+                    None => Some(BreakKind::CheckpointForged {
+                        location: found.location.clone(),
+                        position: signed.checkpoint.position,
+                        key_id: key_id.clone(),
+                        outside_of: None,
+                    }),
+                }
+            }
+            KeyLookup::Unknown { looked_in } => Some(BreakKind::CheckpointKeyUnknown {
+                location: found.location.clone(),
+                position: signed.checkpoint.position,
+                key_id: key_id.clone(),
+                looked_in: looked_in.clone(),
+            }),
+            KeyLookup::Foreign { expected } => Some(BreakKind::CheckpointForged {
+                location: found.location.clone(),
+                position: signed.checkpoint.position,
+                key_id: key_id.clone(),
+                outside_of: Some(expected.clone()),
+            }),
+        };
+        if let Some(problem) = problem {
             breaks.push(LocatedBreak {
                 chain: Some(signed.checkpoint.writer.clone()),
                 sequence: first_affected,
-                problem: BreakKind::CheckpointForged {
-                    location: found.location,
-                    position: signed.checkpoint.position,
-                    key_id: signed.signature.key_id,
-                },
+                problem,
             });
             continue;
         }
@@ -273,7 +322,14 @@ pub async fn verify_log(
         entries_checked: reports.iter().map(|r| r.entries_checked).sum(),
         checkpoints_checked: checked,
         unanchored: reports.iter().map(|r| r.unanchored).sum(),
-        public_key: key.map(PublicKey::fingerprint),
+        public_key: used.first().cloned().or_else(|| {
+            let held = keys.map(VerifyingKeys::held).unwrap_or_default();
+            match held.as_slice() {
+                [only] => Some(only.fingerprint()),
+                _ => None,
+            }
+        }),
+        public_keys: used,
         first_break: breaks.into_iter().next(),
         chains: reports,
     })

@@ -120,6 +120,13 @@ pub enum AuditError {
         "the newest audit entry (position {position}) is unreadable or misplaced; run `keyturn audit verify`"
     )]
     CorruptHead { position: u64 },
+    /// The public key a checkpoint names cannot be read (not: there is no such key).
+    #[error("cannot read the public key {key_id}: {source}")]
+    Key {
+        key_id: String,
+        #[source]
+        source: PortError,
+    },
     #[error("the audit log is full: sequence numbers are exhausted")]
     SequenceExhausted,
     /// The writer ended without answering (it panicked); the entry may or may not be
@@ -763,11 +770,23 @@ pub enum BreakKind {
     /// or more entries follow the last checkpoint than one batch holds.
     CheckpointMissing { position: u64, named_by: String },
     /// A checkpoint's signature does not verify with the public key: forged, changed,
-    /// or signed by another key.
+    /// or signed by another key; or it names a key outside the audit signing key
+    /// (`outside_of`: the key its id should be a version of), whatever its signature.
     CheckpointForged {
         location: String,
         position: u64,
         key_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        outside_of: Option<String>,
+    },
+    /// A checkpoint names a key no available public key matches (`looked_in`: the
+    /// given keys, or Key Vault): a key version is missing from those given, or the
+    /// checkpoint names a version that never existed.
+    CheckpointKeyUnknown {
+        location: String,
+        position: u64,
+        key_id: String,
+        looked_in: String,
     },
     /// A stored checkpoint does not decode (garbage, or a line cut short).
     CheckpointUnreadable { location: String, problem: String },
@@ -856,9 +875,28 @@ pub(crate) fn describe_break(
             location,
             position,
             key_id,
+            outside_of: None,
         } => write!(
             f,
             "the checkpoint at {location} (position {position}, key {key_id}) does not verify with the public key"
+        ),
+        BreakKind::CheckpointForged {
+            location,
+            position,
+            key_id,
+            outside_of: Some(expected),
+        } => write!(
+            f,
+            "the checkpoint at {location} (position {position}) is forged: it names key {key_id}, which is no version of the audit signing key {expected}"
+        ),
+        BreakKind::CheckpointKeyUnknown {
+            location,
+            position,
+            key_id,
+            looked_in,
+        } => write!(
+            f,
+            "the checkpoint at {location} (position {position}) is signed by key {key_id}, which no public key in {looked_in} matches"
         ),
         BreakKind::CheckpointUnreadable { location, problem } => {
             write!(f, "the checkpoint at {location} is unreadable ({problem})")

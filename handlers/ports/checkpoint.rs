@@ -205,17 +205,48 @@ pub trait CheckpointSigner: Send + Sync + fmt::Debug {
     async fn public_key(&self) -> Result<PublicKey, PortError>;
 }
 
-/// Why a public key could not be read.
+/// Why a public key could not be read. The messages never quote the input: a key file
+/// handed over by mistake may hold a private key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PublicKeyError {
     #[error("not a JSON Web Key ({problem})")]
     NotAJwk { problem: String },
-    #[error("unsupported key type (expected an OKP Ed25519 or an EC P-256 key)")]
-    Unsupported,
-    #[error("the key's `{field}` is not base64url of the right length")]
+    #[error(
+        "unsupported key ({found}): checkpoints are checked with an EC P-256 key (Key Vault, ES256) or an Ed25519 key (local mode)"
+    )]
+    Unsupported { found: String },
+    #[error("the key's `{field}` is not base64 or base64url of the right length")]
     MalformedCoordinate { field: &'static str },
+    #[error(
+        "the key holds a private part (`{field}`): a private key must never be handed around; give only the public key (`az keyvault key show` prints only the public part)"
+    )]
+    PrivateKey { field: &'static str },
+    #[error("not a public key in PEM ({problem})")]
+    NotAPem { problem: String },
+    #[error("the JSON Web Key Set holds no key")]
+    EmptySet,
 }
+
+/// Longest `kid` kept; a Key Vault key URL with its version is under 300 bytes.
+const MAX_KID_LEN: usize = 1024;
+
+/// JSON Web Key members that hold private or secret key material (RFC 7518 section 6):
+/// EC and OKP `d`, RSA's primes and exponents, and a symmetric key's `k`.
+const PRIVATE_MEMBERS: [&str; 8] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k"];
+
+/// Base64 as JSON Web Keys carry it (base64url, RFC 7515) and as `az keyvault key
+/// show` prints it (standard base64 with padding): either alphabet, padding optional.
+const BASE64URL_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+const BASE64_ANY_PADDING: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// A public key that checks checkpoint signatures, read from and written as a JSON Web
 /// Key (RFC 7517; Ed25519 as RFC 8037's `OKP`), the form `az keyvault key show` prints.
@@ -257,7 +288,7 @@ impl PublicKey {
     }
 
     /// A short name for the key: `sha256:` and the first 16 hex digits of the SHA-256
-    /// of its raw public bytes.
+    /// of its raw public bytes. The local key's checkpoints name it by this.
     pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
         let digest = match self {
@@ -281,42 +312,356 @@ impl PublicKey {
         }
     }
 
-    /// Reads a JSON Web Key, bare or wrapped as Key Vault answers (`{"key": {...}}`).
-    /// Private members, if present, are ignored (never read into memory as a key).
+    /// Reads one JSON Web Key: bare, wrapped as Key Vault and `az keyvault key show`
+    /// answer (`{"key": {...}, "attributes": ...}`), or a JSON Web Key Set holding one
+    /// key. A key with a private member is refused (see [`PublicKeyError::PrivateKey`]).
     pub fn from_jwk(json: &str) -> Result<Self, PublicKeyError> {
-        let value: serde_json::Value =
-            serde_json::from_str(json).map_err(|e| PublicKeyError::NotAJwk {
-                problem: category(&e).to_owned(),
-            })?;
-        let jwk = value.get("key").filter(|k| k.is_object()).unwrap_or(&value);
-        let text = |field: &'static str| jwk.get(field).and_then(serde_json::Value::as_str);
-        let coordinate = |field: &'static str, len: usize| {
-            text(field)
-                .and_then(|v| BASE64URL.decode(v.trim_end_matches('=')).ok())
-                .filter(|bytes| bytes.len() == len)
-                .ok_or(PublicKeyError::MalformedCoordinate { field })
-        };
-        match (text("kty"), text("crv")) {
-            (Some("OKP"), Some("Ed25519")) => {
-                let x = coordinate("x", 32)?;
-                let mut key = [0; 32];
-                key.copy_from_slice(&x);
-                Ok(Self::Ed25519(key))
-            }
-            (Some("EC" | "EC-HSM"), Some("P-256")) => {
-                let x = coordinate("x", 32)?;
-                let y = coordinate("y", 32)?;
-                let mut point = [0; 65];
-                point[0] = 4;
-                point[1..33].copy_from_slice(&x);
-                point[33..].copy_from_slice(&y);
-                Ok(Self::EcP256(point))
-            }
-            (None, _) => Err(PublicKeyError::NotAJwk {
-                problem: "no `kty`".to_owned(),
+        let mut keys = parse_json_keys(json)?;
+        match keys.len() {
+            1 => Ok(keys.remove(0).key),
+            0 => Err(PublicKeyError::EmptySet),
+            _ => Err(PublicKeyError::NotAJwk {
+                problem: "a set of several keys where one is expected".to_owned(),
             }),
-            _ => Err(PublicKeyError::Unsupported),
         }
+    }
+
+    /// Reads an SPKI public key (`-----BEGIN PUBLIC KEY-----`, what `az keyvault key
+    /// download --encoding PEM` writes): EC P-256 or Ed25519.
+    pub fn from_spki_der(der: &[u8]) -> Result<Self, PublicKeyError> {
+        use x509_parser::oid_registry::{OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_SIG_ED25519};
+        use x509_parser::prelude::FromDer;
+        use x509_parser::x509::SubjectPublicKeyInfo;
+        let pem_error = |problem: &str| PublicKeyError::NotAPem {
+            problem: problem.to_owned(),
+        };
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(der)
+            .map_err(|_| pem_error("the block is not a DER SubjectPublicKeyInfo"))?;
+        if !rest.is_empty() {
+            return Err(pem_error("bytes follow the SubjectPublicKeyInfo"));
+        }
+        let bits: &[u8] = &spki.subject_public_key.data;
+        let algorithm = &spki.algorithm.algorithm;
+        if *algorithm == OID_SIG_ED25519 {
+            let key: [u8; 32] = bits
+                .try_into()
+                .map_err(|_| pem_error("an Ed25519 key is 32 bytes"))?;
+            return Ok(Self::Ed25519(key));
+        }
+        if *algorithm == OID_KEY_TYPE_EC_PUBLIC_KEY {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.as_oid().ok());
+            if curve.as_ref() != Some(&OID_EC_P256) {
+                return Err(PublicKeyError::Unsupported {
+                    found: "an EC key on another curve than P-256".to_owned(),
+                });
+            }
+            let point: [u8; 65] = bits
+                .try_into()
+                .ok()
+                .filter(|p: &[u8; 65]| p[0] == 4)
+                .ok_or_else(|| pem_error("the EC point is not an uncompressed P-256 point"))?;
+            return Ok(Self::EcP256(point));
+        }
+        Err(PublicKeyError::Unsupported {
+            found: format!("a key of algorithm {algorithm}"),
+        })
+    }
+}
+
+/// A public key and the key id it answers to (`kid`): a Key Vault key URL with its
+/// version, a local key's fingerprint, or none (a bare key, a PEM file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedKey {
+    pub kid: Option<String>,
+    pub key: PublicKey,
+}
+
+impl NamedKey {
+    /// The key as a JSON Web Key, with its `kid` when it has one.
+    pub fn to_jwk(&self) -> serde_json::Value {
+        let mut jwk = self.key.to_jwk();
+        if let Some(kid) = &self.kid {
+            jwk["kid"] = serde_json::Value::String(kid.clone());
+        }
+        jwk
+    }
+
+    /// Whether this key is the one a checkpoint's `key_id` names: its `kid` (Key Vault
+    /// URLs compared as Key Vault compares names, ignoring case) or its fingerprint.
+    pub fn answers_to(&self, key_id: &str) -> bool {
+        if self.key.fingerprint() == key_id {
+            return true;
+        }
+        self.kid
+            .as_deref()
+            .is_some_and(|kid| kid == key_id || same_key_url(kid, key_id))
+    }
+}
+
+/// Whether two Key Vault key URLs name the same key version: vault host, key name and
+/// version are case-insensitive in Key Vault.
+fn same_key_url(a: &str, b: &str) -> bool {
+    let normal = |text: &str| {
+        url::Url::parse(text)
+            .ok()
+            .filter(|u| u.scheme() == "https")
+            .map(|u| {
+                (
+                    u.host_str().unwrap_or_default().to_ascii_lowercase(),
+                    u.port_or_known_default(),
+                    u.path().trim_end_matches('/').to_ascii_lowercase(),
+                )
+            })
+    };
+    matches!((normal(a), normal(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Reads a public key file: one JSON Web Key (bare or as Key Vault wraps it), a JSON Web
+/// Key Set (`{"keys": [...]}`), or SPKI PEM blocks (`-----BEGIN PUBLIC KEY-----`).
+pub fn parse_public_keys(text: &str) -> Result<Vec<NamedKey>, PublicKeyError> {
+    if text.trim_start().starts_with("-----BEGIN") {
+        return parse_pem_keys(text);
+    }
+    let keys = parse_json_keys(text)?;
+    if keys.is_empty() {
+        return Err(PublicKeyError::EmptySet);
+    }
+    Ok(keys)
+}
+
+fn parse_pem_keys(text: &str) -> Result<Vec<NamedKey>, PublicKeyError> {
+    use x509_parser::pem::Pem;
+    let mut keys = Vec::new();
+    for block in Pem::iter_from_buffer(text.as_bytes()) {
+        let block = block.map_err(|_| PublicKeyError::NotAPem {
+            problem: "a block is malformed or truncated".to_owned(),
+        })?;
+        match block.label.as_str() {
+            "PUBLIC KEY" => keys.push(NamedKey {
+                kid: None,
+                key: PublicKey::from_spki_der(&block.contents)?,
+            }),
+            label if label.contains("PRIVATE") => {
+                return Err(PublicKeyError::PrivateKey { field: "PEM" });
+            }
+            _ => {
+                return Err(PublicKeyError::NotAPem {
+                    problem: "a block is not a PUBLIC KEY".to_owned(),
+                });
+            }
+        }
+    }
+    if keys.is_empty() {
+        return Err(PublicKeyError::NotAPem {
+            problem: "no complete PUBLIC KEY block".to_owned(),
+        });
+    }
+    Ok(keys)
+}
+
+fn parse_json_keys(json: &str) -> Result<Vec<NamedKey>, PublicKeyError> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| PublicKeyError::NotAJwk {
+            problem: category(&e).to_owned(),
+        })?;
+    if let Some(set) = value.get("keys") {
+        let members = set.as_array().ok_or_else(|| PublicKeyError::NotAJwk {
+            problem: "`keys` is not a list".to_owned(),
+        })?;
+        return members.iter().map(named_key).collect();
+    }
+    let jwk = value.get("key").filter(|k| k.is_object()).unwrap_or(&value);
+    Ok(vec![named_key(jwk)?])
+}
+
+/// One JSON Web Key. Members `az keyvault key show` prints as `null` count as absent.
+fn named_key(jwk: &serde_json::Value) -> Result<NamedKey, PublicKeyError> {
+    if !jwk.is_object() {
+        return Err(PublicKeyError::NotAJwk {
+            problem: "not a JSON object".to_owned(),
+        });
+    }
+    let present = |field: &str| jwk.get(field).is_some_and(|v| !v.is_null());
+    if let Some(field) = PRIVATE_MEMBERS.into_iter().find(|f| present(f)) {
+        return Err(PublicKeyError::PrivateKey { field });
+    }
+    let text = |field: &'static str| jwk.get(field).and_then(serde_json::Value::as_str);
+    let coordinate = |field: &'static str, len: usize| {
+        text(field)
+            .and_then(|v| {
+                BASE64URL_ANY_PADDING
+                    .decode(v)
+                    .or_else(|_| BASE64_ANY_PADDING.decode(v))
+                    .ok()
+            })
+            .filter(|bytes| bytes.len() == len)
+            .ok_or(PublicKeyError::MalformedCoordinate { field })
+    };
+    let key = match (text("kty"), text("crv")) {
+        (Some("OKP"), Some("Ed25519")) => {
+            let x = coordinate("x", 32)?;
+            let mut key = [0; 32];
+            key.copy_from_slice(&x);
+            PublicKey::Ed25519(key)
+        }
+        (Some("EC" | "EC-HSM"), Some("P-256")) => {
+            let x = coordinate("x", 32)?;
+            let y = coordinate("y", 32)?;
+            let mut point = [0; 65];
+            point[0] = 4;
+            point[1..33].copy_from_slice(&x);
+            point[33..].copy_from_slice(&y);
+            PublicKey::EcP256(point)
+        }
+        (None, _) => {
+            return Err(PublicKeyError::NotAJwk {
+                problem: "no `kty`".to_owned(),
+            });
+        }
+        (Some(kty), crv) => {
+            return Err(PublicKeyError::Unsupported {
+                found: describe_key_type(kty, crv),
+            });
+        }
+    };
+    let kid = match jwk.get("kid") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(kid))
+            if !kid.is_empty()
+                && kid.len() <= MAX_KID_LEN
+                && !kid.chars().any(char::is_control) =>
+        {
+            Some(kid.clone())
+        }
+        Some(_) => {
+            return Err(PublicKeyError::NotAJwk {
+                problem: "`kid` is not a key id".to_owned(),
+            });
+        }
+    };
+    Ok(NamedKey { kid, key })
+}
+
+/// "an RSA key", "an EC key on curve P-384": the key type and curve named only when
+/// they are ones JSON Web Keys define, so nothing else from the input is echoed.
+fn describe_key_type(kty: &str, crv: Option<&str>) -> String {
+    const TYPES: [&str; 7] = ["RSA", "RSA-HSM", "EC", "EC-HSM", "oct", "oct-HSM", "OKP"];
+    const CURVES: [&str; 8] = [
+        "P-256", "P-384", "P-521", "P-256K", "Ed25519", "Ed448", "X25519", "X448",
+    ];
+    let Some(kty) = TYPES.into_iter().find(|t| *t == kty) else {
+        return "a key of an unknown type".to_owned();
+    };
+    let article = if kty.starts_with(['R', 'E', 'O', 'o']) {
+        "an"
+    } else {
+        "a"
+    };
+    match crv.and_then(|c| CURVES.into_iter().find(|k| *k == c)) {
+        Some(curve) => format!("{article} {kty} key on curve {curve}"),
+        None if crv.is_some() => format!("{article} {kty} key on an unknown curve"),
+        None => format!("{article} {kty} key"),
+    }
+}
+
+/// What the keys a verification holds say about the key a checkpoint names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLookup {
+    /// The keys to check its signature with: the one its key id names, or keys that
+    /// name none (a bare key or a PEM file may be any). Empty: no key at all.
+    Candidates(Vec<PublicKey>),
+    /// No key matches the id; `looked_in` says where they were looked for.
+    Unknown { looked_in: String },
+    /// The id names a key outside the one the log is signed with (`expected`): the
+    /// checkpoint is forged, whatever its signature.
+    Foreign { expected: String },
+}
+
+/// The public keys a verification checks signatures with, found by the key id each
+/// checkpoint names: given keys, or each version of a Key Vault key fetched on demand.
+#[async_trait]
+pub trait VerifyingKeys: Send + Sync + fmt::Debug {
+    /// The keys for `key_id`. An error: the keys cannot be read (not: no key matches).
+    async fn lookup(&self, key_id: &str) -> Result<KeyLookup, PortError>;
+
+    /// The keys held before any lookup, for the report.
+    fn held(&self) -> Vec<PublicKey>;
+}
+
+/// One key given alone stands for every checkpoint, as "the public key".
+#[async_trait]
+impl VerifyingKeys for PublicKey {
+    async fn lookup(&self, _key_id: &str) -> Result<KeyLookup, PortError> {
+        Ok(KeyLookup::Candidates(vec![self.clone()]))
+    }
+
+    fn held(&self) -> Vec<PublicKey> {
+        vec![self.clone()]
+    }
+}
+
+/// Keys given to a verification (files, the local key and its predecessors): the key a
+/// checkpoint's id names, else every key that names none.
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: Vec<NamedKey>,
+}
+
+impl KeyRing {
+    pub fn new(keys: Vec<NamedKey>) -> Self {
+        let mut ring = Self::default();
+        for key in keys {
+            ring.add(key);
+        }
+        ring
+    }
+
+    /// Adds a key; the same key twice is kept once (with a `kid` if either had one).
+    pub fn add(&mut self, key: NamedKey) {
+        match self.keys.iter_mut().find(|k| k.key == key.key) {
+            Some(existing) if existing.kid.is_none() => existing.kid = key.kid,
+            Some(_) => {}
+            None => self.keys.push(key),
+        }
+    }
+
+    pub fn keys(&self) -> &[NamedKey] {
+        &self.keys
+    }
+}
+
+#[async_trait]
+impl VerifyingKeys for KeyRing {
+    async fn lookup(&self, key_id: &str) -> Result<KeyLookup, PortError> {
+        let named: Vec<PublicKey> = self
+            .keys
+            .iter()
+            .filter(|k| k.answers_to(key_id))
+            .map(|k| k.key.clone())
+            .collect();
+        if !named.is_empty() {
+            return Ok(KeyLookup::Candidates(named));
+        }
+        let unnamed: Vec<PublicKey> = self
+            .keys
+            .iter()
+            .filter(|k| k.kid.is_none())
+            .map(|k| k.key.clone())
+            .collect();
+        if unnamed.is_empty() {
+            return Ok(KeyLookup::Unknown {
+                looked_in: format!("the {} given public key(s)", self.keys.len()),
+            });
+        }
+        Ok(KeyLookup::Candidates(unnamed))
+    }
+
+    fn held(&self) -> Vec<PublicKey> {
+        self.keys.iter().map(|k| k.key.clone()).collect()
     }
 }
 
@@ -394,7 +739,9 @@ mod tests {
         assert_eq!(PublicKey::from_jwk(&wrapped), Ok(ec));
         assert_eq!(
             PublicKey::from_jwk(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#),
-            Err(PublicKeyError::Unsupported)
+            Err(PublicKeyError::Unsupported {
+                found: "an RSA key".to_owned()
+            })
         );
         assert!(matches!(
             PublicKey::from_jwk("not json"),

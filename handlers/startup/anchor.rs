@@ -21,10 +21,13 @@ use crate::audit::{Anchor, AuditError, LogReport, verify_log};
 use crate::config::{AuditSettings, CheckpointSettings, TableAccess};
 use crate::domain::file::{CappedReadError, read_capped_text};
 use crate::ports::audit::AuditStore;
-use crate::ports::checkpoint::{CheckpointStore, PublicKey};
+use crate::ports::checkpoint::{
+    CheckpointStore, KeyRing, NamedKey, VerifyingKeys, parse_public_keys,
+};
 
 /// A JSON Web Key of an EC P-256 key is about 200 bytes; Key Vault's answer wrapping it
-/// (`az keyvault key show`) under 1 KiB. 16 KiB takes any of them with room.
+/// (`az keyvault key show`) under 1 KiB. 16 KiB takes any of them, or a set of a few
+/// dozen key versions, with room.
 const MAX_PUBLIC_KEY_FILE_LEN: u64 = 16 * 1024;
 
 /// The anchor the local store's writer uses: the checkpoint file and the signing key
@@ -96,12 +99,12 @@ pub(crate) fn azure_anchor(
     })
 }
 
-/// What `keyturn audit verify` checks: the store, its checkpoints and the public key.
+/// What `keyturn audit verify` checks: the store, its checkpoints and the public keys.
 #[derive(Debug)]
 pub struct Verification {
     pub(crate) store: Arc<dyn AuditStore>,
     pub(crate) checkpoints: Option<Arc<dyn CheckpointStore>>,
-    pub(crate) key: Option<PublicKey>,
+    pub(crate) keys: Option<Arc<dyn VerifyingKeys>>,
 }
 
 impl Verification {
@@ -109,21 +112,23 @@ impl Verification {
         verify_log(
             self.store.as_ref(),
             self.checkpoints.as_deref(),
-            self.key.as_ref(),
+            self.keys.as_deref(),
         )
         .await
     }
 }
 
-/// The verification of the log `settings` name. `public_key` is a JSON Web Key file;
-/// without one, the local key beside the store gives its public half. A path that
-/// holds no store is an error: verifying it would create an empty store and call it
-/// valid.
-pub async fn verification(
+/// The verification of the log `settings` name. `public_keys` are key files (each a
+/// JSON Web Key, a JSON Web Key Set or SPKI PEM); each checkpoint is checked with the
+/// key its key id names. Without any, the local key beside the store and the keys it
+/// replaced give the public halves, and in Azure each key version is read from Key
+/// Vault. A path that holds no store is an error: verifying it would create an empty
+/// store and call it valid.
+pub async fn verification<P: AsRef<Path>>(
     settings: &crate::config::AuditCommandSettings,
-    public_key: Option<&Path>,
+    public_keys: impl IntoIterator<Item = P>,
 ) -> Result<Verification, StartupError> {
-    let key = public_key.map(read_public_key).transpose()?;
+    let given = read_public_keys(public_keys)?;
     match &settings.audit {
         AuditSettings::Sqlite { path } => {
             if !path.is_file() {
@@ -134,9 +139,9 @@ pub async fn verification(
             }
             let store =
                 super::audit_store(&settings.audit, &settings.credential, None, false).await?;
-            let key = match key {
-                Some(key) => Some(key),
-                None => local_public_key(path)?,
+            let keys = match given {
+                Some(given) => Some(given),
+                None => local_public_keys(path)?,
             };
             Ok(Verification {
                 store,
@@ -144,7 +149,7 @@ pub async fn verification(
                     path,
                     CHECKPOINT_FILE_NAME,
                 )))),
-                key,
+                keys: keys.map(|ring| Arc::new(ring) as Arc<dyn VerifyingKeys>),
             })
         }
         AuditSettings::Table { .. } => {
@@ -157,41 +162,62 @@ pub async fn verification(
                 })?;
                 Ok(cli)
             };
-            super::azure_verification(settings, key, operator, SignerOptions::default()).await
+            super::azure_verification(settings, given, operator, SignerOptions::default()).await
         }
     }
 }
 
 /// [`verification`] of a table store with `operator`'s credential and `signer` options
 /// in place of the Azure CLI sign-in and keyturn's defaults (tests reach stand-ins so).
-pub async fn verification_with(
+pub async fn verification_with<P: AsRef<Path>>(
     settings: &crate::config::AuditCommandSettings,
-    public_key: Option<&Path>,
+    public_keys: impl IntoIterator<Item = P>,
     operator: Arc<dyn TokenCredential>,
     signer: SignerOptions,
 ) -> Result<Verification, StartupError> {
-    let key = public_key.map(read_public_key).transpose()?;
-    super::azure_verification(settings, key, || Ok(operator), signer).await
+    let given = read_public_keys(public_keys)?;
+    super::azure_verification(settings, given, || Ok(operator), signer).await
 }
 
-/// The local key's public half: from the signing key beside the store, else from the
-/// public key file beside it; `None` when neither exists (a store never anchored).
-fn local_public_key(store_path: &Path) -> Result<Option<PublicKey>, StartupError> {
+/// The local key's public half and those of the keys it replaced: the signing key
+/// beside the store and the public key file beside it (which keeps every key the
+/// directory signed with); `None` when neither exists (a store never anchored).
+fn local_public_keys(store_path: &Path) -> Result<Option<KeyRing>, StartupError> {
+    let mut ring = KeyRing::default();
     let key_path = file_beside(store_path, SIGNING_KEY_FILE_NAME);
     if key_path.exists() {
         let key = LocalSigningKey::read_file(&key_path)
             .map_err(|e| StartupError::Audit(e.to_string()))?;
-        return Ok(Some(key.public().clone()));
+        ring.add(NamedKey {
+            kid: Some(key.public().fingerprint()),
+            key: key.public().clone(),
+        });
     }
     let public_path = file_beside(store_path, PUBLIC_KEY_FILE_NAME);
     if public_path.exists() {
-        return read_public_key(&public_path).map(Some);
+        for key in read_public_key_file(&public_path)? {
+            ring.add(key);
+        }
     }
-    Ok(None)
+    Ok((!ring.keys().is_empty()).then_some(ring))
 }
 
-/// Reads a public key file (a JSON Web Key), naming the file in any error.
-pub(crate) fn read_public_key(path: &Path) -> Result<PublicKey, StartupError> {
+/// The keys of every file in `paths`; `None` when no file is given.
+fn read_public_keys<P: AsRef<Path>>(
+    paths: impl IntoIterator<Item = P>,
+) -> Result<Option<KeyRing>, StartupError> {
+    let mut ring: Option<KeyRing> = None;
+    for path in paths {
+        for key in read_public_key_file(path.as_ref())? {
+            ring.get_or_insert_with(KeyRing::default).add(key);
+        }
+    }
+    Ok(ring)
+}
+
+/// Reads a public key file (a JSON Web Key, as `az keyvault key show` prints it or
+/// bare; a JSON Web Key Set; or SPKI PEM), naming the file in any error.
+pub(crate) fn read_public_key_file(path: &Path) -> Result<Vec<NamedKey>, StartupError> {
     let named = |problem: String| {
         StartupError::Audit(format!("public key file {}: {problem}", path.display()))
     };
@@ -199,7 +225,7 @@ pub(crate) fn read_public_key(path: &Path) -> Result<PublicKey, StartupError> {
         CappedReadError::TooLarge { cap } => named(format!("larger than {cap} bytes")),
         CappedReadError::Io(source) => named(source.to_string()),
     })?;
-    PublicKey::from_jwk(&text).map_err(|e| named(e.to_string()))
+    parse_public_keys(&text).map_err(|e| named(e.to_string()))
 }
 
 /// The public key file an auditor is handed, beside the store at `store_path`.

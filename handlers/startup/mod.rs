@@ -173,10 +173,11 @@ async fn audit_anchor(
 /// sign-in (`keyturn audit verify` passes the Azure CLI's).
 async fn azure_verification(
     settings: &AuditCommandSettings,
-    key: Option<crate::ports::checkpoint::PublicKey>,
+    given: Option<crate::ports::checkpoint::KeyRing>,
     operator: impl FnOnce() -> Result<Arc<dyn TokenCredential>, StartupError>,
     signer: SignerOptions,
 ) -> Result<Verification, StartupError> {
+    use crate::ports::checkpoint::VerifyingKeys;
     let store = audit_store(&settings.audit, &settings.credential, None, false).await?;
     let AuditSettings::Table {
         access,
@@ -187,12 +188,12 @@ async fn azure_verification(
         return Ok(Verification {
             store,
             checkpoints: None,
-            key,
+            keys: given.map(|ring| Arc::new(ring) as Arc<dyn VerifyingKeys>),
         });
     };
     // The operator signs in only where something needs a token: the container when
     // the table is reached with an identity, Key Vault when no key file is given.
-    let needs_sign_in = matches!(access, TableAccess::Identity { .. }) || key.is_none();
+    let needs_sign_in = matches!(access, TableAccess::Identity { .. }) || given.is_none();
     let credential = if needs_sign_in {
         Some(operator()?)
     } else {
@@ -204,23 +205,26 @@ async fn azure_verification(
             .ok_or_else(|| StartupError::Audit("no sign-in for the checkpoint container".into()))
     };
     let container = anchor::blob_checkpoints(checkpoints, access, signed_in)?;
-    let key = match key {
-        Some(key) => key,
+    let keys: Arc<dyn VerifyingKeys> = match given {
+        Some(ring) => Arc::new(ring),
         None => {
+            // Each checkpoint's key version is read from Key Vault as it is named; the
+            // configured key is read now, so a missing read role shows before any work.
             let signer = anchor::key_vault_signer(checkpoints, signed_in()?, signer)?;
-            crate::ports::checkpoint::CheckpointSigner::public_key(&signer)
+            let versions = crate::adapters::azure::signer::KeyVaultVersions::new(signer)
                 .await
                 .map_err(|e| {
                     StartupError::Audit(format!(
-                        "{e} (or pass the key's JSON Web Key with --public-key FILE)"
+                        "{e} (or pass the key's public key files with --public-key FILE)"
                     ))
-                })?
+                })?;
+            Arc::new(versions)
         }
     };
     Ok(Verification {
         store,
         checkpoints: Some(Arc::new(container)),
-        key: Some(key),
+        keys: Some(keys),
     })
 }
 

@@ -673,3 +673,159 @@ async fn a_key_that_cannot_be_read_is_named_and_nothing_is_lost() {
     let stored = fixture.store().await.read(1, 10).await.expect("readable");
     assert_eq!(stored.len(), 2, "every entry is still stored");
 }
+
+/// The public key file beside the store holds every key the directory signed with.
+fn published_keys(fixture: &SqliteAnchored) -> Vec<serde_json::Value> {
+    let text =
+        std::fs::read_to_string(keyturn::startup::public_key_file(&fixture.path)).expect("read");
+    let set: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    set["keys"].as_array().expect("a JSON Web Key Set").clone()
+}
+
+/// A writer of the default chain signing with a new local key: the old key file is
+/// removed, as an operator replacing the key does, and the next writer creates one.
+fn replace_the_local_key(fixture: &SqliteAnchored) {
+    std::fs::remove_file(fixture.beside(SIGNING_KEY_FILE_NAME)).expect("the old key is removed");
+}
+
+#[tokio::test]
+async fn checkpoints_signed_before_and_after_the_local_key_was_replaced_all_verify() {
+    let fixture = SqliteAnchored::new();
+    let writer = ChainId::default_chain();
+    append(&fixture.writer(&writer).await, 2).await;
+    let old = fixture.public_key().await;
+    replace_the_local_key(&fixture);
+    append(&fixture.writer(&writer).await, 2).await;
+    let new = fixture.public_key().await;
+    let dir = fixture
+        .path
+        .parent()
+        .expect("data dir")
+        .display()
+        .to_string();
+
+    let (code, report, stderr) = verify_command(&["--data-dir", &dir]);
+
+    assert_ne!(old, new, "the key was replaced");
+    let published = published_keys(&fixture);
+    assert_eq!(published.len(), 2, "both keys are published: {published:?}");
+    assert_eq!(published[0]["kid"], old.fingerprint());
+    assert_eq!(published[1]["kid"], new.fingerprint());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(report["checkpoints_checked"], 4, "{report}");
+    assert_eq!(
+        report["public_keys"],
+        serde_json::json!([old.fingerprint(), new.fingerprint()]),
+        "each checkpoint checked with the key that signed it: {report}"
+    );
+}
+
+#[tokio::test]
+async fn an_auditor_needs_every_key_version_and_is_told_which_one_is_missing() {
+    let fixture = SqliteAnchored::new();
+    let writer = ChainId::default_chain();
+    append(&fixture.writer(&writer).await, 2).await;
+    replace_the_local_key(&fixture);
+    append(&fixture.writer(&writer).await, 2).await;
+    let new = fixture.public_key().await;
+    let data = fixture
+        .path
+        .parent()
+        .expect("data dir")
+        .display()
+        .to_string();
+    let auditor = tempfile::tempdir().expect("tempdir");
+    let published = published_keys(&fixture);
+    let mut files = Vec::new();
+    for (n, key) in published.iter().enumerate() {
+        let file = auditor.path().join(format!("key-{n}.jwk"));
+        std::fs::write(&file, key.to_string()).expect("written");
+        files.push(file.display().to_string());
+    }
+    let set = keyturn::startup::public_key_file(&fixture.path)
+        .display()
+        .to_string();
+
+    let (both, _, both_error) = verify_command(&[
+        "--data-dir",
+        &data,
+        "--public-key",
+        &files[0],
+        "--public-key",
+        &files[1],
+    ]);
+    let (from_set, _, set_error) = verify_command(&["--data-dir", &data, "--public-key", &set]);
+    let (code, report, stderr) = verify_command(&["--data-dir", &data, "--public-key", &files[0]]);
+
+    assert_eq!(both, Some(0), "one file per key: {both_error}");
+    assert_eq!(from_set, Some(0), "one JSON Web Key Set: {set_error}");
+    assert_eq!(code, Some(1), "{stderr}");
+    let found = &report["first_break"];
+    assert_eq!(
+        found["problem"]["kind"], "checkpoint_key_unknown",
+        "{report}"
+    );
+    assert_eq!(found["problem"]["key_id"], new.fingerprint(), "{report}");
+    assert_eq!(found["problem"]["position"], 3, "{report}");
+    // The new writer's first checkpoint names no previous one: it vouches for the
+    // chain from its start.
+    assert_eq!(found["sequence"], 1, "{report}");
+    assert!(
+        stderr.contains(&format!(
+            "(position 3) is signed by key {}, which no public key in the 1 given public key(s) matches",
+            new.fingerprint()
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_whose_key_id_names_another_key_than_signed_it_is_forged() {
+    let fixture = SqliteAnchored::new();
+    let writer = ChainId::default_chain();
+    let entries = append(&fixture.writer(&writer).await, 2).await;
+    let old = fixture.public_key().await;
+    replace_the_local_key(&fixture);
+    append(&fixture.writer(&writer).await, 1).await;
+    // Someone holding the new key signs a checkpoint of a rewritten head and names the
+    // old key in it, as if it were an old checkpoint.
+    let key = LocalSigningKey::read_file(&fixture.beside(SIGNING_KEY_FILE_NAME)).expect("key");
+    let checkpoint = Checkpoint {
+        writer: writer.clone(),
+        position: 3,
+        previous: 2,
+        head: entries[0].hash,
+        at: Utc::now(),
+    };
+    let mut signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
+    signature.key_id = old.fingerprint();
+    fixture
+        .checkpoints()
+        .await
+        .append(&SignedCheckpoint {
+            checkpoint,
+            signature,
+        })
+        .await
+        .expect("appended");
+    let data = fixture
+        .path
+        .parent()
+        .expect("data dir")
+        .display()
+        .to_string();
+
+    let (code, report, stderr) = verify_command(&["--data-dir", &data]);
+
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(
+        report["first_break"]["problem"]["kind"], "checkpoint_forged",
+        "{report}"
+    );
+    assert_eq!(
+        report["first_break"]["problem"]["key_id"],
+        old.fingerprint(),
+        "{report}"
+    );
+    assert_eq!(report["first_break"]["sequence"], 3, "{report}");
+}

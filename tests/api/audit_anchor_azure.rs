@@ -701,3 +701,276 @@ async fn verify_without_read_on_the_key_names_it_and_the_way_out() {
     let store = stored.for_chain(&chain("w-one")).expect("any chain");
     assert_eq!(store.read(1, 10).await.expect("readable").len(), 1);
 }
+
+/// A key file as `az keyvault key show` prints it (azure-cli's `transform_key_output`:
+/// the key bundle with every JSON Web Key member, unset ones `null`, camelCase
+/// `keyOps`, and the coordinates in standard base64 with padding).
+fn az_key_show(kid: &str, key: &PublicKey) -> String {
+    use base64::Engine as _;
+    let jwk = key.to_jwk();
+    let standard = |field: &str| {
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwk[field].as_str().expect("a coordinate"))
+            .expect("base64url");
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    };
+    serde_json::json!({
+        "attributes": {
+            "created": "2025-03-01T12:00:00+00:00",
+            "enabled": true,
+            "expires": null,
+            "exportable": false,
+            "hsmPlatform": null,
+            "notBefore": null,
+            "recoverableDays": 90,
+            "recoveryLevel": "Recoverable+Purgeable",
+            "updated": "2025-03-01T12:00:00+00:00"
+        },
+        "key": {
+            "crv": "P-256", "d": null, "dp": null, "dq": null, "e": null, "k": null,
+            "keyOps": ["sign", "verify"], "kid": kid, "kty": "EC", "n": null, "p": null,
+            "q": null, "qi": null, "t": null, "x": standard("x"), "y": standard("y")
+        },
+        "managed": null,
+        "releasePolicy": null,
+        "tags": null
+    })
+    .to_string()
+}
+
+/// The audit key without a version, so its signer signs with the newest version.
+fn versionless(fixture: &AzureAnchored) -> KeyUrl {
+    KeyUrl::parse(&format!(
+        "{}keys/{}",
+        fixture.key.vault(),
+        fixture.key.name()
+    ))
+    .expect("a key URL")
+}
+
+/// Two checkpoints signed by the audit key's first version, the key rotated in Key
+/// Vault (a new version), two more signed by the new version. Returns both versions'
+/// key ids.
+async fn rotated_log(fixture: &AzureAnchored) -> (String, String) {
+    let signer = fixture.signer_with(
+        &versionless(fixture),
+        Permissions::only(["keys/sign", "keys/get"]),
+    );
+    let log = fixture.writer_signed_by(&chain("w-one"), Arc::new(signer));
+    append(&log, 2).await;
+    let rotated = fixture
+        .standins
+        .keyvault()
+        .create_ec_key(fixture.key.name())
+        .to_string();
+    append(&log, 2).await;
+    (fixture.key.to_string(), rotated)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_across_a_key_rotation_verify_each_with_its_own_version_from_key_vault() {
+    let fixture = AzureAnchored::new().await;
+    let (first, second) = rotated_log(&fixture).await;
+    let key_ids: Vec<String> = fixture
+        .checkpoint_lines()
+        .await
+        .iter()
+        .map(|line| {
+            keyturn::ports::checkpoint::SignedCheckpoint::from_line(line)
+                .expect("a checkpoint")
+                .signature
+                .key_id
+        })
+        .collect();
+    fixture.standins.clear_requests();
+
+    let report = fixture
+        .verification(None, Permissions::only(["keys/get"]))
+        .await
+        .expect("the operator reads the key")
+        .run()
+        .await
+        .expect("readable");
+
+    assert_ne!(first, second);
+    assert_eq!(
+        key_ids,
+        [&first, &first, &second, &second].map(String::clone)
+    );
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.checkpoints_checked, 4);
+    assert_eq!(
+        report.public_keys.len(),
+        2,
+        "one key per version: {report:?}"
+    );
+    let reads: Vec<String> = fixture
+        .standins
+        .requests_to(keyturn_standins::Service::KeyVault)
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.status == 200 && r.path.contains("/keys/"))
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        reads.len(),
+        2,
+        "each version is read once, however many checkpoints name it: {reads:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offline_auditor_verifies_a_rotation_with_every_version_and_is_told_which_is_missing() {
+    let fixture = AzureAnchored::new().await;
+    let (first, second) = rotated_log(&fixture).await;
+    let reader = fixture.signer_with(&fixture.key, Permissions::only(["keys/get"]));
+    let auditor = tempfile::tempdir().expect("tempdir");
+    let mut files = Vec::new();
+    for kid in [&first, &second] {
+        let version = KeyUrl::parse(kid).expect("a key URL");
+        let (shown, key) = reader
+            .public_key_version(version.version())
+            .await
+            .expect("read");
+        assert_eq!(&shown, kid);
+        let file = auditor
+            .path()
+            .join(format!("{}.json", version.version().expect("v")));
+        std::fs::write(&file, az_key_show(kid, &key)).expect("written");
+        files.push(file);
+    }
+    let set = auditor.path().join("all.jwks");
+    let mut members = Vec::new();
+    for file in &files {
+        let shown: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(file).expect("read")).expect("JSON");
+        members.push(shown["key"].clone());
+    }
+    std::fs::write(&set, serde_json::json!({ "keys": members }).to_string()).expect("written");
+    let offline = |paths: Vec<std::path::PathBuf>| {
+        let fixture = &fixture;
+        async move {
+            let env = keyturn::config::Environment::from_pairs(fixture.settings());
+            let settings =
+                keyturn::config::AuditCommandSettings::from_env(&env).expect("the settings parse");
+            let operator = fixture
+                .standins
+                .seed_identity("auditor", Permissions::only(Vec::<String>::new()));
+            keyturn::startup::verification_with(
+                &settings,
+                &paths,
+                fixture.standins.credential_for(&operator),
+                fixture.signer_options(),
+            )
+            .await
+            .expect("no vault read is needed")
+            .run()
+            .await
+            .expect("readable")
+        }
+    };
+
+    let both = offline(files.clone()).await;
+    let from_set = offline(vec![set]).await;
+    let missing = offline(vec![files[0].clone()]).await;
+
+    assert!(both.is_intact(), "{both}");
+    assert_eq!(both.checkpoints_checked, 4);
+    assert!(from_set.is_intact(), "{from_set}");
+    assert_break(&missing, &chain("w-one"), 3, "checkpoint_key_unknown");
+    let sentence = missing.to_string();
+    assert!(
+        sentence.contains(&format!(
+            "(position 3) is signed by key {second}, which no public key in the 1 given public key(s) matches"
+        )),
+        "{sentence}"
+    );
+}
+
+/// A checkpoint the audit key really signed, appended with its key id replaced.
+async fn append_with_key_id(fixture: &AzureAnchored, key_id: &str) {
+    let checkpoint = keyturn::ports::checkpoint::Checkpoint {
+        writer: chain("w-one"),
+        position: 2,
+        previous: 2,
+        head: "07".repeat(32).parse::<EntryHash>().expect("a hash"),
+        at: chrono::Utc::now(),
+    };
+    let mut signature = fixture
+        .signer()
+        .sign(&checkpoint.signed_bytes())
+        .await
+        .expect("the audit key signs");
+    signature.key_id = key_id.to_owned();
+    fixture
+        .checkpoints()
+        .await
+        .append(&keyturn::ports::checkpoint::SignedCheckpoint {
+            checkpoint,
+            signature,
+        })
+        .await
+        .expect("appended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_naming_a_key_outside_the_audit_key_is_forged_and_nothing_is_fetched_for_it() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 2).await;
+    let version = fixture.key.version().expect("versioned");
+    append_with_key_id(
+        &fixture,
+        &format!("https://elsewhere.vault.azure.net/keys/audit-checkpoints/{version}"),
+    )
+    .await;
+    fixture.standins.clear_requests();
+
+    let report = fixture
+        .verification(None, Permissions::only(["keys/get"]))
+        .await
+        .expect("the operator reads the key")
+        .run()
+        .await
+        .expect("readable");
+
+    assert_break(&report, &chain("w-one"), 3, "checkpoint_forged");
+    let problem =
+        serde_json::to_value(&report.first_break.as_ref().expect("a break").problem).expect("JSON");
+    assert_eq!(
+        problem["outside_of"],
+        versionless(&fixture).to_string(),
+        "{report}"
+    );
+    assert_eq!(problem["position"], 2, "{report}");
+    assert!(report.to_string().contains("is forged"), "{report}");
+    let reads = fixture
+        .standins
+        .requests_to(keyturn_standins::Service::KeyVault)
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.status == 200 && r.path.contains("/keys/"))
+        .count();
+    assert_eq!(reads, 1, "only the configured key is read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_naming_a_version_key_vault_does_not_hold_is_named() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 2).await;
+    let made_up = format!("{}/{}", versionless(&fixture), "0".repeat(32));
+    append_with_key_id(&fixture, &made_up).await;
+
+    let report = fixture
+        .verification(None, Permissions::only(["keys/get"]))
+        .await
+        .expect("the operator reads the key")
+        .run()
+        .await
+        .expect("readable");
+
+    assert_break(&report, &chain("w-one"), 3, "checkpoint_key_unknown");
+    let sentence = report.to_string();
+    assert!(sentence.contains(&made_up), "{sentence}");
+    assert!(
+        sentence.contains("Key Vault (it holds no version"),
+        "{sentence}"
+    );
+}

@@ -30,7 +30,9 @@ use crate::adapters::azure::client::http::{
     failure_from_transport,
 };
 use crate::domain::names::{NameError, ObjectId, ObjectType};
-use crate::ports::checkpoint::{CheckpointSigner, PublicKey, Signature, SignatureAlgorithm};
+use crate::ports::checkpoint::{
+    CheckpointSigner, KeyLookup, PublicKey, Signature, SignatureAlgorithm, VerifyingKeys,
+};
 use crate::ports::{FailureKind, PortError};
 
 /// An ES256 signature is `r || s`, two 32-byte P-256 scalars (RFC 7518 section 3.4).
@@ -248,9 +250,27 @@ impl CheckpointSigner for KeyVaultSigner {
     }
 
     async fn public_key(&self) -> Result<PublicKey, PortError> {
-        let operation = format!("reading the public key of Key Vault key {}", self.key);
+        self.public_key_version(self.key.version())
+            .await
+            .map(|(_, key)| key)
+    }
+}
+
+impl KeyVaultSigner {
+    /// The public key of `version` of the signer's key (its newest without one) and
+    /// the versioned key id Key Vault names it by. Key Vault answers only the public
+    /// part; an answer holding a private part is refused all the same.
+    pub async fn public_key_version(
+        &self,
+        version: Option<&str>,
+    ) -> Result<(String, PublicKey), PortError> {
+        let shown = match version {
+            Some(version) => format!("{}keys/{}/{version}", self.key.vault(), self.key.name()),
+            None => self.key.to_string(),
+        };
+        let operation = format!("reading the public key of Key Vault key {shown}");
         let options = KeyClientGetKeyOptions {
-            key_version: self.key.version().map(str::to_owned),
+            key_version: version.map(str::to_owned),
             ..KeyClientGetKeyOptions::default()
         };
         let key = self
@@ -263,15 +283,104 @@ impl CheckpointSigner for KeyVaultSigner {
         let jwk = key
             .key
             .ok_or_else(|| PortError::invalid(format!("{operation}: the answer holds no key")))?;
+        let kid = jwk.kid.clone().unwrap_or_else(|| shown.clone());
         let json = serde_json::to_string(&jwk)
             .map_err(|_| PortError::invalid(format!("{operation}: the key cannot be encoded")))?;
         match PublicKey::from_jwk(&json) {
-            Ok(key @ PublicKey::EcP256(_)) => Ok(key),
+            Ok(key @ PublicKey::EcP256(_)) => Ok((kid, key)),
             Ok(_) => Err(PortError::invalid(format!(
                 "{operation}: not an EC P-256 key, which ES256 needs"
             ))),
             Err(problem) => Err(PortError::invalid(format!("{operation}: {problem}"))),
         }
+    }
+}
+
+/// Every version of the audit signing key, read from Key Vault as checkpoints name
+/// them (`GET keys/{name}/{version}`: the public part only), each once. A checkpoint
+/// whose key id is not a version of the configured key (another vault, another key,
+/// no version) is forged whatever its signature, and nothing is fetched for it: a
+/// forged id never sends a request elsewhere.
+#[derive(Debug)]
+pub struct KeyVaultVersions {
+    signer: KeyVaultSigner,
+    /// Versions read so far, by version (lowercase); `None`: Key Vault holds no such
+    /// version.
+    cache: tokio::sync::Mutex<std::collections::BTreeMap<String, Option<PublicKey>>>,
+    first: PublicKey,
+}
+
+impl KeyVaultVersions {
+    /// Reads the configured key (its pinned version, else its newest) at once, so a
+    /// missing read role is an error before any checkpoint is read.
+    pub async fn new(signer: KeyVaultSigner) -> Result<Self, PortError> {
+        let (kid, first) = signer.public_key_version(signer.key().version()).await?;
+        let mut cache = std::collections::BTreeMap::new();
+        if let Some(version) = KeyUrl::parse(&kid)
+            .ok()
+            .and_then(|url| url.version().map(str::to_ascii_lowercase))
+        {
+            cache.insert(version, Some(first.clone()));
+        }
+        Ok(Self {
+            signer,
+            cache: tokio::sync::Mutex::new(cache),
+            first,
+        })
+    }
+
+    /// The configured key without its version: what every key id must be a version of.
+    fn expected(&self) -> String {
+        format!(
+            "{}keys/{}",
+            self.signer.key().vault(),
+            self.signer.key().name()
+        )
+    }
+}
+
+#[async_trait]
+impl VerifyingKeys for KeyVaultVersions {
+    async fn lookup(&self, key_id: &str) -> Result<KeyLookup, PortError> {
+        let configured = self.signer.key();
+        let version = KeyUrl::parse(key_id).ok().and_then(|url| {
+            let same_key = url.vault().eq_ignore_ascii_case(configured.vault())
+                && url.name().eq_ignore_ascii_case(configured.name());
+            url.version()
+                .filter(|_| same_key)
+                .map(str::to_ascii_lowercase)
+        });
+        let Some(version) = version else {
+            return Ok(KeyLookup::Foreign {
+                expected: self.expected(),
+            });
+        };
+        let mut cache = self.cache.lock().await;
+        let found = match cache.get(&version) {
+            Some(found) => found.clone(),
+            None => {
+                let found = match self.signer.public_key_version(Some(&version)).await {
+                    Ok((_, key)) => Some(key),
+                    Err(error) if error.kind == FailureKind::NotFound => None,
+                    Err(error) => return Err(error),
+                };
+                cache.insert(version.clone(), found.clone());
+                found
+            }
+        };
+        Ok(match found {
+            Some(key) => KeyLookup::Candidates(vec![key]),
+            None => KeyLookup::Unknown {
+                looked_in: format!(
+                    "Key Vault (it holds no version {version} of {})",
+                    self.expected()
+                ),
+            },
+        })
+    }
+
+    fn held(&self) -> Vec<PublicKey> {
+        vec![self.first.clone()]
     }
 }
 

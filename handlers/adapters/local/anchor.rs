@@ -21,8 +21,8 @@ use zeroize::Zeroizing;
 use crate::domain::file::{OwnerOnlyReadError, publish_owner_only, read_owner_only_text};
 use crate::ports::PortError;
 use crate::ports::checkpoint::{
-    CheckpointSigner, CheckpointStore, MAX_CHECKPOINT_LINE_BYTES, PublicKey, Signature,
-    SignatureAlgorithm, SignedCheckpoint, StoredCheckpoint,
+    CheckpointSigner, CheckpointStore, KeyRing, MAX_CHECKPOINT_LINE_BYTES, NamedKey, PublicKey,
+    Signature, SignatureAlgorithm, SignedCheckpoint, StoredCheckpoint, parse_public_keys,
 };
 
 /// The checkpoint file's name inside the data directory.
@@ -259,12 +259,7 @@ impl LocalSigningKey {
         // Another process may have published its key first: then that one is read.
         publish_owner_only(path, text.as_bytes()).map_err(file_error)?;
         let key = Self::read_file(path)?;
-        let public_path = file_beside(path, PUBLIC_KEY_FILE_NAME);
-        let jwk = format!("{}\n", key.public.to_jwk());
-        // The public key is for handing out; failing to write it loses nothing.
-        if let Err(error) = fs::write(&public_path, jwk) {
-            tracing::warn!(path = %public_path.display(), %error, "cannot write the audit public key file");
-        }
+        publish_public_key(&file_beside(path, PUBLIC_KEY_FILE_NAME), &key.public);
         Ok(key)
     }
 
@@ -303,6 +298,32 @@ impl LocalSigningKey {
 
     pub fn public(&self) -> &PublicKey {
         &self.public
+    }
+}
+
+/// Adds `public` to the public key file at `path`, a JSON Web Key Set that keeps every
+/// key this data directory has signed with (each with its fingerprint as `kid`), so
+/// checkpoints signed before a key was replaced still verify. The file is for handing
+/// out; failing to write it loses nothing.
+fn publish_public_key(path: &Path, public: &PublicKey) {
+    let mut ring = match fs::read_to_string(path) {
+        Ok(text) => match parse_public_keys(&text) {
+            Ok(keys) => KeyRing::new(keys),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "the audit public key file holds no readable key; it is rewritten with the new key only");
+                KeyRing::default()
+            }
+        },
+        Err(_) => KeyRing::default(),
+    };
+    ring.add(NamedKey {
+        kid: Some(public.fingerprint()),
+        key: public.clone(),
+    });
+    let keys: Vec<serde_json::Value> = ring.keys().iter().map(NamedKey::to_jwk).collect();
+    let set = format!("{}\n", serde_json::json!({ "keys": keys }));
+    if let Err(error) = fs::write(path, set) {
+        tracing::warn!(path = %path.display(), %error, "cannot write the audit public key file");
     }
 }
 
