@@ -48,9 +48,11 @@ pub struct Page<T> {
 /// Where the inventory is kept.
 #[async_trait]
 pub trait InventoryStore: Send + Sync + fmt::Debug {
-    /// Writes each credential over the record with its id (inserting when new). Not
-    /// atomic across credentials: a failure may leave some written, and the retry writes
-    /// them again to the same rows.
+    /// Writes each credential over the record with its id (inserting when new): a page
+    /// at a time, as few requests as the store allows. Not atomic across credentials in
+    /// general (Table storage stores each source's share of the call whole or not at all,
+    /// SQLite the whole call): a failure may leave some written, it is returned, and the
+    /// retry writes them again to the same rows.
     async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError>;
 
     /// Writes a vault over the record with its id.

@@ -13,6 +13,7 @@ mod config_check;
 mod contracts;
 mod discovery;
 mod discovery_functions;
+mod discovery_table;
 mod expiry_sweep;
 mod front_end;
 mod graph_metadata;

@@ -9,10 +9,14 @@
 //! | `snapshot` | time + sweep | a sweep's counts, in time order |
 //!
 //! A credential's partition is its source, so a scan job writes and retires within one
-//! partition and the load spreads across partitions as Table storage scales them. Each
+//! partition and the load spreads across partitions as Table storage scales them. A page
+//! of one source's credentials is written as one entity group transaction (up to 100
+//! entities and 4 MiB): one request, stored whole or not at all. Each
 //! record is stored as its JSON (in chunks under the 64 KiB property limit) beside the
 //! properties a query filters on (`SourceKind`, `Kind`, `Expires` as `Edm.DateTime`,
 //! `Managed`, `Sweep`).
+
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -46,8 +50,8 @@ const CHUNK_CHARS: usize = 16_000;
 /// the other properties.
 const MAX_CHUNKS: usize = 14;
 
-/// Concurrent writes of one `put_credentials` call: enough to hide a round trip, far
-/// below a partition's 2,000 entities per second scalability target.
+/// Partitions one `put_credentials` call writes at once: enough to hide a round trip when
+/// a directory page spans many applications, far below the account's scalability target.
 const WRITE_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone)]
@@ -255,13 +259,36 @@ impl TableInventory {
 #[async_trait]
 impl InventoryStore for TableInventory {
     async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError> {
-        let entities = credentials
-            .iter()
-            .map(Self::credential_entity)
-            .collect::<Result<Vec<_>, _>>()?;
-        stream::iter(entities)
-            .map(|(partition, row, properties)| async move {
-                self.put(&partition, &row, &properties).await
+        // One partition per source: a vault's page is one entity group transaction, a
+        // directory page one per application or service principal it holds.
+        let mut partitions: Vec<(String, Vec<(EntityKey, Map<String, Value>)>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for credential in credentials {
+            let (partition, row, properties) = Self::credential_entity(credential)?;
+            let entity = (key(&row)?, properties);
+            match index.get(&partition) {
+                Some(&at) => partitions[at].1.push(entity),
+                None => {
+                    index.insert(partition.clone(), partitions.len());
+                    partitions.push((partition, vec![entity]));
+                }
+            }
+        }
+        stream::iter(partitions)
+            .map(|(partition, entities)| async move {
+                let partition = key(&partition)?;
+                match entities.as_slice() {
+                    [(row, properties)] => {
+                        self.client
+                            .upsert(&self.table, &partition, row, properties)
+                            .await
+                    }
+                    _ => {
+                        self.client
+                            .upsert_all(&self.table, &partition, &entities)
+                            .await
+                    }
+                }
             })
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<()>()

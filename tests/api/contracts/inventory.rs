@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use futures::TryStreamExt;
+use serde_json::{Map, Value};
 use tempfile::TempDir;
 
-use keyturn::adapters::azure::client::table::{TableClient, TableName};
+use keyturn::adapters::azure::client::table::{EntityKey, Query, TableClient, TableName};
 use keyturn::adapters::azure::inventory::TableInventory;
 use keyturn::adapters::local::inventory::LocalInventory;
 use keyturn::adapters::local::store::LocalStore;
@@ -300,6 +301,45 @@ async fn a_rerun_rewrites_the_same_rows(fixture: Fixture) {
         read.iter()
             .all(|c| c.expires == Some(at(NOW) + TimeDelta::days(5)))
     );
+}
+
+async fn a_page_larger_than_a_transaction_is_written_whole_and_again_changes_nothing(
+    fixture: Fixture,
+) {
+    // 230 credentials of one vault (more than two entity group transactions hold), a
+    // credential given twice (the second wins), and applications of one and two each.
+    let kv = vault_source("kv-large-page");
+    let mut page: Vec<_> = (0..230)
+        .map(|n| secret(&kv, &format!("secret-{n:03}"), Some(n)))
+        .collect();
+    let mut repeated = secret(&kv, "secret-042", Some(900));
+    repeated.content_type = Some("application/json".to_owned());
+    page.push(repeated.clone());
+    for app in 1..=3 {
+        page.push(password(&app_source(app), app, 30, "ada@contoso.com"));
+        page.push(password(&app_source(app), app + 100, 60, "ada@contoso.com"));
+    }
+    page.push(password(&app_source(4), 4, 30, "grace@contoso.com"));
+    let store = fixture.store.as_ref();
+
+    store.put_credentials(&page).await.expect("written");
+    let mut first = everything(store, CredentialFilter::default()).await;
+    store.put_credentials(&page).await.expect("written again");
+    let mut again = everything(store, CredentialFilter::default()).await;
+
+    first.sort_by_key(InventoryCredential::id);
+    again.sort_by_key(InventoryCredential::id);
+    assert_eq!(first.len(), 230 + 7, "every credential once");
+    let read_repeated = first
+        .iter()
+        .find(|c| c.id() == repeated.id())
+        .expect("the repeated credential is stored");
+    assert_eq!(read_repeated, &repeated, "the last copy given wins");
+    let mut expected = page;
+    expected.retain(|c| c.id() != repeated.id() || c == &repeated);
+    expected.sort_by_key(InventoryCredential::id);
+    assert_eq!(first, expected);
+    assert_eq!(again, first, "a rerun changes nothing");
 }
 
 async fn a_walk_in_small_pages_returns_every_credential_once(fixture: Fixture) {
@@ -705,11 +745,97 @@ async fn a_snapshot_counts_what_the_store_holds_and_is_kept(fixture: Fixture) {
     assert_eq!(kept.items, vec![taken]);
 }
 
+/// Table storage writes a page of one source's credentials as entity group transactions,
+/// each stored whole or not at all: a transaction refused partway through a write leaves
+/// those before it stored and none of its own, says so, and the retry completes the write.
+#[tokio::test]
+async fn a_table_write_refused_partway_keeps_each_transaction_whole_and_a_retry_completes_it() {
+    let endpoint = std::env::var(TABLE_ENDPOINT_VARIABLE).unwrap_or_else(|_| {
+        panic!("{TABLE_ENDPOINT_VARIABLE} is not set: start Azurite via the project's test command (.ci/test)")
+    });
+    let connection = SecretValue::new(format!(
+        "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={AZURITE_ACCOUNT_KEY};TableEndpoint={endpoint}"
+    ));
+    let client = TableClient::from_connection_string(&connection, None).expect("client");
+    let table =
+        TableName::parse(&format!("partway{}", uuid::Uuid::new_v4().simple())).expect("table name");
+    client
+        .create_table_if_not_exists(&table)
+        .await
+        .expect("the table is created (is Azurite running?)");
+    let partition = EntityKey::parse("cvault").expect("key");
+    let entity = |n: usize, sweep: &str| {
+        let mut properties = Map::new();
+        properties.insert("Sweep".into(), Value::String(sweep.to_owned()));
+        (
+            EntityKey::parse(&format!("r{n:03}")).expect("key"),
+            properties,
+        )
+    };
+    let rows = || async {
+        let query = Query {
+            filter: Some("PartitionKey eq 'cvault'".to_owned()),
+            ..Query::default()
+        };
+        client
+            .query::<Map<String, Value>>(&table, &query)
+            .await
+            .expect("query")
+            .entities
+            .into_iter()
+            .map(|e| (e.row_key, e.properties["Sweep"].clone()))
+            .collect::<Vec<_>>()
+    };
+    // 150 entities: transactions of 100 and 50; the 120th is one the service refuses (a
+    // property typed as a number holding text).
+    let mut entities: Vec<_> = (0..150).map(|n| entity(n, "s1")).collect();
+    entities[120]
+        .1
+        .insert("Count@odata.type".into(), Value::String("Edm.Int32".into()));
+    entities[120]
+        .1
+        .insert("Count".into(), Value::String("not a number".into()));
+
+    let refused = client
+        .upsert_all(&table, &partition, &entities)
+        .await
+        .expect_err("the second transaction is refused");
+
+    assert!(
+        refused
+            .context
+            .contains("the 100 entities of the transactions before it are stored"),
+        "{refused}"
+    );
+    let stored = rows().await;
+    assert_eq!(
+        stored.len(),
+        100,
+        "the first transaction whole, none of the second"
+    );
+    assert_eq!(stored.first().map(|r| r.0.as_str()), Some("r000"));
+    assert_eq!(stored.last().map(|r| r.0.as_str()), Some("r099"));
+
+    let retried: Vec<_> = (0..150).map(|n| entity(n, "s2")).collect();
+    client
+        .upsert_all(&table, &partition, &retried)
+        .await
+        .expect("the retry is stored");
+    let stored = rows().await;
+    assert_eq!(stored.len(), 150);
+    assert!(
+        stored.iter().all(|(_, sweep)| sweep == "s2"),
+        "each row replaced, none doubled"
+    );
+    client.delete_table(&table).await.expect("dropped");
+}
+
 macro_rules! inventory_contract {
     ($adapter:ident: $fixture:expr) => {
         contract!($adapter: $fixture =>
             a_credential_round_trips_with_every_detail,
             a_rerun_rewrites_the_same_rows,
+            a_page_larger_than_a_transaction_is_written_whole_and_again_changes_nothing,
             a_walk_in_small_pages_returns_every_credential_once,
             filters_select_expiring_unmanaged_owned_and_by_source,
             retiring_removes_only_the_unseen_credentials_of_that_source,

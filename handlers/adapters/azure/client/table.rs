@@ -432,11 +432,94 @@ impl TableClient {
             )));
         }
         let batch = Batch::new(self.url(table.as_str(), &[]));
-        let mut bodies = Vec::with_capacity(entities.len());
+        let mut parts = Vec::with_capacity(entities.len());
         for (row_key, properties) in entities {
-            bodies.push(entity_body(partition_key, row_key, properties, &operation)?);
+            let entity = entity_body(partition_key, row_key, properties, &operation)?;
+            parts.push(batch.insert_part(&entity));
         }
-        let body = batch.body(&bodies);
+        self.transact(&batch, &parts, &operation).await
+    }
+
+    /// Writes `entities` (row key and properties) into one partition of `table`, each
+    /// replacing any entity with its keys (Insert Or Replace Entity), in as few entity
+    /// group transactions as the limits allow ([`MAX_BATCH_ENTITIES`] entities and
+    /// [`MAX_BATCH_BYTES`] each), sent one after another. A row key given twice is written
+    /// once, where it came first, with the properties it came with last. Each transaction stores all of its entities
+    /// or none: when one fails, the transactions before it stay stored, none after it is
+    /// sent, and the error says how many entities were stored.
+    pub async fn upsert_all<T: Serialize>(
+        &self,
+        table: &TableName,
+        partition_key: &EntityKey,
+        entities: &[(EntityKey, T)],
+    ) -> Result<(), PortError> {
+        let operation = format!("writing {} entities into table {table}", entities.len());
+        // The service refuses a transaction touching one entity twice: keep the last.
+        let mut last = std::collections::HashMap::with_capacity(entities.len());
+        for (index, (row_key, _)) in entities.iter().enumerate() {
+            last.insert(row_key.as_str(), index);
+        }
+        let batch = Batch::new(self.url(table.as_str(), &[]));
+        let envelope = batch.envelope_len();
+        let mut transactions: Vec<Vec<Vec<u8>>> = Vec::new();
+        let mut current: Vec<Vec<u8>> = Vec::new();
+        let mut current_bytes = envelope;
+        for (row_key, _) in entities {
+            // In the place the row came first, with the properties it came with last.
+            let Some(index) = last.remove(row_key.as_str()) else {
+                continue;
+            };
+            let properties = &entities[index].1;
+            let entity = entity_body(partition_key, row_key, properties, &operation)?;
+            let address = self.url(&entity_address(table, partition_key, row_key), &[]);
+            let part = batch.upsert_part(&address, &entity);
+            if envelope + part.len() > MAX_BATCH_BYTES {
+                return Err(PortError::invalid(format!(
+                    "{operation}: an entity exceeds what a transaction of {MAX_BATCH_BYTES} bytes holds"
+                )));
+            }
+            if current.len() == MAX_BATCH_ENTITIES || current_bytes + part.len() > MAX_BATCH_BYTES {
+                transactions.push(std::mem::take(&mut current));
+                current_bytes = envelope;
+            }
+            current_bytes += part.len();
+            current.push(part);
+        }
+        if !current.is_empty() {
+            transactions.push(current);
+        }
+        let count = transactions.len();
+        let mut stored = 0;
+        for (index, parts) in transactions.iter().enumerate() {
+            let step = format!(
+                "{operation} (transaction {} of {count}, {} entities)",
+                index + 1,
+                parts.len()
+            );
+            self.transact(&batch, parts, &step)
+                .await
+                .map_err(|error| {
+                    PortError::new(
+                        error.kind,
+                        format!(
+                            "{}; the {stored} entities of the transactions before it are stored, and none after it was sent",
+                            error.context
+                        ),
+                    )
+                })?;
+            stored += parts.len();
+        }
+        Ok(())
+    }
+
+    /// Sends one entity group transaction of `parts` and reads its answer.
+    async fn transact(
+        &self,
+        batch: &Batch,
+        parts: &[Vec<u8>],
+        operation: &str,
+    ) -> Result<(), PortError> {
+        let body = batch.body(parts);
         if body.len() > MAX_BATCH_BYTES {
             return Err(PortError::invalid(format!(
                 "{operation}: the transaction exceeds {MAX_BATCH_BYTES} bytes"
@@ -445,9 +528,9 @@ impl TableClient {
         let mut request = self.request(self.url("$batch", &[]), Method::Post, None);
         request.insert_header(CONTENT_TYPE, batch.content_type());
         request.set_body(body);
-        let context = self.write_context(&operation);
+        let context = self.write_context(operation);
         let response = self.send(request, &context).await.map_err(|f| f.error)?;
-        match batch_outcome(response.headers(), response.body().as_ref(), entities.len()) {
+        match batch_outcome(response.headers(), response.body().as_ref(), parts.len()) {
             BatchOutcome::Stored => Ok(()),
             BatchOutcome::Refused { status, body } => {
                 let code = ServiceErrorCode::from_response(&Headers::new(), &body);
@@ -696,8 +779,9 @@ impl TableClient {
 }
 
 /// One entity group transaction's request: a `multipart/mixed` batch holding one change
-/// set of Insert Entity requests, as "Performing entity group transactions" lays it out.
-/// The boundaries are random, so no entity's JSON can contain one.
+/// set of Insert Entity or Insert Or Replace Entity requests, as "Performing entity group
+/// transactions" lays it out. The boundaries are random, so no entity's JSON can contain
+/// one.
 struct Batch {
     entity_url: Url,
     batch: String,
@@ -717,35 +801,57 @@ impl Batch {
         format!("multipart/mixed; boundary={}", self.batch)
     }
 
-    fn body(&self, entities: &[Vec<u8>]) -> Vec<u8> {
+    /// The change-set part inserting `entity` (Insert Entity: a POST to the table).
+    fn insert_part(&self, entity: &[u8]) -> Vec<u8> {
+        self.part(
+            &format!("POST {}", self.entity_url),
+            "Prefer: return-no-content\r\n",
+            entity,
+        )
+    }
+
+    /// The change-set part writing `entity` at `address` whether or not it exists
+    /// (Insert Or Replace Entity: a PUT to the entity without `If-Match`).
+    fn upsert_part(&self, address: &Url, entity: &[u8]) -> Vec<u8> {
+        self.part(&format!("PUT {address}"), "", entity)
+    }
+
+    fn part(&self, request: &str, extra_headers: &str, entity: &[u8]) -> Vec<u8> {
+        let mut part = format!(
+            "--{}\r\n\
+             Content-Type: application/http\r\n\
+             Content-Transfer-Encoding: binary\r\n\r\n\
+             {request} HTTP/1.1\r\n\
+             Content-Type: application/json\r\n\
+             Accept: {JSON_NO_METADATA}\r\n\
+             {extra_headers}\
+             DataServiceVersion: 3.0;\r\n\
+             Content-Length: {}\r\n\r\n",
+            self.changeset,
+            entity.len()
+        )
+        .into_bytes();
+        part.extend_from_slice(entity);
+        part.extend_from_slice(b"\r\n");
+        part
+    }
+
+    /// What the request adds around its parts.
+    fn envelope_len(&self) -> usize {
+        self.body(&[]).len()
+    }
+
+    fn body(&self, parts: &[Vec<u8>]) -> Vec<u8> {
         let Self {
-            entity_url,
-            batch,
-            changeset,
+            batch, changeset, ..
         } = self;
-        let mut body = Vec::with_capacity(entities.iter().map(|e| e.len() + 400).sum());
+        let mut body = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 200);
         body.extend_from_slice(
             format!("--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n")
                 .as_bytes(),
         );
-        for entity in entities {
-            body.extend_from_slice(
-                format!(
-                    "--{changeset}\r\n\
-                     Content-Type: application/http\r\n\
-                     Content-Transfer-Encoding: binary\r\n\r\n\
-                     POST {entity_url} HTTP/1.1\r\n\
-                     Content-Type: application/json\r\n\
-                     Accept: {JSON_NO_METADATA}\r\n\
-                     Prefer: return-no-content\r\n\
-                     DataServiceVersion: 3.0;\r\n\
-                     Content-Length: {}\r\n\r\n",
-                    entity.len()
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(entity);
-            body.extend_from_slice(b"\r\n");
+        for part in parts {
+            body.extend_from_slice(part);
         }
         body.extend_from_slice(format!("--{changeset}--\r\n--{batch}--\r\n").as_bytes());
         body
@@ -1448,8 +1554,9 @@ mod tests {
         let url = Url::parse("https://acct.table.core.windows.net/audit").expect("url");
         let batch = Batch::new(url);
         let entities = [br#"{"RowKey":"1"}"#.to_vec(), br#"{"RowKey":"2"}"#.to_vec()];
+        let parts: Vec<_> = entities.iter().map(|e| batch.insert_part(e)).collect();
 
-        let body = String::from_utf8(batch.body(&entities)).expect("UTF-8");
+        let body = String::from_utf8(batch.body(&parts)).expect("UTF-8");
 
         assert!(batch.content_type().ends_with(&batch.batch));
         assert!(body.starts_with(&format!("--{}\r\n", batch.batch)));
@@ -1471,6 +1578,76 @@ mod tests {
             batch.batch,
             Batch::new(Url::parse("https://a/t").expect("url")).batch
         );
+    }
+
+    #[tokio::test]
+    async fn upsert_all_splits_into_transactions_writes_a_repeated_row_once_and_stops_at_a_refusal()
+    {
+        let batch_answer = |body: String| {
+            Answer::new(StatusCode::Accepted, body).header(
+                "content-type",
+                "multipart/mixed; boundary=batchresponse_7d7f2c41-0b0c-4b9e-9c2a-5f7c1f3e9a10",
+            )
+        };
+        let transport = CannedTransport::script([
+            batch_answer(stored_answer(100)),
+            batch_answer(REFUSED_ANSWER.to_owned()),
+        ]);
+        let client = TableClient::new(
+            Url::parse("https://kt.table.core.windows.net").expect("url"),
+            TableAuth::Token(FixedToken::new()),
+            Some(transport.options()),
+        )
+        .expect("client");
+        let table = TableName::parse("inventory").expect("valid");
+        let partition = EntityKey::parse("cvault").expect("valid");
+        // 251 given, 250 rows: row 7 comes twice, its second properties win.
+        let mut entities: Vec<(EntityKey, Value)> = (0..250)
+            .map(|i| {
+                let row = EntityKey::parse(&format!("r{i:03}")).expect("valid");
+                (row, serde_json::json!({ "N": i }))
+            })
+            .collect();
+        entities.push((
+            EntityKey::parse("r007").expect("valid"),
+            serde_json::json!({ "N": "last" }),
+        ));
+
+        let error = client
+            .upsert_all(&table, &partition, &entities)
+            .await
+            .expect_err("the second transaction is refused");
+
+        assert_eq!(error.kind, FailureKind::Conflict);
+        assert!(
+            error.context.contains("transaction 2 of 3, 100 entities")
+                && error
+                    .context
+                    .contains("the 100 entities of the transactions before it are stored"),
+            "{}",
+            error.context
+        );
+        let seen = transport.seen();
+        assert_eq!(seen.len(), 2, "no transaction is sent after a refusal");
+        let first = String::from_utf8(seen[0].body.clone()).expect("UTF-8");
+        assert_eq!(seen[0].url, "https://kt.table.core.windows.net/$batch");
+        assert_eq!(first.matches(" HTTP/1.1\r\n").count(), 100);
+        assert_eq!(
+            first
+                .matches(
+                    "PUT https://kt.table.core.windows.net/inventory(PartitionKey='cvault',RowKey='r007') HTTP/1.1\r\n"
+                )
+                .count(),
+            1
+        );
+        assert!(first.contains(r#""N":"last""#) && !first.contains(r#""N":7,"#));
+        assert!(!first.contains("POST "), "upserts, not inserts");
+        assert!(
+            !first.contains("If-Match"),
+            "written whether or not it exists"
+        );
+        let second = String::from_utf8(seen[1].body.clone()).expect("UTF-8");
+        assert!(second.contains("RowKey='r100'") && !second.contains("RowKey='r099'"));
     }
 
     proptest::proptest! {
