@@ -8,6 +8,7 @@ pub mod access;
 pub mod adapters;
 pub mod alerts;
 pub mod audit;
+pub mod compliance;
 pub mod config;
 pub mod discovery;
 pub mod domain;

@@ -101,6 +101,12 @@ enum Command {
     /// table. Metadata only: the inventory holds no secret value. Exit 2 when it cannot be
     /// read.
     Inventory(InventoryArgs),
+    /// Check the inventory and the audit log against keyturn's rule catalogue (CIS Azure,
+    /// NIST SP 800-53, PCI DSS, SOC 2, ISO/IEC 27001, HIPAA): each finding with its rule,
+    /// subject, scope, severity and controls, then scores per framework and per scope.
+    /// Evidence for an audit, not a certification. Exit 0 when nothing is open, 1 when
+    /// findings are open, 2 when the inputs cannot be read or an option is wrong.
+    Compliance(ComplianceArgs),
     /// Build the deployable zip: host.json, the function definitions and this binary.
     Package {
         /// Where to write the zip.
@@ -282,6 +288,55 @@ struct InventoryArgs {
     format: FormatArg,
 }
 
+/// Where the inventory is, which rules and thresholds, which exceptions, how to print.
+#[derive(Debug, clap::Args)]
+struct ComplianceArgs {
+    /// The local store's data directory (default KEYTURN_DATA_DIR, else .keyturn).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Read this Azure inventory table (default KEYTURN_INVENTORY_TABLE) with your Azure
+    /// CLI sign-in; the audit log is the one the audit settings name.
+    #[arg(long)]
+    table: Option<String>,
+    /// The Table service endpoint (default KEYTURN_TABLE_ENDPOINT),
+    /// https://ACCOUNT.table.core.windows.net/.
+    #[arg(long)]
+    table_endpoint: Option<String>,
+    /// Only the rules mapped to this framework, and only its controls: cis-azure,
+    /// nist-800-53, pci-dss, soc2, iso-27001 or hipaa.
+    #[arg(long)]
+    framework: Option<String>,
+    /// The exceptions register (JSON). Default: compliance-exceptions.json in the data
+    /// directory, when it exists.
+    #[arg(long)]
+    exceptions: Option<PathBuf>,
+    /// The longest lifetime of one kind, as KIND=SPAN (repeat for several kinds):
+    /// secret=365d, certificate=398d, key=730d, password_credential=365d,
+    /// key_credential=398d by default.
+    #[arg(long)]
+    max_lifetime: Vec<String>,
+    /// Longest time since a credential's current version was created (default 365d).
+    #[arg(long)]
+    rotation_period: Option<String>,
+    /// Most active credentials one application may hold (default 2).
+    #[arg(long)]
+    credential_limit: Option<String>,
+    /// An expiry this close counts as expiring (default 30d).
+    #[arg(long)]
+    expiring: Option<String>,
+    /// How far back the audit rules read (default 30d).
+    #[arg(long)]
+    period: Option<String>,
+    #[arg(long, value_enum, default_value_t = ComplianceFormat::Table)]
+    format: ComplianceFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ComplianceFormat {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
     Table,
@@ -331,6 +386,7 @@ fn main() -> ExitCode {
             format,
         } => runtime().block_on(plan_command(data_dir, &vault, format)),
         Command::Inventory(args) => runtime().block_on(inventory_command(args)),
+        Command::Compliance(args) => runtime().block_on(compliance_command(args)),
         Command::Cert {
             command: CertCommand::Verify(args),
         } => {
@@ -684,6 +740,130 @@ async fn inventory_command(args: InventoryArgs) -> ExitCode {
             eprintln!("keyturn: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `keyturn compliance`.
+async fn compliance_command(args: ComplianceArgs) -> ExitCode {
+    use keyturn::compliance::{
+        AuditInput, Catalogue, Evaluation, REGISTER_FILE_NAME, Register, Thresholds,
+    };
+    use keyturn::local::compliance_cli::{self, Format};
+    let usage = |problem: String| {
+        eprintln!("keyturn: {problem}");
+        ExitCode::from(2)
+    };
+    let catalogue = Catalogue::builtin();
+    let framework = match args.framework.as_deref() {
+        Some(given) => match Evaluation::framework_id(&catalogue, given) {
+            Ok(id) => Some(id),
+            Err(e) => return usage(format!("--framework: {e}")),
+        },
+        None => None,
+    };
+    let mut thresholds = Thresholds::default();
+    let applied = (|| {
+        for given in &args.max_lifetime {
+            thresholds.set_max_lifetime(given)?;
+        }
+        if let Some(given) = &args.rotation_period {
+            thresholds.set_rotation_period(given)?;
+        }
+        if let Some(given) = &args.credential_limit {
+            thresholds.set_credential_limit(given)?;
+        }
+        if let Some(given) = &args.expiring {
+            thresholds.set_expiring_within(given)?;
+        }
+        if let Some(given) = &args.period {
+            thresholds.set_audit_period(given)?;
+        }
+        Ok::<_, keyturn::compliance::ThresholdError>(())
+    })();
+    if let Err(e) = applied {
+        return usage(e.to_string());
+    }
+    let env = Environment::from_process();
+    let location = startup::InventoryLocation {
+        data_dir: args.data_dir.clone(),
+        table: args.table,
+        table_endpoint: args.table_endpoint,
+    };
+    let register_path = args.exceptions.clone().or_else(|| {
+        let dir = args
+            .data_dir
+            .clone()
+            .or_else(|| env.value("KEYTURN_DATA_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(keyturn::config::DEFAULT_DATA_DIR));
+        Some(dir.join(REGISTER_FILE_NAME)).filter(|path| path.is_file())
+    });
+    let register = match &register_path {
+        Some(path) => match Register::load(path, &catalogue) {
+            Ok(register) => register,
+            Err(e) => return usage(e.to_string()),
+        },
+        None => Register::empty(),
+    };
+    let readers = match startup::compliance_readers(&location, &env).await {
+        Ok(readers) => readers,
+        Err(e) => return usage(e.to_string()),
+    };
+    let audit = match &readers.audit {
+        Ok(verification) => {
+            let verified = verification.run().await.map_err(|e| e.to_string());
+            readers.audit_store().map(|store| AuditInput {
+                store,
+                verification: verified,
+            })
+        }
+        Err(problem) => {
+            eprintln!("keyturn: the audit rules are not evaluated: {problem}");
+            None
+        }
+    };
+    let evaluation = Evaluation {
+        catalogue: &catalogue,
+        thresholds: &thresholds,
+        register: &register,
+        framework: framework.as_deref(),
+        now: chrono::Utc::now(),
+    };
+    let format = match args.format {
+        ComplianceFormat::Table => Format::Table,
+        ComplianceFormat::Json => Format::Json,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let printed = compliance_cli::print(
+        &evaluation,
+        readers.inventory.as_ref(),
+        audit,
+        format,
+        &mut out,
+    )
+    .await;
+    drop(out);
+    match printed {
+        Ok(report) => {
+            eprintln!(
+                "keyturn: {} open and {} excepted findings over {} checks; keyturn gathers evidence and is not a certification",
+                report.open, report.excepted, report.board.total.checks
+            );
+            for lapsed in &report.lapsed_exceptions {
+                eprintln!(
+                    "keyturn: exception {} ({}, {}) lapsed on {}: its findings count again",
+                    lapsed.entry,
+                    lapsed.rule,
+                    lapsed.owner,
+                    lapsed.expires.to_rfc3339()
+                );
+            }
+            if report.open > 0 {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => usage(e.to_string()),
     }
 }
 

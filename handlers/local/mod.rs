@@ -4,6 +4,7 @@
 //! loopback Event Grid ingress, and rotation jobs flow through the embedded queue.
 
 pub(crate) mod bootstrap;
+pub mod compliance_cli;
 pub mod definitions;
 pub mod dev;
 pub mod directory_cli;

@@ -16,6 +16,7 @@ use crate::adapters::appsettings::AppSettingsSource;
 use crate::adapters::azure::audit::TableAuditStore;
 mod anchor;
 mod audit_reader;
+mod compliance_reader;
 mod credential;
 mod front_end;
 mod inventory_reader;
@@ -23,6 +24,7 @@ pub mod notify;
 mod plan_reader;
 
 pub use audit_reader::{AuditLocation, audit_reader};
+pub use compliance_reader::{ComplianceReaders, compliance_readers};
 pub use inventory_reader::{InventoryLocation, inventory_reader};
 pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 

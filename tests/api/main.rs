@@ -9,6 +9,7 @@ mod azure_answers;
 mod binary;
 mod cert_verify;
 mod certificate_claims;
+mod compliance;
 mod config_check;
 mod contracts;
 mod discovery;

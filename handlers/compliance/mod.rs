@@ -1,0 +1,23 @@
+//! Compliance: rules kept as data and mapped to the controls of six frameworks
+//! ([`catalogue`]), the thresholds some of them compare against ([`thresholds`]), the
+//! register of accepted risks ([`exceptions`]), the engine that checks the inventory and
+//! the audit log against them ([`engine`]), and the scores it counts ([`scores`]).
+//!
+//! keyturn gathers evidence; it does not certify. A score says how many of the checks
+//! keyturn can make passed, not that a framework's requirements are met.
+
+pub mod catalogue;
+pub mod engine;
+pub mod exceptions;
+pub mod report;
+pub mod scores;
+pub mod thresholds;
+
+pub use catalogue::{Catalogue, CatalogueError, Rule, Severity, Subject};
+pub use engine::{
+    AuditInput, ComplianceError, Evaluation, Finding, FindingScope, FindingSink, Report, Status,
+};
+pub use exceptions::{ExceptionError, REGISTER_FILE_NAME, Register};
+pub use report::Scores;
+pub use scores::{ScopeKind, Scoreboard, Tally};
+pub use thresholds::{ThresholdError, Thresholds};

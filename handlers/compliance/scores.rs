@@ -1,0 +1,220 @@
+//! Scores: every check a rule made, counted as passed, failed or excepted, per framework,
+//! per control, per rule and per scope (subscription, vault, application, owner).
+//!
+//! A score is the share of checks that did not fail: `(passed + excepted) / checks`.
+//! Excepted checks are counted apart so that the accepted risk stays visible: the strict
+//! score (`passed / checks`) is reported beside it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Counts of checks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    pub checks: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub excepted: u64,
+}
+
+/// How a check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckResult {
+    Passed,
+    Failed,
+    Excepted,
+}
+
+impl Tally {
+    pub fn add(&mut self, result: CheckResult) {
+        self.checks += 1;
+        match result {
+            CheckResult::Passed => self.passed += 1,
+            CheckResult::Failed => self.failed += 1,
+            CheckResult::Excepted => self.excepted += 1,
+        }
+    }
+
+    /// Percent of checks that did not fail (excepted ones count as not failed), to one
+    /// decimal; `None` when nothing was checked.
+    pub fn score(&self) -> Option<f64> {
+        percent(self.passed + self.excepted, self.checks)
+    }
+
+    /// Percent of checks that passed outright.
+    pub fn strict_score(&self) -> Option<f64> {
+        percent(self.passed, self.checks)
+    }
+
+    /// `pass` when no check failed (excepted ones included), `fail` otherwise;
+    /// `not_evaluated` when nothing was checked.
+    pub fn result(&self) -> &'static str {
+        if self.checks == 0 {
+            "not_evaluated"
+        } else if self.failed == 0 {
+            "pass"
+        } else {
+            "fail"
+        }
+    }
+}
+
+fn percent(part: u64, whole: u64) -> Option<f64> {
+    // Counts stay far below 2^52, where f64 is exact.
+    (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
+}
+
+/// A tally with its scores, as printed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Scored {
+    #[serde(flatten)]
+    pub tally: Tally,
+    pub score: Option<f64>,
+    pub strict_score: Option<f64>,
+}
+
+impl From<Tally> for Scored {
+    fn from(tally: Tally) -> Self {
+        Self {
+            tally,
+            score: tally.score(),
+            strict_score: tally.strict_score(),
+        }
+    }
+}
+
+/// The four scopes scores are kept per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScopeKind {
+    Subscription,
+    Vault,
+    Application,
+    Owner,
+}
+
+impl ScopeKind {
+    pub const ALL: [ScopeKind; 4] = [
+        Self::Subscription,
+        Self::Vault,
+        Self::Application,
+        Self::Owner,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Subscription => "subscription",
+            Self::Vault => "vault",
+            Self::Application => "application",
+            Self::Owner => "owner",
+        }
+    }
+}
+
+/// Tallies kept while checks run. Memory grows with the number of scopes (vaults,
+/// applications, owners, subscriptions) and controls, never with the number of
+/// credentials.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Scoreboard {
+    pub total: Tally,
+    pub frameworks: BTreeMap<String, Tally>,
+    pub controls: BTreeMap<(String, String), Tally>,
+    pub rules: BTreeMap<String, Tally>,
+    pub scopes: BTreeMap<ScopeKind, BTreeMap<String, Tally>>,
+}
+
+impl Scoreboard {
+    /// Counts one check of `rule`, evidence for `controls` (framework, control) and made
+    /// within `scopes`.
+    pub fn count<'a>(
+        &mut self,
+        rule: &str,
+        controls: impl IntoIterator<Item = (&'a str, &'a str)>,
+        scopes: impl IntoIterator<Item = (ScopeKind, String)>,
+        result: CheckResult,
+    ) {
+        self.total.add(result);
+        self.rules.entry(rule.to_owned()).or_default().add(result);
+        let mut frameworks: Vec<&str> = Vec::new();
+        for (framework, control) in controls {
+            self.controls
+                .entry((framework.to_owned(), control.to_owned()))
+                .or_default()
+                .add(result);
+            if !frameworks.contains(&framework) {
+                frameworks.push(framework);
+            }
+        }
+        for framework in frameworks {
+            self.frameworks
+                .entry(framework.to_owned())
+                .or_default()
+                .add(result);
+        }
+        for (kind, name) in scopes {
+            self.scopes
+                .entry(kind)
+                .or_default()
+                .entry(name)
+                .or_default()
+                .add(result);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excepted_checks_count_as_not_failed_and_stay_visible() {
+        let mut tally = Tally::default();
+        for result in [
+            CheckResult::Passed,
+            CheckResult::Passed,
+            CheckResult::Failed,
+            CheckResult::Excepted,
+        ] {
+            tally.add(result);
+        }
+
+        assert_eq!(tally.score(), Some(75.0));
+        assert_eq!(tally.strict_score(), Some(50.0));
+        assert_eq!(tally.excepted, 1);
+        assert_eq!(tally.result(), "fail");
+        assert_eq!(Tally::default().score(), None);
+        assert_eq!(Tally::default().result(), "not_evaluated");
+    }
+
+    #[test]
+    fn a_check_counts_once_per_framework_however_many_of_its_controls_it_backs() {
+        let mut board = Scoreboard::default();
+        board.count(
+            "audit-chain-broken",
+            [
+                ("nist-800-53", "AU-9"),
+                ("nist-800-53", "AU-10"),
+                ("pci-dss", "10.3.2"),
+            ],
+            [(ScopeKind::Vault, "kv".to_owned())],
+            CheckResult::Failed,
+        );
+        board.count(
+            "vault-not-recoverable",
+            [("cis-azure", "8.5")],
+            [(ScopeKind::Vault, "kv".to_owned())],
+            CheckResult::Passed,
+        );
+
+        assert_eq!(board.frameworks["nist-800-53"].checks, 1);
+        assert_eq!(board.frameworks["nist-800-53"].failed, 1);
+        assert_eq!(
+            board.controls[&("nist-800-53".into(), "AU-10".into())].failed,
+            1
+        );
+        assert_eq!(board.scopes[&ScopeKind::Vault]["kv"].checks, 2);
+        assert_eq!(board.scopes[&ScopeKind::Vault]["kv"].score(), Some(50.0));
+        assert_eq!(board.total.checks, 2);
+    }
+}
