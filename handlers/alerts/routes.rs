@@ -148,6 +148,8 @@ pub fn parse_routes(text: &str) -> Result<Vec<Route>, RouteError> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -207,6 +209,66 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(parse_routes(text), Err(expected), "{text}");
+        }
+    }
+
+    /// A route written back as the setting spells it.
+    fn render(route: &Route) -> String {
+        match &route.channel {
+            Channel::Teams { secret }
+            | Channel::Slack { secret }
+            | Channel::CloudEvents { secret } => {
+                format!("{}={}:{}", route.name, route.channel.kind(), secret)
+            }
+            Channel::Mail => format!("{}=mail", route.name),
+        }
+    }
+
+    fn any_target() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("mail".to_owned()),
+            Just("MAIL".to_owned()),
+            (
+                prop::sample::select(vec!["teams", "slack", "cloudevents", "Teams", "SLACK"]),
+                "[a-zA-Z0-9-]{1,127}",
+            )
+                .prop_map(|(kind, secret)| format!("{kind} : {secret}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn routes_written_any_way_parse_and_render_back(
+            entries in prop::collection::btree_map("[a-z0-9-]{1,40}", any_target(), 0..6),
+            separator in prop::sample::select(vec![";", " ; ", ";;", ";\t"]),
+        ) {
+            let text = entries
+                .iter()
+                .map(|(name, target)| format!(" {name} = {target} "))
+                .collect::<Vec<_>>()
+                .join(separator);
+
+            let routes = parse_routes(&text).expect("valid routes");
+
+            let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+            prop_assert_eq!(names, entries.keys().map(String::as_str).collect::<Vec<_>>());
+            let rendered = routes.iter().map(render).collect::<Vec<_>>().join(";");
+            prop_assert_eq!(parse_routes(&rendered), Ok(routes));
+        }
+
+        #[test]
+        fn any_text_is_routes_or_refused_without_echoing_a_secret(
+            text in ".{0,60}",
+            token in "[a-z]{12}",
+        ) {
+            if let Ok(routes) = parse_routes(&text) {
+                let rendered = routes.iter().map(render).collect::<Vec<_>>().join(";");
+                prop_assert_eq!(parse_routes(&rendered), Ok(routes));
+            }
+            let with_secret = format!("{text};ops=slack:https://hooks.example/{token}");
+            if let Err(error) = parse_routes(&with_secret) {
+                prop_assert!(!error.to_string().contains(&token), "{error}");
+            }
         }
     }
 

@@ -111,6 +111,7 @@ impl Thresholds {
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
+    use proptest::strategy::Strategy;
 
     use super::*;
 
@@ -152,6 +153,67 @@ mod tests {
         let thresholds = Thresholds::parse("30, 7").expect("valid");
         assert_eq!(thresholds.crossed(days(-1), now()), Some(Threshold(7)));
         assert_eq!(thresholds.horizon(), TimeDelta::days(30));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_days_in_any_order_parse_sorted_and_folded(
+            days in proptest::collection::vec(0..=MAX_THRESHOLD_DAYS, 1..12),
+            padding in proptest::collection::vec(" {0,2}", 12),
+        ) {
+            let text = days
+                .iter()
+                .zip(&padding)
+                .map(|(d, pad)| format!("{pad}{d}{pad}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let expected: Vec<Threshold> = days
+                .iter()
+                .copied()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .map(Threshold)
+                .collect();
+
+            let parsed = Thresholds::parse(&text).expect("valid thresholds");
+
+            proptest::prop_assert_eq!(&parsed.0, &expected);
+            let written = expected.iter().map(|t| t.0.to_string()).collect::<Vec<_>>();
+            proptest::prop_assert_eq!(Thresholds::parse(&written.join(",")), Ok(parsed));
+        }
+
+        #[test]
+        fn any_text_is_thresholds_or_refused_by_an_entry_it_has(text in ".{0,40}") {
+            match Thresholds::parse(&text) {
+                Ok(parsed) => {
+                    proptest::prop_assert!(parsed.0.windows(2).all(|w| w[0] < w[1]));
+                    proptest::prop_assert!(parsed.0.iter().all(|t| t.0 <= MAX_THRESHOLD_DAYS));
+                    proptest::prop_assert!(!parsed.0.is_empty());
+                }
+                Err(ThresholdError::Entry { index }) => {
+                    proptest::prop_assert!((1..=text.split(',').count()).contains(&index));
+                }
+                Err(error) => proptest::prop_assert!(false, "{error} for {text:?}"),
+            }
+        }
+
+        #[test]
+        fn a_day_past_the_limit_or_not_whole_is_refused(
+            good in 0..=MAX_THRESHOLD_DAYS,
+            bad in proptest::prop_oneof![
+                (MAX_THRESHOLD_DAYS + 1..).prop_map(|d| d.to_string()),
+                "-[0-9]{1,4}",
+                "\\+[0-9]{1,4}",
+                "[0-9]{1,3}\\.[0-9]",
+                "[1-9][0-9]{10,30}",
+                "[0-9]{1,3}d",
+            ],
+        ) {
+            proptest::prop_assert_eq!(
+                Thresholds::parse(&format!("{good},{bad}")),
+                Err(ThresholdError::Entry { index: 2 })
+            );
+        }
     }
 
     #[test]

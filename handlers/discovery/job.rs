@@ -123,6 +123,9 @@ impl DiscoveryJob {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
     use super::*;
     use crate::ports::catalog::{DirectoryKind, HexDigit};
 
@@ -150,6 +153,97 @@ mod tests {
         );
         assert_ne!(other.message_id(), job.message_id());
         assert_eq!(message.message_id.len(), 32);
+    }
+
+    const GUID: &str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+
+    fn any_subscription() -> impl Strategy<Value = SubscriptionId> {
+        GUID.prop_map(|g| SubscriptionId::parse(&g).expect("a GUID"))
+    }
+
+    fn any_scope() -> impl Strategy<Value = JobScope> {
+        prop_oneof![
+            prop::collection::vec(any_subscription(), 0..3)
+                .prop_map(|subscriptions| JobScope::Sweep { subscriptions }),
+            any_subscription().prop_map(|subscription| JobScope::Subscription { subscription }),
+            (prop::option::of(any_subscription()), ".{0,24}", ".{0,40}").prop_map(
+                |(subscription, name, uri)| JobScope::Vault {
+                    subscription,
+                    name,
+                    uri
+                }
+            ),
+            (any::<bool>(), "[0-9a-f]").prop_map(|(apps, digit)| JobScope::Directory {
+                range: DirectoryRange {
+                    kind: if apps {
+                        DirectoryKind::Applications
+                    } else {
+                        DirectoryKind::ServicePrincipals
+                    },
+                    prefix: HexDigit::parse(&digit).expect("hex"),
+                },
+            }),
+            Just(JobScope::Snapshot),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_job_is_queued_and_read_back_under_its_message_id(
+            sweep in "[A-Za-z0-9_-]{1,64}",
+            scope in any_scope(),
+        ) {
+            let job = DiscoveryJob::new(SweepId::parse(&sweep).expect("a sweep id"), scope);
+
+            let message = job.to_message(None);
+
+            prop_assert_eq!(DiscoveryJob::decode(&message.body), Ok(job.clone()));
+            prop_assert_eq!(&message.message_id, &job.message_id());
+            prop_assert_eq!(message.message_id.len(), 32);
+        }
+
+        #[test]
+        fn a_job_with_a_field_missing_or_wrong_is_refused(
+            scope in any_scope(),
+            (field, replacement) in prop_oneof![
+                Just(("schema", None)),
+                Just(("sweep", None)),
+                Just(("scope", None)),
+                prop::sample::select(vec![json!("1"), json!(-1), json!(1.5), json!(null), json!(4_294_967_296u64)])
+                    .prop_map(|v| ("schema", Some(v))),
+                prop::sample::select(vec![json!(1), json!(null), json!(""), json!("bad id!"), json!("x".repeat(65))])
+                    .prop_map(|v| ("sweep", Some(v))),
+                prop::sample::select(vec![
+                    json!(null),
+                    json!("vault"),
+                    json!({"kind": "x"}),
+                    json!({"kind": "vault"}),
+                    json!({"kind": "subscription", "subscription": "not-a-guid"}),
+                    json!({"kind": "directory", "range": {"kind": "applications", "prefix": "g"}}),
+                    json!({"kind": "sweep", "subscriptions": "all"}),
+                ])
+                .prop_map(|v| ("scope", Some(v))),
+            ],
+        ) {
+            let mut value = serde_json::to_value(DiscoveryJob::new(sweep(), scope)).expect("JSON");
+            match replacement {
+                Some(replacement) => value[field] = replacement,
+                None => {
+                    value.as_object_mut().expect("an object").remove(field);
+                }
+            }
+
+            let decoded = DiscoveryJob::decode(value.to_string().as_bytes());
+
+            prop_assert!(decoded.is_err(), "{value} decoded as {decoded:?}");
+        }
+
+        #[test]
+        fn any_bytes_are_a_job_or_refused(bytes in prop::collection::vec(any::<u8>(), 0..120)) {
+            if let Ok(job) = DiscoveryJob::decode(&bytes) {
+                prop_assert_eq!(job.schema, SCHEMA);
+            }
+        }
     }
 
     #[test]

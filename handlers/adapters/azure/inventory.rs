@@ -68,6 +68,18 @@ fn datetime(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// `at` within what an `Edm.DateTime` property holds, 1601-01-01 to 9999-12-31 (UTC). An
+/// expiry outside it (a date an outside system set far out, or before any calendar Table
+/// storage knows) is filtered on as the nearest end of the range, which orders it the same
+/// against any moment a query names; the record keeps it exactly. Written as it is, the
+/// service would refuse the entity, and with it the page of credentials it came in.
+fn table_time(at: DateTime<Utc>) -> DateTime<Utc> {
+    let first = DateTime::from_timestamp(-11_644_473_600, 0).expect("1601-01-01 is a time");
+    let last =
+        DateTime::from_timestamp(253_402_300_799, 999_999_000).expect("9999-12-31 is a time");
+    at.clamp(first, last)
+}
+
 /// The properties of one record: its JSON in chunks (`Record`, `Record1`, ...).
 fn record_properties<T: Serialize>(
     record: &T,
@@ -236,7 +248,10 @@ impl TableInventory {
         if let Some(expires) = credential.expires {
             // Typed, so that `Expires le datetime'...'` compares times, not text.
             properties.insert("Expires@odata.type".into(), "Edm.DateTime".into());
-            properties.insert("Expires".into(), Value::String(datetime(expires)));
+            properties.insert(
+                "Expires".into(),
+                Value::String(datetime(table_time(expires))),
+            );
         }
         properties.insert("Managed".into(), Value::Bool(credential.managed));
         properties.insert("Sweep".into(), Value::String(credential.sweep.to_string()));
@@ -430,6 +445,61 @@ mod tests {
             chunk.as_str().expect("text").encode_utf16().count() * 2 <= 64 * 1024
         }));
         assert_eq!(back, text);
+    }
+
+    #[test]
+    fn an_expiry_outside_table_storage_s_dates_is_filtered_on_at_its_end_and_kept_whole() {
+        use std::collections::BTreeMap;
+
+        use crate::domain::inventory::{CredentialHandle, CredentialKind};
+        use crate::domain::names::{VaultName, VaultUrl};
+
+        let credential = |expires: DateTime<Utc>| InventoryCredential {
+            source: CredentialSource::Vault {
+                subscription: None,
+                name: "kv-prod".parse::<VaultName>().expect("name"),
+                uri: VaultUrl::parse("https://kv-prod.vault.azure.net").expect("url"),
+            },
+            kind: CredentialKind::Secret,
+            name: "far".to_owned(),
+            handle: CredentialHandle::VaultObject {
+                name: "far".to_owned(),
+                version: None,
+                versions: None,
+            },
+            enabled: true,
+            created: None,
+            updated: None,
+            not_before: None,
+            expires: Some(expires),
+            content_type: None,
+            tags: BTreeMap::new(),
+            certificate: None,
+            key: None,
+            directory: None,
+            owners: Vec::new(),
+            managed: false,
+            scanned_at: DateTime::from_timestamp(1_811_764_800, 0).expect("time"),
+            sweep: SweepId::parse("s1").expect("sweep"),
+        };
+        // What Key Vault's Unix seconds and Graph's offsets can name past either end.
+        let cases = [
+            (253_402_300_800, "9999-12-31T23:59:59.999999Z"),
+            (8_000_000_000_000, "9999-12-31T23:59:59.999999Z"),
+            (-100_000_000_000, "1601-01-01T00:00:00.000000Z"),
+            (1_811_764_800, "2027-05-31T12:00:00.000000Z"),
+        ];
+        for (seconds, written) in cases {
+            let credential = credential(DateTime::from_timestamp(seconds, 0).expect("a time"));
+
+            let (_, _, properties) =
+                TableInventory::credential_entity(&credential).expect("an entity");
+            let back: InventoryCredential =
+                record_of(&properties, "row", "credential").expect("reads");
+
+            assert_eq!(properties["Expires"], written, "{seconds}");
+            assert_eq!(back, credential);
+        }
     }
 
     #[test]

@@ -190,7 +190,144 @@ impl ResourceCatalog for ResourceManagerClient {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use azure_core::http::{StatusCode, Url};
+    use chrono::DateTime;
+    use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
     use super::*;
+    use crate::domain::inventory::SweepId;
+
+    const SUBSCRIPTION: &str = "34adfa4f-cedf-4dc0-ba29-b6d1a69ab345";
+
+    fn stamp() -> Stamp {
+        Stamp {
+            sweep: SweepId::parse("20270601T120000Z").expect("sweep"),
+            at: DateTime::from_timestamp(1_811_764_800, 0).expect("time"),
+        }
+    }
+
+    fn client(body: &Value) -> ResourceManagerClient {
+        let canned = CannedTransport::always(Answer::new(StatusCode::Ok, body.to_string()));
+        let endpoint = Url::parse("https://management.azure.com").expect("url");
+        let credential: Arc<FixedToken> = FixedToken::new();
+        ResourceManagerClient::new(&endpoint, credential, Some(canned.options())).expect("a client")
+    }
+
+    fn block_on<F: std::future::Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(future)
+    }
+
+    /// Any JSON value, for a field that may hold the wrong type.
+    fn any_json() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(json!(["x"])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    /// A field: a plausible value, absent, or anything.
+    fn field(plausible: impl Strategy<Value = Value>) -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![3 => plausible.prop_map(Some), 1 => Just(None), 1 => any_json().prop_map(Some)]
+    }
+
+    /// A listed vault around Resource Manager's shape.
+    fn any_vault() -> impl Strategy<Value = Value> {
+        let name = "[a-z][a-z0-9-]{1,24}";
+        (
+            field(name.prop_map(Value::from)),
+            field(name.prop_map(|n| json!(format!("https://{n}.vault.azure.net/")))),
+            field(name.prop_map(|n| json!(format!("/subscriptions/{SUBSCRIPTION}/resourceGroups/{n}/providers/Microsoft.KeyVault/vaults/{n}")))),
+            prop::collection::vec(
+                (
+                    prop::sample::select(vec![
+                        "enableSoftDelete",
+                        "enablePurgeProtection",
+                        "enableRbacAuthorization",
+                        "publicNetworkAccess",
+                    ]),
+                    field(prop_oneof![any::<bool>().prop_map(Value::from), Just(json!("Disabled"))]),
+                ),
+                0..4,
+            ),
+            any::<bool>(),
+        )
+            .prop_map(|(name, uri, id, properties, has_properties)| {
+                let mut vault = serde_json::Map::new();
+                let mut props = serde_json::Map::new();
+                if let Some(uri) = uri {
+                    props.insert("vaultUri".to_owned(), uri);
+                }
+                for (key, value) in properties {
+                    if let Some(value) = value {
+                        props.insert(key.to_owned(), value);
+                    }
+                }
+                for (key, value) in [("name", name), ("id", id)] {
+                    if let Some(value) = value {
+                        vault.insert(key.to_owned(), value);
+                    }
+                }
+                if has_properties {
+                    vault.insert("properties".to_owned(), Value::Object(props));
+                }
+                Value::Object(vault)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_listed_vault_is_read_or_recorded_as_a_finding(
+            vaults in prop::collection::vec(any_vault(), 0..6),
+        ) {
+            let subscription = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+            let body = json!({"value": vaults});
+
+            let page = block_on(client(&body).vaults(&subscription, None, &stamp()))
+                .expect("a page");
+
+            prop_assert_eq!(page.items.len() + page.findings.len(), vaults.len());
+            for vault in &page.items {
+                let rbac = vault.permission_model == PermissionModel::Rbac;
+                let named = |v: &&Value| {
+                    v["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(vault.name.as_str()))
+                };
+                prop_assert!(
+                    vaults.iter().filter(named).any(|listed| {
+                        rbac == (listed["properties"]["enableRbacAuthorization"] == json!(true))
+                    }),
+                    "{vault:?} is not as listed"
+                );
+                prop_assert!(vault.purge_protection.is_some());
+                let json = serde_json::to_string(vault).expect("serialise");
+                let back: InventoryVault = serde_json::from_str(&json).expect("reads back");
+                prop_assert_eq!(&back, vault);
+            }
+        }
+
+        #[test]
+        fn a_page_that_is_not_a_page_is_an_error(body in any_json()) {
+            let subscription = SubscriptionId::parse(SUBSCRIPTION).expect("id");
+            let listed = block_on(client(&body).vaults(&subscription, None, &stamp()));
+            let subscriptions = block_on(client(&body).subscriptions(None));
+            // `{"a": 1}` is a page without entries (`value` defaults to none).
+            if !body.is_object() {
+                prop_assert!(listed.is_err());
+                prop_assert!(subscriptions.is_err());
+            }
+        }
+    }
 
     #[test]
     fn the_resource_group_is_read_from_the_vault_id() {

@@ -232,7 +232,14 @@ impl VaultCatalog for KeyVaultCatalog {
             .as_str()
             .filter(|l| !l.is_empty())
             .map(Cursor::new);
-        let items = body["value"].as_array().cloned().unwrap_or_default();
+        // A page lists its objects in `value`, an empty vault as `[]`: an answer without
+        // one is not a page, and reading it as an empty one would retire every object
+        // of the vault from the inventory.
+        let Some(items) = body.get("value").and_then(Value::as_array).cloned() else {
+            return Err(PortError::invalid(format!(
+                "{operation}: the answer is not a Key Vault page"
+            )));
+        };
         for raw in items {
             let Ok(item) = serde_json::from_value::<ListItem>(raw) else {
                 page.findings.push(ScopeFinding::new(
@@ -258,6 +265,14 @@ impl VaultCatalog for KeyVaultCatalog {
                 .unwrap_or_default();
             let name = id.rsplit('/').next().unwrap_or_default().to_owned();
             if name.is_empty() {
+                page.findings.push(ScopeFinding::new(
+                    scope.clone(),
+                    FindingKind::Malformed,
+                    kind.as_str(),
+                    format!("an item of {} has no id naming it", kind.as_str()),
+                    stamp.at,
+                    stamp.sweep.clone(),
+                ));
                 continue;
             }
             let times = (
@@ -436,7 +451,203 @@ fn read_certificate(der: &[u8], details: &mut CertificateDetails) {
 
 #[cfg(test)]
 mod tests {
+    use azure_core::http::StatusCode;
+    use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
+    use proptest::prelude::*;
+    use serde_json::json;
+
     use super::*;
+    use crate::domain::inventory::SweepId;
+    use crate::domain::names::{VaultName, VaultUrl};
+
+    fn vault() -> VaultRef {
+        VaultRef {
+            subscription: None,
+            name: "kv-prod".parse::<VaultName>().expect("name"),
+            uri: VaultUrl::parse("https://kv-prod.vault.azure.net").expect("url"),
+        }
+    }
+
+    fn stamp() -> Stamp {
+        Stamp {
+            sweep: SweepId::parse("20270601T120000Z").expect("sweep"),
+            at: DateTime::from_timestamp(1_811_764_800, 0).expect("time"),
+        }
+    }
+
+    /// `body` read as Key Vault's answer to a listing of `kind`.
+    fn list(body: &Value, kind: ObjectKind) -> Result<CatalogPage<InventoryCredential>, PortError> {
+        let canned = CannedTransport::always(Answer::new(StatusCode::Ok, body.to_string()));
+        let catalog =
+            KeyVaultCatalog::new(FixedToken::new(), KEY_VAULT_SCOPE, Some(canned.options()));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(catalog.objects(&vault(), kind, None, &stamp()))
+    }
+
+    #[test]
+    fn an_answer_without_a_value_list_is_an_error_not_an_empty_vault() {
+        for body in [
+            json!({}),
+            json!({"value": null}),
+            json!({"value": {"id": "https://kv-prod.vault.azure.net/secrets/a"}}),
+            json!([]),
+            json!({"nextLink": "https://kv-prod.vault.azure.net/secrets?$skiptoken=x"}),
+        ] {
+            let error = list(&body, ObjectKind::Secrets).expect_err("not a page");
+            assert_eq!(error.kind, FailureKind::Invalid, "{body}");
+        }
+        let empty = list(&json!({"value": [], "nextLink": null}), ObjectKind::Secrets);
+        assert!(empty.expect("an empty vault is a page").items.is_empty());
+    }
+
+    #[test]
+    fn an_item_without_an_id_is_a_finding_not_dropped() {
+        let body = json!({"value": [
+            {"attributes": {"enabled": true}},
+            {"id": "https://kv-prod.vault.azure.net/secrets/"},
+            {"id": "https://kv-prod.vault.azure.net/secrets/db-password"},
+        ]});
+
+        let page = list(&body, ObjectKind::Secrets).expect("a page");
+
+        assert_eq!(page.items.len(), 1);
+        assert_eq!(page.findings.len(), 2);
+        assert!(
+            page.findings
+                .iter()
+                .all(|f| f.kind == FindingKind::Malformed)
+        );
+    }
+
+    /// Any JSON value, for a field that may hold the wrong type.
+    fn any_json() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(json!([1, "x"])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    /// A Key Vault time: mostly plausible seconds, sometimes anything.
+    fn any_time() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            3 => (0i64..4_102_444_800).prop_map(|s| Some(Value::from(s))),
+            1 => Just(None),
+            1 => any_json().prop_map(Some),
+        ]
+    }
+
+    /// A list item around Key Vault's shape: fields missing, of the wrong type, huge.
+    fn any_item() -> impl Strategy<Value = Value> {
+        let id = prop_oneof![
+            "[a-z0-9-]{1,20}"
+                .prop_map(|n| Some(json!(format!("https://kv-prod.vault.azure.net/x/{n}")))),
+            Just(None),
+            any_json().prop_map(Some),
+        ];
+        let attributes = (
+            proptest::option::of(any::<bool>()),
+            any_time(),
+            any_time(),
+            any_time(),
+            any_time(),
+        );
+        let tags = prop_oneof![
+            proptest::collection::btree_map("[a-z-]{1,8}", ".{0,8}", 0..3)
+                .prop_map(|t| Some(json!(t))),
+            Just(None),
+            any_json().prop_map(Some),
+        ];
+        (
+            id,
+            attributes,
+            tags,
+            proptest::option::of(any_json()),
+            proptest::option::of(any::<bool>()),
+        )
+            .prop_map(
+                |(id, (enabled, created, updated, nbf, exp), tags, content_type, managed)| {
+                    let mut item = serde_json::Map::new();
+                    let mut attrs = serde_json::Map::new();
+                    let set =
+                        |map: &mut serde_json::Map<String, Value>, k: &str, v: Option<Value>| {
+                            if let Some(v) = v {
+                                map.insert(k.to_owned(), v);
+                            }
+                        };
+                    set(&mut attrs, "enabled", enabled.map(Value::from));
+                    set(&mut attrs, "created", created);
+                    set(&mut attrs, "updated", updated);
+                    set(&mut attrs, "nbf", nbf);
+                    set(&mut attrs, "exp", exp);
+                    set(&mut item, "id", id);
+                    item.insert("attributes".to_owned(), Value::Object(attrs));
+                    set(&mut item, "tags", tags);
+                    set(&mut item, "contentType", content_type);
+                    set(&mut item, "managed", managed.map(Value::from));
+                    Value::Object(item)
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn every_listed_item_is_read_recorded_or_a_certificates_own(
+            items in proptest::collection::vec(any_item(), 0..8),
+        ) {
+            let listed = items.len();
+            let managed = items.iter().filter(|i| i["managed"] == json!(true)).count();
+
+            let page = list(&json!({"value": items}), ObjectKind::Secrets).expect("a page");
+
+            let seen = page.items.len() + page.findings.len();
+            prop_assert!(seen <= listed && seen + managed >= listed, "{seen} of {listed}");
+            for credential in &page.items {
+                prop_assert!(!credential.name.is_empty());
+                let json = serde_json::to_string(credential).expect("serialise");
+                let back: InventoryCredential = serde_json::from_str(&json).expect("reads back");
+                prop_assert_eq!(&back, credential);
+            }
+        }
+
+        #[test]
+        fn a_well_formed_item_is_read_as_listed(
+            name in "[a-zA-Z0-9-]{1,127}",
+            times in proptest::collection::vec(proptest::option::of(0i64..253_402_300_799), 4),
+            enabled in any::<bool>(),
+            tags in proptest::collection::btree_map("[a-z-]{1,8}", ".{0,16}", 0..4),
+        ) {
+            let at = |t: Option<i64>| t.map(|s| DateTime::from_timestamp(s, 0).expect("in range"));
+            let body = json!({"value": [{
+                "id": format!("https://kv-prod.vault.azure.net/secrets/{name}"),
+                "attributes": {
+                    "enabled": enabled, "created": times[0], "updated": times[1],
+                    "nbf": times[2], "exp": times[3],
+                },
+                "tags": tags,
+            }]});
+
+            let page = list(&body, ObjectKind::Secrets).expect("a page");
+
+            prop_assert!(page.findings.is_empty());
+            let credential = &page.items[0];
+            prop_assert_eq!(&credential.name, &name);
+            prop_assert_eq!(credential.enabled, enabled);
+            prop_assert_eq!(
+                [credential.created, credential.updated, credential.not_before, credential.expires],
+                [at(times[0]), at(times[1]), at(times[2]), at(times[3])]
+            );
+            prop_assert_eq!(&credential.tags, &tags);
+        }
+    }
 
     #[test]
     fn key_vault_times_are_unix_seconds_and_anything_else_is_malformed() {

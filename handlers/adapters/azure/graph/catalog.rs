@@ -138,9 +138,16 @@ impl DirectoryCatalog for GraphClient {
             None => self.first_page(range),
         };
         let body: Value = self.get(url, &context).await?;
+        // A page lists its objects in `value` (`[]` when there are none): an answer
+        // without one is not a page, not an empty range.
+        let Some(objects) = body.get("value").and_then(Value::as_array) else {
+            return Err(PortError::invalid(format!(
+                "{operation}: the answer is not a Graph collection page"
+            )));
+        };
         let mut page = CatalogPage::last(Vec::new());
         page.next = body["@odata.nextLink"].as_str().map(Cursor::new);
-        for object in body["value"].as_array().into_iter().flatten() {
+        for object in objects {
             let ids = object["id"]
                 .as_str()
                 .and_then(|id| DirectoryObjectId::parse(id).ok())
@@ -273,7 +280,239 @@ impl DirectoryCatalog for GraphClient {
 
 #[cfg(test)]
 mod tests {
+    use azure_core::http::StatusCode;
+    use keyturn_testkit::transport::{Answer, CannedTransport, FixedToken};
+    use proptest::prelude::*;
+    use serde_json::json;
+
     use super::*;
+    use crate::adapters::azure::graph::DEFAULT_GRAPH_ENDPOINT;
+    use crate::domain::inventory::SweepId;
+    use crate::ports::FailureKind;
+    use crate::ports::catalog::HexDigit;
+
+    fn stamp() -> Stamp {
+        Stamp {
+            sweep: SweepId::parse("20270601T120000Z").expect("sweep"),
+            at: DateTime::from_timestamp(1_811_764_800, 0).expect("time"),
+        }
+    }
+
+    /// `body` read as Graph's answer to the first page of `kind`'s range `a`.
+    fn list(
+        body: &Value,
+        kind: DirectoryKind,
+    ) -> Result<CatalogPage<InventoryCredential>, PortError> {
+        let canned = CannedTransport::script([Answer::new(StatusCode::Ok, body.to_string())]);
+        let endpoint = azure_core::http::Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("url");
+        let client = GraphClient::new(&endpoint, FixedToken::new(), Some(canned.options()))
+            .expect("a client");
+        let range = DirectoryRange {
+            kind,
+            prefix: HexDigit::parse("a").expect("hex"),
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(client.credentials(&range, None, &stamp()))
+    }
+
+    #[test]
+    fn an_answer_without_a_value_list_is_an_error_not_an_empty_range() {
+        for body in [
+            json!({}),
+            json!({"value": null}),
+            json!({"value": {}}),
+            json!([]),
+        ] {
+            let error = list(&body, DirectoryKind::Applications).expect_err("not a page");
+            assert_eq!(error.kind, FailureKind::Invalid, "{body}");
+        }
+        let empty = list(&json!({"value": []}), DirectoryKind::Applications);
+        assert!(empty.expect("an empty range is a page").items.is_empty());
+    }
+
+    const GUIDS: [&str; 3] = [
+        "8d3f2a51-0c4e-4b8a-9f61-2b7f3c9d1e01",
+        "a1b2c3d4-0000-4000-8000-000000000001",
+        "0f1e2d3c-4b5a-4697-8877-665544332211",
+    ];
+
+    /// Any JSON value, for a field that may hold the wrong type.
+    fn any_json() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            Just(json!(["x"])),
+            Just(json!({"a": 1})),
+        ]
+    }
+
+    /// An identifier: a valid one, or not.
+    fn any_id() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            4 => prop::sample::select(GUIDS.to_vec()).prop_map(|g| Some(json!(g))),
+            1 => Just(None),
+            1 => any_json().prop_map(Some),
+        ]
+    }
+
+    /// A Graph time: a valid one, no end date, malformed or of the wrong type.
+    fn any_time() -> impl Strategy<Value = Option<Value>> {
+        prop_oneof![
+            4 => (0i64..253_402_300_799, prop::sample::select(vec!["Z", "+14:00", "-14:00", ".1234567Z"]))
+                .prop_map(|(s, zone)| {
+                    let at = DateTime::from_timestamp(s, 0).expect("in range");
+                    Some(json!(format!("{}{zone}", at.format("%Y-%m-%dT%H:%M:%S"))))
+                }),
+            1 => Just(None),
+            1 => Just(Some(Value::Null)),
+            1 => prop::sample::select(vec!["06/01/2027", "2027-13-01T00:00:00Z", "+10000-01-01T00:00:00Z", ""])
+                .prop_map(|t| Some(json!(t))),
+            1 => any_json().prop_map(Some),
+        ]
+    }
+
+    fn object(fields: Vec<(&str, Option<Value>)>) -> Value {
+        Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_owned(), v)))
+                .collect(),
+        )
+    }
+
+    fn any_credential() -> impl Strategy<Value = Value> {
+        (
+            any_id(),
+            any_time(),
+            any_time(),
+            proptest::option::of(any_json()),
+            proptest::option::of(any_json()),
+        )
+            .prop_map(|(key_id, start, end, name, custom)| {
+                object(vec![
+                    ("keyId", key_id),
+                    ("startDateTime", start),
+                    ("endDateTime", end),
+                    ("displayName", name),
+                    ("customKeyIdentifier", custom),
+                ])
+            })
+    }
+
+    /// An owner: any of its fields may be missing (an owner without mail is common).
+    fn any_owner() -> impl Strategy<Value = Value> {
+        (
+            any_id(),
+            proptest::option::of(".{0,8}"),
+            proptest::option::of(".{0,8}"),
+            proptest::option::of(any_json()),
+        )
+            .prop_map(|(id, name, upn, mail)| {
+                object(vec![
+                    ("id", id),
+                    ("displayName", name.map(Value::from)),
+                    ("userPrincipalName", upn.map(Value::from)),
+                    ("mail", mail),
+                ])
+            })
+    }
+
+    fn any_object() -> impl Strategy<Value = Value> {
+        let credentials = prop_oneof![
+            4 => proptest::collection::vec(any_credential(), 0..4).prop_map(|c| Some(json!(c))),
+            1 => Just(None),
+            1 => any_json().prop_map(Some),
+        ];
+        (
+            any_id(),
+            any_id(),
+            credentials.clone(),
+            credentials,
+            proptest::collection::vec(any_owner(), 0..4),
+        )
+            .prop_map(|(id, app_id, passwords, keys, owners)| {
+                object(vec![
+                    ("id", id),
+                    ("appId", app_id),
+                    ("passwordCredentials", passwords),
+                    ("keyCredentials", keys),
+                    ("owners", Some(json!(owners))),
+                ])
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_listed_credential_is_read_or_recorded(
+            objects in proptest::collection::vec(any_object(), 0..5),
+            kind in prop::sample::select(vec![DirectoryKind::Applications, DirectoryKind::ServicePrincipals]),
+        ) {
+            let count = |o: &Value, f: &str| o[f].as_array().map_or(0, Vec::len);
+            let credentials: usize = objects
+                .iter()
+                .map(|o| count(o, "passwordCredentials") + count(o, "keyCredentials"))
+                .sum();
+
+            let page = list(&json!({"value": objects}), kind).expect("a page");
+
+            // An object without valid ids is one finding however many credentials it has.
+            let seen = page.items.len() + page.findings.len();
+            prop_assert!(seen <= credentials + objects.len(), "{seen} of {credentials}");
+            let valid_ids = |o: &Value| {
+                o["id"].as_str().is_some_and(|i| DirectoryObjectId::parse(i).is_ok())
+                    && o["appId"].as_str().is_some_and(|i| AppId::parse(i).is_ok())
+            };
+            if objects.iter().all(valid_ids) {
+                prop_assert_eq!(seen, credentials);
+            }
+            for credential in &page.items {
+                let json = serde_json::to_string(credential).expect("serialise");
+                let back: InventoryCredential = serde_json::from_str(&json).expect("reads back");
+                prop_assert_eq!(&back, credential);
+                prop_assert!(!credential.name.is_empty());
+            }
+            for finding in &page.findings {
+                prop_assert_eq!(finding.kind, FindingKind::Malformed);
+                prop_assert!(finding.subject.chars().count() <= 64);
+            }
+        }
+
+        #[test]
+        fn a_credential_without_an_end_date_and_an_owner_without_mail_are_read_as_such(
+            start in 0i64..253_402_300_799,
+            end in proptest::option::of(0i64..253_402_300_799),
+            upn in "[a-z]{1,8}@contoso\\.com",
+        ) {
+            let at = |s: i64| DateTime::from_timestamp(s, 0).expect("in range");
+            let text = |s: i64| at(s).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+            let body = json!({"value": [{
+                "id": GUIDS[0],
+                "appId": GUIDS[1],
+                "passwordCredentials": [{
+                    "keyId": GUIDS[2],
+                    "startDateTime": text(start),
+                    "endDateTime": end.map(text),
+                }],
+                "owners": [{"id": GUIDS[0], "userPrincipalName": upn, "mail": null}],
+            }]});
+
+            let page = list(&body, DirectoryKind::Applications).expect("a page");
+
+            prop_assert!(page.findings.is_empty());
+            let credential = &page.items[0];
+            prop_assert_eq!(credential.not_before, Some(at(start)));
+            prop_assert_eq!(credential.expires, end.map(at));
+            prop_assert_eq!(credential.owners.len(), 1);
+            prop_assert_eq!(credential.owners[0].mail.as_deref(), None);
+            prop_assert_eq!(credential.owners[0].user_principal_name.as_deref(), Some(upn.as_str()));
+        }
+    }
 
     #[test]
     fn graph_times_are_rfc_3339_and_null_is_no_end_date() {
