@@ -4,7 +4,7 @@
 #![no_main]
 
 use azure_core::http::StatusCode;
-use chrono::{SubsecRound, TimeDelta};
+use chrono::{DateTime, Datelike, SubsecRound, TimeDelta};
 use keyturn::adapters::azure::alert_ledger::TableAlertLedger;
 use keyturn::adapters::azure::client::table::{TableClient, TableName};
 use keyturn::adapters::azure::inventory::TableInventory;
@@ -37,7 +37,8 @@ fn inventory(answers: Vec<Vec<u8>>) -> (TableInventory, Arc<Scripted>) {
     (TableInventory::new(client(&transport), table()), transport)
 }
 
-/// The entities written through `transport`, as a query answer listing them.
+/// The entities written through `transport`, as a query answer listing them. Every
+/// `Edm.DateTime` written is one Table storage holds: 1601-01-01 to 9999-12-31.
 fn written(transport: &Scripted) -> Vec<u8> {
     let entities: Vec<Value> = transport
         .seen()
@@ -45,6 +46,16 @@ fn written(transport: &Scripted) -> Vec<u8> {
         .filter(|(method, _, _)| method == "PUT")
         .map(|(_, _, body)| serde_json::from_slice(&body).expect("a written entity is JSON"))
         .collect();
+    for entity in &entities {
+        if let Some(expires) = entity.get("Expires") {
+            let text = expires.as_str().expect("Expires is text");
+            let at = DateTime::parse_from_rfc3339(text).expect("Expires is RFC 3339");
+            assert!(
+                (1601..=9999).contains(&at.year()),
+                "Expires {text} is not a Table date"
+            );
+        }
+    }
     serde_json::to_vec(&serde_json::json!({ "value": entities })).expect("JSON")
 }
 
