@@ -1078,6 +1078,38 @@ mod tests {
         assert!(!filter.matches(&forever));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn spans_in_range_parse_exactly_and_past_it_are_refused(
+            days in 0i64..=4000,
+            hours in 0i64..=90_000,
+            pad in " {0,2}",
+            upper in proptest::bool::ANY,
+        ) {
+            let (d, h) = if upper { ("D", "H") } else { ("d", "h") };
+            let in_days = parse_within(&format!("{pad}{days}{d}{pad}"));
+            let in_hours = parse_within(&format!("{pad}{hours}{h}{pad}"));
+            if days <= 3650 {
+                proptest::prop_assert_eq!(in_days, Ok(TimeDelta::days(days)));
+            } else {
+                proptest::prop_assert_eq!(in_days, Err(InventoryError::Within));
+            }
+            if hours <= 87_600 {
+                proptest::prop_assert_eq!(in_hours, Ok(TimeDelta::hours(hours)));
+            } else {
+                proptest::prop_assert_eq!(in_hours, Err(InventoryError::Within));
+            }
+        }
+
+        #[test]
+        fn any_text_is_a_span_of_at_most_ten_years_or_refused(text in ".{0,24}") {
+            if let Ok(span) = parse_within(&text) {
+                proptest::prop_assert!(span >= TimeDelta::zero());
+                proptest::prop_assert!(span <= TimeDelta::days(3650));
+            }
+        }
+    }
+
     #[test]
     fn spans_parse_in_days_or_hours_and_refuse_anything_else() {
         assert_eq!(parse_within("30d"), Ok(TimeDelta::days(30)));

@@ -502,6 +502,262 @@ mod tests {
         }
     }
 
+    mod records {
+        use std::collections::BTreeMap;
+
+        use proptest::prelude::*;
+
+        use super::*;
+        use crate::adapters::azure::client::table::EntityKey;
+        use crate::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
+        use crate::domain::inventory::{
+            CertificateDetails, CredentialHandle, CredentialKind, DirectoryDetails, KeyDetails,
+            LifetimeAction, LifetimeActionType, LifetimeTrigger, Owner,
+        };
+        use crate::domain::names::{VaultName, VaultUrl};
+
+        const GUID: &str = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}";
+
+        /// Text as outside systems name things: short, any Unicode, or long enough to
+        /// span the record's chunks.
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                8 => ".{0,12}",
+                1 => "[a-zé😀\"\\\\]{15990,16010}",
+            ]
+        }
+
+        /// Any time chrono holds: far past and future included.
+        fn time() -> impl Strategy<Value = DateTime<Utc>> {
+            prop_oneof![
+                3 => 0i64..4_102_444_800,
+                1 => -8_000_000_000_000i64..8_000_000_000_000,
+            ]
+            .prop_flat_map(|s| (Just(s), 0u32..1_000_000_000))
+            .prop_map(|(s, ns)| DateTime::from_timestamp(s, ns).expect("in chrono's range"))
+        }
+
+        fn source() -> impl Strategy<Value = CredentialSource> {
+            let name = "[a-z][a-z0-9]{2,20}";
+            prop_oneof![
+                (prop::option::of(GUID), name).prop_map(|(subscription, name)| {
+                    CredentialSource::Vault {
+                        subscription: subscription
+                            .map(|s| SubscriptionId::parse(&s).expect("guid")),
+                        name: name.parse::<VaultName>().expect("vault name"),
+                        uri: VaultUrl::parse(&format!("https://{name}.vault.azure.net"))
+                            .expect("vault url"),
+                    }
+                }),
+                (GUID, GUID, prop::option::of(text()), any::<bool>()).prop_map(
+                    |(object, app, display_name, application)| {
+                        let object_id = DirectoryObjectId::parse(&object).expect("guid");
+                        let app_id = AppId::parse(&app).expect("guid");
+                        if application {
+                            CredentialSource::Application {
+                                object_id,
+                                app_id,
+                                display_name,
+                            }
+                        } else {
+                            CredentialSource::ServicePrincipal {
+                                object_id,
+                                app_id,
+                                display_name,
+                            }
+                        }
+                    }
+                ),
+            ]
+        }
+
+        fn details() -> impl Strategy<
+            Value = (
+                Option<CertificateDetails>,
+                Option<KeyDetails>,
+                Option<DirectoryDetails>,
+            ),
+        > {
+            let certificate = (
+                prop::option::of(text()),
+                prop::option::of(any::<u32>()),
+                any::<bool>(),
+                prop::collection::vec((any::<bool>(), any::<bool>(), any::<u32>()), 0..3),
+            )
+                .prop_map(|(issuer, key_size, sha1, actions)| CertificateDetails {
+                    issuer: issuer.clone(),
+                    subject: issuer,
+                    key_size,
+                    sha1_signature: sha1,
+                    lifetime_actions: actions
+                        .into_iter()
+                        .map(|(renew, days, n)| LifetimeAction {
+                            action: if renew {
+                                LifetimeActionType::AutoRenew
+                            } else {
+                                LifetimeActionType::EmailContacts
+                            },
+                            trigger: if days {
+                                LifetimeTrigger::DaysBeforeExpiry(n)
+                            } else {
+                                LifetimeTrigger::LifetimePercentage(n)
+                            },
+                        })
+                        .collect(),
+                    ..CertificateDetails::default()
+                });
+            let key = (
+                prop::option::of(text()),
+                prop::option::of(any::<u32>()),
+                any::<bool>(),
+            )
+                .prop_map(|(key_type, key_size, rotation_policy)| KeyDetails {
+                    key_type,
+                    key_size,
+                    curve: None,
+                    rotation_policy,
+                });
+            let directory = (prop::option::of(text()), prop::option::of(any::<u32>())).prop_map(
+                |(usage, federated_credentials)| DirectoryDetails {
+                    usage,
+                    federated_credentials,
+                    ..DirectoryDetails::default()
+                },
+            );
+            (
+                prop::option::of(certificate),
+                prop::option::of(key),
+                prop::option::of(directory),
+            )
+        }
+
+        fn owner() -> impl Strategy<Value = Owner> {
+            (
+                prop::option::of(GUID),
+                prop::option::of(text()),
+                prop::option::of(text()),
+                prop::option::of(text()),
+            )
+                .prop_map(|(id, display_name, user_principal_name, mail)| Owner {
+                    object_id: id.map(|i| DirectoryObjectId::parse(&i).expect("guid")),
+                    display_name,
+                    user_principal_name,
+                    mail,
+                })
+        }
+
+        fn credential() -> impl Strategy<Value = InventoryCredential> {
+            let handle = prop_oneof![
+                (
+                    text(),
+                    prop::option::of("[0-9a-f]{32}"),
+                    prop::option::of(any::<u32>())
+                )
+                    .prop_map(|(name, version, versions)| {
+                        CredentialHandle::VaultObject {
+                            name,
+                            version,
+                            versions,
+                        }
+                    }),
+                GUID.prop_map(|k| CredentialHandle::DirectoryCredential {
+                    key_id: KeyId::parse(&k).expect("guid")
+                }),
+            ];
+            let times = (
+                prop::option::of(time()),
+                prop::option::of(time()),
+                prop::option::of(time()),
+                prop::option::of(time()),
+                time(),
+            );
+            let rest = (
+                prop::option::of(text()),
+                prop::collection::btree_map(text(), text(), 0..3),
+                details(),
+                prop::collection::vec(owner(), 0..3),
+                any::<bool>(),
+                any::<bool>(),
+                "[A-Za-z0-9_-]{1,64}",
+            );
+            (
+                source(),
+                prop::sample::select(CredentialKind::ALL.to_vec()),
+                text(),
+                handle,
+                times,
+                rest,
+            )
+                .prop_map(
+                    |(
+                        source,
+                        kind,
+                        name,
+                        handle,
+                        (created, updated, not_before, expires, scanned_at),
+                        (
+                            content_type,
+                            tags,
+                            (certificate, key, directory),
+                            owners,
+                            enabled,
+                            managed,
+                            sweep,
+                        ),
+                    )| {
+                        let tags: BTreeMap<String, String> = tags;
+                        InventoryCredential {
+                            source,
+                            kind,
+                            name,
+                            handle,
+                            enabled,
+                            created,
+                            updated,
+                            not_before,
+                            expires,
+                            content_type,
+                            tags,
+                            certificate,
+                            key,
+                            directory,
+                            owners,
+                            managed,
+                            scanned_at,
+                            sweep: SweepId::parse(&sweep).expect("sweep id"),
+                        }
+                    },
+                )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            #[test]
+            fn a_credential_written_as_a_row_reads_back_the_same(credential in credential()) {
+                let (partition, row, properties) =
+                    TableInventory::credential_entity(&credential).expect("fits an entity");
+
+                let back: InventoryCredential =
+                    record_of(&properties, &row, "credential").expect("reads back");
+
+                prop_assert_eq!(&back, &credential);
+                prop_assert!(EntityKey::parse(&partition).is_ok() && EntityKey::parse(&row).is_ok());
+                for (name, value) in &properties {
+                    if name.starts_with("Record") {
+                        let units = value.as_str().expect("text").encode_utf16().count();
+                        prop_assert!(units * 2 <= 64 * 1024, "{name} is {units} UTF-16 units");
+                    }
+                }
+                if let Some(expires) = properties.get("Expires") {
+                    let at = DateTime::parse_from_rfc3339(expires.as_str().expect("text"))
+                        .expect("an RFC 3339 time");
+                    prop_assert!((1601..=9999).contains(&chrono::Datelike::year(&at)));
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_record_larger_than_an_entity_is_refused_not_cut() {
         let text = "x".repeat(CHUNK_CHARS * MAX_CHUNKS + 1);

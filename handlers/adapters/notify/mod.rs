@@ -219,10 +219,50 @@ pub(crate) fn clip(text: &str, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn url(text: &str) -> Result<WebhookUrl, WebhookUrlError> {
         WebhookUrl::parse(&SecretValue::new(text))
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_a_webhook_url_or_refused_and_neither_shows_it(
+            scheme in prop::sample::select(vec!["https", "http", "HTTPS", "ftp", ""]),
+            user in prop::option::of("[a-z]{1,6}(:[a-z]{1,6})?@"),
+            host in prop::sample::select(vec!["hooks.slack.com", "127.0.0.1", "localhost", "[::1]", "10.0.0.1", ""]),
+            path in "(/[A-Za-z0-9._~-]{0,12}){0,3}",
+            token in "[a-z]{16}",
+            fragment in prop::option::of("#[a-z]{0,6}"),
+            noise in ".{0,6}",
+        ) {
+            let text = format!(
+                "{scheme}://{}{host}{path}/{token}{}{noise}",
+                user.unwrap_or_default(),
+                fragment.unwrap_or_default()
+            );
+            match url(&text) {
+                Ok(parsed) => {
+                    let parsed_url = Url::parse(parsed.expose()).expect("kept as a URL");
+                    let loopback = match parsed_url.host() {
+                        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+                        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+                        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+                        None => false,
+                    };
+                    prop_assert!(
+                        parsed_url.scheme() == "https" || (parsed_url.scheme() == "http" && loopback),
+                        "{host}"
+                    );
+                    prop_assert!(parsed_url.username().is_empty() && parsed_url.fragment().is_none());
+                    let shown = format!("{parsed:?}");
+                    prop_assert!(!shown.contains(&token), "{shown}");
+                }
+                Err(error) => prop_assert!(!error.to_string().contains(&token)),
+            }
+        }
     }
 
     #[test]
