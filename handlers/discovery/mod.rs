@@ -24,10 +24,10 @@ use futures::StreamExt;
 
 use crate::discovery::budget::{Budgets, Pacer, WINDOW};
 use crate::discovery::job::{DiscoveryJob, JobScope};
-use crate::domain::ids::SubscriptionId;
+use crate::domain::ids::{DirectoryObjectId, SubscriptionId};
 use crate::domain::inventory::{
-    CredentialFilter, CredentialKind, CredentialSource, FindingKind, InventoryCredential,
-    OWNER_TAG, Scope, ScopeFinding, SweepId, SweepSnapshot,
+    CredentialFilter, CredentialHandle, CredentialKind, CredentialSource, FindingKind,
+    InventoryCredential, OWNER_TAG, Scope, ScopeFinding, SweepId, SweepSnapshot,
 };
 use crate::domain::names::{VaultName, VaultUrl};
 use crate::ports::catalog::{
@@ -305,6 +305,10 @@ impl Discovery {
                         }
                         ObjectKind::Secrets => {}
                     }
+                    if kind != ObjectKind::Secrets {
+                        self.count_versions(&pacer, vault, kind, credential, &mut report, stamp)
+                            .await?;
+                    }
                     credential.managed = vault_object_is_managed(credential);
                 }
                 self.write(&mut report, &items, stamp).await?;
@@ -327,6 +331,53 @@ impl Discovery {
         Ok(report)
     }
 
+    /// Counts a certificate's or key's versions into its handle, a paced request per
+    /// page of 25. Secrets are not counted: they are most of a tenant's objects (the
+    /// benchmark's 100,000), each count is at least one more request, and a secret's
+    /// expiry is its current version's; certificates and keys already cost a details
+    /// request each, and their versions show renewals and rotations. A listing that fails
+    /// is a finding and leaves the count unknown.
+    async fn count_versions(
+        &self,
+        pacer: &Pacer,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        credential: &mut InventoryCredential,
+        report: &mut JobReport,
+        stamp: &Stamp,
+    ) -> Result<(), PortError> {
+        let mut total = 0u32;
+        let mut after: Option<Cursor> = None;
+        loop {
+            pacer.wait().await;
+            match self
+                .vaults
+                .versions(vault, kind, &credential.name, after.as_ref())
+                .await
+            {
+                Ok((listed, next)) => {
+                    total = total.saturating_add(listed);
+                    after = next;
+                }
+                Err(error) => {
+                    let scope = Scope::Vault {
+                        subscription: vault.subscription,
+                        name: vault.name.clone(),
+                    };
+                    let subject = format!("{}/{} versions", kind.as_str(), credential.name);
+                    return self.record(report, scope, &subject, &error, stamp).await;
+                }
+            }
+            if after.is_none() {
+                break;
+            }
+        }
+        if let CredentialHandle::VaultObject { versions, .. } = &mut credential.handle {
+            *versions = Some(total);
+        }
+        Ok(())
+    }
+
     async fn directory_range(
         &self,
         range: &DirectoryRange,
@@ -336,8 +387,14 @@ impl Discovery {
         let scope = Scope::DirectoryPage {
             range: range.label(),
         };
+        let federated = self
+            .federated_counts(range, &scope, &mut report, stamp)
+            .await?;
         let mut after: Option<Cursor> = None;
         let mut pages = 0u32;
+        // An object or credential listed malformed (no usable id, a date that does not
+        // parse) is not written, so the range does not prove it gone.
+        let mut complete = true;
         loop {
             self.graph.wait().await;
             let page = match self
@@ -359,9 +416,17 @@ impl Discovery {
                 findings,
                 next,
             } = page;
+            complete &= !findings.iter().any(|f| f.kind == FindingKind::Malformed);
             self.put_findings(&mut report, &findings).await?;
             for credential in &mut items {
                 credential.managed = credential.name.starts_with(MANAGED_CREDENTIAL_PREFIX);
+                if let (CredentialSource::Application { object_id, .. }, Some(details)) =
+                    (&credential.source, credential.directory.as_mut())
+                {
+                    details.federated_credentials = federated
+                        .as_ref()
+                        .map(|counts| counts.get(object_id).copied().unwrap_or(0));
+                }
             }
             self.write(&mut report, &items, stamp).await?;
             after = next;
@@ -369,8 +434,54 @@ impl Discovery {
                 break;
             }
         }
+        if complete {
+            // Every object of the range was listed with all its credentials: what an older
+            // sweep wrote there and this one did not is gone from the directory.
+            self.store
+                .retire_unseen_in_range(range, &stamp.sweep)
+                .await?;
+        }
         self.store.clear_findings(&scope, &stamp.sweep).await?;
         Ok(report)
+    }
+
+    /// How many federated identity credentials each application of `range` has (those
+    /// with none are absent): `None` for service principals, or when the listing fails,
+    /// which is a finding on the range and leaves the counts unknown.
+    async fn federated_counts(
+        &self,
+        range: &DirectoryRange,
+        scope: &Scope,
+        report: &mut JobReport,
+        stamp: &Stamp,
+    ) -> Result<Option<HashMap<DirectoryObjectId, u32>>, PortError> {
+        if range.kind != DirectoryKind::Applications {
+            return Ok(None);
+        }
+        let mut counts = HashMap::new();
+        let mut after: Option<Cursor> = None;
+        loop {
+            self.graph.wait().await;
+            match self
+                .directory
+                .federated_credential_counts(range, after.as_ref())
+                .await
+            {
+                Ok(page) => {
+                    counts.extend(page.items);
+                    after = page.next;
+                }
+                Err(error) => {
+                    let subject = "federated identity credentials";
+                    self.record(report, scope.clone(), subject, &error, stamp)
+                        .await?;
+                    return Ok(None);
+                }
+            }
+            if after.is_none() {
+                return Ok(Some(counts));
+            }
+        }
     }
 
     /// Writes a page of credentials and the findings they carry: no end date, an owner

@@ -14,9 +14,10 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::ids::SubscriptionId;
+use crate::domain::ids::{DirectoryObjectId, SubscriptionId};
 use crate::domain::inventory::{
-    CertificateDetails, InventoryCredential, InventoryVault, KeyDetails, ScopeFinding, SweepId,
+    CertificateDetails, CredentialSource, InventoryCredential, InventoryVault, KeyDetails,
+    ScopeFinding, SweepId,
 };
 use crate::domain::names::{VaultName, VaultUrl};
 use crate::ports::PortError;
@@ -131,6 +132,23 @@ impl DirectoryRange {
         })
     }
 
+    /// The range a directory credential's object falls in (by its kind and the first
+    /// hex digit of its appId); `None` for a vault object.
+    pub fn of(source: &CredentialSource) -> Option<DirectoryRange> {
+        let (kind, app_id) = match source {
+            CredentialSource::Application { app_id, .. } => (DirectoryKind::Applications, app_id),
+            CredentialSource::ServicePrincipal { app_id, .. } => {
+                (DirectoryKind::ServicePrincipals, app_id)
+            }
+            CredentialSource::Vault { .. } => return None,
+        };
+        let first = app_id.to_string().chars().next()?.to_string();
+        Some(DirectoryRange {
+            kind,
+            prefix: HexDigit::parse(&first)?,
+        })
+    }
+
     /// `applications/3`: names the range in findings and job ids.
     pub fn label(&self) -> String {
         let kind = match self.kind {
@@ -219,6 +237,17 @@ pub trait VaultCatalog: Send + Sync + fmt::Debug {
     /// A key's type, size or curve and whether a rotation policy rotates it (`GET
     /// /keys/{name}`, the public key only, and `GET /keys/{name}/rotationpolicy`).
     async fn key(&self, vault: &VaultRef, name: &str) -> Result<KeyDetails, PortError>;
+
+    /// One page of the versions of the object `name` of `kind` (`GET
+    /// /{kind}/{name}/versions`, each version's attributes, never a value): how many it
+    /// lists and where the next page starts.
+    async fn versions(
+        &self,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        name: &str,
+        after: Option<&Cursor>,
+    ) -> Result<(u32, Option<Cursor>), PortError>;
 }
 
 /// The directory: application and service-principal credentials with their owners.
@@ -232,6 +261,16 @@ pub trait DirectoryCatalog: Send + Sync + fmt::Debug {
         after: Option<&Cursor>,
         stamp: &Stamp,
     ) -> Result<CatalogPage<InventoryCredential>, PortError>;
+
+    /// One page of `range`'s applications with how many federated identity credentials
+    /// each has; an application with none may be left out. Read once per application
+    /// range, beside [`DirectoryCatalog::credentials`]: a page request, not one per
+    /// application.
+    async fn federated_credential_counts(
+        &self,
+        range: &DirectoryRange,
+        after: Option<&Cursor>,
+    ) -> Result<CatalogPage<(DirectoryObjectId, u32)>, PortError>;
 }
 
 #[cfg(test)]
@@ -246,6 +285,29 @@ mod tests {
         assert_eq!(labels.len(), 16);
         assert_eq!(labels[0], "applications/0");
         assert_eq!(labels[15], "applications/f");
+    }
+
+    #[test]
+    fn a_directory_credential_falls_in_the_range_of_its_app_ids_first_digit() {
+        use crate::domain::ids::{AppId, DirectoryObjectId};
+        let object_id =
+            DirectoryObjectId::parse("00000000-0000-4000-8000-000000000001").expect("object id");
+        let app_id = AppId::parse("C1111111-0000-4000-8000-000000000001").expect("app id");
+        let principal = CredentialSource::ServicePrincipal {
+            object_id,
+            app_id,
+            display_name: None,
+        };
+
+        let range = DirectoryRange::of(&principal).expect("a directory source");
+
+        assert_eq!(range.label(), "service_principals/c");
+        let vault = CredentialSource::Vault {
+            subscription: None,
+            name: "kv-a".parse().expect("name"),
+            uri: VaultUrl::parse("https://kv-a.vault.azure.net/").expect("url"),
+        };
+        assert_eq!(DirectoryRange::of(&vault), None);
     }
 
     #[test]

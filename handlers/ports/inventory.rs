@@ -7,16 +7,18 @@
 //! walks a tenant's credentials one page at a time ([`credential_stream`]) and never holds
 //! the whole tenant in memory.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use crate::domain::inventory::{
-    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
-    SweepId, SweepSnapshot,
+    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, RecordId, Scope,
+    ScopeFinding, SourceKind, SweepId, SweepSnapshot,
 };
 use crate::ports::PortError;
+use crate::ports::catalog::{DirectoryKind, DirectoryRange};
 
 /// Most records one page may hold: Table storage returns at most 1,000 entities per query
 /// response (Query Entities, "Query timeout and pagination").
@@ -74,6 +76,54 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
         source: &CredentialSource,
         sweep: &SweepId,
     ) -> Result<u64, PortError>;
+
+    /// Removes the directory credentials of `range` (applications or service principals
+    /// whose appId starts with its digit) written by a sweep older than `sweep`: the
+    /// credentials deleted from an object since, and every credential of an object deleted
+    /// since. Call it only after a complete scan of the range. Returns how many were
+    /// removed.
+    ///
+    /// This default walks the range's kind of source a page at a time and retires each
+    /// source holding an older row, keeping in memory only those sources; a store that
+    /// can select the rows by range itself does so instead.
+    async fn retire_unseen_in_range(
+        &self,
+        range: &DirectoryRange,
+        sweep: &SweepId,
+    ) -> Result<u64, PortError> {
+        let filter = CredentialFilter {
+            source_kind: Some(match range.kind {
+                DirectoryKind::Applications => SourceKind::Application,
+                DirectoryKind::ServicePrincipals => SourceKind::ServicePrincipal,
+            }),
+            ..CredentialFilter::default()
+        };
+        let mut stale: BTreeMap<RecordId, CredentialSource> = BTreeMap::new();
+        let mut after: Option<PageToken> = None;
+        loop {
+            let page = self
+                .credentials(&filter, after.as_ref(), MAX_PAGE_SIZE)
+                .await?;
+            for credential in page.items {
+                let older = credential.sweep < *sweep;
+                let in_range = DirectoryRange::of(&credential.source).as_ref() == Some(range);
+                if older && in_range {
+                    stale
+                        .entry(credential.source.key())
+                        .or_insert(credential.source);
+                }
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        let mut removed = 0;
+        for source in stale.values() {
+            removed += self.retire_unseen(source, sweep).await?;
+        }
+        Ok(removed)
+    }
 
     /// Removes the findings on `scope` written by a sweep older than `sweep`: problems
     /// that are gone. A newer sweep's findings stay, as in [`InventoryStore::retire_unseen`].

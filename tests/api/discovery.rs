@@ -26,7 +26,8 @@ use keyturn::discovery::job::{DiscoveryJob, JobScope};
 use keyturn::discovery::{Discovery, SNAPSHOT_DELAY, handle_delivery, run_sweep};
 use keyturn::domain::ids::SubscriptionId;
 use keyturn::domain::inventory::{
-    CredentialFilter, InventoryCredential, InventoryVault, Scope, ScopeFinding,
+    CredentialFilter, CredentialHandle, CredentialSource, InventoryCredential, InventoryVault,
+    Scope, ScopeFinding,
 };
 use keyturn::domain::inventory::{CredentialKind, FindingKind, SweepId};
 use keyturn::ports::inventory::{InventoryStore, credential_stream, finding_stream, vault_stream};
@@ -440,6 +441,201 @@ async fn only_the_configured_subscriptions_are_read_and_one_not_visible_is_a_fin
     assert!(credentials.iter().any(|c| c.name == "db-password"));
     assert!(!credentials.iter().any(|c| c.name == "not-configured"));
     assert_eq!(other_vault.value_reads(), 0);
+}
+
+/// A credential deleted from an application, and every credential of a deleted
+/// application, leave the inventory after the next complete sweep of their range; while
+/// the range's listing fails, nothing it did not see is retired.
+#[tokio::test]
+async fn directory_credentials_gone_from_graph_leave_the_inventory_only_after_a_complete_scan() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let now = standins.now();
+    let graph = standins.graph();
+    let app = graph.seed_application("orders-api", Permissions::only(Vec::<String>::new()));
+    let kept = graph
+        .add_password(app.object_id, now + Duration::days(30), true)
+        .expect("added");
+    let removed = graph
+        .add_password(app.object_id, now + Duration::days(60), true)
+        .expect("added");
+    let gone = graph.seed_application("retired-api", Permissions::only(Vec::<String>::new()));
+    graph
+        .add_password(gone.object_id, now + Duration::days(90), true)
+        .expect("added");
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+    let key_ids = |credentials: &[InventoryCredential]| -> Vec<String> {
+        credentials
+            .iter()
+            .filter_map(|c| match &c.handle {
+                CredentialHandle::DirectoryCredential { key_id } => Some(key_id.to_string()),
+                CredentialHandle::VaultObject { .. } => None,
+            })
+            .collect()
+    };
+    let of_app = |credentials: &[InventoryCredential], object_id: Uuid| -> usize {
+        credentials
+            .iter()
+            .filter(|c| {
+                matches!(&c.source, CredentialSource::Application { object_id: id, .. }
+                    if id.to_string() == object_id.to_string())
+            })
+            .count()
+    };
+
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 4, now)
+        .await
+        .expect("swept");
+    let first = credentials_in(store.as_ref()).await;
+    assert_eq!(of_app(&first, app.object_id), 2);
+    assert_eq!(of_app(&first, gone.object_id), 1);
+
+    graph.remove_application_credential(app.object_id, removed.key_id);
+    graph.delete_application(gone.object_id);
+    run_sweep(&discovery, sweep("s2"), Vec::new(), 4, now)
+        .await
+        .expect("swept");
+    let second = credentials_in(store.as_ref()).await;
+    assert_eq!(of_app(&second, app.object_id), 1);
+    assert_eq!(of_app(&second, gone.object_id), 0);
+    assert!(key_ids(&second).contains(&kept.key_id.to_string()));
+    assert!(!key_ids(&second).contains(&removed.key_id.to_string()));
+
+    // Every try of every applications list fails: sixteen ranges, two lists each (the
+    // federated credential counts and the credentials), four tries each.
+    graph.remove_application_credential(app.object_id, kept.key_id);
+    for _ in 0..128 {
+        standins.inject(
+            Service::Graph,
+            Route::any("/v1.0/applications"),
+            Fault::internal_error(),
+        );
+    }
+    run_sweep(&discovery, sweep("s3"), Vec::new(), 32, now)
+        .await
+        .expect("the sweep completes despite the failures");
+    let third = credentials_in(store.as_ref()).await;
+    assert!(
+        key_ids(&third).contains(&kept.key_id.to_string()),
+        "a failed scan retired a credential it did not see"
+    );
+    let findings = findings_in(store.as_ref()).await;
+    assert!(
+        findings
+            .iter()
+            .any(|f| f.kind == FindingKind::PageFailed && f.sweep == sweep("s3")),
+        "{findings:?}"
+    );
+}
+
+/// Each application credential carries how many federated identity credentials its
+/// application has, read with one extra Graph list per application range (not one
+/// request per application); service principals have none to count.
+#[tokio::test]
+async fn application_credentials_carry_their_federated_credential_count() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let now = standins.now();
+    let graph = standins.graph();
+    let federated = graph.seed_application("deployer", Permissions::only(Vec::<String>::new()));
+    graph
+        .add_password(federated.object_id, now + Duration::days(30), true)
+        .expect("added");
+    graph.add_federated_credential(federated.object_id, "github-main");
+    graph.add_federated_credential(federated.object_id, "github-release");
+    let plain = graph.seed_application("legacy", Permissions::only(Vec::<String>::new()));
+    graph
+        .add_password(plain.object_id, now + Duration::days(30), true)
+        .expect("added");
+    let sp = graph.seed_service_principal("saml-app");
+    graph.add_service_principal_key(
+        sp.object_id,
+        KeyCredentialSeed::certificate("CN=saml", now, now + Duration::days(365)).usage("Sign"),
+    );
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 4, now)
+        .await
+        .expect("swept");
+
+    let credentials = credentials_in(store.as_ref()).await;
+    let count_of = |object_id: Uuid| -> Vec<Option<u32>> {
+        credentials
+            .iter()
+            .filter(|c| match &c.source {
+                CredentialSource::Application { object_id: id, .. }
+                | CredentialSource::ServicePrincipal { object_id: id, .. } => {
+                    id.to_string() == object_id.to_string()
+                }
+                CredentialSource::Vault { .. } => false,
+            })
+            .map(|c| c.directory.as_ref().and_then(|d| d.federated_credentials))
+            .collect()
+    };
+    assert_eq!(count_of(federated.object_id), [Some(2)]);
+    assert_eq!(count_of(plain.object_id), [Some(0)]);
+    assert_eq!(count_of(sp.object_id), [None]);
+    let counting = standins
+        .requests_to(Service::Graph)
+        .iter()
+        .filter(|r| {
+            r.query_param("$expand")
+                .is_some_and(|e| e == "federatedIdentityCredentials")
+        })
+        .count();
+    assert_eq!(counting, 16, "one list per application range");
+}
+
+/// Certificates and keys carry how many versions they have, listed a page at a time
+/// (the listing returns attributes, never a value); secrets are not counted.
+#[tokio::test]
+async fn certificates_and_keys_carry_their_version_counts_and_no_value_is_read() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let now = standins.now();
+    let vault = standins.keyvault();
+    vault.set_page_size(2);
+    for _ in 0..3 {
+        vault.seed_certificate(CertificateSeed::new(
+            "tls",
+            "CN=tls.contoso.com",
+            now,
+            now + Duration::days(60),
+        ));
+    }
+    vault.seed_key(KeySeed::rsa("wrap", 3072));
+    vault.seed_key(KeySeed::rsa("wrap", 3072));
+    vault.seed_secret(SecretSeed::new("db-password", "first"));
+    vault.seed_secret(SecretSeed::new("db-password", "second"));
+    let arm = standins.resource_manager();
+    let subscription = arm.seed_subscription("versions");
+    arm.seed_vault(
+        subscription,
+        "kv-versions",
+        vault.url(),
+        VaultProperties::default(),
+    );
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 4, now)
+        .await
+        .expect("swept");
+
+    let credentials = credentials_in(store.as_ref()).await;
+    let versions = |name: &str| {
+        let credential = credentials
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} is inventoried"));
+        match &credential.handle {
+            CredentialHandle::VaultObject { versions, .. } => *versions,
+            CredentialHandle::DirectoryCredential { .. } => None,
+        }
+    };
+    assert_eq!(versions("tls"), Some(3));
+    assert_eq!(versions("wrap"), Some(2));
+    assert_eq!(versions("db-password"), None);
+    assert_eq!(vault.value_reads(), 0);
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //! entities and 4 MiB): one request, stored whole or not at all. Each
 //! record is stored as its JSON (in chunks under the 64 KiB property limit) beside the
 //! properties a query filters on (`SourceKind`, `Kind`, `Expires` as `Edm.DateTime`,
-//! `Managed`, `Sweep`).
+//! `Managed`, `Sweep`, and for a directory credential its `DirectoryRange`).
 
 use std::collections::HashMap;
 
@@ -32,6 +32,7 @@ use crate::domain::inventory::{
     CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
     SweepId, SweepSnapshot,
 };
+use crate::ports::catalog::DirectoryRange;
 use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
 use crate::ports::{FailureKind, PortError};
 
@@ -41,6 +42,8 @@ const CREDENTIAL_END: &str = "d";
 const FINDING_PREFIX: &str = "f";
 const VAULT_PARTITION: &str = "vault";
 const SNAPSHOT_PARTITION: &str = "snapshot";
+/// A directory credential's range (`applications/3`), what retiring a range selects by.
+const RANGE_PROPERTY: &str = "DirectoryRange";
 
 /// Characters of record JSON per property. A Table string property holds at most 64 KiB
 /// as UTF-16 ("Understanding the Table service data model", property types); 16,000
@@ -255,6 +258,9 @@ impl TableInventory {
         }
         properties.insert("Managed".into(), Value::Bool(credential.managed));
         properties.insert("Sweep".into(), Value::String(credential.sweep.to_string()));
+        if let Some(range) = DirectoryRange::of(&credential.source) {
+            properties.insert(RANGE_PROPERTY.into(), Value::String(range.label()));
+        }
         Ok((
             format!("{CREDENTIAL_PREFIX}{}", credential.source.key()),
             credential.id().to_string(),
@@ -348,6 +354,23 @@ impl InventoryStore for TableInventory {
         self.delete_where(format!(
             "PartitionKey eq {} and Sweep lt {}",
             odata_string(&format!("{CREDENTIAL_PREFIX}{}", source.key())),
+            odata_string(sweep.as_str())
+        ))
+        .await
+    }
+
+    /// One query over the credential partitions selects the range's older rows by the
+    /// `DirectoryRange` property each directory credential carries; no record is read.
+    async fn retire_unseen_in_range(
+        &self,
+        range: &DirectoryRange,
+        sweep: &SweepId,
+    ) -> Result<u64, PortError> {
+        self.delete_where(format!(
+            "PartitionKey gt {} and PartitionKey lt {} and {RANGE_PROPERTY} eq {} and Sweep lt {}",
+            odata_string(CREDENTIAL_PREFIX),
+            odata_string(CREDENTIAL_END),
+            odata_string(&range.label()),
             odata_string(sweep.as_str())
         ))
         .await

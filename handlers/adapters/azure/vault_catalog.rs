@@ -153,6 +153,28 @@ fn page_url(vault: &VaultRef, kind: ObjectKind, after: Option<&Cursor>) -> Resul
     }
 }
 
+/// The first page of an object's versions, or the service's `nextLink` on the vault's
+/// origin.
+fn versions_url(
+    vault: &VaultRef,
+    kind: ObjectKind,
+    name: &str,
+    after: Option<&Cursor>,
+) -> Result<Url, PortError> {
+    if after.is_some() {
+        return page_url(vault, kind, after);
+    }
+    let mut url = vault.uri.url().clone();
+    url.path_segments_mut()
+        .map_err(|_| PortError::invalid("a vault URL that cannot hold a path"))?
+        .clear()
+        .extend([kind.as_str(), name, "versions"]);
+    url.set_query(Some(&format!(
+        "api-version={API_VERSION}&maxresults={PAGE_SIZE}"
+    )));
+    Ok(url)
+}
+
 fn object_url(vault: &VaultRef, path: &str) -> Url {
     let mut url = vault.uri.url().clone();
     url.set_path(path);
@@ -422,6 +444,29 @@ impl VaultCatalog for KeyVaultCatalog {
             curve: jwk["crv"].as_str().map(str::to_owned),
             rotation_policy,
         })
+    }
+
+    async fn versions(
+        &self,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        name: &str,
+        after: Option<&Cursor>,
+    ) -> Result<(u32, Option<Cursor>), PortError> {
+        let operation = format!(
+            "listing the versions of {}/{name} in vault {}",
+            kind.as_str(),
+            vault.name
+        );
+        let body = self
+            .get(versions_url(vault, kind, name, after)?, &operation)
+            .await?;
+        let listed = body["value"].as_array().map_or(0, Vec::len);
+        let next = body["nextLink"]
+            .as_str()
+            .filter(|l| !l.is_empty())
+            .map(Cursor::new);
+        Ok((u32::try_from(listed).unwrap_or(u32::MAX), next))
     }
 }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 
 use crate::adapters::local::directory::{ListedCredentialKind, LocalDirectory};
 use crate::adapters::local::store::StoreError;
-use crate::domain::ids::{KeyId, SubscriptionId};
+use crate::domain::ids::{DirectoryObjectId, KeyId, SubscriptionId};
 use crate::domain::inventory::{
     CertificateDetails, CredentialHandle, CredentialKind, CredentialSource, DirectoryDetails,
     InventoryCredential, InventoryVault, KeyDetails, PermissionModel,
@@ -279,6 +279,27 @@ impl VaultCatalog for LocalCatalog {
             "the local vault holds no keys",
         ))
     }
+
+    /// A local certificate's versions are those of the secret that backs it, as in Key
+    /// Vault; the local vault holds no keys.
+    async fn versions(
+        &self,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        name: &str,
+        _after: Option<&Cursor>,
+    ) -> Result<(u32, Option<Cursor>), PortError> {
+        if kind == ObjectKind::Keys {
+            return Err(PortError::new(
+                FailureKind::NotFound,
+                "the local vault holds no keys",
+            ));
+        }
+        let name = ObjectName::parse(name)
+            .map_err(|_| PortError::invalid("an object name that does not parse"))?;
+        let versions = self.secrets.list_versions(&vault.uri, &name).await?;
+        Ok((u32::try_from(versions.len()).unwrap_or(u32::MAX), None))
+    }
 }
 
 #[async_trait]
@@ -383,5 +404,15 @@ impl DirectoryCatalog for LocalCatalog {
             }
         }
         Ok(CatalogPage::last(items))
+    }
+
+    /// The local directory has no federated identity credentials: every application
+    /// counts none.
+    async fn federated_credential_counts(
+        &self,
+        _range: &DirectoryRange,
+        _after: Option<&Cursor>,
+    ) -> Result<CatalogPage<(DirectoryObjectId, u32)>, PortError> {
+        Ok(CatalogPage::last(Vec::new()))
     }
 }

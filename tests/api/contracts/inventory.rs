@@ -24,6 +24,7 @@ use keyturn::domain::inventory::{
 };
 use keyturn::domain::names::VaultUrl;
 use keyturn::domain::secret::SecretValue;
+use keyturn::ports::catalog::{DirectoryKind, DirectoryRange, HexDigit};
 use keyturn::ports::inventory::{
     InventoryStore, credential_stream, finding_stream, take_snapshot, vault_stream,
 };
@@ -582,6 +583,76 @@ async fn a_late_retire_of_an_older_sweep_keeps_a_newer_sweeps_rows(fixture: Fixt
     assert_eq!(findings[0].sweep, sweep("20260106T120000Z"));
 }
 
+/// Retiring a directory range after its complete scan removes what an older sweep wrote
+/// for the objects of that range (a credential deleted from a listed application, and
+/// every credential of an application deleted since), and nothing of another range,
+/// another kind of object, a vault or a newer sweep.
+async fn retiring_a_directory_range_removes_only_its_older_rows(fixture: Fixture) {
+    let application = |object: u8, app_id: &str| CredentialSource::Application {
+        object_id: DirectoryObjectId::parse(&format!(
+            "00000000-0000-4000-8000-0000000001{object:02x}"
+        ))
+        .expect("object id"),
+        app_id: AppId::parse(app_id).expect("app id"),
+        display_name: None,
+    };
+    let listed = application(1, "1a000000-0000-4000-8000-000000000001");
+    let deleted = application(2, "1b000000-0000-4000-8000-000000000002");
+    let other_range = application(3, "2c000000-0000-4000-8000-000000000003");
+    let principal = CredentialSource::ServicePrincipal {
+        object_id: DirectoryObjectId::parse("00000000-0000-4000-8000-000000000204")
+            .expect("object id"),
+        app_id: AppId::parse("1d000000-0000-4000-8000-000000000004").expect("app id"),
+        display_name: None,
+    };
+    let stamped = |source: &CredentialSource, key: u8, sweep_id: &str| {
+        let mut credential = password(source, key, 30, "ada@contoso.com");
+        credential.sweep = sweep(sweep_id);
+        credential
+    };
+    let mut vault_secret = secret(&vault_source("kv-range"), "vault-secret", Some(5));
+    vault_secret.sweep = sweep("s1");
+    let store = fixture.store.as_ref();
+    store
+        .put_credentials(&[
+            stamped(&listed, 1, "s1"),
+            stamped(&listed, 2, "s2"),
+            stamped(&listed, 3, "s3"),
+            stamped(&deleted, 4, "s1"),
+            stamped(&deleted, 5, "s1"),
+            stamped(&other_range, 6, "s1"),
+            stamped(&principal, 7, "s1"),
+            vault_secret,
+        ])
+        .await
+        .expect("written");
+
+    let range = DirectoryRange {
+        kind: DirectoryKind::Applications,
+        prefix: HexDigit::parse("1").expect("hex"),
+    };
+    let removed = store
+        .retire_unseen_in_range(&range, &sweep("s2"))
+        .await
+        .expect("retired");
+
+    assert_eq!(removed, 3);
+    let left = everything(store, CredentialFilter::default()).await;
+    assert_eq!(
+        names(&left),
+        [
+            "client secret 2",
+            "client secret 3",
+            "client secret 6",
+            "client secret 7",
+            "vault-secret"
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+    );
+}
+
 async fn findings_are_kept_per_scope_and_kind_and_cleared_when_gone(fixture: Fixture) {
     let refused = Scope::Vault {
         subscription: None,
@@ -840,6 +911,7 @@ macro_rules! inventory_contract {
             filters_select_expiring_unmanaged_owned_and_by_source,
             retiring_removes_only_the_unseen_credentials_of_that_source,
             a_late_retire_of_an_older_sweep_keeps_a_newer_sweeps_rows,
+            retiring_a_directory_range_removes_only_its_older_rows,
             findings_are_kept_per_scope_and_kind_and_cleared_when_gone,
             vaults_keep_their_compliance_properties,
             snapshots_are_one_per_sweep_oldest_first,

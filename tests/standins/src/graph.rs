@@ -87,6 +87,8 @@ struct Application {
     keys: Vec<listing::KeyCredentialSeed>,
     /// Users who own the application.
     owner_users: Vec<listing::OwnerUser>,
+    /// Its federated identity credentials: id and name (metadata; they hold no secret).
+    federated: Vec<(Uuid, String)>,
     permissions: Permissions,
     /// When it was created (`createdDateTime`).
     created: DateTime<Utc>,
@@ -310,6 +312,7 @@ impl GraphStandin<'_> {
             passwords: Vec::new(),
             keys: Vec::new(),
             owner_users: Vec::new(),
+            federated: Vec::new(),
             permissions,
             created: self.shared.clock.now(),
             sign_in_audience: "AzureADMyOrg".to_owned(),

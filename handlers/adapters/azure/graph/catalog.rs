@@ -7,8 +7,15 @@
 //! `$expand=owners(...)` brings the owners along, which caps a page at 100 objects
 //! (Graph's known issue for `$expand` on directory objects) instead of a request per
 //! object. An owner list longer than the 20 an expansion returns is read in full from
-//! `/owners`. The federated identity credentials are not counted here: that would be a
-//! request per application.
+//! `/owners`.
+//!
+//! Federated identity credentials are counted by a second list of the same range,
+//! `$select=id&$expand=federatedIdentityCredentials`: Graph expands only one relationship
+//! per request, and owners take it on the first list. That is one request per 100
+//! applications (an application holds at most 20 federated identity credentials, all of
+//! them in its expansion), where `/applications/{id}/federatedIdentityCredentials` (or its
+//! `$count`, an advanced query needing `ConsistencyLevel: eventual`) would be one per
+//! application.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,6 +44,7 @@ const SERVICE_PRINCIPAL_SELECT: &str =
 const OWNERS_EXPAND: &str = "owners($select=id,displayName,userPrincipalName,mail)";
 /// An expanded relationship lists at most 20 objects.
 const MAX_EXPANDED_OWNERS: usize = 20;
+const FEDERATED_EXPAND: &str = "federatedIdentityCredentials";
 
 impl GraphClient {
     fn first_page(&self, range: &DirectoryRange) -> azure_core::http::Url {
@@ -53,6 +61,22 @@ impl GraphClient {
             &[
                 ("$select", select),
                 ("$expand", OWNERS_EXPAND),
+                ("$filter", &filter),
+                ("$top", PAGE_SIZE),
+            ],
+        )
+    }
+
+    fn first_federated_page(&self, range: &DirectoryRange) -> azure_core::http::Url {
+        let filter = format!(
+            "startswith(appId,{})",
+            odata_string(&range.prefix.to_string())
+        );
+        self.url(
+            "applications",
+            &[
+                ("$select", "id"),
+                ("$expand", FEDERATED_EXPAND),
                 ("$filter", &filter),
                 ("$top", PAGE_SIZE),
             ],
@@ -272,6 +296,43 @@ impl DirectoryCatalog for GraphClient {
                     scanned_at: stamp.at,
                     sweep: stamp.sweep.clone(),
                 });
+            }
+        }
+        Ok(page)
+    }
+
+    async fn federated_credential_counts(
+        &self,
+        range: &DirectoryRange,
+        after: Option<&Cursor>,
+    ) -> Result<CatalogPage<(DirectoryObjectId, u32)>, PortError> {
+        if range.kind != DirectoryKind::Applications {
+            // Federated identity credentials are a relationship of applications only.
+            return Ok(CatalogPage::last(Vec::new()));
+        }
+        let operation = format!(
+            "counting federated identity credentials of {}",
+            range.label()
+        );
+        let context = context(&operation, READ_PERMISSION);
+        let url = match after {
+            Some(cursor) => self.next_page(cursor)?,
+            None => self.first_federated_page(range),
+        };
+        let body: Value = self.get(url, &context).await?;
+        let mut page = CatalogPage::last(Vec::new());
+        page.next = body["@odata.nextLink"].as_str().map(Cursor::new);
+        for object in body["value"].as_array().into_iter().flatten() {
+            let Some(id) = object["id"]
+                .as_str()
+                .and_then(|id| DirectoryObjectId::parse(id).ok())
+            else {
+                continue;
+            };
+            let count = object[FEDERATED_EXPAND].as_array().map_or(0, Vec::len);
+            if count > 0 {
+                page.items
+                    .push((id, u32::try_from(count).unwrap_or(u32::MAX)));
             }
         }
         Ok(page)

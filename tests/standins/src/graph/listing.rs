@@ -4,9 +4,13 @@
 //!
 //! Strict where Graph is ("Use query parameters to customize responses" and the known
 //! issues for directory objects): `$top` is 1-999 (default 100); `$select` names only
-//! properties of the type; `$expand` on a directory-object list caps the page at 100
-//! objects and each expanded collection at 20; `$filter` is `appId eq '...'` or
-//! `startswith(appId,'...')` (appId supports `eq` and `startsWith`), nothing else.
+//! properties of the type; `$expand` names one relationship ("Only one relationship can
+//! be expanded in a single request"): `owners`, or on applications
+//! `federatedIdentityCredentials` (a relationship of application, not of service
+//! principal); on a directory-object list it caps the page at 100 objects and each
+//! expanded collection at 20 (an application holds at most 20 federated identity
+//! credentials anyway); `$filter` is `appId eq '...'` or `startswith(appId,'...')` (appId
+//! supports `eq` and `startsWith`), nothing else.
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -151,6 +155,27 @@ impl GraphStandin<'_> {
         let _ = self.app_mut(object_id, |app| app.owner_users.push(owner));
     }
 
+    /// Removes an application's password or key credential by its keyId, as
+    /// `removePassword` or `removeKey` would.
+    pub fn remove_application_credential(&self, object_id: Uuid, key_id: Uuid) {
+        let _ = self.app_mut(object_id, |app| {
+            app.passwords.retain(|p| p.key_id != key_id);
+            app.keys.retain(|k| k.key_id != key_id);
+        });
+    }
+
+    /// Adds a federated identity credential named `name` to an application.
+    pub fn add_federated_credential(&self, object_id: Uuid, name: &str) {
+        let _ = self.app_mut(object_id, |app| {
+            app.federated.push((Uuid::new_v4(), name.to_owned()));
+        });
+    }
+
+    /// Deletes an application, as `DELETE /applications/{id}` would.
+    pub fn delete_application(&self, object_id: Uuid) {
+        self.lock().applications.retain(|a| a.id != object_id);
+    }
+
     fn app_mut(&self, object_id: Uuid, change: impl FnOnce(&mut Application)) -> Option<()> {
         let mut directory = self.lock();
         let app = directory
@@ -291,6 +316,7 @@ struct ListQuery<'a> {
     select: Option<Vec<&'a str>>,
     owners_select: Option<Vec<&'a str>>,
     expand_owners: bool,
+    expand_federated: bool,
     top: Option<usize>,
     skip: usize,
     app_id_eq: Option<String>,
@@ -315,6 +341,7 @@ fn parse_query<'a>(
         select: None,
         owners_select: None,
         expand_owners: false,
+        expand_federated: false,
         top: None,
         skip: 0,
         app_id_eq: None,
@@ -334,6 +361,23 @@ fn parse_query<'a>(
                     Some((name, rest)) => (name.trim(), Some(rest)),
                     None => (value.trim(), None),
                 };
+                let outside_parentheses = value.split('(').next().unwrap_or_default().contains(',')
+                    || nested.is_some_and(|rest| rest.contains("),"));
+                if outside_parentheses {
+                    return Err(GraphError::bad_request(
+                        "BadRequest",
+                        format!(
+                            "The result of parsing $expand contained at least 2 items, but the maximum allowed is 1. ({value})"
+                        ),
+                    ));
+                }
+                if relationship == "federatedIdentityCredentials"
+                    && collection == Collection::Applications
+                    && nested.is_none()
+                {
+                    parsed.expand_federated = true;
+                    continue;
+                }
                 if relationship != "owners" {
                     return Err(bad_property(collection, relationship));
                 }
@@ -423,7 +467,7 @@ pub(crate) fn list(
 ) -> Result<http::Response<axum::body::Body>, GraphError> {
     let parsed = parse_query(collection, query)?;
     let mut size = parsed.top.unwrap_or(DEFAULT_PAGE_SIZE);
-    if parsed.expand_owners {
+    if parsed.expand_owners || parsed.expand_federated {
         size = size.min(MAX_EXPANDED_PAGE_SIZE);
     }
     let directory = shared.directory();
@@ -477,6 +521,14 @@ pub(crate) fn list(
                             .collect();
                         item["owners"] = owners_json(&app.owner_users, sp_owners);
                     }
+                    if parsed.expand_federated {
+                        item["federatedIdentityCredentials"] = app
+                            .federated
+                            .iter()
+                            .take(MAX_EXPANDED_ITEMS)
+                            .map(|(id, name)| federated_json(*id, name))
+                            .collect();
+                    }
                     project(&mut item, parsed.select.as_deref());
                     value.push(item);
                 }
@@ -523,12 +575,26 @@ pub(crate) fn list(
     )))
 }
 
-/// Keeps the `$select`ed properties (and `id`, annotations and expanded `owners`).
+/// A federated identity credential as Graph lists it: who may exchange a token for the
+/// application's, no secret.
+fn federated_json(id: Uuid, name: &str) -> Value {
+    json!({
+        "id": id,
+        "name": name,
+        "issuer": "https://token.actions.githubusercontent.com",
+        "subject": format!("repo:contoso/{name}:environment:production"),
+        "audiences": ["api://AzureADTokenExchange"],
+        "description": null,
+    })
+}
+
+/// Keeps the `$select`ed properties (and `id`, annotations and expanded relationships).
 fn project(object: &mut Value, select: Option<&[&str]>) {
     if let (Some(select), Value::Object(map)) = (select, object) {
         map.retain(|key, _| {
             key == "id"
                 || key == "owners"
+                || key == "federatedIdentityCredentials"
                 || key.starts_with("@odata")
                 || select.contains(&key.as_str())
         });

@@ -366,6 +366,47 @@ async fn graph_lists_applications_in_pages_with_selected_properties_and_expanded
     }
 }
 
+/// An application's federated identity credentials come through `$expand`, one
+/// relationship per request as Graph allows; service principals have no such
+/// relationship.
+#[tokio::test]
+async fn graph_expands_an_applications_federated_credentials_and_only_one_relationship() {
+    let standins = start().await;
+    let graph = standins.graph();
+    let app = graph.seed_application("deployer", Permissions::only(Vec::<String>::new()));
+    graph.add_federated_credential(app.object_id, "github-main");
+    graph.add_federated_credential(app.object_id, "github-release");
+    let token = reader(&standins, Audience::Graph);
+
+    let url = graph
+        .url()
+        .join(&format!(
+            "v1.0/applications?$select=id&$expand=federatedIdentityCredentials&$filter=appId eq '{}'",
+            app.app_id
+        ))
+        .expect("url");
+    let response = get(&standins, &url, &token).await;
+    assert_eq!(response.status(), 200);
+    let body = json(response).await;
+    let listed = &body["value"][0];
+    assert_eq!(listed["id"], app.object_id.to_string());
+    let federated = listed["federatedIdentityCredentials"]
+        .as_array()
+        .expect("expanded");
+    assert_eq!(federated.len(), 2);
+    assert_eq!(federated[0]["name"], "github-main");
+    assert_eq!(federated[0]["audiences"][0], "api://AzureADTokenExchange");
+
+    for bad in [
+        "v1.0/applications?$expand=owners,federatedIdentityCredentials",
+        "v1.0/applications?$expand=owners($select=id),federatedIdentityCredentials",
+        "v1.0/servicePrincipals?$expand=federatedIdentityCredentials",
+    ] {
+        let response = get(&standins, &graph.url().join(bad).expect("url"), &token).await;
+        assert_eq!(response.status(), 400, "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn graph_partitions_applications_and_service_principals_by_app_id_prefix() {
     let standins = start().await;
