@@ -95,6 +95,12 @@ param sweepSchedule string = '0 0 */6 * * *'
 @description('Six-field NCRONTAB schedule (UTC) of the DiscoverySweep timer.')
 param discoverySchedule string = '0 30 */6 * * *'
 
+@description('NCRONTAB schedule (UTC) of AlertSweep: daily, after the discovery sweep has refreshed the inventory.')
+param alertSchedule string = '0 0 8 * * *'
+
+@description('Table of the alert ledger (what was sent to which route).')
+param alertTableName string = 'keyturnalerts'
+
 @description('keyturn log filter (KEYTURN_LOG_LEVEL).')
 param logLevel string = 'info'
 
@@ -225,6 +231,7 @@ module storage 'modules/storage.bicep' = {
     location: location
     auditTableName: auditTableName
     inventoryTableName: inventoryTableName
+    alertTableName: alertTableName
     deadLetterContainerName: deadLetterContainerName
     auditCheckpointContainerName: auditCheckpointContainerName
     auditCheckpointRetentionDays: auditCheckpointRetentionDays
@@ -289,6 +296,8 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_DISCOVERY_SCHEDULE', value: discoverySchedule }
   { name: 'KEYTURN_DISCOVERY_QUEUE', value: discoveryQueueName }
   { name: 'KEYTURN_DISCOVERY_SUBSCRIPTIONS', value: join(discoverySubscriptions, ',') }
+  { name: 'KEYTURN_ALERT_SCHEDULE', value: alertSchedule }
+  { name: 'KEYTURN_ALERT_TABLE', value: alertTableName }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: serviceBus.outputs.fullyQualifiedNamespace }
   { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
   { name: 'ServiceBusConnection__clientId', value: rotatorIdentity.properties.clientId }
@@ -310,13 +319,14 @@ var endpointAppSettings = [
   { name: 'KEYTURN_CREDENTIAL', value: 'managed-identity' }
   { name: 'AZURE_CLIENT_ID', value: endpointIdentity.properties.clientId }
   { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
-  // The host resolves %KEYTURN_SWEEP_SCHEDULE%, %KEYTURN_ROTATION_QUEUE% and the discovery
-  // ones in every function.json it indexes, disabled functions included, so the endpoint
-  // carries them too.
+  // The host resolves %KEYTURN_SWEEP_SCHEDULE%, %KEYTURN_ROTATION_QUEUE%, the discovery
+  // ones and %KEYTURN_ALERT_SCHEDULE% in every function.json it indexes, disabled functions
+  // included, so the endpoint carries them too.
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
   { name: 'KEYTURN_DISCOVERY_SCHEDULE', value: discoverySchedule }
   { name: 'KEYTURN_DISCOVERY_QUEUE', value: discoveryQueueName }
+  { name: 'KEYTURN_ALERT_SCHEDULE', value: alertSchedule }
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
@@ -339,6 +349,7 @@ var endpointAppSettings = [
   { name: 'AzureWebJobs.RotationWorker.Disabled', value: 'true' }
   { name: 'AzureWebJobs.DiscoverySweep.Disabled', value: 'true' }
   { name: 'AzureWebJobs.DiscoveryWorker.Disabled', value: 'true' }
+  { name: 'AzureWebJobs.AlertSweep.Disabled', value: 'true' }
 ]
 
 module rotatorApp 'modules/function-app.bicep' = {

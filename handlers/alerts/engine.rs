@@ -52,6 +52,20 @@ pub struct AlertSettings {
     pub digest_horizon: TimeDelta,
 }
 
+/// How long past its furthest threshold a delivery is remembered: a year. An alert's
+/// key holds the credential's expiry, so a renewed credential never asks for an old key;
+/// only an expired credential nobody removed is alerted "on expiry" again, once a year.
+pub const LEDGER_RETENTION: TimeDelta = TimeDelta::days(365);
+
+impl AlertSettings {
+    /// Deliveries recorded before `now` minus this are forgotten: the furthest threshold
+    /// (an alert at it stays relevant until the credential expires) plus
+    /// [`LEDGER_RETENTION`], and never less than two digest periods.
+    pub fn ledger_horizon(&self) -> TimeDelta {
+        (self.thresholds.horizon() + LEDGER_RETENTION).max(self.digest_every * 2)
+    }
+}
+
 /// The channels, by route.
 pub type Channels = BTreeMap<RouteName, Arc<dyn Notifier>>;
 
@@ -75,8 +89,14 @@ pub struct AlertReport {
     pub already_sent: u64,
     /// Credentials past a threshold with no route to carry their alert.
     pub unrouted: u64,
+    /// Deliveries made now, by route.
+    pub sent_by_route: BTreeMap<String, u64>,
     /// Owners or tag entries that could not be used (see routing).
     pub routing_problems: u64,
+    /// When discovery last read the oldest and the newest of the credentials this run
+    /// looked at: how stale the inventory the alerts stand on is.
+    pub oldest_scan: Option<DateTime<Utc>>,
+    pub newest_scan: Option<DateTime<Utc>>,
     pub failed: Vec<DeliveryFailure>,
 }
 
@@ -105,6 +125,9 @@ impl AlertEngine<'_> {
             if !credential.enabled {
                 continue;
             }
+            let scanned = credential.scanned_at;
+            report.oldest_scan = Some(report.oldest_scan.map_or(scanned, |t| t.min(scanned)));
+            report.newest_scan = Some(report.newest_scan.map_or(scanned, |t| t.max(scanned)));
             let Some(threshold) = self.settings.thresholds.crossed(credential.expires, now) else {
                 continue;
             };
@@ -144,6 +167,11 @@ impl AlertEngine<'_> {
 
     /// Sends the digest to the default route, once per period (`digest_every`, counted
     /// from the Unix epoch, so every instance agrees which period `now` is in).
+    ///
+    /// The period's ledger entry is recorded before the digest is sent, as a claim: of
+    /// several instances (or runs) only the one whose record is made sends, and a sending
+    /// that fails forgets the claim so the next run tries again. A crash between claim
+    /// and send skips that period's digest rather than sending it twice.
     pub async fn digest(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
         let mut report = AlertReport::default();
         let Some(route) = self.settings.routing.default_route.clone() else {
@@ -158,15 +186,34 @@ impl AlertEngine<'_> {
             threshold: None,
             sent_at: now,
         };
-        if self.ledger.sent(&entry.key).await?.is_some() {
+        if self.ledger.sent(&entry.key).await?.is_some() || !self.ledger.record(&entry).await? {
             report.already_sent += 1;
             return Ok(report);
         }
+        let sent = self
+            .send_digest(now, period, &route, &entry, &mut report)
+            .await;
+        if !matches!(sent, Ok(true)) {
+            // Not sent: the claim is given back so the next run sends it.
+            self.ledger.forget(&entry.key).await?;
+        }
+        sent.map(|_| report)
+    }
+
+    /// Sends the claimed digest; `Ok(false)` when the channel refused it (reported).
+    async fn send_digest(
+        &self,
+        now: DateTime<Utc>,
+        period: i64,
+        route: &RouteName,
+        entry: &LedgerEntry,
+        report: &mut AlertReport,
+    ) -> Result<bool, PortError> {
         let summary = self.summarise(now).await?;
         let notice = summary.notice(now, self.settings.digest_horizon, period);
-        self.deliver(&notice, &route, &[], entry, &mut report)
-            .await?;
-        Ok(report)
+        let before = report.sent;
+        self.send(&notice, route, &[], entry, report).await?;
+        Ok(report.sent > before)
     }
 
     async fn deliver(
@@ -181,18 +228,34 @@ impl AlertEngine<'_> {
             report.already_sent += 1;
             return Ok(());
         }
+        if self.send(notice, route, people, &entry, report).await? {
+            self.ledger.record(&entry).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands `notice` to the route's channel and reports the outcome; `true` when it was
+    /// delivered. Records nothing.
+    async fn send(
+        &self,
+        notice: &Notice,
+        route: &RouteName,
+        people: &[MailAddress],
+        entry: &LedgerEntry,
+        report: &mut AlertReport,
+    ) -> Result<bool, PortError> {
         let Some(channel) = self.channels.get(route) else {
             report.failed.push(DeliveryFailure {
                 route: route.to_string(),
                 subject: entry.subject.clone(),
                 error: format!("route {route} is not configured"),
             });
-            return Ok(());
+            return Ok(false);
         };
         match channel.notify(notice, people).await {
             Ok(()) => {
-                self.ledger.record(&entry).await?;
                 report.sent += 1;
+                *report.sent_by_route.entry(route.to_string()).or_default() += 1;
                 tracing::info!(
                     route = %route,
                     subject = %entry.subject,
@@ -200,6 +263,7 @@ impl AlertEngine<'_> {
                     notice = %notice.id,
                     "notice delivered"
                 );
+                Ok(true)
             }
             Err(error) => {
                 tracing::warn!(
@@ -210,12 +274,12 @@ impl AlertEngine<'_> {
                 );
                 report.failed.push(DeliveryFailure {
                     route: route.to_string(),
-                    subject: entry.subject,
+                    subject: entry.subject.clone(),
                     error: error.to_string(),
                 });
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// One pass over the inventory and its findings, holding one page and the

@@ -7,3 +7,4 @@ pub mod message;
 pub mod routes;
 pub mod routing;
 pub mod thresholds;
+pub mod throttle;

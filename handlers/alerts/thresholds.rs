@@ -64,6 +64,14 @@ impl Default for Thresholds {
     }
 }
 
+/// `60,30,14,7,1,0`: furthest first, as the setting is written.
+impl fmt::Display for Thresholds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let days: Vec<String> = self.0.iter().rev().map(|t| t.0.to_string()).collect();
+        f.write_str(&days.join(","))
+    }
+}
+
 impl Thresholds {
     /// Parses `60,30,14,7,1,0` (any order, duplicates folded).
     pub fn parse(text: &str) -> Result<Self, ThresholdError> {
@@ -238,5 +246,6 @@ mod tests {
             Thresholds::parse("7,7,30").expect("valid").0,
             [Threshold(7), Threshold(30)]
         );
+        assert_eq!(Thresholds::default().to_string(), DEFAULT_THRESHOLDS);
     }
 }

@@ -48,12 +48,14 @@ pub enum Action {
     SecretRead,
     /// An invocation failed for good and was completed.
     InvocationFailed,
+    /// `AlertSweep` ran: what it sent, by route, and what failed (never a URL).
+    AlertsSent,
 }
 
 impl Action {
     /// Every action, in no particular order.
     #[cfg(test)]
-    pub(crate) const ALL: [Action; 22] = [
+    pub(crate) const ALL: [Action; 23] = [
         Self::EventReceived,
         Self::RotationPlanned,
         Self::SweepRan,
@@ -76,6 +78,7 @@ impl Action {
         Self::CertificateRenewed,
         Self::SecretRead,
         Self::InvocationFailed,
+        Self::AlertsSent,
     ];
 
     /// The action as stored in an entry.
@@ -103,6 +106,7 @@ impl Action {
             Self::CertificateRenewed => "certificate.renewed",
             Self::SecretRead => "secret.read",
             Self::InvocationFailed => "invocation.failed",
+            Self::AlertsSent => "alerts.sent",
         }
     }
 

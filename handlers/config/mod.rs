@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::domain::function::Function;
 
+mod alerts;
 mod audit;
 mod credentials;
 mod endpoint;
@@ -22,6 +23,7 @@ mod local;
 mod rotation;
 mod spec;
 
+pub use alerts::{AlertConfig, MAX_DIGEST_DAYS};
 pub(crate) use audit::{AuditSettings, CheckpointSettings, STORE_FILE, TableAccess};
 pub use credentials::{CredentialKind, CredentialSettings};
 pub(crate) use credentials::{EntraSettings, VaultHosts};
@@ -31,12 +33,13 @@ pub(crate) use local::{LOCAL_VAULT_URL, LocalSettings, local_vault_url};
 pub use rotation::RotationDefaults;
 pub(crate) use rotation::RotationSettings;
 pub use spec::{
-    DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE, DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR,
-    DEFAULT_DISCOVERY_QUEUE, DEFAULT_DISCOVERY_SCHEDULE, DEFAULT_FRONT_END_CHECK_SECONDS,
-    DEFAULT_GRAPH_ENDPOINT, DEFAULT_INVENTORY_TABLE, DEFAULT_OVERLAP_DAYS,
-    DEFAULT_ROTATE_BEFORE_DAYS, DEFAULT_ROTATION_QUEUE, DEFAULT_SWEEP_SCHEDULE,
-    DEFAULT_VALIDITY_DAYS, FUNCTIONS, MAX_POLICY_DAYS, MIN_APPSETTINGS_PREFIX_LEN,
-    PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS, ReadBy, Required, SETTINGS, SettingSpec, spec,
+    DEFAULT_ALERT_SCHEDULE, DEFAULT_ALERT_TABLE, DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE,
+    DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR, DEFAULT_DISCOVERY_QUEUE, DEFAULT_DISCOVERY_SCHEDULE,
+    DEFAULT_FRONT_END_CHECK_SECONDS, DEFAULT_GRAPH_ENDPOINT, DEFAULT_INVENTORY_TABLE,
+    DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS, DEFAULT_ROTATION_QUEUE,
+    DEFAULT_SWEEP_SCHEDULE, DEFAULT_VALIDITY_DAYS, FUNCTIONS, MAX_POLICY_DAYS,
+    MIN_APPSETTINGS_PREFIX_LEN, PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS, ReadBy, Required,
+    SETTINGS, SettingSpec, spec,
 };
 
 /// The validated configuration of one keyturn process. Serialised (by `keyturn config
@@ -54,6 +57,9 @@ pub struct Settings {
     pub local: LocalSettings,
     /// The SecretEndpoint's settings.
     pub endpoint: EndpointSettings,
+    /// What `AlertSweep` sends, where and when.
+    #[serde(flatten)]
+    pub alerts: AlertConfig,
 }
 
 impl Settings {
@@ -69,6 +75,7 @@ impl Settings {
         let local = local::parse(&mut c);
         let audit = audit::parse(&mut c, &local.data_dir);
         let endpoint = endpoint::parse(&mut c, &vault_hosts);
+        let alerts = alerts::parse(&mut c, &vault_hosts, host.backend == Backend::Local);
         if endpoint.trust_arr_header && entra.resource_manager_endpoint.is_none() {
             c.fail(
                 "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
@@ -76,8 +83,8 @@ impl Settings {
                  KEYTURN_AUTHORITY_HOST names no cloud it could be derived from",
             );
         }
-        match (c.errors.is_empty(), rotation, audit) {
-            (true, Some(rotation), Some(audit)) => Ok(Settings {
+        match (c.errors.is_empty(), rotation, audit, alerts) {
+            (true, Some(rotation), Some(audit), Some(alerts)) => Ok(Settings {
                 host,
                 credential,
                 entra,
@@ -85,6 +92,7 @@ impl Settings {
                 audit,
                 local,
                 endpoint,
+                alerts,
             }),
             _ => Err(c.finish()),
         }
@@ -225,8 +233,8 @@ fn required(c: &mut Collector<'_>, host: &HostSettings) {
         {
             let why = match s.required {
                 Required::ByRotation | Required::ByAzureRotation => {
-                    "missing; required while KeyVaultEvents, ExpirySweep, RotationWorker, DiscoverySweep \
-                     or DiscoveryWorker is enabled"
+                    "missing; required while KeyVaultEvents, ExpirySweep, RotationWorker, DiscoverySweep, \
+                     DiscoveryWorker or AlertSweep is enabled"
                 }
                 _ => "missing",
             };

@@ -53,10 +53,10 @@ pub enum Required {
 }
 
 /// The functions whose presence makes rotation settings required.
-pub const ROTATION_FUNCTIONS: [Function; 5] = Function::ROTATION;
+pub const ROTATION_FUNCTIONS: [Function; 6] = Function::ROTATION;
 
 /// Every function keyturn serves, as named in `function-definitions/`.
-pub const FUNCTIONS: [Function; 6] = Function::ALL;
+pub const FUNCTIONS: [Function; 7] = Function::ALL;
 
 /// Every six hours, on the hour. Key Vault raises NearExpiry 30 days ahead, so a sweep
 /// four times a day catches anything events missed with weeks to spare, while staying
@@ -67,6 +67,10 @@ pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
 /// only), offset from the expiry sweep so the two do not start together.
 pub const DEFAULT_DISCOVERY_SCHEDULE: &str = "0 30 */6 * * *";
 pub const DEFAULT_DISCOVERY_QUEUE: &str = "discovery";
+/// Daily at 08:00 UTC: an hour and a half after the 06:30 discovery sweep starts, so its
+/// jobs have refreshed the inventory the alerts are read from.
+pub const DEFAULT_ALERT_SCHEDULE: &str = "0 0 8 * * *";
+pub const DEFAULT_ALERT_TABLE: &str = "keyturnalerts";
 pub const DEFAULT_AUDIT_TABLE: &str = "keyturnaudit";
 pub const DEFAULT_INVENTORY_TABLE: &str = "keyturninventory";
 pub const DEFAULT_DATA_DIR: &str = ".keyturn";
@@ -353,6 +357,101 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Service Bus queue (sessions and duplicate detection enabled) carrying discovery \
                   jobs to DiscoveryWorker.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_SCHEDULE",
+        read_by: ReadBy::Both,
+        required: Required::Never,
+        default: Some(DEFAULT_ALERT_SCHEDULE),
+        example: DEFAULT_ALERT_SCHEDULE,
+        secret: false,
+        purpose: "Six-field NCRONTAB schedule (UTC) of the AlertSweep timer, which alerts \
+                  credentials past a threshold from the inventory, sends the digest when its \
+                  period is due and forgets old ledger entries. Leave time after the discovery \
+                  sweep for its jobs to finish.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_THRESHOLDS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(crate::alerts::thresholds::DEFAULT_THRESHOLDS),
+        example: crate::alerts::thresholds::DEFAULT_THRESHOLDS,
+        secret: false,
+        purpose: "Days before expiry at which a credential is alerted, comma separated (0: on \
+                  expiry; 0 to 3650). One alert per credential per threshold per route.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_ROUTES",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "ops=teams:alerts-teams-ops;owners=mail",
+        secret: false,
+        purpose: "The alert channels, name=kind[:secret] separated by ';': teams, slack and \
+                  cloudevents name the Key Vault (or local vault) secret holding the webhook's \
+                  URL, never the URL; mail sends through Graph from KEYTURN_ALERT_MAILBOX. \
+                  Unset: no alert is sent.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_DEFAULT_ROUTE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "ops",
+        secret: false,
+        purpose: "The route (one of KEYTURN_ALERT_ROUTES) carrying alerts that no owner or \
+                  keyturn-owner tag routes, and the digest.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_VAULT",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "https://kv-keyturn-dev.vault.azure.net/",
+        secret: false,
+        purpose: "The Key Vault holding the webhook routes' URLs as secrets \
+                  (https://<vault>.vault.azure.net/), read with keyturn's identity at each \
+                  AlertSweep run. Required when a route is a webhook, except on the local \
+                  backend, whose vault holds them.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_MAILBOX",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "keyturn-alerts@contoso.com",
+        secret: false,
+        purpose: "The mailbox a mail route sends from (Graph sendMail, Mail.Send restricted to \
+                  this mailbox). Required when a route is mail.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_DIGEST_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("7"),
+        example: "7",
+        secret: false,
+        purpose: "Days between digests to the default route (1-366); one per period, \
+                  whatever the number of instances.",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_DIGEST_HORIZON_DAYS",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some("30"),
+        example: "30",
+        secret: false,
+        purpose: "The digest lists what expires within this many days (1-3650).",
+    },
+    SettingSpec {
+        name: "KEYTURN_ALERT_TABLE",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: Some(DEFAULT_ALERT_TABLE),
+        example: DEFAULT_ALERT_TABLE,
+        secret: false,
+        purpose: "Table name of the alert ledger (what was sent to which route), in the audit \
+                  log's storage account (letters and digits, 3-63 characters).",
     },
     SettingSpec {
         name: "KEYTURN_DEFAULT_VALIDITY_DAYS",

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-/// One of the six functions, by its folder in `function-definitions/`.
+/// One of the seven functions, by its folder in `function-definitions/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
     KeyVaultEvents,
@@ -13,27 +13,30 @@ pub enum Function {
     SecretEndpoint,
     DiscoverySweep,
     DiscoveryWorker,
+    AlertSweep,
 }
 
 impl Function {
     /// Every function, in the order the host lists them.
-    pub(crate) const ALL: [Function; 6] = [
+    pub(crate) const ALL: [Function; 7] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
         Self::SecretEndpoint,
         Self::DiscoverySweep,
         Self::DiscoveryWorker,
+        Self::AlertSweep,
     ];
 
-    /// The functions whose presence makes rotation settings required. Discovery runs
-    /// beside rotation (the rotator app), which keeps the inventory.
-    pub(crate) const ROTATION: [Function; 5] = [
+    /// The functions whose presence makes rotation settings required. Discovery and
+    /// alerts run beside rotation (the rotator app), which keeps the inventory.
+    pub(crate) const ROTATION: [Function; 6] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
         Self::DiscoverySweep,
         Self::DiscoveryWorker,
+        Self::AlertSweep,
     ];
 
     /// The name the host knows it by (its folder, its route, `AzureWebJobs.<name>.Disabled`).
@@ -45,6 +48,7 @@ impl Function {
             Self::SecretEndpoint => "SecretEndpoint",
             Self::DiscoverySweep => "DiscoverySweep",
             Self::DiscoveryWorker => "DiscoveryWorker",
+            Self::AlertSweep => "AlertSweep",
         }
     }
 

@@ -13,6 +13,7 @@ use crate::ports::PortError;
 use crate::ports::audit::{AuditObject, AuditText, Outcome};
 use crate::rotation::{Engine, RotationError};
 
+pub mod alert_sweep;
 pub mod discovery_sweep;
 pub mod discovery_worker;
 pub mod expiry_sweep;
@@ -39,6 +40,9 @@ pub struct Services {
     /// Discovery over the catalogs start-up chose, writing into `inventory`, with the
     /// queue its jobs travel on; `None` where the inventory is.
     pub discovery: Option<Arc<DiscoveryServices>>,
+    /// The alerts engine's ledger, channels and settings; `None` where there is no
+    /// inventory to alert from.
+    pub alerts: Option<Arc<alert_sweep::AlertServices>>,
 }
 
 /// What `DiscoverySweep` and `DiscoveryWorker` run on.
@@ -117,6 +121,15 @@ impl Context {
         self.services.discovery.as_deref().ok_or_else(|| {
             FunctionError::Port(PortError::transient(
                 "discovery is not configured in this app: start-up chose no inventory store",
+            ))
+        })
+    }
+
+    /// The alerts engine's services, or a retryable failure naming what is missing.
+    pub(crate) fn alerts(&self) -> Result<&alert_sweep::AlertServices, FunctionError> {
+        self.services.alerts.as_deref().ok_or_else(|| {
+            FunctionError::Port(PortError::transient(
+                "alerts are not configured in this app: start-up chose no inventory store",
             ))
         })
     }

@@ -28,7 +28,7 @@ use crate::events::servicebus::ServiceBusMessage;
 use crate::events::timer::TimerInfo;
 use crate::functions::secret_endpoint::{EndpointError, EndpointRequest, Refusal};
 use crate::functions::{
-    Context, FunctionError, Services, discovery_sweep, discovery_worker, expiry_sweep,
+    Context, FunctionError, Services, alert_sweep, discovery_sweep, discovery_worker, expiry_sweep,
     key_vault_events, rotation_worker, secret_endpoint,
 };
 use crate::host::answer::ErrorAnswer;
@@ -72,6 +72,7 @@ pub fn router(state: AppState, enabled: &[Function]) -> Router {
             Function::DiscoveryWorker => {
                 router.route("/DiscoveryWorker", post(discovery_worker_route))
             }
+            Function::AlertSweep => router.route("/AlertSweep", post(alert_sweep_route)),
             // An empty name is a name that fails validation, not an unknown route.
             Function::SecretEndpoint => router
                 .route("/api/secrets/{name}", get(secret_endpoint_route))
@@ -111,6 +112,7 @@ fn function_of(path: &str) -> &'static str {
         "/RotationWorker" => rotation_worker::NAME.name(),
         "/DiscoverySweep" => discovery_sweep::NAME.name(),
         "/DiscoveryWorker" => discovery_worker::NAME.name(),
+        "/AlertSweep" => alert_sweep::NAME.name(),
         p if p.starts_with("/api/secrets/") => secret_endpoint::NAME.name(),
         _ => "unknown",
     }
@@ -306,6 +308,27 @@ async fn discovery_sweep_route(
             TimerInfo::from_value(&value).map_err(|e| e.to_string())
         },
         |ctx, timer| async move { discovery_sweep::run(&ctx, timer).await },
+    )
+    .await
+}
+
+async fn alert_sweep_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    trigger(
+        &state,
+        alert_sweep::NAME,
+        &headers,
+        &body,
+        |request| {
+            let value = request
+                .binding_value(alert_sweep::BINDING)
+                .map_err(|e| e.to_string())?;
+            TimerInfo::from_value(&value).map_err(|e| e.to_string())
+        },
+        |ctx, timer| async move { alert_sweep::run(&ctx, timer).await },
     )
     .await
 }

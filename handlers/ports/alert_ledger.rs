@@ -66,7 +66,13 @@ pub trait AlertLedger: Send + Sync + fmt::Debug {
 
     /// Records a delivery. The first record of a key stands: recording the same key
     /// again (a retried run, a second instance) changes nothing and is not an error.
-    async fn record(&self, entry: &LedgerEntry) -> Result<(), PortError>;
+    /// Returns whether this call made the record (`false`: one stood already), so a
+    /// record made before sending is a claim only one instance wins.
+    async fn record(&self, entry: &LedgerEntry) -> Result<bool, PortError>;
+
+    /// Forgets one delivery: a claim whose sending failed, so the next run may try again.
+    /// Forgetting a key never recorded is not an error.
+    async fn forget(&self, key: &LedgerKey) -> Result<(), PortError>;
 
     /// Forgets deliveries recorded before `before` (housekeeping: an alert's key holds the
     /// credential's expiry, so old keys are never asked for again). Returns how many.

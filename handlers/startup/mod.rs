@@ -30,6 +30,7 @@ pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 
 pub use anchor::{Verification, public_key_file, verification, verification_with};
 
+use crate::adapters::azure::alert_ledger::TableAlertLedger;
 use crate::adapters::azure::client::resource_manager::ResourceManagerClient;
 use crate::adapters::azure::client::table::{TableAuth, TableClient, TableName};
 use crate::adapters::azure::graph::GraphClient;
@@ -41,6 +42,7 @@ pub use crate::adapters::azure::signer::SignerOptions;
 use crate::adapters::azure::table_source::TableSecretSource;
 use crate::adapters::azure::token::EntraTokenProver;
 use crate::adapters::azure::vault_catalog::{KEY_VAULT_SCOPE, KeyVaultCatalog};
+use crate::adapters::local::alert_ledger::LocalAlertLedger;
 use crate::adapters::local::audit::LocalAuditStore;
 use crate::adapters::local::catalog::LocalCatalog;
 use crate::adapters::local::directory::LocalDirectory;
@@ -49,6 +51,8 @@ use crate::adapters::local::lease::LocalLeases;
 use crate::adapters::local::queue::{LocalQueue, QueueSettings};
 use crate::adapters::local::store::LocalStore;
 use crate::adapters::local::vault::LocalVault;
+use crate::alerts::engine::AlertSettings;
+use crate::alerts::routing::RoutingSettings;
 use crate::audit::AuditLog;
 use crate::config::{
     AuditCommandSettings, AuditSettings, Backend, CertPolicyName, CredentialSettings,
@@ -58,13 +62,16 @@ use crate::discovery::Discovery;
 use crate::domain::clock::Clock;
 use crate::domain::resources::QueueName;
 use crate::domain::secret::SecretValue;
+use crate::functions::alert_sweep::AlertServices;
 use crate::functions::secret_endpoint::NAME as SECRET_ENDPOINT;
 use crate::functions::secret_endpoint::{self, Endpoint};
 use crate::functions::{DiscoveryServices, Services};
 use crate::host::router::{AppState, router};
 use crate::host::tls;
+use crate::ports::alert_ledger::AlertLedger;
 use crate::ports::inventory::InventoryStore;
 use crate::ports::lease::ObjectLeases;
+use crate::ports::vault::SecretStore;
 pub use credential::{CredentialError, credential};
 
 use crate::mtls::endpoint::{ChainConfig, EntraDeviceConfig, PolicyConfig};
@@ -85,6 +92,8 @@ pub enum StartupError {
     Audit(String),
     #[error("inventory store: {0}")]
     Inventory(String),
+    #[error("alerts: {0}")]
+    Alerts(String),
     #[error("local store in {path}: {problem}")]
     Local { path: String, problem: String },
     #[error("secret endpoint: {0}")]
@@ -383,6 +392,8 @@ pub struct Overrides {
     /// How the audit checkpoints' Key Vault signer reaches the vault (transport, the
     /// challenge check), in place of keyturn's defaults.
     pub signer_options: Option<SignerOptions>,
+    /// The HTTP client alert webhooks are posted with (tests trust their CA with it).
+    pub webhooks: Option<crate::adapters::notify::WebhookClient>,
 }
 
 /// Rotation ports put in place of the backend's.
@@ -412,6 +423,7 @@ pub async fn services_with(
         resource_manager_options,
         site,
         signer_options,
+        webhooks,
     } = overrides;
     let clock = clock.unwrap_or_else(Clock::system);
     let backends = match (&given_credential, settings.host.backend) {
@@ -492,6 +504,10 @@ pub async fn services_with(
         Some(store) => discovery(settings, &backends, store.clone(), &clock)?.map(Arc::new),
         None => None,
     };
+    let alerts = match &inventory {
+        Some(_) => Some(Arc::new(alert_services(settings, &backends, webhooks)?)),
+        None => None,
+    };
     Ok(Services {
         audit,
         clock,
@@ -499,6 +515,82 @@ pub async fn services_with(
         rotation,
         inventory,
         discovery,
+        alerts,
+    })
+}
+
+/// What `AlertSweep` runs on: the ledger beside the inventory (the embedded store, or
+/// `KEYTURN_ALERT_TABLE` in the audit log's account, which the deployment creates), the
+/// routes' channels read from the vault at each run (the local vault, or
+/// `KEYTURN_ALERT_VAULT` with keyturn's identity) and the engine's settings. No network
+/// call is made here.
+fn alert_services(
+    settings: &Settings,
+    backends: &Backends,
+    webhooks: Option<crate::adapters::notify::WebhookClient>,
+) -> Result<AlertServices, StartupError> {
+    let failed = |e: &dyn std::fmt::Display| StartupError::Alerts(e.to_string());
+    let config = &settings.alerts;
+    let ledger: Arc<dyn AlertLedger> = match (backends, &settings.audit) {
+        (Backends::Local(local), _) => Arc::new(LocalAlertLedger::new(local.store.clone())),
+        (Backends::Azure(_), AuditSettings::Table { access, .. }) => {
+            Arc::new(TableAlertLedger::new(
+                table_client(&settings.credential, access)?,
+                config.table.clone(),
+            ))
+        }
+        (Backends::Azure(_), AuditSettings::Sqlite { path }) => Arc::new(LocalAlertLedger::new(
+            LocalStore::open(path).map_err(|e| failed(&e))?,
+        )),
+    };
+    let webhooks = match webhooks {
+        Some(webhooks) => webhooks,
+        None => crate::adapters::notify::WebhookClient::new(None).map_err(|e| failed(&e))?,
+    };
+    let (secrets, vault, mail): (Arc<dyn SecretStore>, _, _) = match backends {
+        Backends::Local(local) => (
+            Arc::new(local.vault.clone()),
+            Some(config.vault.clone().unwrap_or_else(local_vault_url)),
+            None,
+        ),
+        Backends::Azure(azure) => {
+            let mail = match &config.mailbox {
+                Some(mailbox) => Some(notify::MailSetup {
+                    graph: GraphClient::new(
+                        &settings.entra.graph_endpoint,
+                        azure.credential.clone(),
+                        None,
+                    )
+                    .map_err(|e| failed(&e))?,
+                    mailbox: mailbox.clone(),
+                }),
+                None => None,
+            };
+            (
+                Arc::new(KeyVault::new(azure.credential.clone(), None)),
+                config.vault.clone(),
+                mail,
+            )
+        }
+    };
+    let engine_settings = AlertSettings {
+        thresholds: config.thresholds.clone(),
+        routing: RoutingSettings::new(&config.routes, config.default_route.clone()),
+        defaults: policy_defaults(settings)?,
+        digest_every: chrono::TimeDelta::days(i64::from(config.digest_days)),
+        digest_horizon: chrono::TimeDelta::days(i64::from(config.digest_horizon_days)),
+    };
+    Ok(AlertServices {
+        ledger,
+        channels: Arc::new(notify::VaultChannels {
+            routes: config.routes.clone(),
+            secrets,
+            vault,
+            webhooks,
+            mail,
+            event_source: None,
+        }),
+        settings: engine_settings,
     })
 }
 

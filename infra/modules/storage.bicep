@@ -6,6 +6,8 @@ param location string
 param auditTableName string
 @description('Table of the inventory discovery writes (credentials, vaults, findings, sweep snapshots).')
 param inventoryTableName string
+@description('Table of the alert ledger: which alert and digest went to which route, so each goes out once.')
+param alertTableName string
 param deadLetterContainerName string
 param deploymentContainerNames array
 @description('Container of the audit log\'s signed checkpoints (append blobs under a time-based retention policy).')
@@ -154,6 +156,13 @@ resource inventoryTable 'Microsoft.Storage/storageAccounts/tableServices/tables@
   name: inventoryTableName
 }
 
+// The alert ledger: one row per alert or digest delivered (credential, threshold, route,
+// time), never a value or a webhook URL. AlertSweep runs in the rotator app.
+resource alertTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: alertTableName
+}
+
 // The rotation leases that fence instances off each other's objects (one row per object, a
 // growing fencing token). The name is fixed in keyturn (startup's LEASE_TABLE).
 resource leaseTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
@@ -201,6 +210,18 @@ resource rotatorTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource rotatorInventoryTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(inventoryTable.id, rotatorPrincipalId, roles.tableDataContributor)
   scope: inventoryTable
+  properties: {
+    principalId: rotatorPrincipalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+// AlertSweep reads and inserts ledger rows and deletes old ones (and a digest claim whose
+// sending failed): Contributor on this table alone. The endpoint never touches it.
+resource rotatorAlertTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(alertTable.id, rotatorPrincipalId, roles.tableDataContributor)
+  scope: alertTable
   properties: {
     principalId: rotatorPrincipalId
     principalType: 'ServicePrincipal'

@@ -1455,6 +1455,7 @@ fn serve_tls() -> TlsServed {
         ("AzureWebJobs.RotationWorker.Disabled", "true"),
         ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
         ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
+        ("AzureWebJobs.AlertSweep.Disabled", "true"),
         ("KEYTURN_CERT_POLICIES", "chain,trusted-thumbprints"),
         ("KEYTURN_CHAIN_ROOTS", &roots),
         ("KEYTURN_CHAIN_INTERMEDIATES", &intermediates),

@@ -76,7 +76,7 @@ impl AlertLedger for TableAlertLedger {
         }
     }
 
-    async fn record(&self, entry: &LedgerEntry) -> Result<(), PortError> {
+    async fn record(&self, entry: &LedgerEntry) -> Result<bool, PortError> {
         let (partition, row) = Self::keys(&entry.key)?;
         let stored = Stored {
             subject: entry.subject.clone(),
@@ -89,9 +89,25 @@ impl AlertLedger for TableAlertLedger {
             .insert(&self.table, &partition, &row, &stored)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => Ok(true),
             Err(PortError {
                 kind: FailureKind::Conflict,
+                ..
+            }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn forget(&self, key: &LedgerKey) -> Result<(), PortError> {
+        let (partition, row) = Self::keys(key)?;
+        match self
+            .client
+            .delete(&self.table, &partition, &row, &IfMatch::Any)
+            .await
+        {
+            Ok(())
+            | Err(PortError {
+                kind: FailureKind::NotFound,
                 ..
             }) => Ok(()),
             Err(error) => Err(error),

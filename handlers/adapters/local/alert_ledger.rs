@@ -47,11 +47,11 @@ impl AlertLedger for LocalAlertLedger {
             .transpose()
     }
 
-    async fn record(&self, entry: &LedgerEntry) -> Result<(), PortError> {
+    async fn record(&self, entry: &LedgerEntry) -> Result<bool, PortError> {
         let entry = entry.clone();
         self.store
             .write(move |tx| {
-                tx.execute(
+                let inserted = tx.execute(
                     "INSERT OR IGNORE INTO alert_ledger (key, subject, route, threshold, sent_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
@@ -63,10 +63,22 @@ impl AlertLedger for LocalAlertLedger {
                     ],
                 )
                 .map_err(StoreError::sqlite("recording an alert"))?;
-                Ok(())
+                Ok(inserted == 1)
             })
             .await
             .map_err(|e| e.into_port_error("recording an alert"))
+    }
+
+    async fn forget(&self, key: &LedgerKey) -> Result<(), PortError> {
+        let key = key.as_str().to_owned();
+        self.store
+            .write(move |tx| {
+                tx.execute("DELETE FROM alert_ledger WHERE key = ?1", params![key])
+                    .map_err(StoreError::sqlite("forgetting an alert"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.into_port_error("forgetting an alert"))
     }
 
     async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, PortError> {

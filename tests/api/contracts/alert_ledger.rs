@@ -144,6 +144,37 @@ async fn a_digest_without_a_threshold_is_recorded(pair: Pair) {
     );
 }
 
+async fn only_the_first_of_two_instances_recording_one_key_makes_the_record(pair: Pair) {
+    let claim = entry("digest-claim", 0, at(0));
+
+    let (first, second) = tokio::join!(pair.first.record(&claim), pair.second.record(&claim));
+
+    let made = [first.expect("recorded"), second.expect("recorded")];
+    assert_eq!(
+        made.iter().filter(|made| **made).count(),
+        1,
+        "exactly one record is made: {made:?}"
+    );
+    assert!(
+        !pair.first.record(&claim).await.expect("recorded"),
+        "a record stands"
+    );
+}
+
+async fn a_forgotten_claim_can_be_made_again(pair: Pair) {
+    let claim = entry("digest-failed", 0, at(0));
+    assert!(pair.first.record(&claim).await.expect("recorded"));
+
+    pair.second.forget(&claim.key).await.expect("forgot");
+    pair.second
+        .forget(&claim.key)
+        .await
+        .expect("forgetting again is not an error");
+
+    assert_eq!(pair.first.sent(&claim.key).await.expect("read"), None);
+    assert!(pair.second.record(&claim).await.expect("recorded again"));
+}
+
 async fn forgetting_removes_only_older_deliveries(pair: Pair) {
     let old = entry("credential-old", 1, at(-400));
     let recent = entry("credential-new", 1, at(-10));
@@ -167,6 +198,8 @@ macro_rules! ledger_contract {
             a_recorded_delivery_is_remembered_by_another_instance,
             recording_a_delivery_again_keeps_the_first_record,
             a_digest_without_a_threshold_is_recorded,
+            only_the_first_of_two_instances_recording_one_key_makes_the_record,
+            a_forgotten_claim_can_be_made_again,
             forgetting_removes_only_older_deliveries,
         );
     };

@@ -33,10 +33,17 @@ impl AlertLedger for MemoryAlertLedger {
         Ok(locked(&self.entries).get(key).map(|entry| entry.sent_at))
     }
 
-    async fn record(&self, entry: &LedgerEntry) -> Result<(), PortError> {
-        locked(&self.entries)
-            .entry(entry.key.clone())
-            .or_insert_with(|| entry.clone());
+    async fn record(&self, entry: &LedgerEntry) -> Result<bool, PortError> {
+        let mut entries = locked(&self.entries);
+        if entries.contains_key(&entry.key) {
+            return Ok(false);
+        }
+        entries.insert(entry.key.clone(), entry.clone());
+        Ok(true)
+    }
+
+    async fn forget(&self, key: &LedgerKey) -> Result<(), PortError> {
+        locked(&self.entries).remove(key);
         Ok(())
     }
 
