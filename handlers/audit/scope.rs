@@ -301,6 +301,7 @@ mod tests {
             "certificate.renewed",
             "secret.read",
             "invocation.failed",
+            "alerts.sent",
         ];
         let wire: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(wire, stored);

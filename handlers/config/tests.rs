@@ -44,7 +44,15 @@ fn a_complete_environment_yields_defaults_where_unset() {
     );
     assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
     assert_eq!(s.rotation.vaults.len(), 1);
-    assert_eq!(s.host.enabled_functions.len(), 6);
+    assert_eq!(s.host.enabled_functions.len(), 7);
+    assert_eq!(s.alerts.schedule.to_string(), DEFAULT_ALERT_SCHEDULE);
+    assert_eq!(s.alerts.thresholds.to_string(), "60,30,14,7,1,0");
+    assert!(s.alerts.routes.is_empty());
+    assert_eq!(
+        (s.alerts.digest_days, s.alerts.digest_horizon_days),
+        (7, 30)
+    );
+    assert_eq!(s.alerts.table.as_str(), DEFAULT_ALERT_TABLE);
     assert_eq!(s.rotation.discovery_queue.as_str(), DEFAULT_DISCOVERY_QUEUE);
     assert_eq!(
         s.rotation.discovery_schedule.to_string(),
@@ -929,4 +937,86 @@ fn discovery_subscriptions_are_every_visible_one_unless_listed() {
         "{}",
         errors[0].problem
     );
+}
+
+#[test]
+fn bad_alert_settings_are_refused_naming_the_setting_and_never_echoing_a_url() {
+    /// Settings given, the setting named, what its problem says.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 7] = [
+        (
+            &[("KEYTURN_ALERT_THRESHOLDS", "30,soon")],
+            "KEYTURN_ALERT_THRESHOLDS",
+            "entry 2",
+        ),
+        (
+            &[("KEYTURN_ALERT_ROUTES", "ops=pager:x")],
+            "KEYTURN_ALERT_ROUTES",
+            "unknown kind",
+        ),
+        (
+            &[
+                ("KEYTURN_ALERT_ROUTES", "owners=mail"),
+                ("KEYTURN_ALERT_MAILBOX", "keyturn@contoso.com"),
+                ("KEYTURN_ALERT_DEFAULT_ROUTE", "ops"),
+            ],
+            "KEYTURN_ALERT_DEFAULT_ROUTE",
+            "not one of KEYTURN_ALERT_ROUTES",
+        ),
+        (
+            &[("KEYTURN_ALERT_ROUTES", "owners=mail")],
+            "KEYTURN_ALERT_MAILBOX",
+            "route owners sends mail",
+        ),
+        (
+            &[("KEYTURN_ALERT_ROUTES", "ops=slack:hook-ops")],
+            "KEYTURN_ALERT_VAULT",
+            "route ops reads its webhook URL",
+        ),
+        (
+            &[("KEYTURN_ALERT_DIGEST_DAYS", "0")],
+            "KEYTURN_ALERT_DIGEST_DAYS",
+            "from 1 to 366",
+        ),
+        (
+            &[(
+                "KEYTURN_ALERT_ROUTES",
+                "ops=slack:https://hooks.slack.com/services/T0/B0/tok3n",
+            )],
+            "KEYTURN_ALERT_ROUTES",
+            "not a Key Vault object name",
+        ),
+    ];
+    for (settings, setting, problem) in cases {
+        let errors = errors_for(&with(settings));
+        let error = errors
+            .iter()
+            .find(|e| e.setting == setting)
+            .unwrap_or_else(|| panic!("{setting} is named: {errors:?}"));
+        assert!(error.problem.contains(problem), "{error}");
+        assert!(!error.to_string().contains("tok3n"), "{error}");
+    }
+}
+
+#[test]
+fn alert_settings_parse_into_routes_thresholds_and_the_digest() {
+    let s = Settings::from_env(&with(&[
+        ("KEYTURN_ALERT_ROUTES", "ops=teams:hook-ops;owners=mail"),
+        ("KEYTURN_ALERT_DEFAULT_ROUTE", "ops"),
+        ("KEYTURN_ALERT_MAILBOX", "keyturn@contoso.com"),
+        ("KEYTURN_ALERT_VAULT", "https://kv-alerts.vault.azure.net/"),
+        ("KEYTURN_ALERT_THRESHOLDS", "0,7,30"),
+        ("KEYTURN_ALERT_DIGEST_DAYS", "1"),
+    ]))
+    .expect("valid");
+    assert_eq!(s.alerts.routes.len(), 2);
+    assert_eq!(
+        s.alerts.default_route.as_ref().map(|r| r.as_str()),
+        Some("ops")
+    );
+    assert_eq!(s.alerts.thresholds.to_string(), "30,7,0");
+    assert_eq!(s.alerts.digest_days, 1);
+    let shown = serde_json::to_value(&s).expect("serialises");
+    assert_eq!(shown["alert_routes"], "ops=teams:hook-ops;owners=mail");
+    assert_eq!(shown["alert_vault"], "https://kv-alerts.vault.azure.net/");
 }

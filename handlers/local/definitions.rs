@@ -288,6 +288,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "AlertSweep",
                 "DiscoverySweep",
                 "DiscoveryWorker",
                 "ExpirySweep",
