@@ -327,6 +327,10 @@ struct ComplianceArgs {
     /// How far back the audit rules read (default 30d).
     #[arg(long)]
     period: Option<String>,
+    /// Do not record this run's scores as the latest sweep's trend point (a run limited
+    /// with --framework is never recorded).
+    #[arg(long)]
+    no_record: bool,
     #[arg(long, value_enum, default_value_t = ComplianceFormat::Table)]
     format: ComplianceFormat,
 }
@@ -837,13 +841,21 @@ async fn compliance_command(args: ComplianceArgs) -> ExitCode {
         &evaluation,
         readers.inventory.as_ref(),
         audit,
+        !args.no_record,
         format,
         &mut out,
     )
     .await;
     drop(out);
     match printed {
-        Ok(report) => {
+        Ok((report, trend)) => {
+            match (&trend.recorded_on, &trend.not_recorded) {
+                (Some(sweep), _) => {
+                    eprintln!("keyturn: scores recorded as sweep {sweep}'s trend point")
+                }
+                (None, Some(why)) => eprintln!("keyturn: scores not recorded: {why}"),
+                (None, None) => {}
+            }
             eprintln!(
                 "keyturn: {} open and {} excepted findings over {} checks; keyturn gathers evidence and is not a certification",
                 report.open, report.excepted, report.board.total.checks

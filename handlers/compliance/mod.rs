@@ -12,6 +12,7 @@ pub mod exceptions;
 pub mod report;
 pub mod scores;
 pub mod thresholds;
+pub mod trend;
 
 pub use catalogue::{Catalogue, CatalogueError, Rule, Severity, Subject};
 pub use engine::{
@@ -21,3 +22,4 @@ pub use exceptions::{ExceptionError, REGISTER_FILE_NAME, Register};
 pub use report::Scores;
 pub use scores::{ScopeKind, Scoreboard, Tally};
 pub use thresholds::{ThresholdError, Thresholds};
+pub use trend::Trend;

@@ -9,61 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Counts of checks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tally {
-    pub checks: u64,
-    pub passed: u64,
-    pub failed: u64,
-    pub excepted: u64,
-}
-
-/// How a check ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckResult {
-    Passed,
-    Failed,
-    Excepted,
-}
-
-impl Tally {
-    pub fn add(&mut self, result: CheckResult) {
-        self.checks += 1;
-        match result {
-            CheckResult::Passed => self.passed += 1,
-            CheckResult::Failed => self.failed += 1,
-            CheckResult::Excepted => self.excepted += 1,
-        }
-    }
-
-    /// Percent of checks that did not fail (excepted ones count as not failed), to one
-    /// decimal; `None` when nothing was checked.
-    pub fn score(&self) -> Option<f64> {
-        percent(self.passed + self.excepted, self.checks)
-    }
-
-    /// Percent of checks that passed outright.
-    pub fn strict_score(&self) -> Option<f64> {
-        percent(self.passed, self.checks)
-    }
-
-    /// `pass` when no check failed (excepted ones included), `fail` otherwise;
-    /// `not_evaluated` when nothing was checked.
-    pub fn result(&self) -> &'static str {
-        if self.checks == 0 {
-            "not_evaluated"
-        } else if self.failed == 0 {
-            "pass"
-        } else {
-            "fail"
-        }
-    }
-}
-
-fn percent(part: u64, whole: u64) -> Option<f64> {
-    // Counts stay far below 2^52, where f64 is exact.
-    (whole > 0).then(|| (part as f64 * 1000.0 / whole as f64).round() / 10.0)
-}
+pub use crate::domain::compliance::{CheckResult, Tally};
 
 /// A tally with its scores, as printed.
 #[derive(Debug, Clone, PartialEq, Serialize)]

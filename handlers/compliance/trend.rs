@@ -120,7 +120,10 @@ pub async fn update(
             match store.put_snapshot(&snapshot).await {
                 Ok(()) => {
                     let point = TrendPoint::of(&snapshot, &summary);
-                    if points.back().is_some_and(|last| last.sweep == snapshot.sweep) {
+                    if points
+                        .back()
+                        .is_some_and(|last| last.sweep == snapshot.sweep)
+                    {
                         points.pop_back();
                     }
                     points.push_back(point);
@@ -129,7 +132,9 @@ pub async fn update(
                     }
                     trend.recorded_on = Some(snapshot.sweep);
                 }
-                Err(error) => trend.not_recorded = Some(format!("cannot write the snapshot: {error}")),
+                Err(error) => {
+                    trend.not_recorded = Some(format!("cannot write the snapshot: {error}"))
+                }
             }
         }
     }

@@ -17,6 +17,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sha2::{Digest, Sha256};
 
+use crate::domain::compliance::ComplianceSummary;
 use crate::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
 use crate::domain::names::{VaultName, VaultUrl};
 
@@ -770,6 +771,10 @@ pub struct SweepSnapshot {
     pub vaults: u64,
     pub errors: u64,
     pub findings: u64,
+    /// The scores of the last `keyturn compliance` run over this sweep's inventory: the
+    /// compliance trend's point for this sweep (`None` until one runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<ComplianceSummary>,
 }
 
 impl SweepSnapshot {
@@ -787,6 +792,7 @@ impl SweepSnapshot {
             vaults: 0,
             errors: 0,
             findings: 0,
+            compliance: None,
         }
     }
 

@@ -3,6 +3,7 @@
 //! limits. Imports nothing internal.
 
 pub mod clock;
+pub mod compliance;
 pub mod contact;
 pub(crate) mod dn;
 pub(crate) mod file;

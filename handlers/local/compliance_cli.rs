@@ -10,6 +10,7 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::compliance::engine::{AuditInput, Finding};
+use crate::compliance::trend::{self, Trend};
 use crate::compliance::{
     Catalogue, ComplianceError, Evaluation, Report, ScopeKind, Scores, Status,
 };
@@ -21,27 +22,49 @@ pub enum Format {
     Json,
 }
 
-/// Runs `evaluation` and prints it to `out`. Returns the report (for the exit code and the
-/// summary line).
+/// Runs `evaluation` and prints it to `out`; with `record`, a complete run's scores become
+/// the latest sweep's trend point. Returns the report and the trend (for the exit code and
+/// the summary lines).
 pub async fn print(
     evaluation: &Evaluation<'_>,
     inventory: &dyn InventoryStore,
     audit: Option<AuditInput<'_>>,
+    record: bool,
     format: Format,
     out: &mut dyn Write,
-) -> Result<Report, ComplianceError> {
+) -> Result<(Report, Trend), ComplianceError> {
     match format {
-        Format::Json => print_json(evaluation, inventory, audit, out).await,
-        Format::Table => print_table(evaluation, inventory, audit, out).await,
+        Format::Json => print_json(evaluation, inventory, audit, record, out).await,
+        Format::Table => print_table(evaluation, inventory, audit, record, out).await,
     }
+}
+
+/// Records the run (when asked, and only a complete one) and reads the trend.
+async fn trend_after(
+    evaluation: &Evaluation<'_>,
+    inventory: &dyn InventoryStore,
+    report: &Report,
+    record: bool,
+) -> Result<Trend, ComplianceError> {
+    let wanted = if !record {
+        Err("--no-record was given".to_owned())
+    } else if evaluation.framework.is_some() {
+        Err("a run limited to one framework is not recorded".to_owned())
+    } else {
+        Ok(trend::summary_of(report))
+    };
+    trend::update(inventory, wanted)
+        .await
+        .map_err(ComplianceError::Inventory)
 }
 
 async fn print_json(
     evaluation: &Evaluation<'_>,
     inventory: &dyn InventoryStore,
     audit: Option<AuditInput<'_>>,
+    record: bool,
     out: &mut dyn Write,
-) -> Result<Report, ComplianceError> {
+) -> Result<(Report, Trend), ComplianceError> {
     out.write_all(b"{\"findings\": [")?;
     let mut written = 0u64;
     let mut sink = |finding: &Finding| -> io::Result<()> {
@@ -52,7 +75,8 @@ async fn print_json(
     };
     let report = evaluation.run(inventory, audit, &mut sink).await?;
     out.write_all(if written == 0 { b"],\n" } else { b"\n],\n" })?;
-    let tail = JsonTail::of(&report, evaluation.catalogue);
+    let trend = trend_after(evaluation, inventory, &report, record).await?;
+    let tail = JsonTail::of(&report, &trend, evaluation.catalogue);
     let tail = serde_json::to_value(&tail).map_err(io::Error::other)?;
     // The tail's fields follow the findings in the same object.
     if let serde_json::Value::Object(fields) = tail {
@@ -65,7 +89,7 @@ async fn print_json(
     }
     out.write_all(b"}\n")?;
     out.flush()?;
-    Ok(report)
+    Ok((report, trend))
 }
 
 /// Everything `--format json` prints after the findings.
@@ -80,6 +104,7 @@ struct JsonTail<'a> {
     scores: Scores,
     not_evaluated: &'a [crate::compliance::engine::NotEvaluated],
     lapsed_exceptions: &'a [crate::compliance::exceptions::Exception],
+    trend: &'a Trend,
 }
 
 #[derive(Serialize)]
@@ -90,7 +115,7 @@ struct Summary<'a> {
 }
 
 impl<'a> JsonTail<'a> {
-    fn of(report: &'a Report, catalogue: &Catalogue) -> Self {
+    fn of(report: &'a Report, trend: &'a Trend, catalogue: &Catalogue) -> Self {
         Self {
             evaluated_at: report.evaluated_at.to_rfc3339(),
             catalogue_version: &report.catalogue_version,
@@ -105,6 +130,7 @@ impl<'a> JsonTail<'a> {
             scores: Scores::of(report, catalogue),
             not_evaluated: &report.not_evaluated,
             lapsed_exceptions: &report.lapsed_exceptions,
+            trend,
         }
     }
 }
@@ -120,8 +146,9 @@ async fn print_table(
     evaluation: &Evaluation<'_>,
     inventory: &dyn InventoryStore,
     audit: Option<AuditInput<'_>>,
+    record: bool,
     out: &mut dyn Write,
-) -> Result<Report, ComplianceError> {
+) -> Result<(Report, Trend), ComplianceError> {
     writeln!(
         out,
         "{}",
@@ -144,6 +171,7 @@ async fn print_table(
         writeln!(out, "{}", row(&cells, &FINDING_WIDTHS))
     };
     let report = evaluation.run(inventory, audit, &mut sink).await?;
+    let trend = trend_after(evaluation, inventory, &report, record).await?;
     let scores = Scores::of(&report, evaluation.catalogue);
 
     writeln!(out)?;
@@ -199,8 +227,44 @@ async fn print_table(
             )?;
         }
     }
+    if !trend.points.is_empty() {
+        writeln!(out)?;
+        let mut header = vec![
+            "SWEEP".to_owned(),
+            "EVALUATED".to_owned(),
+            "SCORE".to_owned(),
+        ];
+        header.extend(scores.frameworks.iter().map(|f| f.id.to_ascii_uppercase()));
+        let line = |cells: &[String]| {
+            cells
+                .iter()
+                .map(|cell| format!("{:<18}", printable(cell)))
+                .collect::<String>()
+                .trim_end()
+                .to_owned()
+        };
+        writeln!(out, "{}", line(&header))?;
+        for point in &trend.points {
+            let mut cells = vec![
+                point.sweep.to_string(),
+                point.evaluated_at.format("%Y-%m-%d %H:%M").to_string(),
+                percent(point.score),
+            ];
+            cells.extend(
+                scores
+                    .frameworks
+                    .iter()
+                    .map(|f| percent(point.frameworks.get(&f.id).copied().flatten())),
+            );
+            writeln!(out, "{}", line(&cells))?;
+        }
+    }
     out.flush()?;
-    Ok(report)
+    Ok((report, trend))
+}
+
+fn percent(score: Option<f64>) -> String {
+    score.map_or_else(|| "-".to_owned(), |score| format!("{score:.1}%"))
 }
 
 fn score_text(score: Option<f64>, strict: Option<f64>) -> String {

@@ -824,3 +824,151 @@ fn keyturn_compliance_refuses_bad_input_clearly() {
         "{register_err}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// The trend
+
+#[tokio::test]
+async fn a_complete_run_records_its_scores_on_the_latest_sweep_and_a_rerun_replaces_them() {
+    use keyturn::compliance::trend::{summary_of, update};
+    use keyturn::domain::inventory::SweepSnapshot;
+
+    let inventory = two_vault_findings().await;
+    let older = SweepId::parse("20300531T000000Z").expect("sweep");
+    inventory
+        .put_snapshot(&SweepSnapshot::new(older.clone(), now() - days(1)))
+        .await
+        .expect("snapshot");
+    let (_, first) = evaluate(&inventory, None, &Register::empty(), None).await;
+    let recorded = update(&inventory, Ok(summary_of(&first)))
+        .await
+        .expect("trend");
+    assert_eq!(recorded.recorded_on.as_ref(), Some(&older));
+    assert_eq!(recorded.points.len(), 1);
+
+    inventory
+        .put_snapshot(&SweepSnapshot::new(sweep(), now()))
+        .await
+        .expect("snapshot");
+    let (_, second) = evaluate(&inventory, None, &Register::empty(), None).await;
+    update(&inventory, Ok(summary_of(&second)))
+        .await
+        .expect("trend");
+    let again = update(&inventory, Ok(summary_of(&second)))
+        .await
+        .expect("trend");
+
+    let sweeps: Vec<&SweepId> = again.points.iter().map(|p| &p.sweep).collect();
+    assert_eq!(
+        sweeps,
+        [&older, &sweep()],
+        "one point per sweep, oldest first"
+    );
+    let latest = &again.points[1];
+    assert_eq!(latest.score, second.board.total.score());
+    assert_eq!(
+        latest.frameworks.get("cis-azure").copied().flatten(),
+        second.board.frameworks["cis-azure"].score()
+    );
+    assert_eq!(latest.open, 3);
+}
+
+#[tokio::test]
+async fn a_store_that_refuses_the_write_leaves_the_trend_as_it_was_and_says_why() {
+    use keyturn::compliance::trend::{summary_of, update};
+    use keyturn::domain::inventory::SweepSnapshot;
+
+    let inventory = two_vault_findings().await;
+    inventory
+        .put_snapshot(&SweepSnapshot::new(sweep(), now()))
+        .await
+        .expect("snapshot");
+    let (_, report) = evaluate(&inventory, None, &Register::empty(), None).await;
+    inventory.refuse_writes(true);
+
+    let trend = update(&inventory, Ok(summary_of(&report)))
+        .await
+        .expect("read");
+    let skipped = update(&inventory, Err("--no-record was given".into()))
+        .await
+        .expect("read");
+
+    assert!(trend.points.is_empty());
+    assert!(trend.recorded_on.is_none());
+    assert!(
+        trend
+            .not_recorded
+            .as_deref()
+            .is_some_and(|why| why.contains("Storage Table Data Contributor")),
+        "{:?}",
+        trend.not_recorded
+    );
+    assert_eq!(
+        skipped.not_recorded.as_deref(),
+        Some("--no-record was given")
+    );
+}
+
+#[tokio::test]
+async fn keyturn_compliance_prints_the_trend_over_the_inventorys_sweeps() {
+    use keyturn::adapters::local::inventory::LocalInventory;
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::domain::inventory::SweepSnapshot;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    dev_once(&data);
+    let store = LocalStore::open(data.join("keyturn.db")).expect("the store opens");
+    let inventory = LocalInventory::new(store);
+    for (n, sweep) in ["20300101T000000Z", "20300102T000000Z"]
+        .into_iter()
+        .enumerate()
+    {
+        inventory
+            .put_snapshot(&SweepSnapshot::new(
+                SweepId::parse(sweep).expect("sweep"),
+                now() + days(n as i64),
+            ))
+            .await
+            .expect("snapshot");
+    }
+    let data = data.to_str().expect("utf-8 path");
+
+    let (_, _, limited) = run(&["--data-dir", data, "--framework", "pci-dss"]);
+    let (_, _, skipped) = run(&["--data-dir", data, "--no-record"]);
+    let (_, _, first) = run(&["--data-dir", data]);
+    let (_, stdout, second) = run(&["--data-dir", data, "--format", "json"]);
+
+    assert!(
+        limited.contains("not recorded: a run limited to one framework"),
+        "{limited}"
+    );
+    assert!(skipped.contains("not recorded: --no-record"), "{skipped}");
+    assert!(
+        first.contains("recorded as sweep 20300102T000000Z"),
+        "{first}"
+    );
+    assert!(
+        second.contains("recorded as sweep 20300102T000000Z"),
+        "{second}"
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("one JSON document");
+    let points = report["trend"]["points"].as_array().expect("points");
+    assert_eq!(
+        points.len(),
+        1,
+        "a rerun replaces its sweep's point: {points:?}"
+    );
+    assert_eq!(points[0]["sweep"], "20300102T000000Z");
+    assert!(
+        points[0]["score"]
+            .as_f64()
+            .is_some_and(|s| s > 0.0 && s < 100.0)
+    );
+    assert!(points[0]["frameworks"]["pci-dss"].as_f64().is_some());
+    let (_, table, _) = run(&["--data-dir", data, "--no-record"]);
+    assert!(
+        table.lines().any(|l| l.starts_with("20300102T000000Z")),
+        "{table}"
+    );
+}
