@@ -16,7 +16,7 @@
 pub mod budget;
 pub mod job;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -237,86 +237,21 @@ impl Discovery {
     }
 
     async fn vault(&self, vault: &VaultRef, stamp: &Stamp) -> Result<JobReport, PortError> {
-        let mut report = JobReport::default();
         let pacer = Pacer::new(self.budgets.key_vault_per_vault, WINDOW);
         let scope = Scope::Vault {
             subscription: vault.subscription,
             name: vault.name.clone(),
         };
+        // Secrets, certificates and keys are three independent listings: read at once,
+        // paced together within the vault's budget.
+        let listings =
+            ObjectKind::ALL.map(|kind| self.vault_objects(vault, kind, &pacer, &scope, stamp));
+        let mut report = JobReport::default();
         let mut complete = true;
-        for kind in ObjectKind::ALL {
-            let mut after: Option<Cursor> = None;
-            loop {
-                pacer.wait().await;
-                let page = match self
-                    .vaults
-                    .objects(vault, kind, after.as_ref(), stamp)
-                    .await
-                {
-                    Ok(page) => page,
-                    Err(error) => {
-                        self.record(&mut report, scope.clone(), kind.as_str(), &error, stamp)
-                            .await?;
-                        complete = false;
-                        break;
-                    }
-                };
-                let CatalogPage {
-                    mut items,
-                    findings,
-                    next,
-                } = page;
-                self.put_findings(&mut report, &findings).await?;
-                for credential in &mut items {
-                    match kind {
-                        ObjectKind::Certificates => {
-                            pacer.wait().await;
-                            match self.vaults.certificate(vault, &credential.name).await {
-                                Ok(details) => credential.certificate = Some(details),
-                                Err(error) => {
-                                    let subject = format!("certificates/{}", credential.name);
-                                    self.record(
-                                        &mut report,
-                                        scope.clone(),
-                                        &subject,
-                                        &error,
-                                        stamp,
-                                    )
-                                    .await?;
-                                }
-                            }
-                        }
-                        ObjectKind::Keys => {
-                            pacer.wait().await;
-                            match self.vaults.key(vault, &credential.name).await {
-                                Ok(details) => credential.key = Some(details),
-                                Err(error) => {
-                                    let subject = format!("keys/{}", credential.name);
-                                    self.record(
-                                        &mut report,
-                                        scope.clone(),
-                                        &subject,
-                                        &error,
-                                        stamp,
-                                    )
-                                    .await?;
-                                }
-                            }
-                        }
-                        ObjectKind::Secrets => {}
-                    }
-                    if kind != ObjectKind::Secrets {
-                        self.count_versions(&pacer, vault, kind, credential, &mut report, stamp)
-                            .await?;
-                    }
-                    credential.managed = vault_object_is_managed(credential);
-                }
-                self.write(&mut report, &items, stamp).await?;
-                after = next;
-                if after.is_none() {
-                    break;
-                }
-            }
+        for (listed, listed_whole) in futures::future::try_join_all(listings).await? {
+            report.credentials += listed.credentials;
+            report.findings += listed.findings;
+            complete &= listed_whole;
         }
         if complete {
             // Only a complete listing proves an object is gone.
@@ -376,6 +311,81 @@ impl Discovery {
             *versions = Some(total);
         }
         Ok(())
+    }
+
+    /// Lists one kind of a vault's objects a page at a time, reading each certificate's
+    /// and key's details, and writes each page. Also says whether the listing was whole.
+    async fn vault_objects(
+        &self,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        pacer: &Pacer,
+        scope: &Scope,
+        stamp: &Stamp,
+    ) -> Result<(JobReport, bool), PortError> {
+        let mut report = JobReport::default();
+        let mut complete = true;
+        let mut after: Option<Cursor> = None;
+        loop {
+            pacer.wait().await;
+            let page = match self
+                .vaults
+                .objects(vault, kind, after.as_ref(), stamp)
+                .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    self.record(&mut report, scope.clone(), kind.as_str(), &error, stamp)
+                        .await?;
+                    complete = false;
+                    break;
+                }
+            };
+            let CatalogPage {
+                mut items,
+                findings,
+                next,
+            } = page;
+            self.put_findings(&mut report, &findings).await?;
+            for credential in &mut items {
+                match kind {
+                    ObjectKind::Certificates => {
+                        pacer.wait().await;
+                        match self.vaults.certificate(vault, &credential.name).await {
+                            Ok(details) => credential.certificate = Some(details),
+                            Err(error) => {
+                                let subject = format!("certificates/{}", credential.name);
+                                self.record(&mut report, scope.clone(), &subject, &error, stamp)
+                                    .await?;
+                            }
+                        }
+                    }
+                    ObjectKind::Keys => {
+                        pacer.wait().await;
+                        match self.vaults.key(vault, &credential.name).await {
+                            Ok(details) => credential.key = Some(details),
+                            Err(error) => {
+                                let subject = format!("keys/{}", credential.name);
+                                self.record(&mut report, scope.clone(), &subject, &error, stamp)
+                                    .await?;
+                            }
+                        }
+                    }
+                    ObjectKind::Secrets => {}
+                }
+                if kind != ObjectKind::Secrets {
+                    self.count_versions(pacer, vault, kind, credential, &mut report, stamp)
+                        .await?;
+                }
+                credential.managed = vault_object_is_managed(credential);
+            }
+            self.write(&mut report, &items, stamp).await?;
+            after = next;
+            if after.is_none() {
+                break;
+            }
+        }
+        Ok((report, complete))
     }
 
     async fn directory_range(
@@ -662,7 +672,7 @@ pub async fn handle_delivery(
 
 /// Runs a sweep to completion in this process, `parallelism` jobs at a time: what local
 /// mode, the tests and the benchmark use in place of the queue. Jobs run as the queue
-/// would deliver them, each once; the snapshot runs last.
+/// would deliver them, each once, in the order [`Pending`] gives; the snapshot runs last.
 pub async fn run_sweep(
     discovery: &Discovery,
     sweep: SweepId,
@@ -671,14 +681,18 @@ pub async fn run_sweep(
     now: DateTime<Utc>,
 ) -> Result<SweepReport, PortError> {
     let mut report = SweepReport::default();
-    let mut pending = vec![DiscoveryJob::new(
+    let parallelism = parallelism.max(1);
+    let mut pending = Pending::default();
+    pending.push(DiscoveryJob::new(
         sweep.clone(),
         JobScope::Sweep { subscriptions },
-    )];
+    ));
     let mut running = futures::stream::FuturesUnordered::new();
     loop {
-        while running.len() < parallelism.max(1) {
-            let Some(job) = pending.pop() else { break };
+        while running.len() < parallelism {
+            let Some(job) = pending.next(parallelism) else {
+                break;
+            };
             running.push(async move {
                 let outcome = discovery.run(&job, now).await;
                 (job, outcome)
@@ -687,17 +701,69 @@ pub async fn run_sweep(
         let Some((job, outcome)) = running.next().await else {
             break;
         };
+        pending.finished(&job);
         let done = outcome?;
         *report.jobs.entry(kind_of(&job)).or_default() += 1;
         report.credentials += done.credentials;
         report.vaults += done.vaults;
         report.findings += done.findings;
-        pending.extend(done.follow_ups);
+        for follow_up in done.follow_ups {
+            pending.push(follow_up);
+        }
     }
     discovery
         .run(&DiscoveryJob::new(sweep, JobScope::Snapshot), now)
         .await?;
     Ok(report)
+}
+
+/// The jobs of an in-process sweep waiting to run, and the order they run in: the jobs
+/// that fan out first (they queue the rest), then vault jobs, with directory jobs taking at
+/// most a quarter of the slots while vault jobs are waiting or may still be queued. Every
+/// directory job waits on the one Graph budget of the instance (500 requests per 10 s by
+/// default): eight jobs keep it busy at Graph's usual 100 to 200 ms a page, and more would
+/// only hold slots the vault jobs, each within its own vault's budget, could use.
+#[derive(Debug, Default)]
+struct Pending {
+    fan_out: VecDeque<DiscoveryJob>,
+    vaults: VecDeque<DiscoveryJob>,
+    directory: VecDeque<DiscoveryJob>,
+    running_fan_out: usize,
+    running_directory: usize,
+}
+
+impl Pending {
+    fn push(&mut self, job: DiscoveryJob) {
+        match job.scope {
+            JobScope::Vault { .. } => self.vaults.push_back(job),
+            JobScope::Directory { .. } => self.directory.push_back(job),
+            _ => self.fan_out.push_back(job),
+        }
+    }
+
+    /// The next job to start with `parallelism` slots, if one may start now.
+    fn next(&mut self, parallelism: usize) -> Option<DiscoveryJob> {
+        if let Some(job) = self.fan_out.pop_front() {
+            self.running_fan_out += 1;
+            return Some(job);
+        }
+        let vaults_to_come = !self.vaults.is_empty() || self.running_fan_out > 0;
+        let directory_may_start =
+            !vaults_to_come || self.running_directory < (parallelism / 4).max(1);
+        if directory_may_start && let Some(job) = self.directory.pop_front() {
+            self.running_directory += 1;
+            return Some(job);
+        }
+        self.vaults.pop_front()
+    }
+
+    fn finished(&mut self, job: &DiscoveryJob) {
+        match job.scope {
+            JobScope::Vault { .. } => {}
+            JobScope::Directory { .. } => self.running_directory -= 1,
+            _ => self.running_fan_out -= 1,
+        }
+    }
 }
 
 /// What a sweep run in-process did.

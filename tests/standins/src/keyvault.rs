@@ -951,20 +951,17 @@ fn delete_secret(call: &Call, name: &str) -> Result<Response, KvError> {
 
 fn list_secrets(call: &Call) -> Result<Response, KvError> {
     call.require(permission::SECRETS_LIST)?;
-    let (items, page_size) = {
-        let vault = call.vault();
-        let items: Vec<Value> = vault
-            .secrets
-            .values()
-            .filter_map(|e| {
-                e.versions
-                    .last()
-                    .map(|v| secret_item(&call.base, &e.name, v, false))
-            })
-            .collect();
-        (items, vault.page_size)
-    };
-    page(call, "/secrets", items, page_size)
+    // Only the page asked for is rendered: a listing of many pages costs each page's
+    // share, not the whole vault again for every page.
+    let vault = call.vault();
+    let items: Vec<_> = vault
+        .secrets
+        .values()
+        .filter_map(|e| e.versions.last().map(|v| (e, v)))
+        .collect();
+    page_of(call, "/secrets", items, vault.page_size, |(e, v)| {
+        secret_item(&call.base, &e.name, v, false)
+    })
 }
 
 fn list_secret_versions(call: &Call, name: &str) -> Result<Response, KvError> {
@@ -994,6 +991,17 @@ fn page(
     items: Vec<Value>,
     default_size: usize,
 ) -> Result<Response, KvError> {
+    page_of(call, path, items, default_size, |item| item)
+}
+
+/// [`page`] over any items, rendering only those on the page.
+fn page_of<T>(
+    call: &Call,
+    path: &str,
+    items: Vec<T>,
+    default_size: usize,
+    render: impl FnMut(T) -> Value,
+) -> Result<Response, KvError> {
     let max_results = match call.query("maxresults") {
         None => None,
         Some(text) => match text.parse::<usize>() {
@@ -1012,11 +1020,14 @@ fn page(
             .ok_or_else(|| KvError::bad_parameter("The $skiptoken is not valid."))?,
     };
     let end = (start + size).min(items.len());
+    let total = items.len();
     let value: Vec<Value> = items
-        .get(start..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
-    let next_link = if end < items.len() {
+        .into_iter()
+        .skip(start)
+        .take(end.saturating_sub(start))
+        .map(render)
+        .collect();
+    let next_link = if end < total {
         let mut link = format!(
             "{}{path}?api-version={}&$skiptoken={}",
             call.base,
