@@ -13,6 +13,7 @@ pub mod config;
 pub mod discovery;
 pub mod domain;
 pub mod events;
+pub mod evidence;
 pub mod functions;
 pub mod host;
 pub mod local;

@@ -107,6 +107,13 @@ enum Command {
     /// Evidence for an audit, not a certification. Exit 0 when nothing is open, 1 when
     /// findings are open, 2 when the inputs cannot be read or an option is wrong.
     Compliance(ComplianceArgs),
+    /// The auditor's evidence package for a period: CSV populations, the audit log's
+    /// extract with its signed checkpoints, and a manifest signed with the audit
+    /// checkpoint key; and its verification, offline.
+    Evidence {
+        #[command(subcommand)]
+        command: EvidenceCommand,
+    },
     /// Build the deployable zip: host.json, the function definitions and this binary.
     Package {
         /// Where to write the zip.
@@ -211,6 +218,48 @@ enum AuditCommand {
     /// Print entries for other tools (default `--format json`: one object per line per
     /// entry, every field its hash covers). Exit 2 when the log cannot be read.
     Export(AuditReadArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum EvidenceCommand {
+    /// Write the package for --from .. --to into --out, from the local store (--data-dir,
+    /// KEYTURN_DATA_DIR, else .keyturn) or, where the settings name the audit table, from
+    /// Azure with your Azure CLI sign-in. Prints what it wrote as JSON. Exit 0 written, 2
+    /// when it cannot be (nothing is left at --out then).
+    Export {
+        /// The local store's data directory; given, it is read whatever else is set.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The period's first day (2026-11-01, from midnight UTC) or instant (RFC 3339).
+        #[arg(long)]
+        from: String,
+        /// The period's last day (2026-11-30, included whole) or the instant it ends
+        /// (RFC 3339, excluded).
+        #[arg(long)]
+        to: String,
+        /// Where to write the zip.
+        #[arg(long)]
+        out: PathBuf,
+        /// A public key file (JSON Web Key, Key Set or PEM; repeat for several) to check
+        /// the checkpoints with, instead of the local keys or the Key Vault key versions
+        /// the settings name.
+        #[arg(long)]
+        public_key: Vec<PathBuf>,
+    },
+    /// Check a package with the zip and a public key alone: the manifest's signature,
+    /// every file's SHA-256, missing and added files, and the audit extract. Prints a
+    /// JSON report; exit 0 intact, 1 when something fails (each named on stderr), 2 when
+    /// the package or the key cannot be read.
+    Verify {
+        /// The package (a zip written by `keyturn evidence export`).
+        package: PathBuf,
+        /// The audit checkpoint key's public half (JSON Web Key, Key Set or PEM; repeat
+        /// for several key versions), obtained from the organisation. Without it the keys
+        /// inside the package are used, which proves the files belong together but not
+        /// who signed them.
+        #[arg(long)]
+        public_key: Vec<PathBuf>,
+    },
 }
 
 /// Where the audit log is, which entries to print and how.
@@ -381,6 +430,23 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Export(args),
         } => runtime().block_on(audit_read(args, FormatArg::Json)),
+        Command::Evidence {
+            command:
+                EvidenceCommand::Export {
+                    data_dir,
+                    from,
+                    to,
+                    out,
+                    public_key,
+                },
+        } => runtime().block_on(evidence_export(data_dir, &from, &to, &out, public_key)),
+        Command::Evidence {
+            command:
+                EvidenceCommand::Verify {
+                    package,
+                    public_key,
+                },
+        } => evidence_verify(&package, &public_key),
         Command::Package { out, binary, root } => package_command(&root, binary, &out),
         Command::Vault { command } => runtime().block_on(vault_command(command)),
         Command::Directory { command } => runtime().block_on(directory_command(command)),
@@ -673,6 +739,101 @@ async fn audit_verify(data_dir: Option<PathBuf>, public_keys: Vec<PathBuf>) -> E
         }
         Err(e) => {
             eprintln!("keyturn: cannot read the audit log: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `keyturn evidence export`.
+async fn evidence_export(
+    data_dir: Option<PathBuf>,
+    from: &str,
+    to: &str,
+    out: &std::path::Path,
+    public_keys: Vec<PathBuf>,
+) -> ExitCode {
+    let fail = |problem: String| {
+        eprintln!("keyturn: {problem}");
+        ExitCode::from(2)
+    };
+    let period = match keyturn::evidence::Period::parse(from, to) {
+        Ok(period) => period,
+        Err(e) => return fail(e.to_string()),
+    };
+    let env = Environment::from_process();
+    let settings = match data_dir {
+        Some(dir) => Ok(AuditCommandSettings::local(&dir)),
+        None => AuditCommandSettings::from_env(&env),
+    };
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => return fail(e.to_string()),
+    };
+    let sources = match startup::evidence_sources(&settings, &public_keys, &env).await {
+        Ok(sources) => sources,
+        Err(e) => return fail(e.to_string()),
+    };
+    let exported =
+        keyturn::evidence::export(sources.sources(), &[], &period, out, chrono::Utc::now()).await;
+    match exported {
+        Ok(summary) => {
+            emit(&serde_json::to_string_pretty(&summary).unwrap_or_default());
+            eprintln!(
+                "keyturn: evidence package {} written: {} files, manifest signed with key {}",
+                out.display(),
+                summary.files.len(),
+                summary.key
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!(
+            "no evidence package written to {}: {e}",
+            out.display()
+        )),
+    }
+}
+
+/// `keyturn evidence verify`.
+fn evidence_verify(package: &std::path::Path, public_keys: &[PathBuf]) -> ExitCode {
+    let mut keys = Vec::new();
+    for path in public_keys {
+        match startup::read_public_key_file(path) {
+            Ok(named) => keys.extend(named.into_iter().map(|named| named.key)),
+            Err(e) => {
+                eprintln!("keyturn: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    match keyturn::evidence::verify::verify_package(package, keys) {
+        Ok(report) => {
+            emit(&serde_json::to_string_pretty(&report).unwrap_or_default());
+            if report.key_source == keyturn::evidence::verify::KeySource::Package {
+                eprintln!(
+                    "keyturn: checked with the key inside the package ({}): compare it with the organisation's key, or pass --public-key FILE",
+                    report.keys.join(", ")
+                );
+            }
+            if report.intact {
+                eprintln!(
+                    "keyturn: evidence package intact: {} files match the signed manifest; {} audit entries verified",
+                    report.files.len(),
+                    report
+                        .audit_extract
+                        .as_ref()
+                        .map_or(0, |audit| audit.entries_checked)
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("keyturn: evidence package FAILED verification:");
+                for problem in &report.problems {
+                    eprintln!("  {problem}");
+                }
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("keyturn: {e}");
             ExitCode::from(2)
         }
     }

@@ -217,7 +217,7 @@ fn read_public_keys<P: AsRef<Path>>(
 
 /// Reads a public key file (a JSON Web Key, as `az keyvault key show` prints it or
 /// bare; a JSON Web Key Set; or SPKI PEM), naming the file in any error.
-pub(crate) fn read_public_key_file(path: &Path) -> Result<Vec<NamedKey>, StartupError> {
+pub fn read_public_key_file(path: &Path) -> Result<Vec<NamedKey>, StartupError> {
     let named = |problem: String| {
         StartupError::Audit(format!("public key file {}: {problem}", path.display()))
     };

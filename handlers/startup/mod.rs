@@ -18,6 +18,7 @@ mod anchor;
 mod audit_reader;
 mod compliance_reader;
 mod credential;
+mod evidence;
 mod front_end;
 mod inventory_reader;
 pub mod notify;
@@ -25,10 +26,13 @@ mod plan_reader;
 
 pub use audit_reader::{AuditLocation, audit_reader};
 pub use compliance_reader::{ComplianceReaders, compliance_readers};
+pub use evidence::{EvidenceSources, azure_sources, evidence_sources};
 pub use inventory_reader::{InventoryLocation, inventory_reader};
 pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};
 
-pub use anchor::{Verification, public_key_file, verification, verification_with};
+pub use anchor::{
+    Verification, public_key_file, read_public_key_file, verification, verification_with,
+};
 
 use crate::adapters::azure::alert_ledger::TableAlertLedger;
 use crate::adapters::azure::client::resource_manager::ResourceManagerClient;

@@ -16,6 +16,7 @@ mod contracts;
 mod discovery;
 mod discovery_functions;
 mod discovery_table;
+mod evidence;
 mod expiry_sweep;
 mod front_end;
 mod graph_metadata;

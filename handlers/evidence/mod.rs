@@ -1,0 +1,446 @@
+//! The auditor's evidence package: one zip for a period holding CSV populations (the
+//! inventory, the rotations, the secret reads), the audit log's extract with its signed
+//! checkpoints and the public key, the whole log's verification, and a manifest of every
+//! file's SHA-256 signed with the audit checkpoint key; and its verification with the
+//! package and a public key alone ([`verify`]).
+//!
+//! Everything is streamed: rows are read a page at a time and written into the zip as
+//! they come, so memory holds a page, not the period or the tenant. The only tallies kept
+//! are bounded by what they count (reads per identity and secret, rotations in flight).
+//!
+//! More files plug in as [`Section`]s (findings and exceptions, alerts sent, the control
+//! matrix, a report): each writes its files into the [`Package`], and the manifest and
+//! `keyturn evidence verify` cover them like any other.
+
+pub mod container;
+pub mod csv;
+pub mod extract;
+pub mod populations;
+pub mod verify;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
+
+pub use container::{ContainerError, Manifest, ManifestFile, Package};
+
+use crate::audit::verify_log;
+use crate::ports::PortError;
+use crate::ports::audit::AuditStore;
+use crate::ports::checkpoint::{
+    CheckpointSigner, CheckpointStore, KeyLookup, NamedKey, PublicKey, SignedCheckpoint,
+    VerifyingKeys,
+};
+use crate::ports::inventory::InventoryStore;
+use container::ManifestPeriod;
+use populations::{PopulationError, Reads, Rotations};
+
+/// The period a package covers: `from` included, `to` excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Period {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+/// Why `--from` / `--to` do not make a period.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeriodError {
+    #[error(
+        "--{flag} `{text}` is not a date (2026-11-01) or an RFC 3339 time (2026-11-01T00:00:00Z)"
+    )]
+    Malformed { flag: &'static str, text: String },
+    #[error("--from ({from}) is after --to ({to})")]
+    Reversed { from: String, to: String },
+    #[error("the period is empty: --from and --to are the same instant ({at})")]
+    Empty { at: String },
+}
+
+impl Period {
+    /// Parses `--from` and `--to`: a date (`2026-11-01`, midnight UTC; for `--to` the
+    /// whole day is included, so the period ends at the next midnight) or an RFC 3339
+    /// time (for `--to`, excluded).
+    pub fn parse(from: &str, to: &str) -> Result<Self, PeriodError> {
+        let from_at = instant("from", from, false)?;
+        let to_at = instant("to", to, true)?;
+        let show = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        if from_at > to_at {
+            return Err(PeriodError::Reversed {
+                from: show(from_at),
+                to: show(to_at),
+            });
+        }
+        if from_at == to_at {
+            return Err(PeriodError::Empty { at: show(from_at) });
+        }
+        Ok(Self {
+            from: from_at,
+            to: to_at,
+        })
+    }
+
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.from <= at && at < self.to
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} to {}",
+            self.from.to_rfc3339_opts(SecondsFormat::Secs, true),
+            self.to.to_rfc3339_opts(SecondsFormat::Secs, true)
+        )
+    }
+}
+
+fn instant(flag: &'static str, text: &str, end: bool) -> Result<DateTime<Utc>, PeriodError> {
+    let malformed = || PeriodError::Malformed {
+        flag,
+        text: text.chars().take(64).collect(),
+    };
+    if let Ok(day) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        let day = if end {
+            day.checked_add_signed(Duration::days(1))
+                .ok_or_else(malformed)?
+        } else {
+            day
+        };
+        return Ok(day.and_hms_opt(0, 0, 0).ok_or_else(malformed)?.and_utc());
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|at| at.with_timezone(&Utc))
+        .map_err(|_| malformed())
+}
+
+/// Why an export failed. Whatever it is, no package is left behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EvidenceError {
+    #[error("the audit log holds no entry: there is nothing to export")]
+    EmptyLog,
+    #[error("the period {period} ends before the audit log's first entry ({begins})")]
+    BeforeLog { period: String, begins: String },
+    #[error("no audit entry is stamped in the period {period}")]
+    EmptyPeriod { period: String },
+    #[error("cannot read the {what} while {operation}: {source}")]
+    Store {
+        what: &'static str,
+        operation: &'static str,
+        #[source]
+        source: PortError,
+    },
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error("cannot write {file} into the package: {source}")]
+    Write {
+        file: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Population(#[from] PopulationError),
+    /// A [`Section`] failed: `what` names it.
+    #[error("{what}: {problem}")]
+    Section { what: String, problem: String },
+}
+
+impl From<PortError> for EvidenceError {
+    /// A read of the audit log's entries failed (the walks over its chains).
+    fn from(source: PortError) -> Self {
+        Self::Store {
+            what: "audit log",
+            operation: "reading entries",
+            source,
+        }
+    }
+}
+
+fn audit_error(operation: &'static str) -> impl Fn(PortError) -> EvidenceError {
+    move |source| EvidenceError::Store {
+        what: "audit log",
+        operation,
+        source,
+    }
+}
+
+/// More files for the package: findings and exceptions, alerts sent, the control
+/// matrix, a report. A section writes its files with [`Package::begin`], `write` and
+/// [`Package::end`] (or [`Package::add`]); the manifest lists them and
+/// `keyturn evidence verify` checks them like every other file.
+#[async_trait]
+pub trait Section: Send + Sync {
+    /// What the section holds, for errors and the package's README.
+    fn describe(&self) -> String;
+
+    async fn write(&self, period: &Period, package: &mut Package) -> Result<(), EvidenceError>;
+}
+
+/// Where the package's evidence is read.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    pub audit: &'a dyn AuditStore,
+    pub checkpoints: &'a dyn CheckpointStore,
+    /// The public keys that check the checkpoints' signatures, found by the key id each
+    /// names (the signer's is added to the package).
+    pub keys: &'a dyn VerifyingKeys,
+    /// Signs the manifest: the audit checkpoint key.
+    pub signer: &'a dyn CheckpointSigner,
+    pub inventory: &'a dyn InventoryStore,
+    /// Where the evidence was read, as the manifest says.
+    pub description: &'a str,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExportSummary {
+    pub out: String,
+    pub files: Vec<ManifestFile>,
+    pub key: String,
+}
+
+/// The public keys that verify the package's checkpoints and its manifest, as a JSON Web
+/// Key Set (each with the key id it signed as, where known).
+pub const KEYS: &str = "keys/audit-signing.jwks";
+
+/// The package's README, for whoever opens the zip first.
+const README: &str = include_str!("package-readme.txt");
+
+/// Writes the evidence package for `period` to `out`: a temporary file beside it until
+/// every file, the manifest and its signature are written, then renamed into place.
+pub async fn export(
+    sources: Sources<'_>,
+    sections: &[&dyn Section],
+    period: &Period,
+    out: &Path,
+    now: DateTime<Utc>,
+) -> Result<ExportSummary, EvidenceError> {
+    let signer_key = sources
+        .signer
+        .public_key()
+        .await
+        .map_err(audit_error("reading the signing key's public half"))?;
+    // The checkpoints: those a key verifies say where each chain may end, and the keys
+    // that verify them go into the package.
+    let stored = sources
+        .checkpoints
+        .read_all()
+        .await
+        .map_err(audit_error("reading the checkpoints"))?;
+    let checkpoints: Vec<SignedCheckpoint> = stored
+        .into_iter()
+        .filter_map(|stored| stored.content.ok())
+        .collect();
+    let mut keys: Vec<NamedKey> = Vec::new();
+    let mut looked_up: BTreeMap<String, Vec<PublicKey>> = BTreeMap::new();
+    let mut anchors: BTreeMap<_, BTreeSet<u64>> = BTreeMap::new();
+    for signed in &checkpoints {
+        let key_id = &signed.signature.key_id;
+        if !looked_up.contains_key(key_id) {
+            let found = match sources
+                .keys
+                .lookup(key_id)
+                .await
+                .map_err(audit_error("reading a checkpoint's key"))?
+            {
+                KeyLookup::Candidates(candidates) => candidates,
+                KeyLookup::Unknown { .. } | KeyLookup::Foreign { .. } => Vec::new(),
+            };
+            looked_up.insert(key_id.clone(), found);
+        }
+        let bytes = signed.checkpoint.signed_bytes();
+        let verifying = looked_up[key_id]
+            .iter()
+            .find(|key| key.verifies(signed.signature.algorithm, &bytes, &signed.signature.bytes));
+        if let Some(key) = verifying {
+            if !keys.iter().any(|k| k.key == *key) {
+                keys.push(NamedKey {
+                    kid: Some(key_id.clone()),
+                    key: key.clone(),
+                });
+            }
+            anchors
+                .entry(signed.checkpoint.writer.clone())
+                .or_default()
+                .insert(signed.checkpoint.position);
+        }
+    }
+    if !keys.iter().any(|k| k.key == signer_key) {
+        keys.push(NamedKey {
+            kid: None,
+            key: signer_key.clone(),
+        });
+    }
+
+    let located = extract::locate(sources.audit, period, &anchors)
+        .await
+        .map_err(audit_error("finding the period"))?;
+    let Some(begins) = located.log_begins else {
+        return Err(EvidenceError::EmptyLog);
+    };
+    if period.to <= begins {
+        return Err(EvidenceError::BeforeLog {
+            period: period.describe(),
+            begins: begins.to_rfc3339_opts(SecondsFormat::Secs, true),
+        });
+    }
+    if located.ranges.is_empty() {
+        return Err(EvidenceError::EmptyPeriod {
+            period: period.describe(),
+        });
+    }
+
+    let mut package = Package::create(out)?;
+    package.add("README.txt", README.as_bytes())?;
+    let set = serde_json::json!({ "keys": keys.iter().map(NamedKey::to_jwk).collect::<Vec<_>>() });
+    let set =
+        serde_json::to_vec_pretty(&set).expect("invariant: a JSON Web Key Set always encodes");
+    package.add(KEYS, &set)?;
+
+    // The extract, counting the period's secret reads on the way.
+    let mut reads = Reads::default();
+    package.begin(extract::ENTRIES)?;
+    let mut lines = 0u64;
+    for range in &located.ranges {
+        let owned = extract::chain_reader(sources.audit, &range.chain)
+            .map_err(audit_error("opening a chain"))?;
+        let reader = owned.as_deref().unwrap_or(sources.audit);
+        extract::walk::<EvidenceError>(reader, range.first, range.last, |stored| {
+            extract::write_line(&mut package, &range.chain, stored).map_err(|source| {
+                EvidenceError::Write {
+                    file: extract::ENTRIES,
+                    source,
+                }
+            })?;
+            if let Ok(entry) = &stored.content {
+                reads.take(entry, period);
+            }
+            lines += 1;
+            Ok(())
+        })
+        .await?;
+    }
+    package.end(Some(lines))?;
+
+    package.begin(extract::CHECKPOINTS)?;
+    let mut anchored = 0u64;
+    for range in &located.ranges {
+        for signed in extract::checkpoints_for(range, &checkpoints) {
+            writeln!(package, "{}", signed.to_line()).map_err(|source| EvidenceError::Write {
+                file: extract::CHECKPOINTS,
+                source,
+            })?;
+            anchored += 1;
+        }
+    }
+    package.end(Some(anchored))?;
+    let ranges = serde_json::to_vec_pretty(&located.ranges)
+        .expect("invariant: ranges of names and numbers always encode");
+    package.add(extract::RANGES, &ranges)?;
+
+    let verified = verify_log(sources.audit, Some(sources.checkpoints), Some(sources.keys))
+        .await
+        .map_err(|e| EvidenceError::Store {
+            what: "audit log",
+            operation: "verifying it",
+            source: e.into(),
+        })?;
+    let report = serde_json::to_vec_pretty(&verified)
+        .expect("invariant: a verification report always encodes");
+    package.add(extract::VERIFY_REPORT, &report)?;
+
+    package.begin(populations::READS)?;
+    let rows = reads
+        .write(&mut package)
+        .map_err(|source| EvidenceError::Write {
+            file: populations::READS,
+            source,
+        })?;
+    package.end(Some(rows))?;
+
+    package.begin(populations::ROTATIONS)?;
+    let rotations = write_rotations(sources.audit, &located, period, &mut package).await?;
+    package.end(Some(rotations))?;
+
+    package.begin(populations::INVENTORY)?;
+    let rows = populations::write_inventory(sources.inventory, period, &mut package).await?;
+    package.end(Some(rows))?;
+    package.begin(populations::VAULTS)?;
+    let rows = populations::write_vaults(sources.inventory, &mut package).await?;
+    package.end(Some(rows))?;
+
+    for section in sections {
+        section.write(period, &mut package).await?;
+    }
+
+    let mut notes = vec![
+        "populations/inventory.csv and vaults.csv are the inventory as discovery's last sweep left it at export time (scanned_at says when each row was seen); days_left_at_period_end is counted from the period's end.".to_owned(),
+        format!(
+            "audit/entries.jsonl holds {} chain(s); entries stamped in the period: {}. See README.txt for what its verification proves.",
+            located.ranges.len(),
+            located.ranges.iter().map(|r| r.entries_in_period).sum::<u64>()
+        ),
+    ];
+    if !verified.is_intact() {
+        notes.push(format!(
+            "the audit log did NOT verify at export time: {verified}"
+        ));
+    }
+    if located.ranges.iter().any(|r| !r.anchored) {
+        notes.push("some chains' last entries in the period are not anchored by a checkpoint yet (audit/ranges.json: anchored false)".to_owned());
+    }
+    for section in sections {
+        notes.push(format!("section: {}", section.describe()));
+    }
+    let manifest = Manifest {
+        format: container::FORMAT.to_owned(),
+        created_at: now.to_rfc3339_opts(SecondsFormat::Secs, true),
+        period: ManifestPeriod {
+            from: period.from.to_rfc3339_opts(SecondsFormat::Secs, true),
+            to: period.to.to_rfc3339_opts(SecondsFormat::Secs, true),
+        },
+        source: sources.description.to_owned(),
+        keyturn_version: env!("CARGO_PKG_VERSION").to_owned(),
+        files: Vec::new(),
+        notes,
+    };
+    let manifest = package.finish(manifest, sources.signer).await?;
+    Ok(ExportSummary {
+        out: out.display().to_string(),
+        files: manifest.files,
+        key: signer_key.fingerprint(),
+    })
+}
+
+/// Every rotation finished in the period, chain by chain: each chain is followed from
+/// its first entry (so a rotation's earlier steps and the object's previous key id are
+/// known) to the extract's end.
+async fn write_rotations(
+    store: &dyn AuditStore,
+    located: &extract::Located,
+    period: &Period,
+    package: &mut Package,
+) -> Result<u64, EvidenceError> {
+    let write_error = |source| EvidenceError::Write {
+        file: populations::ROTATIONS,
+        source,
+    };
+    Rotations::header(package).map_err(write_error)?;
+    let mut rotations = Rotations::default();
+    for range in &located.ranges {
+        let owned =
+            extract::chain_reader(store, &range.chain).map_err(audit_error("opening a chain"))?;
+        let reader = owned.as_deref().unwrap_or(store);
+        extract::walk::<EvidenceError>(reader, 1, range.last, |stored| {
+            if let Ok(entry) = &stored.content {
+                rotations
+                    .take(range.chain.as_str(), entry, period, package)
+                    .map_err(write_error)?;
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(rotations.rows)
+}

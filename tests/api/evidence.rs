@@ -1,0 +1,944 @@
+//! The evidence package as an auditor meets it: exported from a local store whose audit
+//! log is anchored, verified offline with the public key alone, and refused, each named,
+//! when a byte changes, a file goes or comes, the manifest is edited or the key is wrong.
+//! Bad input (a reversed, empty or malformed period, one before the log, an unreadable
+//! store, a store failing half-way) leaves no zip behind.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use keyturn::adapters::local::anchor::{
+    CHECKPOINT_FILE_NAME, LocalCheckpointFile, LocalSigningKey, PUBLIC_KEY_FILE_NAME,
+    SIGNING_KEY_FILE_NAME,
+};
+use keyturn::adapters::local::audit::LocalAuditStore;
+use keyturn::adapters::local::inventory::LocalInventory;
+use keyturn::adapters::local::store::LocalStore;
+use keyturn::audit::{Actor, Anchor, AuditLog, AuditText, Outcome};
+use keyturn::config::{AuditCommandSettings, Environment};
+use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId};
+use keyturn::domain::inventory::{
+    CredentialFilter, CredentialHandle, CredentialKind, CredentialSource, InventoryCredential,
+    InventoryVault, Owner, ScopeFinding, SweepId, SweepSnapshot,
+};
+use keyturn::evidence::verify::{PackageReport, verify_package};
+use keyturn::evidence::{EvidenceError, Period, export};
+use keyturn::ports::PortError;
+use keyturn::ports::audit::{AuditObject, AuditRecord};
+use keyturn::ports::checkpoint::PublicKey;
+use keyturn::ports::inventory::{InventoryStore, Page, PageToken};
+use keyturn::startup;
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .expect("a time")
+        .with_timezone(&Utc)
+}
+
+fn text(value: &str) -> AuditText {
+    AuditText::parse(value).expect("audit text")
+}
+
+const VAULT: &str = "https://payments.vault.azure.net/";
+const APP: &str = "11111111-0000-4000-8000-000000000001";
+const OLD_KEY: &str = "aaaaaaaa-0000-4000-8000-000000000001";
+const NEW_KEY: &str = "bbbbbbbb-0000-4000-8000-000000000002";
+/// A secret name a spreadsheet would run as a formula.
+const FORMULA_NAME: &str = "=HYPERLINK(\"http://x.invalid\",\"open\")";
+
+struct Entry {
+    at: &'static str,
+    actor: Actor,
+    action: &'static str,
+    outcome: Outcome,
+    object: AuditObject,
+    reason: Option<&'static str>,
+    count: Option<u64>,
+}
+
+fn function(name: &str) -> Actor {
+    Actor::Function(text(name))
+}
+
+fn identity(name: &str) -> Actor {
+    Actor::Identity(text(name))
+}
+
+fn object(
+    secret: &str,
+    app: Option<&str>,
+    key: Option<&str>,
+    version: Option<&str>,
+) -> AuditObject {
+    AuditObject {
+        vault: Some(text(VAULT)),
+        secret_name: Some(text(secret)),
+        secret_version: version.map(text),
+        app_id: app.map(text),
+        key_id: key.map(text),
+        thumbprint: None,
+    }
+}
+
+fn entry(at: &'static str, actor: Actor, action: &'static str, outcome: Outcome) -> Entry {
+    Entry {
+        at,
+        actor,
+        action,
+        outcome,
+        object: AuditObject::default(),
+        reason: None,
+        count: None,
+    }
+}
+
+/// The log: two entries before November 2026, the month's rotations and reads, one
+/// entry after.
+fn log() -> Vec<Entry> {
+    let worker = || function("RotationWorker");
+    vec![
+        entry(
+            "2026-10-30T10:00:00Z",
+            function("ExpirySweep"),
+            "sweep.ran",
+            Outcome::Succeeded,
+        ),
+        Entry {
+            object: object("db-password", Some(APP), Some(OLD_KEY), Some("v1")),
+            reason: Some("replaces version v0"),
+            ..entry(
+                "2026-10-31T10:00:00Z",
+                worker(),
+                "secret.rotated",
+                Outcome::Succeeded,
+            )
+        },
+        Entry {
+            object: object("db-password", Some(APP), Some(NEW_KEY), None),
+            reason: Some("valid until 2027-05-01T00:00:00+00:00"),
+            ..entry(
+                "2026-11-02T10:00:00Z",
+                worker(),
+                "credential.added",
+                Outcome::Succeeded,
+            )
+        },
+        Entry {
+            object: object("db-password", Some(APP), Some(NEW_KEY), None),
+            reason: Some("accepted 3 times in a row over 60 s, 4 attempt(s)"),
+            ..entry(
+                "2026-11-02T10:05:00Z",
+                worker(),
+                "credential.proven",
+                Outcome::Succeeded,
+            )
+        },
+        Entry {
+            object: object("db-password", Some(APP), Some(NEW_KEY), Some("v2")),
+            reason: Some("replaces version v1"),
+            ..entry(
+                "2026-11-02T10:06:00Z",
+                worker(),
+                "secret.rotated",
+                Outcome::Succeeded,
+            )
+        },
+        Entry {
+            object: object("db-password", None, None, Some("v2")),
+            ..entry(
+                "2026-11-03T08:00:00Z",
+                identity("sha256:aaaa"),
+                "secret.read",
+                Outcome::Succeeded,
+            )
+        },
+        Entry {
+            object: object("db-password", None, None, Some("v2")),
+            ..entry(
+                "2026-11-03T09:00:00Z",
+                identity("sha256:aaaa"),
+                "secret.read",
+                Outcome::Succeeded,
+            )
+        },
+        Entry {
+            object: object("db-password", None, None, None),
+            reason: Some("not allowed by the access policy"),
+            count: Some(41),
+            ..entry(
+                "2026-11-04T08:00:00Z",
+                identity("sha256:bbbb"),
+                "secret.read",
+                Outcome::Denied,
+            )
+        },
+        Entry {
+            object: object(FORMULA_NAME, None, None, Some("v7")),
+            reason: Some("job 42: Key Vault refused: Forbidden"),
+            ..entry(
+                "2026-11-05T08:00:00Z",
+                worker(),
+                "rotation.failed",
+                Outcome::Failed,
+            )
+        },
+        entry(
+            "2026-12-02T10:00:00Z",
+            function("ExpirySweep"),
+            "sweep.ran",
+            Outcome::Succeeded,
+        ),
+    ]
+}
+
+fn credential(n: u8, name: &str, owner: Option<&str>) -> InventoryCredential {
+    InventoryCredential {
+        source: CredentialSource::Application {
+            object_id: DirectoryObjectId::parse(&format!(
+                "00000000-0000-4000-8000-0000000000{n:02x}"
+            ))
+            .expect("object id"),
+            app_id: AppId::parse(&format!("22222222-0000-4000-8000-0000000000{n:02x}"))
+                .expect("app id"),
+            display_name: Some(format!("app {n}")),
+        },
+        kind: CredentialKind::PasswordCredential,
+        name: name.to_owned(),
+        handle: CredentialHandle::DirectoryCredential {
+            key_id: KeyId::parse(&format!("33333333-0000-4000-8000-0000000000{n:02x}"))
+                .expect("key id"),
+        },
+        enabled: true,
+        created: None,
+        updated: None,
+        not_before: Some(at("2026-01-01T00:00:00Z")),
+        expires: Some(at("2026-11-20T00:00:00Z")),
+        content_type: None,
+        tags: BTreeMap::new(),
+        certificate: None,
+        key: None,
+        directory: None,
+        owners: owner
+            .map(|name| Owner {
+                object_id: None,
+                display_name: Some(name.to_owned()),
+                user_principal_name: None,
+                mail: None,
+            })
+            .into_iter()
+            .collect(),
+        managed: false,
+        scanned_at: at("2026-11-29T00:00:00Z"),
+        sweep: SweepId::parse("s1").expect("sweep id"),
+    }
+}
+
+/// A data directory as `keyturn dev` leaves it: the store, its anchored audit log
+/// (checkpoint file and signing key beside it) and an inventory.
+struct Store {
+    _dir: tempfile::TempDir,
+    data: PathBuf,
+}
+
+impl Store {
+    fn db(&self) -> PathBuf {
+        self.data.join("keyturn.db")
+    }
+
+    fn beside(&self, name: &str) -> PathBuf {
+        self.data.join(name)
+    }
+
+    fn public_key_file(&self) -> PathBuf {
+        self.beside(PUBLIC_KEY_FILE_NAME)
+    }
+
+    fn out(&self, name: &str) -> PathBuf {
+        self._dir.path().join(name)
+    }
+}
+
+async fn store_with(entries: Vec<Entry>, credentials: Vec<InventoryCredential>) -> Store {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = dir.path().join("data");
+    let store = Store { _dir: dir, data };
+    let local = LocalStore::open(store.db()).expect("the store opens");
+    let key = LocalSigningKey::load_or_create(&store.beside(SIGNING_KEY_FILE_NAME)).expect("key");
+    let anchor = Anchor {
+        checkpoints: Arc::new(LocalCheckpointFile::new(store.beside(CHECKPOINT_FILE_NAME))),
+        signer: Arc::new(key),
+    };
+    let log = AuditLog::start_anchored(Arc::new(LocalAuditStore::new(local.clone())), Some(anchor))
+        .expect("the writer starts");
+    for entry in entries {
+        let mut record =
+            AuditRecord::new(at(entry.at), entry.actor, text(entry.action), entry.outcome);
+        record.object = entry.object;
+        record.reason = entry.reason.map(text);
+        record.count = entry.count;
+        record.invocation_id = Some(text("inv-1"));
+        log.append(record).await.expect("appended");
+    }
+    LocalInventory::new(local)
+        .put_credentials(&credentials)
+        .await
+        .expect("inventory written");
+    store
+}
+
+async fn november() -> Store {
+    store_with(
+        log(),
+        vec![
+            credential(1, "ordinary secret", Some("Doe, Jane")),
+            credential(2, FORMULA_NAME, None),
+            credential(3, "-2+3", Some("@ops")),
+        ],
+    )
+    .await
+}
+
+fn period(from: &str, to: &str) -> Period {
+    Period::parse(from, to).expect("a period")
+}
+
+async fn export_from(store: &Store, period: &Period, out: &Path) -> Result<(), EvidenceError> {
+    let settings = AuditCommandSettings::local(&store.data);
+    let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
+    let sources = startup::evidence_sources(&settings, &[], &env)
+        .await
+        .expect("the sources open");
+    export(
+        sources.sources(),
+        &[],
+        period,
+        out,
+        at("2026-12-06T00:00:00Z"),
+    )
+    .await
+    .map(|_| ())
+}
+
+fn key_of(store: &Store) -> PublicKey {
+    startup::read_public_key_file(&store.public_key_file())
+        .expect("the public key file")
+        .remove(0)
+        .key
+}
+
+fn verified(zip: &Path, key: &PublicKey) -> PackageReport {
+    verify_package(zip, vec![key.clone()]).expect("the package can be read")
+}
+
+/// Every file of a zip, in order.
+fn files(zip: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut archive =
+        zip::ZipArchive::new(std::fs::File::open(zip).expect("zip opens")).expect("a zip");
+    (0..archive.len())
+        .map(|i| {
+            let mut file = archive.by_index(i).expect("entry");
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes).expect("read");
+            (file.name().to_owned(), bytes)
+        })
+        .collect()
+}
+
+fn file(zip: &Path, name: &str) -> String {
+    let (_, bytes) = files(zip)
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("{name} is in the package"));
+    String::from_utf8(bytes).expect("utf-8")
+}
+
+fn write_zip(path: &Path, files: &[(String, Vec<u8>)]) {
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).expect("create"));
+    for (name, bytes) in files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .expect("start");
+        zip.write_all(bytes).expect("write");
+    }
+    zip.finish().expect("finish");
+}
+
+/// RFC 4180 rows, for reading the populations back.
+fn csv(text: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut row = Vec::new();
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => cell.push(c),
+            (false, '"') => quoted = true,
+            (false, ',') => row.push(std::mem::take(&mut cell)),
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut cell));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) => cell.push(c),
+        }
+    }
+    rows
+}
+
+/// The rows of a population as maps from column to cell.
+fn population(zip: &Path, name: &str) -> Vec<BTreeMap<String, String>> {
+    let rows = csv(&file(zip, name));
+    let (header, rows) = rows.split_first().expect("a header row");
+    rows.iter()
+        .map(|row| {
+            assert_eq!(row.len(), header.len(), "{name}: {row:?}");
+            header.iter().cloned().zip(row.iter().cloned()).collect()
+        })
+        .collect()
+}
+
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name != "data")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_package_verifies_offline_with_the_public_key_alone() {
+    let store = november().await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    let report = verified(&out, &key_of(&store));
+    assert!(report.intact, "{:?}", report.problems);
+    assert_eq!(report.manifest_signature, "valid");
+    let audit = report.audit_extract.expect("the audit extract is checked");
+    // The link before the period (position 2), the period's seven entries, and the
+    // period's end is anchored at position 9 (each append here is its own batch).
+    assert_eq!(audit.chains.len(), 1);
+    assert_eq!((audit.chains[0].first, audit.chains[0].last), (2, 9));
+    assert_eq!(audit.chains[0].anchored_to, 9);
+    assert_eq!(audit.entries_checked, 8);
+    assert!(audit.checkpoints_checked >= 8);
+    assert!(
+        report.files.iter().all(|f| f.status == "ok"),
+        "{:?}",
+        report.files
+    );
+}
+
+#[tokio::test]
+async fn the_populations_count_what_the_store_holds_and_defuse_formulas() {
+    let store = november().await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    let inventory = population(&out, "populations/inventory.csv");
+    assert_eq!(inventory.len(), 3);
+    let names: Vec<&str> = inventory.iter().map(|r| r["name"].as_str()).collect();
+    assert!(
+        names.contains(&"'=HYPERLINK(\"http://x.invalid\",\"open\")"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"'-2+3"), "{names:?}");
+    assert!(inventory.iter().any(|r| r["owners"] == "Doe, Jane"));
+    assert!(inventory.iter().any(|r| r["owners"] == "'@ops"));
+    // Expiring 2026-11-20, counted from the period's end (2026-12-01).
+    assert!(
+        inventory
+            .iter()
+            .all(|r| r["days_left_at_period_end"] == "-11")
+    );
+
+    let rotations = population(&out, "populations/rotations.csv");
+    assert_eq!(rotations.len(), 2, "{rotations:?}");
+    let rotated = &rotations[0];
+    assert_eq!(rotated["result"], "rotated");
+    assert_eq!(rotated["object"], "db-password");
+    assert_eq!(rotated["old_key_id"], OLD_KEY);
+    assert_eq!(rotated["new_key_id"], NEW_KEY);
+    assert_eq!(rotated["old_version"], "v1");
+    assert_eq!(rotated["new_version"], "v2");
+    assert!(
+        rotated["proof"].starts_with("proven: accepted 3 times"),
+        "{rotated:?}"
+    );
+    assert_eq!(rotated["proven_at"], "2026-11-02T10:05:00Z");
+    assert_eq!(rotated["started_at"], "2026-11-02T10:00:00Z");
+    assert_eq!(rotated["completed_at"], "2026-11-02T10:06:00Z");
+    let failed = &rotations[1];
+    assert_eq!(failed["result"], "failed");
+    assert_eq!(failed["object"], format!("'{FORMULA_NAME}"));
+    assert_eq!(failed["detail"], "job 42: Key Vault refused: Forbidden");
+
+    let reads = population(&out, "populations/secret-reads.csv");
+    assert_eq!(reads.len(), 2, "{reads:?}");
+    let granted = reads
+        .iter()
+        .find(|r| r["identity"] == "sha256:aaaa")
+        .expect("aaaa");
+    assert_eq!(
+        (granted["granted"].as_str(), granted["refused"].as_str()),
+        ("2", "0")
+    );
+    let refused = reads
+        .iter()
+        .find(|r| r["identity"] == "sha256:bbbb")
+        .expect("bbbb");
+    // One folded entry stands for 41 refusals.
+    assert_eq!(
+        (refused["refused"].as_str(), refused["entries"].as_str()),
+        ("41", "1")
+    );
+
+    // The manifest's row counts are the files' rows.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&file(&out, "manifest.json")).expect("manifest JSON");
+    let rows = |path: &str| {
+        manifest["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .find(|f| f["path"] == path)
+            .and_then(|f| f["rows"].as_u64())
+    };
+    assert_eq!(rows("populations/inventory.csv"), Some(3));
+    assert_eq!(rows("populations/rotations.csv"), Some(2));
+    assert_eq!(rows("populations/secret-reads.csv"), Some(2));
+    assert_eq!(rows("audit/entries.jsonl"), Some(8));
+    assert_eq!(manifest["period"]["from"], "2026-11-01T00:00:00Z");
+    assert_eq!(manifest["period"]["to"], "2026-12-01T00:00:00Z");
+}
+
+/// Exports November's package and returns it with the key that checks it.
+async fn package() -> (Store, PathBuf, PublicKey) {
+    let store = november().await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+    let key = key_of(&store);
+    (store, out, key)
+}
+
+#[tokio::test]
+async fn one_byte_changed_in_any_file_fails_and_names_that_file() {
+    let (store, out, key) = package().await;
+    let original = files(&out);
+    for (index, (name, _)) in original.iter().enumerate() {
+        let mut tampered = original.clone();
+        let bytes = &mut tampered[index].1;
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x01;
+        let path = store.out("tampered.zip");
+        write_zip(&path, &tampered);
+        let report = verified(&path, &key);
+        assert!(!report.intact, "{name} changed and still intact");
+        let named = report.problems.iter().any(|p| p.contains(name.as_str()));
+        assert!(named, "{name}: {:?}", report.problems);
+    }
+}
+
+#[tokio::test]
+async fn a_removed_or_added_file_fails_and_is_named() {
+    let (store, out, key) = package().await;
+    let original = files(&out);
+
+    let removed: Vec<_> = original
+        .iter()
+        .filter(|(name, _)| name != "populations/rotations.csv")
+        .cloned()
+        .collect();
+    let path = store.out("removed.zip");
+    write_zip(&path, &removed);
+    let report = verified(&path, &key);
+    assert!(!report.intact);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("populations/rotations.csv is missing")),
+        "{:?}",
+        report.problems
+    );
+
+    let mut added = original.clone();
+    added.push(("populations/extra.csv".to_owned(), b"a,b\r\n".to_vec()));
+    let path = store.out("added.zip");
+    write_zip(&path, &added);
+    let report = verified(&path, &key);
+    assert!(!report.intact);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("populations/extra.csv was added")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn an_edited_manifest_or_a_wrong_key_fails_the_signature() {
+    let (store, out, key) = package().await;
+    let original = files(&out);
+
+    // The manifest edited to vouch for a changed file: the hashes agree, the signature
+    // does not.
+    let mut edited = original.clone();
+    let inventory = edited
+        .iter()
+        .position(|(n, _)| n == "populations/inventory.csv")
+        .expect("inventory");
+    edited[inventory].1.extend_from_slice(b"forged,row\r\n");
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&edited[inventory].1));
+    let manifest = edited
+        .iter()
+        .position(|(n, _)| n == "manifest.json")
+        .expect("manifest");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&edited[manifest].1).expect("manifest JSON");
+    for file in value["files"].as_array_mut().expect("files") {
+        if file["path"] == "populations/inventory.csv" {
+            file["sha256"] = serde_json::Value::String(digest.clone());
+        }
+    }
+    edited[manifest].1 = serde_json::to_vec_pretty(&value).expect("JSON");
+    let path = store.out("edited.zip");
+    write_zip(&path, &edited);
+    let report = verified(&path, &key);
+    assert!(!report.intact);
+    assert_eq!(report.manifest_signature, "invalid");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("manifest.json (or the signature) was changed")),
+        "{:?}",
+        report.problems
+    );
+
+    // Another key: the untouched package does not verify with it, and the report says
+    // which key signed it.
+    let other = november().await;
+    let report = verified(&out, &key_of(&other));
+    assert!(!report.intact);
+    assert_eq!(report.manifest_signature, "wrong_key");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains(&format!("signed by key {}", key.fingerprint()))),
+        "{:?}",
+        report.problems
+    );
+    // Its checkpoints do not verify with that key either.
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("audit/checkpoints.jsonl") && p.contains("does not verify")),
+        "{:?}",
+        report.problems
+    );
+}
+
+#[tokio::test]
+async fn the_extract_alone_catches_edits_gaps_truncation_and_a_rehashed_chain() {
+    use keyturn::evidence::extract::verify_extract;
+    let (_store, out, key) = package().await;
+    let entries = file(&out, "audit/entries.jsonl");
+    let checkpoints = file(&out, "audit/checkpoints.jsonl");
+    let lines: Vec<&str> = entries.lines().collect();
+    let check = |lines: &[String]| {
+        let text = lines.iter().map(|l| format!("{l}\n")).collect::<String>();
+        verify_extract(
+            &mut text.as_bytes(),
+            &mut checkpoints.as_bytes(),
+            std::slice::from_ref(&key),
+        )
+        .expect("readable")
+    };
+    let owned: Vec<String> = lines.iter().map(|l| (*l).to_owned()).collect();
+    assert!(check(&owned).is_intact());
+
+    // An edited field.
+    let mut edited = owned.clone();
+    edited[4] = edited[4].replace("sha256:aaaa", "sha256:cccc");
+    let report = check(&edited);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("position 6") && p.contains("content was changed")),
+        "{:?}",
+        report.problems
+    );
+
+    // An entry removed from the middle.
+    let mut gap = owned.clone();
+    gap.remove(4);
+    let report = check(&gap);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("positions 6 to 6 are missing")),
+        "{:?}",
+        report.problems
+    );
+
+    // Entries cut off the end, before the checkpoint that closes the period.
+    let cut = owned[..owned.len() - 2].to_vec();
+    let report = check(&cut);
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("entries were removed from the end")),
+        "{:?}",
+        report.problems
+    );
+
+    // The chain edited and re-hashed from position 6 on: every link holds, the signed
+    // checkpoints do not.
+    let mut rehashed = Vec::new();
+    let mut prev: Option<String> = None;
+    for (index, line) in owned.iter().enumerate() {
+        let mut value: serde_json::Value = serde_json::from_str(line).expect("JSON");
+        if index >= 4 {
+            if index == 4 {
+                value["actor"] = serde_json::Value::String("sha256:cccc".into());
+            }
+            if let Some(prev) = &prev {
+                value["prev_hash"] = serde_json::Value::String(prev.clone());
+            }
+            value["hash"] = serde_json::Value::String(rehash(&value));
+        }
+        prev = value["hash"].as_str().map(str::to_owned);
+        rehashed.push(value.to_string());
+    }
+    let report = check(&rehashed);
+    assert!(
+        report
+            .problems
+            .iter()
+            .all(|p| !p.contains("content was changed")),
+        "{:?}",
+        report.problems
+    );
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("re-hashed after it was signed")),
+        "{:?}",
+        report.problems
+    );
+}
+
+/// The hash an extract line's fields give, computed as the README documents it.
+fn rehash(line: &serde_json::Value) -> String {
+    let field = |name: &str| line.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let mut record = AuditRecord::new(
+        at(&field("time").expect("time")),
+        match field("actor_kind").as_deref() {
+            Some("identity") => identity(&field("actor").expect("actor")),
+            _ => function(&field("actor").expect("actor")),
+        },
+        text(&field("action").expect("action")),
+        field("outcome").expect("outcome").parse().expect("outcome"),
+    );
+    record.object = AuditObject {
+        vault: field("vault").map(|v| text(&v)),
+        secret_name: field("secret_name").map(|v| text(&v)),
+        secret_version: field("secret_version").map(|v| text(&v)),
+        app_id: field("app_id").map(|v| text(&v)),
+        key_id: field("key_id").map(|v| text(&v)),
+        thumbprint: field("thumbprint").map(|v| text(&v)),
+    };
+    record.reason = field("reason").map(|v| text(&v));
+    record.invocation_id = field("invocation_id").map(|v| text(&v));
+    record.count = line.get("count").and_then(|c| c.as_u64());
+    let prev = field("prev_hash").expect("prev").parse().expect("hash");
+    let sequence = line["sequence"].as_u64().expect("sequence");
+    keyturn::audit::entry_hash(sequence, &prev, &record).to_hex()
+}
+
+#[tokio::test]
+async fn bad_periods_are_refused_naming_the_input_and_leave_no_zip() {
+    for (from, to, expected) in [
+        (
+            "2026-11-30",
+            "2026-11-01",
+            "--from (2026-11-30T00:00:00Z) is after --to",
+        ),
+        (
+            "2026-11-01T00:00:00Z",
+            "2026-11-01T00:00:00Z",
+            "the period is empty",
+        ),
+        (
+            "2026-13-01",
+            "2026-11-30",
+            "--from `2026-13-01` is not a date",
+        ),
+        ("2026-11-01", "yesterday", "--to `yesterday` is not a date"),
+    ] {
+        let error = Period::parse(from, to).expect_err("refused");
+        assert!(
+            error.to_string().contains(expected),
+            "{from}..{to}: {error}"
+        );
+    }
+
+    let store = november().await;
+    for (period, expected) in [
+        (
+            period("2026-01-01", "2026-01-31"),
+            "ends before the audit log's first entry (2026-10-30T10:00:00Z)",
+        ),
+        (
+            period("2026-11-10", "2026-11-20"),
+            "no audit entry is stamped in the period 2026-11-10T00:00:00Z to 2026-11-21T00:00:00Z",
+        ),
+    ] {
+        let out = store.out("evidence.zip");
+        let error = export_from(&store, &period, &out)
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains(expected), "{error}");
+        assert!(
+            leftovers(store._dir.path()).is_empty(),
+            "{:?}",
+            leftovers(store._dir.path())
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreadable_store_is_named_and_nothing_is_written() {
+    let dir = tempfile::tempdir().expect("dir");
+    let missing = dir.path().join("no-such-store");
+    let settings = AuditCommandSettings::local(&missing);
+    let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
+    let error = startup::evidence_sources(&settings, &[], &env)
+        .await
+        .expect_err("refused");
+    assert!(error.to_string().contains("no-such-store"), "{error}");
+    assert!(!missing.exists(), "no store was created");
+}
+
+/// An inventory that fails on its second page, after the package is half written.
+#[derive(Debug)]
+struct FailingInventory {
+    inner: LocalInventory,
+}
+
+#[async_trait]
+impl InventoryStore for FailingInventory {
+    async fn put_credentials(&self, c: &[InventoryCredential]) -> Result<(), PortError> {
+        self.inner.put_credentials(c).await
+    }
+    async fn put_vault(&self, v: &InventoryVault) -> Result<(), PortError> {
+        self.inner.put_vault(v).await
+    }
+    async fn put_finding(&self, f: &ScopeFinding) -> Result<(), PortError> {
+        self.inner.put_finding(f).await
+    }
+    async fn put_snapshot(&self, s: &SweepSnapshot) -> Result<(), PortError> {
+        self.inner.put_snapshot(s).await
+    }
+    async fn retire_unseen(&self, s: &CredentialSource, w: &SweepId) -> Result<u64, PortError> {
+        self.inner.retire_unseen(s, w).await
+    }
+    async fn clear_findings(
+        &self,
+        s: &keyturn::domain::inventory::Scope,
+        w: &SweepId,
+    ) -> Result<u64, PortError> {
+        self.inner.clear_findings(s, w).await
+    }
+    async fn credentials(
+        &self,
+        filter: &CredentialFilter,
+        after: Option<&PageToken>,
+        _limit: u32,
+    ) -> Result<Page<InventoryCredential>, PortError> {
+        if after.is_some() {
+            return Err(PortError::invalid("the inventory table went away"));
+        }
+        self.inner.credentials(filter, after, 1).await
+    }
+    async fn vaults(
+        &self,
+        a: Option<&PageToken>,
+        l: u32,
+    ) -> Result<Page<InventoryVault>, PortError> {
+        self.inner.vaults(a, l).await
+    }
+    async fn findings(
+        &self,
+        a: Option<&PageToken>,
+        l: u32,
+    ) -> Result<Page<ScopeFinding>, PortError> {
+        self.inner.findings(a, l).await
+    }
+    async fn snapshots(
+        &self,
+        a: Option<&PageToken>,
+        l: u32,
+    ) -> Result<Page<SweepSnapshot>, PortError> {
+        self.inner.snapshots(a, l).await
+    }
+}
+
+#[tokio::test]
+async fn a_store_failing_half_way_leaves_no_partial_zip() {
+    let store = november().await;
+    let settings = AuditCommandSettings::local(&store.data);
+    let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
+    let sources = startup::evidence_sources(&settings, &[], &env)
+        .await
+        .expect("the sources open");
+    let failing = FailingInventory {
+        inner: LocalInventory::new(LocalStore::open(store.db()).expect("store")),
+    };
+    let mut half = sources.sources();
+    half.inventory = &failing;
+    let out = store.out("evidence.zip");
+    let error = export(
+        half,
+        &[],
+        &period("2026-11-01", "2026-11-30"),
+        &out,
+        Utc::now(),
+    )
+    .await
+    .expect_err("the export fails");
+    assert!(
+        error.to_string().contains("the inventory table went away"),
+        "{error}"
+    );
+    assert!(
+        leftovers(store._dir.path()).is_empty(),
+        "{:?}",
+        leftovers(store._dir.path())
+    );
+}
