@@ -553,20 +553,21 @@ fn read_checkpoints(
             signed.checkpoint,
         );
     }
-    // Each checkpoint names its writer's previous one: within a chain's checkpoints in
-    // the package, a named one that is missing was removed.
-    let mut before: Option<(ChainId, u64)> = None;
+    // Each checkpoint names its writer's previous one (0: the writer's first). One named
+    // that lies within the package's checkpoints of the chain but is not among them was
+    // removed; one before the first of them predates the extract.
+    let mut first_of: BTreeMap<&ChainId, u64> = BTreeMap::new();
+    for (chain, position) in anchors.keys() {
+        first_of.entry(chain).or_insert(*position);
+    }
     for ((chain, position), checkpoint) in &anchors {
-        if let Some((previous_chain, previous)) = &before
-            && previous_chain == chain
-            && checkpoint.previous != *previous
-        {
+        let previous = checkpoint.previous;
+        let within = first_of.get(chain).is_some_and(|first| previous >= *first);
+        if previous != 0 && within && !anchors.contains_key(&(chain.clone(), previous)) {
             report.problems.push(format!(
-                "{CHECKPOINTS}: chain {chain}'s checkpoint at position {position} names {} as the one before it, but the one before it in the package is at {previous}: a checkpoint was removed",
-                checkpoint.previous
+                "{CHECKPOINTS}: chain {chain}'s checkpoint at position {position} names the one at {previous} as the one before it, which is not in the package: a checkpoint was removed"
             ));
         }
-        before = Some((chain.clone(), *position));
     }
     Ok(anchors)
 }

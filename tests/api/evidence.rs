@@ -716,6 +716,29 @@ async fn the_extract_alone_catches_edits_gaps_truncation_and_a_rehashed_chain() 
         report.problems
     );
 
+    // A checkpoint removed from between the others.
+    let fewer: String = checkpoints
+        .lines()
+        .enumerate()
+        .filter(|(index, _)| *index != 3)
+        .map(|(_, line)| format!("{line}\n"))
+        .collect();
+    let text = owned.iter().map(|l| format!("{l}\n")).collect::<String>();
+    let report = verify_extract(
+        &mut text.as_bytes(),
+        &mut fewer.as_bytes(),
+        std::slice::from_ref(&key),
+    )
+    .expect("readable");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("a checkpoint was removed")),
+        "{:?}",
+        report.problems
+    );
+
     // The chain edited and re-hashed from position 6 on: every link holds, the signed
     // checkpoints do not.
     let mut rehashed = Vec::new();
@@ -941,4 +964,154 @@ async fn a_store_failing_half_way_leaves_no_partial_zip() {
         "{:?}",
         leftovers(store._dir.path())
     );
+}
+
+/// A value only the test knows, set in the vault and rotated by keyturn: no file of the
+/// package may hold it.
+const CANARY: &str = "canary-value-7e2f0c1d-never-in-evidence";
+
+fn run(args: &[&str], data: Option<&Path>) -> std::process::Output {
+    let mut command = crate::helpers::keyturn(&[]);
+    command.args(args);
+    if let Some(data) = data {
+        command.arg("--data-dir").arg(data);
+    }
+    command.output().expect("keyturn runs")
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_demo_exports_a_package_that_verifies_and_holds_no_secret_value() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    let dev = run(&["dev", "--once"], Some(&data));
+    assert_eq!(dev.status.code(), Some(0), "{}", stderr(&dev));
+    let mut set = crate::helpers::keyturn(&[])
+        .args([
+            "vault",
+            "set",
+            "evidence-canary",
+            "--tags",
+            "keyturn-kind=generated",
+        ])
+        .args(["--expires", "+1d", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("keyturn vault set runs");
+    set.stdin
+        .take()
+        .expect("stdin")
+        .write_all(CANARY.as_bytes())
+        .expect("value written");
+    assert!(set.wait_with_output().expect("finishes").status.success());
+    let dev = run(&["dev", "--once"], Some(&data));
+    assert_eq!(dev.status.code(), Some(0), "{}", stderr(&dev));
+
+    let today = Utc::now().date_naive().to_string();
+    let out = dir.path().join("evidence.zip");
+    let out_text = out.to_str().expect("utf-8 path");
+    let exported = run(
+        &[
+            "evidence", "export", "--from", &today, "--to", &today, "--out", out_text,
+        ],
+        Some(&data),
+    );
+    assert_eq!(exported.status.code(), Some(0), "{}", stderr(&exported));
+    let summary: serde_json::Value =
+        serde_json::from_slice(&exported.stdout).expect("a JSON summary");
+    assert!(
+        summary["files"].as_array().is_some_and(|f| f.len() >= 10),
+        "{summary}"
+    );
+
+    for (name, bytes) in files(&out) {
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains(CANARY), "{name} holds the secret value");
+    }
+    // The canary's rotation is in the period's rotations, by name only.
+    let rotations = population(&out, "populations/rotations.csv");
+    assert!(
+        rotations
+            .iter()
+            .any(|r| r["object"] == "evidence-canary" && r["result"] == "rotated"),
+        "{rotations:?}"
+    );
+
+    let key = data.join(PUBLIC_KEY_FILE_NAME);
+    let verify = run(
+        &[
+            "evidence",
+            "verify",
+            out_text,
+            "--public-key",
+            key.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(verify.status.code(), Some(0), "{}", stderr(&verify));
+    assert!(
+        stderr(&verify).contains("evidence package intact"),
+        "{}",
+        stderr(&verify)
+    );
+
+    // One byte changed: exit 1, the file named on stderr.
+    let mut tampered = files(&out);
+    let inventory = tampered
+        .iter()
+        .position(|(n, _)| n == "populations/inventory.csv")
+        .expect("inventory");
+    tampered[inventory].1[0] ^= 0x20;
+    let bad = dir.path().join("tampered.zip");
+    write_zip(&bad, &tampered);
+    let verify = run(&["evidence", "verify", bad.to_str().expect("utf-8")], None);
+    assert_eq!(verify.status.code(), Some(1), "{}", stderr(&verify));
+    assert!(
+        stderr(&verify).contains("populations/inventory.csv was changed"),
+        "{}",
+        stderr(&verify)
+    );
+
+    // Bad input: exit 2, the input named, nothing at --out.
+    let refused = dir.path().join("refused.zip");
+    let refused_text = refused.to_str().expect("utf-8");
+    for (args, expected) in [
+        (
+            vec!["--from", "2026-12-31", "--to", "2026-01-01"],
+            "is after --to",
+        ),
+        (
+            vec!["--from", "31/12/2026", "--to", "2027-01-01"],
+            "--from `31/12/2026`",
+        ),
+    ] {
+        let mut all = vec!["evidence", "export", "--out", refused_text];
+        all.extend(args);
+        let output = run(&all, Some(&data));
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains(expected), "{}", stderr(&output));
+        assert!(!refused.exists());
+    }
+    let nowhere = dir.path().join("nowhere");
+    let output = run(
+        &[
+            "evidence",
+            "export",
+            "--from",
+            &today,
+            "--to",
+            &today,
+            "--out",
+            refused_text,
+        ],
+        Some(&nowhere),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("nowhere"), "{}", stderr(&output));
+    assert!(!refused.exists() && !nowhere.exists());
 }
