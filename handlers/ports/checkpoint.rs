@@ -752,4 +752,184 @@ mod tests {
             Err(PublicKeyError::MalformedCoordinate { field: "x" })
         );
     }
+
+    /// A fixture under `tests/fixtures/keyvault-rest/` (see its PROVENANCE.md).
+    fn fixture(name: &str) -> String {
+        let path = format!(
+            "{}/tests/fixtures/keyvault-rest/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("fixture {path} is readable: {error}"))
+    }
+
+    const SHOW: &str = "DERIVED.az-keyvault-key-show.ec-p256.json";
+    const DOWNLOAD: &str = "DERIVED.az-keyvault-key-download.ec-p256.pem";
+    const SHOWN_KID: &str =
+        "https://myvault.vault.azure.net/keys/audit-checkpoints/78deebed173b48e48f55abf87ed4cf71";
+
+    #[test]
+    fn what_az_prints_and_downloads_reads_as_one_key() {
+        let shown = fixture(SHOW);
+        let member =
+            serde_json::from_str::<serde_json::Value>(&shown).expect("JSON")["key"].to_string();
+
+        let whole = parse_public_keys(&shown).expect("az keyvault key show");
+        let queried = parse_public_keys(&member).expect("az keyvault key show --query key");
+        let pem = parse_public_keys(&fixture(DOWNLOAD)).expect("az keyvault key download");
+
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].kid.as_deref(), Some(SHOWN_KID));
+        assert!(matches!(whole[0].key, PublicKey::EcP256(_)));
+        assert_eq!(queried, whole);
+        assert_eq!(pem.len(), 1);
+        assert_eq!(pem[0].kid, None, "a PEM file names no key");
+        assert_eq!(
+            pem[0].key, whole[0].key,
+            "the same point, whichever way it came"
+        );
+        assert_eq!(PublicKey::from_jwk(&shown), Ok(whole[0].key.clone()));
+    }
+
+    #[test]
+    fn the_rest_reference_get_key_answer_is_refused_for_its_rsa_key() {
+        let example: serde_json::Value =
+            serde_json::from_str(&fixture("keyvault-7.5-GetKey-example.json")).expect("JSON");
+        let body = example["responses"]["200"]["body"].to_string();
+
+        let error = PublicKey::from_jwk(&body).expect_err("an RSA key checks no checkpoint");
+
+        assert_eq!(
+            error,
+            PublicKeyError::Unsupported {
+                found: "an RSA key".to_owned()
+            }
+        );
+        assert!(error.to_string().contains("EC P-256"), "{error}");
+    }
+
+    #[test]
+    fn a_key_file_that_cannot_be_used_says_why_without_quoting_it() {
+        let shown = fixture(SHOW);
+        let mut value: serde_json::Value = serde_json::from_str(&shown).expect("JSON");
+        value["key"]["d"] = "c2VjcmV0LXByaXZhdGUtc2NhbGFy".into();
+        let with_private = value.to_string();
+        value["key"]["d"] = serde_json::Value::Null;
+        value["key"]["crv"] = "P-384".into();
+        let other_curve = value.to_string();
+        // Only the label matters: the block is refused before its content is looked at.
+        let private_pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode([0u8; 48])
+        );
+        let mut numeric_kid = PublicKey::EcP256([4; 65]).to_jwk();
+        numeric_kid["kid"] = 7.into();
+        let numeric_kid = numeric_kid.to_string();
+        let download = fixture(DOWNLOAD);
+        let cut_pem = &download[..download.len() - 30];
+
+        let cases: [(&str, &str); 8] = [
+            (&with_private, "a private key must never be handed around"),
+            (&other_curve, "an EC-HSM key on curve P-384"),
+            (&shown[..shown.len() / 2], "truncated"),
+            (&private_pem, "a private key must never be handed around"),
+            (cut_pem, "not a public key in PEM"),
+            (r#"{"keys": []}"#, "holds no key"),
+            (&numeric_kid, "`kid` is not a key id"),
+            (
+                r#"{"kty":"oct","k":"c2VjcmV0LXN5bW1ldHJpYy1rZXk"}"#,
+                "private part (`k`)",
+            ),
+        ];
+        for (input, expected) in cases {
+            let error = parse_public_keys(input).expect_err("refused").to_string();
+            assert!(error.contains(expected), "{error}");
+            assert!(
+                !error.contains("c2VjcmV0"),
+                "no key material quoted: {error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_ring_finds_each_checkpoint_s_key_by_its_id() {
+        let ed = |byte| PublicKey::Ed25519([byte; 32]);
+        let named = |kid: &str, byte| NamedKey {
+            kid: Some(kid.to_owned()),
+            key: ed(byte),
+        };
+        let v1 = "https://kv.vault.azure.net/keys/audit/0123456789abcdef0123456789abcdef";
+        let v2 = "https://kv.vault.azure.net/keys/audit/fedcba9876543210fedcba9876543210";
+        let ring = KeyRing::new(vec![named(v1, 1), named(v2, 2)]);
+        let with_bare = KeyRing::new(vec![
+            named(v1, 1),
+            NamedKey {
+                kid: None,
+                key: ed(3),
+            },
+        ]);
+
+        assert_eq!(
+            ring.lookup(v2).await,
+            Ok(KeyLookup::Candidates(vec![ed(2)]))
+        );
+        assert_eq!(
+            ring.lookup(&v1.to_ascii_uppercase().replace("HTTPS", "https"))
+                .await,
+            Ok(KeyLookup::Candidates(vec![ed(1)])),
+            "Key Vault names ignore case"
+        );
+        assert_eq!(
+            ring.lookup(&ed(2).fingerprint()).await,
+            Ok(KeyLookup::Candidates(vec![ed(2)])),
+            "a local key answers to its fingerprint"
+        );
+        assert!(matches!(
+            ring.lookup("https://kv.vault.azure.net/keys/audit/00000000000000000000000000000000")
+                .await,
+            Ok(KeyLookup::Unknown { .. })
+        ));
+        assert_eq!(
+            with_bare.lookup(v2).await,
+            Ok(KeyLookup::Candidates(vec![ed(3)])),
+            "a key that names none may be any"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_read_or_refused_without_a_panic(text in ".{0,400}") {
+            let _ = parse_public_keys(&text);
+            let _ = parse_public_keys(&format!("-----BEGIN PUBLIC KEY-----\n{text}\n-----END PUBLIC KEY-----\n"));
+        }
+
+        #[test]
+        fn az_output_cut_anywhere_is_refused(cut in 0usize..1000) {
+            let shown = fixture(SHOW);
+            let trimmed = shown.trim_end();
+            let at = cut % trimmed.len();
+            proptest::prop_assert!(parse_public_keys(&trimmed[..at]).is_err());
+        }
+
+        #[test]
+        fn a_key_with_any_private_member_is_refused_whatever_else_it_holds(
+            member in proptest::sample::select(PRIVATE_MEMBERS.to_vec()),
+            value in "[A-Za-z0-9_-]{1,64}",
+            kty in proptest::sample::select(vec!["EC", "EC-HSM", "OKP", "RSA", "oct"]),
+        ) {
+            let mut jwk = PublicKey::EcP256([4; 65]).to_jwk();
+            jwk["kty"] = kty.into();
+            jwk[member] = value.clone().into();
+            let error = parse_public_keys(&jwk.to_string()).expect_err("refused");
+            proptest::prop_assert!(matches!(error, PublicKeyError::PrivateKey { .. }), "{}", error);
+            proptest::prop_assert!(!error.to_string().contains(&value) || value.len() < 8, "{}", error);
+        }
+
+        #[test]
+        fn a_key_written_reads_back_the_same(bytes in proptest::array::uniform32(proptest::num::u8::ANY), kid in proptest::option::of("[a-z0-9:/._-]{1,80}")) {
+            let named = NamedKey { kid, key: PublicKey::Ed25519(bytes) };
+            let read = parse_public_keys(&named.to_jwk().to_string()).expect("read back");
+            proptest::prop_assert_eq!(read, vec![named]);
+        }
+    }
 }
