@@ -321,6 +321,18 @@ pub(crate) async fn a_chain_rehashed_after_the_fact_is_found(fixture: impl Ancho
     assert_break(&verify(&fixture).await, &writer, 3, "checkpoint_mismatch");
 }
 
+/// A checkpoint of `writer` vouching for `head` at position 3 (after one at 2): a
+/// rewritten head, when `head` is another entry's hash.
+fn rewritten_head_at_3(writer: &ChainId, head: EntryHash) -> Checkpoint {
+    Checkpoint {
+        writer: writer.clone(),
+        position: 3,
+        previous: 2,
+        head,
+        at: Utc::now(),
+    }
+}
+
 pub(crate) async fn a_forged_checkpoint_is_found(fixture: impl Anchored) {
     let writer = chain("w-one");
     let entries = append(&fixture.writer(&writer).await, 3).await;
@@ -328,13 +340,7 @@ pub(crate) async fn a_forged_checkpoint_is_found(fixture: impl Anchored) {
     // A checkpoint signed by another key, vouching for a rewritten head.
     let other = tempfile::tempdir().expect("tempdir");
     let forger = LocalSigningKey::load_or_create(&other.path().join("forger.key")).expect("key");
-    let checkpoint = Checkpoint {
-        writer: writer.clone(),
-        position: 3,
-        previous: 2,
-        head: entries[0].hash,
-        at: Utc::now(),
-    };
+    let checkpoint = rewritten_head_at_3(&writer, entries[0].hash);
     let signature = forger
         .sign(&checkpoint.signed_bytes())
         .await
@@ -560,12 +566,7 @@ fn verify_command(args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
 async fn audit_verify_needs_only_the_data_directory_and_checks_the_signatures() {
     let fixture = SqliteAnchored::new();
     append(&fixture.writer(&ChainId::default_chain()).await, 3).await;
-    let dir = fixture
-        .path
-        .parent()
-        .expect("data dir")
-        .display()
-        .to_string();
+    let dir = data_dir(&fixture);
 
     let (code, report, stderr) = verify_command(&["--data-dir", &dir]);
 
@@ -583,12 +584,7 @@ async fn audit_verify_needs_only_the_data_directory_and_checks_the_signatures() 
 async fn an_auditor_with_only_the_public_key_finds_a_checkpoint_signed_by_another() {
     let fixture = SqliteAnchored::new();
     append(&fixture.writer(&ChainId::default_chain()).await, 2).await;
-    let dir = fixture
-        .path
-        .parent()
-        .expect("data dir")
-        .display()
-        .to_string();
+    let dir = data_dir(&fixture);
     let other = tempfile::tempdir().expect("tempdir");
     let stranger = LocalSigningKey::load_or_create(&other.path().join("k.key")).expect("key");
     let stranger_key = other.path().join("stranger.jwk");
@@ -637,12 +633,7 @@ fn audit_verify_on_a_directory_without_a_store_is_an_error_and_creates_nothing()
 async fn a_key_that_cannot_be_read_is_named_and_nothing_is_lost() {
     let fixture = SqliteAnchored::new();
     append(&fixture.writer(&ChainId::default_chain()).await, 2).await;
-    let dir = fixture
-        .path
-        .parent()
-        .expect("data dir")
-        .display()
-        .to_string();
+    let dir = data_dir(&fixture);
     let bad_public = fixture.beside("garbage.jwk");
     std::fs::write(&bad_public, "{\"kty\":\"OKP\"").expect("written");
     let key_path = fixture.beside(SIGNING_KEY_FILE_NAME);
@@ -674,6 +665,16 @@ async fn a_key_that_cannot_be_read_is_named_and_nothing_is_lost() {
     assert_eq!(stored.len(), 2, "every entry is still stored");
 }
 
+/// The data directory the fixture's store is in, as `--data-dir` takes it.
+fn data_dir(fixture: &SqliteAnchored) -> String {
+    fixture
+        .path
+        .parent()
+        .expect("data dir")
+        .display()
+        .to_string()
+}
+
 /// The public key file beside the store holds every key the directory signed with.
 fn published_keys(fixture: &SqliteAnchored) -> Vec<serde_json::Value> {
     let text =
@@ -688,21 +689,24 @@ fn replace_the_local_key(fixture: &SqliteAnchored) {
     std::fs::remove_file(fixture.beside(SIGNING_KEY_FILE_NAME)).expect("the old key is removed");
 }
 
-#[tokio::test]
-async fn checkpoints_signed_before_and_after_the_local_key_was_replaced_all_verify() {
-    let fixture = SqliteAnchored::new();
+/// Two checkpoints of the default chain signed by a first key, the key replaced, two
+/// more signed by the new one; the two public keys.
+async fn signed_before_and_after_a_key_replacement(
+    fixture: &SqliteAnchored,
+) -> (PublicKey, PublicKey) {
     let writer = ChainId::default_chain();
     append(&fixture.writer(&writer).await, 2).await;
     let old = fixture.public_key().await;
-    replace_the_local_key(&fixture);
+    replace_the_local_key(fixture);
     append(&fixture.writer(&writer).await, 2).await;
-    let new = fixture.public_key().await;
-    let dir = fixture
-        .path
-        .parent()
-        .expect("data dir")
-        .display()
-        .to_string();
+    (old, fixture.public_key().await)
+}
+
+#[tokio::test]
+async fn checkpoints_signed_before_and_after_the_local_key_was_replaced_all_verify() {
+    let fixture = SqliteAnchored::new();
+    let (old, new) = signed_before_and_after_a_key_replacement(&fixture).await;
+    let dir = data_dir(&fixture);
 
     let (code, report, stderr) = verify_command(&["--data-dir", &dir]);
 
@@ -723,17 +727,8 @@ async fn checkpoints_signed_before_and_after_the_local_key_was_replaced_all_veri
 #[tokio::test]
 async fn an_auditor_needs_every_key_version_and_is_told_which_one_is_missing() {
     let fixture = SqliteAnchored::new();
-    let writer = ChainId::default_chain();
-    append(&fixture.writer(&writer).await, 2).await;
-    replace_the_local_key(&fixture);
-    append(&fixture.writer(&writer).await, 2).await;
-    let new = fixture.public_key().await;
-    let data = fixture
-        .path
-        .parent()
-        .expect("data dir")
-        .display()
-        .to_string();
+    let (_, new) = signed_before_and_after_a_key_replacement(&fixture).await;
+    let data = data_dir(&fixture);
     let auditor = tempfile::tempdir().expect("tempdir");
     let published = published_keys(&fixture);
     let mut files = Vec::new();
@@ -790,13 +785,7 @@ async fn a_checkpoint_whose_key_id_names_another_key_than_signed_it_is_forged() 
     // Someone holding the new key signs a checkpoint of a rewritten head and names the
     // old key in it, as if it were an old checkpoint.
     let key = LocalSigningKey::read_file(&fixture.beside(SIGNING_KEY_FILE_NAME)).expect("key");
-    let checkpoint = Checkpoint {
-        writer: writer.clone(),
-        position: 3,
-        previous: 2,
-        head: entries[0].hash,
-        at: Utc::now(),
-    };
+    let checkpoint = rewritten_head_at_3(&writer, entries[0].hash);
     let mut signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
     signature.key_id = old.fingerprint();
     fixture
@@ -808,12 +797,7 @@ async fn a_checkpoint_whose_key_id_names_another_key_than_signed_it_is_forged() 
         })
         .await
         .expect("appended");
-    let data = fixture
-        .path
-        .parent()
-        .expect("data dir")
-        .display()
-        .to_string();
+    let data = data_dir(&fixture);
 
     let (code, report, stderr) = verify_command(&["--data-dir", &data]);
 

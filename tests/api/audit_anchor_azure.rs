@@ -387,15 +387,7 @@ async fn a_checkpoint_signed_by_another_vault_key_is_found() {
         .await
         .expect("the other key signs");
     assert_eq!(signature.key_id, other.to_string());
-    fixture
-        .checkpoints()
-        .await
-        .append(&keyturn::ports::checkpoint::SignedCheckpoint {
-            checkpoint,
-            signature,
-        })
-        .await
-        .expect("appended");
+    append_signed(&fixture, checkpoint, signature).await;
 
     let report = verify_with(&fixture, &fixture.public_key().await).await;
 
@@ -702,6 +694,18 @@ async fn verify_without_read_on_the_key_names_it_and_the_way_out() {
     assert_eq!(store.read(1, 10).await.expect("readable").len(), 1);
 }
 
+/// `keyturn audit verify` as an operator with read access to the key runs it: each key
+/// version read from Key Vault.
+async fn verify_online(fixture: &AzureAnchored) -> keyturn::audit::LogReport {
+    fixture
+        .verification(None, Permissions::only(["keys/get"]))
+        .await
+        .expect("the operator reads the key")
+        .run()
+        .await
+        .expect("readable")
+}
+
 /// A key file as `az keyvault key show` prints it (azure-cli's `transform_key_output`:
 /// the key bundle with every JSON Web Key member, unset ones `null`, camelCase
 /// `keyOps`, and the coordinates in standard base64 with padding).
@@ -736,6 +740,23 @@ fn az_key_show(kid: &str, key: &PublicKey) -> String {
         "tags": null
     })
     .to_string()
+}
+
+/// An EC P-256 key as `az keyvault key download --encoding PEM` writes it: its
+/// SubjectPublicKeyInfo (id-ecPublicKey, prime256v1, the uncompressed point) in PEM.
+fn az_key_download_pem(key: &PublicKey) -> String {
+    use base64::Engine as _;
+    let PublicKey::EcP256(point) = key else {
+        panic!("a Key Vault audit key is EC P-256")
+    };
+    let mut der = hex::decode("3059301306072a8648ce3d020106082a8648ce3d030107034200").expect("hex");
+    der.extend_from_slice(point);
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    format!(
+        "-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n",
+        &body[..64],
+        &body[64..]
+    )
 }
 
 /// The audit key without a version, so its signer signs with the newest version.
@@ -784,13 +805,7 @@ async fn checkpoints_across_a_key_rotation_verify_each_with_its_own_version_from
         .collect();
     fixture.standins.clear_requests();
 
-    let report = fixture
-        .verification(None, Permissions::only(["keys/get"]))
-        .await
-        .expect("the operator reads the key")
-        .run()
-        .await
-        .expect("readable");
+    let report = verify_online(&fixture).await;
 
     assert_ne!(first, second);
     assert_eq!(
@@ -825,6 +840,7 @@ async fn an_offline_auditor_verifies_a_rotation_with_every_version_and_is_told_w
     let reader = fixture.signer_with(&fixture.key, Permissions::only(["keys/get"]));
     let auditor = tempfile::tempdir().expect("tempdir");
     let mut files = Vec::new();
+    let mut pems = Vec::new();
     for kid in [&first, &second] {
         let version = KeyUrl::parse(kid).expect("a key URL");
         let (shown, key) = reader
@@ -837,6 +853,11 @@ async fn an_offline_auditor_verifies_a_rotation_with_every_version_and_is_told_w
             .join(format!("{}.json", version.version().expect("v")));
         std::fs::write(&file, az_key_show(kid, &key)).expect("written");
         files.push(file);
+        let pem = auditor
+            .path()
+            .join(format!("{}.pem", version.version().expect("v")));
+        std::fs::write(&pem, az_key_download_pem(&key)).expect("written");
+        pems.push(pem);
     }
     let set = auditor.path().join("all.jwks");
     let mut members = Vec::new();
@@ -872,10 +893,15 @@ async fn an_offline_auditor_verifies_a_rotation_with_every_version_and_is_told_w
     let both = offline(files.clone()).await;
     let from_set = offline(vec![set]).await;
     let missing = offline(vec![files[0].clone()]).await;
+    let from_pem = offline(pems).await;
 
     assert!(both.is_intact(), "{both}");
     assert_eq!(both.checkpoints_checked, 4);
     assert!(from_set.is_intact(), "{from_set}");
+    assert!(
+        from_pem.is_intact(),
+        "PEM files name no key, each is tried: {from_pem}"
+    );
     assert_break(&missing, &chain("w-one"), 3, "checkpoint_key_unknown");
     let sentence = missing.to_string();
     assert!(
@@ -901,6 +927,15 @@ async fn append_with_key_id(fixture: &AzureAnchored, key_id: &str) {
         .await
         .expect("the audit key signs");
     signature.key_id = key_id.to_owned();
+    append_signed(fixture, checkpoint, signature).await;
+}
+
+/// Appends a checkpoint with `signature` to the fixture's container.
+async fn append_signed(
+    fixture: &AzureAnchored,
+    checkpoint: keyturn::ports::checkpoint::Checkpoint,
+    signature: keyturn::ports::checkpoint::Signature,
+) {
     fixture
         .checkpoints()
         .await
@@ -924,13 +959,7 @@ async fn a_checkpoint_naming_a_key_outside_the_audit_key_is_forged_and_nothing_i
     .await;
     fixture.standins.clear_requests();
 
-    let report = fixture
-        .verification(None, Permissions::only(["keys/get"]))
-        .await
-        .expect("the operator reads the key")
-        .run()
-        .await
-        .expect("readable");
+    let report = verify_online(&fixture).await;
 
     assert_break(&report, &chain("w-one"), 3, "checkpoint_forged");
     let problem =
@@ -958,13 +987,7 @@ async fn a_checkpoint_naming_a_version_key_vault_does_not_hold_is_named() {
     let made_up = format!("{}/{}", versionless(&fixture), "0".repeat(32));
     append_with_key_id(&fixture, &made_up).await;
 
-    let report = fixture
-        .verification(None, Permissions::only(["keys/get"]))
-        .await
-        .expect("the operator reads the key")
-        .run()
-        .await
-        .expect("readable");
+    let report = verify_online(&fixture).await;
 
     assert_break(&report, &chain("w-one"), 3, "checkpoint_key_unknown");
     let sentence = report.to_string();
