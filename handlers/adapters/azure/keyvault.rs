@@ -251,11 +251,12 @@ fn context<'a>(operation: &'a str, missing_permission: &'a str) -> FailureContex
     }
 }
 
-/// The one mapping of an official-crate error: an HTTP answer through
-/// [`failure_from_status`] (its headers carry `Retry-After`), anything else through
-/// [`failure_from_transport`]. The crate's message is never copied: it quotes Key
-/// Vault's, which can echo a request.
-fn failure(error: &azure_core::Error, context: &FailureContext<'_>) -> PortError {
+/// The one mapping of an official-crate error (secrets, certificates and the audit
+/// signer's keys): a network refusal told apart from a missing role, an HTTP answer
+/// through [`failure_from_status`] (its headers carry `Retry-After`), anything else
+/// through [`failure_from_transport`]. The crate's message is never copied: it quotes
+/// Key Vault's, which can echo a request.
+pub(crate) fn failure(error: &azure_core::Error, context: &FailureContext<'_>) -> PortError {
     if http_status(error) == Some(StatusCode::Forbidden)
         && let Some(code) = inner_code(error).filter(|c| NETWORK_REFUSALS.contains(&c.as_str()))
     {
@@ -264,7 +265,7 @@ fn failure(error: &azure_core::Error, context: &FailureContext<'_>) -> PortError
                 code: code.as_str().to_owned(),
             },
             format!(
-                "{}: HTTP 403 ({}): the vault's network rules refuse this app (firewall, \
+                "{}: HTTP 403 ({}): the vault's network rules refuse this caller (firewall, \
                  private endpoint or public access), not its role",
                 context.operation,
                 code.as_str()
@@ -332,8 +333,9 @@ fn http_status(error: &azure_core::Error) -> Option<StatusCode> {
 }
 
 /// Key Vault's inner error code (`error.innererror.code`), which tells a disabled secret
-/// (`SecretDisabled`) from a missing role (`ForbiddenByRbac`) behind the same 403.
-fn inner_code(error: &azure_core::Error) -> Option<ServiceErrorCode> {
+/// or key (`SecretDisabled`, `KeyDisabled`) or a network rule from a missing role
+/// (`ForbiddenByRbac`) behind the same 403.
+pub(crate) fn inner_code(error: &azure_core::Error) -> Option<ServiceErrorCode> {
     #[derive(Deserialize)]
     struct Envelope {
         error: Option<Outer>,

@@ -14,21 +14,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
-use azure_core::error::ErrorKind;
-use azure_core::http::{ClientOptions, RawResponse, StatusCode};
-use azure_core::time::OffsetDateTime;
+use azure_core::http::{ClientOptions, StatusCode};
 use azure_security_keyvault_keys::models::{
     KeyClientGetKeyOptions, KeyClientSignOptions, SignParameters,
     SignatureAlgorithm as KeyVaultAlgorithm,
 };
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
-use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::adapters::azure::client::http::{
-    FailureContext, ServiceErrorCode, default_client_options, failure_from_status,
-    failure_from_transport,
-};
+use crate::adapters::azure::client::http::{FailureContext, default_client_options};
+use crate::adapters::azure::keyvault::{failure, inner_code};
 use crate::domain::names::{NameError, ObjectId, ObjectType};
 use crate::ports::checkpoint::{
     CheckpointSigner, KeyLookup, PublicKey, Signature, SignatureAlgorithm, VerifyingKeys,
@@ -38,10 +33,9 @@ use crate::ports::{FailureKind, PortError};
 /// An ES256 signature is `r || s`, two 32-byte P-256 scalars (RFC 7518 section 3.4).
 const ES256_SIGNATURE_LEN: usize = 64;
 
-/// Key Vault's inner error codes behind a 403 that no role assignment changes: a
-/// disabled key, and the vault's network rules.
+/// Key Vault's inner error code behind a 403 on a disabled key, which no role
+/// assignment changes.
 const KEY_DISABLED: &str = "KeyDisabled";
-const NETWORK_REFUSALS: [&str; 2] = ["ForbiddenByFirewall", "ForbiddenByConnection"];
 
 /// A Key Vault key's URL, `https://{vault}.vault.azure.net/keys/{name}[/{version}]`.
 /// Without a version, Key Vault signs with the key's current version and names it in
@@ -148,51 +142,21 @@ impl KeyVaultSigner {
         }
     }
 
-    /// The one mapping of the crate's errors: a disabled key and a network refusal are
-    /// told apart from a missing role; everything else through the shared mapping. The
-    /// crate's message is never copied (it quotes Key Vault's).
+    /// The crate's errors through Key Vault's one mapping
+    /// ([`keyvault::failure`](crate::adapters::azure::keyvault::failure)), with a
+    /// disabled key told apart from a missing role.
     fn failure(&self, error: &azure_core::Error, operation: &str) -> PortError {
-        let context = self.context(operation);
-        let ErrorKind::HttpResponse {
-            status,
-            raw_response: Some(raw),
-            ..
-        } = error.kind()
-        else {
-            return failure_from_transport(error, &context);
-        };
-        let inner = inner_code(raw);
-        if *status == StatusCode::Forbidden
-            && let Some(code) = &inner
+        if error.http_status() == Some(StatusCode::Forbidden)
+            && inner_code(error).is_some_and(|code| code.as_str() == KEY_DISABLED)
         {
-            if code.as_str() == KEY_DISABLED {
-                return PortError::new(
-                    FailureKind::Invalid,
-                    format!(
-                        "{operation}: HTTP 403 ({KEY_DISABLED}): the key is disabled in its vault; enable it or set another key"
-                    ),
-                );
-            }
-            if NETWORK_REFUSALS.contains(&code.as_str()) {
-                return PortError::new(
-                    FailureKind::NetworkRefused {
-                        code: code.as_str().to_owned(),
-                    },
-                    format!(
-                        "{operation}: HTTP 403 ({}): the vault's network rules refuse this caller (firewall, private endpoint or public access), not its role",
-                        code.as_str()
-                    ),
-                );
-            }
+            return PortError::new(
+                FailureKind::Invalid,
+                format!(
+                    "{operation}: HTTP 403 ({KEY_DISABLED}): the key is disabled in its vault; enable it or set another key"
+                ),
+            );
         }
-        let code = ServiceErrorCode::from_response(raw.headers(), raw.body().as_ref());
-        failure_from_status(
-            *status,
-            raw.headers(),
-            code.as_ref(),
-            OffsetDateTime::now_utc(),
-            &context,
-        )
+        failure(error, &self.context(operation))
     }
 }
 
@@ -382,30 +346,6 @@ impl VerifyingKeys for KeyVaultVersions {
     fn held(&self) -> Vec<PublicKey> {
         vec![self.first.clone()]
     }
-}
-
-/// Key Vault's inner error code (`error.innererror.code`), which tells a disabled key
-/// (`KeyDisabled`) or a network rule from a missing role (`ForbiddenByRbac`) behind the
-/// same 403.
-fn inner_code(raw: &RawResponse) -> Option<ServiceErrorCode> {
-    #[derive(Deserialize)]
-    struct Envelope {
-        error: Option<Outer>,
-    }
-    #[derive(Deserialize)]
-    struct Outer {
-        innererror: Option<Inner>,
-    }
-    #[derive(Deserialize)]
-    struct Inner {
-        code: Option<String>,
-    }
-    let envelope: Envelope = serde_json::from_slice(raw.body().as_ref()).ok()?;
-    envelope
-        .error?
-        .innererror?
-        .code
-        .and_then(|code| ServiceErrorCode::parse(&code))
 }
 
 #[cfg(test)]
