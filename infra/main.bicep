@@ -95,11 +95,39 @@ param sweepSchedule string = '0 0 */6 * * *'
 @description('Six-field NCRONTAB schedule (UTC) of the DiscoverySweep timer.')
 param discoverySchedule string = '0 30 */6 * * *'
 
-@description('NCRONTAB schedule (UTC) of AlertSweep: daily, after the discovery sweep has refreshed the inventory.')
+@description('NCRONTAB schedule (UTC) of AlertSweep (KEYTURN_ALERT_SCHEDULE): daily, after the discovery sweep has refreshed the inventory.')
 param alertSchedule string = '0 0 8 * * *'
 
-@description('Table of the alert ledger (what was sent to which route).')
+@description('Table of the alert ledger, what was sent to which route (KEYTURN_ALERT_TABLE).')
 param alertTableName string = 'keyturnalerts'
+
+@description('Alert routes (KEYTURN_ALERT_ROUTES): name=kind[:secret] separated by \';\', where kind is teams, slack or cloudevents (secret: the alert vault secret holding the webhook URL, never the URL) or mail (sent from alertMailbox). Empty (default): alerts are off, and each AlertSweep run logs that no route is configured.')
+param alertRoutes string = ''
+
+@description('The route (one of alertRoutes) carrying alerts no owner or keyturn-owner tag routes, and the digest (KEYTURN_ALERT_DEFAULT_ROUTE). Empty: such alerts are counted as unrouted and no digest is sent.')
+param alertDefaultRoute string = ''
+
+@description('Mailbox a mail route sends from through Graph sendMail (KEYTURN_ALERT_MAILBOX); required with a mail route. Mail.Send is not granted by this template: infra/README.md grants it restricted to this one mailbox.')
+param alertMailbox string = ''
+
+@description('Days before expiry at which a credential is alerted, comma separated, 0 meaning on expiry (KEYTURN_ALERT_THRESHOLDS).')
+param alertThresholds string = '60,30,14,7,1,0'
+
+@description('Days between digests to the default route (KEYTURN_ALERT_DIGEST_DAYS).')
+@minValue(1)
+@maxValue(366)
+param alertDigestDays int = 7
+
+@description('The digest lists what expires within this many days (KEYTURN_ALERT_DIGEST_HORIZON_DAYS).')
+@minValue(1)
+@maxValue(3650)
+param alertDigestHorizonDays int = 30
+
+@description('The Key Vault holding the webhook routes\' URLs as secrets (KEYTURN_ALERT_VAULT): { name, resourceGroup } of a vault using Azure RBAC. Empty (default): keyturn\'s own vault, the one holding the audit checkpoint key.')
+param alertVault object = {}
+
+@description('Names of the alert vault secrets holding webhook URLs (the secret of each teams, slack and cloudevents route). The rotator gets Key Vault Secrets User on each of these secrets alone, never on the vault; each must exist before it is listed here.')
+param alertWebhookSecrets array = []
 
 @description('keyturn log filter (KEYTURN_LOG_LEVEL).')
 param logLevel string = 'info'
@@ -197,6 +225,11 @@ var secretsVaultUrl = empty(servedVaults) ? '' : 'https://${servedVaults[0].name
 // App Service documents that for clientCertMode Required on Dedicated plans; on Flex
 // Consumption the header is believed only after the operator has checked enforcement.
 var trustArrClientCert = (endpointHostingPlan == 'Dedicated' || endpointFlexClientCertVerified) ? 'true' : 'false'
+// The webhook URLs' vault: the one given, or keyturn's own (created below for the audit
+// checkpoint key). The rotator reads only the secrets alertWebhookSecrets names.
+var alertVaultName = empty(alertVault) ? names.auditVault : alertVault.name
+var alertVaultResourceGroup = empty(alertVault) ? resourceGroup().name : alertVault.resourceGroup
+var alertVaultUrl = 'https://${alertVaultName}${environment().suffixes.keyvaultDns}/'
 
 // Each app has its own identity, so the internet-facing endpoint holds only what it needs.
 resource rotatorIdentity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
@@ -298,6 +331,13 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_DISCOVERY_SUBSCRIPTIONS', value: join(discoverySubscriptions, ',') }
   { name: 'KEYTURN_ALERT_SCHEDULE', value: alertSchedule }
   { name: 'KEYTURN_ALERT_TABLE', value: alertTableName }
+  { name: 'KEYTURN_ALERT_THRESHOLDS', value: alertThresholds }
+  { name: 'KEYTURN_ALERT_ROUTES', value: alertRoutes }
+  { name: 'KEYTURN_ALERT_DEFAULT_ROUTE', value: alertDefaultRoute }
+  { name: 'KEYTURN_ALERT_MAILBOX', value: alertMailbox }
+  { name: 'KEYTURN_ALERT_VAULT', value: alertVaultUrl }
+  { name: 'KEYTURN_ALERT_DIGEST_DAYS', value: string(alertDigestDays) }
+  { name: 'KEYTURN_ALERT_DIGEST_HORIZON_DAYS', value: string(alertDigestHorizonDays) }
   { name: 'ServiceBusConnection__fullyQualifiedNamespace', value: serviceBus.outputs.fullyQualifiedNamespace }
   { name: 'ServiceBusConnection__credential', value: 'managedidentity' }
   { name: 'ServiceBusConnection__clientId', value: rotatorIdentity.properties.clientId }
@@ -497,6 +537,21 @@ module vaultPrivateEndpoints 'modules/vault-private-endpoint.bicep' = [for (v, i
   }
 }]
 
+// The alert routes' webhook URLs: Key Vault Secrets User on each named secret alone, for the
+// rotator (which runs AlertSweep). In keyturn's own vault by default, so after that vault.
+module alertSecretAccess 'modules/alert-secret-access.bicep' = if (!empty(alertWebhookSecrets)) {
+  name: 'keyturn-alert-secrets'
+  scope: resourceGroup(alertVaultResourceGroup)
+  params: {
+    vaultName: alertVaultName
+    principalId: rotatorIdentity.properties.principalId
+    secretNames: alertWebhookSecrets
+  }
+  dependsOn: [
+    auditSigning
+  ]
+}
+
 module discoveryAccess 'modules/discovery-access.bicep' = [for (subscriptionId, i) in discoverySubscriptions: {
   name: 'keyturn-discovery-${i}'
   scope: subscription(subscriptionId)
@@ -544,6 +599,9 @@ output discoveryQueueName string = serviceBus.outputs.discoveryQueueName
 
 @description('Versioned URL of the Key Vault key that signs the audit checkpoints: `az keyvault key show --id` it to hand an auditor the public key.')
 output auditSigningKeyUrl string = auditSigning.outputs.keyUriWithVersion
+
+@description('Name of the vault AlertSweep reads the webhook URLs from: store each as a secret there and list its name in alertWebhookSecrets.')
+output alertVaultName string = alertVaultName
 
 output rotatorAppName string = rotatorApp.outputs.name
 output endpointAppName string = endpointApp.outputs.name

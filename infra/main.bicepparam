@@ -32,3 +32,12 @@ param discoverySchedule = '0 30 */6 * * *'
 // deployment and grants Graph permissions in a step of their own.
 param rotatorGraphPermission = 'Application.ReadWrite.OwnedBy'
 param enablePrivateNetworking = false
+
+// Alerts (off until a route is given). Each webhook route names a secret of the alert vault
+// (keyturn's own unless alertVault names one) holding its URL; list those secrets in
+// alertWebhookSecrets once they exist, so the rotator may read them and nothing else.
+// A mail route also needs Mail.Send restricted to the mailbox (infra/README.md).
+param alertRoutes = ''
+param alertDefaultRoute = ''
+param alertMailbox = ''
+param alertWebhookSecrets = []

@@ -58,6 +58,9 @@ impl std::fmt::Debug for AlertServices {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct AlertsRan {
     pub past_due: bool,
+    /// No route is configured (`KEYTURN_ALERT_ROUTES` empty): alerts are off, and every
+    /// due credential is counted as unrouted.
+    pub alerts_off: bool,
     /// How old the inventory the alerts stand on is: when discovery last read the
     /// oldest of the credentials this run looked at (`None`: it looked at none).
     pub inventory_scanned_at: Option<DateTime<Utc>>,
@@ -81,6 +84,12 @@ pub(crate) async fn run(ctx: &Context, timer: TimerInfo) -> Result<AlertsRan, Fu
             "alerts are not configured in this app: start-up chose no inventory store",
         ))
     })?;
+    let alerts_off = services.settings.routing.routes.is_empty();
+    if alerts_off {
+        tracing::warn!(
+            "alerts are off: KEYTURN_ALERT_ROUTES names no route, so nothing is sent and no digest goes out; due credentials are only counted"
+        );
+    }
     let (channels, unavailable_routes) = services.channels.channels().await;
     for (route, problem) in &unavailable_routes {
         tracing::error!(
@@ -107,6 +116,7 @@ pub(crate) async fn run(ctx: &Context, timer: TimerInfo) -> Result<AlertsRan, Fu
     let stale = scanned_at.is_some_and(|at| ctx.now - at > STALE_INVENTORY);
     let ran = AlertsRan {
         past_due: timer.is_past_due,
+        alerts_off,
         inventory_scanned_at: scanned_at,
         inventory_age_hours: age,
         inventory_stale: stale,
@@ -150,7 +160,12 @@ pub(crate) async fn run(ctx: &Context, timer: TimerInfo) -> Result<AlertsRan, Fu
 /// value (the engine's failures name the route and an HTTP status or a class of error).
 fn reason(ran: &AlertsRan) -> String {
     let a = &ran.alerts;
-    let mut text = format!(
+    let mut text = String::new();
+    if ran.alerts_off {
+        text.push_str("alerts are off (KEYTURN_ALERT_ROUTES names no route): ");
+    }
+    let _ = write!(
+        text,
         "{} due, {} sent, {} already sent, {} unrouted, {} failed",
         a.due,
         a.sent,

@@ -188,6 +188,7 @@ async fn the_alert_sweep_alerts_each_due_credential_once_per_route_and_never_log
 
     let first = sweep(&app).await;
 
+    assert_eq!(first["alerts_off"], false, "{first}");
     assert_eq!(first["alerts"]["due"], 2, "{first}");
     assert_eq!(first["alerts"]["sent"], 2, "{first}");
     assert_eq!(
@@ -274,4 +275,35 @@ async fn a_delivery_that_fails_is_sent_by_the_next_run_and_the_digest_with_it() 
     assert_eq!(retried["alerts"]["sent"], 1, "{retried}");
     assert_eq!(retried["digest"]["sent"], 1, "{retried}");
     assert_eq!(receivers.received(Receiver::CloudEvents).len(), 2);
+}
+
+#[tokio::test]
+async fn without_a_route_the_sweep_says_alerts_are_off_and_sends_nothing() {
+    let app = spawn_app_from(AppOptions::default(), rotation()).await;
+    let now = app.rotation.clock.clock().now();
+    let inventory = app.services.inventory.as_ref().expect("an inventory");
+    inventory
+        .put_credentials(&[credential("old-api-key", now - TimeDelta::days(2), &[])])
+        .await
+        .expect("seeded");
+
+    let ran = sweep(&app).await;
+
+    assert_eq!(ran["alerts_off"], true, "{ran}");
+    assert_eq!(ran["alerts"]["due"], 1, "{ran}");
+    assert_eq!(ran["alerts"]["sent"], 0, "{ran}");
+    assert_eq!(ran["alerts"]["unrouted"], 1, "{ran}");
+    assert_eq!(ran["digest"]["sent"], 0, "{ran}");
+    let entries = app.audit_entries().await;
+    let reason = entries
+        .iter()
+        .rev()
+        .find(|e| e.record.action.as_str() == "alerts.sent")
+        .and_then(|e| e.record.reason.as_ref())
+        .map(|r| r.as_str().to_owned())
+        .expect("the run is audited with a reason");
+    assert!(
+        reason.starts_with("alerts are off (KEYTURN_ALERT_ROUTES names no route): 1 due, 0 sent"),
+        "{reason}"
+    );
 }

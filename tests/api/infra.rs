@@ -1578,3 +1578,208 @@ fn the_rotator_may_read_the_app_management_policies_it_checks_before_add_passwor
         "the permission matrix lists the rotator's {permission} with its app role id"
     );
 }
+
+/// Key Vault Secrets User, the role that reads a secret's value.
+const KEY_VAULT_SECRETS_USER_ROLE: &str = "4633458b-17de-408a-b874-0445c86b69e6";
+
+/// Each `KEYTURN_ALERT_*` setting keyturn reads, and the `main.bicep` parameter the rotator's
+/// entry is written from (`None`: written from a variable).
+const ALERT_SETTING_PARAMETERS: [(&str, Option<&str>); 9] = [
+    ("KEYTURN_ALERT_SCHEDULE", Some("alertSchedule")),
+    ("KEYTURN_ALERT_TABLE", Some("alertTableName")),
+    ("KEYTURN_ALERT_THRESHOLDS", Some("alertThresholds")),
+    ("KEYTURN_ALERT_ROUTES", Some("alertRoutes")),
+    ("KEYTURN_ALERT_DEFAULT_ROUTE", Some("alertDefaultRoute")),
+    ("KEYTURN_ALERT_MAILBOX", Some("alertMailbox")),
+    ("KEYTURN_ALERT_VAULT", None),
+    ("KEYTURN_ALERT_DIGEST_DAYS", Some("alertDigestDays")),
+    (
+        "KEYTURN_ALERT_DIGEST_HORIZON_DAYS",
+        Some("alertDigestHorizonDays"),
+    ),
+];
+
+/// The value expression of the one-line setting entry `name` in `var <app> = [ ... ]`.
+fn setting_value<'t>(main: &'t str, app: &str, name: &str) -> &'t str {
+    let line = var_block(main, app)
+        .into_iter()
+        .find(|l| setting_entry(l) == Some(name))
+        .unwrap_or_else(|| panic!("{app} does not set {name}"));
+    line.split_once(", value: ")
+        .and_then(|(_, value)| value.trim().strip_suffix(" }"))
+        .unwrap_or_else(|| panic!("`{line}` is not a one-line setting entry"))
+}
+
+#[test]
+fn the_rotator_gets_every_alert_setting_from_a_parameter_defaulting_as_keyturn_does() {
+    let code: BTreeSet<&str> = SETTINGS
+        .iter()
+        .map(|s| s.name)
+        .filter(|n| n.starts_with("KEYTURN_ALERT_"))
+        .collect();
+    let listed: BTreeSet<&str> = ALERT_SETTING_PARAMETERS.iter().map(|(n, _)| *n).collect();
+    assert_eq!(code, listed, "the alert settings keyturn reads changed");
+    let main = main_bicep();
+    for (name, parameter) in ALERT_SETTING_PARAMETERS {
+        let value = setting_value(&main, "rotatorAppSettings", name);
+        let Some(parameter) = parameter else {
+            continue;
+        };
+        let spec = config::spec(name).expect("a setting keyturn reads");
+        let default = param_default(&main, parameter)
+            .unwrap_or_else(|| panic!("param {parameter} has no default"));
+        match value {
+            v if v == parameter => {
+                let unquoted = default.trim_matches('\'');
+                assert_eq!(
+                    Some(unquoted).filter(|d| !d.is_empty()),
+                    spec.default,
+                    "param {parameter}'s default is not {name}'s"
+                );
+            }
+            v if v == format!("string({parameter})") => {
+                assert_eq!(Some(default), spec.default, "param {parameter} vs {name}");
+            }
+            other => panic!("{name} is written from `{other}`, not from param {parameter}"),
+        }
+        assert!(
+            param_description(&main, parameter).contains(name),
+            "param {parameter}'s description does not name {name}"
+        );
+    }
+    // Empty routes turn alerts off, which the code says at each run.
+    assert!(param_description(&main, "alertRoutes").contains("alerts are off"));
+    let sweep = fs::read_to_string(repo_root().join("handlers/functions/alert_sweep.rs"))
+        .expect("alert_sweep.rs is readable");
+    assert!(sweep.contains("alerts are off: KEYTURN_ALERT_ROUTES names no route"));
+    // The vault is keyturn's own unless one is given, in this cloud's Key Vault domain.
+    assert_eq!(
+        setting_value(&main, "rotatorAppSettings", "KEYTURN_ALERT_VAULT"),
+        "alertVaultUrl"
+    );
+    assert_eq!(
+        var_expression(&main, "alertVaultName"),
+        "empty(alertVault) ? names.auditVault : alertVault.name"
+    );
+    assert!(var_expression(&main, "alertVaultUrl").contains("environment().suffixes.keyvaultDns"));
+    // The endpoint runs no AlertSweep: it resolves the schedule and nothing else.
+    let endpoint = app_settings("endpointAppSettings");
+    let endpoint_alerts: Vec<&String> = endpoint
+        .iter()
+        .filter(|n| n.starts_with("KEYTURN_ALERT_"))
+        .collect();
+    assert_eq!(endpoint_alerts, ["KEYTURN_ALERT_SCHEDULE"]);
+}
+
+#[test]
+fn the_rotator_reads_each_alert_webhook_secret_alone_never_the_vault() {
+    let access = infra_file("modules/alert-secret-access.bicep");
+    assert_eq!(
+        var_expression(&access, "secretsUser"),
+        format!("'{KEY_VAULT_SECRETS_USER_ROLE}'")
+    );
+    assert!(
+        declaration_line(&access, "resource secrets ").contains(
+            "'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for name in secretNames: {"
+        ),
+        "the secrets are the vault's, one per name"
+    );
+    let secrets = top_level_block(&access, "resource secrets ");
+    assert!(secrets.iter().any(|l| l.trim() == "parent: vault"));
+    let readers = top_level_block(&access, "resource readers ");
+    for expected in [
+        "scope: secrets[i]",
+        "principalId: principalId",
+        "principalType: 'ServicePrincipal'",
+        "roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', secretsUser)",
+    ] {
+        assert!(
+            readers.iter().any(|l| l.trim() == expected),
+            "the webhook secrets' role assignment lacks `{expected}`"
+        );
+    }
+    let scopes: Vec<&str> = access
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("scope:"))
+        .collect();
+    assert_eq!(
+        scopes,
+        ["scope: secrets[i]"],
+        "a role is assigned at a scope wider than one secret"
+    );
+
+    let main = main_bicep();
+    assert_eq!(param_default(&main, "alertWebhookSecrets"), Some("[]"));
+    let module = top_level_block(&main, "module alertSecretAccess ");
+    assert!(
+        declaration_line(&main, "module alertSecretAccess ")
+            .ends_with("= if (!empty(alertWebhookSecrets)) {"),
+        "no assignment without a webhook secret"
+    );
+    for expected in [
+        "scope: resourceGroup(alertVaultResourceGroup)",
+        "vaultName: alertVaultName",
+        "principalId: rotatorIdentity.properties.principalId",
+        "secretNames: alertWebhookSecrets",
+    ] {
+        assert!(
+            module.iter().any(|l| l.trim() == expected),
+            "module alertSecretAccess lacks `{expected}`"
+        );
+    }
+    // Only the rotator runs AlertSweep; the endpoint is never given the webhook URLs.
+    assert!(!module.iter().any(|l| l.contains("endpointIdentity")));
+
+    let readme = infra_file("README.md");
+    let matrix = markdown_section(&readme, "## Permission matrix").join("\n");
+    let row = matrix
+        .lines()
+        .find(|l| l.contains("alertWebhookSecrets"))
+        .expect("the permission matrix has the webhook secrets' row");
+    assert!(
+        row.starts_with("| rotator")
+            && row.contains(&format!("`{KEY_VAULT_SECRETS_USER_ROLE}`"))
+            && row.contains("each secret in `alertWebhookSecrets`"),
+        "{row}"
+    );
+}
+
+#[test]
+fn mail_send_is_granted_by_no_template_and_the_readme_scopes_it_to_the_mailbox() {
+    for file in bicep_files() {
+        // A grant names the app role as a string literal (`role.value == 'Mail.Send'`).
+        assert!(
+            !file.text.contains("'Mail.Send'"),
+            "{} grants Mail.Send, which Entra grants for every mailbox",
+            file.path.display()
+        );
+    }
+    let readme = infra_file("README.md");
+    let section = markdown_section(&readme, "### Mail.Send for the alert mailbox").join("\n");
+    for expected in [
+        "New-ServicePrincipal -AppId",
+        "New-ManagementScope",
+        "RecipientRestrictionFilter",
+        "New-ManagementRoleAssignment",
+        "-Role \"Application Mail.Send\"",
+        "-CustomResourceScope",
+        "Test-ServicePrincipalAuthorization",
+        "rotatorClientId",
+        "rotatorPrincipalId",
+        "https://learn.microsoft.com/exchange/permissions-exo/application-rbac",
+        "New-ApplicationAccessPolicy",
+    ] {
+        assert!(
+            section.contains(expected),
+            "the Mail.Send section lacks {expected}"
+        );
+    }
+    let matrix = markdown_section(&readme, "## Permission matrix").join("\n");
+    assert!(
+        matrix
+            .lines()
+            .any(|l| l.starts_with("| rotator") && l.contains("Application Mail.Send")),
+        "the permission matrix has no Mail.Send row"
+    );
+}
