@@ -16,6 +16,7 @@ pub mod container;
 pub mod csv;
 pub mod extract;
 pub mod populations;
+pub mod summary;
 pub mod verify;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +29,9 @@ use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 pub use container::{ContainerError, Manifest, ManifestFile, Package};
 
 use crate::audit::verify_log;
+use crate::compliance::{
+    AuditInput, Catalogue, ComplianceError, Evaluation, Finding, Register, Thresholds,
+};
 use crate::ports::PortError;
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{
@@ -37,6 +41,7 @@ use crate::ports::checkpoint::{
 use crate::ports::inventory::InventoryStore;
 use container::ManifestPeriod;
 use populations::{PopulationError, Reads, Rotations};
+use summary::{Summary, SummaryBuilder};
 
 /// The period a package covers: `from` included, `to` excluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +146,8 @@ pub enum EvidenceError {
     },
     #[error(transparent)]
     Population(#[from] PopulationError),
+    #[error("cannot evaluate compliance: {0}")]
+    Compliance(#[from] ComplianceError),
     /// A [`Section`] failed: `what` names it.
     #[error("{what}: {problem}")]
     Section { what: String, problem: String },
@@ -190,6 +197,18 @@ pub struct Sources<'a> {
     pub inventory: &'a dyn InventoryStore,
     /// Where the evidence was read, as the manifest says.
     pub description: &'a str,
+    /// The rules the inventory and the audit log are checked against, evaluated once
+    /// during the export; `None` leaves findings and scores out of the reports.
+    pub compliance: Option<ComplianceInputs<'a>>,
+}
+
+/// What a compliance evaluation needs besides the stores.
+#[derive(Debug, Clone, Copy)]
+pub struct ComplianceInputs<'a> {
+    pub catalogue: &'a Catalogue,
+    pub thresholds: &'a Thresholds,
+    /// The exceptions register (accepted risks), as `keyturn compliance` reads it.
+    pub register: &'a Register,
 }
 
 /// What an export wrote.
@@ -298,8 +317,10 @@ pub async fn export(
         serde_json::to_vec_pretty(&set).expect("invariant: a JSON Web Key Set always encodes");
     package.add(KEYS, &set)?;
 
-    // The extract, counting the period's secret reads on the way.
+    // The extract, counting the period's secret reads and the reports' figures on the
+    // way (the extract holds every entry stamped in the period, each once).
     let mut reads = Reads::default();
+    let mut figures = SummaryBuilder::new(period);
     package.begin(extract::ENTRIES)?;
     let mut lines = 0u64;
     for range in &located.ranges {
@@ -315,6 +336,7 @@ pub async fn export(
             })?;
             if let Ok(entry) = &stored.content {
                 reads.take(entry, period);
+                figures.entry(entry);
             }
             lines += 1;
             Ok(())
@@ -364,15 +386,26 @@ pub async fn export(
     package.end(Some(rotations))?;
 
     package.begin(populations::INVENTORY)?;
-    let rows = populations::write_inventory(sources.inventory, period, &mut package).await?;
+    let rows =
+        populations::write_inventory(sources.inventory, period, &mut package, &mut figures).await?;
     package.end(Some(rows))?;
     package.begin(populations::VAULTS)?;
-    let rows = populations::write_vaults(sources.inventory, &mut package).await?;
+    let rows = populations::write_vaults(sources.inventory, &mut package, &mut figures).await?;
     package.end(Some(rows))?;
+
+    if let Some(inputs) = sources.compliance {
+        evaluate(&sources, inputs, &verified, now, &mut figures).await?;
+    }
 
     for section in sections {
         section.write(period, &mut package).await?;
     }
+
+    // The reports: what they show is counted above, nothing more is read.
+    let summary: Summary = figures.finish(sources.description, verified.is_intact(), now);
+    let figures_json =
+        serde_json::to_vec_pretty(&summary).expect("invariant: a summary always encodes");
+    package.add(summary::SUMMARY, &figures_json)?;
 
     let mut notes = vec![
         "populations/inventory.csv and vaults.csv are the inventory as discovery's last sweep left it at export time (scanned_at says when each row was seen); days_left_at_period_end is counted from the period's end.".to_owned(),
@@ -411,6 +444,37 @@ pub async fn export(
         files: manifest.files,
         key: signer_key.fingerprint(),
     })
+}
+
+/// Compliance, evaluated once for the package: every finding and the scores go to the
+/// reports' figures.
+async fn evaluate(
+    sources: &Sources<'_>,
+    inputs: ComplianceInputs<'_>,
+    verified: &crate::audit::LogReport,
+    now: DateTime<Utc>,
+    figures: &mut SummaryBuilder,
+) -> Result<(), EvidenceError> {
+    let evaluation = Evaluation {
+        catalogue: inputs.catalogue,
+        thresholds: inputs.thresholds,
+        register: inputs.register,
+        framework: None,
+        now,
+    };
+    let audit = AuditInput {
+        store: sources.audit,
+        verification: Ok(verified.clone()),
+    };
+    let mut sink = |finding: &Finding| {
+        figures.finding(finding);
+        Ok(())
+    };
+    let report = evaluation
+        .run(sources.inventory, Some(audit), &mut sink)
+        .await?;
+    figures.compliance(inputs.catalogue, &report);
+    Ok(())
 }
 
 /// Every rotation finished in the period, chain by chain: each chain is followed from

@@ -18,6 +18,7 @@ use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, credential_stream, 
 
 use super::Period;
 use super::csv::{Cell, write_header, write_row};
+use super::summary::SummaryBuilder;
 
 pub const INVENTORY: &str = "populations/inventory.csv";
 pub const VAULTS: &str = "populations/vaults.csv";
@@ -80,6 +81,7 @@ pub async fn write_inventory(
     store: &dyn InventoryStore,
     period: &Period,
     out: &mut dyn Write,
+    figures: &mut SummaryBuilder,
 ) -> Result<u64, PopulationError> {
     write_header(out, &INVENTORY_COLUMNS)?;
     let mut rows = 0;
@@ -90,6 +92,7 @@ pub async fn write_inventory(
             source,
         })?;
         write_credential(out, &credential, period.to)?;
+        figures.credential(&credential);
         rows += 1;
     }
     Ok(rows)
@@ -191,6 +194,7 @@ const VAULT_COLUMNS: [&str; 10] = [
 pub async fn write_vaults(
     store: &dyn InventoryStore,
     out: &mut dyn Write,
+    figures: &mut SummaryBuilder,
 ) -> Result<u64, PopulationError> {
     write_header(out, &VAULT_COLUMNS)?;
     let mut rows = 0;
@@ -201,6 +205,7 @@ pub async fn write_vaults(
             source,
         })?;
         write_vault(out, &vault)?;
+        figures.vault(&vault);
         rows += 1;
     }
     Ok(rows)

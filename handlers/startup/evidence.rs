@@ -14,8 +14,9 @@ use crate::adapters::azure::signer::SignerOptions;
 use crate::adapters::local::anchor::{LocalSigningKey, SIGNING_KEY_FILE_NAME, file_beside};
 use crate::adapters::local::inventory::LocalInventory;
 use crate::adapters::local::store::LocalStore;
+use crate::compliance::{Catalogue, REGISTER_FILE_NAME, Register, Thresholds};
 use crate::config::{AuditCommandSettings, AuditSettings, Environment};
-use crate::evidence::Sources;
+use crate::evidence::{ComplianceInputs, Sources};
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{CheckpointSigner, CheckpointStore, VerifyingKeys};
 use crate::ports::inventory::InventoryStore;
@@ -29,6 +30,11 @@ pub struct EvidenceSources {
     pub signer: Arc<dyn CheckpointSigner>,
     pub inventory: Arc<dyn InventoryStore>,
     pub description: String,
+    /// The rule catalogue, default thresholds and the exceptions register, as `keyturn
+    /// compliance` reads them without options.
+    pub catalogue: Catalogue,
+    pub thresholds: Thresholds,
+    pub register: Register,
 }
 
 impl EvidenceSources {
@@ -40,8 +46,29 @@ impl EvidenceSources {
             signer: self.signer.as_ref(),
             inventory: self.inventory.as_ref(),
             description: &self.description,
+            compliance: Some(ComplianceInputs {
+                catalogue: &self.catalogue,
+                thresholds: &self.thresholds,
+                register: &self.register,
+            }),
         }
     }
+}
+
+/// The exceptions register in the local store's data directory, when there is one (as
+/// `keyturn compliance` reads it); a malformed one is refused, naming it.
+fn local_register(store: &Path, catalogue: &Catalogue) -> Result<Register, StartupError> {
+    let Some(path) = store
+        .parent()
+        .map(|dir| dir.join(REGISTER_FILE_NAME))
+        .filter(|path| path.is_file())
+    else {
+        return Ok(Register::empty());
+    };
+    Register::load(&path, catalogue).map_err(|e| StartupError::Local {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })
 }
 
 /// The sources `settings` name: the local store's, or Azure's with the operator's Azure
@@ -98,6 +125,8 @@ async fn local_sources(
     let checkpoints = checkpoints
         .ok_or_else(|| StartupError::Audit("the local store has no checkpoint file".to_owned()))?;
     let keys = keys.ok_or_else(|| no_keys(path))?;
+    let catalogue = Catalogue::builtin();
+    let register = local_register(path, &catalogue)?;
     Ok(EvidenceSources {
         audit,
         checkpoints,
@@ -105,6 +134,9 @@ async fn local_sources(
         signer: Arc::new(signer),
         inventory: Arc::new(LocalInventory::new(store)),
         description: format!("local store {}", path.display()),
+        catalogue,
+        thresholds: Thresholds::default(),
+        register,
     })
 }
 
@@ -155,6 +187,9 @@ pub async fn azure_sources(
             checkpoint_settings.endpoint,
             checkpoint_settings.signing_key
         ),
+        catalogue: Catalogue::builtin(),
+        thresholds: Thresholds::default(),
+        register: Register::empty(),
     })
 }
 

@@ -526,6 +526,72 @@ async fn the_populations_count_what_the_store_holds_and_defuse_formulas() {
     assert_eq!(manifest["period"]["to"], "2026-12-01T00:00:00Z");
 }
 
+#[tokio::test]
+async fn the_summary_counts_what_the_populations_hold() {
+    let store = november().await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&file(&out, "summary.json")).expect("summary JSON");
+    let totals = &summary["totals"];
+    let inventory = population(&out, "populations/inventory.csv");
+    assert_eq!(totals["credentials"], inventory.len() as u64);
+    assert_eq!(
+        totals["expired"],
+        inventory
+            .iter()
+            .filter(|r| r["days_left_at_period_end"].starts_with('-'))
+            .count() as u64
+    );
+    assert_eq!(
+        totals["unmanaged"],
+        inventory.iter().filter(|r| r["managed"] == "false").count() as u64
+    );
+    let rotations = population(&out, "populations/rotations.csv");
+    let failed = rotations.iter().filter(|r| r["result"] == "failed").count() as u64;
+    assert_eq!(totals["rotations_failed"], failed);
+    assert_eq!(
+        totals["rotations_succeeded"],
+        rotations.len() as u64 - failed
+    );
+    let reads = population(&out, "populations/secret-reads.csv");
+    let sum = |column: &str| -> u64 {
+        reads
+            .iter()
+            .map(|r| r[column].parse::<u64>().expect("a count"))
+            .sum()
+    };
+    assert_eq!(totals["reads_granted"], sum("granted"));
+    assert_eq!(totals["reads_refused"], sum("refused"));
+    // Rotations per week add up to the period's rotations.
+    let buckets = summary["rotations"]["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.len(), 5, "November is four weeks and two days");
+    let bucketed: u64 = buckets
+        .iter()
+        .map(|b| b["succeeded"].as_u64().unwrap_or(0) + b["failed"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(bucketed, rotations.len() as u64);
+    // Compliance ran once for the package: every framework is scored, the expired
+    // credentials are open findings, and their owners are listed.
+    assert_eq!(summary["compliance_evaluated"], true);
+    assert_eq!(summary["frameworks"].as_array().map(Vec::len), Some(6));
+    assert!(
+        totals["findings_open"].as_u64().is_some_and(|n| n >= 3),
+        "{totals}"
+    );
+    let owners: Vec<&str> = summary["top_owners"]
+        .as_array()
+        .expect("owners")
+        .iter()
+        .filter_map(|o| o["owner"].as_str())
+        .collect();
+    assert!(owners.contains(&"Doe, Jane"), "{owners:?}");
+    assert_eq!(summary["audit_intact"], true);
+}
+
 /// Exports November's package and returns it with the key that checks it.
 async fn package() -> (Store, PathBuf, PublicKey) {
     let store = november().await;
