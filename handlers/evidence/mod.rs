@@ -15,6 +15,7 @@
 pub mod container;
 pub mod csv;
 pub mod extract;
+pub mod pdf;
 pub mod populations;
 pub mod summary;
 pub mod verify;

@@ -34,6 +34,8 @@ use keyturn::ports::checkpoint::PublicKey;
 use keyturn::ports::inventory::{InventoryStore, Page, PageToken};
 use keyturn::startup;
 
+mod report_pdf;
+
 fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("a time")
