@@ -637,7 +637,7 @@ async fn serve(port: u16) -> ExitCode {
         None => Ok(()),
     };
     // Repeated refusals of the current window are counted, not yet written.
-    if let Err(e) = state.services.audit.close_refusal_window().await {
+    if let Err(e) = state.services.audit.flush().await {
         tracing::error!(error = %e, "cannot write the last window's folded refusals");
     }
     if let Err(e) = tls_stopped {

@@ -7,17 +7,21 @@
 //! (entries removed from the end leave a shorter valid chain) nor that it is the
 //! original (anyone who can write the store can re-hash a whole edited chain). After
 //! every batch it stores, the writer signs a [`Checkpoint`] of its chain's new head
-//! (position and hash) and appends it to storage its own identity cannot rewrite,
-//! before it answers the batch's appends. Verification then finds:
+//! (position and hash) and appends it to storage its own identity cannot rewrite. The
+//! checkpoint is written while the next batch is stored (a [`Pipeline`] one deep): the
+//! batch's appends are answered once their entries are stored, without waiting for a
+//! second write, and the writer stores no further batch until that checkpoint is
+//! written. Verification then finds:
 //!
 //! - entries removed from the end: a checkpoint names a position past the head;
 //! - a chain re-hashed after the fact: a checkpoint's hash differs from the entry at its
 //!   position (the change lies after the last checkpoint that still matches);
 //! - a checkpoint forged or changed: its signature does not verify with the public key;
 //! - a checkpoint removed: each checkpoint names its writer's previous one, so a gap
-//!   shows; and a chain with more entries past its last checkpoint than one batch holds
-//!   lost the checkpoints that covered them (a writer that stops between storing a
-//!   batch and anchoring it leaves at most that one batch unanchored);
+//!   shows; and a chain with more entries past its last checkpoint than two batches
+//!   hold lost the checkpoints that covered them (a writer that stops while a
+//!   checkpoint is in flight leaves at most that batch and the one after it
+//!   unanchored);
 //! - a foreign row: a row that is no entry at a position, reported where it sits.
 //!
 //! Each chain belongs to one writer (one process), so writers never race for a position;
@@ -87,6 +91,74 @@ impl Anchoring {
             Err(error) => {
                 tracing::error!(%error, position, chain = %self.chain, "cannot store an audit checkpoint");
             }
+        }
+    }
+}
+
+/// How many batches a writer may have stored past its last written checkpoint: the one
+/// whose checkpoint is in flight and the one being stored meanwhile.
+pub(crate) const UNANCHORED_BATCHES: u64 = 2;
+
+/// The writer's anchoring, one checkpoint in flight at a time: [`Pipeline::begin`]
+/// starts a batch's checkpoint in a task of its own and returns at once;
+/// [`Pipeline::settle`] waits until it is written. Checkpoints are written in batch
+/// order, each naming the one before.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    idle: Option<Anchoring>,
+    in_flight: Option<tokio::task::JoinHandle<Anchoring>>,
+    anchor: Anchor,
+    chain: ChainId,
+    /// The last checkpoint written, should a signer or store panic and take its
+    /// [`Anchoring`] with it.
+    previous: u64,
+}
+
+impl Pipeline {
+    pub(crate) fn new(anchor: Anchor, chain: ChainId) -> Self {
+        Self {
+            idle: Some(Anchoring::new(anchor.clone(), chain.clone())),
+            in_flight: None,
+            anchor,
+            chain,
+            previous: 0,
+        }
+    }
+
+    /// Starts anchoring the head `position` / `head` in a task of its own, once the
+    /// checkpoint in flight, if any, is written, and returns without waiting for it.
+    pub(crate) async fn begin(&mut self, position: u64, head: EntryHash) {
+        self.settle().await;
+        let mut anchoring = self.idle.take().unwrap_or_else(|| self.resume());
+        self.in_flight = Some(tokio::spawn(async move {
+            anchoring.checkpoint(position, head).await;
+            anchoring
+        }));
+    }
+
+    /// Waits until the checkpoint in flight, if any, is written (or has failed, which
+    /// [`Anchoring::checkpoint`] logs).
+    pub(crate) async fn settle(&mut self) {
+        let Some(in_flight) = self.in_flight.take() else {
+            return;
+        };
+        let anchoring = match in_flight.await {
+            Ok(anchoring) => anchoring,
+            Err(error) => {
+                tracing::error!(%error, chain = %self.chain, "an audit checkpoint's signer or store panicked");
+                self.resume()
+            }
+        };
+        self.previous = anchoring.previous;
+        self.idle = Some(anchoring);
+    }
+
+    /// An [`Anchoring`] that continues from the last checkpoint known written.
+    fn resume(&self) -> Anchoring {
+        Anchoring {
+            anchor: self.anchor.clone(),
+            chain: self.chain.clone(),
+            previous: self.previous,
         }
     }
 }
@@ -413,16 +485,18 @@ async fn judge(
     }
     report.anchored_to = matched;
     report.unanchored = head.saturating_sub(matched);
-    // More unanchored entries than one batch: the checkpoints that covered them are
-    // gone (or were never written because signing or storing them failed).
-    let batch = u64::try_from(store.max_batch().max(1)).unwrap_or(u64::MAX);
+    // More unanchored entries than a writer leaves (two batches): the checkpoints that
+    // covered them are gone (or were never written because signing or storing failed).
+    let batch = u64::try_from(store.max_batch().max(1))
+        .unwrap_or(u64::MAX)
+        .saturating_mul(UNANCHORED_BATCHES);
     if anchored && report.unanchored > batch {
         problems.push(ChainBreak {
             sequence: matched.saturating_add(1),
             problem: BreakKind::CheckpointMissing {
                 position: head,
                 named_by: format!(
-                    "{} entries past the last checkpoint, more than one batch ({batch})",
+                    "{} entries past the last checkpoint, more than two batches ({batch})",
                     report.unanchored
                 ),
             },

@@ -301,9 +301,12 @@ impl AuditLog {
         Self::start_anchored(store, None)
     }
 
-    /// [`AuditLog::start`] with every stored batch anchored: before the appends of a
-    /// batch are answered, the writer signs a checkpoint of its chain's new head and
-    /// appends it to the checkpoint store (see [`anchor`]).
+    /// [`AuditLog::start`] with every stored batch anchored: once a batch is stored and
+    /// its appends answered, the writer signs a checkpoint of its chain's new head and
+    /// appends it to the checkpoint store (see [`anchor`]) while it stores the next batch;
+    /// before it stores the one after, that checkpoint is written. So a batch's
+    /// checkpoint costs its appends no wait, and at most two batches are ever stored
+    /// without one.
     pub fn start_anchored(
         store: Arc<dyn AuditStore>,
         anchor: Option<Anchor>,
@@ -417,8 +420,9 @@ impl AuditLog {
     }
 
     /// Closes the refusals' window now rather than at its end, and returns once the
-    /// entries of its repeats are stored: for shutdown, and for tests.
-    pub async fn close_refusal_window(&self) -> Result<(), AuditError> {
+    /// entries of its repeats are stored and every batch stored so far is anchored (its
+    /// checkpoint written): for shutdown, and for tests that read the checkpoints.
+    pub async fn flush(&self) -> Result<(), AuditError> {
         let (done, finished) = oneshot::channel();
         self.closes
             .send(done)
@@ -452,7 +456,7 @@ impl AuditLog {
 async fn write_batches(store: Arc<dyn AuditStore>, anchor: Option<Anchor>, mut intake: Intake) {
     let limit = store.max_batch().max(1);
     let mut known = None;
-    let mut anchoring = anchor.map(|anchor| anchor::Anchoring::new(anchor, store.chain()));
+    let mut anchoring = anchor.map(|anchor| anchor::Pipeline::new(anchor, store.chain()));
     let mut batch = Vec::with_capacity(limit);
     let mut refused = Vec::with_capacity(limit);
     // Folded entries of closed windows not yet stored, and who waits for them.
@@ -502,6 +506,11 @@ async fn write_batches(store: Arc<dyn AuditStore>, anchor: Option<Anchor>, mut i
             // Nothing to write: every closed window is stored, unless the store refused
             // some of it and it waits for the next window.
             if repeats.is_empty() {
+                if !closing.is_empty()
+                    && let Some(anchoring) = anchoring.as_mut()
+                {
+                    anchoring.settle().await;
+                }
                 for done in closing.drain(..) {
                     let _ = done.send(());
                 }
@@ -511,18 +520,23 @@ async fn write_batches(store: Arc<dyn AuditStore>, anchor: Option<Anchor>, mut i
             }
             continue;
         }
-        let written = write_batch(
-            store.as_ref(),
-            std::mem::take(&mut batch),
-            &mut known,
-            anchoring.as_mut(),
-        );
+        // A checkpoint in flight is written while this batch is stored; this batch's
+        // own starts once that one is written (so one overlaps each batch, never more).
+        let written = write_batch(store.as_ref(), std::mem::take(&mut batch), &mut known);
         // A store that panics fails its own batch (every append in it is answered
         // `Abandoned` as its answer is dropped), not the writer: later appends are
         // still written, after the head read afresh.
-        if AssertUnwindSafe(written).catch_unwind().await.is_err() {
-            tracing::error!("the audit store panicked while writing a batch");
-            known = None;
+        match AssertUnwindSafe(written).catch_unwind().await {
+            Ok(Some(head)) => {
+                if let Some(anchoring) = anchoring.as_mut() {
+                    anchoring.begin(head.sequence, head.hash).await;
+                }
+            }
+            Ok(None) => {}
+            Err(_) => {
+                tracing::error!("the audit store panicked while writing a batch");
+                known = None;
+            }
         }
         // Repeats the store did not take go back, in order, for the next window.
         for (record, mut stored) in riding.into_iter().rev() {
@@ -545,10 +559,19 @@ async fn write_batches(store: Arc<dyn AuditStore>, anchor: Option<Anchor>, mut i
             }
         }
         if repeats.is_empty() {
+            // Whoever waits for the window to close also waits for its anchoring.
+            if !closing.is_empty()
+                && let Some(anchoring) = anchoring.as_mut()
+            {
+                anchoring.settle().await;
+            }
             for done in closing.drain(..) {
                 let _ = done.send(());
             }
         }
+    }
+    if let Some(anchoring) = anchoring.as_mut() {
+        anchoring.settle().await;
     }
 }
 
@@ -564,14 +587,14 @@ fn top_up(batch: &mut Vec<Waiting>, lane: &mut mpsc::Receiver<Waiting>, limit: u
 
 /// Seals `batch` after the stored head and stores it in one write, starting over from
 /// the new head when another writer got there first; answers every waiting append.
+/// Returns the last entry stored, the chain's new head, when the batch was stored.
 async fn write_batch(
     store: &dyn AuditStore,
     batch: Vec<Waiting>,
     known: &mut Option<KnownHead>,
-    anchoring: Option<&mut anchor::Anchoring>,
-) {
+) -> Option<StoredHead> {
     if batch.is_empty() {
-        return;
+        return None;
     }
     // Whatever happens below, only a successful write leaves a head to trust.
     let mut start = known.take();
@@ -624,13 +647,14 @@ async fn write_batch(
                         hash: last.hash,
                     })
                 });
-                if let (Some(anchoring), Some(last)) = (anchoring, entries.last()) {
-                    anchoring.checkpoint(last.sequence, last.hash).await;
-                }
+                let head = entries.last().map(|last| StoredHead {
+                    sequence: last.sequence,
+                    hash: last.hash,
+                });
                 for (waiting, entry) in batch.into_iter().zip(entries) {
                     let _ = waiting.answer.send(Ok(entry));
                 }
-                return;
+                return head;
             }
             tracing::debug!(first, attempt, "audit append lost the race; retrying");
             let pause = rand::thread_rng().gen_range(0..=MAX_BACKOFF_MILLIS);
@@ -641,6 +665,13 @@ async fn write_batch(
     for waiting in batch {
         let _ = waiting.answer.send(Err(failure.to_error()));
     }
+    None
+}
+
+/// The last entry of a stored batch.
+struct StoredHead {
+    sequence: u64,
+    hash: EntryHash,
 }
 
 /// Whether the store holds exactly `entries` at their positions: the same hashes, so the
@@ -767,7 +798,7 @@ pub enum BreakKind {
         stored: Option<EntryHash>,
     },
     /// A checkpoint that should be there is not: another one names it as its previous,
-    /// or more entries follow the last checkpoint than one batch holds.
+    /// or more entries follow the last checkpoint than two batches hold.
     CheckpointMissing { position: u64, named_by: String },
     /// A checkpoint's signature does not verify with the public key: forged, changed,
     /// or signed by another key; or it names a key outside the audit signing key
@@ -1281,9 +1312,7 @@ mod tests {
     #[tokio::test]
     async fn refusals_write_the_first_of_a_kind_and_fold_its_repeats_when_the_window_closes() {
         let (store, log) = log_with(0).await;
-        log.close_refusal_window()
-            .await
-            .expect("closing an empty window returns");
+        log.flush().await.expect("closing an empty window returns");
 
         for second in 0..5 {
             log.refuse(refusal(second), |r| r.clone())
@@ -1291,7 +1320,7 @@ mod tests {
                 .expect("refused");
         }
         let before_close = store.entries.lock().expect("test lock").len();
-        log.close_refusal_window().await.expect("window closes");
+        log.flush().await.expect("window closes");
 
         let entries: Vec<AuditEntry> = store
             .entries
@@ -1515,6 +1544,185 @@ mod tests {
         async fn read(&self, from: u64, count: u32) -> Result<Vec<StoredEntry>, PortError> {
             self.inner.read(from, count).await
         }
+    }
+
+    /// Checkpoints whose writes each wait for a permit, so a test can hold one in flight.
+    #[derive(Debug)]
+    struct GatedCheckpoints {
+        stored: Mutex<Vec<crate::ports::checkpoint::SignedCheckpoint>>,
+        begun: AtomicUsize,
+        gate: tokio::sync::Semaphore,
+    }
+
+    impl GatedCheckpoints {
+        fn closed() -> Arc<Self> {
+            Arc::new(Self {
+                stored: Mutex::default(),
+                begun: AtomicUsize::new(0),
+                gate: tokio::sync::Semaphore::new(0),
+            })
+        }
+
+        /// The stored checkpoints' (position, previous) pairs, in the order stored.
+        fn positions(&self) -> Vec<(u64, u64)> {
+            let stored = self.stored.lock().expect("test lock is never poisoned");
+            stored
+                .iter()
+                .map(|s| (s.checkpoint.position, s.checkpoint.previous))
+                .collect()
+        }
+    }
+
+    #[async_trait]
+    impl crate::ports::checkpoint::CheckpointStore for GatedCheckpoints {
+        async fn append(
+            &self,
+            checkpoint: &crate::ports::checkpoint::SignedCheckpoint,
+        ) -> Result<(), PortError> {
+            self.begun.fetch_add(1, Ordering::SeqCst);
+            self.gate
+                .acquire()
+                .await
+                .expect("the test never closes the gate")
+                .forget();
+            self.stored
+                .lock()
+                .expect("test lock is never poisoned")
+                .push(checkpoint.clone());
+            Ok(())
+        }
+
+        async fn read_all(
+            &self,
+        ) -> Result<Vec<crate::ports::checkpoint::StoredCheckpoint>, PortError> {
+            let stored = self.stored.lock().expect("test lock is never poisoned");
+            Ok(stored
+                .iter()
+                .enumerate()
+                .map(
+                    |(line, signed)| crate::ports::checkpoint::StoredCheckpoint {
+                        location: format!("line {}", line + 1),
+                        content: Ok(signed.clone()),
+                    },
+                )
+                .collect())
+        }
+    }
+
+    /// A real Ed25519 key in a temporary directory.
+    fn signing_key(
+        dir: &tempfile::TempDir,
+    ) -> Arc<crate::adapters::local::anchor::LocalSigningKey> {
+        Arc::new(
+            crate::adapters::local::anchor::LocalSigningKey::load_or_create(
+                &dir.path().join("audit-signing.key"),
+            )
+            .expect("a key is created"),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_answered_before_its_checkpoint_is_written_and_one_checkpoint_overlaps_the_next_batch()
+     {
+        let store = Arc::new(MemoryStore::default());
+        let checkpoints = GatedCheckpoints::closed();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let signer = signing_key(&dir);
+        let anchor = anchor::Anchor {
+            checkpoints: checkpoints.clone(),
+            signer: signer.clone(),
+        };
+        let log = AuditLog::start_anchored(store.clone(), Some(anchor)).expect("the writer starts");
+
+        // The first batch is answered while its checkpoint is still being written.
+        let answered = |second| {
+            let log = log.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), log.append(rotation_record(second)))
+                    .await
+                    .expect("answered without waiting for a checkpoint")
+                    .expect("stored")
+            }
+        };
+        let first = answered(1).await;
+        eventually(|| checkpoints.begun.load(Ordering::SeqCst) == 1).await;
+        // The second batch is stored meanwhile: the one checkpoint in flight overlaps it.
+        let second = answered(2).await;
+        assert_eq!((first.sequence, second.sequence), (1, 2));
+        assert!(checkpoints.positions().is_empty());
+
+        // A third waits: no batch is stored while two are without a written checkpoint.
+        let third = spawn_append(&log, 3);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !third.is_finished(),
+            "a third batch waits for the first checkpoint"
+        );
+        assert_eq!(store.entries.lock().expect("test lock").len(), 2);
+
+        checkpoints.gate.add_permits(1);
+        let third = third.await.expect("joins").expect("answered");
+        assert_eq!(third.sequence, 3);
+        assert_eq!(checkpoints.positions(), vec![(1, 0)]);
+
+        // Flushing waits for every stored batch's checkpoint, each naming the one before.
+        let flushed = tokio::spawn({
+            let log = log.clone();
+            async move { log.flush().await }
+        });
+        checkpoints.gate.add_permits(2);
+        flushed.await.expect("joins").expect("flushed");
+        assert_eq!(checkpoints.positions(), vec![(1, 0), (2, 1), (3, 2)]);
+        let public = signer.public().clone();
+        let report = anchor::verify_log(store.as_ref(), Some(checkpoints.as_ref()), Some(&public))
+            .await
+            .expect("verifies");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.unanchored, 0, "{report}");
+    }
+
+    #[tokio::test]
+    async fn two_batches_past_the_last_checkpoint_are_a_writer_in_flight_and_three_are_a_lost_checkpoint()
+     {
+        let store = Arc::new(MemoryStore::default());
+        let checkpoints = GatedCheckpoints::closed();
+        checkpoints.gate.add_permits(1);
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let signer = signing_key(&dir);
+        let anchor = anchor::Anchor {
+            checkpoints: checkpoints.clone(),
+            signer: signer.clone(),
+        };
+        let anchored = AuditLog::start_anchored(store.clone(), Some(anchor)).expect("starts");
+        anchored.append(rotation_record(1)).await.expect("answered");
+        anchored.flush().await.expect("anchored");
+        // Entries stored without checkpoints, as by a writer stopped with its
+        // checkpoint in flight (this store's batches hold one entry).
+        let unanchored = AuditLog::new(store.clone());
+        let public = signer.public().clone();
+        let verify =
+            || anchor::verify_log(store.as_ref(), Some(checkpoints.as_ref()), Some(&public));
+        for second in 2..=3 {
+            unanchored
+                .append(rotation_record(second))
+                .await
+                .expect("answered");
+        }
+        let report = verify().await.expect("verifies");
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.unanchored, 2, "{report}");
+
+        unanchored
+            .append(rotation_record(4))
+            .await
+            .expect("answered");
+        let report = verify().await.expect("verifies");
+        let found = report.first_break.as_ref().expect("a lost checkpoint");
+        assert_eq!(found.sequence, 2, "{report}");
+        assert!(
+            matches!(found.problem, BreakKind::CheckpointMissing { .. }),
+            "{report}"
+        );
     }
 
     /// Waits for `condition`, failing the test rather than hanging it if it never holds.

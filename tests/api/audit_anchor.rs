@@ -209,12 +209,15 @@ pub(crate) fn chain(name: &str) -> ChainId {
     ChainId::parse(name).expect("a valid chain name")
 }
 
-/// `count` entries appended one at a time, so each batch (and checkpoint) holds one.
+/// `count` entries appended one at a time, so each batch (and checkpoint) holds one;
+/// returns once every one is anchored (a batch's checkpoint is written while the next
+/// batch is stored, after its appends are answered).
 pub(crate) async fn append(log: &AuditLog, count: u32) -> Vec<AuditEntry> {
     let mut entries = Vec::new();
     for second in 0..count {
         entries.push(log.append(read_record(second)).await.expect("append"));
     }
+    log.flush().await.expect("every batch anchored");
     entries
 }
 
@@ -538,12 +541,9 @@ async fn a_truncated_checkpoint_file_is_named_with_its_line_and_loses_no_entry()
     );
     assert_eq!(report.entries_checked, 3, "{report}");
     // The next writer starts a fresh line; nothing stored is lost.
-    fixture
-        .writer(&writer)
-        .await
-        .append(read_record(9))
-        .await
-        .expect("appends go on");
+    let next = fixture.writer(&writer).await;
+    next.append(read_record(9)).await.expect("appends go on");
+    next.flush().await.expect("its batch anchored");
     assert_eq!(fixture.checkpoint_lines().await.len(), 4);
 }
 

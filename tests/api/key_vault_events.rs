@@ -101,11 +101,7 @@ async fn ten_replays_of_one_event_are_one_entry_and_one_counted_entry() {
             .await;
         assert_eq!(response.status(), 200);
     }
-    app.services
-        .audit
-        .close_refusal_window()
-        .await
-        .expect("the window closes");
+    app.services.audit.flush().await.expect("the window closes");
 
     let entries = app.audit_entries().await;
     let received: Vec<_> = entries

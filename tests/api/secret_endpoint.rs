@@ -420,11 +420,7 @@ async fn an_undecodable_or_empty_name_is_refused_as_invalid_and_audited() {
         assert_error_body(&body, "invalid_name");
         // The second is a repeat of the first refusal's kind: counted, and written once
         // its window closes.
-        app.services
-            .audit
-            .close_refusal_window()
-            .await
-            .expect("the window closes");
+        app.services.audit.flush().await.expect("the window closes");
         let entry = app.audit_entries().await.pop().expect("audited");
         assert_audited(&entry, Outcome::Denied, "name", "invalid_name");
         assert_eq!(
@@ -1020,10 +1016,7 @@ async fn a_flood_of_refusals_folds_into_few_entries_whose_counts_add_up_while_re
         refused += flood.await.expect("flood task");
     }
     let statuses = reads.await.expect("reads task");
-    audit
-        .close_refusal_window()
-        .await
-        .expect("the window closes");
+    audit.flush().await.expect("the window closes");
 
     assert_eq!(refused, FLOOD);
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");

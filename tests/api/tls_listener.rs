@@ -595,10 +595,7 @@ impl Audited {
                 .expect("the listener stops within the bound")
                 .expect("the listener stops cleanly");
         }
-        self.audit
-            .close_refusal_window()
-            .await
-            .expect("the window closes");
+        self.audit.flush().await.expect("the window closes");
         let report = self.audit.verify().await.expect("verify");
         assert!(report.is_intact(), "{report}");
         crate::helpers::read_all(self.store.as_ref()).await
