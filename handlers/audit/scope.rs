@@ -54,8 +54,7 @@ pub enum Action {
 
 impl Action {
     /// Every action, in no particular order.
-    #[cfg(test)]
-    pub(crate) const ALL: [Action; 23] = [
+    pub const ALL: [Action; 23] = [
         Self::EventReceived,
         Self::RotationPlanned,
         Self::SweepRan,
@@ -82,7 +81,7 @@ impl Action {
     ];
 
     /// The action as stored in an entry.
-    pub(crate) fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::EventReceived => "event.received",
             Self::RotationPlanned => "rotation.planned",
@@ -110,9 +109,9 @@ impl Action {
         }
     }
 
-    /// The action a stored string names, if it is one of keyturn's.
-    #[cfg(test)]
-    pub(crate) fn from_wire(text: &str) -> Option<Self> {
+    /// The action a stored string names, if it is one of keyturn's (readers of the log
+    /// match on actions, never on their strings).
+    pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|action| action.as_str() == text)
     }
 }
@@ -266,13 +265,13 @@ mod tests {
     #[test]
     fn action_wire_strings_are_unique_and_read_back() {
         for action in Action::ALL {
-            assert_eq!(Action::from_wire(action.as_str()), Some(action));
+            assert_eq!(Action::parse(action.as_str()), Some(action));
         }
         let mut wire: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
         wire.sort_unstable();
         wire.dedup();
         assert_eq!(wire.len(), Action::ALL.len());
-        assert_eq!(Action::from_wire("secret.rotate"), None);
+        assert_eq!(Action::parse("secret.rotate"), None);
     }
 
     /// Stored entries hash these exact strings: changing one breaks every chain.

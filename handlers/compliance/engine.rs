@@ -23,7 +23,7 @@ use super::catalogue::{Catalogue, Rule, Severity, Subject};
 use super::exceptions::{Exception, Register, Target, Verdict};
 use super::scores::{CheckResult, ScopeKind, Scoreboard};
 use super::thresholds::Thresholds;
-use crate::audit::LogReport;
+use crate::audit::{Action, LogReport};
 use crate::domain::inventory::{
     CredentialFilter, CredentialKind, CredentialSource, InventoryCredential, InventoryVault,
     PermissionModel, RecordId,
@@ -41,11 +41,6 @@ const AUDIT_WINDOW: u32 = 500;
 
 /// Longest text of a finding's detail: one sentence, as inventory findings.
 const MAX_DETAIL_CHARS: usize = 400;
-
-/// The actions that end a rotation: one failure or one success each. (The strings are
-/// the audit log's, `audit::Action`; they never change.)
-const ROTATION_FAILED: &str = "rotation.failed";
-const ROTATION_SUCCEEDED: [&str; 2] = ["secret.rotated", "certificate.renewed"];
 
 /// Every rule this engine implements, by id. The catalogue must name exactly these.
 pub const IMPLEMENTED: [&str; 19] = [
@@ -683,8 +678,9 @@ impl Run<'_, '_> {
 
     fn rotation(&mut self, chain: &str, entry: &AuditEntry) -> io::Result<()> {
         let record = &entry.record;
-        let action = record.action.as_str();
-        let check = if action == ROTATION_FAILED {
+        // The actions that end a rotation: one failure or one success each.
+        let action = Action::parse(record.action.as_str());
+        let check = if action == Some(Action::RotationFailed) {
             let reason = record
                 .reason
                 .as_ref()
@@ -695,7 +691,10 @@ impl Run<'_, '_> {
                 record.at.to_rfc3339(),
                 entry.sequence
             ))
-        } else if ROTATION_SUCCEEDED.contains(&action) {
+        } else if matches!(
+            action,
+            Some(Action::SecretRotated | Action::CertificateRenewed)
+        ) {
             Check::Pass
         } else {
             return Ok(());

@@ -59,10 +59,10 @@ pub enum PeriodError {
         "--{flag} `{text}` is not a date (2026-11-01) or an RFC 3339 time (2026-11-01T00:00:00Z)"
     )]
     Malformed { flag: &'static str, text: String },
-    #[error("--from ({from}) is after --to ({to})")]
+    #[error("--from `{from}` is after --to `{to}`")]
     Reversed { from: String, to: String },
-    #[error("the period is empty: --from and --to are the same instant ({at})")]
-    Empty { at: String },
+    #[error("the period is empty: --from `{from}` and --to `{to}` are the same instant")]
+    Empty { from: String, to: String },
 }
 
 impl Period {
@@ -72,15 +72,20 @@ impl Period {
     pub fn parse(from: &str, to: &str) -> Result<Self, PeriodError> {
         let from_at = instant("from", from, false)?;
         let to_at = instant("to", to, true)?;
-        let show = |at: DateTime<Utc>| at.to_rfc3339_opts(SecondsFormat::Secs, true);
+        // Errors echo what was typed: `--to 2026-12-01` ends at the next midnight, which
+        // the user never wrote.
+        let typed = |text: &str| text.chars().take(64).collect::<String>();
         if from_at > to_at {
             return Err(PeriodError::Reversed {
-                from: show(from_at),
-                to: show(to_at),
+                from: typed(from),
+                to: typed(to),
             });
         }
         if from_at == to_at {
-            return Err(PeriodError::Empty { at: show(from_at) });
+            return Err(PeriodError::Empty {
+                from: typed(from),
+                to: typed(to),
+            });
         }
         Ok(Self {
             from: from_at,
@@ -92,12 +97,27 @@ impl Period {
         self.from <= at && at < self.to
     }
 
-    fn describe(&self) -> String {
-        format!(
-            "{} to {}",
-            self.from.to_rfc3339_opts(SecondsFormat::Secs, true),
+    /// The period as `--from` and `--to` take it: whole days as the dates typed (`--to`
+    /// the last day included), other instants in RFC 3339 (`--to` excluded).
+    pub fn describe(&self) -> String {
+        let midnight = |at: DateTime<Utc>| at.time() == chrono::NaiveTime::MIN;
+        let from = if midnight(self.from) {
+            self.from.format("%Y-%m-%d").to_string()
+        } else {
+            self.from.to_rfc3339_opts(SecondsFormat::Secs, true)
+        };
+        let to = if midnight(self.to) {
+            // Midnight ends the day before, which `--to DATE` names.
+            (self.to - Duration::days(1)).format("%Y-%m-%d").to_string()
+        } else {
             self.to.to_rfc3339_opts(SecondsFormat::Secs, true)
-        )
+        };
+        let last = if midnight(self.to) {
+            "included"
+        } else {
+            "excluded"
+        };
+        format!("--from {from} --to {to} ({last})")
     }
 }
 

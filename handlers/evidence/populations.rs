@@ -9,6 +9,7 @@ use std::io::{self, Write};
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures::StreamExt;
 
+use crate::audit::Action;
 use crate::domain::inventory::{
     CredentialFilter, CredentialHandle, CredentialSource, InventoryCredential, InventoryVault,
 };
@@ -284,12 +285,17 @@ struct Open {
 /// the period: a secret stored as a new version (`secret.rotated`), a certificate renewed
 /// (`certificate.renewed`) or a rotation that failed for good (`rotation.failed`). The
 /// steps before (the credential added and proven, the renewal started) fill in the
-/// row's start and proof; the previous rotation of the same object gives the old key id.
+/// row's start and proof; a rotation without such a step (a generated secret, stored in
+/// one step) started when its worker invocation received the job (`job.received`). The
+/// previous rotation of the same object gives the old key id.
 #[derive(Debug, Default)]
 pub struct Rotations {
     open: HashMap<String, Open>,
     /// The key id each object's last rotation put in place (bounded like `open`).
     last_key: HashMap<String, String>,
+    /// When each worker invocation received its job, by chain and invocation id (bounded
+    /// like `open`; a rotation takes its invocation's and removes it).
+    jobs: HashMap<(String, String), DateTime<Utc>>,
     tick: u64,
     pub rows: u64,
 }
@@ -325,19 +331,35 @@ impl Rotations {
         period: &Period,
         out: &mut dyn Write,
     ) -> io::Result<()> {
-        let action = entry.record.action.as_str();
+        let Some(action) = Action::parse(entry.record.action.as_str()) else {
+            return Ok(());
+        };
+        if action == Action::JobReceived {
+            // A worker's invocation starts with the job it received; a rotation with no
+            // earlier step of its own (a generated secret) started then.
+            if let Some(invocation) = text_of(&entry.record.invocation_id) {
+                if self.jobs.len() >= MAX_OPEN_ROTATIONS {
+                    self.jobs.clear();
+                }
+                self.jobs
+                    .insert((chain.to_owned(), invocation.to_owned()), entry.record.at);
+            }
+            return Ok(());
+        }
         let Some(key) = object_key(entry) else {
             return Ok(());
         };
         self.tick += 1;
         match action {
-            "credential.added" | "certificate.renewal_started" | "credential.pending" => {
+            Action::CredentialAdded
+            | Action::CertificateRenewalStarted
+            | Action::CredentialPending => {
                 let open = self.open_mut(&key);
                 if open.started_at.is_none() {
                     open.started_at = Some(entry.record.at);
                 }
             }
-            "credential.proving" if entry.record.outcome == Outcome::Failed => {
+            Action::CredentialProving if entry.record.outcome == Outcome::Failed => {
                 let open = self.open_mut(&key);
                 open.proof = entry
                     .record
@@ -345,7 +367,7 @@ impl Rotations {
                     .as_ref()
                     .map(|r| format!("not proven: {r}"));
             }
-            "credential.proven" => {
+            Action::CredentialProven => {
                 let open = self.open_mut(&key);
                 open.proof = Some(
                     entry
@@ -356,10 +378,15 @@ impl Rotations {
                 );
                 open.proven_at = Some(entry.record.at);
             }
-            "secret.rotated" | "certificate.renewed" | "rotation.failed" => {
-                let open = self.open.remove(&key).unwrap_or_default();
+            Action::SecretRotated | Action::CertificateRenewed | Action::RotationFailed => {
+                let mut open = self.open.remove(&key).unwrap_or_default();
+                if open.started_at.is_none() {
+                    open.started_at = text_of(&entry.record.invocation_id).and_then(|invocation| {
+                        self.jobs.remove(&(chain.to_owned(), invocation.to_owned()))
+                    });
+                }
                 let new_key = entry.record.object.key_id.as_ref().map(AuditText::as_str);
-                let old_key = if action == "secret.rotated" {
+                let old_key = if action == Action::SecretRotated {
                     match new_key {
                         Some(new_key) => self.last_key.insert(key.clone(), new_key.to_owned()),
                         None => None,
@@ -401,7 +428,7 @@ impl Rotations {
         &mut self,
         chain: &str,
         entry: &AuditEntry,
-        action: &str,
+        action: Action,
         open: Open,
         old_key: Option<String>,
         out: &mut dyn Write,
@@ -410,8 +437,8 @@ impl Rotations {
         let object = &record.object;
         let text = text_of;
         let result = match action {
-            "secret.rotated" => "rotated",
-            "certificate.renewed" => "renewed",
+            Action::SecretRotated => "rotated",
+            Action::CertificateRenewed => "renewed",
             _ => "failed",
         };
         let reason = text(&record.reason).unwrap_or_default();
@@ -451,7 +478,7 @@ impl Rotations {
                 text(&record.invocation_id).into(),
                 Cell::Value(chain.to_owned()),
                 entry.sequence.into(),
-                Cell::Value(action.to_owned()),
+                Cell::Value(action.as_str().to_owned()),
                 Cell::Text(reason),
             ],
         )?;
@@ -494,14 +521,13 @@ pub struct Reads {
     counts: BTreeMap<(String, String, String, String), ReadCount>,
 }
 
-/// The audit action the SecretEndpoint records.
-const SECRET_READ: &str = "secret.read";
-
 impl Reads {
     /// Counts `entry` when it is a secret read stamped in `period`.
     pub fn take(&mut self, entry: &AuditEntry, period: &Period) {
         let record = &entry.record;
-        if record.action.as_str() != SECRET_READ || !period.contains(record.at) {
+        if Action::parse(record.action.as_str()) != Some(Action::SecretRead)
+            || !period.contains(record.at)
+        {
             return;
         }
         let text = |t: &Option<AuditText>| t.as_ref().map(AuditText::to_string).unwrap_or_default();

@@ -594,6 +594,47 @@ async fn the_summary_counts_what_the_populations_hold() {
     assert_eq!(summary["audit_intact"], true);
 }
 
+#[tokio::test]
+async fn a_generated_secrets_rotation_started_when_its_worker_received_the_job() {
+    let worker = || function("RotationWorker");
+    let store = store_with(
+        vec![
+            Entry {
+                reason: Some("job j-7 delivery 1"),
+                ..entry(
+                    "2026-11-07T09:00:00Z",
+                    worker(),
+                    "job.received",
+                    Outcome::Succeeded,
+                )
+            },
+            Entry {
+                object: object("generated-token", None, None, Some("v9")),
+                reason: Some("32 alphanumeric characters; replaces version v8"),
+                ..entry(
+                    "2026-11-07T09:00:02Z",
+                    worker(),
+                    "secret.rotated",
+                    Outcome::Succeeded,
+                )
+            },
+        ],
+        Vec::new(),
+    )
+    .await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    let rotations = population(&out, "populations/rotations.csv");
+    assert_eq!(rotations.len(), 1, "{rotations:?}");
+    assert_eq!(rotations[0]["object"], "generated-token");
+    assert_eq!(rotations[0]["started_at"], "2026-11-07T09:00:00Z");
+    assert_eq!(rotations[0]["completed_at"], "2026-11-07T09:00:02Z");
+    assert_eq!(rotations[0]["old_version"], "v8");
+}
+
 /// Exports November's package and returns it with the key that checks it.
 async fn package() -> (Store, PathBuf, PublicKey) {
     let store = november().await;
@@ -878,12 +919,12 @@ async fn bad_periods_are_refused_naming_the_input_and_leave_no_zip() {
         (
             "2026-11-30",
             "2026-11-01",
-            "--from (2026-11-30T00:00:00Z) is after --to",
+            "--from `2026-11-30` is after --to `2026-11-01`",
         ),
         (
             "2026-11-01T00:00:00Z",
             "2026-11-01T00:00:00Z",
-            "the period is empty",
+            "the period is empty: --from `2026-11-01T00:00:00Z` and --to `2026-11-01T00:00:00Z`",
         ),
         (
             "2026-13-01",
@@ -907,7 +948,12 @@ async fn bad_periods_are_refused_naming_the_input_and_leave_no_zip() {
         ),
         (
             period("2026-11-10", "2026-11-20"),
-            "no audit entry is stamped in the period 2026-11-10T00:00:00Z to 2026-11-21T00:00:00Z",
+            // As typed: --to names the last day, not the midnight that ends it.
+            "no audit entry is stamped in the period --from 2026-11-10 --to 2026-11-20 (included)",
+        ),
+        (
+            period("2026-11-10T06:00:00Z", "2026-11-10T18:00:00Z"),
+            "no audit entry is stamped in the period --from 2026-11-10T06:00:00Z --to 2026-11-10T18:00:00Z (excluded)",
         ),
     ] {
         let out = store.out("evidence.zip");
@@ -1101,14 +1147,15 @@ fn the_demo_exports_a_package_that_verifies_and_holds_no_secret_value() {
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains(CANARY), "{name} holds the secret value");
     }
-    // The canary's rotation is in the period's rotations, by name only.
+    // The canary's rotation is in the period's rotations, by name only, with the time
+    // its worker received the job as its start (a generated secret has no earlier step).
     let rotations = population(&out, "populations/rotations.csv");
-    assert!(
-        rotations
-            .iter()
-            .any(|r| r["object"] == "evidence-canary" && r["result"] == "rotated"),
-        "{rotations:?}"
-    );
+    let canary = rotations
+        .iter()
+        .find(|r| r["object"] == "evidence-canary" && r["result"] == "rotated")
+        .unwrap_or_else(|| panic!("{rotations:?}"));
+    assert!(!canary["started_at"].is_empty(), "{canary:?}");
+    assert!(canary["started_at"] <= canary["completed_at"], "{canary:?}");
 
     let key = data.join(PUBLIC_KEY_FILE_NAME);
     let verify = run(
