@@ -12,9 +12,11 @@
 //! matrix, a report): each writes its files into the [`Package`], and the manifest and
 //! `keyturn evidence verify` cover them like any other.
 
+pub mod alerts;
 pub mod container;
 pub mod csv;
 pub mod extract;
+pub mod findings;
 pub mod pdf;
 pub mod populations;
 pub mod summary;
@@ -34,6 +36,7 @@ use crate::compliance::{
     AuditInput, Catalogue, ComplianceError, Evaluation, Finding, Register, Thresholds,
 };
 use crate::ports::PortError;
+use crate::ports::alert_ledger::AlertLedger;
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{
     CheckpointSigner, CheckpointStore, KeyLookup, NamedKey, PublicKey, SignedCheckpoint,
@@ -41,6 +44,7 @@ use crate::ports::checkpoint::{
 };
 use crate::ports::inventory::InventoryStore;
 use container::ManifestPeriod;
+use findings::FindingsWriter;
 use populations::{PopulationError, Reads, Rotations};
 use summary::{Summary, SummaryBuilder};
 
@@ -218,6 +222,9 @@ pub struct Sources<'a> {
     pub inventory: &'a dyn InventoryStore,
     /// Where the evidence was read, as the manifest says.
     pub description: &'a str,
+    /// The alert ledger (what was sent to which route); `None` leaves
+    /// `populations/alerts-sent.csv` out.
+    pub alerts: Option<&'a dyn AlertLedger>,
     /// The rules the inventory and the audit log are checked against, evaluated once
     /// during the export; `None` leaves findings and scores out of the reports.
     pub compliance: Option<ComplianceInputs<'a>>,
@@ -413,9 +420,23 @@ pub async fn export(
     package.begin(populations::VAULTS)?;
     let rows = populations::write_vaults(sources.inventory, &mut package, &mut figures).await?;
     package.end(Some(rows))?;
+    if let Some(ledger) = sources.alerts {
+        package.begin(alerts::ALERTS)?;
+        let rows = alerts::write_alerts(ledger, period, &mut package).await?;
+        package.end(Some(rows))?;
+    }
 
     if let Some(inputs) = sources.compliance {
-        evaluate(&sources, inputs, &verified, now, &mut figures).await?;
+        evaluate(
+            &sources,
+            inputs,
+            &verified,
+            period,
+            now,
+            &mut figures,
+            &mut package,
+        )
+        .await?;
     }
 
     for section in sections {
@@ -468,34 +489,44 @@ pub async fn export(
 }
 
 /// Compliance, evaluated once for the package: every finding and the scores go to the
-/// reports' figures.
+/// reports' figures, and to the findings, exceptions and control matrix files. The
+/// inventory is judged as of the period's end (or now, if sooner), as
+/// `days_left_at_period_end` counts; the audit rules read the period's rotations and the
+/// whole log's verification.
+#[allow(clippy::too_many_arguments)]
 async fn evaluate(
     sources: &Sources<'_>,
     inputs: ComplianceInputs<'_>,
     verified: &crate::audit::LogReport,
+    period: &Period,
     now: DateTime<Utc>,
     figures: &mut SummaryBuilder,
+    package: &mut Package,
 ) -> Result<(), EvidenceError> {
+    let at = period.to.min(now);
+    let mut thresholds = inputs.thresholds.clone();
+    thresholds.audit_period = at - period.from;
     let evaluation = Evaluation {
         catalogue: inputs.catalogue,
-        thresholds: inputs.thresholds,
+        thresholds: &thresholds,
         register: inputs.register,
         framework: None,
-        now,
+        now: at,
     };
     let audit = AuditInput {
         store: sources.audit,
         verification: Ok(verified.clone()),
     };
+    let mut findings = FindingsWriter::new(inputs.catalogue);
     let mut sink = |finding: &Finding| {
         figures.finding(finding);
-        Ok(())
+        findings.take(finding)
     };
     let report = evaluation
         .run(sources.inventory, Some(audit), &mut sink)
         .await?;
     figures.compliance(inputs.catalogue, &report);
-    Ok(())
+    findings.write(inputs.catalogue, &report, inputs.register, package)
 }
 
 /// Every rotation finished in the period, chain by chain: each chain is followed from

@@ -58,6 +58,17 @@ pub struct LedgerEntry {
     pub sent_at: DateTime<Utc>,
 }
 
+/// One page of a listing: the deliveries and where the next page begins (`None`: this
+/// was the last). The token is the adapter's own; hand it back as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LedgerPage {
+    pub entries: Vec<LedgerEntry>,
+    pub next: Option<String>,
+}
+
+/// Most deliveries one listing page holds: Table storage's largest page.
+pub const MAX_LEDGER_PAGE: u32 = 1000;
+
 /// Where deliveries are remembered.
 #[async_trait]
 pub trait AlertLedger: Send + Sync + fmt::Debug {
@@ -77,6 +88,19 @@ pub trait AlertLedger: Send + Sync + fmt::Debug {
     /// Forgets deliveries recorded before `before` (housekeeping: an alert's key holds the
     /// credential's expiry, so old keys are never asked for again). Returns how many.
     async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, PortError>;
+
+    /// One page of the deliveries recorded with `sent_at` in `[from, to)`: at most `limit`
+    /// (capped at [`MAX_LEDGER_PAGE`]), continuing from a previous page's `next`. In no
+    /// promised order, but every such delivery is on exactly one page of a listing that
+    /// is followed to its end. A page may be empty while `next` is still given. A token
+    /// the adapter did not write is refused (`Invalid`).
+    async fn sent_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        next: Option<&str>,
+        limit: u32,
+    ) -> Result<LedgerPage, PortError>;
 }
 
 #[cfg(test)]

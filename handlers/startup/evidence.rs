@@ -10,13 +10,17 @@ use azure_core::credentials::TokenCredential;
 
 use super::StartupError;
 use super::anchor::{self, Verification};
+use crate::adapters::azure::alert_ledger::TableAlertLedger;
+use crate::adapters::azure::client::table::TableName;
 use crate::adapters::azure::signer::SignerOptions;
+use crate::adapters::local::alert_ledger::LocalAlertLedger;
 use crate::adapters::local::anchor::{LocalSigningKey, SIGNING_KEY_FILE_NAME, file_beside};
 use crate::adapters::local::inventory::LocalInventory;
 use crate::adapters::local::store::LocalStore;
 use crate::compliance::{Catalogue, REGISTER_FILE_NAME, Register, Thresholds};
 use crate::config::{AuditCommandSettings, AuditSettings, Environment};
 use crate::evidence::{ComplianceInputs, Sources};
+use crate::ports::alert_ledger::AlertLedger;
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{CheckpointSigner, CheckpointStore, VerifyingKeys};
 use crate::ports::inventory::InventoryStore;
@@ -29,6 +33,8 @@ pub struct EvidenceSources {
     pub keys: Arc<dyn VerifyingKeys>,
     pub signer: Arc<dyn CheckpointSigner>,
     pub inventory: Arc<dyn InventoryStore>,
+    /// The alert ledger beside the inventory (the local store's, or the alert table).
+    pub alerts: Arc<dyn AlertLedger>,
     pub description: String,
     /// The rule catalogue, default thresholds and the exceptions register, as `keyturn
     /// compliance` reads them without options.
@@ -46,6 +52,7 @@ impl EvidenceSources {
             signer: self.signer.as_ref(),
             inventory: self.inventory.as_ref(),
             description: &self.description,
+            alerts: Some(self.alerts.as_ref()),
             compliance: Some(ComplianceInputs {
                 catalogue: &self.catalogue,
                 thresholds: &self.thresholds,
@@ -132,7 +139,8 @@ async fn local_sources(
         checkpoints,
         keys,
         signer: Arc::new(signer),
-        inventory: Arc::new(LocalInventory::new(store)),
+        inventory: Arc::new(LocalInventory::new(store.clone())),
+        alerts: Arc::new(LocalAlertLedger::new(store)),
         description: format!("local store {}", path.display()),
         catalogue,
         thresholds: Thresholds::default(),
@@ -163,6 +171,15 @@ pub async fn azure_sources(
         anchor::verification_with(settings, public_keys, operator.clone(), signer.clone()).await?;
     let key_vault_signer = anchor::key_vault_signer(checkpoint_settings, operator, signer)?;
     let inventory = super::inventory_reader(&super::InventoryLocation::default(), env)?;
+    // The alert ledger is in the audit log's account (the deployment puts it there), read
+    // with the operator's sign-in as the inventory is.
+    let alert_table = env
+        .value("KEYTURN_ALERT_TABLE")
+        .unwrap_or(crate::config::DEFAULT_ALERT_TABLE);
+    let alert_table = TableName::parse(alert_table)
+        .map_err(|e| StartupError::Alerts(format!("KEYTURN_ALERT_TABLE: {e}")))?;
+    let alerts = super::audit_reader::operator_table_client(None, env, "alert ledger")
+        .map_err(StartupError::Alerts)?;
     let Verification {
         store: audit,
         checkpoints,
@@ -180,6 +197,7 @@ pub async fn azure_sources(
         keys,
         signer: Arc::new(key_vault_signer),
         inventory,
+        alerts: Arc::new(TableAlertLedger::new(alerts, alert_table)),
         description: format!(
             "audit table {} and checkpoint container {} ({}), signing key {}",
             table.as_str(),

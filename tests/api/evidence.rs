@@ -635,6 +635,316 @@ async fn a_generated_secrets_rotation_started_when_its_worker_received_the_job()
     assert_eq!(rotations[0]["old_version"], "v8");
 }
 
+/// An exceptions register for November's store: credential 2 (no owner) excepted until
+/// 2027, credential 3's expired-and-enabled finding covered by an exception that lapsed in
+/// October.
+const REGISTER: &str = r#"{ "exceptions": [
+    { "rule": "credential-no-owner", "subject": "application:22222222-0000-4000-8000-000000000002",
+      "owner": "ada@contoso.com", "reason": "=cmd|' /C calc'!A0 legacy app, owner being found",
+      "expires": "2027-03-31" },
+    { "rule": "credential-expired-enabled", "subject": "application:22222222-0000-4000-8000-000000000003",
+      "owner": "ops", "reason": "removal scheduled", "expires": "2026-10-15" } ] }"#;
+
+/// Rows of a CSV file of the package as a spreadsheet numbers them: row 1 the header.
+fn spreadsheet(zip: &Path, name: &str) -> Vec<Vec<String>> {
+    csv(&file(zip, name))
+}
+
+#[tokio::test]
+async fn findings_exceptions_and_the_control_matrix_match_the_store_and_point_at_real_rows() {
+    use keyturn::compliance::{
+        AuditInput, Catalogue, Evaluation, Finding, REGISTER_FILE_NAME, Register, Status,
+        Thresholds,
+    };
+    let store = november().await;
+    std::fs::write(store.beside(REGISTER_FILE_NAME), REGISTER).expect("register written");
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    // The store's findings, counted by the engine itself as of the period's end, over
+    // the period's rotations.
+    let catalogue = Catalogue::builtin();
+    let register = Register::load(&store.beside(REGISTER_FILE_NAME), &catalogue).expect("register");
+    let thresholds = Thresholds {
+        audit_period: chrono::TimeDelta::days(30),
+        ..Thresholds::default()
+    };
+    let settings = AuditCommandSettings::local(&store.data);
+    let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
+    let sources = startup::evidence_sources(&settings, &[], &env)
+        .await
+        .expect("the sources open");
+    let log_report = keyturn::audit::verify_log(
+        sources.audit.as_ref(),
+        Some(sources.checkpoints.as_ref()),
+        Some(sources.keys.as_ref()),
+    )
+    .await
+    .expect("verified");
+    let mut expected: Vec<(String, Status)> = Vec::new();
+    let mut sink = |finding: &Finding| {
+        expected.push((finding.rule.clone(), finding.status));
+        Ok(())
+    };
+    Evaluation {
+        catalogue: &catalogue,
+        thresholds: &thresholds,
+        register: &register,
+        framework: None,
+        now: at("2026-12-01T00:00:00Z"),
+    }
+    .run(
+        &LocalInventory::new(LocalStore::open(store.db()).expect("store")),
+        Some(AuditInput {
+            store: sources.audit.as_ref(),
+            verification: Ok(log_report),
+        }),
+        &mut sink,
+    )
+    .await
+    .expect("evaluated");
+
+    let findings = population(&out, "populations/findings.csv");
+    assert_eq!(findings.len(), expected.len());
+    for status in [Status::Open, Status::Excepted] {
+        let word = if status == Status::Open {
+            "open"
+        } else {
+            "excepted"
+        };
+        assert_eq!(
+            findings.iter().filter(|f| f["status"] == word).count(),
+            expected.iter().filter(|(_, s)| *s == status).count(),
+            "{word}"
+        );
+    }
+    let excepted = findings
+        .iter()
+        .find(|f| f["rule"] == "credential-no-owner" && f["status"] == "excepted")
+        .expect("credential 2's finding is excepted");
+    assert_eq!(excepted["exception_id"], "register:1");
+    assert_eq!(excepted["exception_lapsed"], "false");
+    let lapsed = findings
+        .iter()
+        .find(|f| f["rule"] == "credential-expired-enabled" && f["exception_id"] == "register:2")
+        .expect("credential 3's finding names the lapsed exception");
+    assert_eq!(lapsed["status"], "open");
+    assert_eq!(lapsed["exception_lapsed"], "true");
+    assert!(findings.iter().any(|f| f["rule"] == "rotation-failed"));
+    // Findings in several frameworks.
+    let frameworks: std::collections::BTreeSet<&str> = findings
+        .iter()
+        .flat_map(|f| f["controls"].split(';'))
+        .filter_map(|c| c.split(':').next())
+        .collect();
+    assert!(frameworks.len() >= 4, "{frameworks:?}");
+
+    let exceptions = population(&out, "populations/exceptions.csv");
+    assert_eq!(exceptions.len(), register.entries().len());
+    assert_eq!(exceptions[0]["id"], "register:1");
+    assert_eq!(exceptions[0]["expired"], "false");
+    assert_eq!(exceptions[0]["findings_excepted"], "1");
+    assert!(
+        exceptions[0]["reason"].starts_with("'=cmd"),
+        "{:?}",
+        exceptions[0]
+    );
+    assert_eq!(exceptions[1]["expired"], "true");
+    assert_eq!(exceptions[1]["findings_lapsed"], "1");
+
+    // The matrix: one row per control of the catalogue, each reference a real row.
+    let matrix = population(&out, "control-matrix.csv");
+    let controls: usize = catalogue
+        .frameworks()
+        .iter()
+        .map(|f| f.controls.len())
+        .sum();
+    assert_eq!(matrix.len(), controls);
+    let names: Vec<String> = files(&out).into_iter().map(|(n, _)| n).collect();
+    let mut referenced_findings = 0;
+    for row in &matrix {
+        let rules: Vec<&str> = row["rules"].split(';').collect();
+        let pair = format!("{}:{}", row["framework"], row["control"]);
+        let failed: u64 = row["failed"].parse().expect("failed");
+        let excepted: u64 = row["excepted"].parse().expect("excepted");
+        let expected_result = match (row["checks"].as_str(), failed, excepted) {
+            ("0", _, _) => "not_assessed",
+            (_, 1.., _) => "fail",
+            (_, 0, 1..) => "excepted",
+            _ => "pass",
+        };
+        assert_eq!(row["result"], expected_result, "{row:?}");
+        let mut finding_rows = 0u64;
+        for item in row["evidence"].split("; ") {
+            let (path, spans) = match item.split_once(" rows ") {
+                Some((path, spans)) => (path, Some(spans)),
+                None => (item, None),
+            };
+            assert!(
+                names.iter().any(|n| n == path),
+                "{path} is not in the package"
+            );
+            let Some(spans) = spans else { continue };
+            let table = spreadsheet(&out, path);
+            for span in spans.split(", ") {
+                let (first, last) = span.split_once('-').unwrap_or((span, span));
+                let (first, last): (usize, usize) =
+                    (first.parse().expect("row"), last.parse().expect("row"));
+                assert!(first >= 2 && first <= last, "{item}");
+                assert!(last <= table.len(), "{path} has no row {last}: {item}");
+                if path == "populations/findings.csv" {
+                    let header = &table[0];
+                    let column = |name: &str| header.iter().position(|h| h == name).expect(name);
+                    for number in first..=last {
+                        let finding = &table[number - 1];
+                        assert!(
+                            rules.contains(&finding[column("rule")].as_str()),
+                            "row {number} of {path} is {}, not one of {rules:?}",
+                            finding[column("rule")]
+                        );
+                        assert!(
+                            finding[column("controls")].split(';').any(|c| c == pair),
+                            "row {number} does not count for {pair}"
+                        );
+                        finding_rows += 1;
+                    }
+                }
+            }
+        }
+        // Every failed or excepted check of the control has its finding row.
+        assert_eq!(finding_rows, failed + excepted, "{row:?}");
+        referenced_findings += finding_rows;
+    }
+    assert!(referenced_findings > 0);
+    assert!(
+        matrix
+            .iter()
+            .any(|r| r["result"] == "excepted" || r["result"] == "fail")
+    );
+
+    // The manifest counts every CSV's rows.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&file(&out, "manifest.json")).expect("manifest JSON");
+    for entry in manifest["files"].as_array().expect("files") {
+        let path = entry["path"].as_str().expect("path");
+        if path.ends_with(".csv") {
+            assert_eq!(
+                entry["rows"].as_u64(),
+                Some(population(&out, path).len() as u64),
+                "{path}"
+            );
+        }
+    }
+    assert!(verified(&out, &key_of(&store)).intact);
+}
+
+#[tokio::test]
+async fn a_malformed_exceptions_register_is_named_with_its_entry_and_nothing_is_written() {
+    use keyturn::compliance::REGISTER_FILE_NAME;
+    let store = november().await;
+    let register = store.beside(REGISTER_FILE_NAME);
+    std::fs::write(
+        &register,
+        r#"{ "exceptions": [
+            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "2030-01-01" },
+            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "someday" } ] }"#,
+    )
+    .expect("written");
+    let settings = AuditCommandSettings::local(&store.data);
+    let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
+    let error = startup::evidence_sources(&settings, &[], &env)
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains(&register.display().to_string()),
+        "{message}"
+    );
+    assert!(message.contains("entry 2"), "{message}");
+    assert!(message.contains("someday"), "{message}");
+
+    // Through the command: exit 2, the file and entry named, no zip and no partial file.
+    let out = store.out("evidence.zip");
+    let output = run(
+        &[
+            "evidence",
+            "export",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ],
+        Some(&store.data),
+    );
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("entry 2"), "{}", stderr(&output));
+    assert!(
+        leftovers(store._dir.path()).is_empty(),
+        "{:?}",
+        leftovers(store._dir.path())
+    );
+}
+
+#[tokio::test]
+async fn the_alerts_the_ledger_recorded_in_the_period_are_listed() {
+    use keyturn::adapters::local::alert_ledger::LocalAlertLedger;
+    use keyturn::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+    let store = november().await;
+    let ledger = LocalAlertLedger::new(LocalStore::open(store.db()).expect("store"));
+    let sent = |subject: &str, threshold: Option<u32>, sent_at: &str| LedgerEntry {
+        key: LedgerKey::of(&[subject, &format!("{threshold:?}"), sent_at]),
+        subject: subject.to_owned(),
+        route: "=ops".to_owned(),
+        threshold,
+        sent_at: at(sent_at),
+    };
+    for entry in [
+        sent("credential-1", Some(14), "2026-11-06T07:00:00Z"),
+        sent("credential-1", Some(7), "2026-11-13T07:00:00Z"),
+        sent("digest", None, "2026-11-09T08:00:00Z"),
+        sent("credential-2", Some(30), "2026-10-31T07:00:00Z"),
+        sent("credential-2", Some(1), "2026-12-01T00:00:00Z"),
+    ] {
+        assert!(ledger.record(&entry).await.expect("recorded"));
+    }
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    // Counted in the store itself.
+    let connection = rusqlite::Connection::open(store.db()).expect("sqlite");
+    let in_store: u64 = connection
+        .query_row(
+            "SELECT COUNT(*) FROM alert_ledger WHERE sent_at >= ?1 AND sent_at < ?2",
+            rusqlite::params![
+                at("2026-11-01T00:00:00Z").timestamp_millis(),
+                at("2026-12-01T00:00:00Z").timestamp_millis()
+            ],
+            |row| row.get(0),
+        )
+        .expect("counted");
+    let alerts = population(&out, "populations/alerts-sent.csv");
+    assert_eq!(alerts.len() as u64, in_store);
+    assert_eq!(alerts.len(), 3);
+    let digest = alerts
+        .iter()
+        .find(|a| a["kind"] == "digest")
+        .expect("digest");
+    assert_eq!(digest["threshold_days"], "");
+    assert_eq!(digest["route"], "'=ops");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["subject"] == "credential-1" && a["threshold_days"] == "7")
+    );
+    assert!(verified(&out, &key_of(&store)).intact);
+}
+
 /// Exports November's package and returns it with the key that checks it.
 async fn package() -> (Store, PathBuf, PublicKey) {
     let store = november().await;
@@ -1155,6 +1465,25 @@ fn the_demo_exports_a_package_that_verifies_and_holds_no_secret_value() {
         .find(|r| r["object"] == "evidence-canary" && r["result"] == "rotated")
         .unwrap_or_else(|| panic!("{rotations:?}"));
     assert!(!canary["started_at"].is_empty(), "{canary:?}");
+    // Compliance ran on the demo: findings count for controls of several frameworks,
+    // and the control matrix lists every framework.
+    let findings = population(&out, "populations/findings.csv");
+    let frameworks: std::collections::BTreeSet<String> = findings
+        .iter()
+        .flat_map(|f| {
+            f["controls"]
+                .split(';')
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .filter_map(|c| c.split(':').next().map(str::to_owned))
+        .filter(|f| !f.is_empty())
+        .collect();
+    assert!(frameworks.len() >= 3, "{frameworks:?}");
+    let matrix = population(&out, "control-matrix.csv");
+    let listed: std::collections::BTreeSet<&str> =
+        matrix.iter().map(|r| r["framework"].as_str()).collect();
+    assert_eq!(listed.len(), 6, "{listed:?}");
     assert!(canary["started_at"] <= canary["completed_at"], "{canary:?}");
 
     let key = data.join(PUBLIC_KEY_FILE_NAME);

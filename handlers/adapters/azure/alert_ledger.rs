@@ -6,8 +6,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::adapters::azure::client::table::{EntityKey, IfMatch, Query, TableClient, TableName};
-use crate::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+use crate::adapters::azure::client::table::{
+    Continuation, EntityKey, IfMatch, Query, TableClient, TableName,
+};
+use crate::ports::alert_ledger::{
+    AlertLedger, LedgerEntry, LedgerKey, LedgerPage, MAX_LEDGER_PAGE,
+};
 use crate::ports::{FailureKind, PortError};
 
 const PARTITION: &str = "alert";
@@ -153,5 +157,58 @@ impl AlertLedger for TableAlertLedger {
                 None => return Ok(removed),
             }
         }
+    }
+
+    /// Pages as Table storage returns them (row key order); the token is its
+    /// continuation.
+    async fn sent_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        next: Option<&str>,
+        limit: u32,
+    ) -> Result<LedgerPage, PortError> {
+        let continuation = match next {
+            Some(token) => Some(
+                Continuation::from_token(token)
+                    .ok_or_else(|| PortError::invalid("not a page token of the alert ledger"))?,
+            ),
+            None => None,
+        };
+        let query = Query {
+            filter: Some(format!(
+                "PartitionKey eq '{PARTITION}' and SentAt ge '{}' and SentAt lt '{}'",
+                time(from),
+                time(to)
+            )),
+            select: vec![
+                "Subject".to_owned(),
+                "Route".to_owned(),
+                "Threshold".to_owned(),
+                "SentAt".to_owned(),
+            ],
+            top: Some(limit.clamp(1, MAX_LEDGER_PAGE)),
+            continuation,
+        };
+        let page = self.client.query::<Stored>(&self.table, &query).await?;
+        let mut entries = Vec::with_capacity(page.entities.len());
+        for entity in page.entities {
+            let key = LedgerKey::parse(&entity.row_key)
+                .ok_or_else(|| PortError::invalid("the alert ledger holds a malformed key"))?;
+            let sent_at = DateTime::parse_from_rfc3339(&entity.properties.sent_at)
+                .map_err(|_| PortError::invalid("the alert ledger holds an invalid time"))?
+                .with_timezone(&Utc);
+            entries.push(LedgerEntry {
+                key,
+                subject: entity.properties.subject,
+                route: entity.properties.route,
+                threshold: entity.properties.threshold,
+                sent_at,
+            });
+        }
+        Ok(LedgerPage {
+            entries,
+            next: page.continuation.map(|c| c.to_token()),
+        })
     }
 }

@@ -191,6 +191,71 @@ async fn forgetting_removes_only_older_deliveries(pair: Pair) {
     );
 }
 
+async fn a_listing_gives_each_delivery_of_the_period_once_across_pages(pair: Pair) {
+    let inside: Vec<LedgerEntry> = (0..5)
+        .map(|n| entry(&format!("credential-{n}"), 7, at(n * 2)))
+        .collect();
+    let before = entry("credential-before", 7, at(-1));
+    let at_end = entry("credential-at-end", 7, at(10));
+    for sent in inside.iter().chain([&before, &at_end]) {
+        pair.first.record(sent).await.expect("recorded");
+    }
+
+    let mut listed: Vec<LedgerEntry> = Vec::new();
+    let mut next: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let page = pair
+            .second
+            .sent_between(at(0), at(10), next.as_deref(), 2)
+            .await
+            .expect("listed");
+        assert!(page.entries.len() <= 2, "{page:?}");
+        listed.extend(page.entries);
+        pages += 1;
+        assert!(pages <= 10, "the listing ends");
+        match page.next {
+            Some(token) => next = Some(token),
+            None => break,
+        }
+    }
+
+    listed.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut expected = inside;
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(listed, expected);
+    assert!(
+        pages >= 3,
+        "five deliveries in pages of two: {pages} page(s)"
+    );
+}
+
+async fn a_listing_of_an_empty_period_is_one_empty_page(pair: Pair) {
+    pair.first
+        .record(&entry("credential-x", 1, at(0)))
+        .await
+        .expect("recorded");
+
+    let page = pair
+        .second
+        .sent_between(at(5), at(6), None, 100)
+        .await
+        .expect("listed");
+
+    assert!(page.entries.is_empty(), "{page:?}");
+    assert_eq!(page.next, None);
+}
+
+async fn a_page_token_the_ledger_did_not_write_is_refused(pair: Pair) {
+    let refused = pair
+        .first
+        .sent_between(at(0), at(1), Some("not a token"), 10)
+        .await
+        .expect_err("refused");
+
+    assert_eq!(refused.kind, keyturn::ports::FailureKind::Invalid);
+}
+
 macro_rules! ledger_contract {
     ($adapter:ident: $fixture:expr) => {
         contract!($adapter: $fixture =>
@@ -201,6 +266,9 @@ macro_rules! ledger_contract {
             only_the_first_of_two_instances_recording_one_key_makes_the_record,
             a_forgotten_claim_can_be_made_again,
             forgetting_removes_only_older_deliveries,
+            a_listing_gives_each_delivery_of_the_period_once_across_pages,
+            a_listing_of_an_empty_period_is_one_empty_page,
+            a_page_token_the_ledger_did_not_write_is_refused,
         );
     };
 }

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use keyturn::ports::PortError;
-use keyturn::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+use keyturn::ports::alert_ledger::{
+    AlertLedger, LedgerEntry, LedgerKey, LedgerPage, MAX_LEDGER_PAGE,
+};
 
 use crate::locked;
 
@@ -52,5 +54,34 @@ impl AlertLedger for MemoryAlertLedger {
         let count = entries.len();
         entries.retain(|_, entry| entry.sent_at >= before);
         Ok((count - entries.len()) as u64)
+    }
+
+    /// Pages in key order; the token is the last key of the page before.
+    async fn sent_between(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        next: Option<&str>,
+        limit: u32,
+    ) -> Result<LedgerPage, PortError> {
+        let after = match next {
+            Some(token) => Some(
+                LedgerKey::parse(token)
+                    .ok_or_else(|| PortError::invalid("not a page token of the alert ledger"))?,
+            ),
+            None => None,
+        };
+        let limit = limit.clamp(1, MAX_LEDGER_PAGE) as usize;
+        let entries: Vec<LedgerEntry> = locked(&self.entries)
+            .values()
+            .filter(|entry| after.as_ref().is_none_or(|after| entry.key > *after))
+            .filter(|entry| from <= entry.sent_at && entry.sent_at < to)
+            .take(limit)
+            .cloned()
+            .collect();
+        let next = (entries.len() == limit)
+            .then(|| entries.last().map(|entry| entry.key.as_str().to_owned()))
+            .flatten();
+        Ok(LedgerPage { entries, next })
     }
 }
