@@ -773,10 +773,8 @@ async fn evidence_export(
         Ok(sources) => sources,
         Err(e) => return fail(e.to_string()),
     };
-    let now = chrono::Utc::now();
-    let report = keyturn::evidence::pdf::ReportPdf::local(&sources.description, now);
     let exported =
-        keyturn::evidence::export(sources.sources(), &[&report], &period, out, now).await;
+        keyturn::evidence::export(sources.sources(), &[], &period, out, chrono::Utc::now()).await;
     match exported {
         Ok(summary) => {
             emit(&serde_json::to_string_pretty(&summary).unwrap_or_default());

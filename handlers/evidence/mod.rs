@@ -448,6 +448,7 @@ pub async fn export(
     let figures_json =
         serde_json::to_vec_pretty(&summary).expect("invariant: a summary always encodes");
     package.add(summary::SUMMARY, &figures_json)?;
+    package.add(pdf::REPORT, &pdf::render(&summary))?;
 
     let mut notes = vec![
         "populations/inventory.csv and vaults.csv are the inventory as discovery's last sweep left it at export time (scanned_at says when each row was seen); days_left_at_period_end is counted from the period's end.".to_owned(),

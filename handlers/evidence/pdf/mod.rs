@@ -14,111 +14,15 @@
 mod layout;
 mod winansi;
 
-use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::domain::compliance::Tally;
-
-use super::{EvidenceError, Package, Period, Section, extract, populations};
+use super::Period;
+use super::summary::{FrameworkScore, Summary};
 use layout::{Document, INK, LEFT, MUTED, RIGHT, RULE, Rgb, WIDTH};
 use winansi::Face;
 
 /// The report's name in the package.
 pub const REPORT: &str = "report.pdf";
-
-/// One framework's score.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameworkLine {
-    pub name: String,
-    pub version: String,
-    pub tally: Tally,
-}
-
-/// What the report shows besides the package's own counts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Figures {
-    /// Where the evidence was read (as the manifest's `source`).
-    pub source: String,
-    /// What the package covers: the tenant, subscriptions or store.
-    pub scope: String,
-    pub frameworks: Vec<FrameworkLine>,
-    /// Open findings per severity, most severe first.
-    pub severities: Vec<(String, u64)>,
-    /// Owners with open findings, most first.
-    pub owners: Vec<(String, u64)>,
-    /// Why the compliance figures are missing, when they are.
-    pub not_evaluated: Option<String>,
-}
-
-/// One of the package's counts, as a total on page 1.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Total {
-    pub label: &'static str,
-    pub value: u64,
-    /// The file whose rows are counted.
-    pub file: &'static str,
-}
-
-/// The totals page 1 shows: the row counts of the package's populations and extract.
-pub fn totals(package: &Package) -> Vec<Total> {
-    let rows = |file: &str| {
-        package
-            .files()
-            .iter()
-            .find(|f| f.path == file)
-            .and_then(|f| f.rows)
-    };
-    [
-        ("Credentials in the inventory", populations::INVENTORY),
-        ("Vaults", populations::VAULTS),
-        ("Rotations in the period", populations::ROTATIONS),
-        ("Identity and secret pairs read", populations::READS),
-        ("Audit entries in the extract", extract::ENTRIES),
-    ]
-    .into_iter()
-    .filter_map(|(label, file)| rows(file).map(|value| Total { label, value, file }))
-    .collect()
-}
-
-/// The report as a package section.
-#[derive(Debug, Clone)]
-pub struct ReportPdf {
-    pub figures: Figures,
-    pub generated_at: DateTime<Utc>,
-}
-
-impl ReportPdf {
-    /// The report of an export read from `source`, without compliance figures yet.
-    pub fn local(source: &str, generated_at: DateTime<Utc>) -> Self {
-        Self {
-            figures: Figures {
-                source: source.to_owned(),
-                scope: format!(
-                    "every credential and vault in the inventory, and the audit log, read from {source}"
-                ),
-                not_evaluated: Some(
-                    "The compliance scores are not part of this report yet: keyturn compliance prints them for the same store.".to_owned(),
-                ),
-                ..Figures::default()
-            },
-            generated_at,
-        }
-    }
-}
-
-#[async_trait]
-impl Section for ReportPdf {
-    fn describe(&self) -> String {
-        format!("{REPORT}: the summary and the management assertion page, to be signed")
-    }
-
-    async fn write(&self, period: &Period, package: &mut Package) -> Result<(), EvidenceError> {
-        let totals = totals(package);
-        let bytes = render(&self.figures, &totals, period, self.generated_at);
-        package.add(REPORT, &bytes)?;
-        Ok(())
-    }
-}
 
 fn instant(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
@@ -148,6 +52,7 @@ const FAIR: Rgb = Rgb(0.85, 0.58, 0.10);
 const POOR: Rgb = Rgb(0.78, 0.20, 0.18);
 const TRACK: Rgb = Rgb(0.92, 0.93, 0.95);
 const PANEL: Rgb = Rgb(0.96, 0.97, 0.98);
+const EXCEPTED: Rgb = Rgb(0.70, 0.72, 0.76);
 
 fn severity_colour(severity: &str) -> Rgb {
     match severity {
@@ -168,64 +73,66 @@ fn score_colour(score: f64) -> Rgb {
     }
 }
 
-/// How many owners page 1 lists; the findings CSV has them all.
-const TOP_OWNERS: usize = 10;
+/// The period a summary covers.
+fn period_of(summary: &Summary) -> Period {
+    Period {
+        from: summary.period_from,
+        to: summary.period_to,
+    }
+}
+
+/// What the package covers, in words.
+pub fn scope_text(summary: &Summary) -> String {
+    let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let scope = &summary.scope;
+    let counted = if summary.compliance_evaluated {
+        format!(
+            "{}, {} and {}",
+            count(scope.subscriptions, "subscription", "subscriptions"),
+            count(scope.vaults, "vault", "vaults"),
+            count(scope.applications, "application", "applications")
+        )
+    } else {
+        count(scope.vaults, "vault", "vaults")
+    };
+    format!("{counted}: every credential and vault in keyturn's inventory, and its audit log")
+}
 
 /// The PDF's bytes.
-pub fn render(
-    figures: &Figures,
-    totals: &[Total],
-    period: &Period,
-    generated_at: DateTime<Utc>,
-) -> Vec<u8> {
+pub fn render(summary: &Summary) -> Vec<u8> {
+    let period = period_of(summary);
     let footer = format!(
         "keyturn evidence package, {}. keyturn gathers evidence; it is not a certification.",
-        period_text(period)
+        period_text(&period)
     );
     let mut doc = Document::new(footer);
-    summary(&mut doc, figures, totals, period, generated_at);
+    summary_pages(&mut doc, summary, &period);
     doc.page_break();
-    assertion(&mut doc, figures, period);
+    assertion(&mut doc, summary, &period);
     doc.finish(&format!(
         "Evidence package summary, {}",
-        period_text(period)
+        period_text(&period)
     ))
 }
 
 fn heading(doc: &mut Document, text: &str) {
-    doc.keep(52.0);
-    doc.down(14.0);
+    doc.keep(46.0);
+    doc.down(10.0);
     doc.text(LEFT, Face::Bold, 12.0, INK, text);
-    doc.down(17.0);
+    doc.down(16.0);
     doc.rule(LEFT, WIDTH, 0.0, 0.6, RULE);
-    doc.down(8.0);
+    doc.down(6.0);
 }
 
-/// A label and its value on one line.
+/// A label and its value, the value wrapped beside the label.
 fn field(doc: &mut Document, label: &str, value: &str) {
-    doc.keep(15.0);
+    doc.keep(14.0);
     doc.text_within(LEFT, 110.0, Face::Bold, 9.5, MUTED, label);
-    doc.text(LEFT + 115.0, Face::Regular, 9.5, INK, value);
-    doc.down(14.0);
+    doc.paragraph(LEFT + 115.0, WIDTH - 115.0, Face::Regular, 9.5, value);
 }
 
-fn summary(
-    doc: &mut Document,
-    figures: &Figures,
-    totals: &[Total],
-    period: &Period,
-    generated_at: DateTime<Utc>,
-) {
-    doc.text(LEFT, Face::Bold, 20.0, INK, "Evidence package summary");
-    doc.down(26.0);
-    doc.text(
-        LEFT,
-        Face::Regular,
-        9.5,
-        MUTED,
-        "Credentials, rotations and audit evidence gathered by keyturn. keyturn gathers evidence; it is not a certification.",
-    );
-    doc.down(22.0);
+/// The period's two lines, on both pages.
+fn period_fields(doc: &mut Document, period: &Period) {
     field(doc, "Period", &period_text(period));
     field(
         doc,
@@ -236,60 +143,197 @@ fn summary(
             instant(period.to)
         ),
     );
-    field(doc, "Scope", &figures.scope);
-    field(doc, "Read from", &figures.source);
-    field(doc, "Generated", &instant(generated_at));
+}
+
+/// Page 1's totals: a label and a count each.
+pub fn totals(summary: &Summary) -> Vec<(&'static str, u64)> {
+    let t = &summary.totals;
+    let mut rows = vec![
+        ("Credentials in the inventory", t.credentials),
+        ("Vaults", t.vaults),
+        ("Managed by keyturn", t.managed),
+        ("Not managed by keyturn", t.unmanaged),
+        ("Expired at the period's end", t.expired),
+        ("Expired and still enabled", t.expired_enabled),
+        ("Expiring within 30 days of it", t.expiring_30_days),
+        ("Without an expiry date", t.no_expiry),
+        ("Rotations that succeeded", t.rotations_succeeded),
+        ("Rotations that failed", t.rotations_failed),
+        ("Secret reads granted", t.reads_granted),
+        ("Secret reads refused", t.reads_refused),
+        ("Audit entries in the period", t.audit_entries),
+    ];
+    if summary.compliance_evaluated {
+        rows.push(("Open findings", t.findings_open));
+        rows.push(("Excepted findings", t.findings_excepted));
+    }
+    rows
+}
+
+fn summary_pages(doc: &mut Document, summary: &Summary, period: &Period) {
+    doc.text(LEFT, Face::Bold, 20.0, INK, "Evidence package summary");
+    doc.down(26.0);
+    doc.text(
+        LEFT,
+        Face::Regular,
+        9.5,
+        MUTED,
+        "Credentials, rotations and audit evidence gathered by keyturn. keyturn gathers evidence; it is not a certification.",
+    );
+    doc.down(19.0);
+    period_fields(doc, period);
+    field(doc, "Scope", &scope_text(summary));
+    field(doc, "Read from", &summary.source);
+    field(doc, "Generated", &instant(summary.generated_at));
+    field(
+        doc,
+        "To verify",
+        "keyturn evidence verify evidence.zip --public-key key.jwk, with the audit checkpoint key's public half obtained from the organisation, not from the package: it checks the signed manifest, every file's SHA-256 and the audit extract, naming whatever fails. README.txt says how to check without keyturn.",
+    );
+    field(
+        doc,
+        "Audit log",
+        if summary.audit_intact {
+            "verified intact at export time (audit/verify.json)"
+        } else {
+            "did NOT verify at export time: see audit/verify.json"
+        },
+    );
 
     heading(doc, "Totals");
     let half = (WIDTH - 24.0) / 2.0;
-    for (n, row) in totals.chunks(2).enumerate() {
-        doc.keep(18.0);
+    for (n, row) in totals(summary).chunks(2).enumerate() {
+        doc.keep(16.0);
         if n % 2 == 0 {
-            doc.fill(LEFT - 4.0, -1.5, WIDTH + 8.0, 15.5, PANEL);
+            doc.fill(LEFT - 4.0, -2.0, WIDTH + 8.0, 15.0, PANEL);
         }
-        for (i, total) in row.iter().enumerate() {
+        for (i, (label, value)) in row.iter().enumerate() {
             let x = LEFT + i as f32 * (half + 24.0);
-            doc.text_within(x, half - 60.0, Face::Regular, 9.5, INK, total.label);
-            doc.text_right(x + half, Face::Bold, 9.5, INK, &total.value.to_string());
+            doc.text_within(x, half - 60.0, Face::Regular, 9.5, INK, label);
+            doc.text_right(x + half, Face::Bold, 9.5, INK, &value.to_string());
         }
-        doc.down(17.0);
+        doc.down(15.0);
     }
     doc.down(2.0);
 
     heading(doc, "Scores per framework");
-    if let Some(why) = &figures.not_evaluated {
-        doc.paragraph(LEFT, WIDTH, Face::Regular, 9.5, why);
-    }
-    if !figures.frameworks.is_empty() {
-        frameworks(doc, &figures.frameworks);
-    }
-
-    heading(doc, "Open findings by severity");
-    let open: u64 = figures.severities.iter().map(|(_, n)| n).sum();
-    if figures.severities.is_empty() || open == 0 {
-        doc.text(LEFT, Face::Regular, 9.5, INK, "No open finding.");
-        doc.down(14.0);
+    if !summary.compliance_evaluated || summary.frameworks.is_empty() {
+        doc.paragraph(
+            LEFT,
+            WIDTH,
+            Face::Regular,
+            9.5,
+            "Compliance was not evaluated for this package: no findings or scores.",
+        );
     } else {
-        let most = figures
-            .severities
-            .iter()
-            .map(|(_, n)| *n)
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        for (severity, count) in &figures.severities {
-            doc.keep(16.0);
-            doc.text_within(LEFT, 80.0, Face::Regular, 9.5, INK, severity);
-            doc.text_right(LEFT + 130.0, Face::Bold, 9.5, INK, &count.to_string());
-            let bar = (WIDTH - 150.0) * (*count as f32 / most as f32);
-            doc.fill(LEFT + 145.0, 1.5, WIDTH - 150.0, 8.0, TRACK);
-            doc.fill(LEFT + 145.0, 1.5, bar, 8.0, severity_colour(severity));
-            doc.down(15.0);
-        }
+        frameworks(doc, &summary.frameworks);
+        severities(doc, summary);
+        owners(doc, summary);
     }
+}
 
+fn frameworks(doc: &mut Document, scores: &[FrameworkScore]) {
+    let score_x = LEFT + 350.0;
+    let header = |doc: &mut Document| {
+        doc.text(LEFT, Face::Bold, 8.5, MUTED, "Framework");
+        doc.text_right(LEFT + 262.0, Face::Bold, 8.5, MUTED, "Checks");
+        doc.text_right(LEFT + 300.0, Face::Bold, 8.5, MUTED, "Failed");
+        doc.text_right(LEFT + 345.0, Face::Bold, 8.5, MUTED, "Excepted");
+        doc.text(score_x + 8.0, Face::Bold, 8.5, MUTED, "Score");
+        doc.down(14.0);
+    };
+    header(doc);
+    doc.continued = Some("Scores per framework".to_owned());
+    for line in scores {
+        if doc.keep(17.0) {
+            header(doc);
+        }
+        let name = format!("{} {}", line.name, line.version);
+        doc.text_within(LEFT, 222.0, Face::Regular, 9.0, INK, &name);
+        doc.text_right(
+            LEFT + 262.0,
+            Face::Regular,
+            9.0,
+            INK,
+            &line.checks.to_string(),
+        );
+        doc.text_right(
+            LEFT + 300.0,
+            Face::Regular,
+            9.0,
+            INK,
+            &line.failed.to_string(),
+        );
+        doc.text_right(
+            LEFT + 345.0,
+            Face::Regular,
+            9.0,
+            INK,
+            &line.excepted.to_string(),
+        );
+        let bar_x = score_x + 8.0;
+        let bar_width = RIGHT - bar_x - 42.0;
+        doc.fill(bar_x, 1.5, bar_width, 8.0, TRACK);
+        match line.score {
+            Some(score) => {
+                let filled = bar_width * (score as f32 / 100.0).clamp(0.0, 1.0);
+                doc.fill(bar_x, 1.5, filled, 8.0, score_colour(score));
+                doc.text_right(RIGHT, Face::Bold, 9.0, INK, &format!("{score:.1} %"));
+            }
+            None => doc.text_right(RIGHT, Face::Regular, 9.0, MUTED, "n/a"),
+        }
+        doc.down(15.0);
+    }
+    doc.continued = None;
+    doc.keep(12.0);
+    doc.text(
+        LEFT,
+        Face::Regular,
+        7.5,
+        MUTED,
+        "Score: the share of keyturn's checks mapped to the framework that did not fail (excepted ones count as passed); n/a: nothing to check.",
+    );
+    doc.down(12.0);
+}
+
+fn severities(doc: &mut Document, summary: &Summary) {
+    heading(doc, "Findings by severity");
+    let most = summary
+        .findings_by_severity
+        .iter()
+        .map(|s| s.open + s.excepted)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    doc.text_right(LEFT + 130.0, Face::Bold, 8.5, MUTED, "Open");
+    doc.text_right(LEFT + 180.0, Face::Bold, 8.5, MUTED, "Excepted");
+    doc.down(14.0);
+    let bar_x = LEFT + 195.0;
+    let bar_width = RIGHT - bar_x;
+    for count in &summary.findings_by_severity {
+        doc.keep(16.0);
+        let severity = count.severity.as_str();
+        doc.text_within(LEFT, 80.0, Face::Regular, 9.5, INK, severity);
+        doc.text_right(LEFT + 130.0, Face::Bold, 9.5, INK, &count.open.to_string());
+        doc.text_right(
+            LEFT + 180.0,
+            Face::Regular,
+            9.5,
+            INK,
+            &count.excepted.to_string(),
+        );
+        let open = bar_width * (count.open as f32 / most as f32);
+        let excepted = bar_width * (count.excepted as f32 / most as f32);
+        doc.fill(bar_x, 1.5, bar_width, 8.0, TRACK);
+        doc.fill(bar_x, 1.5, open, 8.0, severity_colour(severity));
+        doc.fill(bar_x + open, 1.5, excepted, 8.0, EXCEPTED);
+        doc.down(14.0);
+    }
+}
+
+fn owners(doc: &mut Document, summary: &Summary) {
     heading(doc, "Owners with the most open findings");
-    if figures.owners.is_empty() {
+    if summary.top_owners.is_empty() {
         doc.text(
             LEFT,
             Face::Regular,
@@ -298,97 +342,48 @@ fn summary(
             "No owner has an open finding.",
         );
         doc.down(14.0);
-    } else {
-        doc.continued = Some("Owners with the most open findings".to_owned());
-        for (owner, count) in figures.owners.iter().take(TOP_OWNERS) {
-            doc.keep(15.0);
-            doc.text_within(LEFT, WIDTH - 70.0, Face::Regular, 9.5, INK, owner);
-            doc.text_right(RIGHT, Face::Bold, 9.5, INK, &count.to_string());
-            doc.down(14.0);
-        }
-        doc.continued = None;
-        if figures.owners.len() > TOP_OWNERS {
-            doc.text(
-                LEFT,
-                Face::Regular,
-                8.5,
-                MUTED,
-                &format!(
-                    "and {} more owner(s) with open findings",
-                    figures.owners.len() - TOP_OWNERS
-                ),
-            );
-            doc.down(14.0);
-        }
+        return;
     }
-
-    heading(doc, "How to verify this package");
-    doc.paragraph(
-        LEFT,
-        WIDTH,
-        Face::Regular,
-        9.5,
-        "manifest.json lists every file of the package with its SHA-256 and is signed (manifest.sig) with the audit checkpoint key. Obtain that key's public half from the organisation, not from the package, and run: keyturn evidence verify evidence.zip --public-key key.jwk. It checks the signature, every file's hash, that no file is missing or added, and the audit extract's hash chain and signed checkpoints, naming whatever fails. README.txt in the package explains how to check it without keyturn.",
-    );
-}
-
-fn frameworks(doc: &mut Document, lines: &[FrameworkLine]) {
-    let score_x = LEFT + 330.0;
+    // Two columns, filled down the left first, so ten owners take five lines.
+    let half = (WIDTH - 24.0) / 2.0;
+    let rows = summary.top_owners.len().div_ceil(2);
     let header = |doc: &mut Document| {
-        doc.text(LEFT, Face::Bold, 8.5, MUTED, "Framework");
-        doc.text_right(LEFT + 230.0, Face::Bold, 8.5, MUTED, "Checks");
-        doc.text_right(LEFT + 270.0, Face::Bold, 8.5, MUTED, "Failed");
-        doc.text_right(LEFT + 318.0, Face::Bold, 8.5, MUTED, "Excepted");
-        doc.text(
-            score_x + 8.0,
-            Face::Bold,
-            8.5,
-            MUTED,
-            "Score (excepted count as passed)",
-        );
+        for x in [LEFT, LEFT + half + 24.0] {
+            doc.text(x, Face::Bold, 8.5, MUTED, "Owner");
+            doc.text_right(x + half - 45.0, Face::Bold, 8.5, MUTED, "Open");
+            doc.text_right(x + half, Face::Bold, 8.5, MUTED, "Excepted");
+        }
         doc.down(14.0);
     };
     header(doc);
-    doc.continued = Some("Scores per framework".to_owned());
-    for line in lines {
-        if doc.keep(17.0) {
+    doc.continued = Some("Owners with the most open findings".to_owned());
+    for row in 0..rows {
+        if doc.keep(15.0) {
             header(doc);
         }
-        let name = format!("{} {}", line.name, line.version);
-        doc.text_within(LEFT, 175.0, Face::Regular, 9.5, INK, &name);
-        doc.text_right(
-            LEFT + 230.0,
-            Face::Regular,
-            9.5,
-            INK,
-            &line.tally.checks.to_string(),
-        );
-        doc.text_right(
-            LEFT + 270.0,
-            Face::Regular,
-            9.5,
-            INK,
-            &line.tally.failed.to_string(),
-        );
-        doc.text_right(
-            LEFT + 318.0,
-            Face::Regular,
-            9.5,
-            INK,
-            &line.tally.excepted.to_string(),
-        );
-        let bar_x = score_x + 8.0;
-        let bar_width = RIGHT - bar_x - 42.0;
-        doc.fill(bar_x, 1.5, bar_width, 8.0, TRACK);
-        match line.tally.score() {
-            Some(score) => {
-                let filled = bar_width * (score as f32 / 100.0).clamp(0.0, 1.0);
-                doc.fill(bar_x, 1.5, filled, 8.0, score_colour(score));
-                doc.text_right(RIGHT, Face::Bold, 9.5, INK, &format!("{score:.1} %"));
-            }
-            None => doc.text_right(RIGHT, Face::Regular, 9.5, MUTED, "n/a"),
+        for (column, owner) in [row, row + rows]
+            .into_iter()
+            .filter_map(|i| summary.top_owners.get(i))
+            .enumerate()
+        {
+            let x = LEFT + column as f32 * (half + 24.0);
+            doc.text_within(x, half - 80.0, Face::Regular, 9.0, INK, &owner.owner);
+            doc.text_right(
+                x + half - 45.0,
+                Face::Bold,
+                9.0,
+                INK,
+                &owner.open.to_string(),
+            );
+            doc.text_right(
+                x + half,
+                Face::Regular,
+                9.0,
+                INK,
+                &owner.excepted.to_string(),
+            );
         }
-        doc.down(16.0);
+        doc.down(14.0);
     }
     doc.continued = None;
 }
@@ -399,23 +394,14 @@ pub const ASSERTION: &str = "Management is responsible for the inventory of secr
 /// What keyturn's part is, under the statement.
 pub const NOT_A_CERTIFICATION: &str = "keyturn gathered the evidence in this package from the sources named above and signed its manifest with the audit checkpoint key. keyturn gathers evidence and is not a certification: it expresses no opinion on whether the controls meet any framework's requirements, and a score counts the checks keyturn can make, nothing more.";
 
-fn assertion(doc: &mut Document, figures: &Figures, period: &Period) {
+fn assertion(doc: &mut Document, summary: &Summary, period: &Period) {
     doc.text(LEFT, Face::Bold, 20.0, INK, "Management assertion");
     doc.down(34.0);
     doc.paragraph(LEFT, WIDTH, Face::Regular, 10.5, ASSERTION);
     doc.down(8.0);
-    field(doc, "Period", &period_text(period));
-    field(
-        doc,
-        "Exactly",
-        &format!(
-            "from {} (included) to {} (excluded)",
-            instant(period.from),
-            instant(period.to)
-        ),
-    );
-    field(doc, "Scope", &figures.scope);
-    field(doc, "Evidence read from", &figures.source);
+    period_fields(doc, period);
+    field(doc, "Scope", &scope_text(summary));
+    field(doc, "Evidence read from", &summary.source);
     doc.down(6.0);
     doc.paragraph(LEFT, WIDTH, Face::Regular, 8.5, NOT_A_CERTIFICATION);
     doc.down(10.0);
@@ -432,7 +418,7 @@ fn signatory(doc: &mut Document, n: usize) {
     doc.keep(160.0);
     doc.text(LEFT, Face::Bold, 11.0, INK, &format!("Signatory {n}"));
     doc.down(24.0);
-    // The signature gets room for a hand; the rule sits on the label's baseline.
+    // The signature gets room for a hand; each rule sits on its label's baseline.
     for (label, room) in [
         ("Name", 0.0),
         ("Title", 0.0),
@@ -450,6 +436,7 @@ fn signatory(doc: &mut Document, n: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evidence::summary::SummaryBuilder;
 
     fn pages(pdf: &[u8]) -> usize {
         pdf.windows(b"/Type /Page\n".len())
@@ -457,30 +444,44 @@ mod tests {
             .count()
     }
 
+    fn empty(period: &Period) -> Summary {
+        SummaryBuilder::new(period).finish("local store here", true, period.to)
+    }
+
+    #[test]
+    fn without_compliance_the_report_says_so_and_still_has_the_assertion_page() {
+        let period = Period::parse("2026-11-01", "2026-11-30").expect("period");
+        let pdf = render(&empty(&period));
+        assert!(pdf.starts_with(b"%PDF-"));
+        assert_eq!(pages(&pdf), 2, "{}", String::from_utf8_lossy(&pdf));
+        assert!(
+            String::from_utf8_lossy(&pdf).contains("Compliance was not evaluated"),
+            "{}",
+            String::from_utf8_lossy(&pdf)
+        );
+    }
+
     #[test]
     fn long_lists_run_onto_further_pages_and_the_assertion_keeps_its_own() {
         let period = Period::parse("2026-11-01", "2026-11-30").expect("period");
-        let now = period.to;
-        let short = render(&ReportPdf::local("here", now).figures, &[], &period, now);
-        let many = Figures {
-            frameworks: (0..120)
-                .map(|n| FrameworkLine {
-                    name: format!("Framework {n} {}", "with a very long name ".repeat(8)),
-                    version: "1".to_owned(),
-                    tally: Tally {
-                        checks: 10,
-                        passed: 9,
-                        failed: 1,
-                        excepted: 0,
-                    },
-                })
-                .collect(),
-            ..ReportPdf::local("here", now).figures
-        };
-        let long = render(&many, &[], &period, now);
-        assert_eq!(pages(&short), 2, "{}", String::from_utf8_lossy(&short));
+        let mut summary = empty(&period);
+        summary.compliance_evaluated = true;
+        summary.frameworks = (0..120)
+            .map(|n| FrameworkScore {
+                id: format!("f{n}"),
+                name: format!("Framework {n} {}", "with a very long name ".repeat(8)),
+                version: "1".to_owned(),
+                checks: 10,
+                passed: 9,
+                failed: 1,
+                excepted: 0,
+                score: Some(90.0),
+                strict_score: Some(90.0),
+            })
+            .collect();
+        let pdf = render(&summary);
         // 120 rows of 16 points need at least three pages before the assertion's.
-        assert!(pages(&long) >= 5, "{}", pages(&long));
+        assert!(pages(&pdf) >= 5, "{}", pages(&pdf));
     }
 
     #[test]
