@@ -2,8 +2,9 @@
 //! alerts each credential at the tightest threshold it has crossed, once per route
 //! (the ledger remembers), and sends the periodic digest.
 //!
-//! A delivery that fails is not recorded, so the next run tries it again; one failing
-//! channel never stops the others. What went out, what was already sent, what failed and
+//! Each delivery (an alert or the period's digest) is claimed in the ledger before it is
+//! sent, so instances sweeping at once send it once; a delivery that fails gives its claim
+//! back, so the next run tries it again; one failing channel never stops the others. What went out, what was already sent, what failed and
 //! what had nowhere to go are counted in the report.
 
 use std::collections::{BTreeMap, BinaryHeap};
@@ -216,6 +217,12 @@ impl AlertEngine<'_> {
         Ok(report.sent > before)
     }
 
+    /// Delivers one alert unless the ledger holds it. The ledger entry is recorded before
+    /// sending, as a claim (a conditional insert: Table storage answers 409 to every
+    /// instance but the first): of several instances sweeping at once only the one whose
+    /// record is made sends, and a sending that fails forgets the claim so the next run
+    /// sends it. A crash between claim and send loses that one alert rather than sending
+    /// it twice; the credential stays in the digest and meets its next threshold.
     async fn deliver(
         &self,
         notice: &Notice,
@@ -224,12 +231,13 @@ impl AlertEngine<'_> {
         entry: LedgerEntry,
         report: &mut AlertReport,
     ) -> Result<(), PortError> {
-        if self.ledger.sent(&entry.key).await?.is_some() {
+        if self.ledger.sent(&entry.key).await?.is_some() || !self.ledger.record(&entry).await? {
             report.already_sent += 1;
             return Ok(());
         }
-        if self.send(notice, route, people, &entry, report).await? {
-            self.ledger.record(&entry).await?;
+        if !self.send(notice, route, people, &entry, report).await? {
+            // Not sent: the claim is given back so the next run sends it.
+            self.ledger.forget(&entry.key).await?;
         }
         Ok(())
     }

@@ -39,6 +39,10 @@ pub struct AlertConfig {
     /// vault holds them.
     #[serde(rename = "alert_vault")]
     pub vault: Option<VaultUrl>,
+    /// `KEYTURN_ALLOW_ANY_VAULT_HOST`: the vault may be a loopback stand-in, whose Key Vault
+    /// challenge names a resource its host cannot be under (tests only).
+    #[serde(skip)]
+    pub any_vault_host: bool,
 }
 
 pub(super) fn parse(
@@ -122,6 +126,7 @@ pub(super) fn parse(
         digest_horizon_days: digest_horizon_days?,
         table: table?,
         vault,
+        any_vault_host: *hosts == VaultHosts::Any,
     })
 }
 

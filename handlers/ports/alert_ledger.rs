@@ -2,9 +2,12 @@
 //! credential, threshold and route, across sweeps and restarts (Table storage in Azure,
 //! the embedded SQLite file locally).
 //!
-//! The alerts engine delivers first and records after: a crash between the two sends one
-//! alert twice on the next run (at least once, never lost). Receivers that care drop the
-//! repeat by the notice's stable id (the CloudEvents `id`).
+//! The alerts engine records a delivery before making it, as a claim ([`AlertLedger::record`]
+//! says whether this call made the record): of several instances sweeping at once only the
+//! one whose record is made sends, and a sending that fails forgets the claim so the next
+//! run sends it. A crash between claim and send loses that one delivery rather than sending
+//! it twice. Receivers can still drop a repeat by the notice's stable id (the CloudEvents
+//! `id`).
 
 use std::fmt;
 

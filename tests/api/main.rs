@@ -1,5 +1,6 @@
 //! Integration tests, grouped by function and concern, sharing one helpers module.
 
+mod alert_processes;
 mod alert_sweep;
 mod alerts;
 mod audit_anchor;

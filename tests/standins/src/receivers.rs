@@ -98,7 +98,7 @@ pub struct Receivers {
     hooks: Arc<Mutex<Hooks>>,
     url: Url,
     client: reqwest::Client,
-    _ca: TestCa,
+    ca: TestCa,
     _listener: Listener,
 }
 
@@ -132,7 +132,7 @@ impl Receivers {
             hooks,
             url,
             client,
-            _ca: ca,
+            ca,
             _listener: listener,
         })
     }
@@ -149,6 +149,12 @@ impl Receivers {
     /// The token in every hook's URL: what must never appear in a log.
     pub fn token(&self) -> String {
         self.lock().token.clone()
+    }
+
+    /// The CA the receivers' certificate is issued by: what a `keyturn` process is given
+    /// to trust (`SSL_CERT_FILE`).
+    pub fn ca(&self) -> &TestCa {
+        &self.ca
     }
 
     /// A client that trusts the receivers' CA and follows no redirect.
