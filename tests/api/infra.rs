@@ -1372,6 +1372,8 @@ fn the_readme_lists_what_only_a_real_deployment_can_prove_with_its_commands() {
         "AzureWebJobsStorage",
         "api-version=2024-04-01",
         "KEYTURN_RESOURCE_MANAGER_ENDPOINT",
+        KEY_VAULT_SECRETS_USER_ROLE,
+        "--action alerts.sent",
     ] {
         assert!(
             commands.iter().any(|c| c.contains(needle)),
