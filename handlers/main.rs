@@ -53,6 +53,9 @@ enum Command {
         /// Where the Event Grid ingress listens.
         #[arg(long, default_value = "127.0.0.1:7071")]
         ingress_address: String,
+        /// Where the local alert receiver listens (loopback; port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        alerts_address: String,
     },
     /// Inspect the configuration.
     Config {
@@ -413,7 +416,15 @@ fn main() -> ExitCode {
             root,
             tls_address,
             ingress_address,
-        } => runtime().block_on(dev(data_dir, once, root, tls_address, ingress_address)),
+            alerts_address,
+        } => runtime().block_on(dev(
+            data_dir,
+            once,
+            root,
+            tls_address,
+            ingress_address,
+            alerts_address,
+        )),
         Command::Config {
             command: ConfigCommand::Check,
         } => config_check(),
@@ -488,6 +499,7 @@ async fn dev(
     root: PathBuf,
     tls_address: String,
     ingress_address: String,
+    alerts_address: String,
 ) -> ExitCode {
     let level = match Environment::from_process().log_level_or(if once { "warn" } else { "info" }) {
         Ok(level) => level,
@@ -514,6 +526,7 @@ async fn dev(
         executable,
         tls_address,
         ingress_address,
+        alerts_address,
     };
     match dev::run(options).await {
         Ok(Some(summary)) => {

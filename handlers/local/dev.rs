@@ -29,6 +29,9 @@ use crate::domain::clock::Clock;
 use crate::domain::function::Function;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::resources::QueueName;
+use crate::local::alert_receiver::{
+    AlertReceiver, DEV_ROUTE, DEV_ROUTE_SECRET, RECEIVED_FILE, ReceivedAlert,
+};
 use crate::local::bootstrap::{self, Demo};
 use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
 use crate::local::handler::{Answer, Handler};
@@ -57,6 +60,8 @@ pub struct DevOptions {
     pub executable: PathBuf,
     pub tls_address: String,
     pub ingress_address: String,
+    /// Where the alert receiver listens (loopback; port 0: any free port).
+    pub alerts_address: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +103,8 @@ pub struct Summary {
     /// Jobs left in the queue for later (retirements after the overlap).
     pub scheduled: u64,
     pub deliveries: usize,
+    /// What the local alert receiver was sent by this run (alerts and the digest).
+    pub alerts: Vec<ReceivedAlert>,
 }
 
 impl Summary {
@@ -122,12 +129,41 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
     let data_dir = prepare_data_dir(&options.data_dir)?;
     let _exclusive = lock_data_dir(&data_dir)?;
     let clock = Clock::system();
-    let overrides = child_settings(&data_dir, &options);
+    let mut overrides = child_settings(&data_dir, &options);
+    let receiver = AlertReceiver::start(
+        &options.alerts_address,
+        !options.once,
+        data_dir.join(RECEIVED_FILE),
+    )
+    .await
+    .map_err(|e| local(ports::cannot_listen(&options.alerts_address, &e)))?;
+    let routed_here = Environment::from_process()
+        .value("KEYTURN_ALERT_ROUTES")
+        .is_none();
+    if routed_here {
+        overrides.extend(alert_settings());
+    }
     let env = environment_with(&overrides);
     let app = AppDefinition::load(&options.root, &env)?;
     let backends = open_backends(&data_dir, &app, &env, &clock).await?;
     let demo =
         bootstrap::bootstrap(&data_dir, &backends.vault, &backends.directory, clock.now()).await?;
+    if routed_here {
+        // The hook's URL is a secret like any webhook's: kept in the vault, read by
+        // AlertSweep at each run, never printed.
+        backends
+            .vault
+            .set_secret_at(
+                &crate::config::local_vault_url(),
+                &crate::domain::names::ObjectName::parse(DEV_ROUTE_SECRET)
+                    .expect("invariant: the dev route's secret name is valid"),
+                &crate::domain::secret::SecretValue::new(receiver.url()),
+                crate::ports::vault::NewSecretVersion::default(),
+                clock.now(),
+            )
+            .await
+            .map_err(local)?;
+    }
     // This process holds the data directory, so any lock on a job was taken by a run that
     // died: end those locks now rather than waiting out their duration.
     let mut stale = 0;
@@ -163,11 +199,12 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
     }
 
     let outcome = if options.once {
-        let summary = once(&handler, &app, &backends, &clock).await;
+        let mut summary = once(&handler, &app, &backends, &clock).await;
+        summary.alerts = receiver.received();
         Some(summary)
     } else {
         continuous(
-            &handler, &app, &backends, &clock, &demo, &data_dir, &options,
+            &handler, &app, &backends, &clock, &demo, &data_dir, &options, &receiver,
         )
         .await?;
         None
@@ -282,6 +319,27 @@ fn child_settings(data_dir: &Path, options: &DevOptions) -> Vec<(String, String)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect()
+}
+
+/// The alert route local mode adds where none is configured: the local receiver, by
+/// its vault secret, carrying every alert and the digest.
+fn alert_settings() -> Vec<(String, String)> {
+    [
+        (
+            "KEYTURN_ALERT_ROUTES",
+            format!("{DEV_ROUTE}=cloudevents:{DEV_ROUTE_SECRET}"),
+        ),
+        ("KEYTURN_ALERT_DEFAULT_ROUTE", DEV_ROUTE.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// Whether a timer runs only after the jobs the other timers queued are done:
+/// `AlertSweep` reads the inventory discovery's jobs write.
+fn follows_the_drain(function: &FunctionDefinition) -> bool {
+    function.name == Function::AlertSweep.name()
 }
 
 /// This process's settings with local mode's on top, as the handler will see them.
@@ -417,18 +475,28 @@ async fn once(
 ) -> Summary {
     let start = head_sequence(&backends.audit).await;
     let mut summary = Summary::default();
-    for (sweep, schedule, _) in timers(app) {
-        let info = Timer::new(schedule.clone(), clock.now()).fire_now(clock.now());
-        let answer = invoke(handler, sweep, json!(info), Map::new()).await;
-        if !answer.as_ref().is_ok_and(Answer::succeeded) {
-            summary.failed.push(Touched {
-                name: None,
-                version: None,
-                reason: Some(format!("{} failed: {}", sweep.name, describe(&answer))),
-            });
+    let (first, after): (Vec<_>, Vec<_>) = timers(app)
+        .into_iter()
+        .partition(|(sweep, _, _)| !follows_the_drain(sweep));
+    for (round, sweeps) in [first, after].into_iter().enumerate() {
+        for (sweep, schedule, _) in sweeps {
+            let info = Timer::new(schedule.clone(), clock.now()).fire_now(clock.now());
+            let answer = invoke(handler, sweep, json!(info), Map::new()).await;
+            if !answer.as_ref().is_ok_and(Answer::succeeded) {
+                summary.failed.push(Touched {
+                    name: None,
+                    version: None,
+                    reason: Some(format!("{} failed: {}", sweep.name, describe(&answer))),
+                });
+            }
+        }
+        let delivered = drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
+        if round == 0 {
+            summary.deliveries = delivered;
+        } else {
+            summary.deliveries += delivered;
         }
     }
-    summary.deliveries = drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
     summary.scheduled = backends.queue.active_count().await.unwrap_or(0);
     let started_at = clock.now() - chrono::Duration::hours(1);
     if let Ok(dead) = backends.queue.dead_letters().await {
@@ -596,6 +664,7 @@ impl Deliver for IngressDelivery {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn continuous(
     handler: &Arc<Handler>,
     app: &AppDefinition,
@@ -604,6 +673,7 @@ async fn continuous(
     demo: &Demo,
     data_dir: &Path,
     options: &DevOptions,
+    receiver: &AlertReceiver,
 ) -> Result<(), DevError> {
     let event_functions: Vec<String> = app
         .functions
@@ -630,16 +700,38 @@ async fn continuous(
         "{}",
         bootstrap::instructions(demo, data_dir, &options.tls_address, &ingress_url)
     );
+    println!(
+        "Alerts go to a local CloudEvents receiver at {} (route {DEV_ROUTE}); each is printed here \
+         and recorded in {}\n",
+        receiver.address(),
+        data_dir.join(RECEIVED_FILE).display()
+    );
 
     let mut running: Vec<(&FunctionDefinition, Timer)> = Vec::new();
+    let mut after_drain = Vec::new();
     for (function, schedule, run_on_startup) in timers(app) {
         let mut timer = Timer::new(schedule.clone(), clock.now());
+        if follows_the_drain(function) {
+            after_drain.push(timer.fire_now(clock.now()));
+            running.push((function, timer));
+            continue;
+        }
         if fires_on_start(function, run_on_startup) {
             let info = timer.fire_now(clock.now());
             let answer = invoke(handler, function, json!(info), Map::new()).await;
             tracing::info!(function = %function.name, outcome = %describe(&answer), "timer ran on start");
         }
         running.push((function, timer));
+    }
+    // The first alert sweep reads the inventory the start's discovery sweep fills.
+    drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
+    for ((function, _), info) in running
+        .iter()
+        .filter(|(f, _)| follows_the_drain(f))
+        .zip(after_drain)
+    {
+        let answer = invoke(handler, function, json!(info), Map::new()).await;
+        tracing::info!(function = %function.name, outcome = %describe(&answer), "timer ran on start");
     }
     let events = definition(app, |t| matches!(t, Trigger::EventGrid));
     let shutdown = crate::host::server::shutdown_signal();

@@ -3,6 +3,7 @@
 //! host would start it, the timer fires on its NCRONTAB schedule, events arrive through a
 //! loopback Event Grid ingress, and rotation jobs flow through the embedded queue.
 
+pub mod alert_receiver;
 pub(crate) mod bootstrap;
 pub mod compliance_cli;
 pub mod definitions;
