@@ -30,7 +30,7 @@ use crate::domain::function::Function;
 use crate::domain::ncrontab::Schedule;
 use crate::domain::resources::QueueName;
 use crate::local::alert_receiver::{
-    AlertReceiver, DEV_ROUTE, DEV_ROUTE_SECRET, RECEIVED_FILE, ReceivedAlert,
+    AlertReceiver, DEV_ROUTE, DEV_ROUTE_SECRET, Echo, RECEIVED_FILE, ReceivedAlert,
 };
 use crate::local::bootstrap::{self, Demo};
 use crate::local::definitions::{AppDefinition, FunctionDefinition, Trigger};
@@ -122,6 +122,8 @@ struct Backends {
     workers: Vec<(String, LocalQueue)>,
     audit: Arc<LocalAuditStore>,
     directory: LocalDirectory,
+    /// The `DiscoveryWorker`'s queue, when it is not the rotation queue.
+    discovery: Option<LocalQueue>,
 }
 
 /// Runs local mode until interrupted, or once with `options.once`.
@@ -130,39 +132,35 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
     let _exclusive = lock_data_dir(&data_dir)?;
     let clock = Clock::system();
     let mut overrides = child_settings(&data_dir, &options);
-    let receiver = AlertReceiver::start(
-        &options.alerts_address,
-        !options.once,
-        data_dir.join(RECEIVED_FILE),
-    )
-    .await
-    .map_err(|e| local(ports::cannot_listen(&options.alerts_address, &e)))?;
-    let routed_here = Environment::from_process()
+    // Alerts go to the local receiver unless the user configured routes of their own.
+    let receiver = if Environment::from_process()
         .value("KEYTURN_ALERT_ROUTES")
-        .is_none();
-    if routed_here {
+        .is_none()
+    {
+        let echo = if options.once {
+            Echo::Stderr
+        } else {
+            Echo::Stdout
+        };
+        let receiver =
+            AlertReceiver::start(&options.alerts_address, echo, data_dir.join(RECEIVED_FILE))
+                .await
+                .map_err(|e| local(ports::cannot_listen(&options.alerts_address, &e)))?;
         overrides.extend(alert_settings());
-    }
+        Some(receiver)
+    } else {
+        None
+    };
     let env = environment_with(&overrides);
     let app = AppDefinition::load(&options.root, &env)?;
     let backends = open_backends(&data_dir, &app, &env, &clock).await?;
     let demo =
         bootstrap::bootstrap(&data_dir, &backends.vault, &backends.directory, clock.now()).await?;
-    if routed_here {
-        // The hook's URL is a secret like any webhook's: kept in the vault, read by
-        // AlertSweep at each run, never printed.
-        backends
-            .vault
-            .set_secret_at(
-                &crate::config::local_vault_url(),
-                &crate::domain::names::ObjectName::parse(DEV_ROUTE_SECRET)
-                    .expect("invariant: the dev route's secret name is valid"),
-                &crate::domain::secret::SecretValue::new(receiver.url()),
-                crate::ports::vault::NewSecretVersion::default(),
-                clock.now(),
-            )
-            .await
-            .map_err(local)?;
+    if let Some(receiver) = &receiver {
+        store_route_secret(&backends.vault, receiver, clock.now()).await?;
+        if options.once {
+            eprintln!("{}", receiver_notice(receiver, &data_dir));
+        }
     }
     // This process holds the data directory, so any lock on a job was taken by a run that
     // died: end those locks now rather than waiting out their duration.
@@ -200,11 +198,21 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
 
     let outcome = if options.once {
         let mut summary = once(&handler, &app, &backends, &clock).await;
-        summary.alerts = receiver.received();
+        summary.alerts = receiver
+            .as_ref()
+            .map(AlertReceiver::received)
+            .unwrap_or_default();
         Some(summary)
     } else {
         continuous(
-            &handler, &app, &backends, &clock, &demo, &data_dir, &options, &receiver,
+            &handler,
+            &app,
+            &backends,
+            &clock,
+            &demo,
+            &data_dir,
+            &options,
+            receiver.as_ref(),
         )
         .await?;
         None
@@ -336,10 +344,75 @@ fn alert_settings() -> Vec<(String, String)> {
     .collect()
 }
 
-/// Whether a timer runs only after the jobs the other timers queued are done:
-/// `AlertSweep` reads the inventory discovery's jobs write.
-fn follows_the_drain(function: &FunctionDefinition) -> bool {
-    function.name == Function::AlertSweep.name()
+/// How long the dev route's secret is given: past the furthest default alert threshold
+/// (60 days) and within every lifetime limit, so the demo's alerts and findings stay about
+/// the demo rather than about the receiver's own URL, which changes at every run anyway.
+const ROUTE_SECRET_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(90);
+
+/// Stores the receiver's URL as the dev route's secret: a webhook URL is a secret, kept in
+/// the vault, read by `AlertSweep` at each run and never printed. Each run writes a new
+/// version (the port and token change). It is kept as a webhook secret should be: its
+/// owner is the dev route (`keyturn-owner`), and it has an expiry.
+async fn store_route_secret(
+    vault: &LocalVault,
+    receiver: &AlertReceiver,
+    now: DateTime<Utc>,
+) -> Result<(), DevError> {
+    let name = crate::domain::names::ObjectName::parse(DEV_ROUTE_SECRET)
+        .expect("invariant: the dev route's secret name is valid");
+    let version = crate::ports::vault::NewSecretVersion {
+        content_type: Some("text/uri-list".to_owned()),
+        not_before: None,
+        expires: Some(now + ROUTE_SECRET_LIFETIME),
+        tags: std::collections::BTreeMap::from([(
+            crate::domain::inventory::OWNER_TAG.to_owned(),
+            DEV_ROUTE.to_owned(),
+        )]),
+    };
+    vault
+        .set_secret_at(
+            &crate::config::local_vault_url(),
+            &name,
+            &crate::domain::secret::SecretValue::new(receiver.url()),
+            version,
+            now,
+        )
+        .await
+        .map(|_| ())
+        .map_err(local)
+}
+
+/// Where the alerts go, for the terminal: the receiver's address without its token.
+fn receiver_notice(receiver: &AlertReceiver, data_dir: &Path) -> String {
+    format!(
+        "Alerts go to the local CloudEvents receiver at {} (route {DEV_ROUTE}, its URL in the \
+         local vault as secret {DEV_ROUTE_SECRET}); each alert is shown here and recorded in {}",
+        receiver.address(),
+        data_dir.join(RECEIVED_FILE).display()
+    )
+}
+
+/// The order local mode runs its timers in as it starts (and in `--once`), the jobs of
+/// each phase drained before the next: rotation first, so that discovery lists what
+/// rotation left (not a certificate renewed a moment after it was listed), and alerts
+/// from that inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Rotate,
+    Discover,
+    Alert,
+}
+
+const PHASES: [Phase; 3] = [Phase::Rotate, Phase::Discover, Phase::Alert];
+
+fn phase(function: &FunctionDefinition) -> Phase {
+    if function.name == Function::DiscoverySweep.name() {
+        Phase::Discover
+    } else if function.name == Function::AlertSweep.name() {
+        Phase::Alert
+    } else {
+        Phase::Rotate
+    }
 }
 
 /// This process's settings with local mode's on top, as the handler will see them.
@@ -374,11 +447,13 @@ async fn open_backends(
     };
     let opened = LocalBackends::open(options, clock).await.map_err(local)?;
     let mut workers = Vec::new();
+    let mut discovery = None;
     for function in &app.functions {
         let Some(name) = queue_of(function) else {
             continue;
         };
-        let queue = if name == queue.as_str() {
+        let separate = name != queue.as_str();
+        let queue = if !separate {
             opened.queue.clone()
         } else {
             let name = QueueName::parse(&name).map_err(local)?;
@@ -390,6 +465,9 @@ async fn open_backends(
             )
             .map_err(local)?
         };
+        if separate && function.name == Function::DiscoveryWorker.name() {
+            discovery = Some(queue.clone());
+        }
         workers.push((function.name.clone(), queue));
     }
     Ok(Backends {
@@ -398,6 +476,7 @@ async fn open_backends(
         queue: opened.queue,
         workers,
         directory: opened.directory,
+        discovery,
     })
 }
 
@@ -423,10 +502,11 @@ fn timers(app: &AppDefinition) -> Vec<(&FunctionDefinition, &Schedule, bool)> {
 }
 
 /// Whether local mode fires this timer as it starts: where the definition asks for it
-/// (`runOnStartup`, as the host does), and the discovery sweep, so the inventory of the
-/// demo's vault and directory is there from the first minute rather than hours later.
+/// (`runOnStartup`, as the host does), the discovery sweep, so the inventory of the
+/// demo's vault and directory is there from the first minute rather than hours later, and
+/// the alert sweep, so the demo's alerts arrive then too.
 fn fires_on_start(function: &FunctionDefinition, run_on_startup: bool) -> bool {
-    run_on_startup || function.name == Function::DiscoverySweep.name()
+    run_on_startup || phase(function) != Phase::Rotate
 }
 
 /// Delivers every job due now on every worker's queue, round by round until all are
@@ -466,7 +546,31 @@ async fn drain(
     }
 }
 
-/// `--once`: every sweep, then every job due now, then a summary read from the audit log.
+/// Once a sweep's scan jobs have all run (the drain runs them all at once), takes the
+/// sweep's snapshot now rather than at the hour the queue scheduled it for: the fan-out a
+/// tenant takes that hour for is done, and the compliance trend reads snapshots. Returns
+/// the deliveries made.
+async fn finish_discovery(
+    handler: &Handler,
+    app: &AppDefinition,
+    backends: &Backends,
+    clock: &Clock,
+) -> usize {
+    let Some(queue) = &backends.discovery else {
+        return 0;
+    };
+    match queue.bring_forward(clock.now()).await {
+        Ok(0) => 0,
+        Ok(_) => drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "the discovery queue cannot be read; the sweep's snapshot waits for its hour");
+            0
+        }
+    }
+}
+
+/// `--once`: every sweep, phase by phase, each followed by every job due now, then a
+/// summary read from the audit log.
 async fn once(
     handler: &Handler,
     app: &AppDefinition,
@@ -475,11 +579,11 @@ async fn once(
 ) -> Summary {
     let start = head_sequence(&backends.audit).await;
     let mut summary = Summary::default();
-    let (first, after): (Vec<_>, Vec<_>) = timers(app)
-        .into_iter()
-        .partition(|(sweep, _, _)| !follows_the_drain(sweep));
-    for (round, sweeps) in [first, after].into_iter().enumerate() {
-        for (sweep, schedule, _) in sweeps {
+    for current in PHASES {
+        for (sweep, schedule, _) in timers(app)
+            .into_iter()
+            .filter(|(f, _, _)| phase(f) == current)
+        {
             let info = Timer::new(schedule.clone(), clock.now()).fire_now(clock.now());
             let answer = invoke(handler, sweep, json!(info), Map::new()).await;
             if !answer.as_ref().is_ok_and(Answer::succeeded) {
@@ -490,11 +594,9 @@ async fn once(
                 });
             }
         }
-        let delivered = drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
-        if round == 0 {
-            summary.deliveries = delivered;
-        } else {
-            summary.deliveries += delivered;
+        summary.deliveries += drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
+        if current == Phase::Discover {
+            summary.deliveries += finish_discovery(handler, app, backends, clock).await;
         }
     }
     summary.scheduled = backends.queue.active_count().await.unwrap_or(0);
@@ -673,7 +775,7 @@ async fn continuous(
     demo: &Demo,
     data_dir: &Path,
     options: &DevOptions,
-    receiver: &AlertReceiver,
+    receiver: Option<&AlertReceiver>,
 ) -> Result<(), DevError> {
     let event_functions: Vec<String> = app
         .functions
@@ -700,45 +802,47 @@ async fn continuous(
         "{}",
         bootstrap::instructions(demo, data_dir, &options.tls_address, &ingress_url)
     );
-    println!(
-        "Alerts go to a local CloudEvents receiver at {} (route {DEV_ROUTE}); each is printed here \
-         and recorded in {}\n",
-        receiver.address(),
-        data_dir.join(RECEIVED_FILE).display()
-    );
+    if let Some(receiver) = receiver {
+        println!("{}\n", receiver_notice(receiver, data_dir));
+    }
 
-    let mut running: Vec<(&FunctionDefinition, Timer)> = Vec::new();
-    let mut after_drain = Vec::new();
-    for (function, schedule, run_on_startup) in timers(app) {
-        let mut timer = Timer::new(schedule.clone(), clock.now());
-        if follows_the_drain(function) {
-            after_drain.push(timer.fire_now(clock.now()));
-            running.push((function, timer));
-            continue;
-        }
-        if fires_on_start(function, run_on_startup) {
-            let info = timer.fire_now(clock.now());
-            let answer = invoke(handler, function, json!(info), Map::new()).await;
-            tracing::info!(function = %function.name, outcome = %describe(&answer), "timer ran on start");
-        }
-        running.push((function, timer));
-    }
-    // The first alert sweep reads the inventory the start's discovery sweep fills.
-    drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
-    for ((function, _), info) in running
-        .iter()
-        .filter(|(f, _)| follows_the_drain(f))
-        .zip(after_drain)
-    {
-        let answer = invoke(handler, function, json!(info), Map::new()).await;
-        tracing::info!(function = %function.name, outcome = %describe(&answer), "timer ran on start");
-    }
+    // Listening for a stop from here on: one during the start's phases ends the run once
+    // the phase in progress is done, rather than killing it mid-job.
+    let mut shutdown = tokio::spawn(crate::host::server::shutdown_signal());
     let events = definition(app, |t| matches!(t, Trigger::EventGrid));
-    let shutdown = crate::host::server::shutdown_signal();
-    tokio::pin!(shutdown);
+    let mut running: Vec<(&FunctionDefinition, Timer)> = timers(app)
+        .into_iter()
+        .map(|(function, schedule, _)| (function, Timer::new(schedule.clone(), clock.now())))
+        .collect();
+    for current in PHASES {
+        if shutdown.is_finished() {
+            break;
+        }
+        if current == Phase::Rotate
+            && let Some(events) = events
+        {
+            raise_events(handler, events, &backends.vault, clock.now()).await;
+        }
+        for ((function, timer), (_, _, run_on_startup)) in running.iter_mut().zip(timers(app)) {
+            if phase(function) == current && fires_on_start(function, run_on_startup) {
+                let info = timer.fire_now(clock.now());
+                let answer = invoke(handler, function, json!(info), Map::new()).await;
+                tracing::info!(function = %function.name, outcome = %describe(&answer), "timer ran on start");
+            }
+        }
+        drain(handler, app, backends, clock, MAX_DRAIN_DELIVERIES).await;
+        if current == Phase::Discover {
+            finish_discovery(handler, app, backends, clock).await;
+        }
+        // Rotation's steps show before the alerts that follow them.
+        show(&progress.next().await);
+    }
     loop {
+        if shutdown.is_finished() {
+            break;
+        }
         tokio::select! {
-            () = &mut shutdown => break,
+            _ = &mut shutdown => break,
             () = tokio::time::sleep(TICK) => {}
         }
         let now = clock.now();
@@ -755,6 +859,7 @@ async fn continuous(
         show(&progress.next().await);
     }
     ingress.abort();
+    shutdown.abort();
     Ok(())
 }
 

@@ -14,6 +14,7 @@ mod certificate_claims;
 mod compliance;
 mod config_check;
 mod contracts;
+mod dev_alerts;
 mod discovery;
 mod discovery_functions;
 mod discovery_table;

@@ -479,6 +479,26 @@ impl LocalQueue {
             .collect()
     }
 
+    /// Makes every scheduled message due at `now` (locked ones stay locked). For a host
+    /// that knows the work a schedule waits for is done: local mode, once a sweep's jobs
+    /// have all run, takes the snapshot scheduled for later. Returns how many moved.
+    pub async fn bring_forward(&self, now: DateTime<Utc>) -> Result<usize, QueueError> {
+        let queue = self.name.clone();
+        let now_ms = now.timestamp_millis();
+        let moved = self
+            .store
+            .write(move |tx| {
+                tx.execute(
+                    "UPDATE queue_messages SET visible_at = ?2 \
+                     WHERE queue = ?1 AND dead_lettered_at IS NULL AND visible_at > ?2",
+                    params![queue, now_ms],
+                )
+                .map_err(StoreError::sqlite("bringing scheduled messages forward"))
+            })
+            .await?;
+        Ok(moved)
+    }
+
     /// How many messages are active (due or not, locked or not), not dead-lettered.
     pub async fn active_count(&self) -> Result<u64, QueueError> {
         let queue = self.name.clone();
