@@ -168,6 +168,34 @@ where
     answer(&ctx, result).await
 }
 
+/// A timer-triggered function: decodes its timer binding (`binding` in its
+/// `function.json`) and runs it.
+async fn timer_route<O, Fut>(
+    state: &AppState,
+    function: Function,
+    binding: &'static str,
+    headers: &HeaderMap,
+    body: &[u8],
+    run: impl FnOnce(Context, TimerInfo) -> Fut,
+) -> Response
+where
+    Fut: Future<Output = Result<O, FunctionError>>,
+    O: Serialize,
+{
+    trigger(
+        state,
+        function,
+        headers,
+        body,
+        |request| {
+            let value = request.binding_value(binding).map_err(|e| e.to_string())?;
+            TimerInfo::from_value(&value).map_err(|e| e.to_string())
+        },
+        run,
+    )
+    .await
+}
+
 /// Turns a non-HTTP function's result into the host's answer, following the outcome table
 /// in `docs/outcomes.md`.
 async fn answer<O: Serialize>(ctx: &Context, result: Result<O, FunctionError>) -> Response {
@@ -251,17 +279,12 @@ async fn expiry_sweep_route(
     body: Bytes,
 ) -> Response {
     let vaults = state.vaults.clone();
-    trigger(
+    timer_route(
         &state,
         expiry_sweep::NAME,
+        expiry_sweep::BINDING,
         &headers,
         &body,
-        |request| {
-            let value = request
-                .binding_value(expiry_sweep::BINDING)
-                .map_err(|e| e.to_string())?;
-            TimerInfo::from_value(&value).map_err(|e| e.to_string())
-        },
         |ctx, timer| async move { expiry_sweep::run(&ctx, timer, &vaults).await },
     )
     .await
@@ -296,17 +319,12 @@ async fn discovery_sweep_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    trigger(
+    timer_route(
         &state,
         discovery_sweep::NAME,
+        discovery_sweep::BINDING,
         &headers,
         &body,
-        |request| {
-            let value = request
-                .binding_value(discovery_sweep::BINDING)
-                .map_err(|e| e.to_string())?;
-            TimerInfo::from_value(&value).map_err(|e| e.to_string())
-        },
         |ctx, timer| async move { discovery_sweep::run(&ctx, timer).await },
     )
     .await
@@ -317,17 +335,12 @@ async fn alert_sweep_route(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    trigger(
+    timer_route(
         &state,
         alert_sweep::NAME,
+        alert_sweep::BINDING,
         &headers,
         &body,
-        |request| {
-            let value = request
-                .binding_value(alert_sweep::BINDING)
-                .map_err(|e| e.to_string())?;
-            TimerInfo::from_value(&value).map_err(|e| e.to_string())
-        },
         |ctx, timer| async move { alert_sweep::run(&ctx, timer).await },
     )
     .await
