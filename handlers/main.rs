@@ -1034,6 +1034,12 @@ async fn compliance_command(args: ComplianceArgs) -> ExitCode {
                 "keyturn: {} open and {} excepted findings over {} checks; keyturn gathers evidence and is not a certification",
                 report.open, report.excepted, report.board.total.checks
             );
+            for malformed in &report.malformed_exception_tags {
+                eprintln!(
+                    "keyturn: the exception tags on {} ({}, record {}) are refused: {}; its findings stay open",
+                    malformed.name, malformed.source, malformed.record_id, malformed.problem
+                );
+            }
             for lapsed in &report.lapsed_exceptions {
                 eprintln!(
                     "keyturn: exception {} ({}, {}) lapsed on {}: its findings count again",

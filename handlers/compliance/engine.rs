@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::catalogue::{Catalogue, Rule, Severity, Subject};
-use super::exceptions::{Exception, Register, Target, Verdict};
+use super::exceptions::{self, Exception, Register, Target, Verdict};
 use super::scores::{CheckResult, ScopeKind, Scoreboard};
 use super::thresholds::Thresholds;
 use crate::audit::{Action, LogReport};
@@ -123,8 +123,11 @@ pub enum Status {
 /// The exception a finding matched.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExceptionRef {
-    /// 1-based entry in the register.
+    /// 1-based entry in the register (`0`: declared by the object's tags).
     pub entry: usize,
+    /// The record whose tags declare it; `None` for a register entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_on: Option<RecordId>,
     pub owner: String,
     pub reason: String,
     pub expires: DateTime<Utc>,
@@ -136,6 +139,7 @@ impl ExceptionRef {
     fn of(exception: &Exception, lapsed: bool) -> Self {
         Self {
             entry: exception.entry,
+            declared_on: exception.declared_on.clone(),
             owner: exception.owner.clone(),
             reason: exception.reason.clone(),
             expires: exception.expires,
@@ -206,6 +210,21 @@ pub struct Report {
     pub lapsed_exceptions: Vec<Exception>,
     /// Where the exceptions were read from.
     pub exceptions_register: Option<String>,
+    /// Exceptions declared by objects' tags (`keyturn-exception-*`), each once.
+    pub tag_exceptions: Vec<Exception>,
+    /// Objects whose `keyturn-exception-*` tags do not make an exception: their findings
+    /// stay open, and each is named here.
+    pub malformed_exception_tags: Vec<MalformedTags>,
+}
+
+/// An object whose exception tags were refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MalformedTags {
+    pub record_id: RecordId,
+    pub name: String,
+    /// The vault or application holding it.
+    pub source: String,
+    pub problem: String,
 }
 
 /// One evaluation's inputs besides the stores.
@@ -262,7 +281,10 @@ impl<'a> Evaluation<'a> {
                 not_evaluated: Vec::new(),
                 lapsed_exceptions: Vec::new(),
                 exceptions_register: self.register.source().map(str::to_owned),
+                tag_exceptions: Vec::new(),
+                malformed_exception_tags: Vec::new(),
             },
+            tagged: Vec::new(),
             lapsed: BTreeSet::new(),
             application_names: BTreeMap::new(),
         };
@@ -365,7 +387,9 @@ struct Run<'e, 's> {
     evaluation: Evaluation<'e>,
     sink: &'s mut dyn FindingSink,
     report: Report,
-    lapsed: BTreeSet<usize>,
+    lapsed: BTreeSet<(usize, Option<RecordId>, String)>,
+    /// The exceptions the tags of the credential being checked declare.
+    tagged: Vec<Exception>,
     /// Application names by app id, so that an audit entry (which names the app id only)
     /// counts under the same application scope as the inventory's records. One short
     /// string per application.
@@ -452,18 +476,22 @@ impl Run<'_, '_> {
                         .map(|a| a.app_id.as_str()),
                     subscription: checked.scope.subscription.as_deref(),
                 };
-                let (result, status, exception) = match self
-                    .evaluation
-                    .register
-                    .verdict(&target, self.evaluation.now)
-                {
+                let verdict = exceptions::verdict_among(
+                    self.tagged.iter().chain(self.evaluation.register.entries()),
+                    &target,
+                    self.evaluation.now,
+                );
+                let (result, status, exception) = match verdict {
                     Verdict::Excepted(e) => (
                         CheckResult::Excepted,
                         Status::Excepted,
                         Some(ExceptionRef::of(e, false)),
                     ),
                     Verdict::Lapsed(e) => {
-                        if self.lapsed.insert(e.entry) {
+                        if self
+                            .lapsed
+                            .insert((e.entry, e.declared_on.clone(), e.rule.clone()))
+                        {
                             self.report.lapsed_exceptions.push(e.clone());
                         }
                         (
@@ -561,12 +589,29 @@ impl Run<'_, '_> {
             scope: scope_of(credential),
             model,
         };
+        match exceptions::from_tags(
+            &credential.tags,
+            &credential.id(),
+            self.evaluation.catalogue,
+        ) {
+            Ok(declared) => {
+                self.report.tag_exceptions.extend(declared.iter().cloned());
+                self.tagged = declared;
+            }
+            Err(problem) => self.report.malformed_exception_tags.push(MalformedTags {
+                record_id: credential.id(),
+                name: credential.name.clone(),
+                source: credential.source.label(),
+                problem,
+            }),
+        }
         let now = self.evaluation.now;
         let thresholds = self.evaluation.thresholds;
-        for (rule, check) in credential_checks(credential, now, thresholds) {
-            self.check(rule, &checked, check)?;
-        }
-        Ok(())
+        let checked_all = credential_checks(credential, now, thresholds)
+            .into_iter()
+            .try_for_each(|(rule, check)| self.check(rule, &checked, check));
+        self.tagged.clear();
+        checked_all
     }
 
     fn application(&mut self, record: RecordId, facts: ApplicationFacts) -> io::Result<()> {

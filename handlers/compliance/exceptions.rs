@@ -35,6 +35,15 @@ pub const MAX_REGISTER_BYTES: u64 = 4 * 1024 * 1024;
 /// Longest owner or reason text: a line or two, not a document.
 const MAX_TEXT_CHARS: usize = 500;
 
+/// Tags that declare an exception on the object they are set on (a vault secret, key or
+/// certificate), instead of an entry in the register: the rule (several comma-separated),
+/// the reason, the owner and the expiry (a date or an RFC 3339 time), all four required.
+pub const TAG_RULE: &str = "keyturn-exception-rule";
+pub const TAG_REASON: &str = "keyturn-exception-reason";
+pub const TAG_OWNER: &str = "keyturn-exception-owner";
+pub const TAG_EXPIRES: &str = "keyturn-exception-expires";
+const TAGS: [&str; 4] = [TAG_RULE, TAG_REASON, TAG_OWNER, TAG_EXPIRES];
+
 /// The file name `keyturn compliance` looks for in the data directory.
 pub const REGISTER_FILE_NAME: &str = "compliance-exceptions.json";
 
@@ -115,8 +124,11 @@ pub struct Target<'a> {
 /// One accepted risk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Exception {
-    /// 1-based position in the register.
+    /// 1-based position in the register (`0` for one declared by tags).
     pub entry: usize,
+    /// The record whose tags declare it; `None` for a register entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_on: Option<RecordId>,
     pub rule: String,
     #[serde(serialize_with = "as_text")]
     pub subject: Covers,
@@ -254,6 +266,7 @@ impl Register {
             })?;
             entries.push(Exception {
                 entry: index,
+                declared_on: None,
                 rule: entry.rule,
                 subject,
                 owner: entry.owner.trim().to_owned(),
@@ -279,15 +292,80 @@ impl Register {
     /// What the register says of `target` at `now`: an exception in force wins over a
     /// lapsed one; among several in force, the first in the file.
     pub fn verdict(&self, target: &Target<'_>, now: DateTime<Utc>) -> Verdict<'_> {
-        let mut lapsed = None;
-        for exception in self.entries.iter().filter(|e| e.covers(target)) {
-            if exception.is_active(now) {
-                return Verdict::Excepted(exception);
-            }
-            lapsed.get_or_insert(exception);
-        }
-        lapsed.map_or(Verdict::None, Verdict::Lapsed)
+        verdict_among(&self.entries, target, now)
     }
+}
+
+/// What `exceptions` say of `target` at `now`: the first in force wins, else the first
+/// lapsed one.
+pub fn verdict_among<'a>(
+    exceptions: impl IntoIterator<Item = &'a Exception>,
+    target: &Target<'_>,
+    now: DateTime<Utc>,
+) -> Verdict<'a> {
+    let mut lapsed = None;
+    for exception in exceptions.into_iter().filter(|e| e.covers(target)) {
+        if exception.is_active(now) {
+            return Verdict::Excepted(exception);
+        }
+        lapsed.get_or_insert(exception);
+    }
+    lapsed.map_or(Verdict::None, Verdict::Lapsed)
+}
+
+/// The exceptions an object's tags declare for it (tag names compared ignoring case):
+/// none when no `keyturn-exception-*` tag is set; an error saying what is wrong when some
+/// are set but do not make an exception (a tag missing or empty, an unknown rule, an
+/// expiry that is not a date), so a mistyped exception is never silently ignored.
+pub fn from_tags(
+    tags: &std::collections::BTreeMap<String, String>,
+    record: &RecordId,
+    catalogue: &Catalogue,
+) -> Result<Vec<Exception>, String> {
+    let get = |name: &str| {
+        tags.iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.trim())
+    };
+    if TAGS.iter().all(|tag| get(tag).is_none()) {
+        return Ok(Vec::new());
+    }
+    let required = |name: &str| {
+        get(name).filter(|value| !value.is_empty()).ok_or_else(|| {
+            format!(
+                "the {name} tag is missing or empty: an exception declared by tags needs {TAG_RULE}, {TAG_REASON}, {TAG_OWNER} and {TAG_EXPIRES}"
+            )
+        })
+    };
+    let rules = required(TAG_RULE)?;
+    let reason = required(TAG_REASON)?;
+    let owner = required(TAG_OWNER)?;
+    let expires_text = required(TAG_EXPIRES)?;
+    let expires = parse_expiry(expires_text).ok_or_else(|| {
+        format!(
+            "{TAG_EXPIRES} `{}` is not a date (2027-03-31) or an RFC 3339 time",
+            short(expires_text)
+        )
+    })?;
+    let mut declared = Vec::new();
+    for rule in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+        if catalogue.rule(rule).is_none() {
+            return Err(format!("{TAG_RULE} names no rule called `{}`", short(rule)));
+        }
+        declared.push(Exception {
+            entry: 0,
+            declared_on: Some(record.clone()),
+            rule: rule.to_owned(),
+            subject: Covers::Record(record.clone()),
+            owner: short(owner),
+            reason: short(reason),
+            expires,
+        });
+    }
+    if declared.is_empty() {
+        return Err(format!("{TAG_RULE} names no rule"));
+    }
+    Ok(declared)
 }
 
 /// ` (rule `x`, subject `y`)` from whatever of an entry can be read, to name it in an

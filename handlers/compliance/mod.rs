@@ -16,9 +16,12 @@ pub mod trend;
 
 pub use catalogue::{Catalogue, CatalogueError, Rule, Severity, Subject};
 pub use engine::{
-    AuditInput, ComplianceError, Evaluation, Finding, FindingScope, FindingSink, Report, Status,
+    AuditInput, ComplianceError, Evaluation, Finding, FindingScope, FindingSink, MalformedTags,
+    Report, Status,
 };
-pub use exceptions::{ExceptionError, REGISTER_FILE_NAME, Register};
+pub use exceptions::{
+    ExceptionError, REGISTER_FILE_NAME, Register, TAG_EXPIRES, TAG_OWNER, TAG_REASON, TAG_RULE,
+};
 pub use report::Scores;
 pub use scores::{ScopeKind, Scoreboard, Tally};
 pub use thresholds::{ThresholdError, Thresholds};

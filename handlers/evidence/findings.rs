@@ -24,6 +24,7 @@ use super::{EvidenceError, Package, extract, populations};
 use crate::compliance::catalogue::{Catalogue, Subject};
 use crate::compliance::exceptions::Exception;
 use crate::compliance::{Finding, Register, Report, Status};
+use crate::domain::inventory::RecordId;
 
 pub const FINDINGS: &str = "populations/findings.csv";
 pub const EXCEPTIONS: &str = "populations/exceptions.csv";
@@ -50,7 +51,7 @@ const FINDING_COLUMNS: [&str; 18] = [
     "exception_lapsed",
 ];
 
-const EXCEPTION_COLUMNS: [&str; 11] = [
+const EXCEPTION_COLUMNS: [&str; 12] = [
     "id",
     "source",
     "rule",
@@ -62,6 +63,7 @@ const EXCEPTION_COLUMNS: [&str; 11] = [
     "findings_excepted",
     "findings_lapsed",
     "declared_on",
+    "problem",
 ];
 
 const MATRIX_COLUMNS: [&str; 12] = [
@@ -79,9 +81,13 @@ const MATRIX_COLUMNS: [&str; 12] = [
     "evidence",
 ];
 
-/// The id an exception of the register has in `exceptions.csv` and `findings.csv`.
-pub fn exception_id(entry: usize) -> String {
-    format!("register:{entry}")
+/// The id an exception has in `exceptions.csv` and `findings.csv`: `register:N` for the
+/// register's entry N, `tag:RECORD-ID:RULE` for one an object's tags declare.
+pub fn exception_id(entry: usize, declared_on: Option<&RecordId>, rule: &str) -> String {
+    match declared_on {
+        Some(record) => format!("tag:{record}:{rule}"),
+        None => format!("register:{entry}"),
+    }
 }
 
 /// `framework:control` pairs, `;`-separated: the controls a finding counts for.
@@ -160,7 +166,7 @@ pub struct FindingsWriter {
     /// Groups keyed by the rule's position in the catalogue and the controls.
     groups: BTreeMap<(usize, String), (Placed, Spill)>,
     rule_order: BTreeMap<String, usize>,
-    matched: BTreeMap<usize, Matched>,
+    matched: BTreeMap<String, Matched>,
 }
 
 impl FindingsWriter {
@@ -203,7 +209,12 @@ impl FindingsWriter {
         write_finding(&mut spill.file, finding, &key.1)?;
         spill.rows += 1;
         if let Some(exception) = &finding.exception {
-            let matched = self.matched.entry(exception.entry).or_default();
+            let id = exception_id(
+                exception.entry,
+                exception.declared_on.as_ref(),
+                &finding.rule,
+            );
+            let matched = self.matched.entry(id).or_default();
             if exception.lapsed {
                 matched.lapsed += 1;
             } else if finding.status == Status::Excepted {
@@ -240,7 +251,7 @@ impl FindingsWriter {
 
         package.begin(EXCEPTIONS)?;
         let rows = self
-            .write_exceptions(register, report.evaluated_at, package)
+            .write_exceptions(register, report, package)
             .map_err(failed(EXCEPTIONS))?;
         package.end(Some(rows))?;
 
@@ -259,19 +270,51 @@ impl FindingsWriter {
     fn write_exceptions(
         &self,
         register: &Register,
-        now: DateTime<Utc>,
+        report: &Report,
         out: &mut dyn Write,
     ) -> io::Result<u64> {
         write_header(out, &EXCEPTION_COLUMNS)?;
+        let now = report.evaluated_at;
         let source = register.source().unwrap_or_default();
         let mut rows = 0;
-        for exception in register.entries() {
-            let matched = self
-                .matched
-                .get(&exception.entry)
-                .copied()
-                .unwrap_or_default();
-            write_exception(out, exception, source, now, matched)?;
+        for exception in register.entries().iter().chain(&report.tag_exceptions) {
+            let id = exception_id(
+                exception.entry,
+                exception.declared_on.as_ref(),
+                &exception.rule,
+            );
+            let matched = self.matched.get(&id).copied().unwrap_or_default();
+            let source = if exception.declared_on.is_some() {
+                "tags"
+            } else {
+                source
+            };
+            write_exception(out, exception, &id, source, now, matched)?;
+            rows += 1;
+        }
+        // Tags that do not make an exception: named, never dropped.
+        for malformed in &report.malformed_exception_tags {
+            let record = malformed.record_id.to_string();
+            write_row(
+                out,
+                &[
+                    Cell::Value(format!("tag:{record}")),
+                    Cell::Text(&format!(
+                        "tags on {} ({})",
+                        malformed.name, malformed.source
+                    )),
+                    Cell::Value(String::new()),
+                    Cell::Value(record),
+                    Cell::Value(String::new()),
+                    Cell::Value(String::new()),
+                    Cell::Value(String::new()),
+                    Cell::Value(String::new()),
+                    0u64.into(),
+                    0u64.into(),
+                    Cell::Value("tags".to_owned()),
+                    Cell::Text(&malformed.problem),
+                ],
+            )?;
             rows += 1;
         }
         Ok(rows)
@@ -326,7 +369,11 @@ fn write_finding(out: &mut dyn Write, finding: &Finding, controls: &str) -> io::
             Cell::Text(&scope.owners.join(";")),
             Cell::Text(&finding.detail),
             Cell::Text(controls),
-            Cell::Value(exception.map(|e| exception_id(e.entry)).unwrap_or_default()),
+            Cell::Value(
+                exception
+                    .map(|e| exception_id(e.entry, e.declared_on.as_ref(), &finding.rule))
+                    .unwrap_or_default(),
+            ),
             Cell::Text(exception.map(|e| e.owner.as_str()).unwrap_or_default()),
             exception.map_or(Cell::Value(String::new()), |e| time(e.expires)),
             Cell::Value(exception.map(|e| e.lapsed.to_string()).unwrap_or_default()),
@@ -337,6 +384,7 @@ fn write_finding(out: &mut dyn Write, finding: &Finding, controls: &str) -> io::
 fn write_exception(
     out: &mut dyn Write,
     exception: &Exception,
+    id: &str,
     source: &str,
     now: DateTime<Utc>,
     matched: Matched,
@@ -344,7 +392,7 @@ fn write_exception(
     write_row(
         out,
         &[
-            Cell::Value(exception_id(exception.entry)),
+            Cell::Value(id.to_owned()),
             Cell::Text(source),
             Cell::Value(exception.rule.clone()),
             Cell::Text(&exception.subject.to_string()),
@@ -354,7 +402,15 @@ fn write_exception(
             Cell::Value((!exception.is_active(now)).to_string()),
             matched.excepted.into(),
             matched.lapsed.into(),
-            Cell::Value("register".to_owned()),
+            Cell::Value(
+                if exception.declared_on.is_some() {
+                    "tags"
+                } else {
+                    "register"
+                }
+                .to_owned(),
+            ),
+            Cell::Value(String::new()),
         ],
     )
 }

@@ -712,6 +712,8 @@ mod tests {
             not_evaluated: Vec::new(),
             lapsed_exceptions: Vec::new(),
             exceptions_register: None,
+            tag_exceptions: Vec::new(),
+            malformed_exception_tags: Vec::new(),
         };
         let mut figures = SummaryBuilder::new(&november());
 

@@ -104,6 +104,8 @@ struct JsonTail<'a> {
     scores: Scores,
     not_evaluated: &'a [crate::compliance::engine::NotEvaluated],
     lapsed_exceptions: &'a [crate::compliance::exceptions::Exception],
+    tag_exceptions: &'a [crate::compliance::exceptions::Exception],
+    malformed_exception_tags: &'a [crate::compliance::MalformedTags],
     trend: &'a Trend,
 }
 
@@ -130,6 +132,8 @@ impl<'a> JsonTail<'a> {
             scores: Scores::of(report, catalogue),
             not_evaluated: &report.not_evaluated,
             lapsed_exceptions: &report.lapsed_exceptions,
+            tag_exceptions: &report.tag_exceptions,
+            malformed_exception_tags: &report.malformed_exception_tags,
             trend,
         }
     }

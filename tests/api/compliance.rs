@@ -466,6 +466,116 @@ async fn an_exception_in_force_shows_the_finding_as_excepted_and_counts_it_apart
 }
 
 #[tokio::test]
+async fn an_exception_declared_by_tags_excepts_its_objects_finding_and_a_malformed_one_is_named() {
+    let inventory = MemoryInventory::new();
+    let kv = vault("kv-tags", PermissionModel::Rbac);
+    inventory.put_vault(&kv).await.expect("vault");
+    let tagged = |name: &str, tags: &[(&str, &str)]| {
+        let mut secret = vault_object(&kv, CredentialKind::Secret, name);
+        secret.expires = None;
+        secret
+            .tags
+            .extend(tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        secret
+    };
+    let excepted = tagged(
+        "legacy-token",
+        &[
+            ("keyturn-exception-rule", "secret-no-expiry"),
+            (
+                "Keyturn-Exception-Reason",
+                "read by a device that cannot renew it",
+            ),
+            ("keyturn-exception-owner", "ada@contoso.com"),
+            ("keyturn-exception-expires", "2030-12-31"),
+        ],
+    );
+    let lapsed = tagged(
+        "old-token",
+        &[
+            ("keyturn-exception-rule", "secret-no-expiry"),
+            ("keyturn-exception-reason", "until the migration"),
+            ("keyturn-exception-owner", "ops"),
+            ("keyturn-exception-expires", "2020-01-01"),
+        ],
+    );
+    let malformed = tagged(
+        "typo-token",
+        &[
+            ("keyturn-exception-rule", "secret-no-expiry"),
+            ("keyturn-exception-reason", "forgot the rest"),
+            ("keyturn-exception-expires", "next year"),
+        ],
+    );
+    let unknown_rule = tagged(
+        "unknown-rule-token",
+        &[
+            ("keyturn-exception-rule", "secret-no-expiri"),
+            ("keyturn-exception-reason", "r"),
+            ("keyturn-exception-owner", "o"),
+            ("keyturn-exception-expires", "2030-01-01"),
+        ],
+    );
+    let plain = tagged("plain-token", &[]);
+    inventory
+        .put_credentials(&[
+            excepted.clone(),
+            lapsed.clone(),
+            malformed.clone(),
+            unknown_rule.clone(),
+            plain,
+        ])
+        .await
+        .expect("credentials");
+
+    let (findings, report) = evaluate(&inventory, None, &Register::empty(), None).await;
+
+    let no_expiry = |name: &str| {
+        findings
+            .iter()
+            .find(|f| f.rule == "secret-no-expiry" && f.name == name)
+            .unwrap_or_else(|| panic!("{name}'s finding is listed"))
+    };
+    let finding = no_expiry("legacy-token");
+    assert_eq!(finding.status, Status::Excepted);
+    let exception = finding.exception.as_ref().expect("the exception named");
+    assert_eq!(exception.declared_on, Some(excepted.id()));
+    assert_eq!(exception.owner, "ada@contoso.com");
+    let finding = no_expiry("old-token");
+    assert_eq!(finding.status, Status::Open);
+    assert!(finding.exception.as_ref().is_some_and(|e| e.lapsed));
+    for name in ["typo-token", "unknown-rule-token", "plain-token"] {
+        let finding = no_expiry(name);
+        assert_eq!(finding.status, Status::Open, "{name}");
+        assert_eq!(finding.exception, None, "{name}");
+    }
+    assert_eq!(report.excepted, 1);
+    assert_eq!(report.tag_exceptions.len(), 2);
+    let named: BTreeMap<&str, &str> = report
+        .malformed_exception_tags
+        .iter()
+        .map(|m| (m.name.as_str(), m.problem.as_str()))
+        .collect();
+    assert_eq!(named.len(), 2, "{named:?}");
+    assert!(
+        named["typo-token"].contains("keyturn-exception-owner"),
+        "{named:?}"
+    );
+    assert!(
+        named["unknown-rule-token"].contains("secret-no-expiri"),
+        "{named:?}"
+    );
+    assert!(
+        report
+            .malformed_exception_tags
+            .iter()
+            .all(|m| m.source.contains("kv-tags")),
+        "{:?}",
+        report.malformed_exception_tags
+    );
+}
+
+#[tokio::test]
 async fn a_lapsed_exception_no_longer_applies_and_is_reported() {
     let inventory = two_vault_findings().await;
     let register = register(
