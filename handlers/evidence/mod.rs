@@ -17,6 +17,7 @@ pub mod container;
 pub mod csv;
 pub mod extract;
 pub mod findings;
+pub mod html;
 pub mod pdf;
 pub mod populations;
 pub mod summary;
@@ -449,6 +450,7 @@ pub async fn export(
         serde_json::to_vec_pretty(&summary).expect("invariant: a summary always encodes");
     package.add(summary::SUMMARY, &figures_json)?;
     package.add(pdf::REPORT, &pdf::render(&summary))?;
+    package.add(html::REPORT, html::render(&summary).as_bytes())?;
 
     let mut notes = vec![
         "populations/inventory.csv and vaults.csv are the inventory as discovery's last sweep left it at export time (scanned_at says when each row was seen); days_left_at_period_end is counted from the period's end.".to_owned(),

@@ -36,7 +36,7 @@ use keyturn::startup;
 
 mod report_pdf;
 
-fn at(text: &str) -> DateTime<Utc> {
+pub(crate) fn at(text: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(text)
         .expect("a time")
         .with_timezone(&Utc)
@@ -53,7 +53,7 @@ const NEW_KEY: &str = "bbbbbbbb-0000-4000-8000-000000000002";
 /// A secret name a spreadsheet would run as a formula.
 const FORMULA_NAME: &str = "=HYPERLINK(\"http://x.invalid\",\"open\")";
 
-struct Entry {
+pub(crate) struct Entry {
     at: &'static str,
     actor: Actor,
     action: &'static str,
@@ -101,7 +101,7 @@ fn entry(at: &'static str, actor: Actor, action: &'static str, outcome: Outcome)
 
 /// The log: two entries before November 2026, the month's rotations and reads, one
 /// entry after.
-fn log() -> Vec<Entry> {
+pub(crate) fn log() -> Vec<Entry> {
     let worker = || function("RotationWorker");
     vec![
         entry(
@@ -198,7 +198,7 @@ fn log() -> Vec<Entry> {
     ]
 }
 
-fn credential(n: u8, name: &str, owner: Option<&str>) -> InventoryCredential {
+pub(crate) fn credential(n: u8, name: &str, owner: Option<&str>) -> InventoryCredential {
     InventoryCredential {
         source: CredentialSource::Application {
             object_id: DirectoryObjectId::parse(&format!(
@@ -242,7 +242,7 @@ fn credential(n: u8, name: &str, owner: Option<&str>) -> InventoryCredential {
 
 /// A data directory as `keyturn dev` leaves it: the store, its anchored audit log
 /// (checkpoint file and signing key beside it) and an inventory.
-struct Store {
+pub(crate) struct Store {
     _dir: tempfile::TempDir,
     data: PathBuf,
 }
@@ -260,12 +260,15 @@ impl Store {
         self.beside(PUBLIC_KEY_FILE_NAME)
     }
 
-    fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self._dir.path().join(name)
     }
 }
 
-async fn store_with(entries: Vec<Entry>, credentials: Vec<InventoryCredential>) -> Store {
+pub(crate) async fn store_with(
+    entries: Vec<Entry>,
+    credentials: Vec<InventoryCredential>,
+) -> Store {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = dir.path().join("data");
     let store = Store { _dir: dir, data };
@@ -305,11 +308,15 @@ async fn november() -> Store {
     .await
 }
 
-fn period(from: &str, to: &str) -> Period {
+pub(crate) fn period(from: &str, to: &str) -> Period {
     Period::parse(from, to).expect("a period")
 }
 
-async fn export_from(store: &Store, period: &Period, out: &Path) -> Result<(), EvidenceError> {
+pub(crate) async fn export_from(
+    store: &Store,
+    period: &Period,
+    out: &Path,
+) -> Result<(), EvidenceError> {
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
     let sources = startup::evidence_sources(&settings, &[], &env)
@@ -338,7 +345,7 @@ fn verified(zip: &Path, key: &PublicKey) -> PackageReport {
 }
 
 /// Every file of a zip, in order.
-fn files(zip: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn files(zip: &Path) -> Vec<(String, Vec<u8>)> {
     let mut archive =
         zip::ZipArchive::new(std::fs::File::open(zip).expect("zip opens")).expect("a zip");
     (0..archive.len())
@@ -351,7 +358,7 @@ fn files(zip: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn file(zip: &Path, name: &str) -> String {
+pub(crate) fn file(zip: &Path, name: &str) -> String {
     let (_, bytes) = files(zip)
         .into_iter()
         .find(|(n, _)| n == name)
