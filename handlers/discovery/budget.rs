@@ -70,11 +70,20 @@ impl Pacer {
 
     /// Waits until the next request may be sent.
     pub async fn wait(&self) {
+        self.wait_for(1).await;
+    }
+
+    /// Waits until `requests` sent one after another may start, and charges them all:
+    /// the caller after them waits `requests` spacings, as if each had waited its turn.
+    pub async fn wait_for(&self, requests: u32) {
+        if requests == 0 {
+            return;
+        }
         let at = {
             let mut next = self.next.lock().await;
             let now = Instant::now();
             let at = next.map_or(now, |n| n.max(now));
-            *next = Some(at + self.spacing);
+            *next = Some(at + self.spacing * requests);
             at
         };
         tokio::time::sleep_until(at).await;
@@ -94,5 +103,19 @@ mod tests {
         }
         // Nine requests at 50 ms spacing: the ninth leaves at 400 ms, never sooner.
         assert!(start.elapsed() >= Duration::from_millis(400));
+    }
+
+    #[tokio::test]
+    async fn requests_charged_together_hold_back_the_next_caller_as_long_as_each_would() {
+        let pacer = Pacer::new(4, Duration::from_millis(200));
+        let start = Instant::now();
+        pacer.wait_for(3).await;
+        // Nothing before them: the three start at once...
+        assert!(start.elapsed() < Duration::from_millis(50));
+        pacer.wait_for(0).await;
+        assert!(start.elapsed() < Duration::from_millis(50));
+        // ...and the next request waits the three spacings they took.
+        pacer.wait().await;
+        assert!(start.elapsed() >= Duration::from_millis(150));
     }
 }

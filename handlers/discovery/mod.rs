@@ -140,8 +140,9 @@ impl Discovery {
             let mut after: Option<Cursor> = None;
             loop {
                 self.resource_manager.wait().await;
-                match self.resources.subscriptions(after.as_ref()).await {
+                match self.resources.subscriptions(after.as_ref(), stamp).await {
                     Ok(page) => {
+                        self.put_findings(&mut report, &page.findings).await?;
                         report
                             .follow_ups
                             .extend(page.items.iter().map(|s| sub_job(s.id)));
@@ -154,6 +155,11 @@ impl Discovery {
                     }
                 }
                 if after.is_none() {
+                    // Listed to the end: what an older sweep found on the tenant is gone
+                    // unless this one found it again.
+                    self.store
+                        .clear_findings(&Scope::Tenant, &stamp.sweep)
+                        .await?;
                     break;
                 }
             }
@@ -266,6 +272,45 @@ impl Discovery {
         Ok(report)
     }
 
+    /// Reads a certificate's or key's details into it, charging the vault's budget for
+    /// every request the read sends (a key's is two: the key and its rotation policy). A
+    /// read that fails is a finding and leaves the details unknown.
+    async fn read_details(
+        &self,
+        pacer: &Pacer,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        credential: &mut InventoryCredential,
+        report: &mut JobReport,
+        stamp: &Stamp,
+    ) -> Result<(), PortError> {
+        pacer.wait_for(self.vaults.detail_requests(kind)).await;
+        let read = match kind {
+            ObjectKind::Certificates => self
+                .vaults
+                .certificate(vault, &credential.name)
+                .await
+                .map(|details| credential.certificate = Some(details)),
+            ObjectKind::Keys => self
+                .vaults
+                .key(vault, &credential.name)
+                .await
+                .map(|details| credential.key = Some(details)),
+            ObjectKind::Secrets => Ok(()),
+        };
+        match read {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                let scope = Scope::Vault {
+                    subscription: vault.subscription,
+                    name: vault.name.clone(),
+                };
+                let subject = format!("{}/{}", kind.as_str(), credential.name);
+                self.record(report, scope, &subject, &error, stamp).await
+            }
+        }
+    }
+
     /// Counts a certificate's or key's versions into its handle, a paced request per
     /// page of 25. Secrets are not counted: they are most of a tenant's objects (the
     /// benchmark's 100,000), each count is at least one more request, and a secret's
@@ -348,32 +393,9 @@ impl Discovery {
             } = page;
             self.put_findings(&mut report, &findings).await?;
             for credential in &mut items {
-                match kind {
-                    ObjectKind::Certificates => {
-                        pacer.wait().await;
-                        match self.vaults.certificate(vault, &credential.name).await {
-                            Ok(details) => credential.certificate = Some(details),
-                            Err(error) => {
-                                let subject = format!("certificates/{}", credential.name);
-                                self.record(&mut report, scope.clone(), &subject, &error, stamp)
-                                    .await?;
-                            }
-                        }
-                    }
-                    ObjectKind::Keys => {
-                        pacer.wait().await;
-                        match self.vaults.key(vault, &credential.name).await {
-                            Ok(details) => credential.key = Some(details),
-                            Err(error) => {
-                                let subject = format!("keys/{}", credential.name);
-                                self.record(&mut report, scope.clone(), &subject, &error, stamp)
-                                    .await?;
-                            }
-                        }
-                    }
-                    ObjectKind::Secrets => {}
-                }
                 if kind != ObjectKind::Secrets {
+                    self.read_details(pacer, vault, kind, credential, &mut report, stamp)
+                        .await?;
                     self.count_versions(pacer, vault, kind, credential, &mut report, stamp)
                         .await?;
                 }

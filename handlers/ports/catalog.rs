@@ -198,9 +198,12 @@ impl From<HexDigit> for String {
 /// Resource Manager: the subscriptions the identity can see and their vaults.
 #[async_trait]
 pub trait ResourceCatalog: Send + Sync + fmt::Debug {
+    /// The subscriptions the identity holds a role on; one listed without a valid id is
+    /// a finding on the tenant.
     async fn subscriptions(
         &self,
         after: Option<&Cursor>,
+        stamp: &Stamp,
     ) -> Result<CatalogPage<SubscriptionRef>, PortError>;
 
     /// The vaults of `subscription`, with their compliance properties.
@@ -217,7 +220,7 @@ pub trait ResourceCatalog: Send + Sync + fmt::Debug {
 pub trait VaultCatalog: Send + Sync + fmt::Debug {
     /// One page of the vault's objects of `kind` (their current versions) as inventory
     /// records; certificate and key details are left to [`VaultCatalog::certificate`]
-    /// and [`VaultCatalog::key`], one request each.
+    /// and [`VaultCatalog::key`].
     async fn objects(
         &self,
         vault: &VaultRef,
@@ -237,6 +240,11 @@ pub trait VaultCatalog: Send + Sync + fmt::Debug {
     /// A key's type, size or curve and whether a rotation policy rotates it (`GET
     /// /keys/{name}`, the public key only, and `GET /keys/{name}/rotationpolicy`).
     async fn key(&self, vault: &VaultRef, name: &str) -> Result<KeyDetails, PortError>;
+
+    /// How many requests [`VaultCatalog::certificate`] (for certificates) or
+    /// [`VaultCatalog::key`] (for keys) sends for one object: what a details read costs
+    /// the vault's budget. Zero for secrets, which have no details read.
+    fn detail_requests(&self, kind: ObjectKind) -> u32;
 
     /// One page of the versions of the object `name` of `kind` (`GET
     /// /{kind}/{name}/versions`, each version's attributes, never a value): how many it

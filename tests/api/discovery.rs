@@ -57,6 +57,14 @@ fn options(standins: &Standins) -> ClientOptions {
 }
 
 fn discovery(standins: &Standins, store: Arc<MemoryInventory>) -> Discovery {
+    discovery_within(standins, store, Budgets::default())
+}
+
+fn discovery_within(
+    standins: &Standins,
+    store: Arc<MemoryInventory>,
+    budgets: Budgets,
+) -> Discovery {
     let identity = standins.seed_identity("keyturn-discovery", discovery_permissions());
     let credential = standins.credential_for(&identity);
     let resources = ResourceManagerClient::new(
@@ -78,7 +86,7 @@ fn discovery(standins: &Standins, store: Arc<MemoryInventory>) -> Discovery {
         Arc::new(vaults),
         Arc::new(graph),
         store,
-        Budgets::default(),
+        budgets,
     )
 }
 
@@ -636,6 +644,179 @@ async fn certificates_and_keys_carry_their_version_counts_and_no_value_is_read()
     assert_eq!(versions("wrap"), Some(2));
     assert_eq!(versions("db-password"), None);
     assert_eq!(vault.value_reads(), 0);
+}
+
+/// A key's details are two requests (the key, then its rotation policy): the vault's
+/// budget is charged for both, so the requests after them wait two turns, not one.
+#[tokio::test]
+async fn a_key_details_read_is_charged_to_the_vaults_budget_as_the_two_requests_it_sends() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let vault = standins.keyvault();
+    for name in ["wrap", "sign", "seal"] {
+        vault.seed_key(KeySeed::rsa(name, 2048));
+    }
+    let arm = standins.resource_manager();
+    let subscription = arm.seed_subscription("keys");
+    arm.seed_vault(
+        subscription,
+        "kv-keys",
+        vault.url(),
+        VaultProperties::default(),
+    );
+    let store = Arc::new(MemoryInventory::new());
+    // 40 requests per 10 s: one every 250 ms.
+    let budgets = Budgets {
+        key_vault_per_vault: 40,
+        ..Budgets::default()
+    };
+    let spacing = StdDuration::from_millis(250);
+    let discovery = discovery_within(&standins, store.clone(), budgets);
+
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 4, standins.now())
+        .await
+        .expect("swept");
+
+    let requests = standins.requests_to(Service::KeyVault);
+    let policies = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/rotationpolicy"))
+        .count();
+    // Three listings, and per key its details (two) and its versions (one).
+    assert_eq!((requests.len(), policies), (12, 3), "{requests:#?}");
+    // Once the keys page is read, the three keys' details (two turns each) and versions
+    // (one each) are charged one after another: the last request leaves eight turns after
+    // the first key's `GET` (one turn of slack here). Charging the details once would let
+    // it leave after five.
+    let first_key = requests
+        .iter()
+        .position(|r| r.path.starts_with("/keys/") && r.path.matches('/').count() == 2)
+        .expect("a key's GET");
+    let span = requests[11].received - requests[first_key].received;
+    assert!(
+        span >= spacing * 7,
+        "the keys' nine requests within {span:?}"
+    );
+    let keys: Vec<_> = credentials_in(store.as_ref())
+        .await
+        .into_iter()
+        .filter(|c| c.kind == CredentialKind::Key)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    assert!(
+        keys.iter()
+            .all(|k| k.key.as_ref().is_some_and(|d| d.key_size == Some(2048))),
+        "{keys:#?}"
+    );
+}
+
+/// An `/owners` list is read in full when the expansion is cut at 20, and one whose
+/// page links to itself is cut at the repeat: the credentials are written with the
+/// owners read, the cut is an error on that application, and the sweep goes on.
+#[tokio::test]
+async fn an_owners_list_that_never_ends_is_cut_and_recorded_on_its_application() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let now = standins.now();
+    let graph = standins.graph();
+    let owned = |name: &str, owners: usize| {
+        let app = graph.seed_application(name, Permissions::only(Vec::<String>::new()));
+        graph.add_password(app.object_id, now + Duration::days(30), true);
+        for i in 0..owners {
+            let upn = format!("owner{i}@contoso.com");
+            graph.add_owner_user(
+                app.object_id,
+                OwnerUser::new(&format!("Owner {i}"), Some(&upn), Some(&upn)),
+            );
+        }
+        app
+    };
+    let many = owned("many-owners", 25);
+    let looping = owned("looping-owners", 21);
+    graph.loop_owner_pages(looping.object_id);
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    tokio::time::timeout(
+        StdDuration::from_secs(60),
+        run_sweep(&discovery, sweep("s1"), Vec::new(), 4, now),
+    )
+    .await
+    .expect("the sweep ends")
+    .expect("swept");
+
+    let credentials = credentials_in(store.as_ref()).await;
+    let owners_of = |object: Uuid| {
+        let credential = credentials
+            .iter()
+            .find(|c| {
+                matches!(&c.source, CredentialSource::Application { object_id, .. }
+                    if object_id.to_string() == object.to_string())
+            })
+            .unwrap_or_else(|| panic!("{object} is inventoried"));
+        credential.owners.len()
+    };
+    assert_eq!(owners_of(many.object_id), 25);
+    // The looping list gave its one page twice: each owner once.
+    assert_eq!(owners_of(looping.object_id), 21);
+    let findings = findings_in(store.as_ref()).await;
+    let on = |object: Uuid| {
+        findings
+            .iter()
+            .filter(|f| {
+                matches!(&f.scope, Scope::Application { object_id }
+                    if object_id.to_string() == object.to_string())
+            })
+            .collect::<Vec<_>>()
+    };
+    let cut = on(looping.object_id);
+    assert_eq!(cut.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (cut[0].kind, cut[0].subject.as_str()),
+        (FindingKind::PageFailed, "owners")
+    );
+    assert!(cut[0].kind.is_error());
+    assert!(on(many.object_id).is_empty(), "{findings:#?}");
+    let owners_requests = |object: Uuid| {
+        standins
+            .requests_to(Service::Graph)
+            .iter()
+            .filter(|r| r.path == format!("/v1.0/applications/{object}/owners"))
+            .count()
+    };
+    assert_eq!(owners_requests(many.object_id), 1);
+    assert_eq!(owners_requests(looping.object_id), 2);
+}
+
+/// A subscription Resource Manager lists without a valid id is an error on the tenant,
+/// not dropped, and the other subscriptions are still read.
+#[tokio::test]
+async fn a_subscription_listed_without_a_valid_id_is_a_finding_and_the_sweep_goes_on() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let tenant = seed(&standins).await;
+    standins
+        .resource_manager()
+        .seed_subscription_listed_as("mangled", "not-a-subscription-id");
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+
+    let report = run_sweep(&discovery, sweep("s1"), Vec::new(), 4, standins.now())
+        .await
+        .expect("swept");
+
+    assert_eq!(report.jobs.get("subscription"), Some(&1));
+    assert_eq!(
+        vaults_in(store.as_ref()).await.len(),
+        tenant.vault_urls.len()
+    );
+    let findings = findings_in(store.as_ref()).await;
+    let on_tenant: Vec<_> = findings
+        .iter()
+        .filter(|f| f.scope == Scope::Tenant)
+        .collect();
+    assert_eq!(on_tenant.len(), 1, "{findings:#?}");
+    assert_eq!(
+        (on_tenant[0].kind, on_tenant[0].subject.as_str()),
+        (FindingKind::Malformed, "subscriptions")
+    );
 }
 
 #[tokio::test]

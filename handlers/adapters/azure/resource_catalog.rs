@@ -86,6 +86,7 @@ impl ResourceCatalog for ResourceManagerClient {
     async fn subscriptions(
         &self,
         after: Option<&Cursor>,
+        stamp: &Stamp,
     ) -> Result<CatalogPage<SubscriptionRef>, PortError> {
         let operation = "listing subscriptions";
         let context = FailureContext {
@@ -101,21 +102,29 @@ impl ResourceCatalog for ResourceManagerClient {
                 &context,
             )
             .await?;
-        let page: Page<SubscriptionItem> = decode(&body, operation)?;
-        Ok(CatalogPage {
-            items: page
-                .value
-                .into_iter()
-                .filter_map(|s| {
-                    Some(SubscriptionRef {
-                        id: SubscriptionId::parse(&s.subscription_id).ok()?,
-                        display_name: s.display_name,
-                    })
-                })
-                .collect(),
-            findings: Vec::new(),
-            next: page.next_link.map(Cursor::new),
-        })
+        let page: Page<serde_json::Value> = decode(&body, operation)?;
+        let mut out = CatalogPage::last(Vec::new());
+        out.next = page.next_link.map(Cursor::new);
+        for raw in page.value {
+            let parsed = serde_json::from_value::<SubscriptionItem>(raw)
+                .ok()
+                .and_then(|item| {
+                    let id = SubscriptionId::parse(&item.subscription_id).ok()?;
+                    Some((id, item.display_name))
+                });
+            match parsed {
+                Some((id, display_name)) => out.items.push(SubscriptionRef { id, display_name }),
+                None => out.findings.push(ScopeFinding::new(
+                    Scope::Tenant,
+                    FindingKind::Malformed,
+                    "subscriptions",
+                    "a listed subscription has no valid subscriptionId: its vaults are not scanned",
+                    stamp.at,
+                    stamp.sweep.clone(),
+                )),
+            }
+        }
+        Ok(out)
     }
 
     async fn vaults(
@@ -320,7 +329,7 @@ mod tests {
         fn a_page_that_is_not_a_page_is_an_error(body in any_json()) {
             let subscription = SubscriptionId::parse(SUBSCRIPTION).expect("id");
             let listed = block_on(client(&body).vaults(&subscription, None, &stamp()));
-            let subscriptions = block_on(client(&body).subscriptions(None));
+            let subscriptions = block_on(client(&body).subscriptions(None, &stamp()));
             // `{"a": 1}` is a page without entries (`value` defaults to none).
             if !body.is_object() {
                 prop_assert!(listed.is_err());

@@ -446,6 +446,16 @@ impl VaultCatalog for KeyVaultCatalog {
         })
     }
 
+    /// A certificate's `GET` carries its policy; a key's rotation policy is a second
+    /// `GET`.
+    fn detail_requests(&self, kind: ObjectKind) -> u32 {
+        match kind {
+            ObjectKind::Secrets => 0,
+            ObjectKind::Certificates => 1,
+            ObjectKind::Keys => 2,
+        }
+    }
+
     async fn versions(
         &self,
         vault: &VaultRef,

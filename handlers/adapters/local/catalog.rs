@@ -131,6 +131,7 @@ impl ResourceCatalog for LocalCatalog {
     async fn subscriptions(
         &self,
         _after: Option<&Cursor>,
+        _stamp: &Stamp,
     ) -> Result<CatalogPage<SubscriptionRef>, PortError> {
         Ok(CatalogPage::last(vec![SubscriptionRef {
             id: local_subscription(),
@@ -278,6 +279,11 @@ impl VaultCatalog for LocalCatalog {
             FailureKind::NotFound,
             "the local vault holds no keys",
         ))
+    }
+
+    /// The local vault is not Key Vault: no budget to charge but a read per object.
+    fn detail_requests(&self, kind: ObjectKind) -> u32 {
+        u32::from(kind != ObjectKind::Secrets)
     }
 
     /// A local certificate's versions are those of the secret that backs it, as in Key

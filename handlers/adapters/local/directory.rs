@@ -94,29 +94,8 @@ impl LocalDirectory {
 
     /// Registers an application with fresh appId and objectId GUIDs (bootstrap).
     pub async fn create_application(&self, display_name: &str) -> Result<Application, PortError> {
-        let application = Application {
-            object_id: DirectoryObjectId::new_random(),
-            app_id: AppId::new_random(),
-            display_name: Some(display_name.to_owned()),
-        };
-        let row = application.clone();
-        self.store
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO directory_applications (object_id, app_id, display_name) \
-                     VALUES (?1, ?2, ?3)",
-                    params![
-                        row.object_id.to_string(),
-                        row.app_id.to_string(),
-                        row.display_name
-                    ],
-                )
-                .map_err(StoreError::sqlite("registering an application"))?;
-                Ok(())
-            })
+        self.register(ObjectTable::Applications, AppId::new_random(), display_name)
             .await
-            .map_err(|error| error.into_port_error("registering a local application"))?;
-        Ok(application)
     }
 
     /// Adds a device, or replaces the one with the same device id (bootstrap).
@@ -158,24 +137,63 @@ impl LocalDirectory {
 
     /// Every application of the local directory, in app id order (discovery's listing).
     pub async fn applications(&self) -> Result<Vec<Application>, PortError> {
+        self.list(ObjectTable::Applications).await
+    }
+
+    /// Writes a new object with a fresh objectId into `table`.
+    async fn register(
+        &self,
+        table: ObjectTable,
+        app_id: AppId,
+        display_name: &str,
+    ) -> Result<Application, PortError> {
+        let object = Application {
+            object_id: DirectoryObjectId::new_random(),
+            app_id,
+            display_name: Some(display_name.to_owned()),
+        };
+        let row = object.clone();
+        self.store
+            .write(move |tx| {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {} (object_id, app_id, display_name) VALUES (?1, ?2, ?3)",
+                        table.name()
+                    ),
+                    params![
+                        row.object_id.to_string(),
+                        row.app_id.to_string(),
+                        row.display_name
+                    ],
+                )
+                .map_err(StoreError::sqlite("registering a directory object"))?;
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.into_port_error(table.registering()))?;
+        Ok(object)
+    }
+
+    /// Every object of `table`, in app id order.
+    async fn list(&self, table: ObjectTable) -> Result<Vec<Application>, PortError> {
         let rows: Vec<(String, String, Option<String>)> = self
             .store
-            .call(|connection| {
+            .call(move |connection| {
                 let mut statement = connection
-                    .prepare(
-                        "SELECT object_id, app_id, display_name FROM directory_applications \
-                         ORDER BY app_id",
-                    )
-                    .map_err(StoreError::sqlite("listing applications"))?;
+                    .prepare(&format!(
+                        "SELECT object_id, app_id, display_name FROM {} ORDER BY app_id",
+                        table.name()
+                    ))
+                    .map_err(StoreError::sqlite("listing directory objects"))?;
                 let rows = statement
                     .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                    .map_err(StoreError::sqlite("listing applications"))?
+                    .map_err(StoreError::sqlite("listing directory objects"))?
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(StoreError::sqlite("listing applications"))?;
+                    .map_err(StoreError::sqlite("listing directory objects"))?;
                 Ok(rows)
             })
             .await
-            .map_err(|error| error.into_port_error("listing local applications"))?;
+            .map_err(|error| error.into_port_error(table.listing()))?;
         rows.into_iter()
             .map(|(object_id, app_id, display_name)| {
                 Ok(Application {
@@ -245,6 +263,36 @@ impl LocalDirectory {
     }
 }
 
+/// The two tables of directory objects, which hold the same columns.
+#[derive(Debug, Clone, Copy)]
+enum ObjectTable {
+    Applications,
+    ServicePrincipals,
+}
+
+impl ObjectTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Applications => "directory_applications",
+            Self::ServicePrincipals => "directory_service_principals",
+        }
+    }
+
+    fn registering(self) -> &'static str {
+        match self {
+            Self::Applications => "registering a local application",
+            Self::ServicePrincipals => "registering a local service principal",
+        }
+    }
+
+    fn listing(self) -> &'static str {
+        match self {
+            Self::Applications => "listing local applications",
+            Self::ServicePrincipals => "listing local service principals",
+        }
+    }
+}
+
 /// A credential the local directory lists but cannot sign in with: a key (certificate)
 /// credential of an application or a service principal, or a service principal's
 /// password credential. Metadata only: no secret text and no private key is kept.
@@ -294,64 +342,14 @@ impl LocalDirectory {
         app_id: Option<AppId>,
         display_name: &str,
     ) -> Result<Application, PortError> {
-        let principal = Application {
-            object_id: DirectoryObjectId::new_random(),
-            app_id: app_id.unwrap_or_else(AppId::new_random),
-            display_name: Some(display_name.to_owned()),
-        };
-        let row = principal.clone();
-        self.store
-            .write(move |tx| {
-                tx.execute(
-                    "INSERT INTO directory_service_principals (object_id, app_id, display_name) \
-                     VALUES (?1, ?2, ?3)",
-                    params![
-                        row.object_id.to_string(),
-                        row.app_id.to_string(),
-                        row.display_name
-                    ],
-                )
-                .map_err(StoreError::sqlite("registering a service principal"))?;
-                Ok(())
-            })
+        let app_id = app_id.unwrap_or_else(AppId::new_random);
+        self.register(ObjectTable::ServicePrincipals, app_id, display_name)
             .await
-            .map_err(|error| error.into_port_error("registering a local service principal"))?;
-        Ok(principal)
     }
 
     /// Every service principal of the local directory, in app id order.
     pub async fn service_principals(&self) -> Result<Vec<Application>, PortError> {
-        let rows: Vec<(String, String, Option<String>)> = self
-            .store
-            .call(|connection| {
-                let mut statement = connection
-                    .prepare(
-                        "SELECT object_id, app_id, display_name FROM directory_service_principals \
-                         ORDER BY app_id",
-                    )
-                    .map_err(StoreError::sqlite("listing service principals"))?;
-                let rows = statement
-                    .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
-                    .map_err(StoreError::sqlite("listing service principals"))?
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(StoreError::sqlite("listing service principals"))?;
-                Ok(rows)
-            })
-            .await
-            .map_err(|error| error.into_port_error("listing local service principals"))?;
-        rows.into_iter()
-            .map(|(object_id, app_id, display_name)| {
-                Ok(Application {
-                    object_id: DirectoryObjectId::parse(&object_id).map_err(|_| {
-                        PortError::invalid("the local directory holds an unreadable object id")
-                    })?,
-                    app_id: AppId::parse(&app_id).map_err(|_| {
-                        PortError::invalid("the local directory holds an unreadable app id")
-                    })?,
-                    display_name,
-                })
-            })
-            .collect()
+        self.list(ObjectTable::ServicePrincipals).await
     }
 
     /// Adds a listed credential to the application or service principal `object`.
@@ -1082,6 +1080,36 @@ mod tests {
             .await
             .expect_err("beyond its own limit");
         assert!(refused.to_string().contains("own"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn applications_and_service_principals_are_each_listed_alone_in_app_id_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+        let directory = LocalDirectory::new(store, Clock::system());
+        let mut apps = Vec::new();
+        for name in ["c", "a", "b"] {
+            apps.push(directory.create_application(name).await.expect("app"));
+        }
+        let mut principals = Vec::new();
+        for name in ["y", "x"] {
+            principals.push(
+                directory
+                    .create_service_principal(None, name)
+                    .await
+                    .expect("principal"),
+            );
+        }
+        for (listed, mut created) in [
+            (directory.applications().await.expect("listed"), apps),
+            (
+                directory.service_principals().await.expect("listed"),
+                principals,
+            ),
+        ] {
+            created.sort_by_key(|o| o.app_id.to_string());
+            assert_eq!(listed, created);
+        }
     }
 
     #[tokio::test]

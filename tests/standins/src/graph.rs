@@ -75,6 +75,8 @@ pub(crate) struct Directory {
     tenant_policy: AppManagementPolicy,
     /// Added to the `endDateTime` addPassword answers (and keeps), when set.
     answered_end_offset: Option<Duration>,
+    /// Objects whose `/owners` pages each link to themselves (a misbehaving service).
+    looping_owner_pages: Vec<Uuid>,
 }
 
 #[derive(Debug)]
@@ -667,7 +669,9 @@ fn handle(
     let is_list = method == Method::GET
         && matches!(
             segments.as_slice(),
-            ["v1.0", "applications"] | ["v1.0", "servicePrincipals"]
+            ["v1.0", "applications"]
+                | ["v1.0", "servicePrincipals"]
+                | ["v1.0", "applications" | "servicePrincipals", _, "owners"]
         );
     let mut filter = None;
     let mut select: Option<Vec<&str>> = None;
@@ -696,6 +700,20 @@ fn handle(
                 shared,
                 listing::Collection::ServicePrincipals,
                 &base,
+                &query,
+            )
+        }
+        (&Method::GET, ["v1.0", "applications", id, "owners"]) => {
+            require(&grant, &READ_APPLICATIONS)?;
+            listing::owners(shared, listing::Collection::Applications, &base, id, &query)
+        }
+        (&Method::GET, ["v1.0", "servicePrincipals", id, "owners"]) => {
+            require(&grant, &READ_APPLICATIONS)?;
+            listing::owners(
+                shared,
+                listing::Collection::ServicePrincipals,
+                &base,
+                id,
                 &query,
             )
         }

@@ -17,6 +17,8 @@
 //! `$count`, an advanced query needing `ConsistencyLevel: eventual`) would be one per
 //! application.
 
+use std::collections::HashSet;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -44,6 +46,9 @@ const SERVICE_PRINCIPAL_SELECT: &str =
 const OWNERS_EXPAND: &str = "owners($select=id,displayName,userPrincipalName,mail)";
 /// An expanded relationship lists at most 20 objects.
 const MAX_EXPANDED_OWNERS: usize = 20;
+/// Pages of an `/owners` list followed at most: 100 pages of 999 is far more owners than
+/// any object has, so a list that goes on is one that does not end.
+const MAX_OWNER_PAGES: usize = 100;
 const FEDERATED_EXPAND: &str = "federatedIdentityCredentials";
 
 impl GraphClient {
@@ -95,12 +100,16 @@ impl GraphClient {
         Ok(url)
     }
 
+    /// Every owner of the object, from its `/owners` list. A list that does not end (a
+    /// page linking back to one already read, more than [`MAX_OWNER_PAGES`] pages, a link
+    /// off Graph's origin) is cut: the owners read so far, and why it was cut. A request
+    /// that fails fails the listing's page, as the page's own request would.
     async fn all_owners(
         &self,
         kind: DirectoryKind,
         object_id: &DirectoryObjectId,
         context: &FailureContext<'_>,
-    ) -> Result<Vec<Value>, PortError> {
+    ) -> Result<(Vec<Value>, Option<String>), PortError> {
         let path = match kind {
             DirectoryKind::Applications => format!("applications/{object_id}/owners"),
             DirectoryKind::ServicePrincipals => format!("servicePrincipals/{object_id}/owners"),
@@ -112,15 +121,38 @@ impl GraphClient {
                 ("$top", PAGE_SIZE),
             ],
         ));
-        let mut owners = Vec::new();
+        let mut owners: Vec<Value> = Vec::new();
+        let mut ids = HashSet::new();
+        let mut followed = HashSet::new();
+        let mut pages = 0;
         while let Some(current) = url.take() {
+            followed.insert(current.to_string());
             let page: Value = self.get(current, context).await?;
-            owners.extend(page["value"].as_array().cloned().unwrap_or_default());
-            if let Some(link) = page["@odata.nextLink"].as_str() {
-                url = Some(self.next_page(&Cursor::new(link))?);
+            pages += 1;
+            for owner in page["value"].as_array().into_iter().flatten() {
+                if ids.insert(owner["id"].to_string()) {
+                    owners.push(owner.clone());
+                }
             }
+            let Some(link) = page["@odata.nextLink"].as_str() else {
+                break;
+            };
+            let cut = if pages >= MAX_OWNER_PAGES {
+                format!("the list goes on past {MAX_OWNER_PAGES} pages")
+            } else if followed.contains(link) {
+                "a page links back to one already read".to_owned()
+            } else {
+                match self.next_page(&Cursor::new(link)) {
+                    Ok(next) => {
+                        url = Some(next);
+                        continue;
+                    }
+                    Err(error) => error.to_string(),
+                }
+            };
+            return Ok((owners, Some(cut)));
         }
-        Ok(owners)
+        Ok((owners, None))
     }
 }
 
@@ -225,7 +257,21 @@ impl DirectoryCatalog for GraphClient {
             }
             let mut owner_values = object["owners"].as_array().cloned().unwrap_or_default();
             if owner_values.len() >= MAX_EXPANDED_OWNERS {
-                owner_values = self.all_owners(range.kind, &object_id, &context).await?;
+                let (all, cut) = self.all_owners(range.kind, &object_id, &context).await?;
+                if let Some(why) = cut {
+                    // The credentials are read whole; only their owner list may be short.
+                    page.findings.push(ScopeFinding::new(
+                        scope.clone(),
+                        FindingKind::PageFailed,
+                        "owners",
+                        format!("listing the owners: {why}; the owners read so far are kept"),
+                        stamp.at,
+                        stamp.sweep.clone(),
+                    ));
+                }
+                if all.len() > owner_values.len() {
+                    owner_values = all;
+                }
             }
             let owners: Vec<Owner> = owner_values.iter().map(owner).collect();
             let sign_in_audience = object["signInAudience"].as_str().map(str::to_owned);

@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::{
-    Application, GRAPH_METADATA, GraphError, GraphStandin, graph_time, parse_filter, password_info,
-    password_json,
+    Application, Directory, GRAPH_METADATA, GraphError, GraphStandin, graph_time, parse_filter,
+    password_info, password_json,
 };
 use crate::Shared;
 
@@ -237,6 +237,12 @@ impl GraphStandin<'_> {
         sp.passwords
             .push((key_id, display_name.map(str::to_owned), start, end));
         Some(key_id)
+    }
+
+    /// Makes the application's or service principal's `/owners` list misbehave: every
+    /// page answers with an `@odata.nextLink` to itself, a chain that never ends.
+    pub fn loop_owner_pages(&self, object_id: Uuid) {
+        self.lock().looping_owner_pages.push(object_id);
     }
 
     pub fn add_service_principal_owner(&self, object_id: Uuid, owner: OwnerUser) {
@@ -503,23 +509,7 @@ pub(crate) fn list(
                 if total >= parsed.skip && value.len() < size {
                     let mut item = application_json(app);
                     if parsed.expand_owners {
-                        let sp_owners = app
-                            .owners
-                            .iter()
-                            .map(|owner| {
-                                json!({
-                                    "@odata.type": "#microsoft.graph.servicePrincipal",
-                                    "id": owner,
-                                    "appId": owner,
-                                    "displayName": directory
-                                        .applications
-                                        .iter()
-                                        .find(|a| a.app_id == *owner)
-                                        .map(|a| a.display_name.clone()),
-                                })
-                            })
-                            .collect();
-                        item["owners"] = owners_json(&app.owner_users, sp_owners);
+                        item["owners"] = owners_json(&app.owner_users, sp_owners(&directory, app));
                     }
                     if parsed.expand_federated {
                         item["federatedIdentityCredentials"] = app
@@ -569,6 +559,155 @@ pub(crate) fn list(
             collection.path(),
             link.finish()
         ));
+    }
+    Ok(axum::response::IntoResponse::into_response(axum::Json(
+        body,
+    )))
+}
+
+/// The service principals that own `app`, as directory objects.
+fn sp_owners(directory: &Directory, app: &Application) -> Vec<Value> {
+    app.owners
+        .iter()
+        .map(|owner| {
+            json!({
+                "@odata.type": "#microsoft.graph.servicePrincipal",
+                "id": owner,
+                "appId": owner,
+                "displayName": directory
+                    .applications
+                    .iter()
+                    .find(|a| a.app_id == *owner)
+                    .map(|a| a.display_name.clone()),
+            })
+        })
+        .collect()
+}
+
+/// Properties `$select` may name on an owners list (a user's; a service principal owner
+/// keeps its `id` and `appId` whatever is selected).
+const OWNER_PROPERTIES: [&str; 4] = ["id", "displayName", "userPrincipalName", "mail"];
+
+/// `GET /v1.0/{applications|servicePrincipals}/{id}/owners`: every owner, `$select` and
+/// `$top` (1-999, default 100) as on the lists, paged with `@odata.nextLink`; 404
+/// `Request_ResourceNotFound` for an unknown object, as Graph answers.
+pub(crate) fn owners(
+    shared: &Shared,
+    collection: Collection,
+    base: &str,
+    id: &str,
+    query: &[(String, String)],
+) -> Result<http::Response<axum::body::Body>, GraphError> {
+    let mut select: Option<Vec<&str>> = None;
+    let mut size = DEFAULT_PAGE_SIZE;
+    let mut skip = 0usize;
+    for (name, value) in query {
+        match name.as_str() {
+            "$select" => {
+                let names: Vec<&str> = value.split(',').map(str::trim).collect();
+                if let Some(unknown) = names.iter().find(|n| !OWNER_PROPERTIES.contains(n)) {
+                    return Err(GraphError::bad_request(
+                        "BadRequest",
+                        format!(
+                            "Could not find a property named '{unknown}' on type 'microsoft.graph.directoryObject'."
+                        ),
+                    ));
+                }
+                select = Some(names);
+            }
+            "$top" => {
+                size = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        GraphError::bad_request(
+                            "Request_BadRequest",
+                            format!(
+                                "Invalid page size specified: '{value}'. Must be between 1 and {MAX_PAGE_SIZE} inclusive."
+                            ),
+                        )
+                    })?;
+            }
+            "$skiptoken" => {
+                skip = decode_skiptoken(value).ok_or_else(|| {
+                    GraphError::bad_request(
+                        "Directory_ExpiredPageToken",
+                        "The specified page token value has expired and can no longer be included in your request.",
+                    )
+                })?;
+            }
+            other if other.starts_with('$') => {
+                return Err(GraphError::bad_request(
+                    "Request_BadRequest",
+                    format!("Unrecognized query argument specified: '{other}'."),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let directory = shared.directory();
+    let object = Uuid::parse_str(id).ok();
+    let not_found = || {
+        GraphError::new(
+            http::StatusCode::NOT_FOUND,
+            "Request_ResourceNotFound",
+            format!(
+                "Resource '{id}' does not exist or one of its queried reference-property objects are not present."
+            ),
+        )
+    };
+    let mut all: Vec<Value> = match collection {
+        Collection::Applications => {
+            let app = directory
+                .applications
+                .iter()
+                .find(|a| Some(a.id) == object)
+                .ok_or_else(not_found)?;
+            let mut all = sp_owners(&directory, app);
+            all.extend(app.owner_users.iter().map(user_json));
+            all
+        }
+        Collection::ServicePrincipals => directory
+            .service_principals
+            .iter()
+            .find(|s| Some(s.id) == object)
+            .ok_or_else(not_found)?
+            .owners
+            .iter()
+            .map(user_json)
+            .collect(),
+    };
+    if let Some(select) = &select {
+        for owner in &mut all {
+            if let Value::Object(map) = owner {
+                map.retain(|k, _| {
+                    k == "id"
+                        || k == "appId"
+                        || k.starts_with("@odata")
+                        || select.contains(&k.as_str())
+                });
+            }
+        }
+    }
+    let total = all.len();
+    let value: Vec<Value> = all.into_iter().skip(skip).take(size).collect();
+    let end = skip + value.len();
+    let path = format!("{}/{id}/owners", collection.path());
+    let mut body = json!({
+        "@odata.context": format!("{GRAPH_METADATA}#directoryObjects"),
+        "value": value,
+    });
+    let looping = object.is_some_and(|o| directory.looping_owner_pages.contains(&o));
+    if looping || end < total {
+        let mut link = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in query.iter().filter(|(n, _)| looping || n != "$skiptoken") {
+            link.append_pair(name, value);
+        }
+        if !looping {
+            link.append_pair("$skiptoken", &encode_skiptoken(end));
+        }
+        body["@odata.nextLink"] = json!(format!("{base}/v1.0/{path}?{}", link.finish()));
     }
     Ok(axum::response::IntoResponse::into_response(axum::Json(
         body,

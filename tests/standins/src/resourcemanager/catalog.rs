@@ -56,6 +56,8 @@ pub(crate) struct SeededSubscription {
     /// Whether the caller holds a role on it: Resource Manager lists only those, and
     /// refuses listing resources in the others.
     accessible: bool,
+    /// What the list gives as its `subscriptionId` when not the id (a malformed answer).
+    listed_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,12 +86,29 @@ impl ResourceManagerStandin<'_> {
         self.add_subscription(display_name, false)
     }
 
+    /// A subscription the caller holds Reader on, listed with `listed_id` as its
+    /// `subscriptionId` (not a GUID: a malformed answer).
+    pub fn seed_subscription_listed_as(&self, display_name: &str, listed_id: &str) -> Uuid {
+        let id = self.add_subscription(display_name, true);
+        if let Some(seeded) = self
+            .lock()
+            .catalog
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.id == id)
+        {
+            seeded.listed_id = Some(listed_id.to_owned());
+        }
+        id
+    }
+
     fn add_subscription(&self, display_name: &str, accessible: bool) -> Uuid {
         let id = Uuid::new_v4();
         self.lock().catalog.subscriptions.push(SeededSubscription {
             id,
             display_name: display_name.to_owned(),
             accessible,
+            listed_id: None,
         });
         id
     }
@@ -210,10 +229,11 @@ fn list_subscriptions(
         .iter()
         .filter(|s| s.accessible)
         .map(|s| {
+            let id = s.listed_id.clone().unwrap_or_else(|| s.id.to_string());
             json!({
-                "id": format!("/subscriptions/{}", s.id),
+                "id": format!("/subscriptions/{id}"),
                 "authorizationSource": "RoleBased",
-                "subscriptionId": s.id,
+                "subscriptionId": id,
                 "tenantId": shared.tenant_id,
                 "displayName": s.display_name,
                 "state": "Enabled",

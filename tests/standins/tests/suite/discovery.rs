@@ -366,6 +366,71 @@ async fn graph_lists_applications_in_pages_with_selected_properties_and_expanded
     }
 }
 
+/// An object's owners beyond the 20 an expansion holds come from its `/owners` list,
+/// paged as the collections are; an unknown object is 404, and a list set to misbehave
+/// answers each page with a link to itself.
+#[tokio::test]
+async fn graph_lists_an_objects_owners_in_pages_and_can_loop_them() {
+    let standins = start().await;
+    let graph = standins.graph();
+    let app = graph.seed_application("crowded", Permissions::only(Vec::<String>::new()));
+    for i in 0..25 {
+        let upn = format!("owner{i}@contoso.com");
+        graph.add_owner_user(
+            app.object_id,
+            OwnerUser::new(&format!("Owner {i}"), Some(&upn), None),
+        );
+    }
+    let sp = graph.seed_service_principal("saml");
+    graph.add_service_principal_owner(sp.object_id, OwnerUser::new("Bo", None, None));
+    let token = reader(&standins, Audience::Graph);
+    let owners = |path: &str, query: &str| {
+        graph
+            .url()
+            .join(&format!("v1.0/{path}/owners?{query}"))
+            .expect("url")
+    };
+
+    let first = owners(
+        &format!("applications/{}", app.object_id),
+        "$select=id,userPrincipalName&$top=10",
+    );
+    let (listed, pages) = all_pages(&standins, first, &token, "@odata.nextLink").await;
+    assert_eq!((listed.len(), pages), (25, 3));
+    assert_eq!(listed[0]["userPrincipalName"], "owner0@contoso.com");
+    assert!(listed.iter().all(|o| o.get("displayName").is_none()));
+    let principal = owners(&format!("servicePrincipals/{}", sp.object_id), "");
+    let (listed, pages) = all_pages(&standins, principal, &token, "@odata.nextLink").await;
+    assert_eq!((listed.len(), pages), (1, 1));
+    assert_eq!(listed[0]["displayName"], "Bo");
+
+    for (path, query, status) in [
+        (format!("applications/{}", sp.object_id), "", 404),
+        (format!("applications/{}", app.object_id), "$top=1000", 400),
+        (
+            format!("applications/{}", app.object_id),
+            "$select=secretText",
+            400,
+        ),
+        (
+            format!("applications/{}", app.object_id),
+            "$orderby=id",
+            400,
+        ),
+    ] {
+        let response = get(&standins, &owners(&path, query), &token).await;
+        assert_eq!(response.status(), status, "{path}?{query}");
+    }
+
+    graph.loop_owner_pages(app.object_id);
+    let first = owners(&format!("applications/{}", app.object_id), "$top=999");
+    let body = json(get(&standins, &first, &token).await).await;
+    let link = body["@odata.nextLink"].as_str().expect("a next link");
+    let again = json(get(&standins, &url::Url::parse(link).expect("url"), &token).await).await;
+    assert_eq!(again["@odata.nextLink"].as_str(), Some(link));
+    assert_eq!(again["value"], body["value"]);
+}
+
 /// An application's federated identity credentials come through `$expand`, one
 /// relationship per request as Graph allows; service principals have no such
 /// relationship.
