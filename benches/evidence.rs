@@ -122,9 +122,21 @@ fn record(n: u64, at: DateTime<Utc>) -> AuditRecord {
             "secret.read",
             Outcome::Denied,
         ),
-        90..=92 => (Actor::Function(text("RotationWorker")), "credential.added", Outcome::Succeeded),
-        93..=95 => (Actor::Function(text("RotationWorker")), "secret.rotated", Outcome::Succeeded),
-        _ => (Actor::Function(text("ExpirySweep")), "sweep.ran", Outcome::Succeeded),
+        90..=92 => (
+            Actor::Function(text("RotationWorker")),
+            "credential.added",
+            Outcome::Succeeded,
+        ),
+        93..=95 => (
+            Actor::Function(text("RotationWorker")),
+            "secret.rotated",
+            Outcome::Succeeded,
+        ),
+        _ => (
+            Actor::Function(text("ExpirySweep")),
+            "sweep.ran",
+            Outcome::Succeeded,
+        ),
     };
     let mut record = AuditRecord::new(at, actor, text(action), outcome);
     if action != "sweep.ran" {
@@ -175,7 +187,7 @@ fn credential(n: u64) -> InventoryCredential {
             user_principal_name: Some(format!("owner{}@bench.example", n % 97)),
             mail: None,
         }],
-        managed: n % 3 == 0,
+        managed: n.is_multiple_of(3),
         scanned_at: start() + Duration::days(DAYS),
         sweep: SweepId::parse("bench").expect("sweep id"),
     }
@@ -270,7 +282,10 @@ async fn run() -> BenchResult<()> {
     );
     let settings = AuditCommandSettings::local(&data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    for (label, days) in [("10 days (a tenth)", 10), ("100 days (the whole log)", DAYS)] {
+    for (label, days) in [
+        ("10 days (a tenth)", 10),
+        ("100 days (the whole log)", DAYS),
+    ] {
         let first = start().date_naive();
         let last = first + Duration::days(days - 1);
         let period = Period::parse(&first.to_string(), &last.to_string())?;
@@ -298,7 +313,10 @@ async fn run() -> BenchResult<()> {
         drop(sources);
         std::fs::remove_file(&out)?;
     }
-    println!("process resident peak (seeding included): {}", resident_peak());
+    println!(
+        "process resident peak (seeding included): {}",
+        resident_peak()
+    );
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
