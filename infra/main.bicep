@@ -98,6 +98,9 @@ param discoverySchedule string = '0 30 */6 * * *'
 @description('NCRONTAB schedule (UTC) of AlertSweep (KEYTURN_ALERT_SCHEDULE): daily, after the discovery sweep has refreshed the inventory.')
 param alertSchedule string = '0 0 8 * * *'
 
+@description('NCRONTAB schedule (UTC) of EvidenceExport (KEYTURN_EVIDENCE_SCHEDULE): monthly, exporting the previous calendar month\'s evidence package into the audit checkpoint container.')
+param evidenceSchedule string = '0 0 3 1 * *'
+
 @description('Table of the alert ledger, what was sent to which route (KEYTURN_ALERT_TABLE).')
 param alertTableName string = 'keyturnalerts'
 
@@ -331,6 +334,7 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_DISCOVERY_SUBSCRIPTIONS', value: join(discoverySubscriptions, ',') }
   { name: 'KEYTURN_ALERT_SCHEDULE', value: alertSchedule }
   { name: 'KEYTURN_ALERT_TABLE', value: alertTableName }
+  { name: 'KEYTURN_EVIDENCE_SCHEDULE', value: evidenceSchedule }
   { name: 'KEYTURN_ALERT_THRESHOLDS', value: alertThresholds }
   { name: 'KEYTURN_ALERT_ROUTES', value: alertRoutes }
   { name: 'KEYTURN_ALERT_DEFAULT_ROUTE', value: alertDefaultRoute }
@@ -360,13 +364,14 @@ var endpointAppSettings = [
   { name: 'AZURE_CLIENT_ID', value: endpointIdentity.properties.clientId }
   { name: 'KEYTURN_GRAPH_ENDPOINT', value: graphEndpoint }
   // The host resolves %KEYTURN_SWEEP_SCHEDULE%, %KEYTURN_ROTATION_QUEUE%, the discovery
-  // ones and %KEYTURN_ALERT_SCHEDULE% in every function.json it indexes, disabled functions
-  // included, so the endpoint carries them too.
+  // ones, %KEYTURN_ALERT_SCHEDULE% and %KEYTURN_EVIDENCE_SCHEDULE% in every function.json
+  // it indexes, disabled functions included, so the endpoint carries them too.
   { name: 'KEYTURN_SWEEP_SCHEDULE', value: sweepSchedule }
   { name: 'KEYTURN_ROTATION_QUEUE', value: rotationQueueName }
   { name: 'KEYTURN_DISCOVERY_SCHEDULE', value: discoverySchedule }
   { name: 'KEYTURN_DISCOVERY_QUEUE', value: discoveryQueueName }
   { name: 'KEYTURN_ALERT_SCHEDULE', value: alertSchedule }
+  { name: 'KEYTURN_EVIDENCE_SCHEDULE', value: evidenceSchedule }
   { name: 'KEYTURN_AUDIT_STORE', value: 'table' }
   { name: 'KEYTURN_AUDIT_TABLE', value: auditTableName }
   { name: 'KEYTURN_TABLE_ENDPOINT', value: tableEndpoint }
@@ -390,6 +395,7 @@ var endpointAppSettings = [
   { name: 'AzureWebJobs.DiscoverySweep.Disabled', value: 'true' }
   { name: 'AzureWebJobs.DiscoveryWorker.Disabled', value: 'true' }
   { name: 'AzureWebJobs.AlertSweep.Disabled', value: 'true' }
+  { name: 'AzureWebJobs.EvidenceExport.Disabled', value: 'true' }
 ]
 
 module rotatorApp 'modules/function-app.bicep' = {

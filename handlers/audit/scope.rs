@@ -50,11 +50,14 @@ pub enum Action {
     InvocationFailed,
     /// `AlertSweep` ran: what it sent, by route, and what failed (never a URL).
     AlertsSent,
+    /// `EvidenceExport` ran: the package it stored (its name and its manifest's
+    /// SHA-256), or why it stored none.
+    EvidenceExported,
 }
 
 impl Action {
     /// Every action, in no particular order.
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 24] = [
         Self::EventReceived,
         Self::RotationPlanned,
         Self::SweepRan,
@@ -78,6 +81,7 @@ impl Action {
         Self::SecretRead,
         Self::InvocationFailed,
         Self::AlertsSent,
+        Self::EvidenceExported,
     ];
 
     /// The action as stored in an entry.
@@ -106,6 +110,7 @@ impl Action {
             Self::SecretRead => "secret.read",
             Self::InvocationFailed => "invocation.failed",
             Self::AlertsSent => "alerts.sent",
+            Self::EvidenceExported => "evidence.exported",
         }
     }
 

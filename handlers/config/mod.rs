@@ -35,11 +35,11 @@ pub(crate) use rotation::RotationSettings;
 pub use spec::{
     DEFAULT_ALERT_SCHEDULE, DEFAULT_ALERT_TABLE, DEFAULT_APPSETTINGS_PREFIX, DEFAULT_AUDIT_TABLE,
     DEFAULT_AUTHORITY_HOST, DEFAULT_DATA_DIR, DEFAULT_DISCOVERY_QUEUE, DEFAULT_DISCOVERY_SCHEDULE,
-    DEFAULT_FRONT_END_CHECK_SECONDS, DEFAULT_GRAPH_ENDPOINT, DEFAULT_INVENTORY_TABLE,
-    DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS, DEFAULT_ROTATION_QUEUE,
-    DEFAULT_SWEEP_SCHEDULE, DEFAULT_VALIDITY_DAYS, FUNCTIONS, MAX_POLICY_DAYS,
-    MIN_APPSETTINGS_PREFIX_LEN, PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS, ReadBy, Required,
-    SETTINGS, SettingSpec, spec,
+    DEFAULT_EVIDENCE_SCHEDULE, DEFAULT_FRONT_END_CHECK_SECONDS, DEFAULT_GRAPH_ENDPOINT,
+    DEFAULT_INVENTORY_TABLE, DEFAULT_OVERLAP_DAYS, DEFAULT_ROTATE_BEFORE_DAYS,
+    DEFAULT_ROTATION_QUEUE, DEFAULT_SWEEP_SCHEDULE, DEFAULT_VALIDITY_DAYS, FUNCTIONS,
+    MAX_POLICY_DAYS, MIN_APPSETTINGS_PREFIX_LEN, PLATFORM_SETTING_PREFIXES, ROTATION_FUNCTIONS,
+    ReadBy, Required, SETTINGS, SettingSpec, spec,
 };
 
 /// The validated configuration of one keyturn process. Serialised (by `keyturn config
@@ -234,7 +234,7 @@ fn required(c: &mut Collector<'_>, host: &HostSettings) {
             let why = match s.required {
                 Required::ByRotation | Required::ByAzureRotation => {
                     "missing; required while KeyVaultEvents, ExpirySweep, RotationWorker, DiscoverySweep, \
-                     DiscoveryWorker or AlertSweep is enabled"
+                     DiscoveryWorker, AlertSweep or EvidenceExport is enabled"
                 }
                 _ => "missing",
             };

@@ -39,6 +39,9 @@ pub struct RotationSettings {
     pub discovery_schedule: Schedule,
     /// The queue carrying discovery jobs to `DiscoveryWorker`.
     pub discovery_queue: QueueName,
+    /// When `EvidenceExport` exports the previous month's evidence package.
+    #[serde(serialize_with = "display")]
+    pub evidence_schedule: Schedule,
     /// How fast discovery may call each service.
     pub discovery_budgets: DiscoveryBudgets,
     /// The subscriptions discovery inventories (`KEYTURN_DISCOVERY_SUBSCRIPTIONS`); empty:
@@ -131,6 +134,9 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
     let discovery_schedule = c.parse("KEYTURN_DISCOVERY_SCHEDULE", |v| {
         Schedule::parse(v).map_err(|e| format!("not a six-field NCRONTAB expression ({e})"))
     });
+    let evidence_schedule = c.parse("KEYTURN_EVIDENCE_SCHEDULE", |v| {
+        Schedule::parse(v).map_err(|e| format!("not a six-field NCRONTAB expression ({e})"))
+    });
     let discovery_queue = c
         .parse("KEYTURN_DISCOVERY_QUEUE", |v| {
             QueueName::parse(v).map_err(|e| {
@@ -163,6 +169,7 @@ pub(super) fn parse(c: &mut Collector<'_>, hosts: &VaultHosts) -> Option<Rotatio
         sweep_schedule: sweep_schedule?,
         queue,
         discovery_schedule: discovery_schedule?,
+        evidence_schedule: evidence_schedule?,
         discovery_queue,
         discovery_budgets: discovery_budgets?,
         discovery_subscriptions,

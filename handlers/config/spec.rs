@@ -53,10 +53,10 @@ pub enum Required {
 }
 
 /// The functions whose presence makes rotation settings required.
-pub const ROTATION_FUNCTIONS: [Function; 6] = Function::ROTATION;
+pub const ROTATION_FUNCTIONS: [Function; 7] = Function::ROTATION;
 
 /// Every function keyturn serves, as named in `function-definitions/`.
-pub const FUNCTIONS: [Function; 7] = Function::ALL;
+pub const FUNCTIONS: [Function; 8] = Function::ALL;
 
 /// Every six hours, on the hour. Key Vault raises NearExpiry 30 days ahead, so a sweep
 /// four times a day catches anything events missed with weeks to spare, while staying
@@ -67,6 +67,9 @@ pub const DEFAULT_ROTATION_QUEUE: &str = "rotations";
 /// only), offset from the expiry sweep so the two do not start together.
 pub const DEFAULT_DISCOVERY_SCHEDULE: &str = "0 30 */6 * * *";
 pub const DEFAULT_DISCOVERY_QUEUE: &str = "discovery";
+/// Monthly, at 03:00 UTC on the first: the previous calendar month is over, and its last
+/// audit entries have had three hours to be anchored by a checkpoint.
+pub const DEFAULT_EVIDENCE_SCHEDULE: &str = "0 0 3 1 * *";
 /// Daily at 08:00 UTC: an hour and a half after the 06:30 discovery sweep starts, so its
 /// jobs have refreshed the inventory the alerts are read from.
 pub const DEFAULT_ALERT_SCHEDULE: &str = "0 0 8 * * *";
@@ -305,6 +308,17 @@ pub const SETTINGS: &[SettingSpec] = &[
         secret: false,
         purpose: "Six-field NCRONTAB schedule (UTC) of the DiscoverySweep timer, which starts a \
                   metadata-only sweep of the tenant into the inventory.",
+    },
+    SettingSpec {
+        name: "KEYTURN_EVIDENCE_SCHEDULE",
+        read_by: ReadBy::Both,
+        required: Required::Never,
+        default: Some(DEFAULT_EVIDENCE_SCHEDULE),
+        example: DEFAULT_EVIDENCE_SCHEDULE,
+        secret: false,
+        purpose: "Six-field NCRONTAB schedule (UTC) of the EvidenceExport timer, which exports the \
+                  previous calendar month's evidence package into the audit checkpoint container \
+                  (evidence/<yyyy-mm>/), once per month whatever the number of runs.",
     },
     SettingSpec {
         name: "KEYTURN_DISCOVERY_KEYVAULT_BUDGET",

@@ -186,6 +186,7 @@ fn rotation_settings_are_required_only_while_a_rotation_function_is_enabled() {
         ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
         ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
         ("AzureWebJobs.AlertSweep.Disabled", "true"),
+        ("AzureWebJobs.EvidenceExport.Disabled", "true"),
     ]);
     let s =
         Settings::from_env(&endpoint_only).expect("endpoint-only app needs no rotation settings");

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-/// One of the seven functions, by its folder in `function-definitions/`.
+/// One of the eight functions, by its folder in `function-definitions/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Function {
     KeyVaultEvents,
@@ -14,11 +14,12 @@ pub enum Function {
     DiscoverySweep,
     DiscoveryWorker,
     AlertSweep,
+    EvidenceExport,
 }
 
 impl Function {
     /// Every function, in the order the host lists them.
-    pub(crate) const ALL: [Function; 7] = [
+    pub(crate) const ALL: [Function; 8] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
@@ -26,17 +27,20 @@ impl Function {
         Self::DiscoverySweep,
         Self::DiscoveryWorker,
         Self::AlertSweep,
+        Self::EvidenceExport,
     ];
 
-    /// The functions whose presence makes rotation settings required. Discovery and
-    /// alerts run beside rotation (the rotator app), which keeps the inventory.
-    pub(crate) const ROTATION: [Function; 6] = [
+    /// The functions whose presence makes rotation settings required. Discovery, alerts
+    /// and the scheduled evidence export run beside rotation (the rotator app), which
+    /// keeps the inventory.
+    pub(crate) const ROTATION: [Function; 7] = [
         Self::KeyVaultEvents,
         Self::ExpirySweep,
         Self::RotationWorker,
         Self::DiscoverySweep,
         Self::DiscoveryWorker,
         Self::AlertSweep,
+        Self::EvidenceExport,
     ];
 
     /// The name the host knows it by (its folder, its route, `AzureWebJobs.<name>.Disabled`).
@@ -49,6 +53,7 @@ impl Function {
             Self::DiscoverySweep => "DiscoverySweep",
             Self::DiscoveryWorker => "DiscoveryWorker",
             Self::AlertSweep => "AlertSweep",
+            Self::EvidenceExport => "EvidenceExport",
         }
     }
 

@@ -16,6 +16,7 @@ use crate::rotation::{Engine, RotationError};
 pub mod alert_sweep;
 pub mod discovery_sweep;
 pub mod discovery_worker;
+pub mod evidence_export;
 pub mod expiry_sweep;
 pub mod key_vault_events;
 pub mod rotation_worker;
@@ -43,6 +44,9 @@ pub struct Services {
     /// The alerts engine's ledger, channels and settings; `None` where there is no
     /// inventory to alert from.
     pub alerts: Option<Arc<alert_sweep::AlertServices>>,
+    /// The scheduled evidence export's exporter and where it keeps packages; `None`
+    /// where there is no inventory to export.
+    pub evidence: Option<Arc<evidence_export::EvidenceServices>>,
 }
 
 /// What `DiscoverySweep` and `DiscoveryWorker` run on.
@@ -130,6 +134,16 @@ impl Context {
         self.services.alerts.as_deref().ok_or_else(|| {
             FunctionError::Port(PortError::transient(
                 "alerts are not configured in this app: start-up chose no inventory store",
+            ))
+        })
+    }
+
+    /// The scheduled evidence export's services, or a retryable failure naming what is
+    /// missing.
+    pub(crate) fn evidence(&self) -> Result<&evidence_export::EvidenceServices, FunctionError> {
+        self.services.evidence.as_deref().ok_or_else(|| {
+            FunctionError::Port(PortError::transient(
+                "the evidence export is not configured in this app: start-up chose no inventory store",
             ))
         })
     }

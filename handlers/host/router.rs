@@ -28,8 +28,8 @@ use crate::events::servicebus::ServiceBusMessage;
 use crate::events::timer::TimerInfo;
 use crate::functions::secret_endpoint::{EndpointError, EndpointRequest, Refusal};
 use crate::functions::{
-    Context, FunctionError, Services, alert_sweep, discovery_sweep, discovery_worker, expiry_sweep,
-    key_vault_events, rotation_worker, secret_endpoint,
+    Context, FunctionError, Services, alert_sweep, discovery_sweep, discovery_worker,
+    evidence_export, expiry_sweep, key_vault_events, rotation_worker, secret_endpoint,
 };
 use crate::host::answer::ErrorAnswer;
 use crate::host::envelope::{InvocationRequest, InvocationResponse, MAX_INVOCATION_BODY_BYTES};
@@ -73,6 +73,9 @@ pub fn router(state: AppState, enabled: &[Function]) -> Router {
                 router.route("/DiscoveryWorker", post(discovery_worker_route))
             }
             Function::AlertSweep => router.route("/AlertSweep", post(alert_sweep_route)),
+            Function::EvidenceExport => {
+                router.route("/EvidenceExport", post(evidence_export_route))
+            }
             // An empty name is a name that fails validation, not an unknown route.
             Function::SecretEndpoint => router
                 .route("/api/secrets/{name}", get(secret_endpoint_route))
@@ -113,6 +116,7 @@ fn function_of(path: &str) -> &'static str {
         "/DiscoverySweep" => discovery_sweep::NAME.name(),
         "/DiscoveryWorker" => discovery_worker::NAME.name(),
         "/AlertSweep" => alert_sweep::NAME.name(),
+        "/EvidenceExport" => evidence_export::NAME.name(),
         p if p.starts_with("/api/secrets/") => secret_endpoint::NAME.name(),
         _ => "unknown",
     }
@@ -342,6 +346,22 @@ async fn alert_sweep_route(
         &headers,
         &body,
         |ctx, timer| async move { alert_sweep::run(&ctx, timer).await },
+    )
+    .await
+}
+
+async fn evidence_export_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    timer_route(
+        &state,
+        evidence_export::NAME,
+        evidence_export::BINDING,
+        &headers,
+        &body,
+        |ctx, timer| async move { evidence_export::run(&ctx, timer).await },
     )
     .await
 }

@@ -291,6 +291,7 @@ mod tests {
                 "AlertSweep",
                 "DiscoverySweep",
                 "DiscoveryWorker",
+                "EvidenceExport",
                 "ExpirySweep",
                 "KeyVaultEvents",
                 "RotationWorker",

@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use azure_core::credentials::TokenCredential;
+use chrono::{DateTime, Utc};
 
 use super::StartupError;
 use super::anchor::{self, Verification};
 use crate::adapters::azure::alert_ledger::TableAlertLedger;
+use crate::adapters::azure::client::blob::{BlobClient, ContainerName};
 use crate::adapters::azure::client::table::TableName;
 use crate::adapters::azure::signer::SignerOptions;
 use crate::adapters::local::alert_ledger::LocalAlertLedger;
@@ -19,7 +21,11 @@ use crate::adapters::local::inventory::LocalInventory;
 use crate::adapters::local::store::LocalStore;
 use crate::compliance::{Catalogue, REGISTER_FILE_NAME, Register, Thresholds};
 use crate::config::{AuditCommandSettings, AuditSettings, Environment};
-use crate::evidence::{ComplianceInputs, Sources};
+use crate::evidence::{ComplianceInputs, EvidenceError, ExportSummary, Period, Sources};
+use crate::functions::evidence_export::{
+    EvidenceExporter, EvidenceServices, EvidenceShelf, PREFIX,
+};
+use crate::ports::PortError;
 use crate::ports::alert_ledger::AlertLedger;
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{CheckpointSigner, CheckpointStore, VerifyingKeys};
@@ -157,6 +163,30 @@ pub async fn azure_sources(
     operator: Arc<dyn TokenCredential>,
     signer: SignerOptions,
 ) -> Result<EvidenceSources, StartupError> {
+    let inventory = super::inventory_reader(&super::InventoryLocation::default(), env)?;
+    // The alert ledger is in the audit log's account (the deployment puts it there), read
+    // with the operator's sign-in as the inventory is.
+    let alert_table = env
+        .value("KEYTURN_ALERT_TABLE")
+        .unwrap_or(crate::config::DEFAULT_ALERT_TABLE);
+    let alert_table = TableName::parse(alert_table)
+        .map_err(|e| StartupError::Alerts(format!("KEYTURN_ALERT_TABLE: {e}")))?;
+    let alerts = super::audit_reader::operator_table_client(None, env, "alert ledger")
+        .map_err(StartupError::Alerts)?;
+    let alerts: Arc<dyn AlertLedger> = Arc::new(TableAlertLedger::new(alerts, alert_table));
+    azure_sources_reading(settings, public_keys, operator, signer, inventory, alerts).await
+}
+
+/// [`azure_sources`] with the inventory and the alert ledger already chosen (the app's
+/// own, for the scheduled export).
+async fn azure_sources_reading(
+    settings: &AuditCommandSettings,
+    public_keys: &[PathBuf],
+    operator: Arc<dyn TokenCredential>,
+    signer: SignerOptions,
+    inventory: Arc<dyn InventoryStore>,
+    alerts: Arc<dyn AlertLedger>,
+) -> Result<EvidenceSources, StartupError> {
     let AuditSettings::Table {
         table,
         checkpoints: Some(checkpoint_settings),
@@ -170,16 +200,6 @@ pub async fn azure_sources(
     let verification =
         anchor::verification_with(settings, public_keys, operator.clone(), signer.clone()).await?;
     let key_vault_signer = anchor::key_vault_signer(checkpoint_settings, operator, signer)?;
-    let inventory = super::inventory_reader(&super::InventoryLocation::default(), env)?;
-    // The alert ledger is in the audit log's account (the deployment puts it there), read
-    // with the operator's sign-in as the inventory is.
-    let alert_table = env
-        .value("KEYTURN_ALERT_TABLE")
-        .unwrap_or(crate::config::DEFAULT_ALERT_TABLE);
-    let alert_table = TableName::parse(alert_table)
-        .map_err(|e| StartupError::Alerts(format!("KEYTURN_ALERT_TABLE: {e}")))?;
-    let alerts = super::audit_reader::operator_table_client(None, env, "alert ledger")
-        .map_err(StartupError::Alerts)?;
     let Verification {
         store: audit,
         checkpoints,
@@ -197,7 +217,7 @@ pub async fn azure_sources(
         keys,
         signer: Arc::new(key_vault_signer),
         inventory,
-        alerts: Arc::new(TableAlertLedger::new(alerts, alert_table)),
+        alerts,
         description: format!(
             "audit table {} and checkpoint container {} ({}), signing key {}",
             table.as_str(),
@@ -216,4 +236,191 @@ fn no_keys(path: &Path) -> StartupError {
         "no public key checks the audit checkpoints of {} (no signing key or public key file beside it; pass --public-key FILE)",
         path.display()
     ))
+}
+
+/// The scheduled export's exporter and shelf for an app's `settings`: the local store
+/// and its data directory's `evidence/`, or the Azure tables, key and checkpoint
+/// container reached with the app's `credential` (needed for the key; the table and the
+/// container are reached as the audit log is). Nothing is opened until a run.
+pub(crate) fn scheduled(
+    settings: &crate::config::Settings,
+    credential: impl FnOnce() -> Result<Arc<dyn TokenCredential>, StartupError>,
+    signer: SignerOptions,
+    inventory: Arc<dyn InventoryStore>,
+    alerts: Arc<dyn AlertLedger>,
+) -> Result<EvidenceServices, StartupError> {
+    let command = AuditCommandSettings {
+        credential: settings.credential.clone(),
+        audit: settings.audit.clone(),
+    };
+    match &settings.audit {
+        AuditSettings::Sqlite { path } => {
+            let dir = path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default()
+                .join("evidence");
+            Ok(EvidenceServices {
+                exporter: Arc::new(Exporter {
+                    settings: command,
+                    azure: None,
+                    inventory,
+                    alerts,
+                }),
+                shelf: Arc::new(DirectoryShelf { dir }),
+            })
+        }
+        AuditSettings::Table {
+            access,
+            checkpoints: Some(checkpoints),
+            ..
+        } => {
+            let credential = credential()?;
+            let container = anchor::blob_checkpoints(checkpoints, access, || Ok(credential.clone()))?;
+            Ok(EvidenceServices {
+                exporter: Arc::new(Exporter {
+                    settings: command,
+                    azure: Some((credential, signer)),
+                    inventory,
+                    alerts,
+                }),
+                shelf: Arc::new(BlobShelf {
+                    client: container.client().clone(),
+                    container: container.container().clone(),
+                }),
+            })
+        }
+        AuditSettings::Table {
+            checkpoints: None, ..
+        } => Err(StartupError::Audit(
+            "EvidenceExport keeps its packages in the audit checkpoint container and signs them with the checkpoint key: set KEYTURN_AUDIT_CHECKPOINT_ENDPOINT and KEYTURN_AUDIT_SIGNING_KEY, or disable it (AzureWebJobs.EvidenceExport.Disabled=true)".to_owned(),
+        )),
+    }
+}
+
+/// Opens the sources at each run and exports.
+struct Exporter {
+    settings: AuditCommandSettings,
+    /// The app's credential and the signer's options, in Azure.
+    azure: Option<(Arc<dyn TokenCredential>, SignerOptions)>,
+    inventory: Arc<dyn InventoryStore>,
+    /// The app's alert ledger, whose deliveries the package lists.
+    alerts: Arc<dyn AlertLedger>,
+}
+
+#[async_trait::async_trait]
+impl EvidenceExporter for Exporter {
+    async fn export(
+        &self,
+        period: &Period,
+        out: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<ExportSummary, EvidenceError> {
+        let opened = match (&self.settings.audit, &self.azure) {
+            (AuditSettings::Sqlite { path }, _) => local_sources(&self.settings, path, &[])
+                .await
+                .map(|mut sources| {
+                    sources.inventory = self.inventory.clone();
+                    sources.alerts = self.alerts.clone();
+                    sources
+                }),
+            (AuditSettings::Table { .. }, Some((credential, signer))) => {
+                azure_sources_reading(
+                    &self.settings,
+                    &[],
+                    credential.clone(),
+                    signer.clone(),
+                    self.inventory.clone(),
+                    self.alerts.clone(),
+                )
+                .await
+            }
+            (AuditSettings::Table { .. }, None) => Err(StartupError::Audit(
+                "no credential reaches the audit checkpoint key".to_owned(),
+            )),
+        };
+        let sources = opened.map_err(|e| EvidenceError::Store {
+            what: "evidence sources",
+            operation: "opening them",
+            source: PortError::transient(e.to_string()),
+        })?;
+        crate::evidence::export(sources.sources(), &[], period, out, now).await
+    }
+}
+
+/// Packages as block blobs in the audit checkpoint container, whose retention policy
+/// keeps each unchangeable and undeletable once created.
+#[derive(Debug)]
+struct BlobShelf {
+    client: BlobClient,
+    container: ContainerName,
+}
+
+#[async_trait::async_trait]
+impl EvidenceShelf for BlobShelf {
+    fn describe(&self) -> String {
+        format!("container {}", self.container)
+    }
+
+    async fn holds(&self, name: &str) -> Result<bool, PortError> {
+        self.client.blob_exists(&self.container, name).await
+    }
+
+    async fn store_new(&self, name: &str, path: &Path) -> Result<bool, PortError> {
+        self.client
+            .upload_block_blob(&self.container, name, path, "application/zip")
+            .await
+    }
+}
+
+/// Packages as files in a directory (local mode): created beside their final name and
+/// linked into place only where no file has it, so none is ever replaced.
+#[derive(Debug)]
+struct DirectoryShelf {
+    dir: PathBuf,
+}
+
+#[async_trait::async_trait]
+impl EvidenceShelf for DirectoryShelf {
+    fn describe(&self) -> String {
+        format!("directory {}", self.dir.display())
+    }
+
+    async fn holds(&self, name: &str) -> Result<bool, PortError> {
+        Ok(self.file(name)?.exists())
+    }
+
+    async fn store_new(&self, name: &str, path: &Path) -> Result<bool, PortError> {
+        let target = self.file(name)?;
+        let failed = |e: std::io::Error| {
+            PortError::transient(format!("cannot store {}: {e}", target.display()))
+        };
+        let parent = target.parent().unwrap_or(&self.dir).to_path_buf();
+        std::fs::create_dir_all(&parent).map_err(failed)?;
+        let partial = parent.join(format!(".{}.partial", uuid::Uuid::new_v4().simple()));
+        std::fs::copy(path, &partial).map_err(failed)?;
+        let linked = std::fs::hard_link(&partial, &target);
+        let _ = std::fs::remove_file(&partial);
+        match linked {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(failed(e)),
+        }
+    }
+}
+
+impl DirectoryShelf {
+    /// `name` under the directory; a name that would leave it is refused.
+    fn file(&self, name: &str) -> Result<PathBuf, PortError> {
+        let relative = name.strip_prefix(PREFIX).unwrap_or(name);
+        let inside = relative
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !inside {
+            return Err(PortError::invalid(format!(
+                "`{name}` is not a package name"
+            )));
+        }
+        Ok(self.dir.join(relative))
+    }
 }

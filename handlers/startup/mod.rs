@@ -429,6 +429,7 @@ pub async fn services_with(
         signer_options,
         webhooks,
     } = overrides;
+    let evidence_signer = signer_options.clone().unwrap_or_default();
     let clock = clock.unwrap_or_else(Clock::system);
     let backends = match (&given_credential, settings.host.backend) {
         (Some(credential), Backend::Azure) => Backends::Azure(AzureBackends {
@@ -512,6 +513,34 @@ pub async fn services_with(
         Some(_) => Some(Arc::new(alert_services(settings, &backends, webhooks)?)),
         None => None,
     };
+    // The scheduled export reads the inventory too: it runs in the rotator app.
+    let evidence = match &inventory {
+        Some(store)
+            if settings
+                .host
+                .enabled_functions
+                .contains(&crate::domain::function::Function::EvidenceExport) =>
+        {
+            let app_credential = || match (&given_credential, &backends) {
+                (Some(credential), _) => Ok(credential.clone()),
+                (None, Backends::Azure(azure)) => Ok(azure.credential.clone()),
+                (None, Backends::Local(_)) => {
+                    credential(&settings.credential).map_err(StartupError::from)
+                }
+            };
+            Some(Arc::new(evidence::scheduled(
+                settings,
+                app_credential,
+                evidence_signer,
+                store.clone(),
+                match &alerts {
+                    Some(alerts) => alerts.ledger.clone(),
+                    None => return Err(StartupError::Alerts("EvidenceExport lists the alerts sent: it runs where AlertSweep's ledger is".to_owned())),
+                },
+            )?))
+        }
+        _ => None,
+    };
     Ok(Services {
         audit,
         clock,
@@ -520,6 +549,7 @@ pub async fn services_with(
         inventory,
         discovery,
         alerts,
+        evidence,
     })
 }
 

@@ -126,11 +126,15 @@ impl AzureAnchored {
         .expect("the writer starts")
     }
 
-    fn table_client(&self) -> TableClient {
+    pub(crate) fn table_client(&self) -> TableClient {
         TableClient::from_connection_string(&self.connection_string, None).expect("client")
     }
 
-    fn blob_client(&self) -> BlobClient {
+    pub(crate) fn container(&self) -> &ContainerName {
+        &self.container
+    }
+
+    pub(crate) fn blob_client(&self) -> BlobClient {
         BlobClient::new(
             url::Url::parse(&self.blob_endpoint).expect("URL"),
             BlobAuth::SharedKey {
@@ -535,7 +539,7 @@ async fn a_public_key_that_cannot_be_read_is_an_error_naming_the_key() {
 impl AzureAnchored {
     /// The settings that name this fixture's table, container and key, as a deployment
     /// sets them (the table and container on Azurite, reached by connection string).
-    fn settings(&self) -> Vec<(String, String)> {
+    pub(crate) fn settings(&self) -> Vec<(String, String)> {
         [
             ("KEYTURN_AUDIT_STORE", "table".to_owned()),
             ("KEYTURN_AUDIT_TABLE", self.table.to_string()),
@@ -558,7 +562,7 @@ impl AzureAnchored {
         .collect()
     }
 
-    fn signer_options(&self) -> SignerOptions {
+    pub(crate) fn signer_options(&self) -> SignerOptions {
         SignerOptions {
             client: Some(self.standins.client_options()),
             skip_challenge_resource_check: true,
@@ -566,7 +570,7 @@ impl AzureAnchored {
     }
 
     /// `keyturn audit verify` as the settings name the log, signed in as `identity`.
-    async fn verification(
+    pub(crate) async fn verification(
         &self,
         public_key: Option<&std::path::Path>,
         permissions: Permissions,

@@ -917,6 +917,7 @@ fn the_endpoint_reads_its_site_from_the_deployment_clouds_resource_manager() {
             ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
             ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
             ("AzureWebJobs.AlertSweep.Disabled", "true"),
+            ("AzureWebJobs.EvidenceExport.Disabled", "true"),
             ("KEYTURN_AUTHORITY_HOST", authority),
         ]);
         let settings = config::Settings::from_env(&env).expect("valid settings");

@@ -19,6 +19,7 @@ mod discovery;
 mod discovery_functions;
 mod discovery_table;
 mod evidence;
+mod evidence_azure;
 mod evidence_report;
 mod expiry_sweep;
 mod front_end;

@@ -1449,6 +1449,7 @@ fn serve_tls() -> TlsServed {
         ("AzureWebJobs.DiscoverySweep.Disabled", "true"),
         ("AzureWebJobs.DiscoveryWorker.Disabled", "true"),
         ("AzureWebJobs.AlertSweep.Disabled", "true"),
+        ("AzureWebJobs.EvidenceExport.Disabled", "true"),
         ("KEYTURN_CERT_POLICIES", "chain,trusted-thumbprints"),
         ("KEYTURN_CHAIN_ROOTS", &roots),
         ("KEYTURN_CHAIN_INTERMEDIATES", &intermediates),

@@ -4,6 +4,10 @@
 //! create a blob and append to it; nobody can change or delete a written block until
 //! the retention period ends.
 //!
+//! Evidence packages exported on a schedule share the container, as block blobs under
+//! [`EVIDENCE_PREFIX`] (`evidence/<yyyy-mm>/...zip`); reading the checkpoints passes
+//! over them.
+//!
 //! Only checkpoints go there, not every entry: a checkpoint is a few hundred bytes per
 //! batch and proves the whole chain up to its position, while a complete copy would
 //! double every audit write (and its latency) for what the chain and the signed
@@ -18,6 +22,15 @@ use crate::adapters::azure::client::blob::{BlobClient, ContainerName, MAX_BLOCKS
 use crate::ports::audit::ChainId;
 use crate::ports::checkpoint::{CheckpointStore, SignedCheckpoint, StoredCheckpoint};
 use crate::ports::{FailureKind, PortError};
+
+/// Where scheduled evidence packages are kept in the checkpoint container.
+pub const EVIDENCE_PREFIX: &str = "evidence/";
+
+/// Whether `name` is an evidence package rather than a chain's checkpoint blob (a chain
+/// may be called `evidence`: its blobs end in `.log`).
+pub fn is_evidence_package(name: &str) -> bool {
+    name.starts_with(EVIDENCE_PREFIX) && name.ends_with(".zip")
+}
 
 /// Where a writer's next checkpoint goes.
 #[derive(Debug, Clone, Copy)]
@@ -42,6 +55,16 @@ impl BlobCheckpointStore {
             container,
             cursors: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client the container is reached with.
+    pub fn client(&self) -> &BlobClient {
+        &self.client
+    }
+
+    /// The container the checkpoints are kept in.
+    pub fn container(&self) -> &ContainerName {
+        &self.container
     }
 
     fn blob_name(chain: &ChainId, index: u32) -> String {
@@ -136,6 +159,9 @@ impl CheckpointStore for BlobCheckpointStore {
         let names = self.client.list_blobs(&self.container, "").await?;
         let mut found = Vec::new();
         for name in names {
+            if is_evidence_package(&name) {
+                continue;
+            }
             let bytes = self.client.get_blob(&self.container, &name).await?;
             let location = |line: usize| format!("blob {}/{name} line {line}", self.container);
             let text = String::from_utf8_lossy(&bytes);

@@ -1,13 +1,16 @@
-//! A small typed client for Azure Blob storage (and Azurite) on azure_core's pipeline,
-//! for append blobs only: create a container, create an append blob without ever
-//! replacing one, append a block at a known position, read a blob, list a container.
-//! Authenticated by an Entra token or a Shared Key signature.
+//! A small typed client for Azure Blob storage (and Azurite) on azure_core's pipeline:
+//! create a container, create an append blob without ever replacing one, append a block
+//! at a known position, upload a file as a new block blob without ever replacing one,
+//! read a blob, list a container. Authenticated by an Entra token or a Shared Key
+//! signature.
 //!
 //! Speaks the Blob service REST API as Microsoft documents it (`x-ms-version`
 //! [`API_VERSION`]): Put Blob with `x-ms-blob-type: AppendBlob` and `If-None-Match: *`,
 //! Append Block (`comp=appendblock`) with `x-ms-blob-condition-appendpos`, so a retried
-//! append whose first try was stored is refused instead of stored twice, Get Blob, and
-//! List Blobs (`restype=container&comp=list`, XML, `NextMarker`).
+//! append whose first try was stored is refused instead of stored twice; Put Blob
+//! (`BlockBlob`) for a small file, Put Block (`comp=block`) and Put Block List
+//! (`comp=blocklist`) for a larger one, each with `If-None-Match: *`; Get Blob, and List
+//! Blobs (`restype=container&comp=list`, XML, `NextMarker`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -49,11 +52,20 @@ pub(crate) const MAX_BLOCK_BYTES: usize = 4 * 1024 * 1024;
 /// most 4 KiB stays below it.
 pub(crate) const MAX_READ_BYTES: usize = 256 * 1024 * 1024;
 
+/// A file of at most this many bytes is uploaded in one Put Blob; a larger one in blocks
+/// of this size (Put Block takes up to 4000 MiB at this API version), read from the file
+/// one block at a time, so memory holds one block whatever the file's size.
+pub const UPLOAD_BLOCK_BYTES: usize = 8 * 1024 * 1024;
+
+/// A block blob holds at most 50,000 committed blocks ("Put Block List").
+const MAX_BLOCKS_PER_BLOCK_BLOB: u64 = 50_000;
+
 const VERSION: HeaderName = HeaderName::from_static("x-ms-version");
 const BLOB_TYPE: HeaderName = HeaderName::from_static("x-ms-blob-type");
 const APPEND_POSITION: HeaderName = HeaderName::from_static("x-ms-blob-condition-appendpos");
 const IF_NONE_MATCH: HeaderName = HeaderName::from_static("if-none-match");
 const CONTENT_LENGTH: HeaderName = HeaderName::from_static("content-length");
+const BLOB_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-ms-blob-content-type");
 
 /// How the client authenticates.
 pub enum BlobAuth {
@@ -230,6 +242,127 @@ impl BlobClient {
         request.insert_header(APPEND_POSITION, position.to_string());
         self.send(request, &operation).await.map_err(|f| f.error)?;
         Ok(position + len)
+    }
+
+    /// Uploads the file at `path` as the new block blob `blob`, never replacing one
+    /// (`If-None-Match: *` on the request that creates it: Put Blob for a file of at most
+    /// [`UPLOAD_BLOCK_BYTES`], else Put Block List after each block is staged). The file
+    /// is read one block at a time. Answers `false`, writing nothing, when `blob`
+    /// already exists (another run created it first).
+    ///
+    /// Staged blocks are named by a random id of this upload and the block's index, so
+    /// two uploads racing to the same name never commit each other's blocks: the first
+    /// Put Block List wins, the other is refused whole; blocks never committed are
+    /// discarded by the service after a week.
+    pub async fn upload_block_blob(
+        &self,
+        container: &ContainerName,
+        blob: &str,
+        path: &std::path::Path,
+        content_type: &str,
+    ) -> Result<bool, PortError> {
+        use tokio::io::AsyncReadExt;
+
+        let operation = format!("uploading {} to {container}/{blob}", path.display());
+        let read_error = |e: std::io::Error| {
+            PortError::invalid(format!("{operation}: cannot read the file: {e}"))
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(read_error)?;
+        let length = file.metadata().await.map_err(read_error)?.len();
+        let blocks = length.div_ceil(UPLOAD_BLOCK_BYTES as u64);
+        if blocks > MAX_BLOCKS_PER_BLOCK_BLOB {
+            return Err(PortError::invalid(format!(
+                "{operation}: {length} bytes need more than {MAX_BLOCKS_PER_BLOCK_BLOB} blocks"
+            )));
+        }
+        let url = self.url(&format!("{container}/{}", encode_path(blob)), &[]);
+        let created = |result: Result<RawResponse, Failure>| match result {
+            Ok(_) => Ok(true),
+            Err(Failure { error, .. }) if error.kind == FailureKind::Conflict => Ok(false),
+            Err(Failure {
+                code: Some(code), ..
+            }) if code.as_str() == "ConditionNotMet" => Ok(false),
+            Err(failure) => Err(failure.error),
+        };
+        if blocks <= 1 {
+            let mut bytes = Vec::with_capacity(length as usize);
+            file.read_to_end(&mut bytes).await.map_err(read_error)?;
+            let mut request = self.request(url, Method::Put, Some(bytes));
+            request.insert_header(BLOB_TYPE, "BlockBlob");
+            request.insert_header(BLOB_CONTENT_TYPE, content_type.to_owned());
+            request.insert_header(IF_NONE_MATCH, "*");
+            return created(self.send(request, &operation).await);
+        }
+        let upload = uuid::Uuid::new_v4().simple().to_string();
+        let mut ids = Vec::with_capacity(blocks as usize);
+        let mut buffer = vec![0u8; UPLOAD_BLOCK_BYTES];
+        for index in 0..blocks {
+            let mut filled = 0;
+            while filled < buffer.len() {
+                let read = file.read(&mut buffer[filled..]).await.map_err(read_error)?;
+                if read == 0 {
+                    break;
+                }
+                filled += read;
+            }
+            let expected = (length - index * UPLOAD_BLOCK_BYTES as u64)
+                .min(UPLOAD_BLOCK_BYTES as u64) as usize;
+            if filled != expected {
+                return Err(PortError::invalid(format!(
+                    "{operation}: the file changed while it was read"
+                )));
+            }
+            let id = BASE64.encode(format!("{upload}{index:08}"));
+            let mut url = url.clone();
+            url.query_pairs_mut()
+                .append_pair("comp", "block")
+                .append_pair("blockid", &id);
+            let request = self.request(url, Method::Put, Some(buffer[..filled].to_vec()));
+            match self
+                .send(request, &format!("{operation} (block {index} of {blocks})"))
+                .await
+            {
+                Ok(_) => {}
+                // A retention policy may refuse blocks staged for a blob that exists.
+                Err(Failure { error, .. })
+                    if error.kind == FailureKind::Conflict
+                        && self.blob_exists(container, blob).await? =>
+                {
+                    return Ok(false);
+                }
+                Err(failure) => return Err(failure.error),
+            }
+            ids.push(id);
+        }
+        let mut list = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for id in &ids {
+            list.push_str("<Latest>");
+            list.push_str(id);
+            list.push_str("</Latest>");
+        }
+        list.push_str("</BlockList>");
+        let mut url = url;
+        url.query_pairs_mut().append_pair("comp", "blocklist");
+        let mut request = self.request(url, Method::Put, Some(list.into_bytes()));
+        request.insert_header(BLOB_CONTENT_TYPE, content_type.to_owned());
+        request.insert_header(IF_NONE_MATCH, "*");
+        created(self.send(request, &operation).await)
+    }
+
+    /// Whether `blob` exists (Get Blob Properties).
+    pub async fn blob_exists(
+        &self,
+        container: &ContainerName,
+        blob: &str,
+    ) -> Result<bool, PortError> {
+        let operation = format!("reading the properties of {container}/{blob}");
+        let url = self.url(&format!("{container}/{}", encode_path(blob)), &[]);
+        let request = self.request(url, Method::Head, None);
+        match self.send(request, &operation).await {
+            Ok(_) => Ok(true),
+            Err(Failure { error, .. }) if error.kind == FailureKind::NotFound => Ok(false),
+            Err(failure) => Err(failure.error),
+        }
     }
 
     /// The whole blob; [`FailureKind::NotFound`] when absent.
