@@ -250,6 +250,12 @@ fn megabytes(bytes: usize) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// Resets the process's resident peak (VmHWM) to its current size, so the next reading
+/// is the peak since now (Linux 4.0+: writing 5 to /proc/self/clear_refs).
+fn reset_resident_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 fn resident_peak() -> String {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -277,8 +283,14 @@ async fn run() -> BenchResult<()> {
         seeding.elapsed().as_secs_f64()
     );
     println!(
-        "{:<28} {:>12} {:>10} {:>14} {:>14} {:>10}",
-        "period", "extract lines", "time (s)", "peak heap MB", "heap before MB", "zip MB"
+        "{:<28} {:>12} {:>10} {:>14} {:>14} {:>10} {:>14}",
+        "period",
+        "extract lines",
+        "time (s)",
+        "peak heap MB",
+        "heap before MB",
+        "zip MB",
+        "RSS peak"
     );
     let settings = AuditCommandSettings::local(&data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
@@ -291,6 +303,7 @@ async fn run() -> BenchResult<()> {
         let period = Period::parse(&first.to_string(), &last.to_string())?;
         let out = dir.join(format!("evidence-{days}.zip"));
         let sources = keyturn::startup::evidence_sources(&settings, &[], &env).await?;
+        let reset = reset_resident_peak();
         let before = CURRENT.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);
         let began = Instant::now();
@@ -304,8 +317,13 @@ async fn run() -> BenchResult<()> {
             .and_then(|f| f.rows)
             .unwrap_or(0);
         let zip = std::fs::metadata(&out)?.len() as usize;
+        let rss = if reset {
+            resident_peak()
+        } else {
+            "not reset".to_owned()
+        };
         println!(
-            "{label:<28} {in_period:>12} {elapsed:>10.1} {:>14.1} {:>14.1} {:>10.1}",
+            "{label:<28} {in_period:>12} {elapsed:>10.1} {:>14.1} {:>14.1} {:>10.1} {rss:>14}",
             megabytes(peak.saturating_sub(before)),
             megabytes(before),
             megabytes(zip)

@@ -306,6 +306,7 @@ mod tests {
             "secret.read",
             "invocation.failed",
             "alerts.sent",
+            "evidence.exported",
         ];
         let wire: Vec<&str> = Action::ALL.iter().map(|a| a.as_str()).collect();
         assert_eq!(wire, stored);

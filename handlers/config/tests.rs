@@ -44,7 +44,11 @@ fn a_complete_environment_yields_defaults_where_unset() {
     );
     assert_eq!(s.credential.kind, CredentialKind::ManagedIdentity);
     assert_eq!(s.rotation.vaults.len(), 1);
-    assert_eq!(s.host.enabled_functions.len(), 7);
+    assert_eq!(s.host.enabled_functions.len(), 8);
+    assert_eq!(
+        s.rotation.evidence_schedule.to_string(),
+        DEFAULT_EVIDENCE_SCHEDULE
+    );
     assert_eq!(s.alerts.schedule.to_string(), DEFAULT_ALERT_SCHEDULE);
     assert_eq!(s.alerts.thresholds.to_string(), "60,30,14,7,1,0");
     assert!(s.alerts.routes.is_empty());

@@ -81,7 +81,7 @@ const INVENTORY_COLUMNS: [&str; 19] = [
 pub async fn write_inventory(
     store: &dyn InventoryStore,
     period: &Period,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
     figures: &mut SummaryBuilder,
 ) -> Result<u64, PopulationError> {
     write_header(out, &INVENTORY_COLUMNS)?;
@@ -194,7 +194,7 @@ const VAULT_COLUMNS: [&str; 10] = [
 /// Every vault in the inventory with the properties compliance looks at.
 pub async fn write_vaults(
     store: &dyn InventoryStore,
-    out: &mut (dyn Write + Send),
+    out: &mut dyn Write,
     figures: &mut SummaryBuilder,
 ) -> Result<u64, PopulationError> {
     write_header(out, &VAULT_COLUMNS)?;

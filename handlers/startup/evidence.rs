@@ -241,14 +241,16 @@ fn no_keys(path: &Path) -> StartupError {
 /// The scheduled export's exporter and shelf for an app's `settings`: the local store
 /// and its data directory's `evidence/`, or the Azure tables, key and checkpoint
 /// container reached with the app's `credential` (needed for the key; the table and the
-/// container are reached as the audit log is). Nothing is opened until a run.
+/// container are reached as the audit log is). Nothing is opened until a run. `None`
+/// where the audit table is not anchored: there is no container to keep packages in and
+/// no key to sign them, and runs fail naming what is missing.
 pub(crate) fn scheduled(
     settings: &crate::config::Settings,
     credential: impl FnOnce() -> Result<Arc<dyn TokenCredential>, StartupError>,
     signer: SignerOptions,
     inventory: Arc<dyn InventoryStore>,
     alerts: Arc<dyn AlertLedger>,
-) -> Result<EvidenceServices, StartupError> {
+) -> Result<Option<EvidenceServices>, StartupError> {
     let command = AuditCommandSettings {
         credential: settings.credential.clone(),
         audit: settings.audit.clone(),
@@ -260,7 +262,7 @@ pub(crate) fn scheduled(
                 .map(Path::to_path_buf)
                 .unwrap_or_default()
                 .join("evidence");
-            Ok(EvidenceServices {
+            Ok(Some(EvidenceServices {
                 exporter: Arc::new(Exporter {
                     settings: command,
                     azure: None,
@@ -268,7 +270,7 @@ pub(crate) fn scheduled(
                     alerts,
                 }),
                 shelf: Arc::new(DirectoryShelf { dir }),
-            })
+            }))
         }
         AuditSettings::Table {
             access,
@@ -276,8 +278,9 @@ pub(crate) fn scheduled(
             ..
         } => {
             let credential = credential()?;
-            let container = anchor::blob_checkpoints(checkpoints, access, || Ok(credential.clone()))?;
-            Ok(EvidenceServices {
+            let container =
+                anchor::blob_checkpoints(checkpoints, access, || Ok(credential.clone()))?;
+            Ok(Some(EvidenceServices {
                 exporter: Arc::new(Exporter {
                     settings: command,
                     azure: Some((credential, signer)),
@@ -288,13 +291,16 @@ pub(crate) fn scheduled(
                     client: container.client().clone(),
                     container: container.container().clone(),
                 }),
-            })
+            }))
         }
         AuditSettings::Table {
             checkpoints: None, ..
-        } => Err(StartupError::Audit(
-            "EvidenceExport keeps its packages in the audit checkpoint container and signs them with the checkpoint key: set KEYTURN_AUDIT_CHECKPOINT_ENDPOINT and KEYTURN_AUDIT_SIGNING_KEY, or disable it (AzureWebJobs.EvidenceExport.Disabled=true)".to_owned(),
-        )),
+        } => {
+            tracing::warn!(
+                "EvidenceExport keeps its packages in the audit checkpoint container and signs them with the checkpoint key: it cannot run until KEYTURN_AUDIT_CHECKPOINT_ENDPOINT and KEYTURN_AUDIT_SIGNING_KEY are set"
+            );
+            Ok(None)
+        }
     }
 }
 
@@ -310,7 +316,32 @@ struct Exporter {
 
 #[async_trait::async_trait]
 impl EvidenceExporter for Exporter {
+    /// The export's future is not `Send` (its writers and sinks are borrowed across
+    /// awaits), so it runs on this worker thread, which the runtime gives up to the
+    /// export while its other tasks move to the other workers (a monthly export may hold
+    /// one worker for as long as it takes).
     async fn export(
+        &self,
+        period: &Period,
+        out: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<ExportSummary, EvidenceError> {
+        let handle = tokio::runtime::Handle::current();
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return Err(EvidenceError::Store {
+                what: "evidence sources",
+                operation: "starting the export",
+                source: PortError::invalid(
+                    "the scheduled export runs on a multi-threaded runtime only",
+                ),
+            });
+        }
+        tokio::task::block_in_place(|| handle.block_on(self.export_here(period, out, now)))
+    }
+}
+
+impl Exporter {
+    async fn export_here(
         &self,
         period: &Period,
         out: &Path,

@@ -514,8 +514,8 @@ pub async fn services_with(
         None => None,
     };
     // The scheduled export reads the inventory too: it runs in the rotator app.
-    let evidence = match &inventory {
-        Some(store)
+    let evidence = match (&inventory, &alerts) {
+        (Some(store), Some(alerts))
             if settings
                 .host
                 .enabled_functions
@@ -528,16 +528,14 @@ pub async fn services_with(
                     credential(&settings.credential).map_err(StartupError::from)
                 }
             };
-            Some(Arc::new(evidence::scheduled(
+            evidence::scheduled(
                 settings,
                 app_credential,
                 evidence_signer,
                 store.clone(),
-                match &alerts {
-                    Some(alerts) => alerts.ledger.clone(),
-                    None => return Err(StartupError::Alerts("EvidenceExport lists the alerts sent: it runs where AlertSweep's ledger is".to_owned())),
-                },
-            )?))
+                alerts.ledger.clone(),
+            )?
+            .map(Arc::new)
         }
         _ => None,
     };

@@ -17,7 +17,6 @@ use keyturn::adapters::azure::client::blob::UPLOAD_BLOCK_BYTES;
 use keyturn::adapters::azure::client::table::TableName;
 use keyturn::adapters::azure::inventory::TableInventory;
 use keyturn::domain::clock::Clock;
-use keyturn::domain::function::Function;
 use keyturn::domain::inventory::{
     CredentialHandle, CredentialKind, CredentialSource, InventoryCredential, SweepId,
 };
@@ -25,7 +24,6 @@ use keyturn::domain::names::{VaultName, VaultUrl};
 use keyturn::evidence::verify::verify_package;
 use keyturn::evidence::{Period, export};
 use keyturn::host::router::{AppState, router};
-use keyturn::ports::audit::AuditStore;
 use keyturn::ports::inventory::InventoryStore;
 use keyturn_standins::Permissions;
 
@@ -218,7 +216,7 @@ async fn rotator(fixture: &AzureAnchored, data: &Path) -> axum::Router {
             services: std::sync::Arc::new(services),
             vaults: std::sync::Arc::new(Vec::new()),
         },
-        &[Function::EvidenceExport],
+        &settings.host.enabled_functions,
     )
 }
 
@@ -337,7 +335,7 @@ async fn evidence_export_stores_the_previous_month_once_in_the_checkpoint_contai
         .to_owned();
     let succeeded: Vec<_> = exported
         .iter()
-        .filter(|r| r.outcome.as_str() == "succeeded")
+        .filter(|r| r.outcome == keyturn::audit::Outcome::Succeeded)
         .collect();
     assert_eq!(succeeded.len(), 1);
     let reason = succeeded[0].reason.as_ref().expect("a reason").as_str();
