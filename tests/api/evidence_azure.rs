@@ -146,8 +146,20 @@ async fn an_export_from_azure_reads_the_tables_and_container_and_verifies_offlin
     append(&fixture.writer(&chain("w-one")).await, 3).await;
     append(&fixture.writer(&chain("w-two")).await, 2).await;
     let inventory = inventory_table(&fixture, &["db-password", "api-key"]).await;
+    // The alert ledger, as the deployment creates it beside the audit log (empty: no
+    // alert was sent).
+    let alerts = TableName::parse(&format!("alerts{}", uuid::Uuid::new_v4().simple()))
+        .expect("a table name");
+    keyturn::adapters::azure::alert_ledger::TableAlertLedger::new(
+        fixture.table_client(),
+        alerts.clone(),
+    )
+    .ensure_table()
+    .await
+    .expect("the alert ledger is created");
     let mut settings = fixture.settings();
     settings.push(("KEYTURN_INVENTORY_TABLE".to_owned(), inventory.to_string()));
+    settings.push(("KEYTURN_ALERT_TABLE".to_owned(), alerts.to_string()));
     let env = keyturn::config::Environment::from_pairs(settings);
     let command = keyturn::config::AuditCommandSettings::from_env(&env).expect("settings");
     let operator = fixture
