@@ -20,7 +20,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::discovery::budget::{Budgets, Pacer, WINDOW};
 use crate::discovery::job::{DiscoveryJob, JobScope};
@@ -47,6 +47,14 @@ const MANAGED_CREDENTIAL_PREFIX: &str = "keyturn ";
 
 /// Page size for the snapshot's walk of the store.
 const SNAPSHOT_PAGE: u32 = 500;
+
+/// Certificates or keys of one listing page whose details and versions are read at once.
+/// A key costs three requests one after another (the key, its rotation policy, its
+/// versions): four at once keep a page's ten keys to three rounds, short of a secrets
+/// listing of a few hundred, and a vault job at most 1 + 2 x 4 requests in flight, well
+/// within what the vault's budget (200 a second by default) lets through at Key Vault's
+/// usual 10 to 50 ms.
+pub const DETAILS_AT_ONCE: usize = 4;
 
 /// The ports and settings a discovery run needs.
 #[derive(Debug, Clone)]
@@ -272,6 +280,27 @@ impl Discovery {
         Ok(report)
     }
 
+    /// Reads what a listing leaves out of one object (a certificate's or key's details and
+    /// version count) and whether keyturn manages it.
+    async fn vault_object(
+        &self,
+        pacer: &Pacer,
+        vault: &VaultRef,
+        kind: ObjectKind,
+        credential: &mut InventoryCredential,
+        stamp: &Stamp,
+    ) -> Result<JobReport, PortError> {
+        let mut report = JobReport::default();
+        if kind != ObjectKind::Secrets {
+            self.read_details(pacer, vault, kind, credential, &mut report, stamp)
+                .await?;
+            self.count_versions(pacer, vault, kind, credential, &mut report, stamp)
+                .await?;
+        }
+        credential.managed = vault_object_is_managed(credential);
+        Ok(report)
+    }
+
     /// Reads a certificate's or key's details into it, charging the vault's budget for
     /// every request the read sends (a key's is two: the key and its rotation policy). A
     /// read that fails is a finding and leaves the details unknown.
@@ -392,15 +421,18 @@ impl Discovery {
                 next,
             } = page;
             self.put_findings(&mut report, &findings).await?;
-            for credential in &mut items {
-                if kind != ObjectKind::Secrets {
-                    self.read_details(pacer, vault, kind, credential, &mut report, stamp)
-                        .await?;
-                    self.count_versions(pacer, vault, kind, credential, &mut report, stamp)
-                        .await?;
-                }
-                credential.managed = vault_object_is_managed(credential);
-            }
+            // An object's details and versions do not wait on another's: up to
+            // DETAILS_AT_ONCE objects are read at a time, every request still paced by the
+            // vault's budget.
+            let reads: Vec<_> = items
+                .iter_mut()
+                .map(|credential| self.vault_object(pacer, vault, kind, credential, stamp))
+                .collect();
+            let read: Vec<JobReport> = futures::stream::iter(reads)
+                .buffer_unordered(DETAILS_AT_ONCE)
+                .try_collect()
+                .await?;
+            report.findings += read.iter().map(|r| r.findings).sum::<u64>();
             self.write(&mut report, &items, stamp).await?;
             after = next;
             if after.is_none() {
@@ -704,7 +736,10 @@ pub async fn run_sweep(
 ) -> Result<SweepReport, PortError> {
     let mut report = SweepReport::default();
     let parallelism = parallelism.max(1);
-    let mut pending = Pending::default();
+    let mut pending = Pending {
+        directory_slots: directory_slots(parallelism),
+        ..Pending::default()
+    };
     pending.push(DiscoveryJob::new(
         sweep.clone(),
         JobScope::Sweep { subscriptions },
@@ -712,7 +747,7 @@ pub async fn run_sweep(
     let mut running = futures::stream::FuturesUnordered::new();
     loop {
         while running.len() < parallelism {
-            let Some(job) = pending.next(parallelism) else {
+            let Some(job) = pending.next() else {
                 break;
             };
             running.push(async move {
@@ -739,12 +774,22 @@ pub async fn run_sweep(
     Ok(report)
 }
 
+/// How many directory jobs an in-process sweep runs at once while vault jobs wait: half
+/// the slots. A directory job is a chain of Graph pages one after another (an application
+/// range of 1,250 applications is 13 pages with owners and 13 of federated credentials,
+/// 26 at 100 to 300 ms each), the longest chains of a sweep, and all of them share the
+/// instance's one Graph budget: started first and together (the sixteen application
+/// ranges at the default 32 slots), they keep that budget busy from the start, while a
+/// vault job, a few hundred milliseconds within its own vault's budget, takes the other
+/// half of the slots in turn.
+fn directory_slots(parallelism: usize) -> usize {
+    (parallelism / 2).max(1)
+}
+
 /// The jobs of an in-process sweep waiting to run, and the order they run in: the jobs
-/// that fan out first (they queue the rest), then vault jobs, with directory jobs taking at
-/// most a quarter of the slots while vault jobs are waiting or may still be queued. Every
-/// directory job waits on the one Graph budget of the instance (500 requests per 10 s by
-/// default): eight jobs keep it busy at Graph's usual 100 to 200 ms a page, and more would
-/// only hold slots the vault jobs, each within its own vault's budget, could use.
+/// that fan out first (they queue the rest), then directory jobs up to
+/// `directory_slots` while vault jobs are waiting or may still be queued (any number
+/// once none are), then vault jobs.
 #[derive(Debug, Default)]
 struct Pending {
     fan_out: VecDeque<DiscoveryJob>,
@@ -752,6 +797,7 @@ struct Pending {
     directory: VecDeque<DiscoveryJob>,
     running_fan_out: usize,
     running_directory: usize,
+    directory_slots: usize,
 }
 
 impl Pending {
@@ -763,15 +809,15 @@ impl Pending {
         }
     }
 
-    /// The next job to start with `parallelism` slots, if one may start now.
-    fn next(&mut self, parallelism: usize) -> Option<DiscoveryJob> {
+    /// The next job to start, if one may start now.
+    fn next(&mut self) -> Option<DiscoveryJob> {
         if let Some(job) = self.fan_out.pop_front() {
             self.running_fan_out += 1;
             return Some(job);
         }
         let vaults_to_come = !self.vaults.is_empty() || self.running_fan_out > 0;
         let directory_may_start =
-            !vaults_to_come || self.running_directory < (parallelism / 4).max(1);
+            !vaults_to_come || self.running_directory < self.directory_slots.max(1);
         if directory_may_start && let Some(job) = self.directory.pop_front() {
             self.running_directory += 1;
             return Some(job);
@@ -804,5 +850,19 @@ fn kind_of(job: &DiscoveryJob) -> &'static str {
         JobScope::Vault { .. } => "vault",
         JobScope::Directory { .. } => "directory",
         JobScope::Snapshot => "snapshot",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_jobs_take_at_most_half_the_slots_and_always_one() {
+        assert_eq!(directory_slots(32), 16);
+        assert_eq!(directory_slots(8), 4);
+        assert_eq!(directory_slots(3), 1);
+        assert_eq!(directory_slots(1), 1);
+        assert_eq!(directory_slots(0), 1);
     }
 }
