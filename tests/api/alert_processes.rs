@@ -21,10 +21,7 @@ use serde_json::{Value, json};
 use keyturn::adapters::azure::alert_ledger::TableAlertLedger;
 use keyturn::adapters::azure::client::table::{TableClient, TableName};
 use keyturn::adapters::azure::inventory::TableInventory;
-use keyturn::domain::inventory::{
-    CredentialHandle, CredentialKind, CredentialSource, InventoryCredential, SweepId,
-};
-use keyturn::domain::names::{VaultName, VaultUrl};
+use keyturn::domain::inventory::InventoryCredential;
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::inventory::InventoryStore;
 
@@ -97,37 +94,7 @@ printf '{{"accessToken":"%s","expiresOn":"2030-01-01 00:00:00.000000","expires_o
 }
 
 fn credential(name: &str, expires: DateTime<Utc>, tags: &[(&str, &str)]) -> InventoryCredential {
-    InventoryCredential {
-        source: CredentialSource::Vault {
-            subscription: None,
-            name: "kv-prod".parse::<VaultName>().expect("a name"),
-            uri: VaultUrl::parse("https://kv-prod.vault.azure.net/").expect("a URL"),
-        },
-        kind: CredentialKind::Secret,
-        name: name.to_owned(),
-        handle: CredentialHandle::VaultObject {
-            name: name.to_owned(),
-            version: None,
-            versions: None,
-        },
-        enabled: true,
-        created: None,
-        updated: None,
-        not_before: None,
-        expires: Some(expires),
-        content_type: None,
-        tags: tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        certificate: None,
-        key: None,
-        directory: None,
-        owners: Vec::new(),
-        managed: false,
-        scanned_at: Utc::now() - TimeDelta::hours(1),
-        sweep: SweepId::parse("s1").expect("a sweep id"),
-    }
+    crate::helpers::kv_prod_secret(name, Some(expires), tags, Utc::now() - TimeDelta::hours(1))
 }
 
 /// Posts the timer to every process at the same moment; each one's `ReturnValue`.

@@ -14,10 +14,8 @@ use serde_json::{Value, json};
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::adapters::local::vault::LocalVault;
 use keyturn::adapters::notify::WebhookClient;
-use keyturn::domain::inventory::{
-    CredentialHandle, CredentialKind, CredentialSource, InventoryCredential, SweepId,
-};
-use keyturn::domain::names::{ObjectName, VaultName, VaultUrl};
+use keyturn::domain::inventory::InventoryCredential;
+use keyturn::domain::names::{ObjectName, VaultUrl};
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::vault::{NewSecretVersion, SecretStore};
 use keyturn::startup::Overrides;
@@ -58,37 +56,7 @@ impl Captured {
 }
 
 fn credential(name: &str, expires: DateTime<Utc>, tags: &[(&str, &str)]) -> InventoryCredential {
-    InventoryCredential {
-        source: CredentialSource::Vault {
-            subscription: None,
-            name: "kv-prod".parse::<VaultName>().expect("a name"),
-            uri: VaultUrl::parse("https://kv-prod.vault.azure.net/").expect("a URL"),
-        },
-        kind: CredentialKind::Secret,
-        name: name.to_owned(),
-        handle: CredentialHandle::VaultObject {
-            name: name.to_owned(),
-            version: None,
-            versions: None,
-        },
-        enabled: true,
-        created: None,
-        updated: None,
-        not_before: None,
-        expires: Some(expires),
-        content_type: None,
-        tags: tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        certificate: None,
-        key: None,
-        directory: None,
-        owners: Vec::new(),
-        managed: false,
-        scanned_at: expires - TimeDelta::days(400),
-        sweep: SweepId::parse("s1").expect("a sweep id"),
-    }
+    crate::helpers::kv_prod_secret(name, Some(expires), tags, expires - TimeDelta::days(400))
 }
 
 /// The app with alerts routed to the receivers: `siem` (CloudEvents, the default route),

@@ -24,7 +24,6 @@ use keyturn::domain::inventory::{
     CredentialHandle, CredentialKind, CredentialSource, FindingKind, InventoryCredential, Owner,
     Scope, ScopeFinding, SweepId,
 };
-use keyturn::domain::names::{VaultName, VaultUrl};
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::PortError;
 use keyturn::ports::inventory::InventoryStore;
@@ -79,37 +78,14 @@ fn vault_secret(
     expires_in_days: Option<i64>,
     tags: &[(&str, &str)],
 ) -> InventoryCredential {
-    InventoryCredential {
-        source: CredentialSource::Vault {
-            subscription: None,
-            name: "kv-prod".parse::<VaultName>().expect("a name"),
-            uri: VaultUrl::parse("https://kv-prod.vault.azure.net/").expect("a URL"),
-        },
-        kind: CredentialKind::Secret,
-        name: name.to_owned(),
-        handle: CredentialHandle::VaultObject {
-            name: name.to_owned(),
-            version: None,
-            versions: None,
-        },
-        enabled: true,
-        created: None,
-        updated: None,
-        not_before: None,
-        expires: expires_in_days.map(|d| now() + TimeDelta::days(d)),
-        content_type: None,
-        tags: tags
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        certificate: None,
-        key: None,
-        directory: None,
-        owners: Vec::new(),
-        managed: tags.iter().any(|(k, _)| *k == "keyturn-kind"),
-        scanned_at: now(),
-        sweep: SweepId::parse("s1").expect("a sweep id"),
-    }
+    let mut secret = crate::helpers::kv_prod_secret(
+        name,
+        expires_in_days.map(|d| now() + TimeDelta::days(d)),
+        tags,
+        now(),
+    );
+    secret.managed = tags.iter().any(|(k, _)| *k == "keyturn-kind");
+    secret
 }
 
 fn app_password(expires_in_days: i64, owners: Vec<Owner>) -> InventoryCredential {

@@ -17,10 +17,7 @@ use keyturn::adapters::azure::client::blob::UPLOAD_BLOCK_BYTES;
 use keyturn::adapters::azure::client::table::TableName;
 use keyturn::adapters::azure::inventory::TableInventory;
 use keyturn::domain::clock::Clock;
-use keyturn::domain::inventory::{
-    CredentialHandle, CredentialKind, CredentialSource, InventoryCredential, SweepId,
-};
-use keyturn::domain::names::{VaultName, VaultUrl};
+use keyturn::domain::inventory::InventoryCredential;
 use keyturn::evidence::verify::verify_package;
 use keyturn::evidence::{Period, export};
 use keyturn::host::router::{AppState, router};
@@ -42,34 +39,12 @@ fn fired_at() -> DateTime<Utc> {
 }
 
 fn credential(name: &str) -> InventoryCredential {
-    InventoryCredential {
-        source: CredentialSource::Vault {
-            subscription: None,
-            name: "kv-prod".parse::<VaultName>().expect("a name"),
-            uri: VaultUrl::parse("https://kv-prod.vault.azure.net/").expect("a URL"),
-        },
-        kind: CredentialKind::Secret,
-        name: name.to_owned(),
-        handle: CredentialHandle::VaultObject {
-            name: name.to_owned(),
-            version: None,
-            versions: None,
-        },
-        enabled: true,
-        created: None,
-        updated: None,
-        not_before: None,
-        expires: Some(fired_at() + chrono::Duration::days(30)),
-        content_type: None,
-        tags: Default::default(),
-        certificate: None,
-        key: None,
-        directory: None,
-        owners: Vec::new(),
-        managed: false,
-        scanned_at: fired_at(),
-        sweep: SweepId::parse("s1").expect("a sweep id"),
-    }
+    crate::helpers::kv_prod_secret(
+        name,
+        Some(fired_at() + chrono::Duration::days(30)),
+        &[],
+        fired_at(),
+    )
 }
 
 /// A fresh inventory table beside the audit table, holding `names`.

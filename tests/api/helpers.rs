@@ -372,3 +372,48 @@ impl AuditStore for SlowStore {
         self.inner.read(from, count).await
     }
 }
+
+/// A secret of vault `kv-prod` as discovery records it (sweep `s1`): enabled, unmanaged,
+/// no owners, with `tags`, expiring at `expires`, scanned at `scanned_at`.
+pub(crate) fn kv_prod_secret(
+    name: &str,
+    expires: Option<chrono::DateTime<chrono::Utc>>,
+    tags: &[(&str, &str)],
+    scanned_at: chrono::DateTime<chrono::Utc>,
+) -> keyturn::domain::inventory::InventoryCredential {
+    use keyturn::domain::inventory::{
+        CredentialHandle, CredentialKind, CredentialSource, InventoryCredential, SweepId,
+    };
+    use keyturn::domain::names::{VaultName, VaultUrl};
+    InventoryCredential {
+        source: CredentialSource::Vault {
+            subscription: None,
+            name: "kv-prod".parse::<VaultName>().expect("a name"),
+            uri: VaultUrl::parse("https://kv-prod.vault.azure.net/").expect("a URL"),
+        },
+        kind: CredentialKind::Secret,
+        name: name.to_owned(),
+        handle: CredentialHandle::VaultObject {
+            name: name.to_owned(),
+            version: None,
+            versions: None,
+        },
+        enabled: true,
+        created: None,
+        updated: None,
+        not_before: None,
+        expires,
+        content_type: None,
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        certificate: None,
+        key: None,
+        directory: None,
+        owners: Vec::new(),
+        managed: false,
+        scanned_at,
+        sweep: SweepId::parse("s1").expect("a sweep id"),
+    }
+}
