@@ -289,6 +289,8 @@ pub(crate) async fn store_with(
         record.invocation_id = Some(text("inv-1"));
         log.append(record).await.expect("appended");
     }
+    // A batch is answered before its checkpoint is written: wait for the last.
+    log.flush().await.expect("every batch anchored");
     LocalInventory::new(local)
         .put_credentials(&credentials)
         .await
