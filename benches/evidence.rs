@@ -307,7 +307,7 @@ async fn run() -> BenchResult<()> {
         let before = CURRENT.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);
         let began = Instant::now();
-        let summary = export(sources.sources(), &[], &period, &out, Utc::now()).await?;
+        let summary = export(sources.sources(), &period, &out, Utc::now()).await?;
         let elapsed = began.elapsed().as_secs_f64();
         let peak = PEAK.load(Ordering::Relaxed);
         let in_period = summary

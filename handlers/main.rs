@@ -787,7 +787,7 @@ async fn evidence_export(
         Err(e) => return fail(e.to_string()),
     };
     let exported =
-        keyturn::evidence::export(sources.sources(), &[], &period, out, chrono::Utc::now()).await;
+        keyturn::evidence::export(sources.sources(), &period, out, chrono::Utc::now()).await;
     match exported {
         Ok(summary) => {
             emit(&serde_json::to_string_pretty(&summary).unwrap_or_default());

@@ -7,10 +7,6 @@
 //! Everything is streamed: rows are read a page at a time and written into the zip as
 //! they come, so memory holds a page, not the period or the tenant. The only tallies kept
 //! are bounded by what they count (reads per identity and secret, rotations in flight).
-//!
-//! More files plug in as [`Section`]s (findings and exceptions, alerts sent, the control
-//! matrix, a report): each writes its files into the [`Package`], and the manifest and
-//! `keyturn evidence verify` cover them like any other.
 
 pub mod alerts;
 pub mod container;
@@ -27,7 +23,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::Path;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 
 pub use container::{ContainerError, Manifest, ManifestFile, Package};
@@ -174,9 +169,6 @@ pub enum EvidenceError {
     Population(#[from] PopulationError),
     #[error("cannot evaluate compliance: {0}")]
     Compliance(#[from] ComplianceError),
-    /// A [`Section`] failed: `what` names it.
-    #[error("{what}: {problem}")]
-    Section { what: String, problem: String },
 }
 
 impl From<PortError> for EvidenceError {
@@ -196,18 +188,6 @@ fn audit_error(operation: &'static str) -> impl Fn(PortError) -> EvidenceError {
         operation,
         source,
     }
-}
-
-/// More files for the package: findings and exceptions, alerts sent, the control
-/// matrix, a report. A section writes its files with [`Package::begin`], `write` and
-/// [`Package::end`] (or [`Package::add`]); the manifest lists them and
-/// `keyturn evidence verify` checks them like every other file.
-#[async_trait]
-pub trait Section: Send + Sync {
-    /// What the section holds, for errors and the package's README.
-    fn describe(&self) -> String;
-
-    async fn write(&self, period: &Period, package: &mut Package) -> Result<(), EvidenceError>;
 }
 
 /// Where the package's evidence is read.
@@ -259,7 +239,6 @@ const README: &str = include_str!("package-readme.txt");
 /// every file, the manifest and its signature are written, then renamed into place.
 pub async fn export(
     sources: Sources<'_>,
-    sections: &[&dyn Section],
     period: &Period,
     out: &Path,
     now: DateTime<Utc>,
@@ -440,10 +419,6 @@ pub async fn export(
         .await?;
     }
 
-    for section in sections {
-        section.write(period, &mut package).await?;
-    }
-
     // The reports: what they show is counted above, nothing more is read.
     let summary: Summary = figures.finish(sources.description, verified.is_intact(), now);
     let figures_json =
@@ -467,9 +442,6 @@ pub async fn export(
     }
     if located.ranges.iter().any(|r| !r.anchored) {
         notes.push("some chains' last entries in the period are not anchored by a checkpoint yet (audit/ranges.json: anchored false)".to_owned());
-    }
-    for section in sections {
-        notes.push(format!("section: {}", section.describe()));
     }
     let manifest = Manifest {
         format: container::FORMAT.to_owned(),

@@ -375,7 +375,7 @@ impl Exporter {
             operation: "opening them",
             source: PortError::transient(e.to_string()),
         })?;
-        crate::evidence::export(sources.sources(), &[], period, out, now).await
+        crate::evidence::export(sources.sources(), period, out, now).await
     }
 }
 

@@ -324,15 +324,9 @@ pub(crate) async fn export_from(
     let sources = startup::evidence_sources(&settings, &[], &env)
         .await
         .expect("the sources open");
-    export(
-        sources.sources(),
-        &[],
-        period,
-        out,
-        at("2026-12-06T00:00:00Z"),
-    )
-    .await
-    .map(|_| ())
+    export(sources.sources(), period, out, at("2026-12-06T00:00:00Z"))
+        .await
+        .map(|_| ())
 }
 
 fn key_of(store: &Store) -> PublicKey {
@@ -1379,15 +1373,9 @@ async fn a_store_failing_half_way_leaves_no_partial_zip() {
     let mut half = sources.sources();
     half.inventory = &failing;
     let out = store.out("evidence.zip");
-    let error = export(
-        half,
-        &[],
-        &period("2026-11-01", "2026-11-30"),
-        &out,
-        Utc::now(),
-    )
-    .await
-    .expect_err("the export fails");
+    let error = export(half, &period("2026-11-01", "2026-11-30"), &out, Utc::now())
+        .await
+        .expect_err("the export fails");
     assert!(
         error.to_string().contains("the inventory table went away"),
         "{error}"

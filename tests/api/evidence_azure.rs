@@ -153,7 +153,7 @@ async fn an_export_from_azure_reads_the_tables_and_container_and_verifies_offlin
     let out = dir.path().join("evidence.zip");
     let period = Period::parse("2025-03-01", "2025-03-01").expect("a period");
 
-    let summary = export(sources.sources(), &[], &period, &out, fired_at())
+    let summary = export(sources.sources(), &period, &out, fired_at())
         .await
         .expect("the export succeeds");
 

@@ -83,7 +83,6 @@ async fn the_report_pdf_holds_the_assertion_the_period_and_the_stores_totals() {
     let november = period("2026-11-01", "2026-11-30");
     export(
         sources.sources(),
-        &[],
         &november,
         &out,
         at("2026-12-06T00:00:00Z"),
