@@ -89,6 +89,10 @@ pub struct ManifestPeriod {
     pub from: String,
     /// The period's end (RFC 3339, UTC), excluded.
     pub to: String,
+    /// The last day included (YYYY-MM-DD, UTC) when the period is made of whole days:
+    /// the day before `to`, as the reports name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_day: Option<String>,
 }
 
 /// The manifest's signature, as stored in [`MANIFEST_SIGNATURE`].

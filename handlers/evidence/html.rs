@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use chrono::{DateTime, Duration, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
 
 use super::summary::{Summary, TOP_OWNERS};
 use crate::compliance::Severity;
@@ -134,32 +134,10 @@ fn short_day(at: DateTime<Utc>) -> String {
     at.format("%d %b").to_string()
 }
 
-fn is_midnight(at: DateTime<Utc>) -> bool {
-    at.num_seconds_from_midnight() == 0 && at.nanosecond() == 0
-}
-
-/// The period as a person reads it: whole days inclusive when it is made of whole days.
-fn period_text(from: DateTime<Utc>, to: DateTime<Utc>) -> String {
-    if is_midnight(from) && is_midnight(to) {
-        let last = to - Duration::days(1);
-        if last.date_naive() == from.date_naive() {
-            format!("{} (UTC, one day)", day(from))
-        } else {
-            format!("{} to {} (UTC, both days included)", day(from), day(last))
-        }
-    } else {
-        format!(
-            "{} to {} (excluded)",
-            from.to_rfc3339_opts(SecondsFormat::Secs, true),
-            to.to_rfc3339_opts(SecondsFormat::Secs, true)
-        )
-    }
-}
-
 /// The report for `summary`.
 pub fn render(summary: &Summary) -> String {
     let mut page = String::with_capacity(48 * 1024);
-    let period = period_text(summary.period_from, summary.period_to);
+    let period = summary.period().text();
     let _ = write!(
         page,
         r#"<!DOCTYPE html>
@@ -631,7 +609,7 @@ fn expiry(page: &mut String, summary: &Summary) {
     let _ = write!(
         page,
         r#"<p class="note">Credentials by when they expire, from the period's end ({}): already expired, then week by week for a quarter. Later: {} · no expiry date: {}.</p>"#,
-        escape(&day(timeline.reference)),
+        escape(&summary.period().end_text()),
         count(future.saturating_sub(within_weeks)),
         count(timeline.never)
     );
@@ -642,9 +620,9 @@ fn expiry(page: &mut String, summary: &Summary) {
     let mut list = vec![Column {
         label: "expired".to_owned(),
         title: format!(
-            "{} expired before {}",
+            "{} expired by {}",
             count(timeline.overdue),
-            day(timeline.reference)
+            summary.period().end_text()
         ),
         segments: vec![("s-overdue", timeline.overdue)],
     }];
@@ -782,26 +760,5 @@ mod tests {
         assert_eq!(nice_step(4), 1);
         assert_eq!(nice_step(9), 2);
         assert_eq!(nice_step(23), 5);
-    }
-
-    #[test]
-    fn a_period_of_whole_days_reads_as_days_included() {
-        let at = |t: &str| {
-            DateTime::parse_from_rfc3339(t)
-                .expect("time")
-                .with_timezone(&Utc)
-        };
-        assert_eq!(
-            period_text(at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z")),
-            "2026-11-01 to 2026-11-30 (UTC, both days included)"
-        );
-        assert_eq!(
-            period_text(at("2026-11-01T00:00:00Z"), at("2026-11-02T00:00:00Z")),
-            "2026-11-01 (UTC, one day)"
-        );
-        assert!(
-            period_text(at("2026-11-01T06:00:00Z"), at("2026-11-02T00:00:00Z"))
-                .ends_with("(excluded)")
-        );
     }
 }

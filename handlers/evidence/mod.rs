@@ -97,6 +97,45 @@ impl Period {
         self.from <= at && at < self.to
     }
 
+    /// The first and last days of a period made of whole days (UTC), both included:
+    /// `to` is the midnight after the last. `None` when either end is not a midnight.
+    pub fn days(&self) -> Option<(NaiveDate, NaiveDate)> {
+        let midnight = |at: DateTime<Utc>| at.time() == chrono::NaiveTime::MIN;
+        (midnight(self.from) && midnight(self.to)).then(|| {
+            (
+                self.from.date_naive(),
+                (self.to - Duration::days(1)).date_naive(),
+            )
+        })
+    }
+
+    /// The period as the package's reports name it: its days, the last included, when it
+    /// is made of whole days; otherwise its instants, the end excluded.
+    pub fn text(&self) -> String {
+        match self.days() {
+            Some((first, last)) if first == last => format!("{first} (UTC, one day)"),
+            Some((first, last)) => format!("{first} to {last} (UTC, both days included)"),
+            None => format!(
+                "{} to {} (excluded)",
+                self.from.to_rfc3339_opts(SecondsFormat::Secs, true),
+                self.to.to_rfc3339_opts(SecondsFormat::Secs, true)
+            ),
+        }
+    }
+
+    /// The period's end (`to`, the instant expiry is counted from) as the reports name
+    /// it: the end of its last day when it ends at midnight, else the instant.
+    pub fn end_text(&self) -> String {
+        if self.to.time() == chrono::NaiveTime::MIN {
+            format!(
+                "the end of {} (UTC)",
+                (self.to - Duration::days(1)).format("%Y-%m-%d")
+            )
+        } else {
+            self.to.to_rfc3339_opts(SecondsFormat::Secs, true)
+        }
+    }
+
     /// The period as `--from` and `--to` take it: whole days as the dates typed (`--to`
     /// the last day included), other instants in RFC 3339 (`--to` excluded).
     pub fn describe(&self) -> String {
@@ -449,6 +488,7 @@ pub async fn export(
         period: ManifestPeriod {
             from: period.from.to_rfc3339_opts(SecondsFormat::Secs, true),
             to: period.to.to_rfc3339_opts(SecondsFormat::Secs, true),
+            last_day: period.days().map(|(_, last)| last.to_string()),
         },
         source: sources.description.to_owned(),
         keyturn_version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -534,4 +574,55 @@ async fn write_rotations(
         .await?;
     }
     Ok(rotations.rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn a_period_of_whole_days_is_named_by_its_days_and_ends_with_its_last() {
+        let november = Period::parse("2026-11-01", "2026-11-30").expect("period");
+
+        assert_eq!(november.to, at("2026-12-01T00:00:00Z"));
+        assert_eq!(
+            november.days(),
+            Some((
+                NaiveDate::from_ymd_opt(2026, 11, 1).expect("day"),
+                NaiveDate::from_ymd_opt(2026, 11, 30).expect("day")
+            ))
+        );
+        assert_eq!(
+            november.text(),
+            "2026-11-01 to 2026-11-30 (UTC, both days included)"
+        );
+        assert_eq!(november.end_text(), "the end of 2026-11-30 (UTC)");
+        assert_eq!(
+            Period::parse("2026-11-01", "2026-11-01")
+                .expect("period")
+                .text(),
+            "2026-11-01 (UTC, one day)"
+        );
+    }
+
+    #[test]
+    fn a_period_of_instants_is_named_by_them_its_end_excluded() {
+        let times = Period::parse("2026-11-01T06:00:00Z", "2026-11-02T06:00:00Z").expect("p");
+
+        assert_eq!(times.days(), None);
+        assert_eq!(
+            times.text(),
+            "2026-11-01T06:00:00Z to 2026-11-02T06:00:00Z (excluded)"
+        );
+        assert_eq!(times.end_text(), "2026-11-02T06:00:00Z");
+        let from_six = Period::parse("2026-11-01T06:00:00Z", "2026-11-01").expect("p");
+        assert_eq!(from_six.days(), None);
+        assert_eq!(from_six.end_text(), "the end of 2026-11-01 (UTC)");
+    }
 }

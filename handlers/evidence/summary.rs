@@ -9,7 +9,7 @@
 //! Expiry figures are counted from the period's end, as `days_left_at_period_end` in
 //! `populations/inventory.csv` is, over the inventory as its last sweep left it.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 
 use super::Period;
@@ -43,9 +43,14 @@ pub const TOP_OWNERS: usize = 10;
 /// Everything the reports show. Built by [`SummaryBuilder`] during an export.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    /// The period the package covers (`from` included, `to` excluded).
+    /// The period the package covers: `period_from` included, `period_to` excluded (the
+    /// period's end, which expiry is counted from).
     pub period_from: DateTime<Utc>,
     pub period_to: DateTime<Utc>,
+    /// The last day included (UTC) when the period is made of whole days: the day before
+    /// `period_to`, as the reports name it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub period_last_day: Option<NaiveDate>,
     /// When the package was made.
     pub generated_at: DateTime<Utc>,
     /// Where the evidence was read (the manifest's `source`: a local store, or tables in
@@ -143,6 +148,16 @@ pub struct FrameworkScore {
     pub excepted: u64,
     pub score: Option<f64>,
     pub strict_score: Option<f64>,
+}
+
+impl Summary {
+    /// The period the figures cover.
+    pub fn period(&self) -> Period {
+        Period {
+            from: self.period_from,
+            to: self.period_to,
+        }
+    }
 }
 
 /// Credentials by when they expire, from the period's end (`reference`).
@@ -437,6 +452,7 @@ impl SummaryBuilder {
         Summary {
             period_from: self.period.from,
             period_to: self.period.to,
+            period_last_day: self.period.days().map(|(_, last)| last),
             generated_at,
             source: source.to_owned(),
             scope,

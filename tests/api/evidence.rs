@@ -597,6 +597,52 @@ async fn the_summary_counts_what_the_populations_hold() {
     assert_eq!(summary["audit_intact"], true);
 }
 
+/// One convention for the period in every file: `from` included and `to` excluded as
+/// instants (the manifest, summary.json), the days named with the last one included
+/// (both reports), and the period's end, which expiry is counted from, named as the end
+/// of that last day, never as the day after it.
+#[tokio::test]
+async fn the_period_is_named_the_same_way_in_every_file() {
+    let store = november().await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    let manifest: serde_json::Value =
+        serde_json::from_str(&file(&out, "manifest.json")).expect("manifest JSON");
+    assert_eq!(
+        manifest["period"],
+        serde_json::json!({
+            "from": "2026-11-01T00:00:00Z",
+            "to": "2026-12-01T00:00:00Z",
+            "last_day": "2026-11-30",
+        })
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&file(&out, "summary.json")).expect("summary JSON");
+    assert_eq!(summary["period_from"], "2026-11-01T00:00:00Z");
+    assert_eq!(summary["period_to"], "2026-12-01T00:00:00Z");
+    assert_eq!(summary["period_last_day"], "2026-11-30");
+    assert_eq!(summary["expiry"]["reference"], "2026-12-01T00:00:00Z");
+
+    let html = file(&out, "report.html");
+    assert!(
+        html.contains("<dd>2026-11-01 to 2026-11-30 (UTC, both days included)</dd>"),
+        "the header names the days"
+    );
+    assert!(
+        html.contains("from the period's end (the end of 2026-11-30 (UTC))"),
+        "the expiry timeline counts from the end of the last day"
+    );
+    assert!(
+        !html.contains("end (2026-12-01") && !html.contains("before 2026-12-01"),
+        "the day after the period is never named as its end"
+    );
+    let readme = file(&out, "README.txt");
+    assert!(readme.contains("last_day"), "{readme}");
+}
+
 #[tokio::test]
 async fn a_generated_secrets_rotation_started_when_its_worker_received_the_job() {
     let worker = || function("RotationWorker");

@@ -28,25 +28,6 @@ fn instant(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The period as people read it: whole days when it starts and ends at midnight.
-pub fn period_text(period: &Period) -> String {
-    let midnight = |at: DateTime<Utc>| at.time() == chrono::NaiveTime::MIN;
-    if midnight(period.from) && midnight(period.to) {
-        let last = period.to - chrono::Duration::days(1);
-        format!(
-            "{} to {} inclusive (UTC)",
-            period.from.format("%Y-%m-%d"),
-            last.format("%Y-%m-%d")
-        )
-    } else {
-        format!(
-            "{} to {} (UTC)",
-            period.from.format("%Y-%m-%d %H:%M:%S"),
-            period.to.format("%Y-%m-%d %H:%M:%S")
-        )
-    }
-}
-
 const GOOD: Rgb = Rgb(0.16, 0.55, 0.34);
 const FAIR: Rgb = Rgb(0.85, 0.58, 0.10);
 const POOR: Rgb = Rgb(0.78, 0.20, 0.18);
@@ -73,14 +54,6 @@ fn score_colour(score: f64) -> Rgb {
     }
 }
 
-/// The period a summary covers.
-fn period_of(summary: &Summary) -> Period {
-    Period {
-        from: summary.period_from,
-        to: summary.period_to,
-    }
-}
-
 /// What the package covers, in words.
 pub fn scope_text(summary: &Summary) -> String {
     let count = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
@@ -100,19 +73,16 @@ pub fn scope_text(summary: &Summary) -> String {
 
 /// The PDF's bytes.
 pub fn render(summary: &Summary) -> Vec<u8> {
-    let period = period_of(summary);
+    let period = summary.period();
     let footer = format!(
         "keyturn evidence package, {}. keyturn gathers evidence; it is not a certification.",
-        period_text(&period)
+        period.text()
     );
     let mut doc = Document::new(footer);
     summary_pages(&mut doc, summary, &period);
     doc.page_break();
     assertion(&mut doc, summary, &period);
-    doc.finish(&format!(
-        "Evidence package summary, {}",
-        period_text(&period)
-    ))
+    doc.finish(&format!("Evidence package summary, {}", period.text()))
 }
 
 fn heading(doc: &mut Document, text: &str) {
@@ -133,7 +103,7 @@ fn field(doc: &mut Document, label: &str, value: &str) {
 
 /// The period's two lines, on both pages.
 fn period_fields(doc: &mut Document, period: &Period) {
-    field(doc, "Period", &period_text(period));
+    field(doc, "Period", &period.text());
     field(
         doc,
         "Exactly",
@@ -482,19 +452,5 @@ mod tests {
         let pdf = render(&summary);
         // 120 rows of 16 points need at least three pages before the assertion's.
         assert!(pages(&pdf) >= 5, "{}", pages(&pdf));
-    }
-
-    #[test]
-    fn the_period_reads_as_whole_days_or_exact_times() {
-        let days = Period::parse("2026-11-01", "2026-11-30").expect("period");
-        assert_eq!(
-            period_text(&days),
-            "2026-11-01 to 2026-11-30 inclusive (UTC)"
-        );
-        let times = Period::parse("2026-11-01T06:00:00Z", "2026-11-02T06:00:00Z").expect("p");
-        assert_eq!(
-            period_text(&times),
-            "2026-11-01 06:00:00 to 2026-11-02 06:00:00 (UTC)"
-        );
     }
 }

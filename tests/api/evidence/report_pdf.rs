@@ -170,7 +170,7 @@ async fn the_report_pdf_holds_the_assertion_the_period_and_the_stores_totals() {
     // Page 1: the period, the scope, where read, the scores and the owners.
     let summary = pages[0];
     assert!(
-        summary.contains("2026-11-01 to 2026-11-30 inclusive (UTC)"),
+        summary.contains("2026-11-01 to 2026-11-30 (UTC, both days included)"),
         "{summary}"
     );
     assert!(
@@ -202,7 +202,7 @@ async fn the_report_pdf_holds_the_assertion_the_period_and_the_stores_totals() {
         "{prose}"
     );
     assert!(prose.contains("keyturn gathers evidence and is not a certification"));
-    assert!(assertion.contains("2026-11-01 to 2026-11-30 inclusive (UTC)"));
+    assert!(assertion.contains("2026-11-01 to 2026-11-30 (UTC, both days included)"));
     assert!(assertion.contains(&scope));
     for n in ["Signatory 1", "Signatory 2"] {
         assert!(assertion.contains(n), "{assertion}");
