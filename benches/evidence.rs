@@ -302,7 +302,7 @@ async fn run() -> BenchResult<()> {
         let last = first + Duration::days(days - 1);
         let period = Period::parse(&first.to_string(), &last.to_string())?;
         let out = dir.join(format!("evidence-{days}.zip"));
-        let sources = keyturn::startup::evidence_sources(&settings, &[], &env).await?;
+        let sources = keyturn::startup::evidence_sources(&settings, &[], None, &env).await?;
         let reset = reset_resident_peak();
         let before = CURRENT.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);

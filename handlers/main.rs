@@ -248,6 +248,11 @@ enum EvidenceCommand {
         /// the settings name.
         #[arg(long)]
         public_key: Vec<PathBuf>,
+        /// The exceptions register (JSON, as `keyturn compliance --exceptions` reads it).
+        /// Default: compliance-exceptions.json in the data directory, when it exists; in
+        /// Azure, the blob KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB names, when set.
+        #[arg(long)]
+        exceptions: Option<PathBuf>,
     },
     /// Check a package with the zip and a public key alone: the manifest's signature,
     /// every file's SHA-256, missing and added files, and the audit extract. Prints a
@@ -449,8 +454,11 @@ fn main() -> ExitCode {
                     to,
                     out,
                     public_key,
+                    exceptions,
                 },
-        } => runtime().block_on(evidence_export(data_dir, &from, &to, &out, public_key)),
+        } => runtime().block_on(evidence_export(
+            data_dir, &from, &to, &out, public_key, exceptions,
+        )),
         Command::Evidence {
             command:
                 EvidenceCommand::Verify {
@@ -764,6 +772,7 @@ async fn evidence_export(
     to: &str,
     out: &std::path::Path,
     public_keys: Vec<PathBuf>,
+    exceptions: Option<PathBuf>,
 ) -> ExitCode {
     let fail = |problem: String| {
         eprintln!("keyturn: {problem}");
@@ -782,10 +791,12 @@ async fn evidence_export(
         Ok(s) => s,
         Err(e) => return fail(e.to_string()),
     };
-    let sources = match startup::evidence_sources(&settings, &public_keys, &env).await {
-        Ok(sources) => sources,
-        Err(e) => return fail(e.to_string()),
-    };
+    let sources =
+        match startup::evidence_sources(&settings, &public_keys, exceptions.as_deref(), &env).await
+        {
+            Ok(sources) => sources,
+            Err(e) => return fail(e.to_string()),
+        };
     let exported =
         keyturn::evidence::export(sources.sources(), &period, out, chrono::Utc::now()).await;
     match exported {

@@ -193,6 +193,9 @@ param auditCheckpointContainerName string = 'audit-checkpoints'
 @minValue(1)
 param auditCheckpointRetentionDays int = 365
 
+@description('The compliance exceptions register (KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB) as CONTAINER/NAME in the storage account, such as compliance/exceptions.json: EvidenceExport applies it to every package. The container is created; upload the register there (Storage Blob Data Contributor on that container). Empty (default): no register, nothing is excepted; set, a register that cannot be read or is malformed fails the export, naming the blob.')
+param complianceExceptionsBlob string = ''
+
 @description('Tags applied to every resource keyturn creates.')
 param tags object = {
   application: 'keyturn'
@@ -271,6 +274,7 @@ module storage 'modules/storage.bicep' = {
     deadLetterContainerName: deadLetterContainerName
     auditCheckpointContainerName: auditCheckpointContainerName
     auditCheckpointRetentionDays: auditCheckpointRetentionDays
+    exceptionsContainerName: empty(complianceExceptionsBlob) ? '' : first(split(complianceExceptionsBlob, '/'))
     deploymentContainerNames: [
       'deploy-rotator'
       'deploy-endpoint'
@@ -352,6 +356,7 @@ var rotatorAppSettings = [
   { name: 'KEYTURN_AUDIT_CHECKPOINT_ENDPOINT', value: storage.outputs.blobEndpoint }
   { name: 'KEYTURN_AUDIT_CHECKPOINT_CONTAINER', value: storage.outputs.auditCheckpointContainer }
   { name: 'KEYTURN_AUDIT_SIGNING_KEY', value: auditSigning.outputs.keyUriWithVersion }
+  { name: 'KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB', value: complianceExceptionsBlob }
   { name: 'KEYTURN_DEFAULT_VALIDITY_DAYS', value: string(defaultValidityDays) }
   { name: 'KEYTURN_DEFAULT_ROTATE_BEFORE_DAYS', value: string(defaultRotateBeforeDays) }
   { name: 'KEYTURN_DEFAULT_OVERLAP_DAYS', value: string(defaultOverlapDays) }

@@ -20,7 +20,8 @@ pub use engine::{
     Report, Status,
 };
 pub use exceptions::{
-    ExceptionError, REGISTER_FILE_NAME, Register, TAG_EXPIRES, TAG_OWNER, TAG_REASON, TAG_RULE,
+    ExceptionError, MAX_REGISTER_BYTES, REGISTER_FILE_NAME, Register, TAG_EXPIRES, TAG_OWNER,
+    TAG_REASON, TAG_RULE,
 };
 pub use report::Scores;
 pub use scores::{ScopeKind, Scoreboard, Tally};

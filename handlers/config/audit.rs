@@ -54,6 +54,52 @@ pub struct CheckpointSettings {
     pub container: String,
     /// The Key Vault EC P-256 key's URL, with or without its version.
     pub signing_key: url::Url,
+    /// The compliance exceptions register: a blob of the same Blob service
+    /// (`KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB`). `None`: no register is configured, so
+    /// nothing is excepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exceptions: Option<BlobPath>,
+}
+
+/// A blob in the checkpoints' Blob service: `CONTAINER/NAME`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlobPath {
+    /// Checked by the container naming rules.
+    pub container: String,
+    /// The blob's name: 1-1024 characters, no empty, `.` or `..` segment.
+    pub name: String,
+}
+
+impl fmt::Display for BlobPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.container, self.name)
+    }
+}
+
+/// The setting naming the exceptions register's blob.
+pub const EXCEPTIONS_BLOB_SETTING: &str = "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB";
+
+fn parse_blob_path(v: &str) -> Result<BlobPath, String> {
+    const FORM: &str = "CONTAINER/NAME, such as compliance/exceptions.json";
+    let (container, name) = v
+        .split_once('/')
+        .ok_or_else(|| format!("expected {FORM}"))?;
+    let container = parse_container_name(container)
+        .map_err(|problem| format!("the container: {problem}; expected {FORM}"))?;
+    let name_ok = (1..=1024).contains(&name.chars().count())
+        && !name.chars().any(char::is_control)
+        && name
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    if !name_ok {
+        return Err(format!(
+            "the blob name is 1-1024 characters without empty, `.` or `..` segments; expected {FORM}"
+        ));
+    }
+    Ok(BlobPath {
+        container: container.to_owned(),
+        name: name.to_owned(),
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -165,13 +211,23 @@ fn parse_checkpoints(c: &mut Collector<'_>, azurite: bool) -> Option<Box<Checkpo
         })
         .unwrap_or_else(|| DEFAULT_CHECKPOINT_CONTAINER.to_owned());
     let signing_key = c.parse("KEYTURN_AUDIT_SIGNING_KEY", parse_key_url);
+    let exceptions = c.parse(EXCEPTIONS_BLOB_SETTING, parse_blob_path);
     match (endpoint, signing_key) {
         (Some(endpoint), Some(signing_key)) => Some(Box::new(CheckpointSettings {
             endpoint,
             container,
             signing_key,
+            exceptions,
         })),
-        (None, None) => None,
+        (None, None) => {
+            if exceptions.is_some() {
+                c.fail(
+                    EXCEPTIONS_BLOB_SETTING,
+                    "set without KEYTURN_AUDIT_CHECKPOINT_ENDPOINT and KEYTURN_AUDIT_SIGNING_KEY: the register is read from the checkpoints' Blob service, beside the evidence packages it is applied to",
+                );
+            }
+            None
+        }
         (Some(_), None) => {
             if c.env.value("KEYTURN_AUDIT_SIGNING_KEY").is_none() {
                 c.fail(

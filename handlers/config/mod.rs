@@ -25,6 +25,7 @@ mod spec;
 
 pub use alerts::{AlertConfig, MAX_DIGEST_DAYS};
 pub(crate) use audit::{AuditSettings, CheckpointSettings, STORE_FILE, TableAccess};
+pub use audit::{BlobPath, EXCEPTIONS_BLOB_SETTING};
 pub use credentials::{CredentialKind, CredentialSettings};
 pub(crate) use credentials::{EntraSettings, VaultHosts};
 pub(crate) use endpoint::{CertPolicyName, EndpointSettings};

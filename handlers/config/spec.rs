@@ -643,6 +643,20 @@ pub const SETTINGS: &[SettingSpec] = &[
                   data actions.",
     },
     SettingSpec {
+        name: "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB",
+        read_by: ReadBy::Keyturn,
+        required: Required::Never,
+        default: None,
+        example: "",
+        secret: false,
+        purpose: "The compliance exceptions register (JSON, as `keyturn compliance --exceptions` \
+                  reads it) as CONTAINER/NAME in the Blob service of \
+                  KEYTURN_AUDIT_CHECKPOINT_ENDPOINT: EvidenceExport and `keyturn evidence export` \
+                  against Azure read it with their identity (read only). Unset: no register, \
+                  nothing is excepted; set, a register that cannot be read or is malformed \
+                  fails the export, naming the blob.",
+    },
+    SettingSpec {
         name: "KEYTURN_DATA_DIR",
         read_by: ReadBy::Keyturn,
         required: Required::Never,

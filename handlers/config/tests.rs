@@ -268,6 +268,10 @@ fn the_checkpoint_container_and_signing_key_come_together_and_parse_at_the_edge(
     };
     assert_eq!(checkpoints.container, "audit-checkpoints");
     assert_eq!(checkpoints.signing_key.as_str(), key);
+    assert_eq!(
+        checkpoints.exceptions, None,
+        "no register unless one is named"
+    );
     let unanchored = Settings::from_env(&with(&table)).expect("unanchored settings parse");
     assert!(matches!(
         unanchored.audit,
@@ -276,6 +280,77 @@ fn the_checkpoint_container_and_signing_key_come_together_and_parse_at_the_edge(
             ..
         }
     ));
+
+    let with_register = Settings::from_env(&with(
+        &[
+            &table[..],
+            &[
+                (
+                    "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                    "https://st.blob.core.windows.net",
+                ),
+                ("KEYTURN_AUDIT_SIGNING_KEY", key),
+                (
+                    "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB",
+                    "compliance/registers/exceptions.json",
+                ),
+            ],
+        ]
+        .concat(),
+    ))
+    .expect("a register blob parses");
+    let AuditSettings::Table {
+        checkpoints: Some(checkpoints),
+        ..
+    } = &with_register.audit
+    else {
+        panic!("anchored: {:?}", with_register.audit);
+    };
+    assert_eq!(
+        checkpoints.exceptions.as_ref().map(ToString::to_string),
+        Some("compliance/registers/exceptions.json".to_owned())
+    );
+    let anchored_with = |register: &'static str| -> Vec<(&'static str, &'static str)> {
+        vec![
+            (
+                "KEYTURN_AUDIT_CHECKPOINT_ENDPOINT",
+                "https://st.blob.core.windows.net",
+            ),
+            ("KEYTURN_AUDIT_SIGNING_KEY", key),
+            ("KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB", register),
+        ]
+    };
+    for register in [
+        "exceptions.json",
+        "Compliance/exceptions.json",
+        "compliance/",
+        "compliance/a//b.json",
+        "compliance/../x.json",
+    ] {
+        let env = with(&[&table[..], &anchored_with(register)].concat());
+        assert!(
+            errors_for(&env)
+                .iter()
+                .any(|e| e.setting == "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB"),
+            "{register}"
+        );
+    }
+    // A register without the checkpoints' Blob service to read it from.
+    let env = with(
+        &[
+            &table[..],
+            &[(
+                "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB",
+                "compliance/exceptions.json",
+            )],
+        ]
+        .concat(),
+    );
+    assert!(
+        errors_for(&env)
+            .iter()
+            .any(|e| e.setting == "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB")
+    );
 
     let cases: [(&[(&str, &str)], &str); 6] = [
         (

@@ -19,17 +19,22 @@ use crate::adapters::local::alert_ledger::LocalAlertLedger;
 use crate::adapters::local::anchor::{LocalSigningKey, SIGNING_KEY_FILE_NAME, file_beside};
 use crate::adapters::local::inventory::LocalInventory;
 use crate::adapters::local::store::LocalStore;
-use crate::compliance::{Catalogue, REGISTER_FILE_NAME, Register, Thresholds};
-use crate::config::{AuditCommandSettings, AuditSettings, Environment};
+use crate::compliance::{
+    Catalogue, ExceptionError, MAX_REGISTER_BYTES, REGISTER_FILE_NAME, Register, Thresholds,
+};
+use crate::config::{
+    AuditCommandSettings, AuditSettings, CheckpointSettings, EXCEPTIONS_BLOB_SETTING, Environment,
+    TableAccess,
+};
 use crate::evidence::{ComplianceInputs, EvidenceError, ExportSummary, Period, Sources};
 use crate::functions::evidence_export::{
     EvidenceExporter, EvidenceServices, EvidenceShelf, PREFIX,
 };
-use crate::ports::PortError;
 use crate::ports::alert_ledger::AlertLedger;
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{CheckpointSigner, CheckpointStore, VerifyingKeys};
 use crate::ports::inventory::InventoryStore;
+use crate::ports::{FailureKind, PortError};
 
 /// Everything an export reads, opened.
 #[derive(Debug)]
@@ -68,9 +73,17 @@ impl EvidenceSources {
     }
 }
 
-/// The exceptions register in the local store's data directory, when there is one (as
-/// `keyturn compliance` reads it); a malformed one is refused, naming it.
-fn local_register(store: &Path, catalogue: &Catalogue) -> Result<Register, StartupError> {
+/// The exceptions register of a local store: the file given (`--exceptions`), else the
+/// data directory's, when there is one (as `keyturn compliance` reads it); a malformed
+/// or unreadable one is refused, naming it and the entry.
+fn local_register(
+    store: &Path,
+    given: Option<&Path>,
+    catalogue: &Catalogue,
+) -> Result<Register, StartupError> {
+    if let Some(path) = given {
+        return Ok(Register::load(path, catalogue)?);
+    }
     let Some(path) = store
         .parent()
         .map(|dir| dir.join(REGISTER_FILE_NAME))
@@ -84,16 +97,64 @@ fn local_register(store: &Path, catalogue: &Catalogue) -> Result<Register, Start
     })
 }
 
+/// The exceptions register of an Azure export: the file given (`--exceptions`), else the
+/// blob `KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB` names in the checkpoints' Blob service,
+/// read with `credential`; none configured, an empty register. A configured register
+/// that cannot be read or is malformed is an error naming it: never an empty register.
+async fn azure_register(
+    checkpoints: &CheckpointSettings,
+    access: &TableAccess,
+    given: Option<&Path>,
+    credential: Arc<dyn TokenCredential>,
+    catalogue: &Catalogue,
+) -> Result<Register, StartupError> {
+    if let Some(path) = given {
+        return Ok(Register::load(path, catalogue)?);
+    }
+    let Some(blob) = &checkpoints.exceptions else {
+        return Ok(Register::empty());
+    };
+    let file = format!("blob {blob} at {}", checkpoints.endpoint);
+    let refuse = |problem: String| ExceptionError::File {
+        file: file.clone(),
+        problem,
+    };
+    let client = anchor::blob_checkpoints(checkpoints, access, || Ok(credential))?
+        .client()
+        .clone();
+    let container = ContainerName::parse(&blob.container).map_err(|e| refuse(e.context))?;
+    let bytes = match client.get_blob(&container, &blob.name).await {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind == FailureKind::NotFound => {
+            return Err(refuse(format!(
+                "not found: {EXCEPTIONS_BLOB_SETTING} names it, so the export needs it (upload the register there, or unset the setting to export without exceptions)"
+            ))
+            .into());
+        }
+        Err(e) => return Err(refuse(e.to_string()).into()),
+    };
+    if bytes.len() as u64 > MAX_REGISTER_BYTES {
+        return Err(refuse(format!("larger than {MAX_REGISTER_BYTES} bytes")).into());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| refuse("not UTF-8 text".to_owned()))?;
+    Ok(Register::parse(&text, &file, catalogue)?)
+}
+
 /// The sources `settings` name: the local store's, or Azure's with the operator's Azure
 /// CLI sign-in. `public_keys` (key files, as `keyturn audit verify --public-key` takes
-/// them) replace the keys the checkpoints are otherwise checked with.
+/// them) replace the keys the checkpoints are otherwise checked with; `exceptions` (a
+/// register file, as `keyturn compliance --exceptions` takes it) replaces the data
+/// directory's register, or in Azure the one `KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB` names.
 pub async fn evidence_sources(
     settings: &AuditCommandSettings,
     public_keys: &[PathBuf],
+    exceptions: Option<&Path>,
     env: &Environment,
 ) -> Result<EvidenceSources, StartupError> {
     match &settings.audit {
-        AuditSettings::Sqlite { path } => local_sources(settings, path, public_keys).await,
+        AuditSettings::Sqlite { path } => {
+            local_sources(settings, path, public_keys, exceptions).await
+        }
         AuditSettings::Table { .. } => {
             let operator = || -> Result<Arc<dyn TokenCredential>, StartupError> {
                 let cli = azure_identity::AzureCliCredential::new(None).map_err(|e| {
@@ -104,6 +165,7 @@ pub async fn evidence_sources(
             azure_sources(
                 settings,
                 public_keys,
+                exceptions,
                 env,
                 operator()?,
                 SignerOptions::default(),
@@ -117,6 +179,7 @@ async fn local_sources(
     settings: &AuditCommandSettings,
     path: &Path,
     public_keys: &[PathBuf],
+    exceptions: Option<&Path>,
 ) -> Result<EvidenceSources, StartupError> {
     // Refuses a path that holds no store, naming it.
     let verification = anchor::verification(settings, public_keys).await?;
@@ -139,7 +202,7 @@ async fn local_sources(
         .ok_or_else(|| StartupError::Audit("the local store has no checkpoint file".to_owned()))?;
     let keys = keys.ok_or_else(|| no_keys(path))?;
     let catalogue = Catalogue::builtin();
-    let register = local_register(path, &catalogue)?;
+    let register = local_register(path, exceptions, &catalogue)?;
     Ok(EvidenceSources {
         audit,
         checkpoints,
@@ -159,6 +222,7 @@ async fn local_sources(
 pub async fn azure_sources(
     settings: &AuditCommandSettings,
     public_keys: &[PathBuf],
+    exceptions: Option<&Path>,
     env: &Environment,
     operator: Arc<dyn TokenCredential>,
     signer: SignerOptions,
@@ -174,7 +238,16 @@ pub async fn azure_sources(
     let alerts = super::audit_reader::operator_table_client(None, env, "alert ledger")
         .map_err(StartupError::Alerts)?;
     let alerts: Arc<dyn AlertLedger> = Arc::new(TableAlertLedger::new(alerts, alert_table));
-    azure_sources_reading(settings, public_keys, operator, signer, inventory, alerts).await
+    azure_sources_reading(
+        settings,
+        public_keys,
+        exceptions,
+        operator,
+        signer,
+        inventory,
+        alerts,
+    )
+    .await
 }
 
 /// [`azure_sources`] with the inventory and the alert ledger already chosen (the app's
@@ -182,6 +255,7 @@ pub async fn azure_sources(
 async fn azure_sources_reading(
     settings: &AuditCommandSettings,
     public_keys: &[PathBuf],
+    exceptions: Option<&Path>,
     operator: Arc<dyn TokenCredential>,
     signer: SignerOptions,
     inventory: Arc<dyn InventoryStore>,
@@ -189,14 +263,23 @@ async fn azure_sources_reading(
 ) -> Result<EvidenceSources, StartupError> {
     let AuditSettings::Table {
         table,
+        access,
         checkpoints: Some(checkpoint_settings),
-        ..
     } = &settings.audit
     else {
         return Err(StartupError::Audit(
             "an evidence package needs the audit checkpoint settings (KEYTURN_AUDIT_CHECKPOINT_ENDPOINT and KEYTURN_AUDIT_SIGNING_KEY): its manifest is signed with the checkpoint key".to_owned(),
         ));
     };
+    let catalogue = Catalogue::builtin();
+    let register = azure_register(
+        checkpoint_settings,
+        access,
+        exceptions,
+        operator.clone(),
+        &catalogue,
+    )
+    .await?;
     let verification =
         anchor::verification_with(settings, public_keys, operator.clone(), signer.clone()).await?;
     let key_vault_signer = anchor::key_vault_signer(checkpoint_settings, operator, signer)?;
@@ -225,9 +308,9 @@ async fn azure_sources_reading(
             checkpoint_settings.endpoint,
             checkpoint_settings.signing_key
         ),
-        catalogue: Catalogue::builtin(),
+        catalogue,
         thresholds: Thresholds::default(),
-        register: Register::empty(),
+        register,
     })
 }
 
@@ -348,7 +431,7 @@ impl Exporter {
         now: DateTime<Utc>,
     ) -> Result<ExportSummary, EvidenceError> {
         let opened = match (&self.settings.audit, &self.azure) {
-            (AuditSettings::Sqlite { path }, _) => local_sources(&self.settings, path, &[])
+            (AuditSettings::Sqlite { path }, _) => local_sources(&self.settings, path, &[], None)
                 .await
                 .map(|mut sources| {
                     sources.inventory = self.inventory.clone();
@@ -359,6 +442,7 @@ impl Exporter {
                 azure_sources_reading(
                     &self.settings,
                     &[],
+                    None,
                     credential.clone(),
                     signer.clone(),
                     self.inventory.clone(),

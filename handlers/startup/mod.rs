@@ -106,6 +106,10 @@ pub enum StartupError {
     Rotation(String),
     #[error("TLS listener: {0}")]
     Tls(String),
+    /// The compliance exceptions register named (a file or a blob) cannot be read or is
+    /// malformed.
+    #[error(transparent)]
+    Exceptions(#[from] crate::compliance::ExceptionError),
 }
 
 /// The audit log `keyturn audit verify` reads. Opening it makes no network call.

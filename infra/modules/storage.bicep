@@ -15,6 +15,8 @@ param auditCheckpointContainerName string
 @description('Days each audit checkpoint blob is kept unchangeable and undeletable.')
 @minValue(1)
 param auditCheckpointRetentionDays int
+@description('Container of the compliance exceptions register EvidenceExport reads; empty: none is created.')
+param exceptionsContainerName string
 param rotatorPrincipalId string
 param endpointPrincipalId string
 @description('Grant both identities Storage Table Data Contributor on the account, for the Functions hosts\' diagnostic events.')
@@ -127,6 +129,20 @@ resource auditCheckpointRetention 'Microsoft.Storage/storageAccounts/blobService
   properties: {
     immutabilityPeriodSinceCreationInDays: auditCheckpointRetentionDays
     allowProtectedAppendWrites: true
+  }
+}
+
+// The compliance exceptions register (KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB), which operators
+// keep and EvidenceExport only reads: an ordinary container, so a corrected register
+// replaces the old one. The rotator reads it through the Blob Data Owner role on the
+// account that its Functions host requires (below); a narrower read role on this container
+// would narrow nothing while that holds, so none is added. Operators who keep the register
+// need Storage Blob Data Contributor on this container alone.
+resource exceptionsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = if (!empty(exceptionsContainerName)) {
+  parent: blobService
+  name: empty(exceptionsContainerName) ? 'unused' : exceptionsContainerName
+  properties: {
+    publicAccess: 'None'
   }
 }
 

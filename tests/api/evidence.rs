@@ -321,7 +321,7 @@ pub(crate) async fn export_from(
 ) -> Result<(), EvidenceError> {
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    let sources = startup::evidence_sources(&settings, &[], &env)
+    let sources = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect("the sources open");
     export(sources.sources(), period, out, at("2026-12-06T00:00:00Z"))
@@ -401,7 +401,7 @@ fn csv(text: &str) -> Vec<Vec<String>> {
 }
 
 /// The rows of a population as maps from column to cell.
-fn population(zip: &Path, name: &str) -> Vec<BTreeMap<String, String>> {
+pub(crate) fn population(zip: &Path, name: &str) -> Vec<BTreeMap<String, String>> {
     let rows = csv(&file(zip, name));
     let (header, rows) = rows.split_first().expect("a header row");
     rows.iter()
@@ -722,7 +722,7 @@ async fn findings_exceptions_and_the_control_matrix_match_the_store_and_point_at
     };
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    let sources = startup::evidence_sources(&settings, &[], &env)
+    let sources = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect("the sources open");
     let log_report = keyturn::audit::verify_log(
@@ -903,7 +903,7 @@ async fn a_malformed_exceptions_register_is_named_with_its_entry_and_nothing_is_
     .expect("written");
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    let error = startup::evidence_sources(&settings, &[], &env)
+    let error = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect_err("refused");
     let message = error.to_string();
@@ -1334,7 +1334,7 @@ async fn an_unreadable_store_is_named_and_nothing_is_written() {
     let missing = dir.path().join("no-such-store");
     let settings = AuditCommandSettings::local(&missing);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    let error = startup::evidence_sources(&settings, &[], &env)
+    let error = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect_err("refused");
     assert!(error.to_string().contains("no-such-store"), "{error}");
@@ -1410,7 +1410,7 @@ async fn a_store_failing_half_way_leaves_no_partial_zip() {
     let store = november().await;
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    let sources = startup::evidence_sources(&settings, &[], &env)
+    let sources = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect("the sources open");
     let failing = FailingInventory {
@@ -1431,6 +1431,104 @@ async fn a_store_failing_half_way_leaves_no_partial_zip() {
         "{:?}",
         leftovers(store._dir.path())
     );
+}
+
+/// `evidence export --exceptions FILE` reads the register from FILE instead of the data
+/// directory's, as `keyturn compliance --exceptions` does; a register named but missing
+/// or malformed refuses the export, naming the file (and the entry), and leaves no zip.
+#[tokio::test]
+async fn the_exceptions_flag_names_the_register_and_a_bad_one_refuses_the_export() {
+    let store = november().await;
+    let registers = tempfile::tempdir().expect("dir");
+    let export = |out: &Path, register: Option<&Path>| {
+        let mut args = vec![
+            "evidence",
+            "export",
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-11-30",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ];
+        if let Some(register) = register {
+            args.extend(["--exceptions", register.to_str().expect("utf-8")]);
+        }
+        run(&args, Some(&store.data))
+    };
+
+    // No register in the data directory: without the flag nothing is excepted.
+    let plain = store.out("plain.zip");
+    let output = export(&plain, None);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let findings = population(&plain, "populations/findings.csv");
+    assert!(!findings.is_empty());
+    assert!(
+        findings.iter().all(|f| f["status"] == "open"),
+        "{findings:?}"
+    );
+    assert!(population(&plain, "populations/exceptions.csv").is_empty());
+
+    // With it, the file's exceptions apply: in force, excepted; lapsed, open again.
+    let register = registers.path().join("risk-register.json");
+    std::fs::write(&register, REGISTER).expect("written");
+    let out = store.out("evidence.zip");
+    let output = export(&out, Some(&register));
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let findings = population(&out, "populations/findings.csv");
+    let excepted = findings
+        .iter()
+        .find(|f| f["rule"] == "credential-no-owner" && f["status"] == "excepted")
+        .expect("credential 2's finding is excepted");
+    assert_eq!(excepted["exception_id"], "register:1");
+    let lapsed = findings
+        .iter()
+        .find(|f| f["exception_id"] == "register:2")
+        .expect("the lapsed exception is named");
+    assert_eq!(lapsed["status"], "open");
+    let exceptions = population(&out, "populations/exceptions.csv");
+    assert_eq!(exceptions.len(), 2, "{exceptions:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&file(&out, "summary.json")).expect("summary JSON");
+    assert!(
+        summary["totals"]["findings_excepted"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{}",
+        summary["totals"]
+    );
+
+    // Named but missing, or malformed: refused, naming it, and no zip.
+    let absent = registers.path().join("absent.json");
+    let malformed = registers.path().join("malformed.json");
+    std::fs::write(
+        &malformed,
+        r#"{ "exceptions": [
+            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "2030-01-01" },
+            { "rule": "credential-no-owner", "subject": "vault:", "owner": "a", "reason": "r", "expires": "2030-01-01" } ] }"#,
+    )
+    .expect("written");
+    for (register, named) in [(&absent, None), (&malformed, Some("entry 2"))] {
+        let refused = store.out("refused.zip");
+        let output = export(&refused, Some(register));
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{message}");
+        assert!(
+            message.contains(&register.display().to_string()),
+            "{message}"
+        );
+        if let Some(named) = named {
+            assert!(message.contains(named), "{message}");
+        }
+        assert!(!refused.exists());
+        let mut left = leftovers(store._dir.path());
+        left.sort();
+        assert_eq!(
+            left,
+            ["evidence.zip", "plain.zip"],
+            "no partial zip is left"
+        );
+    }
 }
 
 /// A value only the test knows, set in the vault and rotated by keyturn: no file of the

@@ -143,6 +143,7 @@ async fn an_export_from_azure_reads_the_tables_and_container_and_verifies_offlin
     let sources = keyturn::startup::azure_sources(
         &command,
         &[],
+        None,
         &env,
         fixture.standins.credential_for(&operator),
         fixture.signer_options(),
@@ -182,8 +183,18 @@ async fn an_export_from_azure_reads_the_tables_and_container_and_verifies_offlin
 /// An app as a deployment's rotator runs it: the audit log in the fixture's table,
 /// anchored in its container with the vault key, its clock on the first of April 2025.
 async fn rotator(fixture: &AzureAnchored, data: &Path) -> axum::Router {
+    rotator_with(fixture, data, Vec::new()).await
+}
+
+/// [`rotator`] with `extra` settings.
+async fn rotator_with(
+    fixture: &AzureAnchored,
+    data: &Path,
+    extra: Vec<(String, String)>,
+) -> axum::Router {
     let env = keyturn::config::Environment::from_pairs(crate::helpers::test_settings(data))
-        .with(&fixture.settings());
+        .with(&fixture.settings())
+        .with(&extra);
     let settings = keyturn::config::Settings::from_env(&env).expect("the settings parse");
     let identity = fixture
         .standins
@@ -208,18 +219,169 @@ async fn rotator(fixture: &AzureAnchored, data: &Path) -> axum::Router {
 }
 
 async fn fire(app: &axum::Router) -> Value {
+    let (status, body) = fire_answer(app).await;
+    assert_eq!(status, 200, "{body}");
+    body["ReturnValue"].clone()
+}
+
+/// The timer's answer: its status and body.
+async fn fire_answer(app: &axum::Router) -> (u16, Value) {
     let body = json!({ "Data": { "timer": { "IsPastDue": false } }, "Metadata": {} });
     let request = axum::http::Request::post("/EvidenceExport")
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body.to_string()))
         .expect("a request");
     let response = app.clone().oneshot(request).await.expect("an answer");
-    assert_eq!(response.status(), 200);
+    let status = response.status().as_u16();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .expect("a body");
-    let body: Value = serde_json::from_slice(&bytes).expect("json");
-    body["ReturnValue"].clone()
+    (status, serde_json::from_slice(&bytes).expect("json"))
+}
+
+/// In Azure the register is the blob `KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB` names, read by
+/// `EvidenceExport` with the app's identity: its exceptions show in the month's package.
+/// Configured but missing or malformed, the run fails naming the blob and stores no
+/// package, rather than a package that lost its exceptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evidence_export_applies_the_register_blob_and_refuses_one_it_cannot_read() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 3).await;
+    let client = fixture.blob_client();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let container = keyturn::adapters::azure::client::blob::ContainerName::parse(&format!(
+        "compliance-{}",
+        &id[..12]
+    ))
+    .expect("a container name");
+    client
+        .create_container_if_not_exists(&container)
+        .await
+        .expect("the container is created");
+    let blob = "registers/exceptions.json";
+    let named = format!("{container}/{blob}");
+    let extra = vec![(
+        "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB".to_owned(),
+        named.clone(),
+    )];
+    // The app's inventory (its local backends' store): two secrets without an owner, so
+    // two credential-no-owner findings in vault kv-prod.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = keyturn::adapters::local::store::LocalStore::open(dir.path().join("keyturn.db"))
+        .expect("the app's store");
+    keyturn::adapters::local::inventory::LocalInventory::new(store)
+        .put_credentials(&[credential("db-password"), credential("api-key")])
+        .await
+        .expect("the inventory is seeded");
+    let app = rotator_with(&fixture, dir.path(), extra).await;
+    let stored = || async {
+        fixture
+            .blob_client()
+            .list_blobs(fixture.container(), "evidence/")
+            .await
+            .expect("listed")
+    };
+
+    // Named but not there: the run fails, naming the blob, and stores nothing.
+    let (status, body) = fire_answer(&app).await;
+    assert_eq!(status, 500, "{body}");
+    assert!(body.to_string().contains(&named), "{body}");
+    assert!(body.to_string().contains("not found"), "{body}");
+    assert!(stored().await.is_empty());
+
+    // There: the month's package carries its exceptions.
+    let register = dir.path().join("register.json");
+    std::fs::write(
+        &register,
+        r#"{ "exceptions": [
+            { "rule": "credential-no-owner", "subject": "vault:kv-prod",
+              "owner": "ops@contoso.example", "reason": "owners are being assigned",
+              "expires": "2030-01-01" } ] }"#,
+    )
+    .expect("written");
+    assert!(
+        client
+            .upload_block_blob(&container, blob, &register, "application/json")
+            .await
+            .expect("uploaded")
+    );
+    let ran = fire(&app).await;
+    assert_eq!(ran["outcome"]["result"], "stored", "{ran}");
+    let bytes = client
+        .get_blob(fixture.container(), PACKAGE)
+        .await
+        .expect("downloaded");
+    let zip = dir.path().join("downloaded.zip");
+    std::fs::write(&zip, &bytes).expect("written");
+    let findings = crate::evidence::population(&zip, "populations/findings.csv");
+    let no_owner: Vec<_> = findings
+        .iter()
+        .filter(|f| f["rule"] == "credential-no-owner")
+        .collect();
+    assert_eq!(no_owner.len(), 2, "{findings:?}");
+    for finding in no_owner {
+        assert_eq!(finding["status"], "excepted", "{finding:?}");
+        assert_eq!(finding["exception_id"], "register:1", "{finding:?}");
+    }
+    let exceptions = crate::evidence::population(&zip, "populations/exceptions.csv");
+    assert_eq!(exceptions.len(), 1, "{exceptions:?}");
+    assert_verifies_and_tampering_fails(&fixture, &zip).await;
+}
+
+/// A malformed register blob fails the run naming the blob and the entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_register_blob_fails_the_export_naming_it_and_the_entry() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 3).await;
+    let client = fixture.blob_client();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let container = keyturn::adapters::azure::client::blob::ContainerName::parse(&format!(
+        "compliance-{}",
+        &id[..12]
+    ))
+    .expect("a container name");
+    client
+        .create_container_if_not_exists(&container)
+        .await
+        .expect("the container is created");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("register.json");
+    std::fs::write(
+        &path,
+        r#"{ "exceptions": [
+            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "2030-01-01" },
+            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "someday" } ] }"#,
+    )
+    .expect("written");
+    assert!(
+        client
+            .upload_block_blob(&container, "exceptions.json", &path, "application/json")
+            .await
+            .expect("uploaded")
+    );
+    let named = format!("{container}/exceptions.json");
+    let app = rotator_with(
+        &fixture,
+        dir.path(),
+        vec![(
+            "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB".to_owned(),
+            named.clone(),
+        )],
+    )
+    .await;
+
+    let (status, body) = fire_answer(&app).await;
+
+    assert_eq!(status, 500, "{body}");
+    let text = body.to_string();
+    assert!(text.contains(&named), "{text}");
+    assert!(text.contains("entry 2"), "{text}");
+    assert!(text.contains("someday"), "{text}");
+    let stored = client
+        .list_blobs(fixture.container(), "evidence/")
+        .await
+        .expect("listed");
+    assert!(stored.is_empty(), "{stored:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

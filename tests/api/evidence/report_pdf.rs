@@ -76,7 +76,7 @@ async fn the_report_pdf_holds_the_assertion_the_period_and_the_stores_totals() {
     let store = store_with(log(), credentials).await;
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    let sources = startup::evidence_sources(&settings, &[], &env)
+    let sources = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect("the sources open");
     let out = store.out("evidence.zip");
