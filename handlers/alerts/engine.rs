@@ -3,9 +3,16 @@
 //! (the ledger remembers), and sends the periodic digest.
 //!
 //! Each delivery (an alert or the period's digest) is claimed in the ledger before it is
-//! sent, so instances sweeping at once send it once; a delivery that fails gives its claim
-//! back, so the next run tries it again; one failing channel never stops the others. What went out, what was already sent, what failed and
-//! what had nowhere to go are counted in the report.
+//! sent, as a lease ([`ALERT_LEASE`], [`DIGEST_LEASE`]): instances sweeping at once send it
+//! once, the others leaving a live claim alone. A delivery sent is confirmed in the ledger
+//! and never sent again; one that fails gives its claim back, so the next run tries it
+//! again; one failing channel never stops the others. An instance that stops between claim
+//! and confirmation leaves a claim whose lease runs out, and the next run (on any
+//! instance) takes it over and sends it: deliveries are at least once, and the rare repeat
+//! (the stopped instance had sent, but not confirmed) carries the same notice id (the
+//! CloudEvents `id`) for the receiver to drop. What went out, what was already sent, what
+//! another instance was sending, what was taken over, what failed and what had nowhere to
+//! go are counted in the report.
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::sync::Arc;
@@ -19,10 +26,11 @@ use crate::alerts::message::{self, source_label};
 use crate::alerts::routes::RouteName;
 use crate::alerts::routing::{RoutingSettings, route};
 use crate::alerts::thresholds::Thresholds;
+use crate::domain::clock::Clock;
 use crate::domain::contact::MailAddress;
 use crate::domain::inventory::{CredentialFilter, Expiring, InventoryCredential};
 use crate::ports::PortError;
-use crate::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+use crate::ports::alert_ledger::{AlertLedger, Claim, ClaimToken, LedgerEntry, LedgerKey};
 use crate::ports::inventory::{InventoryStore, credential_stream, finding_stream};
 use crate::ports::notify::{Fact, Notice, NoticeKind, Notifier, Severity};
 use crate::rotation::tags::{LAST_ERROR, PolicyDefaults};
@@ -39,6 +47,15 @@ pub const DIGEST_LISTED: usize = 20;
 pub const DEFAULT_DIGEST_DAYS: i64 = 7;
 /// The digest's default look-ahead: what expires in the next 30 days.
 pub const DEFAULT_DIGEST_HORIZON_DAYS: i64 = 30;
+
+/// How long a claim on one alert holds off other instances: well over one send with its
+/// retries (three tries of a 30-second webhook timeout, with `Retry-After` waits of up to
+/// 10 s between them, is two minutes). After it, another run may take the claim over.
+pub const ALERT_LEASE: TimeDelta = TimeDelta::minutes(10);
+
+/// How long a claim on the period's digest holds: the digest is summarised after it is
+/// claimed, which reads the whole inventory a page at a time.
+pub const DIGEST_LEASE: TimeDelta = TimeDelta::minutes(30);
 
 /// The engine's settings.
 #[derive(Debug, Clone)]
@@ -88,6 +105,12 @@ pub struct AlertReport {
     pub sent: u64,
     /// Deliveries the ledger says were made before.
     pub already_sent: u64,
+    /// Deliveries another instance has claimed and is sending (its lease is live): left
+    /// to it. Should it stop before confirming, a later run takes the claim over.
+    pub in_flight: u64,
+    /// Deliveries made now on a claim taken over: an earlier sender stopped between its
+    /// claim and its confirmation (the receiver may see that notice twice, with one id).
+    pub taken_over: u64,
     /// Credentials past a threshold with no route to carry their alert.
     pub unrouted: u64,
     /// Deliveries made now, by route.
@@ -107,6 +130,9 @@ pub struct AlertEngine<'a> {
     pub ledger: &'a dyn AlertLedger,
     pub channels: &'a Channels,
     pub settings: &'a AlertSettings,
+    /// When claims are made and confirmed (a run's `now` says which thresholds are
+    /// crossed; a long run's claims are stamped as they are made, so their leases hold).
+    pub clock: &'a Clock,
 }
 
 impl AlertEngine<'_> {
@@ -169,10 +195,12 @@ impl AlertEngine<'_> {
     /// Sends the digest to the default route, once per period (`digest_every`, counted
     /// from the Unix epoch, so every instance agrees which period `now` is in).
     ///
-    /// The period's ledger entry is recorded before the digest is sent, as a claim: of
-    /// several instances (or runs) only the one whose record is made sends, and a sending
-    /// that fails forgets the claim so the next run tries again. A crash between claim
-    /// and send skips that period's digest rather than sending it twice.
+    /// The period's ledger entry is claimed before the digest is summarised and sent
+    /// ([`DIGEST_LEASE`]): of several instances (or runs) only the one whose claim is made
+    /// sends, and a sending that fails releases the claim so the next run tries again. An
+    /// instance that stops before confirming leaves a claim the next run in the period
+    /// takes over once its lease has run out: the digest goes out at least once, with the
+    /// period's stable notice id.
     pub async fn digest(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
         let mut report = AlertReport::default();
         let Some(route) = self.settings.routing.default_route.clone() else {
@@ -187,16 +215,17 @@ impl AlertEngine<'_> {
             threshold: None,
             sent_at: now,
         };
-        if self.ledger.sent(&entry.key).await?.is_some() || !self.ledger.record(&entry).await? {
-            report.already_sent += 1;
+        let Some((entry, token)) = self.claim(entry, DIGEST_LEASE, &mut report).await? else {
             return Ok(report);
-        }
+        };
         let sent = self
             .send_digest(now, period, &route, &entry, &mut report)
             .await;
-        if !matches!(sent, Ok(true)) {
+        if matches!(sent, Ok(true)) {
+            self.confirm(entry, &token).await?;
+        } else {
             // Not sent: the claim is given back so the next run sends it.
-            self.ledger.forget(&entry.key).await?;
+            self.ledger.release(&entry.key, &token).await?;
         }
         sent.map(|_| report)
     }
@@ -217,12 +246,14 @@ impl AlertEngine<'_> {
         Ok(report.sent > before)
     }
 
-    /// Delivers one alert unless the ledger holds it. The ledger entry is recorded before
-    /// sending, as a claim (a conditional insert: Table storage answers 409 to every
-    /// instance but the first): of several instances sweeping at once only the one whose
-    /// record is made sends, and a sending that fails forgets the claim so the next run
-    /// sends it. A crash between claim and send loses that one alert rather than sending
-    /// it twice; the credential stays in the digest and meets its next threshold.
+    /// Delivers one alert unless the ledger holds it. The ledger entry is claimed before
+    /// sending, as a lease ([`ALERT_LEASE`]; a conditional insert, or a conditional
+    /// takeover of a claim whose lease ran out: one instance wins): of several instances
+    /// sweeping at once only the one whose claim is made sends. A send that succeeds is
+    /// confirmed; one that fails releases the claim so the next run sends it. A crash
+    /// between claim and confirmation leaves a claim the next run takes over once its
+    /// lease has run out, so the alert is sent at least once; a receiver drops the rare
+    /// repeat (sent, but not confirmed) by the notice's stable id.
     async fn deliver(
         &self,
         notice: &Notice,
@@ -231,15 +262,59 @@ impl AlertEngine<'_> {
         entry: LedgerEntry,
         report: &mut AlertReport,
     ) -> Result<(), PortError> {
-        if self.ledger.sent(&entry.key).await?.is_some() || !self.ledger.record(&entry).await? {
-            report.already_sent += 1;
+        let Some((entry, token)) = self.claim(entry, ALERT_LEASE, report).await? else {
             return Ok(());
-        }
-        if !self.send(notice, route, people, &entry, report).await? {
+        };
+        if self.send(notice, route, people, &entry, report).await? {
+            self.confirm(entry, &token).await
+        } else {
             // Not sent: the claim is given back so the next run sends it.
-            self.ledger.forget(&entry.key).await?;
+            self.ledger.release(&entry.key, &token).await
         }
-        Ok(())
+    }
+
+    /// Claims `entry` now for `lease`: the entry as claimed and the claim's token, or
+    /// `None` (counted) when it was sent before or another instance is sending it.
+    async fn claim(
+        &self,
+        mut entry: LedgerEntry,
+        lease: TimeDelta,
+        report: &mut AlertReport,
+    ) -> Result<Option<(LedgerEntry, ClaimToken)>, PortError> {
+        if self.ledger.sent(&entry.key).await?.is_some() {
+            report.already_sent += 1;
+            return Ok(None);
+        }
+        entry.sent_at = self.clock.now();
+        match self.ledger.claim(&entry, lease).await? {
+            Claim::Made {
+                token, taken_over, ..
+            } => {
+                if taken_over {
+                    report.taken_over += 1;
+                    tracing::warn!(
+                        route = %entry.route,
+                        subject = %entry.subject,
+                        "an earlier claim on this notice ran out unconfirmed (its sender stopped); sending it now, with the same notice id"
+                    );
+                }
+                Ok(Some((entry, token)))
+            }
+            Claim::Held { .. } => {
+                report.in_flight += 1;
+                Ok(None)
+            }
+            Claim::Sent { .. } => {
+                report.already_sent += 1;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records a claimed delivery as sent, now.
+    async fn confirm(&self, mut entry: LedgerEntry, token: &ClaimToken) -> Result<(), PortError> {
+        entry.sent_at = self.clock.now();
+        self.ledger.confirm(&entry, token).await
     }
 
     /// Hands `notice` to the route's channel and reports the outcome; `true` when it was

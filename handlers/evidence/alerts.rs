@@ -1,6 +1,8 @@
-//! `populations/alerts-sent.csv`: every alert and digest the alert ledger recorded as
-//! sent in the period, a page at a time. The ledger says what went to which route, never
-//! a webhook URL or a message's text.
+//! `populations/alerts-sent.csv`: every alert and digest the alert ledger confirmed sent
+//! in the period, a page at a time. A row is one confirmed delivery (`sent_at` when it was
+//! confirmed); a claim never confirmed is no row (its sender may be sending, or stopped
+//! before confirming, and the claim is taken over by a later run). The ledger says what
+//! went to which route, never a webhook URL or a message's text.
 
 use std::io::Write;
 
@@ -22,7 +24,7 @@ const COLUMNS: [&str; 6] = [
     "ledger_key",
 ];
 
-/// Writes every delivery recorded in `period`; returns the rows written. `subject` is a
+/// Writes every delivery confirmed in `period`; returns the rows written. `subject` is a
 /// credential's inventory id (`id` in `populations/inventory.csv`) or `digest`;
 /// `threshold_days` is the alert's threshold (`0`: on expiry), empty for a digest.
 pub async fn write_alerts(

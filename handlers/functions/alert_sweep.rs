@@ -3,8 +3,8 @@
 //! so a replaced URL is used from the next run on), alerts every credential past a
 //! threshold it was not alerted at, sends the digest when its period is due, and forgets
 //! ledger entries past their use. It says how old the inventory it read is, and audits
-//! what it sent by route (never a URL). A delivery that fails is not recorded, so the next
-//! run sends it; a route that cannot be built fails its deliveries, not the others'.
+//! what it sent by route (never a URL). A delivery that fails gives its claim back, so the
+//! next run sends it; a route that cannot be built fails its deliveries, not the others'.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -103,6 +103,7 @@ pub(crate) async fn run(ctx: &Context, timer: TimerInfo) -> Result<AlertsRan, Fu
         ledger: services.ledger.as_ref(),
         channels: &channels,
         settings: &services.settings,
+        clock: &ctx.services.clock,
     };
     let alerts = engine.alert(ctx.now).await?;
     let digest = engine.digest(ctx.now).await?;
@@ -135,6 +136,8 @@ pub(crate) async fn run(ctx: &Context, timer: TimerInfo) -> Result<AlertsRan, Fu
         due = ran.alerts.due,
         sent = ran.alerts.sent,
         already_sent = ran.alerts.already_sent,
+        in_flight = ran.alerts.in_flight,
+        taken_over = ran.alerts.taken_over + ran.digest.taken_over,
         failed = ran.alerts.failed.len() + ran.digest.failed.len(),
         unrouted = ran.alerts.unrouted,
         digest_sent = ran.digest.sent,
@@ -173,6 +176,16 @@ fn reason(ran: &AlertsRan) -> String {
         a.unrouted,
         a.failed.len()
     );
+    if a.in_flight > 0 {
+        let _ = write!(text, ", {} being sent by another instance", a.in_flight);
+    }
+    let taken_over = a.taken_over + ran.digest.taken_over;
+    if taken_over > 0 {
+        let _ = write!(
+            text,
+            ", {taken_over} sent on a claim whose sender stopped before confirming it"
+        );
+    }
     let mut routes = a.sent_by_route.iter().peekable();
     if routes.peek().is_some() {
         text.push_str(" (sent:");

@@ -14,10 +14,12 @@ use keyturn::adapters::local::store::LocalStore;
 use keyturn::adapters::notify::WebhookClient;
 use keyturn::adapters::notify::WebhookUrl;
 use keyturn::adapters::notify::cloudevents::CloudEventsNotifier;
+use keyturn::alerts::engine::{ALERT_LEASE, DIGEST_LEASE};
 use keyturn::alerts::engine::{AlertEngine, AlertSettings, Channels};
 use keyturn::alerts::routes::{RouteName, parse_routes};
 use keyturn::alerts::routing::RoutingSettings;
 use keyturn::alerts::thresholds::Thresholds;
+use keyturn::domain::clock::Clock;
 use keyturn::domain::contact::MailAddress;
 use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId};
 use keyturn::domain::inventory::{
@@ -29,7 +31,7 @@ use keyturn::ports::PortError;
 use keyturn::ports::inventory::InventoryStore;
 use keyturn::ports::notify::{Notice, NoticeKind, Notifier, Severity};
 use keyturn::rotation::tags::PolicyDefaults;
-use keyturn_doubles::MemoryInventory;
+use keyturn_doubles::{ManualClock, MemoryInventory};
 use keyturn_standins::{Receiver, Receivers};
 
 fn now() -> DateTime<Utc> {
@@ -122,6 +124,9 @@ struct Rig {
     ops: Arc<Recording>,
     owners: Arc<Recording>,
     settings: AlertSettings,
+    /// When the engine claims and confirms (tests move it past a lease).
+    time: ManualClock,
+    clock: Clock,
     _dir: TempDir,
 }
 
@@ -135,6 +140,7 @@ impl Rig {
         let ops = Recording::named("ops");
         let owners = Recording::named("owners");
         let platform = Recording::named("platform");
+        let time = ManualClock::at(now());
         let mut channels: Channels = BTreeMap::new();
         channels.insert(route("ops"), ops.clone());
         channels.insert(route("owners"), owners.clone());
@@ -153,6 +159,8 @@ impl Rig {
                 digest_every: TimeDelta::days(7),
                 digest_horizon: TimeDelta::days(30),
             },
+            clock: time.clock(),
+            time,
             _dir: dir,
         }
     }
@@ -163,6 +171,7 @@ impl Rig {
             ledger: &self.ledger,
             channels: &self.channels,
             settings: &self.settings,
+            clock: &self.clock,
         }
     }
 
@@ -472,4 +481,118 @@ async fn the_digest_goes_out_once_a_week_with_what_expires_fails_and_is_unmanage
         digest.actions[0]
     );
     assert!(digest.actions.iter().any(|a| a.contains("… and 6 more")));
+}
+
+/// A channel whose instance stops while sending: it says it was reached, then never
+/// answers (the test drops the engine's run there, as a crash or a recycled host would,
+/// after the claim and before anything is confirmed or given back).
+#[derive(Debug, Default)]
+struct Stops {
+    reached: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Notifier for Stops {
+    fn channel(&self) -> &str {
+        "ops"
+    }
+
+    async fn notify(&self, _notice: &Notice, _people: &[MailAddress]) -> Result<(), PortError> {
+        self.reached.notify_one();
+        std::future::pending().await
+    }
+}
+
+#[tokio::test]
+async fn an_alert_whose_sender_stopped_is_sent_once_by_the_next_run_after_the_lease() {
+    let mut rig = Rig::new(Some("ops"));
+    rig.put(&[vault_secret("db-password", Some(10), &[])]).await;
+    let stops = Arc::new(Stops::default());
+    rig.channels.insert(route("ops"), stops.clone());
+    {
+        let engine = rig.engine();
+        tokio::select! {
+            ran = engine.alert(now()) => panic!("the sender was to stop: {ran:?}"),
+            () = stops.reached.notified() => {}
+        }
+    }
+    rig.channels.insert(route("ops"), rig.ops.clone());
+
+    rig.time.advance(std::time::Duration::from_secs(60));
+    let while_claimed = rig.engine().alert(now()).await.expect("ran");
+    rig.time.advance(
+        (ALERT_LEASE - TimeDelta::seconds(60) + TimeDelta::seconds(1))
+            .to_std()
+            .expect("a duration"),
+    );
+    let after_lease = rig.engine().alert(now()).await.expect("ran");
+    let reopened = Rig {
+        ledger: LocalAlertLedger::new(LocalStore::open(&rig.path).expect("reopened")),
+        ..rig
+    };
+    let again = reopened.engine().alert(now()).await.expect("ran");
+
+    assert_eq!(
+        (
+            while_claimed.sent,
+            while_claimed.in_flight,
+            while_claimed.already_sent
+        ),
+        (0, 1, 0),
+        "a live claim is another instance sending: {while_claimed:?}"
+    );
+    assert_eq!(
+        (
+            after_lease.sent,
+            after_lease.taken_over,
+            after_lease.in_flight
+        ),
+        (1, 1, 0),
+        "{after_lease:?}"
+    );
+    assert_eq!((again.sent, again.already_sent), (0, 1), "{again:?}");
+    let seen = reopened.ops.seen();
+    assert_eq!(seen.len(), 1, "sent exactly once: {seen:?}");
+    assert_eq!(seen[0].0.detail["threshold"], 14);
+}
+
+#[tokio::test]
+async fn a_digest_whose_sender_stopped_is_sent_once_by_the_next_run_after_the_lease() {
+    let mut rig = Rig::new(Some("ops"));
+    rig.put(&[vault_secret("db-password", Some(10), &[])]).await;
+    let stops = Arc::new(Stops::default());
+    rig.channels.insert(route("ops"), stops.clone());
+    {
+        let engine = rig.engine();
+        tokio::select! {
+            ran = engine.digest(now()) => panic!("the sender was to stop: {ran:?}"),
+            () = stops.reached.notified() => {}
+        }
+    }
+    rig.channels.insert(route("ops"), rig.ops.clone());
+
+    rig.time.advance(
+        (DIGEST_LEASE - TimeDelta::seconds(1))
+            .to_std()
+            .expect("a duration"),
+    );
+    let while_claimed = rig.engine().digest(now()).await.expect("ran");
+    rig.time.advance(std::time::Duration::from_secs(1));
+    let after_lease = rig.engine().digest(now()).await.expect("ran");
+    let again = rig.engine().digest(now()).await.expect("ran");
+
+    assert_eq!(
+        (while_claimed.sent, while_claimed.in_flight),
+        (0, 1),
+        "{while_claimed:?}"
+    );
+    assert_eq!(
+        (after_lease.sent, after_lease.taken_over),
+        (1, 1),
+        "{after_lease:?}"
+    );
+    assert_eq!((again.sent, again.already_sent), (0, 1), "{again:?}");
+    let seen = rig.ops.seen();
+    assert_eq!(seen.len(), 1, "one digest: {seen:?}");
+    assert_eq!(seen[0].0.kind, NoticeKind::Digest);
 }

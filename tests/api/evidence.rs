@@ -939,9 +939,9 @@ async fn a_malformed_exceptions_register_is_named_with_its_entry_and_nothing_is_
 }
 
 #[tokio::test]
-async fn the_alerts_the_ledger_recorded_in_the_period_are_listed() {
+async fn the_alerts_the_ledger_confirmed_in_the_period_are_listed_and_no_claim() {
     use keyturn::adapters::local::alert_ledger::LocalAlertLedger;
-    use keyturn::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+    use keyturn::ports::alert_ledger::{AlertLedger, Claim, LedgerEntry, LedgerKey};
     let store = november().await;
     let ledger = LocalAlertLedger::new(LocalStore::open(store.db()).expect("store"));
     let sent = |subject: &str, threshold: Option<u32>, sent_at: &str| LedgerEntry {
@@ -958,8 +958,24 @@ async fn the_alerts_the_ledger_recorded_in_the_period_are_listed() {
         sent("credential-2", Some(30), "2026-10-31T07:00:00Z"),
         sent("credential-2", Some(1), "2026-12-01T00:00:00Z"),
     ] {
-        assert!(ledger.record(&entry).await.expect("recorded"));
+        let Claim::Made { token, .. } = ledger
+            .claim(&entry, chrono::TimeDelta::minutes(10))
+            .await
+            .expect("claimed")
+        else {
+            panic!("the claim is made");
+        };
+        ledger.confirm(&entry, &token).await.expect("confirmed");
     }
+    // A claim in the period never confirmed (its sender stopped): not a delivery.
+    let claimed = sent("credential-3", Some(7), "2026-11-20T07:00:00Z");
+    assert!(matches!(
+        ledger
+            .claim(&claimed, chrono::TimeDelta::minutes(10))
+            .await
+            .expect("claimed"),
+        Claim::Made { .. }
+    ));
     let out = store.out("evidence.zip");
     export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
         .await
@@ -969,7 +985,7 @@ async fn the_alerts_the_ledger_recorded_in_the_period_are_listed() {
     let connection = rusqlite::Connection::open(store.db()).expect("sqlite");
     let in_store: u64 = connection
         .query_row(
-            "SELECT COUNT(*) FROM alert_ledger WHERE sent_at >= ?1 AND sent_at < ?2",
+            "SELECT COUNT(*) FROM alert_ledger WHERE sent_at >= ?1 AND sent_at < ?2 AND state = 'sent'",
             rusqlite::params![
                 at("2026-11-01T00:00:00Z").timestamp_millis(),
                 at("2026-12-01T00:00:00Z").timestamp_millis()
@@ -980,6 +996,7 @@ async fn the_alerts_the_ledger_recorded_in_the_period_are_listed() {
     let alerts = population(&out, "populations/alerts-sent.csv");
     assert_eq!(alerts.len() as u64, in_store);
     assert_eq!(alerts.len(), 3);
+    assert!(!alerts.iter().any(|a| a["subject"] == "credential-3"));
     let digest = alerts
         .iter()
         .find(|a| a["kind"] == "digest")

@@ -1,16 +1,19 @@
 //! [`AlertLedger`] in Table storage: one entity per delivery in partition `alert`, row key
-//! the ledger key. Recording is an insert, and a conflict (the key is there already) is
-//! the first record standing, not an error.
+//! the ledger key. A claim is an insert (a conflict: the key is there already), or, once
+//! the standing claim's lease has run out, an update conditional on the ETag read
+//! (`If-Match`): of instances taking one expired claim over at once, one update is made
+//! and the others are answered 412. Entities written before claims were leases have no
+//! `State` and read as sent.
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::adapters::azure::client::table::{
-    Continuation, EntityKey, IfMatch, Query, TableClient, TableName,
+    Continuation, Entity, EntityKey, IfMatch, Query, TableClient, TableName, UpdateMode,
 };
 use crate::ports::alert_ledger::{
-    AlertLedger, LedgerEntry, LedgerKey, LedgerPage, MAX_LEDGER_PAGE,
+    AlertLedger, Claim, ClaimToken, LedgerEntry, LedgerKey, LedgerPage, MAX_LEDGER_PAGE,
 };
 use crate::ports::{FailureKind, PortError};
 
@@ -25,8 +28,12 @@ pub struct TableAlertLedger {
     table: TableName,
 }
 
-/// A delivery as stored. `SentAt` is RFC 3339 text compared as text (fixed width, UTC),
-/// so housekeeping filters on it without typed-property annotations.
+/// A delivery as stored. `SentAt` and `LeaseUntil` are RFC 3339 text compared as text
+/// (fixed width, UTC), so housekeeping filters on them without typed-property
+/// annotations. `State` is `claimed` (being sent: `Holder` the claim's token, `SentAt`
+/// when it was claimed) or `sent` (`SentAt` when it was confirmed); absent on entities
+/// written before claims were leases, which were only written by an instance about to
+/// send, and so read as sent.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Stored {
@@ -35,6 +42,53 @@ struct Stored {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     threshold: Option<u32>,
     sent_at: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease_until: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    holder: Option<String>,
+}
+
+const CLAIMED: &str = "claimed";
+const SENT: &str = "sent";
+
+/// Rounds of read-and-write a claim or confirmation tries when the entity keeps changing
+/// under it (each lost round means another instance wrote; the next read sees what).
+const ROUNDS: usize = 4;
+
+impl Stored {
+    fn of(entry: &LedgerEntry, state: &str, claim: Option<(&ClaimToken, DateTime<Utc>)>) -> Self {
+        Self {
+            subject: entry.subject.clone(),
+            route: entry.route.clone(),
+            threshold: entry.threshold,
+            sent_at: time(entry.sent_at),
+            state: Some(state.to_owned()),
+            lease_until: claim.map(|(_, until)| time(until)),
+            holder: claim.map(|(token, _)| token.as_str().to_owned()),
+        }
+    }
+
+    /// Whether this is a claim (not yet confirmed sent).
+    fn claimed(&self) -> bool {
+        self.state.as_deref() == Some(CLAIMED)
+    }
+
+    fn sent_at(&self) -> Result<DateTime<Utc>, PortError> {
+        parse_time(&self.sent_at)
+    }
+
+    /// When the claim's lease runs out; a claim without one is treated as run out.
+    fn lease_until(&self) -> Result<Option<DateTime<Utc>>, PortError> {
+        self.lease_until.as_deref().map(parse_time).transpose()
+    }
+}
+
+fn parse_time(text: &str) -> Result<DateTime<Utc>, PortError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| PortError::invalid("the alert ledger holds an invalid time"))
 }
 
 fn time(at: DateTime<Utc>) -> String {
@@ -58,20 +112,16 @@ impl TableAlertLedger {
             EntityKey::parse(key.as_str()).map_err(bad)?,
         ))
     }
-}
 
-#[async_trait]
-impl AlertLedger for TableAlertLedger {
-    async fn sent(&self, key: &LedgerKey) -> Result<Option<DateTime<Utc>>, PortError> {
+    /// The stored entity of `key`; `None` when absent.
+    async fn read(&self, key: &LedgerKey) -> Result<Option<Entity<Stored>>, PortError> {
         let (partition, row) = Self::keys(key)?;
         match self
             .client
             .get::<Stored>(&self.table, &partition, &row)
             .await
         {
-            Ok(entity) => DateTime::parse_from_rfc3339(&entity.properties.sent_at)
-                .map(|t| Some(t.with_timezone(&Utc)))
-                .map_err(|_| PortError::invalid("the alert ledger holds an invalid time")),
+            Ok(entity) => Ok(Some(entity)),
             Err(PortError {
                 kind: FailureKind::NotFound,
                 ..
@@ -80,17 +130,43 @@ impl AlertLedger for TableAlertLedger {
         }
     }
 
-    async fn record(&self, entry: &LedgerEntry) -> Result<bool, PortError> {
-        let (partition, row) = Self::keys(&entry.key)?;
-        let stored = Stored {
-            subject: entry.subject.clone(),
-            route: entry.route.clone(),
-            threshold: entry.threshold,
-            sent_at: time(entry.sent_at),
-        };
+    /// Writes `stored` over the entity read with `etag` (or any when the service gave
+    /// none); `false` when another write got there first (412) or it is gone.
+    async fn replace(
+        &self,
+        key: &LedgerKey,
+        stored: &Stored,
+        etag: Option<azure_core::http::Etag>,
+    ) -> Result<bool, PortError> {
+        let (partition, row) = Self::keys(key)?;
+        let if_match = etag.map_or(IfMatch::Any, IfMatch::Etag);
         match self
             .client
-            .insert(&self.table, &partition, &row, &stored)
+            .update(
+                &self.table,
+                &partition,
+                &row,
+                stored,
+                UpdateMode::Replace,
+                &if_match,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(PortError {
+                kind: FailureKind::Conflict | FailureKind::NotFound,
+                ..
+            }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Inserts `stored`; `false` when the key is there already.
+    async fn insert(&self, key: &LedgerKey, stored: &Stored) -> Result<bool, PortError> {
+        let (partition, row) = Self::keys(key)?;
+        match self
+            .client
+            .insert(&self.table, &partition, &row, stored)
             .await
         {
             Ok(_) => Ok(true),
@@ -101,17 +177,115 @@ impl AlertLedger for TableAlertLedger {
             Err(error) => Err(error),
         }
     }
+}
 
-    async fn forget(&self, key: &LedgerKey) -> Result<(), PortError> {
+fn contended(what: &str) -> PortError {
+    PortError::transient(format!(
+        "{what}: the alert ledger entry kept changing under {ROUNDS} tries; the next run tries again"
+    ))
+}
+
+#[async_trait]
+impl AlertLedger for TableAlertLedger {
+    async fn sent(&self, key: &LedgerKey) -> Result<Option<DateTime<Utc>>, PortError> {
+        match self.read(key).await? {
+            Some(entity) if !entity.properties.claimed() => entity.properties.sent_at().map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    async fn claim(&self, entry: &LedgerEntry, lease: TimeDelta) -> Result<Claim, PortError> {
+        let now = entry.sent_at;
+        let token = ClaimToken::new();
+        let until = now + lease;
+        let stored = Stored::of(entry, CLAIMED, Some((&token, until)));
+        for _ in 0..ROUNDS {
+            if self.insert(&entry.key, &stored).await? {
+                return Ok(Claim::Made {
+                    token,
+                    until,
+                    taken_over: false,
+                });
+            }
+            let Some(found) = self.read(&entry.key).await? else {
+                continue; // released or forgotten meanwhile: insert again
+            };
+            let standing = &found.properties;
+            if !standing.claimed() {
+                return Ok(Claim::Sent {
+                    at: standing.sent_at()?,
+                });
+            }
+            if standing.holder.as_deref() == Some(token.as_str()) {
+                // This claim's own insert, made on a try whose answer was lost.
+                return Ok(Claim::Made {
+                    token,
+                    until,
+                    taken_over: false,
+                });
+            }
+            match standing.lease_until()? {
+                Some(standing_until) if standing_until > now => {
+                    return Ok(Claim::Held {
+                        until: standing_until,
+                    });
+                }
+                _ => {}
+            }
+            // The standing claim's lease has run out: take it over, if no other instance
+            // wrote since it was read.
+            if self.replace(&entry.key, &stored, found.etag).await? {
+                return Ok(Claim::Made {
+                    token,
+                    until,
+                    taken_over: true,
+                });
+            }
+        }
+        Err(contended("claiming an alert"))
+    }
+
+    async fn confirm(&self, entry: &LedgerEntry, _token: &ClaimToken) -> Result<(), PortError> {
+        let stored = Stored::of(entry, SENT, None);
+        for _ in 0..ROUNDS {
+            match self.read(&entry.key).await? {
+                // Sent already: the first confirmation stands.
+                Some(found) if !found.properties.claimed() => return Ok(()),
+                Some(found) => {
+                    if self.replace(&entry.key, &stored, found.etag).await? {
+                        return Ok(());
+                    }
+                }
+                None => {
+                    if self.insert(&entry.key, &stored).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(contended("confirming an alert"))
+    }
+
+    async fn release(&self, key: &LedgerKey, token: &ClaimToken) -> Result<(), PortError> {
+        let Some(found) = self.read(key).await? else {
+            return Ok(());
+        };
+        if !found.properties.claimed() || found.properties.holder.as_deref() != Some(token.as_str())
+        {
+            return Ok(());
+        }
         let (partition, row) = Self::keys(key)?;
+        let if_match = found.etag.map_or(IfMatch::Any, IfMatch::Etag);
         match self
             .client
-            .delete(&self.table, &partition, &row, &IfMatch::Any)
+            .delete(&self.table, &partition, &row, &if_match)
             .await
         {
+            // Changed since it was read (taken over or confirmed) or gone: not this
+            // claim's to release any more.
             Ok(())
             | Err(PortError {
-                kind: FailureKind::NotFound,
+                kind: FailureKind::NotFound | FailureKind::Conflict,
                 ..
             }) => Ok(()),
             Err(error) => Err(error),
@@ -159,8 +333,10 @@ impl AlertLedger for TableAlertLedger {
         }
     }
 
-    /// Pages as Table storage returns them (row key order); the token is its
-    /// continuation.
+    /// Pages as Table storage returns them (row key order), claims left out here rather
+    /// than in the filter (a comparison with a property an entity lacks, as entities
+    /// written before claims were leases lack `State`, leaves the entity out); the token
+    /// is the service's continuation.
     async fn sent_between(
         &self,
         from: DateTime<Utc>,
@@ -186,6 +362,7 @@ impl AlertLedger for TableAlertLedger {
                 "Route".to_owned(),
                 "Threshold".to_owned(),
                 "SentAt".to_owned(),
+                "State".to_owned(),
             ],
             top: Some(limit.clamp(1, MAX_LEDGER_PAGE)),
             continuation,
@@ -193,11 +370,12 @@ impl AlertLedger for TableAlertLedger {
         let page = self.client.query::<Stored>(&self.table, &query).await?;
         let mut entries = Vec::with_capacity(page.entities.len());
         for entity in page.entities {
+            if entity.properties.claimed() {
+                continue;
+            }
             let key = LedgerKey::parse(&entity.row_key)
                 .ok_or_else(|| PortError::invalid("the alert ledger holds a malformed key"))?;
-            let sent_at = DateTime::parse_from_rfc3339(&entity.properties.sent_at)
-                .map_err(|_| PortError::invalid("the alert ledger holds an invalid time"))?
-                .with_timezone(&Utc);
+            let sent_at = entity.properties.sent_at()?;
             entries.push(LedgerEntry {
                 key,
                 subject: entity.properties.subject,

@@ -304,6 +304,14 @@ const MIGRATIONS: &[&str] = &[
         mail TEXT,
         PRIMARY KEY (object_id, owner_id)
     ) STRICT;",
+    // 13: alert ledger claims are leases. `state` is 'claimed' (being sent; `holder` the
+    // claim's token, `lease_until` Unix milliseconds when another instance may take it
+    // over, `sent_at` when it was claimed) or 'sent' (`sent_at` when it was confirmed).
+    // Rows from before this migration have no state and are read as sent: they were only
+    // written by an instance about to send.
+    "ALTER TABLE alert_ledger ADD COLUMN state TEXT CHECK (state IN ('claimed', 'sent'));
+    ALTER TABLE alert_ledger ADD COLUMN lease_until INTEGER;
+    ALTER TABLE alert_ledger ADD COLUMN holder TEXT;",
 ];
 
 /// Opening the store or running work on it failed.
@@ -605,6 +613,76 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(rows, supported_schema_version());
+    }
+
+    #[tokio::test]
+    async fn an_alert_ledger_from_before_claim_leases_is_migrated_and_its_rows_read_as_sent() {
+        use crate::adapters::local::alert_ledger::LocalAlertLedger;
+        use crate::ports::alert_ledger::{AlertLedger, Claim, LedgerEntry, LedgerKey};
+        use chrono::{TimeZone, Utc};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("keyturn.db");
+        // A file as the schema before leases left it (version 12), with a delivery the
+        // engine recorded then: a row without a state.
+        let sent_at = Utc
+            .with_ymd_and_hms(2026, 11, 2, 8, 0, 0)
+            .single()
+            .expect("a time");
+        let key = LedgerKey::of(&["credential", "14", "ops"]);
+        {
+            let mut connection = Connection::open(&path).expect("sqlite");
+            let transaction = connection.transaction().expect("a transaction");
+            transaction
+                .execute_batch(
+                    "CREATE TABLE schema_version (version INTEGER PRIMARY KEY NOT NULL) STRICT;",
+                )
+                .expect("versions");
+            for (version, sql) in (1..=12).zip(MIGRATIONS) {
+                transaction.execute_batch(sql).expect("a migration");
+                transaction
+                    .execute(
+                        "INSERT INTO schema_version (version) VALUES (?1)",
+                        [version],
+                    )
+                    .expect("recorded");
+            }
+            transaction
+                .execute(
+                    "INSERT INTO alert_ledger (key, subject, route, threshold, sent_at)
+                     VALUES (?1, 'credential', 'ops', 14, ?2)",
+                    rusqlite::params![key.as_str(), sent_at.timestamp_millis()],
+                )
+                .expect("a delivery");
+            transaction.commit().expect("committed");
+        }
+
+        let store = LocalStore::open(&path).expect("migrated");
+        let ledger = LocalAlertLedger::new(store.clone());
+
+        assert_eq!(
+            store.schema_version().await.expect("version"),
+            supported_schema_version()
+        );
+        assert_eq!(ledger.sent(&key).await.expect("read"), Some(sent_at));
+        let again = LedgerEntry {
+            key: key.clone(),
+            subject: "credential".to_owned(),
+            route: "ops".to_owned(),
+            threshold: Some(14),
+            sent_at: sent_at + chrono::TimeDelta::days(1),
+        };
+        assert_eq!(
+            ledger
+                .claim(&again, chrono::TimeDelta::minutes(10))
+                .await
+                .expect("claimed"),
+            Claim::Sent { at: sent_at }
+        );
+        let listed = ledger
+            .sent_between(sent_at, again.sent_at, None, 10)
+            .await
+            .expect("listed");
+        assert_eq!(listed.entries.len(), 1);
     }
 
     #[tokio::test]

@@ -1,21 +1,30 @@
-//! The alert ledger in memory: deliveries by key, the first record standing, shared by
-//! clones so two "instances" see one ledger.
+//! The alert ledger in memory: deliveries by key, claimed and confirmed under one lock,
+//! shared by clones so two "instances" see one ledger.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use keyturn::ports::PortError;
 use keyturn::ports::alert_ledger::{
-    AlertLedger, LedgerEntry, LedgerKey, LedgerPage, MAX_LEDGER_PAGE,
+    AlertLedger, Claim, ClaimToken, LedgerEntry, LedgerKey, LedgerPage, MAX_LEDGER_PAGE,
 };
 
 use crate::locked;
 
+/// An entry as held: the delivery, and its claim while it is not confirmed.
+#[derive(Debug, Clone)]
+struct Held {
+    entry: LedgerEntry,
+    /// `None`: sent. Also how an entry written before claims were leases is held (see
+    /// [`MemoryAlertLedger::put_legacy`]): it reads as sent.
+    claim: Option<(ClaimToken, DateTime<Utc>)>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct MemoryAlertLedger {
-    entries: Arc<Mutex<BTreeMap<LedgerKey, LedgerEntry>>>,
+    entries: Arc<Mutex<BTreeMap<LedgerKey, Held>>>,
 }
 
 impl MemoryAlertLedger {
@@ -23,36 +32,97 @@ impl MemoryAlertLedger {
         Self::default()
     }
 
-    /// Every recorded delivery, in key order.
+    /// Every confirmed delivery, in key order.
     pub fn entries(&self) -> Vec<LedgerEntry> {
-        locked(&self.entries).values().cloned().collect()
+        locked(&self.entries)
+            .values()
+            .filter(|held| held.claim.is_none())
+            .map(|held| held.entry.clone())
+            .collect()
+    }
+
+    /// Stores an entry as a ledger written before claims were leases holds it: no state.
+    pub fn put_legacy(&self, entry: &LedgerEntry) {
+        locked(&self.entries).insert(
+            entry.key.clone(),
+            Held {
+                entry: entry.clone(),
+                claim: None,
+            },
+        );
     }
 }
 
 #[async_trait]
 impl AlertLedger for MemoryAlertLedger {
     async fn sent(&self, key: &LedgerKey) -> Result<Option<DateTime<Utc>>, PortError> {
-        Ok(locked(&self.entries).get(key).map(|entry| entry.sent_at))
+        Ok(locked(&self.entries)
+            .get(key)
+            .filter(|held| held.claim.is_none())
+            .map(|held| held.entry.sent_at))
     }
 
-    async fn record(&self, entry: &LedgerEntry) -> Result<bool, PortError> {
+    async fn claim(&self, entry: &LedgerEntry, lease: TimeDelta) -> Result<Claim, PortError> {
         let mut entries = locked(&self.entries);
-        if entries.contains_key(&entry.key) {
-            return Ok(false);
-        }
-        entries.insert(entry.key.clone(), entry.clone());
-        Ok(true)
+        let now = entry.sent_at;
+        let taken_over = match entries.get(&entry.key) {
+            None => false,
+            Some(Held { claim: None, entry }) => return Ok(Claim::Sent { at: entry.sent_at }),
+            Some(Held {
+                claim: Some((_, until)),
+                ..
+            }) if *until > now => return Ok(Claim::Held { until: *until }),
+            Some(_) => true,
+        };
+        let token = ClaimToken::new();
+        let until = now + lease;
+        entries.insert(
+            entry.key.clone(),
+            Held {
+                entry: entry.clone(),
+                claim: Some((token.clone(), until)),
+            },
+        );
+        Ok(Claim::Made {
+            token,
+            until,
+            taken_over,
+        })
     }
 
-    async fn forget(&self, key: &LedgerKey) -> Result<(), PortError> {
-        locked(&self.entries).remove(key);
+    async fn confirm(&self, entry: &LedgerEntry, _token: &ClaimToken) -> Result<(), PortError> {
+        let mut entries = locked(&self.entries);
+        if entries
+            .get(&entry.key)
+            .is_some_and(|held| held.claim.is_none())
+        {
+            return Ok(());
+        }
+        entries.insert(
+            entry.key.clone(),
+            Held {
+                entry: entry.clone(),
+                claim: None,
+            },
+        );
+        Ok(())
+    }
+
+    async fn release(&self, key: &LedgerKey, token: &ClaimToken) -> Result<(), PortError> {
+        let mut entries = locked(&self.entries);
+        let held_by_token = entries
+            .get(key)
+            .is_some_and(|held| held.claim.as_ref().is_some_and(|(t, _)| t == token));
+        if held_by_token {
+            entries.remove(key);
+        }
         Ok(())
     }
 
     async fn forget_before(&self, before: DateTime<Utc>) -> Result<u64, PortError> {
         let mut entries = locked(&self.entries);
         let count = entries.len();
-        entries.retain(|_, entry| entry.sent_at >= before);
+        entries.retain(|_, held| held.entry.sent_at >= before);
         Ok((count - entries.len()) as u64)
     }
 
@@ -74,6 +144,8 @@ impl AlertLedger for MemoryAlertLedger {
         let limit = limit.clamp(1, MAX_LEDGER_PAGE) as usize;
         let entries: Vec<LedgerEntry> = locked(&self.entries)
             .values()
+            .filter(|held| held.claim.is_none())
+            .map(|held| &held.entry)
             .filter(|entry| after.as_ref().is_none_or(|after| entry.key > *after))
             .filter(|entry| from <= entry.sent_at && entry.sent_at < to)
             .take(limit)
