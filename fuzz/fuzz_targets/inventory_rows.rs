@@ -9,7 +9,7 @@ use keyturn::adapters::azure::alert_ledger::TableAlertLedger;
 use keyturn::adapters::azure::client::table::{TableClient, TableName};
 use keyturn::adapters::azure::inventory::TableInventory;
 use keyturn::domain::inventory::CredentialFilter;
-use keyturn::ports::alert_ledger::{AlertLedger, LedgerEntry, LedgerKey};
+use keyturn::ports::alert_ledger::{AlertLedger, ClaimToken, LedgerEntry, LedgerKey};
 use keyturn::ports::inventory::{InventoryStore, MAX_PAGE_SIZE};
 use keyturn_fuzz::{Scripted, block_on, now};
 use keyturn_testkit::transport::FixedToken;
@@ -67,7 +67,7 @@ fn ledger(data: &[u8]) {
     );
     let _ = block_on(TableAlertLedger::new(client(&transport), table()).sent(&key));
 
-    // A delivery recorded from the input's text is read back at its time (to the
+    // A delivery confirmed from the input's text is read back at its time (to the
     // millisecond the ledger keeps).
     let text = String::from_utf8_lossy(data);
     let seconds = data
@@ -80,18 +80,40 @@ fn ledger(data: &[u8]) {
         threshold: data.first().map(|b| u32::from(*b)),
         sent_at: now() + TimeDelta::seconds(seconds) + TimeDelta::nanoseconds(seconds),
     };
+
+    // A claim that finds the input standing (the insert answered 409) reads it as a
+    // ledger entity: an error, or an answer, never a panic; a bounded number of tries.
     let transport = Scripted::new(
-        [(StatusCode::NoContent, Vec::new())],
+        [
+            (StatusCode::Conflict, b"{}".to_vec()),
+            (StatusCode::Ok, data.to_vec()),
+        ],
+        (StatusCode::NotFound, "{}"),
+    );
+    let _ = block_on(
+        TableAlertLedger::new(client(&transport), table()).claim(&entry, TimeDelta::minutes(10)),
+    );
+
+    // Confirmed where nothing stands (read: 404), the delivery is inserted as sent.
+    let transport = Scripted::new(
+        [
+            (StatusCode::NotFound, b"{}".to_vec()),
+            (StatusCode::NoContent, Vec::new()),
+        ],
         (StatusCode::NotFound, "{}"),
     );
     let ledger = TableAlertLedger::new(client(&transport), table());
-    if block_on(ledger.record(&entry)).is_err() {
+    if block_on(ledger.confirm(&entry, &ClaimToken::new())).is_err() {
         return;
     }
-    let (_, _, body) = transport.seen().remove(0);
+    let (_, _, body) = transport
+        .seen()
+        .into_iter()
+        .find(|(method, _, _)| method == "POST")
+        .expect("the delivery was inserted");
     let transport = Scripted::new([(StatusCode::Ok, body)], (StatusCode::NotFound, "{}"));
     let sent = block_on(TableAlertLedger::new(client(&transport), table()).sent(&entry.key))
-        .expect("a recorded delivery reads back");
+        .expect("a confirmed delivery reads back");
     assert_eq!(sent, Some(entry.sent_at.trunc_subsecs(3)));
 }
 
