@@ -177,6 +177,7 @@ impl AlertEngine<'_> {
                     subject: credential.id().to_string(),
                     route: delivery.route.to_string(),
                     threshold: Some(threshold.days()),
+                    // Stamped by the clock when it is claimed and when it is confirmed.
                     sent_at: now,
                 };
                 self.deliver(

@@ -130,8 +130,8 @@ impl TableAlertLedger {
         }
     }
 
-    /// Writes `stored` over the entity read with `etag` (or any when the service gave
-    /// none); `false` when another write got there first (412) or it is gone.
+    /// Writes `stored` over the entity read with `etag`; `false` when another write got
+    /// there first (412) or it is gone.
     async fn replace(
         &self,
         key: &LedgerKey,
@@ -139,7 +139,7 @@ impl TableAlertLedger {
         etag: Option<azure_core::http::Etag>,
     ) -> Result<bool, PortError> {
         let (partition, row) = Self::keys(key)?;
-        let if_match = etag.map_or(IfMatch::Any, IfMatch::Etag);
+        let if_match = version(etag)?;
         match self
             .client
             .update(
@@ -177,6 +177,15 @@ impl TableAlertLedger {
             Err(error) => Err(error),
         }
     }
+}
+
+/// The condition that makes a write over what was read atomic. Table storage answers
+/// every read with an ETag; without one a takeover could overwrite another instance's,
+/// so it is refused rather than made unconditional.
+fn version(etag: Option<azure_core::http::Etag>) -> Result<IfMatch, PortError> {
+    etag.map(IfMatch::Etag).ok_or_else(|| {
+        PortError::invalid("the Table service read an alert ledger entity without an ETag")
+    })
 }
 
 fn contended(what: &str) -> PortError {
@@ -275,7 +284,7 @@ impl AlertLedger for TableAlertLedger {
             return Ok(());
         }
         let (partition, row) = Self::keys(key)?;
-        let if_match = found.etag.map_or(IfMatch::Any, IfMatch::Etag);
+        let if_match = version(found.etag)?;
         match self
             .client
             .delete(&self.table, &partition, &row, &if_match)
