@@ -8,19 +8,21 @@
 //! original (anyone who can write the store can re-hash a whole edited chain). After
 //! every batch it stores, the writer signs a [`Checkpoint`] of its chain's new head
 //! (position and hash) and appends it to storage its own identity cannot rewrite. The
-//! checkpoint is written while the next batch is stored (a [`Pipeline`] one deep): the
 //! batch's appends are answered once their entries are stored, without waiting for a
-//! second write, and the writer stores no further batch until that checkpoint is
-//! written. Verification then finds:
+//! second write: a [`CheckpointWriter`] of its own signs each batch's checkpoint and
+//! writes those waiting together (one write and one sync of the local file, one blob
+//! append block), at most once per [`CHECKPOINT_INTERVAL`] unless half of
+//! [`UNANCHORED_BATCHES`] wait, and the writer stores no further batch while
+//! [`UNANCHORED_BATCHES`] (32) batches wait for theirs. Verification then finds:
 //!
 //! - entries removed from the end: a checkpoint names a position past the head;
 //! - a chain re-hashed after the fact: a checkpoint's hash differs from the entry at its
 //!   position (the change lies after the last checkpoint that still matches);
 //! - a checkpoint forged or changed: its signature does not verify with the public key;
 //! - a checkpoint removed: each checkpoint names its writer's previous one, so a gap
-//!   shows; and a chain with more entries past its last checkpoint than two batches
-//!   hold lost the checkpoints that covered them (a writer that stops while a
-//!   checkpoint is in flight leaves at most that batch and the one after it
+//!   shows; and a chain with more entries past its last checkpoint than
+//!   [`UNANCHORED_BATCHES`] batches hold lost the checkpoints that covered them (a
+//!   writer that stops with checkpoints waiting leaves at most that many batches
 //!   unanchored);
 //! - a foreign row: a row that is no entry at a position, reported where it sits.
 //!
@@ -30,9 +32,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::FutureExt;
 use serde::Serialize;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::{AuditError, BreakKind, ChainBreak, ChainHead, VerifyReport, store as store_error};
 use crate::ports::audit::{AuditStore, ChainId, EntryHash};
@@ -47,119 +53,208 @@ pub struct Anchor {
     pub signer: Arc<dyn CheckpointSigner>,
 }
 
-/// The writer's side: signs and stores a checkpoint after each stored batch,
-/// remembering its previous checkpoint so that a removed one shows as a gap.
+/// The checkpoint writer's side: signs a checkpoint of each stored batch's head and
+/// stores those of several batches together, remembering its previous checkpoint so
+/// that a removed one shows as a gap.
 #[derive(Debug)]
-pub(crate) struct Anchoring {
+struct Anchoring {
     anchor: Anchor,
     chain: ChainId,
     previous: u64,
 }
 
 impl Anchoring {
-    pub(crate) fn new(anchor: Anchor, chain: ChainId) -> Self {
-        Self {
-            anchor,
-            chain,
-            previous: 0,
-        }
-    }
-
-    /// Anchors the head `position` / `head`. A failure is logged, not returned: the
-    /// entries are stored, and the next batch's checkpoint covers them too (verification
-    /// reports a chain whose checkpoints stay missing).
-    pub(crate) async fn checkpoint(&mut self, position: u64, head: EntryHash) {
-        let checkpoint = Checkpoint {
-            writer: self.chain.clone(),
-            position,
-            previous: self.previous,
-            head,
-            at: chrono::Utc::now(),
-        };
-        let signed = match self.anchor.signer.sign(&checkpoint.signed_bytes()).await {
-            Ok(signature) => SignedCheckpoint {
-                checkpoint,
-                signature,
-            },
-            Err(error) => {
-                tracing::error!(%error, position, chain = %self.chain, "cannot sign an audit checkpoint");
-                return;
+    /// Signs a checkpoint of each head (`position`, `hash`), in order, each naming the
+    /// one before, and stores them in one [`CheckpointStore::append_all`]. A failure is
+    /// logged, not returned: the entries are stored, and a later batch's checkpoint
+    /// covers them too (verification reports a chain whose checkpoints stay missing).
+    /// When a signature fails, the checkpoints before it are stored and the rest are
+    /// not, so every stored checkpoint names one that is stored.
+    async fn checkpoint_all(&mut self, heads: &[(u64, EntryHash)]) {
+        let mut previous = self.previous;
+        let checkpoints: Vec<Checkpoint> = heads
+            .iter()
+            .map(|&(position, head)| {
+                let checkpoint = Checkpoint {
+                    writer: self.chain.clone(),
+                    position,
+                    previous,
+                    head,
+                    at: chrono::Utc::now(),
+                };
+                previous = position;
+                checkpoint
+            })
+            .collect();
+        let messages: Vec<Vec<u8>> = checkpoints.iter().map(Checkpoint::signed_bytes).collect();
+        let signer = self.anchor.signer.as_ref();
+        let signatures =
+            futures::future::join_all(messages.iter().map(|message| signer.sign(message))).await;
+        let mut signed = Vec::with_capacity(checkpoints.len());
+        for (checkpoint, signature) in checkpoints.into_iter().zip(signatures) {
+            match signature {
+                Ok(signature) => signed.push(SignedCheckpoint {
+                    checkpoint,
+                    signature,
+                }),
+                Err(error) => {
+                    tracing::error!(%error, position = checkpoint.position, chain = %self.chain, "cannot sign an audit checkpoint");
+                    break;
+                }
             }
-        };
-        match self.anchor.checkpoints.append(&signed).await {
-            Ok(()) => self.previous = position,
-            Err(error) => {
-                tracing::error!(%error, position, chain = %self.chain, "cannot store an audit checkpoint");
-            }
         }
-    }
-}
-
-/// How many batches a writer may have stored past its last written checkpoint: the one
-/// whose checkpoint is in flight and the one being stored meanwhile.
-pub(crate) const UNANCHORED_BATCHES: u64 = 2;
-
-/// The writer's anchoring, one checkpoint in flight at a time: [`Pipeline::begin`]
-/// starts a batch's checkpoint in a task of its own and returns at once;
-/// [`Pipeline::settle`] waits until it is written. Checkpoints are written in batch
-/// order, each naming the one before.
-#[derive(Debug)]
-pub(crate) struct Pipeline {
-    idle: Option<Anchoring>,
-    in_flight: Option<tokio::task::JoinHandle<Anchoring>>,
-    anchor: Anchor,
-    chain: ChainId,
-    /// The last checkpoint written, should a signer or store panic and take its
-    /// [`Anchoring`] with it.
-    previous: u64,
-}
-
-impl Pipeline {
-    pub(crate) fn new(anchor: Anchor, chain: ChainId) -> Self {
-        Self {
-            idle: Some(Anchoring::new(anchor.clone(), chain.clone())),
-            in_flight: None,
-            anchor,
-            chain,
-            previous: 0,
-        }
-    }
-
-    /// Starts anchoring the head `position` / `head` in a task of its own, once the
-    /// checkpoint in flight, if any, is written, and returns without waiting for it.
-    pub(crate) async fn begin(&mut self, position: u64, head: EntryHash) {
-        self.settle().await;
-        let mut anchoring = self.idle.take().unwrap_or_else(|| self.resume());
-        self.in_flight = Some(tokio::spawn(async move {
-            anchoring.checkpoint(position, head).await;
-            anchoring
-        }));
-    }
-
-    /// Waits until the checkpoint in flight, if any, is written (or has failed, which
-    /// [`Anchoring::checkpoint`] logs).
-    pub(crate) async fn settle(&mut self) {
-        let Some(in_flight) = self.in_flight.take() else {
+        let Some(last) = signed.last().map(|signed| signed.checkpoint.position) else {
             return;
         };
-        let anchoring = match in_flight.await {
-            Ok(anchoring) => anchoring,
+        match self.anchor.checkpoints.append_all(&signed).await {
+            Ok(()) => self.previous = last,
             Err(error) => {
-                tracing::error!(%error, chain = %self.chain, "an audit checkpoint's signer or store panicked");
-                self.resume()
+                tracing::error!(%error, position = last, checkpoints = signed.len(), chain = %self.chain, "cannot store audit checkpoints");
             }
+        }
+    }
+}
+
+/// How many stored batches may wait for their checkpoints to be written: the writer
+/// stores no further batch until fewer do. So a writer that stops leaves at most this
+/// many batches unanchored, and `verify` takes more entries than that many batches hold
+/// past a chain's last checkpoint for a lost checkpoint.
+pub(crate) const UNANCHORED_BATCHES: u64 = 32;
+
+/// The checkpoint writer writes at most once per this interval, unless half of
+/// [`UNANCHORED_BATCHES`] wait or the log is flushed: each write is a durable write
+/// (an fsync, a blob append) that competes with the entries' own, so under load each
+/// one carries the checkpoints of several batches.
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Checkpoints waiting this many are written without waiting for the interval.
+const WRITE_AT: usize = UNANCHORED_BATCHES as usize / 2;
+
+/// Room for one more stored batch without a written checkpoint; given back once its
+/// checkpoint is written (or has failed).
+#[derive(Debug)]
+pub(crate) struct Room {
+    _held: Option<OwnedSemaphorePermit>,
+}
+
+/// A stored batch's head, waiting for its checkpoint.
+#[derive(Debug)]
+struct Pending {
+    position: u64,
+    head: EntryHash,
+    _room: Room,
+}
+
+/// The writer's anchoring: a thread of its own that signs a checkpoint for every stored
+/// batch and writes those waiting together, in batch order, each naming the one before.
+/// The audit writer takes [`CheckpointWriter::room`] before it stores a batch (waiting
+/// only while [`UNANCHORED_BATCHES`] batches wait for their checkpoints) and hands the
+/// stored head to [`CheckpointWriter::begin`], which returns at once;
+/// [`CheckpointWriter::settle`] waits until every checkpoint handed over is written.
+///
+/// A thread rather than a task on the audit writer's runtime, so that signing and
+/// syncing never take the audit writer's turn.
+#[derive(Debug)]
+pub(crate) struct CheckpointWriter {
+    room: Arc<Semaphore>,
+    hurry: Arc<Notify>,
+    queue: mpsc::UnboundedSender<Pending>,
+    chain: ChainId,
+}
+
+impl CheckpointWriter {
+    /// Starts the checkpoint writer's thread for `chain`. Fails only when the operating
+    /// system will not give it a thread or the thread its runtime.
+    pub(crate) fn start(anchor: Anchor, chain: ChainId) -> Result<Self, AuditError> {
+        let (queue, pending) = mpsc::unbounded_channel();
+        let hurry = Arc::new(Notify::new());
+        let anchoring = Anchoring {
+            anchor,
+            chain: chain.clone(),
+            previous: 0,
         };
-        self.previous = anchoring.previous;
-        self.idle = Some(anchoring);
+        super::spawn_with_runtime(
+            "keyturn-audit-anchor",
+            write_checkpoints(anchoring, pending, hurry.clone()),
+        )?;
+        Ok(Self {
+            room: Arc::new(Semaphore::new(UNANCHORED_BATCHES as usize)),
+            hurry,
+            queue,
+            chain,
+        })
     }
 
-    /// An [`Anchoring`] that continues from the last checkpoint known written.
-    fn resume(&self) -> Anchoring {
-        Anchoring {
-            anchor: self.anchor.clone(),
-            chain: self.chain.clone(),
-            previous: self.previous,
+    /// Waits until fewer than [`UNANCHORED_BATCHES`] stored batches wait for their
+    /// checkpoints, and takes room for one more.
+    pub(crate) async fn room(&self) -> Room {
+        Room {
+            _held: self.room.clone().acquire_owned().await.ok(),
         }
+    }
+
+    /// Hands the stored head `position` / `head` to the checkpoint writer with the room
+    /// its batch took, and returns without waiting.
+    pub(crate) fn begin(&self, room: Room, position: u64, head: EntryHash) {
+        let pending = Pending {
+            position,
+            head,
+            _room: room,
+        };
+        if self.queue.send(pending).is_err() {
+            tracing::error!(position, chain = %self.chain, "the audit checkpoint writer has stopped; the batch stays unanchored");
+        }
+    }
+
+    /// Waits until every checkpoint handed over is written (or has failed, which is
+    /// logged), asking the checkpoint writer not to wait for its interval. The caller
+    /// must hold no [`Room`].
+    pub(crate) async fn settle(&self) {
+        self.hurry.notify_one();
+        let all = UNANCHORED_BATCHES as u32;
+        drop(self.room.acquire_many(all).await);
+    }
+}
+
+/// The checkpoint writer's loop, until the audit writer is gone: takes every head
+/// waiting, waits for the interval since the last write unless enough wait or it is
+/// hurried, then signs and stores them all at once.
+async fn write_checkpoints(
+    mut anchoring: Anchoring,
+    mut pending: mpsc::UnboundedReceiver<Pending>,
+    hurry: Arc<Notify>,
+) {
+    let mut group = Vec::new();
+    let mut next_write = tokio::time::Instant::now();
+    let mut open = true;
+    while open && pending.recv_many(&mut group, usize::MAX).await > 0 {
+        while group.len() < WRITE_AT {
+            tokio::select! {
+                biased;
+                () = hurry.notified() => break,
+                taken = pending.recv_many(&mut group, WRITE_AT) => if taken == 0 {
+                    open = false;
+                    break;
+                },
+                () = tokio::time::sleep_until(next_write) => break,
+            }
+        }
+        while let Ok(more) = pending.try_recv() {
+            group.push(more);
+        }
+        let heads: Vec<(u64, EntryHash)> = group.iter().map(|p| (p.position, p.head)).collect();
+        // A signer or store that panics fails this group (its batches stay unanchored,
+        // the next checkpoint covers them), not the writer.
+        if AssertUnwindSafe(anchoring.checkpoint_all(&heads))
+            .catch_unwind()
+            .await
+            .is_err()
+        {
+            tracing::error!(chain = %anchoring.chain, "an audit checkpoint's signer or store panicked");
+        }
+        // Their room is given back only now that their checkpoints are written.
+        group.clear();
+        next_write = tokio::time::Instant::now() + CHECKPOINT_INTERVAL;
     }
 }
 
@@ -485,8 +580,9 @@ async fn judge(
     }
     report.anchored_to = matched;
     report.unanchored = head.saturating_sub(matched);
-    // More unanchored entries than a writer leaves (two batches): the checkpoints that
-    // covered them are gone (or were never written because signing or storing failed).
+    // More unanchored entries than a writer leaves ([`UNANCHORED_BATCHES`] batches):
+    // the checkpoints that covered them are gone (or were never written because signing
+    // or storing failed).
     let batch = u64::try_from(store.max_batch().max(1))
         .unwrap_or(u64::MAX)
         .saturating_mul(UNANCHORED_BATCHES);
@@ -496,7 +592,7 @@ async fn judge(
             problem: BreakKind::CheckpointMissing {
                 position: head,
                 named_by: format!(
-                    "{} entries past the last checkpoint, more than two batches ({batch})",
+                    "{} entries past the last checkpoint, more than {UNANCHORED_BATCHES} batches ({batch})",
                     report.unanchored
                 ),
             },

@@ -188,7 +188,15 @@ pub struct StoredCheckpoint {
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// Appends one checkpoint after every one stored before it.
-    async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), PortError>;
+    async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), PortError> {
+        self.append_all(std::slice::from_ref(checkpoint)).await
+    }
+
+    /// Appends `checkpoints`, in order, after every one stored before them, in as few
+    /// writes as the store allows (the local file: one `write` and one sync; a blob: one
+    /// append block), so a writer anchoring several batches at once pays one durable
+    /// write for all of them. On an error some of them may be stored.
+    async fn append_all(&self, checkpoints: &[SignedCheckpoint]) -> Result<(), PortError>;
 
     /// Every stored checkpoint, in the order stored. A store that has never been
     /// written to answers an empty list.

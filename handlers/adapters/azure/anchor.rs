@@ -18,7 +18,9 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use tokio::sync::Mutex;
 
-use crate::adapters::azure::client::blob::{BlobClient, ContainerName, MAX_BLOCKS_PER_BLOB};
+use crate::adapters::azure::client::blob::{
+    BlobClient, ContainerName, MAX_BLOCK_BYTES, MAX_BLOCKS_PER_BLOB,
+};
 use crate::ports::audit::ChainId;
 use crate::ports::checkpoint::{CheckpointStore, SignedCheckpoint, StoredCheckpoint};
 use crate::ports::{FailureKind, PortError};
@@ -37,7 +39,10 @@ pub fn is_evidence_package(name: &str) -> bool {
 struct Cursor {
     index: u32,
     offset: u64,
-    blocks: u32,
+    /// Lines in the blob: at least as many as its blocks, so a blob rolls over before
+    /// it reaches [`MAX_BLOCKS_PER_BLOB`] blocks, and holds no more lines than a blob of
+    /// one line per block, which the client reads whole (`MAX_READ_BYTES`).
+    lines: u32,
 }
 
 /// Checkpoints in append blobs.
@@ -87,7 +92,7 @@ impl BlobCheckpointStore {
             return Ok(Cursor {
                 index: 0,
                 offset: 0,
-                blocks: 0,
+                lines: 0,
             });
         };
         let bytes = self
@@ -97,26 +102,32 @@ impl BlobCheckpointStore {
         Ok(Cursor {
             index,
             offset: bytes.len() as u64,
-            blocks: u32::try_from(bytes.iter().filter(|b| **b == b'\n').count())
-                .unwrap_or(u32::MAX),
+            lines: u32::try_from(bytes.iter().filter(|b| **b == b'\n').count()).unwrap_or(u32::MAX),
         })
     }
 }
 
-#[async_trait]
-impl CheckpointStore for BlobCheckpointStore {
-    async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), PortError> {
-        let chain = &checkpoint.checkpoint.writer;
+impl BlobCheckpointStore {
+    /// Appends `block`, `count` whole lines of `chain`'s checkpoints, to the chain's
+    /// newest blob, or to a new one when that one would pass [`MAX_BLOCKS_PER_BLOB`]
+    /// lines.
+    async fn append_block(
+        &self,
+        chain: &ChainId,
+        block: Vec<u8>,
+        count: usize,
+    ) -> Result<(), PortError> {
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
         let mut cursors = self.cursors.lock().await;
         let mut cursor = match cursors.get(chain) {
             Some(cursor) => *cursor,
             None => self.find_cursor(chain).await?,
         };
-        if cursor.blocks >= MAX_BLOCKS_PER_BLOB - 1 {
+        if cursor.lines > 0 && cursor.lines.saturating_add(count) >= MAX_BLOCKS_PER_BLOB {
             cursor = Cursor {
                 index: cursor.index + 1,
                 offset: 0,
-                blocks: 0,
+                lines: 0,
             };
         }
         let blob = Self::blob_name(chain, cursor.index);
@@ -125,11 +136,9 @@ impl CheckpointStore for BlobCheckpointStore {
                 .create_append_blob(&self.container, &blob)
                 .await?;
         }
-        let mut line = checkpoint.to_line().into_bytes();
-        line.push(b'\n');
         match self
             .client
-            .append_block(&self.container, &blob, cursor.offset, line)
+            .append_block(&self.container, &blob, cursor.offset, block)
             .await
         {
             Ok(offset) => {
@@ -138,7 +147,7 @@ impl CheckpointStore for BlobCheckpointStore {
                     Cursor {
                         index: cursor.index,
                         offset,
-                        blocks: cursor.blocks + 1,
+                        lines: cursor.lines.saturating_add(count),
                     },
                 );
                 Ok(())
@@ -153,6 +162,40 @@ impl CheckpointStore for BlobCheckpointStore {
                 Err(error)
             }
         }
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for BlobCheckpointStore {
+    async fn append_all(&self, checkpoints: &[SignedCheckpoint]) -> Result<(), PortError> {
+        let mut lines = Vec::with_capacity(checkpoints.len());
+        for checkpoint in checkpoints {
+            let mut line = checkpoint.to_line().into_bytes();
+            line.push(b'\n');
+            lines.push((&checkpoint.checkpoint.writer, line));
+        }
+        // One append block per chain carries all of that chain's lines (a writer passes
+        // only its own), split where a block would pass the service's limit.
+        let mut start = 0;
+        while let Some((chain, _)) = lines.get(start) {
+            let chain = *chain;
+            let mut end = start;
+            let mut bytes = 0;
+            while let Some((next, line)) = lines.get(end) {
+                if *next != chain || (end > start && bytes + line.len() > MAX_BLOCK_BYTES) {
+                    break;
+                }
+                bytes += line.len();
+                end += 1;
+            }
+            let block: Vec<u8> = lines[start..end]
+                .iter()
+                .flat_map(|(_, line)| line.iter().copied())
+                .collect();
+            self.append_block(chain, block, end - start).await?;
+            start = end;
+        }
+        Ok(())
     }
 
     async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {

@@ -46,14 +46,25 @@ pub fn file_beside(store_path: &Path, name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Checkpoints as lines of a file opened for appending only. Each line is written
-/// whole in one `write` to a file opened with `O_APPEND`, then synced, so lines from
-/// several processes never interleave; a line cut short by a crash is isolated by the
-/// next writer, which starts on a fresh line.
+/// Checkpoints as lines of a file opened for appending only. The lines of one
+/// [`CheckpointStore::append_all`] are written whole in one `write` to a file opened
+/// with `O_APPEND`, then synced once, so lines from several processes never interleave
+/// and a writer anchoring several batches at once pays one sync for all of them. A line
+/// cut short (a crash before the sync, a disk that filled up mid-write) is isolated by
+/// the next write, which starts on a fresh line.
 #[derive(Debug, Clone)]
 pub struct LocalCheckpointFile {
     path: PathBuf,
-    file: Arc<Mutex<Option<fs::File>>>,
+    file: Arc<Mutex<Option<OpenFile>>>,
+}
+
+/// The open file and where this process last left its end.
+#[derive(Debug)]
+struct OpenFile {
+    file: fs::File,
+    /// The file's length after this process's last complete write, which ended with a
+    /// line break; `None` until then, or after a write failed part-way.
+    ends_clean_at: Option<u64>,
 }
 
 impl LocalCheckpointFile {
@@ -68,32 +79,48 @@ impl LocalCheckpointFile {
         &self.path
     }
 
-    fn append_line(&self, line: &str) -> io::Result<()> {
+    /// Appends `lines` (each without its line break) in one write and one sync.
+    fn append_lines(&self, lines: &[String]) -> io::Result<()> {
         let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        let file = match slot.as_mut() {
-            Some(file) => file,
+        let open = match slot.as_mut() {
+            Some(open) => open,
             None => {
                 let mut options = fs::OpenOptions::new();
                 options.append(true).create(true).read(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                slot.insert(options.open(&self.path)?)
+                slot.insert(OpenFile {
+                    file: options.open(&self.path)?,
+                    ends_clean_at: None,
+                })
             }
         };
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        if ends_mid_line(file)? {
+        let mut bytes =
+            Vec::with_capacity(lines.iter().map(|line| line.len() + 1).sum::<usize>() + 1);
+        // Only a write that did not finish leaves a line without its break: one of this
+        // process's (then `ends_clean_at` is unknown) or another process's (then the
+        // length moved). Where neither happened, the last byte is this process's own
+        // line break and is not read again.
+        let len = open.file.metadata()?.len();
+        if open.ends_clean_at != Some(len) && ends_mid_line(&mut open.file, len)? {
             bytes.push(b'\n');
         }
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        file.write_all(&bytes)?;
-        file.sync_data()
+        for line in lines {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.push(b'\n');
+        }
+        open.ends_clean_at = None;
+        open.file.write_all(&bytes)?;
+        open.file.sync_data()?;
+        // With `O_APPEND` each write goes to the end, wherever other processes left it,
+        // and leaves the file's offset just past it: past this write's last line break.
+        open.ends_clean_at = Some(open.file.stream_position()?);
+        Ok(())
     }
 }
 
-/// Whether the file's last byte is something other than a line break.
-fn ends_mid_line(file: &mut fs::File) -> io::Result<bool> {
-    let len = file.metadata()?.len();
+/// Whether the file, `len` bytes long, ends with something other than a line break.
+fn ends_mid_line(file: &mut fs::File, len: u64) -> io::Result<bool> {
     if len == 0 {
         return Ok(false);
     }
@@ -105,15 +132,18 @@ fn ends_mid_line(file: &mut fs::File) -> io::Result<bool> {
 
 #[async_trait]
 impl CheckpointStore for LocalCheckpointFile {
-    async fn append(&self, checkpoint: &SignedCheckpoint) -> Result<(), PortError> {
-        let line = checkpoint.to_line();
+    async fn append_all(&self, checkpoints: &[SignedCheckpoint]) -> Result<(), PortError> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = checkpoints.iter().map(SignedCheckpoint::to_line).collect();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.append_line(&line))
+        tokio::task::spawn_blocking(move || this.append_lines(&lines))
             .await
-            .map_err(|_| PortError::transient("appending a checkpoint: the task failed"))?
+            .map_err(|_| PortError::transient("appending checkpoints: the task failed"))?
             .map_err(|error| {
                 PortError::transient(format!(
-                    "appending a checkpoint to {}: {error}",
+                    "appending checkpoints to {}: {error}",
                     self.path.display()
                 ))
             })
@@ -418,6 +448,59 @@ mod tests {
         assert!(
             matches!(error, SigningKeyError::Exposed { mode: 0o644, .. }),
             "{error}"
+        );
+    }
+
+    /// `count` checkpoints of one chain, each naming the one before.
+    async fn signed_checkpoints(key: &LocalSigningKey, count: u64) -> Vec<SignedCheckpoint> {
+        let mut signed = Vec::new();
+        for position in 1..=count {
+            let checkpoint = crate::ports::checkpoint::Checkpoint {
+                writer: crate::ports::audit::ChainId::default_chain(),
+                position,
+                previous: position - 1,
+                head: crate::ports::audit::EntryHash::GENESIS,
+                at: chrono::Utc::now(),
+            };
+            let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
+            signed.push(SignedCheckpoint {
+                checkpoint,
+                signature,
+            });
+        }
+        signed
+    }
+
+    #[tokio::test]
+    async fn checkpoints_appended_together_are_a_line_each_and_another_writers_cut_line_is_isolated()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = LocalCheckpointFile::new(dir.path().join(CHECKPOINT_FILE_NAME));
+        let key =
+            LocalSigningKey::load_or_create(&dir.path().join(SIGNING_KEY_FILE_NAME)).expect("key");
+        let signed = signed_checkpoints(&key, 5).await;
+
+        file.append_all(&signed[..3]).await.expect("appended");
+        // Another process's write cut short after this one's.
+        let mut other = fs::OpenOptions::new()
+            .append(true)
+            .open(file.path())
+            .expect("opened");
+        other
+            .write_all(b"{\"writer\":\"other\",\"po")
+            .expect("written");
+        file.append_all(&signed[3..]).await.expect("appended");
+        let read = file.read_all().await.expect("read");
+
+        let contents: Vec<_> = read.iter().map(|found| found.content.clone()).collect();
+        let mut expected: Vec<Result<SignedCheckpoint, String>> =
+            signed[..3].iter().cloned().map(Ok).collect();
+        expected.push(Err("line is truncated".to_owned()));
+        expected.extend(signed[3..].iter().cloned().map(Ok));
+        assert_eq!(contents, expected);
+        assert_eq!(
+            read[3].location,
+            format!("{} line 4", file.path().display())
         );
     }
 
