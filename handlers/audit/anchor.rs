@@ -204,6 +204,10 @@ impl CheckpointWriter {
         if self.queue.send(pending).is_err() {
             tracing::error!(position, chain = %self.chain, "the audit checkpoint writer has stopped; the batch stays unanchored");
         }
+        let waiting = UNANCHORED_BATCHES as usize - self.room.available_permits();
+        if waiting >= WRITE_AT {
+            self.hurry.notify_one();
+        }
     }
 
     /// Waits until every checkpoint handed over is written (or has failed, which is
@@ -216,9 +220,10 @@ impl CheckpointWriter {
     }
 }
 
-/// The checkpoint writer's loop, until the audit writer is gone: takes every head
-/// waiting, waits for the interval since the last write unless enough wait or it is
-/// hurried, then signs and stores them all at once.
+/// The checkpoint writer's loop, until the audit writer is gone: wakes for the first
+/// head handed over, waits out the interval since its last write unless it is hurried
+/// (half of [`UNANCHORED_BATCHES`] wait, or a flush), then signs and stores every head
+/// waiting at once. It is not woken for each head that arrives meanwhile.
 async fn write_checkpoints(
     mut anchoring: Anchoring,
     mut pending: mpsc::UnboundedReceiver<Pending>,
@@ -226,17 +231,12 @@ async fn write_checkpoints(
 ) {
     let mut group = Vec::new();
     let mut next_write = tokio::time::Instant::now();
-    let mut open = true;
-    while open && pending.recv_many(&mut group, usize::MAX).await > 0 {
-        while group.len() < WRITE_AT {
+    while pending.recv_many(&mut group, usize::MAX).await > 0 {
+        if group.len() < WRITE_AT && tokio::time::Instant::now() < next_write {
             tokio::select! {
                 biased;
-                () = hurry.notified() => break,
-                taken = pending.recv_many(&mut group, WRITE_AT) => if taken == 0 {
-                    open = false;
-                    break;
-                },
-                () = tokio::time::sleep_until(next_write) => break,
+                () = hurry.notified() => {}
+                () = tokio::time::sleep_until(next_write) => {}
             }
         }
         while let Ok(more) = pending.try_recv() {
