@@ -86,11 +86,14 @@ impl AzureAnchored {
     /// A signer of the checkpoint key for an identity holding `permissions`.
     pub(crate) fn signer_with(&self, key: &KeyUrl, permissions: Permissions) -> KeyVaultSigner {
         let identity = self.standins.seed_identity("keyturn-audit", permissions);
+        // Writers sign from threads of their own that end with them: each signer has
+        // connections of its own.
+        let (client, credential) = self.standins.own_client(&identity);
         KeyVaultSigner::new(
             key.clone(),
-            self.standins.credential_for(&identity),
+            credential,
             SignerOptions {
-                client: Some(self.standins.client_options()),
+                client: Some(client),
                 skip_challenge_resource_check: true,
             },
         )

@@ -399,6 +399,27 @@ impl Standins {
         self.credential_for(&self.identity)
     }
 
+    /// [`Standins::client_options`] and [`Standins::credential_for`] on an HTTP client
+    /// of their own, whose connections no other client is handed: for a client used
+    /// from threads with runtimes of their own (the audit log's writers), which end
+    /// before the test does. A connection is driven by the runtime that opened it, so
+    /// one left in a shared pool by a runtime that ended can fail the next request that
+    /// takes it.
+    pub fn own_client(&self, identity: &Identity) -> (ClientOptions, Arc<StandinCredential>) {
+        let client = http_client_for(&self.ca).expect("the test CA builds a client");
+        let credential = Arc::new(StandinCredential::new(
+            client.clone(),
+            self.token_url(),
+            identity.app_id,
+            identity.client_secret.clone(),
+        ));
+        let options = ClientOptions {
+            transport: Some(Transport::new(Arc::new(client))),
+            ..ClientOptions::default()
+        };
+        (options, credential)
+    }
+
     pub fn credential_for(&self, identity: &Identity) -> Arc<StandinCredential> {
         Arc::new(StandinCredential::new(
             self.client.clone(),
