@@ -2,33 +2,43 @@
 //! vaults and 20,000 applications, Key Vault pages of 25 and Graph pages as Graph gives
 //! them, each service with a round trip of its own. Reports the wall-clock time against
 //! the lower bound set by the requests, their latency and the allowed parallelism, the
-//! scanner's peak memory over what the seeded stand-ins hold (at two tenant sizes: it
-//! must not grow with the tenant), and the requests each service answered.
+//! scanner's peak memory (at two tenant sizes: it must not grow with the tenant), and the
+//! requests each service answered.
 //!
-//! The inventory store counts what it is given and keeps nothing: the scanner must
-//! stream, and nothing else in the process may hide that it does not. The catalogs are
-//! wrapped to time every call: where the wall-clock goes beyond the bound (how busy each
-//! service was kept, how far Graph fell behind what its budget allowed) is printed from
-//! those counts.
+//! The scanner runs in a child process of its own (this bench started again with
+//! `KEYTURN_BENCH_DISCOVERY_SCANNER` set): the stand-ins, their seeded tenant, their
+//! response buffers and their side of every connection stay in the parent, so the child's
+//! memory is the scanner's alone. The child reports its heap (a counting allocator over
+//! mimalloc, the binary's allocator: the most allocated at once during the sweep, over
+//! what was allocated before it) and its resident set (the high-water mark over the
+//! resident set before the sweep). The inventory store is a sink that counts what it is
+//! given and keeps nothing: the scanner must stream, and nothing else in the process may
+//! hide that it does not. The catalogs are wrapped to time every call: where the
+//! wall-clock goes beyond the bound (how busy each service was kept, how far Graph fell
+//! behind what its budget allowed) is printed from those counts.
 //!
 //! Run: `cargo bench --bench discovery` (`KEYTURN_BENCH_SCALE=0.1` for a tenth).
 
+use std::alloc::{GlobalAlloc, Layout};
+use std::io::{Read as _, Write as _};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use azure_core::http::ClientOptions;
-use chrono::Duration as Days;
+use azure_core::http::{ClientOptions, Transport};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Duration as Days, Utc};
 use keyturn_standins::{
     CertificateSeed, KeyCredentialSeed, KeySeed, OwnerUser, Permissions, SecretSeed, Service,
-    Standins, VaultProperties,
+    StandinCredential, Standins, VaultProperties,
 };
 
 use keyturn::adapters::azure::client::http::default_client_options;
 use keyturn::adapters::azure::client::resource_manager::ResourceManagerClient;
 use keyturn::adapters::azure::graph::GraphClient;
-use keyturn::adapters::azure::vault_catalog::{KEY_VAULT_SCOPE, KeyVaultCatalog};
+use keyturn::adapters::azure::vault_catalog::{self, KEY_VAULT_SCOPE, KeyVaultCatalog};
 use keyturn::discovery::budget::{Budgets, WINDOW};
 use keyturn::discovery::{DETAILS_AT_ONCE, Discovery, run_sweep};
 use keyturn::domain::ids::DirectoryObjectId;
@@ -77,8 +87,60 @@ const CERTIFICATE_REQUESTS: usize = 2;
 const KEY_REQUESTS: usize = 3;
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 
+/// mimalloc (the binary's allocator), counting the bytes allocated now and the most
+/// allocated at once since the last reset.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(size: usize) {
+    let now = CURRENT.fetch_add(size, Ordering::Relaxed) + size;
+    PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call is passed to mimalloc unchanged; only counters change.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { mimalloc::MiMalloc.alloc(layout) };
+        if !pointer.is_null() {
+            grew(layout.size());
+        }
+        pointer
+    }
+
+    unsafe fn dealloc(&self, pointer: *mut u8, layout: Layout) {
+        unsafe { mimalloc::MiMalloc.dealloc(pointer, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let pointer = unsafe { mimalloc::MiMalloc.alloc_zeroed(layout) };
+        if !pointer.is_null() {
+            grew(layout.size());
+        }
+        pointer
+    }
+
+    unsafe fn realloc(&self, pointer: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let moved = unsafe { mimalloc::MiMalloc.realloc(pointer, layout, new_size) };
+        if !moved.is_null() {
+            CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+            grew(new_size);
+        }
+        moved
+    }
+}
+
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: Counting = Counting;
+
+/// How often the scanner's heap is sampled during the sweep.
+const HEAP_SAMPLE: Duration = Duration::from_millis(20);
+
+/// Set in the child process that runs the scanner; its standard input is the
+/// [`ScannerSetup`] as JSON.
+const SCANNER_VARIABLE: &str = "KEYTURN_BENCH_DISCOVERY_SCANNER";
 
 /// Counts writes; holds nothing.
 #[derive(Debug, Default)]
@@ -156,7 +218,7 @@ impl InventoryStore for CountingStore {
 /// Every call to one service, timed from the sweep's start: how many, when the first
 /// started and the last started and ended, and their summed duration (busy time over the
 /// span is the mean number in flight).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Calls {
     count: u64,
     first_start: Option<Duration>,
@@ -284,7 +346,10 @@ fn reset_peak() {
 struct Run {
     wall: Duration,
     bound: Bound,
-    peak_over_seeded_kib: u64,
+    scanner: Memory,
+    /// The stand-ins' resident set during the sweep over what they held seeded (the
+    /// parent process's; not the scanner's).
+    standins_over_seeded_kib: u64,
     requests: [(Service, u64); 3],
     /// Key Vault requests as derived from the tenant's shape.
     key_vault_derived: u64,
@@ -314,6 +379,46 @@ impl Bound {
             .max(self.graph_budget)
             .max(self.chain)
     }
+}
+
+/// The scanner process's memory over the sweep.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Memory {
+    /// The most heap allocated at once during the sweep, over what was allocated before.
+    heap_peak_kib: u64,
+    /// The median of the heap sampled every [`HEAP_SAMPLE`] through the sweep, over what
+    /// was allocated before.
+    heap_median_kib: u64,
+    /// Heap still allocated when the sweep returned, over what was allocated before.
+    heap_left_kib: u64,
+    /// The resident set's high-water mark during the sweep, over the resident set
+    /// before it.
+    rss_peak_kib: u64,
+    /// The resident set before the sweep (runtime, clients, the binary).
+    rss_before_kib: u64,
+}
+
+/// What the scanner process is given: where the stand-ins are, the identity it signs in
+/// as, the CA it trusts, and the tenant's clock.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ScannerSetup {
+    resource_manager: String,
+    graph: String,
+    token: String,
+    client_id: uuid::Uuid,
+    client_secret: String,
+    ca_der: String,
+    now: DateTime<Utc>,
+}
+
+/// What the scanner process reports.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ScannerReport {
+    wall: Duration,
+    memory: Memory,
+    credentials: u64,
+    graph: Calls,
+    key_vault: Calls,
 }
 
 async fn run(scale: f64) -> Run {
@@ -392,9 +497,108 @@ async fn run(scale: f64) -> Run {
             "Application.Read.All",
         ]),
     );
-    let credential = standins.credential_for(&identity);
+    let setup = ScannerSetup {
+        resource_manager: standins.resource_manager().url().to_string(),
+        graph: standins.graph().url().to_string(),
+        token: standins.token_url().to_string(),
+        client_id: identity.app_id,
+        client_secret: identity.client_secret().to_owned(),
+        ca_der: STANDARD.encode(standins.ca().cert_der()),
+        now,
+    };
+    standins.set_service_latency(Service::KeyVault, KEY_VAULT_LATENCY);
+    standins.set_service_latency(Service::Graph, GRAPH_LATENCY);
+    standins.set_service_latency(Service::ResourceManager, RESOURCE_MANAGER_LATENCY);
+    standins.set_service_latency(Service::Entra, Duration::from_millis(20));
+    standins.clear_requests();
+
+    let (seeded_rss, _) = memory();
+    reset_peak();
+    let report = scanner_process(&setup).await;
+    let (_, standins_peak) = memory();
+
+    let requests = [
+        (Service::KeyVault, standins.request_count(Service::KeyVault)),
+        (Service::Graph, standins.request_count(Service::Graph)),
+        (
+            Service::ResourceManager,
+            standins.request_count(Service::ResourceManager),
+        ),
+    ];
+    let budgets = Budgets::default();
+    let bound = lower_bound(vaults, applications, &requests, &budgets);
+    let key_vault_derived = (vaults * vault_requests()) as u64;
+    Run {
+        wall: report.wall,
+        bound,
+        scanner: report.memory,
+        standins_over_seeded_kib: standins_peak.saturating_sub(seeded_rss),
+        requests,
+        key_vault_derived,
+        credentials: report.credentials,
+        graph: report.graph,
+        key_vault: report.key_vault,
+    }
+}
+
+/// Runs the scanner in a child process (this bench again, [`SCANNER_VARIABLE`] set) and
+/// reads its report.
+async fn scanner_process(setup: &ScannerSetup) -> ScannerReport {
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("this bench"))
+        .env(SCANNER_VARIABLE, "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the scanner process starts");
+    let input = serde_json::to_vec(setup).expect("JSON");
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(&input).await.expect("the setup is sent");
+    }
+    let output = child.wait_with_output().await.expect("the scanner ends");
+    assert!(output.status.success(), "the scanner failed: {output:?}");
+    serde_json::from_slice(&output.stdout).expect("the scanner's report")
+}
+
+/// The child process: runs the sweep against the stand-ins its setup names, the
+/// inventory a sink, and prints its [`ScannerReport`].
+fn scanner() {
+    let mut input = Vec::new();
+    std::io::stdin()
+        .read_to_end(&mut input)
+        .expect("the setup is read");
+    let setup: ScannerSetup = serde_json::from_slice(&input).expect("the setup");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let report = runtime.block_on(scan(setup));
+    let mut stdout = std::io::stdout();
+    serde_json::to_writer(&mut stdout, &report).expect("the report is written");
+    stdout.flush().expect("flushed");
+}
+
+async fn scan(setup: ScannerSetup) -> ScannerReport {
+    let root = reqwest::Certificate::from_der(&STANDARD.decode(&setup.ca_der).expect("base64"))
+        .expect("the stand-ins' CA");
+    let trusting = || reqwest::Client::builder().tls_certs_only([root.clone()]);
+    // The clients production builds, trusting the stand-ins' CA: Key Vault's with
+    // discovery's connection policy, the others as azure_core builds them.
+    let client = trusting()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    let vault_client = vault_catalog::http_client(trusting()).expect("an HTTP client");
+    let credential = Arc::new(StandinCredential::new(
+        client.clone(),
+        url::Url::parse(&setup.token).expect("the token URL"),
+        setup.client_id,
+        setup.client_secret,
+    ));
     let options = ClientOptions {
-        transport: standins.client_options().transport,
+        transport: Some(Transport::new(Arc::new(client))),
         ..default_client_options()
     };
     let store = Arc::new(CountingStore::default());
@@ -405,19 +609,26 @@ async fn run(scale: f64) -> Run {
     let discovery = Discovery::new(
         Arc::new(
             ResourceManagerClient::new(
-                standins.resource_manager().url(),
+                &url::Url::parse(&setup.resource_manager).expect("a URL"),
                 credential.clone(),
                 Some(options.clone()),
             )
             .expect("https"),
         ),
         Arc::new(TimedVaults(
-            KeyVaultCatalog::new(credential.clone(), KEY_VAULT_SCOPE, Some(options.clone())),
+            KeyVaultCatalog::new(
+                credential.clone(),
+                KEY_VAULT_SCOPE,
+                Some(ClientOptions {
+                    transport: Some(Transport::new(Arc::new(vault_client))),
+                    ..default_client_options()
+                }),
+            ),
             vault_timeline.clone(),
         )),
         Arc::new(TimedDirectory(
             GraphClient::with_scope(
-                standins.graph().url(),
+                &url::Url::parse(&setup.graph).expect("a URL"),
                 GRAPH_SCOPE.to_owned(),
                 credential,
                 Some(options),
@@ -428,28 +639,48 @@ async fn run(scale: f64) -> Run {
         store.clone(),
         budgets,
     );
-    standins.set_service_latency(Service::KeyVault, KEY_VAULT_LATENCY);
-    standins.set_service_latency(Service::Graph, GRAPH_LATENCY);
-    standins.set_service_latency(Service::ResourceManager, RESOURCE_MANAGER_LATENCY);
-    standins.set_service_latency(Service::Entra, Duration::from_millis(20));
-    standins.clear_requests();
 
-    let (seeded_rss, _) = memory();
+    let (rss_before, _) = memory();
+    let heap_before = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(heap_before, Ordering::Relaxed);
     reset_peak();
     // The timelines count from here (the catalogs were built before).
     let started_now = Instant::now();
     let shift = started_now - started;
+    // The heap every HEAP_SAMPLE through the sweep: its median shows what the scanner
+    // holds as it goes, where the peak is one moment's coincidence of page buffers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                samples.push(CURRENT.load(Ordering::Relaxed));
+                std::thread::sleep(HEAP_SAMPLE);
+            }
+            samples
+        })
+    };
     run_sweep(
         &discovery,
         SweepId::parse("bench").expect("valid"),
         Vec::new(),
         PARALLELISM,
-        now,
+        setup.now,
     )
     .await
     .expect("the sweep completes");
     let wall = started_now.elapsed();
-    let (_, peak) = memory();
+    stop.store(true, Ordering::Relaxed);
+    let mut samples = sampler.join().expect("the sampler ends");
+    samples.sort_unstable();
+    let heap_median = samples
+        .get(samples.len() / 2)
+        .copied()
+        .unwrap_or(heap_before);
+    let (_, rss_peak) = memory();
+    let heap_peak = PEAK.load(Ordering::Relaxed);
+    let heap_left = CURRENT.load(Ordering::Relaxed);
     let since_sweep = |timeline: &Timeline| {
         let calls = timeline.calls();
         Calls {
@@ -460,23 +691,16 @@ async fn run(scale: f64) -> Run {
             busy: calls.busy,
         }
     };
-
-    let requests = [
-        (Service::KeyVault, standins.request_count(Service::KeyVault)),
-        (Service::Graph, standins.request_count(Service::Graph)),
-        (
-            Service::ResourceManager,
-            standins.request_count(Service::ResourceManager),
-        ),
-    ];
-    let bound = lower_bound(vaults, applications, &requests, &budgets);
-    let key_vault_derived = (vaults * vault_requests()) as u64;
-    Run {
+    let kib = |bytes: usize| (bytes / 1024) as u64;
+    ScannerReport {
         wall,
-        bound,
-        peak_over_seeded_kib: peak.saturating_sub(seeded_rss),
-        requests,
-        key_vault_derived,
+        memory: Memory {
+            heap_peak_kib: kib(heap_peak.saturating_sub(heap_before)),
+            heap_median_kib: kib(heap_median.saturating_sub(heap_before)),
+            heap_left_kib: kib(heap_left.saturating_sub(heap_before)),
+            rss_peak_kib: rss_peak.saturating_sub(rss_before),
+            rss_before_kib: rss_before,
+        },
         credentials: store.credentials.load(Ordering::Relaxed),
         graph: since_sweep(&graph_timeline),
         key_vault: since_sweep(&vault_timeline),
@@ -552,6 +776,9 @@ fn lower_bound(
 }
 
 fn main() {
+    if std::env::var_os(SCANNER_VARIABLE).is_some() {
+        return scanner();
+    }
     let scale: f64 = std::env::var("KEYTURN_BENCH_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -585,9 +812,18 @@ fn main() {
             result.bound.graph_budget.as_secs_f64(),
             result.bound.chain.as_secs_f64(),
         );
+        let memory = &result.scanner;
         println!(
-            "  peak memory over the seeded stand-ins: {} KiB",
-            result.peak_over_seeded_kib
+            "  scanner's memory (its own process; the inventory a sink keeping nothing), over what it held before the sweep: heap median {} KiB, peak {} KiB, {} KiB still allocated at the end; resident peak {} KiB over {} KiB",
+            memory.heap_median_kib,
+            memory.heap_peak_kib,
+            memory.heap_left_kib,
+            memory.rss_peak_kib,
+            memory.rss_before_kib
+        );
+        println!(
+            "  stand-ins' resident set (the parent process) over what they held seeded: {} KiB",
+            result.standins_over_seeded_kib
         );
         for (service, count) in result.requests {
             println!("  requests to {service:?}: {count}");

@@ -12,11 +12,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use azure_core::credentials::TokenCredential;
 use azure_core::http::headers::HeaderName;
-use azure_core::http::{ClientOptions, Method, Pipeline, Request, Url};
+use azure_core::http::{ClientOptions, Method, Pipeline, Request, Transport, Url};
 use azure_core::time::OffsetDateTime;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -55,6 +56,31 @@ const SHA1_SIGNATURES: [&str; 3] = [
 
 const ACCEPT: HeaderName = HeaderName::from_static("accept");
 
+/// How long a connection to a vault may stay idle before it is closed. Discovery reads a
+/// vault once a sweep, in one job whose requests follow one another milliseconds apart
+/// (the vault's budget spaces them 5 ms apart by default): a connection idle this long
+/// belongs to a listing or a vault that is done. reqwest's default, 90 seconds, keeps the
+/// connections to every vault read in the last minute and a half (a job has up to nine
+/// requests in flight, each connection with its TLS and read buffers): memory that grows
+/// with the vaults a sweep reads rather than with the vaults it reads at once.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// azure_core's own timeouts for its default reqwest client.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The HTTP client discovery reads vaults with: `builder` (a caller's TLS roots, for
+/// instance) with [`IDLE_CONNECTION_TIMEOUT`], azure_core's connect and read timeouts,
+/// and no redirects, as azure_core's default client.
+pub fn http_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Client> {
+    builder
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// Key Vault's data plane, for any vault the identity can read.
 #[derive(Clone)]
 pub struct KeyVaultCatalog {
@@ -69,11 +95,25 @@ impl fmt::Debug for KeyVaultCatalog {
 
 impl KeyVaultCatalog {
     /// A client whose tokens are for `scope` (Key Vault's audience in the cloud used).
+    /// Without a transport in `options`, requests go through [`http_client`]; a caller's
+    /// transport is used as given.
     pub fn new(
         credential: Arc<dyn TokenCredential>,
         scope: &str,
         options: Option<ClientOptions>,
     ) -> Self {
+        let mut options = options.unwrap_or_else(http::default_client_options);
+        if options.transport.is_none() {
+            match http_client(reqwest::Client::builder()) {
+                Ok(client) => options.transport = Some(Transport::new(Arc::new(client))),
+                // azure_core's own client then, with its 90-second idle connections.
+                Err(error) => tracing::warn!(
+                    error = %error,
+                    "the Key Vault discovery client could not be built with its connection policy"
+                ),
+            }
+        }
+        let options = Some(options);
         Self {
             pipeline: pipeline(
                 options,
