@@ -170,6 +170,32 @@ pub struct Finding {
 /// Receives each finding as it is made.
 pub trait FindingSink {
     fn finding(&mut self, finding: &Finding) -> io::Result<()>;
+
+    /// Whether this sink takes what objects' `keyturn-exception-*` tags make through
+    /// [`tags`](Self::tags), as each object is evaluated. One that does keeps the report
+    /// from collecting them ([`Report::tag_exceptions`],
+    /// [`Report::malformed_exception_tags`], and lapsed tag exceptions in
+    /// [`Report::lapsed_exceptions`]), so memory does not grow with the tenant.
+    fn takes_tags(&self) -> bool {
+        false
+    }
+
+    /// What one object's exception tags make, before that object's findings (which are
+    /// the only ones its exceptions can cover). Called only when
+    /// [`takes_tags`](Self::takes_tags), and only for objects with such tags.
+    fn tags(&mut self, made: TagExceptions<'_>) -> io::Result<()> {
+        let _ = made;
+        Ok(())
+    }
+}
+
+/// What an object's `keyturn-exception-*` tags make.
+#[derive(Debug, Clone, Copy)]
+pub enum TagExceptions<'a> {
+    /// The exceptions they declare (one per rule named).
+    Declared(&'a [Exception]),
+    /// Why they make none: the object's findings stay open.
+    Malformed(&'a MalformedTags),
 }
 
 impl<F: FnMut(&Finding) -> io::Result<()>> FindingSink for F {
@@ -206,14 +232,16 @@ pub struct Report {
     pub excepted: u64,
     pub by_severity: BTreeMap<Severity, u64>,
     pub not_evaluated: Vec<NotEvaluated>,
-    /// Exceptions that matched a finding after their expiry date.
+    /// Exceptions that matched a finding after their expiry date (the register's only,
+    /// when the sink takes tags).
     pub lapsed_exceptions: Vec<Exception>,
     /// Where the exceptions were read from.
     pub exceptions_register: Option<String>,
-    /// Exceptions declared by objects' tags (`keyturn-exception-*`), each once.
+    /// Exceptions declared by objects' tags (`keyturn-exception-*`), each once; empty
+    /// when the sink takes tags ([`FindingSink::takes_tags`]).
     pub tag_exceptions: Vec<Exception>,
     /// Objects whose `keyturn-exception-*` tags do not make an exception: their findings
-    /// stay open, and each is named here.
+    /// stay open, and each is named here (or given to a sink that takes tags).
     pub malformed_exception_tags: Vec<MalformedTags>,
 }
 
@@ -488,9 +516,13 @@ impl Run<'_, '_> {
                         Some(ExceptionRef::of(e, false)),
                     ),
                     Verdict::Lapsed(e) => {
-                        if self
-                            .lapsed
-                            .insert((e.entry, e.declared_on.clone(), e.rule.clone()))
+                        // A sink taking tags sees a lapsed tag exception in the
+                        // findings it covers; the register's are bounded by its file.
+                        let kept = e.declared_on.is_none() || !self.sink.takes_tags();
+                        if kept
+                            && self
+                                .lapsed
+                                .insert((e.entry, e.declared_on.clone(), e.rule.clone()))
                         {
                             self.report.lapsed_exceptions.push(e.clone());
                         }
@@ -595,15 +627,26 @@ impl Run<'_, '_> {
             self.evaluation.catalogue,
         ) {
             Ok(declared) => {
-                self.report.tag_exceptions.extend(declared.iter().cloned());
+                if !self.sink.takes_tags() {
+                    self.report.tag_exceptions.extend(declared.iter().cloned());
+                } else if !declared.is_empty() {
+                    self.sink.tags(TagExceptions::Declared(&declared))?;
+                }
                 self.tagged = declared;
             }
-            Err(problem) => self.report.malformed_exception_tags.push(MalformedTags {
-                record_id: credential.id(),
-                name: credential.name.clone(),
-                source: credential.source.label(),
-                problem,
-            }),
+            Err(problem) => {
+                let malformed = MalformedTags {
+                    record_id: credential.id(),
+                    name: credential.name.clone(),
+                    source: credential.source.label(),
+                    problem,
+                };
+                if self.sink.takes_tags() {
+                    self.sink.tags(TagExceptions::Malformed(&malformed))?;
+                } else {
+                    self.report.malformed_exception_tags.push(malformed);
+                }
+            }
         }
         let now = self.evaluation.now;
         let thresholds = self.evaluation.thresholds;

@@ -17,7 +17,7 @@ pub mod trend;
 pub use catalogue::{Catalogue, CatalogueError, Rule, Severity, Subject};
 pub use engine::{
     AuditInput, ComplianceError, Evaluation, Finding, FindingScope, FindingSink, MalformedTags,
-    Report, Status,
+    Report, Status, TagExceptions,
 };
 pub use exceptions::{
     ExceptionError, MAX_REGISTER_BYTES, REGISTER_FILE_NAME, Register, TAG_EXPIRES, TAG_OWNER,

@@ -23,7 +23,7 @@ use super::csv::{Cell, write_header, write_row};
 use super::{EvidenceError, Package, extract, populations};
 use crate::compliance::catalogue::{Catalogue, Subject};
 use crate::compliance::exceptions::Exception;
-use crate::compliance::{Finding, Register, Report, Status};
+use crate::compliance::{Finding, MalformedTags, Register, Report, Status, TagExceptions};
 use crate::domain::inventory::RecordId;
 
 pub const FINDINGS: &str = "populations/findings.csv";
@@ -160,17 +160,53 @@ struct Matched {
     lapsed: u64,
 }
 
-/// Takes each finding as the engine makes it (a [`crate::compliance::FindingSink`]),
-/// then writes the three files.
+/// Rows of `exceptions.csv` written as they come, into a file created on the first.
+#[derive(Default)]
+struct Rows {
+    spill: Option<Spill>,
+}
+
+impl Rows {
+    fn file(&mut self) -> io::Result<&mut Spill> {
+        if self.spill.is_none() {
+            self.spill = Some(Spill::create()?);
+        }
+        Ok(self.spill.as_mut().expect("created above"))
+    }
+
+    fn copy_into(&mut self, out: &mut dyn Write) -> io::Result<u64> {
+        match &mut self.spill {
+            Some(spill) => {
+                spill.copy_into(out)?;
+                Ok(spill.rows)
+            }
+            None => Ok(0),
+        }
+    }
+}
+
+/// Takes each finding as the engine makes it, and what objects' exception tags make
+/// (the engine's sink in [`super::evaluate`]), then writes the three files. Exceptions
+/// declared by tags are written out as their object's findings end, never collected:
+/// memory holds the register's counts (bounded by its file) and one object's tags.
 pub struct FindingsWriter {
     /// Groups keyed by the rule's position in the catalogue and the controls.
     groups: BTreeMap<(usize, String), (Placed, Spill)>,
     rule_order: BTreeMap<String, usize>,
+    /// Counts per exception of the register, by id.
     matched: BTreeMap<String, Matched>,
+    /// When the evaluation judges expiry (`expired` in `exceptions.csv`).
+    now: DateTime<Utc>,
+    /// The exceptions the tags of the object being evaluated declare, with their counts
+    /// so far: its findings come next.
+    pending: Vec<(Exception, Matched)>,
+    /// `exceptions.csv` rows of exceptions declared by tags, and of tags that make none.
+    tagged: Rows,
+    malformed: Rows,
 }
 
 impl FindingsWriter {
-    pub fn new(catalogue: &Catalogue) -> Self {
+    pub fn new(catalogue: &Catalogue, now: DateTime<Utc>) -> Self {
         Self {
             groups: BTreeMap::new(),
             rule_order: catalogue
@@ -180,7 +216,49 @@ impl FindingsWriter {
                 .map(|(index, rule)| (rule.id.clone(), index))
                 .collect(),
             matched: BTreeMap::new(),
+            now,
+            pending: Vec::new(),
+            tagged: Rows::default(),
+            malformed: Rows::default(),
         }
+    }
+
+    /// Takes what one object's exception tags make, before its findings; the previous
+    /// object's exceptions, whose findings are all counted, are written out.
+    pub fn tags(&mut self, made: TagExceptions<'_>) -> io::Result<()> {
+        self.flush_pending()?;
+        match made {
+            TagExceptions::Declared(declared) => {
+                self.pending = declared
+                    .iter()
+                    .map(|e| (e.clone(), Matched::default()))
+                    .collect();
+            }
+            TagExceptions::Malformed(malformed) => {
+                let spill = self.malformed.file()?;
+                write_malformed(&mut spill.file, malformed)?;
+                spill.rows += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_pending(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let now = self.now;
+        let spill = self.tagged.file()?;
+        for (exception, matched) in std::mem::take(&mut self.pending) {
+            let id = exception_id(
+                exception.entry,
+                exception.declared_on.as_ref(),
+                &exception.rule,
+            );
+            write_exception(&mut spill.file, &exception, &id, "tags", now, matched)?;
+            spill.rows += 1;
+        }
+        Ok(())
     }
 
     /// Spills one finding into its group.
@@ -209,12 +287,21 @@ impl FindingsWriter {
         write_finding(&mut spill.file, finding, &key.1)?;
         spill.rows += 1;
         if let Some(exception) = &finding.exception {
-            let id = exception_id(
-                exception.entry,
-                exception.declared_on.as_ref(),
-                &finding.rule,
-            );
-            let matched = self.matched.entry(id).or_default();
+            let matched = match &exception.declared_on {
+                // Declared by tags: the object being evaluated's.
+                Some(record) => self.pending.iter_mut().find_map(|(pending, matched)| {
+                    (pending.declared_on.as_ref() == Some(record) && pending.rule == finding.rule)
+                        .then_some(matched)
+                }),
+                None => Some(
+                    self.matched
+                        .entry(exception_id(exception.entry, None, &finding.rule))
+                        .or_default(),
+                ),
+            };
+            let Some(matched) = matched else {
+                return Ok(());
+            };
             if exception.lapsed {
                 matched.lapsed += 1;
             } else if finding.status == Status::Excepted {
@@ -251,7 +338,7 @@ impl FindingsWriter {
 
         package.begin(EXCEPTIONS)?;
         let rows = self
-            .write_exceptions(register, report, package)
+            .write_exceptions(register, package)
             .map_err(failed(EXCEPTIONS))?;
         package.end(Some(rows))?;
 
@@ -267,58 +354,48 @@ impl FindingsWriter {
         Ok(())
     }
 
-    fn write_exceptions(
-        &self,
-        register: &Register,
-        report: &Report,
-        out: &mut dyn Write,
-    ) -> io::Result<u64> {
+    /// The register's exceptions, then those tags declared, then tags that make none.
+    fn write_exceptions(&mut self, register: &Register, out: &mut dyn Write) -> io::Result<u64> {
+        self.flush_pending()?;
         write_header(out, &EXCEPTION_COLUMNS)?;
-        let now = report.evaluated_at;
         let source = register.source().unwrap_or_default();
         let mut rows = 0;
-        for exception in register.entries().iter().chain(&report.tag_exceptions) {
-            let id = exception_id(
-                exception.entry,
-                exception.declared_on.as_ref(),
-                &exception.rule,
-            );
+        for exception in register.entries() {
+            let id = exception_id(exception.entry, None, &exception.rule);
             let matched = self.matched.get(&id).copied().unwrap_or_default();
-            let source = if exception.declared_on.is_some() {
-                "tags"
-            } else {
-                source
-            };
-            write_exception(out, exception, &id, source, now, matched)?;
+            write_exception(out, exception, &id, source, self.now, matched)?;
             rows += 1;
         }
+        rows += self.tagged.copy_into(out)?;
         // Tags that do not make an exception: named, never dropped.
-        for malformed in &report.malformed_exception_tags {
-            let record = malformed.record_id.to_string();
-            write_row(
-                out,
-                &[
-                    Cell::Value(format!("tag:{record}")),
-                    Cell::Text(&format!(
-                        "tags on {} ({})",
-                        malformed.name, malformed.source
-                    )),
-                    Cell::Value(String::new()),
-                    Cell::Value(record),
-                    Cell::Value(String::new()),
-                    Cell::Value(String::new()),
-                    Cell::Value(String::new()),
-                    Cell::Value(String::new()),
-                    0u64.into(),
-                    0u64.into(),
-                    Cell::Value("tags".to_owned()),
-                    Cell::Text(&malformed.problem),
-                ],
-            )?;
-            rows += 1;
-        }
+        rows += self.malformed.copy_into(out)?;
         Ok(rows)
     }
+}
+
+/// A row naming an object whose exception tags make no exception, and why.
+fn write_malformed(out: &mut dyn Write, malformed: &MalformedTags) -> io::Result<()> {
+    let record = malformed.record_id.to_string();
+    write_row(
+        out,
+        &[
+            Cell::Value(format!("tag:{record}")),
+            Cell::Text(&format!(
+                "tags on {} ({})",
+                malformed.name, malformed.source
+            )),
+            Cell::Value(String::new()),
+            Cell::Value(record),
+            Cell::Value(String::new()),
+            Cell::Value(String::new()),
+            Cell::Value(String::new()),
+            Cell::Value(String::new()),
+            0u64.into(),
+            0u64.into(),
+            Cell::Value("tags".to_owned()),
+            Cell::Text(&malformed.problem),
+        ],
+    )
 }
 
 fn time(at: DateTime<Utc>) -> Cell<'static> {

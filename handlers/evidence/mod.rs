@@ -5,8 +5,10 @@
 //! package and a public key alone ([`verify`]).
 //!
 //! Everything is streamed: rows are read a page at a time and written into the zip as
-//! they come, so memory holds a page, not the period or the tenant. The only tallies kept
-//! are bounded by what they count (reads per identity and secret, rotations in flight).
+//! they come, so memory holds a page, not the period or the tenant. Findings and the
+//! exceptions objects' tags declare are written out as the evaluation makes them. The
+//! only tallies kept are bounded by what they count (reads per identity and secret,
+//! rotations in flight, the exceptions register's entries).
 
 pub mod alerts;
 pub mod container;
@@ -29,7 +31,8 @@ pub use container::{ContainerError, Manifest, ManifestFile, Package};
 
 use crate::audit::verify_log;
 use crate::compliance::{
-    AuditInput, Catalogue, ComplianceError, Evaluation, Finding, Register, Thresholds,
+    AuditInput, Catalogue, ComplianceError, Evaluation, Finding, FindingSink, Register,
+    TagExceptions, Thresholds,
 };
 use crate::ports::PortError;
 use crate::ports::alert_ledger::AlertLedger;
@@ -532,16 +535,39 @@ async fn evaluate(
         store: sources.audit,
         verification: Ok(verified.clone()),
     };
-    let mut findings = FindingsWriter::new(inputs.catalogue);
-    let mut sink = |finding: &Finding| {
-        figures.finding(finding);
-        findings.take(finding)
+    let mut sink = Sink {
+        figures,
+        findings: FindingsWriter::new(inputs.catalogue, at),
     };
     let report = evaluation
         .run(sources.inventory, Some(audit), &mut sink)
         .await?;
+    let Sink { figures, findings } = sink;
     figures.compliance(inputs.catalogue, &report);
     findings.write(inputs.catalogue, &report, inputs.register, package)
+}
+
+/// Where the evaluation's findings go: the reports' figures and the findings files; and
+/// what objects' exception tags make, straight to the exceptions file, so nothing the
+/// evaluation sees is collected.
+struct Sink<'a> {
+    figures: &'a mut SummaryBuilder,
+    findings: FindingsWriter,
+}
+
+impl FindingSink for Sink<'_> {
+    fn finding(&mut self, finding: &Finding) -> std::io::Result<()> {
+        self.figures.finding(finding);
+        self.findings.take(finding)
+    }
+
+    fn takes_tags(&self) -> bool {
+        true
+    }
+
+    fn tags(&mut self, made: TagExceptions<'_>) -> std::io::Result<()> {
+        self.findings.tags(made)
+    }
 }
 
 /// Every rotation finished in the period, chain by chain: each chain is followed from

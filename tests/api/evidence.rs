@@ -889,6 +889,113 @@ async fn findings_exceptions_and_the_control_matrix_match_the_store_and_point_at
     assert!(verified(&out, &key_of(&store)).intact);
 }
 
+/// Exceptions objects' tags declare reach the package as the engine reads them (never
+/// collected): each in `exceptions.csv` with the findings it excepts or covered after
+/// lapsing, and tags that make no exception named with why, their findings open.
+#[tokio::test]
+async fn exceptions_declared_by_tags_are_listed_with_their_counts_and_bad_tags_named() {
+    use keyturn::compliance::{TAG_EXPIRES, TAG_OWNER, TAG_REASON, TAG_RULE};
+    let tagged = |n: u8, name: &str, owner: Option<&str>, tags: &[(&str, &str)]| {
+        let mut credential = credential(n, name, owner);
+        credential.tags = tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        credential
+    };
+    let in_force = tagged(
+        2,
+        "no owner yet",
+        None,
+        &[
+            (TAG_RULE, "credential-no-owner, credential-expired-enabled"),
+            (TAG_REASON, "the owning team is being named"),
+            (TAG_OWNER, "ops@contoso.example"),
+            (TAG_EXPIRES, "2027-01-01"),
+        ],
+    );
+    let lapsed = tagged(
+        3,
+        "lapsed",
+        Some("Doe, Jane"),
+        &[
+            (TAG_RULE, "credential-expired-enabled"),
+            (TAG_REASON, "removal scheduled"),
+            (TAG_OWNER, "ops@contoso.example"),
+            (TAG_EXPIRES, "2026-11-25"),
+        ],
+    );
+    let mistyped = tagged(
+        4,
+        "mistyped",
+        Some("Doe, Jane"),
+        &[(TAG_RULE, "credential-expired-enabled")],
+    );
+    let ids = [in_force.id(), lapsed.id(), mistyped.id()].map(|id| id.to_string());
+    let store = store_with(
+        log(),
+        vec![
+            credential(1, "ordinary secret", Some("Doe, Jane")),
+            in_force,
+            lapsed,
+            mistyped,
+        ],
+    )
+    .await;
+    let out = store.out("evidence.zip");
+    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+
+    let findings = population(&out, "populations/findings.csv");
+    let of = |id: &str, rule: &str| {
+        findings
+            .iter()
+            .find(|f| f["record_id"] == id && f["rule"] == rule)
+            .unwrap_or_else(|| panic!("a {rule} finding on {id}: {findings:?}"))
+    };
+    for rule in ["credential-no-owner", "credential-expired-enabled"] {
+        let finding = of(&ids[0], rule);
+        assert_eq!(finding["status"], "excepted", "{finding:?}");
+        assert_eq!(finding["exception_id"], format!("tag:{}:{rule}", ids[0]));
+    }
+    let finding = of(&ids[1], "credential-expired-enabled");
+    assert_eq!(finding["status"], "open");
+    assert_eq!(finding["exception_lapsed"], "true");
+    let finding = of(&ids[2], "credential-expired-enabled");
+    assert_eq!(finding["status"], "open");
+    assert_eq!(finding["exception_id"], "");
+
+    let exceptions = population(&out, "populations/exceptions.csv");
+    let row = |id: String| {
+        exceptions
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("{id} in {exceptions:?}"))
+    };
+    for rule in ["credential-no-owner", "credential-expired-enabled"] {
+        let declared = row(format!("tag:{}:{rule}", ids[0]));
+        assert_eq!(declared["source"], "tags");
+        assert_eq!(declared["declared_on"], "tags");
+        assert_eq!(declared["expired"], "false");
+        assert_eq!(declared["findings_excepted"], "1", "{declared:?}");
+        assert_eq!(declared["findings_lapsed"], "0");
+    }
+    let expired = row(format!("tag:{}:credential-expired-enabled", ids[1]));
+    assert_eq!(expired["expired"], "true");
+    assert_eq!(expired["findings_excepted"], "0");
+    assert_eq!(expired["findings_lapsed"], "1", "{expired:?}");
+    let refused = row(format!("tag:{}", ids[2]));
+    assert!(
+        refused["problem"].contains(TAG_REASON),
+        "the missing tag is named: {refused:?}"
+    );
+    assert_eq!(exceptions.len(), 4, "{exceptions:?}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&file(&out, "summary.json")).expect("summary JSON");
+    assert_eq!(summary["totals"]["findings_excepted"], 2);
+}
+
 #[tokio::test]
 async fn a_malformed_exceptions_register_is_named_with_its_entry_and_nothing_is_written() {
     use keyturn::compliance::REGISTER_FILE_NAME;
