@@ -425,6 +425,12 @@ pub async fn verify_log(
                 key_id: key_id.clone(),
                 outside_of: Some(expected.clone()),
             }),
+            KeyLookup::Unverifiable { reason } => Some(BreakKind::CheckpointUnverifiable {
+                location: found.location.clone(),
+                position: signed.checkpoint.position,
+                key_id: key_id.clone(),
+                reason: reason.clone(),
+            }),
         };
         if let Some(problem) = problem {
             breaks.push(LocatedBreak {

@@ -849,6 +849,14 @@ pub enum BreakKind {
         key_id: String,
         looked_in: String,
     },
+    /// A checkpoint's key was not read, so its signature was not checked (`reason`:
+    /// why, and what verifies it): neither verified nor forged.
+    CheckpointUnverifiable {
+        location: String,
+        position: u64,
+        key_id: String,
+        reason: String,
+    },
     /// A stored checkpoint does not decode (garbage, or a line cut short).
     CheckpointUnreadable { location: String, problem: String },
     /// A row that is no entry at a position sits among the entries.
@@ -958,6 +966,15 @@ pub(crate) fn describe_break(
         } => write!(
             f,
             "the checkpoint at {location} (position {position}) is signed by key {key_id}, which no public key in {looked_in} matches"
+        ),
+        BreakKind::CheckpointUnverifiable {
+            location,
+            position,
+            key_id,
+            reason,
+        } => write!(
+            f,
+            "the checkpoint at {location} (position {position}, key {key_id}) cannot be verified: {reason}"
         ),
         BreakKind::CheckpointUnreadable { location, problem } => {
             write!(f, "the checkpoint at {location} is unreadable ({problem})")

@@ -314,7 +314,9 @@ pub async fn export(
                 .map_err(audit_error("reading a checkpoint's key"))?
             {
                 KeyLookup::Candidates(candidates) => candidates,
-                KeyLookup::Unknown { .. } | KeyLookup::Foreign { .. } => Vec::new(),
+                KeyLookup::Unknown { .. }
+                | KeyLookup::Foreign { .. }
+                | KeyLookup::Unverifiable { .. } => Vec::new(),
             };
             looked_up.insert(key_id.clone(), found);
         }

@@ -587,6 +587,10 @@ pub enum KeyLookup {
     /// The id names a key outside the one the log is signed with (`expected`): the
     /// checkpoint is forged, whatever its signature.
     Foreign { expected: String },
+    /// The key the id names was not read, and `reason` says why and what to do (a cap
+    /// on the versions one verification reads, a version its vault will not show): the
+    /// checkpoint is neither verified nor forged.
+    Unverifiable { reason: String },
 }
 
 /// The public keys a verification checks signatures with, found by the key id each

@@ -1004,3 +1004,142 @@ async fn a_checkpoint_naming_a_version_key_vault_does_not_hold_is_named() {
         "{sentence}"
     );
 }
+
+/// Reads of the audit key's versions the Key Vault stand-in answered (its 401
+/// challenges left out).
+fn key_reads(fixture: &AzureAnchored) -> Vec<String> {
+    fixture
+        .standins
+        .requests_to(keyturn_standins::Service::KeyVault)
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.status != 401 && r.path.contains("/keys/"))
+        .map(|r| r.path)
+        .collect()
+}
+
+/// `count` made-up versions of the audit key, each its own 32 hex digits.
+fn made_up_versions(fixture: &AzureAnchored, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|_| format!("{}/{}", versionless(fixture), uuid::Uuid::new_v4().simple()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_made_up_key_versions_reads_key_vault_at_most_the_cap_and_verify_still_reports()
+{
+    use keyturn::adapters::azure::signer::MAX_KEY_VERSIONS_READ;
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 2).await;
+    // Whoever may append to the container writes one blob of 2,000 lines, each naming
+    // another version of the right key that nobody ever made.
+    let flood = chain("w-flood");
+    let mut block = String::new();
+    for (i, key_id) in made_up_versions(&fixture, 2_000).into_iter().enumerate() {
+        let i = i as u64;
+        let line = keyturn::ports::checkpoint::SignedCheckpoint {
+            checkpoint: keyturn::ports::checkpoint::Checkpoint {
+                writer: flood.clone(),
+                position: i + 1,
+                previous: i,
+                head: "07".repeat(32).parse::<EntryHash>().expect("a hash"),
+                at: chrono::Utc::now(),
+            },
+            signature: keyturn::ports::checkpoint::Signature {
+                algorithm: keyturn::ports::checkpoint::SignatureAlgorithm::ES256,
+                key_id,
+                bytes: vec![7; 64],
+            },
+        }
+        .to_line();
+        block.push_str(&line);
+        block.push('\n');
+    }
+    let blob = format!("{flood}/000000.log");
+    let client = fixture.blob_client();
+    assert!(
+        client
+            .create_append_blob(fixture.container(), &blob)
+            .await
+            .expect("created")
+    );
+    client
+        .append_block(fixture.container(), &blob, 0, block.into_bytes())
+        .await
+        .expect("appended");
+    fixture.standins.clear_requests();
+
+    let report = verify_online(&fixture).await;
+
+    let reads = key_reads(&fixture);
+    assert_eq!(
+        reads.len(),
+        MAX_KEY_VERSIONS_READ,
+        "the configured version and {} made-up ones, then no more",
+        MAX_KEY_VERSIONS_READ - 1
+    );
+    assert_break(&report, &flood, 1, "checkpoint_key_unknown");
+    let own = report
+        .chains
+        .iter()
+        .find(|c| c.chain == chain("w-one"))
+        .expect("the real chain is reported");
+    assert!(own.first_break.is_none(), "{report:?}");
+    assert_eq!(own.anchored_to, 2, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn versions_past_the_cap_are_unverifiable_naming_it_and_are_never_fetched() {
+    use keyturn::adapters::azure::signer::{KeyVaultVersions, MAX_KEY_VERSIONS_READ};
+    use keyturn::ports::checkpoint::{KeyLookup, VerifyingKeys};
+    let fixture = AzureAnchored::new().await;
+    let versions =
+        KeyVaultVersions::new(fixture.signer_with(&fixture.key, Permissions::only(["keys/get"])))
+            .await
+            .expect("the configured key is read");
+    let made_up = made_up_versions(&fixture, MAX_KEY_VERSIONS_READ + 10);
+    fixture.standins.clear_requests();
+
+    let mut lookups = Vec::new();
+    for key_id in &made_up {
+        lookups.push(versions.lookup(key_id).await.expect("no error"));
+    }
+    let reads_for_the_flood = key_reads(&fixture).len();
+    let configured = versions
+        .lookup(&fixture.key.to_string())
+        .await
+        .expect("no error");
+    let again = versions.lookup(&made_up[0]).await.expect("no error");
+
+    // The configured version was read when the key ring was made: 255 more fit.
+    let (read, past): (Vec<_>, Vec<_>) = lookups
+        .iter()
+        .enumerate()
+        .partition(|(i, _)| *i < MAX_KEY_VERSIONS_READ - 1);
+    assert_eq!(reads_for_the_flood, MAX_KEY_VERSIONS_READ - 1);
+    for (_, lookup) in read {
+        assert!(matches!(lookup, KeyLookup::Unknown { .. }), "{lookup:?}");
+    }
+    assert_eq!(past.len(), 11);
+    for (i, lookup) in past {
+        let KeyLookup::Unverifiable { reason } = lookup else {
+            panic!("{lookup:?}");
+        };
+        let version = made_up[i].rsplit('/').next().expect("a version");
+        assert!(
+            reason.contains(&format!("more than {MAX_KEY_VERSIONS_READ} versions")),
+            "{reason}"
+        );
+        assert!(reason.contains(version), "{reason}");
+        assert!(reason.contains("--public-key"), "{reason}");
+    }
+    assert!(
+        matches!(&configured, KeyLookup::Candidates(keys) if keys.len() == 1),
+        "a version read before the cap still verifies: {configured:?}"
+    );
+    assert!(matches!(again, KeyLookup::Unknown { .. }), "{again:?}");
+    assert_eq!(
+        key_reads(&fixture).len(),
+        MAX_KEY_VERSIONS_READ - 1,
+        "nothing more is read"
+    );
+}

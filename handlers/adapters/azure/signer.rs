@@ -260,11 +260,26 @@ impl KeyVaultSigner {
     }
 }
 
+/// The most versions of the audit signing key one verification reads from Key Vault,
+/// the configured one included.
+///
+/// Real rotation stays far below it: the deployment never rotates the key by itself (a
+/// rotation is a new version someone makes, `infra/README.md`), and even a Key Vault
+/// rotation policy at its shortest (a version expires at least 28 days after it is made)
+/// would make 14 versions a year, so 256 is 18 years of the fastest routine rotation.
+/// The checkpoint container is writable by design (append), so its lines can name
+/// versions nobody made; without a cap, a blob of made-up versions makes `verify` send
+/// one GET per line to a vault that allows 4,000 requests per 10 s and shares them with
+/// production. 256 reads are at most 6.4 % of one such window.
+pub const MAX_KEY_VERSIONS_READ: usize = 256;
+
 /// Every version of the audit signing key, read from Key Vault as checkpoints name
-/// them (`GET keys/{name}/{version}`: the public part only), each once. A checkpoint
-/// whose key id is not a version of the configured key (another vault, another key,
-/// no version) is forged whatever its signature, and nothing is fetched for it: a
-/// forged id never sends a request elsewhere.
+/// them (`GET keys/{name}/{version}`: the public part only), each once, at most
+/// [`MAX_KEY_VERSIONS_READ`] of them: a checkpoint naming a further version is
+/// unverifiable, and nothing is fetched for it. A checkpoint whose key id is not a
+/// version of the configured key (another vault, another key, no version) is forged
+/// whatever its signature, and nothing is fetched for it: a forged id never sends a
+/// request elsewhere.
 #[derive(Debug)]
 pub struct KeyVaultVersions {
     signer: KeyVaultSigner,
@@ -322,6 +337,14 @@ impl VerifyingKeys for KeyVaultVersions {
         let mut cache = self.cache.lock().await;
         let found = match cache.get(&version) {
             Some(found) => found.clone(),
+            None if cache.len() >= MAX_KEY_VERSIONS_READ => {
+                return Ok(KeyLookup::Unverifiable {
+                    reason: format!(
+                        "the checkpoints name more than {MAX_KEY_VERSIONS_READ} versions of {}, the most one verification reads from Key Vault (real rotation never makes that many; made-up versions are likely), so version {version} was not read: verify with the key's real versions given as --public-key files",
+                        self.expected()
+                    ),
+                });
+            }
             None => {
                 let found = match self.signer.public_key_version(Some(&version)).await {
                     Ok((_, key)) => Some(key),
