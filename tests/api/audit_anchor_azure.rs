@@ -1143,3 +1143,43 @@ async fn versions_past_the_cap_are_unverifiable_naming_it_and_are_never_fetched(
         "nothing more is read"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_signed_by_a_version_disabled_after_rotation_still_verify_from_key_vault() {
+    let fixture = AzureAnchored::new().await;
+    let (first, second) = rotated_log(&fixture).await;
+    let old = KeyUrl::parse(&first).expect("a key URL");
+    let vault = fixture.standins.keyvault();
+    vault.set_key_version_enabled(fixture.key.name(), old.version().expect("versioned"), false);
+    // The disabled version no longer signs, as in Key Vault.
+    let refused = fixture
+        .signer_with(&old, Permissions::only(["keys/sign", "keys/get"]))
+        .sign(b"a checkpoint")
+        .await
+        .expect_err("a disabled version does not sign");
+    fixture.standins.clear_requests();
+
+    let report = verify_online(&fixture).await;
+
+    assert!(refused.to_string().contains("disabled"), "{refused}");
+    assert!(
+        report.is_intact(),
+        "Key Vault shows a disabled version's public key, so its checkpoints verify: {report}"
+    );
+    assert_eq!(report.checkpoints_checked, 4);
+    assert_eq!(report.public_keys.len(), 2, "{report:?}");
+    let reads: Vec<String> = fixture
+        .standins
+        .requests_to(keyturn_standins::Service::KeyVault)
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/keys/") && r.status == 200)
+        .map(|r| r.path)
+        .collect();
+    assert!(
+        reads
+            .iter()
+            .any(|path| path.ends_with(old.version().expect("v"))),
+        "the disabled version is read like any other: {reads:?}"
+    );
+    assert_ne!(first, second);
+}

@@ -57,6 +57,26 @@ impl KeyVaultStandin<'_> {
     }
 }
 
+impl KeyVaultStandin<'_> {
+    /// Enables or disables one version of a key, as `az keyvault key set-attributes --id
+    /// {kid} --enabled false` does to an old version after a rotation.
+    pub fn set_key_version_enabled(&self, name: &str, version: &str, enabled: bool) {
+        if let Some(found) = self
+            .lock()
+            .keys
+            .get_mut(&name.to_ascii_lowercase())
+            .and_then(|entry| {
+                entry
+                    .versions
+                    .iter_mut()
+                    .find(|v| v.version.eq_ignore_ascii_case(version))
+            })
+        {
+            found.enabled = enabled;
+        }
+    }
+}
+
 /// A signing key's public point as a JSON Web Key's `x` and `y` (unpadded base64url).
 pub(super) fn public_coordinates(key: &SigningKey) -> (String, String) {
     let point = key.verifying_key().to_encoded_point(false);

@@ -352,7 +352,13 @@ pub(super) fn list_key_versions(
 }
 
 /// Get Key: the public JSON web key (never the private part; Key Vault does not export
-/// it here) with attributes and tags.
+/// it here) with attributes and tags. A disabled key is shown all the same, with
+/// `"enabled": false`: Key Vault refuses a disabled key's operations (sign answers 403
+/// `Forbidden`, inner `KeyDisabled`), not reading its public half. Recorded against Key
+/// Vault (service 1.2.236.0, api-version 7.3-preview) in Azure/azure-sdk-for-java,
+/// `sdk/keyvault/azure-security-keyvault-keys/src/test/resources/session-records/KeyClientTest.updateDisabledKey[1].json`
+/// (commit `fe461be09153118b322d4383a0dff52a6b0cb6f8`): `GET keys/testKey2/` of an EC
+/// P-256 key created disabled answers 200 with its `kid`, `x`, `y` and `"enabled": false`.
 pub(super) fn get_key(
     call: &Call,
     name: &str,
