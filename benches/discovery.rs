@@ -48,8 +48,8 @@ use keyturn::domain::inventory::{
 };
 use keyturn::ports::PortError;
 use keyturn::ports::catalog::{
-    CatalogPage, Cursor, DirectoryCatalog, DirectoryRange, ObjectKind, Stamp, VaultCatalog,
-    VaultRef,
+    CatalogPage, Cursor, DirectoryCatalog, DirectoryRange, ObjectKind, RequestBudget, Stamp,
+    VaultCatalog, VaultRef,
 };
 use keyturn::ports::inventory::{InventoryStore, Page, PageToken};
 
@@ -310,8 +310,11 @@ impl DirectoryCatalog for TimedDirectory {
         range: &DirectoryRange,
         after: Option<&Cursor>,
         stamp: &Stamp,
+        budget: &dyn RequestBudget,
     ) -> Result<CatalogPage<InventoryCredential>, PortError> {
-        self.1.time(self.0.credentials(range, after, stamp)).await
+        self.1
+            .time(self.0.credentials(range, after, stamp, budget))
+            .await
     }
     async fn federated_credential_counts(
         &self,

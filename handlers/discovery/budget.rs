@@ -8,8 +8,11 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+
+use crate::ports::catalog::RequestBudget;
 
 /// Key Vault's service limit for secrets, managed storage keys and vault transactions:
 /// 4,000 per vault per region per 10 seconds ("Azure Key Vault service limits").
@@ -87,6 +90,15 @@ impl Pacer {
             at
         };
         tokio::time::sleep_until(at).await;
+    }
+}
+
+/// A catalog call's further requests (an object's `/owners` pages) wait their turns on the
+/// same pacer as the pages.
+#[async_trait]
+impl RequestBudget for Pacer {
+    async fn wait(&self) {
+        self.wait_for(1).await;
     }
 }
 

@@ -463,7 +463,7 @@ impl Discovery {
             self.graph.wait().await;
             let page = match self
                 .directory
-                .credentials(range, after.as_ref(), stamp)
+                .credentials(range, after.as_ref(), stamp, self.graph.as_ref())
                 .await
             {
                 Ok(page) => page,

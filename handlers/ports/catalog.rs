@@ -258,16 +258,38 @@ pub trait VaultCatalog: Send + Sync + fmt::Debug {
     ) -> Result<(u32, Option<Cursor>), PortError>;
 }
 
+/// A service's request budget as a catalog call sees it: a call that sends requests of
+/// its own beyond the one its caller paced waits here before each of them, so they are
+/// charged to the same budget as the pages.
+#[async_trait]
+pub trait RequestBudget: Send + Sync {
+    /// Waits until the next request may be sent, and charges it.
+    async fn wait(&self);
+}
+
+/// No budget: every request leaves at once. For callers that pace nothing (a one-off
+/// read, a test of what a page holds).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unpaced;
+
+#[async_trait]
+impl RequestBudget for Unpaced {
+    async fn wait(&self) {}
+}
+
 /// The directory: application and service-principal credentials with their owners.
 #[async_trait]
 pub trait DirectoryCatalog: Send + Sync + fmt::Debug {
     /// One page of `range`: one record per password or key credential of each object
-    /// listed, owners filled in.
+    /// listed, owners filled in. The caller paces the page's request; every further
+    /// request the page needs (an object's owners beyond what the listing expands)
+    /// waits its turn on `budget` first.
     async fn credentials(
         &self,
         range: &DirectoryRange,
         after: Option<&Cursor>,
         stamp: &Stamp,
+        budget: &dyn RequestBudget,
     ) -> Result<CatalogPage<InventoryCredential>, PortError>;
 
     /// One page of `range`'s applications with how many federated identity credentials

@@ -786,6 +786,66 @@ async fn an_owners_list_that_never_ends_is_cut_and_recorded_on_its_application()
     assert_eq!(owners_requests(looping.object_id), 2);
 }
 
+/// An `/owners` list read beyond an expansion is a Graph request like a page: each waits
+/// its turn on the Graph budget, so however many owner lists a sweep reads, its Graph
+/// requests leave at least one budget spacing apart.
+#[tokio::test]
+async fn owners_lists_read_beyond_the_expansion_are_charged_to_the_graph_budget() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let now = standins.now();
+    let graph = standins.graph();
+    const OWNED: usize = 8;
+    for a in 0..OWNED {
+        let app = graph.seed_application(
+            format!("owned-{a}"),
+            Permissions::only(Vec::<String>::new()),
+        );
+        graph.add_password(app.object_id, now + Duration::days(30), true);
+        // One more than an expansion lists: the rest are read from `/owners`.
+        for i in 0..21 {
+            let upn = format!("owner{a}-{i}@contoso.com");
+            graph.add_owner_user(
+                app.object_id,
+                OwnerUser::new(&format!("Owner {i}"), Some(&upn), Some(&upn)),
+            );
+        }
+    }
+    let store = Arc::new(MemoryInventory::new());
+    // 200 requests per 10 s: one every 50 ms.
+    let budgets = Budgets {
+        graph: 200,
+        ..Budgets::default()
+    };
+    let spacing = StdDuration::from_millis(50);
+    let discovery = discovery_within(&standins, store.clone(), budgets);
+
+    run_sweep(&discovery, sweep("s1"), Vec::new(), 8, now)
+        .await
+        .expect("swept");
+
+    let requests = standins.requests_to(Service::Graph);
+    let owners = requests
+        .iter()
+        .filter(|r| r.path.ends_with("/owners"))
+        .count();
+    assert_eq!(owners, OWNED, "{requests:#?}");
+    let first = requests.iter().map(|r| r.received).min().expect("requests");
+    let last = requests.iter().map(|r| r.received).max().expect("requests");
+    // n requests a spacing apart: the last leaves n - 1 spacings after the first (one of
+    // slack for the first's connection and token). Owner lists left uncharged would let
+    // the sweep end OWNED spacings sooner.
+    let turns = u32::try_from(requests.len() - 2).expect("a few requests");
+    assert!(
+        last - first >= spacing * turns,
+        "{} Graph requests ({owners} owner lists) within {:?}",
+        requests.len(),
+        last - first
+    );
+    let credentials = credentials_in(store.as_ref()).await;
+    let listed_with_all_owners = credentials.iter().filter(|c| c.owners.len() == 21).count();
+    assert_eq!(listed_with_all_owners, OWNED);
+}
+
 /// A subscription Resource Manager lists without a valid id is an error on the tenant,
 /// not dropped, and the other subscriptions are still read.
 #[tokio::test]

@@ -19,7 +19,7 @@ use crate::domain::inventory::{
 use crate::domain::names::{ObjectName, VaultName, VaultUrl};
 use crate::ports::catalog::{
     CatalogPage, Cursor, DirectoryCatalog, DirectoryKind, DirectoryRange, ObjectKind,
-    ResourceCatalog, Stamp, SubscriptionRef, VaultCatalog, VaultRef,
+    RequestBudget, ResourceCatalog, Stamp, SubscriptionRef, VaultCatalog, VaultRef,
 };
 use crate::ports::directory::CredentialIssuer;
 use crate::ports::vault::{CertificateStore, SecretStore};
@@ -315,6 +315,7 @@ impl DirectoryCatalog for LocalCatalog {
         range: &DirectoryRange,
         _after: Option<&Cursor>,
         stamp: &Stamp,
+        _budget: &dyn RequestBudget,
     ) -> Result<CatalogPage<InventoryCredential>, PortError> {
         let objects = match range.kind {
             DirectoryKind::Applications => self.directory.applications().await?,

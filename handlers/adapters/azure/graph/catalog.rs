@@ -32,7 +32,7 @@ use crate::domain::inventory::{
 };
 use crate::ports::PortError;
 use crate::ports::catalog::{
-    CatalogPage, Cursor, DirectoryCatalog, DirectoryKind, DirectoryRange, Stamp,
+    CatalogPage, Cursor, DirectoryCatalog, DirectoryKind, DirectoryRange, RequestBudget, Stamp,
 };
 
 /// What discovery reads: Application.Read.All lists both collections with credentials.
@@ -100,15 +100,17 @@ impl GraphClient {
         Ok(url)
     }
 
-    /// Every owner of the object, from its `/owners` list. A list that does not end (a
-    /// page linking back to one already read, more than [`MAX_OWNER_PAGES`] pages, a link
-    /// off Graph's origin) is cut: the owners read so far, and why it was cut. A request
-    /// that fails fails the listing's page, as the page's own request would.
+    /// Every owner of the object, from its `/owners` list, each page's request waiting
+    /// its turn on `budget`. A list that does not end (a page linking back to one already
+    /// read, more than [`MAX_OWNER_PAGES`] pages, a link off Graph's origin) is cut: the
+    /// owners read so far, and why it was cut. A request that fails fails the listing's
+    /// page, as the page's own request would.
     async fn all_owners(
         &self,
         kind: DirectoryKind,
         object_id: &DirectoryObjectId,
         context: &FailureContext<'_>,
+        budget: &dyn RequestBudget,
     ) -> Result<(Vec<Value>, Option<String>), PortError> {
         let path = match kind {
             DirectoryKind::Applications => format!("applications/{object_id}/owners"),
@@ -127,6 +129,7 @@ impl GraphClient {
         let mut pages = 0;
         while let Some(current) = url.take() {
             followed.insert(current.to_string());
+            budget.wait().await;
             let page: Value = self.get(current, context).await?;
             pages += 1;
             for owner in page["value"].as_array().into_iter().flatten() {
@@ -186,6 +189,7 @@ impl DirectoryCatalog for GraphClient {
         range: &DirectoryRange,
         after: Option<&Cursor>,
         stamp: &Stamp,
+        budget: &dyn RequestBudget,
     ) -> Result<CatalogPage<InventoryCredential>, PortError> {
         let operation = format!("listing {}", range.label());
         let context = context(&operation, READ_PERMISSION);
@@ -257,7 +261,9 @@ impl DirectoryCatalog for GraphClient {
             }
             let mut owner_values = object["owners"].as_array().cloned().unwrap_or_default();
             if owner_values.len() >= MAX_EXPANDED_OWNERS {
-                let (all, cut) = self.all_owners(range.kind, &object_id, &context).await?;
+                let (all, cut) = self
+                    .all_owners(range.kind, &object_id, &context, budget)
+                    .await?;
                 if let Some(why) = cut {
                     // The credentials are read whole; only their owner list may be short.
                     page.findings.push(ScopeFinding::new(
@@ -396,7 +402,7 @@ mod tests {
     use crate::adapters::azure::graph::DEFAULT_GRAPH_ENDPOINT;
     use crate::domain::inventory::SweepId;
     use crate::ports::FailureKind;
-    use crate::ports::catalog::HexDigit;
+    use crate::ports::catalog::{HexDigit, Unpaced};
 
     fn stamp() -> Stamp {
         Stamp {
@@ -422,7 +428,7 @@ mod tests {
             .enable_all()
             .build()
             .expect("a runtime")
-            .block_on(client.credentials(&range, None, &stamp()))
+            .block_on(client.credentials(&range, None, &stamp(), &Unpaced))
     }
 
     #[test]
