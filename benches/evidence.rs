@@ -1,11 +1,16 @@
-//! `keyturn evidence export` at scale: a local store holding 1,000,000 audit entries
-//! (anchored by a signed checkpoint per stored batch, as the writer anchors them) and
-//! 100,000 inventory rows, exported for a tenth of the log's period and for all of it.
-//! Each export's time and its peak heap (every allocation the process makes while it
-//! runs, SQLite's page cache included, counted by a wrapping allocator) are printed:
-//! memory must stay flat whatever the period, as rows are streamed into the zip.
+//! `keyturn evidence export` at scale, for two tenants: a local store holding 100,000
+//! audit entries and 10,000 inventory rows, and one ten times that (1,000,000 entries,
+//! anchored by a signed checkpoint per stored batch as the writer anchors them, and
+//! 100,000 rows). Each is exported for a tenth of the log's period and for all of it.
+//! Every fifth credential is a vault secret with `keyturn-exception-*` tags (in force,
+//! lapsed, or malformed in turn), so the findings, the exceptions tags declare and the
+//! tags refused grow with the tenant. Each export's time and peak heap (every allocation
+//! the process makes while it runs, SQLite's page cache included, counted by a wrapping
+//! allocator) are printed, then how the peak moved with the period and with the tenant:
+//! rows are streamed into the zip, so it must stay flat on both.
 //!
-//! Run: `cargo bench --bench evidence` (a release build). Smaller runs for a quick look:
+//! Run: `cargo bench --bench evidence` (a release build). Other sizes (the larger
+//! tenant's; the smaller is a tenth):
 //! `KEYTURN_BENCH_EVIDENCE_ENTRIES=100000 KEYTURN_BENCH_EVIDENCE_ROWS=10000`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -157,7 +162,12 @@ fn record(n: u64, at: DateTime<Utc>) -> AuditRecord {
     record
 }
 
+/// Credential `n`: an application's client secret, or (every fifth) a vault secret whose
+/// tags declare an exception in force, a lapsed one, or tags that make none.
 fn credential(n: u64) -> InventoryCredential {
+    if n.is_multiple_of(5) {
+        return tagged_secret(n);
+    }
     let app = n / 4;
     InventoryCredential {
         source: CredentialSource::Application {
@@ -188,6 +198,74 @@ fn credential(n: u64) -> InventoryCredential {
             mail: None,
         }],
         managed: n.is_multiple_of(3),
+        scanned_at: start() + Duration::days(DAYS),
+        sweep: SweepId::parse("bench").expect("sweep id"),
+    }
+}
+
+fn tagged_secret(n: u64) -> InventoryCredential {
+    use keyturn::compliance::{TAG_EXPIRES, TAG_OWNER, TAG_REASON, TAG_RULE};
+    let name = format!("secret-{n}");
+    let mut tags = std::collections::BTreeMap::new();
+    tags.insert(
+        TAG_RULE.to_owned(),
+        "credential-expired-enabled,credential-no-owner".to_owned(),
+    );
+    tags.insert(
+        TAG_OWNER.to_owned(),
+        format!("team{}@bench.example", n % 13),
+    );
+    match (n / 5) % 3 {
+        0 => {
+            tags.insert(
+                TAG_REASON.to_owned(),
+                "decommissioned next quarter".to_owned(),
+            );
+            tags.insert(TAG_EXPIRES.to_owned(), "2030-01-01".to_owned());
+        }
+        1 => {
+            tags.insert(
+                TAG_REASON.to_owned(),
+                "was waiting for a migration".to_owned(),
+            );
+            tags.insert(TAG_EXPIRES.to_owned(), "2026-01-15".to_owned());
+        }
+        // No reason: the tags are refused and named.
+        _ => {
+            tags.insert(TAG_EXPIRES.to_owned(), "2030-01-01".to_owned());
+        }
+    }
+    InventoryCredential {
+        source: CredentialSource::Vault {
+            subscription: None,
+            name: format!("kv-bench-{}", n % 20)
+                .parse()
+                .expect("a vault name"),
+            uri: keyturn::domain::names::VaultUrl::parse(&format!(
+                "https://kv-bench-{}.vault.azure.net/",
+                n % 20
+            ))
+            .expect("a vault URL"),
+        },
+        kind: CredentialKind::Secret,
+        name: name.clone(),
+        handle: CredentialHandle::VaultObject {
+            name,
+            version: None,
+            versions: None,
+        },
+        enabled: true,
+        created: None,
+        updated: None,
+        not_before: None,
+        expires: Some(start() + Duration::days((n % 200) as i64)),
+        content_type: None,
+        tags,
+        certificate: None,
+        key: None,
+        directory: None,
+        owners: Vec::new(),
+        managed: false,
         scanned_at: start() + Duration::days(DAYS),
         sweep: SweepId::parse("bench").expect("sweep id"),
     }
@@ -268,36 +346,35 @@ fn resident_peak() -> String {
         .unwrap_or_else(|| "unknown".to_owned())
 }
 
-async fn run() -> BenchResult<()> {
-    let entries = count("KEYTURN_BENCH_EVIDENCE_ENTRIES", 1_000_000);
-    let rows = count("KEYTURN_BENCH_EVIDENCE_ROWS", 100_000);
-    let dir = std::env::temp_dir().join(format!("keyturn-evidence-bench-{}", std::process::id()));
+/// One export's figures.
+struct Measured {
+    tenant: String,
+    period: &'static str,
+    peak: usize,
+}
+
+/// Seeds a tenant of `entries` audit entries and `rows` inventory rows and exports it
+/// for a tenth of its period and for all of it.
+async fn tenant(entries: u64, rows: u64, measured: &mut Vec<Measured>) -> BenchResult<()> {
+    let dir = std::env::temp_dir().join(format!(
+        "keyturn-evidence-bench-{}-{entries}",
+        std::process::id()
+    ));
     let data = dir.join("data");
     std::fs::create_dir_all(&data)?;
 
     let seeding = Instant::now();
     seed(&data, entries, rows).await?;
+    let tenant = format!("{entries} entries, {rows} rows");
     println!(
-        "seeded {entries} audit entries ({} checkpoints) and {rows} inventory rows in {:.1} s",
+        "seeded {entries} audit entries ({} checkpoints) and {rows} inventory rows ({} with exception tags) in {:.1} s",
         entries.div_ceil(BATCH as u64),
+        rows.div_ceil(5),
         seeding.elapsed().as_secs_f64()
-    );
-    println!(
-        "{:<28} {:>12} {:>10} {:>14} {:>14} {:>10} {:>14}",
-        "period",
-        "extract lines",
-        "time (s)",
-        "peak heap MB",
-        "heap before MB",
-        "zip MB",
-        "RSS peak"
     );
     let settings = AuditCommandSettings::local(&data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
-    for (label, days) in [
-        ("10 days (a tenth)", 10),
-        ("100 days (the whole log)", DAYS),
-    ] {
+    for (label, days) in [("a tenth (10 days)", 10), ("all (100 days)", DAYS)] {
         let first = start().date_naive();
         let last = first + Duration::days(days - 1);
         let period = Period::parse(&first.to_string(), &last.to_string())?;
@@ -309,13 +386,15 @@ async fn run() -> BenchResult<()> {
         let began = Instant::now();
         let summary = export(sources.sources(), &period, &out, Utc::now()).await?;
         let elapsed = began.elapsed().as_secs_f64();
-        let peak = PEAK.load(Ordering::Relaxed);
-        let in_period = summary
-            .files
-            .iter()
-            .find(|f| f.path == "audit/entries.jsonl")
-            .and_then(|f| f.rows)
-            .unwrap_or(0);
+        let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+        let rows_of = |path: &str| {
+            summary
+                .files
+                .iter()
+                .find(|f| f.path == path)
+                .and_then(|f| f.rows)
+                .unwrap_or(0)
+        };
         let zip = std::fs::metadata(&out)?.len() as usize;
         let rss = if reset {
             resident_peak()
@@ -323,19 +402,69 @@ async fn run() -> BenchResult<()> {
             "not reset".to_owned()
         };
         println!(
-            "{label:<28} {in_period:>12} {elapsed:>10.1} {:>14.1} {:>14.1} {:>10.1} {rss:>14}",
-            megabytes(peak.saturating_sub(before)),
+            "{tenant:<28} {label:<18} {:>9} {:>9} {:>10} {elapsed:>8.1} {:>9.1} {:>9.1} {:>8.1} {rss:>12}",
+            rows_of("audit/entries.jsonl"),
+            rows_of("populations/findings.csv"),
+            rows_of("populations/exceptions.csv"),
+            megabytes(peak),
             megabytes(before),
             megabytes(zip)
         );
+        measured.push(Measured {
+            tenant: tenant.clone(),
+            period: label,
+            peak,
+        });
         drop(sources);
         std::fs::remove_file(&out)?;
     }
-    println!(
-        "process resident peak (seeding included): {}",
-        resident_peak()
-    );
     std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+async fn run() -> BenchResult<()> {
+    let entries = count("KEYTURN_BENCH_EVIDENCE_ENTRIES", 1_000_000);
+    let rows = count("KEYTURN_BENCH_EVIDENCE_ROWS", 100_000);
+    let began = Instant::now();
+    println!(
+        "{:<28} {:<18} {:>9} {:>9} {:>10} {:>8} {:>9} {:>9} {:>8} {:>12}",
+        "tenant",
+        "period",
+        "extract",
+        "findings",
+        "exceptions",
+        "time s",
+        "peak MB",
+        "before MB",
+        "zip MB",
+        "RSS peak"
+    );
+    let mut measured = Vec::new();
+    tenant(entries / 10, rows / 10, &mut measured).await?;
+    tenant(entries, rows, &mut measured).await?;
+    // How the peak moved: with the period (same tenant) and with the tenant (same period).
+    let ratio = |a: &Measured, b: &Measured| b.peak as f64 / a.peak.max(1) as f64;
+    if let [small_tenth, small_all, large_tenth, large_all] = measured.as_slice() {
+        println!(
+            "peak heap, period x10: x{:.2} ({}), x{:.2} ({})",
+            ratio(small_tenth, small_all),
+            small_tenth.tenant,
+            ratio(large_tenth, large_all),
+            large_tenth.tenant
+        );
+        println!(
+            "peak heap, tenant x10: x{:.2} ({}), x{:.2} ({})",
+            ratio(small_tenth, large_tenth),
+            small_tenth.period,
+            ratio(small_all, large_all),
+            small_all.period
+        );
+    }
+    println!(
+        "process resident peak (seeding included): {}; whole run {:.0} s",
+        resident_peak(),
+        began.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
