@@ -111,6 +111,9 @@ impl Settings {
 pub struct AuditCommandSettings {
     pub credential: CredentialSettings,
     pub audit: AuditSettings,
+    /// `KEYTURN_ALLOW_ANY_VAULT_HOST=true`: the signing key's vault is a loopback
+    /// stand-in, whose Key Vault challenge names no vault domain of its host.
+    pub any_vault_host: bool,
 }
 
 impl AuditCommandSettings {
@@ -120,6 +123,9 @@ impl AuditCommandSettings {
     pub fn from_env(env: &Environment) -> Result<Self, ConfigError> {
         let mut c = Collector::new(env);
         let credential = credentials::parse_credential(&mut c);
+        let any_vault_host = c
+            .parse("KEYTURN_ALLOW_ANY_VAULT_HOST", parse_bool)
+            .unwrap_or(false);
         let data_dir = local::parse_data_dir(&mut c);
         let names_a_table = [
             "KEYTURN_AUDIT_STORE",
@@ -136,7 +142,11 @@ impl AuditCommandSettings {
             })
         };
         match (c.errors.is_empty(), audit) {
-            (true, Some(audit)) => Ok(Self { credential, audit }),
+            (true, Some(audit)) => Ok(Self {
+                credential,
+                audit,
+                any_vault_host,
+            }),
             _ => Err(c.finish()),
         }
     }
@@ -151,6 +161,7 @@ impl AuditCommandSettings {
             audit: AuditSettings::Sqlite {
                 path: data_dir.join(STORE_FILE),
             },
+            any_vault_host: false,
         }
     }
 }

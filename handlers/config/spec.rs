@@ -278,7 +278,8 @@ pub const SETTINGS: &[SettingSpec] = &[
         example: "false",
         secret: false,
         purpose: "Tests only: true lets KEYTURN_VAULTS and KEYTURN_SECRETS_VAULT name any https \
-                  host (an HTTPS stand-in on loopback). Otherwise a vault URL must be a Key Vault \
+                  host (an HTTPS stand-in on loopback), and `keyturn audit verify` accept such a \
+                  stand-in's Key Vault challenge for KEYTURN_AUDIT_SIGNING_KEY. Otherwise a vault URL must be a Key Vault \
                   host of the cloud KEYTURN_AUTHORITY_HOST names, so Key Vault tokens go nowhere else.",
     },
     SettingSpec {

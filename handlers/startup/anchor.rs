@@ -162,7 +162,11 @@ pub async fn verification<P: AsRef<Path>>(
                 })?;
                 Ok(cli)
             };
-            super::azure_verification(settings, given, operator, SignerOptions::default()).await
+            let signer = SignerOptions {
+                skip_challenge_resource_check: settings.any_vault_host,
+                ..SignerOptions::default()
+            };
+            super::azure_verification(settings, given, operator, signer).await
         }
     }
 }

@@ -337,6 +337,7 @@ pub(crate) fn scheduled(
     let command = AuditCommandSettings {
         credential: settings.credential.clone(),
         audit: settings.audit.clone(),
+        any_vault_host: false,
     };
     match &settings.audit {
         AuditSettings::Sqlite { path } => {

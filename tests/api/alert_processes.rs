@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -74,23 +73,6 @@ fn serve(env: &[(String, String)]) -> Process {
         }
     };
     Process(child, port)
-}
-
-/// An `az` on PATH that hands out the stand-in's Key Vault token, as the Azure CLI would.
-fn fake_az(dir: &Path, vault_token: &str, expires_on: i64) {
-    let script = format!(
-        r#"#!/bin/sh
-case "$*" in
-  "account get-access-token -o json --scope https://vault.azure.net/.default"*) token='{vault_token}' ;;
-  *) echo "unexpected az call: $*" >&2; exit 2 ;;
-esac
-printf '{{"accessToken":"%s","expiresOn":"2030-01-01 00:00:00.000000","expires_on":{expires_on},"subscription":"00000000-0000-0000-0000-000000000000","tenant":"00000000-0000-0000-0000-000000000000","tokenType":"Bearer"}}\n' "$token"
-"#
-    );
-    let az = dir.join("az");
-    std::fs::write(&az, script).expect("the fake az is written");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).expect("executable");
 }
 
 fn credential(name: &str, expires: DateTime<Utc>, tags: &[(&str, &str)]) -> InventoryCredential {
@@ -200,9 +182,10 @@ fn processes_sweeping_at_once_send_one_digest_and_each_alert_once() {
     }
     let vault_token = standins.issue_token(Audience::KeyVault, Permissions::only(["secrets/get"]));
     let dir = tempfile::tempdir().expect("tempdir");
-    fake_az(
+    crate::helpers::fake_az(
         dir.path(),
         &vault_token,
+        None,
         (standins.now() + TimeDelta::minutes(50)).timestamp(),
     );
     let ca = dir.path().join("trusted.pem");

@@ -1183,3 +1183,90 @@ async fn checkpoints_signed_by_a_version_disabled_after_rotation_still_verify_fr
     );
     assert_ne!(first, second);
 }
+
+/// `keyturn audit verify`, the binary, as an operator runs it against Azure: the table,
+/// its connection and the checkpoint container and key given as settings on the command
+/// line, signed in with the Azure CLI (a fake `az` first on PATH) holding only `keys/get`.
+async fn verify_binary(fixture: &AzureAnchored, sign_in: &std::path::Path) -> std::process::Output {
+    let path = format!(
+        "{}:{}",
+        sign_in.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let ca = sign_in.join("standins-ca.pem");
+    std::fs::write(&ca, fixture.standins.ca().cert_pem()).expect("the CA is written");
+    let mut env: Vec<(String, String)> = fixture.settings();
+    env.extend([
+        ("PATH".to_owned(), path),
+        // The stand-ins' CA, trusted the way an operator adds a CA to the platform.
+        ("SSL_CERT_FILE".to_owned(), ca.display().to_string()),
+        ("KEYTURN_ALLOW_ANY_VAULT_HOST".to_owned(), "true".to_owned()),
+    ]);
+    tokio::task::spawn_blocking(move || {
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        crate::helpers::keyturn(&pairs)
+            .args(["audit", "verify"])
+            .output()
+            .expect("keyturn audit verify runs")
+    })
+    .await
+    .expect("joined")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyturn_audit_verify_reads_azure_with_the_operators_cli_sign_in() {
+    let fixture = AzureAnchored::new().await;
+    let writer = chain("w-one");
+    append(&fixture.writer(&writer).await, 3).await;
+    let token = fixture.standins.issue_token(
+        keyturn_standins::Audience::KeyVault,
+        Permissions::only(["keys/get"]),
+    );
+    let sign_in = tempfile::tempdir().expect("tempdir");
+    crate::helpers::fake_az(
+        sign_in.path(),
+        &token,
+        None,
+        (fixture.standins.now() + chrono::TimeDelta::minutes(50)).timestamp(),
+    );
+
+    let intact = verify_binary(&fixture, sign_in.path()).await;
+    fixture.set_action(&writer, 2, "secret.deleted").await;
+    let broken = verify_binary(&fixture, sign_in.path()).await;
+
+    let stderr = String::from_utf8_lossy(&intact.stderr).into_owned();
+    assert_eq!(intact.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("audit log intact"), "{stderr}");
+    let report: Value = serde_json::from_slice(&intact.stdout).expect("the report is JSON");
+    assert_eq!(report["entries_checked"], 3, "{report}");
+    assert_eq!(report["checkpoints_checked"], 3, "{report}");
+    assert!(report["first_break"].is_null(), "{report}");
+    assert_eq!(
+        report["public_key"],
+        fixture.public_key().await.fingerprint(),
+        "checked with the key read from Key Vault: {report}"
+    );
+
+    let stderr = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("BROKEN at sequence 2"),
+        "the first broken position is named: {stderr}"
+    );
+    let report: Value = serde_json::from_slice(&broken.stdout).expect("the report is JSON");
+    assert_eq!(report["first_break"]["sequence"], 2, "{report}");
+    assert_eq!(report["first_break"]["chain"], "w-one", "{report}");
+    assert_eq!(
+        report["first_break"]["problem"]["kind"], "content_hash_mismatch",
+        "{report}"
+    );
+
+    let calls = std::fs::read_to_string(sign_in.path().join("calls.log")).expect("az was called");
+    assert!(
+        calls.lines().all(|call| call.starts_with(
+            "account get-access-token -o json --scope https://vault.azure.net/.default"
+        )),
+        "only a Key Vault token is asked for (the table and container are reached by their connection string): {calls}"
+    );
+    assert!(!stderr.contains(AZURITE_ACCOUNT_KEY), "{stderr}");
+}

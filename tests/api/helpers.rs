@@ -41,6 +41,37 @@ pub fn keyturn(env: &[(&str, &str)]) -> std::process::Command {
     cmd
 }
 
+/// A stand-in for the operator's Azure CLI sign-in, written as `az` into `dir` (put it
+/// first on PATH): `az account get-access-token -o json --scope S` prints the token JSON
+/// azure_identity's AzureCliCredential reads (`accessToken`, `expires_on` in seconds since
+/// the epoch, `tokenType`): `vault_token` for Key Vault's scope, `graph_token` for any
+/// other scope (refused as an unexpected call without one). Each call is recorded in
+/// `dir/calls.log`.
+pub fn fake_az(dir: &Path, vault_token: &str, graph_token: Option<&str>, expires_on: i64) {
+    let other_scope = match graph_token {
+        Some(graph_token) => format!(
+            r#"  "account get-access-token -o json --scope "*) token='{graph_token}' ;;
+"#
+        ),
+        None => String::new(),
+    };
+    let script = format!(
+        r#"#!/bin/sh
+echo "$*" >> "{log}"
+case "$*" in
+  "account get-access-token -o json --scope https://vault.azure.net/.default"*) token='{vault_token}' ;;
+{other_scope}  *) echo "unexpected az call: $*" >&2; exit 2 ;;
+esac
+printf '{{"accessToken":"%s","expiresOn":"2030-01-01 00:00:00.000000","expires_on":{expires_on},"subscription":"00000000-0000-0000-0000-000000000000","tenant":"00000000-0000-0000-0000-000000000000","tokenType":"Bearer"}}\n' "$token"
+"#,
+        log = dir.join("calls.log").display(),
+    );
+    let az = dir.join("az");
+    std::fs::write(&az, script).expect("the fake az is written");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).expect("executable");
+}
+
 /// The fixtures kept in the repository (`tests/fixtures`, see its `PROVENANCE.md`).
 pub fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")

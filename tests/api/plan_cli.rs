@@ -492,29 +492,6 @@ fn a_local_policy_is_refused_for_an_unknown_application_or_a_lifetime_out_of_ran
 // `az` first on PATH
 // ---------------------------------------------------------------------------------------
 
-/// A stand-in for the Azure CLI: `az account get-access-token -o json --scope S` prints
-/// the token JSON azure_identity's AzureCliCredential reads (`accessToken`, `expires_on`
-/// in seconds since the epoch, `tokenType`), a Key Vault token for Key Vault's scope and a
-/// Graph token for any other, and records each call in `calls.log`.
-fn fake_az(dir: &Path, vault_token: &str, graph_token: &str, expires_on: i64) {
-    let script = format!(
-        r#"#!/bin/sh
-echo "$*" >> "{log}"
-case "$*" in
-  "account get-access-token -o json --scope https://vault.azure.net/.default"*) token='{vault_token}' ;;
-  "account get-access-token -o json --scope "*) token='{graph_token}' ;;
-  *) echo "unexpected az call: $*" >&2; exit 2 ;;
-esac
-printf '{{"accessToken":"%s","expiresOn":"2030-01-01 00:00:00.000000","expires_on":{expires_on},"subscription":"00000000-0000-0000-0000-000000000000","tenant":"00000000-0000-0000-0000-000000000000","tokenType":"Bearer"}}\n' "$token"
-"#,
-        log = dir.join("calls.log").display(),
-    );
-    let az = dir.join("az");
-    std::fs::write(&az, script).expect("the fake az is written");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&az, std::fs::Permissions::from_mode(0o755)).expect("executable");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_reads_azure_with_the_operators_cli_sign_in_and_writes_nothing() {
     let standins = Standins::start().await.expect("the stand-ins start");
@@ -587,7 +564,7 @@ async fn plan_reads_azure_with_the_operators_cli_sign_in_and_writes_nothing() {
     );
     let dir = tempfile::tempdir().expect("tempdir");
     let expires_on = (now + Duration::minutes(50)).timestamp();
-    fake_az(dir.path(), &vault_token, &graph_token, expires_on);
+    crate::helpers::fake_az(dir.path(), &vault_token, Some(&graph_token), expires_on);
     let ca = dir.path().join("standins-ca.pem");
     std::fs::write(&ca, standins.ca().cert_pem()).expect("the CA is written");
     let path = format!(
