@@ -14,7 +14,8 @@ use crate::ports::alert_ledger::LedgerKey;
 use crate::ports::notify::{Fact, Notice, NoticeKind, Severity};
 use crate::rotation::plan::due_from;
 use crate::rotation::tags::{
-    self, ALPHABET, APP_ID, KIND, LAST_ERROR, PolicyDefaults, ROTATE_BEFORE_DAYS, VALIDITY_DAYS,
+    self, ALPHABET, APP_ID, KIND, LAST_ERROR, PENDING_FOR, PolicyDefaults, ROTATE_BEFORE_DAYS,
+    VALIDITY_DAYS,
 };
 
 /// `2026-12-20`.
@@ -272,6 +273,18 @@ fn managed_advice(
     now: DateTime<Utc>,
     defaults: &PolicyDefaults,
 ) -> Vec<String> {
+    let tag = |wanted: &str| {
+        credential
+            .tags
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value)
+    };
+    if let Some(managed) = tag(PENDING_FOR) {
+        return vec![format!(
+            "Nothing to do: it is the staging copy of a rotation of {managed} in progress; keyturn makes it {managed}'s value once Entra has accepted the new credential, and deletes it, or gives the credential up at its proof deadline."
+        )];
+    }
     let mut steps = Vec::new();
     if let Some(error) = credential
         .tags

@@ -16,7 +16,7 @@
 pub mod budget;
 pub mod job;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -24,10 +24,10 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::discovery::budget::{Budgets, Pacer, WINDOW};
 use crate::discovery::job::{DiscoveryJob, JobScope};
-use crate::domain::ids::{DirectoryObjectId, SubscriptionId};
+use crate::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
 use crate::domain::inventory::{
     CredentialFilter, CredentialHandle, CredentialKind, CredentialSource, FindingKind,
-    InventoryCredential, OWNER_TAG, Scope, ScopeFinding, SweepId, SweepSnapshot,
+    InventoryCredential, OWNER_TAG, Scope, ScopeFinding, SourceKind, SweepId, SweepSnapshot,
 };
 use crate::domain::names::{VaultName, VaultUrl};
 use crate::ports::catalog::{
@@ -40,6 +40,16 @@ use crate::ports::{FailureKind, PortError};
 
 /// The tag that puts a Key Vault object under keyturn's management (`rotation::tags`).
 const MANAGED_KIND_TAG: &str = "keyturn-kind";
+
+/// The bookkeeping tags on a managed application secret (`rotation::tags`): the
+/// application, the password credential its current version holds and the one before.
+const APP_ID_TAG: &str = "keyturn-app-id";
+const KEY_ID_TAG: &str = "keyturn-key-id";
+const PREVIOUS_KEY_ID_TAG: &str = "keyturn-previous-key-id";
+
+/// The tag on a rotation's staging copy (`keyturn-pending-{keyId}`) naming the managed
+/// secret it stages a new value for (`rotation::tags`): it is managed with that secret.
+const PENDING_FOR_TAG: &str = "keyturn-pending-for";
 
 /// keyturn names the directory credentials it creates `keyturn {job id}`
 /// (`rotation::run::entra::MARKER_PREFIX`).
@@ -642,8 +652,67 @@ impl Discovery {
         self.put_findings(report, &[finding]).await
     }
 
-    /// Counts what the store holds into the sweep's snapshot, a page at a time.
+    /// Marks managed the application password credentials that a managed vault secret
+    /// holds by its tags ([`adopted_by`]): a credential keyturn adopted rather than added
+    /// has a name that does not say so, and only the vault knows. Run before the snapshot,
+    /// when every job of the sweep has written its rows, wherever the vault and the
+    /// application were listed. Memory holds the pairs the managed secrets name (at most
+    /// two per managed application secret, not one per object of the tenant) and a page.
+    async fn mark_adopted_credentials(&self) -> Result<(), PortError> {
+        let store = self.store.as_ref();
+        let mut adopted = HashSet::new();
+        let secrets = CredentialFilter {
+            source_kind: Some(SourceKind::Vault),
+            kind: Some(CredentialKind::Secret),
+            ..CredentialFilter::default()
+        };
+        let mut listed = credential_stream(store, secrets, SNAPSHOT_PAGE);
+        while let Some(secret) = listed.next().await {
+            let secret = secret?;
+            if secret.managed {
+                adopted.extend(adopted_by(&secret));
+            }
+        }
+        drop(listed);
+        if adopted.is_empty() {
+            return Ok(());
+        }
+        let unmanaged = CredentialFilter {
+            unmanaged_only: true,
+            source_kind: Some(SourceKind::Application),
+            kind: Some(CredentialKind::PasswordCredential),
+            ..CredentialFilter::default()
+        };
+        let mut listed = credential_stream(store, unmanaged, SNAPSHOT_PAGE);
+        let mut marked = Vec::new();
+        while let Some(credential) = listed.next().await {
+            let mut credential = credential?;
+            let held = match (&credential.source, &credential.handle) {
+                (
+                    CredentialSource::Application { app_id, .. },
+                    CredentialHandle::DirectoryCredential { key_id },
+                ) => adopted.contains(&(*app_id, *key_id)),
+                _ => false,
+            };
+            if held {
+                credential.managed = true;
+                marked.push(credential);
+                if marked.len() >= SNAPSHOT_PAGE as usize {
+                    store.put_credentials(&marked).await?;
+                    marked.clear();
+                }
+            }
+        }
+        if !marked.is_empty() {
+            store.put_credentials(&marked).await?;
+        }
+        Ok(())
+    }
+
+    /// Counts what the store holds into the sweep's snapshot, a page at a time, once the
+    /// credentials keyturn adopted are marked managed.
     async fn snapshot(&self, stamp: &Stamp) -> Result<JobReport, PortError> {
+        self.mark_adopted_credentials().await?;
         let store = self.store.as_ref();
         let mut snapshot = SweepSnapshot::new(stamp.sweep.clone(), stamp.at);
         let mut credentials = credential_stream(store, CredentialFilter::default(), SNAPSHOT_PAGE);
@@ -671,12 +740,35 @@ impl Discovery {
     }
 }
 
+/// The application and password credential a managed vault secret holds, by its
+/// `keyturn-app-id` and `keyturn-key-id` tags (and the one it held before, still in its
+/// overlap until keyturn removes it, by `keyturn-previous-key-id`).
+fn adopted_by(secret: &InventoryCredential) -> Vec<(AppId, KeyId)> {
+    let tag = |wanted: &str| {
+        secret
+            .tags
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+            .map(|(_, value)| value.trim())
+    };
+    let Some(app_id) = tag(APP_ID_TAG).and_then(|v| AppId::parse(v).ok()) else {
+        return Vec::new();
+    };
+    [KEY_ID_TAG, PREVIOUS_KEY_ID_TAG]
+        .into_iter()
+        .filter_map(|name| tag(name).and_then(|v| KeyId::parse(v).ok()))
+        .map(|key_id| (app_id, key_id))
+        .collect()
+}
+
 /// A vault object is managed when it carries `keyturn-kind`; a certificate also when it
-/// carries any other `keyturn-` policy tag (`rotation::tags`).
+/// carries any other `keyturn-` policy tag (`rotation::tags`); a secret also when it is a
+/// rotation's staging copy (`keyturn-pending-for`), which belongs to the secret it names.
 fn vault_object_is_managed(credential: &InventoryCredential) -> bool {
     credential.tags.keys().any(|name| {
         let name = name.to_ascii_lowercase();
         name == MANAGED_KIND_TAG
+            || (credential.kind == CredentialKind::Secret && name == PENDING_FOR_TAG)
             || (credential.kind == CredentialKind::Certificate
                 && name.starts_with("keyturn-")
                 && name != OWNER_TAG)

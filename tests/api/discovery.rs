@@ -1066,6 +1066,147 @@ async fn the_local_scanner_inventories_the_local_vault_and_directory() {
     assert_eq!(vaults_in(inventory.as_ref()).await.len(), 1);
 }
 
+/// A password credential keyturn adopted (a managed secret's `keyturn-key-id` names it,
+/// with its application by `keyturn-app-id`) is managed though its name does not say so,
+/// and so is the one before it, named by `keyturn-previous-key-id`; a rotation's staging
+/// copy (`keyturn-pending-for`) is managed with the secret it stages for. A credential
+/// no managed secret names stays unmanaged, and so does one a secret names that keyturn
+/// does not manage.
+#[tokio::test]
+async fn credentials_a_managed_secret_holds_and_its_staging_copies_are_managed() {
+    use base64::Engine as _;
+    use keyturn::adapters::local::catalog::LocalCatalog;
+    use keyturn::adapters::local::crypto::VaultKey;
+    use keyturn::adapters::local::directory::LocalDirectory;
+    use keyturn::adapters::local::store::LocalStore;
+    use keyturn::adapters::local::vault::LocalVault;
+    use keyturn::domain::clock::Clock;
+    use keyturn::domain::names::{ObjectName, VaultUrl};
+    use keyturn::domain::secret::SecretValue;
+    use keyturn::ports::directory::CredentialIssuer;
+    use keyturn::ports::vault::{NewSecretVersion, SecretStore};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+    let clock = Clock::system();
+    let key = VaultKey::from_base64(
+        &base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+        "test",
+    )
+    .expect("key");
+    let vault = LocalVault::open(store.clone(), key, clock.clone())
+        .await
+        .expect("vault");
+    let directory = LocalDirectory::new(store, clock.clone());
+    let url = VaultUrl::parse("https://keyturn-local.vault.azure.net/").expect("url");
+    let now = clock.now();
+    let app = directory.create_application("billing").await.expect("app");
+    let mut key_ids = Vec::new();
+    for name in ["adopted", "previous", "stray", "named-unmanaged"] {
+        let issued = directory
+            .add_password(&app.object_id, name, now + Duration::days(40))
+            .await
+            .expect("added");
+        key_ids.push(issued.credential.key_id.to_string());
+    }
+    let secret = |name: &str, tags: Vec<(&str, String)>| {
+        let vault = &vault;
+        let url = &url;
+        let name = ObjectName::parse(name).expect("name");
+        let tags = tags.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        async move {
+            vault
+                .set_secret(
+                    url,
+                    &name,
+                    &SecretValue::new("local-value-never-read"),
+                    NewSecretVersion {
+                        expires: Some(now + Duration::days(40)),
+                        tags,
+                        ..NewSecretVersion::default()
+                    },
+                )
+                .await
+                .expect("written");
+        }
+    };
+    secret(
+        "billing-secret",
+        vec![
+            ("keyturn-kind", "entra-app-secret".to_owned()),
+            ("keyturn-app-id", app.app_id.to_string()),
+            // Tag names in any casing, as Key Vault keeps what a person typed.
+            ("Keyturn-Key-Id", key_ids[0].clone()),
+            ("keyturn-previous-key-id", key_ids[1].clone()),
+        ],
+    )
+    .await;
+    // Names a credential but is not managed: the credential stays unmanaged.
+    secret(
+        "copied-secret",
+        vec![
+            ("keyturn-app-id", app.app_id.to_string()),
+            ("keyturn-key-id", key_ids[3].clone()),
+        ],
+    )
+    .await;
+    let staging = format!("keyturn-pending-{}", key_ids[2]);
+    secret(
+        &staging,
+        vec![
+            ("keyturn-pending-for", "billing-secret".to_owned()),
+            ("keyturn-key-id", key_ids[2].clone()),
+        ],
+    )
+    .await;
+    let vault = Arc::new(vault);
+    let catalog = Arc::new(LocalCatalog::for_local_vault(
+        vault.clone(),
+        vault,
+        directory,
+    ));
+    let inventory = Arc::new(MemoryInventory::new());
+    let discovery = Discovery::new(
+        catalog.clone(),
+        catalog.clone(),
+        catalog,
+        inventory.clone(),
+        Budgets::default(),
+    );
+
+    run_sweep(&discovery, sweep("local"), Vec::new(), 4, now)
+        .await
+        .expect("the local sweep completes");
+
+    let credentials = credentials_in(inventory.as_ref()).await;
+    let managed = |name: &str| {
+        credentials
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("{name} is inventoried: {credentials:#?}"))
+            .managed
+    };
+    assert!(managed("adopted"));
+    assert!(managed("previous"));
+    // Named only by the staging copy, which names no application: no managed application
+    // secret holds it.
+    assert!(!managed("stray"));
+    assert!(!managed("named-unmanaged"));
+    assert!(managed(&staging));
+    assert!(managed("billing-secret"));
+    assert!(!managed("copied-secret"));
+    // The sweep's snapshot counts them as they are now.
+    let snapshot = inventory
+        .snapshots(None, 10)
+        .await
+        .expect("snapshots")
+        .items
+        .pop()
+        .expect("a snapshot");
+    let stored_managed = credentials.iter().filter(|c| c.managed).count() as u64;
+    assert_eq!(snapshot.managed, stored_managed);
+}
+
 /// Row counts of what the inventory demo seeds, read straight from the store.
 fn demo_rows(data: &std::path::Path) -> Vec<(&'static str, i64)> {
     let db = rusqlite::Connection::open_with_flags(

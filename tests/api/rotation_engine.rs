@@ -417,6 +417,49 @@ async fn an_app_secret_is_replaced_by_a_proven_credential_and_the_old_one_retire
     }
 }
 
+/// A pending copy belongs to the secret it stages a value for, and so does its owner: it
+/// carries the managed secret's `keyturn-owner` from the moment it is stored and through
+/// every proof attempt recorded on it.
+#[tokio::test]
+async fn a_pending_copy_carries_the_owner_of_the_secret_it_stages_for() {
+    let w = world();
+    let end = w.clock.now() + chrono::Duration::days(5);
+    let issued = w
+        .directory
+        .add_person_credential(&w.app.object_id, "initial", end)
+        .expect("app exists");
+    let mut tagged = entra_tags();
+    tagged.insert(tags::KEY_ID.into(), issued.credential.key_id.to_string());
+    tagged.insert("Keyturn-Owner".into(), "payments-team".into());
+    let v1 = w.vault.put_secret(
+        &w.vault_url,
+        &name("payments"),
+        &issued.secret,
+        Some(end),
+        tagged,
+    );
+
+    let outcome = w.run(&w.rotate_job(&v1)).await.expect("staged");
+    assert!(matches!(outcome, RunOutcome::Proving { .. }), "{outcome:?}");
+    let pending = w.pending_copies();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let owner_of_pending = || w.current(&pending[0]).tags.get("keyturn-owner").cloned();
+    assert_eq!(owner_of_pending().as_deref(), Some("payments-team"));
+    assert_eq!(
+        w.current(&pending[0])
+            .tags
+            .get("keyturn-pending-for")
+            .map(String::as_str),
+        Some("payments")
+    );
+
+    // A proof attempt rewrites the copy's tags: the owner stays.
+    let next = w.next_proof().expect("a proof follow-up");
+    let outcome = w.run(&next).await.expect("a proof attempt");
+    assert!(matches!(outcome, RunOutcome::Proving { .. }), "{outcome:?}");
+    assert_eq!(owner_of_pending().as_deref(), Some("payments-team"));
+}
+
 #[tokio::test]
 async fn no_secret_value_reaches_the_audit_trail() {
     let w = world();

@@ -26,6 +26,7 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 
 use crate::audit::Action as AuditAction;
 use crate::domain::ids::{AppId, DirectoryObjectId, KeyId};
+use crate::domain::inventory::OWNER_TAG;
 use crate::domain::names::{ObjectId, ObjectName};
 use crate::domain::secret::SecretValue;
 use crate::ports::audit::Outcome;
@@ -175,9 +176,12 @@ impl Pending {
         })
     }
 
-    /// The tags of a pending copy: what it belongs to and where its proof stands.
+    /// The tags of a pending copy: what it belongs to, where its proof stands, and the
+    /// owner of the secret it belongs to (`current`'s `keyturn-owner`), whose it is too.
+    #[allow(clippy::too_many_arguments)]
     fn tags(
         object: &ObjectId,
+        current: &SecretProperties,
         rotation: &JobId,
         key_id: &KeyId,
         deadline: DateTime<Utc>,
@@ -196,6 +200,13 @@ impl Pending {
         ]);
         if let Some(since) = since {
             tags.insert(tags::PROOF_SINCE.to_string(), time(since));
+        }
+        if let Some((_, owner)) = current
+            .tags
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(OWNER_TAG))
+        {
+            tags.insert(OWNER_TAG.to_string(), owner.clone());
         }
         tags
     }
@@ -223,7 +234,7 @@ pub(super) async fn rotate(
     // The credential ends when Graph says it does: its answer, not the request, is the
     // expiry the pending copy and then the promoted version carry.
     let end = issued.credential.end.unwrap_or(end);
-    let pending = stage(step, object, &app, managed, &issued, end, now).await?;
+    let pending = stage(step, object, current, &app, managed, &issued, end, now).await?;
     advance(step, object, current, &app, managed, pending, 0).await
 }
 
@@ -370,9 +381,11 @@ async fn add(
 }
 
 /// Stores the new value as its pending copy, at once: from here a crash loses nothing.
+#[allow(clippy::too_many_arguments)]
 async fn stage(
     step: &Step<'_>,
     object: &ObjectId,
+    current: &SecretProperties,
     app: &Application,
     managed: &ManagedObject,
     issued: &IssuedCredential,
@@ -386,7 +399,16 @@ async fn stage(
         content_type: None,
         not_before: None,
         expires: Some(end),
-        tags: Pending::tags(object, &rotation_id(step), &key_id, deadline, 0, None, 0),
+        tags: Pending::tags(
+            object,
+            current,
+            &rotation_id(step),
+            &key_id,
+            deadline,
+            0,
+            None,
+            0,
+        ),
     };
     // Fenced: taken over since the credential was added, the new holder removes it as a
     // stray (it bears this rotation's marker and no pending copy holds it).
@@ -665,6 +687,7 @@ async fn advance(
     let next = attempt.saturating_add(1);
     let tags = Pending::tags(
         object,
+        current,
         &rotation_id(step),
         &pending.key_id,
         pending.deadline,
