@@ -124,7 +124,35 @@ impl AlertReceiver {
     /// Listens on `address` (loopback; port 0 picks a free port). Each alert is appended
     /// to `record` and its line printed to `echo`.
     pub async fn start(address: &str, echo: Echo, record: PathBuf) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind(address).await?;
+        Self::start_again(address, None, echo, record).await
+    }
+
+    /// As [`AlertReceiver::start`], at the URL an earlier receiver had (`previous`, its
+    /// [`AlertReceiver::url`]) when `address` leaves the port free (port 0) and that
+    /// port is free again: the URL, a secret kept in the vault, then stays the same from
+    /// one run to the next. Otherwise on `address` with a new token.
+    pub async fn start_again(
+        address: &str,
+        previous: Option<&str>,
+        echo: Echo,
+        record: PathBuf,
+    ) -> std::io::Result<Self> {
+        let reused = match previous.and_then(previous_hook) {
+            Some((at, token)) if any_port_on(address, at) => {
+                match tokio::net::TcpListener::bind(at).await {
+                    Ok(listener) => Some((listener, token)),
+                    Err(_) => None,
+                }
+            }
+            _ => None,
+        };
+        let (listener, token) = match reused {
+            Some(reused) => reused,
+            None => (
+                tokio::net::TcpListener::bind(address).await?,
+                uuid::Uuid::new_v4().simple().to_string(),
+            ),
+        };
         let address = listener.local_addr()?;
         if !address.ip().is_loopback() {
             return Err(std::io::Error::other(format!(
@@ -132,7 +160,7 @@ impl AlertReceiver {
             )));
         }
         let shared = Arc::new(Shared {
-            token: uuid::Uuid::new_v4().simple().to_string(),
+            token,
             received: Mutex::new(Vec::new()),
             echo,
             record,
@@ -168,6 +196,23 @@ impl AlertReceiver {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
     }
+}
+
+/// The address and token of a hook URL this receiver gave
+/// (`http://{loopback address}/alerts/{token}`); `None` for anything else.
+fn previous_hook(url: &str) -> Option<(SocketAddr, String)> {
+    let rest = url.strip_prefix("http://")?;
+    let (at, token) = rest.split_once("/alerts/")?;
+    let at: SocketAddr = at.parse().ok()?;
+    let token_is_ours = token.len() == 32 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    (at.ip().is_loopback() && at.port() != 0 && token_is_ours).then(|| (at, token.to_owned()))
+}
+
+/// Whether `address` asks for any free port on the IP `at` listens on.
+fn any_port_on(address: &str, at: SocketAddr) -> bool {
+    address
+        .parse::<SocketAddr>()
+        .is_ok_and(|wanted| wanted.port() == 0 && wanted.ip() == at.ip())
 }
 
 impl Drop for AlertReceiver {

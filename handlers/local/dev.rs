@@ -40,6 +40,7 @@ use crate::local::ports;
 use crate::local::progress::{self, Follower};
 use crate::local::timer::Timer;
 use crate::ports::audit::{AuditEntry, AuditStore};
+use crate::ports::vault::{Secret, SecretStore};
 use crate::startup::{LocalBackends, LocalOptions};
 
 /// A drain that delivers more than this many messages in one `--once` run is looping;
@@ -133,34 +134,41 @@ pub async fn run(options: DevOptions) -> Result<Option<Summary>, DevError> {
     let clock = Clock::system();
     let mut overrides = child_settings(&data_dir, &options);
     // Alerts go to the local receiver unless the user configured routes of their own.
-    let receiver = if Environment::from_process()
+    let local_receiver = Environment::from_process()
         .value("KEYTURN_ALERT_ROUTES")
-        .is_none()
-    {
+        .is_none();
+    if local_receiver {
+        overrides.extend(alert_settings());
+    }
+    let env = environment_with(&overrides);
+    let app = AppDefinition::load(&options.root, &env)?;
+    let backends = open_backends(&data_dir, &app, &env, &clock).await?;
+    let receiver = if local_receiver {
         let echo = if options.once {
             Echo::Stderr
         } else {
             Echo::Stdout
         };
-        let receiver =
-            AlertReceiver::start(&options.alerts_address, echo, data_dir.join(RECEIVED_FILE))
-                .await
-                .map_err(|e| local(ports::cannot_listen(&options.alerts_address, &e)))?;
-        overrides.extend(alert_settings());
+        let previous = route_secret(&backends.vault).await?;
+        let receiver = AlertReceiver::start_again(
+            &options.alerts_address,
+            previous.as_ref().map(|p| p.value.expose()),
+            echo,
+            data_dir.join(RECEIVED_FILE),
+        )
+        .await
+        .map_err(|e| local(ports::cannot_listen(&options.alerts_address, &e)))?;
+        store_route_secret(&backends.vault, &receiver, previous.as_ref(), clock.now()).await?;
         Some(receiver)
     } else {
         None
     };
-    let env = environment_with(&overrides);
-    let app = AppDefinition::load(&options.root, &env)?;
-    let backends = open_backends(&data_dir, &app, &env, &clock).await?;
     let demo =
         bootstrap::bootstrap(&data_dir, &backends.vault, &backends.directory, clock.now()).await?;
-    if let Some(receiver) = &receiver {
-        store_route_secret(&backends.vault, receiver, clock.now()).await?;
-        if options.once {
-            eprintln!("{}", receiver_notice(receiver, &data_dir));
-        }
+    if let Some(receiver) = &receiver
+        && options.once
+    {
+        eprintln!("{}", receiver_notice(receiver, &data_dir));
     }
     // This process holds the data directory, so any lock on a job was taken by a run that
     // died: end those locks now rather than waiting out their duration.
@@ -349,17 +357,53 @@ fn alert_settings() -> Vec<(String, String)> {
 /// the demo rather than about the receiver's own URL, which changes at every run anyway.
 const ROUTE_SECRET_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::days(90);
 
+/// How long before its expiry the dev route's secret is written again though its value
+/// is the same: a version's expiry stays beyond the furthest default alert threshold (60
+/// days), and an unchanged URL adds a version at most every two weeks.
+const ROUTE_SECRET_RENEWAL: chrono::TimeDelta = chrono::TimeDelta::days(76);
+
+fn route_secret_name() -> crate::domain::names::ObjectName {
+    crate::domain::names::ObjectName::parse(DEV_ROUTE_SECRET)
+        .expect("invariant: the dev route's secret name is valid")
+}
+
+/// The dev route's secret as an earlier run left it, if any.
+async fn route_secret(vault: &LocalVault) -> Result<Option<Secret>, DevError> {
+    vault
+        .secret(
+            &crate::config::local_vault_url(),
+            &route_secret_name(),
+            None,
+        )
+        .await
+        .map_err(local)
+}
+
 /// Stores the receiver's URL as the dev route's secret: a webhook URL is a secret, kept in
-/// the vault, read by `AlertSweep` at each run and never printed. Each run writes a new
-/// version (the port and token change). It is kept as a webhook secret should be: its
-/// owner is the dev route (`keyturn-owner`), and it has an expiry.
+/// the vault, read by `AlertSweep` at each run and never printed. A new version is
+/// written only when the URL changed (the receiver takes its earlier port and token
+/// again when it can) or the current version comes within [`ROUTE_SECRET_RENEWAL`] of
+/// its expiry, so runs do not pile up versions. It is kept as a webhook secret should
+/// be: its owner is the dev route (`keyturn-owner`), and it has an expiry.
 async fn store_route_secret(
     vault: &LocalVault,
     receiver: &AlertReceiver,
+    previous: Option<&Secret>,
     now: DateTime<Utc>,
 ) -> Result<(), DevError> {
-    let name = crate::domain::names::ObjectName::parse(DEV_ROUTE_SECRET)
-        .expect("invariant: the dev route's secret name is valid");
+    let url = receiver.url();
+    let current = previous.is_some_and(|previous| {
+        previous.value.expose() == url
+            && previous.properties.enabled
+            && previous
+                .properties
+                .expires
+                .is_some_and(|expires| expires > now + ROUTE_SECRET_RENEWAL)
+    });
+    if current {
+        return Ok(());
+    }
+    let name = route_secret_name();
     let version = crate::ports::vault::NewSecretVersion {
         content_type: Some("text/uri-list".to_owned()),
         not_before: None,
@@ -373,7 +417,7 @@ async fn store_route_secret(
         .set_secret_at(
             &crate::config::local_vault_url(),
             &name,
-            &crate::domain::secret::SecretValue::new(receiver.url()),
+            &crate::domain::secret::SecretValue::new(url),
             version,
             now,
         )

@@ -280,7 +280,9 @@ fn dev_alerts_each_due_demo_credential_once_across_runs_and_never_prints_a_secre
         .filter(|(name, _)| name == ROUTE_SECRET)
         .map(|(_, value)| value.as_str())
         .collect();
-    assert_eq!(urls.len(), 2, "one URL per run");
+    // The second run's receiver took the first's port and token again: the route's
+    // secret kept its one version rather than gaining one per run.
+    assert_eq!(urls.len(), 1, "one URL for both runs");
     let printed = format!(
         "{first_output}\n{second_output}\n{}\n{}\n{recorded}",
         std::fs::read_to_string(data.join("handler.log")).unwrap_or_default(),
