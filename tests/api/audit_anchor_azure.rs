@@ -367,6 +367,68 @@ async fn checkpoints_signed_by_the_vault_key_are_es256_and_name_its_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_appended_together_read_back_in_order_and_another_writer_continues_after_them()
+{
+    let fixture = AzureAnchored::new().await;
+    let signer = fixture.signer();
+    let mut signed = Vec::new();
+    for position in 1..=5u64 {
+        let checkpoint = keyturn::ports::checkpoint::Checkpoint {
+            writer: chain("w-one"),
+            position,
+            previous: position - 1,
+            head: format!("{position:02}")
+                .repeat(32)
+                .parse::<EntryHash>()
+                .expect("a hash"),
+            at: chrono::Utc::now(),
+        };
+        let signature = signer
+            .sign(&checkpoint.signed_bytes())
+            .await
+            .expect("the audit key signs");
+        signed.push(keyturn::ports::checkpoint::SignedCheckpoint {
+            checkpoint,
+            signature,
+        });
+    }
+
+    // Three in one append block, then two by a store that has not written before and
+    // so finds where the blob ends.
+    fixture
+        .checkpoints()
+        .await
+        .append_all(&signed[..3])
+        .await
+        .expect("appended");
+    fixture
+        .checkpoints()
+        .await
+        .append_all(&signed[3..])
+        .await
+        .expect("appended");
+    let read = fixture.checkpoints().await.read_all().await.expect("read");
+
+    let contents: Vec<_> = read.iter().map(|found| found.content.clone()).collect();
+    assert_eq!(contents, signed.into_iter().map(Ok).collect::<Vec<_>>());
+    for (number, found) in read.iter().enumerate() {
+        assert!(
+            found
+                .location
+                .ends_with(&format!("w-one/000000.log line {}", number + 1)),
+            "{}",
+            found.location
+        );
+    }
+    let report = verify_with(&fixture, &fixture.public_key().await).await;
+    let found = report.first_break.as_ref().expect("no entries under them");
+    assert!(
+        matches!(found.problem, keyturn::audit::BreakKind::Truncated { .. }),
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_signed_by_another_vault_key_is_found() {
     let fixture = AzureAnchored::new().await;
     let writer = chain("w-one");
