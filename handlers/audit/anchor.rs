@@ -11,9 +11,9 @@
 //! batch's appends are answered once their entries are stored, without waiting for a
 //! second write: a [`CheckpointWriter`] of its own signs each batch's checkpoint and
 //! writes those waiting together (one write and one sync of the local file, one blob
-//! append block), at most once per [`CHECKPOINT_INTERVAL`] unless half of
+//! append block), at most once per [`CHECKPOINT_INTERVAL`] (20 ms) unless three quarters of
 //! [`UNANCHORED_BATCHES`] wait, and the writer stores no further batch while
-//! [`UNANCHORED_BATCHES`] (32) batches wait for theirs. Verification then finds:
+//! [`UNANCHORED_BATCHES`] (64) batches wait for theirs. Verification then finds:
 //!
 //! - entries removed from the end: a checkpoint names a position past the head;
 //! - a chain re-hashed after the fact: a checkpoint's hash differs from the entry at its
@@ -119,16 +119,16 @@ impl Anchoring {
 /// stores no further batch until fewer do. So a writer that stops leaves at most this
 /// many batches unanchored, and `verify` takes more entries than that many batches hold
 /// past a chain's last checkpoint for a lost checkpoint.
-pub(crate) const UNANCHORED_BATCHES: u64 = 32;
+pub(crate) const UNANCHORED_BATCHES: u64 = 64;
 
-/// The checkpoint writer writes at most once per this interval, unless half of
+/// The checkpoint writer writes at most once per this interval, unless three quarters of
 /// [`UNANCHORED_BATCHES`] wait or the log is flushed: each write is a durable write
 /// (an fsync, a blob append) that competes with the entries' own, so under load each
 /// one carries the checkpoints of several batches.
-pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5);
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Checkpoints waiting this many are written without waiting for the interval.
-const WRITE_AT: usize = UNANCHORED_BATCHES as usize / 2;
+const WRITE_AT: usize = UNANCHORED_BATCHES as usize * 3 / 4;
 
 /// Room for one more stored batch without a written checkpoint; given back once its
 /// checkpoint is written (or has failed).
@@ -222,7 +222,7 @@ impl CheckpointWriter {
 
 /// The checkpoint writer's loop, until the audit writer is gone: wakes for the first
 /// head handed over, waits out the interval since its last write unless it is hurried
-/// (half of [`UNANCHORED_BATCHES`] wait, or a flush), then signs and stores every head
+/// (three quarters of [`UNANCHORED_BATCHES`] wait, or a flush), then signs and stores every head
 /// waiting at once. It is not woken for each head that arrives meanwhile.
 async fn write_checkpoints(
     mut anchoring: Anchoring,

@@ -306,7 +306,7 @@ impl AuditLog {
     /// signs a checkpoint of the chain's new head and appends it to the checkpoint store
     /// together with any others waiting, while the writer goes on storing batches. So a
     /// batch's checkpoint costs its appends no wait, and at most
-    /// `UNANCHORED_BATCHES` (32) batches are ever stored without one: while that many
+    /// `UNANCHORED_BATCHES` (64) batches are ever stored without one: while that many
     /// wait, the writer stores no further batch.
     pub fn start_anchored(
         store: Arc<dyn AuditStore>,
