@@ -9,9 +9,7 @@ use keyturn::domain::inventory::{
     CredentialHandle, CredentialKind, CredentialSource, FindingKind, MAX_FINDING_DETAIL_CHARS,
     Scope,
 };
-use keyturn::ports::catalog::{
-    DirectoryCatalog, DirectoryKind, DirectoryRange, HexDigit, Unpaced,
-};
+use keyturn::ports::catalog::{DirectoryCatalog, DirectoryKind, DirectoryRange, HexDigit, Unpaced};
 use keyturn_fuzz::{Scripted, assert_json_round_trip, block_on, parts, stamp};
 use keyturn_testkit::transport::FixedToken;
 use libfuzzer_sys::fuzz_target;
@@ -53,7 +51,10 @@ fuzz_target!(|data: &[u8]| {
                 kind,
                 prefix: HexDigit::parse("a").expect("hex"),
             };
-            let Ok(page) = client(&answers).credentials(&range, None, &stamp, &Unpaced).await else {
+            let Ok(page) = client(&answers)
+                .credentials(&range, None, &stamp, &Unpaced)
+                .await
+            else {
                 continue;
             };
             assert!(page.items.len() + page.findings.len() <= listed(answers[0]));
@@ -94,7 +95,9 @@ fuzz_target!(|data: &[u8]| {
                 assert_json_round_trip(finding);
             }
             if let Some(next) = &page.next {
-                let _ = client(&[]).credentials(&range, Some(next), &stamp, &Unpaced).await;
+                let _ = client(&[])
+                    .credentials(&range, Some(next), &stamp, &Unpaced)
+                    .await;
             }
         }
     });
