@@ -8,7 +8,6 @@
 //! simultaneous runs sends nothing.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
@@ -49,15 +48,7 @@ fn serve(env: &[(String, String)]) -> Process {
         .stderr(Stdio::piped())
         .spawn()
         .expect("keyturn starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
     let port = loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();

@@ -1,6 +1,6 @@
 //! The `keyturn` binary as the host and operators run it.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -40,15 +40,7 @@ fn serve(env: &[(&str, &str)]) -> Served {
         .stderr(Stdio::piped())
         .spawn()
         .expect("keyturn starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
     let port = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))

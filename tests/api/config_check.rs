@@ -2,7 +2,7 @@
 //! build, files included: for every configuration, both accept or both refuse. File
 //! inputs are read with a size cap, and a value that may be a secret is never echoed.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -77,15 +77,7 @@ fn serve(env: &[(String, String)]) -> Answer {
         .stderr(Stdio::piped())
         .spawn()
         .expect("keyturn starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
     let mut output = String::new();
     let accepted = loop {
         match rx.recv_timeout(Duration::from_millis(50)) {

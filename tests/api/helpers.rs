@@ -448,3 +448,24 @@ pub(crate) fn kv_prod_secret(
         sweep: SweepId::parse("s1").expect("a sweep id"),
     }
 }
+
+/// The lines a child process writes to `stdout`, as a thread reads them: a test waits
+/// for the one it needs with `recv_timeout`. The thread ends with the stream, or once
+/// the receiver is dropped.
+pub(crate) fn lines_of(
+    stdout: impl std::io::Read + Send + 'static,
+) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead as _;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

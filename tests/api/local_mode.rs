@@ -831,16 +831,7 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     .stderr(std::process::Stdio::null())
     .spawn()
     .expect("keyturn dev starts");
-    let lines =
-        std::io::BufRead::lines(std::io::BufReader::new(dev.stdout.take().expect("stdout")));
-    let (sender, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let received = crate::helpers::lines_of(dev.stdout.take().expect("stdout"));
     // The vault's NearExpiry events queue the demo's rotations; the lines come as the
     // pump runs them. The bound only keeps a broken build from hanging the suite.
     let mut shown = Vec::new();

@@ -6,7 +6,7 @@
 //! (Interleaving at every step is `rotation_fence`'s, with two engines and held calls;
 //! here the claim is checked across real processes.)
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -44,15 +44,7 @@ fn serve(env: &[(&str, &str)]) -> Process {
         .stderr(Stdio::null())
         .spawn()
         .expect("keyturn starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
     let port = loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
