@@ -588,6 +588,18 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_long_number_reads_back_as_the_same_number_after_it_is_written() {
+        // 38 nines: the nearest double is 3e37, which a best-effort float parser misses
+        // by one unit in the last place, so the value written and read again differed.
+        let body = b"{\"Data\": {\"timer\": 29999999999999999999999999999999999999}}";
+        let request = InvocationRequest::parse(body).expect("the body parses");
+        let written = serde_json::to_vec(&request).expect("a request serialises");
+        let again = InvocationRequest::parse(&written).expect("a written request parses");
+        assert_eq!(again, request);
+        assert_eq!(request.binding_value("timer").ok(), Some(json!(3e37)));
+    }
+
     mod properties {
         use proptest::prelude::*;
 
