@@ -469,3 +469,31 @@ pub(crate) fn lines_of(
     });
     rx
 }
+
+/// A loopback port for a child process to listen on, from below the kernel's ephemeral
+/// range (32768 and up on Linux). A port the kernel handed out for `bind(0)` and that
+/// was let go is also the pool every outgoing connection's local port comes from, so
+/// under a suite making thousands of connections to Azurite and the stand-ins one of
+/// them can take it before the child binds it. Below that range only an explicit bind
+/// takes a port; each call in this process gets a different one (a counter, started
+/// from the process id so two test binaries start apart), checked free by binding it.
+pub(crate) fn unused_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(port).expect("below 32,000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
+}
