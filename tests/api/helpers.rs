@@ -497,3 +497,84 @@ pub(crate) fn unused_port() -> u16 {
     }
     panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
 }
+
+/// A running `keyturn serve --port 0`: the port it logged, every line it logs after
+/// that, and its stderr (kept in a file, so a chatty process never blocks on a full
+/// pipe) for failure messages. Dropping it kills the process, so a failing test leaves
+/// none behind.
+pub(crate) struct Served {
+    child: std::process::Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: tempfile::NamedTempFile,
+}
+
+/// Starts `keyturn serve` on a port of its choosing and waits, up to `within`, for the
+/// log line naming it; if none comes the test fails with what the process wrote on
+/// stderr.
+pub(crate) fn serve(env: &[(&str, &str)], within: Duration) -> Served {
+    let stderr = tempfile::NamedTempFile::new().expect("a stderr file");
+    let mut child = keyturn(env)
+        .args(["serve", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr.reopen().expect("the stderr file reopens"))
+        .spawn()
+        .expect("keyturn starts");
+    let lines = lines_of(child.stdout.take().expect("stdout"));
+    let mut served = Served {
+        child,
+        port: 0,
+        lines,
+        stderr,
+    };
+    while served.port == 0 {
+        let Ok(line) = served.lines.recv_timeout(within) else {
+            let _ = served.child.kill();
+            let _ = served.child.wait();
+            panic!("keyturn serve did not start: {}", served.stderr());
+        };
+        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if parsed["fields"]["message"] == "listening" {
+            served.port = parsed["fields"]["port"]
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok())
+                .expect("the port it listens on");
+        }
+    }
+    served
+}
+
+impl Served {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the process has written on stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status, the lines logged since start-up and
+    /// stderr.
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = self.child.wait().expect("keyturn exits");
+        let mut stdout = String::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        (status, stdout, self.stderr())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
