@@ -33,7 +33,7 @@ use keyturn::adapters::azure::anchor::BlobCheckpointStore;
 use keyturn::adapters::azure::audit::TableAuditStore;
 use keyturn::adapters::azure::client::blob::{BlobAuth, BlobClient, ContainerName};
 use keyturn::adapters::azure::client::table::{TableClient, TableName};
-use keyturn::adapters::local::anchor::{LocalCheckpointFile, LocalSigningKey};
+use keyturn::adapters::local::anchor::{LocalCheckpoints, LocalSigningKey};
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::audit::{Actor, Anchor, AuditLog, AuditText, Outcome, verify_log};
@@ -95,30 +95,28 @@ async fn run() -> BenchResult<()> {
         let key = Arc::new(LocalSigningKey::load_or_create(
             &path.with_file_name("audit-signing.key"),
         )?);
-        let checkpoints = || -> Arc<dyn CheckpointStore> {
-            Arc::new(LocalCheckpointFile::new(
-                path.with_file_name("audit-checkpoints.log"),
-            ))
-        };
+        let file = path.with_file_name("audit-checkpoints.log");
         let mut logs = Vec::new();
         for writer in 0..writers {
-            let store = LocalAuditStore::with_chain(
-                LocalStore::open(&path)?,
-                ChainId::parse(format!("w-{writer}"))?,
-            );
+            // Each writer's checkpoints on its own store's connection, as `keyturn` keeps them.
+            let local = LocalStore::open(&path)?;
+            let checkpoints = LocalCheckpoints::open_for_writing(local.clone(), &file).await?;
+            let store = LocalAuditStore::with_chain(local, ChainId::parse(format!("w-{writer}"))?);
             logs.push((
                 Arc::new(store) as Arc<dyn AuditStore>,
                 Anchor {
-                    checkpoints: checkpoints(),
+                    checkpoints: Arc::new(checkpoints) as Arc<dyn CheckpointStore>,
                     signer: key.clone(),
                 },
             ));
         }
-        let whole = LocalAuditStore::new(LocalStore::open(&path)?);
+        let local = LocalStore::open(&path)?;
+        let whole = LocalAuditStore::new(local.clone());
         let label = SQLITE_WRITER_LABELS[writers.trailing_zeros() as usize];
+        let checkpoints = LocalCheckpoints::reader(local, &file);
         rows.push((
             label,
-            measure_anchored(logs, &whole, checkpoints().as_ref(), key.as_ref()).await?,
+            measure_anchored(logs, &whole, &checkpoints, key.as_ref()).await?,
         ));
     }
 

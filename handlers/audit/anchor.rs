@@ -10,8 +10,10 @@
 //! (position and hash) and appends it to storage its own identity cannot rewrite. The
 //! batch's appends are answered once their entries are stored, without waiting for a
 //! second write: a [`CheckpointWriter`] of its own signs each batch's checkpoint and
-//! writes those waiting together (one write and one sync of the local file, one blob
-//! append block), at most once per [`CHECKPOINT_INTERVAL`] (20 ms) unless three quarters of
+//! writes those waiting together (locally one unsynced commit to the store's checkpoint
+//! table and one write to the checkpoint file, which is synced about once a second and
+//! when the log is flushed: see `adapters::local::anchor::LocalCheckpoints`; in Azure
+//! one blob append block), at most once per [`CHECKPOINT_INTERVAL`] (20 ms) unless three quarters of
 //! [`UNANCHORED_BATCHES`] wait, and the writer stores no further batch while
 //! [`UNANCHORED_BATCHES`] (64) batches wait for theirs. Verification then finds:
 //!
@@ -122,9 +124,9 @@ impl Anchoring {
 pub(crate) const UNANCHORED_BATCHES: u64 = 64;
 
 /// The checkpoint writer writes at most once per this interval, unless three quarters of
-/// [`UNANCHORED_BATCHES`] wait or the log is flushed: each write is a durable write
-/// (an fsync, a blob append) that competes with the entries' own, so under load each
-/// one carries the checkpoints of several batches.
+/// [`UNANCHORED_BATCHES`] wait or the log is flushed: each write (a commit and a file
+/// write locally, a blob append in Azure) competes with the entries' own, so under load
+/// each one carries the checkpoints of several batches.
 pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Checkpoints waiting this many are written without waiting for the interval.
@@ -160,6 +162,7 @@ pub(crate) struct CheckpointWriter {
     hurry: Arc<Notify>,
     queue: mpsc::UnboundedSender<Pending>,
     chain: ChainId,
+    checkpoints: Arc<dyn CheckpointStore>,
 }
 
 impl CheckpointWriter {
@@ -168,6 +171,7 @@ impl CheckpointWriter {
     pub(crate) fn start(anchor: Anchor, chain: ChainId) -> Result<Self, AuditError> {
         let (queue, pending) = mpsc::unbounded_channel();
         let hurry = Arc::new(Notify::new());
+        let checkpoints = anchor.checkpoints.clone();
         let anchoring = Anchoring {
             anchor,
             chain: chain.clone(),
@@ -182,6 +186,7 @@ impl CheckpointWriter {
             hurry,
             queue,
             chain,
+            checkpoints,
         })
     }
 
@@ -211,12 +216,15 @@ impl CheckpointWriter {
     }
 
     /// Waits until every checkpoint handed over is written (or has failed, which is
-    /// logged), asking the checkpoint writer not to wait for its interval. The caller
-    /// must hold no [`Room`].
+    /// logged), asking the checkpoint writer not to wait for its interval, and made
+    /// durable ([`CheckpointStore::sync`]). The caller must hold no [`Room`].
     pub(crate) async fn settle(&self) {
         self.hurry.notify_one();
         let all = UNANCHORED_BATCHES as u32;
         drop(self.room.acquire_many(all).await);
+        if let Err(error) = self.checkpoints.sync().await {
+            tracing::error!(%error, chain = %self.chain, "cannot make the audit checkpoints durable");
+        }
     }
 }
 

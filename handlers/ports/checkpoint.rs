@@ -193,14 +193,24 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     }
 
     /// Appends `checkpoints`, in order, after every one stored before them, in as few
-    /// writes as the store allows (the local file: one `write` and one sync; a blob: one
-    /// append block), so a writer anchoring several batches at once pays one durable
-    /// write for all of them. On an error some of them may be stored.
+    /// writes as the store allows (the local file alone: one `write` and one sync; the
+    /// local store's table and file: one unsynced commit and one `write`; a blob: one
+    /// append block), so a writer anchoring several batches at once pays one write for
+    /// all of them. On an error some of them may be stored.
     async fn append_all(&self, checkpoints: &[SignedCheckpoint]) -> Result<(), PortError>;
 
     /// Every stored checkpoint, in the order stored. A store that has never been
     /// written to answers an empty list.
     async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError>;
+
+    /// Makes every checkpoint appended so far durable, for a store whose appends are
+    /// not each made durable on their own (the local store: see
+    /// `adapters::local::anchor::LocalCheckpoints`). The writer calls it when its log is
+    /// flushed and when it stops. Stores whose appends are durable when they return
+    /// (the blob, the plain local file) have nothing to do.
+    async fn sync(&self) -> Result<(), PortError> {
+        Ok(())
+    }
 }
 
 /// The key checkpoints are signed with. It never leaves its home: callers get

@@ -14,9 +14,11 @@ use crate::adapters::azure::client::blob::{BlobAuth, BlobClient, ContainerName};
 use crate::adapters::azure::client::table::account_key_of;
 use crate::adapters::azure::signer::{KeyUrl, KeyVaultSigner, SignerOptions};
 use crate::adapters::local::anchor::{
-    CHECKPOINT_FILE_NAME, LocalCheckpointFile, LocalSigningKey, PUBLIC_KEY_FILE_NAME,
+    CHECKPOINT_FILE_NAME, LocalCheckpoints, LocalSigningKey, PUBLIC_KEY_FILE_NAME,
     SIGNING_KEY_FILE_NAME, file_beside,
 };
+use crate::adapters::local::audit::LocalAuditStore;
+use crate::adapters::local::store::LocalStore;
 use crate::audit::{Anchor, AuditError, LogReport, verify_log};
 use crate::config::{AuditSettings, CheckpointSettings, TableAccess};
 use crate::domain::file::{CappedReadError, read_capped_text};
@@ -30,17 +32,27 @@ use crate::ports::checkpoint::{
 /// dozen key versions, with room.
 const MAX_PUBLIC_KEY_FILE_LEN: u64 = 16 * 1024;
 
-/// The anchor the local store's writer uses: the checkpoint file and the signing key
-/// (created owner-only on first use) beside the SQLite file at `store_path`.
-pub(crate) fn local_anchor(store_path: &Path) -> Result<Anchor, StartupError> {
+/// The anchor the local store's writer uses: the store's checkpoint table and the
+/// checkpoint file beside it (brought level with the table first, see
+/// [`LocalCheckpoints`]), and the signing key (created owner-only on first use) beside
+/// it. `store` is the audit store's own, so checkpoints share its connection.
+pub(crate) async fn local_anchor(store: &LocalStore) -> Result<Anchor, StartupError> {
+    let store_path = store.path();
     let key_path = file_beside(store_path, SIGNING_KEY_FILE_NAME);
     let key = LocalSigningKey::load_or_create(&key_path)
         .map_err(|e| StartupError::Audit(e.to_string()))?;
+    let file = file_beside(store_path, CHECKPOINT_FILE_NAME);
+    let checkpoints = LocalCheckpoints::open_for_writing(store.clone(), &file)
+        .await
+        .map_err(|e| {
+            StartupError::Audit(format!(
+                "audit checkpoints in {} and {}: {e}",
+                store_path.display(),
+                file.display()
+            ))
+        })?;
     Ok(Anchor {
-        checkpoints: Arc::new(LocalCheckpointFile::new(file_beside(
-            store_path,
-            CHECKPOINT_FILE_NAME,
-        ))),
+        checkpoints: Arc::new(checkpoints),
         signer: Arc::new(key),
     })
 }
@@ -137,18 +149,18 @@ pub async fn verification<P: AsRef<Path>>(
                     path.display()
                 )));
             }
-            let store =
-                super::audit_store(&settings.audit, &settings.credential, None, false).await?;
+            let local = LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?;
+            let store = Arc::new(LocalAuditStore::new(local.clone()));
             let keys = match given {
                 Some(given) => Some(given),
                 None => local_public_keys(path)?,
             };
             Ok(Verification {
                 store,
-                checkpoints: Some(Arc::new(LocalCheckpointFile::new(file_beside(
-                    path,
-                    CHECKPOINT_FILE_NAME,
-                )))),
+                checkpoints: Some(Arc::new(LocalCheckpoints::reader(
+                    local,
+                    file_beside(path, CHECKPOINT_FILE_NAME),
+                ))),
                 keys: keys.map(|ring| Arc::new(ring) as Arc<dyn VerifyingKeys>),
             })
         }

@@ -130,11 +130,7 @@ async fn audit_store(
 ) -> Result<Arc<dyn AuditStore>, StartupError> {
     let store: Arc<dyn AuditStore> = match audit {
         AuditSettings::Sqlite { path } => {
-            let store = match local {
-                Some(local) if local.store.path() == path => local.store.clone(),
-                _ => LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string()))?,
-            };
-            Arc::new(LocalAuditStore::new(store))
+            Arc::new(LocalAuditStore::new(local_audit_store(path, local)?))
         }
         AuditSettings::Table { table, access, .. } => {
             let client = table_client(credential, access)?;
@@ -154,9 +150,43 @@ async fn audit_store(
     Ok(store)
 }
 
-/// Where the writer anchors its batches, as the audit settings choose: a table store
-/// is anchored when the checkpoint settings are given, with keyturn's credential
-/// (`given`, else the one the settings choose).
+/// The SQLite store holding the audit log at `path`: the local backends' when it is
+/// their file (one connection for both), else opened.
+fn local_audit_store(
+    path: &Path,
+    local: Option<&LocalBackends>,
+) -> Result<LocalStore, StartupError> {
+    match local {
+        Some(local) if local.store.path() == path => Ok(local.store.clone()),
+        _ => LocalStore::open(path).map_err(|e| StartupError::Audit(e.to_string())),
+    }
+}
+
+/// The audit store the writer appends to and where it anchors its batches, as the
+/// audit settings choose. A SQLite store keeps its checkpoints in itself (on the same
+/// connection) and in the file beside it; a table store is anchored when the checkpoint
+/// settings are given, with keyturn's credential (`given`, else the one the settings
+/// choose).
+async fn audit_writer(
+    audit: &AuditSettings,
+    credential_settings: &CredentialSettings,
+    local: Option<&LocalBackends>,
+    given: Option<Arc<dyn TokenCredential>>,
+    signer: SignerOptions,
+) -> Result<(Arc<dyn AuditStore>, Option<crate::audit::Anchor>), StartupError> {
+    if let AuditSettings::Sqlite { path } = audit {
+        let store = local_audit_store(path, local)?;
+        let anchor = anchor::local_anchor(&store).await?;
+        return Ok((Arc::new(LocalAuditStore::new(store)), Some(anchor)));
+    }
+    let store = audit_store(audit, credential_settings, local, true).await?;
+    let anchor = audit_anchor(audit, credential_settings, given, signer).await?;
+    Ok((store, anchor))
+}
+
+/// Where a table store's writer anchors its batches: in the checkpoint container when
+/// the checkpoint settings are given, with keyturn's credential (`given`, else the one
+/// the settings choose).
 async fn audit_anchor(
     audit: &AuditSettings,
     credential_settings: &CredentialSettings,
@@ -164,7 +194,7 @@ async fn audit_anchor(
     signer: SignerOptions,
 ) -> Result<Option<crate::audit::Anchor>, StartupError> {
     match audit {
-        AuditSettings::Sqlite { path } => anchor::local_anchor(path).map(Some),
+        AuditSettings::Sqlite { .. } => Ok(None),
         AuditSettings::Table {
             access,
             checkpoints: Some(checkpoints),
@@ -447,16 +477,16 @@ pub async fn services_with(
     };
     let (store, anchor) = match audit {
         Some(store) => (store, None),
-        None => (
-            audit_store(&settings.audit, &settings.credential, local, true).await?,
-            audit_anchor(
+        None => {
+            audit_writer(
                 &settings.audit,
                 &settings.credential,
+                local,
                 given_credential.clone(),
                 signer_options.unwrap_or_default(),
             )
-            .await?,
-        ),
+            .await?
+        }
     };
     let audit =
         AuditLog::start_anchored(store, anchor).map_err(|e| StartupError::Audit(e.to_string()))?;

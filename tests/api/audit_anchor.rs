@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 
 use keyturn::adapters::local::anchor::{
-    CHECKPOINT_FILE_NAME, LocalCheckpointFile, LocalSigningKey, SIGNING_KEY_FILE_NAME,
+    CHECKPOINT_FILE_NAME, LocalCheckpoints, LocalSigningKey, SIGNING_KEY_FILE_NAME,
 };
 use keyturn::adapters::local::audit::LocalAuditStore;
 use keyturn::adapters::local::store::LocalStore;
@@ -80,8 +80,12 @@ impl Anchored for SqliteAnchored {
         let store = LocalStore::open(&self.path).expect("the local store opens");
         let key =
             LocalSigningKey::load_or_create(&self.beside(SIGNING_KEY_FILE_NAME)).expect("the key");
+        let checkpoints =
+            LocalCheckpoints::open_for_writing(store.clone(), self.beside(CHECKPOINT_FILE_NAME))
+                .await
+                .expect("the checkpoints open");
         let anchor = Anchor {
-            checkpoints: Arc::new(LocalCheckpointFile::new(self.beside(CHECKPOINT_FILE_NAME))),
+            checkpoints: Arc::new(checkpoints),
             signer: Arc::new(key),
         };
         AuditLog::start_anchored(
@@ -98,7 +102,10 @@ impl Anchored for SqliteAnchored {
     }
 
     async fn checkpoints(&self) -> Arc<dyn CheckpointStore> {
-        Arc::new(LocalCheckpointFile::new(self.beside(CHECKPOINT_FILE_NAME)))
+        Arc::new(LocalCheckpoints::reader(
+            LocalStore::open(&self.path).expect("the local store opens"),
+            self.beside(CHECKPOINT_FILE_NAME),
+        ))
     }
 
     async fn public_key(&self) -> PublicKey {
@@ -175,10 +182,24 @@ impl Anchored for SqliteAnchored {
             .collect()
     }
 
+    /// The file and the store's checkpoint table alike: a checkpoint counts wherever
+    /// it is found, so a tamperer must change both.
     async fn rewrite_checkpoints(&self, lines: &[String]) {
         let mut text = lines.join("\n");
         text.push('\n');
         std::fs::write(self.beside(CHECKPOINT_FILE_NAME), text).expect("rewritten");
+        self.execute("DELETE FROM audit_checkpoints", []);
+        for line in lines {
+            let fields: serde_json::Value = serde_json::from_str(line).expect("JSON");
+            self.execute(
+                "INSERT INTO audit_checkpoints (chain, position, line) VALUES (?1, ?2, ?3)",
+                rusqlite::params![
+                    fields["writer"].as_str().expect("a writer"),
+                    fields["position"].as_i64().expect("a position"),
+                    line
+                ],
+            );
+        }
     }
 }
 
@@ -542,11 +563,108 @@ async fn a_truncated_checkpoint_file_is_named_with_its_line_and_loses_no_entry()
         "{sentence}"
     );
     assert_eq!(report.entries_checked, 3, "{report}");
-    // The next writer starts a fresh line; nothing stored is lost.
+    // The next writer starts a fresh line, first putting back whole the checkpoint the
+    // store's table keeps of the cut line; nothing stored is lost.
     let next = fixture.writer(&writer).await;
     next.append(read_record(9)).await.expect("appends go on");
     next.flush().await.expect("its batch anchored");
-    assert_eq!(fixture.checkpoint_lines().await.len(), 4);
+    let after = fixture.checkpoint_lines().await;
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert_eq!(after[3], last, "the cut checkpoint whole again");
+}
+
+impl SqliteAnchored {
+    /// Replaces the checkpoint file's lines, leaving the store's table as it is.
+    fn rewrite_checkpoint_file(&self, lines: &[String]) {
+        let mut text = lines.join("\n");
+        text.push('\n');
+        std::fs::write(self.beside(CHECKPOINT_FILE_NAME), text).expect("rewritten");
+    }
+
+    /// How many checkpoints the store's table holds.
+    fn table_checkpoints(&self) -> i64 {
+        self.raw()
+            .query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |row| {
+                row.get(0)
+            })
+            .expect("counted")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_power_cut_the_lost_checkpoints_are_not_anchored_yet_and_tampering_is_still_found()
+{
+    let fixture = SqliteAnchored::new();
+    let writer = chain("w-one");
+    append(&fixture.writer(&writer).await, 8).await;
+    let lines = fixture.checkpoint_lines().await;
+    assert_eq!(lines.len(), 8, "a checkpoint per batch");
+    assert_eq!(fixture.table_checkpoints(), 8, "in the table too");
+
+    // A power cut: the file keeps the lines it synced (the first three), the table loses
+    // its rows committed after the store's last synced commit (the last two).
+    fixture.rewrite_checkpoint_file(&lines[..3]);
+    fixture.execute(
+        "DELETE FROM audit_checkpoints WHERE id IN (SELECT id FROM audit_checkpoints ORDER BY id DESC LIMIT 2)",
+        [],
+    );
+
+    // Before any writer reopens, the table's checkpoints past the file count.
+    let report = verify(&fixture).await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.chains[0].anchored_to, 6, "{report}");
+    assert_eq!(report.unanchored, 2, "{report}");
+    assert!(report.to_string().contains("not anchored yet"), "{report}");
+
+    // A writer reopening puts them back in the file, then anchors its own batches.
+    let reopened = fixture.writer(&writer).await;
+    append(&reopened, 1).await;
+    let file = fixture.checkpoint_lines().await;
+    assert_eq!(
+        file[..6],
+        lines[..6],
+        "the table's checkpoints back in the file"
+    );
+    assert_eq!(file.len(), 7, "{file:?}");
+    let report = verify(&fixture).await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(
+        (report.chains[0].anchored_to, report.unanchored),
+        (9, 0),
+        "{report}"
+    );
+
+    // Entries deleted from the end with their checkpoint rows, the file keeping its
+    // lines: truncation, found from the file.
+    fixture.delete(&writer, 9).await;
+    fixture.delete(&writer, 8).await;
+    fixture.execute("DELETE FROM audit_checkpoints WHERE position >= 8", []);
+    assert_break(&verify(&fixture).await, &writer, 8, "truncated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkpoint_lost_from_the_file_or_the_table_alone_still_counts_and_lost_from_both_is_missing()
+ {
+    let fixture = SqliteAnchored::new();
+    let writer = chain("w-one");
+    append(&fixture.writer(&writer).await, 4).await;
+    let lines = fixture.checkpoint_lines().await;
+
+    let mut file_without_2 = lines.clone();
+    file_without_2.remove(1);
+    fixture.rewrite_checkpoint_file(&file_without_2);
+    let from_table = verify(&fixture).await;
+    fixture.rewrite_checkpoint_file(&lines);
+    fixture.execute("DELETE FROM audit_checkpoints WHERE position = 2", []);
+    let from_file = verify(&fixture).await;
+    fixture.rewrite_checkpoint_file(&file_without_2);
+    let from_neither = verify(&fixture).await;
+
+    assert!(from_table.is_intact(), "{from_table}");
+    assert_eq!(from_table.checkpoints_checked, 4, "{from_table}");
+    assert!(from_file.is_intact(), "{from_file}");
+    assert_eq!(from_file.checkpoints_checked, 4, "{from_file}");
+    assert_break(&from_neither, &writer, 2, "checkpoint_missing");
 }
 
 /// `keyturn audit verify` with `args`, in a clean environment.

@@ -1,15 +1,20 @@
-//! The audit log's anchors in local mode: an append-only checkpoint file and an Ed25519
-//! signing key file, both beside the SQLite store and owner-only.
+//! The audit log's anchors in local mode: signed checkpoints in the SQLite store's
+//! `audit_checkpoints` table and in an append-only checkpoint file beside the store
+//! ([`LocalCheckpoints`]: why both, what a power cut can lose, and what `verify` reads),
+//! and an Ed25519 signing key file beside the store, owner-only like the file.
 //!
 //! Local mode keeps the key beside the log, so whoever can rewrite the data directory can
 //! also re-sign a rewritten log: the anchors here catch accidents, a store edited by
 //! hand and a store restored from an older copy, not an owner of the machine. Azure
 //! keeps the key in Key Vault and the checkpoints in immutable blob storage.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -18,6 +23,7 @@ use ring::rand::SystemRandom;
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use zeroize::Zeroizing;
 
+use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::domain::file::{OwnerOnlyReadError, publish_owner_only, read_owner_only_text};
 use crate::ports::PortError;
 use crate::ports::checkpoint::{
@@ -49,13 +55,17 @@ pub fn file_beside(store_path: &Path, name: &str) -> PathBuf {
 /// Checkpoints as lines of a file opened for appending only. The lines of one
 /// [`CheckpointStore::append_all`] are written whole in one `write` to a file opened
 /// with `O_APPEND`, then synced once, so lines from several processes never interleave
-/// and a writer anchoring several batches at once pays one sync for all of them. A line
-/// cut short (a crash before the sync, a disk that filled up mid-write) is isolated by
-/// the next write, which starts on a fresh line.
+/// and a writer anchoring several batches at once pays one sync for all of them (inside
+/// [`LocalCheckpoints`], which keeps each checkpoint in the store's table too, the file
+/// is synced at most about once a second instead). A line cut short (a crash before the
+/// sync, a disk that filled up mid-write) is isolated by the next write, which starts on
+/// a fresh line.
 #[derive(Debug, Clone)]
 pub struct LocalCheckpointFile {
     path: PathBuf,
     file: Arc<Mutex<Option<OpenFile>>>,
+    /// How many times this handle synced the file (`sync_data`).
+    syncs: Arc<AtomicU64>,
 }
 
 /// The open file and where this process last left its end.
@@ -72,6 +82,7 @@ impl LocalCheckpointFile {
         Self {
             path: path.into(),
             file: Arc::new(Mutex::new(None)),
+            syncs: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -79,22 +90,43 @@ impl LocalCheckpointFile {
         &self.path
     }
 
-    /// Appends `lines` (each without its line break) in one write and one sync.
-    fn append_lines(&self, lines: &[String]) -> io::Result<()> {
-        let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
-        let open = match slot.as_mut() {
-            Some(open) => open,
+    /// How many times this handle (and its clones) synced the file.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
+    /// The open file, opened for appending on first use.
+    fn open<'a>(slot: &'a mut Option<OpenFile>, path: &Path) -> io::Result<&'a mut OpenFile> {
+        match slot {
+            Some(open) => Ok(open),
             None => {
                 let mut options = fs::OpenOptions::new();
                 options.append(true).create(true).read(true);
                 #[cfg(unix)]
                 std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                slot.insert(OpenFile {
-                    file: options.open(&self.path)?,
+                Ok(slot.insert(OpenFile {
+                    file: options.open(path)?,
                     ends_clean_at: None,
-                })
+                }))
             }
-        };
+        }
+    }
+
+    /// Syncs what this handle wrote (`sync_data`); nothing when it never wrote.
+    fn sync_now(&self) -> io::Result<()> {
+        let slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = slot.as_ref() {
+            open.file.sync_data()?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Appends `lines` (each without its line break) in one write, then syncs the file
+    /// when `sync` says so.
+    fn append_lines(&self, lines: &[String], sync: bool) -> io::Result<()> {
+        let mut slot = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = Self::open(&mut slot, &self.path)?;
         let mut bytes =
             Vec::with_capacity(lines.iter().map(|line| line.len() + 1).sum::<usize>() + 1);
         // Only a write that did not finish leaves a line without its break: one of this
@@ -111,7 +143,10 @@ impl LocalCheckpointFile {
         }
         open.ends_clean_at = None;
         open.file.write_all(&bytes)?;
-        open.file.sync_data()?;
+        if sync {
+            open.file.sync_data()?;
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         // With `O_APPEND` each write goes to the end, wherever other processes left it,
         // and leaves the file's offset just past it: past this write's last line break.
         open.ends_clean_at = Some(open.file.stream_position()?);
@@ -138,7 +173,7 @@ impl CheckpointStore for LocalCheckpointFile {
         }
         let lines: Vec<String> = checkpoints.iter().map(SignedCheckpoint::to_line).collect();
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.append_lines(&lines))
+        tokio::task::spawn_blocking(move || this.append_lines(&lines, true))
             .await
             .map_err(|_| PortError::transient("appending checkpoints: the task failed"))?
             .map_err(|error| {
@@ -217,6 +252,324 @@ fn read_lines(path: &Path) -> Result<Vec<StoredCheckpoint>, PortError> {
         });
     }
     Ok(found)
+}
+
+/// The checkpoint file beside a store is synced at most about this often while
+/// checkpoints are appended (and at once on [`CheckpointStore::sync`]).
+pub const FILE_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The local audit log's checkpoints, kept twice and costing no fsync of their own:
+/// in the store's `audit_checkpoints` table, committed on the audit store's own
+/// connection with `synchronous = NORMAL` ([`LocalStore::write_unsynced`]: written to
+/// the WAL, made durable by the next audit batch's synced commit), and as lines of the
+/// append-only checkpoint file beside the store ([`LocalCheckpointFile`]), written with
+/// every group but synced at most once per [`FILE_SYNC_INTERVAL`] and when the log is
+/// flushed or its writer stops. The store is synced at every audit batch anyway; a
+/// second fsync per group on the same disk was what the checkpoints cost the reads.
+///
+/// # Why both
+///
+/// The table makes each checkpoint durable without a sync of its own. The file is the
+/// anchor outside the store: deleting entries and their checkpoint rows from SQLite, or
+/// putting back an older copy of the store, leaves the file's lines naming positions
+/// the store no longer holds, which `verify` reports as truncation.
+///
+/// # What a power cut can lose
+///
+/// Entries are committed (synced) before their checkpoints are made, so no checkpoint
+/// ever names an entry that a power cut can lose. It can lose:
+/// - the file's lines written since its last sync (at most about a second's worth, or
+///   all since the last flush when the log was idle), and rarely leave the last one cut
+///   short;
+/// - the table's rows committed since the store's last synced commit. Those are
+///   checkpoints of batches that were waiting for theirs when that commit was made: the
+///   writer stores no further batch while [`crate::audit`]'s 64 batches wait (a batch's
+///   room is given back only once its checkpoint is committed), so at most 64 batches
+///   lose their table rows.
+///
+/// `verify` reads the checkpoints of both (the file's lines, then the table's rows the
+/// file does not hold), so after a power cut a chain's checkpoints are complete up to
+/// the newest one either kept: at most 64 batches past it are reported as not anchored
+/// yet, within the tolerance a stopped writer has, not as tampering. Reading the table
+/// also serves a store that no writer reopened since; a table row is signed and names
+/// its writer's previous checkpoint like a line of the file, so it vouches for exactly
+/// as much, and since a checkpoint counts wherever it is found, deleting it from one of
+/// the two hides nothing: to remove a checkpoint, both must lose it.
+///
+/// # Opening for writing
+///
+/// [`LocalCheckpoints::open_for_writing`] first appends to the file, in the order
+/// stored, each checkpoint the table holds past the file's last line of its chain (a
+/// file tail lost in a power cut, a write that failed), and syncs it: they are signed
+/// and each names the one before, so they are as good as the file's own. A line of the
+/// file the table lacks (a store from before the table, or rows lost in the power cut)
+/// is never removed.
+#[derive(Debug, Clone)]
+pub struct LocalCheckpoints {
+    file: LocalCheckpointFile,
+    store: LocalStore,
+    synced: Arc<Mutex<FileSync>>,
+    sync_interval: Duration,
+}
+
+/// When the file was last synced, and whether lines were written since.
+#[derive(Debug)]
+struct FileSync {
+    at: Instant,
+    behind: bool,
+}
+
+impl LocalCheckpoints {
+    /// The checkpoints of `store`, with the checkpoint file at `file`, for reading
+    /// (`verify`): nothing is written.
+    pub fn reader(store: LocalStore, file: impl Into<PathBuf>) -> Self {
+        Self {
+            file: LocalCheckpointFile::new(file),
+            store,
+            synced: Arc::new(Mutex::new(FileSync {
+                at: Instant::now(),
+                behind: false,
+            })),
+            sync_interval: FILE_SYNC_INTERVAL,
+        }
+    }
+
+    /// The same checkpoints with the file synced at most once per `interval` instead
+    /// of [`FILE_SYNC_INTERVAL`] (zero: every group, as the file alone is).
+    pub fn with_file_sync_interval(mut self, interval: Duration) -> Self {
+        self.sync_interval = interval;
+        self
+    }
+
+    /// The checkpoints of `store` for its writer, after bringing the file level with
+    /// the table (see [`LocalCheckpoints`]). `store` must be the audit store's own
+    /// [`LocalStore`], so that checkpoint commits wait for its connection rather than
+    /// sleep on SQLite's busy timeout.
+    pub async fn open_for_writing(
+        store: LocalStore,
+        file: impl Into<PathBuf>,
+    ) -> Result<Self, PortError> {
+        let checkpoints = Self::reader(store, file);
+        checkpoints.reconcile().await?;
+        Ok(checkpoints)
+    }
+
+    pub fn file(&self) -> &LocalCheckpointFile {
+        &self.file
+    }
+
+    /// Appends the table's checkpoints past the file's last line of their chain to the
+    /// file, and syncs it. Returns how many were appended.
+    pub async fn reconcile(&self) -> Result<usize, PortError> {
+        let filed = self.file.read_all().await?;
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        for found in filed {
+            if let Ok(signed) = found.content {
+                let position = last
+                    .entry(signed.checkpoint.writer.as_str().to_owned())
+                    .or_default();
+                *position = (*position).max(signed.checkpoint.position);
+            }
+        }
+        let missing = self
+            .store
+            .call(move |connection| {
+                let stored: Vec<(String, i64)> = connection
+                    .prepare("SELECT chain, MAX(position) FROM audit_checkpoints GROUP BY chain")
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                            .collect()
+                    })
+                    .map_err(StoreError::sqlite("surveying the stored checkpoints"))?;
+                let mut missing: Vec<(i64, String)> = Vec::new();
+                for (chain, newest) in stored {
+                    let filed = last
+                        .get(&chain)
+                        .map_or(0, |&p| i64::try_from(p).unwrap_or(i64::MAX));
+                    if newest <= filed {
+                        continue;
+                    }
+                    let mut statement = connection
+                        .prepare_cached(
+                            "SELECT id, line FROM audit_checkpoints WHERE chain = ?1 AND position > ?2",
+                        )
+                        .map_err(StoreError::sqlite("reading the stored checkpoints"))?;
+                    let rows = statement
+                        .query_map(rusqlite::params![chain, filed], |row| {
+                            Ok((row.get(0)?, row.get(1)?))
+                        })
+                        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                        .map_err(StoreError::sqlite("reading the stored checkpoints"))?;
+                    missing.extend(rows);
+                }
+                missing.sort_by_key(|(id, _)| *id);
+                Ok(missing)
+            })
+            .await
+            .map_err(|error| error.into_port_error("reading the local audit checkpoints"))?;
+        if missing.is_empty() {
+            return Ok(0);
+        }
+        let lines: Vec<String> = missing.into_iter().map(|(_, line)| line).collect();
+        let count = lines.len();
+        self.append_to_file(lines, true).await?;
+        tracing::info!(
+            count,
+            file = %self.file.path().display(),
+            "checkpoints the store held past the checkpoint file's end were appended to it"
+        );
+        Ok(count)
+    }
+
+    /// Whether the file is due a sync: its last was at least the interval ago.
+    fn sync_due(&self) -> bool {
+        let mut synced = self.synced.lock().unwrap_or_else(PoisonError::into_inner);
+        synced.behind = true;
+        synced.at.elapsed() >= self.sync_interval
+    }
+
+    async fn append_to_file(&self, lines: Vec<String>, sync: bool) -> Result<(), PortError> {
+        let file = self.file.clone();
+        let synced = self.synced.clone();
+        tokio::task::spawn_blocking(move || {
+            file.append_lines(&lines, sync)?;
+            if sync {
+                let mut synced = synced.lock().unwrap_or_else(PoisonError::into_inner);
+                *synced = FileSync {
+                    at: Instant::now(),
+                    behind: false,
+                };
+            }
+            Ok::<_, io::Error>(())
+        })
+        .await
+        .map_err(|_| PortError::transient("appending checkpoints: the task failed"))?
+        .map_err(|error| {
+            PortError::transient(format!(
+                "appending checkpoints to {}: {error}",
+                self.file.path().display()
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl CheckpointStore for LocalCheckpoints {
+    /// Commits the checkpoints to the table without a sync, then writes them to the
+    /// file in one write, syncing it only when [`FILE_SYNC_INTERVAL`] has passed since
+    /// its last sync (or when the table refused them: then the file alone keeps them).
+    async fn append_all(&self, checkpoints: &[SignedCheckpoint]) -> Result<(), PortError> {
+        if checkpoints.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = checkpoints.iter().map(SignedCheckpoint::to_line).collect();
+        let rows = checkpoints
+            .iter()
+            .zip(&lines)
+            .map(|(signed, line)| {
+                let position = i64::try_from(signed.checkpoint.position).map_err(|_| {
+                    PortError::invalid(
+                        "checkpoint position is beyond what the local store can hold",
+                    )
+                })?;
+                Ok((
+                    signed.checkpoint.writer.as_str().to_owned(),
+                    position,
+                    line.clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        let table = self
+            .store
+            .write_unsynced(move |transaction| {
+                let mut insert = transaction
+                    .prepare_cached(
+                        "INSERT INTO audit_checkpoints (chain, position, line) VALUES (?1, ?2, ?3)",
+                    )
+                    .map_err(StoreError::sqlite("preparing the checkpoint insert"))?;
+                for (chain, position, line) in &rows {
+                    insert
+                        .execute(rusqlite::params![chain, position, line])
+                        .map_err(StoreError::sqlite("inserting an audit checkpoint"))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|error| error.into_port_error("storing audit checkpoints in the local store"));
+        if let Err(error) = &table {
+            tracing::warn!(%error, "the audit checkpoints are kept by the checkpoint file alone, synced now");
+        }
+        let sync = self.sync_due() || table.is_err();
+        self.append_to_file(lines, sync).await
+    }
+
+    /// The file's checkpoints, in file order, then the table's the file does not hold
+    /// (see [`LocalCheckpoints`] for why both).
+    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        let mut found = self.file.read_all().await?;
+        let mut seen: BTreeSet<String> = found
+            .iter()
+            .filter_map(|found| found.content.as_ref().ok().map(SignedCheckpoint::to_line))
+            .collect();
+        let rows: Vec<(i64, String)> = self
+            .store
+            .call(|connection| {
+                connection
+                    .prepare("SELECT id, line FROM audit_checkpoints ORDER BY id")
+                    .and_then(|mut statement| {
+                        statement
+                            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                            .collect()
+                    })
+                    .map_err(StoreError::sqlite("reading the stored checkpoints"))
+            })
+            .await
+            .map_err(|error| error.into_port_error("reading the local audit checkpoints"))?;
+        let store = self.store.path().display().to_string();
+        for (id, line) in rows {
+            let content = SignedCheckpoint::from_line(&line);
+            if let Ok(signed) = &content
+                && !seen.insert(signed.to_line())
+            {
+                continue;
+            }
+            found.push(StoredCheckpoint {
+                location: format!("{store} audit_checkpoints row {id}"),
+                content,
+            });
+        }
+        Ok(found)
+    }
+
+    async fn sync(&self) -> Result<(), PortError> {
+        let behind = self
+            .synced
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .behind;
+        if !behind {
+            return Ok(());
+        }
+        let file = self.file.clone();
+        let synced = self.synced.clone();
+        tokio::task::spawn_blocking(move || {
+            file.sync_now()?;
+            *synced.lock().unwrap_or_else(PoisonError::into_inner) = FileSync {
+                at: Instant::now(),
+                behind: false,
+            };
+            Ok::<_, io::Error>(())
+        })
+        .await
+        .map_err(|_| PortError::transient("syncing checkpoints: the task failed"))?
+        .map_err(|error| {
+            PortError::transient(format!(
+                "syncing checkpoints in {}: {error}",
+                self.file.path().display()
+            ))
+        })
+    }
 }
 
 /// Why the local signing key cannot be used.
@@ -534,5 +887,214 @@ mod tests {
         );
         assert_eq!(read[0].content, Err("line is truncated".to_owned()));
         assert_eq!(read[1].content, Ok(signed));
+    }
+
+    /// `count` checkpoints of `chain` from position `from`, each naming the one before.
+    async fn chain_checkpoints(
+        key: &LocalSigningKey,
+        chain: &str,
+        from: u64,
+        count: u64,
+    ) -> Vec<SignedCheckpoint> {
+        let mut signed = Vec::new();
+        for position in from..from + count {
+            let checkpoint = crate::ports::checkpoint::Checkpoint {
+                writer: crate::ports::audit::ChainId::parse(chain).expect("a chain name"),
+                position,
+                previous: position - 1,
+                head: crate::ports::audit::EntryHash::GENESIS,
+                at: chrono::Utc::now(),
+            };
+            let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
+            signed.push(SignedCheckpoint {
+                checkpoint,
+                signature,
+            });
+        }
+        signed
+    }
+
+    fn synchronous(store: &LocalStore) -> i64 {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("a runtime")
+                .block_on(store.call(|c| {
+                    c.query_row("PRAGMA synchronous", [], |row| row.get(0))
+                        .map_err(StoreError::sqlite("reading synchronous"))
+                }))
+                .expect("read")
+        })
+        .join()
+        .expect("joins")
+    }
+
+    fn table_lines(store_path: &Path) -> Vec<String> {
+        let connection = rusqlite::Connection::open(store_path).expect("opens");
+        let mut statement = connection
+            .prepare("SELECT line FROM audit_checkpoints ORDER BY id")
+            .expect("prepared");
+        statement
+            .query_map([], |row| row.get(0))
+            .expect("queried")
+            .collect::<Result<Vec<String>, _>>()
+            .expect("read")
+    }
+
+    #[tokio::test]
+    async fn groups_of_checkpoints_cost_no_file_sync_until_the_interval_or_a_sync_and_the_store_stays_synchronous_full()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_path = dir.path().join("keyturn.db");
+        let store = LocalStore::open(&store_path).expect("store");
+        let key =
+            LocalSigningKey::load_or_create(&dir.path().join(SIGNING_KEY_FILE_NAME)).expect("key");
+        // An interval no test run reaches: only a sync syncs.
+        let checkpoints = LocalCheckpoints::open_for_writing(
+            store.clone(),
+            dir.path().join(CHECKPOINT_FILE_NAME),
+        )
+        .await
+        .expect("opened")
+        .with_file_sync_interval(Duration::from_secs(3600));
+        let signed = chain_checkpoints(&key, "w-one", 1, 6).await;
+
+        checkpoints
+            .append_all(&signed[..3])
+            .await
+            .expect("appended");
+        checkpoints
+            .append_all(&signed[3..])
+            .await
+            .expect("appended");
+
+        assert_eq!(checkpoints.file().syncs(), 0, "no group synced the file");
+        assert_eq!(
+            synchronous(&store),
+            2,
+            "the audit store's connection is FULL again"
+        );
+        let lines: Vec<String> = signed.iter().map(SignedCheckpoint::to_line).collect();
+        assert_eq!(
+            table_lines(&store_path),
+            lines,
+            "the table holds every checkpoint"
+        );
+        let read = checkpoints.read_all().await.expect("read");
+        let contents: Vec<_> = read.into_iter().map(|found| found.content).collect();
+        assert_eq!(
+            contents,
+            signed.iter().cloned().map(Ok).collect::<Vec<_>>(),
+            "each checkpoint once, though file and table both hold it"
+        );
+
+        checkpoints.sync().await.expect("synced");
+        checkpoints.sync().await.expect("nothing more to sync");
+        assert_eq!(checkpoints.file().syncs(), 1);
+
+        // With a zero interval every group syncs the file, as the file alone does.
+        let every = checkpoints.clone().with_file_sync_interval(Duration::ZERO);
+        let more = chain_checkpoints(&key, "w-one", 7, 2).await;
+        every.append_all(&more[..1]).await.expect("appended");
+        every.append_all(&more[1..]).await.expect("appended");
+        assert_eq!(every.file().syncs(), 3);
+    }
+
+    #[tokio::test]
+    async fn opening_for_writing_appends_the_checkpoints_the_table_holds_past_the_files_end_and_keeps_lines_it_lacks()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_path = dir.path().join("keyturn.db");
+        let file_path = dir.path().join(CHECKPOINT_FILE_NAME);
+        let store = LocalStore::open(&store_path).expect("store");
+        let key =
+            LocalSigningKey::load_or_create(&dir.path().join(SIGNING_KEY_FILE_NAME)).expect("key");
+        let one = chain_checkpoints(&key, "w-one", 1, 4).await;
+        let two = chain_checkpoints(&key, "w-two", 1, 3).await;
+        let writing = LocalCheckpoints::open_for_writing(store.clone(), &file_path)
+            .await
+            .expect("opened");
+        writing.append_all(&one[..2]).await.expect("appended");
+        writing.append_all(&two).await.expect("appended");
+        writing.append_all(&one[2..]).await.expect("appended");
+        // A power cut: the file's unsynced tail is gone (w-two's last and w-one's last
+        // two lines), and a line the table never held (a store from before the table).
+        let old = chain_checkpoints(&key, "w-old", 1, 1).await;
+        let kept: Vec<String> = one[..2]
+            .iter()
+            .chain(&two[..2])
+            .chain(&old)
+            .map(SignedCheckpoint::to_line)
+            .collect();
+        fs::write(&file_path, format!("{}\n", kept.join("\n"))).expect("cut");
+
+        let reopened = LocalCheckpoints::open_for_writing(store.clone(), &file_path)
+            .await
+            .expect("reopened");
+
+        let file: Vec<String> = fs::read_to_string(&file_path)
+            .expect("read")
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        let mut expected = kept.clone();
+        // In the order the table stored them.
+        expected.push(two[2].to_line());
+        expected.extend(one[2..].iter().map(SignedCheckpoint::to_line));
+        assert_eq!(file, expected);
+        assert_eq!(
+            reopened.file().syncs(),
+            1,
+            "synced once, after putting them back"
+        );
+        assert_eq!(
+            reopened.reconcile().await.expect("level"),
+            0,
+            "nothing more to put back"
+        );
+        let read = reopened.read_all().await.expect("read");
+        assert_eq!(read.len(), 8, "every checkpoint once: {read:?}");
+    }
+
+    #[tokio::test]
+    async fn reading_takes_the_tables_checkpoints_the_file_lost_and_names_a_garbage_row() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store_path = dir.path().join("keyturn.db");
+        let file_path = dir.path().join(CHECKPOINT_FILE_NAME);
+        let store = LocalStore::open(&store_path).expect("store");
+        let key =
+            LocalSigningKey::load_or_create(&dir.path().join(SIGNING_KEY_FILE_NAME)).expect("key");
+        let signed = chain_checkpoints(&key, "w-one", 1, 3).await;
+        let writing = LocalCheckpoints::open_for_writing(store.clone(), &file_path)
+            .await
+            .expect("opened");
+        writing.append_all(&signed).await.expect("appended");
+        fs::write(&file_path, format!("{}\n", signed[0].to_line())).expect("tail lost");
+        rusqlite::Connection::open(&store_path)
+            .expect("opens")
+            .execute(
+                "INSERT INTO audit_checkpoints (chain, position, line) VALUES ('w-one', 9, 'garbage')",
+                [],
+            )
+            .expect("inserted");
+
+        let read = LocalCheckpoints::reader(store, &file_path)
+            .read_all()
+            .await
+            .expect("read");
+
+        let contents: Vec<_> = read.iter().map(|found| found.content.clone()).collect();
+        assert_eq!(contents.len(), 4, "{read:?}");
+        assert_eq!(
+            contents[..3],
+            signed.iter().cloned().map(Ok).collect::<Vec<_>>()[..]
+        );
+        assert!(contents[3].is_err(), "{read:?}");
+        assert_eq!(read[0].location, format!("{} line 1", file_path.display()));
+        assert_eq!(
+            read[3].location,
+            format!("{} audit_checkpoints row 4", store_path.display())
+        );
     }
 }

@@ -312,6 +312,16 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE alert_ledger ADD COLUMN state TEXT CHECK (state IN ('claimed', 'sent'));
     ALTER TABLE alert_ledger ADD COLUMN lease_until INTEGER;
     ALTER TABLE alert_ledger ADD COLUMN holder TEXT;",
+    // 14: the audit log's signed checkpoints, beside the checkpoint file: each row one
+    // checkpoint's stored line (`line`, as the file holds it), with the chain and position
+    // it names for finding those the file lacks.
+    "CREATE TABLE audit_checkpoints (
+        id INTEGER PRIMARY KEY NOT NULL,
+        chain TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        line TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX audit_checkpoints_by_chain ON audit_checkpoints (chain, position);",
 ];
 
 /// Opening the store or running work on it failed.
@@ -471,6 +481,73 @@ impl LocalStore {
             Ok(value)
         })
         .await
+    }
+}
+
+impl LocalStore {
+    /// [`LocalStore::write`] committed with `synchronous = NORMAL`: the commit is written
+    /// to the WAL but not synced, so it costs no fsync of its own. For rows whose loss in
+    /// a power cut is tolerated (the audit checkpoints: see
+    /// [`crate::adapters::local::anchor::LocalCheckpoints`]).
+    ///
+    /// Why such a commit still becomes durable soon: in WAL mode a commit appends its
+    /// frames to the one WAL file, and every later commit appends after them (writers
+    /// take the write lock in turn); recovery replays the WAL's frames in order up to
+    /// its last valid commit. The next commit with `synchronous = FULL` on this file (an
+    /// audit batch, any other write) syncs the WAL after its own frames, so with them
+    /// every frame before, this commit's included; a WAL checkpoint also syncs the WAL
+    /// before copying it into the database. A power cut before then loses this commit
+    /// and any other unsynced ones after it, never a commit synced before it.
+    ///
+    /// The connection is shared, so the work waits for the connection like any other
+    /// (no busy-timeout sleeps against this process's own writers), and the connection
+    /// is back at `synchronous = FULL` when this returns, also when `work` fails or
+    /// panics.
+    pub(crate) async fn write_unsynced<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.call(move |connection| {
+            connection
+                .execute_batch("PRAGMA synchronous = NORMAL")
+                .map_err(StoreError::sqlite("setting synchronous = NORMAL"))?;
+            let full_again = FullAgain(connection);
+            let transaction = full_again
+                .0
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(StoreError::sqlite("starting a write transaction"))?;
+            let value = work(&transaction)?;
+            transaction
+                .commit()
+                .map_err(StoreError::sqlite("committing a write transaction"))?;
+            full_again.restore()?;
+            Ok(value)
+        })
+        .await
+    }
+}
+
+/// Puts a connection back at `synchronous = FULL` when dropped (after a failure or a
+/// panic inside [`LocalStore::write_unsynced`]), or when [`FullAgain::restore`]d.
+struct FullAgain<'c>(&'c mut Connection);
+
+impl FullAgain<'_> {
+    fn restore(self) -> Result<(), StoreError> {
+        let result = self
+            .0
+            .execute_batch("PRAGMA synchronous = FULL")
+            .map_err(StoreError::sqlite("setting synchronous = FULL"));
+        std::mem::forget(self);
+        result
+    }
+}
+
+impl Drop for FullAgain<'_> {
+    fn drop(&mut self) {
+        if let Err(error) = self.0.execute_batch("PRAGMA synchronous = FULL") {
+            tracing::error!(%error, "cannot set the local store back to synchronous = FULL");
+        }
     }
 }
 
@@ -719,6 +796,52 @@ mod tests {
             .await
             .expect("journal mode");
         assert_eq!(mode, "wal");
+    }
+
+    #[tokio::test]
+    async fn an_unsynced_write_commits_and_leaves_the_connection_synchronous_full_even_when_it_fails()
+     {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = LocalStore::open(dir.path().join("keyturn.db")).expect("open");
+        let synchronous = || {
+            store.call(|c| {
+                c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                    .map_err(StoreError::sqlite("reading synchronous"))
+            })
+        };
+        let insert = "INSERT INTO audit_checkpoints (chain, position, line) VALUES ('c', 1, 'l')";
+
+        store
+            .write_unsynced(move |t| {
+                t.execute(insert, [])
+                    .map_err(StoreError::sqlite("inserting"))?;
+                t.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))
+                    .map_err(StoreError::sqlite("reading synchronous"))
+            })
+            .await
+            .map(|during| assert_eq!(during, 1, "NORMAL while it commits"))
+            .expect("committed");
+        let after = synchronous().await.expect("read");
+        let failed = store
+            .write_unsynced(move |t| {
+                t.execute(insert, [])
+                    .map_err(StoreError::sqlite("inserting"))?;
+                Err::<(), _>(StoreError::TaskFailed)
+            })
+            .await;
+        let after_failure = synchronous().await.expect("read");
+        let rows: i64 = store
+            .call(|c| {
+                c.query_row("SELECT COUNT(*) FROM audit_checkpoints", [], |r| r.get(0))
+                    .map_err(StoreError::sqlite("counting"))
+            })
+            .await
+            .expect("counted");
+
+        assert_eq!(after, 2, "FULL again");
+        assert!(failed.is_err());
+        assert_eq!(after_failure, 2, "FULL again after a failure");
+        assert_eq!(rows, 1, "the failed write was rolled back");
     }
 
     #[test]
