@@ -8,7 +8,6 @@
 //! simultaneous runs sends nothing.
 
 use std::collections::BTreeMap;
-use std::process::{Child, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -23,7 +22,7 @@ use keyturn::domain::inventory::InventoryCredential;
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::inventory::InventoryStore;
 
-use crate::helpers::keyturn;
+use crate::helpers::Served;
 
 /// How many instances sweep at once.
 const PROCESSES: usize = 4;
@@ -31,39 +30,9 @@ const PROCESSES: usize = 4;
 const AZURITE_ACCOUNT_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-struct Process(Child, u16);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(env: &[(String, String)]) -> Process {
+fn serve(env: &[(String, String)]) -> Served {
     let borrowed: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut child = keyturn(&borrowed)
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keyturn starts");
-    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
-    let port = loop {
-        let Ok(line) = rx.recv_timeout(Duration::from_secs(60)) else {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("keyturn exits");
-            panic!(
-                "keyturn serve did not start: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
-        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if parsed["fields"]["message"] == "listening" {
-            break parsed["fields"]["port"].as_u64().expect("port") as u16;
-        }
-    };
-    Process(child, port)
+    crate::helpers::serve(&borrowed, Duration::from_secs(60))
 }
 
 fn credential(name: &str, expires: DateTime<Utc>, tags: &[(&str, &str)]) -> InventoryCredential {
@@ -71,18 +40,19 @@ fn credential(name: &str, expires: DateTime<Utc>, tags: &[(&str, &str)]) -> Inve
 }
 
 /// Posts the timer to every process at the same moment; each one's `ReturnValue`.
-fn sweep_all_at_once(processes: &[Process]) -> Vec<Value> {
+fn sweep_all_at_once(processes: &[Served]) -> Vec<Value> {
     let start = Arc::new(Barrier::new(processes.len()));
     std::thread::scope(|scope| {
         let runs: Vec<_> = processes
             .iter()
             .map(|process| {
                 let start = start.clone();
+                let url = process.url("/AlertSweep");
                 scope.spawn(move || {
                     let http = reqwest::blocking::Client::new();
                     start.wait();
                     let response = http
-                        .post(format!("http://127.0.0.1:{}/AlertSweep", process.1))
+                        .post(url)
                         .header(
                             "X-Azure-Functions-InvocationId",
                             uuid::Uuid::new_v4().to_string(),
@@ -225,7 +195,7 @@ fn processes_sweeping_at_once_send_one_digest_and_each_alert_once() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
-    let processes: Vec<Process> = std::thread::scope(|scope| {
+    let processes: Vec<Served> = std::thread::scope(|scope| {
         let started: Vec<_> = (0..PROCESSES)
             .map(|_| scope.spawn(|| serve(&env)))
             .collect();

@@ -2,12 +2,11 @@
 
 use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{envelope, fixture, keyturn};
+use crate::helpers::{Served, envelope, fixture, keyturn};
 
 fn local_env(data_dir: &Path) -> Vec<(&'static str, String)> {
     vec![
@@ -26,61 +25,8 @@ fn borrowed<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
-/// A running `keyturn serve` and the lines it has logged so far.
-struct Served {
-    child: Child,
-    port: u16,
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
 fn serve(env: &[(&str, &str)]) -> Served {
-    let mut child = keyturn(env)
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keyturn starts");
-    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("keyturn logs that it is listening");
-        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if parsed["fields"]["message"] == "listening" {
-            break parsed["fields"]["port"].as_u64().expect("port") as u16;
-        }
-    };
-    Served {
-        child,
-        port,
-        lines: rx,
-    }
-}
-
-impl Served {
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Sends SIGTERM and returns the exit status and everything logged.
-    fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
-        let killed = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(killed.success());
-        let status = self.child.wait().expect("keyturn exits");
-        let mut stdout = String::new();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
-            stdout.push_str(&line);
-            stdout.push('\n');
-        }
-        let mut stderr = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut stderr).expect("stderr");
-        }
-        (status, stdout, stderr)
-    }
+    crate::helpers::serve(env, Duration::from_secs(30))
 }
 
 #[test]

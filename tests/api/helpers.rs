@@ -469,3 +469,112 @@ pub(crate) fn lines_of(
     });
     rx
 }
+
+/// A loopback port for a child process to listen on, from below the kernel's ephemeral
+/// range (32768 and up on Linux). A port the kernel handed out for `bind(0)` and that
+/// was let go is also the pool every outgoing connection's local port comes from, so
+/// under a suite making thousands of connections to Azurite and the stand-ins one of
+/// them can take it before the child binds it. Below that range only an explicit bind
+/// takes a port; each call in this process gets a different one (a counter, started
+/// from the process id so two test binaries start apart), checked free by binding it.
+pub(crate) fn unused_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN;
+        let port = u16::try_from(port).expect("below 32,000");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {FIRST} and {}", FIRST + SPAN)
+}
+
+/// A running `keyturn serve --port 0`: the port it logged, every line it logs after
+/// that, and its stderr (kept in a file, so a chatty process never blocks on a full
+/// pipe) for failure messages. Dropping it kills the process, so a failing test leaves
+/// none behind.
+pub(crate) struct Served {
+    child: std::process::Child,
+    port: u16,
+    lines: std::sync::mpsc::Receiver<String>,
+    stderr: tempfile::NamedTempFile,
+}
+
+/// Starts `keyturn serve` on a port of its choosing and waits, up to `within`, for the
+/// log line naming it; if none comes the test fails with what the process wrote on
+/// stderr.
+pub(crate) fn serve(env: &[(&str, &str)], within: Duration) -> Served {
+    let stderr = tempfile::NamedTempFile::new().expect("a stderr file");
+    let mut child = keyturn(env)
+        .args(["serve", "--port", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(stderr.reopen().expect("the stderr file reopens"))
+        .spawn()
+        .expect("keyturn starts");
+    let lines = lines_of(child.stdout.take().expect("stdout"));
+    let mut served = Served {
+        child,
+        port: 0,
+        lines,
+        stderr,
+    };
+    while served.port == 0 {
+        let Ok(line) = served.lines.recv_timeout(within) else {
+            let _ = served.child.kill();
+            let _ = served.child.wait();
+            panic!("keyturn serve did not start: {}", served.stderr());
+        };
+        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
+        if parsed["fields"]["message"] == "listening" {
+            served.port = parsed["fields"]["port"]
+                .as_u64()
+                .and_then(|port| u16::try_from(port).ok())
+                .expect("the port it listens on");
+        }
+    }
+    served
+}
+
+impl Served {
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// What the process has written on stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        std::fs::read_to_string(self.stderr.path()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and returns the exit status, the lines logged since start-up and
+    /// stderr.
+    pub(crate) fn terminate(mut self) -> (std::process::ExitStatus, String, String) {
+        let killed = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(killed.success());
+        let status = self.child.wait().expect("keyturn exits");
+        let mut stdout = String::new();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            stdout.push_str(&line);
+            stdout.push('\n');
+        }
+        (status, stdout, self.stderr())
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -512,20 +512,13 @@ fn a_second_dev_on_the_same_data_dir_is_refused() {
 }
 
 /// A free loopback port (closed again before use; the race is harmless in a test).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[test]
 fn dev_serves_secrets_over_mutual_tls_raises_vault_events_and_accepts_replayed_events() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let (tls, ingress) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", crate::helpers::unused_port()),
+        format!("127.0.0.1:{}", crate::helpers::unused_port()),
     );
     let mut dev = keyturn(&[])
         .args(["dev", "--data-dir"])
@@ -724,7 +717,7 @@ fn killing_dev_at_any_moment_of_its_handlers_start_leaves_no_handler_and_frees_t
     ] {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let tls = format!("127.0.0.1:{}", free_port());
+        let tls = format!("127.0.0.1:{}", crate::helpers::unused_port());
         let mut dev = keyturn(&[])
             .args(["dev", "--data-dir"])
             .arg(&data)
@@ -817,8 +810,8 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let (tls, ingress) = (
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", crate::helpers::unused_port()),
+        format!("127.0.0.1:{}", crate::helpers::unused_port()),
     );
     let mut dev = keyturn(&[
         ("KEYTURN_PROOF_SUCCESSES", "2"),
@@ -828,10 +821,11 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     .arg(&data)
     .args(["--tls-address", &tls, "--ingress-address", &ingress])
     .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::null())
+    .stderr(std::fs::File::create(dir.path().join("dev.stderr")).expect("a stderr file"))
     .spawn()
     .expect("keyturn dev starts");
     let received = crate::helpers::lines_of(dev.stdout.take().expect("stdout"));
+    let stderr = || std::fs::read_to_string(dir.path().join("dev.stderr")).unwrap_or_default();
     // The vault's NearExpiry events queue the demo's rotations; the lines come as the
     // pump runs them. The bound only keeps a broken build from hanging the suite.
     let mut shown = Vec::new();
@@ -846,7 +840,10 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     while !done(&shown) {
         match received.recv_timeout(std::time::Duration::from_secs(120)) {
             Ok(line) => shown.push(line),
-            Err(e) => panic!("the rotations never showed ({e}): {shown:#?}"),
+            Err(e) => panic!(
+                "the rotations never showed ({e}): {shown:#?}\nstderr:\n{}",
+                stderr()
+            ),
         }
     }
     // Every command the instructions suggest runs, as printed, while dev runs.

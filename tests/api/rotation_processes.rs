@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -24,37 +24,12 @@ use keyturn::ports::vault::SecretStore;
 use keyturn::rotation::job::{Action, Job};
 use keyturn::rotation::run::{MARKER_PREFIX, PENDING_PREFIX};
 
-use crate::helpers::{fixture, keyturn};
+use crate::helpers::{Served, fixture, keyturn};
 
 const VAULT: &str = "https://keyturn-local.vault.azure.net/";
 
-struct Process(Child, u16);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(env: &[(&str, &str)]) -> Process {
-    let mut child = keyturn(env)
-        .args(["serve", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("keyturn starts");
-    let rx = crate::helpers::lines_of(child.stdout.take().expect("stdout"));
-    let port = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("keyturn logs that it is listening");
-        let parsed: Value = serde_json::from_str(&line).expect("log lines are JSON");
-        if parsed["fields"]["message"] == "listening" {
-            break parsed["fields"]["port"].as_u64().expect("port") as u16;
-        }
-    };
-    Process(child, port)
+fn serve(env: &[(&str, &str)]) -> Served {
+    crate::helpers::serve(env, Duration::from_secs(60))
 }
 
 fn run(data: &Path, args: &[&str], stdin: Option<&str>) -> Value {
@@ -160,9 +135,10 @@ fn two_processes_delivered_the_same_job_at_once_make_one_rotation() {
                 .iter()
                 .map(|process| {
                     let body = &body;
+                    let url = process.url("/RotationWorker");
                     scope.spawn(move || {
                         let response = reqwest::blocking::Client::new()
-                            .post(format!("http://127.0.0.1:{}/RotationWorker", process.1))
+                            .post(url)
                             .timeout(Duration::from_secs(300))
                             .json(body)
                             .send()
