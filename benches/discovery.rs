@@ -20,6 +20,7 @@
 //! Run: `cargo bench --bench discovery` (`KEYTURN_BENCH_SCALE=0.1` for a tenth).
 
 use std::alloc::{GlobalAlloc, Layout};
+use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -41,10 +42,10 @@ use keyturn::adapters::azure::graph::GraphClient;
 use keyturn::adapters::azure::vault_catalog::{self, KEY_VAULT_SCOPE, KeyVaultCatalog};
 use keyturn::discovery::budget::{Budgets, WINDOW};
 use keyturn::discovery::{DETAILS_AT_ONCE, Discovery, run_sweep};
-use keyturn::domain::ids::DirectoryObjectId;
+use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId};
 use keyturn::domain::inventory::{
-    CertificateDetails, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault,
-    KeyDetails, Scope, ScopeFinding, SweepId, SweepSnapshot,
+    Adoption, CertificateDetails, CredentialFilter, CredentialSource, InventoryCredential,
+    InventoryVault, KeyDetails, Scope, ScopeFinding, SweepId, SweepSnapshot,
 };
 use keyturn::ports::PortError;
 use keyturn::ports::catalog::{
@@ -170,6 +171,22 @@ impl InventoryStore for CountingStore {
         Ok(0)
     }
     async fn clear_findings(&self, _: &Scope, _: &SweepId) -> Result<u64, PortError> {
+        Ok(0)
+    }
+    async fn put_adoptions(&self, _: &[Adoption]) -> Result<(), PortError> {
+        Ok(())
+    }
+    async fn adopted(&self, _: &[AppId]) -> Result<BTreeSet<(AppId, KeyId)>, PortError> {
+        Ok(BTreeSet::new())
+    }
+    async fn retire_adoptions(
+        &self,
+        _: &CredentialSource,
+        _: &SweepId,
+    ) -> Result<Vec<(AppId, KeyId)>, PortError> {
+        Ok(Vec::new())
+    }
+    async fn mark_adopted(&self, _: &[(AppId, KeyId)], _: bool) -> Result<u64, PortError> {
         Ok(0)
     }
     async fn credentials(

@@ -16,7 +16,7 @@
 pub mod budget;
 pub mod job;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -26,8 +26,8 @@ use crate::discovery::budget::{Budgets, Pacer, WINDOW};
 use crate::discovery::job::{DiscoveryJob, JobScope};
 use crate::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
 use crate::domain::inventory::{
-    CredentialFilter, CredentialHandle, CredentialKind, CredentialSource, FindingKind,
-    InventoryCredential, OWNER_TAG, Scope, ScopeFinding, SourceKind, SweepId, SweepSnapshot,
+    Adoption, CredentialFilter, CredentialHandle, CredentialKind, CredentialSource, FindingKind,
+    InventoryCredential, OWNER_TAG, Scope, ScopeFinding, SweepId, SweepSnapshot,
 };
 use crate::domain::names::{VaultName, VaultUrl};
 use crate::ports::catalog::{
@@ -50,10 +50,6 @@ const PREVIOUS_KEY_ID_TAG: &str = "keyturn-previous-key-id";
 /// The tag on a rotation's staging copy (`keyturn-pending-{keyId}`) naming the managed
 /// secret it stages a new value for (`rotation::tags`): it is managed with that secret.
 const PENDING_FOR_TAG: &str = "keyturn-pending-for";
-
-/// keyturn names the directory credentials it creates `keyturn {job id}`
-/// (`rotation::run::entra::MARKER_PREFIX`).
-const MANAGED_CREDENTIAL_PREFIX: &str = "keyturn ";
 
 /// Page size for the snapshot's walk of the store.
 const SNAPSHOT_PAGE: u32 = 500;
@@ -285,6 +281,7 @@ impl Discovery {
                 uri: vault.uri.clone(),
             };
             self.store.retire_unseen(&source, &stamp.sweep).await?;
+            self.end_adoptions(&source, &stamp.sweep).await?;
             self.store.clear_findings(&scope, &stamp.sweep).await?;
         }
         Ok(report)
@@ -444,6 +441,9 @@ impl Discovery {
                 .await?;
             report.findings += read.iter().map(|r| r.findings).sum::<u64>();
             self.write(&mut report, &items, stamp).await?;
+            if kind == ObjectKind::Secrets {
+                self.record_adoptions(vault, &items, stamp).await?;
+            }
             after = next;
             if after.is_none() {
                 break;
@@ -492,8 +492,20 @@ impl Discovery {
             } = page;
             complete &= !findings.iter().any(|f| f.kind == FindingKind::Malformed);
             self.put_findings(&mut report, &findings).await?;
+            // The page's client secrets a managed vault secret holds are managed though
+            // their names do not say so: the vault jobs recorded them, before or after.
+            let apps: Vec<AppId> = items
+                .iter()
+                .filter_map(|c| c.adoption_key().map(|(app_id, _)| app_id))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let adopted = self.adopted(&apps).await?;
             for credential in &mut items {
-                credential.managed = credential.name.starts_with(MANAGED_CREDENTIAL_PREFIX);
+                let held = credential
+                    .adoption_key()
+                    .is_some_and(|pair| adopted.contains(&pair));
+                credential.set_adopted(held);
                 if let (CredentialSource::Application { object_id, .. }, Some(details)) =
                     (&credential.source, credential.directory.as_mut())
                 {
@@ -503,6 +515,20 @@ impl Discovery {
                 }
             }
             self.write(&mut report, &items, stamp).await?;
+            // A vault job may have recorded or retired an adoption of these applications
+            // while the page was being written, after the read above and before its own
+            // mark could see this page's rows: what changed lands on the rows now. (An
+            // adoption recorded after this read is marked by the vault job itself, on the
+            // rows written here.)
+            let now_adopted = self.adopted(&apps).await?;
+            let gained: Vec<_> = now_adopted.difference(&adopted).copied().collect();
+            let lost: Vec<_> = adopted.difference(&now_adopted).copied().collect();
+            if !gained.is_empty() {
+                self.store.mark_adopted(&gained, true).await?;
+            }
+            if !lost.is_empty() {
+                self.store.mark_adopted(&lost, false).await?;
+            }
             after = next;
             if after.is_none() {
                 break;
@@ -652,67 +678,87 @@ impl Discovery {
         self.put_findings(report, &[finding]).await
     }
 
-    /// Marks managed the application password credentials that a managed vault secret
-    /// holds by its tags ([`adopted_by`]): a credential keyturn adopted rather than added
-    /// has a name that does not say so, and only the vault knows. Run before the snapshot,
-    /// when every job of the sweep has written its rows, wherever the vault and the
-    /// application were listed. Memory holds the pairs the managed secrets name (at most
-    /// two per managed application secret, not one per object of the tenant) and a page.
-    async fn mark_adopted_credentials(&self) -> Result<(), PortError> {
-        let store = self.store.as_ref();
-        let mut adopted = HashSet::new();
-        let secrets = CredentialFilter {
-            source_kind: Some(SourceKind::Vault),
-            kind: Some(CredentialKind::Secret),
-            ..CredentialFilter::default()
-        };
-        let mut listed = credential_stream(store, secrets, SNAPSHOT_PAGE);
-        while let Some(secret) = listed.next().await {
-            let secret = secret?;
-            if secret.managed {
-                adopted.extend(adopted_by(&secret));
-            }
+    /// The adopted client secrets of `apps`, read from the store (nothing to read for
+    /// none).
+    async fn adopted(&self, apps: &[AppId]) -> Result<BTreeSet<(AppId, KeyId)>, PortError> {
+        if apps.is_empty() {
+            return Ok(BTreeSet::new());
         }
-        drop(listed);
-        if adopted.is_empty() {
+        self.store.adopted(apps).await
+    }
+
+    /// Records the application password credentials a page's managed secrets hold
+    /// ([`adopted_by`]), stamped with the sweep, and marks their rows managed where a
+    /// directory job has written them already; a directory job writing them later reads
+    /// the adoptions back. A credential keyturn adopted rather than added has a name that
+    /// does not say so, and only the vault knows.
+    async fn record_adoptions(
+        &self,
+        vault: &VaultRef,
+        secrets: &[InventoryCredential],
+        stamp: &Stamp,
+    ) -> Result<(), PortError> {
+        let vault_key = CredentialSource::Vault {
+            subscription: vault.subscription,
+            name: vault.name.clone(),
+            uri: vault.uri.clone(),
+        }
+        .key();
+        let adoptions: Vec<Adoption> = secrets
+            .iter()
+            .filter(|secret| secret.managed)
+            .flat_map(|secret| {
+                adopted_by(secret)
+                    .into_iter()
+                    .map(|(app_id, key_id)| Adoption {
+                        app_id,
+                        key_id,
+                        holder: secret.id(),
+                        vault: vault_key.clone(),
+                        sweep: stamp.sweep.clone(),
+                    })
+            })
+            .collect();
+        if adoptions.is_empty() {
             return Ok(());
         }
-        let unmanaged = CredentialFilter {
-            unmanaged_only: true,
-            source_kind: Some(SourceKind::Application),
-            kind: Some(CredentialKind::PasswordCredential),
-            ..CredentialFilter::default()
-        };
-        let mut listed = credential_stream(store, unmanaged, SNAPSHOT_PAGE);
-        let mut marked = Vec::new();
-        while let Some(credential) = listed.next().await {
-            let mut credential = credential?;
-            let held = match (&credential.source, &credential.handle) {
-                (
-                    CredentialSource::Application { app_id, .. },
-                    CredentialHandle::DirectoryCredential { key_id },
-                ) => adopted.contains(&(*app_id, *key_id)),
-                _ => false,
-            };
-            if held {
-                credential.managed = true;
-                marked.push(credential);
-                if marked.len() >= SNAPSHOT_PAGE as usize {
-                    store.put_credentials(&marked).await?;
-                    marked.clear();
-                }
-            }
+        self.store.put_adoptions(&adoptions).await?;
+        let pairs: Vec<(AppId, KeyId)> = adoptions.iter().map(|a| (a.app_id, a.key_id)).collect();
+        self.store.mark_adopted(&pairs, true).await?;
+        Ok(())
+    }
+
+    /// After a complete listing of `vault`: the adoptions its secrets no longer name end,
+    /// and the credentials they held are unmanaged again, unless another secret still
+    /// holds them (or keyturn's name marks them).
+    async fn end_adoptions(
+        &self,
+        vault: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<(), PortError> {
+        let ended = self.store.retire_adoptions(vault, sweep).await?;
+        if ended.is_empty() {
+            return Ok(());
         }
-        if !marked.is_empty() {
-            store.put_credentials(&marked).await?;
+        let apps: Vec<AppId> = ended
+            .iter()
+            .map(|(app_id, _)| *app_id)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let still = self.adopted(&apps).await?;
+        let ended: Vec<(AppId, KeyId)> = ended
+            .into_iter()
+            .filter(|pair| !still.contains(pair))
+            .collect();
+        if !ended.is_empty() {
+            self.store.mark_adopted(&ended, false).await?;
         }
         Ok(())
     }
 
-    /// Counts what the store holds into the sweep's snapshot, a page at a time, once the
-    /// credentials keyturn adopted are marked managed.
+    /// Counts what the store holds into the sweep's snapshot, a page at a time.
     async fn snapshot(&self, stamp: &Stamp) -> Result<JobReport, PortError> {
-        self.mark_adopted_credentials().await?;
         let store = self.store.as_ref();
         let mut snapshot = SweepSnapshot::new(stamp.sweep.clone(), stamp.at);
         let mut credentials = credential_stream(store, CredentialFilter::default(), SNAPSHOT_PAGE);

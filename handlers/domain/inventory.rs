@@ -25,6 +25,10 @@ use crate::domain::names::{VaultName, VaultUrl};
 /// team's name), read by routing and by `keyturn inventory --owner`.
 pub const OWNER_TAG: &str = "keyturn-owner";
 
+/// keyturn names the directory credentials it creates `keyturn {job id}`
+/// (`rotation::run::entra::MARKER_PREFIX`): such a credential is managed by its name.
+pub const KEYTURN_CREDENTIAL_PREFIX: &str = "keyturn ";
+
 /// Longest text of a finding's detail, in characters: a sentence naming what failed (a
 /// status, a service error code, a field), never a backend message that could echo data.
 pub const MAX_FINDING_DETAIL_CHARS: usize = 512;
@@ -371,6 +375,45 @@ impl InventoryCredential {
         ))
     }
 
+    /// The id of the record of `source`'s password credential `key_id`: what
+    /// [`InventoryCredential::id`] gives that record, for a store to find it by its
+    /// application and keyId.
+    pub fn password_credential_id(source: &CredentialSource, key_id: &KeyId) -> RecordId {
+        RecordId::of(&format!(
+            "{}|{}|{key_id}",
+            source.identity(),
+            CredentialKind::PasswordCredential
+        ))
+    }
+
+    /// For an application's password credential, the application and keyId an
+    /// [`Adoption`] names it by; `None` for every other credential (only an application's
+    /// client secret can be held in a vault secret keyturn rotates).
+    pub fn adoption_key(&self) -> Option<(AppId, KeyId)> {
+        match (&self.source, &self.handle, self.kind) {
+            (
+                CredentialSource::Application { app_id, .. },
+                CredentialHandle::DirectoryCredential { key_id },
+                CredentialKind::PasswordCredential,
+            ) => Some((*app_id, *key_id)),
+            _ => None,
+        }
+    }
+
+    /// Whether keyturn created it (its name says so, [`KEYTURN_CREDENTIAL_PREFIX`]).
+    pub fn named_by_keyturn(&self) -> bool {
+        self.name.starts_with(KEYTURN_CREDENTIAL_PREFIX)
+    }
+
+    /// Sets whether a directory credential is managed from what marks it: its name, or
+    /// an adoption (a managed vault secret holding it). Returns whether that changed it.
+    pub fn set_adopted(&mut self, adopted: bool) -> bool {
+        let managed = adopted || self.named_by_keyturn();
+        let changed = managed != self.managed;
+        self.managed = managed;
+        changed
+    }
+
     /// When it expires, relative to `now`.
     pub fn expiry_bucket(&self, now: DateTime<Utc>) -> ExpiryBucket {
         ExpiryBucket::of(self.expires, now)
@@ -599,6 +642,38 @@ impl InventoryVault {
     /// (Key Vault Reader cannot list its objects): the inventory flags it.
     pub fn needs_list_only_policy(&self) -> bool {
         self.permission_model == PermissionModel::AccessPolicy
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Adoptions
+
+/// An application password credential keyturn adopted: a managed vault secret holds its
+/// value and names it by its tags (`keyturn-app-id` with `keyturn-key-id`, or
+/// `keyturn-previous-key-id` for the one before, in its overlap). The credential's name
+/// does not say so (keyturn did not create it), so the vault job that reads the secret
+/// records the adoption, and the directory job that lists the application reads it back:
+/// the credential's row is managed whichever job runs first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adoption {
+    pub app_id: AppId,
+    pub key_id: KeyId,
+    /// The vault secret holding it ([`InventoryCredential::id`]).
+    pub holder: RecordId,
+    /// The holder's vault ([`CredentialSource::key`]): a complete listing of that vault
+    /// retires the adoptions its secrets no longer name.
+    pub vault: RecordId,
+    /// The sweep that last saw the holder name it.
+    pub sweep: SweepId,
+}
+
+impl Adoption {
+    /// The record's stable id: the credential and the secret holding it.
+    pub fn id(&self) -> RecordId {
+        RecordId::of(&format!(
+            "adoption|{}|{}|{}",
+            self.app_id, self.key_id, self.holder
+        ))
     }
 }
 

@@ -7,15 +7,16 @@
 //! walks a tenant's credentials one page at a time ([`credential_stream`]) and never holds
 //! the whole tenant in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
+use crate::domain::ids::{AppId, KeyId};
 use crate::domain::inventory::{
-    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, RecordId, Scope,
-    ScopeFinding, SourceKind, SweepId, SweepSnapshot,
+    Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, RecordId,
+    Scope, ScopeFinding, SourceKind, SweepId, SweepSnapshot,
 };
 use crate::ports::PortError;
 use crate::ports::catalog::{DirectoryKind, DirectoryRange};
@@ -128,6 +129,36 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
     /// Removes the findings on `scope` written by a sweep older than `sweep`: problems
     /// that are gone. A newer sweep's findings stay, as in [`InventoryStore::retire_unseen`].
     async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError>;
+
+    /// Records each adoption over the record with its id (the same credential and holder),
+    /// stamped with the sweep it carries.
+    async fn put_adoptions(&self, adoptions: &[Adoption]) -> Result<(), PortError>;
+
+    /// The application password credentials of `apps` that an adoption names, as
+    /// (application, keyId). A directory job asks this for each page of applications it
+    /// writes: a point or partition read per application, or one range read over the
+    /// adoptions (at most two per managed application secret), never a walk of the
+    /// tenant's credentials.
+    async fn adopted(&self, apps: &[AppId]) -> Result<BTreeSet<(AppId, KeyId)>, PortError>;
+
+    /// Removes the adoptions held in `vault` (its secrets) recorded by a sweep older than
+    /// `sweep`: those its secrets no longer name (tags removed or pointing at another
+    /// credential, the secret deleted). Call it only after a complete listing of the
+    /// vault's secrets. Returns the (application, keyId) pairs the removed adoptions named.
+    async fn retire_adoptions(
+        &self,
+        vault: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<Vec<(AppId, KeyId)>, PortError>;
+
+    /// Sets whether each application password credential `pairs` names is adopted
+    /// ([`InventoryCredential::set_adopted`]) on the row the store holds for it, changing
+    /// nothing else on the row, and never over a write of the same row made meanwhile (a
+    /// directory job rewriting it): the flag lands on the row as it is now. A pair whose
+    /// credential has no row yet is skipped (the directory job that writes it asks
+    /// [`InventoryStore::adopted`]). Returns how many rows changed.
+    async fn mark_adopted(&self, pairs: &[(AppId, KeyId)], adopted: bool)
+    -> Result<u64, PortError>;
 
     /// One page of the credentials `filter` matches, at most `limit` (capped at
     /// [`MAX_PAGE_SIZE`]), starting where `after` says (`None`: the first page). Every

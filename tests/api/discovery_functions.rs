@@ -278,3 +278,106 @@ async fn a_message_that_is_not_a_discovery_job_is_completed_as_bad_input() {
     );
     assert!(inventory(&app).await.is_empty());
 }
+
+/// A client secret kept in a managed vault secret (its `keyturn-app-id` and
+/// `keyturn-key-id` name it) is managed as soon as the sweep's jobs have run, while the
+/// sweep's snapshot still waits an hour: the directory jobs, delivered before the vault job
+/// the subscription job queues, write it first, and the vault job marks it. An alert read
+/// from the inventory then says keyturn rotates it.
+#[tokio::test]
+async fn an_adopted_client_secret_is_managed_before_the_sweeps_snapshot() {
+    let app = spawn_app().await;
+    let path = app.data_dir().join("keyturn.db");
+    let store = LocalStore::open(&path).expect("the store opens");
+    let clock = app.rotation.clock.clock();
+    let key = LocalVault::key_from_setting_or_file(None, &path).expect("the vault key");
+    let vault = LocalVault::open(store.clone(), key, clock.clone())
+        .await
+        .expect("the vault opens");
+    let now = clock.now();
+    let directory = LocalDirectory::new(store, clock);
+    let application = directory.create_application("billing").await.expect("app");
+    let issued = directory
+        .add_password(
+            &application.object_id,
+            "billing secret",
+            now + Duration::days(10),
+        )
+        .await
+        .expect("added");
+    vault
+        .set_secret(
+            &VaultUrl::parse("https://keyturn-local.vault.azure.net/").expect("url"),
+            &ObjectName::parse("billing-secret").expect("name"),
+            &SecretValue::new("never-read-by-discovery"),
+            NewSecretVersion {
+                expires: Some(now + Duration::days(10)),
+                tags: [
+                    ("keyturn-kind", "entra-app-secret".to_owned()),
+                    ("keyturn-app-id", application.app_id.to_string()),
+                    ("keyturn-key-id", issued.credential.key_id.to_string()),
+                ]
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value))
+                .collect(),
+                ..NewSecretVersion::default()
+            },
+        )
+        .await
+        .expect("written");
+
+    let response = app
+        .invoke(
+            "DiscoverySweep",
+            &json!({ "Data": { "timer": { "IsPastDue": false } }, "Metadata": {} }),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let queue = discovery_queue(&app);
+    let mut order = Vec::new();
+    while let Some(message) = queue
+        .receive(app.rotation.clock.clock().now())
+        .await
+        .expect("the queue reads")
+    {
+        let body = String::from_utf8(message.body.clone()).expect("utf-8");
+        let job = DiscoveryJob::decode(body.as_bytes()).expect("a job");
+        order.push(job.scope_key());
+        let response = app
+            .invoke(
+                "DiscoveryWorker",
+                &service_bus_invocation(&body, &message.message_id, message.delivery_count),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "{body}");
+        queue
+            .complete(message.lock_token, app.rotation.clock.clock().now())
+            .await
+            .expect("completed");
+        assert!(order.len() < 1_000, "the jobs do not loop");
+    }
+    let vault_at = order.iter().position(|s| s.starts_with("vault/"));
+    let directory_at = order.iter().position(|s| s.starts_with("directory/"));
+    assert!(
+        matches!((directory_at, vault_at), (Some(d), Some(v)) if d < v),
+        "the directory jobs ran before the vault job: {order:?}"
+    );
+    assert_eq!(
+        queue.active_count().await.expect("counted"),
+        1,
+        "the snapshot still waits"
+    );
+
+    let credentials = inventory(&app).await;
+    let adopted = credentials
+        .iter()
+        .find(|c| c.name == "billing secret")
+        .expect("inventoried");
+    assert!(adopted.managed, "{adopted:?}");
+    let defaults = keyturn::rotation::tags::PolicyDefaults::new(90, 30, 7).expect("defaults");
+    let advice = keyturn::alerts::message::advice(adopted, now, &defaults).join(" ");
+    assert!(
+        advice.contains("keyturn rotates it (through the Key Vault secret that holds it)"),
+        "{advice}"
+    );
+}

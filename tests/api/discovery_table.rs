@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use azure_core::http::{AsyncRawResponse, ClientOptions, HttpClient, Request, Transport};
+use azure_core::http::{AsyncRawResponse, Body, ClientOptions, HttpClient, Request, Transport};
 use chrono::Duration;
 use futures::TryStreamExt;
 use keyturn_standins::{
@@ -21,7 +21,9 @@ use keyturn::adapters::azure::inventory::TableInventory;
 use keyturn::adapters::azure::vault_catalog::{KEY_VAULT_SCOPE, KeyVaultCatalog};
 use keyturn::discovery::budget::Budgets;
 use keyturn::discovery::{Discovery, run_sweep};
-use keyturn::domain::inventory::{CredentialFilter, InventoryCredential, SourceKind, SweepId};
+use keyturn::domain::inventory::{
+    CredentialFilter, CredentialKind, InventoryCredential, SourceKind, SweepId,
+};
 use keyturn::domain::secret::SecretValue;
 use keyturn::ports::inventory::credential_stream;
 
@@ -34,7 +36,8 @@ const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
 const KEY_VAULT_PAGE: usize = 25;
 
 /// Sends through reqwest and counts each request by what it writes: `$batch` (an entity
-/// group transaction) or a single entity's `PUT`, per partition kind (its first letter).
+/// group transaction) or a single entity's `PUT`, per partition kind (its first letter:
+/// `c` a source's credentials, `i` the application index).
 #[derive(Debug, Default)]
 struct CountingTransport {
     inner: reqwest::Client,
@@ -46,7 +49,16 @@ impl HttpClient for CountingTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let url = request.url();
         let what = if url.path().ends_with("/$batch") {
-            "transaction".to_owned()
+            let kind = match request.body() {
+                Body::Bytes(bytes) => {
+                    let text = String::from_utf8_lossy(bytes);
+                    text.find("PartitionKey='")
+                        .and_then(|at| text[at + "PartitionKey='".len()..].chars().next())
+                        .map_or_else(|| "?".to_owned(), String::from)
+                }
+                Body::SeekableStream(_) => "?".to_owned(),
+            };
+            format!("transaction {kind}")
         } else if let Some(at) = url.path().find("PartitionKey='") {
             let kind = &url.path()[at + "PartitionKey='".len()..][..1];
             format!("{} {kind}", request.method())
@@ -218,14 +230,34 @@ async fn a_vaults_page_is_one_table_request_and_every_credential_is_stored() {
     // Credential partitions start with `c`, one per source: each vault page is one
     // transaction, each application's pair of client secrets one more, and only a
     // source with a single credential on its page is written on its own.
-    let transactions = transport.count("transaction");
+    let transactions = transport.count("transaction c");
     let single_writes = transport.count("PUT c");
+    // The application index (`i`, by an app id's first two digits) is written once per
+    // page for the applications with client secrets it holds: at most one write per such
+    // application, fewer where a page's applications share a partition.
+    let index_writes = transport.count("transaction i") + transport.count("PUT i");
+    let with_client_secrets = stored
+        .iter()
+        .filter(|c| c.kind == CredentialKind::PasswordCredential)
+        .filter(|c| c.source.kind() == SourceKind::Application)
+        .map(|c| c.source.key())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len() as u64;
     println!(
-        "{} credentials ({vault_objects} vault objects in {vault_pages} pages, {} of {} applications): {transactions} transactions and {single_writes} single writes to the inventory table",
+        "{} credentials ({vault_objects} vault objects in {vault_pages} pages, {} of {} applications): {transactions} transactions and {single_writes} single writes to the inventory table, and {index_writes} to the application index",
         stored.len(),
         stored.len() - vault_objects,
         directory.len()
     );
     assert_eq!(single_writes, singles as u64);
     assert_eq!(transactions, (vault_pages + pairs) as u64);
+    assert!(
+        (1..=with_client_secrets).contains(&index_writes),
+        "{index_writes} index writes for {with_client_secrets} applications with client secrets"
+    );
+    assert_eq!(
+        transport.count("transaction ?"),
+        0,
+        "every transaction classified"
+    );
 }

@@ -1495,6 +1495,35 @@ impl InventoryStore for FailingInventory {
     ) -> Result<u64, PortError> {
         self.inner.clear_findings(s, w).await
     }
+    async fn put_adoptions(
+        &self,
+        a: &[keyturn::domain::inventory::Adoption],
+    ) -> Result<(), PortError> {
+        self.inner.put_adoptions(a).await
+    }
+    async fn adopted(
+        &self,
+        apps: &[keyturn::domain::ids::AppId],
+    ) -> Result<
+        std::collections::BTreeSet<(keyturn::domain::ids::AppId, keyturn::domain::ids::KeyId)>,
+        PortError,
+    > {
+        self.inner.adopted(apps).await
+    }
+    async fn retire_adoptions(
+        &self,
+        v: &CredentialSource,
+        w: &SweepId,
+    ) -> Result<Vec<(keyturn::domain::ids::AppId, keyturn::domain::ids::KeyId)>, PortError> {
+        self.inner.retire_adoptions(v, w).await
+    }
+    async fn mark_adopted(
+        &self,
+        pairs: &[(keyturn::domain::ids::AppId, keyturn::domain::ids::KeyId)],
+        adopted: bool,
+    ) -> Result<u64, PortError> {
+        self.inner.mark_adopted(pairs, adopted).await
+    }
     async fn credentials(
         &self,
         filter: &CredentialFilter,

@@ -7,6 +7,8 @@
 //! | `vault` | vault id | a vault |
 //! | `f` + scope key | finding id | a finding |
 //! | `snapshot` | time + sweep | a sweep's counts, in time order |
+//! | `a` + app id | adoption id | an adoption: a managed vault secret holds this client secret |
+//! | `i` + app id's first two digits | app id | the application's object id |
 //!
 //! A credential's partition is its source, so a scan job writes and retires within one
 //! partition and the load spreads across partitions as Table storage scales them. A page
@@ -15,8 +17,14 @@
 //! record is stored as its JSON (in chunks under the 64 KiB property limit) beside the
 //! properties a query filters on (`SourceKind`, `Kind`, `Expires` as `Edm.DateTime`,
 //! `Managed`, `Sweep`, and for a directory credential its `DirectoryRange`).
+//!
+//! Adoptions are kept per application, so a directory job reads those of a page of
+//! applications with one range query over the adoption partitions (at most two rows per
+//! managed application secret, however large the tenant). A vault job finds the row of a
+//! credential it finds adopted through the application index (`i`), which each write of
+//! an application's client secrets keeps: its object id names the row's partition.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,13 +34,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::adapters::azure::client::table::{
-    Continuation, EntityKey, IfMatch, Query, TableClient, TableName, odata_string,
+    Continuation, EntityKey, IfMatch, Query, TableClient, TableName, UpdateMode, odata_string,
 };
+use crate::domain::ids::{AppId, DirectoryObjectId, KeyId};
 use crate::domain::inventory::{
-    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
-    SweepId, SweepSnapshot,
+    Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope,
+    ScopeFinding, SweepId, SweepSnapshot,
 };
-use crate::ports::catalog::DirectoryRange;
+use crate::ports::catalog::{DirectoryKind, DirectoryRange};
 use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
 use crate::ports::{FailureKind, PortError};
 
@@ -42,6 +51,15 @@ const CREDENTIAL_END: &str = "d";
 const FINDING_PREFIX: &str = "f";
 const VAULT_PARTITION: &str = "vault";
 const SNAPSHOT_PARTITION: &str = "snapshot";
+const ADOPTION_PREFIX: &str = "a";
+/// The first partition key past every adoption partition (`a` + app id): `b`.
+const ADOPTION_END: &str = "b";
+const APP_INDEX_PREFIX: &str = "i";
+/// Applications of one page up to which [`TableInventory::adopted`] reads each one's
+/// partition; past it, one range query between the lowest and highest app id.
+const ADOPTION_POINT_READS: usize = 8;
+/// Tries at changing one row's managed flag while directory jobs keep rewriting it.
+const MARK_ATTEMPTS: usize = 8;
 /// A directory credential's range (`applications/3`), what retiring a range selects by.
 const RANGE_PROPERTY: &str = "DirectoryRange";
 
@@ -56,6 +74,9 @@ const MAX_CHUNKS: usize = 14;
 /// Partitions one `put_credentials` call writes at once: enough to hide a round trip when
 /// a directory page spans many applications, far below the account's scalability target.
 const WRITE_CONCURRENCY: usize = 16;
+
+/// One entity of a partition: its row key and properties.
+type Row = (EntityKey, Map<String, Value>);
 
 #[derive(Debug, Clone)]
 pub struct TableInventory {
@@ -138,6 +159,29 @@ fn record_of<T: DeserializeOwned>(
 
 fn token(continuation: Option<Continuation>) -> Option<PageToken> {
     continuation.map(|c| PageToken::new(c.to_token()))
+}
+
+fn adoption_partition(app_id: &AppId) -> String {
+    format!("{ADOPTION_PREFIX}{app_id}")
+}
+
+/// The application index's partition of `app_id`: its first two hex digits, so a page of
+/// one directory range (one first digit) writes at most sixteen partitions.
+fn app_index_partition(app_id: &AppId) -> String {
+    let text = app_id.to_string();
+    format!("{APP_INDEX_PREFIX}{}", &text[..2])
+}
+
+fn text_property<'a>(properties: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    properties.get(name).and_then(Value::as_str)
+}
+
+/// An adoption's application and keyId as stored.
+fn adoption_pair(properties: &Map<String, Value>) -> Result<(AppId, KeyId), PortError> {
+    text_property(properties, "AppId")
+        .and_then(|text| AppId::parse(text).ok())
+        .zip(text_property(properties, "KeyId").and_then(|text| KeyId::parse(text).ok()))
+        .ok_or_else(|| PortError::invalid("an adoption in the inventory table does not parse"))
 }
 
 fn continuation(after: Option<&PageToken>) -> Result<Option<Continuation>, PortError> {
@@ -268,33 +312,9 @@ impl TableInventory {
         ))
     }
 
-    fn snapshot_row(snapshot: &SweepSnapshot) -> String {
-        format!(
-            "{}-{}",
-            snapshot.at.format("%Y%m%dT%H%M%S%.9fZ"),
-            snapshot.sweep
-        )
-    }
-}
-
-#[async_trait]
-impl InventoryStore for TableInventory {
-    async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError> {
-        // One partition per source: a vault's page is one entity group transaction, a
-        // directory page one per application or service principal it holds.
-        let mut partitions: Vec<(String, Vec<(EntityKey, Map<String, Value>)>)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        for credential in credentials {
-            let (partition, row, properties) = Self::credential_entity(credential)?;
-            let entity = (key(&row)?, properties);
-            match index.get(&partition) {
-                Some(&at) => partitions[at].1.push(entity),
-                None => {
-                    index.insert(partition.clone(), partitions.len());
-                    partitions.push((partition, vec![entity]));
-                }
-            }
-        }
+    /// Writes each partition's entities, a single one on its own and more as entity group
+    /// transactions, [`WRITE_CONCURRENCY`] partitions at once.
+    async fn write_partitions(&self, partitions: Vec<(String, Vec<Row>)>) -> Result<(), PortError> {
         stream::iter(partitions)
             .map(|(partition, entities)| async move {
                 let partition = key(&partition)?;
@@ -314,6 +334,168 @@ impl InventoryStore for TableInventory {
             .buffer_unordered(WRITE_CONCURRENCY)
             .try_collect::<()>()
             .await
+    }
+
+    /// Every entity `filter` selects, its `select`ed properties, a page at a time.
+    async fn select_all(
+        &self,
+        filter: String,
+        select: &[&str],
+    ) -> Result<Vec<(String, String, Map<String, Value>)>, PortError> {
+        let mut query = Query {
+            filter: Some(filter),
+            select: select.iter().map(|name| (*name).to_owned()).collect(),
+            top: Some(MAX_PAGE_SIZE),
+            continuation: None,
+        };
+        let mut rows = Vec::new();
+        loop {
+            let page = self
+                .client
+                .query::<Map<String, Value>>(&self.table, &query)
+                .await?;
+            rows.extend(
+                page.entities
+                    .into_iter()
+                    .map(|e| (e.partition_key, e.row_key, e.properties)),
+            );
+            match page.continuation {
+                Some(next) => query.continuation = Some(next),
+                None => return Ok(rows),
+            }
+        }
+    }
+
+    /// The object id the application index holds for `app_id`, if any.
+    async fn object_of(&self, app_id: &AppId) -> Result<Option<DirectoryObjectId>, PortError> {
+        let read = self
+            .client
+            .get::<Map<String, Value>>(
+                &self.table,
+                &key(&app_index_partition(app_id))?,
+                &key(&app_id.to_string())?,
+            )
+            .await;
+        match read {
+            Ok(entity) => text_property(&entity.properties, "ObjectId")
+                .and_then(|text| DirectoryObjectId::parse(text).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    PortError::invalid(
+                        "an application index row in the inventory table does not parse",
+                    )
+                }),
+            Err(error) if error.kind == FailureKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Sets one row's adoption as it is stored now: read with its ETag, changed, and
+    /// written only if nobody wrote it meanwhile (else read again). `true` when it changed.
+    async fn mark_row(
+        &self,
+        partition: &EntityKey,
+        row: &EntityKey,
+        adopted: bool,
+    ) -> Result<bool, PortError> {
+        for _ in 0..MARK_ATTEMPTS {
+            let entity = match self
+                .client
+                .get::<Map<String, Value>>(&self.table, partition, row)
+                .await
+            {
+                Ok(entity) => entity,
+                Err(error) if error.kind == FailureKind::NotFound => return Ok(false),
+                Err(error) => return Err(error),
+            };
+            let mut credential: InventoryCredential =
+                record_of(&entity.properties, row.as_str(), "credential")?;
+            if !credential.set_adopted(adopted) {
+                return Ok(false);
+            }
+            let etag = entity.etag.ok_or_else(|| {
+                PortError::invalid("the inventory table returned a credential without its ETag")
+            })?;
+            let (_, _, properties) = Self::credential_entity(&credential)?;
+            let written = self
+                .client
+                .update(
+                    &self.table,
+                    partition,
+                    row,
+                    &properties,
+                    UpdateMode::Replace,
+                    &IfMatch::Etag(etag),
+                )
+                .await;
+            match written {
+                Ok(_) => return Ok(true),
+                Err(error) if error.kind == FailureKind::Conflict => continue,
+                Err(error) if error.kind == FailureKind::NotFound => return Ok(false),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(PortError::new(
+            FailureKind::Conflict,
+            "marking an adopted credential: its row kept changing",
+        ))
+    }
+
+    fn snapshot_row(snapshot: &SweepSnapshot) -> String {
+        format!(
+            "{}-{}",
+            snapshot.at.format("%Y%m%dT%H%M%S%.9fZ"),
+            snapshot.sweep
+        )
+    }
+}
+
+#[async_trait]
+impl InventoryStore for TableInventory {
+    async fn put_credentials(&self, credentials: &[InventoryCredential]) -> Result<(), PortError> {
+        // One partition per source: a vault's page is one entity group transaction, a
+        // directory page one per application or service principal it holds.
+        let mut partitions: Vec<(String, Vec<Row>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        for credential in credentials {
+            let (partition, row, properties) = Self::credential_entity(credential)?;
+            let entity = (key(&row)?, properties);
+            match index.get(&partition) {
+                Some(&at) => partitions[at].1.push(entity),
+                None => {
+                    index.insert(partition.clone(), partitions.len());
+                    partitions.push((partition, vec![entity]));
+                }
+            }
+        }
+        self.write_partitions(partitions).await?;
+        // The application index: what a vault job finding a client secret adopted needs
+        // to find its row (the partition is the application's object id).
+        let mut index: BTreeMap<String, BTreeMap<String, Map<String, Value>>> = BTreeMap::new();
+        for credential in credentials {
+            if let (Some((app_id, _)), CredentialSource::Application { object_id, .. }) =
+                (credential.adoption_key(), &credential.source)
+            {
+                let mut properties = Map::new();
+                properties.insert("ObjectId".into(), Value::String(object_id.to_string()));
+                properties.insert("Sweep".into(), Value::String(credential.sweep.to_string()));
+                index
+                    .entry(app_index_partition(&app_id))
+                    .or_default()
+                    .insert(app_id.to_string(), properties);
+            }
+        }
+        let index = index
+            .into_iter()
+            .map(|(partition, rows)| {
+                let rows = rows
+                    .into_iter()
+                    .map(|(row, properties)| Ok((key(&row)?, properties)))
+                    .collect::<Result<Vec<_>, PortError>>()?;
+                Ok((partition, rows))
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        self.write_partitions(index).await
     }
 
     async fn put_vault(&self, vault: &InventoryVault) -> Result<(), PortError> {
@@ -361,19 +543,35 @@ impl InventoryStore for TableInventory {
 
     /// One query over the credential partitions selects the range's older rows by the
     /// `DirectoryRange` property each directory credential carries; no record is read.
+    /// An applications range also retires its older application index rows (the
+    /// applications deleted since, or left without a client secret), which are not
+    /// counted.
     async fn retire_unseen_in_range(
         &self,
         range: &DirectoryRange,
         sweep: &SweepId,
     ) -> Result<u64, PortError> {
-        self.delete_where(format!(
-            "PartitionKey gt {} and PartitionKey lt {} and {RANGE_PROPERTY} eq {} and Sweep lt {}",
-            odata_string(CREDENTIAL_PREFIX),
-            odata_string(CREDENTIAL_END),
-            odata_string(&range.label()),
-            odata_string(sweep.as_str())
-        ))
-        .await
+        let removed = self
+            .delete_where(format!(
+                "PartitionKey gt {} and PartitionKey lt {} and {RANGE_PROPERTY} eq {} and Sweep lt {}",
+                odata_string(CREDENTIAL_PREFIX),
+                odata_string(CREDENTIAL_END),
+                odata_string(&range.label()),
+                odata_string(sweep.as_str())
+            ))
+            .await?;
+        if range.kind == DirectoryKind::Applications {
+            // `i` + the range's digit + any second digit: between `i{d}` and `i{d}~`.
+            let first = format!("{APP_INDEX_PREFIX}{}", range.prefix);
+            self.delete_where(format!(
+                "PartitionKey gt {} and PartitionKey lt {} and Sweep lt {}",
+                odata_string(&first),
+                odata_string(&format!("{first}~")),
+                odata_string(sweep.as_str())
+            ))
+            .await?;
+        }
+        Ok(removed)
     }
 
     async fn clear_findings(&self, scope: &Scope, sweep: &SweepId) -> Result<u64, PortError> {
@@ -383,6 +581,130 @@ impl InventoryStore for TableInventory {
             odata_string(sweep.as_str())
         ))
         .await
+    }
+
+    async fn put_adoptions(&self, adoptions: &[Adoption]) -> Result<(), PortError> {
+        let mut partitions: BTreeMap<String, Vec<Row>> = BTreeMap::new();
+        for adoption in adoptions {
+            let mut properties = Map::new();
+            for (name, value) in [
+                ("AppId", adoption.app_id.to_string()),
+                ("KeyId", adoption.key_id.to_string()),
+                ("Holder", adoption.holder.to_string()),
+                ("Vault", adoption.vault.to_string()),
+                ("Sweep", adoption.sweep.to_string()),
+            ] {
+                properties.insert(name.into(), Value::String(value));
+            }
+            partitions
+                .entry(adoption_partition(&adoption.app_id))
+                .or_default()
+                .push((key(adoption.id().as_str())?, properties));
+        }
+        self.write_partitions(partitions.into_iter().collect())
+            .await
+    }
+
+    async fn adopted(&self, apps: &[AppId]) -> Result<BTreeSet<(AppId, KeyId)>, PortError> {
+        let apps: BTreeSet<AppId> = apps.iter().copied().collect();
+        let (Some(first), Some(last)) = (apps.first(), apps.last()) else {
+            return Ok(BTreeSet::new());
+        };
+        const SELECT: &[&str] = &["AppId", "KeyId"];
+        let select = SELECT;
+        let rows = if apps.len() <= ADOPTION_POINT_READS {
+            let filters: Vec<String> = apps
+                .iter()
+                .map(|app| format!("PartitionKey eq {}", odata_string(&adoption_partition(app))))
+                .collect();
+            stream::iter(filters)
+                .map(|filter| self.select_all(filter, SELECT))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .try_concat()
+                .await?
+        } else {
+            self.select_all(
+                format!(
+                    "PartitionKey ge {} and PartitionKey le {}",
+                    odata_string(&adoption_partition(first)),
+                    odata_string(&adoption_partition(last))
+                ),
+                select,
+            )
+            .await?
+        };
+        let mut adopted = BTreeSet::new();
+        for (_, _, properties) in &rows {
+            let pair = adoption_pair(properties)?;
+            if apps.contains(&pair.0) {
+                adopted.insert(pair);
+            }
+        }
+        Ok(adopted)
+    }
+
+    async fn retire_adoptions(
+        &self,
+        vault: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<Vec<(AppId, KeyId)>, PortError> {
+        let rows = self
+            .select_all(
+                format!(
+                    "PartitionKey gt {} and PartitionKey lt {} and Vault eq {} and Sweep lt {}",
+                    odata_string(ADOPTION_PREFIX),
+                    odata_string(ADOPTION_END),
+                    odata_string(vault.key().as_str()),
+                    odata_string(sweep.as_str())
+                ),
+                &["AppId", "KeyId"],
+            )
+            .await?;
+        let mut ended = Vec::new();
+        for (partition, row, properties) in &rows {
+            let deleted = self
+                .client
+                .delete(&self.table, &key(partition)?, &key(row)?, &IfMatch::Any)
+                .await;
+            match deleted {
+                Ok(()) => ended.push(adoption_pair(properties)?),
+                // A concurrent rerun retired it (and reports it).
+                Err(error) if error.kind == FailureKind::NotFound => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn mark_adopted(
+        &self,
+        pairs: &[(AppId, KeyId)],
+        adopted: bool,
+    ) -> Result<u64, PortError> {
+        let mut by_app: BTreeMap<AppId, Vec<KeyId>> = BTreeMap::new();
+        for (app_id, key_id) in pairs {
+            by_app.entry(*app_id).or_default().push(*key_id);
+        }
+        let mut changed = 0;
+        for (app_id, key_ids) in by_app {
+            let Some(object_id) = self.object_of(&app_id).await? else {
+                continue;
+            };
+            let source = CredentialSource::Application {
+                object_id,
+                app_id,
+                display_name: None,
+            };
+            let partition = key(&format!("{CREDENTIAL_PREFIX}{}", source.key()))?;
+            for key_id in key_ids {
+                let row =
+                    key(InventoryCredential::password_credential_id(&source, &key_id).as_str())?;
+                if self.mark_row(&partition, &row, adopted).await? {
+                    changed += 1;
+                }
+            }
+        }
+        Ok(changed)
     }
 
     async fn credentials(

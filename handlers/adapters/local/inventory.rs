@@ -2,6 +2,8 @@
 //! its stable id, with the columns reads filter and page on beside it. Pages are keyset
 //! pages (`id > last`), so a walk costs one index seek per page whatever the table's size.
 
+use std::collections::BTreeSet;
+
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
@@ -9,9 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::adapters::local::store::{LocalStore, StoreError};
+use crate::domain::ids::{AppId, KeyId};
 use crate::domain::inventory::{
-    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
-    SweepId, SweepSnapshot,
+    Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope,
+    ScopeFinding, SweepId, SweepSnapshot,
 };
 use crate::ports::PortError;
 use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
@@ -37,6 +40,11 @@ fn encode<T: Serialize>(record: &T, what: &str) -> Result<String, PortError> {
 fn decode<T: DeserializeOwned>(id: &str, json: &str, what: &str) -> Result<T, PortError> {
     serde_json::from_str(json)
         .map_err(|_| PortError::invalid(format!("{what} {id} in the local store does not parse")))
+}
+
+/// An application password credential's `adoption` column: `{app id}|{key id}`.
+fn adoption_column(app_id: &AppId, key_id: &KeyId) -> String {
+    format!("{app_id}|{key_id}")
 }
 
 fn clamp(limit: u32) -> u32 {
@@ -66,6 +74,14 @@ fn keyset_page(
         _ => None,
     };
     Ok(Page { items: rows, next })
+}
+
+/// An adoption's application and keyId as stored.
+fn adoption_pair(app: &str, key: &str) -> Result<(AppId, KeyId), PortError> {
+    AppId::parse(app)
+        .ok()
+        .zip(KeyId::parse(key).ok())
+        .ok_or_else(|| PortError::invalid("an adoption in the local store does not parse"))
 }
 
 /// A simple page over one table keyed by `id`.
@@ -117,6 +133,9 @@ impl InventoryStore for LocalInventory {
                     credential.managed,
                     credential.sweep.to_string(),
                     encode(credential, "a credential")?,
+                    credential
+                        .adoption_key()
+                        .map(|(app_id, key_id)| adoption_column(&app_id, &key_id)),
                 ))
             })
             .collect::<Result<Vec<_>, PortError>>()?;
@@ -125,13 +144,17 @@ impl InventoryStore for LocalInventory {
                 let mut statement = tx
                     .prepare_cached(
                         "INSERT INTO inventory_credentials
-                            (id, source_key, source_kind, kind, expires, managed, sweep, record)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                            (id, source_key, source_kind, kind, expires, managed, sweep, record,
+                             adoption)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                          ON CONFLICT (id) DO UPDATE SET source_key = ?2, source_kind = ?3,
-                            kind = ?4, expires = ?5, managed = ?6, sweep = ?7, record = ?8",
+                            kind = ?4, expires = ?5, managed = ?6, sweep = ?7, record = ?8,
+                            adoption = ?9",
                     )
                     .map_err(StoreError::sqlite("preparing a credential write"))?;
-                for (id, source, source_kind, kind, expires, managed, sweep, record) in rows {
+                for (id, source, source_kind, kind, expires, managed, sweep, record, adoption) in
+                    rows
+                {
                     statement
                         .execute(params![
                             id,
@@ -141,7 +164,8 @@ impl InventoryStore for LocalInventory {
                             expires,
                             managed,
                             sweep,
-                            record
+                            record,
+                            adoption
                         ])
                         .map_err(StoreError::sqlite("writing a credential"))?;
                 }
@@ -237,6 +261,159 @@ impl InventoryStore for LocalInventory {
             .await
             .map(|removed| removed as u64)
             .map_err(|e| e.into_port_error("clearing inventory findings"))
+    }
+
+    async fn put_adoptions(&self, adoptions: &[Adoption]) -> Result<(), PortError> {
+        let rows: Vec<[String; 6]> = adoptions
+            .iter()
+            .map(|a| {
+                [
+                    a.id().to_string(),
+                    a.app_id.to_string(),
+                    a.key_id.to_string(),
+                    a.holder.to_string(),
+                    a.vault.to_string(),
+                    a.sweep.to_string(),
+                ]
+            })
+            .collect();
+        self.store
+            .write(move |tx| {
+                let mut statement = tx
+                    .prepare_cached(
+                        "INSERT INTO inventory_adoptions (id, app_id, key_id, holder, vault, sweep)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (id) DO UPDATE SET vault = ?5, sweep = ?6",
+                    )
+                    .map_err(StoreError::sqlite("preparing an adoption write"))?;
+                for row in rows {
+                    statement
+                        .execute(params_from_iter(row))
+                        .map_err(StoreError::sqlite("writing an adoption"))?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| e.into_port_error("writing inventory adoptions"))
+    }
+
+    async fn adopted(&self, apps: &[AppId]) -> Result<BTreeSet<(AppId, KeyId)>, PortError> {
+        let apps: Vec<String> = apps.iter().map(ToString::to_string).collect();
+        let rows = self
+            .store
+            .call(move |connection| {
+                let mut statement = connection
+                    .prepare_cached(
+                        "SELECT app_id, key_id FROM inventory_adoptions WHERE app_id = ?1",
+                    )
+                    .map_err(StoreError::sqlite("preparing an adoption read"))?;
+                let mut rows = Vec::new();
+                for app in apps {
+                    let found = statement
+                        .query_map(params![app], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                        })
+                        .map_err(StoreError::sqlite("reading adoptions"))?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(StoreError::sqlite("reading adoptions"))?;
+                    rows.extend(found);
+                }
+                Ok(rows)
+            })
+            .await
+            .map_err(|e| e.into_port_error("reading inventory adoptions"))?;
+        rows.iter()
+            .map(|(app, key)| adoption_pair(app, key))
+            .collect()
+    }
+
+    async fn retire_adoptions(
+        &self,
+        vault: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<Vec<(AppId, KeyId)>, PortError> {
+        let (vault, sweep) = (vault.key().to_string(), sweep.to_string());
+        let rows = self
+            .store
+            .write(move |tx| {
+                let rows = tx
+                    .prepare_cached(
+                        "DELETE FROM inventory_adoptions WHERE vault = ?1 AND sweep < ?2
+                         RETURNING app_id, key_id",
+                    )
+                    .map_err(StoreError::sqlite("preparing an adoption retirement"))?
+                    .query_map(params![vault, sweep], |row| {
+                        Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                    })
+                    .map_err(StoreError::sqlite("retiring adoptions"))?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(StoreError::sqlite("retiring adoptions"))?;
+                Ok(rows)
+            })
+            .await
+            .map_err(|e| e.into_port_error("retiring inventory adoptions"))?;
+        rows.iter()
+            .map(|(app, key)| adoption_pair(app, key))
+            .collect()
+    }
+
+    /// Reads, changes and writes each row within one write transaction: no other write
+    /// lands between.
+    async fn mark_adopted(
+        &self,
+        pairs: &[(AppId, KeyId)],
+        adopted: bool,
+    ) -> Result<u64, PortError> {
+        let columns: Vec<String> = pairs
+            .iter()
+            .map(|(app_id, key_id)| adoption_column(app_id, key_id))
+            .collect();
+        self.store
+            .write(move |tx| {
+                let mut read = tx
+                    .prepare_cached(
+                        "SELECT id, record FROM inventory_credentials WHERE adoption = ?1",
+                    )
+                    .map_err(StoreError::sqlite("preparing an adopted credential read"))?;
+                let mut rows = Vec::new();
+                for column in columns {
+                    let found = read
+                        .query_map(params![column], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                        })
+                        .map_err(StoreError::sqlite("reading an adopted credential"))?
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(StoreError::sqlite("reading an adopted credential"))?;
+                    rows.extend(found);
+                }
+                let mut write = tx
+                    .prepare_cached(
+                        "UPDATE inventory_credentials SET managed = ?2, record = ?3 WHERE id = ?1",
+                    )
+                    .map_err(StoreError::sqlite("preparing an adopted credential write"))?;
+                let mut changed = 0u64;
+                for (id, json) in rows {
+                    // A row that no longer parses is left as it is: the next directory
+                    // job rewrites it whole.
+                    let Ok(mut credential) = serde_json::from_str::<InventoryCredential>(&json)
+                    else {
+                        continue;
+                    };
+                    if !credential.set_adopted(adopted) {
+                        continue;
+                    }
+                    let Ok(record) = serde_json::to_string(&credential) else {
+                        continue;
+                    };
+                    write
+                        .execute(params![id, credential.managed, record])
+                        .map_err(StoreError::sqlite("writing an adopted credential"))?;
+                    changed += 1;
+                }
+                Ok(changed)
+            })
+            .await
+            .map_err(|e| e.into_port_error("marking adopted inventory credentials"))
     }
 
     async fn credentials(

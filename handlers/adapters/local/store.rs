@@ -322,6 +322,25 @@ const MIGRATIONS: &[&str] = &[
         line TEXT NOT NULL
     ) STRICT;
     CREATE INDEX audit_checkpoints_by_chain ON audit_checkpoints (chain, position);",
+    // 15: adoptions, the application client secrets managed vault secrets hold (by their
+    // `keyturn-app-id` and `keyturn-key-id` tags), so that a directory job writes such a
+    // credential managed whether or not the vault job has run before it; and beside each
+    // application password credential its `{app id}|{key id}` (`adoption`), so that a vault
+    // job marks the row of a credential it finds adopted. A row written before has none
+    // until its directory job writes it again, and that job reads the adoptions itself.
+    "CREATE TABLE inventory_adoptions (
+        id TEXT PRIMARY KEY NOT NULL,
+        app_id TEXT NOT NULL,
+        key_id TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        vault TEXT NOT NULL,
+        sweep TEXT NOT NULL
+    ) STRICT;
+    CREATE INDEX inventory_adoptions_by_app ON inventory_adoptions (app_id);
+    CREATE INDEX inventory_adoptions_by_vault ON inventory_adoptions (vault, sweep);
+    ALTER TABLE inventory_credentials ADD COLUMN adoption TEXT;
+    CREATE INDEX inventory_credentials_by_adoption ON inventory_credentials (adoption)
+        WHERE adoption IS NOT NULL;",
 ];
 
 /// Opening the store or running work on it failed.

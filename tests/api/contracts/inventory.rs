@@ -17,10 +17,10 @@ use keyturn::adapters::local::inventory::LocalInventory;
 use keyturn::adapters::local::store::LocalStore;
 use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
 use keyturn::domain::inventory::{
-    CertificateDetails, CredentialFilter, CredentialHandle, CredentialKind, CredentialSource,
-    DirectoryDetails, Expiring, ExpiryBucket, FindingKind, InventoryCredential, InventoryVault,
-    KeyDetails, LifetimeAction, LifetimeActionType, LifetimeTrigger, Owner, PermissionModel, Scope,
-    ScopeFinding, SourceKind, SweepId, SweepSnapshot,
+    Adoption, CertificateDetails, CredentialFilter, CredentialHandle, CredentialKind,
+    CredentialSource, DirectoryDetails, Expiring, ExpiryBucket, FindingKind, InventoryCredential,
+    InventoryVault, KeyDetails, LifetimeAction, LifetimeActionType, LifetimeTrigger, Owner,
+    PermissionModel, Scope, ScopeFinding, SourceKind, SweepId, SweepSnapshot,
 };
 use keyturn::domain::names::VaultUrl;
 use keyturn::domain::secret::SecretValue;
@@ -28,6 +28,7 @@ use keyturn::ports::catalog::{DirectoryKind, DirectoryRange, HexDigit};
 use keyturn::ports::inventory::{
     InventoryStore, credential_stream, finding_stream, take_snapshot, vault_stream,
 };
+use keyturn::rotation::tags::PolicyDefaults;
 use keyturn_doubles::MemoryInventory;
 
 use super::contract;
@@ -916,8 +917,314 @@ macro_rules! inventory_contract {
             vaults_keep_their_compliance_properties,
             snapshots_are_one_per_sweep_oldest_first,
             a_snapshot_counts_what_the_store_holds_and_is_kept,
+            an_adoption_marks_its_row_and_its_end_unmarks_it,
+            an_adopted_client_secret_is_managed_whichever_job_runs_first,
         );
     };
+}
+
+// ---------------------------------------------------------------------------------------
+// Adoptions: an application client secret a managed vault secret holds
+
+/// Whether the row of the application password credential `key` of `app` is managed.
+async fn row_of(
+    store: &dyn InventoryStore,
+    app: &CredentialSource,
+    key: u8,
+) -> Option<InventoryCredential> {
+    let id = password(app, key, 30, "x").id();
+    everything(store, CredentialFilter::default())
+        .await
+        .into_iter()
+        .find(|c| c.id() == id)
+}
+
+fn pair(app: &CredentialSource, key: u8) -> (AppId, KeyId) {
+    let credential = password(app, key, 30, "x");
+    credential.adoption_key().expect("a client secret")
+}
+
+fn adoption(app: &CredentialSource, key: u8, vault: &str, holder: &str, at: &str) -> Adoption {
+    let (app_id, key_id) = pair(app, key);
+    let vault = vault_source(vault);
+    Adoption {
+        app_id,
+        key_id,
+        holder: secret(&vault, holder, Some(30)).id(),
+        vault: vault.key(),
+        sweep: sweep(at),
+    }
+}
+
+/// An adoption recorded after its credential's row was written marks that row managed and
+/// changes nothing else on it; one recorded before is there for the directory job to read.
+/// Retiring a vault's older adoptions names the credentials they held, whose rows are then
+/// unmanaged again, except one keyturn's name marks.
+async fn an_adoption_marks_its_row_and_its_end_unmarks_it(fixture: Fixture) {
+    let store = fixture.store.as_ref();
+    let (billing, payroll) = (app_source(1), app_source(2));
+    let adopted = password(&billing, 1, 30, "ops@example.com");
+    let mut created = password(&billing, 2, 30, "ops@example.com");
+    created.name = "keyturn 0123456789abcdef0123456789abcdef".to_owned();
+    created.managed = true;
+    let stray = password(&billing, 3, 30, "ops@example.com");
+    store
+        .put_credentials(&[adopted.clone(), created.clone(), stray.clone()])
+        .await
+        .expect("written");
+
+    store
+        .put_adoptions(&[
+            adoption(&billing, 1, "kv-adopt", "billing-secret", "s1"),
+            adoption(&billing, 2, "kv-adopt", "billing-secret", "s1"),
+            // Its credential's row is not written yet.
+            adoption(&payroll, 4, "kv-adopt", "payroll-secret", "s1"),
+        ])
+        .await
+        .expect("recorded");
+    let changed = store
+        .mark_adopted(
+            &[pair(&billing, 1), pair(&billing, 2), pair(&payroll, 4)],
+            true,
+        )
+        .await
+        .expect("marked");
+
+    assert_eq!(changed, 1, "only the unmanaged row that exists changes");
+    let marked = row_of(store, &billing, 1).await.expect("the row");
+    assert_eq!(
+        marked,
+        InventoryCredential {
+            managed: true,
+            ..adopted.clone()
+        }
+    );
+    assert!(!row_of(store, &billing, 3).await.expect("the row").managed);
+    let app_id = |source: &CredentialSource| pair(source, 0).0;
+    assert_eq!(
+        store
+            .adopted(&[app_id(&billing), app_id(&payroll), app_id(&app_source(3))])
+            .await
+            .expect("read"),
+        BTreeSet::from([pair(&billing, 1), pair(&billing, 2), pair(&payroll, 4)])
+    );
+
+    // The next sweep of the vault finds the payroll secret still holding its credential
+    // and the billing secret holding none: a complete listing retires the older ones.
+    store
+        .put_adoptions(&[adoption(&payroll, 4, "kv-adopt", "payroll-secret", "s2")])
+        .await
+        .expect("recorded again");
+    let other_vault = store
+        .retire_adoptions(&vault_source("kv-other"), &sweep("s2"))
+        .await
+        .expect("retired");
+    assert!(other_vault.is_empty(), "{other_vault:?}");
+    let ended: BTreeSet<_> = store
+        .retire_adoptions(&vault_source("kv-adopt"), &sweep("s2"))
+        .await
+        .expect("retired")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        ended,
+        BTreeSet::from([pair(&billing, 1), pair(&billing, 2)])
+    );
+    assert_eq!(
+        store
+            .adopted(&[app_id(&billing), app_id(&payroll)])
+            .await
+            .expect("read"),
+        BTreeSet::from([pair(&payroll, 4)])
+    );
+    let ended: Vec<_> = ended.into_iter().collect();
+    let changed = store.mark_adopted(&ended, false).await.expect("unmarked");
+
+    assert_eq!(changed, 1);
+    assert_eq!(row_of(store, &billing, 1).await.expect("the row"), adopted);
+    assert!(
+        row_of(store, &billing, 2).await.expect("the row").managed,
+        "keyturn's name still marks it"
+    );
+}
+
+/// What a client secret's alert tells its owner to do, read from its row now.
+fn advice_for(credential: &InventoryCredential, now: DateTime<Utc>) -> String {
+    let defaults = PolicyDefaults::new(90, 30, 7).expect("defaults");
+    keyturn::alerts::message::advice(credential, now, &defaults).join(" ")
+}
+
+const MANAGED_ADVICE: &str = "keyturn rotates it (through the Key Vault secret that holds it)";
+const UNMANAGED_ADVICE: &str = "keep the client secret in a Key Vault secret tagged";
+
+/// A client secret keyturn adopted (a managed vault secret names it by its tags) is
+/// managed on its row as soon as both the vault job and the directory job have run, in
+/// either order, and an alert decided then says keyturn rotates it. When the secret's tags
+/// move to another credential, the next sweep moves the adoption with them.
+async fn an_adopted_client_secret_is_managed_whichever_job_runs_first(fixture: Fixture) {
+    use keyturn::adapters::local::catalog::LocalCatalog;
+    use keyturn::adapters::local::crypto::VaultKey;
+    use keyturn::adapters::local::directory::LocalDirectory;
+    use keyturn::adapters::local::vault::LocalVault;
+    use keyturn::discovery::Discovery;
+    use keyturn::discovery::budget::Budgets;
+    use keyturn::discovery::job::{DiscoveryJob, JobScope};
+    use keyturn::domain::clock::Clock;
+    use keyturn::domain::names::ObjectName;
+    use keyturn::ports::directory::CredentialIssuer;
+    use keyturn::ports::vault::{NewSecretVersion, SecretStore};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let local = LocalStore::open(dir.path().join("keyturn.db")).expect("store");
+    let clock = Clock::system();
+    let key =
+        VaultKey::from_base64("BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=", "test").expect("key");
+    let vault = Arc::new(
+        LocalVault::open(local.clone(), key, clock.clone())
+            .await
+            .expect("vault"),
+    );
+    let directory = LocalDirectory::new(local, clock.clone());
+    let now = clock.now();
+    let app = directory.create_application("billing").await.expect("app");
+    let mut key_ids = Vec::new();
+    for name in ["first secret", "second secret"] {
+        let issued = directory
+            .add_password(&app.object_id, name, now + TimeDelta::days(20))
+            .await
+            .expect("added");
+        key_ids.push(issued.credential.key_id);
+    }
+    let url = keyturn::domain::names::VaultUrl::parse("https://keyturn-local.vault.azure.net/")
+        .expect("url");
+    let hold = |key_id: KeyId| {
+        let vault = vault.clone();
+        let url = url.clone();
+        let app_id = app.app_id;
+        async move {
+            vault
+                .set_secret(
+                    &url,
+                    &ObjectName::parse("billing-secret").expect("name"),
+                    &SecretValue::new("local-value-never-read"),
+                    NewSecretVersion {
+                        expires: Some(now + TimeDelta::days(20)),
+                        tags: [
+                            ("keyturn-kind", "entra-app-secret".to_owned()),
+                            ("keyturn-app-id", app_id.to_string()),
+                            ("keyturn-key-id", key_id.to_string()),
+                        ]
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v))
+                        .collect(),
+                        ..NewSecretVersion::default()
+                    },
+                )
+                .await
+                .expect("written");
+        }
+    };
+    let catalog = Arc::new(LocalCatalog::for_local_vault(
+        vault.clone(),
+        vault.clone(),
+        directory,
+    ));
+    let discovery = Discovery::new(
+        catalog.clone(),
+        catalog.clone(),
+        catalog,
+        fixture.store.clone(),
+        Budgets::default(),
+    );
+    // A sweep's vault jobs and directory jobs, as its fan-out queues them.
+    let jobs = |at: &'static str| {
+        let discovery = &discovery;
+        async move {
+            let mut pending = vec![DiscoveryJob::new(
+                sweep(at),
+                JobScope::Sweep {
+                    subscriptions: Vec::new(),
+                },
+            )];
+            let (mut vaults, mut ranges) = (Vec::new(), Vec::new());
+            while let Some(job) = pending.pop() {
+                match job.scope {
+                    JobScope::Vault { .. } => vaults.push(job),
+                    JobScope::Directory { .. } => ranges.push(job),
+                    _ => {
+                        pending.extend(discovery.run(&job, now).await.expect("fans out").follow_ups)
+                    }
+                }
+            }
+            assert!(!vaults.is_empty() && !ranges.is_empty());
+            (vaults, ranges)
+        }
+    };
+    let run = |jobs: Vec<DiscoveryJob>| {
+        let discovery = &discovery;
+        async move {
+            for job in jobs {
+                discovery.run(&job, now).await.expect("the job runs");
+            }
+        }
+    };
+    let row = |key_id: KeyId| {
+        let store = fixture.store.clone();
+        let object_id = app.object_id;
+        let app_id = app.app_id;
+        async move {
+            let source = CredentialSource::Application {
+                object_id,
+                app_id,
+                display_name: None,
+            };
+            let id = InventoryCredential::password_credential_id(&source, &key_id);
+            everything(store.as_ref(), CredentialFilter::default())
+                .await
+                .into_iter()
+                .find(|c| c.id() == id)
+                .expect("the client secret is inventoried")
+        }
+    };
+
+    // Sweep 1: the vault job first, then the directory job.
+    hold(key_ids[0]).await;
+    let (vaults, ranges) = jobs("s1").await;
+    run(vaults).await;
+    run(ranges).await;
+    let first = row(key_ids[0]).await;
+    assert!(first.managed, "{first:?}");
+    assert!(
+        advice_for(&first, now).contains(MANAGED_ADVICE),
+        "{}",
+        advice_for(&first, now)
+    );
+    assert!(!row(key_ids[1]).await.managed);
+
+    // Sweep 2: the secret now holds the second credential. The directory job runs first:
+    // until the vault job has read the secret, the adoption it recorded last stands.
+    hold(key_ids[1]).await;
+    let (vaults, ranges) = jobs("s2").await;
+    run(ranges).await;
+    assert!(row(key_ids[0]).await.managed);
+    let second = row(key_ids[1]).await;
+    assert!(!second.managed);
+    assert!(advice_for(&second, now).contains(UNMANAGED_ADVICE));
+    run(vaults).await;
+    let (first, second) = (row(key_ids[0]).await, row(key_ids[1]).await);
+    assert!(second.managed, "{second:?}");
+    assert!(
+        advice_for(&second, now).contains(MANAGED_ADVICE),
+        "{}",
+        advice_for(&second, now)
+    );
+    assert!(!first.managed, "the adoption ended with the tag: {first:?}");
+    assert!(advice_for(&first, now).contains(UNMANAGED_ADVICE));
+    assert_eq!(
+        first.sweep,
+        sweep("s2"),
+        "the directory job's row, only its flag changed"
+    );
 }
 
 inventory_contract!(sqlite: super::local());

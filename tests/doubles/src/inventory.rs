@@ -3,14 +3,15 @@
 //! store applies it last), and writes that can be refused, as a store that lost its
 //! permission would refuse them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use keyturn::domain::ids::{AppId, KeyId};
 use keyturn::domain::inventory::{
-    CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope, ScopeFinding,
-    SweepId, SweepSnapshot,
+    Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope,
+    ScopeFinding, SweepId, SweepSnapshot,
 };
 use keyturn::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
 use keyturn::ports::{FailureKind, PortError};
@@ -24,6 +25,7 @@ pub struct MemoryInventory {
     findings: Mutex<BTreeMap<String, ScopeFinding>>,
     /// Keyed by `{at, fixed width}:{sweep}`, so iteration is oldest first.
     snapshots: Mutex<BTreeMap<String, SweepSnapshot>>,
+    adoptions: Mutex<BTreeMap<String, Adoption>>,
     refuse_writes: Mutex<bool>,
     writes: Mutex<u64>,
 }
@@ -148,6 +150,59 @@ impl InventoryStore for MemoryInventory {
         let before = stored.len();
         stored.retain(|_, finding| finding.scope.key() != key || &finding.sweep >= sweep);
         Ok((before - stored.len()) as u64)
+    }
+
+    async fn put_adoptions(&self, adoptions: &[Adoption]) -> Result<(), PortError> {
+        self.allow_write(adoptions.len())?;
+        let mut stored = locked(&self.adoptions);
+        for adoption in adoptions {
+            stored.insert(adoption.id().to_string(), adoption.clone());
+        }
+        Ok(())
+    }
+
+    async fn adopted(&self, apps: &[AppId]) -> Result<BTreeSet<(AppId, KeyId)>, PortError> {
+        Ok(locked(&self.adoptions)
+            .values()
+            .filter(|a| apps.contains(&a.app_id))
+            .map(|a| (a.app_id, a.key_id))
+            .collect())
+    }
+
+    async fn retire_adoptions(
+        &self,
+        vault: &CredentialSource,
+        sweep: &SweepId,
+    ) -> Result<Vec<(AppId, KeyId)>, PortError> {
+        self.allow_write(0)?;
+        let key = vault.key();
+        let mut ended = Vec::new();
+        locked(&self.adoptions).retain(|_, a| {
+            let stale = a.vault == key && &a.sweep < sweep;
+            if stale {
+                ended.push((a.app_id, a.key_id));
+            }
+            !stale
+        });
+        Ok(ended)
+    }
+
+    async fn mark_adopted(
+        &self,
+        pairs: &[(AppId, KeyId)],
+        adopted: bool,
+    ) -> Result<u64, PortError> {
+        self.allow_write(0)?;
+        let mut changed = 0;
+        for credential in locked(&self.credentials).values_mut() {
+            let named = credential
+                .adoption_key()
+                .is_some_and(|pair| pairs.contains(&pair));
+            if named && credential.set_adopted(adopted) {
+                changed += 1;
+            }
+        }
+        Ok(changed)
     }
 
     async fn credentials(
