@@ -1016,6 +1016,7 @@ async fn compliance_command(args: ComplianceArgs) -> ExitCode {
         register: &register,
         framework: framework.as_deref(),
         now: chrono::Utc::now(),
+        spill_after: keyturn::compliance::SPILL_AFTER,
     };
     let format = match args.format {
         ComplianceFormat::Table => Format::Table,

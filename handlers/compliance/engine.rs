@@ -4,9 +4,11 @@
 //! on the scoreboard.
 //!
 //! Memory holds one page of records, the vaults' permission models (so a secret's CIS
-//! control can follow its vault's mode) and one small count per application (the
-//! credential-count rule), per scope and per control: it grows with the number of vaults,
-//! applications and owners, never with the number of credentials or audit entries.
+//! control can follow its vault's mode) and a count per control and rule. What grows
+//! with the tenant (one small count per application for the credential-count rule, each
+//! application's name, the tallies per scope) is held in memory up to
+//! [`Evaluation::spill_after`] entries and spilled past it into a temporary file
+//! ([`super::spill`]); never with the number of credentials or audit entries.
 //!
 //! Each rule's logic lives here, keyed by the rule's id; everything else about a rule
 //! (severity, controls, texts) comes from the catalogue. A test checks that the two name
@@ -22,6 +24,7 @@ use serde::Serialize;
 use super::catalogue::{Catalogue, Rule, Severity, Subject};
 use super::exceptions::{self, Exception, Register, Target, Verdict};
 use super::scores::{CheckResult, ScopeKind, Scoreboard};
+use super::spill::{ApplicationFacts, Applications, SpillError};
 use super::thresholds::Thresholds;
 use crate::audit::{Action, LogReport};
 use crate::domain::inventory::{
@@ -79,6 +82,8 @@ pub enum ComplianceError {
     },
     #[error("cannot write the findings: {0}")]
     Output(#[from] io::Error),
+    #[error(transparent)]
+    Spill(#[from] SpillError),
 }
 
 /// A control a finding is evidence for, with its framework's version.
@@ -219,7 +224,7 @@ pub struct NotEvaluated {
 }
 
 /// What an evaluation counted.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Report {
     pub evaluated_at: DateTime<Utc>,
     pub catalogue_version: String,
@@ -264,6 +269,10 @@ pub struct Evaluation<'a> {
     /// Only rules mapped to this framework, and only its controls.
     pub framework: Option<&'a str>,
     pub now: DateTime<Utc>,
+    /// How many per-scope tallies, and how many applications' facts and names, are held
+    /// in memory before they go to a temporary file: [`super::SPILL_AFTER`], unless a
+    /// test makes it small.
+    pub spill_after: usize,
 }
 
 impl<'a> Evaluation<'a> {
@@ -302,7 +311,7 @@ impl<'a> Evaluation<'a> {
                 catalogue_version: self.catalogue.version().to_owned(),
                 framework: self.framework.map(str::to_owned),
                 thresholds: self.thresholds.clone(),
-                board: Scoreboard::default(),
+                board: Scoreboard::new(self.spill_after),
                 open: 0,
                 excepted: 0,
                 by_severity: BTreeMap::new(),
@@ -314,7 +323,7 @@ impl<'a> Evaluation<'a> {
             },
             tagged: Vec::new(),
             lapsed: BTreeSet::new(),
-            application_names: BTreeMap::new(),
+            applications: Applications::new(self.spill_after),
         };
 
         let mut vaults: BTreeMap<String, VaultFacts> = BTreeMap::new();
@@ -331,7 +340,6 @@ impl<'a> Evaluation<'a> {
         }
         drop(stream);
 
-        let mut applications: BTreeMap<RecordId, ApplicationFacts> = BTreeMap::new();
         let mut stream = credential_stream(inventory, CredentialFilter::default(), PAGE_SIZE);
         while let Some(credential) = stream.next().await {
             let credential = credential.map_err(ComplianceError::Inventory)?;
@@ -345,30 +353,27 @@ impl<'a> Evaluation<'a> {
             if let CredentialSource::Application { app_id, .. }
             | CredentialSource::ServicePrincipal { app_id, .. } = &credential.source
             {
-                run.application_names
-                    .entry(app_id.to_string())
-                    .or_insert_with(|| credential.source.label());
+                run.applications
+                    .name(&app_id.to_string(), || credential.source.label())?;
             }
             if let CredentialSource::Application { app_id, .. } = &credential.source {
-                let facts = applications
-                    .entry(credential.source.key())
-                    .or_insert_with(|| ApplicationFacts {
-                        application: ApplicationRef {
-                            app_id: app_id.to_string(),
-                            name: credential.source.label(),
-                        },
+                run.applications.credential(
+                    credential.source.key(),
+                    is_active(&credential, self.now),
+                    || ApplicationFacts {
+                        app_id: app_id.to_string(),
+                        name: credential.source.label(),
                         owners: owners_of(&credential),
                         active: 0,
-                    });
-                if is_active(&credential, self.now) {
-                    facts.active += 1;
-                }
+                    },
+                )?;
             }
         }
         drop(stream);
-        for (record, facts) in applications {
-            run.application(record, facts)?;
-        }
+        // The names stay for the audit rules; the facts are handed over in record order.
+        let mut applications = std::mem::replace(&mut run.applications, Applications::new(1));
+        applications.drain(|record, facts| run.application(record, facts))?;
+        run.applications = applications;
 
         match audit {
             Some(audit) => run.audit(audit).await?,
@@ -385,13 +390,6 @@ impl<'a> Evaluation<'a> {
 #[derive(Debug, Clone, Copy)]
 struct VaultFacts {
     model: PermissionModel,
-}
-
-#[derive(Debug, Clone)]
-struct ApplicationFacts {
-    application: ApplicationRef,
-    owners: Vec<String>,
-    active: u32,
 }
 
 /// What a check is about.
@@ -419,9 +417,9 @@ struct Run<'e, 's> {
     /// The exceptions the tags of the credential being checked declare.
     tagged: Vec<Exception>,
     /// Application names by app id, so that an audit entry (which names the app id only)
-    /// counts under the same application scope as the inventory's records. One short
-    /// string per application.
-    application_names: BTreeMap<String, String>,
+    /// counts under the same application scope as the inventory's records, and the facts
+    /// of the credential-count rule per application registration.
+    applications: Applications,
 }
 
 impl Run<'_, '_> {
@@ -457,7 +455,12 @@ impl Run<'_, '_> {
     }
 
     /// Records one check of `rule_id` on `checked`.
-    fn check(&mut self, rule_id: &str, checked: &Checked, check: Check) -> io::Result<()> {
+    fn check(
+        &mut self,
+        rule_id: &str,
+        checked: &Checked,
+        check: Check,
+    ) -> Result<(), ComplianceError> {
         let catalogue = self.evaluation.catalogue;
         let Some(rule) = catalogue.rule(rule_id) else {
             return Ok(());
@@ -558,7 +561,7 @@ impl Run<'_, '_> {
                 .map(|c| (c.framework.as_str(), c.control.as_str())),
             scopes,
             result,
-        );
+        )?;
         if let Some(finding) = finding {
             match finding.status {
                 Status::Open => self.report.open += 1,
@@ -570,7 +573,7 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn vault(&mut self, vault: &InventoryVault) -> io::Result<()> {
+    fn vault(&mut self, vault: &InventoryVault) -> Result<(), ComplianceError> {
         let checked = Checked {
             subject: Subject::Vault,
             record: Some(vault.id()),
@@ -613,7 +616,7 @@ impl Run<'_, '_> {
         &mut self,
         credential: &InventoryCredential,
         model: Option<PermissionModel>,
-    ) -> io::Result<()> {
+    ) -> Result<(), ComplianceError> {
         let checked = Checked {
             subject: Subject::of_kind(credential.kind),
             record: Some(credential.id()),
@@ -657,7 +660,11 @@ impl Run<'_, '_> {
         checked_all
     }
 
-    fn application(&mut self, record: RecordId, facts: ApplicationFacts) -> io::Result<()> {
+    fn application(
+        &mut self,
+        record: RecordId,
+        facts: ApplicationFacts,
+    ) -> Result<(), ComplianceError> {
         let limit = self.evaluation.thresholds.credential_limit;
         let check = if facts.active > limit {
             Check::Fail(format!(
@@ -670,11 +677,14 @@ impl Run<'_, '_> {
         let checked = Checked {
             subject: Subject::Application,
             record: Some(record),
-            name: facts.application.name.clone(),
+            name: facts.name.clone(),
             scope: FindingScope {
                 subscription: None,
                 vault: None,
-                application: Some(facts.application),
+                application: Some(ApplicationRef {
+                    app_id: facts.app_id,
+                    name: facts.name,
+                }),
                 owners: facts.owners,
             },
             model: None,
@@ -764,7 +774,7 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    fn rotation(&mut self, chain: &str, entry: &AuditEntry) -> io::Result<()> {
+    fn rotation(&mut self, chain: &str, entry: &AuditEntry) -> Result<(), ComplianceError> {
         let record = &entry.record;
         // The actions that end a rotation: one failure or one success each.
         let action = Action::parse(record.action.as_str());
@@ -801,14 +811,16 @@ impl Run<'_, '_> {
             scope: FindingScope {
                 subscription: None,
                 vault,
-                application: object.app_id.as_ref().map(|app| ApplicationRef {
-                    app_id: app.as_str().to_owned(),
-                    name: self
-                        .application_names
-                        .get(app.as_str())
-                        .cloned()
-                        .unwrap_or_else(|| app.as_str().to_owned()),
-                }),
+                application: match object.app_id.as_ref() {
+                    Some(app) => Some(ApplicationRef {
+                        app_id: app.as_str().to_owned(),
+                        name: self
+                            .applications
+                            .name_of(app.as_str())?
+                            .unwrap_or_else(|| app.as_str().to_owned()),
+                    }),
+                    None => None,
+                },
                 owners: Vec::new(),
             },
             model: None,

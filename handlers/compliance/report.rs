@@ -7,6 +7,7 @@ use serde::Serialize;
 use super::catalogue::{Catalogue, Severity};
 use super::engine::Report;
 use super::scores::{ScopeKind, Scored};
+use super::spill::SpillError;
 
 /// Every score of a report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,8 +61,9 @@ pub struct ScopeScore {
 impl Scores {
     /// The scores of `report`, with names and titles from `catalogue`. A framework or
     /// control the run was not limited away from is listed even when nothing was checked
-    /// (its result is then `not_evaluated`), so a control matrix has a row for it.
-    pub fn of(report: &Report, catalogue: &Catalogue) -> Self {
+    /// (its result is then `not_evaluated`), so a control matrix has a row for it. Every
+    /// scope is listed: fails only when spilled tallies cannot be read back.
+    pub fn of(report: &Report, catalogue: &Catalogue) -> Result<Self, SpillError> {
         let board = &report.board;
         let frameworks = catalogue
             .frameworks()
@@ -130,30 +132,23 @@ impl Scores {
                 }
             })
             .collect();
-        let scopes = ScopeKind::ALL
-            .into_iter()
-            .map(|kind| {
-                let listed = board
-                    .scopes
-                    .get(&kind)
-                    .map(|names| {
-                        names
-                            .iter()
-                            .map(|(name, tally)| ScopeScore {
-                                name: name.clone(),
-                                scored: (*tally).into(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (kind, listed)
-            })
-            .collect();
-        Self {
+        let mut scopes = std::collections::BTreeMap::new();
+        for kind in ScopeKind::ALL {
+            let mut listed = Vec::new();
+            board.scopes.each(kind, |name, tally| {
+                listed.push(ScopeScore {
+                    name: name.to_owned(),
+                    scored: tally.into(),
+                });
+                Ok::<_, SpillError>(())
+            })?;
+            scopes.insert(kind, listed);
+        }
+        Ok(Self {
             total: board.total.into(),
             frameworks,
             rules,
             scopes,
-        }
+        })
     }
 }

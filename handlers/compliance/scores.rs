@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::spill::{ScopeTallies, SpillError};
 pub use crate::domain::compliance::{CheckResult, Tally};
 
 /// A tally with its scores, as printed.
@@ -58,28 +59,37 @@ impl ScopeKind {
     }
 }
 
-/// Tallies kept while checks run. Memory grows with the number of scopes (vaults,
-/// applications, owners, subscriptions) and controls, never with the number of
-/// credentials.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Tallies kept while checks run. Those per framework, control and rule are bounded by
+/// the catalogue; those per scope (vaults, applications, owners, subscriptions) grow with
+/// the tenant, so past a bound they go to a temporary file ([`ScopeTallies`]). Memory
+/// never grows with the number of credentials.
+#[derive(Debug, Default)]
 pub struct Scoreboard {
     pub total: Tally,
     pub frameworks: BTreeMap<String, Tally>,
     pub controls: BTreeMap<(String, String), Tally>,
     pub rules: BTreeMap<String, Tally>,
-    pub scopes: BTreeMap<ScopeKind, BTreeMap<String, Tally>>,
+    pub scopes: ScopeTallies,
 }
 
 impl Scoreboard {
+    /// A scoreboard holding at most `spill_after` per-scope tallies in memory.
+    pub fn new(spill_after: usize) -> Self {
+        Self {
+            scopes: ScopeTallies::new(spill_after),
+            ..Self::default()
+        }
+    }
+
     /// Counts one check of `rule`, evidence for `controls` (framework, control) and made
-    /// within `scopes`.
+    /// within `scopes`. Fails only when the per-scope tallies cannot be spilled.
     pub fn count<'a>(
         &mut self,
         rule: &str,
         controls: impl IntoIterator<Item = (&'a str, &'a str)>,
         scopes: impl IntoIterator<Item = (ScopeKind, String)>,
         result: CheckResult,
-    ) {
+    ) -> Result<(), SpillError> {
         self.total.add(result);
         self.rules.entry(rule.to_owned()).or_default().add(result);
         let mut frameworks: Vec<&str> = Vec::new();
@@ -99,13 +109,9 @@ impl Scoreboard {
                 .add(result);
         }
         for (kind, name) in scopes {
-            self.scopes
-                .entry(kind)
-                .or_default()
-                .entry(name)
-                .or_default()
-                .add(result);
+            self.scopes.add(kind, name, result)?;
         }
+        Ok(())
     }
 }
 
@@ -136,22 +142,26 @@ mod tests {
     #[test]
     fn a_check_counts_once_per_framework_however_many_of_its_controls_it_backs() {
         let mut board = Scoreboard::default();
-        board.count(
-            "audit-chain-broken",
-            [
-                ("nist-800-53", "AU-9"),
-                ("nist-800-53", "AU-10"),
-                ("pci-dss", "10.3.2"),
-            ],
-            [(ScopeKind::Vault, "kv".to_owned())],
-            CheckResult::Failed,
-        );
-        board.count(
-            "vault-not-recoverable",
-            [("cis-azure", "8.5")],
-            [(ScopeKind::Vault, "kv".to_owned())],
-            CheckResult::Passed,
-        );
+        board
+            .count(
+                "audit-chain-broken",
+                [
+                    ("nist-800-53", "AU-9"),
+                    ("nist-800-53", "AU-10"),
+                    ("pci-dss", "10.3.2"),
+                ],
+                [(ScopeKind::Vault, "kv".to_owned())],
+                CheckResult::Failed,
+            )
+            .expect("counted");
+        board
+            .count(
+                "vault-not-recoverable",
+                [("cis-azure", "8.5")],
+                [(ScopeKind::Vault, "kv".to_owned())],
+                CheckResult::Passed,
+            )
+            .expect("counted");
 
         assert_eq!(board.frameworks["nist-800-53"].checks, 1);
         assert_eq!(board.frameworks["nist-800-53"].failed, 1);
@@ -159,8 +169,13 @@ mod tests {
             board.controls[&("nist-800-53".into(), "AU-10".into())].failed,
             1
         );
-        assert_eq!(board.scopes[&ScopeKind::Vault]["kv"].checks, 2);
-        assert_eq!(board.scopes[&ScopeKind::Vault]["kv"].score(), Some(50.0));
+        let vault = board
+            .scopes
+            .get(ScopeKind::Vault, "kv")
+            .expect("read")
+            .expect("a tally");
+        assert_eq!(vault.checks, 2);
+        assert_eq!(vault.score(), Some(50.0));
         assert_eq!(board.total.checks, 2);
     }
 }

@@ -260,6 +260,9 @@ pub struct ComplianceInputs<'a> {
     pub thresholds: &'a Thresholds,
     /// The exceptions register (accepted risks), as `keyturn compliance` reads it.
     pub register: &'a Register,
+    /// Per-scope tallies and applications held in memory before they go to a temporary
+    /// file ([`crate::compliance::SPILL_AFTER`]).
+    pub spill_after: usize,
 }
 
 /// What an export wrote.
@@ -532,6 +535,7 @@ async fn evaluate(
         register: inputs.register,
         framework: None,
         now: at,
+        spill_after: inputs.spill_after,
     };
     let audit = AuditInput {
         store: sources.audit,
@@ -545,7 +549,9 @@ async fn evaluate(
         .run(sources.inventory, Some(audit), &mut sink)
         .await?;
     let Sink { figures, findings } = sink;
-    figures.compliance(inputs.catalogue, &report);
+    figures
+        .compliance(inputs.catalogue, &report)
+        .map_err(ComplianceError::from)?;
     findings.write(inputs.catalogue, &report, inputs.register, package)
 }
 

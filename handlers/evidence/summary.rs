@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::Period;
 use crate::audit::Action;
-use crate::compliance::{Catalogue, Finding, Report, ScopeKind, Severity, Status};
+use crate::compliance::{Catalogue, Finding, Report, ScopeKind, Severity, SpillError, Status};
 use crate::domain::inventory::{CredentialKind, InventoryCredential, InventoryVault};
 use crate::ports::audit::{AuditEntry, Outcome};
 
@@ -395,8 +395,9 @@ impl SummaryBuilder {
         }
     }
 
-    /// Takes the scores, the scope and the top owners from compliance's report.
-    pub fn compliance(&mut self, catalogue: &Catalogue, report: &Report) {
+    /// Takes the scores, the scope and the top owners from compliance's report; the
+    /// per-scope tallies are read once, in order, keeping only the top owners.
+    pub fn compliance(&mut self, catalogue: &Catalogue, report: &Report) -> Result<(), SpillError> {
         let board = &report.board;
         let frameworks = catalogue
             .frameworks()
@@ -420,27 +421,33 @@ impl SummaryBuilder {
                 }
             })
             .collect();
-        let scopes = |kind| board.scopes.get(&kind).map_or(0, |s| s.len() as u64);
         let scope = Scope {
-            subscriptions: scopes(ScopeKind::Subscription),
-            vaults: scopes(ScopeKind::Vault),
-            applications: scopes(ScopeKind::Application),
+            subscriptions: board.scopes.count(ScopeKind::Subscription)?,
+            vaults: board.scopes.count(ScopeKind::Vault)?,
+            applications: board.scopes.count(ScopeKind::Application)?,
         };
-        let mut owners: Vec<OwnerFindings> = board
-            .scopes
-            .get(&ScopeKind::Owner)
-            .into_iter()
-            .flatten()
-            .filter(|(_, tally)| tally.failed > 0)
-            .map(|(owner, tally)| OwnerFindings {
-                owner: owner.clone(),
-                open: tally.failed,
-                excepted: tally.excepted,
-            })
-            .collect();
-        owners.sort_by(|a, b| b.open.cmp(&a.open).then_with(|| a.owner.cmp(&b.owner)));
-        owners.truncate(TOP_OWNERS);
+        // Most open first, then by name: each owner is placed among the top kept so far.
+        let mut owners: Vec<OwnerFindings> = Vec::with_capacity(TOP_OWNERS + 1);
+        board.scopes.each(ScopeKind::Owner, |owner, tally| {
+            if tally.failed > 0 {
+                let candidate = OwnerFindings {
+                    owner: owner.to_owned(),
+                    open: tally.failed,
+                    excepted: tally.excepted,
+                };
+                let at = owners.partition_point(|kept| {
+                    kept.open > candidate.open
+                        || (kept.open == candidate.open && kept.owner < candidate.owner)
+                });
+                if at < TOP_OWNERS {
+                    owners.insert(at, candidate);
+                    owners.truncate(TOP_OWNERS);
+                }
+            }
+            Ok::<_, SpillError>(())
+        })?;
         self.compliance = Some((frameworks, scope, owners));
+        Ok(())
     }
 
     /// The summary; `source` says where the evidence was read, `audit_intact` whether the
@@ -698,60 +705,64 @@ mod tests {
 
     #[test]
     fn compliance_gives_every_framework_its_score_and_lists_the_owners_with_most_open() {
-        let catalogue = Catalogue::builtin();
-        let mut board = crate::compliance::Scoreboard::default();
-        let owner = |name: &str| [(ScopeKind::Owner, name.to_owned())];
-        let failed = crate::domain::compliance::CheckResult::Failed;
-        let passed = crate::domain::compliance::CheckResult::Passed;
-        for _ in 0..3 {
-            board.count("r", [("pci-dss", "8.6.3")], owner("bob"), failed);
-        }
-        board.count("r", [("pci-dss", "8.6.3")], owner("alice"), failed);
-        board.count("r", [("pci-dss", "8.6.3")], owner("carol"), passed);
-        for i in 0..(TOP_OWNERS + 5) {
-            board.count(
-                "r",
-                [("cis-azure", "8.5")],
-                owner(&format!("o{i:02}")),
-                failed,
-            );
-        }
-        let report = Report {
-            evaluated_at: at("2026-12-01T00:00:00Z"),
-            catalogue_version: catalogue.version().to_owned(),
-            framework: None,
-            thresholds: crate::compliance::Thresholds::default(),
-            board,
-            open: 0,
-            excepted: 0,
-            by_severity: Default::default(),
-            not_evaluated: Vec::new(),
-            lapsed_exceptions: Vec::new(),
-            exceptions_register: None,
-            tag_exceptions: Vec::new(),
-            malformed_exception_tags: Vec::new(),
-        };
-        let mut figures = SummaryBuilder::new(&november());
+        // Held in memory, and spilled to a temporary file after two owners.
+        for spill_after in [crate::compliance::SPILL_AFTER, 2] {
+            let catalogue = Catalogue::builtin();
+            let mut board = crate::compliance::Scoreboard::new(spill_after);
+            let owner = |name: &str| [(ScopeKind::Owner, name.to_owned())];
+            let failed = crate::domain::compliance::CheckResult::Failed;
+            let passed = crate::domain::compliance::CheckResult::Passed;
+            let mut count = |controls: [(&'static str, &'static str); 1], scope, result| {
+                board.count("r", controls, scope, result).expect("counted");
+            };
+            for _ in 0..3 {
+                count([("pci-dss", "8.6.3")], owner("bob"), failed);
+            }
+            count([("pci-dss", "8.6.3")], owner("alice"), failed);
+            count([("pci-dss", "8.6.3")], owner("carol"), passed);
+            for i in 0..(TOP_OWNERS + 5) {
+                count([("cis-azure", "8.5")], owner(&format!("o{i:02}")), failed);
+            }
+            assert_eq!(board.scopes.is_spilled(), spill_after == 2);
+            let report = Report {
+                evaluated_at: at("2026-12-01T00:00:00Z"),
+                catalogue_version: catalogue.version().to_owned(),
+                framework: None,
+                thresholds: crate::compliance::Thresholds::default(),
+                board,
+                open: 0,
+                excepted: 0,
+                by_severity: Default::default(),
+                not_evaluated: Vec::new(),
+                lapsed_exceptions: Vec::new(),
+                exceptions_register: None,
+                tag_exceptions: Vec::new(),
+                malformed_exception_tags: Vec::new(),
+            };
+            let mut figures = SummaryBuilder::new(&november());
 
-        figures.compliance(&catalogue, &report);
-        let summary = figures.finish("test", true, Utc::now());
+            figures
+                .compliance(&catalogue, &report)
+                .expect("the tallies read back");
+            let summary = figures.finish("test", true, Utc::now());
 
-        assert!(summary.compliance_evaluated);
-        assert_eq!(summary.frameworks.len(), catalogue.frameworks().len());
-        let pci = summary
-            .frameworks
-            .iter()
-            .find(|f| f.id == "pci-dss")
-            .expect("pci-dss is in the catalogue");
-        assert_eq!((pci.checks, pci.failed, pci.passed), (5, 4, 1));
-        assert_eq!(pci.score, Some(20.0));
-        assert_eq!(summary.top_owners.len(), TOP_OWNERS);
-        assert_eq!(summary.top_owners[0].owner, "bob");
-        assert_eq!(summary.top_owners[0].open, 3);
-        assert_eq!(summary.top_owners[1].owner, "alice");
-        assert_eq!(summary.top_owners[2].owner, "o00");
-        assert!(summary.top_owners.iter().all(|o| o.owner != "carol"));
-        assert_eq!(summary.findings_by_severity.len(), 4);
-        assert_eq!(summary.findings_by_severity[0].severity, Severity::Critical);
+            assert!(summary.compliance_evaluated);
+            assert_eq!(summary.frameworks.len(), catalogue.frameworks().len());
+            let pci = summary
+                .frameworks
+                .iter()
+                .find(|f| f.id == "pci-dss")
+                .expect("pci-dss is in the catalogue");
+            assert_eq!((pci.checks, pci.failed, pci.passed), (5, 4, 1));
+            assert_eq!(pci.score, Some(20.0));
+            assert_eq!(summary.top_owners.len(), TOP_OWNERS);
+            assert_eq!(summary.top_owners[0].owner, "bob");
+            assert_eq!(summary.top_owners[0].open, 3);
+            assert_eq!(summary.top_owners[1].owner, "alice");
+            assert_eq!(summary.top_owners[2].owner, "o00");
+            assert!(summary.top_owners.iter().all(|o| o.owner != "carol"));
+            assert_eq!(summary.findings_by_severity.len(), 4);
+            assert_eq!(summary.findings_by_severity[0].severity, Severity::Critical);
+        }
     }
 }

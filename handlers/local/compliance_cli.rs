@@ -76,7 +76,7 @@ async fn print_json(
     let report = evaluation.run(inventory, audit, &mut sink).await?;
     out.write_all(if written == 0 { b"],\n" } else { b"\n],\n" })?;
     let trend = trend_after(evaluation, inventory, &report, record).await?;
-    let tail = JsonTail::of(&report, &trend, evaluation.catalogue);
+    let tail = JsonTail::of(&report, &trend, evaluation.catalogue)?;
     let tail = serde_json::to_value(&tail).map_err(io::Error::other)?;
     // The tail's fields follow the findings in the same object.
     if let serde_json::Value::Object(fields) = tail {
@@ -117,8 +117,12 @@ struct Summary<'a> {
 }
 
 impl<'a> JsonTail<'a> {
-    fn of(report: &'a Report, trend: &'a Trend, catalogue: &Catalogue) -> Self {
-        Self {
+    fn of(
+        report: &'a Report,
+        trend: &'a Trend,
+        catalogue: &Catalogue,
+    ) -> Result<Self, ComplianceError> {
+        Ok(Self {
             evaluated_at: report.evaluated_at.to_rfc3339(),
             catalogue_version: &report.catalogue_version,
             framework: report.framework.as_deref(),
@@ -129,13 +133,13 @@ impl<'a> JsonTail<'a> {
                 excepted: report.excepted,
                 by_severity: &report.by_severity,
             },
-            scores: Scores::of(report, catalogue),
+            scores: Scores::of(report, catalogue)?,
             not_evaluated: &report.not_evaluated,
             lapsed_exceptions: &report.lapsed_exceptions,
             tag_exceptions: &report.tag_exceptions,
             malformed_exception_tags: &report.malformed_exception_tags,
             trend,
-        }
+        })
     }
 }
 
@@ -176,7 +180,7 @@ async fn print_table(
     };
     let report = evaluation.run(inventory, audit, &mut sink).await?;
     let trend = trend_after(evaluation, inventory, &report, record).await?;
-    let scores = Scores::of(&report, evaluation.catalogue);
+    let scores = Scores::of(&report, evaluation.catalogue)?;
 
     writeln!(out)?;
     let header = [

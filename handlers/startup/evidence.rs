@@ -68,6 +68,7 @@ impl EvidenceSources {
                 catalogue: &self.catalogue,
                 thresholds: &self.thresholds,
                 register: &self.register,
+                spill_after: crate::compliance::SPILL_AFTER,
             }),
         }
     }

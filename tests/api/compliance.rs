@@ -12,7 +12,7 @@ use serde_json::Value;
 use keyturn::audit::{AuditLog, verify_log};
 use keyturn::compliance::engine::{AuditInput, Finding};
 use keyturn::compliance::{
-    Catalogue, Evaluation, Register, Report, ScopeKind, Scores, Status, Thresholds,
+    Catalogue, Evaluation, Register, Report, SPILL_AFTER, ScopeKind, Scores, Status, Thresholds,
 };
 use keyturn::domain::ids::{AppId, DirectoryObjectId, KeyId, SubscriptionId};
 use keyturn::domain::inventory::{
@@ -152,6 +152,18 @@ async fn evaluate(
     register: &Register,
     framework: Option<&str>,
 ) -> (Vec<Finding>, Report) {
+    evaluate_within(inventory, audit, register, framework, SPILL_AFTER).await
+}
+
+/// As [`evaluate`], holding at most `spill_after` scope tallies and applications in
+/// memory.
+async fn evaluate_within(
+    inventory: &dyn InventoryStore,
+    audit: Option<AuditInput<'_>>,
+    register: &Register,
+    framework: Option<&str>,
+    spill_after: usize,
+) -> (Vec<Finding>, Report) {
     let catalogue = Catalogue::builtin();
     let thresholds = Thresholds::default();
     let evaluation = Evaluation {
@@ -160,6 +172,7 @@ async fn evaluate(
         register,
         framework,
         now: now(),
+        spill_after,
     };
     let mut findings = Vec::new();
     let mut sink = |finding: &Finding| {
@@ -460,7 +473,12 @@ async fn an_exception_in_force_shows_the_finding_as_excepted_and_counts_it_apart
     assert_eq!(report.open, 2);
     let nist = report.board.frameworks["nist-800-53"];
     assert_eq!(nist.excepted, 1, "{nist:?}");
-    let vault = report.board.scopes[&ScopeKind::Vault]["kv-legacy"];
+    let vault = report
+        .board
+        .scopes
+        .get(ScopeKind::Vault, "kv-legacy")
+        .expect("the tallies read back")
+        .expect("the vault's tally");
     assert_eq!((vault.failed, vault.excepted), (2, 1), "{vault:?}");
     assert!(vault.score() > vault.strict_score(), "{vault:?}");
 }
@@ -604,7 +622,7 @@ async fn scores_are_kept_per_framework_control_and_scope_and_a_framework_limits_
     let (cis_only, cis_report) =
         evaluate(&inventory, None, &Register::empty(), Some("cis-azure")).await;
 
-    let scores = Scores::of(&report, &Catalogue::builtin());
+    let scores = Scores::of(&report, &Catalogue::builtin()).expect("the tallies read back");
     let cis = scores
         .frameworks
         .iter()
@@ -749,6 +767,127 @@ async fn rotations_that_failed_in_the_period_are_findings_and_a_tampered_log_fai
     assert!(
         controls.contains("pci-dss 10.3.4") && controls.contains("nist-800-53 AU-9"),
         "{controls:?}"
+    );
+}
+
+/// A tenant of 12 applications (1 to 4 client secrets each, some over the credential
+/// limit, owned by 5 people in turn), 6 vaults holding a secret each (some tagged with
+/// an owner, some without an expiry), and a log whose rotations name the applications
+/// by app id only.
+async fn many_scopes() -> (MemoryInventory, Arc<MemoryAuditStore>) {
+    let inventory = MemoryInventory::new();
+    let mut credentials = Vec::new();
+    for n in 0..6u8 {
+        let kv = vault(&format!("kv-{n}"), PermissionModel::Rbac);
+        inventory.put_vault(&kv).await.expect("vault");
+        let mut secret = vault_object(&kv, CredentialKind::Secret, &format!("secret-{n}"));
+        if n % 2 == 0 {
+            secret.expires = None;
+        }
+        if n % 3 == 0 {
+            secret.tags.clear();
+        } else {
+            secret
+                .tags
+                .insert("keyturn-owner".into(), format!("team-{}", n % 4));
+        }
+        credentials.push(secret);
+    }
+    for app in 0..12u8 {
+        for k in 0..=(app % 4) {
+            let n = app * 4 + k;
+            let mut credential =
+                app_credential(application(app), CredentialKind::PasswordCredential, n);
+            credential.owners[0].user_principal_name = Some(format!("owner{}@contoso.com", n % 5));
+            credentials.push(credential);
+        }
+    }
+    inventory
+        .put_credentials(&credentials)
+        .await
+        .expect("credentials");
+    let store = Arc::new(MemoryAuditStore::new());
+    let log = AuditLog::new(store.clone());
+    for app in (0..12u8).step_by(3) {
+        let (action, outcome) = if app % 2 == 0 {
+            ("rotation.failed", Outcome::Failed)
+        } else {
+            ("secret.rotated", Outcome::Succeeded)
+        };
+        let mut record = rotation_record(now() - days(1), action, outcome, "client-secret");
+        record.object.vault = None;
+        record.object.secret_name = None;
+        record.object.app_id = Some(
+            AuditText::parse(format!("a4f3c9e2-1111-4c2a-8d55-2b6e0f9a7c{app:02}")).expect("text"),
+        );
+        log.append(record).await.expect("appended");
+    }
+    (inventory, store)
+}
+
+#[tokio::test]
+async fn scopes_and_applications_spilled_past_the_bound_give_the_same_findings_and_scores() {
+    let (inventory, store) = many_scopes().await;
+    let verification = verify_log(store.as_ref(), None, None)
+        .await
+        .expect("verified");
+    let audit = || AuditInput {
+        store: store.as_ref(),
+        verification: Ok(verification.clone()),
+    };
+    let catalogue = Catalogue::builtin();
+
+    let (held, held_report) = evaluate_within(
+        &inventory,
+        Some(audit()),
+        &Register::empty(),
+        None,
+        SPILL_AFTER,
+    )
+    .await;
+    let (spilled, spilled_report) =
+        evaluate_within(&inventory, Some(audit()), &Register::empty(), None, 3).await;
+
+    assert!(!held_report.board.scopes.is_spilled());
+    assert!(spilled_report.board.scopes.is_spilled());
+    assert_eq!(spilled, held, "the same findings, in the same order");
+    let held_scores = Scores::of(&held_report, &catalogue).expect("held tallies");
+    let spilled_scores = Scores::of(&spilled_report, &catalogue).expect("spilled tallies");
+    assert_eq!(spilled_scores, held_scores);
+    assert_eq!(
+        (spilled_report.open, spilled_report.excepted),
+        (held_report.open, held_report.excepted)
+    );
+    assert_eq!(spilled_report.by_severity, held_report.by_severity);
+    // The fixture is past the bound in every scope kind it has, and the rotations count
+    // under the inventory's application names, not under bare app ids.
+    let listed = |kind| held_scores.scopes[&kind].len();
+    assert_eq!(listed(ScopeKind::Application), 12);
+    assert_eq!(listed(ScopeKind::Vault), 6);
+    assert_eq!(
+        listed(ScopeKind::Owner),
+        5 + 3 + 1,
+        "5 people, 3 teams, (no owner)"
+    );
+    let app_3 = held_scores.scopes[&ScopeKind::Application]
+        .iter()
+        .find(|s| s.name == "app-3 (a4f3c9e2-1111-4c2a-8d55-2b6e0f9a7c03)")
+        .expect("app-3's scope");
+    assert!(app_3.scored.tally.passed > 0, "{app_3:?}");
+    assert!(
+        held.iter()
+            .any(|f| f.rule == "application-too-many-credentials" && f.name == "app-3"),
+        "app-3 has 4 active credentials, over the limit of 2"
+    );
+    assert!(
+        held.iter()
+            .filter(|f| f.rule == "rotation-failed")
+            .all(|f| f
+                .scope
+                .application
+                .as_ref()
+                .is_some_and(|a| a.name.starts_with("app-"))),
+        "{held:?}"
     );
 }
 

@@ -319,12 +319,27 @@ pub(crate) async fn export_from(
     period: &Period,
     out: &Path,
 ) -> Result<(), EvidenceError> {
+    export_spilling_after(store, period, out, keyturn::compliance::SPILL_AFTER).await
+}
+
+/// As [`export_from`], holding at most `spill_after` scope tallies and applications in
+/// memory while compliance is evaluated.
+async fn export_spilling_after(
+    store: &Store,
+    period: &Period,
+    out: &Path,
+    spill_after: usize,
+) -> Result<(), EvidenceError> {
     let settings = AuditCommandSettings::local(&store.data);
     let env = Environment::from_pairs(std::iter::empty::<(&str, &str)>());
     let sources = startup::evidence_sources(&settings, &[], None, &env)
         .await
         .expect("the sources open");
-    export(sources.sources(), period, out, at("2026-12-06T00:00:00Z"))
+    let mut read = sources.sources();
+    if let Some(compliance) = read.compliance.as_mut() {
+        compliance.spill_after = spill_after;
+    }
+    export(read, period, out, at("2026-12-06T00:00:00Z"))
         .await
         .map(|_| ())
 }
@@ -743,6 +758,7 @@ async fn findings_exceptions_and_the_control_matrix_match_the_store_and_point_at
         register: &register,
         framework: None,
         now: at("2026-12-01T00:00:00Z"),
+        spill_after: keyturn::compliance::SPILL_AFTER,
     }
     .run(
         &LocalInventory::new(LocalStore::open(store.db()).expect("store")),
@@ -892,6 +908,62 @@ async fn findings_exceptions_and_the_control_matrix_match_the_store_and_point_at
 /// Exceptions objects' tags declare reach the package as the engine reads them (never
 /// collected): each in `exceptions.csv` with the findings it excepts or covered after
 /// lapsing, and tags that make no exception named with why, their findings open.
+#[tokio::test]
+async fn a_package_spilling_its_scope_tallies_holds_the_same_files_as_one_kept_in_memory() {
+    // 30 applications, 7 owners and some without: past a bound of 2 in every scope.
+    let credentials: Vec<InventoryCredential> = (0..30u8)
+        .map(|n| {
+            let owner = format!("owner {}", n % 7);
+            credential(
+                n,
+                &format!("secret {n}"),
+                (n % 5 != 0).then_some(owner.as_str()),
+            )
+        })
+        .collect();
+    let store = store_with(log(), credentials).await;
+    let november = period("2026-11-01", "2026-11-30");
+    let held = store.out("held.zip");
+    let spilled = store.out("spilled.zip");
+
+    export_from(&store, &november, &held)
+        .await
+        .expect("exported in memory");
+    export_spilling_after(&store, &november, &spilled, 2)
+        .await
+        .expect("exported spilling");
+
+    let summary: serde_json::Value =
+        serde_json::from_str(&file(&held, "summary.json")).expect("summary");
+    assert_eq!(
+        summary["scope"]["applications"], 31,
+        "30 and the one the log's rotations name: {summary}"
+    );
+    assert_eq!(
+        summary["top_owners"].as_array().map(Vec::len),
+        Some(8),
+        "7 owners and (no owner): {summary}"
+    );
+    // The signature may differ (a signer may be randomised); everything it signs may not.
+    let signed = |zip: &Path| -> Vec<(String, Vec<u8>)> {
+        files(zip)
+            .into_iter()
+            .filter(|(name, _)| name != "manifest.sig")
+            .collect()
+    };
+    let (held, spilled) = (signed(&held), signed(&spilled));
+    assert_eq!(
+        held.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        spilled.iter().map(|(name, _)| name).collect::<Vec<_>>()
+    );
+    for ((name, held), (_, spilled)) in held.iter().zip(&spilled) {
+        assert!(
+            held == spilled,
+            "{name} differs when the tallies are spilled"
+        );
+    }
+}
+
 #[tokio::test]
 async fn exceptions_declared_by_tags_are_listed_with_their_counts_and_bad_tags_named() {
     use keyturn::compliance::{TAG_EXPIRES, TAG_OWNER, TAG_REASON, TAG_RULE};
