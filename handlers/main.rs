@@ -363,8 +363,9 @@ struct ComplianceArgs {
     /// nist-800-53, pci-dss, soc2, iso-27001 or hipaa.
     #[arg(long)]
     framework: Option<String>,
-    /// The exceptions register (JSON). Default: compliance-exceptions.json in the data
-    /// directory, when it exists.
+    /// The exceptions register (JSON). Default: reading a table, the blob
+    /// KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB names, when set (as `keyturn evidence export`
+    /// reads it); else compliance-exceptions.json in the data directory, when it exists.
     #[arg(long)]
     exceptions: Option<PathBuf>,
     /// The longest lifetime of one kind, as KIND=SPAN (repeat for several kinds):
@@ -934,9 +935,7 @@ async fn inventory_command(args: InventoryArgs) -> ExitCode {
 
 /// `keyturn compliance`.
 async fn compliance_command(args: ComplianceArgs) -> ExitCode {
-    use keyturn::compliance::{
-        AuditInput, Catalogue, Evaluation, REGISTER_FILE_NAME, Register, Thresholds,
-    };
+    use keyturn::compliance::{AuditInput, Catalogue, Evaluation, Thresholds};
     use keyturn::local::compliance_cli::{self, Format};
     let usage = |problem: String| {
         eprintln!("keyturn: {problem}");
@@ -978,21 +977,13 @@ async fn compliance_command(args: ComplianceArgs) -> ExitCode {
         table: args.table,
         table_endpoint: args.table_endpoint,
     };
-    let register_path = args.exceptions.clone().or_else(|| {
-        let dir = args
-            .data_dir
-            .clone()
-            .or_else(|| env.value("KEYTURN_DATA_DIR").map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from(keyturn::config::DEFAULT_DATA_DIR));
-        Some(dir.join(REGISTER_FILE_NAME)).filter(|path| path.is_file())
-    });
-    let register = match &register_path {
-        Some(path) => match Register::load(path, &catalogue) {
+    let register =
+        match startup::compliance_register(&location, args.exceptions.as_deref(), &env, &catalogue)
+            .await
+        {
             Ok(register) => register,
             Err(e) => return usage(e.to_string()),
-        },
-        None => Register::empty(),
-    };
+        };
     let readers = match startup::compliance_readers(&location, &env).await {
         Ok(readers) => readers,
         Err(e) => return usage(e.to_string()),

@@ -98,15 +98,17 @@ fn local_register(
     })
 }
 
-/// The exceptions register of an Azure export: the file given (`--exceptions`), else the
-/// blob `KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB` names in the checkpoints' Blob service,
-/// read with `credential`; none configured, an empty register. A configured register
-/// that cannot be read or is malformed is an error naming it: never an empty register.
-async fn azure_register(
+/// The exceptions register of an Azure export (and of `keyturn compliance` reading a
+/// table): the file given (`--exceptions`), else the blob
+/// `KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB` names in the checkpoints' Blob service, read with
+/// `credential` (or the connection string's account key); none configured, an empty
+/// register. A configured register that cannot be read or is malformed is an error
+/// naming it: never an empty register.
+pub(super) async fn azure_register(
     checkpoints: &CheckpointSettings,
     access: &TableAccess,
     given: Option<&Path>,
-    credential: Arc<dyn TokenCredential>,
+    credential: impl FnOnce() -> Result<Arc<dyn TokenCredential>, StartupError>,
     catalogue: &Catalogue,
 ) -> Result<Register, StartupError> {
     if let Some(path) = given {
@@ -120,7 +122,7 @@ async fn azure_register(
         file: file.clone(),
         problem,
     };
-    let client = anchor::blob_checkpoints(checkpoints, access, || Ok(credential))?
+    let client = anchor::blob_checkpoints(checkpoints, access, credential)?
         .client()
         .clone();
     let container = ContainerName::parse(&blob.container).map_err(|e| refuse(e.context))?;
@@ -277,7 +279,7 @@ async fn azure_sources_reading(
         checkpoint_settings,
         access,
         exceptions,
-        operator.clone(),
+        || Ok(operator.clone()),
         &catalogue,
     )
     .await?;

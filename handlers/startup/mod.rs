@@ -25,7 +25,7 @@ pub mod notify;
 mod plan_reader;
 
 pub use audit_reader::{AuditLocation, audit_reader};
-pub use compliance_reader::{ComplianceReaders, compliance_readers};
+pub use compliance_reader::{ComplianceReaders, compliance_readers, compliance_register};
 pub use evidence::{EvidenceSources, azure_sources, evidence_sources};
 pub use inventory_reader::{InventoryLocation, inventory_reader};
 pub use plan_reader::{PlanReaders, plan_readers, plan_readers_with};

@@ -3,7 +3,8 @@
 //! Azure sources (the audit and inventory tables, the checkpoint container, the key),
 //! and `EvidenceExport` storing the previous month's package in the checkpoint container
 //! once, however many runs fire. Each package downloaded verifies offline with the
-//! public key alone; a changed byte fails it, naming the file.
+//! public key alone; a changed byte fails it, naming the file. The exceptions register
+//! blob, as the export, the timer and `keyturn compliance --table` read it.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -63,6 +64,73 @@ async fn inventory_table(fixture: &AzureAnchored, names: &[&str]) -> TableName {
         .expect("the inventory is seeded");
     table
 }
+
+/// An exceptions register blob in a fresh container of the fixture's Blob service, as
+/// `KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB` names it (`CONTAINER/NAME`).
+pub(crate) struct RegisterBlob {
+    client: keyturn::adapters::azure::client::blob::BlobClient,
+    container: keyturn::adapters::azure::client::blob::ContainerName,
+    blob: String,
+}
+
+impl RegisterBlob {
+    /// Creates the container; `blob` is not there until [`upload`](Self::upload).
+    pub(crate) async fn new(fixture: &AzureAnchored, blob: &str) -> Self {
+        let client = fixture.blob_client();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let container = keyturn::adapters::azure::client::blob::ContainerName::parse(&format!(
+            "compliance-{}",
+            &id[..12]
+        ))
+        .expect("a container name");
+        client
+            .create_container_if_not_exists(&container)
+            .await
+            .expect("the container is created");
+        Self {
+            client,
+            container,
+            blob: blob.to_owned(),
+        }
+    }
+
+    /// `CONTAINER/NAME`, as the setting names it and errors quote it.
+    pub(crate) fn named(&self) -> String {
+        format!("{}/{}", self.container, self.blob)
+    }
+
+    /// The setting naming this blob.
+    pub(crate) fn setting(&self) -> Vec<(String, String)> {
+        vec![(
+            "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB".to_owned(),
+            self.named(),
+        )]
+    }
+
+    /// Uploads `register` (the register's JSON) as the blob.
+    pub(crate) async fn upload(&self, register: &str) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("register.json");
+        std::fs::write(&path, register).expect("written");
+        assert!(
+            self.client
+                .upload_block_blob(&self.container, &self.blob, &path, "application/json")
+                .await
+                .expect("uploaded")
+        );
+    }
+}
+
+/// A register excepting `credential-no-owner` in vault kv-prod until 2030.
+const NO_OWNER_REGISTER: &str = r#"{ "exceptions": [
+    { "rule": "credential-no-owner", "subject": "vault:kv-prod",
+      "owner": "ops@contoso.example", "reason": "owners are being assigned",
+      "expires": "2030-01-01" } ] }"#;
+
+/// A register whose second entry's expiry is not a date.
+const MALFORMED_REGISTER: &str = r#"{ "exceptions": [
+    { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "2030-01-01" },
+    { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "someday" } ] }"#;
 
 /// Every file of a zip, in order.
 fn files(zip: &Path) -> Vec<(String, Vec<u8>)> {
@@ -247,23 +315,9 @@ async fn fire_answer(app: &axum::Router) -> (u16, Value) {
 async fn evidence_export_applies_the_register_blob_and_refuses_one_it_cannot_read() {
     let fixture = AzureAnchored::new().await;
     append(&fixture.writer(&chain("w-one")).await, 3).await;
-    let client = fixture.blob_client();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let container = keyturn::adapters::azure::client::blob::ContainerName::parse(&format!(
-        "compliance-{}",
-        &id[..12]
-    ))
-    .expect("a container name");
-    client
-        .create_container_if_not_exists(&container)
-        .await
-        .expect("the container is created");
-    let blob = "registers/exceptions.json";
-    let named = format!("{container}/{blob}");
-    let extra = vec![(
-        "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB".to_owned(),
-        named.clone(),
-    )];
+    let register = RegisterBlob::new(&fixture, "registers/exceptions.json").await;
+    let named = register.named();
+    let extra = register.setting();
     // The app's inventory (its local backends' store): two secrets without an owner, so
     // two credential-no-owner findings in vault kv-prod.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -290,24 +344,11 @@ async fn evidence_export_applies_the_register_blob_and_refuses_one_it_cannot_rea
     assert!(stored().await.is_empty());
 
     // There: the month's package carries its exceptions.
-    let register = dir.path().join("register.json");
-    std::fs::write(
-        &register,
-        r#"{ "exceptions": [
-            { "rule": "credential-no-owner", "subject": "vault:kv-prod",
-              "owner": "ops@contoso.example", "reason": "owners are being assigned",
-              "expires": "2030-01-01" } ] }"#,
-    )
-    .expect("written");
-    assert!(
-        client
-            .upload_block_blob(&container, blob, &register, "application/json")
-            .await
-            .expect("uploaded")
-    );
+    register.upload(NO_OWNER_REGISTER).await;
     let ran = fire(&app).await;
     assert_eq!(ran["outcome"]["result"], "stored", "{ran}");
-    let bytes = client
+    let bytes = fixture
+        .blob_client()
         .get_blob(fixture.container(), PACKAGE)
         .await
         .expect("downloaded");
@@ -333,42 +374,11 @@ async fn evidence_export_applies_the_register_blob_and_refuses_one_it_cannot_rea
 async fn a_malformed_register_blob_fails_the_export_naming_it_and_the_entry() {
     let fixture = AzureAnchored::new().await;
     append(&fixture.writer(&chain("w-one")).await, 3).await;
-    let client = fixture.blob_client();
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let container = keyturn::adapters::azure::client::blob::ContainerName::parse(&format!(
-        "compliance-{}",
-        &id[..12]
-    ))
-    .expect("a container name");
-    client
-        .create_container_if_not_exists(&container)
-        .await
-        .expect("the container is created");
+    let register = RegisterBlob::new(&fixture, "exceptions.json").await;
+    register.upload(MALFORMED_REGISTER).await;
+    let named = register.named();
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("register.json");
-    std::fs::write(
-        &path,
-        r#"{ "exceptions": [
-            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "2030-01-01" },
-            { "rule": "rotation-failed", "subject": "*", "owner": "a", "reason": "r", "expires": "someday" } ] }"#,
-    )
-    .expect("written");
-    assert!(
-        client
-            .upload_block_blob(&container, "exceptions.json", &path, "application/json")
-            .await
-            .expect("uploaded")
-    );
-    let named = format!("{container}/exceptions.json");
-    let app = rotator_with(
-        &fixture,
-        dir.path(),
-        vec![(
-            "KEYTURN_COMPLIANCE_EXCEPTIONS_BLOB".to_owned(),
-            named.clone(),
-        )],
-    )
-    .await;
+    let app = rotator_with(&fixture, dir.path(), register.setting()).await;
 
     let (status, body) = fire_answer(&app).await;
 
@@ -377,11 +387,94 @@ async fn a_malformed_register_blob_fails_the_export_naming_it_and_the_entry() {
     assert!(text.contains(&named), "{text}");
     assert!(text.contains("entry 2"), "{text}");
     assert!(text.contains("someday"), "{text}");
-    let stored = client
+    let stored = fixture
+        .blob_client()
         .list_blobs(fixture.container(), "evidence/")
         .await
         .expect("listed");
     assert!(stored.is_empty(), "{stored:?}");
+}
+
+/// `keyturn compliance` reading a table applies the register blob the export and the
+/// timer read, the same way: named but missing or malformed, it refuses to run, naming
+/// the blob (and the entry), rather than scoring without the exceptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keyturn_compliance_on_a_table_applies_the_register_blob_and_refuses_one_it_cannot_read() {
+    let fixture = AzureAnchored::new().await;
+    append(&fixture.writer(&chain("w-one")).await, 3).await;
+    // Two secrets without an owner: two credential-no-owner findings in vault kv-prod.
+    let inventory = inventory_table(&fixture, &["db-password", "api-key"])
+        .await
+        .to_string();
+    let register = RegisterBlob::new(&fixture, "registers/exceptions.json").await;
+    let malformed = RegisterBlob::new(&fixture, "exceptions.json").await;
+    malformed.upload(MALFORMED_REGISTER).await;
+    // The blob is read with the connection string's account key, as the tables are.
+    let compliance = |register: &RegisterBlob| {
+        let settings: Vec<(String, String)> = fixture
+            .settings()
+            .into_iter()
+            .chain(register.setting())
+            .collect();
+        let settings: Vec<(&str, &str)> = settings
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .collect();
+        let output = crate::helpers::keyturn(&settings)
+            .args([
+                "compliance",
+                "--table",
+                &inventory,
+                "--format",
+                "json",
+                "--no-record",
+            ])
+            .output()
+            .expect("keyturn compliance runs");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+
+    let (code, stdout, stderr) = compliance(&register);
+    assert_eq!(code, Some(2), "missing: {stdout}{stderr}");
+    assert!(stderr.contains(&register.named()), "{stderr}");
+    assert!(stderr.contains("not found"), "{stderr}");
+    assert!(
+        stdout.is_empty(),
+        "nothing scored without the register: {stdout}"
+    );
+
+    register.upload(NO_OWNER_REGISTER).await;
+    let (_, stdout, stderr) = compliance(&register);
+    let printed: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!("one JSON document ({e}): {stdout}{stderr}");
+    });
+    assert!(
+        printed["exceptions_register"]
+            .as_str()
+            .is_some_and(|source| source.contains(&register.named())),
+        "{printed}"
+    );
+    let no_owner: Vec<&Value> = printed["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["rule"] == "credential-no-owner")
+        .collect();
+    assert_eq!(no_owner.len(), 2, "{printed}");
+    for finding in no_owner {
+        assert_eq!(finding["status"], "excepted", "{finding}");
+        assert_eq!(finding["exception"]["entry"], 1, "{finding}");
+    }
+
+    let (code, stdout, stderr) = compliance(&malformed);
+    assert_eq!(code, Some(2), "malformed: {stdout}{stderr}");
+    assert!(stderr.contains(&malformed.named()), "{stderr}");
+    assert!(stderr.contains("entry 2"), "{stderr}");
+    assert!(stderr.contains("someday"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
