@@ -310,6 +310,16 @@ async fn november() -> Store {
     .await
 }
 
+/// Exports November (its first to its last day) from `store` into `evidence.zip` beside
+/// it.
+async fn export_november(store: &Store) -> PathBuf {
+    let out = store.out("evidence.zip");
+    export_from(store, &period("2026-11-01", "2026-11-30"), &out)
+        .await
+        .expect("exported");
+    out
+}
+
 pub(crate) fn period(from: &str, to: &str) -> Period {
     Period::parse(from, to).expect("a period")
 }
@@ -438,10 +448,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn a_package_verifies_offline_with_the_public_key_alone() {
     let store = november().await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     let report = verified(&out, &key_of(&store));
     assert!(report.intact, "{:?}", report.problems);
@@ -464,10 +471,7 @@ async fn a_package_verifies_offline_with_the_public_key_alone() {
 #[tokio::test]
 async fn the_populations_count_what_the_store_holds_and_defuse_formulas() {
     let store = november().await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     let inventory = population(&out, "populations/inventory.csv");
     assert_eq!(inventory.len(), 3);
@@ -549,10 +553,7 @@ async fn the_populations_count_what_the_store_holds_and_defuse_formulas() {
 #[tokio::test]
 async fn the_summary_counts_what_the_populations_hold() {
     let store = november().await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     let summary: serde_json::Value =
         serde_json::from_str(&file(&out, "summary.json")).expect("summary JSON");
@@ -619,10 +620,7 @@ async fn the_summary_counts_what_the_populations_hold() {
 #[tokio::test]
 async fn the_period_is_named_the_same_way_in_every_file() {
     let store = november().await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     let manifest: serde_json::Value =
         serde_json::from_str(&file(&out, "manifest.json")).expect("manifest JSON");
@@ -686,10 +684,7 @@ async fn a_generated_secrets_rotation_started_when_its_worker_received_the_job()
         Vec::new(),
     )
     .await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     let rotations = population(&out, "populations/rotations.csv");
     assert_eq!(rotations.len(), 1, "{rotations:?}");
@@ -722,10 +717,7 @@ async fn findings_exceptions_and_the_control_matrix_match_the_store_and_point_at
     };
     let store = november().await;
     std::fs::write(store.beside(REGISTER_FILE_NAME), REGISTER).expect("register written");
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     // The store's findings, counted by the engine itself as of the period's end, over
     // the period's rotations.
@@ -1014,10 +1006,7 @@ async fn exceptions_declared_by_tags_are_listed_with_their_counts_and_bad_tags_n
         ],
     )
     .await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     let findings = population(&out, "populations/findings.csv");
     let of = |id: &str, rule: &str| {
@@ -1155,10 +1144,7 @@ async fn the_alerts_the_ledger_confirmed_in_the_period_are_listed_and_no_claim()
             .expect("claimed"),
         Claim::Made { .. }
     ));
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
 
     // Counted in the store itself.
     let connection = rusqlite::Connection::open(store.db()).expect("sqlite");
@@ -1193,10 +1179,7 @@ async fn the_alerts_the_ledger_confirmed_in_the_period_are_listed_and_no_claim()
 /// Exports November's package and returns it with the key that checks it.
 async fn package() -> (Store, PathBuf, PublicKey) {
     let store = november().await;
-    let out = store.out("evidence.zip");
-    export_from(&store, &period("2026-11-01", "2026-11-30"), &out)
-        .await
-        .expect("exported");
+    let out = export_november(&store).await;
     let key = key_of(&store);
     (store, out, key)
 }
