@@ -2,6 +2,17 @@
 //! alerts each credential at the tightest threshold it has crossed, once per route
 //! (the ledger remembers), and sends the periodic digest.
 //!
+//! One client secret kept in a vault is two rows of the inventory: the managed vault
+//! secret whose `keyturn-app-id` and `keyturn-key-id` name it, and the application's
+//! credential, with one expiry and one thing to do. The application credential speaks for
+//! the pair: it carries the application's owners, and its alert says keyturn rotates it
+//! through the secret. The secret's tags come with it (its `keyturn-owner` routes the alert
+//! too, its `keyturn-last-error` says the rotation is failing), and the secret is not
+//! alerted, nor counted in the digest, on its own. A secret whose credential is not in the
+//! inventory (the directory could not be read) still speaks for itself. The secrets are
+//! read first, in a walk of the vault secrets only, and held by the credential they name:
+//! at most one per managed application secret.
+//!
 //! Each delivery (an alert or the period's digest) is claimed in the ledger before it is
 //! sent, as a lease ([`ALERT_LEASE`], [`DIGEST_LEASE`]): instances sweeping at once send it
 //! once, the others leaving a live claim alone. A delivery sent is confirmed in the ledger
@@ -15,6 +26,8 @@
 //! go are counted in the report.
 
 use std::collections::{BTreeMap, BinaryHeap};
+
+use crate::domain::ids::{AppId, KeyId};
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
@@ -28,7 +41,9 @@ use crate::alerts::routing::{RoutingSettings, route};
 use crate::alerts::thresholds::Thresholds;
 use crate::domain::clock::Clock;
 use crate::domain::contact::MailAddress;
-use crate::domain::inventory::{CredentialFilter, Expiring, InventoryCredential};
+use crate::domain::inventory::{
+    CredentialFilter, CredentialKind, Expiring, InventoryCredential, SourceKind,
+};
 use crate::ports::PortError;
 use crate::ports::alert_ledger::{AlertLedger, Claim, ClaimToken, LedgerEntry, LedgerKey};
 use crate::ports::inventory::{InventoryStore, credential_stream, finding_stream};
@@ -137,60 +152,114 @@ pub struct AlertEngine<'a> {
 
 impl AlertEngine<'_> {
     /// Alerts every enabled credential that has crossed a threshold at `now` and has not
-    /// been alerted at that threshold on that route before.
+    /// been alerted at that threshold on that route before; a client secret kept in a
+    /// managed vault secret once for the pair, as the client secret (module doc).
     pub async fn alert(&self, now: DateTime<Utc>) -> Result<AlertReport, PortError> {
         let mut report = AlertReport::default();
+        let expiring = Some(Expiring {
+            now,
+            within: self.settings.thresholds.horizon(),
+        });
+        let due = |credential: &InventoryCredential| {
+            credential.enabled
+                && self
+                    .settings
+                    .thresholds
+                    .crossed(credential.expires, now)
+                    .is_some()
+        };
+        let mut held = self.held_client_secrets(expiring, due).await?;
         let filter = CredentialFilter {
-            expiring: Some(Expiring {
-                now,
-                within: self.settings.thresholds.horizon(),
-            }),
+            expiring,
             ..CredentialFilter::default()
         };
         let mut credentials = credential_stream(self.inventory, filter, PAGE_SIZE);
-        while let Some(credential) = credentials.try_next().await? {
+        while let Some(mut credential) = credentials.try_next().await? {
             if !credential.enabled {
                 continue;
             }
             let scanned = credential.scanned_at;
             report.oldest_scan = Some(report.oldest_scan.map_or(scanned, |t| t.min(scanned)));
             report.newest_scan = Some(report.newest_scan.map_or(scanned, |t| t.max(scanned)));
-            let Some(threshold) = self.settings.thresholds.crossed(credential.expires, now) else {
-                continue;
-            };
-            report.due += 1;
-            let routed = route(&credential, &self.settings.routing);
-            report.routing_problems += routed.problems.len() as u64;
-            if routed.deliveries.is_empty() {
-                report.unrouted += 1;
-                tracing::warn!(
-                    credential = %credential.id(),
-                    threshold = threshold.days(),
-                    "an alert has no route: set a default route"
-                );
+            if !due(&credential) {
                 continue;
             }
-            let notice = message::alert(&credential, threshold, now, &self.settings.defaults);
-            for delivery in routed.deliveries {
-                let entry = LedgerEntry {
-                    key: LedgerKey::of(&[&notice.id, delivery.route.as_str()]),
-                    subject: credential.id().to_string(),
-                    route: delivery.route.to_string(),
-                    threshold: Some(threshold.days()),
-                    // Stamped by the clock when it is claimed and when it is confirmed.
-                    sent_at: now,
-                };
-                self.deliver(
-                    &notice,
-                    &delivery.route,
-                    &delivery.people,
-                    entry,
-                    &mut report,
-                )
-                .await?;
+            if held.speaks_for_secret(&mut credential) == Speaker::Secret {
+                // Its client secret speaks for it, or it does at the end of the walk.
+                continue;
             }
+            self.alert_one(&credential, now, &mut report).await?;
+        }
+        drop(credentials);
+        for secret in held.unspoken() {
+            self.alert_one(&secret, now, &mut report).await?;
         }
         Ok(report)
+    }
+
+    /// The managed vault secrets among those `expiring` selects (and `keep` keeps) that
+    /// hold an application client secret, by that client secret.
+    async fn held_client_secrets(
+        &self,
+        expiring: Option<Expiring>,
+        keep: impl Fn(&InventoryCredential) -> bool,
+    ) -> Result<HeldSecrets, PortError> {
+        let filter = CredentialFilter {
+            expiring,
+            source_kind: Some(SourceKind::Vault),
+            kind: Some(CredentialKind::Secret),
+            ..CredentialFilter::default()
+        };
+        let mut held = HeldSecrets::default();
+        let mut secrets = credential_stream(self.inventory, filter, PAGE_SIZE);
+        while let Some(secret) = secrets.try_next().await? {
+            if !secret.managed || !keep(&secret) {
+                continue;
+            }
+            if let Some(pair) = secret.held_client_secret() {
+                held.secrets.insert(pair, Some(secret));
+            }
+        }
+        Ok(held)
+    }
+
+    /// Alerts one credential at the tightest threshold it has crossed at `now`, on each
+    /// of its routes the ledger has no delivery for.
+    async fn alert_one(
+        &self,
+        credential: &InventoryCredential,
+        now: DateTime<Utc>,
+        report: &mut AlertReport,
+    ) -> Result<(), PortError> {
+        let Some(threshold) = self.settings.thresholds.crossed(credential.expires, now) else {
+            return Ok(());
+        };
+        report.due += 1;
+        let routed = route(credential, &self.settings.routing);
+        report.routing_problems += routed.problems.len() as u64;
+        if routed.deliveries.is_empty() {
+            report.unrouted += 1;
+            tracing::warn!(
+                credential = %credential.id(),
+                threshold = threshold.days(),
+                "an alert has no route: set a default route"
+            );
+            return Ok(());
+        }
+        let notice = message::alert(credential, threshold, now, &self.settings.defaults);
+        for delivery in routed.deliveries {
+            let entry = LedgerEntry {
+                key: LedgerKey::of(&[&notice.id, delivery.route.as_str()]),
+                subject: credential.id().to_string(),
+                route: delivery.route.to_string(),
+                threshold: Some(threshold.days()),
+                // Stamped by the clock when it is claimed and when it is confirmed.
+                sent_at: now,
+            };
+            self.deliver(&notice, &delivery.route, &delivery.people, entry, report)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Sends the digest to the default route, once per period (`digest_every`, counted
@@ -371,39 +440,18 @@ impl AlertEngine<'_> {
     async fn summarise(&self, now: DateTime<Utc>) -> Result<Summary, PortError> {
         let horizon = now + self.settings.digest_horizon;
         let mut summary = Summary::default();
+        let mut held = self.held_client_secrets(None, |_| true).await?;
         let mut credentials =
             credential_stream(self.inventory, CredentialFilter::default(), PAGE_SIZE);
-        while let Some(credential) = credentials.try_next().await? {
-            summary.total += 1;
-            if !credential.managed {
-                summary.unmanaged += 1;
-            }
-            let failing = credential.managed
-                && (credential
-                    .tags
-                    .keys()
-                    .any(|name| name.eq_ignore_ascii_case(LAST_ERROR))
-                    || credential.expires.is_some_and(|e| e <= now));
-            if failing {
-                summary.failing += 1;
-            }
-            let Some(expires) = credential.expires.filter(|e| *e <= horizon) else {
-                continue;
-            };
-            if !credential.enabled {
+        while let Some(mut credential) = credentials.try_next().await? {
+            if held.speaks_for_secret(&mut credential) == Speaker::Secret {
                 continue;
             }
-            if expires <= now {
-                summary.expired += 1;
-            } else {
-                summary.expiring += 1;
-            }
-            summary
-                .soonest
-                .push(Listed::of(&credential, expires, failing));
-            if summary.soonest.len() > DIGEST_LISTED {
-                summary.soonest.pop();
-            }
+            summary.count(&credential, now, horizon);
+        }
+        drop(credentials);
+        for secret in held.unspoken() {
+            summary.count(&secret, now, horizon);
         }
         let mut findings = finding_stream(self.inventory, PAGE_SIZE);
         while let Some(finding) = findings.try_next().await? {
@@ -412,6 +460,88 @@ impl AlertEngine<'_> {
             }
         }
         Ok(summary)
+    }
+}
+
+/// Who a walk's credential is: a vault secret its client secret speaks for (or will, at
+/// the end of the walk), or one that speaks for itself (and for the secret holding it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Speaker {
+    Secret,
+    Itself,
+}
+
+/// The managed vault secrets holding a client secret, by the client secret; `None` once
+/// their client secret was met in the walk and spoke for them.
+#[derive(Debug, Default)]
+struct HeldSecrets {
+    secrets: BTreeMap<(AppId, KeyId), Option<InventoryCredential>>,
+}
+
+impl HeldSecrets {
+    /// Whether `credential` is a secret whose client secret speaks for it. A client
+    /// secret held by a secret takes the secret's tags (its owner tag, its last error)
+    /// and the secret is then spoken for.
+    fn speaks_for_secret(&mut self, credential: &mut InventoryCredential) -> Speaker {
+        if credential.managed
+            && let Some(pair) = credential.held_client_secret()
+            && self.secrets.contains_key(&pair)
+        {
+            return Speaker::Secret;
+        }
+        if let Some(pair) = credential.adoption_key()
+            && let Some(held) = self.secrets.get_mut(&pair)
+            && let Some(secret) = held.take()
+        {
+            for (name, value) in secret.tags {
+                credential.tags.entry(name).or_insert(value);
+            }
+        }
+        Speaker::Itself
+    }
+
+    /// The secrets whose client secret the walk did not meet: each speaks for itself.
+    fn unspoken(self) -> impl Iterator<Item = InventoryCredential> {
+        self.secrets.into_values().flatten()
+    }
+}
+
+impl Summary {
+    /// Counts one credential into the digest.
+    fn count(
+        &mut self,
+        credential: &InventoryCredential,
+        now: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+    ) {
+        self.total += 1;
+        if !credential.managed {
+            self.unmanaged += 1;
+        }
+        let failing = credential.managed
+            && (credential
+                .tags
+                .keys()
+                .any(|name| name.eq_ignore_ascii_case(LAST_ERROR))
+                || credential.expires.is_some_and(|e| e <= now));
+        if failing {
+            self.failing += 1;
+        }
+        let Some(expires) = credential.expires.filter(|e| *e <= horizon) else {
+            return;
+        };
+        if !credential.enabled {
+            return;
+        }
+        if expires <= now {
+            self.expired += 1;
+        } else {
+            self.expiring += 1;
+        }
+        self.soonest.push(Listed::of(credential, expires, failing));
+        if self.soonest.len() > DIGEST_LISTED {
+            self.soonest.pop();
+        }
     }
 }
 
@@ -515,5 +645,122 @@ impl Summary {
                 "scanErrors": self.scan_errors,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::ids::DirectoryObjectId;
+    use crate::domain::inventory::{CredentialHandle, CredentialSource, SweepId};
+    use crate::domain::names::VaultUrl;
+
+    const APP: &str = "11111111-0000-4000-8000-000000000001";
+    const KEY: &str = "22222222-0000-4000-8000-000000000001";
+
+    fn client_secret() -> InventoryCredential {
+        InventoryCredential {
+            source: CredentialSource::Application {
+                object_id: DirectoryObjectId::parse("00000000-0000-4000-8000-000000000001")
+                    .expect("an object id"),
+                app_id: AppId::parse(APP).expect("an app id"),
+                display_name: None,
+            },
+            kind: CredentialKind::PasswordCredential,
+            name: "payroll".to_owned(),
+            handle: CredentialHandle::DirectoryCredential {
+                key_id: KeyId::parse(KEY).expect("a key id"),
+            },
+            tags: BTreeMap::new(),
+            ..secret()
+        }
+    }
+
+    fn secret() -> InventoryCredential {
+        InventoryCredential {
+            source: CredentialSource::Vault {
+                subscription: None,
+                name: "kv-prod".parse().expect("a vault name"),
+                uri: VaultUrl::parse("https://kv-prod.vault.azure.net").expect("a vault url"),
+            },
+            kind: CredentialKind::Secret,
+            name: "payroll-secret".to_owned(),
+            handle: CredentialHandle::VaultObject {
+                name: "payroll-secret".to_owned(),
+                version: None,
+                versions: None,
+            },
+            enabled: true,
+            created: None,
+            updated: None,
+            not_before: None,
+            expires: None,
+            content_type: None,
+            tags: [
+                ("keyturn-kind", "entra-app-secret"),
+                ("keyturn-app-id", APP),
+                ("keyturn-key-id", KEY),
+                ("keyturn-owner", "platform"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+            certificate: None,
+            key: None,
+            directory: None,
+            owners: Vec::new(),
+            managed: true,
+            scanned_at: DateTime::from_timestamp(0, 0).expect("a time"),
+            sweep: SweepId::parse("s1").expect("a sweep"),
+        }
+    }
+
+    fn held() -> HeldSecrets {
+        let mut held = HeldSecrets::default();
+        let secret = secret();
+        held.secrets
+            .insert(secret.held_client_secret().expect("held"), Some(secret));
+        held
+    }
+
+    #[test]
+    fn the_client_secret_speaks_for_the_secret_holding_it_whichever_a_walk_meets_first() {
+        for secret_first in [true, false] {
+            let mut held = held();
+            let (mut secret, mut credential) = (secret(), client_secret());
+
+            let speakers = if secret_first {
+                let s = held.speaks_for_secret(&mut secret);
+                (s, held.speaks_for_secret(&mut credential))
+            } else {
+                let c = held.speaks_for_secret(&mut credential);
+                (held.speaks_for_secret(&mut secret), c)
+            };
+
+            assert_eq!(
+                speakers,
+                (Speaker::Secret, Speaker::Itself),
+                "{secret_first}"
+            );
+            assert_eq!(
+                credential.owner_tag(),
+                Some("platform"),
+                "the secret's tags came with it"
+            );
+            assert_eq!(held.unspoken().count(), 0, "{secret_first}");
+        }
+    }
+
+    #[test]
+    fn a_secret_whose_client_secret_the_walk_never_meets_speaks_for_itself() {
+        let mut held = held();
+        let mut secret = secret();
+
+        assert_eq!(held.speaks_for_secret(&mut secret), Speaker::Secret);
+        let unspoken: Vec<_> = held.unspoken().collect();
+
+        assert_eq!(unspoken, vec![secret]);
     }
 }

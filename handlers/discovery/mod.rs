@@ -41,12 +41,6 @@ use crate::ports::{FailureKind, PortError};
 /// The tag that puts a Key Vault object under keyturn's management (`rotation::tags`).
 const MANAGED_KIND_TAG: &str = "keyturn-kind";
 
-/// The bookkeeping tags on a managed application secret (`rotation::tags`): the
-/// application, the password credential its current version holds and the one before.
-const APP_ID_TAG: &str = "keyturn-app-id";
-const KEY_ID_TAG: &str = "keyturn-key-id";
-const PREVIOUS_KEY_ID_TAG: &str = "keyturn-previous-key-id";
-
 /// The tag on a rotation's staging copy (`keyturn-pending-{keyId}`) naming the managed
 /// secret it stages a new value for (`rotation::tags`): it is managed with that secret.
 const PENDING_FOR_TAG: &str = "keyturn-pending-for";
@@ -786,24 +780,12 @@ impl Discovery {
     }
 }
 
-/// The application and password credential a managed vault secret holds, by its
-/// `keyturn-app-id` and `keyturn-key-id` tags (and the one it held before, still in its
-/// overlap until keyturn removes it, by `keyturn-previous-key-id`).
+/// The application and password credential a managed vault secret holds, by its tags
+/// (and the one it held before, still in its overlap until keyturn removes it).
 fn adopted_by(secret: &InventoryCredential) -> Vec<(AppId, KeyId)> {
-    let tag = |wanted: &str| {
-        secret
-            .tags
-            .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
-            .map(|(_, value)| value.trim())
-    };
-    let Some(app_id) = tag(APP_ID_TAG).and_then(|v| AppId::parse(v).ok()) else {
-        return Vec::new();
-    };
-    [KEY_ID_TAG, PREVIOUS_KEY_ID_TAG]
+    [secret.held_client_secret(), secret.previous_client_secret()]
         .into_iter()
-        .filter_map(|name| tag(name).and_then(|v| KeyId::parse(v).ok()))
-        .map(|key_id| (app_id, key_id))
+        .flatten()
         .collect()
 }
 

@@ -29,6 +29,12 @@ pub const OWNER_TAG: &str = "keyturn-owner";
 /// (`rotation::run::entra::MARKER_PREFIX`): such a credential is managed by its name.
 pub const KEYTURN_CREDENTIAL_PREFIX: &str = "keyturn ";
 
+/// The bookkeeping tags on a managed application secret (`rotation::tags`): the
+/// application, the password credential its current version holds and the one before.
+const APP_ID_TAG: &str = "keyturn-app-id";
+const KEY_ID_TAG: &str = "keyturn-key-id";
+const PREVIOUS_KEY_ID_TAG: &str = "keyturn-previous-key-id";
+
 /// Longest text of a finding's detail, in characters: a sentence naming what failed (a
 /// status, a service error code, a field), never a backend message that could echo data.
 pub const MAX_FINDING_DETAIL_CHARS: usize = 512;
@@ -398,6 +404,34 @@ impl InventoryCredential {
             ) => Some((*app_id, *key_id)),
             _ => None,
         }
+    }
+
+    /// The application client secret a vault secret's current version holds, by its
+    /// `keyturn-app-id` and `keyturn-key-id` tags (`rotation::tags`; names in any casing,
+    /// as Key Vault keeps what a person typed).
+    pub fn held_client_secret(&self) -> Option<(AppId, KeyId)> {
+        self.client_secret_named_by(KEY_ID_TAG)
+    }
+
+    /// The client secret it held before, still in its overlap until keyturn removes it
+    /// (`keyturn-previous-key-id`).
+    pub fn previous_client_secret(&self) -> Option<(AppId, KeyId)> {
+        self.client_secret_named_by(PREVIOUS_KEY_ID_TAG)
+    }
+
+    fn client_secret_named_by(&self, key_tag: &str) -> Option<(AppId, KeyId)> {
+        if self.source.kind() != SourceKind::Vault || self.kind != CredentialKind::Secret {
+            return None;
+        }
+        let tag = |wanted: &str| {
+            self.tags
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(wanted))
+                .map(|(_, value)| value.trim())
+        };
+        let app_id = tag(APP_ID_TAG).and_then(|v| AppId::parse(v).ok())?;
+        let key_id = tag(key_tag).and_then(|v| KeyId::parse(v).ok())?;
+        Some((app_id, key_id))
     }
 
     /// Whether keyturn created it (its name says so, [`KEYTURN_CREDENTIAL_PREFIX`]).

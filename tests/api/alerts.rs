@@ -596,3 +596,97 @@ async fn a_digest_whose_sender_stopped_is_sent_once_by_the_next_run_after_the_le
     assert_eq!(seen.len(), 1, "one digest: {seen:?}");
     assert_eq!(seen[0].0.kind, NoticeKind::Digest);
 }
+
+/// One client secret kept in a managed vault secret is two rows of the inventory with one
+/// expiry: its alert goes out once per threshold, as the application's credential (to its
+/// owners, saying keyturn rotates it through the secret, failing when the secret says its
+/// rotation failed, and to the route the secret's owner tag names), and the digest counts
+/// it once. A managed secret whose credential is not in the inventory alerts on its own.
+#[tokio::test]
+async fn a_client_secret_kept_in_a_vault_is_alerted_once_as_the_application_credential() {
+    let rig = Rig::new(Some("ops"));
+    let mut credential = app_password(12, vec![owner("Ada", Some("ada@example.com"))]);
+    credential.managed = true;
+    let (app_id, key_id) = credential.adoption_key().expect("a client secret");
+    let (app_id, key_id) = (app_id.to_string(), key_id.to_string());
+    let holding = vault_secret(
+        "payroll-client-secret",
+        Some(12),
+        &[
+            ("keyturn-kind", "entra-app-secret"),
+            ("keyturn-app-id", &app_id),
+            ("keyturn-key-id", &key_id),
+            ("keyturn-last-error", "Graph refused addPassword"),
+            ("keyturn-owner", "platform"),
+        ],
+    );
+    // Names a credential the directory listing did not return.
+    let orphan = vault_secret(
+        "orphan-client-secret",
+        Some(12),
+        &[
+            ("keyturn-kind", "entra-app-secret"),
+            ("keyturn-app-id", &app_id),
+            ("keyturn-key-id", "33333333-0000-4000-8000-000000000001"),
+        ],
+    );
+    rig.put(&[credential.clone(), holding.clone(), orphan.clone()])
+        .await;
+
+    let report = rig.engine().alert(now()).await.expect("ran");
+    let again = rig.engine().alert(now()).await.expect("ran");
+
+    // The pair once (to its owners, and the secret's tag routes it to platform too), the
+    // orphan on its own (to the default route).
+    assert_eq!(report.due, 2, "{report:?}");
+    let mailed = rig.owners.seen();
+    assert_eq!(mailed.len(), 1, "{mailed:?}");
+    let (notice, people) = &mailed[0];
+    assert_eq!(notice.subject.as_deref(), Some(credential.id().as_str()));
+    assert_eq!(people.len(), 1);
+    assert_eq!(
+        notice.severity,
+        Severity::Critical,
+        "the secret's rotation failed"
+    );
+    let said = notice.actions.join(" ");
+    assert!(said.contains("Graph refused addPassword"), "{said}");
+    assert!(
+        said.contains("(through the Key Vault secret that holds it)"),
+        "{said}"
+    );
+    assert_eq!(report.sent_by_route.get("platform"), Some(&1), "{report:?}");
+    let ops = rig.ops.seen();
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert_eq!(ops[0].0.subject.as_deref(), Some(orphan.id().as_str()));
+    let subjects: Vec<String> = [rig.owners.seen(), rig.ops.seen()]
+        .concat()
+        .iter()
+        .filter_map(|(n, _)| n.subject.clone())
+        .collect();
+    assert!(
+        !subjects.contains(&holding.id().to_string()),
+        "the secret is not alerted on its own: {subjects:?}"
+    );
+    assert_eq!((again.sent, again.due), (0, 2));
+
+    let digest = rig.engine().digest(now()).await.expect("ran");
+    assert_eq!(digest.sent, 1);
+    let (digest, _) = rig.ops.seen().pop().expect("the digest");
+    assert_eq!(digest.kind, NoticeKind::Digest);
+    assert_eq!(digest.detail["total"], 2, "the pair counts once");
+    assert_eq!(digest.detail["expiring"], 2);
+    assert_eq!(
+        digest.detail["failing"], 1,
+        "the pair's rotation is failing"
+    );
+    assert!(
+        !digest
+            .actions
+            .iter()
+            .any(|a| a.contains("payroll-client-secret")),
+        "{:?}",
+        digest.actions
+    );
+    assert!(digest.actions.iter().any(|a| a.contains("payroll-prod")));
+}

@@ -164,13 +164,44 @@ fn dev_alerts_each_due_demo_credential_once_across_runs_and_never_prints_a_secre
     let inventory = json_of(&["inventory", "--format", "json"], &data, 0);
 
     // The expected alerts, from what the store holds: every enabled credential whose
-    // expiry is within the furthest default threshold.
+    // expiry is within the furthest default threshold, a client secret kept in a managed
+    // vault secret once, as the application's credential (the secret is not alerted).
     let horizon = Thresholds::default().horizon();
     let credentials = inventory.as_array().expect("an array");
+    let due = |c: &&Value| {
+        c["enabled"] == true
+            && time(&c["expires"]).is_some_and(|expires| expires <= began + horizon)
+    };
+    let due_client_secrets: BTreeSet<(String, String)> = credentials
+        .iter()
+        .filter(due)
+        .filter(|c| c["source"]["kind"] == "application" && c["kind"] == "password_credential")
+        .map(|c| {
+            (
+                c["source"]["app_id"]
+                    .as_str()
+                    .expect("an app id")
+                    .to_owned(),
+                c["handle"]["key_id"].as_str().expect("a key id").to_owned(),
+            )
+        })
+        .collect();
+    let spoken_for = |c: &&Value| {
+        let tag = |name: &str| c["tags"][name].as_str().map(str::to_owned);
+        c["managed"] == true
+            && tag("keyturn-app-id")
+                .zip(tag("keyturn-key-id"))
+                .is_some_and(|pair| due_client_secrets.contains(&pair))
+    };
+    let paired = credentials.iter().filter(due).filter(spoken_for).count();
+    assert_eq!(
+        paired, 1,
+        "the demo's client secret kept in the local vault"
+    );
     let expected: BTreeMap<String, String> = credentials
         .iter()
-        .filter(|c| c["enabled"] == true)
-        .filter(|c| time(&c["expires"]).is_some_and(|expires| expires <= began + horizon))
+        .filter(due)
+        .filter(|c| !spoken_for(c))
         .map(|c| {
             (
                 c["id"].as_str().expect("an id").to_owned(),
