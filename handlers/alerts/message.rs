@@ -296,13 +296,21 @@ fn managed_advice(
             "keyturn's last rotation of it failed: {error}. Fix the cause; keyturn tries again at its next sweep."
         ));
     }
-    let policy = object_type(credential.kind)
+    // A client secret keyturn manages is rotated through the vault secret that holds it,
+    // whose tags the alert engine gives it: its policy (`keyturn-rotate-before-days`
+    // above all) is that secret's.
+    let held = object_type(credential.kind).is_none();
+    let policy_type = match credential.kind {
+        CredentialKind::PasswordCredential => Some(ObjectType::Secret),
+        kind => object_type(kind),
+    };
+    let policy = policy_type
         .and_then(|object_type| tags::policy(object_type, &credential.tags, defaults).ok())
         .flatten();
     let rotate_before = policy
         .as_ref()
         .map_or(defaults.rotate_before, |p| p.rotate_before);
-    let via = if policy.is_none() && object_type(credential.kind).is_none() {
+    let via = if held {
         " (through the Key Vault secret that holds it)"
     } else {
         ""

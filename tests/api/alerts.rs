@@ -690,3 +690,38 @@ async fn a_client_secret_kept_in_a_vault_is_alerted_once_as_the_application_cred
     );
     assert!(digest.actions.iter().any(|a| a.contains("payroll-prod")));
 }
+
+/// A client secret kept in a managed vault secret is rotated on that secret's policy: its
+/// alert says when from the secret's `keyturn-rotate-before-days`, not the default.
+#[tokio::test]
+async fn a_client_secret_kept_in_a_vault_is_due_when_the_holding_secrets_policy_says() {
+    let rig = Rig::new(Some("ops"));
+    let mut credential = app_password(25, vec![owner("Ada", Some("ada@example.com"))]);
+    credential.managed = true;
+    let (app_id, key_id) = credential.adoption_key().expect("a client secret");
+    let (app_id, key_id) = (app_id.to_string(), key_id.to_string());
+    let holding = vault_secret(
+        "payroll-client-secret",
+        Some(25),
+        &[
+            ("keyturn-kind", "entra-app-secret"),
+            ("keyturn-app-id", &app_id),
+            ("keyturn-key-id", &key_id),
+            ("keyturn-rotate-before-days", "7"),
+        ],
+    );
+    rig.put(&[credential.clone(), holding]).await;
+
+    rig.engine().alert(now()).await.expect("ran");
+
+    let mailed = rig.owners.seen();
+    assert_eq!(mailed.len(), 1, "{mailed:?}");
+    let said = mailed[0].0.actions.join(" ");
+    // Due 30 days before expiry by default, which has passed; 7 days by the secret's tag.
+    assert!(
+        said.contains(
+            "Nothing to do: keyturn rotates it (through the Key Vault secret that holds it) on 2026-12-24 (7 days before expiry"
+        ),
+        "{said}"
+    );
+}
