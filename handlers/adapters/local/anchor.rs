@@ -319,6 +319,16 @@ struct FileSync {
     behind: bool,
 }
 
+impl FileSync {
+    /// Synced now, nothing written since.
+    fn now() -> Self {
+        Self {
+            at: Instant::now(),
+            behind: false,
+        }
+    }
+}
+
 impl LocalCheckpoints {
     /// The checkpoints of `store`, with the checkpoint file at `file`, for reading
     /// (`verify`): nothing is written.
@@ -326,10 +336,7 @@ impl LocalCheckpoints {
         Self {
             file: LocalCheckpointFile::new(file),
             store,
-            synced: Arc::new(Mutex::new(FileSync {
-                at: Instant::now(),
-                behind: false,
-            })),
+            synced: Arc::new(Mutex::new(FileSync::now())),
             sync_interval: FILE_SYNC_INTERVAL,
         }
     }
@@ -435,11 +442,7 @@ impl LocalCheckpoints {
         tokio::task::spawn_blocking(move || {
             file.append_lines(&lines, sync)?;
             if sync {
-                let mut synced = synced.lock().unwrap_or_else(PoisonError::into_inner);
-                *synced = FileSync {
-                    at: Instant::now(),
-                    behind: false,
-                };
+                *synced.lock().unwrap_or_else(PoisonError::into_inner) = FileSync::now();
             }
             Ok::<_, io::Error>(())
         })
@@ -555,10 +558,7 @@ impl CheckpointStore for LocalCheckpoints {
         let synced = self.synced.clone();
         tokio::task::spawn_blocking(move || {
             file.sync_now()?;
-            *synced.lock().unwrap_or_else(PoisonError::into_inner) = FileSync {
-                at: Instant::now(),
-                behind: false,
-            };
+            *synced.lock().unwrap_or_else(PoisonError::into_inner) = FileSync::now();
             Ok::<_, io::Error>(())
         })
         .await

@@ -489,18 +489,24 @@ impl LocalStore {
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.call(move |connection| {
-            let transaction = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::sqlite("starting a write transaction"))?;
-            let value = work(&transaction)?;
-            transaction
-                .commit()
-                .map_err(StoreError::sqlite("committing a write transaction"))?;
-            Ok(value)
-        })
-        .await
+        self.call(move |connection| immediate(connection, work))
+            .await
     }
+}
+
+/// Runs `work` in a write transaction taken up front (`BEGIN IMMEDIATE`) and commits it.
+fn immediate<T>(
+    connection: &mut Connection,
+    work: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let transaction = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(StoreError::sqlite("starting a write transaction"))?;
+    let value = work(&transaction)?;
+    transaction
+        .commit()
+        .map_err(StoreError::sqlite("committing a write transaction"))?;
+    Ok(value)
 }
 
 impl LocalStore {
@@ -532,14 +538,7 @@ impl LocalStore {
                 .execute_batch("PRAGMA synchronous = NORMAL")
                 .map_err(StoreError::sqlite("setting synchronous = NORMAL"))?;
             let full_again = FullAgain(connection);
-            let transaction = full_again
-                .0
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::sqlite("starting a write transaction"))?;
-            let value = work(&transaction)?;
-            transaction
-                .commit()
-                .map_err(StoreError::sqlite("committing a write transaction"))?;
+            let value = immediate(full_again.0, work)?;
             full_again.restore()?;
             Ok(value)
         })
