@@ -42,7 +42,7 @@ use keyturn::ports::PortError;
 use keyturn::ports::audit::ChainId;
 use keyturn::ports::audit::{AuditEntry, AuditRecord, AuditStore, StoredEntry};
 use keyturn::ports::checkpoint::{
-    CheckpointSigner, CheckpointStore, PublicKey, Signature, SignedCheckpoint, StoredCheckpoint,
+    CheckpointPages, CheckpointSigner, CheckpointStore, PublicKey, Signature, SignedCheckpoint,
 };
 
 /// Appenders at once: the endpoint bench's connection count, each one a request waiting
@@ -488,7 +488,7 @@ impl CheckpointStore for CountingCheckpoints {
         self.inner.append_all(checkpoints).await
     }
 
-    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
-        self.inner.read_all().await
+    async fn pages(&self, page: usize) -> Result<Box<dyn CheckpointPages + '_>, PortError> {
+        self.inner.pages(page).await
     }
 }

@@ -32,7 +32,7 @@
 //! the checkpoints name their writer's chain, and verification walks every chain the
 //! store or the checkpoints know.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -45,8 +45,13 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use super::{AuditError, BreakKind, ChainBreak, ChainHead, VerifyReport, store as store_error};
 use crate::ports::audit::{AuditStore, ChainId, EntryHash};
 use crate::ports::checkpoint::{
-    Checkpoint, CheckpointSigner, CheckpointStore, KeyLookup, SignedCheckpoint, VerifyingKeys,
+    CHECKPOINT_PAGE, Checkpoint, CheckpointPages, CheckpointSigner, CheckpointStore, PagesOf,
+    SignedCheckpoint, VerifyingKeys,
 };
+
+pub(crate) mod checked;
+#[cfg(test)]
+mod tests;
 
 /// Where a writer anchors its batches: the checkpoint store and the signing key.
 #[derive(Debug, Clone)]
@@ -343,117 +348,32 @@ impl fmt::Display for LogReport {
 
 /// Verifies every chain of `store` and, with `checkpoints`, every checkpoint against
 /// the key its id names among `keys` and against the chains. Store failures and keys
-/// that cannot be read are errors; damage is a report.
+/// that cannot be read are errors; damage is a report. The checkpoints are read a page
+/// of [`CHECKPOINT_PAGE`] at a time (see [`checked`]): memory does not grow with their
+/// number.
 pub async fn verify_log(
     store: &dyn AuditStore,
     checkpoints: Option<&dyn CheckpointStore>,
     keys: Option<&dyn VerifyingKeys>,
 ) -> Result<LogReport, AuditError> {
+    verify_log_in_pages(store, checkpoints, keys, CHECKPOINT_PAGE).await
+}
+
+/// [`verify_log`], reading the checkpoints `page` at a time.
+pub(crate) async fn verify_log_in_pages(
+    store: &dyn AuditStore,
+    checkpoints: Option<&dyn CheckpointStore>,
+    keys: Option<&dyn VerifyingKeys>,
+    page: usize,
+) -> Result<LogReport, AuditError> {
     let survey = store
         .survey()
         .await
         .map_err(store_error("surveying the chains"))?;
-    let stored = match checkpoints {
-        Some(checkpoints) => checkpoints
-            .read_all()
-            .await
-            .map_err(store_error("reading the checkpoints"))?,
-        None => Vec::new(),
-    };
-    let mut breaks: Vec<LocatedBreak> = Vec::new();
-    let mut valid: BTreeMap<ChainId, Vec<(String, Checkpoint)>> = BTreeMap::new();
-    let mut checked = 0u64;
-    // Each key id is looked up once, however many checkpoints name it.
-    let mut looked_up: BTreeMap<String, KeyLookup> = BTreeMap::new();
-    let mut used: Vec<String> = Vec::new();
-    for found in stored {
-        let signed = match found.content {
-            Ok(signed) => signed,
-            Err(problem) => {
-                breaks.push(LocatedBreak {
-                    chain: None,
-                    sequence: 0,
-                    problem: BreakKind::CheckpointUnreadable {
-                        location: found.location,
-                        problem,
-                    },
-                });
-                continue;
-            }
-        };
-        let first_affected = signed.checkpoint.previous.saturating_add(1);
-        let key_id = &signed.signature.key_id;
-        if !looked_up.contains_key(key_id) {
-            let lookup = match keys {
-                Some(keys) => keys
-                    .lookup(key_id)
-                    .await
-                    .map_err(|source| AuditError::Key {
-                        key_id: key_id.clone(),
-                        source,
-                    })?,
-                None => KeyLookup::Candidates(Vec::new()),
-            };
-            looked_up.insert(key_id.clone(), lookup);
-        }
-        let problem = match &looked_up[key_id] {
-            KeyLookup::Candidates(candidates) => {
-                let verifying = candidates.iter().find(|key| {
-                    key.verifies(
-                        signed.signature.algorithm,
-                        &signed.checkpoint.signed_bytes(),
-                        &signed.signature.bytes,
-                    )
-                });
-                match verifying {
-                    Some(key) => {
-                        let fingerprint = key.fingerprint();
-                        if !used.contains(&fingerprint) {
-                            used.push(fingerprint);
-                        }
-                        None
-                    }
-                    None => Some(BreakKind::CheckpointForged {
-                        location: found.location.clone(),
-                        position: signed.checkpoint.position,
-                        key_id: key_id.clone(),
-                        outside_of: None,
-                    }),
-                }
-            }
-            KeyLookup::Unknown { looked_in } => Some(BreakKind::CheckpointKeyUnknown {
-                location: found.location.clone(),
-                position: signed.checkpoint.position,
-                key_id: key_id.clone(),
-                looked_in: looked_in.clone(),
-            }),
-            KeyLookup::Foreign { expected } => Some(BreakKind::CheckpointForged {
-                location: found.location.clone(),
-                position: signed.checkpoint.position,
-                key_id: key_id.clone(),
-                outside_of: Some(expected.clone()),
-            }),
-            KeyLookup::Unverifiable { reason } => Some(BreakKind::CheckpointUnverifiable {
-                location: found.location.clone(),
-                position: signed.checkpoint.position,
-                key_id: key_id.clone(),
-                reason: reason.clone(),
-            }),
-        };
-        if let Some(problem) = problem {
-            breaks.push(LocatedBreak {
-                chain: Some(signed.checkpoint.writer.clone()),
-                sequence: first_affected,
-                problem,
-            });
-            continue;
-        }
-        checked += 1;
-        valid
-            .entry(signed.checkpoint.writer.clone())
-            .or_default()
-            .push((found.location, signed.checkpoint));
-    }
+    let empty = EmptyCheckpoints;
+    let checked = checked::check(checkpoints.unwrap_or(&empty), keys, page, false).await?;
+    // Checkpoint problems come first, in the order stored; only the first is reported.
+    let mut breaks: Vec<LocatedBreak> = checked.first_problem.iter().cloned().collect();
     for row in &survey.foreign {
         breaks.push(LocatedBreak {
             chain: row.chain.clone(),
@@ -468,7 +388,7 @@ pub async fn verify_log(
         .chains
         .iter()
         .cloned()
-        .chain(valid.keys().cloned())
+        .chain(checked.index.chains()?)
         .collect();
     let mut reports = Vec::new();
     for chain in chains {
@@ -485,7 +405,8 @@ pub async fn verify_log(
         let report = judge(
             &chain,
             walked,
-            valid.get(&chain).map_or(&[][..], Vec::as_slice),
+            &checked.index,
+            page,
             chain_store,
             checkpoints.is_some(),
         )
@@ -499,9 +420,10 @@ pub async fn verify_log(
         }
         reports.push(report);
     }
+    let used: Vec<String> = checked.keys.iter().map(|k| k.key.fingerprint()).collect();
     Ok(LogReport {
         entries_checked: reports.iter().map(|r| r.entries_checked).sum(),
-        checkpoints_checked: checked,
+        checkpoints_checked: checked.verified,
         unanchored: reports.iter().map(|r| r.unanchored).sum(),
         public_key: used.first().cloned().or_else(|| {
             let held = keys.map(VerifyingKeys::held).unwrap_or_default();
@@ -516,11 +438,33 @@ pub async fn verify_log(
     })
 }
 
-/// Holds one chain's walk against its valid checkpoints (in stored order).
+/// No checkpoint store: a log verified without its anchors.
+#[derive(Debug)]
+struct EmptyCheckpoints;
+
+#[async_trait::async_trait]
+impl CheckpointStore for EmptyCheckpoints {
+    async fn append_all(&self, _: &[SignedCheckpoint]) -> Result<(), crate::ports::PortError> {
+        Err(crate::ports::PortError::invalid(
+            "no checkpoint store to append to",
+        ))
+    }
+
+    async fn pages(
+        &self,
+        page: usize,
+    ) -> Result<Box<dyn CheckpointPages + '_>, crate::ports::PortError> {
+        Ok(Box::new(PagesOf::new(Vec::new(), page)))
+    }
+}
+
+/// Holds one chain's walk against its verified checkpoints in `index`, read `page` at
+/// a time in position order.
 async fn judge(
     chain: &ChainId,
     walked: VerifyReport,
-    checkpoints: &[(String, Checkpoint)],
+    index: &checked::CheckpointIndex,
+    page: usize,
     store: &dyn AuditStore,
     anchored: bool,
 ) -> Result<ChainReport, AuditError> {
@@ -533,64 +477,65 @@ async fn judge(
         unanchored: 0,
         first_break: walked.first_break.clone(),
     };
+    // The first break is the lowest position; among equals the walk's own, then a
+    // removed checkpoint (the first stored that names one), then the checkpoints
+    // against the chain, then too many unanchored entries.
     let mut problems: Vec<ChainBreak> = report.first_break.iter().cloned().collect();
 
     // A removed checkpoint: one names a previous checkpoint that is not there.
-    let positions: BTreeSet<u64> = checkpoints.iter().map(|(_, c)| c.position).collect();
-    for (location, checkpoint) in checkpoints {
-        if checkpoint.previous != 0 && !positions.contains(&checkpoint.previous) {
-            let before = positions
-                .range(..checkpoint.previous)
-                .next_back()
-                .copied()
-                .unwrap_or(0);
-            problems.push(ChainBreak {
-                sequence: before.saturating_add(1),
-                problem: BreakKind::CheckpointMissing {
-                    position: checkpoint.previous,
-                    named_by: location.clone(),
-                },
-            });
-        }
+    if let Some(missing) = index.first_missing_previous(chain)? {
+        problems.push(ChainBreak {
+            sequence: missing.before.saturating_add(1),
+            problem: BreakKind::CheckpointMissing {
+                position: missing.previous,
+                named_by: missing.named_by,
+            },
+        });
     }
 
     // Each checkpoint against the stored chain, in position order.
-    let mut by_position: Vec<&(String, Checkpoint)> = checkpoints.iter().collect();
-    by_position.sort_by_key(|(_, c)| c.position);
     let mut matched = 0u64;
-    for (location, checkpoint) in by_position {
-        if checkpoint.position > head {
-            problems.push(ChainBreak {
-                sequence: head.saturating_add(1),
-                problem: BreakKind::Truncated {
-                    checkpoint_position: checkpoint.position,
-                    location: location.clone(),
-                },
-            });
+    let mut after: Option<checked::Indexed> = None;
+    'pages: loop {
+        let found = index.verified_by_position(chain, after.as_ref(), page.max(1))?;
+        let Some(last) = found.last().cloned() else {
             break;
+        };
+        for checkpoint in found {
+            if checkpoint.position > head {
+                problems.push(ChainBreak {
+                    sequence: head.saturating_add(1),
+                    problem: BreakKind::Truncated {
+                        checkpoint_position: checkpoint.position,
+                        location: checkpoint.location,
+                    },
+                });
+                break 'pages;
+            }
+            let stored = store
+                .read(checkpoint.position, 1)
+                .await
+                .map_err(store_error("reading a checkpointed entry"))?;
+            let stored_hash = stored
+                .into_iter()
+                .find(|s| s.position == checkpoint.position)
+                .and_then(|s| s.content.ok())
+                .map(|entry| entry.hash);
+            if stored_hash != Some(checkpoint.head) {
+                problems.push(ChainBreak {
+                    sequence: matched.saturating_add(1),
+                    problem: BreakKind::CheckpointMismatch {
+                        checkpoint_position: checkpoint.position,
+                        location: checkpoint.location,
+                        anchored: checkpoint.head,
+                        stored: stored_hash,
+                    },
+                });
+                break 'pages;
+            }
+            matched = checkpoint.position;
         }
-        let stored = store
-            .read(checkpoint.position, 1)
-            .await
-            .map_err(store_error("reading a checkpointed entry"))?;
-        let stored_hash = stored
-            .into_iter()
-            .find(|s| s.position == checkpoint.position)
-            .and_then(|s| s.content.ok())
-            .map(|entry| entry.hash);
-        if stored_hash != Some(checkpoint.head) {
-            problems.push(ChainBreak {
-                sequence: matched.saturating_add(1),
-                problem: BreakKind::CheckpointMismatch {
-                    checkpoint_position: checkpoint.position,
-                    location: location.clone(),
-                    anchored: checkpoint.head,
-                    stored: stored_hash,
-                },
-            });
-            break;
-        }
-        matched = checkpoint.position;
+        after = Some(last);
     }
     report.anchored_to = matched;
     report.unanchored = head.saturating_sub(matched);

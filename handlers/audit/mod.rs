@@ -1647,11 +1647,12 @@ mod tests {
             Ok(())
         }
 
-        async fn read_all(
+        async fn pages(
             &self,
-        ) -> Result<Vec<crate::ports::checkpoint::StoredCheckpoint>, PortError> {
+            page: usize,
+        ) -> Result<Box<dyn crate::ports::checkpoint::CheckpointPages + '_>, PortError> {
             let writes = self.writes.lock().expect("test lock is never poisoned");
-            Ok(writes
+            let stored = writes
                 .iter()
                 .flatten()
                 .enumerate()
@@ -1661,7 +1662,10 @@ mod tests {
                         content: Ok(signed.clone()),
                     },
                 )
-                .collect())
+                .collect();
+            Ok(Box::new(crate::ports::checkpoint::PagesOf::new(
+                stored, page,
+            )))
         }
     }
 

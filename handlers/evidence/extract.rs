@@ -39,13 +39,14 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::anchor::checked::CheckpointIndex;
 use crate::audit::entry_hash;
 use crate::ports::PortError;
 use crate::ports::audit::{
     Actor, AuditEntry, AuditFields, AuditObject, AuditRecord, AuditStore, AuditText, ChainId,
     EntryHash, StoredEntry, parse_audit_time,
 };
-use crate::ports::checkpoint::{Checkpoint, PublicKey, SignedCheckpoint};
+use crate::ports::checkpoint::{CHECKPOINT_PAGE, Checkpoint, PublicKey, SignedCheckpoint};
 
 use super::Period;
 
@@ -127,12 +128,12 @@ pub(crate) async fn walk<E: From<PortError>>(
 }
 
 /// Finds each chain's range for `period`, reading every chain once from its start (a
-/// window at a time: memory stays flat however long the log). `anchors` are the
-/// positions signed checkpoints vouch for, per chain.
-pub async fn locate(
+/// window at a time: memory stays flat however long the log). `anchors` holds the
+/// checkpoints, of which the verified ones vouch for positions.
+pub(crate) async fn locate(
     store: &dyn AuditStore,
     period: &Period,
-    anchors: &BTreeMap<ChainId, BTreeSet<u64>>,
+    anchors: &CheckpointIndex,
 ) -> Result<Located, PortError> {
     let survey = store.survey().await?;
     let mut chains = survey.chains;
@@ -172,8 +173,7 @@ pub async fn locate(
             continue;
         };
         let anchor = anchors
-            .get(&chain)
-            .and_then(|positions| positions.range(period_last..).next().copied())
+            .first_verified_from(&chain, period_last)?
             .filter(|position| *position <= head.position);
         located.ranges.push(ChainRange {
             chain,
@@ -220,30 +220,35 @@ pub(crate) fn write_line(
     out.write_all(b"\n")
 }
 
-/// The checkpoints a chain's range needs: from the last one at or before `first` to the
-/// first one at or after `last`, in stored order.
-pub(crate) fn checkpoints_for<'a>(
+/// Writes the checkpoints a chain's range needs, one stored line each: from the last one
+/// at or before `first` to the first one at or after `last`, in stored order, a page at
+/// a time. Returns how many; the outer error is the index's, the inner the writer's.
+pub(crate) fn write_checkpoints(
+    out: &mut dyn Write,
     range: &ChainRange,
-    checkpoints: &'a [SignedCheckpoint],
-) -> Vec<&'a SignedCheckpoint> {
-    let mine = || {
-        checkpoints
-            .iter()
-            .filter(|c| c.checkpoint.writer == range.chain)
-    };
-    let from = mine()
-        .map(|c| c.checkpoint.position)
-        .filter(|p| *p <= range.first)
-        .max()
+    checkpoints: &CheckpointIndex,
+) -> Result<io::Result<u64>, PortError> {
+    let from = checkpoints
+        .last_decoded_to(&range.chain, range.first)?
         .unwrap_or(0);
-    let to = mine()
-        .map(|c| c.checkpoint.position)
-        .filter(|p| *p >= range.last)
-        .min()
+    let to = checkpoints
+        .first_decoded_from(&range.chain, range.last)?
         .unwrap_or(u64::MAX);
-    mine()
-        .filter(|c| (from..=to).contains(&c.checkpoint.position))
-        .collect()
+    let mut written = 0u64;
+    let mut after = 0;
+    loop {
+        let lines = checkpoints.lines(&range.chain, from, to, after, CHECKPOINT_PAGE)?;
+        let Some((last, _)) = lines.last() else {
+            return Ok(Ok(written));
+        };
+        after = *last;
+        for (_, line) in &lines {
+            if let Err(error) = writeln!(out, "{line}") {
+                return Ok(Err(error));
+            }
+            written += 1;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------

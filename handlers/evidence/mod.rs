@@ -21,15 +21,14 @@ pub mod populations;
 pub mod summary;
 pub mod verify;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::Path;
 
 use chrono::{DateTime, Duration, NaiveDate, SecondsFormat, Utc};
 
 pub use container::{ContainerError, Manifest, ManifestFile, Package};
 
-use crate::audit::verify_log;
+use crate::audit::anchor::checked;
+use crate::audit::{AuditError, verify_log};
 use crate::compliance::{
     AuditInput, Catalogue, ComplianceError, Evaluation, Finding, FindingSink, Register,
     TagExceptions, Thresholds,
@@ -38,8 +37,7 @@ use crate::ports::PortError;
 use crate::ports::alert_ledger::AlertLedger;
 use crate::ports::audit::AuditStore;
 use crate::ports::checkpoint::{
-    CheckpointSigner, CheckpointStore, KeyLookup, NamedKey, PublicKey, SignedCheckpoint,
-    VerifyingKeys,
+    CHECKPOINT_PAGE, CheckpointSigner, CheckpointStore, NamedKey, VerifyingKeys,
 };
 use crate::ports::inventory::InventoryStore;
 use container::ManifestPeriod;
@@ -294,52 +292,21 @@ pub async fn export(
         .await
         .map_err(audit_error("reading the signing key's public half"))?;
     // The checkpoints: those a key verifies say where each chain may end, and the keys
-    // that verify them go into the package.
-    let stored = sources
-        .checkpoints
-        .read_all()
-        .await
-        .map_err(audit_error("reading the checkpoints"))?;
-    let checkpoints: Vec<SignedCheckpoint> = stored
-        .into_iter()
-        .filter_map(|stored| stored.content.ok())
-        .collect();
-    let mut keys: Vec<NamedKey> = Vec::new();
-    let mut looked_up: BTreeMap<String, Vec<PublicKey>> = BTreeMap::new();
-    let mut anchors: BTreeMap<_, BTreeSet<u64>> = BTreeMap::new();
-    for signed in &checkpoints {
-        let key_id = &signed.signature.key_id;
-        if !looked_up.contains_key(key_id) {
-            let found = match sources
-                .keys
-                .lookup(key_id)
-                .await
-                .map_err(audit_error("reading a checkpoint's key"))?
-            {
-                KeyLookup::Candidates(candidates) => candidates,
-                KeyLookup::Unknown { .. }
-                | KeyLookup::Foreign { .. }
-                | KeyLookup::Unverifiable { .. } => Vec::new(),
-            };
-            looked_up.insert(key_id.clone(), found);
-        }
-        let bytes = signed.checkpoint.signed_bytes();
-        let verifying = looked_up[key_id]
-            .iter()
-            .find(|key| key.verifies(signed.signature.algorithm, &bytes, &signed.signature.bytes));
-        if let Some(key) = verifying {
-            if !keys.iter().any(|k| k.key == *key) {
-                keys.push(NamedKey {
-                    kid: Some(key_id.clone()),
-                    key: key.clone(),
-                });
-            }
-            anchors
-                .entry(signed.checkpoint.writer.clone())
-                .or_default()
-                .insert(signed.checkpoint.position);
-        }
-    }
+    // that verify them go into the package. They are read a page at a time and indexed
+    // in a temporary file: a log has one per write batch.
+    let checked = checked::check(
+        sources.checkpoints,
+        Some(sources.keys),
+        CHECKPOINT_PAGE,
+        true,
+    )
+    .await
+    .map_err(|error| match error {
+        AuditError::Key { source, .. } => audit_error("reading a checkpoint's key")(source),
+        other => audit_error("reading the checkpoints")(other.into()),
+    })?;
+    let index = &checked.index;
+    let mut keys: Vec<NamedKey> = checked.keys.clone();
     if !keys.iter().any(|k| k.key == signer_key) {
         keys.push(NamedKey {
             kid: None,
@@ -347,7 +314,7 @@ pub async fn export(
         });
     }
 
-    let located = extract::locate(sources.audit, period, &anchors)
+    let located = extract::locate(sources.audit, period, index)
         .await
         .map_err(audit_error("finding the period"))?;
     let Some(begins) = located.log_begins else {
@@ -403,13 +370,12 @@ pub async fn export(
     package.begin(extract::CHECKPOINTS)?;
     let mut anchored = 0u64;
     for range in &located.ranges {
-        for signed in extract::checkpoints_for(range, &checkpoints) {
-            writeln!(package, "{}", signed.to_line()).map_err(|source| EvidenceError::Write {
+        anchored += extract::write_checkpoints(&mut package, range, index)
+            .map_err(audit_error("reading the checkpoints"))?
+            .map_err(|source| EvidenceError::Write {
                 file: extract::CHECKPOINTS,
                 source,
             })?;
-            anchored += 1;
-        }
     }
     package.end(Some(anchored))?;
     let ranges = serde_json::to_vec_pretty(&located.ranges)

@@ -199,9 +199,25 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// all of them. On an error some of them may be stored.
     async fn append_all(&self, checkpoints: &[SignedCheckpoint]) -> Result<(), PortError>;
 
-    /// Every stored checkpoint, in the order stored. A store that has never been
-    /// written to answers an empty list.
-    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError>;
+    /// Every stored checkpoint, in the order stored, at most `page` (at least one) per
+    /// [`CheckpointPages::next_page`]: a reader holds one page and what it needs to find
+    /// its place, however many checkpoints are stored (one per write batch, for as long
+    /// as the log grows). A store that has never been written to has no page.
+    async fn pages(&self, page: usize) -> Result<Box<dyn CheckpointPages + '_>, PortError>;
+
+    /// Every stored checkpoint at once, in the order stored: for tests and tools that
+    /// look at a few. Verification and the evidence export read [`Self::pages`].
+    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        let mut pages = self.pages(CHECKPOINT_PAGE).await?;
+        let mut all = Vec::new();
+        loop {
+            let page = pages.next_page().await?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            all.extend(page);
+        }
+    }
 
     /// Makes every checkpoint appended so far durable, for a store whose appends are
     /// not each made durable on their own (the local store: see
@@ -210,6 +226,44 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug {
     /// (the blob, the plain local file) have nothing to do.
     async fn sync(&self) -> Result<(), PortError> {
         Ok(())
+    }
+}
+
+/// Checkpoints read per page by verification and the evidence export: a few hundred
+/// lines of about 600 bytes, so a page is well under a megabyte, and a store of
+/// thousands of checkpoints is read in a few dozen requests.
+pub const CHECKPOINT_PAGE: usize = 256;
+
+/// A read of a store's checkpoints in the order stored, a page at a time
+/// ([`CheckpointStore::pages`]).
+#[async_trait]
+pub trait CheckpointPages: Send {
+    /// The next checkpoints, at most the page size the read was opened with; empty
+    /// once every one is read (and from then on).
+    async fn next_page(&mut self) -> Result<Vec<StoredCheckpoint>, PortError>;
+}
+
+/// Checkpoints already in memory, handed out a page at a time: for stores that keep
+/// a few (test doubles).
+#[derive(Debug)]
+pub struct PagesOf {
+    rest: std::vec::IntoIter<StoredCheckpoint>,
+    page: usize,
+}
+
+impl PagesOf {
+    pub fn new(checkpoints: Vec<StoredCheckpoint>, page: usize) -> Self {
+        Self {
+            rest: checkpoints.into_iter(),
+            page: page.max(1),
+        }
+    }
+}
+
+#[async_trait]
+impl CheckpointPages for PagesOf {
+    async fn next_page(&mut self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        Ok(self.rest.by_ref().take(self.page).collect())
     }
 }
 

@@ -429,6 +429,82 @@ async fn checkpoints_appended_together_read_back_in_order_and_another_writer_con
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoint_blobs_read_a_range_and_a_page_at_a_time_hand_out_what_one_read_does() {
+    let fixture = AzureAnchored::new().await;
+    let signer = fixture.signer();
+    let mut signed = Vec::new();
+    for (name, count) in [("w-one", 9u64), ("w-two", 4)] {
+        for position in 1..=count {
+            let checkpoint = keyturn::ports::checkpoint::Checkpoint {
+                writer: chain(name),
+                position,
+                previous: position - 1,
+                head: "00".repeat(32).parse::<EntryHash>().expect("a hash"),
+                at: chrono::Utc::now(),
+            };
+            let signature = signer
+                .sign(&checkpoint.signed_bytes())
+                .await
+                .expect("the audit key signs");
+            signed.push(keyturn::ports::checkpoint::SignedCheckpoint {
+                checkpoint,
+                signature,
+            });
+        }
+    }
+    let store = fixture.checkpoints().await;
+    store.append_all(&signed[..5]).await.expect("appended");
+    store.append_all(&signed[5..9]).await.expect("appended");
+    store.append_all(&signed[9..]).await.expect("appended");
+    // w-one's blob then ends with an empty line and a line cut short.
+    let client = fixture.blob_client();
+    let blob = "w-one/000000.log";
+    let length = client
+        .get_blob(&fixture.container, blob)
+        .await
+        .expect("read")
+        .len() as u64;
+    client
+        .append_block(
+            &fixture.container,
+            blob,
+            length,
+            b"\n{\"writer\":\"w-one\",\"po".to_vec(),
+        )
+        .await
+        .expect("appended");
+    let whole = store.read_all().await.expect("read");
+
+    for read_bytes in [1, 7, 100, 1000] {
+        let ranged = BlobCheckpointStore::new(fixture.blob_client(), fixture.container.clone())
+            .with_read_bytes(read_bytes);
+        for page in [1, 3, 100] {
+            let mut pages = ranged.pages(page).await.expect("opened");
+            let mut read = Vec::new();
+            loop {
+                let found = pages.next_page().await.expect("read");
+                assert!(found.len() <= page);
+                if found.is_empty() {
+                    break;
+                }
+                read.extend(found);
+            }
+            assert_eq!(read, whole, "ranges of {read_bytes} bytes, pages of {page}");
+        }
+    }
+    let contents: Vec<_> = whole.iter().map(|found| found.content.clone()).collect();
+    let mut expected: Vec<Result<_, String>> = signed[..9].iter().cloned().map(Ok).collect();
+    expected.push(Err("line is truncated".to_owned()));
+    expected.extend(signed[9..].iter().cloned().map(Ok));
+    assert_eq!(contents, expected);
+    assert!(
+        whole[9].location.ends_with("w-one/000000.log line 11"),
+        "the empty line is counted: {}",
+        whole[9].location
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_checkpoint_signed_by_another_vault_key_is_found() {
     let fixture = AzureAnchored::new().await;
     let writer = chain("w-one");

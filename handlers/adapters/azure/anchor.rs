@@ -22,7 +22,9 @@ use crate::adapters::azure::client::blob::{
     BlobClient, ContainerName, MAX_BLOCK_BYTES, MAX_BLOCKS_PER_BLOB,
 };
 use crate::ports::audit::ChainId;
-use crate::ports::checkpoint::{CheckpointStore, SignedCheckpoint, StoredCheckpoint};
+use crate::ports::checkpoint::{
+    CheckpointPages, CheckpointStore, MAX_CHECKPOINT_LINE_BYTES, SignedCheckpoint, StoredCheckpoint,
+};
 use crate::ports::{FailureKind, PortError};
 
 /// Where scheduled evidence packages are kept in the checkpoint container.
@@ -51,6 +53,8 @@ pub struct BlobCheckpointStore {
     client: BlobClient,
     container: ContainerName,
     cursors: Mutex<HashMap<ChainId, Cursor>>,
+    /// Bytes of a blob read per request: [`READ_BYTES`].
+    read_bytes: u64,
 }
 
 impl BlobCheckpointStore {
@@ -59,7 +63,15 @@ impl BlobCheckpointStore {
             client,
             container,
             cursors: Mutex::new(HashMap::new()),
+            read_bytes: READ_BYTES,
         }
+    }
+
+    /// The same store reading `bytes` (at least one) of a blob per request instead of
+    /// [`READ_BYTES`]: for tests, to cut lines at range ends.
+    pub fn with_read_bytes(mut self, bytes: u64) -> Self {
+        self.read_bytes = bytes.max(1);
+        self
     }
 
     /// The client the container is reached with.
@@ -198,34 +210,153 @@ impl CheckpointStore for BlobCheckpointStore {
         Ok(())
     }
 
-    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
-        let names = self.client.list_blobs(&self.container, "").await?;
+    async fn pages(&self, page: usize) -> Result<Box<dyn CheckpointPages + '_>, PortError> {
+        let names = self
+            .client
+            .list_blobs(&self.container, "")
+            .await?
+            .into_iter()
+            .filter(|name| !is_evidence_package(name))
+            .collect::<Vec<_>>()
+            .into_iter();
+        Ok(Box::new(BlobPages {
+            store: self,
+            names,
+            blob: None,
+            page: page.max(1),
+        }))
+    }
+}
+
+/// Bytes of a checkpoint blob read per request: a few thousand lines, so a blob of
+/// [`MAX_BLOCKS_PER_BLOB`] lines is never held whole.
+const READ_BYTES: u64 = 1024 * 1024;
+
+/// The checkpoint blobs read a page at a time, each a range of bytes at a time: the
+/// blob names (one per 50,000 checkpoints), one range and a line cut by its end are
+/// all that is held.
+struct BlobPages<'a> {
+    store: &'a BlobCheckpointStore,
+    names: std::vec::IntoIter<String>,
+    blob: Option<BlobRead>,
+    page: usize,
+}
+
+/// Where the read of one blob is.
+struct BlobRead {
+    name: String,
+    /// The next byte to read.
+    offset: u64,
+    /// The number of the last line handed out.
+    line: usize,
+    /// The start of a line the last range cut, at most one byte more than a checkpoint
+    /// line can take; `cut_len` counts all of it.
+    cut: Vec<u8>,
+    cut_len: usize,
+    /// The last range read, and how much of it is handed out.
+    range: Vec<u8>,
+    used: usize,
+    /// No byte follows `range`.
+    ended: bool,
+}
+
+impl BlobRead {
+    /// The checkpoint (or what is wrong) in one line of the blob: `complete` when a
+    /// line break ends it.
+    fn line(&mut self, container: &ContainerName, complete: bool) -> Option<StoredCheckpoint> {
+        self.line += 1;
+        let bytes = std::mem::take(&mut self.cut);
+        let len = std::mem::take(&mut self.cut_len);
+        if len == 0 {
+            return None;
+        }
+        let content = if len > MAX_CHECKPOINT_LINE_BYTES {
+            Err(format!(
+                "line is {len} bytes, more than the {MAX_CHECKPOINT_LINE_BYTES} a checkpoint can take"
+            ))
+        } else {
+            let text = String::from_utf8_lossy(&bytes);
+            if complete {
+                SignedCheckpoint::from_line(&text)
+            } else {
+                SignedCheckpoint::from_line(&text).and_then(|_| Err("line is truncated".to_owned()))
+            }
+        };
+        Some(StoredCheckpoint {
+            location: format!("blob {container}/{} line {}", self.name, self.line),
+            content,
+        })
+    }
+
+    /// Adds bytes of the line being read, keeping only what a checkpoint line can hold.
+    fn take(&mut self, bytes: &[u8]) {
+        let room = (MAX_CHECKPOINT_LINE_BYTES + 1).saturating_sub(self.cut.len());
+        self.cut.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        self.cut_len += bytes.len();
+    }
+}
+
+#[async_trait]
+impl CheckpointPages for BlobPages<'_> {
+    async fn next_page(&mut self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        let container = &self.store.container;
         let mut found = Vec::new();
-        for name in names {
-            if is_evidence_package(&name) {
+        while found.len() < self.page {
+            let Some(blob) = &mut self.blob else {
+                let Some(name) = self.names.next() else {
+                    break;
+                };
+                self.blob = Some(BlobRead {
+                    name,
+                    offset: 0,
+                    line: 0,
+                    cut: Vec::new(),
+                    cut_len: 0,
+                    range: Vec::new(),
+                    used: 0,
+                    ended: false,
+                });
+                continue;
+            };
+            if blob.used < blob.range.len() {
+                let rest = &blob.range[blob.used..];
+                match rest.iter().position(|byte| *byte == b'\n') {
+                    Some(end) => {
+                        let line = blob.range[blob.used..blob.used + end].to_vec();
+                        blob.take(&line);
+                        blob.used += end + 1;
+                        if let Some(stored) = blob.line(container, true) {
+                            found.push(stored);
+                        }
+                    }
+                    None => {
+                        let rest = blob.range[blob.used..].to_vec();
+                        blob.take(&rest);
+                        blob.used = blob.range.len();
+                    }
+                }
                 continue;
             }
-            let bytes = self.client.get_blob(&self.container, &name).await?;
-            let location = |line: usize| format!("blob {}/{name} line {line}", self.container);
-            let text = String::from_utf8_lossy(&bytes);
-            let complete = text.ends_with('\n');
-            let lines: Vec<&str> = text.split_terminator('\n').collect();
-            for (number, line) in lines.iter().enumerate() {
-                if line.is_empty() {
-                    continue;
+            if blob.ended {
+                // The blob's last line, when no line break ends it.
+                if blob.cut_len > 0
+                    && let Some(stored) = blob.line(container, false)
+                {
+                    found.push(stored);
                 }
-                let last = number + 1 == lines.len();
-                let content = if last && !complete {
-                    SignedCheckpoint::from_line(line)
-                        .and_then(|_| Err("line is truncated".to_owned()))
-                } else {
-                    SignedCheckpoint::from_line(line)
-                };
-                found.push(StoredCheckpoint {
-                    location: location(number + 1),
-                    content,
-                });
+                self.blob = None;
+                continue;
             }
+            let range = self
+                .store
+                .client
+                .get_blob_range(container, &blob.name, blob.offset, self.store.read_bytes)
+                .await?
+                .unwrap_or_default();
+            blob.offset += range.len() as u64;
+            blob.ended = (range.len() as u64) < self.store.read_bytes;
+            blob.range = range;
+            blob.used = 0;
         }
         Ok(found)
     }

@@ -8,7 +8,7 @@
 //! hand and a store restored from an older copy, not an owner of the machine. Azure
 //! keeps the key in Key Vault and the checkpoints in immutable blob storage.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -27,8 +27,9 @@ use crate::adapters::local::store::{LocalStore, StoreError};
 use crate::domain::file::{OwnerOnlyReadError, publish_owner_only, read_owner_only_text};
 use crate::ports::PortError;
 use crate::ports::checkpoint::{
-    CheckpointSigner, CheckpointStore, KeyRing, MAX_CHECKPOINT_LINE_BYTES, NamedKey, PublicKey,
-    Signature, SignatureAlgorithm, SignedCheckpoint, StoredCheckpoint, parse_public_keys,
+    CHECKPOINT_PAGE, CheckpointPages, CheckpointSigner, CheckpointStore, KeyRing,
+    MAX_CHECKPOINT_LINE_BYTES, NamedKey, PublicKey, Signature, SignatureAlgorithm,
+    SignedCheckpoint, StoredCheckpoint, parse_public_keys,
 };
 
 /// The checkpoint file's name inside the data directory.
@@ -184,61 +185,108 @@ impl CheckpointStore for LocalCheckpointFile {
             })
     }
 
-    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || read_lines(&path))
-            .await
-            .map_err(|_| PortError::transient("reading checkpoints: the task failed"))?
+    async fn pages(&self, page: usize) -> Result<Box<dyn CheckpointPages + '_>, PortError> {
+        Ok(Box::new(FilePages::open(self.path.clone(), page).await?))
     }
 }
 
-fn read_lines(path: &Path) -> Result<Vec<StoredCheckpoint>, PortError> {
-    let file = match fs::File::open(path) {
-        Ok(file) => file,
-        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(error) => {
-            return Err(PortError::invalid(format!(
-                "reading checkpoints from {}: {error}",
-                path.display()
-            )));
+/// The checkpoint file's lines, a page at a time: one buffered reader and its line
+/// number are all that is held between pages.
+#[derive(Debug)]
+struct FilePages {
+    path: PathBuf,
+    /// `None` once the file is read to its end (or was never there).
+    reader: Option<BufReader<fs::File>>,
+    /// The number of the last line read.
+    line: u64,
+    page: usize,
+}
+
+impl FilePages {
+    async fn open(path: PathBuf, page: usize) -> Result<Self, PortError> {
+        let opened = path.clone();
+        let file = tokio::task::spawn_blocking(move || fs::File::open(opened))
+            .await
+            .map_err(|_| PortError::transient("reading checkpoints: the task failed"))?;
+        let reader = match file {
+            Ok(file) => Some(BufReader::new(file)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
+            Err(error) => return Err(read_error(&path, &error)),
+        };
+        Ok(Self {
+            path,
+            reader,
+            line: 0,
+            page: page.max(1),
+        })
+    }
+}
+
+#[async_trait]
+impl CheckpointPages for FilePages {
+    async fn next_page(&mut self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        let Some(mut reader) = self.reader.take() else {
+            return Ok(Vec::new());
+        };
+        let path = self.path.clone();
+        let (line, page) = (self.line, self.page);
+        let (reader, line, found) = tokio::task::spawn_blocking(move || {
+            let mut line = line;
+            let found = read_lines(&mut reader, &path, &mut line, page);
+            (reader, line, found)
+        })
+        .await
+        .map_err(|_| PortError::transient("reading checkpoints: the task failed"))?;
+        self.line = line;
+        let found = found?;
+        // A short page is the file's end.
+        if found.len() == self.page {
+            self.reader = Some(reader);
         }
-    };
-    let mut reader = BufReader::new(file);
+        Ok(found)
+    }
+}
+
+fn read_error(path: &Path, error: &io::Error) -> PortError {
+    PortError::invalid(format!(
+        "reading checkpoints from {}: {error}",
+        path.display()
+    ))
+}
+
+/// Reads up to `page` checkpoint lines (blank lines are skipped) after line `line`,
+/// which it advances. Fewer than `page`: the file ends.
+fn read_lines(
+    reader: &mut BufReader<fs::File>,
+    path: &Path,
+    line: &mut u64,
+    page: usize,
+) -> Result<Vec<StoredCheckpoint>, PortError> {
     let mut found = Vec::new();
     let cap = u64::try_from(MAX_CHECKPOINT_LINE_BYTES + 1).unwrap_or(u64::MAX);
-    for number in 1.. {
-        let mut line = Vec::new();
-        let read = (&mut reader)
+    while found.len() < page {
+        let mut bytes = Vec::new();
+        let read = (&mut *reader)
             .take(cap)
-            .read_until(b'\n', &mut line)
-            .map_err(|error| {
-                PortError::invalid(format!(
-                    "reading checkpoints from {}: {error}",
-                    path.display()
-                ))
-            })?;
+            .read_until(b'\n', &mut bytes)
+            .map_err(|error| read_error(path, &error))?;
         if read == 0 {
             break;
         }
-        let complete = line.last() == Some(&b'\n');
+        *line += 1;
+        let complete = bytes.last() == Some(&b'\n');
         if complete {
-            line.pop();
-        } else if line.len() > MAX_CHECKPOINT_LINE_BYTES {
+            bytes.pop();
+        } else if bytes.len() > MAX_CHECKPOINT_LINE_BYTES {
             // Skip the rest of an overlong line so the next one is read on its own.
-            let mut rest = Vec::new();
-            reader.read_until(b'\n', &mut rest).map_err(|error| {
-                PortError::invalid(format!(
-                    "reading checkpoints from {}: {error}",
-                    path.display()
-                ))
-            })?;
+            skip_line(reader).map_err(|error| read_error(path, &error))?;
         }
-        if line.is_empty() && complete {
+        if bytes.is_empty() && complete {
             continue;
         }
-        let content = match std::str::from_utf8(&line) {
+        let content = match std::str::from_utf8(&bytes) {
             Err(_) => Err("line is not UTF-8 text".to_owned()),
-            Ok(_) if line.len() > MAX_CHECKPOINT_LINE_BYTES => Err(format!(
+            Ok(_) if bytes.len() > MAX_CHECKPOINT_LINE_BYTES => Err(format!(
                 "line is longer than the {MAX_CHECKPOINT_LINE_BYTES} bytes a checkpoint can take"
             )),
             Ok(text) if !complete => {
@@ -247,11 +295,32 @@ fn read_lines(path: &Path) -> Result<Vec<StoredCheckpoint>, PortError> {
             Ok(text) => SignedCheckpoint::from_line(text),
         };
         found.push(StoredCheckpoint {
-            location: format!("{} line {number}", path.display()),
+            location: format!("{} line {line}", path.display()),
             content,
         });
     }
     Ok(found)
+}
+
+/// Reads past the next line break (or to the end), holding no more than the reader's
+/// buffer: a garbage line of any length is never read into memory.
+fn skip_line(reader: &mut BufReader<fs::File>) -> io::Result<()> {
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|byte| *byte == b'\n') {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(());
+            }
+            None => {
+                let all = buffer.len();
+                reader.consume(all);
+            }
+        }
+    }
 }
 
 /// The checkpoint file beside a store is synced at most about this often while
@@ -368,16 +437,21 @@ impl LocalCheckpoints {
     /// Appends the table's checkpoints past the file's last line of their chain to the
     /// file, and syncs it. Returns how many were appended.
     pub async fn reconcile(&self) -> Result<usize, PortError> {
-        let filed = self.file.read_all().await?;
+        let mut filed = self.file.pages(CHECKPOINT_PAGE).await?;
         let mut last: BTreeMap<String, u64> = BTreeMap::new();
-        for found in filed {
-            if let Ok(signed) = found.content {
+        loop {
+            let page = filed.next_page().await?;
+            if page.is_empty() {
+                break;
+            }
+            for signed in page.into_iter().filter_map(|found| found.content.ok()) {
                 let position = last
                     .entry(signed.checkpoint.writer.as_str().to_owned())
                     .or_default();
                 *position = (*position).max(signed.checkpoint.position);
             }
         }
+        drop(filed);
         let missing = self
             .store
             .call(move |connection| {
@@ -508,41 +582,16 @@ impl CheckpointStore for LocalCheckpoints {
     }
 
     /// The file's checkpoints, in file order, then the table's the file does not hold
-    /// (see [`LocalCheckpoints`] for why both).
-    async fn read_all(&self) -> Result<Vec<StoredCheckpoint>, PortError> {
-        let mut found = self.file.read_all().await?;
-        let mut seen: BTreeSet<String> = found
-            .iter()
-            .filter_map(|found| found.content.as_ref().ok().map(SignedCheckpoint::to_line))
-            .collect();
-        let rows: Vec<(i64, String)> = self
-            .store
-            .call(|connection| {
-                connection
-                    .prepare("SELECT id, line FROM audit_checkpoints ORDER BY id")
-                    .and_then(|mut statement| {
-                        statement
-                            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                            .collect()
-                    })
-                    .map_err(StoreError::sqlite("reading the stored checkpoints"))
-            })
-            .await
-            .map_err(|error| error.into_port_error("reading the local audit checkpoints"))?;
-        let store = self.store.path().display().to_string();
-        for (id, line) in rows {
-            let content = SignedCheckpoint::from_line(&line);
-            if let Ok(signed) = &content
-                && !seen.insert(signed.to_line())
-            {
-                continue;
-            }
-            found.push(StoredCheckpoint {
-                location: format!("{store} audit_checkpoints row {id}"),
-                content,
-            });
-        }
-        Ok(found)
+    /// (see [`LocalCheckpoints`] for why both), each once.
+    async fn pages(&self, page: usize) -> Result<Box<dyn CheckpointPages + '_>, PortError> {
+        Ok(Box::new(StorePages {
+            file: Some(FilePages::open(self.file.path().to_path_buf(), page).await?),
+            store: self.store.clone(),
+            seen: SeenLines::open()?,
+            after_row: 0,
+            table_done: false,
+            page: page.max(1),
+        }))
     }
 
     async fn sync(&self) -> Result<(), PortError> {
@@ -569,6 +618,142 @@ impl CheckpointStore for LocalCheckpoints {
                 self.file.path().display()
             ))
         })
+    }
+}
+
+/// Rows of the table read per query while looking for those the file lacks: after a
+/// normal run the file holds every one of them, so most queries find none to hand out.
+const TABLE_ROWS_PER_QUERY: usize = 1024;
+
+/// [`LocalCheckpoints`] read a page at a time: the file's lines, then the table's rows
+/// by id, skipping a row whose checkpoint was already handed out.
+#[derive(Debug)]
+struct StorePages {
+    /// `None` once the file is read.
+    file: Option<FilePages>,
+    store: LocalStore,
+    seen: SeenLines,
+    /// The id of the last table row read.
+    after_row: i64,
+    table_done: bool,
+    page: usize,
+}
+
+#[async_trait]
+impl CheckpointPages for StorePages {
+    async fn next_page(&mut self) -> Result<Vec<StoredCheckpoint>, PortError> {
+        if let Some(file) = &mut self.file {
+            let found = file.next_page().await?;
+            if !found.is_empty() {
+                for signed in found.iter().filter_map(|f| f.content.as_ref().ok()) {
+                    self.seen.insert(signed)?;
+                }
+                return Ok(found);
+            }
+            self.file = None;
+        }
+        let store_path = self.store.path().display().to_string();
+        let mut found = Vec::new();
+        while found.len() < self.page && !self.table_done {
+            let after = self.after_row;
+            let limit = i64::try_from(TABLE_ROWS_PER_QUERY.min(self.page - found.len()))
+                .unwrap_or(i64::MAX);
+            let rows: Vec<(i64, String)> = self
+                .store
+                .call(move |connection| {
+                    connection
+                        .prepare_cached(
+                            "SELECT id, line FROM audit_checkpoints WHERE id > ?1 ORDER BY id LIMIT ?2",
+                        )
+                        .and_then(|mut statement| {
+                            statement
+                                .query_map(rusqlite::params![after, limit], |row| {
+                                    Ok((row.get(0)?, row.get(1)?))
+                                })?
+                                .collect()
+                        })
+                        .map_err(StoreError::sqlite("reading the stored checkpoints"))
+                })
+                .await
+                .map_err(|error| error.into_port_error("reading the local audit checkpoints"))?;
+            if i64::try_from(rows.len()).unwrap_or(i64::MAX) < limit {
+                self.table_done = true;
+            }
+            for (id, line) in rows {
+                self.after_row = id;
+                let content = SignedCheckpoint::from_line(&line);
+                if let Ok(signed) = &content
+                    && !self.seen.insert(signed)?
+                {
+                    continue;
+                }
+                found.push(StoredCheckpoint {
+                    location: format!("{store_path} audit_checkpoints row {id}"),
+                    content,
+                });
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The checkpoints a read has handed out, by the SHA-256 of their stored form, kept in
+/// SQLite's private temporary database (an empty file name: created under the
+/// temporary directory only once its pages outgrow the cache, unlinked at once, gone
+/// when the read ends: <https://www.sqlite.org/inmemorydb.html#temp_db>), so that a
+/// table row the file holds too is handed out once, whatever the number of checkpoints,
+/// with a bounded cache in memory.
+struct SeenLines {
+    connection: Mutex<rusqlite::Connection>,
+}
+
+impl std::fmt::Debug for SeenLines {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeenLines").finish_non_exhaustive()
+    }
+}
+
+/// SQLite's page cache for [`SeenLines`], in KiB (a negative `cache_size`): 256 KiB
+/// holds about 5,000 digests before pages go to the temporary file.
+const SEEN_CACHE_KIB: i64 = 256;
+
+impl SeenLines {
+    fn open() -> Result<Self, PortError> {
+        let failed = |error: rusqlite::Error| {
+            PortError::transient(format!(
+                "keeping the checkpoints read in a temporary SQLite file: {error}"
+            ))
+        };
+        let connection = rusqlite::Connection::open("").map_err(failed)?;
+        connection
+            .execute_batch(&format!(
+                "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
+                 PRAGMA cache_size = -{SEEN_CACHE_KIB}; \
+                 CREATE TABLE seen (digest BLOB PRIMARY KEY) WITHOUT ROWID;"
+            ))
+            .map_err(failed)?;
+        Ok(Self {
+            connection: Mutex::new(connection),
+        })
+    }
+
+    /// Notes `signed` as handed out; false when it already was.
+    fn insert(&self, signed: &SignedCheckpoint) -> Result<bool, PortError> {
+        use sha2::{Digest, Sha256};
+        let digest = Sha256::digest(signed.to_line().as_bytes());
+        let connection = self
+            .connection
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let inserted = connection
+            .prepare_cached("INSERT OR IGNORE INTO seen (digest) VALUES (?1)")
+            .and_then(|mut statement| statement.execute([digest.as_slice()]))
+            .map_err(|error| {
+                PortError::transient(format!(
+                    "keeping the checkpoints read in a temporary SQLite file: {error}"
+                ))
+            })?;
+        Ok(inserted == 1)
     }
 }
 

@@ -66,6 +66,7 @@ const APPEND_POSITION: HeaderName = HeaderName::from_static("x-ms-blob-condition
 const IF_NONE_MATCH: HeaderName = HeaderName::from_static("if-none-match");
 const CONTENT_LENGTH: HeaderName = HeaderName::from_static("content-length");
 const BLOB_CONTENT_TYPE: HeaderName = HeaderName::from_static("x-ms-blob-content-type");
+const RANGE: HeaderName = HeaderName::from_static("x-ms-range");
 
 /// How the client authenticates.
 pub enum BlobAuth {
@@ -382,6 +383,37 @@ impl BlobClient {
             )));
         }
         Ok(body.to_vec())
+    }
+
+    /// At most `length` bytes of `blob` from `offset` (Get Blob with `x-ms-range`);
+    /// fewer when the blob ends first, `None` when it ends at or before `offset`.
+    pub async fn get_blob_range(
+        &self,
+        container: &ContainerName,
+        blob: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<Option<Vec<u8>>, PortError> {
+        let operation = format!("reading blob {container}/{blob} from byte {offset}");
+        let url = self.url(&format!("{container}/{}", encode_path(blob)), &[]);
+        let mut request = self.request(url, Method::Get, None);
+        let last = offset.saturating_add(length.max(1) - 1);
+        request.insert_header(RANGE, format!("bytes={offset}-{last}"));
+        match self.send(request, &operation).await {
+            Ok(response) => {
+                let body = response.body().as_ref();
+                if u64::try_from(body.len()).unwrap_or(u64::MAX) > length {
+                    return Err(PortError::invalid(format!(
+                        "{operation}: the answer is longer than the {length} bytes asked for"
+                    )));
+                }
+                Ok(Some(body.to_vec()))
+            }
+            Err(Failure {
+                code: Some(code), ..
+            }) if code.as_str() == "InvalidRange" => Ok(None),
+            Err(failure) => Err(failure.error),
+        }
     }
 
     /// The names of the blobs in `container` starting with `prefix`, in name order.
