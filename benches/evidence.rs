@@ -7,7 +7,9 @@
 //! tags refused grow with the tenant. Each export's time and peak heap (every allocation
 //! the process makes while it runs, SQLite's page cache included, counted by a wrapping
 //! allocator) are printed, then how the peak moved with the period and with the tenant:
-//! rows are streamed into the zip, so it must stay flat on both.
+//! rows are streamed into the zip, so it must stay flat on both. Then `keyturn audit
+//! verify` of each tenant's log (every chain and checkpoint; in the table, its "extract"
+//! column is the entries checked and its "findings" column the checkpoints).
 //!
 //! Run: `cargo bench --bench evidence` (a release build). Other sizes (the larger
 //! tenant's; the smaller is a tenth):
@@ -418,6 +420,39 @@ async fn tenant(entries: u64, rows: u64, measured: &mut Vec<Measured>) -> BenchR
         drop(sources);
         std::fs::remove_file(&out)?;
     }
+    // `keyturn audit verify` on the same store: every chain and every checkpoint.
+    let verification = keyturn::startup::verification(&settings, Vec::<&str>::new()).await?;
+    let reset = reset_resident_peak();
+    let before = CURRENT.load(Ordering::Relaxed);
+    PEAK.store(before, Ordering::Relaxed);
+    let began = Instant::now();
+    let report = verification.run().await?;
+    let elapsed = began.elapsed().as_secs_f64();
+    let peak = PEAK.load(Ordering::Relaxed).saturating_sub(before);
+    let rss = if reset {
+        resident_peak()
+    } else {
+        "not reset".to_owned()
+    };
+    if !report.is_intact() {
+        return Err(format!("the seeded log does not verify: {report}").into());
+    }
+    println!(
+        "{tenant:<28} {:<18} {:>9} {:>9} {:>10} {elapsed:>8.1} {:>9.1} {:>9.1} {:>8} {rss:>12}",
+        "audit verify",
+        report.entries_checked,
+        report.checkpoints_checked,
+        "",
+        megabytes(peak),
+        megabytes(before),
+        ""
+    );
+    measured.push(Measured {
+        tenant: tenant.clone(),
+        period: "audit verify",
+        peak,
+    });
+    drop(verification);
     std::fs::remove_dir_all(&dir)?;
     Ok(())
 }
@@ -444,7 +479,15 @@ async fn run() -> BenchResult<()> {
     tenant(entries, rows, &mut measured).await?;
     // How the peak moved: with the period (same tenant) and with the tenant (same period).
     let ratio = |a: &Measured, b: &Measured| b.peak as f64 / a.peak.max(1) as f64;
-    if let [small_tenth, small_all, large_tenth, large_all] = measured.as_slice() {
+    if let [
+        small_tenth,
+        small_all,
+        small_verify,
+        large_tenth,
+        large_all,
+        large_verify,
+    ] = measured.as_slice()
+    {
         println!(
             "peak heap, period x10: x{:.2} ({}), x{:.2} ({})",
             ratio(small_tenth, small_all),
@@ -458,6 +501,10 @@ async fn run() -> BenchResult<()> {
             small_tenth.period,
             ratio(small_all, large_all),
             small_all.period
+        );
+        println!(
+            "peak heap of audit verify, log x10: x{:.2}",
+            ratio(small_verify, large_verify)
         );
     }
     println!(
