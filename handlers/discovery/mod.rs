@@ -844,6 +844,47 @@ pub async fn handle_delivery(
     Ok(report)
 }
 
+/// Queues the scans that bring the inventory up to date once a rotation has finished,
+/// rather than leaving it to the next sweep (hours later): the job of the vault holding
+/// the rotated object and, for an application's client secret, the job of the directory
+/// range holding `app`. One vault and one range, as a sweep scans them, under a sweep id
+/// of their own ([`SweepId::rescan_at`]): a sweep's ids are taken by its own jobs, which
+/// the queue would drop as duplicates. Each job is idempotent, so a scan that finds
+/// nothing new changes nothing, and no snapshot is queued: trends stay one point a sweep.
+///
+/// A vault the inventory does not hold is not scanned: discovery does not list it (a
+/// subscription it is not configured for), or no sweep has run yet. Returns the jobs
+/// queued.
+pub async fn queue_rescan(
+    discovery: &Discovery,
+    queue: &dyn JobQueue,
+    vault: &VaultUrl,
+    app: Option<AppId>,
+    now: DateTime<Utc>,
+) -> Result<Vec<DiscoveryJob>, PortError> {
+    let sweep = SweepId::rescan_at(now);
+    let mut jobs = Vec::new();
+    if let Some(known) = discovery.store.vault(vault).await? {
+        jobs.push(DiscoveryJob::vault(
+            sweep.clone(),
+            &VaultRef {
+                subscription: known.subscription,
+                name: known.name,
+                uri: known.uri,
+            },
+        ));
+    }
+    if let Some(range) =
+        app.and_then(|app_id| DirectoryRange::holding(DirectoryKind::Applications, &app_id))
+    {
+        jobs.push(DiscoveryJob::new(sweep, JobScope::Directory { range }));
+    }
+    for job in &jobs {
+        queue.send(&job.to_message(None)).await?;
+    }
+    Ok(jobs)
+}
+
 /// Runs a sweep to completion in this process, `parallelism` jobs at a time: what local
 /// mode, the tests and the benchmark use in place of the queue. Jobs run as the queue
 /// would deliver them, each once, in the order [`Pending`] gives; the snapshot runs last.

@@ -117,6 +117,14 @@ impl SweepId {
         Self(at.format("%Y%m%dT%H%M%SZ").to_string())
     }
 
+    /// The id of a rescan at `at` (the scans that follow a finished rotation): its UTC
+    /// time to the millisecond, so two rescans of one scope a second apart are two jobs,
+    /// not a duplicate the queue drops. It sorts among sweep ids by time, and before a
+    /// sweep named by the same second: what such a sweep writes is the newer.
+    pub fn rescan_at(at: DateTime<Utc>) -> Self {
+        Self(at.format("%Y%m%dT%H%M%S%3fZ").to_string())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -1254,6 +1262,20 @@ mod tests {
         for bad in ["", "a b", "a/b", &"x".repeat(65)] {
             assert_eq!(SweepId::parse(bad), Err(InventoryError::SweepId), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn rescan_ids_are_sweep_ids_that_sort_among_sweeps_by_time() {
+        let sweep = SweepId::starting_at(at("2026-01-01T00:00:05Z"));
+        let rescan = SweepId::rescan_at(at("2026-01-01T00:00:05.250Z"));
+        let later = SweepId::rescan_at(at("2026-01-01T00:00:05.251Z"));
+
+        assert_eq!(rescan.as_str(), "20260101T000005250Z");
+        assert_eq!(SweepId::parse(rescan.as_str()), Ok(rescan.clone()));
+        assert!(SweepId::starting_at(at("2026-01-01T00:00:04Z")) < rescan);
+        assert!(rescan < later);
+        assert!(later < sweep, "a sweep of the same second is the newer");
+        assert!(rescan < SweepId::starting_at(at("2026-01-01T00:00:06Z")));
     }
 
     #[test]

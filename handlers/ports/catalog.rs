@@ -14,7 +14,7 @@ use std::fmt;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::ids::{DirectoryObjectId, SubscriptionId};
+use crate::domain::ids::{AppId, DirectoryObjectId, SubscriptionId};
 use crate::domain::inventory::{
     CertificateDetails, CredentialSource, InventoryCredential, InventoryVault, KeyDetails,
     ScopeFinding, SweepId,
@@ -142,6 +142,11 @@ impl DirectoryRange {
             }
             CredentialSource::Vault { .. } => return None,
         };
+        Self::holding(kind, app_id)
+    }
+
+    /// The range of `kind` holding the object whose appId is `app_id`.
+    pub fn holding(kind: DirectoryKind, app_id: &AppId) -> Option<DirectoryRange> {
         let first = app_id.to_string().chars().next()?.to_string();
         Some(DirectoryRange {
             kind,

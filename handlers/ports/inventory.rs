@@ -18,6 +18,7 @@ use crate::domain::inventory::{
     Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, RecordId,
     Scope, ScopeFinding, SourceKind, SweepId, SweepSnapshot,
 };
+use crate::domain::names::VaultUrl;
 use crate::ports::PortError;
 use crate::ports::catalog::{DirectoryKind, DirectoryRange};
 
@@ -176,6 +177,24 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
         after: Option<&PageToken>,
         limit: u32,
     ) -> Result<Page<InventoryVault>, PortError>;
+
+    /// The vault at `uri` as the store holds it, if a sweep found it.
+    ///
+    /// This default walks the vaults a page at a time (a tenant's few hundred are a page
+    /// or two); a store that can read one record by its id does so instead.
+    async fn vault(&self, uri: &VaultUrl) -> Result<Option<InventoryVault>, PortError> {
+        let mut after: Option<PageToken> = None;
+        loop {
+            let page = self.vaults(after.as_ref(), MAX_PAGE_SIZE).await?;
+            if let Some(vault) = page.items.into_iter().find(|v| v.uri == *uri) {
+                return Ok(Some(vault));
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(None),
+            }
+        }
+    }
 
     /// One page of the findings.
     async fn findings(

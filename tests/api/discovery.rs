@@ -23,13 +23,15 @@ use keyturn::adapters::azure::graph::GraphClient;
 use keyturn::adapters::azure::vault_catalog::{KEY_VAULT_SCOPE, KeyVaultCatalog};
 use keyturn::discovery::budget::Budgets;
 use keyturn::discovery::job::{DiscoveryJob, JobScope};
-use keyturn::discovery::{Discovery, SNAPSHOT_DELAY, handle_delivery, run_sweep};
-use keyturn::domain::ids::SubscriptionId;
+use keyturn::discovery::{Discovery, SNAPSHOT_DELAY, handle_delivery, queue_rescan, run_sweep};
+use keyturn::domain::ids::{AppId, SubscriptionId};
 use keyturn::domain::inventory::{
     CredentialFilter, CredentialHandle, CredentialSource, InventoryCredential, InventoryVault,
     Scope, ScopeFinding,
 };
 use keyturn::domain::inventory::{CredentialKind, FindingKind, SweepId};
+use keyturn::domain::names::VaultUrl;
+use keyturn::ports::catalog::{DirectoryKind, DirectoryRange};
 use keyturn::ports::inventory::{InventoryStore, credential_stream, finding_stream, vault_stream};
 
 const GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";
@@ -985,6 +987,125 @@ async fn a_sweep_fans_out_on_the_queue_and_a_redelivered_job_queues_nothing_new(
     );
     assert_eq!(credentials_in(store.as_ref()).await.len(), 12);
     assert_eq!(value_reads(&standins, &tenant), 0);
+}
+
+#[tokio::test]
+async fn a_rescan_brings_one_vault_and_one_application_range_up_to_date_between_sweeps() {
+    let standins = Standins::start().await.expect("stand-ins start");
+    let tenant = seed(&standins).await;
+    let graph = standins.graph();
+    let app = graph.seed_application("billing-api", Permissions::only(Vec::<String>::new()));
+    let store = Arc::new(MemoryInventory::new());
+    let discovery = discovery(&standins, store.clone());
+    let now = standins.now();
+    // Key Vault and Graph keep times to the second.
+    use chrono::SubsecRound as _;
+    let (secret_end, password_end) = (
+        (now + Duration::days(180)).trunc_subsecs(0),
+        (now + Duration::days(200)).trunc_subsecs(0),
+    );
+    let first_sweep = SweepId::starting_at(now);
+    run_sweep(&discovery, first_sweep.clone(), Vec::new(), 4, now)
+        .await
+        .expect("the sweep runs");
+    let swept = credentials_in(store.as_ref()).await;
+    // A rotation finishes after the sweep: the managed secret has a new version, and the
+    // application a new password.
+    let first = standins
+        .vault_at(&tenant.vault_urls[0])
+        .expect("a known vault");
+    first.seed_secret(
+        SecretSeed::new("app-secret", "rotated-value")
+            .tag("keyturn-kind", "generated")
+            .expires(secret_end),
+    );
+    graph
+        .add_password(app.object_id, password_end, true)
+        .expect("added");
+    let queue = MemoryQueue::new(Arc::new(Faults::default()));
+    let later = now + Duration::minutes(5);
+    let vault = VaultUrl::parse(tenant.vault_urls[0].as_str()).expect("a vault URL");
+    let app_id = AppId::parse(&app.app_id.to_string()).expect("an app id");
+
+    let jobs = queue_rescan(&discovery, &queue, &vault, Some(app_id), later)
+        .await
+        .expect("the scans are queued");
+    for message in queue.messages() {
+        handle_delivery(&discovery, &queue, &message.body, later)
+            .await
+            .expect("each job runs");
+    }
+
+    let scopes: Vec<&JobScope> = jobs.iter().map(|job| &job.scope).collect();
+    let subscription = SubscriptionId::parse(&tenant.subscription.to_string()).expect("an id");
+    assert!(
+        matches!(scopes[..], [
+            JobScope::Vault { subscription: Some(s), name, .. },
+            JobScope::Directory { range },
+        ] if *s == subscription
+            && name == "kv-first"
+            && range.label() == format!("applications/{}", &app.app_id.to_string()[..1])),
+        "{scopes:?}"
+    );
+    assert!(jobs.iter().all(|job| job.sweep > first_sweep));
+    assert_eq!(
+        queue.messages().len(),
+        2,
+        "one vault and one range, no snapshot: {:?}",
+        queue.messages()
+    );
+    let after = credentials_in(store.as_ref()).await;
+    let secret = after
+        .iter()
+        .find(|c| c.name == "app-secret")
+        .expect("the managed secret");
+    assert_eq!(secret.expires, Some(secret_end));
+    assert!(
+        after.iter().any(|c| matches!(
+            &c.source,
+            CredentialSource::Application { app_id: id, .. } if *id == app_id
+        ) && c.expires == Some(password_end)),
+        "the new password is listed: {after:#?}"
+    );
+    // Everything else reads as the sweep left it: the rescanned vault's and range's other
+    // rows only carry the rescan's stamp, and the rest were not read again.
+    let vault_key = secret.source.key();
+    let range = DirectoryRange::holding(DirectoryKind::Applications, &app_id);
+    let rescanned = |c: &InventoryCredential| {
+        c.source.key() == vault_key || (range.is_some() && DirectoryRange::of(&c.source) == range)
+    };
+    let unchanged = |c: &&InventoryCredential| {
+        c.name != "app-secret"
+            && !matches!(
+                &c.source,
+                CredentialSource::Application { app_id: id, .. } if *id == app_id
+            )
+    };
+    let restamped = |c: &InventoryCredential| {
+        let mut c = c.clone();
+        if rescanned(&c) {
+            assert_eq!(c.sweep, jobs[0].sweep, "{c:?}");
+            c.sweep = first_sweep.clone();
+            c.scanned_at = now;
+        }
+        c
+    };
+    assert_eq!(
+        swept.iter().filter(unchanged).cloned().collect::<Vec<_>>(),
+        after
+            .iter()
+            .filter(unchanged)
+            .map(restamped)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(value_reads(&standins, &tenant), 0);
+
+    // A vault no sweep found is left to the sweeps that cover it.
+    let elsewhere = VaultUrl::parse("https://kv-elsewhere.vault.azure.net/").expect("a vault URL");
+    let none = queue_rescan(&discovery, &queue, &elsewhere, None, later)
+        .await
+        .expect("nothing to queue");
+    assert!(none.is_empty(), "{none:?}");
 }
 
 #[tokio::test]
