@@ -900,6 +900,182 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     }
 }
 
+/// `keyturn inventory --format json` of `data`, as an array of credentials.
+fn inventory_json(data: &Path) -> Vec<Value> {
+    let output = keyturn(&[])
+        .args(["inventory", "--format", "json", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("keyturn inventory runs");
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice::<Value>(&output.stdout)
+        .expect("JSON")
+        .as_array()
+        .cloned()
+        .expect("an array")
+}
+
+/// The vault object `name` of the local vault as the inventory lists it.
+fn local_vault_row<'a>(inventory: &'a [Value], name: &str) -> Option<&'a Value> {
+    inventory.iter().find(|c| {
+        c["source"]["kind"] == "vault"
+            && c["source"]["name"] == "keyturn-local"
+            && c["name"] == name
+    })
+}
+
+/// A row's expiry, when it is further out than `days` from now.
+fn expires_beyond(row: &Value, days: i64) -> bool {
+    row["expires"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_some_and(|expires| expires > chrono::Utc::now() + chrono::Duration::days(days))
+}
+
+#[test]
+fn dev_inventory_shows_a_rotation_finished_after_the_start_without_waiting_for_a_sweep() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let (tls, ingress) = (
+        format!("127.0.0.1:{}", crate::helpers::unused_port()),
+        format!("127.0.0.1:{}", crate::helpers::unused_port()),
+    );
+    // Two acceptances at least 30 seconds apart: the demo application's secret is promoted
+    // well after the start's discovery sweep, in the continuous loop.
+    let mut dev = keyturn(&[
+        ("KEYTURN_PROOF_SUCCESSES", "2"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", "30"),
+    ])
+    .args(["dev", "--data-dir"])
+    .arg(&data)
+    .args(["--tls-address", &tls, "--ingress-address", &ingress])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::fs::File::create(dir.path().join("dev.stderr")).expect("a stderr file"))
+    .spawn()
+    .expect("keyturn dev starts");
+    let received = crate::helpers::lines_of(dev.stdout.take().expect("stdout"));
+    let stderr = || std::fs::read_to_string(dir.path().join("dev.stderr")).unwrap_or_default();
+    let mut shown: Vec<String> = Vec::new();
+    let read_until = |shown: &mut Vec<String>, what: &str, done: &dyn Fn(&str) -> bool| {
+        // The bound only keeps a broken build from hanging the suite.
+        while !shown.iter().any(|l| done(l)) {
+            match received.recv_timeout(std::time::Duration::from_secs(120)) {
+                Ok(line) => shown.push(line),
+                Err(e) => panic!(
+                    "{what} never showed ({e}): {shown:#?}\nstderr:\n{}",
+                    stderr()
+                ),
+            }
+        }
+    };
+    // The digest is the start's last step: its discovery sweep is done.
+    read_until(&mut shown, "the start's digest", &|l| {
+        l.starts_with("digest ")
+    });
+    let before = inventory_json(&data);
+    assert!(
+        local_vault_row(&before, "demo-later").is_none(),
+        "demo-later is not written yet"
+    );
+
+    // A generated secret written now, near its expiry: the local vault raises NearExpiry at
+    // the next tick, and keyturn rotates it, after the start's sweep.
+    let mut set = keyturn(&[])
+        .args([
+            "vault",
+            "set",
+            "demo-later",
+            "--tags",
+            "keyturn-kind=generated",
+        ])
+        .args(["--expires", "+5d", "--data-dir"])
+        .arg(&data)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("keyturn vault set runs");
+    {
+        use std::io::Write as _;
+        set.stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"a-value-to-be-rotated-away")
+            .expect("written");
+    }
+    assert!(set.wait().expect("exits").success());
+    read_until(&mut shown, "demo-later's rotation", &|l| {
+        l.contains("  demo-later  rotated to version ")
+    });
+    read_until(&mut shown, "demo-app-secret's promotion", &|l| {
+        l.contains("  demo-app-secret  promoted version ")
+    });
+    let added = shown
+        .iter()
+        .find_map(|l| l.split("  demo-app-secret  added credential ").nth(1))
+        .and_then(|rest| rest.split('…').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no credential added for demo-app-secret: {shown:#?}"));
+
+    // Both rotations finished after the start's sweep, hours before the next one: the
+    // inventory shows them within the seconds their scans take.
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut inventory = inventory_json(&data);
+    let current = |inventory: &[Value]| {
+        let later = local_vault_row(inventory, "demo-later")
+            .is_some_and(|row| expires_beyond(row, 60) && row["managed"] == true);
+        let app_secret = local_vault_row(inventory, "demo-app-secret").is_some_and(|row| {
+            expires_beyond(row, 60)
+                && row["tags"]["keyturn-key-id"]
+                    .as_str()
+                    .is_some_and(|key| key.starts_with(&added))
+        });
+        let credential = inventory.iter().any(|c| {
+            c["source"]["kind"] == "application"
+                && c["handle"]["key_id"]
+                    .as_str()
+                    .is_some_and(|key| key.starts_with(&added))
+                && c["managed"] == true
+        });
+        let staged = inventory.iter().any(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("keyturn-pending-"))
+        });
+        later && app_secret && credential && !staged
+    };
+    while !current(&inventory) {
+        assert!(
+            std::time::Instant::now() < give_up,
+            "the inventory still shows the credentials as they were before the rotations: {inventory:#?}\n{shown:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        inventory = inventory_json(&data);
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &dev.id().to_string()])
+        .status();
+    assert!(dev.wait().expect("exits").success());
+
+    let values = current_values(&data, &["demo-app-secret", "demo-later"]);
+    let printed = format!(
+        "{}\n{}",
+        shown.join("\n"),
+        serde_json::to_string(&inventory).expect("JSON")
+    );
+    for value in &values {
+        assert!(value.len() >= 16, "a real secret value was read");
+        assert!(
+            !printed.contains(value.as_str()),
+            "a secret value was printed"
+        );
+    }
+}
+
 #[test]
 fn the_local_commands_take_their_data_directory_from_keyturn_data_dir() {
     let dir = tempfile::tempdir().expect("tempdir");
