@@ -306,7 +306,7 @@ pub async fn export(
         other => audit_error("reading the checkpoints")(other.into()),
     })?;
     let index = &checked.index;
-    let mut keys: Vec<NamedKey> = checked.keys.clone();
+    let mut keys: Vec<NamedKey> = checked.keys;
     if !keys.iter().any(|k| k.key == signer_key) {
         keys.push(NamedKey {
             kid: None,
@@ -378,6 +378,8 @@ pub async fn export(
             })?;
     }
     package.end(Some(anchored))?;
+    // The index is not read again; its temporary file goes before verification makes its own.
+    drop(checked.index);
     let ranges = serde_json::to_vec_pretty(&located.ranges)
         .expect("invariant: ranges of names and numbers always encode");
     package.add(extract::RANGES, &ranges)?;
