@@ -13,7 +13,9 @@
 //!
 //! Run: `cargo bench --bench evidence` (a release build). Other sizes (the larger
 //! tenant's; the smaller is a tenth):
-//! `KEYTURN_BENCH_EVIDENCE_ENTRIES=100000 KEYTURN_BENCH_EVIDENCE_ROWS=10000`.
+//! `KEYTURN_BENCH_EVIDENCE_ENTRIES=100000 KEYTURN_BENCH_EVIDENCE_ROWS=10000`. With
+//! `KEYTURN_BENCH_EVIDENCE_KEEP=1` each tenant's data directory is kept (and named), for
+//! `keyturn audit verify --data-dir` or `keyturn evidence export` run on their own.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -453,7 +455,11 @@ async fn tenant(entries: u64, rows: u64, measured: &mut Vec<Measured>) -> BenchR
         peak,
     });
     drop(verification);
-    std::fs::remove_dir_all(&dir)?;
+    if std::env::var_os("KEYTURN_BENCH_EVIDENCE_KEEP").is_some() {
+        println!("kept the store in {}", data.display());
+    } else {
+        std::fs::remove_dir_all(&dir)?;
+    }
     Ok(())
 }
 
