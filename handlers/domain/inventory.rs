@@ -208,11 +208,21 @@ impl CredentialSource {
         RecordId::of(&self.identity())
     }
 
+    /// The key of the vault at `uri` as a source, which is also its vault record's id
+    /// ([`InventoryVault::id`]): a vault's key depends on its URI only.
+    pub fn vault_key(uri: &VaultUrl) -> RecordId {
+        RecordId::of(&Self::vault_identity(uri))
+    }
+
+    fn vault_identity(uri: &VaultUrl) -> String {
+        // Key Vault compares vault names without case; VaultUrl keeps the host lowercase
+        // already (url's host normalisation).
+        format!("vault|{uri}")
+    }
+
     fn identity(&self) -> String {
         match self {
-            // Key Vault compares vault names without case; VaultUrl keeps the host
-            // lowercase already (url's host normalisation).
-            Self::Vault { uri, .. } => format!("vault|{uri}"),
+            Self::Vault { uri, .. } => Self::vault_identity(uri),
             Self::Application { object_id, .. } => format!("application|{object_id}"),
             Self::ServicePrincipal { object_id, .. } => format!("service_principal|{object_id}"),
         }

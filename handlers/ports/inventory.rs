@@ -180,8 +180,8 @@ pub trait InventoryStore: Send + Sync + fmt::Debug {
 
     /// The vault at `uri` as the store holds it, if a sweep found it.
     ///
-    /// This default walks the vaults a page at a time (a tenant's few hundred are a page
-    /// or two); a store that can read one record by its id does so instead.
+    /// This default walks the vaults a page at a time; a store that can read one record
+    /// by its id ([`CredentialSource::vault_key`]) does so instead.
     async fn vault(&self, uri: &VaultUrl) -> Result<Option<InventoryVault>, PortError> {
         let mut after: Option<PageToken> = None;
         loop {

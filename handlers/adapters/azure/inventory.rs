@@ -41,6 +41,7 @@ use crate::domain::inventory::{
     Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope,
     ScopeFinding, SweepId, SweepSnapshot,
 };
+use crate::domain::names::VaultUrl;
 use crate::ports::catalog::{DirectoryKind, DirectoryRange};
 use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
 use crate::ports::{FailureKind, PortError};
@@ -748,6 +749,17 @@ impl InventoryStore for TableInventory {
     ) -> Result<Page<InventoryVault>, PortError> {
         let filter = format!("PartitionKey eq {}", odata_string(VAULT_PARTITION));
         self.page_of(filter, after, limit, "vault").await
+    }
+
+    async fn vault(&self, uri: &VaultUrl) -> Result<Option<InventoryVault>, PortError> {
+        // One point query: the vault partition, the vault's id as the row.
+        let filter = format!(
+            "PartitionKey eq {} and RowKey eq {}",
+            odata_string(VAULT_PARTITION),
+            odata_string(CredentialSource::vault_key(uri).as_str())
+        );
+        let page: Page<InventoryVault> = self.page_of(filter, None, 1, "vault").await?;
+        Ok(page.items.into_iter().next())
     }
 
     async fn findings(

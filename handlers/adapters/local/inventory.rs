@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -16,6 +16,7 @@ use crate::domain::inventory::{
     Adoption, CredentialFilter, CredentialSource, InventoryCredential, InventoryVault, Scope,
     ScopeFinding, SweepId, SweepSnapshot,
 };
+use crate::domain::names::VaultUrl;
 use crate::ports::PortError;
 use crate::ports::inventory::{InventoryStore, MAX_PAGE_SIZE, Page, PageToken};
 
@@ -480,6 +481,26 @@ impl InventoryStore for LocalInventory {
         limit: u32,
     ) -> Result<Page<InventoryVault>, PortError> {
         simple_page(&self.store, "inventory_vaults", "vault", after, limit).await
+    }
+
+    async fn vault(&self, uri: &VaultUrl) -> Result<Option<InventoryVault>, PortError> {
+        let id = CredentialSource::vault_key(uri).to_string();
+        let looked_up = id.clone();
+        let json = self
+            .store
+            .call(move |connection| {
+                connection
+                    .query_row(
+                        "SELECT record FROM inventory_vaults WHERE id = ?1",
+                        params![looked_up],
+                        |row| row.get::<_, String>(0),
+                    )
+                    .optional()
+                    .map_err(StoreError::sqlite("reading a vault"))
+            })
+            .await
+            .map_err(|e| e.into_port_error("reading a vault"))?;
+        json.map(|json| decode(&id, &json, "vault")).transpose()
     }
 
     async fn findings(

@@ -730,6 +730,7 @@ async fn vaults_keep_their_compliance_properties(fixture: Fixture) {
     assert!(read[0].needs_list_only_policy());
     assert!(!read[1].needs_list_only_policy());
     assert_eq!(read[1].id(), vault_source("kv-rbac").key());
+    assert_eq!(CredentialSource::vault_key(&rbac.uri), rbac.id());
     assert_eq!(store.vault(&rbac.uri).await.expect("read"), Some(rbac));
     let unknown = VaultUrl::parse("https://kv-unknown.vault.azure.net/").expect("vault url");
     assert_eq!(store.vault(&unknown).await.expect("read"), None);
