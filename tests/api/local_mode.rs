@@ -900,6 +900,17 @@ fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
     }
 }
 
+/// A `keyturn dev` killed when the test ends, however it ends: a failed assertion leaves
+/// no local mode running (its handler stops with it).
+struct StoppedOnDrop(std::process::Child);
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `keyturn inventory --format json` of `data`, as an array of credentials.
 fn inventory_json(data: &Path) -> Vec<Value> {
     let output = keyturn(&[])
@@ -947,18 +958,20 @@ fn dev_inventory_shows_a_rotation_finished_after_the_start_without_waiting_for_a
     );
     // Two acceptances at least 30 seconds apart: the demo application's secret is promoted
     // well after the start's discovery sweep, in the continuous loop.
-    let mut dev = keyturn(&[
-        ("KEYTURN_PROOF_SUCCESSES", "2"),
-        ("KEYTURN_PROOF_WINDOW_SECONDS", "30"),
-    ])
-    .args(["dev", "--data-dir"])
-    .arg(&data)
-    .args(["--tls-address", &tls, "--ingress-address", &ingress])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::fs::File::create(dir.path().join("dev.stderr")).expect("a stderr file"))
-    .spawn()
-    .expect("keyturn dev starts");
-    let received = crate::helpers::lines_of(dev.stdout.take().expect("stdout"));
+    let mut dev = StoppedOnDrop(
+        keyturn(&[
+            ("KEYTURN_PROOF_SUCCESSES", "2"),
+            ("KEYTURN_PROOF_WINDOW_SECONDS", "30"),
+        ])
+        .args(["dev", "--data-dir"])
+        .arg(&data)
+        .args(["--tls-address", &tls, "--ingress-address", &ingress])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(dir.path().join("dev.stderr")).expect("a stderr file"))
+        .spawn()
+        .expect("keyturn dev starts"),
+    );
+    let received = crate::helpers::lines_of(dev.0.stdout.take().expect("stdout"));
     let stderr = || std::fs::read_to_string(dir.path().join("dev.stderr")).unwrap_or_default();
     let mut shown: Vec<String> = Vec::new();
     let read_until = |shown: &mut Vec<String>, what: &str, done: &dyn Fn(&str) -> bool| {
@@ -1057,9 +1070,9 @@ fn dev_inventory_shows_a_rotation_finished_after_the_start_without_waiting_for_a
         inventory = inventory_json(&data);
     }
     let _ = std::process::Command::new("kill")
-        .args(["-TERM", &dev.id().to_string()])
+        .args(["-TERM", &dev.0.id().to_string()])
         .status();
-    assert!(dev.wait().expect("exits").success());
+    assert!(dev.0.wait().expect("exits").success());
 
     let values = current_values(&data, &["demo-app-secret", "demo-later"]);
     let printed = format!(
