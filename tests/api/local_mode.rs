@@ -805,25 +805,32 @@ fn dev_once_lists_the_objects_still_proving() {
     );
 }
 
-#[test]
-fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
+/// `keyturn dev` on `data`, listening on unused loopback ports, with a rotation's proof
+/// needing two acceptances `proof_window_seconds` apart; its stdout piped and its stderr
+/// kept in `dir/dev.stderr` for the failure message.
+fn spawn_dev(dir: &Path, data: &Path, proof_window_seconds: &str) -> std::process::Child {
     let (tls, ingress) = (
         format!("127.0.0.1:{}", crate::helpers::unused_port()),
         format!("127.0.0.1:{}", crate::helpers::unused_port()),
     );
-    let mut dev = keyturn(&[
+    keyturn(&[
         ("KEYTURN_PROOF_SUCCESSES", "2"),
-        ("KEYTURN_PROOF_WINDOW_SECONDS", "0"),
+        ("KEYTURN_PROOF_WINDOW_SECONDS", proof_window_seconds),
     ])
     .args(["dev", "--data-dir"])
-    .arg(&data)
+    .arg(data)
     .args(["--tls-address", &tls, "--ingress-address", &ingress])
     .stdout(std::process::Stdio::piped())
-    .stderr(std::fs::File::create(dir.path().join("dev.stderr")).expect("a stderr file"))
+    .stderr(std::fs::File::create(dir.join("dev.stderr")).expect("a stderr file"))
     .spawn()
-    .expect("keyturn dev starts");
+    .expect("keyturn dev starts")
+}
+
+#[test]
+fn dev_shows_each_rotation_step_as_it_happens_and_never_a_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut dev = spawn_dev(dir.path(), &data, "0");
     let received = crate::helpers::lines_of(dev.stdout.take().expect("stdout"));
     let stderr = || std::fs::read_to_string(dir.path().join("dev.stderr")).unwrap_or_default();
     // The vault's NearExpiry events queue the demo's rotations; the lines come as the
@@ -952,25 +959,9 @@ fn expires_beyond(row: &Value, days: i64) -> bool {
 fn dev_inventory_shows_a_rotation_finished_after_the_start_without_waiting_for_a_sweep() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let (tls, ingress) = (
-        format!("127.0.0.1:{}", crate::helpers::unused_port()),
-        format!("127.0.0.1:{}", crate::helpers::unused_port()),
-    );
     // Two acceptances at least 30 seconds apart: the demo application's secret is promoted
     // well after the start's discovery sweep, in the continuous loop.
-    let mut dev = StoppedOnDrop(
-        keyturn(&[
-            ("KEYTURN_PROOF_SUCCESSES", "2"),
-            ("KEYTURN_PROOF_WINDOW_SECONDS", "30"),
-        ])
-        .args(["dev", "--data-dir"])
-        .arg(&data)
-        .args(["--tls-address", &tls, "--ingress-address", &ingress])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(dir.path().join("dev.stderr")).expect("a stderr file"))
-        .spawn()
-        .expect("keyturn dev starts"),
-    );
+    let mut dev = StoppedOnDrop(spawn_dev(dir.path(), &data, "30"));
     let received = crate::helpers::lines_of(dev.0.stdout.take().expect("stdout"));
     let stderr = || std::fs::read_to_string(dir.path().join("dev.stderr")).unwrap_or_default();
     let mut shown: Vec<String> = Vec::new();
