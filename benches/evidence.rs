@@ -298,13 +298,8 @@ async fn seed(data: &std::path::Path, entries: u64, rows: u64) -> BenchResult<()
         prev = hash;
         if batch.len() == BATCH || n == entries {
             audit.append_all(&batch).await?;
-            let checkpoint = Checkpoint {
-                writer: ChainId::default_chain(),
-                position: n,
-                previous: previous_checkpoint,
-                head: hash,
-                at,
-            };
+            let checkpoint =
+                Checkpoint::of_one(ChainId::default_chain(), n, previous_checkpoint, hash, at);
             let signature = key.sign(&checkpoint.signed_bytes()).await?;
             checkpoints
                 .append(&SignedCheckpoint {

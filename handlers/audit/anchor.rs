@@ -5,17 +5,21 @@
 //!
 //! A hash chain proves nothing was changed inside it, but not that it is complete
 //! (entries removed from the end leave a shorter valid chain) nor that it is the
-//! original (anyone who can write the store can re-hash a whole edited chain). After
-//! every batch it stores, the writer signs a [`Checkpoint`] of its chain's new head
-//! (position and hash) and appends it to storage its own identity cannot rewrite. The
-//! batch's appends are answered once their entries are stored, without waiting for a
-//! second write: a [`CheckpointWriter`] of its own signs each batch's checkpoint and
-//! writes those waiting together (locally one unsynced commit to the store's checkpoint
-//! table and one write to the checkpoint file, which is synced about once a second and
-//! when the log is flushed: see `adapters::local::anchor::LocalCheckpoints`; in Azure
-//! one blob append block), at most once per [`CHECKPOINT_INTERVAL`] (20 ms) unless three quarters of
-//! [`UNANCHORED_BATCHES`] wait, and the writer stores no further batch while
-//! [`UNANCHORED_BATCHES`] (64) batches wait for theirs. Verification then finds:
+//! original (anyone who can write the store can re-hash a whole edited chain). Every
+//! batch the writer stores has its head (position and hash) in a signed [`Checkpoint`],
+//! appended to storage its own identity cannot rewrite. The batch's appends are answered
+//! once their entries are stored, without waiting for a second write: a
+//! [`CheckpointWriter`] of its own takes the heads of the batches stored meanwhile, at
+//! most once per [`CHECKPOINT_INTERVAL`] (20 ms) unless three quarters of
+//! [`UNANCHORED_BATCHES`] wait, puts them in one checkpoint under one signature, and
+//! writes it (locally one unsynced commit to the store's checkpoint table and one write
+//! to the checkpoint file, which is synced about once a second and when the log is
+//! flushed: see `adapters::local::anchor::LocalCheckpoints`; in Azure one blob append
+//! block). The writer stores no further batch while [`UNANCHORED_BATCHES`] (64) batches
+//! wait for theirs. One signature per write rather than per batch: under load a write
+//! carries the heads of dozens of batches, and a signature (an Ed25519 signature
+//! locally, a Key Vault `sign` round trip in Azure) is the dearest part of a checkpoint.
+//! Verification then finds:
 //!
 //! - entries removed from the end: a checkpoint names a position past the head;
 //! - a chain re-hashed after the fact: a checkpoint's hash differs from the entry at its
@@ -45,8 +49,8 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use super::{AuditError, BreakKind, ChainBreak, ChainHead, VerifyReport, store as store_error};
 use crate::ports::audit::{AuditStore, ChainId, EntryHash};
 use crate::ports::checkpoint::{
-    CHECKPOINT_PAGE, Checkpoint, CheckpointPages, CheckpointSigner, CheckpointStore, PagesOf,
-    SignedCheckpoint, VerifyingKeys,
+    BatchHead, CHECKPOINT_PAGE, Checkpoint, CheckpointPages, CheckpointSigner, CheckpointStore,
+    MAX_HEADS_PER_CHECKPOINT, PagesOf, SignedCheckpoint, VerifyingKeys,
 };
 
 pub(crate) mod checked;
@@ -60,9 +64,9 @@ pub struct Anchor {
     pub signer: Arc<dyn CheckpointSigner>,
 }
 
-/// The checkpoint writer's side: signs a checkpoint of each stored batch's head and
-/// stores those of several batches together, remembering its previous checkpoint so
-/// that a removed one shows as a gap.
+/// The checkpoint writer's side: signs one checkpoint of the heads of the batches stored
+/// since its last and stores it, remembering where its previous checkpoint ended so that
+/// a removed one shows as a gap.
 #[derive(Debug)]
 struct Anchoring {
     anchor: Anchor,
@@ -71,46 +75,48 @@ struct Anchoring {
 }
 
 impl Anchoring {
-    /// Signs a checkpoint of each head (`position`, `hash`), in order, each naming the
-    /// one before, and stores them in one [`CheckpointStore::append_all`]. A failure is
-    /// logged, not returned: the entries are stored, and a later batch's checkpoint
-    /// covers them too (verification reports a chain whose checkpoints stay missing).
-    /// When a signature fails, the checkpoints before it are stored and the rest are
-    /// not, so every stored checkpoint names one that is stored.
+    /// Signs one checkpoint of the heads (`position`, `hash`), in order, naming the
+    /// previous checkpoint (several, should there be more than
+    /// [`MAX_HEADS_PER_CHECKPOINT`]), and stores them in one
+    /// [`CheckpointStore::append_all`]. A failure is logged, not returned: the entries
+    /// are stored, and a later batch's checkpoint covers them too (verification reports
+    /// a chain whose checkpoints stay missing). When a signature fails, the checkpoints
+    /// before it are stored and the rest are not, so every stored checkpoint names one
+    /// that is stored.
     async fn checkpoint_all(&mut self, heads: &[(u64, EntryHash)]) {
+        let at = chrono::Utc::now();
         let mut previous = self.previous;
         let checkpoints: Vec<Checkpoint> = heads
-            .iter()
-            .map(|&(position, head)| {
+            .chunks(MAX_HEADS_PER_CHECKPOINT)
+            .map(|chunk| {
                 let checkpoint = Checkpoint {
                     writer: self.chain.clone(),
-                    position,
                     previous,
-                    head,
-                    at: chrono::Utc::now(),
+                    heads: chunk
+                        .iter()
+                        .map(|&(position, head)| BatchHead { position, head })
+                        .collect(),
+                    at,
                 };
-                previous = position;
+                previous = checkpoint.position();
                 checkpoint
             })
             .collect();
-        let messages: Vec<Vec<u8>> = checkpoints.iter().map(Checkpoint::signed_bytes).collect();
         let signer = self.anchor.signer.as_ref();
-        let signatures =
-            futures::future::join_all(messages.iter().map(|message| signer.sign(message))).await;
         let mut signed = Vec::with_capacity(checkpoints.len());
-        for (checkpoint, signature) in checkpoints.into_iter().zip(signatures) {
-            match signature {
+        for checkpoint in checkpoints {
+            match signer.sign(&checkpoint.signed_bytes()).await {
                 Ok(signature) => signed.push(SignedCheckpoint {
                     checkpoint,
                     signature,
                 }),
                 Err(error) => {
-                    tracing::error!(%error, position = checkpoint.position, chain = %self.chain, "cannot sign an audit checkpoint");
+                    tracing::error!(%error, position = checkpoint.position(), chain = %self.chain, "cannot sign an audit checkpoint");
                     break;
                 }
             }
         }
-        let Some(last) = signed.last().map(|signed| signed.checkpoint.position) else {
+        let Some(last) = signed.last().map(|signed| signed.checkpoint.position()) else {
             return;
         };
         match self.anchor.checkpoints.append_all(&signed).await {
@@ -152,8 +158,8 @@ struct Pending {
     _room: Room,
 }
 
-/// The writer's anchoring: a thread of its own that signs a checkpoint for every stored
-/// batch and writes those waiting together, in batch order, each naming the one before.
+/// The writer's anchoring: a thread of its own that puts the heads of the stored batches
+/// waiting into one signed checkpoint, in batch order, naming the one before, and writes it.
 /// The audit writer takes [`CheckpointWriter::room`] before it stores a batch (waiting
 /// only while [`UNANCHORED_BATCHES`] batches wait for their checkpoints) and hands the
 /// stored head to [`CheckpointWriter::begin`], which returns at once;
@@ -235,8 +241,9 @@ impl CheckpointWriter {
 
 /// The checkpoint writer's loop, until the audit writer is gone: wakes for the first
 /// head handed over, waits out the interval since its last write unless it is hurried
-/// (three quarters of [`UNANCHORED_BATCHES`] wait, or a flush), then signs and stores every head
-/// waiting at once. It is not woken for each head that arrives meanwhile.
+/// (three quarters of [`UNANCHORED_BATCHES`] wait, or a flush), then signs and stores
+/// every head waiting in one checkpoint. It is not woken for each head that arrives
+/// meanwhile.
 async fn write_checkpoints(
     mut anchoring: Anchoring,
     mut pending: mpsc::UnboundedReceiver<Pending>,

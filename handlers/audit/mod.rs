@@ -1612,8 +1612,8 @@ mod tests {
             })
         }
 
-        /// The stored checkpoints' (position, previous) pairs, one list per write, in
-        /// the order written.
+        /// The (position, previous) pairs of the heads the stored checkpoints hold, one
+        /// list per write, in the order written.
         fn writes(&self) -> Vec<Vec<(u64, u64)>> {
             let writes = self.writes.lock().expect("test lock is never poisoned");
             writes
@@ -1621,10 +1621,17 @@ mod tests {
                 .map(|write| {
                     write
                         .iter()
-                        .map(|s| (s.checkpoint.position, s.checkpoint.previous))
+                        .flat_map(|s| s.checkpoint.links())
+                        .map(|(previous, head)| (head.position, previous))
                         .collect()
                 })
                 .collect()
+        }
+
+        /// How many signed checkpoints each write stored.
+        fn signed_per_write(&self) -> Vec<usize> {
+            let writes = self.writes.lock().expect("test lock is never poisoned");
+            writes.iter().map(Vec::len).collect()
         }
     }
 
@@ -1727,7 +1734,7 @@ mod tests {
         assert!(checkpoints.writes().is_empty());
 
         // Once the first write is done, the four waiting are written in one write, in
-        // batch order, each naming the one before.
+        // batch order, each naming the one before, under one signature.
         checkpoints.gate.add_permits(2);
         let flushed = tokio::spawn({
             let log = log.clone();
@@ -1737,6 +1744,11 @@ mod tests {
         assert_eq!(
             checkpoints.writes(),
             vec![vec![(1, 0)], vec![(2, 1), (3, 2), (4, 3), (5, 4)]]
+        );
+        assert_eq!(
+            checkpoints.signed_per_write(),
+            vec![1, 1],
+            "one signed checkpoint per write"
         );
         assert_eq!(
             checkpoints.begun.load(Ordering::SeqCst),
@@ -1749,9 +1761,10 @@ mod tests {
             .expect("verifies");
         assert!(report.is_intact(), "{report}");
         assert_eq!(report.unanchored, 0, "{report}");
+        assert_eq!(report.chains[0].anchored_to, 5, "{report}");
         assert_eq!(
-            report.checkpoints_checked, 5,
-            "a checkpoint per batch: {report}"
+            report.checkpoints_checked, 2,
+            "two signed checkpoints hold the five batches' heads: {report}"
         );
     }
 

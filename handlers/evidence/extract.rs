@@ -9,7 +9,8 @@
 //!   link: the entry whose hash the period's first entry points at), or 1;
 //! - `last` is the first position at or after the chain's last entry stamped in the
 //!   period that a signed checkpoint vouches for, or the chain's head when no checkpoint
-//!   does yet.
+//!   does yet. A checkpoint holds the heads of several batches: `last` is the last head
+//!   of the checkpoint that holds that first position.
 //!
 //! Entries between `first` and `last` stamped outside the period (the link, the ones
 //! up to the checkpoint, and any whose action happened just before its neighbours') are
@@ -17,8 +18,8 @@
 //! in the period. Each line is one entry exactly as `keyturn audit export --format json`
 //! prints it: its chain, then every field its hash covers.
 //!
-//! With it go the chain's checkpoints from the last one at or before `first` to the
-//! first one at or after `last`, one stored line each.
+//! With it go the chain's checkpoints from the one holding the last head at or before
+//! `first` to the one holding `last`, one stored line each.
 //!
 //! # What verifying it proves
 //!
@@ -46,7 +47,7 @@ use crate::ports::audit::{
     Actor, AuditEntry, AuditFields, AuditObject, AuditRecord, AuditStore, AuditText, ChainId,
     EntryHash, StoredEntry, parse_audit_time,
 };
-use crate::ports::checkpoint::{CHECKPOINT_PAGE, Checkpoint, PublicKey, SignedCheckpoint};
+use crate::ports::checkpoint::{CHECKPOINT_PAGE, PublicKey, SignedCheckpoint};
 
 use super::Period;
 
@@ -172,9 +173,18 @@ pub(crate) async fn locate(
         let Some((period_first, period_last, entries_in_period)) = found else {
             continue;
         };
-        let anchor = anchors
-            .first_verified_from(&chain, period_last)?
-            .filter(|position| *position <= head.position);
+        // The first checkpointed position at or after the period's last entry, carried
+        // on to the last head its checkpoint holds (which vouches for the batches between
+        // them too), so that every checkpoint the extract's lines hold lies within it.
+        let anchor = match anchors.first_verified_from(&chain, period_last)? {
+            Some(first) if first <= head.position => Some(
+                anchors
+                    .line_end_from(&chain, period_last)?
+                    .filter(|end| *end <= head.position)
+                    .unwrap_or(first),
+            ),
+            _ => None,
+        };
         located.ranges.push(ChainRange {
             chain,
             first: period_first.saturating_sub(1).max(1),
@@ -488,11 +498,7 @@ pub fn verify_extract(
     Ok(report)
 }
 
-fn finish_chain(
-    done: Walking,
-    anchors: &BTreeMap<(ChainId, u64), Checkpoint>,
-    report: &mut ExtractReport,
-) {
+fn finish_chain(done: Walking, anchors: &Anchors, report: &mut ExtractReport) {
     let last = done.next.saturating_sub(1);
     // The package holds a chain's checkpoints up to the first one at or after the
     // extract's end: one past the last line means lines were cut off the end.
@@ -517,14 +523,25 @@ fn finish_chain(
     });
 }
 
-/// Reads the checkpoint lines: those whose signature one of `keys` verifies, by chain
-/// and position; the others are reported. Checkpoints that name a previous one missing
-/// from between them are reported too.
+/// A head a verified checkpoint vouches for: its hash, and the position of the head
+/// before it (0: none).
+#[derive(Debug, Clone, Copy)]
+struct Anchored {
+    head: EntryHash,
+    previous: u64,
+}
+
+/// The heads verified checkpoints vouch for, by chain and position.
+type Anchors = BTreeMap<(ChainId, u64), Anchored>;
+
+/// Reads the checkpoint lines: the heads of those whose signature one of `keys` verifies,
+/// by chain and position; the others are reported. Heads that name a previous one
+/// missing from between them are reported too.
 fn read_checkpoints(
     lines: &mut dyn BufRead,
     keys: &[PublicKey],
     report: &mut ExtractReport,
-) -> io::Result<BTreeMap<(ChainId, u64), Checkpoint>> {
+) -> io::Result<Anchors> {
     let mut anchors = BTreeMap::new();
     let mut number = 0u64;
     while let Some(line) = read_line(lines)? {
@@ -546,17 +563,22 @@ fn read_checkpoints(
             report.problems.push(format!(
                 "{where_}: the checkpoint of chain {} at position {} does not verify with the public key{} given (signed by {}): forged, changed or signed by another key",
                 signed.checkpoint.writer,
-                signed.checkpoint.position,
+                signed.checkpoint.position(),
                 if keys.len() == 1 { "" } else { "s" },
                 signed.signature.key_id
             ));
             continue;
         }
         report.checkpoints_checked += 1;
-        anchors.insert(
-            (signed.checkpoint.writer.clone(), signed.checkpoint.position),
-            signed.checkpoint,
-        );
+        for (previous, head) in signed.checkpoint.links() {
+            anchors.insert(
+                (signed.checkpoint.writer.clone(), head.position),
+                Anchored {
+                    head: head.head,
+                    previous,
+                },
+            );
+        }
     }
     // Each checkpoint names its writer's previous one (0: the writer's first). One named
     // that lies within the package's checkpoints of the chain but is not among them was

@@ -4,9 +4,14 @@
 //!
 //! # The checkpoint
 //!
-//! A checkpoint says "writer `writer`'s chain had, at time `at`, its head at `position`
-//! with hash `head`; my previous checkpoint was at `previous`" (0 for none). What is
-//! signed is its canonical encoding, the concatenation of:
+//! A checkpoint says "writer `writer`'s chain had, at time `at`, its head at each of
+//! these positions with these hashes; my previous checkpoint ended at `previous`" (0 for
+//! none). The writer makes one for every batch it stores; when several batches were
+//! stored while the last checkpoint was being written, one checkpoint carries all of
+//! their heads, in position order, under one signature. What is signed is its canonical
+//! encoding.
+//!
+//! A checkpoint of one head (`keyturn-checkpoint-v1`) is the concatenation of:
 //!
 //! 1. the 21 ASCII bytes `keyturn-checkpoint-v1`;
 //! 2. the writer's chain name: its UTF-8 length as an unsigned 64-bit big-endian integer,
@@ -15,10 +20,22 @@
 //! 4. `head`, 32 raw bytes;
 //! 5. `at` (RFC 3339 UTC, nine fractional digits, `Z`): length as above, then its bytes.
 //!
-//! Stored, a checkpoint is one line of JSON: those fields plus `algorithm` (`EdDSA` for
-//! Ed25519, `ES256` for ECDSA P-256 with SHA-256, signature `r || s`), `key_id` and
-//! `signature` (unpadded base64url). Anyone with the public key can check a line with
-//! nothing but an Ed25519 or ECDSA implementation.
+//! A checkpoint of several heads (`keyturn-checkpoint-v2`) is the concatenation of:
+//!
+//! 1. the 21 ASCII bytes `keyturn-checkpoint-v2`;
+//! 2. the writer's chain name, as in v1;
+//! 3. `previous`, then the number of heads, each an unsigned 64-bit big-endian integer;
+//! 4. for each head in order: its position (unsigned 64-bit big-endian), then its hash
+//!    (32 raw bytes);
+//! 5. `at`, as in v1.
+//!
+//! The tags differ, so a signature over one encoding never checks as the other.
+//!
+//! Stored, a checkpoint is one line of JSON: `writer`, `previous`, `at`, then `position`
+//! and `head` (one head) or `heads`, a list of `[position, head]` pairs (several), then
+//! `algorithm` (`EdDSA` for Ed25519, `ES256` for ECDSA P-256 with SHA-256, signature
+//! `r || s`), `key_id` and `signature` (unpadded base64url). Anyone with the public key
+//! can check a line with nothing but SHA-256 and an Ed25519 or ECDSA implementation.
 
 use std::fmt;
 
@@ -31,36 +48,101 @@ use serde::{Deserialize, Serialize};
 use crate::ports::PortError;
 use crate::ports::audit::{ChainId, EntryHash, format_audit_time};
 
-/// The first bytes of every checkpoint's signed encoding.
+/// The first bytes of the signed encoding of a checkpoint of one head.
 pub(crate) const CHECKPOINT_ENCODING_TAG: &[u8; 21] = b"keyturn-checkpoint-v1";
 
-/// Longest stored checkpoint line accepted, in bytes. A line holds a 63-byte chain
-/// name, two numbers, a 64-digit hash, a time, a key id (a Key Vault key URL is under
-/// 300 bytes) and a 64-byte signature in base64: about 600 bytes. 4 KiB leaves room and
-/// keeps a garbage file from being read into memory as one line.
-pub(crate) const MAX_CHECKPOINT_LINE_BYTES: usize = 4096;
+/// The first bytes of the signed encoding of a checkpoint of several heads.
+pub(crate) const GROUP_ENCODING_TAG: &[u8; 21] = b"keyturn-checkpoint-v2";
 
-/// A chain's head at one moment, as its writer saw it.
+/// The most heads one checkpoint carries. The writer stores no batch while 64 wait for
+/// their checkpoint (`audit::anchor::UNANCHORED_BATCHES`), so it never has more than
+/// that to put in one; a stored line with more is refused.
+pub const MAX_HEADS_PER_CHECKPOINT: usize = 64;
+
+/// Longest stored checkpoint line accepted, in bytes. A line holds a 63-byte chain
+/// name, a number, up to [`MAX_HEADS_PER_CHECKPOINT`] positions with a 64-digit hash
+/// each (about 90 bytes a head), a time, a key id (a Key Vault key URL is under 300
+/// bytes) and a signature in base64: under 7 KiB. 16 KiB leaves room and keeps a
+/// garbage file from being read into memory as one line.
+pub(crate) const MAX_CHECKPOINT_LINE_BYTES: usize = 16 * 1024;
+
+/// One stored batch's head: the position of its last entry, and that entry's hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchHead {
+    pub position: u64,
+    pub head: EntryHash,
+}
+
+/// A chain's heads at one moment, as its writer saw them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub writer: ChainId,
-    pub position: u64,
+    /// Where the writer's previous checkpoint ended: the position of its last head (0:
+    /// none).
     pub previous: u64,
-    pub head: EntryHash,
+    /// The heads it vouches for, in increasing position: one per batch, at least one.
+    pub heads: Vec<BatchHead>,
     pub at: DateTime<Utc>,
 }
 
 impl Checkpoint {
+    /// A checkpoint of one head.
+    pub fn of_one(
+        writer: ChainId,
+        position: u64,
+        previous: u64,
+        head: EntryHash,
+        at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            writer,
+            previous,
+            heads: vec![BatchHead { position, head }],
+            at,
+        }
+    }
+
+    /// The last head's position: the furthest the checkpoint vouches for (`previous`
+    /// for a checkpoint without heads, which is never stored).
+    pub fn position(&self) -> u64 {
+        self.heads
+            .last()
+            .map_or(self.previous, |last| last.position)
+    }
+
+    /// Each head with the position of the head before it (the first's: `previous`), in
+    /// order: every head is a checkpoint of its batch, naming the one before.
+    pub fn links(&self) -> impl Iterator<Item = (u64, BatchHead)> + '_ {
+        let befores = std::iter::once(self.previous).chain(self.heads.iter().map(|h| h.position));
+        befores.zip(self.heads.iter().copied())
+    }
+
     /// The bytes that are signed, as the module documentation specifies.
     pub fn signed_bytes(&self) -> Vec<u8> {
         let time = format_audit_time(&self.at);
-        let mut bytes = Vec::with_capacity(160);
-        bytes.extend_from_slice(CHECKPOINT_ENCODING_TAG);
-        bytes.extend_from_slice(&(self.writer.as_str().len() as u64).to_be_bytes());
-        bytes.extend_from_slice(self.writer.as_str().as_bytes());
-        bytes.extend_from_slice(&self.position.to_be_bytes());
-        bytes.extend_from_slice(&self.previous.to_be_bytes());
-        bytes.extend_from_slice(self.head.as_bytes());
+        let mut bytes = Vec::with_capacity(96 + 40 * self.heads.len());
+        let writer = self.writer.as_str();
+        match self.heads.as_slice() {
+            [only] => {
+                bytes.extend_from_slice(CHECKPOINT_ENCODING_TAG);
+                bytes.extend_from_slice(&(writer.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(writer.as_bytes());
+                bytes.extend_from_slice(&only.position.to_be_bytes());
+                bytes.extend_from_slice(&self.previous.to_be_bytes());
+                bytes.extend_from_slice(only.head.as_bytes());
+            }
+            heads => {
+                bytes.extend_from_slice(GROUP_ENCODING_TAG);
+                bytes.extend_from_slice(&(writer.len() as u64).to_be_bytes());
+                bytes.extend_from_slice(writer.as_bytes());
+                bytes.extend_from_slice(&self.previous.to_be_bytes());
+                bytes.extend_from_slice(&(heads.len() as u64).to_be_bytes());
+                for head in heads {
+                    bytes.extend_from_slice(&head.position.to_be_bytes());
+                    bytes.extend_from_slice(head.head.as_bytes());
+                }
+            }
+        }
         bytes.extend_from_slice(&(time.len() as u64).to_be_bytes());
         bytes.extend_from_slice(time.as_bytes());
         bytes
@@ -94,13 +176,19 @@ pub struct SignedCheckpoint {
     pub signature: Signature,
 }
 
+/// A stored line. Field order is the line's: `writer`, `position`, `previous`, `head`
+/// as the first version wrote them, `heads` in their place for several.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line {
     writer: ChainId,
-    position: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
     previous: u64,
-    head: EntryHash,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    head: Option<EntryHash>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    heads: Option<Vec<(u64, EntryHash)>>,
     at: String,
     algorithm: SignatureAlgorithm,
     key_id: String,
@@ -110,12 +198,22 @@ struct Line {
 impl SignedCheckpoint {
     /// The stored form: one line of JSON, without the line break.
     pub fn to_line(&self) -> String {
+        let checkpoint = &self.checkpoint;
+        let (position, head, heads) = match checkpoint.heads.as_slice() {
+            [only] => (Some(only.position), Some(only.head), None),
+            heads => (
+                None,
+                None,
+                Some(heads.iter().map(|h| (h.position, h.head)).collect()),
+            ),
+        };
         let line = Line {
-            writer: self.checkpoint.writer.clone(),
-            position: self.checkpoint.position,
-            previous: self.checkpoint.previous,
-            head: self.checkpoint.head,
-            at: format_audit_time(&self.checkpoint.at),
+            writer: checkpoint.writer.clone(),
+            position,
+            previous: checkpoint.previous,
+            head,
+            heads,
+            at: format_audit_time(&checkpoint.at),
             algorithm: self.signature.algorithm,
             key_id: self.signature.key_id.clone(),
             signature: BASE64URL.encode(&self.signature.bytes),
@@ -142,6 +240,16 @@ impl SignedCheckpoint {
                 )
             }
         })?;
+        let heads = match (parsed.position, parsed.head, parsed.heads) {
+            (Some(position), Some(head), None) => vec![BatchHead { position, head }],
+            (None, None, Some(heads)) => read_heads(parsed.previous, heads)?,
+            _ => {
+                return Err(
+                    "a checkpoint holds either `position` and `head` or `heads`, not both or neither"
+                        .to_owned(),
+                );
+            }
+        };
         let at = crate::ports::audit::parse_audit_time(&parsed.at).map_err(|e| e.to_string())?;
         let bytes = BASE64URL
             .decode(parsed.signature.as_bytes())
@@ -152,9 +260,8 @@ impl SignedCheckpoint {
         Ok(Self {
             checkpoint: Checkpoint {
                 writer: parsed.writer,
-                position: parsed.position,
                 previous: parsed.previous,
-                head: parsed.head,
+                heads,
                 at,
             },
             signature: Signature {
@@ -164,6 +271,29 @@ impl SignedCheckpoint {
             },
         })
     }
+}
+
+/// A stored `heads` list: 2 to [`MAX_HEADS_PER_CHECKPOINT`] heads, each past the one
+/// before it (the first past `previous`). One head is written as `position` and `head`.
+fn read_heads(previous: u64, heads: Vec<(u64, EntryHash)>) -> Result<Vec<BatchHead>, String> {
+    if heads.len() < 2 || heads.len() > MAX_HEADS_PER_CHECKPOINT {
+        return Err(format!(
+            "`heads` holds {} heads; a checkpoint line's list holds 2 to {MAX_HEADS_PER_CHECKPOINT}",
+            heads.len()
+        ));
+    }
+    let mut before = previous;
+    let mut read = Vec::with_capacity(heads.len());
+    for (position, head) in heads {
+        if position <= before {
+            return Err(format!(
+                "`heads` names position {position} after {before}: positions must increase"
+            ));
+        }
+        before = position;
+        read.push(BatchHead { position, head });
+    }
+    Ok(read)
 }
 
 fn category(error: &serde_json::Error) -> &'static str {
@@ -746,23 +876,50 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    fn at() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
+            .single()
+            .expect("valid")
+    }
+
+    fn signature() -> Signature {
+        Signature {
+            algorithm: SignatureAlgorithm::EdDSA,
+            key_id: "sha256:0011223344556677".to_owned(),
+            bytes: vec![1, 2, 3],
+        }
+    }
+
     fn checkpoint() -> SignedCheckpoint {
+        SignedCheckpoint {
+            checkpoint: Checkpoint::of_one(
+                ChainId::parse("w-1").expect("valid"),
+                7,
+                3,
+                EntryHash::from_bytes([0xab; 32]),
+                at(),
+            ),
+            signature: signature(),
+        }
+    }
+
+    /// A checkpoint of the heads at `positions`, each hash the position's low byte
+    /// repeated.
+    fn group(previous: u64, positions: &[u64]) -> SignedCheckpoint {
         SignedCheckpoint {
             checkpoint: Checkpoint {
                 writer: ChainId::parse("w-1").expect("valid"),
-                position: 7,
-                previous: 3,
-                head: EntryHash::from_bytes([0xab; 32]),
-                at: Utc
-                    .with_ymd_and_hms(2025, 3, 1, 12, 0, 0)
-                    .single()
-                    .expect("valid"),
+                previous,
+                heads: positions
+                    .iter()
+                    .map(|&position| BatchHead {
+                        position,
+                        head: EntryHash::from_bytes([position as u8; 32]),
+                    })
+                    .collect(),
+                at: at(),
             },
-            signature: Signature {
-                algorithm: SignatureAlgorithm::EdDSA,
-                key_id: "sha256:0011223344556677".to_owned(),
-                bytes: vec![1, 2, 3],
-            },
+            signature: signature(),
         }
     }
 
@@ -772,6 +929,66 @@ mod tests {
         let line = signed.to_line();
         assert!(!line.contains('\n'));
         assert_eq!(SignedCheckpoint::from_line(&line), Ok(signed));
+    }
+
+    #[test]
+    fn a_checkpoint_of_one_head_is_written_as_the_first_version_wrote_it() {
+        let line = checkpoint().to_line();
+        assert_eq!(
+            line,
+            format!(
+                "{{\"writer\":\"w-1\",\"position\":7,\"previous\":3,\"head\":\"{}\",\"at\":\"2025-03-01T12:00:00.000000000Z\",\"algorithm\":\"EdDSA\",\"key_id\":\"sha256:0011223344556677\",\"signature\":\"AQID\"}}",
+                "ab".repeat(32)
+            )
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_of_several_heads_round_trips_and_links_each_to_the_one_before() {
+        let signed = group(3, &[5, 9, 12]);
+        let line = signed.to_line();
+        assert!(
+            line.contains(&format!("\"heads\":[[5,\"{}\"],", "05".repeat(32))),
+            "{line}"
+        );
+        assert!(!line.contains("\"position\""), "{line}");
+        let read = SignedCheckpoint::from_line(&line).expect("reads back");
+        assert_eq!(read, signed);
+        assert_eq!(read.checkpoint.position(), 12);
+        let links: Vec<(u64, u64)> = read
+            .checkpoint
+            .links()
+            .map(|(before, head)| (before, head.position))
+            .collect();
+        assert_eq!(links, vec![(3, 5), (5, 9), (9, 12)]);
+    }
+
+    #[test]
+    fn a_heads_list_that_no_writer_writes_is_refused() {
+        let longest: Vec<u64> = (1..=MAX_HEADS_PER_CHECKPOINT as u64 + 1).collect();
+        let both = checkpoint().to_line().replace(
+            "\"at\"",
+            &format!(
+                "\"heads\":[[8,\"{}\"],[9,\"{}\"]],\"at\"",
+                "00".repeat(32),
+                "00".repeat(32)
+            ),
+        );
+        let one = group(3, &[5, 6])
+            .to_line()
+            .replace(&format!(",[6,\"{}\"]", "06".repeat(32)), "");
+        let cases = [
+            (one, "holds 1 heads"),
+            (group(3, &[5, 5]).to_line(), "positions must increase"),
+            (group(3, &[9, 5]).to_line(), "positions must increase"),
+            (group(5, &[5, 6]).to_line(), "positions must increase"),
+            (group(0, &longest).to_line(), "holds 65 heads"),
+            (both, "not both or neither"),
+        ];
+        for (line, expected) in cases {
+            let error = SignedCheckpoint::from_line(&line).expect_err("refused");
+            assert!(error.contains(expected), "{error}");
+        }
     }
 
     #[test]
@@ -787,6 +1004,24 @@ mod tests {
             assert!(error.contains(expected), "{input}: {error}");
             assert!(!error.contains("hunter2"), "{error}");
         }
+    }
+
+    #[test]
+    fn the_signed_bytes_of_several_heads_follow_the_documented_encoding() {
+        let signed = group(3, &[5, 9]);
+        let mut expected = b"keyturn-checkpoint-v2".to_vec();
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(b"w-1");
+        expected.extend_from_slice(&3u64.to_be_bytes());
+        expected.extend_from_slice(&2u64.to_be_bytes());
+        expected.extend_from_slice(&5u64.to_be_bytes());
+        expected.extend_from_slice(&[5; 32]);
+        expected.extend_from_slice(&9u64.to_be_bytes());
+        expected.extend_from_slice(&[9; 32]);
+        let time = "2025-03-01T12:00:00.000000000Z";
+        expected.extend_from_slice(&(time.len() as u64).to_be_bytes());
+        expected.extend_from_slice(time.as_bytes());
+        assert_eq!(signed.checkpoint.signed_bytes(), expected);
     }
 
     #[test]

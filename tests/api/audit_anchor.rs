@@ -20,7 +20,7 @@ use keyturn::audit::{
 };
 use keyturn::ports::audit::{AuditEntry, AuditRecord, AuditStore, ChainId, EntryHash};
 use keyturn::ports::checkpoint::{
-    Checkpoint, CheckpointSigner, CheckpointStore, PublicKey, SignedCheckpoint,
+    BatchHead, Checkpoint, CheckpointSigner, CheckpointStore, PublicKey, SignedCheckpoint,
 };
 
 /// One anchored store under test, and a way to reach under it.
@@ -32,6 +32,10 @@ pub(crate) trait Anchored: Send + Sync + 'static {
     async fn store(&self) -> Arc<dyn AuditStore>;
     async fn checkpoints(&self) -> Arc<dyn CheckpointStore>;
     async fn public_key(&self) -> PublicKey;
+    /// The key the writers sign their checkpoints with.
+    async fn signer(&self) -> Arc<dyn CheckpointSigner>;
+    /// A writer of `chain` that stores entries without checkpoints.
+    async fn unanchored_writer(&self, chain: &ChainId) -> AuditLog;
 
     async fn set_action(&self, chain: &ChainId, position: u64, action: &str);
     async fn set_hashes(&self, chain: &ChainId, position: u64, prev: EntryHash, hash: EntryHash);
@@ -93,6 +97,17 @@ impl Anchored for SqliteAnchored {
             Some(anchor),
         )
         .expect("the writer starts")
+    }
+
+    async fn signer(&self) -> Arc<dyn CheckpointSigner> {
+        Arc::new(
+            LocalSigningKey::load_or_create(&self.beside(SIGNING_KEY_FILE_NAME)).expect("the key"),
+        )
+    }
+
+    async fn unanchored_writer(&self, chain: &ChainId) -> AuditLog {
+        let store = LocalStore::open(&self.path).expect("the local store opens");
+        AuditLog::new(Arc::new(LocalAuditStore::with_chain(store, chain.clone())))
     }
 
     async fn store(&self) -> Arc<dyn AuditStore> {
@@ -230,16 +245,105 @@ pub(crate) fn chain(name: &str) -> ChainId {
     ChainId::parse(name).expect("a valid chain name")
 }
 
-/// `count` entries appended one at a time, so each batch (and checkpoint) holds one;
-/// returns once every one is anchored (a batch's checkpoint is written while the next
-/// batch is stored, after its appends are answered).
+/// `count` entries appended one at a time, each anchored before the next is appended,
+/// so each batch holds one entry and each checkpoint one batch's head (under load the
+/// writer puts the heads of the batches stored while it wrote in one checkpoint: see
+/// [`a_checkpoint_of_several_batches_vouches_for_each`]).
 pub(crate) async fn append(log: &AuditLog, count: u32) -> Vec<AuditEntry> {
     let mut entries = Vec::new();
     for second in 0..count {
         entries.push(log.append(read_record(second)).await.expect("append"));
+        log.flush().await.expect("the batch anchored");
     }
-    log.flush().await.expect("every batch anchored");
     entries
+}
+
+/// Six entries of `writer` stored one batch each without checkpoints, then anchored by
+/// two checkpoints of three heads each (as the writer makes them under load), signed
+/// with the writers' key; returns the entries and the checkpoints.
+async fn anchored_in_twos(
+    fixture: &impl Anchored,
+    writer: &ChainId,
+) -> (Vec<AuditEntry>, Vec<SignedCheckpoint>) {
+    let log = fixture.unanchored_writer(writer).await;
+    let mut entries = Vec::new();
+    for second in 0..6 {
+        entries.push(log.append(read_record(second)).await.expect("append"));
+    }
+    let signer = fixture.signer().await;
+    let mut signed = Vec::new();
+    for (previous, batch) in [(0, &entries[..3]), (3, &entries[3..])] {
+        let checkpoint = Checkpoint {
+            writer: writer.clone(),
+            previous,
+            heads: batch
+                .iter()
+                .map(|entry| BatchHead {
+                    position: entry.sequence,
+                    head: entry.hash,
+                })
+                .collect(),
+            at: Utc::now(),
+        };
+        let signature = signer
+            .sign(&checkpoint.signed_bytes())
+            .await
+            .expect("signs");
+        signed.push(SignedCheckpoint {
+            checkpoint,
+            signature,
+        });
+    }
+    fixture
+        .checkpoints()
+        .await
+        .append_all(&signed)
+        .await
+        .expect("appended");
+    (entries, signed)
+}
+
+pub(crate) async fn a_checkpoint_of_several_batches_vouches_for_each(fixture: impl Anchored) {
+    let writer = chain("w-one");
+    anchored_in_twos(&fixture, &writer).await;
+
+    let report = verify(&fixture).await;
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.checkpoints_checked, 2, "{report}");
+    assert_eq!(report.chains[0].anchored_to, 6, "{report}");
+    assert_eq!(report.unanchored, 0, "{report}");
+
+    // One head changed inside the second checkpoint, its signature kept: forged, from
+    // the first position it vouches for.
+    let (_, signed) = anchored_in_twos(&fixture, &chain("w-two")).await;
+    let mut changed = signed[1].clone();
+    changed.checkpoint.heads[1].head = "07".repeat(32).parse::<EntryHash>().expect("a hash");
+    fixture
+        .checkpoints()
+        .await
+        .append(&changed)
+        .await
+        .expect("appended");
+    assert_break(
+        &verify(&fixture).await,
+        &chain("w-two"),
+        4,
+        "checkpoint_forged",
+    );
+}
+
+pub(crate) async fn entries_deleted_from_the_end_under_a_checkpoint_of_several_batches_are_found(
+    fixture: impl Anchored,
+) {
+    let writer = chain("w-one");
+    anchored_in_twos(&fixture, &writer).await;
+
+    fixture.delete(&writer, 6).await;
+    fixture.delete(&writer, 5).await;
+
+    let report = verify(&fixture).await;
+    assert_break(&report, &writer, 5, "truncated");
+    assert_eq!(report.chains[0].anchored_to, 4, "{report}");
 }
 
 pub(crate) async fn verify(fixture: &impl Anchored) -> LogReport {
@@ -348,13 +452,7 @@ pub(crate) async fn a_chain_rehashed_after_the_fact_is_found(fixture: impl Ancho
 /// A checkpoint of `writer` vouching for `head` at position 3 (after one at 2): a
 /// rewritten head, when `head` is another entry's hash.
 fn rewritten_head_at_3(writer: &ChainId, head: EntryHash) -> Checkpoint {
-    Checkpoint {
-        writer: writer.clone(),
-        position: 3,
-        previous: 2,
-        head,
-        at: Utc::now(),
-    }
+    Checkpoint::of_one(writer.clone(), 3, 2, head, Utc::now())
 }
 
 pub(crate) async fn a_forged_checkpoint_is_found(fixture: impl Anchored) {
@@ -537,6 +635,8 @@ anchored_sqlite!(
     a_garbage_row_is_named_and_loses_no_entry,
     writers_append_concurrently_each_to_its_own_chain,
     a_chain_removed_whole_is_found_by_its_checkpoints,
+    a_checkpoint_of_several_batches_vouches_for_each,
+    entries_deleted_from_the_end_under_a_checkpoint_of_several_batches_are_found,
 );
 
 #[tokio::test]

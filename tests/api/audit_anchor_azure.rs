@@ -203,6 +203,18 @@ impl Anchored for AzureAnchored {
         self.writer_signed_by(chain, Arc::new(self.signer()))
     }
 
+    async fn signer(&self) -> Arc<dyn CheckpointSigner> {
+        Arc::new(AzureAnchored::signer(self))
+    }
+
+    async fn unanchored_writer(&self, chain: &ChainId) -> AuditLog {
+        AuditLog::new(Arc::new(TableAuditStore::with_chain(
+            self.table_client(),
+            self.table.clone(),
+            chain.clone(),
+        )))
+    }
+
     async fn store(&self) -> Arc<dyn AuditStore> {
         Arc::new(TableAuditStore::new(
             self.table_client(),
@@ -328,6 +340,8 @@ anchored_azure!(
     a_foreign_row_is_a_break_and_never_blocks_appends,
     a_garbage_row_is_named_and_loses_no_entry,
     writers_append_concurrently_each_to_its_own_chain,
+    a_checkpoint_of_several_batches_vouches_for_each,
+    entries_deleted_from_the_end_under_a_checkpoint_of_several_batches_are_found,
     a_chain_removed_whole_is_found_by_its_checkpoints,
 );
 
@@ -354,7 +368,9 @@ async fn checkpoints_signed_by_the_vault_key_are_es256_and_name_its_version() {
 
     let lines = fixture.checkpoint_lines().await;
 
-    assert_eq!(lines.len(), 2);
+    // Two batches, each head in a signed checkpoint: one each, or both in one when the
+    // second was stored while the first's checkpoint was being written.
+    let mut heads = Vec::new();
     for line in &lines {
         let signed = keyturn::ports::checkpoint::SignedCheckpoint::from_line(line).expect("a line");
         assert_eq!(
@@ -363,7 +379,9 @@ async fn checkpoints_signed_by_the_vault_key_are_es256_and_name_its_version() {
         );
         assert_eq!(signed.signature.key_id, fixture.key.to_string());
         assert_eq!(signed.signature.bytes.len(), 64, "r || s");
+        heads.extend(signed.checkpoint.heads.iter().map(|h| h.position));
     }
+    assert_eq!(heads, vec![1, 2], "{lines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -373,16 +391,16 @@ async fn checkpoints_appended_together_read_back_in_order_and_another_writer_con
     let signer = fixture.signer();
     let mut signed = Vec::new();
     for position in 1..=5u64 {
-        let checkpoint = keyturn::ports::checkpoint::Checkpoint {
-            writer: chain("w-one"),
+        let checkpoint = keyturn::ports::checkpoint::Checkpoint::of_one(
+            chain("w-one"),
             position,
-            previous: position - 1,
-            head: format!("{position:02}")
+            position - 1,
+            format!("{position:02}")
                 .repeat(32)
                 .parse::<EntryHash>()
                 .expect("a hash"),
-            at: chrono::Utc::now(),
-        };
+            chrono::Utc::now(),
+        );
         let signature = signer
             .sign(&checkpoint.signed_bytes())
             .await
@@ -435,13 +453,13 @@ async fn checkpoint_blobs_read_a_range_and_a_page_at_a_time_hand_out_what_one_re
     let mut signed = Vec::new();
     for (name, count) in [("w-one", 9u64), ("w-two", 4)] {
         for position in 1..=count {
-            let checkpoint = keyturn::ports::checkpoint::Checkpoint {
-                writer: chain(name),
+            let checkpoint = keyturn::ports::checkpoint::Checkpoint::of_one(
+                chain(name),
                 position,
-                previous: position - 1,
-                head: "00".repeat(32).parse::<EntryHash>().expect("a hash"),
-                at: chrono::Utc::now(),
-            };
+                position - 1,
+                "00".repeat(32).parse::<EntryHash>().expect("a hash"),
+                chrono::Utc::now(),
+            );
             let signature = signer
                 .sign(&checkpoint.signed_bytes())
                 .await
@@ -520,13 +538,13 @@ async fn a_checkpoint_signed_by_another_vault_key_is_found() {
     )
     .expect("a key URL");
     let forger = fixture.signer_with(&other, Permissions::only(["keys/sign"]));
-    let checkpoint = keyturn::ports::checkpoint::Checkpoint {
-        writer: writer.clone(),
-        position: 2,
-        previous: 2,
-        head: "07".repeat(32).parse::<EntryHash>().expect("a hash"),
-        at: chrono::Utc::now(),
-    };
+    let checkpoint = keyturn::ports::checkpoint::Checkpoint::of_one(
+        writer.clone(),
+        2,
+        2,
+        "07".repeat(32).parse::<EntryHash>().expect("a hash"),
+        chrono::Utc::now(),
+    );
     let signature = forger
         .sign(&checkpoint.signed_bytes())
         .await
@@ -1059,13 +1077,13 @@ async fn an_offline_auditor_verifies_a_rotation_with_every_version_and_is_told_w
 
 /// A checkpoint the audit key really signed, appended with its key id replaced.
 async fn append_with_key_id(fixture: &AzureAnchored, key_id: &str) {
-    let checkpoint = keyturn::ports::checkpoint::Checkpoint {
-        writer: chain("w-one"),
-        position: 2,
-        previous: 2,
-        head: "07".repeat(32).parse::<EntryHash>().expect("a hash"),
-        at: chrono::Utc::now(),
-    };
+    let checkpoint = keyturn::ports::checkpoint::Checkpoint::of_one(
+        chain("w-one"),
+        2,
+        2,
+        "07".repeat(32).parse::<EntryHash>().expect("a hash"),
+        chrono::Utc::now(),
+    );
     let mut signature = fixture
         .signer()
         .sign(&checkpoint.signed_bytes())
@@ -1175,13 +1193,13 @@ async fn a_flood_of_made_up_key_versions_reads_key_vault_at_most_the_cap_and_ver
     for (i, key_id) in made_up_versions(&fixture, 2_000).into_iter().enumerate() {
         let i = i as u64;
         let line = keyturn::ports::checkpoint::SignedCheckpoint {
-            checkpoint: keyturn::ports::checkpoint::Checkpoint {
-                writer: flood.clone(),
-                position: i + 1,
-                previous: i,
-                head: "07".repeat(32).parse::<EntryHash>().expect("a hash"),
-                at: chrono::Utc::now(),
-            },
+            checkpoint: keyturn::ports::checkpoint::Checkpoint::of_one(
+                flood.clone(),
+                i + 1,
+                i,
+                "07".repeat(32).parse::<EntryHash>().expect("a hash"),
+                chrono::Utc::now(),
+            ),
             signature: keyturn::ports::checkpoint::Signature {
                 algorithm: keyturn::ports::checkpoint::SignatureAlgorithm::ES256,
                 key_id,

@@ -29,8 +29,11 @@ use keyturn::domain::inventory::{
 use keyturn::evidence::verify::{PackageReport, verify_package};
 use keyturn::evidence::{EvidenceError, Period, export};
 use keyturn::ports::PortError;
+use keyturn::ports::audit::ChainId;
 use keyturn::ports::audit::{AuditObject, AuditRecord};
-use keyturn::ports::checkpoint::PublicKey;
+use keyturn::ports::checkpoint::{
+    BatchHead, Checkpoint, CheckpointSigner, CheckpointStore, PublicKey, SignedCheckpoint,
+};
 use keyturn::ports::inventory::{InventoryStore, Page, PageToken};
 use keyturn::startup;
 
@@ -265,6 +268,59 @@ impl Store {
     }
 }
 
+fn record_of(entry: Entry) -> AuditRecord {
+    let mut record = AuditRecord::new(at(entry.at), entry.actor, text(entry.action), entry.outcome);
+    record.object = entry.object;
+    record.reason = entry.reason.map(text);
+    record.count = entry.count;
+    record.invocation_id = Some(text("inv-1"));
+    record
+}
+
+/// A store as [`store_with`] makes it without credentials, its entries' batches (one
+/// entry each) checkpointed `sizes` at a time: checkpoints of several heads, as the
+/// writer makes them under load, signed with the store's key.
+async fn store_checkpointed_in_groups(entries: Vec<Entry>, sizes: &[usize]) -> Store {
+    let store = store_with(Vec::new(), Vec::new()).await;
+    let local = LocalStore::open(store.db()).expect("the store opens");
+    let log = AuditLog::new(Arc::new(LocalAuditStore::new(local)));
+    let mut stored = Vec::new();
+    for entry in entries {
+        stored.push(log.append(record_of(entry)).await.expect("appended"));
+    }
+    let key = LocalSigningKey::load_or_create(&store.beside(SIGNING_KEY_FILE_NAME)).expect("key");
+    let mut signed = Vec::new();
+    let mut previous = 0;
+    let mut rest = stored.as_slice();
+    for &size in sizes {
+        let (group, after) = rest.split_at(size);
+        rest = after;
+        let checkpoint = Checkpoint {
+            writer: ChainId::default_chain(),
+            previous,
+            heads: group
+                .iter()
+                .map(|entry| BatchHead {
+                    position: entry.sequence,
+                    head: entry.hash,
+                })
+                .collect(),
+            at: Utc::now(),
+        };
+        previous = checkpoint.position();
+        let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
+        signed.push(SignedCheckpoint {
+            checkpoint,
+            signature,
+        });
+    }
+    LocalCheckpointFile::new(store.beside(CHECKPOINT_FILE_NAME))
+        .append_all(&signed)
+        .await
+        .expect("anchored");
+    store
+}
+
 pub(crate) async fn store_with(
     entries: Vec<Entry>,
     credentials: Vec<InventoryCredential>,
@@ -281,16 +337,11 @@ pub(crate) async fn store_with(
     let log = AuditLog::start_anchored(Arc::new(LocalAuditStore::new(local.clone())), Some(anchor))
         .expect("the writer starts");
     for entry in entries {
-        let mut record =
-            AuditRecord::new(at(entry.at), entry.actor, text(entry.action), entry.outcome);
-        record.object = entry.object;
-        record.reason = entry.reason.map(text);
-        record.count = entry.count;
-        record.invocation_id = Some(text("inv-1"));
-        log.append(record).await.expect("appended");
+        log.append(record_of(entry)).await.expect("appended");
+        // Each append its own batch with its own checkpoint (a batch is answered before
+        // its checkpoint is written), so every position is a checkpoint's.
+        log.flush().await.expect("the batch anchored");
     }
-    // A batch is answered before its checkpoint is written: wait for the last.
-    log.flush().await.expect("every batch anchored");
     LocalInventory::new(local)
         .put_credentials(&credentials)
         .await
@@ -443,6 +494,74 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .filter(|name| name != "data")
         .collect()
+}
+
+#[tokio::test]
+async fn an_extract_ending_inside_a_checkpoint_of_several_batches_runs_to_its_last_head() {
+    use keyturn::evidence::extract::verify_extract;
+    // Ten entries, checkpointed four, four and two at a time: November's last entry
+    // (position 9) is in the third checkpoint, whose last head is position 10.
+    let store = store_checkpointed_in_groups(log(), &[4, 4, 2]).await;
+    let out = export_november(&store).await;
+    let key = key_of(&store);
+
+    let report = verified(&out, &key);
+    assert!(report.intact, "{:?}", report.problems);
+    let audit = report.audit_extract.expect("the audit extract is checked");
+    assert_eq!((audit.chains[0].first, audit.chains[0].last), (2, 10));
+    assert_eq!(audit.chains[0].anchored_to, 10);
+    assert_eq!(audit.chains[0].unanchored, 0);
+    assert_eq!(
+        audit.checkpoints_checked, 3,
+        "every checkpoint of the range"
+    );
+
+    // The last entry cut off: the checkpoint holding it says entries were removed.
+    let entries = file(&out, "audit/entries.jsonl");
+    let checkpoints = file(&out, "audit/checkpoints.jsonl");
+    let lines: Vec<&str> = entries.lines().collect();
+    let cut: String = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let report = verify_extract(
+        &mut cut.as_bytes(),
+        &mut checkpoints.as_bytes(),
+        std::slice::from_ref(&key),
+    )
+    .expect("readable");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("ends at position 9")
+                && p.contains("entries were removed from the end")),
+        "{:?}",
+        report.problems
+    );
+
+    // One head changed inside a checkpoint: its signature no longer verifies.
+    let start = checkpoints
+        .find("[6,\"")
+        .expect("head 6 is in a checkpoint")
+        + 4;
+    let mut changed = checkpoints.clone();
+    changed.replace_range(start..start + 64, &"0".repeat(64));
+    assert_ne!(changed, checkpoints);
+    let report = verify_extract(
+        &mut entries.as_bytes(),
+        &mut changed.as_bytes(),
+        std::slice::from_ref(&key),
+    )
+    .expect("readable");
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("at position 8 does not verify")),
+        "{:?}",
+        report.problems
+    );
 }
 
 #[tokio::test]

@@ -448,7 +448,7 @@ impl LocalCheckpoints {
                 let position = last
                     .entry(signed.checkpoint.writer.as_str().to_owned())
                     .or_default();
-                *position = (*position).max(signed.checkpoint.position);
+                *position = (*position).max(signed.checkpoint.position());
             }
         }
         drop(filed);
@@ -545,7 +545,7 @@ impl CheckpointStore for LocalCheckpoints {
             .iter()
             .zip(&lines)
             .map(|(signed, line)| {
-                let position = i64::try_from(signed.checkpoint.position).map_err(|_| {
+                let position = i64::try_from(signed.checkpoint.position()).map_err(|_| {
                     PortError::invalid(
                         "checkpoint position is beyond what the local store can hold",
                     )
@@ -993,13 +993,13 @@ mod tests {
     async fn signed_checkpoints(key: &LocalSigningKey, count: u64) -> Vec<SignedCheckpoint> {
         let mut signed = Vec::new();
         for position in 1..=count {
-            let checkpoint = crate::ports::checkpoint::Checkpoint {
-                writer: crate::ports::audit::ChainId::default_chain(),
+            let checkpoint = crate::ports::checkpoint::Checkpoint::of_one(
+                crate::ports::audit::ChainId::default_chain(),
                 position,
-                previous: position - 1,
-                head: crate::ports::audit::EntryHash::GENESIS,
-                at: chrono::Utc::now(),
-            };
+                position - 1,
+                crate::ports::audit::EntryHash::GENESIS,
+                chrono::Utc::now(),
+            );
             let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
             signed.push(SignedCheckpoint {
                 checkpoint,
@@ -1049,13 +1049,13 @@ mod tests {
         fs::write(file.path(), b"{\"writer\":\"chain\",\"posi").expect("written");
         let key =
             LocalSigningKey::load_or_create(&dir.path().join(SIGNING_KEY_FILE_NAME)).expect("key");
-        let checkpoint = crate::ports::checkpoint::Checkpoint {
-            writer: crate::ports::audit::ChainId::default_chain(),
-            position: 1,
-            previous: 0,
-            head: crate::ports::audit::EntryHash::GENESIS,
-            at: chrono::Utc::now(),
-        };
+        let checkpoint = crate::ports::checkpoint::Checkpoint::of_one(
+            crate::ports::audit::ChainId::default_chain(),
+            1,
+            0,
+            crate::ports::audit::EntryHash::GENESIS,
+            chrono::Utc::now(),
+        );
         let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
         let signed = SignedCheckpoint {
             checkpoint,
@@ -1083,13 +1083,13 @@ mod tests {
     ) -> Vec<SignedCheckpoint> {
         let mut signed = Vec::new();
         for position in from..from + count {
-            let checkpoint = crate::ports::checkpoint::Checkpoint {
-                writer: crate::ports::audit::ChainId::parse(chain).expect("a chain name"),
+            let checkpoint = crate::ports::checkpoint::Checkpoint::of_one(
+                crate::ports::audit::ChainId::parse(chain).expect("a chain name"),
                 position,
-                previous: position - 1,
-                head: crate::ports::audit::EntryHash::GENESIS,
-                at: chrono::Utc::now(),
-            };
+                position - 1,
+                crate::ports::audit::EntryHash::GENESIS,
+                chrono::Utc::now(),
+            );
             let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
             signed.push(SignedCheckpoint {
                 checkpoint,

@@ -207,7 +207,7 @@ fn judge_signature(
                 }
                 None => Some(BreakKind::CheckpointForged {
                     location: location.to_owned(),
-                    position: signed.checkpoint.position,
+                    position: signed.checkpoint.position(),
                     key_id: key_id.clone(),
                     outside_of: None,
                 }),
@@ -215,19 +215,19 @@ fn judge_signature(
         }
         KeyLookup::Unknown { looked_in } => Some(BreakKind::CheckpointKeyUnknown {
             location: location.to_owned(),
-            position: signed.checkpoint.position,
+            position: signed.checkpoint.position(),
             key_id: key_id.clone(),
             looked_in: looked_in.clone(),
         }),
         KeyLookup::Foreign { expected } => Some(BreakKind::CheckpointForged {
             location: location.to_owned(),
-            position: signed.checkpoint.position,
+            position: signed.checkpoint.position(),
             key_id: key_id.clone(),
             outside_of: Some(expected.clone()),
         }),
         KeyLookup::Unverifiable { reason } => Some(BreakKind::CheckpointUnverifiable {
             location: location.to_owned(),
-            position: signed.checkpoint.position,
+            position: signed.checkpoint.position(),
             key_id: key_id.clone(),
             reason: reason.clone(),
         }),
@@ -241,10 +241,12 @@ impl CheckpointIndex {
             .execute_batch(&format!(
                 "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; \
                  PRAGMA cache_size = -{CACHE_KIB}; \
-                 CREATE TABLE checkpoints (stored INTEGER PRIMARY KEY, chain TEXT NOT NULL, \
+                 CREATE TABLE checkpoints (stored INTEGER NOT NULL, chain TEXT NOT NULL, \
                  position INTEGER NOT NULL, previous INTEGER NOT NULL, head BLOB NOT NULL, \
-                 verified INTEGER NOT NULL, location TEXT NOT NULL, line TEXT); \
-                 CREATE INDEX checkpoints_by_position ON checkpoints (chain, position, stored);"
+                 verified INTEGER NOT NULL, location TEXT NOT NULL); \
+                 CREATE INDEX checkpoints_by_position ON checkpoints (chain, position, stored); \
+                 CREATE INDEX checkpoints_by_stored ON checkpoints (stored, position); \
+                 CREATE TABLE lines (stored INTEGER PRIMARY KEY, line TEXT NOT NULL);"
             ))
             .map_err(temporary)?;
         Ok(Self {
@@ -268,24 +270,33 @@ impl CheckpointIndex {
         {
             let mut insert = transaction
                 .prepare_cached(
-                    "INSERT INTO checkpoints (stored, chain, position, previous, head, verified, location, line) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "INSERT INTO checkpoints (stored, chain, position, previous, head, verified, location) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )
+                .map_err(temporary)?;
+            let mut keep = transaction
+                .prepare_cached("INSERT INTO lines (stored, line) VALUES (?1, ?2)")
                 .map_err(temporary)?;
             for (stored, signed, verified, location) in rows {
                 let checkpoint = &signed.checkpoint;
-                insert
-                    .execute(params![
-                        stored,
-                        checkpoint.writer.as_str(),
-                        key(checkpoint.position),
-                        key(checkpoint.previous),
-                        checkpoint.head.as_bytes().as_slice(),
-                        verified,
-                        location,
-                        keep_lines.then(|| signed.to_line()),
-                    ])
-                    .map_err(temporary)?;
+                // Each head is a checkpoint of its batch, naming the one before it.
+                for (previous, head) in checkpoint.links() {
+                    insert
+                        .execute(params![
+                            stored,
+                            checkpoint.writer.as_str(),
+                            key(head.position),
+                            key(previous),
+                            head.head.as_bytes().as_slice(),
+                            verified,
+                            location,
+                        ])
+                        .map_err(temporary)?;
+                }
+                if keep_lines {
+                    keep.execute(params![stored, signed.to_line()])
+                        .map_err(temporary)?;
+                }
             }
         }
         transaction.commit().map_err(temporary)
@@ -403,6 +414,24 @@ impl CheckpointIndex {
         )
     }
 
+    /// The last head of the stored checkpoint that holds the first of `chain`'s verified
+    /// heads at or after `from`: a checkpoint carries the heads of several batches, and
+    /// an extract that ends at one of them ends at its checkpoint's last.
+    pub(crate) fn line_end_from(
+        &self,
+        chain: &ChainId,
+        from: u64,
+    ) -> Result<Option<u64>, AuditError> {
+        self.scalar(
+            "SELECT MAX(l.position) FROM checkpoints l WHERE l.stored = \
+               (SELECT f.stored FROM checkpoints f \
+                WHERE f.chain = ?1 AND f.verified = 1 AND f.position >= ?2 \
+                ORDER BY f.position, f.stored LIMIT 1)",
+            chain,
+            from,
+        )
+    }
+
     /// The highest position at or before `to` of `chain`'s checkpoints, verified or not.
     pub(crate) fn last_decoded_to(
         &self,
@@ -454,9 +483,9 @@ impl CheckpointIndex {
         let connection = self.connection();
         connection
             .prepare_cached(
-                "SELECT stored, line FROM checkpoints \
-                 WHERE chain = ?1 AND position BETWEEN ?2 AND ?3 AND stored > ?4 AND line IS NOT NULL \
-                 ORDER BY stored LIMIT ?5",
+                "SELECT DISTINCT c.stored, l.line FROM checkpoints c JOIN lines l ON l.stored = c.stored \
+                 WHERE c.chain = ?1 AND c.position BETWEEN ?2 AND ?3 AND c.stored > ?4 \
+                 ORDER BY c.stored LIMIT ?5",
             )
             .and_then(|mut statement| {
                 statement

@@ -33,7 +33,8 @@ async fn whole_store_report(
         None => Vec::new(),
     };
     let mut breaks: Vec<LocatedBreak> = Vec::new();
-    let mut valid: BTreeMap<ChainId, Vec<(String, Checkpoint)>> = BTreeMap::new();
+    // Each verified checkpoint's heads, each with the position before it.
+    let mut valid: BTreeMap<ChainId, Vec<(String, u64, BatchHead)>> = BTreeMap::new();
     let mut checked = 0u64;
     // Each key id is looked up once, however many checkpoints name it.
     let mut looked_up: BTreeMap<String, KeyLookup> = BTreeMap::new();
@@ -87,7 +88,7 @@ async fn whole_store_report(
                     }
                     None => Some(BreakKind::CheckpointForged {
                         location: found.location.clone(),
-                        position: signed.checkpoint.position,
+                        position: signed.checkpoint.position(),
                         key_id: key_id.clone(),
                         outside_of: None,
                     }),
@@ -95,19 +96,19 @@ async fn whole_store_report(
             }
             KeyLookup::Unknown { looked_in } => Some(BreakKind::CheckpointKeyUnknown {
                 location: found.location.clone(),
-                position: signed.checkpoint.position,
+                position: signed.checkpoint.position(),
                 key_id: key_id.clone(),
                 looked_in: looked_in.clone(),
             }),
             KeyLookup::Foreign { expected } => Some(BreakKind::CheckpointForged {
                 location: found.location.clone(),
-                position: signed.checkpoint.position,
+                position: signed.checkpoint.position(),
                 key_id: key_id.clone(),
                 outside_of: Some(expected.clone()),
             }),
             KeyLookup::Unverifiable { reason } => Some(BreakKind::CheckpointUnverifiable {
                 location: found.location.clone(),
-                position: signed.checkpoint.position,
+                position: signed.checkpoint.position(),
                 key_id: key_id.clone(),
                 reason: reason.clone(),
             }),
@@ -121,10 +122,10 @@ async fn whole_store_report(
             continue;
         }
         checked += 1;
-        valid
-            .entry(signed.checkpoint.writer.clone())
-            .or_default()
-            .push((found.location, signed.checkpoint));
+        let heads = valid.entry(signed.checkpoint.writer.clone()).or_default();
+        for (previous, head) in signed.checkpoint.links() {
+            heads.push((found.location.clone(), previous, head));
+        }
     }
     for row in &survey.foreign {
         breaks.push(LocatedBreak {
@@ -188,11 +189,11 @@ async fn whole_store_report(
     })
 }
 
-/// Holds one chain's walk against its valid checkpoints (in stored order).
+/// Holds one chain's walk against the heads of its valid checkpoints (in stored order).
 async fn whole_store_judge(
     chain: &ChainId,
     walked: VerifyReport,
-    checkpoints: &[(String, Checkpoint)],
+    checkpoints: &[(String, u64, BatchHead)],
     store: &dyn AuditStore,
     anchored: bool,
 ) -> Result<ChainReport, AuditError> {
@@ -208,27 +209,28 @@ async fn whole_store_judge(
     let mut problems: Vec<ChainBreak> = report.first_break.iter().cloned().collect();
 
     // A removed checkpoint: one names a previous checkpoint that is not there.
-    let positions: BTreeSet<u64> = checkpoints.iter().map(|(_, c)| c.position).collect();
-    for (location, checkpoint) in checkpoints {
-        if checkpoint.previous != 0 && !positions.contains(&checkpoint.previous) {
+    let positions: BTreeSet<u64> = checkpoints.iter().map(|(_, _, h)| h.position).collect();
+    for (location, previous, _) in checkpoints {
+        if *previous != 0 && !positions.contains(previous) {
             let before = positions
-                .range(..checkpoint.previous)
+                .range(..*previous)
                 .next_back()
                 .copied()
                 .unwrap_or(0);
             problems.push(ChainBreak {
                 sequence: before.saturating_add(1),
                 problem: BreakKind::CheckpointMissing {
-                    position: checkpoint.previous,
+                    position: *previous,
                     named_by: location.clone(),
                 },
             });
         }
     }
 
-    // Each checkpoint against the stored chain, in position order.
-    let mut by_position: Vec<&(String, Checkpoint)> = checkpoints.iter().collect();
-    by_position.sort_by_key(|(_, c)| c.position);
+    // Each head against the stored chain, in position order.
+    let mut by_position: Vec<(&String, &BatchHead)> =
+        checkpoints.iter().map(|(l, _, h)| (l, h)).collect();
+    by_position.sort_by_key(|(_, h)| h.position);
     let mut matched = 0u64;
     for (location, checkpoint) in by_position {
         if checkpoint.position > head {
@@ -292,9 +294,13 @@ async fn whole_store_judge(
 
 const CHAINS: [&str; 3] = ["w-one", "w-two", "w-three"];
 
-/// Entries per checkpoint, and checkpoints per chain.
+/// Entries per batch, and batches per chain. Every batch is checkpointed: w-one's and
+/// w-two's each in a checkpoint of its own, w-three's two at a time (one checkpoint of
+/// two heads, as the writer makes when two batches were stored while it wrote).
 const EVERY: u64 = 3;
 const CHECKPOINTS: u64 = 40;
+/// Stored checkpoints: one per batch of two chains, one per two of the third.
+const LINES: u64 = 2 * CHECKPOINTS + CHECKPOINTS / 2;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -334,8 +340,8 @@ async fn sign(key: &LocalSigningKey, checkpoint: Checkpoint) -> SignedCheckpoint
 }
 
 /// Three chains of `EVERY * CHECKPOINTS` entries, each batch of `EVERY` checkpointed
-/// (in the store's table and its file), the chains' batches taking turns so their
-/// checkpoints interleave.
+/// (in the store's table and its file; w-three's two batches to a checkpoint), the
+/// chains' batches taking turns so their checkpoints interleave.
 async fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store_path = dir.path().join("keyturn.db");
@@ -358,14 +364,31 @@ async fn fixture() -> Fixture {
                 entries.push(entry);
             }
             audit.append_all(&entries).await.expect("appended");
-            heads.insert(name, prev);
+            let before = heads.insert(name, prev).expect("entered above");
+            let this = BatchHead {
+                position: (batch + 1) * EVERY,
+                head: prev,
+            };
+            let (previous, batch_heads) = match name {
+                "w-three" if batch % 2 == 0 => continue,
+                "w-three" => (
+                    (batch - 1) * EVERY,
+                    vec![
+                        BatchHead {
+                            position: batch * EVERY,
+                            head: before,
+                        },
+                        this,
+                    ],
+                ),
+                _ => (batch * EVERY, vec![this]),
+            };
             let signed = sign(
                 &key,
                 Checkpoint {
                     writer: chain,
-                    position: (batch + 1) * EVERY,
-                    previous: batch * EVERY,
-                    head: prev,
+                    previous,
+                    heads: batch_heads,
                     at: chrono::Utc::now(),
                 },
             )
@@ -403,7 +426,8 @@ impl Fixture {
         std::fs::write(&self.file_path, format!("{}\n", lines.join("\n"))).expect("written");
     }
 
-    /// Removes `chain`'s checkpoint at `position` from the file and the table.
+    /// Removes `chain`'s checkpoint of one head at `position` from the file and the
+    /// table.
     fn remove_checkpoint(&self, chain: &str, position: u64) {
         let needle = format!("\"writer\":\"{chain}\",\"position\":{position},");
         let kept: Vec<String> = self
@@ -452,7 +476,7 @@ async fn an_intact_log_reads_the_same_in_pages_of_any_size() {
     let report = fixture.report(&PAGES).await;
 
     assert!(report.is_intact(), "{report}");
-    assert_eq!(report.checkpoints_checked, 3 * CHECKPOINTS);
+    assert_eq!(report.checkpoints_checked, LINES);
     assert_eq!(report.chains.len(), 3);
     assert!(
         report
@@ -470,13 +494,13 @@ async fn each_chain_s_damage_reads_the_same_in_pages_of_any_size() {
     // (the chain re-hashed after it), in the middle.
     let rehashed = sign(
         &fixture.key,
-        Checkpoint {
-            writer: ChainId::parse("w-one").expect("chain"),
-            position: 10 * EVERY,
-            previous: 9 * EVERY,
-            head: EntryHash::GENESIS,
-            at: chrono::Utc::now(),
-        },
+        Checkpoint::of_one(
+            ChainId::parse("w-one").expect("chain"),
+            10 * EVERY,
+            9 * EVERY,
+            EntryHash::GENESIS,
+            chrono::Utc::now(),
+        ),
     )
     .await;
     fixture.append_line(&rehashed.to_line());
@@ -525,9 +549,10 @@ async fn each_chain_s_damage_reads_the_same_in_pages_of_any_size() {
                 named_by: format!(
                     "{} line {}",
                     fixture.file_path.display(),
-                    // Lines in turns of three chains; w-two is second, and one line of it
-                    // (position 12 * EVERY, the 12th) is gone.
-                    12 * 3 + 2 - 1
+                    // Lines in turns: w-one's and w-two's each turn, w-three's every
+                    // second (6 before the 13th turn); w-two's is second in its turn, and
+                    // one line of it (position 12 * EVERY, the 12th) is gone.
+                    12 * 2 + 6 + 2 - 1
                 ),
             },
         }),
@@ -566,8 +591,7 @@ async fn a_damaged_store_s_checkpoints_read_the_same_in_pages_of_any_size() {
         "{report}"
     );
     assert_eq!(
-        report.checkpoints_checked,
-        3 * CHECKPOINTS,
+        report.checkpoints_checked, LINES,
         "the table's rows the file lost count, each once: {report}"
     );
     let read = LocalCheckpoints::reader(fixture.store.clone(), &fixture.file_path)
@@ -607,8 +631,5 @@ async fn pages_hand_out_every_checkpoint_once_in_the_order_stored() {
         );
         assert_eq!(read, whole, "pages of {page}");
     }
-    assert_eq!(
-        whole.len(),
-        usize::try_from(3 * CHECKPOINTS).expect("small")
-    );
+    assert_eq!(whole.len(), usize::try_from(LINES).expect("small"));
 }
