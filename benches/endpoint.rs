@@ -1,8 +1,10 @@
 //! Loopback load figures for the SecretEndpoint: an authorized `GET /api/secrets/{name}`
 //! through the `X-ARR-ClientCert` path with a warm device cache, beside a bare axum
 //! handler answering the same bytes in the same run; the latency of authorized reads
-//! alone and while a flood of refused requests runs; and full TLS handshakes per second
-//! against keyturn's own TLS listener.
+//! alone and while a flood of refused requests runs; what the audit log's checkpoints
+//! cost authorized reads, against the same keyturn started without them, in alternating
+//! adjacent windows; and full TLS handshakes per second against keyturn's own TLS
+//! listener.
 //!
 //! Every measurement is bounded in time (a warm-up, then a fixed measured window) and the
 //! program stops by itself, printing one table. keyturn is started as `serve` starts it:
@@ -69,6 +71,13 @@ const CONNECTIONS: usize = 32;
 /// Keep-alive connections for the authorized-read latency rows: a device fleet's steady
 /// reads, well below what saturates the two cores, so the latency is the read's own.
 const READ_CONNECTIONS: usize = 8;
+
+/// The pairs of adjacent authorized-read windows measured against keyturn anchored and
+/// without checkpoints, and which goes first in each (`true`: the one without).
+/// Alternating (ABBA) keeps a machine that speeds up or slows down during the run from
+/// favouring either side; comparing each pair's two adjacent windows keeps the drift of
+/// a shared machine (a disk's sync latency, a neighbour's load) out of the difference.
+const CHECKPOINT_COST_ORDER: [bool; 8] = [false, true, false, true, false, true, false, true];
 
 /// Keep-alive connections sending refused requests (no certificate) back to back while
 /// the authorized reads of the flood row are measured.
@@ -230,10 +239,67 @@ async fn run() -> BenchResult<()> {
     bare.stop().await;
 
     // 3. Authorized reads' latency, alone and while refused requests flood the endpoint
-    //    from another address (no certificate: each is refused and audited).
+    //    from another address (no certificate: each is refused and audited). Alone,
+    //    they are measured in turn with the same keyturn whose audit log has no
+    //    checkpoints (its store given at start-up, which leaves it unanchored): what
+    //    the checkpoints cost the reads, each side measured in the same conditions.
     let reads_app = Keyturn::start(&dir.path().join("reads"), &chain(true), None).await?;
-    let alone = keep_alive_load_with(reads_app.address, &request, READ_CONNECTIONS).await?;
+    let unanchored_app =
+        Keyturn::start_unanchored(&dir.path().join("unanchored"), &chain(true)).await?;
+    let mut anchored_runs = Vec::new();
+    let mut unanchored_runs = Vec::new();
+    for unanchored_first in CHECKPOINT_COST_ORDER {
+        let order = if unanchored_first {
+            [(&unanchored_app, false), (&reads_app, true)]
+        } else {
+            [(&reads_app, true), (&unanchored_app, false)]
+        };
+        for (app, anchored) in order {
+            let figures = keep_alive_load_with(app.address, &request, READ_CONNECTIONS).await?;
+            if anchored {
+                anchored_runs.push(figures);
+            } else {
+                unanchored_runs.push(figures);
+            }
+        }
+    }
+    let alone = Figures::merged(&anchored_runs);
+    let unanchored = Figures::merged(&unanchored_runs);
     rows.push(Row::new("authorized reads, 8 connections", &alone, None));
+    rows.push(Row::new(
+        "same, audit log without checkpoints",
+        &unanchored,
+        None,
+    ));
+    // Each pair's cost, then their mean and its standard error.
+    let costs: Vec<f64> = anchored_runs
+        .iter()
+        .zip(&unanchored_runs)
+        .map(|(anchored, unanchored)| 1.0 - anchored.per_second() / unanchored.per_second())
+        .collect();
+    let pairs = costs.len() as f64;
+    let mean = costs.iter().sum::<f64>() / pairs;
+    let variance = costs.iter().map(|c| (c - mean).powi(2)).sum::<f64>() / (pairs - 1.0).max(1.0);
+    let each = costs
+        .iter()
+        .map(|c| format!("{:.1}", c * 100.0))
+        .collect::<Vec<_>>()
+        .join(" / ");
+    notes.push(format!(
+        "checkpoints' cost to authorized reads: {:.1} % (mean of {} pairs of adjacent windows, standard error {:.1} %; per pair {each} %; all windows together {:.1} %)",
+        mean * 100.0,
+        costs.len(),
+        (variance / pairs).sqrt() * 100.0,
+        (1.0 - alone.per_second() / unanchored.per_second()) * 100.0,
+    ));
+    let unanchored_reads = unanchored_runs.iter().map(|f| f.total).sum::<usize>();
+    let audited = unanchored_app.audited().await?;
+    if audited != unanchored_reads as u64 {
+        notes.push(format!(
+            "audit (without checkpoints): {audited} entries for {unanchored_reads} reads (MISMATCH)"
+        ));
+    }
+    unanchored_app.stop().await;
     let flood = Flood::start(reads_app.address, &refused_request());
     let flooded = keep_alive_load_with(reads_app.address, &request, READ_CONNECTIONS).await?;
     let refused = flood.finish().await?;
@@ -242,7 +308,7 @@ async fn run() -> BenchResult<()> {
         &flooded,
         None,
     ));
-    let reads = alone.total + flooded.total + 1;
+    let reads = anchored_runs.iter().map(|f| f.total).sum::<usize>() + flooded.total + 1;
     let audited = reads_app.audited().await?;
     notes.push(format!(
         "refusal flood: {refused} requests without a certificate answered 401 ({:.0}/s) beside the reads; audit: {audited} entries for {reads} reads and {refused} refusals",
@@ -469,6 +535,21 @@ impl Keyturn {
         settings: &[(&str, String)],
         directory: Option<Arc<dyn DeviceDirectory>>,
     ) -> BenchResult<Self> {
+        Self::start_with(data_dir, settings, directory, false).await
+    }
+
+    /// [`Keyturn::start`] with its audit log started without checkpoints: the reference
+    /// the checkpoints' cost is measured against.
+    async fn start_unanchored(data_dir: &Path, settings: &[(&str, String)]) -> BenchResult<Self> {
+        Self::start_with(data_dir, settings, None, true).await
+    }
+
+    async fn start_with(
+        data_dir: &Path,
+        settings: &[(&str, String)],
+        directory: Option<Arc<dyn DeviceDirectory>>,
+        unanchored_audit: bool,
+    ) -> BenchResult<Self> {
         let settings: Vec<(String, String)> = settings
             .iter()
             .map(|(k, v)| ((*k).to_owned(), v.clone()))
@@ -478,6 +559,7 @@ impl Keyturn {
         let tls_config = startup::tls_config(&settings)?;
         let overrides = Overrides {
             directory,
+            unanchored_audit,
             site: Some(Arc::new(RequiredFrontEnd)),
             ..Overrides::default()
         };
@@ -643,7 +725,9 @@ async fn one_request(address: SocketAddr, request: &[u8]) -> BenchResult<(u16, V
 
 /// What one measurement yields.
 struct Figures {
-    /// Requests completed inside the measured window.
+    /// Measured windows these figures hold (several when merged).
+    windows: u32,
+    /// Requests completed inside the measured windows.
     measured: usize,
     /// Requests completed in the whole run, warm-up included.
     total: usize,
@@ -653,7 +737,22 @@ struct Figures {
 
 impl Figures {
     fn per_second(&self) -> f64 {
-        self.measured as f64 / MEASURED.as_secs_f64()
+        self.measured as f64 / (MEASURED.as_secs_f64() * f64::from(self.windows.max(1)))
+    }
+
+    /// The figures of several runs as one: their windows, requests and latencies.
+    fn merged(runs: &[Figures]) -> Figures {
+        let mut latencies: Vec<u32> = runs
+            .iter()
+            .flat_map(|f| f.latencies.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        Figures {
+            windows: runs.iter().map(|f| f.windows).sum(),
+            measured: runs.iter().map(|f| f.measured).sum(),
+            total: runs.iter().map(|f| f.total).sum(),
+            latencies,
+        }
     }
 
     /// Nearest-rank percentile, in milliseconds.
@@ -704,6 +803,7 @@ impl Tally {
 async fn collect(mut tasks: JoinSet<BenchResult<Tally>>) -> BenchResult<Figures> {
     let deadline = WARM_UP + MEASURED + GRACE;
     let mut figures = Figures {
+        windows: 1,
         measured: 0,
         total: 0,
         latencies: Vec::new(),

@@ -412,6 +412,10 @@ pub struct Overrides {
     pub clock: Option<Clock>,
     /// The audit store, in place of the one `KEYTURN_AUDIT_STORE` chooses.
     pub audit: Option<Arc<dyn AuditStore>>,
+    /// Starts the audit log the settings choose without its checkpoints: the reference
+    /// `benches/endpoint.rs` measures what the checkpoints cost against, everything
+    /// else started as `serve` starts it. `serve` never sets it.
+    pub unanchored_audit: bool,
     /// The rotation ports, in place of the backend's.
     pub rotation: Option<RotationOverride>,
     /// Endpoint sources added to the configured ones (a name already configured is
@@ -454,6 +458,7 @@ pub async fn services_with(
     let Overrides {
         clock,
         audit,
+        unanchored_audit,
         rotation,
         sources,
         directory,
@@ -488,6 +493,7 @@ pub async fn services_with(
             .await?
         }
     };
+    let anchor = anchor.filter(|_| !unanchored_audit);
     let audit =
         AuditLog::start_anchored(store, anchor).map_err(|e| StartupError::Audit(e.to_string()))?;
     let mut endpoint_backends = EndpointBackends::of(&backends);
