@@ -270,13 +270,34 @@ async fn anchored_in_twos(
     for second in 0..6 {
         entries.push(log.append(read_record(second)).await.expect("append"));
     }
-    let signer = fixture.signer().await;
+    let signed = signed_in_groups(fixture.signer().await.as_ref(), writer, &entries, &[3, 3]).await;
+    fixture
+        .checkpoints()
+        .await
+        .append_all(&signed)
+        .await
+        .expect("appended");
+    (entries, signed)
+}
+
+/// Checkpoints of `writer`'s stored `entries` (one batch each), `sizes` heads at a time,
+/// each naming the one before, signed by `signer`: as the writer makes them under load.
+pub(crate) async fn signed_in_groups(
+    signer: &dyn CheckpointSigner,
+    writer: &ChainId,
+    entries: &[AuditEntry],
+    sizes: &[usize],
+) -> Vec<SignedCheckpoint> {
     let mut signed = Vec::new();
-    for (previous, batch) in [(0, &entries[..3]), (3, &entries[3..])] {
+    let mut previous = 0;
+    let mut rest = entries;
+    for &size in sizes {
+        let (group, after) = rest.split_at(size);
+        rest = after;
         let checkpoint = Checkpoint {
             writer: writer.clone(),
             previous,
-            heads: batch
+            heads: group
                 .iter()
                 .map(|entry| BatchHead {
                     position: entry.sequence,
@@ -285,6 +306,7 @@ async fn anchored_in_twos(
                 .collect(),
             at: Utc::now(),
         };
+        previous = checkpoint.position();
         let signature = signer
             .sign(&checkpoint.signed_bytes())
             .await
@@ -294,13 +316,7 @@ async fn anchored_in_twos(
             signature,
         });
     }
-    fixture
-        .checkpoints()
-        .await
-        .append_all(&signed)
-        .await
-        .expect("appended");
-    (entries, signed)
+    signed
 }
 
 pub(crate) async fn a_checkpoint_of_several_batches_vouches_for_each(fixture: impl Anchored) {

@@ -31,9 +31,7 @@ use keyturn::evidence::{EvidenceError, Period, export};
 use keyturn::ports::PortError;
 use keyturn::ports::audit::ChainId;
 use keyturn::ports::audit::{AuditObject, AuditRecord};
-use keyturn::ports::checkpoint::{
-    BatchHead, Checkpoint, CheckpointSigner, CheckpointStore, PublicKey, SignedCheckpoint,
-};
+use keyturn::ports::checkpoint::{CheckpointStore, PublicKey};
 use keyturn::ports::inventory::{InventoryStore, Page, PageToken};
 use keyturn::startup;
 
@@ -289,31 +287,9 @@ async fn store_checkpointed_in_groups(entries: Vec<Entry>, sizes: &[usize]) -> S
         stored.push(log.append(record_of(entry)).await.expect("appended"));
     }
     let key = LocalSigningKey::load_or_create(&store.beside(SIGNING_KEY_FILE_NAME)).expect("key");
-    let mut signed = Vec::new();
-    let mut previous = 0;
-    let mut rest = stored.as_slice();
-    for &size in sizes {
-        let (group, after) = rest.split_at(size);
-        rest = after;
-        let checkpoint = Checkpoint {
-            writer: ChainId::default_chain(),
-            previous,
-            heads: group
-                .iter()
-                .map(|entry| BatchHead {
-                    position: entry.sequence,
-                    head: entry.hash,
-                })
-                .collect(),
-            at: Utc::now(),
-        };
-        previous = checkpoint.position();
-        let signature = key.sign(&checkpoint.signed_bytes()).await.expect("signs");
-        signed.push(SignedCheckpoint {
-            checkpoint,
-            signature,
-        });
-    }
+    let signed =
+        crate::audit_anchor::signed_in_groups(&key, &ChainId::default_chain(), &stored, sizes)
+            .await;
     LocalCheckpointFile::new(store.beside(CHECKPOINT_FILE_NAME))
         .append_all(&signed)
         .await
